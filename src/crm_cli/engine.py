@@ -1,0 +1,215 @@
+"""The inference engine: ``Refiner`` loads a model once and refines many image/mask pairs.
+
+Multi-resolution schedule (DESIGN §2): for each ratio s, the image and the current mask are
+resized to s x full size, padded, encoded once, and the implicit decoder is queried on the grid the
+next stage consumes (the full grid for the last stage). Each stage's soft output is the next
+stage's mask.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import default_weights_path, load_model
+from .config import DEFAULT_RATIOS
+from .devices import describe_device, resolve_device
+from .presets import check_ratios
+from .transforms import network_input, rgb_to_tensor
+
+STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
+PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
+
+
+@dataclass
+class StageTiming:
+    """Wall time of one stage, split into encoder and decoder."""
+
+    ratio: float
+    encode_s: float
+    decode_s: float
+
+
+@dataclass
+class RefineResult:
+    """Final probability map plus optional per-stage maps and timings."""
+
+    probability: np.ndarray
+    stages: list[np.ndarray] = field(default_factory=list)
+    timings: list[StageTiming] = field(default_factory=list)
+
+
+def mask_to_float(mask: np.ndarray) -> np.ndarray:
+    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool, float clipped)."""
+    if mask.dtype == np.bool_:
+        return mask.astype(np.float32)
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) / 255.0
+    if mask.dtype == np.uint16:
+        return mask.astype(np.float32) / 65535.0
+    return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+def stage_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """Stage-input size for a ratio (at least 1 pixel per side)."""
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
+def pad_stage_input(x: torch.Tensor, pad: int = STAGE_PAD, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+    """Pad ``pad`` px on top/left and at least ``pad`` on bottom/right up to a size multiple."""
+    height, width = x.shape[-2:]
+    extra_y = (-(height + 2 * pad)) % multiple
+    extra_x = (-(width + 2 * pad)) % multiple
+    amounts = (pad, pad + extra_x, pad, pad + extra_y)
+    # Reflect needs each pad smaller than the side; tiny stages fall back to replicate.
+    mode = "reflect" if max(pad + extra_y, 0) < height and max(pad + extra_x, 0) < width else "replicate"
+    return F.pad(x, amounts, mode=mode)
+
+
+class Refiner:
+    """Load a CRM checkpoint once; refine any number of (image, mask) pairs.
+
+    Example:
+        >>> refiner = Refiner()  # shipped weights, best device
+        >>> prob = refiner.refine(rgb, coarse)  # float32 (H, W) in [0, 1]
+    """
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
+                 model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
+                 decode_budget_mb: int = 256) -> None:
+        self.device = resolve_device(device)
+        if model is None:
+            model, self.weights_info = load_model(weights or default_weights_path())
+        else:
+            self.weights_info = {"path": None, "sha256": "", "config": model.config.to_dict(), "provenance": {}}
+        self.model = model.to(self.device).eval()
+        self.tile_size = int(math.ceil(tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
+        self.tile_margin = int(math.ceil(tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
+        self.decode_budget = decode_budget_mb << 20
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, device: str = "auto", **kwargs) -> Refiner:
+        """Wrap an in-memory model (for training-time validation and tests)."""
+        return cls(model=model, device=device, **kwargs)
+
+    @property
+    def device_name(self) -> str:
+        """Human-readable device description."""
+        return describe_device(self.device)
+
+    # ------------------------------------------------------------------ stages
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Projected latent for a padded stage input, tiled with overlap when it is large."""
+        height, width = x.shape[-2:]
+        tile, margin = self.tile_size, self.tile_margin
+        if height <= tile + 2 * margin and width <= tile + 2 * margin:
+            return self.model.encode(x)
+        hidden = self.model.decoder.hidden_dim
+        g = torch.empty(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
+        for y0 in range(0, height, tile):
+            y1 = min(height, y0 + tile)
+            cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
+            for x0 in range(0, width, tile):
+                x1 = min(width, x0 + tile)
+                cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
+                part = self.model.encode(x[:, :, cy0:cy1, cx0:cx1])
+                g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
+                    :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
+                ]
+        return g
+
+    def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float,
+               target_hw: tuple[int, int]) -> tuple[torch.Tensor, StageTiming]:
+        """One refinement stage: returns the probability (1, 1, *target_hw) and its timing."""
+        height, width = image.shape[:2]
+        hs, ws = stage_size(height, width, ratio)
+        stage_mask = resize_probability(mask, (hs, ws))
+        start = time.perf_counter()
+        if not (stage_mask > 0.5).any():
+            return torch.zeros(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
+        if bool((stage_mask > 0.5).all()):
+            return torch.ones(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
+        if (hs, ws) != (height, width):
+            interpolation = cv2.INTER_AREA if hs < height else cv2.INTER_LINEAR
+            stage_rgb = cv2.resize(image, (ws, hs), interpolation=interpolation)
+        else:
+            stage_rgb = image
+        x = pad_stage_input(network_input(rgb_to_tensor(stage_rgb, self.device), stage_mask))
+        g = self._encode(x)
+        _sync(self.device)
+        encoded = time.perf_counter()
+        logits = self.model.decoder.decode(g, target_hw, (hs, ws), STAGE_PAD, self.decode_budget)
+        del g, x
+        prob = torch.sigmoid_(logits).unsqueeze(1)
+        _sync(self.device)
+        return prob, StageTiming(ratio, encoded - start, time.perf_counter() - encoded)
+
+    # ------------------------------------------------------------------ public
+    @torch.inference_mode()
+    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
+                        keep_stages: bool = False) -> RefineResult:
+        """Refine and also return timings (and, with ``keep_stages``, every stage at full size).
+
+        With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
+        otherwise intermediate stages are decoded only at the size the next stage consumes.
+        """
+        ratios = check_ratios(ratios)
+        image = _check_image(image)
+        mask = mask_to_float(np.asarray(mask))
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} does not match image size "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        height, width = mask.shape
+        current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
+        result = RefineResult(probability=np.empty(0, np.float32))
+        for k, ratio in enumerate(ratios):
+            last = k == len(ratios) - 1
+            target = (height, width) if (last or keep_stages) else stage_size(height, width, ratios[k + 1])
+            current, timing = self._stage(image, current, ratio, target)
+            result.timings.append(timing)
+            if keep_stages and not last:
+                result.stages.append(current[0, 0].float().cpu().numpy())
+        result.probability = current[0, 0].float().cpu().numpy()
+        if keep_stages:
+            result.stages.append(result.probability)
+        return result
+
+    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS) -> np.ndarray:
+        """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
+            ratios: increasing stage ratios; the last one is usually 1.0.
+        """
+        return self.refine_detailed(image, mask, ratios).probability
+
+
+def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a (1, 1, h, w) map, antialiased when shrinking."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    shrink = size[0] < mask.shape[-2] or size[1] < mask.shape[-1]
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

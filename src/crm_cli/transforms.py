@@ -1,0 +1,26 @@
+"""Tensor pre-processing shared by inference and training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import IMAGENET_MEAN, IMAGENET_STD
+
+
+def network_input(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Stack normalised RGB and the mask mapped to [-1, 1] into the 4-channel network input.
+
+    Args:
+        rgb: (B, 3, H, W) float in [0, 1].
+        mask: (B, 1, H, W) float probability in [0, 1].
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return torch.cat([(rgb - mean) / std, mask * 2.0 - 1.0], dim=1)
+
+
+def rgb_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1] on ``device``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+    return tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny random checkpoints and synthetic images (no external data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_ARCH = {
+    "encoder": "mobilenet_v2",
+    "skip_dims": [8, 8, 8],
+    "latent_dim": 16,
+    "fusion": "separable",
+    "hidden_dim": 8,
+    "hidden_layers": 2,
+    "dropout": 0.0,
+    "width_mult": 0.25,
+}
+
+
+def make_tiny_model(seed: int = 0):
+    """A tiny randomly initialised CRMNet (about 20k parameters), in eval mode."""
+    import torch
+
+    from crm_cli.config import ArchConfig
+    from crm_cli.model import build_crm
+
+    torch.manual_seed(seed)
+    model = build_crm(ArchConfig.from_dict(TINY_ARCH))
+    # Random BN statistics so the network is not an identity-ish map.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path to a tiny random checkpoint in the shipped format (fp16 safetensors + sidecar)."""
+    from crm_cli.checkpoint import save_weights
+    from crm_cli.config import Provenance
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(make_tiny_model(), path, Provenance(notes="random test weights"))
+    return path
+
+
+def synthetic_scene(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured RGB image (uint8) with a bright ellipse object and its binary GT (uint8 0/255)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy, cx = height * rng.uniform(0.4, 0.6), width * rng.uniform(0.4, 0.6)
+    ry, rx = height * rng.uniform(0.2, 0.3), width * rng.uniform(0.2, 0.3)
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    image = rng.integers(20, 90, size=(height, width, 3)).astype(np.uint8)
+    image[inside] = rng.integers(160, 240, size=(int(inside.sum()), 3)).astype(np.uint8)
+    return image, (inside * 255).astype(np.uint8)
+
+
+def coarse_of(gt: np.ndarray, factor: int = 8) -> np.ndarray:
+    """A blocky coarse version of a 0/255 GT: nearest down-then-up sampling."""
+    import cv2
+
+    height, width = gt.shape
+    small = cv2.resize(gt, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+    return (cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST) > 127).astype(np.uint8) * 255
+
+
+@pytest.fixture
+def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, gt, coarse) at 96x128."""
+    image, gt = synthetic_scene(96, 128)
+    return image, gt, coarse_of(gt)
