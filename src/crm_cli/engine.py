@@ -110,7 +110,7 @@ class Refiner:
         """Projected latent for a padded stage input, tiled with overlap when it is large."""
         height, width = x.shape[-2:]
         tile, margin = self.tile_size, self.tile_margin
-        if height <= tile + 2 * margin and width <= tile + 2 * margin:
+        if height <= tile and width <= tile:
             return self.model.encode(x)
         hidden = self.model.decoder.hidden_dim
         g = torch.empty(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
@@ -126,9 +126,13 @@ class Refiner:
                 ]
         return g
 
-    def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float,
-               target_hw: tuple[int, int]) -> tuple[torch.Tensor, StageTiming]:
-        """One refinement stage: returns the probability (1, 1, *target_hw) and its timing."""
+    def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float, target_hw: tuple[int, int],
+               roi: bool = False) -> tuple[torch.Tensor, StageTiming]:
+        """One refinement stage: returns the probability (1, 1, *target_hw) and its timing.
+
+        With ``roi`` only pixels near the incoming mask's uncertain boundary are decoded (the
+        paper's CRM*); the others keep the incoming mask's upsampled value.
+        """
         height, width = image.shape[:2]
         hs, ws = stage_size(height, width, ratio)
         stage_mask = resize_probability(mask, (hs, ws))
@@ -146,20 +150,33 @@ class Refiner:
         g = self._encode(x)
         _sync(self.device)
         encoded = time.perf_counter()
-        logits = self.model.decoder.decode(g, target_hw, (hs, ws), STAGE_PAD, self.decode_budget)
+        decoder = self.model.decoder
+        if roi:
+            prob = resize_probability(mask, target_hw).clone()
+            ys, xs = roi_pixels(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
+            rows = decoder.axis_table(target_hw[0], hs, g.shape[1], STAGE_PAD, axis=0)
+            cols = decoder.axis_table(target_hw[1], ws, g.shape[2], STAGE_PAD, axis=1)
+            chunk = max(1, self.decode_budget // (decoder.hidden_dim * 4 * 4))
+            flat = prob.view(-1)
+            for k in range(0, ys.numel(), chunk):
+                y, x_ = ys[k:k + chunk], xs[k:k + chunk]
+                flat[y * target_hw[1] + x_] = torch.sigmoid(decoder.decode_points(g, rows, cols, y, x_)[0])
+        else:
+            logits = decoder.decode(g, target_hw, (hs, ws), STAGE_PAD, self.decode_budget)
+            prob = torch.sigmoid_(logits).unsqueeze(1)
         del g, x
-        prob = torch.sigmoid_(logits).unsqueeze(1)
         _sync(self.device)
         return prob, StageTiming(ratio, encoded - start, time.perf_counter() - encoded)
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-                        keep_stages: bool = False) -> RefineResult:
+                        keep_stages: bool = False, roi: bool = False) -> RefineResult:
         """Refine and also return timings (and, with ``keep_stages``, every stage at full size).
 
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
-        otherwise intermediate stages are decoded only at the size the next stage consumes.
+        otherwise intermediate stages are decoded only at the size the next stage consumes. With
+        ``roi`` every stage after the first decodes only a band around the uncertain boundary.
         """
         ratios = check_ratios(ratios)
         image = _check_image(image)
@@ -173,7 +190,7 @@ class Refiner:
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             target = (height, width) if (last or keep_stages) else stage_size(height, width, ratios[k + 1])
-            current, timing = self._stage(image, current, ratio, target)
+            current, timing = self._stage(image, current, ratio, target, roi=roi and k > 0)
             result.timings.append(timing)
             if keep_stages and not last:
                 result.stages.append(current[0, 0].float().cpu().numpy())
@@ -182,15 +199,17 @@ class Refiner:
             result.stages.append(result.probability)
         return result
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS) -> np.ndarray:
+    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
+               roi: bool = False) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
             image: (H, W, 3) uint8 RGB.
             mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
             ratios: increasing stage ratios; the last one is usually 1.0.
+            roi: decode later stages only near the uncertain boundary (faster, nearly identical).
         """
-        return self.refine_detailed(image, mask, ratios).probability
+        return self.refine_detailed(image, mask, ratios, roi=roi).probability
 
 
 def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -199,6 +218,21 @@ def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
         return mask
     shrink = size[0] < mask.shape[-2] or size[1] < mask.shape[-1]
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)
+
+
+ROI_LOW, ROI_HIGH = 0.02, 0.98
+
+
+def roi_pixels(prob: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels to decode in ROI mode: where the incoming probability is uncertain
+    (between ROI_LOW and ROI_HIGH) or on its 0.5 boundary, dilated by ``radius`` pixels."""
+    uncertain = ((prob > ROI_LOW) & (prob < ROI_HIGH)).float()[None, None]
+    binary = (prob > 0.5).float()[None, None]
+    edge = F.max_pool2d(binary, 3, 1, 1) - (-F.max_pool2d(-binary, 3, 1, 1))
+    band = torch.maximum(uncertain, edge)
+    band = F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+    ys, xs = torch.nonzero(band, as_tuple=True)
+    return ys, xs
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -22,14 +22,24 @@ from .common import (
     load_refiner,
     user_errors,
 )
-from .refine import LabelsOpt, Mode, ModeOpt, OutputKind, OutputKindOpt, ThresholdOpt, TileOpt, parse_labels, \
-    resolve_ratios
+from .refine import (
+    LabelsOpt,
+    Mode,
+    ModeOpt,
+    OutputKind,
+    OutputKindOpt,
+    ThresholdOpt,
+    TileOpt,
+    parse_labels,
+    resolve_ratios,
+)
 
 
 def batch(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
-                                           help="BIG-layout folder (*_im + *_seg) or a folder with images/ and masks/.")],
-    output_dir: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Output folder (mirrors sub-folders).")],
+    folder: Annotated[Path, typer.Argument(
+        exists=True, file_okay=False, help="BIG-layout folder (*_im + *_seg) or a folder with images/ and masks/.")],
+    output_dir: Annotated[Path, typer.Option(
+        "--output", "-o", file_okay=False, help="Output folder (mirrors sub-folders).")],
     ratios: RatiosOpt = None,
     preset: PresetOpt = Preset.balanced,
     device: DeviceOpt = Device.auto,
@@ -96,7 +106,8 @@ def batch(
                       f"{counts['failed']} failed -> {output_dir}", highlight=False)
         for item in items:
             if item["status"] == "failed":
-                console.print(f"  [red]failed[/] {item.get('name', item['image'])}: {item['error']}", highlight=False)
+                label = f"{item['name']}: " if "name" in item else ""
+                console.print(f"  [red]failed[/] {label}{item['error']}", highlight=False)
     if json_out:
         emit_json({"done": counts["ok"], "skipped": counts["skipped"], "failed": counts["failed"],
                    "output_dir": str(output_dir), "items": items})

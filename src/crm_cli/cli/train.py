@@ -36,7 +36,7 @@ def train(
     import torch
 
     from ..training.data import list_pairs
-    from ..training.loop import TrainOptions, Trainer
+    from ..training.loop import Trainer, TrainOptions
 
     if threads:
         torch.set_num_threads(threads)

@@ -198,7 +198,17 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
+        self._truncate_log()
         return True
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the checkpoint we resume from (they will be replayed)."""
+        log_path = self.out / "log.csv"
+        if self.rank != 0 or not log_path.exists():
+            return
+        lines = log_path.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= self.step]
+        log_path.write_text("".join(kept))
 
     # -------------------------------------------------------------- training
     def train_step(self) -> dict[str, float]:

@@ -1,0 +1,52 @@
+"""``crm compare``: a side-by-side PNG of coarse vs refined (vs GT) with zoomed boundary crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import QuietOpt, console, user_errors
+
+HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
+then zoomed crops of the regions where coarse and refined differ most.
+
+Example: [bold]crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4[/]"""
+
+
+def compare(
+    image: Annotated[Path, typer.Argument(help="The RGB image.", show_default=False)],
+    coarse: Annotated[Path, typer.Argument(help="The coarse (input) mask.", show_default=False)],
+    refined: Annotated[Path, typer.Argument(help="The refined mask (any bit depth).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="PNG file to write.",
+                                         show_default=False)],
+    gt: Annotated[Path | None, typer.Argument(help="Optional ground-truth mask.", show_default=False)] = None,
+    crops: Annotated[int, typer.Option("--crops", min=0, max=16, help="Number of zoomed crops.")] = 3,
+    crop_size: Annotated[int | None, typer.Option(
+        "--crop-size", min=8, help="Crop side in image pixels (default: 1/8 of the short side, 16-256).",
+        show_default=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a comparison strip PNG."""
+    with user_errors():
+        from ..compare import compare_strip
+        from ..imageio import match_mask_to_image, read_image, read_mask, write_png
+
+        rgb = read_image(image)
+        masks = []
+        for path in (coarse, refined, gt):
+            if path is not None:
+                # A smaller same-aspect mask is upsampled; any other size mismatch is an error naming both.
+                fitted, _ = match_mask_to_image(read_mask(path), rgb.shape[:2], str(image), str(path))
+                masks.append(fitted.probability())
+        truth = masks[2] if gt is not None else None
+        strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
+        write_png(output, strip)
+    if not quiet:
+        console.print(f"wrote {output} ({strip.shape[1]}x{strip.shape[0]})", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("compare", help=HELP)(compare)

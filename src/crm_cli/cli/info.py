@@ -1,0 +1,179 @@
+"""``crm info``: versions, devices and the weights in use (with their hash check)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .common import JsonOpt, WeightsOpt, console, emit_json
+
+HELP = """Show the crm, Python, torch and CUDA versions, the devices available, the device [bold]auto[/]
+picks, and the weights: path, sha256 (checked against the sidecar JSON), architecture and provenance.
+
+Example: [bold]crm info --json[/]"""
+
+
+def _cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux, where platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _devices() -> list[dict[str, Any]]:
+    """Each available device with a readable name (GPU model and memory for CUDA)."""
+    import torch
+
+    from ..devices import available_devices
+
+    found = []
+    for device in available_devices():
+        entry: dict[str, Any] = {"id": device}
+        if device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            props = torch.cuda.get_device_properties(index)
+            entry["name"] = props.name
+            entry["memory_gib"] = round(props.total_memory / 2**30, 1)
+        elif device == "mps":
+            entry["name"] = "Apple Metal (MPS)"
+        else:
+            entry["name"] = _cpu_name()
+            entry["threads"] = torch.get_num_threads()
+        found.append(entry)
+    return found
+
+
+def _default_device() -> str:
+    import torch
+
+    from ..devices import resolve_device
+
+    device = resolve_device("auto")
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return str(device)
+
+
+def _embedded_spec(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(config, provenance) stored inside the checkpoint itself (safetensors metadata or .pt dict)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+        provenance = json.loads(metadata["provenance"]) if "provenance" in metadata else None
+        return config, provenance
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload.get("config"), payload.get("provenance")
+
+
+def weights_report(path: Path) -> dict[str, Any]:
+    """What is known about a checkpoint without building the model; never raises for a bad file."""
+    from ..checkpoint import read_sidecar, sha256_file, sidecar_path
+
+    report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
+                              "sidecar": None, "config": None, "provenance": None, "error": None}
+    if not report["exists"]:
+        return report
+    try:
+        report["sha256"] = sha256_file(path)
+        sidecar = read_sidecar(path)
+        if sidecar is not None:
+            report["sidecar"] = str(sidecar_path(path))
+            recorded = sidecar.get("sha256")
+            report["sha256_ok"] = recorded == report["sha256"] if recorded else None
+            report["config"] = sidecar.get("config")
+            report["provenance"] = sidecar.get("provenance")
+        if report["config"] is None or report["provenance"] is None:
+            config, provenance = _embedded_spec(path)
+            report["config"] = report["config"] if report["config"] is not None else config
+            report["provenance"] = report["provenance"] if report["provenance"] is not None else provenance
+    except Exception as exc:  # a corrupt file or sidecar is reported, not raised
+        report["error"] = f"{type(exc).__name__}: {exc}"
+    return report
+
+
+def gather_info(weights: Path | None) -> dict[str, Any]:
+    """The whole ``crm info`` report as plain JSON-able data."""
+    import torch
+
+    from .. import __version__
+    from ..checkpoint import default_weights_path
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "devices": _devices(),
+        "default_device": _default_device(),
+        "weights": weights_report(Path(weights) if weights is not None else default_weights_path()),
+    }
+
+
+def _print_table(data: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    def compact(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, dict):
+            items = (f"{key}={compact(item)}" for key, item in value.items() if item not in ("", None))
+            return ", ".join(items)
+        if isinstance(value, list):
+            return ",".join(str(item) for item in value)
+        return str(value)
+
+    table = Table(title="crm info", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key in ("version", "python", "torch", "cuda", "cudnn"):
+        table.add_row(key, compact(data[key]))
+    devices = []
+    for device in data["devices"]:
+        extra = [f"{device['memory_gib']} GiB"] if "memory_gib" in device else []
+        extra += [f"{device['threads']} threads"] if "threads" in device else []
+        devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
+    table.add_row("devices", "\n".join(devices))
+    table.add_row("default device", data["default_device"])
+    weights = data["weights"]
+    table.add_row("weights", escape(weights["path"]))
+    if not weights["exists"]:
+        table.add_row("", "[red]missing[/] (pass --weights PATH or set CRM_WEIGHTS)")
+    else:
+        ok = {True: "[green]matches sidecar[/]", False: "[red]does NOT match sidecar[/]",
+              None: "no sidecar hash"}
+        table.add_row("sha256", f"{weights['sha256']} ({ok[weights['sha256_ok']]})")
+        table.add_row("architecture", escape(compact(weights["config"])))
+        table.add_row("provenance", escape(compact(weights["provenance"])))
+        if weights["error"]:
+            table.add_row("error", f"[red]{escape(weights['error'])}[/]")
+    console.print(table)
+
+
+def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
+    """Show versions, devices and weights."""
+    data = gather_info(weights)
+    if as_json:
+        emit_json(data)
+    else:
+        _print_table(data)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("info", help=HELP)(info)

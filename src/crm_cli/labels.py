@@ -1,0 +1,95 @@
+"""Multi-object masks: refine every label of a label map (palette indices or 16-bit ids) separately.
+
+Each label becomes a binary coarse mask, is refined on its own, and the refined probabilities are
+recombined: a pixel takes the label with the highest probability, or background (0) where every
+probability is below 0.5. No file I/O happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from .config import DEFAULT_RATIOS
+
+BACKGROUND = 0
+FOREGROUND_MIN = 0.5  # a pixel keeps a label only when its best probability reaches this
+
+
+class SupportsRefine(Protocol):
+    """Anything with ``Refiner.refine``'s signature (the engine, or a stand-in in tests)."""
+
+    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = ...) -> np.ndarray: ...
+
+
+def _check_label_map(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"a label map must be 2-D (H, W), got shape {values.shape}")
+    if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"a label map must hold integer ids (uint8 or uint16), got {values.dtype}")
+    return values
+
+
+def label_ids(values: np.ndarray) -> list[int]:
+    """The non-background ids present in a label map, ascending."""
+    values = _check_label_map(values)
+    if values.dtype == np.uint8:
+        # bincount is much faster than unique on large 8-bit maps.
+        counts = np.bincount(values.ravel(), minlength=256)
+        return [int(i) for i in np.flatnonzero(counts) if i != BACKGROUND]
+    return [int(i) for i in np.unique(values) if i != BACKGROUND]
+
+
+def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.ndarray,
+                  ratios: Sequence[float] = DEFAULT_RATIOS,
+                  labels: Sequence[int] | None = None) -> np.ndarray:
+    """Refine each object of a label map and recombine them into a label map of the same dtype.
+
+    Args:
+        refiner: a ``Refiner`` (or any object with a compatible ``refine``).
+        image: (H, W, 3) uint8 RGB.
+        label_values: (H, W) integer ids; 0 is background.
+        ratios: stage ratios passed to ``refiner.refine``.
+        labels: only refine these ids (ids absent from the map and 0 are ignored). Pixels of any
+            other label are left exactly as they were: refined labels may only claim pixels that
+            were background or one of the refined labels.
+
+    Returns:
+        The recombined label map, same shape and dtype as ``label_values``.
+    """
+    values = _check_label_map(label_values)
+    image = np.asarray(image)
+    if image.shape[:2] != values.shape:
+        raise ValueError(f"mask size {values.shape[1]}x{values.shape[0]} does not match image size "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    present = label_ids(values)
+    if labels is None:
+        targets = present
+    else:
+        wanted = {int(label) for label in labels}
+        targets = [label for label in present if label in wanted]
+    result = values.copy()
+    if not targets:
+        return result
+
+    best_prob = np.zeros(values.shape, np.float32)
+    best_label = np.zeros(values.shape, values.dtype)
+    for label in targets:
+        coarse = (values == label).astype(np.uint8) * 255
+        prob = np.asarray(refiner.refine(image, coarse, ratios), dtype=np.float32)
+        if prob.shape != values.shape:
+            raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
+        # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.
+        better = prob > best_prob
+        best_prob[better] = prob[better]
+        best_label[better] = label
+    best_label[best_prob < FOREGROUND_MIN] = BACKGROUND
+
+    editable = values == BACKGROUND
+    for label in targets:
+        editable |= values == label
+    result[editable] = best_label[editable]
+    return result

@@ -1,0 +1,196 @@
+"""End-to-end CLI behaviour: files written, stdout discipline, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import coarse_of, synthetic_scene
+from PIL import Image
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+
+runner = CliRunner()
+
+
+def write_pair(folder: Path, stem_image: str, stem_mask: str, size=(96, 128), seed: int = 0,
+               gt_name: str | None = None) -> None:
+    image, gt = synthetic_scene(*size, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / f"{stem_image}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / f"{stem_mask}.png"), coarse_of(gt, 8))
+    if gt_name:
+        cv2.imwrite(str(folder / f"{gt_name}.png"), gt)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    write_pair(tmp_path, "img", "mask")
+    return tmp_path / "img.jpg", tmp_path / "mask.png"
+
+
+def test_help_and_version_are_quick_and_clean() -> None:
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    for command in ("refine", "batch", "score", "eval", "time", "train", "info", "compare"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, command
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("crm ")
+    # --help must not import torch.
+    code = "import sys; from crm_cli.cli import app; import crm_cli.cli.refine; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_refine_writes_png_of_input_size(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    out = tmp_path / "out.png"
+    result = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(out), "-w", str(tiny_weights),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "device: cpu" in result.stderr
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (96, 128) and written.dtype == np.uint8
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_refine_threshold_and_cutout(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    common = [str(pair[0]), str(pair[1]), "-w", str(tiny_weights), "-d", "cpu", "-q"]
+    assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "soft.png")]).exit_code == 0
+    assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "bin.png"), "-t", "0.5"]).exit_code == 0
+    assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "cut.png"), "-k", "cutout"]).exit_code == 0
+    soft = cv2.imread(str(tmp_path / "soft.png"), cv2.IMREAD_UNCHANGED)
+    binary = cv2.imread(str(tmp_path / "bin.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(binary)) <= {0, 255}
+    np.testing.assert_array_equal(binary == 255, soft > 127.5)
+    cutout = np.asarray(Image.open(tmp_path / "cut.png"))
+    assert cutout.shape == (96, 128, 4)
+    np.testing.assert_array_equal(cutout[..., 3], soft)
+
+
+def test_refine_stdin_to_stdout(pair, tiny_weights) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["refine", "-", str(pair[1]), "-o", "-", "-w", str(tiny_weights), "-d", "cpu"],
+                           input=pair[0].read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(result.stdout_bytes)).size == (128, 96)
+
+
+@pytest.mark.parametrize("fill, expected", [(0, 0), (255, 255)])
+def test_empty_and_full_masks_give_empty_and_full_outputs(pair, tiny_weights, tmp_path, fill, expected) -> None:  # noqa: ANN001
+    mask = tmp_path / "flat.png"
+    cv2.imwrite(str(mask), np.full((96, 128), fill, np.uint8))
+    out = tmp_path / "flat_out.png"
+    args = ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert (cv2.imread(str(out), cv2.IMREAD_UNCHANGED) == expected).all()
+
+
+def test_refine_bad_inputs_give_one_line_errors(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    base = ["-w", str(tiny_weights), "-d", "cpu", "-o", str(tmp_path / "o.png")]
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), np.zeros((50, 50), np.uint8))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not really")
+    cases = [
+        ([str(pair[0]), str(other)], "other.png"),
+        ([str(tmp_path / "missing.jpg"), str(pair[1])], "missing.jpg"),
+        ([str(corrupt), str(pair[1])], "corrupt.png"),
+    ]
+    for args, name in cases:
+        result = runner.invoke(app, ["refine", *args, *base])
+        assert result.exit_code == 1, result.output
+        assert name in result.stderr and "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and len(result.stderr.strip().splitlines()) <= 2
+    bad_ratio = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), *base, "--ratios", "0.5,0.25"])
+    assert bad_ratio.exit_code == 2
+    bad_weights = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", "x.png", "-w", str(corrupt)])
+    assert bad_weights.exit_code == 1
+
+
+def test_missing_cuda_is_an_error_not_a_fallback(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "o.png"),
+                                 "-w", str(tiny_weights), "--device", "cuda"])
+    assert result.exit_code == 1 and "cuda" in result.stderr.lower()
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_batch_big_layout_resumes_and_survives_a_bad_pair(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = tmp_path / "big"
+    for k in range(3):
+        write_pair(data / ("sub" if k == 2 else ""), f"p{k}_im", f"p{k}_seg", seed=k)
+    (data / "bad_im.jpg").write_bytes(b"garbage")
+    cv2.imwrite(str(data / "bad_seg.png"), np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    args = ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1
+    summary = json.loads(first.stdout)
+    assert (summary["done"], summary["failed"], summary["skipped"]) == (3, 1, 0)
+    assert (out / "p0_mask.png").exists() and (out / "sub" / "p2_mask.png").exists()
+    assert "bad" in first.stderr and "1 failed" in first.stderr
+    (data / "bad_im.jpg").unlink()
+    (data / "bad_seg.png").unlink()
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert (second["done"], second["skipped"], second["failed"]) == (0, 3, 0)
+    third = runner.invoke(app, [*args, "--overwrite"])
+    assert third.exit_code == 0 and json.loads(third.stdout)["done"] == 3
+
+
+def test_batch_two_folder_layout_mirrors_subfolders(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = tmp_path / "set"
+    write_pair(tmp_path / "tmp", "x", "x")
+    (data / "images" / "a").mkdir(parents=True)
+    (data / "masks" / "a").mkdir(parents=True)
+    (tmp_path / "tmp" / "x.jpg").rename(data / "images" / "a" / "x.jpg")
+    (tmp_path / "tmp" / "x.png").rename(data / "masks" / "a" / "x.png")
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (out / "a" / "x.png").exists()
+    same = runner.invoke(app, ["batch", str(data), "-o", str(data), "-w", str(tiny_weights)])
+    assert same.exit_code == 2
+
+
+def test_eval_scores_equal_score_on_written_outputs(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = tmp_path / "big"
+    for k in range(2):
+        write_pair(data, f"o{k}_im", f"o{k}_seg", seed=k, gt_name=f"o{k}_gt")
+    out = tmp_path / "masks"
+    result = runner.invoke(app, ["eval", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json",
+                                 "--per-stage", "--ratios", "0.5,1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 2 and len(summary["stages"]) == 2
+    for name in ("o0", "o1"):
+        (out / f"{name}_gt.png").write_bytes((data / f"{name}_gt.png").read_bytes())
+    scored = json.loads(runner.invoke(app, ["score", str(out), str(out), "--json"]).stdout)
+    assert scored["iou"] == pytest.approx(summary["refined"]["iou"], abs=1e-12)
+    assert scored["mba"] == pytest.approx(summary["refined"]["mba"], abs=1e-12)
+    coarse = json.loads(runner.invoke(app, ["score", str(data), str(data), "--pred-suffix", "_seg", "--json"]).stdout)
+    assert coarse["iou"] == pytest.approx(summary["coarse"]["iou"], abs=1e-12)
+    # The last stage of --per-stage is the final output.
+    assert summary["stages"][-1]["iou"] == pytest.approx(summary["refined"]["iou"], abs=1e-12)
+
+
+def test_time_reports_per_stage_breakdown(tiny_weights) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["time", "--size", "160x120", "--repeat", "1", "-w", str(tiny_weights), "-d", "cpu",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [s["ratio"] for s in report["stages"]] == [0.125, 0.25, 0.5, 1.0]
+    assert report["width"] == 160 and report["height"] == 120 and report["peak_rss_mb"] > 0
+    assert all(s["encode_s"] >= 0 and s["decode_s"] >= 0 for s in report["stages"])
+    assert runner.invoke(app, ["time", "-w", str(tiny_weights)]).exit_code == 2

@@ -1,0 +1,129 @@
+"""``crm compare`` and ``crm info`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import TINY_ARCH, coarse_of, synthetic_scene
+from typer.testing import CliRunner
+
+from crm_cli.checkpoint import sha256_file, sidecar_path
+from crm_cli.cli import app
+from crm_cli.imageio import write_png
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """Collapse Rich's wrapping so messages can be matched whatever the terminal width."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def scene_files(tmp_path: Path) -> dict[str, Path]:
+    image, gt = synthetic_scene(96, 128, seed=2)
+    coarse = coarse_of(gt)
+    refined = cv2.GaussianBlur(gt, (5, 5), 0)
+    files = {"image": tmp_path / "image.png", "coarse": tmp_path / "coarse.png",
+             "refined": tmp_path / "refined.png", "gt": tmp_path / "gt.png"}
+    write_png(files["image"], image)
+    write_png(files["coarse"], coarse)
+    write_png(files["refined"], refined)
+    write_png(files["gt"], gt)
+    return files
+
+
+def test_compare_writes_a_png(scene_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out" / "cmp.png"
+    args = [str(scene_files[k]) for k in ("image", "coarse", "refined", "gt")]
+    result = runner.invoke(app, ["compare", *args, "-o", str(out), "--crops", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    strip = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert strip is not None and strip.size > 0 and strip.ndim == 3 and strip.shape[2] == 3
+    assert not list(out.parent.glob("*.tmp"))
+
+    no_gt = tmp_path / "nogt.png"
+    result = runner.invoke(app, ["compare", *args[:3], "--output", str(no_gt), "--crops", "0", "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert cv2.imread(str(no_gt)).shape[1] < strip.shape[1]  # two columns instead of three
+
+
+def test_compare_missing_file_is_one_line_error(scene_files: dict[str, Path], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.png"
+    out = tmp_path / "cmp.png"
+    result = runner.invoke(app, ["compare", str(scene_files["image"]), str(missing),
+                                 str(scene_files["refined"]), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "nope.png" in flat(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_compare_size_mismatch_is_an_error(scene_files: dict[str, Path], tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.png"
+    write_png(wrong, np.zeros((50, 50), np.uint8))
+    result = runner.invoke(app, ["compare", str(scene_files["image"]), str(wrong),
+                                 str(scene_files["refined"]), "-o", str(tmp_path / "cmp.png")])
+    assert result.exit_code == 1
+    assert "wrong.png" in flat(result.stderr)
+
+
+def test_info_json_reports_weights(tiny_weights: Path) -> None:
+    result = runner.invoke(app, ["info", "--weights", str(tiny_weights), "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)  # stdout holds exactly one JSON document
+    assert result.stdout.count("\n") == 1
+    for key in ("version", "python", "torch", "cuda", "cudnn", "devices", "default_device", "weights"):
+        assert key in data
+    assert "cpu" in [device["id"] for device in data["devices"]]
+    assert data["default_device"] in [device["id"] for device in data["devices"]]
+    weights = data["weights"]
+    assert weights["path"] == str(tiny_weights) and weights["exists"] is True
+    assert weights["sha256"] == sha256_file(tiny_weights)
+    assert weights["sha256_ok"] is True
+    assert weights["config"]["encoder"] == TINY_ARCH["encoder"]
+    assert weights["config"]["latent_dim"] == TINY_ARCH["latent_dim"]
+    assert weights["provenance"]["notes"] == "random test weights"
+
+
+def test_info_hash_mismatch_and_embedded_spec(tiny_weights: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(tiny_weights, copy)
+    side = json.loads(sidecar_path(tiny_weights).read_text())
+    side["sha256"] = "0" * 64
+    sidecar_path(copy).write_text(json.dumps(side))
+    data = json.loads(runner.invoke(app, ["info", "-w", str(copy), "--json"]).stdout)
+    assert data["weights"]["sha256_ok"] is False
+
+    sidecar_path(copy).unlink()
+    data = json.loads(runner.invoke(app, ["info", "-w", str(copy), "--json"]).stdout)
+    assert data["weights"]["sha256_ok"] is None
+    assert data["weights"]["config"]["latent_dim"] == TINY_ARCH["latent_dim"]
+    assert data["weights"]["provenance"]["notes"] == "random test weights"
+
+
+def test_info_missing_weights_is_reported_not_fatal(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.safetensors"
+    result = runner.invoke(app, ["info", "--weights", str(missing), "--json"])
+    assert result.exit_code == 0
+    weights = json.loads(result.stdout)["weights"]
+    assert weights["exists"] is False and weights["sha256"] is None
+
+    result = runner.invoke(app, ["info", "--weights", str(missing)])
+    assert result.exit_code == 0
+    assert "missing" in flat(result.stderr)
+
+
+def test_info_table_goes_to_stderr(tiny_weights: Path) -> None:
+    result = runner.invoke(app, ["info", "--weights", str(tiny_weights)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    text = flat(result.stderr)
+    assert "sha256" in text and "matches sidecar" in text

@@ -1,0 +1,123 @@
+"""Refiner: shapes, dtypes, the empty/full mask rule, tiling, stages, devices and weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import coarse_of, make_tiny_model, synthetic_scene
+
+from crm_cli.checkpoint import WeightsError, load_model
+from crm_cli.devices import DeviceError, resolve_device
+from crm_cli.engine import Refiner, pad_stage_input, stage_size
+
+
+@pytest.fixture(scope="module")
+def refiner() -> Refiner:
+    return Refiner.from_model(make_tiny_model(), device="cpu")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (67, 93), (130, 41)])
+def test_refine_returns_probability_at_input_size(refiner: Refiner, size: tuple[int, int]) -> None:
+    image, gt = synthetic_scene(*size)
+    prob = refiner.refine(image, coarse_of(gt, 4))
+    assert prob.shape == size and prob.dtype == np.float32
+    assert np.isfinite(prob).all() and prob.min() >= 0.0 and prob.max() <= 1.0
+
+
+def test_empty_mask_gives_empty_output_and_full_gives_full(refiner: Refiner) -> None:
+    image, _ = synthetic_scene(80, 100)
+    assert not refiner.refine(image, np.zeros((80, 100), np.uint8)).any()
+    assert (refiner.refine(image, np.full((80, 100), 255, np.uint8)) == 1.0).all()
+
+
+def test_mask_dtypes_are_equivalent(refiner: Refiner) -> None:
+    image, gt = synthetic_scene(72, 88)
+    coarse = coarse_of(gt, 4)
+    as_uint8 = refiner.refine(image, coarse)
+    as_bool = refiner.refine(image, coarse > 0)
+    as_uint16 = refiner.refine(image, coarse.astype(np.uint16) * 257)
+    np.testing.assert_allclose(as_uint8, as_bool, atol=1e-6)
+    np.testing.assert_allclose(as_uint8, as_uint16, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors(refiner: Refiner) -> None:
+    image, gt = synthetic_scene(64, 64)
+    with pytest.raises(ValueError, match="does not match"):
+        refiner.refine(image, gt[:60])
+    with pytest.raises(ValueError, match="ratios must increase"):
+        refiner.refine(image, gt, ratios=(0.5, 0.25))
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        refiner.refine(image, gt, ratios=(0.5, 2.0))
+    with pytest.raises(ValueError, match="RGB"):
+        refiner.refine(image[..., 0], gt)
+
+
+def test_tiled_encoder_stitches_exactly_when_context_covers_the_image() -> None:
+    model = make_tiny_model()
+    image, gt = synthetic_scene(150, 210)
+    whole = Refiner.from_model(model, device="cpu", tile_size=4096)
+    # Tiles of 48 px whose margins reach the whole image: stitching must not move any value.
+    tiled = Refiner.from_model(model, device="cpu", tile_size=48, tile_margin=1024)
+    coarse = coarse_of(gt, 4)
+    np.testing.assert_allclose(tiled.refine(image, coarse, (1.0,)), whole.refine(image, coarse, (1.0,)), atol=1e-5)
+
+
+def test_keep_stages_returns_each_stage_at_full_size(refiner: Refiner) -> None:
+    image, gt = synthetic_scene(64, 96)
+    result = refiner.refine_detailed(image, coarse_of(gt, 4), (0.25, 0.5, 1.0), keep_stages=True)
+    assert len(result.stages) == 3 and len(result.timings) == 3
+    assert all(stage.shape == (64, 96) for stage in result.stages)
+    np.testing.assert_array_equal(result.stages[-1], result.probability)
+
+
+def test_padding_makes_multiples_of_sixteen_with_reflect_or_replicate() -> None:
+    x = torch.arange(2 * 4 * 5 * 7, dtype=torch.float32).view(2, 4, 5, 7)
+    padded = pad_stage_input(x, pad=3, multiple=16)
+    assert padded.shape[-2:] == (16, 16)
+    torch.testing.assert_close(padded[:, :, 3:8, 3:10], x)
+    tiny = pad_stage_input(torch.ones(1, 4, 2, 3), pad=32)
+    assert tiny.shape[-2] % 16 == 0 and tiny.shape[-1] % 16 == 0
+    assert stage_size(1000, 3, 0.125) == (125, 1)
+
+
+def test_explicit_missing_device_is_an_error() -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="cuda"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("tpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("CPU").type == "cpu"
+
+
+def test_checkpoint_round_trip_records_config_and_checks_sha(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    model, info = load_model(tiny_weights)
+    assert info["config"]["encoder"] == "mobilenet_v2" and len(info["sha256"]) == 64
+    sidecar = json.loads(tiny_weights.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == info["sha256"] and sidecar["dtype"] == "float16"
+    # fp16 storage: the loaded model equals the original up to fp16 rounding.
+    original = make_tiny_model()
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key].float(), value.float(), atol=2e-3, rtol=2e-3)
+    tampered = tmp_path / "bad.safetensors"
+    tampered.write_bytes(tiny_weights.read_bytes()[:-1] + b"\x00")
+    tampered.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model(tampered)
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_model(garbage)
+
+
+def test_refiner_loads_a_checkpoint_file(tiny_weights) -> None:  # noqa: ANN001
+    refiner = Refiner(tiny_weights, device="cpu")
+    image, gt = synthetic_scene(64, 80)
+    prob = refiner.refine(image, coarse_of(gt, 4))
+    assert prob.shape == (64, 80)
+    assert refiner.weights_info["sha256"]

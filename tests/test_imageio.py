@@ -1,0 +1,532 @@
+"""Tests for crm_cli.imageio on tiny synthetic files written into tmp_path."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from crm_cli import imageio
+from crm_cli.imageio import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    MaskData,
+    SizeMismatchError,
+    encode_png,
+    match_mask_to_image,
+    read_bytes_stdin,
+    read_image,
+    read_mask,
+    write_bytes_stdout,
+    write_png,
+)
+
+PALETTE3 = [0, 0, 0, 255, 0, 0, 0, 255, 0]
+
+
+def save_with_orientation(image: Image.Image, path: Path, orientation: int, **kwargs: object) -> Path:
+    """Save ``image`` with an EXIF Orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif, **kwargs)
+    return path
+
+
+def palette_image(indices: np.ndarray, palette: list[int]) -> Image.Image:
+    """A P-mode Pillow image holding ``indices`` verbatim."""
+    image = Image.new("P", (indices.shape[1], indices.shape[0]))
+    image.frombytes(indices.astype(np.uint8).tobytes())
+    image.putpalette(palette)
+    return image
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# EXIF orientation
+
+
+@pytest.mark.parametrize(("orientation", "marker_at"), [(6, (0, 1)), (8, (2, 0)), (3, (1, 2)), (1, (0, 0))])
+def test_exif_orientation_rotates_image_and_mask_identically(
+    tmp_path: Path, orientation: int, marker_at: tuple[int, int]
+) -> None:
+    # Stored 2 rows x 3 columns with a marker at row 0, column 0.
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    gray = np.zeros((2, 3), np.uint8)
+    gray[0, 0] = 255
+    image_path = save_with_orientation(Image.fromarray(rgb), tmp_path / "i.png", orientation)
+    mask_path = save_with_orientation(Image.fromarray(gray), tmp_path / "m.png", orientation)
+
+    image = read_image(image_path)
+    mask = read_mask(mask_path)
+
+    expected_hw = (3, 2) if orientation in (6, 8) else (2, 3)
+    assert image.shape == (*expected_hw, 3)
+    assert mask.values.shape == expected_hw
+    assert tuple(np.argwhere(image[..., 0] == 255)[0]) == marker_at
+    assert tuple(np.argwhere(mask.values == 255)[0]) == marker_at
+    assert image[..., 0].sum() == 255 and mask.values.sum() == 255
+    assert image.flags.writeable and mask.values.flags.writeable
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_all_orientations_match_pillow_exif_transpose(tmp_path: Path, orientation: int) -> None:
+    values = (np.arange(12, dtype=np.uint8).reshape(3, 4) * 20).astype(np.uint8)
+    path = save_with_orientation(Image.fromarray(values), tmp_path / "o.png", orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+
+    assert np.array_equal(read_mask(path).values, expected)
+    assert np.array_equal(read_image(path)[..., 1], expected)
+
+
+def test_exif_orientation_from_jpeg(tmp_path: Path) -> None:
+    # 16x24 stored, bright top-left 8x8 block (JPEG-safe); orientation 6 moves it to the top-right.
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[:8, :8] = 255
+    path = save_with_orientation(Image.fromarray(rgb), tmp_path / "i.jpg", 6, quality=100)
+
+    image = read_image(path)
+    mask = read_mask(path)
+
+    assert image.shape == (24, 16, 3)
+    assert image[2, 13].min() > 240 and image[2, 2].max() < 15
+    assert mask.kind == "gray8"
+    assert mask.values[2, 13] > 240 and mask.values[2, 2] < 15
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def test_16bit_mask_ramp_keeps_values(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 4 * 64).astype(np.uint16).reshape(4, 64)
+    Image.fromarray(ramp).save(tmp_path / "m16.png")
+
+    mask = read_mask(tmp_path / "m16.png")
+
+    assert mask.kind == "gray16"
+    assert mask.values.dtype == np.uint16
+    assert np.array_equal(mask.values, ramp)
+    assert len(np.unique(mask.values)) == 256
+    probability = mask.probability()
+    assert probability.dtype == np.float32
+    assert np.allclose(probability, ramp / 65535.0, atol=1e-7)
+    assert probability[0, 0] == 0.0 and probability[-1, -1] == 1.0
+    assert not mask.is_label_map()
+
+
+def test_palette_mask_keeps_indices_and_palette(tmp_path: Path) -> None:
+    indices = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette_image(indices, PALETTE3).save(tmp_path / "p.png")
+
+    mask = read_mask(tmp_path / "p.png")
+
+    assert mask.kind == "palette"
+    assert mask.values.dtype == np.uint8
+    assert np.array_equal(mask.values, indices)
+    assert mask.palette is not None and len(mask.palette) == 768
+    assert mask.palette[:9] == PALETTE3
+    assert np.array_equal(mask.probability(), (indices != 0).astype(np.float32))
+    assert mask.is_label_map()
+
+
+def test_rgba_cutout_with_constant_colour_uses_alpha(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[..., 3] = [[0, 128, 255], [255, 64, 0]]
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+
+    mask = read_mask(tmp_path / "cut.png")
+
+    assert mask.kind == "alpha"
+    assert np.array_equal(mask.values, rgba[..., 3])
+    assert np.allclose(mask.probability(), rgba[..., 3] / 255.0)
+
+
+def test_opaque_rgba_uses_colour_not_constant_alpha(tmp_path: Path) -> None:
+    # An all-black opaque mask must stay empty rather than become a full alpha mask.
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "black.png")
+
+    mask = read_mask(tmp_path / "black.png")
+
+    assert mask.kind == "gray8"
+    assert not mask.values.any()
+
+
+def test_rgb_colour_mask_uses_luminance(tmp_path: Path) -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]], np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+
+    mask = read_mask(tmp_path / "c.png")
+
+    assert mask.kind == "rgb"
+    assert mask.values.dtype == np.uint8
+    # 0.299 / 0.587 / 0.114 weights, rounded.
+    assert mask.values.tolist() == [[76, 150, 29, 255]]
+
+
+def test_rgba_with_varying_colour_uses_luminance(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 0, 0, 0], [0, 255, 0, 255]]], np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "c.png")
+
+    mask = read_mask(tmp_path / "c.png")
+
+    assert mask.kind == "rgb"
+    assert mask.values.tolist() == [[76, 150]]
+
+
+def test_gray_saved_as_rgb_uses_one_channel(tmp_path: Path) -> None:
+    gray = np.array([[0, 1, 2, 200]], np.uint8)
+    Image.fromarray(np.repeat(gray[..., None], 3, axis=2)).save(tmp_path / "g.png")
+
+    mask = read_mask(tmp_path / "g.png")
+
+    assert mask.kind == "gray8"
+    assert np.array_equal(mask.values, gray)
+
+
+def test_la_mask_with_constant_luminance_uses_alpha(tmp_path: Path) -> None:
+    la = np.zeros((2, 2, 2), np.uint8)
+    la[..., 0] = 255
+    la[..., 1] = [[0, 100], [200, 255]]
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+
+    mask = read_mask(tmp_path / "la.png")
+
+    assert mask.kind == "alpha"
+    assert mask.values.tolist() == [[0, 100], [200, 255]]
+
+
+def test_16bit_rgb_gray_mask_stays_16bit(tmp_path: Path) -> None:
+    gray = np.array([[0, 1000, 40000, 65535]], np.uint16)
+    cv2.imwrite(str(tmp_path / "g16rgb.png"), np.repeat(gray[..., None], 3, axis=2))
+
+    mask = read_mask(tmp_path / "g16rgb.png")
+
+    assert mask.kind == "gray16"
+    assert np.array_equal(mask.values, gray)
+
+
+def test_binary_mask_from_bytes(tmp_path: Path) -> None:
+    binary = np.array([[0, 255], [255, 0]], np.uint8)
+    data = encode_png(binary)
+
+    mask = read_mask(data)
+
+    assert mask.kind == "gray8"
+    assert np.array_equal(mask.values, binary)
+    assert mask.probability().tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def test_16bit_rgb_image_scales_not_clips(tmp_path: Path) -> None:
+    rgb = np.array([[[65535, 32768, 0], [257, 255, 128]]], np.uint16)
+    expected = [[[255, 128, 0], [1, 1, 0]]]
+    # OpenCV writes BGR, so reverse the channels to store `rgb`.
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1])
+    cv2.imwrite(str(tmp_path / "rgb16.tif"), rgb[..., ::-1])
+
+    for name in ("rgb16.png", "rgb16.tif"):
+        image = read_image(tmp_path / name)
+        assert image.dtype == np.uint8 and image.shape == (1, 2, 3)
+        assert image.tolist() == expected, name
+
+
+def test_16bit_gray_image_scales_to_rgb(tmp_path: Path) -> None:
+    gray = np.array([[0, 32768, 65535]], np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+
+    image = read_image(tmp_path / "g16.png")
+
+    assert image.dtype == np.uint8 and image.shape == (1, 3, 3)
+    assert image[..., 0].tolist() == [[0, 128, 255]]
+    assert np.array_equal(image[..., 0], image[..., 2])
+
+
+def test_gray_and_cmyk_images_become_rgb(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 77], [200, 255]], np.uint8)).save(tmp_path / "g.png")
+    Image.new("CMYK", (2, 2), (0, 255, 255, 0)).save(tmp_path / "c.tif")
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "c.jpg", quality=100)
+
+    gray = read_image(tmp_path / "g.png")
+    cmyk_tif = read_image(tmp_path / "c.tif")
+    cmyk_jpg = read_image(tmp_path / "c.jpg")
+
+    assert gray.shape == (2, 2, 3) and gray.dtype == np.uint8
+    assert gray[..., 1].tolist() == [[0, 77], [200, 255]]
+    assert cmyk_tif.shape == (2, 2, 3) and cmyk_tif.dtype == np.uint8
+    assert cmyk_tif[0, 0].tolist() == [255, 0, 0]
+    assert cmyk_jpg.shape == (8, 8, 3) and cmyk_jpg.min() > 250
+
+
+def test_rgba_la_and_palette_images_become_rgb(tmp_path: Path) -> None:
+    rgba = np.array([[[10, 20, 30, 0], [40, 50, 60, 255]]], np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray(np.array([[[90, 0], [91, 255]]], np.uint8), "LA").save(tmp_path / "la.png")
+    palette_image(np.array([[2, 1]], np.uint8), PALETTE3).save(tmp_path / "p.png")
+
+    assert read_image(tmp_path / "a.png").tolist() == [[[10, 20, 30], [40, 50, 60]]]
+    assert read_image(tmp_path / "la.png").tolist() == [[[90, 90, 90], [91, 91, 91]]]
+    assert read_image(tmp_path / "p.png").tolist() == [[[0, 255, 0], [255, 0, 0]]]
+
+
+def test_missing_file_raises_named_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.png"
+    for reader in (read_image, read_mask):
+        with pytest.raises(ImageReadError, match="nope.png: no such file"):
+            reader(path)
+
+
+def test_corrupt_file_raises_named_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.png"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    for reader in (read_image, read_mask):
+        with pytest.raises(ImageReadError, match="broken.png") as info:
+            reader(path)
+        assert isinstance(info.value, OSError)
+
+
+def test_truncated_png_raises_named_error(tmp_path: Path) -> None:
+    data = encode_png(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cut.png"):
+        read_image(path)
+
+
+def test_bytes_errors_use_given_or_stdin_name() -> None:
+    with pytest.raises(ImageReadError, match="<stdin>"):
+        read_image(b"not an image")
+    with pytest.raises(ImageReadError, match="upload.png"):
+        read_mask(b"", name="upload.png")
+
+
+def test_image_suffixes() -> None:
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Size matching
+
+
+def test_match_equal_size_returns_same_mask() -> None:
+    mask = MaskData(np.zeros((4, 6), np.uint8), "gray8")
+
+    matched, resized = match_mask_to_image(mask, (4, 6), "i.jpg", "m.png")
+
+    assert matched is mask and resized is False
+
+
+def test_match_upsamples_same_aspect_bilinear_keeping_dtype() -> None:
+    values = np.array([[0, 65535], [65535, 0]], np.uint16)
+    mask = MaskData(values, "gray16")
+
+    matched, resized = match_mask_to_image(mask, (8, 8), "i.jpg", "m.png")
+
+    assert resized is True
+    assert matched.kind == "gray16" and matched.values.dtype == np.uint16
+    assert matched.values.shape == (8, 8)
+    assert matched.values[0, 0] == 0 and matched.values[0, 7] == 65535
+    # Bilinear: the borders between the quadrants get in-between values.
+    assert len(np.unique(matched.values)) > 2
+
+
+def test_match_upsamples_palette_with_nearest() -> None:
+    indices = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    mask = MaskData(indices, "palette", PALETTE3 + [0] * 759)
+
+    matched, resized = match_mask_to_image(mask, (4, 6), "i.jpg", "m.png")
+
+    assert resized is True
+    assert matched.kind == "palette" and matched.palette == mask.palette
+    assert np.array_equal(matched.values, np.kron(indices, np.ones((2, 2), np.uint8)))
+
+
+def test_match_tolerates_one_pixel_rounding() -> None:
+    mask = MaskData(np.full((270, 480), 255, np.uint8), "gray8")
+
+    matched, resized = match_mask_to_image(mask, (1081, 1921), "i.jpg", "m.png")
+
+    assert resized is True and matched.values.shape == (1081, 1921)
+    assert matched.values.min() == 255
+
+
+def test_match_mismatch_names_both_files_and_sizes() -> None:
+    mask = MaskData(np.zeros((480, 640), np.uint8), "gray8")
+
+    with pytest.raises(SizeMismatchError) as info:
+        match_mask_to_image(mask, (1200, 1920), "i.jpg", "m.png")
+
+    message = str(info.value)
+    assert "mask m.png is 640x480 but image i.jpg is 1920x1200" in message
+    assert "\n" not in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_match_rejects_larger_mask() -> None:
+    mask = MaskData(np.zeros((8, 12), np.uint8), "gray8")
+    with pytest.raises(SizeMismatchError, match="12x8 but image i.jpg is 6x4"):
+        match_mask_to_image(mask, (4, 6), "i.jpg", "m.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Label maps
+
+
+def test_is_label_map() -> None:
+    ids = np.array([[0, 1], [2, 0]], np.uint8)
+    assert MaskData(ids, "palette", PALETTE3 + [0] * 759).is_label_map()
+    assert MaskData(ids, "gray8").is_label_map()
+    assert MaskData(ids.astype(np.uint16), "gray16").is_label_map()
+
+    assert not MaskData(np.array([[0, 1], [1, 0]], np.uint8), "palette").is_label_map()
+    assert not MaskData(np.array([[0, 255], [255, 0]], np.uint8), "gray8").is_label_map()
+    assert not MaskData(np.arange(256, dtype=np.uint8).reshape(16, 16), "gray8").is_label_map()
+    assert not MaskData(np.array([[0, 65535]], np.uint16), "gray16").is_label_map()
+    assert not MaskData(ids, "alpha").is_label_map()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def test_encode_png_round_trips() -> None:
+    gray = np.array([[0, 7, 255]], np.uint8)
+    wide = np.array([[0, 300, 65535]], np.uint16)
+    rgb = np.array([[[1, 2, 3], [250, 251, 252]]], np.uint8)
+    rgba = np.array([[[1, 2, 3, 0], [4, 5, 6, 200]]], np.uint8)
+    indices = np.array([[0, 2, 1]], np.uint8)
+
+    cases = [(gray, None, "L"), (wide, None, "I;16"), (rgb, None, "RGB"), (rgba, None, "RGBA")]
+    for array, palette, mode in [*cases, (indices, PALETTE3, "P")]:
+        decoded = Image.open(io.BytesIO(encode_png(array, palette)))
+        assert decoded.mode == mode
+        assert np.array_equal(np.asarray(decoded), array), mode
+
+    palette_mask = read_mask(encode_png(indices, PALETTE3))
+    assert palette_mask.kind == "palette"
+    assert np.array_equal(palette_mask.values, indices)
+    assert palette_mask.palette is not None and palette_mask.palette[:9] == PALETTE3
+    assert read_mask(encode_png(wide)).values.tolist() == wide.tolist()
+
+
+def test_encode_png_rejects_unsupported_arrays() -> None:
+    with pytest.raises(ValueError, match="float64"):
+        encode_png(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="palette"):
+        encode_png(np.zeros((2, 2), np.uint16), PALETTE3)
+
+
+def test_write_png_creates_parents_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "out.png"
+    values = np.array([[0, 128, 255]], np.uint8)
+
+    write_png(target, values)
+
+    assert np.array_equal(read_mask(target).values, values)
+    assert no_temp_files(target.parent)
+    assert [p.name for p in target.parent.iterdir()] == ["out.png"]
+
+
+def test_write_png_replaces_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    write_png(target, np.zeros((2, 2), np.uint8))
+
+    write_png(target, np.full((3, 3), 9, np.uint8))
+
+    assert read_mask(target).values.tolist() == [[9] * 3] * 3
+    assert no_temp_files(tmp_path)
+
+
+def test_write_png_failure_keeps_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    write_png(target, np.full((2, 2), 5, np.uint8))
+    before = target.read_bytes()
+
+    with pytest.raises(ValueError):
+        write_png(target, np.zeros((2, 2), np.float64))
+
+    assert target.read_bytes() == before
+    assert no_temp_files(tmp_path)
+
+
+def test_write_png_failure_mid_write_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.png"
+    write_png(target, np.full((2, 2), 5, np.uint8))
+    before = target.read_bytes()
+    seen: list[str] = []
+
+    def failing_replace(src: str | Path, dst: str | Path) -> None:
+        seen.append(Path(src).name)
+        assert Path(src).exists()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(imageio.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_png(target, np.full((2, 2), 6, np.uint8))
+
+    assert seen and seen[0].startswith(".") and seen[0].endswith(".tmp")
+    assert target.read_bytes() == before
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="umask semantics")
+def test_write_png_honours_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_png(tmp_path / "out.png", np.zeros((1, 1), np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o644
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard streams
+
+
+class FakeStream:
+    """A text-stream stand-in with a binary buffer and a configurable isatty()."""
+
+    def __init__(self, data: bytes = b"", tty: bool = False) -> None:
+        self.buffer = io.BytesIO(data)
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_stdout_writes_bytes_and_refuses_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = FakeStream()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    write_bytes_stdout(b"\x89PNG data")
+    assert pipe.buffer.getvalue() == b"\x89PNG data"
+
+    monkeypatch.setattr(sys, "stdout", FakeStream(tty=True))
+    with pytest.raises(ValueError, match="refusing to write PNG to a terminal; redirect or use -o FILE"):
+        write_bytes_stdout(b"x")
+
+
+def test_stdin_reads_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode_png(np.array([[3, 4]], np.uint8))
+    monkeypatch.setattr(sys, "stdin", FakeStream(data))
+
+    assert read_bytes_stdin() == data
+    assert read_image(data).shape == (1, 2, 3)
+
+    monkeypatch.setattr(sys, "stdin", FakeStream(tty=True))
+    with pytest.raises(ValueError, match="terminal"):
+        read_bytes_stdin()

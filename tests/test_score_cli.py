@@ -1,0 +1,251 @@
+"""``crm score``: folder pairing (BIG layout), CSV/JSON output, errors and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+
+runner = CliRunner()
+
+
+def _squash(text: str) -> str:
+    """Remove all whitespace: Rich may wrap long lines under CliRunner."""
+    return "".join(text.split())
+
+
+def _square(top: int, left: int, side: int, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[top:top + side, left:left + side] = 255
+    return mask
+
+
+def _write(path: Path, mask: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), mask)
+    return path
+
+
+GT = _square(10, 10, 20)  # 400 px
+EXACT = GT.copy()  # IoU 1
+SHIFTED = _square(12, 10, 20)  # intersection 18 * 20 = 360, union 440
+SMALL = _square(10, 10, 10)  # intersection 100, union 400
+
+
+def _json(args: list[str]) -> dict:
+    result = runner.invoke(app, ["score", *args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _ious(payload: dict) -> dict[str, float]:
+    return {image["name"]: image["iou"] for image in payload["images"]}
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    """A BIG-layout folder: a has _mask and _seg, b has <name> and _seg, c has only _seg; plus _im files."""
+    folder = tmp_path / "big"
+    for name in "abc":
+        _write(folder / f"{name}_gt.png", GT)
+        _write(folder / f"{name}_im.jpg", np.full((40, 50, 3), 90, np.uint8))
+    _write(folder / "a_mask.png", EXACT)
+    _write(folder / "a_seg.png", SMALL)
+    _write(folder / "b.png", SHIFTED)
+    _write(folder / "b_seg.png", SMALL)
+    _write(folder / "c_seg.png", SHIFTED)
+    return folder
+
+
+def test_big_layout_default_order_mask_then_plain_then_seg(big: Path) -> None:
+    payload = _json([str(big), str(big)])
+    assert payload["n"] == 3
+    assert _ious(payload) == {"a": 1.0, "b": 360 / 440, "c": 360 / 440}
+    assert payload["iou"] == (400 + 360 + 360) / (400 + 440 + 440)
+
+
+def test_pred_suffix_picks_one(big: Path) -> None:
+    assert _ious(_json([str(big), str(big), "--pred-suffix", "_seg"])) == {
+        "a": 100 / 400, "b": 100 / 400, "c": 360 / 440}
+
+
+def test_pred_suffix_missing_lists_names(big: Path) -> None:
+    result = runner.invoke(app, ["score", str(big), str(big), "--pred-suffix", "_mask"])
+    assert result.exit_code == 1
+    err = _squash(result.stderr)
+    assert "error:" in err and "2of3" in err and "b,c" in err
+    assert result.stdout == ""
+
+
+def test_separate_folders(tmp_path: Path, big: Path) -> None:
+    pred = tmp_path / "pred"
+    _write(pred / "a_seg.png", SHIFTED)
+    _write(pred / "b_mask.png", EXACT)
+    _write(pred / "c.png", SMALL)
+    _write(pred / "unrelated.png", SMALL)  # predictions without GT are ignored
+    assert _ious(_json([str(pred), str(big)])) == {"a": 360 / 440, "b": 1.0, "c": 100 / 400}
+
+
+def test_plain_layout_pairs_by_stem(tmp_path: Path) -> None:
+    _write(tmp_path / "gt" / "x.png", GT)
+    _write(tmp_path / "gt" / "y.png", GT)
+    _write(tmp_path / "pred" / "x.png", SHIFTED)
+    _write(tmp_path / "pred" / "y.png", EXACT)
+    assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440, "y": 1.0}
+
+
+def test_single_files(tmp_path: Path) -> None:
+    pred = _write(tmp_path / "p.png", SHIFTED)
+    gt = _write(tmp_path / "thing_gt.png", GT)
+    payload = _json([str(pred), str(gt)])
+    assert payload["n"] == 1 and payload["images"][0]["name"] == "thing"
+    assert payload["iou"] == 360 / 440
+
+
+def test_json_only_on_stdout(big: Path) -> None:
+    result = runner.invoke(app, ["score", str(big), str(big), "--json"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    payload = json.loads(lines[0])
+    assert set(payload) == {"iou", "mba", "n", "images"}
+    assert all(set(image) == {"name", "iou", "mba"} for image in payload["images"])
+    assert 0 <= payload["iou"] <= 1 and 0 <= payload["mba"] <= 1
+    assert "dataset" in result.stderr  # the table still goes to stderr
+
+
+def test_table_on_stderr_without_json(big: Path) -> None:
+    result = runner.invoke(app, ["score", str(big), str(big)])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    err = _squash(result.stderr)
+    assert "100.00" in err  # a: IoU 100 %
+    assert f"{100 * 1120 / 1280:.2f}" in err  # dataset IoU
+    assert "dataset(n=3)" in err
+
+
+def test_table_counts_images_without_boundary(tmp_path: Path) -> None:
+    _write(tmp_path / "e_gt.png", np.zeros((40, 50), np.uint8))
+    _write(tmp_path / "e_seg.png", np.zeros((40, 50), np.uint8))
+    _write(tmp_path / "f_gt.png", GT)
+    _write(tmp_path / "f_seg.png", SHIFTED)
+    result = runner.invoke(app, ["score", str(tmp_path), str(tmp_path), "--json"])
+    assert result.exit_code == 0
+    assert "1withoutGTboundary" in _squash(result.stderr)
+    payload = json.loads(result.stdout)
+    assert payload["n"] == 2
+    assert payload["images"][0] == {"name": "e", "iou": 1.0, "mba": None}
+    assert payload["mba"] == payload["images"][1]["mba"]
+
+
+def test_csv_rows(tmp_path: Path, big: Path) -> None:
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["score", str(big), str(big), "--csv", str(out), "--json"])
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [list(row) for row in rows][0] == ["name", "iou", "mba", "intersection", "union"]
+    assert [(r["name"], int(r["intersection"]), int(r["union"])) for r in rows] == [
+        ("a", 400, 400), ("b", 360, 440), ("c", 360, 440)]
+    for row, image in zip(rows, payload["images"], strict=True):
+        assert float(row["iou"]) == image["iou"]
+        assert float(row["mba"]) == image["mba"]
+
+
+def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
+    pred = _write(tmp_path / "pred" / "a.png", np.zeros((30, 50), np.uint8))
+    gt = _write(tmp_path / "gt" / "a.png", GT)
+    result = runner.invoke(app, ["score", str(pred.parent), str(gt.parent)])
+    assert result.exit_code == 1
+    err = _squash(result.stderr)
+    assert _squash(str(pred)) in err and _squash(str(gt)) in err
+    assert "50x30" in err and "50x40" in err
+    assert result.stderr.count("error:") == 1
+
+
+def test_missing_prediction_is_an_error(tmp_path: Path) -> None:
+    _write(tmp_path / "gt" / "x.png", GT)
+    _write(tmp_path / "gt" / "y.png", GT)
+    _write(tmp_path / "pred" / "x.png", GT)
+    result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
+    assert result.exit_code == 1
+    assert "1of2" in _squash(result.stderr) and _squash(result.stderr).endswith(":y")
+
+
+def test_unreadable_mask_names_the_file(tmp_path: Path) -> None:
+    pred = tmp_path / "broken.png"
+    pred.write_bytes(b"not a png")
+    gt = _write(tmp_path / "gt.png", GT)
+    result = runner.invoke(app, ["score", str(pred), str(gt)])
+    assert result.exit_code == 1
+    assert "broken.png" in _squash(result.stderr)
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.png", GT)
+    result = runner.invoke(app, ["score", str(tmp_path / "nope.png"), str(gt)])
+    assert result.exit_code == 1
+    assert "nope.png" in _squash(result.stderr)
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    _write(tmp_path / "plain" / "x.png", GT)
+    pred_file = _write(tmp_path / "p.png", GT)
+    assert runner.invoke(app, ["score", str(pred_file), str(pred_file), "--bogus"]).exit_code == 2
+    assert runner.invoke(app, ["score", str(pred_file)]).exit_code == 2
+    # GT folder with a prediction file, and a non-BIG folder scored against itself.
+    assert runner.invoke(app, ["score", str(pred_file), str(tmp_path / "plain")]).exit_code == 2
+    same = tmp_path / "plain"
+    assert runner.invoke(app, ["score", str(same), str(same)]).exit_code == 2
+
+
+def test_help() -> None:
+    result = runner.invoke(app, ["score", "--help"])
+    assert result.exit_code == 0
+    text = _squash(result.stdout)
+    for option in ("--pred-suffix", "--csv", "--json"):
+        assert option in text
+
+
+def test_score_does_not_import_torch(tmp_path: Path, big: Path) -> None:
+    code = f"""
+import sys
+from typer.testing import CliRunner
+from crm_cli.cli import app
+before = "torch" in sys.modules
+result = CliRunner().invoke(app, ["score", {str(big)!r}, {str(big)!r}, "--json"])
+assert result.exit_code == 0, result.stderr
+print(before, "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.split()
+    assert after == before  # score itself pulled in no torch
+
+
+def test_palette_and_16bit_masks(tmp_path: Path) -> None:
+    from PIL import Image
+
+    palette = Image.fromarray((SHIFTED > 0).astype(np.uint8), mode="P")  # indices 0/1, not grey levels
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "p_seg.png")
+    _write(tmp_path / "p_gt.png", GT)
+    _write(tmp_path / "w_seg.png", SHIFTED.astype(np.uint16) * 257)
+    _write(tmp_path / "w_gt.png", GT.astype(np.uint16) * 257)
+    _write(tmp_path / "g_seg.png", SHIFTED)
+    _write(tmp_path / "g_gt.png", GT)
+    payload = _json([str(tmp_path), str(tmp_path)])
+    by_name = {image["name"]: image for image in payload["images"]}
+    assert by_name["p"] == {**by_name["g"], "name": "p"}
+    assert by_name["w"] == {**by_name["g"], "name": "w"}
+    assert by_name["g"]["iou"] == 360 / 440
