@@ -121,3 +121,32 @@ def test_refiner_loads_a_checkpoint_file(tiny_weights) -> None:  # noqa: ANN001
     prob = refiner.refine(image, coarse_of(gt, 4))
     assert prob.shape == (64, 80)
     assert refiner.weights_info["sha256"]
+
+
+def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
+    from crm_cli.engine import roi_band
+
+    prob = torch.zeros(9, 9)
+    prob[:, 5:] = 1.0
+    prob[0, 0] = 0.5  # an isolated uncertain pixel
+    band = roi_band(prob, radius=1)
+    expected = torch.zeros(9, 9, dtype=torch.bool)
+    expected[:, 3:7] = True  # edge at columns 4-5, dilated by 1
+    expected[0:2, 0:2] = True
+    assert torch.equal(band, expected)
+
+
+def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> None:
+    from crm_cli.engine import resize_probability, roi_band
+
+    refiner = Refiner.from_model(make_tiny_model(seed=2), device="cpu")
+    image, gt = synthetic_scene(90, 120)
+    incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 90, 120)
+    incoming = resize_probability(incoming, (45, 60))
+    full, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=False)
+    roi, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=True)
+    upsampled = resize_probability(incoming, (90, 120))
+    band = roi_band(upsampled[0, 0], radius=4)
+    assert 0 < band.sum() < band.numel()
+    torch.testing.assert_close(roi[0, 0][band], full[0, 0][band], atol=1e-5, rtol=0)
+    torch.testing.assert_close(roi[0, 0][~band], upsampled[0, 0][~band])

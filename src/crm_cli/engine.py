@@ -84,7 +84,7 @@ class Refiner:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
                  model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
-                 decode_budget_mb: int = 256) -> None:
+                 decode_budget_mb: int = 256, roi_tile_size: int = 384, roi_tile_margin: int = 48) -> None:
         self.device = resolve_device(device)
         if model is None:
             model, self.weights_info = load_model(weights or default_weights_path())
@@ -94,6 +94,8 @@ class Refiner:
         self.tile_size = int(math.ceil(tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.tile_margin = int(math.ceil(tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.decode_budget = decode_budget_mb << 20
+        self.roi_tile_size = int(math.ceil(roi_tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
+        self.roi_tile_margin = int(math.ceil(roi_tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, device: str = "auto", **kwargs) -> Refiner:
@@ -106,19 +108,28 @@ class Refiner:
         return describe_device(self.device)
 
     # ------------------------------------------------------------------ stages
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Projected latent for a padded stage input, tiled with overlap when it is large."""
+    def _encode(self, x: torch.Tensor, needed: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected latent for a padded stage input, tiled with overlap when it is large.
+
+        Args:
+            x: (1, 4, Hp, Wp) padded stage input.
+            needed: optional (Hp, Wp) bool map; tiles without a needed pixel are not encoded
+                (their latent is left at zero and must not be read).
+        """
         height, width = x.shape[-2:]
-        tile, margin = self.tile_size, self.tile_margin
+        tile, margin = (self.roi_tile_size, self.roi_tile_margin) if needed is not None else (
+            self.tile_size, self.tile_margin)
         if height <= tile and width <= tile:
             return self.model.encode(x)
         hidden = self.model.decoder.hidden_dim
-        g = torch.empty(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
+        g = torch.zeros(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
         for y0 in range(0, height, tile):
             y1 = min(height, y0 + tile)
             cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
             for x0 in range(0, width, tile):
                 x1 = min(width, x0 + tile)
+                if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
+                    continue
                 cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
                 part = self.model.encode(x[:, :, cy0:cy1, cx0:cx1])
                 g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
@@ -147,13 +158,17 @@ class Refiner:
         else:
             stage_rgb = image
         x = pad_stage_input(network_input(rgb_to_tensor(stage_rgb, self.device), stage_mask))
-        g = self._encode(x)
-        _sync(self.device)
-        encoded = time.perf_counter()
         decoder = self.model.decoder
         if roi:
             prob = resize_probability(mask, target_hw).clone()
-            ys, xs = roi_pixels(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
+            band = roi_band(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
+            g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape[-2:]))
+        else:
+            g = self._encode(x)
+        _sync(self.device)
+        encoded = time.perf_counter()
+        if roi:
+            ys, xs = torch.nonzero(band, as_tuple=True)
             rows = decoder.axis_table(target_hw[0], hs, g.shape[1], STAGE_PAD, axis=0)
             cols = decoder.axis_table(target_hw[1], ws, g.shape[2], STAGE_PAD, axis=1)
             chunk = max(1, self.decode_budget // (decoder.hidden_dim * 4 * 4))
@@ -171,12 +186,13 @@ class Refiner:
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-                        keep_stages: bool = False, roi: bool = False) -> RefineResult:
+                        keep_stages: bool = False, roi: bool = False, full_decode: bool = False) -> RefineResult:
         """Refine and also return timings (and, with ``keep_stages``, every stage at full size).
 
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
-        otherwise intermediate stages are decoded only at the size the next stage consumes. With
-        ``roi`` every stage after the first decodes only a band around the uncertain boundary.
+        otherwise intermediate stages are decoded only at the size the next stage consumes (unless
+        ``full_decode``). With ``roi`` every stage after the first encodes and decodes only around
+        the uncertain boundary.
         """
         ratios = check_ratios(ratios)
         image = _check_image(image)
@@ -189,7 +205,8 @@ class Refiner:
         result = RefineResult(probability=np.empty(0, np.float32))
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
-            target = (height, width) if (last or keep_stages) else stage_size(height, width, ratios[k + 1])
+            at_full_size = last or keep_stages or full_decode
+            target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
             current, timing = self._stage(image, current, ratio, target, roi=roi and k > 0)
             result.timings.append(timing)
             if keep_stages and not last:
@@ -200,16 +217,17 @@ class Refiner:
         return result
 
     def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-               roi: bool = False) -> np.ndarray:
+               roi: bool = False, full_decode: bool = False) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
             image: (H, W, 3) uint8 RGB.
             mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
             ratios: increasing stage ratios; the last one is usually 1.0.
-            roi: decode later stages only near the uncertain boundary (faster, nearly identical).
+            roi: process later stages only near the uncertain boundary (faster, nearly identical).
+            full_decode: decode intermediate stages at full size (the reference behaviour).
         """
-        return self.refine_detailed(image, mask, ratios, roi=roi).probability
+        return self.refine_detailed(image, mask, ratios, roi=roi, full_decode=full_decode).probability
 
 
 def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -223,16 +241,24 @@ def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 ROI_LOW, ROI_HIGH = 0.02, 0.98
 
 
-def roi_pixels(prob: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels to decode in ROI mode: where the incoming probability is uncertain
+def roi_band(prob: torch.Tensor, radius: int) -> torch.Tensor:
+    """Bool map of the pixels to decode in ROI mode: where the incoming probability is uncertain
     (between ROI_LOW and ROI_HIGH) or on its 0.5 boundary, dilated by ``radius`` pixels."""
     uncertain = ((prob > ROI_LOW) & (prob < ROI_HIGH)).float()[None, None]
     binary = (prob > 0.5).float()[None, None]
-    edge = F.max_pool2d(binary, 3, 1, 1) - (-F.max_pool2d(-binary, 3, 1, 1))
+    edge = F.max_pool2d(binary, 3, 1, 1) + F.max_pool2d(-binary, 3, 1, 1)  # dilation minus erosion
     band = torch.maximum(uncertain, edge)
-    band = F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
-    ys, xs = torch.nonzero(band, as_tuple=True)
-    return ys, xs
+    return F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+
+
+def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int]) -> torch.Tensor:
+    """Where a target-grid band lands on the padded stage input, grown by 2 latent cells so that
+    every support cell of a band pixel is encoded."""
+    small = F.adaptive_max_pool2d(band.float()[None, None], stage_hw) if band.shape[0] >= stage_hw[0] else \
+        F.interpolate(band.float()[None, None], size=stage_hw, mode="nearest")
+    padded = torch.zeros(1, 1, *padded_hw, device=band.device)
+    padded[:, :, STAGE_PAD:STAGE_PAD + stage_hw[0], STAGE_PAD:STAGE_PAD + stage_hw[1]] = small
+    return F.max_pool2d(padded, 9, stride=1, padding=4)[0, 0] > 0
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ probability is below 0.5. No file I/O happens here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def label_ids(values: np.ndarray) -> list[int]:
 
 def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.ndarray,
                   ratios: Sequence[float] = DEFAULT_RATIOS,
-                  labels: Sequence[int] | None = None) -> np.ndarray:
+                  labels: Sequence[int] | None = None, engine_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Refine each object of a label map and recombine them into a label map of the same dtype.
 
     Args:
@@ -56,6 +56,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         labels: only refine these ids (ids absent from the map and 0 are ignored). Pixels of any
             other label are left exactly as they were: refined labels may only claim pixels that
             were background or one of the refined labels.
+        engine_options: extra keyword arguments for ``refiner.refine`` (e.g. ``roi``).
 
     Returns:
         The recombined label map, same shape and dtype as ``label_values``.
@@ -79,7 +80,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
     best_label = np.zeros(values.shape, values.dtype)
     for label in targets:
         coarse = (values == label).astype(np.uint8) * 255
-        prob = np.asarray(refiner.refine(image, coarse, ratios), dtype=np.float32)
+        prob = np.asarray(refiner.refine(image, coarse, ratios, **(engine_options or {})), dtype=np.float32)
         if prob.shape != values.shape:
             raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
         # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.

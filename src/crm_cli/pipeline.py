@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .imageio import MaskData, match_mask_to_image, read_image, read_mask
+from .presets import Preset
 
 Source = str | Path | bytes
 
@@ -43,7 +44,7 @@ def choose_mode(mask: MaskData, mode: str) -> str:
     return mode
 
 
-def refine_files(refiner, image_source: Source, mask_source: Source, ratios: Sequence[float], *,  # noqa: ANN001
+def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
                  mask_name: str | None = None) -> PairResult:
@@ -67,10 +68,12 @@ def refine_files(refiner, image_source: Source, mask_source: Source, ratios: Seq
     if chosen == "labels":
         if output_kind not in ("soft", "binary"):
             notes.append(f"label maps are written as label images; --output-kind {output_kind} ignored")
-        refined = refine_labels(refiner, image, mask.values, ratios, labels=labels)
+        options = preset.engine_options()
+        ratios = options.pop("ratios")
+        refined = refine_labels(refiner, image, mask.values, ratios, labels=labels, engine_options=options)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes)
     coarse = mask.probability()
-    probability = refiner.refine(image, coarse, ratios)
+    probability = refiner.refine(image, coarse, **preset.engine_options())
     seconds = time.perf_counter() - start
     output = render_output(output_kind, probability, image=image, coarse=coarse, threshold=threshold)
     return PairResult(output, None, chosen, seconds, probability=probability, notes=notes)

@@ -22,14 +22,37 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named trade-off between speed and quality."""
+    """A named trade-off between speed and quality: the stage ratios and two engine switches.
+
+    Attributes:
+        ratios: increasing stage ratios.
+        roi: stages after the first decode (and encode) only around the uncertain boundary.
+        full_decode: decode every stage at full size, as the reference code does.
+        description: one line for --help and the README.
+    """
 
     ratios: tuple[float, ...]
+    roi: bool
+    full_decode: bool
     description: str
+
+    def with_ratios(self, ratios: Sequence[float] | None) -> Preset:
+        """The same preset with explicit ratios (``None`` keeps the preset's)."""
+        if ratios is None:
+            return self
+        return Preset(check_ratios(ratios), self.roi, self.full_decode, self.description)
+
+    def engine_options(self) -> dict[str, object]:
+        """Keyword arguments for ``Refiner.refine`` / ``refine_detailed``."""
+        return {"ratios": self.ratios, "roi": self.roi, "full_decode": self.full_decode}
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset((0.125, 0.25, 0.5), "three stages, the last at half resolution, upsampled"),
-    "balanced": Preset(DEFAULT_RATIOS, "the paper's four stages"),
-    "quality": Preset(DEFAULT_RATIOS, "the paper's four stages, every stage decoded at full size"),
+    "fast": Preset((0.125, 0.25, 0.5), True, False,
+                   "three stages; the half-resolution stage is decoded straight at full size; boundary ROI"),
+    "balanced": Preset(DEFAULT_RATIOS, True, False,
+                       "the paper's four stages; later stages only around the uncertain boundary (CRM*)"),
+    "quality": Preset(DEFAULT_RATIOS, False, True,
+                      "the paper's four stages, every stage encoded and decoded in full (reference behaviour)"),
 }
+DEFAULT_PRESET = "balanced"

@@ -12,7 +12,7 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
-    Preset,
+    PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
@@ -20,6 +20,7 @@ from .common import (
     console,
     emit_json,
     load_refiner,
+    resolve_preset,
     user_errors,
 )
 from .refine import (
@@ -31,7 +32,6 @@ from .refine import (
     ThresholdOpt,
     TileOpt,
     parse_labels,
-    resolve_ratios,
 )
 
 
@@ -41,7 +41,7 @@ def batch(
     output_dir: Annotated[Path, typer.Option(
         "--output", "-o", file_okay=False, help="Output folder (mirrors sub-folders).")],
     ratios: RatiosOpt = None,
-    preset: PresetOpt = Preset.balanced,
+    preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     threshold: ThresholdOpt = None,
@@ -62,7 +62,7 @@ def batch(
     from ..pipeline import refine_files
 
     label_ids = parse_labels(labels)
-    ratio_values = resolve_ratios(ratios, preset)
+    settings = resolve_preset(ratios, preset)
     if output_dir.resolve() == folder.resolve() or output_dir.resolve() in (
         (folder / "images").resolve(), (folder / "masks").resolve()
     ):
@@ -88,7 +88,7 @@ def batch(
             item = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(out_path)}
             start = time.perf_counter()
             try:
-                result = refine_files(refiner, pair.image, pair.mask, ratio_values, mode=mode.value, labels=label_ids,
+                result = refine_files(refiner, pair.image, pair.mask, settings, mode=mode.value, labels=label_ids,
                                       output_kind=output_kind.value, threshold=threshold)
                 write_png(out_path, result.output, result.palette)
                 item.update(status="ok", mode=result.mode)

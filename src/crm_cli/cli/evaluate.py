@@ -12,7 +12,7 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
-    Preset,
+    PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
@@ -21,9 +21,10 @@ from .common import (
     emit_json,
     fail,
     load_refiner,
+    resolve_preset,
     user_errors,
 )
-from .refine import TileOpt, resolve_ratios
+from .refine import TileOpt
 
 
 def _percent(value: float | None) -> str:
@@ -36,7 +37,7 @@ def evaluate(
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = Preset.balanced,
+    preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
@@ -54,7 +55,7 @@ def evaluate(
     from ..outputs import render_output
     from ..pairing import find_pairs
 
-    ratio_values = resolve_ratios(ratios, preset)
+    settings = resolve_preset(ratios, preset)
     with user_errors():
         pairs, problems = find_pairs(folder)
         pairs = [p for p in pairs if p.gt is not None]
@@ -64,7 +65,7 @@ def evaluate(
             pairs = pairs[:limit]
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
     coarse_scores, refined_scores = DatasetScore(), DatasetScore()
-    stage_scores = [DatasetScore() for _ in ratio_values]
+    stage_scores = [DatasetScore() for _ in settings.ratios]
     refine_seconds = 0.0
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress, user_errors():
@@ -74,7 +75,8 @@ def evaluate(
             coarse = read_mask(pair.mask)
             gt = read_mask(pair.gt).values
             start = time.perf_counter()
-            result = refiner.refine_detailed(image, coarse.probability(), ratio_values, keep_stages=per_stage)
+            result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage,
+                                             **settings.engine_options())
             refine_seconds += time.perf_counter() - start
             refined = render_output("soft", result.probability)
             coarse_scores.add(score_pair(coarse.values, gt, pair.name))
@@ -87,7 +89,7 @@ def evaluate(
     wall = time.perf_counter() - wall_start
     summary = {
         "n": len(pairs),
-        "ratios": list(ratio_values),
+        "ratios": list(settings.ratios), "preset": preset.value,
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
@@ -98,7 +100,7 @@ def evaluate(
         "seconds_per_image": round(refine_seconds / len(pairs), 3),
     }
     if per_stage:
-        summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(ratio_values, stage_scores,
+        summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(settings.ratios, stage_scores,
                                                                                        strict=True)]
     console.print(
         f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {_percent(coarse_scores.iou)}/{_percent(coarse_scores.mba)}"

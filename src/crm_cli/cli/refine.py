@@ -12,7 +12,7 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
-    Preset,
+    PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
@@ -21,6 +21,7 @@ from .common import (
     emit_json,
     fail,
     load_refiner,
+    resolve_preset,
     user_errors,
 )
 
@@ -77,14 +78,6 @@ def parse_labels(value: str | None) -> list[int] | None:
         raise typer.BadParameter(f"labels must be comma-separated integers, got {value!r}") from exc
 
 
-def resolve_ratios(ratios: str | None, preset: Preset) -> tuple[float, ...]:
-    """Explicit ``--ratios`` win over the preset's."""
-    from ..presets import PRESETS
-    from .common import parse_ratios
-
-    return parse_ratios(ratios) or PRESETS[preset.value].ratios
-
-
 def refine(
     image: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Image file, or - for stdin.")],
     mask: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Coarse mask, or - for stdin.")],
@@ -92,7 +85,7 @@ def refine(
                                                 help="Output PNG, or - for stdout. Default: MASK_refined.png.")]
     = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = Preset.balanced,
+    preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     threshold: ThresholdOpt = None,
@@ -124,13 +117,13 @@ def refine(
     if to_stdout and sys.stdout.isatty():
         raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
     label_ids = parse_labels(labels)
-    ratio_values = resolve_ratios(ratios, preset)
+    settings = resolve_preset(ratios, preset)
     with user_errors():
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
         result = refine_files(
-            refiner, image_src, mask_src, ratio_values, mode=mode.value, labels=label_ids,
+            refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
             output_kind=output_kind.value, threshold=threshold,
             image_name="<stdin>" if str(image) == "-" else str(image),
             mask_name="<stdin>" if str(mask) == "-" else str(mask),
@@ -149,7 +142,7 @@ def refine(
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
             "seconds": round(result.seconds, 4), "device": refiner.device_name,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
-            "ratios": list(ratio_values),
+            "ratios": list(settings.ratios), "preset": preset.value,
         })
 
 

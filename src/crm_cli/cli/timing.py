@@ -12,7 +12,7 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
-    Preset,
+    PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
@@ -20,9 +20,10 @@ from .common import (
     console,
     emit_json,
     load_refiner,
+    resolve_preset,
     user_errors,
 )
-from .refine import TileOpt, resolve_ratios
+from .refine import TileOpt
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -51,7 +52,7 @@ def timing(
     size: Annotated[str | None, typer.Option("--size", help="Time a synthetic WxH scene instead, e.g. 3840x2160.")]
     = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = Preset.balanced,
+    preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
@@ -68,7 +69,7 @@ def timing(
 
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
-    ratio_values = resolve_ratios(ratios, preset)
+    settings = resolve_preset(ratios, preset)
     with user_errors():
         if size is not None:
             height, width = parse_size(size)
@@ -79,18 +80,18 @@ def timing(
             coarse = read_mask(mask).values
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
         is_cuda = refiner.device.type == "cuda"
-        refiner.refine_detailed(rgb, coarse, ratio_values)  # warm-up
+        refiner.refine_detailed(rgb, coarse, **settings.engine_options())  # warm-up
         if is_cuda:
             torch.cuda.reset_peak_memory_stats(refiner.device)
         runs = []
         for _ in range(repeat):
             start = time.perf_counter()
-            result = refiner.refine_detailed(rgb, coarse, ratio_values)
+            result = refiner.refine_detailed(rgb, coarse, **settings.engine_options())
             runs.append((time.perf_counter() - start, result.timings))
     totals = np.array([t for t, _ in runs])
     median = float(np.median(totals))
     stages = []
-    for k, ratio in enumerate(ratio_values):
+    for k, ratio in enumerate(settings.ratios):
         stages.append({
             "ratio": ratio,
             "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
@@ -98,7 +99,8 @@ def timing(
         })
     height, width = rgb.shape[:2]
     report = {
-        "width": width, "height": height, "device": refiner.device_name, "ratios": list(ratio_values),
+        "width": width, "height": height, "device": refiner.device_name,
+        "ratios": list(settings.ratios), "preset": preset.value,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),
