@@ -150,3 +150,25 @@ def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> 
     assert 0 < band.sum() < band.numel()
     torch.testing.assert_close(roi[0, 0][band], full[0, 0][band], atol=1e-5, rtol=0)
     torch.testing.assert_close(roi[0, 0][~band], upsampled[0, 0][~band])
+
+
+def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(monkeypatch) -> None:  # noqa: ANN001
+    model = make_tiny_model(seed=4)
+    image, gt = synthetic_scene(64, 96)
+    coarse = coarse_of(gt, 4)
+    reference = Refiner.from_model(model, device="cpu").refine(image, coarse, (0.5, 1.0))
+    half = Refiner.from_model(model, device="cpu", precision="bf16")
+    np.testing.assert_allclose(half.refine(image, coarse, (0.5, 1.0)), reference, atol=0.05)
+
+    original = model.encode
+
+    def overflowing(x: torch.Tensor) -> torch.Tensor:
+        g = original(x)
+        return torch.full_like(g, float("nan")) if torch.is_autocast_enabled("cpu") else g
+
+    monkeypatch.setattr(model, "encode", overflowing)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        guarded = half.refine(image, coarse, (0.5, 1.0))
+    np.testing.assert_allclose(guarded, reference, atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        Refiner.from_model(model, device="cpu", precision="int8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from .devices import describe_device, resolve_device
 from .presets import check_ratios
 from .transforms import network_input, rgb_to_tensor
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
 PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
 
@@ -84,18 +86,46 @@ class Refiner:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
                  model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
-                 decode_budget_mb: int = 256, roi_tile_size: int = 384, roi_tile_margin: int = 48) -> None:
+                 decode_budget_mb: int = 256, roi_tile_size: int = 384, roi_tile_margin: int = 48,
+                 precision: str = "fp32", threads: int | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.precision = precision
         if model is None:
             model, self.weights_info = load_model(weights or default_weights_path())
         else:
             self.weights_info = {"path": None, "sha256": "", "config": model.config.to_dict(), "provenance": {}}
         self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            # Fixed tile shapes make cuDNN's autotuning pay off; NHWC suits tensor cores.
+            torch.backends.cudnn.benchmark = True
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.tile_size = int(math.ceil(tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.tile_margin = int(math.ceil(tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.decode_budget = decode_budget_mb << 20
         self.roi_tile_size = int(math.ceil(roi_tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.roi_tile_margin = int(math.ceil(roi_tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
+
+    def _encode_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode one tile, under autocast when a reduced precision was asked for.
+
+        A non-finite result in reduced precision is recomputed in fp32 (fp16 overflows were seen
+        in peer tools), so the output never carries NaN.
+        """
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision == "fp32":
+            return self.model.encode(x)
+        with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
+            g = self.model.encode(x)
+        if not bool(torch.isfinite(g).all()):
+            warnings.warn(f"{self.precision} produced non-finite features; recomputed this tile in fp32",
+                          RuntimeWarning, stacklevel=2)
+            return self.model.encode(x)
+        return g.float()
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, device: str = "auto", **kwargs) -> Refiner:
@@ -120,7 +150,7 @@ class Refiner:
         tile, margin = (self.roi_tile_size, self.roi_tile_margin) if needed is not None else (
             self.tile_size, self.tile_margin)
         if height <= tile and width <= tile:
-            return self.model.encode(x)
+            return self._encode_tile(x)
         hidden = self.model.decoder.hidden_dim
         g = torch.zeros(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
         for y0 in range(0, height, tile):
@@ -131,7 +161,7 @@ class Refiner:
                 if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
                     continue
                 cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
-                part = self.model.encode(x[:, :, cy0:cy1, cx0:cx1])
+                part = self._encode_tile(x[:, :, cy0:cy1, cx0:cx1])
                 g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
                     :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
                 ]

@@ -12,10 +12,13 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
+    Precision,
+    PrecisionOpt,
     PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
+    ThreadsOpt,
     WeightsOpt,
     console,
     emit_json,
@@ -49,6 +52,8 @@ def batch(
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
     tile_size: TileOpt = 1024,
+    precision: PrecisionOpt = Precision.fp32,
+    threads: ThreadsOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -78,7 +83,8 @@ def batch(
     refiner = None
     if todo:
         with user_errors():
-            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                   precision=precision.value, threads=threads or None)
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
         task = progress.add_task("batch", total=len(todo), current="")

@@ -24,6 +24,12 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 class PresetName(str, Enum):
     fast = "fast"
     balanced = "balanced"
@@ -66,6 +72,16 @@ PresetOpt = Annotated[
     typer.Option("--preset", case_sensitive=False, rich_help_panel="Quality",
                  help="fast: 3 stages; balanced (default): 4 stages, later ones only near the boundary; "
                       "quality: 4 stages decoded in full, like the reference code."),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", case_sensitive=False, rich_help_panel="Compute",
+                 help="Encoder precision; fp16/bf16 are for GPUs (non-finite tiles are redone in fp32)."),
+]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option("--threads", min=0, envvar="CRM_THREADS", rich_help_panel="Compute",
+                 help="CPU threads (0 = torch's default: the physical cores)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log lines on stderr.")]

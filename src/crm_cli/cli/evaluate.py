@@ -12,10 +12,13 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
+    Precision,
+    PrecisionOpt,
     PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
+    ThreadsOpt,
     WeightsOpt,
     console,
     emit_json,
@@ -41,6 +44,8 @@ def evaluate(
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
+    precision: PrecisionOpt = Precision.fp32,
+    threads: ThreadsOpt = 0,
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
@@ -63,7 +68,8 @@ def evaluate(
             raise fail("; ".join(problems) or f"{folder}: no <name>_gt.* ground truth found")
         if limit:
             pairs = pairs[:limit]
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                   precision=precision.value, threads=threads or None)
     coarse_scores, refined_scores = DatasetScore(), DatasetScore()
     stage_scores = [DatasetScore() for _ in settings.ratios]
     refine_seconds = 0.0

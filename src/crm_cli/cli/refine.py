@@ -12,10 +12,13 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
+    Precision,
+    PrecisionOpt,
     PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
+    ThreadsOpt,
     WeightsOpt,
     console,
     emit_json,
@@ -93,6 +96,8 @@ def refine(
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
     tile_size: TileOpt = 1024,
+    precision: PrecisionOpt = Precision.fp32,
+    threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -121,7 +126,8 @@ def refine(
     with user_errors():
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                   precision=precision.value, threads=threads or None)
         result = refine_files(
             refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
             output_kind=output_kind.value, threshold=threshold,

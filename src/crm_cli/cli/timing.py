@@ -12,10 +12,13 @@ from .common import (
     Device,
     DeviceOpt,
     JsonOpt,
+    Precision,
+    PrecisionOpt,
     PresetName,
     PresetOpt,
     QuietOpt,
     RatiosOpt,
+    ThreadsOpt,
     WeightsOpt,
     console,
     emit_json,
@@ -56,6 +59,8 @@ def timing(
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
+    precision: PrecisionOpt = Precision.fp32,
+    threads: ThreadsOpt = 0,
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="Timed runs after one warm-up.")] = 3,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -78,7 +83,8 @@ def timing(
         else:
             rgb = read_image(image)
             coarse = read_mask(mask).values
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size)
+        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                   precision=precision.value, threads=threads or None)
         is_cuda = refiner.device.type == "cuda"
         refiner.refine_detailed(rgb, coarse, **settings.engine_options())  # warm-up
         if is_cuda:
