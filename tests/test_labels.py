@@ -174,3 +174,28 @@ def test_size_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="does not match"):
         refine_labels(OracleRefiner(np.zeros((4, 4), np.uint8)), np.zeros((4, 5, 3), np.uint8),
                       np.zeros((4, 4), np.uint8))
+
+
+def test_shipped_model_refines_a_palette_label_map(tmp_path: Path, palette: list[int]) -> None:
+    """Done-when check: a 3-label palette mask refines to a palette PNG with the same ids and palette,
+    and no label's IoU against the synthetic GT drops below the coarse one."""
+    from typer.testing import CliRunner
+
+    from crm_cli.checkpoint import default_weights_path
+    from crm_cli.cli import app
+
+    if not default_weights_path().exists():
+        pytest.skip("no shipped weights")
+    image, gt = three_object_scene(384, 512, seed=3)
+    coarse = blocky(gt, 16)
+    cv2.imwrite(str(tmp_path / "im.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    write_png(tmp_path / "coarse.png", coarse, palette)
+    result = CliRunner().invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "coarse.png"),
+                                      "-o", str(tmp_path / "out.png"), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"mode": "labels"' in result.stdout
+    refined = read_mask(tmp_path / "out.png")
+    assert refined.kind == "palette" and refined.palette[: len(palette)] == palette
+    assert label_ids(refined.values) == list(IDS)
+    for label in IDS:
+        assert iou(refined.values == label, gt == label) >= iou(coarse == label, gt == label), label

@@ -84,6 +84,11 @@ class MaskData:
         scale = 65535.0 if self.kind == "gray16" else 255.0
         return self.values.astype(np.float32) / np.float32(scale)
 
+    def scoring_values(self) -> np.ndarray:
+        """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
+        not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
+        return self.values != 0 if self.kind == "palette" else self.values
+
     def is_label_map(self) -> bool:
         """True when the values look like class ids rather than a binary or soft mask."""
         if self.kind == "palette":

@@ -79,13 +79,13 @@ def evaluate(
         for pair in pairs:
             image = read_image(pair.image)
             coarse = read_mask(pair.mask)
-            gt = read_mask(pair.gt).values
+            gt = read_mask(pair.gt).scoring_values()
             start = time.perf_counter()
             result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage,
                                              **settings.engine_options())
             refine_seconds += time.perf_counter() - start
             refined = render_output("soft", result.probability)
-            coarse_scores.add(score_pair(coarse.values, gt, pair.name))
+            coarse_scores.add(score_pair(coarse.scoring_values(), gt, pair.name))
             refined_scores.add(score_pair(refined, gt, pair.name))
             for scores, stage in zip(stage_scores, result.stages, strict=False):
                 scores.add(score_pair(render_output("soft", stage), gt, pair.name))

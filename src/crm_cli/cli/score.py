@@ -119,9 +119,7 @@ def _read_values(path: Path) -> np.ndarray:
     """Raw mask values for scoring; palette masks give their foreground (index != 0) as booleans."""
     from ..imageio import read_mask
 
-    mask = read_mask(path)
-    # Palette values are class indices (0/1, ...), not grey levels: "> 128" would call them background.
-    return mask.values != 0 if mask.kind == "palette" else mask.values
+    return read_mask(path).scoring_values()
 
 
 def _percent(value: float | None) -> str:
