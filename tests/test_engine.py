@@ -172,3 +172,34 @@ def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(mo
     np.testing.assert_allclose(guarded, reference, atol=1e-6)
     with pytest.raises(ValueError, match="precision"):
         Refiner.from_model(model, device="cpu", precision="int8")
+
+
+def test_small_objects_are_not_erased_by_the_empty_mask_rule(refiner: Refiner) -> None:
+    image, _ = synthetic_scene(256, 256)
+    line = np.zeros((256, 256), np.uint8)
+    line[100:103, 20:230] = 255  # 3 px wide: its 0.125 stage mask never exceeds 0.5
+    result = refiner.refine_detailed(image, line, (0.125, 1.0))
+    assert result.timings[0].encode_s > 0, "stage 0 was short-cut as empty"
+    hole = 255 - line
+    assert refiner.refine_detailed(image, hole, (0.125, 1.0)).timings[0].encode_s > 0
+    # A 0/1 mask is binary, not a nearly empty soft mask.
+    np.testing.assert_array_equal(refiner.refine(image, (line > 0).astype(np.uint8)), refiner.refine(image, line))
+
+
+def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch) -> None:  # noqa: ANN001
+    from crm_cli.engine import resize_probability
+
+    model = make_tiny_model(seed=6)
+    image, gt = synthetic_scene(200, 260)
+    incoming = resize_probability(torch.from_numpy(coarse_of(gt, 8).astype(np.float32) / 255).view(1, 1, 200, 260),
+                                  (100, 130))
+    untiled = Refiner.from_model(model, device="cpu", roi_tile_size=4096)
+    tiled = Refiner.from_model(model, device="cpu", roi_tile_size=32, roi_tile_margin=4096)
+    calls = []
+    original = tiled._encode_tile
+    monkeypatch.setattr(tiled, "_encode_tile", lambda x: calls.append(x.shape) or original(x))
+    expected, _ = untiled._stage(image, incoming, 1.0, (200, 260), roi=True)
+    got, _ = tiled._stage(image, incoming, 1.0, (200, 260), roi=True)
+    padded_tiles = ((200 + 64 + 15) // 16 * 16 // 32 + 1) * ((260 + 64 + 15) // 16 * 16 // 32 + 1)
+    assert 0 < len(calls) < padded_tiles * 0.8  # the object's interior and the far background are skipped
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -176,8 +176,18 @@ def test_rgb_colour_mask_uses_luminance(tmp_path: Path) -> None:
     assert mask.values.tolist() == [[76, 150, 29, 255]]
 
 
-def test_rgba_with_varying_colour_uses_luminance(tmp_path: Path) -> None:
-    rgba = np.array([[[255, 0, 0, 0], [0, 255, 0, 255]]], np.uint8)
+def test_rgba_photo_cutout_uses_its_alpha(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 0, 0, 0], [0, 255, 0, 255], [9, 9, 9, 128]]], np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "c.png")
+
+    mask = read_mask(tmp_path / "c.png")
+
+    assert mask.kind == "alpha"
+    assert mask.values.tolist() == [[0, 255, 128]]
+
+
+def test_opaque_rgba_with_varying_colour_uses_luminance(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 255]]], np.uint8)
     Image.fromarray(rgba).save(tmp_path / "c.png")
 
     mask = read_mask(tmp_path / "c.png")

@@ -148,9 +148,12 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, dict[str, An
         raise
     except Exception as exc:  # corrupt archive, bad header, wrong keys
         raise WeightsError(f"cannot read weights {path}: {exc}") from exc
-    model = build_crm(config)
     state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
-    model.load_state_dict(state, strict=True)
+    try:
+        model = build_crm(config)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:  # key or shape mismatch, unknown encoder
+        raise WeightsError(f"{path}: weights do not fit their recorded architecture: {exc}") from exc
     model.eval()
     info = {"path": str(path), "sha256": digest, "config": config.to_dict(), "provenance": provenance}
     return model, info

@@ -50,8 +50,11 @@ class RefineResult:
 
 
 def mask_to_float(mask: np.ndarray) -> np.ndarray:
-    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool, float clipped)."""
-    if mask.dtype == np.bool_:
+    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool, float clipped).
+
+    An integer mask whose maximum is 1 is a 0/1 binary mask, as in ``MaskData.probability``.
+    """
+    if mask.dtype == np.bool_ or (mask.dtype.kind in "ui" and mask.size and int(mask.max()) == 1):
         return mask.astype(np.float32)
     if mask.dtype == np.uint8:
         return mask.astype(np.float32) / 255.0
@@ -94,12 +97,15 @@ class Refiner:
         if threads:
             torch.set_num_threads(threads)
         self.precision = precision
+        owns_model = model is None
         if model is None:
             model, self.weights_info = load_model(weights or default_weights_path())
         else:
             self.weights_info = {"path": None, "sha256": "", "config": model.config.to_dict(), "provenance": {}}
         self.model = model.to(self.device).eval()
-        if self.device.type == "cuda":
+        # A borrowed model (training-time validation) is left exactly as it was given.
+        self.channels_last = owns_model and self.device.type == "cuda"
+        if self.channels_last:
             # Fixed tile shapes make cuDNN's autotuning pay off; NHWC suits tensor cores.
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -115,7 +121,7 @@ class Refiner:
         A non-finite result in reduced precision is recomputed in fp32 (fp16 overflows were seen
         in peer tools), so the output never carries NaN.
         """
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
             return self.model.encode(x)
@@ -178,9 +184,10 @@ class Refiner:
         hs, ws = stage_size(height, width, ratio)
         stage_mask = resize_probability(mask, (hs, ws))
         start = time.perf_counter()
-        if not (stage_mask > 0.5).any():
+        # Only an exactly constant stage mask short-cuts: a small object can be faint after shrinking.
+        if float(stage_mask.max()) == 0.0:
             return torch.zeros(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
-        if bool((stage_mask > 0.5).all()):
+        if float(stage_mask.min()) == 1.0:
             return torch.ones(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
         if (hs, ws) != (height, width):
             interpolation = cv2.INTER_AREA if hs < height else cv2.INTER_LINEAR
@@ -231,8 +238,15 @@ class Refiner:
             raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} does not match image size "
                              f"{image.shape[1]}x{image.shape[0]}")
         height, width = mask.shape
-        current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
         result = RefineResult(probability=np.empty(0, np.float32))
+        foreground = mask > 0.5
+        if not foreground.any() or foreground.all():
+            # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
+            result.probability = foreground.astype(np.float32)
+            result.stages = [result.probability] * len(ratios) if keep_stages else []
+            result.timings = [StageTiming(r, 0.0, 0.0) for r in ratios]
+            return result
+        current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             at_full_size = last or keep_stages or full_decode

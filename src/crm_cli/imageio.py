@@ -87,7 +87,9 @@ class MaskData:
     def scoring_values(self) -> np.ndarray:
         """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
         not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
-        return self.values != 0 if self.kind == "palette" else self.values
+        if self.kind == "palette" or (self.values.size and int(self.values.max()) == 1):
+            return self.values != 0  # class ids, or a 0/1 mask
+        return self.values
 
     def is_label_map(self) -> bool:
         """True when the values look like class ids rather than a binary or soft mask."""
@@ -251,9 +253,9 @@ def _is_constant(array: np.ndarray) -> bool:
 def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / luminance rules."""
     wide = rgb.dtype == np.uint16
-    # A cut-out: uniform colour with the shape in the alpha channel. A constant alpha carries no
-    # shape (e.g. an opaque black mask), so then the colour decides.
-    if alpha is not None and _is_constant(rgb) and not _is_constant(alpha):
+    # A cut-out (crm's own -k cutout, or a photo cut-out) carries the shape in its alpha channel.
+    # A constant alpha carries no shape (e.g. an opaque black mask), so then the colour decides.
+    if alpha is not None and not _is_constant(alpha):
         return MaskData(alpha, "gray16") if wide else MaskData(alpha, "alpha")
     red = rgb[..., 0]
     if (red == rgb[..., 1]).all() and (red == rgb[..., 2]).all():

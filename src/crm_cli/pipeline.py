@@ -44,6 +44,22 @@ def choose_mode(mask: MaskData, mode: str) -> str:
     return mode
 
 
+def read_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
+              mask_name: str | None = None) -> tuple[np.ndarray, MaskData, list[str]]:
+    """Read an image and its mask, bringing a smaller same-aspect mask up to the image size.
+
+    Returns:
+        (RGB uint8 image, mask, notes for the log).
+    """
+    image_name = image_name or source_name(image_source)
+    mask_name = mask_name or source_name(mask_source)
+    image = read_image(image_source, name=image_name)
+    mask = read_mask(mask_source, name=mask_name)
+    mask, resized = match_mask_to_image(mask, image.shape[:2], image_name, mask_name)
+    notes = [f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}"] if resized else []
+    return image, mask, notes
+
+
 def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
@@ -57,12 +73,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .labels import refine_labels
     from .outputs import render_output
 
-    image_name = image_name or source_name(image_source)
-    mask_name = mask_name or source_name(mask_source)
-    image = read_image(image_source, name=image_name)
-    mask = read_mask(mask_source, name=mask_name)
-    mask, resized = match_mask_to_image(mask, image.shape[:2], image_name, mask_name)
-    notes = [f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}"] if resized else []
+    image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name)
     chosen = choose_mode(mask, mode)
     start = time.perf_counter()
     if chosen == "labels":

@@ -74,7 +74,8 @@ def batch(
         raise typer.BadParameter("the output folder must differ from the input folders")
     with user_errors():
         pairs, problems = find_pairs(folder)
-    items: list[dict] = [{"image": p, "status": "failed", "error": p} for p in problems]
+    items: list[dict] = [{"name": None, "image": None, "mask": None, "output": None, "status": "failed",
+                          "error": problem, "seconds": 0.0} for problem in problems]
     todo = [p for p in pairs if overwrite or not (output_dir / p.relative_output).exists()]
     for pair in pairs:
         if pair not in todo:
@@ -112,7 +113,7 @@ def batch(
                       f"{counts['failed']} failed -> {output_dir}", highlight=False)
         for item in items:
             if item["status"] == "failed":
-                label = f"{item['name']}: " if "name" in item else ""
+                label = f"{item['name']}: " if item["name"] else ""
                 console.print(f"  [red]failed[/] {label}{item['error']}", highlight=False)
     if json_out:
         emit_json({"done": counts["ok"], "skipped": counts["skipped"], "failed": counts["failed"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -94,25 +94,30 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1."""
+def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1.
+
+    Args:
+        on_error: called with the message before exiting (e.g. to emit a JSON failure record).
+    """
+    from ..checkpoint import WeightsError
     from ..devices import DeviceError
     from ..imageio import ImageReadError
 
     try:
         yield
+        return
     except typer.Exit:
         raise
-    except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError) as exc:
-        raise fail(str(exc)) from None
+    except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
+        message = str(exc)
     except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise fail(f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset.") from None
-        from ..checkpoint import WeightsError
-
-        if isinstance(exc, WeightsError):
-            raise fail(str(exc)) from None
-        raise
+        if "out of memory" not in str(exc).lower():
+            raise
+        message = f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+    if on_error is not None:
+        on_error(message)
+    raise fail(message) from None
 
 
 def resolve_preset(ratios: str | None, preset: PresetName):  # noqa: ANN201 - presets.Preset
@@ -130,6 +135,11 @@ def load_refiner(weights: Path | None, device: Device, quiet: bool = False, **kw
     if not quiet:
         console.print(f"device: {refiner.device_name}", highlight=False)
     return refiner
+
+
+def percent(value: float | None) -> str:
+    """0.8512 -> "85.12"; None -> "-"."""
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def emit_json(payload: Any) -> None:

@@ -24,14 +24,11 @@ from .common import (
     emit_json,
     fail,
     load_refiner,
+    percent,
     resolve_preset,
     user_errors,
 )
 from .refine import TileOpt
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 def evaluate(
@@ -55,10 +52,11 @@ def evaluate(
     """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
     from rich.progress import Progress
 
-    from ..imageio import read_image, read_mask, write_png
+    from ..imageio import read_mask, write_png
     from ..metrics import DatasetScore, score_pair
     from ..outputs import render_output
     from ..pairing import find_pairs
+    from ..pipeline import read_pair
 
     settings = resolve_preset(ratios, preset)
     with user_errors():
@@ -77,8 +75,9 @@ def evaluate(
     with Progress(console=console, disable=quiet) as progress, user_errors():
         task = progress.add_task("eval", total=len(pairs))
         for pair in pairs:
-            image = read_image(pair.image)
-            coarse = read_mask(pair.mask)
+            image, coarse, notes = read_pair(pair.image, pair.mask)
+            for note in notes:
+                progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
             gt = read_mask(pair.gt).scoring_values()
             start = time.perf_counter()
             result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage,
@@ -109,14 +108,14 @@ def evaluate(
         summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(settings.ratios, stage_scores,
                                                                                        strict=True)]
     console.print(
-        f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {_percent(coarse_scores.iou)}/{_percent(coarse_scores.mba)}"
-        f"  ->  refined {_percent(refined_scores.iou)}/{_percent(refined_scores.mba)}"
+        f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
+        f"  ->  refined {percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
         highlight=False,
     )
     if per_stage:
         for stage in summary["stages"]:
-            console.print(f"  after s={stage['ratio']:g}: {_percent(stage['iou'])}/{_percent(stage['mba'])}",
+            console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}",
                           highlight=False)
     console.print(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
                   f"{wall:.1f} s total, on {refiner.device_name}", highlight=False)

@@ -121,9 +121,16 @@ def refine(
         raise typer.BadParameter("-o - and --json both want stdout; choose one")
     if to_stdout and sys.stdout.isatty():
         raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+    if "-" in (str(image), str(mask)) and sys.stdin.isatty():
+        raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
     label_ids = parse_labels(labels)
     settings = resolve_preset(ratios, preset)
-    with user_errors():
+    def report_failure(message: str) -> None:
+        if json_out:
+            emit_json({"image": str(image), "mask": str(mask), "output": str(output), "status": "failed",
+                       "error": message})
+
+    with user_errors(report_failure):
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,

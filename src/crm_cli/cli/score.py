@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonOpt, console, emit_json, fail, user_errors
+from .common import JsonOpt, console, emit_json, fail, percent, user_errors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,11 +122,6 @@ def _read_values(path: Path) -> np.ndarray:
     return read_mask(path).scoring_values()
 
 
-def _percent(value: float | None) -> str:
-    """0.8512 -> "85.12"; None -> "-"."""
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
 def _print_table(scores: DatasetScore) -> None:
     """Per-image rows, then the dataset row, on stderr."""
     from rich.table import Table
@@ -136,12 +131,12 @@ def _print_table(scores: DatasetScore) -> None:
     table.add_column("IoU", justify="right")
     table.add_column("mBA", justify="right")
     for index, image in enumerate(scores.images):
-        table.add_row(image.name, _percent(image.iou), _percent(image.mba),
+        table.add_row(image.name, percent(image.iou), percent(image.mba),
                       end_section=index == len(scores.images) - 1)
     label = f"dataset (n={len(scores.images)}"
     if scores.no_boundary:
         label += f", {scores.no_boundary} without GT boundary"
-    table.add_row(label + ")", _percent(scores.iou), _percent(scores.mba), style="bold")
+    table.add_row(label + ")", percent(scores.iou), percent(scores.mba), style="bold")
     console.print(table)
     console.print("IoU = sum of intersections / sum of unions; mBA = mean over images with a GT boundary.",
                   style="dim", highlight=False)

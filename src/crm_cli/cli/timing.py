@@ -69,7 +69,7 @@ def timing(
     import numpy as np
     import torch
 
-    from ..imageio import read_image, read_mask
+    from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
     if (image is None) == (size is None) or (image is not None and mask is None):
@@ -81,8 +81,10 @@ def timing(
             rgb, exact = synthetic_scene(height, width)
             coarse = coarse_mask(exact)
         else:
-            rgb = read_image(image)
-            coarse = read_mask(mask).values
+            rgb, mask_data, notes = read_pair(image, mask)
+            coarse = mask_data.probability()
+            for note in notes:
+                console.print(f"[yellow]warning:[/] {note}", highlight=False)
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
         is_cuda = refiner.device.type == "cuda"

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 CROP = 224
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -26,13 +25,13 @@ class Pair:
 
 
 def list_pairs(root: Path) -> list[Pair]:
-    """Pairs from ``root/images/NAME.*`` + ``root/masks/NAME.png``, sorted by name."""
-    images = {p.stem: p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    masks = {p.stem: p for p in (root / "masks").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    names = sorted(set(images) & set(masks))
-    if not names:
+    """Pairs from ``root/images/**`` + ``root/masks/**`` (same relative stem), sorted by name."""
+    from ..pairing import find_pairs
+
+    found, _ = find_pairs(Path(root))
+    if not found:
         raise FileNotFoundError(f"no image/mask pairs under {root}/images and {root}/masks")
-    return [Pair(n, images[n], masks[n]) for n in names]
+    return sorted((Pair(p.name, p.image, p.mask) for p in found), key=lambda p: p.name)
 
 
 def split_pairs(pairs: list[Pair], every: int = 20) -> tuple[list[Pair], list[Pair]]:
@@ -43,14 +42,12 @@ def split_pairs(pairs: list[Pair], every: int = 20) -> tuple[list[Pair], list[Pa
 
 
 def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1]."""
-    bgr = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
-    gray = cv2.imread(str(pair.mask), cv2.IMREAD_GRAYSCALE)
-    if bgr is None or gray is None:
-        raise OSError(f"cannot read training pair {pair.name}")
-    if gray.shape != bgr.shape[:2]:
-        gray = cv2.resize(gray, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gray.astype(np.float32) / 255.0
+    """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1], read as inference reads them."""
+    from ..imageio import match_mask_to_image, read_image, read_mask
+
+    image = read_image(pair.image)
+    mask, _ = match_mask_to_image(read_mask(pair.mask), image.shape[:2], str(pair.image), str(pair.mask))
+    return image, mask.probability()
 
 
 def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
@@ -85,8 +82,10 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks (1.0 when both are empty)."""
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 1.0
+    from ..metrics import intersection_union
+
+    inter, union = intersection_union(a, b)
+    return inter / union if union else 1.0
 
 
 def simplify_contours(binary: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -146,7 +146,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
-        arch = PRESET_ARCHS[options.encoder].to_dict() if options.encoder in PRESET_ARCHS else {}
+        if options.encoder not in PRESET_ARCHS:
+            raise ValueError(f"unknown encoder {options.encoder!r}; choose from {sorted(PRESET_ARCHS)}")
+        arch = PRESET_ARCHS[options.encoder].to_dict()
         arch.update(options.arch)
         self.config = ArchConfig.from_dict(arch)
         torch.manual_seed(options.seed)
