@@ -135,7 +135,7 @@ class ImplicitDecoder(nn.Module):
         return max(1, min(1 << 20, budget_bytes // max(per_row, 1)))
 
     def decode(self, g: torch.Tensor, target_hw: tuple[int, int], stage_hw: tuple[int, int], pad: int,
-               budget_bytes: int = 256 << 20) -> torch.Tensor:
+               budget_bytes: int = 8 << 20) -> torch.Tensor:
         """Dense logits (B, H, W) on the target grid, in row bands bounded by ``budget_bytes``.
 
         Args:
