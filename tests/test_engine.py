@@ -175,9 +175,9 @@ def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(mo
 
 
 def test_small_objects_are_not_erased_by_the_empty_mask_rule(refiner: Refiner) -> None:
-    image, _ = synthetic_scene(256, 256)
-    line = np.zeros((256, 256), np.uint8)
-    line[100:103, 20:230] = 255  # 3 px wide: its 0.125 stage mask never exceeds 0.5
+    image, _ = synthetic_scene(600, 600)
+    line = np.zeros((600, 600), np.uint8)
+    line[100:103, 20:560] = 255  # 3 px wide: its 0.125 stage mask never exceeds 0.5
     result = refiner.refine_detailed(image, line, (0.125, 1.0))
     assert result.timings[0].encode_s > 0, "stage 0 was short-cut as empty"
     hole = 255 - line
@@ -203,3 +203,12 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch) -> None:  
     padded_tiles = ((200 + 64 + 15) // 16 * 16 // 32 + 1) * ((260 + 64 + 15) // 16 * 16 // 32 + 1)
     assert 0 < len(calls) < padded_tiles * 0.8  # the object's interior and the far background are skipped
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_stages_below_the_minimum_size_are_skipped_but_counted(refiner: Refiner) -> None:
+    image, gt = synthetic_scene(96, 200)  # 0.125 -> 12x25 and 0.25 -> 24x50: skipped; 0.5 -> 48x100 too
+    result = refiner.refine_detailed(image, coarse_of(gt, 4), (0.125, 0.25, 1.0), keep_stages=True)
+    assert [t.ratio for t in result.timings] == [0.125, 0.25, 1.0]
+    assert result.timings[0].encode_s == 0.0 and result.timings[1].encode_s == 0.0
+    assert result.timings[2].encode_s > 0.0
+    np.testing.assert_allclose(result.stages[0], coarse_of(gt, 4) / 255.0, atol=1e-6)

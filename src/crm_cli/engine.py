@@ -27,6 +27,9 @@ from .presets import check_ratios
 from .transforms import network_input, rgb_to_tensor
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Stages whose input would be smaller than this (shorter side) are skipped, except the last: the
+# model was trained on 224-px crops, and on tiny stages it can erase a whole small object.
+MIN_STAGE_SIDE = 64
 STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
 PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
 
@@ -250,6 +253,11 @@ class Refiner:
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
+            if not last and min(stage_size(height, width, ratio)) < MIN_STAGE_SIDE:
+                result.timings.append(StageTiming(ratio, 0.0, 0.0))
+                if keep_stages:
+                    result.stages.append(resize_probability(current, (height, width))[0, 0].float().cpu().numpy())
+                continue
             at_full_size = last or keep_stages or full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
             current, timing = self._stage(image, current, ratio, target, roi=roi and k > 0)

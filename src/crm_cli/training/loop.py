@@ -265,11 +265,12 @@ class Trainer:
         """Train until ``options.steps``, checkpointing and validating on schedule."""
         options = self.options
         self.out.mkdir(parents=True, exist_ok=True)
-        log_path = self.out / "log.csv"
-        new_log = not log_path.exists()
+        # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
+        log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
+        new_log = self.rank == 0 and not log_path.exists()
         with open(log_path, "a", newline="") as log_file:
             writer = csv.writer(log_file)
-            if new_log and self.rank == 0:
+            if new_log:
                 writer.writerow(["step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds"])
             while self.step < options.steps:
                 start = time.perf_counter()
