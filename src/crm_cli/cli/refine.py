@@ -148,7 +148,7 @@ def refine(
         else:
             write_png(output, result.output, result.palette)
     if not quiet:
-        console.print(f"wrote {'<stdout>' if to_stdout else output} ({result.mode}, {result.seconds:.2f} s)",
+        console.print(f"wrote {'<stdout>' if to_stdout else output} ({result.mode} mode, {result.seconds:.2f} s)",
                       highlight=False)
     if json_out:
         emit_json({
