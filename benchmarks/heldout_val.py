@@ -4,7 +4,7 @@ Coarse masks are synthesised with the training recipe (DESIGN §3) from a fixed 
 the numbers are reproducible. The images are low resolution (183-400 px), so one stage at s = 1
 is used unless ``--ratios`` says otherwise.
 
-    python benchmarks/duts_val.py --data ../shared/data/duts-tr [--weights PATH] [--ratios 1]
+    python benchmarks/heldout_val.py --data ../shared/data/duts-tr [--weights PATH] [--ratios 1]
 """
 
 from __future__ import annotations
