@@ -124,7 +124,7 @@ def test_refiner_loads_a_checkpoint_file(tiny_weights) -> None:  # noqa: ANN001
 
 
 def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
-    from crm_cli.engine import roi_band
+    from crm_cli.roi import roi_band
 
     prob = torch.zeros(9, 9)
     prob[:, 5:] = 1.0
@@ -137,7 +137,8 @@ def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
 
 
 def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> None:
-    from crm_cli.engine import resize_probability, roi_band
+    from crm_cli.engine import resize_probability
+    from crm_cli.roi import roi_band
 
     refiner = Refiner.from_model(make_tiny_model(seed=2), device="cpu")
     image, gt = synthetic_scene(90, 120)

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from .checkpoint import default_weights_path, load_model
 from .config import DEFAULT_RATIOS
 from .devices import describe_device, resolve_device
+from .model.fold import fold_batchnorm
 from .presets import check_ratios
+from .roi import band_to_stage_input, roi_band
 from .transforms import network_input, rgb_to_tensor
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -106,6 +108,8 @@ class Refiner:
         else:
             self.weights_info = {"path": None, "sha256": "", "config": model.config.to_dict(), "provenance": {}}
         self.model = model.to(self.device).eval()
+        if owns_model:
+            fold_batchnorm(self.model)
         # A borrowed model (training-time validation) is left exactly as it was given.
         self.channels_last = owns_model and self.device.type == "cuda"
         if self.channels_last:
@@ -203,7 +207,7 @@ class Refiner:
         if roi:
             prob = resize_probability(mask, target_hw).clone()
             band = roi_band(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
-            g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape[-2:]))
+            g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape[-2:], STAGE_PAD))
         else:
             g = self._encode(x)
         _sync(self.device)
@@ -289,29 +293,6 @@ def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
         return mask
     shrink = size[0] < mask.shape[-2] or size[1] < mask.shape[-1]
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)
-
-
-ROI_LOW, ROI_HIGH = 0.02, 0.98
-
-
-def roi_band(prob: torch.Tensor, radius: int) -> torch.Tensor:
-    """Bool map of the pixels to decode in ROI mode: where the incoming probability is uncertain
-    (between ROI_LOW and ROI_HIGH) or on its 0.5 boundary, dilated by ``radius`` pixels."""
-    uncertain = ((prob > ROI_LOW) & (prob < ROI_HIGH)).float()[None, None]
-    binary = (prob > 0.5).float()[None, None]
-    edge = F.max_pool2d(binary, 3, 1, 1) + F.max_pool2d(-binary, 3, 1, 1)  # dilation minus erosion
-    band = torch.maximum(uncertain, edge)
-    return F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
-
-
-def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int]) -> torch.Tensor:
-    """Where a target-grid band lands on the padded stage input, grown by 2 latent cells so that
-    every support cell of a band pixel is encoded."""
-    small = F.adaptive_max_pool2d(band.float()[None, None], stage_hw) if band.shape[0] >= stage_hw[0] else \
-        F.interpolate(band.float()[None, None], size=stage_hw, mode="nearest")
-    padded = torch.zeros(1, 1, *padded_hw, device=band.device)
-    padded[:, :, STAGE_PAD:STAGE_PAD + stage_hw[0], STAGE_PAD:STAGE_PAD + stage_hw[1]] = small
-    return F.max_pool2d(padded, 9, stride=1, padding=4)[0, 0] > 0
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
