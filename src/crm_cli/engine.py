@@ -26,7 +26,7 @@ from .devices import describe_device, resolve_device
 from .model.fold import fold_batchnorm
 from .presets import check_ratios
 from .roi import band_to_stage_input, roi_band
-from .transforms import network_input, rgb_to_tensor
+from .transforms import network_input
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Stages whose input would be smaller than this (shorter side) are skipped, except the last: the
@@ -84,6 +84,29 @@ def pad_stage_input(x: torch.Tensor, pad: int = STAGE_PAD, multiple: int = PAD_M
     return F.pad(x, amounts, mode=mode)
 
 
+class StageInput:
+    """A padded stage input held as uint8 RGB plus the float mask.
+
+    The normalised 4-channel network input is built per crop, so a ROI stage converts only the
+    tiles it encodes, and a 6K stage never holds a full float copy of the image.
+    """
+
+    def __init__(self, rgb: np.ndarray, mask: torch.Tensor, device: torch.device) -> None:
+        rgb_tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).unsqueeze(0)
+        self.rgb = pad_stage_input(rgb_tensor)
+        self.mask = pad_stage_input(mask)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Padded (height, width)."""
+        return tuple(self.rgb.shape[-2:])  # type: ignore[return-value]
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """The (1, 4, y1 - y0, x1 - x0) network input for a window of the padded stage."""
+        rgb = self.rgb[:, :, y0:y1, x0:x1].float().div_(255.0)
+        return network_input(rgb, self.mask[:, :, y0:y1, x0:x1])
+
+
 class Refiner:
     """Load a CRM checkpoint once; refine any number of (image, mask) pairs.
 
@@ -122,6 +145,8 @@ class Refiner:
         self.decode_budget = decode_budget_mb << 20
         self.roi_tile_size = int(math.ceil(roi_tile_size / PAD_MULTIPLE) * PAD_MULTIPLE)
         self.roi_tile_margin = int(math.ceil(roi_tile_margin / PAD_MULTIPLE) * PAD_MULTIPLE)
+        # Tests set this to NaN to prove that ROI decoding never reads a latent cell it skipped.
+        self._unencoded_fill: float | None = None
 
     def _encode_tile(self, x: torch.Tensor) -> torch.Tensor:
         """Encode one tile, under autocast when a reduced precision was asked for.
@@ -152,21 +177,26 @@ class Refiner:
         return describe_device(self.device)
 
     # ------------------------------------------------------------------ stages
-    def _encode(self, x: torch.Tensor, needed: torch.Tensor | None = None) -> torch.Tensor:
+    def _encode(self, x: StageInput, needed: torch.Tensor | None = None) -> torch.Tensor:
         """Projected latent for a padded stage input, tiled with overlap when it is large.
 
         Args:
-            x: (1, 4, Hp, Wp) padded stage input.
-            needed: optional (Hp, Wp) bool map; tiles without a needed pixel are not encoded
-                (their latent is left at zero and must not be read).
+            x: the padded stage input.
+            needed: optional (Hp, Wp) bool map; tiles without a needed pixel are not encoded.
+                Their latent cells are left uninitialised (untouched pages cost no memory), so a
+                caller must only read cells that ``needed`` covers.
         """
-        height, width = x.shape[-2:]
+        height, width = x.shape
         tile, margin = (self.roi_tile_size, self.roi_tile_margin) if needed is not None else (
             self.tile_size, self.tile_margin)
         if height <= tile and width <= tile:
-            return self._encode_tile(x)
+            return self._encode_tile(x.crop(0, height, 0, width))
         hidden = self.model.decoder.hidden_dim
-        g = torch.zeros(x.shape[0], height // 2, width // 2, hidden, device=x.device, dtype=x.dtype)
+        shape = (1, height // 2, width // 2, hidden)
+        if self._unencoded_fill is None:
+            g = torch.empty(shape, device=self.device)
+        else:
+            g = torch.full(shape, self._unencoded_fill, device=self.device)
         for y0 in range(0, height, tile):
             y1 = min(height, y0 + tile)
             cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
@@ -175,7 +205,7 @@ class Refiner:
                 if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
                     continue
                 cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
-                part = self._encode_tile(x[:, :, cy0:cy1, cx0:cx1])
+                part = self._encode_tile(x.crop(cy0, cy1, cx0, cx1))
                 g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
                     :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
                 ]
@@ -202,12 +232,12 @@ class Refiner:
             stage_rgb = cv2.resize(image, (ws, hs), interpolation=interpolation)
         else:
             stage_rgb = image
-        x = pad_stage_input(network_input(rgb_to_tensor(stage_rgb, self.device), stage_mask))
+        x = StageInput(stage_rgb, stage_mask, self.device)
         decoder = self.model.decoder
         if roi:
             prob = resize_probability(mask, target_hw).clone()
             band = roi_band(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
-            g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape[-2:], STAGE_PAD))
+            g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape, STAGE_PAD))
         else:
             g = self._encode(x)
         _sync(self.device)

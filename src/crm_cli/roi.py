@@ -45,7 +45,12 @@ def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw
                         pad: int) -> torch.Tensor:
     """Where a target-grid band lands on the padded stage input (``pad`` px on top/left), grown by
     4 px (2 latent cells) so that every support cell of a band pixel is encoded."""
-    if band.shape[0] >= stage_hw[0]:
+    if band.shape[0] >= stage_hw[0] and band.device.type == "cpu":
+        # Area averaging is positive exactly where an adaptive max-pool bin holds a band pixel
+        # (checked in the tests), and OpenCV does it several times faster.
+        area = cv2.resize(band.numpy().astype(np.float32), stage_hw[::-1], interpolation=cv2.INTER_AREA)
+        small = torch.from_numpy(area) > 0
+    elif band.shape[0] >= stage_hw[0]:
         small = F.adaptive_max_pool2d(band[None, None].float(), stage_hw)[0, 0] > 0
     else:
         small = F.interpolate(band[None, None].float(), size=stage_hw, mode="nearest")[0, 0] > 0
