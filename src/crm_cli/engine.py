@@ -118,7 +118,11 @@ class Refiner:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
                  model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
                  decode_budget_mb: int = 8, roi_tile_size: int = 384, roi_tile_margin: int = 48,
-                 precision: str = "fp32", threads: int | None = None) -> None:
+                 precision: str = "fp32", threads: int | None = None, fold_bn: bool = True,
+                 channels_last: bool | None = None) -> None:
+        """Args (besides the obvious): ``tile_size``/``tile_margin`` bound full-stage encoding,
+        ``roi_tile_size``/``roi_tile_margin`` the tiles of ROI stages; ``fold_bn`` folds BatchNorm
+        into the convolutions of a loaded model; ``channels_last`` defaults to on for CUDA only."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
@@ -131,10 +135,12 @@ class Refiner:
         else:
             self.weights_info = {"path": None, "sha256": "", "config": model.config.to_dict(), "provenance": {}}
         self.model = model.to(self.device).eval()
-        if owns_model:
-            fold_batchnorm(self.model)
         # A borrowed model (training-time validation) is left exactly as it was given.
-        self.channels_last = owns_model and self.device.type == "cuda"
+        if owns_model and fold_bn:
+            fold_batchnorm(self.model)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
+        self.channels_last = owns_model and channels_last
         if self.channels_last:
             # Fixed tile shapes make cuDNN's autotuning pay off; NHWC suits tensor cores.
             torch.backends.cudnn.benchmark = True
