@@ -4,7 +4,7 @@ Three tables, all measured on this machine in one run:
 
 1. Engine ablation on a synthetic scene (default 3840x2160): the default (``balanced``) and one
    row per switched-off speed-up (ROI, decoding intermediate stages only at the next stage's size,
-   BatchNorm folding) or changed setting (threads, channels_last, ROI tile size). Each row runs
+   BatchNorm folding, channels_last) or changed setting (threads, ROI tile size). Each row runs
    in its own subprocess, median of ``--repeat`` timed runs after a warm-up.
 2. The implicit decoder's split first layer: the production decoder against an unsplit one that
    feeds the full (C + 6)-wide input per support through the first Linear (same results).
@@ -30,9 +30,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "no ROI (CRM* off)": ({"roi": False}, {}),
     "intermediate stages at full size": ({"full_decode": True}, {}),
     "no BatchNorm folding": ({}, {"fold_bn": False}),
-    "channels_last": ({}, {"channels_last": True}),
+    "NCHW (channels_last off)": ({}, {"channels_last": False}),
     "1 thread": ({}, {"threads": 1}),
-    "ROI tiles 256 px, margin 32": ({}, {"roi_tile_size": 256, "roi_tile_margin": 32}),
+    "ROI tiles 256 px + 32 px margin": ({}, {"roi_tile_size": 256, "roi_tile_margin": 32}),
 }
 
 

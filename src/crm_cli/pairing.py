@@ -1,4 +1,5 @@
-"""Find image/mask pairs in a folder: the BIG layout or ``images/`` + ``masks/`` sub-folders."""
+"""Pair files: image/mask pairs to refine (the BIG layout or ``images/`` + ``masks/``), and
+predictions with their ground truths for scoring."""
 
 from __future__ import annotations
 
@@ -66,3 +67,103 @@ def find_pairs(root: Path) -> tuple[list[FilePair], list[str]]:
     raise FileNotFoundError(
         f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) or images/ and masks/ folders"
     )
+
+
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".jpeg")
+GT_SUFFIX = "_gt"
+# Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
+PRED_SUFFIXES = ("_mask", "", "_seg")
+MAX_LISTED = 20  # missing ground truths named in the error
+
+
+@dataclass(frozen=True)
+class ScorePair:
+    """One prediction file and its ground truth, under a display name."""
+
+    name: str
+    pred: Path
+    gt: Path
+
+
+def _mask_files(folder: Path) -> list[Path]:
+    """Image files of a folder (not recursive, hidden files skipped), sorted by name."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MASK_EXTENSIONS
+    )
+
+
+def _base_name(gt: Path) -> str:
+    """``<name>_gt.png`` -> ``<name>``; any other file -> its stem."""
+    stem = gt.stem
+    return stem[: -len(GT_SUFFIX)] if stem.endswith(GT_SUFFIX) and len(stem) > len(GT_SUFFIX) else stem
+
+
+def _index(files: list[Path]) -> dict[str, Path]:
+    """Look-up by stem and by full name; for a stem shared by several extensions, PNG wins."""
+    by_key: dict[str, Path] = {}
+    for path in sorted(files, key=lambda p: (MASK_EXTENSIONS.index(p.suffix.lower()), p.name)):
+        by_key.setdefault(path.stem, path)
+        by_key.setdefault(path.name, path)
+    return by_key
+
+
+def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...]) -> Path | None:
+    """The first ``<name><suffix>`` present in the prediction index, never the GT file itself."""
+    for suffix in suffixes:
+        candidate = index.get(name + suffix)
+        if candidate is not None and candidate.resolve() != gt.resolve():
+            return candidate
+    return None
+
+
+def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> list[ScorePair]:
+    """Pair predictions with ground truths.
+
+    GT folder: if it holds ``*_gt`` files (BIG layout) only those are ground truths, otherwise every
+    mask file is. A ground truth ``<name>[_gt]`` is paired with ``<name>_mask``, ``<name>`` or
+    ``<name>_seg`` in PRED (first found), or only ``<name><pred_suffix>`` when given.
+    Raises FileNotFoundError listing the ground truths that have no prediction, and ValueError
+    when the two arguments cannot be paired at all (a folder of ground truths with one file).
+    """
+    suffixes = (pred_suffix,) if pred_suffix is not None else PRED_SUFFIXES
+    if not gt.exists():
+        raise FileNotFoundError(f"ground truth not found: {gt}")
+    if not pred.exists():
+        raise FileNotFoundError(f"prediction not found: {pred}")
+    if gt.is_file():
+        if pred.is_file():
+            return [ScorePair(_base_name(gt), pred, gt)]
+        found = _find_prediction(_base_name(gt), gt, _index(_mask_files(pred)), suffixes)
+        if found is None:
+            raise FileNotFoundError(f"no prediction for {gt.name} in {pred} "
+                                    f"(tried {', '.join(_base_name(gt) + s for s in suffixes)})")
+        return [ScorePair(_base_name(gt), found, gt)]
+    if pred.is_file():
+        raise ValueError("GT is a folder, so PRED must be a folder too")
+
+    gt_files = _mask_files(gt)
+    big_layout = [p for p in gt_files if p.stem.endswith(GT_SUFFIX)]
+    if big_layout:
+        gt_files = big_layout
+    elif pred.resolve() == gt.resolve():
+        raise ValueError(f"PRED and GT are the same folder but {gt} has no *{GT_SUFFIX} files")
+    if not gt_files:
+        raise FileNotFoundError(f"no ground-truth masks in {gt}")
+
+    index = _index(_mask_files(pred))
+    pairs, missing = [], []
+    for gt_file in gt_files:
+        name = _base_name(gt_file)
+        found = _find_prediction(name, gt_file, index, suffixes)
+        if found is None:
+            missing.append(name)
+        else:
+            pairs.append(ScorePair(name, found, gt_file))
+    if missing:
+        listed = ", ".join(missing[:MAX_LISTED]) + (f", ... ({len(missing) - MAX_LISTED} more)"
+                                                   if len(missing) > MAX_LISTED else "")
+        tried = " / ".join(f"<name>{s}" for s in suffixes)
+        raise FileNotFoundError(f"{len(missing)} of {len(gt_files)} ground truths have no prediction "
+                                f"({tried}) in {pred}: {listed}")
+    return pairs
