@@ -32,7 +32,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "no BatchNorm folding": ({}, {"fold_bn": False}),
     "NCHW (channels_last off)": ({}, {"channels_last": False}),
     "1 thread": ({}, {"threads": 1}),
-    "ROI tiles 256 px + 32 px margin": ({}, {"roi_tile_size": 256, "roi_tile_margin": 32}),
+    "ROI tiles 384 px + 48 px margin": ({}, {"roi_tile_size": 384, "roi_tile_margin": 48}),
 }
 
 

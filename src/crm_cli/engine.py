@@ -117,7 +117,7 @@ class Refiner:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", *,
                  model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
-                 decode_budget_mb: int = 8, roi_tile_size: int = 384, roi_tile_margin: int = 48,
+                 decode_budget_mb: int = 8, roi_tile_size: int = 256, roi_tile_margin: int = 32,
                  precision: str = "fp32", threads: int | None = None, fold_bn: bool = True,
                  channels_last: bool | None = None) -> None:
         """Args (besides the obvious): ``tile_size``/``tile_margin`` bound full-stage encoding,
