@@ -31,6 +31,16 @@ def test_threshold_with_soft_means_binary() -> None:
     np.testing.assert_array_equal(render_output("soft", PROB, threshold=0.1), (PROB > 0.1) * 255)
 
 
+def test_threshold_binarises_soft16_and_the_cutout_alpha() -> None:
+    sixteen = render_output("soft16", PROB, threshold=0.3)
+    assert sixteen.dtype == np.uint16
+    np.testing.assert_array_equal(sixteen, (PROB > 0.3) * 65535)
+    image = np.full(PROB.shape + (3,), 7, np.uint8)
+    cutout = render_output("cutout", PROB, image=image, threshold=0.3)
+    np.testing.assert_array_equal(cutout[..., 3], (PROB > 0.3) * 255)
+    np.testing.assert_array_equal(cutout[..., :3], image)
+
+
 def test_cutout_alpha_is_the_soft_mask() -> None:
     rng = np.random.default_rng(0)
     prob = rng.random((20, 30), dtype=np.float32)

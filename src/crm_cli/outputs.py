@@ -90,7 +90,8 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
         probability: float map; values outside [0, 1] are clipped.
         image: (H, W, 3) uint8 RGB, required by ``cutout`` and ``overlay``.
         coarse: the coarse mask, drawn by ``overlay`` when given.
-        threshold: binarisation threshold; given with ``soft`` it selects ``binary``.
+        threshold: binarisation threshold. Given with ``soft`` it selects ``binary``; with
+            ``soft16`` or ``cutout`` the probability is binarised first (0/65535, a hard alpha).
     """
     if kind not in OUTPUT_KINDS:
         raise ValueError(f"unknown output kind {kind!r}; choose from {', '.join(OUTPUT_KINDS)}")
@@ -100,6 +101,8 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
     if kind == "soft" and threshold is not None:
         kind = "binary"
     limit = DEFAULT_THRESHOLD if threshold is None else threshold
+    if threshold is not None and kind in ("soft16", "cutout"):
+        prob = (prob > threshold).astype(np.float32)
     if kind == "soft":
         return np.round(prob * 255.0).astype(np.uint8)
     if kind == "soft16":

@@ -52,7 +52,8 @@ OutputKindOpt = Annotated[
 ThresholdOpt = Annotated[
     float | None,
     typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output",
-                 help="Write a binary mask: probability > T becomes 255."),
+                 help="Binarise at probability > T: soft output becomes a 0/255 mask, soft16 0/65535, "
+                      "cutout gets a hard alpha; overlay draws the T contour."),
 ]
 ModeOpt = Annotated[
     Mode,
