@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ArchConfig
+from .mobilenet import mobilenet_v2_features
 
 EncoderFactory = Callable[[ArchConfig], "Encoder"]
 _ENCODERS: dict[str, EncoderFactory] = {}
@@ -79,7 +80,7 @@ class ResNet50Encoder(Encoder):
 
 
 class MobileNetV2Encoder(Encoder):
-    """torchvision's ``mobilenet_v2().features`` with a 4-channel stem.
+    """MobileNetV2's feature blocks (torchvision layout, see ``mobilenet.py``) with a 4-channel stem.
 
     Taps: after block 1 (stride 2), block 3 (stride 4) and block 13 (stride 16, 96 ch), the last
     upsampled x2 so the deepest tap sits at stride 8. Blocks 14-18 are not built.
@@ -87,9 +88,7 @@ class MobileNetV2Encoder(Encoder):
 
     def __init__(self, width_mult: float = 1.0) -> None:
         super().__init__()
-        from torchvision.models import mobilenet_v2
-
-        features = mobilenet_v2(width_mult=width_mult).features
+        features = mobilenet_v2_features(width_mult)
         stem = features[0][0]
         features[0][0] = nn.Conv2d(4, stem.out_channels, 3, stride=2, padding=1, bias=False)
         self.stage1 = features[0:2]
