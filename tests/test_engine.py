@@ -236,3 +236,13 @@ def test_tiled_roi_stage_reads_only_encoded_latent_cells() -> None:
     assert torch.isfinite(roi).all()
     # Tiles see only 32 px of context, so they match the untiled pass closely but not exactly.
     assert (roi[0, 0][band] - full[0, 0][band]).abs().max() < 0.05
+
+
+def test_api_default_is_the_cli_default_preset() -> None:
+    from crm_cli.presets import DEFAULT_PRESET, PRESETS
+
+    refiner = Refiner.from_model(make_tiny_model(seed=6), device="cpu")
+    image, gt = synthetic_scene(160, 200)
+    coarse = coarse_of(gt, 6)
+    np.testing.assert_array_equal(refiner.refine(image, coarse),
+                                  refiner.refine(image, coarse, **PRESETS[DEFAULT_PRESET].engine_options()))

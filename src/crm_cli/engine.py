@@ -269,7 +269,7 @@ class Refiner:
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-                        keep_stages: bool = False, roi: bool = False, full_decode: bool = False) -> RefineResult:
+                        keep_stages: bool = False, roi: bool = True, full_decode: bool = False) -> RefineResult:
         """Refine and also return timings (and, with ``keep_stages``, every stage at full size).
 
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
@@ -312,14 +312,15 @@ class Refiner:
         return result
 
     def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-               roi: bool = False, full_decode: bool = False) -> np.ndarray:
+               roi: bool = True, full_decode: bool = False) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
             image: (H, W, 3) uint8 RGB.
             mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
             ratios: increasing stage ratios; the last one is usually 1.0.
-            roi: process later stages only near the uncertain boundary (faster, nearly identical).
+            roi: process later stages only near the uncertain boundary (default, as the CLI's
+                ``balanced`` preset; ``False`` encodes and decodes every stage in full, 5-8x slower).
             full_decode: decode intermediate stages at full size (the reference behaviour).
         """
         return self.refine_detailed(image, mask, ratios, roi=roi, full_decode=full_decode).probability
