@@ -175,7 +175,8 @@ def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(mo
         Refiner.from_model(model, device="cpu", precision="int8")
 
 
-def test_small_objects_are_not_erased_by_the_empty_mask_rule(refiner: Refiner) -> None:
+def test_small_objects_are_not_erased_by_the_empty_mask_rule() -> None:
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu", min_stage_side=64)
     image, _ = synthetic_scene(600, 600)
     line = np.zeros((600, 600), np.uint8)
     line[100:103, 20:560] = 255  # 3 px wide: its 0.125 stage mask never exceeds 0.5
@@ -207,7 +208,7 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch) -> None:  
 
 
 def test_stages_below_the_minimum_size_are_skipped_but_counted(refiner: Refiner) -> None:
-    image, gt = synthetic_scene(96, 200)  # 0.125 -> 12x25 and 0.25 -> 24x50: skipped; 0.5 -> 48x100 too
+    image, gt = synthetic_scene(96, 200)  # 0.125 -> 12x25 and 0.25 -> 24x50: skipped (under 224 px)
     result = refiner.refine_detailed(image, coarse_of(gt, 4), (0.125, 0.25, 1.0), keep_stages=True)
     assert [t.ratio for t in result.timings] == [0.125, 0.25, 1.0]
     assert result.timings[0].encode_s == 0.0 and result.timings[1].encode_s == 0.0
@@ -246,3 +247,13 @@ def test_api_default_is_the_cli_default_preset() -> None:
     coarse = coarse_of(gt, 6)
     np.testing.assert_array_equal(refiner.refine(image, coarse),
                                   refiner.refine(image, coarse, **PRESETS[DEFAULT_PRESET].engine_options()))
+
+
+def test_the_minimum_stage_side_decides_which_stages_run() -> None:
+    model = make_tiny_model(seed=7)
+    image, gt = synthetic_scene(480, 640)  # stage 0.25 -> 120x160, 0.5 -> 240x320
+    coarse = coarse_of(gt, 8)
+    default = Refiner.from_model(model, device="cpu").refine_detailed(image, coarse, (0.25, 0.5, 1.0))
+    assert [t.encode_s > 0 for t in default.timings] == [False, True, True]
+    lower = Refiner.from_model(model, device="cpu", min_stage_side=100).refine_detailed(image, coarse, (0.25, 0.5, 1.0))
+    assert [t.encode_s > 0 for t in lower.timings] == [True, True, True]

@@ -29,9 +29,10 @@ from .roi import band_to_stage_input, roi_band
 from .transforms import network_input
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Stages whose input would be smaller than this (shorter side) are skipped, except the last: the
-# model was trained on 224-px crops, and on tiny stages it can erase a whole small object.
-MIN_STAGE_SIDE = 64
+# Stages whose input would be smaller than this (shorter side) are skipped, except the last. The
+# model was trained on 224-px crops; on a smaller stage the whole object is tiny and it fills holes
+# or erases thin parts (carvana-dev: skipping the 160-px stage gained 0.4 IoU and 0.8 mBA).
+MIN_STAGE_SIDE = 224
 STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
 PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
 
@@ -119,17 +120,18 @@ class Refiner:
                  model: torch.nn.Module | None = None, tile_size: int = 1024, tile_margin: int = 64,
                  decode_budget_mb: int = 8, roi_tile_size: int = 256, roi_tile_margin: int = 32,
                  precision: str = "fp32", threads: int | None = None, fold_bn: bool = True,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, min_stage_side: int = MIN_STAGE_SIDE) -> None:
         """Args (besides the obvious): ``tile_size``/``tile_margin`` bound full-stage encoding,
         ``roi_tile_size``/``roi_tile_margin`` the tiles of ROI stages; ``fold_bn`` folds BatchNorm
         into the convolutions of a loaded model; ``channels_last`` (NHWC) defaults to on for CUDA
-        and CPU."""
+        and CPU; stages (but the last) whose input is shorter than ``min_stage_side`` are skipped."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
         self.precision = precision
+        self.min_stage_side = min_stage_side
         owns_model = model is None
         if model is None:
             model, self.weights_info = load_model(weights or default_weights_path())
@@ -295,7 +297,7 @@ class Refiner:
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
-            if not last and min(stage_size(height, width, ratio)) < MIN_STAGE_SIDE:
+            if not last and min(stage_size(height, width, ratio)) < self.min_stage_side:
                 result.timings.append(StageTiming(ratio, 0.0, 0.0))
                 if keep_stages:
                     result.stages.append(resize_probability(current, (height, width))[0, 0].float().cpu().numpy())
