@@ -257,3 +257,11 @@ def test_the_minimum_stage_side_decides_which_stages_run() -> None:
     assert [t.encode_s > 0 for t in default.timings] == [False, True, True]
     lower = Refiner.from_model(model, device="cpu", min_stage_side=100).refine_detailed(image, coarse, (0.25, 0.5, 1.0))
     assert [t.encode_s > 0 for t in lower.timings] == [True, True, True]
+
+
+def test_after_a_skipped_stage_the_first_stage_that_runs_is_not_restricted_to_the_roi() -> None:
+    refiner = Refiner.from_model(make_tiny_model(seed=8), device="cpu")
+    image, gt = synthetic_scene(480, 640)  # stage 0.25 (120 px) is skipped
+    coarse = coarse_of(gt, 8)
+    np.testing.assert_array_equal(refiner.refine(image, coarse, (0.25, 0.5, 1.0), roi=True),
+                                  refiner.refine(image, coarse, (0.5, 1.0), roi=True))

@@ -295,6 +295,7 @@ class Refiner:
             result.timings = [StageTiming(r, 0.0, 0.0) for r in ratios]
             return result
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
+        stages_run = 0  # the first stage that runs sees the whole image, even when ROI is on
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             if not last and min(stage_size(height, width, ratio)) < self.min_stage_side:
@@ -304,7 +305,8 @@ class Refiner:
                 continue
             at_full_size = last or keep_stages or full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
-            current, timing = self._stage(image, current, ratio, target, roi=roi and k > 0)
+            current, timing = self._stage(image, current, ratio, target, roi=roi and stages_run > 0)
+            stages_run += 1
             result.timings.append(timing)
             if keep_stages and not last:
                 result.stages.append(current[0, 0].float().cpu().numpy())
