@@ -114,46 +114,133 @@ def verify_sha256(path: Path) -> str:
     return digest
 
 
+SAFETENSORS_KIND = "safetensors"
+TORCH_KIND = "torch"
+_PT_KEYS = ("config", "model")
+
+
+def _kind_of(path: Path) -> str:
+    """"safetensors" or "torch" from a checkpoint's first bytes (not its name); WeightsError otherwise."""
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if len(head) < 9:
+        raise WeightsError(f"{path}: not a crm checkpoint (the file is {len(head)} bytes long)")
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return SAFETENSORS_KIND
+    # torch.save: a zip archive, or the legacy pickle format (protocol 2+ starts with 0x80).
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return TORCH_KIND
+    raise WeightsError(f"{path}: not a crm checkpoint (neither a .safetensors file nor a torch.save archive)")
+
+
+def _read_spec(path: Path, load_tensors: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """(config dict, provenance, state dict or None) of a checkpoint, checking its crm format.
+
+    Every problem is a one-line WeightsError naming the file: not a checkpoint, a wrong format
+    tag, or a missing key.
+    """
+    kind = _kind_of(path)
+    state: dict[str, Any] | None = None
+    if kind == SAFETENSORS_KIND:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                if load_tensors and metadata.get("format") == FORMAT:
+                    state = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
+            raise WeightsError(f"{path}: not a valid .safetensors file ({exc})") from None
+        if "format" not in metadata:
+            raise WeightsError(f"{path}: not a crm checkpoint (a .safetensors file without crm's 'format' tag)")
+        if metadata["format"] != FORMAT:
+            raise WeightsError(f"{path}: wrong format tag {metadata['format']!r} (this crm reads {FORMAT!r})")
+        if "config" not in metadata:
+            raise WeightsError(f"{path}: missing key 'config' in the checkpoint metadata")
+        try:
+            config = json.loads(metadata["config"])
+            provenance = json.loads(metadata.get("provenance", "{}"))
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{path}: the checkpoint metadata is not valid JSON ({exc})") from None
+        return config, provenance, state
+    import pickle
+
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message is a page about weights_only; what the user needs is this:
+        raise WeightsError(f"{path}: not a crm checkpoint (a torch file holding Python objects other than "
+                           "tensors and plain containers)") from None
+    except Exception as exc:  # truncated zip, bad pickle
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable torch checkpoint ({reason})") from None
+    if not isinstance(payload, dict):
+        raise WeightsError(f"{path}: not a crm checkpoint (it holds a {type(payload).__name__}, "
+                           "not a dict with 'config' and 'model')")
+    for key in _PT_KEYS:
+        if key not in payload:
+            raise WeightsError(f"{path}: missing key {key!r} (a crm training checkpoint has "
+                               f"{' and '.join(repr(k) for k in _PT_KEYS)})")
+    if not isinstance(payload["config"], dict) or not isinstance(payload["model"], dict):
+        raise WeightsError(f"{path}: 'config' and 'model' must be dicts in a crm checkpoint")
+    provenance = payload.get("provenance", {})
+    return payload["config"], provenance if isinstance(provenance, dict) else {}, payload["model"]
+
+
+def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, provenance) stored inside a checkpoint, without building the model or reading tensors
+    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
+    config, provenance, _ = _read_spec(path, load_tensors=False)
+    try:
+        ArchConfig.from_dict(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
+    return config, provenance
+
+
 def load_model(path: Path | str, verify: bool = True) -> tuple[Any, dict[str, Any]]:
     """Rebuild a CRMNet from a checkpoint (.safetensors or training .pt) in eval mode.
 
-    Returns:
-        (model, info) where info holds ``path``, ``sha256``, ``config`` and ``provenance``.
+    The kind is read from the file's first bytes, not its name. Returns (model, info) where info
+    holds ``path``, ``sha256``, ``config`` and ``provenance``. Raises WeightsError with one line
+    naming the file for anything that is not a loadable crm checkpoint.
     """
-    import torch
-
     from .model import build_crm
 
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
     digest = verify_sha256(path) if verify else ""
+    config_dict, provenance, state = _read_spec(path, load_tensors=True)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}
-            if metadata.get("format") != FORMAT:
-                raise WeightsError(f"{path}: not a crm-cli checkpoint (format {metadata.get('format')!r})")
-            config = ArchConfig.from_dict(json.loads(metadata["config"]))
-            provenance = json.loads(metadata.get("provenance", "{}"))
-        else:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            config = ArchConfig.from_dict(payload["config"])
-            state = payload["model"]
-            provenance = payload.get("provenance", {})
-    except WeightsError:
-        raise
-    except Exception as exc:  # corrupt archive, bad header, wrong keys
-        raise WeightsError(f"cannot read weights {path}: {exc}") from exc
-    state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+        config = ArchConfig.from_dict(config_dict)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
+    assert state is not None
     try:
+        state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
         model = build_crm(config)
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError) as exc:  # key or shape mismatch, unknown encoder
-        raise WeightsError(f"{path}: weights do not fit their recorded architecture: {exc}") from exc
+        # strict=False reports key mismatches as lists (named below); shape mismatches still raise.
+        outcome = model.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError, AttributeError) as exc:  # shape mismatch, unknown encoder
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "size mismatch" in line), lines[-1] if lines else repr(exc))
+        raise WeightsError(f"{path}: weights do not fit their recorded architecture ({reason})") from None
+    for problem, keys in (("missing key", outcome.missing_keys), ("unexpected key", outcome.unexpected_keys)):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
     info = {"path": str(path), "sha256": digest, "config": config.to_dict(), "provenance": provenance}
     return model, info

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,21 +23,41 @@ from PIL import Image
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "OUTPUT_FORMATS",
+    "ImageHeader",
     "ImageReadError",
+    "ImageWriteError",
     "MaskData",
+    "OutputNameError",
     "SizeMismatchError",
+    "check_pair_headers",
+    "encode_image",
     "encode_png",
     "match_mask_to_image",
+    "output_format",
+    "probe_image",
     "read_bytes_stdin",
     "read_image",
     "read_mask",
     "write_bytes_stdout",
+    "write_image",
     "write_png",
 ]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 STDIN_NAME = "<stdin>"
+# The largest image crm reads (width x height), and the longest side. Refining needs about 50
+# bytes per pixel (110 with the `quality` preset; see runtime.estimate_refine_bytes), so the
+# 150 MP limit is a 7.5 GB job; the side limit is JPEG's.
+MAX_IMAGE_PIXELS = 150_000_000
+MAX_IMAGE_SIDE = 65_535
+# Output extensions and the lossless format each one names.
+OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+_LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC", ".gif": "GIF"}
 _EXIF_ORIENTATION = 0x0112
 _MASK_KINDS = ("gray8", "gray16", "palette", "alpha", "rgb")
 # Pillow raises a zoo of exception types on bad input (SyntaxError from some plugins, struct.error
@@ -49,6 +71,29 @@ class ImageReadError(OSError):
 
 class SizeMismatchError(ValueError):
     """A mask's size does not fit its image; the message names both files and sizes."""
+
+
+class ImageWriteError(OSError):
+    """An output file cannot be written; the message names the user's path, never a temp file."""
+
+
+class OutputNameError(ValueError):
+    """An output name whose extension crm will not write (lossy or unknown): a usage error."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, before any pixel is decoded: upright size, mode and format."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width), upright (EXIF orientation applied)."""
+        return self.height, self.width
 
 
 @dataclass
@@ -108,6 +153,17 @@ class MaskData:
 # Loading
 
 
+def _file_error(label: str, exc: OSError) -> ImageReadError:
+    """A one-line message for a file that cannot be opened or read."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageReadError(f"{label}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return ImageReadError(f"{label}: is a directory, not an image file")
+    if isinstance(exc, PermissionError):
+        return ImageReadError(f"{label}: permission denied")
+    return ImageReadError(f"{label}: cannot read file ({exc.strerror or exc})")
+
+
 def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
     """The encoded bytes of ``source`` and the name to use in messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -115,17 +171,10 @@ def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, 
         data = bytes(source)
     else:
         label = name or str(source)
-        path = Path(source)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageReadError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise ImageReadError(f"{label}: is a directory, not an image file") from None
-        except PermissionError:
-            raise ImageReadError(f"{label}: permission denied") from None
+            data = Path(source).read_bytes()
         except OSError as exc:
-            raise ImageReadError(f"{label}: cannot read file ({exc.strerror or exc})") from None
+            raise _file_error(label, exc) from None
     if not data:
         raise ImageReadError(f"{label}: empty file")
     return data, label
@@ -181,6 +230,37 @@ def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     return cv2.cvtColor(pixels, code)
 
 
+def check_image_size(width: int, height: int, label: str) -> None:
+    """Raise ImageReadError when an image is larger than crm's documented limits."""
+    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageReadError(
+            f"{label}: {width}x{height} ({width * height / 1e6:.0f} MP) is larger than crm's limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP and {MAX_IMAGE_SIDE} px per side; downscale or crop it first"
+        )
+
+
+def _bomb_error(label: str, exc: Exception) -> ImageReadError:
+    """Pillow's decompression-bomb refusal as crm's size-limit message."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "the image"
+    return ImageReadError(
+        f"{label}: {size} is larger than crm's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} MP; downscale or crop it first"
+    )
+
+
+def _open(data: bytes, label: str) -> Image.Image:
+    """Open (header only) with crm's size limit in place of Pillow's decompression-bomb warning."""
+    with warnings.catch_warnings():
+        # crm checks the size itself (check_image_size), with a message that names the file.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise _bomb_error(label, exc) from None
+    check_image_size(opened.width, opened.height, label)
+    return opened
+
+
 def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image | np.ndarray, int, str]:
     """Open and fully decode ``source``.
 
@@ -190,9 +270,11 @@ def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image |
     data, label = _source_bytes(source, name)
     try:
         # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
-        opened = Image.open(io.BytesIO(data))
+        opened = _open(data, label)
         wide_colour = _is_16bit_colour(opened)
-        opened.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened.load()
         orientation = _orientation(opened)
         if wide_colour:
             return _decode_16bit_colour(data, label), orientation, label
@@ -202,9 +284,52 @@ def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image |
     except Image.UnidentifiedImageError:
         raise ImageReadError(f"{label}: not a recognised image file") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{label}: {exc}") from None
+        raise _bomb_error(label, exc) from None
     except _DECODE_ERRORS as exc:
         raise ImageReadError(f"{label}: cannot decode image ({exc})") from None
+
+
+def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
+    """Read only the header of an image or mask: its upright size, mode and format.
+
+    Cheap (no pixels are decoded, and for a path only the first blocks are read), so commands
+    check every input before loading the model. Raises ImageReadError for a missing, unreadable,
+    unrecognised or too large file.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, label = _source_bytes(source, name)
+        return _probe(io.BytesIO(data), label)
+    label = name or str(source)
+    try:
+        with open(source, "rb") as handle:
+            if not handle.read(1):
+                raise ImageReadError(f"{label}: empty file")
+            handle.seek(0)
+            return _probe(handle, label)
+    except ImageReadError:
+        raise
+    except OSError as exc:
+        raise _file_error(label, exc) from None
+
+
+def _probe(stream: io.BufferedIOBase, label: str) -> ImageHeader:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(stream)
+        check_image_size(opened.width, opened.height, label)
+        width, height = opened.size
+        if _orientation(opened) in (5, 6, 7, 8):
+            width, height = height, width
+        return ImageHeader(width, height, opened.mode, opened.format or "")
+    except ImageReadError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not a recognised image file") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(label, exc) from None
+    except _DECODE_ERRORS as exc:
+        raise ImageReadError(f"{label}: cannot decode image header ({exc})") from None
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -351,12 +476,44 @@ def match_mask_to_image(
     return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette), True
 
 
+def check_pair_headers(image: ImageHeader, mask: ImageHeader, image_name: str, mask_name: str) -> bool:
+    """Apply :func:`match_mask_to_image`'s size rule to two headers, before decoding anything.
+
+    Returns True when the mask will be upsampled; raises SizeMismatchError when it cannot fit.
+    """
+    if mask.shape == image.shape:
+        return False
+    smaller = mask.height <= image.height and mask.width <= image.width
+    if not (smaller and _same_aspect(mask.shape, image.shape)):
+        raise SizeMismatchError(
+            f"mask {mask_name} is {mask.width}x{mask.height} but image {image_name} is {image.width}x{image.height}; "
+            "a mask must have the image's size or be a smaller copy with the same aspect ratio"
+        )
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 
 
+def output_format(path: str | Path) -> str:
+    """The lossless format an output name asks for: "PNG", "TIFF" or "WEBP" (by extension).
+
+    Raises OutputNameError for lossy (JPEG, ...) or unknown extensions, naming the allowed ones.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in OUTPUT_FORMATS:
+        return OUTPUT_FORMATS[suffix]
+    allowed = ", ".join(OUTPUT_FORMATS)
+    if suffix in _LOSSY_SUFFIXES:
+        raise OutputNameError(f"{path}: {_LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
+                              f"name the output {allowed}")
+    what = f"unknown extension {suffix!r}" if suffix else "no extension"
+    raise OutputNameError(f"{path}: {what}; name the output {allowed}")
+
+
 def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
-    """A Pillow image that saves ``array`` losslessly as PNG; ValueError for unsupported arrays."""
+    """A Pillow image that saves ``array`` losslessly; ValueError for unsupported arrays."""
     array = np.asarray(array)
     if palette is not None:
         if array.ndim != 2 or array.dtype != np.uint8:
@@ -380,9 +537,33 @@ def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
     if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (3, 4):
         return Image.fromarray(np.ascontiguousarray(array))
     raise ValueError(
-        f"cannot encode array of dtype {array.dtype} and shape {array.shape} as PNG; expected (H, W) "
+        f"cannot encode array of dtype {array.dtype} and shape {array.shape}; expected (H, W) "
         "uint8/uint16 or (H, W, 3|4) uint8"
     )
+
+
+def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
+    """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
+
+    Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
+    RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
+    RGB and RGBA only, so a 16-bit or palette array raises ValueError there.
+    """
+    image = _to_pil(array, palette)
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, format="PNG")
+    elif fmt == "TIFF":
+        image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
+    elif fmt == "WEBP":
+        if image.mode not in ("L", "RGB", "RGBA"):
+            kind = "a palette (label map)" if image.mode == "P" else "16-bit values"
+            raise ValueError(f"WebP cannot store {kind} losslessly; write it as .png or .tif")
+        # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
+        image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
+    return buffer.getvalue()
 
 
 def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
@@ -390,10 +571,7 @@ def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
 
     With ``palette`` (flat RGB list), writes a palette PNG whose indices are the uint8 array values.
     """
-    image = _to_pil(array, palette)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_image(array, palette, "PNG")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -410,13 +588,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png."""
-    data = encode_png(array, palette)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
+
+    Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
+    """
     temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
@@ -424,10 +603,36 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ImageWriteError(f"cannot write {target}: {reason[0].lower() + reason[1:]}") from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp).
+
+    Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
+    (see encode_image) and ImageWriteError when the file cannot be written.
+    """
+    target = Path(path)
+    _write_atomic(target, encode_image(array, palette, output_format(target)))
+
+
+def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png.
+
+    The name must end in .png (or have no extension), so PNG bytes never sit under another
+    format's name; use write_image to pick the format from the extension.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in ("", ".png"):
+        raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
+    _write_atomic(target, encode_png(array, palette))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from .common import JsonOpt, WeightsOpt, console, emit_json
+from .common import JsonOpt, WeightsOpt, console, emit_json, fail
 
-HELP = """Show the crm, Python, torch and CUDA versions, the devices available, the device [bold]auto[/]
-picks, and the weights: path, sha256 (checked against the sidecar JSON), architecture and provenance.
+HELP = """Show versions, devices and the weights in use.
 
-Example: [bold]crm info --json[/]"""
+Prints the crm, Python, torch and CUDA versions, the devices available, the device 'auto' picks,
+and the weights: path, sha256 (checked against the sidecar JSON), architecture and provenance.
+Exits 1 when the weights file is not a usable crm checkpoint.
+
+Example: crm info --json"""
 
 
 def _cpu_name() -> str:
@@ -62,29 +64,18 @@ def _default_device() -> str:
     return str(device)
 
 
-def _embedded_spec(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(config, provenance) stored inside the checkpoint itself (safetensors metadata or .pt dict)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        config = json.loads(metadata["config"]) if "config" in metadata else None
-        provenance = json.loads(metadata["provenance"]) if "provenance" in metadata else None
-        return config, provenance
-    import torch
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    return payload.get("config"), payload.get("provenance")
-
-
 def weights_report(path: Path) -> dict[str, Any]:
-    """What is known about a checkpoint without building the model; never raises for a bad file."""
-    from ..checkpoint import read_sidecar, sha256_file, sidecar_path
+    """What is known about a checkpoint without building the model; never raises for a bad file.
+
+    ``error`` holds a one-line reason when the file is not a usable crm checkpoint.
+    """
+    from ..checkpoint import WeightsError, read_sidecar, read_spec, sha256_file, sidecar_path
 
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
                               "sidecar": None, "config": None, "provenance": None, "error": None}
     if not report["exists"]:
+        if path.exists():
+            report["error"] = f"{path}: is a directory, not a checkpoint file"
         return report
     try:
         report["sha256"] = sha256_file(path)
@@ -95,12 +86,17 @@ def weights_report(path: Path) -> dict[str, Any]:
             report["sha256_ok"] = recorded == report["sha256"] if recorded else None
             report["config"] = sidecar.get("config")
             report["provenance"] = sidecar.get("provenance")
-        if report["config"] is None or report["provenance"] is None:
-            config, provenance = _embedded_spec(path)
-            report["config"] = report["config"] if report["config"] is not None else config
-            report["provenance"] = report["provenance"] if report["provenance"] is not None else provenance
-    except Exception as exc:  # a corrupt file or sidecar is reported, not raised
-        report["error"] = f"{type(exc).__name__}: {exc}"
+        # The file itself decides whether it is a checkpoint, whatever its sidecar says.
+        config, provenance = read_spec(path)
+        report["config"] = report["config"] if report["config"] is not None else config
+        report["provenance"] = report["provenance"] if report["provenance"] is not None else provenance
+        if report["sha256_ok"] is False:
+            report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
+                               f"{sidecar_path(path).name}; the file is corrupt or was replaced")
+    except WeightsError as exc:
+        report["error"] = str(exc)
+    except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
+        report["error"] = f"{path}: {exc}"
     return report
 
 
@@ -160,18 +156,18 @@ def _print_table(data: dict[str, Any]) -> None:
         table.add_row("sha256", f"{weights['sha256']} ({ok[weights['sha256_ok']]})")
         table.add_row("architecture", escape(compact(weights["config"])))
         table.add_row("provenance", escape(compact(weights["provenance"])))
-        if weights["error"]:
-            table.add_row("error", f"[red]{escape(weights['error'])}[/]")
     console.print(table)
 
 
 def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
-    """Show versions, devices and weights."""
+    """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint."""
     data = gather_info(weights)
     if as_json:
         emit_json(data)
     else:
         _print_table(data)
+    if data["weights"]["error"]:
+        raise fail(data["weights"]["error"])
 
 
 def register(app: typer.Typer) -> None:
