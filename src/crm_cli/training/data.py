@@ -12,6 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# The paper's coarse-mask perturbation lives in .coarse; re-exported for existing callers.
+from .coarse import mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
+
 CROP = 224
 
 
@@ -78,67 +81,6 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         x = np.repeat(gray[..., None], 3, axis=2)
     return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    from ..metrics import intersection_union
-
-    inter, union = intersection_union(a, b)
-    return inter / union if union else 1.0
-
-
-def simplify_contours(binary: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Drop a run of 10% of each contour's points, keep a random 10% of the rest, refill."""
-    contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    out = np.zeros(binary.shape, np.uint8)
-    polygons = []
-    for contour in contours:
-        points = contour[:, 0, :]
-        n = len(points)
-        if n < 20:
-            polygons.append(points)
-            continue
-        run = max(1, n // 10)
-        start = int(rng.integers(0, n))
-        keep = np.ones(n, bool)
-        keep[(start + np.arange(run)) % n] = False
-        rest = np.flatnonzero(keep)
-        chosen = np.sort(rng.choice(rest, size=max(3, len(rest) // 10), replace=False))
-        polygons.append(points[chosen])
-    if polygons:
-        cv2.fillPoly(out, [p.reshape(-1, 1, 2).astype(np.int32) for p in polygons], 1)
-    return out.astype(bool)
-
-
-def perturb_locally(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One round: dilate or erode a random rectangle with a random 3-9 px rect/ellipse kernel."""
-    height, width = mask.shape
-    k = int(rng.integers(3, 10))
-    shape = cv2.MORPH_RECT if rng.random() < 0.5 else cv2.MORPH_ELLIPSE
-    kernel = cv2.getStructuringElement(shape, (k, k))
-    y0, y1 = sorted(rng.integers(0, height + 1, size=2))
-    x0, x1 = sorted(rng.integers(0, width + 1, size=2))
-    if y1 - y0 < 2 or x1 - x0 < 2:
-        return mask
-    region = mask[y0:y1, x0:x1].astype(np.uint8)
-    op = cv2.dilate if rng.random() < 0.5 else cv2.erode
-    out = mask.copy()
-    out[y0:y1, x0:x1] = op(region, kernel) > 0
-    return out
-
-
-def synthesize_coarse(gt: np.ndarray, rng: np.random.Generator, max_rounds: int = 60) -> np.ndarray:
-    """Coarse mask for a soft GT: contour simplification, then local perturbations until the IoU
-    with the GT falls below a target drawn from U(0.8, 1.0). Returns a float32 mask in {0, 1}."""
-    binary = gt > 0.5
-    target = rng.uniform(0.8, 1.0)
-    coarse = simplify_contours(binary, rng) if binary.any() else binary.copy()
-    for _ in range(max_rounds):
-        if mask_iou(coarse, binary) < target:
-            break
-        coarse = perturb_locally(coarse, rng)
-    return coarse.astype(np.float32)
 
 
 def make_sample(image: np.ndarray, gt: np.ndarray,
