@@ -12,6 +12,18 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# TF-ported EfficientNet-Lite weights expect RGB scaled to [-1, 1].
+UNIT_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+UNIT_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+EFFICIENTNET_LITE_ENCODERS: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def encoder_input_norm(encoder: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """The RGB (mean, std) an encoder's ImageNet weights were trained with."""
+    if encoder in EFFICIENTNET_LITE_ENCODERS:
+        return UNIT_MEAN, UNIT_STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -19,7 +31,7 @@ class ArchConfig:
     """Everything needed to rebuild a CRMNet.
 
     Attributes:
-        encoder: registered encoder name (``resnet50`` or ``mobilenet_v2``).
+        encoder: registered encoder name (``resnet50``, ``mobilenet_v2`` or ``efficientnet_lite0/1/2``).
         skip_dims: widths of the 1x1 projections of the stride 2 / 4 / 8 taps.
         latent_dim: channels of the fused latent map F_latent (stride 2).
         fusion: ``conv3x3`` (paper) or ``separable`` (depthwise 3x3 + pointwise, cheaper).
@@ -27,6 +39,9 @@ class ArchConfig:
         hidden_layers: number of hidden layers of the implicit MLP.
         dropout: dropout after the fusion conv, active in training only.
         width_mult: encoder width multiplier (tests use tiny encoders).
+        rgb_mean, rgb_std: RGB normalisation of the network input, ``(rgb - mean) / std`` with rgb in
+            [0, 1]. ``None`` (and checkpoints written before these keys existed) means the encoder's
+            own, see :func:`encoder_input_norm`; the resolved values are stored in every checkpoint.
     """
 
     encoder: str = "resnet50"
@@ -37,11 +52,23 @@ class ArchConfig:
     hidden_layers: int = 4
     dropout: float = 0.5
     width_mult: float = 1.0
+    rgb_mean: tuple[float, float, float] | None = None
+    rgb_std: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        default_mean, default_std = encoder_input_norm(self.encoder)
+        # Frozen dataclass: resolve the defaults once, so equality and to_dict see the real values.
+        object.__setattr__(self, "rgb_mean", _triple(self.rgb_mean, default_mean, "rgb_mean"))
+        object.__setattr__(self, "rgb_std", _triple(self.rgb_std, default_std, "rgb_std"))
+        if min(self.rgb_std) <= 0:
+            raise ValueError(f"rgb_std must be positive, got {self.rgb_std}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the config."""
         data = asdict(self)
         data["skip_dims"] = list(self.skip_dims)
+        data["rgb_mean"] = list(self.rgb_mean)
+        data["rgb_std"] = list(self.rgb_std)
         return data
 
     @classmethod
@@ -57,9 +84,23 @@ class ArchConfig:
         return cls(**values)
 
     @property
+    def input_norm(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) of the RGB normalisation, as :func:`crm_cli.transforms.network_input` takes it."""
+        return self.rgb_mean, self.rgb_std  # type: ignore[return-value]
+
+    @property
     def decoder_input_dim(self) -> int:
         """Width of the implicit MLP input: feature + rel. coord + coord + rel. cell."""
         return self.latent_dim + 6
+
+
+def _triple(value: Any, default: tuple[float, float, float], name: str) -> tuple[float, float, float]:
+    if value is None:
+        return default
+    values = tuple(float(v) for v in value)
+    if len(values) != 3:
+        raise ValueError(f"{name} needs 3 values (R, G, B), got {len(values)}")
+    return values  # type: ignore[return-value]
 
 
 PRESET_ARCHS: dict[str, ArchConfig] = {
@@ -69,6 +110,11 @@ PRESET_ARCHS: dict[str, ArchConfig] = {
     "mobilenet_v2": ArchConfig(
         encoder="mobilenet_v2", skip_dims=(32, 32, 64), latent_dim=64, fusion="separable", dropout=0.1
     ),
+    # ImageNet EfficientNet-Lite taps (timm's tf_efficientnet_lite*), same head as mobilenet_v2.
+    **{
+        name: ArchConfig(encoder=name, skip_dims=(32, 32, 64), latent_dim=64, fusion="separable", dropout=0.1)
+        for name in EFFICIENTNET_LITE_ENCODERS
+    },
 }
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import default_weights_path, load_model
-from .config import DEFAULT_RATIOS
+from .config import DEFAULT_RATIOS, IMAGENET_MEAN, IMAGENET_STD
 from .devices import describe_device, resolve_device
 from .model.fold import fold_batchnorm
 from .presets import check_ratios
@@ -92,10 +92,12 @@ class StageInput:
     tiles it encodes, and a 6K stage never holds a full float copy of the image.
     """
 
-    def __init__(self, rgb: np.ndarray, mask: torch.Tensor, device: torch.device) -> None:
+    def __init__(self, rgb: np.ndarray, mask: torch.Tensor, device: torch.device,
+                 input_norm: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD)) -> None:
         rgb_tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1).unsqueeze(0)
         self.rgb = pad_stage_input(rgb_tensor)
         self.mask = pad_stage_input(mask)
+        self.input_norm = input_norm  # the encoder's RGB (mean, std), from its ArchConfig
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,7 +107,7 @@ class StageInput:
     def crop(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         """The (1, 4, y1 - y0, x1 - x0) network input for a window of the padded stage."""
         rgb = self.rgb[:, :, y0:y1, x0:x1].float().div_(255.0)
-        return network_input(rgb, self.mask[:, :, y0:y1, x0:x1])
+        return network_input(rgb, self.mask[:, :, y0:y1, x0:x1], *self.input_norm)
 
 
 class Refiner:
@@ -242,7 +244,7 @@ class Refiner:
             stage_rgb = cv2.resize(image, (ws, hs), interpolation=interpolation)
         else:
             stage_rgb = image
-        x = StageInput(stage_rgb, stage_mask, self.device)
+        x = StageInput(stage_rgb, stage_mask, self.device, self.model.config.input_norm)
         decoder = self.model.decoder
         if roi:
             prob = resize_probability(mask, target_hw).clone()

