@@ -167,3 +167,33 @@ def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> li
         raise FileNotFoundError(f"{len(missing)} of {len(gt_files)} ground truths have no prediction "
                                 f"({tried}) in {pred}: {listed}")
     return pairs
+
+
+def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
+    """Pair ground-truth COCO annotations with the predictions of the same annotation ``id``.
+
+    Crowd regions (``iscrowd``) of the ground truth are left out. Raises ValueError for duplicate
+    prediction ids and, listing them, for ground-truth instances without a prediction.
+    """
+    by_id: dict = {}
+    for annotation in pred:
+        key = annotation.get("id") if isinstance(annotation, dict) else None
+        if key is None:
+            continue
+        if key in by_id:
+            raise ValueError(f"predictions: annotation id {key!r} appears more than once")
+        by_id[key] = annotation
+    pairs, missing = [], []
+    instances = [a for a in gt if isinstance(a, dict) and not a.get("iscrowd")]
+    for annotation in instances:
+        found = by_id.get(annotation.get("id"))
+        if found is None:
+            missing.append(str(annotation.get("id")))
+        else:
+            pairs.append((annotation, found))
+    if missing:
+        listed = ", ".join(missing[:MAX_LISTED]) + (f", ... ({len(missing) - MAX_LISTED} more)"
+                                                   if len(missing) > MAX_LISTED else "")
+        raise ValueError(f"{len(missing)} of {len(instances)} ground-truth instances have no prediction "
+                         f"with the same annotation id: {listed}")
+    return pairs

@@ -38,9 +38,9 @@ def root(
 
 
 def _register() -> None:
-    from . import batch, compare, evaluate, info, refine, score, timing, train
+    from . import batch, coco, compare, evaluate, info, refine, score, timing, train
 
-    for module in (refine, batch, score, evaluate, timing, train, info, compare):
+    for module in (refine, batch, coco, score, evaluate, timing, train, info, compare):
         module.register(app)
 
 

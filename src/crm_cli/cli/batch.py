@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +24,7 @@ from .common import (
     WeightsOpt,
     console,
     emit_json,
+    fail,
     load_refiner,
     resolve_preset,
     user_errors,
@@ -36,6 +39,56 @@ from .refine import (
     TileOpt,
     parse_labels,
 )
+
+if TYPE_CHECKING:
+    from ..pairing import FilePair
+
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray", metavar="ADDRESS", rich_help_panel="Compute",
+                 help="Run on Ray Data: 'local' starts Ray on this machine; or a cluster address (auto, "
+                      "ray://head:10001). Inputs and outputs must be on storage every node sees. "
+                      "Needs pip install 'crm-cli[ray]'."),
+]
+
+
+def require_ray_option() -> None:
+    """Exit 2 with one line naming the extra when --ray is given but Ray is not installed."""
+    from ..raybatch import RayUnavailableError, require_ray
+
+    try:
+        require_ray()
+    except RayUnavailableError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
+    """The JSON-able description of one pair for refine_pair_job (absolute paths, display names)."""
+    return {"image": str(pair.image.absolute()), "mask": str(pair.mask.absolute()),
+            "output": str((output_dir / pair.relative_output).absolute()),
+            "image_name": str(pair.image), "mask_name": str(pair.mask)}
+
+
+def refine_pair_job(refiner: Any, job: dict[str, str], *, settings: Any, mode: str, labels: list[int] | None,
+                    output_kind: str, threshold: float | None) -> dict[str, Any]:
+    """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
+
+    Used as is by the plain loop and by the Ray actors, so both paths behave the same.
+    """
+    from ..imageio import write_png
+    from ..pipeline import refine_files
+
+    start = time.perf_counter()
+    try:
+        result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
+                              output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
+                              mask_name=job["mask_name"])
+        write_png(job["output"], result.output, result.palette)
+        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes}
+    except (OSError, ValueError, RuntimeError) as exc:
+        outcome = {"status": "failed", "error": str(exc)}
+    outcome["seconds"] = round(time.perf_counter() - start, 4)
+    return outcome
 
 
 def batch(
@@ -55,6 +108,7 @@ def batch(
     precision: PrecisionOpt = Precision.fp32,
     threads: ThreadsOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")] = False,
+    ray_address: RayOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -62,10 +116,11 @@ def batch(
     a bad pair is reported and the rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..imageio import write_png
     from ..pairing import find_pairs
-    from ..pipeline import refine_files
+    from ..raybatch import RayRunError, RefinerSpec, run_jobs
 
+    if ray_address is not None:
+        require_ray_option()
     label_ids = parse_labels(labels)
     settings = resolve_preset(ratios, preset)
     if output_dir.resolve() == folder.resolve() or output_dir.resolve() in (
@@ -81,32 +136,38 @@ def batch(
         if pair not in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "skipped"})
-    refiner = None
-    if todo:
+    work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
+                   output_kind=output_kind.value, threshold=threshold)
+    jobs = [pair_job(pair, output_dir) for pair in todo]
+    results: Iterator[tuple[int, dict[str, Any]]] = iter(())
+    if todo and ray_address is not None:
+        spec = RefinerSpec(str(weights.absolute()) if weights else None, device.value, tile_size, precision.value,
+                           threads or None)
+        results = run_jobs(ray_address, jobs, work, spec, quiet=quiet,
+                           log=None if quiet else lambda line: console.print(line, highlight=False))
+    elif todo:
         with user_errors():
             refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
+        results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
+    finished: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
-        for pair in todo:
-            progress.update(task, current=pair.name)
-            out_path = output_dir / pair.relative_output
-            item = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(out_path)}
-            start = time.perf_counter()
-            try:
-                result = refine_files(refiner, pair.image, pair.mask, settings, mode=mode.value, labels=label_ids,
-                                      output_kind=output_kind.value, threshold=threshold)
-                write_png(out_path, result.output, result.palette)
-                item.update(status="ok", mode=result.mode)
-                for note in result.notes:
+        try:
+            for index, outcome in results:
+                pair = todo[index]
+                progress.update(task, current=pair.name)
+                for note in outcome.pop("notes", []):
                     progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
-            except (OSError, ValueError, RuntimeError) as exc:
-                item.update(status="failed", error=str(exc))
-                progress.console.print(f"[red]failed:[/] {pair.name}: {exc}", highlight=False)
-            item["seconds"] = round(time.perf_counter() - start, 4)
-            items.append(item)
-            progress.advance(task)
+                if outcome["status"] == "failed":
+                    progress.console.print(f"[red]failed:[/] {pair.name}: {outcome['error']}", highlight=False)
+                finished[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                                   "output": str(output_dir / pair.relative_output), **outcome}
+                progress.advance(task)
+        except RayRunError as exc:
+            raise fail(str(exc)) from None
+    items.extend(finished[index] for index in sorted(finished))
     counts = {k: sum(1 for i in items if i["status"] == k) for k in ("ok", "skipped", "failed")}
     if not quiet:
         console.print(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), "

@@ -54,10 +54,22 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
                              image.intersection, image.union])
 
 
+def _score_coco(pred: Path, gt: Path) -> DatasetScore:
+    """Per-instance scores of two COCO files, matched by annotation id."""
+    from ..coco import load_coco, score_coco
+
+    return score_coco(load_coco(pred), load_coco(gt))
+
+
+def _is_coco(path: Path) -> bool:
+    return path.suffix.lower() == ".json" and path.is_file()
+
+
 def score(
-    pred: Annotated[Path, typer.Argument(metavar="PRED", help="Predicted mask file, or a folder of them.")],
-    gt: Annotated[Path, typer.Argument(metavar="GT",
-                                       help="Ground-truth mask file or folder (BIG: <name>_gt.png).")],
+    pred: Annotated[Path, typer.Argument(metavar="PRED",
+                                         help="Predicted mask file, a folder of them, or a COCO .json file.")],
+    gt: Annotated[Path, typer.Argument(metavar="GT", help="Ground-truth mask file or folder (BIG: <name>_gt.png), "
+                                                          "or a COCO .json file (instances matched by id).")],
     pred_suffix: Annotated[
         str | None,
         typer.Option("--pred-suffix", help="Only pair <name>_gt with <name>SUFFIX (e.g. _seg). "
@@ -74,17 +86,22 @@ def score(
     Masks are binarised with > 128 on the 8-bit scale. IoU is sum of intersections / sum of unions.
 
     mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
+
+    Two COCO files are scored per instance (crowd regions excluded), each at its image's full size.
     """
     with user_errors():
         from rich.progress import track
 
         from ..metrics import DatasetScore, score_pair
 
+        coco_files = _is_coco(pred) or _is_coco(gt)
+        if coco_files and not (_is_coco(pred) and _is_coco(gt)):
+            raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         try:
-            pairs = pair_predictions(pred, gt, pred_suffix)
+            pairs = [] if coco_files else pair_predictions(pred, gt, pred_suffix)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
-        scores = DatasetScore()
+        scores = _score_coco(pred, gt) if coco_files else DatasetScore()
         for pair in track(pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
             pred_values = _read_values(pair.pred)

@@ -1,0 +1,199 @@
+"""``crm coco ANNOTATIONS.json --images DIR -o REFINED.json``: refine COCO instance masks, resumably."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..presets import DEFAULT_PRESET
+from .batch import RayOpt, require_ray_option
+from .common import (
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    Precision,
+    PrecisionOpt,
+    PresetName,
+    PresetOpt,
+    QuietOpt,
+    RatiosOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    fail,
+    load_refiner,
+    resolve_preset,
+    user_errors,
+)
+from .refine import TileOpt
+
+MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
+
+
+def parse_ids(value: str | None) -> set[int] | None:
+    """``"1,3"`` -> {1, 3}."""
+    if value is None:
+        return None
+    try:
+        ids = {int(part) for part in value.split(",") if part.strip()}
+    except ValueError:
+        raise typer.BadParameter(f"category ids must be comma-separated integers, got {value!r}") from None
+    if not ids:
+        raise typer.BadParameter("give at least one category id")
+    return ids
+
+
+def coco(
+    annotations: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
+    images: Annotated[Path, typer.Option(
+        "--images", "-i", exists=True, file_okay=False, help="Folder the images' file_name entries are relative to.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", dir_okay=False, help="Refined COCO file (written atomically).")],
+    category_ids: Annotated[str | None, typer.Option(
+        "--category-ids", help="Refine only instances of these categories, e.g. 1,3; the rest stay as they are.")]
+    = None,
+    min_area: Annotated[float, typer.Option(
+        "--min-area", min=0.0, help="Leave instances with fewer mask pixels than this as they are.")] = 0.0,
+    margin: Annotated[int, typer.Option(
+        "--margin", min=0, rich_help_panel="Quality",
+        help="Context around each instance's box in pixels, at least (also at least a quarter of the box's "
+             "longer side).")] = 32,
+    full_image: Annotated[bool, typer.Option(
+        "--full-image", rich_help_panel="Quality",
+        help="Refine each instance on the whole image instead of a crop around it (slow; for comparisons).")]
+    = False,
+    ratios: RatiosOpt = None,
+    preset: PresetOpt = PresetName(DEFAULT_PRESET),
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    tile_size: TileOpt = 1024,
+    precision: PrecisionOpt = Precision.fp32,
+    threads: ThreadsOpt = 0,
+    ray_address: RayOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Refine every instance mask of a COCO file at the images' full resolution.
+
+    Each instance is refined in a crop around its box and written as compressed RLE with its area and bbox updated;
+    every other field is kept as it was, and crowd regions are left untouched.
+
+    Progress goes to OUTPUT.partial.jsonl as instances finish, so an interrupted run continues where it stopped.
+    A bad instance is reported and skipped; the exit code is 1 if any failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..coco import RefineOptions, Sidecar, apply_results, file_sha256, load_coco, plan_jobs, refine_image_job
+    from ..coco import write_json_atomic as write_output
+    from ..raybatch import RayRunError, RefinerSpec, run_jobs
+
+    started = time.perf_counter()
+    if ray_address is not None:
+        require_ray_option()
+    wanted = parse_ids(category_ids)
+    if output.resolve() == annotations.resolve():
+        raise typer.BadParameter("the output file must differ from the annotation file")
+    settings = resolve_preset(ratios, preset)
+    options = RefineOptions(engine_options=settings.engine_options(), min_area=min_area, min_margin=margin,
+                            full_image=full_image)
+    with user_errors():
+        data = load_coco(annotations)
+        fingerprint = {"input_sha256": file_sha256(annotations), "weights": str(weights) if weights else None,
+                       **options.fingerprint()}
+        sidecar = Sidecar(output, fingerprint)
+        done, note = sidecar.load()
+        if note and not quiet:
+            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+        plan = plan_jobs(data, images, wanted, done)
+        if not quiet and done:
+            console.print(f"resuming: {len(done)} instance(s) already refined ({sidecar.path})", highlight=False)
+        sidecar.open(done)
+
+    results: dict[int, dict[str, Any]] = dict(done)
+    failures: list[dict[str, Any]] = list(plan.failed)
+    skipped = dict(plan.skipped)
+    refined_now = 0
+    work = partial(refine_image_job, options=options)
+    stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
+    if plan.jobs and ray_address is not None:
+        spec = RefinerSpec(str(weights.absolute()) if weights else None, device.value, tile_size, precision.value,
+                           threads or None)
+        stream = run_jobs(ray_address, plan.jobs, work, spec, quiet=quiet,
+                          log=None if quiet else lambda line: console.print(line, highlight=False))
+    elif plan.jobs:
+        with user_errors():
+            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                   precision=precision.value, threads=threads or None)
+    with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
+        task = progress.add_task("coco", total=plan.instances, current="")
+
+        def record(result: dict[str, Any]) -> None:
+            nonlocal refined_now
+            status = result["status"]
+            if status == "refined":
+                sidecar.append(result)
+                results[result["index"]] = result
+                refined_now += 1
+            elif status == "failed":
+                failures.append(result)
+                progress.console.print(f"[red]failed:[/] instance {result['id']}: {result['error']}",
+                                       highlight=False)
+            else:
+                skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
+            progress.advance(task)
+
+        try:
+            if ray_address is None:
+                for job in plan.jobs:
+                    progress.update(task, current=job["name"])
+                    refine_image_job(refiner, job, options, on_result=record)
+            else:
+                for index, job_result in stream:
+                    progress.update(task, current=plan.jobs[index]["name"])
+                    for result in job_result["results"]:
+                        record(result)
+        except RayRunError as exc:
+            sidecar.close()
+            raise fail(str(exc)) from None
+        except BaseException:
+            sidecar.close()  # what finished stays recorded for the next run
+            raise
+
+    with user_errors():
+        apply_results(data, results.values())
+        write_output(output, data)
+    if failures:
+        sidecar.close()  # kept: a rerun retries only the failed instances
+    else:
+        sidecar.remove()
+    seconds = round(time.perf_counter() - started, 3)
+    failures.sort(key=lambda result: result["index"])
+    if not quiet:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        console.print(f"coco: {refined_now} refined, {len(done)} resumed, {sum(skipped.values())} skipped"
+                      f"{f' ({reasons})' if reasons else ''}, {len(failures)} failed in {seconds:.1f} s -> {output}",
+                      highlight=False)
+        for result in failures[:MAX_LISTED_FAILURES]:
+            console.print(f"  [red]failed[/] instance {result['id']} (annotation #{result['index']}): "
+                          f"{result['error']}", highlight=False)
+        if len(failures) > MAX_LISTED_FAILURES:
+            console.print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more (see --json)", highlight=False)
+    if json_out:
+        emit_json({"refined": refined_now, "resumed": len(done), "skipped": sum(skipped.values()),
+                   "skipped_by_reason": skipped, "failed": len(failures), "seconds": seconds, "output": str(output),
+                   "failures": [{"index": r["index"], "id": r["id"], "error": r["error"]} for r in failures]})
+    if failures:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("coco")(coco)

@@ -1,0 +1,160 @@
+"""Run refinement jobs on Ray Data: ``map_batches`` over an actor pool, one model per actor.
+
+This module is an executor only: the caller gives JSON-able jobs and a ``work(refiner, job)``
+function that returns a JSON-able result (``crm batch`` writes a PNG and reports the outcome,
+``crm coco`` refines the instances of one image). Workers read inputs and write outputs
+themselves, so on a cluster every node must see the same paths (shared storage). Ray is an
+optional extra and is imported only when a command asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+RAY_EXTRA = "pip install 'crm-cli[ray]'"
+DEFAULT_CPU_THREADS = 4  # torch threads per CPU actor when --threads is not given
+MAX_BLOCKS = 4096  # one Ray Data block per job up to this many (finer progress and resume)
+
+Work = Callable[[Any, dict[str, Any]], dict[str, Any]]
+
+
+class RayUnavailableError(RuntimeError):
+    """Ray (the ``ray`` extra) is not installed."""
+
+
+class RayRunError(RuntimeError):
+    """Ray could not start, connect or finish the jobs (actor crash, lost node, bad address)."""
+
+
+def require_ray() -> None:
+    """Raise RayUnavailableError, naming the extra to install, when Ray Data cannot be imported."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RayUnavailableError(f"--ray needs Ray, an optional extra: {RAY_EXTRA} ({exc})") from None
+
+
+@dataclass(frozen=True)
+class RefinerSpec:
+    """How each actor builds its Refiner (the model is loaded once per actor)."""
+
+    weights: str | None = None
+    device: str = "auto"
+    tile_size: int = 1024
+    precision: str = "fp32"
+    threads: int | None = None
+
+    def build(self) -> Any:
+        """Load the model on this process's device."""
+        from .engine import Refiner
+
+        return Refiner(self.weights, device=self.device, tile_size=self.tile_size, precision=self.precision,
+                       threads=self.threads)
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """Size of the actor pool and what each actor reserves."""
+
+    actors: int
+    num_cpus: float
+    num_gpus: float
+    threads: int | None
+
+    def describe(self) -> str:
+        """One line for the log."""
+        if self.num_gpus:
+            return f"{self.actors} actor(s), one GPU each"
+        return f"{self.actors} actor(s), {self.threads} CPU thread(s) each"
+
+
+def plan_actors(resources: dict[str, float], device: str, threads: int | None, jobs: int) -> ActorPlan:
+    """One actor per GPU when the cluster has GPUs (and the device allows CUDA); otherwise CPU
+    actors of ``threads`` cores each (default min(4, cluster CPUs)). Never more actors than jobs."""
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", 1)))
+    if device == "cuda" and gpus < 1:
+        raise RayRunError("--device cuda, but the Ray cluster has no GPUs")
+    if device in ("auto", "cuda") and gpus >= 1:
+        return ActorPlan(max(1, min(gpus, jobs)), 1, 1, threads)
+    per_actor = max(1, min(threads or DEFAULT_CPU_THREADS, cpus))
+    return ActorPlan(max(1, min(cpus // per_actor, jobs)), per_actor, 0, per_actor)
+
+
+class _RefineActor:
+    """A Ray Data callable class: builds the Refiner once, then runs ``work`` on each job."""
+
+    def __init__(self, spec: RefinerSpec, work: Work) -> None:
+        # Ray forwards a worker's stdout to the driver's stdout, which carries only data (--json).
+        sys.stdout = sys.stderr
+        self.refiner = spec.build()
+        self.work = work
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        results = [json.dumps(self.work(self.refiner, json.loads(job))) for job in batch["job"]]
+        return {"index": np.asarray(batch["index"]), "result": np.asarray(results, dtype=object)}
+
+
+def connect(address: str, quiet: bool = False) -> bool:
+    """Join the cluster at ``address`` (``local`` starts a private instance on this machine).
+
+    Returns True when this call started the connection (the caller shuts it down), False when
+    Ray was already initialised in this process.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR if quiet else logging.WARNING,
+                 log_to_driver=not quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
+    return True
+
+
+def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec, *,
+             quiet: bool = False, log: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Run ``work(refiner, job)`` for every job on a Ray actor pool; yield ``(job index, result)``
+    as results arrive (not in job order).
+
+    Raises:
+        RayUnavailableError: Ray is not installed.
+        RayRunError: Ray failed (connection, actor start-up such as bad weights, a crashed worker).
+    """
+    require_ray()
+    if not jobs:
+        return
+    import ray
+    import ray.data
+
+    started = connect(address, quiet)
+    try:
+        plan = plan_actors(ray.cluster_resources(), spec.device, spec.threads, len(jobs))
+        if log is not None:
+            log(f"ray: {plan.describe()}")
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the command draws its own progress on stderr
+        if quiet:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        rows = [{"index": index, "job": json.dumps(job)} for index, job in enumerate(jobs)]
+        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
+            _RefineActor, fn_constructor_args=(replace(spec, threads=plan.threads), work), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
+        try:
+            for row in dataset.iter_rows():
+                yield int(row["index"]), json.loads(row["result"])
+        except (ray.exceptions.RayError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()
+            raise RayRunError(f"Ray job failed: {first[-1] if first else type(exc).__name__}") from None
+    finally:
+        if started:
+            ray.shutdown()
