@@ -11,6 +11,8 @@ import typer
 
 from .common import console, user_errors
 
+DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # = str(training.coarse.CoarseMix())
+
 
 def train(
     data: Annotated[Path, typer.Option("--data", exists=True, file_okay=False,
@@ -34,19 +36,42 @@ def train(
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
+    synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0,
+                                             help="Fraction of samples that are synthetic composites (thin "
+                                             "structures, pasted foregrounds) instead of photo crops.")] = 0.4,
+    coarse_mix: Annotated[str, typer.Option("--coarse-mix", help="Coarse-mask mix, MODE=WEIGHT,... with MODE in "
+                                            "paper, lowres, sam, clean; '' = the paper's perturbation only "
+                                            "(runs from before the mix).")] = DEFAULT_COARSE_MIX,
+    val_set: Annotated[list[str] | None, typer.Option("--val-set", help="Extra validation set NAME=FOLDER "
+                                                      "(BIG layout with _seg masks, or images/ + masks/); "
+                                                      "repeatable; log.csv gets NAME_refined_mba etc.")] = None,
+    val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
+    val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
+                                            "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     import torch
 
+    from ..training.coarse import CoarseMix
     from ..training.data import list_pairs
-    from ..training.loop import Trainer, TrainOptions
+    from ..training.loop import Trainer, TrainOptions, parse_val_sets
 
+    try:
+        if coarse_mix:
+            CoarseMix.parse(coarse_mix)
+        parse_val_sets(list(val_set or []))
+        if val_ratios:
+            [float(r) for r in val_ratios.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if threads:
         torch.set_num_threads(threads)
     with user_errors():
         options = TrainOptions(
             data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed, init=init,
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
+            synthetic=synthetic, coarse_mix=coarse_mix, val_sets=list(val_set or []), val_images=val_images,
+            val_ratios=val_ratios,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 # The paper's coarse-mask perturbation lives in .coarse; re-exported for existing callers.
-from .coarse import mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
+from .coarse import CoarseMix, make_coarse, mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
 
 CROP = 224
 
@@ -83,15 +83,48 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def make_sample(image: np.ndarray, gt: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One augmented training sample: RGB crop (224, 224, 3), coarse {0,1} and soft GT crops."""
+def make_sample(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
+                coarse_mix: CoarseMix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented training sample: RGB crop (224, 224, 3), coarse {0,1} and soft GT crops.
+
+    ``coarse_mix`` None is the paper's recipe (the perturbation only), as before the mix existed."""
     image, gt = random_crop(image, gt, rng)
     if rng.random() < 0.5:
         image, gt = image[:, ::-1], gt[:, ::-1]
     image = photometric(np.ascontiguousarray(image), rng)
     gt = np.ascontiguousarray(gt)
-    return image, synthesize_coarse(gt, rng), gt
+    return image, sample_coarse(gt, image, rng, coarse_mix), gt
+
+
+def sample_coarse(gt: np.ndarray, image: np.ndarray, rng: np.random.Generator,
+                  coarse_mix: CoarseMix | None) -> np.ndarray:
+    """The coarse mask of a training crop: the paper's perturbation, or a mode drawn from the mix."""
+    if coarse_mix is None:
+        return synthesize_coarse(gt, rng)
+    return make_coarse(gt, rng, coarse_mix.choose(rng), image=image)
+
+
+@dataclass(frozen=True)
+class DataMix:
+    """What training samples are made of: ``synthetic`` is the fraction of composites (thin
+    structures and pasted foregrounds, :mod:`.synthesis`) among photo crops; ``coarse`` the
+    coarse-mask mix (None = the paper's perturbation only)."""
+
+    synthetic: float = 0.0
+    coarse: CoarseMix | None = None
+
+
+def make_training_sample(library: PairCache, index: int, rng: np.random.Generator,
+                         mix: DataMix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sample of the mix: a crop of pair ``index``, or a composite drawn from the library."""
+    from .synthesis import composite
+
+    if mix.synthetic > 0 and rng.random() < mix.synthetic:
+        sample = composite(rng, library, CROP, CROP, fast_strokes=True)
+        image = photometric(sample.image, rng)
+        return image, sample_coarse(sample.gt, image, rng, mix.coarse), sample.gt
+    image, gt = library.get(index)
+    return make_sample(image, gt, rng, mix.coarse)
 
 
 class PairCache:

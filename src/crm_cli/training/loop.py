@@ -24,7 +24,8 @@ from ..config import PRESET_ARCHS, ArchConfig, Provenance
 from ..model import build_crm
 from ..model.pretrained import initialise_encoder, load_imagenet_init  # noqa: F401 - its old home
 from ..transforms import network_input
-from .data import Pair, PairCache, list_pairs, make_sample, split_pairs, synthesize_coarse
+from .coarse import CoarseMix
+from .data import DataMix, Pair, PairCache, list_pairs, make_training_sample, split_pairs, synthesize_coarse
 from .loss import crm_loss
 
 BASE_LR = 2.25e-4
@@ -51,6 +52,14 @@ class TrainOptions:
     query_window: int = 224  # side of the square window of queries per step (224 = every pixel)
     arch: dict[str, Any] = field(default_factory=dict)
     command: str = ""
+    synthetic: float = 0.0  # fraction of samples that are synthetic composites (training/synthesis.py)
+    coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=.." (training/coarse.py); "" = paper only
+    val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
+    val_ratios: str = ""  # stage ratios for high-resolution (BIG-layout) sets; "" = the engine's default
+
+    def data_mix(self) -> DataMix:
+        """The sample mix these options describe."""
+        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None)
 
 
 def learning_rate(step: int, total: int, base: float = BASE_LR) -> float:
@@ -69,16 +78,17 @@ def query_window(size: int, window: int, seed: int, step: int) -> tuple[int, int
     return top, top + window, left, left + window
 
 
-def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0,
-               world: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0, world: int = 1,
+               mix: DataMix | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """This rank's share of the global batch of ``step``: (rgb, coarse, gt) tensors."""
+    mix = mix or DataMix()
     rng = np.random.default_rng([seed, step])
     indices = rng.integers(0, len(cache), size=batch)
     sample_seeds = rng.integers(0, 2**63 - 1, size=batch)
     images, coarses, gts = [], [], []
     for k in range(rank, batch, world):
-        image, gt = cache.get(int(indices[k]))
-        rgb, coarse, soft = make_sample(image, gt, np.random.default_rng(int(sample_seeds[k])))
+        rgb, coarse, soft = make_training_sample(cache, int(indices[k]), np.random.default_rng(int(sample_seeds[k])),
+                                                 mix)
         images.append(rgb)
         coarses.append(coarse)
         gts.append(soft)
@@ -117,6 +127,8 @@ class Trainer:
         train_pairs, held_out = split_pairs(pairs)
         self.cache = PairCache(train_pairs)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
+        self.val_sets = parse_val_sets(options.val_sets)
+        self.mix = options.data_mix()
         self.step = 0
         self.net: torch.nn.Module = self.model
         if self.world > 1:
@@ -156,6 +168,11 @@ class Trainer:
             raise ValueError(f"{self.checkpoint_path}: architecture differs from this run's")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        saved = payload.get("options", {})
+        saved_mix = (float(saved.get("synthetic", 0.0)), str(saved.get("coarse_mix", "")))
+        if saved_mix != (self.options.synthetic, self.options.coarse_mix):
+            raise ValueError(f"{self.checkpoint_path}: the run used --synthetic {saved_mix[0]} --coarse-mix "
+                             f"{saved_mix[1]!r}; resume with the same data mix")
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         self._truncate_log()
@@ -178,7 +195,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(options.seed * 1_000_003 + self.step)
-        rgb, coarse, gt = step_batch(self.cache, options.seed, self.step, options.batch, self.rank, self.world)
+        rgb, coarse, gt = step_batch(self.cache, options.seed, self.step, options.batch, self.rank, self.world,
+                                     self.mix)
         rgb, coarse, gt = rgb.to(self.device), coarse.to(self.device), gt.to(self.device)
         self.net.train()
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
@@ -192,24 +210,27 @@ class Trainer:
         return {"loss": float(loss.detach()), "lr": lr, **terms}
 
     def validate(self) -> dict[str, float]:
-        """Coarse vs refined IoU/mBA on the held-out pairs (fixed synthetic coarse masks, s = 1)."""
+        """Coarse vs refined IoU/mBA on every validation set.
+
+        The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
+        and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
+        ``NAME_coarse_iou`` ..) is scored on its first ``val_images`` items: a BIG-layout folder with
+        its own ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like
+        the held-out pairs."""
         from ..engine import Refiner
-        from ..metrics import DatasetScore, score_pair
-        from .data import load_pair
 
         refiner = Refiner.from_model(self.model, device=str(self.device))
-        coarse_score, refined_score = DatasetScore(), DatasetScore()
-        for k, pair in enumerate(self.val_pairs):
-            image, gt = load_pair(pair)
-            coarse = synthesize_coarse(gt, np.random.default_rng([12345, k]))
-            prob = refiner.refine(image, coarse, ratios=(1.0,))
-            coarse_score.add(score_pair(coarse, gt, pair.name))
-            refined_score.add(score_pair(prob, gt, pair.name))
+        scores = score_pairs(refiner, self.val_pairs, "")
+        ratios = tuple(float(r) for r in self.options.val_ratios.split(",")) if self.options.val_ratios else None
+        for name, folder in self.val_sets.items():
+            scores.update(score_folder(refiner, folder, name + "_", self.options.val_images, ratios))
         self.model.train()
-        return {
-            "coarse_iou": coarse_score.iou, "coarse_mba": coarse_score.mba or 0.0,
-            "refined_iou": refined_score.iou, "refined_mba": refined_score.mba or 0.0,
-        }
+        return scores
+
+    def log_columns(self) -> list[str]:
+        """The CSV log's header: training statistics, then every validation score."""
+        names = [""] + [name + "_" for name in self.val_sets]
+        return [*TRAIN_COLUMNS, *(prefix + key for prefix in names for key in SCORE_KEYS)]
 
     def export(self, path: Path, scores: dict[str, float] | None = None) -> str:
         """Write the shipped-format weights (fp16 safetensors + sidecar) for the current step."""
@@ -225,19 +246,21 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
         log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
-        new_log = self.rank == 0 and not log_path.exists()
+        columns = self.log_columns()
+        if self.rank == 0 and log_path.exists() and log_path.stat().st_size:
+            with open(log_path, newline="") as handle:
+                columns = next(csv.reader(handle))  # a resumed run keeps the header it started with
+        new_log = self.rank == 0 and (not log_path.exists() or not log_path.stat().st_size)
         with open(log_path, "a", newline="") as log_file:
-            writer = csv.writer(log_file)
+            writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             if new_log:
-                writer.writerow(["step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds"])
+                writer.writeheader()
             while self.step < options.steps:
                 start = time.perf_counter()
                 stats = self.train_step()
                 seconds = time.perf_counter() - start
-                if self.rank == 0:
-                    writer.writerow([self.step, f"{stats['lr']:.3g}", *(f"{stats[k]:.5f}" for k in
-                                     ("loss", "bce", "l1", "l2", "grad")), f"{seconds:.3f}"])
-                    log_file.flush()
+                row: dict[str, Any] = {"step": self.step, "lr": f"{stats['lr']:.6g}", "seconds": f"{seconds:.3f}",
+                                       **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
                 if progress is not None:
                     progress(self.step, stats)
                 if self.step % options.ckpt_every == 0 or self.step == options.steps:
@@ -247,3 +270,72 @@ class Trainer:
                     with open(self.out / "val.jsonl", "a") as handle:
                         handle.write(json.dumps({"step": self.step, **scores}) + "\n")
                     self.export(self.out / "model.safetensors", scores)
+                    row.update({k: f"{v:.5f}" for k, v in scores.items()})
+                if self.rank == 0:
+                    writer.writerow(row)
+                    log_file.flush()
+
+
+TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
+SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
+
+
+def parse_val_sets(specs: list[str]) -> dict[str, Path]:
+    """``["thin=/work/gen/thin-val", ...]`` as {name: folder}; names are letters, digits, - and _."""
+    import re
+
+    sets: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path:
+            raise ValueError(f"validation set {spec!r}: expected NAME=FOLDER (NAME of letters, digits, - and _)")
+        if name in sets:
+            raise ValueError(f"validation set {name!r} given twice")
+        if not Path(path).is_dir():
+            raise ValueError(f"validation set {name!r}: {path} is not a folder")
+        sets[name] = Path(path)
+    return sets
+
+
+def score_pairs(refiner: Any, pairs: list[Pair], prefix: str) -> dict[str, float]:
+    """Scores of image/GT pairs with the paper's coarse masks at fixed seeds, refined at s = 1."""
+    from ..metrics import DatasetScore, score_pair
+    from .data import load_pair
+
+    coarse_score, refined_score = DatasetScore(), DatasetScore()
+    for k, pair in enumerate(pairs):
+        image, gt = load_pair(pair)
+        coarse = synthesize_coarse(gt, np.random.default_rng([12345, k]))
+        prob = refiner.refine(image, coarse, ratios=(1.0,))
+        coarse_score.add(score_pair(coarse, gt, pair.name))
+        refined_score.add(score_pair(prob, gt, pair.name))
+    return _scores(prefix, coarse_score, refined_score)
+
+
+def score_folder(refiner: Any, folder: Path, prefix: str, limit: int,
+                 ratios: tuple[float, ...] | None) -> dict[str, float]:
+    """Scores of a validation folder: BIG layout (its own coarse masks) or images/ + masks/."""
+    from ..imageio import match_mask_to_image, read_image, read_mask
+    from ..metrics import DatasetScore, score_pair
+    from ..pairing import find_pairs
+
+    found, _ = find_pairs(folder)
+    triples = [p for p in found if p.gt is not None]
+    if not triples:  # images/ + masks/: the masks are the ground truth
+        return score_pairs(refiner, list_pairs(folder)[:limit], prefix)
+    coarse_score, refined_score = DatasetScore(), DatasetScore()
+    for pair in triples[:limit]:
+        image = read_image(pair.image)
+        shape = image.shape[:2]
+        coarse, _ = match_mask_to_image(read_mask(pair.mask), shape, str(pair.image), str(pair.mask))
+        gt, _ = match_mask_to_image(read_mask(pair.gt), shape, str(pair.image), str(pair.gt))
+        options = {"ratios": ratios} if ratios else {}
+        prob = refiner.refine(image, coarse.probability(), **options)
+        coarse_score.add(score_pair(coarse.probability(), gt.probability(), pair.name))
+        refined_score.add(score_pair(prob, gt.probability(), pair.name))
+    return _scores(prefix, coarse_score, refined_score)
+
+
+def _scores(prefix: str, coarse: Any, refined: Any) -> dict[str, float]:
+    return {prefix + "coarse_iou": coarse.iou, prefix + "coarse_mba": coarse.mba or 0.0,
+            prefix + "refined_iou": refined.iou, prefix + "refined_mba": refined.mba or 0.0}
