@@ -111,6 +111,22 @@ def test_gt_is_exactly_where_the_foreground_was_composited(kind: str, monkeypatc
     assert ((sample.gt > 0) & (sample.gt < 1)).any()  # anti-aliased edges
 
 
+def test_min_contrast_makes_a_camouflaged_layer_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    bg = np.array([100, 120, 140], np.uint8)
+    library = ArrayLibrary([np.broadcast_to(bg, (50, 60, 3)).copy()])
+    monkeypatch.setattr(synthesis, "foreground_texture",
+                        lambda rng, lib, background, index: background.copy())  # the same colour: invisible
+    hidden = composite(np.random.default_rng(0), library, 48, 64, kinds={"polygons": 1.0}, layers=(1, 1))
+    assert (hidden.image == bg).all() and hidden.gt.any()
+    shown = composite(np.random.default_rng(0), library, 48, 64, kinds={"polygons": 1.0}, layers=(1, 1),
+                      min_contrast=16)
+    np.testing.assert_array_equal(shown.gt, hidden.gt)  # same draws, only the texture moved
+    inside = shown.gt == 1
+    assert (shown.image[inside].astype(int) - bg == 16).all() and (shown.image[shown.gt == 0] == bg).all()
+    busy = np.full((4, 4, 3), 200.0, np.float32)
+    assert synthesis.ensure_contrast(busy, np.zeros_like(busy), np.ones((4, 4), bool), 16) is busy
+
+
 def test_pasted_foreground_uses_its_mask_as_alpha() -> None:
     colours = [np.array(c, np.uint8) for c in ((200, 30, 30), (30, 30, 200))]
     masks = [np.zeros((40, 50), np.float32) for _ in colours]

@@ -16,6 +16,8 @@ import numpy as np
 from .coarse import CoarseMix, make_coarse, mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
 
 CROP = 224
+# Composites for training: no drawn layer may be (almost) invisible against what lies below it.
+MIN_CONTRAST = 16.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
     from .synthesis import composite
 
     if mix.synthetic > 0 and rng.random() < mix.synthetic:
-        sample = composite(rng, library, CROP, CROP, fast_strokes=True)
+        sample = composite(rng, library, CROP, CROP, fast_strokes=True, min_contrast=MIN_CONTRAST)
         image = photometric(sample.image, rng)
         return image, sample_coarse(sample.gt, image, rng, mix.coarse), sample.gt
     image, gt = library.get(index)

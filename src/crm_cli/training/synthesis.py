@@ -535,6 +535,20 @@ def paste_layer(rng: np.random.Generator, library: ImageLibrary, height: int,
     return np.clip(alpha, 0, 1), texture.astype(np.float32)
 
 
+def ensure_contrast(texture: np.ndarray, below: np.ndarray, where: np.ndarray, minimum: float) -> np.ndarray:
+    """``texture`` shifted in brightness (away from ``below``) until their mean absolute difference
+    over ``where`` is at least ``minimum`` grey levels, as far as [0, 255] allows. Draws no random numbers."""
+    if not where.any():
+        return texture
+    difference = float(np.abs(texture[where] - below[where]).mean())
+    if difference >= minimum:
+        return texture
+    sign = 1.0 if texture[where].mean() >= below[where].mean() else -1.0
+    if (sign > 0 and below[where].mean() > 200) or (sign < 0 and below[where].mean() < 55):
+        sign = -sign  # no room on that side
+    return np.clip(texture + sign * (minimum - difference), 0, 255)
+
+
 # ---------------------------------------------------------------------------------------------- composite
 def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     names = sorted(weights)
@@ -545,12 +559,15 @@ def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
 def composite(rng: np.random.Generator, library: ImageLibrary, height: int, width: int, *,
               kinds: dict[str, float] | None = None, layers: tuple[int, int] = (1, 3),
               width_scale: float = 1.0, supersample: int = 4, max_tries: int = 8,
-              anchor: dict[str, float] | None = None, fast_strokes: bool = False) -> Composite:
+              anchor: dict[str, float] | None = None, fast_strokes: bool = False,
+              min_contrast: float = 0.0) -> Composite:
     """One composite: a background from the library and ``layers`` drawn layers over it.
 
     ``width_scale`` multiplies every stroke width and spacing (1 = the 224-px training crop scale).
     ``anchor``, if given, sets the kind weights of the first layer (e.g. a pasted object that the
-    thin layers then cross).
+    thin layers then cross). ``fast_strokes`` draws polylines with OpenCV (see :meth:`Painter.stroke`).
+    ``min_contrast`` (grey levels) shifts a drawn layer's texture away from what lies below it when
+    their mean absolute difference under the shape is smaller, so no layer is invisible; 0 = off.
     A draw whose GT covers under 0.5% or over 85% of the image is discarded and redrawn.
     """
     kinds = kinds or DEFAULT_KINDS
@@ -572,6 +589,8 @@ def composite(rng: np.random.Generator, library: ImageLibrary, height: int, widt
                 SHAPES[kind](painter, rng, width_scale)
                 alpha = painter.alpha()
                 texture = foreground_texture(rng, library, background, background_index)
+                if min_contrast > 0:
+                    texture = ensure_contrast(texture, image, alpha > 0.5, min_contrast)
             a = alpha[..., None]
             image = a * texture + (1 - a) * image
             gt = alpha + (1 - alpha) * gt
