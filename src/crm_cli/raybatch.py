@@ -50,6 +50,15 @@ class RefinerSpec:
     precision: str = "fp32"
     threads: int | None = None
 
+    def check(self) -> None:
+        """Fail early, in the driver, on weights that no actor could load (one line, no Ray traceback)."""
+        from .checkpoint import WeightsError, default_weights_path, read_spec
+
+        try:
+            read_spec(self.weights or default_weights_path())
+        except WeightsError as exc:
+            raise RayRunError(str(exc)) from None
+
     def build(self) -> Any:
         """Load the model on this process's device."""
         from .engine import Refiner
@@ -133,6 +142,7 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
     require_ray()
     if not jobs:
         return
+    spec.check()
     import ray
     import ray.data
 
@@ -143,8 +153,7 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
             log(f"ray: {plan.describe()}")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the command draws its own progress on stderr
-        if quiet:
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines and a progress-bar notice
         rows = [{"index": index, "job": json.dumps(job)} for index, job in enumerate(jobs)]
         dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
             _RefineActor, fn_constructor_args=(replace(spec, threads=plan.threads), work), batch_size=1,

@@ -1,0 +1,133 @@
+"""--ray: the Ray Data backend of `crm batch` and `crm coco`, against one local Ray instance (kept small:
+Ray's start-up alone takes seconds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import coarse_of, synthetic_scene
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+from crm_cli.raybatch import ActorPlan, RayRunError, plan_actors
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def local_ray():  # noqa: ANN201
+    """One local Ray instance with 2 CPUs for the whole module; `--ray local` joins it."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """Run with one torch thread (identical reductions in both paths) and restore the setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def big_layout(folder: Path, count: int = 3) -> Path:
+    """``count`` BIG-layout pairs (one in a sub-folder) and one pair whose image is not an image."""
+    for k in range(count):
+        where = folder / ("sub" if k == count - 1 else "")
+        where.mkdir(parents=True, exist_ok=True)
+        image, gt = synthetic_scene(96, 128, seed=k)
+        cv2.imwrite(str(where / f"p{k}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(where / f"p{k}_seg.png"), coarse_of(gt))
+    (folder / "bad_im.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(folder / "bad_seg.png"), np.zeros((8, 8), np.uint8))
+    return folder
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def without_seconds(summary: dict) -> dict:
+    return {**summary, "output_dir": None, "items": [{k: v for k, v in item.items() if k not in ("seconds", "output")}
+                                                      for item in summary["items"]]}
+
+
+def test_batch_on_ray_matches_the_plain_batch_resumes_and_reports_a_bad_pair(
+        local_ray, one_thread, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = big_layout(tmp_path / "data")
+    common = ["-w", str(tiny_weights), "-d", "cpu", "--threads", "1", "--json"]
+    plain = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "plain"), *common])
+    on_ray = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "ray"), *common, "--ray", "local"])
+    assert plain.exit_code == 1 and on_ray.exit_code == 1, on_ray.output
+    first = json.loads(on_ray.stdout)
+    assert (first["done"], first["skipped"], first["failed"]) == (3, 0, 1)
+    assert without_seconds(first) == without_seconds(json.loads(plain.stdout))
+    assert "bad" in on_ray.stderr and "not a recognised image" in on_ray.stderr
+    written = outputs(tmp_path / "ray")
+    assert list(written) == ["p0_mask.png", "p1_mask.png", "sub/p2_mask.png"]
+    assert written == outputs(tmp_path / "plain")  # byte for byte
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*.png")}
+    rerun = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "ray"), *common, "--ray", "local"])
+    assert rerun.exit_code == 1
+    again = json.loads(rerun.stdout)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 1)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*.png")} == stamps
+
+
+def test_coco_on_ray_writes_the_same_file_as_the_plain_run(local_ray, one_thread, tmp_path) -> None:  # noqa: ANN001
+    from test_coco import make_dataset
+
+    annotations, images, _ = make_dataset(tmp_path)
+    common = ["--images", str(images), "-d", "cpu", "--threads", "1", "--json"]
+    plain = runner.invoke(app, ["coco", str(annotations), "-o", str(tmp_path / "plain.json"), *common])
+    on_ray = runner.invoke(app, ["coco", str(annotations), "-o", str(tmp_path / "ray.json"), *common,
+                                 "--ray", "local"])
+    assert plain.exit_code == 1 and on_ray.exit_code == 1, on_ray.output
+    summary = json.loads(on_ray.stdout)
+    assert (summary["refined"], summary["failed"]) == (3, 2)
+    assert summary["failures"] == json.loads(plain.stdout)["failures"]
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+
+
+def test_bad_weights_fail_in_the_driver_before_any_actor_starts(local_ray, tmp_path) -> None:  # noqa: ANN001
+    data = big_layout(tmp_path / "data", count=1)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "o"), "-w", str(junk), "--ray", "local"])
+    assert result.exit_code == 1 and "not a crm checkpoint" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["batch", "coco"])
+def test_ray_option_without_ray_names_the_extra(command, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    (tmp_path / "a.json").write_text('{"images": [], "annotations": []}')
+    args = {"batch": ["batch", str(tmp_path), "-o", str(tmp_path / "out")],
+            "coco": ["coco", str(tmp_path / "a.json"), "--images", str(tmp_path), "-o", str(tmp_path / "b.json")]}
+    result = runner.invoke(app, [*args[command], "--ray", "local"])
+    assert result.exit_code == 2
+    first, *rest = result.stderr.strip().splitlines()
+    assert first.startswith("error: --ray needs Ray") and "pip install 'crm-cli[ray]'" in first
+    assert all(line.startswith("Try 'crm ") for line in rest)  # at most the usual usage hint, no traceback
+    assert not (tmp_path / "out").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_actor_pool_takes_one_gpu_per_actor_when_there_are_gpus() -> None:
+    assert plan_actors({"CPU": 32, "GPU": 4}, "auto", None, jobs=100) == ActorPlan(4, 1, 1, None)
+    assert plan_actors({"CPU": 32, "GPU": 4}, "auto", None, jobs=2) == ActorPlan(2, 1, 1, None)
+    assert plan_actors({"CPU": 32, "GPU": 4}, "cpu", None, jobs=100) == ActorPlan(8, 4, 0, 4)
+    assert plan_actors({"CPU": 2}, "auto", None, jobs=100) == ActorPlan(1, 2, 0, 2)
+    assert plan_actors({"CPU": 16}, "cpu", 8, jobs=100) == ActorPlan(2, 8, 0, 8)
+    with pytest.raises(RayRunError, match="no GPUs"):
+        plan_actors({"CPU": 8}, "cuda", None, jobs=3)
