@@ -467,3 +467,24 @@ def test_score_coco_needs_a_prediction_for_every_gt_instance(tmp_path) -> None: 
     assert json.loads(same.stdout)["n"] == 3
     mixed = runner.invoke(app, ["score", str(tmp_path / "gt.json"), str(tmp_path)])
     assert mixed.exit_code == 2
+
+
+def test_missing_images_and_size_mismatches_fail_their_instances_only(tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    data = json.loads(annotations.read_text())
+    data["images"][1]["height"] = 100  # b.png is really 160x120
+    data["images"].append({"id": 11, "file_name": "gone.png", "height": 120, "width": 160})
+    data["annotations"] = data["annotations"][:4] + [
+        {"id": 107, "image_id": 11, "category_id": 1, "segmentation": [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]},
+        {"id": 108, "image_id": 99, "category_id": 1, "segmentation": [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]}]
+    plan = coco.plan_jobs(data, images)
+    assert [(f["id"], f["error"]) for f in plan.failed] == [(108, "image_id 99 not in 'images'")]
+    assert [job["name"] for job in plan.jobs] == ["sub/a.png", "b.png", "gone.png"]
+    assert plan.skipped == {"crowd": 1} and plan.instances == 4
+    refiner = DilateRefiner()
+    results = [coco.refine_image_job(refiner, job, coco.RefineOptions())["results"] for job in plan.jobs]
+    assert [r["status"] for r in results[0]] == ["refined", "refined"]
+    assert results[1][0]["status"] == "failed" and "image is 160x120 but the annotation file says 160x100" in \
+        results[1][0]["error"]
+    assert results[2][0]["status"] == "failed" and "gone.png" in results[2][0]["error"]
+    assert len(refiner.shapes) == 2  # nothing was refined for the failed images

@@ -327,7 +327,7 @@ def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions,
         start = time.perf_counter()
         try:
             outcome = refine_instance(refiner, image, instance["segmentation"], options, instance.get("bbox"))
-        except (InstanceError, ValueError) as exc:
+        except ValueError as exc:  # InstanceError, or a value the engine rejects
             outcome = {"status": "failed", "error": str(exc)}
         except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}

@@ -122,9 +122,10 @@ def connect(address: str, quiet: bool = False) -> bool:
 
     if ray.is_initialized():
         return False
+    options = {"include_dashboard": False} if address == "local" else {}  # only when starting Ray here
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR if quiet else logging.WARNING,
-                 log_to_driver=not quiet)
+        ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,
+                 **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
     return True
