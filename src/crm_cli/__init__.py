@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .runtime import configure_openmp
+
 __version__ = "0.1.0"
 __all__ = ["Refiner", "__version__"]
+
+# Before anything imports torch: a short bounded OpenMP spin, so concurrent crm processes share
+# cores fairly (see runtime.py). Every entry point (the CLI, `import crm_cli.engine`, the lazy
+# `crm_cli.Refiner`) imports this package first. A user's own OMP_WAIT_POLICY/GOMP_SPINCOUNT wins.
+configure_openmp()
 
 if TYPE_CHECKING:
     from .engine import Refiner

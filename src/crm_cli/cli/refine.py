@@ -20,11 +20,18 @@ from .common import (
     RatiosOpt,
     ThreadsOpt,
     WeightsOpt,
+    check_output_name,
     console,
     emit_json,
     fail,
     load_refiner,
+    memory_problem,
+    passthrough_note,
+    passthrough_pair,
+    probe_pair,
     resolve_preset,
+    too_small,
+    unwritable_reason,
     user_errors,
 )
 
@@ -43,32 +50,35 @@ class Mode(str, Enum):
     labels = "labels"
 
 
+# What the log line calls each output kind.
+KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",
+              "overlay": "overlay"}
+
 OutputKindOpt = Annotated[
     OutputKind,
     typer.Option("--output-kind", "-k", case_sensitive=False, rich_help_panel="Output",
-                 help="soft: 8-bit probability; soft16; binary; cutout: RGBA image with the refined alpha; "
-                      "overlay: coarse (red) and refined (green) contours over the image."),
+                 help="soft: probability x 255; soft16: x 65535; binary: 0/255; cutout: RGBA image; "
+                      "overlay: contours over the image."),
 ]
 ThresholdOpt = Annotated[
     float | None,
-    typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output",
-                 help="Binarise at probability > T: soft output becomes a 0/255 mask, soft16 0/65535, "
-                      "cutout gets a hard alpha; overlay draws the T contour."),
+    typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output", metavar="T",
+                 help="Binarise at probability > T (also soft16 and the cutout alpha)."),
 ]
 ModeOpt = Annotated[
     Mode,
     typer.Option("--mode", case_sensitive=False, rich_help_panel="Quality",
-                 help="binary mask or label map (one refinement per label); auto detects label maps."),
+                 help="binary: one object; labels: a label map, one refinement per id; auto detects."),
 ]
 LabelsOpt = Annotated[
     str | None,
-    typer.Option("--labels", rich_help_panel="Quality",
-                 help="Label maps: refine only these ids, e.g. 3,7; the others stay as they were."),
+    typer.Option("--labels", rich_help_panel="Quality", metavar="IDS",
+                 help="Label maps: refine only these ids, e.g. 3,7."),
 ]
 TileOpt = Annotated[
     int,
-    typer.Option("--tile-size", min=128, rich_help_panel="Compute",
-                 help="Encoder tile side in pixels; lower it to save memory on very large images."),
+    typer.Option("--tile-size", min=128, rich_help_panel="Compute", metavar="N",
+                 help="Encoder tile side in pixels; lower it to save memory."),
 ]
 
 
@@ -83,10 +93,13 @@ def parse_labels(value: str | None) -> list[int] | None:
 
 
 def refine(
-    image: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Image file, or - for stdin.")],
-    mask: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, help="Coarse mask, or - for stdin.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", allow_dash=True, dir_okay=False,
-                                                help="Output PNG, or - for stdout. Default: MASK_refined.png.")]
+    image: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, metavar="IMAGE",
+                                          help="Image file, or - for stdin.")],
+    mask: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, metavar="MASK",
+                                         help="Coarse mask, or - for stdin.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", allow_dash=True, dir_okay=False, metavar="FILE",
+                                                help=".png, .tif or .webp (lossless), or - for stdout "
+                                                     "[default: MASK_refined.png].")]
     = None,
     ratios: RatiosOpt = None,
     preset: PresetOpt = PresetName.balanced,
@@ -102,13 +115,14 @@ def refine(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Refine MASK to follow IMAGE's boundaries at full resolution and write a PNG.
+    """Refine MASK to follow IMAGE's boundaries at full resolution.
 
     The default output is the soft probability x 255 (8-bit); --threshold gives a binary mask.
+    Images with a side under 96 px are passed through unchanged, with a warning.
     """
     import sys
 
-    from ..imageio import encode_png, read_bytes_stdin, write_bytes_stdout, write_png
+    from ..imageio import ImageWriteError, encode_image, read_bytes_stdin, write_bytes_stdout, write_image
     from ..pipeline import refine_files
 
     if str(image) == "-" and str(mask) == "-":
@@ -126,35 +140,54 @@ def refine(
         raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
     label_ids = parse_labels(labels)
     settings = resolve_preset(ratios, preset)
+    if not to_stdout:
+        check_output_name(output, output_kind.value)
+    image_name = "<stdin>" if str(image) == "-" else str(image)
+    mask_name = "<stdin>" if str(mask) == "-" else str(mask)
+
     def report_failure(message: str) -> None:
         if json_out:
             emit_json({"image": str(image), "mask": str(mask), "output": str(output), "status": "failed",
                        "error": message})
 
+    device_name = None
     with user_errors(report_failure):
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+        # Everything that can be checked without the model is checked first (milliseconds).
+        header, _ = probe_pair(image_src, mask_src, image_name, mask_name)
+        if not to_stdout and (reason := unwritable_reason(output)) is not None:
+            raise ImageWriteError(reason)
+        passthrough = too_small(header)
+        if passthrough:
+            result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
+                                      threshold=threshold, image_name=image_name, mask_name=mask_name)
+            result.notes.append(passthrough_note(header.width, header.height, image_name))
+        else:
+            if (problem := memory_problem(header.height, header.width, settings, tile_size, image_name)) is not None:
+                raise MemoryError(problem)
+            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
-        result = refine_files(
-            refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
-            output_kind=output_kind.value, threshold=threshold,
-            image_name="<stdin>" if str(image) == "-" else str(image),
-            mask_name="<stdin>" if str(mask) == "-" else str(mask),
-        )
+            device_name = refiner.device_name
+            result = refine_files(
+                refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
+                output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
+            )
         for note in result.notes:
             console.print(f"[yellow]warning:[/] {note}", highlight=False)
         if to_stdout:
-            write_bytes_stdout(encode_png(result.output, result.palette))
+            write_bytes_stdout(encode_image(result.output, result.palette, "PNG"))
         else:
-            write_png(output, result.output, result.palette)
+            write_image(output, result.output, result.palette)
     if not quiet:
-        console.print(f"wrote {'<stdout>' if to_stdout else output} ({result.mode} mode, {result.seconds:.2f} s)",
-                      highlight=False)
+        kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
+        what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
+        done = "passed through unchanged" if passthrough else f"{result.seconds:.2f} s"
+        console.print(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})", highlight=False)
     if json_out:
         emit_json({
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
-            "seconds": round(result.seconds, 4), "device": refiner.device_name,
+            "seconds": round(result.seconds, 4), "device": device_name, "passthrough": passthrough,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
             "ratios": list(settings.ratios), "preset": preset.value,
         })

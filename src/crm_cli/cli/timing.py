@@ -22,7 +22,10 @@ from .common import (
     WeightsOpt,
     console,
     emit_json,
+    fail,
     load_refiner,
+    memory_problem,
+    probe_pair,
     resolve_preset,
     user_errors,
 )
@@ -30,13 +33,18 @@ from .refine import TileOpt
 
 
 def parse_size(value: str) -> tuple[int, int]:
-    """``"3840x2160"`` -> (height 2160, width 3840)."""
+    """``"3840x2160"`` -> (height 2160, width 3840), within crm's image size limits."""
+    from ..imageio import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
     try:
         width, height = (int(v) for v in value.lower().split("x"))
     except ValueError as exc:
         raise typer.BadParameter(f"size must look like 3840x2160, got {value!r}") from exc
     if width < 16 or height < 16:
         raise typer.BadParameter("size must be at least 16x16")
+    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        raise typer.BadParameter(f"{width}x{height} ({width * height / 1e6:.0f} MP) is larger than crm's limit of "
+                                 f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP and {MAX_IMAGE_SIDE} px per side")
     return height, width
 
 
@@ -50,10 +58,10 @@ def peak_rss_mb() -> float:
 
 
 def timing(
-    image: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="Image file.")] = None,
-    mask: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, help="Coarse mask file.")] = None,
-    size: Annotated[str | None, typer.Option("--size", help="Time a synthetic WxH scene instead, e.g. 3840x2160.")]
-    = None,
+    image: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="IMAGE", help="Image file.")] = None,
+    mask: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="MASK", help="Coarse mask file.")] = None,
+    size: Annotated[str | None, typer.Option("--size", metavar="WxH",
+                                             help="Time a synthetic scene instead, e.g. 3840x2160.")] = None,
     ratios: RatiosOpt = None,
     preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
@@ -61,7 +69,8 @@ def timing(
     tile_size: TileOpt = 1024,
     precision: PrecisionOpt = Precision.fp32,
     threads: ThreadsOpt = 0,
-    repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="Timed runs after one warm-up.")] = 3,
+    repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, metavar="N", help="Timed runs after one warm-up.")]
+    = 3,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -75,9 +84,17 @@ def timing(
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
     settings = resolve_preset(ratios, preset)
+    if size is not None:
+        height, width = parse_size(size)
+        # An option asked for this size, so a size that cannot fit in memory is a usage error.
+        if (problem := memory_problem(height, width, settings, tile_size, f"--size {size}")) is not None:
+            raise fail(problem, code=2)
     with user_errors():
+        if image is not None and mask is not None:
+            header, _ = probe_pair(image, mask, str(image), str(mask))
+            if (problem := memory_problem(header.height, header.width, settings, tile_size, str(image))) is not None:
+                raise MemoryError(problem)
         if size is not None:
-            height, width = parse_size(size)
             rgb, exact = synthetic_scene(height, width)
             coarse = coarse_mask(exact)
         else:
