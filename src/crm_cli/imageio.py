@@ -49,9 +49,9 @@ __all__ = [
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 STDIN_NAME = "<stdin>"
-# The largest image crm reads (width x height), and the longest side. Refining needs about 50
-# bytes per pixel (110 with the `quality` preset; see runtime.estimate_refine_bytes), so the
-# 150 MP limit is a 7.5 GB job; the side limit is JPEG's.
+# The largest image crm reads (width x height), and the longest side. Refining needs about 0.75 GB
+# plus 37 bytes per pixel (70 with the `quality` preset; see runtime.estimate_refine_bytes), so
+# the 150 MP limit is a 6-7 GB job (11-12 GB with `quality`); the side limit is JPEG's.
 MAX_IMAGE_PIXELS = 150_000_000
 MAX_IMAGE_SIDE = 65_535
 # Output extensions and the lossless format each one names.
@@ -620,7 +620,13 @@ def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None =
     (see encode_image) and ImageWriteError when the file cannot be written.
     """
     target = Path(path)
-    _write_atomic(target, encode_image(array, palette, output_format(target)))
+    try:
+        data = encode_image(array, palette, output_format(target))
+    except OutputNameError:
+        raise
+    except ValueError as exc:
+        raise ValueError(f"{target}: {exc}") from None
+    _write_atomic(target, data)
 
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:

@@ -20,36 +20,45 @@ class FilePair:
     gt: Path | None = None
 
 
-def _by_suffix(folder: Path, tag: str) -> dict[Path, Path]:
+def _outside(path: Path, exclude: Path | None) -> bool:
+    """True when ``path`` does not lie under the (resolved) folder ``exclude``."""
+    return exclude is None or not path.resolve().is_relative_to(exclude)
+
+
+def _by_suffix(folder: Path, tag: str, exclude: Path | None = None) -> dict[Path, Path]:
     """``{relative/stem-without-tag: path}`` for files named ``<name><tag>.<ext>`` below ``folder``."""
     found: dict[Path, Path] = {}
     for path in sorted(folder.rglob(f"*{tag}.*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and path.stem.endswith(tag):
+        if (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and path.stem.endswith(tag)
+                and _outside(path, exclude)):
             key = path.relative_to(folder).with_name(path.stem[: -len(tag)])
             found.setdefault(key, path)
     return found
 
 
-def _by_stem(folder: Path) -> dict[Path, Path]:
+def _by_stem(folder: Path, exclude: Path | None = None) -> dict[Path, Path]:
     found: dict[Path, Path] = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and _outside(path, exclude):
             found.setdefault(path.relative_to(folder).with_suffix(""), path)
     return found
 
 
-def find_pairs(root: Path) -> tuple[list[FilePair], list[str]]:
+def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
     """Pairs under ``root`` and a list of problems (images without masks).
 
     BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder, output
     ``<name>_mask.png``. Otherwise ``root/images/**`` + ``root/masks/**`` by relative stem, output
-    ``<relative stem>.png``. Sub-folders are mirrored in the output.
+    ``<relative stem>.png``. Sub-folders are mirrored in the output. Files under ``exclude``
+    (the batch's own output folder, when it lies inside ``root``) are ignored, so reruns never
+    pair earlier outputs.
     """
     problems: list[str] = []
     pairs: list[FilePair] = []
-    images = _by_suffix(root, "_im")
+    exclude = exclude.resolve() if exclude is not None else None
+    images = _by_suffix(root, "_im", exclude)
     if images:
-        masks, gts = _by_suffix(root, "_seg"), _by_suffix(root, "_gt")
+        masks, gts = _by_suffix(root, "_seg", exclude), _by_suffix(root, "_gt", exclude)
         for key, image in images.items():
             if key not in masks:
                 problems.append(f"{image}: no matching {key.name}_seg.* mask")
@@ -57,7 +66,7 @@ def find_pairs(root: Path) -> tuple[list[FilePair], list[str]]:
             pairs.append(FilePair(str(key), image, masks[key], key.with_name(key.name + "_mask.png"), gts.get(key)))
         return pairs, problems
     if (root / "images").is_dir() and (root / "masks").is_dir():
-        images, masks = _by_stem(root / "images"), _by_stem(root / "masks")
+        images, masks = _by_stem(root / "images", exclude), _by_stem(root / "masks", exclude)
         for key, image in images.items():
             if key not in masks:
                 problems.append(f"{image}: no mask with the same stem under {root / 'masks'}")

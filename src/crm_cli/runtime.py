@@ -14,7 +14,8 @@ is never overridden.
 
 Memory: :func:`estimate_refine_bytes` predicts the peak resident memory of refining an image of
 a given size (measured peaks plus a margin), so that a too-large job fails with a clear message
-before it allocates anything, instead of being killed by the OS half-way.
+before it allocates anything, instead of being killed by the OS half-way (a 20000x15000
+``crm time --size`` used to pass 12 GB of RSS before failing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 
 # Spin iterations before an idle OpenMP thread sleeps (libgomp's default is 300,000; 0 is passive).
 # Benchmarks/concurrency.py compares settings: pass --env GOMP_SPINCOUNT=300000 for the old default.
@@ -29,15 +31,15 @@ GOMP_SPINCOUNT_DEFAULT = 10_000
 # Variables that mean "the user chose an OpenMP wait policy": then crm sets nothing.
 OPENMP_USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
-# Peak resident memory of `crm refine` (torch loaded, shipped model, one image), fitted to
-# measured peaks: a fixed part plus bytes per image pixel, by preset family. The ROI presets
-# (fast, balanced) keep a few uint8/float32 full-size maps; `quality` also holds a full-size
-# latent at the last stage. See README "Limits".
-BASE_BYTES = 450 << 20
-BYTES_PER_PIXEL_ROI = 48
-BYTES_PER_PIXEL_FULL = 110
-# Encoder working set per pixel of one (tile + 2 margins)^2 window, fp32 MobileNetV2 activations.
-BYTES_PER_TILE_PIXEL = 600
+# Peak resident memory of `crm refine` (torch loaded, shipped model, one image), fitted to peaks
+# measured with /usr/bin/time at 2048x1536 .. 8000x6000: balanced 0.86 / 1.26 / 1.75 / 2.50 GB at
+# 3.1 / 12.6 / 24 / 48 MP (fast a little less), quality 1.48 / 2.32 / 2.95 GB at 3.1 / 12.6 / 24 MP.
+# A fixed part, bytes per image pixel, and for `quality` the full-stage encoder's working set,
+# which grows with the square of the tile (with its margins) and so shrinks with --tile-size.
+BASE_BYTES = 750_000_000
+BYTES_PER_PIXEL_ROI = 37
+BYTES_PER_PIXEL_FULL = 70
+BYTES_PER_TILE_PIXEL = 380
 MEMORY_MARGIN = 1.15
 
 
@@ -59,27 +61,44 @@ def configure_openmp(environ: MutableMapping[str, str] | None = None) -> str | N
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,
                           tile_margin: int = 64) -> int:
-    """Predicted peak resident memory (bytes) of refining one height x width image.
+    """Predicted peak resident memory (bytes) of refining one height x width image, with a margin.
 
     ``full_decode`` is the ``quality`` preset (every stage encoded and decoded in full).
     """
     pixels = int(height) * int(width)
-    per_pixel = BYTES_PER_PIXEL_FULL if full_decode else BYTES_PER_PIXEL_ROI
-    window = min(int(tile_size) + 2 * int(tile_margin), max(int(height), int(width)) + 2 * int(tile_margin))
-    tile = BYTES_PER_TILE_PIXEL * window * window
-    return int(MEMORY_MARGIN * (BASE_BYTES + per_pixel * pixels + tile))
+    if not full_decode:
+        return int(MEMORY_MARGIN * (BASE_BYTES + BYTES_PER_PIXEL_ROI * pixels))
+    window = min(int(tile_size), max(int(height), int(width))) + 2 * int(tile_margin)
+    return int(MEMORY_MARGIN * (BASE_BYTES + BYTES_PER_PIXEL_FULL * pixels + BYTES_PER_TILE_PIXEL * window**2))
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup (v2) memory limit, or None without a limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def available_memory_bytes() -> int | None:
-    """Memory the system can give this process now (Linux MemAvailable), or None when unknown."""
+    """Memory the system can give this process now (Linux MemAvailable, capped by a container's
+    cgroup limit), or None when unknown (other systems)."""
+    available = None
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        available = None
+    headroom = _cgroup_headroom()
+    if headroom is not None:
+        available = headroom if available is None else min(available, headroom)
+    return available
 
 
 def format_bytes(count: float) -> str:

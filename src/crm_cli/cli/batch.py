@@ -22,10 +22,14 @@ from .common import (
     RatiosOpt,
     ThreadsOpt,
     WeightsOpt,
+    check_writable,
     console,
     emit_json,
     fail,
     load_refiner,
+    passthrough_note,
+    passthrough_pair,
+    precheck_pair,
     resolve_preset,
     user_errors,
 )
@@ -69,33 +73,53 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
             "image_name": str(pair.image), "mask_name": str(pair.mask)}
 
 
-def refine_pair_job(refiner: Any, job: dict[str, str], *, settings: Any, mode: str, labels: list[int] | None,
-                    output_kind: str, threshold: float | None) -> dict[str, Any]:
+def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
+                    output_kind: str, threshold: float | None, overwrite: bool = False) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
-    Used as is by the plain loop and by the Ray actors, so both paths behave the same.
+    The output is locked while it is made: a pair that another crm process is refining is left
+    to it (``status: in_progress``), one it finished meanwhile is ``skipped``. A job marked
+    ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
+    by the Ray actors, so both paths behave the same.
     """
     from ..imageio import write_png
+    from ..locks import OutputLock
     from ..pipeline import refine_files
 
     start = time.perf_counter()
+    lock = OutputLock(job["output"])
     try:
-        result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
-                              output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
-                              mask_name=job["mask_name"])
+        if not lock.acquire():
+            return {"status": "in_progress", "seconds": 0.0}
+        if not overwrite and Path(job["output"]).exists():
+            return {"status": "skipped", "seconds": 0.0}
+        if job.get("passthrough"):
+            result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
+                                      threshold=threshold, image_name=job["image_name"], mask_name=job["mask_name"])
+            height, width = result.output.shape[:2]
+            result.notes.append(passthrough_note(width, height, job["image_name"]))
+        else:
+            result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
+                                  output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
+                                  mask_name=job["mask_name"])
         write_png(job["output"], result.output, result.palette)
-        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes}
+        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
+                                   "passthrough": bool(job.get("passthrough"))}
     except (OSError, ValueError, RuntimeError) as exc:
         outcome = {"status": "failed", "error": str(exc)}
+    finally:
+        lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)
     return outcome
 
 
 def batch(
     folder: Annotated[Path, typer.Argument(
-        exists=True, file_okay=False, help="BIG-layout folder (*_im + *_seg) or a folder with images/ and masks/.")],
+        exists=True, file_okay=False, metavar="FOLDER",
+        help="BIG-layout folder (*_im + *_seg) or a folder with images/ and masks/.")],
     output_dir: Annotated[Path, typer.Option(
-        "--output", "-o", file_okay=False, help="Output folder (mirrors sub-folders).")],
+        "--output", "-o", file_okay=False, metavar="DIR",
+        help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
     ratios: RatiosOpt = None,
     preset: PresetOpt = PresetName.balanced,
     device: DeviceOpt = Device.auto,
@@ -128,7 +152,7 @@ def batch(
     ):
         raise typer.BadParameter("the output folder must differ from the input folders")
     with user_errors():
-        pairs, problems = find_pairs(folder)
+        pairs, problems = find_pairs(folder, exclude=output_dir)
     items: list[dict] = [{"name": None, "image": None, "mask": None, "output": None, "status": "failed",
                           "error": problem, "seconds": 0.0} for problem in problems]
     todo = [p for p in pairs if overwrite or not (output_dir / p.relative_output).exists()]
@@ -136,9 +160,23 @@ def batch(
         if pair not in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "skipped"})
+    # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
+    if todo:
+        check_writable(output_dir, folder=True)
+    small: dict[FilePair, bool] = {}
+    failed_early: set[FilePair] = set()
+    for pair in todo:
+        error, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
+                                           tile_size)
+        if error is not None:
+            failed_early.add(pair)
+            items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                          "output": str(output_dir / pair.relative_output), "status": "failed", "error": error,
+                          "seconds": 0.0})
+    todo = [pair for pair in todo if pair not in failed_early]
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
-                   output_kind=output_kind.value, threshold=threshold)
-    jobs = [pair_job(pair, output_dir) for pair in todo]
+                   output_kind=output_kind.value, threshold=threshold, overwrite=overwrite)
+    jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     results: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if todo and ray_address is not None:
         spec = RefinerSpec(str(weights.absolute()) if weights else None, device.value, tile_size, precision.value,
@@ -146,9 +184,11 @@ def batch(
         results = run_jobs(ray_address, jobs, work, spec, quiet=quiet,
                            log=None if quiet else lambda line: console.print(line, highlight=False))
     elif todo:
-        with user_errors():
-            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
+        refiner = None  # images too small to refine need no model
+        if not all(small[pair] for pair in todo):
+            with user_errors():
+                refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
+                                       precision=precision.value, threads=threads or None)
         results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -168,17 +208,18 @@ def batch(
         except RayRunError as exc:
             raise fail(str(exc)) from None
     items.extend(finished[index] for index in sorted(finished))
-    counts = {k: sum(1 for i in items if i["status"] == k) for k in ("ok", "skipped", "failed")}
+    counts = {k: sum(1 for i in items if i["status"] == k) for k in ("ok", "skipped", "in_progress", "failed")}
     if not quiet:
-        console.print(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), "
+        busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
+        console.print(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), {busy}"
                       f"{counts['failed']} failed -> {output_dir}", highlight=False)
         for item in items:
             if item["status"] == "failed":
                 label = f"{item['name']}: " if item["name"] else ""
                 console.print(f"  [red]failed[/] {label}{item['error']}", highlight=False)
     if json_out:
-        emit_json({"done": counts["ok"], "skipped": counts["skipped"], "failed": counts["failed"],
-                   "output_dir": str(output_dir), "items": items})
+        emit_json({"done": counts["ok"], "skipped": counts["skipped"], "in_progress": counts["in_progress"],
+                   "failed": counts["failed"], "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
 
