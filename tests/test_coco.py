@@ -152,6 +152,7 @@ class DilateRefiner:
 
     def refine(self, image: np.ndarray, mask: np.ndarray, **options) -> np.ndarray:  # noqa: ANN003
         assert image.shape[:2] == mask.shape
+        assert image.flags.c_contiguous and mask.flags.c_contiguous  # as torch.from_numpy(...).view needs
         self.shapes.append(mask.shape)
         return cv2.dilate((mask > 127).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
 

@@ -274,9 +274,9 @@ def refine_instance(refiner: Any, image: np.ndarray, segmentation: Any, options:
         x0, y0, x1, y1 = 0, 0, width, height
     else:
         x0, y0, x1, y1 = crop_window(box, height, width, options.min_margin, options.margin_fraction)
-    coarse = decode_columns(runs, height, x0, x1)[y0:y1]
-    probability = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]), coarse.astype(np.uint8) * 255,
-                                 **options.engine_options)
+    coarse = decode_columns(runs, height, x0, x1)[y0:y1]  # a transposed (column-major) view
+    probability = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]),
+                                 np.ascontiguousarray(coarse, dtype=np.uint8) * 255, **options.engine_options)
     refined = np.asarray(probability) > 0.5
     if not refined.any():
         return {"status": "skipped", "reason": "refined_empty"}

@@ -70,7 +70,7 @@ def coco(
         help="Refine each instance on the whole image instead of a crop around it (slow; for comparisons).")]
     = False,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName(DEFAULT_PRESET),
+    preset: PresetOpt = None,  # None: presets.DEFAULT_PRESET, looked up when the command runs
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
@@ -100,7 +100,7 @@ def coco(
     wanted = parse_ids(category_ids)
     if output.resolve() == annotations.resolve():
         raise typer.BadParameter("the output file must differ from the annotation file")
-    settings = resolve_preset(ratios, preset)
+    settings = resolve_preset(ratios, preset or PresetName(DEFAULT_PRESET))
     options = RefineOptions(engine_options=settings.engine_options(), min_area=min_area, min_margin=margin,
                             full_image=full_image)
     with user_errors():
