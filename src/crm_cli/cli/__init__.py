@@ -39,7 +39,7 @@ class CrmGroup(TyperGroup):
         except errors.ClickException as exc:
             console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
             sys.exit(exc.exit_code)
-        except errors.Abort:
+        except typer.Abort:
             console.print("aborted", highlight=False)
             sys.exit(1)
         # Without standalone mode click returns the code of a typer.Exit (None after success).
