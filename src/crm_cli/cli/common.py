@@ -131,6 +131,15 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         return
     except typer.Exit:
         raise
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`, `| true`): nothing more can be written there,
+        # and Python's final flush must not print a second error about it.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
         message = str(exc)
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed
