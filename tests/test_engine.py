@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_records_config_and_checks_sha(tiny_weights, tmp_p
         load_model(tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="not a crm checkpoint"):
         load_model(garbage)
 
 

@@ -98,7 +98,7 @@ def test_palette_mask_refined_per_label(tmp_path: Path, palette: list[int]) -> N
     assert mask.kind == "palette" and mask.is_label_map()
 
     refiner = OracleRefiner(gt)
-    refined = refine_labels(refiner, image, mask.values, ratios=(0.5, 1.0))
+    refined = refine_labels(refiner, image, mask.values)
     assert sorted(refiner.calls) == list(IDS)
     write_png(tmp_path / "refined.png", refined, mask.palette)
     back = read_mask(tmp_path / "refined.png")
@@ -119,7 +119,7 @@ def test_real_tiny_model_keeps_ids_palette_and_dtype(tmp_path: Path, palette: li
     image, gt = three_object_scene(64, 80, seed=1)
     coarse = blocky(gt)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
-    refined = refine_labels(refiner, image, coarse, ratios=(0.5, 1.0))
+    refined = refine_labels(refiner, image, coarse)
     assert refined.dtype == np.uint8 and refined.shape == coarse.shape
     assert set(label_ids(refined)) <= set(IDS)
     write_png(tmp_path / "out.png", refined, palette)

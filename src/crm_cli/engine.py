@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import default_weights_path, load_model
-from .config import DEFAULT_RATIOS, IMAGENET_MEAN, IMAGENET_STD
+from .config import IMAGENET_MEAN, IMAGENET_STD
 from .devices import describe_device, resolve_device
+from .guard import apply_guard
 from .model.fold import fold_batchnorm
-from .presets import check_ratios
+from .presets import Preset, get_preset
 from .roi import band_to_stage_input, roi_band
+from .schedule import choose_schedule, edge_alignment, guard_distance, trust_from_alignment
 from .transforms import network_input
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -35,6 +37,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 MIN_STAGE_SIDE = 224
 STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
 PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
+# With the guard on, the first stage is decoded only within this many free distances of the coarse boundary.
+GUARD_BAND = 3
 
 
 @dataclass
@@ -53,6 +57,10 @@ class RefineResult:
     probability: np.ndarray
     stages: list[np.ndarray] = field(default_factory=list)
     timings: list[StageTiming] = field(default_factory=list)
+    ratios: tuple[float, ...] = ()  # the schedule that was run (chosen per image by ``auto``)
+    guard_px: float | None = None  # the trust region's free distance, when the guard was on
+    trust: float = 0.0  # 0..1: how much evidence the guard asked for right at the coarse boundary
+    guard_restored: int = 0  # pixels whose side of 0.5 the guard kept as in the coarse mask
 
 
 def mask_to_float(mask: np.ndarray) -> np.ndarray:
@@ -224,11 +232,12 @@ class Refiner:
         return g
 
     def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float, target_hw: tuple[int, int],
-               roi: bool = False) -> tuple[torch.Tensor, StageTiming]:
+               roi: bool = False, band_px: float | None = None) -> tuple[torch.Tensor, StageTiming]:
         """One refinement stage: returns the probability (1, 1, *target_hw) and its timing.
 
         With ``roi`` only pixels near the incoming mask's uncertain boundary are decoded (the
-        paper's CRM*); the others keep the incoming mask's upsampled value.
+        paper's CRM*); the others keep the incoming mask's upsampled value. ``band_px`` widens
+        that band to a full-resolution distance (default: two stage pixels).
         """
         height, width = image.shape[:2]
         hs, ws = stage_size(height, width, ratio)
@@ -248,7 +257,10 @@ class Refiner:
         decoder = self.model.decoder
         if roi:
             prob = resize_probability(mask, target_hw).clone()
-            band = roi_band(prob[0, 0], radius=math.ceil(2 * target_hw[0] / hs))
+            radius = math.ceil(2 * target_hw[0] / hs)
+            if band_px is not None:
+                radius = max(radius, math.ceil(band_px * target_hw[0] / height))
+            band = roi_band(prob[0, 0], radius=radius)
             g = self._encode(x, needed=band_to_stage_input(band, (hs, ws), x.shape, STAGE_PAD))
         else:
             g = self._encode(x)
@@ -272,24 +284,46 @@ class Refiner:
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
-    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-                        keep_stages: bool = False, roi: bool = True, full_decode: bool = False) -> RefineResult:
-        """Refine and also return timings (and, with ``keep_stages``, every stage at full size).
+    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
+                        roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
+                        guard: bool | None = None, preset: Preset | str | None = None,
+                        keep_stages: bool = False) -> RefineResult:
+        """Refine and also return the schedule, timings and (with ``keep_stages``) every stage.
 
+        Settings come from ``preset`` (a name or a Preset; default ``auto``); explicit ``ratios``
+        fix the stages (no per-image choice), and the other keywords override single switches.
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
         otherwise intermediate stages are decoded only at the size the next stage consumes (unless
-        ``full_decode``). With ``roi`` every stage after the first encodes and decodes only around
-        the uncertain boundary.
+        ``full_decode``).
         """
-        ratios = check_ratios(ratios)
+        settings = get_preset(preset).with_ratios(ratios)
+        overrides = {"roi": roi, "full_decode": full_decode, "adaptive": adaptive, "guard": guard}
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         image = _check_image(image)
         mask = mask_to_float(np.asarray(mask))
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} does not match image size "
                              f"{image.shape[1]}x{image.shape[0]}")
         height, width = mask.shape
-        result = RefineResult(probability=np.empty(0, np.float32))
         foreground = mask > 0.5
+        ratios = settings.ratios
+        first_band = None
+        trust = 0.0
+        if settings.adaptive:
+            schedule = choose_schedule(foreground, ratios, image if settings.guard else None,
+                                       min_side=self.min_stage_side)
+            ratios, free_px, trust = schedule.ratios, schedule.guard_px, schedule.trust
+        else:
+            runs = [r for r in ratios[:-1] if min(stage_size(height, width, r)) >= self.min_stage_side]
+            free_px = guard_distance((runs or ratios[-1:])[0])
+            if settings.guard and foreground.any() and not foreground.all():
+                trust = trust_from_alignment(edge_alignment(image, foreground))
+        if settings.guard and settings.roi:
+            # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
+            # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
+            first_band = GUARD_BAND * free_px
+        result = RefineResult(probability=np.empty(0, np.float32), ratios=ratios,
+                              guard_px=free_px if settings.guard else None, trust=trust if settings.guard else 0.0)
         if not foreground.any() or foreground.all():
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
@@ -297,7 +331,7 @@ class Refiner:
             result.timings = [StageTiming(r, 0.0, 0.0) for r in ratios]
             return result
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
-        stages_run = 0  # the first stage that runs sees the whole image, even when ROI is on
+        stages_run = 0  # the first stage that runs sees the whole image (or the guard's band)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             if not last and min(stage_size(height, width, ratio)) < self.min_stage_side:
@@ -305,31 +339,40 @@ class Refiner:
                 if keep_stages:
                     result.stages.append(resize_probability(current, (height, width))[0, 0].float().cpu().numpy())
                 continue
-            at_full_size = last or keep_stages or full_decode
+            at_full_size = last or keep_stages or settings.full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
-            current, timing = self._stage(image, current, ratio, target, roi=roi and stages_run > 0)
+            if stages_run == 0:
+                current, timing = self._stage(image, current, ratio, target, roi=first_band is not None,
+                                              band_px=first_band)
+            else:
+                current, timing = self._stage(image, current, ratio, target, roi=settings.roi)
             stages_run += 1
             result.timings.append(timing)
             if keep_stages and not last:
                 result.stages.append(current[0, 0].float().cpu().numpy())
         result.probability = current[0, 0].float().cpu().numpy()
+        if settings.guard:
+            result.probability, result.guard_restored = apply_guard(result.probability, foreground, free_px,
+                                                                    base=trust)
         if keep_stages:
             result.stages.append(result.probability)
         return result
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = DEFAULT_RATIOS,
-               roi: bool = True, full_decode: bool = False) -> np.ndarray:
+    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
+               roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
+               guard: bool | None = None, preset: Preset | str | None = None) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
             image: (H, W, 3) uint8 RGB.
             mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
-            ratios: increasing stage ratios; the last one is usually 1.0.
-            roi: process later stages only near the uncertain boundary (default, as the CLI's
-                ``balanced`` preset; ``False`` encodes and decodes every stage in full, 5-8x slower).
-            full_decode: decode intermediate stages at full size (the reference behaviour).
+            ratios: fixed increasing stage ratios (the last one is usually 1.0) instead of the
+                preset's per-image choice.
+            roi, full_decode, adaptive, guard: override one switch of the preset (see ``Preset``).
+            preset: ``"auto"`` (default), ``"fast"``, ``"balanced"``, ``"quality"`` or a Preset.
         """
-        return self.refine_detailed(image, mask, ratios, roi=roi, full_decode=full_decode).probability
+        return self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
+                                    preset=preset).probability
 
 
 def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

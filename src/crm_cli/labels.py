@@ -7,21 +7,19 @@ probability is below 0.5. No file I/O happens here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
-
-from .config import DEFAULT_RATIOS
 
 BACKGROUND = 0
 FOREGROUND_MIN = 0.5  # a pixel keeps a label only when its best probability reaches this
 
 
 class SupportsRefine(Protocol):
-    """Anything with ``Refiner.refine``'s signature (the engine, or a stand-in in tests)."""
+    """Anything with a ``refine(image, mask) -> probability`` method (the engine, an adapter, a test stand-in)."""
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] = ...) -> np.ndarray: ...
+    def refine(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
 
 
 def _check_label_map(values: np.ndarray) -> np.ndarray:
@@ -44,19 +42,17 @@ def label_ids(values: np.ndarray) -> list[int]:
 
 
 def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.ndarray,
-                  ratios: Sequence[float] = DEFAULT_RATIOS,
-                  labels: Sequence[int] | None = None, engine_options: Mapping[str, Any] | None = None) -> np.ndarray:
+                  labels: Sequence[int] | None = None) -> np.ndarray:
     """Refine each object of a label map and recombine them into a label map of the same dtype.
 
     Args:
-        refiner: a ``Refiner`` (or any object with a compatible ``refine``).
+        refiner: a ``Refiner`` (default preset) or any object whose ``refine(image, mask)`` returns a
+            probability map; wrap the engine to use another preset.
         image: (H, W, 3) uint8 RGB.
         label_values: (H, W) integer ids; 0 is background.
-        ratios: stage ratios passed to ``refiner.refine``.
         labels: only refine these ids (ids absent from the map and 0 are ignored). Pixels of any
             other label are left exactly as they were: refined labels may only claim pixels that
             were background or one of the refined labels.
-        engine_options: extra keyword arguments for ``refiner.refine`` (e.g. ``roi``).
 
     Returns:
         The recombined label map, same shape and dtype as ``label_values``.
@@ -80,7 +76,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
     best_label = np.zeros(values.shape, values.dtype)
     for label in targets:
         coarse = (values == label).astype(np.uint8) * 255
-        prob = np.asarray(refiner.refine(image, coarse, ratios, **(engine_options or {})), dtype=np.float32)
+        prob = np.asarray(refiner.refine(image, coarse), dtype=np.float32)
         if prob.shape != values.shape:
             raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
         # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.

@@ -28,6 +28,8 @@ class PairResult:
     seconds: float
     probability: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    ratios: list[tuple[float, ...]] = field(default_factory=list)  # the schedule run (one per label)
+    guard_restored: int = 0
 
 
 def source_name(source: Source, fallback: str = "<stdin>") -> str:
@@ -60,6 +62,21 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     return image, mask, notes
 
 
+class PresetRefiner:
+    """Refines with one preset and keeps every engine result (the per-label schedules of a label map)."""
+
+    def __init__(self, refiner, preset: Preset) -> None:  # noqa: ANN001 - engine.Refiner, imported lazily
+        self.refiner = refiner
+        self.preset = preset
+        self.details: list = []
+
+    def refine(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Refine one binary mask and remember the result."""
+        detail = self.refiner.refine_detailed(image, mask, preset=self.preset)
+        self.details.append(detail)
+        return detail.probability
+
+
 def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
@@ -79,12 +96,19 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     if chosen == "labels":
         if output_kind not in ("soft", "binary"):
             notes.append(f"label maps are written as label images; --output-kind {output_kind} ignored")
-        options = preset.engine_options()
-        ratios = options.pop("ratios")
-        refined = refine_labels(refiner, image, mask.values, ratios, labels=labels, engine_options=options)
-        return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes)
+        per_label = PresetRefiner(refiner, preset)
+        refined = refine_labels(per_label, image, mask.values, labels=labels)
+        return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
+                          ratios=[d.ratios for d in per_label.details],
+                          guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
-    probability = refiner.refine(image, coarse, **preset.engine_options())
+    detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
-    output = render_output(output_kind, probability, image=image, coarse=coarse, threshold=threshold)
-    return PairResult(output, None, chosen, seconds, probability=probability, notes=notes)
+    output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
+    return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
+                      ratios=[detail.ratios], guard_restored=detail.guard_restored)
+
+
+def schedule_label(ratios: Sequence[Sequence[float]]) -> str:
+    """Schedules as text for logs and summaries: ``"0.25,0.5,1"``; label maps join theirs with ``" | "``."""
+    return " | ".join(",".join(f"{r:g}" for r in one) for one in ratios)

@@ -1,9 +1,9 @@
-"""Speed/quality presets and ratio validation (no torch import)."""
+"""Speed/quality presets: the one carrier of refine options (no torch import)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import DEFAULT_RATIOS
 
@@ -22,37 +22,65 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named trade-off between speed and quality: the stage ratios and two engine switches.
+    """A named trade-off between speed and quality, validated on construction.
 
     Attributes:
-        ratios: increasing stage ratios.
+        ratios: increasing stage ratios; with ``adaptive`` the ladder a per-image schedule is cut from.
         roi: stages after the first decode (and encode) only around the uncertain boundary.
         full_decode: decode every stage at full size, as the reference code does.
+        adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
+        guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py).
         description: one line for --help and the README.
     """
 
     ratios: tuple[float, ...]
     roi: bool
     full_decode: bool
-    description: str
+    adaptive: bool = False
+    guard: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratios", check_ratios(self.ratios))
 
     def with_ratios(self, ratios: Sequence[float] | None) -> Preset:
-        """The same preset with explicit ratios (``None`` keeps the preset's)."""
+        """The same preset with explicit, fixed ratios (``None`` keeps the preset's)."""
         if ratios is None:
             return self
-        return Preset(check_ratios(ratios), self.roi, self.full_decode, self.description)
+        return replace(self, ratios=tuple(ratios), adaptive=False)
+
+    def with_guard(self, guard: bool | None) -> Preset:
+        """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""
+        return self if guard is None else replace(self, guard=guard)
 
     def engine_options(self) -> dict[str, object]:
         """Keyword arguments for ``Refiner.refine`` / ``refine_detailed``."""
-        return {"ratios": self.ratios, "roi": self.roi, "full_decode": self.full_decode}
+        return {"ratios": self.ratios, "roi": self.roi, "full_decode": self.full_decode,
+                "adaptive": self.adaptive, "guard": self.guard}
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset((0.125, 0.25, 0.5), True, False,
-                   "three stages; the half-resolution stage is decoded straight at full size; boundary ROI"),
-    "balanced": Preset(DEFAULT_RATIOS, True, False,
-                       "the paper's four stages; later stages only around the uncertain boundary (CRM*)"),
-    "quality": Preset(DEFAULT_RATIOS, False, True,
-                      "the paper's four stages, every stage encoded and decoded in full (reference behaviour)"),
+    "auto": Preset(DEFAULT_RATIOS, roi=True, full_decode=False, adaptive=True, guard=True,
+                   description="per image: start at the coarsest stage that keeps the mask's detail; "
+                               "boundary ROI; far changes need strong evidence"),
+    "fast": Preset((0.125, 0.25, 0.5), roi=True, full_decode=False,
+                   description="three stages; the half-resolution stage is decoded straight at full size; "
+                               "boundary ROI"),
+    "balanced": Preset(DEFAULT_RATIOS, roi=True, full_decode=False,
+                       description="the paper's four stages; later stages only around the uncertain boundary "
+                                   "(CRM*)"),
+    "quality": Preset(DEFAULT_RATIOS, roi=False, full_decode=True,
+                      description="the paper's four stages, every stage encoded and decoded in full "
+                                  "(reference behaviour)"),
 }
-DEFAULT_PRESET = "balanced"
+DEFAULT_PRESET = "auto"
+
+
+def get_preset(preset: Preset | str | None = None) -> Preset:
+    """A preset by name (``None`` = the default), or the given Preset itself."""
+    if isinstance(preset, Preset):
+        return preset
+    name = DEFAULT_PRESET if preset is None else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

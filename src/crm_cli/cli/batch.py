@@ -13,6 +13,7 @@ import typer
 from .common import (
     Device,
     DeviceOpt,
+    GuardOpt,
     JsonOpt,
     Precision,
     PrecisionOpt,
@@ -31,6 +32,7 @@ from .common import (
     passthrough_pair,
     precheck_pair,
     resolve_preset,
+    schedule_fields,
     user_errors,
 )
 from .refine import (
@@ -104,7 +106,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                                   mask_name=job["mask_name"])
         write_png(job["output"], result.output, result.palette)
         outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
-                                   "passthrough": bool(job.get("passthrough"))}
+                                   "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
     except (OSError, ValueError, RuntimeError) as exc:
         outcome = {"status": "failed", "error": str(exc)}
     finally:
@@ -121,7 +123,8 @@ def batch(
         "--output", "-o", file_okay=False, metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
     ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.balanced,
+    preset: PresetOpt = PresetName.auto,
+    guard: GuardOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     threshold: ThresholdOpt = None,
@@ -146,7 +149,7 @@ def batch(
     if ray_address is not None:
         require_ray_option()
     label_ids = parse_labels(labels)
-    settings = resolve_preset(ratios, preset)
+    settings = resolve_preset(ratios, preset, guard)
     if output_dir.resolve() == folder.resolve() or output_dir.resolve() in (
         (folder / "images").resolve(), (folder / "masks").resolve()
     ):
@@ -202,6 +205,8 @@ def batch(
                     progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
                 if outcome["status"] == "failed":
                     progress.console.print(f"[red]failed:[/] {pair.name}: {outcome['error']}", highlight=False)
+                elif outcome.get("schedule") and not quiet:
+                    progress.console.print(f"{pair.name}: stages {outcome['schedule']}", highlight=False)
                 finished[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                                    "output": str(output_dir / pair.relative_output), **outcome}
                 progress.advance(task)

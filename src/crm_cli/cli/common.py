@@ -31,6 +31,7 @@ class Precision(str, Enum):
 
 
 class PresetName(str, Enum):
+    auto = "auto"
     fast = "fast"
     balanced = "balanced"
     quality = "quality"
@@ -70,7 +71,12 @@ RatiosOpt = Annotated[
 PresetOpt = Annotated[
     PresetName,
     typer.Option("--preset", case_sensitive=False, rich_help_panel="Quality",
-                 help="Speed/quality trade-off (see README)."),
+                 help="auto (default): stages chosen per image; or fast, balanced, quality (see README)."),
+]
+GuardOpt = Annotated[
+    bool | None,
+    typer.Option("--guard/--no-guard", rich_help_panel="Quality", show_default=False,
+                 help="Trust region: far changes need strong evidence [default: on for auto]."),
 ]
 PrecisionOpt = Annotated[
     Precision,
@@ -155,11 +161,11 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     raise fail(message) from None
 
 
-def resolve_preset(ratios: str | None, preset: PresetName):  # noqa: ANN201 - presets.Preset
-    """The chosen preset, with explicit ``--ratios`` replacing its ratios."""
+def resolve_preset(ratios: str | None, preset: PresetName, guard: bool | None = None):  # noqa: ANN201
+    """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied."""
     from ..presets import PRESETS
 
-    return PRESETS[preset.value].with_ratios(parse_ratios(ratios))
+    return PRESETS[preset.value].with_ratios(parse_ratios(ratios)).with_guard(guard)
 
 
 def load_refiner(weights: Path | None, device: Device, quiet: bool = False, **kwargs: Any):  # noqa: ANN201
@@ -321,3 +327,17 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
         palette = None
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
                       probability=probability, notes=notes)
+
+
+def schedule_fields(result: Any) -> dict[str, Any]:
+    """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps)."""
+    from ..pipeline import schedule_label
+
+    if not result.ratios:
+        return {"schedule": None}
+    fields: dict[str, Any] = {"schedule": schedule_label(result.ratios), "guard_restored": result.guard_restored}
+    if result.mode == "labels":
+        fields["label_ratios"] = [list(r) for r in result.ratios]
+    else:
+        fields["ratios"] = list(result.ratios[0])
+    return fields

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from .common import (
     Device,
     DeviceOpt,
+    GuardOpt,
     JsonOpt,
     Precision,
     PrecisionOpt,
@@ -37,7 +39,8 @@ def evaluate(
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.balanced,
+    preset: PresetOpt = PresetName.auto,
+    guard: GuardOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
@@ -56,9 +59,9 @@ def evaluate(
     from ..metrics import DatasetScore, score_pair
     from ..outputs import render_output
     from ..pairing import find_pairs
-    from ..pipeline import read_pair
+    from ..pipeline import read_pair, schedule_label
 
-    settings = resolve_preset(ratios, preset)
+    settings = resolve_preset(ratios, preset, guard)
     with user_errors():
         pairs, problems = find_pairs(folder)
         pairs = [p for p in pairs if p.gt is not None]
@@ -71,6 +74,8 @@ def evaluate(
     coarse_scores, refined_scores = DatasetScore(), DatasetScore()
     stage_scores = [DatasetScore() for _ in settings.ratios]
     refine_seconds = 0.0
+    schedules: Counter[str] = Counter()
+    per_image: list[dict[str, object]] = []
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress, user_errors():
         task = progress.add_task("eval", total=len(pairs))
@@ -80,12 +85,17 @@ def evaluate(
                 progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
             gt = read_mask(pair.gt).scoring_values()
             start = time.perf_counter()
-            result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage,
-                                             **settings.engine_options())
+            result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage, preset=settings)
             refine_seconds += time.perf_counter() - start
             refined = render_output("soft", result.probability)
-            coarse_scores.add(score_pair(coarse.scoring_values(), gt, pair.name))
-            refined_scores.add(score_pair(refined, gt, pair.name))
+            schedule = schedule_label([result.ratios])
+            schedules[schedule] += 1
+            before, after = score_pair(coarse.scoring_values(), gt, pair.name), score_pair(refined, gt, pair.name)
+            coarse_scores.add(before)
+            refined_scores.add(after)
+            per_image.append({"name": pair.name, "schedule": schedule, "guard_restored": result.guard_restored,
+                              "coarse_iou": before.iou, "refined_iou": after.iou,
+                              "coarse_mba": before.mba, "refined_mba": after.mba})
             for scores, stage in zip(stage_scores, result.stages, strict=False):
                 scores.add(score_pair(render_output("soft", stage), gt, pair.name))
             if output_dir is not None:
@@ -94,7 +104,8 @@ def evaluate(
     wall = time.perf_counter() - wall_start
     summary = {
         "n": len(pairs),
-        "ratios": list(settings.ratios), "preset": preset.value,
+        "ratios": list(settings.ratios), "preset": preset.value, "guard": settings.guard,
+        "schedules": dict(schedules.most_common()),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
@@ -113,6 +124,8 @@ def evaluate(
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
         highlight=False,
     )
+    console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common()),
+                  highlight=False)
     if per_stage:
         for stage in summary["stages"]:
             console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}",
@@ -120,6 +133,7 @@ def evaluate(
     console.print(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
                   f"{wall:.1f} s total, on {refiner.device_name}", highlight=False)
     if json_out:
+        summary["images"] = per_image
         emit_json(summary)
 
 

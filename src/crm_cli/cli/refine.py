@@ -11,6 +11,7 @@ import typer
 from .common import (
     Device,
     DeviceOpt,
+    GuardOpt,
     JsonOpt,
     Precision,
     PrecisionOpt,
@@ -30,6 +31,7 @@ from .common import (
     passthrough_pair,
     probe_pair,
     resolve_preset,
+    schedule_fields,
     too_small,
     unwritable_reason,
     user_errors,
@@ -102,7 +104,8 @@ def refine(
                                                      "[default: MASK_refined.png].")]
     = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.balanced,
+    preset: PresetOpt = PresetName.auto,
+    guard: GuardOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     threshold: ThresholdOpt = None,
@@ -123,7 +126,7 @@ def refine(
     import sys
 
     from ..imageio import ImageWriteError, encode_image, read_bytes_stdin, write_bytes_stdout, write_image
-    from ..pipeline import refine_files
+    from ..pipeline import refine_files, schedule_label
 
     if str(image) == "-" and str(mask) == "-":
         raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
@@ -139,7 +142,7 @@ def refine(
     if "-" in (str(image), str(mask)) and sys.stdin.isatty():
         raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
     label_ids = parse_labels(labels)
-    settings = resolve_preset(ratios, preset)
+    settings = resolve_preset(ratios, preset, guard)
     if not to_stdout:
         check_output_name(output, output_kind.value)
     image_name = "<stdin>" if str(image) == "-" else str(image)
@@ -182,14 +185,15 @@ def refine(
     if not quiet:
         kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
-        done = "passed through unchanged" if passthrough else f"{result.seconds:.2f} s"
+        done = "passed through unchanged" if passthrough else (
+            f"{result.seconds:.2f} s, stages {schedule_label(result.ratios)}")
         console.print(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})", highlight=False)
     if json_out:
         emit_json({
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
             "seconds": round(result.seconds, 4), "device": device_name, "passthrough": passthrough,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
-            "ratios": list(settings.ratios), "preset": preset.value,
+            "preset": preset.value, **schedule_fields(result),
         })
 
 

@@ -11,6 +11,7 @@ import typer
 from .common import (
     Device,
     DeviceOpt,
+    GuardOpt,
     JsonOpt,
     Precision,
     PrecisionOpt,
@@ -63,7 +64,8 @@ def timing(
     size: Annotated[str | None, typer.Option("--size", metavar="WxH",
                                              help="Time a synthetic scene instead, e.g. 3840x2160.")] = None,
     ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.balanced,
+    preset: PresetOpt = PresetName.auto,
+    guard: GuardOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     tile_size: TileOpt = 1024,
@@ -83,7 +85,7 @@ def timing(
 
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
-    settings = resolve_preset(ratios, preset)
+    settings = resolve_preset(ratios, preset, guard)
     if size is not None:
         height, width = parse_size(size)
         # An option asked for this size, so a size that cannot fit in memory is a usage error.
@@ -105,18 +107,18 @@ def timing(
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
         is_cuda = refiner.device.type == "cuda"
-        refiner.refine_detailed(rgb, coarse, **settings.engine_options())  # warm-up
+        refiner.refine_detailed(rgb, coarse, preset=settings)  # warm-up
         if is_cuda:
             torch.cuda.reset_peak_memory_stats(refiner.device)
         runs = []
         for _ in range(repeat):
             start = time.perf_counter()
-            result = refiner.refine_detailed(rgb, coarse, **settings.engine_options())
+            result = refiner.refine_detailed(rgb, coarse, preset=settings)
             runs.append((time.perf_counter() - start, result.timings))
     totals = np.array([t for t, _ in runs])
     median = float(np.median(totals))
     stages = []
-    for k, ratio in enumerate(settings.ratios):
+    for k, ratio in enumerate(result.ratios):  # the schedule run (auto picks it from the mask)
         stages.append({
             "ratio": ratio,
             "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
@@ -125,7 +127,7 @@ def timing(
     height, width = rgb.shape[:2]
     report = {
         "width": width, "height": height, "device": refiner.device_name,
-        "ratios": list(settings.ratios), "preset": preset.value,
+        "ratios": list(result.ratios), "preset": preset.value,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),

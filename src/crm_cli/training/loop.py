@@ -120,8 +120,19 @@ class Trainer:
         arch.update(options.arch)
         self.config = ArchConfig.from_dict(arch)
         torch.manual_seed(options.seed)
-        self.model = build_crm(self.config).to(self.device)
-        self.init_note = initialise_encoder(self.model, options.init)
+        if options.init.endswith(".safetensors"):
+            # Fine-tuning: the whole model (and its architecture) comes from a crm checkpoint.
+            from ..checkpoint import load_model
+
+            loaded, info = load_model(options.init)
+            if loaded.config.encoder != options.encoder:
+                raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
+            self.config = loaded.config
+            self.model = loaded.float().to(self.device)
+            self.init_note = f"crm checkpoint {Path(options.init).name} sha256={info['sha256']}"
+        else:
+            self.model = build_crm(self.config).to(self.device)
+            self.init_note = initialise_encoder(self.model, options.init)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
         pairs = list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)

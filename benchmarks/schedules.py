@@ -1,0 +1,81 @@
+"""``auto`` against every fixed preset on every kind of coarse mask: IoU, mBA and time per image.
+
+Each (set, preset) pair runs ``crm eval --json`` in its own process; results are kept as JSON in
+``--out`` so an interrupted run continues where it stopped. Prints one markdown table per set.
+
+    python benchmarks/schedules.py carvana=../shared/data/carvana-dev real1024=DIR/isnet1024 \\
+        real256=DIR/isnet256 duts=DIR thin=DIR --out runs/schedules [--presets auto,fast,balanced,quality]
+
+A set is ``NAME=FOLDER`` in BIG layout (``*_im``, ``*_seg``, ``*_gt``). ``DIR/isnet1024`` comes from
+the data's ``build.sh``; the DUTS held-out and thin-structure folders from ``make_duts_val.py`` and
+``make_thin_val.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
+
+
+def run_eval(folder: Path, preset: str, extra: list[str], result_path: Path) -> dict:
+    """Run ``crm eval`` once (or reuse its saved JSON) and return the summary."""
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    command = [sys.executable, "-m", "crm_cli", "eval", str(folder), "--preset", preset, "--json", "-q", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(done.stdout)
+    return json.loads(done.stdout)
+
+
+def per_image_losses(summary: dict) -> tuple[int, float]:
+    """(images that lost more than 1 IoU point against their coarse mask, the worst IoU change)."""
+    deltas = [image["refined_iou"] - image["coarse_iou"] for image in summary.get("images", [])]
+    return sum(1 for d in deltas if d < -0.01), min(deltas, default=0.0)
+
+
+def table(name: str, results: dict[str, dict]) -> str:
+    """A markdown table of one set: coarse first, then each preset."""
+    first = next(iter(results.values()))
+    lines = [f"**{name}** (n={first['n']})", "",
+             "| preset | IoU | mBA | ΔIoU | ΔmBA | s/image | images −1 IoU pt | worst ΔIoU | schedules |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| coarse | {100 * first['coarse']['iou']:.2f} | {100 * first['coarse']['mba']:.2f} | | | | | | |"]
+    for preset, summary in results.items():
+        losers, worst = per_image_losses(summary)
+        schedules = ", ".join(f"{k}: {v}" for k, v in summary.get("schedules", {}).items())
+        lines.append(f"| {preset} | {100 * summary['refined']['iou']:.2f} | {100 * summary['refined']['mba']:.2f} | "
+                     f"{100 * summary['delta']['iou']:+.2f} | {100 * summary['delta']['mba']:+.2f} | "
+                     f"{summary['seconds_per_image']:.2f} | {losers} | {100 * worst:+.2f} | {schedules} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse the sets, run what is missing, print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", nargs="+", help="NAME=FOLDER (BIG layout)")
+    parser.add_argument("--out", type=Path, default=Path("runs/schedules"))
+    parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    extra = (["--weights", args.weights] if args.weights else []) + (
+        ["--threads", str(args.threads)] if args.threads else [])
+    for item in args.sets:
+        name, _, folder = item.partition("=")
+        results = {}
+        for preset in args.presets.split(","):
+            results[preset] = run_eval(Path(folder), preset, extra, args.out / name / f"{preset}.json")
+            print(f"{name} {preset}: done", file=sys.stderr, flush=True)
+        print(table(name, results), "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The ``auto`` schedule and the trust region: hand-computed measures, choices, and what users see."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import coarse_of, make_tiny_model, synthetic_scene
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+from crm_cli.guard import GUARD_STRENGTH, apply_guard, guard_weight
+from crm_cli.metrics import score_pair
+from crm_cli.presets import PRESETS, Preset, get_preset
+from crm_cli.schedule import (
+    MIN_FREE_PX,
+    TRUST_HIGH,
+    TRUST_LOW,
+    choose_schedule,
+    detail_loss,
+    edge_alignment,
+    edge_map,
+    guard_distance,
+    trust_from_alignment,
+)
+
+runner = CliRunner()
+LADDER = (0.125, 0.25, 0.5, 1.0)
+
+
+def bar_mask(length: int = 40, width: int = 3) -> np.ndarray:
+    mask = np.zeros((60, 60), np.uint8)
+    mask[10:10 + length, 20:20 + width] = 1
+    return mask
+
+
+# --------------------------------------------------------------------------- measures
+def test_detail_loss_of_a_bar_by_hand() -> None:
+    mask = bar_mask(40, 3)
+    # Edge pixels: both long sides (2 x 40) plus the two ends of the middle column.
+    assert int(edge_map(mask).sum()) == 82
+    # A 5x5 opening erases the 3-px bar (120 px); the closing changes nothing (the bar is convex).
+    assert detail_loss(mask, 2) == pytest.approx(120 / 82)
+    # A 3x3 square fits inside the bar: neither opening nor closing changes it.
+    assert detail_loss(mask, 1) == 0.0
+    assert detail_loss(np.zeros((20, 20), np.uint8), 3) == 0.0
+
+
+def test_detail_loss_counts_narrow_gaps() -> None:
+    mask = np.ones((50, 50), np.uint8)
+    mask[:, 24:26] = 0  # a 2-px slit: a 5x5 closing fills it (100 px)
+    edge = int(edge_map(mask).sum())
+    assert edge == 100  # the columns on both sides of the slit
+    assert detail_loss(mask, 2) == pytest.approx(100 / edge)
+
+
+def test_edge_alignment_sees_a_boundary_on_an_image_edge() -> None:
+    image = np.full((200, 200, 3), 60, np.uint8)
+    image[:, 100:] = 200
+    on_edge = np.zeros((200, 200), bool)
+    on_edge[:, 100:] = True
+    off_edge = np.zeros((200, 200), bool)
+    off_edge[:, 112:] = True  # 12 px away from the step: the gradient lies in the 'far' ring
+    assert edge_alignment(image, on_edge) > 10
+    assert edge_alignment(image, off_edge) < 1
+    assert edge_alignment(image, np.zeros((200, 200), bool)) == 0.0
+
+
+def test_trust_ramp_and_guard_distance() -> None:
+    assert trust_from_alignment(TRUST_LOW) == 0.0 and trust_from_alignment(TRUST_HIGH) == 1.0
+    assert trust_from_alignment((TRUST_LOW + TRUST_HIGH) / 2) == pytest.approx(0.5)
+    assert guard_distance(0.125) == 64.0 and guard_distance(0.25) == 32.0
+    assert guard_distance(1.0) == MIN_FREE_PX
+
+
+# --------------------------------------------------------------------------- choice
+def test_blocky_mask_starts_at_the_coarsest_stage_that_fits() -> None:
+    image, gt = synthetic_scene(1200, 1800)
+    coarse = coarse_of(gt, 32) > 0
+    flat = np.full_like(image, 128)  # no image edges: nothing to trust
+    schedule = choose_schedule(coarse, LADDER, flat, min_side=224)
+    # 0.125 x 1200 = 150 px is under the 224-px minimum, so 0.25 is the coarsest candidate.
+    assert schedule.ratios == (0.25, 0.5, 1.0)
+    assert schedule.guard_px == 32.0 and schedule.trust == 0.0
+    assert schedule.label() == "0.25,0.5,1"
+
+
+def test_mask_with_thin_bars_skips_stages_that_would_erase_them() -> None:
+    mask = np.zeros((1200, 1800), bool)
+    mask[200:1000, 300:1500] = True
+    for x in range(300, 1500, 10):
+        mask[200:1000, x:x + 3] = False  # 3-px gaps between 7-px slats
+    schedule = choose_schedule(mask, LADDER, None, min_side=224)
+    assert schedule.ratios[0] >= 0.5
+    assert schedule.detail[0.25] > 0.05
+
+
+def test_precise_mask_runs_the_final_stage_with_full_trust() -> None:
+    image, gt = synthetic_scene(600, 800)
+    schedule = choose_schedule(gt > 0, LADDER, image, min_side=224)
+    assert schedule.ratios == (1.0,)
+    assert schedule.alignment is not None and schedule.alignment > TRUST_HIGH
+    assert schedule.trust == 1.0
+
+
+# --------------------------------------------------------------------------- guard
+def test_guard_weight_by_hand() -> None:
+    distance = np.array([0.0, 16.0, 24.0, 32.0, 100.0], np.float32)
+    np.testing.assert_allclose(guard_weight(distance, 16.0), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(guard_weight(distance, 16.0, base=0.5), [0.5, 0.5, 0.75, 1, 1])
+
+
+def test_guard_stops_a_far_change_and_keeps_near_and_strong_ones() -> None:
+    coarse = np.zeros((100, 100), bool)
+    coarse[:, :50] = True  # boundary between columns 49 and 50
+    prob = coarse.astype(np.float32).copy()
+    prob[50, 48] = 0.2  # 1-2 px from the boundary: a free change
+    prob[50, 5] = 0.2  # 44 px inside the object: needs strong evidence
+    prob[20, 5] = 0.001  # also far, but the model is sure
+    prob[50, 95] = 0.7  # far outside the object, weak evidence
+    guarded, restored = apply_guard(prob, coarse, free_px=16.0)
+    assert guarded[50, 48] == pytest.approx(0.2)
+    # Far pixels get the full pull: logit(p) + log(99) on the coarse side.
+    far = 1 / (1 + math.exp(-(math.log(0.2 / 0.8) + GUARD_STRENGTH)))
+    assert guarded[50, 5] == pytest.approx(far, rel=1e-5) and guarded[50, 5] > 0.5
+    assert guarded[20, 5] < 0.5  # 0.001 * 99 / (0.999 + 0.001 * 99) = 0.09
+    assert guarded[20, 5] == pytest.approx(0.001 * 99 / (0.999 + 0.099), rel=1e-4)
+    outside = 1 / (1 + math.exp(-(math.log(0.7 / 0.3) - GUARD_STRENGTH)))
+    assert guarded[50, 95] == pytest.approx(outside, rel=1e-5) and guarded[50, 95] < 0.5
+    assert restored == 2
+    # Pixels the model agrees on are left bit-identical.
+    untouched = np.ones_like(coarse)
+    untouched[[50, 50, 20, 50], [48, 5, 5, 95]] = False
+    np.testing.assert_array_equal(guarded[untouched], prob[untouched])
+
+
+def test_guard_with_full_trust_needs_evidence_at_the_boundary_too() -> None:
+    coarse = np.zeros((40, 40), bool)
+    coarse[:, :20] = True
+    prob = coarse.astype(np.float32)
+    prob[10, 19] = 0.3
+    free, _ = apply_guard(prob, coarse, 16.0, base=0.0)
+    trusted, restored = apply_guard(prob, coarse, 16.0, base=1.0)
+    assert free[10, 19] == pytest.approx(0.3) and trusted[10, 19] > 0.5 and restored == 1
+
+
+def test_guard_rejects_mismatched_sizes() -> None:
+    with pytest.raises(ValueError, match="differ in size"):
+        apply_guard(np.zeros((4, 4), np.float32), np.zeros((4, 5), bool), 16.0)
+
+
+# --------------------------------------------------------------------------- presets
+def test_presets_validate_once_and_auto_is_the_default() -> None:
+    assert get_preset() is PRESETS["auto"]
+    assert PRESETS["auto"].adaptive and PRESETS["auto"].guard
+    assert not PRESETS["quality"].guard and not PRESETS["balanced"].guard
+    fixed = PRESETS["auto"].with_ratios((0.5, 1.0))
+    assert fixed.ratios == (0.5, 1.0) and not fixed.adaptive and fixed.guard
+    assert PRESETS["balanced"].with_guard(True).guard
+    with pytest.raises(ValueError, match="increase"):
+        Preset((1.0, 0.5), roi=True, full_decode=False)
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("turbo")
+
+
+# --------------------------------------------------------------------------- engine (tiny model)
+def test_engine_reports_the_schedule_and_guard() -> None:
+    from crm_cli.engine import Refiner
+
+    image, gt = synthetic_scene(240, 320)
+    coarse = coarse_of(gt, 8)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    auto = refiner.refine_detailed(image, coarse)
+    assert auto.ratios == (1.0,)  # 240 px: no coarser stage fits the 224-px minimum
+    assert auto.guard_px == MIN_FREE_PX and [t.ratio for t in auto.timings] == [1.0]
+    plain = refiner.refine_detailed(image, coarse, preset="balanced")
+    assert plain.ratios == LADDER and plain.guard_px is None and plain.guard_restored == 0
+    # With the guard, nothing further than twice the free distance from the coarse boundary changes
+    # unless the model is sure; the tiny random model never is.
+    binary = coarse > 127
+    distance = np.where(binary, cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, 5),
+                        cv2.distanceTransform((~binary).astype(np.uint8), cv2.DIST_L2, 5))
+    far = distance > 2 * MIN_FREE_PX
+    assert np.array_equal(auto.probability[far] > 0.5, binary[far])
+
+
+# --------------------------------------------------------------------------- shipped weights
+@pytest.fixture(scope="module")
+def shipped():
+    from crm_cli.engine import Refiner
+
+    return Refiner(device="cpu")
+
+
+def slats_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 480x640 photo-like image of a railing (7-px slats, 5-px gaps) and its exact mask."""
+    rng = np.random.default_rng(3)
+    small = rng.integers(30, 120, size=(8, 10, 3)).astype(np.uint8)
+    image = cv2.resize(small, (640, 480), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros((480, 640), np.uint8)
+    mask[80:400, 100:112] = 255
+    mask[80:400, 528:540] = 255
+    mask[80:92, 100:540] = 255
+    for x in range(112, 528, 12):
+        mask[92:400, x:x + 7] = 255
+    image[mask > 0] = (210, 200, 190)
+    return image, mask
+
+
+def test_fine_mask_with_thin_bars_is_not_destroyed(shipped) -> None:  # noqa: ANN001
+    image, gt = slats_scene()
+    result = shipped.refine_detailed(image, gt)
+    assert result.ratios == (1.0,) and result.trust == 1.0
+    refined = (result.probability > 0.5).astype(np.uint8) * 255
+    assert score_pair(refined, gt).iou >= 0.97
+
+
+def test_blocky_mask_is_still_improved(shipped) -> None:  # noqa: ANN001
+    from crm_cli.synthetic import coarse_mask
+    from crm_cli.synthetic import synthetic_scene as scene
+
+    image, gt = scene(768, 1024, seed=2)
+    coarse = coarse_mask(gt, cells=40, seed=2)
+    result = shipped.refine_detailed(image, coarse)
+    assert result.ratios[0] < 1.0 and result.trust < 0.5
+    before, after = score_pair(coarse, gt), score_pair(np.round(result.probability * 255).astype(np.uint8), gt)
+    assert after.iou > before.iou and after.mba > before.mba + 0.05
+
+
+# --------------------------------------------------------------------------- CLI
+def test_refine_json_and_log_name_the_schedule(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001
+    image, gt = synthetic_scene(240, 320)
+    cv2.imwrite(str(tmp_path / "im.png"), image[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "seg.png"), coarse_of(gt, 8))
+    result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+                                 str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["preset"] == "auto" and record["ratios"] == [1.0] and record["schedule"] == "1"
+    assert "stages 1" in result.stderr
+    fixed = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+                                str(tmp_path / "out2.png"), "-w", str(tiny_weights), "-d", "cpu", "--json",
+                                "--ratios", "0.5,1", "--no-guard"])
+    assert json.loads(fixed.stdout)["ratios"] == [0.5, 1.0]
+
+
+def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001
+    for k in range(3):
+        image, gt = synthetic_scene(240, 320, seed=k)
+        cv2.imwrite(str(tmp_path / f"s{k}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(tmp_path / f"s{k}_gt.png"), gt)
+        cv2.imwrite(str(tmp_path / f"s{k}_seg.png"), coarse_of(gt, 8))
+    result = runner.invoke(app, ["eval", str(tmp_path), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["schedules"] == {"1": 3} and summary["guard"] is True
+    assert [image["schedule"] for image in summary["images"]] == ["1", "1", "1"]
+    assert "stages: 1 x3" in result.stderr
