@@ -127,3 +127,12 @@ def test_info_table_goes_to_stderr(tiny_weights: Path) -> None:
     assert result.stdout == ""
     text = flat(result.stderr)
     assert "sha256" in text and "matches sidecar" in text
+
+
+def test_compare_refuses_a_lossy_name_before_any_work(scene_files: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compare", str(scene_files["image"]), str(scene_files["coarse"]),
+                                 str(tmp_path / "missing_refined.png"), "-o", str(tmp_path / "cmp.jpg")])
+    # Exit 2 for the name, not 1 for the missing refined mask: the name is checked first.
+    assert result.exit_code == 2
+    assert "cmp.jpg" in result.stderr and ".png" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "cmp.jpg").exists()

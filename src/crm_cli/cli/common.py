@@ -71,7 +71,7 @@ RatiosOpt = Annotated[
 PresetOpt = Annotated[
     PresetName,
     typer.Option("--preset", case_sensitive=False, rich_help_panel="Quality",
-                 help="auto (default): stages chosen per image; or fast, balanced, quality (see README)."),
+                 help="auto: stages chosen per image from the mask; fast, balanced, quality: fixed (README)."),
 ]
 GuardOpt = Annotated[
     bool | None,

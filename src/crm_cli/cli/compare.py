@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import QuietOpt, console, user_errors
+from .common import QuietOpt, check_output_name, console, user_errors
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -19,7 +19,7 @@ def compare(
     image: Annotated[Path, typer.Argument(help="The RGB image.", show_default=False)],
     coarse: Annotated[Path, typer.Argument(help="The coarse (input) mask.", show_default=False)],
     refined: Annotated[Path, typer.Argument(help="The refined mask (any bit depth).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="PNG file to write.",
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Image to write: .png, .tif or .webp.",
                                          show_default=False)],
     gt: Annotated[Path | None, typer.Argument(help="Optional ground-truth mask.", show_default=False)] = None,
     crops: Annotated[int, typer.Option("--crops", min=0, max=16, help="Number of zoomed crops.")] = 3,
@@ -28,10 +28,11 @@ def compare(
         show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a comparison strip PNG."""
+    """Write a comparison strip (PNG, TIFF or lossless WebP, by the output's extension)."""
+    check_output_name(output)
     with user_errors():
         from ..compare import compare_strip
-        from ..imageio import match_mask_to_image, read_image, read_mask, write_png
+        from ..imageio import match_mask_to_image, read_image, read_mask, write_image
 
         rgb = read_image(image)
         masks = []
@@ -42,7 +43,7 @@ def compare(
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
-        write_png(output, strip)
+        write_image(output, strip)
     if not quiet:
         console.print(f"wrote {output} ({strip.shape[1]}x{strip.shape[0]})", highlight=False)
 
