@@ -192,11 +192,7 @@ def emit_json(payload: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # Checks made before the model loads, so a bad input or output fails in milliseconds.
 
-# Images whose shorter side is below this are passed through unchanged (with a warning) instead of
-# refined. Even the last stage then runs far below the model's 224-px training crop: over 24 small
-# scenes (the shipped example and synthetic ones) refinement lost IoU against the ground truth on
-# average at 64 px (-0.3) and 48 px (-2.0) and gained from 96 px up (+0.7; +2.1 at 128 px).
-MIN_REFINE_SIDE = 96
+from ..config import MIN_REFINE_SIDE  # noqa: E402 - next to the checks that use it
 
 
 def check_output_name(output: Path, output_kind: str = "soft") -> str:
