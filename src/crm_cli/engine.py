@@ -24,6 +24,7 @@ from .checkpoint import default_weights_path, load_model
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .devices import describe_device, resolve_device
 from .guard import apply_guard
+from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .roi import band_to_stage_input, roi_band
@@ -61,20 +62,6 @@ class RefineResult:
     guard_px: float | None = None  # the trust region's free distance, when the guard was on
     trust: float = 0.0  # 0..1: how much evidence the guard asked for right at the coarse boundary
     guard_restored: int = 0  # pixels whose side of 0.5 the guard kept as in the coarse mask
-
-
-def mask_to_float(mask: np.ndarray) -> np.ndarray:
-    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool, float clipped).
-
-    An integer mask whose maximum is 1 is a 0/1 binary mask, as in ``MaskData.probability``.
-    """
-    if mask.dtype == np.bool_ or (mask.dtype.kind in "ui" and mask.size and int(mask.max()) == 1):
-        return mask.astype(np.float32)
-    if mask.dtype == np.uint8:
-        return mask.astype(np.float32) / 255.0
-    if mask.dtype == np.uint16:
-        return mask.astype(np.float32) / 65535.0
-    return np.clip(mask.astype(np.float32), 0.0, 1.0)
 
 
 def stage_size(height: int, width: int, ratio: float) -> tuple[int, int]:
@@ -299,11 +286,9 @@ class Refiner:
         settings = get_preset(preset).with_ratios(ratios)
         overrides = {"roi": roi, "full_decode": full_decode, "adaptive": adaptive, "guard": guard}
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        image = _check_image(image)
-        mask = mask_to_float(np.asarray(mask))
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"mask size {mask.shape[1]}x{mask.shape[0]} does not match image size "
-                             f"{image.shape[1]}x{image.shape[0]}")
+        image = check_rgb_image(image)
+        mask = mask_to_float(mask)
+        check_mask_fits(mask.shape, image.shape)
         height, width = mask.shape
         foreground = mask > 0.5
         ratios = settings.ratios
@@ -381,15 +366,6 @@ def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
         return mask
     shrink = size[0] < mask.shape[-2] or size[1] < mask.shape[-1]
     return F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
-    return np.ascontiguousarray(image)
 
 
 def _sync(device: torch.device) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageio import MaskData, match_mask_to_image, read_image, read_mask
+from .imageio import read_image, read_mask
+from .masks import MaskData, match_mask_to_image
 from .presets import Preset
 
 Source = str | Path | bytes

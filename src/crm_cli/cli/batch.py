@@ -84,9 +84,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
     """
-    from ..imageio import write_png
     from ..locks import OutputLock
     from ..pipeline import refine_files
+    from ..writing import write_png
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])

@@ -197,7 +197,7 @@ from ..config import MIN_REFINE_SIDE  # noqa: E402 - next to the checks that use
 
 def check_output_name(output: Path, output_kind: str = "soft") -> str:
     """The format ``output``'s extension names; exit 2 (usage error) for a lossy or unknown one."""
-    from ..imageio import OutputNameError, output_format
+    from ..writing import OutputNameError, output_format
 
     try:
         fmt = output_format(output)
@@ -268,7 +268,8 @@ def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str) -> tuple[
 
     Raises ImageReadError or SizeMismatchError with a message naming the user's file(s).
     """
-    from ..imageio import check_pair_headers, probe_image
+    from ..imageio import probe_image
+    from ..masks import check_pair_headers
 
     image_header = probe_image(image, name=image_name)
     mask_header = probe_image(mask, name=mask_name)
@@ -292,7 +293,8 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 
     Returns (the error to report or None, whether the pair is too small and passed through).
     """
-    from ..imageio import ImageReadError, SizeMismatchError
+    from ..imageio import ImageReadError
+    from ..masks import SizeMismatchError
 
     try:
         header, _ = probe_pair(image, mask, image_name, mask_name)

@@ -32,7 +32,9 @@ def compare(
     check_output_name(output)
     with user_errors():
         from ..compare import compare_strip
-        from ..imageio import match_mask_to_image, read_image, read_mask, write_image
+        from ..imageio import read_image, read_mask
+        from ..masks import match_mask_to_image
+        from ..writing import write_image
 
         rgb = read_image(image)
         masks = []

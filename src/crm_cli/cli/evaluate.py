@@ -55,11 +55,12 @@ def evaluate(
     """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
     from rich.progress import Progress
 
-    from ..imageio import read_mask, write_png
+    from ..imageio import read_mask
     from ..metrics import DatasetScore, score_pair
     from ..outputs import render_output
     from ..pairing import find_pairs
     from ..pipeline import read_pair, schedule_label
+    from ..writing import write_png
 
     settings = resolve_preset(ratios, preset, guard)
     with user_errors():

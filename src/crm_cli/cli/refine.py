@@ -125,8 +125,9 @@ def refine(
     """
     import sys
 
-    from ..imageio import ImageWriteError, encode_image, read_bytes_stdin, write_bytes_stdout, write_image
+    from ..imageio import read_bytes_stdin
     from ..pipeline import refine_files, schedule_label
+    from ..writing import ImageWriteError, encode_image, write_bytes_stdout, write_image
 
     if str(image) == "-" and str(mask) == "-":
         raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")

@@ -48,7 +48,8 @@ def split_pairs(pairs: list[Pair], every: int = 20) -> tuple[list[Pair], list[Pa
 
 def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1], read as inference reads them."""
-    from ..imageio import match_mask_to_image, read_image, read_mask
+    from ..imageio import read_image, read_mask
+    from ..masks import match_mask_to_image
 
     image = read_image(pair.image)
     mask, _ = match_mask_to_image(read_mask(pair.mask), image.shape[:2], str(pair.image), str(pair.mask))

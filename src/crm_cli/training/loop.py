@@ -326,7 +326,8 @@ def score_pairs(refiner: Any, pairs: list[Pair], prefix: str) -> dict[str, float
 def score_folder(refiner: Any, folder: Path, prefix: str, limit: int,
                  ratios: tuple[float, ...] | None) -> dict[str, float]:
     """Scores of a validation folder: BIG layout (its own coarse masks) or images/ + masks/."""
-    from ..imageio import match_mask_to_image, read_image, read_mask
+    from ..imageio import read_image, read_mask
+    from ..masks import match_mask_to_image
     from ..metrics import DatasetScore, score_pair
     from ..pairing import find_pairs
 
