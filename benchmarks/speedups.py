@@ -46,12 +46,16 @@ def run_variant(name: str, size: str, device: str, repeat: int) -> dict:
     """Time one engine variant in this process (called in a subprocess)."""
     import torch
 
+    from crm_cli.devices import resolve_device
     from crm_cli.engine import Refiner
     from crm_cli.presets import PRESETS
+    from crm_cli.runtime import configure_torch
 
     engine_changes, refiner_changes = VARIANTS[name]
     options = {**PRESETS["balanced"].engine_options(), **engine_changes}
-    refiner = Refiner(None, device=device, **refiner_changes)
+    changes = dict(refiner_changes)
+    configure_torch(changes.pop("threads", None), resolve_device(device))
+    refiner = Refiner.from_checkpoint(device=device, **changes)
     image, coarse = scene(size)
     small_image, small_coarse = scene("512x384")
     refiner.refine(small_image, small_coarse, **options)

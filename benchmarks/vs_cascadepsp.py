@@ -80,10 +80,13 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
         def call() -> None:
             refiner.refine(image, coarse, fast=True, L=900)
     else:
+        from crm_cli.devices import resolve_device
         from crm_cli.engine import Refiner
         from crm_cli.presets import PRESETS as CRM_PRESETS
+        from crm_cli.runtime import configure_torch
 
-        refiner = Refiner(weights, device=device)
+        configure_torch(device=resolve_device(device))
+        refiner = Refiner.from_checkpoint(weights, device=device)
         options = CRM_PRESETS[preset].engine_options()
 
         def call() -> None:

@@ -11,7 +11,8 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 
 from crm_cli.checkpoint import WeightsError, load_model
 from crm_cli.devices import DeviceError, resolve_device
-from crm_cli.engine import Refiner, pad_stage_input, stage_size
+from crm_cli.engine import Refiner
+from crm_cli.stages import pad_stage_input, stage_size
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,9 @@ def test_explicit_missing_device_is_an_error() -> None:
 
 def test_checkpoint_round_trip_records_config_and_checks_sha(tiny_weights, tmp_path) -> None:  # noqa: ANN001
     model, info = load_model(tiny_weights)
-    assert info["config"]["encoder"] == "mobilenet_v2" and len(info["sha256"]) == 64
+    assert info.config.encoder == "mobilenet_v2" and len(info.sha256) == 64
     sidecar = json.loads(tiny_weights.with_suffix(".json").read_text())
-    assert sidecar["sha256"] == info["sha256"] and sidecar["dtype"] == "float16"
+    assert sidecar["sha256"] == info.sha256 and sidecar["dtype"] == "float16"
     # fp16 storage: the loaded model equals the original up to fp16 rounding.
     original = make_tiny_model()
     for key, value in original.state_dict().items():
@@ -120,7 +121,7 @@ def test_refiner_loads_a_checkpoint_file(tiny_weights) -> None:  # noqa: ANN001
     image, gt = synthetic_scene(64, 80)
     prob = refiner.refine(image, coarse_of(gt, 4))
     assert prob.shape == (64, 80)
-    assert refiner.weights_info["sha256"]
+    assert refiner.weights_info.sha256
 
 
 def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
@@ -137,8 +138,8 @@ def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
 
 
 def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> None:
-    from crm_cli.engine import resize_probability
     from crm_cli.roi import roi_band
+    from crm_cli.stages import resize_probability
 
     refiner = Refiner.from_model(make_tiny_model(seed=2), device="cpu")
     image, gt = synthetic_scene(90, 120)
@@ -189,7 +190,7 @@ def test_small_objects_are_not_erased_by_the_empty_mask_rule() -> None:
 
 
 def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch) -> None:  # noqa: ANN001
-    from crm_cli.engine import resize_probability
+    from crm_cli.stages import resize_probability
 
     model = make_tiny_model(seed=6)
     image, gt = synthetic_scene(200, 260)
@@ -217,8 +218,8 @@ def test_stages_below_the_minimum_size_are_skipped_but_counted(refiner: Refiner)
 
 
 def test_tiled_roi_stage_reads_only_encoded_latent_cells() -> None:
-    from crm_cli.engine import resize_probability
     from crm_cli.roi import roi_band
+    from crm_cli.stages import resize_probability
 
     model = make_tiny_model(seed=2)
     image, gt = synthetic_scene(160, 200)

@@ -168,11 +168,15 @@ def resolve_preset(ratios: str | None, preset: PresetName, guard: bool | None = 
     return PRESETS[preset.value].with_ratios(parse_ratios(ratios)).with_guard(guard)
 
 
-def load_refiner(weights: Path | None, device: Device, quiet: bool = False, **kwargs: Any):  # noqa: ANN201
-    """Build the Refiner once per process and log the device on stderr."""
+def load_refiner(weights: Path | None, device: Device, quiet: bool = False, threads: int | None = None,
+                 **kwargs: Any):  # noqa: ANN201
+    """Make the process-wide torch settings, build the Refiner once per process and log the device on stderr."""
+    from ..devices import resolve_device
     from ..engine import Refiner
+    from ..runtime import configure_torch
 
-    refiner = Refiner(weights, device=device.value, **kwargs)
+    configure_torch(threads, resolve_device(device.value))
+    refiner = Refiner.from_checkpoint(weights, device=device.value, **kwargs)
     if not quiet:
         console.print(f"device: {refiner.device_name}", highlight=False)
     return refiner

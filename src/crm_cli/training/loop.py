@@ -129,7 +129,7 @@ class Trainer:
                 raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
             self.config = loaded.config
             self.model = loaded.float().to(self.device)
-            self.init_note = f"crm checkpoint {Path(options.init).name} sha256={info['sha256']}"
+            self.init_note = f"crm checkpoint {Path(options.init).name} sha256={info.sha256}"
         else:
             self.model = build_crm(self.config).to(self.device)
             self.init_note = initialise_encoder(self.model, options.init)
