@@ -116,6 +116,21 @@ def available_memory_bytes() -> int | None:
     return available
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def peak_gpu_mb(device: Any = None) -> float:
+    """Peak GPU memory torch allocated on a CUDA ``device`` (since the last reset), in MiB."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def format_bytes(count: float) -> str:
     """1.6e9 -> "1.6 GB" (decimal units, as `free -h` and most users think of RAM)."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6)):

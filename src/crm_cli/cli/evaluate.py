@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,6 +32,11 @@ from .common import (
 )
 from .refine import TileOpt
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..evaluation import Sample
+
 
 def evaluate(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
@@ -55,11 +60,10 @@ def evaluate(
     """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
     from rich.progress import Progress
 
-    from ..imageio import read_mask
-    from ..metrics import DatasetScore, score_pair
-    from ..outputs import render_output
+    from ..evaluation import evaluate as score_samples
+    from ..evaluation import folder_samples
+    from ..metrics import DatasetScore
     from ..pairing import find_pairs
-    from ..pipeline import read_pair, schedule_label
     from ..writing import write_png
 
     settings = resolve_preset(ratios, preset, guard)
@@ -72,36 +76,28 @@ def evaluate(
             pairs = pairs[:limit]
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
-    coarse_scores, refined_scores = DatasetScore(), DatasetScore()
-    stage_scores = [DatasetScore() for _ in settings.ratios]
-    refine_seconds = 0.0
-    schedules: Counter[str] = Counter()
-    per_image: list[dict[str, object]] = []
+    outputs = {pair.name: pair.relative_output for pair in pairs}
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress, user_errors():
         task = progress.add_task("eval", total=len(pairs))
-        for pair in pairs:
-            image, coarse, notes = read_pair(pair.image, pair.mask)
-            for note in notes:
-                progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
-            gt = read_mask(pair.gt).scoring_values()
-            start = time.perf_counter()
-            result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage, preset=settings)
-            refine_seconds += time.perf_counter() - start
-            refined = render_output("soft", result.probability)
-            schedule = schedule_label([result.ratios])
-            schedules[schedule] += 1
-            before, after = score_pair(coarse.scoring_values(), gt, pair.name), score_pair(refined, gt, pair.name)
-            coarse_scores.add(before)
-            refined_scores.add(after)
-            per_image.append({"name": pair.name, "schedule": schedule, "guard_restored": result.guard_restored,
-                              "coarse_iou": before.iou, "refined_iou": after.iou,
-                              "coarse_mba": before.mba, "refined_mba": after.mba})
-            for scores, stage in zip(stage_scores, result.stages, strict=False):
-                scores.add(score_pair(render_output("soft", stage), gt, pair.name))
+
+        def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
+            for sample in samples:
+                for note in sample.notes:
+                    progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
+                yield sample
+
+        def finished(sample: Sample, refined: np.ndarray) -> None:
             if output_dir is not None:
-                write_png(output_dir / pair.relative_output, refined)
+                write_png(output_dir / outputs[sample.name], refined)
             progress.advance(task)
+
+        scores = score_samples(refiner, announced(folder_samples(pairs)), settings, per_stage=per_stage,
+                               on_sample=finished)
+    # Every ratio of the preset gets a row (an image whose schedule skipped a stage adds nothing to it).
+    stage_scores = scores.stages + [DatasetScore() for _ in settings.ratios[len(scores.stages):]]
+    coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
+    schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
     summary = {
         "n": len(pairs),

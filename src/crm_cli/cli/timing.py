@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -49,15 +48,6 @@ def parse_size(value: str) -> tuple[int, int]:
     return height, width
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
 def timing(
     image: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="IMAGE", help="Image file.")] = None,
     mask: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="MASK", help="Coarse mask file.")] = None,
@@ -77,9 +67,7 @@ def timing(
     quiet: QuietOpt = False,
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
-    import numpy as np
-    import torch
-
+    from ..evaluation import time_refine
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
@@ -106,34 +94,10 @@ def timing(
                 console.print(f"[yellow]warning:[/] {note}", highlight=False)
         refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
                                    precision=precision.value, threads=threads or None)
-        is_cuda = refiner.device.type == "cuda"
-        refiner.refine_detailed(rgb, coarse, preset=settings)  # warm-up
-        if is_cuda:
-            torch.cuda.reset_peak_memory_stats(refiner.device)
-        runs = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            result = refiner.refine_detailed(rgb, coarse, preset=settings)
-            runs.append((time.perf_counter() - start, result.timings))
-    totals = np.array([t for t, _ in runs])
-    median = float(np.median(totals))
-    stages = []
-    for k, ratio in enumerate(result.ratios):  # the schedule run (auto picks it from the mask)
-        stages.append({
-            "ratio": ratio,
-            "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
-            "decode_s": float(np.median([timings[k].decode_s for _, timings in runs])),
-        })
-    height, width = rgb.shape[:2]
-    report = {
-        "width": width, "height": height, "device": refiner.device_name,
-        "ratios": list(result.ratios), "preset": preset.value,
-        "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
-        "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_gpu_mb": round(torch.cuda.max_memory_allocated(refiner.device) / 2**20, 1) if is_cuda else None,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }
+        report = time_refine(refiner, rgb, coarse, settings, repeat)
+    report["preset"] = preset.value
+    stages, median, is_cuda = report["stages"], report["total_s"], report["peak_gpu_mb"] is not None
+    width, height = report["width"], report["height"]
     if not quiet or not json_out:
         from rich.table import Table
 

@@ -21,11 +21,13 @@ import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
+from ..evaluation import SCORE_KEYS
 from ..model import build_crm
 from ..model.pretrained import initialise_encoder, load_imagenet_init  # noqa: F401 - its old home
+from ..pairing import FilePair
 from ..transforms import network_input
 from .coarse import CoarseMix
-from .data import DataMix, Pair, PairCache, list_pairs, make_training_sample, split_pairs, synthesize_coarse
+from .data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs
 from .loss import crm_loss
 
 BASE_LR = 2.25e-4
@@ -99,7 +101,7 @@ def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0
 class Trainer:
     """Owns model, optimiser, data and logs for one run directory."""
 
-    def __init__(self, options: TrainOptions, val_pairs: list[Pair] | None = None) -> None:
+    def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -229,9 +231,10 @@ class Trainer:
         its own ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like
         the held-out pairs."""
         from ..engine import Refiner
+        from ..evaluation import evaluate, synthetic_samples
 
         refiner = Refiner.from_model(self.model, device=str(self.device))
-        scores = score_pairs(refiner, self.val_pairs, "")
+        scores = evaluate(refiner, synthetic_samples(self.val_pairs), ratios=(1.0,)).scores()
         ratios = tuple(float(r) for r in self.options.val_ratios.split(",")) if self.options.val_ratios else None
         for name, folder in self.val_sets.items():
             scores.update(score_folder(refiner, folder, name + "_", self.options.val_images, ratios))
@@ -288,7 +291,6 @@ class Trainer:
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
-SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
 
 
 def parse_val_sets(specs: list[str]) -> dict[str, Path]:
@@ -308,46 +310,15 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
     return sets
 
 
-def score_pairs(refiner: Any, pairs: list[Pair], prefix: str) -> dict[str, float]:
-    """Scores of image/GT pairs with the paper's coarse masks at fixed seeds, refined at s = 1."""
-    from ..metrics import DatasetScore, score_pair
-    from .data import load_pair
-
-    coarse_score, refined_score = DatasetScore(), DatasetScore()
-    for k, pair in enumerate(pairs):
-        image, gt = load_pair(pair)
-        coarse = synthesize_coarse(gt, np.random.default_rng([12345, k]))
-        prob = refiner.refine(image, coarse, ratios=(1.0,))
-        coarse_score.add(score_pair(coarse, gt, pair.name))
-        refined_score.add(score_pair(prob, gt, pair.name))
-    return _scores(prefix, coarse_score, refined_score)
-
-
 def score_folder(refiner: Any, folder: Path, prefix: str, limit: int,
                  ratios: tuple[float, ...] | None) -> dict[str, float]:
-    """Scores of a validation folder: BIG layout (its own coarse masks) or images/ + masks/."""
-    from ..imageio import read_image, read_mask
-    from ..masks import match_mask_to_image
-    from ..metrics import DatasetScore, score_pair
+    """Scores of a validation folder: BIG layout (its own coarse masks, refined with ``ratios``) or
+    images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
+    from ..evaluation import evaluate, folder_samples, synthetic_samples
     from ..pairing import find_pairs
 
     found, _ = find_pairs(folder)
     triples = [p for p in found if p.gt is not None]
-    if not triples:  # images/ + masks/: the masks are the ground truth
-        return score_pairs(refiner, list_pairs(folder)[:limit], prefix)
-    coarse_score, refined_score = DatasetScore(), DatasetScore()
-    for pair in triples[:limit]:
-        image = read_image(pair.image)
-        shape = image.shape[:2]
-        coarse, _ = match_mask_to_image(read_mask(pair.mask), shape, str(pair.image), str(pair.mask))
-        gt, _ = match_mask_to_image(read_mask(pair.gt), shape, str(pair.image), str(pair.gt))
-        options = {"ratios": ratios} if ratios else {}
-        prob = refiner.refine(image, coarse.probability(), **options)
-        coarse_score.add(score_pair(coarse.probability(), gt.probability(), pair.name))
-        refined_score.add(score_pair(prob, gt.probability(), pair.name))
-    return _scores(prefix, coarse_score, refined_score)
-
-
-def _scores(prefix: str, coarse: Any, refined: Any) -> dict[str, float]:
-    return {prefix + "coarse_iou": coarse.iou, prefix + "coarse_mba": coarse.mba or 0.0,
-            prefix + "refined_iou": refined.iou, prefix + "refined_mba": refined.mba or 0.0}
+    if triples:
+        return evaluate(refiner, folder_samples(triples[:limit]), ratios=ratios).scores(prefix)
+    return evaluate(refiner, synthetic_samples(list_pairs(folder)[:limit]), ratios=(1.0,)).scores(prefix)
