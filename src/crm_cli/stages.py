@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import IMAGENET_MEAN, IMAGENET_STD
+from .config import IMAGENET_MEAN, IMAGENET_STD, PRECISION_NAMES
 from .roi import band_to_stage_input, roi_band
 from .transforms import network_input
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
 PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import QuietOpt, check_output_name, console, user_errors
+from .checks import check_output_name
+from .common import QuietOpt, console, user_errors
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.

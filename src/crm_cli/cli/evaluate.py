@@ -9,28 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    GuardOpt,
-    JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
-    percent,
-    resolve_preset,
-    user_errors,
-)
-from .refine import TileOpt
+from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, percent, refiner_options, user_errors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,19 +17,13 @@ if TYPE_CHECKING:
     from ..evaluation import Sample
 
 
+@refiner_options()
 def evaluate(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
                                            help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.auto,
-    guard: GuardOpt = None,
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
+    options: RefinerOptions = RefinerOptions(),
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
@@ -66,7 +39,7 @@ def evaluate(
     from ..pairing import find_pairs
     from ..writing import write_png
 
-    settings = resolve_preset(ratios, preset, guard)
+    settings = options.settings()
     with user_errors():
         pairs, problems = find_pairs(folder)
         pairs = [p for p in pairs if p.gt is not None]
@@ -74,8 +47,7 @@ def evaluate(
             raise fail("; ".join(problems) or f"{folder}: no <name>_gt.* ground truth found")
         if limit:
             pairs = pairs[:limit]
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
+        refiner = options.load(quiet)
     outputs = {pair.name: pair.relative_output for pair in pairs}
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress, user_errors():
@@ -101,7 +73,7 @@ def evaluate(
     wall = time.perf_counter() - wall_start
     summary = {
         "n": len(pairs),
-        "ratios": list(settings.ratios), "preset": preset.value, "guard": settings.guard,
+        "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
         "schedules": dict(schedules.most_common()),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
