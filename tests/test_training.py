@@ -13,7 +13,7 @@ from conftest import TINY_ARCH, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.training.data import mask_iou, synthesize_coarse
+from crm_cli.training.coarse import mask_iou, synthesize_coarse
 from crm_cli.training.loop import Trainer, TrainOptions, learning_rate
 from crm_cli.training.loss import crm_loss, gradient_magnitude
 

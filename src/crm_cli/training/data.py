@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 
 from ..pairing import FilePair, find_pairs
-
-# The paper's coarse-mask perturbation lives in .coarse; re-exported for existing callers.
-from .coarse import CoarseMix, make_coarse, mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
+from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
 CROP = 224
 # Composites for training: no drawn layer may be (almost) invisible against what lies below it.
