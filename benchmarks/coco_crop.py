@@ -152,15 +152,15 @@ def main() -> int:
     segmentations = [local_rle(detector_coarse(exact), box, height, width) for box, exact in objects]
     configure_torch(args.threads, resolve_device(args.device))
     refiner = Refiner.from_checkpoint(device=args.device)
-    engine_options = PRESETS[args.preset].engine_options()
+    preset = PRESETS[args.preset]
     warm_up = np.zeros((256, 256), np.uint8)
     warm_up[64:192, 64:192] = 255
-    refiner.refine(image[:256, :256].copy(), warm_up, **engine_options)
+    refiner.refine(image[:256, :256].copy(), warm_up, preset=preset)
 
-    crop, crop_seconds = refine_all(refiner, image, segmentations, RefineOptions(engine_options=engine_options))
+    crop, crop_seconds = refine_all(refiner, image, segmentations, RefineOptions(preset=preset))
     subset = min(args.full_instances, args.instances)
     full, full_seconds = refine_all(refiner, image, segmentations[:subset],
-                                    RefineOptions(engine_options=engine_options, full_image=True))
+                                    RefineOptions(preset=preset, full_image=True))
 
     def ious(found: list[dict]) -> list[float]:
         return [full_image_iou(s, exact, box, height, width) for s, (box, exact) in zip(found, objects, strict=False)]

@@ -52,7 +52,7 @@ def run_variant(name: str, size: str, device: str, repeat: int) -> dict:
     from crm_cli.runtime import configure_torch
 
     engine_changes, refiner_changes = VARIANTS[name]
-    options = {**PRESETS["balanced"].engine_options(), **engine_changes}
+    options = {"preset": PRESETS["balanced"], **engine_changes}  # keyword overrides of single switches
     changes = dict(refiner_changes)
     configure_torch(changes.pop("threads", None), resolve_device(device))
     refiner = Refiner.from_checkpoint(device=device, **changes)

@@ -87,7 +87,7 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
 
         configure_torch(device=resolve_device(device))
         refiner = Refiner.from_checkpoint(weights, device=device)
-        options = CRM_PRESETS[preset].engine_options()
+        options = {"preset": CRM_PRESETS[preset]}
 
         def call() -> None:
             with torch.inference_mode():

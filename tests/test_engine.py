@@ -248,7 +248,7 @@ def test_api_default_is_the_cli_default_preset(device: str) -> None:
     image, gt = synthetic_scene(160, 200)
     coarse = coarse_of(gt, 6)
     np.testing.assert_array_equal(refiner.refine(image, coarse),
-                                  refiner.refine(image, coarse, **PRESETS[DEFAULT_PRESET].engine_options()))
+                                  refiner.refine(image, coarse, preset=PRESETS[DEFAULT_PRESET]))
 
 
 def test_the_minimum_stage_side_decides_which_stages_run(device: str) -> None:

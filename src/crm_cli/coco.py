@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .metrics import DatasetScore
+    from .presets import Preset
 
 MIN_MARGIN = 32  # pixels of context around an instance's box, at least
 MARGIN_FRACTION = 0.25  # ... or this fraction of the box's longer side, whichever is larger
@@ -206,14 +207,14 @@ class RefineOptions:
     """How instances are refined.
 
     Attributes:
-        engine_options: keyword arguments for ``Refiner.refine`` (``preset.engine_options()``).
+        preset: the refine settings (None: the engine's default preset).
         min_area: instances whose coarse mask has fewer pixels are left as they are.
         min_margin: context around the box, at least this many pixels ...
         margin_fraction: ... or this fraction of the box's longer side.
         full_image: refine every instance on the whole image instead of a crop (for comparisons).
     """
 
-    engine_options: dict[str, Any] = field(default_factory=dict)
+    preset: Preset | None = None
     min_area: float = 0.0
     min_margin: int = MIN_MARGIN
     margin_fraction: float = MARGIN_FRACTION
@@ -222,7 +223,9 @@ class RefineOptions:
     def fingerprint(self) -> dict[str, Any]:
         """What decides a refined mask (resuming across different values would mix results)."""
         crop = "full image" if self.full_image else [self.min_margin, self.margin_fraction]
-        return {"engine_options": json.loads(json.dumps(self.engine_options, default=str)), "crop": crop}
+        # The preset's switches under the key earlier versions wrote, so their partial runs still resume.
+        switches = {} if self.preset is None else {k: v for k, v in asdict(self.preset).items() if k != "description"}
+        return {"engine_options": json.loads(json.dumps(switches, default=str)), "crop": crop}
 
 
 def crop_window(box: tuple[int, int, int, int], height: int, width: int, min_margin: int = MIN_MARGIN,
@@ -276,7 +279,7 @@ def refine_instance(refiner: Any, image: np.ndarray, segmentation: Any, options:
         x0, y0, x1, y1 = crop_window(box, height, width, options.min_margin, options.margin_fraction)
     coarse = decode_columns(runs, height, x0, x1)[y0:y1]  # a transposed (column-major) view
     probability = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]),
-                                 np.ascontiguousarray(coarse, dtype=np.uint8) * 255, **options.engine_options)
+                                 np.ascontiguousarray(coarse, dtype=np.uint8) * 255, preset=options.preset)
     refined = np.asarray(probability) > 0.5
     if not refined.any():
         return {"status": "skipped", "reason": "refined_empty"}

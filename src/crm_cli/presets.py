@@ -58,11 +58,6 @@ class Preset:
         ``full_decode``, ``adaptive``, ``guard``) replaced; ``None`` keeps the preset's value."""
         return replace(self.with_ratios(ratios), **{name: on for name, on in switches.items() if on is not None})
 
-    def engine_options(self) -> dict[str, object]:
-        """Keyword arguments for ``Refiner.refine`` / ``refine_detailed``."""
-        return {"ratios": self.ratios, "roi": self.roi, "full_decode": self.full_decode,
-                "adaptive": self.adaptive, "guard": self.guard}
-
 
 PRESETS: dict[str, Preset] = {
     "auto": Preset(DEFAULT_RATIOS, roi=True, full_decode=False, adaptive=True, guard=True,

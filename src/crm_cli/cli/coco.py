@@ -76,7 +76,7 @@ def coco(
     if output.resolve() == annotations.resolve():
         raise typer.BadParameter("the output file must differ from the annotation file")
     settings = options.settings()
-    instance_options = RefineOptions(engine_options=settings.engine_options(), min_area=min_area, min_margin=margin,
+    instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
     with user_errors():
         data = load_coco(annotations)
