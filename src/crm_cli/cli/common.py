@@ -20,7 +20,7 @@ from ..config import PRECISION_NAMES
 from ..devices import DEVICE_CHOICES
 from ..outputs import OUTPUT_KINDS
 from ..pipeline import MODES
-from ..presets import PRESETS, check_ratios
+from ..presets import PRESETS
 
 # Logs, progress and tables go to stderr; stdout carries data only.
 console = Console(stderr=True, soft_wrap=True)
@@ -39,17 +39,13 @@ Mode = choice_enum("Mode", MODES)
 
 
 def parse_ratios(value: str | None) -> tuple[float, ...] | None:
-    """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0), validated."""
+    """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0); the Preset that takes them validates them."""
     if value is None:
         return None
     try:
-        ratios = tuple(float(part) for part in value.split(",") if part.strip())
+        return tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError as exc:
         raise typer.BadParameter(f"ratios must be comma-separated numbers, got {value!r}") from exc
-    try:
-        return check_ratios(ratios)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
 
 
 def parse_labels(value: str | None) -> list[int] | None:
@@ -150,7 +146,10 @@ class RefinerOptions:
 
     def settings(self):  # noqa: ANN201 - presets.Preset
         """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied."""
-        return PRESETS[self.preset_name].with_ratios(parse_ratios(self.ratios)).with_guard(self.guard)
+        try:
+            return PRESETS[self.preset_name].with_ratios(parse_ratios(self.ratios)).with_guard(self.guard)
+        except ValueError as exc:  # the ratios, as the Preset checks them
+            raise typer.BadParameter(str(exc)) from exc
 
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
         """Make the process-wide torch settings, build the Refiner once per process, log the device on stderr."""
