@@ -132,8 +132,10 @@ def refine_all(refiner, image: np.ndarray, segmentations: list, options) -> tupl
 def main() -> int:
     """Run the comparison and print a table (or JSON)."""
     from crm_cli.coco import RefineOptions
+    from crm_cli.devices import resolve_device
     from crm_cli.engine import Refiner
     from crm_cli.presets import DEFAULT_PRESET, PRESETS
+    from crm_cli.runtime import configure_torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the synthetic image")
@@ -148,16 +150,17 @@ def main() -> int:
 
     image, objects = scene(height, width, args.instances)
     segmentations = [local_rle(detector_coarse(exact), box, height, width) for box, exact in objects]
-    refiner = Refiner(device=args.device, threads=args.threads)
-    engine_options = PRESETS[args.preset].engine_options()
+    configure_torch(args.threads, resolve_device(args.device))
+    refiner = Refiner.from_checkpoint(device=args.device)
+    preset = PRESETS[args.preset]
     warm_up = np.zeros((256, 256), np.uint8)
     warm_up[64:192, 64:192] = 255
-    refiner.refine(image[:256, :256].copy(), warm_up, **engine_options)
+    refiner.refine(image[:256, :256].copy(), warm_up, preset=preset)
 
-    crop, crop_seconds = refine_all(refiner, image, segmentations, RefineOptions(engine_options=engine_options))
+    crop, crop_seconds = refine_all(refiner, image, segmentations, RefineOptions(preset=preset))
     subset = min(args.full_instances, args.instances)
     full, full_seconds = refine_all(refiner, image, segmentations[:subset],
-                                    RefineOptions(engine_options=engine_options, full_image=True))
+                                    RefineOptions(preset=preset, full_image=True))
 
     def ious(found: list[dict]) -> list[float]:
         return [full_image_iou(s, exact, box, height, width) for s, (box, exact) in zip(found, objects, strict=False)]

@@ -1,7 +1,8 @@
 """Coarse vs refined IoU/mBA on the held-out DUTS-TR split (every 20th pair, never trained on).
 
-Coarse masks are synthesised with the training recipe (DESIGN §3) from a fixed seed per image, so
-the numbers are reproducible. The images are low resolution (183-400 px), so one stage at s = 1
+Coarse masks are synthesised with the training recipe (DESIGN §3) from evaluation.SYNTHETIC_SEED
+per image, the same as training-time validation, so the numbers are reproducible and agree with
+the ``val.jsonl`` of a training run. The images are low resolution (183-400 px), so one stage at s = 1
 is used unless ``--ratios`` says otherwise.
 
     python benchmarks/heldout_val.py --data ../shared/data/duts-tr [--weights PATH] [--ratios 1]
@@ -13,11 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from crm_cli.engine import Refiner
-from crm_cli.metrics import DatasetScore, score_pair
-from crm_cli.training.data import list_pairs, load_pair, split_pairs, synthesize_coarse
+from crm_cli.evaluation import evaluate, synthetic_samples
+from crm_cli.training.data import list_pairs, split_pairs
 
 
 def main() -> None:
@@ -33,13 +32,9 @@ def main() -> None:
     _, held_out = split_pairs(list_pairs(Path(args.data)))
     if args.limit:
         held_out = held_out[: args.limit]
-    refiner = Refiner(args.weights, device=args.device)
-    coarse_scores, refined_scores = DatasetScore(), DatasetScore()
-    for k, pair in enumerate(held_out):
-        image, gt = load_pair(pair)
-        coarse = synthesize_coarse(gt, np.random.default_rng([2024, k]))
-        coarse_scores.add(score_pair(coarse, gt, pair.name))
-        refined_scores.add(score_pair(refiner.refine(image, coarse, ratios), gt, pair.name))
+    refiner = Refiner.from_checkpoint(args.weights, device=args.device)
+    scores = evaluate(refiner, synthetic_samples(held_out), ratios=ratios)
+    coarse_scores, refined_scores = scores.coarse, scores.refined
     summary = {
         "n": len(held_out), "ratios": list(ratios),
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},

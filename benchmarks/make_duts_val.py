@@ -1,7 +1,8 @@
 """Write the DUTS-TR held-out split (every 20th pair, never trained on) as a BIG-layout folder.
 
-Coarse masks come from the training recipe's perturbation (DESIGN §3) with the same per-image seed
-as ``heldout_val.py``, so ``crm eval`` on the folder reproduces that script's coarse scores.
+Coarse masks come from the training recipe's perturbation (DESIGN §3) with the per-image seed of
+evaluation.synthetic_coarse (as ``heldout_val.py`` and training-time validation), so ``crm eval``
+on the folder reproduces their coarse scores.
 
     python benchmarks/make_duts_val.py ../shared/data/duts-tr OUT
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from crm_cli.training.data import list_pairs, load_pair, split_pairs, synthesize_coarse
+from crm_cli.evaluation import synthetic_coarse
+from crm_cli.training.data import list_pairs, load_pair, split_pairs
 
 
 def main() -> None:
@@ -27,7 +29,7 @@ def main() -> None:
     _, held_out = split_pairs(list_pairs(args.data))
     for k, pair in enumerate(held_out):
         image, gt = load_pair(pair)
-        coarse = synthesize_coarse(gt, np.random.default_rng([2024, k]))
+        coarse = synthetic_coarse(gt, k)
         cv2.imwrite(str(args.out / f"{pair.name}_im.png"), image[:, :, ::-1])
         cv2.imwrite(str(args.out / f"{pair.name}_gt.png"), np.round(gt * 255).astype(np.uint8))
         cv2.imwrite(str(args.out / f"{pair.name}_seg.png"), np.round(coarse * 255).astype(np.uint8))

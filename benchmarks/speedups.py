@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -46,12 +45,16 @@ def run_variant(name: str, size: str, device: str, repeat: int) -> dict:
     """Time one engine variant in this process (called in a subprocess)."""
     import torch
 
+    from crm_cli.devices import resolve_device
     from crm_cli.engine import Refiner
     from crm_cli.presets import PRESETS
+    from crm_cli.runtime import configure_torch, peak_rss_mb
 
     engine_changes, refiner_changes = VARIANTS[name]
-    options = {**PRESETS["balanced"].engine_options(), **engine_changes}
-    refiner = Refiner(None, device=device, **refiner_changes)
+    options = {"preset": PRESETS["balanced"], **engine_changes}  # keyword overrides of single switches
+    changes = dict(refiner_changes)
+    configure_torch(changes.pop("threads", None), resolve_device(device))
+    refiner = Refiner.from_checkpoint(device=device, **changes)
     image, coarse = scene(size)
     small_image, small_coarse = scene("512x384")
     refiner.refine(small_image, small_coarse, **options)
@@ -64,7 +67,7 @@ def run_variant(name: str, size: str, device: str, repeat: int) -> dict:
         times.append(time.perf_counter() - start)
     gmacs = count_gmacs(lambda: refiner.refine(image, coarse, **options))
     return {"name": name, "seconds": median(times), "gmacs": gmacs,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def unsplit_decode(decoder, latent, target_hw: tuple[int, int], stage_hw: tuple[int, int], pad: int):  # noqa: ANN001, ANN201

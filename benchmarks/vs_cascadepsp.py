@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,8 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
     """Time one configuration in this process (called in a subprocess)."""
     import torch
 
+    from crm_cli.runtime import peak_gpu_mb, peak_rss_mb
+
     image, coarse = scene(size)
     if tool == "cascadepsp":
         from segmentation_refinement import Refiner as CascadeRefiner
@@ -80,11 +81,14 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
         def call() -> None:
             refiner.refine(image, coarse, fast=True, L=900)
     else:
+        from crm_cli.devices import resolve_device
         from crm_cli.engine import Refiner
         from crm_cli.presets import PRESETS as CRM_PRESETS
+        from crm_cli.runtime import configure_torch
 
-        refiner = Refiner(weights, device=device)
-        options = CRM_PRESETS[preset].engine_options()
+        configure_torch(device=resolve_device(device))
+        refiner = Refiner.from_checkpoint(weights, device=device)
+        options = {"preset": CRM_PRESETS[preset]}
 
         def call() -> None:
             with torch.inference_mode():
@@ -105,8 +109,8 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     seconds = sorted(times)[len(times) // 2]
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    peak_rss = peak_rss_mb()
+    peak_gpu = peak_gpu_mb() if device == "cuda" else None
     gmacs = count_gmacs(call)
     return {"tool": tool, "preset": preset, "size": size, "seconds": seconds, "peak_rss_mb": peak_rss,
             "peak_gpu_mb": peak_gpu, "gmacs": gmacs, "threads": torch.get_num_threads()}

@@ -17,8 +17,9 @@ import numpy as np
 
 from crm_cli.compare import compare_strip
 from crm_cli.engine import Refiner
-from crm_cli.imageio import read_image, read_mask, write_png
+from crm_cli.imageio import read_image, read_mask
 from crm_cli.outputs import render_output
+from crm_cli.writing import write_png
 
 HERE = Path(__file__).resolve().parent
 

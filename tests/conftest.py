@@ -36,6 +36,25 @@ def make_tiny_model(seed: int = 0):
     return model.eval()
 
 
+def engine_devices() -> list[str]:
+    """The devices engine tests run on: the CPU always, CUDA and MPS when this machine has them."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None and backend.is_available():
+        found.append("mps")
+    return found
+
+
+@pytest.fixture(scope="module", params=engine_devices())
+def device(request: pytest.FixtureRequest) -> str:
+    """Each device of :func:`engine_devices` in turn (module scope, so a module's models load once per device)."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path to a tiny random checkpoint in the shipped format (fp16 safetensors + sidecar)."""

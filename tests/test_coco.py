@@ -365,9 +365,9 @@ def test_interrupted_coco_run_resumes_and_matches_a_straight_run(shipped_weights
 
     def interrupted_run(*extra: str) -> None:
         calls.clear()
-        monkeypatch.setattr(coco, "refine_instance", interrupted)
+        monkeypatch.setattr(coco.instances, "refine_instance", interrupted)
         result = run_coco(annotations, images, output, *extra)
-        monkeypatch.setattr(coco, "refine_instance", real)
+        monkeypatch.setattr(coco.instances, "refine_instance", real)
         assert result.exit_code not in (0, 1, 2) and len(calls) == 3  # Ctrl-C on the third instance
 
     output = tmp_path / "resumed.json"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from crm_cli.checkpoint import sha256_file, sidecar_path
 from crm_cli.cli import app
-from crm_cli.imageio import write_png
+from crm_cli.writing import write_png
 
 runner = CliRunner()
 

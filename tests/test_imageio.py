@@ -12,20 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from crm_cli import imageio
-from crm_cli.imageio import (
-    IMAGE_SUFFIXES,
-    ImageReadError,
-    MaskData,
-    SizeMismatchError,
-    encode_png,
-    match_mask_to_image,
-    read_bytes_stdin,
-    read_image,
-    read_mask,
-    write_bytes_stdout,
-    write_png,
-)
+from crm_cli import writing
+from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_bytes_stdin, read_image, read_mask
+from crm_cli.masks import MaskData, SizeMismatchError, match_mask_to_image
+from crm_cli.writing import encode_png, write_bytes_stdout, write_png
 
 PALETTE3 = [0, 0, 0, 255, 0, 0, 0, 255, 0]
 
@@ -485,7 +475,7 @@ def test_write_png_failure_mid_write_removes_temp(tmp_path: Path, monkeypatch: p
         assert Path(src).exists()
         raise OSError("disk full")
 
-    monkeypatch.setattr(imageio.os, "replace", failing_replace)
+    monkeypatch.setattr(writing.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_png(target, np.full((2, 2), 6, np.uint8))
 

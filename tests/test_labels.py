@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import make_tiny_model
 
-from crm_cli.imageio import read_mask, write_png
+from crm_cli.imageio import read_mask
 from crm_cli.labels import label_ids, refine_labels
+from crm_cli.writing import write_png
 
 IDS = (1, 2, 5)
 COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 5: (60, 90, 230)}

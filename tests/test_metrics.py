@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from crm_cli.masks import binarize
 from crm_cli.metrics import (
     DatasetScore,
-    binarize,
     boundary_accuracy,
     boundary_band,
     boundary_radii,

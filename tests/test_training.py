@@ -13,7 +13,7 @@ from conftest import TINY_ARCH, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.training.data import mask_iou, synthesize_coarse
+from crm_cli.training.coarse import mask_iou, synthesize_coarse
 from crm_cli.training.loop import Trainer, TrainOptions, learning_rate
 from crm_cli.training.loss import crm_loss, gradient_magnitude
 
@@ -105,7 +105,7 @@ def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     from crm_cli.engine import Refiner
 
     refiner = Refiner(out / "model.safetensors", device="cpu")
-    assert refiner.weights_info["provenance"]["steps"] == 3
+    assert refiner.weights_info.provenance["steps"] == 3
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2  # an existing run needs --resume
 

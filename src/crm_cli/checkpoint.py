@@ -1,8 +1,10 @@
 """Self-describing checkpoints: weights plus the architecture spec and provenance.
 
-Shipped weights are safetensors files (fp16) with the spec in the file's metadata and a sidecar
-``<name>.json`` that records the sha256. Training checkpoints are ``.pt`` files of plain tensors
-and dicts, loaded with ``weights_only=True``.
+Shipped weights are safetensors files (fp16); the architecture config and the provenance live in
+the file's metadata (their one home), and a sidecar ``<name>.json`` records the sha256 (and
+evaluation tables a training run adds). Training checkpoints are ``.pt`` files of plain tensors
+and dicts, loaded with ``weights_only=True``. ``load_model`` builds the model,
+``inspect_checkpoint`` reports on a file without building it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,21 @@ DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2.safetensors"
 
 class WeightsError(RuntimeError):
     """A checkpoint is missing, corrupt or does not match its recorded hash."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What is known about a loaded model's checkpoint."""
+
+    path: str | None  # None for a model that did not come from a file
+    sha256: str  # "" when not checked
+    config: ArchConfig
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_model(cls, model: Any) -> CheckpointInfo:
+        """The info of an in-memory model (no file, no hash, no provenance)."""
+        return cls(path=None, sha256="", config=model.config)
 
 
 def default_weights_path() -> Path:
@@ -56,7 +73,11 @@ def sidecar_path(path: Path) -> Path:
 
 def save_weights(model: Any, path: Path, provenance: Provenance | None = None, half: bool = True,
                  extra: dict[str, Any] | None = None) -> str:
-    """Write a shipped checkpoint (safetensors + sidecar JSON); returns its sha256."""
+    """Write a shipped checkpoint (safetensors + sidecar JSON); returns its sha256.
+
+    The config and ``provenance`` go into the file's metadata only; the sidecar holds the hash,
+    the dtype, the parameter count and ``extra`` (e.g. evaluation tables).
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -83,8 +104,6 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
         "sha256": digest,
         "format": FORMAT,
         "dtype": "float16" if half else "float32",
-        "config": model.config.to_dict(),
-        "provenance": asdict(provenance),
         "parameters": sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k),
         **(extra or {}),
     }
@@ -209,12 +228,12 @@ def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, provenance
 
 
-def load_model(path: Path | str, verify: bool = True) -> tuple[Any, dict[str, Any]]:
+def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointInfo]:
     """Rebuild a CRMNet from a checkpoint (.safetensors or training .pt) in eval mode.
 
-    The kind is read from the file's first bytes, not its name. Returns (model, info) where info
-    holds ``path``, ``sha256``, ``config`` and ``provenance``. Raises WeightsError with one line
-    naming the file for anything that is not a loadable crm checkpoint.
+    The kind is read from the file's first bytes, not its name. Returns (model, CheckpointInfo).
+    Raises WeightsError with one line naming the file for anything that is not a loadable crm
+    checkpoint.
     """
     from .model import build_crm
 
@@ -242,5 +261,35 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, dict[str, An
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    info = {"path": str(path), "sha256": digest, "config": config.to_dict(), "provenance": provenance}
-    return model, info
+    return model, CheckpointInfo(path=str(path), sha256=digest, config=config, provenance=provenance)
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """What is known about a checkpoint without building the model; never raises for a bad file.
+
+    Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
+    ``sidecar``, ``config``, ``provenance`` and ``error``, a one-line reason when the file is not
+    a usable crm checkpoint.
+    """
+    report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
+                              "sidecar": None, "config": None, "provenance": None, "error": None}
+    if not report["exists"]:
+        if path.exists():
+            report["error"] = f"{path}: is a directory, not a checkpoint file"
+        return report
+    try:
+        report["sha256"] = sha256_file(path)
+        sidecar = read_sidecar(path)
+        if sidecar is not None:
+            report["sidecar"] = str(sidecar_path(path))
+            recorded = sidecar.get("sha256")
+            report["sha256_ok"] = recorded == report["sha256"] if recorded else None
+        report["config"], report["provenance"] = read_spec(path)
+        if report["sha256_ok"] is False:
+            report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
+                               f"{sidecar_path(path).name}; the file is corrupt or was replaced")
+    except WeightsError as exc:
+        report["error"] = str(exc)
+    except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
+        report["error"] = f"{path}: {exc}"
+    return report

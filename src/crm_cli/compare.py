@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .outputs import COARSE_COLOR, GT_COLOR, OVERLAY_DIM, REFINED_COLOR, draw_contours, mask_to_bool
+from .masks import binarize, check_rgb_image
+from .outputs import COARSE_COLOR, GT_COLOR, OVERLAY_DIM, REFINED_COLOR, draw_contours
 
 PANEL_HEIGHT = 512
 GAP = 4
@@ -140,9 +141,7 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
     """
     import cv2
 
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
+    image = check_rgb_image(image)
     height, width = image.shape[:2]
     named = [("coarse", coarse, COARSE_COLOR), ("refined", refined, REFINED_COLOR)]
     if gt is not None:
@@ -152,7 +151,7 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
         mask = np.asarray(mask)
         if mask.shape[:2] != (height, width) or mask.ndim != 2:
             raise ValueError(f"{name} mask shape {mask.shape} does not match image size {width}x{height}")
-        masks.append(mask_to_bool(mask))
+        masks.append(binarize(mask))
     size = default_crop_size(height, width) if crop_size is None else max(1, min(crop_size, height, width))
     windows = difference_windows(masks[0], masks[1], crops, size)
 

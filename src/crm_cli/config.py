@@ -15,6 +15,9 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 # average at 64 px (-0.3) and 48 px (-2.0) and gained from 96 px up (+0.7; +2.1 at 128 px).
 MIN_REFINE_SIDE = 96
 
+# Encoder precisions (the torch dtypes are stages.PRECISIONS'); named here so the CLI lists them without torch.
+PRECISION_NAMES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # TF-ported EfficientNet-Lite weights expect RGB scaled to [-1, 1].

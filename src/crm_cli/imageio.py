@@ -1,19 +1,20 @@
-"""Reading images and masks, matching their sizes, and writing PNGs atomically.
+"""Decoding images and masks: read_image, read_mask (raw values as ``masks.MaskData``), probe_image.
 
 Every file is decoded by Pillow, so the EXIF orientation is read one way and applied by the same
 NumPy code to images and masks. OpenCV is used only for the pixels of 16-bit colour files (Pillow
-truncates those to their high byte) and for resizing.
+truncates those to their high byte). What a mask's values mean is masks.py's; encoding and
+writing files is writing.py's.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import sys
-import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,30 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "MAX_IMAGE_PIXELS",
-    "MAX_IMAGE_SIDE",
-    "OUTPUT_FORMATS",
-    "ImageHeader",
-    "ImageReadError",
-    "ImageWriteError",
-    "MaskData",
-    "OutputNameError",
-    "SizeMismatchError",
-    "check_pair_headers",
-    "encode_image",
-    "encode_png",
-    "match_mask_to_image",
-    "output_format",
-    "probe_image",
-    "read_bytes_stdin",
-    "read_image",
-    "read_mask",
-    "write_bytes_stdout",
-    "write_image",
-    "write_png",
-]
+from .masks import MaskData
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -54,12 +32,7 @@ STDIN_NAME = "<stdin>"
 # the 150 MP limit is a 6-7 GB job (11-12 GB with `quality`); the side limit is JPEG's.
 MAX_IMAGE_PIXELS = 150_000_000
 MAX_IMAGE_SIDE = 65_535
-# Output extensions and the lossless format each one names.
-OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
-_LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
-                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC", ".gif": "GIF"}
 _EXIF_ORIENTATION = 0x0112
-_MASK_KINDS = ("gray8", "gray16", "palette", "alpha", "rgb")
 # Pillow raises a zoo of exception types on bad input (SyntaxError from some plugins, struct.error
 # from truncated headers, ...), not only OSError.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
@@ -67,18 +40,6 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeEr
 
 class ImageReadError(OSError):
     """An input image or mask is missing or cannot be decoded; the message names the file."""
-
-
-class SizeMismatchError(ValueError):
-    """A mask's size does not fit its image; the message names both files and sizes."""
-
-
-class ImageWriteError(OSError):
-    """An output file cannot be written; the message names the user's path, never a temp file."""
-
-
-class OutputNameError(ValueError):
-    """An output name whose extension crm will not write (lossy or unknown): a usage error."""
 
 
 @dataclass(frozen=True)
@@ -94,63 +55,6 @@ class ImageHeader:
     def shape(self) -> tuple[int, int]:
         """(height, width), upright (EXIF orientation applied)."""
         return self.height, self.width
-
-
-@dataclass
-class MaskData:
-    """A decoded mask: raw values plus how to interpret them.
-
-    ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, and
-    "palette" for palette indices (uint8) with ``palette`` holding the 768-entry flat RGB palette.
-    """
-
-    values: np.ndarray
-    kind: str
-    palette: list[int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in _MASK_KINDS:
-            raise ValueError(f"unknown mask kind {self.kind!r}; expected one of {', '.join(_MASK_KINDS)}")
-        if self.values.ndim != 2:
-            raise ValueError(f"mask values must be 2-D, got shape {self.values.shape}")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(height, width) of the mask."""
-        return int(self.values.shape[0]), int(self.values.shape[1])
-
-    def probability(self) -> np.ndarray:
-        """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
-        if self.kind == "palette":
-            return (self.values != 0).astype(np.float32)
-        if self.values.size and int(self.values.max()) == 1:
-            # A 0/1 mask (common from labelling tools) is binary, not a nearly empty soft mask.
-            return self.values.astype(np.float32)
-        scale = 65535.0 if self.kind == "gray16" else 255.0
-        return self.values.astype(np.float32) / np.float32(scale)
-
-    def scoring_values(self) -> np.ndarray:
-        """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
-        not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
-        if self.kind == "palette" or (self.values.size and int(self.values.max()) == 1):
-            return self.values != 0  # class ids, or a 0/1 mask
-        return self.values
-
-    def is_label_map(self) -> bool:
-        """True when the values look like class ids rather than a binary or soft mask."""
-        if self.kind == "palette":
-            counts = np.bincount(self.values.ravel())
-            return int(np.count_nonzero(counts[1:])) > 1
-        if self.kind not in ("gray8", "gray16"):
-            return False
-        # Checking the maximum first keeps this cheap on large soft masks.
-        if int(self.values.max()) >= 64:
-            return False
-        return int(np.count_nonzero(np.bincount(self.values.ravel()))) > 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
 
 
 def _file_error(label: str, exc: OSError) -> ImageReadError:
@@ -261,6 +165,21 @@ def _open(data: bytes, label: str) -> Image.Image:
     return opened
 
 
+@contextmanager
+def _decode_errors(label: str, what: str) -> Iterator[None]:
+    """Pillow's many failure types as one ImageReadError naming the file (``what`` failed to decode)."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not a recognised image file") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(label, exc) from None
+    except _DECODE_ERRORS as exc:
+        raise ImageReadError(f"{label}: cannot decode {what} ({exc})") from None
+
+
 def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image | np.ndarray, int, str]:
     """Open and fully decode ``source``.
 
@@ -268,7 +187,7 @@ def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image |
     orientation still to be applied, and the file label for messages.
     """
     data, label = _source_bytes(source, name)
-    try:
+    with _decode_errors(label, "image"):
         # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
         opened = _open(data, label)
         wide_colour = _is_16bit_colour(opened)
@@ -279,14 +198,6 @@ def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image |
         if wide_colour:
             return _decode_16bit_colour(data, label), orientation, label
         return opened, orientation, label
-    except ImageReadError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise ImageReadError(f"{label}: not a recognised image file") from None
-    except Image.DecompressionBombError as exc:
-        raise _bomb_error(label, exc) from None
-    except _DECODE_ERRORS as exc:
-        raise ImageReadError(f"{label}: cannot decode image ({exc})") from None
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -313,7 +224,7 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 
 def _probe(stream: io.BufferedIOBase, label: str) -> ImageHeader:
-    try:
+    with _decode_errors(label, "image header"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(stream)
@@ -322,14 +233,6 @@ def _probe(stream: io.BufferedIOBase, label: str) -> ImageHeader:
         if _orientation(opened) in (5, 6, 7, 8):
             width, height = height, width
         return ImageHeader(width, height, opened.mode, opened.format or "")
-    except ImageReadError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise ImageReadError(f"{label}: not a recognised image file") from None
-    except Image.DecompressionBombError as exc:
-        raise _bomb_error(label, exc) from None
-    except _DECODE_ERRORS as exc:
-        raise ImageReadError(f"{label}: cannot decode image header ({exc})") from None
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -436,215 +339,6 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     return mask
 
 
-# ---------------------------------------------------------------------------------------------
-# Size matching
-
-
-def _same_aspect(small_hw: tuple[int, int], large_hw: tuple[int, int]) -> bool:
-    """True when ``small_hw`` is ``large_hw`` times one common scale, each side within 1% or 1 px."""
-    scale = (small_hw[0] + small_hw[1]) / (large_hw[0] + large_hw[1])
-    for small, large in zip(small_hw, large_hw, strict=True):
-        expected = large * scale
-        if abs(small - expected) > max(1.0, 0.01 * expected):
-            return False
-    return True
-
-
-def match_mask_to_image(
-    mask: MaskData, image_hw: tuple[int, int], image_name: str, mask_name: str
-) -> tuple[MaskData, bool]:
-    """Fit ``mask`` to an image of size ``image_hw`` = (height, width).
-
-    Returns (mask, False) when sizes are equal, (upsampled mask, True) when the mask is a smaller
-    copy with the same aspect ratio, and raises SizeMismatchError otherwise.
-    """
-    mask_h, mask_w = mask.values.shape[:2]
-    image_h, image_w = int(image_hw[0]), int(image_hw[1])
-    if (mask_h, mask_w) == (image_h, image_w):
-        return mask, False
-    smaller = mask_h <= image_h and mask_w <= image_w
-    if not (smaller and _same_aspect((mask_h, mask_w), (image_h, image_w))):
-        raise SizeMismatchError(
-            f"mask {mask_name} is {mask_w}x{mask_h} but image {image_name} is {image_w}x{image_h}; "
-            "a mask must have the image's size or be a smaller copy with the same aspect ratio"
-        )
-    # Interpolating class ids would invent labels in between, so those use nearest neighbour.
-    nearest = mask.kind == "palette" or mask.is_label_map()
-    interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
-    resized = cv2.resize(mask.values, (image_w, image_h), interpolation=interpolation)
-    palette = list(mask.palette) if mask.palette is not None else None
-    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette), True
-
-
-def check_pair_headers(image: ImageHeader, mask: ImageHeader, image_name: str, mask_name: str) -> bool:
-    """Apply :func:`match_mask_to_image`'s size rule to two headers, before decoding anything.
-
-    Returns True when the mask will be upsampled; raises SizeMismatchError when it cannot fit.
-    """
-    if mask.shape == image.shape:
-        return False
-    smaller = mask.height <= image.height and mask.width <= image.width
-    if not (smaller and _same_aspect(mask.shape, image.shape)):
-        raise SizeMismatchError(
-            f"mask {mask_name} is {mask.width}x{mask.height} but image {image_name} is {image.width}x{image.height}; "
-            "a mask must have the image's size or be a smaller copy with the same aspect ratio"
-        )
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def output_format(path: str | Path) -> str:
-    """The lossless format an output name asks for: "PNG", "TIFF" or "WEBP" (by extension).
-
-    Raises OutputNameError for lossy (JPEG, ...) or unknown extensions, naming the allowed ones.
-    """
-    suffix = Path(path).suffix.lower()
-    if suffix in OUTPUT_FORMATS:
-        return OUTPUT_FORMATS[suffix]
-    allowed = ", ".join(OUTPUT_FORMATS)
-    if suffix in _LOSSY_SUFFIXES:
-        raise OutputNameError(f"{path}: {_LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
-                              f"name the output {allowed}")
-    what = f"unknown extension {suffix!r}" if suffix else "no extension"
-    raise OutputNameError(f"{path}: {what}; name the output {allowed}")
-
-
-def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
-    """A Pillow image that saves ``array`` losslessly; ValueError for unsupported arrays."""
-    array = np.asarray(array)
-    if palette is not None:
-        if array.ndim != 2 or array.dtype != np.uint8:
-            raise ValueError(
-                f"a palette PNG needs a (H, W) uint8 index array, got {array.dtype} {array.shape}"
-            )
-        entries = [int(v) for v in palette]
-        if len(entries) % 3 or not 3 <= len(entries) <= 768 or not all(0 <= v <= 255 for v in entries):
-            raise ValueError(
-                f"palette must be a flat RGB list of 3..768 ints in 0..255, got {len(entries)} values"
-            )
-        # Filling a new P image keeps the indices verbatim; converting an L image would remap them.
-        image = Image.new("P", (array.shape[1], array.shape[0]))
-        image.frombytes(np.ascontiguousarray(array).tobytes())
-        image.putpalette(entries)
-        return image
-    if array.ndim == 2 and array.dtype == np.uint8:
-        return Image.fromarray(np.ascontiguousarray(array))
-    if array.ndim == 2 and array.dtype == np.uint16:
-        return Image.fromarray(np.ascontiguousarray(array).astype("<u2", copy=False))
-    if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(array))
-    raise ValueError(
-        f"cannot encode array of dtype {array.dtype} and shape {array.shape}; expected (H, W) "
-        "uint8/uint16 or (H, W, 3|4) uint8"
-    )
-
-
-def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
-    """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
-
-    Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
-    RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
-    RGB and RGBA only, so a 16-bit or palette array raises ValueError there.
-    """
-    image = _to_pil(array, palette)
-    buffer = io.BytesIO()
-    if fmt == "PNG":
-        image.save(buffer, format="PNG")
-    elif fmt == "TIFF":
-        image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
-    elif fmt == "WEBP":
-        if image.mode not in ("L", "RGB", "RGBA"):
-            kind = "a palette (label map)" if image.mode == "P" else "16-bit values"
-            raise ValueError(f"WebP cannot store {kind} losslessly; write it as .png or .tif")
-        # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
-        image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)
-    else:
-        raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
-    return buffer.getvalue()
-
-
-def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
-    """PNG bytes of a (H, W) uint8/uint16 (16-bit PNG), (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
-
-    With ``palette`` (flat RGB list), writes a palette PNG whose indices are the uint8 array values.
-    """
-    return encode_image(array, palette, "PNG")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a directory entry to disk where the OS allows it (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
-
-    Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
-    """
-    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ImageWriteError(f"cannot write {target}: {reason[0].lower() + reason[1:]}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp).
-
-    Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
-    (see encode_image) and ImageWriteError when the file cannot be written.
-    """
-    target = Path(path)
-    try:
-        data = encode_image(array, palette, output_format(target))
-    except OutputNameError:
-        raise
-    except ValueError as exc:
-        raise ValueError(f"{target}: {exc}") from None
-    _write_atomic(target, data)
-
-
-def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png.
-
-    The name must end in .png (or have no extension), so PNG bytes never sit under another
-    format's name; use write_image to pick the format from the extension.
-    """
-    target = Path(path)
-    if target.suffix.lower() not in ("", ".png"):
-        raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
-    _write_atomic(target, encode_png(array, palette))
-
-
-# ---------------------------------------------------------------------------------------------
-# Standard streams
-
-
 def read_bytes_stdin() -> bytes:
     """All bytes of standard input (an encoded image); refuses to wait on an interactive terminal."""
     if sys.stdin is None:
@@ -653,10 +347,3 @@ def read_bytes_stdin() -> bytes:
         raise ValueError("refusing to read an image from a terminal; pipe a file in or pass a path")
     return sys.stdin.buffer.read()
 
-
-def write_bytes_stdout(data: bytes) -> None:
-    """Write ``data`` (e.g. PNG bytes) to standard output; refuses when stdout is a terminal."""
-    if sys.stdout.isatty():
-        raise ValueError("refusing to write PNG to a terminal; redirect or use -o FILE")
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()

@@ -6,23 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .masks import binarize
+
 N_RADII = 5
 
-
-# 65535 = 255 * 257, so a uint16 value v is v / 257 on the 8-bit scale: v / 257 > 128 <=> v > 128 * 257.
-UINT16_THRESHOLD = 128 * 257
-
-
-def binarize(mask: np.ndarray) -> np.ndarray:
-    """Boolean foreground: > 128 on 8-bit values; 16-bit scaled to 8-bit first; floats in [0, 1]."""
-    if mask.dtype == np.bool_:
-        return mask
-    if mask.dtype == np.uint16:
-        # Integer comparison: exact at the threshold and no float64 copy of a 4K mask.
-        return mask > UINT16_THRESHOLD
-    if np.issubdtype(mask.dtype, np.floating):
-        return (mask * 255.0) > 128
-    return mask > 128
 
 
 def boundary_radii(height: int, width: int) -> list[int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .masks import binarize, check_rgb_image
+
 OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")
 DEFAULT_THRESHOLD = 0.5
 COARSE_COLOR: tuple[int, int, int] = (255, 0, 0)
@@ -36,13 +38,6 @@ def draw_contours(canvas: np.ndarray, mask: np.ndarray, color: tuple[int, int, i
     return canvas
 
 
-def mask_to_bool(mask: np.ndarray) -> np.ndarray:
-    """Foreground of any mask with the evaluation's rule (> 128 on the 8-bit scale)."""
-    from .metrics import binarize
-
-    return binarize(np.asarray(mask))
-
-
 def _check_probability(probability: np.ndarray) -> np.ndarray:
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 2:
@@ -50,23 +45,17 @@ def _check_probability(probability: np.ndarray) -> np.ndarray:
     return np.clip(prob, 0.0, 1.0)
 
 
-def _check_image(image: np.ndarray | None, shape: tuple[int, int], kind: str) -> np.ndarray:
+def _need_image(image: np.ndarray | None, shape: tuple[int, int], kind: str) -> np.ndarray:
     if image is None:
         raise ValueError(f"output kind {kind!r} needs the image")
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
-    if image.shape[:2] != shape:
-        raise ValueError(f"image size {image.shape[1]}x{image.shape[0]} does not match mask size "
-                         f"{shape[1]}x{shape[0]}")
-    return image
+    return check_rgb_image(image, shape)
 
 
 def render_overlay(image: np.ndarray, probability: np.ndarray, coarse: np.ndarray | None = None,
                    threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Dimmed RGB image with the coarse contour in red and the refined (p > threshold) one in green."""
     prob = _check_probability(probability)
-    image = _check_image(image, prob.shape, "overlay")
+    image = _need_image(image, prob.shape, "overlay")
     height, width = prob.shape
     thickness = contour_thickness(height, width)
     canvas = (image.astype(np.float32) * OVERLAY_DIM).round().astype(np.uint8)
@@ -75,7 +64,7 @@ def render_overlay(image: np.ndarray, probability: np.ndarray, coarse: np.ndarra
         if coarse.shape[:2] != prob.shape:
             raise ValueError(f"coarse mask size {coarse.shape[1]}x{coarse.shape[0]} does not match "
                              f"{width}x{height}")
-        draw_contours(canvas, mask_to_bool(coarse), COARSE_COLOR, thickness)
+        draw_contours(canvas, binarize(coarse), COARSE_COLOR, thickness)
     # Refined last, so it stays visible where the two contours coincide.
     draw_contours(canvas, prob > threshold, REFINED_COLOR, thickness)
     return canvas
@@ -110,7 +99,7 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
     if kind == "binary":
         return (prob > limit).astype(np.uint8) * 255
     if kind == "cutout":
-        rgb = _check_image(image, prob.shape, kind)
+        rgb = _need_image(image, prob.shape, kind)
         alpha = np.round(prob * 255.0).astype(np.uint8)
         return np.dstack([rgb, alpha])
     return render_overlay(image, prob, coarse, limit)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageio import MaskData, match_mask_to_image, read_image, read_mask
+from .imageio import read_image, read_mask
+from .masks import MaskData, match_mask_to_image
 from .presets import Preset
 
 Source = str | Path | bytes
+MODES: tuple[str, ...] = ("auto", "binary", "labels")  # how a mask is read: auto detects label maps
 
 
 @dataclass
@@ -41,7 +43,7 @@ def choose_mode(mask: MaskData, mode: str) -> str:
     """``auto`` becomes ``labels`` for label maps and ``binary`` otherwise."""
     if mode == "auto":
         return "labels" if mask.is_label_map() else "binary"
-    if mode not in ("binary", "labels"):
+    if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose auto, binary or labels")
     return mode
 

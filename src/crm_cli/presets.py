@@ -53,10 +53,10 @@ class Preset:
         """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""
         return self if guard is None else replace(self, guard=guard)
 
-    def engine_options(self) -> dict[str, object]:
-        """Keyword arguments for ``Refiner.refine`` / ``refine_detailed``."""
-        return {"ratios": self.ratios, "roi": self.roi, "full_decode": self.full_decode,
-                "adaptive": self.adaptive, "guard": self.guard}
+    def overridden(self, ratios: Sequence[float] | None = None, **switches: bool | None) -> Preset:
+        """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,
+        ``full_decode``, ``adaptive``, ``guard``) replaced; ``None`` keeps the preset's value."""
+        return replace(self.with_ratios(ratios), **{name: on for name, on in switches.items() if on is not None})
 
 
 PRESETS: dict[str, Preset] = {

@@ -61,10 +61,13 @@ class RefinerSpec:
 
     def build(self) -> Any:
         """Load the model on this process's device."""
+        from .devices import resolve_device
         from .engine import Refiner
+        from .runtime import configure_torch
 
-        return Refiner(self.weights, device=self.device, tile_size=self.tile_size, precision=self.precision,
-                       threads=self.threads)
+        configure_torch(self.threads, resolve_device(self.device))
+        return Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
+                                       precision=self.precision)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Process-wide settings that must be made before torch loads, and memory budgeting.
+"""Process-wide settings (OpenMP before torch loads, torch's own after), and memory budgeting.
 
 OpenMP: torch's CPU kernels on Linux run on GNU OpenMP (libgomp). Between parallel regions its
 worker threads spin for ``GOMP_SPINCOUNT`` iterations before sleeping; the default (300,000) is
@@ -12,6 +12,9 @@ loaded, so :func:`configure_openmp` must run before the first ``import torch``; 
 package ``__init__`` calls it. A value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``)
 is never overridden.
 
+Torch: :func:`configure_torch` makes the settings that belong to a process, not to one Refiner
+(CPU threads, cuDNN autotuning); the CLI calls it once before it builds the Refiner.
+
 Memory: :func:`estimate_refine_bytes` predicts the peak resident memory of refining an image of
 a given size (measured peaks plus a margin), so that a too-large job fails with a clear message
 before it allocates anything, instead of being killed by the OS half-way (a 20000x15000
@@ -24,6 +27,7 @@ import os
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 # Spin iterations before an idle OpenMP thread sleeps (libgomp's default is 300,000; 0 is passive).
 # Benchmarks/concurrency.py compares settings: pass --env GOMP_SPINCOUNT=300000 for the old default.
@@ -57,6 +61,17 @@ def configure_openmp(environ: MutableMapping[str, str] | None = None) -> str | N
     value = str(GOMP_SPINCOUNT_DEFAULT)
     env["GOMP_SPINCOUNT"] = value
     return value
+
+
+def configure_torch(threads: int | None = None, device: Any = None) -> None:
+    """Process-wide torch settings: ``threads`` CPU threads (None or 0 keeps torch's default, the
+    physical cores) and, on a CUDA ``device``, cuDNN autotuning (fixed tile shapes make it pay off)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device is not None and torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,
@@ -99,6 +114,21 @@ def available_memory_bytes() -> int | None:
     if headroom is not None:
         available = headroom if available is None else min(available, headroom)
     return available
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def peak_gpu_mb(device: Any = None) -> float:
+    """Peak GPU memory torch allocated on a CUDA ``device`` (since the last reset), in MiB."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def format_bytes(count: float) -> str:

@@ -10,40 +10,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .checks import check_writable, passthrough_note, passthrough_pair, precheck_pair, schedule_fields
 from .common import (
-    Device,
-    DeviceOpt,
-    GuardOpt,
     JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    check_writable,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
-    passthrough_note,
-    passthrough_pair,
-    precheck_pair,
-    resolve_preset,
-    schedule_fields,
-    user_errors,
-)
-from .refine import (
     LabelsOpt,
     Mode,
     ModeOpt,
     OutputKind,
     OutputKindOpt,
+    QuietOpt,
+    RefinerOptions,
     ThresholdOpt,
-    TileOpt,
+    console,
+    emit_json,
+    fail,
     parse_labels,
+    refiner_options,
+    user_errors,
 )
 
 if TYPE_CHECKING:
@@ -84,9 +67,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
     """
-    from ..imageio import write_png
     from ..locks import OutputLock
     from ..pipeline import refine_files
+    from ..writing import write_png
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])
@@ -115,6 +98,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     return outcome
 
 
+@refiner_options()
 def batch(
     folder: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, metavar="FOLDER",
@@ -122,18 +106,11 @@ def batch(
     output_dir: Annotated[Path, typer.Option(
         "--output", "-o", file_okay=False, metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.auto,
-    guard: GuardOpt = None,
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
+    options: RefinerOptions = RefinerOptions(),
     threshold: ThresholdOpt = None,
     output_kind: OutputKindOpt = OutputKind.soft,
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")] = False,
     ray_address: RayOpt = None,
     json_out: JsonOpt = False,
@@ -144,12 +121,12 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..pairing import find_pairs
-    from ..raybatch import RayRunError, RefinerSpec, run_jobs
+    from ..raybatch import RayRunError, run_jobs
 
     if ray_address is not None:
         require_ray_option()
     label_ids = parse_labels(labels)
-    settings = resolve_preset(ratios, preset, guard)
+    settings = options.settings()
     if output_dir.resolve() == folder.resolve() or output_dir.resolve() in (
         (folder / "images").resolve(), (folder / "masks").resolve()
     ):
@@ -170,7 +147,7 @@ def batch(
     failed_early: set[FilePair] = set()
     for pair in todo:
         error, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                           tile_size)
+                                           options.tile_size)
         if error is not None:
             failed_early.add(pair)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
@@ -182,16 +159,13 @@ def batch(
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     results: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if todo and ray_address is not None:
-        spec = RefinerSpec(str(weights.absolute()) if weights else None, device.value, tile_size, precision.value,
-                           threads or None)
-        results = run_jobs(ray_address, jobs, work, spec, quiet=quiet,
+        results = run_jobs(ray_address, jobs, work, options.ray_spec(), quiet=quiet,
                            log=None if quiet else lambda line: console.print(line, highlight=False))
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
             with user_errors():
-                refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                       precision=precision.value, threads=threads or None)
+                refiner = options.load(quiet)
         results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -10,28 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..presets import DEFAULT_PRESET
 from .batch import RayOpt, require_ray_option
-from .common import (
-    Device,
-    DeviceOpt,
-    JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
-    resolve_preset,
-    user_errors,
-)
-from .refine import TileOpt
+from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors
 
 MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
 
@@ -49,6 +29,7 @@ def parse_ids(value: str | None) -> set[int] | None:
     return ids
 
 
+@refiner_options(guard=False, preset_default=None)
 def coco(
     annotations: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
@@ -69,13 +50,7 @@ def coco(
         "--full-image", rich_help_panel="Quality",
         help="Refine each instance on the whole image instead of a crop around it (slow; for comparisons).")]
     = False,
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = None,  # None: presets.DEFAULT_PRESET, looked up when the command runs
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
+    options: RefinerOptions = RefinerOptions(),
     ray_address: RayOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -92,7 +67,7 @@ def coco(
 
     from ..coco import RefineOptions, Sidecar, apply_results, file_sha256, load_coco, plan_jobs, refine_image_job
     from ..coco import write_json_atomic as write_output
-    from ..raybatch import RayRunError, RefinerSpec, run_jobs
+    from ..raybatch import RayRunError, run_jobs
 
     started = time.perf_counter()
     if ray_address is not None:
@@ -100,13 +75,13 @@ def coco(
     wanted = parse_ids(category_ids)
     if output.resolve() == annotations.resolve():
         raise typer.BadParameter("the output file must differ from the annotation file")
-    settings = resolve_preset(ratios, preset or PresetName(DEFAULT_PRESET))
-    options = RefineOptions(engine_options=settings.engine_options(), min_area=min_area, min_margin=margin,
+    settings = options.settings()
+    instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
     with user_errors():
         data = load_coco(annotations)
-        fingerprint = {"input_sha256": file_sha256(annotations), "weights": str(weights) if weights else None,
-                       **options.fingerprint()}
+        weights = str(options.weights) if options.weights else None
+        fingerprint = {"input_sha256": file_sha256(annotations), "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
         if note and not quiet:
@@ -120,17 +95,14 @@ def coco(
     failures: list[dict[str, Any]] = list(plan.failed)
     skipped = dict(plan.skipped)
     refined_now = 0
-    work = partial(refine_image_job, options=options)
+    work = partial(refine_image_job, options=instance_options)
     stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if plan.jobs and ray_address is not None:
-        spec = RefinerSpec(str(weights.absolute()) if weights else None, device.value, tile_size, precision.value,
-                           threads or None)
-        stream = run_jobs(ray_address, plan.jobs, work, spec, quiet=quiet,
+        stream = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
                           log=None if quiet else lambda line: console.print(line, highlight=False))
     elif plan.jobs:
         with user_errors():
-            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
+            refiner = options.load(quiet)
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
         task = progress.add_task("coco", total=plan.instances, current="")
@@ -154,7 +126,7 @@ def coco(
             if ray_address is None:
                 for job in plan.jobs:
                     progress.update(task, current=job["name"])
-                    refine_image_job(refiner, job, options, on_result=record)
+                    refine_image_job(refiner, job, instance_options, on_result=record)
             else:
                 for index, job_result in stream:
                     progress.update(task, current=plan.jobs[index]["name"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,44 +16,46 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ..config import PRECISION_NAMES
+from ..devices import DEVICE_CHOICES
+from ..outputs import OUTPUT_KINDS
+from ..pipeline import MODES
+from ..presets import PRESETS
+
 # Logs, progress and tables go to stderr; stdout carries data only.
 console = Console(stderr=True, soft_wrap=True)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+def choice_enum(name: str, choices: Iterable[str]) -> Any:
+    """A str Enum of the library's own names, so typer lists exactly what the library accepts."""
+    return Enum(name, {choice: choice for choice in choices}, type=str)
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class PresetName(str, Enum):
-    auto = "auto"
-    fast = "fast"
-    balanced = "balanced"
-    quality = "quality"
+Device = choice_enum("Device", DEVICE_CHOICES)
+Precision = choice_enum("Precision", PRECISION_NAMES)
+PresetName = choice_enum("PresetName", PRESETS)
+OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
+Mode = choice_enum("Mode", MODES)
 
 
 def parse_ratios(value: str | None) -> tuple[float, ...] | None:
-    """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0), validated."""
+    """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0); the Preset that takes them validates them."""
     if value is None:
         return None
     try:
-        ratios = tuple(float(part) for part in value.split(",") if part.strip())
+        return tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError as exc:
         raise typer.BadParameter(f"ratios must be comma-separated numbers, got {value!r}") from exc
-    from ..presets import check_ratios
 
+
+def parse_labels(value: str | None) -> list[int] | None:
+    """``"3,7"`` -> [3, 7]."""
+    if value is None:
+        return None
     try:
-        return check_ratios(ratios)
+        return [int(v) for v in value.split(",") if v.strip()]
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(f"labels must be comma-separated integers, got {value!r}") from exc
 
 
 DeviceOpt = Annotated[
@@ -89,8 +94,122 @@ ThreadsOpt = Annotated[
                  help="CPU threads [default: the physical cores]; with P crm processes per machine, "
                       "use cores / P."),
 ]
+TileOpt = Annotated[
+    int,
+    typer.Option("--tile-size", min=128, rich_help_panel="Compute", metavar="N",
+                 help="Encoder tile side in pixels; lower it to save memory."),
+]
+OutputKindOpt = Annotated[
+    OutputKind,
+    typer.Option("--output-kind", "-k", case_sensitive=False, rich_help_panel="Output",
+                 help="soft: probability x 255; soft16: x 65535; binary: 0/255; cutout: RGBA image; "
+                      "overlay: contours over the image."),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output", metavar="T",
+                 help="Binarise at probability > T (also soft16 and the cutout alpha)."),
+]
+ModeOpt = Annotated[
+    Mode,
+    typer.Option("--mode", case_sensitive=False, rich_help_panel="Quality",
+                 help="binary: one object; labels: a label map, one refinement per id; auto detects."),
+]
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option("--labels", rich_help_panel="Quality", metavar="IDS",
+                 help="Label maps: refine only these ids, e.g. 3,7."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log lines on stderr.")]
+
+
+@dataclass(frozen=True)
+class RefinerOptions:
+    """The options every refining command shares, as the user gave them (see :func:`refiner_options`)."""
+
+    ratios: str | None = None
+    preset: Any = None  # a PresetName; None: presets.DEFAULT_PRESET, looked up when the command runs
+    guard: bool | None = None
+    device: Any = Device.auto
+    weights: Path | None = None
+    tile_size: int = 1024
+    precision: Any = Precision.fp32
+    threads: int = 0
+
+    @property
+    def preset_name(self) -> str:
+        """The chosen preset's name."""
+        from ..presets import DEFAULT_PRESET
+
+        return DEFAULT_PRESET if self.preset is None else self.preset.value
+
+    def settings(self):  # noqa: ANN201 - presets.Preset
+        """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied."""
+        try:
+            return PRESETS[self.preset_name].with_ratios(parse_ratios(self.ratios)).with_guard(self.guard)
+        except ValueError as exc:  # the ratios, as the Preset checks them
+            raise typer.BadParameter(str(exc)) from exc
+
+    def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
+        """Make the process-wide torch settings, build the Refiner once per process, log the device on stderr."""
+        from ..devices import resolve_device
+        from ..engine import Refiner
+        from ..runtime import configure_torch
+
+        configure_torch(self.threads or None, resolve_device(self.device.value))
+        refiner = Refiner.from_checkpoint(self.weights, device=self.device.value, tile_size=self.tile_size,
+                                          precision=self.precision.value)
+        if not quiet:
+            console.print(f"device: {refiner.device_name}", highlight=False)
+        return refiner
+
+    def ray_spec(self):  # noqa: ANN201 - raybatch.RefinerSpec
+        """How each Ray actor builds the same Refiner."""
+        from ..raybatch import RefinerSpec
+
+        weights = str(self.weights.absolute()) if self.weights else None
+        return RefinerSpec(weights, self.device.value, self.tile_size, self.precision.value, self.threads or None)
+
+
+# The shared options, in the order --help lists them: (parameter, annotated type, default).
+SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
+    ("device", DeviceOpt, Device.auto), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
+    ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0),
+)
+
+
+def refiner_options(*, guard: bool = True, preset_default: Any = PresetName.auto) -> Callable[[Callable], Callable]:
+    """Decorate a command whose ``options: RefinerOptions`` parameter stands for the shared options.
+
+    typer sees the shared options in that parameter's place; the command receives them as one
+    RefinerOptions. ``guard=False`` leaves out --guard/--no-guard; ``preset_default`` None looks up
+    presets.DEFAULT_PRESET when the command runs.
+    """
+    shared = [(name, kind, preset_default if name == "preset" else default)
+              for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            if parameter.name != "options":
+                parameters.append(parameter)
+                continue
+            parameters += [inspect.Parameter(name, parameter.kind, annotation=kind, default=default)
+                           for name, kind, default in shared]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            chosen = {name: values.pop(name) for name, _, _ in shared}
+            return command(options=RefinerOptions(**chosen), **values)
+
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
 
 
 def click_module(name: str) -> Any:
@@ -161,23 +280,6 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     raise fail(message) from None
 
 
-def resolve_preset(ratios: str | None, preset: PresetName, guard: bool | None = None):  # noqa: ANN201
-    """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied."""
-    from ..presets import PRESETS
-
-    return PRESETS[preset.value].with_ratios(parse_ratios(ratios)).with_guard(guard)
-
-
-def load_refiner(weights: Path | None, device: Device, quiet: bool = False, **kwargs: Any):  # noqa: ANN201
-    """Build the Refiner once per process and log the device on stderr."""
-    from ..engine import Refiner
-
-    refiner = Refiner(weights, device=device.value, **kwargs)
-    if not quiet:
-        console.print(f"device: {refiner.device_name}", highlight=False)
-    return refiner
-
-
 def percent(value: float | None) -> str:
     """0.8512 -> "85.12"; None -> "-"."""
     return "-" if value is None else f"{100 * value:.2f}"
@@ -187,153 +289,3 @@ def emit_json(payload: Any) -> None:
     """Write one JSON document on stdout."""
     sys.stdout.write(json.dumps(payload, indent=None) + "\n")
     sys.stdout.flush()
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks made before the model loads, so a bad input or output fails in milliseconds.
-
-from ..config import MIN_REFINE_SIDE  # noqa: E402 - next to the checks that use it
-
-
-def check_output_name(output: Path, output_kind: str = "soft") -> str:
-    """The format ``output``'s extension names; exit 2 (usage error) for a lossy or unknown one."""
-    from ..imageio import OutputNameError, output_format
-
-    try:
-        fmt = output_format(output)
-    except OutputNameError as exc:
-        raise fail(str(exc), code=2) from None
-    if fmt == "WEBP" and output_kind == "soft16":
-        raise fail(f"{output}: WebP holds 8 bits per channel; write --output-kind soft16 as .png or .tif", code=2)
-    return fmt
-
-
-def unwritable_reason(target: Path, folder: bool = False) -> str | None:
-    """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
-
-    Checks the nearest existing folder on its way: it must be a folder and writable.
-    """
-    import os
-
-    if not folder and target.is_dir():
-        return f"cannot write {target}: it is a folder"
-    if folder and target.exists() and not target.is_dir():
-        return f"cannot write into {target}: it is a file, not a folder"
-    parent = target if folder else target.parent
-    parent = parent if str(parent) else Path(".")
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot write {target}: {parent} is a file, not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write {target}: permission denied on {parent}"
-    return None
-
-
-def check_writable(target: Path, folder: bool = False) -> None:
-    """Exit 1 with one line when ``target`` cannot be written (see unwritable_reason)."""
-    reason = unwritable_reason(target, folder)
-    if reason is not None:
-        raise fail(reason)
-
-
-def memory_problem(height: int, width: int, settings: Any, tile_size: int, label: str) -> str | None:
-    """A one-line refusal when refining a ``width`` x ``height`` image would not fit in the memory
-    available now (with a cheaper setting to try when one would fit), or None."""
-    from ..runtime import available_memory_bytes, estimate_refine_bytes, format_bytes
-
-    available = available_memory_bytes()
-    full = bool(getattr(settings, "full_decode", False))
-    needed = estimate_refine_bytes(height, width, full_decode=full, tile_size=tile_size)
-    if available is None or needed <= available:
-        return None
-    message = (f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP): refining it needs about "
-               f"{format_bytes(needed)} of memory, but {format_bytes(available)} is available")
-    cheaper: list[tuple[str, bool, int]] = []  # (options to try, full_decode, tile size)
-    if full:
-        cheaper.append(("--preset balanced", False, tile_size))
-    if tile_size > 512:
-        cheaper.append(("--tile-size 512", full, 512))
-        if full:
-            cheaper.append(("--preset balanced --tile-size 512", False, 512))
-    for option, full_decode, tile in cheaper:
-        if estimate_refine_bytes(height, width, full_decode=full_decode, tile_size=tile) <= available:
-            return f"{message}; try {option}"
-    return f"{message}; free memory, or downscale or crop the image"
-
-
-def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str) -> tuple[Any, bool]:
-    """Headers of an image and its mask checked for readability and fitting sizes, before any
-    pixel is decoded. Returns (image header, whether the mask will be upsampled).
-
-    Raises ImageReadError or SizeMismatchError with a message naming the user's file(s).
-    """
-    from ..imageio import check_pair_headers, probe_image
-
-    image_header = probe_image(image, name=image_name)
-    mask_header = probe_image(mask, name=mask_name)
-    return image_header, check_pair_headers(image_header, mask_header, image_name, mask_name)
-
-
-def too_small(header: Any) -> bool:
-    """True when an image is below MIN_REFINE_SIDE and its mask is passed through unchanged."""
-    return min(header.width, header.height) < MIN_REFINE_SIDE
-
-
-def passthrough_note(width: int, height: int, label: str) -> str:
-    """The warning for an image too small to refine."""
-    return (f"{label} is {width}x{height}, under the {MIN_REFINE_SIDE}-px minimum side crm refines; "
-            "the mask is written unchanged")
-
-
-def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
-                  tile_size: int) -> tuple[str | None, bool]:
-    """Header, size and memory checks of one pair before the model loads.
-
-    Returns (the error to report or None, whether the pair is too small and passed through).
-    """
-    from ..imageio import ImageReadError, SizeMismatchError
-
-    try:
-        header, _ = probe_pair(image, mask, image_name, mask_name)
-    except (ImageReadError, SizeMismatchError) as exc:
-        return str(exc), False
-    if too_small(header):
-        return None, True
-    return memory_problem(header.height, header.width, settings, tile_size, image_name), False
-
-
-def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
-                     image_name: str, mask_name: str):  # noqa: ANN201 - pipeline.PairResult
-    """The output of a pair too small to refine: the coarse mask itself, rendered as asked
-    (label maps keep their ids and palette). No model is needed."""
-    import time
-
-    from ..outputs import render_output
-    from ..pipeline import PairResult, choose_mode, read_pair
-
-    start = time.perf_counter()
-    rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name)
-    chosen = choose_mode(mask_data, mode)
-    if chosen == "labels":
-        output, palette, probability = mask_data.values, mask_data.palette, None
-    else:
-        probability = mask_data.probability()
-        output = render_output(output_kind, probability, image=rgb, coarse=probability, threshold=threshold)
-        palette = None
-    return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
-                      probability=probability, notes=notes)
-
-
-def schedule_fields(result: Any) -> dict[str, Any]:
-    """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps)."""
-    from ..pipeline import schedule_label
-
-    if not result.ratios:
-        return {"schedule": None}
-    fields: dict[str, Any] = {"schedule": schedule_label(result.ratios), "guard_restored": result.guard_restored}
-    if result.mode == "labels":
-        fields["label_ratios"] = [list(r) for r in result.ratios]
-    else:
-        fields["ratios"] = list(result.ratios[0])
-    return fields

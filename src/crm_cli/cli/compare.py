@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .common import QuietOpt, check_output_name, console, user_errors
+from .checks import check_output_name
+from .common import QuietOpt, console, user_errors
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -32,7 +33,9 @@ def compare(
     check_output_name(output)
     with user_errors():
         from ..compare import compare_strip
-        from ..imageio import match_mask_to_image, read_image, read_mask, write_image
+        from ..imageio import read_image, read_mask
+        from ..masks import match_mask_to_image
+        from ..writing import write_image
 
         rgb = read_image(image)
         masks = []

@@ -3,49 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    GuardOpt,
-    JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
-    percent,
-    resolve_preset,
-    user_errors,
-)
-from .refine import TileOpt
+from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, percent, refiner_options, user_errors
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..evaluation import Sample
 
 
+@refiner_options()
 def evaluate(
     folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
                                            help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.auto,
-    guard: GuardOpt = None,
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
+    options: RefinerOptions = RefinerOptions(),
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
@@ -55,13 +33,13 @@ def evaluate(
     """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
     from rich.progress import Progress
 
-    from ..imageio import read_mask, write_png
-    from ..metrics import DatasetScore, score_pair
-    from ..outputs import render_output
+    from ..evaluation import evaluate as score_samples
+    from ..evaluation import folder_samples
+    from ..metrics import DatasetScore
     from ..pairing import find_pairs
-    from ..pipeline import read_pair, schedule_label
+    from ..writing import write_png
 
-    settings = resolve_preset(ratios, preset, guard)
+    settings = options.settings()
     with user_errors():
         pairs, problems = find_pairs(folder)
         pairs = [p for p in pairs if p.gt is not None]
@@ -69,42 +47,33 @@ def evaluate(
             raise fail("; ".join(problems) or f"{folder}: no <name>_gt.* ground truth found")
         if limit:
             pairs = pairs[:limit]
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
-    coarse_scores, refined_scores = DatasetScore(), DatasetScore()
-    stage_scores = [DatasetScore() for _ in settings.ratios]
-    refine_seconds = 0.0
-    schedules: Counter[str] = Counter()
-    per_image: list[dict[str, object]] = []
+        refiner = options.load(quiet)
+    outputs = {pair.name: pair.relative_output for pair in pairs}
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress, user_errors():
         task = progress.add_task("eval", total=len(pairs))
-        for pair in pairs:
-            image, coarse, notes = read_pair(pair.image, pair.mask)
-            for note in notes:
-                progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
-            gt = read_mask(pair.gt).scoring_values()
-            start = time.perf_counter()
-            result = refiner.refine_detailed(image, coarse.probability(), keep_stages=per_stage, preset=settings)
-            refine_seconds += time.perf_counter() - start
-            refined = render_output("soft", result.probability)
-            schedule = schedule_label([result.ratios])
-            schedules[schedule] += 1
-            before, after = score_pair(coarse.scoring_values(), gt, pair.name), score_pair(refined, gt, pair.name)
-            coarse_scores.add(before)
-            refined_scores.add(after)
-            per_image.append({"name": pair.name, "schedule": schedule, "guard_restored": result.guard_restored,
-                              "coarse_iou": before.iou, "refined_iou": after.iou,
-                              "coarse_mba": before.mba, "refined_mba": after.mba})
-            for scores, stage in zip(stage_scores, result.stages, strict=False):
-                scores.add(score_pair(render_output("soft", stage), gt, pair.name))
+
+        def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
+            for sample in samples:
+                for note in sample.notes:
+                    progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
+                yield sample
+
+        def finished(sample: Sample, refined: np.ndarray) -> None:
             if output_dir is not None:
-                write_png(output_dir / pair.relative_output, refined)
+                write_png(output_dir / outputs[sample.name], refined)
             progress.advance(task)
+
+        scores = score_samples(refiner, announced(folder_samples(pairs)), settings, per_stage=per_stage,
+                               on_sample=finished)
+    # Every ratio of the preset gets a row (an image whose schedule skipped a stage adds nothing to it).
+    stage_scores = scores.stages + [DatasetScore() for _ in settings.ratios[len(scores.stages):]]
+    coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
+    schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
     summary = {
         "n": len(pairs),
-        "ratios": list(settings.ratios), "preset": preset.value, "guard": settings.guard,
+        "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
         "schedules": dict(schedules.most_common()),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},

@@ -64,48 +64,12 @@ def _default_device() -> str:
     return str(device)
 
 
-def weights_report(path: Path) -> dict[str, Any]:
-    """What is known about a checkpoint without building the model; never raises for a bad file.
-
-    ``error`` holds a one-line reason when the file is not a usable crm checkpoint.
-    """
-    from ..checkpoint import WeightsError, read_sidecar, read_spec, sha256_file, sidecar_path
-
-    report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
-                              "sidecar": None, "config": None, "provenance": None, "error": None}
-    if not report["exists"]:
-        if path.exists():
-            report["error"] = f"{path}: is a directory, not a checkpoint file"
-        return report
-    try:
-        report["sha256"] = sha256_file(path)
-        sidecar = read_sidecar(path)
-        if sidecar is not None:
-            report["sidecar"] = str(sidecar_path(path))
-            recorded = sidecar.get("sha256")
-            report["sha256_ok"] = recorded == report["sha256"] if recorded else None
-            report["config"] = sidecar.get("config")
-            report["provenance"] = sidecar.get("provenance")
-        # The file itself decides whether it is a checkpoint, whatever its sidecar says.
-        config, provenance = read_spec(path)
-        report["config"] = report["config"] if report["config"] is not None else config
-        report["provenance"] = report["provenance"] if report["provenance"] is not None else provenance
-        if report["sha256_ok"] is False:
-            report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
-                               f"{sidecar_path(path).name}; the file is corrupt or was replaced")
-    except WeightsError as exc:
-        report["error"] = str(exc)
-    except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
-        report["error"] = f"{path}: {exc}"
-    return report
-
-
 def gather_info(weights: Path | None) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data."""
     import torch
 
     from .. import __version__
-    from ..checkpoint import default_weights_path
+    from ..checkpoint import default_weights_path, inspect_checkpoint
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -116,7 +80,7 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         "cudnn": cudnn,
         "devices": _devices(),
         "default_device": _default_device(),
-        "weights": weights_report(Path(weights) if weights is not None else default_weights_path()),
+        "weights": inspect_checkpoint(Path(weights) if weights is not None else default_weights_path()),
     }
 
 

@@ -2,98 +2,45 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    GuardOpt,
-    JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
+from .checks import (
     check_output_name,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
     memory_problem,
     passthrough_note,
     passthrough_pair,
     probe_pair,
-    resolve_preset,
     schedule_fields,
     too_small,
     unwritable_reason,
+)
+from .common import (
+    JsonOpt,
+    LabelsOpt,
+    Mode,
+    ModeOpt,
+    OutputKind,
+    OutputKindOpt,
+    QuietOpt,
+    RefinerOptions,
+    ThresholdOpt,
+    console,
+    emit_json,
+    fail,
+    parse_labels,
+    refiner_options,
     user_errors,
 )
-
-
-class OutputKind(str, Enum):
-    soft = "soft"
-    soft16 = "soft16"
-    binary = "binary"
-    cutout = "cutout"
-    overlay = "overlay"
-
-
-class Mode(str, Enum):
-    auto = "auto"
-    binary = "binary"
-    labels = "labels"
-
 
 # What the log line calls each output kind.
 KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",
               "overlay": "overlay"}
 
-OutputKindOpt = Annotated[
-    OutputKind,
-    typer.Option("--output-kind", "-k", case_sensitive=False, rich_help_panel="Output",
-                 help="soft: probability x 255; soft16: x 65535; binary: 0/255; cutout: RGBA image; "
-                      "overlay: contours over the image."),
-]
-ThresholdOpt = Annotated[
-    float | None,
-    typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel="Output", metavar="T",
-                 help="Binarise at probability > T (also soft16 and the cutout alpha)."),
-]
-ModeOpt = Annotated[
-    Mode,
-    typer.Option("--mode", case_sensitive=False, rich_help_panel="Quality",
-                 help="binary: one object; labels: a label map, one refinement per id; auto detects."),
-]
-LabelsOpt = Annotated[
-    str | None,
-    typer.Option("--labels", rich_help_panel="Quality", metavar="IDS",
-                 help="Label maps: refine only these ids, e.g. 3,7."),
-]
-TileOpt = Annotated[
-    int,
-    typer.Option("--tile-size", min=128, rich_help_panel="Compute", metavar="N",
-                 help="Encoder tile side in pixels; lower it to save memory."),
-]
 
-
-def parse_labels(value: str | None) -> list[int] | None:
-    """``"3,7"`` -> [3, 7]."""
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise typer.BadParameter(f"labels must be comma-separated integers, got {value!r}") from exc
-
-
+@refiner_options()
 def refine(
     image: Annotated[Path, typer.Argument(allow_dash=True, dir_okay=False, metavar="IMAGE",
                                           help="Image file, or - for stdin.")],
@@ -103,18 +50,11 @@ def refine(
                                                 help=".png, .tif or .webp (lossless), or - for stdout "
                                                      "[default: MASK_refined.png].")]
     = None,
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.auto,
-    guard: GuardOpt = None,
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
+    options: RefinerOptions = RefinerOptions(),
     threshold: ThresholdOpt = None,
     output_kind: OutputKindOpt = OutputKind.soft,
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -125,8 +65,9 @@ def refine(
     """
     import sys
 
-    from ..imageio import ImageWriteError, encode_image, read_bytes_stdin, write_bytes_stdout, write_image
+    from ..imageio import read_bytes_stdin
     from ..pipeline import refine_files, schedule_label
+    from ..writing import ImageWriteError, encode_image, write_bytes_stdout, write_image
 
     if str(image) == "-" and str(mask) == "-":
         raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
@@ -142,7 +83,7 @@ def refine(
     if "-" in (str(image), str(mask)) and sys.stdin.isatty():
         raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
     label_ids = parse_labels(labels)
-    settings = resolve_preset(ratios, preset, guard)
+    settings = options.settings()
     if not to_stdout:
         check_output_name(output, output_kind.value)
     image_name = "<stdin>" if str(image) == "-" else str(image)
@@ -167,10 +108,10 @@ def refine(
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
             result.notes.append(passthrough_note(header.width, header.height, image_name))
         else:
-            if (problem := memory_problem(header.height, header.width, settings, tile_size, image_name)) is not None:
+            problem = memory_problem(header.height, header.width, settings, options.tile_size, image_name)
+            if problem is not None:
                 raise MemoryError(problem)
-            refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
+            refiner = options.load(quiet)
             device_name = refiner.device_name
             result = refine_files(
                 refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
@@ -193,7 +134,7 @@ def refine(
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
             "seconds": round(result.seconds, 4), "device": device_name, "passthrough": passthrough,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
-            "preset": preset.value, **schedule_fields(result),
+            "preset": options.preset_name, **schedule_fields(result),
         })
 
 

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import (
-    Device,
-    DeviceOpt,
-    GuardOpt,
-    JsonOpt,
-    Precision,
-    PrecisionOpt,
-    PresetName,
-    PresetOpt,
-    QuietOpt,
-    RatiosOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    console,
-    emit_json,
-    fail,
-    load_refiner,
-    memory_problem,
-    probe_pair,
-    resolve_preset,
-    user_errors,
-)
-from .refine import TileOpt
+from .checks import memory_problem, probe_pair
+from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -49,52 +27,36 @@ def parse_size(value: str) -> tuple[int, int]:
     return height, width
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
+@refiner_options()
 def timing(
     image: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="IMAGE", help="Image file.")] = None,
     mask: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="MASK", help="Coarse mask file.")] = None,
     size: Annotated[str | None, typer.Option("--size", metavar="WxH",
                                              help="Time a synthetic scene instead, e.g. 3840x2160.")] = None,
-    ratios: RatiosOpt = None,
-    preset: PresetOpt = PresetName.auto,
-    guard: GuardOpt = None,
-    device: DeviceOpt = Device.auto,
-    weights: WeightsOpt = None,
-    tile_size: TileOpt = 1024,
-    precision: PrecisionOpt = Precision.fp32,
-    threads: ThreadsOpt = 0,
+    options: RefinerOptions = RefinerOptions(),
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, metavar="N", help="Timed runs after one warm-up.")]
     = 3,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
-    import numpy as np
-    import torch
-
+    from ..evaluation import time_refine
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
-    settings = resolve_preset(ratios, preset, guard)
+    settings = options.settings()
     if size is not None:
         height, width = parse_size(size)
         # An option asked for this size, so a size that cannot fit in memory is a usage error.
-        if (problem := memory_problem(height, width, settings, tile_size, f"--size {size}")) is not None:
+        if (problem := memory_problem(height, width, settings, options.tile_size, f"--size {size}")) is not None:
             raise fail(problem, code=2)
     with user_errors():
         if image is not None and mask is not None:
             header, _ = probe_pair(image, mask, str(image), str(mask))
-            if (problem := memory_problem(header.height, header.width, settings, tile_size, str(image))) is not None:
+            problem = memory_problem(header.height, header.width, settings, options.tile_size, str(image))
+            if problem is not None:
                 raise MemoryError(problem)
         if size is not None:
             rgb, exact = synthetic_scene(height, width)
@@ -104,36 +66,11 @@ def timing(
             coarse = mask_data.probability()
             for note in notes:
                 console.print(f"[yellow]warning:[/] {note}", highlight=False)
-        refiner = load_refiner(weights, device, quiet=quiet, tile_size=tile_size,
-                                   precision=precision.value, threads=threads or None)
-        is_cuda = refiner.device.type == "cuda"
-        refiner.refine_detailed(rgb, coarse, preset=settings)  # warm-up
-        if is_cuda:
-            torch.cuda.reset_peak_memory_stats(refiner.device)
-        runs = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            result = refiner.refine_detailed(rgb, coarse, preset=settings)
-            runs.append((time.perf_counter() - start, result.timings))
-    totals = np.array([t for t, _ in runs])
-    median = float(np.median(totals))
-    stages = []
-    for k, ratio in enumerate(result.ratios):  # the schedule run (auto picks it from the mask)
-        stages.append({
-            "ratio": ratio,
-            "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
-            "decode_s": float(np.median([timings[k].decode_s for _, timings in runs])),
-        })
-    height, width = rgb.shape[:2]
-    report = {
-        "width": width, "height": height, "device": refiner.device_name,
-        "ratios": list(result.ratios), "preset": preset.value,
-        "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
-        "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_gpu_mb": round(torch.cuda.max_memory_allocated(refiner.device) / 2**20, 1) if is_cuda else None,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }
+        refiner = options.load(quiet)
+        report = time_refine(refiner, rgb, coarse, settings, repeat)
+    report["preset"] = options.preset_name
+    stages, median, is_cuda = report["stages"], report["total_s"], report["peak_gpu_mb"] is not None
+    width, height = report["width"], report["height"]
     if not quiet or not json_out:
         from rich.table import Table
 

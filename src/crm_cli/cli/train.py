@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, user_errors
+from .common import Device, DeviceOpt, console, user_errors
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # = str(training.coarse.CoarseMix())
 
@@ -35,6 +35,7 @@ def train(
     query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    device: DeviceOpt = Device.auto,
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
     synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0,
                                              help="Fraction of samples that are synthetic composites (thin "
@@ -50,8 +51,7 @@ def train(
                                             "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
-    import torch
-
+    from ..runtime import configure_torch
     from ..training.coarse import CoarseMix
     from ..training.data import list_pairs
     from ..training.loop import Trainer, TrainOptions, parse_val_sets
@@ -64,14 +64,13 @@ def train(
             [float(r) for r in val_ratios.split(",")]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if threads:
-        torch.set_num_threads(threads)
+    configure_torch(threads or None)
     with user_errors():
         options = TrainOptions(
             data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed, init=init,
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
             synthetic=synthetic, coarse_mix=coarse_mix, val_sets=list(val_set or []), val_images=val_images,
-            val_ratios=val_ratios,
+            val_ratios=val_ratios, device=device.value,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)

@@ -12,43 +12,34 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# The paper's coarse-mask perturbation lives in .coarse; re-exported for existing callers.
-from .coarse import CoarseMix, make_coarse, mask_iou, perturb_locally, simplify_contours, synthesize_coarse  # noqa: F401
+from ..pairing import FilePair, find_pairs
+from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
 CROP = 224
 # Composites for training: no drawn layer may be (almost) invisible against what lies below it.
 MIN_CONTRAST = 16.0
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One training image and its soft ground-truth mask."""
-
-    name: str
-    image: Path
-    mask: Path
-
-
-def list_pairs(root: Path) -> list[Pair]:
-    """Pairs from ``root/images/**`` + ``root/masks/**`` (same relative stem), sorted by name."""
-    from ..pairing import find_pairs
-
+def list_pairs(root: Path) -> list[FilePair]:
+    """Pairs from ``root/images/**`` + ``root/masks/**`` (same relative stem), sorted by name; the
+    mask of each is its soft ground truth."""
     found, _ = find_pairs(Path(root))
     if not found:
         raise FileNotFoundError(f"no image/mask pairs under {root}/images and {root}/masks")
-    return sorted((Pair(p.name, p.image, p.mask) for p in found), key=lambda p: p.name)
+    return sorted(found, key=lambda p: p.name)
 
 
-def split_pairs(pairs: list[Pair], every: int = 20) -> tuple[list[Pair], list[Pair]]:
+def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair], list[FilePair]]:
     """Fixed split: every ``every``-th pair (sorted order) is held out for validation."""
     train = [p for i, p in enumerate(pairs) if i % every != 0]
     val = [p for i, p in enumerate(pairs) if i % every == 0]
     return train, val
 
 
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1], read as inference reads them."""
-    from ..imageio import match_mask_to_image, read_image, read_mask
+    from ..imageio import read_image, read_mask
+    from ..masks import match_mask_to_image
 
     image = read_image(pair.image)
     mask, _ = match_mask_to_image(read_mask(pair.mask), image.shape[:2], str(pair.image), str(pair.mask))
@@ -132,7 +123,7 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
 class PairCache:
     """Decoded training pairs kept in memory (DUTS-TR fits in about 2.5 GB)."""
 
-    def __init__(self, pairs: list[Pair]) -> None:
+    def __init__(self, pairs: list[FilePair]) -> None:
         self.pairs = pairs
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -21,11 +21,13 @@ import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
+from ..evaluation import SCORE_KEYS
 from ..model import build_crm
-from ..model.pretrained import initialise_encoder, load_imagenet_init  # noqa: F401 - its old home
+from ..model.pretrained import initialise_encoder
+from ..pairing import FilePair
 from ..transforms import network_input
 from .coarse import CoarseMix
-from .data import DataMix, Pair, PairCache, list_pairs, make_training_sample, split_pairs, synthesize_coarse
+from .data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs
 from .loss import crm_loss
 
 BASE_LR = 2.25e-4
@@ -56,6 +58,7 @@ class TrainOptions:
     coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=.." (training/coarse.py); "" = paper only
     val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
     val_ratios: str = ""  # stage ratios for high-resolution (BIG-layout) sets; "" = the engine's default
+    device: str = "auto"  # devices.resolve_device: auto, cpu, cuda[:N], mps
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
@@ -99,7 +102,7 @@ def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0
 class Trainer:
     """Owns model, optimiser, data and logs for one run directory."""
 
-    def __init__(self, options: TrainOptions, val_pairs: list[Pair] | None = None) -> None:
+    def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -108,31 +111,10 @@ class Trainer:
             import torch.distributed as dist
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            self.device = torch.device("cuda", local)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        if options.encoder not in PRESET_ARCHS:
-            raise ValueError(f"unknown encoder {options.encoder!r}; choose from {sorted(PRESET_ARCHS)}")
-        arch = PRESET_ARCHS[options.encoder].to_dict()
-        arch.update(options.arch)
-        self.config = ArchConfig.from_dict(arch)
-        torch.manual_seed(options.seed)
-        if options.init.endswith(".safetensors"):
-            # Fine-tuning: the whole model (and its architecture) comes from a crm checkpoint.
-            from ..checkpoint import load_model
-
-            loaded, info = load_model(options.init)
-            if loaded.config.encoder != options.encoder:
-                raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
-            self.config = loaded.config
-            self.model = loaded.float().to(self.device)
-            self.init_note = f"crm checkpoint {Path(options.init).name} sha256={info['sha256']}"
-        else:
-            self.model = build_crm(self.config).to(self.device)
-            self.init_note = initialise_encoder(self.model, options.init)
+        self.device = training_device(options.device)
+        self.model, self.init_note = initial_model(options)
+        self.model = self.model.to(self.device)
+        self.config: ArchConfig = self.model.config
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
         pairs = list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)
@@ -186,17 +168,9 @@ class Trainer:
                              f"{saved_mix[1]!r}; resume with the same data mix")
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
-        self._truncate_log()
+        if self.rank == 0:
+            truncate_log(self.out / "log.csv", self.step)
         return True
-
-    def _truncate_log(self) -> None:
-        """Drop log rows written after the checkpoint we resume from (they will be replayed)."""
-        log_path = self.out / "log.csv"
-        if self.rank != 0 or not log_path.exists():
-            return
-        lines = log_path.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= self.step]
-        log_path.write_text("".join(kept))
 
     # -------------------------------------------------------------- training
     def train_step(self) -> dict[str, float]:
@@ -221,20 +195,8 @@ class Trainer:
         return {"loss": float(loss.detach()), "lr": lr, **terms}
 
     def validate(self) -> dict[str, float]:
-        """Coarse vs refined IoU/mBA on every validation set.
-
-        The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
-        and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
-        ``NAME_coarse_iou`` ..) is scored on its first ``val_images`` items: a BIG-layout folder with
-        its own ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like
-        the held-out pairs."""
-        from ..engine import Refiner
-
-        refiner = Refiner.from_model(self.model, device=str(self.device))
-        scores = score_pairs(refiner, self.val_pairs, "")
-        ratios = tuple(float(r) for r in self.options.val_ratios.split(",")) if self.options.val_ratios else None
-        for name, folder in self.val_sets.items():
-            scores.update(score_folder(refiner, folder, name + "_", self.options.val_images, ratios))
+        """Coarse vs refined IoU/mBA on every validation set (see :func:`validation_scores`)."""
+        scores = validation_scores(self.model, self.device, self.val_pairs, self.val_sets, self.options)
         self.model.train()
         return scores
 
@@ -288,7 +250,67 @@ class Trainer:
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
-SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
+
+
+def training_device(name: str = "auto") -> torch.device:
+    """The device this training process uses (devices.resolve_device); under torchrun a CUDA
+    process takes the GPU of its LOCAL_RANK."""
+    from ..devices import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
+    """The model a run starts from and a note on its initialisation: a crm checkpoint's model
+    (fine-tuning, ``--init X.safetensors``), or a new one with ImageNet encoder weights."""
+    if options.encoder not in PRESET_ARCHS:
+        raise ValueError(f"unknown encoder {options.encoder!r}; choose from {sorted(PRESET_ARCHS)}")
+    torch.manual_seed(options.seed)
+    if options.init.endswith(".safetensors"):
+        from ..checkpoint import load_model
+
+        loaded, info = load_model(options.init)
+        if loaded.config.encoder != options.encoder:
+            raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
+        return loaded.float(), f"crm checkpoint {Path(options.init).name} sha256={info.sha256}"
+    arch = PRESET_ARCHS[options.encoder].to_dict()
+    arch.update(options.arch)
+    model = build_crm(ArchConfig.from_dict(arch))
+    return model, initialise_encoder(model, options.init)
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from (they will be replayed)."""
+    if not log_path.exists():
+        return
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    log_path.write_text("".join(kept))
+
+
+def validation_scores(model: torch.nn.Module, device: torch.device, val_pairs: list[FilePair],
+                      val_sets: dict[str, Path], options: TrainOptions) -> dict[str, float]:
+    """Coarse vs refined IoU/mBA on every validation set.
+
+    The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
+    and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
+    ``NAME_coarse_iou`` ..) is scored on its first ``val_images`` items: a BIG-layout folder with
+    its own ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like
+    the held-out pairs. The model is left in eval mode."""
+    from ..engine import Refiner
+    from ..evaluation import evaluate, synthetic_samples
+
+    refiner = Refiner.from_model(model, device=str(device))
+    scores = evaluate(refiner, synthetic_samples(val_pairs), ratios=(1.0,)).scores()
+    ratios = tuple(float(r) for r in options.val_ratios.split(",")) if options.val_ratios else None
+    for name, folder in val_sets.items():
+        scores.update(score_folder(refiner, folder, name + "_", options.val_images, ratios))
+    return scores
 
 
 def parse_val_sets(specs: list[str]) -> dict[str, Path]:
@@ -308,45 +330,15 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
     return sets
 
 
-def score_pairs(refiner: Any, pairs: list[Pair], prefix: str) -> dict[str, float]:
-    """Scores of image/GT pairs with the paper's coarse masks at fixed seeds, refined at s = 1."""
-    from ..metrics import DatasetScore, score_pair
-    from .data import load_pair
-
-    coarse_score, refined_score = DatasetScore(), DatasetScore()
-    for k, pair in enumerate(pairs):
-        image, gt = load_pair(pair)
-        coarse = synthesize_coarse(gt, np.random.default_rng([12345, k]))
-        prob = refiner.refine(image, coarse, ratios=(1.0,))
-        coarse_score.add(score_pair(coarse, gt, pair.name))
-        refined_score.add(score_pair(prob, gt, pair.name))
-    return _scores(prefix, coarse_score, refined_score)
-
-
 def score_folder(refiner: Any, folder: Path, prefix: str, limit: int,
                  ratios: tuple[float, ...] | None) -> dict[str, float]:
-    """Scores of a validation folder: BIG layout (its own coarse masks) or images/ + masks/."""
-    from ..imageio import match_mask_to_image, read_image, read_mask
-    from ..metrics import DatasetScore, score_pair
+    """Scores of a validation folder: BIG layout (its own coarse masks, refined with ``ratios``) or
+    images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
+    from ..evaluation import evaluate, folder_samples, synthetic_samples
     from ..pairing import find_pairs
 
     found, _ = find_pairs(folder)
     triples = [p for p in found if p.gt is not None]
-    if not triples:  # images/ + masks/: the masks are the ground truth
-        return score_pairs(refiner, list_pairs(folder)[:limit], prefix)
-    coarse_score, refined_score = DatasetScore(), DatasetScore()
-    for pair in triples[:limit]:
-        image = read_image(pair.image)
-        shape = image.shape[:2]
-        coarse, _ = match_mask_to_image(read_mask(pair.mask), shape, str(pair.image), str(pair.mask))
-        gt, _ = match_mask_to_image(read_mask(pair.gt), shape, str(pair.image), str(pair.gt))
-        options = {"ratios": ratios} if ratios else {}
-        prob = refiner.refine(image, coarse.probability(), **options)
-        coarse_score.add(score_pair(coarse.probability(), gt.probability(), pair.name))
-        refined_score.add(score_pair(prob, gt.probability(), pair.name))
-    return _scores(prefix, coarse_score, refined_score)
-
-
-def _scores(prefix: str, coarse: Any, refined: Any) -> dict[str, float]:
-    return {prefix + "coarse_iou": coarse.iou, prefix + "coarse_mba": coarse.mba or 0.0,
-            prefix + "refined_iou": refined.iou, prefix + "refined_mba": refined.mba or 0.0}
+    if triples:
+        return evaluate(refiner, folder_samples(triples[:limit]), ratios=ratios).scores(prefix)
+    return evaluate(refiner, synthetic_samples(list_pairs(folder)[:limit]), ratios=(1.0,)).scores(prefix)

@@ -1,0 +1,156 @@
+"""Checks made before the model loads, so a bad input or output fails in milliseconds, and the
+pass-through of images too small to refine. Nothing heavy is imported at module level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import MIN_REFINE_SIDE
+from .common import fail
+
+
+def check_output_name(output: Path, output_kind: str = "soft") -> str:
+    """The format ``output``'s extension names; exit 2 (usage error) for a lossy or unknown one."""
+    from ..writing import OutputNameError, output_format
+
+    try:
+        fmt = output_format(output)
+    except OutputNameError as exc:
+        raise fail(str(exc), code=2) from None
+    if fmt == "WEBP" and output_kind == "soft16":
+        raise fail(f"{output}: WebP holds 8 bits per channel; write --output-kind soft16 as .png or .tif", code=2)
+    return fmt
+
+
+def unwritable_reason(target: Path, folder: bool = False) -> str | None:
+    """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
+
+    Checks the nearest existing folder on its way: it must be a folder and writable.
+    """
+    import os
+
+    if not folder and target.is_dir():
+        return f"cannot write {target}: it is a folder"
+    if folder and target.exists() and not target.is_dir():
+        return f"cannot write into {target}: it is a file, not a folder"
+    parent = target if folder else target.parent
+    parent = parent if str(parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot write {target}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {target}: permission denied on {parent}"
+    return None
+
+
+def check_writable(target: Path, folder: bool = False) -> None:
+    """Exit 1 with one line when ``target`` cannot be written (see unwritable_reason)."""
+    reason = unwritable_reason(target, folder)
+    if reason is not None:
+        raise fail(reason)
+
+
+def memory_problem(height: int, width: int, settings: Any, tile_size: int, label: str) -> str | None:
+    """A one-line refusal when refining a ``width`` x ``height`` image would not fit in the memory
+    available now (with a cheaper setting to try when one would fit), or None."""
+    from ..runtime import available_memory_bytes, estimate_refine_bytes, format_bytes
+
+    available = available_memory_bytes()
+    full = bool(getattr(settings, "full_decode", False))
+    needed = estimate_refine_bytes(height, width, full_decode=full, tile_size=tile_size)
+    if available is None or needed <= available:
+        return None
+    message = (f"{label} is {width}x{height} ({width * height / 1e6:.0f} MP): refining it needs about "
+               f"{format_bytes(needed)} of memory, but {format_bytes(available)} is available")
+    cheaper: list[tuple[str, bool, int]] = []  # (options to try, full_decode, tile size)
+    if full:
+        cheaper.append(("--preset balanced", False, tile_size))
+    if tile_size > 512:
+        cheaper.append(("--tile-size 512", full, 512))
+        if full:
+            cheaper.append(("--preset balanced --tile-size 512", False, 512))
+    for option, full_decode, tile in cheaper:
+        if estimate_refine_bytes(height, width, full_decode=full_decode, tile_size=tile) <= available:
+            return f"{message}; try {option}"
+    return f"{message}; free memory, or downscale or crop the image"
+
+
+def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str) -> tuple[Any, bool]:
+    """Headers of an image and its mask checked for readability and fitting sizes, before any
+    pixel is decoded. Returns (image header, whether the mask will be upsampled).
+
+    Raises ImageReadError or SizeMismatchError with a message naming the user's file(s).
+    """
+    from ..imageio import probe_image
+    from ..masks import check_pair_headers
+
+    image_header = probe_image(image, name=image_name)
+    mask_header = probe_image(mask, name=mask_name)
+    return image_header, check_pair_headers(image_header, mask_header, image_name, mask_name)
+
+
+def too_small(header: Any) -> bool:
+    """True when an image is below MIN_REFINE_SIDE and its mask is passed through unchanged."""
+    return min(header.width, header.height) < MIN_REFINE_SIDE
+
+
+def passthrough_note(width: int, height: int, label: str) -> str:
+    """The warning for an image too small to refine."""
+    return (f"{label} is {width}x{height}, under the {MIN_REFINE_SIDE}-px minimum side crm refines; "
+            "the mask is written unchanged")
+
+
+def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
+                  tile_size: int) -> tuple[str | None, bool]:
+    """Header, size and memory checks of one pair before the model loads.
+
+    Returns (the error to report or None, whether the pair is too small and passed through).
+    """
+    from ..imageio import ImageReadError
+    from ..masks import SizeMismatchError
+
+    try:
+        header, _ = probe_pair(image, mask, image_name, mask_name)
+    except (ImageReadError, SizeMismatchError) as exc:
+        return str(exc), False
+    if too_small(header):
+        return None, True
+    return memory_problem(header.height, header.width, settings, tile_size, image_name), False
+
+
+def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
+                     image_name: str, mask_name: str):  # noqa: ANN201 - pipeline.PairResult
+    """The output of a pair too small to refine: the coarse mask itself, rendered as asked
+    (label maps keep their ids and palette). No model is needed."""
+    import time
+
+    from ..outputs import render_output
+    from ..pipeline import PairResult, choose_mode, read_pair
+
+    start = time.perf_counter()
+    rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name)
+    chosen = choose_mode(mask_data, mode)
+    if chosen == "labels":
+        output, palette, probability = mask_data.values, mask_data.palette, None
+    else:
+        probability = mask_data.probability()
+        output = render_output(output_kind, probability, image=rgb, coarse=probability, threshold=threshold)
+        palette = None
+    return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
+                      probability=probability, notes=notes)
+
+
+def schedule_fields(result: Any) -> dict[str, Any]:
+    """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps)."""
+    from ..pipeline import schedule_label
+
+    if not result.ratios:
+        return {"schedule": None}
+    fields: dict[str, Any] = {"schedule": schedule_label(result.ratios), "guard_restored": result.guard_restored}
+    if result.mode == "labels":
+        fields["label_ratios"] = [list(r) for r in result.ratios]
+    else:
+        fields["ratios"] = list(result.ratios[0])
+    return fields

@@ -1,0 +1,228 @@
+"""COCO files: load, plan the work per image, resume from the sidecar, apply results, write atomically.
+
+Annotation files are loaded with the standard ``json`` module; only the ``segmentation``, ``area``
+and ``bbox`` of refined instances are replaced, so every other value is written back exactly as it
+was read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIDECAR_SUFFIX = ".partial.jsonl"
+SIDECAR_VERSION = 1
+FSYNC_SECONDS = 2.0  # the sidecar is flushed after every record and fsynced at most this often
+
+
+class CocoFileError(ValueError):
+    """The annotation file cannot be used at all (not JSON, or not COCO instances)."""
+
+
+
+def load_coco(path: str | Path) -> dict[str, Any]:
+    """Read a COCO instances file (numbers and key order are kept exactly as ``json`` reads them)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise CocoFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
+            or not isinstance(data.get("images"), list):
+        raise CocoFileError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
+    return data
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 4 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(4 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Plan:
+    """The work of one run: per-image jobs plus what was decided without refining."""
+
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    failed: list[dict[str, Any]] = field(default_factory=list)  # results of instances that cannot start
+    resumed: int = 0
+
+    @property
+    def instances(self) -> int:
+        """Instances to refine in this run."""
+        return sum(len(job["instances"]) for job in self.jobs)
+
+
+def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int] | None = None,
+              done: Iterable[int] = ()) -> Plan:
+    """Group the instances to refine by image.
+
+    Crowd regions, instances of other categories and those already ``done`` (annotation indices
+    from the sidecar) are left out; an instance whose image is not listed fails.
+    """
+    plan = Plan()
+    wanted = set(category_ids) if category_ids else None
+    finished = set(done)
+    images = {image.get("id"): image for image in data["images"] if isinstance(image, dict)}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for index, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict):
+            plan.failed.append({"index": index, "id": None, "status": "failed", "error": "not a JSON object"})
+            continue
+        if index in finished:
+            plan.resumed += 1
+            continue
+        reason = None
+        if annotation.get("iscrowd"):
+            reason = "crowd"
+        elif wanted is not None and annotation.get("category_id") not in wanted:
+            reason = "category"
+        if reason:
+            plan.skipped[reason] = plan.skipped.get(reason, 0) + 1
+            continue
+        image_id = annotation.get("image_id")
+        image = images.get(image_id)
+        if image is None or not isinstance(image.get("file_name"), str):
+            problem = "not in 'images'" if image is None else "has no file_name"
+            plan.failed.append({"index": index, "id": annotation.get("id"), "status": "failed",
+                                "error": f"image_id {image_id!r} {problem}"})
+            continue
+        by_image.setdefault(image_id, []).append({"index": index, "id": annotation.get("id"),
+                                                  "segmentation": annotation.get("segmentation"),
+                                                  "bbox": annotation.get("bbox")})
+    for image_id, instances in by_image.items():
+        image = images[image_id]
+        plan.jobs.append({"image": str((images_dir / image["file_name"]).absolute()), "name": image["file_name"],
+                          "image_id": image_id, "height": _as_int(image.get("height")),
+                          "width": _as_int(image.get("width")), "instances": instances})
+    return plan
+
+
+def _as_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """Where progress of a run writing ``output`` is recorded: ``OUTPUT.partial.jsonl``."""
+    output = Path(output)
+    return output.with_name(output.name + SIDECAR_SUFFIX)
+
+
+class Sidecar:
+    """Append-only record of finished instances, so an interrupted run continues where it stopped.
+
+    Line 1 is a header with the fingerprint of the input and settings; each further line is one
+    refined (or deliberately kept) instance. A torn last line is ignored on reading.
+    """
+
+    def __init__(self, output: str | Path, fingerprint: dict[str, Any]) -> None:
+        self.path = sidecar_path(output)
+        self.header = {"crm_coco_sidecar": SIDECAR_VERSION, **json.loads(json.dumps(fingerprint, default=str))}
+        self._handle = None
+        self._last_sync = 0.0
+
+    def load(self) -> tuple[dict[int, dict[str, Any]], str | None]:
+        """Results recorded by an earlier run with the same fingerprint, by annotation index, and a
+        note when an existing sidecar was ignored."""
+        if not self.path.exists():
+            return {}, None
+        results: dict[int, dict[str, Any]] = {}
+        with self.path.open("rb") as handle:
+            lines = handle.read().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if header != self.header:
+            return {}, f"{self.path}: progress from a different input or settings; starting over"
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+                results[int(record["index"])] = record
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line torn by an interruption
+        return results, None
+
+    def open(self, keep: dict[int, dict[str, Any]]) -> None:
+        """Start recording; rewrite the file with the header and the ``keep`` records."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with temp.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps(self.header) + "\n")
+            for record in keep.values():
+                handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Record one finished instance (flushed now, fsynced every few seconds)."""
+        assert self._handle is not None, "open() first"
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        now = time.monotonic()
+        if now - self._last_sync > FSYNC_SECONDS:
+            os.fsync(self._handle.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        """Flush and close (the file stays for the next run)."""
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def remove(self) -> None:
+        """Close and delete: the output is complete."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def apply_results(data: dict[str, Any], results: Iterable[dict[str, Any]]) -> int:
+    """Put refined segmentations, areas and boxes into ``data`` in place; returns how many.
+
+    Only those three keys of refined instances change. ``area`` keeps its JSON type (an integer area
+    stays an integer).
+    """
+    annotations = data["annotations"]
+    count = 0
+    for result in results:
+        if result.get("status") != "refined":
+            continue
+        annotation = annotations[result["index"]]
+        annotation["segmentation"] = result["segmentation"]
+        area = result["area"]
+        annotation["area"] = area if isinstance(annotation.get("area"), int) else float(area)
+        annotation["bbox"] = result["bbox"]
+        count += 1
+    return count
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as compact UTF-8 JSON: temp file, fsync, rename (readers never see half a file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temp.open("wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

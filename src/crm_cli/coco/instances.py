@@ -1,0 +1,225 @@
+"""Refining COCO instances in crops around their boxes, and scoring instances by their RLEs."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .rle import (
+    InstanceError,
+    decode_columns,
+    encode_rle_string,
+    foreground_columns,
+    runs_from_columns,
+    runs_from_segmentation,
+)
+
+if TYPE_CHECKING:
+    from ..metrics import DatasetScore
+    from ..presets import Preset
+
+MIN_MARGIN = 32  # pixels of context around an instance's box, at least
+MARGIN_FRACTION = 0.25  # ... or this fraction of the box's longer side, whichever is larger
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How instances are refined.
+
+    Attributes:
+        preset: the refine settings (None: the engine's default preset).
+        min_area: instances whose coarse mask has fewer pixels are left as they are.
+        min_margin: context around the box, at least this many pixels ...
+        margin_fraction: ... or this fraction of the box's longer side.
+        full_image: refine every instance on the whole image instead of a crop (for comparisons).
+    """
+
+    preset: Preset | None = None
+    min_area: float = 0.0
+    min_margin: int = MIN_MARGIN
+    margin_fraction: float = MARGIN_FRACTION
+    full_image: bool = False
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides a refined mask (resuming across different values would mix results)."""
+        crop = "full image" if self.full_image else [self.min_margin, self.margin_fraction]
+        # The preset's switches under the key earlier versions wrote, so their partial runs still resume.
+        switches = {} if self.preset is None else {k: v for k, v in asdict(self.preset).items() if k != "description"}
+        return {"engine_options": json.loads(json.dumps(switches, default=str)), "crop": crop}
+
+
+def crop_window(box: tuple[int, int, int, int], height: int, width: int, min_margin: int = MIN_MARGIN,
+                margin_fraction: float = MARGIN_FRACTION) -> tuple[int, int, int, int]:
+    """The box ``(x0, y0, x1, y1)`` (exclusive ends) grown by max(min_margin, fraction x longer side),
+    clipped to the image."""
+    x0, y0, x1, y1 = box
+    margin = max(min_margin, math.ceil(margin_fraction * max(x1 - x0, y1 - y0)))
+    return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
+
+
+def _check_bbox(bbox: Any, height: int, width: int) -> None:
+    """A COCO box ``[x, y, w, h]`` that lies wholly outside the image marks a bad instance (an empty or
+    missing box is not checked: the segmentation decides)."""
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        return
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return
+    if w > 0 and h > 0 and (x >= width or y >= height or x + w <= 0 or y + h <= 0):
+        raise InstanceError(f"bbox {bbox} lies outside the {width}x{height} image")
+
+
+def refine_instance(refiner: Any, image: np.ndarray, segmentation: Any, options: RefineOptions,
+                    bbox: Any = None) -> dict[str, Any]:
+    """Refine one instance of ``image`` and return its outcome.
+
+    Returns:
+        ``{"status": "refined", "segmentation": compressed RLE, "area": int, "bbox": [x, y, w, h]}``,
+        or ``{"status": "skipped", "reason": ...}`` (below ``min_area``, or refined to nothing).
+
+    Raises:
+        InstanceError: the instance is malformed or covers no pixel of the image.
+    """
+    height, width = image.shape[:2]
+    runs = runs_from_segmentation(segmentation, height, width)
+    _check_bbox(bbox, height, width)
+    columns = foreground_columns(runs, height)
+    if columns is None:
+        raise InstanceError("the segmentation covers no pixel of the image")
+    area = int(runs[1::2].sum())
+    if area < options.min_area:
+        return {"status": "skipped", "reason": "min_area"}
+    band = decode_columns(runs, height, *columns)
+    rows = np.flatnonzero(band.any(axis=1))
+    box = (columns[0], int(rows[0]), columns[1], int(rows[-1]) + 1)
+    if options.full_image:
+        x0, y0, x1, y1 = 0, 0, width, height
+    else:
+        x0, y0, x1, y1 = crop_window(box, height, width, options.min_margin, options.margin_fraction)
+    coarse = decode_columns(runs, height, x0, x1)[y0:y1]  # a transposed (column-major) view
+    probability = refiner.refine(np.ascontiguousarray(image[y0:y1, x0:x1]),
+                                 np.ascontiguousarray(coarse, dtype=np.uint8) * 255, preset=options.preset)
+    refined = np.asarray(probability) > 0.5
+    if not refined.any():
+        return {"status": "skipped", "reason": "refined_empty"}
+    block = np.zeros((height, x1 - x0), dtype=bool)
+    block[y0:y1] = refined
+    new_rows = np.flatnonzero(refined.any(axis=1))
+    new_cols = np.flatnonzero(refined.any(axis=0))
+    return {
+        "status": "refined",
+        "segmentation": {"size": [height, width], "counts": encode_rle_string(runs_from_columns(block, width, x0))},
+        "area": int(np.count_nonzero(refined)),
+        "bbox": [float(x0 + new_cols[0]), float(y0 + new_rows[0]),
+                 float(new_cols[-1] - new_cols[0] + 1), float(new_rows[-1] - new_rows[0] + 1)],
+    }
+
+
+def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions,
+                     on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Read one image and refine the instances of ``job`` (a JSON-able dict made by plan_jobs).
+
+    Every instance gets a result ``{"index", "id", "status", "seconds", ...}``; a bad instance or an
+    unreadable image gives ``status: failed`` with an ``error`` and never raises. ``on_result`` is
+    called with each result as soon as it is known (the plain path records progress with it).
+    """
+    from ..imageio import read_image
+
+    results: list[dict[str, Any]] = []
+
+    def finish(instance: dict[str, Any], outcome: dict[str, Any], start: float) -> None:
+        result = {"index": instance["index"], "id": instance["id"], **outcome,
+                  "seconds": round(time.perf_counter() - start, 4)}
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    start = time.perf_counter()
+    try:
+        image = read_image(job["image"], name=job["name"])
+        expected = (job.get("height"), job.get("width"))
+        if None not in expected and tuple(image.shape[:2]) != expected:
+            raise InstanceError(f"{job['name']}: the image is {image.shape[1]}x{image.shape[0]} but the annotation "
+                                f"file says {expected[1]}x{expected[0]} (EXIF orientation is applied)")
+    except (OSError, ValueError) as exc:
+        for instance in job["instances"]:
+            finish(instance, {"status": "failed", "error": str(exc)}, start)
+        return {"results": results}
+    for instance in job["instances"]:
+        start = time.perf_counter()
+        try:
+            outcome = refine_instance(refiner, image, instance["segmentation"], options, instance.get("bbox"))
+        except ValueError as exc:  # InstanceError, or a value the engine rejects
+            outcome = {"status": "failed", "error": str(exc)}
+        except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
+            outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finish(instance, outcome, start)
+    return {"results": results}
+
+
+def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, width: int, name: str = ""):  # noqa: ANN201
+    """IoU and mBA of one instance pair, as ``metrics.score_pair`` gives on the full masks.
+
+    Only a window around both masks is decoded: it reaches past the largest boundary radius, so
+    the boundary bands (and every pixel where the masks differ) lie inside it.
+    """
+    from ..metrics import ImageScore, boundary_band, boundary_radii, intersection_union
+
+    radii = boundary_radii(height, width)
+    spans = [c for c in (foreground_columns(pred_runs, height), foreground_columns(gt_runs, height)) if c]
+    if not spans:
+        return ImageScore(name=name, intersection=0, union=0, mba=None)
+    x0, x1 = min(s[0] for s in spans), max(s[1] for s in spans)
+    rows = np.flatnonzero((decode_columns(pred_runs, height, x0, x1) | decode_columns(gt_runs, height, x0, x1))
+                          .any(axis=1))
+    pad = radii[-1] + 2
+    x0, x1 = max(0, x0 - pad), min(width, x1 + pad)
+    y0, y1 = max(0, int(rows[0]) - pad), min(height, int(rows[-1]) + 1 + pad)
+    pred = decode_columns(pred_runs, height, x0, x1)[y0:y1]
+    gt = decode_columns(gt_runs, height, x0, x1)[y0:y1]
+    intersection, union = intersection_union(pred, gt)
+    correct = pred == gt
+    accuracies = []
+    for radius in radii:
+        band = boundary_band(gt, radius)
+        total = int(np.count_nonzero(band))
+        if total == 0:
+            return ImageScore(name=name, intersection=intersection, union=union, mba=None)
+        accuracies.append(np.count_nonzero(correct & band) / total)
+    return ImageScore(name=name, intersection=intersection, union=union, mba=float(np.mean(accuracies)))
+
+
+def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
+    """Score predicted instances against ground-truth instances matched by annotation id.
+
+    Crowd regions of the ground truth are not scored. Sizes come from the ground truth's images.
+
+    Raises:
+        ValueError: a ground-truth instance has no prediction, or one cannot be decoded.
+    """
+    from ..metrics import DatasetScore
+    from ..pairing import pair_coco_annotations
+
+    images = {image.get("id"): image for image in gt["images"] if isinstance(image, dict)}
+    scores = DatasetScore()
+    for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
+        image = images.get(gt_annotation.get("image_id"))
+        if image is None:
+            raise ValueError(f"ground-truth annotation {gt_annotation.get('id')}: image_id "
+                             f"{gt_annotation.get('image_id')!r} not in 'images'")
+        height, width = int(image["height"]), int(image["width"])
+        name = f"{image.get('file_name', image.get('id'))}#{gt_annotation.get('id')}"
+        try:
+            gt_runs = runs_from_segmentation(gt_annotation.get("segmentation"), height, width)
+            pred_runs = runs_from_segmentation(pred_annotation.get("segmentation"), height, width)
+        except InstanceError as exc:
+            raise ValueError(f"annotation {gt_annotation.get('id')}: {exc}") from None
+        scores.add(score_instance(pred_runs, gt_runs, height, width, name))
+    return scores

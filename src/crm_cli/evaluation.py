@@ -1,0 +1,179 @@
+"""Measuring a refiner: coarse against refined IoU/mBA for a set of pairs, and the timing protocol.
+
+One scoring function (:func:`evaluate`) serves ``crm eval``, training-time validation and the
+benchmarks, so their numbers on the same pairs agree:
+
+- pairs with their own coarse masks (the BIG layout) are read as ``crm eval`` reads them
+  (:func:`folder_samples`);
+- image/GT pairs get the training recipe's synthetic coarse masks from one fixed seed per pair
+  (:func:`synthetic_samples`, ``SYNTHETIC_SEED``);
+- the refined mask is scored as it would be written (the soft 8-bit output).
+
+:func:`time_refine` is ``crm time``'s protocol (one warm-up, then N timed runs, medians per stage,
+peak memory from runtime.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .metrics import DatasetScore, score_pair
+from .pairing import FilePair
+from .presets import Preset
+
+# The seed of the synthetic coarse masks of validation pairs: pair k gets default_rng([SEED, k]).
+SYNTHETIC_SEED = 12345
+SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
+
+
+@dataclass
+class Sample:
+    """One scored pair: the image, the coarse mask the refiner gets, and the ground truth.
+
+    ``coarse_scoring`` is scored in place of ``coarse`` when given (a palette or 0/1 mask scores
+    its foreground, see ``MaskData.scoring_values``).
+    """
+
+    name: str
+    image: np.ndarray
+    coarse: np.ndarray
+    gt: np.ndarray
+    coarse_scoring: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def folder_samples(pairs: Iterable[FilePair]) -> Iterator[Sample]:
+    """Samples of pairs with their own coarse mask and a GT (the BIG layout), read lazily."""
+    from .imageio import read_mask
+    from .masks import match_mask_to_image
+    from .pipeline import read_pair
+
+    for pair in pairs:
+        if pair.gt is None:
+            raise ValueError(f"{pair.image}: no ground truth to score against")
+        image, coarse, notes = read_pair(pair.image, pair.mask)
+        gt, _ = match_mask_to_image(read_mask(pair.gt), image.shape[:2], str(pair.image), str(pair.gt))
+        yield Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
+
+
+def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> np.ndarray:
+    """The training recipe's coarse mask for the ``index``-th validation pair (DESIGN §3)."""
+    from .training.coarse import synthesize_coarse
+
+    return synthesize_coarse(gt, np.random.default_rng([seed, index]))
+
+
+def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED) -> Iterator[Sample]:
+    """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily."""
+    from .training.data import load_pair
+
+    for index, pair in enumerate(pairs):
+        image, gt = load_pair(pair)
+        yield Sample(pair.name, image, synthetic_coarse(gt, index, seed), gt)
+
+
+@dataclass
+class Evaluation:
+    """Dataset scores of the coarse and the refined masks (and of every stage with ``per_stage``)."""
+
+    coarse: DatasetScore = field(default_factory=DatasetScore)
+    refined: DatasetScore = field(default_factory=DatasetScore)
+    stages: list[DatasetScore] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)  # per image: schedule and both scores
+    schedules: Counter[str] = field(default_factory=Counter)  # how often each schedule ran
+    refine_seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """How many pairs were scored."""
+        return len(self.refined.images)
+
+    def scores(self, prefix: str = "") -> dict[str, float]:
+        """``{prefix}coarse_iou`` .. ``{prefix}refined_mba`` (an mBA without any boundary counts 0)."""
+        values = (self.coarse.iou, self.coarse.mba or 0.0, self.refined.iou, self.refined.mba or 0.0)
+        return {prefix + key: value for key, value in zip(SCORE_KEYS, values, strict=True)}
+
+
+def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | None = None, *,
+             ratios: Sequence[float] | None = None, per_stage: bool = False,
+             on_sample: Callable[[Sample, np.ndarray], None] | None = None) -> Evaluation:
+    """Refine every sample with ``refiner`` (an ``engine.Refiner``) and score coarse and refined.
+
+    Args:
+        preset, ratios: the refine settings (see ``Refiner.refine_detailed``).
+        per_stage: also score every stage's output (each decoded at full size).
+        on_sample: called with each sample and its refined soft uint8 mask (to write it, or to
+            advance a progress bar).
+    """
+    from .outputs import render_output
+    from .pipeline import schedule_label
+
+    result = Evaluation()
+    for sample in samples:
+        start = time.perf_counter()
+        detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage, preset=preset)
+        result.refine_seconds += time.perf_counter() - start
+        refined = render_output("soft", detail.probability)
+        schedule = schedule_label([detail.ratios])
+        result.schedules[schedule] += 1
+        coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
+        before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
+        result.coarse.add(before)
+        result.refined.add(after)
+        result.images.append({"name": sample.name, "schedule": schedule, "guard_restored": detail.guard_restored,
+                              "coarse_iou": before.iou, "refined_iou": after.iou,
+                              "coarse_mba": before.mba, "refined_mba": after.mba})
+        while len(result.stages) < len(detail.stages):
+            result.stages.append(DatasetScore())
+        for scores, stage in zip(result.stages, detail.stages, strict=False):
+            scores.add(score_pair(render_output("soft", stage), sample.gt, sample.name))
+        if on_sample is not None:
+            on_sample(sample, refined)
+    return result
+
+
+def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Preset | str | None = None,
+                repeat: int = 3) -> dict[str, Any]:
+    """``crm time``'s protocol: one warm-up, then ``repeat`` timed refinements.
+
+    Returns the median and minimum total seconds, the median encoder/decoder seconds of each stage
+    of the schedule run, megapixels per second, and the peak memory (process RSS; allocated GPU
+    memory on CUDA, counted after the warm-up).
+    """
+    import torch
+
+    from .runtime import peak_gpu_mb, peak_rss_mb
+
+    is_cuda = refiner.device.type == "cuda"
+    refiner.refine_detailed(image, coarse, preset=preset)  # warm-up
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(refiner.device)
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = refiner.refine_detailed(image, coarse, preset=preset)
+        runs.append((time.perf_counter() - start, result.timings))
+    totals = np.array([seconds for seconds, _ in runs])
+    median = float(np.median(totals))
+    stages = []
+    for k, ratio in enumerate(result.ratios):  # the schedule run (auto picks it from the mask)
+        stages.append({
+            "ratio": ratio,
+            "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
+            "decode_s": float(np.median([timings[k].decode_s for _, timings in runs])),
+        })
+    height, width = image.shape[:2]
+    return {
+        "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
+        "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
+        "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": round(peak_gpu_mb(refiner.device), 1) if is_cuda else None,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }

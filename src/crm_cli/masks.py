@@ -1,0 +1,192 @@
+"""What a mask means: ``MaskData`` and every mask rule, in one place (NumPy + OpenCV, no torch).
+
+- a 0/1 integer mask is binary (:func:`is_zero_one`);
+- any mask as a float probability (:func:`mask_to_float`) and as the evaluation's boolean
+  foreground (:func:`binarize`, > 128 on the 8-bit scale);
+- the checks of an RGB image and of a mask's size against its image;
+- the size rule: a mask may be a smaller copy of its image with the same aspect ratio.
+
+Decoding files into ``MaskData`` is imageio's job; this module never touches a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+MASK_KINDS = ("gray8", "gray16", "palette", "alpha", "rgb")
+# 65535 = 255 * 257, so a uint16 value v is v / 257 on the 8-bit scale: v / 257 > 128 <=> v > 128 * 257.
+UINT16_THRESHOLD = 128 * 257
+
+
+class SizeMismatchError(ValueError):
+    """A mask's size does not fit its image; the message names both files and sizes."""
+
+
+def is_zero_one(values: np.ndarray) -> bool:
+    """True for an integer mask whose maximum is 1: a 0/1 binary mask (common from labelling
+    tools), not a nearly empty soft mask."""
+    return values.dtype.kind in "ui" and values.size > 0 and int(values.max()) == 1
+
+
+def mask_to_float(mask: np.ndarray) -> np.ndarray:
+    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool and 0/1 as is, float clipped)."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_ or is_zero_one(mask):
+        return mask.astype(np.float32)
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) / 255.0
+    if mask.dtype == np.uint16:
+        return mask.astype(np.float32) / 65535.0
+    return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+def binarize(mask: np.ndarray) -> np.ndarray:
+    """Boolean foreground (the evaluation's rule): > 128 on 8-bit values; 16-bit scaled to 8-bit
+    first; floats in [0, 1]."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask
+    if mask.dtype == np.uint16:
+        # Integer comparison: exact at the threshold and no float64 copy of a 4K mask.
+        return mask > UINT16_THRESHOLD
+    if np.issubdtype(mask.dtype, np.floating):
+        return (mask * 255.0) > 128
+    return mask > 128
+
+
+def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """``image`` as a contiguous (H, W, 3) uint8 RGB array of size ``shape`` (when given); ValueError otherwise."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
+    if shape is not None and image.shape[:2] != tuple(shape):
+        raise ValueError(f"image size {image.shape[1]}x{image.shape[0]} does not match mask size "
+                         f"{shape[1]}x{shape[0]}")
+    return np.ascontiguousarray(image)
+
+
+def check_mask_fits(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> None:
+    """ValueError when a mask's (H, W) is not its image's."""
+    if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
+        raise ValueError(f"mask size {mask_shape[1]}x{mask_shape[0]} does not match image size "
+                         f"{image_shape[1]}x{image_shape[0]}")
+
+
+@dataclass
+class MaskData:
+    """A decoded mask: raw values plus how to interpret them.
+
+    ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, and
+    "palette" for palette indices (uint8) with ``palette`` holding the 768-entry flat RGB palette.
+    """
+
+    values: np.ndarray
+    kind: str
+    palette: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in MASK_KINDS:
+            raise ValueError(f"unknown mask kind {self.kind!r}; expected one of {', '.join(MASK_KINDS)}")
+        if self.values.ndim != 2:
+            raise ValueError(f"mask values must be 2-D, got shape {self.values.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the mask."""
+        return int(self.values.shape[0]), int(self.values.shape[1])
+
+    def probability(self) -> np.ndarray:
+        """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
+        if self.kind == "palette":
+            return (self.values != 0).astype(np.float32)
+        if is_zero_one(self.values):
+            return self.values.astype(np.float32)
+        scale = 65535.0 if self.kind == "gray16" else 255.0
+        return self.values.astype(np.float32) / np.float32(scale)
+
+    def scoring_values(self) -> np.ndarray:
+        """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
+        not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
+        if self.kind == "palette" or is_zero_one(self.values):
+            return self.values != 0  # class ids, or a 0/1 mask
+        return self.values
+
+    def is_label_map(self) -> bool:
+        """True when the values look like class ids rather than a binary or soft mask."""
+        if self.kind == "palette":
+            counts = np.bincount(self.values.ravel())
+            return int(np.count_nonzero(counts[1:])) > 1
+        if self.kind not in ("gray8", "gray16"):
+            return False
+        # Checking the maximum first keeps this cheap on large soft masks.
+        if int(self.values.max()) >= 64:
+            return False
+        return int(np.count_nonzero(np.bincount(self.values.ravel()))) > 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Size matching
+
+
+class HasSize(Protocol):
+    """Anything with an upright ``width`` and ``height`` (imageio.ImageHeader)."""
+
+    width: int
+    height: int
+
+
+def _same_aspect(small_hw: tuple[int, int], large_hw: tuple[int, int]) -> bool:
+    """True when ``small_hw`` is ``large_hw`` times one common scale, each side within 1% or 1 px."""
+    scale = (small_hw[0] + small_hw[1]) / (large_hw[0] + large_hw[1])
+    for small, large in zip(small_hw, large_hw, strict=True):
+        expected = large * scale
+        if abs(small - expected) > max(1.0, 0.01 * expected):
+            return False
+    return True
+
+
+def check_mask_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], image_name: str, mask_name: str) -> bool:
+    """The size rule: False when the sizes are equal, True when the mask is a smaller copy with the
+    same aspect ratio (to be upsampled); SizeMismatchError otherwise."""
+    (mask_h, mask_w), (image_h, image_w) = mask_hw, image_hw
+    if (mask_h, mask_w) == (image_h, image_w):
+        return False
+    smaller = mask_h <= image_h and mask_w <= image_w
+    if not (smaller and _same_aspect((mask_h, mask_w), (image_h, image_w))):
+        raise SizeMismatchError(
+            f"mask {mask_name} is {mask_w}x{mask_h} but image {image_name} is {image_w}x{image_h}; "
+            "a mask must have the image's size or be a smaller copy with the same aspect ratio"
+        )
+    return True
+
+
+def match_mask_to_image(
+    mask: MaskData, image_hw: tuple[int, int], image_name: str, mask_name: str
+) -> tuple[MaskData, bool]:
+    """Fit ``mask`` to an image of size ``image_hw`` = (height, width).
+
+    Returns (mask, False) when sizes are equal, (upsampled mask, True) when the mask is a smaller
+    copy with the same aspect ratio, and raises SizeMismatchError otherwise.
+    """
+    import cv2
+
+    image_h, image_w = int(image_hw[0]), int(image_hw[1])
+    if not check_mask_size(mask.shape, (image_h, image_w), image_name, mask_name):
+        return mask, False
+    # Interpolating class ids would invent labels in between, so those use nearest neighbour.
+    nearest = mask.kind == "palette" or mask.is_label_map()
+    interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
+    resized = cv2.resize(mask.values, (image_w, image_h), interpolation=interpolation)
+    palette = list(mask.palette) if mask.palette is not None else None
+    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette), True
+
+
+def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name: str) -> bool:
+    """Apply :func:`match_mask_to_image`'s size rule to two headers, before decoding anything.
+
+    Returns True when the mask will be upsampled; raises SizeMismatchError when it cannot fit.
+    """
+    return check_mask_size((mask.height, mask.width), (image.height, image.width), image_name, mask_name)

@@ -1,0 +1,181 @@
+"""Encoding masks and images losslessly (PNG, TIFF, WebP) and writing them atomically, or to stdout.
+
+The extension names the format; a lossy one (JPEG, ...) is refused, so an output never alters the mask.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Output extensions and the lossless format each one names.
+OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+_LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC", ".gif": "GIF"}
+
+
+class ImageWriteError(OSError):
+    """An output file cannot be written; the message names the user's path, never a temp file."""
+
+
+class OutputNameError(ValueError):
+    """An output name whose extension crm will not write (lossy or unknown): a usage error."""
+
+
+def output_format(path: str | Path) -> str:
+    """The lossless format an output name asks for: "PNG", "TIFF" or "WEBP" (by extension).
+
+    Raises OutputNameError for lossy (JPEG, ...) or unknown extensions, naming the allowed ones.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in OUTPUT_FORMATS:
+        return OUTPUT_FORMATS[suffix]
+    allowed = ", ".join(OUTPUT_FORMATS)
+    if suffix in _LOSSY_SUFFIXES:
+        raise OutputNameError(f"{path}: {_LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
+                              f"name the output {allowed}")
+    what = f"unknown extension {suffix!r}" if suffix else "no extension"
+    raise OutputNameError(f"{path}: {what}; name the output {allowed}")
+
+
+def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
+    """A Pillow image that saves ``array`` losslessly; ValueError for unsupported arrays."""
+    array = np.asarray(array)
+    if palette is not None:
+        if array.ndim != 2 or array.dtype != np.uint8:
+            raise ValueError(
+                f"a palette PNG needs a (H, W) uint8 index array, got {array.dtype} {array.shape}"
+            )
+        entries = [int(v) for v in palette]
+        if len(entries) % 3 or not 3 <= len(entries) <= 768 or not all(0 <= v <= 255 for v in entries):
+            raise ValueError(
+                f"palette must be a flat RGB list of 3..768 ints in 0..255, got {len(entries)} values"
+            )
+        # Filling a new P image keeps the indices verbatim; converting an L image would remap them.
+        image = Image.new("P", (array.shape[1], array.shape[0]))
+        image.frombytes(np.ascontiguousarray(array).tobytes())
+        image.putpalette(entries)
+        return image
+    if array.ndim == 2 and array.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(array))
+    if array.ndim == 2 and array.dtype == np.uint16:
+        return Image.fromarray(np.ascontiguousarray(array).astype("<u2", copy=False))
+    if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(array))
+    raise ValueError(
+        f"cannot encode array of dtype {array.dtype} and shape {array.shape}; expected (H, W) "
+        "uint8/uint16 or (H, W, 3|4) uint8"
+    )
+
+
+def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
+    """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
+
+    Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
+    RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
+    RGB and RGBA only, so a 16-bit or palette array raises ValueError there.
+    """
+    image = _to_pil(array, palette)
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        image.save(buffer, format="PNG")
+    elif fmt == "TIFF":
+        image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
+    elif fmt == "WEBP":
+        if image.mode not in ("L", "RGB", "RGBA"):
+            kind = "a palette (label map)" if image.mode == "P" else "16-bit values"
+            raise ValueError(f"WebP cannot store {kind} losslessly; write it as .png or .tif")
+        # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
+        image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
+    return buffer.getvalue()
+
+
+def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
+    """PNG bytes of a (H, W) uint8/uint16 (16-bit PNG), (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
+
+    With ``palette`` (flat RGB list), writes a palette PNG whose indices are the uint8 array values.
+    """
+    return encode_image(array, palette, "PNG")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry to disk where the OS allows it (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
+
+    Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
+    """
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ImageWriteError(f"cannot write {target}: {reason[0].lower() + reason[1:]}") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp).
+
+    Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
+    (see encode_image) and ImageWriteError when the file cannot be written.
+    """
+    target = Path(path)
+    try:
+        data = encode_image(array, palette, output_format(target))
+    except OutputNameError:
+        raise
+    except ValueError as exc:
+        raise ValueError(f"{target}: {exc}") from None
+    _write_atomic(target, data)
+
+
+def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png.
+
+    The name must end in .png (or have no extension), so PNG bytes never sit under another
+    format's name; use write_image to pick the format from the extension.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in ("", ".png"):
+        raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
+    _write_atomic(target, encode_png(array, palette))
+
+
+def write_bytes_stdout(data: bytes) -> None:
+    """Write ``data`` (e.g. PNG bytes) to standard output; refuses when stdout is a terminal."""
+    if sys.stdout.isatty():
+        raise ValueError("refusing to write PNG to a terminal; redirect or use -o FILE")
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
