@@ -205,4 +205,4 @@ def batch(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("batch")(batch)
+    app.command("batch", short_help="Refine every image/mask pair of a folder (resumable).")(batch)

@@ -168,4 +168,4 @@ def coco(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("coco")(coco)
+    app.command("coco", short_help="Refine the instance masks of a COCO annotation file.")(coco)

@@ -53,4 +53,4 @@ def compare(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("compare", help=HELP)(compare)
+    app.command("compare", help=HELP, short_help="Side-by-side strip of coarse, refined (and GT) masks.")(compare)

@@ -108,4 +108,4 @@ def evaluate(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("eval")(evaluate)
+    app.command("eval", short_help="Refine a BIG-layout folder; print coarse -> refined IoU/mBA.")(evaluate)

@@ -136,4 +136,4 @@ def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("info", help=HELP)(info)
+    app.command("info", help=HELP, short_help="Versions, devices and the weights in use.")(info)

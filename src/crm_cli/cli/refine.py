@@ -140,4 +140,4 @@ def refine(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("refine")(refine)
+    app.command("refine", short_help="Refine one mask to follow its image's boundaries.")(refine)

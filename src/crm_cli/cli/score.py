@@ -120,4 +120,4 @@ def score(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("score")(score)
+    app.command("score", short_help="IoU and mBA of predicted masks against ground truth.")(score)

@@ -91,4 +91,4 @@ def timing(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("time")(timing)
+    app.command("time", short_help="Per-stage timing, MP/s and peak memory.")(timing)

@@ -95,4 +95,4 @@ def train(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("train")(train)
+    app.command("train", short_help="Train a CRM model.")(train)
