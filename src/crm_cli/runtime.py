@@ -1,16 +1,17 @@
 """Process-wide settings (OpenMP before torch loads, torch's own after), and memory budgeting.
 
 OpenMP: torch's CPU kernels on Linux run on GNU OpenMP (libgomp). Between parallel regions its
-worker threads spin for ``GOMP_SPINCOUNT`` iterations before sleeping; the default (300,000) is
-tuned for a machine that runs one such process. Two ``crm`` runs on the same cores then spend
-much of their time spinning on cores the other one needs: on a 2.6K photo, two runs together
-took 3.0x the time of one instead of 2x. A fully passive policy (``OMP_WAIT_POLICY=PASSIVE``)
-fixed the sharing but made one run alone 29% slower, because every parallel region then starts
-with a futex wake-up. A short, bounded spin keeps the fast hand-over between back-to-back
-regions and lets waiting threads sleep soon after. libgomp reads these variables once, when it is
-loaded, so :func:`configure_openmp` must run before the first ``import torch``; ``crm_cli``'s
-package ``__init__`` calls it. A value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``)
-is never overridden.
+worker threads spin for ``GOMP_SPINCOUNT`` iterations before sleeping; the default (300,000)
+suits a machine that runs one such process. Two ``crm`` runs on the same cores then spend much of
+their time spinning on cores the other one needs. Measured with ``benchmarks/concurrency.py`` on a
+2-core machine (2592x1944 photo, median of 3; a run alone took 2.7-3.0 s with every setting that
+spins), two runs at once took this many times one run alone: 300,000 (libgomp) 5.1x; 100,000
+11.8x; 30,000 5.5x; 10,000 2.5x; 3,000 1.7x; 1,000 1.4x; passive (``OMP_WAIT_POLICY=PASSIVE``,
+no spin) 1.1x, but passive made a run alone 9-14% slower, because every parallel region then
+starts with a futex wake-up. 1,000 keeps a run alone as fast as libgomp's default and shares
+fairly. libgomp reads these variables once, when it is loaded, so :func:`configure_openmp` must
+run before the first ``import torch``; ``crm_cli``'s package ``__init__`` calls it. A value the
+user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is never overridden.
 
 Torch: :func:`configure_torch` makes the settings that belong to a process, not to one Refiner
 (CPU threads, cuDNN autotuning); the CLI calls it once before it builds the Refiner.
@@ -31,7 +32,7 @@ from typing import Any
 
 # Spin iterations before an idle OpenMP thread sleeps (libgomp's default is 300,000; 0 is passive).
 # Benchmarks/concurrency.py compares settings: pass --env GOMP_SPINCOUNT=300000 for the old default.
-GOMP_SPINCOUNT_DEFAULT = 10_000
+GOMP_SPINCOUNT_DEFAULT = 1_000
 # Variables that mean "the user chose an OpenMP wait policy": then crm sets nothing.
 OPENMP_USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
