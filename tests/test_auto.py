@@ -260,3 +260,31 @@ def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: A
     assert summary["schedules"] == {"1": 3} and summary["guard"] is True
     assert [image["schedule"] for image in summary["images"]] == ["1", "1", "1"]
     assert "stages: 1 x3" in result.stderr
+
+
+def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: ANN001
+    from crm_cli.labels import refine_labels
+    from crm_cli.pipeline import PresetRefiner
+    from crm_cli.presets import PRESETS
+
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(40, 160, size=(6, 8, 3)).astype(np.uint8), (640, 480),
+                       interpolation=cv2.INTER_CUBIC)
+    labels = np.zeros((480, 640), np.uint8)
+    labels[100:300, 150:450] = 1
+    labels[320:420, 60:200] = 2
+    image[labels == 1] = (200, 60, 50)
+    image[labels == 2] = (40, 180, 90)
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum() / (a | b).sum())
+
+    exact = refine_labels(PresetRefiner(shipped, PRESETS["auto"]), image, labels)
+    for label in (1, 2):  # an exact axis-aligned rectangle stays exact
+        assert iou(exact == label, labels == label) == 1.0
+    shifted = labels.copy()
+    shifted[100:108, 150:450] = 0  # top edge 8 px too low, bottom edge 10 px too low
+    shifted[292:310, 150:450] = 1
+    refined = refine_labels(PresetRefiner(shipped, PRESETS["auto"]), image, shifted)
+    before, after = iou(shifted == 1, labels == 1), iou(refined == 1, labels == 1)
+    assert before == pytest.approx(0.9143, abs=1e-4) and after >= before + 0.05
