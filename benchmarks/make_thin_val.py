@@ -8,7 +8,7 @@ long side / 256 px, as SAM's 256x256 mask decoder has. Fixed seed: the same comm
 files. Output: OUT/<name>_im.jpg, <name>_gt.png (soft 8-bit GT, binarised at 128 by the scorers),
 <name>_seg.png (0/255) and OUT/manifest.json.
 
-    python benchmarks/make_thin_val.py ../shared/data/duts-tr /work/gen/thin-val [--n 48] [--seed 11]
+    python benchmarks/make_thin_val.py ../shared/data/duts-tr OUT [--n 48] [--seed 11]
 """
 
 from __future__ import annotations
