@@ -314,7 +314,7 @@ def validation_scores(model: torch.nn.Module, device: torch.device, val_pairs: l
 
 
 def parse_val_sets(specs: list[str]) -> dict[str, Path]:
-    """``["thin=/work/gen/thin-val", ...]`` as {name: folder}; names are letters, digits, - and _."""
+    """``["thin=THIN_DIR", ...]`` as {name: folder}; names are letters, digits, - and _."""
     import re
 
     sets: dict[str, Path] = {}
