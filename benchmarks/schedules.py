@@ -7,7 +7,7 @@ Each (set, preset) pair runs ``crm eval --json`` in its own process; results are
         real256=DIR/isnet256 duts=DIR thin=DIR --out runs/schedules [--presets auto,fast,balanced,quality]
 
 A set is ``NAME=FOLDER`` in BIG layout (``*_im``, ``*_seg``, ``*_gt``). ``DIR/isnet1024`` comes from
-the data's ``build.sh``; the DUTS held-out and thin-structure folders from ``make_duts_val.py`` and
+the data's ``build.sh``; the DUTS held-out and thin-structure folders from ``make_heldout_val.py`` and
 ``make_thin_val.py``.
 """
 

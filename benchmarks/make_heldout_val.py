@@ -4,7 +4,7 @@ Coarse masks come from the training recipe's perturbation (DESIGN §3) with the 
 evaluation.synthetic_coarse (as ``heldout_val.py`` and training-time validation), so ``crm eval``
 on the folder reproduces their coarse scores.
 
-    python benchmarks/make_duts_val.py ../shared/data/duts-tr OUT
+    python benchmarks/make_heldout_val.py ../shared/data/duts-tr OUT
 """
 
 from __future__ import annotations
