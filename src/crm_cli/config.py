@@ -14,6 +14,10 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 # scenes (the shipped example and synthetic ones) refinement lost IoU against the ground truth on
 # average at 64 px (-0.3) and 48 px (-2.0) and gained from 96 px up (+0.7; +2.1 at 128 px).
 MIN_REFINE_SIDE = 96
+# What `refine` can write, and how a mask is read (auto detects label maps). Kept here, free of
+# heavy imports, so the CLI builds its choices without loading numpy or OpenCV.
+OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")
+MODES: tuple[str, ...] = ("auto", "binary", "labels")
 
 # Encoder precisions (the torch dtypes are stages.PRECISIONS'); named here so the CLI lists them without torch.
 PRECISION_NAMES: tuple[str, ...] = ("fp32", "fp16", "bf16")

@@ -26,8 +26,8 @@ from .guard import apply_guard
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
-from .schedule import choose_schedule, edge_alignment, guard_distance, trust_from_alignment
-from .stages import StageRunner, StageTiming, check_precision, resize_probability, stage_size
+from .schedule import choose_schedule, edge_alignment, guard_distance, stage_fits, stage_size, trust_from_alignment
+from .stages import StageRunner, StageTiming, check_precision, resize_probability
 
 __all__ = ["MIN_STAGE_SIDE", "RefineResult", "Refiner"]
 
@@ -60,7 +60,7 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray,
         return schedule.ratios, schedule.guard_px, schedule.trust
     height, width = foreground.shape
     ratios = settings.ratios
-    runs = [r for r in ratios[:-1] if min(stage_size(height, width, r)) >= min_side]
+    runs = [r for r in ratios[:-1] if stage_fits(height, width, r, min_side)]
     free_px = guard_distance((runs or ratios[-1:])[0])
     trust = 0.0
     if settings.guard and foreground.any() and not foreground.all():
@@ -143,7 +143,7 @@ class Refiner(StageRunner):
         # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
         first_band = GUARD_BAND * free_px if settings.guard and settings.roi else None
         result = RefineResult(probability=np.empty(0, np.float32), ratios=ratios,
-                              guard_px=free_px if settings.guard else None, trust=trust if settings.guard else 0.0)
+                              guard_px=free_px if settings.guard else None, trust=trust)
         if not foreground.any() or foreground.all():
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
@@ -154,7 +154,7 @@ class Refiner(StageRunner):
         stages_run = 0  # the first stage that runs sees the whole image (or the guard's band)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
-            if not last and min(stage_size(height, width, ratio)) < self.min_stage_side:
+            if not last and not stage_fits(height, width, ratio, self.min_stage_side):
                 result.timings.append(StageTiming(ratio, 0.0, 0.0))
                 if keep_stages:
                     result.stages.append(resize_probability(current, (height, width))[0, 0].float().cpu().numpy())

@@ -150,6 +150,8 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
 
     from .runtime import peak_gpu_mb, peak_rss_mb
 
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
     is_cuda = refiner.device.type == "cuda"
     refiner.refine_detailed(image, coarse, preset=preset)  # warm-up
     if is_cuda:

@@ -32,15 +32,15 @@ def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(pred & gt)), int(np.count_nonzero(pred | gt))
 
 
-def boundary_accuracy(pred: np.ndarray, gt: np.ndarray) -> float | None:
+def boundary_accuracy(pred: np.ndarray, gt: np.ndarray, radii: list[int] | None = None) -> float | None:
     """mBA of one image: mean over 5 radii of the accuracy inside the GT boundary band.
 
-    Returns None when the GT has no boundary (empty or full mask).
+    ``radii`` default to the image's own (``boundary_radii``); a caller scoring a window of a larger
+    image passes the full image's. Returns None when the GT has no boundary (empty or full mask).
     """
-    height, width = gt.shape
     correct = pred == gt
     accuracies = []
-    for radius in boundary_radii(height, width):
+    for radius in boundary_radii(*gt.shape) if radii is None else radii:
         band = boundary_band(gt, radius)
         total = int(np.count_nonzero(band))
         if total == 0:

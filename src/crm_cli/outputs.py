@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import OUTPUT_KINDS
 from .masks import binarize, check_rgb_image
 
-OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")
 DEFAULT_THRESHOLD = 0.5
 COARSE_COLOR: tuple[int, int, int] = (255, 0, 0)
 REFINED_COLOR: tuple[int, int, int] = (0, 255, 0)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import MODES
 from .imageio import read_image, read_mask
 from .masks import MaskData, match_mask_to_image
 from .presets import Preset
+from .schedule import ratios_label
 
 Source = str | Path | bytes
-MODES: tuple[str, ...] = ("auto", "binary", "labels")  # how a mask is read: auto detects label maps
 
 
 @dataclass
@@ -113,4 +114,4 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
 
 def schedule_label(ratios: Sequence[Sequence[float]]) -> str:
     """Schedules as text for logs and summaries: ``"0.25,0.5,1"``; label maps join theirs with ``" | "``."""
-    return " | ".join(",".join(f"{r:g}" for r in one) for one in ratios)
+    return " | ".join(ratios_label(one) for one in ratios)

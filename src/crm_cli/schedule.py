@@ -62,7 +62,22 @@ class Schedule:
 
     def label(self) -> str:
         """Comma-separated ratios, e.g. ``"0.5,1"``."""
-        return ",".join(f"{r:g}" for r in self.ratios)
+        return ratios_label(self.ratios)
+
+
+def stage_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """Stage-input size for a ratio (at least 1 pixel per side)."""
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
+def stage_fits(height: int, width: int, ratio: float, min_side: int) -> bool:
+    """Whether a stage at ``ratio`` is at least ``min_side`` px on its shorter side (else skipped)."""
+    return min(stage_size(height, width, ratio)) >= min_side
+
+
+def ratios_label(ratios: Sequence[float]) -> str:
+    """Comma-separated ratios for logs and JSON, e.g. ``"0.5,1"``."""
+    return ",".join(f"{r:g}" for r in ratios)
 
 
 def guard_distance(first_ratio: float) -> float:
@@ -172,7 +187,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     start = len(ladder) - 1
     if alignment is None or alignment < TRUST_LOW:
         for k, ratio in enumerate(ladder[:-1]):
-            if min(round(height * ratio), round(width * ratio)) < min_side:
+            if not stage_fits(height, width, ratio, min_side):
                 continue
             detail[ratio] = detail_loss(binary, stage_radius(ratio))
             if detail[ratio] <= tolerance:

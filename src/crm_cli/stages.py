@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRECISION_NAMES
 from .roi import band_to_stage_input, roi_band
+from .schedule import stage_size
 from .transforms import network_input
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
@@ -34,11 +35,6 @@ class StageTiming:
     encode_s: float
     decode_s: float
 
-
-
-def stage_size(height: int, width: int, ratio: float) -> tuple[int, int]:
-    """Stage-input size for a ratio (at least 1 pixel per side)."""
-    return max(1, round(height * ratio)), max(1, round(width * ratio))
 
 
 def pad_stage_input(x: torch.Tensor, pad: int = STAGE_PAD, multiple: int = PAD_MULTIPLE) -> torch.Tensor:

@@ -120,7 +120,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+def write_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
 
     Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
@@ -158,7 +158,7 @@ def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None =
         raise
     except ValueError as exc:
         raise ValueError(f"{target}: {exc}") from None
-    _write_atomic(target, data)
+    write_atomic(target, data)
 
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
@@ -170,7 +170,7 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
     target = Path(path)
     if target.suffix.lower() not in ("", ".png"):
         raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
-    _write_atomic(target, encode_png(array, palette))
+    write_atomic(target, encode_png(array, palette))
 
 
 def write_bytes_stdout(data: bytes) -> None:

@@ -79,12 +79,6 @@ def _register() -> None:
 
     for module in (refine, batch, coco, score, evaluate, timing, train, info, compare):
         module.register(app)
-    # Help is plain text now, so Rich markup written for the old help renderer would show as text.
-    from rich.text import Text
-
-    for command in app.registered_commands:
-        if command.help and "[/" in command.help:
-            command.help = Text.from_markup(command.help).plain
 
 
 _register()

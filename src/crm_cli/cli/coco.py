@@ -65,7 +65,7 @@ def coco(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..coco import RefineOptions, Sidecar, apply_results, file_sha256, load_coco, plan_jobs, refine_image_job
+    from ..coco import RefineOptions, Sidecar, apply_results, load_coco_hashed, plan_jobs, refine_image_job
     from ..coco import write_json_atomic as write_output
     from ..raybatch import RayRunError, run_jobs
 
@@ -79,9 +79,9 @@ def coco(
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
     with user_errors():
-        data = load_coco(annotations)
+        data, input_sha256 = load_coco_hashed(annotations)
         weights = str(options.weights) if options.weights else None
-        fingerprint = {"input_sha256": file_sha256(annotations), "weights": weights, **instance_options.fingerprint()}
+        fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
         if note and not quiet:

@@ -16,10 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ..config import PRECISION_NAMES
+from ..config import MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..devices import DEVICE_CHOICES
-from ..outputs import OUTPUT_KINDS
-from ..pipeline import MODES
 from ..presets import PRESETS
 
 # Logs, progress and tables go to stderr; stdout carries data only.

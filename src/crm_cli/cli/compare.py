@@ -13,7 +13,7 @@ from .common import QuietOpt, console, user_errors
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
 
-Example: [bold]crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4[/]"""
+Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4"""
 
 
 def compare(

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..pairing import pair_predictions
 from .common import JsonOpt, console, emit_json, fail, percent, user_errors
 
 if TYPE_CHECKING:
@@ -98,6 +97,8 @@ def score(
         if coco_files and not (_is_coco(pred) and _is_coco(gt)):
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         try:
+            from ..pairing import pair_predictions  # lazily: it loads OpenCV, and --help must not
+
             pairs = [] if coco_files else pair_predictions(pred, gt, pred_suffix)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc

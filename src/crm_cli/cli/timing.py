@@ -13,7 +13,7 @@ from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail,
 
 def parse_size(value: str) -> tuple[int, int]:
     """``"3840x2160"`` -> (height 2160, width 3840), within crm's image size limits."""
-    from ..imageio import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+    from ..imageio import ImageReadError, check_image_size
 
     try:
         width, height = (int(v) for v in value.lower().split("x"))
@@ -21,9 +21,10 @@ def parse_size(value: str) -> tuple[int, int]:
         raise typer.BadParameter(f"size must look like 3840x2160, got {value!r}") from exc
     if width < 16 or height < 16:
         raise typer.BadParameter("size must be at least 16x16")
-    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
-        raise typer.BadParameter(f"{width}x{height} ({width * height / 1e6:.0f} MP) is larger than crm's limit of "
-                                 f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP and {MAX_IMAGE_SIDE} px per side")
+    try:
+        check_image_size(width, height, "--size")
+    except ImageReadError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return height, width
 
 

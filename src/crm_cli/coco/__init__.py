@@ -14,8 +14,8 @@ from .files import (
     Plan,
     Sidecar,
     apply_results,
-    file_sha256,
     load_coco,
+    load_coco_hashed,
     plan_jobs,
     sidecar_path,
     write_json_atomic,
@@ -45,7 +45,7 @@ from .rle import (
 __all__ = [
     "MARGIN_FRACTION", "MIN_MARGIN", "CocoFileError", "InstanceError", "Plan", "RefineOptions", "Sidecar",
     "apply_results", "crop_window", "decode_columns", "decode_rle_string", "decode_segmentation", "encode_mask",
-    "encode_rle_string", "file_sha256", "foreground_columns", "load_coco", "plan_jobs", "refine_image_job",
+    "encode_rle_string", "load_coco_hashed", "foreground_columns", "load_coco", "plan_jobs", "refine_image_job",
     "refine_instance", "runs_from_columns", "runs_from_segmentation", "score_coco", "score_instance",
     "sidecar_path", "write_json_atomic",
 ]

@@ -29,24 +29,21 @@ class CocoFileError(ValueError):
 
 def load_coco(path: str | Path) -> dict[str, Any]:
     """Read a COCO instances file (numbers and key order are kept exactly as ``json`` reads them)."""
+    return load_coco_hashed(path)[0]
+
+
+def load_coco_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
+    """``load_coco`` plus the hex sha256 of the bytes it parsed (the file is read once)."""
     path = Path(path)
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CocoFileError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("images"), list):
         raise CocoFileError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
-    return data
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 4 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(4 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return data, hashlib.sha256(raw).hexdigest()
 
 
 @dataclass
@@ -213,16 +210,6 @@ def apply_results(data: dict[str, Any], results: Iterable[dict[str, Any]]) -> in
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as compact UTF-8 JSON: temp file, fsync, rename (readers never see half a file)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with temp.open("wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    from ..writing import write_atomic
+
+    write_atomic(Path(path), json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))

@@ -170,7 +170,7 @@ def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, widt
     Only a window around both masks is decoded: it reaches past the largest boundary radius, so
     the boundary bands (and every pixel where the masks differ) lie inside it.
     """
-    from ..metrics import ImageScore, boundary_band, boundary_radii, intersection_union
+    from ..metrics import ImageScore, boundary_accuracy, boundary_radii, intersection_union
 
     radii = boundary_radii(height, width)
     spans = [c for c in (foreground_columns(pred_runs, height), foreground_columns(gt_runs, height)) if c]
@@ -185,15 +185,7 @@ def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, widt
     pred = decode_columns(pred_runs, height, x0, x1)[y0:y1]
     gt = decode_columns(gt_runs, height, x0, x1)[y0:y1]
     intersection, union = intersection_union(pred, gt)
-    correct = pred == gt
-    accuracies = []
-    for radius in radii:
-        band = boundary_band(gt, radius)
-        total = int(np.count_nonzero(band))
-        if total == 0:
-            return ImageScore(name=name, intersection=intersection, union=union, mba=None)
-        accuracies.append(np.count_nonzero(correct & band) / total)
-    return ImageScore(name=name, intersection=intersection, union=union, mba=float(np.mean(accuracies)))
+    return ImageScore(name=name, intersection=intersection, union=union, mba=boundary_accuracy(pred, gt, radii))
 
 
 def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:

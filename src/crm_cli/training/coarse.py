@@ -90,7 +90,7 @@ def synthesize_coarse(gt: np.ndarray, rng: np.random.Generator, max_rounds: int 
 
 
 # ---------------------------------------------------------------------------------------------- lowres
-def lowres_coarse(gt: np.ndarray, rng: np.random.Generator, cells: tuple[float, float] = (40, 72)) -> np.ndarray:
+def lowres_coarse(gt: np.ndarray, rng: np.random.Generator, cells: tuple[float, float]) -> np.ndarray:
     """A low-resolution network's mask: the GT on a grid of U(cells) cells along its long side,
     smooth noise, bicubic back, threshold 0.5 (the carvana-dev recipe). float32 in {0, 1}."""
     height, width = gt.shape

@@ -281,11 +281,13 @@ def ensure_contrast(texture: np.ndarray, below: np.ndarray, where: np.ndarray, m
     over ``where`` is at least ``minimum`` grey levels, as far as [0, 255] allows. Draws no random numbers."""
     if not where.any():
         return texture
-    difference = float(np.abs(texture[where] - below[where]).mean())
+    fg, bg = texture[where], below[where]
+    difference = float(np.abs(fg - bg).mean())
     if difference >= minimum:
         return texture
-    sign = 1.0 if texture[where].mean() >= below[where].mean() else -1.0
-    if (sign > 0 and below[where].mean() > 200) or (sign < 0 and below[where].mean() < 55):
+    bg_mean = float(bg.mean())
+    sign = 1.0 if fg.mean() >= bg_mean else -1.0
+    if (sign > 0 and bg_mean > 200) or (sign < 0 and bg_mean < 55):
         sign = -sign  # no room on that side
     return np.clip(texture + sign * (minimum - difference), 0, 255)
 
