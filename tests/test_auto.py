@@ -13,7 +13,7 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.guard import GUARD_STRENGTH, apply_guard, guard_weight
+from crm_cli.guard import GUARD_STRENGTH, apply_guard, guard_weight, region_changes
 from crm_cli.metrics import score_pair
 from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
@@ -25,6 +25,7 @@ from crm_cli.schedule import (
     edge_alignment,
     edge_map,
     guard_distance,
+    region_radius,
     trust_from_alignment,
 )
 
@@ -107,7 +108,47 @@ def test_precise_mask_runs_the_final_stage_with_full_trust() -> None:
     assert schedule.trust == 1.0
 
 
+def test_large_precise_mask_gets_a_region_pass() -> None:
+    image, gt = synthetic_scene(1200, 1800)
+    schedule = choose_schedule(gt > 0, LADDER, image, min_side=224)
+    assert schedule.ratios == (1.0,) and schedule.trust == 1.0
+    # 0.125 does not fit (150 px); the scene's smooth shapes lose nothing at 0.25.
+    assert schedule.regions == (0.25, 0.5, 1.0) and schedule.detail[0.25] <= 0.4
+    assert schedule.label() == "1+regions 0.25,0.5,1"
+    assert region_radius(0.25) == 9 and region_radius(0.125) == 17
+
+
+def test_precise_railing_gets_no_region_pass() -> None:
+    mask = np.zeros((1200, 1800), bool)
+    mask[200:1000, 300:1500] = True
+    for x in range(300, 1500, 10):
+        mask[200:1000, x:x + 3] = False  # 3-px gaps between 7-px slats
+    image = np.repeat(np.where(mask, 220, 40).astype(np.uint8)[..., None], 3, axis=2)  # edges on the mask
+    schedule = choose_schedule(mask, LADDER, image, min_side=224)
+    assert schedule.trust == 1.0 and schedule.regions == () and schedule.detail[0.25] > 0.4
+    assert schedule.label() == "1"
+
+
 # --------------------------------------------------------------------------- guard
+def test_region_changes_keep_thick_regions_only() -> None:
+    coarse = np.zeros((100, 120), bool)
+    coarse[20:80, 20:100] = True
+    proposal = coarse.copy()
+    proposal[30:50, 30:50] = False  # a 20x20 hole: a disc of radius 9 (19 px across) fits
+    proposal[20:80, 96:100] = False  # the right side moved in by 4 px: a boundary shift
+    proposal[60:75, 40:55] = False  # a 15x15 hole: too thin for radius 9
+    proposal[85:95, 0:120] = True  # a 10-px band outside, cut by both image edges: too thin
+    taken = region_changes(proposal, coarse, 9)
+    expected = np.zeros_like(coarse)
+    expected[30:50, 30:50] = True
+    np.testing.assert_array_equal(taken, expected)
+    # A whole region is taken with its thin appendages (8-connected), not only its core.
+    proposal[48:50, 50:70] = False
+    assert region_changes(proposal, coarse, 9)[48:50, 50:70].all()
+    assert region_changes(coarse, coarse, 9).sum() == 0
+    np.testing.assert_array_equal(region_changes(proposal, coarse, 0), proposal != coarse)
+
+
 def test_guard_weight_by_hand() -> None:
     distance = np.array([0.0, 16.0, 24.0, 32.0, 100.0], np.float32)
     np.testing.assert_allclose(guard_weight(distance, 16.0), [0, 0, 0.5, 1, 1])
@@ -186,6 +227,25 @@ def test_engine_reports_the_schedule_and_guard() -> None:
                         cv2.distanceTransform((~binary).astype(np.uint8), cv2.DIST_L2, 5))
     far = distance > 2 * MIN_FREE_PX
     assert np.array_equal(auto.probability[far] > 0.5, binary[far])
+
+
+def test_region_pass_changes_only_thick_regions_of_the_final_pass() -> None:
+    from crm_cli.engine import Refiner
+
+    image, gt = synthetic_scene(1000, 1000)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    result = refiner.refine_detailed(image, gt)
+    assert result.ratios == (1.0,) and result.regions == (0.25, 0.5, 1.0)
+    assert result.schedule == "1+regions 0.25,0.5,1"
+    assert [t.ratio for t in result.timings] == [1.0, 0.25, 0.5, 1.0]
+    final_only = refiner.refine_detailed(image, gt, ratios=(1.0,))
+    assert final_only.regions == () and final_only.schedule == "1"
+    changed = result.probability != final_only.probability
+    assert np.count_nonzero(changed) <= result.region_pixels
+    np.testing.assert_array_equal(result.probability[~changed], final_only.probability[~changed])
+    # The fixed presets and --no-guard never run a region pass.
+    assert refiner.refine_detailed(image, gt, guard=False).regions == ()
+    assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()
 
 
 # --------------------------------------------------------------------------- shipped weights

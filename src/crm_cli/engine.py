@@ -22,11 +22,22 @@ import torch
 
 from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
-from .guard import apply_guard
+from .guard import apply_guard, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
-from .schedule import choose_schedule, edge_alignment, guard_distance, stage_fits, stage_size, trust_from_alignment
+from .schedule import (
+    REGION_GUARD_PX,
+    Schedule,
+    choose_schedule,
+    edge_alignment,
+    guard_distance,
+    region_radius,
+    schedule_text,
+    stage_fits,
+    stage_size,
+    trust_from_alignment,
+)
 from .stages import StageRunner, StageTiming, check_precision, resize_probability
 
 __all__ = ["MIN_STAGE_SIDE", "RefineResult", "Refiner"]
@@ -50,14 +61,19 @@ class RefineResult:
     guard_px: float | None = None  # the trust region's free distance, when the guard was on
     trust: float = 0.0  # 0..1: how much evidence the guard asked for right at the coarse boundary
     guard_restored: int = 0  # pixels whose side of 0.5 the guard kept as in the coarse mask
+    regions: tuple[float, ...] = ()  # a precise mask's region pass (schedule.py), if one ran
+    region_pixels: int = 0  # pixels the region pass changed
+
+    @property
+    def schedule(self) -> str:
+        """The stages run, as text: ``"0.25,0.5,1"`` or ``"1+regions 0.25,0.5,1"``."""
+        return schedule_text(self.ratios, self.regions)
 
 
-def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray,
-                  min_side: int) -> tuple[tuple[float, ...], float, float]:
-    """(ratios to run, the guard's free distance, its trust at the coarse boundary) for one image."""
+def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int) -> Schedule:
+    """The stages, trust-region distance and trust (and region pass, for ``auto``) for one image."""
     if settings.adaptive:
-        schedule = choose_schedule(foreground, settings.ratios, image if settings.guard else None, min_side=min_side)
-        return schedule.ratios, schedule.guard_px, schedule.trust
+        return choose_schedule(foreground, settings.ratios, image if settings.guard else None, min_side=min_side)
     height, width = foreground.shape
     ratios = settings.ratios
     runs = [r for r in ratios[:-1] if stage_fits(height, width, r, min_side)]
@@ -65,7 +81,7 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray,
     trust = 0.0
     if settings.guard and foreground.any() and not foreground.all():
         trust = trust_from_alignment(edge_alignment(image, foreground))
-    return ratios, free_px, trust
+    return Schedule(ratios, free_px, trust)
 
 
 class Refiner(StageRunner):
@@ -138,20 +154,45 @@ class Refiner(StageRunner):
         check_mask_fits(mask.shape, image.shape)
         height, width = mask.shape
         foreground = mask > 0.5
-        ratios, free_px, trust = plan_schedule(settings, image, foreground, self.min_stage_side)
-        # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
-        # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
-        first_band = GUARD_BAND * free_px if settings.guard and settings.roi else None
-        result = RefineResult(probability=np.empty(0, np.float32), ratios=ratios,
-                              guard_px=free_px if settings.guard else None, trust=trust)
+        plan = plan_schedule(settings, image, foreground, self.min_stage_side)
+        regions = plan.regions if settings.guard else ()
+        result = RefineResult(probability=np.empty(0, np.float32), ratios=plan.ratios,
+                              guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions)
         if not foreground.any() or foreground.all():
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
-            result.stages = [result.probability] * len(ratios) if keep_stages else []
-            result.timings = [StageTiming(r, 0.0, 0.0) for r in ratios]
+            result.stages = [result.probability] * len(plan.ratios) if keep_stages else []
+            result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result
+        # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
+        # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
+        first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None
+        probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
+                                       keep_stages=keep_stages)
+        if settings.guard:
+            probability, result.guard_restored = apply_guard(probability, foreground, plan.guard_px, base=plan.trust)
+        if regions:
+            # The whole first stage is decoded: the regions it should catch may lie far from the boundary.
+            proposal = self._run_stages(image, mask, regions, settings, None, result)
+            proposal, _ = apply_guard(proposal, foreground, REGION_GUARD_PX, base=plan.trust)
+            taken = region_changes(proposal > 0.5, foreground, region_radius(regions[0]))
+            probability[taken] = proposal[taken]
+            result.region_pixels = int(np.count_nonzero(taken))
+        result.probability = probability
+        if keep_stages:
+            result.stages.append(probability)
+        return result
+
+    def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
+                    first_band: float | None, result: RefineResult, *, keep_stages: bool = False) -> np.ndarray:
+        """Chain the stages from ``mask``; appends timings (and intermediate stages) to ``result``.
+
+        ``first_band``: decode the first stage only within this distance (px) of the mask's boundary.
+        Returns the last stage's full-size probability.
+        """
+        height, width = mask.shape
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
-        stages_run = 0  # the first stage that runs sees the whole image (or the guard's band)
+        stages_run = 0  # the first stage that runs sees the whole image (or the band)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             if not last and not stage_fits(height, width, ratio, self.min_stage_side):
@@ -161,22 +202,14 @@ class Refiner(StageRunner):
                 continue
             at_full_size = last or keep_stages or settings.full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
-            if stages_run == 0:
-                current, timing = self._stage(image, current, ratio, target, roi=first_band is not None,
-                                              band_px=first_band)
-            else:
-                current, timing = self._stage(image, current, ratio, target, roi=settings.roi)
+            band = first_band if stages_run == 0 else None
+            roi = band is not None if stages_run == 0 else settings.roi
+            current, timing = self._stage(image, current, ratio, target, roi=roi, band_px=band)
             stages_run += 1
             result.timings.append(timing)
             if keep_stages and not last:
                 result.stages.append(current[0, 0].float().cpu().numpy())
-        result.probability = current[0, 0].float().cpu().numpy()
-        if settings.guard:
-            result.probability, result.guard_restored = apply_guard(result.probability, foreground, free_px,
-                                                                    base=trust)
-        if keep_stages:
-            result.stages.append(result.probability)
-        return result
+        return current[0, 0].float().cpu().numpy()
 
     def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
                roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,

@@ -112,7 +112,6 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
             advance a progress bar).
     """
     from .outputs import render_output
-    from .pipeline import schedule_label
 
     result = Evaluation()
     for sample in samples:
@@ -120,7 +119,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage, preset=preset)
         result.refine_seconds += time.perf_counter() - start
         refined = render_output("soft", detail.probability)
-        schedule = schedule_label([detail.ratios])
+        schedule = detail.schedule
         result.schedules[schedule] += 1
         coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
         before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)

@@ -76,3 +76,24 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     after = guarded > 0.5
     out.ravel()[idx] = guarded
     return out, int(np.count_nonzero(before != after))
+
+
+def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int) -> np.ndarray:
+    """Where ``proposal`` differs from ``coarse`` by whole regions: bool (H, W).
+
+    A connected region of change is kept, entire, when a disc of radius ``min_radius`` fits inside
+    it somewhere: a missing part or a shadow taken for the object, not a boundary moved by a few
+    px or a thin part erased. This is how a precise mask takes a coarse stage's corrections without
+    its blurred boundary (the region pass, schedule.py).
+    """
+    changed = (np.asarray(proposal).astype(bool) != np.asarray(coarse).astype(bool)).astype(np.uint8)
+    if min_radius <= 0:
+        return changed.astype(bool)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * min_radius + 1, 2 * min_radius + 1))
+    # OpenCV's default border: a region cut by the image's edge is as thick as it would be beyond it.
+    cores = cv2.erode(changed, disc)
+    if not cores.any():
+        return np.zeros(changed.shape, bool)
+    _, labels = cv2.connectedComponents(changed, connectivity=8)
+    kept = np.unique(labels[cores > 0])
+    return np.isin(labels, kept[kept > 0])

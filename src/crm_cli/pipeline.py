@@ -16,7 +16,6 @@ from .config import MODES
 from .imageio import read_image, read_mask
 from .masks import MaskData, match_mask_to_image
 from .presets import Preset
-from .schedule import ratios_label
 
 Source = str | Path | bytes
 
@@ -32,6 +31,7 @@ class PairResult:
     probability: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     ratios: list[tuple[float, ...]] = field(default_factory=list)  # the schedule run (one per label)
+    schedules: list[str] = field(default_factory=list)  # the same as text, with any region pass
     guard_restored: int = 0
 
 
@@ -103,15 +103,16 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         refined = refine_labels(per_label, image, mask.values, labels=labels)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
                           ratios=[d.ratios for d in per_label.details],
+                          schedules=[d.schedule for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
     detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
     output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
-                      ratios=[detail.ratios], guard_restored=detail.guard_restored)
+                      ratios=[detail.ratios], schedules=[detail.schedule], guard_restored=detail.guard_restored)
 
 
-def schedule_label(ratios: Sequence[Sequence[float]]) -> str:
-    """Schedules as text for logs and summaries: ``"0.25,0.5,1"``; label maps join theirs with ``" | "``."""
-    return " | ".join(ratios_label(one) for one in ratios)
+def schedule_label(schedules: Sequence[str]) -> str:
+    """Schedules (``RefineResult.schedule``) as one text; label maps join theirs with ``" | "``."""
+    return " | ".join(schedules)

@@ -148,7 +148,7 @@ def schedule_fields(result: Any) -> dict[str, Any]:
 
     if not result.ratios:
         return {"schedule": None}
-    fields: dict[str, Any] = {"schedule": schedule_label(result.ratios), "guard_restored": result.guard_restored}
+    fields: dict[str, Any] = {"schedule": schedule_label(result.schedules), "guard_restored": result.guard_restored}
     if result.mode == "labels":
         fields["label_ratios"] = [list(r) for r in result.ratios]
     else:
