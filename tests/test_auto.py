@@ -229,21 +229,47 @@ def test_engine_reports_the_schedule_and_guard() -> None:
     assert np.array_equal(auto.probability[far] > 0.5, binary[far])
 
 
-def test_region_pass_changes_only_thick_regions_of_the_final_pass() -> None:
+def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+
+    image, gt = synthetic_scene(1000, 1000)
+    inside = gt > 127
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    # A 40x40 block deep inside the object, and a 3-px strip along its boundary.
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(np.argmax(depth), depth.shape)
+    assert depth[y, x] > 60
+    block = np.zeros_like(inside)
+    block[y - 20:y + 20, x - 20:x + 20] = True
+    strip = inside & (depth <= 3)
+    calls: list[tuple[tuple[float, ...], np.ndarray]] = []
+
+    def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False):  # noqa: ANN001, ANN202
+        calls.append((tuple(ratios), mask.copy()))
+        if len(calls) == 1:  # the region pass proposes: the block is background, the strip too
+            proposal = mask.copy()
+            proposal[block | strip] = 0.0
+            return proposal
+        return mask  # the final pass returns what it was given
+
+    monkeypatch.setattr(refiner, "_run_stages", fake_stages)
+    result = refiner.refine_detailed(image, gt)
+    assert [c[0] for c in calls] == [(0.25, 0.5, 1.0), (1.0,)]
+    assert result.schedule == "1+regions 0.25,0.5,1" and result.region_pixels == 1600
+    expected = inside & ~block  # the block is taken; the thin strip is not
+    np.testing.assert_array_equal(calls[1][1] > 0.5, expected)
+    np.testing.assert_array_equal(result.probability > 0.5, expected)
+
+
+def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     from crm_cli.engine import Refiner
 
     image, gt = synthetic_scene(1000, 1000)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     result = refiner.refine_detailed(image, gt)
-    assert result.ratios == (1.0,) and result.regions == (0.25, 0.5, 1.0)
-    assert result.schedule == "1+regions 0.25,0.5,1"
-    assert [t.ratio for t in result.timings] == [1.0, 0.25, 0.5, 1.0]
-    final_only = refiner.refine_detailed(image, gt, ratios=(1.0,))
-    assert final_only.regions == () and final_only.schedule == "1"
-    changed = result.probability != final_only.probability
-    assert np.count_nonzero(changed) <= result.region_pixels
-    np.testing.assert_array_equal(result.probability[~changed], final_only.probability[~changed])
-    # The fixed presets and --no-guard never run a region pass.
+    assert result.regions == (0.25, 0.5, 1.0)
+    assert [t.ratio for t in result.timings] == [0.25, 0.5, 1.0, 1.0]
+    assert refiner.refine_detailed(image, gt, ratios=(1.0,)).regions == ()
     assert refiner.refine_detailed(image, gt, guard=False).regions == ()
     assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()
 

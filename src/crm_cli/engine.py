@@ -164,24 +164,41 @@ class Refiner(StageRunner):
             result.stages = [result.probability] * len(plan.ratios) if keep_stages else []
             result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result
+        reference = foreground  # the mask the final pass starts from and the guard holds to
+        if regions:
+            mask, reference = self._correct_regions(image, mask, foreground, regions, plan.trust, settings, result)
         # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
         # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
         first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages)
         if settings.guard:
-            probability, result.guard_restored = apply_guard(probability, foreground, plan.guard_px, base=plan.trust)
-        if regions:
-            # The whole first stage is decoded: the regions it should catch may lie far from the boundary.
-            proposal = self._run_stages(image, mask, regions, settings, None, result)
-            proposal, _ = apply_guard(proposal, foreground, REGION_GUARD_PX, base=plan.trust)
-            taken = region_changes(proposal > 0.5, foreground, region_radius(regions[0]))
-            probability[taken] = proposal[taken]
-            result.region_pixels = int(np.count_nonzero(taken))
+            probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=plan.trust)
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)
         return result
+
+    def _correct_regions(self, image: np.ndarray, mask: np.ndarray, foreground: np.ndarray,
+                         regions: Sequence[float], trust: float, settings: Preset,
+                         result: RefineResult) -> tuple[np.ndarray, np.ndarray]:
+        """A precise mask's region pass: (corrected float mask, its binary form).
+
+        The coarse-to-fine ``regions`` stages propose a mask; of its changes only whole regions
+        (``guard.region_changes``) are taken into the coarse mask, whose boundary elsewhere is kept
+        for the final pass to refine.
+        """
+        # The whole first stage is decoded: the regions it should catch may lie far from the boundary.
+        proposal = self._run_stages(image, mask, regions, settings, None, result)
+        proposal, _ = apply_guard(proposal, foreground, REGION_GUARD_PX, base=trust)
+        proposed = proposal > 0.5
+        taken = region_changes(proposed, foreground, region_radius(regions[0]))
+        result.region_pixels = int(np.count_nonzero(taken))
+        if not result.region_pixels:
+            return mask, foreground
+        corrected = mask.copy()
+        corrected[taken] = proposed[taken]
+        return corrected, corrected > 0.5
 
     def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
                     first_band: float | None, result: RefineResult, *, keep_stages: bool = False) -> np.ndarray:
