@@ -92,6 +92,37 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 
+def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+    from crm_cli.evaluation import evaluate, synthetic_samples
+    from crm_cli.training import loop
+    from crm_cli.training.data import list_pairs
+
+    calls = []
+
+    def counting_sets(*args: object) -> list[loop.ValidationSet]:
+        calls.append(args)
+        return build_sets(*args)
+
+    build_sets = loop.validation_sets
+    monkeypatch.setattr(loop, "validation_sets", counting_sets)
+    options = _options(tiny_dataset, tmp_path / "v", 1)
+    options.val_sets = [f"again={tiny_dataset}"]
+    trainer = Trainer(options)
+    first = trainer.validate()
+    second = trainer.validate()
+    assert len(calls) == 1
+    assert first == second
+    assert set(first) == {prefix + key for prefix in ("", "again_")
+                          for key in ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")}
+    # The cached samples score exactly as samples read afresh at each validation did.
+    refiner = Refiner.from_model(trainer.model, device="cpu")
+    fresh = evaluate(refiner, synthetic_samples(trainer.val_pairs), ratios=(1.0,)).scores()
+    fresh.update(evaluate(refiner, synthetic_samples(list_pairs(tiny_dataset)[:2]), ratios=(1.0,)).scores("again_"))
+    assert fresh == first
+
+
 def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--steps", "3", "--batch", "2",
