@@ -123,6 +123,26 @@ def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset:
     assert fresh == first
 
 
+def test_resume_with_other_validation_sets_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    options = _options(tiny_dataset, tmp_path / "r", 1)
+    options.val_sets = [f"keep={tiny_dataset}", f"gone={tiny_dataset}"]
+    Trainer(options).run()
+    assert "gone_refined_mba" in (tmp_path / "r" / "log.csv").read_text().splitlines()[0]
+    same = _options(tiny_dataset, tmp_path / "r", 2)
+    same.val_sets = [f"gone={tiny_dataset}", f"keep={tiny_dataset}"]  # order does not matter
+    assert Trainer(same).resume()
+    changed = _options(tiny_dataset, tmp_path / "r", 2)
+    changed.val_sets = [f"keep={tiny_dataset}", f"new={tiny_dataset}"]
+    with pytest.raises(ValueError, match=r"validates on sets keep, gone, but this one is without gone and with new "
+                                         r"new; resume with the same --val-set names"):
+        Trainer(changed).resume()
+    # Without a checkpoint to resume from, appending to that log is refused as well.
+    (tmp_path / "r" / "last.pt").unlink()
+    with pytest.raises(ValueError, match="without gone and with new new"):
+        Trainer(changed).run()
+    assert len((tmp_path / "r" / "log.csv").read_text().splitlines()) == 2  # header + step 1: nothing appended
+
+
 def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--steps", "3", "--batch", "2",

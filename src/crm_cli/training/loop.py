@@ -171,6 +171,7 @@ class Trainer:
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
             truncate_log(self.out / "log.csv", self.step)
+            check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
         return True
 
     # -------------------------------------------------------------- training
@@ -228,6 +229,7 @@ class Trainer:
         log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
         columns = self.log_columns()
         if self.rank == 0 and log_path.exists() and log_path.stat().st_size:
+            check_logged_val_sets(log_path, list(self.val_sets))
             with open(log_path, newline="") as handle:
                 columns = next(csv.reader(handle))  # a resumed run keeps the header it started with
         new_log = self.rank == 0 and (not log_path.exists() or not log_path.stat().st_size)
@@ -298,6 +300,26 @@ def truncate_log(log_path: Path, step: int) -> None:
     lines = log_path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
     log_path.write_text("".join(kept))
+
+
+def check_logged_val_sets(log_path: Path, names: list[str]) -> None:
+    """Refuse to go on with a log whose validation-set columns are not this run's ``names``: the
+    CSV writer would silently drop the scores of sets its header lacks."""
+    if not log_path.exists() or not log_path.stat().st_size:
+        return
+    with open(log_path, newline="") as handle:
+        header = next(csv.reader(handle))
+    suffix = "_" + SCORE_KEYS[0]
+    logged = [column[: -len(suffix)] for column in header if column.endswith(suffix)]
+    if set(logged) == set(names):
+        return
+    differences = []
+    if dropped := [name for name in logged if name not in names]:
+        differences.append("without " + ", ".join(dropped))
+    if added := [name for name in names if name not in logged]:
+        differences.append("with new " + ", ".join(added))
+    raise ValueError(f"{log_path}: the run validates on sets {', '.join(logged) or '(none)'}, but this one is "
+                     f"{' and '.join(differences)}; resume with the same --val-set names or choose another --out")
 
 
 @dataclass(frozen=True)
