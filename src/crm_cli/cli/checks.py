@@ -102,22 +102,39 @@ def passthrough_note(width: int, height: int, label: str) -> str:
             "the mask is written unchanged")
 
 
+def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any, tile_size: int,
+               output: Path | None = None) -> tuple[Any, bool]:
+    """The checks of one pair before the model loads, raising on the first problem: headers readable
+    and of fitting sizes (ImageReadError, SizeMismatchError), ``output`` (when given) writable
+    (ImageWriteError) and, for an image large enough to refine, the memory refining needs (MemoryError).
+
+    Returns (the image header, whether the image is too small to refine and is passed through).
+    """
+    header, _ = probe_pair(image, mask, image_name, mask_name)
+    if output is not None and (reason := unwritable_reason(output)) is not None:
+        from ..writing import ImageWriteError
+
+        raise ImageWriteError(reason)
+    if too_small(header):
+        return header, True
+    problem = memory_problem(header.height, header.width, settings, tile_size, image_name)
+    if problem is not None:
+        raise MemoryError(problem)
+    return header, False
+
+
 def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
                   tile_size: int) -> tuple[str | None, bool]:
-    """Header, size and memory checks of one pair before the model loads.
-
-    Returns (the error to report or None, whether the pair is too small and passed through).
-    """
+    """:func:`check_pair` for one pair of many: returns (the error to report or None, whether the
+    pair is too small and passed through) instead of raising."""
     from ..imageio import ImageReadError
     from ..masks import SizeMismatchError
 
     try:
-        header, _ = probe_pair(image, mask, image_name, mask_name)
-    except (ImageReadError, SizeMismatchError) as exc:
+        _, small = check_pair(image, mask, image_name, mask_name, settings, tile_size)
+    except (ImageReadError, SizeMismatchError, MemoryError) as exc:
         return str(exc), False
-    if too_small(header):
-        return None, True
-    return memory_problem(header.height, header.width, settings, tile_size, image_name), False
+    return None, small
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
