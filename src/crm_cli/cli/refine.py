@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_output_name, check_pair, passthrough_note, passthrough_pair, schedule_fields
+from .checks import (
+    check_label_output,
+    check_output_name,
+    check_pair,
+    passthrough_note,
+    passthrough_pair,
+    schedule_fields,
+)
 from .common import (
     JsonOpt,
     LabelsOpt,
@@ -92,6 +99,8 @@ def refine(
         # Everything that can be checked without the model is checked first (milliseconds).
         header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
                                          None if to_stdout else output)
+        if not to_stdout:
+            check_label_output(mask_src, mask_name, mode.value, output)
         if passthrough:
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
