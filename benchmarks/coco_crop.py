@@ -91,29 +91,29 @@ def detector_coarse(mask: np.ndarray) -> np.ndarray:
     return coarse
 
 
-def local_rle(local: np.ndarray, box: tuple, height: int, width: int) -> dict:
-    """Compressed COCO RLE of a full-size mask that is ``local`` inside ``box`` and empty elsewhere."""
-    from crm_cli.coco import encode_rle_string, runs_from_columns
+def local_runs(local: np.ndarray, box: tuple, height: int, width: int) -> np.ndarray:
+    """COCO runs of a full-size mask that is ``local`` inside ``box`` and empty elsewhere."""
+    from crm_cli.coco import runs_from_columns
 
     x0, y0, x1, y1 = box
     block = np.zeros((height, x1 - x0), bool)
     block[y0:y1] = local
-    return {"size": [height, width], "counts": encode_rle_string(runs_from_columns(block, width, x0))}
+    return runs_from_columns(block, width, x0)
 
 
-def full_image_iou(segmentation: dict, exact: np.ndarray, box: tuple, height: int, width: int) -> float:
-    """IoU over the whole image of a segmentation against an exact mask that is empty outside ``box``.
+def local_rle(local: np.ndarray, box: tuple, height: int, width: int) -> dict:
+    """Compressed COCO RLE of a full-size mask that is ``local`` inside ``box`` and empty elsewhere."""
+    from crm_cli.coco import encode_rle_string
 
-    Only the box is decoded; pixels the segmentation has outside the box all count in the union.
-    """
-    from crm_cli.coco import decode_columns, runs_from_segmentation
+    return {"size": [height, width], "counts": encode_rle_string(local_runs(local, box, height, width))}
 
-    x0, y0, x1, y1 = box
-    runs = runs_from_segmentation(segmentation, height, width)
-    inside = decode_columns(runs, height, x0, x1)[y0:y1]
-    outside = int(runs[1::2].sum()) - int(np.count_nonzero(inside))
-    union = int(np.count_nonzero(inside | exact)) + outside
-    return np.count_nonzero(inside & exact) / union if union else 1.0
+
+def instance_iou(segmentation: dict, exact_runs: np.ndarray, height: int, width: int) -> float:
+    """IoU over the whole image of a segmentation against the exact mask's runs, by the library's
+    ``crm_cli.coco.score_instance`` (as ``crm score`` scores COCO files; it decodes only a window)."""
+    from crm_cli.coco import runs_from_segmentation, score_instance
+
+    return score_instance(runs_from_segmentation(segmentation, height, width), exact_runs, height, width).iou
 
 
 def refine_all(refiner, image: np.ndarray, segmentations: list, options) -> tuple[list[dict], list[float]]:  # noqa: ANN001
@@ -162,8 +162,10 @@ def main() -> int:
     full, full_seconds = refine_all(refiner, image, segmentations[:subset],
                                     RefineOptions(preset=preset, full_image=True))
 
+    exact_runs = [local_runs(exact, box, height, width) for box, exact in objects]
+
     def ious(found: list[dict]) -> list[float]:
-        return [full_image_iou(s, exact, box, height, width) for s, (box, exact) in zip(found, objects, strict=False)]
+        return [instance_iou(s, runs, height, width) for s, runs in zip(found, exact_runs, strict=False)]
 
     coarse_iou, crop_iou, full_iou = ious(segmentations), ious(crop), ious(full)
     report = {

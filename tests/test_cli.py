@@ -218,3 +218,26 @@ def test_refine_json_reports_failures(pair, tiny_weights, tmp_path) -> None:  # 
     assert result.exit_code == 1
     record = json.loads(result.stdout)
     assert record["status"] == "failed" and "nope.jpg" in record["error"]
+
+
+def test_palette_label_map_to_webp_is_refused_before_the_model_loads(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    from crm_cli.writing import write_png
+
+    labels = np.zeros((96, 128), np.uint8)
+    labels[10:40, 10:50] = 1
+    labels[50:90, 60:120] = 2
+    mask = tmp_path / "labels.png"
+    write_png(mask, labels, [0, 0, 0, 255, 0, 0, 0, 255, 0])
+    out = tmp_path / "out.webp"
+    expected = f"{out}: WebP cannot store a palette (label map) losslessly; write it as .png or .tif"
+    for weights in (tiny_weights, tmp_path / "absent.safetensors"):  # absent weights: no model is loaded first
+        result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(weights), "-d",
+                                     "cpu", "--json"])
+        assert result.exit_code == 1, result.output
+        assert json.loads(result.stdout)["error"] == expected
+        assert "device:" not in result.stderr and not out.exists()
+    # The same mask refined as one binary mask fits in WebP.
+    binary = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(tiny_weights), "-d",
+                                 "cpu", "--mode", "binary", "-q"])
+    assert binary.exit_code == 0, binary.output
+    assert Image.open(out).format == "WEBP"

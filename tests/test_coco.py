@@ -489,3 +489,18 @@ def test_missing_images_and_size_mismatches_fail_their_instances_only(tmp_path) 
         results[1][0]["error"]
     assert results[2][0]["status"] == "failed" and "gone.png" in results[2][0]["error"]
     assert len(refiner.shapes) == 2  # nothing was refined for the failed images
+
+
+def test_image_job_yields_each_instance_as_soon_as_it_is_refined(tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    job = coco.plan_jobs(json.loads(annotations.read_text()), images).jobs[0]
+    assert job["name"] == "sub/a.png" and len(job["instances"]) == 2
+    refiner = DilateRefiner()
+    stream = coco.iter_image_job(refiner, job, coco.RefineOptions())
+    first = next(stream)
+    assert first["id"] == job["instances"][0]["id"] and first["status"] == "refined"
+    assert len(refiner.shapes) == 1  # the second instance is not refined yet (resume records the first now)
+    lazily = [first, *stream]
+    at_once = coco.refine_image_job(DilateRefiner(), job, coco.RefineOptions())["results"]
+    without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rs] for rs in (lazily, at_once)]
+    assert without_time[0] == without_time[1] and len(lazily) == 2

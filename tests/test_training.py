@@ -92,6 +92,57 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 
+def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+    from crm_cli.evaluation import evaluate, synthetic_samples
+    from crm_cli.training import loop
+    from crm_cli.training.data import list_pairs
+
+    calls = []
+
+    def counting_sets(*args: object) -> list[loop.ValidationSet]:
+        calls.append(args)
+        return build_sets(*args)
+
+    build_sets = loop.validation_sets
+    monkeypatch.setattr(loop, "validation_sets", counting_sets)
+    options = _options(tiny_dataset, tmp_path / "v", 1)
+    options.val_sets = [f"again={tiny_dataset}"]
+    trainer = Trainer(options)
+    first = trainer.validate()
+    second = trainer.validate()
+    assert len(calls) == 1
+    assert first == second
+    assert set(first) == {prefix + key for prefix in ("", "again_")
+                          for key in ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")}
+    # The cached samples score exactly as samples read afresh at each validation did.
+    refiner = Refiner.from_model(trainer.model, device="cpu")
+    fresh = evaluate(refiner, synthetic_samples(trainer.val_pairs), ratios=(1.0,)).scores()
+    fresh.update(evaluate(refiner, synthetic_samples(list_pairs(tiny_dataset)[:2]), ratios=(1.0,)).scores("again_"))
+    assert fresh == first
+
+
+def test_resume_with_other_validation_sets_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    options = _options(tiny_dataset, tmp_path / "r", 1)
+    options.val_sets = [f"keep={tiny_dataset}", f"gone={tiny_dataset}"]
+    Trainer(options).run()
+    assert "gone_refined_mba" in (tmp_path / "r" / "log.csv").read_text().splitlines()[0]
+    same = _options(tiny_dataset, tmp_path / "r", 2)
+    same.val_sets = [f"gone={tiny_dataset}", f"keep={tiny_dataset}"]  # order does not matter
+    assert Trainer(same).resume()
+    changed = _options(tiny_dataset, tmp_path / "r", 2)
+    changed.val_sets = [f"keep={tiny_dataset}", f"new={tiny_dataset}"]
+    with pytest.raises(ValueError, match=r"validates on sets keep, gone, but this one is without gone and with new "
+                                         r"new; resume with the same --val-set names"):
+        Trainer(changed).resume()
+    # Without a checkpoint to resume from, appending to that log is refused as well.
+    (tmp_path / "r" / "last.pt").unlink()
+    with pytest.raises(ValueError, match="without gone and with new new"):
+        Trainer(changed).run()
+    assert len((tmp_path / "r" / "log.csv").read_text().splitlines()) == 2  # header + step 1: nothing appended
+
+
 def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--steps", "3", "--batch", "2",

@@ -214,18 +214,38 @@ def _read_spec(path: Path, load_tensors: bool) -> tuple[dict[str, Any], dict[str
     return payload["config"], provenance if isinstance(provenance, dict) else {}, payload["model"]
 
 
-def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config, provenance) stored inside a checkpoint, without building the model or reading tensors
-    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint."""
+@dataclass(frozen=True)
+class _Spec:
+    """A checkpoint's checked contents (see :func:`_checked_spec`)."""
+
+    path: Path
+    sha256: str  # "" when not verified
+    config_dict: dict[str, Any]
+    config: ArchConfig
+    provenance: dict[str, Any]
+    state: dict[str, Any] | None  # None unless the tensors were asked for
+
+
+def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spec:
+    """Read a checkpoint that must exist, optionally verified against its sidecar's sha256, and parse
+    its architecture config; every problem is a one-line WeightsError."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
-    config, provenance, _ = _read_spec(path, load_tensors=False)
+    digest = verify_sha256(path) if verify else ""
+    config_dict, provenance, state = _read_spec(path, load_tensors=load_tensors)
     try:
-        ArchConfig.from_dict(config)
+        config = ArchConfig.from_dict(config_dict)
     except (TypeError, ValueError, KeyError) as exc:
         raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
-    return config, provenance
+    return _Spec(path, digest, config_dict, config, provenance, state)
+
+
+def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, provenance) stored inside a checkpoint, without building the model or reading tensors
+    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint."""
+    spec = _checked_spec(path, load_tensors=False, verify=False)
+    return spec.config_dict, spec.provenance
 
 
 def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointInfo]:
@@ -237,15 +257,8 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
     """
     from .model import build_crm
 
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
-    digest = verify_sha256(path) if verify else ""
-    config_dict, provenance, state = _read_spec(path, load_tensors=True)
-    try:
-        config = ArchConfig.from_dict(config_dict)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
+    spec = _checked_spec(path, load_tensors=True, verify=verify)
+    path, config, state = spec.path, spec.config, spec.state
     assert state is not None
     try:
         state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
@@ -261,7 +274,7 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    return model, CheckpointInfo(path=str(path), sha256=digest, config=config, provenance=provenance)
+    return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance)
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:

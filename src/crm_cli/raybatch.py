@@ -60,7 +60,8 @@ class RefinerSpec:
             raise RayRunError(str(exc)) from None
 
     def build(self) -> Any:
-        """Load the model on this process's device."""
+        """Make the process-wide torch settings and load the model on this process's device (an
+        ``engine.Refiner``; the CLI's RefinerOptions.load builds through here too)."""
         from .devices import resolve_device
         from .engine import Refiner
         from .runtime import configure_torch

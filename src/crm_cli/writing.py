@@ -74,6 +74,15 @@ def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
     )
 
 
+def webp_refusal(image_mode: str) -> str | None:
+    """Why lossless WebP cannot hold a Pillow image of ``image_mode`` ("P": a palette label map,
+    "I;16": 16-bit values), or None for grey, RGB and RGBA."""
+    if image_mode in ("L", "RGB", "RGBA"):
+        return None
+    kind = "a palette (label map)" if image_mode == "P" else "16-bit values"
+    return f"WebP cannot store {kind} losslessly; write it as .png or .tif"
+
+
 def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
 
@@ -88,9 +97,8 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     elif fmt == "TIFF":
         image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
     elif fmt == "WEBP":
-        if image.mode not in ("L", "RGB", "RGBA"):
-            kind = "a palette (label map)" if image.mode == "P" else "16-bit values"
-            raise ValueError(f"WebP cannot store {kind} losslessly; write it as .png or .tif")
+        if (refusal := webp_refusal(image.mode)) is not None:
+            raise ValueError(refusal)
         # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
         image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)
     else:

@@ -23,6 +23,28 @@ def check_output_name(output: Path, output_kind: str = "soft") -> str:
     return fmt
 
 
+def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> None:
+    """Refuse, before the model loads, a label map that ``output``'s format cannot hold (a palette
+    or 16-bit label map as WebP): the ValueError writing it after refining would raise."""
+    from ..writing import output_format, webp_refusal
+
+    if mode == "binary" or output_format(output) != "WEBP":
+        return
+    from ..imageio import read_mask
+    from ..pipeline import choose_mode
+
+    mask_data = read_mask(mask, name=mask_name)
+    if choose_mode(mask_data, mode) != "labels":
+        return
+    # A refined label map keeps the mask's palette and dtype (pipeline.refine_files).
+    if mask_data.palette is not None:
+        image_mode = "P"
+    else:
+        image_mode = "L" if mask_data.values.dtype.itemsize == 1 else "I;16"
+    if (refusal := webp_refusal(image_mode)) is not None:
+        raise ValueError(f"{output}: {refusal}")
+
+
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
 
@@ -102,22 +124,39 @@ def passthrough_note(width: int, height: int, label: str) -> str:
             "the mask is written unchanged")
 
 
+def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any, tile_size: int,
+               output: Path | None = None) -> tuple[Any, bool]:
+    """The checks of one pair before the model loads, raising on the first problem: headers readable
+    and of fitting sizes (ImageReadError, SizeMismatchError), ``output`` (when given) writable
+    (ImageWriteError) and, for an image large enough to refine, the memory refining needs (MemoryError).
+
+    Returns (the image header, whether the image is too small to refine and is passed through).
+    """
+    header, _ = probe_pair(image, mask, image_name, mask_name)
+    if output is not None and (reason := unwritable_reason(output)) is not None:
+        from ..writing import ImageWriteError
+
+        raise ImageWriteError(reason)
+    if too_small(header):
+        return header, True
+    problem = memory_problem(header.height, header.width, settings, tile_size, image_name)
+    if problem is not None:
+        raise MemoryError(problem)
+    return header, False
+
+
 def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
                   tile_size: int) -> tuple[str | None, bool]:
-    """Header, size and memory checks of one pair before the model loads.
-
-    Returns (the error to report or None, whether the pair is too small and passed through).
-    """
+    """:func:`check_pair` for one pair of many: returns (the error to report or None, whether the
+    pair is too small and passed through) instead of raising."""
     from ..imageio import ImageReadError
     from ..masks import SizeMismatchError
 
     try:
-        header, _ = probe_pair(image, mask, image_name, mask_name)
-    except (ImageReadError, SizeMismatchError) as exc:
+        _, small = check_pair(image, mask, image_name, mask_name, settings, tile_size)
+    except (ImageReadError, SizeMismatchError, MemoryError) as exc:
         return str(exc), False
-    if too_small(header):
-        return None, True
-    return memory_problem(header.height, header.width, settings, tile_size, image_name), False
+    return None, small
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,

@@ -65,7 +65,15 @@ def coco(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..coco import RefineOptions, Sidecar, apply_results, load_coco_hashed, plan_jobs, refine_image_job
+    from ..coco import (
+        RefineOptions,
+        Sidecar,
+        apply_results,
+        iter_image_job,
+        load_coco_hashed,
+        plan_jobs,
+        refine_image_job,
+    )
     from ..coco import write_json_atomic as write_output
     from ..raybatch import RayRunError, run_jobs
 
@@ -95,43 +103,36 @@ def coco(
     failures: list[dict[str, Any]] = list(plan.failed)
     skipped = dict(plan.skipped)
     refined_now = 0
-    work = partial(refine_image_job, options=instance_options)
+    # One stream of (job index, instance result) from either executor; locally each instance's result
+    # comes as soon as it is refined (and is recorded for resuming), on Ray each image's at once.
     stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if plan.jobs and ray_address is not None:
-        stream = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
-                          log=None if quiet else lambda line: console.print(line, highlight=False))
+        work = partial(refine_image_job, options=instance_options)
+        jobs = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
+                        log=None if quiet else lambda line: console.print(line, highlight=False))
+        stream = ((index, result) for index, job_result in jobs for result in job_result["results"])
     elif plan.jobs:
         with user_errors():
             refiner = options.load(quiet)
+        stream = ((index, result) for index, job in enumerate(plan.jobs)
+                  for result in iter_image_job(refiner, job, instance_options))
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
         task = progress.add_task("coco", total=plan.instances, current="")
-
-        def record(result: dict[str, Any]) -> None:
-            nonlocal refined_now
-            status = result["status"]
-            if status == "refined":
-                sidecar.append(result)
-                results[result["index"]] = result
-                refined_now += 1
-            elif status == "failed":
-                failures.append(result)
-                progress.console.print(f"[red]failed:[/] instance {result['id']}: {result['error']}",
-                                       highlight=False)
-            else:
-                skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
-            progress.advance(task)
-
         try:
-            if ray_address is None:
-                for job in plan.jobs:
-                    progress.update(task, current=job["name"])
-                    refine_image_job(refiner, job, instance_options, on_result=record)
-            else:
-                for index, job_result in stream:
-                    progress.update(task, current=plan.jobs[index]["name"])
-                    for result in job_result["results"]:
-                        record(result)
+            for index, result in stream:
+                status = result["status"]
+                if status == "refined":
+                    sidecar.append(result)
+                    results[result["index"]] = result
+                    refined_now += 1
+                elif status == "failed":
+                    failures.append(result)
+                    progress.console.print(f"[red]failed:[/] instance {result['id']}: {result['error']}",
+                                           highlight=False)
+                else:
+                    skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
+                progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
             sidecar.close()
             raise fail(str(exc)) from None

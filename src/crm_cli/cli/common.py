@@ -151,23 +151,21 @@ class RefinerOptions:
 
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
         """Make the process-wide torch settings, build the Refiner once per process, log the device on stderr."""
-        from ..devices import resolve_device
-        from ..engine import Refiner
-        from ..runtime import configure_torch
-
-        configure_torch(self.threads or None, resolve_device(self.device.value))
-        refiner = Refiner.from_checkpoint(self.weights, device=self.device.value, tile_size=self.tile_size,
-                                          precision=self.precision.value)
+        refiner = self._spec(self.weights).build()
         if not quiet:
             console.print(f"device: {refiner.device_name}", highlight=False)
         return refiner
 
     def ray_spec(self):  # noqa: ANN201 - raybatch.RefinerSpec
-        """How each Ray actor builds the same Refiner."""
+        """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
+        return self._spec(self.weights.absolute() if self.weights else None)
+
+    def _spec(self, weights: Path | None):  # noqa: ANN202 - raybatch.RefinerSpec
+        """The one recipe for this Refiner, in this process or in a Ray actor."""
         from ..raybatch import RefinerSpec
 
-        weights = str(self.weights.absolute()) if self.weights else None
-        return RefinerSpec(weights, self.device.value, self.tile_size, self.precision.value, self.threads or None)
+        return RefinerSpec(str(weights) if weights else None, self.device.value, self.tile_size,
+                           self.precision.value, self.threads or None)
 
 
 # The shared options, in the order --help lists them: (parameter, annotated type, default).

@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 
 from .checks import (
+    check_label_output,
     check_output_name,
-    memory_problem,
+    check_pair,
     passthrough_note,
     passthrough_pair,
-    probe_pair,
     schedule_fields,
-    too_small,
-    unwritable_reason,
 )
 from .common import (
     JsonOpt,
@@ -67,7 +65,7 @@ def refine(
 
     from ..imageio import read_bytes_stdin
     from ..pipeline import refine_files, schedule_label
-    from ..writing import ImageWriteError, encode_image, write_bytes_stdout, write_image
+    from ..writing import encode_image, write_bytes_stdout, write_image
 
     if str(image) == "-" and str(mask) == "-":
         raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
@@ -99,18 +97,15 @@ def refine(
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
         # Everything that can be checked without the model is checked first (milliseconds).
-        header, _ = probe_pair(image_src, mask_src, image_name, mask_name)
-        if not to_stdout and (reason := unwritable_reason(output)) is not None:
-            raise ImageWriteError(reason)
-        passthrough = too_small(header)
+        header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
+                                         None if to_stdout else output)
+        if not to_stdout:
+            check_label_output(mask_src, mask_name, mode.value, output)
         if passthrough:
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
             result.notes.append(passthrough_note(header.width, header.height, image_name))
         else:
-            problem = memory_problem(header.height, header.width, settings, options.tile_size, image_name)
-            if problem is not None:
-                raise MemoryError(problem)
             refiner = options.load(quiet)
             device_name = refiner.device_name
             result = refine_files(

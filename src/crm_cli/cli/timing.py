@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import memory_problem, probe_pair
+from .checks import check_pair, memory_problem
 from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors
 
 
@@ -55,10 +55,7 @@ def timing(
             raise fail(problem, code=2)
     with user_errors():
         if image is not None and mask is not None:
-            header, _ = probe_pair(image, mask, str(image), str(mask))
-            problem = memory_problem(header.height, header.width, settings, options.tile_size, str(image))
-            if problem is not None:
-                raise MemoryError(problem)
+            check_pair(image, mask, str(image), str(mask), settings, options.tile_size)
         if size is not None:
             rgb, exact = synthetic_scene(height, width)
             coarse = coarse_mask(exact)

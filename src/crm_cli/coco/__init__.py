@@ -25,6 +25,7 @@ from .instances import (
     MIN_MARGIN,
     RefineOptions,
     crop_window,
+    iter_image_job,
     refine_image_job,
     refine_instance,
     score_coco,
@@ -45,7 +46,8 @@ from .rle import (
 __all__ = [
     "MARGIN_FRACTION", "MIN_MARGIN", "CocoFileError", "InstanceError", "Plan", "RefineOptions", "Sidecar",
     "apply_results", "crop_window", "decode_columns", "decode_rle_string", "decode_segmentation", "encode_mask",
-    "encode_rle_string", "load_coco_hashed", "foreground_columns", "load_coco", "plan_jobs", "refine_image_job",
+    "encode_rle_string", "load_coco_hashed", "foreground_columns", "iter_image_job", "load_coco", "plan_jobs",
+    "refine_image_job",
     "refine_instance", "runs_from_columns", "runs_from_segmentation", "score_coco", "score_instance",
     "sidecar_path", "write_json_atomic",
 ]

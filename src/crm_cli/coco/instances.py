@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,24 +122,18 @@ def refine_instance(refiner: Any, image: np.ndarray, segmentation: Any, options:
     }
 
 
-def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions,
-                     on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Read one image and refine the instances of ``job`` (a JSON-able dict made by plan_jobs).
+def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
+    """Read one image and refine the instances of ``job`` (a JSON-able dict made by plan_jobs),
+    yielding each instance's result as soon as it is known.
 
     Every instance gets a result ``{"index", "id", "status", "seconds", ...}``; a bad instance or an
-    unreadable image gives ``status: failed`` with an ``error`` and never raises. ``on_result`` is
-    called with each result as soon as it is known (the plain path records progress with it).
+    unreadable image gives ``status: failed`` with an ``error`` and never raises.
     """
     from ..imageio import read_image
 
-    results: list[dict[str, Any]] = []
-
-    def finish(instance: dict[str, Any], outcome: dict[str, Any], start: float) -> None:
-        result = {"index": instance["index"], "id": instance["id"], **outcome,
-                  "seconds": round(time.perf_counter() - start, 4)}
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    def finish(instance: dict[str, Any], outcome: dict[str, Any], start: float) -> dict[str, Any]:
+        return {"index": instance["index"], "id": instance["id"], **outcome,
+                "seconds": round(time.perf_counter() - start, 4)}
 
     start = time.perf_counter()
     try:
@@ -150,8 +144,8 @@ def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions,
                                 f"file says {expected[1]}x{expected[0]} (EXIF orientation is applied)")
     except (OSError, ValueError) as exc:
         for instance in job["instances"]:
-            finish(instance, {"status": "failed", "error": str(exc)}, start)
-        return {"results": results}
+            yield finish(instance, {"status": "failed", "error": str(exc)}, start)
+        return
     for instance in job["instances"]:
         start = time.perf_counter()
         try:
@@ -160,8 +154,12 @@ def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions,
             outcome = {"status": "failed", "error": str(exc)}
         except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        finish(instance, outcome, start)
-    return {"results": results}
+        yield finish(instance, outcome, start)
+
+
+def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> dict[str, Any]:
+    """All results of :func:`iter_image_job` as one JSON-able ``{"results": [...]}`` (a Ray job's result)."""
+    return {"results": list(iter_image_job(refiner, job, options))}
 
 
 def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, width: int, name: str = ""):  # noqa: ANN201

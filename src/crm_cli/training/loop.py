@@ -21,7 +21,7 @@ import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
-from ..evaluation import SCORE_KEYS
+from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
 from ..model.pretrained import initialise_encoder
 from ..pairing import FilePair
@@ -121,6 +121,7 @@ class Trainer:
         self.cache = PairCache(train_pairs)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
         self.val_sets = parse_val_sets(options.val_sets)
+        self._validation: list[ValidationSet] | None = None  # built on the first validation
         self.mix = options.data_mix()
         self.step = 0
         self.net: torch.nn.Module = self.model
@@ -170,6 +171,7 @@ class Trainer:
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
             truncate_log(self.out / "log.csv", self.step)
+            check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
         return True
 
     # -------------------------------------------------------------- training
@@ -194,9 +196,15 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr, **terms}
 
+    def validation_data(self) -> list[ValidationSet]:
+        """The fixed validation samples, read (and their coarse masks synthesised) once per run."""
+        if self._validation is None:
+            self._validation = validation_sets(self.val_pairs, self.val_sets, self.options)
+        return self._validation
+
     def validate(self) -> dict[str, float]:
         """Coarse vs refined IoU/mBA on every validation set (see :func:`validation_scores`)."""
-        scores = validation_scores(self.model, self.device, self.val_pairs, self.val_sets, self.options)
+        scores = validation_scores(self.model, self.device, self.validation_data())
         self.model.train()
         return scores
 
@@ -221,6 +229,7 @@ class Trainer:
         log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
         columns = self.log_columns()
         if self.rank == 0 and log_path.exists() and log_path.stat().st_size:
+            check_logged_val_sets(log_path, list(self.val_sets))
             with open(log_path, newline="") as handle:
                 columns = next(csv.reader(handle))  # a resumed run keeps the header it started with
         new_log = self.rank == 0 and (not log_path.exists() or not log_path.stat().st_size)
@@ -293,23 +302,66 @@ def truncate_log(log_path: Path, step: int) -> None:
     log_path.write_text("".join(kept))
 
 
-def validation_scores(model: torch.nn.Module, device: torch.device, val_pairs: list[FilePair],
-                      val_sets: dict[str, Path], options: TrainOptions) -> dict[str, float]:
-    """Coarse vs refined IoU/mBA on every validation set.
+def check_logged_val_sets(log_path: Path, names: list[str]) -> None:
+    """Refuse to go on with a log whose validation-set columns are not this run's ``names``: the
+    CSV writer would silently drop the scores of sets its header lacks."""
+    if not log_path.exists() or not log_path.stat().st_size:
+        return
+    with open(log_path, newline="") as handle:
+        header = next(csv.reader(handle))
+    suffix = "_" + SCORE_KEYS[0]
+    logged = [column[: -len(suffix)] for column in header if column.endswith(suffix)]
+    if set(logged) == set(names):
+        return
+    differences = []
+    if dropped := [name for name in logged if name not in names]:
+        differences.append("without " + ", ".join(dropped))
+    if added := [name for name in names if name not in logged]:
+        differences.append("with new " + ", ".join(added))
+    raise ValueError(f"{log_path}: the run validates on sets {', '.join(logged) or '(none)'}, but this one is "
+                     f"{' and '.join(differences)}; resume with the same --val-set names or choose another --out")
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """One validation set's samples, held in memory for the whole run: score keys start with
+    ``prefix``; ``ratios`` are the stage ratios it is refined with (None = the engine's default)."""
+
+    prefix: str
+    samples: list[Sample]
+    ratios: tuple[float, ...] | None
+
+
+def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
+                    options: TrainOptions) -> list[ValidationSet]:
+    """Every validation set's samples, read once.
 
     The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
     and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
-    ``NAME_coarse_iou`` ..) is scored on its first ``val_images`` items: a BIG-layout folder with
-    its own ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like
-    the held-out pairs. The model is left in eval mode."""
+    ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder with its own
+    ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
+    held-out pairs. They stay in memory for the run (BIG-layout images at full size)."""
+    from ..evaluation import synthetic_samples
+
+    ratios = tuple(float(r) for r in options.val_ratios.split(",")) if options.val_ratios else None
+    sets = [ValidationSet("", list(synthetic_samples(val_pairs)), (1.0,))]
+    for name, folder in val_sets.items():
+        sets.append(folder_set(folder, name + "_", options.val_images, ratios))
+    return sets
+
+
+def validation_scores(model: torch.nn.Module, device: torch.device,
+                      sets: list[ValidationSet]) -> dict[str, float]:
+    """Coarse vs refined IoU/mBA of ``model`` on every validation set (see :func:`validation_sets`).
+    The model is left in eval mode."""
     from ..engine import Refiner
-    from ..evaluation import evaluate, synthetic_samples
+    from ..evaluation import evaluate
 
     refiner = Refiner.from_model(model, device=str(device))
-    scores = evaluate(refiner, synthetic_samples(val_pairs), ratios=(1.0,)).scores()
-    ratios = tuple(float(r) for r in options.val_ratios.split(",")) if options.val_ratios else None
-    for name, folder in val_sets.items():
-        scores.update(score_folder(refiner, folder, name + "_", options.val_images, ratios))
+    scores: dict[str, float] = {}
+    for validation_set in sets:
+        evaluation = evaluate(refiner, validation_set.samples, ratios=validation_set.ratios)
+        scores.update(evaluation.scores(validation_set.prefix))
     return scores
 
 
@@ -330,15 +382,14 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
     return sets
 
 
-def score_folder(refiner: Any, folder: Path, prefix: str, limit: int,
-                 ratios: tuple[float, ...] | None) -> dict[str, float]:
-    """Scores of a validation folder: BIG layout (its own coarse masks, refined with ``ratios``) or
-    images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
-    from ..evaluation import evaluate, folder_samples, synthetic_samples
+def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None) -> ValidationSet:
+    """A validation folder's first ``limit`` samples: BIG layout (its own coarse masks, refined with
+    ``ratios``) or images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
+    from ..evaluation import folder_samples, synthetic_samples
     from ..pairing import find_pairs
 
     found, _ = find_pairs(folder)
     triples = [p for p in found if p.gt is not None]
     if triples:
-        return evaluate(refiner, folder_samples(triples[:limit]), ratios=ratios).scores(prefix)
-    return evaluate(refiner, synthetic_samples(list_pairs(folder)[:limit]), ratios=(1.0,)).scores(prefix)
+        return ValidationSet(prefix, list(folder_samples(triples[:limit])), ratios)
+    return ValidationSet(prefix, list(synthetic_samples(list_pairs(folder)[:limit])), (1.0,))
