@@ -11,6 +11,10 @@ Two measurements of the coarse mask decide:
   resolution, SAM, a hand-made mask) is already precise: its boundary pixels carry far stronger
   image gradients than the pixels a few px away. Such a mask runs the final stage only, and the
   trust region (``guard.py``) asks for strong evidence for every change, in proportion to this trust.
+* **Region pass.** A precise mask can still be wrong by whole regions (a shadow taken for the
+  object, background letters, a missing part), which only a coarse stage sees. Unless it holds too
+  much detail for one, a coarse-to-fine pass runs first, and only its thick changes
+  (``guard.region_changes``) go into the mask the final stage starts from.
 
 The free distance of the trust region follows the first stage: ``GUARD_CELLS / r`` px, at least
 ``MIN_FREE_PX``. Pure NumPy/OpenCV, no torch.
