@@ -113,8 +113,8 @@ def test_large_precise_mask_gets_a_region_pass() -> None:
     schedule = choose_schedule(gt > 0, LADDER, image, min_side=224)
     assert schedule.ratios == (1.0,) and schedule.trust == 1.0
     # 0.125 does not fit (150 px); the scene's smooth shapes lose nothing at 0.25.
-    assert schedule.regions == (0.25, 0.5, 1.0) and schedule.detail[0.25] <= 0.4
-    assert schedule.label() == "1+regions 0.25,0.5,1"
+    assert schedule.regions == (0.25, 0.5) and schedule.detail[0.25] <= 0.4
+    assert schedule.label() == "1+regions 0.25,0.5"
     assert region_radius(0.25) == 9 and region_radius(0.125) == 17
 
 
@@ -254,8 +254,8 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)
     result = refiner.refine_detailed(image, gt)
-    assert [c[0] for c in calls] == [(0.25, 0.5, 1.0), (1.0,)]
-    assert result.schedule == "1+regions 0.25,0.5,1" and result.region_pixels == 1600
+    assert [c[0] for c in calls] == [(0.25, 0.5), (1.0,)]
+    assert result.schedule == "1+regions 0.25,0.5" and result.region_pixels == 1600
     expected = inside & ~block  # the block is taken; the thin strip is not
     np.testing.assert_array_equal(calls[1][1] > 0.5, expected)
     np.testing.assert_array_equal(result.probability > 0.5, expected)
@@ -267,8 +267,8 @@ def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     image, gt = synthetic_scene(1000, 1000)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     result = refiner.refine_detailed(image, gt)
-    assert result.regions == (0.25, 0.5, 1.0)
-    assert [t.ratio for t in result.timings] == [0.25, 0.5, 1.0, 1.0]
+    assert result.regions == (0.25, 0.5)
+    assert [t.ratio for t in result.timings] == [0.25, 0.5, 1.0]
     assert refiner.refine_detailed(image, gt, ratios=(1.0,)).regions == ()
     assert refiner.refine_detailed(image, gt, guard=False).regions == ()
     assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()

@@ -66,7 +66,7 @@ class RefineResult:
 
     @property
     def schedule(self) -> str:
-        """The stages run, as text: ``"0.25,0.5,1"`` or ``"1+regions 0.25,0.5,1"``."""
+        """The stages run, as text: ``"0.25,0.5,1"`` or ``"1+regions 0.25,0.5"``."""
         return schedule_text(self.ratios, self.regions)
 
 

@@ -46,6 +46,8 @@ ALIGNMENT_SIDE = 2048  # edge alignment is measured with the long side reduced t
 # detail; only its thick changes are kept, so it tolerates more than DETAIL_TOLERANCE. IS-Net at
 # 1024 px on 1918x1280 cars: 0.03-0.37 at r = 0.25; SAM-like masks of railings and wires: 0.4-1.9.
 REGION_DETAIL_TOLERANCE = 0.4
+# A region pass's change is kept when a disc of about this many first-stage cells fits inside it.
+REGION_CELLS = 2.0
 # Free distance of the region pass's own trust region (full-resolution px).
 REGION_GUARD_PX = 8.0
 # A region pass starts at this ratio or coarser: a finer first stage sees little more than the final
@@ -65,8 +67,8 @@ class Schedule:
             trust region's pull applied right at the boundary.
         alignment: the edge alignment measured, if an image was given.
         detail: the detail measure per candidate first ratio that was computed (ratio -> loss).
-        regions: the stages of a precise mask's region pass (empty: none), whose thick changes are
-            merged into the result.
+        regions: the coarse stages of a precise mask's region pass (empty: none); its whole-region
+            changes go into the mask the final stage refines.
     """
 
     ratios: tuple[float, ...]
@@ -77,7 +79,7 @@ class Schedule:
     regions: tuple[float, ...] = ()
 
     def label(self) -> str:
-        """The stages as text, e.g. ``"0.5,1"`` or ``"1+regions 0.25,0.5,1"``."""
+        """The stages as text, e.g. ``"0.5,1"`` or ``"1+regions 0.25,0.5"``."""
         return schedule_text(self.ratios, self.regions)
 
 
@@ -97,14 +99,14 @@ def ratios_label(ratios: Sequence[float]) -> str:
 
 
 def schedule_text(ratios: Sequence[float], regions: Sequence[float] = ()) -> str:
-    """A schedule for logs and JSON: ``"0.25,0.5,1"``, with ``"+regions 0.25,0.5,1"`` for a region pass."""
+    """A schedule for logs and JSON: ``"0.25,0.5,1"``, with ``"+regions 0.25,0.5"`` for a region pass."""
     text = ratios_label(ratios)
     return f"{text}+regions {ratios_label(regions)}" if regions else text
 
 
 def region_radius(first_ratio: float) -> int:
-    """The inscribed radius (px) a region pass's change needs to be kept: a little over 2 stage cells."""
-    return round(2.0 / first_ratio) + 1
+    """The inscribed radius (px) a region pass's change needs to be kept: a little over REGION_CELLS stage cells."""
+    return round(REGION_CELLS / first_ratio) + 1
 
 
 def guard_distance(first_ratio: float) -> float:
@@ -228,5 +230,5 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     if precise:
         region_start = coarsest_start(REGION_DETAIL_TOLERANCE, REGION_MAX_RATIO)
         if region_start < len(ladder) - 1:
-            regions = ladder[region_start:]
+            regions = ladder[region_start:-1]
     return Schedule(ladder[start:], guard_distance(ladder[start]), trust, alignment, detail, regions)
