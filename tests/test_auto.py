@@ -17,6 +17,7 @@ from crm_cli.guard import GUARD_STRENGTH, apply_guard, guard_weight, region_chan
 from crm_cli.metrics import score_pair
 from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
+    DETAILED_MASK_TRUST,
     MIN_FREE_PX,
     TRUST_HIGH,
     TRUST_LOW,
@@ -98,6 +99,23 @@ def test_mask_with_thin_bars_skips_stages_that_would_erase_them() -> None:
     schedule = choose_schedule(mask, LADDER, None, min_side=224)
     assert schedule.ratios[0] >= 0.5
     assert schedule.detail[0.25] > 0.05
+
+
+def test_mask_too_detailed_for_any_coarse_stage_is_trusted_at_its_boundary() -> None:
+    mask = np.zeros((1200, 1800), bool)
+    mask[200:1000, 300:1500] = True
+    for x in range(300, 1500, 6):
+        mask[200:1000, x:x + 2] = False  # 2-px gaps between 4-px slats: even a 5x5 closing fills them
+    flat = np.full((1200, 1800, 3), 128, np.uint8)  # no image edges: alignment cannot vouch for it
+    schedule = choose_schedule(mask, LADDER, flat, min_side=224)
+    assert schedule.alignment is not None and schedule.alignment < TRUST_LOW
+    assert schedule.ratios == (1.0,) and schedule.detail[0.5] > 0.05
+    assert schedule.trust == DETAILED_MASK_TRUST == 1.0 and schedule.regions == ()
+    # A blocky mask on the same flat image keeps no trust: its coarse stages are free to fix it.
+    blocky = np.zeros((1200, 1800), bool)
+    blocky[200:1000, 300:1500] = True
+    plain = choose_schedule(blocky, LADDER, flat, min_side=224)
+    assert plain.ratios == (0.25, 0.5, 1.0) and plain.trust == 0.0 and plain.detail[0.5] <= 0.05
 
 
 def test_precise_mask_runs_the_final_stage_with_full_trust() -> None:
