@@ -155,7 +155,7 @@ class Refiner(StageRunner):
         height, width = mask.shape
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side)
-        regions = plan.regions if settings.guard else ()
+        regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
         result = RefineResult(probability=np.empty(0, np.float32), ratios=plan.ratios,
                               guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions)
         if not foreground.any() or foreground.all():

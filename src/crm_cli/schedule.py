@@ -221,28 +221,25 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     trust = 0.0 if alignment is None else trust_from_alignment(alignment)
     detail: dict[float, float] = {}
     precise = alignment is not None and alignment >= TRUST_LOW
+    fitting = [k for k, ratio in enumerate(ladder[:-1]) if stage_fits(height, width, ratio, min_side)]
+
+    def detail_at(ratio: float) -> float:
+        if ratio not in detail:
+            detail[ratio] = detail_loss(binary, stage_radius(ratio))
+        return detail[ratio]
 
     def coarsest_start(limit: float, coarsest: float = 1.0) -> int:
-        for k, ratio in enumerate(ladder[:-1]):
-            if ratio > coarsest or not stage_fits(height, width, ratio, min_side):
-                continue
-            if ratio not in detail:
-                detail[ratio] = detail_loss(binary, stage_radius(ratio))
-            if detail[ratio] <= limit:
+        for k in fitting:
+            if ladder[k] <= coarsest and detail_at(ladder[k]) <= limit:
                 return k
         return len(ladder) - 1
 
     start = len(ladder) - 1 if precise else coarsest_start(tolerance)
-    fitting = [r for r in ladder[:-1] if stage_fits(height, width, r, min_side)]
-    if alignment is not None and fitting:
-        finest = fitting[-1]
-        if finest not in detail:
-            detail[finest] = detail_loss(binary, stage_radius(finest))
-        if detail[finest] > tolerance:
-            # Even the finest coarser stage would erase the mask's detail: it holds structure finer
-            # than any coarse stage sees (SAM-like masks of railings and wires). Its boundary is
-            # kept unless the model is sure, whether or not the image's edges vouch for it.
-            trust = max(trust, DETAILED_MASK_TRUST)
+    if alignment is not None and fitting and detail_at(ladder[fitting[-1]]) > tolerance:
+        # Even the finest coarser stage would erase the mask's detail: it holds structure finer than
+        # any coarse stage sees (SAM-like masks of railings and wires). Its boundary is kept unless
+        # the model is sure, whether or not the image's edges vouch for it.
+        trust = max(trust, DETAILED_MASK_TRUST)
     regions: tuple[float, ...] = ()
     if precise:
         region_start = coarsest_start(REGION_DETAIL_TOLERANCE, REGION_MAX_RATIO)

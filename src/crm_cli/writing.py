@@ -74,6 +74,11 @@ def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
     )
 
 
+def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
+    """The Pillow mode ``array`` is written in ("P", "L", "I;16", "RGB", "RGBA"); ValueError if none."""
+    return _to_pil(array, palette).mode
+
+
 def webp_refusal(image_mode: str) -> str | None:
     """Why lossless WebP cannot hold a Pillow image of ``image_mode`` ("P": a palette label map,
     "I;16": 16-bit values), or None for grey, RGB and RGBA."""

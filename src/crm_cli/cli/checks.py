@@ -26,7 +26,7 @@ def check_output_name(output: Path, output_kind: str = "soft") -> str:
 def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> None:
     """Refuse, before the model loads, a label map that ``output``'s format cannot hold (a palette
     or 16-bit label map as WebP): the ValueError writing it after refining would raise."""
-    from ..writing import output_format, webp_refusal
+    from ..writing import image_mode, output_format, webp_refusal
 
     if mode == "binary" or output_format(output) != "WEBP":
         return
@@ -37,11 +37,7 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
     if choose_mode(mask_data, mode) != "labels":
         return
     # A refined label map keeps the mask's palette and dtype (pipeline.refine_files).
-    if mask_data.palette is not None:
-        image_mode = "P"
-    else:
-        image_mode = "L" if mask_data.values.dtype.itemsize == 1 else "I;16"
-    if (refusal := webp_refusal(image_mode)) is not None:
+    if (refusal := webp_refusal(image_mode(mask_data.values, mask_data.palette))) is not None:
         raise ValueError(f"{output}: {refusal}")
 
 
