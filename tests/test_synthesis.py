@@ -258,6 +258,30 @@ def test_training_sample_uses_the_mix(tiny_data: Path) -> None:
     assert all(a.tobytes() == b.tobytes() for a, b in zip(old, new, strict=True))
 
 
+def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_path: Path) -> None:
+    pairs = list_pairs(tiny_data / "duts")
+    network = tmp_path / "isnet"
+    network.mkdir()
+    # The "network" mask of s0 is its GT thresholded, so a correctly cropped and flipped copy equals
+    # the GT crop thresholded, pixel for pixel.
+    gt0 = cv2.imread(str(tiny_data / "duts" / "masks" / "s0.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(network / f"{pairs[0].name}.png"), np.where(gt0 >= 128, 255, 0).astype(np.uint8))
+    cache = PairCache(pairs, (network,))
+    assert len(cache.network_masks(0)) == 1 and cache.network_masks(1) == ()
+    only_network = DataMix(coarse=CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1))
+    crops = set()
+    for seed in range(6):
+        _, coarse, gt = make_training_sample(cache, 0, np.random.default_rng(seed), only_network)
+        np.testing.assert_array_equal(coarse, (gt >= 0.5).astype(np.float32))
+        crops.add(gt.tobytes())
+    assert len(crops) == 2  # the photo is padded to one window: flipped and unflipped both occur
+    # A pair without a network mask falls back to the SAM-like mode, draw for draw.
+    only_sam = DataMix(coarse=CoarseMix(paper=0, lowres=0, sam=1, clean=0))
+    fallback = make_training_sample(cache, 1, np.random.default_rng(4), only_network)
+    sam = make_training_sample(cache, 1, np.random.default_rng(4), only_sam)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(fallback, sam, strict=True))
+
+
 def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Path, tmp_path: Path) -> None:
     import torch
 

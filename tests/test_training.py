@@ -161,6 +161,14 @@ def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2  # an existing run needs --resume
 
 
+def test_train_command_refuses_network_mode_without_masks(tiny_dataset: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "run"), "--steps", "1",
+            "--coarse-mix", "paper=1,network=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--network-masks" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_torchrun_ddp_two_processes_on_cpu(tiny_dataset: Path, tmp_path: Path) -> None:
     """The multi-GPU path (torchrun + DistributedDataParallel), exercised with gloo on two CPU ranks."""
     import shutil

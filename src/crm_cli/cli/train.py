@@ -11,7 +11,7 @@ import typer
 
 from .common import Device, DeviceOpt, console, user_errors
 
-DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # = str(training.coarse.CoarseMix())
+DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 
 
 def train(
@@ -41,8 +41,12 @@ def train(
                                              help="Fraction of samples that are synthetic composites (thin "
                                              "structures, pasted foregrounds) instead of photo crops.")] = 0.4,
     coarse_mix: Annotated[str, typer.Option("--coarse-mix", help="Coarse-mask mix, MODE=WEIGHT,... with MODE in "
-                                            "paper, lowres, sam, clean; '' = the paper's perturbation only "
-                                            "(runs from before the mix).")] = DEFAULT_COARSE_MIX,
+                                            "paper, lowres, sam, clean, network; '' = the paper's perturbation "
+                                            "only (runs from before the mix).")] = DEFAULT_COARSE_MIX,
+    network_masks: Annotated[list[Path] | None, typer.Option("--network-masks", exists=True, file_okay=False,
+                                                             help="Folder of real network masks of the training "
+                                                             "photos, <name>.png each, for the mix's network "
+                                                             "mode; repeatable.")] = None,
     val_set: Annotated[list[str] | None, typer.Option("--val-set", help="Extra validation set NAME=FOLDER "
                                                       "(BIG layout with _seg masks, or images/ + masks/); "
                                                       "repeatable; log.csv gets NAME_refined_mba etc.")] = None,
@@ -58,7 +62,9 @@ def train(
 
     try:
         if coarse_mix:
-            CoarseMix.parse(coarse_mix)
+            mix = CoarseMix.parse(coarse_mix)
+            if mix.network > 0 and not network_masks:
+                raise ValueError("--coarse-mix gives network a weight; pass --network-masks FOLDER")
         parse_val_sets(list(val_set or []))
         if val_ratios:
             [float(r) for r in val_ratios.split(",")]
@@ -69,7 +75,8 @@ def train(
         options = TrainOptions(
             data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed, init=init,
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
-            synthetic=synthetic, coarse_mix=coarse_mix, val_sets=list(val_set or []), val_images=val_images,
+            synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
+            val_sets=list(val_set or []), val_images=val_images,
             val_ratios=val_ratios, device=device.value,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )

@@ -10,6 +10,8 @@ Modes (mixed by :class:`CoarseMix`):
   between slats merged, the boundary a round trip through a low-resolution logit grid, speckle along
   low-contrast stretches of the boundary, small holes and extra blobs.
 - ``clean``: the GT itself, which the model must learn to leave alone.
+- ``network``: a real network's mask of the same photo, made offline (``crm train --network-masks``)
+  and cropped with it. Crops without one (composites, pairs the tool skipped) fall back to ``sam``.
 
 Every function draws only from the ``numpy`` generator it is given, so a mask is a pure function of
 (GT, image, generator state).
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..synthetic import coarse_mask as lowres_network_mask
 
-MODES = ("paper", "lowres", "sam", "clean")
+MODES = ("paper", "lowres", "sam", "clean", "network")
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -192,6 +194,7 @@ class CoarseMix:
     lowres: float = 0.2
     sam: float = 0.3
     clean: float = 0.15
+    network: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> CoarseMix:

@@ -46,9 +46,10 @@ def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:
     return image, mask.probability()
 
 
-def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
-                size: int = CROP) -> tuple[np.ndarray, np.ndarray]:
-    """A size x size crop, reflect-padding sides shorter than ``size``."""
+def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, size: int = CROP,
+                extra: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """A size x size crop of image, GT and the ``extra`` masks, reflect-padding sides shorter than
+    ``size``. The extras take no random draws, so they do not change the crop."""
     height, width = gt.shape
     pad_y, pad_x = max(0, size - height), max(0, size - width)
     if pad_y or pad_x:
@@ -56,10 +57,12 @@ def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
         border = (top, pad_y - top, left, pad_x - left)
         image = cv2.copyMakeBorder(image, *border, cv2.BORDER_REFLECT_101)
         gt = cv2.copyMakeBorder(gt, *border, cv2.BORDER_REFLECT_101)
+        extra = tuple(cv2.copyMakeBorder(m, *border, cv2.BORDER_REFLECT_101) for m in extra)
         height, width = gt.shape
     y = int(rng.integers(0, height - size + 1))
     x = int(rng.integers(0, width - size + 1))
-    return image[y:y + size, x:x + size], gt[y:y + size, x:x + size]
+    window = (slice(y, y + size), slice(x, x + size))
+    return image[window], gt[window], tuple(m[window] for m in extra)
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -77,24 +80,35 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_sample(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
-                coarse_mix: CoarseMix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                coarse_mix: CoarseMix | None = None,
+                network_masks: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One augmented training sample: RGB crop (224, 224, 3), coarse {0,1} and soft GT crops.
 
-    ``coarse_mix`` None is the paper's recipe (the perturbation only), as before the mix existed."""
-    image, gt = random_crop(image, gt, rng)
+    ``coarse_mix`` None is the paper's recipe (the perturbation only), as before the mix existed.
+    ``network_masks`` are real networks' masks of this photo (float32 {0,1}, its size), for the
+    mix's ``network`` mode."""
+    image, gt, network_masks = random_crop(image, gt, rng, extra=network_masks)
     if rng.random() < 0.5:
         image, gt = image[:, ::-1], gt[:, ::-1]
+        network_masks = tuple(m[:, ::-1] for m in network_masks)
     image = photometric(np.ascontiguousarray(image), rng)
     gt = np.ascontiguousarray(gt)
-    return image, sample_coarse(gt, image, rng, coarse_mix), gt
+    return image, sample_coarse(gt, image, rng, coarse_mix, network_masks), gt
 
 
-def sample_coarse(gt: np.ndarray, image: np.ndarray, rng: np.random.Generator,
-                  coarse_mix: CoarseMix | None) -> np.ndarray:
-    """The coarse mask of a training crop: the paper's perturbation, or a mode drawn from the mix."""
+def sample_coarse(gt: np.ndarray, image: np.ndarray, rng: np.random.Generator, coarse_mix: CoarseMix | None,
+                  network_masks: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """The coarse mask of a training crop: the paper's perturbation, or a mode drawn from the mix.
+    ``network`` picks one of ``network_masks``; without any it falls back to ``sam``."""
     if coarse_mix is None:
         return synthesize_coarse(gt, rng)
-    return make_coarse(gt, rng, coarse_mix.choose(rng), image=image)
+    mode = coarse_mix.choose(rng)
+    if mode == "network":
+        if network_masks:
+            chosen = network_masks[int(rng.integers(0, len(network_masks)))]
+            return np.ascontiguousarray(chosen, dtype=np.float32)
+        mode = "sam"
+    return make_coarse(gt, rng, mode, image=image)
 
 
 @dataclass(frozen=True)
@@ -117,15 +131,19 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
         image = photometric(sample.image, rng)
         return image, sample_coarse(sample.gt, image, rng, mix.coarse), sample.gt
     image, gt = library.get(index)
-    return make_sample(image, gt, rng, mix.coarse)
+    return make_sample(image, gt, rng, mix.coarse, library.network_masks(index))
 
 
 class PairCache:
-    """Decoded training pairs kept in memory (DUTS-TR fits in about 2.5 GB)."""
+    """Decoded training pairs kept in memory (DUTS-TR fits in about 2.5 GB), with the real network
+    masks found for them: ``network_dirs`` hold ``<pair name>.png`` masks of the photos, made offline
+    by a segmentation network (read as inference reads masks, thresholded at 0.5)."""
 
-    def __init__(self, pairs: list[FilePair]) -> None:
+    def __init__(self, pairs: list[FilePair], network_dirs: tuple[Path, ...] = ()) -> None:
         self.pairs = pairs
+        self.network_dirs = tuple(Path(d) for d in network_dirs)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._network: dict[int, tuple[np.ndarray, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -135,3 +153,22 @@ class PairCache:
         if index not in self._cache:
             self._cache[index] = load_pair(self.pairs[index])
         return self._cache[index]
+
+    def network_masks(self, index: int) -> tuple[np.ndarray, ...]:
+        """The network masks of pair ``index`` (float32 {0, 1}, the photo's size); () when none."""
+        if not self.network_dirs:
+            return ()
+        if index not in self._network:
+            from ..imageio import read_mask
+            from ..masks import match_mask_to_image
+
+            pair = self.pairs[index]
+            shape = self.get(index)[1].shape
+            found = []
+            for folder in self.network_dirs:
+                path = folder / f"{pair.name}.png"
+                if path.is_file():
+                    mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
+                    found.append((mask.probability() >= 0.5).astype(np.float32))
+            self._network[index] = tuple(found)
+        return self._network[index]

@@ -55,7 +55,8 @@ class TrainOptions:
     arch: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     synthetic: float = 0.0  # fraction of samples that are synthetic composites (training/synthesis.py)
-    coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=.." (training/coarse.py); "" = paper only
+    coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=..,network=.." (training/coarse.py); "" = paper only
+    network_masks: list[str] = field(default_factory=list)  # folders of real network masks (network mode)
     val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
     val_ratios: str = ""  # stage ratios for high-resolution (BIG-layout) sets; "" = the engine's default
     device: str = "auto"  # devices.resolve_device: auto, cpu, cuda[:N], mps
@@ -118,7 +119,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
         pairs = list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)
-        self.cache = PairCache(train_pairs)
+        self.cache = PairCache(train_pairs, tuple(Path(d) for d in options.network_masks))
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
         self.val_sets = parse_val_sets(options.val_sets)
         self._validation: list[ValidationSet] | None = None  # built on the first validation
@@ -163,10 +164,11 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         saved = payload.get("options", {})
-        saved_mix = (float(saved.get("synthetic", 0.0)), str(saved.get("coarse_mix", "")))
-        if saved_mix != (self.options.synthetic, self.options.coarse_mix):
+        saved_mix = (float(saved.get("synthetic", 0.0)), str(saved.get("coarse_mix", "")),
+                     list(saved.get("network_masks", [])))
+        if saved_mix != (self.options.synthetic, self.options.coarse_mix, self.options.network_masks):
             raise ValueError(f"{self.checkpoint_path}: the run used --synthetic {saved_mix[0]} --coarse-mix "
-                             f"{saved_mix[1]!r}; resume with the same data mix")
+                             f"{saved_mix[1]!r} --network-masks {saved_mix[2]}; resume with the same data mix")
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
