@@ -262,24 +262,34 @@ def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_pa
     pairs = list_pairs(tiny_data / "duts")
     network = tmp_path / "isnet"
     network.mkdir()
-    # The "network" mask of s0 is its GT thresholded, so a correctly cropped and flipped copy equals
+    # The "network" mask of s2 is its GT thresholded, so a correctly cropped and flipped copy equals
     # the GT crop thresholded, pixel for pixel.
-    gt0 = cv2.imread(str(tiny_data / "duts" / "masks" / "s0.png"), cv2.IMREAD_GRAYSCALE)
-    cv2.imwrite(str(network / f"{pairs[0].name}.png"), np.where(gt0 >= 128, 255, 0).astype(np.uint8))
+    gt2 = cv2.imread(str(tiny_data / "duts" / "masks" / "s2.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(network / f"{pairs[2].name}.png"), np.where(gt2 >= 128, 255, 0).astype(np.uint8))
     cache = PairCache(pairs, (network,))
-    assert len(cache.network_masks(0)) == 1 and cache.network_masks(1) == ()
+    assert cache.network_indices == [2] and len(cache.network_masks(2)) == 1 and cache.network_masks(1) == ()
+    from crm_cli.training.data import random_crop
+
+    window = random_crop(*cache.get(2), np.random.default_rng(0))[1]  # s2 padded to its one 224 window
+    s2_crops = {window.tobytes(), np.ascontiguousarray(window[:, ::-1]).tobytes()}
     only_network = DataMix(coarse=CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1))
     crops = set()
     for seed in range(6):
+        # Whatever pair the step drew, the network share is a crop of a photo that has a mask.
         _, coarse, gt = make_training_sample(cache, 0, np.random.default_rng(seed), only_network)
         np.testing.assert_array_equal(coarse, (gt >= 0.5).astype(np.float32))
         crops.add(gt.tobytes())
-    assert len(crops) == 2  # the photo is padded to one window: flipped and unflipped both occur
-    # A pair without a network mask falls back to the SAM-like mode, draw for draw.
-    only_sam = DataMix(coarse=CoarseMix(paper=0, lowres=0, sam=1, clean=0))
-    fallback = make_training_sample(cache, 1, np.random.default_rng(4), only_network)
-    sam = make_training_sample(cache, 1, np.random.default_rng(4), only_sam)
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(fallback, sam, strict=True))
+    assert crops == s2_crops  # that window, flipped and unflipped
+    # Half network: the other half are crops of the drawn pair with the remaining modes.
+    half = DataMix(coarse=CoarseMix(paper=0, lowres=0, sam=0, clean=1, network=1))
+    drawn = [make_training_sample(cache, 0, np.random.default_rng(seed), half)[2].tobytes() for seed in range(40)]
+    assert 10 <= sum(g in s2_crops for g in drawn) <= 30
+    # Composites have no network mask: they draw from the other modes (here: sam only).
+    composite_mix = DataMix(synthetic=1.0, coarse=CoarseMix(paper=0, lowres=0, sam=1, clean=0, network=1))
+    sam_mix = DataMix(synthetic=1.0, coarse=CoarseMix(paper=0, lowres=0, sam=1, clean=0))
+    a = make_training_sample(cache, 0, np.random.default_rng(4), composite_mix)
+    b = make_training_sample(cache, 0, np.random.default_rng(4), sam_mix)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
 
 
 def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Path, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ Modes (mixed by :class:`CoarseMix`):
   low-contrast stretches of the boundary, small holes and extra blobs.
 - ``clean``: the GT itself, which the model must learn to leave alone.
 - ``network``: a real network's mask of the same photo, made offline (``crm train --network-masks``)
-  and cropped with it. Crops without one (composites, pairs the tool skipped) fall back to ``sam``.
+  and cropped with it. Its share of the photo crops is drawn from the photos that have such a mask;
+  composites, which have none, draw from the other modes.
 
 Every function draws only from the ``numpy`` generator it is given, so a mask is a pure function of
 (GT, image, generator state).
@@ -214,6 +215,17 @@ class CoarseMix:
 
     def __str__(self) -> str:
         return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self))
+
+    def network_share(self) -> float:
+        """The fraction of samples that the ``network`` mode should get."""
+        return self.network / sum(getattr(self, m) for m in MODES)
+
+    def without_network(self) -> CoarseMix:
+        """The same mix with the ``network`` weight removed (the others keep their ratios)."""
+        weights = {m: getattr(self, m) for m in MODES if m != "network"}
+        if sum(weights.values()) <= 0:
+            weights["sam"] = 1.0
+        return CoarseMix(**weights)
 
     def choose(self, rng: np.random.Generator) -> str:
         """Draw a mode by weight."""

@@ -16,6 +16,7 @@ from ..pairing import FilePair, find_pairs
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
 CROP = 224
+NETWORK_ONLY = CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1)
 # Composites for training: no drawn layer may be (almost) invisible against what lies below it.
 MIN_CONTRAST = 16.0
 
@@ -123,15 +124,26 @@ class DataMix:
 
 def make_training_sample(library: PairCache, index: int, rng: np.random.Generator,
                          mix: DataMix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One sample of the mix: a crop of pair ``index``, or a composite drawn from the library."""
+    """One sample of the mix: a crop of pair ``index``, or a composite drawn from the library.
+
+    With a ``network`` weight (and network masks in the library), that share of the samples is
+    a crop of a photo that has a network mask, drawn from those instead of ``index``."""
     from .synthesis import composite
 
+    coarse = mix.coarse
+    network = coarse is not None and coarse.network > 0 and library.has_network_masks
+    if network:
+        coarse = coarse.without_network()
     if mix.synthetic > 0 and rng.random() < mix.synthetic:
         sample = composite(rng, library, CROP, CROP, fast_strokes=True, min_contrast=MIN_CONTRAST)
         image = photometric(sample.image, rng)
-        return image, sample_coarse(sample.gt, image, rng, mix.coarse), sample.gt
+        return image, sample_coarse(sample.gt, image, rng, coarse), sample.gt
+    if network and rng.random() < mix.coarse.network_share():
+        index = library.network_pair(rng)
+        image, gt = library.get(index)
+        return make_sample(image, gt, rng, NETWORK_ONLY, library.network_masks(index))
     image, gt = library.get(index)
-    return make_sample(image, gt, rng, mix.coarse, library.network_masks(index))
+    return make_sample(image, gt, rng, coarse)
 
 
 class PairCache:
@@ -144,6 +156,22 @@ class PairCache:
         self.network_dirs = tuple(Path(d) for d in network_dirs)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._network: dict[int, tuple[np.ndarray, ...]] = {}
+        # Listed once, so a run (and its resume) sees a fixed set even if a folder is still filling.
+        self._network_paths: dict[int, tuple[Path, ...]] = {}
+        for k, pair in enumerate(pairs):
+            found = tuple(p for d in self.network_dirs if (p := d / f"{pair.name}.png").is_file())
+            if found:
+                self._network_paths[k] = found
+        self.network_indices = sorted(self._network_paths)
+
+    @property
+    def has_network_masks(self) -> bool:
+        """Whether any pair has a network mask."""
+        return bool(self.network_indices)
+
+    def network_pair(self, rng: np.random.Generator) -> int:
+        """A random pair among those with a network mask."""
+        return self.network_indices[int(rng.integers(0, len(self.network_indices)))]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -156,8 +184,6 @@ class PairCache:
 
     def network_masks(self, index: int) -> tuple[np.ndarray, ...]:
         """The network masks of pair ``index`` (float32 {0, 1}, the photo's size); () when none."""
-        if not self.network_dirs:
-            return ()
         if index not in self._network:
             from ..imageio import read_mask
             from ..masks import match_mask_to_image
@@ -165,10 +191,8 @@ class PairCache:
             pair = self.pairs[index]
             shape = self.get(index)[1].shape
             found = []
-            for folder in self.network_dirs:
-                path = folder / f"{pair.name}.png"
-                if path.is_file():
-                    mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
-                    found.append((mask.probability() >= 0.5).astype(np.float32))
+            for path in self._network_paths.get(index, ()):
+                mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
+                found.append((mask.probability() >= 0.5).astype(np.float32))
             self._network[index] = tuple(found)
         return self._network[index]
