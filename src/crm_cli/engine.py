@@ -13,10 +13,12 @@ module's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -82,6 +84,22 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     if settings.guard and foreground.any() and not foreground.all():
         trust = trust_from_alignment(edge_alignment(image, foreground))
     return Schedule(ratios, free_px, trust)
+
+
+def region_free_base(taken: np.ndarray, free_px: float, trust: float) -> np.ndarray:
+    """The guard's pull at the boundary (``base``) after a region pass: ``trust``, except within
+    ``free_px`` of a taken region, where it is 0."""
+    near = cv2.distanceTransform((~taken).astype(np.uint8), cv2.DIST_L2, 3) <= free_px
+    return np.where(near, np.float32(0.0), np.float32(trust))
+
+
+def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Float32 (H, W) map resized to ``size`` = (height, width): area average when shrinking,
+    bilinear when enlarging."""
+    if values.shape == size:
+        return values.astype(np.float32)
+    interpolation = cv2.INTER_AREA if size[0] < values.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(values.astype(np.float32), (size[1], size[0]), interpolation=interpolation)
 
 
 class Refiner(StageRunner):
@@ -165,15 +183,21 @@ class Refiner(StageRunner):
             result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result
         reference = foreground  # the mask the final pass starts from and the guard holds to
+        base: float | np.ndarray = plan.trust
         if regions:
-            mask, reference = self._correct_regions(image, mask, foreground, regions, plan.trust, settings, result)
+            mask, reference, taken = self._correct_regions(image, mask, foreground, regions, plan.trust, settings,
+                                                           result)
+            if taken is not None:
+                # The edges of a taken region are the region pass's, drawn at its coarser size: the
+                # image's edges do not vouch for them, so the final stage may move them freely.
+                base = region_free_base(taken, plan.guard_px, plan.trust)
         # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
         # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
         first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages)
         if settings.guard:
-            probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=plan.trust)
+            probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=base)
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)
@@ -181,31 +205,43 @@ class Refiner(StageRunner):
 
     def _correct_regions(self, image: np.ndarray, mask: np.ndarray, foreground: np.ndarray,
                          regions: Sequence[float], trust: float, settings: Preset,
-                         result: RefineResult) -> tuple[np.ndarray, np.ndarray]:
-        """A precise mask's region pass: (corrected float mask, its binary form).
+                         result: RefineResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A precise mask's region pass: (corrected float mask, its binary form, the pixels taken
+        from the pass, or None when it took none).
 
         The coarse-to-fine ``regions`` stages propose a mask; of its changes only whole regions
         (``guard.region_changes``) are taken into the coarse mask, whose boundary elsewhere is kept
         for the final pass to refine.
         """
         # The whole first stage is decoded: the regions it should catch may lie far from the boundary.
-        proposal = self._run_stages(image, mask, regions, settings, None, result)
-        proposal, _ = apply_guard(proposal, foreground, REGION_GUARD_PX, base=trust)
-        proposed = proposal > 0.5
-        taken = region_changes(proposed, foreground, region_radius(regions[0]))
+        # The pass works at its last stage's own size: it only has to find regions a disc of several
+        # px fits in, and the final stage, free near their edges, draws those edges at full size.
+        height, width = foreground.shape
+        work_hw = stage_size(height, width, regions[-1])
+        scale = work_hw[0] / height
+        proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw)
+        small_foreground = resize_map(foreground, work_hw) > 0.5
+        proposal, _ = apply_guard(proposal, small_foreground, REGION_GUARD_PX * scale, base=trust)
+        small_taken = region_changes(proposal > 0.5, small_foreground,
+                                     math.ceil(region_radius(regions[0]) * scale))
+        if not small_taken.any():
+            return mask, foreground, None
+        proposed = resize_map(proposal, (height, width)) > 0.5
+        taken = (resize_map(small_taken, (height, width)) > 0.5) & (proposed != foreground)
         result.region_pixels = int(np.count_nonzero(taken))
         if not result.region_pixels:
-            return mask, foreground
+            return mask, foreground, None
         corrected = mask.copy()
         corrected[taken] = proposed[taken]
-        return corrected, corrected > 0.5
+        return corrected, corrected > 0.5, taken
 
     def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
-                    first_band: float | None, result: RefineResult, *, keep_stages: bool = False) -> np.ndarray:
+                    first_band: float | None, result: RefineResult, *, keep_stages: bool = False,
+                    final_hw: tuple[int, int] | None = None) -> np.ndarray:
         """Chain the stages from ``mask``; appends timings (and intermediate stages) to ``result``.
 
         ``first_band``: decode the first stage only within this distance (px) of the mask's boundary.
-        Returns the last stage's full-size probability.
+        Returns the last stage's probability, at full size or at ``final_hw``.
         """
         height, width = mask.shape
         current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
@@ -219,6 +255,8 @@ class Refiner(StageRunner):
                 continue
             at_full_size = last or keep_stages or settings.full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
+            if last and final_hw is not None:
+                target = final_hw
             band = first_band if stages_run == 0 else None
             roi = band is not None if stages_run == 0 else settings.roi
             current, timing = self._stage(image, current, ratio, target, roi=roi, band_px=band)

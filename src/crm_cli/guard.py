@@ -28,7 +28,7 @@ def boundary_distance(coarse: np.ndarray) -> np.ndarray:
     return np.where(inside > 0, d_in, d_out)
 
 
-def guard_weight(distance: np.ndarray, free_px: float, base: float = 0.0) -> np.ndarray:
+def guard_weight(distance: np.ndarray, free_px: float, base: float | np.ndarray = 0.0) -> np.ndarray:
     """``base`` within ``free_px`` of the boundary, rising linearly to 1 at twice that distance."""
     if free_px <= 0:
         return np.ones_like(distance, dtype=np.float32)
@@ -37,7 +37,7 @@ def guard_weight(distance: np.ndarray, free_px: float, base: float = 0.0) -> np.
 
 
 def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
-                strength: float = GUARD_STRENGTH, base: float = 0.0) -> tuple[np.ndarray, int]:
+                strength: float = GUARD_STRENGTH, base: float | np.ndarray = 0.0) -> tuple[np.ndarray, int]:
     """Pull far-from-boundary pixels of ``probability`` towards the binary ``coarse`` mask.
 
     Args:
@@ -45,7 +45,8 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
         coarse: (H, W) binary coarse mask (bool or 0/1) of the same size.
         free_px: distance from the coarse boundary within which changes are free.
         strength: the logit pull at twice ``free_px`` and beyond.
-        base: the fraction of that pull applied near the boundary too (0 = changes there are free).
+        base: the fraction of that pull applied near the boundary too (0 = changes there are free);
+            a float, or a float32 (H, W) map of it.
 
     Returns:
         (guarded probability as float32, number of pixels whose side of 0.5 the guard restored).
@@ -63,6 +64,8 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     if candidates.size == 0:
         return prob.copy(), 0
     distance = boundary_distance(side).ravel()[candidates]
+    if np.ndim(base):
+        base = np.asarray(base, dtype=np.float32).ravel()[candidates]
     weight = guard_weight(distance, free_px, base)
     moving = weight > 0
     out = prob.copy()
