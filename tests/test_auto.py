@@ -167,6 +167,31 @@ def test_region_changes_keep_thick_regions_only() -> None:
     np.testing.assert_array_equal(region_changes(proposal, coarse, 0), proposal != coarse)
 
 
+def test_region_changes_take_cut_off_blobs_and_filled_holes_not_punched_holes() -> None:
+    from crm_cli.guard import attached_fraction
+
+    coarse = np.zeros((100, 140), bool)
+    coarse[20:80, 20:100] = True
+    coarse[40:60, 100:120] = True  # a 20x20 tab sticking out on the right
+    coarse[25:45, 30:50] = False  # a 20x20 hole
+    proposal = coarse.copy()
+    proposal[40:60, 100:120] = False  # cut the tab off
+    proposal[25:45, 30:50] = True  # fill the hole
+    proposal[50:70, 50:70] = False  # punch a new hole
+    changed = (proposal != coarse).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+    by_hand = {(40, 100): 22 / 84,  # of the 84 outline px, the 22 in the left column are the object's
+               (25, 30): 0.0,  # the filled hole borders only the object
+               (50, 50): 1.0}  # the punched hole borders only the object, which stays
+    for (y, x), fraction in by_hand.items():
+        label = labels[y, x]
+        assert attached_fraction(labels, label, stats[label], coarse, changed) == pytest.approx(fraction)
+    expected = np.zeros_like(coarse)
+    expected[40:60, 100:120] = expected[25:45, 30:50] = True
+    np.testing.assert_array_equal(region_changes(proposal, coarse, 5, max_attached=0.4), expected)
+    np.testing.assert_array_equal(region_changes(proposal, coarse, 5), changed > 0)  # no outline test
+
+
 def test_guard_weight_by_hand() -> None:
     distance = np.array([0.0, 16.0, 24.0, 32.0, 100.0], np.float32)
     np.testing.assert_allclose(guard_weight(distance, 16.0), [0, 0, 0.5, 1, 1])
@@ -253,38 +278,43 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     image, gt = synthetic_scene(1000, 1000)
     inside = gt > 127
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
-    # A 40x40 block deep inside the object, and a 3-px strip along its boundary.
+    # The coarse mask has a 40x40 hole deep inside the object. The region pass proposes to fill
+    # it (taken), to punch a second 40x40 hole beside it and to shave a 3-px strip off the boundary
+    # (neither taken: a hole punched borders only its own side, a strip is too thin).
     depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
     y, x = np.unravel_index(np.argmax(depth), depth.shape)
     assert depth[y, x] > 60
-    block = np.zeros_like(inside)
-    block[y - 20:y + 20, x - 20:x + 20] = True
-    strip = inside & (depth <= 3)
-    calls: list[tuple[tuple[float, ...], np.ndarray]] = []
+    hole, punched = np.zeros_like(inside), np.zeros_like(inside)
+    hole[y - 20:y + 20, x - 50:x - 10] = True
+    punched[y - 20:y + 20, x + 10:x + 50] = True
+    assert inside[hole].all() and inside[punched].all()
+    coarse = inside & ~hole
+    strip = coarse & (depth <= 3)
+    calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None]] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
                     final_hw=None):
         calls.append((tuple(ratios), mask.copy(), final_hw))
-        if len(calls) == 1:  # the region pass proposes: the block is background, the strip too
+        if len(calls) == 1:
             proposal = mask.copy()
-            proposal[block | strip] = 0.0
+            proposal[hole] = 1.0
+            proposal[punched | strip] = 0.0
             # ... decoded at the size the pass asked for, as a real stage would be.
             return cv2.resize(proposal, final_hw[::-1], interpolation=cv2.INTER_AREA)
         return mask  # the final pass returns what it was given
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)
-    result = refiner.refine_detailed(image, gt)
+    result = refiner.refine_detailed(image, (coarse * 255).astype(np.uint8))
     # The pass works at its last stage's size (0.5: 500 x 500); the final pass at full size.
     assert [c[0] for c in calls] == [(0.25, 0.5), (1.0,)] and [c[2] for c in calls] == [(500, 500), None]
     assert result.schedule == "1+regions 0.25,0.5"
-    # The block is taken, to within a pixel of its edge (found at half size); the thin strip is not.
-    expected = inside & ~block
-    ring = cv2.dilate(block.astype(np.uint8), np.ones((3, 3), np.uint8)) > cv2.erode(
-        block.astype(np.uint8), np.ones((3, 3), np.uint8))
+    # The hole is filled, to within a pixel of its edge (found at half size); nothing else changes.
+    ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > cv2.erode(
+        hole.astype(np.uint8), np.ones((3, 3), np.uint8))
     for started in (calls[1][1] > 0.5, result.probability > 0.5):
-        assert not np.any((started != expected) & ~ring)
-        assert np.count_nonzero(started != expected) <= 2 * 4 * 40
-    assert 1600 - 2 * 4 * 40 <= result.region_pixels <= 1600 + 2 * 4 * 40
+        assert not np.any((started != inside) & ~ring)
+        assert np.count_nonzero(started != inside) <= 2 * 4 * 40
+    assert 1600 - 2 * 4 * 40 <= result.region_pixels <= 1600
 
 
 def test_region_pass_runs_only_with_auto_and_the_guard() -> None:

@@ -29,7 +29,7 @@ from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
-    REGION_GUARD_PX,
+    REGION_MAX_ATTACHED,
     Schedule,
     choose_schedule,
     edge_alignment,
@@ -185,8 +185,7 @@ class Refiner(StageRunner):
         reference = foreground  # the mask the final pass starts from and the guard holds to
         base: float | np.ndarray = plan.trust
         if regions:
-            mask, reference, taken = self._correct_regions(image, mask, foreground, regions, plan.trust, settings,
-                                                           result)
+            mask, reference, taken = self._correct_regions(image, mask, foreground, regions, settings, result)
             if taken is not None:
                 # The edges of a taken region are the region pass's, drawn at its coarser size: the
                 # image's edges do not vouch for them, so the final stage may move them freely.
@@ -204,7 +203,7 @@ class Refiner(StageRunner):
         return result
 
     def _correct_regions(self, image: np.ndarray, mask: np.ndarray, foreground: np.ndarray,
-                         regions: Sequence[float], trust: float, settings: Preset,
+                         regions: Sequence[float], settings: Preset,
                          result: RefineResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A precise mask's region pass: (corrected float mask, its binary form, the pixels taken
         from the pass, or None when it took none).
@@ -221,9 +220,10 @@ class Refiner(StageRunner):
         scale = work_hw[0] / height
         proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw)
         small_foreground = resize_map(foreground, work_hw) > 0.5
-        proposal, _ = apply_guard(proposal, small_foreground, REGION_GUARD_PX * scale, base=trust)
+        # The boundary's precision (trust) is not in question here: whether a region belongs is.
+        proposal, _ = apply_guard(proposal, small_foreground, guard_distance(regions[0]) * scale)
         small_taken = region_changes(proposal > 0.5, small_foreground,
-                                     math.ceil(region_radius(regions[0]) * scale))
+                                     math.ceil(region_radius(regions[0]) * scale), REGION_MAX_ATTACHED)
         if not small_taken.any():
             return mask, foreground, None
         proposed = resize_map(proposal, (height, width)) > 0.5

@@ -81,15 +81,18 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     return out, int(np.count_nonzero(before != after))
 
 
-def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int) -> np.ndarray:
+def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int,
+                   max_attached: float = 1.0) -> np.ndarray:
     """Where ``proposal`` differs from ``coarse`` by whole regions: bool (H, W).
 
     A connected region of change is kept, entire, when a disc of radius ``min_radius`` fits inside
-    it somewhere: a missing part or a shadow taken for the object, not a boundary moved by a few
-    px or a thin part erased. This is how a precise mask takes a coarse stage's corrections without
-    its blurred boundary (the region pass, schedule.py).
+    it somewhere (a missing part or a shadow taken for the object, not a boundary moved by a few px
+    or a thin part erased) and when less than ``max_attached`` of its outline borders unchanged
+    pixels of its own coarse side (:func:`attached_fraction`). This is how a precise mask takes a
+    coarse stage's corrections without its blurred boundary (the region pass, schedule.py).
     """
-    changed = (np.asarray(proposal).astype(bool) != np.asarray(coarse).astype(bool)).astype(np.uint8)
+    side = np.asarray(coarse).astype(bool)
+    changed = (np.asarray(proposal).astype(bool) != side).astype(np.uint8)
     if min_radius <= 0:
         return changed.astype(bool)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * min_radius + 1, 2 * min_radius + 1))
@@ -97,6 +100,28 @@ def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int) ->
     cores = cv2.erode(changed, disc)
     if not cores.any():
         return np.zeros(changed.shape, bool)
-    _, labels = cv2.connectedComponents(changed, connectivity=8)
-    kept = np.unique(labels[cores > 0])
-    return np.isin(labels, kept[kept > 0])
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+    kept = [int(k) for k in np.unique(labels[cores > 0]) if k > 0]
+    if max_attached < 1.0:
+        kept = [k for k in kept if attached_fraction(labels, k, stats[k], side, changed) < max_attached]
+    return np.isin(labels, kept)
+
+
+def attached_fraction(labels: np.ndarray, label: int, box: np.ndarray, coarse: np.ndarray,
+                      changed: np.ndarray) -> float:
+    """The share of region ``label``'s outline (its 8-neighbours outside it) that lies on unchanged
+    pixels of the region's own coarse side.
+
+    About 0 for a hole filled or a blob cut off the object (letters behind a car): they border the
+    other side. 1 for a hole punched into the object or a part grown out of it; about 0.5 for a band
+    shaved off or added along the boundary. ``box`` is the region's (x, y, w, h, area) stats row.
+    """
+    x, y, w, h = (int(v) for v in box[:4])
+    height, width = labels.shape
+    rows = slice(max(0, y - 1), min(height, y + h + 1))
+    cols = slice(max(0, x - 1), min(width, x + w + 1))
+    region = labels[rows, cols] == label
+    ring = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~region
+    own_side = coarse[rows, cols][region].mean() >= 0.5
+    attached = ring & (coarse[rows, cols] == own_side) & (changed[rows, cols] == 0)
+    return float(np.count_nonzero(attached)) / max(1, int(np.count_nonzero(ring)))
