@@ -192,6 +192,38 @@ def test_region_changes_take_cut_off_blobs_and_filled_holes_not_punched_holes() 
     np.testing.assert_array_equal(region_changes(proposal, coarse, 5), changed > 0)  # no outline test
 
 
+def naive_guard(prob: np.ndarray, side: np.ndarray, free_px: float, base: float) -> np.ndarray:
+    """The guard written out over the whole image, distances of every pixel included."""
+    from crm_cli.guard import boundary_distance
+
+    weight = guard_weight(boundary_distance(side), free_px, base)
+    sign = np.where(side, 1.0, -1.0)
+    p = np.clip(prob.astype(np.float64), 1e-6, 1 - 1e-6)
+    pulled = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + weight * GUARD_STRENGTH * sign)))
+    # Pixels already leaning their coarse side's way by more than the pull stay bit-identical.
+    keep = (prob - 0.5) * sign >= 1 / (1 + np.exp(-GUARD_STRENGTH)) - 0.5
+    return np.where(keep, prob, pulled)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_guard_with_cropped_distances_matches_the_whole_image_guard(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(40, 220, size=2))
+    side = np.zeros((height, width), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+        side[y:y + int(rng.integers(5, 90)), x:x + int(rng.integers(5, 90))] = True
+    prob = side.astype(np.float32)
+    # Uncertain pixels in a few random patches (the guard's candidates), the rest certain.
+    for _ in range(int(rng.integers(1, 4))):
+        y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+        patch = prob[y:y + 25, x:x + 25]
+        patch[...] = rng.uniform(0, 1, patch.shape)
+    free_px, base = float(rng.uniform(2, 20)), float(rng.uniform(0, 1))
+    guarded, _ = apply_guard(prob, side, free_px, base=base)
+    np.testing.assert_allclose(guarded, naive_guard(prob, side, free_px, base), rtol=0, atol=2e-6)
+
+
 def test_guard_weight_by_hand() -> None:
     distance = np.array([0.0, 16.0, 24.0, 32.0, 100.0], np.float32)
     np.testing.assert_allclose(guard_weight(distance, 16.0), [0, 0, 0.5, 1, 1])

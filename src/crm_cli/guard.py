@@ -28,6 +28,22 @@ def boundary_distance(coarse: np.ndarray) -> np.ndarray:
     return np.where(inside > 0, d_in, d_out)
 
 
+def candidate_distance(side: np.ndarray, candidates: np.ndarray, saturation: float) -> np.ndarray:
+    """:func:`boundary_distance` at the flat indices ``candidates``, exact up to ``saturation``.
+
+    The transforms run only on the candidates' bounding box grown by ``saturation``: a boundary
+    pixel outside it is farther than that from every candidate, and beyond ``saturation`` the
+    guard's weight no longer depends on the distance (a cropped distance is never shorter).
+    """
+    height, width = side.shape
+    rows, cols = np.divmod(candidates, width)
+    margin = int(np.ceil(saturation)) + 1
+    top, bottom = max(0, int(rows.min()) - margin), min(height, int(rows.max()) + margin + 1)
+    left, right = max(0, int(cols.min()) - margin), min(width, int(cols.max()) + margin + 1)
+    crop = boundary_distance(side[top:bottom, left:right])
+    return crop[rows - top, cols - left]
+
+
 def guard_weight(distance: np.ndarray, free_px: float, base: float | np.ndarray = 0.0) -> np.ndarray:
     """``base`` within ``free_px`` of the boundary, rising linearly to 1 at twice that distance."""
     if free_px <= 0:
@@ -63,7 +79,7 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     candidates = np.flatnonzero(lean < np.float32(1.0 / (1.0 + np.exp(-strength)) - 0.5))
     if candidates.size == 0:
         return prob.copy(), 0
-    distance = boundary_distance(side).ravel()[candidates]
+    distance = candidate_distance(side, candidates, 2.0 * free_px)
     if np.ndim(base):
         base = np.asarray(base, dtype=np.float32).ravel()[candidates]
     weight = guard_weight(distance, free_px, base)
