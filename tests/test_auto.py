@@ -72,9 +72,25 @@ def test_edge_alignment_sees_a_boundary_on_an_image_edge() -> None:
     assert edge_alignment(image, np.zeros((200, 200), bool)) == 0.0
 
 
+def test_small_images_take_the_small_trust_ramp() -> None:
+    from crm_cli.schedule import mask_trust
+
+    image, gt = synthetic_scene(300, 400)
+    mask = gt > 127
+    alignment = edge_alignment(image, mask)
+    small = choose_schedule(mask, LADDER, image, min_side=224)
+    assert small.ratios == (1.0,) and small.trust == pytest.approx(trust_from_alignment(alignment, small=True))
+    assert mask_trust(image, mask, LADDER, 224) == small.trust
+    # The same image with a smaller stage minimum lets coarse stages fit: the 2K ramp applies.
+    assert mask_trust(image, mask, LADDER, 64) == pytest.approx(trust_from_alignment(alignment))
+
+
 def test_trust_ramp_and_guard_distance() -> None:
     assert trust_from_alignment(TRUST_LOW) == 0.0 and trust_from_alignment(TRUST_HIGH) == 1.0
     assert trust_from_alignment((TRUST_LOW + TRUST_HIGH) / 2) == pytest.approx(0.5)
+    # Images too small for a coarse stage: the ramp runs from 1.3 to 6.0 (by hand: 2.48 -> 0.25).
+    assert trust_from_alignment(2.475, small=True) == pytest.approx(0.25)
+    assert trust_from_alignment(2.0) == 0.0 and trust_from_alignment(2.0, small=True) == pytest.approx(0.7 / 4.7)
     assert guard_distance(0.125) == 64.0 and guard_distance(0.25) == 32.0
     assert guard_distance(1.0) == MIN_FREE_PX
 

@@ -32,13 +32,12 @@ from .schedule import (
     REGION_MAX_ATTACHED,
     Schedule,
     choose_schedule,
-    edge_alignment,
     guard_distance,
+    mask_trust,
     region_radius,
     schedule_text,
     stage_fits,
     stage_size,
-    trust_from_alignment,
 )
 from .stages import StageRunner, StageTiming, check_precision, resize_probability
 
@@ -82,7 +81,7 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     free_px = guard_distance((runs or ratios[-1:])[0])
     trust = 0.0
     if settings.guard and foreground.any() and not foreground.all():
-        trust = trust_from_alignment(edge_alignment(image, foreground))
+        trust = mask_trust(image, foreground, ratios, min_side)
     return Schedule(ratios, free_px, trust)
 
 
