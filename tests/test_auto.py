@@ -85,6 +85,22 @@ def test_small_images_take_the_small_trust_ramp() -> None:
     assert mask_trust(image, mask, LADDER, 64) == pytest.approx(trust_from_alignment(alignment))
 
 
+def test_thin_parts_of_a_small_image_get_full_trust() -> None:
+    # A 300 x 400 photo (no coarse stage fits) of a frame of 3-px bars: the 0.5 stage's 5x5 opening
+    # would erase all of it, so the detail is far over SMALL_DETAIL_TOLERANCE and the boundary is held.
+    mask = np.zeros((300, 400), bool)
+    mask[50:250, 100:103] = mask[50:250, 300:303] = mask[50:53, 100:303] = mask[247:250, 100:303] = True
+    image = np.where(mask[..., None], 220, 30).astype(np.uint8).repeat(3, axis=2)
+    schedule = choose_schedule(mask, LADDER, image, min_side=224)
+    assert schedule.ratios == (1.0,) and schedule.detail[0.5] > 1.0 and schedule.trust == 1.0
+    # A solid block in the same photo holds no such detail: its trust is the alignment's alone.
+    block = np.zeros((300, 400), bool)
+    block[50:250, 100:303] = True
+    solid = choose_schedule(block, LADDER, image, min_side=224)
+    assert solid.detail[0.5] == 0.0
+    assert solid.trust == pytest.approx(trust_from_alignment(edge_alignment(image, block), small=True))
+
+
 def test_trust_ramp_and_guard_distance() -> None:
     assert trust_from_alignment(TRUST_LOW) == 0.0 and trust_from_alignment(TRUST_HIGH) == 1.0
     assert trust_from_alignment((TRUST_LOW + TRUST_HIGH) / 2) == pytest.approx(0.5)
