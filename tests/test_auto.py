@@ -256,6 +256,16 @@ def test_guard_with_cropped_distances_matches_the_whole_image_guard(seed: int) -
     np.testing.assert_allclose(guarded, naive_guard(prob, side, free_px, base), rtol=0, atol=2e-6)
 
 
+def test_free_near_a_region_by_hand() -> None:
+    from crm_cli.guard import free_near
+
+    region = np.zeros((5, 11), bool)
+    region[:, 5] = True
+    base = free_near(region, 2.0, 0.8)
+    assert base.dtype == np.float32
+    np.testing.assert_array_equal(base[2], np.float32([0.8, 0.8, 0.8, 0, 0, 0, 0, 0, 0.8, 0.8, 0.8]))
+
+
 def test_guard_weight_by_hand() -> None:
     distance = np.array([0.0, 16.0, 24.0, 32.0, 100.0], np.float32)
     np.testing.assert_allclose(guard_weight(distance, 16.0), [0, 0, 0.5, 1, 1])

@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
-from .guard import apply_guard, region_changes
+from .guard import apply_guard, free_near, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
@@ -83,13 +83,6 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     if settings.guard and foreground.any() and not foreground.all():
         trust = mask_trust(image, foreground, ratios, min_side)
     return Schedule(ratios, free_px, trust)
-
-
-def region_free_base(taken: np.ndarray, free_px: float, trust: float) -> np.ndarray:
-    """The guard's pull at the boundary (``base``) after a region pass: ``trust``, except within
-    ``free_px`` of a taken region, where it is 0."""
-    near = cv2.distanceTransform((~taken).astype(np.uint8), cv2.DIST_L2, 3) <= free_px
-    return np.where(near, np.float32(0.0), np.float32(trust))
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -188,7 +181,7 @@ class Refiner(StageRunner):
             if taken is not None:
                 # The edges of a taken region are the region pass's, drawn at its coarser size: the
                 # image's edges do not vouch for them, so the final stage may move them freely.
-                base = region_free_base(taken, plan.guard_px, plan.trust)
+                base = free_near(taken, plan.guard_px, plan.trust)
         # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
         # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
         first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None

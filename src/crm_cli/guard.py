@@ -52,6 +52,13 @@ def guard_weight(distance: np.ndarray, free_px: float, base: float | np.ndarray 
     return (base + (1.0 - base) * ramp).astype(np.float32)
 
 
+def free_near(region: np.ndarray, free_px: float, base: float) -> np.ndarray:
+    """A ``base`` map for :func:`apply_guard`: ``base`` everywhere except within ``free_px`` of
+    ``region`` (bool (H, W)), where it is 0 and changes near the boundary are free."""
+    near = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3) <= free_px
+    return np.where(near, np.float32(0.0), np.float32(base))
+
+
 def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
                 strength: float = GUARD_STRENGTH, base: float | np.ndarray = 0.0) -> tuple[np.ndarray, int]:
     """Pull far-from-boundary pixels of ``probability`` towards the binary ``coarse`` mask.
