@@ -167,6 +167,15 @@ def test_train_command_refuses_network_mode_without_masks(tiny_dataset: Path, tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--network-masks" in result.output
     assert not (tmp_path / "run").exists()
+    # A folder without a mask for any training pair is refused too, before any step.
+    empty = tmp_path / "no-masks"
+    empty.mkdir()
+    from crm_cli.training.loop import Trainer, TrainOptions
+
+    options = TrainOptions(data=str(tiny_dataset), out=str(tmp_path / "run"), steps=1, arch=dict(TINY_ARCH),
+                           coarse_mix="paper=1,network=1", network_masks=[str(empty)])
+    with pytest.raises(ValueError, match="no training pair has a mask"):
+        Trainer(options)
 
 
 def test_torchrun_ddp_two_processes_on_cpu(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ class Trainer:
         self.val_sets = parse_val_sets(options.val_sets)
         self._validation: list[ValidationSet] | None = None  # built on the first validation
         self.mix = options.data_mix()
+        if self.mix.coarse is not None and self.mix.coarse.network > 0 and not self.cache.has_network_masks:
+            raise ValueError(f"--coarse-mix gives the network mode a weight, but no training pair has a mask in "
+                             f"--network-masks {' '.join(options.network_masks) or '(none)'}")
         self.step = 0
         self.net: torch.nn.Module = self.model
         if self.world > 1:
