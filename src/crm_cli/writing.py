@@ -44,8 +44,9 @@ def output_format(path: str | Path) -> str:
     raise OutputNameError(f"{path}: {what}; name the output {allowed}")
 
 
-def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
-    """A Pillow image that saves ``array`` losslessly; ValueError for unsupported arrays."""
+def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
+    """The Pillow mode ``array`` is written in ("P", "L", "I;16", "RGB", "RGBA"); ValueError for
+    arrays (or palettes) that cannot be written losslessly. Reads only dtype, shape and palette."""
     array = np.asarray(array)
     if palette is not None:
         if array.ndim != 2 or array.dtype != np.uint8:
@@ -57,26 +58,32 @@ def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
             raise ValueError(
                 f"palette must be a flat RGB list of 3..768 ints in 0..255, got {len(entries)} values"
             )
-        # Filling a new P image keeps the indices verbatim; converting an L image would remap them.
-        image = Image.new("P", (array.shape[1], array.shape[0]))
-        image.frombytes(np.ascontiguousarray(array).tobytes())
-        image.putpalette(entries)
-        return image
+        return "P"
     if array.ndim == 2 and array.dtype == np.uint8:
-        return Image.fromarray(np.ascontiguousarray(array))
+        return "L"
     if array.ndim == 2 and array.dtype == np.uint16:
-        return Image.fromarray(np.ascontiguousarray(array).astype("<u2", copy=False))
+        return "I;16"
     if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(array))
+        return "RGB" if array.shape[2] == 3 else "RGBA"
     raise ValueError(
         f"cannot encode array of dtype {array.dtype} and shape {array.shape}; expected (H, W) "
         "uint8/uint16 or (H, W, 3|4) uint8"
     )
 
 
-def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
-    """The Pillow mode ``array`` is written in ("P", "L", "I;16", "RGB", "RGBA"); ValueError if none."""
-    return _to_pil(array, palette).mode
+def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
+    """A Pillow image that saves ``array`` losslessly; ValueError for unsupported arrays."""
+    array = np.ascontiguousarray(array)
+    mode = image_mode(array, palette)
+    if mode == "P":
+        # Filling a new P image keeps the indices verbatim; converting an L image would remap them.
+        image = Image.new("P", (array.shape[1], array.shape[0]))
+        image.frombytes(array.tobytes())
+        image.putpalette([int(v) for v in palette])
+        return image
+    if mode == "I;16":
+        return Image.fromarray(array.astype("<u2", copy=False))
+    return Image.fromarray(array)
 
 
 def webp_refusal(image_mode: str) -> str | None:
