@@ -112,11 +112,7 @@ class Trainer:
             import torch.distributed as dist
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.device = training_device(options.device)
-        self.model, self.init_note = initial_model(options)
-        self.model = self.model.to(self.device)
-        self.config: ArchConfig = self.model.config
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
+        # The data first: a mistake in it is reported before the model is built.
         pairs = list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)
         self.cache = PairCache(train_pairs, tuple(Path(d) for d in options.network_masks))
@@ -127,6 +123,11 @@ class Trainer:
         if self.mix.coarse is not None and self.mix.coarse.network > 0 and not self.cache.has_network_masks:
             raise ValueError(f"--coarse-mix gives the network mode a weight, but no training pair has a mask in "
                              f"--network-masks {' '.join(options.network_masks) or '(none)'}")
+        self.device = training_device(options.device)
+        self.model, self.init_note = initial_model(options)
+        self.model = self.model.to(self.device)
+        self.config: ArchConfig = self.model.config
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
         self.step = 0
         self.net: torch.nn.Module = self.model
         if self.world > 1:
