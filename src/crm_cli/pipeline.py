@@ -20,6 +20,14 @@ from .presets import Preset
 Source = str | Path | bytes
 
 
+@dataclass(frozen=True)
+class StageRun:
+    """The schedule one refinement ran: its stage ratios and their text (with any region pass)."""
+
+    ratios: tuple[float, ...]
+    text: str
+
+
 @dataclass
 class PairResult:
     """What refining one pair produced: the array to write, its palette and notes for the log."""
@@ -30,8 +38,7 @@ class PairResult:
     seconds: float
     probability: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-    ratios: list[tuple[float, ...]] = field(default_factory=list)  # the schedule run (one per label)
-    schedules: list[str] = field(default_factory=list)  # the same as text, with any region pass
+    runs: list[StageRun] = field(default_factory=list)  # the schedule run (one per label for label maps)
     guard_restored: int = 0
 
 
@@ -102,17 +109,16 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         per_label = PresetRefiner(refiner, preset)
         refined = refine_labels(per_label, image, mask.values, labels=labels)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
-                          ratios=[d.ratios for d in per_label.details],
-                          schedules=[d.schedule for d in per_label.details],
+                          runs=[StageRun(d.ratios, d.schedule) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
     detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
     output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
-                      ratios=[detail.ratios], schedules=[detail.schedule], guard_restored=detail.guard_restored)
+                      runs=[StageRun(detail.ratios, detail.schedule)], guard_restored=detail.guard_restored)
 
 
-def schedule_label(schedules: Sequence[str]) -> str:
-    """Schedules (``RefineResult.schedule``) as one text; label maps join theirs with ``" | "``."""
-    return " | ".join(schedules)
+def schedule_label(runs: Sequence[StageRun]) -> str:
+    """The schedules run as one text; label maps join theirs with ``" | "``."""
+    return " | ".join(run.text for run in runs)

@@ -181,11 +181,11 @@ def schedule_fields(result: Any) -> dict[str, Any]:
     """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps)."""
     from ..pipeline import schedule_label
 
-    if not result.ratios:
+    if not result.runs:
         return {"schedule": None}
-    fields: dict[str, Any] = {"schedule": schedule_label(result.schedules), "guard_restored": result.guard_restored}
+    fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored}
     if result.mode == "labels":
-        fields["label_ratios"] = [list(r) for r in result.ratios]
+        fields["label_ratios"] = [list(run.ratios) for run in result.runs]
     else:
-        fields["ratios"] = list(result.ratios[0])
+        fields["ratios"] = list(result.runs[0].ratios)
     return fields

@@ -122,7 +122,7 @@ def refine(
         kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
         done = "passed through unchanged" if passthrough else (
-            f"{result.seconds:.2f} s, stages {schedule_label(result.schedules)}")
+            f"{result.seconds:.2f} s, stages {schedule_label(result.runs)}")
         console.print(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})", highlight=False)
     if json_out:
         emit_json({

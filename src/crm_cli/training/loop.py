@@ -233,12 +233,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
         log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
-        columns = self.log_columns()
-        if self.rank == 0 and log_path.exists() and log_path.stat().st_size:
-            check_logged_val_sets(log_path, list(self.val_sets))
-            with open(log_path, newline="") as handle:
-                columns = next(csv.reader(handle))  # a resumed run keeps the header it started with
-        new_log = self.rank == 0 and (not log_path.exists() or not log_path.stat().st_size)
+        # A resumed run keeps the header it started with.
+        logged_header = check_logged_val_sets(log_path, list(self.val_sets)) if self.rank == 0 else None
+        columns = logged_header or self.log_columns()
+        new_log = self.rank == 0 and logged_header is None
         with open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             if new_log:
@@ -308,17 +306,18 @@ def truncate_log(log_path: Path, step: int) -> None:
     log_path.write_text("".join(kept))
 
 
-def check_logged_val_sets(log_path: Path, names: list[str]) -> None:
-    """Refuse to go on with a log whose validation-set columns are not this run's ``names``: the
-    CSV writer would silently drop the scores of sets its header lacks."""
+def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
+    """The log's header (None when there is no log yet), checked against this run's validation
+    sets ``names``: a log with other sets' columns is refused, since the CSV writer would silently
+    drop the scores of sets its header lacks."""
     if not log_path.exists() or not log_path.stat().st_size:
-        return
+        return None
     with open(log_path, newline="") as handle:
         header = next(csv.reader(handle))
     suffix = "_" + SCORE_KEYS[0]
     logged = [column[: -len(suffix)] for column in header if column.endswith(suffix)]
     if set(logged) == set(names):
-        return
+        return header
     differences = []
     if dropped := [name for name in logged if name not in names]:
         differences.append("without " + ", ".join(dropped))
