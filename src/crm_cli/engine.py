@@ -32,6 +32,7 @@ from .schedule import (
     REGION_MAX_ATTACHED,
     Schedule,
     choose_schedule,
+    fitting_stages,
     guard_distance,
     mask_trust,
     region_radius,
@@ -77,8 +78,8 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
         return choose_schedule(foreground, settings.ratios, image if settings.guard else None, min_side=min_side)
     height, width = foreground.shape
     ratios = settings.ratios
-    runs = [r for r in ratios[:-1] if stage_fits(height, width, r, min_side)]
-    free_px = guard_distance((runs or ratios[-1:])[0])
+    first_run = ratios[(fitting_stages(height, width, ratios, min_side) or [len(ratios) - 1])[0]]
+    free_px = guard_distance(first_run)
     trust = 0.0
     if settings.guard and foreground.any() and not foreground.all():
         trust = mask_trust(image, foreground, ratios, min_side)

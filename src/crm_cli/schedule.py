@@ -121,6 +121,11 @@ def stage_fits(height: int, width: int, ratio: float, min_side: int) -> bool:
     return min(stage_size(height, width, ratio)) >= min_side
 
 
+def fitting_stages(height: int, width: int, ladder: Sequence[float], min_side: int) -> list[int]:
+    """Indices of the ladder's coarse stages (all but the last) that fit the image (:func:`stage_fits`)."""
+    return [k for k, ratio in enumerate(ladder[:-1]) if stage_fits(height, width, ratio, min_side)]
+
+
 def ratios_label(ratios: Sequence[float]) -> str:
     """Comma-separated ratios for logs and JSON, e.g. ``"0.5,1"``."""
     return ",".join(f"{r:g}" for r in ratios)
@@ -181,7 +186,7 @@ def mask_trust(image: np.ndarray, mask: np.ndarray, ladder: Sequence[float], min
     """The trust region's pull at the boundary of ``mask`` (0..1) from its edge alignment, for the
     fixed presets with the guard on (``auto`` adds the detailed-mask rule in :func:`choose_schedule`)."""
     height, width = mask.shape
-    small = not any(stage_fits(height, width, r, min_side) for r in ladder[:-1])
+    small = not fitting_stages(height, width, ladder, min_side)
     return trust_from_alignment(edge_alignment(image, mask), small)
 
 
@@ -249,7 +254,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     binary = np.asarray(mask).astype(bool)
     height, width = binary.shape
     alignment = None if image is None else edge_alignment(image, binary)
-    fitting = [k for k, ratio in enumerate(ladder[:-1]) if stage_fits(height, width, ratio, min_side)]
+    fitting = fitting_stages(height, width, ladder, min_side)
     trust = 0.0 if alignment is None else trust_from_alignment(alignment, small=not fitting)
     detail: dict[float, float] = {}
     precise = alignment is not None and alignment >= TRUST_LOW
