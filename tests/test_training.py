@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -92,6 +93,42 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 
+def test_worker_processes_make_the_same_batches(tiny_dataset: Path, tmp_path: Path) -> None:
+    from crm_cli.training.loop import step_batch
+
+    options = _options(tiny_dataset, tmp_path / "w", 5)
+    options.workers = 2
+    trainer = Trainer(options)
+    trainer.step = 2  # as after a resume: the batches start at the step reached
+    made = list(trainer.batches())
+    assert len(made) == 3
+    for step, batch in zip(range(2, 5), made, strict=True):
+        expected = step_batch(trainer.cache, options.seed, step, options.batch, mix=trainer.mix)
+        for got, want in zip(batch, expected, strict=True):
+            assert got.shape == want.shape and torch.equal(got, want)
+    assert not torch.equal(made[0][0], made[1][0])  # each step draws its own crops
+
+
+def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exactly(tiny_dataset: Path,
+                                                                                 tmp_path: Path) -> None:
+    straight = Trainer(_options(tiny_dataset, tmp_path / "a", 3))
+    assert straight.run() is True and straight.step == 3
+
+    limited_options = _options(tiny_dataset, tmp_path / "b", 3)
+    limited_options.max_minutes = 1e-9  # already out of time after the first step
+    limited = Trainer(limited_options)
+    assert limited.run() is False and limited.step == 1
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 1
+    assert (tmp_path / "b" / "model.safetensors").exists()
+    assert [json.loads(line)["step"] for line in (tmp_path / "b" / "val.jsonl").read_text().splitlines()] == [1]
+
+    resumed = Trainer(_options(tiny_dataset, tmp_path / "b", 3))
+    assert resumed.resume() and resumed.run() is True and resumed.step == 3
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 steps
+
+
 def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
@@ -159,6 +196,20 @@ def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
     assert refiner.weights_info.provenance["steps"] == 3
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2  # an existing run needs --resume
+
+
+def test_train_command_with_workers_and_a_time_limit(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--steps", "3", "--batch", "2",
+            "--query-window", "32", "--workers", "1", "--max-minutes", "1e-9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 1 of 3" in result.output and "--resume" in result.output
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+    assert (out / "model.safetensors").exists()
+    done = CliRunner().invoke(app, [*args[:-2], "--resume"])
+    assert done.exit_code == 0, done.output
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
 
 
 def test_train_command_refuses_network_mode_without_masks(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -53,6 +53,11 @@ def train(
     val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
     val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
                                             "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes that make batches ahead of the "
+                                         "step (0 = none); the batches are the same either way.")] = 0,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, help="Stop after this many minutes "
+                                               "with a checkpoint, a validation and model.safetensors; "
+                                               "--resume continues (0 = no limit).")] = 0.0,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     from ..runtime import configure_torch
@@ -77,7 +82,7 @@ def train(
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
             synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
             val_sets=list(val_set or []), val_images=val_images,
-            val_ratios=val_ratios, device=device.value,
+            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
@@ -96,8 +101,12 @@ def train(
             def report(step: int, stats: dict[str, float]) -> None:
                 progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
-            trainer.run(report)
-        console.print(f"done: {out / 'model.safetensors'}")
+            finished = trainer.run(report)
+        if finished:
+            console.print(f"done: {out / 'model.safetensors'}")
+        else:
+            console.print(f"stopped at step {trainer.step} of {steps} (--max-minutes {max_minutes:g}): "
+                          f"{out / 'model.safetensors'}; continue with --resume")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class TrainOptions:
     val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
     val_ratios: str = ""  # stage ratios for high-resolution (BIG-layout) sets; "" = the engine's default
     device: str = "auto"  # devices.resolve_device: auto, cpu, cuda[:N], mps
+    workers: int = 0  # processes that make batches ahead of the step (0 = the training process itself)
+    max_minutes: float = 0.0  # stop (checkpoint, validate, export) after this much wall time; 0 = no limit
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
@@ -98,6 +101,32 @@ def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0
         gts.append(soft)
     rgb = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
     return rgb, torch.from_numpy(np.stack(coarses)).unsqueeze(1), torch.from_numpy(np.stack(gts))
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is that step's batch (:func:`step_batch`), so DataLoader workers can make
+    batches ahead of training while each batch stays a pure function of (seed, step)."""
+
+    def __init__(self, cache: PairCache, seed: int, batch: int, rank: int, world: int, mix: DataMix,
+                 steps: int) -> None:
+        self.cache, self.seed, self.batch, self.rank, self.world, self.mix = cache, seed, batch, rank, world, mix
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> Batch:
+        return step_batch(self.cache, self.seed, step, self.batch, self.rank, self.world, self.mix)
+
+
+def _single_threaded_worker(_: int) -> None:
+    # Each worker makes one batch at a time; OpenCV's own thread pool would only oversubscribe the CPUs.
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 class Trainer:
@@ -181,16 +210,31 @@ class Trainer:
         return True
 
     # -------------------------------------------------------------- training
-    def train_step(self) -> dict[str, float]:
-        """One optimisation step on this step's deterministic batch."""
+    def batches(self) -> Iterator[Batch]:
+        """The batches of steps ``self.step`` to ``options.steps - 1`` in order: made here, or ahead
+        of time by ``options.workers`` processes (the same batches either way)."""
+        options = self.options
+        source = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix, options.steps)
+        steps = range(self.step, options.steps)
+        if options.workers <= 0:
+            return (source[step] for step in steps)
+        # Spawned, not forked: a fork taken while another thread holds a lock (Rich's progress bar, an
+        # earlier loader's queue feeder) can leave the worker waiting on that lock for ever.
+        loader = torch.utils.data.DataLoader(source, batch_size=None, sampler=steps, num_workers=options.workers,
+                                             prefetch_factor=4, worker_init_fn=_single_threaded_worker,
+                                             multiprocessing_context="spawn", pin_memory=self.device.type == "cuda")
+        return iter(loader)
+
+    def train_step(self, batch: Batch | None = None) -> dict[str, float]:
+        """One optimisation step on this step's deterministic batch (made here unless given)."""
         options = self.options
         lr = learning_rate(self.step, options.steps, options.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(options.seed * 1_000_003 + self.step)
-        rgb, coarse, gt = step_batch(self.cache, options.seed, self.step, options.batch, self.rank, self.world,
-                                     self.mix)
-        rgb, coarse, gt = rgb.to(self.device), coarse.to(self.device), gt.to(self.device)
+        if batch is None:
+            batch = step_batch(self.cache, options.seed, self.step, options.batch, self.rank, self.world, self.mix)
+        rgb, coarse, gt = (t.to(self.device, non_blocking=True) for t in batch)
         self.net.train()
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
         logits = self.net(network_input(rgb, coarse, *self.config.input_norm), window=window)
@@ -201,6 +245,16 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr, **terms}
+
+    def agreed(self, flag: bool) -> bool:
+        """``flag`` if any rank raised it: every rank must stop at the same step."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        raised = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(raised, op=dist.ReduceOp.MAX)
+        return bool(raised.item())
 
     def validation_data(self) -> list[ValidationSet]:
         """The fixed validation samples, read (and their coarse masks synthesised) once per run."""
@@ -227,9 +281,12 @@ class Trainer:
         )
         return save_weights(self.model, path, provenance)
 
-    def run(self, progress: Any = None) -> None:
-        """Train until ``options.steps``, checkpointing and validating on schedule."""
+    def run(self, progress: Any = None) -> bool:
+        """Train until ``options.steps``, checkpointing and validating on schedule; returns whether it
+        got there (False: ``options.max_minutes`` ran out first, after a checkpoint, a validation and
+        an export of the step reached, so ``--resume`` continues from it)."""
         options = self.options
+        deadline = time.monotonic() + 60.0 * options.max_minutes if options.max_minutes > 0 else None
         self.out.mkdir(parents=True, exist_ok=True)
         # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
         log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
@@ -241,17 +298,20 @@ class Trainer:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             if new_log:
                 writer.writeheader()
+            batches = self.batches()
             while self.step < options.steps:
                 start = time.perf_counter()
-                stats = self.train_step()
+                stats = self.train_step(next(batches))
                 seconds = time.perf_counter() - start
                 row: dict[str, Any] = {"step": self.step, "lr": f"{stats['lr']:.6g}", "seconds": f"{seconds:.3f}",
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
                 if progress is not None:
                     progress(self.step, stats)
-                if self.step % options.ckpt_every == 0 or self.step == options.steps:
+                out_of_time = self.agreed(deadline is not None and time.monotonic() > deadline)
+                last = self.step == options.steps or out_of_time
+                if self.step % options.ckpt_every == 0 or last:
                     self.save_checkpoint()
-                if self.rank == 0 and (self.step % options.val_every == 0 or self.step == options.steps):
+                if self.rank == 0 and (self.step % options.val_every == 0 or last):
                     scores = self.validate()
                     with open(self.out / "val.jsonl", "a") as handle:
                         handle.write(json.dumps({"step": self.step, **scores}) + "\n")
@@ -260,6 +320,9 @@ class Trainer:
                 if self.rank == 0:
                     writer.writerow(row)
                     log_file.flush()
+                if out_of_time:
+                    return False
+        return True
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
