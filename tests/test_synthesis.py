@@ -258,6 +258,40 @@ def test_training_sample_uses_the_mix(tiny_data: Path) -> None:
     assert all(a.tobytes() == b.tobytes() for a, b in zip(old, new, strict=True))
 
 
+def test_zoom_enlarges_photo_and_masks_together() -> None:
+    from crm_cli.training.data import zoom_in
+
+    gt = np.zeros((40, 60), np.float32)
+    gt[10:30, 20:40] = 1.0  # a 20 x 20 square
+    image = np.dstack([np.rint(gt * 200).astype(np.uint8)] * 3)
+    network = (gt > 0.5).astype(np.float32)
+    draw = np.random.default_rng(5).uniform(1.0, 2.5)  # the factor zoom_in will draw from this seed
+    big_image, big_gt, (big_network,) = zoom_in(image, gt, np.random.default_rng(5), 2.5, (network,))
+    assert big_gt.shape == (round(40 * draw), round(60 * draw)) and big_image.shape == (*big_gt.shape, 3)
+    # The square grows by the factor (area by its square) and stays where it was, relative to the photo.
+    assert (big_gt >= 0.5).sum() == pytest.approx(400 * draw**2, rel=0.1)
+    assert set(np.unique(big_network)) == {0.0, 1.0}
+    np.testing.assert_array_equal(big_network, (big_gt >= 0.5).astype(np.float32))
+    rows, cols = np.nonzero(big_gt >= 0.5)
+    assert rows.mean() / big_gt.shape[0] == pytest.approx(0.5, abs=0.02)
+    assert cols.mean() / big_gt.shape[1] == pytest.approx(0.5, abs=0.02)
+    # The edge is now several pixels wide, as in a large photo.
+    assert ((big_gt > 0.05) & (big_gt < 0.95)).sum() > 0
+
+
+def test_zoom_in_training_samples_is_seeded_and_off_by_default(tiny_data: Path) -> None:
+    cache = PairCache(list_pairs(tiny_data / "duts"))
+    zoomed = DataMix(zoom=3.0)
+    first = [make_training_sample(cache, k, np.random.default_rng(k), zoomed) for k in range(6)]
+    again = [make_training_sample(cache, k, np.random.default_rng(k), zoomed) for k in range(6)]
+    plain = [make_training_sample(cache, k, np.random.default_rng(k), DataMix()) for k in range(6)]
+    for one, two in zip(first, again, strict=True):
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(one, two, strict=True))
+        assert one[0].shape == (224, 224, 3)
+    # Some of the six were enlarged (a different crop), so they differ from the plain samples.
+    assert any(one[2].tobytes() != three[2].tobytes() for one, three in zip(first, plain, strict=True))
+
+
 def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_path: Path) -> None:
     pairs = list_pairs(tiny_data / "duts")
     network = tmp_path / "isnet"
@@ -329,9 +363,10 @@ def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Pa
         expected.add(score_pair(seg, gt))
     assert float(rows[1]["thin_coarse_iou"]) == pytest.approx(expected.iou, abs=1e-5)
     # Resuming with another data mix is refused: the replayed batches would differ.
-    changed = TrainOptions(**{**options.__dict__, "coarse_mix": "paper=1"})
-    with pytest.raises(ValueError, match="data mix"):
-        Trainer(changed).resume()
+    for change in ({"coarse_mix": "paper=1"}, {"zoom": 2.0}):
+        changed = TrainOptions(**{**options.__dict__, **change})
+        with pytest.raises(ValueError, match="data mix"):
+            Trainer(changed).resume()
 
     png = tmp_path / "curve.png"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_curve.py"), str(out), "-o", str(png),

@@ -53,6 +53,9 @@ def train(
     val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
     val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
                                             "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
+    zoom: Annotated[float, typer.Option("--zoom", min=1.0, help="Enlarge half the photos by up to this factor "
+                                        "before cropping, so crops show edges as a 2K+ photo does (1 = "
+                                        "off, the paper's recipe).")] = 1.0,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes that make batches ahead of the "
                                          "step (0 = none); the batches are the same either way.")] = 0,
     max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, help="Stop after this many minutes "
@@ -82,7 +85,7 @@ def train(
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
             synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
             val_sets=list(val_set or []), val_images=val_images,
-            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes,
+            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, zoom=zoom,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)

@@ -19,6 +19,8 @@ CROP = 224
 NETWORK_ONLY = CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1)
 # Composites for training: no drawn layer may be (almost) invisible against what lies below it.
 MIN_CONTRAST = 16.0
+# With zoom augmentation, the share of photo crops taken from an enlarged photo.
+ZOOM_SHARE = 0.5
 
 
 def list_pairs(root: Path) -> list[FilePair]:
@@ -66,6 +68,23 @@ def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, siz
     return image[window], gt[window], tuple(m[window] for m in extra)
 
 
+def zoom_in(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, most: float,
+            extra: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Enlarge image, GT and the ``extra`` masks by a factor drawn from U(1, ``most``), bilinearly.
+
+    A photo of 2K and more shows its edges a few pixels wide, where a DUTS photo (about 300 px)
+    shows them one pixel wide; enlarged crops show the model such edges (and less context), as the
+    final full-size stage sees them. The extras are binary again after the resize.
+    """
+    factor = float(rng.uniform(1.0, most))
+    height, width = gt.shape
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    gt = cv2.resize(gt, size, interpolation=cv2.INTER_LINEAR)
+    extra = tuple((cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) >= 0.5).astype(np.float32) for m in extra)
+    return image, gt, extra
+
+
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Colour jitter (brightness 0.2, contrast 0.05, saturation 0.05) and grayscale with p = 0.1."""
     x = image.astype(np.float32)
@@ -82,12 +101,16 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_sample(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
                 coarse_mix: CoarseMix | None = None,
-                network_masks: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                network_masks: tuple[np.ndarray, ...] = (), zoom: float = 1.0,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One augmented training sample: RGB crop (224, 224, 3), coarse {0,1} and soft GT crops.
 
     ``coarse_mix`` None is the paper's recipe (the perturbation only), as before the mix existed.
     ``network_masks`` are real networks' masks of this photo (float32 {0,1}, its size), for the
-    mix's ``network`` mode."""
+    mix's ``network`` mode. ``zoom`` > 1 enlarges half the photos first (:func:`zoom_in`); at 1
+    no random draw is spent on it, so earlier runs' samples are unchanged."""
+    if zoom > 1.0 and rng.random() < ZOOM_SHARE:
+        image, gt, network_masks = zoom_in(image, gt, rng, zoom, network_masks)
     image, gt, network_masks = random_crop(image, gt, rng, extra=network_masks)
     if rng.random() < 0.5:
         image, gt = image[:, ::-1], gt[:, ::-1]
@@ -120,6 +143,7 @@ class DataMix:
 
     synthetic: float = 0.0
     coarse: CoarseMix | None = None
+    zoom: float = 1.0  # photo crops: the largest enlargement (make_sample); 1 = none
 
 
 def make_training_sample(library: PairCache, index: int, rng: np.random.Generator,
@@ -141,9 +165,9 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
     if network and rng.random() < mix.coarse.network_share():
         index = library.network_pair(rng)
         image, gt = library.get(index)
-        return make_sample(image, gt, rng, NETWORK_ONLY, library.network_masks(index))
+        return make_sample(image, gt, rng, NETWORK_ONLY, library.network_masks(index), zoom=mix.zoom)
     image, gt = library.get(index)
-    return make_sample(image, gt, rng, coarse)
+    return make_sample(image, gt, rng, coarse, zoom=mix.zoom)
 
 
 class PairCache:

@@ -56,6 +56,7 @@ class TrainOptions:
     arch: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     synthetic: float = 0.0  # fraction of samples that are synthetic composites (training/synthesis.py)
+    zoom: float = 1.0  # photo crops: largest enlargement of the zoom augmentation (training/data.py); 1 = none
     coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=..,network=.." (training/coarse.py); "" = paper only
     network_masks: list[str] = field(default_factory=list)  # folders of real network masks (network mode)
     val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
@@ -66,7 +67,7 @@ class TrainOptions:
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
-        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None)
+        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None, self.zoom)
 
 
 def learning_rate(step: int, total: int, base: float = BASE_LR) -> float:
@@ -198,10 +199,12 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         saved = payload.get("options", {})
         saved_mix = (float(saved.get("synthetic", 0.0)), str(saved.get("coarse_mix", "")),
-                     list(saved.get("network_masks", [])))
-        if saved_mix != (self.options.synthetic, self.options.coarse_mix, self.options.network_masks):
+                     list(saved.get("network_masks", [])), float(saved.get("zoom", 1.0)))
+        options = self.options
+        if saved_mix != (options.synthetic, options.coarse_mix, options.network_masks, options.zoom):
             raise ValueError(f"{self.checkpoint_path}: the run used --synthetic {saved_mix[0]} --coarse-mix "
-                             f"{saved_mix[1]!r} --network-masks {saved_mix[2]}; resume with the same data mix")
+                             f"{saved_mix[1]!r} --network-masks {saved_mix[2]} --zoom {saved_mix[3]:g}; resume "
+                             f"with the same data mix")
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
