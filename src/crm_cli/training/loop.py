@@ -310,7 +310,8 @@ class Trainer:
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
                 if progress is not None:
                     progress(self.step, stats)
-                out_of_time = self.agreed(deadline is not None and time.monotonic() > deadline)
+                # Every rank has the same deadline option, so all of them take part in the vote or none.
+                out_of_time = deadline is not None and self.agreed(time.monotonic() > deadline)
                 last = self.step == options.steps or out_of_time
                 if self.step % options.ckpt_every == 0 or last:
                     self.save_checkpoint()
