@@ -70,6 +70,11 @@ class TrainOptions:
         return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None, self.zoom)
 
 
+# The options that decide what a step's batch holds: a resumed run must keep them to replay the batches.
+DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
+DEFAULT_OPTIONS = TrainOptions(data="", out="")
+
+
 def learning_rate(step: int, total: int, base: float = BASE_LR) -> float:
     """Step decay: divide by 10 at each of DECAY_FRACTIONS of the run."""
     drops = sum(step >= int(f * total) for f in DECAY_FRACTIONS)
@@ -150,6 +155,8 @@ class Trainer:
         self.val_sets = parse_val_sets(options.val_sets)
         self._validation: list[ValidationSet] | None = None  # built on the first validation
         self.mix = options.data_mix()
+        self.step_batches = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix,
+                                        options.steps)
         if self.mix.coarse is not None and self.mix.coarse.network > 0 and not self.cache.has_network_masks:
             raise ValueError(f"--coarse-mix gives the network mode a weight, but no training pair has a mask in "
                              f"--network-masks {' '.join(options.network_masks) or '(none)'}")
@@ -198,13 +205,11 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         saved = payload.get("options", {})
-        saved_mix = (float(saved.get("synthetic", 0.0)), str(saved.get("coarse_mix", "")),
-                     list(saved.get("network_masks", [])), float(saved.get("zoom", 1.0)))
-        options = self.options
-        if saved_mix != (options.synthetic, options.coarse_mix, options.network_masks, options.zoom):
-            raise ValueError(f"{self.checkpoint_path}: the run used --synthetic {saved_mix[0]} --coarse-mix "
-                             f"{saved_mix[1]!r} --network-masks {saved_mix[2]} --zoom {saved_mix[3]:g}; resume "
-                             f"with the same data mix")
+        # A checkpoint from before a field existed ran with that field's default.
+        saved_mix = {name: saved.get(name, getattr(DEFAULT_OPTIONS, name)) for name in DATA_MIX_FIELDS}
+        if saved_mix != {name: getattr(self.options, name) for name in DATA_MIX_FIELDS}:
+            used = " ".join(f"--{name.replace('_', '-')} {value!r}" for name, value in saved_mix.items())
+            raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same data mix")
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
@@ -217,15 +222,15 @@ class Trainer:
         """The batches of steps ``self.step`` to ``options.steps - 1`` in order: made here, or ahead
         of time by ``options.workers`` processes (the same batches either way)."""
         options = self.options
-        source = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix, options.steps)
         steps = range(self.step, options.steps)
         if options.workers <= 0:
-            return (source[step] for step in steps)
+            return (self.step_batches[step] for step in steps)
         # Spawned, not forked: a fork taken while another thread holds a lock (Rich's progress bar, an
         # earlier loader's queue feeder) can leave the worker waiting on that lock for ever.
-        loader = torch.utils.data.DataLoader(source, batch_size=None, sampler=steps, num_workers=options.workers,
-                                             prefetch_factor=4, worker_init_fn=_single_threaded_worker,
-                                             multiprocessing_context="spawn", pin_memory=self.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(self.step_batches, batch_size=None, sampler=steps,
+                                             num_workers=options.workers, prefetch_factor=4,
+                                             worker_init_fn=_single_threaded_worker, multiprocessing_context="spawn",
+                                             pin_memory=self.device.type == "cuda")
         return iter(loader)
 
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
@@ -236,7 +241,7 @@ class Trainer:
             group["lr"] = lr
         torch.manual_seed(options.seed * 1_000_003 + self.step)
         if batch is None:
-            batch = step_batch(self.cache, options.seed, self.step, options.batch, self.rank, self.world, self.mix)
+            batch = self.step_batches[self.step]
         rgb, coarse, gt = (t.to(self.device, non_blocking=True) for t in batch)
         self.net.train()
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
