@@ -13,12 +13,21 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.guard import GUARD_STRENGTH, apply_guard, guard_weight, region_changes
+from crm_cli.guard import (
+    GUARD_STRENGTH,
+    apply_guard,
+    boundary_distance,
+    boundary_shift,
+    guard_weight,
+    keep_precise_boundary,
+    region_changes,
+)
 from crm_cli.metrics import score_pair
 from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
     MIN_FREE_PX,
+    SMALL_MIN_SHIFT,
     TRUST_HIGH,
     TRUST_LOW,
     choose_schedule,
@@ -109,6 +118,59 @@ def test_trust_ramp_and_guard_distance() -> None:
     assert trust_from_alignment(2.0) == 0.0 and trust_from_alignment(2.0, small=True) == pytest.approx(0.7 / 4.7)
     assert guard_distance(0.125) == 64.0 and guard_distance(0.25) == 32.0
     assert guard_distance(1.0) == MIN_FREE_PX
+
+
+def with_whiskers(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth ellipse (bool) and the same ellipse with four 2-px whiskers 30 px long."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy, cx, ry, rx = height // 2, width // 2, height // 4, width // 4
+    smooth = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    whiskers = smooth.copy()
+    whiskers[cy - ry - 30:cy, cx - 1:cx + 1] = True  # up
+    whiskers[cy:cy + ry + 30, cx + 20:cx + 22] = True  # down
+    whiskers[cy - 20:cy - 18, cx - rx - 30:cx] = True  # left
+    whiskers[cy + 10:cy + 12, cx:cx + rx + 30] = True  # right
+    return smooth, whiskers
+
+
+def test_boundary_shift_by_hand() -> None:
+    coarse = np.zeros((30, 30), bool)
+    coarse[10:20, 10:20] = True  # boundary: the block's outer ring, 36 px
+    grown = coarse.copy()
+    grown[10:20, 20] = True  # one column added on the right: 10 px
+    assert boundary_shift(grown, coarse) == pytest.approx(10 / 36)
+    assert boundary_shift(coarse, coarse) == 0.0
+    assert boundary_shift(coarse, np.zeros((30, 30), bool)) == 0.0  # no boundary
+
+
+def test_small_boundary_moves_are_undone_in_the_band_only() -> None:
+    coarse = np.zeros((60, 60), bool)
+    coarse[10:30, 10:30] = True  # boundary 76 px
+    values = coarse.astype(np.float32)
+    values[coarse & ~cv2.erode(coarse.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = 0.7  # soft edge
+    refined = coarse.astype(np.float32)
+    refined[10:30, 10] = 0.0  # the left column shaved off: 20 px
+    refined[45:50, 45:50] = 1.0  # a blob far from the boundary: 25 px
+    shift = 45 / 76
+    out, measured, kept, restored = keep_precise_boundary(refined, coarse, values, min_shift=1.0)
+    assert measured == pytest.approx(shift) and kept and restored == 20
+    band = boundary_distance(coarse) <= 2.0
+    assert np.array_equal(out[band], values[band])  # the soft coarse values, not just their side
+    assert np.array_equal(out[~band], refined[~band]) and out[45:50, 45:50].min() == 1.0
+    # A move of at least min_shift is the refiner's to make: nothing is undone.
+    out, measured, kept, restored = keep_precise_boundary(refined, coarse, values, min_shift=shift)
+    assert not kept and restored == 0 and np.array_equal(out, refined)
+
+
+def test_detailed_masks_of_small_images_get_a_min_shift() -> None:
+    smooth, whiskers = with_whiskers(240, 320)
+    image = np.where(whiskers[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
+    detailed = choose_schedule(whiskers, LADDER, image, min_side=224)
+    assert detailed.ratios == (1.0,) and detailed.detail[0.5] >= 0.1 and detailed.min_shift == SMALL_MIN_SHIFT
+    assert choose_schedule(smooth, LADDER, image, min_side=224).min_shift == 0.0  # no detail to keep
+    assert choose_schedule(whiskers, LADDER, None, min_side=224).min_shift == 0.0  # no image: no guard
+    # Where a coarse stage fits, the region pass and the 2K rules apply instead.
+    assert choose_schedule(whiskers, LADDER, image, min_side=64).min_shift == 0.0
 
 
 # --------------------------------------------------------------------------- choice
@@ -389,6 +451,39 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
         assert not np.any((started != inside) & ~ring)
         assert np.count_nonzero(started != inside) <= 2 * 4 * 40
     assert 1600 - 2 * 4 * 40 <= result.region_pixels <= 1600
+
+
+@pytest.mark.parametrize("depth, kept", [(1, True), (4, False)])
+def test_engine_keeps_a_precise_boundary_the_final_stage_barely_moved(monkeypatch: pytest.MonkeyPatch, depth: int,
+                                                                     kept: bool) -> None:
+    from crm_cli.engine import Refiner
+
+    _, whiskers = with_whiskers(240, 320)
+    image = np.where(whiskers[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    # The stubbed final stage shaves `depth` px off the left half of the object (a mean move of about
+    # depth / 2 px) and adds a blob in a corner, far from the boundary.
+    shaved = cv2.erode(whiskers.astype(np.uint8), np.ones((2 * depth + 1, 2 * depth + 1), np.uint8)) > 0
+    moved = whiskers.copy()
+    moved[:, :160] = shaved[:, :160]
+    moved[5:15, 5:15] = True
+
+    def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
+                    final_hw=None):
+        return moved.astype(np.float32)
+
+    monkeypatch.setattr(refiner, "_run_stages", fake_stages)
+    result = refiner.refine_detailed(image, whiskers.astype(np.uint8) * 255)
+    assert result.boundary_shift == pytest.approx(boundary_shift(moved, whiskers), abs=1e-6)
+    assert result.boundary_kept is kept
+    out = result.probability > 0.5
+    band = boundary_distance(whiskers) <= 2.0
+    assert out[5:15, 5:15].all()  # the far change stays either way
+    if kept:
+        assert np.array_equal(out[band], whiskers[band])
+        assert np.array_equal(out[~band], moved[~band])
+    else:
+        assert np.array_equal(out, moved)
 
 
 def test_region_pass_runs_only_with_auto_and_the_guard() -> None:

@@ -90,3 +90,40 @@ def test_device_train_probes_then_runs_the_planned_steps(data_40: Path, tmp_path
     assert (out / "model.safetensors").exists() and (out / "val.jsonl").exists()
     refused = subprocess.run([*command, "--steps", "5"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "this script's to set" in refused.stderr
+
+
+def test_heldout_blocky_coarse_by_hand() -> None:
+    heldout = _script("make_heldout_val")
+    gt = np.zeros((16, 16), np.float32)
+    gt[:12, :12] = 1.0
+    # 8x8 blocks: the top-left one is full, its right and lower neighbours exactly half (not > 0.5).
+    expected = np.zeros((16, 16), np.float32)
+    expected[:8, :8] = 1.0
+    assert np.array_equal(heldout.heldout_coarse(gt, 0, "blocky"), expected)
+    with pytest.raises(ValueError, match="unknown coarse kind"):
+        heldout.heldout_coarse(gt, 0, "sam")
+
+
+def test_heldout_lowres_coarse_is_seeded_per_image() -> None:
+    heldout = _script("make_heldout_val")
+    _, mask = synthetic_scene(300, 400, seed=3)
+    gt = mask.astype(np.float32) / 255.0
+    first, again, other = (heldout.heldout_coarse(gt, k, "lowres") for k in (5, 5, 6))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    overlap = np.logical_and(first > 0.5, gt > 0.5).sum() / np.logical_or(first > 0.5, gt > 0.5).sum()
+    assert 0.8 < overlap < 1.0  # a coarse version of the object, not the GT itself
+
+
+def test_make_heldout_val_writes_the_chosen_coarse_kind(data_40: Path, tmp_path: Path) -> None:
+    heldout = _script("make_heldout_val")
+    out = tmp_path / "blocky"
+    command = [sys.executable, str(ROOT / "benchmarks" / "make_heldout_val.py"), str(data_40), str(out),
+               "--coarse", "blocky"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert _names(out) == ["p00_gt", "p00_im", "p00_seg", "p20_gt", "p20_im", "p20_seg"]
+    for name in ("p00", "p20"):
+        gt = cv2.imread(str(out / f"{name}_gt.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+        seg = cv2.imread(str(out / f"{name}_seg.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(seg, (heldout.blocky_coarse(gt) * 255).astype(np.uint8))

@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
-from .guard import apply_guard, free_near, region_changes
+from .guard import SHIFT_BAND_PX, apply_guard, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
@@ -65,6 +65,8 @@ class RefineResult:
     guard_restored: int = 0  # pixels whose side of 0.5 the guard kept as in the coarse mask
     regions: tuple[float, ...] = ()  # a precise mask's region pass (schedule.py), if one ran
     region_pixels: int = 0  # pixels the region pass changed
+    boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
+    boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
 
     @property
     def schedule(self) -> str:
@@ -190,6 +192,10 @@ class Refiner(StageRunner):
                                        keep_stages=keep_stages)
         if settings.guard:
             probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=base)
+        if plan.min_shift > 0:
+            probability, result.boundary_shift, result.boundary_kept, restored = keep_precise_boundary(
+                probability, reference, mask, plan.min_shift, SHIFT_BAND_PX)
+            result.guard_restored += restored
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .schedule import edge_map
+
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
 GUARD_STRENGTH = float(np.log(99.0))
 _EPS = 1e-6
+# keep_precise_boundary undoes the changes within this distance (px) of the coarse boundary.
+SHIFT_BAND_PX = 2.0
 
 
 def boundary_distance(coarse: np.ndarray) -> np.ndarray:
@@ -148,3 +152,37 @@ def attached_fraction(labels: np.ndarray, label: int, box: np.ndarray, coarse: n
     own_side = coarse[rows, cols][region].mean() >= 0.5
     attached = ring & (coarse[rows, cols] == own_side) & (changed[rows, cols] == 0)
     return float(np.count_nonzero(attached)) / max(1, int(np.count_nonzero(ring)))
+
+
+def boundary_shift(refined: np.ndarray, coarse: np.ndarray) -> float:
+    """How far a refinement moved the boundary on average: pixels whose side differs between the
+    binary ``refined`` and ``coarse`` masks, per boundary pixel of ``coarse`` (0 without boundary)."""
+    side = np.asarray(coarse).astype(bool)
+    perimeter = int(np.count_nonzero(edge_map(side)))
+    if perimeter == 0:
+        return 0.0
+    return float(np.count_nonzero(np.asarray(refined).astype(bool) != side)) / perimeter
+
+
+def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_values: np.ndarray,
+                          min_shift: float, band_px: float = SHIFT_BAND_PX) -> tuple[np.ndarray, float, bool, int]:
+    """Undo small moves of a precise boundary.
+
+    When the refined mask moved the ``coarse`` boundary by less than ``min_shift`` px on average
+    (:func:`boundary_shift`), the pixels within ``band_px`` of that boundary take the soft
+    ``coarse_values`` back; changes farther away (a hole filled, a blob removed) stay.
+
+    Returns:
+        (probability, the mean shift measured, whether the boundary was kept, pixels whose side of
+        0.5 was restored).
+    """
+    prob = np.asarray(probability, dtype=np.float32)
+    side = np.asarray(coarse).astype(bool)
+    shift = boundary_shift(prob > 0.5, side)
+    if shift >= min_shift:
+        return prob, shift, False, 0
+    band = boundary_distance(side) <= band_px
+    out = prob.copy()
+    out[band] = np.asarray(coarse_values, dtype=np.float32)[band]
+    restored = int(np.count_nonzero((out[band] > 0.5) != (prob[band] > 0.5)))
+    return out, shift, True, restored

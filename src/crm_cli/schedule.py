@@ -21,7 +21,9 @@ Two measurements of the coarse mask decide:
   along the boundary (``guard.region_changes``) go into the mask the final stage starts from.
 
 * **Small images** (no coarse stage fits): only the final stage runs; trust follows its own
-  alignment ramp, and the detail is still probed at the ladder's finest coarse ratio.
+  alignment ramp, and the detail is still probed at the ladder's finest coarse ratio. A mask whose
+  probe reads pixel-level detail gets a ``min_shift``: when the final stage moves its boundary by
+  less than that on average, the moves near the boundary are undone (``guard.keep_precise_boundary``).
 
 The free distance of the trust region follows the first stage: ``GUARD_CELLS / r`` px, at least
 ``MIN_FREE_PX``. Pure NumPy/OpenCV, no torch.
@@ -67,6 +69,13 @@ DETAILED_MASK_TRUST = 1.0
 # folding chair's tubes). 0.3 against none: DUTS held-out with IS-Net masks 97.11 / 72.60 ->
 # 97.21 / 73.18, perturbed 95.13 / 67.49 -> 95.13 / 67.59 (0.2: the perturbed IoU fell 0.11).
 SMALL_DETAIL_TOLERANCE = 0.3
+# On images too small for any coarse stage, a mask whose detail probe reads at least SMALL_KEEP_DETAIL
+# holds pixel-level structure (a network mask at full resolution, not a smoothed or blocky one).
+# When the final stage moves such a boundary by less than SMALL_MIN_SHIFT px on average (changed
+# pixels per coarse boundary pixel), it is nudging a precise boundary, and on DUTS photos with IS-Net
+# masks those nudges cost mBA; the changes within guard.SHIFT_BAND_PX of the boundary are undone.
+SMALL_KEEP_DETAIL = 0.1
+SMALL_MIN_SHIFT = 1.0
 # The region pass of a precise mask starts at the coarsest stage that destroys at most this much
 # detail; only its thick changes are kept, so it tolerates more than DETAIL_TOLERANCE. IS-Net at
 # 1024 px on 1918x1280 cars: 0.03-0.37 at r = 0.25; SAM-like masks of railings and wires: 0.4-1.9.
@@ -97,6 +106,8 @@ class Schedule:
         detail: the detail measure per candidate first ratio that was computed (ratio -> loss).
         regions: the coarse stages of a precise mask's region pass (empty: none); its whole-region
             changes go into the mask the final stage refines.
+        min_shift: the mean boundary move (px) below which the final stage's moves near the
+            boundary are undone (0: never); set only for detailed masks of small images.
     """
 
     ratios: tuple[float, ...]
@@ -105,6 +116,7 @@ class Schedule:
     alignment: float | None = None
     detail: dict[float, float] = field(default_factory=dict)
     regions: tuple[float, ...] = ()
+    min_shift: float = 0.0
 
     def label(self) -> str:
         """The stages as text, e.g. ``"0.5,1"`` or ``"1+regions 0.25,0.5"``."""
@@ -285,4 +297,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         region_start = coarsest_start(REGION_DETAIL_TOLERANCE, REGION_MAX_RATIO)
         if region_start < len(ladder) - 1:
             regions = ladder[region_start:-1]
-    return Schedule(ladder[start:], guard_distance(ladder[start]), trust, alignment, detail, regions)
+    min_shift = 0.0
+    if not fitting and alignment is not None and probe is not None and detail_at(probe) >= SMALL_KEEP_DETAIL:
+        min_shift = SMALL_MIN_SHIFT
+    return Schedule(ladder[start:], guard_distance(ladder[start]), trust, alignment, detail, regions, min_shift)
