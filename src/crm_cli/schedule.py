@@ -74,6 +74,9 @@ SMALL_DETAIL_TOLERANCE = 0.3
 # When the final stage moves such a boundary by less than SMALL_MIN_SHIFT px on average (changed
 # pixels per coarse boundary pixel), it is nudging a precise boundary, and on DUTS photos with IS-Net
 # masks those nudges cost mBA; the changes within guard.SHIFT_BAND_PX of the boundary are undone.
+# crm eval, 350 DUTS held-out photos each: IS-Net masks 97.21 / 73.18 -> 97.31 / 73.90; the paper's
+# perturbation, low-resolution and blocky masks within 0.07. Undoing every move under 2 px with no
+# detail condition lost the low-resolution and blocky masks most of their gain.
 SMALL_KEEP_DETAIL = 0.1
 SMALL_MIN_SHIFT = 1.0
 # The region pass of a precise mask starts at the coarsest stage that destroys at most this much
