@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
-from .guard import SHIFT_BAND_PX, apply_guard, free_near, keep_precise_boundary, region_changes
+from .guard import apply_guard, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
@@ -194,7 +194,7 @@ class Refiner(StageRunner):
             probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=base)
         if plan.min_shift > 0:
             probability, result.boundary_shift, result.boundary_kept, restored = keep_precise_boundary(
-                probability, reference, mask, plan.min_shift, SHIFT_BAND_PX)
+                probability, reference, mask, plan.min_shift)
             result.guard_restored += restored
         result.probability = probability
         if keep_stages:
