@@ -28,6 +28,8 @@ from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
     MIN_FREE_PX,
     SMALL_MIN_SHIFT,
+    TRUST_DETAIL_HIGH,
+    TRUST_DETAIL_LOW,
     TRUST_HIGH,
     TRUST_LOW,
     choose_schedule,
@@ -37,6 +39,7 @@ from crm_cli.schedule import (
     guard_distance,
     region_radius,
     trust_from_alignment,
+    trust_from_detail,
 )
 
 runner = CliRunner()
@@ -173,6 +176,39 @@ def test_detailed_masks_of_small_images_get_a_min_shift() -> None:
     assert choose_schedule(whiskers, LADDER, image, min_side=64).min_shift == 0.0
 
 
+def test_only_small_images_average_with_the_mirror() -> None:
+    smooth, whiskers = with_whiskers(240, 320)
+    image = np.where(whiskers[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
+    assert choose_schedule(whiskers, LADDER, image, min_side=224).mirror
+    assert choose_schedule(smooth, LADDER, None, min_side=224).mirror  # with or without the guard
+    assert not choose_schedule(whiskers, LADDER, image, min_side=64).mirror  # 0.25 x 240 = 60 < 64; 0.5 fits
+
+
+def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None:
+    import torch
+
+    from crm_cli.engine import Refiner
+
+    _, whiskers = with_whiskers(240, 320)
+    image = synthetic_scene(240, 320)[0]
+    refiner = Refiner.from_model(make_tiny_model(seed=3), device="cpu")
+    mask = torch.from_numpy(whiskers.astype(np.float32)).view(1, 1, 240, 320)
+    flipped_image, flipped_mask = np.ascontiguousarray(image[:, ::-1]), torch.flip(mask, dims=[3])
+    plain, _ = refiner._stage(image, mask, 1.0, (240, 320))
+    plain_of_flipped, _ = refiner._stage(flipped_image, flipped_mask, 1.0, (240, 320))
+    both, timing = refiner._mirrored_stage(image, mask, 1.0, (240, 320))
+    both_of_flipped, _ = refiner._mirrored_stage(flipped_image, flipped_mask, 1.0, (240, 320))
+    assert (plain - torch.flip(plain_of_flipped, dims=[3])).abs().max() > 1e-3  # the model is not symmetric
+    assert torch.allclose(both, torch.flip(both_of_flipped, dims=[3]), atol=1e-6)
+    assert torch.allclose(both, (plain + torch.flip(plain_of_flipped, dims=[3])) / 2, atol=1e-6)
+    assert timing.ratio == 1.0 and timing.encode_s > 0
+    # The engine runs it for a small photo (and says so), not for one where coarse stages fit.
+    result = refiner.refine_detailed(image, whiskers.astype(np.uint8) * 255)
+    assert result.mirrored and result.ratios == (1.0,)
+    flipped = refiner.refine_detailed(flipped_image, np.ascontiguousarray(whiskers[:, ::-1]).astype(np.uint8) * 255)
+    assert np.allclose(result.probability, flipped.probability[:, ::-1], atol=1e-5)
+
+
 # --------------------------------------------------------------------------- choice
 def test_blocky_mask_starts_at_the_coarsest_stage_that_fits() -> None:
     image, gt = synthetic_scene(1200, 1800)
@@ -218,6 +254,46 @@ def test_precise_mask_runs_the_final_stage_with_full_trust() -> None:
     assert schedule.ratios == (1.0,)
     assert schedule.alignment is not None and schedule.alignment > TRUST_HIGH
     assert schedule.trust == 1.0
+
+
+def notched_disc(notches: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A disc of radius 300 ``scale`` in a (900, 1200) ``scale`` frame with ``notches`` 7x20-px cuts in
+    its top, and an image whose edge is that mask blurred (sigma 3): near the edges, not sharply on them."""
+    height, width = round(900 * scale), round(1200 * scale)
+    yy, xx = np.mgrid[:height, :width]
+    mask = ((yy - height / 2) ** 2 + (xx - width / 2) ** 2) < (300 * scale) ** 2
+    for k in range(notches):
+        mask[140:160, 420 + 60 * k:427 + 60 * k] = False
+    grey = cv2.GaussianBlur(np.where(mask, 200, 60).astype(np.float32), (0, 0), 3.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), mask
+
+
+def test_trust_from_detail_by_hand() -> None:
+    assert trust_from_detail(TRUST_DETAIL_LOW) == 0.0 and trust_from_detail(0.0) == 0.0
+    assert trust_from_detail(TRUST_DETAIL_HIGH) == 1.0 and trust_from_detail(2.0) == 1.0
+    assert trust_from_detail((TRUST_DETAIL_LOW + TRUST_DETAIL_HIGH) / 2) == pytest.approx(0.5)
+
+
+def test_smooth_mask_near_edges_earns_trust_only_with_its_detail() -> None:
+    # A smooth disc (an upsampled low-resolution mask) next to soft edges: aligned enough to count as
+    # precise, but without fine detail its trust is the alignment's squared, not the alignment's.
+    image, disc = notched_disc(0)
+    smooth = choose_schedule(disc, LADDER, image, min_side=224)
+    aligned = trust_from_alignment(edge_alignment(image, disc))
+    assert 0.1 < aligned < 0.5 and smooth.detail[0.25] == 0.0 and smooth.ratios == (1.0,)
+    assert smooth.trust == pytest.approx(aligned * aligned)
+    # Six 7-px notches are detail a 9x9 closing removes (6 x 140 px over the perimeter): partial credit.
+    image, notched = notched_disc(6)
+    detailed = choose_schedule(notched, LADDER, image, min_side=224)
+    aligned = trust_from_alignment(edge_alignment(image, notched))
+    earned = trust_from_detail(detailed.detail[0.25])
+    assert 0.5 < earned < 1.0 and detailed.trust == pytest.approx(aligned * earned)
+    assert detailed.trust > smooth.trust
+    # The same smooth disc photographed too small for a coarse stage keeps the small ramp's trust.
+    small_image, small_disc = notched_disc(0, scale=0.25)
+    small = choose_schedule(small_disc, LADDER, small_image, min_side=224)
+    aligned = trust_from_alignment(edge_alignment(small_image, small_disc), small=True)
+    assert 0.1 < aligned < 0.9 and small.trust == pytest.approx(aligned)
 
 
 def test_large_precise_mask_gets_a_region_pass() -> None:
@@ -429,7 +505,7 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None]] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None):
+                    final_hw=None, mirror_last=False):
         calls.append((tuple(ratios), mask.copy(), final_hw))
         if len(calls) == 1:
             proposal = mask.copy()
@@ -469,7 +545,7 @@ def test_engine_keeps_a_precise_boundary_the_final_stage_barely_moved(monkeypatc
     moved[5:15, 5:15] = True
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None):
+                    final_hw=None, mirror_last=False):
         return moved.astype(np.float32)
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)

@@ -67,6 +67,7 @@ class RefineResult:
     region_pixels: int = 0  # pixels the region pass changed
     boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
     boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
+    mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
 
     @property
     def schedule(self) -> str:
@@ -170,7 +171,8 @@ class Refiner(StageRunner):
         plan = plan_schedule(settings, image, foreground, self.min_stage_side)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
         result = RefineResult(probability=np.empty(0, np.float32), ratios=plan.ratios,
-                              guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions)
+                              guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions,
+                              mirrored=plan.mirror)
         if not foreground.any() or foreground.all():
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
@@ -189,7 +191,7 @@ class Refiner(StageRunner):
         # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
         first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
-                                       keep_stages=keep_stages)
+                                       keep_stages=keep_stages, mirror_last=plan.mirror)
         if settings.guard:
             probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=base)
         if plan.min_shift > 0:
@@ -236,10 +238,11 @@ class Refiner(StageRunner):
 
     def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
                     first_band: float | None, result: RefineResult, *, keep_stages: bool = False,
-                    final_hw: tuple[int, int] | None = None) -> np.ndarray:
+                    final_hw: tuple[int, int] | None = None, mirror_last: bool = False) -> np.ndarray:
         """Chain the stages from ``mask``; appends timings (and intermediate stages) to ``result``.
 
         ``first_band``: decode the first stage only within this distance (px) of the mask's boundary.
+        ``mirror_last``: average the last stage with its run on the mirrored image.
         Returns the last stage's probability, at full size or at ``final_hw``.
         """
         height, width = mask.shape
@@ -258,7 +261,8 @@ class Refiner(StageRunner):
                 target = final_hw
             band = first_band if stages_run == 0 else None
             roi = band is not None if stages_run == 0 else settings.roi
-            current, timing = self._stage(image, current, ratio, target, roi=roi, band_px=band)
+            run_stage = self._mirrored_stage if last and mirror_last else self._stage
+            current, timing = run_stage(image, current, ratio, target, roi=roi, band_px=band)
             stages_run += 1
             result.timings.append(timing)
             if keep_stages and not last:
