@@ -27,6 +27,7 @@ from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
     MIN_FREE_PX,
+    SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
     TRUST_DETAIL_HIGH,
     TRUST_DETAIL_LOW,
@@ -91,7 +92,8 @@ def test_small_images_take_the_small_trust_ramp() -> None:
     mask = gt > 127
     alignment = edge_alignment(image, mask)
     small = choose_schedule(mask, LADDER, image, min_side=224)
-    assert small.ratios == (1.0,) and small.trust == pytest.approx(trust_from_alignment(alignment, small=True))
+    assert small.ratios == (SMALL_FINAL_SCALE,)
+    assert small.trust == pytest.approx(trust_from_alignment(alignment, small=True))
     assert mask_trust(image, mask, LADDER, 224) == small.trust
     # The same image with a smaller stage minimum lets coarse stages fit: the 2K ramp applies.
     assert mask_trust(image, mask, LADDER, 64) == pytest.approx(trust_from_alignment(alignment))
@@ -104,7 +106,7 @@ def test_thin_parts_of_a_small_image_get_full_trust() -> None:
     mask[50:250, 100:103] = mask[50:250, 300:303] = mask[50:53, 100:303] = mask[247:250, 100:303] = True
     image = np.where(mask[..., None], 220, 30).astype(np.uint8).repeat(3, axis=2)
     schedule = choose_schedule(mask, LADDER, image, min_side=224)
-    assert schedule.ratios == (1.0,) and schedule.detail[0.5] > 1.0 and schedule.trust == 1.0
+    assert schedule.ratios == (SMALL_FINAL_SCALE,) and schedule.detail[0.5] > 1.0 and schedule.trust == 1.0
     # A solid block in the same photo holds no such detail: its trust is the alignment's alone.
     block = np.zeros((300, 400), bool)
     block[50:250, 100:303] = True
@@ -169,7 +171,8 @@ def test_detailed_masks_of_small_images_get_a_min_shift() -> None:
     smooth, whiskers = with_whiskers(240, 320)
     image = np.where(whiskers[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
     detailed = choose_schedule(whiskers, LADDER, image, min_side=224)
-    assert detailed.ratios == (1.0,) and detailed.detail[0.5] >= 0.1 and detailed.min_shift == SMALL_MIN_SHIFT
+    assert detailed.ratios == (SMALL_FINAL_SCALE,) and detailed.detail[0.5] >= 0.1
+    assert detailed.min_shift == SMALL_MIN_SHIFT
     assert choose_schedule(smooth, LADDER, image, min_side=224).min_shift == 0.0  # no detail to keep
     assert choose_schedule(whiskers, LADDER, None, min_side=224).min_shift == 0.0  # no image: no guard
     # Where a coarse stage fits, the region pass and the 2K rules apply instead.
@@ -204,7 +207,7 @@ def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None
     assert timing.ratio == 1.0 and timing.encode_s > 0
     # The engine runs it for a small photo (and says so), not for one where coarse stages fit.
     result = refiner.refine_detailed(image, whiskers.astype(np.uint8) * 255)
-    assert result.mirrored and result.ratios == (1.0,)
+    assert result.mirrored and result.ratios == (SMALL_FINAL_SCALE,) and result.probability.shape == (240, 320)
     flipped = refiner.refine_detailed(flipped_image, np.ascontiguousarray(whiskers[:, ::-1]).astype(np.uint8) * 255)
     assert np.allclose(result.probability, flipped.probability[:, ::-1], atol=1e-5)
 
@@ -471,8 +474,9 @@ def test_engine_reports_the_schedule_and_guard() -> None:
     coarse = coarse_of(gt, 8)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     auto = refiner.refine_detailed(image, coarse)
-    assert auto.ratios == (1.0,)  # 240 px: no coarser stage fits the 224-px minimum
-    assert auto.guard_px == MIN_FREE_PX and [t.ratio for t in auto.timings] == [1.0]
+    # 240 px: no coarser stage fits the 224-px minimum; the final stage runs on the photo enlarged.
+    assert auto.ratios == (SMALL_FINAL_SCALE,) == (1.5,)
+    assert auto.guard_px == MIN_FREE_PX and [t.ratio for t in auto.timings] == [1.5]
     plain = refiner.refine_detailed(image, coarse, preset="balanced")
     assert plain.ratios == LADDER and plain.guard_px is None and plain.guard_restored == 0
     # With the guard, nothing further than twice the free distance from the coarse boundary changes
@@ -627,8 +631,8 @@ def test_refine_json_and_log_name_the_schedule(tmp_path: Path, tiny_weights) -> 
                                  str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert record["preset"] == "auto" and record["ratios"] == [1.0] and record["schedule"] == "1"
-    assert "stages 1" in result.stderr
+    assert record["preset"] == "auto" and record["ratios"] == [1.5] and record["schedule"] == "1.5"
+    assert "stages 1.5" in result.stderr
     fixed = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
                                 str(tmp_path / "out2.png"), "-w", str(tiny_weights), "-d", "cpu", "--json",
                                 "--ratios", "0.5,1", "--no-guard"])
@@ -644,9 +648,9 @@ def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: A
     result = runner.invoke(app, ["eval", str(tmp_path), "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["schedules"] == {"1": 3} and summary["guard"] is True
-    assert [image["schedule"] for image in summary["images"]] == ["1", "1", "1"]
-    assert "stages: 1 x3" in result.stderr
+    assert summary["schedules"] == {"1.5": 3} and summary["guard"] is True
+    assert [image["schedule"] for image in summary["images"]] == ["1.5", "1.5", "1.5"]
+    assert "stages: 1.5 x3" in result.stderr
 
 
 def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: ANN001

@@ -189,10 +189,10 @@ def test_time_reports_per_stage_breakdown(tiny_weights) -> None:  # noqa: ANN001
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["ratio"] for s in report["stages"]] == [0.125, 0.25, 0.5, 1.0]
-    # auto (the default) only considers stages the 160x120 image can fill: the final one.
+    # auto (the default) only considers stages the 160x120 image can fill: the final one, enlarged 1.5x.
     auto = json.loads(runner.invoke(app, ["time", "--size", "160x120", "--repeat", "1", "-w", str(tiny_weights),
                                           "-d", "cpu", "--json"]).stdout)
-    assert [s["ratio"] for s in auto["stages"]] == [1.0] and auto["ratios"] == [1.0]
+    assert [s["ratio"] for s in auto["stages"]] == [1.5] and auto["ratios"] == [1.5]
     assert report["width"] == 160 and report["height"] == 120 and report["peak_rss_mb"] > 0
     assert all(s["encode_s"] >= 0 and s["decode_s"] >= 0 for s in report["stages"])
     assert runner.invoke(app, ["time", "-w", str(tiny_weights)]).exit_code == 2
