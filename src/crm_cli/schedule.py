@@ -67,10 +67,11 @@ SMALL_TRUST_LOW, SMALL_TRUST_HIGH = 1.3, 6.0
 # from 0 at TRUST_DETAIL_LOW to full at TRUST_DETAIL_HIGH. A network run at low resolution and
 # upsampled (IS-Net at 256 px on 1918x1280 cars) can sit near the image's edges while its smooth
 # boundary is a few px off them: the 34 such masks there read 0.002-0.27 (median 0.05), IS-Net at
-# 1024 px 0.03-0.40 (median 0.12). crm eval, auto: those 34 went 94.17 / 71.90 -> 94.22 / 72.48, no
-# image lower than 0.47 mBA; IS-Net 1024 unchanged (92.40 / 74.88 -> 92.40 / 74.89, the same 3
-# images below coarse). A window of 0.05-0.15 gave the 34 masks 72.83 but put 6 IS-Net 1024 cars
-# below coarse instead of 3.
+# 1024 px 0.03-0.40 (median 0.12). crm eval, auto, 96 cars each: IS-Net 256 96.49 / 73.34 ->
+# 96.50 / 73.51 (26 cars moved, -0.40 to +2.40 mBA); IS-Net 1024, carvana-dev and the thin set
+# unchanged to the hundredth, with the same images below coarse. Scaling by the detail alone (no
+# max) with a window of 0.05-0.15 helped the 34 masks more (72.83 against 72.48 for 0.03-0.08) but
+# put 6 IS-Net 1024 cars below coarse instead of 3.
 TRUST_DETAIL_RATIO = 0.25
 TRUST_DETAIL_LOW, TRUST_DETAIL_HIGH = 0.03, 0.08
 ALIGNMENT_SIDE = 2048  # edge alignment is measured with the long side reduced to at most this

@@ -215,7 +215,6 @@ class StageRunner:
         _sync(self.device)
         return prob, StageTiming(ratio, encoded - start, time.perf_counter() - encoded)
 
-
     def _mirrored_stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float, target_hw: tuple[int, int],
                         roi: bool = False, band_px: float | None = None) -> tuple[torch.Tensor, StageTiming]:
         """:meth:`_stage` averaged with the same stage on the left-right mirrored image and mask.
