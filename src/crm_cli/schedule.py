@@ -238,7 +238,8 @@ def trust_from_detail(detail: float) -> float:
 
 def mask_trust(image: np.ndarray, mask: np.ndarray, ladder: Sequence[float], min_side: int) -> float:
     """The trust region's pull at the boundary of ``mask`` (0..1) from its edge alignment, for the
-    fixed presets with the guard on (``auto`` adds the detailed-mask rule in :func:`choose_schedule`)."""
+    fixed presets with the guard on (``auto`` adds the detailed-mask rule and, where a coarse stage
+    fits, the detail scaling of :func:`trust_from_detail` in :func:`choose_schedule`)."""
     height, width = mask.shape
     small = not fitting_stages(height, width, ladder, min_side)
     return trust_from_alignment(edge_alignment(image, mask), small)
