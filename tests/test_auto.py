@@ -26,6 +26,7 @@ from crm_cli.metrics import score_pair
 from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
+    ENLARGED_FINAL_MAX_PIXELS,
     MIN_FREE_PX,
     SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
@@ -179,12 +180,23 @@ def test_detailed_masks_of_small_images_get_a_min_shift() -> None:
     assert choose_schedule(whiskers, LADDER, image, min_side=64).min_shift == 0.0
 
 
-def test_only_small_images_average_with_the_mirror() -> None:
+def test_photos_up_to_the_pixel_limit_enlarge_and_mirror_the_final_stage() -> None:
     smooth, whiskers = with_whiskers(240, 320)
     image = np.where(whiskers[..., None], 210, 40).astype(np.uint8).repeat(3, axis=2)
-    assert choose_schedule(whiskers, LADDER, image, min_side=224).mirror
+    small = choose_schedule(whiskers, LADDER, image, min_side=224)
+    assert small.mirror and small.ratios == (SMALL_FINAL_SCALE,)
     assert choose_schedule(smooth, LADDER, None, min_side=224).mirror  # with or without the guard
-    assert not choose_schedule(whiskers, LADDER, image, min_side=64).mirror  # 0.25 x 240 = 60 < 64; 0.5 fits
+    # 0.25 x 240 = 60 < 64, 0.5 fits: a coarse stage runs, and so does the enlarged, mirrored final one.
+    fitting = choose_schedule(smooth, LADDER, None, min_side=64)
+    assert fitting.mirror and fitting.ratios == (0.5, SMALL_FINAL_SCALE) and fitting.label() == "0.5,1.5"
+    # A blocky rectangle at exactly the limit (1250 x 2000) and one row over it (1251 x 2000).
+    assert 1250 * 2000 == ENLARGED_FINAL_MAX_PIXELS
+    for height, enlarged in ((1250, True), (1251, False)):
+        mask = np.zeros((height, 2000), bool)
+        mask[300:900, 400:1600] = True
+        schedule = choose_schedule(mask, LADDER, None, min_side=224)
+        assert schedule.mirror is enlarged
+        assert schedule.ratios == ((0.25, 0.5, SMALL_FINAL_SCALE) if enlarged else (0.25, 0.5, 1.0))
 
 
 def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None:
@@ -205,7 +217,7 @@ def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None
     assert torch.allclose(both, torch.flip(both_of_flipped, dims=[3]), atol=1e-6)
     assert torch.allclose(both, (plain + torch.flip(plain_of_flipped, dims=[3])) / 2, atol=1e-6)
     assert timing.ratio == 1.0 and timing.encode_s > 0
-    # The engine runs it for a small photo (and says so), not for one where coarse stages fit.
+    # The engine runs it for a small photo, and says so.
     result = refiner.refine_detailed(image, whiskers.astype(np.uint8) * 255)
     assert result.mirrored and result.ratios == (SMALL_FINAL_SCALE,) and result.probability.shape == (240, 320)
     flipped = refiner.refine_detailed(flipped_image, np.ascontiguousarray(whiskers[:, ::-1]).astype(np.uint8) * 255)
@@ -219,9 +231,10 @@ def test_blocky_mask_starts_at_the_coarsest_stage_that_fits() -> None:
     flat = np.full_like(image, 128)  # no image edges: nothing to trust
     schedule = choose_schedule(coarse, LADDER, flat, min_side=224)
     # 0.125 x 1200 = 150 px is under the 224-px minimum, so 0.25 is the coarsest candidate.
-    assert schedule.ratios == (0.25, 0.5, 1.0)
+    # 1200 x 1800 is under ENLARGED_FINAL_MAX_PIXELS: the final stage runs enlarged.
+    assert schedule.ratios == (0.25, 0.5, SMALL_FINAL_SCALE)
     assert schedule.guard_px == 32.0 and schedule.trust == 0.0
-    assert schedule.label() == "0.25,0.5,1"
+    assert schedule.label() == "0.25,0.5,1.5"
 
 
 def test_mask_with_thin_bars_skips_stages_that_would_erase_them() -> None:
@@ -242,19 +255,19 @@ def test_mask_too_detailed_for_any_coarse_stage_is_trusted_at_its_boundary() -> 
     flat = np.full((1200, 1800, 3), 128, np.uint8)  # no image edges: alignment cannot vouch for it
     schedule = choose_schedule(mask, LADDER, flat, min_side=224)
     assert schedule.alignment is not None and schedule.alignment < TRUST_LOW
-    assert schedule.ratios == (1.0,) and schedule.detail[0.5] > 0.05
+    assert schedule.ratios == (SMALL_FINAL_SCALE,) and schedule.detail[0.5] > 0.05
     assert schedule.trust == DETAILED_MASK_TRUST == 1.0 and schedule.regions == ()
     # A blocky mask on the same flat image keeps no trust: its coarse stages are free to fix it.
     blocky = np.zeros((1200, 1800), bool)
     blocky[200:1000, 300:1500] = True
     plain = choose_schedule(blocky, LADDER, flat, min_side=224)
-    assert plain.ratios == (0.25, 0.5, 1.0) and plain.trust == 0.0 and plain.detail[0.5] <= 0.05
+    assert plain.ratios == (0.25, 0.5, SMALL_FINAL_SCALE) and plain.trust == 0.0 and plain.detail[0.5] <= 0.05
 
 
 def test_precise_mask_runs_the_final_stage_with_full_trust() -> None:
     image, gt = synthetic_scene(600, 800)
     schedule = choose_schedule(gt > 0, LADDER, image, min_side=224)
-    assert schedule.ratios == (1.0,)
+    assert schedule.ratios == (SMALL_FINAL_SCALE,)
     assert schedule.alignment is not None and schedule.alignment > TRUST_HIGH
     assert schedule.trust == 1.0
 
@@ -283,7 +296,7 @@ def test_smooth_mask_near_edges_earns_trust_only_with_its_detail() -> None:
     image, disc = notched_disc(0)
     smooth = choose_schedule(disc, LADDER, image, min_side=224)
     aligned = trust_from_alignment(edge_alignment(image, disc))
-    assert 0.1 < aligned < 0.5 and smooth.detail[0.25] == 0.0 and smooth.ratios == (1.0,)
+    assert 0.1 < aligned < 0.5 and smooth.detail[0.25] == 0.0 and smooth.ratios == (SMALL_FINAL_SCALE,)
     assert smooth.trust == pytest.approx(aligned * aligned)
     # Six 7-px notches are detail a 9x9 closing removes (6 x 140 px over the perimeter): partial credit.
     image, notched = notched_disc(6)
@@ -302,10 +315,10 @@ def test_smooth_mask_near_edges_earns_trust_only_with_its_detail() -> None:
 def test_large_precise_mask_gets_a_region_pass() -> None:
     image, gt = synthetic_scene(1200, 1800)
     schedule = choose_schedule(gt > 0, LADDER, image, min_side=224)
-    assert schedule.ratios == (1.0,) and schedule.trust == 1.0
+    assert schedule.ratios == (SMALL_FINAL_SCALE,) and schedule.trust == 1.0
     # 0.125 does not fit (150 px); the scene's smooth shapes lose nothing at 0.25.
     assert schedule.regions == (0.25, 0.5) and schedule.detail[0.25] <= 0.4
-    assert schedule.label() == "1+regions 0.25,0.5"
+    assert schedule.label() == "1.5+regions 0.25,0.5"
     assert region_radius(0.25) == 9 and region_radius(0.125) == 17
 
 
@@ -317,7 +330,7 @@ def test_precise_railing_gets_no_region_pass() -> None:
     image = np.repeat(np.where(mask, 220, 40).astype(np.uint8)[..., None], 3, axis=2)  # edges on the mask
     schedule = choose_schedule(mask, LADDER, image, min_side=224)
     assert schedule.trust == 1.0 and schedule.regions == () and schedule.detail[0.25] > 0.4
-    assert schedule.label() == "1"
+    assert schedule.label() == "1.5"
 
 
 # --------------------------------------------------------------------------- guard
@@ -521,9 +534,9 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)
     result = refiner.refine_detailed(image, (coarse * 255).astype(np.uint8))
-    # The pass works at its last stage's size (0.5: 500 x 500); the final pass at full size.
-    assert [c[0] for c in calls] == [(0.25, 0.5), (1.0,)] and [c[2] for c in calls] == [(500, 500), None]
-    assert result.schedule == "1+regions 0.25,0.5"
+    # The pass works at its last stage's size (0.5: 500 x 500); the final pass (enlarged) at full size.
+    assert [c[0] for c in calls] == [(0.25, 0.5), (1.5,)] and [c[2] for c in calls] == [(500, 500), None]
+    assert result.schedule == "1.5+regions 0.25,0.5"
     # The hole is filled, to within a pixel of its edge (found at half size); nothing else changes.
     ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > cv2.erode(
         hole.astype(np.uint8), np.ones((3, 3), np.uint8))
@@ -573,7 +586,7 @@ def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     result = refiner.refine_detailed(image, gt)
     assert result.regions == (0.25, 0.5)
-    assert [t.ratio for t in result.timings] == [0.25, 0.5, 1.0]
+    assert [t.ratio for t in result.timings] == [0.25, 0.5, SMALL_FINAL_SCALE]
     assert refiner.refine_detailed(image, gt, ratios=(1.0,)).regions == ()
     assert refiner.refine_detailed(image, gt, guard=False).regions == ()
     assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()
@@ -605,7 +618,7 @@ def slats_scene() -> tuple[np.ndarray, np.ndarray]:
 def test_fine_mask_with_thin_bars_is_not_destroyed(shipped) -> None:  # noqa: ANN001
     image, gt = slats_scene()
     result = shipped.refine_detailed(image, gt)
-    assert result.ratios == (1.0,) and result.trust == 1.0
+    assert result.ratios == (SMALL_FINAL_SCALE,) and result.trust == 1.0
     refined = (result.probability > 0.5).astype(np.uint8) * 255
     assert score_pair(refined, gt).iou >= 0.97
 
