@@ -28,6 +28,8 @@ Two measurements of the coarse mask decide:
   less than that on average, the moves near the boundary are undone (``guard.keep_precise_boundary``).
   The final stage runs on the photo enlarged by ``SMALL_FINAL_SCALE`` and is averaged with its run
   on the mirrored photo (both cheap at these sizes).
+* **Photos up to ``ENLARGED_FINAL_MAX_PIXELS``** (Full HD, 2K) run their final stage the same way,
+  after the coarse stages; larger ones (4K) keep it at ratio 1 for speed.
 
 The free distance of the trust region follows the first stage: ``GUARD_CELLS / r`` px, at least
 ``MIN_FREE_PX``. Pure NumPy/OpenCV, no torch.
@@ -147,7 +149,8 @@ class Schedule:
             changes go into the mask the final stage refines.
         min_shift: the mean boundary move (px) below which the final stage's moves near the
             boundary are undone (0: never); set only for detailed masks of small images.
-        mirror: average the final stage with its run on the mirrored image (small images).
+        mirror: average the final stage with its run on the mirrored image (with the enlarged final
+            stage: photos up to ``ENLARGED_FINAL_MAX_PIXELS``).
     """
 
     ratios: tuple[float, ...]
@@ -301,7 +304,8 @@ def stage_radius(ratio: float) -> int:
 def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray | None = None, *,
                     tolerance: float = DETAIL_TOLERANCE, min_side: int = 0) -> Schedule:
     """Pick the stages for one coarse mask: a suffix of ``ladder`` (on an image too small for any coarse
-    stage, its last stage enlarged by ``SMALL_FINAL_SCALE``), and the trust region with it.
+    stage, its last stage only), its last stage enlarged by ``SMALL_FINAL_SCALE`` on photos of up to
+    ``ENLARGED_FINAL_MAX_PIXELS``, and the trust region with it.
 
     Args:
         mask: (H, W) binary coarse mask (bool or 0/1).
