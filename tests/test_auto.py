@@ -519,11 +519,11 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     assert inside[hole].all() and inside[punched].all()
     coarse = inside & ~hole
     strip = coarse & (depth <= 3)
-    calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None]] = []
+    calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None, bool]] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
                     final_hw=None, mirror_last=False):
-        calls.append((tuple(ratios), mask.copy(), final_hw))
+        calls.append((tuple(ratios), mask.copy(), final_hw, mirror_last))
         if len(calls) == 1:
             proposal = mask.copy()
             proposal[hole] = 1.0
@@ -536,6 +536,7 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     result = refiner.refine_detailed(image, (coarse * 255).astype(np.uint8))
     # The pass works at its last stage's size (0.5: 500 x 500); the final pass (enlarged) at full size.
     assert [c[0] for c in calls] == [(0.25, 0.5), (1.5,)] and [c[2] for c in calls] == [(500, 500), None]
+    assert [c[3] for c in calls] == [False, True]  # only the final pass is mirrored
     assert result.schedule == "1.5+regions 0.25,0.5"
     # The hole is filled, to within a pixel of its edge (found at half size); nothing else changes.
     ring = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > cv2.erode(
