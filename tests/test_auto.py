@@ -28,12 +28,14 @@ from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
     ENLARGED_FINAL_MAX_PIXELS,
     MIN_FREE_PX,
+    MIRRORED_FINAL_MAX_PIXELS,
     SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
     TRUST_DETAIL_HIGH,
     TRUST_DETAIL_LOW,
     TRUST_HIGH,
     TRUST_LOW,
+    FinalStage,
     choose_schedule,
     detail_loss,
     edge_alignment,
@@ -189,14 +191,44 @@ def test_photos_up_to_the_pixel_limit_enlarge_and_mirror_the_final_stage() -> No
     # 0.25 x 240 = 60 < 64, 0.5 fits: a coarse stage runs, and so does the enlarged, mirrored final one.
     fitting = choose_schedule(smooth, LADDER, None, min_side=64)
     assert fitting.mirror and fitting.ratios == (0.5, SMALL_FINAL_SCALE) and fitting.label() == "0.5,1.5"
-    # A blocky rectangle at exactly the limit (1250 x 2000) and one row over it (1251 x 2000).
-    assert 1250 * 2000 == ENLARGED_FINAL_MAX_PIXELS
-    for height, enlarged in ((1250, True), (1251, False)):
-        mask = np.zeros((height, 2000), bool)
-        mask[300:900, 400:1600] = True
+    # Blocky rectangles at exactly each limit and one row over it: enlarged up to 1250 x 2000,
+    # mirrored up to 1000 x 1000.
+    assert 1250 * 2000 == ENLARGED_FINAL_MAX_PIXELS and 1000 * 1000 == MIRRORED_FINAL_MAX_PIXELS
+    for height, width, enlarged, mirrored in ((1000, 1000, True, True), (1001, 1000, True, False),
+                                              (1250, 2000, True, False), (1251, 2000, False, False)):
+        mask = np.zeros((height, width), bool)
+        mask[300:900, 200:800] = True
         schedule = choose_schedule(mask, LADDER, None, min_side=224)
-        assert schedule.mirror is enlarged
-        assert schedule.ratios == ((0.25, 0.5, SMALL_FINAL_SCALE) if enlarged else (0.25, 0.5, 1.0))
+        assert schedule.mirror is mirrored, (height, width)
+        assert schedule.ratios[-1] == (SMALL_FINAL_SCALE if enlarged else 1.0), (height, width)
+        assert schedule.ratios[:-1] == (0.25, 0.5)
+
+
+def test_final_stage_hints_by_hand() -> None:
+    assert FinalStage.from_hints(None) == FinalStage.from_hints({}) == FinalStage()
+    assert FinalStage() == FinalStage(SMALL_FINAL_SCALE, ENLARGED_FINAL_MAX_PIXELS, MIRRORED_FINAL_MAX_PIXELS)
+    assert FinalStage.from_hints({"enlarge_max_pixels": 0}) == FinalStage(enlarge_max_pixels=0)
+    assert FinalStage.from_hints({"scale": 2, "mirror_max_pixels": 5}) == FinalStage(2.0, ENLARGED_FINAL_MAX_PIXELS, 5)
+    for hints, message in (({"enlarge": 0}, "unknown 'final_stage' key 'enlarge'"),
+                           ({"scale": 0.5}, "scale must be at least 1"),
+                           ({"mirror_max_pixels": -1}, "must be a number >= 0"),
+                           ({"enlarge_max_pixels": True}, "must be a number >= 0"),
+                           ({"enlarge_max_pixels": "all"}, "must be a number >= 0"),
+                           ([("scale", 1.5)], "must be an object")):
+        with pytest.raises(ValueError, match=message):
+            FinalStage.from_hints(hints)  # type: ignore[arg-type]
+
+
+def test_weights_that_are_not_enlarged_keep_ratio_1_where_coarse_stages_fit() -> None:
+    plain = FinalStage(enlarge_max_pixels=0)
+    image, gt = synthetic_scene(600, 800)
+    coarse = coarse_of(gt, 32) > 0
+    fitting = choose_schedule(coarse, LADDER, image, min_side=224, final=plain)
+    assert fitting.ratios == (0.5, 1.0) and fitting.mirror  # 0.48 MP: still mirrored
+    assert choose_schedule(coarse, LADDER, image, min_side=224).ratios == (0.5, SMALL_FINAL_SCALE)
+    # A photo too small for any coarse stage is enlarged by the weights' scale whatever the limit.
+    small = choose_schedule(coarse, LADDER, image, min_side=500, final=FinalStage(1.25, 0, 0))
+    assert small.ratios == (1.25,) and small.mirror
 
 
 def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None:
@@ -693,3 +725,50 @@ def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: AN
     refined = refine_labels(PresetRefiner(shipped, PRESETS["auto"]), image, shifted)
     before, after = iou(shifted == 1, labels == 1), iou(refined == 1, labels == 1)
     assert before == pytest.approx(0.9143, abs=1e-4) and after >= before + 0.05
+
+
+# --------------------------------------------------------------------------- final stage per weights
+def test_a_sidecars_final_stage_reaches_the_refiner_and_its_schedules(tmp_path: Path) -> None:
+    from crm_cli.checkpoint import save_weights
+    from crm_cli.engine import Refiner
+
+    path = tmp_path / "plain.safetensors"
+    save_weights(make_tiny_model(), path, extra={"final_stage": {"enlarge_max_pixels": 0}})
+    refiner = Refiner(path, device="cpu")
+    assert refiner.weights_info.final_stage == {"enlarge_max_pixels": 0}
+    assert refiner.final_stage == FinalStage(enlarge_max_pixels=0)
+    image, gt = synthetic_scene(600, 800)
+    coarse = coarse_of(gt, 32)
+    assert refiner.refine_detailed(image, coarse).ratios == (0.5, 1.0)
+    # The same weights without the entry run the defaults; an explicit FinalStage wins over both.
+    save_weights(make_tiny_model(), tmp_path / "default.safetensors")
+    assert Refiner(tmp_path / "default.safetensors", device="cpu").refine_detailed(image, coarse).ratios == (
+        0.5, SMALL_FINAL_SCALE)
+    explicit = Refiner(path, device="cpu", final_stage=FinalStage(scale=2.0))
+    assert explicit.refine_detailed(image, coarse).ratios == (0.5, 2.0)
+
+
+def test_a_bad_final_stage_in_a_sidecar_is_a_one_line_error(tmp_path: Path) -> None:
+    from crm_cli.checkpoint import save_weights
+
+    image, gt = synthetic_scene(120, 160)
+    cv2.imwrite(str(tmp_path / "im.png"), image)
+    cv2.imwrite(str(tmp_path / "seg.png"), gt)
+    for hints, reason in (({"scale": 0}, "scale must be at least 1"), (["scale"], "must be an object")):
+        path = tmp_path / "odd.safetensors"
+        save_weights(make_tiny_model(), path, extra={"final_stage": hints})
+        result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+                                     str(tmp_path / "out.png"), "-w", str(path), "-d", "cpu"])
+        assert result.exit_code == 1 and "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "odd.json" in errors[0] and reason in errors[0], result.stderr
+        assert not (tmp_path / "out.png").exists()
+
+
+def test_shipped_sidecars_hold_valid_final_stages() -> None:
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    stages = {side.stem: FinalStage.from_hints(json.loads(side.read_text()).get("final_stage"))
+              for side in sorted(weights.glob("*.json"))}
+    assert stages["crm_mobilenet_v2"] == FinalStage()  # the defaults were chosen on it
+    # The EfficientNet-Lite0 CRM loses mBA on 2K cars when enlarged: only small photos are.
+    assert stages["crm_efficientnet_lite0"] == FinalStage(enlarge_max_pixels=0)

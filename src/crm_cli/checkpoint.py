@@ -34,6 +34,9 @@ class CheckpointInfo:
     sha256: str  # "" when not checked
     config: ArchConfig
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The sidecar's "final_stage" entry: how the engine should run the final stage with these
+    # weights (schedule.FinalStage); empty when the sidecar has none.
+    final_stage: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of_model(cls, model: Any) -> CheckpointInfo:
@@ -274,7 +277,12 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance)
+    side = read_sidecar(path) or {}
+    final_stage = side.get("final_stage") or {}
+    if not isinstance(final_stage, dict):
+        raise WeightsError(f"{sidecar_path(path)}: 'final_stage' must be an object, not {type(final_stage).__name__}")
+    return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance,
+                                 final_stage=final_stage)
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:

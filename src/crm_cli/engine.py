@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointInfo, default_weights_path, load_model
+from .checkpoint import CheckpointInfo, WeightsError, default_weights_path, load_model, sidecar_path
 from .devices import describe_device, resolve_device
 from .guard import apply_guard, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
@@ -30,6 +30,7 @@ from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
+    FinalStage,
     Schedule,
     choose_schedule,
     fitting_stages,
@@ -75,10 +76,13 @@ class RefineResult:
         return schedule_text(self.ratios, self.regions)
 
 
-def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int) -> Schedule:
-    """The stages, trust-region distance and trust (and region pass, for ``auto``) for one image."""
+def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int,
+                  final: FinalStage = FinalStage()) -> Schedule:
+    """The stages, trust-region distance and trust (and region pass, for ``auto``) for one image;
+    ``final``: how ``auto`` runs the final stage (the weights' ``FinalStage``)."""
     if settings.adaptive:
-        return choose_schedule(foreground, settings.ratios, image if settings.guard else None, min_side=min_side)
+        return choose_schedule(foreground, settings.ratios, image if settings.guard else None, min_side=min_side,
+                               final=final)
     height, width = foreground.shape
     ratios = settings.ratios
     first_run = ratios[(fitting_stages(height, width, ratios, min_side) or [len(ratios) - 1])[0]]
@@ -108,7 +112,8 @@ class Refiner(StageRunner):
 
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
-                 min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, **tiles: int) -> None:
+                 min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
+                 **tiles: int) -> None:
         """Args:
             model: a CRMNet, run as given (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
@@ -116,6 +121,8 @@ class Refiner(StageRunner):
             info: what is known about ``model``'s checkpoint (``weights_info``).
             channels_last: NHWC; by default on for CUDA and CPU when the model was loaded here.
             min_stage_side: stages (but the last) whose input is shorter than this are skipped.
+            final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
+                sidecar's ``"final_stage"`` over ``FinalStage``'s defaults.
             tiles: tile sizes and the decode budget (see ``StageRunner``).
         """
         check_precision(precision)
@@ -132,6 +139,13 @@ class Refiner(StageRunner):
         super().__init__(model, resolved, precision=precision, channels_last=channels_last, **tiles)
         self.weights_info = info if info is not None else CheckpointInfo.of_model(model)
         self.min_stage_side = min_stage_side
+        if final_stage is None:
+            try:
+                final_stage = FinalStage.from_hints(self.weights_info.final_stage)
+            except ValueError as exc:
+                where = sidecar_path(Path(self.weights_info.path)) if self.weights_info.path else "weights"
+                raise WeightsError(f"{where}: {exc}") from None
+        self.final_stage = final_stage
 
     @classmethod
     def from_checkpoint(cls, weights: str | Path | None = None, device: str = "auto", **options: object) -> Refiner:
@@ -168,7 +182,7 @@ class Refiner(StageRunner):
         check_mask_fits(mask.shape, image.shape)
         height, width = mask.shape
         foreground = mask > 0.5
-        plan = plan_schedule(settings, image, foreground, self.min_stage_side)
+        plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
         result = RefineResult(probability=np.empty(0, np.float32), ratios=plan.ratios,
                               guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions,

@@ -28,8 +28,10 @@ Two measurements of the coarse mask decide:
   less than that on average, the moves near the boundary are undone (``guard.keep_precise_boundary``).
   The final stage runs on the photo enlarged by ``SMALL_FINAL_SCALE`` and is averaged with its run
   on the mirrored photo (both cheap at these sizes).
-* **Photos up to ``ENLARGED_FINAL_MAX_PIXELS``** (Full HD, 2K) run their final stage the same way,
-  after the coarse stages; larger ones (4K) keep it at ratio 1 for speed.
+* **Photos up to ``ENLARGED_FINAL_MAX_PIXELS``** (Full HD, 2K) run their final stage enlarged too,
+  after the coarse stages, and mirrored up to ``MIRRORED_FINAL_MAX_PIXELS``; larger ones (4K) keep
+  it at ratio 1 for speed. Both limits are a property of the weights (``FinalStage``): a weights
+  file's sidecar may set its own.
 
 The free distance of the trust region follows the first stage: ``GUARD_CELLS / r`` px, at least
 ``MIN_FREE_PX``. Pure NumPy/OpenCV, no torch.
@@ -37,8 +39,9 @@ The free distance of the trust region follows the first stage: ``GUARD_CELLS / r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import cv2
 import numpy as np
@@ -112,11 +115,18 @@ SMALL_MIRROR = True
 # 97.55 / 71.30, blocky masks 96.80 / 67.05 -> 97.07 / 68.60. 2 instead of 1.5 lost 0.5 IoU on the
 # paper's perturbation; 1.25 gained about half as much.
 SMALL_FINAL_SCALE = 1.5
-# Photos of up to this many pixels where a coarse stage fits (Full HD, 2K cars) run the final stage the
-# same way, enlarged by SMALL_FINAL_SCALE and mirrored. The cost grows with the photo (2 cores,
-# 1918x1280: 0.44 -> 0.99 s per refine) and the gain shrinks with it; larger photos (4K) keep the
-# final stage at ratio 1, as the 5 s budget at 4K leaves no room.
+# Photos of up to this many pixels where a coarse stage fits (Full HD, 2K cars) also run the final
+# stage enlarged by SMALL_FINAL_SCALE. crm eval, default weights, 96 cars each (48 thin composites):
+# carvana-dev 97.30 / 74.24 -> 97.29 / 74.50, IS-Net 256 96.50 / 73.51 -> 96.52 / 73.86, IS-Net 1024
+# 92.48 / 74.88 -> 92.48 / 74.92, thin set 90.31 / 78.43 -> 90.32 / 78.70 (fewer images more than
+# 1 mBA below coarse on each); 1918x1280 went from 0.61 to 0.87 s per image. Larger photos (4K) keep
+# the final stage at ratio 1: the 5 s budget at 4K leaves no room.
 ENLARGED_FINAL_MAX_PIXELS = 2_500_000
+# ... and up to this many pixels it is also mirrored. Its gain shrinks with the photo while its cost
+# grows (carvana-dev enlarged, without -> with the mirror: at 959x640 97.26 / 75.60 -> 97.33 / 76.05
+# (mean IoU over images), at 1438x960 96.67 / 74.02 -> 96.71 / 74.17, at 1918x1280 97.29 / 74.50 ->
+# 97.33 / 74.64 for 0.87 -> 1.31 s per image).
+MIRRORED_FINAL_MAX_PIXELS = 1_000_000
 # The region pass of a precise mask starts at the coarsest stage that destroys at most this much
 # detail; only its thick changes are kept, so it tolerates more than DETAIL_TOLERANCE. IS-Net at
 # 1024 px on 1918x1280 cars: 0.03-0.37 at r = 0.25; SAM-like masks of railings and wires: 0.4-1.9.
@@ -131,6 +141,42 @@ REGION_MAX_ATTACHED = 0.4
 # A region pass starts at this ratio or coarser: a finer first stage sees little more than the final
 # one, and its "regions" (2 cells of 2 px) are the size of a railing's bars.
 REGION_MAX_RATIO = 0.25
+
+
+@dataclass(frozen=True)
+class FinalStage:
+    """How the final stage runs by photo size: a property of the weights (``Refiner.final_stage``).
+
+    Photos too small for any coarse stage always run it enlarged by ``scale`` and mirrored. Where a
+    coarse stage fits, a photo of at most ``enlarge_max_pixels`` pixels is enlarged and one of at
+    most ``mirror_max_pixels`` mirrored. The defaults were chosen on the default weights; a weights
+    file's sidecar may set its own under ``"final_stage"`` (the EfficientNet-Lite0 CRM loses about
+    0.4 mBA on 2K cars when enlarged, so its sidecar sets ``enlarge_max_pixels`` to 0).
+    """
+
+    scale: float = SMALL_FINAL_SCALE
+    enlarge_max_pixels: int = ENLARGED_FINAL_MAX_PIXELS
+    mirror_max_pixels: int = MIRRORED_FINAL_MAX_PIXELS
+
+    @classmethod
+    def from_hints(cls, hints: Mapping[str, Any] | None) -> FinalStage:
+        """The defaults overridden by ``hints`` (a sidecar's ``"final_stage"``); ValueError for an
+        unknown key or a value out of range."""
+        if not hints:
+            return cls()
+        if not isinstance(hints, Mapping):
+            raise ValueError(f"'final_stage' must be an object, not {type(hints).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(hints) - known)
+        if unknown:
+            raise ValueError(f"unknown 'final_stage' key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        values = {**cls().__dict__, **hints}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"'final_stage' {name} must be a number >= 0, not {value!r}")
+        if values["scale"] < 1:
+            raise ValueError(f"'final_stage' scale must be at least 1, not {values['scale']!r}")
+        return cls(float(values["scale"]), int(values["enlarge_max_pixels"]), int(values["mirror_max_pixels"]))
 
 
 @dataclass(frozen=True)
@@ -149,8 +195,7 @@ class Schedule:
             changes go into the mask the final stage refines.
         min_shift: the mean boundary move (px) below which the final stage's moves near the
             boundary are undone (0: never); set only for detailed masks of small images.
-        mirror: average the final stage with its run on the mirrored image (with the enlarged final
-            stage: photos up to ``ENLARGED_FINAL_MAX_PIXELS``).
+        mirror: average the final stage with its run on the mirrored image (``FinalStage``).
     """
 
     ratios: tuple[float, ...]
@@ -302,10 +347,11 @@ def stage_radius(ratio: float) -> int:
 
 
 def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray | None = None, *,
-                    tolerance: float = DETAIL_TOLERANCE, min_side: int = 0) -> Schedule:
+                    tolerance: float = DETAIL_TOLERANCE, min_side: int = 0,
+                    final: FinalStage = FinalStage()) -> Schedule:
     """Pick the stages for one coarse mask: a suffix of ``ladder`` (on an image too small for any coarse
-    stage, its last stage only), its last stage enlarged by ``SMALL_FINAL_SCALE`` on photos of up to
-    ``ENLARGED_FINAL_MAX_PIXELS``, and the trust region with it.
+    stage, its last stage only), its last stage enlarged and mirrored by photo size as ``final``
+    says, and the trust region with it.
 
     Args:
         mask: (H, W) binary coarse mask (bool or 0/1).
@@ -314,6 +360,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         tolerance: the most detail (``detail_loss``) a first stage may destroy.
         min_side: candidates whose stage would be shorter than this (px) are not considered as a
             start (the engine skips such stages anyway).
+        final: how the final stage runs by photo size (the weights' ``FinalStage``).
     """
     ladder = tuple(float(r) for r in ladder)
     binary = np.asarray(mask).astype(bool)
@@ -359,8 +406,8 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     if not fitting and alignment is not None and probe is not None and detail_at(probe) >= SMALL_KEEP_DETAIL:
         min_shift = SMALL_MIN_SHIFT
     ratios = ladder[start:] if fitting else ladder[-1:]
-    enlarged = not fitting or height * width <= ENLARGED_FINAL_MAX_PIXELS
-    if enlarged:
-        ratios = ratios[:-1] + (ratios[-1] * SMALL_FINAL_SCALE,)
+    if not fitting or height * width <= final.enlarge_max_pixels:
+        ratios = ratios[:-1] + (ratios[-1] * final.scale,)
+    mirror = SMALL_MIRROR and (not fitting or height * width <= final.mirror_max_pixels)
     return Schedule(ratios, guard_distance(ladder[start]), trust, alignment, detail, regions, min_shift,
-                    mirror=SMALL_MIRROR and enlarged)
+                    mirror=mirror)
