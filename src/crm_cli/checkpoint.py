@@ -116,6 +116,17 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     return digest
 
 
+def resolve_final_stage(hints: Any, where: str | Path) -> Any:
+    """The ``schedule.FinalStage`` that a sidecar's ``"final_stage"`` entry (None: none) asks for;
+    a WeightsError naming ``where`` (the sidecar) when the entry is invalid."""
+    from .schedule import FinalStage
+
+    try:
+        return FinalStage.from_hints(hints)
+    except ValueError as exc:
+        raise WeightsError(f"{where}: {exc}") from None
+
+
 def read_sidecar(path: Path) -> dict[str, Any] | None:
     """The sidecar JSON of a checkpoint, or None when there is none."""
     side = sidecar_path(Path(path))
@@ -277,10 +288,8 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    side = read_sidecar(path) or {}
-    final_stage = side.get("final_stage") or {}
-    if not isinstance(final_stage, dict):
-        raise WeightsError(f"{sidecar_path(path)}: 'final_stage' must be an object, not {type(final_stage).__name__}")
+    final_stage = (read_sidecar(path) or {}).get("final_stage") or {}
+    resolve_final_stage(final_stage, sidecar_path(path))  # a bad entry fails here, naming the sidecar
     return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance,
                                  final_stage=final_stage)
 
@@ -289,11 +298,13 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     """What is known about a checkpoint without building the model; never raises for a bad file.
 
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
-    ``sidecar``, ``config``, ``provenance`` and ``error``, a one-line reason when the file is not
-    a usable crm checkpoint.
+    ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
+    these weights, ``schedule.FinalStage`` as a dict) and ``error``, a one-line reason when the file
+    is not a usable crm checkpoint.
     """
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
-                              "sidecar": None, "config": None, "provenance": None, "error": None}
+                              "sidecar": None, "config": None, "provenance": None, "final_stage": None,
+                              "error": None}
     if not report["exists"]:
         if path.exists():
             report["error"] = f"{path}: is a directory, not a checkpoint file"
@@ -306,6 +317,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
             recorded = sidecar.get("sha256")
             report["sha256_ok"] = recorded == report["sha256"] if recorded else None
         report["config"], report["provenance"] = read_spec(path)
+        hints = sidecar.get("final_stage") if sidecar is not None else None
+        report["final_stage"] = asdict(resolve_final_stage(hints, sidecar_path(path)))
         if report["sha256_ok"] is False:
             report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
                                f"{sidecar_path(path).name}; the file is corrupt or was replaced")

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointInfo, WeightsError, default_weights_path, load_model, sidecar_path
+from .checkpoint import CheckpointInfo, default_weights_path, load_model, resolve_final_stage, sidecar_path
 from .devices import describe_device, resolve_device
 from .guard import apply_guard, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
@@ -140,12 +140,10 @@ class Refiner(StageRunner):
         self.weights_info = info if info is not None else CheckpointInfo.of_model(model)
         self.min_stage_side = min_stage_side
         if final_stage is None:
-            try:
-                final_stage = FinalStage.from_hints(self.weights_info.final_stage)
-            except ValueError as exc:
-                where = sidecar_path(Path(self.weights_info.path)) if self.weights_info.path else "weights"
-                raise WeightsError(f"{where}: {exc}") from None
-        self.final_stage = final_stage
+            path = self.weights_info.path
+            final_stage = resolve_final_stage(self.weights_info.final_stage,
+                                              sidecar_path(Path(path)) if path else "weights")
+        self.final_stage: FinalStage = final_stage
 
     @classmethod
     def from_checkpoint(cls, weights: str | Path | None = None, device: str = "auto", **options: object) -> Refiner:

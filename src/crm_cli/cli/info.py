@@ -13,7 +13,8 @@ from .common import JsonOpt, WeightsOpt, console, emit_json, fail
 HELP = """Show versions, devices and the weights in use.
 
 Prints the crm, Python, torch and CUDA versions, the devices available, the device 'auto' picks,
-and the weights: path, sha256 (checked against the sidecar JSON), architecture and provenance.
+and the weights: path, sha256 (checked against the sidecar JSON), architecture, provenance, and
+how 'auto' runs the final stage with them (the sidecar's final_stage over the defaults).
 Exits 1 when the weights file is not a usable crm checkpoint.
 
 Example: crm info --json"""
@@ -120,6 +121,7 @@ def _print_table(data: dict[str, Any]) -> None:
         table.add_row("sha256", f"{weights['sha256']} ({ok[weights['sha256_ok']]})")
         table.add_row("architecture", escape(compact(weights["config"])))
         table.add_row("provenance", escape(compact(weights["provenance"])))
+        table.add_row("final stage", escape(compact(weights["final_stage"])))
     console.print(table)
 
 
