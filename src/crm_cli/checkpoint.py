@@ -14,9 +14,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ArchConfig, Provenance
+
+if TYPE_CHECKING:
+    from .schedule import FinalStage
 
 FORMAT = "crm-cli/1"
 DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2.safetensors"
@@ -116,7 +119,7 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     return digest
 
 
-def resolve_final_stage(hints: Any, where: str | Path) -> Any:
+def resolve_final_stage(hints: Any, where: str | Path) -> FinalStage:
     """The ``schedule.FinalStage`` that a sidecar's ``"final_stage"`` entry (None: none) asks for;
     a WeightsError naming ``where`` (the sidecar) when the entry is invalid."""
     from .schedule import FinalStage
