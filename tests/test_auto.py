@@ -765,6 +765,27 @@ def test_a_bad_final_stage_in_a_sidecar_is_a_one_line_error(tmp_path: Path) -> N
         assert not (tmp_path / "out.png").exists()
 
 
+def test_a_corrupt_sidecar_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    import shutil
+
+    from crm_cli.checkpoint import save_weights
+
+    image, gt = synthetic_scene(120, 160)
+    cv2.imwrite(str(tmp_path / "im.png"), image)
+    cv2.imwrite(str(tmp_path / "seg.png"), gt)
+    save_weights(make_tiny_model(), tmp_path / "good.safetensors")
+    for text, reason in (("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object")):
+        shutil.copy(tmp_path / "good.safetensors", tmp_path / "bent.safetensors")
+        (tmp_path / "bent.json").write_text(text)
+        result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+                                     str(tmp_path / "out.png"), "-w", str(tmp_path / "bent.safetensors"), "-d", "cpu"])
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 1 and "Traceback" not in result.stderr
+        assert len(errors) == 1 and "bent.json" in errors[0] and reason in errors[0], result.stderr
+        info = json.loads(runner.invoke(app, ["info", "-w", str(tmp_path / "bent.safetensors"), "--json"]).stdout)
+        assert "bent.json" in info["weights"]["error"] and reason in info["weights"]["error"]
+
+
 def test_shipped_sidecars_hold_valid_final_stages() -> None:
     weights = Path(__file__).resolve().parents[1] / "weights"
     stages = {side.stem: FinalStage.from_hints(json.loads(side.read_text()).get("final_stage"))

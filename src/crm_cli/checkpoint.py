@@ -131,11 +131,18 @@ def resolve_final_stage(hints: Any, where: str | Path) -> FinalStage:
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The sidecar JSON of a checkpoint, or None when there is none."""
+    """The sidecar JSON of a checkpoint, or None when there is none; a WeightsError naming the
+    sidecar when it is not a JSON object."""
     side = sidecar_path(Path(path))
     if not side.exists():
         return None
-    return json.loads(side.read_text())
+    try:
+        data = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{side}: the sidecar is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{side}: the sidecar must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 def verify_sha256(path: Path) -> str:
