@@ -748,12 +748,17 @@ def test_a_sidecars_final_stage_reaches_the_refiner_and_its_schedules(tmp_path: 
     assert explicit.refine_detailed(image, coarse).ratios == (0.5, 2.0)
 
 
+def write_scene_pair(folder: Path) -> None:
+    """A small synthetic photo and its mask as ``im.png`` and ``seg.png`` in ``folder``."""
+    image, gt = synthetic_scene(120, 160)
+    cv2.imwrite(str(folder / "im.png"), image)
+    cv2.imwrite(str(folder / "seg.png"), gt)
+
+
 def test_a_bad_final_stage_in_a_sidecar_is_a_one_line_error(tmp_path: Path) -> None:
     from crm_cli.checkpoint import save_weights
 
-    image, gt = synthetic_scene(120, 160)
-    cv2.imwrite(str(tmp_path / "im.png"), image)
-    cv2.imwrite(str(tmp_path / "seg.png"), gt)
+    write_scene_pair(tmp_path)
     for hints, reason in (({"scale": 0}, "scale must be at least 1"), (["scale"], "must be an object")):
         path = tmp_path / "odd.safetensors"
         save_weights(make_tiny_model(), path, extra={"final_stage": hints})
@@ -770,9 +775,7 @@ def test_a_corrupt_sidecar_is_a_one_line_error_naming_it(tmp_path: Path) -> None
 
     from crm_cli.checkpoint import save_weights
 
-    image, gt = synthetic_scene(120, 160)
-    cv2.imwrite(str(tmp_path / "im.png"), image)
-    cv2.imwrite(str(tmp_path / "seg.png"), gt)
+    write_scene_pair(tmp_path)
     save_weights(make_tiny_model(), tmp_path / "good.safetensors")
     for text, reason in (("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object")):
         shutil.copy(tmp_path / "good.safetensors", tmp_path / "bent.safetensors")
