@@ -735,7 +735,7 @@ def test_a_sidecars_final_stage_reaches_the_refiner_and_its_schedules(tmp_path: 
     path = tmp_path / "plain.safetensors"
     save_weights(make_tiny_model(), path, extra={"final_stage": {"enlarge_max_pixels": 0}})
     refiner = Refiner(path, device="cpu")
-    assert refiner.weights_info.final_stage == {"enlarge_max_pixels": 0}
+    assert refiner.weights_info.final_stage == FinalStage(enlarge_max_pixels=0)
     assert refiner.final_stage == FinalStage(enlarge_max_pixels=0)
     image, gt = synthetic_scene(600, 800)
     coarse = coarse_of(gt, 32)

@@ -37,9 +37,9 @@ class CheckpointInfo:
     sha256: str  # "" when not checked
     config: ArchConfig
     provenance: dict[str, Any] = field(default_factory=dict)
-    # The sidecar's "final_stage" entry: how the engine should run the final stage with these
-    # weights (schedule.FinalStage); empty when the sidecar has none.
-    final_stage: dict[str, Any] = field(default_factory=dict)
+    # How ``auto`` runs the final stage with these weights: the sidecar's "final_stage" entry over
+    # the defaults (schedule.FinalStage).
+    final_stage: FinalStage = field(default_factory=lambda: resolve_final_stage(None, "weights"))
 
     @classmethod
     def of_model(cls, model: Any) -> CheckpointInfo:
@@ -145,10 +145,11 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def verify_sha256(path: Path) -> str:
-    """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256."""
+def verify_sha256(path: Path, side: dict[str, Any] | None = None) -> str:
+    """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256.
+    ``side``: the sidecar when the caller has read it already."""
     digest = sha256_file(path)
-    side = read_sidecar(path)
+    side = read_sidecar(path) if side is None else side
     if side is not None and side.get("sha256") and side["sha256"] != digest:
         raise WeightsError(
             f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(path).name} "
@@ -248,6 +249,7 @@ class _Spec:
     config: ArchConfig
     provenance: dict[str, Any]
     state: dict[str, Any] | None  # None unless the tensors were asked for
+    sidecar: dict[str, Any] | None  # None when there is none
 
 
 def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spec:
@@ -256,13 +258,14 @@ def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spe
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
-    digest = verify_sha256(path) if verify else ""
+    sidecar = read_sidecar(path)
+    digest = verify_sha256(path, sidecar) if verify else ""
     config_dict, provenance, state = _read_spec(path, load_tensors=load_tensors)
     try:
         config = ArchConfig.from_dict(config_dict)
     except (TypeError, ValueError, KeyError) as exc:
         raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
-    return _Spec(path, digest, config_dict, config, provenance, state)
+    return _Spec(path, digest, config_dict, config, provenance, state, sidecar)
 
 
 def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -298,8 +301,8 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    final_stage = (read_sidecar(path) or {}).get("final_stage") or {}
-    resolve_final_stage(final_stage, sidecar_path(path))  # a bad entry fails here, naming the sidecar
+    # A bad "final_stage" entry fails here, naming the sidecar, before any image is read.
+    final_stage = resolve_final_stage((spec.sidecar or {}).get("final_stage"), sidecar_path(path))
     return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance,
                                  final_stage=final_stage)
 

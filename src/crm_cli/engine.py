@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointInfo, default_weights_path, load_model, resolve_final_stage, sidecar_path
+from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
 from .guard import apply_guard, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
@@ -122,7 +122,7 @@ class Refiner(StageRunner):
             channels_last: NHWC; by default on for CUDA and CPU when the model was loaded here.
             min_stage_side: stages (but the last) whose input is shorter than this are skipped.
             final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
-                sidecar's ``"final_stage"`` over ``FinalStage``'s defaults.
+                (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
             tiles: tile sizes and the decode budget (see ``StageRunner``).
         """
         check_precision(precision)
@@ -139,11 +139,7 @@ class Refiner(StageRunner):
         super().__init__(model, resolved, precision=precision, channels_last=channels_last, **tiles)
         self.weights_info = info if info is not None else CheckpointInfo.of_model(model)
         self.min_stage_side = min_stage_side
-        if final_stage is None:
-            path = self.weights_info.path
-            final_stage = resolve_final_stage(self.weights_info.final_stage,
-                                              sidecar_path(Path(path)) if path else "weights")
-        self.final_stage: FinalStage = final_stage
+        self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
 
     @classmethod
     def from_checkpoint(cls, weights: str | Path | None = None, device: str = "auto", **options: object) -> Refiner:

@@ -406,8 +406,9 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     if not fitting and alignment is not None and probe is not None and detail_at(probe) >= SMALL_KEEP_DETAIL:
         min_shift = SMALL_MIN_SHIFT
     ratios = ladder[start:] if fitting else ladder[-1:]
-    if not fitting or height * width <= final.enlarge_max_pixels:
+    pixels = height * width
+    if not fitting or pixels <= final.enlarge_max_pixels:
         ratios = ratios[:-1] + (ratios[-1] * final.scale,)
-    mirror = SMALL_MIRROR and (not fitting or height * width <= final.mirror_max_pixels)
+    mirror = SMALL_MIRROR and (not fitting or pixels <= final.mirror_max_pixels)
     return Schedule(ratios, guard_distance(ladder[start]), trust, alignment, detail, regions, min_shift,
                     mirror=mirror)

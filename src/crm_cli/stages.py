@@ -220,7 +220,8 @@ class StageRunner:
         """:meth:`_stage` averaged with the same stage on the left-right mirrored image and mask.
 
         The model is not mirror-symmetric, and its two answers err differently near the boundary;
-        the mean of the two is closer to the truth (small photos, see ``schedule.SMALL_MIRROR``).
+        the mean of the two is closer to the truth (``auto`` uses it by photo size, see
+        ``schedule.FinalStage``).
         """
         direct, first = self._stage(image, mask, ratio, target_hw, roi=roi, band_px=band_px)
         mirrored, second = self._stage(np.ascontiguousarray(image[:, ::-1]), torch.flip(mask, dims=[3]), ratio,
