@@ -9,6 +9,12 @@ machine's fp32 GEMM peak measured at the start.
 
     python benchmarks/vs_cascadepsp.py [--sizes 2048x1536,3840x2160,6000x4000] [--device cpu]
         [--cascadepsp-sizes 2048x1536,3840x2160] [--presets fast,balanced,quality] [--repeat 1]
+        [--masks blocky,precise]
+
+``--masks``: crm is timed with the scene's blocky coarse mask (a low-resolution network's; the
+coarse-to-fine stages) and/or its exact mask (a precise mask, as SAM or a high-resolution network
+gives: with ``auto``, the region pass and the final stage). CascadePSP's fast mode costs the same
+whatever the mask, so it is timed once per size, with the blocky one.
 """
 
 from __future__ import annotations
@@ -44,13 +50,13 @@ def gemm_peak_gmacs(device: str) -> float:
     return n**3 / sorted(times)[len(times) // 2] / 1e9
 
 
-def scene(size: str):  # noqa: ANN201
-    """The synthetic benchmark scene and its coarse mask."""
+def scene(size: str, mask: str = "blocky"):  # noqa: ANN201
+    """The synthetic benchmark scene and its coarse mask: ``blocky`` or ``precise`` (the exact one)."""
     from crm_cli.synthetic import coarse_mask, synthetic_scene
 
     width, height = (int(v) for v in size.split("x"))
     image, exact = synthetic_scene(height, width, seed=1)
-    return image, coarse_mask(exact, cells=56, seed=1)
+    return image, exact if mask == "precise" else coarse_mask(exact, cells=56, seed=1)
 
 
 def count_gmacs(fn) -> float:  # noqa: ANN001
@@ -62,13 +68,14 @@ def count_gmacs(fn) -> float:  # noqa: ANN001
     return counter.get_total_flops() / 2e9
 
 
-def run_one(tool: str, size: str, preset: str, device: str, weights: str | None, repeat: int) -> dict:
+def run_one(tool: str, size: str, preset: str, device: str, weights: str | None, repeat: int,
+            mask: str = "blocky") -> dict:
     """Time one configuration in this process (called in a subprocess)."""
     import torch
 
     from crm_cli.runtime import peak_gpu_mb, peak_rss_mb
 
-    image, coarse = scene(size)
+    image, coarse = scene(size, mask)
     if tool == "cascadepsp":
         from segmentation_refinement import Refiner as CascadeRefiner
         from segmentation_refinement.models.psp.pspnet import RefinementModule
@@ -112,7 +119,7 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
     peak_rss = peak_rss_mb()
     peak_gpu = peak_gpu_mb() if device == "cuda" else None
     gmacs = count_gmacs(call)
-    return {"tool": tool, "preset": preset, "size": size, "seconds": seconds, "peak_rss_mb": peak_rss,
+    return {"tool": tool, "preset": preset, "mask": mask, "size": size, "seconds": seconds, "peak_rss_mb": peak_rss,
             "peak_gpu_mb": peak_gpu, "gmacs": gmacs, "threads": torch.get_num_threads()}
 
 
@@ -126,13 +133,14 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--cascadepsp-sizes", default="2048x1536,3840x2160",
                         help="sizes at which to time CascadePSP (its fast mode works at L=900 whatever the size)")
+    parser.add_argument("--masks", default="blocky", help="crm's coarse masks: blocky, precise or both")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the rows to this file")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
-        tool, size, preset = args.one.split(":")
-        print(json.dumps(run_one(tool, size, preset, args.device, args.weights, args.repeat)))
+        tool, size, preset, mask = args.one.split(":")
+        print(json.dumps(run_one(tool, size, preset, args.device, args.weights, args.repeat, mask)))
         return
 
     import torch
@@ -143,21 +151,22 @@ def main() -> None:
     configs = []
     for size in args.sizes.split(","):
         if size in args.cascadepsp_sizes.split(","):
-            configs.append(("cascadepsp", size, "fast"))
-        configs += [("crm", size, preset) for preset in args.presets.split(",")]
-    for tool, size, preset in configs:
-        command = [sys.executable, __file__, "--one", f"{tool}:{size}:{preset}", "--device", args.device,
+            configs.append(("cascadepsp", size, "fast", "blocky"))
+        configs += [("crm", size, preset, mask) for mask in args.masks.split(",")
+                    for preset in args.presets.split(",")]
+    for tool, size, preset, mask in configs:
+        command = [sys.executable, __file__, "--one", f"{tool}:{size}:{preset}:{mask}", "--device", args.device,
                    "--repeat", str(args.repeat)] + (["--weights", args.weights] if args.weights else [])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{tool} {preset} {size}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"done {tool} {preset} {size}: {rows[-1]['seconds']:.2f} s", file=sys.stderr)
+        print(f"done {tool} {preset} {mask} {size}: {rows[-1]['seconds']:.2f} s", file=sys.stderr)
 
     baseline = {r["size"]: r["seconds"] for r in rows if r["tool"] == "cascadepsp"}
     print(f"\nmachine: {device_name}; measured fp32 GEMM peak {peak:.1f} GMAC/s; torch {torch.__version__}")
-    header = f"{'tool':<11}{'preset':<10}{'size':<11}{'time s':>8}{'vs CPSP':>9}{'peak MB':>9}{'GMAC':>9}" \
+    header = f"{'tool':<11}{'preset':<10}{'mask':<9}{'size':<11}{'time s':>8}{'vs CPSP':>9}{'peak MB':>9}{'GMAC':>9}" \
              f"{'GMAC/s':>8}{'% peak':>8}"
     print(header)
     print("-" * len(header))
@@ -165,7 +174,7 @@ def main() -> None:
         ratio = row["seconds"] / baseline[row["size"]] if row["size"] in baseline else float("nan")
         memory = row["peak_gpu_mb"] if row["peak_gpu_mb"] is not None else row["peak_rss_mb"]
         rate = row["gmacs"] / row["seconds"]
-        print(f"{row['tool']:<11}{row['preset']:<10}{row['size']:<11}{row['seconds']:>8.2f}{ratio:>9.3f}"
+        print(f"{row['tool']:<11}{row['preset']:<10}{row['mask']:<9}{row['size']:<11}{row['seconds']:>8.2f}{ratio:>9.3f}"
               f"{memory:>9.0f}{row['gmacs']:>9.1f}{rate:>8.1f}{100 * rate / peak:>7.1f}%")
     if args.json_path:
         payload = {"machine": device_name, "gemm_gmacs": peak, "rows": rows}

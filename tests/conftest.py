@@ -87,6 +87,19 @@ def coarse_of(gt: np.ndarray, factor: int = 8) -> np.ndarray:
     return (cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST) > 127).astype(np.uint8) * 255
 
 
+def write_scene_files(folder: Path, stem_image: str = "im", stem_mask: str = "seg",
+                      size: tuple[int, int] = (96, 128), seed: int = 0) -> tuple[Path, Path]:
+    """A synthetic JPEG photo and its blocky coarse PNG mask in ``folder``; returns their paths."""
+    import cv2
+
+    image, gt = synthetic_scene(*size, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    image_path, mask_path = folder / f"{stem_image}.jpg", folder / f"{stem_mask}.png"
+    cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(mask_path), coarse_of(gt, 8))
+    return image_path, mask_path
+
+
 @pytest.fixture
 def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, gt, coarse) at 96x128."""

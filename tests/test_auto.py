@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, make_tiny_model, synthetic_scene
+from conftest import coarse_of, make_tiny_model, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
+import crm_cli.schedule as schedule_module
 from crm_cli.cli import app
 from crm_cli.guard import (
     GUARD_STRENGTH,
@@ -29,6 +30,7 @@ from crm_cli.schedule import (
     ENLARGED_FINAL_MAX_PIXELS,
     MIN_FREE_PX,
     MIRRORED_FINAL_MAX_PIXELS,
+    REGION_MAX_PIXELS,
     SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
     TRUST_DETAIL_HIGH,
@@ -42,6 +44,7 @@ from crm_cli.schedule import (
     edge_map,
     guard_distance,
     region_radius,
+    stage_pixels,
     trust_from_alignment,
     trust_from_detail,
 )
@@ -354,6 +357,19 @@ def test_large_precise_mask_gets_a_region_pass() -> None:
     assert region_radius(0.25) == 9 and region_radius(0.125) == 17
 
 
+def test_region_pass_ends_at_its_last_stage_within_the_pixel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stage_pixels(2160, 3840, 0.5) == 1080 * 1920 > REGION_MAX_PIXELS
+    assert stage_pixels(1280, 1918, 0.5) == 640 * 959 <= REGION_MAX_PIXELS
+    image, gt = synthetic_scene(2160, 3840)
+    uhd = choose_schedule(gt > 0, LADDER, image, min_side=224)
+    # At 4K 0.125 fits (270 px); 0.5 (2.07 MP) is over the limit, so the pass ends at 0.25 (0.52 MP).
+    assert uhd.trust == 1.0 and uhd.ratios == (1.0,) and uhd.regions == (0.125, 0.25)
+    assert uhd.label() == "1+regions 0.125,0.25"
+    # The first stage runs whatever its size.
+    monkeypatch.setattr(schedule_module, "REGION_MAX_PIXELS", 1000)
+    assert choose_schedule(gt > 0, LADDER, image, min_side=224).regions == (0.125,)
+
+
 def test_precise_railing_gets_no_region_pass() -> None:
     mask = np.zeros((1200, 1800), bool)
     mask[200:1000, 300:1500] = True
@@ -533,6 +549,22 @@ def test_engine_reports_the_schedule_and_guard() -> None:
     assert np.array_equal(auto.probability[far] > 0.5, binary[far])
 
 
+def test_first_stage_band_is_narrower_when_the_final_stage_runs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import FINAL_ONLY_GUARD_BAND, GUARD_BAND, Refiner
+
+    image, gt = synthetic_scene(480, 640)
+    coarse = coarse_of(gt, 8)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    bands: list[float | None] = []
+    original = refiner._stage
+    monkeypatch.setattr(refiner, "_stage", lambda *args, **kw: bands.append(kw.get("band_px")) or original(*args, **kw))
+    refiner.refine_detailed(image, coarse, ratios=(1.0,), guard=True)
+    assert bands == [FINAL_ONLY_GUARD_BAND * MIN_FREE_PX] == [32.0]
+    bands.clear()
+    refiner.refine_detailed(image, coarse, ratios=(0.5, 1.0), guard=True)
+    assert bands == [GUARD_BAND * guard_distance(0.5), None] == [48.0, None]
+
+
 def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
 
@@ -670,16 +702,14 @@ def test_blocky_mask_is_still_improved(shipped) -> None:  # noqa: ANN001
 
 # --------------------------------------------------------------------------- CLI
 def test_refine_json_and_log_name_the_schedule(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001
-    image, gt = synthetic_scene(240, 320)
-    cv2.imwrite(str(tmp_path / "im.png"), image[:, :, ::-1])
-    cv2.imwrite(str(tmp_path / "seg.png"), coarse_of(gt, 8))
-    result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+    image_path, mask_path = write_scene_files(tmp_path, size=(240, 320))
+    result = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o",
                                  str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["preset"] == "auto" and record["ratios"] == [1.5] and record["schedule"] == "1.5"
     assert "stages 1.5" in result.stderr
-    fixed = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+    fixed = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o",
                                 str(tmp_path / "out2.png"), "-w", str(tiny_weights), "-d", "cpu", "--json",
                                 "--ratios", "0.5,1", "--no-guard"])
     assert json.loads(fixed.stdout)["ratios"] == [0.5, 1.0]
@@ -748,21 +778,14 @@ def test_a_sidecars_final_stage_reaches_the_refiner_and_its_schedules(tmp_path: 
     assert explicit.refine_detailed(image, coarse).ratios == (0.5, 2.0)
 
 
-def write_scene_pair(folder: Path) -> None:
-    """A small synthetic photo and its mask as ``im.png`` and ``seg.png`` in ``folder``."""
-    image, gt = synthetic_scene(120, 160)
-    cv2.imwrite(str(folder / "im.png"), image)
-    cv2.imwrite(str(folder / "seg.png"), gt)
-
-
 def test_a_bad_final_stage_in_a_sidecar_is_a_one_line_error(tmp_path: Path) -> None:
     from crm_cli.checkpoint import save_weights
 
-    write_scene_pair(tmp_path)
+    image_path, mask_path = write_scene_files(tmp_path)
     for hints, reason in (({"scale": 0}, "scale must be at least 1"), (["scale"], "must be an object")):
         path = tmp_path / "odd.safetensors"
         save_weights(make_tiny_model(), path, extra={"final_stage": hints})
-        result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+        result = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o",
                                      str(tmp_path / "out.png"), "-w", str(path), "-d", "cpu"])
         assert result.exit_code == 1 and "Traceback" not in result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -775,12 +798,12 @@ def test_a_corrupt_sidecar_is_a_one_line_error_naming_it(tmp_path: Path) -> None
 
     from crm_cli.checkpoint import save_weights
 
-    write_scene_pair(tmp_path)
+    image_path, mask_path = write_scene_files(tmp_path)
     save_weights(make_tiny_model(), tmp_path / "good.safetensors")
     for text, reason in (("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object")):
         shutil.copy(tmp_path / "good.safetensors", tmp_path / "bent.safetensors")
         (tmp_path / "bent.json").write_text(text)
-        result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "seg.png"), "-o",
+        result = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o",
                                      str(tmp_path / "out.png"), "-w", str(tmp_path / "bent.safetensors"), "-d", "cpu"])
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.exit_code == 1 and "Traceback" not in result.stderr

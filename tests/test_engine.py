@@ -209,6 +209,21 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch, device: st
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_tile_windows_by_hand() -> None:
+    from crm_cli.stages import tile_windows
+
+    needed = torch.zeros(8, 12, dtype=torch.bool)
+    needed[1, 2] = needed[3, 5] = needed[6, 1] = needed[7, 11] = True  # tiles (0, 0), (0, 1), (1, 0), (1, 2)
+    assert tile_windows(8, 12, 4, needed, run_tiles=2) == [(0, 4, 0, 8), (4, 8, 0, 4), (4, 8, 8, 12)]
+    assert tile_windows(8, 12, 4, needed, run_tiles=1) == [(0, 4, 0, 4), (0, 4, 4, 8), (4, 8, 0, 4), (4, 8, 8, 12)]
+    # Without a needed map every tile is encoded; the last ones are cut at the input's edge.
+    assert tile_windows(6, 10, 4) == [(0, 4, 0, 4), (0, 4, 4, 8), (0, 4, 8, 10), (4, 6, 0, 4), (4, 6, 4, 8),
+                                      (4, 6, 8, 10)]
+    # A long run is split every run_tiles tiles.
+    assert tile_windows(4, 18, 4, torch.ones(4, 18, dtype=torch.bool), run_tiles=2) == [
+        (0, 4, 0, 8), (0, 4, 8, 16), (0, 4, 16, 18)]
+
+
 def test_stages_below_the_minimum_size_are_skipped_but_counted(refiner: Refiner) -> None:
     image, gt = synthetic_scene(96, 200)  # 0.125 -> 12x25 and 0.25 -> 24x50: skipped (under 224 px)
     result = refiner.refine_detailed(image, coarse_of(gt, 4), (0.125, 0.25, 1.0), keep_stages=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, synthetic_scene
+from conftest import write_scene_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,17 +29,6 @@ from crm_cli.writing import ImageWriteError, write_image
 runner = CliRunner()
 BOX_CHARACTERS = set("╭╮╰╯│─")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_scene(folder: Path, stem_image: str, stem_mask: str, size: tuple[int, int] = (96, 128),
-                seed: int = 0) -> tuple[Path, Path]:
-    """A synthetic JPEG image and its blocky coarse PNG mask; returns their paths."""
-    image, gt = synthetic_scene(*size, seed=seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    image_path, mask_path = folder / f"{stem_image}.jpg", folder / f"{stem_mask}.png"
-    cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(mask_path), coarse_of(gt, 8))
-    return image_path, mask_path
 
 
 def errors_of(stderr: str) -> list[str]:
@@ -69,7 +58,7 @@ def png_header_only(path: Path, width: int, height: int) -> None:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Path, Path]:
-    return write_scene(tmp_path, "img", "mask")
+    return write_scene_files(tmp_path, "img", "mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +114,7 @@ def test_output_lock_is_exclusive_and_takes_over_dead_owners(tmp_path: Path) -> 
 def test_batch_leaves_a_pair_in_progress_to_its_lock_holder(tiny_weights: Path, tmp_path: Path) -> None:
     data, out = tmp_path / "big", tmp_path / "out"
     for k in range(3):
-        write_scene(data, f"p{k}_im", f"p{k}_seg", seed=k)
+        write_scene_files(data, f"p{k}_im", f"p{k}_seg", seed=k)
     args = ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json"]
     held = OutputLock(out / "p1_mask.png")
     assert held.acquire()  # as another crm batch working on p1 would
@@ -147,7 +136,7 @@ def test_two_batch_processes_refine_each_pair_once(tiny_weights: Path, tmp_path:
     data, out = tmp_path / "big", tmp_path / "out"
     pairs = 6
     for k in range(pairs):
-        write_scene(data, f"q{k}_im", f"q{k}_seg", seed=k)
+        write_scene_files(data, f"q{k}_im", f"q{k}_seg", seed=k)
     command = [sys.executable, "-m", "crm_cli", "batch", str(data), "-o", str(out), "-w", str(tiny_weights),
                "-d", "cpu", "--threads", "1", "--json", "-q"]
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -233,7 +222,7 @@ def test_memory_estimate_refuses_before_allocating(pair: tuple[Path, Path], tiny
     result = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "o.png"), *base])
     assert_one_line_error(result, 1, "of memory", "downscale or crop")
     data = tmp_path / "big"
-    write_scene(data, "a_im", "a_seg")
+    write_scene_files(data, "a_im", "a_seg")
     batch = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "bo"), *base, "--json"])
     assert batch.exit_code == 1 and "device:" not in batch.stderr
     item = json.loads(batch.stdout)["items"][0]
@@ -313,7 +302,7 @@ def test_batch_output_inside_the_input_tree_reruns_cleanly(tiny_weights: Path, t
     data = tmp_path / "set"
     if layout == "folders":
         for k in range(2):
-            image, mask = write_scene(tmp_path / "raw", f"x{k}", f"x{k}m", seed=k)
+            image, mask = write_scene_files(tmp_path / "raw", f"x{k}", f"x{k}m", seed=k)
             (data / "images").mkdir(parents=True, exist_ok=True)
             (data / "masks").mkdir(parents=True, exist_ok=True)
             image.rename(data / "images" / f"x{k}.jpg")
@@ -321,7 +310,7 @@ def test_batch_output_inside_the_input_tree_reruns_cleanly(tiny_weights: Path, t
         out = data / "images" / "out"
     else:
         for k in range(2):
-            write_scene(data, f"x{k}_im", f"x{k}_seg", seed=k)
+            write_scene_files(data, f"x{k}_im", f"x{k}_seg", seed=k)
         out = data / "refined"
     args = ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json"]
     first = runner.invoke(app, args)
@@ -364,7 +353,7 @@ def test_bad_inputs_and_outputs_fail_before_the_model_loads(pair: tuple[Path, Pa
     timed = runner.invoke(app, ["time", str(image), str(tmp_path / "missing.png"), "-w", str(missing_weights)])
     assert_one_line_error(timed, 1, "missing.png: no such file")
     data = tmp_path / "big"
-    write_scene(data, "a_im", "a_seg")
+    write_scene_files(data, "a_im", "a_seg")
     batch = runner.invoke(app, ["batch", str(data), "-o", str(blocker / "out"), "-w", str(missing_weights)])
     assert_one_line_error(batch, 1, str(blocker))
 
@@ -388,7 +377,7 @@ def test_a_failed_write_names_the_output_not_the_temp_file(tmp_path: Path, monke
 
 
 def test_tiny_image_passes_the_mask_through_with_a_warning(tmp_path: Path) -> None:
-    image, mask = write_scene(tmp_path, "tiny", "tiny_mask", size=(48, 64))
+    image, mask = write_scene_files(tmp_path, "tiny", "tiny_mask", size=(48, 64))
     out = tmp_path / "out.png"
     # No -w: a tiny image must not need (or load) the model at all.
     result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(out), "--json"])
@@ -403,7 +392,7 @@ def test_tiny_image_passes_the_mask_through_with_a_warning(tmp_path: Path) -> No
 
 
 def test_images_at_the_minimum_side_are_refined(tiny_weights: Path, tmp_path: Path) -> None:
-    image, mask = write_scene(tmp_path, "small", "small_mask", size=(MIN_REFINE_SIDE, 128))
+    image, mask = write_scene_files(tmp_path, "small", "small_mask", size=(MIN_REFINE_SIDE, 128))
     result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "o.png"),
                                  "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
@@ -412,8 +401,8 @@ def test_images_at_the_minimum_side_are_refined(tiny_weights: Path, tmp_path: Pa
 
 def test_batch_passes_tiny_pairs_through(tiny_weights: Path, tmp_path: Path) -> None:
     data, out = tmp_path / "big", tmp_path / "out"
-    write_scene(data, "t_im", "t_seg", size=(40, 60))
-    write_scene(data, "n_im", "n_seg", size=(96, 128))
+    write_scene_files(data, "t_im", "t_seg", size=(40, 60))
+    write_scene_files(data, "n_im", "n_seg", size=(96, 128))
     result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     items = {item["name"]: item for item in json.loads(result.stdout)["items"]}
@@ -428,7 +417,7 @@ def test_batch_passes_tiny_pairs_through(tiny_weights: Path, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("extra", [["-o", "-"], ["-o", "OUT", "--json"]])
 def test_closed_stdout_pipe_exits_nonzero_without_traceback(tmp_path: Path, extra: list[str]) -> None:
-    image, mask = write_scene(tmp_path, "tiny", "tiny_mask", size=(48, 64))
+    image, mask = write_scene_files(tmp_path, "tiny", "tiny_mask", size=(48, 64))
     extra = [str(tmp_path / "o.png") if arg == "OUT" else arg for arg in extra]
     process = subprocess.Popen([sys.executable, "-m", "crm_cli", "refine", str(image), str(mask), *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)

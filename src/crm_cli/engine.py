@@ -49,8 +49,12 @@ __all__ = ["MIN_STAGE_SIDE", "RefineResult", "Refiner"]
 # model was trained on 224-px crops; on a smaller stage the whole object is tiny and it fills holes
 # or erases thin parts (carvana-dev: skipping the 160-px stage gained 0.4 IoU and 0.8 mBA).
 MIN_STAGE_SIDE = 224
-# With the guard on, the first stage is decoded only within this many free distances of the coarse boundary.
+# With the guard on, the first stage is decoded only within this many free distances of the coarse boundary,
 GUARD_BAND = 3
+# ... and a final stage that runs alone (precise masks, small photos) within this many: at full size
+# that band is most of its cost, and from two free distances on the guard's full pull (a flip needs
+# the model 99% sure) holds anyway. PLACEHOLDER
+FINAL_ONLY_GUARD_BAND = 2
 
 
 @dataclass
@@ -195,9 +199,10 @@ class Refiner(StageRunner):
                 # The edges of a taken region are the region pass's, drawn at its coarser size: the
                 # image's edges do not vouch for them, so the final stage may move them freely.
                 base = free_near(taken, plan.guard_px, plan.trust)
-        # Beyond GUARD_BAND x the free distance the guard needs near-certainty to change anything,
-        # so the first stage is decoded only inside that band (the rest keeps the coarse mask).
-        first_band = GUARD_BAND * plan.guard_px if settings.guard and settings.roi else None
+        # Beyond a few free distances the guard needs near-certainty to change anything, so the
+        # first stage is decoded only inside that band (the rest keeps the coarse mask).
+        bands = FINAL_ONLY_GUARD_BAND if len(plan.ratios) == 1 else GUARD_BAND
+        first_band = bands * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages, mirror_last=plan.mirror)
         if settings.guard:

@@ -85,17 +85,48 @@ def _tile_multiple(pixels: int) -> int:
     return int(math.ceil(pixels / PAD_MULTIPLE) * PAD_MULTIPLE)
 
 
+def tile_windows(height: int, width: int, tile: int, needed: torch.Tensor | None = None,
+                 run_tiles: int = 1) -> list[tuple[int, int, int, int]]:
+    """The (y0, y1, x0, x1) windows that encode a (height, width) input in ``tile`` px tiles.
+
+    With ``needed`` (a bool map of the input) only tiles that hold a needed pixel are kept, and
+    neighbours in a row are merged into one window of up to ``run_tiles`` tiles: each window is
+    encoded with its own margin, so a merged one pays that margin once instead of once per tile.
+    """
+    windows = []
+    for y0 in range(0, height, tile):
+        y1 = min(height, y0 + tile)
+        run_start: int | None = None  # x0 of the window being grown
+        for x0 in range(0, width, tile):
+            x1 = min(width, x0 + tile)
+            if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
+                if run_start is not None:
+                    windows.append((y0, y1, run_start, x0))
+                run_start = None
+                continue
+            if run_start is not None and x0 - run_start >= run_tiles * tile:
+                windows.append((y0, y1, run_start, x0))
+                run_start = None
+            if run_start is None:
+                run_start = x0
+        if run_start is not None:
+            windows.append((y0, y1, run_start, width))
+    return windows
+
+
 class StageRunner:
     """Runs single stages of one model on one device; holds only the runtime options.
 
     Args (besides the obvious): ``tile_size``/``tile_margin`` bound full-stage encoding,
-    ``roi_tile_size``/``roi_tile_margin`` the tiles of ROI stages, ``decode_budget_mb`` the
-    decoder's row bands; with ``channels_last`` the model is converted to NHWC.
+    ``roi_tile_size``/``roi_tile_margin`` the tiles of ROI stages (neighbours in a row are encoded
+    as one window up to ``roi_window_size`` px wide), ``decode_budget_mb`` the decoder's row bands;
+    with ``channels_last`` the model is converted to NHWC.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, *, precision: str = "fp32",
                  channels_last: bool = False, tile_size: int = 1024, tile_margin: int = 64,
-                 decode_budget_mb: int = 8, roi_tile_size: int = 256, roi_tile_margin: int = 32) -> None:
+                 decode_budget_mb: int = 8, roi_tile_size: int = 192, roi_tile_margin: int = 32,
+                 roi_window_size: int = 1024) -> None:
         self.device = device
         self.precision = check_precision(precision)
         self.model = model.to(device).eval()
@@ -108,6 +139,7 @@ class StageRunner:
         self.decode_budget = decode_budget_mb << 20
         self.roi_tile_size = _tile_multiple(roi_tile_size)
         self.roi_tile_margin = _tile_multiple(roi_tile_margin)
+        self.roi_window_size = roi_window_size
         # Tests set this to NaN to prove that ROI decoding never reads a latent cell it skipped.
         self._unencoded_fill: float | None = None
 
@@ -150,18 +182,14 @@ class StageRunner:
             g = torch.empty(shape, device=self.device)
         else:
             g = torch.full(shape, self._unencoded_fill, device=self.device)
-        for y0 in range(0, height, tile):
-            y1 = min(height, y0 + tile)
+        run_tiles = max(1, self.roi_window_size // tile) if needed is not None else 1
+        for y0, y1, x0, x1 in tile_windows(height, width, tile, needed, run_tiles):
             cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
-            for x0 in range(0, width, tile):
-                x1 = min(width, x0 + tile)
-                if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
-                    continue
-                cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
-                part = self._encode_tile(x.crop(cy0, cy1, cx0, cx1))
-                g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
-                    :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
-                ]
+            cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
+            part = self._encode_tile(x.crop(cy0, cy1, cx0, cx1))
+            g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
+                :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
+            ]
         return g
 
     def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float, target_hw: tuple[int, int],
