@@ -145,7 +145,9 @@ REGION_MAX_RATIO = 0.25
 # The region pass ends at its last stage of at most this many pixels (but runs its first stage
 # whatever its size). It only has to find regions a disc of several cells fits in, and a photo's
 # stage of about 1 MP already shows them: on a 1918x1280 photo the pass ends at 0.5 (1.2 MP); at
-# 4K (2.1 MP at 0.5) it ends at 0.25, the same pixels on the object. PLACEHOLDER
+# 4K (2.1 MP at 0.5) it ends at 0.25, the same pixels on the object, and saves the 0.6 s its 0.5
+# stage cost. 24 IS-Net cars enlarged to 3836x2560: IS-Net 1024 92.13 / 76.67 -> 92.14 / 76.75,
+# IS-Net 256 96.95 / 74.43 -> 96.90 / 74.44 (IoU -0.1 to -0.4 on five cars, all still above coarse).
 REGION_MAX_PIXELS = 1_600_000
 
 
