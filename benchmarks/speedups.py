@@ -32,7 +32,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "NCHW (channels_last off)": ({}, {"channels_last": False}),
     "1 thread": ({}, {"threads": 1}),
     "ROI tiles 384 px + 48 px margin": ({}, {"roi_tile_size": 384, "roi_tile_margin": 48}),
-    "ROI tiles 256 px, each with its own margin": ({}, {"roi_tile_size": 256, "roi_window_size": 256}),
+    "ROI 256-px tiles alone (session 11)": ({}, {"roi_tile_size": 256, "roi_window_size": 256}),
 }
 
 
