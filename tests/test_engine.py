@@ -207,6 +207,19 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch, device: st
     padded_tiles = ((200 + 64 + 15) // 16 * 16 // 32 + 1) * ((260 + 64 + 15) // 16 * 16 // 32 + 1)
     assert 0 < len(calls) < padded_tiles * 0.8  # the object's interior and the far background are skipped
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # Windows of one tile each: more encoder calls (neighbours are no longer merged), same result.
+    counts = []
+    for window in (64, 1024):
+        windowed = Refiner.from_model(model, device=device, roi_tile_size=64, roi_tile_margin=4096,
+                                      roi_window_size=window)
+        window_calls: list[torch.Size] = []
+        encode_tile = windowed._encode_tile
+        monkeypatch.setattr(windowed, "_encode_tile",
+                            lambda x, f=encode_tile, c=window_calls: c.append(x.shape) or f(x))
+        result, _ = windowed._stage(image, incoming, 1.0, (200, 260), roi=True)
+        torch.testing.assert_close(result, expected, atol=1e-5, rtol=0)
+        counts.append(len(window_calls))
+    assert counts[0] > counts[1] > 0
 
 
 def test_tile_windows_by_hand() -> None:
