@@ -657,6 +657,18 @@ def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()
 
 
+def test_time_reports_the_region_pass_stages_under_their_own_labels() -> None:
+    from crm_cli.engine import Refiner
+    from crm_cli.evaluation import time_refine
+
+    image, gt = synthetic_scene(1000, 1000)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    report = time_refine(refiner, image, gt, repeat=1)
+    assert report["schedule"] == "1.5+regions 0.25,0.5" and report["regions"] == [0.25, 0.5]
+    assert [(stage["pass"], stage["ratio"]) for stage in report["stages"]] == [
+        ("regions", 0.25), ("regions", 0.5), ("stages", SMALL_FINAL_SCALE)]
+
+
 # --------------------------------------------------------------------------- shipped weights
 @pytest.fixture(scope="module")
 def shipped():

@@ -142,8 +142,9 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     """``crm time``'s protocol: one warm-up, then ``repeat`` timed refinements.
 
     Returns the median and minimum total seconds, the median encoder/decoder seconds of each stage
-    of the schedule run, megapixels per second, and the peak memory (process RSS; allocated GPU
-    memory on CUDA, counted after the warm-up).
+    of the schedule run (a region pass's stages first, marked ``"pass": "regions"``), megapixels
+    per second, and the peak memory (process RSS; allocated GPU memory on CUDA, counted after the
+    warm-up).
     """
     import torch
 
@@ -163,15 +164,19 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     totals = np.array([seconds for seconds, _ in runs])
     median = float(np.median(totals))
     stages = []
-    for k, ratio in enumerate(result.ratios):  # the schedule run (auto picks it from the mask)
+    # The schedule run (auto picks it from the mask): a precise mask's region pass, then the stages.
+    passes = [("regions", ratio) for ratio in result.regions] + [("stages", ratio) for ratio in result.ratios]
+    for k, (part, ratio) in enumerate(passes):
         stages.append({
             "ratio": ratio,
+            "pass": part,
             "encode_s": float(np.median([timings[k].encode_s for _, timings in runs])),
             "decode_s": float(np.median([timings[k].decode_s for _, timings in runs])),
         })
     height, width = image.shape[:2]
     return {
         "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
+        "regions": list(result.regions), "schedule": result.schedule,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),

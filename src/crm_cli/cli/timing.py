@@ -76,7 +76,8 @@ def timing(
         for column in ("stage", "encoder s", "decoder s"):
             table.add_column(column, justify="right")
         for stage in stages:
-            table.add_row(f"s={stage['ratio']:g}", f"{stage['encode_s']:.3f}", f"{stage['decode_s']:.3f}")
+            label = f"s={stage['ratio']:g}" if stage["pass"] == "stages" else f"regions s={stage['ratio']:g}"
+            table.add_row(label, f"{stage['encode_s']:.3f}", f"{stage['decode_s']:.3f}")
         table.add_row("total", f"{median:.3f}", f"{report['megapixels_per_s']:.2f} MP/s")
         console.print(table)
         memory = f"peak RSS {report['peak_rss_mb']:.0f} MiB"
