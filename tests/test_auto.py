@@ -586,7 +586,7 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None, bool]] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None, mirror_last=False):
+                    final_hw=None, mirror_last=False, first_at_own_size=False):
         calls.append((tuple(ratios), mask.copy(), final_hw, mirror_last))
         if len(calls) == 1:
             proposal = mask.copy()
@@ -655,6 +655,26 @@ def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     assert refiner.refine_detailed(image, gt, ratios=(1.0,)).regions == ()
     assert refiner.refine_detailed(image, gt, guard=False).regions == ()
     assert refiner.refine_detailed(image, gt, preset="balanced").regions == ()
+
+
+def test_region_pass_decodes_its_first_stage_on_its_own_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+
+    image, gt = synthetic_scene(1000, 1000)
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    targets = []
+    original = refiner._stage
+    monkeypatch.setattr(refiner, "_stage", lambda image, mask, ratio, target, **kw: targets.append(
+        (ratio, tuple(mask.shape[-2:]), target)) or original(image, mask, ratio, target, **kw))
+    refiner.refine_detailed(image, gt)
+    # (ratio, incoming mask, decoded grid): the pass's 0.25 stage is decoded at 250 px, and its 0.5
+    # stage upsamples that; the final stage (1.5, mirrored up to 1 MP) draws the full size.
+    assert targets[:2] == [(0.25, (1000, 1000), (250, 250)), (0.5, (250, 250), (500, 500))]
+    assert [t[2] for t in targets[2:]] == [(1000, 1000)] * 2
+    # Outside the region pass an intermediate stage is still decoded on the next stage's grid.
+    targets.clear()
+    refiner.refine_detailed(image, gt, preset="balanced")
+    assert [t[2] for t in targets] == [(500, 500), (1000, 1000), (1000, 1000)]  # 0.25, 0.5, 1
 
 
 def test_time_reports_the_region_pass_stages_under_their_own_labels() -> None:

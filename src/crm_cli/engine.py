@@ -233,7 +233,8 @@ class Refiner(StageRunner):
         height, width = foreground.shape
         work_hw = stage_size(height, width, regions[-1])
         scale = work_hw[0] / height
-        proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw)
+        proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw,
+                                    first_at_own_size=True)
         small_foreground = resize_map(foreground, work_hw) > 0.5
         # The boundary's precision (trust) is not in question here: whether a region belongs is.
         proposal, _ = apply_guard(proposal, small_foreground, guard_distance(regions[0]) * scale)
@@ -252,11 +253,14 @@ class Refiner(StageRunner):
 
     def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
                     first_band: float | None, result: RefineResult, *, keep_stages: bool = False,
-                    final_hw: tuple[int, int] | None = None, mirror_last: bool = False) -> np.ndarray:
+                    final_hw: tuple[int, int] | None = None, mirror_last: bool = False,
+                    first_at_own_size: bool = False) -> np.ndarray:
         """Chain the stages from ``mask``; appends timings (and intermediate stages) to ``result``.
 
         ``first_band``: decode the first stage only within this distance (px) of the mask's boundary.
         ``mirror_last``: average the last stage with its run on the mirrored image.
+        ``first_at_own_size``: decode the first stage that runs on its own grid, not the next stage's
+        (which then upsamples it).
         Returns the last stage's probability, at full size or at ``final_hw``.
         """
         height, width = mask.shape
@@ -273,6 +277,8 @@ class Refiner(StageRunner):
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
             if last and final_hw is not None:
                 target = final_hw
+            elif stages_run == 0 and first_at_own_size and not at_full_size:
+                target = stage_size(height, width, ratio)
             band = first_band if stages_run == 0 else None
             roi = band is not None if stages_run == 0 else settings.roi
             run_stage = self._mirrored_stage if last and mirror_last else self._stage
