@@ -227,7 +227,9 @@ class Refiner(StageRunner):
         (``guard.region_changes``) are taken into the coarse mask, whose boundary elsewhere is kept
         for the final pass to refine.
         """
-        # The whole first stage is decoded: the regions it should catch may lie far from the boundary.
+        # The whole first stage is decoded, the regions it should catch may lie far from the boundary,
+        # but on its own grid: the next stage upsamples it and redraws the uncertain band (on the next
+        # stage's grid, 4x the points, it cost 0.2-0.4 s at 2K; IS-Net 1024 gained 0.12 IoU without).
         # The pass works at its last stage's own size: it only has to find regions a disc of several
         # px fits in, and the final stage, free near their edges, draws those edges at full size.
         height, width = foreground.shape
