@@ -93,13 +93,20 @@ def tile_windows(height: int, width: int, tile: int, needed: torch.Tensor | None
     neighbours in a row are merged into one window of up to ``run_tiles`` tiles: each window is
     encoded with its own margin, so a merged one pays that margin once instead of once per tile.
     """
+    rows, cols = -(-height // tile), -(-width // tile)
+    if needed is None:
+        occupied = [[True] * cols for _ in range(rows)]
+    else:
+        # One reduction for all tiles (and one device sync), not one .any() per tile.
+        grid = torch.zeros(rows * tile, cols * tile, dtype=torch.bool, device=needed.device)
+        grid[:height, :width] = needed
+        occupied = grid.view(rows, tile, cols, tile).any(dim=3).any(dim=1).tolist()
     windows = []
-    for y0 in range(0, height, tile):
+    for row, y0 in enumerate(range(0, height, tile)):
         y1 = min(height, y0 + tile)
         run_start: int | None = None  # x0 of the window being grown
-        for x0 in range(0, width, tile):
-            x1 = min(width, x0 + tile)
-            if needed is not None and not bool(needed[y0:y1, x0:x1].any()):
+        for col, x0 in enumerate(range(0, width, tile)):
+            if not occupied[row][col]:
                 if run_start is not None:
                     windows.append((y0, y1, run_start, x0))
                 run_start = None
