@@ -563,6 +563,10 @@ def test_first_stage_band_is_narrower_when_the_final_stage_runs_alone(monkeypatc
     bands.clear()
     refiner.refine_detailed(image, coarse, ratios=(0.5, 1.0), guard=True)
     assert bands == [GUARD_BAND * guard_distance(0.5), None] == [48.0, None]
+    # A fixed schedule whose earlier stages are all too small (0.25 of 480 px < 224) runs alone too.
+    bands.clear()
+    refiner.refine_detailed(image, coarse, ratios=(0.25, 1.0), guard=True)
+    assert bands == [FINAL_ONLY_GUARD_BAND * MIN_FREE_PX] == [32.0]
 
 
 def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: pytest.MonkeyPatch) -> None:

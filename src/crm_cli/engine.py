@@ -51,9 +51,9 @@ __all__ = ["MIN_STAGE_SIDE", "RefineResult", "Refiner"]
 MIN_STAGE_SIDE = 224
 # With the guard on, the first stage is decoded only within this many free distances of the coarse boundary,
 GUARD_BAND = 3
-# ... and a final stage that runs alone (precise masks, small photos) within this many: at full size
-# that band is most of its cost, and from two free distances on the guard's full pull (a flip needs
-# the model 99% sure) holds anyway. On a 4K IS-Net car its decoding went from 0.53 to 0.36 s and no
+# ... and a final stage that runs alone (precise masks, small photos, every earlier stage too small)
+# within this many: at full size that band is most of its cost, and from two free distances on the
+# guard's full pull (a flip needs the model 99% sure) holds anyway. On a 4K IS-Net car its decoding went from 0.53 to 0.36 s and no
 # pixel changed side; on coarse-to-fine schedules two cost carvana-dev 0.04 IoU, so they keep three.
 FINAL_ONLY_GUARD_BAND = 2
 
@@ -202,7 +202,8 @@ class Refiner(StageRunner):
                 base = free_near(taken, plan.guard_px, plan.trust)
         # Beyond a few free distances the guard needs near-certainty to change anything, so the
         # first stage is decoded only inside that band (the rest keeps the coarse mask).
-        bands = FINAL_ONLY_GUARD_BAND if len(plan.ratios) == 1 else GUARD_BAND
+        runs_alone = not fitting_stages(height, width, plan.ratios, self.min_stage_side)
+        bands = FINAL_ONLY_GUARD_BAND if runs_alone else GUARD_BAND
         first_band = bands * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages, mirror_last=plan.mirror)
