@@ -53,8 +53,9 @@ MIN_STAGE_SIDE = 224
 GUARD_BAND = 3
 # ... and a final stage that runs alone (precise masks, small photos, every earlier stage too small)
 # within this many: at full size that band is most of its cost, and from two free distances on the
-# guard's full pull (a flip needs the model 99% sure) holds anyway. On a 4K IS-Net car its decoding went from 0.53 to 0.36 s and no
-# pixel changed side; on coarse-to-fine schedules two cost carvana-dev 0.04 IoU, so they keep three.
+# guard's full pull (a flip needs the model 99% sure) holds anyway. On a 4K IS-Net car its decoding
+# went from 0.53 to 0.36 s and no pixel changed side; on coarse-to-fine schedules two cost
+# carvana-dev 0.04 IoU, so they keep three.
 FINAL_ONLY_GUARD_BAND = 2
 
 
