@@ -648,6 +648,47 @@ def test_engine_keeps_a_precise_boundary_the_final_stage_barely_moved(monkeypatc
         assert np.array_equal(out, moved)
 
 
+def test_change_confidence_by_hand() -> None:
+    from crm_cli.guard import change_confidence
+
+    reference = np.array([[0, 0, 0], [0, 0, 1]], bool)
+    probability = np.array([[0.9, 0.6, 0.2], [0.5, 0.75, 0.1]], np.float32)
+    # Changed side: 0.9, 0.6, 0.75 (now above 0.5) and 0.1 (was inside): |2p - 1| = 0.8, 0.2, 0.5, 0.8.
+    assert change_confidence(probability, reference) == pytest.approx((0.8 + 0.2 + 0.5 + 0.8) / 4)
+    assert change_confidence(reference.astype(np.float32) * 0.7, reference) is None  # nothing changed side
+
+
+@pytest.mark.parametrize("value, kept", [(0.6, True), (0.45, True), (0.9, False), (0.05, False)])
+def test_engine_keeps_the_coarse_mask_when_the_model_is_unsure_of_its_changes(
+        monkeypatch: pytest.MonkeyPatch, value: float, kept: bool) -> None:
+    from crm_cli.engine import Refiner
+    from crm_cli.schedule import MIN_CHANGE_CONFIDENCE
+
+    coarse = np.zeros((480, 640), np.float32)
+    coarse[120:360, 160:480] = 1.0
+    image = np.full((480, 640, 3), 128, np.uint8)  # no edges vouch for the boundary: trust 0
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    # The stubbed stages change one 8x8 block beside the boundary (within the free distance, so the
+    # guard leaves it as it is): grown outside for values above 0.5, shaved inside below it.
+    block = (slice(112, 120), slice(200, 208)) if value > 0.5 else (slice(120, 128), slice(200, 208))
+    changed = coarse.copy()
+    changed[block] = value
+
+    def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
+                    final_hw=None, mirror_last=False):
+        return changed.copy()
+
+    monkeypatch.setattr(refiner, "_run_stages", fake_stages)
+    result = refiner.refine_detailed(image, coarse)
+    assert result.change_confidence == pytest.approx(abs(2 * value - 1), abs=1e-6)
+    assert result.kept_coarse is kept is (abs(2 * value - 1) < MIN_CHANGE_CONFIDENCE)
+    np.testing.assert_array_equal(result.probability, coarse if kept else changed)
+    # Without the guard (the fixed presets) the change is taken whatever the model's confidence.
+    unguarded = refiner.refine_detailed(image, coarse, guard=False)
+    assert not unguarded.kept_coarse and unguarded.change_confidence is None
+    np.testing.assert_array_equal(unguarded.probability, changed)
+
+
 def test_region_pass_runs_only_with_auto_and_the_guard() -> None:
     from crm_cli.engine import Refiner
 
@@ -751,6 +792,25 @@ def test_refine_json_and_log_name_the_schedule(tmp_path: Path, tiny_weights) -> 
     assert json.loads(fixed.stdout)["ratios"] == [0.5, 1.0]
 
 
+def test_refine_reports_a_kept_coarse_mask(tmp_path: Path, tiny_weights, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import crm_cli.engine as engine
+
+    image_path, mask_path = write_scene_files(tmp_path, size=(240, 320))
+    coarse = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+    # The engine's rule has its own test above; here the measure is stubbed, as the random model may
+    # change nothing at all.
+    for confidence, kept in ((0.3, 1), (0.9, 0)):
+        monkeypatch.setattr(engine, "change_confidence", lambda probability, reference, c=confidence: c)
+        out = tmp_path / f"out{kept}.png"
+        result = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o", str(out), "-k", "binary",
+                                     "-w", str(tiny_weights), "-d", "cpu", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["kept_coarse"] == kept
+        assert ("the coarse mask was kept" in result.stderr) is bool(kept)
+        if kept:
+            assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_GRAYSCALE) > 127, coarse)
+
+
 def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001
     for k in range(3):
         image, gt = synthetic_scene(240, 320, seed=k)
@@ -763,6 +823,7 @@ def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: A
     assert summary["schedules"] == {"1.5": 3} and summary["guard"] is True
     assert [image["schedule"] for image in summary["images"]] == ["1.5", "1.5", "1.5"]
     assert "stages: 1.5 x3" in result.stderr
+    assert summary["kept_coarse"] == sum(image["kept_coarse"] for image in summary["images"])
 
 
 def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: ANN001

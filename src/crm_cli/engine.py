@@ -24,11 +24,12 @@ import torch
 
 from .checkpoint import CheckpointInfo, default_weights_path, load_model
 from .devices import describe_device, resolve_device
-from .guard import apply_guard, free_near, keep_precise_boundary, region_changes
+from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
+    MIN_CHANGE_CONFIDENCE,
     REGION_MAX_ATTACHED,
     FinalStage,
     Schedule,
@@ -74,6 +75,8 @@ class RefineResult:
     region_pixels: int = 0  # pixels the region pass changed
     boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
     boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
+    change_confidence: float | None = None  # mean |2p - 1| where the mask changed side (guard on)
+    kept_coarse: bool = False  # the model was unsure of its changes, so the coarse mask was kept
     mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
 
     @property
@@ -214,6 +217,10 @@ class Refiner(StageRunner):
             probability, result.boundary_shift, result.boundary_kept, restored = keep_precise_boundary(
                 probability, reference, mask, plan.min_shift)
             result.guard_restored += restored
+        if settings.guard:
+            result.change_confidence = change_confidence(probability, reference)
+            if result.change_confidence is not None and result.change_confidence < MIN_CHANGE_CONFIDENCE:
+                probability, result.kept_coarse = mask.copy(), True
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)

@@ -126,7 +126,8 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         result.coarse.add(before)
         result.refined.add(after)
         result.images.append({"name": sample.name, "schedule": schedule, "guard_restored": detail.guard_restored,
-                              "boundary_kept": detail.boundary_kept, "coarse_iou": before.iou, "refined_iou": after.iou,
+                              "boundary_kept": detail.boundary_kept, "kept_coarse": detail.kept_coarse,
+                              "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
         while len(result.stages) < len(detail.stages):
             result.stages.append(DatasetScore())

@@ -154,6 +154,16 @@ def attached_fraction(labels: np.ndarray, label: int, box: np.ndarray, coarse: n
     return float(np.count_nonzero(attached)) / max(1, int(np.count_nonzero(ring)))
 
 
+def change_confidence(probability: np.ndarray, reference: np.ndarray) -> float | None:
+    """How sure the model is where it changed the mask: the mean of |2p - 1| over the pixels whose
+    side of 0.5 differs from the binary ``reference`` (1 = certain, 0 = a coin toss); None when none
+    changed side."""
+    changed = (np.asarray(probability) > 0.5) != np.asarray(reference).astype(bool)
+    if not changed.any():
+        return None
+    return float(np.abs(2.0 * np.asarray(probability, np.float32)[changed] - 1.0).mean())
+
+
 def boundary_shift(refined: np.ndarray, coarse: np.ndarray) -> float:
     """How far a refinement moved the boundary on average: pixels whose side differs between the
     binary ``refined`` and ``coarse`` masks, per boundary pixel of ``coarse`` (0 without boundary)."""

@@ -40,6 +40,7 @@ class PairResult:
     notes: list[str] = field(default_factory=list)
     runs: list[StageRun] = field(default_factory=list)  # the schedule run (one per label for label maps)
     guard_restored: int = 0
+    kept_coarse: int = 0  # refinements (one per label for label maps) that kept the coarse mask
 
 
 def source_name(source: Source, fallback: str = "<stdin>") -> str:
@@ -110,13 +111,18 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         refined = refine_labels(per_label, image, mask.values, labels=labels)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
                           runs=[StageRun(d.ratios, d.schedule) for d in per_label.details],
-                          guard_restored=sum(d.guard_restored for d in per_label.details))
+                          guard_restored=sum(d.guard_restored for d in per_label.details),
+                          kept_coarse=sum(d.kept_coarse for d in per_label.details))
     coarse = mask.probability()
     detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
     output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
+    if detail.kept_coarse:
+        notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
+                     "the coarse mask was kept")
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
-                      runs=[StageRun(detail.ratios, detail.schedule)], guard_restored=detail.guard_restored)
+                      runs=[StageRun(detail.ratios, detail.schedule)], guard_restored=detail.guard_restored,
+                      kept_coarse=int(detail.kept_coarse))
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

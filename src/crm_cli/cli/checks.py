@@ -183,7 +183,8 @@ def schedule_fields(result: Any) -> dict[str, Any]:
 
     if not result.runs:
         return {"schedule": None}
-    fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored}
+    fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored,
+                              "kept_coarse": result.kept_coarse}
     if result.mode == "labels":
         fields["label_ratios"] = [list(run.ratios) for run in result.runs]
     else:

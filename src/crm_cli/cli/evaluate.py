@@ -75,6 +75,7 @@ def evaluate(
         "n": len(pairs),
         "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
         "schedules": dict(schedules.most_common()),
+        "kept_coarse": sum(bool(image["kept_coarse"]) for image in per_image),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
@@ -93,8 +94,8 @@ def evaluate(
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
         highlight=False,
     )
-    console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common()),
-                  highlight=False)
+    console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common())
+                  + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}", highlight=False)
     if per_stage:
         for stage in summary["stages"]:
             console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}",
