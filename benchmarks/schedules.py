@@ -45,15 +45,16 @@ def table(name: str, results: dict[str, dict]) -> str:
     """A markdown table of one set: coarse first, then each preset."""
     first = next(iter(results.values()))
     lines = [f"**{name}** (n={first['n']})", "",
-             "| preset | IoU | mBA | ΔIoU | ΔmBA | s/image | images −1 IoU pt | worst ΔIoU | schedules |",
-             "|---|---|---|---|---|---|---|---|---|",
-             f"| coarse | {100 * first['coarse']['iou']:.2f} | {100 * first['coarse']['mba']:.2f} | | | | | | |"]
+             "| preset | IoU | mBA | ΔIoU | ΔmBA | s/image | images −1 IoU pt | worst ΔIoU | coarse kept | schedules |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             f"| coarse | {100 * first['coarse']['iou']:.2f} | {100 * first['coarse']['mba']:.2f} | | | | | | | |"]
     for preset, summary in results.items():
         losers, worst = per_image_losses(summary)
         schedules = ", ".join(f"{k}: {v}" for k, v in summary.get("schedules", {}).items())
         lines.append(f"| {preset} | {100 * summary['refined']['iou']:.2f} | {100 * summary['refined']['mba']:.2f} | "
                      f"{100 * summary['delta']['iou']:+.2f} | {100 * summary['delta']['mba']:+.2f} | "
-                     f"{summary['seconds_per_image']:.2f} | {losers} | {100 * worst:+.2f} | {schedules} |")
+                     f"{summary['seconds_per_image']:.2f} | {losers} | {100 * worst:+.2f} | "
+                     f"{summary.get('kept_coarse', '')} | {schedules} |")
     return "\n".join(lines)
 
 
