@@ -158,7 +158,7 @@ def change_confidence(probability: np.ndarray, reference: np.ndarray) -> float |
     """How sure the model is where it changed the mask: the mean of |2p - 1| over the pixels whose
     side of 0.5 differs from the binary ``reference`` (1 = certain, 0 = a coin toss); None when none
     changed side."""
-    changed = (np.asarray(probability) > 0.5) != np.asarray(reference).astype(bool)
+    changed = (np.asarray(probability) > 0.5) != np.asarray(reference, dtype=bool)
     if not changed.any():
         return None
     return float(np.abs(2.0 * np.asarray(probability, np.float32)[changed] - 1.0).mean())

@@ -75,7 +75,7 @@ def evaluate(
         "n": len(pairs),
         "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
         "schedules": dict(schedules.most_common()),
-        "kept_coarse": sum(bool(image["kept_coarse"]) for image in per_image),
+        "kept_coarse": sum(image["kept_coarse"] for image in per_image),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
