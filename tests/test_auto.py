@@ -826,6 +826,25 @@ def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: A
     assert summary["kept_coarse"] == sum(image["kept_coarse"] for image in summary["images"])
 
 
+def test_eval_reports_each_images_change_confidence(tmp_path: Path, tiny_weights,  # noqa: ANN001
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm_cli.engine as engine
+
+    for k in range(2):
+        image, gt = synthetic_scene(240, 320, seed=k)
+        cv2.imwrite(str(tmp_path / f"s{k}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(tmp_path / f"s{k}_gt.png"), gt)
+        cv2.imwrite(str(tmp_path / f"s{k}_seg.png"), coarse_of(gt, 8))
+    values = iter((0.3, 0.8))  # images are evaluated in name order
+    monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: next(values))
+    result = runner.invoke(app, ["eval", str(tmp_path), "-w", str(tiny_weights), "-d", "cpu", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    images = json.loads(result.stdout)["images"]
+    assert [image["change_confidence"] for image in images] == [0.3, 0.8]
+    assert [image["kept_coarse"] for image in images] == [True, False]
+    assert json.loads(result.stdout)["kept_coarse"] == 1
+
+
 def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: ANN001
     from crm_cli.labels import refine_labels
     from crm_cli.pipeline import PresetRefiner

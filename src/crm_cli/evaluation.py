@@ -127,6 +127,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         result.refined.add(after)
         result.images.append({"name": sample.name, "schedule": schedule, "guard_restored": detail.guard_restored,
                               "boundary_kept": detail.boundary_kept, "kept_coarse": detail.kept_coarse,
+                              "change_confidence": detail.change_confidence,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
         while len(result.stages) < len(detail.stages):
