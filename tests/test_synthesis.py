@@ -15,7 +15,8 @@ from conftest import TINY_ARCH, synthetic_scene
 from crm_cli.training import synthesis
 from crm_cli.training.coarse import CoarseMix, lowres_coarse, make_coarse, mask_iou, sam_like_coarse
 from crm_cli.training.data import DataMix, PairCache, list_pairs, make_training_sample
-from crm_cli.training.synthesis import ArrayLibrary, Painter, composite, composite_from_seed
+from crm_cli.training.painter import Painter
+from crm_cli.training.synthesis import ArrayLibrary, composite, composite_from_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,19 +1,17 @@
 """The shapes of synthetic layers: wires, fences, railings, spokes, straps, hair, text and polygons.
 
-Each ``draw_*`` function draws one kind of structure with a ``synthesis.Painter`` at a random place,
+Each ``draw_*`` function draws one kind of structure with a ``painter.Painter`` at a random place,
 size and angle from the generator it is given; ``SHAPES`` names them for the composite's mix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from .synthesis import Painter
+from .painter import Painter
 
 
 # ---------------------------------------------------------------------------------------------- geometry
