@@ -1,6 +1,6 @@
 """Coarse vs refined IoU/mBA on the held-out DUTS-TR split (every 20th pair, never trained on).
 
-Coarse masks are synthesised with the training recipe (DESIGN §3) from evaluation.SYNTHETIC_SEED
+Coarse masks are synthesised with the training recipe (DESIGN §3) from training.data.SYNTHETIC_SEED
 per image, the same as training-time validation, so the numbers are reproducible and agree with
 the ``val.jsonl`` of a training run. The images are low resolution (183-400 px), so one stage at s = 1
 is used unless ``--ratios`` says otherwise.
@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from crm_cli.engine import Refiner
-from crm_cli.evaluation import evaluate, synthetic_samples
-from crm_cli.training.data import list_pairs, split_pairs
+from crm_cli.evaluation import evaluate
+from crm_cli.training.data import list_pairs, split_pairs, synthetic_samples
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Coarse masks (``--coarse``), each seeded per image so that a folder is the same every time:
 
 * ``paper`` (default): the training recipe's perturbation (DESIGN §3) with the per-image seed of
-  evaluation.synthetic_coarse (as ``heldout_val.py`` and training-time validation), so ``crm eval``
+  training.data.synthetic_coarse (as ``heldout_val.py`` and training-time validation), so ``crm eval``
   on the folder reproduces their coarse scores;
 * ``lowres``: a low-resolution network's mask, the GT on a grid of 40-72 cells along its long side
   with smooth noise (carvana-dev's recipe, ``training.coarse.lowres_coarse``);
@@ -20,9 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from crm_cli.evaluation import synthetic_coarse
 from crm_cli.training.coarse import lowres_coarse
-from crm_cli.training.data import list_pairs, load_pair, split_pairs
+from crm_cli.training.data import list_pairs, load_pair, split_pairs, synthetic_coarse
 
 COARSE_KINDS = ("paper", "lowres", "blocky")
 LOWRES_SEED = 8

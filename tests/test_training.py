@@ -132,9 +132,9 @@ def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exact
 def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
-    from crm_cli.evaluation import evaluate, synthetic_samples
+    from crm_cli.evaluation import evaluate
     from crm_cli.training import loop
-    from crm_cli.training.data import list_pairs
+    from crm_cli.training.data import list_pairs, synthetic_samples
 
     calls = []
 

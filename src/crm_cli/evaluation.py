@@ -6,7 +6,7 @@ benchmarks, so their numbers on the same pairs agree:
 - pairs with their own coarse masks (the BIG layout) are read as ``crm eval`` reads them
   (:func:`folder_samples`);
 - image/GT pairs get the training recipe's synthetic coarse masks from one fixed seed per pair
-  (:func:`synthetic_samples`, ``SYNTHETIC_SEED``);
+  (``training.data.synthetic_samples``; this module never imports training);
 - the refined mask is scored as it would be written (the soft 8-bit output).
 
 :func:`time_refine` is ``crm time``'s protocol (one warm-up, then N timed runs, medians per stage,
@@ -27,8 +27,6 @@ from .metrics import DatasetScore, score_pair
 from .pairing import FilePair
 from .presets import Preset
 
-# The seed of the synthetic coarse masks of validation pairs: pair k gets default_rng([SEED, k]).
-SYNTHETIC_SEED = 12345
 SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
 
 
@@ -60,22 +58,6 @@ def folder_samples(pairs: Iterable[FilePair]) -> Iterator[Sample]:
         image, coarse, notes = read_pair(pair.image, pair.mask)
         gt, _ = match_mask_to_image(read_mask(pair.gt), image.shape[:2], str(pair.image), str(pair.gt))
         yield Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
-
-
-def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> np.ndarray:
-    """The training recipe's coarse mask for the ``index``-th validation pair (DESIGN §3)."""
-    from .training.coarse import synthesize_coarse
-
-    return synthesize_coarse(gt, np.random.default_rng([seed, index]))
-
-
-def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED) -> Iterator[Sample]:
-    """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily."""
-    from .training.data import load_pair
-
-    for index, pair in enumerate(pairs):
-        image, gt = load_pair(pair)
-        yield Sample(pair.name, image, synthetic_coarse(gt, index, seed), gt)
 
 
 @dataclass

@@ -6,16 +6,20 @@ batch is a pure function of (seed, step) and resumed runs see exactly the same s
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..evaluation import Sample
 from ..pairing import FilePair, find_pairs
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
 CROP = 224
+# The seed of the synthetic coarse masks of validation pairs: pair k gets default_rng([SEED, k]).
+SYNTHETIC_SEED = 12345
 NETWORK_ONLY = CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1)
 # Composites for training: no drawn layer may be (almost) invisible against what lies below it.
 MIN_CONTRAST = 16.0
@@ -47,6 +51,18 @@ def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:
     image = read_image(pair.image)
     mask, _ = match_mask_to_image(read_mask(pair.mask), image.shape[:2], str(pair.image), str(pair.mask))
     return image, mask.probability()
+
+
+def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> np.ndarray:
+    """The training recipe's coarse mask for the ``index``-th validation pair (DESIGN §3)."""
+    return synthesize_coarse(gt, np.random.default_rng([seed, index]))
+
+
+def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED) -> Iterator[Sample]:
+    """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily."""
+    for index, pair in enumerate(pairs):
+        image, gt = load_pair(pair)
+        yield Sample(pair.name, image, synthetic_coarse(gt, index, seed), gt)
 
 
 def random_crop(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator, size: int = CROP,

@@ -28,7 +28,7 @@ from ..model.pretrained import initialise_encoder
 from ..pairing import FilePair
 from ..transforms import network_input
 from .coarse import CoarseMix
-from .data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs
+from .data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs, synthetic_samples
 from .loss import crm_loss
 
 BASE_LR = 2.25e-4
@@ -418,8 +418,6 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
     ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder with its own
     ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
     held-out pairs. They stay in memory for the run (BIG-layout images at full size)."""
-    from ..evaluation import synthetic_samples
-
     ratios = tuple(float(r) for r in options.val_ratios.split(",")) if options.val_ratios else None
     sets = [ValidationSet("", list(synthetic_samples(val_pairs)), (1.0,))]
     for name, folder in val_sets.items():
@@ -462,7 +460,7 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
 def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None) -> ValidationSet:
     """A validation folder's first ``limit`` samples: BIG layout (its own coarse masks, refined with
     ``ratios``) or images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
-    from ..evaluation import folder_samples, synthetic_samples
+    from ..evaluation import folder_samples
     from ..pairing import find_pairs
 
     found, _ = find_pairs(folder)
