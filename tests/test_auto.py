@@ -28,6 +28,7 @@ from crm_cli.presets import PRESETS, Preset, get_preset
 from crm_cli.schedule import (
     DETAILED_MASK_TRUST,
     ENLARGED_FINAL_MAX_PIXELS,
+    MIN_CHANGE_CONFIDENCE,
     MIN_FREE_PX,
     MIRRORED_FINAL_MAX_PIXELS,
     REGION_MAX_PIXELS,
@@ -212,9 +213,13 @@ def test_final_stage_hints_by_hand() -> None:
     assert FinalStage() == FinalStage(SMALL_FINAL_SCALE, ENLARGED_FINAL_MAX_PIXELS, MIRRORED_FINAL_MAX_PIXELS)
     assert FinalStage.from_hints({"enlarge_max_pixels": 0}) == FinalStage(enlarge_max_pixels=0)
     assert FinalStage.from_hints({"scale": 2, "mirror_max_pixels": 5}) == FinalStage(2.0, ENLARGED_FINAL_MAX_PIXELS, 5)
+    assert FinalStage().min_change_confidence == MIN_CHANGE_CONFIDENCE
+    assert FinalStage.from_hints({"min_change_confidence": 0.4}) == FinalStage(min_change_confidence=0.4)
     for hints, message in (({"enlarge": 0}, "unknown 'final_stage' key 'enlarge'"),
                            ({"scale": 0.5}, "scale must be at least 1"),
                            ({"mirror_max_pixels": -1}, "must be a number >= 0"),
+                           ({"min_change_confidence": 1.5}, "min_change_confidence must be at most 1"),
+                           ({"min_change_confidence": -0.1}, "must be a number >= 0"),
                            ({"enlarge_max_pixels": True}, "must be a number >= 0"),
                            ({"enlarge_max_pixels": "all"}, "must be a number >= 0"),
                            ([("scale", 1.5)], "must be an object")):
@@ -662,7 +667,6 @@ def test_change_confidence_by_hand() -> None:
 def test_engine_keeps_the_coarse_mask_when_the_model_is_unsure_of_its_changes(
         monkeypatch: pytest.MonkeyPatch, value: float, kept: bool) -> None:
     from crm_cli.engine import Refiner
-    from crm_cli.schedule import MIN_CHANGE_CONFIDENCE
 
     coarse = np.zeros((480, 640), np.float32)
     coarse[120:360, 160:480] = 1.0
@@ -687,6 +691,28 @@ def test_engine_keeps_the_coarse_mask_when_the_model_is_unsure_of_its_changes(
     unguarded = refiner.refine_detailed(image, coarse, guard=False)
     assert not unguarded.kept_coarse and unguarded.change_confidence is None
     np.testing.assert_array_equal(unguarded.probability, changed)
+
+
+def test_the_weights_own_change_confidence_threshold_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+
+    coarse = np.zeros((480, 640), np.float32)
+    coarse[120:360, 160:480] = 1.0
+    image = np.full((480, 640, 3), 128, np.uint8)
+    changed = coarse.copy()
+    changed[112:120, 200:208] = 0.7  # a change of confidence 0.4
+
+    def fake_stages(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return changed.copy()
+
+    for threshold, kept in ((0.3, False), (0.45, True), (0.0, False), (1.0, True)):
+        refiner = Refiner.from_model(make_tiny_model(), device="cpu",
+                                     final_stage=FinalStage(min_change_confidence=threshold))
+        monkeypatch.setattr(refiner, "_run_stages", fake_stages)
+        result = refiner.refine_detailed(image, coarse)
+        assert result.change_confidence == pytest.approx(0.4, abs=1e-6)
+        assert result.kept_coarse is kept, threshold
+        np.testing.assert_array_equal(result.probability, coarse if kept else changed)
 
 
 def test_region_pass_runs_only_with_auto_and_the_guard() -> None:

@@ -29,7 +29,6 @@ from .masks import check_mask_fits, check_rgb_image, mask_to_float
 from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
-    MIN_CHANGE_CONFIDENCE,
     REGION_MAX_ATTACHED,
     FinalStage,
     Schedule,
@@ -218,8 +217,8 @@ class Refiner(StageRunner):
                 probability, reference, mask, plan.min_shift)
             result.guard_restored += restored
         if settings.guard:
-            result.change_confidence = change_confidence(probability, reference)
-            if result.change_confidence is not None and result.change_confidence < MIN_CHANGE_CONFIDENCE:
+            result.change_confidence = confidence = change_confidence(probability, reference)
+            if confidence is not None and confidence < self.final_stage.min_change_confidence:
                 probability, result.kept_coarse = mask.copy(), True
         result.probability = probability
         if keep_stages:

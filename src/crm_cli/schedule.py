@@ -36,7 +36,8 @@ Two measurements of the coarse mask decide:
 
 The free distance of the trust region follows the first stage: ``GUARD_CELLS / r`` px, at least
 ``MIN_FREE_PX``. After the final stage, an image whose changes the model was unsure of (below
-``MIN_CHANGE_CONFIDENCE``) keeps its coarse mask (the engine applies it). Pure NumPy/OpenCV, no torch.
+``MIN_CHANGE_CONFIDENCE``, or the weights' own ``FinalStage.min_change_confidence``) keeps its
+coarse mask (the engine applies it). Pure NumPy/OpenCV, no torch.
 """
 
 from __future__ import annotations
@@ -165,18 +166,21 @@ REGION_MAX_PIXELS = 1_600_000
 
 @dataclass(frozen=True)
 class FinalStage:
-    """How the final stage runs by photo size: a property of the weights (``Refiner.final_stage``).
+    """How the final stage runs by photo size, and how sure of its changes it must be for them to
+    be taken: a property of the weights (``Refiner.final_stage``).
 
     Photos too small for any coarse stage always run it enlarged by ``scale`` and mirrored. Where a
     coarse stage fits, a photo of at most ``enlarge_max_pixels`` pixels is enlarged and one of at
-    most ``mirror_max_pixels`` mirrored. The defaults were chosen on the default weights; a weights
-    file's sidecar may set its own under ``"final_stage"`` (the EfficientNet-Lite0 CRM loses about
-    0.4 mBA on 2K cars when enlarged, so its sidecar sets ``enlarge_max_pixels`` to 0).
+    most ``mirror_max_pixels`` mirrored. With the guard on, a result whose change confidence is
+    below ``min_change_confidence`` keeps the coarse mask. The defaults were chosen on the default
+    weights; a weights file's sidecar may set its own under ``"final_stage"`` (the EfficientNet-Lite0
+    CRM loses about 0.4 mBA on 2K cars when enlarged, so its sidecar sets ``enlarge_max_pixels`` to 0).
     """
 
     scale: float = SMALL_FINAL_SCALE
     enlarge_max_pixels: int = ENLARGED_FINAL_MAX_PIXELS
     mirror_max_pixels: int = MIRRORED_FINAL_MAX_PIXELS
+    min_change_confidence: float = MIN_CHANGE_CONFIDENCE
 
     @classmethod
     def from_hints(cls, hints: Mapping[str, Any] | None) -> FinalStage:
@@ -196,7 +200,11 @@ class FinalStage:
                 raise ValueError(f"'final_stage' {name} must be a number >= 0, not {value!r}")
         if values["scale"] < 1:
             raise ValueError(f"'final_stage' scale must be at least 1, not {values['scale']!r}")
-        return cls(float(values["scale"]), int(values["enlarge_max_pixels"]), int(values["mirror_max_pixels"]))
+        if values["min_change_confidence"] > 1:
+            raise ValueError("'final_stage' min_change_confidence must be at most 1, "
+                             f"not {values['min_change_confidence']!r}")
+        return cls(float(values["scale"]), int(values["enlarge_max_pixels"]), int(values["mirror_max_pixels"]),
+                   float(values["min_change_confidence"]))
 
 
 @dataclass(frozen=True)
