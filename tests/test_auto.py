@@ -831,10 +831,32 @@ def test_refine_reports_a_kept_coarse_mask(tmp_path: Path, tiny_weights, monkeyp
         result = runner.invoke(app, ["refine", str(image_path), str(mask_path), "-o", str(out), "-k", "binary",
                                      "-w", str(tiny_weights), "-d", "cpu", "--json"])
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["kept_coarse"] == kept
+        record = json.loads(result.stdout)
+        assert record["kept_coarse"] == kept and record["change_confidence"] == confidence
         assert ("the coarse mask was kept" in result.stderr) is bool(kept)
         if kept:
             assert np.array_equal(cv2.imread(str(out), cv2.IMREAD_GRAYSCALE) > 127, coarse)
+
+
+def test_refine_reports_each_labels_change_confidence(tmp_path: Path, tiny_weights,  # noqa: ANN001
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm_cli.engine as engine
+
+    image_path, mask_path = write_scene_files(tmp_path, size=(240, 320))
+    foreground = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+    labels = np.zeros(foreground.shape, np.uint8)
+    labels[:, :160][foreground[:, :160]] = 1
+    labels[:, 160:][foreground[:, 160:]] = 2
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    values = iter((0.3, 0.9))  # labels are refined in id order
+    monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: next(values))
+    result = runner.invoke(app, ["refine", str(image_path), str(tmp_path / "labels.png"), "-o",
+                                 str(tmp_path / "out.png"), "--mode", "labels", "-w", str(tiny_weights),
+                                 "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["label_change_confidence"] == [0.3, 0.9] and record["kept_coarse"] == 1
+    assert "change_confidence" not in record
 
 
 def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001

@@ -22,10 +22,12 @@ Source = str | Path | bytes
 
 @dataclass(frozen=True)
 class StageRun:
-    """The schedule one refinement ran: its stage ratios and their text (with any region pass)."""
+    """The schedule one refinement ran: its stage ratios, their text (with any region pass) and how
+    sure the model was of its changes."""
 
     ratios: tuple[float, ...]
     text: str
+    change_confidence: float | None = None  # the gate's measure (None: guard off, or nothing changed)
 
 
 @dataclass
@@ -110,7 +112,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         per_label = PresetRefiner(refiner, preset)
         refined = refine_labels(per_label, image, mask.values, labels=labels)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
-                          runs=[StageRun(d.ratios, d.schedule) for d in per_label.details],
+                          runs=[StageRun(d.ratios, d.schedule, d.change_confidence) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details),
                           kept_coarse=sum(d.kept_coarse for d in per_label.details))
     coarse = mask.probability()
@@ -121,7 +123,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
                      "the coarse mask was kept")
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
-                      runs=[StageRun(detail.ratios, detail.schedule)], guard_restored=detail.guard_restored,
+                      runs=[StageRun(detail.ratios, detail.schedule, detail.change_confidence)],
+                      guard_restored=detail.guard_restored,
                       kept_coarse=int(detail.kept_coarse))
 
 
