@@ -91,15 +91,21 @@ def test_info_json_reports_weights(tiny_weights: Path) -> None:
     assert weights["config"]["encoder"] == TINY_ARCH["encoder"]
     assert weights["config"]["latent_dim"] == TINY_ARCH["latent_dim"]
     assert weights["provenance"]["notes"] == "random test weights"
-    assert weights["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000}
+    assert weights["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
+                                      "min_change_confidence": 0.5}
 
 
-def test_info_reports_the_final_stage_of_the_shipped_lite0_weights() -> None:
-    lite0 = Path(__file__).resolve().parents[1] / "weights" / "crm_efficientnet_lite0.safetensors"
+def test_info_reports_the_final_stage_of_the_shipped_opt_in_weights() -> None:
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    lite0 = weights / "crm_efficientnet_lite0.safetensors"
     data = json.loads(runner.invoke(app, ["info", "-w", str(lite0), "--json"]).stdout)
-    assert data["weights"]["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 0, "mirror_max_pixels": 1_000_000}
+    assert data["weights"]["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 0, "mirror_max_pixels": 1_000_000,
+                                              "min_change_confidence": 0.5}
     table = runner.invoke(app, ["info", "-w", str(lite0)])
     assert "enlarge_max_pixels=0" in flat(table.stderr)
+    thin = json.loads(runner.invoke(app, ["info", "-w", str(weights / "crm_mobilenet_v2_thin.safetensors"),
+                                          "--json"]).stdout)
+    assert thin["weights"]["final_stage"]["min_change_confidence"] == 0.45
 
 
 def test_info_hash_mismatch_and_embedded_spec(tiny_weights: Path, tmp_path: Path) -> None:
