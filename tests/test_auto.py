@@ -859,6 +859,27 @@ def test_refine_reports_each_labels_change_confidence(tmp_path: Path, tiny_weigh
     assert "change_confidence" not in record
 
 
+def test_batch_counts_the_kept_coarse_masks(tmp_path: Path, tiny_weights,  # noqa: ANN001
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm_cli.engine as engine
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(3):
+        image, gt = synthetic_scene(240, 320, seed=k)
+        cv2.imwrite(str(data / f"s{k}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(data / f"s{k}_seg.png"), coarse_of(gt, 8))
+    values = iter((0.3, 0.9, 0.2))  # pairs are refined in name order
+    monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: next(values))
+    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "out"), "-w", str(tiny_weights),
+                                 "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kept_coarse"] == 2 and [item["kept_coarse"] for item in summary["items"]] == [1, 0, 1]
+    assert [item["change_confidence"] for item in summary["items"]] == [0.3, 0.9, 0.2]
+    assert "2 kept the coarse mask" in result.stderr
+
+
 def test_eval_counts_schedules(tmp_path: Path, tiny_weights) -> None:  # noqa: ANN001
     for k in range(3):
         image, gt = synthetic_scene(240, 320, seed=k)

@@ -188,17 +188,22 @@ def batch(
             raise fail(str(exc)) from None
     items.extend(finished[index] for index in sorted(finished))
     counts = {k: sum(1 for i in items if i["status"] == k) for k in ("ok", "skipped", "in_progress", "failed")}
+    # Refinements (labels count one each) whose coarse mask was kept: the ones to review by hand.
+    kept = sum(i.get("kept_coarse") or 0 for i in items if i["status"] == "ok")
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
         console.print(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), {busy}"
                       f"{counts['failed']} failed -> {output_dir}", highlight=False)
+        if kept:
+            console.print(f"  {kept} kept the coarse mask (the model was unsure of its changes: review these)",
+                          highlight=False)
         for item in items:
             if item["status"] == "failed":
                 label = f"{item['name']}: " if item["name"] else ""
                 console.print(f"  [red]failed[/] {label}{item['error']}", highlight=False)
     if json_out:
         emit_json({"done": counts["ok"], "skipped": counts["skipped"], "in_progress": counts["in_progress"],
-                   "failed": counts["failed"], "output_dir": str(output_dir), "items": items})
+                   "failed": counts["failed"], "kept_coarse": kept, "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
 
