@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_scene
+from conftest import load_benchmark, synthetic_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,7 @@ def test_pack_keeps_held_out_pairs_out_of_training(data_40: Path, tmp_path: Path
 
 
 def test_run_sizing_from_a_probe_log(tmp_path: Path) -> None:
-    device_train = _script("device_train")
+    device_train = load_benchmark("device_train")
     log = tmp_path / "log.csv"
     log.write_text("step,lr,seconds\n1,0.1,5.0\n2,0.1,0.03\n3,0.1,0.02\n4,0.1,0.04\n5,0.1,0.02\n")
     assert device_train.seconds_per_step(log, skip=1) == pytest.approx(0.025)  # median of 0.03, 0.02, 0.04, 0.02
@@ -93,7 +83,7 @@ def test_device_train_probes_then_runs_the_planned_steps(data_40: Path, tmp_path
 
 
 def test_heldout_blocky_coarse_by_hand() -> None:
-    heldout = _script("make_heldout_val")
+    heldout = load_benchmark("make_heldout_val")
     gt = np.zeros((16, 16), np.float32)
     gt[:12, :12] = 1.0
     # 8x8 blocks: the top-left one is full, its right and lower neighbours exactly half (not > 0.5).
@@ -105,7 +95,7 @@ def test_heldout_blocky_coarse_by_hand() -> None:
 
 
 def test_heldout_lowres_coarse_is_seeded_per_image() -> None:
-    heldout = _script("make_heldout_val")
+    heldout = load_benchmark("make_heldout_val")
     _, mask = synthetic_scene(300, 400, seed=3)
     gt = mask.astype(np.float32) / 255.0
     first, again, other = (heldout.heldout_coarse(gt, k, "lowres") for k in (5, 5, 6))
@@ -116,7 +106,7 @@ def test_heldout_lowres_coarse_is_seeded_per_image() -> None:
 
 
 def test_make_heldout_val_writes_the_chosen_coarse_kind(data_40: Path, tmp_path: Path) -> None:
-    heldout = _script("make_heldout_val")
+    heldout = load_benchmark("make_heldout_val")
     out = tmp_path / "blocky"
     command = [sys.executable, str(ROOT / "benchmarks" / "make_heldout_val.py"), str(data_40), str(out),
                "--coarse", "blocky"]

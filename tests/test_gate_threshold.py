@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, make_tiny_model, synthetic_scene
+from conftest import coarse_of, load_benchmark, make_tiny_model, synthetic_scene
 
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import evaluate, folder_samples
 from crm_cli.pairing import find_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
 # One value per image, in name order; None: the refinement changed no pixel's side.
 CONFIDENCES = (0.2, 0.6, None, 0.45)
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +38,7 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
     values = itertools.cycle(CONFIDENCES)
     monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: next(values))
 
-    gate = _script("gate_threshold")
+    gate = load_benchmark("gate_threshold")
     pairs = [pair for pair in find_pairs(tmp_path)[0] if pair.gt is not None]
     runs = []
     for threshold in (0.0, gate.REFUSE_ALL, 0.3, 0.5):
