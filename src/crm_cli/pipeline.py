@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from .config import MODES
 from .imageio import read_image, read_mask
 from .masks import MaskData, match_mask_to_image
 from .presets import Preset
+
+if TYPE_CHECKING:
+    from .engine import RefineResult
 
 Source = str | Path | bytes
 
@@ -28,6 +32,12 @@ class StageRun:
     ratios: tuple[float, ...]
     text: str
     change_confidence: float | None = None  # the gate's measure (None: guard off, or nothing changed)
+    kept_coarse: bool = False  # the model was unsure of its changes, so the coarse mask was kept
+
+    @classmethod
+    def of(cls, result: RefineResult) -> StageRun:
+        """The run recorded in an ``engine.RefineResult``."""
+        return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse)
 
 
 @dataclass
@@ -42,7 +52,11 @@ class PairResult:
     notes: list[str] = field(default_factory=list)
     runs: list[StageRun] = field(default_factory=list)  # the schedule run (one per label for label maps)
     guard_restored: int = 0
-    kept_coarse: int = 0  # refinements (one per label for label maps) that kept the coarse mask
+
+    @property
+    def kept_coarse(self) -> int:
+        """Refinements (one per label for label maps) that kept the coarse mask."""
+        return sum(run.kept_coarse for run in self.runs)
 
 
 def source_name(source: Source, fallback: str = "<stdin>") -> str:
@@ -112,9 +126,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         per_label = PresetRefiner(refiner, preset)
         refined = refine_labels(per_label, image, mask.values, labels=labels)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
-                          runs=[StageRun(d.ratios, d.schedule, d.change_confidence) for d in per_label.details],
-                          guard_restored=sum(d.guard_restored for d in per_label.details),
-                          kept_coarse=sum(d.kept_coarse for d in per_label.details))
+                          runs=[StageRun.of(d) for d in per_label.details],
+                          guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
     detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
@@ -123,9 +136,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
                      "the coarse mask was kept")
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
-                      runs=[StageRun(detail.ratios, detail.schedule, detail.change_confidence)],
-                      guard_restored=detail.guard_restored,
-                      kept_coarse=int(detail.kept_coarse))
+                      runs=[StageRun.of(detail)], guard_restored=detail.guard_restored)
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:
