@@ -1,0 +1,113 @@
+"""Where masks' boundaries lie relative to the image's edges, in pixels.
+
+Pixels are grouped in one-pixel layers by their signed distance from the mask's boundary (-0.5 is
+the mask's outermost layer, +0.5 the first layer outside it), and the grey image's Sobel gradient
+magnitude is averaged per layer over all images. Far from the boundary (4.5-6.5 px) each side has
+its own texture level; that is subtracted on its side, and the centroid of what is left within
+3.5 px is the offset: 0 when the boundaries lie on the image's edges, positive when the edges lie
+outside the masks (drawn tight), negative when inside (drawn loose).
+
+    python benchmarks/edge_offset.py FOLDER [--pred REFINED] [--limit 24]
+
+FOLDER is in BIG layout (``*_im``, ``*_seg``, ``*_gt``); the ground truths and the coarse masks are
+measured, and the refined masks in REFINED (``crm eval FOLDER -o REFINED``) with ``--pred``. A
+ground truth that is drawn tight makes a refiner that follows the image's edges look too large.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from crm_cli.guard import boundary_distance
+from crm_cli.imageio import read_image, read_mask
+from crm_cli.masks import binarize, match_mask_to_image
+from crm_cli.pairing import find_pairs, pair_predictions
+
+# Layer centres -6.5 .. +6.5: the near ones give the centroid, the far ones each side's texture level.
+LAYERS = np.arange(-6.5, 7.0, 1.0)
+NEAR_PX = 3.5
+FAR_PX = (4.5, 6.5)
+
+
+def gradient_magnitude(image: np.ndarray) -> np.ndarray:
+    """Float32 (H, W): the Sobel gradient magnitude of the grey image (RGB uint8 in)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+
+
+def layer_sums(magnitude: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer of ``LAYERS``: the summed gradient magnitude and the pixel count (a binary mask)."""
+    inside = np.asarray(mask).astype(bool)
+    signed = np.where(inside, 0.5 - boundary_distance(inside), boundary_distance(inside) - 0.5)
+    index = np.rint(signed - LAYERS[0]).astype(np.int64)
+    valid = (index >= 0) & (index < len(LAYERS)) & np.isfinite(signed)
+    sums = np.bincount(index[valid], weights=magnitude[valid], minlength=len(LAYERS))
+    counts = np.bincount(index[valid], minlength=len(LAYERS)).astype(np.float64)
+    return sums, counts
+
+
+def edge_offset(sums: np.ndarray, counts: np.ndarray) -> float | None:
+    """The centroid (px) of the near layers' gradient above each side's far texture level."""
+    profile = sums / np.maximum(counts, 1.0)
+    far = (np.abs(LAYERS) >= FAR_PX[0]) & (np.abs(LAYERS) <= FAR_PX[1])
+    levels = {side: profile[far & (np.sign(LAYERS) == side) & (counts > 0)] for side in (-1.0, 1.0)}
+    level = np.array([levels[np.sign(x)].mean() if levels[np.sign(x)].size else 0.0 for x in LAYERS])
+    near = (np.abs(LAYERS) <= NEAR_PX) & (counts > 0)
+    excess = np.clip(profile - level, 0.0, None) * near
+    if excess.sum() <= 0:
+        return None
+    return float((excess * LAYERS).sum() / excess.sum())
+
+
+def edge_contrast(sums: np.ndarray, counts: np.ndarray) -> float:
+    """The near layers' highest mean gradient over the far layers' mean: about 1 for a boundary
+    that does not follow the image's edges (a blocky coarse mask), whose offset means nothing."""
+    profile = sums / np.maximum(counts, 1.0)
+    far = (np.abs(LAYERS) >= FAR_PX[0]) & (np.abs(LAYERS) <= FAR_PX[1]) & (counts > 0)
+    near = (np.abs(LAYERS) <= NEAR_PX) & (counts > 0)
+    return float(profile[near].max() / max(profile[far].mean(), 1e-6)) if near.any() and far.any() else 0.0
+
+
+def measure(pairs: list[tuple[Path, Path]]) -> tuple[float | None, float, np.ndarray]:
+    """(offset, contrast, mean gradient per layer) over ``(image, mask)`` file pairs."""
+    sums, counts = np.zeros(len(LAYERS)), np.zeros(len(LAYERS))
+    for image_path, mask_path in pairs:
+        image = read_image(image_path)
+        mask, _ = match_mask_to_image(read_mask(mask_path), image.shape[:2], str(image_path), str(mask_path))
+        more_sums, more_counts = layer_sums(gradient_magnitude(image), binarize(mask.scoring_values()))
+        sums += more_sums
+        counts += more_counts
+    return edge_offset(sums, counts), edge_contrast(sums, counts), sums / np.maximum(counts, 1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print one row per kind of mask: images, offset (px), contrast and the near layers' mean gradient."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="BIG-layout folder (*_im, *_seg, *_gt)")
+    parser.add_argument("--pred", type=Path, help="refined masks of the folder's pairs (crm eval -o)")
+    parser.add_argument("--limit", type=int, default=0, help="measure every k-th pair, about this many (0: all)")
+    args = parser.parse_args(argv)
+
+    triples = [pair for pair in find_pairs(args.folder)[0] if pair.gt is not None]
+    if args.limit and len(triples) > args.limit:
+        triples = triples[:: len(triples) // args.limit][: args.limit]
+    rows = {"ground truth": [(t.image, t.gt) for t in triples], "coarse": [(t.image, t.mask) for t in triples]}
+    if args.pred is not None:
+        refined = {p.name: p.pred for p in pair_predictions(args.pred, args.folder)}
+        rows["refined"] = [(t.image, refined[t.name]) for t in triples]
+    near = np.abs(LAYERS) <= NEAR_PX
+    print("| masks | images | edge offset (px) | contrast | " + " | ".join(f"{x:+.1f}" for x in LAYERS[near]) + " |")
+    print("|---|---|---|---|" + "---|" * int(near.sum()))
+    for kind, pairs in rows.items():
+        offset, contrast, profile = measure(pairs)
+        shown = "n/a" if offset is None else f"{offset:+.2f}"
+        layers = " | ".join(f"{v:.1f}" for v in profile[near])
+        print(f"| {kind} | {len(pairs)} | {shown} | {contrast:.2f} | {layers} |")
+
+
+if __name__ == "__main__":
+    main()
