@@ -13,6 +13,7 @@ from conftest import coarse_of, load_benchmark, make_tiny_model, synthetic_scene
 
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import evaluate, folder_samples
+from crm_cli.metrics import score_pair
 from crm_cli.pairing import find_pairs
 
 # One value per image, in name order; None: the refinement changed no pixel's side.
@@ -47,8 +48,13 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
     ungated, refused, at_03, at_05 = runs
     assert [image["kept_coarse"] for image in refused.images] == [True, True, False, True]
     assert ungated.refined.iou != refused.refined.iou  # the stand-in changed the masks
+    # Scored without the model, the kept masks equal what the model path with every change refused
+    # gives (s2 has nothing to keep: its confidence says no pixel changed side).
+    kept_scores = gate.coarse_kept_scores(refiner, pairs, ungated)
+    assert not any("regions" in image["schedule"] for image in ungated.images)
+    assert [kept_scores[k] for k in (0, 1, 3)] == [refused.refined.images[k] for k in (0, 1, 3)]
     for threshold, direct, kept in ((0.3, at_03, 1), (0.5, at_05, 2)):
-        score, kept_count = gate.gated(ungated, refused, threshold)
+        score, kept_count = gate.gated(ungated, kept_scores, threshold)
         assert kept_count == kept == sum(image["kept_coarse"] for image in direct.images)
         assert score.iou == direct.refined.iou and score.mba == direct.refined.mba
 
@@ -56,3 +62,38 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
     rows = gate.sweep(refiner, tmp_path, [0.3, 0.5])
     assert rows[1].startswith("| 0.3 |") and "| 1 of 4 |" in rows[1]
     assert rows[2].startswith("| 0.5 (the weights') |") and "| 2 of 4 |" in rows[2]
+
+
+def test_only_images_with_a_region_pass_are_refined_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.evaluation import Evaluation
+    from crm_cli.metrics import ImageScore
+
+    for k in range(3):
+        image, gt = synthetic_scene(96, 128, seed=k)
+        cv2.imwrite(str(tmp_path / f"s{k}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(tmp_path / f"s{k}_gt.png"), gt)
+        cv2.imwrite(str(tmp_path / f"s{k}_seg.png"), coarse_of(gt, 8))
+    pairs = [pair for pair in find_pairs(tmp_path)[0] if pair.gt is not None]
+    schedules = {"s0": "0.5,1", "s1": "1.5+regions 0.25,0.5", "s2": "1.5"}
+    ungated = Evaluation(images=[{"name": name, "schedule": schedule} for name, schedule in schedules.items()])
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    gate = load_benchmark("gate_threshold")
+    calls = []
+    corrected = ImageScore("s1", 7, 9, 0.25)  # stands for the region pass's corrected mask
+
+    def fake_evaluate(refiner_: Refiner, samples) -> Evaluation:  # noqa: ANN001
+        calls.append(([sample.name for sample in samples], refiner_.final_stage.min_change_confidence))
+        run = Evaluation()
+        run.refined.add(corrected)
+        return run
+
+    monkeypatch.setattr(gate, "evaluate", fake_evaluate)
+    scores = gate.coarse_kept_scores(refiner, pairs, ungated)
+    assert calls == [(["s1"], gate.REFUSE_ALL)]
+    assert refiner.final_stage.min_change_confidence == 0.5  # restored
+    coarse = {sample.name: score_pair(sample.coarse_scoring, sample.gt) for sample in folder_samples(pairs)}
+    assert [score.name for score in scores] == ["s0", "s1", "s2"]
+    assert scores[1] is corrected
+    for score in (scores[0], scores[2]):  # binary coarse masks: the kept mask scores as the coarse one
+        assert (score.intersection, score.union, score.mba) == (coarse[score.name].intersection,
+                                                                 coarse[score.name].union, coarse[score.name].mba)
