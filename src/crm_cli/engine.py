@@ -93,12 +93,12 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
                                final=final)
     height, width = foreground.shape
     ratios = settings.ratios
-    first_run = ratios[(fitting_stages(height, width, ratios, min_side) or [len(ratios) - 1])[0]]
-    free_px = guard_distance(first_run)
+    fitting = fitting_stages(height, width, ratios, min_side)
+    free_px = guard_distance(ratios[(fitting or [len(ratios) - 1])[0]])
     trust = 0.0
     if settings.guard and foreground.any() and not foreground.all():
         trust = mask_trust(image, foreground, ratios, min_side)
-    return Schedule(ratios, free_px, trust)
+    return Schedule(ratios, free_px, trust, final_only=not fitting)
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -182,7 +182,6 @@ class Refiner(StageRunner):
         image = check_rgb_image(image)
         mask = mask_to_float(mask)
         check_mask_fits(mask.shape, image.shape)
-        height, width = mask.shape
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
@@ -205,8 +204,7 @@ class Refiner(StageRunner):
                 base = free_near(taken, plan.guard_px, plan.trust)
         # Beyond a few free distances the guard needs near-certainty to change anything, so the
         # first stage is decoded only inside that band (the rest keeps the coarse mask).
-        runs_alone = not fitting_stages(height, width, plan.ratios, self.min_stage_side)
-        bands = FINAL_ONLY_GUARD_BAND if runs_alone else GUARD_BAND
+        bands = FINAL_ONLY_GUARD_BAND if plan.final_only else GUARD_BAND
         first_band = bands * plan.guard_px if settings.guard and settings.roi else None
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages, mirror_last=plan.mirror)

@@ -224,6 +224,7 @@ class Schedule:
         min_shift: the mean boundary move (px) below which the final stage's moves near the
             boundary are undone (0: never); set only for detailed masks of small images.
         mirror: average the final stage with its run on the mirrored image (``FinalStage``).
+        final_only: no coarse stage runs (none was chosen, or none fits the image).
     """
 
     ratios: tuple[float, ...]
@@ -234,6 +235,7 @@ class Schedule:
     regions: tuple[float, ...] = ()
     min_shift: float = 0.0
     mirror: bool = False
+    final_only: bool = False
 
     def label(self) -> str:
         """The stages as text, e.g. ``"0.5,1"`` or ``"1+regions 0.25,0.5"``."""
@@ -445,5 +447,6 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     if not fitting or pixels <= final.enlarge_max_pixels:
         ratios = ratios[:-1] + (ratios[-1] * final.scale,)
     mirror = SMALL_MIRROR and (not fitting or pixels <= final.mirror_max_pixels)
+    # Every ratio after a fitting start fits too, so the chosen coarse stages all run.
     return Schedule(ratios, guard_distance(ladder[start]), trust, alignment, detail, regions, min_shift,
-                    mirror=mirror)
+                    mirror=mirror, final_only=len(ratios) == 1)
