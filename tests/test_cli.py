@@ -183,6 +183,32 @@ def test_eval_scores_equal_score_on_written_outputs(tiny_weights, tmp_path) -> N
     assert coarse["iou"] == pytest.approx(summary["coarse"]["iou"], abs=1e-12)
 
 
+def test_eval_threshold_scores_and_writes_the_binarised_masks(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = tmp_path / "big"
+    for k in range(2):
+        write_pair(data, f"o{k}_im", f"o{k}_seg", seed=k, gt_name=f"o{k}_gt")
+    soft_dir, binary_dir = tmp_path / "soft", tmp_path / "binary"
+    common = ["-w", str(tiny_weights), "-d", "cpu", "--json", "-q"]
+    soft = json.loads(runner.invoke(app, ["eval", str(data), "-o", str(soft_dir), *common]).stdout)
+    result = runner.invoke(app, ["eval", str(data), "-o", str(binary_dir), "-t", "0.7", *common])
+    assert result.exit_code == 0, result.output
+    binary = json.loads(result.stdout)
+    assert soft["threshold"] is None and binary["threshold"] == 0.7
+    assert binary["coarse"] == soft["coarse"]
+    for name in ("o0", "o1"):
+        probability = np.asarray(Image.open(soft_dir / f"{name}_mask.png"), np.float64)
+        written = np.asarray(Image.open(binary_dir / f"{name}_mask.png"))
+        assert set(np.unique(written)) <= {0, 255}
+        # The soft file holds round(255 p): p > 0.7 is round(255 p) >= 179 (0.7 x 255 = 178.5).
+        np.testing.assert_array_equal(written == 255, probability >= 179)
+        (binary_dir / f"{name}_gt.png").write_bytes((data / f"{name}_gt.png").read_bytes())
+    scored = json.loads(runner.invoke(app, ["score", str(binary_dir), str(binary_dir), "--json"]).stdout)
+    assert scored["iou"] == pytest.approx(binary["refined"]["iou"], abs=1e-12)
+    assert scored["mba"] == pytest.approx(binary["refined"]["mba"], abs=1e-12)
+    bad = runner.invoke(app, ["eval", str(data), "-t", "1.5", *common])
+    assert bad.exit_code == 2 and bad.stdout == ""
+
+
 def test_time_reports_per_stage_breakdown(tiny_weights) -> None:  # noqa: ANN001
     result = runner.invoke(app, ["time", "--size", "160x120", "--repeat", "1", "-w", str(tiny_weights), "-d", "cpu",
                                  "--preset", "balanced", "--json"])

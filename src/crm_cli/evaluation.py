@@ -83,15 +83,17 @@ class Evaluation:
 
 
 def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | None = None, *,
-             ratios: Sequence[float] | None = None, per_stage: bool = False,
+             ratios: Sequence[float] | None = None, per_stage: bool = False, threshold: float | None = None,
              on_sample: Callable[[Sample, np.ndarray], None] | None = None) -> Evaluation:
     """Refine every sample with ``refiner`` (an ``engine.Refiner``) and score coarse and refined.
 
     Args:
         preset, ratios: the refine settings (see ``Refiner.refine_detailed``).
         per_stage: also score every stage's output (each decoded at full size).
-        on_sample: called with each sample and its refined soft uint8 mask (to write it, or to
-            advance a progress bar).
+        threshold: score the refined masks (and the stages') binarised at probability > threshold;
+            by default the 8-bit soft mask is scored, with the evaluation's > 128 rule.
+        on_sample: called with each sample and its refined uint8 mask, soft or binarised as scored
+            (to write it, or to advance a progress bar).
     """
     from .outputs import render_output
 
@@ -100,7 +102,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         start = time.perf_counter()
         detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage, preset=preset)
         result.refine_seconds += time.perf_counter() - start
-        refined = render_output("soft", detail.probability)
+        refined = render_output("soft", detail.probability, threshold=threshold)
         schedule = detail.schedule
         result.schedules[schedule] += 1
         coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
@@ -115,7 +117,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         while len(result.stages) < len(detail.stages):
             result.stages.append(DatasetScore())
         for scores, stage in zip(result.stages, detail.stages, strict=False):
-            scores.add(score_pair(render_output("soft", stage), sample.gt, sample.name))
+            scores.add(score_pair(render_output("soft", stage, threshold=threshold), sample.gt, sample.name))
         if on_sample is not None:
             on_sample(sample, refined)
     return result

@@ -27,6 +27,10 @@ def evaluate(
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", "-t", min=0.0, max=1.0, metavar="T",
+        help="Score (and write with -o) the refined masks binarised at probability > T "
+             "[default: the 8-bit soft mask, scored > 128].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -65,7 +69,7 @@ def evaluate(
             progress.advance(task)
 
         scores = score_samples(refiner, announced(folder_samples(pairs)), settings, per_stage=per_stage,
-                               on_sample=finished)
+                               threshold=threshold, on_sample=finished)
     # Every ratio of the preset gets a row (an image whose schedule skipped a stage adds nothing to it).
     stage_scores = scores.stages + [DatasetScore() for _ in settings.ratios[len(scores.stages):]]
     coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
@@ -74,6 +78,7 @@ def evaluate(
     summary = {
         "n": len(pairs),
         "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
+        "threshold": threshold,
         "schedules": dict(schedules.most_common()),
         "kept_coarse": sum(image["kept_coarse"] for image in per_image),
         "device": refiner.device_name,
@@ -90,7 +95,8 @@ def evaluate(
                                                                                        strict=True)]
     console.print(
         f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
-        f"  ->  refined {percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
+        f"  ->  refined{'' if threshold is None else f' (p > {threshold:g})'} "
+        f"{percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
         highlight=False,
     )
