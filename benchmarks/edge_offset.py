@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     triples = [pair for pair in find_pairs(args.folder)[0] if pair.gt is not None]
+    if not triples:
+        raise SystemExit(f"{args.folder}: no image/mask/GT triples")
     if args.limit and len(triples) > args.limit:
         triples = triples[:: len(triples) // args.limit][: args.limit]
     rows = {"ground truth": [(t.image, t.gt) for t in triples], "coarse": [(t.image, t.mask) for t in triples]}

@@ -77,3 +77,10 @@ def test_the_script_measures_gt_coarse_and_refined(tmp_path: Path, capsys: pytes
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:3]
             for line in capsys.readouterr().out.splitlines()[2:]}
     assert rows == {"ground truth": ["1", "+0.00"], "coarse": ["1", "+1.00"], "refined": ["1", "-2.00"]}
+
+
+def test_the_script_refuses_a_folder_without_ground_truth(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a_im.png"), step_image())
+    cv2.imwrite(str(tmp_path / "a_seg.png"), columns_mask(31).astype(np.uint8) * 255)
+    with pytest.raises(SystemExit, match="no image/mask/GT triples"):
+        edge_offset.main([str(tmp_path)])
