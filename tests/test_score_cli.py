@@ -117,7 +117,7 @@ def test_json_only_on_stdout(big: Path) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     payload = json.loads(lines[0])
-    assert set(payload) == {"iou", "mba", "n", "images"}
+    assert set(payload) == {"iou", "mba", "n", "images", "threshold"} and payload["threshold"] is None
     assert all(set(image) == {"name", "iou", "mba"} for image in payload["images"])
     assert 0 <= payload["iou"] <= 1 and 0 <= payload["mba"] <= 1
     assert "dataset" in result.stderr  # the table still goes to stderr
@@ -249,3 +249,21 @@ def test_palette_and_16bit_masks(tmp_path: Path) -> None:
     assert by_name["p"] == {**by_name["g"], "name": "p"}
     assert by_name["w"] == {**by_name["g"], "name": "w"}
     assert by_name["g"]["iou"] == 360 / 440
+
+
+def test_threshold_binarises_predictions_at_their_full_scale(tmp_path: Path) -> None:
+    soft = GT.copy()
+    soft[GT > 0] = 200  # 200 / 255 = 0.78
+    soft[30:34, 10:30] = 150  # 80 more px at 150 / 255 = 0.59: in at > 128 and at 0.5, out at 0.7
+    _write(tmp_path / "s_gt.png", GT)
+    _write(tmp_path / "s_seg.png", soft)
+    _write(tmp_path / "w_gt.png", GT)
+    _write(tmp_path / "w_seg.png", soft.astype(np.uint16) * 257)  # the same values, 16-bit
+    for threshold, iou in ((None, 400 / 480), ("0.5", 400 / 480), ("0.7", 1.0)):
+        payload = _json([str(tmp_path), str(tmp_path), *([] if threshold is None else ["-t", threshold])])
+        assert _ious(payload) == {"s": pytest.approx(iou), "w": pytest.approx(iou)}
+        assert payload["threshold"] == (None if threshold is None else float(threshold))
+    coco = tmp_path / "a.json"
+    coco.write_text("{}")
+    result = runner.invoke(app, ["score", str(coco), str(coco), "-t", "0.5"])
+    assert result.exit_code == 2 and _squash("--threshold applies to mask files") in _squash(result.stderr)

@@ -16,11 +16,16 @@ if TYPE_CHECKING:
     from ..metrics import DatasetScore
 
 
-def _read_values(path: Path) -> np.ndarray:
-    """Raw mask values for scoring; palette masks give their foreground (index != 0) as booleans."""
-    from ..imageio import read_mask
+def _read_values(path: Path, threshold: float | None = None) -> np.ndarray:
+    """Raw mask values for scoring; palette masks give their foreground (index != 0) as booleans.
 
-    return read_mask(path).scoring_values()
+    With ``threshold`` the values are binarised at > threshold of their full scale instead.
+    """
+    from ..imageio import read_mask
+    from ..masks import mask_to_float
+
+    values = read_mask(path).scoring_values()
+    return values if threshold is None else mask_to_float(values) > threshold
 
 
 def _print_table(scores: DatasetScore) -> None:
@@ -78,11 +83,17 @@ def score(
         Path | None,
         typer.Option("--csv", dir_okay=False, help="Write per-image rows (name,iou,mba,intersection,union)."),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", "-t", min=0.0, max=1.0, metavar="T",
+                     help="Binarise the predictions at > T of their full scale (default: > 128 of 255)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score predicted masks against ground truth: dataset IoU and mBA (boundary accuracy).
 
-    Masks are binarised with > 128 on the 8-bit scale. IoU is sum of intersections / sum of unions.
+    Masks are binarised with > 128 on the 8-bit scale (predictions at > T with -t). IoU is sum of
+    intersections / sum of unions.
 
     mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
 
@@ -96,6 +107,8 @@ def score(
         coco_files = _is_coco(pred) or _is_coco(gt)
         if coco_files and not (_is_coco(pred) and _is_coco(gt)):
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
+        if coco_files and threshold is not None:
+            raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
         try:
             from ..pairing import pair_predictions  # lazily: it loads OpenCV, and --help must not
 
@@ -105,7 +118,7 @@ def score(
         scores = _score_coco(pred, gt) if coco_files else DatasetScore()
         for pair in track(pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
-            pred_values = _read_values(pair.pred)
+            pred_values = _read_values(pair.pred, threshold)
             gt_values = _read_values(pair.gt)
             if pred_values.shape[:2] != gt_values.shape[:2]:
                 raise fail(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
@@ -116,7 +129,7 @@ def score(
             _write_csv(csv_path, scores)
             console.print(f"wrote {csv_path}", highlight=False)
     if json_out:
-        emit_json(scores.to_dict())
+        emit_json({**scores.to_dict(), "threshold": threshold})
 
 
 def register(app: typer.Typer) -> None:
