@@ -29,8 +29,8 @@ from crm_cli.pairing import find_pairs, pair_predictions
 
 # Layer centres -6.5 .. +6.5: the near ones give the centroid, the far ones each side's texture level.
 LAYERS = np.arange(-6.5, 7.0, 1.0)
-NEAR_PX = 3.5
-FAR_PX = (4.5, 6.5)
+NEAR = np.abs(LAYERS) <= 3.5
+FAR = (np.abs(LAYERS) >= 4.5) & (np.abs(LAYERS) <= 6.5)
 
 
 def gradient_magnitude(image: np.ndarray) -> np.ndarray:
@@ -50,14 +50,19 @@ def layer_sums(magnitude: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     return sums, counts
 
 
+def mean_profile(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean gradient per layer (0 for an empty layer)."""
+    return sums / np.maximum(counts, 1.0)
+
+
 def edge_offset(sums: np.ndarray, counts: np.ndarray) -> float | None:
     """The centroid (px) of the near layers' gradient above each side's far texture level."""
-    profile = sums / np.maximum(counts, 1.0)
-    far = (np.abs(LAYERS) >= FAR_PX[0]) & (np.abs(LAYERS) <= FAR_PX[1])
-    levels = {side: profile[far & (np.sign(LAYERS) == side) & (counts > 0)] for side in (-1.0, 1.0)}
-    level = np.array([levels[np.sign(x)].mean() if levels[np.sign(x)].size else 0.0 for x in LAYERS])
-    near = (np.abs(LAYERS) <= NEAR_PX) & (counts > 0)
-    excess = np.clip(profile - level, 0.0, None) * near
+    profile = mean_profile(sums, counts)
+    level = np.zeros(len(LAYERS))
+    for side in (LAYERS < 0, LAYERS > 0):
+        far = FAR & side & (counts > 0)
+        level[side] = profile[far].mean() if far.any() else 0.0
+    excess = np.clip(profile - level, 0.0, None) * (NEAR & (counts > 0))
     if excess.sum() <= 0:
         return None
     return float((excess * LAYERS).sum() / excess.sum())
@@ -66,22 +71,25 @@ def edge_offset(sums: np.ndarray, counts: np.ndarray) -> float | None:
 def edge_contrast(sums: np.ndarray, counts: np.ndarray) -> float:
     """The near layers' highest mean gradient over the far layers' mean: about 1 for a boundary
     that does not follow the image's edges (a blocky coarse mask), whose offset means nothing."""
-    profile = sums / np.maximum(counts, 1.0)
-    far = (np.abs(LAYERS) >= FAR_PX[0]) & (np.abs(LAYERS) <= FAR_PX[1]) & (counts > 0)
-    near = (np.abs(LAYERS) <= NEAR_PX) & (counts > 0)
+    profile = mean_profile(sums, counts)
+    near, far = NEAR & (counts > 0), FAR & (counts > 0)
     return float(profile[near].max() / max(profile[far].mean(), 1e-6)) if near.any() and far.any() else 0.0
 
 
-def measure(pairs: list[tuple[Path, Path]]) -> tuple[float | None, float, np.ndarray]:
-    """(offset, contrast, mean gradient per layer) over ``(image, mask)`` file pairs."""
-    sums, counts = np.zeros(len(LAYERS)), np.zeros(len(LAYERS))
-    for image_path, mask_path in pairs:
+def measure(items: list[tuple[Path, list[Path]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Layer sums and counts per kind of mask, over ``(image, [one mask per kind])`` items; each
+    image is read and differentiated once for all its masks."""
+    kinds = len(items[0][1])
+    totals = [(np.zeros(len(LAYERS)), np.zeros(len(LAYERS))) for _ in range(kinds)]
+    for image_path, mask_paths in items:
         image = read_image(image_path)
-        mask, _ = match_mask_to_image(read_mask(mask_path), image.shape[:2], str(image_path), str(mask_path))
-        more_sums, more_counts = layer_sums(gradient_magnitude(image), binarize(mask.scoring_values()))
-        sums += more_sums
-        counts += more_counts
-    return edge_offset(sums, counts), edge_contrast(sums, counts), sums / np.maximum(counts, 1.0)
+        magnitude = gradient_magnitude(image)
+        for (sums, counts), mask_path in zip(totals, mask_paths, strict=True):
+            mask, _ = match_mask_to_image(read_mask(mask_path), image.shape[:2], str(image_path), str(mask_path))
+            more_sums, more_counts = layer_sums(magnitude, binarize(mask.scoring_values()))
+            sums += more_sums
+            counts += more_counts
+    return totals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,18 +105,20 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.folder}: no image/mask/GT triples")
     if args.limit and len(triples) > args.limit:
         triples = triples[:: len(triples) // args.limit][: args.limit]
-    rows = {"ground truth": [(t.image, t.gt) for t in triples], "coarse": [(t.image, t.mask) for t in triples]}
+    kinds = ["ground truth", "coarse"]
+    items = [(t.image, [t.gt, t.mask]) for t in triples]
     if args.pred is not None:
         refined = {p.name: p.pred for p in pair_predictions(args.pred, args.folder)}
-        rows["refined"] = [(t.image, refined[t.name]) for t in triples]
-    near = np.abs(LAYERS) <= NEAR_PX
-    print("| masks | images | edge offset (px) | contrast | " + " | ".join(f"{x:+.1f}" for x in LAYERS[near]) + " |")
-    print("|---|---|---|---|" + "---|" * int(near.sum()))
-    for kind, pairs in rows.items():
-        offset, contrast, profile = measure(pairs)
+        kinds.append("refined")
+        for (_, masks), t in zip(items, triples, strict=True):
+            masks.append(refined[t.name])
+    print("| masks | images | edge offset (px) | contrast | " + " | ".join(f"{x:+.1f}" for x in LAYERS[NEAR]) + " |")
+    print("|---|---|---|---|" + "---|" * int(NEAR.sum()))
+    for kind, (sums, counts) in zip(kinds, measure(items), strict=True):
+        offset = edge_offset(sums, counts)
         shown = "n/a" if offset is None else f"{offset:+.2f}"
-        layers = " | ".join(f"{v:.1f}" for v in profile[near])
-        print(f"| {kind} | {len(pairs)} | {shown} | {contrast:.2f} | {layers} |")
+        layers = " | ".join(f"{v:.1f}" for v in mean_profile(sums, counts)[NEAR])
+        print(f"| {kind} | {len(items)} | {shown} | {edge_contrast(sums, counts):.2f} | {layers} |")
 
 
 if __name__ == "__main__":
