@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from crm_cli.engine import Refiner
-from crm_cli.evaluation import Evaluation, evaluate, folder_samples
+from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
 from crm_cli.masks import mask_to_float
 from crm_cli.metrics import DatasetScore, ImageScore, score_pair
 from crm_cli.outputs import render_output
@@ -32,26 +34,45 @@ from crm_cli.pairing import FilePair, find_pairs
 REFUSE_ALL = 2.0
 
 
-def coarse_kept_scores(refiner: Refiner, pairs: Sequence[FilePair], ungated: Evaluation) -> list[ImageScore]:
+def evaluate_at(refiner: Refiner, pairs: Sequence[FilePair], threshold: float,
+                on_sample: Callable[[Sample, np.ndarray], None] | None = None) -> Evaluation:
+    """``pairs`` evaluated with the gate at ``threshold``; the weights' own is restored after."""
+    base = refiner.final_stage
+    refiner.final_stage = dataclasses.replace(base, min_change_confidence=threshold)
+    try:
+        return evaluate(refiner, folder_samples(pairs), on_sample=on_sample)
+    finally:
+        refiner.final_stage = base
+
+
+def kept_coarse_score(sample: Sample) -> ImageScore:
+    """The score of what ``refine_detailed`` returns when the gate keeps the coarse mask and no
+    region pass ran: the coarse mask itself, no model needed."""
+    return score_pair(render_output("soft", mask_to_float(sample.coarse)), sample.gt, sample.name)
+
+
+def ungated_run(refiner: Refiner, pairs: Sequence[FilePair]) -> tuple[Evaluation, dict[str, ImageScore]]:
+    """``pairs`` evaluated with the gate off, and each image's :func:`kept_coarse_score` by name,
+    from the same reading of the files."""
+    coarse: dict[str, ImageScore] = {}
+    ungated = evaluate_at(refiner, pairs, 0.0,
+                          on_sample=lambda sample, _refined: coarse.__setitem__(sample.name, kept_coarse_score(sample)))
+    return ungated, coarse
+
+
+def coarse_kept_scores(refiner: Refiner, pairs: Sequence[FilePair], ungated: Evaluation,
+                       coarse_scores: Mapping[str, ImageScore]) -> list[ImageScore]:
     """Each image's score with every change refused, in the order of ``ungated`` (``pairs`` evaluated).
 
-    The gate keeps the mask the final stage started from: the coarse mask itself (scored here
-    without the model), or, where a region pass ran, the coarse mask with its corrections (those
-    images are refined again with the gate refusing everything).
+    The gate keeps the mask the final stage started from: the coarse mask itself
+    (``coarse_scores``, from :func:`ungated_run`), or, where a region pass ran, the coarse mask with
+    its corrections (those images are refined again with the gate refusing everything).
     """
-    with_regions = {image["name"] for image in ungated.images if "regions" in image["schedule"]}
-    refused: dict[str, ImageScore] = {}
+    with_regions = [pair for pair in pairs if pair.name in
+                    {image["name"] for image in ungated.images if "regions" in image["schedule"]}]
+    refused = dict(coarse_scores)
     if with_regions:
-        base = refiner.final_stage
-        refiner.final_stage = dataclasses.replace(base, min_change_confidence=REFUSE_ALL)
-        try:
-            run = evaluate(refiner, folder_samples([pair for pair in pairs if pair.name in with_regions]))
-        finally:
-            refiner.final_stage = base
-        refused = {score.name: score for score in run.refined.images}
-    for sample in folder_samples([pair for pair in pairs if pair.name not in with_regions]):
-        kept = render_output("soft", mask_to_float(sample.coarse))  # what refine_detailed returns when it keeps
-        refused[sample.name] = score_pair(kept, sample.gt, sample.name)
+        refused.update({score.name: score for score in evaluate_at(refiner, with_regions, REFUSE_ALL).refined.images})
     return [refused[image["name"]] for image in ungated.images]
 
 
@@ -86,12 +107,8 @@ def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[s
     if not pairs:
         raise SystemExit(f"{folder}: no image/mask/GT triples")
     base = refiner.final_stage
-    refiner.final_stage = dataclasses.replace(base, min_change_confidence=0.0)
-    try:
-        ungated = evaluate(refiner, folder_samples(pairs))
-    finally:
-        refiner.final_stage = base
-    kept_scores = coarse_kept_scores(refiner, pairs, ungated)
+    ungated, coarse_scores = ungated_run(refiner, pairs)
+    kept_scores = coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     rows = [f"| coarse | {100 * ungated.coarse.iou:.2f} / {100 * (ungated.coarse.mba or 0):.2f} | | |"]
     for threshold in thresholds:
         score, kept = gated(ungated, kept_scores, threshold)

@@ -50,7 +50,8 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
     assert ungated.refined.iou != refused.refined.iou  # the stand-in changed the masks
     # Scored without the model, the kept masks equal what the model path with every change refused
     # gives (s2 has nothing to keep: its confidence says no pixel changed side).
-    kept_scores = gate.coarse_kept_scores(refiner, pairs, ungated)
+    coarse_scores = {sample.name: gate.kept_coarse_score(sample) for sample in folder_samples(pairs)}
+    kept_scores = gate.coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     assert not any("regions" in image["schedule"] for image in ungated.images)
     assert [kept_scores[k] for k in (0, 1, 3)] == [refused.refined.images[k] for k in (0, 1, 3)]
     for threshold, direct, kept in ((0.3, at_03, 1), (0.5, at_05, 2)):
@@ -58,6 +59,8 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
         assert kept_count == kept == sum(image["kept_coarse"] for image in direct.images)
         assert score.iou == direct.refined.iou and score.mba == direct.refined.mba
 
+    # The ungated run scores the kept coarse masks from the same reading of the files.
+    assert gate.ungated_run(refiner, pairs)[1] == coarse_scores
     refiner.final_stage = dataclasses.replace(refiner.final_stage, min_change_confidence=0.5)
     rows = gate.sweep(refiner, tmp_path, [0.3, 0.5])
     assert rows[1].startswith("| 0.3 |") and "| 1 of 4 |" in rows[1]
@@ -81,14 +84,15 @@ def test_only_images_with_a_region_pass_are_refined_again(tmp_path: Path, monkey
     calls = []
     corrected = ImageScore("s1", 7, 9, 0.25)  # stands for the region pass's corrected mask
 
-    def fake_evaluate(refiner_: Refiner, samples) -> Evaluation:  # noqa: ANN001
+    def fake_evaluate(refiner_: Refiner, samples, on_sample=None) -> Evaluation:  # noqa: ANN001
         calls.append(([sample.name for sample in samples], refiner_.final_stage.min_change_confidence))
         run = Evaluation()
         run.refined.add(corrected)
         return run
 
     monkeypatch.setattr(gate, "evaluate", fake_evaluate)
-    scores = gate.coarse_kept_scores(refiner, pairs, ungated)
+    coarse_scores = {sample.name: gate.kept_coarse_score(sample) for sample in folder_samples(pairs)}
+    scores = gate.coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     assert calls == [(["s1"], gate.REFUSE_ALL)]
     assert refiner.final_stage.min_change_confidence == 0.5  # restored
     coarse = {sample.name: score_pair(sample.coarse_scoring, sample.gt) for sample in folder_samples(pairs)}
