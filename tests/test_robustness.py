@@ -193,6 +193,28 @@ def test_bad_weights_are_one_line_errors_everywhere(pair: tuple[Path, Path], tmp
         assert json.loads(info_json.stdout)["weights"]["error"] == line.removeprefix("error: ")
 
 
+def test_refiner_spec_checks_the_file_and_builds_the_same_refiner(tiny_weights: Path, tmp_path: Path) -> None:
+    import torch
+
+    from crm_cli.checkpoint import WeightsError
+
+    for path, reason in bad_weights(tmp_path).values():
+        with pytest.raises(WeightsError, match=reason):
+            runtime.RefinerSpec(str(path), "cpu").check()
+    with pytest.raises(WeightsError, match="weights not found"):
+        runtime.RefinerSpec(str(tmp_path / "missing.safetensors"), "cpu").check()
+    spec = runtime.RefinerSpec(str(tiny_weights), "cpu", tile_size=256, threads=1)
+    spec.check()
+    threads = torch.get_num_threads()
+    try:
+        refiner = spec.build()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert refiner.device.type == "cpu" and refiner.tile_size == 256
+    assert refiner.weights_info.path == str(tiny_weights)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3 and 6. Absurd sizes, memory, Pillow's decompression-bomb warning
 

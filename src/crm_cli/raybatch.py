@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .checkpoint import WeightsError
+from .runtime import RefinerSpec
+
 RAY_EXTRA = "pip install 'crm-cli[ray]'"
 DEFAULT_CPU_THREADS = 4  # torch threads per CPU actor when --threads is not given
 MAX_BLOCKS = 4096  # one Ray Data block per job up to this many (finer progress and resume)
@@ -38,37 +41,6 @@ def require_ray() -> None:
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise RayUnavailableError(f"--ray needs Ray, an optional extra: {RAY_EXTRA} ({exc})") from None
-
-
-@dataclass(frozen=True)
-class RefinerSpec:
-    """How each actor builds its Refiner (the model is loaded once per actor)."""
-
-    weights: str | None = None
-    device: str = "auto"
-    tile_size: int = 1024
-    precision: str = "fp32"
-    threads: int | None = None
-
-    def check(self) -> None:
-        """Fail early, in the driver, on weights that no actor could load (one line, no Ray traceback)."""
-        from .checkpoint import WeightsError, default_weights_path, read_spec
-
-        try:
-            read_spec(self.weights or default_weights_path())
-        except WeightsError as exc:
-            raise RayRunError(str(exc)) from None
-
-    def build(self) -> Any:
-        """Make the process-wide torch settings and load the model on this process's device (an
-        ``engine.Refiner``; the CLI's RefinerOptions.load builds through here too)."""
-        from .devices import resolve_device
-        from .engine import Refiner
-        from .runtime import configure_torch
-
-        configure_torch(self.threads, resolve_device(self.device))
-        return Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
-                                       precision=self.precision)
 
 
 @dataclass(frozen=True)
@@ -147,7 +119,10 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
     require_ray()
     if not jobs:
         return
-    spec.check()
+    try:
+        spec.check()
+    except WeightsError as exc:  # one line in the driver, not a traceback from every actor
+        raise RayRunError(str(exc)) from None
     import ray
     import ray.data
 

@@ -16,6 +16,9 @@ user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is never overridden.
 Torch: :func:`configure_torch` makes the settings that belong to a process, not to one Refiner
 (CPU threads, cuDNN autotuning); the CLI calls it once before it builds the Refiner.
 
+Building: a :class:`RefinerSpec` is the one recipe for a Refiner, used by the CLI in its own
+process and by each Ray actor (``raybatch``), so both make the same settings and load the same model.
+
 Memory: :func:`estimate_refine_bytes` predicts the peak resident memory of refining an image of
 a given size (measured peaks plus a margin), so that a too-large job fails with a clear message
 before it allocates anything, instead of being killed by the OS half-way (a 20000x15000
@@ -27,6 +30,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,34 @@ def configure_torch(threads: int | None = None, device: Any = None) -> None:
         torch.set_num_threads(threads)
     if device is not None and torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+@dataclass(frozen=True)
+class RefinerSpec:
+    """How a process builds its Refiner: weights, device, tiling, precision and CPU threads."""
+
+    weights: str | None = None
+    device: str = "auto"
+    tile_size: int = 1024
+    precision: str = "fp32"
+    threads: int | None = None
+
+    def check(self) -> None:
+        """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
+        is read, not the tensors), so a Ray driver fails before starting any actor."""
+        from .checkpoint import default_weights_path, read_spec
+
+        read_spec(self.weights or default_weights_path())
+
+    def build(self) -> Any:
+        """Make the process-wide torch settings and load the model on this process's device (an
+        ``engine.Refiner``, loaded once per process)."""
+        from .devices import resolve_device
+        from .engine import Refiner
+
+        configure_torch(self.threads, resolve_device(self.device))
+        return Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
+                                       precision=self.precision)
 
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,

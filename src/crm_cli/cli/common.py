@@ -156,13 +156,13 @@ class RefinerOptions:
             console.print(f"device: {refiner.device_name}", highlight=False)
         return refiner
 
-    def ray_spec(self):  # noqa: ANN201 - raybatch.RefinerSpec
+    def ray_spec(self):  # noqa: ANN201 - runtime.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
         return self._spec(self.weights.absolute() if self.weights else None)
 
-    def _spec(self, weights: Path | None):  # noqa: ANN202 - raybatch.RefinerSpec
+    def _spec(self, weights: Path | None):  # noqa: ANN202 - runtime.RefinerSpec
         """The one recipe for this Refiner, in this process or in a Ray actor."""
-        from ..raybatch import RefinerSpec
+        from ..runtime import RefinerSpec
 
         return RefinerSpec(str(weights) if weights else None, self.device.value, self.tile_size,
                            self.precision.value, self.threads or None)
