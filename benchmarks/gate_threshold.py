@@ -55,9 +55,11 @@ def ungated_run(refiner: Refiner, pairs: Sequence[FilePair]) -> tuple[Evaluation
     """``pairs`` evaluated with the gate off, and each image's :func:`kept_coarse_score` by name,
     from the same reading of the files."""
     coarse: dict[str, ImageScore] = {}
-    ungated = evaluate_at(refiner, pairs, 0.0,
-                          on_sample=lambda sample, _refined: coarse.__setitem__(sample.name, kept_coarse_score(sample)))
-    return ungated, coarse
+
+    def score_coarse(sample: Sample, _refined: np.ndarray) -> None:
+        coarse[sample.name] = kept_coarse_score(sample)
+
+    return evaluate_at(refiner, pairs, 0.0, on_sample=score_coarse), coarse
 
 
 def coarse_kept_scores(refiner: Refiner, pairs: Sequence[FilePair], ungated: Evaluation,
@@ -68,8 +70,8 @@ def coarse_kept_scores(refiner: Refiner, pairs: Sequence[FilePair], ungated: Eva
     (``coarse_scores``, from :func:`ungated_run`), or, where a region pass ran, the coarse mask with
     its corrections (those images are refined again with the gate refusing everything).
     """
-    with_regions = [pair for pair in pairs if pair.name in
-                    {image["name"] for image in ungated.images if "regions" in image["schedule"]}]
+    region_names = {image["name"] for image in ungated.images if "regions" in image["schedule"]}
+    with_regions = [pair for pair in pairs if pair.name in region_names]
     refused = dict(coarse_scores)
     if with_regions:
         refused.update({score.name: score for score in evaluate_at(refiner, with_regions, REFUSE_ALL).refined.images})
