@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.training.coarse import mask_iou, synthesize_coarse
-from crm_cli.training.loop import Trainer, TrainOptions, learning_rate
+from crm_cli.training.loop import TRAIN_COLUMNS, Trainer, TrainOptions, learning_rate
 from crm_cli.training.loss import crm_loss, gradient_magnitude
 
 
@@ -129,6 +130,36 @@ def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exact
     assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 steps
 
 
+def test_stop_at_ends_early_on_the_full_schedule_and_resume_finishes_exactly(tiny_dataset: Path,
+                                                                           tmp_path: Path) -> None:
+    straight = Trainer(_options(tiny_dataset, tmp_path / "a", 4))
+    assert straight.run() is True
+
+    stopped_options = _options(tiny_dataset, tmp_path / "b", 4)
+    stopped_options.stop_at = 2
+    stopped = Trainer(stopped_options)
+    assert stopped.run() is False and stopped.step == 2
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 2
+    from crm_cli.checkpoint import read_spec
+
+    assert read_spec(tmp_path / "b" / "model.safetensors")[1]["steps"] == 2
+    # The first two steps of the 4-step run, learning rate and losses alike: step 2 (index 1) still
+    # runs at the base rate, where a 2-step schedule has passed both of its decays (at int(0.5 * 2) and
+    # int(0.83 * 2), both 1).
+    def logged(run: str) -> list[dict[str, str]]:
+        rows = list(csv.DictReader((tmp_path / run / "log.csv").open()))
+        return [{key: row[key] for key in TRAIN_COLUMNS if key != "seconds"} for row in rows]
+
+    assert logged("b") == logged("a")[:2]
+    assert float(logged("b")[1]["lr"]) == pytest.approx(stopped_options.lr)
+    assert learning_rate(1, 2, stopped_options.lr) == pytest.approx(stopped_options.lr * 0.01)
+
+    resumed = Trainer(_options(tiny_dataset, tmp_path / "b", 4))  # no stop_at: on to step 4
+    assert resumed.resume() and resumed.run() is True and resumed.step == 4
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
@@ -210,6 +241,21 @@ def test_train_command_with_workers_and_a_time_limit(tiny_dataset: Path, tmp_pat
     done = CliRunner().invoke(app, [*args[:-2], "--resume"])
     assert done.exit_code == 0, done.output
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_train_command_stop_at_says_why_it_stopped(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tiny_dataset), "--out", str(out), "--steps", "3", "--batch", "2",
+            "--query-window", "32", "--stop-at", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 1 of 3 (--stop-at 1)" in result.output
+    assert torch.load(out / "last.pt", weights_only=True)["options"]["stop_at"] == 1
+    assert (out / "model.safetensors").exists()
+    assert CliRunner().invoke(app, [*args[:-2], "--stop-at", "0", "--resume"]).exit_code == 0
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    bad = CliRunner().invoke(app, [*args[:-1], "-1"])
+    assert bad.exit_code == 2
 
 
 def test_train_command_refuses_network_mode_without_masks(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ def train(
     max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, help="Stop after this many minutes "
                                                "with a checkpoint, a validation and model.safetensors; "
                                                "--resume continues (0 = no limit).")] = 0.0,
+    stop_at: Annotated[int, typer.Option("--stop-at", min=0, help="Stop at this step the same way, the learning "
+                                         "rate still scheduled for --steps (0 = at --steps).")] = 0,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     from ..runtime import configure_torch
@@ -85,7 +87,8 @@ def train(
             val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
             synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
             val_sets=list(val_set or []), val_images=val_images,
-            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, zoom=zoom,
+            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, stop_at=stop_at,
+            zoom=zoom,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
@@ -108,7 +111,8 @@ def train(
         if finished:
             console.print(f"done: {out / 'model.safetensors'}")
         else:
-            console.print(f"stopped at step {trainer.step} of {steps} (--max-minutes {max_minutes:g}): "
+            reason = f"--stop-at {stop_at}" if 0 < stop_at <= trainer.step else f"--max-minutes {max_minutes:g}"
+            console.print(f"stopped at step {trainer.step} of {steps} ({reason}): "
                           f"{out / 'model.safetensors'}; continue with --resume")
 
 

@@ -64,6 +64,7 @@ class TrainOptions:
     device: str = "auto"  # devices.resolve_device: auto, cpu, cuda[:N], mps
     workers: int = 0  # processes that make batches ahead of the step (0 = the training process itself)
     max_minutes: float = 0.0  # stop (checkpoint, validate, export) after this much wall time; 0 = no limit
+    stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
@@ -291,9 +292,13 @@ class Trainer:
 
     def run(self, progress: Any = None) -> bool:
         """Train until ``options.steps``, checkpointing and validating on schedule; returns whether it
-        got there (False: ``options.max_minutes`` ran out first, after a checkpoint, a validation and
-        an export of the step reached, so ``--resume`` continues from it)."""
+        got there (False: ``options.max_minutes`` ran out or ``options.stop_at`` was reached first,
+        after a checkpoint, a validation and an export of the step reached, so ``--resume`` continues
+        from it)."""
         options = self.options
+        # The learning rate keeps following options.steps, so a run stopped early is the first part of
+        # the full run, step for step.
+        end = min(options.steps, options.stop_at) if options.stop_at > 0 else options.steps
         deadline = time.monotonic() + 60.0 * options.max_minutes if options.max_minutes > 0 else None
         self.out.mkdir(parents=True, exist_ok=True)
         # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
@@ -307,7 +312,7 @@ class Trainer:
             if new_log:
                 writer.writeheader()
             batches = self.batches()
-            while self.step < options.steps:
+            while self.step < end:
                 start = time.perf_counter()
                 stats = self.train_step(next(batches))
                 seconds = time.perf_counter() - start
@@ -317,7 +322,7 @@ class Trainer:
                     progress(self.step, stats)
                 # Every rank has the same deadline option, so all of them take part in the vote or none.
                 out_of_time = deadline is not None and self.agreed(time.monotonic() > deadline)
-                last = self.step == options.steps or out_of_time
+                last = self.step == end or out_of_time
                 if self.step % options.ckpt_every == 0 or last:
                     self.save_checkpoint()
                 if self.rank == 0 and (self.step % options.val_every == 0 or last):
@@ -331,7 +336,7 @@ class Trainer:
                     log_file.flush()
                 if out_of_time:
                     return False
-        return True
+        return self.step >= options.steps
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
