@@ -620,6 +620,44 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     assert 1600 - 2 * 4 * 40 <= result.region_pixels <= 1600
 
 
+@pytest.mark.parametrize("side, taken", [(100, True), (250, False)])
+def test_region_pass_is_refused_when_it_would_change_much_of_the_mask(monkeypatch: pytest.MonkeyPatch, side: int,
+                                                                       taken: bool) -> None:
+    from crm_cli.engine import Refiner
+    from crm_cli.schedule import REGION_MAX_SHARE
+
+    image, gt = synthetic_scene(1000, 1000)
+    inside = gt > 127
+    # The coarse mask adds a detached square far from the object (at least 130 px away), and the
+    # region pass proposes to cut it off: 10,000 px are 7% of the coarse foreground, 62,500 px 33%.
+    blob = np.zeros_like(inside)
+    blob[:side, 1000 - side:] = True
+    assert not (blob & inside).any()
+    coarse = inside | blob
+    share = blob.sum() / coarse.sum()
+    assert (share <= REGION_MAX_SHARE) == taken
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    starts: list[np.ndarray] = []
+
+    def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
+                    final_hw=None, mirror_last=False, first_at_own_size=False):
+        starts.append(mask > 0.5)
+        if len(starts) == 1:
+            return cv2.resize(inside.astype(np.float32), final_hw[::-1], interpolation=cv2.INTER_AREA)
+        return mask  # the final pass returns what it was given
+
+    monkeypatch.setattr(refiner, "_run_stages", fake_stages)
+    result = refiner.refine_detailed(image, coarse.astype(np.uint8) * 255)
+    assert result.regions and len(starts) == 2
+    if taken:
+        # Cut off to within a pixel of its edge, as found at the pass's half size.
+        assert abs(result.region_pixels - side * side) <= 4 * side and result.region_refused == 0
+        assert not (starts[1] & blob)[2:side - 2, 2 - side:-2].any() and np.array_equal(starts[1] & ~blob, inside)
+    else:
+        assert result.region_pixels == 0 and abs(result.region_refused - side * side) <= 4 * side
+        assert np.array_equal(starts[1], coarse)  # the final pass starts from the coarse mask
+
+
 @pytest.mark.parametrize("depth, kept", [(1, True), (4, False)])
 def test_engine_keeps_a_precise_boundary_the_final_stage_barely_moved(monkeypatch: pytest.MonkeyPatch, depth: int,
                                                                      kept: bool) -> None:

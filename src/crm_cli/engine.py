@@ -30,6 +30,7 @@ from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
+    REGION_MAX_SHARE,
     FinalStage,
     Schedule,
     choose_schedule,
@@ -72,6 +73,7 @@ class RefineResult:
     guard_restored: int = 0  # pixels whose side of 0.5 the guard kept as in the coarse mask
     regions: tuple[float, ...] = ()  # a precise mask's region pass (schedule.py), if one ran
     region_pixels: int = 0  # pixels the region pass changed
+    region_refused: int = 0  # pixels a region pass proposed and did not take: over REGION_MAX_SHARE
     boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
     boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
     change_confidence: float | None = None  # mean |2p - 1| where the mask changed side (guard on)
@@ -253,7 +255,11 @@ class Refiner(StageRunner):
             return mask, foreground, None
         proposed = resize_map(proposal, (height, width)) > 0.5
         taken = (resize_map(small_taken, (height, width)) > 0.5) & (proposed != foreground)
-        result.region_pixels = int(np.count_nonzero(taken))
+        proposed_pixels = int(np.count_nonzero(taken))
+        if proposed_pixels > REGION_MAX_SHARE * np.count_nonzero(foreground):
+            result.region_refused = proposed_pixels
+            return mask, foreground, None
+        result.region_pixels = proposed_pixels
         if not result.region_pixels:
             return mask, foreground, None
         corrected = mask.copy()

@@ -152,6 +152,11 @@ REGION_CELLS = 2.0
 # holes punched. IS-Net at 1024 px, 32 cars: the 62 changes below 0.4 gained 73k px (323 px lost);
 # the 62 above it lost 1k px net.
 REGION_MAX_ATTACHED = 0.4
+# A region pass that would change more than this share of the coarse foreground is refused whole: a
+# mask judged precise is mostly right, so a change that large says the model is wrong, not the mask.
+# Shipped default, largest share taken per set: IS-Net 1024 cars 0.038; a broken weight blend (session
+# 17) took 0.21-0.35 on 18 of 24 of those cars, which the gate then kept with the damage in.
+REGION_MAX_SHARE = 0.2
 # A region pass starts at this ratio or coarser: a finer first stage sees little more than the final
 # one, and its "regions" (2 cells of 2 px) are the size of a railing's bars.
 REGION_MAX_RATIO = 0.25
