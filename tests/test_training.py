@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 from crm_cli.training.coarse import mask_iou, synthesize_coarse
 from crm_cli.training.loop import TRAIN_COLUMNS, Trainer, TrainOptions, learning_rate
-from crm_cli.training.loss import crm_loss, gradient_magnitude
+from crm_cli.training.loss import boundary_band, crm_loss, gradient_magnitude
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,37 @@ def test_loss_terms_match_hand_computed_values() -> None:
     assert gradient_magnitude(ramp)[0, 3, 3].item() == pytest.approx(math.sqrt(4 + 1e-4), rel=1e-5)
 
 
+def test_boundary_band_holds_the_pixels_within_its_radius_of_the_edge() -> None:
+    gt = torch.zeros(1, 8, 8)
+    gt[:, :, :4] = 1.0  # the edge lies between columns 3 and 4
+    expected = torch.zeros(1, 8, 8)
+    expected[:, :, 3:5] = 1.0
+    torch.testing.assert_close(boundary_band(gt, radius=1), expected)
+    expected[:, :, 1:7] = 1.0
+    torch.testing.assert_close(boundary_band(gt, radius=3), expected)
+    # One side only, even against the crop's border: no boundary.
+    assert boundary_band(torch.ones(1, 5, 5)).sum() == 0
+
+
+def test_boundary_weight_reweighs_the_per_pixel_terms_only() -> None:
+    gt = torch.zeros(1, 8, 8)
+    gt[:, :, :4] = 1.0
+    logits = (gt * 2 - 1) * 30  # right everywhere ...
+    logits[:, :, 0] = 0.0  # ... but unsure in column 0, outside the radius-3 band (columns 1-6)
+    _, plain = crm_loss(logits, gt)
+    _, weighted = crm_loss(logits, gt, boundary_weight=4.0)
+    # Per row: 8 pixels of weight 1 against 2 of weight 1 and 6 of weight 5; column 0's error counts once.
+    assert plain["l1"] == pytest.approx(0.5 / 8, rel=1e-5)
+    assert weighted["l1"] == pytest.approx(0.5 / 32, rel=1e-5)
+    assert weighted["l2"] == pytest.approx(0.25 / 32, rel=1e-5)
+    assert weighted["bce"] == pytest.approx(math.log(2) / 32, rel=1e-4)
+    assert weighted["grad"] == plain["grad"]
+    # The same error inside the band (column 3) now weighs 5 of 32.
+    logits = (gt * 2 - 1) * 30
+    logits[:, :, 3] = 0.0
+    assert crm_loss(logits, gt, boundary_weight=4.0)[1]["l1"] == pytest.approx(0.5 * 5 / 32, rel=1e-5)
+
+
 def test_learning_rate_steps_down_at_half_and_five_sixths() -> None:
     assert learning_rate(0, 600, 1.0) == 1.0
     assert learning_rate(299, 600, 1.0) == 1.0
@@ -92,6 +123,25 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     # And training did change the weights.
     fresh = Trainer(_options(tiny_dataset, tmp_path / "c", 4))
     assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
+
+
+def test_frozen_encoder_keeps_its_weights_and_statistics(tiny_dataset: Path, tmp_path: Path) -> None:
+    options = _options(tiny_dataset, tmp_path / "f", 2)
+    options.freeze_encoder = True
+    trainer = Trainer(options)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_step()
+    trainer.train_step()
+    after = trainer.model.state_dict()
+    encoder_keys = [k for k in before if k.startswith("encoder.")]
+    assert any(k.endswith("running_mean") for k in encoder_keys)
+    for key in encoder_keys:
+        assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("fusion.", "decoder.")))
+    trainer.save_checkpoint()
+    unfrozen = _options(tiny_dataset, tmp_path / "f", 3)
+    with pytest.raises(ValueError, match="--freeze-encoder True.*resume with the same objective"):
+        Trainer(unfrozen).resume()
 
 
 def test_worker_processes_make_the_same_batches(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -63,6 +63,12 @@ def train(
                                                "--resume continues (0 = no limit).")] = 0.0,
     stop_at: Annotated[int, typer.Option("--stop-at", min=0, help="Stop at this step the same way, the learning "
                                          "rate still scheduled for --steps (0 = at --steps).")] = 0,
+    boundary_weight: Annotated[float, typer.Option("--boundary-weight", min=0.0, help="Weigh the pixels within 3 px "
+                                                   "of the ground truth's boundary 1 + this much in the "
+                                                   "BCE, L1 and L2 terms (0 = uniform).")] = 0.0,
+    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train only fusion and decoder: the "
+                                                 "encoder's weights and BN statistics stay as --init left "
+                                                 "them.")] = False,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     from ..runtime import configure_torch
@@ -88,7 +94,7 @@ def train(
             synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
             val_sets=list(val_set or []), val_images=val_images,
             val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, stop_at=stop_at,
-            zoom=zoom,
+            zoom=zoom, boundary_weight=boundary_weight, freeze_encoder=freeze_encoder,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)

@@ -65,6 +65,8 @@ class TrainOptions:
     workers: int = 0  # processes that make batches ahead of the step (0 = the training process itself)
     max_minutes: float = 0.0  # stop (checkpoint, validate, export) after this much wall time; 0 = no limit
     stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
+    boundary_weight: float = 0.0  # extra loss weight on the ground truth's boundary band (training/loss.py)
+    freeze_encoder: bool = False  # train fusion and decoder only; the encoder's weights and BN statistics stay
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
@@ -73,6 +75,9 @@ class TrainOptions:
 
 # The options that decide what a step's batch holds: a resumed run must keep them to replay the batches.
 DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
+# The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
+# state holds only the trained parameters).
+OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
 DEFAULT_OPTIONS = TrainOptions(data="", out="")
 
 
@@ -165,7 +170,10 @@ class Trainer:
         self.model, self.init_note = initial_model(options)
         self.model = self.model.to(self.device)
         self.config: ArchConfig = self.model.config
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, weight_decay=WEIGHT_DECAY)
+        if options.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=options.lr, weight_decay=WEIGHT_DECAY)
         self.step = 0
         self.net: torch.nn.Module = self.model
         if self.world > 1:
@@ -203,14 +211,15 @@ class Trainer:
         payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
         if ArchConfig.from_dict(payload["config"]) != self.config:
             raise ValueError(f"{self.checkpoint_path}: architecture differs from this run's")
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
         saved = payload.get("options", {})
         # A checkpoint from before a field existed ran with that field's default.
-        saved_mix = {name: saved.get(name, getattr(DEFAULT_OPTIONS, name)) for name in DATA_MIX_FIELDS}
-        if saved_mix != {name: getattr(self.options, name) for name in DATA_MIX_FIELDS}:
-            used = " ".join(f"--{name.replace('_', '-')} {value!r}" for name, value in saved_mix.items())
-            raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same data mix")
+        for fields, what in ((DATA_MIX_FIELDS, "data mix"), (OBJECTIVE_FIELDS, "objective")):
+            saved_values = {name: saved.get(name, getattr(DEFAULT_OPTIONS, name)) for name in fields}
+            if saved_values != {name: getattr(self.options, name) for name in fields}:
+                used = " ".join(f"--{name.replace('_', '-')} {value!r}" for name, value in saved_values.items())
+                raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same {what}")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
         self.step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
@@ -245,10 +254,12 @@ class Trainer:
             batch = self.step_batches[self.step]
         rgb, coarse, gt = (t.to(self.device, non_blocking=True) for t in batch)
         self.net.train()
+        if options.freeze_encoder:
+            self.model.encoder.eval()  # BN keeps the statistics the encoder was trained with
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
         logits = self.net(network_input(rgb, coarse, *self.config.input_norm), window=window)
         top, bottom, left, right = window
-        loss, terms = crm_loss(logits, gt[:, top:bottom, left:right])
+        loss, terms = crm_loss(logits, gt[:, top:bottom, left:right], options.boundary_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
