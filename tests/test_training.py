@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.training.coarse import mask_iou, synthesize_coarse
-from crm_cli.training.loop import TRAIN_COLUMNS, Trainer, TrainOptions, learning_rate
+from crm_cli.training.loop import TRAIN_COLUMNS, RunEnd, Trainer, TrainOptions, learning_rate
 from crm_cli.training.loss import boundary_band, crm_loss, gradient_magnitude
 
 
@@ -163,18 +163,18 @@ def test_worker_processes_make_the_same_batches(tiny_dataset: Path, tmp_path: Pa
 def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exactly(tiny_dataset: Path,
                                                                                  tmp_path: Path) -> None:
     straight = Trainer(_options(tiny_dataset, tmp_path / "a", 3))
-    assert straight.run() is True and straight.step == 3
+    assert straight.run() is RunEnd.FINISHED and straight.step == 3
 
     limited_options = _options(tiny_dataset, tmp_path / "b", 3)
     limited_options.max_minutes = 1e-9  # already out of time after the first step
     limited = Trainer(limited_options)
-    assert limited.run() is False and limited.step == 1
+    assert limited.run() is RunEnd.TIME_LIMIT and limited.step == 1
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 1
     assert (tmp_path / "b" / "model.safetensors").exists()
     assert [json.loads(line)["step"] for line in (tmp_path / "b" / "val.jsonl").read_text().splitlines()] == [1]
 
     resumed = Trainer(_options(tiny_dataset, tmp_path / "b", 3))
-    assert resumed.resume() and resumed.run() is True and resumed.step == 3
+    assert resumed.resume() and resumed.run() is RunEnd.FINISHED and resumed.step == 3
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 steps
@@ -183,12 +183,12 @@ def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exact
 def test_stop_at_ends_early_on_the_full_schedule_and_resume_finishes_exactly(tiny_dataset: Path,
                                                                            tmp_path: Path) -> None:
     straight = Trainer(_options(tiny_dataset, tmp_path / "a", 4))
-    assert straight.run() is True
+    assert straight.run() is RunEnd.FINISHED
 
     stopped_options = _options(tiny_dataset, tmp_path / "b", 4)
     stopped_options.stop_at = 2
     stopped = Trainer(stopped_options)
-    assert stopped.run() is False and stopped.step == 2
+    assert stopped.run() is RunEnd.STOP_AT and stopped.step == 2
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 2
     from crm_cli.checkpoint import read_spec
 
@@ -205,7 +205,7 @@ def test_stop_at_ends_early_on_the_full_schedule_and_resume_finishes_exactly(tin
     assert learning_rate(1, 2, stopped_options.lr) == pytest.approx(stopped_options.lr * 0.01)
 
     resumed = Trainer(_options(tiny_dataset, tmp_path / "b", 4))  # no stop_at: on to step 4
-    assert resumed.resume() and resumed.run() is True and resumed.step == 4
+    assert resumed.resume() and resumed.run() is RunEnd.FINISHED and resumed.step == 4
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
@@ -285,7 +285,7 @@ def test_train_command_with_workers_and_a_time_limit(tiny_dataset: Path, tmp_pat
             "--query-window", "32", "--workers", "1", "--max-minutes", "1e-9"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "stopped at step 1 of 3" in result.output and "--resume" in result.output
+    assert "stopped at step 1 of 3 (--max-minutes 1e-09)" in result.output and "--resume" in result.output
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
     assert (out / "model.safetensors").exists()
     done = CliRunner().invoke(app, [*args[:-2], "--resume"])

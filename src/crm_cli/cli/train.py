@@ -74,7 +74,7 @@ def train(
     from ..runtime import configure_torch
     from ..training.coarse import CoarseMix
     from ..training.data import list_pairs
-    from ..training.loop import Trainer, TrainOptions, parse_val_sets
+    from ..training.loop import RunEnd, Trainer, TrainOptions, parse_val_sets
 
     try:
         if coarse_mix:
@@ -113,11 +113,11 @@ def train(
             def report(step: int, stats: dict[str, float]) -> None:
                 progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
-            finished = trainer.run(report)
-        if finished:
+            end = trainer.run(report)
+        if end is RunEnd.FINISHED:
             console.print(f"done: {out / 'model.safetensors'}")
         else:
-            reason = f"--stop-at {stop_at}" if 0 < stop_at <= trainer.step else f"--max-minutes {max_minutes:g}"
+            reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
             console.print(f"stopped at step {trainer.step} of {steps} ({reason}): "
                           f"{out / 'model.safetensors'}; continue with --resume")
 

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,14 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+class RunEnd(str, Enum):
+    """Why :meth:`Trainer.run` returned; the value names the option that stopped it."""
+
+    FINISHED = "finished"
+    STOP_AT = "--stop-at"
+    TIME_LIMIT = "--max-minutes"
 
 
 class Trainer:
@@ -301,11 +310,10 @@ class Trainer:
         )
         return save_weights(self.model, path, provenance)
 
-    def run(self, progress: Any = None) -> bool:
-        """Train until ``options.steps``, checkpointing and validating on schedule; returns whether it
-        got there (False: ``options.max_minutes`` ran out or ``options.stop_at`` was reached first,
-        after a checkpoint, a validation and an export of the step reached, so ``--resume`` continues
-        from it)."""
+    def run(self, progress: Any = None) -> RunEnd:
+        """Train until ``options.steps``, checkpointing and validating on schedule; returns why it
+        stopped. A run stopped early (``options.max_minutes`` or ``options.stop_at``) ends with a
+        checkpoint, a validation and an export of the step reached, so ``--resume`` continues from it."""
         options = self.options
         # The learning rate keeps following options.steps, so a run stopped early is the first part of
         # the full run, step for step.
@@ -346,8 +354,8 @@ class Trainer:
                     writer.writerow(row)
                     log_file.flush()
                 if out_of_time:
-                    return False
-        return self.step >= options.steps
+                    return RunEnd.TIME_LIMIT
+        return RunEnd.FINISHED if self.step >= options.steps else RunEnd.STOP_AT
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
