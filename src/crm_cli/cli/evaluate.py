@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, percent, refiner_options, user_errors
+from .common import (
+    JsonOpt,
+    QuietOpt,
+    RefinerOptions,
+    console,
+    emit_json,
+    fail,
+    percent,
+    refiner_options,
+    threshold_option,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,10 +38,9 @@ def evaluate(
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
-    threshold: Annotated[float | None, typer.Option(
-        "--threshold", "-t", min=0.0, max=1.0, metavar="T",
-        help="Score (and write with -o) the refined masks binarised at probability > T "
-             "[default: the 8-bit soft mask, scored > 128].")] = None,
+    threshold: Annotated[float | None, threshold_option(
+        "Score (and write with -o) the refined masks binarised at probability > T "
+        "[default: the 8-bit soft mask, scored > 128].")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

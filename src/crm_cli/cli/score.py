@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonOpt, console, emit_json, fail, percent, user_errors
+from .common import JsonOpt, console, emit_json, fail, percent, threshold_option, user_errors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,11 +83,8 @@ def score(
         Path | None,
         typer.Option("--csv", dir_okay=False, help="Write per-image rows (name,iou,mba,intersection,union)."),
     ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option("--threshold", "-t", min=0.0, max=1.0, metavar="T",
-                     help="Binarise the predictions at > T of their full scale (default: > 128 of 255)."),
-    ] = None,
+    threshold: Annotated[float | None, threshold_option(
+        "Binarise the predictions at > T of their full scale (default: > 128 of 255).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score predicted masks against ground truth: dataset IoU and mBA (boundary accuracy).
