@@ -108,14 +108,14 @@ def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[s
     pairs = [pair for pair in find_pairs(folder)[0] if pair.gt is not None]
     if not pairs:
         raise SystemExit(f"{folder}: no image/mask/GT triples")
-    base = refiner.final_stage
+    weights_threshold = refiner.final_stage.min_change_confidence
     ungated, coarse_scores = ungated_run(refiner, pairs)
     kept_scores = coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     rows = [f"| coarse | {100 * ungated.coarse.iou:.2f} / {100 * (ungated.coarse.mba or 0):.2f} | | |"]
     for threshold in thresholds:
         score, kept = gated(ungated, kept_scores, threshold)
         below = points_below(score, ungated.coarse)
-        mark = " (the weights')" if threshold == base.min_change_confidence else ""
+        mark = " (the weights')" if threshold == weights_threshold else ""
         rows.append(f"| {threshold:g}{mark} | {100 * score.iou:.2f} / {100 * (score.mba or 0):.2f} | {kept} of "
                     f"{len(pairs)} | {below[0]} / {below[1]} |")
     return rows
