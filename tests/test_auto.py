@@ -32,6 +32,8 @@ from crm_cli.schedule import (
     MIN_FREE_PX,
     MIRRORED_FINAL_MAX_PIXELS,
     REGION_MAX_PIXELS,
+    SHARP_BOUNDARY_MAX_TRUST,
+    SHARP_BOUNDARY_MIN,
     SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
     TRUST_DETAIL_HIGH,
@@ -39,6 +41,7 @@ from crm_cli.schedule import (
     TRUST_HIGH,
     TRUST_LOW,
     FinalStage,
+    boundary_sharpness,
     choose_schedule,
     detail_loss,
     edge_alignment,
@@ -90,6 +93,25 @@ def test_edge_alignment_sees_a_boundary_on_an_image_edge() -> None:
     assert edge_alignment(image, on_edge) > 10
     assert edge_alignment(image, off_edge) < 1
     assert edge_alignment(image, np.zeros((200, 200), bool)) == 0.0
+
+
+def test_boundary_sharpness_by_hand() -> None:
+    # A uniform ramp (+2 grey levels per column): Sobel x is 4 x 4 = 16 everywhere, so 1 wherever the mask is.
+    ramp = np.repeat(np.repeat((2 * np.arange(100)).astype(np.uint8)[None, :, None], 100, axis=0), 3, axis=2)
+    half = np.zeros((100, 100), bool)
+    half[:, 50:] = True
+    assert boundary_sharpness(ramp, half) == pytest.approx(1.0, abs=1e-6)
+    # A step between columns 99 and 100: the gradient is on the two columns touching the boundary
+    # only, so a mask on the step reads (near mean) / 1e-6, and one 2 px inside it reads 0.
+    step = np.full((200, 200, 3), 60, np.uint8)
+    step[:, 100:] = 200
+    on_step = np.zeros((200, 200), bool)
+    on_step[:, 100:] = True
+    assert boundary_sharpness(step, on_step) == pytest.approx(4 * 140 / 1e-6, rel=1e-3)
+    beside = np.zeros((200, 200), bool)
+    beside[:, 102:] = True
+    assert boundary_sharpness(step, beside) == 0.0
+    assert boundary_sharpness(step, np.zeros((200, 200), bool)) == 0.0
 
 
 def test_small_images_take_the_small_trust_ramp() -> None:
@@ -330,9 +352,11 @@ def test_trust_from_detail_by_hand() -> None:
     assert trust_from_detail((TRUST_DETAIL_LOW + TRUST_DETAIL_HIGH) / 2) == pytest.approx(0.5)
 
 
-def test_smooth_mask_near_edges_earns_trust_only_with_its_detail() -> None:
+def test_smooth_mask_near_edges_earns_trust_only_with_its_detail(monkeypatch: pytest.MonkeyPatch) -> None:
     # A smooth disc (an upsampled low-resolution mask) next to soft edges: aligned enough to count as
     # precise, but without fine detail its trust is the alignment's squared, not the alignment's.
+    # (Its boundary sharpness would take that trust away too: the next test; here the detail alone.)
+    monkeypatch.setattr(schedule_module, "SHARP_BOUNDARY_MIN", 0.0)
     image, disc = notched_disc(0)
     smooth = choose_schedule(disc, LADDER, image, min_side=224)
     aligned = trust_from_alignment(edge_alignment(image, disc))
@@ -350,6 +374,31 @@ def test_smooth_mask_near_edges_earns_trust_only_with_its_detail() -> None:
     small = choose_schedule(small_disc, LADDER, small_image, min_side=224)
     aligned = trust_from_alignment(edge_alignment(small_image, small_disc), small=True)
     assert 0.1 < aligned < 0.9 and small.trust == pytest.approx(aligned)
+
+
+def test_precise_mask_beside_soft_edges_gets_no_trust_but_keeps_its_region_pass() -> None:
+    # The disc's edges are its mask blurred by sigma 3: aligned enough to count as precise (region
+    # pass, final stage only), but the gradient is spread 1-3 px beside the boundary, as around an
+    # upsampled low-resolution network mask.
+    image, disc = notched_disc(0)
+    soft = choose_schedule(disc, LADDER, image, min_side=224)
+    assert soft.alignment is not None and soft.alignment > TRUST_LOW
+    assert soft.sharpness is not None and soft.sharpness < SHARP_BOUNDARY_MIN
+    assert soft.trust == 0.0 and soft.label() == "1.5+regions 0.25,0.5"
+    # The same disc with hard edges: its boundary is on them, and it keeps full trust.
+    hard = np.repeat(np.where(disc, 200, 60).astype(np.uint8)[..., None], 3, axis=2)
+    sharp = choose_schedule(disc, LADDER, hard, min_side=224)
+    assert sharp.sharpness is not None and sharp.sharpness > SHARP_BOUNDARY_MIN and sharp.trust == 1.0
+    # A precise mask on a slightly soft photo (sigma 1.5) reads under the limit too, but its alignment
+    # alone trusts it fully, so it keeps that trust.
+    grey = cv2.GaussianBlur(np.where(disc, 200, 60).astype(np.float32), (0, 0), 1.5).astype(np.uint8)
+    defocused = choose_schedule(disc, LADDER, np.repeat(grey[..., None], 3, axis=2), min_side=224)
+    assert defocused.sharpness is not None and defocused.sharpness < SHARP_BOUNDARY_MIN
+    assert trust_from_alignment(defocused.alignment or 0.0) >= SHARP_BOUNDARY_MAX_TRUST
+    assert defocused.trust == 1.0
+    # Not measured where no coarse stage fits (the small ramp applies there).
+    small_image, small_disc = notched_disc(0, scale=0.25)
+    assert choose_schedule(small_disc, LADDER, small_image, min_side=224).sharpness is None
 
 
 def test_large_precise_mask_gets_a_region_pass() -> None:
