@@ -318,17 +318,9 @@ def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     return grey, binary
 
 
-def _gradient_and_distance(grey: np.ndarray, binary: np.ndarray, blur: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel gradient magnitude of ``grey`` (Gaussian-blurred by ``blur`` px unless 0) and each
-    pixel's distance to the other side of ``binary``."""
-    inside = binary.astype(np.uint8)
+def _sobel_magnitude(grey: np.ndarray) -> np.ndarray:
     values = grey.astype(np.float32)
-    if blur > 0:
-        values = cv2.GaussianBlur(values, (0, 0), blur)
-    magnitude = cv2.magnitude(cv2.Sobel(values, cv2.CV_32F, 1, 0), cv2.Sobel(values, cv2.CV_32F, 0, 1))
-    distance = np.where(binary, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
-                        cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
-    return magnitude, distance
+    return cv2.magnitude(cv2.Sobel(values, cv2.CV_32F, 1, 0), cv2.Sobel(values, cv2.CV_32F, 0, 1))
 
 
 def _band_ratio(magnitude: np.ndarray, near: np.ndarray, off: np.ndarray) -> float:
@@ -338,17 +330,28 @@ def _band_ratio(magnitude: np.ndarray, near: np.ndarray, off: np.ndarray) -> flo
     return float(near_values.mean() / (off_values.mean() + 1e-6))
 
 
+def edge_measures(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(:func:`edge_alignment`, :func:`boundary_sharpness`) from one reduction and one distance
+    transform; (0, 0) for a mask with one side only."""
+    grey, binary = _alignment_inputs(image, mask)
+    if not binary.any() or binary.all():
+        return 0.0, 0.0
+    inside = binary.astype(np.uint8)
+    distance = np.where(binary, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
+                        cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
+    blurred = _sobel_magnitude(cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0))
+    alignment = _band_ratio(blurred, (distance >= 0.5) & (distance <= 2.5), (distance >= 4) & (distance <= 8))
+    sharpness = _band_ratio(_sobel_magnitude(grey), distance <= 1.0, (distance > 1.0) & (distance <= 3.0))
+    return alignment, sharpness
+
+
 def edge_alignment(image: np.ndarray, mask: np.ndarray) -> float:
     """How sharply the image's edges follow the mask's boundary (1 = not at all; 5+ = closely).
 
     The mean Sobel gradient magnitude of the lightly blurred grey image within 0.5-2.5 px of the
     boundary, over the mean at 4-8 px. Large images are reduced to ``ALIGNMENT_SIDE`` first.
     """
-    grey, binary = _alignment_inputs(image, mask)
-    if not binary.any() or binary.all():
-        return 0.0
-    magnitude, distance = _gradient_and_distance(grey, binary, blur=1.0)
-    return _band_ratio(magnitude, (distance >= 0.5) & (distance <= 2.5), (distance >= 4) & (distance <= 8))
+    return edge_measures(image, mask)[0]
 
 
 def boundary_sharpness(image: np.ndarray, mask: np.ndarray) -> float:
@@ -359,11 +362,7 @@ def boundary_sharpness(image: np.ndarray, mask: np.ndarray) -> float:
     large for a hard edge right at the boundary, under 1 for an edge a few px off it. Large images
     are reduced to ``ALIGNMENT_SIDE`` first.
     """
-    grey, binary = _alignment_inputs(image, mask)
-    if not binary.any() or binary.all():
-        return 0.0
-    magnitude, distance = _gradient_and_distance(grey, binary, blur=0.0)
-    return _band_ratio(magnitude, distance <= 1.0, (distance > 1.0) & (distance <= 3.0))
+    return edge_measures(image, mask)[1]
 
 
 def trust_from_alignment(alignment: float, small: bool = False) -> float:
@@ -455,7 +454,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     ladder = tuple(float(r) for r in ladder)
     binary = np.asarray(mask).astype(bool)
     height, width = binary.shape
-    alignment = None if image is None else edge_alignment(image, binary)
+    alignment, measured_sharpness = (None, None) if image is None else edge_measures(image, binary)
     fitting = fitting_stages(height, width, ladder, min_side)
     trust = 0.0 if alignment is None else trust_from_alignment(alignment, small=not fitting)
     detail: dict[float, float] = {}
@@ -472,7 +471,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         trust *= max(trust_from_detail(detail_at(TRUST_DETAIL_RATIO)), trust)
     sharpness = None
     if fitting and precise:
-        sharpness = boundary_sharpness(image, binary)
+        sharpness = measured_sharpness
         if sharpness < SHARP_BOUNDARY_MIN and trust < SHARP_BOUNDARY_MAX_TRUST:
             trust = 0.0
 
