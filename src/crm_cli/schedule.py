@@ -88,9 +88,9 @@ ALIGNMENT_SIDE = 2048  # edge alignment is measured with the long side reduced t
 # boundary over the mean 1-3 px from it, unblurred) is below this. The edge alignment's 0.5-2.5 px
 # band cannot tell a smooth boundary a pixel or two off the edges from one on them. The 34 IS-Net
 # 256 cars that pass TRUST_LOW read 1.04-1.62, the 96 IS-Net 1024 cars 2.22-4.51 (4K: 1.06-1.43
-# against 2.22-3.79). crm eval, auto: IS-Net 256 96.57 / 73.88 -> 96.59 / 74.12 (31 of the 34 up,
-# none lower by more than 0.01 mBA); 4K IS-Net 256 74.43 -> 74.46 mBA; IS-Net 1024 (at 2K and 4K),
-# carvana-dev and the thin set (its precise masks are detailed: DETAILED_MASK_TRUST) unchanged.
+# against 2.22-3.79). crm eval, auto: IS-Net 256 96.57 / 73.88 -> 96.58 / 74.09 (30 of the 34 up,
+# one down by 0.01 mBA); 4K IS-Net 256 74.43 -> 74.46 mBA (4 up); IS-Net 1024, carvana-dev and the
+# thin set (its precise masks are detailed: DETAILED_MASK_TRUST) unchanged image for image.
 SHARP_BOUNDARY_MIN = 1.9
 # ... unless the alignment and detail already trust it this much: a precise mask on a soft-focus
 # photo also reads low (a disc on its own edge blurred by sigma 1.5 px: 1.83), but its gradient
@@ -469,11 +469,9 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         # The detail's say fades as the alignment grows: a mask on the image's edges everywhere is
         # trusted whatever its shape (a rectangle, a ball).
         trust *= max(trust_from_detail(detail_at(TRUST_DETAIL_RATIO)), trust)
-    sharpness = None
-    if fitting and precise:
-        sharpness = measured_sharpness
-        if sharpness < SHARP_BOUNDARY_MIN and trust < SHARP_BOUNDARY_MAX_TRUST:
-            trust = 0.0
+    sharpness = measured_sharpness if fitting and precise else None
+    if sharpness is not None and sharpness < SHARP_BOUNDARY_MIN and trust < SHARP_BOUNDARY_MAX_TRUST:
+        trust = 0.0
 
     def coarsest_start(limit: float, coarsest: float = 1.0) -> int:
         for k in fitting:

@@ -103,6 +103,8 @@ OutputKindOpt = Annotated[
                  help="soft: probability x 255; soft16: x 65535; binary: 0/255; cutout: RGBA image; "
                       "overlay: contours over the image."),
 ]
+
+
 def threshold_option(help_text: str, panel: str | None = None) -> Any:
     """The ``--threshold/-t T`` option (T in [0, 1], default None), with each command's own help."""
     return typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel=panel, metavar="T", help=help_text)
