@@ -319,7 +319,7 @@ def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _sobel_magnitude(grey: np.ndarray) -> np.ndarray:
-    values = grey.astype(np.float32)
+    values = grey.astype(np.float32, copy=False)
     return cv2.magnitude(cv2.Sobel(values, cv2.CV_32F, 1, 0), cv2.Sobel(values, cv2.CV_32F, 0, 1))
 
 
@@ -336,10 +336,12 @@ class BoundaryGeometry:
 
     def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
         self.grey, binary = _alignment_inputs(image, mask)
-        self.two_sided = bool(binary.any() and not binary.all())
-        inside = binary.astype(np.uint8)
-        self.distance = np.where(binary, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
-                                 cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)) if self.two_sided else None
+        # None for an empty or full mask: it has no boundary to measure.
+        self.distance: np.ndarray | None = None
+        if binary.any() and not binary.all():
+            inside = binary.astype(np.uint8)
+            self.distance = np.where(binary, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
+                                     cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
 
     def alignment(self) -> float:
         """:func:`edge_alignment`."""
