@@ -1,0 +1,143 @@
+"""What a user waits for: wall time and peak memory of whole `crm refine` processes.
+
+Each run is a fresh `python -m crm_cli refine IMAGE MASK -o OUT --json` process, as a shell script
+starts it: Python's start, torch's import, the model's load, reading the pair, the refine call,
+writing the PNG and the interpreter's exit. The refine call's own seconds come from `--json`, so
+the table also shows what the rest costs. A bare `python -c "import torch"` process is timed
+alongside for scale (torch's import is most of the rest). The issue's budget (a 4K photo in at
+most 5 s on the 2-core CPU) is the default ``--budget``.
+
+    python benchmarks/whole_process.py                           # generated 3840x2160, both masks
+    python benchmarks/whole_process.py --pair IMG MASK --repeat 5  # your own files (repeatable)
+    python benchmarks/whole_process.py --sizes 3840x2160,6000x4000 --masks precise
+
+Generated photos are `crm_cli.synthetic` scenes: ``blocky`` is a low-resolution network's mask
+(the coarse-to-fine stages), ``precise`` the exact mask (the region pass and the final stage, the
+path of a SAM or high-resolution network mask). Run it on a quiet machine; the VM this project
+develops on drifts by up to 20% between hours, so compare rows of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SIZES = "3840x2160"
+DEFAULT_BUDGET_S = 5.0
+
+
+@dataclass
+class Timed:
+    """One finished process: wall seconds, peak RSS in bytes and its JSON summary (if any)."""
+
+    wall_s: float
+    peak_rss: int
+    summary: dict
+
+
+def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Run ``command`` to its end; its wall time and its own peak RSS (from ``wait4``)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # wait4 reports this child's own rusage; communicate() first would reap it without one.
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    process.stdout.close()  # type: ignore[union-attr]
+    process.stderr.close()  # type: ignore[union-attr]
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({code}): {stderr.decode(errors='replace').strip()}")
+    summary = json.loads(stdout) if stdout.strip() else {}
+    return Timed(wall, usage.ru_maxrss * 1024, summary)  # ru_maxrss is in KiB on Linux
+
+
+def make_pair(folder: Path, width: int, height: int, mask_kind: str) -> tuple[Path, Path]:
+    """A generated photo (JPEG) and its ``blocky`` or ``precise`` mask (PNG)."""
+    import cv2
+
+    from crm_cli.synthetic import coarse_mask, synthetic_scene
+
+    image = folder / f"scene_{width}x{height}.jpg"
+    rgb, exact = synthetic_scene(height, width)
+    if not image.exists():
+        cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    mask = folder / f"scene_{width}x{height}_{mask_kind}.png"
+    cv2.imwrite(str(mask), coarse_mask(exact) if mask_kind == "blocky" else exact)
+    return image, mask
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"3840x2160,6000x4000"`` -> [(3840, 2160), (6000, 4000)]."""
+    sizes = []
+    for item in text.split(","):
+        if item.strip():
+            width, _, height = item.lower().strip().partition("x")
+            sizes.append((int(width), int(height)))
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("IMAGE", "MASK"),
+                        help="time these files (repeatable); without it, generated photos are timed")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"generated photo sizes (default {DEFAULT_SIZES})")
+    parser.add_argument("--masks", default="blocky,precise", help="generated masks: blocky, precise or both")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per pair after one warm-up run")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds a run may take")
+    parser.add_argument("--json", dest="json_path", help="also write the rows to this file")
+    parser.add_argument("crm_args", nargs=argparse.REMAINDER, help="after --: extra `crm refine` options")
+    args = parser.parse_args()
+    extra = [a for a in args.crm_args if a != "--"]
+
+    with tempfile.TemporaryDirectory(prefix="crm_whole_") as temp:
+        folder = Path(temp)
+        pairs = [(Path(image), Path(mask), Path(mask).name) for image, mask in args.pair]
+        if not pairs:
+            for width, height in parse_sizes(args.sizes):
+                for kind in (k.strip() for k in args.masks.split(",") if k.strip()):
+                    image, mask = make_pair(folder, width, height, kind)
+                    pairs.append((image, mask, f"{width}x{height} {kind}"))
+        floor = [run_timed([sys.executable, "-c", "import torch"]) for _ in range(args.repeat)]
+        rows = []
+        for image, mask, label in pairs:
+            command = [sys.executable, "-m", "crm_cli", "refine", str(image), str(mask), "-o",
+                       str(folder / "out.png"), "--json", *extra]
+            run_timed(command)  # warm-up: page cache and bytecode, as a second run in a script sees them
+            runs = [run_timed(command) for _ in range(args.repeat)]
+            walls = [r.wall_s for r in runs]
+            calls = [float(r.summary.get("seconds", 0.0)) for r in runs]
+            rows.append({
+                "pair": label, "runs": len(runs), "median_s": statistics.median(walls), "min_s": min(walls),
+                "max_s": max(walls), "refine_call_s": statistics.median(calls),
+                "rest_s": statistics.median(w - c for w, c in zip(walls, calls, strict=True)),
+                "peak_rss_gb": max(r.peak_rss for r in runs) / 1e9,
+                "schedule": runs[-1].summary.get("schedule", ""),
+                "within_budget": max(walls) <= args.budget,
+            })
+    torch_s = statistics.median(r.wall_s for r in floor)
+    print(f"whole `crm refine` processes, {os.cpu_count()} CPUs, median of {args.repeat} after a warm-up; "
+          f"a bare `python -c 'import torch'`: {torch_s:.2f} s")
+    header = (f"{'pair':<26} {'median':>7} {'min-max':>11} {'refine call':>11} {'the rest':>8} {'peak RSS':>8}"
+              f"  {'<= ' + format(args.budget, 'g') + ' s':>8}  schedule")
+    print(header)
+    for row in rows:
+        spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
+        verdict = "yes" if row["within_budget"] else "no"
+        print(f"{row['pair']:<26} {row['median_s']:>6.2f}s {spread:>11} {row['refine_call_s']:>10.2f}s "
+              f"{row['rest_s']:>7.2f}s {row['peak_rss_gb']:>6.2f}GB  {verdict:>8}  {row['schedule']}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({"cpus": os.cpu_count(), "torch_import_s": torch_s,
+                                                    "budget_s": args.budget, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""benchmarks/whole_process.py: whole `crm refine` processes, timed and measured from outside."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import load_benchmark
+
+whole_process = load_benchmark("whole_process")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_timed_reports_the_childs_own_peak_and_its_json() -> None:
+    # The child touches 300 MB; the parent (pytest) never does, so the peak is the child's.
+    code = "import json, numpy as np; a = np.ones(300_000_000 // 8); print(json.dumps({'seconds': 0.5}))"
+    timed = whole_process.run_timed([sys.executable, "-c", code])
+    assert timed.summary == {"seconds": 0.5}
+    assert 300e6 <= timed.peak_rss < 1.5e9
+    assert timed.wall_s > 0
+
+
+def test_run_timed_names_a_failed_command() -> None:
+    with pytest.raises(SystemExit, match=r"failed \(3\): boom"):
+        whole_process.run_timed([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
+
+
+def test_sizes_parse() -> None:
+    assert whole_process.parse_sizes("3840x2160, 6000X4000,") == [(3840, 2160), (6000, 4000)]
+
+
+def test_the_script_times_generated_pairs_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "whole_process.py"), "--sizes", "160x128",
+                           "--repeat", "1", "--budget", "1000", "--json", str(out), "--", "-w", str(tiny_weights)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["pair"] for row in rows] == ["160x128 blocky", "160x128 precise"]
+    for row in rows:
+        assert row["runs"] == 1 and row["within_budget"]
+        assert 0 < row["refine_call_s"] < row["median_s"]
+        assert row["rest_s"] == pytest.approx(row["median_s"] - row["refine_call_s"])
+        assert row["peak_rss_gb"] > 0.05 and row["schedule"]
+    assert "160x128 blocky" in done.stdout and "refine call" in done.stdout
