@@ -10,6 +10,7 @@ most 5 s on the 2-core CPU) is the default ``--budget``.
     python benchmarks/whole_process.py                           # generated 3840x2160, both masks
     python benchmarks/whole_process.py --pair IMG MASK --repeat 5  # your own files (repeatable)
     python benchmarks/whole_process.py --sizes 3840x2160,6000x4000 --masks precise
+    python benchmarks/whole_process.py --pair IMG MASK -- -w weights/crm_efficientnet_lite0.safetensors
 
 Generated photos are `crm_cli.synthetic` scenes: ``blocky`` is a low-resolution network's mask
 (the coarse-to-fine stages), ``precise`` the exact mask (the region pass and the final stage, the
@@ -26,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,21 +43,35 @@ class Timed:
     summary: dict
 
 
+# Linux folds the memory high-water mark of the process that forks into the child's ru_maxrss at
+# exec, so a child started by a large process (pytest, a notebook) reports at least that process's
+# RSS. A tiny launcher of its own (about 10 MB) starts each timed command instead and writes the
+# command's wall time, peak and exit code to a file.
+LAUNCHER = """
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as handle:
+    json.dump({"wall_s": wall, "maxrss_kib": usage.ru_maxrss, "code": os.waitstatus_to_exitcode(status)}, handle)
+"""
+
+
 def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
-    """Run ``command`` to its end; its wall time and its own peak RSS (from ``wait4``)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # wait4 reports this child's own rusage; communicate() first would reap it without one.
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-    process.stdout.close()  # type: ignore[union-attr]
-    process.stderr.close()  # type: ignore[union-attr]
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({code}): {stderr.decode(errors='replace').strip()}")
-    summary = json.loads(stdout) if stdout.strip() else {}
-    return Timed(wall, usage.ru_maxrss * 1024, summary)  # ru_maxrss is in KiB on Linux
+    """Run ``command`` to its end; its wall time and its own peak RSS (``wait4`` in a small launcher)."""
+    with tempfile.TemporaryDirectory(prefix="crm_timed_") as temp:
+        report = Path(temp) / "report.json"
+        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], env=env,
+                              capture_output=True, check=False)
+        if not report.exists():
+            raise SystemExit(f"the launcher failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()}")
+        measured = json.loads(report.read_text())
+    if measured["code"] != 0:
+        message = done.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"{' '.join(command)} failed ({measured['code']}): {message}")
+    summary = json.loads(done.stdout) if done.stdout.strip() else {}
+    return Timed(measured["wall_s"], measured["maxrss_kib"] * 1024, summary)  # ru_maxrss is in KiB on Linux
 
 
 def make_pair(folder: Path, width: int, height: int, mask_kind: str) -> tuple[Path, Path]:
@@ -94,9 +108,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per pair after one warm-up run")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds a run may take")
     parser.add_argument("--json", dest="json_path", help="also write the rows to this file")
-    parser.add_argument("crm_args", nargs=argparse.REMAINDER, help="after --: extra `crm refine` options")
-    args = parser.parse_args()
-    extra = [a for a in args.crm_args if a != "--"]
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    extra = argv[split + 1:]  # after --: extra `crm refine` options, e.g. -w WEIGHTS
 
     with tempfile.TemporaryDirectory(prefix="crm_whole_") as temp:
         folder = Path(temp)

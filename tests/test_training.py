@@ -180,6 +180,30 @@ def test_time_limit_stops_with_checkpoint_and_weights_then_resume_finishes_exact
     assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 steps
 
 
+def test_keep_exports_keeps_each_validations_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    from crm_cli.checkpoint import read_spec
+    from crm_cli.training.loop import step_export_name
+
+    options = _options(tiny_dataset, tmp_path / "k", 4)
+    options.val_every, options.keep_exports = 2, True
+    trainer = Trainer(options)
+    assert trainer.run() is RunEnd.FINISHED
+    kept = sorted(p.name for p in (tmp_path / "k").glob("model_step*.safetensors"))
+    assert kept == ["model_step000002.safetensors", "model_step000004.safetensors"] == [
+        step_export_name(2), step_export_name(4)]
+    assert [read_spec(tmp_path / "k" / name)[1]["steps"] for name in kept] == [2, 4]
+    # The last one is the run's model.safetensors, tensor for tensor.
+    from safetensors.torch import load_file
+
+    last, final = load_file(tmp_path / "k" / kept[-1]), load_file(tmp_path / "k" / "model.safetensors")
+    assert last.keys() == final.keys() and all(torch.equal(last[k], final[k]) for k in last)
+    # Without the option only model.safetensors is written.
+    plain = _options(tiny_dataset, tmp_path / "p", 2)
+    plain.val_every = 1
+    Trainer(plain).run()
+    assert not list((tmp_path / "p").glob("model_step*"))
+
+
 def test_stop_at_ends_early_on_the_full_schedule_and_resume_finishes_exactly(tiny_dataset: Path,
                                                                            tmp_path: Path) -> None:
     straight = Trainer(_options(tiny_dataset, tmp_path / "a", 4))

@@ -68,6 +68,7 @@ class TrainOptions:
     stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
     boundary_weight: float = 0.0  # extra loss weight on the ground truth's boundary band (training/loss.py)
     freeze_encoder: bool = False  # train fusion and decoder only; the encoder's weights and BN statistics stay
+    keep_exports: bool = False  # also keep each validation's export as model_step<N>.safetensors
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
@@ -349,6 +350,8 @@ class Trainer:
                     with open(self.out / "val.jsonl", "a") as handle:
                         handle.write(json.dumps({"step": self.step, **scores}) + "\n")
                     self.export(self.out / "model.safetensors", scores)
+                    if options.keep_exports:
+                        self.export(self.out / step_export_name(self.step), scores)
                     row.update({k: f"{v:.5f}" for k, v in scores.items()})
                 if self.rank == 0:
                     writer.writerow(row)
@@ -359,6 +362,11 @@ class Trainer:
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
+
+
+def step_export_name(step: int) -> str:
+    """The file name of a validation step's kept export (``--keep-exports``): names sort by step."""
+    return f"model_step{step:06d}.safetensors"
 
 
 def training_device(name: str = "auto") -> torch.device:

@@ -1,0 +1,157 @@
+"""Which trained weights to ship: candidates against the shipped default on whole dev sets, per image.
+
+A new default ships only if it is better on every dev set, and a refiner is judged by the images
+it harms, not only by its means. For each (weights, set) this runs ``crm eval SET -w WEIGHTS
+--json`` in its own process (each result is kept under ``--out``, so an interrupted run continues
+where it stopped) and prints one table per set: IoU and mBA, their change against the baseline,
+the images more than 1 point below their coarse mask (IoU / mBA), the images more than 1 point
+below the baseline's own result, and the images whose coarse mask the gate kept. The last line
+names the candidates better than the baseline on every set.
+
+    python benchmarks/choose_checkpoint.py runs/gpu --set carvana=../shared/data/carvana-dev \\
+        --set real1024=REAL/isnet1024 --set real256=REAL/isnet256 --set thin=THIN --set duts=DUTS \\
+        [--baseline weights/crm_mobilenet_v2.safetensors] [--out runs/choose] [-- CRM_EVAL_OPTIONS]
+
+A candidate is a weights file or a run folder, whose ``model_step*.safetensors`` (``crm train
+--keep-exports``) and ``model.safetensors`` are all taken. Session 19 learnt why this matters: a
+checkpoint that led on eight validation images per set was 1.4 IoU points worse on the whole of
+carvana-dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2.safetensors"
+HARM_POINTS = 1.0  # an image "harmed" loses more than this many points (of 100) of IoU or mBA
+
+
+@dataclass
+class SetScore:
+    """One weights file on one set: mean IoU / mBA in points, harmed images, per-image results."""
+
+    iou: float
+    mba: float
+    below_coarse_iou: int
+    below_coarse_mba: int
+    kept: int
+    images: dict[str, tuple[float, float]]  # name -> (refined IoU, refined mBA), in points
+
+
+def score_of(summary: dict) -> SetScore:
+    """The ``SetScore`` of one ``crm eval --json`` summary."""
+    images = {item["name"]: (100 * item["refined_iou"], 100 * item["refined_mba"]) for item in summary["images"]}
+    below_iou = sum(100 * (i["coarse_iou"] - i["refined_iou"]) > HARM_POINTS for i in summary["images"])
+    below_mba = sum(100 * (i["coarse_mba"] - i["refined_mba"]) > HARM_POINTS for i in summary["images"])
+    return SetScore(100 * summary["refined"]["iou"], 100 * summary["refined"]["mba"], below_iou, below_mba,
+                    int(summary.get("kept_coarse") or 0), images)
+
+
+def below_baseline(candidate: SetScore, baseline: SetScore) -> int:
+    """Images where the candidate's result is more than HARM_POINTS below the baseline's (IoU or mBA)."""
+    count = 0
+    for name, (iou, mba) in candidate.images.items():
+        if name in baseline.images:
+            base_iou, base_mba = baseline.images[name]
+            count += base_iou - iou > HARM_POINTS or base_mba - mba > HARM_POINTS
+    return count
+
+
+def better_on_set(candidate: SetScore, baseline: SetScore) -> bool:
+    """Neither mean lower (to 0.01 point), one of them higher, and no more images harmed against coarse."""
+    iou, mba = round(candidate.iou - baseline.iou, 2), round(candidate.mba - baseline.mba, 2)
+    harmed = candidate.below_coarse_iou + candidate.below_coarse_mba
+    baseline_harmed = baseline.below_coarse_iou + baseline.below_coarse_mba
+    return iou >= 0 and mba >= 0 and (iou > 0 or mba > 0) and harmed <= baseline_harmed
+
+
+def expand_candidates(paths: list[Path]) -> list[Path]:
+    """Weights files as given; a folder gives its ``model_step*.safetensors`` then ``model.safetensors``."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(path.glob("model_step*.safetensors"))
+            if (path / "model.safetensors").exists():
+                found.append(path / "model.safetensors")
+        elif path.exists():
+            found.append(path)
+        else:
+            raise SystemExit(f"{path}: no such weights file or run folder")
+    return found
+
+
+def label_of(weights: Path) -> str:
+    """A short name: the file's stem, with its run folder when the stem alone is ambiguous."""
+    return f"{weights.parent.name}/{weights.stem}" if weights.stem.startswith("model") else weights.stem
+
+
+def result_path(out: Path, weights: Path, folder: Path) -> Path:
+    """Where one eval's JSON is kept: by the weights' content and the set folder's absolute path."""
+    weights_key = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
+
+
+def run_eval(folder: Path, weights: Path, extra: list[str], out: Path) -> dict:
+    """``crm eval`` of one set with one weights file, or its kept result."""
+    result = result_path(out, weights, folder)
+    if result.exists():
+        return json.loads(result.read_text())
+    command = [sys.executable, "-m", "crm_cli", "eval", str(folder), "-w", str(weights), "--json", "-q", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"crm eval {folder} -w {weights} failed: {done.stderr.strip()}")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_text(done.stdout)
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+", type=Path, help="weights files or run folders")
+    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER",
+                        help="a dev set in BIG layout (repeatable)")
+    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="default: the shipped weights")
+    parser.add_argument("--out", type=Path, default=Path("runs/choose"), help="where each eval's JSON is kept")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    extra = argv[split + 1:]  # after --: extra `crm eval` options, e.g. --device cpu
+    sets = []
+    for item in args.sets:
+        name, sep, folder = item.partition("=")
+        if not sep or not Path(folder).is_dir():
+            raise SystemExit(f"--set wants NAME=FOLDER with an existing folder, got {item!r}")
+        sets.append((name, Path(folder)))
+    candidates = [c for c in expand_candidates(args.candidates) if c.resolve() != args.baseline.resolve()]
+    everyone = [args.baseline, *candidates]
+    scores = {(w, name): score_of(run_eval(folder, w, extra, args.out)) for name, folder in sets for w in everyone}
+
+    winners = []
+    for name, folder in sets:
+        base = scores[(args.baseline, name)]
+        print(f"\n{name} ({folder}, {len(base.images)} images)\n")
+        print("| weights | IoU | mBA | ΔIoU | ΔmBA | >1 pt below coarse (IoU / mBA) | >1 pt below baseline | kept |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for weights in everyone:
+            s = scores[(weights, name)]
+            is_base = weights == args.baseline
+            cells = [f"{label_of(weights)} (baseline)" if is_base else label_of(weights), f"{s.iou:.2f}",
+                     f"{s.mba:.2f}", "" if is_base else f"{s.iou - base.iou:+.2f}",
+                     "" if is_base else f"{s.mba - base.mba:+.2f}", f"{s.below_coarse_iou} / {s.below_coarse_mba}",
+                     "" if is_base else str(below_baseline(s, base)), str(s.kept)]
+            print("| " + " | ".join(cells) + " |")
+    for weights in candidates:
+        if all(better_on_set(scores[(weights, name)], scores[(args.baseline, name)]) for name, _ in sets):
+            winners.append(label_of(weights))
+    print(f"\nbetter than {label_of(args.baseline)} on every set: {', '.join(winners) if winners else 'none'}")
+
+
+if __name__ == "__main__":
+    main()
