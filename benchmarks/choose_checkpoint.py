@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from eval_cache import cached_eval
 
 DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2.safetensors"
 HARM_POINTS = 1.0  # an image "harmed" loses more than this many points (of 100) of IoU or mBA
@@ -98,20 +98,6 @@ def result_path(out: Path, weights: Path, folder: Path) -> Path:
     return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
 
 
-def run_eval(folder: Path, weights: Path, extra: list[str], out: Path) -> dict:
-    """``crm eval`` of one set with one weights file, or its kept result."""
-    result = result_path(out, weights, folder)
-    if result.exists():
-        return json.loads(result.read_text())
-    command = [sys.executable, "-m", "crm_cli", "eval", str(folder), "-w", str(weights), "--json", "-q", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"crm eval {folder} -w {weights} failed: {done.stderr.strip()}")
-    result.parent.mkdir(parents=True, exist_ok=True)
-    result.write_text(done.stdout)
-    return json.loads(done.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="+", type=Path, help="weights files or run folders")
@@ -131,7 +117,8 @@ def main() -> None:
         sets.append((name, Path(folder)))
     candidates = [c for c in expand_candidates(args.candidates) if c.resolve() != args.baseline.resolve()]
     everyone = [args.baseline, *candidates]
-    scores = {(w, name): score_of(run_eval(folder, w, extra, args.out)) for name, folder in sets for w in everyone}
+    scores = {(w, name): score_of(cached_eval(folder, ["-w", str(w), *extra], result_path(args.out, w, folder)))
+              for name, folder in sets for w in everyone}
 
     winners = []
     for name, folder in sets:

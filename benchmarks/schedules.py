@@ -14,25 +14,12 @@ the data's ``build.sh``; the DUTS held-out and thin-structure folders from ``mak
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
+from eval_cache import cached_eval
+
 DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
-
-
-def run_eval(folder: Path, preset: str, extra: list[str], result_path: Path) -> dict:
-    """Run ``crm eval`` once (or reuse its saved JSON) and return the summary."""
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    command = [sys.executable, "-m", "crm_cli", "eval", str(folder), "--preset", preset, "--json", "-q", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    result_path.write_text(done.stdout)
-    return json.loads(done.stdout)
 
 
 def per_image_losses(summary: dict) -> tuple[int, float]:
@@ -73,7 +60,8 @@ def main() -> None:
         name, _, folder = item.partition("=")
         results = {}
         for preset in args.presets.split(","):
-            results[preset] = run_eval(Path(folder), preset, extra, args.out / name / f"{preset}.json")
+            result_path = args.out / name / f"{preset}.json"
+            results[preset] = cached_eval(Path(folder), ["--preset", preset, *extra], result_path)
             print(f"{name} {preset}: done", file=sys.stderr, flush=True)
         print(table(name, results), "\n", flush=True)
 
