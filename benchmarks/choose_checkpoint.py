@@ -12,6 +12,9 @@ names the candidates better than the baseline on every set.
         --set real1024=REAL/isnet1024 --set real256=REAL/isnet256 --set thin=THIN --set duts=DUTS \\
         [--baseline weights/crm_mobilenet_v2.safetensors] [--out runs/choose] [-- CRM_EVAL_OPTIONS]
 
+Kept results are keyed by the weights' content and the set's path, not by crm's code: after a
+change to the engine or the presets, start with an empty ``--out``.
+
 A candidate is a weights file or a run folder, whose ``model_step*.safetensors`` (``crm train
 --keep-exports``) and ``model.safetensors`` are all taken. Session 19 learnt why this matters: a
 checkpoint that led on eight validation images per set was 1.4 IoU points worse on the whole of
