@@ -24,6 +24,7 @@ carvana-dev.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -94,9 +95,15 @@ def label_of(weights: Path) -> str:
     return f"{weights.parent.name}/{weights.stem}" if weights.stem.startswith("model") else weights.stem
 
 
+@functools.cache
+def content_key(weights: Path) -> str:
+    """The first 12 hex digits of a weights file's sha256 (read once per file)."""
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+
+
 def result_path(out: Path, weights: Path, folder: Path) -> Path:
     """Where one eval's JSON is kept: by the weights' content and the set folder's absolute path."""
-    weights_key = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    weights_key = content_key(weights)
     folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
     return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
 

@@ -58,12 +58,12 @@ with open(sys.argv[1], "w") as handle:
 """
 
 
-def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
+def run_timed(command: list[str]) -> Timed:
     """Run ``command`` to its end; its wall time and its own peak RSS (``wait4`` in a small launcher)."""
     with tempfile.TemporaryDirectory(prefix="crm_timed_") as temp:
         report = Path(temp) / "report.json"
-        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], env=env,
-                              capture_output=True, check=False)
+        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], capture_output=True,
+                              check=False)
         if not report.exists():
             raise SystemExit(f"the launcher failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()}")
         measured = json.loads(report.read_text())
@@ -74,19 +74,21 @@ def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
     return Timed(measured["wall_s"], measured["maxrss_kib"] * 1024, summary)  # ru_maxrss is in KiB on Linux
 
 
-def make_pair(folder: Path, width: int, height: int, mask_kind: str) -> tuple[Path, Path]:
-    """A generated photo (JPEG) and its ``blocky`` or ``precise`` mask (PNG)."""
+def make_pairs(folder: Path, width: int, height: int, mask_kinds: list[str]) -> list[tuple[Path, Path]]:
+    """A generated photo (JPEG) and one mask (PNG) per kind: ``blocky`` or ``precise``."""
     import cv2
 
     from crm_cli.synthetic import coarse_mask, synthetic_scene
 
-    image = folder / f"scene_{width}x{height}.jpg"
     rgb, exact = synthetic_scene(height, width)
-    if not image.exists():
-        cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    mask = folder / f"scene_{width}x{height}_{mask_kind}.png"
-    cv2.imwrite(str(mask), coarse_mask(exact) if mask_kind == "blocky" else exact)
-    return image, mask
+    image = folder / f"scene_{width}x{height}.jpg"
+    cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    pairs = []
+    for kind in mask_kinds:
+        mask = folder / f"scene_{width}x{height}_{kind}.png"
+        cv2.imwrite(str(mask), coarse_mask(exact) if kind == "blocky" else exact)
+        pairs.append((image, mask))
+    return pairs
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -117,11 +119,12 @@ def main() -> None:
         folder = Path(temp)
         pairs = [(Path(image), Path(mask), Path(mask).name) for image, mask in args.pair]
         if not pairs:
+            kinds = [k.strip() for k in args.masks.split(",") if k.strip()]
             for width, height in parse_sizes(args.sizes):
-                for kind in (k.strip() for k in args.masks.split(",") if k.strip()):
-                    image, mask = make_pair(folder, width, height, kind)
-                    pairs.append((image, mask, f"{width}x{height} {kind}"))
-        floor = [run_timed([sys.executable, "-c", "import torch"]) for _ in range(args.repeat)]
+                made = make_pairs(folder, width, height, kinds)
+                pairs += [(image, mask, f"{width}x{height} {kind}")
+                          for (image, mask), kind in zip(made, kinds, strict=True)]
+        torch_runs = [run_timed([sys.executable, "-c", "import torch"]) for _ in range(args.repeat)]
         rows = []
         for image, mask, label in pairs:
             command = [sys.executable, "-m", "crm_cli", "refine", str(image), str(mask), "-o",
@@ -138,7 +141,7 @@ def main() -> None:
                 "schedule": runs[-1].summary.get("schedule", ""),
                 "within_budget": max(walls) <= args.budget,
             })
-    torch_s = statistics.median(r.wall_s for r in floor)
+    torch_s = statistics.median(r.wall_s for r in torch_runs)
     print(f"whole `crm refine` processes, {os.cpu_count()} CPUs, median of {args.repeat} after a warm-up; "
           f"a bare `python -c 'import torch'`: {torch_s:.2f} s")
     header = (f"{'pair':<26} {'median':>7} {'min-max':>11} {'refine call':>11} {'the rest':>8} {'peak RSS':>8}"
