@@ -60,6 +60,20 @@ def test_refine_writes_png_of_input_size(pair, tiny_weights, tmp_path) -> None: 
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_refine_reads_8bit_values_in_a_16bit_mask_like_the_8bit_mask(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    wide = tmp_path / "mask16.png"
+    cv2.imwrite(str(wide), cv2.imread(str(pair[1]), cv2.IMREAD_UNCHANGED).astype(np.uint16))
+    outputs = []
+    for mask in (pair[1], wide):
+        outputs.append(tmp_path / f"out_{mask.stem}.png")
+        result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(outputs[-1]), "-w",
+                                     str(tiny_weights), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    assert "mask16.png: a 16-bit mask whose largest value is 255" in result.stderr
+    first, second = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in outputs)
+    assert second.max() > 128 and np.array_equal(first, second)  # not the empty mask of / 65535
+
+
 def test_refine_threshold_and_cutout(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
     common = [str(pair[0]), str(pair[1]), "-w", str(tiny_weights), "-d", "cpu", "-q"]
     assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "soft.png")]).exit_code == 0

@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 
 from crm_cli import writing
 from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_bytes_stdin, read_image, read_mask
-from crm_cli.masks import MaskData, SizeMismatchError, match_mask_to_image
+from crm_cli.masks import MaskData, SizeMismatchError, binarize, match_mask_to_image
+from crm_cli.pipeline import read_pair
 from crm_cli.writing import encode_png, write_bytes_stdout, write_png
 
 PALETTE3 = [0, 0, 0, 255, 0, 0, 0, 255, 0]
@@ -112,6 +113,34 @@ def test_16bit_mask_ramp_keeps_values(tmp_path: Path) -> None:
     assert np.allclose(probability, ramp / 65535.0, atol=1e-7)
     assert probability[0, 0] == 0.0 and probability[-1, -1] == 1.0
     assert not mask.is_label_map()
+
+
+def test_16bit_file_of_8bit_values_is_read_on_the_8bit_scale(tmp_path: Path) -> None:
+    # cv2.imwrite(mask.astype(np.uint16)) of an 8-bit mask: read / 65535 it would be all background.
+    values = np.array([[0, 64, 128], [200, 255, 0]], np.uint16)
+    cv2.imwrite(str(tmp_path / "m.png"), values)
+    Image.fromarray(np.full((2, 3, 3), 90, np.uint8)).save(tmp_path / "im.png")
+
+    mask = read_mask(tmp_path / "m.png")
+
+    assert mask.kind == "gray16" and mask.values.dtype == np.uint16  # raw values untouched
+    assert np.allclose(mask.probability(), values / 255.0, atol=1e-7)
+    assert mask.probability()[1, 1] == 1.0
+    assert mask.scoring_values().tolist() == values.tolist()
+    assert binarize(mask.scoring_values()).tolist() == [[False, False, False], [True, True, False]]
+    _, _, notes = read_pair(tmp_path / "im.png", tmp_path / "m.png")
+    assert notes == [f"{tmp_path / 'm.png'}: a 16-bit mask whose largest value is 255, read as 8-bit values "
+                     "(255 = foreground)"]
+
+
+def test_16bit_mask_with_other_maxima_stays_on_the_16bit_scale(tmp_path: Path) -> None:
+    # Only a largest value of exactly 255 means 8-bit values; 254 or 256 are 16-bit levels.
+    for top in (254, 256, 65535):
+        values = np.array([[0, top]], np.uint16)
+        cv2.imwrite(str(tmp_path / "m.png"), values)
+        assert read_mask(tmp_path / "m.png").probability()[0, 1] == pytest.approx(top / 65535.0, abs=1e-7)
+    Image.fromarray(np.full((1, 2, 3), 90, np.uint8)).save(tmp_path / "im.png")
+    assert read_pair(tmp_path / "im.png", tmp_path / "m.png")[2] == []
 
 
 def test_palette_mask_keeps_indices_and_palette(tmp_path: Path) -> None:

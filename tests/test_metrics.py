@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from crm_cli.masks import binarize
+from crm_cli.masks import binarize, mask_to_float
 from crm_cli.metrics import (
     DatasetScore,
     boundary_accuracy,
@@ -81,6 +81,14 @@ def test_threshold_16bit_scaled_exactly() -> None:
     assert 128 * 257 == 32896
     values = np.array([0, 32768, 32896, 32897, 33024, 65535], np.uint16)
     assert binarize(values).tolist() == [False, False, False, True, True, True]
+
+
+def test_threshold_16bit_holding_8bit_values() -> None:
+    # A largest value of exactly 255 marks 8-bit values in a 16-bit array: > 128 as on 8-bit.
+    assert binarize(np.array([0, 128, 129, 255], np.uint16)).tolist() == [False, False, True, True]
+    assert binarize(np.array([0, 128, 129, 254], np.uint16)).tolist() == [False, False, False, False]
+    assert mask_to_float(np.array([0, 51, 255], np.uint16)).tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert mask_to_float(np.array([0, 51, 254], np.uint16)).tolist() == pytest.approx([0.0, 51 / 65535, 254 / 65535])
 
 
 def test_threshold_16bit_agrees_with_8bit() -> None:

@@ -1,6 +1,7 @@
 """What a mask means: ``MaskData`` and every mask rule, in one place (NumPy + OpenCV, no torch).
 
 - a 0/1 integer mask is binary (:func:`is_zero_one`);
+- a 16-bit mask whose largest value is 255 holds 8-bit values (:func:`uint16_full_scale`);
 - any mask as a float probability (:func:`mask_to_float`) and as the evaluation's boolean
   foreground (:func:`binarize`, > 128 on the 8-bit scale);
 - the checks of an RGB image and of a mask's size against its image;
@@ -31,27 +32,35 @@ def is_zero_one(values: np.ndarray) -> bool:
     return values.dtype.kind in "ui" and values.size > 0 and int(values.max()) == 1
 
 
+def uint16_full_scale(values: np.ndarray) -> int:
+    """The value of certain foreground in a uint16 mask: 65535, or 255 when the largest value is
+    exactly 255 (an 8-bit mask saved in a 16-bit file, a common pipeline slip; read as 16-bit it
+    would be all background)."""
+    return 255 if values.size > 0 and int(values.max()) == 255 else 65535
+
+
 def mask_to_float(mask: np.ndarray) -> np.ndarray:
-    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / 65535, bool and 0/1 as is, float clipped)."""
+    """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / its :func:`uint16_full_scale`,
+    bool and 0/1 as is, float clipped)."""
     mask = np.asarray(mask)
     if mask.dtype == np.bool_ or is_zero_one(mask):
         return mask.astype(np.float32)
     if mask.dtype == np.uint8:
         return mask.astype(np.float32) / 255.0
     if mask.dtype == np.uint16:
-        return mask.astype(np.float32) / 65535.0
+        return mask.astype(np.float32) / np.float32(uint16_full_scale(mask))
     return np.clip(mask.astype(np.float32), 0.0, 1.0)
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:
     """Boolean foreground (the evaluation's rule): > 128 on 8-bit values; 16-bit scaled to 8-bit
-    first; floats in [0, 1]."""
+    first (unless it already holds 8-bit values, :func:`uint16_full_scale`); floats in [0, 1]."""
     mask = np.asarray(mask)
     if mask.dtype == np.bool_:
         return mask
     if mask.dtype == np.uint16:
         # Integer comparison: exact at the threshold and no float64 copy of a 4K mask.
-        return mask > UINT16_THRESHOLD
+        return mask > (UINT16_THRESHOLD if uint16_full_scale(mask) == 65535 else 128)
     if np.issubdtype(mask.dtype, np.floating):
         return (mask * 255.0) > 128
     return mask > 128
@@ -104,7 +113,7 @@ class MaskData:
             return (self.values != 0).astype(np.float32)
         if is_zero_one(self.values):
             return self.values.astype(np.float32)
-        scale = 65535.0 if self.kind == "gray16" else 255.0
+        scale = uint16_full_scale(self.values) if self.kind == "gray16" else 255
         return self.values.astype(np.float32) / np.float32(scale)
 
     def scoring_values(self) -> np.ndarray:

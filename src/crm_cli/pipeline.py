@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MODES
 from .imageio import read_image, read_mask
-from .masks import MaskData, match_mask_to_image
+from .masks import MaskData, match_mask_to_image, uint16_full_scale
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     mask = read_mask(mask_source, name=mask_name)
     mask, resized = match_mask_to_image(mask, image.shape[:2], image_name, mask_name)
     notes = [f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}"] if resized else []
+    if mask.kind == "gray16" and uint16_full_scale(mask.values) == 255:
+        notes.append(f"{mask_name}: a 16-bit mask whose largest value is 255, read as 8-bit values (255 = foreground)")
     return image, mask, notes
 
 
