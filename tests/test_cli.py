@@ -74,6 +74,24 @@ def test_refine_reads_8bit_values_in_a_16bit_mask_like_the_8bit_mask(pair, tiny_
     assert second.max() > 128 and np.array_equal(first, second)  # not the empty mask of / 65535
 
 
+def test_refine_float_tiff_mask_matches_the_8bit_mask(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    floats = tmp_path / "prob.tif"
+    cv2.imwrite(str(floats), cv2.imread(str(pair[1]), cv2.IMREAD_UNCHANGED).astype(np.float32) / np.float32(255))
+    outputs = []
+    for mask in (pair[1], floats):
+        outputs.append(tmp_path / f"out_{mask.stem}.png")
+        result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(outputs[-1]), "-w",
+                                     str(tiny_weights), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    first, second = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in outputs)
+    assert second.max() > 128 and np.array_equal(first, second)
+    labels = runner.invoke(app, ["refine", str(pair[0]), str(floats), "-o", str(tmp_path / "l.png"), "-w",
+                                 str(tiny_weights), "--device", "cpu", "--mode", "labels"])
+    assert labels.exit_code == 1
+    assert "prob.tif: --mode labels needs integer label ids" in labels.stderr
+    assert not (tmp_path / "l.png").exists()
+
+
 def test_refine_threshold_and_cutout(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
     common = [str(pair[0]), str(pair[1]), "-w", str(tiny_weights), "-d", "cpu", "-q"]
     assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "soft.png")]).exit_code == 0

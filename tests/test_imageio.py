@@ -143,6 +143,29 @@ def test_16bit_mask_with_other_maxima_stays_on_the_16bit_scale(tmp_path: Path) -
     assert read_pair(tmp_path / "im.png", tmp_path / "m.png")[2] == []
 
 
+def test_float_tiff_mask_is_a_probability_map(tmp_path: Path) -> None:
+    probabilities = np.array([[0.0, 0.25, 0.5], [0.75, 1.0, 1.0004]], np.float32)  # rounding overshoot
+    Image.fromarray(probabilities).save(tmp_path / "pil.tif")
+    cv2.imwrite(str(tmp_path / "cv.tif"), probabilities)
+    for name in ("pil.tif", "cv.tif"):
+        mask = read_mask(tmp_path / name)
+        assert mask.kind == "float" and mask.values.dtype == np.float32
+        assert mask.probability().tolist() == [[0.0, 0.25, 0.5], [0.75, 1.0, 1.0]]
+        assert binarize(mask.scoring_values()).tolist() == [[False, False, False], [True, True, True]]
+        assert not mask.is_label_map()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ([[0.0, 255.0]], "must hold probabilities in \\[0, 1\\]; its values run from 0 to 255"),
+    ([[0.0, -0.5]], "its values run from -0.5 to 0"),
+    ([[0.0, np.nan]], "NaN or infinite"),
+])
+def test_float_mask_outside_0_1_is_refused_naming_the_file(tmp_path: Path, values: list, message: str) -> None:
+    Image.fromarray(np.array(values, np.float32)).save(tmp_path / "bad.tif")
+    with pytest.raises(ImageReadError, match=f"bad.tif: .*{message}"):
+        read_mask(tmp_path / "bad.tif")
+
+
 def test_palette_mask_keeps_indices_and_palette(tmp_path: Path) -> None:
     indices = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
     palette_image(indices, PALETTE3).save(tmp_path / "p.png")

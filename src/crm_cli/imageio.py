@@ -292,6 +292,23 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     return MaskData(_to_uint8(luma) if wide else luma, "rgb")
 
 
+# Float masks from other tools may overshoot [0, 1] by rounding; more than this is another scale.
+FLOAT_MASK_TOLERANCE = 1e-3
+
+
+def _float_probabilities(decoded: Image.Image, label: str) -> np.ndarray:
+    """The float32 values of a floating-point mask (a probability map, e.g. a 32-bit TIFF),
+    checked to be finite and within [0, 1] (rounding overshoot clipped)."""
+    values = np.asarray(decoded, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ImageReadError(f"{label}: the floating-point mask holds NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -FLOAT_MASK_TOLERANCE or high > 1.0 + FLOAT_MASK_TOLERANCE:
+        raise ImageReadError(f"{label}: a floating-point mask must hold probabilities in [0, 1]; "
+                             f"its values run from {low:g} to {high:g}")
+    return np.clip(values, 0.0, 1.0)
+
+
 def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
     """Mask values of a decoded file, before orientation."""
     if isinstance(decoded, np.ndarray):
@@ -319,7 +336,7 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
             return MaskData(np.ascontiguousarray(alpha), "alpha")
         return MaskData(np.ascontiguousarray(gray), "gray8")
     if mode == "F":
-        raise ImageReadError(f"{label}: floating-point masks are not supported")
+        return MaskData(_float_probabilities(decoded, label), "float")
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(decoded.convert("RGBA"))
         return _colour_mask(rgba[..., :3], rgba[..., 3])
@@ -330,7 +347,8 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
 def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     """Read a mask file (or encoded bytes) keeping its raw values, upright by EXIF orientation.
 
-    16-bit files stay uint16, palette files keep indices and palette, RGBA cut-outs with a uniform
+    16-bit files stay uint16, floating-point files (32-bit TIFF probability maps) stay float32 and
+    must lie in [0, 1], palette files keep indices and palette, RGBA cut-outs with a uniform
     colour use alpha, colour masks use luminance (one channel when R == G == B).
     """
     decoded, orientation, label = _decode(source, name)

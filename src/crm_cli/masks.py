@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-MASK_KINDS = ("gray8", "gray16", "palette", "alpha", "rgb")
+MASK_KINDS = ("gray8", "gray16", "float", "palette", "alpha", "rgb")
 # 65535 = 255 * 257, so a uint16 value v is v / 257 on the 8-bit scale: v / 257 > 128 <=> v > 128 * 257.
 UINT16_THRESHOLD = 128 * 257
 
@@ -88,8 +88,9 @@ def check_mask_fits(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -
 class MaskData:
     """A decoded mask: raw values plus how to interpret them.
 
-    ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, and
-    "palette" for palette indices (uint8) with ``palette`` holding the 768-entry flat RGB palette.
+    ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, "float"
+    for float32 probabilities in [0, 1], and "palette" for palette indices (uint8) with
+    ``palette`` holding the 768-entry flat RGB palette.
     """
 
     values: np.ndarray
@@ -111,6 +112,8 @@ class MaskData:
         """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
         if self.kind == "palette":
             return (self.values != 0).astype(np.float32)
+        if self.kind == "float":
+            return self.values.astype(np.float32)  # a copy: callers may write into it
         if is_zero_one(self.values):
             return self.values.astype(np.float32)
         scale = uint16_full_scale(self.values) if self.kind == "gray16" else 255

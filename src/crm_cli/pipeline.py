@@ -64,12 +64,15 @@ def source_name(source: Source, fallback: str = "<stdin>") -> str:
     return fallback if isinstance(source, bytes) else str(source)
 
 
-def choose_mode(mask: MaskData, mode: str) -> str:
+def choose_mode(mask: MaskData, mode: str, mask_name: str = "the mask") -> str:
     """``auto`` becomes ``labels`` for label maps and ``binary`` otherwise."""
     if mode == "auto":
         return "labels" if mask.is_label_map() else "binary"
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose auto, binary or labels")
+    if mode == "labels" and mask.kind == "float":
+        raise ValueError(f"{mask_name}: --mode labels needs integer label ids, but this mask holds "
+                         "floating-point probabilities")
     return mode
 
 
@@ -120,7 +123,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .outputs import render_output
 
     image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name)
-    chosen = choose_mode(mask, mode)
+    chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
     start = time.perf_counter()
     if chosen == "labels":
         if output_kind not in ("soft", "binary"):

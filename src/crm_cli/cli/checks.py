@@ -34,7 +34,7 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
     from ..pipeline import choose_mode
 
     mask_data = read_mask(mask, name=mask_name)
-    if choose_mode(mask_data, mode) != "labels":
+    if choose_mode(mask_data, mode, mask_name) != "labels":
         return
     # A refined label map keeps the mask's palette and dtype (pipeline.refine_files).
     if (refusal := webp_refusal(image_mode(mask_data.values, mask_data.palette))) is not None:
@@ -166,7 +166,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
 
     start = time.perf_counter()
     rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name)
-    chosen = choose_mode(mask_data, mode)
+    chosen = choose_mode(mask_data, mode, mask_name)
     if chosen == "labels":
         output, palette, probability = mask_data.values, mask_data.palette, None
     else:
