@@ -13,8 +13,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from crm_cli import writing
+from crm_cli.cli.checks import probe_pair
 from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_bytes_stdin, read_image, read_mask
-from crm_cli.masks import MaskData, SizeMismatchError, binarize, match_mask_to_image
+from crm_cli.masks import MaskData, SizeMismatchError, binarize, drawn_on_stored_pixels, match_mask_to_image
 from crm_cli.pipeline import read_pair
 from crm_cli.writing import encode_png, write_bytes_stdout, write_png
 
@@ -92,6 +93,47 @@ def test_exif_orientation_from_jpeg(tmp_path: Path) -> None:
     assert image[2, 13].min() > 240 and image[2, 2].max() < 15
     assert mask.kind == "gray8"
     assert mask.values[2, 13] > 240 and mask.values[2, 2] < 15
+
+
+@pytest.mark.parametrize(("orientation", "marker_at"), [(5, (0, 0)), (6, (0, 1)), (7, (2, 1)), (8, (2, 0))])
+def test_mask_drawn_on_stored_pixels_is_rotated_like_the_image(
+    tmp_path: Path, orientation: int, marker_at: tuple[int, int]
+) -> None:
+    # The image is stored 2x3 with an EXIF tag; the mask was made from the stored pixels (no tag).
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = 255
+    gray = np.zeros((2, 3), np.uint8)
+    gray[0, 0] = 255
+    image_path = save_with_orientation(Image.fromarray(rgb), tmp_path / "i.png", orientation)
+    Image.fromarray(gray).save(tmp_path / "m.png")
+
+    assert probe_pair(image_path, tmp_path / "m.png", "i.png", "m.png")[1] is False  # fits, no upsampling
+    image, mask, notes = read_pair(image_path, tmp_path / "m.png")
+
+    assert image.shape == (3, 2, 3) and mask.values.shape == (3, 2)
+    assert tuple(np.argwhere(image[..., 0] == 255)[0]) == marker_at
+    assert tuple(np.argwhere(mask.values == 255)[0]) == marker_at
+    assert notes == [f"{tmp_path / 'm.png'}: fits {image_path} as stored, before its EXIF rotation; "
+                     "rotated the same way"]
+
+
+def test_stored_pixel_rule_needs_evidence_from_the_size(tmp_path: Path) -> None:
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    image_path = save_with_orientation(Image.fromarray(rgb), tmp_path / "i.png", 6)  # upright 40 wide, 60 high
+    # A half-size mask of the stored pixels (20x30) is rotated, then upsampled.
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "half.png")
+    _, mask, notes = read_pair(image_path, tmp_path / "half.png")
+    assert mask.values.shape == (60, 40) and len(notes) == 2 and "upsampled" in notes[1]
+    # A mask carrying its own orientation tag is taken as it says, and then does not fit.
+    save_with_orientation(Image.fromarray(np.zeros((60, 40), np.uint8)), tmp_path / "tagged.png", 6)
+    with pytest.raises(SizeMismatchError, match="tagged.png is 60x40 but image"):
+        probe_pair(image_path, tmp_path / "tagged.png", "i.png", str(tmp_path / "tagged.png"))
+    with pytest.raises(SizeMismatchError):
+        read_pair(image_path, tmp_path / "tagged.png")
+    # A flip or 180° keeps the size: nothing to go by, so the mask stays as read.
+    assert not drawn_on_stored_pixels((4, 6), 1, (4, 6), 3)
+    # An upright-fitting mask is never rotated, even when the stored size would fit too (square).
+    assert not drawn_on_stored_pixels((5, 5), 1, (5, 5), 6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,12 +44,14 @@ class ImageReadError(OSError):
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What a file's header says, before any pixel is decoded: upright size, mode and format."""
+    """What a file's header says, before any pixel is decoded: upright size, mode, format and the
+    EXIF orientation that makes it upright (1 = none)."""
 
     width: int
     height: int
     mode: str
     format: str
+    orientation: int = 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -104,7 +106,7 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     """Rotate/flip the first two axes of ``array`` so it displays upright (EXIF semantics)."""
     if orientation == 2:
         array = array[:, ::-1]
@@ -230,9 +232,10 @@ def _probe(stream: io.BufferedIOBase, label: str) -> ImageHeader:
             opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = opened.size
-        if _orientation(opened) in (5, 6, 7, 8):
+        orientation = _orientation(opened)
+        if orientation in (5, 6, 7, 8):
             width, height = height, width
-        return ImageHeader(width, height, opened.mode, opened.format or "")
+        return ImageHeader(width, height, opened.mode, opened.format or "", orientation)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -269,8 +272,13 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
 
     ``name`` labels the source in error messages (default: the path, or "<stdin>" for bytes).
     """
+    return read_image_oriented(source, name)[0]
+
+
+def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
+    """:func:`read_image` plus the EXIF orientation it applied (1 = none)."""
     decoded, orientation, label = _decode(source, name)
-    return _apply_orientation(_image_pixels(decoded, label), orientation)
+    return apply_orientation(_image_pixels(decoded, label), orientation), orientation
 
 
 def _is_constant(array: np.ndarray) -> bool:
@@ -353,7 +361,8 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     """
     decoded, orientation, label = _decode(source, name)
     mask = _mask_data(decoded, label)
-    mask.values = _apply_orientation(mask.values, orientation)
+    mask.values = apply_orientation(mask.values, orientation)
+    mask.orientation = orientation
     return mask
 
 

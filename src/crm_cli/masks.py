@@ -5,7 +5,9 @@
 - any mask as a float probability (:func:`mask_to_float`) and as the evaluation's boolean
   foreground (:func:`binarize`, > 128 on the 8-bit scale);
 - the checks of an RGB image and of a mask's size against its image;
-- the size rule: a mask may be a smaller copy of its image with the same aspect ratio.
+- the size rule: a mask may be a smaller copy of its image with the same aspect ratio;
+- the orientation rule: a mask without EXIF orientation that fits only the image's stored
+  (un-rotated) pixels is rotated like the image (:func:`drawn_on_stored_pixels`).
 
 Decoding files into ``MaskData`` is imageio's job; this module never touches a file.
 """
@@ -96,6 +98,7 @@ class MaskData:
     values: np.ndarray
     kind: str
     palette: list[int] | None = None
+    orientation: int = 1  # the EXIF orientation its file carried (already applied); 1 = none
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -144,10 +147,12 @@ class MaskData:
 
 
 class HasSize(Protocol):
-    """Anything with an upright ``width`` and ``height`` (imageio.ImageHeader)."""
+    """Anything with an upright ``width`` and ``height`` and the EXIF ``orientation`` that made
+    them upright (imageio.ImageHeader)."""
 
     width: int
     height: int
+    orientation: int
 
 
 def _same_aspect(small_hw: tuple[int, int], large_hw: tuple[int, int]) -> bool:
@@ -160,14 +165,34 @@ def _same_aspect(small_hw: tuple[int, int], large_hw: tuple[int, int]) -> bool:
     return True
 
 
+def fits_image(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> bool:
+    """True when a mask of ``mask_hw`` has the image's size or is a smaller same-aspect copy."""
+    if tuple(mask_hw) == tuple(image_hw):
+        return True
+    smaller = mask_hw[0] <= image_hw[0] and mask_hw[1] <= image_hw[1]
+    return smaller and _same_aspect(tuple(mask_hw), tuple(image_hw))
+
+
+def drawn_on_stored_pixels(mask_hw: tuple[int, int], mask_orientation: int, image_hw: tuple[int, int],
+                           image_orientation: int) -> bool:
+    """True when a mask was evidently made from the image's stored pixels, before its EXIF
+    rotation (a tool that ignored the tag): the image's orientation swaps its axes (5-8), the
+    mask carries no orientation of its own, and it fits the stored size but not the upright one.
+    Such a mask is to be rotated like the image. Flips and 180° keep the size, so they cannot be
+    told apart and are left alone."""
+    if image_orientation < 5 or mask_orientation != 1:
+        return False
+    stored_hw = (image_hw[1], image_hw[0])
+    return not fits_image(mask_hw, image_hw) and fits_image(mask_hw, stored_hw)
+
+
 def check_mask_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], image_name: str, mask_name: str) -> bool:
     """The size rule: False when the sizes are equal, True when the mask is a smaller copy with the
     same aspect ratio (to be upsampled); SizeMismatchError otherwise."""
     (mask_h, mask_w), (image_h, image_w) = mask_hw, image_hw
     if (mask_h, mask_w) == (image_h, image_w):
         return False
-    smaller = mask_h <= image_h and mask_w <= image_w
-    if not (smaller and _same_aspect((mask_h, mask_w), (image_h, image_w))):
+    if not fits_image(mask_hw, image_hw):
         raise SizeMismatchError(
             f"mask {mask_name} is {mask_w}x{mask_h} but image {image_name} is {image_w}x{image_h}; "
             "a mask must have the image's size or be a smaller copy with the same aspect ratio"
@@ -200,5 +225,9 @@ def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name
     """Apply :func:`match_mask_to_image`'s size rule to two headers, before decoding anything.
 
     Returns True when the mask will be upsampled; raises SizeMismatchError when it cannot fit.
+    A mask drawn on the image's stored pixels is checked against that size (it is rotated later).
     """
-    return check_mask_size((mask.height, mask.width), (image.height, image.width), image_name, mask_name)
+    mask_hw, image_hw = (mask.height, mask.width), (image.height, image.width)
+    if drawn_on_stored_pixels(mask_hw, mask.orientation, image_hw, image.orientation):
+        image_hw = (image.width, image.height)
+    return check_mask_size(mask_hw, image_hw, image_name, mask_name)

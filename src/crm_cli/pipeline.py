@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import MODES
-from .imageio import read_image, read_mask
-from .masks import MaskData, match_mask_to_image, uint16_full_scale
+from .imageio import apply_orientation, read_image_oriented, read_mask
+from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, uint16_full_scale
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -85,10 +85,15 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     """
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
-    image = read_image(image_source, name=image_name)
+    image, image_orientation = read_image_oriented(image_source, name=image_name)
     mask = read_mask(mask_source, name=mask_name)
+    notes = []
+    if drawn_on_stored_pixels(mask.shape, mask.orientation, image.shape[:2], image_orientation):
+        mask = MaskData(apply_orientation(mask.values, image_orientation), mask.kind, mask.palette, image_orientation)
+        notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
     mask, resized = match_mask_to_image(mask, image.shape[:2], image_name, mask_name)
-    notes = [f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}"] if resized else []
+    if resized:
+        notes.append(f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}")
     if mask.kind == "gray16" and uint16_full_scale(mask.values) == 255:
         notes.append(f"{mask_name}: a 16-bit mask whose largest value is 255, read as 8-bit values (255 = foreground)")
     return image, mask, notes
