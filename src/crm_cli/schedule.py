@@ -307,7 +307,7 @@ def guard_distance(first_ratio: float) -> float:
 
 def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The grey image and the binary mask, both reduced to at most ``ALIGNMENT_SIDE`` on the long side."""
-    binary = np.asarray(mask).astype(bool)
+    binary = np.asarray(mask, dtype=bool)  # no copy of a boolean mask
     height, width = binary.shape
     scale = min(1.0, ALIGNMENT_SIDE / max(height, width))
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
