@@ -44,6 +44,17 @@ def test_mask_dtypes_are_equivalent(refiner: Refiner) -> None:
     np.testing.assert_allclose(as_uint8, as_uint16, atol=1e-6)
 
 
+@pytest.mark.parametrize("preset", ["auto", "fast", "balanced", "quality"])
+def test_the_callers_float_mask_is_used_but_never_written(refiner: Refiner, preset: str) -> None:
+    # mask_to_float hands an in-range float32 mask through uncopied; nothing may write into it.
+    image, gt = synthetic_scene(72, 88)
+    coarse = coarse_of(gt, 4).astype(np.float32) / np.float32(255)
+    before = coarse.copy()
+    refined = refiner.refine(image, coarse, preset=preset)
+    assert np.array_equal(coarse, before) and not np.shares_memory(refined, coarse)
+    np.testing.assert_array_equal(refined, refiner.refine(image, coarse_of(gt, 4), preset=preset))
+
+
 def test_bad_inputs_raise_clear_errors(refiner: Refiner) -> None:
     image, gt = synthetic_scene(64, 64)
     with pytest.raises(ValueError, match="does not match"):

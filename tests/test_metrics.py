@@ -91,6 +91,16 @@ def test_threshold_16bit_holding_8bit_values() -> None:
     assert mask_to_float(np.array([0, 51, 254], np.uint16)).tolist() == pytest.approx([0.0, 51 / 65535, 254 / 65535])
 
 
+def test_mask_to_float_copies_only_what_needs_converting() -> None:
+    in_range = np.array([[0.0, 0.5, 1.0]], np.float32)
+    assert mask_to_float(in_range) is in_range
+    over = np.array([[-0.5, 0.5, 1.5]], np.float32)
+    assert mask_to_float(over).tolist() == [[0.0, 0.5, 1.0]] and over[0, 0] == -0.5
+    as_double = mask_to_float(np.array([[0.25]], np.float64))
+    assert as_double.dtype == np.float32 and as_double.tolist() == [[0.25]]
+    assert mask_to_float(np.array([0, 51, 255], np.uint8)).tolist() == pytest.approx([0.0, 0.2, 1.0])
+
+
 def test_threshold_16bit_agrees_with_8bit() -> None:
     gt8 = np.zeros((30, 30), np.uint8)
     gt8[5:20, 5:25] = 255
