@@ -44,7 +44,8 @@ def uint16_full_scale(values: np.ndarray) -> int:
 def mask_to_float(mask: np.ndarray) -> np.ndarray:
     """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / its :func:`uint16_full_scale`,
     bool and 0/1 as is, float clipped). A float32 mask already in [0, 1] is returned itself, not
-    copied (a 4K copy and clip cost 0.15 s), so callers must not write into the result."""
+    copied (at 4K a copy and a clip cost more than the check), so callers must not write into the
+    result."""
     mask = np.asarray(mask)
     if mask.dtype == np.bool_ or is_zero_one(mask):
         return mask.astype(np.float32)

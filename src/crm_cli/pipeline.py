@@ -87,7 +87,7 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     mask_name = mask_name or source_name(mask_source)
     image, image_orientation = read_image_oriented(image_source, name=image_name)
     mask = read_mask(mask_source, name=mask_name)
-    notes = []
+    notes: list[str] = []
     if drawn_on_stored_pixels(mask.shape, mask.orientation, image.shape[:2], image_orientation):
         mask = MaskData(apply_orientation(mask.values, image_orientation), mask.kind, mask.palette, image_orientation)
         notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
