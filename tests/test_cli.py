@@ -60,30 +60,31 @@ def test_refine_writes_png_of_input_size(pair, tiny_weights, tmp_path) -> None: 
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def refine_each_mask(image: Path, masks: list[Path], weights: Path, folder: Path) -> tuple[list[np.ndarray], str]:
+    """``crm refine`` of ``image`` with each mask in turn: the outputs read back, and the last stderr."""
+    outputs, stderr = [], ""
+    for mask in masks:
+        out = folder / f"out_{mask.stem}.png"
+        result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(out), "-w", str(weights),
+                                     "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        outputs.append(cv2.imread(str(out), cv2.IMREAD_UNCHANGED))
+        stderr = result.stderr
+    return outputs, stderr
+
+
 def test_refine_reads_8bit_values_in_a_16bit_mask_like_the_8bit_mask(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
     wide = tmp_path / "mask16.png"
     cv2.imwrite(str(wide), cv2.imread(str(pair[1]), cv2.IMREAD_UNCHANGED).astype(np.uint16))
-    outputs = []
-    for mask in (pair[1], wide):
-        outputs.append(tmp_path / f"out_{mask.stem}.png")
-        result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(outputs[-1]), "-w",
-                                     str(tiny_weights), "--device", "cpu"])
-        assert result.exit_code == 0, result.output
-    assert "mask16.png: a 16-bit mask whose largest value is 255" in result.stderr
-    first, second = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in outputs)
+    (first, second), stderr = refine_each_mask(pair[0], [pair[1], wide], tiny_weights, tmp_path)
+    assert "mask16.png: a 16-bit mask whose largest value is 255" in stderr
     assert second.max() > 128 and np.array_equal(first, second)  # not the empty mask of / 65535
 
 
 def test_refine_float_tiff_mask_matches_the_8bit_mask(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
     floats = tmp_path / "prob.tif"
     cv2.imwrite(str(floats), cv2.imread(str(pair[1]), cv2.IMREAD_UNCHANGED).astype(np.float32) / np.float32(255))
-    outputs = []
-    for mask in (pair[1], floats):
-        outputs.append(tmp_path / f"out_{mask.stem}.png")
-        result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(outputs[-1]), "-w",
-                                     str(tiny_weights), "--device", "cpu"])
-        assert result.exit_code == 0, result.output
-    first, second = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in outputs)
+    (first, second), _ = refine_each_mask(pair[0], [pair[1], floats], tiny_weights, tmp_path)
     assert second.max() > 128 and np.array_equal(first, second)
     labels = runner.invoke(app, ["refine", str(pair[0]), str(floats), "-o", str(tmp_path / "l.png"), "-w",
                                  str(tiny_weights), "--device", "cpu", "--mode", "labels"])
