@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from crm_cli.engine import RefineResult
-from crm_cli.evaluation import Sample, evaluate
+from crm_cli.evaluation import Sample, evaluate, folder_samples
+from crm_cli.masks import binarize
+from crm_cli.pairing import FilePair
 
 WIDTH = 101  # the ramp's column x holds p = x / 100
 
@@ -38,3 +43,25 @@ def test_the_threshold_binarises_the_refined_mask_and_the_stages(threshold: floa
     assert [stage.iou for stage in result.stages] == [pytest.approx(iou)]
     values = set(np.unique(written[0]).tolist())
     assert values == {0, 255} if threshold is not None else len(values) > 2
+
+
+def test_folder_samples_rotate_masks_made_from_a_rotated_photos_stored_pixels(tmp_path: Path) -> None:
+    # Stored 40x60 with EXIF orientation 6 (upright 60 high, 40 wide); the coarse mask and the GT
+    # were drawn on the stored pixels (no tag of their own), the GT at half size.
+    stored = np.zeros((40, 60), np.uint8)
+    stored[:10, :20] = 255  # top-left as stored: top-right once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.dstack([stored] * 3)).save(tmp_path / "a_im.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "a_seg.png")
+    Image.fromarray(stored[::2, ::2]).save(tmp_path / "a_gt.png")
+
+    pair = FilePair("a", tmp_path / "a_im.png", tmp_path / "a_seg.png", Path("a.png"), tmp_path / "a_gt.png")
+    (sample,) = folder_samples([pair])
+
+    upright = np.rot90(stored, -1)
+    assert sample.image.shape == (60, 40, 3) and np.array_equal(sample.image[..., 0], upright)
+    assert np.array_equal(sample.coarse > 0.5, upright > 0)
+    assert binarize(sample.gt).shape == (60, 40) and binarize(sample.gt)[2, 35] and not binarize(sample.gt)[50, 5]
+    assert len(sample.notes) == 3 and "a_gt.png: upsampled" in sample.notes[2]
+    assert all("as stored, before its EXIF rotation" in note for note in sample.notes[:2])

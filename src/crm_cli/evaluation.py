@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -48,15 +49,18 @@ class Sample:
 
 def folder_samples(pairs: Iterable[FilePair]) -> Iterator[Sample]:
     """Samples of pairs with their own coarse mask and a GT (the BIG layout), read lazily."""
-    from .imageio import read_mask
-    from .masks import match_mask_to_image
-    from .pipeline import read_pair
+    from .imageio import read_image_oriented, read_mask
+    from .pipeline import fit_mask_to_image
 
     for pair in pairs:
         if pair.gt is None:
             raise ValueError(f"{pair.image}: no ground truth to score against")
-        image, coarse, notes = read_pair(pair.image, pair.mask)
-        gt, _ = match_mask_to_image(read_mask(pair.gt), image.shape[:2], str(pair.image), str(pair.gt))
+        image, orientation = read_image_oriented(pair.image)
+        fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
+                      image_name=str(pair.image))
+        coarse, notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
+        gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
+        notes += gt_notes
         yield Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
 
 

@@ -78,7 +78,7 @@ def choose_mode(mask: MaskData, mode: str, mask_name: str = "the mask") -> str:
 
 def read_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
               mask_name: str | None = None) -> tuple[np.ndarray, MaskData, list[str]]:
-    """Read an image and its mask, bringing a smaller same-aspect mask up to the image size.
+    """Read an image and its mask, fitting the mask to the image (:func:`fit_mask_to_image`).
 
     Returns:
         (RGB uint8 image, mask, notes for the log).
@@ -86,17 +86,29 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
     image, image_orientation = read_image_oriented(image_source, name=image_name)
-    mask = read_mask(mask_source, name=mask_name)
+    mask, notes = fit_mask_to_image(read_mask(mask_source, name=mask_name), image.shape[:2], image_orientation,
+                                    image_name, mask_name)
+    return image, mask, notes
+
+
+def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientation: int, image_name: str,
+                      mask_name: str) -> tuple[MaskData, list[str]]:
+    """One mask of an upright image made to fit it: rotated like the image when it was made from
+    the stored pixels, a smaller same-aspect copy upsampled (SizeMismatchError otherwise).
+
+    Returns (the mask, notes for the log), a note for each rule that applied, including a 16-bit
+    mask read on the 8-bit scale.
+    """
     notes: list[str] = []
-    if drawn_on_stored_pixels(mask.shape, mask.orientation, image.shape[:2], image_orientation):
+    if drawn_on_stored_pixels(mask.shape, mask.orientation, image_hw, image_orientation):
         mask = MaskData(apply_orientation(mask.values, image_orientation), mask.kind, mask.palette, image_orientation)
         notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
-    mask, resized = match_mask_to_image(mask, image.shape[:2], image_name, mask_name)
+    mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
     if resized:
-        notes.append(f"{mask_name}: upsampled to the image size {image.shape[1]}x{image.shape[0]}")
+        notes.append(f"{mask_name}: upsampled to the image size {image_hw[1]}x{image_hw[0]}")
     if mask.kind == "gray16" and uint16_full_scale(mask.values) == 255:
         notes.append(f"{mask_name}: a 16-bit mask whose largest value is 255, read as 8-bit values (255 = foreground)")
-    return image, mask, notes
+    return mask, notes
 
 
 class PresetRefiner:

@@ -33,16 +33,16 @@ def compare(
     check_output_name(output)
     with user_errors():
         from ..compare import compare_strip
-        from ..imageio import read_image, read_mask
-        from ..masks import match_mask_to_image
+        from ..imageio import read_image_oriented, read_mask
+        from ..pipeline import fit_mask_to_image
         from ..writing import write_image
 
-        rgb = read_image(image)
+        rgb, orientation = read_image_oriented(image)
         masks = []
         for path in (coarse, refined, gt):
             if path is not None:
                 # A smaller same-aspect mask is upsampled; any other size mismatch is an error naming both.
-                fitted, _ = match_mask_to_image(read_mask(path), rgb.shape[:2], str(image), str(path))
+                fitted, _ = fit_mask_to_image(read_mask(path), rgb.shape[:2], orientation, str(image), str(path))
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
