@@ -144,32 +144,6 @@ def test_frozen_encoder_keeps_its_weights_and_statistics(tiny_dataset: Path, tmp
         Trainer(unfrozen).resume()
 
 
-def test_frozen_bn_statistics_stay_while_every_weight_trains(tiny_dataset: Path, tmp_path: Path) -> None:
-    options = _options(tiny_dataset, tmp_path / "bn", 2)
-    options.freeze_bn_stats = True
-    trainer = Trainer(options)
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.train_step()
-    trainer.train_step()
-    after = trainer.model.state_dict()
-    statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert len(statistics) > 9 and any(k.startswith("encoder.") for k in statistics)
-    for key in statistics:
-        assert torch.equal(before[key], after[key]), key
-    # The BN layers' own scale and shift train, as do the convolutions of the encoder.
-    layers = [k.removesuffix("running_mean") for k in statistics if k.endswith("running_mean")]
-    for kind in ("weight", "bias"):
-        assert any(not torch.equal(before[layer + kind], after[layer + kind]) for layer in layers), kind
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("encoder.") and k not in statistics)
-    # Without the option the same steps move the statistics.
-    moving = Trainer(_options(tiny_dataset, tmp_path / "bn2", 2))
-    moving.train_step()
-    assert any(not torch.equal(before[k], moving.model.state_dict()[k]) for k in statistics)
-    trainer.save_checkpoint()
-    with pytest.raises(ValueError, match="--freeze-bn-stats True.*resume with the same objective"):
-        Trainer(_options(tiny_dataset, tmp_path / "bn", 3)).resume()
-
-
 def test_worker_processes_make_the_same_batches(tiny_dataset: Path, tmp_path: Path) -> None:
     from crm_cli.training.loop import step_batch
 

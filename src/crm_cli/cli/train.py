@@ -69,9 +69,6 @@ def train(
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train only fusion and decoder: the "
                                                  "encoder's weights and BN statistics stay as --init left "
                                                  "them.")] = False,
-    freeze_bn_stats: Annotated[bool, typer.Option("--freeze-bn-stats", help="Every BatchNorm layer normalises "
-                                                  "with the running statistics --init brought and keeps "
-                                                  "them; its scale and shift still train.")] = False,
     keep_exports: Annotated[bool, typer.Option("--keep-exports", help="Also keep each validation's weights as "
                                                "model_step<N>.safetensors, to choose one later on whole dev "
                                                "sets (benchmarks/choose_checkpoint.py).")] = False,
@@ -100,8 +97,7 @@ def train(
             synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
             val_sets=list(val_set or []), val_images=val_images,
             val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, stop_at=stop_at,
-            zoom=zoom, boundary_weight=boundary_weight, freeze_encoder=freeze_encoder,
-            freeze_bn_stats=freeze_bn_stats, keep_exports=keep_exports,
+            zoom=zoom, boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
             command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         )
         trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)

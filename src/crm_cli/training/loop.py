@@ -68,7 +68,6 @@ class TrainOptions:
     stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
     boundary_weight: float = 0.0  # extra loss weight on the ground truth's boundary band (training/loss.py)
     freeze_encoder: bool = False  # train fusion and decoder only; the encoder's weights and BN statistics stay
-    freeze_bn_stats: bool = False  # every BatchNorm layer normalises with, and keeps, the --init statistics
     keep_exports: bool = False  # also keep each validation's export as model_step<N>.safetensors
 
     def data_mix(self) -> DataMix:
@@ -80,7 +79,7 @@ class TrainOptions:
 DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
 # The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
 # state holds only the trained parameters).
-OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder", "freeze_bn_stats")
+OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
 DEFAULT_OPTIONS = TrainOptions(data="", out="")
 
 
@@ -267,10 +266,6 @@ class Trainer:
         self.net.train()
         if options.freeze_encoder:
             self.model.encoder.eval()  # BN keeps the statistics the encoder was trained with
-        if options.freeze_bn_stats:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
         window = query_window(gt.shape[-1], options.query_window, options.seed, self.step)
         logits = self.net(network_input(rgb, coarse, *self.config.input_norm), window=window)
         top, bottom, left, right = window
