@@ -50,18 +50,12 @@ def mask_to_float(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.bool_ or is_zero_one(mask):
         return mask.astype(np.float32)
     if mask.dtype in (np.uint8, np.uint16):
-        scale = 255 if mask.dtype == np.uint8 else uint16_full_scale(mask)
-        return _divided(mask, scale)
+        probability = mask.astype(np.float32)
+        probability /= np.float32(255 if mask.dtype == np.uint8 else uint16_full_scale(mask))  # in place: one 4K array
+        return probability
     if mask.dtype == np.float32 and mask.size > 0 and mask.min() >= 0.0 and mask.max() <= 1.0:
         return mask
     return np.clip(mask.astype(np.float32), 0.0, 1.0)
-
-
-def _divided(values: np.ndarray, scale: int) -> np.ndarray:
-    """``values / scale`` as float32, divided in place (one 4K allocation instead of two)."""
-    result = values.astype(np.float32)
-    result /= np.float32(scale)
-    return result
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:
@@ -126,10 +120,8 @@ class MaskData:
         if self.kind == "palette":
             return (self.values != 0).astype(np.float32)
         if self.kind == "float":
-            return self.values.astype(np.float32)  # a copy: callers may write into it
-        if is_zero_one(self.values):
-            return self.values.astype(np.float32)
-        return _divided(self.values, uint16_full_scale(self.values) if self.kind == "gray16" else 255)
+            return self.values.copy()  # mask_to_float would hand these very values back; callers may write
+        return mask_to_float(self.values)
 
     def scoring_values(self) -> np.ndarray:
         """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
