@@ -90,7 +90,30 @@ def test_refine_float_tiff_mask_matches_the_8bit_mask(pair, tiny_weights, tmp_pa
                                  str(tiny_weights), "--device", "cpu", "--mode", "labels"])
     assert labels.exit_code == 1
     assert "prob.tif: --mode labels needs integer label ids" in labels.stderr
+    assert "device:" not in labels.stderr  # refused from the header, before the model loads
     assert not (tmp_path / "l.png").exists()
+
+
+def test_batch_refuses_labels_mode_for_a_float_mask_before_the_model(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    data = tmp_path / "big"
+    write_pair(data, "prob_im", "prob_seg")
+    seg = data / "prob_seg.png"
+    cv2.imwrite(str(data / "prob_seg.tif"), cv2.imread(str(seg), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255)
+    seg.unlink()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
+                                 "--mode", "labels", "--json"])
+    assert result.exit_code == 1
+    assert "device:" not in result.stderr  # every pair was refused from its headers: no model loaded
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"]) == (0, 1)
+    assert summary["items"][0]["error"].endswith("prob_seg.tif: --mode labels needs integer label ids, but "
+                                                 "this mask holds floating-point probabilities")
+    write_pair(data, "ids_im", "ids_seg")
+    rest = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
+                               "--mode", "labels", "--json"])
+    assert rest.exit_code == 1 and (json.loads(rest.stdout)["done"], json.loads(rest.stdout)["failed"]) == (1, 1)
+    assert (out / "ids_mask.png").exists() and not (out / "prob_mask.png").exists()
 
 
 def test_refine_threshold_and_cutout(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001

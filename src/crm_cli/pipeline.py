@@ -71,9 +71,15 @@ def choose_mode(mask: MaskData, mode: str, mask_name: str = "the mask") -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose auto, binary or labels")
     if mode == "labels" and mask.kind == "float":
-        raise ValueError(f"{mask_name}: --mode labels needs integer label ids, but this mask holds "
-                         "floating-point probabilities")
+        raise float_labels_error(mask_name)
     return mode
+
+
+def float_labels_error(mask_name: str) -> ValueError:
+    """The refusal of ``--mode labels`` for a floating-point mask (raised from its header before the
+    model loads, and from its pixels by :func:`choose_mode`)."""
+    return ValueError(f"{mask_name}: --mode labels needs integer label ids, but this mask holds "
+                      "floating-point probabilities")
 
 
 def read_pair(image_source: Source, mask_source: Source, image_name: str | None = None,

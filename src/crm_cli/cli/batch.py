@@ -147,7 +147,7 @@ def batch(
     failed_early: set[FilePair] = set()
     for pair in todo:
         error, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                           options.tile_size)
+                                           options.tile_size, mode=mode.value)
         if error is not None:
             failed_early.add(pair)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),

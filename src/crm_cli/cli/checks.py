@@ -95,18 +95,23 @@ def memory_problem(height: int, width: int, settings: Any, tile_size: int, label
     return f"{message}; free memory, or downscale or crop the image"
 
 
-def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str) -> tuple[Any, bool]:
-    """Headers of an image and its mask checked for readability and fitting sizes, before any
-    pixel is decoded. Returns (image header, whether the mask will be upsampled).
+def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str, mode: str = "auto") -> tuple[Any, bool]:
+    """Headers of an image and its mask checked for readability, fitting sizes and, for ``mode``
+    labels, integer values, before any pixel is decoded. Returns (image header, whether the mask
+    will be upsampled).
 
-    Raises ImageReadError or SizeMismatchError with a message naming the user's file(s).
+    Raises ImageReadError, SizeMismatchError or ValueError with a message naming the user's file(s).
     """
     from ..imageio import probe_image
     from ..masks import check_pair_headers
+    from ..pipeline import float_labels_error
 
     image_header = probe_image(image, name=image_name)
     mask_header = probe_image(mask, name=mask_name)
-    return image_header, check_pair_headers(image_header, mask_header, image_name, mask_name)
+    upsampled = check_pair_headers(image_header, mask_header, image_name, mask_name)
+    if mode == "labels" and mask_header.mode == "F":
+        raise float_labels_error(mask_name)
+    return image_header, upsampled
 
 
 def too_small(header: Any) -> bool:
@@ -121,14 +126,15 @@ def passthrough_note(width: int, height: int, label: str) -> str:
 
 
 def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any, tile_size: int,
-               output: Path | None = None) -> tuple[Any, bool]:
-    """The checks of one pair before the model loads, raising on the first problem: headers readable
-    and of fitting sizes (ImageReadError, SizeMismatchError), ``output`` (when given) writable
-    (ImageWriteError) and, for an image large enough to refine, the memory refining needs (MemoryError).
+               output: Path | None = None, mode: str = "auto") -> tuple[Any, bool]:
+    """The checks of one pair before the model loads, raising on the first problem: headers readable,
+    of fitting sizes and fit for ``mode`` (ImageReadError, SizeMismatchError, ValueError), ``output``
+    (when given) writable (ImageWriteError) and, for an image large enough to refine, the memory
+    refining needs (MemoryError).
 
     Returns (the image header, whether the image is too small to refine and is passed through).
     """
-    header, _ = probe_pair(image, mask, image_name, mask_name)
+    header, _ = probe_pair(image, mask, image_name, mask_name, mode)
     if output is not None and (reason := unwritable_reason(output)) is not None:
         from ..writing import ImageWriteError
 
@@ -142,15 +148,14 @@ def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings:
 
 
 def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
-                  tile_size: int) -> tuple[str | None, bool]:
+                  tile_size: int, mode: str = "auto") -> tuple[str | None, bool]:
     """:func:`check_pair` for one pair of many: returns (the error to report or None, whether the
     pair is too small and passed through) instead of raising."""
     from ..imageio import ImageReadError
-    from ..masks import SizeMismatchError
 
     try:
-        _, small = check_pair(image, mask, image_name, mask_name, settings, tile_size)
-    except (ImageReadError, SizeMismatchError, MemoryError) as exc:
+        _, small = check_pair(image, mask, image_name, mask_name, settings, tile_size, mode=mode)
+    except (ImageReadError, ValueError, MemoryError) as exc:  # SizeMismatchError is a ValueError
         return str(exc), False
     return None, small
 

@@ -98,7 +98,7 @@ def refine(
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
         # Everything that can be checked without the model is checked first (milliseconds).
         header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
-                                         None if to_stdout else output)
+                                         None if to_stdout else output, mode=mode.value)
         if not to_stdout:
             check_label_output(mask_src, mask_name, mode.value, output)
         if passthrough:
