@@ -271,10 +271,10 @@ def test_mirrored_stage_is_mirror_symmetric_where_the_plain_one_is_not() -> None
     refiner = Refiner.from_model(make_tiny_model(seed=3), device="cpu")
     mask = torch.from_numpy(whiskers.astype(np.float32)).view(1, 1, 240, 320)
     flipped_image, flipped_mask = np.ascontiguousarray(image[:, ::-1]), torch.flip(mask, dims=[3])
-    plain, _ = refiner._stage(image, mask, 1.0, (240, 320))
-    plain_of_flipped, _ = refiner._stage(flipped_image, flipped_mask, 1.0, (240, 320))
-    both, timing = refiner._mirrored_stage(image, mask, 1.0, (240, 320))
-    both_of_flipped, _ = refiner._mirrored_stage(flipped_image, flipped_mask, 1.0, (240, 320))
+    plain, _ = refiner.runner._stage(image, mask, 1.0, (240, 320))
+    plain_of_flipped, _ = refiner.runner._stage(flipped_image, flipped_mask, 1.0, (240, 320))
+    both, timing = refiner.runner._mirrored_stage(image, mask, 1.0, (240, 320))
+    both_of_flipped, _ = refiner.runner._mirrored_stage(flipped_image, flipped_mask, 1.0, (240, 320))
     assert (plain - torch.flip(plain_of_flipped, dims=[3])).abs().max() > 1e-3  # the model is not symmetric
     assert torch.allclose(both, torch.flip(both_of_flipped, dims=[3]), atol=1e-6)
     assert torch.allclose(both, (plain + torch.flip(plain_of_flipped, dims=[3])) / 2, atol=1e-6)
@@ -610,8 +610,9 @@ def test_first_stage_band_is_narrower_when_the_final_stage_runs_alone(monkeypatc
     coarse = coarse_of(gt, 8)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     bands: list[float | None] = []
-    original = refiner._stage
-    monkeypatch.setattr(refiner, "_stage", lambda *args, **kw: bands.append(kw.get("band_px")) or original(*args, **kw))
+    original = refiner.runner._stage
+    monkeypatch.setattr(refiner.runner, "_stage",
+                        lambda *args, **kw: bands.append(kw.get("band_px")) or original(*args, **kw))
     refiner.refine_detailed(image, coarse, ratios=(1.0,), guard=True)
     assert bands == [FINAL_ONLY_GUARD_BAND * MIN_FREE_PX] == [32.0]
     bands.clear()
@@ -821,8 +822,8 @@ def test_region_pass_decodes_its_first_stage_on_its_own_grid(monkeypatch: pytest
     image, gt = synthetic_scene(1000, 1000)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     targets = []
-    original = refiner._stage
-    monkeypatch.setattr(refiner, "_stage", lambda image, mask, ratio, target, **kw: targets.append(
+    original = refiner.runner._stage
+    monkeypatch.setattr(refiner.runner, "_stage", lambda image, mask, ratio, target, **kw: targets.append(
         (ratio, tuple(mask.shape[-2:]), target)) or original(image, mask, ratio, target, **kw))
     refiner.refine_detailed(image, gt)
     # (ratio, incoming mask, decoded grid): the pass's 0.25 stage is decoded at 250 px, and its 0.5

@@ -156,8 +156,8 @@ def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest(devic
     image, gt = synthetic_scene(90, 120)
     incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 90, 120).to(device)
     incoming = resize_probability(incoming, (45, 60))
-    full, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=False)
-    roi, _ = refiner._stage(image, incoming, 0.5, (90, 120), roi=True)
+    full, _ = refiner.runner._stage(image, incoming, 0.5, (90, 120), roi=False)
+    roi, _ = refiner.runner._stage(image, incoming, 0.5, (90, 120), roi=True)
     upsampled = resize_probability(incoming, (90, 120))
     band = roi_band(upsampled[0, 0], radius=4)
     assert 0 < band.sum() < band.numel()
@@ -209,11 +209,11 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch, device: st
     incoming = resize_probability(torch.from_numpy(coarse_of(gt, 8).astype(np.float32) / 255).view(1, 1, 200, 260),
                                   (100, 130)).to(device)
     untiled = Refiner.from_model(model, device=device, roi_tile_size=4096)
-    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=4096)
+    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=4096).runner
     calls = []
     original = tiled._encode_tile
     monkeypatch.setattr(tiled, "_encode_tile", lambda x: calls.append(x.shape) or original(x))
-    expected, _ = untiled._stage(image, incoming, 1.0, (200, 260), roi=True)
+    expected, _ = untiled.runner._stage(image, incoming, 1.0, (200, 260), roi=True)
     got, _ = tiled._stage(image, incoming, 1.0, (200, 260), roi=True)
     padded_tiles = ((200 + 64 + 15) // 16 * 16 // 32 + 1) * ((260 + 64 + 15) // 16 * 16 // 32 + 1)
     assert 0 < len(calls) < padded_tiles * 0.8  # the object's interior and the far background are skipped
@@ -222,7 +222,7 @@ def test_roi_encoding_skips_tiles_away_from_the_boundary(monkeypatch, device: st
     counts = []
     for window in (64, 1024):
         windowed = Refiner.from_model(model, device=device, roi_tile_size=64, roi_tile_margin=4096,
-                                      roi_window_size=window)
+                                      roi_window_size=window).runner
         window_calls: list[torch.Size] = []
         encode_tile = windowed._encode_tile
         monkeypatch.setattr(windowed, "_encode_tile",
@@ -266,8 +266,8 @@ def test_tiled_roi_stage_reads_only_encoded_latent_cells(device: str) -> None:
     incoming = torch.from_numpy(coarse_of(gt, 6).astype(np.float32) / 255).view(1, 1, 160, 200).to(device)
     incoming = resize_probability(incoming, (80, 100))
     # Untiled reference; the tiled ROI stage leaves skipped cells at NaN, so any read of one shows.
-    full, _ = Refiner.from_model(model, device=device, tile_size=4096)._stage(image, incoming, 0.5, (160, 200))
-    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=32)
+    full, _ = Refiner.from_model(model, device=device, tile_size=4096).runner._stage(image, incoming, 0.5, (160, 200))
+    tiled = Refiner.from_model(model, device=device, roi_tile_size=32, roi_tile_margin=32).runner
     tiled._unencoded_fill = float("nan")
     encoded = []
     original_encode_tile = tiled._encode_tile

@@ -211,7 +211,7 @@ def test_refiner_spec_checks_the_file_and_builds_the_same_refiner(tiny_weights: 
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert refiner.device.type == "cpu" and refiner.tile_size == 256
+    assert refiner.device_type == "cpu" and refiner.runner.tile_size == 256
     assert refiner.weights_info.path == str(tiny_weights)
 
 

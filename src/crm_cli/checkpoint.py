@@ -195,7 +195,8 @@ def _read_spec(path: Path, load_tensors: bool) -> tuple[dict[str, Any], dict[str
         from safetensors import safe_open
 
         try:
-            with safe_open(str(path), framework="pt") as handle:
+            # "np" when only the metadata is read: the "pt" framework imports torch (1.5-2 s).
+            with safe_open(str(path), framework="pt" if load_tensors else "np") as handle:
                 metadata = handle.metadata() or {}
                 if load_tensors and metadata.get("format") == FORMAT:
                     state = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -301,10 +302,21 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
     model.eval()
-    # A bad "final_stage" entry fails here, naming the sidecar, before any image is read.
-    final_stage = resolve_final_stage((spec.sidecar or {}).get("final_stage"), sidecar_path(path))
-    return model, CheckpointInfo(path=str(path), sha256=spec.sha256, config=config, provenance=spec.provenance,
-                                 final_stage=final_stage)
+    return model, _info_of(spec)
+
+
+def _info_of(spec: _Spec) -> CheckpointInfo:
+    """The CheckpointInfo of a checked checkpoint; a bad "final_stage" entry fails here, naming the
+    sidecar, before any image is read."""
+    final_stage = resolve_final_stage((spec.sidecar or {}).get("final_stage"), sidecar_path(spec.path))
+    return CheckpointInfo(path=str(spec.path), sha256=spec.sha256, config=spec.config, provenance=spec.provenance,
+                          final_stage=final_stage)
+
+
+def checked_info(path: Path | str) -> CheckpointInfo:
+    """What :func:`load_model` checks and returns as info (sha256 against the sidecar, format, config,
+    final stage), without reading tensors or importing torch (safetensors files)."""
+    return _info_of(_checked_spec(path, load_tensors=False, verify=True))
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:

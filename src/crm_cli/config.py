@@ -21,6 +21,8 @@ MODES: tuple[str, ...] = ("auto", "binary", "labels")
 
 # Encoder precisions (the torch dtypes are stages.PRECISIONS'); named here so the CLI lists them without torch.
 PRECISION_NAMES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# Where stages run (engine.choose_backend): torch on any device, or ONNX Runtime + NumPy on a CPU.
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "torch", "onnx")
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -62,3 +62,21 @@ def describe_device(device) -> str:  # noqa: ANN001
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+def accelerator_possible() -> bool:
+    """Whether this machine may have a GPU that torch could use, judged without importing torch
+    (unless it is loaded already): an NVIDIA or AMD (ROCm) driver, or Apple silicon (MPS)."""
+    import os
+    import platform
+    import sys
+
+    if "torch" in sys.modules:
+        return any(name != "cpu" for name in available_devices())
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(path) for path in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
+    from shutil import which
+
+    return which("nvidia-smi") is not None

@@ -6,9 +6,11 @@ next stage consumes (the full grid for the last stage). Each stage's soft output
 stage's mask. One stage is stages.py's; this module plans the schedule and chains the stages.
 
 Loading: ``Refiner.from_checkpoint(path)`` (or ``Refiner()`` / ``Refiner(path)``) reads a
-checkpoint (checkpoint.load_model) and folds BatchNorm; ``Refiner(model)`` runs a model as given.
-Process-wide torch settings (threads, cuDNN autotuning) are runtime.configure_torch's, not this
-module's.
+checkpoint; ``Refiner(model)`` runs an in-memory model as given. The stages run on a backend:
+torch (``stages.StageRunner``, any device) or, on a CPU, ONNX Runtime with a NumPy decoder
+(``onnx_runner.OnnxStageRunner``) when the weights ship an exported encoder; that path never
+imports torch (see :func:`choose_backend`). Process-wide torch settings (threads, cuDNN
+autotuning) are runtime.configure_torch's, not this module's.
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
-from .checkpoint import CheckpointInfo, default_weights_path, load_model
-from .devices import describe_device, resolve_device
+from .checkpoint import CheckpointInfo, WeightsError, default_weights_path
+from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
-from .model.fold import fold_batchnorm
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
@@ -42,9 +43,14 @@ from .schedule import (
     stage_fits,
     stage_size,
 )
-from .stages import StageRunner, StageTiming, check_precision, resize_probability
+from .stage_geometry import StageTiming, check_precision
 
-__all__ = ["MIN_STAGE_SIDE", "RefineResult", "Refiner"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BACKENDS", "MIN_STAGE_SIDE", "RefineResult", "Refiner", "choose_backend"]
+
+BACKENDS = BACKEND_CHOICES
 
 # Stages whose input would be smaller than this (shorter side) are skipped, except the last. The
 # model was trained on 224-px crops; on a smaller stage the whole object is tiny and it fills holes
@@ -112,30 +118,98 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(values.astype(np.float32), (size[1], size[0]), interpolation=interpolation)
 
 
-class Refiner(StageRunner):
+def choose_backend(weights: Path | None, device: str = "auto", precision: str = "fp32",
+                   backend: str = "auto") -> Path | None:
+    """The ONNX encoder to refine with (the ``onnx`` backend), or None for torch.
+
+    ``auto`` takes ONNX Runtime when it is installed, the weights' sidecar names an encoder exported
+    from them (``onnx_export``), the precision is fp32, and the device is the CPU: ``cpu``, or
+    ``auto`` on a machine where no GPU can be present (``devices.accelerator_possible``, judged
+    without importing torch). ``onnx`` insists on it (ValueError / WeightsError naming what is
+    missing); ``torch`` never takes it.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return None
+    from importlib.util import find_spec
+
+    from .devices import accelerator_possible
+    from .onnx_runner import onnx_encoder_path
+
+    path = Path(weights) if weights is not None else default_weights_path()
+    encoder = onnx_encoder_path(path) if path.is_file() else None
+    runtime_present = find_spec("onnxruntime") is not None
+    kind = (device or "auto").strip().lower()
+    if backend == "onnx":
+        if kind not in ("auto", "cpu"):
+            raise ValueError(f"the onnx backend runs on the CPU only, not --device {device}")
+        if precision != "fp32":
+            raise ValueError(f"the onnx backend runs in fp32, not --precision {precision}")
+        if not runtime_present:
+            raise ValueError("the onnx backend needs onnxruntime: pip install onnxruntime")
+        if encoder is None:
+            raise WeightsError(f"{path}: no ONNX encoder exported from these weights "
+                               f"(python -m crm_cli.onnx_export {path})")
+        return encoder
+    if encoder is None or precision != "fp32" or not runtime_present:
+        return None
+    return encoder if kind == "cpu" or (kind == "auto" and not accelerator_possible()) else None
+
+
+class Refiner:
     """Refine any number of (image, mask) pairs with one CRM model on one device.
 
     Example:
         >>> refiner = Refiner()  # shipped weights, best device (= Refiner.from_checkpoint())
         >>> prob = refiner.refine(rgb, coarse)  # float32 (H, W) in [0, 1]
+
+    The stages run on ``self.runner``: a ``stages.StageRunner`` (``backend`` "torch") or an
+    ``onnx_runner.OnnxStageRunner`` ("onnx"), which holds the device and tile options.
     """
 
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
-                 **tiles: int) -> None:
+                 backend: str = "auto", threads: int | None = None, **tiles: int) -> None:
         """Args:
-            model: a CRMNet, run as given (never folded, its memory format kept unless
+            model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
                 :meth:`from_checkpoint` does, with BatchNorm folded into the convolutions (``fold_bn``).
             info: what is known about ``model``'s checkpoint (``weights_info``).
-            channels_last: NHWC; by default on for CUDA and CPU when the model was loaded here.
+            channels_last: NHWC on torch; by default on for CUDA and CPU when the model was loaded here.
             min_stage_side: stages (but the last) whose input is shorter than this are skipped.
             final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
                 (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
+            backend: "auto", "torch" or "onnx" (:func:`choose_backend`; an in-memory model is torch's).
+            threads: CPU threads of the onnx backend (None: the physical cores); torch's are
+                process-wide (``runtime.configure_torch``).
             tiles: tile sizes and the decode budget (see ``StageRunner``).
         """
         check_precision(precision)
+        in_memory = model is not None and not isinstance(model, (str, Path))
+        if in_memory and backend == "onnx":
+            raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
+        encoder = None if in_memory else choose_backend(model, device, precision, backend)
+        if encoder is not None:
+            self.runner, info = self._onnx_runner(Path(model or default_weights_path()), encoder, threads, tiles)
+        else:
+            self.runner, info = self._torch_runner(model, device, info, precision, channels_last, fold_bn, tiles)
+        self.weights_info: CheckpointInfo = info
+        self.min_stage_side = min_stage_side
+        self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
+
+    @staticmethod
+    def _torch_runner(model: Any, device: str, info: CheckpointInfo | None, precision: str,
+                      channels_last: bool | None, fold_bn: bool, tiles: dict[str, int]) -> tuple[Any, CheckpointInfo]:
+        """A ``stages.StageRunner`` and the weights' info (torch is imported here)."""
+        import torch
+
+        from .checkpoint import load_model
+        from .devices import resolve_device
+        from .model.fold import fold_batchnorm
+        from .stages import StageRunner
+
         resolved = resolve_device(device)
         loaded = not isinstance(model, torch.nn.Module)
         if loaded:
@@ -146,10 +220,31 @@ class Refiner(StageRunner):
         if channels_last is None:
             # NHWC suits tensor cores, and oneDNN's CPU depthwise kernels: 25% faster at 4K.
             channels_last = loaded and resolved.type in ("cuda", "cpu")
-        super().__init__(model, resolved, precision=precision, channels_last=channels_last, **tiles)
-        self.weights_info = info if info is not None else CheckpointInfo.of_model(model)
-        self.min_stage_side = min_stage_side
-        self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
+        runner = StageRunner(model, resolved, precision=precision, channels_last=channels_last, **tiles)
+        return runner, info if info is not None else CheckpointInfo.of_model(model)
+
+    @staticmethod
+    def _onnx_runner(weights: Path, encoder: Path, threads: int | None,
+                     tiles: dict[str, int]) -> tuple[Any, CheckpointInfo]:
+        """An ``onnx_runner.OnnxStageRunner`` and the weights' info, both checked against the sidecar."""
+        from .checkpoint import checked_info
+        from .onnx_runner import NumpyDecoder, OnnxStageRunner, verify_onnx
+
+        info = checked_info(weights)
+        verify_onnx(encoder, weights)
+        decoder = NumpyDecoder.from_checkpoint(weights, info.config)
+        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, **tiles), info
+
+    @property
+    def backend(self) -> str:
+        """"torch" or "onnx"."""
+        return self.runner.backend
+
+    @property
+    def device_type(self) -> str:
+        """"cpu", "cuda" or "mps"."""
+        device = getattr(self.runner, "device", None)
+        return device.type if device is not None else "cpu"
 
     @classmethod
     def from_checkpoint(cls, weights: str | Path | None = None, device: str = "auto", **options: object) -> Refiner:
@@ -164,9 +259,8 @@ class Refiner(StageRunner):
     @property
     def device_name(self) -> str:
         """Human-readable device description."""
-        return describe_device(self.device)
+        return self.runner.device_name
 
-    @torch.inference_mode()
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
                         roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
                         guard: bool | None = None, preset: Preset | str | None = None,
@@ -179,6 +273,14 @@ class Refiner(StageRunner):
         otherwise intermediate stages are decoded only at the size the next stage consumes (unless
         ``full_decode``).
         """
+        with self.runner.inference():
+            return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
+                                         preset=preset, keep_stages=keep_stages)
+
+    def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None,
+                         roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
+                         preset: Preset | str | None, keep_stages: bool) -> RefineResult:
+        """:meth:`refine_detailed`'s work, inside the runner's inference context."""
         settings = get_preset(preset).overridden(ratios, roi=roi, full_decode=full_decode, adaptive=adaptive,
                                                  guard=guard)
         image = check_rgb_image(image)
@@ -279,14 +381,15 @@ class Refiner(StageRunner):
         Returns the last stage's probability, at full size or at ``final_hw``.
         """
         height, width = mask.shape
-        current = torch.from_numpy(mask).to(self.device).view(1, 1, height, width)
+        runner = self.runner
+        current = runner.stage_mask(mask)
         stages_run = 0  # the first stage that runs sees the whole image (or the band)
         for k, ratio in enumerate(ratios):
             last = k == len(ratios) - 1
             if not last and not stage_fits(height, width, ratio, self.min_stage_side):
                 result.timings.append(StageTiming(ratio, 0.0, 0.0))
                 if keep_stages:
-                    result.stages.append(resize_probability(current, (height, width))[0, 0].float().cpu().numpy())
+                    result.stages.append(runner.as_array(current, (height, width)))
                 continue
             at_full_size = last or keep_stages or settings.full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])
@@ -296,13 +399,13 @@ class Refiner(StageRunner):
                 target = stage_size(height, width, ratio)
             band = first_band if stages_run == 0 else None
             roi = band is not None if stages_run == 0 else settings.roi
-            run_stage = self._mirrored_stage if last and mirror_last else self._stage
+            run_stage = runner._mirrored_stage if last and mirror_last else runner._stage
             current, timing = run_stage(image, current, ratio, target, roi=roi, band_px=band)
             stages_run += 1
             result.timings.append(timing)
             if keep_stages and not last:
-                result.stages.append(current[0, 0].float().cpu().numpy())
-        return current[0, 0].float().cpu().numpy()
+                result.stages.append(runner.as_array(current))
+        return runner.as_array(current)
 
     def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
                roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,

@@ -136,16 +136,16 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     per second, and the peak memory (process RSS; allocated GPU memory on CUDA, counted after the
     warm-up).
     """
-    import torch
-
     from .runtime import peak_gpu_mb, peak_rss_mb
 
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
-    is_cuda = refiner.device.type == "cuda"
+    is_cuda = refiner.device_type == "cuda"
     refiner.refine_detailed(image, coarse, preset=preset)  # warm-up
     if is_cuda:
-        torch.cuda.reset_peak_memory_stats(refiner.device)
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(refiner.runner.device)
     runs = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -170,6 +170,17 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_gpu_mb": round(peak_gpu_mb(refiner.device), 1) if is_cuda else None,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "peak_gpu_mb": round(peak_gpu_mb(refiner.runner.device), 1) if is_cuda else None,
+        **backend_versions(refiner),
     }
+
+
+def backend_versions(refiner: Any) -> dict[str, Any]:
+    """The backend a Refiner runs on, its library's version and its CPU threads (None: the default)."""
+    if refiner.backend == "onnx":
+        import onnxruntime
+
+        return {"backend": "onnx", "onnxruntime": onnxruntime.__version__, "threads": refiner.runner.threads}
+    import torch
+
+    return {"backend": "torch", "torch": torch.__version__, "threads": torch.get_num_threads()}

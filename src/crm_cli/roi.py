@@ -4,53 +4,107 @@ Band rule: a pixel is decoded when it lies within ``radius`` pixels (Chebyshev d
 pixel whose incoming probability is uncertain (between ROI_LOW and ROI_HIGH) or that sits on the
 0.5 boundary (its 3x3 neighbourhood holds both sides). Every other pixel keeps the incoming
 mask's upsampled value.
+
+The ``*_array`` functions work on NumPy maps (the torch-free CPU path, and torch's CPU path
+through them); the others take torch tensors, on any device.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 ROI_LOW, ROI_HIGH = 0.02, 0.98
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of a (H, W) bool map by a (2 radius + 1)^2 square.
+def dilate_array(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of a (H, W) bool map by a (2 radius + 1)^2 square, through OpenCV."""
+    if radius <= 0:
+        return mask.copy()
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    grown = cv2.dilate(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return grown.astype(bool)
 
-    On the CPU this goes through OpenCV: torch's CPU max-pool is about 100x slower at 4K and was
-    a third of the whole refinement's time.
+
+def roi_band_array(prob: np.ndarray, radius: int) -> np.ndarray:
+    """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
+    uncertain = (prob > ROI_LOW) & (prob < ROI_HIGH)
+    foreground = prob > 0.5
+    # Dilation minus erosion: pixels whose 3x3 neighbourhood holds both sides of the boundary.
+    edge = dilate_array(foreground, 1) & dilate_array(~foreground, 1)
+    return dilate_array(uncertain | edge, radius)
+
+
+def _place_in_padding(small: np.ndarray, padded_hw: tuple[int, int], pad: int) -> np.ndarray:
+    """``small`` placed ``pad`` px from the top/left of a padded map, grown by 4 px (2 latent cells)
+    so that every support cell of a band pixel is encoded."""
+    padded = np.zeros(padded_hw, dtype=bool)
+    padded[pad:pad + small.shape[0], pad:pad + small.shape[1]] = small
+    return dilate_array(padded, 4)
+
+
+def _nearest_indices(n_out: int, n_in: int) -> np.ndarray:
+    """Source index of each output index under nearest resizing (torch's "nearest" rule)."""
+    return np.minimum(np.floor(np.arange(n_out) * (n_in / n_out)).astype(np.int64), n_in - 1)
+
+
+def band_to_stage_array(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
+                        pad: int) -> np.ndarray:
+    """Where a target-grid band lands on the padded stage input (``pad`` px on top/left), grown by
+    4 px (2 latent cells) so that every support cell of a band pixel is encoded."""
+    if band.shape[0] >= stage_hw[0]:
+        # Area averaging is positive exactly where an adaptive max-pool bin holds a band pixel
+        # (checked in the tests), and OpenCV does it several times faster.
+        area = cv2.resize(band.astype(np.float32), stage_hw[::-1], interpolation=cv2.INTER_AREA)
+        small = area > 0
+    else:
+        small = band[np.ix_(_nearest_indices(stage_hw[0], band.shape[0]), _nearest_indices(stage_hw[1], band.shape[1]))]
+    return _place_in_padding(small, padded_hw, pad)
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of a (H, W) bool tensor by a (2 radius + 1)^2 square.
+
+    On the CPU this goes through OpenCV (:func:`dilate_array`): torch's CPU max-pool is about 100x
+    slower at 4K and was a third of the whole refinement's time.
     """
+    import torch
+    import torch.nn.functional as F
+
     if radius <= 0:
         return mask.clone()
     if mask.device.type == "cpu":
-        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-        grown = cv2.dilate(mask.to(torch.uint8).numpy(), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        return torch.from_numpy(grown).bool()
+        return torch.from_numpy(dilate_array(mask.numpy(), radius))
     pooled = F.max_pool2d(mask.float()[None, None], 2 * radius + 1, stride=1, padding=radius)
     return pooled[0, 0] > 0
 
 
 def roi_band(prob: torch.Tensor, radius: int) -> torch.Tensor:
-    """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
+    """Bool (H, W) tensor of the pixels to decode in ROI mode (see the module's band rule)."""
+    import torch
+
+    if prob.device.type == "cpu":
+        return torch.from_numpy(roi_band_array(prob.numpy(), radius))
     uncertain = (prob > ROI_LOW) & (prob < ROI_HIGH)
     foreground = prob > 0.5
-    # Dilation minus erosion: pixels whose 3x3 neighbourhood holds both sides of the boundary.
     edge = dilate(foreground, 1) & dilate(~foreground, 1)
     return dilate(uncertain | edge, radius)
 
 
 def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
                         pad: int) -> torch.Tensor:
-    """Where a target-grid band lands on the padded stage input (``pad`` px on top/left), grown by
-    4 px (2 latent cells) so that every support cell of a band pixel is encoded."""
-    if band.shape[0] >= stage_hw[0] and band.device.type == "cpu":
-        # Area averaging is positive exactly where an adaptive max-pool bin holds a band pixel
-        # (checked in the tests), and OpenCV does it several times faster.
-        area = cv2.resize(band.numpy().astype(np.float32), stage_hw[::-1], interpolation=cv2.INTER_AREA)
-        small = torch.from_numpy(area) > 0
-    elif band.shape[0] >= stage_hw[0]:
+    """:func:`band_to_stage_array` for a bool tensor, on any device."""
+    import torch
+    import torch.nn.functional as F
+
+    if band.device.type == "cpu":
+        return torch.from_numpy(band_to_stage_array(band.numpy(), stage_hw, padded_hw, pad))
+    if band.shape[0] >= stage_hw[0]:
         small = F.adaptive_max_pool2d(band[None, None].float(), stage_hw)[0, 0] > 0
     else:
         small = F.interpolate(band[None, None].float(), size=stage_hw, mode="nearest")[0, 0] > 0

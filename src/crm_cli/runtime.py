@@ -109,6 +109,7 @@ class RefinerSpec:
     tile_size: int = 1024
     precision: str = "fp32"
     threads: int | None = None
+    backend: str = "auto"
 
     def check(self) -> None:
         """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
@@ -126,12 +127,15 @@ class RefinerSpec:
             return self._build()
 
     def _build(self) -> Any:
-        from .devices import resolve_device
-        from .engine import Refiner
+        from .engine import Refiner, choose_backend
 
-        configure_torch(self.threads, resolve_device(self.device))
+        if choose_backend(Path(self.weights) if self.weights else None, self.device, self.precision,
+                          self.backend) is None:
+            from .devices import resolve_device
+
+            configure_torch(self.threads, resolve_device(self.device))
         return Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
-                                       precision=self.precision)
+                                       precision=self.precision, backend=self.backend, threads=self.threads)
 
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,

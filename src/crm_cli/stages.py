@@ -10,7 +10,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,21 +20,20 @@ import torch.nn.functional as F
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRECISION_NAMES
 from .roi import band_to_stage_input, roi_band
 from .schedule import stage_size
+from .stage_geometry import (
+    PAD_MULTIPLE,
+    STAGE_PAD,
+    StageTiming,
+    check_precision,
+    tile_multiple,
+)
+from .stage_geometry import tile_windows as _tile_windows
 from .transforms import network_input
 
+__all__ = ["PAD_MULTIPLE", "STAGE_PAD", "StageInput", "StageRunner", "StageTiming", "check_precision",
+           "pad_stage_input", "resize_probability", "tile_windows"]
+
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
-STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
-PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
-
-
-@dataclass
-class StageTiming:
-    """Wall time of one stage, split into encoder and decoder."""
-
-    ratio: float
-    encode_s: float
-    decode_s: float
-
 
 
 def pad_stage_input(x: torch.Tensor, pad: int = STAGE_PAD, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
@@ -73,52 +72,17 @@ class StageInput:
         return network_input(rgb, self.mask[:, :, y0:y1, x0:x1], *self.input_norm)
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` when it is one of PRECISIONS; ValueError otherwise."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def _tile_multiple(pixels: int) -> int:
-    """A tile side rounded up to the padding multiple, so every encoder tap aligns."""
-    return int(math.ceil(pixels / PAD_MULTIPLE) * PAD_MULTIPLE)
-
-
 def tile_windows(height: int, width: int, tile: int, needed: torch.Tensor | None = None,
                  run_tiles: int = 1) -> list[tuple[int, int, int, int]]:
-    """The (y0, y1, x0, x1) windows that encode a (height, width) input in ``tile`` px tiles.
-
-    With ``needed`` (a bool map of the input) only tiles that hold a needed pixel are kept, and
-    neighbours in a row are merged into one window of up to ``run_tiles`` tiles: each window is
-    encoded with its own margin, so a merged one pays that margin once instead of once per tile.
-    """
-    rows, cols = -(-height // tile), -(-width // tile)
-    if needed is None:
-        occupied = [[True] * cols for _ in range(rows)]
-    else:
+    """:func:`stage_geometry.tile_windows` for a (height, width) bool tensor ``needed`` (or all tiles)."""
+    occupied = None
+    if needed is not None:
         # One reduction for all tiles (and one device sync), not one .any() per tile.
+        rows, cols = -(-height // tile), -(-width // tile)
         grid = torch.zeros(rows * tile, cols * tile, dtype=torch.bool, device=needed.device)
         grid[:height, :width] = needed
         occupied = grid.view(rows, tile, cols, tile).any(dim=3).any(dim=1).tolist()
-    windows = []
-    for row, y0 in enumerate(range(0, height, tile)):
-        y1 = min(height, y0 + tile)
-        run_start: int | None = None  # x0 of the window being grown
-        for col, x0 in enumerate(range(0, width, tile)):
-            if not occupied[row][col]:
-                if run_start is not None:
-                    windows.append((y0, y1, run_start, x0))
-                run_start = None
-                continue
-            if run_start is not None and x0 - run_start >= run_tiles * tile:
-                windows.append((y0, y1, run_start, x0))
-                run_start = None
-            if run_start is None:
-                run_start = x0
-        if run_start is not None:
-            windows.append((y0, y1, run_start, width))
-    return windows
+    return _tile_windows(height, width, tile, occupied, run_tiles)
 
 
 class StageRunner:
@@ -140,15 +104,39 @@ class StageRunner:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.tile_size = _tile_multiple(tile_size)
-        self.tile_margin = _tile_multiple(tile_margin)
+        self.tile_size = tile_multiple(tile_size)
+        self.tile_margin = tile_multiple(tile_margin)
         # Small row bands stay in cache: 8 MB decodes about 5x faster than 256 MB on a 2-core CPU.
         self.decode_budget = decode_budget_mb << 20
-        self.roi_tile_size = _tile_multiple(roi_tile_size)
-        self.roi_tile_margin = _tile_multiple(roi_tile_margin)
+        self.roi_tile_size = tile_multiple(roi_tile_size)
+        self.roi_tile_margin = tile_multiple(roi_tile_margin)
         self.roi_window_size = roi_window_size
         # Tests set this to NaN to prove that ROI decoding never reads a latent cell it skipped.
         self._unencoded_fill: float | None = None
+
+    # The interface engine.Refiner drives a runner through (onnx_runner.OnnxStageRunner has the same).
+    backend = "torch"
+
+    @property
+    def device_name(self) -> str:
+        """Human-readable device description."""
+        from .devices import describe_device
+
+        return describe_device(self.device)
+
+    def inference(self) -> Any:
+        """The context every refinement runs in: no autograd bookkeeping."""
+        return torch.inference_mode()
+
+    def stage_mask(self, mask: np.ndarray) -> torch.Tensor:
+        """A float32 (H, W) mask as this runner's stage mask: (1, 1, H, W) on its device."""
+        return torch.from_numpy(mask).to(self.device).view(1, 1, *mask.shape)
+
+    def as_array(self, current: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+        """A stage mask (resized to ``size`` first, when given) as a float32 (H, W) array."""
+        if size is not None:
+            current = resize_probability(current, size)
+        return current[0, 0].float().cpu().numpy()
 
     def _encode_tile(self, x: torch.Tensor) -> torch.Tensor:
         """Encode one tile, under autocast when a reduced precision was asked for.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ..config import MODES, OUTPUT_KINDS, PRECISION_NAMES
+from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..devices import DEVICE_CHOICES
 from ..presets import PRESETS
 
@@ -31,6 +31,7 @@ def choice_enum(name: str, choices: Iterable[str]) -> Any:
 
 Device = choice_enum("Device", DEVICE_CHOICES)
 Precision = choice_enum("Precision", PRECISION_NAMES)
+Backend = choice_enum("Backend", BACKEND_CHOICES)
 PresetName = choice_enum("PresetName", PRESETS)
 OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
@@ -86,6 +87,12 @@ PrecisionOpt = Annotated[
     typer.Option("--precision", case_sensitive=False, rich_help_panel="Compute",
                  help="Encoder precision; fp16/bf16 are for GPUs."),
 ]
+BackendOpt = Annotated[
+    Backend,
+    typer.Option("--backend", case_sensitive=False, envvar="CRM_BACKEND", rich_help_panel="Compute",
+                 help="auto: ONNX Runtime on a CPU when the weights ship an ONNX encoder (no torch import), "
+                      "else torch."),
+]
 ThreadsOpt = Annotated[
     int,
     typer.Option("--threads", min=0, envvar="CRM_THREADS", rich_help_panel="Compute", metavar="N", show_default=False,
@@ -139,6 +146,7 @@ class RefinerOptions:
     tile_size: int = 1024
     precision: Any = Precision.fp32
     threads: int = 0
+    backend: Any = Backend.auto
 
     @property
     def preset_name(self) -> str:
@@ -170,14 +178,14 @@ class RefinerOptions:
         from ..runtime import RefinerSpec
 
         return RefinerSpec(str(weights) if weights else None, self.device.value, self.tile_size,
-                           self.precision.value, self.threads or None)
+                           self.precision.value, self.threads or None, self.backend.value)
 
 
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
 SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
     ("device", DeviceOpt, Device.auto), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
-    ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0),
+    ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0), ("backend", BackendOpt, Backend.auto),
 )
 
 

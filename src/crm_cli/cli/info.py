@@ -12,9 +12,10 @@ from .common import JsonOpt, WeightsOpt, console, emit_json, fail
 
 HELP = """Show versions, devices and the weights in use.
 
-Prints the crm, Python, torch and CUDA versions, the devices available, the device 'auto' picks,
-and the weights: path, sha256 (checked against the sidecar JSON), architecture, provenance, and
-how 'auto' runs the final stage with them (the sidecar's final_stage over the defaults).
+Prints the crm, Python, torch, CUDA and ONNX Runtime versions, the devices available, the device
+and backend 'auto' picks, and the weights: path, sha256 (checked against the sidecar JSON),
+architecture, provenance, and how 'auto' runs the final stage with them (the sidecar's final_stage
+over the defaults).
 Exits 1 when the weights file is not a usable crm checkpoint.
 
 Example: crm info --json"""
@@ -73,16 +74,39 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     from ..checkpoint import default_weights_path, inspect_checkpoint
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    path = Path(weights) if weights is not None else default_weights_path()
     return {
         "version": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
+        "onnxruntime": _onnxruntime_version(),
         "devices": _devices(),
         "default_device": _default_device(),
-        "weights": inspect_checkpoint(Path(weights) if weights is not None else default_weights_path()),
+        "default_backend": _default_backend(path),
+        "weights": inspect_checkpoint(path),
     }
+
+
+def _onnxruntime_version() -> str | None:
+    """ONNX Runtime's version, or None when it is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def _default_backend(weights: Path) -> str:
+    """The backend ``--backend auto --device auto`` takes with ``weights`` (engine.choose_backend)."""
+    from ..checkpoint import WeightsError
+    from ..engine import choose_backend
+
+    try:
+        return "onnx" if choose_backend(weights) is not None else "torch"
+    except (WeightsError, OSError, ValueError):
+        return "torch"
 
 
 def _print_table(data: dict[str, Any]) -> None:
@@ -102,7 +126,7 @@ def _print_table(data: dict[str, Any]) -> None:
     table = Table(title="crm info", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for key in ("version", "python", "torch", "cuda", "cudnn"):
+    for key in ("version", "python", "torch", "cuda", "cudnn", "onnxruntime"):
         table.add_row(key, compact(data[key]))
     devices = []
     for device in data["devices"]:
@@ -111,6 +135,7 @@ def _print_table(data: dict[str, Any]) -> None:
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))
     table.add_row("default device", data["default_device"])
+    table.add_row("default backend", data["default_backend"])
     weights = data["weights"]
     table.add_row("weights", escape(weights["path"]))
     if not weights["exists"]:

@@ -1,0 +1,77 @@
+"""What every stage runner shares, torch-free: padding constants, tiles, timings and precisions.
+
+``stages.StageRunner`` (torch) and ``onnx_runner.OnnxStageRunner`` (ONNX Runtime + NumPy) both
+build on these, so the two backends pad, tile and report alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import PRECISION_NAMES
+
+STAGE_PAD = 32  # reflect padding around every stage input, as the reference does
+PAD_MULTIPLE = 16  # padded stage inputs are multiples of this so every encoder tap aligns
+
+
+@dataclass
+class StageTiming:
+    """Wall time of one stage, split into encoder and decoder."""
+
+    ratio: float
+    encode_s: float
+    decode_s: float
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` when it is one of PRECISION_NAMES; ValueError otherwise."""
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"precision must be one of {sorted(PRECISION_NAMES)}, got {precision!r}")
+    return precision
+
+
+def tile_multiple(pixels: int) -> int:
+    """A tile side rounded up to the padding multiple, so every encoder tap aligns."""
+    return int(math.ceil(pixels / PAD_MULTIPLE) * PAD_MULTIPLE)
+
+
+def occupied_tiles(needed: np.ndarray, tile: int) -> list[list[bool]]:
+    """Per (row, column) tile of a (height, width) bool map: whether it holds a needed pixel."""
+    height, width = needed.shape
+    rows, cols = -(-height // tile), -(-width // tile)
+    grid = np.zeros((rows * tile, cols * tile), dtype=bool)
+    grid[:height, :width] = needed
+    return grid.reshape(rows, tile, cols, tile).any(axis=(1, 3)).tolist()
+
+
+def tile_windows(height: int, width: int, tile: int, occupied: list[list[bool]] | None = None,
+                 run_tiles: int = 1) -> list[tuple[int, int, int, int]]:
+    """The (y0, y1, x0, x1) windows that encode a (height, width) input in ``tile`` px tiles.
+
+    With ``occupied`` (per tile, :func:`occupied_tiles`) only occupied tiles are kept, and
+    neighbours in a row are merged into one window of up to ``run_tiles`` tiles: each window is
+    encoded with its own margin, so a merged one pays that margin once instead of once per tile.
+    """
+    if occupied is None:
+        occupied = [[True] * (-(-width // tile)) for _ in range(-(-height // tile))]
+    windows = []
+    for row, y0 in enumerate(range(0, height, tile)):
+        y1 = min(height, y0 + tile)
+        run_start: int | None = None  # x0 of the window being grown
+        for col, x0 in enumerate(range(0, width, tile)):
+            if not occupied[row][col]:
+                if run_start is not None:
+                    windows.append((y0, y1, run_start, x0))
+                run_start = None
+                continue
+            if run_start is not None and x0 - run_start >= run_tiles * tile:
+                windows.append((y0, y1, run_start, x0))
+                run_start = None
+            if run_start is None:
+                run_start = x0
+        if run_start is not None:
+            windows.append((y0, y1, run_start, width))
+    return windows
