@@ -216,6 +216,9 @@ class OnnxStageRunner:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, the physical cores
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: the log goes to stderr
+        # Idle pool threads must not spin: NumPy's decoder runs right after each encoder call on the
+        # same cores (spinning doubled the 4K decoder's time), and concurrent crm processes share cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
         self.threads = threads
         self.decoder = decoder
