@@ -342,6 +342,14 @@ def test_choose_backend_rules_after_export(exported: Path, tmp_path: Path) -> No
 # 6. A process that refines on the onnx backend never imports torch -----------------------------------------------
 
 
+def test_torch_only_options_keep_auto_on_torch(exported: Path) -> None:
+    assert Refiner(exported, device="cpu").backend == "onnx"
+    assert Refiner(exported, device="cpu", channels_last=False).backend == "torch"
+    assert Refiner(exported, device="cpu", fold_bn=False).backend == "torch"
+    with pytest.raises(ValueError, match="torch backend"):
+        Refiner(exported, device="cpu", backend="onnx", channels_last=True)
+
+
 def test_cli_refine_on_the_onnx_backend_never_imports_torch(exported: Path, tmp_path: Path) -> None:
     weights = copy_weights(exported, tmp_path / "weights", with_onnx=True)
     image, gt = synthetic_scene(96, 128, seed=1)

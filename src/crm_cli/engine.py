@@ -190,7 +190,12 @@ class Refiner:
         in_memory = model is not None and not isinstance(model, (str, Path))
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
-        encoder = None if in_memory else choose_backend(model, device, precision, backend)
+        # Options only torch has (a memory format, unfolded BatchNorm) keep "auto" on torch.
+        torch_options = channels_last is not None or not fold_bn
+        if torch_options and backend == "onnx":
+            raise ValueError("channels_last and fold_bn are options of the torch backend")
+        encoder = None if in_memory or (torch_options and backend == "auto") else choose_backend(
+            model, device, precision, backend)
         if encoder is not None:
             self.runner, info = self._onnx_runner(Path(model or default_weights_path()), encoder, threads, tiles)
         else:
