@@ -69,7 +69,7 @@ def count_gmacs(fn) -> float:  # noqa: ANN001
 
 
 def run_one(tool: str, size: str, preset: str, device: str, weights: str | None, repeat: int,
-            mask: str = "blocky") -> dict:
+            mask: str = "blocky", backend: str = "auto") -> dict:
     """Time one configuration in this process (called in a subprocess)."""
     import torch
 
@@ -94,7 +94,8 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
         from crm_cli.runtime import configure_torch
 
         configure_torch(device=resolve_device(device))
-        refiner = Refiner.from_checkpoint(weights, device=device)
+        refiner = Refiner.from_checkpoint(weights, device=device, backend=backend)
+        tool = f"crm/{refiner.backend}"
         options = {"preset": CRM_PRESETS[preset]}
 
         def call() -> None:
@@ -118,7 +119,7 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
     seconds = sorted(times)[len(times) // 2]
     peak_rss = peak_rss_mb()
     peak_gpu = peak_gpu_mb() if device == "cuda" else None
-    gmacs = count_gmacs(call)
+    gmacs = None if tool == "crm/onnx" else count_gmacs(call)  # torch's counter sees no ONNX Runtime op
     return {"tool": tool, "preset": preset, "mask": mask, "size": size, "seconds": seconds, "peak_rss_mb": peak_rss,
             "peak_gpu_mb": peak_gpu, "gmacs": gmacs, "threads": torch.get_num_threads()}
 
@@ -135,12 +136,13 @@ def main() -> None:
                         help="sizes at which to time CascadePSP (its fast mode works at L=900 whatever the size)")
     parser.add_argument("--masks", default="blocky", help="crm's coarse masks: blocky, precise or both")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the rows to this file")
+    parser.add_argument("--backends", default="torch", help="crm's backends to time, e.g. onnx,torch")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
-        tool, size, preset, mask = args.one.split(":")
-        print(json.dumps(run_one(tool, size, preset, args.device, args.weights, args.repeat, mask)))
+        tool, size, preset, mask, backend = args.one.split(":")
+        print(json.dumps(run_one(tool, size, preset, args.device, args.weights, args.repeat, mask, backend)))
         return
 
     import torch
@@ -151,12 +153,13 @@ def main() -> None:
     configs = []
     for size in args.sizes.split(","):
         if size in args.cascadepsp_sizes.split(","):
-            configs.append(("cascadepsp", size, "fast", "blocky"))
-        configs += [("crm", size, preset, mask) for mask in args.masks.split(",")
-                    for preset in args.presets.split(",")]
-    for tool, size, preset, mask in configs:
-        command = [sys.executable, __file__, "--one", f"{tool}:{size}:{preset}:{mask}", "--device", args.device,
-                   "--repeat", str(args.repeat)] + (["--weights", args.weights] if args.weights else [])
+            configs.append(("cascadepsp", size, "fast", "blocky", "-"))
+        configs += [("crm", size, preset, mask, backend) for mask in args.masks.split(",")
+                    for preset in args.presets.split(",") for backend in args.backends.split(",")]
+    for tool, size, preset, mask, backend in configs:
+        command = [sys.executable, __file__, "--one", f"{tool}:{size}:{preset}:{mask}:{backend}",
+                   "--device", args.device, "--repeat", str(args.repeat)]
+        command += ["--weights", args.weights] if args.weights else []
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{tool} {preset} {size}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -173,9 +176,12 @@ def main() -> None:
     for row in rows:
         ratio = row["seconds"] / baseline[row["size"]] if row["size"] in baseline else float("nan")
         memory = row["peak_gpu_mb"] if row["peak_gpu_mb"] is not None else row["peak_rss_mb"]
-        rate = row["gmacs"] / row["seconds"]
+        rate = None if row["gmacs"] is None else row["gmacs"] / row["seconds"]
+        cost = "       -       -      -"
+        if rate is not None:
+            cost = f"{row['gmacs']:>9.1f}{rate:>8.1f}{100 * rate / peak:>7.1f}%"
         print(f"{row['tool']:<11}{row['preset']:<10}{row['mask']:<9}{row['size']:<11}{row['seconds']:>8.2f}{ratio:>9.3f}"
-              f"{memory:>9.0f}{row['gmacs']:>9.1f}{rate:>8.1f}{100 * rate / peak:>7.1f}%")
+              f"{memory:>9.0f}{cost}")
     if args.json_path:
         payload = {"machine": device_name, "gemm_gmacs": peak, "rows": rows}
         Path(args.json_path).write_text(json.dumps(payload, indent=2))

@@ -343,11 +343,37 @@ def test_choose_backend_rules_after_export(exported: Path, tmp_path: Path) -> No
 
 
 def test_torch_only_options_keep_auto_on_torch(exported: Path) -> None:
-    assert Refiner(exported, device="cpu").backend == "onnx"
-    assert Refiner(exported, device="cpu", channels_last=False).backend == "torch"
-    assert Refiner(exported, device="cpu", fold_bn=False).backend == "torch"
+    assert Refiner(exported, device="cpu").backend == "torch"  # the API's default
+    assert Refiner(exported, device="cpu", backend="auto").backend == "onnx"
+    assert Refiner(exported, device="cpu", backend="auto", channels_last=False).backend == "torch"
+    assert Refiner(exported, device="cpu", backend="auto", fold_bn=False).backend == "torch"
     with pytest.raises(ValueError, match="torch backend"):
         Refiner(exported, device="cpu", backend="onnx", channels_last=True)
+
+
+def test_cli_auto_backend_is_onnx_for_refine_and_torch_for_many_images(exported: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from crm_cli.cli import app
+
+    image, gt = synthetic_scene(120, 160)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_im.png"), image[..., ::-1])
+    cv2.imwrite(str(folder / "a_seg.png"), gt)
+    runner = CliRunner()
+    common = ["-w", str(exported), "-d", "cpu"]
+    one = runner.invoke(app, ["refine", str(folder / "a_im.png"), str(folder / "a_seg.png"), "-o",
+                              str(tmp_path / "one.png"), *common])
+    assert one.exit_code == 0, one.output
+    assert "device: cpu" in one.stderr and "onnxruntime" in one.stderr
+    many = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), *common])
+    assert many.exit_code == 0, many.output
+    assert "device: cpu" in many.stderr and "onnxruntime" not in many.stderr
+    forced = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out2"), "--backend", "onnx", *common])
+    assert forced.exit_code == 0 and "onnxruntime" in forced.stderr
+    np.testing.assert_allclose(cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_UNCHANGED),
+                               cv2.imread(str(tmp_path / "out2" / "a_mask.png"), cv2.IMREAD_UNCHANGED), atol=1)
 
 
 def test_cli_refine_on_the_onnx_backend_never_imports_torch(exported: Path, tmp_path: Path) -> None:

@@ -99,14 +99,16 @@ def _onnxruntime_version() -> str | None:
 
 
 def _default_backend(weights: Path) -> str:
-    """The backend ``--backend auto --device auto`` takes with ``weights`` (engine.choose_backend)."""
+    """The backend ``crm refine`` takes with ``weights`` under ``--backend auto --device auto``
+    (engine.choose_backend); the commands that refine many images run torch."""
     from ..checkpoint import WeightsError
     from ..engine import choose_backend
 
     try:
-        return "onnx" if choose_backend(weights) is not None else "torch"
+        refine = "onnx" if choose_backend(weights, backend="auto") is not None else "torch"
     except (WeightsError, OSError, ValueError):
-        return "torch"
+        refine = "torch"
+    return f"{refine} (crm refine), torch (batch, coco, eval, time)"
 
 
 def _print_table(data: dict[str, Any]) -> None:
