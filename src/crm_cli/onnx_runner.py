@@ -26,7 +26,7 @@ from .config import ArchConfig
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
 from .schedule import stage_size
-from .stage_geometry import STAGE_PAD, StageTiming, occupied_tiles, tile_multiple, tile_windows
+from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles, tile_windows
 
 
 def onnx_encoder_path(weights: Path) -> Path | None:
@@ -199,7 +199,7 @@ class ArrayStageInput:
         return out
 
 
-class OnnxStageRunner:
+class OnnxStageRunner(TiledRunner):
     """Runs single stages on the CPU with an ONNX encoder and the NumPy decoder (no torch).
 
     The tile options mean what they mean for ``stages.StageRunner``.
@@ -208,9 +208,10 @@ class OnnxStageRunner:
     backend = "onnx"
 
     def __init__(self, encoder_path: Path, decoder: NumpyDecoder, config: ArchConfig, *, threads: int | None = None,
-                 tile_size: int = 1024, tile_margin: int = 64, decode_budget_mb: int = 8, roi_tile_size: int = 192,
-                 roi_tile_margin: int = 32, roi_window_size: int = 1024) -> None:
+                 **tiles: int) -> None:
         import onnxruntime
+
+        super().__init__(**tiles)
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, the physical cores
@@ -223,13 +224,6 @@ class OnnxStageRunner:
         self.threads = threads
         self.decoder = decoder
         self.input_norm = config.input_norm
-        self.tile_size = tile_multiple(tile_size)
-        self.tile_margin = tile_multiple(tile_margin)
-        self.decode_budget = decode_budget_mb << 20
-        self.roi_tile_size = tile_multiple(roi_tile_size)
-        self.roi_tile_margin = tile_multiple(roi_tile_margin)
-        self.roi_window_size = roi_window_size
-        self._unencoded_fill: float | None = None  # tests: NaN proves ROI decoding reads only encoded cells
 
     @property
     def device_name(self) -> str:

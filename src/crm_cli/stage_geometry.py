@@ -26,6 +26,22 @@ class StageTiming:
     decode_s: float
 
 
+class TiledRunner:
+    """The tile and decode options both stage runners hold (see ``stages.StageRunner``'s docstring)."""
+
+    def __init__(self, *, tile_size: int = 1024, tile_margin: int = 64, decode_budget_mb: int = 8,
+                 roi_tile_size: int = 192, roi_tile_margin: int = 32, roi_window_size: int = 1024) -> None:
+        self.tile_size = tile_multiple(tile_size)
+        self.tile_margin = tile_multiple(tile_margin)
+        # Small row bands stay in cache: 8 MB decodes about 5x faster than 256 MB on a 2-core CPU.
+        self.decode_budget = decode_budget_mb << 20
+        self.roi_tile_size = tile_multiple(roi_tile_size)
+        self.roi_tile_margin = tile_multiple(roi_tile_margin)
+        self.roi_window_size = roi_window_size
+        # Tests set this to NaN to prove that ROI decoding never reads a latent cell it skipped.
+        self._unencoded_fill: float | None = None
+
+
 def check_precision(precision: str) -> str:
     """``precision`` when it is one of PRECISION_NAMES; ValueError otherwise."""
     if precision not in PRECISION_NAMES:
