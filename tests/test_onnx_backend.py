@@ -370,6 +370,11 @@ def test_cli_auto_backend_is_onnx_for_refine_and_torch_for_many_images(exported:
     many = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), *common])
     assert many.exit_code == 0, many.output
     assert "device: cpu" in many.stderr and "onnxruntime" not in many.stderr
+    for conflict in (["--precision", "fp16"], ["-d", "cuda"]):
+        refused = runner.invoke(app, ["refine", str(folder / "a_im.png"), str(folder / "a_seg.png"), "-o",
+                                      str(tmp_path / "no.png"), *common, "--backend", "onnx", *conflict])
+        assert refused.exit_code == 2 and "--backend onnx runs" in refused.stderr
+        assert "device:" not in refused.stderr and not (tmp_path / "no.png").exists()
     forced = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out2"), "--backend", "onnx", *common])
     assert forced.exit_code == 0 and "onnxruntime" in forced.stderr
     np.testing.assert_allclose(cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_UNCHANGED),

@@ -169,13 +169,27 @@ class RefinerOptions:
         take ONNX Runtime and skip torch's import; commands that refine many images keep torch,
         whose refinement is faster per image (README, *Two backends*).
         """
+        self.check_backend()
         refiner = self._spec(self.weights, one_image).build()
         if not quiet:
             console.print(f"device: {refiner.device_name}", highlight=False)
         return refiner
 
+    def check_backend(self) -> None:
+        """Exit 2 (usage error) for options ``--backend onnx`` cannot honour: a GPU device or a
+        reduced precision."""
+        if self.backend.value != "onnx":
+            return
+        if self.precision.value != "fp32":
+            raise fail(f"--backend onnx runs in fp32, not --precision {self.precision.value} "
+                       "(use --backend torch)", code=2)
+        if self.device.value not in ("auto", "cpu"):
+            raise fail(f"--backend onnx runs on the CPU, not --device {self.device.value} (use --backend torch)",
+                       code=2)
+
     def ray_spec(self):  # noqa: ANN201 - runtime.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
+        self.check_backend()
         return self._spec(self.weights.absolute() if self.weights else None)
 
     def _spec(self, weights: Path | None, one_image: bool = False):  # noqa: ANN202 - runtime.RefinerSpec
