@@ -127,15 +127,13 @@ class RefinerSpec:
             return self._build()
 
     def _build(self) -> Any:
-        from .engine import Refiner, choose_backend
+        from .engine import Refiner
 
-        if choose_backend(Path(self.weights) if self.weights else None, self.device, self.precision,
-                          self.backend) is None:
-            from .devices import resolve_device
-
-            configure_torch(self.threads, resolve_device(self.device))
-        return Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
-                                       precision=self.precision, backend=self.backend, threads=self.threads)
+        refiner = Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
+                                          precision=self.precision, backend=self.backend, threads=self.threads)
+        if refiner.backend == "torch":  # the onnx backend never imports torch
+            configure_torch(self.threads, refiner.runner.device)
+        return refiner
 
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,
