@@ -23,7 +23,7 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 from crm_cli.checkpoint import WeightsError, default_weights_path, load_model, sha256_file, sidecar_path
 from crm_cli.engine import Refiner, choose_backend
 from crm_cli.model.decoder import n_latent
-from crm_cli.onnx_runner import NumpyDecoder, onnx_encoder_path, verify_onnx
+from crm_cli.onnx_runner import DecoderPool, NumpyDecoder, onnx_encoder_path, verify_onnx
 from crm_cli.stage_geometry import STAGE_PAD
 
 ATOL = 1e-4  # torch (BatchNorm folded by crm) against ONNX Runtime (BatchNorm folded by ORT)
@@ -186,14 +186,53 @@ def test_numpy_decoder_logits_equal_torch_in_points_dense_and_any_band(decoders)
     np.testing.assert_allclose(points, points_expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(points, dense[ys, xs], atol=1e-5, rtol=0)
 
-    # Row bands: 7 rows each (13 bands), one row each, and one band for the whole grid agree.
-    per_row = target[1] * numpy_decoder.hidden_dim * 4 * 4
-    one_band = numpy_decoder.decode(g, target, stage, STAGE_PAD, budget_bytes=1 << 30)
-    for budget in (7 * per_row, 1):
-        np.testing.assert_allclose(numpy_decoder.decode(g, target, stage, STAGE_PAD, budget_bytes=budget), one_band,
-                                   atol=1e-6, rtol=0)
+    # Row bands of 7 rows (13 bands), of one row, and one band for the whole grid agree, serial or
+    # on a pool of threads; so do scattered points in chunks of 7 (the last one short) and in one.
+    one_band = numpy_decoder.decode(g, target, stage, STAGE_PAD, chunk=1 << 30)
+    scattered_once = numpy_decoder.decode_scattered(g, rows, cols, ys, xs, chunk=1 << 30)
+    np.testing.assert_allclose(scattered_once, points, atol=1e-6, rtol=0)
+    pool = DecoderPool(workers=3)
+    try:
+        for chunk in (7 * target[1], 1):
+            for on in (None, pool):
+                np.testing.assert_allclose(numpy_decoder.decode(g, target, stage, STAGE_PAD, on, chunk), one_band,
+                                           atol=1e-6, rtol=0)
+        for on in (None, pool):
+            np.testing.assert_allclose(numpy_decoder.decode_scattered(g, rows, cols, ys, xs, on, chunk=7),
+                                       scattered_once, atol=1e-6, rtol=0)
+    finally:
+        pool.close()
     np.testing.assert_allclose(one_band, dense, atol=1e-6, rtol=0)
     assert np.array_equal(g_torch[0].numpy(), g), "decoding wrote into the latent"
+
+
+def test_decoder_pool_runs_every_job_with_one_blas_thread_and_reraises() -> None:
+    from threadpoolctl import threadpool_info
+
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    seen: dict[int, list[int]] = {}
+
+    def job(start: int) -> None:
+        seen[start] = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    pool = DecoderPool(workers=2)
+    try:
+        assert pool.workers == 2
+        pool.run(job, range(0, 50, 5))
+        assert sorted(seen) == list(range(0, 50, 5))
+        assert all(threads == [1] * len(blas) for threads in seen.values())
+
+        def failing(start: int) -> None:
+            if start == 3:
+                raise ValueError("chunk 3")
+
+        with pytest.raises(ValueError, match="chunk 3"):
+            pool.run(failing, range(6))
+    finally:
+        pool.close()
+    # BLAS is given back its own thread count after the run.
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == [
+        lib["num_threads"] for lib in blas]
 
 
 # 3. End to end ---------------------------------------------------------------------------------------------------
