@@ -396,7 +396,7 @@ def test_torch_only_options_keep_auto_on_torch(exported: Path) -> None:
         Refiner(exported, device="cpu", backend="onnx", channels_last=True)
 
 
-def test_cli_auto_backend_is_onnx_for_refine_and_torch_for_many_images(exported: Path, tmp_path: Path) -> None:
+def test_cli_auto_backend_is_onnx_for_every_command_on_a_cpu(exported: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from crm_cli.cli import app
@@ -406,22 +406,25 @@ def test_cli_auto_backend_is_onnx_for_refine_and_torch_for_many_images(exported:
     folder.mkdir()
     cv2.imwrite(str(folder / "a_im.png"), image[..., ::-1])
     cv2.imwrite(str(folder / "a_seg.png"), gt)
+    cv2.imwrite(str(folder / "a_gt.png"), gt)
     runner = CliRunner()
     common = ["-w", str(exported), "-d", "cpu"]
     one = runner.invoke(app, ["refine", str(folder / "a_im.png"), str(folder / "a_seg.png"), "-o",
                               str(tmp_path / "one.png"), *common])
     assert one.exit_code == 0, one.output
     assert "device: cpu" in one.stderr and "onnxruntime" in one.stderr
-    many = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), *common])
-    assert many.exit_code == 0, many.output
-    assert "device: cpu" in many.stderr and "onnxruntime" not in many.stderr
+    for argv in (["batch", str(folder), "-o", str(tmp_path / "out")], ["eval", str(folder)],
+                 ["time", str(folder / "a_im.png"), str(folder / "a_seg.png")]):
+        many = runner.invoke(app, [*argv, *common])
+        assert many.exit_code == 0, many.output
+        assert "device: cpu (onnxruntime)" in many.stderr, argv[0]
     for conflict in (["--precision", "fp16"], ["-d", "cuda"]):
         refused = runner.invoke(app, ["refine", str(folder / "a_im.png"), str(folder / "a_seg.png"), "-o",
                                       str(tmp_path / "no.png"), *common, "--backend", "onnx", *conflict])
         assert refused.exit_code == 2 and "--backend onnx runs" in refused.stderr
         assert "device:" not in refused.stderr and not (tmp_path / "no.png").exists()
-    forced = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out2"), "--backend", "onnx", *common])
-    assert forced.exit_code == 0 and "onnxruntime" in forced.stderr
+    forced = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out2"), "--backend", "torch", *common])
+    assert forced.exit_code == 0 and "device: cpu" in forced.stderr and "onnxruntime" not in forced.stderr
     np.testing.assert_allclose(cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_UNCHANGED),
                                cv2.imread(str(tmp_path / "out2" / "a_mask.png"), cv2.IMREAD_UNCHANGED), atol=1)
 

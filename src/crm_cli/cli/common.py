@@ -90,8 +90,8 @@ PrecisionOpt = Annotated[
 BackendOpt = Annotated[
     Backend,
     typer.Option("--backend", case_sensitive=False, envvar="CRM_BACKEND", rich_help_panel="Compute",
-                 help="auto: for `crm refine` on a CPU, ONNX Runtime when the weights ship an ONNX encoder "
-                      "(no torch import); torch otherwise."),
+                 help="auto: on a CPU, ONNX Runtime when the weights ship an ONNX encoder (faster, and "
+                      "torch is never imported); torch otherwise."),
 ]
 ThreadsOpt = Annotated[
     int,
@@ -162,15 +162,10 @@ class RefinerOptions:
         except ValueError as exc:  # the ratios, as the Preset checks them
             raise typer.BadParameter(str(exc)) from exc
 
-    def load(self, quiet: bool = False, one_image: bool = False):  # noqa: ANN201 - engine.Refiner
-        """Make the process-wide settings, build the Refiner once per process, log the device on stderr.
-
-        ``one_image``: the process refines one image (``crm refine``), where ``--backend auto`` may
-        take ONNX Runtime and skip torch's import; commands that refine many images keep torch,
-        whose refinement is faster per image (README, *Two backends*).
-        """
+    def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
+        """Make the process-wide settings, build the Refiner once per process, log the device on stderr."""
         self.check_backend()
-        refiner = self._spec(self.weights, one_image).build()
+        refiner = self._spec(self.weights).build()
         if not quiet:
             console.print(f"device: {refiner.device_name}", highlight=False)
         return refiner
@@ -192,13 +187,12 @@ class RefinerOptions:
         self.check_backend()
         return self._spec(self.weights.absolute() if self.weights else None)
 
-    def _spec(self, weights: Path | None, one_image: bool = False):  # noqa: ANN202 - runtime.RefinerSpec
+    def _spec(self, weights: Path | None):  # noqa: ANN202 - runtime.RefinerSpec
         """The one recipe for this Refiner, in this process or in a Ray actor."""
         from ..runtime import RefinerSpec
 
-        backend = self.backend.value if one_image or self.backend.value != "auto" else "torch"
         return RefinerSpec(str(weights) if weights else None, self.device.value, self.tile_size,
-                           self.precision.value, self.threads or None, backend)
+                           self.precision.value, self.threads or None, self.backend.value)
 
 
 # The shared options, in the order --help lists them: (parameter, annotated type, default).

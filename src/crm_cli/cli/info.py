@@ -99,16 +99,15 @@ def _onnxruntime_version() -> str | None:
 
 
 def _default_backend(weights: Path) -> str:
-    """The backend ``crm refine`` takes with ``weights`` under ``--backend auto --device auto``
-    (engine.choose_backend); the commands that refine many images run torch."""
+    """The backend every command takes with ``weights`` under ``--backend auto --device auto``
+    (engine.choose_backend)."""
     from ..checkpoint import WeightsError
     from ..engine import choose_backend
 
     try:
-        refine = "onnx" if choose_backend(weights, backend="auto") is not None else "torch"
+        return "onnx" if choose_backend(weights, backend="auto") is not None else "torch"
     except (WeightsError, OSError, ValueError):
-        refine = "torch"
-    return f"{refine} (crm refine), torch (batch, coco, eval, time)"
+        return "torch"
 
 
 def _print_table(data: dict[str, Any]) -> None:

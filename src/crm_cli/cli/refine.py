@@ -106,7 +106,7 @@ def refine(
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
             result.notes.append(passthrough_note(header.width, header.height, image_name))
         else:
-            refiner = options.load(quiet, one_image=True)
+            refiner = options.load(quiet)
             device_name = refiner.device_name
             result = refine_files(
                 refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
