@@ -388,8 +388,8 @@ def test_choose_backend_rules_after_export(exported: Path, tmp_path: Path) -> No
 
 
 def test_torch_only_options_keep_auto_on_torch(exported: Path) -> None:
-    assert Refiner(exported, device="cpu").backend == "torch"  # the API's default
-    assert Refiner(exported, device="cpu", backend="auto").backend == "onnx"
+    assert Refiner(exported, device="cpu").backend == "onnx"  # the API's default is auto
+    assert Refiner(exported, device="cpu", backend="torch").backend == "torch"
     assert Refiner(exported, device="cpu", backend="auto", channels_last=False).backend == "torch"
     assert Refiner(exported, device="cpu", backend="auto", fold_bn=False).backend == "torch"
     with pytest.raises(ValueError, match="torch backend"):

@@ -171,7 +171,7 @@ class Refiner:
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
-                 backend: str = "torch", threads: int | None = None, **tiles: int) -> None:
+                 backend: str = "auto", threads: int | None = None, **tiles: int) -> None:
         """Args:
             model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
@@ -181,8 +181,8 @@ class Refiner:
             min_stage_side: stages (but the last) whose input is shorter than this are skipped.
             final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
                 (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
-            backend: "torch" (default: fastest per image once loaded), "onnx" or "auto"
-                (:func:`choose_backend`: onnx where it applies); an in-memory model is torch's.
+            backend: "auto" (default; :func:`choose_backend`: onnx on a CPU when the weights ship an
+                exported encoder, torch otherwise), "torch" or "onnx"; an in-memory model is torch's.
             threads: CPU threads of the onnx backend (None: the physical cores); torch's are
                 process-wide (``runtime.configure_torch``).
             tiles: tile sizes and the decode budget (see ``StageRunner``).

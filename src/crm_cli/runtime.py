@@ -109,7 +109,7 @@ class RefinerSpec:
     tile_size: int = 1024
     precision: str = "fp32"
     threads: int | None = None
-    backend: str = "torch"  # or "onnx", "auto": engine.choose_backend
+    backend: str = "auto"  # or "torch", "onnx": engine.choose_backend
 
     def check(self) -> None:
         """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
