@@ -94,6 +94,15 @@ class DecoderPool:
             self._executor.shutdown(wait=True)
 
 
+def run_jobs(pool: DecoderPool | None, job: Callable[[int], None], starts: Sequence[int]) -> None:
+    """``job(start)`` for every start: on ``pool``, or on the calling thread when it is None."""
+    if pool is None:
+        for start in starts:
+            job(start)
+    else:
+        pool.run(job, starts)
+
+
 @dataclass
 class AxisTable:
     """Per-axis lookup for one stage (NumPy twin of ``model.decoder.AxisTable``).
@@ -200,12 +209,7 @@ class NumpyDecoder:
             stop = start + chunk
             out[start:stop] = self.decode_points(g, rows, cols, ys[start:stop], xs[start:stop])
 
-        starts = range(0, ys.shape[0], chunk)
-        if pool is None:
-            for start in starts:
-                job(start)
-        else:
-            pool.run(job, starts)
+        run_jobs(pool, job, range(0, ys.shape[0], chunk))
         return out
 
     def decode_band(self, g: np.ndarray, rows: AxisTable, cols: AxisTable, r0: int, r1: int) -> np.ndarray:
@@ -238,12 +242,7 @@ class NumpyDecoder:
             r1 = min(height, r0 + band)
             out[r0:r1] = self.decode_band(g, rows, cols, r0, r1)
 
-        starts = range(0, height, band)
-        if pool is None:
-            for r0 in starts:
-                job(r0)
-        else:
-            pool.run(job, starts)
+        run_jobs(pool, job, range(0, height, band))
         return out
 
 
