@@ -136,7 +136,7 @@ def main() -> None:
                         help="sizes at which to time CascadePSP (its fast mode works at L=900 whatever the size)")
     parser.add_argument("--masks", default="blocky", help="crm's coarse masks: blocky, precise or both")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the rows to this file")
-    parser.add_argument("--backends", default="torch", help="crm's backends to time, e.g. onnx,torch")
+    parser.add_argument("--backends", default="auto", help="crm's backends to time, e.g. onnx,torch (auto: as the CLI)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
