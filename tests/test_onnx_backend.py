@@ -319,6 +319,25 @@ def test_tiled_roi_stage_reads_only_encoded_latent_cells(exported: Path) -> None
     np.testing.assert_allclose(got, expected[0, 0].numpy(), atol=TINY_ATOL, rtol=0)
 
 
+def test_latent_buffer_is_kept_and_reused_across_stages(exported: Path) -> None:
+    image, gt = synthetic_scene(160, 200)
+    mask = float_mask(coarse_of(gt, 6))
+    tiles = {"tile_size": 64, "tile_margin": 16, "roi_tile_size": 32, "roi_tile_margin": 32}
+    runner = Refiner(exported, device="cpu", backend="onnx", **tiles).runner
+    big = runner._latent_buffer((10, 20, 4))
+    small = runner._latent_buffer((5, 6, 4))
+    assert small.shape == (5, 6, 4) and np.shares_memory(big, small)  # no new block for a smaller latent
+    bigger = runner._latent_buffer((11, 20, 4))
+    assert bigger.shape == (11, 20, 4) and not np.shares_memory(big, bigger)
+    # Tiled stages, dense and ROI, one after the other in the same buffer, equal fresh runners' stages.
+    for ratio, roi in ((1.0, False), (0.5, True), (1.0, True), (0.5, False)):
+        fresh = Refiner(exported, device="cpu", backend="onnx", **tiles).runner
+        again, _ = runner._stage(image, mask, ratio, (160, 200), roi=roi)
+        expected, _ = fresh._stage(image, mask, ratio, (160, 200), roi=roi)
+        np.testing.assert_array_equal(again, expected)
+    assert runner._latent_store is not None
+
+
 # 5. Choosing the backend -----------------------------------------------------------------------------------------
 
 
