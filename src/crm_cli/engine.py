@@ -183,8 +183,9 @@ class Refiner:
                 (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
             backend: "auto" (default; :func:`choose_backend`: onnx on a CPU when the weights ship an
                 exported encoder, torch otherwise), "torch" or "onnx"; an in-memory model is torch's.
-            threads: CPU threads of the onnx backend (None: the physical cores); torch's are
-                process-wide (``runtime.configure_torch``).
+            threads: CPU threads of the onnx backend's encoder and decoder (None: ONNX Runtime's
+                default, the physical cores, and a decoder thread per CPU the process may use);
+                torch's are process-wide (``runtime.configure_torch``).
             tiles: tile sizes and the decode budget (see ``StageRunner``).
         """
         check_precision(precision)
