@@ -47,8 +47,7 @@ def _encode_module(model: Any) -> Any:
             # CRMNet.encode's projection, written as a 1x1 convolution and a transpose: exported as
             # an Einsum it took 30% of ONNX Runtime's encoder time, as a Conv it runs in its
             # convolution kernels (same values up to float rounding).
-            decoder = self.model.decoder
-            weight = decoder.layers[0].weight[:, : decoder.latent_dim]
+            weight = self.model.decoder.projection_weight
             projected = torch.nn.functional.conv2d(self.model.latent(x), weight[:, :, None, None])
             return projected.permute(0, 2, 3, 1).contiguous()
 

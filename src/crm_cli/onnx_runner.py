@@ -82,8 +82,7 @@ class DecoderPool:
         """``job(start)`` for every start, each writing its own slice of an output."""
         with self._blas.limit(limits=1, user_api="blas"):
             if self._executor is None or len(starts) < 2:
-                for start in starts:
-                    job(start)
+                run_jobs(None, job, starts)
             else:
                 for _ in self._executor.map(job, starts):  # re-raises a job's exception here
                     pass

@@ -74,10 +74,14 @@ class ImplicitDecoder(nn.Module):
         dims = [latent_dim + 6] + [hidden_dim] * hidden_layers + [1]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
 
+    @property
+    def projection_weight(self) -> torch.Tensor:
+        """W1f (hidden, latent_dim): the first layer's columns that multiply the latent feature."""
+        return self.layers[0].weight[:, : self.latent_dim]
+
     def project(self, latent: torch.Tensor) -> torch.Tensor:
         """G = W1f * F_latent as a 1x1 conv, returned channels-last: (B, h, w, hidden)."""
-        weight = self.layers[0].weight[:, : self.latent_dim]
-        return torch.einsum("bchw,kc->bhwk", latent, weight).contiguous()
+        return torch.einsum("bchw,kc->bhwk", latent, self.projection_weight).contiguous()
 
     def axis_table(self, n_target: int, n_stage: int, n_latent: int, pad: int, axis: int) -> AxisTable:
         """Lookup table for one axis (0 = rows, 1 = columns) of one stage."""
