@@ -323,3 +323,29 @@ def test_palette_label_map_to_webp_is_refused_before_the_model_loads(pair, tiny_
                                  "cpu", "--mode", "binary", "-q"])
     assert binary.exit_code == 0, binary.output
     assert Image.open(out).format == "WEBP"
+
+
+def test_paths_with_brackets_are_printed_literally(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    # Rich would read "[v2]" as a style and "[/]" as a closing tag (a MarkupError after the output was written).
+    folder = tmp_path / "shots [v2]"
+    write_pair(folder, "img", "mask")
+    small = np.zeros((48, 64), np.uint8)
+    small[12:36, 16:48] = 255
+    cv2.imwrite(str(folder / "half [final].png"), small)
+    out = folder / "o[/].png"
+    result = runner.invoke(app, ["refine", str(folder / "img.jpg"), str(folder / "half [final].png"), "-o", str(out),
+                                 "-w", str(tiny_weights), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    assert f"wrote {out}" in result.stderr
+    assert "half [final].png: upsampled" in result.stderr
+
+    data = tmp_path / "s [" / "x]"  # the folder's path holds "[/x]", a closing tag to Rich
+    write_pair(data, "p0_im", "p0_seg")
+    (data / "bad [x]_im.jpg").write_bytes(b"garbage")
+    cv2.imwrite(str(data / "bad [x]_seg.png"), small)
+    batch = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "o [" / "b]"), "-w", str(tiny_weights),
+                                "-d", "cpu"])
+    assert batch.exit_code == 1, batch.output
+    assert "failed bad [x]: " in batch.stderr and "Traceback" not in batch.output
+    assert (tmp_path / "o [" / "b]" / "p0_mask.png").exists()

@@ -26,7 +26,10 @@ from .common import (
     fail,
     parse_labels,
     refiner_options,
+    report_failure,
+    say,
     user_errors,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -160,7 +163,7 @@ def batch(
     results: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if todo and ray_address is not None:
         results = run_jobs(ray_address, jobs, work, options.ray_spec(), quiet=quiet,
-                           log=None if quiet else lambda line: console.print(line, highlight=False))
+                           log=None if quiet else say)
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
@@ -169,18 +172,18 @@ def batch(
         results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
+                  TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
         try:
             for index, outcome in results:
                 pair = todo[index]
                 progress.update(task, current=pair.name)
                 for note in outcome.pop("notes", []):
-                    progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
+                    warn(note, progress.console)
                 if outcome["status"] == "failed":
-                    progress.console.print(f"[red]failed:[/] {pair.name}: {outcome['error']}", highlight=False)
+                    report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                 elif outcome.get("schedule") and not quiet:
-                    progress.console.print(f"{pair.name}: stages {outcome['schedule']}", highlight=False)
+                    say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
                 finished[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                                    "output": str(output_dir / pair.relative_output), **outcome}
                 progress.advance(task)
@@ -192,15 +195,15 @@ def batch(
     kept = sum(i.get("kept_coarse") or 0 for i in items if i["status"] == "ok")
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
-        console.print(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), {busy}"
-                      f"{counts['failed']} failed -> {output_dir}", highlight=False)
+        say(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), {busy}"
+            f"{counts['failed']} failed -> {output_dir}")
         if kept:
             console.print(f"  {kept} kept the coarse mask (the model was unsure of its changes: review these)",
                           highlight=False)
         for item in items:
             if item["status"] == "failed":
                 label = f"{item['name']}: " if item["name"] else ""
-                console.print(f"  [red]failed[/] {label}{item['error']}", highlight=False)
+                report_failure(label, item["error"], prefix="  failed")
     if json_out:
         emit_json({"done": counts["ok"], "skipped": counts["skipped"], "in_progress": counts["in_progress"],
                    "failed": counts["failed"], "kept_coarse": kept, "output_dir": str(output_dir), "items": items})

@@ -11,7 +11,19 @@ from typing import Annotated, Any
 import typer
 
 from .batch import RayOpt, require_ray_option
-from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors
+from .common import (
+    JsonOpt,
+    QuietOpt,
+    RefinerOptions,
+    console,
+    emit_json,
+    fail,
+    refiner_options,
+    report_failure,
+    say,
+    user_errors,
+    warn,
+)
 
 MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
 
@@ -93,10 +105,10 @@ def coco(
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
         if note and not quiet:
-            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+            warn(note)
         plan = plan_jobs(data, images, wanted, done)
         if not quiet and done:
-            console.print(f"resuming: {len(done)} instance(s) already refined ({sidecar.path})", highlight=False)
+            say(f"resuming: {len(done)} instance(s) already refined ({sidecar.path})")
         sidecar.open(done)
 
     results: dict[int, dict[str, Any]] = dict(done)
@@ -109,7 +121,7 @@ def coco(
     if plan.jobs and ray_address is not None:
         work = partial(refine_image_job, options=instance_options)
         jobs = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
-                        log=None if quiet else lambda line: console.print(line, highlight=False))
+                        log=None if quiet else say)
         stream = ((index, result) for index, job_result in jobs for result in job_result["results"])
     elif plan.jobs:
         with user_errors():
@@ -117,7 +129,7 @@ def coco(
         stream = ((index, result) for index, job in enumerate(plan.jobs)
                   for result in iter_image_job(refiner, job, instance_options))
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[current]}"), console=console, disable=quiet) as progress:
+                  TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
         task = progress.add_task("coco", total=plan.instances, current="")
         try:
             for index, result in stream:
@@ -128,8 +140,7 @@ def coco(
                     refined_now += 1
                 elif status == "failed":
                     failures.append(result)
-                    progress.console.print(f"[red]failed:[/] instance {result['id']}: {result['error']}",
-                                           highlight=False)
+                    report_failure(f"instance {result['id']}: ", result["error"], progress.console)
                 else:
                     skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
                 progress.update(task, advance=1, current=plan.jobs[index]["name"])
@@ -151,12 +162,11 @@ def coco(
     failures.sort(key=lambda result: result["index"])
     if not quiet:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
-        console.print(f"coco: {refined_now} refined, {len(done)} resumed, {sum(skipped.values())} skipped"
-                      f"{f' ({reasons})' if reasons else ''}, {len(failures)} failed in {seconds:.1f} s -> {output}",
-                      highlight=False)
+        say(f"coco: {refined_now} refined, {len(done)} resumed, {sum(skipped.values())} skipped"
+            f"{f' ({reasons})' if reasons else ''}, {len(failures)} failed in {seconds:.1f} s -> {output}")
         for result in failures[:MAX_LISTED_FAILURES]:
-            console.print(f"  [red]failed[/] instance {result['id']} (annotation #{result['index']}): "
-                          f"{result['error']}", highlight=False)
+            report_failure(f"instance {result['id']} (annotation #{result['index']}): ", result["error"],
+                           prefix="  failed")
         if len(failures) > MAX_LISTED_FAILURES:
             console.print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more (see --json)", highlight=False)
     if json_out:

@@ -167,7 +167,7 @@ class RefinerOptions:
         self.check_backend()
         refiner = self._spec(self.weights).build()
         if not quiet:
-            console.print(f"device: {refiner.device_name}", highlight=False)
+            say(f"device: {refiner.device_name}")
         return refiner
 
     def check_backend(self) -> None:
@@ -250,6 +250,25 @@ def usage_hint(command_path: str | None = None) -> str:
         ctx = click_module("globals").get_current_context(silent=True)
         command_path = ctx.command_path if ctx is not None else "crm"
     return f"Try '{command_path} --help' for the options."
+
+
+def say(line: str, out: Console | None = None) -> None:
+    """Print a line on stderr exactly as given: file names may hold brackets that Rich would read as markup."""
+    (out or console).print(line, markup=False, highlight=False)
+
+
+def warn(note: str, out: Console | None = None) -> None:
+    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally."""
+    from rich.markup import escape
+
+    (out or console).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+
+
+def report_failure(what: str, error: str, out: Console | None = None, prefix: str = "failed:") -> None:
+    """Print a red ``failed:`` line on stderr; ``what`` and ``error`` are printed literally."""
+    from rich.markup import escape
+
+    (out or console).print(f"[red]{prefix}[/] {escape(what)}{escape(error)}", highlight=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .checks import check_output_name
-from .common import QuietOpt, console, user_errors
+from .common import QuietOpt, say, user_errors
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -48,7 +48,7 @@ def compare(
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
         write_image(output, strip)
     if not quiet:
-        console.print(f"wrote {output} ({strip.shape[1]}x{strip.shape[0]})", highlight=False)
+        say(f"wrote {output} ({strip.shape[1]}x{strip.shape[0]})")
 
 
 def register(app: typer.Typer) -> None:

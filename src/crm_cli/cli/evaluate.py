@@ -18,8 +18,10 @@ from .common import (
     fail,
     percent,
     refiner_options,
+    say,
     threshold_option,
     user_errors,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ def evaluate(
         def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
             for sample in samples:
                 for note in sample.notes:
-                    progress.console.print(f"[yellow]warning:[/] {note}", highlight=False)
+                    warn(note, progress.console)
                 yield sample
 
         def finished(sample: Sample, refined: np.ndarray) -> None:
@@ -103,12 +105,11 @@ def evaluate(
     if per_stage:
         summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(settings.ratios, stage_scores,
                                                                                        strict=True)]
-    console.print(
+    say(
         f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
         f"  ->  refined{'' if threshold is None else f' (p > {threshold:g})'} "
         f"{percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
-        f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})",
-        highlight=False,
+        f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})"
     )
     console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common())
                   + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}", highlight=False)
@@ -116,8 +117,8 @@ def evaluate(
         for stage in summary["stages"]:
             console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}",
                           highlight=False)
-    console.print(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
-                  f"{wall:.1f} s total, on {refiner.device_name}", highlight=False)
+    say(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
+        f"{wall:.1f} s total, on {refiner.device_name}")
     if json_out:
         summary["images"] = per_image
         emit_json(summary)

@@ -25,12 +25,13 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
-    console,
     emit_json,
     fail,
     parse_labels,
     refiner_options,
+    say,
     user_errors,
+    warn,
 )
 
 # What the log line calls each output kind.
@@ -113,7 +114,7 @@ def refine(
                 output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
             )
         for note in result.notes:
-            console.print(f"[yellow]warning:[/] {note}", highlight=False)
+            warn(note)
         if to_stdout:
             write_bytes_stdout(encode_image(result.output, result.palette, "PNG"))
         else:
@@ -123,7 +124,7 @@ def refine(
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
         done = "passed through unchanged" if passthrough else (
             f"{result.seconds:.2f} s, stages {schedule_label(result.runs)}")
-        console.print(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})", highlight=False)
+        say(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})")
     if json_out:
         emit_json({
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,

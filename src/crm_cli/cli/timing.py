@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .checks import check_pair, memory_problem
-from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors
+from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors, warn
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -63,7 +63,7 @@ def timing(
             rgb, mask_data, notes = read_pair(image, mask)
             coarse = mask_data.probability()
             for note in notes:
-                console.print(f"[yellow]warning:[/] {note}", highlight=False)
+                warn(note)
         refiner = options.load(quiet)
         report = time_refine(refiner, rgb, coarse, settings, repeat)
     report["preset"] = options.preset_name
