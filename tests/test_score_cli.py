@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import coarse_of, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -267,3 +268,84 @@ def test_threshold_binarises_predictions_at_their_full_scale(tmp_path: Path) -> 
     coco.write_text("{}")
     result = runner.invoke(app, ["score", str(coco), str(coco), "-t", "0.5"])
     assert result.exit_code == 2 and _squash("--threshold applies to mask files") in _squash(result.stderr)
+
+
+def test_nested_folders_pair_by_relative_path(tmp_path: Path, big: Path) -> None:
+    _write(big / "sub" / "d_gt.png", GT)
+    _write(big / "sub" / "d_mask.png", SMALL)
+    _write(big / "sub" / "deeper" / "a_gt.png", GT)
+    _write(big / "sub" / "deeper" / "a_seg.png", SHIFTED)
+    assert _ious(_json([str(big), str(big)])) == {"a": 1.0, "b": 360 / 440, "c": 360 / 440,
+                                                  "sub/d": 100 / 400, "sub/deeper/a": 360 / 440}
+    # A plain GT folder whose masks sit only in sub-folders, and a prediction folder mirroring it.
+    _write(tmp_path / "gt" / "s1" / "x.png", GT)
+    _write(tmp_path / "gt" / "s2" / "x.png", GT)
+    _write(tmp_path / "pred" / "s1" / "x.png", EXACT)
+    _write(tmp_path / "pred" / "s2" / "x.png", SMALL)
+    _write(tmp_path / "pred" / "x.png", SHIFTED)  # same stem, other folder: not a candidate
+    assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"s1/x": 1.0, "s2/x": 100 / 400}
+    _write(tmp_path / "gt" / "s3" / "y.png", GT)
+    result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
+    assert result.exit_code == 1 and _squash(result.stderr).endswith(":s3/y")
+
+
+def test_eval_outputs_score_the_same_from_the_files(tiny_weights: Path, tmp_path: Path) -> None:
+    data = tmp_path / "big"
+    for k, folder in enumerate((data, data, data / "sub")):
+        image, gt = synthetic_scene(96, 128, seed=k)
+        _write(folder / f"p{k}_im.png", image)
+        _write(folder / f"p{k}_seg.png", coarse_of(gt, 8))
+        _write(folder / f"p{k}_gt.png", gt)
+    out = tmp_path / "refined"
+    evaluated = runner.invoke(app, ["eval", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
+                                    "--ratios", "1", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads(evaluated.stdout)
+    scored = _json([str(out), str(data)])
+    assert summary["n"] == scored["n"] == 3
+    assert scored["iou"] == pytest.approx(summary["refined"]["iou"], abs=1e-12)
+    assert scored["mba"] == pytest.approx(summary["refined"]["mba"], abs=1e-12)
+
+
+def test_prediction_folder_inside_a_plain_gt_folder_is_not_ground_truth(tmp_path: Path) -> None:
+    _write(tmp_path / "gt" / "x.png", GT)
+    _write(tmp_path / "gt" / "pred" / "x.png", SHIFTED)
+    assert _ious(_json([str(tmp_path / "gt" / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440}
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
+    _write(tmp_path / "gt" / "x.png", GT)
+    _write(tmp_path / "gt" / "._x.png", GT)
+    _write(tmp_path / "gt" / ".ipynb_checkpoints" / "x-checkpoint.png", GT)
+    _write(tmp_path / "gt" / "sub" / ".cache" / "y.png", GT)
+    _write(tmp_path / "pred" / "x.png", SHIFTED)
+    assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440}
+
+
+def test_one_score_per_name_lossless_files_first_with_warnings(tmp_path: Path) -> None:
+    gt_png = _write(tmp_path / "gt" / "a.png", GT)
+    gt_bmp = _write(tmp_path / "gt" / "a.bmp", SMALL)
+    _write(tmp_path / "gt" / "b.png", GT)
+    _write(tmp_path / "pred" / "a.png", GT)
+    pred_png = _write(tmp_path / "pred" / "b.png", SHIFTED)
+    pred_jpg = _write(tmp_path / "pred" / "b.jpg", SMALL)
+    result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert _ious(json.loads(result.stdout)) == {"a": 1.0, "b": 360 / 440}
+    err = _squash(result.stderr)
+    assert err.count("warning:") == 2
+    for path in (gt_png, gt_bmp, pred_png, pred_jpg):
+        assert _squash(str(path)) in err
+
+
+def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
+    _write(tmp_path / "gt" / "shots [v2]" / "x.png", GT)
+    _write(tmp_path / "gt" / "y [bold].png", GT)
+    _write(tmp_path / "pred" / "shots [v2]" / "x.png", EXACT)
+    _write(tmp_path / "pred" / "y [bold].png", EXACT)
+    out = tmp_path / "out [red]" / "scores.csv"
+    out.parent.mkdir()
+    result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--csv", str(out)])
+    assert result.exit_code == 0, result.stderr
+    err = _squash(result.stderr)
+    assert "shots[v2]/x" in err and "y[bold]" in err and _squash(f"wrote {out}") in err

@@ -3,8 +3,9 @@ predictions with their ground truths for scoring."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from .imageio import IMAGE_SUFFIXES
 
@@ -20,69 +21,151 @@ class FilePair:
     gt: Path | None = None
 
 
-def _outside(path: Path, exclude: Path | None) -> bool:
-    """True when ``path`` does not lie under the (resolved) folder ``exclude``."""
-    return exclude is None or not path.resolve().is_relative_to(exclude)
-
-
-def _by_suffix(folder: Path, tag: str, exclude: Path | None = None) -> dict[Path, Path]:
-    """``{relative/stem-without-tag: path}`` for files named ``<name><tag>.<ext>`` below ``folder``."""
-    found: dict[Path, Path] = {}
-    for path in sorted(folder.rglob(f"*{tag}.*")):
-        if (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and path.stem.endswith(tag)
-                and _outside(path, exclude)):
-            key = path.relative_to(folder).with_name(path.stem[: -len(tag)])
-            found.setdefault(key, path)
-    return found
-
-
-def _by_stem(folder: Path, exclude: Path | None = None) -> dict[Path, Path]:
-    found: dict[Path, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and _outside(path, exclude):
-            found.setdefault(path.relative_to(folder).with_suffix(""), path)
-    return found
-
-
-def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
-    """Pairs under ``root`` and a list of problems (images without masks).
-
-    BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder, output
-    ``<name>_mask.png``. Otherwise ``root/images/**`` + ``root/masks/**`` by relative stem, output
-    ``<relative stem>.png``. Sub-folders are mirrored in the output. Files under ``exclude``
-    (the batch's own output folder, when it lies inside ``root``) are ignored, so reruns never
-    pair earlier outputs.
-    """
-    problems: list[str] = []
-    pairs: list[FilePair] = []
-    exclude = exclude.resolve() if exclude is not None else None
-    images = _by_suffix(root, "_im", exclude)
-    if images:
-        masks, gts = _by_suffix(root, "_seg", exclude), _by_suffix(root, "_gt", exclude)
-        for key, image in images.items():
-            if key not in masks:
-                problems.append(f"{image}: no matching {key.name}_seg.* mask")
-                continue
-            pairs.append(FilePair(str(key), image, masks[key], key.with_name(key.name + "_mask.png"), gts.get(key)))
-        return pairs, problems
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        images, masks = _by_stem(root / "images", exclude), _by_stem(root / "masks", exclude)
-        for key, image in images.items():
-            if key not in masks:
-                problems.append(f"{image}: no mask with the same stem under {root / 'masks'}")
-                continue
-            pairs.append(FilePair(str(key), image, masks[key], key.with_suffix(".png")))
-        return pairs, problems
-    raise FileNotFoundError(
-        f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) or images/ and masks/ folders"
-    )
-
-
+# Mask file extensions, in order of preference among files whose names differ only in extension:
+# lossless formats first, JPEG last (the rule batch and score share, see _preference).
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".jpeg")
 GT_SUFFIX = "_gt"
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
 MAX_LISTED = 20  # missing ground truths named in the error
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Pairing(Generic[T]):
+    """Pairs found in folders, with what could not be paired and what was left out on purpose."""
+
+    pairs: list[T]
+    problems: list[str] = field(default_factory=list)  # inputs without a partner: each one is a failure
+    notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
+
+
+def _preference(path: Path) -> tuple[int, str]:
+    """Sort key of files that share a name: the format's place in MASK_EXTENSIONS, then the file name."""
+    suffix = path.suffix.lower()
+    rank = MASK_EXTENSIONS.index(suffix) if suffix in MASK_EXTENSIONS else len(MASK_EXTENSIONS)
+    return rank, path.name
+
+
+def _duplicate_note(used: Path, ignored: Path) -> str:
+    """The warning for a file left out because another format of the same name is used."""
+    return f"{ignored} ignored: {used} has the same name and is used (format order: png, tif, bmp, webp, jpg)"
+
+
+def _is_hidden(relative: Path) -> bool:
+    """True when a file or one of its folders (relative to the folder searched) starts with a dot."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _outside(path: Path, exclude: Path | None) -> bool:
+    """True when ``path`` does not lie under the (resolved) folder ``exclude``."""
+    return exclude is None or not path.resolve().is_relative_to(exclude)
+
+
+def _by_suffix(folder: Path, tag: str) -> dict[Path, list[Path]]:
+    """``{relative/name: files}`` for the visible image files ``<name><tag>.<ext>`` below ``folder``."""
+    found: dict[Path, list[Path]] = {}
+    for path in sorted(folder.rglob(f"*{tag}.*")):
+        relative = path.relative_to(folder)
+        if (path.suffix.lower() in IMAGE_SUFFIXES and path.stem.endswith(tag) and len(path.stem) > len(tag)
+                and not _is_hidden(relative) and path.is_file()):
+            found.setdefault(relative.with_name(path.stem[: -len(tag)]), []).append(path)
+    return found
+
+
+def _by_stem(folder: Path) -> dict[Path, list[Path]]:
+    """``{relative/stem: files}`` for the visible image files below ``folder``."""
+    found: dict[Path, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(relative) and path.is_file():
+            found.setdefault(relative.with_suffix(""), []).append(path)
+    return found
+
+
+def _leave_out(found: dict[Path, list[Path]], exclude: Path | None) -> tuple[dict[Path, list[Path]], set[Path]]:
+    """``found`` without its files under ``exclude``, and the names whose files all lie there."""
+    kept: dict[Path, list[Path]] = {}
+    inside: set[Path] = set()
+    for key, files in found.items():
+        outside = [path for path in files if _outside(path, exclude)]
+        if outside:
+            kept[key] = outside
+        else:
+            inside.add(key)
+    return kept, inside
+
+
+def _pick(files: list[Path], notes: list[str]) -> Path:
+    """The file used among files of one name (see :func:`_preference`); a note for each one left out."""
+    used, *ignored = sorted(files, key=_preference)
+    notes.extend(_duplicate_note(used, path) for path in ignored)
+    return used
+
+
+def _excluded_note(count: int, output_dir: Path | None) -> list[str]:
+    """The warning for input pairs left out because they lie in the output folder (none for 0)."""
+    if not count:
+        return []
+    return [f"{count} input pair{'' if count == 1 else 's'} left out: inside the output folder {output_dir}"]
+
+
+def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
+    """Pairs under ``root``, the problems (images without masks: failures), and notes (warnings).
+
+    Layout: ``root/images/**`` + ``root/masks/**`` when both folders exist, paired by relative
+    name without the extension, output ``<relative name>.png``. Otherwise the BIG layout:
+    ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder, output
+    ``<name>_mask.png``. Sub-folders are mirrored in the output. Hidden files and folders are
+    skipped. Of files that share a name in several formats one is used (PNG, TIFF, BMP, WebP,
+    then JPEG), with a note; masks without an image are counted in a note. Files under
+    ``exclude`` (the batch's own output folder, when it lies inside ``root``) are left out, so
+    reruns never pair earlier outputs; a note counts the input pairs found there.
+    """
+    problems: list[str] = []
+    notes: list[str] = []
+    pairs: list[FilePair] = []
+    resolved = exclude.resolve() if exclude is not None else None
+    folders = (root / "images").is_dir() and (root / "masks").is_dir()
+    if folders:
+        images, images_inside = _leave_out(_by_stem(root / "images"), resolved)
+        masks, masks_inside = _leave_out(_by_stem(root / "masks"), resolved)
+        stray = [path for files in _leave_out(_by_suffix(root, "_im"), resolved)[0].values() for path in files
+                 if path.relative_to(root).parts[0] not in ("images", "masks")]
+        if stray:
+            notes.append(f"{len(stray)} *_im file(s) not paired, e.g. {stray[0]}: with images/ and masks/ "
+                         f"folders, only those are paired")
+    else:
+        images, images_inside = _leave_out(_by_suffix(root, "_im"), resolved)
+        if not images:
+            raise FileNotFoundError(f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) "
+                                    "or images/ and masks/ folders")
+        masks, masks_inside = _leave_out(_by_suffix(root, "_seg"), resolved)
+    gts = {} if folders else _leave_out(_by_suffix(root, GT_SUFFIX), resolved)[0]
+    for key, image_files in images.items():
+        image = _pick(image_files, notes)
+        if key not in masks:
+            problems.append(f"{image}: no mask with the same stem under {root / 'masks'}" if folders
+                            else f"{image}: no matching {key.name}_seg.* mask")
+            continue
+        mask = _pick(masks[key], notes)
+        gt = _pick(gts[key], notes) if key in gts else None
+        output = key.with_name(key.name + (".png" if folders else "_mask.png"))
+        pairs.append(FilePair(str(key), image, mask, output, gt))
+    orphans = [files[0] for key, files in masks.items() if key not in images]
+    if orphans:
+        notes.append(f"{len(orphans)} mask{'' if len(orphans) == 1 else 's'} without an image ignored, "
+                     f"e.g. {orphans[0]}")
+    left_out = sum(1 for key in images_inside if key in masks or key in masks_inside)
+    return Pairing(pairs, problems, notes + _excluded_note(left_out, exclude))
+
+
+def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
+    """Pairs under ``root`` and the problems (images without masks), as :func:`scan_pairs` finds them;
+    callers that show warnings use :func:`scan_pairs` for its notes."""
+    found = scan_pairs(root, exclude)
+    return found.pairs, found.problems
 
 
 @dataclass(frozen=True)
@@ -94,27 +177,42 @@ class ScorePair:
     gt: Path
 
 
-def _mask_files(folder: Path) -> list[Path]:
-    """Image files of a folder (not recursive, hidden files skipped), sorted by name."""
+def _mask_files(folder: Path, skip: Path | None = None) -> list[Path]:
+    """Mask files below ``folder`` (sub-folders included), sorted; hidden files and folders, and
+    anything under the folder ``skip``, left out."""
+    resolved = skip.resolve() if skip is not None else None
     return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MASK_EXTENSIONS
+        path for path in folder.rglob("*")
+        if path.suffix.lower() in MASK_EXTENSIONS and not _is_hidden(path.relative_to(folder)) and path.is_file()
+        and _outside(path, resolved)
     )
 
 
-def _base_name(gt: Path) -> str:
-    """``<name>_gt.png`` -> ``<name>``; any other file -> its stem."""
+def _nested_in(folder: Path, other: Path) -> Path | None:
+    """``folder`` when it lies strictly inside ``other`` (to leave it out when searching ``other``)."""
+    folder_resolved, other_resolved = folder.resolve(), other.resolve()
+    return folder if folder_resolved != other_resolved and folder_resolved.is_relative_to(other_resolved) else None
+
+
+def _base_name(gt: Path, folder: Path | None = None) -> str:
+    """``<name>_gt.png`` -> ``<name>``; any other file -> its stem; prefixed by its sub-folder of ``folder``."""
     stem = gt.stem
-    return stem[: -len(GT_SUFFIX)] if stem.endswith(GT_SUFFIX) and len(stem) > len(GT_SUFFIX) else stem
+    base = stem[: -len(GT_SUFFIX)] if stem.endswith(GT_SUFFIX) and len(stem) > len(GT_SUFFIX) else stem
+    return base if folder is None else (gt.parent.relative_to(folder) / base).as_posix()
 
 
-def _index(files: list[Path]) -> dict[str, Path]:
-    """Look-up by stem and by full name; for a stem shared by several extensions, PNG wins."""
+def _index(files: list[Path], folder: Path) -> tuple[dict[str, Path], dict[Path, list[Path]]]:
+    """Predictions by relative path without and with the extension, and for each file chosen for a
+    name, the other formats of that name it was chosen over (see :func:`_preference`)."""
     by_key: dict[str, Path] = {}
-    for path in sorted(files, key=lambda p: (MASK_EXTENSIONS.index(p.suffix.lower()), p.name)):
-        by_key.setdefault(path.stem, path)
-        by_key.setdefault(path.name, path)
-    return by_key
+    shadowed: dict[Path, list[Path]] = {}
+    for path in sorted(files, key=_preference):
+        relative = path.relative_to(folder)
+        used = by_key.setdefault(relative.with_suffix("").as_posix(), path)
+        if used != path and used.with_suffix("") == path.with_suffix(""):
+            shadowed.setdefault(used, []).append(path)
+        by_key.setdefault(relative.as_posix(), path)
+    return by_key, shadowed
 
 
 def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...]) -> Path | None:
@@ -126,12 +224,15 @@ def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tupl
     return None
 
 
-def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> list[ScorePair]:
-    """Pair predictions with ground truths.
+def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pairing[ScorePair]:
+    """Pair predictions with ground truths; notes (warnings) name the files left out.
 
     GT folder: if it holds ``*_gt`` files (BIG layout) only those are ground truths, otherwise every
-    mask file is. A ground truth ``<name>[_gt]`` is paired with ``<name>_mask``, ``<name>`` or
-    ``<name>_seg`` in PRED (first found), or only ``<name><pred_suffix>`` when given.
+    mask file is. Sub-folders are searched, and a ground truth is paired with the prediction at the
+    same relative path: ``<name>[_gt]`` with ``<name>_mask``, ``<name>`` or ``<name>_seg`` (first
+    found), or only ``<name><pred_suffix>`` when given. Hidden files and folders are skipped, and
+    so is one folder lying inside the other. Where a name exists in several formats, one file is
+    used (PNG, TIFF, BMP, WebP, then JPEG) and each ground-truth name is scored once.
     Raises FileNotFoundError listing the ground truths that have no prediction, and ValueError
     when the two arguments cannot be paired at all (a folder of ground truths with one file).
     """
@@ -140,18 +241,21 @@ def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> li
         raise FileNotFoundError(f"ground truth not found: {gt}")
     if not pred.exists():
         raise FileNotFoundError(f"prediction not found: {pred}")
+    notes: list[str] = []
     if gt.is_file():
         if pred.is_file():
-            return [ScorePair(_base_name(gt), pred, gt)]
-        found = _find_prediction(_base_name(gt), gt, _index(_mask_files(pred)), suffixes)
+            return Pairing([ScorePair(_base_name(gt), pred, gt)])
+        index, shadowed = _index(_mask_files(pred), pred)
+        found = _find_prediction(_base_name(gt), gt, index, suffixes)
         if found is None:
             raise FileNotFoundError(f"no prediction for {gt.name} in {pred} "
                                     f"(tried {', '.join(_base_name(gt) + s for s in suffixes)})")
-        return [ScorePair(_base_name(gt), found, gt)]
+        notes.extend(_duplicate_note(found, path) for path in shadowed.get(found, []))
+        return Pairing([ScorePair(_base_name(gt), found, gt)], notes=notes)
     if pred.is_file():
         raise ValueError("GT is a folder, so PRED must be a folder too")
 
-    gt_files = _mask_files(gt)
+    gt_files = _mask_files(gt, skip=_nested_in(pred, gt))
     big_layout = [p for p in gt_files if p.stem.endswith(GT_SUFFIX)]
     if big_layout:
         gt_files = big_layout
@@ -159,23 +263,33 @@ def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> li
         raise ValueError(f"PRED and GT are the same folder but {gt} has no *{GT_SUFFIX} files")
     if not gt_files:
         raise FileNotFoundError(f"no ground-truth masks in {gt}")
-
-    index = _index(_mask_files(pred))
-    pairs, missing = [], []
+    by_name: dict[str, list[Path]] = {}
     for gt_file in gt_files:
-        name = _base_name(gt_file)
+        by_name.setdefault(_base_name(gt_file, gt), []).append(gt_file)
+
+    index, shadowed = _index(_mask_files(pred, skip=_nested_in(gt, pred)), pred)
+    pairs, missing = [], []
+    for name, files in by_name.items():
+        gt_file, *ignored = sorted(files, key=_preference)
+        notes.extend(_duplicate_note(gt_file, path) for path in ignored)
         found = _find_prediction(name, gt_file, index, suffixes)
         if found is None:
             missing.append(name)
-        else:
-            pairs.append(ScorePair(name, found, gt_file))
+            continue
+        notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
+        pairs.append(ScorePair(name, found, gt_file))
     if missing:
         listed = ", ".join(missing[:MAX_LISTED]) + (f", ... ({len(missing) - MAX_LISTED} more)"
                                                    if len(missing) > MAX_LISTED else "")
         tried = " / ".join(f"<name>{s}" for s in suffixes)
-        raise FileNotFoundError(f"{len(missing)} of {len(gt_files)} ground truths have no prediction "
+        raise FileNotFoundError(f"{len(missing)} of {len(by_name)} ground truths have no prediction "
                                 f"({tried}) in {pred}: {listed}")
-    return pairs
+    return Pairing(pairs, notes=notes)
+
+
+def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> list[ScorePair]:
+    """The pairs of :func:`scan_predictions` (its notes dropped)."""
+    return scan_predictions(pred, gt, pred_suffix).pairs
 
 
 def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:

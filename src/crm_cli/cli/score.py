@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonOpt, console, emit_json, fail, percent, threshold_option, user_errors
+from .common import JsonOpt, console, emit_json, fail, percent, say, threshold_option, user_errors, warn
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +30,7 @@ def _read_values(path: Path, threshold: float | None = None) -> np.ndarray:
 
 def _print_table(scores: DatasetScore) -> None:
     """Per-image rows, then the dataset row, on stderr."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="IoU and mBA (%)", title_justify="left")
@@ -37,7 +38,7 @@ def _print_table(scores: DatasetScore) -> None:
     table.add_column("IoU", justify="right")
     table.add_column("mBA", justify="right")
     for index, image in enumerate(scores.images):
-        table.add_row(image.name, percent(image.iou), percent(image.mba),
+        table.add_row(escape(image.name), percent(image.iou), percent(image.mba),
                       end_section=index == len(scores.images) - 1)
     label = f"dataset (n={len(scores.images)}"
     if scores.no_boundary:
@@ -107,13 +108,15 @@ def score(
         if coco_files and threshold is not None:
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
         try:
-            from ..pairing import pair_predictions  # lazily: it loads OpenCV, and --help must not
+            from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
 
-            pairs = [] if coco_files else pair_predictions(pred, gt, pred_suffix)
+            pairing = Pairing([]) if coco_files else scan_predictions(pred, gt, pred_suffix)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        for note in pairing.notes:
+            warn(note)
         scores = _score_coco(pred, gt) if coco_files else DatasetScore()
-        for pair in track(pairs, description="scoring", console=console, transient=True,
+        for pair in track(pairing.pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
             pred_values = _read_values(pair.pred, threshold)
             gt_values = _read_values(pair.gt)
@@ -124,7 +127,7 @@ def score(
         _print_table(scores)
         if csv_path is not None:
             _write_csv(csv_path, scores)
-            console.print(f"wrote {csv_path}", highlight=False)
+            say(f"wrote {csv_path}")
     if json_out:
         emit_json({**scores.to_dict(), "threshold": threshold})
 
