@@ -175,9 +175,21 @@ def test_16bit_file_of_8bit_values_is_read_on_the_8bit_scale(tmp_path: Path) -> 
                      "(255 = foreground)"]
 
 
-def test_16bit_mask_with_other_maxima_stays_on_the_16bit_scale(tmp_path: Path) -> None:
-    # Only a largest value of exactly 255 means 8-bit values; 254 or 256 are 16-bit levels.
-    for top in (254, 256, 65535):
+def test_16bit_file_of_8bit_values_below_255_is_read_on_the_8bit_scale(tmp_path: Path) -> None:
+    # An 8-bit mask scaled to 250 (or 2) and saved as uint16: read / 65535 it was all background.
+    Image.fromarray(np.full((1, 2, 3), 90, np.uint8)).save(tmp_path / "im.png")
+    for top in (2, 128, 250, 254):
+        values = np.array([[0, top]], np.uint16)
+        cv2.imwrite(str(tmp_path / "m.png"), values)
+        assert read_mask(tmp_path / "m.png").probability()[0, 1] == pytest.approx(top / 255.0, abs=1e-7)
+        assert binarize(values).tolist() == [[False, top > 128]]
+        note = f"{tmp_path / 'm.png'}: a 16-bit mask whose largest value is {top}, read as 8-bit values"
+        assert read_pair(tmp_path / "im.png", tmp_path / "m.png")[2] == [f"{note} (255 = foreground)"]
+
+
+def test_16bit_mask_with_maxima_from_256_stays_on_the_16bit_scale(tmp_path: Path) -> None:
+    # 256 and up are 16-bit levels (a faint 16-bit soft mask); 1 is a 0/1 mask.
+    for top in (256, 1000, 65535):
         values = np.array([[0, top]], np.uint16)
         cv2.imwrite(str(tmp_path / "m.png"), values)
         assert read_mask(tmp_path / "m.png").probability()[0, 1] == pytest.approx(top / 65535.0, abs=1e-7)
@@ -248,16 +260,29 @@ def test_opaque_rgba_uses_colour_not_constant_alpha(tmp_path: Path) -> None:
     assert not mask.values.any()
 
 
-def test_rgb_colour_mask_uses_luminance(tmp_path: Path) -> None:
-    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]], np.uint8)
+def test_rgb_colour_mask_uses_its_brightest_channel(tmp_path: Path) -> None:
+    # By luminance pure red read 76 (0.30) and pure blue 29 (0.11): a red or blue object on black
+    # was all background.
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0], [40, 200, 90]]], np.uint8)
     Image.fromarray(rgb).save(tmp_path / "c.png")
 
     mask = read_mask(tmp_path / "c.png")
 
     assert mask.kind == "rgb"
     assert mask.values.dtype == np.uint8
-    # 0.299 / 0.587 / 0.114 weights, rounded.
-    assert mask.values.tolist() == [[76, 150, 29, 255]]
+    assert mask.values.tolist() == [[255, 255, 255, 255, 0, 200]]
+
+
+def test_16bit_colour_mask_uses_its_brightest_channel(tmp_path: Path) -> None:
+    rgb = np.zeros((1, 3, 3), np.uint16)
+    rgb[0, 1] = (65535, 0, 0)
+    rgb[0, 2] = (0, 0, 32896)
+    cv2.imwrite(str(tmp_path / "c16.png"), rgb[..., ::-1])
+
+    mask = read_mask(tmp_path / "c16.png")
+
+    assert mask.kind == "rgb"
+    assert mask.values.tolist() == [[0, 255, 128]]
 
 
 def test_rgba_photo_cutout_uses_its_alpha(tmp_path: Path) -> None:
@@ -270,14 +295,14 @@ def test_rgba_photo_cutout_uses_its_alpha(tmp_path: Path) -> None:
     assert mask.values.tolist() == [[0, 255, 128]]
 
 
-def test_opaque_rgba_with_varying_colour_uses_luminance(tmp_path: Path) -> None:
-    rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 255]]], np.uint8)
+def test_opaque_rgba_with_varying_colour_uses_its_brightest_channel(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 0, 255], [10, 20, 99, 255]]], np.uint8)
     Image.fromarray(rgba).save(tmp_path / "c.png")
 
     mask = read_mask(tmp_path / "c.png")
 
     assert mask.kind == "rgb"
-    assert mask.values.tolist() == [[76, 150]]
+    assert mask.values.tolist() == [[255, 255, 0, 99]]
 
 
 def test_gray_saved_as_rgb_uses_one_channel(tmp_path: Path) -> None:
@@ -300,6 +325,32 @@ def test_la_mask_with_constant_luminance_uses_alpha(tmp_path: Path) -> None:
 
     assert mask.kind == "alpha"
     assert mask.values.tolist() == [[0, 100], [200, 255]]
+
+
+def test_la_cutout_uses_its_alpha_whatever_the_grey(tmp_path: Path) -> None:
+    # A grey photo cut out as LA: the shape is in the alpha, as for an RGBA cut-out. Before, the
+    # grey channel (the photo) was read as the mask.
+    la = np.zeros((2, 3, 2), np.uint8)
+    la[..., 0] = [[40, 220, 90], [220, 40, 90]]
+    la[..., 1] = [[0, 255, 255], [255, 0, 128]]
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+
+    mask = read_mask(tmp_path / "la.png")
+
+    assert mask.kind == "alpha"
+    assert mask.values.tolist() == la[..., 1].tolist()
+
+
+def test_opaque_la_uses_its_grey(tmp_path: Path) -> None:
+    la = np.zeros((1, 3, 2), np.uint8)
+    la[..., 0] = [[0, 128, 255]]
+    la[..., 1] = 255
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+
+    mask = read_mask(tmp_path / "la.png")
+
+    assert mask.kind == "gray8"
+    assert mask.values.tolist() == [[0, 128, 255]]
 
 
 def test_16bit_rgb_gray_mask_stays_16bit(tmp_path: Path) -> None:

@@ -84,11 +84,14 @@ def test_threshold_16bit_scaled_exactly() -> None:
 
 
 def test_threshold_16bit_holding_8bit_values() -> None:
-    # A largest value of exactly 255 marks 8-bit values in a 16-bit array: > 128 as on 8-bit.
+    # A largest value of 2..255 marks 8-bit values in a 16-bit array: > 128 as on 8-bit.
     assert binarize(np.array([0, 128, 129, 255], np.uint16)).tolist() == [False, False, True, True]
-    assert binarize(np.array([0, 128, 129, 254], np.uint16)).tolist() == [False, False, False, False]
+    assert binarize(np.array([0, 128, 129, 254], np.uint16)).tolist() == [False, False, True, True]
     assert mask_to_float(np.array([0, 51, 255], np.uint16)).tolist() == pytest.approx([0.0, 0.2, 1.0])
-    assert mask_to_float(np.array([0, 51, 254], np.uint16)).tolist() == pytest.approx([0.0, 51 / 65535, 254 / 65535])
+    assert mask_to_float(np.array([0, 51, 250], np.uint16)).tolist() == pytest.approx([0.0, 0.2, 250 / 255])
+    # From 256 up the values are 16-bit levels.
+    assert binarize(np.array([0, 129, 256], np.uint16)).tolist() == [False, False, False]
+    assert mask_to_float(np.array([0, 51, 256], np.uint16)).tolist() == pytest.approx([0.0, 51 / 65535, 256 / 65535])
 
 
 def test_mask_to_float_copies_only_what_needs_converting() -> None:

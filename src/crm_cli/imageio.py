@@ -9,7 +9,9 @@ writing files is writing.py's.
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import struct
 import sys
 import warnings
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -77,13 +80,40 @@ def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, 
         data = bytes(source)
     else:
         label = name or str(source)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise _file_error(label, exc) from None
+        data = _pipe_bytes(source, label)
+        if data is None:
+            try:
+                data = Path(source).read_bytes()
+            except OSError as exc:
+                raise _file_error(label, exc) from None
     if not data:
         raise ImageReadError(f"{label}: empty file")
     return data, label
+
+
+# A pipe given as a path (`<(cat mask.png)`, a FIFO, /dev/stdin fed by a pipe) can be read only
+# once, but every input is probed before it is decoded: its bytes are kept here after the first
+# read, by path and inode (so a new pipe behind a reused /dev/fd/N name is read afresh).
+_PIPE_BYTES: dict[tuple[str, int, int], bytes] = {}
+
+
+def _pipe_bytes(path: str | Path, label: str) -> bytes | None:
+    """All bytes of ``path`` when it is a pipe or FIFO (read once, then kept for every later read
+    of the same path); None for a regular file or anything else."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # the ordinary open reports it
+    if not stat.S_ISFIFO(info.st_mode):
+        return None
+    key = (os.fspath(path), info.st_dev, info.st_ino)
+    if key not in _PIPE_BYTES:
+        try:
+            with open(path, "rb") as handle:
+                _PIPE_BYTES[key] = handle.read()
+        except OSError as exc:
+            raise _file_error(label, exc) from None
+    return _PIPE_BYTES[key]
 
 
 def _is_16bit_colour(image: Image.Image) -> bool:
@@ -96,14 +126,58 @@ def _is_16bit_colour(image: Image.Image) -> bool:
     return any(isinstance(part, str) and ";16" in part for part in parts)
 
 
-def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1..8) of an opened image; 1 when absent or unreadable."""
+def _orientation(image: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or unreadable.
+
+    With ``header_only`` no pixel is decoded: the base class's getexif reads only what the header
+    gave (EXIF, text chunks, XMP), whereas a PNG's own getexif decodes the whole image to reach the
+    chunks after the image data.
+    """
+    getexif = Image.Image.getexif if header_only else type(image).getexif
     try:
-        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+        value = getexif(image).get(_EXIF_ORIENTATION, 1)
     except Exception:
         # A broken EXIF block must not make otherwise readable pixels unreadable.
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_late_exif(stream: BinaryIO) -> tuple[bytes | None, bool]:
+    """Walk a PNG's chunk headers (skipping their data, so no pixel is decoded) for an eXIf chunk,
+    which may follow the image data. Returns (its payload or None, whether a text chunk, which can
+    also carry an orientation, follows the image data)."""
+    stream.seek(8)  # past the PNG signature
+    seen_image_data = text_after_image = False
+    while len(header := stream.read(8)) == 8:
+        length, chunk_type = struct.unpack(">I4s", header)
+        if chunk_type == b"eXIf":
+            payload = stream.read(length)
+            return (payload if len(payload) == length else None), text_after_image
+        if chunk_type == b"IEND":
+            break
+        seen_image_data |= chunk_type == b"IDAT"
+        text_after_image |= seen_image_data and chunk_type in _PNG_TEXT_CHUNKS
+        stream.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
+    return None, text_after_image
+
+
+def _header_orientation(image: Image.Image, stream: BinaryIO) -> int:
+    """:func:`_orientation` of an image opened (not loaded) from ``stream``, decoding no pixel of a
+    PNG unless a text chunk follows its image data (rare; Pillow then decodes it to read them)."""
+    if image.format != "PNG" or "exif" in image.info:
+        return _orientation(image, header_only=True)
+    try:
+        payload, text_after_image = _png_late_exif(stream)
+    except (OSError, ValueError, struct.error):
+        return 1
+    if payload is not None:
+        image.info["exif"] = b"Exif\x00\x00" + payload  # as Pillow's decoder records an eXIf chunk
+    elif text_after_image:
+        return _orientation(image)
+    return _orientation(image, header_only=True)
 
 
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -167,15 +241,58 @@ def _open(data: bytes, label: str) -> Image.Image:
     return opened
 
 
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
+    """(channels, bits per sample, TIFF SampleFormat) of the first image of a TIFF, read from its
+    tags; None when ``stream`` holds no readable TIFF directory."""
+    from PIL import TiffImagePlugin
+
+    def first(value: int | tuple[int, ...]) -> int:
+        return int(value[0]) if isinstance(value, tuple) else int(value)
+
+    try:
+        stream.seek(0)
+        header = stream.read(8)
+        if header[:4] not in (b"II*\x00", b"MM\x00*"):
+            return None
+        tags = TiffImagePlugin.ImageFileDirectory_v2(header)
+        stream.seek(tags.next)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about a corrupt directory; None says it
+            tags.load(stream)
+        if 256 not in tags or 258 not in tags:  # no width or bits per sample: not a usable directory
+            return None
+        return first(tags.get(277, 1)), first(tags[258]), first(tags.get(339, 1))
+    except Exception:
+        return None
+
+
+def _unrecognised_error(label: str, stream: BinaryIO | None) -> ImageReadError:
+    """The error for a file Pillow cannot identify; for a TIFF it names the sample layout it holds."""
+    layout = _tiff_layout(stream) if stream is not None else None
+    if layout is None:
+        return ImageReadError(f"{label}: not a recognised image file")
+    channels, bits, sample_format = layout
+    kind = _TIFF_SAMPLE_FORMATS.get(sample_format, f"sample format {sample_format}")
+    message = (f"{label}: this TIFF's sample format ({channels} channel{'s' if channels != 1 else ''} of "
+               f"{bits}-bit {kind}) is not supported")
+    if sample_format == 3:
+        message += "; a floating-point mask must be a 32-bit single-channel TIFF"
+    return ImageReadError(message)
+
+
 @contextmanager
-def _decode_errors(label: str, what: str) -> Iterator[None]:
-    """Pillow's many failure types as one ImageReadError naming the file (``what`` failed to decode)."""
+def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Iterator[None]:
+    """Pillow's many failure types as one ImageReadError naming the file (``what`` failed to decode;
+    ``stream``, the file's bytes, lets an unidentified TIFF be described)."""
     try:
         yield
     except ImageReadError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageReadError(f"{label}: not a recognised image file") from None
+        raise _unrecognised_error(label, stream) from None
     except Image.DecompressionBombError as exc:
         raise _bomb_error(label, exc) from None
     except _DECODE_ERRORS as exc:
@@ -189,7 +306,7 @@ def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image |
     orientation still to be applied, and the file label for messages.
     """
     data, label = _source_bytes(source, name)
-    with _decode_errors(label, "image"):
+    with _decode_errors(label, "image", io.BytesIO(data)):
         # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
         opened = _open(data, label)
         wide_colour = _is_16bit_colour(opened)
@@ -213,6 +330,8 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
         data, label = _source_bytes(source, name)
         return _probe(io.BytesIO(data), label)
     label = name or str(source)
+    if (piped := _pipe_bytes(source, label)) is not None:
+        return probe_image(piped, label)
     try:
         with open(source, "rb") as handle:
             if not handle.read(1):
@@ -225,14 +344,14 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
         raise _file_error(label, exc) from None
 
 
-def _probe(stream: io.BufferedIOBase, label: str) -> ImageHeader:
-    with _decode_errors(label, "image header"):
+def _probe(stream: BinaryIO, label: str) -> ImageHeader:
+    with _decode_errors(label, "image header", stream):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = opened.size
-        orientation = _orientation(opened)
+        orientation = _header_orientation(opened, stream)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         return ImageHeader(width, height, opened.mode, opened.format or "", orientation)
@@ -287,17 +406,62 @@ def _is_constant(array: np.ndarray) -> bool:
 
 
 def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
-    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / luminance rules."""
+    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / brightest-channel rules."""
     wide = rgb.dtype == np.uint16
     # A cut-out (crm's own -k cutout, or a photo cut-out) carries the shape in its alpha channel.
     # A constant alpha carries no shape (e.g. an opaque black mask), so then the colour decides.
     if alpha is not None and not _is_constant(alpha):
         return MaskData(alpha, "gray16") if wide else MaskData(alpha, "alpha")
-    red = rgb[..., 0]
-    if (red == rgb[..., 1]).all() and (red == rgb[..., 2]).all():
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if (red == green).all() and (red == blue).all():
         return MaskData(np.ascontiguousarray(red), "gray16" if wide else "gray8")
-    luma = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    return MaskData(_to_uint8(luma) if wide else luma, "rgb")
+    # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
+    # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
+    brightest = np.maximum(np.maximum(red, green), blue)
+    return MaskData(_to_uint8(brightest) if wide else brightest, "rgb")
+
+
+def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
+    """The mask of a palette image from its indices and its palette (as stored, 3 values per entry).
+
+    - Every used entry grey (R = G = B): the colours are an 8-bit grey mask (a quantised black and
+      white or soft mask), unless each colour equals its index, which reads the same as indices.
+    - Otherwise the indices are label ids (VOC style), except that exactly two used entries, one
+      black, are a binary mask whose non-black entry is the object, whatever its index.
+    Entries missing from a short palette have no colour, so their indices are ids.
+    """
+    full_palette = (palette + [0] * 768)[:768]
+    by_index = MaskData(np.ascontiguousarray(indices), "palette", full_palette)
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    if int(used[-1]) >= len(palette) // 3:
+        return by_index
+    colours = np.array(full_palette, np.uint8).reshape(256, 3)
+    used_colours = colours[used]
+    if (used_colours == used_colours[:, :1]).all():
+        if (used_colours[:, 0] == used).all():
+            return by_index
+        return MaskData(colours[:, 0][indices], "gray8")
+    black = ~used_colours.any(axis=1)
+    if used.size == 2 and black.any() and int(used[black][0]) != 0:
+        # The black entry has a non-zero index, so index != 0 would make it the object: renumber
+        # as 0 = black, 1 = the object, keeping its colour for a label-map output.
+        foreground = int(used[~black][0])
+        binary = (indices == foreground).astype(np.uint8)
+        return MaskData(binary, "palette", [0, 0, 0, *colours[foreground].tolist()] + [0] * 762)
+    return by_index
+
+
+def _integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
+    """uint16 values of a 16- or 32-bit integer mask (Pillow modes I;16* and I). 32-bit values must
+    fit 0..65535, so that the 8- and 16-bit scales of :func:`masks.uint16_full_scale` apply."""
+    values = np.asarray(decoded)
+    if values.dtype == np.uint16:
+        return values
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise ImageReadError(f"{label}: an integer mask must hold values from 0 to 255 (8-bit scale) or "
+                             f"65535 (16-bit scale); its values run from {low} to {high}")
+    return values.astype(np.uint16)
 
 
 # Float masks from other tools may overshoot [0, 1] by rounding; more than this is another scale.
@@ -329,18 +493,17 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
     if mode == "L":
         return MaskData(np.asarray(decoded), "gray8")
     if mode.startswith("I;16") or mode == "I":
-        return MaskData(_wide_int_to_uint16(decoded), "gray16")
+        return MaskData(_integer_mask(decoded, label), "gray16")
     if mode in ("P", "PA"):
         indices = np.asarray(decoded)
         if indices.ndim == 3:
             indices = indices[..., 0]
-        palette = list(decoded.getpalette("RGB") or [])
-        palette = (palette + [0] * 768)[:768]
-        return MaskData(np.ascontiguousarray(indices), "palette", palette)
+        return _palette_mask(indices, list(decoded.getpalette("RGB") or []))
     if mode in ("LA", "La"):
+        # The RGBA rule: a cut-out's shape is in its alpha whenever that varies.
         gray_alpha = np.asarray(decoded.convert("LA"))
         gray, alpha = gray_alpha[..., 0], gray_alpha[..., 1]
-        if _is_constant(gray) and not _is_constant(alpha):
+        if not _is_constant(alpha):
             return MaskData(np.ascontiguousarray(alpha), "alpha")
         return MaskData(np.ascontiguousarray(gray), "gray8")
     if mode == "F":
@@ -355,9 +518,11 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
 def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     """Read a mask file (or encoded bytes) keeping its raw values, upright by EXIF orientation.
 
-    16-bit files stay uint16, floating-point files (32-bit TIFF probability maps) stay float32 and
-    must lie in [0, 1], palette files keep indices and palette, RGBA cut-outs with a uniform
-    colour use alpha, colour masks use luminance (one channel when R == G == B).
+    16- and 32-bit integer files become uint16 (32-bit values must fit 0..65535), floating-point
+    files (32-bit TIFF probability maps) stay float32 and must lie in [0, 1], palette files keep
+    indices and palette unless their colours are grey or a binary colour mask
+    (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, and colour masks
+    use their brightest channel (one channel when R == G == B).
     """
     decoded, orientation, label = _decode(source, name)
     mask = _mask_data(decoded, label)

@@ -1,7 +1,7 @@
 """What a mask means: ``MaskData`` and every mask rule, in one place (NumPy + OpenCV, no torch).
 
 - a 0/1 integer mask is binary (:func:`is_zero_one`);
-- a 16-bit mask whose largest value is 255 holds 8-bit values (:func:`uint16_full_scale`);
+- a 16-bit mask whose largest value is 2..255 holds 8-bit values (:func:`uint16_full_scale`);
 - any mask as a float probability (:func:`mask_to_float`) and as the evaluation's boolean
   foreground (:func:`binarize`, > 128 on the 8-bit scale);
 - the checks of an RGB image and of a mask's size against its image;
@@ -14,6 +14,7 @@ Decoding files into ``MaskData`` is imageio's job; this module never touches a f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,9 +37,32 @@ def is_zero_one(values: np.ndarray) -> bool:
 
 def uint16_full_scale(values: np.ndarray) -> int:
     """The value of certain foreground in a uint16 mask: 65535, or 255 when the largest value is
-    exactly 255 (an 8-bit mask saved in a 16-bit file, a common pipeline slip; read as 16-bit it
-    would be all background)."""
-    return 255 if values.size > 0 and int(values.max()) == 255 else 65535
+    2..255 (an 8-bit mask saved in a 16-bit file, a common pipeline slip; read as 16-bit it would
+    be all background). A largest value of 1 is a 0/1 mask (:func:`is_zero_one`); 256 or more
+    keeps the 16-bit scale."""
+    if values.size == 0:
+        return 65535
+    return 255 if 1 < int(values.max()) <= 255 else 65535
+
+
+def scale_note(mask: MaskData, mask_name: str) -> str | None:
+    """The warning for a 16-bit mask read on the 8-bit scale (:func:`uint16_full_scale`), or None.
+    A label map's small ids are ids, not levels, so it gets none."""
+    if mask.kind != "gray16" or uint16_full_scale(mask.values) != 255 or mask.is_label_map():
+        return None
+    return (f"{mask_name}: a 16-bit mask whose largest value is {int(mask.values.max())}, read as 8-bit "
+            "values (255 = foreground)")
+
+
+def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
+    """The warning for a coarse mask that is not empty but has no pixel above 0.5, so that refining
+    finds no foreground and gives an empty mask (e.g. a faint soft mask), or None."""
+    top = float(probability.max()) if probability.size else 0.0
+    if not 0.0 < top <= 0.5:
+        return None
+    # Rounded down, so that 0.499 does not show as 0.50.
+    shown = f"{math.floor(top * 100) / 100:.2f}" if top >= 0.01 else f"{top:.1g}"
+    return f"{mask_name}: no pixel of the mask is above 0.5 (its largest value is {shown}), so nothing is foreground"
 
 
 def mask_to_float(mask: np.ndarray) -> np.ndarray:

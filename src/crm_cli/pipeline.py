@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MODES
 from .imageio import apply_orientation, read_image_oriented, read_mask
-from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, uint16_full_scale
+from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, scale_note, weak_mask_note
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -112,8 +112,8 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
     mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
     if resized:
         notes.append(f"{mask_name}: upsampled to the image size {image_hw[1]}x{image_hw[0]}")
-    if mask.kind == "gray16" and uint16_full_scale(mask.values) == 255:
-        notes.append(f"{mask_name}: a 16-bit mask whose largest value is 255, read as 8-bit values (255 = foreground)")
+    if (note := scale_note(mask, mask_name)) is not None:
+        notes.append(note)
     return mask, notes
 
 
@@ -157,6 +157,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                           runs=[StageRun.of(d) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
+    if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
+        notes.append(note)
     detail = refiner.refine_detailed(image, coarse, preset=preset)
     seconds = time.perf_counter() - start
     output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)

@@ -24,8 +24,8 @@ def check_output_name(output: Path, output_kind: str = "soft") -> str:
 
 
 def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> None:
-    """Refuse, before the model loads, a label map that ``output``'s format cannot hold (a palette
-    or 16-bit label map as WebP): the ValueError writing it after refining would raise."""
+    """Refuse (exit 2, a usage error), before the model loads, a label map that ``output``'s format
+    cannot hold (a palette or 16-bit label map as WebP), which writing it after refining would refuse."""
     from ..writing import image_mode, output_format, webp_refusal
 
     if mode == "binary" or output_format(output) != "WEBP":
@@ -36,9 +36,10 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
     mask_data = read_mask(mask, name=mask_name)
     if choose_mode(mask_data, mode, mask_name) != "labels":
         return
-    # A refined label map keeps the mask's palette and dtype (pipeline.refine_files).
+    # A refined label map keeps the mask's palette and dtype (pipeline.refine_files). Like a lossy
+    # extension, an output name that cannot hold the output is a usage error.
     if (refusal := webp_refusal(image_mode(mask_data.values, mask_data.palette))) is not None:
-        raise ValueError(f"{output}: {refusal}")
+        raise fail(f"{output}: {refusal}", code=2)
 
 
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
@@ -166,6 +167,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     (label maps keep their ids and palette). No model is needed."""
     import time
 
+    from ..masks import weak_mask_note
     from ..outputs import render_output
     from ..pipeline import PairResult, choose_mode, read_pair
 
@@ -176,6 +178,8 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
         output, palette, probability = mask_data.values, mask_data.palette, None
     else:
         probability = mask_data.probability()
+        if (note := weak_mask_note(probability, mask_name)) is not None:
+            notes.append(note)
         output = render_output(output_kind, probability, image=rgb, coarse=probability, threshold=threshold)
         palette = None
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
