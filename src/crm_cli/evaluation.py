@@ -29,6 +29,8 @@ from .pairing import FilePair
 from .presets import Preset
 
 SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
+# What one bad pair can raise while it is read, refined, scored or written (as crm batch catches).
+PAIR_ERRORS = (OSError, ValueError, RuntimeError, MemoryError)
 
 
 @dataclass
@@ -47,21 +49,38 @@ class Sample:
     notes: list[str] = field(default_factory=list)
 
 
-def folder_samples(pairs: Iterable[FilePair]) -> Iterator[Sample]:
-    """Samples of pairs with their own coarse mask and a GT (the BIG layout), read lazily."""
+def folder_samples(pairs: Iterable[FilePair],
+                   on_error: Callable[[str, Exception], None] | None = None) -> Iterator[Sample]:
+    """Samples of pairs with their own coarse mask and a GT (the BIG layout), read lazily.
+
+    A pair that cannot be read raises, or with ``on_error`` is passed to it (name, error) and left
+    out, and the next pair comes.
+    """
+    for pair in pairs:
+        try:
+            sample = _folder_sample(pair)
+        except PAIR_ERRORS as exc:
+            if on_error is None:
+                raise
+            on_error(pair.name, exc)
+            continue
+        yield sample
+
+
+def _folder_sample(pair: FilePair) -> Sample:
+    """One pair of :func:`folder_samples`, read now."""
     from .imageio import read_image_oriented, read_mask
     from .pipeline import fit_mask_to_image
 
-    for pair in pairs:
-        if pair.gt is None:
-            raise ValueError(f"{pair.image}: no ground truth to score against")
-        image, orientation = read_image_oriented(pair.image)
-        fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
-                      image_name=str(pair.image))
-        coarse, notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
-        gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
-        notes += gt_notes
-        yield Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
+    if pair.gt is None:
+        raise ValueError(f"{pair.image}: no ground truth to score against")
+    image, orientation = read_image_oriented(pair.image)
+    fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
+                  image_name=str(pair.image))
+    coarse, notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
+    gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
+    notes += gt_notes
+    return Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
 
 
 @dataclass
@@ -88,7 +107,8 @@ class Evaluation:
 
 def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | None = None, *,
              ratios: Sequence[float] | None = None, per_stage: bool = False, threshold: float | None = None,
-             on_sample: Callable[[Sample, np.ndarray], None] | None = None) -> Evaluation:
+             on_sample: Callable[[Sample, np.ndarray], None] | None = None,
+             on_error: Callable[[str, Exception], None] | None = None) -> Evaluation:
     """Refine every sample with ``refiner`` (an ``engine.Refiner``) and score coarse and refined.
 
     Args:
@@ -98,19 +118,35 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
             by default the 8-bit soft mask is scored, with the evaluation's > 128 rule.
         on_sample: called with each sample and its refined uint8 mask, soft or binarised as scored
             (to write it, or to advance a progress bar).
+        on_error: called with a sample's name and the error when refining, scoring or ``on_sample``
+            fails for it (PAIR_ERRORS); that sample is then left out of every score and the rest go
+            on. Without it the error is raised.
     """
     from .outputs import render_output
 
     result = Evaluation()
     for sample in samples:
-        start = time.perf_counter()
-        detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage, preset=preset)
-        result.refine_seconds += time.perf_counter() - start
-        refined = render_output("soft", detail.probability, threshold=threshold)
+        try:
+            start = time.perf_counter()
+            detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage,
+                                             preset=preset)
+            seconds = time.perf_counter() - start
+            refined = render_output("soft", detail.probability, threshold=threshold)
+            coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
+            before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
+            stage_scores = [score_pair(render_output("soft", stage, threshold=threshold), sample.gt, sample.name)
+                            for stage in detail.stages]
+            if on_sample is not None:
+                on_sample(sample, refined)
+        except PAIR_ERRORS as exc:
+            if on_error is None:
+                raise
+            on_error(sample.name, exc)
+            continue
+        # Counted only once the sample went through whole, so a failed one leaves no partial score.
+        result.refine_seconds += seconds
         schedule = detail.schedule
         result.schedules[schedule] += 1
-        coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
-        before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
         result.coarse.add(before)
         result.refined.add(after)
         result.images.append({"name": sample.name, "schedule": schedule, "guard_restored": detail.guard_restored,
@@ -118,12 +154,10 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "change_confidence": detail.change_confidence,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
-        while len(result.stages) < len(detail.stages):
+        while len(result.stages) < len(stage_scores):
             result.stages.append(DatasetScore())
-        for scores, stage in zip(result.stages, detail.stages, strict=False):
-            scores.add(score_pair(render_output("soft", stage, threshold=threshold), sample.gt, sample.name))
-        if on_sample is not None:
-            on_sample(sample, refined)
+        for scores, stage_score in zip(result.stages, stage_scores, strict=False):
+            scores.add(stage_score)
     return result
 
 

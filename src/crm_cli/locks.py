@@ -1,15 +1,27 @@
 """Per-output lock files, so that two ``crm batch`` runs on one folder never refine the same pair.
 
 The lock for ``out/a.png`` is ``out/.a.png.lock``, created with ``O_CREAT | O_EXCL`` (atomic on
-local file systems and on NFSv3+), holding ``<pid> <hostname>``. A lock whose process is gone
-(same host, pid not running) is stale, e.g. after ``kill -9``; it is taken over.
+local file systems and on NFSv3+), holding ``<pid> <hostname> <token>``. A lock is stale, and
+taken over, when:
+
+- its process is gone (same host, pid not running), e.g. after ``kill -9``;
+- it names this process's pid on this host but this process does not hold it (a container where
+  crm runs as pid 1 again, under the same hostname);
+- it has not been touched for ``STALE_LOCK_AGE_S``, whatever its host: a node that crashed, or a
+  container whose hostname changed. A live holder refreshes its lock's mtime every
+  ``LOCK_REFRESH_S``, so however long one refinement takes, its lock never looks stale.
+
+The token tells a holder's own lock from one that another run took over meanwhile, so a holder
+never refreshes or removes a lock that is no longer its own.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +29,17 @@ LOCK_PREFIX = "."
 LOCK_SUFFIX = ".lock"
 # A lock file without a pid is being written; older than this, its writer died before finishing.
 EMPTY_LOCK_GRACE_S = 60.0
+# A lock untouched for this long is stale whatever its host. Holders refresh every LOCK_REFRESH_S,
+# so only a dead holder (or a pre-refresh crm) lets a lock get this old; 30 minutes leaves ample
+# room for clock skew between NFS clients and for a holder paused for a while (SIGSTOP, a busy
+# node), while a crashed node's pairs are picked up again by the next run the same day.
+STALE_LOCK_AGE_S = 30 * 60.0
+LOCK_REFRESH_S = 60.0
+
+# Locks this process holds (absolute lock path -> token), refreshed by one background thread.
+_held: dict[str, str] = {}
+_held_changed = threading.Condition()
+_refresher: threading.Thread | None = None
 
 
 def lock_path(output: str | Path) -> Path:
@@ -40,26 +63,101 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
-def _is_stale(path: Path) -> bool:
-    """See OutputLock.is_stale."""
-    owner = _owner(path)
-    if owner is None:
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return False  # gone already: the caller's next O_EXCL create decides
-        return age > EMPTY_LOCK_GRACE_S
-    pid, host = owner
-    return host in ("", socket.gethostname()) and not _pid_running(pid)
+def _key(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def _age(path: Path) -> float | None:
+    """Seconds since ``path`` was last modified, or None when it is gone."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _read_fields(path: Path) -> list[str] | None:
+    try:
+        return path.read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return None
 
 
 def _owner(path: Path) -> tuple[int, str] | None:
     """(pid, host) written in a lock file, or None when it is unreadable or half-written."""
+    fields = _read_fields(path)
     try:
-        fields = path.read_text(encoding="ascii", errors="replace").split()
         return int(fields[0]), fields[1] if len(fields) > 1 else ""
-    except (OSError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError):
         return None
+
+
+def _is_stale(path: Path) -> bool:
+    """See OutputLock.is_stale."""
+    age = _age(path)
+    if age is None:
+        return False  # gone already: the caller's next O_EXCL create decides
+    owner = _owner(path)
+    if owner is None:
+        return age > EMPTY_LOCK_GRACE_S
+    if age > STALE_LOCK_AGE_S:
+        return True
+    pid, host = owner
+    if host not in ("", socket.gethostname()):
+        return False  # maybe alive on its host; only its age can tell
+    if pid == os.getpid():
+        with _held_changed:
+            return _key(path) not in _held
+    return not _pid_running(pid)
+
+
+def _refresh_held_locks() -> None:
+    """Body of the refresher thread: touch every held lock each LOCK_REFRESH_S; exits when none is held."""
+    global _refresher
+    while True:
+        with _held_changed:
+            _held_changed.wait(LOCK_REFRESH_S)  # woken early when a lock is taken or the last one released
+            if not _held:
+                _refresher = None
+                return
+            held = list(_held.items())
+        for key, token in held:
+            path = Path(key)
+            fields = _read_fields(path)
+            if fields is not None and fields[2:3] == [token]:
+                try:
+                    os.utime(path)
+                except OSError:
+                    pass  # released meanwhile, or the folder went away: nothing to keep alive
+
+
+def _hold(path: Path, token: str) -> None:
+    """Record a lock as held by this process, and make sure the refresher runs."""
+    global _refresher
+    with _held_changed:
+        _held[_key(path)] = token
+        if _refresher is None or not _refresher.is_alive():
+            _refresher = threading.Thread(target=_refresh_held_locks, name="crm-lock-refresh", daemon=True)
+            _refresher.start()
+        else:
+            _held_changed.notify_all()  # a running refresher starts its next wait now
+
+
+def _unhold(path: Path) -> None:
+    with _held_changed:
+        _held.pop(_key(path), None)
+        if not _held:
+            _held_changed.notify_all()
+
+
+def describe_holder(output: str | Path) -> str:
+    """Who holds the lock of ``output`` and since when, for messages: "pid 12 on node3, 4 min old"."""
+    path = lock_path(output)
+    owner, age = _owner(path), _age(path)
+    who = "being created" if owner is None else f"pid {owner[0]} on {owner[1] or 'an unnamed host'}"
+    if age is None:
+        return f"{who}, just released"
+    minutes = max(0, int(age // 60))
+    return f"{who}, {minutes} min old"
 
 
 class OutputLock:
@@ -75,20 +173,29 @@ class OutputLock:
     def __init__(self, output: str | Path) -> None:
         self.path = lock_path(output)
         self.held = False
+        self._token = uuid.uuid4().hex[:16]
 
     def _create(self) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        # Registered before its content is written, so this process never sees its own lock as stale.
+        _hold(self.path, self._token)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(f"{os.getpid()} {socket.gethostname()} {self._token}\n")
+        except BaseException:
+            _unhold(self.path)
+            self.path.unlink(missing_ok=True)
+            raise
         self.held = True
         return True
 
     def is_stale(self) -> bool:
-        """True when the lock names a process of this host that no longer runs, or was left empty
-        (its creator died before writing its pid) more than ``EMPTY_LOCK_GRACE_S`` ago."""
+        """True when the lock may be taken over: its process no longer runs (this host), it names
+        this process but this process does not hold it, it is older than ``STALE_LOCK_AGE_S``
+        (any host), or it was left empty more than ``EMPTY_LOCK_GRACE_S`` ago."""
         return _is_stale(self.path)
 
     def acquire(self) -> bool:
@@ -109,21 +216,27 @@ class OutputLock:
             if _is_stale(guard):
                 guard.unlink(missing_ok=True)  # its owner died mid-takeover; the next try wins
             return False
+        _hold(guard, self._token)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+                handle.write(f"{os.getpid()} {socket.gethostname()} {self._token}\n")
             if self.path.exists() and not self.is_stale():  # someone took it over in between
                 return False
             self.path.unlink(missing_ok=True)
             return self._create()
         finally:
+            _unhold(guard)
             guard.unlink(missing_ok=True)
 
     def release(self) -> None:
-        """Remove the lock file if this object holds it."""
-        if self.held:
+        """Remove the lock file if this object holds it (and no other run has taken it over)."""
+        if not self.held:
+            return
+        self.held = False
+        _unhold(self.path)
+        fields = _read_fields(self.path)
+        if fields is not None and fields[2:3] == [self._token]:
             self.path.unlink(missing_ok=True)
-            self.held = False
 
     def __enter__(self) -> OutputLock:
         return self

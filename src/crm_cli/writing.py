@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
+import time
 import uuid
+import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,13 @@ from PIL import Image
 # Output extensions and the lossless format each one names.
 OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
 _LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
-                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC", ".gif": "GIF"}
+                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC"}
+# Image formats crm reads or that users reach for, but does not write.
+_UNSUPPORTED_SUFFIXES: dict[str, str] = {".gif": "GIF", ".bmp": "BMP", ".pgm": "PGM"}
+# write_atomic's temp files: ``.NAME.<12 hex digits>.tmp`` beside the target NAME.
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{12}\.tmp")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk (length, type, CRC) every PNG ends with
 
 
 class ImageWriteError(OSError):
@@ -39,6 +49,9 @@ def output_format(path: str | Path) -> str:
     allowed = ", ".join(OUTPUT_FORMATS)
     if suffix in _LOSSY_SUFFIXES:
         raise OutputNameError(f"{path}: {_LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
+                              f"name the output {allowed}")
+    if suffix in _UNSUPPORTED_SUFFIXES:
+        raise OutputNameError(f"{path}: {_UNSUPPORTED_SUFFIXES[suffix]} output is not supported; "
                               f"name the output {allowed}")
     what = f"unknown extension {suffix!r}" if suffix else "no extension"
     raise OutputNameError(f"{path}: {what}; name the output {allowed}")
@@ -140,12 +153,52 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temp_path(target: Path) -> Path:
+    """A fresh name for the temp file write_atomic writes before renaming it to ``target``."""
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def leftover_temp_files(folder: Path, names: Collection[str], min_age_s: float) -> list[Path]:
+    """write_atomic temp files in ``folder`` for targets called one of ``names``, untouched for
+    ``min_age_s`` seconds or more: left by writes that were killed. Nothing else ever matches."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = list(scan)
+    except OSError:
+        return []
+    now = time.time()
+    found: list[Path] = []
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or match.group("target") not in names:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
+                found.append(Path(entry.path))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def write_error_reason(target: Path, error: OSError) -> str:
+    """Why ``target`` could not be written, in words that name the user's paths (never a temp file)."""
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        # mkdir or open met a file where a folder should be: name that file.
+        for folder in target.parents:
+            if folder.exists():
+                if not folder.is_dir():
+                    return f"{folder} is a file, not a folder"
+                break
+    reason = error.strerror or str(error) or type(error).__name__
+    return reason[0].lower() + reason[1:]
+
+
 def write_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
 
     Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
     """
-    temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    temp = temp_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
@@ -156,13 +209,74 @@ def write_atomic(target: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ImageWriteError(f"cannot write {target}: {reason[0].lower() + reason[1:]}") from None
+        _discard(temp)
+        raise ImageWriteError(f"cannot write {target}: {write_error_reason(target, exc)}") from None
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     _fsync_dir(target.parent)
+
+
+def _discard(temp: Path) -> None:
+    """Remove a temp file if it was made; never raises, so the error being handled is the one reported
+    (unlinking under a path that is not a folder raises ENOTDIR)."""
+    try:
+        temp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def incomplete_output(path: str | Path) -> str | None:
+    """Why an existing output file is not a complete image, or None when it looks complete.
+
+    Cheap: reads a few header bytes and the last ones. PNG: the signature and the closing IEND
+    chunk; WebP: the RIFF header and its declared length; TIFF: the header and the strips or
+    tiles it points to, all within the file; other files: not empty. Raises FileNotFoundError
+    (NotADirectoryError under a file) when there is no file, OSError when it cannot be examined.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    suffix = path.suffix.lower()
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+            handle.seek(max(0, size - len(_PNG_END)))
+            tail = handle.read()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if suffix == ".png":
+        if not head.startswith(_PNG_SIGNATURE):
+            return "not a PNG file"
+        return None if tail == _PNG_END else "truncated: no IEND chunk at the end"
+    if suffix == ".webp":
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return "not a WebP file"
+        declared = int.from_bytes(head[4:8], "little") + 8
+        return None if size >= declared else f"truncated: {size} of {declared} bytes"
+    if suffix in (".tif", ".tiff"):
+        return _incomplete_tiff(path, size)
+    return None
+
+
+def _incomplete_tiff(path: Path, size: int) -> str | None:
+    """incomplete_output for a TIFF: its header decodes and its image data lies within the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about the damage this function reports
+            with Image.open(path) as image:
+                if image.format != "TIFF":
+                    return f"not a TIFF file ({image.format})"
+                tags = image.tag_v2
+                offsets = tags.get(273) or tags.get(324) or ()  # StripOffsets, or TileOffsets
+                counts = tags.get(279) or tags.get(325) or ()  # StripByteCounts, or TileByteCounts
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"not a readable TIFF ({exc})"
+    if not offsets or len(offsets) != len(counts):
+        return "no image data"
+    end = max(offset + count for offset, count in zip(offsets, counts, strict=True))
+    return None if end <= size else f"truncated: image data runs to byte {end} of {size}"
 
 
 def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .checks import check_writable, passthrough_note, passthrough_pair, precheck_pair, schedule_fields
+from .checks import passthrough_note, passthrough_pair, precheck_pair, schedule_fields, unwritable_reason
 from .common import (
     JsonOpt,
     LabelsOpt,
@@ -61,16 +61,55 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
             "image_name": str(pair.image), "mask_name": str(pair.mask)}
 
 
+def finished_output(output: Path) -> tuple[bool, str | None]:
+    """(whether ``output`` is a finished output to skip on resume, why an existing file is not).
+
+    A cheap check of the file's ends (see writing.incomplete_output): an empty or truncated file,
+    left by a copy, rsync or an older non-atomic tool, is made again rather than kept.
+    """
+    from ..writing import incomplete_output
+
+    try:
+        problem = incomplete_output(output)
+    except (FileNotFoundError, NotADirectoryError):
+        return False, None
+    except OSError as exc:
+        return False, f"cannot be read: {exc.strerror or exc}"
+    return problem is None, problem
+
+
+def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
+    """Delete crm's own temp files (``.NAME.<hex>.tmp``) beside these pairs' outputs that are older
+    than the stale-lock age: writes killed half-way. Returns the files removed."""
+    from ..locks import STALE_LOCK_AGE_S
+    from ..writing import leftover_temp_files
+
+    names_by_folder: dict[Path, set[str]] = {}
+    for pair in pairs:
+        output = output_dir / pair.relative_output
+        names_by_folder.setdefault(output.parent, set()).add(output.name)
+    removed: list[Path] = []
+    for folder, names in names_by_folder.items():
+        for temp in leftover_temp_files(folder, names, STALE_LOCK_AGE_S):
+            try:
+                temp.unlink()
+            except OSError:
+                continue  # gone meanwhile, or not ours to delete: harmless either way
+            removed.append(temp)
+    return removed
+
+
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
                     output_kind: str, threshold: float | None, overwrite: bool = False) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
-    to it (``status: in_progress``), one it finished meanwhile is ``skipped``. A job marked
+    to it (``status: in_progress``, with its ``lock`` file), one it finished meanwhile is
+    ``skipped``; an existing but incomplete output (see finished_output) is made again. A job marked
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
     """
-    from ..locks import OutputLock
+    from ..locks import OutputLock, describe_holder
     from ..pipeline import refine_files
     from ..writing import write_png
 
@@ -78,8 +117,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     lock = OutputLock(job["output"])
     try:
         if not lock.acquire():
-            return {"status": "in_progress", "seconds": 0.0}
-        if not overwrite and Path(job["output"]).exists():
+            return {"status": "in_progress", "seconds": 0.0, "lock": str(lock.path),
+                    "lock_holder": describe_holder(job["output"])}
+        if not overwrite and finished_output(Path(job["output"]))[0]:
             return {"status": "skipped", "seconds": 0.0}
         if job.get("passthrough"):
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
@@ -123,7 +163,8 @@ def batch(
     a bad pair is reported and the rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..pairing import find_pairs
+    from ..locks import STALE_LOCK_AGE_S, lock_path
+    from ..pairing import scan_pairs
     from ..raybatch import RayRunError, run_jobs
 
     if ray_address is not None:
@@ -134,18 +175,43 @@ def batch(
         (folder / "images").resolve(), (folder / "masks").resolve()
     ):
         raise typer.BadParameter("the output folder must differ from the input folders")
-    with user_errors():
-        pairs, problems = find_pairs(folder, exclude=output_dir)
-    items: list[dict] = [{"name": None, "image": None, "mask": None, "output": None, "status": "failed",
-                          "error": problem, "seconds": 0.0} for problem in problems]
-    todo = [p for p in pairs if overwrite or not (output_dir / p.relative_output).exists()]
+    items: list[dict] = []
+
+    def fatal_record(message: str) -> None:
+        """With --json, the summary of what was known when the run stopped, marked failed (as refine does)."""
+        if json_out:
+            emit_json({**summary_counts(items), "status": "failed", "error": message, "output_dir": str(output_dir),
+                       "items": items})
+
+    with user_errors(fatal_record):
+        found = scan_pairs(folder, exclude=output_dir)
+    pairs = found.pairs
+    for note in found.notes:
+        warn(note)
+    # Errors are not progress: each failure is named as it is found, even with -q.
+    for problem in found.problems:
+        report_failure("", problem)
+    items += [{"name": None, "image": None, "mask": None, "output": None, "status": "failed",
+               "error": problem, "seconds": 0.0} for problem in found.problems]
+    todo: list[FilePair] = []
     for pair in pairs:
-        if pair not in todo:
+        output = output_dir / pair.relative_output
+        finished, problem = (False, None) if overwrite else finished_output(output)
+        if problem is not None:
+            warn(f"{output} is incomplete ({problem}); refining {pair.name} again")
+        if finished:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                          "output": str(output_dir / pair.relative_output), "status": "skipped"})
+                          "output": str(output), "status": "skipped"})
+        else:
+            todo.append(pair)
+    if output_dir.is_dir():
+        removed = remove_leftover_temp_files(output_dir, pairs)
+        if removed and not quiet:
+            say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
-    if todo:
-        check_writable(output_dir, folder=True)
+    if todo and (reason := unwritable_reason(output_dir, folder=True)) is not None:
+        fatal_record(reason)
+        raise fail(reason)
     small: dict[FilePair, bool] = {}
     failed_early: set[FilePair] = set()
     for pair in todo:
@@ -153,6 +219,7 @@ def batch(
                                            options.tile_size, mode=mode.value)
         if error is not None:
             failed_early.add(pair)
+            report_failure(f"{pair.name}: ", error)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "failed", "error": error,
                           "seconds": 0.0})
@@ -167,10 +234,10 @@ def batch(
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
-            with user_errors():
+            with user_errors(fatal_record):
                 refiner = options.load(quiet)
         results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
-    finished: dict[int, dict[str, Any]] = {}
+    finished_jobs: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
@@ -184,31 +251,49 @@ def batch(
                     report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                 elif outcome.get("schedule") and not quiet:
                     say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
-                finished[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                                   "output": str(output_dir / pair.relative_output), **outcome}
+                if outcome["status"] == "in_progress":  # named as the user gave the folder
+                    outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
+                finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                                        "output": str(output_dir / pair.relative_output), **outcome}
                 progress.advance(task)
         except RayRunError as exc:
+            items.extend(finished_jobs[index] for index in sorted(finished_jobs))
+            fatal_record(str(exc))
             raise fail(str(exc)) from None
-    items.extend(finished[index] for index in sorted(finished))
-    counts = {k: sum(1 for i in items if i["status"] == k) for k in ("ok", "skipped", "in_progress", "failed")}
-    # Refinements (labels count one each) whose coarse mask was kept: the ones to review by hand.
-    kept = sum(i.get("kept_coarse") or 0 for i in items if i["status"] == "ok")
+    items.extend(finished_jobs[index] for index in sorted(finished_jobs))
+    counts = summary_counts(items)
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
-        say(f"batch: {counts['ok']} refined, {counts['skipped']} skipped (already done), {busy}"
+        say(f"batch: {counts['done']} refined, {counts['skipped']} skipped (already done), {busy}"
             f"{counts['failed']} failed -> {output_dir}")
-        if kept:
-            console.print(f"  {kept} kept the coarse mask (the model was unsure of its changes: review these)",
-                          highlight=False)
+        if counts["kept_coarse"]:
+            console.print(f"  {counts['kept_coarse']} kept the coarse mask (the model was unsure of its changes: "
+                          "review these)", highlight=False)
+        for item in items:
+            if item["status"] == "in_progress":
+                say(f"  left to another run: {item['name']} (lock {item['lock']}: {item['lock_holder']}; "
+                    f"taken over once {STALE_LOCK_AGE_S / 60:.0f} min old, or delete it if no run is busy)")
         for item in items:
             if item["status"] == "failed":
                 label = f"{item['name']}: " if item["name"] else ""
                 report_failure(label, item["error"], prefix="  failed")
     if json_out:
-        emit_json({"done": counts["ok"], "skipped": counts["skipped"], "in_progress": counts["in_progress"],
-                   "failed": counts["failed"], "kept_coarse": kept, "output_dir": str(output_dir), "items": items})
+        emit_json({**counts, "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:
+    """The counts of batch's summary and --json: done, skipped, in_progress, failed, kept_coarse.
+
+    ``kept_coarse`` counts refinements (labels count one each) whose coarse mask was kept: the ones
+    to review by hand.
+    """
+    counts = {key: sum(1 for item in items if item["status"] == status)
+              for key, status in (("done", "ok"), ("skipped", "skipped"), ("in_progress", "in_progress"),
+                                  ("failed", "failed"))}
+    counts["kept_coarse"] = sum(item.get("kept_coarse") or 0 for item in items if item["status"] == "ok")
+    return counts
 
 
 def register(app: typer.Typer) -> None:

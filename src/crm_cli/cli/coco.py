@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .batch import RayOpt, require_ray_option
+from .checks import unwritable_reason
 from .common import (
     JsonOpt,
     QuietOpt,
@@ -98,7 +99,17 @@ def coco(
     settings = options.settings()
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
-    with user_errors():
+
+    def fatal_record(message: str) -> None:
+        """With --json, a failure record on stdout (as refine and batch print) before exit 1."""
+        if json_out:
+            emit_json({"status": "failed", "error": message, "output": str(output)})
+
+    # Checked before anything is read or loaded: a path under a file gives one clear line.
+    if (reason := unwritable_reason(output)) is not None:
+        fatal_record(reason)
+        raise fail(reason)
+    with user_errors(fatal_record):
         data, input_sha256 = load_coco_hashed(annotations)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
@@ -113,6 +124,9 @@ def coco(
 
     results: dict[int, dict[str, Any]] = dict(done)
     failures: list[dict[str, Any]] = list(plan.failed)
+    # Errors are not progress: instances that cannot even start are named now, even with -q.
+    for result in plan.failed:
+        report_failure(f"instance {result['id']} (annotation #{result['index']}): ", result["error"])
     skipped = dict(plan.skipped)
     refined_now = 0
     # One stream of (job index, instance result) from either executor; locally each instance's result
@@ -124,7 +138,7 @@ def coco(
                         log=None if quiet else say)
         stream = ((index, result) for index, job_result in jobs for result in job_result["results"])
     elif plan.jobs:
-        with user_errors():
+        with user_errors(fatal_record):
             refiner = options.load(quiet)
         stream = ((index, result) for index, job in enumerate(plan.jobs)
                   for result in iter_image_job(refiner, job, instance_options))
@@ -146,12 +160,13 @@ def coco(
                 progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
             sidecar.close()
+            fatal_record(str(exc))
             raise fail(str(exc)) from None
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
 
-    with user_errors():
+    with user_errors(fatal_record):
         apply_results(data, results.values())
         write_output(output, data)
     if failures:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .checks import precheck_pair, unwritable_reason
 from .common import (
     JsonOpt,
     QuietOpt,
@@ -18,6 +19,7 @@ from .common import (
     fail,
     percent,
     refiner_options,
+    report_failure,
     say,
     threshold_option,
     user_errors,
@@ -26,6 +28,7 @@ from .common import (
 
 if TYPE_CHECKING:
     import numpy as np
+    from rich.console import Console
 
     from ..evaluation import Sample
 
@@ -46,28 +49,64 @@ def evaluate(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined."""
+    """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined.
+
+    A bad pair is reported and left out of the scores, and the rest go on; the exit code is 1 if any failed."""
     from rich.progress import Progress
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
     from ..metrics import DatasetScore
-    from ..pairing import find_pairs
+    from ..pairing import scan_pairs
     from ..writing import write_png
 
     settings = options.settings()
-    with user_errors():
-        pairs, problems = find_pairs(folder)
-        pairs = [p for p in pairs if p.gt is not None]
-        if problems or not pairs:
-            raise fail("; ".join(problems) or f"{folder}: no <name>_gt.* ground truth found")
-        if limit:
-            pairs = pairs[:limit]
+    failures: list[dict[str, str | None]] = []
+
+    def failed(name: str | None, image: Path | None, error: str, out: Console | None = None) -> None:
+        """Record and print one failed pair (even with -q: errors are not progress)."""
+        failures.append({"name": name, "image": None if image is None else str(image), "error": error})
+        report_failure(f"{name}: " if name else "", error, out)
+
+    def fatal_record(message: str) -> None:
+        """With --json, a failure record on stdout (as refine and batch print) before exit 1."""
+        if json_out:
+            emit_json({"folder": str(folder), "status": "failed", "error": message, "n": 0,
+                       "failed": len(failures), "failures": failures})
+
+    with user_errors(fatal_record):
+        found = scan_pairs(folder)
+    for note in found.notes:
+        warn(note)
+    for problem in found.problems:
+        failed(None, None, problem)
+    pairs = [p for p in found.pairs if p.gt is not None]
+    if limit:
+        pairs = pairs[:limit]
+    # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
+    if output_dir is not None and pairs and (reason := unwritable_reason(output_dir, folder=True)) is not None:
+        fatal_record(reason)
+        raise fail(reason)
+    checked = []
+    for pair in pairs:
+        error, _ = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
+                                 options.tile_size)
+        if error is None:
+            error = gt_problem(pair.image, pair.gt)
+        if error is not None:
+            failed(pair.name, pair.image, error)
+        else:
+            checked.append(pair)
+    if not checked:
+        message = "no pair left to score" if pairs else f"{folder}: no <name>_gt.* ground truth found"
+        fatal_record(message)
+        raise fail(message)
+    by_name = {pair.name: pair for pair in checked}
+    with user_errors(fatal_record):
         refiner = options.load(quiet)
-    outputs = {pair.name: pair.relative_output for pair in pairs}
     wall_start = time.perf_counter()
-    with Progress(console=console, disable=quiet) as progress, user_errors():
-        task = progress.add_task("eval", total=len(pairs))
+    with Progress(console=console, disable=quiet) as progress:
+        task = progress.add_task("eval", total=len(checked))
 
         def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
             for sample in samples:
@@ -77,18 +116,31 @@ def evaluate(
 
         def finished(sample: Sample, refined: np.ndarray) -> None:
             if output_dir is not None:
-                write_png(output_dir / outputs[sample.name], refined)
+                write_png(output_dir / by_name[sample.name].relative_output, refined)
             progress.advance(task)
 
-        scores = score_samples(refiner, announced(folder_samples(pairs)), settings, per_stage=per_stage,
-                               threshold=threshold, on_sample=finished)
+        def refine_failed(name: str, error: Exception) -> None:
+            failed(name, by_name[name].image, str(error), progress.console)
+            progress.advance(task)
+
+        with user_errors(fatal_record):
+            scores = score_samples(refiner, announced(folder_samples(checked, on_error=refine_failed)), settings,
+                                   per_stage=per_stage, threshold=threshold, on_sample=finished,
+                                   on_error=refine_failed)
+    scored = scores.count
+    if not scored:
+        fatal_record("no pair could be scored")
+        raise fail("no pair could be scored")
+    # Failures in the order of the pairs, as listed (pairing problems first).
+    order = {pair.name: index for index, pair in enumerate(pairs)}
+    failures.sort(key=lambda failure: -1 if failure["name"] is None else order[failure["name"]])
     # Every ratio of the preset gets a row (an image whose schedule skipped a stage adds nothing to it).
     stage_scores = scores.stages + [DatasetScore() for _ in settings.ratios[len(scores.stages):]]
     coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
     schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
     summary = {
-        "n": len(pairs),
+        "n": scored,
         "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
         "threshold": threshold,
         "schedules": dict(schedules.most_common()),
@@ -100,13 +152,15 @@ def evaluate(
                   "mba": (refined_scores.mba or 0.0) - (coarse_scores.mba or 0.0)},
         "seconds_total": round(wall, 3),
         "seconds_refine": round(refine_seconds, 3),
-        "seconds_per_image": round(refine_seconds / len(pairs), 3),
+        "seconds_per_image": round(refine_seconds / scored, 3),
+        "failed": len(failures),
+        "failures": failures,
     }
     if per_stage:
         summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(settings.ratios, stage_scores,
                                                                                        strict=True)]
     say(
-        f"{folder.name}: n={len(pairs)}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
+        f"{folder.name}: n={scored}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
         f"  ->  refined{'' if threshold is None else f' (p > {threshold:g})'} "
         f"{percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})"
@@ -119,9 +173,26 @@ def evaluate(
                           highlight=False)
     say(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
         f"{wall:.1f} s total, on {refiner.device_name}")
+    for failure in [] if quiet else failures:
+        report_failure(f"{failure['name']}: " if failure["name"] else "", failure["error"], prefix="  failed")
     if json_out:
         summary["images"] = per_image
         emit_json(summary)
+    if failures:
+        raise typer.Exit(1)
+
+
+def gt_problem(image: Path, gt: Path) -> str | None:
+    """Why a ground truth cannot be scored against ``image`` (unreadable header, size that does not
+    fit), found before the model loads; None when it can."""
+    from ..imageio import ImageReadError
+    from .checks import probe_pair
+
+    try:
+        probe_pair(image, gt, str(image), str(gt))
+    except (ImageReadError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ was read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -152,17 +153,27 @@ class Sidecar:
         return results, None
 
     def open(self, keep: dict[int, dict[str, Any]]) -> None:
-        """Start recording; rewrite the file with the header and the ``keep`` records."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Start recording; rewrite the file with the header and the ``keep`` records.
+
+        Raises OSError naming the sidecar (never its temp file) when it cannot be written.
+        """
+        from ..writing import write_error_reason
+
         temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with temp.open("w", encoding="utf-8") as handle:
-            handle.write(json.dumps(self.header) + "\n")
-            for record in keep.values():
-                handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with temp.open("w", encoding="utf-8") as handle:
+                handle.write(json.dumps(self.header) + "\n")
+                for record in keep.values():
+                    handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise OSError(f"cannot write {self.path}: {write_error_reason(self.path, exc)}") from None
 
     def append(self, record: dict[str, Any]) -> None:
         """Record one finished instance (flushed now, fsynced every few seconds)."""
