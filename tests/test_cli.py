@@ -350,3 +350,17 @@ def test_paths_with_brackets_are_printed_literally(tiny_weights, tmp_path) -> No
     assert batch.exit_code == 1, batch.output
     assert "failed bad [x]: " in batch.stderr and "Traceback" not in batch.output
     assert (tmp_path / "o [" / "b]" / "p0_mask.png").exists()
+
+
+def test_unverified_weights_are_a_warning_line(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    bare = tmp_path / "bare" / "tiny.safetensors"
+    bare.parent.mkdir()
+    bare.write_bytes(tiny_weights.read_bytes())  # no sidecar beside it: nothing to check the sha256 against
+    out = tmp_path / "o.png"
+    args = ["refine", str(pair[0]), str(pair[1]), "-o", str(out), "-d", "cpu"]
+    result = runner.invoke(app, [*args, "-w", str(bare)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: weights {bare} are not verified: no sidecar with a sha256 (tiny.json)" in result.stderr
+    assert out.exists() and result.stdout == ""
+    checked = runner.invoke(app, [*args, "-w", str(tiny_weights)])
+    assert checked.exit_code == 0 and "not verified" not in checked.stderr

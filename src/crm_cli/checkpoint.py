@@ -34,12 +34,15 @@ class CheckpointInfo:
     """What is known about a loaded model's checkpoint."""
 
     path: str | None  # None for a model that did not come from a file
-    sha256: str  # "" when not checked
+    sha256: str  # the file's sha256; "" when it was not read (load_model(verify=False), an in-memory model)
     config: ArchConfig
     provenance: dict[str, Any] = field(default_factory=dict)
     # How ``auto`` runs the final stage with these weights: the sidecar's "final_stage" entry over
     # the defaults (schedule.FinalStage).
     final_stage: FinalStage = field(default_factory=lambda: resolve_final_stage(None, "weights"))
+    # True when ``sha256`` was checked against the sidecar's; False when there was no sidecar
+    # hash to check it against (the file loaded unverified) or no check was asked for.
+    verified: bool = False
 
     @classmethod
     def of_model(cls, model: Any) -> CheckpointInfo:
@@ -163,8 +166,12 @@ TORCH_KIND = "torch"
 _PT_KEYS = ("config", "model")
 
 
-def _kind_of(path: Path) -> str:
-    """"safetensors" or "torch" from a checkpoint's first bytes (not its name); WeightsError otherwise."""
+def checkpoint_kind(path: Path) -> str:
+    """"safetensors" or "torch" from a checkpoint's first bytes (not its name); a one-line
+    WeightsError for a missing path, a directory or any other file."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a checkpoint file")
     try:
@@ -183,13 +190,13 @@ def _kind_of(path: Path) -> str:
     raise WeightsError(f"{path}: not a crm checkpoint (neither a .safetensors file nor a torch.save archive)")
 
 
-def _read_spec(path: Path, load_tensors: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    """(config dict, provenance, state dict or None) of a checkpoint, checking its crm format.
+def _read_spec(path: Path, kind: str,
+               load_tensors: bool) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """(config dict, provenance, state dict or None) of a checkpoint of ``kind`` (:func:`checkpoint_kind`),
+    checking its crm format.
 
-    Every problem is a one-line WeightsError naming the file: not a checkpoint, a wrong format
-    tag, or a missing key.
+    Every problem is a one-line WeightsError naming the file: a wrong format tag or a missing key.
     """
-    kind = _kind_of(path)
     state: dict[str, Any] | None = None
     if kind == SAFETENSORS_KIND:
         from safetensors import safe_open
@@ -245,7 +252,8 @@ class _Spec:
     """A checkpoint's checked contents (see :func:`_checked_spec`)."""
 
     path: Path
-    sha256: str  # "" when not verified
+    sha256: str  # "" when not read
+    verified: bool  # sha256 matched the sidecar's
     config_dict: dict[str, Any]
     config: ArchConfig
     provenance: dict[str, Any]
@@ -257,16 +265,19 @@ def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spe
     """Read a checkpoint that must exist, optionally verified against its sidecar's sha256, and parse
     its architecture config; every problem is a one-line WeightsError."""
     path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
+    # The kind first: a directory or a non-checkpoint (the sidecar itself) fails here, not while hashing.
+    kind = checkpoint_kind(path)
     sidecar = read_sidecar(path)
     digest = verify_sha256(path, sidecar) if verify else ""
-    config_dict, provenance, state = _read_spec(path, load_tensors=load_tensors)
+    verified = verify and bool((sidecar or {}).get("sha256"))
+    config_dict, provenance, state = _read_spec(path, kind, load_tensors=load_tensors)
+    if not isinstance(config_dict, dict):
+        raise WeightsError(f"{path}: the checkpoint's architecture config is not a JSON object")
     try:
         config = ArchConfig.from_dict(config_dict)
     except (TypeError, ValueError, KeyError) as exc:
         raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
-    return _Spec(path, digest, config_dict, config, provenance, state, sidecar)
+    return _Spec(path, digest, verified, config_dict, config, provenance, state, sidecar)
 
 
 def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -293,7 +304,7 @@ def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointIn
         model = build_crm(config)
         # strict=False reports key mismatches as lists (named below); shape mismatches still raise.
         outcome = model.load_state_dict(state, strict=False)
-    except (RuntimeError, ValueError, AttributeError) as exc:  # shape mismatch, unknown encoder
+    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:  # shape mismatch, unknown encoder
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line for line in lines if "size mismatch" in line), lines[-1] if lines else repr(exc))
         raise WeightsError(f"{path}: weights do not fit their recorded architecture ({reason})") from None
@@ -310,7 +321,7 @@ def _info_of(spec: _Spec) -> CheckpointInfo:
     sidecar, before any image is read."""
     final_stage = resolve_final_stage((spec.sidecar or {}).get("final_stage"), sidecar_path(spec.path))
     return CheckpointInfo(path=str(spec.path), sha256=spec.sha256, config=spec.config, provenance=spec.provenance,
-                          final_stage=final_stage)
+                          final_stage=final_stage, verified=spec.verified)
 
 
 def checked_info(path: Path | str) -> CheckpointInfo:
@@ -319,17 +330,20 @@ def checked_info(path: Path | str) -> CheckpointInfo:
     return _info_of(_checked_spec(path, load_tensors=False, verify=True))
 
 
-def inspect_checkpoint(path: Path) -> dict[str, Any]:
-    """What is known about a checkpoint without building the model; never raises for a bad file.
+def inspect_checkpoint(path: Path, build: bool = False) -> dict[str, Any]:
+    """What is known about a checkpoint, without building the model unless ``build``; never raises
+    for a bad file.
 
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
-    these weights, ``schedule.FinalStage`` as a dict) and ``error``, a one-line reason when the file
-    is not a usable crm checkpoint.
+    these weights, ``schedule.FinalStage`` as a dict), ``onnx`` (:func:`inspect_encoder`) and
+    ``error``, a one-line reason when the file is not a usable crm checkpoint: a hash that does
+    not match, an exported encoder the onnx backend would take but whose hash does not match, and
+    with ``build`` tensors that do not load strictly into their recorded architecture.
     """
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
                               "sidecar": None, "config": None, "provenance": None, "final_stage": None,
-                              "error": None}
+                              "onnx": None, "error": None}
     if not report["exists"]:
         if path.exists():
             report["error"] = f"{path}: is a directory, not a checkpoint file"
@@ -344,11 +358,43 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         report["config"], report["provenance"] = read_spec(path)
         hints = sidecar.get("final_stage") if sidecar is not None else None
         report["final_stage"] = asdict(resolve_final_stage(hints, sidecar_path(path)))
+        report["onnx"] = inspect_encoder(path)
         if report["sha256_ok"] is False:
             report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
                                f"{sidecar_path(path).name}; the file is corrupt or was replaced")
+        elif report["onnx"] is not None and report["onnx"]["error"]:
+            report["error"] = report["onnx"]["error"]
+        elif build:
+            load_model(path, verify=False)  # the hash was compared above
     except WeightsError as exc:
         report["error"] = str(exc)
     except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
         report["error"] = f"{path}: {exc}"
+    return report
+
+
+def inspect_encoder(weights: Path) -> dict[str, Any] | None:
+    """The ONNX encoder that the sidecar of ``weights`` names (``onnx_export``), or None when it names none.
+
+    Keys: ``path``, ``exists``, ``sha256_ok`` (None when the file is missing), ``used`` (whether
+    the onnx backend takes it: ``onnx_runner.onnx_encoder_path``) and ``error``, a one-line
+    reason when it is used but its hash does not match (every onnx run would refuse it).
+    """
+    from .onnx_runner import onnx_encoder_path
+
+    entry = (read_sidecar(weights) or {}).get("onnx")
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+        return None
+    path = weights.with_name(Path(entry["file"]).name)
+    used = onnx_encoder_path(weights) is not None
+    report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256_ok": None, "used": used,
+                              "error": None}
+    expected = entry.get("sha256")
+    if report["exists"] and expected:
+        digest = sha256_file(path)
+        report["sha256_ok"] = digest == expected
+        if used and digest != expected:
+            report["error"] = (f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
+                               f"({str(expected)[:12]}...); the file is corrupt or was replaced "
+                               f"(export it again, or use --backend torch)")
     return report

@@ -5,6 +5,7 @@ This module imports nothing heavy so the CLI can read configs without torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -87,14 +88,17 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
-        """Rebuild a config, refusing unknown keys so a bad checkpoint fails loudly."""
+        """Rebuild a config, refusing unknown keys and values of the wrong type or range (a
+        ValueError naming the key) so a bad checkpoint fails loudly."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown architecture keys: {sorted(unknown)}")
         values = dict(data)
+        for key, value in values.items():
+            _check_value(key, value)
         if "skip_dims" in values:
-            values["skip_dims"] = tuple(int(v) for v in values["skip_dims"])
+            values["skip_dims"] = tuple(values["skip_dims"])
         return cls(**values)
 
     @property
@@ -106,6 +110,40 @@ class ArchConfig:
     def decoder_input_dim(self) -> int:
         """Width of the implicit MLP input: feature + rel. coord + coord + rel. cell."""
         return self.latent_dim + 6
+
+
+FUSIONS: tuple[str, ...] = ("conv3x3", "separable")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_value(key: str, value: Any) -> None:
+    """ValueError naming ``key`` when an ArchConfig value read from JSON has the wrong type or range."""
+    if key in ("latent_dim", "hidden_dim", "hidden_layers"):
+        ok, wanted = _is_integer(value) and value >= 1, "an integer >= 1"
+    elif key == "skip_dims":
+        ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_integer(v) and v >= 1 for v in value)
+        wanted = "3 integers >= 1"
+    elif key == "dropout":
+        ok, wanted = _is_number(value) and 0 <= value < 1, "a number in [0, 1)"
+    elif key == "width_mult":
+        ok, wanted = _is_number(value) and value > 0, "a positive number"
+    elif key == "encoder":
+        ok, wanted = isinstance(value, str) and bool(value), "an encoder name"
+    elif key == "fusion":
+        ok, wanted = isinstance(value, str) and value in FUSIONS, f"one of {', '.join(FUSIONS)}"
+    else:  # rgb_mean, rgb_std
+        ok = value is None or (isinstance(value, (list, tuple)) and len(value) == 3
+                               and all(_is_number(v) for v in value))
+        wanted = "3 numbers (R, G, B) or null"
+    if not ok:
+        raise ValueError(f"{key} must be {wanted}, got {value!r}")
 
 
 def _triple(value: Any, default: tuple[float, float, float], name: str) -> tuple[float, float, float]:

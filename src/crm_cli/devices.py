@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -25,8 +30,9 @@ def available_devices() -> list[str]:
     return found
 
 
-def resolve_device(name: str = "auto"):  # noqa: ANN201 - returns torch.device, torch imported lazily
-    """Turn ``auto|cpu|cuda[:N]|mps[:0]`` into a torch.device, raising DeviceError if it is missing."""
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda[:N]|mps[:0]`` (any case) into a torch.device, raising DeviceError if it
+    is missing or malformed (torch is imported here, not by this module)."""
     import torch
 
     name = (name or "auto").strip().lower()
@@ -40,6 +46,8 @@ def resolve_device(name: str = "auto"):  # noqa: ANN201 - returns torch.device, 
     if kind == "cpu":
         return torch.device("cpu")
     if kind == "cuda":
+        if index and not index.isdigit():
+            raise DeviceError(f"invalid device {name!r}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
         if not torch.cuda.is_available():
             raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu or auto)")
         if index and int(index) >= torch.cuda.device_count():
@@ -52,7 +60,7 @@ def resolve_device(name: str = "auto"):  # noqa: ANN201 - returns torch.device, 
     raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
 
 
-def describe_device(device) -> str:  # noqa: ANN001
+def describe_device(device: torch.device) -> str:
     """Human-readable device name, e.g. ``cuda:0 (NVIDIA H100)`` or ``cpu (2 threads)``."""
     import torch
 

@@ -15,6 +15,7 @@ autotuning) are runtime.configure_torch's, not this module's.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .checkpoint import CheckpointInfo, WeightsError, default_weights_path
+from .checkpoint import (
+    SAFETENSORS_KIND,
+    CheckpointInfo,
+    WeightsError,
+    checkpoint_kind,
+    default_weights_path,
+    sidecar_path,
+)
 from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, mask_to_float
@@ -43,12 +51,16 @@ from .schedule import (
     stage_fits,
     stage_size,
 )
-from .stage_geometry import StageTiming, check_precision
+from .stage_geometry import StageTiming, check_precision, check_tile_options, whole_number
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["BACKENDS", "MIN_STAGE_SIDE", "RefineResult", "Refiner", "choose_backend"]
+
+# What a caller should know about how a Refiner was loaded (unverified weights, a slow precision)
+# is logged here as a warning: without any logging set up, Python prints it on stderr.
+logger = logging.getLogger(__name__)
 
 BACKENDS = BACKEND_CHOICES
 
@@ -92,6 +104,38 @@ class RefineResult:
         return schedule_text(self.ratios, self.regions)
 
 
+def checked_mask(mask: object) -> np.ndarray:
+    """``mask`` as a 2-D numeric array; TypeError for anything else that is not numeric, ValueError
+    for another number of dimensions."""
+    if mask is None:
+        raise TypeError("mask must be an (H, W) array, got None")
+    values = np.asarray(mask)
+    if values.dtype.kind not in "buif":
+        raise TypeError(f"mask must be a numeric (H, W) array, got dtype {values.dtype}")
+    if values.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {values.shape}")
+    return values
+
+
+def check_mask_values(mask: np.ndarray) -> None:
+    """ValueError for mask values that ``mask_to_float`` would silently clip or binarise: NaN or
+    values outside [0, 1] in a float mask, values other than 0/1 in an integer mask that is not
+    uint8 or uint16."""
+    if mask.size == 0 or mask.dtype in (np.bool_, np.uint8, np.uint16):
+        return
+    low, high = mask.min(), mask.max()
+    if mask.dtype.kind == "f":
+        if np.isnan(low) or np.isnan(high):
+            raise ValueError(f"mask contains NaN ({int(np.count_nonzero(np.isnan(mask)))} pixels); "
+                             "a float mask must hold probabilities in [0, 1]")
+        if low < 0 or high > 1:
+            raise ValueError(f"a float mask must hold probabilities in [0, 1], got values in [{low:g}, {high:g}] "
+                             "(divide a 0-255 mask by 255, or pass it as uint8)")
+    elif low < 0 or high > 1:
+        raise ValueError(f"an integer mask of type {mask.dtype} must hold only 0 and 1, got values in [{low}, {high}]; "
+                         "pass a uint8 mask (0-255) or a float mask in [0, 1]")
+
+
 def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int,
                   final: FinalStage = FinalStage()) -> Schedule:
     """The stages, trust-region distance and trust (and region pass, for ``auto``) for one image;
@@ -118,18 +162,25 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(values.astype(np.float32), (size[1], size[0]), interpolation=interpolation)
 
 
+def backend_name(backend: str | None) -> str:
+    """``backend`` as one of BACKENDS, ignoring case and spaces (None: "auto"); ValueError otherwise."""
+    name = (backend or "auto").strip().lower() if isinstance(backend, str) or backend is None else backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    return name
+
+
 def choose_backend(weights: Path | None, device: str = "auto", precision: str = "fp32",
                    backend: str = "auto") -> Path | None:
     """The ONNX encoder to refine with (the ``onnx`` backend), or None for torch.
 
-    ``auto`` takes ONNX Runtime when it is installed, the weights' sidecar names an encoder exported
-    from them (``onnx_export``), the precision is fp32, and the device is the CPU: ``cpu``, or
-    ``auto`` on a machine where no GPU can be present (``devices.accelerator_possible``, judged
-    without importing torch). ``onnx`` insists on it (ValueError / WeightsError naming what is
-    missing); ``torch`` never takes it.
+    ``auto`` takes ONNX Runtime when it is installed, the weights are a .safetensors checkpoint
+    whose sidecar names an encoder exported from them (``onnx_export``), the precision is fp32,
+    and the device is the CPU: ``cpu``, or ``auto`` on a machine where no GPU can be present
+    (``devices.accelerator_possible``, judged without importing torch). ``onnx`` insists on it
+    (ValueError / WeightsError naming what is missing); ``torch`` never takes it.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    backend = backend_name(backend)
     if backend == "torch":
         return None
     from importlib.util import find_spec
@@ -138,7 +189,6 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
     from .onnx_runner import onnx_encoder_path
 
     path = Path(weights) if weights is not None else default_weights_path()
-    encoder = onnx_encoder_path(path) if path.is_file() else None
     runtime_present = find_spec("onnxruntime") is not None
     kind = (device or "auto").strip().lower()
     if backend == "onnx":
@@ -148,11 +198,19 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
             raise ValueError(f"the onnx backend runs in fp32, not --precision {precision}")
         if not runtime_present:
             raise ValueError("the onnx backend needs onnxruntime: pip install onnxruntime")
+        if checkpoint_kind(path) != SAFETENSORS_KIND:  # a missing file or a directory fails here too
+            raise WeightsError(f"{path}: the onnx backend runs .safetensors weights, not a torch training "
+                               "checkpoint (use --backend torch)")
+        encoder = onnx_encoder_path(path)
         if encoder is None:
             raise WeightsError(f"{path}: no ONNX encoder exported from these weights "
                                f"(python -m crm_cli.onnx_export {path})")
         return encoder
-    if encoder is None or precision != "fp32" or not runtime_present:
+    # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
+    if precision != "fp32" or not runtime_present or checkpoint_kind(path) != SAFETENSORS_KIND:
+        return None
+    encoder = onnx_encoder_path(path)
+    if encoder is None:
         return None
     return encoder if kind == "cpu" or (kind == "auto" and not accelerator_possible()) else None
 
@@ -176,19 +234,39 @@ class Refiner:
             model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
                 :meth:`from_checkpoint` does, with BatchNorm folded into the convolutions (``fold_bn``).
+            device: "auto" (CUDA, else MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps", in any
+                case; a device that is not present is a ``devices.DeviceError``.
             info: what is known about ``model``'s checkpoint (``weights_info``).
+            precision: the encoder's precision on torch, "fp32" (default), "fp16" or "bf16"; the
+                reduced ones are meant for GPUs (on a CPU they run, much slower, with a warning).
             channels_last: NHWC on torch; by default on for CUDA and CPU when the model was loaded here.
             min_stage_side: stages (but the last) whose input is shorter than this are skipped.
+            fold_bn: fold BatchNorm into the convolutions of a model loaded here (torch; False keeps
+                ``auto`` on torch).
             final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
                 (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
             backend: "auto" (default; :func:`choose_backend`: onnx on a CPU when the weights ship an
-                exported encoder, torch otherwise), "torch" or "onnx"; an in-memory model is torch's.
-            threads: CPU threads of the onnx backend's encoder and decoder (None: ONNX Runtime's
-                default, the physical cores, and a decoder thread per CPU the process may use);
-                torch's are process-wide (``runtime.configure_torch``).
-            tiles: tile sizes and the decode budget (see ``StageRunner``).
+                exported encoder, torch otherwise), "torch" or "onnx", in any case; an in-memory
+                model is torch's.
+            threads: CPU threads of the onnx backend's encoder and decoder, a whole number >= 0
+                (None or 0: ONNX Runtime's default, the physical cores, and a decoder thread per CPU
+                the process may use); torch's are process-wide (``runtime.configure_torch``).
+            tiles: tile sizes and the decode budget (see ``StageRunner``; ``stage_geometry.TILE_MINIMUMS``
+                gives each one's smallest value).
+
+        Raises:
+            ValueError: an option out of range or that the backend cannot honour.
+            checkpoint.WeightsError: weights that are missing, corrupt or do not match their sidecar.
+            devices.DeviceError: a device that is not present.
+
+        Weights without a sidecar sha256 load unverified, with a warning logged (``logging``; on
+        stderr when logging is not set up).
         """
         check_precision(precision)
+        backend = backend_name(backend)
+        if threads is not None:
+            threads = whole_number("threads", threads, 0) or None
+        check_tile_options(tiles)
         in_memory = model is not None and not isinstance(model, (str, Path))
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
@@ -202,6 +280,10 @@ class Refiner:
             self.runner, info = self._onnx_runner(Path(model or default_weights_path()), encoder, threads, tiles)
         else:
             self.runner, info = self._torch_runner(model, device, info, precision, channels_last, fold_bn, tiles)
+        if not in_memory and not info.verified:
+            weights = Path(str(info.path))
+            logger.warning("weights %s are not verified: no sidecar with a sha256 (%s)", weights,
+                           sidecar_path(weights).name)
         self.weights_info: CheckpointInfo = info
         self.min_stage_side = min_stage_side
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
@@ -228,6 +310,10 @@ class Refiner:
             # NHWC suits tensor cores, and oneDNN's CPU depthwise kernels: 25% faster at 4K.
             channels_last = loaded and resolved.type in ("cuda", "cpu")
         runner = StageRunner(model, resolved, precision=precision, channels_last=channels_last, **tiles)
+        if resolved.type == "cpu" and precision != "fp32":
+            # Measured on a 2-core CPU: one `crm refine` took 15.1 s in fp16 against 1.35 s in fp32.
+            logger.warning("precision %s is much slower than fp32 on the CPU (fp16 took 11x as long in one "
+                           "measurement): reduced precision is meant for GPUs", precision)
         return runner, info if info is not None else CheckpointInfo.of_model(model)
 
     @staticmethod
@@ -260,7 +346,11 @@ class Refiner:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, device: str = "auto", **options: object) -> Refiner:
-        """Run an in-memory model as given (training-time validation, tests)."""
+        """Run an in-memory model (training-time validation, tests) on torch, unfolded.
+
+        The model itself is moved to ``device`` and put in eval mode (``StageRunner``): a caller
+        that goes on training it must call ``model.train()`` again.
+        """
         return cls(model, device, **options)  # type: ignore[arg-type]
 
     @property
@@ -278,7 +368,7 @@ class Refiner:
         fix the stages (no per-image choice), and the other keywords override single switches.
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
         otherwise intermediate stages are decoded only at the size the next stage consumes (unless
-        ``full_decode``).
+        ``full_decode``). The image, mask and errors are :meth:`refine`'s.
         """
         with self.runner.inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
@@ -291,8 +381,12 @@ class Refiner:
         settings = get_preset(preset).overridden(ratios, roi=roi, full_decode=full_decode, adaptive=adaptive,
                                                  guard=guard)
         image = check_rgb_image(image)
-        mask = mask_to_float(mask)
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
+        mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
+        check_mask_values(mask)
+        mask = mask_to_float(mask)
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
@@ -420,12 +514,23 @@ class Refiner:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
-            image: (H, W, 3) uint8 RGB.
-            mask: (H, W) coarse mask: uint8 0-255, uint16, bool or float in [0, 1].
+            image: (H, W, 3) uint8 RGB, at least 1x1.
+            mask: (H, W) coarse mask, one of: uint8 0-255; uint16 0-65535 (or 0-255 when its
+                largest value is 255, ``masks.uint16_full_scale``); bool; any other integer type
+                holding only 0 and 1; float16/32/64 in [0, 1] (no NaN).
             ratios: fixed increasing stage ratios (the last one is usually 1.0) instead of the
                 preset's per-image choice.
             roi, full_decode, adaptive, guard: override one switch of the preset (see ``Preset``).
             preset: ``"auto"`` (default), ``"fast"``, ``"balanced"``, ``"quality"`` or a Preset.
+
+        Raises:
+            TypeError: a mask that is not a numeric array.
+            ValueError: an image or mask of another shape or type than listed, a mask of
+                another size than its image, float values outside [0, 1] or NaN, integer values
+                other than 0/1 in a type other than uint8/uint16, or invalid settings.
+
+        Loading errors (``checkpoint.WeightsError``, ``devices.DeviceError``) come from building
+        the Refiner, never from here.
         """
         return self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                     preset=preset).probability

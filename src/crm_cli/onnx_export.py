@@ -6,7 +6,8 @@ The exported graph is ``CRMNet.encode``: (1, 4, H, W) network input -> (1, H/2, 
 with H and W dynamic (multiples of 16). BatchNorm stays in the graph as BatchNormalization nodes
 (ONNX Runtime folds them when the session loads), so every stored value is the checkpoint's own:
 weights that are float16 in the checkpoint are stored as float16 behind a Cast, running statistics
-as float32. The weights' sidecar records the file and both hashes under ``"onnx"``.
+as float32. The weights' sidecar records the file and both hashes under ``"onnx"`` (a sidecar is
+created, with the weights' sha256, when there is none).
 
 Exporting needs torch and the ``onnx`` package; running the result needs neither::
 
@@ -18,11 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_model, read_sidecar, sha256_file, sidecar_path
+from .checkpoint import (
+    FORMAT,
+    SAFETENSORS_KIND,
+    WeightsError,
+    checkpoint_kind,
+    load_model,
+    read_sidecar,
+    sha256_file,
+    sidecar_path,
+)
 
 ONNX_OPSET = 17
 ONNX_SUFFIX = ".encoder.onnx"
@@ -81,14 +92,21 @@ def _store_half(graph: Any) -> int:
 
 def export_encoder(weights: Path, out: Path | None = None, update_sidecar: bool = True) -> dict[str, Any]:
     """Write ``weights``' encoder as ONNX (default: :func:`onnx_path_for`); returns the sidecar entry
-    ``{"file", "sha256", "weights_sha256", "opset", "torch"}``, also written into the weights' sidecar
-    (when it has one and ``update_sidecar``)."""
+    ``{"file", "sha256", "weights_sha256", "opset", "torch"}``, also recorded in the weights'
+    sidecar when ``update_sidecar`` (:func:`record_encoder`).
+
+    Only .safetensors weights can be exported: the onnx backend reads its decoder from them. A
+    WeightsError names anything else, and weights that do not match their sidecar.
+    """
     import io
 
     import onnx
     import torch
 
     weights = Path(weights)
+    if checkpoint_kind(weights) != SAFETENSORS_KIND:
+        raise WeightsError(f"{weights}: a torch training checkpoint; the onnx backend runs .safetensors weights "
+                           "(write them with crm_cli.checkpoint.save_weights first)")
     out = Path(out) if out is not None else onnx_path_for(weights)
     model, info = load_model(weights)
     example = torch.zeros(1, 4, EXPORT_SIDE, EXPORT_SIDE)
@@ -109,24 +127,58 @@ def export_encoder(weights: Path, out: Path | None = None, update_sidecar: bool 
     os.replace(tmp, out)
     entry = {"file": out.name, "sha256": sha256_file(out), "weights_sha256": info.sha256 or sha256_file(weights),
              "opset": ONNX_OPSET, "torch": torch.__version__.split("+")[0]}
-    sidecar = read_sidecar(weights)
-    if update_sidecar and sidecar is not None and out.parent == weights.parent:
-        sidecar["onnx"] = entry
-        side_path = sidecar_path(weights)
-        tmp_json = side_path.with_name(side_path.name + ".tmp")
-        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(tmp_json, side_path)
+    if update_sidecar:
+        record_encoder(weights, out, entry)
     return entry
 
 
+def record_encoder(weights: Path, encoder: Path, entry: dict[str, Any]) -> str:
+    """Record an exported encoder's ``entry`` under ``"onnx"`` in the sidecar of ``weights``, so
+    that the onnx backend takes it; returns a line saying what was written, or why nothing was.
+
+    The backend looks for the encoder beside the weights, so one written elsewhere is not recorded.
+    Weights without a sidecar get one, and a sidecar without a sha256 gets the weights' (the one
+    the entry was made from): the backend runs only weights it can check.
+    """
+    weights, encoder = Path(weights), Path(encoder)
+    side_path = sidecar_path(weights)
+    if encoder.resolve().parent != weights.resolve().parent:
+        return (f"not recorded in {side_path.name}: the onnx backend takes only an encoder beside the weights "
+                f"(in {weights.parent}); export without -o, or with -o into that folder")
+    sidecar = read_sidecar(weights)
+    notes = []
+    if sidecar is None:
+        sidecar = {"file": weights.name, "sha256": entry["weights_sha256"], "format": FORMAT}
+        notes.append(f"created {side_path.name} with the weights' sha256")
+    elif not sidecar.get("sha256"):
+        sidecar["sha256"] = entry["weights_sha256"]
+        notes.append(f"added the weights' sha256 to {side_path.name}")
+    sidecar["onnx"] = entry
+    tmp_json = side_path.with_name(side_path.name + ".tmp")
+    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
+    os.replace(tmp_json, side_path)
+    return "; ".join([*notes, f"recorded {encoder.name} in {side_path}"])
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m crm_cli.onnx_export WEIGHTS [-o OUT]``."""
+    """``python -m crm_cli.onnx_export WEIGHTS [-o OUT]``: the entry as JSON on stdout, what was
+    recorded (or an error, exit 1) on stderr."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("-o", "--out", type=Path, default=None, help="default: WEIGHTS' stem + .encoder.onnx")
     args = parser.parse_args(argv)
-    entry = export_encoder(args.weights, args.out)
+    out = args.out if args.out is not None else onnx_path_for(args.weights)
+    try:
+        entry = export_encoder(args.weights, out, update_sidecar=False)
+        recorded = record_encoder(args.weights, out, entry)
+    except ImportError as exc:
+        print(f"error: exporting needs torch and the onnx package ({exc}): pip install onnx", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (WeightsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(json.dumps(entry, indent=2))
+    print(recorded, file=sys.stderr)
 
 
 if __name__ == "__main__":

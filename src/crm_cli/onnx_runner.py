@@ -40,10 +40,13 @@ def onnx_encoder_path(weights: Path) -> Path | None:
     exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
     sidecar = read_sidecar(weights) or {}
     entry = sidecar.get("onnx")
-    if not isinstance(entry, dict) or entry.get("weights_sha256") != sidecar.get("sha256"):
+    if not isinstance(entry, dict) or not sidecar.get("sha256") or entry.get("weights_sha256") != sidecar["sha256"]:
         return None
-    path = Path(weights).with_name(str(entry.get("file", "")))
-    return path if entry.get("file") and path.is_file() else None
+    name = entry.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name:  # a file beside the weights
+        return None
+    path = Path(weights).with_name(name)
+    return path if path.is_file() else None
 
 
 def verify_onnx(path: Path, weights: Path) -> None:
@@ -145,15 +148,20 @@ class NumpyDecoder:
 
     @classmethod
     def from_checkpoint(cls, weights: Path, config: ArchConfig) -> NumpyDecoder:
-        """The decoder layers of a .safetensors checkpoint, read without torch."""
+        """The decoder layers of a .safetensors checkpoint, read without torch; a one-line
+        WeightsError when they are not there as ``config`` describes them."""
         from safetensors import safe_open
 
         layers = []
-        with safe_open(str(weights), framework="np") as handle:
-            for k in range(config.hidden_layers + 1):
-                weight = handle.get_tensor(f"decoder.layers.{k}.weight").astype(np.float32)
-                bias = handle.get_tensor(f"decoder.layers.{k}.bias").astype(np.float32)
-                layers.append((weight, bias))
+        try:
+            with safe_open(str(weights), framework="np") as handle:
+                for k in range(config.hidden_layers + 1):
+                    weight = handle.get_tensor(f"decoder.layers.{k}.weight").astype(np.float32)
+                    bias = handle.get_tensor(f"decoder.layers.{k}.bias").astype(np.float32)
+                    layers.append((weight, bias))
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise WeightsError(f"{weights}: the decoder's weights do not fit their recorded architecture "
+                               f"({exc})") from None
         return cls(layers, config.latent_dim)
 
     def axis_table(self, n_target: int, n_stage: int, n_latent: int, pad: int, axis: int) -> AxisTable:

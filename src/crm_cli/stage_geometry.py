@@ -7,6 +7,7 @@ build on these, so the two backends pad, tile and report alike.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +27,37 @@ class StageTiming:
     decode_s: float
 
 
+# The smallest value of each tile option: a tile is at least one padding multiple (smaller sides
+# are rounded up to it anyway), a margin may be 0.
+TILE_MINIMUMS: dict[str, int] = {"tile_size": PAD_MULTIPLE, "tile_margin": 0, "decode_budget_mb": 1,
+                                 "roi_tile_size": PAD_MULTIPLE, "roi_tile_margin": 0, "roi_window_size": 1}
+
+
+def whole_number(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int when it is a whole number (not a bool) >= ``minimum``; a ValueError
+    naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_tile_options(options: dict[str, object]) -> None:
+    """ValueError for a tile option below its minimum (:data:`TILE_MINIMUMS`) or not a whole
+    number, TypeError for an unknown one; run before a model loads so a bad value fails at once."""
+    for name, value in options.items():
+        if name not in TILE_MINIMUMS:
+            raise TypeError(f"unknown tile option {name!r}; the options are {', '.join(TILE_MINIMUMS)}")
+        whole_number(name, value, TILE_MINIMUMS[name])
+
+
 class TiledRunner:
     """The tile and decode options both stage runners hold (see ``stages.StageRunner``'s docstring)."""
 
     def __init__(self, *, tile_size: int = 1024, tile_margin: int = 64, decode_budget_mb: int = 8,
                  roi_tile_size: int = 192, roi_tile_margin: int = 32, roi_window_size: int = 1024) -> None:
+        check_tile_options({"tile_size": tile_size, "tile_margin": tile_margin, "decode_budget_mb": decode_budget_mb,
+                            "roi_tile_size": roi_tile_size, "roi_tile_margin": roi_tile_margin,
+                            "roi_window_size": roi_window_size})
         self.tile_size = tile_multiple(tile_size)
         self.tile_margin = tile_multiple(tile_margin)
         # Small row bands stay in cache: 8 MB decodes about 5x faster than 256 MB on a 2-core CPU.

@@ -165,6 +165,7 @@ class RefinerOptions:
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
         """Make the process-wide settings, build the Refiner once per process, log the device on stderr."""
         self.check_backend()
+        show_library_warnings()
         refiner = self._spec(self.weights).build()
         if not quiet:
             say(f"device: {refiner.device_name}")
@@ -269,6 +270,20 @@ def report_failure(what: str, error: str, out: Console | None = None, prefix: st
     from rich.markup import escape
 
     (out or console).print(f"[red]{prefix}[/] {escape(what)}{escape(error)}", highlight=False)
+
+
+def show_library_warnings() -> None:
+    """Print the library's logged warnings (unverified weights, fp16 on a CPU) as ``warning:`` lines."""
+    import logging
+
+    class WarningLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warn(record.getMessage())
+
+    logger = logging.getLogger("crm_cli")
+    if not any(type(handler).__name__ == "WarningLines" for handler in logger.handlers):
+        logger.addHandler(WarningLines(logging.WARNING))
+        logger.propagate = False
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

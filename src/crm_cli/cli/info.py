@@ -14,9 +14,10 @@ HELP = """Show versions, devices and the weights in use.
 
 Prints the crm, Python, torch, CUDA and ONNX Runtime versions, the devices available, the device
 and backend 'auto' picks, and the weights: path, sha256 (checked against the sidecar JSON),
-architecture, provenance, and how 'auto' runs the final stage with them (the sidecar's final_stage
-over the defaults).
-Exits 1 when the weights file is not a usable crm checkpoint.
+architecture, provenance, how 'auto' runs the final stage with them (the sidecar's final_stage
+over the defaults), and the ONNX encoder exported from them (its sha256 checked too).
+Exits 1 when the weights file is not a usable crm checkpoint: a hash that does not match, tensors
+that do not load into their recorded architecture, or an exported encoder that does not match.
 
 Example: crm info --json"""
 
@@ -68,13 +69,17 @@ def _default_device() -> str:
 
 def gather_info(weights: Path | None) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data."""
-    import torch
-
     from .. import __version__
     from ..checkpoint import default_weights_path, inspect_checkpoint
 
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     path = Path(weights) if weights is not None else default_weights_path()
+    # Before torch loads, as in `crm refine`: with torch loaded, "auto" asks torch about GPUs
+    # instead of looking for driver files (devices.accelerator_possible), which can differ.
+    backend = _default_backend(path)
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    report = inspect_checkpoint(path, build=True)
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -84,8 +89,8 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         "onnxruntime": _onnxruntime_version(),
         "devices": _devices(),
         "default_device": _default_device(),
-        "default_backend": _default_backend(path),
-        "weights": inspect_checkpoint(path),
+        "default_backend": None if report["error"] else backend,  # None: no backend runs these weights
+        "weights": report,
     }
 
 
@@ -136,19 +141,37 @@ def _print_table(data: dict[str, Any]) -> None:
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))
     table.add_row("default device", data["default_device"])
-    table.add_row("default backend", data["default_backend"])
+    table.add_row("default backend", compact(data["default_backend"]))
     weights = data["weights"]
     table.add_row("weights", escape(weights["path"]))
     if not weights["exists"]:
         table.add_row("", "[red]missing[/] (pass --weights PATH or set CRM_WEIGHTS)")
     else:
         ok = {True: "[green]matches sidecar[/]", False: "[red]does NOT match sidecar[/]",
-              None: "no sidecar hash"}
+              None: "no sidecar hash: not verified"}
         table.add_row("sha256", f"{weights['sha256']} ({ok[weights['sha256_ok']]})")
         table.add_row("architecture", escape(compact(weights["config"])))
         table.add_row("provenance", escape(compact(weights["provenance"])))
         table.add_row("final stage", escape(compact(weights["final_stage"])))
+        table.add_row("onnx encoder", _encoder_text(weights["onnx"]))
     console.print(table)
+
+
+def _encoder_text(encoder: dict[str, Any] | None) -> str:
+    """The table's line for the exported ONNX encoder (``checkpoint.inspect_encoder``), as Rich markup."""
+    from rich.markup import escape
+
+    if encoder is None:
+        return "none recorded in the sidecar"
+    if not encoder["exists"]:
+        status = "[red]missing[/]"
+    elif encoder["sha256_ok"] is False:
+        status = "[red]sha256 does NOT match sidecar[/]"
+    else:
+        status = "[green]sha256 matches sidecar[/]" if encoder["sha256_ok"] else "no sha256 recorded"
+    if encoder["exists"] and not encoder["used"]:
+        status += ", not used: the sidecar does not tie it to these weights' sha256"
+    return f"{escape(encoder['path'])} ({status})"
 
 
 def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:

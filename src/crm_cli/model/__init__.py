@@ -1,5 +1,6 @@
 """Model definitions only: no files, no images, no devices."""
 
+from ..config import ArchConfig
 from .crm import CRMNet, Fusion
 from .decoder import AxisTable, ImplicitDecoder, axis_geometry
 from .encoders import build_encoder, encoder_names, register_encoder
@@ -17,6 +18,6 @@ __all__ = [
 ]
 
 
-def build_crm(config) -> CRMNet:  # noqa: ANN001 - ArchConfig, kept import-light
-    """Build a CRMNet from an :class:`~crm_cli.config.ArchConfig`."""
+def build_crm(config: ArchConfig) -> CRMNet:
+    """Build a CRMNet (randomly initialised, in training mode) from an :class:`~crm_cli.config.ArchConfig`."""
     return CRMNet(config)

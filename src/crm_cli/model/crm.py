@@ -39,6 +39,7 @@ class Fusion(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The encoder's taps (strides 2, 4, 8) -> F_latent (B, latent_dim, H/2, W/2) on the first tap's grid."""
         size = taps[0].shape[-2:]
         parts = []
         for tap, projection in zip(taps, self.projections, strict=True):

@@ -56,6 +56,11 @@ class Encoder(nn.Module):
             stem.weight[:, :3] = rgb_weight
 
     def stem_conv(self) -> nn.Conv2d:
+        """The first convolution, whose input is the 4-channel network input (RGB + mask)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 4, H, W) network input -> the taps at strides 2, 4 and 8 (``out_dims`` channels)."""
         raise NotImplementedError
 
 
@@ -73,9 +78,11 @@ class ResNet50Encoder(Encoder):
         self.out_dims = (64, 256, 1024)
 
     def stem_conv(self) -> nn.Conv2d:
+        """conv1, the 7x7 stride-2 stem."""
         return self.conv1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 4, H, W) -> taps after the stem (stride 2), layer1 (4) and the dilated layer3 (8)."""
         x1 = self.relu(self.bn1(self.conv1(x)))
         x2 = self.layer1(self.maxpool(x1))
         x3 = self.layer3(self.layer2(x2))
@@ -104,9 +111,11 @@ class MobileNetV2Encoder(Encoder):
         )
 
     def stem_conv(self) -> nn.Conv2d:
+        """The stem block's 3x3 stride-2 convolution."""
         return self.stage1[0][0]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 4, H, W) -> taps at strides 2, 4 and 8 (the stride-16 block upsampled x2)."""
         x1 = self.stage1(x)
         x2 = self.stage2(x1)
         x3 = self.stage3(x2)
@@ -141,9 +150,11 @@ class EfficientNetLiteEncoder(Encoder):
         self.out_dims = tuple(int(info[r]["num_chs"]) for r in self.TAP_REDUCTIONS)  # type: ignore[assignment]
 
     def stem_conv(self) -> nn.Conv2d:
+        """timm's conv_stem, the 3x3 stride-2 stem."""
         return self.conv_stem
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 4, H, W) -> taps at strides 2, 4 and 8 (the stride-16 stage upsampled x2)."""
         x = self.bn1(self.conv_stem(x))
         taps = []
         for index, stage in enumerate(self.blocks):

@@ -61,6 +61,7 @@ class InvertedResidual(nn.Module):
         self.out_channels = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output, plus ``x`` itself when the block keeps the shape (stride 1, same width)."""
         y = self.conv(x)
         return x + y if self.use_res_connect else y
 
