@@ -17,15 +17,17 @@ Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 
 
 
 def compare(
-    image: Annotated[Path, typer.Argument(help="The RGB image.", show_default=False)],
-    coarse: Annotated[Path, typer.Argument(help="The coarse (input) mask.", show_default=False)],
-    refined: Annotated[Path, typer.Argument(help="The refined mask (any bit depth).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Image to write: .png, .tif or .webp.",
-                                         show_default=False)],
-    gt: Annotated[Path | None, typer.Argument(help="Optional ground-truth mask.", show_default=False)] = None,
-    crops: Annotated[int, typer.Option("--crops", min=0, max=16, help="Number of zoomed crops.")] = 3,
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The RGB image.", show_default=False)],
+    coarse: Annotated[Path, typer.Argument(metavar="COARSE", help="The coarse (input) mask.", show_default=False)],
+    refined: Annotated[Path, typer.Argument(metavar="REFINED", help="The refined mask (any bit depth).",
+                                            show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, metavar="FILE",
+                                         help="Image to write: .png, .tif or .webp.", show_default=False)],
+    gt: Annotated[Path | None, typer.Argument(metavar="GT", help="Optional ground-truth mask.",
+                                              show_default=False)] = None,
+    crops: Annotated[int, typer.Option("--crops", min=0, max=16, metavar="N", help="Number of zoomed crops.")] = 3,
     crop_size: Annotated[int | None, typer.Option(
-        "--crop-size", min=8, help="Crop side in image pixels (default: 1/8 of the short side, 16-256).",
+        "--crop-size", min=8, metavar="N", help="Crop side in image pixels (default: 1/8 of the short side, 16-256).",
         show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
