@@ -269,11 +269,12 @@ def test_memory_estimate_refuses_before_allocating(pair: tuple[Path, Path], tiny
     assert_one_line_error(result, 1, str(pair[0]), "128x96", "of memory", "try --preset balanced")
     assert "device:" not in result.stderr and not (tmp_path / "o.png").exists()
     timed = runner.invoke(app, ["time", "--size", "128x96", "--preset", "quality", *base])
-    assert_one_line_error(timed, 2, "--size 128x96", "try --preset balanced")
+    assert_one_line_error(timed, 2, "the --size scene is 128x96", "try --preset balanced")
 
     monkeypatch.setattr(runtime, "available_memory_bytes", lambda: balanced // 2)
     result = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "o.png"), *base])
-    assert_one_line_error(result, 1, "of memory", "downscale or crop")
+    error = assert_one_line_error(result, 1, "of memory", "downscale or crop")
+    assert "'fast' preset" not in error  # the estimate's own advice, not a second generic one
     data = tmp_path / "big"
     write_scene_files(data, "a_im", "a_seg")
     batch = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "bo"), *base, "--json"])

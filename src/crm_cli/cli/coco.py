@@ -47,16 +47,19 @@ def coco(
     annotations: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
     images: Annotated[Path, typer.Option(
-        "--images", "-i", exists=True, file_okay=False, help="Folder the images' file_name entries are relative to.")],
+        "--images", "-i", exists=True, file_okay=False, metavar="DIR",
+        help="Folder the images' file_name entries are relative to.")],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", dir_okay=False, help="Refined COCO file (written atomically).")],
+        "--output", "-o", dir_okay=False, metavar="FILE", help="Refined COCO file (written atomically).")],
     category_ids: Annotated[str | None, typer.Option(
-        "--category-ids", help="Refine only instances of these categories, e.g. 1,3; the rest stay as they are.")]
+        "--category-ids", metavar="IDS",
+        help="Refine only instances of these categories, e.g. 1,3; the rest stay as they are.")]
     = None,
     min_area: Annotated[float, typer.Option(
-        "--min-area", min=0.0, help="Leave instances with fewer mask pixels than this as they are.")] = 0.0,
+        "--min-area", min=0.0, metavar="PIXELS",
+        help="Leave instances with fewer mask pixels than this as they are.")] = 0.0,
     margin: Annotated[int, typer.Option(
-        "--margin", min=0, rich_help_panel="Quality",
+        "--margin", min=0, metavar="PX", rich_help_panel="Quality",
         help="Context around each instance's box in pixels, at least (also at least a quarter of the box's "
              "longer side).")] = 32,
     full_image: Annotated[bool, typer.Option(

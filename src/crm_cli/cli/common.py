@@ -326,7 +326,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         message = str(exc)
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed
         message = str(exc) or "out of memory"
-        if "try" not in message:
+        if "try" not in message and "free memory" not in message:  # crm's estimates carry their own advice
             message += "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
     except RuntimeError as exc:
         if "out of memory" not in str(exc).lower():

@@ -35,14 +35,14 @@ if TYPE_CHECKING:
 
 @refiner_options()
 def evaluate(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="FOLDER",
                                            help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
-    output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False,
+    output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False, metavar="DIR",
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
     options: RefinerOptions = RefinerOptions(),
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
                                             "(decodes each stage at full size, like the paper's Table 5).")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Only the first N pairs (0 = all).")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=0, metavar="N", help="Only the first N pairs (0 = all).")] = 0,
     threshold: Annotated[float | None, threshold_option(
         "Score (and write with -o) the refined masks binarised at probability > T "
         "[default: the 8-bit soft mask, scored > 128].")] = None,

@@ -77,12 +77,13 @@ def score(
                                                           "or a COCO .json file (instances matched by id).")],
     pred_suffix: Annotated[
         str | None,
-        typer.Option("--pred-suffix", help="Only pair <name>_gt with <name>SUFFIX (e.g. _seg). "
+        typer.Option("--pred-suffix", metavar="SUFFIX", help="Only pair <name>_gt with <name>SUFFIX (e.g. _seg). "
                                            "Default: try _mask, no suffix, then _seg."),
     ] = None,
     csv_path: Annotated[
         Path | None,
-        typer.Option("--csv", dir_okay=False, help="Write per-image rows (name,iou,mba,intersection,union)."),
+        typer.Option("--csv", dir_okay=False, metavar="FILE",
+                     help="Write per-image rows (name,iou,mba,intersection,union)."),
     ] = None,
     threshold: Annotated[float | None, threshold_option(
         "Binarise the predictions at > T of their full scale (default: > 128 of 255).")] = None,

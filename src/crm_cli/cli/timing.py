@@ -51,7 +51,7 @@ def timing(
     if size is not None:
         height, width = parse_size(size)
         # An option asked for this size, so a size that cannot fit in memory is a usage error.
-        if (problem := memory_problem(height, width, settings, options.tile_size, f"--size {size}")) is not None:
+        if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
             raise fail(problem, code=2)
     with user_errors():
         if image is not None and mask is not None:
