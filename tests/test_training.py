@@ -270,10 +270,10 @@ def test_resume_with_other_validation_sets_is_refused(tiny_dataset: Path, tmp_pa
     options.val_sets = [f"keep={tiny_dataset}", f"gone={tiny_dataset}"]
     Trainer(options).run()
     assert "gone_refined_mba" in (tmp_path / "r" / "log.csv").read_text().splitlines()[0]
-    same = _options(tiny_dataset, tmp_path / "r", 2)
+    same = _options(tiny_dataset, tmp_path / "r", 1)
     same.val_sets = [f"gone={tiny_dataset}", f"keep={tiny_dataset}"]  # order does not matter
     assert Trainer(same).resume()
-    changed = _options(tiny_dataset, tmp_path / "r", 2)
+    changed = _options(tiny_dataset, tmp_path / "r", 1)
     changed.val_sets = [f"keep={tiny_dataset}", f"new={tiny_dataset}"]
     with pytest.raises(ValueError, match=r"validates on sets keep, gone, but this one is without gone and with new "
                                          r"new; resume with the same --val-set names"):
@@ -367,3 +367,43 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_dataset: Path, tmp_path: Path) -
     payload = torch.load(out / "last.pt", weights_only=True)
     assert payload["step"] == 2
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # rank 0 logs each step once
+
+
+def test_resume_with_another_schedule_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    first = Trainer(_options(tiny_dataset, tmp_path / "s", 4))
+    first.train_step()
+    first.save_checkpoint()
+    for name, value in (("steps", 8), ("batch", 3), ("lr", 1e-3), ("seed", 8), ("query_window", 64)):
+        other = _options(tiny_dataset, tmp_path / "s", 4)
+        setattr(other, name, value)
+        flag = "--" + name.replace("_", "-")
+        with pytest.raises(ValueError, match=f"the run used {flag} .*resume with the same values"):
+            Trainer(other).resume()
+    assert Trainer(_options(tiny_dataset, tmp_path / "s", 4)).resume()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])
+def test_unreadable_checkpoint_is_named(tiny_dataset: Path, tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "last.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"u/last.pt: not a readable training checkpoint"):
+        Trainer(_options(tiny_dataset, tmp_path / "u", 2)).resume()
+
+
+def test_resumed_run_replays_no_validation_record_twice(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    options = _options(tiny_dataset, tmp_path / "j", 3)
+    options.val_every, options.ckpt_every, options.stop_at = 1, 2, 2
+    Trainer(options).run()
+    shutil.copy(tmp_path / "j" / "last.pt", tmp_path / "step2.pt")
+    options.stop_at = 0
+    resumed = Trainer(options)
+    assert resumed.resume() and resumed.run() is RunEnd.FINISHED
+    # As if killed after step 3's validation and before its checkpoint.
+    shutil.copy(tmp_path / "step2.pt", tmp_path / "j" / "last.pt")
+    again = Trainer(options)
+    assert again.resume() and again.run() is RunEnd.FINISHED
+    steps = [json.loads(line)["step"] for line in (tmp_path / "j" / "val.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert [row["step"] for row in csv.DictReader((tmp_path / "j" / "log.csv").open())] == ["1", "2", "3"]

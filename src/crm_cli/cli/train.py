@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Device, DeviceOpt, console, user_errors
+from .common import Device, DeviceOpt, console, say, user_errors, warn
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 
@@ -74,55 +74,99 @@ def train(
                                                "sets (benchmarks/choose_checkpoint.py).")] = False,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
+    from ..config import PRESET_ARCHS
     from ..runtime import configure_torch
-    from ..training.coarse import CoarseMix
     from ..training.data import list_pairs
-    from ..training.loop import RunEnd, Trainer, TrainOptions, parse_val_sets
+    from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    try:
-        if coarse_mix:
-            mix = CoarseMix.parse(coarse_mix)
-            if mix.network > 0 and not network_masks:
-                raise ValueError("--coarse-mix gives network a weight; pass --network-masks FOLDER")
-        parse_val_sets(list(val_set or []))
-        if val_ratios:
-            [float(r) for r in val_ratios.split(",")]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    check_options(encoder, coarse_mix, network_masks, val_set, val_ratios, sorted(PRESET_ARCHS))
+    for option, folder in (("--data", data), ("--val", val)):
+        if folder is not None:
+            try:
+                list_pairs(folder)
+            except (ValueError, FileNotFoundError) as exc:  # no pairs, or a layout find_pairs refuses
+                raise typer.BadParameter(str(exc), param_hint=option) from None
     configure_torch(threads or None)
-    with user_errors():
-        options = TrainOptions(
-            data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed, init=init,
-            val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
-            synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
-            val_sets=list(val_set or []), val_images=val_images,
-            val_ratios=val_ratios, device=device.value, workers=workers, max_minutes=max_minutes, stop_at=stop_at,
-            zoom=zoom, boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
-            command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        )
-        trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
-        if resume and trainer.resume():
-            console.print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
-        elif (out / "last.pt").exists() and not resume:
-            raise typer.BadParameter(f"{out} already holds a run; pass --resume or choose another --out")
-        console.print(f"training {encoder} on {len(trainer.cache)} pairs, device {trainer.device}, "
-                      f"init {trainer.init_note}")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    trainer = None
+    try:
+        with user_errors():
+            options = TrainOptions(
+                data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed,
+                init=init, val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
+                synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
+                val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device.value,
+                workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom,
+                boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
+                command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            )
+            trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
+            if resume and trainer.resume():
+                say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
+            elif resume:
+                warn(f"--resume: {trainer.checkpoint_path} does not exist; starting a new run")
+            elif trainer.checkpoint_path.exists():
+                raise typer.BadParameter(f"{out} already holds a run; pass --resume or choose another --out",
+                                         param_hint="--out")
+            say(f"training {encoder} on {len(trainer.cache)} pairs, device {trainer.device}, "
+                f"init {trainer.init_note}")
+            end = run_with_progress(trainer, steps)
+    except KeyboardInterrupt:
+        raise interrupted(trainer, out) from None
+    if end is RunEnd.FINISHED:
+        say(f"done: {out / 'model.safetensors'}")
+    else:
+        reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
+        say(f"stopped at step {trainer.step} of {steps} ({reason}): {out / 'model.safetensors'}; "
+            "continue with --resume")
 
-        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("train", total=steps, completed=trainer.step, info="")
 
-            def report(step: int, stats: dict[str, float]) -> None:
-                progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
+def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.loop.Trainer, RunEnd
+    """``trainer.run()`` under a progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            end = trainer.run(report)
-        if end is RunEnd.FINISHED:
-            console.print(f"done: {out / 'model.safetensors'}")
-        else:
-            reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
-            console.print(f"stopped at step {trainer.step} of {steps} ({reason}): "
-                          f"{out / 'model.safetensors'}; continue with --resume")
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("train", total=steps, completed=trainer.step, info="")
+
+        def report(step: int, stats: dict[str, float]) -> None:
+            progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
+
+        return trainer.run(report)
+
+
+def check_options(encoder: str, coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
+                  val_ratios: str, encoders: list[str]) -> None:
+    """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
+    from ..training.coarse import CoarseMix
+    from ..training.loop import parse_val_sets
+
+    if encoder not in encoders:
+        raise typer.BadParameter(f"unknown encoder {encoder!r}; choose from {', '.join(encoders)}",
+                                 param_hint="--encoder")
+    checks = (("--coarse-mix", lambda: CoarseMix.parse(coarse_mix) if coarse_mix else None),
+              ("--val-set", lambda: parse_val_sets(list(val_set or []))),
+              ("--val-ratios", lambda: [float(r) for r in val_ratios.split(",")] if val_ratios else None))
+    for option, check in checks:
+        try:
+            result = check()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
+        if option == "--coarse-mix" and result is not None and result.network > 0 and not network_masks:
+            raise typer.BadParameter("gives network a weight; pass --network-masks FOLDER", param_hint=option)
+
+
+def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
+    """Say where a run stopped by Ctrl-C can go on from; the Exit (130) to raise."""
+    checkpoint = out / "last.pt"
+    if trainer is not None and trainer.saved_step is not None:
+        where = f"{checkpoint} holds step {trainer.saved_step}; continue with --resume"
+    elif checkpoint.exists():
+        where = f"{checkpoint} is unchanged; continue with --resume"
+    else:
+        where = "no checkpoint was written yet; run the command again to start over"
+    step = f" at step {trainer.step}" if trainer is not None else ""
+    say(f"interrupted{step}: {where}")
+    return typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:

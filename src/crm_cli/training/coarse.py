@@ -208,7 +208,10 @@ class CoarseMix:
             name = name.strip()
             if not sep or name not in weights:
                 raise ValueError(f"coarse mix: expected MODE=WEIGHT with MODE in {', '.join(MODES)}, got {part!r}")
-            weights[name] = float(value)
+            try:
+                weights[name] = float(value)
+            except ValueError:
+                raise ValueError(f"coarse mix: the weight of {name} must be a number, got {value.strip()!r}") from None
         if any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
             raise ValueError(f"coarse mix: weights must be >= 0 and not all 0, got {text!r}")
         return cls(**weights)

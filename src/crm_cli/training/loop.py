@@ -80,6 +80,9 @@ DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
 # The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
 # state holds only the trained parameters).
 OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
+# The options that decide each step's batch size, learning rate, seeds and query window: a resumed run
+# with others would silently mix two schedules.
+SCHEDULE_FIELDS = ("steps", "batch", "lr", "seed", "query_window")
 DEFAULT_OPTIONS = TrainOptions(data="", out="")
 
 
@@ -185,6 +188,7 @@ class Trainer:
         trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trained, lr=options.lr, weight_decay=WEIGHT_DECAY)
         self.step = 0
+        self.saved_step: int | None = None  # the step last.pt holds, once written or resumed from
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -213,12 +217,13 @@ class Trainer:
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
         torch.save(payload, tmp)
         os.replace(tmp, self.checkpoint_path)
+        self.saved_step = self.step
 
     def resume(self) -> bool:
         """Load ``last.pt`` if present; returns whether it did."""
         if not self.checkpoint_path.exists():
             return False
-        payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        payload = read_checkpoint(self.checkpoint_path, self.device)
         if ArchConfig.from_dict(payload["config"]) != self.config:
             raise ValueError(f"{self.checkpoint_path}: architecture differs from this run's")
         saved = payload.get("options", {})
@@ -228,13 +233,20 @@ class Trainer:
             if saved_values != {name: getattr(self.options, name) for name in fields}:
                 used = " ".join(f"--{name.replace('_', '-')} {value!r}" for name, value in saved_values.items())
                 raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same {what}")
+        # These fields were saved from the first version on, so only differing values are refused.
+        changed = [name for name in SCHEDULE_FIELDS if name in saved and saved[name] != getattr(self.options, name)]
+        if changed:
+            used = " ".join(f"--{name.replace('_', '-')} {saved[name]!r}" for name in changed)
+            raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same values, or start "
+                             f"a new run in another --out (--init {self.out / 'model.safetensors'} starts from "
+                             f"its weights)")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.step = int(payload["step"])
+        self.step = self.saved_step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
         if self.rank == 0:
-            truncate_log(self.out / "log.csv", self.step)
             check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
+            truncate_log(self.out / "log.csv", self.step)
         return True
 
     # -------------------------------------------------------------- training
@@ -327,6 +339,11 @@ class Trainer:
         logged_header = check_logged_val_sets(log_path, list(self.val_sets)) if self.rank == 0 else None
         columns = logged_header or self.log_columns()
         new_log = self.rank == 0 and logged_header is None
+        if self.rank == 0:
+            # Rows past the step this run starts from (an interrupted run's, or a run without a
+            # checkpoint) would be written again.
+            truncate_log(log_path, self.step)
+            truncate_val_log(self.out / "val.jsonl", self.step)
         with open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             if new_log:
@@ -408,6 +425,33 @@ def truncate_log(log_path: Path, step: int) -> None:
     lines = log_path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
     log_path.write_text("".join(kept))
+
+
+def truncate_val_log(path: Path, step: int) -> None:
+    """Drop validation records written after ``step`` (they will be replayed)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if kept != lines:
+        path.write_text("".join(kept))
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``last.pt``'s payload; a file that is not a whole training checkpoint (truncated, empty,
+    another kind) raises ValueError naming it."""
+    import pickle
+    import zipfile
+
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable training checkpoint ({str(exc) or 'the file ends early'}); "
+                         "remove it to start over, "
+                         f"or copy back a good one") from None
+    if not isinstance(payload, dict) or not {"config", "model", "optimizer", "step"} <= payload.keys():
+        raise ValueError(f"{path}: not a training checkpoint of crm train")
+    return payload
 
 
 def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:

@@ -1,0 +1,98 @@
+"""``crm train`` as a user meets it: exit codes, one-line errors, Ctrl-C, literal paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from conftest import synthetic_scene
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 small image/mask pairs in the DUTS-TR layout."""
+    root = tmp_path_factory.mktemp("duts")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for k in range(12):
+        image, mask = synthetic_scene(64, 64, seed=k)
+        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
+    return root
+
+
+def train(*args: str) -> tuple[int, str, str]:
+    """Run ``crm train`` with small settings; (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(app, ["train", "--batch", "2", "--query-window", "32", "--init", "random",
+                                      "--val-images", "2", *args])
+    assert "Traceback" not in result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_usage_errors_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "run")
+    cases = {
+        "--data": ["--data", str(empty), "--out", out],
+        "--coarse-mix": ["--data", str(pairs), "--out", out, "--coarse-mix", "paper=x"],
+        "--val-set": ["--data", str(pairs), "--out", out, "--val-set", f"a={tmp_path / 'missing'}"],
+        "--encoder": ["--data", str(pairs), "--out", out, "--encoder", "resnet5"],
+    }
+    for option, args in cases.items():
+        code, stdout, stderr = train(*args)
+        assert code == 2, (option, stderr)
+        assert stdout == ""
+        assert stderr.startswith("error: ") and option in stderr.splitlines()[0], stderr
+    assert "the weight of paper must be a number" in train(*cases["--coarse-mix"])[2]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_checkpoint_exits_1_naming_it(pairs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"")
+    code, _, stderr = train("--data", str(pairs), "--out", str(out), "--steps", "2", "--resume")
+    assert code == 1
+    assert stderr.splitlines() == [f"error: {out / 'last.pt'}: not a readable training checkpoint (the file ends "
+                                   "early); remove it to start over, or copy back a good one"]
+
+
+def test_ctrl_c_exits_130_keeps_the_checkpoint_and_says_how_to_resume(pairs: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.training.loop import Trainer
+
+    out = tmp_path / "runs [a]"  # brackets Rich would read as markup
+    args = ["--data", str(pairs), "--out", str(out), "--steps", "4", "--ckpt-every", "2", "--val-every", "4"]
+    train_step = Trainer.train_step
+
+    def interrupted_step(self: Trainer, batch: object = None) -> dict[str, float]:
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    code, stdout, stderr = train(*args)
+    assert code == 130 and stdout == ""
+    assert f"interrupted at step 3: {out / 'last.pt'} holds step 2; continue with --resume" in stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    code, stdout, stderr = train(*args, "--resume")
+    assert code == 0 and stdout == ""
+    assert f"resumed from {out / 'last.pt'} at step 2" in stderr
+    assert f"done: {out / 'model.safetensors'}" in stderr
+    log = (out / "log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in log] == ["step", "1", "2", "3", "4"]
+
+
+def test_resume_without_a_checkpoint_says_it_starts_anew(pairs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fresh"
+    code, _, stderr = train("--data", str(pairs), "--out", str(out), "--steps", "1", "--resume")
+    assert code == 0
+    assert f"warning: --resume: {out / 'last.pt'} does not exist; starting a new run" in stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
