@@ -341,3 +341,16 @@ def test_info_builds_the_recorded_architecture(tmp_path: Path) -> None:
     result = runner.invoke(app, ["info", "-w", str(path), "--json"])
     assert result.exit_code == 1
     assert "do not fit their recorded architecture" in flat(result.stderr)
+
+
+def test_ratios_as_the_clis_string_equal_the_tuple(refiner: Refiner, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    from crm_cli.presets import check_ratios
+
+    assert check_ratios("0.25, 0.5,1") == (0.25, 0.5, 1.0)
+    image, mask = scene
+    as_text = refiner.refine(image, mask, ratios="0.5,1")
+    assert np.array_equal(as_text, refiner.refine(image, mask, ratios=(0.5, 1.0)))
+    with pytest.raises(ValueError, match="ratios must be numbers"):
+        check_ratios("0.5,x")
+    with pytest.raises(ValueError, match="ratios must increase"):
+        check_ratios("1,0.5")

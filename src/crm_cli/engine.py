@@ -358,7 +358,7 @@ class Refiner:
         """Human-readable device description."""
         return self.runner.device_name
 
-    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
+    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
                         roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
                         guard: bool | None = None, preset: Preset | str | None = None,
                         keep_stages: bool = False) -> RefineResult:
@@ -374,7 +374,7 @@ class Refiner:
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                          preset=preset, keep_stages=keep_stages)
 
-    def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None,
+    def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
                          roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
                          preset: Preset | str | None, keep_stages: bool) -> RefineResult:
         """:meth:`refine_detailed`'s work, inside the runner's inference context."""
@@ -508,7 +508,7 @@ class Refiner:
                 result.stages.append(runner.as_array(current))
         return runner.as_array(current)
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | None = None,
+    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
                roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
                guard: bool | None = None, preset: Preset | str | None = None) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
@@ -516,10 +516,10 @@ class Refiner:
         Args:
             image: (H, W, 3) uint8 RGB, at least 1x1.
             mask: (H, W) coarse mask, one of: uint8 0-255; uint16 0-65535 (or 0-255 when its
-                largest value is 255, ``masks.uint16_full_scale``); bool; any other integer type
+                largest value is 2 to 255, ``masks.uint16_full_scale``); bool; any other integer type
                 holding only 0 and 1; float16/32/64 in [0, 1] (no NaN).
-            ratios: fixed increasing stage ratios (the last one is usually 1.0) instead of the
-                preset's per-image choice.
+            ratios: fixed increasing stage ratios (the last one is usually 1.0; a sequence, or a
+                string as the CLI's ``--ratios``, "0.5,1") instead of the preset's per-image choice.
             roi, full_decode, adaptive, guard: override one switch of the preset (see ``Preset``).
             preset: ``"auto"`` (default), ``"fast"``, ``"balanced"``, ``"quality"`` or a Preset.
 

@@ -8,9 +8,13 @@ from dataclasses import dataclass, replace
 from .config import DEFAULT_RATIOS
 
 
-def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
-    """Ratios must be in (0, 1] and strictly increasing."""
-    values = tuple(float(r) for r in ratios)
+def check_ratios(ratios: Sequence[float] | str) -> tuple[float, ...]:
+    """Ratios must be in (0, 1] and strictly increasing; a string is read as the CLI's "0.5,1"."""
+    parts = [part.strip() for part in ratios.split(",") if part.strip()] if isinstance(ratios, str) else ratios
+    try:
+        values = tuple(float(r) for r in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"ratios must be numbers, e.g. (0.5, 1) or \"0.5,1\"; got {ratios!r}") from None
     if not values:
         raise ValueError("at least one ratio is needed")
     if any(not 0 < r <= 1 for r in values):
@@ -43,17 +47,17 @@ class Preset:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", check_ratios(self.ratios))
 
-    def with_ratios(self, ratios: Sequence[float] | None) -> Preset:
+    def with_ratios(self, ratios: Sequence[float] | str | None) -> Preset:
         """The same preset with explicit, fixed ratios (``None`` keeps the preset's)."""
         if ratios is None:
             return self
-        return replace(self, ratios=tuple(ratios), adaptive=False)
+        return replace(self, ratios=check_ratios(ratios), adaptive=False)
 
     def with_guard(self, guard: bool | None) -> Preset:
         """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""
         return self if guard is None else replace(self, guard=guard)
 
-    def overridden(self, ratios: Sequence[float] | None = None, **switches: bool | None) -> Preset:
+    def overridden(self, ratios: Sequence[float] | str | None = None, **switches: bool | None) -> Preset:
         """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,
         ``full_decode``, ``adaptive``, ``guard``) replaced; ``None`` keeps the preset's value."""
         return replace(self.with_ratios(ratios), **{name: on for name, on in switches.items() if on is not None})
