@@ -25,7 +25,7 @@ import numpy as np
 from crm_cli.guard import boundary_distance
 from crm_cli.imageio import read_image, read_mask
 from crm_cli.masks import binarize, match_mask_to_image
-from crm_cli.pairing import find_pairs, pair_predictions
+from crm_cli.pairing import find_pairs, scan_predictions
 
 # Layer centres -6.5 .. +6.5: the near ones give the centroid, the far ones each side's texture level.
 LAYERS = np.arange(-6.5, 7.0, 1.0)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = ["ground truth", "coarse"]
     items = [(t.image, [t.gt, t.mask]) for t in triples]
     if args.pred is not None:
-        refined = {p.name: p.pred for p in pair_predictions(args.pred, args.folder)}
+        refined = {p.name: p.pred for p in scan_predictions(args.pred, args.folder).pairs}
         kinds.append("refined")
         for (_, masks), t in zip(items, triples, strict=True):
             masks.append(refined[t.name])

@@ -216,6 +216,19 @@ def test_export_without_a_sidecar_creates_one_the_onnx_backend_accepts(tiny_weig
     assert Refiner(bare, device="cpu").backend == "onnx"
 
 
+def test_export_of_symlinked_weights_is_recorded_beside_the_link(tiny_weights: Path, tmp_path: Path) -> None:
+    """The backend reads the sidecar and encoder beside the path it is given, the link's folder."""
+    pytest.importorskip("onnx")
+    from crm_cli.onnx_export import main
+
+    target = copy_without_sidecar(tiny_weights, tmp_path / "store")
+    link = tmp_path / "links" / "tiny.safetensors"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    main([str(link)])
+    assert choose_backend(link, "cpu", "fp32", "onnx") == link.with_name("tiny.encoder.onnx")
+
+
 def test_export_of_missing_weights_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from crm_cli.onnx_export import main
 

@@ -48,6 +48,22 @@ def batch_args(data: Path, out: Path, weights: Path, *extra: str) -> list[str]:
     return ["batch", str(data), "-o", str(out), "-w", str(weights), "-d", "cpu", *extra]
 
 
+def file_in_the_way(tmp_path: Path) -> Path:
+    """A plain file, to be named as a folder in an output path."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    return blocker
+
+
+def coco_inputs(tmp_path: Path, annotations: list[dict] | None = None) -> tuple[Path, Path]:
+    """(annotation file, empty images folder) for ``crm coco``."""
+    images = tmp_path / "images"
+    images.mkdir()
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": [], "categories": [], "annotations": annotations or []}))
+    return path, images
+
+
 # ---------------------------------------------------------------------------------------------
 # Locks
 
@@ -222,8 +238,7 @@ def test_eval_keeps_going_past_bad_pairs_and_reports_them(tiny_weights: Path, tm
 def test_eval_refuses_an_unwritable_output_before_the_model_loads(tmp_path: Path) -> None:
     data = tmp_path / "big"
     write_eval_pair(data, "a")
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("a file, not a folder")
+    blocker = file_in_the_way(tmp_path)
     # Weights that do not exist: had the model been loaded first, the error would be about them.
     result = runner.invoke(app, ["eval", str(data), "-o", str(blocker / "sub"), "-w", str(tmp_path / "no.pt"),
                                  "-d", "cpu"])
@@ -263,8 +278,7 @@ def test_evaluate_reports_a_failing_sample_and_scores_the_others(tmp_path: Path)
 
 
 def test_write_error_under_a_file_names_the_output_not_the_temp_file(tmp_path: Path) -> None:
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("a file")
+    blocker = file_in_the_way(tmp_path)
     for target in (blocker / "o.png", blocker / "sub" / "o.png"):
         with pytest.raises(ImageWriteError) as caught:
             write_image(target, np.zeros((4, 4), np.uint8))
@@ -300,11 +314,8 @@ def test_batch_quiet_still_names_every_failed_pair(tmp_path: Path) -> None:
 
 
 def test_coco_quiet_still_names_instances_that_cannot_start(tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    annotations = tmp_path / "ann.json"
-    annotations.write_text(json.dumps({"images": [], "categories": [], "annotations": [
-        {"id": 17, "image_id": 5, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]], "iscrowd": 0}]}))
+    annotations, images = coco_inputs(tmp_path, [
+        {"id": 17, "image_id": 5, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]], "iscrowd": 0}])
     result = runner.invoke(app, ["coco", str(annotations), "--images", str(images), "-o", str(tmp_path / "o.json"),
                                  "-q"])
     assert result.exit_code == 1
@@ -312,12 +323,8 @@ def test_coco_quiet_still_names_instances_that_cannot_start(tmp_path: Path) -> N
 
 
 def test_coco_output_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    annotations = tmp_path / "ann.json"
-    annotations.write_text(json.dumps({"images": [], "categories": [], "annotations": []}))
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("a file")
+    annotations, images = coco_inputs(tmp_path)
+    blocker = file_in_the_way(tmp_path)
     result = runner.invoke(app, ["coco", str(annotations), "--images", str(images), "-o",
                                  str(blocker / "x.json")])
     assert result.exit_code == 1
@@ -342,12 +349,8 @@ def test_eval_and_coco_fatal_errors_with_json_print_a_failure_record(tmp_path: P
     assert result.exit_code == 1
     record = json.loads(result.stdout)
     assert record["status"] == "failed" and "ground truth" in record["error"] and record["n"] == 0
-    images = tmp_path / "images"
-    images.mkdir()
-    annotations = tmp_path / "ann.json"
-    annotations.write_text(json.dumps({"images": [], "categories": [], "annotations": []}))
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("a file")
+    annotations, images = coco_inputs(tmp_path)
+    blocker = file_in_the_way(tmp_path)
     result = runner.invoke(app, ["coco", str(annotations), "--images", str(images), "-o", str(blocker / "x.json"),
                                  "--json"])
     assert result.exit_code == 1
@@ -358,9 +361,31 @@ def test_eval_and_coco_fatal_errors_with_json_print_a_failure_record(tmp_path: P
 def test_coco_sidecar_under_a_file_names_the_file(tmp_path: Path) -> None:
     from crm_cli.coco import Sidecar
 
-    blocker = tmp_path / "notes.txt"
-    blocker.write_text("a file")
+    blocker = file_in_the_way(tmp_path)
     with pytest.raises(OSError) as caught:
         Sidecar(blocker / "x.json", {"input_sha256": "0"}).open({})
     message = str(caught.value)
     assert f"{blocker} is a file, not a folder" in message and "Errno" not in message and ".tmp" not in message
+
+
+def test_batch_reports_a_pair_that_runs_out_of_memory_and_goes_on(tiny_weights: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MemoryError while one pair refines fails that pair, not the run (no traceback)."""
+    import crm_cli.pipeline
+
+    data, out = tmp_path / "big", tmp_path / "out"
+    for k in range(2):
+        write_scene_files(data, f"p{k}_im", f"p{k}_seg", seed=k)
+    refine_files = crm_cli.pipeline.refine_files
+
+    def out_of_memory_for_p0(refiner, image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if "p0_im" in str(image):
+            raise MemoryError("Unable to allocate 3.2 GiB")
+        return refine_files(refiner, image, *args, **kwargs)
+
+    monkeypatch.setattr(crm_cli.pipeline, "refine_files", out_of_memory_for_p0)
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    assert [item["error"] for item in summary["items"] if item["status"] == "failed"] == ["Unable to allocate 3.2 GiB"]

@@ -10,7 +10,6 @@ import json
 import os
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,6 +122,19 @@ def test_two_colour_palette_with_black_at_index_0_reads_as_before(tmp_path: Path
 
     assert read.kind == "palette" and np.array_equal(read.values, ids)
     assert np.array_equal(read.probability(), (ids > 0).astype(np.float32))
+
+
+def test_two_colour_palette_with_black_at_index_0_and_a_grey_object_reads_by_index(tmp_path: Path) -> None:
+    # VOC's car (index 7) is grey (128, 128, 128): read by its grey level it was 128, which the
+    # evaluation's > 128 rule makes background, so a car-only ground truth scored as empty.
+    ids = (object_mask() > 0).astype(np.uint8) * 7
+    palette_png(tmp_path / "car.png", ids, [0, 0, 0] * 7 + [128, 128, 128])
+
+    read = read_mask(tmp_path / "car.png")
+
+    assert read.kind == "palette" and np.array_equal(read.values, ids)
+    assert np.array_equal(read.scoring_values(), ids > 0)
+    assert choose_mode(read, "auto") == "binary"
 
 
 def test_two_colour_palette_with_black_at_another_index_takes_the_colour_as_object(tmp_path: Path) -> None:
@@ -304,18 +316,6 @@ def test_late_exif_is_honoured_by_probe_and_read_alike(tmp_path: Path) -> None:
     assert np.array_equal(read.values, np.rot90(mask, 1))
 
 
-def test_probe_of_a_large_png_costs_less_than_decoding_it(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (1080, 1920), dtype=np.uint8)).save(tmp_path / "big.png", compress_level=1)
-    start = time.perf_counter()
-    probe_image(tmp_path / "big.png")
-    probe_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    Image.open(tmp_path / "big.png").load()
-    decode_seconds = time.perf_counter() - start
-    assert probe_seconds < decode_seconds / 3
-
-
 def test_probe_leaves_a_truncated_png_to_the_decoder(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80), dtype=np.uint8)).save(buffer, "PNG")
@@ -381,6 +381,22 @@ def test_a_pipe_path_is_probed_and_read_from_one_read(tmp_path: Path) -> None:
         os.close(int(path.rsplit("/", 1)[1]))
     assert header.shape == first.shape == (12, 16)
     assert np.array_equal(first.values, object_mask()) and np.array_equal(again.values, object_mask())
+
+
+def test_only_the_last_few_pipes_are_kept(tmp_path: Path) -> None:
+    from crm_cli import imageio
+
+    buffer = io.BytesIO()
+    Image.fromarray(object_mask()).save(buffer, "PNG")
+    paths = [feed_pipe(buffer.getvalue()) for _ in range(imageio._PIPES_KEPT + 3)]
+    try:
+        for path in paths:
+            assert np.array_equal(read_mask(path).values, object_mask())
+        assert len(imageio._PIPE_BYTES) == imageio._PIPES_KEPT
+        assert np.array_equal(read_mask(paths[-1]).values, object_mask())  # the newest is still kept
+    finally:
+        for path in paths:
+            os.close(int(path.rsplit("/", 1)[1]))
 
 
 def test_a_named_fifo_is_probed_and_read(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def test_usage_errors_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> N
         "--coarse-mix": ["--data", str(pairs), "--out", out, "--coarse-mix", "paper=x"],
         "--val-set": ["--data", str(pairs), "--out", out, "--val-set", f"a={tmp_path / 'missing'}"],
         "--encoder": ["--data", str(pairs), "--out", out, "--encoder", "resnet5"],
+        "--val-ratios": ["--data", str(pairs), "--out", out, "--val-ratios", "0.5,2"],
     }
     for option, args in cases.items():
         code, stdout, stderr = train(*args)
@@ -50,6 +51,10 @@ def test_usage_errors_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> N
         assert stdout == ""
         assert stderr.startswith("error: ") and option in stderr.splitlines()[0], stderr
     assert "the weight of paper must be a number" in train(*cases["--coarse-mix"])[2]
+    code, _, stderr = train("--data", str(pairs), "--out", out, "--coarse-mix", "paper=0.5,network=0.5")
+    assert code == 2 and "--coarse-mix" in stderr and "--network-masks" in stderr
+    for ratios in ("1,0.5", "0.5,,1"):  # decreasing, or an empty entry training.loop would not read
+        assert train("--data", str(pairs), "--out", out, "--val-ratios", ratios)[0] == 2
     assert not (tmp_path / "run").exists()
 
 

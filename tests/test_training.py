@@ -407,3 +407,21 @@ def test_resumed_run_replays_no_validation_record_twice(tiny_dataset: Path, tmp_
     steps = [json.loads(line)["step"] for line in (tmp_path / "j" / "val.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert [row["step"] for row in csv.DictReader((tmp_path / "j" / "log.csv").open())] == ["1", "2", "3"]
+
+
+def test_resume_cuts_logs_back_and_drops_a_line_a_kill_cut_short(tmp_path: Path) -> None:
+    from crm_cli.training.loop import truncate_log, truncate_val_log
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss\n" + "".join(f"{k},0.{k}\n" for k in range(1, 6)) + "6,0.")
+    truncate_log(log, 4)
+    assert log.read_text() == "step,loss\n1,0.1\n2,0.2\n3,0.3\n4,0.4\n"
+    truncate_log(log, 10)  # a cut line at any step is dropped, complete rows are kept
+    assert log.read_text().count("\n") == 5
+
+    records = tmp_path / "val.jsonl"
+    records.write_text('{"step": 2, "iou": 0.9}\n{"step": 4, "iou": 0.91}\n{"step": 6, "io')
+    truncate_val_log(records, 10)
+    assert records.read_text() == '{"step": 2, "iou": 0.9}\n{"step": 4, "iou": 0.91}\n'
+    truncate_val_log(records, 3)
+    assert records.read_text() == '{"step": 2, "iou": 0.9}\n'

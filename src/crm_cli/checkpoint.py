@@ -148,6 +148,20 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def onnx_encoder_path(weights: Path) -> Path | None:
+    """The ONNX encoder that the sidecar of ``weights`` names, when the sidecar names one that was
+    exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
+    sidecar = read_sidecar(weights) or {}
+    entry = sidecar.get("onnx")
+    if not isinstance(entry, dict) or not sidecar.get("sha256") or entry.get("weights_sha256") != sidecar["sha256"]:
+        return None
+    name = entry.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name:  # a file beside the weights
+        return None
+    path = Path(weights).with_name(name)
+    return path if path.is_file() else None
+
+
 def verify_sha256(path: Path, side: dict[str, Any] | None = None) -> str:
     """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256.
     ``side``: the sidecar when the caller has read it already."""
@@ -377,11 +391,9 @@ def inspect_encoder(weights: Path) -> dict[str, Any] | None:
     """The ONNX encoder that the sidecar of ``weights`` names (``onnx_export``), or None when it names none.
 
     Keys: ``path``, ``exists``, ``sha256_ok`` (None when the file is missing), ``used`` (whether
-    the onnx backend takes it: ``onnx_runner.onnx_encoder_path``) and ``error``, a one-line
+    the onnx backend takes it: :func:`onnx_encoder_path`) and ``error``, a one-line
     reason when it is used but its hash does not match (every onnx run would refuse it).
     """
-    from .onnx_runner import onnx_encoder_path
-
     entry = (read_sidecar(weights) or {}).get("onnx")
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
         return None

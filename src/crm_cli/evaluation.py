@@ -29,7 +29,8 @@ from .pairing import FilePair
 from .presets import Preset
 
 SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
-# What one bad pair can raise while it is read, refined, scored or written (as crm batch catches).
+# What one bad pair can raise while it is read, refined, scored or written; crm batch and eval
+# report it for that pair and go on.
 PAIR_ERRORS = (OSError, ValueError, RuntimeError, MemoryError)
 
 

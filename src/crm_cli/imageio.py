@@ -93,8 +93,10 @@ def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, 
 
 # A pipe given as a path (`<(cat mask.png)`, a FIFO, /dev/stdin fed by a pipe) can be read only
 # once, but every input is probed before it is decoded: its bytes are kept here after the first
-# read, by path and inode (so a new pipe behind a reused /dev/fd/N name is read afresh).
+# read, by path and inode (so a new pipe behind a reused /dev/fd/N name is read afresh). Only the
+# last few are kept: a pair needs two, and a long-running process must not hoard every pipe it read.
 _PIPE_BYTES: dict[tuple[str, int, int], bytes] = {}
+_PIPES_KEPT = 4
 
 
 def _pipe_bytes(path: str | Path, label: str) -> bytes | None:
@@ -110,9 +112,12 @@ def _pipe_bytes(path: str | Path, label: str) -> bytes | None:
     if key not in _PIPE_BYTES:
         try:
             with open(path, "rb") as handle:
-                _PIPE_BYTES[key] = handle.read()
+                data = handle.read()
         except OSError as exc:
             raise _file_error(label, exc) from None
+        while len(_PIPE_BYTES) >= _PIPES_KEPT:
+            del _PIPE_BYTES[next(iter(_PIPE_BYTES))]  # the oldest (dicts keep insertion order)
+        _PIPE_BYTES[key] = data
     return _PIPE_BYTES[key]
 
 
@@ -424,10 +429,12 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
 def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
     """The mask of a palette image from its indices and its palette (as stored, 3 values per entry).
 
+    - Exactly two used entries, one black, are a binary mask whose other entry is the object,
+      whatever its colour: read by index when black is index 0 (a VOC class on background; VOC's
+      car is grey), otherwise renumbered 0 = black, 1 = the object.
     - Every used entry grey (R = G = B): the colours are an 8-bit grey mask (a quantised black and
       white or soft mask), unless each colour equals its index, which reads the same as indices.
-    - Otherwise the indices are label ids (VOC style), except that exactly two used entries, one
-      black, are a binary mask whose non-black entry is the object, whatever its index.
+    - Otherwise the indices are label ids (VOC style).
     Entries missing from a short palette have no colour, so their indices are ids.
     """
     full_palette = (palette + [0] * 768)[:768]
@@ -437,14 +444,17 @@ def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
         return by_index
     colours = np.array(full_palette, np.uint8).reshape(256, 3)
     used_colours = colours[used]
+    black = ~used_colours.any(axis=1)
+    two_tone = used.size == 2 and bool(black.any())
+    if two_tone and black[0] and used[0] == 0:
+        return by_index  # index != 0 is already the object
     if (used_colours == used_colours[:, :1]).all():
         if (used_colours[:, 0] == used).all():
             return by_index
         return MaskData(colours[:, 0][indices], "gray8")
-    black = ~used_colours.any(axis=1)
-    if used.size == 2 and black.any() and int(used[black][0]) != 0:
-        # The black entry has a non-zero index, so index != 0 would make it the object: renumber
-        # as 0 = black, 1 = the object, keeping its colour for a label-map output.
+    if two_tone:
+        # Black has a non-zero index, so index != 0 would make it the object: renumber as
+        # 0 = black, 1 = the object, keeping its colour for a label-map output.
         foreground = int(used[~black][0])
         binary = (indices == foreground).astype(np.uint8)
         return MaskData(binary, "palette", [0, 0, 0, *colours[foreground].tolist()] + [0] * 762)

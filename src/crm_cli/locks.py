@@ -64,6 +64,7 @@ def _pid_running(pid: int) -> bool:
 
 
 def _key(path: Path) -> str:
+    """The key of a lock in ``_held``: its absolute path."""
     return os.path.abspath(path)
 
 
@@ -76,6 +77,7 @@ def _age(path: Path) -> float | None:
 
 
 def _read_fields(path: Path) -> list[str] | None:
+    """The words of a lock file (pid, host, token), or None when it cannot be read."""
     try:
         return path.read_text(encoding="ascii", errors="replace").split()
     except OSError:
@@ -85,9 +87,11 @@ def _read_fields(path: Path) -> list[str] | None:
 def _owner(path: Path) -> tuple[int, str] | None:
     """(pid, host) written in a lock file, or None when it is unreadable or half-written."""
     fields = _read_fields(path)
+    if not fields:
+        return None
     try:
         return int(fields[0]), fields[1] if len(fields) > 1 else ""
-    except (TypeError, ValueError, IndexError):
+    except ValueError:
         return None
 
 
@@ -139,10 +143,13 @@ def _hold(path: Path, token: str) -> None:
             _refresher = threading.Thread(target=_refresh_held_locks, name="crm-lock-refresh", daemon=True)
             _refresher.start()
         else:
-            _held_changed.notify_all()  # a running refresher starts its next wait now
+            # The refresher touches every held lock now and then waits LOCK_REFRESH_S again (so a
+            # changed interval applies at once).
+            _held_changed.notify_all()
 
 
 def _unhold(path: Path) -> None:
+    """Forget a lock this process held; the refresher ends once none is left."""
     with _held_changed:
         _held.pop(_key(path), None)
         if not _held:
@@ -176,6 +183,7 @@ class OutputLock:
         self._token = uuid.uuid4().hex[:16]
 
     def _create(self) -> bool:
+        """Create the lock file if none exists (O_EXCL); False when one does."""
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

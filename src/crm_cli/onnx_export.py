@@ -142,7 +142,8 @@ def record_encoder(weights: Path, encoder: Path, entry: dict[str, Any]) -> str:
     """
     weights, encoder = Path(weights), Path(encoder)
     side_path = sidecar_path(weights)
-    if encoder.resolve().parent != weights.resolve().parent:
+    # The folders, not the files, are resolved: weights that are a symlink are read beside the link.
+    if encoder.parent.resolve() != weights.parent.resolve():
         return (f"not recorded in {side_path.name}: the onnx backend takes only an encoder beside the weights "
                 f"(in {weights.parent}); export without -o, or with -o into that folder")
     sidecar = read_sidecar(weights)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .checkpoint import WeightsError, read_sidecar, sha256_file, sidecar_path
+from .checkpoint import onnx_encoder_path as onnx_encoder_path  # its home before it moved to checkpoint
 from .config import ArchConfig
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
@@ -33,20 +34,6 @@ from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles,
 # Decoder rows per call. Each of its (n, hidden) float32 arrays (512 KB at hidden 32) then stays in
 # a core's L2 cache: 16k-point calls were 1.5-1.8x slower on a 512 KB-L2 CPU.
 POINT_CHUNK = 4096
-
-
-def onnx_encoder_path(weights: Path) -> Path | None:
-    """The ONNX encoder that the sidecar of ``weights`` names, when the sidecar names one that was
-    exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
-    sidecar = read_sidecar(weights) or {}
-    entry = sidecar.get("onnx")
-    if not isinstance(entry, dict) or not sidecar.get("sha256") or entry.get("weights_sha256") != sidecar["sha256"]:
-        return None
-    name = entry.get("file")
-    if not isinstance(name, str) or not name or Path(name).name != name:  # a file beside the weights
-        return None
-    path = Path(weights).with_name(name)
-    return path if path.is_file() else None
 
 
 def verify_onnx(path: Path, weights: Path) -> None:

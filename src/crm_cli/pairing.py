@@ -50,7 +50,8 @@ def _preference(path: Path) -> tuple[int, str]:
 
 def _duplicate_note(used: Path, ignored: Path) -> str:
     """The warning for a file left out because another format of the same name is used."""
-    return f"{ignored} ignored: {used} has the same name and is used (format order: png, tif, bmp, webp, jpg)"
+    order = ", ".join(suffix[1:] for suffix in MASK_EXTENSIONS)
+    return f"{ignored} ignored: {used} has the same name and is used (format order: {order})"
 
 
 def _is_hidden(relative: Path) -> bool:
@@ -104,11 +105,9 @@ def _pick(files: list[Path], notes: list[str]) -> Path:
     return used
 
 
-def _excluded_note(count: int, output_dir: Path | None) -> list[str]:
-    """The warning for input pairs left out because they lie in the output folder (none for 0)."""
-    if not count:
-        return []
-    return [f"{count} input pair{'' if count == 1 else 's'} left out: inside the output folder {output_dir}"]
+def _count(number: int, noun: str) -> str:
+    """``3 masks``, ``1 mask``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
@@ -134,8 +133,8 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         stray = [path for files in _leave_out(_by_suffix(root, "_im"), resolved)[0].values() for path in files
                  if path.relative_to(root).parts[0] not in ("images", "masks")]
         if stray:
-            notes.append(f"{len(stray)} *_im file(s) not paired, e.g. {stray[0]}: with images/ and masks/ "
-                         f"folders, only those are paired")
+            notes.append(f"{_count(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ and masks/ "
+                         "folders, only those are paired")
     else:
         images, images_inside = _leave_out(_by_suffix(root, "_im"), resolved)
         if not images:
@@ -155,10 +154,10 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         pairs.append(FilePair(str(key), image, mask, output, gt))
     orphans = [files[0] for key, files in masks.items() if key not in images]
     if orphans:
-        notes.append(f"{len(orphans)} mask{'' if len(orphans) == 1 else 's'} without an image ignored, "
-                     f"e.g. {orphans[0]}")
-    left_out = sum(1 for key in images_inside if key in masks or key in masks_inside)
-    return Pairing(pairs, problems, notes + _excluded_note(left_out, exclude))
+        notes.append(f"{_count(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
+    if left_out := sum(1 for key in images_inside if key in masks or key in masks_inside):
+        notes.append(f"{_count(left_out, 'input pair')} left out: inside the output folder {exclude}")
+    return Pairing(pairs, problems, notes)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
@@ -285,11 +284,6 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         raise FileNotFoundError(f"{len(missing)} of {len(by_name)} ground truths have no prediction "
                                 f"({tried}) in {pred}: {listed}")
     return Pairing(pairs, notes=notes)
-
-
-def pair_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> list[ScorePair]:
-    """The pairs of :func:`scan_predictions` (its notes dropped)."""
-    return scan_predictions(pred, gt, pred_suffix).pairs
 
 
 def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:

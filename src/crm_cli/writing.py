@@ -239,13 +239,10 @@ def incomplete_output(path: str | Path) -> str | None:
     if size == 0:
         return "empty file"
     suffix = path.suffix.lower()
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-            handle.seek(max(0, size - len(_PNG_END)))
-            tail = handle.read()
-    except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
+    with path.open("rb") as handle:
+        head = handle.read(16)
+        handle.seek(max(0, size - len(_PNG_END)))
+        tail = handle.read()
     if suffix == ".png":
         if not head.startswith(_PNG_SIGNATURE):
             return "not a PNG file"

@@ -109,6 +109,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
     """
+    from ..evaluation import PAIR_ERRORS
     from ..locks import OutputLock, describe_holder
     from ..pipeline import refine_files
     from ..writing import write_png
@@ -133,8 +134,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
         write_png(job["output"], result.output, result.palette)
         outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
                                    "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
-    except (OSError, ValueError, RuntimeError) as exc:
-        outcome = {"status": "failed", "error": str(exc)}
+    except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
+        outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
     finally:
         lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)

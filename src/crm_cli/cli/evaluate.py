@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .checks import precheck_pair, unwritable_reason
+from .checks import precheck_pair, probe_pair, unwritable_reason
 from .common import (
     JsonOpt,
     QuietOpt,
@@ -186,7 +186,6 @@ def gt_problem(image: Path, gt: Path) -> str | None:
     """Why a ground truth cannot be scored against ``image`` (unreadable header, size that does not
     fit), found before the model loads; None when it can."""
     from ..imageio import ImageReadError
-    from .checks import probe_pair
 
     try:
         probe_pair(image, gt, str(image), str(gt))

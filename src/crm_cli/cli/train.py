@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -74,18 +76,15 @@ def train(
                                                "sets (benchmarks/choose_checkpoint.py).")] = False,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
-    from ..config import PRESET_ARCHS
     from ..runtime import configure_torch
     from ..training.data import list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    check_options(encoder, coarse_mix, network_masks, val_set, val_ratios, sorted(PRESET_ARCHS))
-    for option, folder in (("--data", data), ("--val", val)):
-        if folder is not None:
-            try:
-                list_pairs(folder)
-            except (ValueError, FileNotFoundError) as exc:  # no pairs, or a layout find_pairs refuses
-                raise typer.BadParameter(str(exc), param_hint=option) from None
+    check_options(encoder, coarse_mix, network_masks, val_set, val_ratios)
+    with usage_error("--data"):  # no pairs, or a layout find_pairs refuses
+        list_pairs(data)
+    with usage_error("--val"):
+        val_pairs = list_pairs(val) if val is not None else None
     configure_torch(threads or None)
     trainer = None
     try:
@@ -99,7 +98,7 @@ def train(
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
-            trainer = Trainer(options, val_pairs=list_pairs(val) if val else None)
+            trainer = Trainer(options, val_pairs=val_pairs)
             if resume and trainer.resume():
                 say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
             elif resume:
@@ -135,24 +134,33 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
 
 
 def check_options(encoder: str, coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
-                  val_ratios: str, encoders: list[str]) -> None:
+                  val_ratios: str) -> None:
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
+    from ..config import PRESET_ARCHS
+    from ..presets import check_ratios
     from ..training.coarse import CoarseMix
     from ..training.loop import parse_val_sets
 
-    if encoder not in encoders:
-        raise typer.BadParameter(f"unknown encoder {encoder!r}; choose from {', '.join(encoders)}",
+    if encoder not in PRESET_ARCHS:
+        raise typer.BadParameter(f"unknown encoder {encoder!r}; choose from {', '.join(sorted(PRESET_ARCHS))}",
                                  param_hint="--encoder")
-    checks = (("--coarse-mix", lambda: CoarseMix.parse(coarse_mix) if coarse_mix else None),
-              ("--val-set", lambda: parse_val_sets(list(val_set or []))),
-              ("--val-ratios", lambda: [float(r) for r in val_ratios.split(",")] if val_ratios else None))
-    for option, check in checks:
-        try:
-            result = check()
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint=option) from None
-        if option == "--coarse-mix" and result is not None and result.network > 0 and not network_masks:
-            raise typer.BadParameter("gives network a weight; pass --network-masks FOLDER", param_hint=option)
+    with usage_error("--coarse-mix"):
+        if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:
+            raise ValueError("gives network a weight; pass --network-masks FOLDER")
+    with usage_error("--val-set"):
+        parse_val_sets(list(val_set or []))
+    if val_ratios:
+        with usage_error("--val-ratios"):
+            check_ratios(val_ratios.split(","))  # as training.loop reads them, and in (0, 1], increasing
+
+
+@contextmanager
+def usage_error(option: str) -> Iterator[None]:
+    """A ValueError or FileNotFoundError inside becomes a usage error (exit 2) naming ``option``."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None

@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -418,21 +418,36 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
     return model, initialise_encoder(model, options.init)
 
 
+def _logged_step(line: str, parse: Callable[[str], int]) -> int | None:
+    """The step of one log line, or None for a line a killed run left cut short or unreadable."""
+    if not line.endswith("\n"):
+        return None
+    try:
+        return parse(line)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from (they will be replayed)."""
+    """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
+    last row cut short by a kill."""
     if not log_path.exists():
         return
     lines = log_path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    steps = [_logged_step(line, lambda row: int(row.split(",", 1)[0])) for line in lines[1:]]
+    kept = lines[:1] + [line for line, logged in zip(lines[1:], steps, strict=True)
+                        if logged is not None and logged <= step]
     log_path.write_text("".join(kept))
 
 
 def truncate_val_log(path: Path, step: int) -> None:
-    """Drop validation records written after ``step`` (they will be replayed)."""
+    """Drop validation records written after ``step`` (they will be replayed), and a last record cut
+    short by a kill."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    steps = [_logged_step(line, lambda record: int(json.loads(record)["step"])) for line in lines]
+    kept = [line for line, logged in zip(lines, steps, strict=True) if logged is not None and logged <= step]
     if kept != lines:
         path.write_text("".join(kept))
 
