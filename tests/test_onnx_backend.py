@@ -20,10 +20,17 @@ import pytest
 import torch
 from conftest import coarse_of, make_tiny_model, synthetic_scene
 
-from crm_cli.checkpoint import WeightsError, default_weights_path, load_model, sha256_file, sidecar_path
+from crm_cli.checkpoint import (
+    WeightsError,
+    default_weights_path,
+    load_model,
+    onnx_encoder_path,
+    sha256_file,
+    sidecar_path,
+)
 from crm_cli.engine import Refiner, choose_backend
 from crm_cli.model.decoder import n_latent
-from crm_cli.onnx_runner import DecoderPool, NumpyDecoder, onnx_encoder_path, verify_onnx
+from crm_cli.onnx_runner import DecoderPool, NumpyDecoder, verify_onnx
 from crm_cli.stage_geometry import STAGE_PAD
 
 ATOL = 1e-4  # torch (BatchNorm folded by crm) against ONNX Runtime (BatchNorm folded by ORT)

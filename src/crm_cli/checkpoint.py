@@ -116,9 +116,7 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
         "parameters": sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k),
         **(extra or {}),
     }
-    tmp_json = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
-    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(tmp_json, sidecar_path(path))
+    write_sidecar(path, sidecar)
     return digest
 
 
@@ -131,6 +129,14 @@ def resolve_final_stage(hints: Any, where: str | Path) -> FinalStage:
         return FinalStage.from_hints(hints)
     except ValueError as exc:
         raise WeightsError(f"{where}: {exc}") from None
+
+
+def write_sidecar(path: Path, sidecar: dict[str, Any]) -> None:
+    """Write the sidecar JSON of the checkpoint ``path`` atomically (temp file, then rename)."""
+    side = sidecar_path(Path(path))
+    tmp_json = side.with_name(side.name + ".tmp")
+    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
+    os.replace(tmp_json, side)
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
-from .masks import check_mask_fits, check_rgb_image, mask_to_float
+from .masks import check_mask_fits, check_rgb_image, checked_mask, strict_probability
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
@@ -103,38 +103,6 @@ class RefineResult:
     def schedule(self) -> str:
         """The stages run, as text: ``"0.25,0.5,1"`` or ``"1+regions 0.25,0.5"``."""
         return schedule_text(self.ratios, self.regions)
-
-
-def checked_mask(mask: object) -> np.ndarray:
-    """``mask`` as a 2-D numeric array; TypeError for anything else that is not numeric, ValueError
-    for another number of dimensions."""
-    if mask is None:
-        raise TypeError("mask must be an (H, W) array, got None")
-    values = np.asarray(mask)
-    if values.dtype.kind not in "buif":
-        raise TypeError(f"mask must be a numeric (H, W) array, got dtype {values.dtype}")
-    if values.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {values.shape}")
-    return values
-
-
-def check_mask_values(mask: np.ndarray) -> None:
-    """ValueError for mask values that ``mask_to_float`` would silently clip or binarise: NaN or
-    values outside [0, 1] in a float mask, values other than 0/1 in an integer mask that is not
-    uint8 or uint16."""
-    if mask.size == 0 or mask.dtype in (np.bool_, np.uint8, np.uint16):
-        return
-    low, high = mask.min(), mask.max()
-    if mask.dtype.kind == "f":
-        if np.isnan(low):  # min() propagates NaN
-            raise ValueError(f"mask contains NaN ({int(np.count_nonzero(np.isnan(mask)))} pixels); "
-                             "a float mask must hold probabilities in [0, 1]")
-        if low < 0 or high > 1:
-            raise ValueError(f"a float mask must hold probabilities in [0, 1], got values in [{low:g}, {high:g}] "
-                             "(divide a 0-255 mask by 255, or pass it as uint8)")
-    elif low < 0 or high > 1:
-        raise ValueError(f"an integer mask of type {mask.dtype} must hold only 0 and 1, got values in [{low}, {high}]; "
-                         "pass a uint8 mask (0-255) or a float mask in [0, 1]")
 
 
 def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int,
@@ -385,10 +353,7 @@ class Refiner:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
         mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
-        check_mask_values(mask)
-        # A float32 mask that passed the check is what mask_to_float would return: spare its second
-        # min/max pass over the mask (the CLI's masks are float32; 6 ms at 4K).
-        mask = mask if mask.dtype == np.float32 else mask_to_float(mask)
+        mask = strict_probability(mask)
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)

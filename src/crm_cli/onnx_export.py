@@ -33,6 +33,7 @@ from .checkpoint import (
     read_sidecar,
     sha256_file,
     sidecar_path,
+    write_sidecar,
 )
 
 ONNX_OPSET = 17
@@ -155,9 +156,7 @@ def record_encoder(weights: Path, encoder: Path, entry: dict[str, Any]) -> str:
         sidecar["sha256"] = entry["weights_sha256"]
         notes.append(f"added the weights' sha256 to {side_path.name}")
     sidecar["onnx"] = entry
-    tmp_json = side_path.with_name(side_path.name + ".tmp")
-    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(tmp_json, side_path)
+    write_sidecar(weights, sidecar)
     return "; ".join([*notes, f"recorded {encoder.name} in {side_path}"])
 
 

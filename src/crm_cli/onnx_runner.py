@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from .checkpoint import WeightsError, read_sidecar, sha256_file, sidecar_path
-from .checkpoint import onnx_encoder_path as onnx_encoder_path  # its home before it moved to checkpoint
 from .config import ArchConfig
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array

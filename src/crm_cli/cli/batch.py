@@ -104,7 +104,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
-    to it (``status: in_progress``, with its ``lock`` file), one it finished meanwhile is
+    to it (``status: in_progress``, with who holds it), one it finished meanwhile is
     ``skipped``; an existing but incomplete output (see finished_output) is made again. A job marked
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
@@ -118,8 +118,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     lock = OutputLock(job["output"])
     try:
         if not lock.acquire():
-            return {"status": "in_progress", "seconds": 0.0, "lock": str(lock.path),
-                    "lock_holder": describe_holder(job["output"])}
+            # The driver adds the lock file's path, named as the user gave the folder.
+            return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
         if not overwrite and finished_output(Path(job["output"]))[0]:
             return {"status": "skipped", "seconds": 0.0}
         if job.get("passthrough"):

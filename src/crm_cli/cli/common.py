@@ -272,20 +272,23 @@ def report_failure(what: str, error: str, out: Console | None = None, prefix: st
     (out or console).print(f"[red]{prefix}[/] {escape(what)}{escape(error)}", highlight=False)
 
 
+_library_warnings_shown = False
+
+
 def show_library_warnings() -> None:
     """Print the library's logged warnings (unverified weights, fp16 on a CPU) as ``warning:`` lines
-    instead of Python's default stderr format (once, however often it is called)."""
+    instead of Python's default stderr format (set up once per process)."""
+    global _library_warnings_shown
+    if _library_warnings_shown:
+        return
     import logging  # here, not at module level: 5 ms of every command's start, --help included
 
-    class WarningLines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            warn(record.getMessage())
-
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warn(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("crm_cli")
-    # A class made per call: known by its name.
-    if not any(type(handler).__name__ == "WarningLines" for handler in logger.handlers):
-        logger.addHandler(WarningLines(logging.WARNING))
-        logger.propagate = False
+    logger.addHandler(handler)
+    logger.propagate = False
+    _library_warnings_shown = True
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
