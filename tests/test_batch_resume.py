@@ -146,6 +146,56 @@ def test_batch_takes_over_stale_locks_and_names_the_ones_it_leaves(tiny_weights:
     assert sorted(p.name for p in out.glob(".*")) == [fresh.name]
 
 
+def test_overwrite_keeps_what_a_concurrent_overwrite_run_writes_meanwhile(tiny_weights: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ``--overwrite`` runs on one folder: an output written after this run started is the
+    other run's fresh work and is kept; outputs from before the start are redone."""
+    import crm_cli.pipeline
+
+    data, out = tmp_path / "big", tmp_path / "out"
+    for k in range(3):
+        write_scene_files(data, f"p{k}_im", f"p{k}_seg", seed=k)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights)).exit_code == 0
+    outputs = [out / f"p{k}_mask.png" for k in range(3)]
+    for path in outputs:
+        age(path, TWO_HOURS)  # made by an earlier run
+    theirs = np.full((8, 8), 7, np.uint8)
+    refine_files = crm_cli.pipeline.refine_files
+
+    def other_run_finishes_p1(refiner, image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if "p0_im" in str(image):  # while this run refines p0, the other one writes p1
+            write_image(outputs[1], theirs)
+        return refine_files(refiner, image, *args, **kwargs)
+
+    monkeypatch.setattr(crm_cli.pipeline, "refine_files", other_run_finishes_p1)
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--overwrite", "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert {item["name"]: item["status"] for item in summary["items"]} == {"p0": "ok", "p1": "skipped", "p2": "ok"}
+    assert np.array_equal(np.asarray(Image.open(outputs[1])), theirs)  # the other run's output stands
+    assert all(time.time() - path.stat().st_mtime < TWO_HOURS / 2 for path in outputs)
+    assert sorted(path.name for path in out.iterdir()) == [path.name for path in outputs]  # no probe or lock left
+
+
+def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> None:
+    from crm_cli.cli.batch import counts_as_done
+    from crm_cli.locks import folder_time_ns
+
+    output = tmp_path / "a.png"
+    write_image(output, np.zeros((4, 4), np.uint8))
+    age(output, 60.0)
+    start = folder_time_ns(tmp_path)
+    assert counts_as_done(output) == (True, None)
+    assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)  # from before: redone
+    write_image(output, np.zeros((4, 4), np.uint8))  # by a concurrent run, after the start
+    assert counts_as_done(output, overwrite=True, since_ns=start) == (True, None)
+    assert counts_as_done(output, overwrite=True) == (False, None)  # no start given: redo everything
+    assert counts_as_done(tmp_path / "missing.png", overwrite=True, since_ns=0) == (False, None)
+    output.write_bytes(b"")  # an incomplete file is never done, however new
+    assert counts_as_done(output, overwrite=True, since_ns=0) == (False, None)
+    assert list(tmp_path.iterdir()) == [output]
+
+
 # ---------------------------------------------------------------------------------------------
 # Incomplete outputs and leftover temp files
 
@@ -336,17 +386,37 @@ def test_batch_fatal_error_with_json_prints_a_failure_record(tmp_path: Path) -> 
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["batch", str(empty), "-o", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # no pairs: a usage error, with the record all the same
     record = json.loads(result.stdout)
     assert record["status"] == "failed" and "no pairs found" in record["error"]
     assert (record["done"], record["failed"], record["items"]) == (0, 0, [])
 
 
+def test_a_folder_without_pairs_is_a_usage_error_in_batch_eval_and_score(tmp_path: Path) -> None:
+    """The folder given holds nothing to work on: exit 2 with one error line and the hint, in every command."""
+    empty, plain, no_gt, folders = tmp_path / "empty", tmp_path / "plain", tmp_path / "no_gt", tmp_path / "folders"
+    empty.mkdir()
+    write_scene_files(plain, "x", "y")  # masks, but no <name>_gt
+    write_scene_files(no_gt, "a_im", "a_seg")
+    (folders / "images").mkdir(parents=True)
+    (folders / "masks").mkdir()
+    commands = [["batch", str(empty), "-o", str(tmp_path / "out")],
+                ["batch", str(folders), "-o", str(tmp_path / "out")],
+                ["eval", str(empty)], ["eval", str(no_gt)],
+                ["score", str(plain), str(empty)], ["score", str(plain), str(plain)]]
+    for args in commands:
+        result = runner.invoke(app, args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.count("error:") == 1 and "no pairs found" in message and "--help" in message, args
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_and_coco_fatal_errors_with_json_print_a_failure_record(tmp_path: Path) -> None:
     data = tmp_path / "big"
-    write_scene_files(data, "a_im", "a_seg")  # no a_gt: nothing to score
+    write_scene_files(data, "a_im", "a_seg")  # no a_gt: nothing to score, a usage error
     result = runner.invoke(app, ["eval", str(data), "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     record = json.loads(result.stdout)
     assert record["status"] == "failed" and "ground truth" in record["error"] and record["n"] == 0
     annotations, images = coco_inputs(tmp_path)

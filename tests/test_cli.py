@@ -239,6 +239,23 @@ def test_eval_scores_equal_score_on_written_outputs(tiny_weights, tmp_path) -> N
     assert coarse["iou"] == pytest.approx(summary["coarse"]["iou"], abs=1e-12)
 
 
+def test_eval_json_names_only_the_stages_that_ran(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    """Under auto every image gets its own stages: "ratios" is null, not the preset's nominal list, and
+    the --per-stage rows are the ratios that ran; a fixed preset keeps its list."""
+    data = tmp_path / "big"
+    for k in range(2):
+        write_pair(data, f"o{k}_im", f"o{k}_seg", seed=k, gt_name=f"o{k}_gt")
+    common = ["eval", str(data), "-w", str(tiny_weights), "-d", "cpu", "--json", "--per-stage", "-q"]
+    auto = json.loads(runner.invoke(app, common).stdout)
+    # At 128x96 auto runs only the final stage, enlarged 1.5x (see test_time_reports_per_stage_breakdown).
+    assert auto["preset"] == "auto" and auto["ratios"] is None and auto["schedules"] == {"1.5": 2}
+    assert [(stage["ratio"], stage["n"]) for stage in auto["stages"]] == [(1.5, 2)]
+    assert auto["stages"][0]["iou"] == pytest.approx(auto["refined"]["iou"])
+    fixed = json.loads(runner.invoke(app, [*common, "--preset", "balanced"]).stdout)
+    assert fixed["ratios"] == [0.125, 0.25, 0.5, 1.0]
+    assert [(stage["ratio"], stage["n"]) for stage in fixed["stages"]] == [(r, 2) for r in fixed["ratios"]]
+
+
 def test_eval_threshold_scores_and_writes_the_binarised_masks(tiny_weights, tmp_path) -> None:  # noqa: ANN001
     data = tmp_path / "big"
     for k in range(2):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crm_cli.pairing import find_pairs, scan_pairs
+import pytest
+
+from crm_cli.pairing import NoPairsError, find_pairs, scan_pairs, scan_predictions
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -118,3 +120,19 @@ def test_masks_without_an_image_are_counted_in_a_note(tmp_path: Path) -> None:
     folders = tmp_path / "folders"
     _touch(folders, "images/x.jpg", "masks/x.png", "masks/v.png")
     assert scan_pairs(folders).notes == [f"1 mask without an image ignored, e.g. {folders / 'masks' / 'v.png'}"]
+
+
+def test_nothing_to_pair_is_one_error_in_both_layouts_and_for_scoring(tmp_path: Path) -> None:
+    """No image (batch, eval) or no ground truth (score) at all: NoPairsError, which the commands
+    report as a usage error; images without masks are problems, not this error."""
+    _touch(tmp_path, "big/notes.txt", "folders/masks/x.png", "gt/readme.txt", "plain/x.png")
+    (tmp_path / "folders" / "images").mkdir()
+    for root in (tmp_path / "big", tmp_path / "folders"):
+        with pytest.raises(NoPairsError, match="no pairs found"):
+            scan_pairs(root)
+    with pytest.raises(NoPairsError, match="no pairs found"):
+        scan_predictions(tmp_path / "plain", tmp_path / "gt")
+    with pytest.raises(NoPairsError, match="_gt"):  # a folder scored against itself needs <name>_gt files
+        scan_predictions(tmp_path / "plain", tmp_path / "plain")
+    _touch(tmp_path, "folders/images/y.jpg")
+    assert scan_pairs(tmp_path / "folders").problems != []

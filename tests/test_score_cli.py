@@ -208,6 +208,10 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert runner.invoke(app, ["score", str(pred_file), str(tmp_path / "plain")]).exit_code == 2
     same = tmp_path / "plain"
     assert runner.invoke(app, ["score", str(same), str(same)]).exit_code == 2
+    # A GT folder without any mask: nothing to score, so no pairs found (as in batch and eval).
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["score", str(same), str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "nopairsfound" in _squash(result.stderr)
 
 
 def test_help() -> None:

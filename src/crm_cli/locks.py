@@ -12,7 +12,9 @@ taken over, when:
   ``LOCK_REFRESH_S``, so however long one refinement takes, its lock never looks stale.
 
 The token tells a holder's own lock from one that another run took over meanwhile, so a holder
-never refreshes or removes a lock that is no longer its own.
+never refreshes or removes a lock that is no longer its own. :func:`folder_time_ns` reads the
+clock that stamps the outputs, so that ``--overwrite`` can tell an output a concurrent run made
+from one that was there before.
 """
 
 from __future__ import annotations
@@ -165,6 +167,31 @@ def describe_holder(output: str | Path) -> str:
         return f"{who}, just released"
     minutes = max(0, int(age // 60))
     return f"{who}, {minutes} min old"
+
+
+def folder_time_ns(folder: str | Path) -> int:
+    """Now, by the clock that stamps files in ``folder``: the mtime of an empty file made there and
+    removed again; this machine's clock when the folder cannot be written.
+
+    Comparing outputs' mtimes with it needs no agreement between the clocks of the nodes that share
+    the folder (a network file system stamps files by the server's), and a file system's coarse
+    timestamps (1 or 2 s on some) round both alike, so an output written later is never older.
+    """
+    probe = Path(folder) / f"{LOCK_PREFIX}crm-clock.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return time.time_ns()
+    try:
+        return os.fstat(fd).st_mtime_ns
+    except OSError:
+        return time.time_ns()
+    finally:
+        os.close(fd)
+        try:
+            probe.unlink()
+        except OSError:
+            pass  # the folder changed meanwhile: a stray empty hidden file, never paired
 
 
 class OutputLock:

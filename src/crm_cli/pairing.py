@@ -32,6 +32,11 @@ MAX_LISTED = 20  # missing ground truths named in the error
 T = TypeVar("T")
 
 
+class NoPairsError(FileNotFoundError):
+    """The input holds nothing of the kind to pair (no images, no ground truths): the command was
+    pointed at the wrong place, a usage error (exit 2) in every command."""
+
+
 @dataclass(frozen=True)
 class Pairing(Generic[T]):
     """Pairs found in folders, with what could not be paired and what was left out on purpose."""
@@ -120,7 +125,8 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     skipped. Of files that share a name in several formats one is used (PNG, TIFF, BMP, WebP,
     then JPEG), with a note; masks without an image are counted in a note. Files under
     ``exclude`` (the batch's own output folder, when it lies inside ``root``) are left out, so
-    reruns never pair earlier outputs; a note counts the input pairs found there.
+    reruns never pair earlier outputs; a note counts the input pairs found there. Raises
+    NoPairsError when there is no image at all (images without masks are problems instead).
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -135,11 +141,13 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         if stray:
             notes.append(f"{_count(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ and masks/ "
                          "folders, only those are paired")
+        if not images:
+            raise NoPairsError(f"{root}: no pairs found; {root / 'images'} holds no image files")
     else:
         images, images_inside = _leave_out(_by_suffix(root, "_im"), resolved)
         if not images:
-            raise FileNotFoundError(f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) "
-                                    "or images/ and masks/ folders")
+            raise NoPairsError(f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) "
+                               "or images/ and masks/ folders")
         masks, masks_inside = _leave_out(_by_suffix(root, "_seg"), resolved)
     gts = {} if folders else _leave_out(_by_suffix(root, GT_SUFFIX), resolved)[0]
     for key, image_files in images.items():
@@ -232,8 +240,9 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     found), or only ``<name><pred_suffix>`` when given. Hidden files and folders are skipped, and
     so is one folder lying inside the other. Where a name exists in several formats, one file is
     used (PNG, TIFF, BMP, WebP, then JPEG) and each ground-truth name is scored once.
-    Raises FileNotFoundError listing the ground truths that have no prediction, and ValueError
-    when the two arguments cannot be paired at all (a folder of ground truths with one file).
+    Raises FileNotFoundError listing the ground truths that have no prediction, NoPairsError when
+    there is no ground truth to score at all, and ValueError when the two arguments cannot be paired
+    (a folder of ground truths with one file).
     """
     suffixes = (pred_suffix,) if pred_suffix is not None else PRED_SUFFIXES
     if not gt.exists():
@@ -259,9 +268,10 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     if big_layout:
         gt_files = big_layout
     elif pred.resolve() == gt.resolve():
-        raise ValueError(f"PRED and GT are the same folder but {gt} has no *{GT_SUFFIX} files")
+        raise NoPairsError(f"{gt}: no pairs found; PRED and GT are the same folder, so its ground truths must be "
+                           f"named <name>{GT_SUFFIX}.* and it has none")
     if not gt_files:
-        raise FileNotFoundError(f"no ground-truth masks in {gt}")
+        raise NoPairsError(f"{gt}: no pairs found; it holds no ground-truth masks")
     by_name: dict[str, list[Path]] = {}
     for gt_file in gt_files:
         by_name.setdefault(_base_name(gt_file, gt), []).append(gt_file)

@@ -78,6 +78,28 @@ def finished_output(output: Path) -> tuple[bool, str | None]:
     return problem is None, problem
 
 
+def written_since(output: Path, since_ns: int) -> bool:
+    """True when ``output`` was last written at ``since_ns`` or later, by its file system's clock."""
+    try:
+        return output.stat().st_mtime_ns >= since_ns
+    except OSError:
+        return False
+
+
+def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:
+    """(whether to skip ``output`` as done, why an existing file is not a finished output).
+
+    Without ``overwrite`` every finished output is done. With it, only one written at ``since_ns``
+    (this run's start, see locks.folder_time_ns) or later: another run on the same folder made it
+    meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
+    """
+    if not overwrite:
+        return finished_output(output)
+    if since_ns is None or not written_since(output, since_ns):
+        return False, None
+    return finished_output(output)[0], None
+
+
 def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
     """Delete crm's own temp files (``.NAME.<hex>.tmp``) beside these pairs' outputs that are older
     than the stale-lock age: writes killed half-way. Returns the files removed."""
@@ -100,12 +122,14 @@ def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[
 
 
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
-                    output_kind: str, threshold: float | None, overwrite: bool = False) -> dict[str, Any]:
+                    output_kind: str, threshold: float | None, overwrite: bool = False,
+                    since_ns: int | None = None) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
     to it (``status: in_progress``, with who holds it), one it finished meanwhile is
-    ``skipped``; an existing but incomplete output (see finished_output) is made again. A job marked
+    ``skipped`` (with ``overwrite``, when it finished at ``since_ns`` or later: see counts_as_done);
+    an existing but incomplete output (see finished_output) is made again. A job marked
     ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
     by the Ray actors, so both paths behave the same.
     """
@@ -120,7 +144,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
         if not lock.acquire():
             # The driver adds the lock file's path, named as the user gave the folder.
             return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
-        if not overwrite and finished_output(Path(job["output"]))[0]:
+        # Checked under the lock: a run that held it has just finished this output.
+        if counts_as_done(Path(job["output"]), overwrite, since_ns)[0]:
             return {"status": "skipped", "seconds": 0.0}
         if job.get("passthrough"):
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
@@ -155,7 +180,9 @@ def batch(
     output_kind: OutputKindOpt = OutputKind.soft,
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Redo outputs that already exist (those another run on the folder writes meanwhile "
+                            "are kept).")] = False,
     ray_address: RayOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -164,8 +191,8 @@ def batch(
     a bad pair is reported and the rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..locks import STALE_LOCK_AGE_S, lock_path
-    from ..pairing import scan_pairs
+    from ..locks import STALE_LOCK_AGE_S, folder_time_ns, lock_path
+    from ..pairing import NoPairsError, scan_pairs
     from ..raybatch import RayRunError, run_jobs
 
     if ray_address is not None:
@@ -176,6 +203,9 @@ def batch(
         (folder / "images").resolve(), (folder / "masks").resolve()
     ):
         raise typer.BadParameter("the output folder must differ from the input folders")
+    # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
+    # folder that does not exist yet holds none from before.
+    since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
     items: list[dict] = []
 
     def fatal_record(message: str) -> None:
@@ -185,7 +215,11 @@ def batch(
                        "items": items})
 
     with user_errors(fatal_record):
-        found = scan_pairs(folder, exclude=output_dir)
+        try:
+            found = scan_pairs(folder, exclude=output_dir)
+        except NoPairsError as exc:  # nothing to refine in FOLDER: a usage error, as in eval and score
+            fatal_record(str(exc))
+            raise fail(str(exc), 2) from None
     pairs = found.pairs
     for note in found.notes:
         warn(note)
@@ -197,7 +231,7 @@ def batch(
     todo: list[FilePair] = []
     for pair in pairs:
         output = output_dir / pair.relative_output
-        finished, problem = (False, None) if overwrite else finished_output(output)
+        finished, problem = counts_as_done(output, overwrite, since_ns)
         if problem is not None:
             warn(f"{output} is incomplete ({problem}); refining {pair.name} again")
         if finished:
@@ -226,7 +260,7 @@ def batch(
                           "seconds": 0.0})
     todo = [pair for pair in todo if pair not in failed_early]
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
-                   output_kind=output_kind.value, threshold=threshold, overwrite=overwrite)
+                   output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     results: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if todo and ray_address is not None:

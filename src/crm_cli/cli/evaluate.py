@@ -56,8 +56,7 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..metrics import DatasetScore
-    from ..pairing import scan_pairs
+    from ..pairing import NoPairsError, scan_pairs
     from ..writing import write_png
 
     settings = options.settings()
@@ -74,13 +73,24 @@ def evaluate(
             emit_json({"folder": str(folder), "status": "failed", "error": message, "n": 0,
                        "failed": len(failures), "failures": failures})
 
+    def no_pairs(message: str) -> typer.Exit:
+        """FOLDER holds nothing to score: a usage error (exit 2), as in batch and score."""
+        fatal_record(message)
+        return fail(message, 2)
+
     with user_errors(fatal_record):
-        found = scan_pairs(folder)
+        try:
+            found = scan_pairs(folder)
+        except NoPairsError as exc:
+            raise no_pairs(str(exc)) from None
     for note in found.notes:
         warn(note)
     for problem in found.problems:
         failed(None, None, problem)
     pairs = [p for p in found.pairs if p.gt is not None]
+    if not pairs and not failures:
+        raise no_pairs(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
+                       "<name>_seg.* files")
     if limit:
         pairs = pairs[:limit]
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
@@ -98,9 +108,8 @@ def evaluate(
         else:
             checked.append(pair)
     if not checked:
-        message = "no pair left to score" if pairs else f"{folder}: no <name>_gt.* ground truth found"
-        fatal_record(message)
-        raise fail(message)
+        fatal_record("no pair left to score")
+        raise fail("no pair left to score")
     by_name = {pair.name: pair for pair in checked}
     with user_errors(fatal_record):
         refiner = options.load(quiet)
@@ -134,14 +143,14 @@ def evaluate(
     # Failures in the order of the pairs, as listed (pairing problems first).
     order = {pair.name: index for index, pair in enumerate(pairs)}
     failures.sort(key=lambda failure: -1 if failure["name"] is None else order[failure["name"]])
-    # Every ratio of the preset gets a row (an image whose schedule skipped a stage adds nothing to it).
-    stage_scores = scores.stages + [DatasetScore() for _ in settings.ratios[len(scores.stages):]]
     coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
     schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
     summary = {
         "n": scored,
-        "ratios": list(settings.ratios), "preset": options.preset_name, "guard": settings.guard,
+        # Under auto each image has its own stages (see "schedules"): no one list would be true.
+        "ratios": None if settings.adaptive else list(settings.ratios), "preset": options.preset_name,
+        "guard": settings.guard,
         "threshold": threshold,
         "schedules": dict(schedules.most_common()),
         "kept_coarse": sum(image["kept_coarse"] for image in per_image),
@@ -157,8 +166,9 @@ def evaluate(
         "failures": failures,
     }
     if per_stage:
-        summary["stages"] = [{"ratio": r, "iou": s.iou, "mba": s.mba} for r, s in zip(settings.ratios, stage_scores,
-                                                                                       strict=True)]
+        # One row per stage ratio that ran, over the images that ran it (all of them for fixed ratios).
+        summary["stages"] = [{"ratio": ratio, "n": len(stage.images), "iou": stage.iou, "mba": stage.mba}
+                             for ratio, stage in sorted(scores.stages_by_ratio.items())]
     say(
         f"{folder.name}: n={scored}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
         f"  ->  refined{'' if threshold is None else f' (p > {threshold:g})'} "
@@ -169,7 +179,8 @@ def evaluate(
                   + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}", highlight=False)
     if per_stage:
         for stage in summary["stages"]:
-            console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}",
+            images = "" if stage["n"] == scored else f" ({stage['n']} images)"
+            console.print(f"  after s={stage['ratio']:g}: {percent(stage['iou'])}/{percent(stage['mba'])}{images}",
                           highlight=False)
     say(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
         f"{wall:.1f} s total, on {refiner.device_name}")
