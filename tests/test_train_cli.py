@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import cv2
@@ -68,31 +69,52 @@ def test_unreadable_checkpoint_exits_1_naming_it(pairs: Path, tmp_path: Path) ->
                                    "early); remove it to start over, or copy back a good one"]
 
 
-def test_ctrl_c_exits_130_keeps_the_checkpoint_and_says_how_to_resume(pairs: Path, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_saves_the_step_it_finishes_exits_130_and_says_how_to_resume(pairs: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.training.loop import Trainer
 
     out = tmp_path / "runs [a]"  # brackets Rich would read as markup
-    args = ["--data", str(pairs), "--out", str(out), "--steps", "4", "--ckpt-every", "2", "--val-every", "4"]
+    args = ["--data", str(pairs), "--out", str(out), "--steps", "3", "--ckpt-every", "2", "--val-every", "3"]
     train_step = Trainer.train_step
 
     def interrupted_step(self: Trainer, batch: object = None) -> dict[str, float]:
-        if self.step == 3:
-            raise KeyboardInterrupt
+        if self.step == 0:  # Ctrl-C in the middle of step 1, before any checkpoint
+            signal.raise_signal(signal.SIGINT)
         return train_step(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     code, stdout, stderr = train(*args)
     assert code == 130 and stdout == ""
-    assert f"interrupted at step 3: {out / 'last.pt'} holds step 2; continue with --resume" in stderr
-    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+    assert "interrupted: finishing the step in progress to save it; Ctrl-C again to quit at once" in stderr
+    assert f"interrupted at step 1: {out / 'last.pt'} holds step 1; continue with --resume" in stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
     monkeypatch.setattr(Trainer, "train_step", train_step)
     code, stdout, stderr = train(*args, "--resume")
     assert code == 0 and stdout == ""
-    assert f"resumed from {out / 'last.pt'} at step 2" in stderr
+    assert f"resumed from {out / 'last.pt'} at step 1" in stderr
     assert f"done: {out / 'model.safetensors'}" in stderr
     log = (out / "log.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in log] == ["step", "1", "2", "3", "4"]
+    assert [line.split(",")[0] for line in log] == ["step", "1", "2", "3"]
+
+
+def test_a_second_ctrl_c_quits_at_once_without_saving(pairs: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.training.loop import Trainer
+
+    out = tmp_path / "run"
+    train_step = Trainer.train_step
+
+    def twice_interrupted_step(self: Trainer, batch: object = None) -> dict[str, float]:
+        if self.step == 1:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", twice_interrupted_step)
+    code, stdout, stderr = train("--data", str(pairs), "--out", str(out), "--steps", "3", "--ckpt-every", "2")
+    assert code == 130 and stdout == ""
+    assert "interrupted at step 1: no checkpoint was written yet; run the command again to start over" in stderr
+    assert not (out / "last.pt").exists()
 
 
 def test_resume_without_a_checkpoint_says_it_starts_anew(pairs: Path, tmp_path: Path) -> None:

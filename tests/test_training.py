@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -425,3 +428,197 @@ def test_resume_cuts_logs_back_and_drops_a_line_a_kill_cut_short(tmp_path: Path)
     assert records.read_text() == '{"step": 2, "iou": 0.9}\n{"step": 4, "iou": 0.91}\n'
     truncate_val_log(records, 3)
     assert records.read_text() == '{"step": 2, "iou": 0.9}\n'
+
+
+# ------------------------------------------------------------------ Ctrl-C
+def _ctrl_c() -> None:
+    """Ctrl-C as the terminal sends it: SIGINT, handled by whatever handler the process has."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def _interrupt_options(data: Path, out: Path) -> TrainOptions:
+    options = _options(data, out, 5)
+    options.ckpt_every, options.val_every = 2, 3
+    return options
+
+
+def _log_rows(out: Path) -> list[dict[str, str]]:
+    """log.csv's rows without the timing column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader((out / "log.csv").open())]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 5-step run that interrupted and resumed ones must equal."""
+    out = tmp_path_factory.mktemp("straight")
+    assert Trainer(_interrupt_options(tiny_dataset, out)).run() is RunEnd.FINISHED
+    return out
+
+
+def _assert_same_run(out: Path, straight: Path) -> None:
+    ours, theirs = torch.load(out / "last.pt", weights_only=True), torch.load(straight / "last.pt", weights_only=True)
+    assert ours["step"] == theirs["step"] == 5
+    for key, value in theirs["model"].items():
+        assert torch.equal(value, ours["model"][key]), key
+    assert ours["optimizer"]["state"].keys() == theirs["optimizer"]["state"].keys()
+    for index, state in theirs["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, ours["optimizer"]["state"][index][name]), (index, name)
+    assert _log_rows(out) == _log_rows(straight)
+    assert (out / "val.jsonl").read_text() == (straight / "val.jsonl").read_text()
+
+
+# Where the Ctrl-C lands, and the step last.pt then holds: anywhere in a step's work, from making its
+# batch to its validation, the step is finished and saved; one during a scheduled checkpoint's write
+# (step 2) lets the write finish and stops there.
+CTRL_C_POINTS = {"batch": 3, "forward": 3, "optimizer": 3, "progress": 3, "validation": 3, "checkpoint": 2}
+
+
+@pytest.mark.parametrize("where", CTRL_C_POINTS)
+def test_ctrl_c_saves_the_last_finished_step_and_resume_is_exact(tiny_dataset: Path, tmp_path: Path,
+                                                                 straight_run: Path, where: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.training import loop
+
+    out = tmp_path / "run"
+    trainer = Trainer(_interrupt_options(tiny_dataset, out))
+    fired: list[int] = []
+
+    def ctrl_c_once(step: int) -> None:
+        # The step being made is step + 1 (self.step counts finished steps until the update).
+        if trainer.step == step and not fired:
+            fired.append(step)
+            _ctrl_c()
+
+    def wrap(original: Callable[..., Any], step: int) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            ctrl_c_once(step)
+            return original(*args, **kwargs)
+        return wrapped
+
+    progress = None
+    if where == "batch":
+        monkeypatch.setattr(loop, "step_batch", wrap(loop.step_batch, 2))
+    elif where == "forward":  # after the forward pass has moved the BatchNorm statistics
+        monkeypatch.setattr(loop, "crm_loss", wrap(loop.crm_loss, 2))
+    elif where == "optimizer":
+        monkeypatch.setattr(trainer.optimizer, "step", wrap(trainer.optimizer.step, 2))
+    elif where == "progress":
+        def progress(step: int, stats: dict[str, float]) -> None:
+            ctrl_c_once(3)
+    elif where == "validation":
+        monkeypatch.setattr(loop, "validation_scores", wrap(loop.validation_scores, 3))
+    else:
+        monkeypatch.setattr(torch, "save", wrap(torch.save, 2))
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(progress)
+    assert fired and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    saved = CTRL_C_POINTS[where]
+    assert trainer.step == trainer.saved_step == saved
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == saved
+    assert not (out / "last.pt.tmp").exists()
+    assert _log_rows(out) == _log_rows(straight_run)[:saved]
+
+    monkeypatch.undo()
+    resumed = Trainer(_interrupt_options(tiny_dataset, out))
+    assert resumed.resume() and resumed.step == saved
+    assert resumed.run() is RunEnd.FINISHED
+    _assert_same_run(out, straight_run)
+
+
+def test_a_second_ctrl_c_while_saving_keeps_the_previous_checkpoint(tiny_dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    trainer = Trainer(_interrupt_options(tiny_dataset, out))
+    save = torch.save
+
+    def interrupted_save(payload: dict[str, Any], path: Path) -> None:
+        if payload["step"] == 3:  # the interrupt's own save: half written when the second Ctrl-C comes
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            _ctrl_c()
+        save(payload, path)
+
+    def progress(step: int, stats: dict[str, float]) -> None:
+        if step == 3:
+            _ctrl_c()
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(progress)
+    assert trainer.step == 3 and trainer.saved_step == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not (out / "last.pt.tmp").exists()
+    monkeypatch.undo()
+    resumed = Trainer(_interrupt_options(tiny_dataset, out))
+    assert resumed.resume() and resumed.step == 2
+    assert [row["step"] for row in _log_rows(out)] == ["1", "2"]
+
+
+def test_a_second_ctrl_c_mid_step_stops_at_once(tiny_dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    trainer = Trainer(_interrupt_options(tiny_dataset, out))
+    update = trainer.optimizer.step
+
+    def twice_interrupted_update(*args: Any, **kwargs: Any) -> Any:
+        if trainer.step == 2:
+            _ctrl_c()
+            _ctrl_c()
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.optimizer, "step", twice_interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    # Step 3 was cut short: nothing of it is saved.
+    assert trainer.saved_step == 2 and torch.load(out / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_ctrl_c_in_the_last_step_lets_the_run_finish(tiny_dataset: Path, tmp_path: Path) -> None:
+    options = _options(tiny_dataset, tmp_path / "run", 2)
+    calls: list[int] = []
+
+    def progress(step: int, stats: dict[str, float]) -> None:
+        if step == 2:
+            _ctrl_c()
+
+    trainer = Trainer(options)
+    assert trainer.run(progress, on_interrupt=lambda: calls.append(trainer.step)) is RunEnd.FINISHED
+    assert calls == [2] and trainer.saved_step == 2
+    assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_ctrl_c_that_ends_a_batch_worker_still_saves_the_last_step(tiny_dataset: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.training import loop
+
+    out = tmp_path / "run"
+    trainer = Trainer(_interrupt_options(tiny_dataset, out))
+    made = trainer.batches()
+
+    def dying_workers() -> Iterator[loop.Batch]:
+        yield from (next(made) for _ in range(3))
+        _ctrl_c()  # reaches the worker making step 4's batch before it ignores SIGINT
+        raise RuntimeError("DataLoader worker (pid(s) 1234) exited unexpectedly")
+
+    monkeypatch.setattr(trainer, "batches", dying_workers)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert trainer.saved_step == 3 and torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    # A failing worker without a Ctrl-C is an error as before.
+    def failing_workers() -> Iterator[loop.Batch]:
+        raise RuntimeError("DataLoader worker (pid(s) 1234) exited unexpectedly")
+        yield
+
+    again = Trainer(_interrupt_options(tiny_dataset, tmp_path / "again"))
+    monkeypatch.setattr(again, "batches", failing_workers)
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        again.run()
+    # Batch workers leave Ctrl-C to the training process.
+    threads = cv2.getNumThreads()
+    try:
+        loop._single_threaded_worker(0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        cv2.setNumThreads(threads)

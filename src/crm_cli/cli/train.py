@@ -120,7 +120,8 @@ def train(
 
 
 def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.loop.Trainer, RunEnd
-    """``trainer.run()`` under a progress bar on stderr."""
+    """``trainer.run()`` under a progress bar on stderr; a Ctrl-C ends it after the step in progress,
+    which it saves in last.pt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -130,7 +131,10 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
         def report(step: int, stats: dict[str, float]) -> None:
             progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
-        return trainer.run(report)
+        def stopping() -> None:
+            say("interrupted: finishing the step in progress to save it; Ctrl-C again to quit at once")
+
+        return trainer.run(report, on_interrupt=stopping)
 
 
 def check_options(encoder: str, coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,

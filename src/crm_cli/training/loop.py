@@ -11,8 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -144,6 +147,9 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group; the training process decides when to stop, and a worker
+    # that died of it would fail the batch the last step before the stop still needs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class RunEnd(str, Enum):
@@ -189,6 +195,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(trained, lr=options.lr, weight_decay=WEIGHT_DECAY)
         self.step = 0
         self.saved_step: int | None = None  # the step last.pt holds, once written or resumed from
+        self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -215,8 +222,12 @@ class Trainer:
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:  # a full disk, or a second Ctrl-C: last.pt stays the previous one
+            tmp.unlink(missing_ok=True)
+            raise
         self.saved_step = self.step
 
     def resume(self) -> bool:
@@ -323,10 +334,43 @@ class Trainer:
         )
         return save_weights(self.model, path, provenance)
 
-    def run(self, progress: Any = None) -> RunEnd:
+    @contextmanager
+    def ctrl_c_at_step_boundaries(self, on_interrupt: Callable[[], None] | None = None) -> Iterator[None]:
+        """Inside, a first Ctrl-C (SIGINT) only sets ``self.interrupted``; a second one raises
+        KeyboardInterrupt at once. ``on_interrupt`` is called on the first.
+
+        Deferring is the simplest way never to save a half-applied step: a step changes the model
+        from its forward pass (BatchNorm statistics) to the optimiser's update, and its log row,
+        validation and scheduled checkpoint come after that, so the only consistent state to save is
+        the one between two whole steps. Does nothing outside the main thread, or where SIGINT was
+        given another handler than Python's default."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def run(self, progress: Any = None, on_interrupt: Callable[[], None] | None = None) -> RunEnd:
         """Train until ``options.steps``, checkpointing and validating on schedule; returns why it
         stopped. A run stopped early (``options.max_minutes`` or ``options.stop_at``) ends with a
-        checkpoint, a validation and an export of the step reached, so ``--resume`` continues from it."""
+        checkpoint, a validation and an export of the step reached, so ``--resume`` continues from it.
+
+        Ctrl-C lets the step in progress finish (its checkpoint, validation and log row included),
+        writes ``last.pt`` at it and raises KeyboardInterrupt; ``--resume`` then goes on exactly as
+        the run would have (see :meth:`ctrl_c_at_step_boundaries`; ``on_interrupt`` is called at the
+        first Ctrl-C). A second Ctrl-C raises at once and leaves ``last.pt`` at the step it held."""
         options = self.options
         # The learning rate keeps following options.steps, so a run stopped early is the first part of
         # the full run, step for step.
@@ -344,14 +388,26 @@ class Trainer:
             # checkpoint) would be written again.
             truncate_log(log_path, self.step)
             truncate_val_log(self.out / "val.jsonl", self.step)
-        with open(log_path, "a", newline="") as log_file:
+        self.interrupted = False
+        with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             if new_log:
                 writer.writeheader()
             batches = self.batches()
             while self.step < end:
+                # Every rank stops at the same step, whichever of them got the Ctrl-C.
+                if self.agreed(self.interrupted):
+                    self.interrupted = True
+                    break
                 start = time.perf_counter()
-                stats = self.train_step(next(batches))
+                try:
+                    batch = next(batches)
+                except Exception:
+                    # A batch worker the Ctrl-C reached before it could ignore it: stop all the same.
+                    if not self.interrupted:
+                        raise
+                    break
+                stats = self.train_step(batch)
                 seconds = time.perf_counter() - start
                 row: dict[str, Any] = {"step": self.step, "lr": f"{stats['lr']:.6g}", "seconds": f"{seconds:.3f}",
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
@@ -375,6 +431,11 @@ class Trainer:
                     log_file.flush()
                 if out_of_time:
                     return RunEnd.TIME_LIMIT
+            if self.step < end:  # left between two steps for a Ctrl-C (one during the last step ends the run)
+                # Still inside the handler: a second Ctrl-C stops the write, which leaves last.pt as it was.
+                if self.step > 0 and self.saved_step != self.step:
+                    self.save_checkpoint()
+                raise KeyboardInterrupt
         return RunEnd.FINISHED if self.step >= options.steps else RunEnd.STOP_AT
 
 
