@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval_cache import cached_eval
+from forward_args import split_forwarded
 
 DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2.safetensors"
 HARM_POINTS = 1.0  # an image "harmed" loses more than this many points (of 100) of IoU or mBA
@@ -115,10 +116,8 @@ def main() -> None:
                         help="a dev set in BIG layout (repeatable)")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="default: the shipped weights")
     parser.add_argument("--out", type=Path, default=Path("runs/choose"), help="where each eval's JSON is kept")
-    argv = sys.argv[1:]
-    split = argv.index("--") if "--" in argv else len(argv)
-    args = parser.parse_args(argv[:split])
-    extra = argv[split + 1:]  # after --: extra `crm eval` options, e.g. --device cpu
+    own, extra = split_forwarded(sys.argv[1:])  # after --: extra `crm eval` options, e.g. --device cpu
+    args = parser.parse_args(own)
     sets = []
     for item in args.sets:
         name, sep, folder = item.partition("=")

@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from forward_args import split_forwarded
+
 DEFAULT_SIZES = "3840x2160"
 DEFAULT_BUDGET_S = 5.0
 
@@ -110,10 +112,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per pair after one warm-up run")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds a run may take")
     parser.add_argument("--json", dest="json_path", help="also write the rows to this file")
-    argv = sys.argv[1:]
-    split = argv.index("--") if "--" in argv else len(argv)
-    args = parser.parse_args(argv[:split])
-    extra = argv[split + 1:]  # after --: extra `crm refine` options, e.g. -w WEIGHTS
+    own, extra = split_forwarded(sys.argv[1:])  # after --: extra `crm refine` options, e.g. -w WEIGHTS
+    args = parser.parse_args(own)
 
     with tempfile.TemporaryDirectory(prefix="crm_whole_") as temp:
         folder = Path(temp)

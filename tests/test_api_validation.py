@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, coarse_of, make_tiny_model, synthetic_scene
+from conftest import TINY_ARCH, coarse_of, make_tiny_model, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
 from crm_cli.checkpoint import WeightsError, load_model, save_weights, sha256_file, sidecar_path
@@ -170,6 +170,29 @@ def test_a_malformed_gpu_index_is_a_device_error() -> None:
     for name in ("cuda:x", "cuda:-1", "cuda: 0"):
         with pytest.raises(DeviceError, match="GPU index"):
             resolve_device(name)
+
+
+def test_device_errors_name_the_api_argument_not_a_cli_option(exported: Path, tiny_weights: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("crm_cli.devices._mps_available", lambda torch: False)
+    for name in ("cuda", "mps"):
+        with pytest.raises(DeviceError) as error:
+            Refiner(tiny_weights, device=name, backend="torch")
+        assert str(error.value).endswith("(use device 'cpu' or 'auto')") and "--" not in str(error.value)
+    with pytest.raises(ValueError) as refused:
+        choose_backend(exported, "cuda", "fp32", "onnx")
+    assert "not on device 'cuda' (use the torch backend)" in str(refused.value) and "--" not in str(refused.value)
+    with pytest.raises(ValueError) as refused:
+        choose_backend(exported, "cpu", "fp16", "onnx")
+    assert "not in precision 'fp16' (use the torch backend)" in str(refused.value) and "--" not in str(refused.value)
+    # The same wording reads as well on the command line.
+    image, mask = write_scene_files(tmp_path)
+    result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"), "-d", "cuda",
+                                 "-w", str(tiny_weights)])
+    assert result.exit_code == 1
+    assert "device 'cuda' was requested but no CUDA GPU is available (use device 'cpu' or 'auto')" in flat(
+        result.stderr)
 
 
 # 5. Weights without a sidecar -----------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 from crm_cli.cli.checks import passthrough_pair
 from crm_cli.imageio import ImageReadError, probe_image, read_mask
-from crm_cli.pipeline import choose_mode, read_pair, refine_files
+from crm_cli.masks import MaskData, scale_note
+from crm_cli.pipeline import choose_mode, fit_mask_to_image, read_pair, refine_files
 from crm_cli.presets import get_preset
 
 runner = CliRunner()
@@ -184,6 +185,52 @@ def test_16bit_label_maps_are_not_rescaled_or_noted(tmp_path: Path) -> None:
     assert read.kind == "gray16" and read.values.dtype == np.uint16 and read.values.tolist() == ids.tolist()
     assert choose_mode(read, "auto") == "labels" and choose_mode(read, "labels") == "labels"
     assert notes == []
+
+
+@pytest.mark.parametrize(("top", "mode", "scale", "noted"), [
+    (1, "binary", 1, False),  # a 0/1 mask
+    (2, "labels", 255, False),  # ids 0, 1, 2
+    (40, "labels", 255, False),
+    (200, "binary", 255, True),  # 8-bit values in a 16-bit file
+    (255, "binary", 255, True),
+    (256, "binary", 65535, False),
+    (65535, "binary", 65535, False),
+])
+def test_a_16bit_mask_is_scanned_for_its_maximum_once_per_pair(top: int, mode: str, scale: int,
+                                                                noted: bool) -> None:
+    class Counted(np.ndarray):
+        """The mask's values, counting the passes of max() over them."""
+
+        passes = 0
+
+        def max(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            Counted.passes += 1
+            return super().max(*args, **kwargs)
+
+    values = np.zeros((6, 8), np.uint16)
+    values[2:5, 3:7], values[0, 0] = top, top // 2
+    mask = MaskData(values.view(Counted), "gray16")
+
+    fitted, notes = fit_mask_to_image(mask, (6, 8), 1, "im.png", "m.png")
+    chosen = choose_mode(fitted, "auto")
+    probability = fitted.probability()
+    scoring = fitted.scoring_values()
+    again = scale_note(fitted, "m.png")
+
+    assert Counted.passes == 1
+    assert chosen == mode and fitted.maximum == top
+    assert notes == ([f"m.png: a 16-bit mask whose largest value is {top}, read as 8-bit values (255 = foreground)"]
+                     if noted else []) and again == (notes[0] if noted else None)
+    np.testing.assert_array_equal(probability, values.astype(np.float32) / np.float32(scale))
+    assert probability.dtype == np.float32
+    np.testing.assert_array_equal(scoring, values != 0 if top == 1 else values)
+
+
+def test_a_float_mask_has_no_integer_maximum() -> None:
+    mask = MaskData(np.array([[0.0, 0.75]], np.float32), "float")
+    with pytest.raises(TypeError, match="integer masks"):
+        _ = mask.maximum
+    assert not mask.is_label_map() and mask.scoring_values().dtype == np.float32
 
 
 @pytest.mark.parametrize(("values", "probability"), [

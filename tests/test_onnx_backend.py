@@ -22,15 +22,17 @@ from conftest import coarse_of, make_tiny_model, synthetic_scene
 
 from crm_cli.checkpoint import (
     WeightsError,
+    WeightsSidecar,
     default_weights_path,
     load_model,
     onnx_encoder_path,
     sha256_file,
     sidecar_path,
+    verify_encoder,
 )
 from crm_cli.engine import Refiner, choose_backend
 from crm_cli.model.decoder import n_latent
-from crm_cli.onnx_runner import DecoderPool, NumpyDecoder, verify_onnx
+from crm_cli.onnx_runner import DecoderPool, NumpyDecoder
 from crm_cli.stage_geometry import STAGE_PAD
 
 ATOL = 1e-4  # torch (BatchNorm folded by crm) against ONNX Runtime (BatchNorm folded by ORT)
@@ -403,11 +405,54 @@ def test_choose_backend_rules_after_export(exported: Path, tmp_path: Path) -> No
     altered_onnx.write_bytes(bytes(data))
     assert choose_backend(altered, "cpu", "fp32", "onnx") == altered_onnx  # the hash is checked when loading
     with pytest.raises(WeightsError) as error:
-        verify_onnx(altered_onnx, altered)
-    assert str(altered_onnx) in str(error.value)
+        verify_encoder(altered_onnx, altered)
+    assert str(altered_onnx) in str(error.value) and "does not match" in str(error.value)
+    with pytest.raises(WeightsError) as checked:  # the engine's check, on the sidecar it read once
+        verify_encoder(altered_onnx, altered, WeightsSidecar(altered))
+    assert str(checked.value) == str(error.value)
+    verify_encoder(exported.with_name("tiny.encoder.onnx"), exported)
     with pytest.raises(WeightsError) as error:
         Refiner(altered, device="cpu", backend="onnx")
     assert "tiny.encoder.onnx" in str(error.value) and "sha256" in str(error.value)
+
+
+def sidecar_reads(monkeypatch: pytest.MonkeyPatch, weights: Path) -> list[Path]:
+    """Every read of the sidecar of ``weights`` from now on, by any module (all go through Path.read_text)."""
+    side = sidecar_path(weights)
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counting(self: Path, *args: object, **kwargs: object) -> str:
+        if self == side:
+            reads.append(self)
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    return reads
+
+
+@pytest.mark.parametrize(("backend", "taken"), [("auto", "onnx"), ("onnx", "onnx"), ("torch", "torch")])
+def test_one_refiner_build_reads_the_sidecar_once(exported: Path, backend: str, taken: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = sidecar_reads(monkeypatch, exported)
+    refiner = Refiner(str(exported), device="cpu", backend=backend)
+    assert refiner.backend == taken and refiner.weights_info.verified
+    assert len(reads) == 1
+
+
+def test_crm_info_reads_the_sidecar_once(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.cli.info import gather_info
+
+    reads = sidecar_reads(monkeypatch, exported)
+    report = gather_info(exported)
+    assert report["default_backend"] == "onnx" and report["weights"]["onnx"]["used"]
+    assert report["weights"]["error"] is None and report["weights"]["sha256_ok"]
+    assert len(reads) == 1
+
+
+def test_a_sidecar_read_for_other_weights_is_refused(exported: Path, tiny_weights: Path) -> None:
+    with pytest.raises(ValueError, match="sidecar given is that of"):
+        onnx_encoder_path(exported, WeightsSidecar(tiny_weights))
 
 
 # 6. A process that refines on the onnx backend never imports torch -----------------------------------------------

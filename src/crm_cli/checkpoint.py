@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,10 +155,37 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def onnx_encoder_path(weights: Path) -> Path | None:
+class WeightsSidecar:
+    """The sidecar of one checkpoint, read (:func:`read_sidecar`) on first use and then kept.
+
+    One model load passes one of these to every check that needs the sidecar (the backend
+    choice, the hash, the final stage, the ONNX encoder's entry), so the file is read once.
+    A failed read is not kept: the next use raises again.
+    """
+
+    def __init__(self, weights: Path | str) -> None:
+        self.weights = Path(weights)
+
+    @cached_property
+    def data(self) -> dict[str, Any] | None:
+        """The sidecar's JSON object, or None when there is none."""
+        return read_sidecar(self.weights)
+
+
+def _sidecar_of(weights: Path | str, sidecar: WeightsSidecar | None) -> WeightsSidecar:
+    """``sidecar`` when given (it must be that of ``weights``), else a new one for ``weights``."""
+    if sidecar is None:
+        return WeightsSidecar(weights)
+    if sidecar.weights != Path(weights):
+        raise ValueError(f"the sidecar given is that of {sidecar.weights}, not of {weights}")
+    return sidecar
+
+
+def onnx_encoder_path(weights: Path, sidecar: WeightsSidecar | None = None) -> Path | None:
     """The ONNX encoder that the sidecar of ``weights`` names, when the sidecar names one that was
-    exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
-    sidecar = read_sidecar(weights) or {}
+    exported from these very weights (its ``weights_sha256``) and the file exists; else None.
+    ``sidecar``: the one read already for this load."""
+    sidecar = _sidecar_of(weights, sidecar).data or {}
     entry = sidecar.get("onnx")
     if not isinstance(entry, dict) or not sidecar.get("sha256") or entry.get("weights_sha256") != sidecar["sha256"]:
         return None
@@ -168,17 +196,28 @@ def onnx_encoder_path(weights: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def verify_sha256(path: Path, side: dict[str, Any] | None = None) -> str:
+def verify_sha256(path: Path, sidecar: WeightsSidecar | None = None) -> str:
     """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256.
-    ``side``: the sidecar when the caller has read it already."""
+    ``sidecar``: the one read already for this load."""
     digest = sha256_file(path)
-    side = read_sidecar(path) if side is None else side
+    side = _sidecar_of(path, sidecar).data
     if side is not None and side.get("sha256") and side["sha256"] != digest:
         raise WeightsError(
             f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(path).name} "
             f"({side['sha256'][:12]}...); the file is corrupt or was replaced"
         )
     return digest
+
+
+def verify_encoder(path: Path, weights: Path, sidecar: WeightsSidecar | None = None) -> None:
+    """Check an ONNX encoder against the sha256 that the sidecar of ``weights`` records for it;
+    WeightsError if they differ. ``sidecar``: the one read already for this load."""
+    entry = (_sidecar_of(weights, sidecar).data or {}).get("onnx")
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    digest = sha256_file(path)
+    if expected and digest != expected:
+        raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
+                           f"({expected[:12]}...); the file is corrupt or was replaced")
 
 
 SAFETENSORS_KIND = "safetensors"
@@ -281,15 +320,16 @@ class _Spec:
     sidecar: dict[str, Any] | None  # None when there is none
 
 
-def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spec:
+def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool,
+                  sidecar: WeightsSidecar | None = None) -> _Spec:
     """Read a checkpoint that must exist, optionally verified against its sidecar's sha256, and parse
     its architecture config; every problem is a one-line WeightsError."""
     path = Path(path)
     # The kind first: a directory or a non-checkpoint (the sidecar itself) fails here, not while hashing.
     kind = checkpoint_kind(path)
-    sidecar = read_sidecar(path)
-    digest = verify_sha256(path, sidecar) if verify else ""
-    verified = verify and bool((sidecar or {}).get("sha256"))
+    side = _sidecar_of(path, sidecar)
+    digest = verify_sha256(path, side) if verify else ""
+    verified = verify and bool((side.data or {}).get("sha256"))
     config_dict, provenance, state = _read_spec(path, kind, load_tensors=load_tensors)
     if not isinstance(config_dict, dict):
         raise WeightsError(f"{path}: the checkpoint's architecture config is not a JSON object")
@@ -297,26 +337,28 @@ def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool) -> _Spe
         config = ArchConfig.from_dict(config_dict)
     except (TypeError, ValueError, KeyError) as exc:
         raise WeightsError(f"{path}: the checkpoint's architecture config is invalid ({exc})") from None
-    return _Spec(path, digest, verified, config_dict, config, provenance, state, sidecar)
+    return _Spec(path, digest, verified, config_dict, config, provenance, state, side.data)
 
 
-def read_spec(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_spec(path: Path | str, *, sidecar: WeightsSidecar | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, provenance) stored inside a checkpoint, without building the model or reading tensors
-    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint."""
-    spec = _checked_spec(path, load_tensors=False, verify=False)
+    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint.
+    ``sidecar``: the one read already for this load."""
+    spec = _checked_spec(path, load_tensors=False, verify=False, sidecar=sidecar)
     return spec.config_dict, spec.provenance
 
 
-def load_model(path: Path | str, verify: bool = True) -> tuple[Any, CheckpointInfo]:
+def load_model(path: Path | str, verify: bool = True, *,
+               sidecar: WeightsSidecar | None = None) -> tuple[Any, CheckpointInfo]:
     """Rebuild a CRMNet from a checkpoint (.safetensors or training .pt) in eval mode.
 
     The kind is read from the file's first bytes, not its name. Returns (model, CheckpointInfo).
     Raises WeightsError with one line naming the file for anything that is not a loadable crm
-    checkpoint.
+    checkpoint. ``sidecar``: the one read already for this load.
     """
     from .model import build_crm
 
-    spec = _checked_spec(path, load_tensors=True, verify=verify)
+    spec = _checked_spec(path, load_tensors=True, verify=verify, sidecar=sidecar)
     path, config, state = spec.path, spec.config, spec.state
     assert state is not None
     try:
@@ -344,15 +386,16 @@ def _info_of(spec: _Spec) -> CheckpointInfo:
                           final_stage=final_stage, verified=spec.verified)
 
 
-def checked_info(path: Path | str) -> CheckpointInfo:
+def checked_info(path: Path | str, *, sidecar: WeightsSidecar | None = None) -> CheckpointInfo:
     """What :func:`load_model` checks and returns as info (sha256 against the sidecar, format, config,
-    final stage), without reading tensors or importing torch (safetensors files)."""
-    return _info_of(_checked_spec(path, load_tensors=False, verify=True))
+    final stage), without reading tensors or importing torch (safetensors files). ``sidecar``: the
+    one read already for this load."""
+    return _info_of(_checked_spec(path, load_tensors=False, verify=True, sidecar=sidecar))
 
 
-def inspect_checkpoint(path: Path, build: bool = False) -> dict[str, Any]:
+def inspect_checkpoint(path: Path, build: bool = False, *, sidecar: WeightsSidecar | None = None) -> dict[str, Any]:
     """What is known about a checkpoint, without building the model unless ``build``; never raises
-    for a bad file.
+    for a bad file (``sidecar``: the one read already, e.g. for the backend choice).
 
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
@@ -370,22 +413,23 @@ def inspect_checkpoint(path: Path, build: bool = False) -> dict[str, Any]:
         return report
     try:
         report["sha256"] = sha256_file(path)
-        sidecar = read_sidecar(path)
-        if sidecar is not None:
+        side = _sidecar_of(path, sidecar)
+        data = side.data
+        if data is not None:
             report["sidecar"] = str(sidecar_path(path))
-            recorded = sidecar.get("sha256")
+            recorded = data.get("sha256")
             report["sha256_ok"] = recorded == report["sha256"] if recorded else None
-        report["config"], report["provenance"] = read_spec(path)
-        hints = sidecar.get("final_stage") if sidecar is not None else None
+        report["config"], report["provenance"] = read_spec(path, sidecar=side)
+        hints = data.get("final_stage") if data is not None else None
         report["final_stage"] = asdict(resolve_final_stage(hints, sidecar_path(path)))
-        report["onnx"] = inspect_encoder(path)
+        report["onnx"] = inspect_encoder(path, side)
         if report["sha256_ok"] is False:
             report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
                                f"{sidecar_path(path).name}; the file is corrupt or was replaced")
         elif report["onnx"] is not None and report["onnx"]["error"]:
             report["error"] = report["onnx"]["error"]
         elif build:
-            load_model(path, verify=False)  # the hash was compared above
+            load_model(path, verify=False, sidecar=side)  # the hash was compared above
     except WeightsError as exc:
         report["error"] = str(exc)
     except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
@@ -393,18 +437,20 @@ def inspect_checkpoint(path: Path, build: bool = False) -> dict[str, Any]:
     return report
 
 
-def inspect_encoder(weights: Path) -> dict[str, Any] | None:
+def inspect_encoder(weights: Path, sidecar: WeightsSidecar | None = None) -> dict[str, Any] | None:
     """The ONNX encoder that the sidecar of ``weights`` names (``onnx_export``), or None when it names none.
 
     Keys: ``path``, ``exists``, ``sha256_ok`` (None when the file is missing), ``used`` (whether
     the onnx backend takes it: :func:`onnx_encoder_path`) and ``error``, a one-line
     reason when it is used but its hash does not match (every onnx run would refuse it).
+    ``sidecar``: the one read already.
     """
-    entry = (read_sidecar(weights) or {}).get("onnx")
+    side = _sidecar_of(weights, sidecar)
+    entry = (side.data or {}).get("onnx")
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
         return None
     path = weights.with_name(Path(entry["file"]).name)
-    used = onnx_encoder_path(weights) is not None
+    used = onnx_encoder_path(weights, side) is not None
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256_ok": None, "used": used,
                               "error": None}
     expected = entry.get("sha256")
@@ -414,5 +460,5 @@ def inspect_encoder(weights: Path) -> dict[str, Any] | None:
         if used and digest != expected:
             report["error"] = (f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
                                f"({str(expected)[:12]}...); the file is corrupt or was replaced "
-                               f"(export it again, or use --backend torch)")
+                               f"(export it again, or use the torch backend)")
     return report

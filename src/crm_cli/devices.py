@@ -49,13 +49,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         if index and not index.isdigit():
             raise DeviceError(f"invalid device {name!r}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
         if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu or auto)")
+            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use device 'cpu' or 'auto')")
         if index and int(index) >= torch.cuda.device_count():
             raise DeviceError(f"device {name!r} was requested but only {torch.cuda.device_count()} GPU(s) exist")
         return torch.device(name)
     if kind == "mps":
         if not _mps_available(torch):
-            raise DeviceError("device 'mps' was requested but Apple MPS is not available (use --device cpu or auto)")
+            raise DeviceError("device 'mps' was requested but Apple MPS is not available (use device 'cpu' or 'auto')")
         return torch.device("mps")
     raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
 

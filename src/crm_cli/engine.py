@@ -29,6 +29,7 @@ from .checkpoint import (
     SAFETENSORS_KIND,
     CheckpointInfo,
     WeightsError,
+    WeightsSidecar,
     checkpoint_kind,
     default_weights_path,
     onnx_encoder_path,
@@ -140,14 +141,15 @@ def backend_name(backend: str | None) -> str:
 
 
 def choose_backend(weights: Path | None, device: str = "auto", precision: str = "fp32",
-                   backend: str = "auto") -> Path | None:
+                   backend: str = "auto", *, sidecar: WeightsSidecar | None = None) -> Path | None:
     """The ONNX encoder to refine with (the ``onnx`` backend), or None for torch.
 
     ``auto`` takes ONNX Runtime when it is installed, the weights are a .safetensors checkpoint
     whose sidecar names an encoder exported from them (``onnx_export``), the precision is fp32,
     and the device is the CPU: ``cpu``, or ``auto`` on a machine where no GPU can be present
     (``devices.accelerator_possible``, judged without importing torch). ``onnx`` insists on it
-    (ValueError / WeightsError naming what is missing); ``torch`` never takes it.
+    (ValueError / WeightsError naming what is missing); ``torch`` never takes it. ``sidecar``: the
+    weights' sidecar, read once for the whole load (``checkpoint.WeightsSidecar``).
     """
     backend = backend_name(backend)
     if backend == "torch":
@@ -161,15 +163,16 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
     kind = (device or "auto").strip().lower()
     if backend == "onnx":
         if kind not in ("auto", "cpu"):
-            raise ValueError(f"the onnx backend runs on the CPU only, not --device {device}")
+            raise ValueError(f"the onnx backend runs on the CPU only, not on device {device!r} "
+                             "(use the torch backend)")
         if precision != "fp32":
-            raise ValueError(f"the onnx backend runs in fp32, not --precision {precision}")
+            raise ValueError(f"the onnx backend runs in fp32, not in precision {precision!r} (use the torch backend)")
         if not runtime_present:
             raise ValueError("the onnx backend needs onnxruntime: pip install onnxruntime")
         if checkpoint_kind(path) != SAFETENSORS_KIND:  # a missing file or a directory fails here too
             raise WeightsError(f"{path}: the onnx backend runs .safetensors weights, not a torch training "
-                               "checkpoint (use --backend torch)")
-        encoder = onnx_encoder_path(path)
+                               "checkpoint (use the torch backend)")
+        encoder = onnx_encoder_path(path, sidecar)
         if encoder is None:
             raise WeightsError(f"{path}: no ONNX encoder exported from these weights "
                                f"(python -m crm_cli.onnx_export {path})")
@@ -177,7 +180,7 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
     if precision != "fp32" or not runtime_present or checkpoint_kind(path) != SAFETENSORS_KIND:
         return None
-    encoder = onnx_encoder_path(path)
+    encoder = onnx_encoder_path(path, sidecar)
     if encoder is None:
         return None
     return encoder if kind == "cpu" or (kind == "auto" and not accelerator_possible()) else None
@@ -242,12 +245,15 @@ class Refiner:
         torch_options = channels_last is not None or not fold_bn
         if torch_options and backend == "onnx":
             raise ValueError("channels_last and fold_bn are options of the torch backend")
-        encoder = None if in_memory or (torch_options and backend == "auto") else choose_backend(
-            model, device, precision, backend)
-        if encoder is not None:
-            self.runner, info = self._onnx_runner(Path(model or default_weights_path()), encoder, threads, tiles)
+        # One read of the weights' sidecar serves the backend choice and the load.
+        sidecar = None if in_memory else WeightsSidecar(model or default_weights_path())
+        encoder = None if sidecar is None or (torch_options and backend == "auto") else choose_backend(
+            sidecar.weights, device, precision, backend, sidecar=sidecar)
+        if sidecar is not None and encoder is not None:
+            self.runner, info = self._onnx_runner(sidecar, encoder, threads, tiles)
         else:
-            self.runner, info = self._torch_runner(model, device, info, precision, channels_last, fold_bn, tiles)
+            self.runner, info = self._torch_runner(model, sidecar, device, info, precision, channels_last, fold_bn,
+                                                   tiles)
         if not in_memory and not info.verified:
             weights = Path(str(info.path))
             logger.warning("weights %s are not verified: no sidecar with a sha256 (%s)", weights,
@@ -257,9 +263,11 @@ class Refiner:
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
 
     @staticmethod
-    def _torch_runner(model: Any, device: str, info: CheckpointInfo | None, precision: str,
-                      channels_last: bool | None, fold_bn: bool, tiles: dict[str, int]) -> tuple[Any, CheckpointInfo]:
-        """A ``stages.StageRunner`` and the weights' info (torch is imported here)."""
+    def _torch_runner(model: Any, sidecar: WeightsSidecar | None, device: str, info: CheckpointInfo | None,
+                      precision: str, channels_last: bool | None, fold_bn: bool,
+                      tiles: dict[str, int]) -> tuple[Any, CheckpointInfo]:
+        """A ``stages.StageRunner`` and the weights' info (torch is imported here): ``model`` as given,
+        or, with the ``sidecar`` of a checkpoint, that checkpoint loaded."""
         import torch
 
         from .checkpoint import load_model
@@ -267,10 +275,12 @@ class Refiner:
         from .model.fold import fold_batchnorm
         from .stages import StageRunner
 
+        loaded = sidecar is not None
+        if not loaded and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module or a checkpoint path, not {type(model).__name__}")
         resolved = resolve_device(device)
-        loaded = not isinstance(model, torch.nn.Module)
-        if loaded:
-            model, info = load_model(model or default_weights_path())
+        if sidecar is not None:
+            model, info = load_model(sidecar.weights, sidecar=sidecar)
             model = model.to(resolved).eval()
             if fold_bn:
                 fold_batchnorm(model)
@@ -285,14 +295,16 @@ class Refiner:
         return runner, info if info is not None else CheckpointInfo.of_model(model)
 
     @staticmethod
-    def _onnx_runner(weights: Path, encoder: Path, threads: int | None,
+    def _onnx_runner(sidecar: WeightsSidecar, encoder: Path, threads: int | None,
                      tiles: dict[str, int]) -> tuple[Any, CheckpointInfo]:
-        """An ``onnx_runner.OnnxStageRunner`` and the weights' info, both checked against the sidecar."""
-        from .checkpoint import checked_info
-        from .onnx_runner import NumpyDecoder, OnnxStageRunner, verify_onnx
+        """An ``onnx_runner.OnnxStageRunner`` and the info of the weights (``sidecar.weights``), both
+        checked against the sidecar."""
+        from .checkpoint import checked_info, verify_encoder
+        from .onnx_runner import NumpyDecoder, OnnxStageRunner
 
-        info = checked_info(weights)
-        verify_onnx(encoder, weights)
+        weights = sidecar.weights
+        info = checked_info(weights, sidecar=sidecar)
+        verify_encoder(encoder, weights, sidecar)
         decoder = NumpyDecoder.from_checkpoint(weights, info.config)
         return OnnxStageRunner(encoder, decoder, info.config, threads=threads, **tiles), info
 

@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -536,9 +536,7 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     """
     decoded, orientation, label = _decode(source, name)
     mask = _mask_data(decoded, label)
-    mask.values = apply_orientation(mask.values, orientation)
-    mask.orientation = orientation
-    return mask
+    return replace(mask, values=apply_orientation(mask.values, orientation), orientation=orientation)
 
 
 def read_bytes_stdin() -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -30,28 +31,36 @@ class SizeMismatchError(ValueError):
     """A mask's size does not fit its image; the message names both files and sizes."""
 
 
-def is_zero_one(values: np.ndarray) -> bool:
+def largest_value(values: np.ndarray, known: int | None = None) -> int:
+    """The largest value of an integer mask (0 when empty); ``known``, when the caller has it
+    already (``MaskData.maximum``), is returned without another pass over the values."""
+    if known is not None:
+        return known
+    return int(values.max()) if values.size else 0
+
+
+def is_zero_one(values: np.ndarray, maximum: int | None = None) -> bool:
     """True for an integer mask whose maximum is 1: a 0/1 binary mask (common from labelling
-    tools), not a nearly empty soft mask."""
-    return values.dtype.kind in "ui" and values.size > 0 and int(values.max()) == 1
+    tools), not a nearly empty soft mask. ``maximum``: its largest value, when known."""
+    return values.dtype.kind in "ui" and values.size > 0 and largest_value(values, maximum) == 1
 
 
-def uint16_full_scale(values: np.ndarray) -> int:
+def uint16_full_scale(values: np.ndarray, maximum: int | None = None) -> int:
     """The value of certain foreground in a uint16 mask: 65535, or 255 when the largest value is
     2..255 (an 8-bit mask saved in a 16-bit file, a common pipeline slip; read as 16-bit it would
     be all background). A largest value of 1 is a 0/1 mask (:func:`is_zero_one`); 256 or more
-    keeps the 16-bit scale."""
+    keeps the 16-bit scale. ``maximum``: the largest value, when known."""
     if values.size == 0:
         return 65535
-    return 255 if 1 < int(values.max()) <= 255 else 65535
+    return 255 if 1 < largest_value(values, maximum) <= 255 else 65535
 
 
 def scale_note(mask: MaskData, mask_name: str) -> str | None:
     """The warning for a 16-bit mask read on the 8-bit scale (:func:`uint16_full_scale`), or None.
     A label map's small ids are ids, not levels, so it gets none."""
-    if mask.kind != "gray16" or uint16_full_scale(mask.values) != 255 or mask.is_label_map():
+    if mask.kind != "gray16" or uint16_full_scale(mask.values, mask.maximum) != 255 or mask.is_label_map():
         return None
-    return (f"{mask_name}: a 16-bit mask whose largest value is {int(mask.values.max())}, read as 8-bit "
+    return (f"{mask_name}: a 16-bit mask whose largest value is {mask.maximum}, read as 8-bit "
             "values (255 = foreground)")
 
 
@@ -66,17 +75,20 @@ def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
     return f"{mask_name}: no pixel of the mask is above 0.5 (its largest value is {shown}), so nothing is foreground"
 
 
-def mask_to_float(mask: np.ndarray) -> np.ndarray:
+def mask_to_float(mask: np.ndarray, maximum: int | None = None) -> np.ndarray:
     """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / its :func:`uint16_full_scale`,
     bool and 0/1 as is, float clipped). A float32 mask already in [0, 1] is returned itself, not
     copied (at 4K a copy and a clip cost more than the check), so callers must not write into the
-    result."""
+    result. ``maximum``: an integer mask's largest value, when known (else found here, once)."""
     mask = np.asarray(mask)
-    if mask.dtype == np.bool_ or is_zero_one(mask):
+    if mask.dtype.kind in "ui":
+        maximum = largest_value(mask, maximum)
+    if mask.dtype == np.bool_ or is_zero_one(mask, maximum):
         return mask.astype(np.float32)
     if mask.dtype in (np.uint8, np.uint16):
         probability = mask.astype(np.float32)
-        probability /= np.float32(255 if mask.dtype == np.uint8 else uint16_full_scale(mask))  # in place: one 4K array
+        scale = 255 if mask.dtype == np.uint8 else uint16_full_scale(mask, maximum)
+        probability /= np.float32(scale)  # in place: one 4K array
         return probability
     if mask.dtype == np.float32 and mask.size > 0 and mask.min() >= 0.0 and mask.max() <= 1.0:
         return mask
@@ -150,13 +162,14 @@ def check_mask_fits(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -
                          f"{image_shape[1]}x{image_shape[0]}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaskData:
     """A decoded mask: raw values plus how to interpret them.
 
     ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, "float"
     for float32 probabilities in [0, 1], and "palette" for palette indices (uint8) with
-    ``palette`` holding the 768-entry flat RGB palette.
+    ``palette`` holding the 768-entry flat RGB palette. Frozen, and its values must not be
+    written into: what is found from them (:attr:`maximum`, :meth:`is_label_map`) is kept.
     """
 
     values: np.ndarray
@@ -175,30 +188,43 @@ class MaskData:
         """(height, width) of the mask."""
         return int(self.values.shape[0]), int(self.values.shape[1])
 
+    @cached_property
+    def maximum(self) -> int:
+        """The largest value of an integer mask (every kind but "float"; 0 when empty), found once:
+        the 0/1 rule, the 16-bit scale and the label-map test all read it."""
+        if self.kind == "float":
+            raise TypeError("maximum is defined for integer masks, not float probabilities")
+        return largest_value(self.values)
+
     def probability(self) -> np.ndarray:
         """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
         if self.kind == "palette":
             return (self.values != 0).astype(np.float32)
         if self.kind == "float":
             return self.values.copy()  # mask_to_float would hand these very values back; callers may write
-        return mask_to_float(self.values)
+        return mask_to_float(self.values, self.maximum)
 
     def scoring_values(self) -> np.ndarray:
         """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
         not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
-        if self.kind == "palette" or is_zero_one(self.values):
+        if self.kind == "palette" or (self.kind != "float" and is_zero_one(self.values, self.maximum)):
             return self.values != 0  # class ids, or a 0/1 mask
         return self.values
 
     def is_label_map(self) -> bool:
         """True when the values look like class ids rather than a binary or soft mask."""
+        return self._label_map
+
+    @cached_property
+    def _label_map(self) -> bool:
+        """:meth:`is_label_map`'s answer, found once (the 16-bit note and the mode choice both ask)."""
         if self.kind == "palette":
             counts = np.bincount(self.values.ravel())
             return int(np.count_nonzero(counts[1:])) > 1
         if self.kind not in ("gray8", "gray16"):
             return False
         # Checking the maximum first keeps this cheap on large soft masks.
-        if int(self.values.max()) >= 64:
+        if self.maximum >= 64:
             return False
         return int(np.count_nonzero(np.bincount(self.values.ravel()))) > 2
 

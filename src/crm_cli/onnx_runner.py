@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .checkpoint import WeightsError, read_sidecar, sha256_file, sidecar_path
+from .checkpoint import WeightsError
 from .config import ArchConfig
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
@@ -33,15 +33,6 @@ from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles,
 # Decoder rows per call. Each of its (n, hidden) float32 arrays (512 KB at hidden 32) then stays in
 # a core's L2 cache: 16k-point calls were 1.5-1.8x slower on a 512 KB-L2 CPU.
 POINT_CHUNK = 4096
-
-
-def verify_onnx(path: Path, weights: Path) -> None:
-    """Check an ONNX encoder against the sha256 its weights' sidecar records; WeightsError if not."""
-    expected = ((read_sidecar(weights) or {}).get("onnx") or {}).get("sha256")
-    digest = sha256_file(path)
-    if expected and digest != expected:
-        raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
-                           f"({expected[:12]}...); the file is corrupt or was replaced")
 
 
 def available_cpus() -> int:

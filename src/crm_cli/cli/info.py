@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .common import JsonOpt, WeightsOpt, console, emit_json, fail
+
+if TYPE_CHECKING:
+    from ..checkpoint import WeightsSidecar
 
 HELP = """Show versions, devices and the weights in use.
 
@@ -70,16 +73,17 @@ def _default_device() -> str:
 def gather_info(weights: Path | None) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data."""
     from .. import __version__
-    from ..checkpoint import default_weights_path, inspect_checkpoint
+    from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint
 
     path = Path(weights) if weights is not None else default_weights_path()
+    sidecar = WeightsSidecar(path)  # read once for the backend choice and the report
     # Before torch loads, as in `crm refine`: with torch loaded, "auto" asks torch about GPUs
     # instead of looking for driver files (devices.accelerator_possible), which can differ.
-    backend = _default_backend(path)
+    backend = _default_backend(sidecar)
     import torch
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    report = inspect_checkpoint(path, build=True)
+    report = inspect_checkpoint(path, build=True, sidecar=sidecar)
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -103,14 +107,14 @@ def _onnxruntime_version() -> str | None:
     return onnxruntime.__version__
 
 
-def _default_backend(weights: Path) -> str:
-    """The backend every command takes with ``weights`` under ``--backend auto --device auto``
-    (engine.choose_backend)."""
+def _default_backend(sidecar: WeightsSidecar) -> str:
+    """The backend every command takes with the weights of ``sidecar`` under ``--backend auto
+    --device auto`` (engine.choose_backend)."""
     from ..checkpoint import WeightsError
     from ..engine import choose_backend
 
     try:
-        return "onnx" if choose_backend(weights, backend="auto") is not None else "torch"
+        return "onnx" if choose_backend(sidecar.weights, backend="auto", sidecar=sidecar) is not None else "torch"
     except (WeightsError, OSError, ValueError):
         return "torch"
 
