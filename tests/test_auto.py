@@ -34,8 +34,10 @@ from crm_cli.schedule import (
     REGION_MAX_PIXELS,
     SHARP_BOUNDARY_MAX_TRUST,
     SHARP_BOUNDARY_MIN,
+    SHARP_PRECISE_MIN,
     SMALL_FINAL_SCALE,
     SMALL_MIN_SHIFT,
+    SMALL_TRUST_LOW,
     TRUST_DETAIL_HIGH,
     TRUST_DETAIL_LOW,
     TRUST_HIGH,
@@ -399,6 +401,33 @@ def test_precise_mask_beside_soft_edges_gets_no_trust_but_keeps_its_region_pass(
     # Not measured where no coarse stage fits (the small ramp applies there).
     small_image, small_disc = notched_disc(0, scale=0.25)
     assert choose_schedule(small_disc, LADDER, small_image, min_side=224).sharpness is None
+
+
+def test_sharp_boundary_counts_as_precise_below_the_alignment_threshold() -> None:
+    # A disc on its own hard edge in a textured photo: the texture 4-8 px from the boundary pulls the
+    # alignment under TRUST_LOW (as a smaller photo does), but the gradient sits right at the boundary.
+    height, width = 900, 1200
+    yy, xx = np.mgrid[:height, :width]
+    disc = ((yy - height / 2) ** 2 + (xx - width / 2) ** 2) < 300 ** 2
+    texture = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, (height, width)).astype(np.float32), (0, 0), 2.0)
+    texture *= 30 / texture.std()
+
+    def photo(edge_blur: float) -> np.ndarray:
+        level = np.where(disc, 160, 90).astype(np.float32)
+        if edge_blur:
+            level = cv2.GaussianBlur(level, (0, 0), edge_blur)
+        return np.repeat(np.clip(level + texture, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+    sharp = choose_schedule(disc, LADDER, photo(0.0), min_side=224)
+    assert sharp.alignment is not None and SMALL_TRUST_LOW <= sharp.alignment < TRUST_LOW
+    assert sharp.sharpness is not None and sharp.sharpness >= SHARP_PRECISE_MIN
+    assert sharp.ratios == (SMALL_FINAL_SCALE,) and sharp.regions == (0.25, 0.5)
+    # The same disc beside edges blurred by sigma 2 px: neither measure vouches for it, so the coarse
+    # stages run as for any imprecise mask.
+    soft = choose_schedule(disc, LADDER, photo(2.0), min_side=224)
+    assert soft.alignment is not None and soft.alignment < TRUST_LOW
+    assert soft.sharpness is None or soft.sharpness < SHARP_PRECISE_MIN
+    assert len(soft.ratios) > 1 and soft.regions == ()
 
 
 def test_large_precise_mask_gets_a_region_pass() -> None:

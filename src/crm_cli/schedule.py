@@ -97,6 +97,15 @@ SHARP_BOUNDARY_MIN = 1.9
 # lies right at the boundary, so its alignment is high (28 there). The 34 IS-Net 256 cars are
 # trusted 0-0.30 before this rule.
 SHARP_BOUNDARY_MAX_TRUST = 0.5
+# A mask whose alignment falls short of TRUST_LOW (but reaches SMALL_TRUST_LOW) still counts as
+# precise when its boundary sharpness reaches this. The alignment's bands are fixed in pixels, so a
+# given precision reads lower on a smaller photo: IS-Net 1024 car_03a857ce842d_09 reads 3.15 at
+# 1918x1280, 2.16 at 960x641 and 1.79 at 720x481, where a 0.5 stage then cost it 2.3 IoU and 7.0 mBA.
+# Its sharpness reads 2.4-2.7 at all three sizes. Of the masks below TRUST_LOW where a coarse stage
+# fits, the highest sharpness elsewhere: IS-Net 256 cars 1.38 (1918), 1.67 (960), 1.97 (720); the
+# blocky synthetic masks 1.18-1.41; the thin set 1.99; every IS-Net 1024 car at 1280 and 1918 px
+# passes TRUST_LOW.
+SHARP_PRECISE_MIN = 2.2
 # Trust at the boundary of a mask too detailed for any coarser stage (thin-structure set, 13 such
 # masks that are not edge-aligned: ΔIoU/ΔmBA -0.38/-3.51 with no pull at the boundary, +1.26/-0.06
 # with the full pull).
@@ -237,7 +246,8 @@ class Schedule:
         trust: 0..1, how precise the coarse boundary looks (edge alignment); the share of the
             trust region's pull applied right at the boundary.
         alignment: the edge alignment measured, if an image was given.
-        sharpness: the boundary sharpness measured (precise masks where a coarse stage fits).
+        sharpness: the boundary sharpness, where a coarse stage fits and the alignment reaches
+            ``SMALL_TRUST_LOW`` (else None).
         detail: the detail measure per candidate first ratio that was computed (ratio -> loss).
         regions: the coarse stages of a precise mask's region pass (empty: none); its whole-region
             changes go into the mask the final stage refines.
@@ -474,6 +484,11 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     trust = 0.0 if alignment is None else trust_from_alignment(alignment, small=not fitting)
     detail: dict[float, float] = {}
     precise = alignment is not None and alignment >= TRUST_LOW
+    # Measured only where a rule reads it (the unblurred gradient costs about 15 ms at 2K).
+    sharpness = None
+    if geometry is not None and fitting and (precise or alignment >= SMALL_TRUST_LOW):
+        sharpness = geometry.sharpness()
+        precise = precise or sharpness >= SHARP_PRECISE_MIN
 
     def detail_at(ratio: float) -> float:
         if ratio not in detail:
@@ -484,9 +499,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         # The detail's say fades as the alignment grows: a mask on the image's edges everywhere is
         # trusted whatever its shape (a rectangle, a ball).
         trust *= max(trust_from_detail(detail_at(TRUST_DETAIL_RATIO)), trust)
-    # Measured only where the rule can apply: the unblurred gradient costs about 15 ms at 2K.
-    sharpness = geometry.sharpness() if geometry is not None and fitting and precise else None
-    if sharpness is not None and sharpness < SHARP_BOUNDARY_MIN and trust < SHARP_BOUNDARY_MAX_TRUST:
+    if precise and sharpness is not None and sharpness < SHARP_BOUNDARY_MIN and trust < SHARP_BOUNDARY_MAX_TRUST:
         trust = 0.0
 
     def coarsest_start(limit: float, coarsest: float = 1.0) -> int:
