@@ -304,24 +304,83 @@ def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Ite
         raise ImageReadError(f"{label}: cannot decode {what} ({exc})") from None
 
 
-def _decode(source: str | Path | bytes, name: str | None) -> tuple[Image.Image | np.ndarray, int, str]:
-    """Open and fully decode ``source``.
+@dataclass(frozen=True)
+class _Decoded:
+    """A fully decoded file: its pixels (a loaded Pillow image or, for 16-bit colour files, a uint16
+    RGB/RGBA array), the file's EXIF orientation, the part of it still to apply to those pixels
+    (1 when the decoder turned them upright itself) and the file label for messages."""
 
-    Returns a loaded Pillow image (or, for 16-bit colour files, a uint16 RGB/RGBA array), the EXIF
-    orientation still to be applied, and the file label for messages.
+    pixels: Image.Image | np.ndarray
+    orientation: int
+    pending: int
+    label: str
+
+
+def _tiff_orientation(image: Image.Image) -> int | None:
+    """The Orientation tag (1..8) of an opened TIFF; None for other formats or without a valid tag."""
+    tags = getattr(image, "tag_v2", None)
+    try:
+        value = tags.get(_EXIF_ORIENTATION) if tags is not None else None
+    except Exception:
+        return None  # as in _orientation: a broken tag must not make readable pixels unreadable
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image's pixels as its file stores them. Newer Pillow (13 here)
+    reports a TIFF's size already turned by its Orientation tag; the tags keep the stored size."""
+    tags = getattr(image, "tag_v2", None)
+    try:
+        width, height = tags[256], tags[257]  # ImageWidth, ImageLength
+    except (TypeError, KeyError):
+        return image.size
+    return (width, height) if isinstance(width, int) and isinstance(height, int) else image.size
+
+
+# Orientations 6 and 8 undo each other; every other one undoes itself.
+_INVERSE_ORIENTATION = {6: 8, 8: 6}
+
+
+def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> np.ndarray:
+    """OpenCV's 16-bit ``pixels`` of a file with EXIF ``orientation``, laid out as Pillow loaded it.
+
+    Which formats each library turns upright itself differs between their versions (OpenCV 5 turns
+    TIFFs upright, newer Pillow too), so the layout is found by comparing with Pillow's 8-bit pixels,
+    which are the high bytes of the 16-bit ones.
     """
+    reference = np.asarray(loaded)[..., :3].astype(np.int16)
+    inverse = _INVERSE_ORIENTATION.get(orientation, orientation)
+    candidates = [pixels, apply_orientation(pixels, orientation), apply_orientation(pixels, inverse)]
+    fitting = [c for c in candidates if c.shape[:2] == reference.shape[:2]]
+    if not fitting:
+        return pixels
+    return min(fitting, key=lambda c: float(np.abs((c[..., :3] >> 8).astype(np.int16) - reference).mean()))
+
+
+def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
+    """Open and fully decode ``source``."""
     data, label = _source_bytes(source, name)
     with _decode_errors(label, "image", io.BytesIO(data)):
         # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
         opened = _open(data, label)
         wide_colour = _is_16bit_colour(opened)
+        tiff_orientation = _tiff_orientation(opened)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened.load()
-        orientation = _orientation(opened)
-        if wide_colour:
-            return _decode_16bit_colour(data, label), orientation, label
-        return opened, orientation, label
+        if tiff_orientation is None:
+            orientation = pending = _orientation(opened)
+        else:
+            # Newer Pillow turns a TIFF upright while loading it and drops the tag; older Pillow
+            # leaves both to crm.
+            orientation = tiff_orientation
+            pending = orientation if _tiff_orientation(opened) == orientation else 1
+        if not wide_colour:
+            return _Decoded(opened, orientation, pending, label)
+        pixels = _decode_16bit_colour(data, label)
+        if orientation != 1:
+            pixels = _laid_out_as(pixels, opened, orientation)
+        return _Decoded(pixels, orientation, pending, label)
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -355,7 +414,7 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
-        width, height = opened.size
+        width, height = _stored_size(opened)
         orientation = _header_orientation(opened, stream)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
@@ -375,34 +434,64 @@ def _wide_int_to_uint16(image: Image.Image) -> np.ndarray:
     return values
 
 
-def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) pixels of a decoded image, before orientation."""
+# Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (as masks read them,
+# masks.uint16_full_scale) or a 10-, 12- or 14-bit sensor's; on the 16-bit scale they would be
+# almost black, and the model would see no edges.
+_PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
+
+
+def _photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
+    """uint16 photo values as uint8, white at the top of the fewest bits of _PHOTO_BIT_DEPTHS that
+    hold the largest value (65535 when none do), and the note for a photo read on a smaller scale."""
+    top = int(values.max()) if values.size else 0
+    white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
+    if white == 65535:
+        return _to_uint8(values), None
+    scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
+    return scaled, (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
+                    f"values ({white} = white)")
+
+
+def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
+    """RGB uint8 (H, W, 3) pixels of a decoded image, before orientation, and a note on how they
+    were scaled (or None)."""
     if isinstance(decoded, np.ndarray):
-        return _to_uint8(decoded[..., :3])
+        return _photo_to_uint8(decoded[..., :3], label)
     mode = decoded.mode
     if mode.startswith("I;16") or mode == "I":
-        gray = _to_uint8(_wide_int_to_uint16(decoded))
-        return np.repeat(gray[..., None], 3, axis=2)
+        gray, note = _photo_to_uint8(_wide_int_to_uint16(decoded), label)
+        return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "F":
-        raise ImageReadError(f"{label}: floating-point images are not supported")
+        # The rule of float masks: values in [0, 1], 1 = white.
+        gray = (_unit_floats(decoded, label, "image") * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2), None
     if mode == "RGB":
-        return np.asarray(decoded)
+        return np.asarray(decoded), None
     # Covers 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV; alpha is dropped.
-    return np.asarray(decoded.convert("RGB"))
+    return np.asarray(decoded.convert("RGB")), None
 
 
 def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     """Read an image file (or encoded bytes) as upright RGB uint8 (H, W, 3).
 
     ``name`` labels the source in error messages (default: the path, or "<stdin>" for bytes).
+    16-bit files holding fewer bits (8, 10, 12 or 14) are read on that scale; floating-point files
+    must hold values in [0, 1].
     """
-    return read_image_oriented(source, name)[0]
+    return read_image_noted(source, name)[0]
 
 
 def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
-    """:func:`read_image` plus the EXIF orientation it applied (1 = none)."""
-    decoded, orientation, label = _decode(source, name)
-    return apply_orientation(_image_pixels(decoded, label), orientation), orientation
+    """:func:`read_image` plus the file's EXIF orientation, which it applied (1 = none)."""
+    image, orientation, _ = read_image_noted(source, name)
+    return image, orientation
+
+
+def read_image_noted(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int, list[str]]:
+    """:func:`read_image_oriented` plus notes for the log (a 16-bit image read on a smaller scale)."""
+    decoded = _decode(source, name)
+    pixels, note = _image_pixels(decoded.pixels, decoded.label)
+    return apply_orientation(pixels, decoded.pending), decoded.orientation, [note] if note else []
 
 
 def _is_constant(array: np.ndarray) -> bool:
@@ -478,15 +567,16 @@ def _integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
 FLOAT_MASK_TOLERANCE = 1e-3
 
 
-def _float_probabilities(decoded: Image.Image, label: str) -> np.ndarray:
-    """The float32 values of a floating-point mask (a probability map, e.g. a 32-bit TIFF),
-    checked to be finite and within [0, 1] (rounding overshoot clipped)."""
+def _unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.ndarray:
+    """The float32 values of a floating-point ``what`` (a mask's probability map, e.g. a 32-bit
+    TIFF, or an image's grey levels), checked to be finite and within [0, 1] (rounding overshoot clipped)."""
     values = np.asarray(decoded, dtype=np.float32)
     if not np.isfinite(values).all():
-        raise ImageReadError(f"{label}: the floating-point mask holds NaN or infinite values")
+        raise ImageReadError(f"{label}: the floating-point {what} holds NaN or infinite values")
     low, high = float(values.min()), float(values.max())
     if low < -FLOAT_MASK_TOLERANCE or high > 1.0 + FLOAT_MASK_TOLERANCE:
-        raise ImageReadError(f"{label}: a floating-point mask must hold probabilities in [0, 1]; "
+        held = "probabilities in [0, 1]" if what == "mask" else "values in [0, 1] (1 = white)"
+        raise ImageReadError(f"{label}: a floating-point {what} must hold {held}; "
                              f"its values run from {low:g} to {high:g}")
     return np.clip(values, 0.0, 1.0)
 
@@ -517,7 +607,7 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
             return MaskData(np.ascontiguousarray(alpha), "alpha")
         return MaskData(np.ascontiguousarray(gray), "gray8")
     if mode == "F":
-        return MaskData(_float_probabilities(decoded, label), "float")
+        return MaskData(_unit_floats(decoded, label), "float")
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(decoded.convert("RGBA"))
         return _colour_mask(rgba[..., :3], rgba[..., 3])
@@ -534,9 +624,9 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, and colour masks
     use their brightest channel (one channel when R == G == B).
     """
-    decoded, orientation, label = _decode(source, name)
-    mask = _mask_data(decoded, label)
-    return replace(mask, values=apply_orientation(mask.values, orientation), orientation=orientation)
+    decoded = _decode(source, name)
+    mask = _mask_data(decoded.pixels, decoded.label)
+    return replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
 
 
 def read_bytes_stdin() -> bytes:

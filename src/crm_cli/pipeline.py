@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import MODES
-from .imageio import apply_orientation, read_image_oriented, read_mask
+from .imageio import apply_orientation, read_image_noted, read_mask
 from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, scale_note, weak_mask_note
 from .presets import Preset
 
@@ -91,10 +91,10 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     """
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
-    image, image_orientation = read_image_oriented(image_source, name=image_name)
-    mask, notes = fit_mask_to_image(read_mask(mask_source, name=mask_name), image.shape[:2], image_orientation,
-                                    image_name, mask_name)
-    return image, mask, notes
+    image, image_orientation, notes = read_image_noted(image_source, name=image_name)
+    mask, mask_notes = fit_mask_to_image(read_mask(mask_source, name=mask_name), image.shape[:2], image_orientation,
+                                         image_name, mask_name)
+    return image, mask, notes + mask_notes
 
 
 def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientation: int, image_name: str,

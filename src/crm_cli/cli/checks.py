@@ -42,6 +42,16 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
         raise fail(f"{output}: {refusal}", code=2)
 
 
+def same_file(path: Path, other: Path) -> bool:
+    """True when ``other`` names the existing file ``path`` (also through a link or another spelling)."""
+    import os
+
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # either one missing, or unreadable: not the same existing file
+        return False
+
+
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
 

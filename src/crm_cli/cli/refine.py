@@ -13,6 +13,7 @@ from .checks import (
     check_pair,
     passthrough_note,
     passthrough_pair,
+    same_file,
     schedule_fields,
 )
 from .common import (
@@ -85,6 +86,9 @@ def refine(
     settings = options.settings()
     if not to_stdout:
         check_output_name(output, output_kind.value)
+        if str(image) != "-" and same_file(image, output):
+            raise fail(f"-o {output} is the image {image}; writing there would replace the photo with the mask",
+                       code=2)
     image_name = "<stdin>" if str(image) == "-" else str(image)
     mask_name = "<stdin>" if str(mask) == "-" else str(mask)
 
