@@ -381,3 +381,19 @@ def test_unverified_weights_are_a_warning_line(pair, tiny_weights, tmp_path) -> 
     assert out.exists() and result.stdout == ""
     checked = runner.invoke(app, [*args, "-w", str(tiny_weights)])
     assert checked.exit_code == 0 and "not verified" not in checked.stderr
+
+
+def test_time_json_failure_is_a_record_on_stdout_and_size_errors_name_the_option(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    missing = tmp_path / "missing.png"
+    result = runner.invoke(app, ["time", str(pair[0]), str(missing), "-w", str(tiny_weights), "--json"])
+    assert result.exit_code == 1
+    record = json.loads(result.stdout)  # was empty: `crm time --json | jq` had nothing to read
+    assert record["status"] == "failed" and "missing.png" in record["error"] and record["mask"] == str(missing)
+    corrupt = tmp_path / "weights.safetensors"
+    corrupt.write_bytes(b"not weights")
+    result = runner.invoke(app, ["time", "--size", "160x120", "-w", str(corrupt), "--json", "-q"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["size"] == "160x120"
+    for size in ("100", "10x10", "axb"):
+        result = runner.invoke(app, ["time", "--size", size, "--json"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "'--size'" in result.stderr and "Traceback" not in result.stderr

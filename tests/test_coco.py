@@ -208,6 +208,8 @@ def test_polygons_and_rles_decode_like_pycocotools() -> None:
     ({"size": [10, 10], "counts": [5, 5]}, "does not match the image size"),
     ({"size": [60, 80], "counts": [5, 5]}, "add up to 10 pixels"),
     (None, "no segmentation"),
+    ({"size": 5, "counts": "abc"}, "RLE size 5 does not match"),  # was a TypeError that ended the run
+    ({"size": [60, 80], "counts": "\u00e9"}, "invalid character '\u00e9' in compressed RLE"),
 ])
 def test_bad_segmentations_are_instance_errors(segmentation, message) -> None:  # noqa: ANN001
     with pytest.raises(coco.InstanceError, match=message):
@@ -343,6 +345,49 @@ def test_coco_usage_errors(tmp_path) -> None:  # noqa: ANN001
     result = run_coco(broken, images, tmp_path / "o.json")
     assert result.exit_code == 1 and "not valid JSON" in result.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_coco_list_options_and_nan_are_usage_errors_naming_the_option(tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    for extra, option in [(("--category-ids", "1,,2"), "--category-ids"), (("--category-ids", "1,"), "--category-ids"),
+                          (("--min-area", "nan"), "--min-area")]:
+        result = run_coco(annotations, images, tmp_path / "o.json", *extra, "--json")
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert f"'{option}'" in result.stderr
+    assert not (tmp_path / "o.json").exists()
+    help_text = " ".join(runner.invoke(app, ["coco", "--help"], terminal_width=200).output.split())
+    assert "fixed (README). [default: auto]" in help_text
+
+
+def test_quiet_coco_still_warns_that_earlier_progress_is_discarded(tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    data = json.loads(annotations.read_text())
+    data["annotations"] = [{"id": 1, "image_id": 99, "category_id": 1,
+                            "segmentation": [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]}]
+    annotations.write_text(json.dumps(data))  # nothing to refine, so no model loads
+    output = tmp_path / "o.json"
+    coco.sidecar_path(output).write_text('{"crm_coco_sidecar": 1, "input_sha256": "another file"}\n')
+    result = run_coco(annotations, images, output, "-q")
+    assert result.exit_code == 1
+    assert "warning:" in result.stderr and "starting over" in " ".join(result.stderr.split())
+
+
+def test_unhashable_image_ids_fail_their_instances_not_the_run(tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    data = json.loads(annotations.read_text())
+    data["images"][1]["id"] = [9]  # b.png: a list cannot name an image
+    data["annotations"][0]["image_id"] = [7]
+    plan = coco.plan_jobs(data, images)  # was TypeError: unhashable type: 'list'
+    assert {f["id"]: f["error"] for f in plan.failed} == {
+        101: "image_id [7] not in 'images'", 103: "image_id 9 not in 'images'",
+        105: "image_id 9 not in 'images'", 106: "image_id 9 not in 'images'"}
+    assert [job["name"] for job in plan.jobs] == ["sub/a.png"]
+    with pytest.raises(ValueError, match="image_id \\[7\\] not in 'images'"):
+        coco.score_coco(data, data)
+    del data["images"][0]["height"]
+    data["annotations"][0]["image_id"] = 7
+    with pytest.raises(ValueError, match="image 7: needs a numeric 'height' and 'width'"):  # was a KeyError
+        coco.score_coco(data, data)
 
 
 def test_interrupted_coco_run_resumes_and_matches_a_straight_run(shipped_weights, tmp_path, monkeypatch) -> None:  # noqa: ANN001

@@ -130,6 +130,7 @@ def test_info_missing_weights_is_reported_not_fatal(tmp_path: Path) -> None:
     assert result.exit_code == 0
     weights = json.loads(result.stdout)["weights"]
     assert weights["exists"] is False and weights["sha256"] is None
+    assert json.loads(result.stdout)["default_backend"] is None  # was "torch": no backend runs absent weights
 
     result = runner.invoke(app, ["info", "--weights", str(missing)])
     assert result.exit_code == 0
@@ -151,3 +152,42 @@ def test_compare_refuses_a_lossy_name_before_any_work(scene_files: dict[str, Pat
     assert result.exit_code == 2
     assert "cmp.jpg" in result.stderr and ".png" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "cmp.jpg").exists()
+
+
+def test_compare_strip_of_a_very_wide_or_tall_image_stays_readable_and_bounded() -> None:
+    from crm_cli.compare import GAP, compare_strip
+
+    max_panel_width, min_cell = 2048, 256
+
+    # A line scan: scaled to the 512-px panel height, a 16x2100 image made panels 67,200 px wide
+    # (a 1x65535 one would have needed 100 GB).
+    wide = np.zeros((16, 2100, 3), np.uint8)
+    coarse, refined = np.zeros((16, 2100), np.uint8), np.zeros((16, 2100), np.uint8)
+    refined[:, 1000:1400] = 255
+    strip = compare_strip(wide, coarse, refined, crops=0)
+    assert strip.shape[1] <= 2 * max_panel_width + GAP and strip.shape[0] <= 512
+
+    # A tall strip: its top panels are a few pixels wide, but the zoomed crops must not be.
+    tall = np.zeros((3000, 20, 3), np.uint8)
+    coarse, refined = np.zeros((3000, 20), np.uint8), np.zeros((3000, 20), np.uint8)
+    refined[1000:1010, 5:15] = 255
+    strip = compare_strip(tall, coarse, refined, crops=1)
+    assert strip.shape[1] >= 2 * min_cell + GAP
+    assert strip.shape[0] >= 512 + GAP + min_cell
+
+    # An ordinary image keeps the 512-px panels and panel-wide crops.
+    image, gt = synthetic_scene(96, 128, seed=1)
+    strip = compare_strip(image, coarse_of(gt), gt, crops=1)
+    panel = round(512 * 128 / 96)
+    assert strip.shape == (512 + GAP + panel, 2 * panel + GAP, 3)
+
+
+def test_compare_a_folder_for_a_file_is_a_usage_error_as_in_refine_and_time(scene_files: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    files = [str(scene_files[name]) for name in ("image", "coarse", "refined", "gt")]
+    for position, name in enumerate(("IMAGE", "COARSE", "REFINED", "GT")):
+        args = [*files[:position], str(tmp_path), *files[position + 1:]]
+        result = runner.invoke(app, ["compare", *args, "-o", str(tmp_path / "cmp.png")])
+        assert result.exit_code == 2, result.output  # was 1, where refine and time exit 2
+        assert f"'{name}'" in result.stderr and "is a directory" in result.stderr
+    assert not (tmp_path / "cmp.png").exists()

@@ -18,6 +18,8 @@ from .masks import binarize, check_rgb_image
 from .outputs import COARSE_COLOR, GT_COLOR, OVERLAY_DIM, REFINED_COLOR, draw_contours
 
 PANEL_HEIGHT = 512
+MAX_PANEL_WIDTH = 4 * PANEL_HEIGHT  # a very wide image (a line scan) is fitted into this width instead
+MIN_CELL = 256  # crop cells are at least this wide even when the top panels are narrow (a tall image)
 GAP = 4
 BACKGROUND_COLOR = (24, 24, 24)
 WINDOW_COLOR = (255, 220, 0)
@@ -155,9 +157,12 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
     size = default_crop_size(height, width) if crop_size is None else max(1, min(crop_size, height, width))
     windows = difference_windows(masks[0], masks[1], crops, size)
 
-    # Top row: contours drawn at panel scale so they stay visible on downscaled 4K images.
-    panel_h = max(1, panel_height)
-    scale = panel_h / height
+    # Top row: contours drawn at panel scale so they stay visible on downscaled 4K images. The
+    # panels are panel_height tall unless that would make them wider than MAX_PANEL_WIDTH: a 1x300
+    # image scaled to 512 px tall would be a 153,600-px-wide panel.
+    panel_height = max(1, panel_height)
+    scale = min(panel_height / height, max(MAX_PANEL_WIDTH, panel_height) / width)
+    panel_h = max(1, round(height * scale))
     panel_w = max(1, round(width * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(image, (panel_w, panel_h), interpolation=interpolation)
@@ -175,12 +180,13 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
             _label(panel, str(number), (p0[0] + 2, max(p0[1] - 3, margin)), text_scale * 0.7)
         _label(panel, name, (margin, margin + round(20 * text_scale)), text_scale)
         panels.append(panel)
-    strip_width = panel_w * len(panels) + GAP * (len(panels) - 1)
+    # Crop rows: square cells as wide as a top panel (capped for very wide images, at least MIN_CELL
+    # for very tall ones), masks blended over the full-resolution pixels.
+    cell = max(1, min(max(panel_w, MIN_CELL), round(1.5 * panel_height)))
+    cells_width = (cell + GAP) * len(panels) - GAP if windows else 0
+    strip_width = max(panel_w * len(panels) + GAP * (len(panels) - 1), cells_width)
     rows = [_row(panels, strip_width)]
 
-    # Crop rows: square cells as wide as a top panel (capped for very wide images), masks blended
-    # over the full-resolution pixels.
-    cell = max(1, min(panel_w, round(1.5 * panel_h)))
     for number, (y0, x0, y1, x1) in enumerate(windows, start=1):
         cells = []
         for (name, _, color), mask in zip(named, masks, strict=True):

@@ -19,6 +19,7 @@ from .common import (
     console,
     emit_json,
     fail,
+    finite_option,
     refiner_options,
     report_failure,
     say,
@@ -33,16 +34,15 @@ def parse_ids(value: str | None) -> set[int] | None:
     """``"1,3"`` -> {1, 3}."""
     if value is None:
         return None
+    items = [item.strip() for item in value.split(",")]
     try:
-        ids = {int(part) for part in value.split(",") if part.strip()}
-    except ValueError:
-        raise typer.BadParameter(f"category ids must be comma-separated integers, got {value!r}") from None
-    if not ids:
-        raise typer.BadParameter("give at least one category id")
-    return ids
+        return {int(item) for item in items}
+    except ValueError:  # also an empty item: "1,,3", "1,", ""
+        raise typer.BadParameter(f"category ids must be comma-separated integers, got {value!r}",
+                                 param_hint="'--category-ids'") from None
 
 
-@refiner_options(guard=False, preset_default=None)
+@refiner_options(guard=False)
 def coco(
     annotations: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
@@ -56,7 +56,7 @@ def coco(
         help="Refine only instances of these categories, e.g. 1,3; the rest stay as they are.")]
     = None,
     min_area: Annotated[float, typer.Option(
-        "--min-area", min=0.0, metavar="PIXELS",
+        "--min-area", min=0.0, callback=finite_option, metavar="PIXELS",
         help="Leave instances with fewer mask pixels than this as they are.")] = 0.0,
     margin: Annotated[int, typer.Option(
         "--margin", min=0, metavar="PX", rich_help_panel="Quality",
@@ -98,7 +98,7 @@ def coco(
         require_ray_option()
     wanted = parse_ids(category_ids)
     if output.resolve() == annotations.resolve():
-        raise typer.BadParameter("the output file must differ from the annotation file")
+        raise typer.BadParameter("the output file must differ from the annotation file", param_hint="'--output'")
     settings = options.settings()
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
@@ -118,7 +118,7 @@ def coco(
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
-        if note and not quiet:
+        if note:  # a warning, not a log line: -q keeps it (earlier progress is being thrown away)
             warn(note)
         plan = plan_jobs(data, images, wanted, done)
         if not quiet and done:

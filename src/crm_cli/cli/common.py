@@ -37,24 +37,51 @@ OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
 
 
+def _list_items(value: str, option: str, what: str) -> list[str]:
+    """The comma-separated items of ``value``; a usage error naming ``option`` for an empty item
+    (``0.5,,1``, a trailing comma, an empty value): most likely a typo, so never silently dropped."""
+    items = [item.strip() for item in value.split(",")]
+    if not all(items):
+        raise typer.BadParameter(f"{what} must be comma-separated, with no empty item; got {value!r}",
+                                 param_hint=f"'{option}'")
+    return items
+
+
 def parse_ratios(value: str | None) -> tuple[float, ...] | None:
     """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0); the Preset that takes them validates them."""
     if value is None:
         return None
+    items = _list_items(value, "--ratios", "ratios")
     try:
-        return tuple(float(part) for part in value.split(",") if part.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"ratios must be comma-separated numbers, got {value!r}") from exc
+        return tuple(float(item) for item in items)
+    except ValueError:
+        raise typer.BadParameter(f"ratios must be comma-separated numbers, got {value!r}",
+                                 param_hint="'--ratios'") from None
 
 
 def parse_labels(value: str | None) -> list[int] | None:
     """``"3,7"`` -> [3, 7]."""
     if value is None:
         return None
+    items = _list_items(value, "--labels", "label ids")
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise typer.BadParameter(f"labels must be comma-separated integers, got {value!r}") from exc
+        ids = [int(item) for item in items]
+    except ValueError:
+        ids = []
+    if len(ids) != len(items) or min(ids) < 0:
+        raise typer.BadParameter(f"label ids must be comma-separated integers >= 0, got {value!r}",
+                                 param_hint="'--labels'")
+    return ids
+
+
+def finite_option(ctx: Any, param: Any, value: float | None) -> float | None:
+    """Click callback for a float option: NaN passes click's range checks (every comparison with it
+    is false), so it is refused here."""
+    import math
+
+    if value is not None and math.isnan(value):
+        raise typer.BadParameter(f"{value} is not a number", ctx=ctx, param=param)
+    return value
 
 
 DeviceOpt = Annotated[
@@ -96,13 +123,13 @@ BackendOpt = Annotated[
 ThreadsOpt = Annotated[
     int,
     typer.Option("--threads", min=0, envvar="CRM_THREADS", rich_help_panel="Compute", metavar="N", show_default=False,
-                 help="CPU threads [default: the physical cores]; with P crm processes per machine, "
+                 help="CPU threads [default: 0, the physical cores]; with P crm processes per machine, "
                       "use cores / P."),
 ]
 TileOpt = Annotated[
     int,
     typer.Option("--tile-size", min=128, rich_help_panel="Compute", metavar="N",
-                 help="Encoder tile side in pixels; lower it to save memory."),
+                 help="Encoder tile side in pixels, rounded up to a multiple of 16; lower it to save memory."),
 ]
 OutputKindOpt = Annotated[
     OutputKind,
@@ -114,7 +141,8 @@ OutputKindOpt = Annotated[
 
 def threshold_option(help_text: str, panel: str | None = None) -> Any:
     """The ``--threshold/-t T`` option (T in [0, 1], default None), with each command's own help."""
-    return typer.Option("--threshold", "-t", min=0.0, max=1.0, rich_help_panel=panel, metavar="T", help=help_text)
+    return typer.Option("--threshold", "-t", min=0.0, max=1.0, callback=finite_option, rich_help_panel=panel,
+                        metavar="T", help=help_text)
 
 
 ThresholdOpt = Annotated[
@@ -160,7 +188,7 @@ class RefinerOptions:
         try:
             return PRESETS[self.preset_name].with_ratios(parse_ratios(self.ratios)).with_guard(self.guard)
         except ValueError as exc:  # the ratios, as the Preset checks them
-            raise typer.BadParameter(str(exc)) from exc
+            raise typer.BadParameter(str(exc), param_hint="'--ratios'") from None
 
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
         """Make the process-wide settings, build the Refiner once per process, log the device on stderr."""
@@ -347,7 +375,25 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (which JSON cannot hold) replaced by None."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def emit_json(payload: Any) -> None:
-    """Write one JSON document on stdout."""
-    sys.stdout.write(json.dumps(payload, indent=None) + "\n")
+    """Write one JSON document on stdout: strict JSON, so a non-finite number is written as null
+    (Python would write NaN, which jq and most parsers refuse)."""
+    try:
+        text = json.dumps(payload, indent=None, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(payload), indent=None, allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -17,13 +17,14 @@ Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 
 
 
 def compare(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The RGB image.", show_default=False)],
-    coarse: Annotated[Path, typer.Argument(metavar="COARSE", help="The coarse (input) mask.", show_default=False)],
-    refined: Annotated[Path, typer.Argument(metavar="REFINED", help="The refined mask (any bit depth).",
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", dir_okay=False, help="The RGB image.", show_default=False)],
+    coarse: Annotated[Path, typer.Argument(metavar="COARSE", dir_okay=False, help="The coarse (input) mask.",
+                                           show_default=False)],
+    refined: Annotated[Path, typer.Argument(metavar="REFINED", dir_okay=False, help="The refined mask (any bit depth).",
                                             show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, metavar="FILE",
                                          help="Image to write: .png, .tif or .webp.", show_default=False)],
-    gt: Annotated[Path | None, typer.Argument(metavar="GT", help="Optional ground-truth mask.",
+    gt: Annotated[Path | None, typer.Argument(metavar="GT", dir_okay=False, help="Optional ground-truth mask.",
                                               show_default=False)] = None,
     crops: Annotated[int, typer.Option("--crops", min=0, max=16, metavar="N", help="Number of zoomed crops.")] = 3,
     crop_size: Annotated[int | None, typer.Option(

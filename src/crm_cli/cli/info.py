@@ -93,7 +93,8 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         "onnxruntime": _onnxruntime_version(),
         "devices": _devices(),
         "default_device": _default_device(),
-        "default_backend": None if report["error"] else backend,  # None: no backend runs these weights
+        # None: no backend runs these weights (missing, or not a usable checkpoint).
+        "default_backend": backend if report["exists"] and not report["error"] else None,
         "weights": report,
     }
 

@@ -18,9 +18,9 @@ def parse_size(value: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in value.lower().split("x"))
     except ValueError as exc:
-        raise typer.BadParameter(f"size must look like 3840x2160, got {value!r}") from exc
+        raise typer.BadParameter(f"size must look like 3840x2160, got {value!r}", param_hint="'--size'") from exc
     if width < 16 or height < 16:
-        raise typer.BadParameter("size must be at least 16x16")
+        raise typer.BadParameter(f"size must be at least 16x16, got {value!r}", param_hint="'--size'")
     try:
         check_image_size(width, height, "--size")
     except ImageReadError as exc:
@@ -48,12 +48,20 @@ def timing(
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
     settings = options.settings()
+
+    def fatal_record(message: str) -> None:
+        """With --json, a failure record on stdout (as refine, batch, eval and coco print) before the exit."""
+        if json_out:
+            inputs = {"size": size} if size is not None else {"image": str(image), "mask": str(mask)}
+            emit_json({**inputs, "status": "failed", "error": message})
+
     if size is not None:
         height, width = parse_size(size)
         # An option asked for this size, so a size that cannot fit in memory is a usage error.
         if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
+            fatal_record(problem)
             raise fail(problem, code=2)
-    with user_errors():
+    with user_errors(fatal_record):
         if image is not None and mask is not None:
             check_pair(image, mask, str(image), str(mask), settings, options.tile_size)
         if size is not None:

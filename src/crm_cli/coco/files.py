@@ -47,6 +47,16 @@ def load_coco_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
     return data, hashlib.sha256(raw).hexdigest()
 
 
+def is_image_id(value: Any) -> bool:
+    """Whether ``value`` can name an image: a JSON scalar, not null (a list or an object cannot)."""
+    return value is not None and not isinstance(value, list | dict)
+
+
+def image_index(images: list[Any]) -> dict[Any, dict[str, Any]]:
+    """A COCO file's ``images`` by id; entries that are not objects or have no usable id are left out."""
+    return {image["id"]: image for image in images if isinstance(image, dict) and is_image_id(image.get("id"))}
+
+
 @dataclass
 class Plan:
     """The work of one run: per-image jobs plus what was decided without refining."""
@@ -72,7 +82,7 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
     plan = Plan()
     wanted = set(category_ids) if category_ids else None
     finished = set(done)
-    images = {image.get("id"): image for image in data["images"] if isinstance(image, dict)}
+    images = image_index(data["images"])
     by_image: dict[Any, list[dict[str, Any]]] = {}
     for index, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):
@@ -90,7 +100,7 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
             plan.skipped[reason] = plan.skipped.get(reason, 0) + 1
             continue
         image_id = annotation.get("image_id")
-        image = images.get(image_id)
+        image = images.get(image_id) if is_image_id(image_id) else None
         if image is None or not isinstance(image.get("file_name"), str):
             problem = "not in 'images'" if image is None else "has no file_name"
             plan.failed.append({"index": index, "id": annotation.get("id"), "status": "failed",

@@ -196,15 +196,21 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
     """
     from ..metrics import DatasetScore
     from ..pairing import pair_coco_annotations
+    from .files import image_index, is_image_id
 
-    images = {image.get("id"): image for image in gt["images"] if isinstance(image, dict)}
+    images = image_index(gt["images"])
     scores = DatasetScore()
     for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
-        image = images.get(gt_annotation.get("image_id"))
+        image_id = gt_annotation.get("image_id")
+        image = images.get(image_id) if is_image_id(image_id) else None
         if image is None:
             raise ValueError(f"ground-truth annotation {gt_annotation.get('id')}: image_id "
                              f"{gt_annotation.get('image_id')!r} not in 'images'")
-        height, width = int(image["height"]), int(image["width"])
+        try:
+            height, width = int(image["height"]), int(image["width"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"image {image_id!r}: needs a numeric 'height' and 'width', not "
+                             f"{image.get('height')!r} and {image.get('width')!r}") from None
         name = f"{image.get('file_name', image.get('id'))}#{gt_annotation.get('id')}"
         try:
             gt_runs = runs_from_segmentation(gt_annotation.get("segmentation"), height, width)

@@ -24,7 +24,10 @@ def decode_rle_string(counts: str | bytes) -> np.ndarray:
     group follows and bit 0x10 of the last group is the sign. From the third run on, the stored
     value is the difference to the run two places back.
     """
-    text = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    try:
+        text = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    except UnicodeEncodeError as exc:
+        raise InstanceError(f"invalid character {exc.object[exc.start]!r} in compressed RLE string") from None
     runs: list[int] = []
     position = 0
     while position < len(text):
@@ -75,7 +78,7 @@ def runs_from_segmentation(segmentation: Any, height: int, width: int) -> np.nda
         return _polygon_runs(segmentation, height, width)
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = segmentation["size"]
-        if list(size) != [height, width]:
+        if not isinstance(size, list | tuple) or list(size) != [height, width]:
             raise InstanceError(f"RLE size {size} does not match the image size [{height}, {width}] (height, width)")
         counts = segmentation["counts"]
         if isinstance(counts, list):

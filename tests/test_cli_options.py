@@ -1,0 +1,96 @@
+"""Options shared by several commands: one rule per option, the same usage error (exit 2, naming
+the option) in every command that takes it, and strict JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write_scene_files
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+from crm_cli.cli.common import emit_json
+from crm_cli.stage_geometry import PAD_MULTIPLE
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    """A pair, a BIG-layout folder and a one-instance COCO file, all tiny."""
+    image, mask = write_scene_files(tmp_path / "pair")
+    write_scene_files(tmp_path / "big", "a_im", "a_seg")
+    write_scene_files(tmp_path / "big", "a_im", "a_gt")
+    annotations = tmp_path / "coco.json"
+    annotations.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "im.jpg", "height": 96, "width": 128}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                         "segmentation": [[10.0, 10.0, 60.0, 10.0, 60.0, 60.0]]}]}))
+    return {"image": image, "mask": mask, "big": tmp_path / "big", "coco": annotations,
+            "images": tmp_path / "pair", "out": tmp_path / "out"}
+
+
+def command_line(command: str, paths: dict[str, Path], tiny_weights: Path) -> list[str]:
+    """A complete ``crm COMMAND`` line that would run, so only the option under test can fail."""
+    model = ["-w", str(tiny_weights), "-d", "cpu"]
+    lines = {
+        "refine": ["refine", str(paths["image"]), str(paths["mask"]), "-o", str(paths["out"] / "o.png"), *model],
+        "batch": ["batch", str(paths["big"]), "-o", str(paths["out"]), *model],
+        "eval": ["eval", str(paths["big"]), *model],
+        "time": ["time", str(paths["image"]), str(paths["mask"]), "-n", "1", *model],
+        "coco": ["coco", str(paths["coco"]), "--images", str(paths["images"]), "-o", str(paths["out"] / "o.json"),
+                 *model],
+        "score": ["score", str(paths["mask"]), str(paths["mask"])],
+    }
+    return lines[command]
+
+
+def assert_usage_error(result, option: str) -> None:  # noqa: ANN001 - click's Result
+    """Exit 2, nothing on stdout (not even with --json), and one error line naming ``option``."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"'{option}'" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["refine", "batch", "eval", "time", "coco"])
+@pytest.mark.parametrize("ratios", ["0.5,,1", "0.5,1,", ",", "0.5,x", "1,0.5", "0,1"])
+def test_bad_ratios_are_a_usage_error_naming_the_option(command: str, ratios: str, inputs, tiny_weights) -> None:  # noqa: ANN001
+    result = runner.invoke(app, [*command_line(command, inputs, tiny_weights), "--ratios", ratios, "--json"])
+    assert_usage_error(result, "--ratios")
+    assert not inputs["out"].exists()
+
+
+@pytest.mark.parametrize("command", ["refine", "batch", "eval", "score"])
+@pytest.mark.parametrize("threshold", ["nan", "NaN", "-0.1", "1.5"])
+def test_a_threshold_outside_0_1_is_a_usage_error(command: str, threshold: str, inputs, tiny_weights) -> None:  # noqa: ANN001
+    # NaN passes click's range check (every comparison with it is false); score then printed NaN,
+    # which is not JSON, and refine failed with exit 1 after loading the model.
+    result = runner.invoke(app, [*command_line(command, inputs, tiny_weights), "-t", threshold, "--json"])
+    assert_usage_error(result, "--threshold")
+
+
+@pytest.mark.parametrize("command", ["refine", "batch"])
+@pytest.mark.parametrize("labels", ["3,,7", "3,", ",", "x", "-1"])
+def test_bad_label_lists_are_a_usage_error(command: str, labels: str, inputs, tiny_weights) -> None:  # noqa: ANN001
+    result = runner.invoke(app, [*command_line(command, inputs, tiny_weights), "--labels", labels])
+    assert_usage_error(result, "--labels")
+
+
+def test_emit_json_writes_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    emit_json({"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf")}, "e": "NaN"})
+    text = capsys.readouterr().out
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert parsed == {"a": None, "b": [1.5, None], "c": {"d": None}, "e": "NaN"}
+
+
+@pytest.mark.parametrize("command", ["refine", "batch", "eval", "time", "coco"])
+def test_help_says_what_0_threads_and_odd_tile_sizes_mean(command: str) -> None:
+    # Both are accepted: --threads 0 is the default (as in `crm train`), and a tile side is rounded
+    # up to the encoder's padding multiple (stage_geometry.tile_multiple); the help says so.
+    text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
+    assert "[default: 0, the physical cores]" in text
+    assert f"rounded up to a multiple of {PAD_MULTIPLE}" in text
