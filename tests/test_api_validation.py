@@ -390,3 +390,15 @@ def test_ratios_as_the_clis_string_equal_the_tuple(refiner: Refiner, scene: tupl
         check_ratios("0.5,x")
     with pytest.raises(ValueError, match="ratios must increase"):
         check_ratios("1,0.5")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_mask_in_fortran_order_or_a_transposed_view_gives_the_same_result(
+        backend: str, exported: Path, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    # Both runners write decoded pixels through a flat view of the mask's resized copy; a Fortran-order
+    # mask used to crash torch (view of a non-contiguous tensor) and lose the onnx decode silently.
+    image, mask = scene
+    refiner = Refiner(exported, device="cpu", backend=backend)
+    expected = refiner.refine(image, mask)
+    assert np.array_equal(refiner.refine(image, np.asfortranarray(mask)), expected)
+    assert np.array_equal(refiner.refine(image, np.ascontiguousarray(mask.T).T), expected)

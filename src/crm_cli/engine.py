@@ -365,7 +365,8 @@ class Refiner:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
         mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
-        mask = strict_probability(mask)
+        # C order: both runners write decoded pixels through a flat view of the mask's resized copy.
+        mask = np.ascontiguousarray(strict_probability(mask))
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)

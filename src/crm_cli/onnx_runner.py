@@ -363,7 +363,7 @@ class OnnxStageRunner(TiledRunner):
         x = ArrayStageInput(stage_rgb, stage_mask, self.input_norm)
         decoder = self.decoder
         if roi:
-            prob = np.array(resize_probability(mask, target_hw), dtype=np.float32, copy=True)
+            prob = np.array(resize_probability(mask, target_hw), dtype=np.float32, copy=True, order="C")
             radius = math.ceil(2 * target_hw[0] / hs)
             if band_px is not None:
                 radius = max(radius, math.ceil(band_px * target_hw[0] / height))
