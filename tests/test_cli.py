@@ -116,6 +116,75 @@ def test_batch_refuses_labels_mode_for_a_float_mask_before_the_model(tiny_weight
     assert (out / "ids_mask.png").exists() and not (out / "prob_mask.png").exists()
 
 
+def write_label_map(path: Path, ids: tuple[int, ...]) -> np.ndarray:
+    """A 96x128 palette label map holding a box of each id in ``ids``; returns its values."""
+    from crm_cli.writing import write_png
+
+    labels = np.zeros((96, 128), np.uint8)
+    for k, label in enumerate(ids):
+        labels[10 + 40 * k: 40 + 40 * k, 10 + 50 * k: 50 + 50 * k] = label
+    write_png(path, labels, [0, 0, 0, 255, 0, 0, 0, 255, 0])
+    return labels
+
+
+def test_refine_names_labels_the_mask_does_not_hold(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    from crm_cli.imageio import read_mask
+
+    mask = tmp_path / "labels.png"
+    labels = write_label_map(mask, (1, 2))
+    out = tmp_path / "out.png"
+    # None of the ids is there: the mask is written unchanged, with no model (these weights are absent).
+    result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w",
+                                 str(tmp_path / "absent.safetensors"), "-d", "cpu", "--labels", "999"])
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())
+    assert (f"warning: --labels: label 999 is not in {mask}; it holds labels 1, 2: nothing to refine, so the mask "
+            "is written unchanged") in stderr
+    assert f"wrote {out} (label map, unchanged: no label to refine)" in stderr and "stages" not in stderr
+    assert "device:" not in stderr
+    written = read_mask(out)
+    assert written.kind == "palette" and np.array_equal(written.values, labels)
+    record = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(tiny_weights),
+                                 "-d", "cpu", "--labels", "0,9", "--json", "-q"])
+    assert record.exit_code == 0 and json.loads(record.stdout)["schedule"] is None
+    assert ("--labels: label 0 is the background, which is never refined; label 9 is not in"
+            in " ".join(record.stderr.split()))
+    # Some ids there: the others are named, and only those there are refined.
+    some = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(tiny_weights), "-d",
+                               "cpu", "--labels", "2,7,8"])
+    assert some.exit_code == 0, some.output
+    assert (f"warning: --labels: labels 7, 8 are not in {mask}; refining label 2 only"
+            in " ".join(some.stderr.split()))
+    assert "stages" in some.stderr
+    assert np.array_equal(read_mask(out).values == 1, labels == 1)
+    # A mask refined as one object ignores --labels, and says so.
+    binary = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(out), "-w", str(tiny_weights),
+                                 "-d", "cpu", "--labels", "3", "-q"])
+    assert binary.exit_code == 0, binary.output
+    assert f"--labels ignored: {pair[1]} is refined as one binary mask" in " ".join(binary.stderr.split())
+
+
+def test_batch_names_labels_a_mask_does_not_hold(tiny_weights, tmp_path) -> None:  # noqa: ANN001
+    from crm_cli.imageio import read_mask
+
+    data = tmp_path / "big"
+    for name, ids in (("both", (1, 2)), ("one", (1,))):
+        write_pair(data, f"{name}_im", f"{name}_seg")
+        write_label_map(data / f"{name}_seg.png", ids)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
+                                 "--mode", "labels", "--labels", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())
+    assert (f"warning: --labels: label 2 is not in {data / 'one_seg.png'}; it holds label 1: nothing to refine, "
+            "so the mask is written unchanged") in stderr
+    assert "both_seg.png" not in stderr
+    items = {item["name"]: item for item in json.loads(result.stdout)["items"]}
+    assert items["one"]["status"] == "ok" and items["one"]["schedule"] is None
+    assert items["both"]["schedule"] is not None
+    assert np.array_equal(read_mask(out / "one_mask.png").values, read_mask(data / "one_seg.png").values)
+
+
 def test_refine_threshold_and_cutout(pair, tiny_weights, tmp_path) -> None:  # noqa: ANN001
     common = [str(pair[0]), str(pair[1]), "-w", str(tiny_weights), "-d", "cpu", "-q"]
     assert runner.invoke(app, ["refine", *common, "-o", str(tmp_path / "soft.png")]).exit_code == 0

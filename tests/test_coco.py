@@ -359,6 +359,33 @@ def test_coco_list_options_and_nan_are_usage_errors_naming_the_option(tmp_path) 
     assert "fixed (README). [default: auto]" in help_text
 
 
+def test_category_ids_not_in_the_file_are_named(tmp_path) -> None:  # noqa: ANN001
+    data = {"images": [], "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 99, "category_id": 1, "segmentation": []}]}
+    annotations = tmp_path / "a.json"
+    annotations.write_text(json.dumps(data))
+    output = tmp_path / "o.json"
+    # Some ids unknown: a warning naming them; the rest run as asked (no instance of 2, so no model loads).
+    some = run_coco(annotations, tmp_path, output, "--category-ids", "2,5,7", "-q", "--json")
+    assert some.exit_code == 0, some.output
+    assert " ".join(some.stderr.split()) == (f"warning: --category-ids: categories 5, 7 are not in {annotations}; "
+                                             "refining category 2 only")
+    assert json.loads(some.stdout)["skipped_by_reason"] == {"category": 1}
+    output.unlink()
+    # None known: nothing could be refined, a usage error before anything is written.
+    none = run_coco(annotations, tmp_path, output, "--category-ids", "5", "--json")
+    assert none.exit_code == 2 and none.stdout == "", none.output
+    assert (f"error: --category-ids: category 5 is not in {annotations} (its categories: 1 (cat), 2 (dog)); "
+            "nothing to refine") in " ".join(none.stderr.split())
+    assert not output.exists() and not coco.sidecar_path(output).exists()
+    # Without a 'categories' list, the ids the annotations use are the categories.
+    del data["categories"]
+    annotations.write_text(json.dumps(data))
+    bare = run_coco(annotations, tmp_path, output, "--category-ids", "3,4")
+    assert bare.exit_code == 2 and "none of categories 3, 4 is in" in bare.stderr
+    assert "(its categories: 1);" in " ".join(bare.stderr.split())
+
+
 def test_quiet_coco_still_warns_that_earlier_progress_is_discarded(tmp_path) -> None:  # noqa: ANN001
     annotations, images, _ = make_dataset(tmp_path)
     data = json.loads(annotations.read_text())
@@ -513,6 +540,25 @@ def test_score_coco_needs_a_prediction_for_every_gt_instance(tmp_path) -> None: 
     assert json.loads(same.stdout)["n"] == 3
     mixed = runner.invoke(app, ["score", str(tmp_path / "gt.json"), str(tmp_path)])
     assert mixed.exit_code == 2
+
+
+def test_score_refuses_unhashable_annotation_ids_in_one_line(tmp_path) -> None:  # noqa: ANN001
+    square = [[2.0, 2.0, 8.0, 2.0, 8.0, 8.0, 2.0, 8.0]]
+    good = {"images": [{"id": 1, "file_name": "x.png", "height": 10, "width": 10}],
+            "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "segmentation": square},
+                            {"id": 11, "image_id": 1, "category_id": 1, "segmentation": square}]}
+    bad = copy.deepcopy(good)
+    bad["annotations"][1]["id"] = [11]  # was TypeError: unhashable type: 'list'
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    for pred, gt, side in (("bad", "good", "predictions"), ("good", "bad", "ground truth")):
+        result = runner.invoke(app, ["score", str(tmp_path / f"{pred}.json"), str(tmp_path / f"{gt}.json")])
+        assert result.exit_code == 1, result.output
+        assert " ".join(result.stderr.split()) == (f"error: {side}: annotation #1 has id [11]; an annotation id "
+                                                   "must be a number or a string")
+    bad["annotations"][1]["id"] = {"n": 11}
+    with pytest.raises(ValueError, match=r"annotation #1 has id \{'n': 11\}"):
+        coco.score_coco(bad, good)
 
 
 def test_missing_images_and_size_mismatches_fail_their_instances_only(tmp_path) -> None:  # noqa: ANN001

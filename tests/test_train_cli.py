@@ -59,6 +59,16 @@ def test_usage_errors_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> N
     assert not (tmp_path / "run").exists()
 
 
+def test_nan_float_options_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> None:
+    # click's range checks compare, and every comparison with NaN is false, so NaN slipped through them.
+    for option in ("--lr", "--synthetic", "--zoom", "--max-minutes", "--boundary-weight"):
+        code, stdout, stderr = train("--data", str(pairs), "--out", str(tmp_path / "run"), "--steps", "1",
+                                     option, "nan")
+        assert code == 2 and stdout == "", (option, stderr)
+        assert stderr.startswith("error: ") and f"'{option}'" in stderr.splitlines()[0], stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_unreadable_checkpoint_exits_1_naming_it(pairs: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

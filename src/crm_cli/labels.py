@@ -41,6 +41,14 @@ def label_ids(values: np.ndarray) -> list[int]:
     return [int(i) for i in np.unique(values) if i != BACKGROUND]
 
 
+def select_labels(present: Sequence[int], labels: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Split requested ``labels`` by the ids ``present`` in a map (see :func:`label_ids`): (the ids to
+    refine, the requested ids the map does not hold), both ascending. The background (0) is neither."""
+    wanted = {int(label) for label in labels} - {BACKGROUND}
+    held = set(present)
+    return [label for label in present if label in wanted], sorted(wanted - held)
+
+
 def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.ndarray,
                   labels: Sequence[int] | None = None) -> np.ndarray:
     """Refine each object of a label map and recombine them into a label map of the same dtype.
@@ -63,11 +71,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         raise ValueError(f"mask size {values.shape[1]}x{values.shape[0]} does not match image size "
                          f"{image.shape[1]}x{image.shape[0]}")
     present = label_ids(values)
-    if labels is None:
-        targets = present
-    else:
-        wanted = {int(label) for label in labels}
-        targets = [label for label in present if label in wanted]
+    targets = present if labels is None else select_labels(present, labels)[0]
     result = values.copy()
     if not targets:
         return result

@@ -299,21 +299,32 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
 def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
     """Pair ground-truth COCO annotations with the predictions of the same annotation ``id``.
 
-    Crowd regions (``iscrowd``) of the ground truth are left out. Raises ValueError for duplicate
-    prediction ids and, listing them, for ground-truth instances without a prediction.
+    Crowd regions (``iscrowd``) of the ground truth are left out, and so are predictions without an
+    ``id``. Raises ValueError for an ``id`` that cannot name an annotation (a list or an object, by
+    the rule ``image_id`` follows), for duplicate prediction ids and, listing them, for ground-truth
+    instances without a prediction.
     """
+    from .coco.files import is_image_id
+
+    def usable(annotation: dict, index: int, side: str) -> bool:
+        key = annotation.get("id")
+        if key is not None and not is_image_id(key):
+            raise ValueError(f"{side}: annotation #{index} has id {key!r}; an annotation id must be a number "
+                             "or a string")
+        return key is not None
+
     by_id: dict = {}
-    for annotation in pred:
-        key = annotation.get("id") if isinstance(annotation, dict) else None
-        if key is None:
+    for index, annotation in enumerate(pred):
+        if not isinstance(annotation, dict) or not usable(annotation, index, "predictions"):
             continue
+        key = annotation["id"]
         if key in by_id:
             raise ValueError(f"predictions: annotation id {key!r} appears more than once")
         by_id[key] = annotation
     pairs, missing = [], []
-    instances = [a for a in gt if isinstance(a, dict) and not a.get("iscrowd")]
-    for annotation in instances:
-        found = by_id.get(annotation.get("id"))
+    instances = [(index, a) for index, a in enumerate(gt) if isinstance(a, dict) and not a.get("iscrowd")]
+    for index, annotation in instances:
+        found = by_id.get(annotation.get("id")) if usable(annotation, index, "ground truth") else None
         if found is None:
             missing.append(str(annotation.get("id")))
         else:

