@@ -188,7 +188,11 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> 
     assert counts_as_done(output) == (True, None)
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)  # from before: redone
     write_image(output, np.zeros((4, 4), np.uint8))  # by a concurrent run, after the start
+    os.utime(output, ns=(start + 1, start + 1))  # the clock's coarse tick would often stamp it `start`
     assert counts_as_done(output, overwrite=True, since_ns=start) == (True, None)
+    os.utime(output, ns=(start, start))  # the start's own tick: maybe a previous run's, so redone
+    assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
+    os.utime(output, ns=(start + 1, start + 1))
     assert counts_as_done(output, overwrite=True) == (False, None)  # no start given: redo everything
     assert counts_as_done(tmp_path / "missing.png", overwrite=True, since_ns=0) == (False, None)
     output.write_bytes(b"")  # an incomplete file is never done, however new

@@ -386,6 +386,22 @@ def test_category_ids_not_in_the_file_are_named(tmp_path) -> None:  # noqa: ANN0
     assert "(its categories: 1);" in " ".join(bare.stderr.split())
 
 
+def test_category_ids_used_by_annotations_count_even_when_the_categories_list_omits_them(tmp_path) -> None:  # noqa: ANN001
+    # The annotations decide what can be refined: an empty or partial 'categories' list is no usage error.
+    data = {"images": [], "categories": [],
+            "annotations": [{"id": 1, "image_id": 99, "category_id": 1, "segmentation": []},
+                            {"id": 2, "image_id": 99, "category_id": [1], "segmentation": []}]}
+    annotations = tmp_path / "a.json"
+    annotations.write_text(json.dumps(data))
+    output = tmp_path / "o.json"
+    result = run_coco(annotations, tmp_path, output, "--category-ids", "1", "--json")
+    # Instance 1 is asked for but its image is missing (a failed instance, exit 1); instance 2's
+    # list-valued category id is no category asked for, skipped without a traceback.
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    record = json.loads(result.stdout)
+    assert record["skipped_by_reason"] == {"category": 1} and record["failed"] == 1
+
+
 def test_quiet_coco_still_warns_that_earlier_progress_is_discarded(tmp_path) -> None:  # noqa: ANN001
     annotations, images, _ = make_dataset(tmp_path)
     data = json.loads(annotations.read_text())

@@ -155,9 +155,9 @@ def test_compare_refuses_a_lossy_name_before_any_work(scene_files: dict[str, Pat
 
 
 def test_compare_strip_of_a_very_wide_or_tall_image_stays_readable_and_bounded() -> None:
-    from crm_cli.compare import GAP, compare_strip
+    from crm_cli.compare import GAP, MAX_PANEL_WIDTH, MIN_CELL, compare_strip
 
-    max_panel_width, min_cell = 2048, 256
+    max_panel_width, min_cell = MAX_PANEL_WIDTH, MIN_CELL
 
     # A line scan: scaled to the 512-px panel height, a 16x2100 image made panels 67,200 px wide
     # (a 1x65535 one would have needed 100 GB).

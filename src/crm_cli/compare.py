@@ -158,8 +158,8 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
     windows = difference_windows(masks[0], masks[1], crops, size)
 
     # Top row: contours drawn at panel scale so they stay visible on downscaled 4K images. The
-    # panels are panel_height tall unless that would make them wider than MAX_PANEL_WIDTH: a 1x300
-    # image scaled to 512 px tall would be a 153,600-px-wide panel.
+    # panels are panel_height tall unless that would make them wider than MAX_PANEL_WIDTH: a 300x1
+    # (width x height) image scaled to 512 px tall would be a 153,600-px-wide panel.
     panel_height = max(1, panel_height)
     scale = min(panel_height / height, max(MAX_PANEL_WIDTH, panel_height) / width)
     panel_h = max(1, round(height * scale))

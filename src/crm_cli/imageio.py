@@ -434,9 +434,10 @@ def _wide_int_to_uint16(image: Image.Image) -> np.ndarray:
     return values
 
 
-# Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (as masks read them,
-# masks.uint16_full_scale) or a 10-, 12- or 14-bit sensor's; on the 16-bit scale they would be
-# almost black, and the model would see no edges.
+# Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (the slip that
+# masks.uint16_full_scale handles for masks) or a 10-, 12- or 14-bit sensor's; on the 16-bit scale
+# they would be almost black, and the model would see no edges. The scale follows the largest value,
+# so a dark 16-bit photo whose values all stay under 16384 reads brighter than it was drawn.
 _PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
 
 
@@ -445,7 +446,7 @@ def _photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | N
     hold the largest value (65535 when none do), and the note for a photo read on a smaller scale."""
     top = int(values.max()) if values.size else 0
     white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
-    if white == 65535:
+    if white == 65535 or top == 0:  # an all-black photo is black on any scale: no note
         return _to_uint8(values), None
     scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
     return scaled, (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "

@@ -175,7 +175,8 @@ def folder_time_ns(folder: str | Path) -> int:
 
     Comparing outputs' mtimes with it needs no agreement between the clocks of the nodes that share
     the folder (a network file system stamps files by the server's), and a file system's coarse
-    timestamps (1 or 2 s on some) round both alike, so an output written later is never older.
+    timestamps (1 or 2 s on some) round both alike, so an output written later is never older
+    (though it may be stamped the same).
     """
     probe = Path(folder) / f"{LOCK_PREFIX}crm-clock.{uuid.uuid4().hex[:12]}.tmp"
     try:

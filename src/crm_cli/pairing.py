@@ -304,11 +304,11 @@ def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
     the rule ``image_id`` follows), for duplicate prediction ids and, listing them, for ground-truth
     instances without a prediction.
     """
-    from .coco.files import is_image_id
+    from .coco.files import is_json_id
 
     def usable(annotation: dict, index: int, side: str) -> bool:
         key = annotation.get("id")
-        if key is not None and not is_image_id(key):
+        if key is not None and not is_json_id(key):
             raise ValueError(f"{side}: annotation #{index} has id {key!r}; an annotation id must be a number "
                              "or a string")
         return key is not None

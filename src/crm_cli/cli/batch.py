@@ -86,9 +86,12 @@ def finished_output(output: Path) -> tuple[bool, str | None]:
 
 
 def written_since(output: Path, since_ns: int) -> bool:
-    """True when ``output`` was last written at ``since_ns`` or later, by its file system's clock."""
+    """True when ``output`` was last written after ``since_ns``, by its file system's clock. An output
+    stamped in the same tick as the start counts as older: on a file system with coarse timestamps
+    that may be a concurrent run's (redone: only wasted work) or a previous run's (kept: a stale
+    output), and only the first mistake is harmless."""
     try:
-        return output.stat().st_mtime_ns >= since_ns
+        return output.stat().st_mtime_ns > since_ns
     except OSError:
         return False
 
@@ -96,8 +99,8 @@ def written_since(output: Path, since_ns: int) -> bool:
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:
     """(whether to skip ``output`` as done, why an existing file is not a finished output).
 
-    Without ``overwrite`` every finished output is done. With it, only one written at ``since_ns``
-    (this run's start, see locks.folder_time_ns) or later: another run on the same folder made it
+    Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
+    (this run's start, see locks.folder_time_ns): another run on the same folder made it
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
     """
     if not overwrite:
@@ -135,7 +138,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
 
     The output is locked while it is made: a pair that another crm process is refining is left
     to it (``status: in_progress``, with who holds it), one it finished meanwhile is
-    ``skipped`` (with ``overwrite``, when it finished at ``since_ns`` or later: see counts_as_done);
+    ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
     an existing but incomplete output (see finished_output) is made again. A job marked
     ``passthrough`` (image too small), or one whose mask holds none of ``labels``, writes its mask
     unchanged. Used as is by the plain loop and by the Ray actors, so both paths behave the same.

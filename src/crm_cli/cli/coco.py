@@ -54,17 +54,17 @@ def _categories(ids: list[int]) -> str:
 
 
 def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> None:
-    """Warn about ``--category-ids`` the file does not define; exit 2 (usage error) when it defines none
-    of them, as nothing could be refined. A file without a ``categories`` list is judged by the
-    ``category_id`` values its annotations use."""
-    from ..coco.files import is_image_id
+    """Warn about ``--category-ids`` that neither the file's ``categories`` nor its annotations'
+    ``category_id`` values hold; exit 2 (usage error) when none of them is held, as nothing could be
+    refined."""
+    from ..coco.files import is_json_id
 
+    # The annotations decide what can be refined; the categories list only adds names.
+    named: dict[Any, Any] = {entry["category_id"]: None for entry in data["annotations"]
+                             if isinstance(entry, dict) and is_json_id(entry.get("category_id"))}
     if isinstance(data.get("categories"), list):
-        named = {entry["id"]: entry.get("name") for entry in data["categories"]
-                 if isinstance(entry, dict) and is_image_id(entry.get("id"))}
-    else:
-        named = {entry["category_id"]: None for entry in data["annotations"]
-                 if isinstance(entry, dict) and is_image_id(entry.get("category_id"))}
+        named.update({entry["id"]: entry.get("name") for entry in data["categories"]
+                      if isinstance(entry, dict) and is_json_id(entry.get("id"))})
     missing = sorted(wanted.difference(named))
     if not missing:
         return

@@ -232,15 +232,13 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def refiner_options(*, guard: bool = True, preset_default: Any = PresetName.auto) -> Callable[[Callable], Callable]:
+def refiner_options(*, guard: bool = True) -> Callable[[Callable], Callable]:
     """Decorate a command whose ``options: RefinerOptions`` parameter stands for the shared options.
 
     typer sees the shared options in that parameter's place; the command receives them as one
-    RefinerOptions. ``guard=False`` leaves out --guard/--no-guard; ``preset_default`` None looks up
-    presets.DEFAULT_PRESET when the command runs.
+    RefinerOptions. ``guard=False`` leaves out --guard/--no-guard.
     """
-    shared = [(name, kind, preset_default if name == "preset" else default)
-              for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
+    shared = [(name, kind, default) for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
 
     def decorate(command: Callable) -> Callable:
         signature = inspect.signature(command, eval_str=True)

@@ -47,14 +47,15 @@ def load_coco_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
     return data, hashlib.sha256(raw).hexdigest()
 
 
-def is_image_id(value: Any) -> bool:
-    """Whether ``value`` can name an image: a JSON scalar, not null (a list or an object cannot)."""
+def is_json_id(value: Any) -> bool:
+    """Whether ``value`` can serve as a COCO id (of an image, category or annotation): a JSON scalar,
+    not null (a list or an object cannot)."""
     return value is not None and not isinstance(value, list | dict)
 
 
 def image_index(images: list[Any]) -> dict[Any, dict[str, Any]]:
     """A COCO file's ``images`` by id; entries that are not objects or have no usable id are left out."""
-    return {image["id"]: image for image in images if isinstance(image, dict) and is_image_id(image.get("id"))}
+    return {image["id"]: image for image in images if isinstance(image, dict) and is_json_id(image.get("id"))}
 
 
 @dataclass
@@ -94,13 +95,14 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
         reason = None
         if annotation.get("iscrowd"):
             reason = "crowd"
-        elif wanted is not None and annotation.get("category_id") not in wanted:
+        elif wanted is not None and (not is_json_id(annotation.get("category_id"))
+                                     or annotation["category_id"] not in wanted):
             reason = "category"
         if reason:
             plan.skipped[reason] = plan.skipped.get(reason, 0) + 1
             continue
         image_id = annotation.get("image_id")
-        image = images.get(image_id) if is_image_id(image_id) else None
+        image = images.get(image_id) if is_json_id(image_id) else None
         if image is None or not isinstance(image.get("file_name"), str):
             problem = "not in 'images'" if image is None else "has no file_name"
             plan.failed.append({"index": index, "id": annotation.get("id"), "status": "failed",

@@ -196,13 +196,13 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
     """
     from ..metrics import DatasetScore
     from ..pairing import pair_coco_annotations
-    from .files import image_index, is_image_id
+    from .files import image_index, is_json_id
 
     images = image_index(gt["images"])
     scores = DatasetScore()
     for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
         image_id = gt_annotation.get("image_id")
-        image = images.get(image_id) if is_image_id(image_id) else None
+        image = images.get(image_id) if is_json_id(image_id) else None
         if image is None:
             raise ValueError(f"ground-truth annotation {gt_annotation.get('id')}: image_id "
                              f"{gt_annotation.get('image_id')!r} not in 'images'")
