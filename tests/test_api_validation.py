@@ -402,3 +402,18 @@ def test_a_mask_in_fortran_order_or_a_transposed_view_gives_the_same_result(
     expected = refiner.refine(image, mask)
     assert np.array_equal(refiner.refine(image, np.asfortranarray(mask)), expected)
     assert np.array_equal(refiner.refine(image, np.ascontiguousarray(mask.T).T), expected)
+
+
+def test_weights_given_as_any_path_like_load(tiny_weights: Path, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    from pathlib import PurePosixPath
+
+    class WeightsLocation:  # an os.PathLike of a user's own
+        def __fspath__(self) -> str:
+            return str(tiny_weights)
+
+    image, mask = scene
+    expected = Refiner(tiny_weights, device="cpu").refine(image, mask)
+    for given in (PurePosixPath(tiny_weights), WeightsLocation(), str(tiny_weights)):
+        refiner = Refiner(given, device="cpu")
+        assert refiner.weights_info.verified
+        np.testing.assert_array_equal(refiner.refine(image, mask), expected)

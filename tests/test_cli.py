@@ -466,3 +466,12 @@ def test_time_json_failure_is_a_record_on_stdout_and_size_errors_name_the_option
         result = runner.invoke(app, ["time", "--size", size, "--json"])
         assert result.exit_code == 2 and result.stdout == ""
         assert "'--size'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_on_an_images_and_masks_folder_says_it_needs_the_big_layout(tmp_path: Path) -> None:
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "a.png"), np.zeros((8, 8), np.uint8))
+    result = runner.invoke(app, ["eval", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "crm eval reads the BIG layout" in " ".join(result.stderr.split())

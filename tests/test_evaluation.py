@@ -40,7 +40,7 @@ def test_the_threshold_binarises_the_refined_mask_and_the_stages(threshold: floa
     result = evaluate(RampRefiner(), [ramp_sample()], per_stage=True, threshold=threshold,
                       on_sample=lambda sample, refined: written.append(refined))
     assert result.refined.iou == pytest.approx(iou)
-    assert [stage.iou for stage in result.stages] == [pytest.approx(iou)]
+    assert [stage.iou for stage in result.stages_by_ratio.values()] == [pytest.approx(iou)]
     values = set(np.unique(written[0]).tolist())
     assert values == {0, 255} if threshold is not None else len(values) > 2
 

@@ -441,8 +441,11 @@ def test_one_refiner_build_reads_the_sidecar_once(exported: Path, backend: str, 
 
 
 def test_crm_info_reads_the_sidecar_once(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm_cli.devices as devices_module
     from crm_cli.cli.info import gather_info
 
+    # As on a machine without a GPU, where auto takes the onnx backend.
+    monkeypatch.setattr(devices_module, "accelerator_possible", lambda: False)
     reads = sidecar_reads(monkeypatch, exported)
     report = gather_info(exported)
     assert report["default_backend"] == "onnx" and report["weights"]["onnx"]["used"]

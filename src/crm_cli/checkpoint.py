@@ -216,8 +216,13 @@ def verify_encoder(path: Path, weights: Path, sidecar: WeightsSidecar | None = N
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     digest = sha256_file(path)
     if expected and digest != expected:
-        raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
-                           f"({expected[:12]}...); the file is corrupt or was replaced")
+        raise WeightsError(_encoder_mismatch(path, digest, expected, weights))
+
+
+def _encoder_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:
+    """The one-line reason an ONNX encoder does not match its weights' sidecar."""
+    return (f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
+            f"({str(expected)[:12]}...); the file is corrupt or was replaced")
 
 
 SAFETENSORS_KIND = "safetensors"
@@ -230,7 +235,7 @@ def checkpoint_kind(path: Path) -> str:
     WeightsError for a missing path, a directory or any other file."""
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"weights not found: {path} (pass --weights PATH or set CRM_WEIGHTS)")
+        raise WeightsError(f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)")
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a checkpoint file")
     try:
@@ -458,7 +463,6 @@ def inspect_encoder(weights: Path, sidecar: WeightsSidecar | None = None) -> dic
         digest = sha256_file(path)
         report["sha256_ok"] = digest == expected
         if used and digest != expected:
-            report["error"] = (f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
-                               f"({str(expected)[:12]}...); the file is corrupt or was replaced "
-                               f"(export it again, or use the torch backend)")
+            report["error"] = (_encoder_mismatch(path, digest, expected, weights)
+                               + " (export it again, or use the torch backend)")
     return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +239,7 @@ class Refiner:
         if threads is not None:
             threads = whole_number("threads", threads, 0) or None
         check_tile_options(tiles)
-        in_memory = model is not None and not isinstance(model, (str, Path))
+        in_memory = model is not None and not isinstance(model, (str, os.PathLike))
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
         # Options only torch has (a memory format, unfolded BatchNorm) keep "auto" on torch.
@@ -246,7 +247,7 @@ class Refiner:
         if torch_options and backend == "onnx":
             raise ValueError("channels_last and fold_bn are options of the torch backend")
         # One read of the weights' sidecar serves the backend choice and the load.
-        sidecar = None if in_memory else WeightsSidecar(model or default_weights_path())
+        sidecar = None if in_memory else WeightsSidecar(Path(os.fspath(model)) if model else default_weights_path())
         encoder = None if sidecar is None or (torch_options and backend == "auto") else choose_backend(
             sidecar.weights, device, precision, backend, sidecar=sidecar)
         if sidecar is not None and encoder is not None:

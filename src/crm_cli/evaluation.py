@@ -86,15 +86,11 @@ def _folder_sample(pair: FilePair) -> Sample:
 
 @dataclass
 class Evaluation:
-    """Dataset scores of the coarse and the refined masks (and of every stage with ``per_stage``).
-
-    ``stages`` pools the k-th stage of every image's schedule, ``stages_by_ratio`` the stages run at
-    each ratio; the two agree for fixed ratios, while under ``auto`` schedules differ per image.
-    """
+    """Dataset scores of the coarse and the refined masks, and with ``per_stage`` of the stages run
+    at each ratio (``stages_by_ratio``: under ``auto`` each image has its own schedule)."""
 
     coarse: DatasetScore = field(default_factory=DatasetScore)
     refined: DatasetScore = field(default_factory=DatasetScore)
-    stages: list[DatasetScore] = field(default_factory=list)
     stages_by_ratio: dict[float, DatasetScore] = field(default_factory=dict)
     images: list[dict[str, Any]] = field(default_factory=list)  # per image: schedule and both scores
     schedules: Counter[str] = field(default_factory=Counter)  # how often each schedule ran
@@ -160,10 +156,6 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "change_confidence": detail.change_confidence,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
-        while len(result.stages) < len(stage_scores):
-            result.stages.append(DatasetScore())
-        for scores, stage_score in zip(result.stages, stage_scores, strict=False):
-            scores.add(stage_score)
         for ratio, stage_score in zip(detail.ratios, stage_scores, strict=False):  # none without per_stage
             result.stages_by_ratio.setdefault(float(ratio), DatasetScore()).add(stage_score)
     return result

@@ -59,10 +59,11 @@ DETAIL_TOLERANCE = 0.05
 GUARD_CELLS = 8
 MIN_FREE_PX = 16.0
 # Edge alignment (mean gradient 0.5-2.5 px from the boundary / 4-8 px from it) at which a mask counts
-# as precise (final stage only, trust starts) and fully trusted. carvana-dev's synthetic blocky
-# masks: median 1.1; IS-Net at 256 px: 1.9 (3.6 for the third above 2.2); paper-perturbed DUTS:
-# 1.5; IS-Net at 1024 px: 8.7. Full trust at 4.5 instead of 10 held the blobby IS-Net 256 masks
-# that pass 2.2 to their boundary: 1.7 mBA lower on those 34, no gain on IS-Net 1024.
+# as precise (final stage only, trust starts; SHARP_PRECISE_MIN is a second way in) and fully
+# trusted. carvana-dev's synthetic blocky masks: median 1.1; IS-Net at 256 px: 1.9 (3.6 for the
+# third above 2.2); paper-perturbed DUTS: 1.5; IS-Net at 1024 px: 8.7. Full trust at 4.5 instead
+# of 10 held the blobby IS-Net 256 masks that pass 2.2 to their boundary: 1.7 mBA lower on those
+# 34, no gain on IS-Net 1024.
 TRUST_LOW, TRUST_HIGH = 2.2, 10.0
 # The same ramp for images too small for any coarse stage (DUTS-size photos of 183-400 px), where
 # the alignment of a given precision reads lower (4-8 px is a larger part of the object): IS-Net

@@ -173,6 +173,8 @@ def usage_error(option: str) -> Iterator[None]:
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
     """Say where a run stopped by Ctrl-C can go on from; the Exit (130) to raise."""
+    if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
+        return typer.Exit(130)
     checkpoint = out / "last.pt"
     if trainer is not None and trainer.saved_step is not None:
         where = f"{checkpoint} holds step {trainer.saved_step}; continue with --resume"

@@ -152,6 +152,11 @@ def _single_threaded_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _in_main_thread() -> bool:
+    """Whether this is the main thread, the only one allowed to set signal handlers."""
+    return threading.current_thread() is threading.main_thread()
+
+
 class RunEnd(str, Enum):
     """Why :meth:`Trainer.run` returned; the value names the option that stopped it."""
 
@@ -226,7 +231,10 @@ class Trainer:
             torch.save(payload, tmp)
             os.replace(tmp, self.checkpoint_path)
         except BaseException:  # a full disk, or a second Ctrl-C: last.pt stays the previous one
-            tmp.unlink(missing_ok=True)
+            if tmp.exists():
+                tmp.unlink()
+            else:  # interrupted just after the rename: last.pt already holds this step
+                self.saved_step = self.step
             raise
         self.saved_step = self.step
 
@@ -274,7 +282,14 @@ class Trainer:
                                              num_workers=options.workers, prefetch_factor=4,
                                              worker_init_fn=_single_threaded_worker, multiprocessing_context="spawn",
                                              pin_memory=self.device.type == "cuda")
-        return iter(loader)
+        # The workers start now; until each sets SIGINT to ignored (_single_threaded_worker) a Ctrl-C
+        # would kill it mid-import, so they are born ignoring it (a spawned child inherits that).
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+        try:
+            return iter(loader)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
         """One optimisation step on this step's deterministic batch (made here unless given)."""
@@ -344,8 +359,7 @@ class Trainer:
         validation and scheduled checkpoint come after that, so the only consistent state to save is
         the one between two whole steps. Does nothing outside the main thread, or where SIGINT was
         given another handler than Python's default."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             yield
             return
 
@@ -368,7 +382,8 @@ class Trainer:
         checkpoint, a validation and an export of the step reached, so ``--resume`` continues from it.
 
         Ctrl-C lets the step in progress finish (its checkpoint, validation and log row included),
-        writes ``last.pt`` at it and raises KeyboardInterrupt; ``--resume`` then goes on exactly as
+        writes ``last.pt`` at it and raises KeyboardInterrupt (one during the last step lets the run
+        finish); ``--resume`` then goes on exactly as
         the run would have (see :meth:`ctrl_c_at_step_boundaries`; ``on_interrupt`` is called at the
         first Ctrl-C). A second Ctrl-C raises at once and leaves ``last.pt`` at the step it held."""
         options = self.options
@@ -403,8 +418,9 @@ class Trainer:
                 try:
                     batch = next(batches)
                 except Exception:
-                    # A batch worker the Ctrl-C reached before it could ignore it: stop all the same.
-                    if not self.interrupted:
+                    # A batch worker the Ctrl-C reached before it could ignore it: stop all the same
+                    # (alone only: with several ranks, one leaving here would hang the others).
+                    if not self.interrupted or self.world > 1:
                         raise
                     break
                 stats = self.train_step(batch)
