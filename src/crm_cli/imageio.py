@@ -350,7 +350,9 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
     """
     reference = np.asarray(loaded)[..., :3].astype(np.int16)
     inverse = _INVERSE_ORIENTATION.get(orientation, orientation)
-    candidates = [pixels, apply_orientation(pixels, orientation), apply_orientation(pixels, inverse)]
+    candidates = [pixels, apply_orientation(pixels, orientation)]
+    if inverse != orientation:
+        candidates.append(apply_orientation(pixels, inverse))
     fitting = [c for c in candidates if c.shape[:2] == reference.shape[:2]]
     if not fitting:
         return pixels

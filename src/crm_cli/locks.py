@@ -86,6 +86,17 @@ def _read_fields(path: Path) -> list[str] | None:
         return None
 
 
+def _held_by(path: Path, token: str) -> bool:
+    """Whether the lock file at ``path`` still carries ``token`` (no other run has taken it over)."""
+    fields = _read_fields(path)
+    return fields is not None and fields[2:3] == [token]
+
+
+def _lock_line(token: str) -> str:
+    """A lock file's content: this process's pid and host, and the holder's token."""
+    return f"{os.getpid()} {socket.gethostname()} {token}\n"
+
+
 def _owner(path: Path) -> tuple[int, str] | None:
     """(pid, host) written in a lock file, or None when it is unreadable or half-written."""
     fields = _read_fields(path)
@@ -128,8 +139,7 @@ def _refresh_held_locks() -> None:
             held = list(_held.items())
         for key, token in held:
             path = Path(key)
-            fields = _read_fields(path)
-            if fields is not None and fields[2:3] == [token]:
+            if _held_by(path, token):
                 try:
                     os.utime(path)
                 except OSError:
@@ -220,7 +230,7 @@ class OutputLock:
         _hold(self.path, self._token)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(f"{os.getpid()} {socket.gethostname()} {self._token}\n")
+                handle.write(_lock_line(self._token))
         except BaseException:
             _unhold(self.path)
             self.path.unlink(missing_ok=True)
@@ -255,7 +265,7 @@ class OutputLock:
         _hold(guard, self._token)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(f"{os.getpid()} {socket.gethostname()} {self._token}\n")
+                handle.write(_lock_line(self._token))
             if self.path.exists() and not self.is_stale():  # someone took it over in between
                 return False
             self.path.unlink(missing_ok=True)
@@ -270,8 +280,7 @@ class OutputLock:
             return
         self.held = False
         _unhold(self.path)
-        fields = _read_fields(self.path)
-        if fields is not None and fields[2:3] == [self._token]:
+        if _held_by(self.path, self._token):
             self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> OutputLock:

@@ -3,9 +3,10 @@ predictions with their ground truths for scoring."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .imageio import IMAGE_SUFFIXES
 
@@ -27,7 +28,7 @@ MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".j
 GT_SUFFIX = "_gt"
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
-MAX_LISTED = 20  # missing ground truths named in the error
+MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
 
 T = TypeVar("T")
 
@@ -101,6 +102,12 @@ def _leave_out(found: dict[Path, list[Path]], exclude: Path | None) -> tuple[dic
         else:
             inside.add(key)
     return kept, inside
+
+
+def listed(items: Sequence[Any], limit: int = MAX_LISTED) -> str:
+    """``a, b, c`` for a message, with the count of the items past ``limit``."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 def _pick(files: list[Path], notes: list[str]) -> Path:
@@ -279,8 +286,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     index, shadowed = _index(_mask_files(pred, skip=_nested_in(gt, pred)), pred)
     pairs, missing = [], []
     for name, files in by_name.items():
-        gt_file, *ignored = sorted(files, key=_preference)
-        notes.extend(_duplicate_note(gt_file, path) for path in ignored)
+        gt_file = _pick(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)
         if found is None:
             missing.append(name)
@@ -288,11 +294,9 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
         pairs.append(ScorePair(name, found, gt_file))
     if missing:
-        listed = ", ".join(missing[:MAX_LISTED]) + (f", ... ({len(missing) - MAX_LISTED} more)"
-                                                   if len(missing) > MAX_LISTED else "")
         tried = " / ".join(f"<name>{s}" for s in suffixes)
         raise FileNotFoundError(f"{len(missing)} of {len(by_name)} ground truths have no prediction "
-                                f"({tried}) in {pred}: {listed}")
+                                f"({tried}) in {pred}: {listed(missing)}")
     return Pairing(pairs, notes=notes)
 
 
@@ -330,8 +334,6 @@ def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
         else:
             pairs.append((annotation, found))
     if missing:
-        listed = ", ".join(missing[:MAX_LISTED]) + (f", ... ({len(missing) - MAX_LISTED} more)"
-                                                   if len(missing) > MAX_LISTED else "")
         raise ValueError(f"{len(missing)} of {len(instances)} ground-truth instances have no prediction "
-                         f"with the same annotation id: {listed}")
+                         f"with the same annotation id: {listed(missing)}")
     return pairs

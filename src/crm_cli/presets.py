@@ -51,7 +51,7 @@ class Preset:
         """The same preset with explicit, fixed ratios (``None`` keeps the preset's)."""
         if ratios is None:
             return self
-        return replace(self, ratios=check_ratios(ratios), adaptive=False)
+        return replace(self, ratios=ratios, adaptive=False)  # __post_init__ checks them
 
     def with_guard(self, guard: bool | None) -> Preset:
         """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""

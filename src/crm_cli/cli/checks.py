@@ -42,14 +42,11 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
         raise fail(f"{output}: {refusal}", code=2)
 
 
-MAX_LISTED_LABELS = 20  # label ids named in a --labels warning
-
-
 def _labels_text(ids: list[int]) -> str:
-    """``label 3``, ``labels 3, 7``, the ids past MAX_LISTED_LABELS counted."""
-    shown = ", ".join(str(label) for label in ids[:MAX_LISTED_LABELS])
-    more = f", ... ({len(ids) - MAX_LISTED_LABELS} more)" if len(ids) > MAX_LISTED_LABELS else ""
-    return f"label{'' if len(ids) == 1 else 's'} {shown}{more}"
+    """``label 3``, ``labels 3, 7``, the ids past pairing.MAX_LISTED counted."""
+    from ..pairing import listed
+
+    return f"label{'' if len(ids) == 1 else 's'} {listed(ids)}"
 
 
 def check_labels(mask: Any, mask_name: str, mode: str, labels: list[int]) -> tuple[list[str], bool]:
@@ -201,13 +198,17 @@ def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings:
 
 
 def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
-                  tile_size: int, mode: str = "auto") -> tuple[str | None, bool]:
+                  tile_size: int, mode: str = "auto", gt: Path | None = None) -> tuple[str | None, bool]:
     """:func:`check_pair` for one pair of many: returns (the error to report or None, whether the
-    pair is too small and passed through) instead of raising."""
-    from ..imageio import ImageReadError
+    pair is too small and passed through) instead of raising. A ground truth ``gt`` is checked
+    against the image's header too (readable, of a fitting size)."""
+    from ..imageio import ImageReadError, probe_image
+    from ..masks import check_pair_headers
 
     try:
-        _, small = check_pair(image, mask, image_name, mask_name, settings, tile_size, mode=mode)
+        header, small = check_pair(image, mask, image_name, mask_name, settings, tile_size, mode=mode)
+        if gt is not None:
+            check_pair_headers(header, probe_image(gt, name=str(gt)), image_name, str(gt))
     except (ImageReadError, ValueError, MemoryError) as exc:  # SizeMismatchError is a ValueError
         return str(exc), False
     return None, small

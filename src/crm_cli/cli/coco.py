@@ -42,15 +42,11 @@ def parse_ids(value: str | None) -> set[int] | None:
                                  param_hint="'--category-ids'") from None
 
 
-def _id_list(ids: list[Any], limit: int = MAX_LISTED_FAILURES) -> str:
-    """``1, 3, 7``, with the count of the rest past ``limit``."""
-    shown = ", ".join(str(item) for item in ids[:limit])
-    return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
-
-
 def _categories(ids: list[int]) -> str:
     """``category 5``, ``categories 5, 7``."""
-    return f"categor{'y' if len(ids) == 1 else 'ies'} {_id_list(ids)}"
+    from ..pairing import listed
+
+    return f"categor{'y' if len(ids) == 1 else 'ies'} {listed(ids)}"
 
 
 def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> None:
@@ -58,6 +54,7 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
     ``category_id`` values hold; exit 2 (usage error) when none of them is held, as nothing could be
     refined."""
     from ..coco.files import is_json_id
+    from ..pairing import listed
 
     # The annotations decide what can be refined; the categories list only adds names.
     named: dict[Any, Any] = {entry["category_id"]: None for entry in data["annotations"]
@@ -71,7 +68,7 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
     if len(missing) == len(wanted):
         known = [f"{key} ({name})" if name is not None else str(key) for key, name in named.items()]
         what = f"{_categories(missing)} is not" if len(missing) == 1 else f"none of {_categories(missing)} is"
-        raise fail(f"--category-ids: {what} in {annotations} (its categories: {_id_list(known) or 'none'}); "
+        raise fail(f"--category-ids: {what} in {annotations} (its categories: {listed(known) or 'none'}); "
                    "nothing to refine", code=2)
     verb = "is" if len(missing) == 1 else "are"
     warn(f"--category-ids: {_categories(missing)} {verb} not in {annotations}; refining "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .checks import precheck_pair, probe_pair, unwritable_reason
+from .checks import precheck_pair, unwritable_reason
 from .common import (
     JsonOpt,
     QuietOpt,
@@ -103,9 +103,7 @@ def evaluate(
     checked = []
     for pair in pairs:
         error, _ = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                 options.tile_size)
-        if error is None:
-            error = gt_problem(pair.image, pair.gt)
+                                 options.tile_size, gt=pair.gt)
         if error is not None:
             failed(pair.name, pair.image, error)
         else:
@@ -194,18 +192,6 @@ def evaluate(
         emit_json(summary)
     if failures:
         raise typer.Exit(1)
-
-
-def gt_problem(image: Path, gt: Path) -> str | None:
-    """Why a ground truth cannot be scored against ``image`` (unreadable header, size that does not
-    fit), found before the model loads; None when it can."""
-    from ..imageio import ImageReadError
-
-    try:
-        probe_pair(image, gt, str(image), str(gt))
-    except (ImageReadError, ValueError) as exc:
-        return str(exc)
-    return None
 
 
 def register(app: typer.Typer) -> None:
