@@ -132,6 +132,39 @@ class PresetRefiner:
         return detail.probability
 
 
+def _labels_text(ids: list[int]) -> str:
+    """``label 3``, ``labels 3, 7``, the ids past pairing.MAX_LISTED counted."""
+    from .pairing import listed
+
+    return f"label{'' if len(ids) == 1 else 's'} {listed(ids)}"
+
+
+def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: str) -> tuple[list[str], bool]:
+    """What ``--labels`` does to a mask read in mode ``chosen``: warnings naming the ids it does not
+    hold (or saying it is refined as one object, so they are ignored), and whether none of them is
+    there, so that nothing is left to refine."""
+    from .labels import BACKGROUND, label_ids, select_labels
+
+    if chosen != "labels":
+        return [f"--labels ignored: {mask_name} is refined as one binary mask, not as a label map "
+                "(see --mode)"], False
+    present = label_ids(mask.values)
+    targets, missing = select_labels(present, labels)
+    problems = []
+    if BACKGROUND in labels:
+        problems.append("label 0 is the background, which is never refined")
+    if missing:
+        problems.append(f"{_labels_text(missing)} {'is' if len(missing) == 1 else 'are'} not in {mask_name}")
+    if not problems:
+        return [], False
+    if targets:
+        outcome = f"refining {_labels_text(targets)} only"
+    else:
+        held = _labels_text(present) if present else "no labels"
+        outcome = f"it holds {held}: nothing to refine, so the mask is written unchanged"
+    return [f"--labels: {'; '.join(problems)}; {outcome}"], not targets
+
+
 def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
@@ -147,13 +180,16 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
 
     image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name)
     chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
+    # Listed after the other notes, as when they were found before the pair was read.
+    label_notes = [] if labels is None else labels_notes(mask, chosen, labels,
+                                                          mask_name or source_name(mask_source))[0]
     start = time.perf_counter()
     if chosen == "labels":
         if output_kind not in ("soft", "binary"):
             notes.append(f"label maps are written as label images; --output-kind {output_kind} ignored")
         per_label = PresetRefiner(refiner, preset)
         refined = refine_labels(per_label, image, mask.values, labels=labels)
-        return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes,
+        return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
                           runs=[StageRun.of(d) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
@@ -165,7 +201,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     if detail.kept_coarse:
         notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
                      "the coarse mask was kept")
-    return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes,
+    return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
                       runs=[StageRun.of(detail)], guard_restored=detail.guard_restored)
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .checks import (
-    check_labels,
     passthrough_note,
     passthrough_pair,
     precheck_pair,
@@ -157,22 +156,17 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
         # Checked under the lock: a run that held it has just finished this output.
         if counts_as_done(Path(job["output"]), overwrite, since_ns)[0]:
             return {"status": "skipped", "seconds": 0.0}
-        label_notes: list[str] = []
-        nothing_to_refine = False
-        if labels is not None and not job.get("passthrough"):
-            label_notes, nothing_to_refine = check_labels(job["mask"], job["mask_name"], mode, labels)
-        if job.get("passthrough") or nothing_to_refine:
+        if job.get("passthrough"):
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                       threshold=threshold, image_name=job["image_name"], mask_name=job["mask_name"])
-            if job.get("passthrough"):
-                height, width = result.output.shape[:2]
-                result.notes.append(passthrough_note(width, height, job["image_name"]))
-        else:
+            height, width = result.output.shape[:2]
+            result.notes.append(passthrough_note(width, height, job["image_name"]))
+        else:  # a label map holding none of --labels is written unchanged, without a model run
             result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                   output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                   mask_name=job["mask_name"])
         write_png(job["output"], result.output, result.palette)
-        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes + label_notes,
+        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
                                    "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
     except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
         outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}

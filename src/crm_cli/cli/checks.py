@@ -42,43 +42,17 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
         raise fail(f"{output}: {refusal}", code=2)
 
 
-def _labels_text(ids: list[int]) -> str:
-    """``label 3``, ``labels 3, 7``, the ids past pairing.MAX_LISTED counted."""
-    from ..pairing import listed
-
-    return f"label{'' if len(ids) == 1 else 's'} {listed(ids)}"
-
-
 def check_labels(mask: Any, mask_name: str, mode: str, labels: list[int]) -> tuple[list[str], bool]:
-    """What ``--labels`` will do to one mask, found before the model loads: warnings naming the ids
-    the mask does not hold (or saying the mask is refined as one object, so they are ignored), and
-    whether none of them is there, so that nothing is left to refine and the mask is written as it is.
+    """:func:`pipeline.labels_notes` for one mask, found before the model loads: the warnings, and
+    whether nothing is left to refine (the mask is then written as it is, with no model).
 
     Raises ImageReadError or ValueError for a mask that cannot be read in ``mode``.
     """
     from ..imageio import read_mask
-    from ..labels import BACKGROUND, label_ids, select_labels
-    from ..pipeline import choose_mode
+    from ..pipeline import choose_mode, labels_notes
 
     mask_data = read_mask(mask, name=mask_name)
-    if choose_mode(mask_data, mode, mask_name) != "labels":
-        return [f"--labels ignored: {mask_name} is refined as one binary mask, not as a label map "
-                "(see --mode)"], False
-    present = label_ids(mask_data.values)
-    targets, missing = select_labels(present, labels)
-    problems = []
-    if BACKGROUND in labels:
-        problems.append("label 0 is the background, which is never refined")
-    if missing:
-        problems.append(f"{_labels_text(missing)} {'is' if len(missing) == 1 else 'are'} not in {mask_name}")
-    if not problems:
-        return [], False
-    if targets:
-        outcome = f"refining {_labels_text(targets)} only"
-    else:
-        held = _labels_text(present) if present else "no labels"
-        outcome = f"it holds {held}: nothing to refine, so the mask is written unchanged"
-    return [f"--labels: {'; '.join(problems)}; {outcome}"], not targets
+    return labels_notes(mask_data, choose_mode(mask_data, mode, mask_name), labels, mask_name)
 
 
 def same_file(path: Path, other: Path) -> bool:

@@ -107,13 +107,13 @@ def refine(
                                          None if to_stdout else output, mode=mode.value)
         if not to_stdout:
             check_label_output(mask_src, mask_name, mode.value, output)
-        label_notes: list[str] = []
-        nothing_to_refine = False
-        if label_ids is not None and not passthrough:
-            label_notes, nothing_to_refine = check_labels(mask_src, mask_name, mode.value, label_ids)
+        # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
+        label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
+            mask_src, mask_name, mode.value, label_ids)
         if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
+            result.notes.extend(label_notes)
             if passthrough:
                 result.notes.append(passthrough_note(header.width, header.height, image_name))
         else:
@@ -123,7 +123,7 @@ def refine(
                 refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
                 output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
             )
-        for note in result.notes + label_notes:
+        for note in result.notes:
             warn(note)
         if to_stdout:
             write_bytes_stdout(encode_image(result.output, result.palette, "PNG"))
