@@ -202,10 +202,7 @@ def verify_sha256(path: Path, sidecar: WeightsSidecar | None = None) -> str:
     digest = sha256_file(path)
     side = _sidecar_of(path, sidecar).data
     if side is not None and side.get("sha256") and side["sha256"] != digest:
-        raise WeightsError(
-            f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(path).name} "
-            f"({side['sha256'][:12]}...); the file is corrupt or was replaced"
-        )
+        raise WeightsError(_hash_mismatch(path, digest, side["sha256"], path))
     return digest
 
 
@@ -216,11 +213,12 @@ def verify_encoder(path: Path, weights: Path, sidecar: WeightsSidecar | None = N
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     digest = sha256_file(path)
     if expected and digest != expected:
-        raise WeightsError(_encoder_mismatch(path, digest, expected, weights))
+        raise WeightsError(_hash_mismatch(path, digest, expected, weights))
 
 
-def _encoder_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:
-    """The one-line reason an ONNX encoder does not match its weights' sidecar."""
+def _hash_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:
+    """The one-line reason a file (the weights, or their ONNX encoder) does not match the sha256
+    that the sidecar of ``weights`` records for it."""
     return (f"{path}: sha256 {digest[:12]}... does not match {sidecar_path(weights).name} "
             f"({str(expected)[:12]}...); the file is corrupt or was replaced")
 
@@ -463,6 +461,6 @@ def inspect_encoder(weights: Path, sidecar: WeightsSidecar | None = None) -> dic
         digest = sha256_file(path)
         report["sha256_ok"] = digest == expected
         if used and digest != expected:
-            report["error"] = (_encoder_mismatch(path, digest, expected, weights)
+            report["error"] = (_hash_mismatch(path, digest, expected, weights)
                                + " (export it again, or use the torch backend)")
     return report

@@ -7,12 +7,10 @@ was read.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,22 +167,13 @@ class Sidecar:
 
         Raises OSError naming the sidecar (never its temp file) when it cannot be written.
         """
-        from ..writing import write_error_reason
+        from ..writing import write_atomic, write_error_reason
 
-        temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        lines = [json.dumps(self.header), *(json.dumps(record) for record in keep.values())]
+        write_atomic(self.path, ("\n".join(lines) + "\n").encode("utf-8"))  # its errors name the sidecar
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with temp.open("w", encoding="utf-8") as handle:
-                handle.write(json.dumps(self.header) + "\n")
-                for record in keep.values():
-                    handle.write(json.dumps(record) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
             self._handle = self.path.open("a", encoding="utf-8")
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
             raise OSError(f"cannot write {self.path}: {write_error_reason(self.path, exc)}") from None
 
     def append(self, record: dict[str, Any]) -> None:
