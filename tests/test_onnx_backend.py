@@ -408,7 +408,7 @@ def test_choose_backend_rules_after_export(exported: Path, tmp_path: Path) -> No
         verify_encoder(altered_onnx, altered)
     assert str(altered_onnx) in str(error.value) and "does not match" in str(error.value)
     with pytest.raises(WeightsError) as checked:  # the engine's check, on the sidecar it read once
-        verify_encoder(altered_onnx, altered, WeightsSidecar(altered))
+        verify_encoder(altered_onnx, WeightsSidecar(altered))
     assert str(checked.value) == str(error.value)
     verify_encoder(exported.with_name("tiny.encoder.onnx"), exported)
     with pytest.raises(WeightsError) as error:
@@ -453,9 +453,25 @@ def test_crm_info_reads_the_sidecar_once(exported: Path, monkeypatch: pytest.Mon
     assert len(reads) == 1
 
 
-def test_a_sidecar_read_for_other_weights_is_refused(exported: Path, tiny_weights: Path) -> None:
-    with pytest.raises(ValueError, match="sidecar given is that of"):
-        onnx_encoder_path(exported, WeightsSidecar(tiny_weights))
+def test_a_weights_sidecar_stands_for_its_path_and_is_read_once(exported: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loading function takes a WeightsSidecar where it takes a path, with the same results;
+    one WeightsSidecar passed to all of them reads the sidecar file once."""
+    from crm_cli.checkpoint import checked_info, inspect_checkpoint, inspect_encoder, read_spec, verify_sha256
+
+    encoder = exported.with_name("tiny.encoder.onnx")
+    by_path = (onnx_encoder_path(exported), verify_sha256(exported), read_spec(exported), checked_info(exported),
+               inspect_encoder(exported), inspect_checkpoint(exported, build=True), load_model(exported)[1],
+               choose_backend(exported, "cpu", "fp32", "onnx"))
+    reads = sidecar_reads(monkeypatch, exported)
+    side = WeightsSidecar(str(exported))
+    verify_encoder(encoder, side)
+    by_sidecar = (onnx_encoder_path(side), verify_sha256(side), read_spec(side), checked_info(side),
+                  inspect_encoder(side), inspect_checkpoint(side, build=True), load_model(side)[1],
+                  choose_backend(side, "cpu", "fp32", "onnx"))
+    assert by_sidecar == by_path and by_path[0] == encoder
+    assert len(reads) == 1
+    assert WeightsSidecar.of(side) is side and WeightsSidecar.of(str(exported)).weights == exported
 
 
 # 6. A process that refines on the onnx backend never imports torch -----------------------------------------------

@@ -156,15 +156,21 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 class WeightsSidecar:
-    """The sidecar of one checkpoint, read (:func:`read_sidecar`) on first use and then kept.
+    """A checkpoint's path with its sidecar, read (:func:`read_sidecar`) on first use and then kept.
 
-    One model load passes one of these to every check that needs the sidecar (the backend
-    choice, the hash, the final stage, the ONNX encoder's entry), so the file is read once.
-    A failed read is not kept: the next use raises again.
+    Every function here that takes a checkpoint's path also takes one of these in its place. One
+    model load passes the same one to every check that needs the sidecar (the backend choice, the
+    hash, the final stage, the ONNX encoder's entry), so the file is read once; a plain path gets
+    a sidecar of its own. A failed read is not kept: the next use raises again.
     """
 
     def __init__(self, weights: Path | str) -> None:
         self.weights = Path(weights)
+
+    @classmethod
+    def of(cls, weights: Path | str | WeightsSidecar) -> WeightsSidecar:
+        """``weights`` itself when it is a WeightsSidecar already, else a new one for that path."""
+        return weights if isinstance(weights, WeightsSidecar) else cls(weights)
 
     @cached_property
     def data(self) -> dict[str, Any] | None:
@@ -172,48 +178,41 @@ class WeightsSidecar:
         return read_sidecar(self.weights)
 
 
-def _sidecar_of(weights: Path | str, sidecar: WeightsSidecar | None) -> WeightsSidecar:
-    """``sidecar`` when given (it must be that of ``weights``), else a new one for ``weights``."""
-    if sidecar is None:
-        return WeightsSidecar(weights)
-    if sidecar.weights != Path(weights):
-        raise ValueError(f"the sidecar given is that of {sidecar.weights}, not of {weights}")
-    return sidecar
-
-
-def onnx_encoder_path(weights: Path, sidecar: WeightsSidecar | None = None) -> Path | None:
+def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
     """The ONNX encoder that the sidecar of ``weights`` names, when the sidecar names one that was
-    exported from these very weights (its ``weights_sha256``) and the file exists; else None.
-    ``sidecar``: the one read already for this load."""
-    sidecar = _sidecar_of(weights, sidecar).data or {}
-    entry = sidecar.get("onnx")
-    if not isinstance(entry, dict) or not sidecar.get("sha256") or entry.get("weights_sha256") != sidecar["sha256"]:
+    exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
+    side = WeightsSidecar.of(weights)
+    data = side.data or {}
+    entry = data.get("onnx")
+    if not isinstance(entry, dict) or not data.get("sha256") or entry.get("weights_sha256") != data["sha256"]:
         return None
     name = entry.get("file")
     if not isinstance(name, str) or not name or Path(name).name != name:  # a file beside the weights
         return None
-    path = Path(weights).with_name(name)
+    path = side.weights.with_name(name)
     return path if path.is_file() else None
 
 
-def verify_sha256(path: Path, sidecar: WeightsSidecar | None = None) -> str:
-    """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256.
-    ``sidecar``: the one read already for this load."""
+def verify_sha256(weights: Path | str | WeightsSidecar) -> str:
+    """Check a checkpoint against its sidecar's sha256 (when present); returns the file's sha256."""
+    side = WeightsSidecar.of(weights)
+    path = side.weights
     digest = sha256_file(path)
-    side = _sidecar_of(path, sidecar).data
-    if side is not None and side.get("sha256") and side["sha256"] != digest:
-        raise WeightsError(_hash_mismatch(path, digest, side["sha256"], path))
+    data = side.data
+    if data is not None and data.get("sha256") and data["sha256"] != digest:
+        raise WeightsError(_hash_mismatch(path, digest, data["sha256"], path))
     return digest
 
 
-def verify_encoder(path: Path, weights: Path, sidecar: WeightsSidecar | None = None) -> None:
+def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> None:
     """Check an ONNX encoder against the sha256 that the sidecar of ``weights`` records for it;
-    WeightsError if they differ. ``sidecar``: the one read already for this load."""
-    entry = (_sidecar_of(weights, sidecar).data or {}).get("onnx")
+    WeightsError if they differ."""
+    side = WeightsSidecar.of(weights)
+    entry = (side.data or {}).get("onnx")
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     digest = sha256_file(path)
     if expected and digest != expected:
-        raise WeightsError(_hash_mismatch(path, digest, expected, weights))
+        raise WeightsError(_hash_mismatch(path, digest, expected, side.weights))
 
 
 def _hash_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:
@@ -323,15 +322,14 @@ class _Spec:
     sidecar: dict[str, Any] | None  # None when there is none
 
 
-def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool,
-                  sidecar: WeightsSidecar | None = None) -> _Spec:
+def _checked_spec(weights: Path | str | WeightsSidecar, *, load_tensors: bool, verify: bool) -> _Spec:
     """Read a checkpoint that must exist, optionally verified against its sidecar's sha256, and parse
     its architecture config; every problem is a one-line WeightsError."""
-    path = Path(path)
+    side = WeightsSidecar.of(weights)
+    path = side.weights
     # The kind first: a directory or a non-checkpoint (the sidecar itself) fails here, not while hashing.
     kind = checkpoint_kind(path)
-    side = _sidecar_of(path, sidecar)
-    digest = verify_sha256(path, side) if verify else ""
+    digest = verify_sha256(side) if verify else ""
     verified = verify and bool((side.data or {}).get("sha256"))
     config_dict, provenance, state = _read_spec(path, kind, load_tensors=load_tensors)
     if not isinstance(config_dict, dict):
@@ -343,25 +341,29 @@ def _checked_spec(path: Path | str, *, load_tensors: bool, verify: bool,
     return _Spec(path, digest, verified, config_dict, config, provenance, state, side.data)
 
 
-def read_spec(path: Path | str, *, sidecar: WeightsSidecar | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_spec(path: Path | str | WeightsSidecar) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, provenance) stored inside a checkpoint, without building the model or reading tensors
-    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint.
-    ``sidecar``: the one read already for this load."""
-    spec = _checked_spec(path, load_tensors=False, verify=False, sidecar=sidecar)
+    (safetensors). Raises WeightsError with a one-line reason for anything that is not a crm checkpoint."""
+    spec = _checked_spec(path, load_tensors=False, verify=False)
     return spec.config_dict, spec.provenance
 
 
-def load_model(path: Path | str, verify: bool = True, *,
-               sidecar: WeightsSidecar | None = None) -> tuple[Any, CheckpointInfo]:
+def load_model(path: Path | str | WeightsSidecar, verify: bool = True) -> tuple[Any, CheckpointInfo]:
     """Rebuild a CRMNet from a checkpoint (.safetensors or training .pt) in eval mode.
 
     The kind is read from the file's first bytes, not its name. Returns (model, CheckpointInfo).
     Raises WeightsError with one line naming the file for anything that is not a loadable crm
-    checkpoint. ``sidecar``: the one read already for this load.
+    checkpoint.
     """
+    spec = _checked_spec(path, load_tensors=True, verify=verify)
+    return _build_model(spec), _info_of(spec)
+
+
+def _build_model(spec: _Spec) -> Any:
+    """The CRMNet of a checkpoint read with its tensors, loaded strictly, in eval mode; a one-line
+    WeightsError when the tensors do not fit the recorded architecture."""
     from .model import build_crm
 
-    spec = _checked_spec(path, load_tensors=True, verify=verify, sidecar=sidecar)
     path, config, state = spec.path, spec.config, spec.state
     assert state is not None
     try:
@@ -377,8 +379,7 @@ def load_model(path: Path | str, verify: bool = True, *,
         if keys:
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise WeightsError(f"{path}: {problem} {keys[0]!r}{more} in the weights for its architecture")
-    model.eval()
-    return model, _info_of(spec)
+    return model.eval()
 
 
 def _info_of(spec: _Spec) -> CheckpointInfo:
@@ -389,16 +390,15 @@ def _info_of(spec: _Spec) -> CheckpointInfo:
                           final_stage=final_stage, verified=spec.verified)
 
 
-def checked_info(path: Path | str, *, sidecar: WeightsSidecar | None = None) -> CheckpointInfo:
+def checked_info(path: Path | str | WeightsSidecar) -> CheckpointInfo:
     """What :func:`load_model` checks and returns as info (sha256 against the sidecar, format, config,
-    final stage), without reading tensors or importing torch (safetensors files). ``sidecar``: the
-    one read already for this load."""
-    return _info_of(_checked_spec(path, load_tensors=False, verify=True, sidecar=sidecar))
+    final stage), without reading tensors or importing torch (safetensors files)."""
+    return _info_of(_checked_spec(path, load_tensors=False, verify=True))
 
 
-def inspect_checkpoint(path: Path, build: bool = False, *, sidecar: WeightsSidecar | None = None) -> dict[str, Any]:
+def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -> dict[str, Any]:
     """What is known about a checkpoint, without building the model unless ``build``; never raises
-    for a bad file (``sidecar``: the one read already, e.g. for the backend choice).
+    for a bad file. The file is read once (a .pt is one ``torch.load``), its sidecar too.
 
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
@@ -407,6 +407,8 @@ def inspect_checkpoint(path: Path, build: bool = False, *, sidecar: WeightsSidec
     not match, an exported encoder the onnx backend would take but whose hash does not match, and
     with ``build`` tensors that do not load strictly into their recorded architecture.
     """
+    side = WeightsSidecar.of(path)
+    path = side.weights
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
                               "sidecar": None, "config": None, "provenance": None, "final_stage": None,
                               "onnx": None, "error": None}
@@ -416,23 +418,25 @@ def inspect_checkpoint(path: Path, build: bool = False, *, sidecar: WeightsSidec
         return report
     try:
         report["sha256"] = sha256_file(path)
-        side = _sidecar_of(path, sidecar)
         data = side.data
         if data is not None:
             report["sidecar"] = str(sidecar_path(path))
             recorded = data.get("sha256")
             report["sha256_ok"] = recorded == report["sha256"] if recorded else None
-        report["config"], report["provenance"] = read_spec(path, sidecar=side)
+        # With ``build``, the tensors are read with the spec, in one pass: a .pt holds both in one
+        # pickle, which reading the spec and then loading the model unpickled twice.
+        spec = _checked_spec(side, load_tensors=build and report["sha256_ok"] is not False, verify=False)
+        report["config"], report["provenance"] = spec.config_dict, spec.provenance
         hints = data.get("final_stage") if data is not None else None
         report["final_stage"] = asdict(resolve_final_stage(hints, sidecar_path(path)))
-        report["onnx"] = inspect_encoder(path, side)
+        report["onnx"] = inspect_encoder(side)
         if report["sha256_ok"] is False:
             report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
                                f"{sidecar_path(path).name}; the file is corrupt or was replaced")
         elif report["onnx"] is not None and report["onnx"]["error"]:
             report["error"] = report["onnx"]["error"]
         elif build:
-            load_model(path, verify=False, sidecar=side)  # the hash was compared above
+            _build_model(spec)  # the hash was compared above
     except WeightsError as exc:
         report["error"] = str(exc)
     except (OSError, ValueError) as exc:  # an unreadable file or a corrupt sidecar
@@ -440,20 +444,20 @@ def inspect_checkpoint(path: Path, build: bool = False, *, sidecar: WeightsSidec
     return report
 
 
-def inspect_encoder(weights: Path, sidecar: WeightsSidecar | None = None) -> dict[str, Any] | None:
+def inspect_encoder(weights: Path | str | WeightsSidecar) -> dict[str, Any] | None:
     """The ONNX encoder that the sidecar of ``weights`` names (``onnx_export``), or None when it names none.
 
     Keys: ``path``, ``exists``, ``sha256_ok`` (None when the file is missing), ``used`` (whether
     the onnx backend takes it: :func:`onnx_encoder_path`) and ``error``, a one-line
     reason when it is used but its hash does not match (every onnx run would refuse it).
-    ``sidecar``: the one read already.
     """
-    side = _sidecar_of(weights, sidecar)
+    side = WeightsSidecar.of(weights)
+    weights = side.weights
     entry = (side.data or {}).get("onnx")
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
         return None
     path = weights.with_name(Path(entry["file"]).name)
-    used = onnx_encoder_path(weights, side) is not None
+    used = onnx_encoder_path(side) is not None
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256_ok": None, "used": used,
                               "error": None}
     expected = entry.get("sha256")

@@ -141,16 +141,16 @@ def backend_name(backend: str | None) -> str:
     return name
 
 
-def choose_backend(weights: Path | None, device: str = "auto", precision: str = "fp32",
-                   backend: str = "auto", *, sidecar: WeightsSidecar | None = None) -> Path | None:
+def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "auto", precision: str = "fp32",
+                   backend: str = "auto") -> Path | None:
     """The ONNX encoder to refine with (the ``onnx`` backend), or None for torch.
 
     ``auto`` takes ONNX Runtime when it is installed, the weights are a .safetensors checkpoint
     whose sidecar names an encoder exported from them (``onnx_export``), the precision is fp32,
     and the device is the CPU: ``cpu``, or ``auto`` on a machine where no GPU can be present
     (``devices.accelerator_possible``, judged without importing torch). ``onnx`` insists on it
-    (ValueError / WeightsError naming what is missing); ``torch`` never takes it. ``sidecar``: the
-    weights' sidecar, read once for the whole load (``checkpoint.WeightsSidecar``).
+    (ValueError / WeightsError naming what is missing); ``torch`` never takes it. ``weights``: a
+    path (None: the shipped weights), or the ``checkpoint.WeightsSidecar`` that the whole load reads.
     """
     backend = backend_name(backend)
     if backend == "torch":
@@ -159,7 +159,8 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
 
     from .devices import accelerator_possible
 
-    path = Path(weights) if weights is not None else default_weights_path()
+    side = WeightsSidecar.of(weights if weights is not None else default_weights_path())
+    path = side.weights
     runtime_present = find_spec("onnxruntime") is not None
     kind = (device or "auto").strip().lower()
     if backend == "onnx":
@@ -173,7 +174,7 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
         if checkpoint_kind(path) != SAFETENSORS_KIND:  # a missing file or a directory fails here too
             raise WeightsError(f"{path}: the onnx backend runs .safetensors weights, not a torch training "
                                "checkpoint (use the torch backend)")
-        encoder = onnx_encoder_path(path, sidecar)
+        encoder = onnx_encoder_path(side)
         if encoder is None:
             raise WeightsError(f"{path}: no ONNX encoder exported from these weights "
                                f"(python -m crm_cli.onnx_export {path})")
@@ -181,7 +182,7 @@ def choose_backend(weights: Path | None, device: str = "auto", precision: str = 
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
     if precision != "fp32" or not runtime_present or checkpoint_kind(path) != SAFETENSORS_KIND:
         return None
-    encoder = onnx_encoder_path(path, sidecar)
+    encoder = onnx_encoder_path(side)
     if encoder is None:
         return None
     return encoder if kind == "cpu" or (kind == "auto" and not accelerator_possible()) else None
@@ -249,7 +250,7 @@ class Refiner:
         # One read of the weights' sidecar serves the backend choice and the load.
         sidecar = None if in_memory else WeightsSidecar(Path(os.fspath(model)) if model else default_weights_path())
         encoder = None if sidecar is None or (torch_options and backend == "auto") else choose_backend(
-            sidecar.weights, device, precision, backend, sidecar=sidecar)
+            sidecar, device, precision, backend)
         if sidecar is not None and encoder is not None:
             self.runner, info = self._onnx_runner(sidecar, encoder, threads, tiles)
         else:
@@ -281,7 +282,7 @@ class Refiner:
             raise TypeError(f"model must be a torch.nn.Module or a checkpoint path, not {type(model).__name__}")
         resolved = resolve_device(device)
         if sidecar is not None:
-            model, info = load_model(sidecar.weights, sidecar=sidecar)
+            model, info = load_model(sidecar)
             model = model.to(resolved).eval()
             if fold_bn:
                 fold_batchnorm(model)
@@ -303,10 +304,9 @@ class Refiner:
         from .checkpoint import checked_info, verify_encoder
         from .onnx_runner import NumpyDecoder, OnnxStageRunner
 
-        weights = sidecar.weights
-        info = checked_info(weights, sidecar=sidecar)
-        verify_encoder(encoder, weights, sidecar)
-        decoder = NumpyDecoder.from_checkpoint(weights, info.config)
+        info = checked_info(sidecar)
+        verify_encoder(encoder, sidecar)
+        decoder = NumpyDecoder.from_checkpoint(sidecar.weights, info.config)
         return OnnxStageRunner(encoder, decoder, info.config, threads=threads, **tiles), info
 
     @property

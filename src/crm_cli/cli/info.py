@@ -83,7 +83,7 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     import torch
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    report = inspect_checkpoint(path, build=True, sidecar=sidecar)
+    report = inspect_checkpoint(sidecar, build=True)
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -115,7 +115,7 @@ def _default_backend(sidecar: WeightsSidecar) -> str:
     from ..engine import choose_backend
 
     try:
-        return "onnx" if choose_backend(sidecar.weights, backend="auto", sidecar=sidecar) is not None else "torch"
+        return "onnx" if choose_backend(sidecar, backend="auto") is not None else "torch"
     except (WeightsError, OSError, ValueError):
         return "torch"
 

@@ -1,0 +1,133 @@
+"""How often loading reads a checkpoint: ``crm info`` reads the weights file once, .pt or .safetensors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import make_tiny_model
+from typer.testing import CliRunner
+
+import crm_cli.checkpoint as checkpoint
+from crm_cli.checkpoint import WeightsError, inspect_checkpoint, load_model, sha256_file, sidecar_path
+from crm_cli.cli import app
+
+runner = CliRunner()
+
+
+def save_training_checkpoint(path: Path, model: Any = None, state: dict[str, Any] | None = None) -> Path:
+    """A .pt as ``crm train`` writes its ``last.pt``: config, tensors, step and provenance in one pickle."""
+    model = model if model is not None else make_tiny_model(seed=3)
+    torch.save({"config": model.config.to_dict(), "model": state if state is not None else model.state_dict(),
+                "step": 7, "provenance": {"init": "tests"}}, path)
+    return path
+
+
+@pytest.fixture
+def pt_weights(tmp_path: Path) -> Path:
+    return save_training_checkpoint(tmp_path / "last.pt")
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch, weights: Path) -> list[bool]:
+    """Every read of the checkpoint ``weights`` from now on (``checkpoint._read_spec``, the one
+    function that opens a checkpoint's contents), as its ``load_tensors`` flag."""
+    reads: list[bool] = []
+    read: Callable[..., Any] = checkpoint._read_spec
+
+    def counting(path: Path, kind: str, load_tensors: bool) -> Any:
+        if Path(path) == weights:
+            reads.append(load_tensors)
+        return read(path, kind, load_tensors=load_tensors)
+
+    monkeypatch.setattr(checkpoint, "_read_spec", counting)
+    return reads
+
+
+def count_torch_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every ``torch.load`` from now on, as the path it loaded."""
+    loads: list[Path] = []
+    load = torch.load
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(Path(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return loads
+
+
+def info_json(weights: Path) -> tuple[int, dict[str, Any]]:
+    result = runner.invoke(app, ["info", "-w", str(weights), "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_crm_info_reads_a_pt_checkpoint_once(pt_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_tiny_model(seed=3)
+    reads = count_reads(monkeypatch, pt_weights)
+    loads = count_torch_loads(monkeypatch)
+    code, data = info_json(pt_weights)
+    assert code == 0
+    assert reads == [True] and loads == [pt_weights]  # was two torch.load calls: the spec, then the build
+    assert data["default_backend"] == "torch"
+    assert data["weights"] == {
+        "path": str(pt_weights), "exists": True, "sha256": sha256_file(pt_weights), "sha256_ok": None,
+        "sidecar": None, "config": model.config.to_dict(), "provenance": {"init": "tests"},
+        "final_stage": {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
+                        "min_change_confidence": 0.5},
+        "onnx": None, "error": None}
+
+    reads.clear()
+    loads.clear()
+    table = runner.invoke(app, ["info", "-w", str(pt_weights)])
+    assert table.exit_code == 0 and "no sidecar hash: not verified" in " ".join(table.stderr.split())
+    assert reads == [True] and len(loads) == 1
+
+
+def test_crm_info_reads_a_safetensors_checkpoint_once(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unbuilt = inspect_checkpoint(tiny_weights)  # the report without building: what info adds is the build's check
+    reads = count_reads(monkeypatch, tiny_weights)
+    code, data = info_json(tiny_weights)
+    assert code == 0
+    assert reads == [True]  # was a metadata read, then a read with the tensors
+    assert data["weights"] == unbuilt
+    assert data["weights"]["sha256_ok"] is True and data["weights"]["sidecar"] == str(sidecar_path(tiny_weights))
+
+
+def test_crm_info_on_tensors_that_do_not_fit_reads_once_and_says_what_loading_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = make_tiny_model().state_dict()
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first] = torch.zeros(1)
+    bad = save_training_checkpoint(tmp_path / "bad.pt", state=state)
+    with pytest.raises(WeightsError) as loading:
+        load_model(bad)
+    assert "do not fit their recorded architecture" in str(loading.value)
+    reads = count_reads(monkeypatch, bad)
+    code, data = info_json(bad)
+    assert code == 1 and reads == [True]
+    assert data["weights"]["error"] == str(loading.value) and data["default_backend"] is None
+
+
+def test_crm_info_on_a_hash_mismatch_reads_no_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights that do not match their sidecar are not built, so their tensors need not be read;
+    a .pt is one torch.load either way."""
+    pt = save_training_checkpoint(tmp_path / "tampered.pt")
+    sidecar_path(pt).write_text(json.dumps({"sha256": "0" * 64}))
+    reads = count_reads(monkeypatch, pt)
+    loads = count_torch_loads(monkeypatch)
+    code, data = info_json(pt)
+    assert code == 1 and reads == [False] and loads == [pt]
+    assert data["weights"]["sha256_ok"] is False and "does not match tampered.json" in data["weights"]["error"]
+    assert data["weights"]["config"] == make_tiny_model().config.to_dict()
+
+
+def test_inspect_checkpoint_without_build_reads_no_tensors(pt_weights: Path, tiny_weights: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = count_reads(monkeypatch, pt_weights)
+    assert inspect_checkpoint(pt_weights)["error"] is None and reads == [False]
+    reads = count_reads(monkeypatch, tiny_weights)
+    assert inspect_checkpoint(tiny_weights)["error"] is None and reads == [False]
