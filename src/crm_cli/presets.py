@@ -9,17 +9,29 @@ from .config import DEFAULT_RATIOS
 
 
 def check_ratios(ratios: Sequence[float] | str) -> tuple[float, ...]:
-    """Ratios must be in (0, 1] and strictly increasing; a string is read as the CLI's "0.5,1"."""
-    parts = [part.strip() for part in ratios.split(",") if part.strip()] if isinstance(ratios, str) else ratios
+    """The stage ratios as floats, checked: at least one, each in (0, 1], strictly increasing.
+
+    A string is read as the CLI's ``--ratios``: comma-separated, "0.5,1", spaces allowed, no empty
+    item (``"0.5,,1"`` or a trailing comma is most likely a typo, so never silently dropped).
+    ``Preset`` checks its ratios here, so ``--ratios`` (a usage error on the CLI) and the API's
+    ``ratios=`` raise the same ValueError for each broken rule.
+    """
+    if isinstance(ratios, str):
+        items: Sequence[float | str] = [item.strip() for item in ratios.split(",")]
+        if not all(items):
+            raise ValueError(f"ratios must be comma-separated, with no empty item; got {ratios!r}")
+        example = '"0.5,1"'
+    else:
+        items, example = ratios, "(0.5, 1)"
     try:
-        values = tuple(float(r) for r in parts)
+        values = tuple(float(item) for item in items)
     except (TypeError, ValueError):
-        raise ValueError(f"ratios must be numbers, e.g. (0.5, 1) or \"0.5,1\"; got {ratios!r}") from None
+        raise ValueError(f"ratios must be numbers, e.g. {example}; got {ratios!r}") from None
     if not values:
         raise ValueError("at least one ratio is needed")
-    if any(not 0 < r <= 1 for r in values):
+    if any(not 0 < value <= 1 for value in values):  # NaN too: every comparison with it is false
         raise ValueError(f"ratios must be in (0, 1]: {values}")
-    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+    if any(later <= earlier for earlier, later in zip(values, values[1:], strict=False)):
         raise ValueError(f"ratios must increase: {values}")
     return values
 

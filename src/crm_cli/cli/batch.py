@@ -18,6 +18,7 @@ from .checks import (
     unwritable_reason,
 )
 from .common import (
+    FailureRecord,
     JsonOpt,
     LabelsOpt,
     Mode,
@@ -217,18 +218,14 @@ def batch(
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
     items: list[dict] = []
 
-    def fatal_record(message: str) -> None:
-        """With --json, the summary of what was known when the run stopped, marked failed (as refine does)."""
-        if json_out:
-            emit_json({**summary_counts(items), "status": "failed", "error": message, "output_dir": str(output_dir),
-                       "items": items})
-
-    with user_errors(fatal_record):
+    # With --json, the summary of what was known when the run stopped, marked failed.
+    fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
+                                                     "output_dir": str(output_dir), "items": items})
+    with user_errors(fatal.emit):
         try:
             found = scan_pairs(folder, exclude=output_dir)
         except NoPairsError as exc:  # nothing to refine in FOLDER: a usage error, as in eval and score
-            fatal_record(str(exc))
-            raise fail(str(exc), 2) from None
+            raise fatal.fail(str(exc), 2) from None
     pairs = found.pairs
     for note in found.notes:
         warn(note)
@@ -254,8 +251,7 @@ def batch(
             say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
     if todo and (reason := unwritable_reason(output_dir, folder=True)) is not None:
-        fatal_record(reason)
-        raise fail(reason)
+        raise fatal.fail(reason)
     small: dict[FilePair, bool] = {}
     failed_early: set[FilePair] = set()
     for pair in todo:
@@ -278,7 +274,7 @@ def batch(
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
-            with user_errors(fatal_record):
+            with user_errors(fatal.emit):
                 refiner = options.load(quiet)
         results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
@@ -302,8 +298,7 @@ def batch(
                 progress.advance(task)
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
-            fatal_record(str(exc))
-            raise fail(str(exc)) from None
+            raise fatal.fail(str(exc)) from None
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
     counts = summary_counts(items)
     if not quiet:

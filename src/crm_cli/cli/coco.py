@@ -13,6 +13,7 @@ import typer
 from .batch import RayOpt, require_ray_option
 from .checks import unwritable_reason
 from .common import (
+    FailureRecord,
     JsonOpt,
     QuietOpt,
     RefinerOptions,
@@ -136,16 +137,11 @@ def coco(
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
 
-    def fatal_record(message: str) -> None:
-        """With --json, a failure record on stdout (as refine and batch print) before exit 1."""
-        if json_out:
-            emit_json({"status": "failed", "error": message, "output": str(output)})
-
+    fatal = FailureRecord(json_out, lambda failure: {**failure, "output": str(output)})
     # Checked before anything is read or loaded: a path under a file gives one clear line.
     if (reason := unwritable_reason(output)) is not None:
-        fatal_record(reason)
-        raise fail(reason)
-    with user_errors(fatal_record):
+        raise fatal.fail(reason)
+    with user_errors(fatal.emit):
         data, input_sha256 = load_coco_hashed(annotations)
         if wanted:
             check_categories(data, wanted, annotations)
@@ -176,7 +172,7 @@ def coco(
                         log=None if quiet else say)
         stream = ((index, result) for index, job_result in jobs for result in job_result["results"])
     elif plan.jobs:
-        with user_errors(fatal_record):
+        with user_errors(fatal.emit):
             refiner = options.load(quiet)
         stream = ((index, result) for index, job in enumerate(plan.jobs)
                   for result in iter_image_job(refiner, job, instance_options))
@@ -198,13 +194,12 @@ def coco(
                 progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
             sidecar.close()
-            fatal_record(str(exc))
-            raise fail(str(exc)) from None
+            raise fatal.fail(str(exc)) from None
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
 
-    with user_errors(fatal_record):
+    with user_errors(fatal.emit):
         apply_results(data, results.values())
         write_output(output, data)
     if failures:

@@ -39,24 +39,13 @@ Mode = choice_enum("Mode", MODES)
 
 def _list_items(value: str, option: str, what: str) -> list[str]:
     """The comma-separated items of ``value``; a usage error naming ``option`` for an empty item
-    (``0.5,,1``, a trailing comma, an empty value): most likely a typo, so never silently dropped."""
+    (``3,,7``, a trailing comma, an empty value): most likely a typo, so never silently dropped, as
+    presets.check_ratios does for ``--ratios``."""
     items = [item.strip() for item in value.split(",")]
     if not all(items):
         raise typer.BadParameter(f"{what} must be comma-separated, with no empty item; got {value!r}",
                                  param_hint=f"'{option}'")
     return items
-
-
-def parse_ratios(value: str | None) -> tuple[float, ...] | None:
-    """``"0.125,0.25,0.5,1"`` -> (0.125, 0.25, 0.5, 1.0); the Preset that takes them validates them."""
-    if value is None:
-        return None
-    items = _list_items(value, "--ratios", "ratios")
-    try:
-        return tuple(float(item) for item in items)
-    except ValueError:
-        raise typer.BadParameter(f"ratios must be comma-separated numbers, got {value!r}",
-                                 param_hint="'--ratios'") from None
 
 
 def parse_labels(value: str | None) -> list[int] | None:
@@ -184,10 +173,14 @@ class RefinerOptions:
         return DEFAULT_PRESET if self.preset is None else self.preset.value
 
     def settings(self):  # noqa: ANN201 - presets.Preset
-        """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied."""
+        """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied.
+
+        ``--ratios`` is parsed and checked by the Preset (presets.check_ratios, as in the Python API);
+        a broken rule is a usage error naming the option.
+        """
         try:
-            return PRESETS[self.preset_name].with_ratios(parse_ratios(self.ratios)).with_guard(self.guard)
-        except ValueError as exc:  # the ratios, as the Preset checks them
+            return PRESETS[self.preset_name].with_ratios(self.ratios).with_guard(self.guard)
+        except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--ratios'") from None
 
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
@@ -366,6 +359,30 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     if on_error is not None:
         on_error(message)
     raise fail(message) from None
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """What a command prints when it stops as a whole: with ``--json``, its failure record on stdout,
+    then the ``error:`` line (see :func:`fail`).
+
+    ``fields`` builds the command's record around ``failure`` (``{"status": "failed", "error": ...}``),
+    placing it among the command's own fields; it is called when the command stops, so the record
+    holds what was known then.
+    """
+
+    json_out: bool
+    fields: Callable[[dict[str, str]], dict[str, Any]]
+
+    def emit(self, message: str) -> None:
+        """With ``--json``, print the record of ``message`` on stdout (the ``on_error`` of user_errors)."""
+        if self.json_out:
+            emit_json(self.fields({"status": "failed", "error": message}))
+
+    def fail(self, message: str, code: int = 1) -> typer.Exit:
+        """Print the record and the error line; return the Exit to raise."""
+        self.emit(message)
+        return fail(message, code)
 
 
 def percent(value: float | None) -> str:

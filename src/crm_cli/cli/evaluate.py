@@ -11,12 +11,12 @@ import typer
 
 from .checks import precheck_pair, unwritable_reason
 from .common import (
+    FailureRecord,
     JsonOpt,
     QuietOpt,
     RefinerOptions,
     console,
     emit_json,
-    fail,
     percent,
     refiner_options,
     report_failure,
@@ -67,22 +67,14 @@ def evaluate(
         failures.append({"name": name, "image": None if image is None else str(image), "error": error})
         report_failure(f"{name}: " if name else "", error, out)
 
-    def fatal_record(message: str) -> None:
-        """With --json, a failure record on stdout (as refine and batch print) before exit 1."""
-        if json_out:
-            emit_json({"folder": str(folder), "status": "failed", "error": message, "n": 0,
-                       "failed": len(failures), "failures": failures})
-
-    def no_pairs(message: str) -> typer.Exit:
-        """FOLDER holds nothing to score: a usage error (exit 2), as in batch and score."""
-        fatal_record(message)
-        return fail(message, 2)
-
-    with user_errors(fatal_record):
+    fatal = FailureRecord(json_out, lambda failure: {"folder": str(folder), **failure, "n": 0,
+                                                     "failed": len(failures), "failures": failures})
+    # FOLDER holding nothing to score is a usage error (exit 2), as in batch and score.
+    with user_errors(fatal.emit):
         try:
             found = scan_pairs(folder)
         except NoPairsError as exc:
-            raise no_pairs(str(exc)) from None
+            raise fatal.fail(str(exc), 2) from None
     for note in found.notes:
         warn(note)
     for problem in found.problems:
@@ -90,16 +82,15 @@ def evaluate(
     pairs = [p for p in found.pairs if p.gt is not None]
     if not pairs and not failures:
         if (folder / "images").is_dir() and (folder / "masks").is_dir():
-            raise no_pairs(f"{folder}: no pairs found; crm eval reads the BIG layout (<name>_im.*, <name>_seg.* "
-                           "and <name>_gt.* in one folder), not images/ and masks/ folders")
-        raise no_pairs(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
-                       "<name>_seg.* files")
+            raise fatal.fail(f"{folder}: no pairs found; crm eval reads the BIG layout (<name>_im.*, <name>_seg.* "
+                             "and <name>_gt.* in one folder), not images/ and masks/ folders", 2)
+        raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
+                         "<name>_seg.* files", 2)
     if limit:
         pairs = pairs[:limit]
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
     if output_dir is not None and pairs and (reason := unwritable_reason(output_dir, folder=True)) is not None:
-        fatal_record(reason)
-        raise fail(reason)
+        raise fatal.fail(reason)
     checked = []
     for pair in pairs:
         error, _ = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
@@ -109,10 +100,9 @@ def evaluate(
         else:
             checked.append(pair)
     if not checked:
-        fatal_record("no pair left to score")
-        raise fail("no pair left to score")
+        raise fatal.fail("no pair left to score")
     by_name = {pair.name: pair for pair in checked}
-    with user_errors(fatal_record):
+    with user_errors(fatal.emit):
         refiner = options.load(quiet)
     wall_start = time.perf_counter()
     with Progress(console=console, disable=quiet) as progress:
@@ -133,14 +123,13 @@ def evaluate(
             failed(name, by_name[name].image, str(error), progress.console)
             progress.advance(task)
 
-        with user_errors(fatal_record):
+        with user_errors(fatal.emit):
             scores = score_samples(refiner, announced(folder_samples(checked, on_error=refine_failed)), settings,
                                    per_stage=per_stage, threshold=threshold, on_sample=finished,
                                    on_error=refine_failed)
     scored = scores.count
     if not scored:
-        fatal_record("no pair could be scored")
-        raise fail("no pair could be scored")
+        raise fatal.fail("no pair could be scored")
     # Failures in the order of the pairs, as listed (pairing problems first).
     order = {pair.name: index for index, pair in enumerate(pairs)}
     failures.sort(key=lambda failure: -1 if failure["name"] is None else order[failure["name"]])

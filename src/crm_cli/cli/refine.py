@@ -18,6 +18,7 @@ from .checks import (
     schedule_fields,
 )
 from .common import (
+    FailureRecord,
     JsonOpt,
     LabelsOpt,
     Mode,
@@ -93,13 +94,10 @@ def refine(
     image_name = "<stdin>" if str(image) == "-" else str(image)
     mask_name = "<stdin>" if str(mask) == "-" else str(mask)
 
-    def report_failure(message: str) -> None:
-        if json_out:
-            emit_json({"image": str(image), "mask": str(mask), "output": str(output), "status": "failed",
-                       "error": message})
-
+    fatal = FailureRecord(json_out, lambda failure: {"image": str(image), "mask": str(mask), "output": str(output),
+                                                     **failure})
     device_name = None
-    with user_errors(report_failure):
+    with user_errors(fatal.emit):
         image_src = read_bytes_stdin() if str(image) == "-" else image
         mask_src = read_bytes_stdin() if str(mask) == "-" else mask
         # Everything that can be checked without the model is checked first (milliseconds).

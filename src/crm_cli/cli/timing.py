@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from .checks import check_pair, memory_problem
-from .common import JsonOpt, QuietOpt, RefinerOptions, console, emit_json, fail, refiner_options, user_errors, warn
+from .common import (
+    FailureRecord,
+    JsonOpt,
+    QuietOpt,
+    RefinerOptions,
+    console,
+    emit_json,
+    refiner_options,
+    user_errors,
+    warn,
+)
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -49,19 +59,14 @@ def timing(
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
     settings = options.settings()
 
-    def fatal_record(message: str) -> None:
-        """With --json, a failure record on stdout (as refine, batch, eval and coco print) before the exit."""
-        if json_out:
-            inputs = {"size": size} if size is not None else {"image": str(image), "mask": str(mask)}
-            emit_json({**inputs, "status": "failed", "error": message})
-
+    inputs = {"size": size} if size is not None else {"image": str(image), "mask": str(mask)}
+    fatal = FailureRecord(json_out, lambda failure: {**inputs, **failure})
     if size is not None:
         height, width = parse_size(size)
         # An option asked for this size, so a size that cannot fit in memory is a usage error.
         if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
-            fatal_record(problem)
-            raise fail(problem, code=2)
-    with user_errors(fatal_record):
+            raise fatal.fail(problem, code=2)
+    with user_errors(fatal.emit):
         if image is not None and mask is not None:
             check_pair(image, mask, str(image), str(mask), settings, options.tile_size)
         if size is not None:
