@@ -133,3 +133,57 @@ def test_resume_without_a_checkpoint_says_it_starts_anew(pairs: Path, tmp_path: 
     assert code == 0
     assert f"warning: --resume: {out / 'last.pt'} does not exist; starting a new run" in stderr
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_the_data_folder_is_walked_once_and_paired_as_before(pairs: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli import pairing
+    from crm_cli.training.data import list_pairs, split_pairs
+    from crm_cli.training.loop import Trainer
+
+    train_pairs, held_out = split_pairs(list_pairs(pairs))
+    walks: list[Path] = []
+    scan_pairs = pairing.scan_pairs
+
+    def counting(root: Path, exclude: Path | None = None) -> pairing.Pairing[pairing.FilePair]:
+        walks.append(Path(root))
+        return scan_pairs(root, exclude)
+
+    trainers: list[Trainer] = []
+    run = Trainer.run
+
+    def keep(self: Trainer, *args: object, **kwargs: object) -> object:
+        trainers.append(self)
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(pairing, "scan_pairs", counting)
+    monkeypatch.setattr(Trainer, "run", keep)
+    code, _, stderr = train("--data", str(pairs), "--out", str(tmp_path / "run"), "--steps", "1")
+    assert code == 0, stderr
+    assert walks == [pairs]
+    assert trainers[0].cache.pairs == train_pairs and trainers[0].val_pairs == held_out[:2]
+
+
+def test_encoder_choices_are_the_registered_encoders(pairs: Path, tmp_path: Path) -> None:
+    from crm_cli.config import PRESET_ARCHS
+    from crm_cli.model import encoder_names
+
+    # Every registered encoder has the preset a run is built from, and only those are offered.
+    assert sorted(PRESET_ARCHS) == encoder_names()
+    help_text = CliRunner().invoke(app, ["train", "--help"]).stdout
+    assert f"--encoder <{'|'.join(encoder_names())}>" in help_text
+    code, stdout, stderr = train("--data", str(pairs), "--out", str(tmp_path / "run"), "--encoder", "resnet5")
+    assert code == 2 and stdout == ""
+    first = stderr.splitlines()[0]
+    assert first.startswith("error: ") and "'--encoder'" in first and "'resnet5'" in first
+    assert all(f"'{name}'" in first for name in encoder_names()), first
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_known_encoder_trains_under_its_own_name(pairs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, stderr = train("--data", str(pairs), "--out", str(out), "--steps", "1", "--encoder", "MobileNet_V2")
+    assert code == 0, stderr
+    assert "training mobilenet_v2 on" in stderr
+    options = torch.load(out / "last.pt", weights_only=True)["options"]
+    assert options["encoder"] == "mobilenet_v2" and type(options["encoder"]) is str

@@ -281,11 +281,31 @@ def test_resume_with_other_validation_sets_is_refused(tiny_dataset: Path, tmp_pa
     with pytest.raises(ValueError, match=r"validates on sets keep, gone, but this one is without gone and with new "
                                          r"new; resume with the same --val-set names"):
         Trainer(changed).resume()
-    # Without a checkpoint to resume from, appending to that log is refused as well.
-    (tmp_path / "r" / "last.pt").unlink()
-    with pytest.raises(ValueError, match="without gone and with new new"):
-        Trainer(changed).run()
     assert len((tmp_path / "r" / "log.csv").read_text().splitlines()) == 2  # header + step 1: nothing appended
+    # Without a checkpoint to resume from, the run is a new one: it starts a new log of its own sets.
+    (tmp_path / "r" / "last.pt").unlink()
+    assert Trainer(changed).run() is RunEnd.FINISHED
+    header = (tmp_path / "r" / "log.csv").read_text().splitlines()[0]
+    assert "new_refined_mba" in header and "gone_refined_mba" not in header
+
+
+def test_a_validation_folder_is_walked_once(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli import pairing
+    from crm_cli.training.data import list_pairs, synthetic_samples
+    from crm_cli.training.loop import folder_set
+
+    expected = [sample.name for sample in synthetic_samples(list_pairs(tiny_dataset)[:3])]
+    walks: list[Path] = []
+    scan_pairs = pairing.scan_pairs
+
+    def counting(root: Path, exclude: Path | None = None) -> pairing.Pairing[pairing.FilePair]:
+        walks.append(root)
+        return scan_pairs(root, exclude)
+
+    monkeypatch.setattr(pairing, "scan_pairs", counting)
+    found = folder_set(tiny_dataset, "again_", 3, None)
+    assert walks == [tiny_dataset]
+    assert [sample.name for sample in found.samples] == expected and found.ratios == (1.0,)
 
 
 def test_train_command_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -528,6 +548,7 @@ def test_ctrl_c_saves_the_last_finished_step_and_resume_is_exact(tiny_dataset: P
 
 
 def test_a_second_ctrl_c_while_saving_keeps_the_previous_checkpoint(tiny_dataset: Path, tmp_path: Path,
+                                                                     straight_run: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     trainer = Trainer(_interrupt_options(tiny_dataset, out))
@@ -552,7 +573,9 @@ def test_a_second_ctrl_c_while_saving_keeps_the_previous_checkpoint(tiny_dataset
     monkeypatch.undo()
     resumed = Trainer(_interrupt_options(tiny_dataset, out))
     assert resumed.resume() and resumed.step == 2
-    assert [row["step"] for row in _log_rows(out)] == ["1", "2"]
+    assert [row["step"] for row in _log_rows(out)] == ["1", "2", "3"]  # cut back by run(), not resume()
+    assert resumed.run() is RunEnd.FINISHED
+    _assert_same_run(out, straight_run)  # step 3's row logged once
 
 
 def test_a_second_ctrl_c_mid_step_stops_at_once(tiny_dataset: Path, tmp_path: Path,

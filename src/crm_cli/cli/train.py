@@ -11,17 +11,21 @@ from typing import Annotated
 
 import typer
 
-from .common import Device, DeviceOpt, console, finite_option, say, user_errors, warn
+from ..config import PRESET_ARCHS
+from .common import Device, DeviceOpt, choice_enum, console, finite_option, say, user_errors, warn
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
+# The encoders a run can train: those with an architecture preset (training.loop.initial_model builds
+# from it), named in config so that --help lists them without importing torch for the model registry.
+Encoder = choice_enum("Encoder", sorted(PRESET_ARCHS))
 
 
 def train(
     data: Annotated[Path, typer.Option("--data", exists=True, file_okay=False,
                                        help="Folder with images/ and masks/ (e.g. DUTS-TR).")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Run folder: checkpoints, logs, weights.")],
-    encoder: Annotated[str, typer.Option("--encoder", help="mobilenet_v2, resnet50 or "
-                                         "efficientnet_lite0/1/2.")] = "mobilenet_v2",
+    encoder: Annotated[Encoder, typer.Option("--encoder", case_sensitive=False,
+                                             help="The image encoder (backbone).")] = Encoder("mobilenet_v2"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
     lr: Annotated[float, typer.Option("--lr", callback=finite_option,
@@ -84,9 +88,9 @@ def train(
     from ..training.data import list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    check_options(encoder, coarse_mix, network_masks, val_set, val_ratios)
+    check_options(coarse_mix, network_masks, val_set, val_ratios)
     with usage_error("--data"):  # no pairs, or a layout find_pairs refuses
-        list_pairs(data)
+        data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
     with usage_error("--val"):
         val_pairs = list_pairs(val) if val is not None else None
     configure_torch(threads or None)
@@ -94,7 +98,7 @@ def train(
     try:
         with user_errors():
             options = TrainOptions(
-                data=str(data), out=str(out), encoder=encoder, steps=steps, batch=batch, lr=lr, seed=seed,
+                data=str(data), out=str(out), encoder=encoder.value, steps=steps, batch=batch, lr=lr, seed=seed,
                 init=init, val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
                 synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
                 val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device.value,
@@ -102,7 +106,7 @@ def train(
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
-            trainer = Trainer(options, val_pairs=val_pairs)
+            trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs)
             if resume and trainer.resume():
                 say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
             elif resume:
@@ -110,7 +114,7 @@ def train(
             elif trainer.checkpoint_path.exists():
                 raise typer.BadParameter(f"{out} already holds a run; pass --resume or choose another --out",
                                          param_hint="--out")
-            say(f"training {encoder} on {len(trainer.cache)} pairs, device {trainer.device}, "
+            say(f"training {encoder.value} on {len(trainer.cache)} pairs, device {trainer.device}, "
                 f"init {trainer.init_note}")
             end = run_with_progress(trainer, steps)
     except KeyboardInterrupt:
@@ -141,17 +145,13 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
         return trainer.run(report, on_interrupt=stopping)
 
 
-def check_options(encoder: str, coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
+def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
                   val_ratios: str) -> None:
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
-    from ..config import PRESET_ARCHS
     from ..presets import check_ratios
     from ..training.coarse import CoarseMix
     from ..training.loop import parse_val_sets
 
-    if encoder not in PRESET_ARCHS:
-        raise typer.BadParameter(f"unknown encoder {encoder!r}; choose from {', '.join(sorted(PRESET_ARCHS))}",
-                                 param_hint="--encoder")
     with usage_error("--coarse-mix"):
         if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:
             raise ValueError("gives network a weight; pass --network-masks FOLDER")
@@ -159,7 +159,7 @@ def check_options(encoder: str, coarse_mix: str, network_masks: list[Path] | Non
         parse_val_sets(list(val_set or []))
     if val_ratios:
         with usage_error("--val-ratios"):
-            check_ratios(val_ratios.split(","))  # as training.loop reads them, and in (0, 1], increasing
+            check_ratios(val_ratios)  # the rule training.loop reads them by
 
 
 @contextmanager

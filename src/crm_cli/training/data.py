@@ -31,6 +31,12 @@ def list_pairs(root: Path) -> list[FilePair]:
     """Pairs from ``root/images/**`` + ``root/masks/**`` (same relative stem), sorted by name; the
     mask of each is its soft ground truth."""
     found, _ = find_pairs(Path(root))
+    return training_pairs(found, root)
+
+
+def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:
+    """``found``, the pairs :func:`~crm_cli.pairing.find_pairs` found under ``root``, as
+    :func:`list_pairs` gives them: sorted by name, and none at all an error."""
     if not found:
         raise FileNotFoundError(f"no image/mask pairs under {root}/images and {root}/masks")
     return sorted(found, key=lambda p: p.name)

@@ -30,9 +30,19 @@ from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
 from ..model.pretrained import initialise_encoder
 from ..pairing import FilePair
+from ..presets import check_ratios
 from ..transforms import network_input
+from ..writing import write_atomic
 from .coarse import CoarseMix
-from .data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs, synthetic_samples
+from .data import (
+    DataMix,
+    PairCache,
+    list_pairs,
+    make_training_sample,
+    split_pairs,
+    synthetic_samples,
+    training_pairs,
+)
 from .loss import crm_loss
 
 BASE_LR = 2.25e-4
@@ -166,9 +176,13 @@ class RunEnd(str, Enum):
 
 
 class Trainer:
-    """Owns model, optimiser, data and logs for one run directory."""
+    """Owns model, optimiser, data and logs for one run directory.
 
-    def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None) -> None:
+    ``data_pairs`` are the pairs of ``options.data`` as :func:`~.data.list_pairs` lists them, for a
+    caller that has listed them already (the folder is then not walked again); None lists them here."""
+
+    def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None,
+                 data_pairs: list[FilePair] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -178,7 +192,7 @@ class Trainer:
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         # The data first: a mistake in it is reported before the model is built.
-        pairs = list_pairs(Path(options.data))
+        pairs = data_pairs if data_pairs is not None else list_pairs(Path(options.data))
         train_pairs, held_out = split_pairs(pairs)
         self.cache = PairCache(train_pairs, tuple(Path(d) for d in options.network_masks))
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
@@ -263,9 +277,8 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = self.saved_step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
-        if self.rank == 0:
+        if self.rank == 0:  # refused now rather than when run() opens the log (start_logs)
             check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
-            truncate_log(self.out / "log.csv", self.step)
         return True
 
     # -------------------------------------------------------------- training
@@ -341,6 +354,24 @@ class Trainer:
         names = [""] + [name + "_" for name in self.val_sets]
         return [*TRAIN_COLUMNS, *(prefix + key for prefix in names for key in SCORE_KEYS)]
 
+    def start_logs(self) -> list[str]:
+        """Make ``log.csv`` and ``val.jsonl`` those of a run that goes on from ``self.step``; returns
+        the columns of the log's rows.
+
+        The one place the logs are cut back, with one rule: they keep the records of the steps up
+        to ``self.step`` and no others (later ones come from after the checkpoint resumed from, and
+        are replayed; a record a kill cut short is incomplete). A run from step 0 keeps none: it
+        starts a new log under this run's columns. A resumed run keeps the header it started with,
+        which must name the same validation sets."""
+        log_path = self.out / "log.csv"
+        header = check_logged_val_sets(log_path, list(self.val_sets)) if self.step > 0 else None
+        if header is None:
+            start_log(log_path, self.log_columns())
+        else:
+            truncate_log(log_path, self.step)
+        truncate_val_log(self.out / "val.jsonl", self.step)
+        return header or self.log_columns()
+
     def export(self, path: Path, scores: dict[str, float] | None = None) -> str:
         """Write the shipped-format weights (fp16 safetensors + sidecar) for the current step."""
         provenance = Provenance(
@@ -392,22 +423,14 @@ class Trainer:
         end = min(options.steps, options.stop_at) if options.stop_at > 0 else options.steps
         deadline = time.monotonic() + 60.0 * options.max_minutes if options.max_minutes > 0 else None
         self.out.mkdir(parents=True, exist_ok=True)
-        # Only rank 0 touches the log, so other ranks cannot create it first and lose the header.
-        log_path = self.out / "log.csv" if self.rank == 0 else Path(os.devnull)
-        # A resumed run keeps the header it started with.
-        logged_header = check_logged_val_sets(log_path, list(self.val_sets)) if self.rank == 0 else None
-        columns = logged_header or self.log_columns()
-        new_log = self.rank == 0 and logged_header is None
+        # Only rank 0 touches the logs, so other ranks cannot create the log first and lose the header.
         if self.rank == 0:
-            # Rows past the step this run starts from (an interrupted run's, or a run without a
-            # checkpoint) would be written again.
-            truncate_log(log_path, self.step)
-            truncate_val_log(self.out / "val.jsonl", self.step)
+            log_path, columns = self.out / "log.csv", self.start_logs()
+        else:
+            log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
-            if new_log:
-                writer.writeheader()
             batches = self.batches()
             while self.step < end:
                 # Every rank stops at the same step, whichever of them got the Ctrl-C.
@@ -495,9 +518,9 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
     return model, initialise_encoder(model, options.init)
 
 
-def _logged_step(line: str, parse: Callable[[str], int]) -> int | None:
+def _logged_step(line: bytes, parse: Callable[[bytes], int]) -> int | None:
     """The step of one log line, or None for a line a killed run left cut short or unreadable."""
-    if not line.endswith("\n"):
+    if not line.endswith(b"\n"):
         return None
     try:
         return parse(line)
@@ -505,16 +528,24 @@ def _logged_step(line: str, parse: Callable[[str], int]) -> int | None:
         return None
 
 
+def start_log(log_path: Path, columns: list[str]) -> None:
+    """Write a new CSV log at ``log_path`` holding only the header ``columns``, written as the
+    rows are (csv's default dialect)."""
+    with open(log_path, "w", newline="") as handle:
+        csv.writer(handle).writerow(columns)
+
+
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
-    last row cut short by a kill."""
+    last row cut short by a kill; the rows kept stay byte for byte as they were."""
     if not log_path.exists():
         return
-    lines = log_path.read_text().splitlines(keepends=True)
-    steps = [_logged_step(line, lambda row: int(row.split(",", 1)[0])) for line in lines[1:]]
+    # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
+    lines = log_path.read_bytes().splitlines(keepends=True)
+    steps = [_logged_step(line, lambda row: int(row.split(b",", 1)[0])) for line in lines[1:]]
     kept = lines[:1] + [line for line, logged in zip(lines[1:], steps, strict=True)
                         if logged is not None and logged <= step]
-    log_path.write_text("".join(kept))
+    _rewrite(log_path, lines, kept)
 
 
 def truncate_val_log(path: Path, step: int) -> None:
@@ -522,11 +553,17 @@ def truncate_val_log(path: Path, step: int) -> None:
     short by a kill."""
     if not path.exists():
         return
-    lines = path.read_text().splitlines(keepends=True)
+    lines = path.read_bytes().splitlines(keepends=True)
     steps = [_logged_step(line, lambda record: int(json.loads(record)["step"])) for line in lines]
     kept = [line for line, logged in zip(lines, steps, strict=True) if logged is not None and logged <= step]
+    _rewrite(path, lines, kept)
+
+
+def _rewrite(path: Path, lines: list[bytes], kept: list[bytes]) -> None:
+    """Write the ``kept`` ones of a log's ``lines`` back to ``path``, when any was dropped; atomically,
+    so a kill meanwhile leaves the whole old log rather than part of it."""
     if kept != lines:
-        path.write_text("".join(kept))
+        write_atomic(path, b"".join(kept))
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -586,7 +623,7 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
     ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder with its own
     ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
     held-out pairs. They stay in memory for the run (BIG-layout images at full size)."""
-    ratios = tuple(float(r) for r in options.val_ratios.split(",")) if options.val_ratios else None
+    ratios = check_ratios(options.val_ratios) if options.val_ratios else None
     sets = [ValidationSet("", list(synthetic_samples(val_pairs)), (1.0,))]
     for name, folder in val_sets.items():
         sets.append(folder_set(folder, name + "_", options.val_images, ratios))
@@ -635,4 +672,5 @@ def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] 
     triples = [p for p in found if p.gt is not None]
     if triples:
         return ValidationSet(prefix, list(folder_samples(triples[:limit])), ratios)
-    return ValidationSet(prefix, list(synthetic_samples(list_pairs(folder)[:limit])), (1.0,))
+    # The pairs found above, not the folder walked again.
+    return ValidationSet(prefix, list(synthetic_samples(training_pairs(found, folder)[:limit])), (1.0,))

@@ -1,0 +1,127 @@
+"""The training log (log.csv) and validation records (val.jsonl) across an interruption and a resume:
+cut back in one place (Trainer.start_logs), by one rule, the rows kept byte for byte."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import TINY_ARCH, synthetic_scene
+
+from crm_cli.training.loop import RunEnd, Trainer, TrainOptions
+
+STEPS, CKPT_EVERY, VAL_EVERY = 5, 2, 3
+KILLED_IN = 4  # the step being made when the run is killed: rows 1-3 are logged, last.pt holds step 2
+
+
+class Killed(BaseException):
+    """A kill: nothing of the run's own clean-up (no checkpoint at the stop) happens."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 small image/mask pairs in the DUTS-TR layout."""
+    root = tmp_path_factory.mktemp("duts")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for k in range(8):
+        image, mask = synthetic_scene(96, 80, seed=k)
+        cv2.imwrite(str(root / "images" / f"s{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"s{k:02d}.png"), mask)
+    return root
+
+
+def _options(data: Path, out: Path) -> TrainOptions:
+    return TrainOptions(data=str(data), out=str(out), steps=STEPS, batch=2, seed=5, val_every=VAL_EVERY,
+                        ckpt_every=CKPT_EVERY, val_images=2, arch=dict(TINY_ARCH), query_window=32)
+
+
+def _kill_in_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Make the run die as a kill would while it makes ``step``, after the steps before it are logged."""
+    train_step = Trainer.train_step
+
+    def dying(self: Trainer, batch: object = None) -> dict[str, float]:
+        if self.step == step - 1:
+            raise Killed
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", dying)
+
+
+def _steps(path: Path) -> list[int]:
+    with open(path, newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+def _without_timing(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_resume_keeps_the_rows_up_to_its_checkpoint_byte_for_byte_and_logs_each_step_once(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tmp_path / "straight"
+    assert Trainer(_options(data, straight)).run() is RunEnd.FINISHED
+
+    out = tmp_path / "run"
+    _kill_in_step(monkeypatch, KILLED_IN)
+    with pytest.raises(Killed):
+        Trainer(_options(data, out)).run()
+    monkeypatch.undo()
+    log = out / "log.csv"
+    assert _steps(log) == [1, 2, 3]
+    with open(log, "ab") as handle:  # and the kill cut the next row short
+        handle.write(b"4,0.0001")
+    first = log.read_bytes().splitlines(keepends=True)
+    assert first[0].endswith(b"\r\n")  # csv's own line ends, which a rewrite as text would change
+
+    resumed = Trainer(_options(data, out))
+    assert resumed.resume() and resumed.step == CKPT_EVERY
+    assert log.read_bytes() == b"".join(first)  # resume() only reads: run() cuts the log back
+    assert resumed.run() is RunEnd.FINISHED
+
+    final = log.read_bytes().splitlines(keepends=True)
+    assert final[: 1 + CKPT_EVERY] == first[: 1 + CKPT_EVERY]  # the header and rows 1-2, byte for byte
+    assert _steps(log) == list(range(1, STEPS + 1))
+    assert all(line.endswith(b"\r\n") for line in final)
+    assert _without_timing(log) == _without_timing(straight / "log.csv")
+    records = [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()]
+    assert records == [3, 5]
+    assert (out / "val.jsonl").read_text() == (straight / "val.jsonl").read_text()
+
+
+def test_a_fresh_run_starts_a_new_log(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    options = _options(data, out)
+    options.val_sets = [f"gone={data}"]
+    _kill_in_step(monkeypatch, 2)  # before the first checkpoint: a log row, no last.pt
+    with pytest.raises(Killed):
+        Trainer(options).run()
+    monkeypatch.undo()
+    assert _steps(out / "log.csv") == [1] and not (out / "last.pt").exists()
+    (out / "val.jsonl").write_text('{"step": 1, "iou": 0.5}\n')
+
+    options = _options(data, out)
+    options.steps = 1
+    assert Trainer(options).run() is RunEnd.FINISHED
+    with open(out / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["1"]
+    assert not any(column.startswith("gone_") for column in rows[0])  # this run's columns, not the old run's
+    # The old record of step 1 is gone; the one left is this run's validation at its last step.
+    assert [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()] == [1]
+    assert "iou" not in json.loads((out / "val.jsonl").read_text())
+
+
+def test_cutting_back_keeps_line_ends_and_drops_a_row_cut_between_them(tmp_path: Path) -> None:
+    from crm_cli.training.loop import truncate_log
+
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"step,loss\r\n1,0.1\r\n2,0.2\r\n3,0.3\r")
+    truncate_log(log, 5)
+    assert log.read_bytes() == b"step,loss\r\n1,0.1\r\n2,0.2\r\n"
+    truncate_log(log, 1)
+    assert log.read_bytes() == b"step,loss\r\n1,0.1\r\n"
