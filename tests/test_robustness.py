@@ -250,6 +250,20 @@ def test_first_build_in_a_process_imports_torch_with_the_collector_paused(tiny_w
     assert int(before) == 0 and int(after) > 100_000 and enabled == "True"
 
 
+def test_a_build_stops_numpy_advising_huge_pages_unless_the_user_chose(tiny_weights: Path) -> None:
+    assert runtime.configure_numpy_pages({"NUMPY_MADVISE_HUGEPAGE": "1"}) is False
+    # A fresh process each time: the switch is process-wide. _set_madvise_hugepage returns the
+    # setting it replaces, so setting it again reads what the build left.
+    code = ("import sys; from numpy._core import multiarray; from crm_cli.runtime import RefinerSpec; "
+            "multiarray._set_madvise_hugepage(True); RefinerSpec(sys.argv[1], 'cpu', threads=1).build(); "
+            "print(multiarray._set_madvise_hugepage(True))")
+    clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for env, advised in ((clean, "False"), ({**clean, "NUMPY_MADVISE_HUGEPAGE": "1"}, "True")):
+        out = subprocess.run([sys.executable, "-c", code, str(tiny_weights)], capture_output=True, text=True,
+                             env=env, check=True)
+        assert out.stdout.strip() == advised
+
+
 def test_time_refuses_absurd_sizes_as_usage_errors() -> None:
     for size, megapixels in (("100000x100000", "10000 MP"), ("20000x15000", "300 MP")):
         result = runner.invoke(app, ["time", "--size", size])
