@@ -194,6 +194,9 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> 
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
     os.utime(output, ns=(start + 1, start + 1))
     assert counts_as_done(output, overwrite=True) == (False, None)  # no start given: redo everything
+    future = folder_time_ns(tmp_path) + 3600 * 10**9  # copied with its times, or a clock set back
+    os.utime(output, ns=(future, future))
+    assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
     assert counts_as_done(tmp_path / "missing.png", overwrite=True, since_ns=0) == (False, None)
     output.write_bytes(b"")  # an incomplete file is never done, however new
     assert counts_as_done(output, overwrite=True, since_ns=0) == (False, None)

@@ -86,14 +86,20 @@ def finished_output(output: Path) -> tuple[bool, str | None]:
 
 
 def written_since(output: Path, since_ns: int) -> bool:
-    """True when ``output`` was last written after ``since_ns``, by its file system's clock. An output
-    stamped in the same tick as the start counts as older: on a file system with coarse timestamps
-    that may be a concurrent run's (redone: only wasted work) or a previous run's (kept: a stale
-    output), and only the first mistake is harmless."""
+    """True when ``output`` was last written after ``since_ns`` and not after now, by its file
+    system's clock. An output stamped in the same tick as the start counts as older: on a file
+    system with coarse timestamps that may be a concurrent run's (redone: only wasted work) or a
+    previous run's (kept: a stale output), and only the first mistake is harmless. One stamped in
+    the future was not written by any run since the start (a file copied with its times, a clock
+    set back), so it is not kept either."""
+    from ..locks import folder_time_ns
+
     try:
-        return output.stat().st_mtime_ns > since_ns
+        stamped = output.stat().st_mtime_ns
     except OSError:
         return False
+    # "Now" is read only for the rare output newer than the start: it costs a file made and removed.
+    return stamped > since_ns and stamped <= folder_time_ns(output.parent)
 
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:
