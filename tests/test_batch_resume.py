@@ -177,7 +177,8 @@ def test_overwrite_keeps_what_a_concurrent_overwrite_run_writes_meanwhile(tiny_w
     assert sorted(path.name for path in out.iterdir()) == [path.name for path in outputs]  # no probe or lock left
 
 
-def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> None:
+def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli import locks
     from crm_cli.cli.batch import counts_as_done
     from crm_cli.locks import folder_time_ns
 
@@ -189,6 +190,9 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> 
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)  # from before: redone
     write_image(output, np.zeros((4, 4), np.uint8))  # by a concurrent run, after the start
     os.utime(output, ns=(start + 1, start + 1))  # the clock's coarse tick would often stamp it `start`
+    deadline = time.monotonic() + 5.0  # a clock with coarse ticks: "now" must be past that stamp
+    while folder_time_ns(tmp_path) <= start + 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert counts_as_done(output, overwrite=True, since_ns=start) == (True, None)
     os.utime(output, ns=(start, start))  # the start's own tick: maybe a previous run's, so redone
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
@@ -197,6 +201,9 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path) -> 
     future = folder_time_ns(tmp_path) + 3600 * 10**9  # copied with its times, or a clock set back
     os.utime(output, ns=(future, future))
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
+    with monkeypatch.context() as patch:  # no file can be made there: this machine's clock is no stand-in
+        patch.setattr(locks, "probe_folder_time_ns", lambda folder: None)
+        assert counts_as_done(output, overwrite=True, since_ns=start) == (True, None)
     assert counts_as_done(tmp_path / "missing.png", overwrite=True, since_ns=0) == (False, None)
     output.write_bytes(b"")  # an incomplete file is never done, however new
     assert counts_as_done(output, overwrite=True, since_ns=0) == (False, None)

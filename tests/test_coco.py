@@ -372,9 +372,12 @@ def test_category_ids_not_in_the_file_are_named(tmp_path) -> None:  # noqa: ANN0
                                              "refining category 2 only")
     assert json.loads(some.stdout)["skipped_by_reason"] == {"category": 1}
     output.unlink()
-    # None known: nothing could be refined, a usage error before anything is written.
+    # None known: nothing could be refined, a usage error before anything is written; with --json its
+    # record, as for batch's and eval's "no pairs found".
     none = run_coco(annotations, tmp_path, output, "--category-ids", "5", "--json")
-    assert none.exit_code == 2 and none.stdout == "", none.output
+    assert none.exit_code == 2, none.output
+    record = json.loads(none.stdout)
+    assert record["status"] == "failed" and record["error"].startswith("--category-ids: category 5 is not in")
     assert (f"error: --category-ids: category 5 is not in {annotations} (its categories: 1 (cat), 2 (dog)); "
             "nothing to refine") in " ".join(none.stderr.split())
     assert not output.exists() and not coco.sidecar_path(output).exists()

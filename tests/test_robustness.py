@@ -254,9 +254,12 @@ def test_a_build_stops_numpy_advising_huge_pages_unless_the_user_chose(tiny_weig
     assert runtime.configure_numpy_pages({"NUMPY_MADVISE_HUGEPAGE": "1"}) is False
     # A fresh process each time: the switch is process-wide. _set_madvise_hugepage returns the
     # setting it replaces, so setting it again reads what the build left.
-    code = ("import sys; from numpy._core import multiarray; from crm_cli.runtime import RefinerSpec; "
-            "multiarray._set_madvise_hugepage(True); RefinerSpec(sys.argv[1], 'cpu', threads=1).build(); "
-            "print(multiarray._set_madvise_hugepage(True))")
+    assert runtime.numpy_page_advice_switch() is not None  # or the test below proves nothing
+    with pytest.MonkeyPatch.context() as patch:  # a NumPy without the switch: nothing to change
+        patch.setattr(runtime, "numpy_page_advice_switch", lambda: None)
+        assert runtime.configure_numpy_pages({}) is False
+    code = ("import sys; from crm_cli.runtime import RefinerSpec, numpy_page_advice_switch as switch; "
+            "switch()(True); RefinerSpec(sys.argv[1], 'cpu', threads=1).build(); print(switch()(True))")
     clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
     for env, advised in ((clean, "False"), ({**clean, "NUMPY_MADVISE_HUGEPAGE": "1"}, "True")):
         out = subprocess.run([sys.executable, "-c", code, str(tiny_weights)], capture_output=True, text=True,

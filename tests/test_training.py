@@ -128,6 +128,17 @@ def test_resume_is_exact(tiny_dataset: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(v, fresh.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
 
 
+def test_pairs_given_to_the_trainer_are_taken_as_list_pairs_gives_them(tiny_dataset: Path, tmp_path: Path) -> None:
+    from crm_cli.training.data import list_pairs
+
+    listed = list_pairs(tiny_dataset)
+    given = Trainer(_options(tiny_dataset, tmp_path / "g", 2), data_pairs=listed[::-1])  # unsorted
+    walked = Trainer(_options(tiny_dataset, tmp_path / "w", 2))
+    assert given.cache.pairs == walked.cache.pairs and given.val_pairs == walked.val_pairs
+    with pytest.raises(FileNotFoundError, match="no image/mask pairs"):
+        Trainer(_options(tiny_dataset, tmp_path / "e", 2), data_pairs=[])
+
+
 def test_frozen_encoder_keeps_its_weights_and_statistics(tiny_dataset: Path, tmp_path: Path) -> None:
     options = _options(tiny_dataset, tmp_path / "f", 2)
     options.freeze_encoder = True

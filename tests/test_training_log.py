@@ -125,3 +125,13 @@ def test_cutting_back_keeps_line_ends_and_drops_a_row_cut_between_them(tmp_path:
     assert log.read_bytes() == b"step,loss\r\n1,0.1\r\n2,0.2\r\n"
     truncate_log(log, 1)
     assert log.read_bytes() == b"step,loss\r\n1,0.1\r\n"
+
+
+def test_a_header_cut_short_is_no_header(tmp_path: Path) -> None:
+    from crm_cli.training.loop import check_logged_val_sets
+
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"step,lo")  # a kill while the header was written: rows would be appended to it
+    assert check_logged_val_sets(log, []) is None
+    log.write_bytes(b"step,loss\r\n")
+    assert check_logged_val_sets(log, []) == ["step", "loss"]

@@ -158,7 +158,9 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
 class WeightsSidecar:
     """A checkpoint's path with its sidecar, read (:func:`read_sidecar`) on first use and then kept.
 
-    Every function here that takes a checkpoint's path also takes one of these in its place. One
+    The functions here that load or check a checkpoint (:func:`load_model`, :func:`read_spec`,
+    :func:`checked_info`, :func:`inspect_checkpoint`, :func:`verify_sha256`, :func:`verify_encoder`,
+    :func:`onnx_encoder_path`, :func:`inspect_encoder`) take one of these in place of its path. One
     model load passes the same one to every check that needs the sidecar (the backend choice, the
     hash, the final stage, the ONNX encoder's entry), so the file is read once; a plain path gets
     a sidecar of its own. A failed read is not kept: the next use raises again.
@@ -398,7 +400,8 @@ def checked_info(path: Path | str | WeightsSidecar) -> CheckpointInfo:
 
 def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -> dict[str, Any]:
     """What is known about a checkpoint, without building the model unless ``build``; never raises
-    for a bad file. The file is read once (a .pt is one ``torch.load``), its sidecar too.
+    for a bad file. The checkpoint is parsed once (a .pt is one ``torch.load``; hashing reads its
+    bytes separately), its sidecar read once.
 
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with

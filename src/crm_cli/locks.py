@@ -180,23 +180,29 @@ def describe_holder(output: str | Path) -> str:
 
 
 def folder_time_ns(folder: str | Path) -> int:
-    """Now, by the clock that stamps files in ``folder``: the mtime of an empty file made there and
-    removed again; this machine's clock when the folder cannot be written.
+    """Now, by the clock that stamps files in ``folder`` (:func:`probe_folder_time_ns`); this
+    machine's clock when the folder cannot be written.
 
     Comparing outputs' mtimes with it needs no agreement between the clocks of the nodes that share
     the folder (a network file system stamps files by the server's), and a file system's coarse
     timestamps (1 or 2 s on some) round both alike, so an output written later is never older
     (though it may be stamped the same).
     """
+    probed = probe_folder_time_ns(folder)
+    return time.time_ns() if probed is None else probed
+
+
+def probe_folder_time_ns(folder: str | Path) -> int | None:
+    """The mtime of an empty file made in ``folder`` and removed again, or None when none can be made."""
     probe = Path(folder) / f"{LOCK_PREFIX}crm-clock.{uuid.uuid4().hex[:12]}.tmp"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
-        return time.time_ns()
+        return None
     try:
         return os.fstat(fd).st_mtime_ns
     except OSError:
-        return time.time_ns()
+        return None
     finally:
         os.close(fd)
         try:

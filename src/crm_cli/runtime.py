@@ -43,9 +43,10 @@ before it allocates anything, instead of being killed by the OS half-way (a 2000
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,22 +86,33 @@ def configure_openmp(environ: MutableMapping[str, str] | None = None) -> str | N
     return value
 
 
-def configure_numpy_pages(environ: MutableMapping[str, str] | None = None) -> bool:
+def configure_numpy_pages(environ: Mapping[str, str] | None = None) -> bool:
     """Stop NumPy from advising huge pages for large arrays in this process (see the module's
     docstring), unless the user chose with ``NUMPY_MADVISE_HUGEPAGE``; True when it was turned off."""
     env = os.environ if environ is None else environ
     if "NUMPY_MADVISE_HUGEPAGE" in env:
         return False
-    import numpy as np
-
-    # A private switch (the documented one is the variable, read once at import); NumPy 1.x keeps it
-    # under np.core. Absent, nothing changes.
-    multiarray = getattr(getattr(np, "_core", None) or getattr(np, "core", None), "multiarray", None)
-    set_advice = getattr(multiarray, "_set_madvise_hugepage", None)
+    set_advice = numpy_page_advice_switch()
     if set_advice is None:
         return False
     set_advice(False)
     return True
+
+
+def numpy_page_advice_switch() -> Callable[[bool], bool] | None:
+    """NumPy's switch for the huge-page advice (it returns the setting it replaces), or None.
+
+    A private function (the documented control is the variable, read once at import): under
+    ``numpy._core`` from NumPy 2, ``numpy.core`` before, where 1.26's ``_core`` holds only stubs."""
+    for package in ("_core", "core"):
+        try:
+            multiarray = importlib.import_module(f"numpy.{package}.multiarray")
+        except ImportError:
+            continue
+        switch = getattr(multiarray, "_set_madvise_hugepage", None)
+        if switch is not None:
+            return switch
+    return None
 
 
 def configure_torch(threads: int | None = None, device: Any = None) -> None:

@@ -91,15 +91,19 @@ def written_since(output: Path, since_ns: int) -> bool:
     system with coarse timestamps that may be a concurrent run's (redone: only wasted work) or a
     previous run's (kept: a stale output), and only the first mistake is harmless. One stamped in
     the future was not written by any run since the start (a file copied with its times, a clock
-    set back), so it is not kept either."""
-    from ..locks import folder_time_ns
+    set back), so it is not kept either; where the folder's clock cannot be read (no file can be
+    made there), this machine's is no stand-in for it, and the output is kept."""
+    from ..locks import probe_folder_time_ns
 
     try:
         stamped = output.stat().st_mtime_ns
     except OSError:
         return False
+    if stamped <= since_ns:
+        return False
     # "Now" is read only for the rare output newer than the start: it costs a file made and removed.
-    return stamped > since_ns and stamped <= folder_time_ns(output.parent)
+    now = probe_folder_time_ns(output.parent)
+    return now is None or stamped <= now
 
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:

@@ -19,7 +19,6 @@ from .common import (
     RefinerOptions,
     console,
     emit_json,
-    fail,
     finite_option,
     refiner_options,
     report_failure,
@@ -50,10 +49,10 @@ def _categories(ids: list[int]) -> str:
     return f"categor{'y' if len(ids) == 1 else 'ies'} {listed(ids)}"
 
 
-def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> None:
+def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> str | None:
     """Warn about ``--category-ids`` that neither the file's ``categories`` nor its annotations'
-    ``category_id`` values hold; exit 2 (usage error) when none of them is held, as nothing could be
-    refined."""
+    ``category_id`` values hold; when none of them is held, nothing could be refined: returns the
+    message of that usage error (exit 2), None otherwise."""
     from ..coco.files import is_json_id
     from ..pairing import listed
 
@@ -65,15 +64,16 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
                       if isinstance(entry, dict) and is_json_id(entry.get("id"))})
     missing = sorted(wanted.difference(named))
     if not missing:
-        return
+        return None
     if len(missing) == len(wanted):
         known = [f"{key} ({name})" if name is not None else str(key) for key, name in named.items()]
         what = f"{_categories(missing)} is not" if len(missing) == 1 else f"none of {_categories(missing)} is"
-        raise fail(f"--category-ids: {what} in {annotations} (its categories: {listed(known) or 'none'}); "
-                   "nothing to refine", code=2)
+        return (f"--category-ids: {what} in {annotations} (its categories: {listed(known) or 'none'}); "
+                "nothing to refine")
     verb = "is" if len(missing) == 1 else "are"
     warn(f"--category-ids: {_categories(missing)} {verb} not in {annotations}; refining "
          f"{_categories(sorted(wanted.intersection(named)))} only")
+    return None
 
 
 @refiner_options(guard=False)
@@ -143,8 +143,8 @@ def coco(
         raise fatal.fail(reason)
     with user_errors(fatal.emit):
         data, input_sha256 = load_coco_hashed(annotations)
-        if wanted:
-            check_categories(data, wanted, annotations)
+        if wanted and (problem := check_categories(data, wanted, annotations)) is not None:
+            raise fatal.fail(problem, code=2)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)

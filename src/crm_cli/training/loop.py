@@ -192,7 +192,8 @@ class Trainer:
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         # The data first: a mistake in it is reported before the model is built.
-        pairs = data_pairs if data_pairs is not None else list_pairs(Path(options.data))
+        data = Path(options.data)
+        pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
         train_pairs, held_out = split_pairs(pairs)
         self.cache = PairCache(train_pairs, tuple(Path(d) for d in options.network_masks))
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
@@ -584,13 +585,16 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 
 def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
-    """The log's header (None when there is no log yet), checked against this run's validation
-    sets ``names``: a log with other sets' columns is refused, since the CSV writer would silently
-    drop the scores of sets its header lacks."""
+    """The log's header (None when there is no log yet, or only a header a kill cut short), checked
+    against this run's validation sets ``names``: a log with other sets' columns is refused, since
+    the CSV writer would silently drop the scores of sets its header lacks."""
     if not log_path.exists() or not log_path.stat().st_size:
         return None
     with open(log_path, newline="") as handle:
-        header = next(csv.reader(handle))
+        first = handle.readline()
+    if not first.endswith("\n"):
+        return None
+    header = next(csv.reader([first]))
     suffix = "_" + SCORE_KEYS[0]
     logged = [column[: -len(suffix)] for column in header if column.endswith(suffix)]
     if set(logged) == set(names):
