@@ -201,9 +201,10 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path, mon
     future = folder_time_ns(tmp_path) + 3600 * 10**9  # copied with its times, or a clock set back
     os.utime(output, ns=(future, future))
     assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
-    with monkeypatch.context() as patch:  # no file can be made there: this machine's clock is no stand-in
+    with monkeypatch.context() as patch:  # no file can be made there: redone, so the write error shows
         patch.setattr(locks, "probe_folder_time_ns", lambda folder: None)
-        assert counts_as_done(output, overwrite=True, since_ns=start) == (True, None)
+        os.utime(output, ns=(start + 1, start + 1))  # even one a concurrent run would have stamped
+        assert counts_as_done(output, overwrite=True, since_ns=start) == (False, None)
     assert counts_as_done(tmp_path / "missing.png", overwrite=True, since_ns=0) == (False, None)
     output.write_bytes(b"")  # an incomplete file is never done, however new
     assert counts_as_done(output, overwrite=True, since_ns=0) == (False, None)

@@ -378,6 +378,7 @@ def test_category_ids_not_in_the_file_are_named(tmp_path) -> None:  # noqa: ANN0
     assert none.exit_code == 2, none.output
     record = json.loads(none.stdout)
     assert record["status"] == "failed" and record["error"].startswith("--category-ids: category 5 is not in")
+    assert none.stderr.count("error:") == 1
     assert (f"error: --category-ids: category 5 is not in {annotations} (its categories: 1 (cat), 2 (dog)); "
             "nothing to refine") in " ".join(none.stderr.split())
     assert not output.exists() and not coco.sidecar_path(output).exists()

@@ -91,8 +91,9 @@ def written_since(output: Path, since_ns: int) -> bool:
     system with coarse timestamps that may be a concurrent run's (redone: only wasted work) or a
     previous run's (kept: a stale output), and only the first mistake is harmless. One stamped in
     the future was not written by any run since the start (a file copied with its times, a clock
-    set back), so it is not kept either; where the folder's clock cannot be read (no file can be
-    made there), this machine's is no stand-in for it, and the output is kept."""
+    set back), so it is not kept either. Where the folder's clock cannot be read (no file can be
+    made there), this machine's is no stand-in for it and the output is not kept: redoing it then
+    reports why the folder cannot be written, where keeping it would pass for done."""
     from ..locks import probe_folder_time_ns
 
     try:
@@ -103,7 +104,7 @@ def written_since(output: Path, since_ns: int) -> bool:
         return False
     # "Now" is read only for the rare output newer than the start: it costs a file made and removed.
     now = probe_folder_time_ns(output.parent)
-    return now is None or stamped <= now
+    return now is not None and stamped <= now
 
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:

@@ -178,8 +178,9 @@ class RunEnd(str, Enum):
 class Trainer:
     """Owns model, optimiser, data and logs for one run directory.
 
-    ``data_pairs`` are the pairs of ``options.data`` as :func:`~.data.list_pairs` lists them, for a
-    caller that has listed them already (the folder is then not walked again); None lists them here."""
+    ``data_pairs`` are the pairs found under ``options.data``, for a caller that has found them
+    already (the folder is then not walked again; they are sorted and checked as
+    :func:`~.data.list_pairs` does); None lists them here."""
 
     def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None,
                  data_pairs: list[FilePair] | None = None) -> None:
