@@ -135,3 +135,20 @@ def test_a_header_cut_short_is_no_header(tmp_path: Path) -> None:
     assert check_logged_val_sets(log, []) is None
     log.write_bytes(b"step,loss\r\n")
     assert check_logged_val_sets(log, []) == ["step", "loss"]
+
+
+def test_a_resumed_run_whose_header_was_cut_short_starts_a_whole_log(data: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "cut"
+    _kill_in_step(monkeypatch, KILLED_IN)
+    with pytest.raises(Killed):
+        Trainer(_options(data, out)).run()
+    monkeypatch.undo()
+    (out / "log.csv").write_bytes(b"step,lo")  # as if the kill had come while the header was written
+    resumed = Trainer(_options(data, out))
+    assert resumed.resume() and resumed.step == CKPT_EVERY
+    assert resumed.run() is RunEnd.FINISHED
+    with open(out / "log.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == resumed.log_columns()  # the run's own columns, not the cut ones
+    assert _steps(out / "log.csv") == list(range(CKPT_EVERY + 1, STEPS + 1))
