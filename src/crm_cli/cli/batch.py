@@ -213,7 +213,7 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, folder_time_ns, lock_path
-    from ..pairing import NoPairsError, scan_pairs
+    from ..pairing import scan_pairs
     from ..raybatch import RayRunError, run_jobs
 
     if ray_address is not None:
@@ -232,11 +232,8 @@ def batch(
     # With --json, the summary of what was known when the run stopped, marked failed.
     fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
                                                      "output_dir": str(output_dir), "items": items})
-    with user_errors(fatal.emit):
-        try:
-            found = scan_pairs(folder, exclude=output_dir)
-        except NoPairsError as exc:  # nothing to refine in FOLDER: a usage error, as in eval and score
-            raise fatal.fail(str(exc), 2) from None
+    with user_errors(fatal.emit):  # nothing to refine in FOLDER (NoPairsError) is a usage error, exit 2
+        found = scan_pairs(folder, exclude=output_dir)
     pairs = found.pairs
     for note in found.notes:
         warn(note)

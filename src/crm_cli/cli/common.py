@@ -323,7 +323,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @contextmanager
 def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1.
+    """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1
+    (or the exception's own ``exit_code``: 2 for ``pairing.NoPairsError``, a usage error).
 
     Args:
         on_error: called with the message before exiting (e.g. to emit a JSON failure record).
@@ -332,6 +333,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     from ..devices import DeviceError
     from ..imageio import ImageReadError
 
+    code = 1
     try:
         yield
         return
@@ -348,6 +350,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
         message = str(exc)
+        code = getattr(exc, "exit_code", 1)  # pairing.NoPairsError: a usage error
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed
         message = str(exc) or "out of memory"
         if "try" not in message and "free memory" not in message:  # crm's estimates carry their own advice
@@ -358,7 +361,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         message = f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
     if on_error is not None:
         on_error(message)
-    raise fail(message) from None
+    raise fail(message, code) from None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..pairing import NoPairsError, scan_pairs
+    from ..pairing import scan_pairs
     from ..writing import write_png
 
     settings = options.settings()
@@ -69,12 +69,9 @@ def evaluate(
 
     fatal = FailureRecord(json_out, lambda failure: {"folder": str(folder), **failure, "n": 0,
                                                      "failed": len(failures), "failures": failures})
-    # FOLDER holding nothing to score is a usage error (exit 2), as in batch and score.
+    # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.
     with user_errors(fatal.emit):
-        try:
-            found = scan_pairs(folder)
-        except NoPairsError as exc:
-            raise fatal.fail(str(exc), 2) from None
+        found = scan_pairs(folder)
     for note in found.notes:
         warn(note)
     for problem in found.problems:
