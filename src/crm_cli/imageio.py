@@ -350,10 +350,10 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
     """
     reference = np.asarray(loaded)[..., :3].astype(np.int16)
     inverse = _INVERSE_ORIENTATION.get(orientation, orientation)
-    candidates = [pixels, apply_orientation(pixels, orientation)]
-    if inverse != orientation:
-        candidates.append(apply_orientation(pixels, inverse))
-    fitting = [c for c in candidates if c.shape[:2] == reference.shape[:2]]
+    turned_shape = pixels.shape[1::-1] if orientation in (5, 6, 7, 8) else pixels.shape[:2]
+    fitting = [pixels] if pixels.shape[:2] == reference.shape[:2] else []
+    if turned_shape == reference.shape[:2]:  # built only when they fit: each is a full-size copy
+        fitting += [apply_orientation(pixels, o) for o in dict.fromkeys((orientation, inverse))]
     if not fitting:
         return pixels
     return min(fitting, key=lambda c: float(np.abs((c[..., :3] >> 8).astype(np.int16) - reference).mean()))
