@@ -487,7 +487,7 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
     precise = alignment is not None and alignment >= TRUST_LOW
     # Measured only where a rule reads it (the unblurred gradient costs about 15 ms at 2K).
     sharpness = None
-    if geometry is not None and fitting and (precise or alignment >= SMALL_TRUST_LOW):
+    if geometry is not None and fitting and alignment >= SMALL_TRUST_LOW:
         sharpness = geometry.sharpness()
         precise = precise or sharpness >= SHARP_PRECISE_MIN
 
