@@ -430,8 +430,7 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
         # pickle, which reading the spec and then loading the model unpickled twice.
         spec = _checked_spec(side, load_tensors=build and report["sha256_ok"] is not False, verify=False)
         report["config"], report["provenance"] = spec.config_dict, spec.provenance
-        hints = data.get("final_stage") if data is not None else None
-        report["final_stage"] = asdict(resolve_final_stage(hints, sidecar_path(path)))
+        report["final_stage"] = asdict(_info_of(spec).final_stage)
         report["onnx"] = inspect_encoder(side)
         if report["sha256_ok"] is False:
             report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
