@@ -589,6 +589,22 @@ def test_a_second_ctrl_c_while_saving_keeps_the_previous_checkpoint(tiny_dataset
     _assert_same_run(out, straight_run)  # step 3's row logged once
 
 
+def test_a_save_that_fails_before_writing_keeps_the_step_last_pt_holds(tiny_dataset: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(_options(tiny_dataset, tmp_path / "denied", 4))
+    trainer.train_step()
+    trainer.save_checkpoint()
+    trainer.train_step()
+
+    def denied(payload: dict[str, Any], path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))  # before any byte is written
+
+    monkeypatch.setattr(torch, "save", denied)
+    with pytest.raises(PermissionError):
+        trainer.save_checkpoint()
+    assert trainer.step == 2 and trainer.saved_step == 1
+
+
 def test_a_second_ctrl_c_mid_step_stops_at_once(tiny_dataset: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"

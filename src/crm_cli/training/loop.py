@@ -243,13 +243,15 @@ class Trainer:
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        written = False
         try:
             torch.save(payload, tmp)
+            written = True
             os.replace(tmp, self.checkpoint_path)
         except BaseException:  # a full disk, or a second Ctrl-C: last.pt stays the previous one
             if tmp.exists():
                 tmp.unlink()
-            else:  # interrupted just after the rename: last.pt already holds this step
+            elif written:  # interrupted just after the rename: last.pt already holds this step
                 self.saved_step = self.step
             raise
         self.saved_step = self.step
