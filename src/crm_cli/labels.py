@@ -50,7 +50,7 @@ def select_labels(present: Sequence[int], labels: Sequence[int]) -> tuple[list[i
 
 
 def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.ndarray,
-                  labels: Sequence[int] | None = None) -> np.ndarray:
+                  labels: Sequence[int] | None = None, present: Sequence[int] | None = None) -> np.ndarray:
     """Refine each object of a label map and recombine them into a label map of the same dtype.
 
     Args:
@@ -61,6 +61,8 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         labels: only refine these ids (ids absent from the map and 0 are ignored). Pixels of any
             other label are left exactly as they were: refined labels may only claim pixels that
             were background or one of the refined labels.
+        present: the map's non-background ids, when the caller has found them already
+            (``MaskData.label_ids``); found here otherwise.
 
     Returns:
         The recombined label map, same shape and dtype as ``label_values``.
@@ -70,7 +72,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
     if image.shape[:2] != values.shape:
         raise ValueError(f"mask size {values.shape[1]}x{values.shape[0]} does not match image size "
                          f"{image.shape[1]}x{image.shape[0]}")
-    present = label_ids(values)
+    present = label_ids(values) if present is None else list(present)
     targets = present if labels is None else select_labels(present, labels)[0]
     result = values.copy()
     if not targets:

@@ -196,6 +196,14 @@ class MaskData:
             raise TypeError("maximum is defined for integer masks, not float probabilities")
         return largest_value(self.values)
 
+    @cached_property
+    def label_ids(self) -> list[int]:
+        """The non-background ids of the mask read as a label map (``labels.label_ids``), found once:
+        the ``--labels`` notes and the refinement both read them."""
+        from .labels import label_ids
+
+        return label_ids(self.values)
+
     def probability(self) -> np.ndarray:
         """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
         if self.kind == "palette":

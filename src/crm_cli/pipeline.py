@@ -143,12 +143,12 @@ def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: 
     """What ``--labels`` does to a mask read in mode ``chosen``: warnings naming the ids it does not
     hold (or saying it is refined as one object, so they are ignored), and whether none of them is
     there, so that nothing is left to refine."""
-    from .labels import BACKGROUND, label_ids, select_labels
+    from .labels import BACKGROUND, select_labels
 
     if chosen != "labels":
         return [f"--labels ignored: {mask_name} is refined as one binary mask, not as a label map "
                 "(see --mode)"], False
-    present = label_ids(mask.values)
+    present = mask.label_ids
     targets, missing = select_labels(present, labels)
     problems = []
     if BACKGROUND in labels:
@@ -188,7 +188,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         if output_kind not in ("soft", "binary"):
             notes.append(f"label maps are written as label images; --output-kind {output_kind} ignored")
         per_label = PresetRefiner(refiner, preset)
-        refined = refine_labels(per_label, image, mask.values, labels=labels)
+        refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
                           runs=[StageRun.of(d) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))

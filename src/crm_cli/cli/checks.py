@@ -3,11 +3,15 @@ pass-through of images too small to refine. Nothing heavy is imported at module 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import MIN_REFINE_SIDE
 from .common import fail
+
+if TYPE_CHECKING:
+    from ..masks import MaskData
 
 
 def check_output_name(output: Path, output_kind: str = "soft") -> str:
@@ -23,17 +27,17 @@ def check_output_name(output: Path, output_kind: str = "soft") -> str:
     return fmt
 
 
-def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> None:
+def check_label_output(read_mask: Callable[[], MaskData], mask_name: str, mode: str, output: Path) -> None:
     """Refuse (exit 2, a usage error), before the model loads, a label map that ``output``'s format
-    cannot hold (a palette or 16-bit label map as WebP), which writing it after refining would refuse."""
+    cannot hold (a palette or 16-bit label map as WebP), which writing it after refining would refuse.
+    ``read_mask`` decodes the mask (called only when the format matters)."""
     from ..writing import image_mode, output_format, webp_refusal
 
     if mode == "binary" or output_format(output) != "WEBP":
         return
-    from ..imageio import read_mask
     from ..pipeline import choose_mode
 
-    mask_data = read_mask(mask, name=mask_name)
+    mask_data = read_mask()
     if choose_mode(mask_data, mode, mask_name) != "labels":
         return
     # A refined label map keeps the mask's palette and dtype (pipeline.refine_files). Like a lossy
@@ -42,16 +46,17 @@ def check_label_output(mask: Any, mask_name: str, mode: str, output: Path) -> No
         raise fail(f"{output}: {refusal}", code=2)
 
 
-def check_labels(mask: Any, mask_name: str, mode: str, labels: list[int]) -> tuple[list[str], bool]:
+def check_labels(read_mask: Callable[[], MaskData], mask_name: str, mode: str,
+                 labels: list[int]) -> tuple[list[str], bool]:
     """:func:`pipeline.labels_notes` for one mask, found before the model loads: the warnings, and
     whether nothing is left to refine (the mask is then written as it is, with no model).
 
-    Raises ImageReadError or ValueError for a mask that cannot be read in ``mode``.
+    ``read_mask`` decodes the mask. Raises ImageReadError or ValueError for a mask that cannot be
+    read in ``mode``.
     """
-    from ..imageio import read_mask
     from ..pipeline import choose_mode, labels_notes
 
-    mask_data = read_mask(mask, name=mask_name)
+    mask_data = read_mask()
     return labels_notes(mask_data, choose_mode(mask_data, mode, mask_name), labels, mask_name)
 
 

@@ -65,9 +65,10 @@ def refine(
     The default output is the soft probability x 255 (8-bit); --threshold gives a binary mask.
     Images with a side under 96 px are passed through unchanged, with a warning.
     """
+    import functools
     import sys
 
-    from ..imageio import read_bytes_stdin
+    from ..imageio import read_bytes_stdin, read_mask
     from ..pipeline import refine_files, schedule_label
     from ..writing import encode_image, write_bytes_stdout, write_image
 
@@ -103,11 +104,13 @@ def refine(
         # Everything that can be checked without the model is checked first (milliseconds).
         header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
                                          None if to_stdout else output, mode=mode.value)
+        # Both pre-model checks that need the mask's pixels share one decode.
+        pre_model_mask = functools.cache(lambda: read_mask(mask_src, name=mask_name))
         if not to_stdout:
-            check_label_output(mask_src, mask_name, mode.value, output)
+            check_label_output(pre_model_mask, mask_name, mode.value, output)
         # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
         label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
-            mask_src, mask_name, mode.value, label_ids)
+            pre_model_mask, mask_name, mode.value, label_ids)
         if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name)
