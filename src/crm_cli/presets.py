@@ -8,6 +8,15 @@ from dataclasses import dataclass, replace
 from .config import DEFAULT_RATIOS
 
 
+def split_items(text: str, what: str) -> list[str]:
+    """The comma-separated items of ``text``, stripped; ValueError naming ``what`` for an empty item
+    (``"0.5,,1"``, a trailing comma, an empty text): most likely a typo, so never silently dropped."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{what} must be comma-separated, with no empty item; got {text!r}")
+    return items
+
+
 def check_ratios(ratios: Sequence[float] | str) -> tuple[float, ...]:
     """The stage ratios as floats, checked: at least one, each in (0, 1], strictly increasing.
 
@@ -17,9 +26,7 @@ def check_ratios(ratios: Sequence[float] | str) -> tuple[float, ...]:
     ``ratios=`` raise the same ValueError for each broken rule.
     """
     if isinstance(ratios, str):
-        items: Sequence[float | str] = [item.strip() for item in ratios.split(",")]
-        if not all(items):
-            raise ValueError(f"ratios must be comma-separated, with no empty item; got {ratios!r}")
+        items: Sequence[float | str] = split_items(ratios, "ratios")
         example = '"0.5,1"'
     else:
         items, example = ratios, "(0.5, 1)"

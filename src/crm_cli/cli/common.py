@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..devices import DEVICE_CHOICES
-from ..presets import PRESETS
+from ..presets import PRESETS, split_items
 
 # Logs, progress and tables go to stderr; stdout carries data only.
 console = Console(stderr=True, soft_wrap=True)
@@ -38,14 +38,12 @@ Mode = choice_enum("Mode", MODES)
 
 
 def _list_items(value: str, option: str, what: str) -> list[str]:
-    """The comma-separated items of ``value``; a usage error naming ``option`` for an empty item
-    (``3,,7``, a trailing comma, an empty value): most likely a typo, so never silently dropped, as
-    presets.check_ratios does for ``--ratios``."""
-    items = [item.strip() for item in value.split(",")]
-    if not all(items):
-        raise typer.BadParameter(f"{what} must be comma-separated, with no empty item; got {value!r}",
-                                 param_hint=f"'{option}'")
-    return items
+    """The comma-separated items of ``value`` (presets.split_items); a usage error naming ``option``
+    for an empty item."""
+    try:
+        return split_items(value, what)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 def parse_labels(value: str | None) -> list[int] | None:
