@@ -48,6 +48,7 @@ class Pairing(Generic[T]):
     pairs: list[T]
     problems: list[str] = field(default_factory=list)  # inputs without a partner: each one is a failure
     notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
+    folders: bool = False  # scan_pairs found the images/ + masks/ layout (not the BIG one)
 
 
 def _preference(path: Path) -> tuple[int, str]:
@@ -175,7 +176,7 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         notes.append(f"{_count(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
     if left_out := sum(1 for key in images_inside if key in masks or key in masks_inside):
         notes.append(f"{_count(left_out, 'input pair')} left out: inside the output folder {exclude}")
-    return Pairing(pairs, problems, notes)
+    return Pairing(pairs, problems, notes, folders)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:

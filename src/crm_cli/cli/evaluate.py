@@ -78,7 +78,7 @@ def evaluate(
         failed(None, None, problem)
     pairs = [p for p in found.pairs if p.gt is not None]
     if not pairs and not failures:
-        if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        if found.folders:
             raise fatal.fail(f"{folder}: no pairs found; crm eval reads the BIG layout (<name>_im.*, <name>_seg.* "
                              "and <name>_gt.* in one folder), not images/ and masks/ folders", 2)
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
