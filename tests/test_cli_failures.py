@@ -84,6 +84,13 @@ def unreadable_image(paths: Paths) -> Path:
     return paths.tmp / "bad"
 
 
+def images_and_masks(paths: Paths) -> Path:
+    """A folder in the images/ + masks/ layout, which crm eval does not read."""
+    write_scene_files(paths.tmp / "folders" / "images", "a")
+    write_scene_files(paths.tmp / "folders" / "masks", "a")
+    return paths.tmp / "folders"
+
+
 def empty_folder(paths: Paths) -> Path:
     """A folder with nothing in it."""
     (paths.tmp / "empty").mkdir()
@@ -113,6 +120,10 @@ CASES: dict[str, Case] = {
         lambda p: ["eval", str(no_ground_truth(p)), *cpu(p.weights)],
         2, EVAL_KEYS, "ground truth",
         lambda p: {"folder": str(p.tmp / "no_gt"), "n": 0, "failed": 0, "failures": []}),
+    "eval-images-and-masks-folders": Case(
+        lambda p: ["eval", str(images_and_masks(p)), *cpu(p.weights)],
+        2, EVAL_KEYS, "not images/ and masks/ folders",
+        lambda p: {"folder": str(p.tmp / "folders"), "n": 0, "failed": 0, "failures": []}),
     "eval-unwritable-output": Case(
         lambda p: ["eval", str(p.big), "-o", str(p.blocker / "out"), *cpu(p.weights)],
         1, EVAL_KEYS, "is a file, not a folder", lambda p: {"n": 0, "failed": 0, "failures": []}),
