@@ -191,3 +191,21 @@ def test_compare_a_folder_for_a_file_is_a_usage_error_as_in_refine_and_time(scen
         assert result.exit_code == 2, result.output  # was 1, where refine and time exit 2
         assert f"'{name}'" in result.stderr and "is a directory" in result.stderr
     assert not (tmp_path / "cmp.png").exists()
+
+
+def test_compare_warns_once_on_stderr_about_a_16bit_photo_read_on_a_smaller_scale(scene_files: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    # The same photo saved as 16-bit colour holding 12-bit values: crm refine warns that it reads it on
+    # the 12-bit scale, and so must compare (even with -q, as refine: a warning is not progress).
+    photo = tmp_path / "photo16.png"
+    wide = cv2.imread(str(scene_files["image"])).astype(np.uint16) * 16
+    wide[0, 0] = 4095
+    cv2.imwrite(str(photo), wide)
+    masks = [str(scene_files[k]) for k in ("coarse", "refined", "gt")]
+
+    for extra in ([], ["-q"]):
+        result = runner.invoke(app, ["compare", str(photo), *masks, "-o", str(tmp_path / "cmp.png"), *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == ""
+        note = f"{photo}: a 16-bit image whose largest value is 4095, read as 12-bit values (4095 = white)"
+        assert flat(result.stderr).count(f"warning: {note}") == 1, result.stderr

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from conftest import coarse_of, synthetic_scene
 from PIL import Image
+from typer.testing import CliRunner
 
+from crm_cli.cli import app
 from crm_cli.engine import RefineResult
 from crm_cli.evaluation import Sample, evaluate, folder_samples
 from crm_cli.masks import binarize
 from crm_cli.pairing import FilePair
 
+runner = CliRunner()
 WIDTH = 101  # the ramp's column x holds p = x / 100
 
 
@@ -65,3 +71,43 @@ def test_folder_samples_rotate_masks_made_from_a_rotated_photos_stored_pixels(tm
     assert binarize(sample.gt).shape == (60, 40) and binarize(sample.gt)[2, 35] and not binarize(sample.gt)[50, 5]
     assert len(sample.notes) == 3 and "a_gt.png: upsampled" in sample.notes[2]
     assert all("as stored, before its EXIF rotation" in note for note in sample.notes[:2])
+
+
+def write_12bit_big_pair(folder: Path, name: str = "p") -> tuple[Path, int]:
+    """A BIG-layout pair whose photo is a 16-bit colour PNG holding 12-bit values; (photo, its top value)."""
+    image, gt = synthetic_scene(96, 128, seed=3)
+    wide = image.astype(np.uint16) * 16  # 8-bit values on the 12-bit scale: at most 4080
+    wide[0, 0] = 4095
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = folder / f"{name}_im.png"
+    cv2.imwrite(str(photo), np.ascontiguousarray(wide[..., ::-1]))
+    cv2.imwrite(str(folder / f"{name}_seg.png"), coarse_of(gt))
+    cv2.imwrite(str(folder / f"{name}_gt.png"), gt)
+    return photo, int(wide.max())
+
+
+def twelve_bit_note(photo: Path, top: int) -> str:
+    """The note crm refine gives for a 16-bit photo read on the 12-bit scale."""
+    return f"{photo}: a 16-bit image whose largest value is {top}, read as 12-bit values (4095 = white)"
+
+
+def test_folder_samples_note_a_16bit_photo_read_on_a_smaller_scale(tmp_path: Path) -> None:
+    photo, top = write_12bit_big_pair(tmp_path)
+    pair = FilePair("p", photo, tmp_path / "p_seg.png", Path("p.png"), tmp_path / "p_gt.png")
+
+    (sample,) = folder_samples([pair])
+
+    assert sample.notes == [twelve_bit_note(photo, top)]
+    assert int(sample.image.max()) == 255  # rescaled: 4095 is white, as crm refine reads it
+
+
+def test_eval_warns_once_on_stderr_about_a_16bit_photo_read_on_a_smaller_scale(tmp_path: Path,
+                                                                                tiny_weights: Path) -> None:
+    photo, top = write_12bit_big_pair(tmp_path / "big")
+
+    result = runner.invoke(app, ["eval", str(tmp_path / "big"), "-w", str(tiny_weights), "-d", "cpu", "--json", "-q"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 1  # stdout holds the JSON only
+    stderr = " ".join(result.stderr.split())
+    assert stderr.count(f"warning: {twelve_bit_note(photo, top)}") == 1, stderr

@@ -70,17 +70,18 @@ def folder_samples(pairs: Iterable[FilePair],
 
 def _folder_sample(pair: FilePair) -> Sample:
     """One pair of :func:`folder_samples`, read now."""
-    from .imageio import read_image_oriented, read_mask
+    from .imageio import read_image_noted, read_mask
     from .pipeline import fit_mask_to_image
 
     if pair.gt is None:
         raise ValueError(f"{pair.image}: no ground truth to score against")
-    image, orientation = read_image_oriented(pair.image)
+    # The photo's notes (a 16-bit photo read on a smaller scale) come first, as crm refine lists them.
+    image, orientation, notes = read_image_noted(pair.image)
     fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
                   image_name=str(pair.image))
-    coarse, notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
+    coarse, coarse_notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
     gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
-    notes += gt_notes
+    notes += coarse_notes + gt_notes
     return Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
 
 

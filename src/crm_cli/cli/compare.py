@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .checks import check_output_name
-from .common import QuietOpt, say, user_errors
+from .common import QuietOpt, say, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -36,11 +36,13 @@ def compare(
     check_output_name(output)
     with user_errors():
         from ..compare import compare_strip
-        from ..imageio import read_image_oriented, read_mask
+        from ..imageio import read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image
         from ..writing import write_image
 
-        rgb, orientation = read_image_oriented(image)
+        rgb, orientation, notes = read_image_noted(image)
+        for note in notes:  # a warning, as in crm refine: -q keeps it
+            warn(note)
         masks = []
         for path in (coarse, refined, gt):
             if path is not None:
