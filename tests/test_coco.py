@@ -350,10 +350,14 @@ def test_coco_usage_errors(tmp_path) -> None:  # noqa: ANN001
 def test_coco_list_options_and_nan_are_usage_errors_naming_the_option(tmp_path) -> None:  # noqa: ANN001
     annotations, images, _ = make_dataset(tmp_path)
     for extra, option in [(("--category-ids", "1,,2"), "--category-ids"), (("--category-ids", "1,"), "--category-ids"),
-                          (("--min-area", "nan"), "--min-area")]:
+                          (("--category-ids", ""), "--category-ids"), (("--min-area", "nan"), "--min-area")]:
         result = run_coco(annotations, images, tmp_path / "o.json", *extra, "--json")
         assert result.exit_code == 2 and result.stdout == "", result.output
         assert f"'{option}'" in result.stderr
+        if option == "--category-ids":
+            # presets.split_items' refusal, as for --ratios and --labels.
+            empty_item = f"category ids must be comma-separated, with no empty item; got {extra[1]!r}"
+            assert empty_item in " ".join(result.stderr.split()), result.stderr
     assert not (tmp_path / "o.json").exists()
     help_text = " ".join(runner.invoke(app, ["coco", "--help"], terminal_width=200).output.split())
     assert "fixed (README). [default: auto]" in help_text
@@ -615,3 +619,22 @@ def test_image_job_yields_each_instance_as_soon_as_it_is_refined(tmp_path) -> No
     at_once = coco.refine_image_job(DilateRefiner(), job, coco.RefineOptions())["results"]
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rs] for rs in (lazily, at_once)]
     assert without_time[0] == without_time[1] and len(lazily) == 2
+
+
+def test_category_and_label_ids_are_worded_by_one_function(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from crm_cli import pipeline
+    from crm_cli.cli.coco import check_categories
+    from crm_cli.masks import MaskData
+
+    assert pipeline.ids_text([5], "category", "categories") == "category 5"
+    assert pipeline.ids_text([5, 7], "category", "categories") == "categories 5, 7"
+    assert pipeline.ids_text([3], "label") == "label 3" and pipeline.ids_text([3, 7], "label") == "labels 3, 7"
+    assert pipeline.ids_text(list(range(1, 23)), "label") == f"labels {', '.join(map(str, range(1, 21)))}, ... (2 more)"
+
+    # Both messages go through it: --category-ids of crm coco and --labels of refine/batch.
+    monkeypatch.setattr(pipeline, "ids_text", lambda ids, one, many=None: f"<{one} {list(ids)}>")
+    data = {"annotations": [{"id": 1, "image_id": 1, "category_id": 1}]}
+    assert check_categories(data, {5}, tmp_path / "a.json").startswith("--category-ids: <category [5]> is not in")
+    label_map = MaskData(np.array([[0, 1], [2, 2]], np.uint8), "gray8")
+    notes, _ = pipeline.labels_notes(label_map, "labels", [1, 9], "m.png")
+    assert notes == ["--labels: <label [9]> is not in m.png; refining <label [1]> only"]

@@ -132,11 +132,13 @@ class PresetRefiner:
         return detail.probability
 
 
-def _labels_text(ids: list[int]) -> str:
-    """``label 3``, ``labels 3, 7``, the ids past pairing.MAX_LISTED counted."""
+def ids_text(ids: Sequence[int], one: str, many: str | None = None) -> str:
+    """Ids for a message after their noun, singular (``one``) for one id and plural (``many``,
+    default ``one`` + "s") otherwise: ``label 3``, ``categories 5, 7``; the ids past
+    pairing.MAX_LISTED are counted. Serves ``--labels`` here and ``crm coco --category-ids``."""
     from .pairing import listed
 
-    return f"label{'' if len(ids) == 1 else 's'} {listed(ids)}"
+    return f"{one if len(ids) == 1 else many or one + 's'} {listed(ids)}"
 
 
 def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: str) -> tuple[list[str], bool]:
@@ -154,13 +156,13 @@ def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: 
     if BACKGROUND in labels:
         problems.append("label 0 is the background, which is never refined")
     if missing:
-        problems.append(f"{_labels_text(missing)} {'is' if len(missing) == 1 else 'are'} not in {mask_name}")
+        problems.append(f"{ids_text(missing, 'label')} {'is' if len(missing) == 1 else 'are'} not in {mask_name}")
     if not problems:
         return [], False
     if targets:
-        outcome = f"refining {_labels_text(targets)} only"
+        outcome = f"refining {ids_text(targets, 'label')} only"
     else:
-        held = _labels_text(present) if present else "no labels"
+        held = ids_text(present, "label") if present else "no labels"
         outcome = f"it holds {held}: nothing to refine, so the mask is written unchanged"
     return [f"--labels: {'; '.join(problems)}; {outcome}"], not targets
 

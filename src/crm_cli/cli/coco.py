@@ -20,6 +20,7 @@ from .common import (
     console,
     emit_json,
     finite_option,
+    list_items,
     refiner_options,
     report_failure,
     say,
@@ -31,22 +32,15 @@ MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json
 
 
 def parse_ids(value: str | None) -> set[int] | None:
-    """``"1,3"`` -> {1, 3}."""
+    """``"1,3"`` -> {1, 3}; a usage error for an empty item (presets.split_items) or a non-integer."""
     if value is None:
         return None
-    items = [item.strip() for item in value.split(",")]
+    items = list_items(value, "--category-ids", "category ids")
     try:
         return {int(item) for item in items}
-    except ValueError:  # also an empty item: "1,,3", "1,", ""
+    except ValueError:
         raise typer.BadParameter(f"category ids must be comma-separated integers, got {value!r}",
                                  param_hint="'--category-ids'") from None
-
-
-def _categories(ids: list[int]) -> str:
-    """``category 5``, ``categories 5, 7``."""
-    from ..pairing import listed
-
-    return f"categor{'y' if len(ids) == 1 else 'ies'} {listed(ids)}"
 
 
 def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> str | None:
@@ -55,6 +49,9 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
     message of that usage error (exit 2), None otherwise."""
     from ..coco.files import is_json_id
     from ..pairing import listed
+    from ..pipeline import ids_text
+
+    categories = partial(ids_text, one="category", many="categories")  # worded as --labels words its ids
 
     # The annotations decide what can be refined; the categories list only adds names.
     named: dict[Any, Any] = {entry["category_id"]: None for entry in data["annotations"]
@@ -67,12 +64,12 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
         return None
     if len(missing) == len(wanted):
         known = [f"{key} ({name})" if name is not None else str(key) for key, name in named.items()]
-        what = f"{_categories(missing)} is not" if len(missing) == 1 else f"none of {_categories(missing)} is"
+        what = f"{categories(missing)} is not" if len(missing) == 1 else f"none of {categories(missing)} is"
         return (f"--category-ids: {what} in {annotations} (its categories: {listed(known) or 'none'}); "
                 "nothing to refine")
     verb = "is" if len(missing) == 1 else "are"
-    warn(f"--category-ids: {_categories(missing)} {verb} not in {annotations}; refining "
-         f"{_categories(sorted(wanted.intersection(named)))} only")
+    warn(f"--category-ids: {categories(missing)} {verb} not in {annotations}; refining "
+         f"{categories(sorted(wanted.intersection(named)))} only")
     return None
 
 

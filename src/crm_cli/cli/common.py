@@ -37,7 +37,7 @@ OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
 
 
-def _list_items(value: str, option: str, what: str) -> list[str]:
+def list_items(value: str, option: str, what: str) -> list[str]:
     """The comma-separated items of ``value`` (presets.split_items); a usage error naming ``option``
     for an empty item."""
     try:
@@ -50,7 +50,7 @@ def parse_labels(value: str | None) -> list[int] | None:
     """``"3,7"`` -> [3, 7]."""
     if value is None:
         return None
-    items = _list_items(value, "--labels", "label ids")
+    items = list_items(value, "--labels", "label ids")
     try:
         ids = [int(item) for item in items]
     except ValueError:
