@@ -60,6 +60,38 @@ def count_torch_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return loads
 
 
+def count_kind_reads(monkeypatch: pytest.MonkeyPatch, weights: Path) -> list[Path]:
+    """Every read of the head of the checkpoint ``weights`` (``checkpoint.checkpoint_kind``) from now on;
+    engine's own name for the function is counted too, where it has one."""
+    import crm_cli.engine as engine
+
+    reads: list[Path] = []
+    kind: Callable[[Path], str] = checkpoint.checkpoint_kind
+
+    def counting(path: Path) -> str:
+        if Path(path) == weights:
+            reads.append(Path(path))
+        return kind(path)
+
+    monkeypatch.setattr(checkpoint, "checkpoint_kind", counting)
+    monkeypatch.setattr(engine, "checkpoint_kind", counting, raising=False)
+    return reads
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny weights (and sidecar) with their encoder exported beside them, for the onnx backend."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from crm_cli.onnx_export import export_encoder
+
+    weights = tmp_path_factory.mktemp("exported") / tiny_weights.name
+    weights.write_bytes(tiny_weights.read_bytes())
+    sidecar_path(weights).write_text(sidecar_path(tiny_weights).read_text())
+    export_encoder(weights)
+    return weights
+
+
 def info_json(weights: Path) -> tuple[int, dict[str, Any]]:
     result = runner.invoke(app, ["info", "-w", str(weights), "--json"])
     return result.exit_code, json.loads(result.stdout)
@@ -131,3 +163,48 @@ def test_inspect_checkpoint_without_build_reads_no_tensors(pt_weights: Path, tin
     assert inspect_checkpoint(pt_weights)["error"] is None and reads == [False]
     reads = count_reads(monkeypatch, tiny_weights)
     assert inspect_checkpoint(tiny_weights)["error"] is None and reads == [False]
+
+
+def test_crm_info_on_a_corrupt_file_says_what_loading_it_says(tiny_weights: Path, tmp_path: Path) -> None:
+    """A file that no longer matches its sidecar's sha256: ``crm info`` fails with the very line a
+    load of it raises (was a wording of its own, without the recorded hash)."""
+    from crm_cli.engine import Refiner
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    content = bytearray(tiny_weights.read_bytes())
+    content[-1] ^= 0xFF  # a byte of the last tensor: the file still parses, only its hash changed
+    corrupt.write_bytes(bytes(content))
+    sidecar_path(corrupt).write_text(sidecar_path(tiny_weights).read_text())
+    with pytest.raises(WeightsError) as loading:
+        load_model(corrupt)
+    with pytest.raises(WeightsError) as refining:
+        Refiner(corrupt, device="cpu")
+    assert str(refining.value) == str(loading.value)
+
+    table = runner.invoke(app, ["info", "-w", str(corrupt)])
+    assert table.exit_code == 1
+    assert table.stderr.strip().splitlines()[-1] == f"error: {loading.value}"
+    code, data = info_json(corrupt)
+    assert code == 1 and data["weights"]["error"] == str(loading.value)
+
+
+@pytest.mark.parametrize(("encoder", "backend", "runs_on"), [
+    (True, "auto", "onnx"), (True, "onnx", "onnx"), (True, "torch", "torch"), (False, "auto", "torch")])
+def test_a_model_load_reads_the_checkpoint_kind_once(encoder: bool, backend: str, runs_on: str, exported: Path,
+                                                     tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend choice and the load share one read of the file's first bytes (was one each, but
+    on the torch backend, which makes no choice)."""
+    from crm_cli.engine import Refiner
+
+    weights = exported if encoder else tiny_weights
+    monkeypatch.setenv("CRM_WEIGHTS", str(weights))  # the default weights, as `crm refine` without --weights
+    reads = count_kind_reads(monkeypatch, weights)
+    assert Refiner(device="cpu", backend=backend).backend == runs_on
+    assert len(reads) == 1
+
+
+def test_crm_info_reads_the_checkpoint_kind_once(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = count_kind_reads(monkeypatch, exported)
+    code, data = info_json(exported)
+    assert code == 0 and data["default_backend"] in ("onnx", "torch")
+    assert len(reads) == 1  # was two: the backend choice, then the report

@@ -156,14 +156,15 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 class WeightsSidecar:
-    """A checkpoint's path with its sidecar, read (:func:`read_sidecar`) on first use and then kept.
+    """A checkpoint's path with its sidecar (:func:`read_sidecar`) and its kind (:func:`checkpoint_kind`),
+    each read on first use and then kept.
 
     The functions here that load or check a checkpoint (:func:`load_model`, :func:`read_spec`,
     :func:`checked_info`, :func:`inspect_checkpoint`, :func:`verify_sha256`, :func:`verify_encoder`,
     :func:`onnx_encoder_path`, :func:`inspect_encoder`) take one of these in place of its path. One
-    model load passes the same one to every check that needs the sidecar (the backend choice, the
-    hash, the final stage, the ONNX encoder's entry), so the file is read once; a plain path gets
-    a sidecar of its own. A failed read is not kept: the next use raises again.
+    model load passes the same one to every check that needs the sidecar or the kind (the backend
+    choice, the hash, the final stage, the ONNX encoder's entry, the parse), so each is read once;
+    a plain path gets a sidecar of its own. A failed read is not kept: the next use raises again.
     """
 
     def __init__(self, weights: Path | str) -> None:
@@ -178,6 +179,11 @@ class WeightsSidecar:
     def data(self) -> dict[str, Any] | None:
         """The sidecar's JSON object, or None when there is none."""
         return read_sidecar(self.weights)
+
+    @cached_property
+    def kind(self) -> str:
+        """The checkpoint's kind from its first bytes, :func:`checkpoint_kind`'s "safetensors" or "torch"."""
+        return checkpoint_kind(self.weights)
 
 
 def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
@@ -330,7 +336,7 @@ def _checked_spec(weights: Path | str | WeightsSidecar, *, load_tensors: bool, v
     side = WeightsSidecar.of(weights)
     path = side.weights
     # The kind first: a directory or a non-checkpoint (the sidecar itself) fails here, not while hashing.
-    kind = checkpoint_kind(path)
+    kind = side.kind
     digest = verify_sha256(side) if verify else ""
     verified = verify and bool((side.data or {}).get("sha256"))
     config_dict, provenance, state = _read_spec(path, kind, load_tensors=load_tensors)
@@ -420,12 +426,12 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
             report["error"] = f"{path}: is a directory, not a checkpoint file"
         return report
     try:
-        report["sha256"] = sha256_file(path)
+        report["sha256"] = digest = sha256_file(path)
         data = side.data
+        recorded = (data or {}).get("sha256")
         if data is not None:
             report["sidecar"] = str(sidecar_path(path))
-            recorded = data.get("sha256")
-            report["sha256_ok"] = recorded == report["sha256"] if recorded else None
+            report["sha256_ok"] = recorded == digest if recorded else None
         # With ``build``, the tensors are read with the spec, in one pass: a .pt holds both in one
         # pickle, which reading the spec and then loading the model unpickled twice.
         spec = _checked_spec(side, load_tensors=build and report["sha256_ok"] is not False, verify=False)
@@ -433,8 +439,7 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
         report["final_stage"] = asdict(_info_of(spec).final_stage)
         report["onnx"] = inspect_encoder(side)
         if report["sha256_ok"] is False:
-            report["error"] = (f"{path}: sha256 {report['sha256'][:12]}... does not match "
-                               f"{sidecar_path(path).name}; the file is corrupt or was replaced")
+            report["error"] = _hash_mismatch(path, digest, recorded, path)  # what verify_sha256 raises
         elif report["onnx"] is not None and report["onnx"]["error"]:
             report["error"] = report["onnx"]["error"]
         elif build:

@@ -31,7 +31,6 @@ from .checkpoint import (
     CheckpointInfo,
     WeightsError,
     WeightsSidecar,
-    checkpoint_kind,
     default_weights_path,
     onnx_encoder_path,
     sidecar_path,
@@ -171,7 +170,7 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
             raise ValueError(f"the onnx backend runs in fp32, not in precision {precision!r} (use the torch backend)")
         if not runtime_present:
             raise ValueError("the onnx backend needs onnxruntime: pip install onnxruntime")
-        if checkpoint_kind(path) != SAFETENSORS_KIND:  # a missing file or a directory fails here too
+        if side.kind != SAFETENSORS_KIND:  # a missing file or a directory fails here too
             raise WeightsError(f"{path}: the onnx backend runs .safetensors weights, not a torch training "
                                "checkpoint (use the torch backend)")
         encoder = onnx_encoder_path(side)
@@ -180,7 +179,7 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
                                f"(python -m crm_cli.onnx_export {path})")
         return encoder
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
-    if precision != "fp32" or not runtime_present or checkpoint_kind(path) != SAFETENSORS_KIND:
+    if precision != "fp32" or not runtime_present or side.kind != SAFETENSORS_KIND:
         return None
     encoder = onnx_encoder_path(side)
     if encoder is None:
@@ -247,7 +246,7 @@ class Refiner:
         torch_options = channels_last is not None or not fold_bn
         if torch_options and backend == "onnx":
             raise ValueError("channels_last and fold_bn are options of the torch backend")
-        # One read of the weights' sidecar serves the backend choice and the load.
+        # One read of the weights' sidecar and of their first bytes (their kind) serves the backend choice and the load.
         sidecar = None if in_memory else WeightsSidecar(Path(os.fspath(model)) if model else default_weights_path())
         encoder = None if sidecar is None or (torch_options and backend == "auto") else choose_backend(
             sidecar, device, precision, backend)
