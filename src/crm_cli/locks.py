@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from .writing import discard, temp_path
+
 LOCK_PREFIX = "."
 LOCK_SUFFIX = ".lock"
 # A lock file without a pid is being written; older than this, its writer died before finishing.
@@ -194,7 +196,10 @@ def folder_time_ns(folder: str | Path) -> int:
 
 def probe_folder_time_ns(folder: str | Path) -> int | None:
     """The mtime of an empty file made in ``folder`` and removed again, or None when none can be made."""
-    probe = Path(folder) / f"{LOCK_PREFIX}crm-clock.{uuid.uuid4().hex[:12]}.tmp"
+    # A write_atomic temp name, ``.crm-clock.<hex>.tmp`` (the name it always had): hidden, so a probe
+    # left behind (its removal failed) is never paired as an input, and as no output is called
+    # "crm-clock", writing.leftover_temp_files never lists it.
+    probe = temp_path(Path(folder) / "crm-clock")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
@@ -205,10 +210,7 @@ def probe_folder_time_ns(folder: str | Path) -> int | None:
         return None
     finally:
         os.close(fd)
-        try:
-            probe.unlink()
-        except OSError:
-            pass  # the folder changed meanwhile: a stray empty hidden file, never paired
+        discard(probe)
 
 
 class OutputLock:

@@ -209,15 +209,15 @@ def write_atomic(target: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except OSError as exc:
-        _discard(temp)
+        discard(temp)
         raise ImageWriteError(f"cannot write {target}: {write_error_reason(target, exc)}") from None
     except BaseException:
-        _discard(temp)
+        discard(temp)
         raise
     _fsync_dir(target.parent)
 
 
-def _discard(temp: Path) -> None:
+def discard(temp: Path) -> None:
     """Remove a temp file if it was made; never raises, so the error being handled is the one reported
     (unlinking under a path that is not a folder raises ENOTDIR)."""
     try:
