@@ -9,6 +9,7 @@ import torch
 from conftest import make_tiny_model
 
 from crm_cli.checkpoint import load_model, save_weights
+from crm_cli.config import Provenance
 from crm_cli.training.averaging import average_checkpoints, average_state, main
 
 
@@ -46,8 +47,23 @@ def test_average_checkpoints_writes_the_blend(tmp_path: Path) -> None:
     key = next(k for k, v in first.items() if v.is_floating_point() and v.numel() > 4 and not torch.equal(v, second[k]))
     # fp16 storage: compare to the hand-made mean at half precision.
     assert torch.allclose(state[key], ((first[key] + second[key]) / 2).half().float(), atol=1e-3)
-    assert "x0.5" in info.provenance["init"] and info.provenance["notes"] == "weight average of two checkpoints"
+    assert "x0.5" in info.provenance["init"]
+    assert info.provenance["notes"] == ("weight average of two checkpoints; base: no provenance recorded; "
+                                        "tuned: no provenance recorded")
     # alpha = 0 reproduces the base (at fp16 storage precision).
     same = tmp_path / "same.safetensors"
     average_checkpoints(paths[0], paths[1], 0.0, same)
     assert torch.allclose(load_model(same)[0].state_dict()[key], first[key].half().float())
+
+
+def test_a_blend_records_how_both_parents_were_trained(tmp_path: Path) -> None:
+    base, tuned, out = tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", tmp_path / "avg.safetensors"
+    save_weights(make_tiny_model(0), base, Provenance(command="crm train --out a", data="DATA/duts-tr", steps=2100))
+    save_weights(make_tiny_model(1), tuned, Provenance(command="crm train --out b --init base.safetensors",
+                                                       data="DATA/duts-tr", steps=600))
+    average_checkpoints(base, tuned, 0.25, out)
+    provenance = load_model(out)[1].provenance
+    assert provenance["data"] == "DATA/duts-tr"  # one data set, named once
+    assert provenance["notes"] == ("weight average of two checkpoints; base: 2100 steps of `crm train --out a`; "
+                                   "tuned: 600 steps of `crm train --out b --init base.safetensors`")
+    assert "base.safetensors sha256=" in provenance["init"] and provenance["init"].endswith("x0.25")

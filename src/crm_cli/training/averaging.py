@@ -43,13 +43,24 @@ def average_checkpoints(base_path: Path, tuned_path: Path, alpha: float, out: Pa
     if base_info.config != tuned_info.config:
         raise ValueError(f"{base_path} and {tuned_path} have different architectures")
     base.load_state_dict(average_state(base.state_dict(), tuned.state_dict(), alpha))
+    parents = (base_info.provenance, tuned_info.provenance)
+    data = sorted({parent.get("data", "") for parent in parents} - {""})
     provenance = Provenance(
         command=f"python -m crm_cli.training.averaging {base_path} {tuned_path} --alpha {alpha}",
+        data=" + ".join(data),
         init=f"{Path(base_path).name} sha256={base_info.sha256} x{1 - alpha:g} + "
              f"{Path(tuned_path).name} sha256={tuned_info.sha256} x{alpha:g}",
-        notes="weight average of two checkpoints",
+        notes="weight average of two checkpoints; " + "; ".join(
+            _parent_note(role, parent) for role, parent in (("base", parents[0]), ("tuned", parents[1]))),
     )
     return save_weights(base, out, provenance)
+
+
+def _parent_note(role: str, provenance: dict[str, Any]) -> str:
+    """One parent's training for the blend's notes, so the shipped file says how both were made."""
+    if not provenance.get("command"):
+        return f"{role}: no provenance recorded"
+    return f"{role}: {provenance.get('steps', 0)} steps of `{provenance['command']}`"
 
 
 def main(argv: list[str] | None = None) -> None:
