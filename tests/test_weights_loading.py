@@ -208,3 +208,24 @@ def test_crm_info_reads_the_checkpoint_kind_once(exported: Path, monkeypatch: py
     code, data = info_json(exported)
     assert code == 0 and data["default_backend"] in ("onnx", "torch")
     assert len(reads) == 1  # was two: the backend choice, then the report
+
+
+def test_saved_weights_and_sidecar_honour_the_umask_and_leave_no_temp_file(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from crm_cli.checkpoint import save_weights
+
+    previous = os.umask(0o022)
+    try:
+        path = tmp_path / "shared" / "model.safetensors"  # the folder is made too
+        digest = save_weights(make_tiny_model(seed=1), path)
+    finally:
+        os.umask(previous)
+    # Readable by the other users of a shared machine, as any file the user makes (safetensors' own
+    # writer made it 0600).
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(sidecar_path(path).stat().st_mode) == 0o644
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.safetensors"]
+    assert json.loads(sidecar_path(path).read_text())["sha256"] == digest == sha256_file(path)
+    load_model(path)  # the written file loads and matches its sidecar

@@ -89,10 +89,11 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     the dtype, the parameter count and ``extra`` (e.g. evaluation tables).
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .writing import write_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu()
@@ -105,9 +106,9 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
         "config": json.dumps(model.config.to_dict()),
         "provenance": json.dumps(asdict(provenance)),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    # write_atomic honours the umask (safetensors' own save_file creates the file 0600, unreadable to
+    # the other users of a shared machine) and never leaves a half-written file under the name.
+    write_atomic(path, save(state, metadata=metadata))
     digest = sha256_file(path)
     sidecar = {
         "file": path.name,
@@ -134,10 +135,9 @@ def resolve_final_stage(hints: Any, where: str | Path) -> FinalStage:
 
 def write_sidecar(path: Path, sidecar: dict[str, Any]) -> None:
     """Write the sidecar JSON of the checkpoint ``path`` atomically (temp file, then rename)."""
-    side = sidecar_path(Path(path))
-    tmp_json = side.with_name(side.name + ".tmp")
-    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(tmp_json, side)
+    from .writing import write_atomic
+
+    write_atomic(sidecar_path(Path(path)), (json.dumps(sidecar, indent=2) + "\n").encode())
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
