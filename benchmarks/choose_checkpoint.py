@@ -10,7 +10,7 @@ names the candidates better than the baseline on every set.
 
     python benchmarks/choose_checkpoint.py runs/gpu --set carvana=../shared/data/carvana-dev \\
         --set real1024=REAL/isnet1024 --set real256=REAL/isnet256 --set thin=THIN --set duts=DUTS \\
-        [--baseline weights/crm_mobilenet_v2.safetensors] [--out runs/choose] [-- CRM_EVAL_OPTIONS]
+        [--baseline weights/crm_mobilenet_v2_blend.safetensors] [--out runs/choose] [-- CRM_EVAL_OPTIONS]
 
 Kept results are keyed by the weights' content and the set's path, not by crm's code: after a
 change to the engine or the presets, start with an empty ``--out``.
@@ -33,7 +33,10 @@ from pathlib import Path
 from eval_cache import cached_eval
 from forward_args import split_forwarded
 
-DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2.safetensors"
+from crm_cli.checkpoint import DEFAULT_WEIGHTS_NAME
+
+# The shipped default in this checkout (not CRM_WEIGHTS: the baseline is what a new default must beat).
+DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "weights" / DEFAULT_WEIGHTS_NAME
 HARM_POINTS = 1.0  # an image "harmed" loses more than this many points (of 100) of IoU or mBA
 
 

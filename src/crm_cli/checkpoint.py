@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .schedule import FinalStage
 
 FORMAT = "crm-cli/1"
-DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2.safetensors"
+DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_blend.safetensors"
 
 
 class WeightsError(RuntimeError):

@@ -11,7 +11,7 @@ created, with the weights' sha256, when there is none).
 
 Exporting needs torch and the ``onnx`` package; running the result needs neither::
 
-    python -m crm_cli.onnx_export weights/crm_mobilenet_v2.safetensors
+    python -m crm_cli.onnx_export weights/crm_mobilenet_v2_blend.safetensors
 """
 
 from __future__ import annotations
