@@ -209,3 +209,17 @@ def test_compare_warns_once_on_stderr_about_a_16bit_photo_read_on_a_smaller_scal
         assert result.stdout == ""
         note = f"{photo}: a 16-bit image whose largest value is 4095, read as 12-bit values (4095 = white)"
         assert flat(result.stderr).count(f"warning: {note}") == 1, result.stderr
+
+
+def test_compare_warns_about_each_mask_it_had_to_fit(scene_files: dict[str, Path], tmp_path: Path) -> None:
+    # A coarse mask at half size (a low-resolution network's output) is upsampled, as crm refine does,
+    # and says so; the full-size masks say nothing.
+    small = tmp_path / "coarse_small.png"
+    coarse = cv2.imread(str(scene_files["coarse"]), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(small), cv2.resize(coarse, (64, 48), interpolation=cv2.INTER_AREA))
+    args = [str(scene_files["image"]), str(small), str(scene_files["refined"]), str(scene_files["gt"])]
+    result = runner.invoke(app, ["compare", *args, "-o", str(tmp_path / "cmp.png"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and (tmp_path / "cmp.png").stat().st_size > 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert flat(" ".join(warnings)) == f"warning: {small}: upsampled to the image size 128x96"

@@ -41,13 +41,16 @@ def compare(
         from ..writing import write_image
 
         rgb, orientation, notes = read_image_noted(image)
-        for note in notes:  # a warning, as in crm refine: -q keeps it
+        for note in notes:  # warnings, as in crm refine: -q keeps them
             warn(note)
         masks = []
         for path in (coarse, refined, gt):
             if path is not None:
                 # A smaller same-aspect mask is upsampled; any other size mismatch is an error naming both.
-                fitted, _ = fit_mask_to_image(read_mask(path), rgb.shape[:2], orientation, str(image), str(path))
+                fitted, mask_notes = fit_mask_to_image(read_mask(path), rgb.shape[:2], orientation, str(image),
+                                                       str(path))
+                for note in mask_notes:  # upsampled, rotated like the photo, read on another scale
+                    warn(note)
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
