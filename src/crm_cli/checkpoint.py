@@ -108,7 +108,7 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     }
     # write_atomic honours the umask (safetensors' own save_file creates the file 0600, unreadable to
     # the other users of a shared machine) and never leaves a half-written file under the name.
-    write_atomic(path, save(state, metadata=metadata))
+    write_atomic(path, _with_sorted_header(save(state, metadata=metadata)))
     digest = sha256_file(path)
     sidecar = {
         "file": path.name,
@@ -120,6 +120,15 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     }
     write_sidecar(path, sidecar)
     return digest
+
+
+def _with_sorted_header(data: bytes) -> bytes:
+    """safetensors bytes with their JSON header's keys sorted, so the same weights give the same file
+    and sha256 on every save (safetensors writes its metadata in a random order)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header with spaces to 8-byte alignment
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
 
 
 def resolve_final_stage(hints: Any, where: str | Path) -> FinalStage:
