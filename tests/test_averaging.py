@@ -60,10 +60,10 @@ def test_a_blend_records_how_both_parents_were_trained(tmp_path: Path) -> None:
     base, tuned, out = tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", tmp_path / "avg.safetensors"
     save_weights(make_tiny_model(0), base, Provenance(command="crm train --out a", data="DATA/duts-tr", steps=2100))
     save_weights(make_tiny_model(1), tuned, Provenance(command="crm train --out b --init base.safetensors",
-                                                       data="DATA/duts-tr", steps=600))
+                                                       data="/home/me/DATA/duts-tr", steps=600))
     average_checkpoints(base, tuned, 0.25, out)
     provenance = load_model(out)[1].provenance
-    assert provenance["data"] == "DATA/duts-tr"  # one data set, named once
+    assert provenance["data"] == "DATA/duts-tr"  # one data set under two spellings, named once, as the base has it
     assert provenance["notes"] == ("weight average of two checkpoints; base: 2100 steps of `crm train --out a`; "
                                    "tuned: 600 steps of `crm train --out b --init base.safetensors`")
     assert "base.safetensors sha256=" in provenance["init"] and provenance["init"].endswith("x0.25")

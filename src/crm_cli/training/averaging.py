@@ -44,10 +44,15 @@ def average_checkpoints(base_path: Path, tuned_path: Path, alpha: float, out: Pa
         raise ValueError(f"{base_path} and {tuned_path} have different architectures")
     base.load_state_dict(average_state(base.state_dict(), tuned.state_dict(), alpha))
     parents = (base_info.provenance, tuned_info.provenance)
-    data = sorted({parent.get("data", "") for parent in parents} - {""})
+    # One data set under two spellings (a run's ../shared/data/duts-tr, another's absolute path) is
+    # named once, as the base spelled it.
+    data: dict[str, str] = {}
+    for parent in parents:
+        if parent.get("data"):
+            data.setdefault(Path(parent["data"]).name, parent["data"])
     provenance = Provenance(
         command=f"python -m crm_cli.training.averaging {base_path} {tuned_path} --alpha {alpha}",
-        data=" + ".join(data),
+        data=" + ".join(data.values()),
         init=f"{Path(base_path).name} sha256={base_info.sha256} x{1 - alpha:g} + "
              f"{Path(tuned_path).name} sha256={tuned_info.sha256} x{alpha:g}",
         notes="weight average of two checkpoints; " + "; ".join(
