@@ -1119,6 +1119,8 @@ def test_shipped_sidecars_hold_valid_final_stages() -> None:
     stages = {side.stem: FinalStage.from_hints(json.loads(side.read_text()).get("final_stage"))
               for side in sorted(weights.glob("*.json"))}
     assert stages["crm_mobilenet_v2"] == FinalStage()  # the defaults were chosen on it
-    assert stages["crm_mobilenet_v2_blend"] == FinalStage()  # and gate_threshold.py kept them for the blend
+    # gate_threshold.py found no threshold at least as good as 0.5 on every set for the blend (session 27):
+    # a "final_stage" entry added to its sidecar later must come with new measurements.
+    assert stages["crm_mobilenet_v2_blend"] == FinalStage()
     # The EfficientNet-Lite0 CRM loses mBA on 2K cars when enlarged: only small photos are.
     assert stages["crm_efficientnet_lite0"] == FinalStage(enlarge_max_pixels=0)

@@ -27,8 +27,6 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from .writing import discard, temp_path
-
 LOCK_PREFIX = "."
 LOCK_SUFFIX = ".lock"
 # A lock file without a pid is being written; older than this, its writer died before finishing.
@@ -199,6 +197,8 @@ def probe_folder_time_ns(folder: str | Path) -> int | None:
     # A write_atomic temp name, ``.crm-clock.<hex>.tmp`` (the name it always had): hidden, so a probe
     # left behind (its removal failed) is never paired as an input, and as no output is called
     # "crm-clock", writing.leftover_temp_files never lists it.
+    from .writing import discard, temp_path  # here: locks itself needs only the standard library
+
     probe = temp_path(Path(folder) / "crm-clock")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
