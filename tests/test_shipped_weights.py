@@ -1,0 +1,48 @@
+"""The weights files the repository ships: each loads strictly against its sidecar's hashes, and the
+default is exactly the blend its provenance names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from crm_cli.checkpoint import DEFAULT_WEIGHTS_NAME, inspect_checkpoint, sha256_file
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED = sorted(WEIGHTS.glob("*.safetensors")) + sorted((WEIGHTS / "candidates").glob("*.safetensors"))
+
+
+def test_the_default_and_the_previous_default_are_shipped() -> None:
+    names = {path.name for path in SHIPPED}
+    assert DEFAULT_WEIGHTS_NAME in names
+    assert "crm_mobilenet_v2.safetensors" in names  # the previous default stays loadable under its name
+
+
+@pytest.mark.parametrize("weights", SHIPPED, ids=lambda path: path.name)
+def test_each_shipped_file_loads_strictly_and_matches_its_sidecar(weights: Path) -> None:
+    report = inspect_checkpoint(weights, build=True)
+    assert report["error"] is None, report["error"]
+    assert report["sha256_ok"] is True  # every shipped file has a sidecar hash, and it matches
+    assert report["config"] and report["provenance"].get("command")  # self-describing
+    if weights.parent == WEIGHTS:  # the candidates are for comparison; only shipped ones need the CPU backend
+        assert report["onnx"] is not None and report["onnx"]["sha256_ok"] and report["onnx"]["used"]
+
+
+def test_the_default_is_the_blend_its_provenance_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.training.averaging import average_checkpoints
+
+    default = WEIGHTS / DEFAULT_WEIGHTS_NAME
+    provenance = inspect_checkpoint(default)["provenance"]
+    # "<base> sha256=<hex> x0.75 + <tuned> sha256=<hex> x0.25"
+    parents = re.findall(r"(\S+\.safetensors) sha256=([0-9a-f]{64}) x([0-9.]+)", provenance["init"])
+    assert [weight for _, _, weight in parents] == ["0.75", "0.25"]
+    paths = {path.name: path for path in SHIPPED}
+    for name, digest, _ in parents:
+        assert sha256_file(paths[name]) == digest  # the parents shipped are the ones averaged
+    # README's command, run from the repository's root as it is written, remakes the file byte for byte.
+    monkeypatch.chdir(WEIGHTS.parent)
+    base, tuned = (paths[name].relative_to(WEIGHTS.parent) for name, _, _ in parents)
+    assert provenance["command"] == f"python -m crm_cli.training.averaging {base} {tuned} --alpha 0.25"
+    assert average_checkpoints(base, tuned, 0.25, tmp_path / "remade.safetensors") == sha256_file(default)
