@@ -638,3 +638,21 @@ def test_category_and_label_ids_are_worded_by_one_function(tmp_path, monkeypatch
     label_map = MaskData(np.array([[0, 1], [2, 2]], np.uint8), "gray8")
     notes, _ = pipeline.labels_notes(label_map, "labels", [1, 9], "m.png")
     assert notes == ["--labels: <label [9]> is not in m.png; refining <label [1]> only"]
+
+
+def test_coco_warns_once_about_a_16bit_photo_read_on_a_smaller_scale(shipped_weights, tmp_path) -> None:  # noqa: ANN001
+    annotations, images, _ = make_dataset(tmp_path)
+    photo = images / "b.png"  # image 9: one refined instance and two that fail
+    wide = cv2.imread(str(photo)).astype(np.uint16) * 16
+    wide[0, 0] = 4095
+    cv2.imwrite(str(photo), wide)
+    output = tmp_path / "out.json"
+    result = run_coco(annotations, images, output, "-w", str(shipped_weights), "-d", "cpu", "--json", "-q")
+    assert result.exit_code == 1  # the two bad instances of make_dataset
+    summary = json.loads(result.stdout)  # stdout stays JSON only
+    assert summary["refined"] == 3
+    note = "a 16-bit image whose largest value is 4095, read as 12-bit values (4095 = white)"
+    assert " ".join(result.stderr.split()).count(note) == 1, result.stderr
+    # The note is for the log, not a result: the resume sidecar does not record it.
+    sidecar = tmp_path / "out.json.partial.jsonl"
+    assert all("notes" not in json.loads(line) for line in sidecar.read_text().splitlines())

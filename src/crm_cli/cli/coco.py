@@ -178,6 +178,8 @@ def coco(
         task = progress.add_task("coco", total=plan.instances, current="")
         try:
             for index, result in stream:
+                for note in result.pop("notes", ()):  # a warning, as in crm refine: -q keeps it
+                    warn(note, progress.console)
                 status = result["status"]
                 if status == "refined":
                     sidecar.append(result)

@@ -127,9 +127,10 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
     yielding each instance's result as soon as it is known.
 
     Every instance gets a result ``{"index", "id", "status", "seconds", ...}``; a bad instance or an
-    unreadable image gives ``status: failed`` with an ``error`` and never raises.
+    unreadable image gives ``status: failed`` with an ``error`` and never raises. The image's notes for
+    the log (a 16-bit photo read on a smaller scale) ride on its first result as ``"notes"``.
     """
-    from ..imageio import read_image
+    from ..imageio import read_image_noted
 
     def finish(instance: dict[str, Any], outcome: dict[str, Any], start: float) -> dict[str, Any]:
         return {"index": instance["index"], "id": instance["id"], **outcome,
@@ -137,7 +138,7 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
 
     start = time.perf_counter()
     try:
-        image = read_image(job["image"], name=job["name"])
+        image, _, notes = read_image_noted(job["image"], name=job["name"])
         expected = (job.get("height"), job.get("width"))
         if None not in expected and tuple(image.shape[:2]) != expected:
             raise InstanceError(f"{job['name']}: the image is {image.shape[1]}x{image.shape[0]} but the annotation "
@@ -146,7 +147,7 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
         for instance in job["instances"]:
             yield finish(instance, {"status": "failed", "error": str(exc)}, start)
         return
-    for instance in job["instances"]:
+    for position, instance in enumerate(job["instances"]):
         start = time.perf_counter()
         try:
             outcome = refine_instance(refiner, image, instance["segmentation"], options, instance.get("bbox"))
@@ -154,7 +155,10 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
             outcome = {"status": "failed", "error": str(exc)}
         except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        yield finish(instance, outcome, start)
+        result = finish(instance, outcome, start)
+        if position == 0 and notes:
+            result["notes"] = notes
+        yield result
 
 
 def refine_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> dict[str, Any]:
