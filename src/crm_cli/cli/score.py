@@ -108,12 +108,12 @@ def score(
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         if coco_files and threshold is not None:
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
-        from ..pairing import NoPairsError, Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
+        from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
 
+        # NoPairsError (nothing to score where GT points) is a usage error through user_errors, as in
+        # batch and eval.
         try:
             pairing = Pairing([]) if coco_files else scan_predictions(pred, gt, pred_suffix)
-        except NoPairsError as exc:  # nothing to score where GT points: a usage error, as in batch and eval
-            raise fail(str(exc), 2) from None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
         for note in pairing.notes:
