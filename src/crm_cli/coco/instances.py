@@ -147,7 +147,7 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
         for instance in job["instances"]:
             yield finish(instance, {"status": "failed", "error": str(exc)}, start)
         return
-    for position, instance in enumerate(job["instances"]):
+    for instance in job["instances"]:
         start = time.perf_counter()
         try:
             outcome = refine_instance(refiner, image, instance["segmentation"], options, instance.get("bbox"))
@@ -156,8 +156,8 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
         except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         result = finish(instance, outcome, start)
-        if position == 0 and notes:
-            result["notes"] = notes
+        if notes:  # the first result only
+            result["notes"], notes = notes, []
         yield result
 
 
