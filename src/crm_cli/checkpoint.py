@@ -108,8 +108,9 @@ def save_weights(model: Any, path: Path, provenance: Provenance | None = None, h
     }
     # write_atomic honours the umask (safetensors' own save_file creates the file 0600, unreadable to
     # the other users of a shared machine) and never leaves a half-written file under the name.
-    write_atomic(path, _with_sorted_header(save(state, metadata=metadata)))
-    digest = sha256_file(path)
+    data = _with_sorted_header(save(state, metadata=metadata))
+    write_atomic(path, data)
+    digest = hashlib.sha256(data).hexdigest()
     sidecar = {
         "file": path.name,
         "sha256": digest,
