@@ -56,7 +56,7 @@ def average_checkpoints(base_path: Path, tuned_path: Path, alpha: float, out: Pa
         init=f"{Path(base_path).name} sha256={base_info.sha256} x{1 - alpha:g} + "
              f"{Path(tuned_path).name} sha256={tuned_info.sha256} x{alpha:g}",
         notes="weight average of two checkpoints; " + "; ".join(
-            _parent_note(role, parent) for role, parent in (("base", parents[0]), ("tuned", parents[1]))),
+            _parent_note(role, parent) for role, parent in zip(("base", "tuned"), parents, strict=True)),
     )
     return save_weights(base, out, provenance)
 

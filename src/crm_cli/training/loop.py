@@ -541,31 +541,27 @@ def start_log(log_path: Path, columns: list[str]) -> None:
 
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
-    last row cut short by a kill; the rows kept stay byte for byte as they were."""
-    if not log_path.exists():
-        return
-    # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
-    lines = log_path.read_bytes().splitlines(keepends=True)
-    steps = [_logged_step(line, lambda row: int(row.split(b",", 1)[0])) for line in lines[1:]]
-    kept = lines[:1] + [line for line, logged in zip(lines[1:], steps, strict=True)
-                        if logged is not None and logged <= step]
-    _rewrite(log_path, lines, kept)
+    last row cut short by a kill; the header and the rows kept stay byte for byte as they were."""
+    _cut_back(log_path, step, lambda row: int(row.split(b",", 1)[0]), header_lines=1)
 
 
 def truncate_val_log(path: Path, step: int) -> None:
     """Drop validation records written after ``step`` (they will be replayed), and a last record cut
     short by a kill."""
+    _cut_back(path, step, lambda record: int(json.loads(record)["step"]), header_lines=0)
+
+
+def _cut_back(path: Path, step: int, parse_step: Callable[[bytes], int], header_lines: int) -> None:
+    """Keep a log's first ``header_lines`` lines and the records ``parse_step`` dates at ``step`` or
+    earlier (a record it cannot read, cut short by a kill, goes too); rewritten atomically only when
+    something was dropped, so a kill meanwhile leaves the whole old log rather than part of it."""
     if not path.exists():
         return
+    # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
     lines = path.read_bytes().splitlines(keepends=True)
-    steps = [_logged_step(line, lambda record: int(json.loads(record)["step"])) for line in lines]
-    kept = [line for line, logged in zip(lines, steps, strict=True) if logged is not None and logged <= step]
-    _rewrite(path, lines, kept)
-
-
-def _rewrite(path: Path, lines: list[bytes], kept: list[bytes]) -> None:
-    """Write the ``kept`` ones of a log's ``lines`` back to ``path``, when any was dropped; atomically,
-    so a kill meanwhile leaves the whole old log rather than part of it."""
+    records = lines[header_lines:]
+    kept = lines[:header_lines] + [line for line in records
+                                   if (logged := _logged_step(line, parse_step)) is not None and logged <= step]
     if kept != lines:
         write_atomic(path, b"".join(kept))
 
@@ -591,7 +587,7 @@ def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
     """The log's header (None when there is no log yet, or only a header a kill cut short), checked
     against this run's validation sets ``names``: a log with other sets' columns is refused, since
     the CSV writer would silently drop the scores of sets its header lacks."""
-    if not log_path.exists() or not log_path.stat().st_size:
+    if not log_path.exists():
         return None
     with open(log_path, newline="") as handle:
         first = handle.readline()
