@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .masks import MaskData
+from .masks import MaskData, swaps_axes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -350,7 +350,7 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
     """
     reference = np.asarray(loaded)[..., :3].astype(np.int16)
     inverse = _INVERSE_ORIENTATION.get(orientation, orientation)
-    turned_shape = pixels.shape[1::-1] if orientation in (5, 6, 7, 8) else pixels.shape[:2]
+    turned_shape = pixels.shape[1::-1] if swaps_axes(orientation) else pixels.shape[:2]
     fitting = [pixels] if pixels.shape[:2] == reference.shape[:2] else []
     if turned_shape == reference.shape[:2]:  # built only when they fit: each is a full-size copy
         fitting += [apply_orientation(pixels, o) for o in dict.fromkeys((orientation, inverse))]
@@ -418,7 +418,7 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
         orientation = _header_orientation(opened, stream)
-        if orientation in (5, 6, 7, 8):
+        if swaps_axes(orientation):
             width, height = height, width
         return ImageHeader(width, height, opened.mode, opened.format or "", orientation)
 

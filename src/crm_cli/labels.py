@@ -31,12 +31,14 @@ def _check_label_map(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def label_ids(values: np.ndarray) -> list[int]:
-    """The non-background ids present in a label map, ascending."""
+def label_ids(values: np.ndarray, counts: np.ndarray | None = None) -> list[int]:
+    """The non-background ids present in a label map, ascending. ``counts``: the map's
+    ``np.bincount``, when the caller has it already (``MaskData`` counts a map once)."""
     values = _check_label_map(values)
-    if values.dtype == np.uint8:
+    if counts is None and values.dtype == np.uint8:
         # bincount is much faster than unique on large 8-bit maps.
         counts = np.bincount(values.ravel(), minlength=256)
+    if counts is not None:
         return [int(i) for i in np.flatnonzero(counts) if i != BACKGROUND]
     return [int(i) for i in np.unique(values) if i != BACKGROUND]
 

@@ -25,10 +25,18 @@ import numpy as np
 MASK_KINDS = ("gray8", "gray16", "float", "palette", "alpha", "rgb")
 # 65535 = 255 * 257, so a uint16 value v is v / 257 on the 8-bit scale: v / 257 > 128 <=> v > 128 * 257.
 UINT16_THRESHOLD = 128 * 257
+# A grey mask whose largest value reaches this is a soft mask, never a label map.
+LABEL_ID_LIMIT = 64
 
 
 class SizeMismatchError(ValueError):
     """A mask's size does not fit its image; the message names both files and sizes."""
+
+
+def swaps_axes(orientation: int) -> bool:
+    """True for the EXIF orientations 5-8, which transpose the stored pixels (with a flip or a
+    quarter turn), so that the upright width is the stored height."""
+    return orientation in (5, 6, 7, 8)
 
 
 def largest_value(values: np.ndarray, known: int | None = None) -> int:
@@ -199,10 +207,20 @@ class MaskData:
     @cached_property
     def label_ids(self) -> list[int]:
         """The non-background ids of the mask read as a label map (``labels.label_ids``), found once:
-        the ``--labels`` notes and the refinement both read them."""
+        the ``--labels`` notes and the refinement both read them. Where the values are counted for
+        :meth:`is_label_map` (uint8, or 16-bit ids under LABEL_ID_LIMIT), the ids come from those counts."""
         from .labels import label_ids
 
-        return label_ids(self.values)
+        counted = self.values.dtype == np.uint8 or (
+            self.kind == "gray16" and self.values.dtype == np.uint16 and self.maximum < LABEL_ID_LIMIT)
+        return label_ids(self.values, self._counts if counted else None)
+
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        """How many pixels hold each value (``np.bincount``; 256 entries for uint8 values), counted
+        once: :meth:`is_label_map` and :attr:`label_ids` both read it. Asked for only where it is
+        short (uint8 values, or a largest value under LABEL_ID_LIMIT)."""
+        return np.bincount(self.values.ravel(), minlength=256 if self.values.dtype == np.uint8 else 0)
 
     def probability(self) -> np.ndarray:
         """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
@@ -227,14 +245,13 @@ class MaskData:
     def _label_map(self) -> bool:
         """:meth:`is_label_map`'s answer, found once (the 16-bit note and the mode choice both ask)."""
         if self.kind == "palette":
-            counts = np.bincount(self.values.ravel())
-            return int(np.count_nonzero(counts[1:])) > 1
+            return int(np.count_nonzero(self._counts[1:])) > 1
         if self.kind not in ("gray8", "gray16"):
             return False
         # Checking the maximum first keeps this cheap on large soft masks.
-        if self.maximum >= 64:
+        if self.maximum >= LABEL_ID_LIMIT:
             return False
-        return int(np.count_nonzero(np.bincount(self.values.ravel()))) > 2
+        return int(np.count_nonzero(self._counts)) > 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +292,7 @@ def drawn_on_stored_pixels(mask_hw: tuple[int, int], mask_orientation: int, imag
     mask carries no orientation of its own, and it fits the stored size but not the upright one.
     Such a mask is to be rotated like the image. Flips and 180° keep the size, so they cannot be
     told apart and are left alone."""
-    if image_orientation < 5 or mask_orientation != 1:
+    if not swaps_axes(image_orientation) or mask_orientation != 1:
         return False
     stored_hw = (image_hw[1], image_hw[0])
     return not fits_image(mask_hw, image_hw) and fits_image(mask_hw, stored_hw)

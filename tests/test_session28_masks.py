@@ -1,0 +1,129 @@
+"""Session 28's code-health items on masks: a label map counted once per decode (``MaskData`` shares
+one ``np.bincount`` between the label-map test and its ids), and the one rule of the EXIF
+orientations that swap the axes. Tiny synthetic masks; no model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import synthetic_scene
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+from crm_cli.imageio import apply_orientation, probe_image, read_mask
+from crm_cli.labels import label_ids
+from crm_cli.masks import LABEL_ID_LIMIT, MaskData, drawn_on_stored_pixels, swaps_axes
+
+runner = CliRunner()
+
+
+def label_values(dtype: type, top: int = 3) -> np.ndarray:
+    """A 12x16 map holding ids 1..``top`` in boxes on background 0."""
+    values = np.zeros((12, 16), dtype)
+    for label in range(1, top + 1):
+        values[label - 1, 2 * label:2 * label + 3] = label
+    return values
+
+
+class Counting:
+    """Wraps a NumPy function, counting its calls on arrays of ``size`` elements."""
+
+    def __init__(self, function, size: int) -> None:  # noqa: ANN001 - a NumPy function
+        self.function, self.size, self.calls = function, size, 0
+
+    def __call__(self, values, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN204
+        if np.size(values) == self.size:
+            self.calls += 1
+        return self.function(values, *args, **kwargs)
+
+
+@pytest.mark.parametrize(("kind", "dtype"), [("gray8", np.uint8), ("palette", np.uint8), ("gray16", np.uint16)])
+def test_a_label_map_is_counted_once_for_its_test_and_its_ids(kind: str, dtype: type,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    values = label_values(dtype)
+    palette = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756 if kind == "palette" else None
+    mask = MaskData(values, kind, palette)
+    bincount, unique = Counting(np.bincount, values.size), Counting(np.unique, values.size)
+    monkeypatch.setattr(np, "bincount", bincount)
+    monkeypatch.setattr(np, "unique", unique)
+
+    assert mask.is_label_map() and mask.is_label_map()
+    assert mask.label_ids == [1, 2, 3] and mask.label_ids == [1, 2, 3]
+    assert (bincount.calls, unique.calls) == (1, 0)
+
+
+def test_ids_come_from_counts_only_where_the_map_was_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 16-bit map of large ids is no label map by the test (never counted); --mode labels still
+    # reads its ids, found by np.unique as before rather than by a 65536-entry count.
+    values = label_values(np.uint16) * 1000
+    mask = MaskData(values, "gray16")
+    bincount, unique = Counting(np.bincount, values.size), Counting(np.unique, values.size)
+    monkeypatch.setattr(np, "bincount", bincount)
+    monkeypatch.setattr(np, "unique", unique)
+
+    assert not mask.is_label_map() and mask.maximum >= LABEL_ID_LIMIT
+    assert mask.label_ids == [1000, 2000, 3000]
+    assert (bincount.calls, unique.calls) == (0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_label_ids_from_given_counts_match_its_own(dtype: type) -> None:
+    values = label_values(dtype, top=5)
+    values[0, 0] = 0
+    expected = label_ids(values)
+    assert expected == [1, 2, 3, 4, 5]
+    assert label_ids(values, np.bincount(values.ravel())) == expected
+    assert label_ids(values, np.bincount(values.ravel(), minlength=256)) == expected
+
+
+def test_refine_labels_counts_the_map_once_per_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli import imageio
+
+    image, _ = synthetic_scene(96, 128)
+    cv2.imwrite(str(tmp_path / "im.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    values = np.zeros((96, 128), np.uint8)  # a grey label map: no count while decoding it (a palette has one)
+    values[10:40, 10:50], values[50:90, 60:110] = 1, 2
+    cv2.imwrite(str(tmp_path / "ids.png"), values)
+    bincount = Counting(np.bincount, values.size)
+    monkeypatch.setattr(np, "bincount", bincount)
+    decodes = []
+    mask_data = imageio._mask_data  # called once per decoded mask file
+    monkeypatch.setattr(imageio, "_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
+
+    # No id there: nothing to refine, so no model loads (these weights are absent).
+    result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "-o",
+                                 str(tmp_path / "out.png"), "-w", str(tmp_path / "absent.safetensors"), "-d", "cpu",
+                                 "--labels", "9"])
+
+    assert result.exit_code == 0, result.output
+    assert "it holds labels 1, 2: nothing to refine" in " ".join(result.stderr.split())
+    assert decodes and bincount.calls == len(decodes)
+    np.testing.assert_array_equal(read_mask(tmp_path / "out.png").values, values)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_swaps_axes_is_the_rule_apply_orientation_follows(orientation: int, tmp_path: Path) -> None:
+    stored = np.zeros((2, 3), np.uint8)
+    upright_shape = apply_orientation(stored, orientation).shape
+    assert upright_shape == ((3, 2) if swaps_axes(orientation) else (2, 3))
+    # The mask rule turns a mask drawn on the stored pixels only where the axes swap.
+    assert drawn_on_stored_pixels((2, 3), 1, upright_shape, orientation) == swaps_axes(orientation)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 5, 6, 8])
+def test_header_and_pixels_agree_on_the_upright_size(orientation: int, tmp_path: Path) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "tagged.png"
+    Image.fromarray(label_values(np.uint8)).save(path, exif=exif)
+
+    header = probe_image(path)
+    mask = read_mask(path)
+
+    assert header.shape == mask.shape == ((16, 12) if swaps_axes(orientation) else (12, 16))
+    assert header.orientation == mask.orientation == orientation
