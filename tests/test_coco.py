@@ -385,6 +385,7 @@ def test_category_ids_not_in_the_file_are_named(tmp_path) -> None:  # noqa: ANN0
     assert none.stderr.count("error:") == 1
     assert (f"error: --category-ids: category 5 is not in {annotations} (its categories: 1 (cat), 2 (dog)); "
             "nothing to refine") in " ".join(none.stderr.split())
+    assert "Try 'crm coco --help' for the options." in " ".join(none.stderr.split())  # the usage error's hint
     assert not output.exists() and not coco.sidecar_path(output).exists()
     # Without a 'categories' list, the ids the annotations use are the categories.
     del data["categories"]
@@ -623,7 +624,7 @@ def test_image_job_yields_each_instance_as_soon_as_it_is_refined(tmp_path) -> No
 
 def test_category_and_label_ids_are_worded_by_one_function(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     from crm_cli import pipeline
-    from crm_cli.cli.coco import check_categories
+    from crm_cli.cli.coco import UnknownCategoriesError, check_categories
     from crm_cli.masks import MaskData
 
     assert pipeline.ids_text([5], "category", "categories") == "category 5"
@@ -634,7 +635,9 @@ def test_category_and_label_ids_are_worded_by_one_function(tmp_path, monkeypatch
     # Both messages go through it: --category-ids of crm coco and --labels of refine/batch.
     monkeypatch.setattr(pipeline, "ids_text", lambda ids, one, many=None: f"<{one} {list(ids)}>")
     data = {"annotations": [{"id": 1, "image_id": 1, "category_id": 1}]}
-    assert check_categories(data, {5}, tmp_path / "a.json").startswith("--category-ids: <category [5]> is not in")
+    with pytest.raises(UnknownCategoriesError, match=r"^--category-ids: <category \[5\]> is not in") as raised:
+        check_categories(data, {5}, tmp_path / "a.json")
+    assert raised.value.exit_code == 2  # a usage error, through cli.common.user_errors
     label_map = MaskData(np.array([[0, 1], [2, 2]], np.uint8), "gray8")
     notes, _ = pipeline.labels_notes(label_map, "labels", [1, 9], "m.png")
     assert notes == ["--labels: <label [9]> is not in m.png; refining <label [1]> only"]

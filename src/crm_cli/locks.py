@@ -213,6 +213,33 @@ def probe_folder_time_ns(folder: str | Path) -> int | None:
         discard(probe)
 
 
+class FolderClocks:
+    """Now by the clock of each folder (:func:`probe_folder_time_ns`), probed once per folder and
+    again only when a file is stamped later than the last reading.
+
+    A file system's clock does not go back during a run, so a reading stays a lower bound of its
+    "now": a file stamped no later than it was stamped in the past, with no file made and removed
+    to say so. Only a later stamp (a file written since, or one stamped in the future) needs a new
+    probe. One instance serves one run; a folder whose clock cannot be read is probed each time.
+    """
+
+    def __init__(self) -> None:
+        self._readings: dict[Path, int] = {}
+
+    def not_in_future(self, folder: str | Path, stamped_ns: int) -> bool:
+        """True when ``stamped_ns`` is not after now by ``folder``'s clock; False when it is, or
+        when that clock cannot be read (no file can be made in ``folder``)."""
+        key = Path(folder).absolute()  # the driver and the jobs name one folder differently
+        reading = self._readings.get(key)
+        if reading is not None and stamped_ns <= reading:
+            return True
+        probed = probe_folder_time_ns(key)
+        if probed is None:
+            return False
+        self._readings[key] = probed
+        return stamped_ns <= probed
+
+
 class OutputLock:
     """An exclusive claim on one output path; use :meth:`acquire` / :meth:`release` or ``with``.
 

@@ -28,7 +28,7 @@ from .checkpoint import (
     FORMAT,
     SAFETENSORS_KIND,
     WeightsError,
-    checkpoint_kind,
+    WeightsSidecar,
     load_model,
     read_sidecar,
     sha256_file,
@@ -105,11 +105,12 @@ def export_encoder(weights: Path, out: Path | None = None, update_sidecar: bool 
     import torch
 
     weights = Path(weights)
-    if checkpoint_kind(weights) != SAFETENSORS_KIND:
+    side = WeightsSidecar(weights)  # the kind, read here, is kept for load_model
+    if side.kind != SAFETENSORS_KIND:
         raise WeightsError(f"{weights}: a torch training checkpoint; the onnx backend runs .safetensors weights "
                            "(write them with crm_cli.checkpoint.save_weights first)")
     out = Path(out) if out is not None else onnx_path_for(weights)
-    model, info = load_model(weights)
+    model, info = load_model(side)
     example = torch.zeros(1, 4, EXPORT_SIDE, EXPORT_SIDE)
     buffer = io.BytesIO()
     # PRESERVE (the model is in eval mode): the exporter's own Conv+BatchNorm folding in EVAL mode

@@ -40,6 +40,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..locks import FolderClocks
     from ..pairing import FilePair
 
 RayOpt = Annotated[
@@ -85,7 +86,7 @@ def finished_output(output: Path) -> tuple[bool, str | None]:
     return problem is None, problem
 
 
-def written_since(output: Path, since_ns: int) -> bool:
+def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = None) -> bool:
     """True when ``output`` was last written after ``since_ns`` and not after now, by its file
     system's clock. An output stamped in the same tick as the start counts as older: on a file
     system with coarse timestamps that may be a concurrent run's (redone: only wasted work) or a
@@ -93,8 +94,9 @@ def written_since(output: Path, since_ns: int) -> bool:
     the future was not written by any run since the start (a file copied with its times, a clock
     set back), so it is not kept either. Where the folder's clock cannot be read (no file can be
     made there), this machine's is no stand-in for it and the output is not kept: redoing it then
-    reports why the folder cannot be written, where keeping it would pass for done."""
-    from ..locks import probe_folder_time_ns
+    reports why the folder cannot be written, where keeping it would pass for done. ``clocks``
+    keeps the folder's reading of "now" between calls of one run (a new one by default)."""
+    from ..locks import FolderClocks
 
     try:
         stamped = output.stat().st_mtime_ns
@@ -103,20 +105,21 @@ def written_since(output: Path, since_ns: int) -> bool:
     if stamped <= since_ns:
         return False
     # "Now" is read only for the rare output newer than the start: it costs a file made and removed.
-    now = probe_folder_time_ns(output.parent)
-    return now is not None and stamped <= now
+    return (clocks or FolderClocks()).not_in_future(output.parent, stamped)
 
 
-def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None) -> tuple[bool, str | None]:
+def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None,
+                   clocks: FolderClocks | None = None) -> tuple[bool, str | None]:
     """(whether to skip ``output`` as done, why an existing file is not a finished output).
 
     Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
     (this run's start, see locks.folder_time_ns): another run on the same folder made it
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
+    ``clocks``: see written_since.
     """
     if not overwrite:
         return finished_output(output)
-    if since_ns is None or not written_since(output, since_ns):
+    if since_ns is None or not written_since(output, since_ns, clocks):
         return False, None
     return finished_output(output)[0], None
 
@@ -144,7 +147,7 @@ def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[
 
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
                     output_kind: str, threshold: float | None, overwrite: bool = False,
-                    since_ns: int | None = None) -> dict[str, Any]:
+                    since_ns: int | None = None, clocks: FolderClocks | None = None) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
@@ -166,7 +169,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             # The driver adds the lock file's path, named as the user gave the folder.
             return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
         # Checked under the lock: a run that held it has just finished this output.
-        if counts_as_done(Path(job["output"]), overwrite, since_ns)[0]:
+        if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks)[0]:
             return {"status": "skipped", "seconds": 0.0}
         if job.get("passthrough"):
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
@@ -212,7 +215,7 @@ def batch(
     a bad pair is reported and the rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..locks import STALE_LOCK_AGE_S, folder_time_ns, lock_path
+    from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
     from ..pairing import scan_pairs
     from ..raybatch import RayRunError, run_jobs
 
@@ -227,6 +230,7 @@ def batch(
     # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
     # folder that does not exist yet holds none from before.
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
+    clocks = FolderClocks()  # one reading of each output folder's clock, shared by the scan and the jobs
     items: list[dict] = []
 
     # With --json, the summary of what was known when the run stopped, marked failed.
@@ -245,7 +249,7 @@ def batch(
     todo: list[FilePair] = []
     for pair in pairs:
         output = output_dir / pair.relative_output
-        finished, problem = counts_as_done(output, overwrite, since_ns)
+        finished, problem = counts_as_done(output, overwrite, since_ns, clocks)
         if problem is not None:
             warn(f"{output} is incomplete ({problem}); refining {pair.name} again")
         if finished:
@@ -273,7 +277,8 @@ def batch(
                           "seconds": 0.0})
     todo = [pair for pair in todo if pair not in failed_early]
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
-                   output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns)
+                   output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
+                   clocks=clocks)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     results: Iterator[tuple[int, dict[str, Any]]] = iter(())
     if todo and ray_address is not None:

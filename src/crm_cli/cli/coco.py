@@ -43,10 +43,16 @@ def parse_ids(value: str | None) -> set[int] | None:
                                  param_hint="'--category-ids'") from None
 
 
-def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> str | None:
+class UnknownCategoriesError(ValueError):
+    """``--category-ids`` names no category of the annotation file: nothing could be refined, a
+    usage error (exit 2; ``cli.common.user_errors`` reads ``exit_code``)."""
+
+    exit_code = 2
+
+
+def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) -> None:
     """Warn about ``--category-ids`` that neither the file's ``categories`` nor its annotations'
-    ``category_id`` values hold; when none of them is held, nothing could be refined: returns the
-    message of that usage error (exit 2), None otherwise."""
+    ``category_id`` values hold; UnknownCategoriesError when none of them is held."""
     from ..coco.files import is_json_id
     from ..pairing import listed
     from ..pipeline import ids_text
@@ -61,16 +67,15 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
                       if isinstance(entry, dict) and is_json_id(entry.get("id"))})
     missing = sorted(wanted.difference(named))
     if not missing:
-        return None
+        return
     if len(missing) == len(wanted):
         known = [f"{key} ({name})" if name is not None else str(key) for key, name in named.items()]
         what = f"{categories(missing)} is not" if len(missing) == 1 else f"none of {categories(missing)} is"
-        return (f"--category-ids: {what} in {annotations} (its categories: {listed(known) or 'none'}); "
-                "nothing to refine")
+        raise UnknownCategoriesError(f"--category-ids: {what} in {annotations} (its categories: "
+                                     f"{listed(known) or 'none'}); nothing to refine")
     verb = "is" if len(missing) == 1 else "are"
     warn(f"--category-ids: {categories(missing)} {verb} not in {annotations}; refining "
          f"{categories(sorted(wanted.intersection(named)))} only")
-    return None
 
 
 @refiner_options(guard=False)
@@ -140,8 +145,8 @@ def coco(
         raise fatal.fail(reason)
     with user_errors(fatal.emit):
         data, input_sha256 = load_coco_hashed(annotations)
-        if wanted and (problem := check_categories(data, wanted, annotations)) is not None:
-            raise fatal.fail(problem, code=2)
+        if wanted:
+            check_categories(data, wanted, annotations)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
         sidecar = Sidecar(output, fingerprint)

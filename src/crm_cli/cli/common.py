@@ -322,7 +322,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]:
     """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1
-    (or the exception's own ``exit_code``: 2 for ``pairing.NoPairsError``, a usage error).
+    (or the exception's own ``exit_code``: 2 for the usage errors ``pairing.NoPairsError`` and
+    ``cli.coco.UnknownCategoriesError``).
 
     Args:
         on_error: called with the message before exiting (e.g. to emit a JSON failure record).
@@ -348,7 +349,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
         message = str(exc)
-        code = getattr(exc, "exit_code", 1)  # pairing.NoPairsError: a usage error
+        code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed
         message = str(exc) or "out of memory"
         if "try" not in message and "free memory" not in message:  # crm's estimates carry their own advice
