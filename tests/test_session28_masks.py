@@ -79,19 +79,31 @@ def test_label_ids_from_given_counts_match_its_own(dtype: type) -> None:
     assert label_ids(values, np.bincount(values.ravel(), minlength=256)) == expected
 
 
-def test_refine_labels_counts_the_map_once_per_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crm_cli import imageio
-
+def write_label_pair(folder: Path) -> np.ndarray:
+    """A 96x128 photo ``im.png`` and a grey label map ``ids.png`` holding ids 1 and 2; returns the map."""
     image, _ = synthetic_scene(96, 128)
-    cv2.imwrite(str(tmp_path / "im.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "im.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     values = np.zeros((96, 128), np.uint8)  # a grey label map: no count while decoding it (a palette has one)
     values[10:40, 10:50], values[50:90, 60:110] = 1, 2
-    cv2.imwrite(str(tmp_path / "ids.png"), values)
-    bincount = Counting(np.bincount, values.size)
+    cv2.imwrite(str(folder / "ids.png"), values)
+    return values
+
+
+def count_decodes_and_counts(monkeypatch: pytest.MonkeyPatch, size: int) -> tuple[list, Counting]:
+    """Patch the mask decoder and ``np.bincount`` to record decoded mask files and counts of ``size`` values."""
+    from crm_cli import imageio
+
+    bincount = Counting(np.bincount, size)
     monkeypatch.setattr(np, "bincount", bincount)
-    decodes = []
+    decodes: list = []
     mask_data = imageio._mask_data  # called once per decoded mask file
     monkeypatch.setattr(imageio, "_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
+    return decodes, bincount
+
+
+def test_refine_labels_decodes_and_counts_the_map_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = write_label_pair(tmp_path)
+    decodes, bincount = count_decodes_and_counts(monkeypatch, values.size)
 
     # No id there: nothing to refine, so no model loads (these weights are absent).
     result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "-o",
@@ -100,8 +112,25 @@ def test_refine_labels_counts_the_map_once_per_decode(tmp_path: Path, monkeypatc
 
     assert result.exit_code == 0, result.output
     assert "it holds labels 1, 2: nothing to refine" in " ".join(result.stderr.split())
-    assert decodes and bincount.calls == len(decodes)
+    # The pre-model checks' decode is the one the output is made from.
+    assert (len(decodes), bincount.calls) == (1, 1)
     np.testing.assert_array_equal(read_mask(tmp_path / "out.png").values, values)
+
+
+def test_refine_labels_with_the_model_decodes_the_map_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           tiny_weights: Path) -> None:
+    values = write_label_pair(tmp_path)
+    decodes, _ = count_decodes_and_counts(monkeypatch, values.size)
+
+    result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "-o",
+                                 str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu",
+                                 "--labels", "2,9"])
+
+    assert result.exit_code == 0, result.output
+    assert len(decodes) == 1
+    refined = read_mask(tmp_path / "out.png").values
+    assert refined.shape == values.shape and set(np.unique(refined)) <= {0, 1, 2}
+    np.testing.assert_array_equal(refined == 1, values == 1)  # a label not asked for is kept as it was
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -83,8 +83,10 @@ def float_labels_error(mask_name: str) -> ValueError:
 
 
 def read_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
-              mask_name: str | None = None) -> tuple[np.ndarray, MaskData, list[str]]:
+              mask_name: str | None = None, decoded_mask: MaskData | None = None,
+              ) -> tuple[np.ndarray, MaskData, list[str]]:
     """Read an image and its mask, fitting the mask to the image (:func:`fit_mask_to_image`).
+    ``decoded_mask``: ``mask_source`` as the caller has decoded it already (``read_mask``), not decoded again.
 
     Returns:
         (RGB uint8 image, mask, notes for the log).
@@ -92,8 +94,9 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
     image, image_orientation, notes = read_image_noted(image_source, name=image_name)
-    mask, mask_notes = fit_mask_to_image(read_mask(mask_source, name=mask_name), image.shape[:2], image_orientation,
-                                         image_name, mask_name)
+    if decoded_mask is None:
+        decoded_mask = read_mask(mask_source, name=mask_name)
+    mask, mask_notes = fit_mask_to_image(decoded_mask, image.shape[:2], image_orientation, image_name, mask_name)
     return image, mask, notes + mask_notes
 
 
@@ -170,8 +173,9 @@ def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: 
 def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
-                 mask_name: str | None = None) -> PairResult:
-    """Refine one image/mask pair from files (or encoded bytes) and render the requested output.
+                 mask_name: str | None = None, decoded_mask: MaskData | None = None) -> PairResult:
+    """Refine one image/mask pair from files (or encoded bytes) and render the requested output
+    (``decoded_mask``: see :func:`read_pair`).
 
     Raises:
         ImageReadError: a file is missing or cannot be decoded (the message names it).
@@ -180,7 +184,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .labels import refine_labels
     from .outputs import render_output
 
-    image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name)
+    image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
     chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
     # Listed after the other notes, as when they were found before the pair was read.
     label_notes = [] if labels is None else labels_notes(mask, chosen, labels,

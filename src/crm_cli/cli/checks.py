@@ -194,9 +194,10 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
-                     image_name: str, mask_name: str):  # noqa: ANN201 - pipeline.PairResult
+                     image_name: str, mask_name: str, decoded_mask: Any = None):  # noqa: ANN201 - pipeline.PairResult
     """The output of a pair too small to refine: the coarse mask itself, rendered as asked
-    (label maps keep their ids and palette). No model is needed."""
+    (label maps keep their ids and palette). No model is needed. ``decoded_mask``: see
+    ``pipeline.read_pair``."""
     import time
 
     from ..masks import weak_mask_note
@@ -204,7 +205,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     from ..pipeline import PairResult, choose_mode, read_pair
 
     start = time.perf_counter()
-    rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name)
+    rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name, decoded_mask)
     chosen = choose_mode(mask_data, mode, mask_name)
     if chosen == "labels":
         output, palette, probability = mask_data.values, mask_data.palette, None

@@ -111,9 +111,11 @@ def refine(
         # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
         label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
             pre_model_mask, mask_name, mode.value, label_ids)
+        decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None  # read once
         if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
-                                      threshold=threshold, image_name=image_name, mask_name=mask_name)
+                                      threshold=threshold, image_name=image_name, mask_name=mask_name,
+                                      decoded_mask=decoded_mask)
             result.notes.extend(label_notes)
             if passthrough:
                 result.notes.append(passthrough_note(header.width, header.height, image_name))
@@ -123,6 +125,7 @@ def refine(
             result = refine_files(
                 refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
                 output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
+                decoded_mask=decoded_mask,
             )
         for note in result.notes:
             warn(note)
