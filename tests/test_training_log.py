@@ -152,3 +152,61 @@ def test_a_resumed_run_whose_header_was_cut_short_starts_a_whole_log(data: Path,
         header = next(csv.reader(handle))
     assert header == resumed.log_columns()  # the run's own columns, not the cut ones
     assert _steps(out / "log.csv") == list(range(CKPT_EVERY + 1, STEPS + 1))
+
+
+def test_a_resume_reads_the_log_twice_and_goes_on_as_a_straight_run(data: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """resume() reads the header alone (other --val-set names are refused before any step); run()
+    reads the whole log once, for the header it checks again and the rows it cuts back."""
+    import builtins
+    import io
+    import os
+
+    straight = tmp_path / "straight"
+    assert Trainer(_options(data, straight)).run() is RunEnd.FINISHED
+    out = tmp_path / "run"
+    _kill_in_step(monkeypatch, KILLED_IN)
+    with pytest.raises(Killed):
+        Trainer(_options(data, out)).run()
+    monkeypatch.undo()
+    log = out / "log.csv"
+    first = log.read_bytes().splitlines(keepends=True)
+
+    opened: list[str] = []  # the modes log.csv is opened in
+    real_open = io.open
+
+    def counting_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if isinstance(file, (str, os.PathLike)) and Path(file) == log:
+            opened.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)  # pathlib opens through io.open
+    monkeypatch.setattr(builtins, "open", counting_open)
+    resumed = Trainer(_options(data, out))
+    assert resumed.resume() and opened == ["r"]
+    assert resumed.run() is RunEnd.FINISHED
+    assert opened == ["r", "rb", "a"]  # and the cut-back log written to a new file, then renamed over it
+    monkeypatch.undo()
+
+    final = log.read_bytes().splitlines(keepends=True)
+    assert final[: 1 + CKPT_EVERY] == first[: 1 + CKPT_EVERY]  # the header and rows 1-2, byte for byte
+    assert _without_timing(log) == _without_timing(straight / "log.csv")
+    assert (out / "val.jsonl").read_bytes() == (straight / "val.jsonl").read_bytes()
+
+
+def test_run_checks_the_header_it_reads_even_after_resume_did(data: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    _kill_in_step(monkeypatch, KILLED_IN)
+    with pytest.raises(Killed):
+        Trainer(_options(data, out)).run()
+    monkeypatch.undo()
+    resumed = Trainer(_options(data, out))
+    assert resumed.resume()
+    log = out / "log.csv"
+    lines = log.read_bytes().splitlines(keepends=True)
+    other = b",".join([lines[0].rstrip(b"\r\n"), b"gone_coarse_iou\r\n"])  # changed after resume() read it
+    log.write_bytes(other + b"".join(lines[1:]))
+    with pytest.raises(ValueError, match="validates on sets gone, but this one is without gone"):
+        resumed.run()
+    assert log.read_bytes() == other + b"".join(lines[1:])  # nothing cut back, nothing appended

@@ -157,9 +157,6 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    # Ctrl-C reaches the whole process group; the training process decides when to stop, and a worker
-    # that died of it would fail the batch the last step before the stop still needs.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _in_main_thread() -> bool:
@@ -299,8 +296,11 @@ class Trainer:
                                              num_workers=options.workers, prefetch_factor=4,
                                              worker_init_fn=_single_threaded_worker, multiprocessing_context="spawn",
                                              pin_memory=self.device.type == "cuda")
-        # The workers start now; until each sets SIGINT to ignored (_single_threaded_worker) a Ctrl-C
-        # would kill it mid-import, so they are born ignoring it (a spawned child inherits that).
+        # The workers start now, born ignoring SIGINT (a spawned process keeps ignoring what its parent
+        # ignored, and Python then sets no handler of its own): Ctrl-C reaches the whole process group,
+        # but only the training process decides when to stop, and a worker that died of it would fail
+        # the batch the last step before the stop still needs. A Ctrl-C in the moment they take to start
+        # is lost to this process too. Off the main thread no Ctrl-C is deferred, so none is ignored.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
         try:
             return iter(loader)
@@ -331,15 +331,17 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr, **terms}
 
-    def agreed(self, flag: bool) -> bool:
-        """``flag`` if any rank raised it: every rank must stop at the same step."""
+    def agreed(self, *flags: bool) -> list[bool]:
+        """Each of ``flags``, raised if any rank raised it, in one collective: every rank must stop
+        at the same step. Every rank must call it at the same point."""
         if self.world == 1:
-            return flag
+            return list(flags)
         import torch.distributed as dist
 
-        raised = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        raised = torch.tensor([float(flag) for flag in flags],
+                              device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(raised, op=dist.ReduceOp.MAX)
-        return bool(raised.item())
+        return [bool(value) for value in raised.tolist()]
 
     def validation_data(self) -> list[ValidationSet]:
         """The fixed validation samples, read (and their coarse masks synthesised) once per run."""
@@ -368,11 +370,13 @@ class Trainer:
         starts a new log under this run's columns. A resumed run keeps the header it started with,
         which must name the same validation sets."""
         log_path = self.out / "log.csv"
-        header = check_logged_val_sets(log_path, list(self.val_sets)) if self.step > 0 else None
+        # One read gives both the header to check and the rows to cut back.
+        lines = _read_lines(log_path) if self.step > 0 else []
+        header = _checked_header(log_path, lines[0].decode() if lines else "", list(self.val_sets))
         if header is None:
             start_log(log_path, self.log_columns())
         else:
-            truncate_log(log_path, self.step)
+            _cut_back(log_path, lines, self.step, _row_step, header_lines=1)
         truncate_val_log(self.out / "val.jsonl", self.step)
         return header or self.log_columns()
 
@@ -420,7 +424,9 @@ class Trainer:
         writes ``last.pt`` at it and raises KeyboardInterrupt (one during the last step lets the run
         finish); ``--resume`` then goes on exactly as
         the run would have (see :meth:`ctrl_c_at_step_boundaries`; ``on_interrupt`` is called at the
-        first Ctrl-C). A second Ctrl-C raises at once and leaves ``last.pt`` at the step it held."""
+        first Ctrl-C). A second Ctrl-C raises at once and leaves ``last.pt`` at the step it held.
+        Several ranks vote on a Ctrl-C (and the deadline) once a step, after its update: one that comes
+        later in the step (its checkpoint or validation) stops them after the next step."""
         options = self.options
         # The learning rate keeps following options.steps, so a run stopped early is the first part of
         # the full run, step for step.
@@ -433,31 +439,26 @@ class Trainer:
         else:
             log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
+        stop = False  # the ranks' vote on a Ctrl-C, taken after each step
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             batches = self.batches()
             while self.step < end:
-                # Every rank stops at the same step, whichever of them got the Ctrl-C.
-                if self.agreed(self.interrupted):
+                # Alone, a Ctrl-C stops the run before the next step; ranks stop where they voted to, so
+                # all at the same step, whichever of them got it.
+                if (self.interrupted if self.world == 1 else stop):
                     self.interrupted = True
                     break
                 start = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except Exception:
-                    # A batch worker the Ctrl-C reached before it could ignore it: stop all the same
-                    # (alone only: with several ranks, one leaving here would hang the others).
-                    if not self.interrupted or self.world > 1:
-                        raise
-                    break
-                stats = self.train_step(batch)
+                stats = self.train_step(next(batches))
                 seconds = time.perf_counter() - start
                 row: dict[str, Any] = {"step": self.step, "lr": f"{stats['lr']:.6g}", "seconds": f"{seconds:.3f}",
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
                 if progress is not None:
                     progress(self.step, stats)
-                # Every rank has the same deadline option, so all of them take part in the vote or none.
-                out_of_time = deadline is not None and self.agreed(time.monotonic() > deadline)
+                # Every rank votes once a step, on both reasons to stop: a Ctrl-C and the deadline.
+                stop, out_of_time = self.agreed(self.interrupted,
+                                                deadline is not None and time.monotonic() > deadline)
                 last = self.step == end or out_of_time
                 if self.step % options.ckpt_every == 0 or last:
                     self.save_checkpoint()
@@ -542,25 +543,33 @@ def start_log(log_path: Path, columns: list[str]) -> None:
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
     last row cut short by a kill; the header and the rows kept stay byte for byte as they were."""
-    _cut_back(log_path, step, lambda row: int(row.split(b",", 1)[0]), header_lines=1)
+    _cut_back(log_path, _read_lines(log_path), step, _row_step, header_lines=1)
 
 
 def truncate_val_log(path: Path, step: int) -> None:
     """Drop validation records written after ``step`` (they will be replayed), and a last record cut
     short by a kill."""
-    _cut_back(path, step, lambda record: int(json.loads(record)["step"]), header_lines=0)
+    _cut_back(path, _read_lines(path), step, lambda record: int(json.loads(record)["step"]), header_lines=0)
 
 
-def _cut_back(path: Path, step: int, parse_step: Callable[[bytes], int], header_lines: int) -> None:
-    """Keep a log's first ``header_lines`` lines and the records ``parse_step`` dates at ``step`` or
-    earlier (a record it cannot read, cut short by a kill, goes too); rewritten atomically only when
-    something was dropped, so a kill meanwhile leaves the whole old log rather than part of it."""
-    if not path.exists():
-        return
+def _row_step(row: bytes) -> int:
+    """The step of a log.csv row (its first column)."""
+    return int(row.split(b",", 1)[0])
+
+
+def _read_lines(path: Path) -> list[bytes]:
+    """A log's lines, each with its line end; none when there is no log."""
     # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
-    lines = path.read_bytes().splitlines(keepends=True)
-    records = lines[header_lines:]
-    kept = lines[:header_lines] + [line for line in records
+    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+
+
+def _cut_back(path: Path, lines: list[bytes], step: int, parse_step: Callable[[bytes], int],
+              header_lines: int) -> None:
+    """Keep the first ``header_lines`` of the log's ``lines`` (as read from ``path``) and the records
+    ``parse_step`` dates at ``step`` or earlier (a record it cannot read, cut short by a kill, goes
+    too); rewritten atomically only when something was dropped, so a kill meanwhile leaves the
+    whole old log rather than part of it."""
+    kept = lines[:header_lines] + [line for line in lines[header_lines:]
                                    if (logged := _logged_step(line, parse_step)) is not None and logged <= step]
     if kept != lines:
         write_atomic(path, b"".join(kept))
@@ -590,7 +599,11 @@ def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
     if not log_path.exists():
         return None
     with open(log_path, newline="") as handle:
-        first = handle.readline()
+        return _checked_header(log_path, handle.readline(), names)
+
+
+def _checked_header(log_path: Path, first: str, names: list[str]) -> list[str] | None:
+    """:func:`check_logged_val_sets` on the log's ``first`` line, as read with its line end."""
     if not first.endswith("\n"):
         return None
     header = next(csv.reader([first]))
