@@ -51,6 +51,14 @@ def _kill_in_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", dying)
 
 
+def _killed_run(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run into ``out`` that a kill ends while it makes step KILLED_IN."""
+    _kill_in_step(monkeypatch, KILLED_IN)
+    with pytest.raises(Killed):
+        Trainer(_options(data, out)).run()
+    monkeypatch.undo()
+
+
 def _steps(path: Path) -> list[int]:
     with open(path, newline="") as handle:
         return [int(row["step"]) for row in csv.DictReader(handle)]
@@ -67,10 +75,7 @@ def test_resume_keeps_the_rows_up_to_its_checkpoint_byte_for_byte_and_logs_each_
     assert Trainer(_options(data, straight)).run() is RunEnd.FINISHED
 
     out = tmp_path / "run"
-    _kill_in_step(monkeypatch, KILLED_IN)
-    with pytest.raises(Killed):
-        Trainer(_options(data, out)).run()
-    monkeypatch.undo()
+    _killed_run(data, out, monkeypatch)
     log = out / "log.csv"
     assert _steps(log) == [1, 2, 3]
     with open(log, "ab") as handle:  # and the kill cut the next row short
@@ -140,10 +145,7 @@ def test_a_header_cut_short_is_no_header(tmp_path: Path) -> None:
 def test_a_resumed_run_whose_header_was_cut_short_starts_a_whole_log(data: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "cut"
-    _kill_in_step(monkeypatch, KILLED_IN)
-    with pytest.raises(Killed):
-        Trainer(_options(data, out)).run()
-    monkeypatch.undo()
+    _killed_run(data, out, monkeypatch)
     (out / "log.csv").write_bytes(b"step,lo")  # as if the kill had come while the header was written
     resumed = Trainer(_options(data, out))
     assert resumed.resume() and resumed.step == CKPT_EVERY
@@ -165,10 +167,7 @@ def test_a_resume_reads_the_log_twice_and_goes_on_as_a_straight_run(data: Path, 
     straight = tmp_path / "straight"
     assert Trainer(_options(data, straight)).run() is RunEnd.FINISHED
     out = tmp_path / "run"
-    _kill_in_step(monkeypatch, KILLED_IN)
-    with pytest.raises(Killed):
-        Trainer(_options(data, out)).run()
-    monkeypatch.undo()
+    _killed_run(data, out, monkeypatch)
     log = out / "log.csv"
     first = log.read_bytes().splitlines(keepends=True)
 
@@ -197,10 +196,7 @@ def test_a_resume_reads_the_log_twice_and_goes_on_as_a_straight_run(data: Path, 
 def test_run_checks_the_header_it_reads_even_after_resume_did(data: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    _kill_in_step(monkeypatch, KILLED_IN)
-    with pytest.raises(Killed):
-        Trainer(_options(data, out)).run()
-    monkeypatch.undo()
+    _killed_run(data, out, monkeypatch)
     resumed = Trainer(_options(data, out))
     assert resumed.resume()
     log = out / "log.csv"
