@@ -1,0 +1,50 @@
+"""README.md's Python API block, run as written on the shipped example with the shipped weights.
+
+The README's file names (``photo.jpg``, ``coarse.png``) are replaced by the example's; everything
+else is the block's own code. Its soft mask must be the one ``crm refine`` wrote to
+``examples/scene_refined.png`` (the README's second command), byte for byte once rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from crm_cli.imageio import read_mask
+from crm_cli.outputs import render_output
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def readme_api_block() -> str:
+    """The first ``python`` block under README's "Python API" heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README's Python API section has no python block"
+    return match.group(1)
+
+
+def test_the_readme_api_block_gives_the_cli_output_of_the_example() -> None:
+    code = readme_api_block()
+    assert '"photo.jpg"' in code and '"coarse.png"' in code  # the names replaced below
+    code = code.replace('"photo.jpg"', repr(str(EXAMPLES / "scene_im.jpg")))
+    code = code.replace('"coarse.png"', repr(str(EXAMPLES / "scene_seg.png")))
+    names: dict[str, object] = {}
+    exec(compile(code, "README.md (Python API)", "exec"), names)  # noqa: S102 - the README's own code
+
+    image, probability, result = names["image"], names["probability"], names["result"]
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == (1536, 2048, 3)
+    assert isinstance(probability, np.ndarray) and probability.dtype == np.float32
+    assert probability.shape == image.shape[:2]
+    assert 0.0 <= float(probability.min()) and float(probability.max()) <= 1.0
+    # The block's comments name these attributes of the detailed result.
+    assert [stage.ratio for stage in result.timings] == list(result.ratios)  # one timing per stage run
+    assert 0.0 <= result.trust <= 1.0 and isinstance(result.kept_coarse, bool)
+    assert result.change_confidence is None or 0.0 <= result.change_confidence <= 1.0
+    np.testing.assert_array_equal(result.probability, probability)  # the same call, the same mask
+    np.testing.assert_array_equal(render_output("soft", probability),
+                                  read_mask(EXAMPLES / "scene_refined.png").values)
