@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from crm_cli.imageio import read_mask
+from crm_cli import Refiner
+from crm_cli.imageio import read_image, read_mask
 from crm_cli.outputs import render_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +50,24 @@ def test_the_readme_api_block_gives_the_cli_output_of_the_example() -> None:
     np.testing.assert_array_equal(result.probability, probability)  # the same call, the same mask
     np.testing.assert_array_equal(render_output("soft", probability),
                                   read_mask(EXAMPLES / "scene_refined.png").values)
+
+
+def test_the_readme_label_map_line_refines_each_id(tmp_path: Path) -> None:
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    match = re.search(r"`(from crm_cli\.labels import refine_labels; [^`]*)`", text)
+    assert match is not None, "README's label-map line is gone"
+    seg = read_mask(EXAMPLES / "scene_seg.png").values > 128
+    labels = np.zeros(seg.shape, np.uint8)
+    labels[seg] = 3  # the example's object as id 3, and a box of id 7 away from it
+    labels[:200, :300] = np.where(seg[:200, :300], 3, 7)
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    names: dict[str, object] = {"refiner": Refiner(device="cpu"), "image": read_image(EXAMPLES / "scene_im.jpg"),
+                                "read_mask": read_mask}
+    code = match.group(1).replace('"labels.png"', repr(str(tmp_path / "labels.png")))
+    exec(compile(code, "README.md (label maps)", "exec"), names)  # noqa: S102 - the README's own code
+
+    ids = names["ids"]
+    assert isinstance(ids, np.ndarray) and ids.shape == labels.shape and set(np.unique(ids)) <= {0, 3, 7}
+    for label in (3, 7):  # each id refined, none lost or grown into another's place wholesale
+        iou = np.logical_and(ids == label, labels == label).sum() / np.logical_or(ids == label, labels == label).sum()
+        assert iou > 0.9, (label, iou)
