@@ -52,7 +52,8 @@ def _kill_in_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
 
 
 def _killed_run(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run into ``out`` that a kill ends while it makes step KILLED_IN."""
+    """A run into ``out`` that a kill ends while it makes step KILLED_IN. It ends with
+    ``monkeypatch.undo()``, which also undoes any patch the test made before it."""
     _kill_in_step(monkeypatch, KILLED_IN)
     with pytest.raises(Killed):
         Trainer(_options(data, out)).run()

@@ -220,7 +220,8 @@ class FolderClocks:
     A file system's clock does not go back during a run, so a reading stays a lower bound of its
     "now": a file stamped no later than it was stamped in the past, with no file made and removed
     to say so. Only a later stamp (a file written since, or one stamped in the future) needs a new
-    probe. One instance serves one run; a folder whose clock cannot be read is probed each time.
+    probe, and a folder whose clock cannot be read is probed again for each such stamp. One instance
+    serves one run (with Ray, each actor holds a copy of the driver's).
     """
 
     def __init__(self) -> None:

@@ -93,9 +93,10 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
     previous run's (kept: a stale output), and only the first mistake is harmless. One stamped in
     the future was not written by any run since the start (a file copied with its times, a clock
     set back), so it is not kept either. Where the folder's clock cannot be read (no file can be
-    made there), this machine's is no stand-in for it and the output is not kept: redoing it then
-    reports why the folder cannot be written, where keeping it would pass for done. ``clocks``
-    keeps the folder's reading of "now" between calls of one run (a new one by default)."""
+    made there) and no earlier reading of it covers the stamp, this machine's is no stand-in for it
+    and the output is not kept: redoing it then reports why the folder cannot be written, where
+    keeping it would pass for done. ``clocks`` keeps the folder's readings of "now" between calls
+    of one run (a new one by default)."""
     from ..locks import FolderClocks
 
     try:
@@ -230,7 +231,7 @@ def batch(
     # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
     # folder that does not exist yet holds none from before.
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
-    clocks = FolderClocks()  # one reading of each output folder's clock, shared by the scan and the jobs
+    clocks = FolderClocks()  # each output folder's clock read once, for the scan and the jobs (Ray actors: a copy)
     items: list[dict] = []
 
     # With --json, the summary of what was known when the run stopped, marked failed.

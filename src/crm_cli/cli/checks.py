@@ -194,7 +194,7 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
-                     image_name: str, mask_name: str, decoded_mask: Any = None):  # noqa: ANN201 - pipeline.PairResult
+                     image_name: str, mask_name: str, decoded_mask: MaskData | None = None):  # noqa: ANN201 - pipeline.PairResult
     """The output of a pair too small to refine: the coarse mask itself, rendered as asked
     (label maps keep their ids and palette). No model is needed. ``decoded_mask``: see
     ``pipeline.read_pair``."""

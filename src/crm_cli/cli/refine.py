@@ -111,7 +111,8 @@ def refine(
         # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
         label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
             pre_model_mask, mask_name, mode.value, label_ids)
-        decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None  # read once
+        # The checks' decode, when they made one, is the mask refined: a large mask is read once.
+        decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None
         if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
             result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                       threshold=threshold, image_name=image_name, mask_name=mask_name,

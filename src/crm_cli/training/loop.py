@@ -157,6 +157,9 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    # Workers are born ignoring Ctrl-C only when the loader starts on the main thread (Trainer.batches);
+    # one started from another thread (an API user's) would die of a Ctrl-C sent to the process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _in_main_thread() -> bool:
@@ -301,12 +304,15 @@ class Trainer:
         # but only the training process decides when to stop, and a worker that died of it would fail
         # the batch the last step before the stop still needs. A Ctrl-C in the moment they take to start
         # is lost to this process too. Off the main thread no Ctrl-C is deferred, so none is ignored.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+        ignoring = _in_main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
         try:
             return iter(loader)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            if ignoring:
+                # None stands for a handler set outside Python, which cannot be put back: Python's own
+                # then takes its place rather than leaving Ctrl-C ignored for good.
+                signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
         """One optimisation step on this step's deterministic batch (made here unless given)."""
@@ -372,7 +378,7 @@ class Trainer:
         log_path = self.out / "log.csv"
         # One read gives both the header to check and the rows to cut back.
         lines = _read_lines(log_path) if self.step > 0 else []
-        header = _checked_header(log_path, lines[0].decode() if lines else "", list(self.val_sets))
+        header = _checked_header(log_path, lines[0].decode(), list(self.val_sets)) if lines else None
         if header is None:
             start_log(log_path, self.log_columns())
         else:

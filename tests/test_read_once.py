@@ -1,4 +1,4 @@
-"""Review items of session 28: ``crm batch --overwrite`` reads each output folder's clock once
+"""Files read once: ``crm batch --overwrite`` reads each output folder's clock once
 (locks.FolderClocks), and an ONNX export reads its checkpoint's head once."""
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def test_onnx_export_reads_the_checkpoint_kind_once(tiny_weights: Path, tmp_path
         reads.append(Path(path))
         return kind(Path(path))
 
-    # Both names: onnx_export's own import of the function, where it has one, and checkpoint's.
+    # Both names: checkpoint's, and onnx_export's own, which a later import of the function there would
+    # bring back (a guard: today onnx_export has no such name, hence raising=False).
     monkeypatch.setattr(checkpoint, "checkpoint_kind", counting)
     monkeypatch.setattr(onnx_export, "checkpoint_kind", counting, raising=False)
     entry = onnx_export.export_encoder(weights)
