@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +22,16 @@ TINY_ARCH = {
     "dropout": 0.0,
     "width_mult": 0.25,
 }
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """Each test starts with Python's own SIGINT handler, as under an interactive shell. A suite
+    started as a background job without job control (``cmd &`` in a script, some CI runners)
+    inherits SIGINT ignored, which the training rightly keeps, and the Ctrl-C tests would see nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def make_tiny_model(seed: int = 0):

@@ -711,6 +711,20 @@ def test_a_second_ctrl_c_mid_step_stops_at_once(tiny_dataset: Path, tmp_path: Pa
     assert trainer.saved_step == 2 and torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
 
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tiny_dataset: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """As under ``nohup`` or a shell's background job: the training leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the autouse fixture puts Python's handler back
+
+    def progress(step: int, stats: dict[str, float]) -> None:
+        if step == 1:
+            _ctrl_c()
+
+    trainer = Trainer(_options(tiny_dataset, tmp_path / "run", 2))
+    assert trainer.run(progress) is RunEnd.FINISHED and not trainer.interrupted
+    assert trainer.saved_step == 2 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def test_ctrl_c_in_the_last_step_lets_the_run_finish(tiny_dataset: Path, tmp_path: Path) -> None:
     options = _options(tiny_dataset, tmp_path / "run", 2)
     calls: list[int] = []
