@@ -339,13 +339,8 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     except typer.Exit:
         raise
     except BrokenPipeError:
-        # The reader of stdout went away (`| head`, `| true`): nothing more can be written there,
-        # and Python's final flush must not print a second error about it.
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # The reader of stdout went away (`| head`, `| true`): nothing more can be written there.
+        _discard_stdout()
         message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
         message = str(exc)
@@ -412,5 +407,21 @@ def emit_json(payload: Any) -> None:
         text = json.dumps(payload, indent=None, allow_nan=False)
     except ValueError:
         text = json.dumps(_finite(payload), indent=None, allow_nan=False)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # a reader that went away: user_errors and click each say so in their way
+    except OSError as exc:  # `> /dev/full`, a full disk, a file system that failed
+        _discard_stdout()
+        raise fail(f"cannot write the JSON to standard output: {exc.strerror or exc}") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null after a write to it failed: the unwritten bytes stay buffered, and
+    Python's final flush would otherwise fail on them again and print a second error."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

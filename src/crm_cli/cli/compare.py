@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_output_name
-from .common import QuietOpt, say, user_errors, warn
+from .checks import check_output_name, same_file
+from .common import QuietOpt, fail, say, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -34,6 +34,11 @@ def compare(
 ) -> None:
     """Write a comparison strip (PNG, TIFF or lossless WebP, by the output's extension)."""
     check_output_name(output)
+    # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
+    for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
+        if path is not None and same_file(path, output):
+            raise fail(f"-o {output} is the {role} file {path}; writing there would replace it with the "
+                       "comparison strip", code=2)
     with user_errors():
         from ..compare import compare_strip
         from ..imageio import read_image_noted, read_mask
