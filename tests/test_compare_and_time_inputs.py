@@ -101,3 +101,14 @@ def test_json_to_a_full_disk_is_one_error_line_not_a_traceback(scene: dict[str, 
     assert done.returncode == 1
     assert "error: cannot write the JSON to standard output: No space left on device" in flat(done.stderr)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_an_image_to_a_full_disk_names_standard_output(scene: dict[str, Path], tiny_weights: Path) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "crm_cli", "refine", str(scene["image"]), str(scene["coarse"]),
+                               "-o", "-", "-w", str(tiny_weights), "-d", "cpu"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "error: cannot write the image to standard output: No space left on device" in flat(done.stderr)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr

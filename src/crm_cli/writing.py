@@ -308,5 +308,10 @@ def write_bytes_stdout(data: bytes) -> None:
     """Write ``data`` (e.g. PNG bytes) to standard output; refuses when stdout is a terminal."""
     if sys.stdout.isatty():
         raise ValueError("refusing to write PNG to a terminal; redirect or use -o FILE")
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # `> /dev/full`, a full disk: say where the write failed
+        raise OSError(f"cannot write the image to standard output: {exc.strerror or exc}") from exc
