@@ -78,6 +78,29 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
          f"{categories(sorted(wanted.intersection(named)))} only")
 
 
+def special_output(output: Path) -> str | None:
+    """What ``output`` is when it is no file to replace by renaming a temp file over it (as the
+    output is written): "not a regular file" (a device such as /dev/null, a FIFO), "standard output"
+    or "standard error" (/dev/stdout while it is redirected to a file); None otherwise. Renaming over
+    those would replace the device node or link itself where the folder is writable (as root)."""
+    import os
+
+    try:
+        stat = os.stat(output)
+    except OSError:
+        return None  # nothing there yet (or nothing readable): the checks of the write name it
+    if not output.is_file():
+        return "not a regular file"
+    for name, stream in (("standard output", 1), ("standard error", 2)):
+        try:
+            other = os.fstat(stream)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (stat.st_dev, stat.st_ino):
+            return name
+    return None
+
+
 @refiner_options(guard=False)
 def coco(
     annotations: Annotated[Path, typer.Argument(
@@ -139,6 +162,8 @@ def coco(
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
 
+    if (special := special_output(output)) is not None:
+        raise typer.BadParameter(f"{output} is {special}; name a file to write", param_hint="'--output'")
     fatal = FailureRecord(json_out, lambda failure: {**failure, "output": str(output)})
     # Checked before anything is read or loaded: a path under a file gives one clear line.
     if (reason := unwritable_reason(output)) is not None:
@@ -168,6 +193,7 @@ def coco(
     # One stream of (job index, instance result) from either executor; locally each instance's result
     # comes as soon as it is refined (and is recorded for resuming), on Ray each image's at once.
     stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
+    sidecar_error: OSError | None = None
     if plan.jobs and ray_address is not None:
         work = partial(refine_image_job, options=instance_options)
         jobs = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
@@ -187,7 +213,11 @@ def coco(
                     warn(note, progress.console)
                 status = result["status"]
                 if status == "refined":
-                    sidecar.append(result)
+                    try:
+                        sidecar.append(result)
+                    except OSError as exc:  # a full disk: stop, keeping what was recorded
+                        sidecar_error = exc
+                        break
                     results[result["index"]] = result
                     refined_now += 1
                 elif status == "failed":
@@ -202,6 +232,15 @@ def coco(
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
+    if sidecar_error is not None:
+        from ..writing import write_error_reason
+
+        try:
+            sidecar.close()
+        except OSError:
+            pass  # the same failure again; the line below names it
+        raise fatal.fail(f"cannot write {sidecar.path}: {write_error_reason(sidecar.path, sidecar_error)}; "
+                         "the instances recorded before it are kept for the next run")
 
     with user_errors(fatal.emit):
         apply_results(data, results.values())
