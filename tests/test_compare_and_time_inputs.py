@@ -112,3 +112,15 @@ def test_an_image_to_a_full_disk_names_standard_output(scene: dict[str, Path], t
     assert done.returncode == 1
     assert "error: cannot write the image to standard output: No space left on device" in flat(done.stderr)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_failure_record_that_cannot_be_written_leaves_the_cause_and_its_code(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "crm_cli", "batch", str(tmp_path / "empty"), "-o",
+                               str(tmp_path / "out"), "--json"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == 2  # no pairs: a usage error, whatever happened to the record
+    assert "no pairs found" in flat(done.stderr) and "standard output" not in done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr

@@ -374,7 +374,12 @@ class FailureRecord:
     def emit(self, message: str) -> None:
         """With ``--json``, print the record of ``message`` on stdout (the ``on_error`` of user_errors)."""
         if self.json_out:
-            emit_json(self.fields({"status": "failed", "error": message}))
+            try:
+                _write_json(self.fields({"status": "failed", "error": message}))
+            except OSError:
+                # stdout cannot take the record (a full disk, a closed pipe): the error line that
+                # follows still gives the cause, with the command's own exit code.
+                _discard_stdout()
 
     def fail(self, message: str, code: int = 1) -> typer.Exit:
         """Print the record and the error line; return the Exit to raise."""
@@ -404,17 +409,22 @@ def emit_json(payload: Any) -> None:
     """Write one JSON document on stdout: strict JSON, so a non-finite number is written as null
     (Python would write NaN, which jq and most parsers refuse)."""
     try:
-        text = json.dumps(payload, indent=None, allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(payload), indent=None, allow_nan=False)
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        _write_json(payload)
     except BrokenPipeError:
         raise  # a reader that went away: user_errors and click each say so in their way
     except OSError as exc:  # `> /dev/full`, a full disk, a file system that failed
         _discard_stdout()
         raise fail(f"cannot write the JSON to standard output: {exc.strerror or exc}") from None
+
+
+def _write_json(payload: Any) -> None:
+    """:func:`emit_json`'s write, raising the OSError of a stdout that cannot take it."""
+    try:
+        text = json.dumps(payload, indent=None, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(payload), indent=None, allow_nan=False)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def _discard_stdout() -> None:
