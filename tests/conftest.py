@@ -29,6 +29,11 @@ def ctrl_c_raises() -> Iterator[None]:
     """Each test starts with Python's own SIGINT handler, as under an interactive shell. A suite
     started as a background job without job control (``cmd &`` in a script, some CI runners)
     inherits SIGINT ignored, which the training rightly keeps, and the Ctrl-C tests would see nothing."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works on the main thread only
+        yield
+        return
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)

@@ -2,7 +2,8 @@
 
 The README's file names (``photo.jpg``, ``coarse.png``) are replaced by the example's; everything
 else is the block's own code. Its soft mask must be the one ``crm refine`` wrote to
-``examples/scene_refined.png`` (the README's second command), byte for byte once rendered.
+``examples/scene_refined.png`` (the README's second command), byte for byte once rendered on a
+CPU (within one level on a GPU).
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ def test_the_readme_api_block_gives_the_cli_output_of_the_example() -> None:
     assert 0.0 <= result.trust <= 1.0 and isinstance(result.kept_coarse, bool)
     assert result.change_confidence is None or 0.0 <= result.change_confidence <= 1.0
     np.testing.assert_array_equal(result.probability, probability)  # the same call, the same mask
-    np.testing.assert_array_equal(render_output("soft", probability),
-                                  read_mask(EXAMPLES / "scene_refined.png").values)
+    rendered = render_output("soft", probability).astype(np.int16)
+    committed = read_mask(EXAMPLES / "scene_refined.png").values.astype(np.int16)
+    if names["refiner"].device_type == "cpu":  # the machine the example was made on: byte for byte
+        np.testing.assert_array_equal(rendered, committed)
+    else:  # a GPU rounds differently: at most one level apart, on a few pixels
+        differ = np.abs(rendered - committed)
+        assert differ.max() <= 1 and np.count_nonzero(differ) <= 1e-4 * differ.size
 
 
 def test_the_readme_label_map_line_refines_each_id(tmp_path: Path) -> None:

@@ -442,6 +442,7 @@ else:
     ends.append(trainer.run().value)
 with open(os.path.join(trainer.options.out, f"rank{rank}.json"), "w") as handle:
     json.dump({"ends": ends, "votes": votes, "step": trainer.step}, handle)
+dist.barrier()  # neither rank tears gloo down while the other still uses it (an abort at exit otherwise)
 dist.destroy_process_group()
 """
 
@@ -711,16 +712,20 @@ def test_a_second_ctrl_c_mid_step_stops_at_once(tiny_dataset: Path, tmp_path: Pa
     assert trainer.saved_step == 2 and torch.load(out / "last.pt", weights_only=True)["step"] == 2
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tiny_dataset: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """As under ``nohup`` or a shell's background job: the training leaves an ignored SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the autouse fixture puts Python's handler back
+                                                              workers: int) -> None:
+    """As under ``nohup`` or a shell's background job: the training leaves an ignored SIGINT ignored,
+    batch workers or not (starting them ignores SIGINT for a moment, then puts back what was there)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the autouse fixture puts back what the test started with
 
     def progress(step: int, stats: dict[str, float]) -> None:
         if step == 1:
             _ctrl_c()
 
-    trainer = Trainer(_options(tiny_dataset, tmp_path / "run", 2))
+    options = _options(tiny_dataset, tmp_path / "run", 2)
+    options.workers = workers
+    trainer = Trainer(options)
     assert trainer.run(progress) is RunEnd.FINISHED and not trainer.interrupted
     assert trainer.saved_step == 2 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 

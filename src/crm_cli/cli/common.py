@@ -428,10 +428,15 @@ def _write_json(payload: Any) -> None:
 
 
 def _discard_stdout() -> None:
-    """Point stdout at /dev/null after a write to it failed: the unwritten bytes stay buffered, and
-    Python's final flush would otherwise fail on them again and print a second error."""
+    """Point stdout at /dev/null after a write to it failed: the unwritten bytes may stay buffered,
+    and Python's final flush could fail on them again and print a second error. A stdout that is no
+    file (an embedding application's stream) is left alone."""
     import os
 
+    try:
+        fileno = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fileno)
     os.close(devnull)
