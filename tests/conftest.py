@@ -39,6 +39,11 @@ def ctrl_c_raises() -> Iterator[None]:
     signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
+def flat(text: str) -> str:
+    """Collapse Rich's wrapping so messages can be matched whatever the terminal width."""
+    return " ".join(text.split())
+
+
 def make_tiny_model(seed: int = 0):
     """A tiny randomly initialised CRMNet (about 20k parameters), in eval mode."""
     import torch

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, coarse_of, make_tiny_model, synthetic_scene, write_scene_files
+from conftest import TINY_ARCH, coarse_of, flat, make_tiny_model, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
 from crm_cli.checkpoint import WeightsError, load_model, save_weights, sha256_file, sidecar_path
@@ -57,9 +57,6 @@ def copy_without_sidecar(weights: Path, folder: Path) -> Path:
     shutil.copyfile(weights, out)
     return out
 
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 # 1-3. Masks at the Refiner's entry ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coarse_of, synthetic_scene
+from conftest import coarse_of, flat, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -18,10 +18,6 @@ from crm_cli.writing import write_png
 
 runner = CliRunner()
 
-
-def flat(text: str) -> str:
-    """Collapse Rich's wrapping so messages can be matched whatever the terminal width."""
-    return " ".join(text.split())
 
 
 @pytest.fixture

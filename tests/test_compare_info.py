@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_ARCH, coarse_of, synthetic_scene
+from conftest import TINY_ARCH, coarse_of, flat, synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.checkpoint import sha256_file, sidecar_path
@@ -18,10 +18,6 @@ from crm_cli.writing import write_png
 
 runner = CliRunner()
 
-
-def flat(text: str) -> str:
-    """Collapse Rich's wrapping so messages can be matched whatever the terminal width."""
-    return " ".join(text.split())
 
 
 @pytest.fixture
