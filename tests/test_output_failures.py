@@ -187,3 +187,30 @@ def test_coco_refuses_an_output_that_is_no_regular_file(tmp_path: Path, tiny_wei
     assert len(error_lines(result.stderr)) == 1 and "not a regular file" in result.stderr
     assert fifo.is_fifo()  # not replaced by a regular file
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ann.json", "images", "refined.json"]
+
+
+def test_write_atomic_replaces_the_file_a_link_names_and_keeps_the_link(tmp_path: Path) -> None:
+    from crm_cli.writing import write_atomic
+
+    real = tmp_path / "real.csv"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    write_atomic(link, b"new")
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.csv", "real.csv"]  # no temp file left
+
+
+def test_write_atomic_writes_into_a_fifo_instead_of_replacing_it(tmp_path: Path) -> None:
+    import threading
+
+    from crm_cli.writing import write_atomic
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, b"through the pipe")
+    reader.join(timeout=30)
+    assert received == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

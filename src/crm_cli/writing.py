@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import sys
 import time
 import uuid
@@ -196,8 +197,21 @@ def write_error_reason(target: Path, error: OSError) -> str:
 def write_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
 
+    A symbolic link keeps pointing where it did: the file it names is replaced, not the link. A
+    target that is no file to replace (a device such as /dev/null, a FIFO, /dev/stdout on a pipe)
+    is written to as it is; renaming over it would put a file in its place.
     Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
     """
+    if _is_stream(target):
+        try:
+            with open(target, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            raise ImageWriteError(f"cannot write {target}: {write_error_reason(target, exc)}") from None
+        return
+    named = target
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     temp = temp_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -210,11 +224,20 @@ def write_atomic(target: Path, data: bytes) -> None:
         os.replace(temp, target)
     except OSError as exc:
         discard(temp)
-        raise ImageWriteError(f"cannot write {target}: {write_error_reason(target, exc)}") from None
+        raise ImageWriteError(f"cannot write {named}: {write_error_reason(target, exc)}") from None
     except BaseException:
         discard(temp)
         raise
     _fsync_dir(target.parent)
+
+
+def _is_stream(target: Path) -> bool:
+    """True when ``target`` (its links followed) exists as something other than a file or folder."""
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def discard(temp: Path) -> None:

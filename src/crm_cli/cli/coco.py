@@ -79,10 +79,10 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
 
 
 def special_output(output: Path) -> str | None:
-    """What ``output`` is when it is no file to replace by renaming a temp file over it (as the
-    output is written): "not a regular file" (a device such as /dev/null, a FIFO), "standard output"
-    or "standard error" (/dev/stdout while it is redirected to a file); None otherwise. Renaming over
-    those would replace the device node or link itself where the folder is writable (as root)."""
+    """What ``output`` is when it is no file for a COCO result: "not a regular file" (a device such as
+    /dev/null, a FIFO), "standard output" or "standard error" (/dev/stdout while it is redirected to
+    a file); None otherwise. The result is resumed through a progress file beside it
+    (``OUT.partial.jsonl``), which has no place next to a device, and stdout is for ``--json``."""
     import os
 
     try:

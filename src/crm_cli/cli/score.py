@@ -51,14 +51,10 @@ def _print_table(scores: DatasetScore) -> None:
 
 def _write_csv(path: Path, scores: DatasetScore) -> None:
     """One row per image: name, iou, mba (empty when the GT has no boundary), intersection, union.
-
-    Written atomically (temp file, rename), so a failed write leaves an earlier CSV as it was; a
-    link (``/dev/stdout``) or an existing special file (a FIFO) is written through, never replaced.
-    Raises OSError naming ``path``.
-    """
+    Written with ``writing.write_atomic``: a failed write leaves an earlier CSV as it was and names ``path``."""
     import io
 
-    from ..writing import write_atomic, write_error_reason
+    from ..writing import write_atomic
 
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
@@ -66,15 +62,7 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
     for image in scores.images:
         writer.writerow([image.name, repr(image.iou), "" if image.mba is None else repr(image.mba),
                          image.intersection, image.union])
-    data = buffer.getvalue().encode("utf-8")
-    if not path.is_symlink() and (path.is_file() or not path.exists()):
-        write_atomic(path, data)
-        return
-    try:
-        with path.open("wb") as handle:
-            handle.write(data)
-    except OSError as exc:
-        raise OSError(f"cannot write {path}: {write_error_reason(path, exc)}") from None
+    write_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
 def _score_coco(pred: Path, gt: Path) -> DatasetScore:
