@@ -47,7 +47,7 @@ def test_batch_names_the_output_when_its_lock_cannot_be_made(tmp_path: Path, tin
     def full(self: Any) -> bool:
         raise disk_full()
 
-    monkeypatch.setattr(locks.OutputLock, "acquire", full)
+    monkeypatch.setattr(locks.OutputLock, "_acquire", full)  # the file system under the lock
     out = tmp_path / "out"
     result = runner.invoke(app, ["batch", str(big_folder(tmp_path / "big")), "-o", str(out),
                                  "-w", str(tiny_weights), "-d", "cpu", "--json"])

@@ -252,6 +252,7 @@ class OutputLock:
     """
 
     def __init__(self, output: str | Path) -> None:
+        self.output = Path(output)
         self.path = lock_path(output)
         self.held = False
         self._token = uuid.uuid4().hex[:16]
@@ -281,8 +282,17 @@ class OutputLock:
         return _is_stale(self.path)
 
     def acquire(self) -> bool:
-        """Take the lock; False when another live process holds it. Raises OSError if the folder
-        cannot be written."""
+        """Take the lock; False when another live process holds it. Raises ImageWriteError (an
+        OSError) naming the output if the folder cannot be written (a full disk, no permission)."""
+        from .writing import ImageWriteError, write_error_reason
+
+        try:
+            return self._acquire()
+        except OSError as exc:
+            raise ImageWriteError(f"cannot write {self.output}: {write_error_reason(self.output, exc)}") from None
+
+    def _acquire(self) -> bool:
+        """:meth:`acquire`, with the file system's own errors."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._create():
             return True

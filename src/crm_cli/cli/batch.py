@@ -166,14 +166,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     start = time.perf_counter()
     lock = OutputLock(job["output"])
     try:
-        try:
-            acquired = lock.acquire()
-        except OSError as exc:  # the lock beside the output cannot be made (a full disk): name the output
-            from ..writing import ImageWriteError, write_error_reason
-
-            output = Path(job["output"])
-            raise ImageWriteError(f"cannot write {output}: {write_error_reason(output, exc)}") from None
-        if not acquired:
+        if not lock.acquire():
             # The driver adds the lock file's path, named as the user gave the folder.
             return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
         # Checked under the lock: a run that held it has just finished this output.
