@@ -37,7 +37,7 @@ from .checkpoint import (
 )
 from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
-from .masks import check_mask_fits, check_rgb_image, checked_mask, strict_probability
+from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
@@ -118,7 +118,7 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     fitting = fitting_stages(height, width, ratios, min_side)
     free_px = guard_distance(ratios[(fitting or [len(ratios) - 1])[0]])
     trust = 0.0
-    if settings.guard and foreground.any() and not foreground.all():
+    if settings.guard and has_boundary(foreground):
         trust = mask_trust(image, foreground, ratios, min_side)
     return Schedule(ratios, free_px, trust, final_only=not fitting)
 
@@ -373,7 +373,7 @@ class Refiner:
         result = RefineResult(probability=np.empty(0, np.float32), ratios=plan.ratios,
                               guard_px=plan.guard_px if settings.guard else None, trust=plan.trust, regions=regions,
                               mirrored=plan.mirror)
-        if not foreground.any() or foreground.all():
+        if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
             result.stages = [result.probability] * len(plan.ratios) if keep_stages else []

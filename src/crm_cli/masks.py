@@ -39,6 +39,12 @@ def swaps_axes(orientation: int) -> bool:
     return orientation in (5, 6, 7, 8)
 
 
+def has_boundary(foreground: np.ndarray) -> bool:
+    """True when a binary mask holds both foreground and background: only then is there a boundary
+    to refine (the engine passes an empty or full mask through without running the model)."""
+    return bool(foreground.any()) and not bool(foreground.all())
+
+
 def largest_value(values: np.ndarray, known: int | None = None) -> int:
     """The largest value of an integer mask (0 when empty); ``known``, when the caller has it
     already (``MaskData.maximum``), is returned without another pass over the values."""

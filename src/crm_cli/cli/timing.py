@@ -52,7 +52,7 @@ def timing(
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
     from ..evaluation import time_refine
-    from ..masks import weak_mask_note
+    from ..masks import has_boundary, weak_mask_note
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
@@ -81,7 +81,7 @@ def timing(
             # A mask with no boundary (empty, full, or no pixel above 0.5) is passed through by the
             # engine without running the model: the times would measure no refinement at all.
             foreground = coarse > 0.5
-            if not foreground.any() or foreground.all():
+            if not has_boundary(foreground):
                 reason = weak_mask_note(coarse, str(mask)) or (
                     f"{mask}: every pixel of the mask is {'foreground' if foreground.any() else 'background'}")
                 warn(f"{reason}; with no boundary to refine the model does not run, so these times measure "

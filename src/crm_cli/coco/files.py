@@ -187,12 +187,18 @@ class Sidecar:
             self._last_sync = now
 
     def close(self) -> None:
-        """Flush and close (the file stays for the next run)."""
+        """Flush and close (the file stays for the next run); the file is closed even when the flush
+        fails (a full disk), whose OSError is then raised."""
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                try:
+                    handle.close()
+                except OSError:
+                    pass  # its flush fails again; the error above is the one raised
 
     def remove(self) -> None:
         """Close and delete: the output is complete."""
