@@ -131,3 +131,28 @@ def test_actor_pool_takes_one_gpu_per_actor_when_there_are_gpus() -> None:
     assert plan_actors({"CPU": 16}, "cpu", 8, jobs=100) == ActorPlan(2, 8, 0, 8)
     with pytest.raises(RayRunError, match="no GPUs"):
         plan_actors({"CPU": 8}, "cuda", None, jobs=3)
+
+
+def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_weights, capfd) -> None:  # noqa: ANN001
+    """The driver prints a message pushed by the cluster ("(raylet) A worker died ...") on the
+    sys.stdout of that moment; it must not land among the data on stdout."""
+    from crm_cli.raybatch import run_jobs
+    from crm_cli.runtime import RefinerSpec
+
+    def push_a_cluster_message(refiner, job):  # noqa: ANN001, ANN202
+        import time
+
+        import ray._private.utils
+        import ray._private.worker
+
+        ray._private.utils.push_error_to_driver(ray._private.worker.global_worker, "test", "MESSAGE-FROM-THE-CLUSTER")
+        time.sleep(3)  # the driver's listener prints it while the run is still going
+        return {"job": job["n"]}
+
+    spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
+    results = list(run_jobs("local", [{"n": 7}], push_a_cluster_message, spec))
+    print("DATA")
+    out, err = capfd.readouterr()
+    assert results == [(0, {"job": 7})]
+    assert out == "DATA\n"
+    assert "MESSAGE-FROM-THE-CLUSTER" in err

@@ -9,6 +9,7 @@ optional extra and is imported only when a command asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -112,6 +113,8 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
     """Run ``work(refiner, job)`` for every job on a Ray actor pool; yield ``(job index, result)``
     as results arrive (not in job order).
 
+    While it runs, ``sys.stdout`` is stderr (see below): print data only after the last result.
+
     Raises:
         RayUnavailableError: Ray is not installed.
         RayRunError: Ray failed (connection, actor start-up such as bad weights, a crashed worker).
@@ -123,6 +126,16 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
         spec.check()
     except WeightsError as exc:  # one line in the driver, not a traceback from every actor
         raise RayRunError(str(exc)) from None
+    # The driver prints the cluster's error messages ("(raylet) A worker died ...") on whatever
+    # sys.stdout is at that moment, from a thread of its own; stdout carries only data. So while
+    # Ray runs here, sys.stdout is stderr: callers print their data after the last result.
+    with contextlib.redirect_stdout(sys.stderr):
+        yield from _run_connected(address, jobs, work, spec, quiet, log)
+
+
+def _run_connected(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec, quiet: bool,
+                   log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`run_jobs` from the connection to the shutdown."""
     import ray
     import ray.data
 
