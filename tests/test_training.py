@@ -494,6 +494,59 @@ def test_ranks_vote_once_a_step_on_ctrl_c_and_deadline_and_stop_together(tiny_da
         assert [json.loads(line)["step"] for line in (outs[mode] / "val.jsonl").read_text().splitlines()] == steps
 
 
+# A torchrun worker: rank 0's final export is slowed down; each rank writes when it left run().
+DDP_LAST_EXPORT_SCRIPT = """
+import json, os, sys, time
+import torch
+from crm_cli.training.loop import Trainer, TrainOptions
+
+torch.set_num_threads(1)
+rank = int(os.environ["RANK"])
+trainer = Trainer(TrainOptions(**json.loads(sys.argv[1])))
+export = trainer.export
+exported = []
+
+def slow_export(path, scores=None):
+    time.sleep(2.0)
+    done = export(path, scores)
+    exported.append(time.time())
+    return done
+
+trainer.export = slow_export
+end = trainer.run().value
+left = time.time()
+trainer.close()
+with open(os.path.join(trainer.options.out, f"rank{rank}.json"), "w") as handle:
+    json.dump({"end": end, "left_run": left, "exported": exported}, handle)
+sys.stdout.flush()
+os._exit(0)  # as in DDP_VOTES_SCRIPT: no interpreter teardown of gloo's threads
+"""
+
+
+def test_no_rank_leaves_the_run_before_rank_0_wrote_the_last_export(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Rank 0 validates and exports after the last step; the other ranks wait for it, so none can
+    exit (or abort in its teardown) and have torchrun stop rank 0 in the middle of the write."""
+    import shutil
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "ddp_last_export.py"
+    script.write_text(DDP_LAST_EXPORT_SCRIPT)
+    options = _options(tiny_dataset, tmp_path / "run", 2)
+    options.val_every, options.query_window = 2, 32
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), json.dumps(asdict(options))],
+                          capture_output=True, text=True, timeout=300)
+    reports = [json.loads((tmp_path / "run" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["end"] for r in reports] == ["finished", "finished"]
+    assert len(reports[0]["exported"]) == 1 and reports[1]["exported"] == []
+    assert reports[1]["left_run"] >= reports[0]["exported"][0]  # rank 1 waited for rank 0's export
+
+
 def test_resume_with_another_schedule_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
     first = Trainer(_options(tiny_dataset, tmp_path / "s", 4))
     first.train_step()

@@ -480,13 +480,33 @@ class Trainer:
                     writer.writerow(row)
                     log_file.flush()
                 if out_of_time:
+                    self.meet_other_ranks()
                     return RunEnd.TIME_LIMIT
             if self.step < end:  # left between two steps for a Ctrl-C (one during the last step ends the run)
                 # Still inside the handler: a second Ctrl-C stops the write, which leaves last.pt as it was.
                 if self.step > 0 and self.saved_step != self.step:
                     self.save_checkpoint()
+                self.meet_other_ranks()
                 raise KeyboardInterrupt
+        self.meet_other_ranks()
         return RunEnd.FINISHED if self.step >= options.steps else RunEnd.STOP_AT
+
+    def meet_other_ranks(self) -> None:
+        """Wait here for every rank (nothing to wait for alone). Rank 0 writes the run's last
+        checkpoint, validation and export after the others' last step; a rank that ended first and
+        exited, or aborted in its teardown, could make torchrun stop rank 0 in the middle of them."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group of a multi-rank run, after every rank got here (nothing alone)."""
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
