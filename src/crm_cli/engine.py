@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,9 @@ class Refiner:
 
     The stages run on ``self.runner``: a ``stages.StageRunner`` (``backend`` "torch") or an
     ``onnx_runner.OnnxStageRunner`` ("onnx"), which holds the device and tile options.
+
+    One Refiner may be shared between threads: its refinements run one at a time (the runner's
+    buffers, such as the onnx backend's kept latent, serve one refinement at a time).
     """
 
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
@@ -212,11 +216,13 @@ class Refiner:
             precision: the encoder's precision on torch, "fp32" (default), "fp16" or "bf16"; the
                 reduced ones are meant for GPUs (on a CPU they run, much slower, with a warning).
             channels_last: NHWC on torch; by default on for CUDA and CPU when the model was loaded here.
-            min_stage_side: stages (but the last) whose input is shorter than this are skipped.
+            min_stage_side: stages (but the last) whose input is shorter than this are skipped; a
+                whole number >= 0 (0: none is skipped).
             fold_bn: fold BatchNorm into the convolutions of a model loaded here (torch; False keeps
                 ``auto`` on torch).
-            final_stage: how ``auto`` runs the final stage by photo size; by default the weights'
-                (``CheckpointInfo.final_stage``: their sidecar's entry over ``FinalStage``'s defaults).
+            final_stage: how ``auto`` runs the final stage by photo size, a ``schedule.FinalStage``; by
+                default the weights' (``CheckpointInfo.final_stage``: their sidecar's entry over
+                ``FinalStage``'s defaults).
             backend: "auto" (default; :func:`choose_backend`: onnx on a CPU when the weights ship an
                 exported encoder, torch otherwise), "torch" or "onnx", in any case; an in-memory
                 model is torch's.
@@ -228,6 +234,7 @@ class Refiner:
 
         Raises:
             ValueError: an option out of range or that the backend cannot honour.
+            TypeError: a ``final_stage`` that is not a ``FinalStage``, an unknown tile option.
             checkpoint.WeightsError: weights that are missing, corrupt or do not match their sidecar.
             devices.DeviceError: a device that is not present.
 
@@ -236,6 +243,12 @@ class Refiner:
         """
         check_precision(precision)
         backend = backend_name(backend)
+        # Checked here, before loading: a bad value would otherwise fail (or be silently taken) in
+        # the first refine, deep inside the schedule.
+        min_stage_side = whole_number("min_stage_side", min_stage_side, 0)
+        if final_stage is not None and not isinstance(final_stage, FinalStage):
+            raise TypeError(f"final_stage must be a crm_cli.schedule.FinalStage or None, not "
+                            f"{type(final_stage).__name__}")
         if threads is not None:
             threads = whole_number("threads", threads, 0) or None
         check_tile_options(tiles)
@@ -262,6 +275,10 @@ class Refiner:
         self.weights_info: CheckpointInfo = info
         self.min_stage_side = min_stage_side
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
+        # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
+        # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
+        # other's latents, a silently wrong mask.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _torch_runner(model: Any, sidecar: WeightsSidecar | None, device: str, info: CheckpointInfo | None,
@@ -348,9 +365,10 @@ class Refiner:
         fix the stages (no per-image choice), and the other keywords override single switches.
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
         otherwise intermediate stages are decoded only at the size the next stage consumes (unless
-        ``full_decode``). The image, mask and errors are :meth:`refine`'s.
+        ``full_decode``). The image, mask and errors are :meth:`refine`'s. ``stages`` never share
+        memory with the given mask.
         """
-        with self.runner.inference():
+        with self._lock, self.runner.inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                          preset=preset, keep_stages=keep_stages)
 
@@ -367,6 +385,13 @@ class Refiner:
         check_mask_fits(mask.shape, image.shape)
         # C order: both runners write decoded pixels through a flat view of the mask's resized copy.
         mask = np.ascontiguousarray(strict_probability(mask))
+        # torch.from_numpy (the torch runner's inputs) warns of undefined behaviour on a read-only
+        # array (np.asarray of a PIL image is one); nothing writes into them, but a copy of such an
+        # input keeps that warning away.
+        if not image.flags.writeable:
+            image = image.copy()
+        if not mask.flags.writeable:
+            mask = mask.copy()
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)
@@ -470,7 +495,8 @@ class Refiner:
             if not last and not stage_fits(height, width, ratio, self.min_stage_side):
                 result.timings.append(StageTiming(ratio, 0.0, 0.0))
                 if keep_stages:
-                    result.stages.append(runner.as_array(current, (height, width)))
+                    # A copy: before any stage has run, ``current`` may be the caller's own mask.
+                    result.stages.append(np.array(runner.as_array(current, (height, width)), copy=True))
                 continue
             at_full_size = last or keep_stages or settings.full_decode
             target = (height, width) if at_full_size else stage_size(height, width, ratios[k + 1])

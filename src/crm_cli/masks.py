@@ -109,16 +109,34 @@ def mask_to_float(mask: np.ndarray, maximum: int | None = None) -> np.ndarray:
     return np.clip(mask.astype(np.float32), 0.0, 1.0)
 
 
+def pil_mode(value: object) -> str | None:
+    """The mode ("RGB", "P", "YCbCr", ...) of a PIL image, or None for anything else (PIL is not
+    imported: an image from it is known by its class's module)."""
+    if type(value).__module__.split(".")[0] != "PIL":
+        return None
+    mode = getattr(value, "mode", None)
+    return mode if isinstance(mode, str) else None
+
+
 def checked_mask(mask: object) -> np.ndarray:
-    """``mask`` as a 2-D numeric array; TypeError for anything else that is not numeric, ValueError
-    for another number of dimensions."""
+    """``mask`` as a 2-D numeric array in native byte order; TypeError for anything else that is not
+    numeric, ValueError for another number of dimensions or a PIL palette image (its values are
+    palette indices: a foreground index of 15 would read as 15/255, all background)."""
     if mask is None:
         raise TypeError("mask must be an (H, W) array, got None")
+    if pil_mode(mask) in ("P", "PA"):
+        raise ValueError(f"mask is a PIL palette image (mode {pil_mode(mask)}), whose values are palette indices, "
+                         "not 0-255 levels; pass crm_cli.imageio.read_mask(path).probability(), or "
+                         "np.asarray(mask) != 0 for its foreground (crm_cli.labels.refine_labels for a label map)")
     values = np.asarray(mask)
     if values.dtype.kind not in "buif":
         raise TypeError(f"mask must be a numeric (H, W) array, got dtype {values.dtype}")
     if values.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {values.shape}")
+    if not values.dtype.isnative:
+        # A big-endian uint16 mask (PIL's "I;16B", np.frombuffer(..., ">u2")) is a uint16 mask: the
+        # rules compare the dtype with np.uint16, which a byte-swapped one does not equal.
+        values = values.astype(values.dtype.newbyteorder("="))
     return values
 
 
@@ -159,7 +177,11 @@ def binarize(mask: np.ndarray) -> np.ndarray:
 
 
 def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """``image`` as a contiguous (H, W, 3) uint8 RGB array of size ``shape`` (when given); ValueError otherwise."""
+    """``image`` as a contiguous (H, W, 3) uint8 RGB array of size ``shape`` (when given); ValueError
+    otherwise, a PIL image in another mode than RGB (YCbCr, HSV, LAB also give 3 uint8 channels) included."""
+    mode = pil_mode(image)
+    if mode is not None and mode != "RGB":
+        raise ValueError(f"image must be RGB, got a PIL image in mode {mode}; pass image.convert('RGB')")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")

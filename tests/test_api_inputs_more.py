@@ -1,0 +1,198 @@
+"""More inputs at the Python API's door (``Refiner``): a Refiner shared between threads, options
+checked when it is built, stages that must not share memory with the caller's mask, read-only,
+big-endian and PIL inputs. Each case was a silently wrong result or a late, unclear error."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import coarse_of, make_tiny_model, synthetic_scene
+
+from crm_cli.checkpoint import default_weights_path
+from crm_cli.engine import Refiner
+from crm_cli.schedule import FinalStage
+
+Image = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Refiner:
+    """The tiny random model on the CPU (torch)."""
+    return Refiner.from_model(make_tiny_model(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    """(image, coarse uint8 0/255) at 96x128."""
+    image, gt = synthetic_scene(96, 128)
+    return image, coarse_of(gt)
+
+
+def onnx_refiner(**options: int) -> Refiner:
+    """The shipped weights on the onnx backend (skipped where it cannot run)."""
+    pytest.importorskip("onnxruntime")
+    weights = Path(default_weights_path())
+    if not weights.exists():
+        pytest.skip("no shipped weights")
+    return Refiner(weights, device="cpu", backend="onnx", **options)
+
+
+# A Refiner shared between threads --------------------------------------------------------------------------------
+
+
+def test_one_refiner_shared_between_threads_gives_every_thread_its_own_result() -> None:
+    # Small tiles, so that even small images are encoded into the latent the onnx runner keeps
+    # between calls: two threads wrote into that one buffer and decoded each other's latents.
+    refiner = onnx_refiner(tile_size=64, tile_margin=8, roi_tile_size=32, roi_tile_margin=8, roi_window_size=64)
+    scenes = []
+    for seed in range(3):
+        image, gt = synthetic_scene(160, 208, seed=seed)
+        scenes.append((image, coarse_of(gt)))
+    expected = [refiner.refine(image, coarse, preset="quality") for image, coarse in scenes]
+    assert not np.array_equal(expected[0], expected[1])
+    start = threading.Barrier(len(scenes))
+    results: dict[int, list[np.ndarray]] = {k: [] for k in range(len(scenes))}
+
+    def work(k: int) -> None:
+        start.wait()
+        for _ in range(2):
+            results[k].append(refiner.refine(*scenes[k], preset="quality"))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(scenes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k, outputs in results.items():
+        assert len(outputs) == 2
+        for output in outputs:
+            np.testing.assert_array_equal(output, expected[k])
+
+
+# Options checked when the Refiner is built ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [-5, 224.5, "224", None, True, float("nan")])
+def test_min_stage_side_must_be_a_whole_number(value: object) -> None:
+    # Before: -5, 224.5, True and NaN were taken silently; "224" and None failed in the first
+    # refine with a TypeError from deep inside the schedule.
+    with pytest.raises(ValueError, match=r"min_stage_side must be a whole number >= 0"):
+        Refiner.from_model(make_tiny_model(), device="cpu", min_stage_side=value)  # type: ignore[arg-type]
+
+
+def test_min_stage_side_keeps_its_meaning(scene: tuple[np.ndarray, np.ndarray]) -> None:
+    image, coarse = scene
+    every = Refiner.from_model(make_tiny_model(), device="cpu", min_stage_side=np.int64(0))
+    assert every.min_stage_side == 0
+    result = every.refine_detailed(image, coarse, preset="balanced")
+    assert [timing.encode_s > 0 for timing in result.timings] == [True] * 4  # no stage skipped
+
+
+def test_final_stage_must_be_a_final_stage(scene: tuple[np.ndarray, np.ndarray]) -> None:
+    # Before: built fine, then an AttributeError ('str' object has no attribute 'scale') in refine.
+    with pytest.raises(TypeError, match="final_stage must be a crm_cli.schedule.FinalStage"):
+        Refiner.from_model(make_tiny_model(), device="cpu", final_stage="x")  # type: ignore[arg-type]
+    image, coarse = scene
+    custom = Refiner.from_model(make_tiny_model(), device="cpu", final_stage=FinalStage(scale=2.0))
+    assert custom.final_stage.scale == 2.0
+    assert custom.refine(image, coarse).shape == coarse.shape
+
+
+# Stages and the caller's mask ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_kept_stages_never_share_memory_with_the_mask(backend: str, tiny: Refiner,
+                                                      scene: tuple[np.ndarray, np.ndarray]) -> None:
+    refiner = tiny if backend == "torch" else onnx_refiner()
+    image, coarse = scene
+    mask = (coarse > 127).astype(np.float32)
+    original = mask.copy()
+    result = refiner.refine_detailed(image, mask, preset="balanced", keep_stages=True)
+    # At 96x128 the stages before the last are too small and skipped: their entries are the coarse
+    # mask, which was the caller's own array, so writing into a stage wrote into the mask.
+    assert len(result.stages) == 4
+    for stage in result.stages[:3]:
+        np.testing.assert_array_equal(stage, original)
+    for stage in result.stages:
+        assert not np.shares_memory(stage, mask)
+        stage[...] = 0.5
+    np.testing.assert_array_equal(mask, original)
+
+
+def test_read_only_inputs_reach_torch_writable(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.from_numpy on a read-only array (np.asarray of a PIL image is one) warns of "undefined
+    # behavior" (once per process, so the arrays it is given are checked here).
+    import torch
+
+    image, coarse = scene
+    mask = (coarse > 127).astype(np.float32)
+    expected = tiny.refine(image, mask, preset="quality")
+    seen: list[bool] = []
+    from_numpy = torch.from_numpy
+
+    def recording(values: np.ndarray) -> torch.Tensor:
+        seen.append(bool(values.flags.writeable))
+        return from_numpy(values)
+
+    monkeypatch.setattr(torch, "from_numpy", recording)
+    read_only_image, read_only_mask = image.copy(), mask.copy()
+    read_only_image.flags.writeable = False
+    read_only_mask.flags.writeable = False
+    np.testing.assert_array_equal(tiny.refine(read_only_image, read_only_mask, preset="quality"), expected)
+    assert seen and all(seen)
+    # The caller's arrays are left as they were.
+    assert not read_only_image.flags.writeable and not read_only_mask.flags.writeable
+
+
+# Byte order ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,scale", [(">u2", 65535), (">u2", 255), (">f4", 1.0), (">f8", 1.0), (">i4", 1)])
+def test_big_endian_masks_are_read_like_native_ones(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray],
+                                                    dtype: str, scale: float) -> None:
+    # Before: a big-endian uint16 mask (PIL "I;16B", np.frombuffer(data, ">u2")) is not equal to
+    # np.uint16, and was refused as "an integer mask of type >u2 must hold only 0 and 1".
+    image, coarse = scene
+    expected = tiny.refine(image, coarse, preset="quality")
+    mask = ((coarse > 127) * scale).astype(dtype)
+    assert not mask.dtype.isnative
+    np.testing.assert_array_equal(tiny.refine(image, mask, preset="quality"), expected)
+
+
+# PIL images ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_pil_rgb_image_and_grey_mask_work_as_arrays(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    image, coarse = scene
+    expected = tiny.refine(image, coarse, preset="quality")
+    np.testing.assert_array_equal(
+        tiny.refine(Image.fromarray(image), Image.fromarray(coarse), preset="quality"), expected)
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "HSV"])
+def test_a_pil_image_in_another_colour_space_is_refused(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray],
+                                                        mode: str) -> None:
+    # Before: three uint8 channels, so it was refined as if they were R, G and B.
+    image, coarse = scene
+    converted = Image.fromarray(image).convert(mode)
+    assert np.asarray(converted).shape == image.shape
+    with pytest.raises(ValueError, match=rf"PIL image in mode {mode}; pass image.convert\('RGB'\)"):
+        tiny.refine(converted, coarse)
+
+
+def test_a_pil_palette_mask_is_refused(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    # Before: index 15 (VOC's "person") read as 15/255, all background: an empty mask, no error.
+    image, coarse = scene
+    palette = Image.new("P", (coarse.shape[1], coarse.shape[0]))
+    palette.putpalette([0, 0, 0] + [192, 128, 128] * 255)
+    palette.putdata(((coarse > 127) * 15).ravel().tolist())
+    assert set(np.unique(np.asarray(palette))) == {0, 15}
+    with pytest.raises(ValueError, match=r"PIL palette image \(mode P\).*read_mask\(path\).probability\(\)"):
+        tiny.refine(image, palette)
+    # What the message suggests gives the binary mask's result.
+    np.testing.assert_array_equal(tiny.refine(image, np.asarray(palette) != 0), tiny.refine(image, coarse))
