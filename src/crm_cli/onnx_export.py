@@ -17,8 +17,8 @@ Exporting needs torch and the ``onnx`` package; running the result needs neither
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -35,6 +35,7 @@ from .checkpoint import (
     sidecar_path,
     write_sidecar,
 )
+from .writing import write_atomic
 
 ONNX_OPSET = 17
 ONNX_SUFFIX = ".encoder.onnx"
@@ -123,11 +124,13 @@ def export_encoder(weights: Path, out: Path | None = None, update_sidecar: bool 
     proto = onnx.load_from_string(buffer.getvalue())
     _store_half(proto.graph)
     onnx.checker.check_model(proto)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    os.replace(tmp, out)
-    entry = {"file": out.name, "sha256": sha256_file(out), "weights_sha256": info.sha256 or sha256_file(weights),
+    data = proto.SerializeToString()
+    # A temp file of its own (write_atomic), and the hash of the bytes written, not of the file read
+    # back: two exports of the same weights at once shared one "<out>.tmp", so one could rename the
+    # other's half-written file into place and record the sha256 of that (every run then refused it).
+    write_atomic(out, data)
+    entry = {"file": out.name, "sha256": hashlib.sha256(data).hexdigest(),
+             "weights_sha256": info.sha256 or sha256_file(weights),
              "opset": ONNX_OPSET, "torch": torch.__version__.split("+")[0]}
     if update_sidecar:
         record_encoder(weights, out, entry)

@@ -11,7 +11,6 @@ itself, so both halves come from the same file (its sidecar ties the ONNX file's
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,20 +26,13 @@ from .checkpoint import WeightsError
 from .config import ArchConfig
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
+from .runtime import available_cpus, usable_threads
 from .schedule import stage_size
 from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles, tile_windows
 
 # Decoder rows per call. Each of its (n, hidden) float32 arrays (512 KB at hidden 32) then stays in
 # a core's L2 cache: 16k-point calls were 1.5-1.8x slower on a 512 KB-L2 CPU.
 POINT_CHUNK = 4096
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
 
 class DecoderPool:
     """Runs independent decoder chunks on ``workers`` threads, with BLAS held to one thread each.
@@ -275,6 +267,7 @@ class OnnxStageRunner(TiledRunner):
 
         super().__init__(**tiles)
 
+        threads = usable_threads(threads)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, the physical cores
         options.inter_op_num_threads = 1
@@ -282,7 +275,13 @@ class OnnxStageRunner(TiledRunner):
         # Idle pool threads must not spin: NumPy's decoder runs right after each encoder call on the
         # same cores (spinning doubled the 4K decoder's time), and concurrent crm processes share cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(encoder_path), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({reason}); "
+                               "export it again (python -m crm_cli.onnx_export), or use the torch backend") from None
         self.threads = threads
         self.decoder_pool = DecoderPool(threads)
         self._latent_store: np.ndarray | None = None

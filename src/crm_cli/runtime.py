@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -51,6 +52,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Spin iterations before an idle OpenMP thread sleeps (libgomp's default is 300,000; 0 is passive).
 # Benchmarks/concurrency.py compares settings: pass --env GOMP_SPINCOUNT=300000 for the old default.
@@ -115,11 +118,34 @@ def numpy_page_advice_switch() -> Callable[[bool], bool] | None:
     return None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def usable_threads(threads: int | None) -> int | None:
+    """``threads`` (None or 0: the default) bounded by the CPUs this process may run on, with a
+    warning when it was more: ONNX Runtime starts every intra-op thread when its session loads, so
+    ``--threads 100000`` started 100,000 threads (16 GB of memory, minutes before the first tile)
+    where more threads than CPUs cannot run any faster."""
+    if not threads:
+        return threads
+    cpus = available_cpus()
+    if threads > cpus:
+        logger.warning("%d threads asked for, more than the %d CPUs this process may use; using %d", threads, cpus,
+                       cpus)
+        return cpus
+    return threads
+
+
 def configure_torch(threads: int | None = None, device: Any = None) -> None:
     """Process-wide torch settings: ``threads`` CPU threads (None or 0 keeps torch's default, the
     physical cores) and, on a CUDA ``device``, cuDNN autotuning (fixed tile shapes make it pay off)."""
     import torch
 
+    threads = usable_threads(threads)
     if threads:
         torch.set_num_threads(threads)
     if device is not None and torch.device(device).type == "cuda":

@@ -84,6 +84,7 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     report = inspect_checkpoint(sidecar, build=True)
+    _check_encoder_loads(report)
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -97,6 +98,29 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         "default_backend": backend if report["exists"] and not report["error"] else None,
         "weights": report,
     }
+
+
+def _check_encoder_loads(report: dict[str, Any]) -> None:
+    """Load the exported encoder that the onnx backend would take into ONNX Runtime, as every onnx
+    run does: one it cannot load (cut short with no sha256 recorded, or from a newer exporter) made
+    `crm refine` fail while `crm info` said it was fine. The reason goes in the report's ``error``
+    and the encoder's."""
+    encoder = report.get("onnx")
+    if report["error"] or not encoder or not encoder["used"] or not encoder["exists"]:
+        return
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    try:
+        onnxruntime.InferenceSession(encoder["path"], options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...)
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        encoder["error"] = report["error"] = (
+            f"{encoder['path']}: ONNX Runtime cannot load the exported encoder ({reason}); export it again "
+            "(python -m crm_cli.onnx_export), or use the torch backend")
 
 
 def _onnxruntime_version() -> str | None:
@@ -174,6 +198,8 @@ def _encoder_text(encoder: dict[str, Any] | None) -> str:
         status = "[red]sha256 does NOT match sidecar[/]"
     else:
         status = "[green]sha256 matches sidecar[/]" if encoder["sha256_ok"] else "no sha256 recorded"
+        if encoder.get("error"):
+            status += ", [red]ONNX Runtime cannot load it[/]"
     if encoder["exists"] and not encoder["used"]:
         status += ", not used: the sidecar does not tie it to these weights' sha256"
     return f"{escape(encoder['path'])} ({status})"

@@ -117,6 +117,7 @@ def train(
             say(f"training {encoder.value} on {len(trainer.cache)} pairs, device {trainer.device}, "
                 f"init {trainer.init_note}")
             end = run_with_progress(trainer, steps)
+            trainer.close()  # several ranks: leave the process group together
     except KeyboardInterrupt:
         raise interrupted(trainer, out) from None
     if end is RunEnd.FINISHED:

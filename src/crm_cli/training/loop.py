@@ -28,7 +28,7 @@ from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
 from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
-from ..model.pretrained import initialise_encoder
+from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
 from ..presets import check_ratios
 from ..transforms import network_input
@@ -537,16 +537,36 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
         raise ValueError(f"unknown encoder {options.encoder!r}; choose from {sorted(PRESET_ARCHS)}")
     torch.manual_seed(options.seed)
     if options.init.endswith(".safetensors"):
-        from ..checkpoint import load_model
+        from ..checkpoint import WeightsError, load_model
 
-        loaded, info = load_model(options.init)
+        if not Path(options.init).exists():  # load_model's own hint (CRM_WEIGHTS) is for refining
+            raise ValueError(f"--init {options.init}: no such file")
+        try:
+            loaded, info = load_model(options.init)
+        except WeightsError as exc:
+            raise ValueError(f"--init: {exc}") from None
         if loaded.config.encoder != options.encoder:
             raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
         return loaded.float(), f"crm checkpoint {Path(options.init).name} sha256={info.sha256}"
     arch = PRESET_ARCHS[options.encoder].to_dict()
     arch.update(options.arch)
     model = build_crm(ArchConfig.from_dict(arch))
-    return model, initialise_encoder(model, options.init)
+    try:
+        return model, initialise_encoder(model, options.init)
+    except IsADirectoryError:
+        raise ValueError(f"--init {options.init}: is a directory, not a weights file") from None
+    except FileNotFoundError:
+        raise ValueError(f"--init {options.init}: no such file") from None
+    except NotImageNetWeightsError as exc:
+        from ..checkpoint import WeightsError, read_spec
+
+        try:
+            read_spec(options.init)
+        except WeightsError:
+            raise ValueError(f"--init {exc}") from None
+        raise ValueError(f"--init {options.init}: a crm checkpoint, not ImageNet weights; --init fine-tunes from "
+                         "crm weights in a .safetensors file (a run's model.safetensors), and --resume continues a "
+                         "run from its last.pt") from None
 
 
 def _logged_step(line: bytes, parse: Callable[[bytes], int]) -> int | None:
