@@ -192,7 +192,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     return outcome
 
 
-@refiner_options()
+@refiner_options(resumable=True)
 def batch(
     folder: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, metavar="FOLDER",

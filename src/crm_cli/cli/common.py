@@ -223,11 +223,12 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def refiner_options(*, guard: bool = True) -> Callable[[Callable], Callable]:
+def refiner_options(*, guard: bool = True, resumable: bool = False) -> Callable[[Callable], Callable]:
     """Decorate a command whose ``options: RefinerOptions`` parameter stands for the shared options.
 
     typer sees the shared options in that parameter's place; the command receives them as one
-    RefinerOptions. ``guard=False`` leaves out --guard/--no-guard.
+    RefinerOptions. ``guard=False`` leaves out --guard/--no-guard. The command runs under
+    :func:`stops_cleanly` (``resumable``: its stop line says a rerun goes on where it stopped).
     """
     shared = [(name, kind, default) for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
 
@@ -244,13 +245,72 @@ def refiner_options(*, guard: bool = True) -> Callable[[Callable], Callable]:
         @functools.wraps(command)
         def run(**values: Any) -> Any:
             chosen = {name: values.pop(name) for name, _, _ in shared}
-            return command(options=RefinerOptions(**chosen), **values)
+            with stops_cleanly(resumable):
+                return command(options=RefinerOptions(**chosen), **values)
 
         run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in parameters}
         return run
 
     return decorate
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived (``kill``, ``timeout``, a job scheduler, a closed terminal).
+
+    A BaseException, as KeyboardInterrupt is, so no ``except Exception`` (nor batch's per-pair
+    error handling) takes it for a failure of the file in hand: it unwinds the command, and the
+    ``finally`` blocks on its way remove what they made (a write's temp file, an output's lock).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# The signals stops_cleanly turns into Terminated, where the process has their default action.
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    """Signal handler: raise Terminated in the main thread; a second such signal kills at once."""
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)
+    raise Terminated(signum)
+
+
+@contextmanager
+def stops_cleanly(resumable: bool = False) -> Iterator[None]:
+    """Inside, SIGTERM and SIGHUP unwind the command as Ctrl-C (SIGINT) does, instead of killing
+    the process where it stands: a temp file being written and the lock of the output being made
+    are removed on the way out, as they are after Ctrl-C. Either way the command says so in one
+    line on stderr and exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+
+    Signals the process ignores (``nohup`` ignores SIGHUP) or handles itself stay as they are, and
+    outside the main thread (where no handler can be set) nothing changes.
+    """
+    import signal
+    import threading
+
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in _STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                installed[signum] = signal.signal(signum, _raise_terminated)
+    hint = "; finished outputs are kept: run the same command again to go on" if resumable else ""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say(f"interrupted{hint}")
+        raise typer.Exit(128 + signal.SIGINT) from None
+    except Terminated as stop:
+        say(f"stopped by {signal.Signals(stop.signum).name}{hint}")
+        raise typer.Exit(128 + stop.signum) from None
+    finally:
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
 
 
 def click_module(name: str) -> Any:

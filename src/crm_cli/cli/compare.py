@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .checks import check_output_name, same_file
-from .common import QuietOpt, fail, say, user_errors, warn
+from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -39,7 +39,7 @@ def compare(
         if path is not None and same_file(path, output):
             raise fail(f"-o {output} is the {role} file {path}; writing there would replace it with the "
                        "comparison strip", code=2)
-    with user_errors():
+    with stops_cleanly(), user_errors():
         from ..compare import compare_strip
         from ..imageio import read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image

@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonOpt, console, emit_json, fail, percent, say, threshold_option, user_errors, warn
+from .common import (
+    FailureRecord,
+    JsonOpt,
+    console,
+    emit_json,
+    percent,
+    say,
+    stops_cleanly,
+    threshold_option,
+    user_errors,
+    warn,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,7 +115,9 @@ def score(
 
     Two COCO files are scored per instance (crowd regions excluded), each at its image's full size.
     """
-    with user_errors():
+    # With --json, a failure that stops the command prints its record, as every other command's does.
+    fatal = FailureRecord(json_out, lambda failure: {"pred": str(pred), "gt": str(gt), **failure})
+    with stops_cleanly(), user_errors(fatal.emit):
         from rich.progress import track
 
         from ..metrics import DatasetScore, score_pair
@@ -130,8 +143,8 @@ def score(
             pred_values = _read_values(pair.pred, threshold)
             gt_values = _read_values(pair.gt)
             if pred_values.shape[:2] != gt_values.shape[:2]:
-                raise fail(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
-                           f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
+                raise fatal.fail(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
+                                 f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
             scores.add(score_pair(pred_values, gt_values, pair.name))
         _print_table(scores)
         if csv_path is not None:
