@@ -123,6 +123,19 @@ def test_kept_stages_never_share_memory_with_the_mask(backend: str, tiny: Refine
     np.testing.assert_array_equal(mask, original)
 
 
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_kept_stages_of_a_mask_without_boundary_are_separate_arrays(fill: float, tiny: Refiner,
+                                                                    scene: tuple[np.ndarray, np.ndarray]) -> None:
+    image, _ = scene
+    mask = np.full(image.shape[:2], fill, np.float32)
+    result = tiny.refine_detailed(image, mask, preset="balanced", keep_stages=True)
+    assert len(result.stages) == 4
+    result.stages[0][...] = 0.5  # writing into one stage changes neither the others nor the result
+    for stage in result.stages[1:]:
+        assert np.all(stage == fill)
+    assert np.all(result.probability == fill)
+
+
 def test_read_only_inputs_reach_torch_writable(tiny: Refiner, scene: tuple[np.ndarray, np.ndarray],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # torch.from_numpy on a read-only array (np.asarray of a PIL image is one) warns of "undefined

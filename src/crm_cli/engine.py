@@ -401,7 +401,7 @@ class Refiner:
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
-            result.stages = [result.probability] * len(plan.ratios) if keep_stages else []
+            result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
             result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result
         reference = foreground  # the mask the final pass starts from and the guard holds to
