@@ -156,3 +156,43 @@ def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_wei
     assert results == [(0, {"job": 7})]
     assert out == "DATA\n"
     assert "MESSAGE-FROM-THE-CLUSTER" in err
+
+
+def test_coco_on_ray_stopped_by_a_full_disk_prints_its_record_on_stdout(local_ray, one_thread, tmp_path,
+                                                                         monkeypatch) -> None:  # noqa: ANN001
+    """The loop leaves the Ray run early (its progress file cannot be written): the run is closed
+    first, so the failure record goes to stdout, not to the stderr that stood in for it."""
+    import errno
+
+    from test_coco import make_dataset
+
+    from crm_cli.coco.files import Sidecar
+
+    def full_disk(self, result):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Sidecar, "append", full_disk)
+    annotations, images, _ = make_dataset(tmp_path)
+    result = runner.invoke(app, ["coco", str(annotations), "-o", str(tmp_path / "ray.json"), "--images", str(images),
+                                 "-d", "cpu", "--threads", "1", "--json", "--ray", "local"])
+    assert result.exit_code == 1, result.output
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed" and "partial.jsonl" in record["error"]
+    assert "No space left" in result.stderr or "no space left" in result.stderr.lower()
+
+
+def test_a_ray_run_holds_stdout_on_stderr_until_it_is_exhausted_or_closed(local_ray, tiny_weights) -> None:  # noqa: ANN001
+    from crm_cli.raybatch import run_jobs
+    from crm_cli.runtime import RefinerSpec
+
+    spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
+    before = sys.stdout
+    for finish in ("exhaust", "close"):
+        run = run_jobs("local", [{"n": 1}, {"n": 2}], lambda refiner, job: {"n": job["n"]}, spec)
+        next(run)
+        assert sys.stdout is sys.stderr
+        if finish == "exhaust":
+            assert len(list(run)) == 1
+        else:
+            run.close()
+        assert sys.stdout is before, finish

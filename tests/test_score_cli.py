@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, synthetic_scene
+from conftest import coarse_of, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -353,3 +353,23 @@ def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     err = _squash(result.stderr)
     assert "shots[v2]/x" in err and "y[bold]" in err and _squash(f"wrote {out}") in err
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "size"])
+def test_score_failure_with_json_prints_one_record_like_the_other_commands(tmp_path: Path, case: str) -> None:
+    write_scene_files(tmp_path, "p0_im", "p0_seg", size=(120, 160))
+    gt = tmp_path / "p0_seg.png"
+    pred = {"missing": tmp_path / "nope.png", "corrupt": tmp_path / "corrupt.png",
+            "size": tmp_path / "small.png"}[case]
+    if case == "corrupt":
+        pred.write_bytes(b"not an image")
+    if case == "size":
+        write_scene_files(tmp_path, "s_im", "small", size=(100, 100))
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
+    assert result.exit_code == 1, result.output
+    assert result.stdout.count("\n") == 1, result.stdout  # was: nothing on stdout
+    record = json.loads(result.stdout)
+    assert list(record) == ["pred", "gt", "status", "error"]
+    assert record["pred"] == str(pred) and record["gt"] == str(gt) and record["status"] == "failed"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {record['error']}"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -100,11 +102,17 @@ def connect(address: str, quiet: bool = False) -> bool:
     if ray.is_initialized():
         return False
     options = {"include_dashboard": False} if address == "local" else {}  # only when starting Ray here
+    # ray.init puts its own SIGTERM handler (sys.exit) in place of the command's, which stops it
+    # cleanly (cli.common.stops_cleanly); the command's is put back.
+    on_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,
                  **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     return True
 
 
@@ -113,7 +121,8 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
     """Run ``work(refiner, job)`` for every job on a Ray actor pool; yield ``(job index, result)``
     as results arrive (not in job order).
 
-    While it runs, ``sys.stdout`` is stderr (see below): print data only after the last result.
+    Until the iterator is exhausted or closed, ``sys.stdout`` is stderr (see below): close it before
+    printing data.
 
     Raises:
         RayUnavailableError: Ray is not installed.

@@ -192,7 +192,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     return outcome
 
 
-@refiner_options(resumable=True)
+@refiner_options(resumable=lambda values: not values["overwrite"])
 def batch(
     folder: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, metavar="FOLDER",
@@ -313,6 +313,10 @@ def batch(
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
             raise fatal.fail(str(exc)) from None
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # a Ray run: shut down, and stdout back (it is stderr while the run is open)
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
     counts = summary_counts(items)
     if not quiet:

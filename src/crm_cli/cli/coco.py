@@ -101,7 +101,7 @@ def special_output(output: Path) -> str | None:
     return None
 
 
-@refiner_options(guard=False, resumable=True)
+@refiner_options(guard=False, resumable=lambda values: True)
 def coco(
     annotations: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
@@ -194,6 +194,7 @@ def coco(
     # comes as soon as it is refined (and is recorded for resuming), on Ray each image's at once.
     stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
     sidecar_error: OSError | None = None
+    jobs = None  # the Ray run, closed below before anything is printed (stdout is stderr while it is open)
     if plan.jobs and ray_address is not None:
         work = partial(refine_image_job, options=instance_options)
         jobs = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
@@ -232,6 +233,9 @@ def coco(
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
+        finally:
+            if jobs is not None:
+                jobs.close()  # Ray shut down and stdout back, also after the loop's break
     if sidecar_error is not None:
         from ..writing import write_error_reason
 

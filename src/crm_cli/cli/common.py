@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -223,12 +225,14 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
-def refiner_options(*, guard: bool = True, resumable: bool = False) -> Callable[[Callable], Callable]:
+def refiner_options(*, guard: bool = True,
+                    resumable: Callable[[dict[str, Any]], bool] | None = None) -> Callable[[Callable], Callable]:
     """Decorate a command whose ``options: RefinerOptions`` parameter stands for the shared options.
 
     typer sees the shared options in that parameter's place; the command receives them as one
     RefinerOptions. ``guard=False`` leaves out --guard/--no-guard. The command runs under
-    :func:`stops_cleanly` (``resumable``: its stop line says a rerun goes on where it stopped).
+    :func:`stops_cleanly`; ``resumable(values)``, given the command's own option values, says
+    whether a rerun goes on where it stopped (its stop line then says so).
     """
     shared = [(name, kind, default) for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
 
@@ -245,7 +249,7 @@ def refiner_options(*, guard: bool = True, resumable: bool = False) -> Callable[
         @functools.wraps(command)
         def run(**values: Any) -> Any:
             chosen = {name: values.pop(name) for name, _, _ in shared}
-            with stops_cleanly(resumable):
+            with stops_cleanly(resumable is not None and resumable(values)):
                 return command(options=RefinerOptions(**chosen), **values)
 
         run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
@@ -273,11 +277,26 @@ _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    """Signal handler: raise Terminated in the main thread; a second such signal kills at once."""
-    import signal
-
-    signal.signal(signum, signal.SIG_DFL)
+    """Signal handler: raise Terminated in the main thread. Further stop signals are ignored until
+    the command has cleaned up (a closed terminal sends SIGHUP twice); SIGKILL still stops it."""
+    for name in _STOP_SIGNALS:
+        other = getattr(signal, name)
+        if signal.getsignal(other) is _raise_terminated:
+            signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
+
+
+def _stop_cause(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or Terminated that ``error`` is, or that it was raised while handling (Rich's
+    progress, closing on a terminal that hung up, raises OSError on its way out)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
 
 
 @contextmanager
@@ -285,29 +304,33 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
     """Inside, SIGTERM and SIGHUP unwind the command as Ctrl-C (SIGINT) does, instead of killing
     the process where it stands: a temp file being written and the lock of the output being made
     are removed on the way out, as they are after Ctrl-C. Either way the command says so in one
-    line on stderr and exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+    line on stderr (when stderr can still take it) and exits with 128 + the signal's number (130
+    for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
 
     Signals the process ignores (``nohup`` ignores SIGHUP) or handles itself stay as they are, and
     outside the main thread (where no handler can be set) nothing changes.
     """
-    import signal
-    import threading
-
-    installed: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in _STOP_SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
-                installed[signum] = signal.signal(signum, _raise_terminated)
     hint = "; finished outputs are kept: run the same command again to go on" if resumable else ""
+    installed: dict[int, Any] = {}
     try:
+        if threading.current_thread() is threading.main_thread():
+            for name in _STOP_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                    installed[signum] = signal.SIG_DFL
+                    signal.signal(signum, _raise_terminated)
         yield
-    except KeyboardInterrupt:
-        say(f"interrupted{hint}")
-        raise typer.Exit(128 + signal.SIGINT) from None
-    except Terminated as stop:
-        say(f"stopped by {signal.Signals(stop.signum).name}{hint}")
-        raise typer.Exit(128 + stop.signum) from None
+    except BaseException as error:
+        cause = _stop_cause(error)
+        if cause is None:
+            raise
+        signum = cause.signum if isinstance(cause, Terminated) else int(signal.SIGINT)
+        what = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"stopped by {signal.Signals(signum).name}"
+        try:
+            say(f"{what}{hint}")
+        except OSError:
+            pass  # stderr went with the terminal
+        raise typer.Exit(128 + signum) from None
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, previous)

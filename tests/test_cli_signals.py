@@ -1,7 +1,6 @@
 """Process-level behaviour of the commands: stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP, a
 command unwinds, removes the temp file and the lock of the output it was making, says so on
-stderr and exits 128 + the signal's number; and ``crm score --json`` prints a failure record as
-every other command does.
+stderr and exits 128 + the signal's number.
 
 The signal tests run crm in a child process (a SIGTERM without a handler would end the test
 session itself), with the signal sent at a chosen point by a patched ``os.replace``: the moment a
@@ -17,25 +16,31 @@ from pathlib import Path
 
 import pytest
 from conftest import write_scene_files
-from typer.testing import CliRunner
 
-from crm_cli.cli import app
-
-runner = CliRunner()
-
-# Runs `crm ARGS...` with os.replace patched to send SIGNAL to the process itself on its N-th call.
+# Runs `crm ARGS...` with SIGINT, SIGTERM and SIGHUP at their defaults (as in a terminal) and
+# os.replace patched to send SIGNAL to the process itself on its N-th call. "SIGTERM+SIGHUP" sends
+# the second one when the cleanup that follows the first removes its first file.
 DRIVER = """
 import os, signal, sys
-signum, nth = getattr(signal, sys.argv[1]), int(sys.argv[2])
-real_replace, calls = os.replace, []
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signals = [getattr(signal, name) for name in sys.argv[1].split("+")]
+nth = int(sys.argv[2])
+real_replace, real_unlink, calls = os.replace, os.unlink, []
 
 def replace(*args, **kwargs):
     calls.append(1)
     if len(calls) == nth:
-        os.kill(os.getpid(), signum)
+        os.kill(os.getpid(), signals.pop(0))
     return real_replace(*args, **kwargs)
 
-os.replace = replace
+def unlink(*args, **kwargs):
+    if 0 < nth <= len(calls) and signals:
+        os.kill(os.getpid(), signals.pop(0))
+    return real_unlink(*args, **kwargs)
+
+os.replace, os.unlink = replace, unlink
 sys.argv = ["crm", *sys.argv[3:]]
 from crm_cli.cli import main
 main()
@@ -43,16 +48,10 @@ main()
 
 
 def run_crm(*args: str, stop: str | None = None, nth: int = 1) -> subprocess.CompletedProcess:
-    """``crm ARGS`` in a child process with SIGINT, SIGTERM and SIGHUP at their defaults (as in a
-    terminal), sent ``stop`` at the ``nth`` rename of a finished write when given."""
-    def defaults() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
+    """``crm ARGS`` in a child process, sent ``stop`` at the ``nth`` rename of a finished write when
+    given (see DRIVER)."""
     command = [sys.executable, "-c", DRIVER, stop or "SIGINT", str(nth if stop else 0), *args]
-    return subprocess.run(command, capture_output=True, text=True, preexec_fn=defaults, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -100,37 +99,52 @@ def test_a_refine_stopped_by_sigterm_while_writing_leaves_no_temp_file(folder: P
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temp file
 
 
+@pytest.mark.parametrize("stops", ["SIGHUP+SIGHUP", "SIGTERM+SIGHUP", "SIGTERM+SIGTERM"])
+def test_a_second_stop_signal_during_the_cleanup_does_not_cut_it_short(folder: Path, tmp_path: Path,
+                                                                       stops: str) -> None:
+    """A closed terminal sends SIGHUP twice (the shell, then the kernel): the second one, arriving
+    while the first one's cleanup removes the temp file, is ignored."""
+    out = tmp_path / "out"
+    first = getattr(signal, stops.split("+")[0])
+    stopped = run_crm("batch", str(folder), "-o", str(out), "-d", "cpu", stop=stops, nth=2)
+    assert stopped.returncode == 128 + first, stopped.stderr  # was: killed by the second signal
+    assert hidden(out) == [] and sorted(path.name for path in out.iterdir()) == ["p0_mask.png"]
+
+
+def test_a_stopped_overwrite_run_does_not_promise_to_go_on(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stopped = run_crm("batch", str(folder), "-o", str(out), "-d", "cpu", "--overwrite", stop="SIGTERM", nth=2)
+    assert stopped.returncode == 143, stopped.stderr
+    assert stopped.stderr.splitlines()[-1] == "stopped by SIGTERM"  # a rerun with --overwrite redoes all
+
+
+def test_a_stop_hidden_behind_an_error_of_its_cleanup_still_exits_128_plus_n() -> None:
+    """A terminal that hung up makes Rich's progress raise OSError on its way out, over the stop."""
+    import typer
+
+    from crm_cli.cli.common import Terminated, stops_cleanly
+
+    with pytest.raises(typer.Exit) as stopped, stops_cleanly():
+        try:
+            raise Terminated(signal.SIGHUP)
+        finally:
+            raise OSError(5, "Input/output error")
+    assert stopped.value.exit_code == 129
+    with pytest.raises(OSError), stops_cleanly():  # an error with no stop behind it stays as it is
+        raise OSError(5, "Input/output error")
+
+
 def test_stops_cleanly_keeps_ignored_signals_ignored_and_puts_handlers_back() -> None:
     from crm_cli.cli.common import stops_cleanly
 
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a terminal
     try:
-        term = signal.getsignal(signal.SIGTERM)
         with stops_cleanly():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-            if term is signal.SIG_DFL:  # the default is replaced by crm's handler while the command runs
-                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # crm's handler meanwhile
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is term
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
-        signal.signal(signal.SIGHUP, previous)
-
-
-@pytest.mark.parametrize("case", ["missing", "corrupt", "size"])
-def test_score_failure_with_json_prints_one_record_like_the_other_commands(folder: Path, tmp_path: Path,
-                                                                          case: str) -> None:
-    gt = folder / "p0_seg.png"
-    pred = {"missing": tmp_path / "nope.png", "corrupt": tmp_path / "corrupt.png",
-            "size": tmp_path / "small.png"}[case]
-    if case == "corrupt":
-        pred.write_bytes(b"not an image")
-    if case == "size":
-        write_scene_files(tmp_path, "s_im", "small", size=(100, 100))
-    result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
-    assert result.exit_code == 1, result.output
-    assert result.stdout.count("\n") == 1, result.stdout  # was: nothing on stdout
-    record = json.loads(result.stdout)
-    assert list(record) == ["pred", "gt", "status", "error"]
-    assert record["pred"] == str(pred) and record["gt"] == str(gt) and record["status"] == "failed"
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {record['error']}"]
+        signal.signal(signal.SIGHUP, previous_hup)
+        signal.signal(signal.SIGTERM, previous_term)
