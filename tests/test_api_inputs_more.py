@@ -162,6 +162,53 @@ def test_read_only_inputs_reach_torch_writable(tiny: Refiner, scene: tuple[np.nd
     assert not read_only_image.flags.writeable and not read_only_mask.flags.writeable
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_read_only_inputs_are_copied_for_torch_only(backend: str, tiny: Refiner, scene: tuple[np.ndarray, np.ndarray],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The copy keeps torch.from_numpy's warning away; the onnx backend never hands the arrays to
+    # torch, and copying a 4K image and mask there cost 25 MB for nothing.
+    import crm_cli.engine as engine
+
+    refiner = tiny if backend == "torch" else onnx_refiner()
+    image, coarse = scene
+    mask = (coarse > 127).astype(np.float32)
+    expected = refiner.refine(image, mask, preset="quality")
+    read_only_image, read_only_mask = image.copy(), mask.copy()
+    read_only_image.flags.writeable = False
+    read_only_mask.flags.writeable = False
+    planned: list[np.ndarray] = []
+    plan_schedule = engine.plan_schedule
+
+    def recording(settings: object, image: np.ndarray, *rest: object) -> object:
+        planned.append(image)
+        return plan_schedule(settings, image, *rest)
+
+    monkeypatch.setattr(engine, "plan_schedule", recording)
+    np.testing.assert_array_equal(refiner.refine(read_only_image, read_only_mask, preset="quality"), expected)
+    assert len(planned) == 1
+    assert np.shares_memory(planned[0], read_only_image) == (backend == "onnx")
+
+
+# A Refiner pickled or copied --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_torch_refiner_pickles_and_deep_copies(how: str, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    # The lock that serialises refinements made a Refiner unpicklable ("cannot pickle '_thread.RLock'
+    # object"), and copy.deepcopy failed the same way; both worked before the lock.
+    import copy
+    import pickle
+
+    image, coarse = scene
+    refiner = Refiner.from_model(make_tiny_model(), device="cpu")
+    expected = refiner.refine(image, coarse, preset="quality")
+    twin = pickle.loads(pickle.dumps(refiner)) if how == "pickle" else copy.deepcopy(refiner)
+    assert twin is not refiner and twin.runner is not refiner.runner
+    assert twin._lock is not refiner._lock
+    np.testing.assert_array_equal(twin.refine(image, coarse, preset="quality"), expected)
+    np.testing.assert_array_equal(refiner.refine(image, coarse, preset="quality"), expected)
+
+
 # Byte order ---------------------------------------------------------------------------------------------------------
 
 
@@ -175,6 +222,24 @@ def test_big_endian_masks_are_read_like_native_ones(tiny: Refiner, scene: tuple[
     mask = ((coarse > 127) * scale).astype(dtype)
     assert not mask.dtype.isnative
     np.testing.assert_array_equal(tiny.refine(image, mask, preset="quality"), expected)
+
+
+@pytest.mark.parametrize("top", [65535, 255])
+def test_binarize_and_mask_to_float_read_big_endian_uint16_like_native(top: int) -> None:
+    # compare, overlays, metrics.score_pair and crm score binarise masks without checked_mask: a
+    # '>u2' mask is not equal to np.uint16, so binarize thresholded its raw values at 128 and
+    # mask_to_float clipped them to 1 (65535-scale 300 became foreground, 1.0).
+    from crm_cli.masks import binarize, mask_to_float, native_order
+
+    native = np.array([[0, 100, 129, 300], [32896, 32897, 40000, top]], dtype=np.uint16)
+    if top == 255:
+        native = np.minimum(native, 255).astype(np.uint16)
+    swapped = native.astype(">u2")
+    assert not swapped.dtype.isnative and np.array_equal(swapped, native)
+    np.testing.assert_array_equal(binarize(swapped), binarize(native))
+    np.testing.assert_array_equal(mask_to_float(swapped), mask_to_float(native))
+    assert mask_to_float(swapped).dtype == np.float32
+    assert native_order(native) is native and native_order(swapped).dtype == np.uint16
 
 
 # PIL images ---------------------------------------------------------------------------------------------------------

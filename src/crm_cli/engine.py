@@ -280,6 +280,17 @@ class Refiner:
         # other's latents, a silently wrong mask.
         self._lock = threading.RLock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The Refiner's state without its lock (a lock is neither picklable nor copyable)."""
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or copied Refiner, with a lock of its own."""
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     @staticmethod
     def _torch_runner(model: Any, sidecar: WeightsSidecar | None, device: str, info: CheckpointInfo | None,
                       precision: str, channels_last: bool | None, fold_bn: bool,
@@ -387,11 +398,12 @@ class Refiner:
         mask = np.ascontiguousarray(strict_probability(mask))
         # torch.from_numpy (the torch runner's inputs) warns of undefined behaviour on a read-only
         # array (np.asarray of a PIL image is one); nothing writes into them, but a copy of such an
-        # input keeps that warning away.
-        if not image.flags.writeable:
-            image = image.copy()
-        if not mask.flags.writeable:
-            mask = mask.copy()
+        # input keeps that warning away. The onnx backend takes them as they are (no copy).
+        if self.backend == "torch":
+            if not image.flags.writeable:
+                image = image.copy()
+            if not mask.flags.writeable:
+                mask = mask.copy()
         foreground = mask > 0.5
         plan = plan_schedule(settings, image, foreground, self.min_stage_side, self.final_stage)
         regions = plan.regions  # only auto with the guard plans one (choose_schedule sees the image)

@@ -89,12 +89,22 @@ def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
     return f"{mask_name}: no pixel of the mask is above 0.5 (its largest value is {shown}), so nothing is foreground"
 
 
+def native_order(values: np.ndarray) -> np.ndarray:
+    """``values`` in native byte order: itself when it is, else a converted copy.
+
+    A big-endian uint16 mask (PIL's "I;16B", np.frombuffer(..., ">u2")) is a uint16 mask, but the
+    rules here compare the dtype with np.uint16, which a byte-swapped dtype does not equal."""
+    if values.dtype.isnative:
+        return values
+    return values.astype(values.dtype.newbyteorder("="))
+
+
 def mask_to_float(mask: np.ndarray, maximum: int | None = None) -> np.ndarray:
     """Any mask dtype -> float32 in [0, 1] (uint8 / 255, uint16 / its :func:`uint16_full_scale`,
     bool and 0/1 as is, float clipped). A float32 mask already in [0, 1] is returned itself, not
     copied (at 4K a copy and a clip cost more than the check), so callers must not write into the
     result. ``maximum``: an integer mask's largest value, when known (else found here, once)."""
-    mask = np.asarray(mask)
+    mask = native_order(np.asarray(mask))
     if mask.dtype.kind in "ui":
         maximum = largest_value(mask, maximum)
     if mask.dtype == np.bool_ or is_zero_one(mask, maximum):
@@ -133,11 +143,7 @@ def checked_mask(mask: object) -> np.ndarray:
         raise TypeError(f"mask must be a numeric (H, W) array, got dtype {values.dtype}")
     if values.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {values.shape}")
-    if not values.dtype.isnative:
-        # A big-endian uint16 mask (PIL's "I;16B", np.frombuffer(..., ">u2")) is a uint16 mask: the
-        # rules compare the dtype with np.uint16, which a byte-swapped one does not equal.
-        values = values.astype(values.dtype.newbyteorder("="))
-    return values
+    return native_order(values)
 
 
 def strict_probability(mask: np.ndarray) -> np.ndarray:
@@ -165,7 +171,7 @@ def strict_probability(mask: np.ndarray) -> np.ndarray:
 def binarize(mask: np.ndarray) -> np.ndarray:
     """Boolean foreground (the evaluation's rule): > 128 on 8-bit values; 16-bit scaled to 8-bit
     first (unless it already holds 8-bit values, :func:`uint16_full_scale`); floats in [0, 1]."""
-    mask = np.asarray(mask)
+    mask = native_order(np.asarray(mask))
     if mask.dtype == np.bool_:
         return mask
     if mask.dtype == np.uint16:
