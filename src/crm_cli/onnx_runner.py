@@ -252,6 +252,37 @@ class ArrayStageInput:
         return out
 
 
+def open_encoder_session(encoder_path: str | Path, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session of an exported encoder (``onnxruntime.InferenceSession``).
+
+    Args:
+        encoder_path: the ``.onnx`` file.
+        threads: intra-op threads (None or 0: ONNX Runtime's default, the physical cores); the
+            caller bounds them (``runtime.usable_threads``).
+
+    Raises:
+        checkpoint.WeightsError: ONNX Runtime cannot load the file (one line naming it).
+        MemoryError: as raised, untouched.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, the physical cores
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the log goes to stderr
+    # Idle pool threads must not spin: NumPy's decoder runs right after each encoder call on the
+    # same cores (spinning doubled the 4K decoder's time), and concurrent crm processes share cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
+    except MemoryError:
+        raise  # the machine's state, not the file's: the CLI's out-of-memory advice applies
+    except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({reason}); "
+                           "export it again (python -m crm_cli.onnx_export), or use the torch backend") from None
+
+
 class OnnxStageRunner(TiledRunner):
     """Runs single stages on the CPU with an ONNX encoder and the NumPy decoder (no torch).
 
@@ -263,25 +294,10 @@ class OnnxStageRunner(TiledRunner):
 
     def __init__(self, encoder_path: Path, decoder: NumpyDecoder, config: ArchConfig, *, threads: int | None = None,
                  **tiles: int) -> None:
-        import onnxruntime
-
         super().__init__(**tiles)
 
         threads = usable_threads(threads)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, the physical cores
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: the log goes to stderr
-        # Idle pool threads must not spin: NumPy's decoder runs right after each encoder call on the
-        # same cores (spinning doubled the 4K decoder's time), and concurrent crm processes share cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = onnxruntime.InferenceSession(str(encoder_path), options,
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({reason}); "
-                               "export it again (python -m crm_cli.onnx_export), or use the torch backend") from None
+        self.session = open_encoder_session(encoder_path, threads)
         self.threads = threads
         self.decoder_pool = DecoderPool(threads)
         self._latent_store: np.ndarray | None = None

@@ -108,19 +108,15 @@ def _check_encoder_loads(report: dict[str, Any]) -> None:
     encoder = report.get("onnx")
     if report["error"] or not encoder or not encoder["used"] or not encoder["exists"]:
         return
+    from ..checkpoint import WeightsError
+    from ..onnx_runner import open_encoder_session
+
     try:
-        import onnxruntime
-    except ImportError:
+        open_encoder_session(encoder["path"], 1)  # one thread: the file is only loaded
+    except ImportError:  # no ONNX Runtime: nothing to check the encoder with
         return
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    try:
-        onnxruntime.InferenceSession(encoder["path"], options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...)
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        encoder["error"] = report["error"] = (
-            f"{encoder['path']}: ONNX Runtime cannot load the exported encoder ({reason}); export it again "
-            "(python -m crm_cli.onnx_export), or use the torch backend")
+    except WeightsError as exc:
+        encoder["error"] = report["error"] = str(exc)
 
 
 def _onnxruntime_version() -> str | None:

