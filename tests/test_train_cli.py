@@ -107,6 +107,42 @@ def test_ctrl_c_saves_the_step_it_finishes_exits_130_and_says_how_to_resume(pair
     assert [line.split(",")[0] for line in log] == ["step", "1", "2", "3"]
 
 
+# `crm train ARGS` with SIGTERM at its system default, sent to itself during step 1 (a scheduler's
+# pre-emption); a child process, so that a SIGTERM nobody handles ends only it.
+SIGTERM_DRIVER = """
+import os, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+from crm_cli.training.loop import Trainer
+train_step = Trainer.train_step
+
+def terminated_step(self, batch=None):
+    if self.step == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return train_step(self, batch)
+
+Trainer.train_step = terminated_step
+sys.argv = ["crm", "train", *sys.argv[1:]]
+from crm_cli.cli import main
+main()
+"""
+
+
+def test_sigterm_saves_the_step_it_finishes_and_exits_143(pairs: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DRIVER, "--data", str(pairs), "--out", str(out), "--steps", "3",
+                           "--ckpt-every", "2", "--val-every", "3", "--batch", "2", "--query-window", "32", "--init",
+                           "random", "--val-images", "2", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 143, done.stderr[-2000:]  # was -15: killed in the middle of step 1
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert "stopped by SIGTERM: finishing the step in progress to save it" in done.stderr
+    assert f"stopped by SIGTERM at step 1: {out / 'last.pt'} holds step 1; continue with --resume" in done.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+
+
 def test_a_second_ctrl_c_quits_at_once_without_saving(pairs: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.training.loop import Trainer

@@ -141,7 +141,13 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
             progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
         def stopping() -> None:
-            say("interrupted: finishing the step in progress to save it; Ctrl-C again to quit at once")
+            import signal
+
+            if trainer.stop_signal == signal.SIGINT:
+                say("interrupted: finishing the step in progress to save it; Ctrl-C again to quit at once")
+            else:
+                say(f"stopped by {signal.Signals(trainer.stop_signal).name}: finishing the step in progress to "
+                    "save it; send it again to quit at once")
 
         return trainer.run(report, on_interrupt=stopping)
 
@@ -173,9 +179,13 @@ def usage_error(option: str) -> Iterator[None]:
 
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
-    """Say where a run stopped by Ctrl-C can go on from; the Exit (130) to raise."""
+    """Say where a run stopped by Ctrl-C or SIGTERM can go on from; the Exit (128 + the signal's
+    number: 130 or 143) to raise."""
+    import signal
+
+    signum = int(trainer.stop_signal) if trainer is not None and trainer.interrupted else int(signal.SIGINT)
     if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
-        return typer.Exit(130)
+        return typer.Exit(128 + signum)
     checkpoint = out / "last.pt"
     if trainer is not None and trainer.saved_step is not None:
         where = f"{checkpoint} holds step {trainer.saved_step}; continue with --resume"
@@ -184,8 +194,9 @@ def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.
     else:
         where = "no checkpoint was written yet; run the command again to start over"
     step = f" at step {trainer.step}" if trainer is not None else ""
-    say(f"interrupted{step}: {where}")
-    return typer.Exit(130)
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    say(f"{what}{step}: {where}")
+    return typer.Exit(128 + signum)
 
 
 def register(app: typer.Typer) -> None:

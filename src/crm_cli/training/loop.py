@@ -217,6 +217,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step last.pt holds, once written or resumed from
         self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
+        self.stop_signal: int = signal.SIGINT  # the signal that did (SIGINT or SIGTERM)
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -396,30 +397,34 @@ class Trainer:
 
     @contextmanager
     def ctrl_c_at_step_boundaries(self, on_interrupt: Callable[[], None] | None = None) -> Iterator[None]:
-        """Inside, a first Ctrl-C (SIGINT) only sets ``self.interrupted``; a second one raises
-        KeyboardInterrupt at once. ``on_interrupt`` is called on the first.
+        """Inside, a first Ctrl-C (SIGINT) or SIGTERM (``kill``, a job scheduler's pre-emption) only
+        sets ``self.interrupted`` (and ``self.stop_signal``); a second one raises KeyboardInterrupt
+        at once. ``on_interrupt`` is called on the first.
 
         Deferring is the simplest way never to save a half-applied step: a step changes the model
         from its forward pass (BatchNorm statistics) to the optimiser's update, and its log row,
         validation and scheduled checkpoint come after that, so the only consistent state to save is
-        the one between two whole steps. Does nothing outside the main thread, or where SIGINT was
-        given another handler than Python's default."""
-        if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            yield
-            return
+        the one between two whole steps. Does nothing outside the main thread; a signal that was
+        given another handler than Python's default (SIGINT) or the system's (SIGTERM) keeps it."""
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        taken = [signum for signum, default in defaults.items()
+                 if _in_main_thread() and signal.getsignal(signum) is default]
 
         def handler(signum: int, frame: Any) -> None:
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
+            self.stop_signal = signum
             if on_interrupt is not None:
                 on_interrupt()
 
-        signal.signal(signal.SIGINT, handler)
+        for signum in taken:
+            signal.signal(signum, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for signum in taken:
+                signal.signal(signum, defaults[signum])
 
     def run(self, progress: Any = None, on_interrupt: Callable[[], None] | None = None) -> RunEnd:
         """Train until ``options.steps``, checkpointing and validating on schedule; returns why it
