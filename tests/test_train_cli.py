@@ -132,10 +132,10 @@ def test_sigterm_saves_the_step_it_finishes_and_exits_143(pairs: Path, tmp_path:
     import sys
 
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", SIGTERM_DRIVER, "--data", str(pairs), "--out", str(out), "--steps", "3",
-                           "--ckpt-every", "2", "--val-every", "3", "--batch", "2", "--query-window", "32", "--init",
-                           "random", "--val-images", "2", "--threads", "1"],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    args = ["--data", str(pairs), "--out", str(out), "--steps", "3", "--ckpt-every", "2", "--val-every", "3",
+            "--batch", "2", "--query-window", "32", "--init", "random", "--val-images", "2", "--threads", "1"]
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DRIVER, *args], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
     assert done.returncode == 143, done.stderr[-2000:]  # was -15: killed in the middle of step 1
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert "stopped by SIGTERM: finishing the step in progress to save it" in done.stderr
