@@ -42,18 +42,24 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return weights
 
 
+def _with_unloadable_encoder(tiny_weights: Path, folder: Path) -> tuple[Path, Path]:
+    """A copy of the weights whose sidecar names, with no sha256, an encoder ONNX Runtime cannot parse."""
+    weights = _copy_weights(tiny_weights, folder)
+    encoder = weights.with_name("tiny.encoder.onnx")
+    encoder.write_bytes(b"not an onnx graph")
+    sidecar = read_sidecar(weights)
+    sidecar["onnx"] = {"file": encoder.name, "weights_sha256": sha256_file(weights)}
+    write_sidecar(weights, sidecar)
+    return weights, encoder
+
+
 def test_an_encoder_onnx_runtime_cannot_load_is_one_line_naming_it(tiny_weights: Path, tmp_path: Path) -> None:
     # A sidecar entry without the encoder's sha256 (written by hand, or by a tool that did not record
     # it) and a file ONNX Runtime cannot parse (cut short, or from a newer exporter): ONNX Runtime's
     # own InvalidProtobuf / Fail escaped every handler as a traceback.
     from crm_cli.engine import Refiner
 
-    weights = _copy_weights(tiny_weights, tmp_path / "w")
-    encoder = weights.with_name("tiny.encoder.onnx")
-    encoder.write_bytes(b"not an onnx graph")
-    sidecar = read_sidecar(weights)
-    sidecar["onnx"] = {"file": encoder.name, "weights_sha256": sha256_file(weights)}
-    write_sidecar(weights, sidecar)
+    weights, encoder = _with_unloadable_encoder(tiny_weights, tmp_path / "w")
     with pytest.raises(WeightsError, match="ONNX Runtime cannot load") as error:
         Refiner(weights, "cpu", backend="onnx")
     assert str(error.value).startswith(f"{encoder}: ") and "\n" not in str(error.value)
@@ -70,12 +76,7 @@ def test_an_encoder_onnx_runtime_cannot_load_is_one_line_naming_it(tiny_weights:
 
 def test_crm_info_exits_1_for_an_encoder_onnx_runtime_cannot_load(tiny_weights: Path, tmp_path: Path) -> None:
     # Every onnx run refuses such an encoder; `crm info` said it was fine and exited 0.
-    weights = _copy_weights(tiny_weights, tmp_path / "w")
-    encoder = weights.with_name("tiny.encoder.onnx")
-    encoder.write_bytes(b"not an onnx graph")
-    sidecar = read_sidecar(weights)
-    sidecar["onnx"] = {"file": encoder.name, "weights_sha256": sha256_file(weights)}
-    write_sidecar(weights, sidecar)
+    weights, encoder = _with_unloadable_encoder(tiny_weights, tmp_path / "w")
     result = CliRunner().invoke(app, ["info", "-w", str(weights), "--json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)["weights"]  # stdout holds the JSON only
