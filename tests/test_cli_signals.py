@@ -148,3 +148,37 @@ def test_stops_cleanly_keeps_ignored_signals_ignored_and_puts_handlers_back() ->
     finally:
         signal.signal(signal.SIGHUP, previous_hup)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def _stopped_then_broken(*args: object, **kwargs: object) -> None:
+    """A stop signal, then an error of the cleanup it set off (a terminal that hung up)."""
+    from crm_cli.cli.common import Terminated
+
+    try:
+        raise Terminated(signal.SIGTERM)
+    finally:
+        raise OSError(5, "Input/output error")
+
+
+def test_an_error_raised_while_a_stop_unwinds_is_not_taken_for_a_failure(folder: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither batch's per-pair handler nor the one-line error handler may take it: batch went on
+    with the other pairs (stop signals ignored by then) and --json printed a failure record."""
+    import typer
+
+    from crm_cli.cli.common import stops_cleanly, user_errors
+
+    records: list[str] = []
+    with pytest.raises(typer.Exit) as stopped, stops_cleanly(), user_errors(records.append):
+        _stopped_then_broken()
+    assert stopped.value.exit_code == 143 and records == []
+
+    from typer.testing import CliRunner
+
+    from crm_cli.cli import app
+
+    monkeypatch.setattr("crm_cli.writing.write_png", _stopped_then_broken)
+    result = CliRunner().invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), "-d", "cpu", "--json"])
+    assert result.exit_code == 143, result.output
+    assert result.stdout == "" and "stopped by SIGTERM" in result.stderr
+    assert "failed" not in result.stderr

@@ -117,25 +117,31 @@ train_step = Trainer.train_step
 
 def terminated_step(self, batch=None):
     if self.step == 0:
-        os.kill(os.getpid(), signal.SIGTERM)
+        if group:  # from another process to the whole group, as `timeout` and schedulers do
+            os.system(f"kill -TERM -{os.getpgid(0)}")  # (the workers take one from their parent as a stop)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
     return train_step(self, batch)
 
 Trainer.train_step = terminated_step
-sys.argv = ["crm", "train", *sys.argv[1:]]
+group = sys.argv[1] == "group"
+sys.argv = ["crm", "train", *sys.argv[2:]]
 from crm_cli.cli import main
 main()
 """
 
 
-def test_sigterm_saves_the_step_it_finishes_and_exits_143(pairs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers, to", [(0, "process"), (1, "group")])
+def test_sigterm_saves_the_step_it_finishes_and_exits_143(pairs: Path, tmp_path: Path, workers: int, to: str) -> None:
     import subprocess
     import sys
 
     out = tmp_path / "run"
     args = ["--data", str(pairs), "--out", str(out), "--steps", "3", "--ckpt-every", "2", "--val-every", "3",
-            "--batch", "2", "--query-window", "32", "--init", "random", "--val-images", "2", "--threads", "1"]
-    done = subprocess.run([sys.executable, "-c", SIGTERM_DRIVER, *args], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+            "--batch", "2", "--query-window", "32", "--init", "random", "--val-images", "2", "--threads", "1",
+            "--workers", str(workers)]
+    done = subprocess.run([sys.executable, "-c", SIGTERM_DRIVER, to, *args], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, start_new_session=True)
     assert done.returncode == 143, done.stderr[-2000:]  # was -15: killed in the middle of step 1
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert "stopped by SIGTERM: finishing the step in progress to save it" in done.stderr

@@ -35,6 +35,7 @@ from .common import (
     refiner_options,
     report_failure,
     say,
+    stop_behind,
     user_errors,
     warn,
 )
@@ -185,6 +186,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
         outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
                                    "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
     except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
+        if stop_behind(exc):  # not this pair's failure: the command is being stopped
+            raise
         outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
     finally:
         lock.release()

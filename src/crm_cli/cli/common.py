@@ -299,6 +299,12 @@ def _stop_cause(error: BaseException) -> BaseException | None:
     return None
 
 
+def stop_behind(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a Ctrl-C or stop signal unwound the command: it is then
+    no failure of its own, and :func:`stops_cleanly` must see it."""
+    return _stop_cause(error) is not None
+
+
 @contextmanager
 def stops_cleanly(resumable: bool = False) -> Iterator[None]:
     """Inside, SIGTERM and SIGHUP unwind the command as Ctrl-C (SIGINT) does, instead of killing
@@ -421,11 +427,15 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         return
     except typer.Exit:
         raise
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if stop_behind(exc):
+            raise
         # The reader of stdout went away (`| head`, `| true`): nothing more can be written there.
         _discard_stdout()
         message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
+        if stop_behind(exc):  # a terminal that hung up fails a write while the stop unwinds
+            raise
         message = str(exc)
         code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed

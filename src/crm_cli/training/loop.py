@@ -157,9 +157,16 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    # Workers are born ignoring Ctrl-C only when the loader starts on the main thread (Trainer.batches);
-    # one started from another thread (an API user's) would die of a Ctrl-C sent to the process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Workers are born ignoring Ctrl-C and SIGTERM only when the loader starts on the main thread
+    # (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C or a
+    # SIGTERM sent to the process group (`timeout`, a scheduler). They still end with the loader, which
+    # stops them through its queues, or with the training process (the loader's watchdog).
+    for signum in _DEFERRED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+# The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries).
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _in_main_thread() -> bool:
@@ -305,15 +312,17 @@ class Trainer:
         # but only the training process decides when to stop, and a worker that died of it would fail
         # the batch the last step before the stop still needs. A Ctrl-C in the moment they take to start
         # is lost to this process too. Off the main thread no Ctrl-C is deferred, so none is ignored.
+        # The same for SIGTERM, which `timeout` and schedulers send to the whole group.
         ignoring = _in_main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _DEFERRED_SIGNALS} if ignoring else {}
         try:
             return iter(loader)
         finally:
-            if ignoring:
-                # None stands for a handler set outside Python, which cannot be put back: Python's own
-                # then takes its place rather than leaving Ctrl-C ignored for good.
-                signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+            # None stands for a handler set outside Python, which cannot be put back: the default then
+            # takes its place rather than leaving the signal ignored for good.
+            fallback = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+            for signum, handler in previous.items():
+                signal.signal(signum, fallback[signum] if handler is None else handler)
 
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
         """One optimisation step on this step's deterministic batch (made here unless given)."""
