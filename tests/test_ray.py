@@ -196,3 +196,31 @@ def test_a_ray_run_holds_stdout_on_stderr_until_it_is_exhausted_or_closed(local_
         else:
             run.close()
         assert sys.stdout is before, finish
+
+
+def test_a_sigterm_while_ray_starts_stops_the_command_as_any_sigterm(monkeypatch) -> None:  # noqa: ANN001
+    """ray.init sets a SIGTERM handler of its own (sys.exit) while it starts: a SIGTERM then exited
+    15 with no stop line; the command's handler takes it instead (exit 143)."""
+    import os
+    import signal
+
+    import typer
+
+    ray = pytest.importorskip("ray")
+    from crm_cli.cli.common import stops_cleanly
+    from crm_cli.raybatch import connect
+
+    def starting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", starting)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(typer.Exit) as stopped, stops_cleanly():
+            connect("local")
+        assert stopped.value.exit_code == 143
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

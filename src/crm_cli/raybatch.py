@@ -110,6 +110,12 @@ def connect(address: str, quiet: bool = False) -> bool:
                  **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
+    except SystemExit as exc:
+        # A SIGTERM while Ray was starting met Ray's handler: it goes to the command's instead.
+        if exc.code == signal.SIGTERM and on_term is not None and on_term is not signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, on_term)
+            signal.raise_signal(signal.SIGTERM)
+        raise
     finally:
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
