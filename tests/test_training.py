@@ -404,7 +404,7 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_dataset: Path, tmp_path: Path) -
 
 
 # A torchrun worker: trains one Trainer in three run() calls, counting the collectives it votes with.
-# Rank 1 alone runs out of time after step 1, then alone gets a Ctrl-C in step 3; the third call ends
+# Rank 1 alone runs out of time after step 1, then alone gets a SIGTERM in step 3; the third call ends
 # the run. argv: options as JSON, then "straight" for one plain run() instead.
 DDP_VOTES_SCRIPT = """
 import json, os, signal, sys
@@ -431,14 +431,14 @@ else:
     ends.append(trainer.run().value)
     trainer.options.max_minutes = 0.0
 
-    def ctrl_c_on_rank_1(step, stats):
+    def sigterm_on_rank_1(step, stats):
         if rank == 1 and step == 3:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)  # taken as a Ctrl-C is
 
     try:
-        trainer.run(ctrl_c_on_rank_1)
+        trainer.run(sigterm_on_rank_1)
     except KeyboardInterrupt:
-        ends.append(f"interrupted at {trainer.step}, saved {trainer.saved_step}")
+        ends.append(f"interrupted at {trainer.step}, saved {trainer.saved_step}, by {trainer.stop_signal.name}")
     ends.append(trainer.run().value)
 with open(os.path.join(trainer.options.out, f"rank{rank}.json"), "w") as handle:
     json.dump({"ends": ends, "votes": votes, "step": trainer.step}, handle)
@@ -451,8 +451,9 @@ os._exit(0)  # skips the interpreter's teardown of gloo's threads, which can sti
 
 def test_ranks_vote_once_a_step_on_ctrl_c_and_deadline_and_stop_together(tiny_dataset: Path,
                                                                          tmp_path: Path) -> None:
-    """Two gloo ranks on the CPU: a deadline or a Ctrl-C that only one rank sees stops both at the same
-    step, through one all-reduce per step for both flags; the run stopped twice and resumed in
+    """Two gloo ranks on the CPU: a deadline or a stop signal (SIGTERM, taken as a Ctrl-C is) that only
+    one rank sees stops both at the same step, with that signal, through one all-reduce per step for
+    both votes; the run stopped twice and resumed in
     process ends with the weights, optimiser state and losses of a straight one."""
     import shutil
     import subprocess
@@ -480,8 +481,9 @@ def test_ranks_vote_once_a_step_on_ctrl_c_and_deadline_and_stop_together(tiny_da
         outs[mode] = tmp_path / mode
     for rank in (0, 1):
         report = json.loads((outs["stopped"] / f"rank{rank}.json").read_text())
-        assert report["ends"] == ["--max-minutes", "interrupted at 3, saved " + ("3" if rank == 0 else "None"),
-                                  "finished"]
+        # Rank 0 names the signal that stopped rank 1 (it exits 143 as rank 1 does, not 130).
+        assert report["ends"] == ["--max-minutes", "interrupted at 3, saved " + ("3" if rank == 0 else "None")
+                                  + ", by SIGTERM", "finished"]
         assert report["votes"] == [2] * 5 and report["step"] == 5  # one vote of two flags a step
         straight = json.loads((outs["straight"] / f"rank{rank}.json").read_text())
         assert straight == {"ends": ["finished"], "votes": [2] * 5, "step": 5}

@@ -224,7 +224,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step last.pt holds, once written or resumed from
         self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
-        self.stop_signal: int = signal.SIGINT  # the signal that did (SIGINT or SIGTERM)
+        self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT or SIGTERM)
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -347,17 +347,18 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr, **terms}
 
-    def agreed(self, *flags: bool) -> list[bool]:
-        """Each of ``flags``, raised if any rank raised it, in one collective: every rank must stop
-        at the same step. Every rank must call it at the same point."""
+    def agreed(self, *votes: int) -> list[int]:
+        """Each of ``votes`` (0: no; a flag or a signal's number: yes), as the largest any rank cast,
+        in one collective: every rank must stop at the same step. Every rank must call it at the
+        same point."""
         if self.world == 1:
-            return list(flags)
+            return [int(vote) for vote in votes]
         import torch.distributed as dist
 
-        raised = torch.tensor([float(flag) for flag in flags],
+        raised = torch.tensor([float(vote) for vote in votes],
                               device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(raised, op=dist.ReduceOp.MAX)
-        return [bool(value) for value in raised.tolist()]
+        return [int(value) for value in raised.tolist()]
 
     def validation_data(self) -> list[ValidationSet]:
         """The fixed validation samples, read (and their coarse masks synthesised) once per run."""
@@ -423,7 +424,7 @@ class Trainer:
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
-            self.stop_signal = signum
+            self.stop_signal = signal.Signals(signum)
             if on_interrupt is not None:
                 on_interrupt()
 
@@ -459,7 +460,7 @@ class Trainer:
         else:
             log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
-        stop = False  # the ranks' vote on a Ctrl-C, taken after each step
+        stop = 0  # the ranks' vote on a Ctrl-C or SIGTERM (its signal's number, 0: none), after each step
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             batches = self.batches()
@@ -468,6 +469,8 @@ class Trainer:
                 # all at the same step, whichever of them got it.
                 if (self.interrupted if self.world == 1 else stop):
                     self.interrupted = True
+                    if self.world > 1:  # the signal one rank got (SIGTERM over SIGINT), for every rank
+                        self.stop_signal = signal.Signals(stop)
                     break
                 start = time.perf_counter()
                 stats = self.train_step(next(batches))
@@ -477,7 +480,7 @@ class Trainer:
                 if progress is not None:
                     progress(self.step, stats)
                 # Every rank votes once a step, on both reasons to stop: a Ctrl-C and the deadline.
-                stop, out_of_time = self.agreed(self.interrupted,
+                stop, out_of_time = self.agreed(int(self.stop_signal) if self.interrupted else 0,
                                                 deadline is not None and time.monotonic() > deadline)
                 last = self.step == end or out_of_time
                 if self.step % options.ckpt_every == 0 or last:
