@@ -608,6 +608,7 @@ def test_presets_validate_once_and_auto_is_the_default() -> None:
         Preset((1.0, 0.5), roi=True, full_decode=False)
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("turbo")
+    assert get_preset("AUTO") is PRESETS["auto"] and get_preset(" Fast ") is PRESETS["fast"]
 
 
 # --------------------------------------------------------------------------- engine (tiny model)

@@ -100,10 +100,12 @@ DEFAULT_PRESET = "auto"
 
 
 def get_preset(preset: Preset | str | None = None) -> Preset:
-    """A preset by name (``None`` = the default), or the given Preset itself."""
+    """A preset by name, in any case (``None`` = the default), or the given Preset itself."""
     if isinstance(preset, Preset):
         return preset
     name = DEFAULT_PRESET if preset is None else preset
+    if isinstance(name, str):  # "Auto" and " fast " as the device and backend names are taken
+        name = name.strip().lower()
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
