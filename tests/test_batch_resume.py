@@ -146,6 +146,31 @@ def test_batch_takes_over_stale_locks_and_names_the_ones_it_leaves(tiny_weights:
     assert sorted(p.name for p in out.glob(".*")) == [fresh.name]
 
 
+def test_a_pair_the_other_run_finished_before_the_summary_is_not_named_as_left_to_it(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import crm_cli.locks
+
+    data, out = tmp_path / "big", tmp_path / "out"
+    for k in range(2):
+        write_scene_files(data, f"p{k}_im", f"p{k}_seg", seed=k)
+    write_lock(out / "p1_mask.png", "12345 busy-node")
+    describe = crm_cli.locks.describe_holder
+
+    def holder_finishing_right_after(output: str) -> str:
+        text = describe(output)
+        shutil.copy(data / "p1_seg.png", output)  # the other run's output lands (a complete PNG)
+        return text
+
+    monkeypatch.setattr(crm_cli.locks, "describe_holder", holder_finishing_right_after)
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["skipped"], summary["in_progress"]) == (1, 1, 0)  # was: 1, 0, 1
+    assert "left to another" not in result.stderr
+
+
 def test_overwrite_keeps_what_a_concurrent_overwrite_run_writes_meanwhile(tiny_weights: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two ``--overwrite`` runs on one folder: an output written after this run started is the

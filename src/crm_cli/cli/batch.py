@@ -321,6 +321,13 @@ def batch(
             if close is not None:
                 close()  # a Ray run: shut down, and stdout back (it is stderr while the run is open)
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
+    for item in items:
+        # A pair left to another run that has finished it since is done: the summary does not send
+        # the user after a lock that is gone.
+        if item["status"] == "in_progress" and counts_as_done(Path(item["output"]), overwrite, since_ns, clocks)[0]:
+            item["status"] = "skipped"
+            item.pop("lock", None)
+            item.pop("lock_holder", None)
     counts = summary_counts(items)
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
