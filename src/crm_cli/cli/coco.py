@@ -101,7 +101,7 @@ def special_output(output: Path) -> str | None:
     return None
 
 
-@refiner_options(guard=False, resumable=lambda values: True)
+@refiner_options(guard=False, resumable=True)
 def coco(
     annotations: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],

@@ -226,13 +226,13 @@ SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
 
 
 def refiner_options(*, guard: bool = True,
-                    resumable: Callable[[dict[str, Any]], bool] | None = None) -> Callable[[Callable], Callable]:
+                    resumable: bool | Callable[[dict[str, Any]], bool] = False) -> Callable[[Callable], Callable]:
     """Decorate a command whose ``options: RefinerOptions`` parameter stands for the shared options.
 
     typer sees the shared options in that parameter's place; the command receives them as one
     RefinerOptions. ``guard=False`` leaves out --guard/--no-guard. The command runs under
-    :func:`stops_cleanly`; ``resumable(values)``, given the command's own option values, says
-    whether a rerun goes on where it stopped (its stop line then says so).
+    :func:`stops_cleanly`; ``resumable`` (or ``resumable(values)``, given the command's own option
+    values) says whether a rerun goes on where it stopped (its stop line then says so).
     """
     shared = [(name, kind, default) for name, kind, default in SHARED_OPTIONS if guard or name != "guard"]
 
@@ -249,7 +249,7 @@ def refiner_options(*, guard: bool = True,
         @functools.wraps(command)
         def run(**values: Any) -> Any:
             chosen = {name: values.pop(name) for name, _, _ in shared}
-            with stops_cleanly(resumable is not None and resumable(values)):
+            with stops_cleanly(resumable(values) if callable(resumable) else resumable):
                 return command(options=RefinerOptions(**chosen), **values)
 
         run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
@@ -299,6 +299,11 @@ def _stop_cause(error: BaseException) -> BaseException | None:
     return None
 
 
+def stop_words(signum: int) -> str:
+    """How a stop line names what stopped the command: "interrupted" (Ctrl-C) or "stopped by SIGTERM"."""
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
 def stop_behind(error: BaseException) -> bool:
     """Whether ``error`` was raised while a Ctrl-C or stop signal unwound the command: it is then
     no failure of its own, and :func:`stops_cleanly` must see it."""
@@ -331,9 +336,8 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
         if cause is None:
             raise
         signum = cause.signum if isinstance(cause, Terminated) else int(signal.SIGINT)
-        what = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"stopped by {signal.Signals(signum).name}"
         try:
-            say(f"{what}{hint}")
+            say(f"{stop_words(signum)}{hint}")
         except OSError:
             pass  # stderr went with the terminal
         raise typer.Exit(128 + signum) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..config import PRESET_ARCHS
-from .common import Device, DeviceOpt, choice_enum, console, finite_option, say, user_errors, warn
+from .common import Device, DeviceOpt, choice_enum, console, finite_option, say, stop_words, user_errors, warn
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 # The encoders a run can train: those with an architecture preset (training.loop.initial_model builds
@@ -141,13 +142,9 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
             progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
         def stopping() -> None:
-            import signal
-
-            if trainer.stop_signal == signal.SIGINT:
-                say("interrupted: finishing the step in progress to save it; Ctrl-C again to quit at once")
-            else:
-                say(f"stopped by {signal.Signals(trainer.stop_signal).name}: finishing the step in progress to "
-                    "save it; send it again to quit at once")
+            again = "Ctrl-C again" if trainer.stop_signal == signal.SIGINT else "send it again"
+            say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it; {again} to quit "
+                "at once")
 
         return trainer.run(report, on_interrupt=stopping)
 
@@ -181,8 +178,6 @@ def usage_error(option: str) -> Iterator[None]:
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
     """Say where a run stopped by Ctrl-C or SIGTERM can go on from; the Exit (128 + the signal's
     number: 130 or 143) to raise."""
-    import signal
-
     signum = int(trainer.stop_signal) if trainer is not None and trainer.interrupted else int(signal.SIGINT)
     if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
         return typer.Exit(128 + signum)
@@ -194,8 +189,7 @@ def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.
     else:
         where = "no checkpoint was written yet; run the command again to start over"
     step = f" at step {trainer.step}" if trainer is not None else ""
-    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-    say(f"{what}{step}: {where}")
+    say(f"{stop_words(signum)}{step}: {where}")
     return typer.Exit(128 + signum)
 
 

@@ -165,8 +165,10 @@ def _single_threaded_worker(_: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-# The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries).
-_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
+# handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM.
+_DEFAULT_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+_DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
 
 
 def _in_main_thread() -> bool:
@@ -320,9 +322,8 @@ class Trainer:
         finally:
             # None stands for a handler set outside Python, which cannot be put back: the default then
             # takes its place rather than leaving the signal ignored for good.
-            fallback = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
             for signum, handler in previous.items():
-                signal.signal(signum, fallback[signum] if handler is None else handler)
+                signal.signal(signum, _DEFAULT_HANDLERS[signum] if handler is None else handler)
 
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
         """One optimisation step on this step's deterministic batch (made here unless given)."""
@@ -416,8 +417,7 @@ class Trainer:
         validation and scheduled checkpoint come after that, so the only consistent state to save is
         the one between two whole steps. Does nothing outside the main thread; a signal that was
         given another handler than Python's default (SIGINT) or the system's (SIGTERM) keeps it."""
-        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-        taken = [signum for signum, default in defaults.items()
+        taken = [signum for signum, default in _DEFAULT_HANDLERS.items()
                  if _in_main_thread() and signal.getsignal(signum) is default]
 
         def handler(signum: int, frame: Any) -> None:
@@ -434,7 +434,7 @@ class Trainer:
             yield
         finally:
             for signum in taken:
-                signal.signal(signum, defaults[signum])
+                signal.signal(signum, _DEFAULT_HANDLERS[signum])
 
     def run(self, progress: Any = None, on_interrupt: Callable[[], None] | None = None) -> RunEnd:
         """Train until ``options.steps``, checkpointing and validating on schedule; returns why it
@@ -518,11 +518,13 @@ class Trainer:
             dist.barrier()
 
     def close(self) -> None:
-        """Leave the process group of a multi-rank run, after every rank got here (nothing alone)."""
+        """Leave the process group of a multi-rank run (nothing alone), after :meth:`run`: the ranks
+        met as it ended (:meth:`meet_other_ranks`)."""
+        if self.world == 1:
+            return
         import torch.distributed as dist
 
-        if self.world > 1 and dist.is_initialized():
-            dist.barrier()
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
