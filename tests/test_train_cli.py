@@ -149,6 +149,92 @@ def test_sigterm_saves_the_step_it_finishes_and_exits_143(pairs: Path, tmp_path:
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
 
 
+# `crm train ARGS` on a terminal that is closed during step 0: it waits there until it got the stop
+# (a SIGHUP the test sends its process group, as the shell does for its jobs when the terminal goes),
+# then until the test closed the terminal (the kernel's SIGHUP, a second one) before it goes on.
+SIGHUP_DRIVER = """
+import os, signal, sys, time
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+from crm_cli.training.loop import Trainer
+train_step = Trainer.train_step
+
+def hung_up_step(self, batch=None):
+    if self.step == 0:
+        os.close(os.open(marker + ".started", os.O_CREAT | os.O_WRONLY))
+        deadline = time.monotonic() + 120
+        while not os.path.exists(marker + ".closed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return train_step(self, batch)
+
+Trainer.train_step = hung_up_step
+marker = sys.argv[1]
+sys.argv = ["crm", "train", *sys.argv[2:]]
+from crm_cli.cli import main
+main()
+"""
+
+
+def _controlling_terminal() -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # stdin is the terminal; the child leads a new session
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_closed_terminal_saves_the_step_it_finishes_and_exits_129(pairs: Path, tmp_path: Path,
+                                                                     workers: int) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    marker = tmp_path / "marker"
+    args = ["--data", str(pairs), "--out", str(out), "--steps", "3", "--ckpt-every", "2", "--val-every", "3",
+            "--batch", "2", "--query-window", "32", "--init", "random", "--val-images", "2", "--threads", "1",
+            "--workers", str(workers)]
+    terminal, child_end = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-c", SIGHUP_DRIVER, str(marker), *args], stdin=child_end,
+                             stdout=subprocess.PIPE, stderr=child_end, start_new_session=True,
+                             preexec_fn=_controlling_terminal)
+    os.close(child_end)
+    seen = b""
+
+    def read_until(text: bytes, what: str) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 120
+        while text not in seen:
+            assert time.monotonic() < deadline and child.poll() is None, f"no {what}: {seen[-2000:]!r}"
+            if select.select([terminal], [], [], 0.1)[0]:
+                seen += os.read(terminal, 65536)
+
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{marker}.started").exists():
+            assert time.monotonic() < deadline and child.poll() is None, seen[-2000:]
+            if select.select([terminal], [], [], 0.1)[0]:
+                seen += os.read(terminal, 65536)
+        os.killpg(child.pid, signal.SIGHUP)  # the shell's, to every job of the terminal
+        read_until(b"stopped by SIGHUP: finishing the step in progress to save it", "stop line")
+        os.close(terminal)  # the kernel's SIGHUP to the session; writes to the terminal now fail
+        terminal = -1
+        time.sleep(0.5)
+        Path(f"{marker}.closed").touch()
+        stdout, _ = child.communicate(timeout=300)
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 129  # was -1: killed by the first SIGHUP in the middle of step 0
+    assert stdout == b""
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1  # the second SIGHUP did not cut it short
+
+
 def test_a_second_ctrl_c_quits_at_once_without_saving(pairs: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.training.loop import Trainer

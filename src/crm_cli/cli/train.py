@@ -130,23 +130,35 @@ def train(
 
 
 def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.loop.Trainer, RunEnd
-    """``trainer.run()`` under a progress bar on stderr; a Ctrl-C ends it after the step in progress,
-    which it saves in last.pt."""
+    """``trainer.run()`` under a progress bar on stderr; a Ctrl-C, SIGTERM or SIGHUP ends it after the
+    step in progress, which it saves in last.pt.
+
+    After a SIGHUP the terminal is gone and writing to it fails (EIO): the stop's own line is then
+    dropped, and so is the bar's last drawing, which must not turn the stop into a failure."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("train", total=steps, completed=trainer.step, info="")
+    try:
+        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("train", total=steps, completed=trainer.step, info="")
 
-        def report(step: int, stats: dict[str, float]) -> None:
-            progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
+            def report(step: int, stats: dict[str, float]) -> None:
+                progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
-        def stopping() -> None:
-            again = "Ctrl-C again" if trainer.stop_signal == signal.SIGINT else "send it again"
-            say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it; {again} to quit "
-                "at once")
+            def stopping() -> None:
+                # Called from the signal handler, in the middle of a step: nothing may escape into it.
+                again = {signal.SIGINT: "; Ctrl-C again to quit at once",
+                         signal.SIGTERM: "; send it again to quit at once"}.get(trainer.stop_signal, "")
+                try:
+                    say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it{again}")
+                except OSError:
+                    pass
 
-        return trainer.run(report, on_interrupt=stopping)
+            return trainer.run(report, on_interrupt=stopping)
+    except OSError:
+        if trainer.interrupted:  # the bar's closing drawing, on a terminal that hung up
+            raise KeyboardInterrupt from None
+        raise
 
 
 def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
@@ -176,8 +188,8 @@ def usage_error(option: str) -> Iterator[None]:
 
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
-    """Say where a run stopped by Ctrl-C or SIGTERM can go on from; the Exit (128 + the signal's
-    number: 130 or 143) to raise."""
+    """Say where a run stopped by Ctrl-C, SIGTERM or SIGHUP can go on from; the Exit (128 + the
+    signal's number: 130, 143 or 129) to raise."""
     signum = int(trainer.stop_signal) if trainer is not None and trainer.interrupted else int(signal.SIGINT)
     if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
         return typer.Exit(128 + signum)
@@ -189,7 +201,10 @@ def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.
     else:
         where = "no checkpoint was written yet; run the command again to start over"
     step = f" at step {trainer.step}" if trainer is not None else ""
-    say(f"{stop_words(signum)}{step}: {where}")
+    try:
+        say(f"{stop_words(signum)}{step}: {where}")
+    except OSError:
+        pass  # stderr went with the terminal (SIGHUP)
     return typer.Exit(128 + signum)
 
 

@@ -157,18 +157,23 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    # Workers are born ignoring Ctrl-C and SIGTERM only when the loader starts on the main thread
-    # (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C or a
-    # SIGTERM sent to the process group (`timeout`, a scheduler). They still end with the loader, which
-    # stops them through its queues, or with the training process (the loader's watchdog).
+    # Workers are born ignoring Ctrl-C, SIGTERM and SIGHUP only when the loader starts on the main
+    # thread (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C,
+    # a SIGTERM sent to the process group (`timeout`, a scheduler) or a closed terminal's SIGHUP. They
+    # still end with the loader, which stops them through its queues, or with the training process
+    # (the loader's watchdog).
     for signum in _DEFERRED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
 
 # The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
-# handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM.
-_DEFAULT_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+# handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM and
+# SIGHUP (which Windows lacks).
+_DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+if hasattr(signal, "SIGHUP"):
+    _DEFAULT_HANDLERS[signal.SIGHUP] = signal.SIG_DFL
 _DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
+_SIGHUP = getattr(signal, "SIGHUP", None)
 
 
 def _in_main_thread() -> bool:
@@ -226,7 +231,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step last.pt holds, once written or resumed from
         self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
-        self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT or SIGTERM)
+        self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT, SIGTERM or SIGHUP)
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -314,7 +319,8 @@ class Trainer:
         # but only the training process decides when to stop, and a worker that died of it would fail
         # the batch the last step before the stop still needs. A Ctrl-C in the moment they take to start
         # is lost to this process too. Off the main thread no Ctrl-C is deferred, so none is ignored.
-        # The same for SIGTERM, which `timeout` and schedulers send to the whole group.
+        # The same for SIGTERM, which `timeout` and schedulers send to the whole group, and for SIGHUP,
+        # which a closed terminal sends to its foreground group.
         ignoring = _in_main_thread()
         previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _DEFERRED_SIGNALS} if ignoring else {}
         try:
@@ -408,19 +414,24 @@ class Trainer:
 
     @contextmanager
     def ctrl_c_at_step_boundaries(self, on_interrupt: Callable[[], None] | None = None) -> Iterator[None]:
-        """Inside, a first Ctrl-C (SIGINT) or SIGTERM (``kill``, a job scheduler's pre-emption) only
-        sets ``self.interrupted`` (and ``self.stop_signal``); a second one raises KeyboardInterrupt
-        at once. ``on_interrupt`` is called on the first.
+        """Inside, a first Ctrl-C (SIGINT), SIGTERM (``kill``, a job scheduler's pre-emption) or SIGHUP
+        (a closed terminal) only sets ``self.interrupted`` (and ``self.stop_signal``); a second Ctrl-C
+        or SIGTERM raises KeyboardInterrupt at once. A second SIGHUP is ignored: a closed terminal
+        sends it twice (the kernel, then the shell), and nobody is left to mean "quit now" by it.
+        ``on_interrupt`` is called on the first.
 
         Deferring is the simplest way never to save a half-applied step: a step changes the model
         from its forward pass (BatchNorm statistics) to the optimiser's update, and its log row,
         validation and scheduled checkpoint come after that, so the only consistent state to save is
         the one between two whole steps. Does nothing outside the main thread; a signal that was
-        given another handler than Python's default (SIGINT) or the system's (SIGTERM) keeps it."""
+        given another handler than Python's default (SIGINT) or the system's (SIGTERM, SIGHUP) keeps
+        it (``nohup`` leaves SIGHUP ignored)."""
         taken = [signum for signum, default in _DEFAULT_HANDLERS.items()
                  if _in_main_thread() and signal.getsignal(signum) is default]
 
         def handler(signum: int, frame: Any) -> None:
+            if self.interrupted and signum == _SIGHUP:
+                return
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
@@ -460,7 +471,7 @@ class Trainer:
         else:
             log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
-        stop = 0  # the ranks' vote on a Ctrl-C or SIGTERM (its signal's number, 0: none), after each step
+        stop = 0  # the ranks' vote on a stop signal (its number, 0: none), after each step
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             batches = self.batches()
@@ -469,7 +480,7 @@ class Trainer:
                 # all at the same step, whichever of them got it.
                 if (self.interrupted if self.world == 1 else stop):
                     self.interrupted = True
-                    if self.world > 1:  # the signal one rank got (SIGTERM over SIGINT), for every rank
+                    if self.world > 1:  # the signal one rank got (SIGTERM over SIGINT over SIGHUP), for all
                         self.stop_signal = signal.Signals(stop)
                     break
                 start = time.perf_counter()
