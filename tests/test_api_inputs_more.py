@@ -274,3 +274,25 @@ def test_a_pil_palette_mask_is_refused(tiny: Refiner, scene: tuple[np.ndarray, n
         tiny.refine(image, palette)
     # What the message suggests gives the binary mask's result.
     np.testing.assert_array_equal(tiny.refine(image, np.asarray(palette) != 0), tiny.refine(image, coarse))
+
+
+def test_a_mask_with_nothing_above_one_half_gives_an_empty_result_and_says_why(
+        tiny: Refiner, scene: tuple[np.ndarray, np.ndarray], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    image, coarse = scene
+    faint = (coarse / 255.0 * 0.4).astype(np.float32)  # a soft mask that never reaches 0.5
+    dim = (coarse // 255 * 100).astype(np.uint8)  # 0/100 of 255
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        assert not tiny.refine(image, faint).any()
+        assert not tiny.refine(image, dim).any()
+    notes = [r.getMessage() for r in caplog.records if r.name == "crm_cli.engine"]
+    assert notes == [
+        "the coarse mask: no pixel of the mask is above 0.5 (its largest value is 0.40), so nothing is foreground",
+        "the coarse mask: no pixel of the mask is above 0.5 (its largest value is 0.39), so nothing is foreground",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        assert not tiny.refine(image, np.zeros_like(coarse)).any()  # empty: nothing to say
+        assert tiny.refine(image, coarse).any()
+    assert [r.getMessage() for r in caplog.records if r.name == "crm_cli.engine"] == []

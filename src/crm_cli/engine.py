@@ -38,7 +38,7 @@ from .checkpoint import (
 )
 from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
-from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability
+from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
 from .schedule import (
     REGION_MAX_ATTACHED,
@@ -549,6 +549,15 @@ class Refiner:
 
         Loading errors (``checkpoint.WeightsError``, ``devices.DeviceError``) come from building
         the Refiner, never from here.
+
+        A mask that is not empty but has no pixel above 0.5 (a faint soft mask) has no foreground:
+        the result is empty, and a warning says why (logged on the ``crm_cli.engine`` logger; on
+        stderr when logging is not set up).
         """
-        return self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
-                                    preset=preset).probability
+        probability = self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
+                                           preset=preset).probability
+        if not probability.any():  # rare, so the mask is read again only then
+            note = weak_mask_note(strict_probability(checked_mask(mask)), "the coarse mask")
+            if note is not None:
+                logger.warning("%s", note)
+        return probability
