@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ArchConfig, Provenance
+from .errors import first_line
 
 if TYPE_CHECKING:
     from .schedule import FinalStage
@@ -311,8 +312,7 @@ def _read_spec(path: Path, kind: str,
         raise WeightsError(f"{path}: not a crm checkpoint (a torch file holding Python objects other than "
                            "tensors and plain containers)") from None
     except Exception as exc:  # truncated zip, bad pickle
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable torch checkpoint ({reason})") from None
+        raise WeightsError(f"{path}: not a readable torch checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict):
         raise WeightsError(f"{path}: not a crm checkpoint (it holds a {type(payload).__name__}, "
                            "not a dict with 'config' and 'model')")

@@ -24,6 +24,7 @@ import numpy as np
 
 from .checkpoint import WeightsError
 from .config import ArchConfig
+from .errors import first_line
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
 from .runtime import available_cpus, usable_threads
@@ -278,8 +279,7 @@ def open_encoder_session(encoder_path: str | Path, threads: int | None) -> Any:
     except MemoryError:
         raise  # the machine's state, not the file's: the CLI's out-of-memory advice applies
     except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({reason}); "
+        raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({first_line(exc)}); "
                            "export it again (python -m crm_cli.onnx_export), or use the torch backend") from None
 
 

