@@ -206,3 +206,20 @@ def test_refine_refuses_an_output_that_is_the_photo(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert "replace the photo" in result.stderr and "Traceback" not in result.stderr
     assert photo.read_bytes() == before
+
+
+def test_refine_with_the_output_naming_the_coarse_mask_refines_it_in_place(tmp_path: Path, tiny_weights: Path) -> None:
+    from conftest import coarse_of, synthetic_scene
+
+    image, gt = synthetic_scene(120, 120)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(image).save(photo)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(coarse_of(gt)).save(mask)
+    elsewhere = tmp_path / "refined.png"
+    for output in (elsewhere, mask):
+        result = runner.invoke(app, ["refine", str(photo), str(mask), "-o", str(output), "-w", str(tiny_weights),
+                                     "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    assert mask.read_bytes() == elsewhere.read_bytes()  # read whole first, so the same refinement
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "photo.png", "refined.png"]  # no temp left
