@@ -3,6 +3,7 @@ Ray's start-up alone takes seconds)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -136,7 +137,7 @@ def test_actor_pool_takes_one_gpu_per_actor_when_there_are_gpus() -> None:
 def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_weights, capfd) -> None:  # noqa: ANN001
     """The driver prints a message pushed by the cluster ("(raylet) A worker died ...") on the
     sys.stdout of that moment; it must not land among the data on stdout."""
-    from crm_cli.raybatch import run_jobs
+    from crm_cli.raybatch import ray_run
     from crm_cli.runtime import RefinerSpec
 
     def push_a_cluster_message(refiner, job):  # noqa: ANN001, ANN202
@@ -150,7 +151,8 @@ def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_wei
         return {"job": job["n"]}
 
     spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
-    results = list(run_jobs("local", [{"n": 7}], push_a_cluster_message, spec))
+    with ray_run("local", [{"n": 7}], push_a_cluster_message, spec) as run:
+        results = list(run)
     print("DATA")
     out, err = capfd.readouterr()
     assert results == [(0, {"job": 7})]
@@ -160,8 +162,8 @@ def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_wei
 
 def test_coco_on_ray_stopped_by_a_full_disk_prints_its_record_on_stdout(local_ray, one_thread, tmp_path,
                                                                          monkeypatch) -> None:  # noqa: ANN001
-    """The loop leaves the Ray run early (its progress file cannot be written): the run is closed
-    first, so the failure record goes to stdout, not to the stderr that stood in for it."""
+    """The loop leaves the Ray run early (its progress file cannot be written): the run's `with` is
+    left first, so the failure record goes to stdout, not to the stderr that stood in for it."""
     import errno
 
     from test_coco import make_dataset
@@ -181,21 +183,31 @@ def test_coco_on_ray_stopped_by_a_full_disk_prints_its_record_on_stdout(local_ra
     assert "No space left" in result.stderr or "no space left" in result.stderr.lower()
 
 
-def test_a_ray_run_holds_stdout_on_stderr_until_it_is_exhausted_or_closed(local_ray, tiny_weights) -> None:  # noqa: ANN001
-    from crm_cli.raybatch import run_jobs
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("leave", ["end", "break", "exception"])
+def test_a_ray_run_holds_stdout_on_stderr_until_its_with_is_left(local_ray, tiny_weights, leave) -> None:  # noqa: ANN001
+    from crm_cli.raybatch import ray_run
     from crm_cli.runtime import RefinerSpec
 
     spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
     before = sys.stdout
-    for finish in ("exhaust", "close"):
-        run = run_jobs("local", [{"n": 1}, {"n": 2}], lambda refiner, job: {"n": job["n"]}, spec)
-        next(run)
-        assert sys.stdout is sys.stderr
-        if finish == "exhaust":
-            assert len(list(run)) == 1
-        else:
-            run.close()
-        assert sys.stdout is before, finish
+    seen = []
+    with pytest.raises(Stop) if leave == "exception" else contextlib.nullcontext():
+        with ray_run("local", [{"n": 1}, {"n": 2}], lambda refiner, job: {"n": job["n"]}, spec) as run:
+            for result in run:
+                assert sys.stdout is sys.stderr
+                seen.append(result)
+                if leave == "break":
+                    break
+                if leave == "exception":
+                    raise Stop
+    assert sys.stdout is before
+    assert len(seen) == (2 if leave == "end" else 1)
+    # Ray was already running here (local_ray): the run leaves it running for the next one.
+    assert local_ray.is_initialized()
 
 
 def test_a_sigterm_while_ray_starts_stops_the_command_as_any_sigterm(monkeypatch) -> None:  # noqa: ANN001

@@ -382,6 +382,7 @@ def test_imagenet_init_blames_the_file_only_for_the_file(tmp_path: Path, monkeyp
 def test_first_line_takes_the_first_non_blank_line_or_the_type() -> None:
     from crm_cli.errors import first_line
 
-    assert first_line(RuntimeError("\n   \n  PytorchStreamReader failed  \nmore detail")) == "PytorchStreamReader failed"
+    message = "\n   \n  PytorchStreamReader failed  \nmore detail"
+    assert first_line(RuntimeError(message)) == "PytorchStreamReader failed"
     assert first_line(ValueError("")) == "ValueError"
     assert first_line(OSError("  \n")) == "OSError"

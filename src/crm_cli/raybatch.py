@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -122,20 +122,24 @@ def connect(address: str, quiet: bool = False) -> bool:
     return True
 
 
-def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec, *,
-             quiet: bool = False, log: Callable[[str], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Run ``work(refiner, job)`` for every job on a Ray actor pool; yield ``(job index, result)``
-    as results arrive (not in job order).
+@contextlib.contextmanager
+def ray_run(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec, *, quiet: bool = False,
+            log: Callable[[str], None] | None = None) -> Iterator[Iterator[tuple[int, dict[str, Any]]]]:
+    """Run ``work(refiner, job)`` for every job on a Ray actor pool: ``with ray_run(...) as results``
+    gives ``(job index, result)`` pairs as results arrive (not in job order).
 
-    Until the iterator is exhausted or closed, ``sys.stdout`` is stderr (see below): close it before
-    printing data.
+    Inside the ``with``, ``sys.stdout`` is stderr (see below): print data after it. Leaving it (at
+    the end, by break or by an exception) shuts Ray down, when this call started it, and gives
+    stdout back.
 
     Raises:
-        RayUnavailableError: Ray is not installed.
-        RayRunError: Ray failed (connection, actor start-up such as bad weights, a crashed worker).
+        RayUnavailableError: Ray is not installed (on entry).
+        RayRunError: Ray failed: on entry (connection, bad weights), or while iterating (actor
+            start-up, a crashed worker).
     """
     require_ray()
     if not jobs:
+        yield iter(())
         return
     try:
         spec.check()
@@ -143,35 +147,51 @@ def run_jobs(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: Ref
         raise RayRunError(str(exc)) from None
     # The driver prints the cluster's error messages ("(raylet) A worker died ...") on whatever
     # sys.stdout is at that moment, from a thread of its own; stdout carries only data. So while
-    # Ray runs here, sys.stdout is stderr: callers print their data after the last result.
-    with contextlib.redirect_stdout(sys.stderr):
-        yield from _run_connected(address, jobs, work, spec, quiet, log)
+    # Ray runs here, from ray.init to the shutdown, sys.stdout is stderr.
+    with contextlib.redirect_stdout(sys.stderr), _connected(address, quiet):
+        # Closed before the shutdown: a loop left early must not read from a Ray that is gone.
+        with contextlib.closing(_results(_dataset(jobs, work, spec, log))) as results:
+            yield results
 
 
-def _run_connected(address: str, jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec, quiet: bool,
-                   log: Callable[[str], None] | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """:func:`run_jobs` from the connection to the shutdown."""
+@contextlib.contextmanager
+def _connected(address: str, quiet: bool) -> Iterator[None]:
+    """:func:`connect` for the duration of the block; shut down after it if this call started Ray."""
     import ray
-    import ray.data
 
     started = connect(address, quiet)
     try:
-        plan = plan_actors(ray.cluster_resources(), spec.device, spec.threads, len(jobs))
-        if log is not None:
-            log(f"ray: {plan.describe()}")
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the command draws its own progress on stderr
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines and a progress-bar notice
-        rows = [{"index": index, "job": json.dumps(job)} for index, job in enumerate(jobs)]
-        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
-            _RefineActor, fn_constructor_args=(replace(spec, threads=plan.threads), work), batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
-        try:
-            for row in dataset.iter_rows():
-                yield int(row["index"]), json.loads(row["result"])
-        except (ray.exceptions.RayError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()
-            raise RayRunError(f"Ray job failed: {first[-1] if first else type(exc).__name__}") from None
+        yield
     finally:
         if started:
             ray.shutdown()
+
+
+def _dataset(jobs: Sequence[dict[str, Any]], work: Work, spec: RefinerSpec,
+             log: Callable[[str], None] | None) -> Any:
+    """The Ray dataset of the jobs' results, mapped over an actor pool sized to the cluster."""
+    import ray
+    import ray.data
+
+    plan = plan_actors(ray.cluster_resources(), spec.device, spec.threads, len(jobs))
+    if log is not None:
+        log(f"ray: {plan.describe()}")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the command draws its own progress on stderr
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines and a progress-bar notice
+    rows = [{"index": index, "job": json.dumps(job)} for index, job in enumerate(jobs)]
+    return ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
+        _RefineActor, fn_constructor_args=(replace(spec, threads=plan.threads), work), batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
+
+
+def _results(dataset: Any) -> Generator[tuple[int, dict[str, Any]], None, None]:
+    """``(job index, result)`` for each row of ``dataset``; Ray's failures raised as RayRunError."""
+    import ray
+
+    try:
+        for row in dataset.iter_rows():
+            yield int(row["index"]), json.loads(row["result"])
+    except (ray.exceptions.RayError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise RayRunError(f"Ray job failed: {first[-1] if first else type(exc).__name__}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -221,7 +222,7 @@ def batch(
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
     from ..pairing import scan_pairs
-    from ..raybatch import RayRunError, run_jobs
+    from ..raybatch import RayRunError, ray_run
 
     if ray_address is not None:
         require_ray_option()
@@ -284,42 +285,39 @@ def batch(
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
                    clocks=clocks)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
-    results: Iterator[tuple[int, dict[str, Any]]] = iter(())
+    # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
+    run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
     if todo and ray_address is not None:
-        results = run_jobs(ray_address, jobs, work, options.ray_spec(), quiet=quiet,
-                           log=None if quiet else say)
+        run = ray_run(ray_address, jobs, work, options.ray_spec(), quiet=quiet, log=None if quiet else say)
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
             with user_errors(fatal.emit):
                 refiner = options.load(quiet)
-        results = ((index, work(refiner, job)) for index, job in enumerate(jobs))
+        run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
         try:
-            for index, outcome in results:
-                pair = todo[index]
-                progress.update(task, current=pair.name)
-                for note in outcome.pop("notes", []):
-                    warn(note, progress.console)
-                if outcome["status"] == "failed":
-                    report_failure(f"{pair.name}: ", outcome["error"], progress.console)
-                elif outcome.get("schedule") and not quiet:
-                    say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
-                if outcome["status"] == "in_progress":  # named as the user gave the folder
-                    outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
-                finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                                        "output": str(output_dir / pair.relative_output), **outcome}
-                progress.advance(task)
+            with run as results:  # on Ray, stdout is stderr until the block is left
+                for index, outcome in results:
+                    pair = todo[index]
+                    progress.update(task, current=pair.name)
+                    for note in outcome.pop("notes", []):
+                        warn(note, progress.console)
+                    if outcome["status"] == "failed":
+                        report_failure(f"{pair.name}: ", outcome["error"], progress.console)
+                    elif outcome.get("schedule") and not quiet:
+                        say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
+                    if outcome["status"] == "in_progress":  # named as the user gave the folder
+                        outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
+                    finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                                            "output": str(output_dir / pair.relative_output), **outcome}
+                    progress.advance(task)
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
             raise fatal.fail(str(exc)) from None
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()  # a Ray run: shut down, and stdout back (it is stderr while the run is open)
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
     for item in items:
         # A pair left to another run that has finished it since is done: the summary does not send

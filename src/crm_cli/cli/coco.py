@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -150,7 +151,7 @@ def coco(
         refine_image_job,
     )
     from ..coco import write_json_atomic as write_output
-    from ..raybatch import RayRunError, run_jobs
+    from ..raybatch import RayRunError, ray_run
 
     started = time.perf_counter()
     if ray_address is not None:
@@ -190,52 +191,49 @@ def coco(
         report_failure(f"instance {result['id']} (annotation #{result['index']}): ", result["error"])
     skipped = dict(plan.skipped)
     refined_now = 0
-    # One stream of (job index, instance result) from either executor; locally each instance's result
-    # comes as soon as it is refined (and is recorded for resuming), on Ray each image's at once.
-    stream: Iterator[tuple[int, dict[str, Any]]] = iter(())
+    # (job index, {"results": the image's instance results}) from either executor: locally each
+    # instance's result comes as soon as it is refined (and is recorded for resuming), on Ray each
+    # image's at once. A Ray run starts when its `with` is entered below.
+    run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
     sidecar_error: OSError | None = None
-    jobs = None  # the Ray run, closed below before anything is printed (stdout is stderr while it is open)
     if plan.jobs and ray_address is not None:
         work = partial(refine_image_job, options=instance_options)
-        jobs = run_jobs(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet,
-                        log=None if quiet else say)
-        stream = ((index, result) for index, job_result in jobs for result in job_result["results"])
+        run = ray_run(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet, log=None if quiet else say)
     elif plan.jobs:
         with user_errors(fatal.emit):
             refiner = options.load(quiet)
-        stream = ((index, result) for index, job in enumerate(plan.jobs)
-                  for result in iter_image_job(refiner, job, instance_options))
+        run = nullcontext((index, {"results": iter_image_job(refiner, job, instance_options)})
+                          for index, job in enumerate(plan.jobs))
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
         task = progress.add_task("coco", total=plan.instances, current="")
         try:
-            for index, result in stream:
-                for note in result.pop("notes", ()):  # a warning, as in crm refine: -q keeps it
-                    warn(note, progress.console)
-                status = result["status"]
-                if status == "refined":
-                    try:
-                        sidecar.append(result)
-                    except OSError as exc:  # a full disk: stop, keeping what was recorded
-                        sidecar_error = exc
-                        break
-                    results[result["index"]] = result
-                    refined_now += 1
-                elif status == "failed":
-                    failures.append(result)
-                    report_failure(f"instance {result['id']}: ", result["error"], progress.console)
-                else:
-                    skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
-                progress.update(task, advance=1, current=plan.jobs[index]["name"])
+            with run as images:  # on Ray, stdout is stderr until the block is left (also by the break)
+                stream = ((index, result) for index, image in images for result in image["results"])
+                for index, result in stream:
+                    for note in result.pop("notes", ()):  # a warning, as in crm refine: -q keeps it
+                        warn(note, progress.console)
+                    status = result["status"]
+                    if status == "refined":
+                        try:
+                            sidecar.append(result)
+                        except OSError as exc:  # a full disk: stop, keeping what was recorded
+                            sidecar_error = exc
+                            break
+                        results[result["index"]] = result
+                        refined_now += 1
+                    elif status == "failed":
+                        failures.append(result)
+                        report_failure(f"instance {result['id']}: ", result["error"], progress.console)
+                    else:
+                        skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
+                    progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
             sidecar.close()
             raise fatal.fail(str(exc)) from None
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
-        finally:
-            if jobs is not None:
-                jobs.close()  # Ray shut down and stdout back, also after the loop's break
     if sidecar_error is not None:
         from ..writing import write_error_reason
 
