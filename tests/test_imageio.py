@@ -461,7 +461,7 @@ def test_bytes_errors_use_given_or_stdin_name() -> None:
 
 
 def test_image_suffixes() -> None:
-    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 # ---------------------------------------------------------------------------------------------

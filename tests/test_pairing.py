@@ -113,7 +113,7 @@ def test_missing_masks_are_still_problems(tmp_path: Path) -> None:
 
 
 def test_masks_without_an_image_are_counted_in_a_note(tmp_path: Path) -> None:
-    _touch(tmp_path, "a_im.png", "a_seg.png", "f_seg.png", "g_seg.png", "h_im.gif", "h_seg.png")
+    _touch(tmp_path, "a_im.png", "a_seg.png", "f_seg.png", "g_seg.png", "h_im.psd", "h_seg.png")
     found = scan_pairs(tmp_path)
     assert [pair.name for pair in found.pairs] == ["a"] and found.problems == []
     assert found.notes == [f"3 masks without an image ignored, e.g. {tmp_path / 'f_seg.png'}"]

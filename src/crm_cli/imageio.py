@@ -9,6 +9,7 @@ writing files is writing.py's.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import stat
@@ -25,9 +26,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .masks import MaskData, swaps_axes
+from .masks import LABEL_ID_LIMIT, MaskData, swaps_axes
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 STDIN_NAME = "<stdin>"
 # The largest image crm reads (width x height), and the longest side. Refining needs about 0.75 GB
@@ -359,6 +362,25 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
     return min(fitting, key=lambda c: float(np.abs((c[..., :3] >> 8).astype(np.int16) - reference).mean()))
 
 
+# Formats whose later frames are not other pictures of the same kind: an MPO (a camera JPEG) adds
+# previews and depth maps after its main image.
+_FRAMES_NOT_PAGES = ("MPO",)
+
+
+def _warn_if_several_frames(opened: Image.Image, label: str) -> None:
+    """Log a warning (shown as a ``warning:`` line by the CLI) for an animated GIF, PNG or WebP or a
+    multi-page TIFF: only its first frame is read, which may not be the one meant."""
+    if opened.format in _FRAMES_NOT_PAGES:
+        return
+    try:
+        frames = int(getattr(opened, "n_frames", 1))
+    except _DECODE_ERRORS:
+        return  # a damaged later frame: the first is still read, and its own errors reported
+    if frames > 1:
+        logger.warning("%s: holds %d frames (an animation or a multi-page file); only the first is read",
+                       label, frames)
+
+
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
     """Open and fully decode ``source``."""
     data, label = _source_bytes(source, name)
@@ -367,6 +389,7 @@ def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
         opened = _open(data, label)
         wide_colour = _is_16bit_colour(opened)
         tiff_orientation = _tiff_orientation(opened)
+        _warn_if_several_frames(opened, label)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened.load()
@@ -584,8 +607,39 @@ def _unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.nda
     return np.clip(values, 0.0, 1.0)
 
 
+def _transparency_alpha(decoded: Image.Image) -> np.ndarray | None:
+    """The alpha channel that a PNG tRNS chunk or a GIF's transparent index gives a 1, L, P or RGB
+    image (Pillow keeps it aside, in ``info``), or None when it has none."""
+    if decoded.info.get("transparency") is None or decoded.mode not in ("1", "L", "P", "RGB"):
+        return None
+    with_alpha = decoded.convert("LA" if decoded.mode in ("1", "L") else "RGBA")
+    return np.ascontiguousarray(np.asarray(with_alpha)[..., -1])
+
+
+def _hides_only_background(mask: MaskData, alpha: np.ndarray) -> bool:
+    """True when ``alpha`` makes exactly the mask's 0 (background) pixels transparent and every other
+    pixel opaque: it then draws the shape the values draw, and the values say more (class ids, soft
+    levels). A palette of LABEL_ID_LIMIT or more used entries is a quantised photo cut-out, not ids."""
+    zero = mask.values == 0
+    if not ((alpha == 0) == zero).all() or not (alpha[~zero] == 255).all():
+        return False
+    return mask.kind != "palette" or np.unique(mask.values).size < LABEL_ID_LIMIT
+
+
 def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
-    """Mask values of a decoded file, before orientation."""
+    """Mask values of a decoded file, before orientation, by the colour rules, except that a
+    transparency (tRNS, GIF) that varies and draws another shape decides, as alpha does in RGBA."""
+    mask = _colour_mask_data(decoded, label)
+    alpha = _transparency_alpha(decoded) if isinstance(decoded, Image.Image) else None
+    # A cut-out saved with a palette (pngquant, GIF) or a key colour: its colours are the photo's,
+    # or the transparent colour may be the object's (white on transparent white).
+    if alpha is not None and not _is_constant(alpha) and not _hides_only_background(mask, alpha):
+        return MaskData(alpha, "alpha")
+    return mask
+
+
+def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
+    """Mask values of a decoded file by its colours (and alpha channel), before orientation."""
     if isinstance(decoded, np.ndarray):
         alpha = decoded[..., 3] if decoded.shape[2] == 4 else None
         return _colour_mask(decoded[..., :3], alpha)
@@ -618,17 +672,32 @@ def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
     return _colour_mask(np.asarray(rgb), None)
 
 
+def _check_lossy_ids(mask: MaskData, decoded: Image.Image | np.ndarray, label: str) -> None:
+    """Refuse a JPEG mask that reads as a label map: JPEG's lossy compression turns the edges of a
+    0/1 mask or of class ids into other small values (0/1 becomes 0, 1 and 2), which would be
+    refined as extra labels. A 0-255 mask only gets blurred edges, which a soft mask may have."""
+    if not isinstance(decoded, Image.Image) or decoded.format not in ("JPEG", "MPO"):
+        return
+    if mask.kind == "gray8" and mask.is_label_map():
+        raise ImageReadError(
+            f"{label}: a JPEG mask of small values (0 to {mask.maximum}: a 0/1 mask or class ids?), which "
+            "JPEG's lossy compression has altered at the edges; save the mask as PNG (0/255 for one object)")
+
+
 def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     """Read a mask file (or encoded bytes) keeping its raw values, upright by EXIF orientation.
 
     16- and 32-bit integer files become uint16 (32-bit values must fit 0..65535), floating-point
     files (32-bit TIFF probability maps) stay float32 and must lie in [0, 1], palette files keep
     indices and palette unless their colours are grey or a binary colour mask
-    (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, and colour masks
-    use their brightest channel (one channel when R == G == B).
+    (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, as do palette,
+    grey and RGB files with a transparent index or colour (GIF, PNG tRNS) unless it only hides
+    their 0 background, and colour masks use their brightest channel (one channel when R == G == B).
+    A JPEG mask that would read as class ids (:func:`_check_lossy_ids`) is refused.
     """
     decoded = _decode(source, name)
     mask = _mask_data(decoded.pixels, decoded.label)
+    _check_lossy_ids(mask, decoded.pixels, decoded.label)
     return replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
 
 

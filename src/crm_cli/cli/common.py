@@ -322,6 +322,7 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
     outside the main thread (where no handler can be set) nothing changes.
     """
     hint = "; finished outputs are kept: run the same command again to go on" if resumable else ""
+    show_library_warnings()  # what reading files logs (a mask of several frames) as `warning:` lines
     installed: dict[int, Any] = {}
     try:
         if threading.current_thread() is threading.main_thread():
