@@ -119,6 +119,46 @@ def test_transparency_that_hides_only_the_background_keeps_the_values(tmp_path: 
     assert label_map.is_label_map() and label_map.palette is not None and label_map.palette[3:6] == [128, 0, 0]
 
 
+def test_label_maps_and_binary_masks_keep_their_values_whatever_is_transparent(tmp_path: Path) -> None:
+    ids = np.zeros((H, W), np.uint8)
+    ids[24:72, 32:64], ids[24:72, 64:96], ids[:4, :] = 1, 2, 255  # two classes and a void border
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]
+    voc = Image.fromarray(ids, "P")
+    voc.putpalette(palette)
+    voc.save(tmp_path / "void.png", transparency=255)  # the void index made transparent
+    voc.save(tmp_path / "overlay.png", transparency=bytes([0, 128, 128]))  # an overlay's partial alphas
+    drawn = object_area().astype(np.uint8) * 255
+    Image.fromarray(drawn).save(tmp_path / "keyed.png", transparency=255)  # grey 0/255, white transparent
+
+    for name in ("void.png", "overlay.png"):
+        read = read_mask(tmp_path / name)
+        assert read.kind == "palette" and read.is_label_map(), name  # were one "alpha" object
+        np.testing.assert_array_equal(read.values, ids)
+    keyed = read_mask(tmp_path / "keyed.png")
+    np.testing.assert_array_equal(keyed.values, drawn)  # was the complement: the transparent object
+
+
+def test_a_damaged_later_page_does_not_change_the_page_read(tmp_path: Path) -> None:
+    import struct
+
+    first = object_area().astype(np.uint8) * 255
+    second = np.zeros_like(first)
+    second[:10, :] = 255
+    buffer = tmp_path / "pages.tif"
+    Image.fromarray(first).save(buffer, save_all=True, append_images=[Image.fromarray(second)] * 2)
+    data = bytearray(buffer.read_bytes())
+    assert data[:2] == b"II"
+
+    def next_page_slot(page: int) -> int:  # where a page's directory stores the next one's offset
+        return page + 2 + 12 * struct.unpack_from("<H", data, page)[0]
+
+    second_page = struct.unpack_from("<I", data, next_page_slot(struct.unpack_from("<I", data, 4)[0]))[0]
+    struct.pack_into("<I", data, next_page_slot(second_page), len(data) + 1000)  # the third page: past the end
+    buffer.write_bytes(bytes(data))
+
+    np.testing.assert_array_equal(read_mask(buffer).values, first)  # was the second page
+
+
 def test_cli_refines_a_palette_cutout_as_one_object(tiny_weights: Path, tmp_path: Path) -> None:
     Image.fromarray(textured_photo()).save(tmp_path / "photo.png")
     palette_cutout(tmp_path / "cut.png")
@@ -232,8 +272,8 @@ def test_cli_warns_about_a_mask_of_several_frames(tiny_weights: Path, tmp_path: 
                                  str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu"])
 
     assert result.exit_code == 0, result.output
-    assert "pages.tif: holds 2 frames (an animation or a multi-page file); only the first is read" \
-        in " ".join(result.stderr.split())
+    assert "warning: " + str(tmp_path / "pages.tif") + ": holds 2 frames (an animation or a multi-page file); " \
+        "only the first is read" in " ".join(result.stderr.split())
 
 
 def test_score_shows_the_frame_warning_as_a_warning_line(tmp_path: Path) -> None:

@@ -235,6 +235,30 @@ def test_a_closed_terminal_saves_the_step_it_finishes_and_exits_129(pairs: Path,
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1  # the second SIGHUP did not cut it short
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_only_a_terminal_gone_after_sighup_is_forgiven() -> None:
+    import errno
+    from types import SimpleNamespace
+
+    from crm_cli.cli.train import terminal_gone_after_sighup
+
+    def raised(trainer: object, error: OSError) -> bool:
+        try:
+            with terminal_gone_after_sighup(trainer):
+                raise error
+        except OSError:
+            return True
+        return False
+
+    hung_up = SimpleNamespace(interrupted=True, stop_signal=signal.SIGHUP)
+    assert not raised(hung_up, OSError(errno.EIO, "Input/output error"))
+    assert not raised(hung_up, OSError(errno.EPIPE, "Broken pipe"))
+    assert raised(hung_up, OSError(errno.ENOSPC, "No space left on device"))  # a full disk while saving
+    assert raised(SimpleNamespace(interrupted=True, stop_signal=signal.SIGINT), OSError(errno.EIO, "I/O"))
+    assert raised(SimpleNamespace(interrupted=False, stop_signal=signal.SIGINT), OSError(errno.EIO, "I/O"))
+    assert raised(None, OSError(errno.EIO, "I/O"))
+
+
 def test_a_second_ctrl_c_quits_at_once_without_saving(pairs: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.training.loop import Trainer

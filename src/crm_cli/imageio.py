@@ -373,9 +373,17 @@ def _warn_if_several_frames(opened: Image.Image, label: str) -> None:
     if opened.format in _FRAMES_NOT_PAGES:
         return
     try:
-        frames = int(getattr(opened, "n_frames", 1))
+        # Counting walks through the later frames: their own warnings (corrupt EXIF) are not the
+        # first frame's, and the file must be back at its first frame, even when a later one is
+        # damaged, or the wrong frame would be decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frames = int(getattr(opened, "n_frames", 1))
     except _DECODE_ERRORS:
         return  # a damaged later frame: the first is still read, and its own errors reported
+    finally:
+        if opened.tell() != 0:
+            opened.seek(0)
     if frames > 1:
         logger.warning("%s: holds %d frames (an animation or a multi-page file); only the first is read",
                        label, frames)
@@ -618,22 +626,37 @@ def _transparency_alpha(decoded: Image.Image) -> np.ndarray | None:
 
 def _hides_only_background(mask: MaskData, alpha: np.ndarray) -> bool:
     """True when ``alpha`` makes exactly the mask's 0 (background) pixels transparent and every other
-    pixel opaque: it then draws the shape the values draw, and the values say more (class ids, soft
-    levels). A palette of LABEL_ID_LIMIT or more used entries is a quantised photo cut-out, not ids."""
+    pixel opaque: it then draws the shape the values draw, and the values say more (soft levels)."""
     zero = mask.values == 0
-    if not ((alpha == 0) == zero).all() or not (alpha[~zero] == 255).all():
+    return bool(((alpha == 0) == zero).all() and (alpha[~zero] == 255).all())
+
+
+def _distinct_values(values: np.ndarray) -> int:
+    """How many distinct values ``values`` holds (a count per level for 8-bit values)."""
+    if values.dtype == np.uint8:
+        return int(np.count_nonzero(np.bincount(values.ravel(), minlength=256)))
+    return int(np.unique(values).size)
+
+
+def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
+    """Whether a transparency kept beside the colours (tRNS, GIF) is the mask rather than the values:
+    when the values draw nothing (a white object on a transparent white), or when they are a photo's
+    colours (LABEL_ID_LIMIT or more levels: a cut-out quantised to a palette or saved with a key
+    colour) that the transparency does not merely follow. A binary mask, class ids (a VOC void
+    index made transparent) and soft levels keep their values, whatever is transparent."""
+    if _is_constant(alpha):
         return False
-    return mask.kind != "palette" or np.unique(mask.values).size < LABEL_ID_LIMIT
+    if _is_constant(mask.values):
+        return True
+    return _distinct_values(mask.values) >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
 def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
-    """Mask values of a decoded file, before orientation, by the colour rules, except that a
-    transparency (tRNS, GIF) that varies and draws another shape decides, as alpha does in RGBA."""
+    """Mask values of a decoded file, before orientation, by the colour rules, except where a
+    transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`)."""
     mask = _colour_mask_data(decoded, label)
     alpha = _transparency_alpha(decoded) if isinstance(decoded, Image.Image) else None
-    # A cut-out saved with a palette (pngquant, GIF) or a key colour: its colours are the photo's,
-    # or the transparent colour may be the object's (white on transparent white).
-    if alpha is not None and not _is_constant(alpha) and not _hides_only_background(mask, alpha):
+    if alpha is not None and _transparency_draws_the_mask(mask, alpha):
         return MaskData(alpha, "alpha")
     return mask
 
@@ -691,8 +714,9 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     files (32-bit TIFF probability maps) stay float32 and must lie in [0, 1], palette files keep
     indices and palette unless their colours are grey or a binary colour mask
     (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, as do palette,
-    grey and RGB files with a transparent index or colour (GIF, PNG tRNS) unless it only hides
-    their 0 background, and colour masks use their brightest channel (one channel when R == G == B).
+    grey and RGB files whose transparent index or colour (GIF, PNG tRNS) draws the mask
+    (:func:`_transparency_draws_the_mask`), and colour masks use their brightest channel (one
+    channel when R == G == B).
     A JPEG mask that would read as class ids (:func:`_check_lossy_ids`) is refused.
     """
     decoded = _decode(source, name)

@@ -23,8 +23,9 @@ class FilePair:
 
 
 # Mask file extensions, in order of preference among files whose names differ only in extension:
-# lossless formats first, JPEG last (the rule batch and score share, see _preference).
-MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm", ".jpg", ".jpeg")
+# lossless formats first, JPEG late (the rule batch and score share, see _preference). GIF comes last:
+# the same order serves photos, and a GIF beside a photo is more likely its 256-colour preview.
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".jpeg", ".gif")
 GT_SUFFIX = "_gt"
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
@@ -133,8 +134,8 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     name without the extension, output ``<relative name>.png``. Otherwise the BIG layout:
     ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder, output
     ``<name>_mask.png``. Sub-folders are mirrored in the output. Hidden files and folders are
-    skipped. Of files that share a name in several formats one is used (PNG, TIFF, BMP, GIF, WebP,
-    then JPEG), with a note; masks without an image are counted in a note. Files under
+    skipped. Of files that share a name in several formats one is used (PNG, TIFF, BMP, WebP,
+    JPEG, then GIF), with a note; masks without an image are counted in a note. Files under
     ``exclude`` (the batch's own output folder, when it lies inside ``root``) are left out, so
     reruns never pair earlier outputs; a note counts the input pairs found there. Raises
     NoPairsError when there is no image at all (images without masks are problems instead).
@@ -250,7 +251,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     same relative path: ``<name>[_gt]`` with ``<name>_mask``, ``<name>`` or ``<name>_seg`` (first
     found), or only ``<name><pred_suffix>`` when given. Hidden files and folders are skipped, and
     so is one folder lying inside the other. Where a name exists in several formats, one file is
-    used (PNG, TIFF, BMP, GIF, WebP, then JPEG) and each ground-truth name is scored once.
+    used (PNG, TIFF, BMP, WebP, JPEG, then GIF) and each ground-truth name is scored once.
     Raises FileNotFoundError listing the ground truths that have no prediction, NoPairsError when
     there is no ground truth to score at all, and ValueError when the two arguments cannot be paired
     (a folder of ground truths with one file).

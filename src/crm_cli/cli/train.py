@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shlex
 import signal
 import sys
@@ -13,7 +14,18 @@ from typing import Annotated
 import typer
 
 from ..config import PRESET_ARCHS
-from .common import Device, DeviceOpt, choice_enum, console, finite_option, say, stop_words, user_errors, warn
+from .common import (
+    Device,
+    DeviceOpt,
+    choice_enum,
+    console,
+    finite_option,
+    say,
+    show_library_warnings,
+    stop_words,
+    user_errors,
+    warn,
+)
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 # The encoders a run can train: those with an architecture preset (training.loop.initial_model builds
@@ -90,6 +102,7 @@ def train(
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
     check_options(coarse_mix, network_masks, val_set, val_ratios)
+    show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
     with usage_error("--data"):  # no pairs, or a layout find_pairs refuses
         data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
     with usage_error("--val"):
@@ -121,44 +134,56 @@ def train(
             trainer.close()  # several ranks: leave the process group together
     except KeyboardInterrupt:
         raise interrupted(trainer, out) from None
-    if end is RunEnd.FINISHED:
-        say(f"done: {out / 'model.safetensors'}")
-    else:
-        reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
-        say(f"stopped at step {trainer.step} of {steps} ({reason}): {out / 'model.safetensors'}; "
-            "continue with --resume")
+    with terminal_gone_after_sighup(trainer):  # a SIGHUP during the last step lets the run finish
+        if end is RunEnd.FINISHED:
+            say(f"done: {out / 'model.safetensors'}")
+        else:
+            reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
+            say(f"stopped at step {trainer.step} of {steps} ({reason}): {out / 'model.safetensors'}; "
+                "continue with --resume")
 
 
 def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.loop.Trainer, RunEnd
     """``trainer.run()`` under a progress bar on stderr; a Ctrl-C, SIGTERM or SIGHUP ends it after the
-    step in progress, which it saves in last.pt.
-
-    After a SIGHUP the terminal is gone and writing to it fails (EIO): the stop's own line is then
-    dropped, and so is the bar's last drawing, which must not turn the stop into a failure."""
+    step in progress, which it saves in last.pt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeRemainingColumn(), console=console)
+    progress.start()
     try:
-        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("train", total=steps, completed=trainer.step, info="")
+        task = progress.add_task("train", total=steps, completed=trainer.step, info="")
 
-            def report(step: int, stats: dict[str, float]) -> None:
-                progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
+        def report(step: int, stats: dict[str, float]) -> None:
+            progress.update(task, completed=step, info=f"loss {stats['loss']:.4f} lr {stats['lr']:.2g}")
 
-            def stopping() -> None:
-                # Called from the signal handler, in the middle of a step: nothing may escape into it.
-                again = {signal.SIGINT: "; Ctrl-C again to quit at once",
-                         signal.SIGTERM: "; send it again to quit at once"}.get(trainer.stop_signal, "")
-                try:
-                    say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it{again}")
-                except OSError:
-                    pass
+        def stopping() -> None:
+            # Called from the signal handler, in the middle of a step: nothing may escape into it.
+            again = {signal.SIGINT: "; Ctrl-C again to quit at once",
+                     signal.SIGTERM: "; send it again to quit at once"}.get(trainer.stop_signal, "")
+            try:
+                say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it{again}")
+            except OSError:
+                pass  # a terminal that hung up (SIGHUP)
 
-            return trainer.run(report, on_interrupt=stopping)
-    except OSError:
-        if trainer.interrupted:  # the bar's closing drawing, on a terminal that hung up
-            raise KeyboardInterrupt from None
-        raise
+        return trainer.run(report, on_interrupt=stopping)
+    finally:
+        with terminal_gone_after_sighup(trainer):
+            progress.stop()  # the bar's last drawing
+
+
+@contextmanager
+def terminal_gone_after_sighup(trainer) -> Iterator[None]:  # noqa: ANN001 - a training.loop.Trainer or None
+    """Inside, a write that fails because SIGHUP stopped the run and the terminal is gone (EIO,
+    EPIPE) is dropped: the run saved its state, and the exit code says what stopped it. Any other
+    OSError (a full disk while saving) is raised."""
+    try:
+        yield
+    except OSError as exc:
+        hung_up = (trainer is not None and trainer.interrupted and hasattr(signal, "SIGHUP")
+                   and trainer.stop_signal == signal.SIGHUP and exc.errno in (errno.EIO, errno.EPIPE))
+        if not hung_up:
+            raise
 
 
 def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,

@@ -415,9 +415,10 @@ class Trainer:
     @contextmanager
     def ctrl_c_at_step_boundaries(self, on_interrupt: Callable[[], None] | None = None) -> Iterator[None]:
         """Inside, a first Ctrl-C (SIGINT), SIGTERM (``kill``, a job scheduler's pre-emption) or SIGHUP
-        (a closed terminal) only sets ``self.interrupted`` (and ``self.stop_signal``); a second Ctrl-C
-        or SIGTERM raises KeyboardInterrupt at once. A second SIGHUP is ignored: a closed terminal
-        sends it twice (the kernel, then the shell), and nobody is left to mean "quit now" by it.
+        (a closed terminal) only sets ``self.interrupted`` (and ``self.stop_signal``); a Ctrl-C or
+        SIGTERM after that raises KeyboardInterrupt at once. A SIGHUP after the first stop is ignored:
+        a closed terminal sends it twice (the kernel, then the shell), and nobody is left to mean
+        "quit now" by it.
         ``on_interrupt`` is called on the first.
 
         Deferring is the simplest way never to save a half-applied step: a step changes the model
