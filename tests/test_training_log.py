@@ -162,7 +162,6 @@ def test_a_resume_reads_the_log_twice_and_goes_on_as_a_straight_run(data: Path, 
     """resume() reads the header alone (other --val-set names are refused before any step); run()
     reads the whole log once, for the header it checks again and the rows it cuts back."""
     import builtins
-    import io
     import os
 
     straight = tmp_path / "straight"
@@ -173,14 +172,21 @@ def test_a_resume_reads_the_log_twice_and_goes_on_as_a_straight_run(data: Path, 
     first = log.read_bytes().splitlines(keepends=True)
 
     opened: list[str] = []  # the modes log.csv is opened in
-    real_open = io.open
+    real_open, real_path_open = builtins.open, Path.open
 
     def counting_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
         if isinstance(file, (str, os.PathLike)) and Path(file) == log:
             opened.append(mode)
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(io, "open", counting_open)  # pathlib opens through io.open
+    def counting_path_open(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if path == log:
+            opened.append(mode)
+        return real_path_open(path, mode, *args, **kwargs)
+
+    # Path.open reaches the file through io.open on 3.11+ and through a reference bound at import on
+    # 3.10, which patching io.open misses; builtins.open is a name of its own that Path.open never uses.
+    monkeypatch.setattr(Path, "open", counting_path_open)
     monkeypatch.setattr(builtins, "open", counting_open)
     resumed = Trainer(_options(data, out))
     assert resumed.resume() and opened == ["r"]
