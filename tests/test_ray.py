@@ -210,6 +210,29 @@ def test_a_ray_run_holds_stdout_on_stderr_until_its_with_is_left(local_ray, tiny
     assert local_ray.is_initialized()
 
 
+@pytest.mark.parametrize("leave", ["end", "exception"])
+def test_a_ray_run_shuts_down_the_ray_it_started_when_its_with_is_left(local_ray, tiny_weights, monkeypatch,  # noqa: ANN001
+                                                                       leave) -> None:  # noqa: ANN001
+    """The path where the command started Ray itself (connect says so): leaving the run shuts that
+    Ray down once, after the last result and with stdout still on stderr. (Here connect only joins
+    the module's Ray and shutdown is recorded, so the Ray the other tests use keeps running.)"""
+    from crm_cli import raybatch
+    from crm_cli.runtime import RefinerSpec
+
+    monkeypatch.setattr(raybatch, "connect", lambda address, quiet=False: local_ray.is_initialized())
+    shutdowns = []
+    monkeypatch.setattr(local_ray, "shutdown", lambda: shutdowns.append(sys.stdout is sys.stderr))
+    spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
+    before = sys.stdout
+    with pytest.raises(Stop) if leave == "exception" else contextlib.nullcontext():
+        with raybatch.ray_run("local", [{"n": 1}], lambda refiner, job: {"n": job["n"]}, spec) as run:
+            assert list(run) == [(0, {"n": 1})] and shutdowns == []
+            if leave == "exception":
+                raise Stop
+    assert shutdowns == [True]  # once, while Ray's own last lines still went to stderr
+    assert sys.stdout is before
+
+
 def test_a_sigterm_while_ray_starts_stops_the_command_as_any_sigterm(monkeypatch) -> None:  # noqa: ANN001
     """ray.init sets a SIGTERM handler of its own (sys.exit) while it starts: a SIGTERM then exited
     15 with no stop line; the command's handler takes it instead (exit 143)."""
