@@ -853,3 +853,51 @@ def test_a_batch_that_cannot_be_made_is_an_error_ctrl_c_or_not(tiny_dataset: Pat
         trainer.run()
     assert trainer.step == 3 and trainer.interrupted is ctrl_c
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# A run with one loader worker stopped by Ctrl-C in step 0, whose KeyboardInterrupt the caller keeps
+# (as one that reports it later does) until the interpreter exits. A file of its own, not `-c`: the
+# spawned worker imports the main module.
+KEPT_STOP_DRIVER = """
+import signal, sys
+from crm_cli.training.loop import Trainer, TrainOptions
+
+def main():
+    global kept
+    data, out, arch = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+    options = TrainOptions(data=data, out=out, steps=3, batch=2, seed=5, val_every=3, ckpt_every=2,
+                           val_images=2, arch=arch, query_window=32, workers=1)
+    train_step = Trainer.train_step
+
+    def stopped_step(self, batch=None):
+        if self.step == 0:
+            signal.raise_signal(signal.SIGINT)
+        return train_step(self, batch)
+
+    Trainer.train_step = stopped_step
+    try:
+        Trainer(options).run()
+    except KeyboardInterrupt as exc:
+        kept = exc  # its traceback holds run()'s frame, and so its locals, until the exit
+    print("left run", flush=True)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_stopped_run_whose_traceback_is_kept_still_lets_the_process_exit(tiny_dataset: Path,
+                                                                            tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(KEPT_STOP_DRIVER)
+    try:
+        done = subprocess.run([sys.executable, str(driver), str(tiny_dataset), str(tmp_path / "run"),
+                               repr(dict(TINY_ARCH))], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:  # was: multiprocessing's exit waited for the loader's worker
+        pytest.fail("the process did not exit: the data loader's worker outlived the run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "left run\n"
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1

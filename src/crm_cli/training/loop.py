@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -179,6 +179,30 @@ _SIGHUP = getattr(signal, "SIGHUP", None)
 def _in_main_thread() -> bool:
     """Whether this is the main thread, the only one allowed to set signal handlers."""
     return threading.current_thread() is threading.main_thread()
+
+
+class _BatchStream:
+    """A run's batches, let go of when :meth:`close` is called rather than when the run's frame goes.
+
+    The data loader's worker processes stop when their iterator is collected. A traceback that
+    keeps the run's frame (a stop's KeyboardInterrupt, an error, held by a caller or by the
+    interpreter until it exits) would keep them running, and at the exit multiprocessing waits
+    for them after a SIGTERM that they ignore (see :meth:`Trainer.batches`): the process hung."""
+
+    def __init__(self, batches: Iterator[Batch]) -> None:
+        self._batches: Iterator[Batch] | None = batches
+
+    def __iter__(self) -> _BatchStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._batches is None:
+            raise StopIteration
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Drop the iterator: a data loader's then shuts its workers down."""
+        self._batches = None
 
 
 class RunEnd(str, Enum):
@@ -473,9 +497,9 @@ class Trainer:
             log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
         stop = 0  # the ranks' vote on a stop signal (its number, 0: none), after each step
-        with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file:
+        with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file, \
+                closing(_BatchStream(self.batches())) as batches:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
-            batches = self.batches()
             while self.step < end:
                 # Alone, a Ctrl-C stops the run before the next step; ranks stop where they voted to, so
                 # all at the same step, whichever of them got it.
