@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     """Write scene_im.jpg, scene_gt.png and scene_seg.png (BIG layout) next to this script, or to --out."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     # Parsed even without options, so that --help prints this instead of rewriting the shipped files
     # (another OpenCV's JPEG encoder gives other bytes, and then another refined example).
     parser.add_argument("--out", type=Path, default=HERE, help="folder to write to (default: examples/)")

@@ -874,6 +874,8 @@ def main():
             signal.raise_signal(signal.SIGINT)
         return train_step(self, batch)
 
+    if sys.argv[4] == "broken":  # the data's training images are unreadable: a worker's error ends it
+        Trainer(options).run()
     Trainer.train_step = stopped_step
     try:
         Trainer(options).run()
@@ -895,9 +897,31 @@ def test_a_stopped_run_whose_traceback_is_kept_still_lets_the_process_exit(tiny_
     driver.write_text(KEPT_STOP_DRIVER)
     try:
         done = subprocess.run([sys.executable, str(driver), str(tiny_dataset), str(tmp_path / "run"),
-                               repr(dict(TINY_ARCH))], capture_output=True, text=True, timeout=120)
+                               repr(dict(TINY_ARCH)), "stopped"], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:  # was: multiprocessing's exit waited for the loader's worker
         pytest.fail("the process did not exit: the data loader's worker outlived the run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == "left run\n"
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_a_run_ended_by_a_worker_s_error_lets_the_process_exit(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The error comes out of the loader's own frames, which hold its iterator in a reference cycle
+    that only the garbage collector frees, after the exit waited for the workers."""
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    for image in sorted((data / "images").iterdir())[1:]:  # all but the first, held out for validation
+        image.write_bytes(b"not a JPEG")
+    driver = tmp_path / "driver.py"
+    driver.write_text(KEPT_STOP_DRIVER)
+    try:
+        done = subprocess.run([sys.executable, str(driver), str(data), str(tmp_path / "run"), repr(dict(TINY_ARCH)),
+                               "broken"], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:  # was: multiprocessing's exit waited for the loader's worker
+        pytest.fail("the process did not exit: the data loader's worker outlived the run")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "ImageReadError" in done.stderr and "not a recognised image file" in done.stderr, done.stderr[-2000:]

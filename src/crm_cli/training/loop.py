@@ -185,9 +185,9 @@ class _BatchStream:
     """A run's batches, let go of when :meth:`close` is called rather than when the run's frame goes.
 
     The data loader's worker processes stop when their iterator is collected. A traceback that
-    keeps the run's frame (a stop's KeyboardInterrupt, an error, held by a caller or by the
-    interpreter until it exits) would keep them running, and at the exit multiprocessing waits
-    for them after a SIGTERM that they ignore (see :meth:`Trainer.batches`): the process hung."""
+    keeps the run's frame (a stop's KeyboardInterrupt held by a caller, an error from the loader)
+    would keep them running, and at the exit multiprocessing waits for them after a SIGTERM that
+    they ignore (see :meth:`Trainer.batches`): the process hung. :meth:`close` stops them."""
 
     def __init__(self, batches: Iterator[Batch]) -> None:
         self._batches: Iterator[Batch] | None = batches
@@ -201,8 +201,14 @@ class _BatchStream:
         return next(self._batches)
 
     def close(self) -> None:
-        """Drop the iterator: a data loader's then shuts its workers down."""
-        self._batches = None
+        """Shut a data loader's workers down and drop the iterator."""
+        batches, self._batches = self._batches, None
+        # Dropping it is not always enough: an error raised from inside the loader (a worker's
+        # unreadable pair) keeps the loader's own frames, which hold the iterator, in a reference
+        # cycle that only the garbage collector frees, after the exit has waited for the workers.
+        shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
 
 
 class RunEnd(str, Enum):
