@@ -631,13 +631,6 @@ def _hides_only_background(mask: MaskData, alpha: np.ndarray) -> bool:
     return bool(((alpha == 0) == zero).all() and (alpha[~zero] == 255).all())
 
 
-def _distinct_values(values: np.ndarray) -> int:
-    """How many distinct values ``values`` holds (a count per level for 8-bit values)."""
-    if values.dtype == np.uint8:
-        return int(np.count_nonzero(np.bincount(values.ravel(), minlength=256)))
-    return int(np.unique(values).size)
-
-
 def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     """Whether a transparency kept beside the colours (tRNS, GIF) is the mask rather than the values:
     when the values draw nothing (a white object on a transparent white), or when they are a photo's
@@ -646,9 +639,9 @@ def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     index made transparent) and soft levels keep their values, whatever is transparent."""
     if _is_constant(alpha):
         return False
-    if _is_constant(mask.values):
+    if mask.distinct_values == 1:
         return True
-    return _distinct_values(mask.values) >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
+    return mask.distinct_values >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
 def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:

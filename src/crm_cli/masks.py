@@ -250,6 +250,14 @@ class MaskData:
         return label_ids(self.values, self._counts if counted else None)
 
     @cached_property
+    def distinct_values(self) -> int:
+        """How many distinct values the mask holds; uint8 values are counted once with
+        :meth:`is_label_map`'s counts."""
+        if self.values.dtype == np.uint8:
+            return int(np.count_nonzero(self._counts))
+        return int(np.unique(self.values).size)
+
+    @cached_property
     def _counts(self) -> np.ndarray:
         """How many pixels hold each value (``np.bincount``; 256 entries for uint8 values), counted
         once: :meth:`is_label_map` and :attr:`label_ids` both read it. Asked for only where it is

@@ -304,6 +304,15 @@ def stop_words(signum: int) -> str:
     return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
 
 
+def say_if_possible(text: str) -> None:
+    """:func:`say` a stop's line, unless stderr is gone with a terminal that hung up (SIGHUP): the
+    exit code still tells what stopped the command."""
+    try:
+        say(text)
+    except OSError:
+        pass
+
+
 def stop_behind(error: BaseException) -> bool:
     """Whether ``error`` was raised while a Ctrl-C or stop signal unwound the command: it is then
     no failure of its own, and :func:`stops_cleanly` must see it."""
@@ -337,10 +346,7 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
         if cause is None:
             raise
         signum = cause.signum if isinstance(cause, Terminated) else int(signal.SIGINT)
-        try:
-            say(f"{stop_words(signum)}{hint}")
-        except OSError:
-            pass  # stderr went with the terminal
+        say_if_possible(f"{stop_words(signum)}{hint}")
         raise typer.Exit(128 + signum) from None
     finally:
         for signum, previous in installed.items():

@@ -21,6 +21,7 @@ from .common import (
     console,
     finite_option,
     say,
+    say_if_possible,
     show_library_warnings,
     stop_words,
     user_errors,
@@ -161,10 +162,7 @@ def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.l
             # Called from the signal handler, in the middle of a step: nothing may escape into it.
             again = {signal.SIGINT: "; Ctrl-C again to quit at once",
                      signal.SIGTERM: "; send it again to quit at once"}.get(trainer.stop_signal, "")
-            try:
-                say(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it{again}")
-            except OSError:
-                pass  # a terminal that hung up (SIGHUP)
+            say_if_possible(f"{stop_words(trainer.stop_signal)}: finishing the step in progress to save it{again}")
 
         return trainer.run(report, on_interrupt=stopping)
     finally:
@@ -180,8 +178,8 @@ def terminal_gone_after_sighup(trainer) -> Iterator[None]:  # noqa: ANN001 - a t
     try:
         yield
     except OSError as exc:
-        hung_up = (trainer is not None and trainer.interrupted and hasattr(signal, "SIGHUP")
-                   and trainer.stop_signal == signal.SIGHUP and exc.errno in (errno.EIO, errno.EPIPE))
+        hung_up = (trainer is not None and trainer.interrupted
+                   and trainer.stop_signal == getattr(signal, "SIGHUP", None) and exc.errno in (errno.EIO, errno.EPIPE))
         if not hung_up:
             raise
 
@@ -226,10 +224,7 @@ def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.
     else:
         where = "no checkpoint was written yet; run the command again to start over"
     step = f" at step {trainer.step}" if trainer is not None else ""
-    try:
-        say(f"{stop_words(signum)}{step}: {where}")
-    except OSError:
-        pass  # stderr went with the terminal (SIGHUP)
+    say_if_possible(f"{stop_words(signum)}{step}: {where}")
     return typer.Exit(128 + signum)
 
 

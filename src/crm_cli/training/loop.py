@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -169,11 +169,11 @@ def _single_threaded_worker(_: int) -> None:
 # The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
 # handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM and
 # SIGHUP (which Windows lacks).
-_DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-if hasattr(signal, "SIGHUP"):
-    _DEFAULT_HANDLERS[signal.SIGHUP] = signal.SIG_DFL
-_DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
 _SIGHUP = getattr(signal, "SIGHUP", None)
+_DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+if _SIGHUP is not None:
+    _DEFAULT_HANDLERS[_SIGHUP] = signal.SIG_DFL
+_DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
 
 
 def _in_main_thread() -> bool:
@@ -181,31 +181,18 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class _BatchStream:
-    """A run's batches, let go of when :meth:`close` is called rather than when the run's frame goes.
+@contextmanager
+def _workers_stopped_after(batches: Iterator[Batch]) -> Iterator[Iterator[Batch]]:
+    """``batches``, whose data loader's worker processes are shut down when the block is left.
 
-    The data loader's worker processes stop when their iterator is collected. A traceback that
-    keeps the run's frame (a stop's KeyboardInterrupt held by a caller, an error from the loader)
-    would keep them running, and at the exit multiprocessing waits for them after a SIGTERM that
-    they ignore (see :meth:`Trainer.batches`): the process hung. :meth:`close` stops them."""
-
-    def __init__(self, batches: Iterator[Batch]) -> None:
-        self._batches: Iterator[Batch] | None = batches
-
-    def __iter__(self) -> _BatchStream:
-        return self
-
-    def __next__(self) -> Batch:
-        if self._batches is None:
-            raise StopIteration
-        return next(self._batches)
-
-    def close(self) -> None:
-        """Shut a data loader's workers down and drop the iterator."""
-        batches, self._batches = self._batches, None
-        # Dropping it is not always enough: an error raised from inside the loader (a worker's
-        # unreadable pair) keeps the loader's own frames, which hold the iterator, in a reference
-        # cycle that only the garbage collector frees, after the exit has waited for the workers.
+    They would stop when the loader's iterator is collected, but a traceback can keep it: the run's
+    frame in a stop's KeyboardInterrupt that a caller holds, or the loader's own frames in a
+    reference cycle after an error from inside it (a worker's unreadable pair). At the exit
+    multiprocessing then waits for workers that ignore its SIGTERM (see :meth:`Trainer.batches`),
+    and the process hung."""
+    try:
+        yield batches
+    finally:
         shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
         if shutdown is not None:
             shutdown()
@@ -504,7 +491,7 @@ class Trainer:
         self.interrupted = False
         stop = 0  # the ranks' vote on a stop signal (its number, 0: none), after each step
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file, \
-                closing(_BatchStream(self.batches())) as batches:
+                _workers_stopped_after(self.batches()) as batches:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             while self.step < end:
                 # Alone, a Ctrl-C stops the run before the next step; ranks stop where they voted to, so
