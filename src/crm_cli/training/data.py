@@ -42,6 +42,39 @@ def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:
     return sorted(found, key=lambda p: p.name)
 
 
+def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) -> list[str]:
+    """What would stop a run when a pair is first read, found before the run starts: one message per
+    bad pair, naming its file. Headers only (missing, empty, unrecognised or too large files, a mask
+    that cannot fit its photo, also a network mask in ``network_dirs``), except that JPEG masks are
+    decoded, as only their values show class ids that JPEG altered (``imageio.read_mask``). A file
+    damaged after its header still fails when first read."""
+    from ..imageio import ImageReadError, probe_image, read_mask
+    from ..masks import check_pair_headers
+
+    problems = []
+    for pair in pairs:
+        try:
+            image = probe_image(pair.image)
+            masks = [pair.mask, *(p for d in network_dirs if (p := Path(d) / f"{pair.name}.png").is_file())]
+            for path in masks:
+                header = probe_image(path)
+                check_pair_headers(image, header, str(pair.image), str(path))
+                if header.format in ("JPEG", "MPO"):
+                    read_mask(path)
+        except (ImageReadError, ValueError) as exc:  # SizeMismatchError is a ValueError
+            problems.append(str(exc))
+    return problems
+
+
+def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int = 10) -> ValueError:
+    """The error for :func:`pair_problems`' findings among ``total`` pairs ``where`` ("under DIR"):
+    how many, and the first ``shown`` of them."""
+    listed = "".join(f"\n  {problem}" for problem in problems[:shown])
+    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read for training; fix or remove "
+                      f"them:{listed}{more}")
+
+
 def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair], list[FilePair]]:
     """Fixed split: every ``every``-th pair (sorted order) is held out for validation."""
     train = [p for i, p in enumerate(pairs) if i % every != 0]

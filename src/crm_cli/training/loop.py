@@ -39,9 +39,11 @@ from .data import (
     PairCache,
     list_pairs,
     make_training_sample,
+    pair_problems,
     split_pairs,
     synthetic_samples,
     training_pairs,
+    unusable_pairs_error,
 )
 from .loss import crm_loss
 
@@ -227,8 +229,14 @@ class Trainer:
         data = Path(options.data)
         pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
         train_pairs, held_out = split_pairs(pairs)
-        self.cache = PairCache(train_pairs, tuple(Path(d) for d in options.network_masks))
+        network_dirs = tuple(Path(d) for d in options.network_masks)
+        self.cache = PairCache(train_pairs, network_dirs)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
+        # A pair that cannot be read would stop the run when first drawn, hours in.
+        for checked, where, dirs in ((pairs, f"under {data}", network_dirs),
+                                     (self.val_pairs if val_pairs is not None else [], "given for validation", ())):
+            if problems := pair_problems(checked, dirs):
+                raise unusable_pairs_error(problems, len(checked), where)
         self.val_sets = parse_val_sets(options.val_sets)
         self._validation: list[ValidationSet] | None = None  # built on the first validation
         self.mix = options.data_mix()
