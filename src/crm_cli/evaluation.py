@@ -111,7 +111,7 @@ class Evaluation:
 def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | None = None, *,
              ratios: Sequence[float] | None = None, per_stage: bool = False, threshold: float | None = None,
              on_sample: Callable[[Sample, np.ndarray], None] | None = None,
-             on_error: Callable[[str, Exception], None] | None = None) -> Evaluation:
+             on_error: Callable[[str, Exception], None] | None = None, min_side: int = 0) -> Evaluation:
     """Refine every sample with ``refiner`` (an ``engine.Refiner``) and score coarse and refined.
 
     Args:
@@ -124,6 +124,9 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         on_error: called with a sample's name and the error when refining, scoring or ``on_sample``
             fails for it (PAIR_ERRORS); that sample is then left out of every score and the rest go
             on. Without it the error is raised.
+        min_side: a sample whose image has a shorter side is not refined: its coarse mask is scored
+            (and given to ``on_sample``) as the refined one, schedule ``"passthrough"``, as ``crm
+            refine`` and ``crm batch`` write it (``config.MIN_REFINE_SIDE``; 0: every sample is refined).
     """
     from .outputs import render_output
 
@@ -131,14 +134,16 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
     for sample in samples:
         try:
             start = time.perf_counter()
-            detail = refiner.refine_detailed(sample.image, sample.coarse, ratios, keep_stages=per_stage,
-                                             preset=preset)
+            passthrough = min(sample.image.shape[:2]) < min_side
+            detail = None if passthrough else refiner.refine_detailed(
+                sample.image, sample.coarse, ratios, keep_stages=per_stage, preset=preset)
             seconds = time.perf_counter() - start
-            refined = render_output("soft", detail.probability, threshold=threshold)
+            refined = render_output("soft", sample.coarse if detail is None else detail.probability,
+                                    threshold=threshold)
             coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
             before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
             stage_scores = [score_pair(render_output("soft", stage, threshold=threshold), sample.gt, sample.name)
-                            for stage in detail.stages]
+                            for stage in ([] if detail is None else detail.stages)]
             if on_sample is not None:
                 on_sample(sample, refined)
         except PAIR_ERRORS as exc:
@@ -148,16 +153,19 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
             continue
         # Counted only once the sample went through whole, so a failed one leaves no partial score.
         result.refine_seconds += seconds
-        schedule = detail.schedule
+        schedule = "passthrough" if detail is None else detail.schedule
         result.schedules[schedule] += 1
         result.coarse.add(before)
         result.refined.add(after)
-        result.images.append({"name": sample.name, "schedule": schedule, "guard_restored": detail.guard_restored,
-                              "boundary_kept": detail.boundary_kept, "kept_coarse": detail.kept_coarse,
-                              "change_confidence": detail.change_confidence,
+        result.images.append({"name": sample.name, "schedule": schedule, "passthrough": detail is None,
+                              "guard_restored": 0 if detail is None else detail.guard_restored,
+                              "boundary_kept": detail is not None and detail.boundary_kept,
+                              "kept_coarse": detail is not None and detail.kept_coarse,
+                              "change_confidence": None if detail is None else detail.change_confidence,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
-        for ratio, stage_score in zip(detail.ratios, stage_scores, strict=False):  # none without per_stage
+        for ratio, stage_score in zip(() if detail is None else detail.ratios, stage_scores,
+                                      strict=False):  # none without per_stage
             result.stages_by_ratio.setdefault(float(ratio), DatasetScore()).add(stage_score)
     return result
 

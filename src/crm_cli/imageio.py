@@ -16,7 +16,7 @@ import stat
 import struct
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -459,12 +459,19 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _wide_int_to_uint16(image: Image.Image) -> np.ndarray:
-    """uint16 values of an I;16* or 32-bit "I" image (the latter clipped to 0..65535)."""
+def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
+    """uint16 values of an I;16* or 32-bit "I" photo. Values outside 0..65535 (a signed TIFF's
+    negatives, a 32-bit count) have no place on any scale crm reads photos on: clipping them would
+    turn every negative pixel black in silence (the air and soft tissue of a CT slice), so such a
+    photo is refused, naming the file, as a float photo outside [0, 1] is."""
     values = np.asarray(image)
-    if values.dtype != np.uint16:
-        values = np.clip(values, 0, 65535).astype(np.uint16)
-    return values
+    if values.dtype == np.uint16:
+        return values
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise ImageReadError(f"{label}: an integer image must hold values from 0 to 65535; its values run from "
+                             f"{low} to {high} (window or rescale it to 0..65535 first)")
+    return values.astype(np.uint16)
 
 
 # Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (the slip that
@@ -476,14 +483,67 @@ _PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
 
 def _photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
     """uint16 photo values as uint8, white at the top of the fewest bits of _PHOTO_BIT_DEPTHS that
-    hold the largest value (65535 when none do), and the note for a photo read on a smaller scale."""
+    hold the largest value (65535 when none do), and the note for a photo read on a smaller scale.
+    A photo that reading would flatten is stretched instead (:func:`_flattened`)."""
     top = int(values.max()) if values.size else 0
     white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
     if white == 65535 or top == 0:  # an all-black photo is black on any scale: no note
-        return _to_uint8(values), None
-    scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
-    return scaled, (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
-                    f"values ({white} = white)")
+        scaled, note = _to_uint8(values), None
+    else:
+        scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
+        note = (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
+                f"values ({white} = white)")
+    if not _flattened(lambda: values, scaled):
+        return scaled, note
+    low = int(values.min())
+    span = top - low
+    stretched = (((values.astype(np.uint32) - low) * 255 + span // 2) // span).astype(np.uint8)
+    return stretched, _stretch_note(label, f"{low} to {top}", white, scaled)
+
+
+# A photo whose 8-bit reading leaves fewer grey levels than this between its darkest and brightest
+# pixel is too flat for the model to see edges in (a synthetic scene with its levels squeezed into
+# 32 levels: the default weights unsure of every change, coarse mask kept; 48 or more: refined).
+PHOTO_MIN_LEVELS = 64
+
+
+def _flattened(levels: Callable[[], np.ndarray], scaled: np.ndarray) -> bool:
+    """True when reading a photo's 16-bit (or 16-bit quantised float) values, ``levels()``, as the
+    uint8 ``scaled`` squeezed them into fewer than PHOTO_MIN_LEVELS grey levels and merged at least
+    two of the file's values into each: a narrow window of a wider scale (a 16-bit CT or X-ray
+    slice with values 30000-34000, data shifted by 32768 from a signed scale, a float photo within
+    [0.4, 0.6]), whose contrast the 8-bit reading destroys. 8-bit values saved in a wider file keep
+    their levels, so they are read as they are. ``levels`` is called only for such a narrow photo."""
+    if not scaled.size or int(scaled.max()) - int(scaled.min()) >= PHOTO_MIN_LEVELS:
+        return False
+    return _distinct(levels(), 65536) >= 2 * _distinct(scaled, 256)
+
+
+def _distinct(values: np.ndarray, size: int) -> int:
+    """How many distinct values an unsigned integer array holds, all below ``size`` (a table of
+    seen values: no int64 copy of the image, as np.bincount would make)."""
+    seen = np.zeros(size, bool)
+    seen[values] = True
+    return int(np.count_nonzero(seen))
+
+
+def _stretch_note(label: str, span: str, white: int | float, scaled: np.ndarray) -> str:
+    """The warning for a photo read with its values stretched from black to white."""
+    scale = "[0, 1]" if isinstance(white, float) else f"0..{white}"
+    levels = int(scaled.max()) - int(scaled.min()) + 1
+    return (f"{label}: its values run from {span} only, {levels} grey levels on the {scale} scale; "
+            "read with that range stretched from black to white")
+
+
+def _float_photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
+    """A float photo's values in [0, 1] as uint8 (the rule of float masks: 1 = white), stretched
+    from black to white where that reading would flatten them (:func:`_flattened`)."""
+    gray = (values * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    if not _flattened(lambda: (values * np.float32(65535) + np.float32(0.5)).astype(np.uint16), gray):
+        return gray, None
+    low, high = float(values.min()), float(values.max())
+    stretched = ((values - np.float32(low)) * np.float32(255 / (high - low)) + np.float32(0.5)).astype(np.uint8)
+    return stretched, _stretch_note(label, f"{low:.4g} to {high:.4g}", 1.0, gray)
 
 
 def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
@@ -493,12 +553,11 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.nda
         return _photo_to_uint8(decoded[..., :3], label)
     mode = decoded.mode
     if mode.startswith("I;16") or mode == "I":
-        gray, note = _photo_to_uint8(_wide_int_to_uint16(decoded), label)
+        gray, note = _photo_to_uint8(_photo_integers(decoded, label), label)
         return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "F":
-        # The rule of float masks: values in [0, 1], 1 = white.
-        gray = (_unit_floats(decoded, label, "image") * np.float32(255) + np.float32(0.5)).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2), None
+        gray, note = _float_photo_to_uint8(_unit_floats(decoded, label, "image"), label)
+        return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "RGB":
         return np.asarray(decoded), None
     # Covers 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV; alpha is dropped.

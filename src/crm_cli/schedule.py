@@ -28,7 +28,8 @@ Two measurements of the coarse mask decide:
   probe reads pixel-level detail gets a ``min_shift``: when the final stage moves its boundary by
   less than that on average, the moves near the boundary are undone (``guard.keep_precise_boundary``).
   The final stage runs on the photo enlarged by ``SMALL_FINAL_SCALE`` and is averaged with its run
-  on the mirrored photo (both cheap at these sizes).
+  on the mirrored photo (both cheap at these sizes; a long strip beyond ``SMALL_ENLARGED_MAX_PIXELS``
+  and ``SMALL_MIRRORED_MAX_PIXELS`` follows the photo-size limits below instead).
 * **Photos up to ``ENLARGED_FINAL_MAX_PIXELS``** (Full HD, 2K) run their final stage enlarged too,
   after the coarse stages, and mirrored up to ``MIRRORED_FINAL_MAX_PIXELS``; larger ones (4K) keep
   it at ratio 1 for speed. Both limits are a property of the weights (``FinalStage``): a weights
@@ -84,6 +85,14 @@ SMALL_TRUST_LOW, SMALL_TRUST_HIGH = 1.3, 6.0
 TRUST_DETAIL_RATIO = 0.25
 TRUST_DETAIL_LOW, TRUST_DETAIL_HIGH = 0.03, 0.08
 ALIGNMENT_SIDE = 2048  # edge alignment is measured with the long side reduced to at most this
+# ... but never with the short side reduced below this (or below its own length, when shorter).
+# Photos up to 2:1 are reduced to ALIGNMENT_SIDE as before; an elongated one (a line-scan camera's
+# 20000x300 strip) reduced by its long side lost its short side to a few dozen px, where the
+# measuring bands (0.5-2.5 px and 4-8 px from the boundary) reach across the object and the
+# averaging of the reduction takes the texture away from the 4-8 px band only. A 6000x300 strip
+# with a blocky mask read an alignment of a precise mask there, so the guard held its coarse
+# boundary (kept; IoU 96.75) where, measured unreduced, it is refined (IoU 99.07).
+ALIGNMENT_MIN_SHORT_SIDE = 1024
 # A precise mask (where a coarse stage fits) whose boundary runs beside the image's edges rather
 # than on them gets no trust: its boundary sharpness (the mean gradient on the pixels touching the
 # boundary over the mean 1-3 px from it, unblurred) is below this. The edge alignment's 0.5-2.5 px
@@ -165,6 +174,16 @@ ENLARGED_FINAL_MAX_PIXELS = 2_500_000
 # (mean IoU over images), at 1438x960 96.67 / 74.02 -> 96.71 / 74.17, at 1918x1280 97.29 / 74.50 ->
 # 97.33 / 74.64 for 0.87 -> 1.31 s per image).
 MIRRORED_FINAL_MAX_PIXELS = 1_000_000
+# Photos too small for any coarse stage (a short side under 448 px) are enlarged and mirrored
+# whatever the weights' limits say, as measured on DUTS (at most 400x400, 0.16 MP) above; but only
+# up to these sizes, beyond which the limits above apply to them too. A line-scan strip can be too
+# narrow for a coarse stage and still hold many megapixels: 65535x300 (19.7 MP) ran its final stage
+# on 44 MP, twice: 38 s and 2.6 GB peak, beyond the 1.7 GB crm estimates (and checks) for it; at
+# ratio 1 unmirrored, 12 s and 1.4 GB. The mirror gained nothing on synthetic strips with blocky
+# masks (IoU with / without: 99.23 / 99.25 and 99.07 / 99.07 at 6000x300, 98.10 / 98.13 at
+# 8000x200) for twice the time; ratio 1 instead of 1.5 gave 99.06, 99.17 and 98.09.
+SMALL_ENLARGED_MAX_PIXELS = ENLARGED_FINAL_MAX_PIXELS
+SMALL_MIRRORED_MAX_PIXELS = MIRRORED_FINAL_MAX_PIXELS
 # The region pass of a precise mask starts at the coarsest stage that destroys at most this much
 # detail; only its thick changes are kept, so it tolerates more than DETAIL_TOLERANCE. IS-Net at
 # 1024 px on 1918x1280 cars: 0.03-0.37 at r = 0.25; SAM-like masks of railings and wires: 0.4-1.9.
@@ -198,10 +217,11 @@ class FinalStage:
     """How the final stage runs by photo size, and how sure of its changes it must be for them to
     be taken: a property of the weights (``Refiner.final_stage``).
 
-    Photos too small for any coarse stage always run it enlarged by ``scale`` and mirrored. Where a
-    coarse stage fits, a photo of at most ``enlarge_max_pixels`` pixels is enlarged and one of at
-    most ``mirror_max_pixels`` mirrored. With the guard on, a result whose change confidence is
-    below ``min_change_confidence`` keeps the coarse mask. The defaults were chosen on the default
+    Photos too small for any coarse stage run it enlarged by ``scale`` and mirrored whatever the
+    limits below, up to ``SMALL_ENLARGED_MAX_PIXELS`` and ``SMALL_MIRRORED_MAX_PIXELS`` (longer
+    strips follow the limits). Otherwise a photo of at most ``enlarge_max_pixels`` pixels is
+    enlarged and one of at most ``mirror_max_pixels`` mirrored. With the guard on, a result whose
+    change confidence is below ``min_change_confidence`` keeps the coarse mask. The defaults were chosen on the default
     weights; a weights file's sidecar may set its own under ``"final_stage"`` (the EfficientNet-Lite0
     CRM loses about 0.4 mBA on 2K cars when enlarged, so its sidecar sets ``enlarge_max_pixels`` to 0).
     """
@@ -317,10 +337,11 @@ def guard_distance(first_ratio: float) -> float:
 
 
 def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The grey image and the binary mask, both reduced to at most ``ALIGNMENT_SIDE`` on the long side."""
+    """The grey image and the binary mask, both reduced to at most ``ALIGNMENT_SIDE`` on the long side,
+    unless that would take the short side below ``ALIGNMENT_MIN_SHORT_SIDE`` (elongated photos)."""
     binary = np.asarray(mask, dtype=bool)  # no copy of a boolean mask
     height, width = binary.shape
-    scale = min(1.0, ALIGNMENT_SIDE / max(height, width))
+    scale = min(1.0, max(ALIGNMENT_SIDE / max(height, width), ALIGNMENT_MIN_SHORT_SIDE / min(height, width)))
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -530,9 +551,10 @@ def choose_schedule(mask: np.ndarray, ladder: Sequence[float], image: np.ndarray
         min_shift = SMALL_MIN_SHIFT
     ratios = ladder[start:] if fitting else ladder[-1:]
     pixels = height * width
-    if not fitting or pixels <= final.enlarge_max_pixels:
+    if pixels <= final.enlarge_max_pixels or (not fitting and pixels <= SMALL_ENLARGED_MAX_PIXELS):
         ratios = ratios[:-1] + (ratios[-1] * final.scale,)
-    mirror = SMALL_MIRROR and (not fitting or pixels <= final.mirror_max_pixels)
+    mirror = SMALL_MIRROR and (pixels <= final.mirror_max_pixels
+                               or (not fitting and pixels <= SMALL_MIRRORED_MAX_PIXELS))
     # Every ratio after a fitting start fits too, so the chosen coarse stages all run.
     return Schedule(ratios, guard_distance(ladder[start]), trust, alignment, detail, regions, min_shift,
                     mirror=mirror, final_only=len(ratios) == 1, sharpness=sharpness)

@@ -109,6 +109,19 @@ def webp_refusal(image_mode: str) -> str | None:
     return f"WebP cannot store {kind} losslessly; write it as .png or .tif"
 
 
+# The longest side a WebP file can hold (its header stores each side in 14 bits).
+WEBP_MAX_SIDE = 16383
+
+
+def webp_size_refusal(width: int, height: int) -> str | None:
+    """Why WebP cannot hold an output of ``width`` x ``height`` (a side over WEBP_MAX_SIDE, as a
+    line-scan strip's), or None."""
+    if max(width, height) <= WEBP_MAX_SIDE:
+        return None
+    return (f"WebP holds at most {WEBP_MAX_SIDE} px per side, and this output is {width}x{height}; "
+            "write it as .png or .tif")
+
+
 def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
 
@@ -123,7 +136,7 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     elif fmt == "TIFF":
         image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
     elif fmt == "WEBP":
-        if (refusal := webp_refusal(image.mode)) is not None:
+        if (refusal := webp_refusal(image.mode) or webp_size_refusal(image.width, image.height)) is not None:
             raise ValueError(refusal)
         # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
         image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)

@@ -27,6 +27,16 @@ def check_output_name(output: Path, output_kind: str = "soft") -> str:
     return fmt
 
 
+def check_output_size(output: Path, width: int, height: int) -> None:
+    """Refuse (exit 2, a usage error), before the model loads, an output name whose format cannot
+    hold an image of this size (WebP, over 16383 px per side), which writing it after refining
+    would refuse."""
+    from ..writing import output_format, webp_size_refusal
+
+    if output_format(output) == "WEBP" and (refusal := webp_size_refusal(width, height)) is not None:
+        raise fail(f"{output}: {refusal}", code=2)
+
+
 def check_label_output(read_mask: Callable[[], MaskData], mask_name: str, mode: str, output: Path) -> None:
     """Refuse (exit 2, a usage error), before the model loads, a label map that ``output``'s format
     cannot hold (a palette or 16-bit label map as WebP), which writing it after refining would refuse.
@@ -148,10 +158,9 @@ def too_small(header: Any) -> bool:
     return min(header.width, header.height) < MIN_REFINE_SIDE
 
 
-def passthrough_note(width: int, height: int, label: str) -> str:
-    """The warning for an image too small to refine."""
-    return (f"{label} is {width}x{height}, under the {MIN_REFINE_SIDE}-px minimum side crm refines; "
-            "the mask is written unchanged")
+def passthrough_note(width: int, height: int, label: str, outcome: str = "the mask is written unchanged") -> str:
+    """The warning for an image too small to refine (``outcome``: what is done instead)."""
+    return f"{label} is {width}x{height}, under the {MIN_REFINE_SIDE}-px minimum side crm refines; {outcome}"
 
 
 def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any, tile_size: int,

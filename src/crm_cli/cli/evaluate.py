@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .checks import precheck_pair, unwritable_reason
+from ..config import MIN_REFINE_SIDE
+from .checks import passthrough_note, precheck_pair, unwritable_reason
 from .common import (
     FailureRecord,
     JsonOpt,
@@ -56,6 +57,7 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
+    from ..imageio import probe_image
     from ..pairing import scan_pairs
     from ..writing import write_png
 
@@ -90,12 +92,16 @@ def evaluate(
         raise fatal.fail(reason)
     checked = []
     for pair in pairs:
-        error, _ = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                 options.tile_size, gt=pair.gt)
+        error, small = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
+                                     options.tile_size, gt=pair.gt)
         if error is not None:
             failed(pair.name, pair.image, error)
         else:
             checked.append(pair)
+            if small:  # scored as crm refine and crm batch write it: the coarse mask, unrefined
+                header = probe_image(pair.image, name=str(pair.image))
+                warn(passthrough_note(header.width, header.height, str(pair.image),
+                                      "its coarse mask is scored (and written) as the refined one"))
     if not checked:
         raise fatal.fail("no pair left to score")
     by_name = {pair.name: pair for pair in checked}
@@ -123,7 +129,7 @@ def evaluate(
         with user_errors(fatal.emit):
             scores = score_samples(refiner, announced(folder_samples(checked, on_error=refine_failed)), settings,
                                    per_stage=per_stage, threshold=threshold, on_sample=finished,
-                                   on_error=refine_failed)
+                                   on_error=refine_failed, min_side=MIN_REFINE_SIDE)
     scored = scores.count
     if not scored:
         raise fatal.fail("no pair could be scored")

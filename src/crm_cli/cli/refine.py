@@ -11,6 +11,7 @@ from .checks import (
     check_label_output,
     check_labels,
     check_output_name,
+    check_output_size,
     check_pair,
     passthrough_note,
     passthrough_pair,
@@ -107,6 +108,7 @@ def refine(
         # Both pre-model checks that need the mask's pixels share one decode.
         pre_model_mask = functools.cache(lambda: read_mask(mask_src, name=mask_name))
         if not to_stdout:
+            check_output_size(output, header.width, header.height)
             check_label_output(pre_model_mask, mask_name, mode.value, output)
         # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
         label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
