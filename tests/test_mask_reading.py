@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.cli.checks import passthrough_pair
-from crm_cli.imageio import ImageReadError, probe_image, read_mask
+from crm_cli.imageio import ImageReadError, probe_image, read_image, read_mask
 from crm_cli.masks import MaskData, scale_note
 from crm_cli.pipeline import choose_mode, fit_mask_to_image, read_pair, refine_files
 from crm_cli.presets import get_preset
@@ -384,9 +384,9 @@ def test_probe_leaves_a_truncated_png_to_the_decoder(tmp_path: Path) -> None:
 ])
 def test_unsupported_float_tiff_says_what_it_holds(tmp_path: Path, values: np.ndarray, layout: str) -> None:
     cv2.imwrite(str(tmp_path / "f.tif"), values)
-    expected = (f"f.tif: this TIFF's sample format ({layout}) is not supported; a floating-point mask must be a "
-                "32-bit single-channel TIFF")
-    for read in (probe_image, read_mask):
+    expected = (f"f.tif: this TIFF's sample format ({layout}) is not supported; crm reads floating-point masks "
+                "and photos only as 32-bit single-channel TIFFs")
+    for read in (probe_image, read_mask, read_image):
         with pytest.raises(ImageReadError, match="^.*" + expected.replace("(", r"\(").replace(")", r"\)") + "$"):
             read(tmp_path / "f.tif")
 

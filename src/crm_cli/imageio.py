@@ -287,7 +287,8 @@ def _unrecognised_error(label: str, stream: BinaryIO | None) -> ImageReadError:
     message = (f"{label}: this TIFF's sample format ({channels} channel{'s' if channels != 1 else ''} of "
                f"{bits}-bit {kind}) is not supported")
     if sample_format == 3:
-        message += "; a floating-point mask must be a 32-bit single-channel TIFF"
+        # Said of masks and photos alike: the file is refused before anyone knows which it is.
+        message += "; crm reads floating-point masks and photos only as 32-bit single-channel TIFFs"
     return ImageReadError(message)
 
 
