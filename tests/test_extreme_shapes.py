@@ -101,6 +101,23 @@ def test_narrow_float_photo_is_stretched_and_8bit_values_in_a_wide_file_are_not(
     assert notes == []
 
 
+@pytest.mark.parametrize(("levels", "stretched"), [(63, True), (64, False)])
+def test_a_photo_is_stretched_only_under_64_grey_levels(tmp_path: Path, levels: int, stretched: bool) -> None:
+    # 16-bit values 257 * (100 .. 100 + levels - 1) plus 0..99 between them: read on the 16-bit
+    # scale they are exactly `levels` grey levels, each merging about a hundred of the file's values.
+    ramp = np.linspace(0, levels - 1, 200 * 50).round().astype(np.uint32).reshape(50, 200)
+    values = ((100 + ramp) * 257 + np.arange(200 * 50).reshape(50, 200) % 100).astype(np.uint16)
+    values[0, 0], values[-1, -1] = 100 * 257, (100 + levels - 1) * 257  # the range's two ends, exactly
+    cv2.imwrite(str(tmp_path / "p.png"), values)
+
+    image, _, notes = read_image_noted(tmp_path / "p.png")
+
+    if stretched:
+        assert (int(image.min()), int(image.max())) == (0, 255) and "63 levels of 256" in notes[0]
+    else:
+        assert (int(image.min()), int(image.max())) == (100, 100 + levels - 1) and notes == []
+
+
 def test_cli_refines_a_narrow_window_16bit_photo(tmp_path: Path) -> None:
     levels, inside = textured_scene(150, 200)
     cv2.imwrite(str(tmp_path / "xray.png"), (30000 + levels * 4000).astype(np.uint16))
@@ -132,9 +149,20 @@ def test_alignment_of_a_strip_does_not_depend_on_its_length() -> None:
 
     assert _alignment_inputs(long_image, long_mask)[0].shape == (240, 6000)
     assert edge_alignment(long_image, long_mask) == pytest.approx(edge_alignment(image, mask), rel=0.05)
-    # Photos of up to 2:1 are reduced to 2048 px on the long side as before.
-    assert _alignment_inputs(np.zeros((2160, 3840, 3), np.uint8), np.zeros((2160, 3840), bool))[0].shape == (1152, 2048)
-    assert _alignment_inputs(np.zeros((1000, 4000, 3), np.uint8), np.zeros((1000, 4000), bool))[0].shape == (1000, 4000)
+
+    def measured(height: int, width: int) -> tuple[int, ...]:
+        return _alignment_inputs(np.zeros((height, width, 3), np.uint8), np.zeros((height, width), bool))[0].shape
+
+    # Photos up to 4:1 with a short side of 512 px or more are reduced to 2048 px on the long side
+    # as before: 4K, a 21:9 frame, a panorama.
+    assert measured(2160, 3840) == (1152, 2048)
+    assert measured(2160, 5040) == (878, 2048)
+    assert measured(1000, 4000) == (512, 2048)
+    # A strip keeps a short side of 512 px (or its own), within 4 x 2048^2 pixels.
+    assert measured(1000, 8000) == (512, 4096)
+    assert measured(300, 6000) == (300, 6000)
+    assert measured(1024, 65535) == (512, 32768)
+    assert measured(600, 65535) == (392, 42808)
 
 
 def colour_strip(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -215,20 +243,62 @@ def test_eval_scores_images_too_small_to_refine_as_batch_writes_them(tmp_path: P
         assert written.read_bytes() == (tmp_path / "batch" / f"{name}_mask.png").read_bytes()
 
 
-def test_webp_output_of_a_strip_over_16383_px_is_a_usage_error_before_refining(tmp_path: Path) -> None:
-    photo = np.random.default_rng(0).integers(0, 255, (40, 17000, 3), dtype=np.uint8)
-    Image.fromarray(photo).save(tmp_path / "strip.png")
-    mask = np.zeros((40, 17000), np.uint8)
-    mask[10:30, 2000:15000] = 255
-    Image.fromarray(mask).save(tmp_path / "m.png")
+def test_webp_output_of_a_strip_over_16383_px_is_a_usage_error_before_refining(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm_cli.runtime
 
-    result = runner.invoke(app, ["refine", str(tmp_path / "strip.png"), str(tmp_path / "m.png"), "-o",
-                                 str(tmp_path / "out.webp")])
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the model was loaded")
+
+    def strip(height: int) -> tuple[Path, Path]:
+        photo = np.random.default_rng(0).integers(0, 255, (height, 17000, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(tmp_path / f"strip{height}.png")
+        mask = np.zeros((height, 17000), np.uint8)
+        mask[10:30, 2000:15000] = 255
+        Image.fromarray(mask).save(tmp_path / f"m{height}.png")
+        return tmp_path / f"strip{height}.png", tmp_path / f"m{height}.png"
+
+    # 100 px high: refined if it could be written, so the refusal must come before the model.
+    photo, mask = strip(100)
+    monkeypatch.setattr(crm_cli.runtime.RefinerSpec, "build", no_model)
+    result = runner.invoke(app, ["refine", str(photo), str(mask), "-o", str(tmp_path / "out.webp")])
 
     assert result.exit_code == 2, result.output
     assert "16383" in result.stderr and "out.webp" in result.stderr and "Traceback" not in result.output
-    assert "wrote" not in result.stderr and not (tmp_path / "out.webp").exists()
-    # The same strip as PNG is written at its own size.
-    result = runner.invoke(app, ["refine", str(tmp_path / "strip.png"), str(tmp_path / "m.png"), "-o",
-                                 str(tmp_path / "out.png")])
+    assert not (tmp_path / "out.webp").exists()
+    # A strip too low to refine, as PNG, is written at its own size.
+    photo, mask = strip(40)
+    result = runner.invoke(app, ["refine", str(photo), str(mask), "-o", str(tmp_path / "out.png")])
     assert result.exit_code == 0 and read_mask(tmp_path / "out.png").shape == (40, 17000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Probing a large PNG reads its chunk headers, not its image data
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's per-process I/O counters")
+def test_probing_a_large_png_reads_only_its_chunk_headers(tmp_path: Path) -> None:
+    """The walk for a late eXIf chunk hopped over 8-KB image-data chunks through a buffered file,
+    whose buffer refilled at every stop: about half of each mask was read to see its headers, for
+    every pair a command or ``crm train``'s check probes."""
+    from crm_cli.imageio import probe_image
+
+    noise = np.random.default_rng(0).integers(0, 255, (1500, 2000), dtype=np.uint8)
+    path = tmp_path / "noisy.png"
+    cv2.imwrite(str(path), noise)
+    size = path.stat().st_size
+    assert size > 2_000_000
+
+    def bytes_read() -> int:
+        counters = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+        return int(counters["rchar"])
+
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), noise[:8, :8])
+    probe_image(small)  # the first probe imports Pillow's plugins, whose files count as read too
+    before = bytes_read()
+    header = probe_image(path)
+    read = bytes_read() - before
+
+    assert (header.width, header.height) == (2000, 1500)
+    assert read < 50_000, f"read {read} of {size} bytes"

@@ -74,19 +74,21 @@ def test_a_network_mask_that_cannot_fit_its_photo_is_found(data: Path, tmp_path:
 def test_the_error_counts_them_and_lists_the_first_ones() -> None:
     message = str(unusable_pairs_error([f"f{k}: bad" for k in range(13)], 100, "under D", shown=10))
     lines = message.splitlines()
-    assert lines[0] == "13 of 100 pairs under D cannot be read for training; fix or remove them:"
+    assert lines[0] == "13 of 100 pairs under D cannot be read; fix or remove them:"
     assert lines[1:11] == [f"  f{k}: bad" for k in range(10)]
     assert lines[11:] == ["  ... and 3 more"]
 
 
 def test_crm_train_names_every_bad_pair_and_does_not_start(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    # Sorted, "garbage" is pair 0, held out for validation; --val-images 1 validates on it.
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--steps", "2",
-                                      "--batch", "2", "--init", "random", "--query-window", "32"])
+                                      "--batch", "2", "--init", "random", "--query-window", "32",
+                                      "--val-images", "1"])
     assert result.exit_code == 1, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == f"error: 3 of 9 pairs under {data} cannot be read for training; fix or remove them:"
+    assert lines[0] == "error: 3 of 9 pairs that the run reads cannot be read; fix or remove them:"
     for name in ("garbage.jpg", "ids.jpg", "shape.png"):
         assert any(name in line for line in lines[1:4]), name
     assert not out.exists()  # nothing was written: the run never started
@@ -102,5 +104,70 @@ def test_validation_pairs_given_apart_are_checked_too(data: Path, tmp_path: Path
         write_pair(good, f"g{k}", seed=k)
     options = TrainOptions(data=str(good), out=str(tmp_path / "run"), steps=1, batch=2, init="random",
                            val_images=9)
-    with pytest.raises(ValueError, match=r"^3 of 9 pairs given for validation cannot be read"):
+    # 3 training pairs (one of the 4 is held out, unused with --val) and the 9 given.
+    with pytest.raises(ValueError, match=r"^3 of 12 pairs that the run reads cannot be read"):
         Trainer(options, val_pairs=list_pairs(data))
+
+
+def test_a_held_out_pair_the_run_never_reads_is_not_checked(tmp_path: Path) -> None:
+    from crm_cli.training.loop import Trainer, TrainOptions
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(21):
+        write_pair(root, f"p{k:02d}", seed=k)
+    (root / "images" / "p20.jpg").write_bytes(b"junk")  # held out (every 20th), beyond --val-images 1
+    options = TrainOptions(data=str(root), out=str(tmp_path / "run"), steps=1, batch=2, init="random",
+                           val_images=1, query_window=32)
+    assert [p.name for p in Trainer(options).val_pairs] == ["p00"]
+    (root / "images" / "p00.jpg").write_bytes(b"junk")  # the one it validates on
+    with pytest.raises(ValueError, match=r"^1 of 20 pairs that the run reads cannot be read"):
+        Trainer(options)
+
+
+def test_values_that_training_would_refuse_are_found(tmp_path: Path) -> None:
+    """A signed photo (a CT slice) and a float mask outside [0, 1] pass every header check; the
+    run used to stop when it first drew them."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    write_pair(root, "ct")
+    signed = (np.arange(48 * 64, dtype=np.int32).reshape(48, 64) - 1000).astype(np.int16)
+    (root / "images" / "ct.jpg").unlink()
+    cv2.imwrite(str(root / "images" / "ct.tif"), signed)
+    write_pair(root, "float")
+    (root / "masks" / "float.png").unlink()
+    Image.fromarray(np.full((48, 64), 255.0, np.float32)).save(root / "masks" / "float.tif")
+
+    problems = pair_problems(list_pairs(root))
+
+    assert len(problems) == 2
+    assert "ct.tif" in problems[0] and "-1000" in problems[0]
+    assert "float.tif" in problems[1] and "floating-point" in problems[1]
+
+
+def test_a_mask_drawn_on_an_exif_photo_s_stored_pixels_is_found(tmp_path: Path) -> None:
+    """crm refine rotates such a mask like the photo; training fits masks to the upright photo
+    only, so the pair would stop the run."""
+    from PIL import Image
+
+    from crm_cli.training.data import load_pair
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    write_pair(root, "turned")  # a 64x48 photo and mask
+    photo = Image.open(root / "images" / "turned.jpg")
+    exif = photo.getexif()
+    exif[0x0112] = 6  # shown turned a quarter: upright it is 48x64
+    photo.save(root / "images" / "turned.jpg", exif=exif)
+    pairs = list_pairs(root)
+
+    problems = pair_problems(pairs)
+
+    assert len(problems) == 1 and "turned.png" in problems[0]
+    with pytest.raises(ValueError):
+        load_pair(pairs[0])

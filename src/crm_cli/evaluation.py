@@ -7,7 +7,10 @@ benchmarks, so their numbers on the same pairs agree:
   (:func:`folder_samples`);
 - image/GT pairs get the training recipe's synthetic coarse masks from one fixed seed per pair
   (``training.data.synthetic_samples``; this module never imports training);
-- the refined mask is scored as it would be written (the soft 8-bit output).
+- the refined mask is scored as it would be written (the soft 8-bit output);
+- except that ``crm eval`` passes images under ``config.MIN_REFINE_SIDE`` through unrefined, as
+  ``crm refine`` and ``crm batch`` write them (``min_side``), while validation and the benchmarks
+  refine every image: their numbers differ on such images only (DUTS-TR's photos are 183 px and up).
 
 :func:`time_refine` is ``crm time``'s protocol (one warm-up, then N timed runs, medians per stage,
 peak memory from runtime.py).

@@ -153,22 +153,41 @@ def _orientation(image: Image.Image, header_only: bool = False) -> int:
 _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
+def _read_at(stream: BinaryIO) -> Callable[[int, int], bytes]:
+    """A reader of ``size`` bytes at ``offset`` in ``stream``. For a file it reads the descriptor
+    directly (``os.pread``): seeking a buffered file refills its buffer at every stop, so hopping
+    over a PNG's 8-KB image-data chunks read about half the file to see their 8-byte headers."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError):  # io.BytesIO (UnsupportedOperation is an OSError)
+        descriptor = None
+    if descriptor is not None and hasattr(os, "pread"):
+        return lambda offset, size: os.pread(descriptor, size, offset)
+
+    def read(offset: int, size: int) -> bytes:
+        stream.seek(offset)
+        return stream.read(size)
+
+    return read
+
+
 def _png_late_exif(stream: BinaryIO) -> tuple[bytes | None, bool]:
     """Walk a PNG's chunk headers (skipping their data, so no pixel is decoded) for an eXIf chunk,
     which may follow the image data. Returns (its payload or None, whether a text chunk, which can
     also carry an orientation, follows the image data)."""
-    stream.seek(8)  # past the PNG signature
+    read_at = _read_at(stream)
+    offset = 8  # past the PNG signature
     seen_image_data = text_after_image = False
-    while len(header := stream.read(8)) == 8:
+    while len(header := read_at(offset, 8)) == 8:
         length, chunk_type = struct.unpack(">I4s", header)
         if chunk_type == b"eXIf":
-            payload = stream.read(length)
+            payload = read_at(offset + 8, length)
             return (payload if len(payload) == length else None), text_after_image
         if chunk_type == b"IEND":
             break
         seen_image_data |= chunk_type == b"IDAT"
         text_after_image |= seen_image_data and chunk_type in _PNG_TEXT_CHUNKS
-        stream.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
+        offset += 12 + length  # the chunk's header, data and CRC
     return None, text_after_image
 
 
@@ -515,7 +534,7 @@ def _flattened(levels: Callable[[], np.ndarray], scaled: np.ndarray) -> bool:
     slice with values 30000-34000, data shifted by 32768 from a signed scale, a float photo within
     [0.4, 0.6]), whose contrast the 8-bit reading destroys. 8-bit values saved in a wider file keep
     their levels, so they are read as they are. ``levels`` is called only for such a narrow photo."""
-    if not scaled.size or int(scaled.max()) - int(scaled.min()) >= PHOTO_MIN_LEVELS:
+    if not scaled.size or int(scaled.max()) - int(scaled.min()) + 1 >= PHOTO_MIN_LEVELS:
         return False
     return _distinct(levels(), 65536) >= 2 * _distinct(scaled, 256)
 
@@ -532,7 +551,7 @@ def _stretch_note(label: str, span: str, white: int | float, scaled: np.ndarray)
     """The warning for a photo read with its values stretched from black to white."""
     scale = "[0, 1]" if isinstance(white, float) else f"0..{white}"
     levels = int(scaled.max()) - int(scaled.min()) + 1
-    return (f"{label}: its values run from {span} only, {levels} grey levels on the {scale} scale; "
+    return (f"{label}: its values run from {span} only, {levels} levels of 256 on the {scale} scale; "
             "read with that range stretched from black to white")
 
 
@@ -570,7 +589,9 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
 
     ``name`` labels the source in error messages (default: the path, or "<stdin>" for bytes).
     16-bit files holding fewer bits (8, 10, 12 or 14) are read on that scale; floating-point files
-    must hold values in [0, 1].
+    must hold values in [0, 1]; integer files values in 0..65535 (a signed TIFF's negatives are
+    refused, not clipped). A 16-bit or float photo that this reading would squeeze into fewer than
+    ``PHOTO_MIN_LEVELS`` levels is stretched from black to white instead (:func:`_flattened`).
     """
     return read_image_noted(source, name)[0]
 
@@ -582,7 +603,8 @@ def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> 
 
 
 def read_image_noted(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int, list[str]]:
-    """:func:`read_image_oriented` plus notes for the log (a 16-bit image read on a smaller scale)."""
+    """:func:`read_image_oriented` plus notes for the log (a 16-bit image read on a smaller scale, a
+    narrow window stretched)."""
     decoded = _decode(source, name)
     pixels, note = _image_pixels(decoded.pixels, decoded.label)
     return apply_orientation(pixels, decoded.pending), decoded.orientation, [note] if note else []

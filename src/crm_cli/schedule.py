@@ -86,13 +86,17 @@ TRUST_DETAIL_RATIO = 0.25
 TRUST_DETAIL_LOW, TRUST_DETAIL_HIGH = 0.03, 0.08
 ALIGNMENT_SIDE = 2048  # edge alignment is measured with the long side reduced to at most this
 # ... but never with the short side reduced below this (or below its own length, when shorter).
-# Photos up to 2:1 are reduced to ALIGNMENT_SIDE as before; an elongated one (a line-scan camera's
-# 20000x300 strip) reduced by its long side lost its short side to a few dozen px, where the
-# measuring bands (0.5-2.5 px and 4-8 px from the boundary) reach across the object and the
-# averaging of the reduction takes the texture away from the 4-8 px band only. A 6000x300 strip
-# with a blocky mask read an alignment of a precise mask there, so the guard held its coarse
-# boundary (kept; IoU 96.75) where, measured unreduced, it is refined (IoU 99.07).
-ALIGNMENT_MIN_SHORT_SIDE = 1024
+# An elongated photo (a line-scan camera's 20000x300 strip) reduced by its long side lost its short
+# side to a few dozen px, where the measuring bands (0.5-2.5 px and 4-8 px from the boundary) reach
+# across the object and the averaging of the reduction takes the texture away from the 4-8 px band
+# only. A 6000x300 strip with a blocky mask read an alignment of a precise mask there, so the guard
+# held its coarse boundary (kept; IoU 96.75) where, measured unreduced, it is refined (IoU 99.07).
+# Every photo up to 4:1 whose short side is at least this is reduced as before (a 21:9 5040x2160
+# frame to 2048x878, a 4000x1000 panorama to 2048x512).
+ALIGNMENT_MIN_SHORT_SIDE = 512
+# ... and never measured on more pixels than this: the floor alone would measure a 65535x600 strip
+# on 28 MP (seconds and a GB for one measure); it is measured on 16.8 MP, its short side 392 px.
+ALIGNMENT_MAX_PIXELS = 4 * ALIGNMENT_SIDE**2
 # A precise mask (where a coarse stage fits) whose boundary runs beside the image's edges rather
 # than on them gets no trust: its boundary sharpness (the mean gradient on the pixels touching the
 # boundary over the mean 1-3 px from it, unblurred) is below this. The edge alignment's 0.5-2.5 px
@@ -338,10 +342,12 @@ def guard_distance(first_ratio: float) -> float:
 
 def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The grey image and the binary mask, both reduced to at most ``ALIGNMENT_SIDE`` on the long side,
-    unless that would take the short side below ``ALIGNMENT_MIN_SHORT_SIDE`` (elongated photos)."""
+    unless that would take the short side below ``ALIGNMENT_MIN_SHORT_SIDE`` (elongated photos), and
+    to at most ``ALIGNMENT_MAX_PIXELS``."""
     binary = np.asarray(mask, dtype=bool)  # no copy of a boolean mask
     height, width = binary.shape
-    scale = min(1.0, max(ALIGNMENT_SIDE / max(height, width), ALIGNMENT_MIN_SHORT_SIDE / min(height, width)))
+    scale = min(1.0, max(ALIGNMENT_SIDE / max(height, width), ALIGNMENT_MIN_SHORT_SIDE / min(height, width)),
+                (ALIGNMENT_MAX_PIXELS / (height * width)) ** 0.5)
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -395,7 +401,7 @@ def edge_alignment(image: np.ndarray, mask: np.ndarray) -> float:
     """How sharply the image's edges follow the mask's boundary (1 = not at all; 5+ = closely).
 
     The mean Sobel gradient magnitude of the lightly blurred grey image within 0.5-2.5 px of the
-    boundary, over the mean at 4-8 px. Large images are reduced to ``ALIGNMENT_SIDE`` first.
+    boundary, over the mean at 4-8 px. Large images are reduced first (``_alignment_inputs``).
     """
     return BoundaryGeometry(image, mask).alignment()
 
@@ -406,7 +412,7 @@ def boundary_sharpness(image: np.ndarray, mask: np.ndarray) -> float:
     The mean Sobel gradient magnitude of the unblurred grey image on the pixels touching the
     boundary (distance 1 on either side), over the mean 1-3 px from it: 1 for a uniform gradient,
     large for a hard edge right at the boundary, under 1 for an edge a few px off it. Large images
-    are reduced to ``ALIGNMENT_SIDE`` first.
+    are reduced first (``_alignment_inputs``).
     """
     return BoundaryGeometry(image, mask).sharpness()
 

@@ -43,36 +43,45 @@ def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:
 
 
 def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) -> list[str]:
-    """What would stop a run when a pair is first read, found before the run starts: one message per
-    bad pair, naming its file. Headers only (missing, empty, unrecognised or too large files, a mask
-    that cannot fit its photo, also a network mask in ``network_dirs``), except that JPEG masks are
-    decoded, as only their values show class ids that JPEG altered (``imageio.read_mask``). A file
-    damaged after its header still fails when first read."""
-    from ..imageio import ImageReadError, probe_image, read_mask
-    from ..masks import check_pair_headers
+    """What would stop a run when a pair is first read (:func:`load_pair`, ``PairCache``), found
+    before the run starts: one message per bad pair, naming its file. From the headers: a missing,
+    empty, unrecognised or too large file, a mask (or a network mask in ``network_dirs``) that
+    cannot fit its upright photo. Files whose values can be refused are decoded too: JPEG masks
+    (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
+    range). A file damaged after its header still fails when first read."""
+    from ..imageio import ImageReadError, probe_image, read_image, read_mask
+    from ..masks import check_mask_size
 
     problems = []
     for pair in pairs:
         try:
             image = probe_image(pair.image)
+            if _values_can_be_refused(image.mode):
+                read_image(pair.image)
             masks = [pair.mask, *(p for d in network_dirs if (p := Path(d) / f"{pair.name}.png").is_file())]
             for path in masks:
                 header = probe_image(path)
-                check_pair_headers(image, header, str(pair.image), str(path))
-                if header.format in ("JPEG", "MPO"):
+                # Training fits masks to the upright photo and never rotates one (unlike crm refine).
+                check_mask_size(header.shape, image.shape, str(pair.image), str(path))
+                if header.format in ("JPEG", "MPO") or _values_can_be_refused(header.mode):
                     read_mask(path)
         except (ImageReadError, ValueError) as exc:  # SizeMismatchError is a ValueError
             problems.append(str(exc))
     return problems
 
 
+def _values_can_be_refused(mode: str) -> bool:
+    """Whether a file of this Pillow mode can hold values crm refuses (``imageio``): 32-bit integers,
+    signed 16-bit ones, floats. 8-bit and unsigned 16-bit files cannot."""
+    return mode in ("I", "F") or mode.startswith(("I;16S", "I;32", "F;"))
+
+
 def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int = 10) -> ValueError:
-    """The error for :func:`pair_problems`' findings among ``total`` pairs ``where`` ("under DIR"):
-    how many, and the first ``shown`` of them."""
+    """The error for :func:`pair_problems`' findings among ``total`` pairs ``where`` ("that the run
+    reads"): how many, and the first ``shown`` of them."""
     listed = "".join(f"\n  {problem}" for problem in problems[:shown])
     more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
-    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read for training; fix or remove "
-                      f"them:{listed}{more}")
+    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:{listed}{more}")
 
 
 def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair], list[FilePair]]:

@@ -232,11 +232,10 @@ class Trainer:
         network_dirs = tuple(Path(d) for d in options.network_masks)
         self.cache = PairCache(train_pairs, network_dirs)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
-        # A pair that cannot be read would stop the run when first drawn, hours in.
-        for checked, where, dirs in ((pairs, f"under {data}", network_dirs),
-                                     (self.val_pairs if val_pairs is not None else [], "given for validation", ())):
-            if problems := pair_problems(checked, dirs):
-                raise unusable_pairs_error(problems, len(checked), where)
+        # A pair that cannot be read would stop the run when first drawn, hours in. Only the pairs the
+        # run reads are checked: the training pairs (with their network masks) and the validation pairs.
+        if problems := pair_problems(train_pairs, network_dirs) + pair_problems(self.val_pairs):
+            raise unusable_pairs_error(problems, len(train_pairs) + len(self.val_pairs), "that the run reads")
         self.val_sets = parse_val_sets(options.val_sets)
         self._validation: list[ValidationSet] | None = None  # built on the first validation
         self.mix = options.data_mix()
