@@ -39,6 +39,9 @@ def load_coco_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CocoFileError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:  # JSON is UTF-8 (or UTF-16/32, which json detects)
+        raise CocoFileError(f"{path}: not valid JSON (byte {exc.start} is 0x{exc.object[exc.start]:02x}, not "
+                            f"{exc.encoding.upper()} text)") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("images"), list):
         raise CocoFileError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
@@ -117,8 +120,13 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
     return plan
 
 
-def _as_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _as_int(value: Any) -> int | float | None:
+    """An image's ``height`` or ``width`` for the size check: a whole number as an int, no number as
+    None (the image's own size is used); 120.5, NaN or infinity (1e400 reads so) stay as they are,
+    so the check fails that image's instances naming the value."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    return value if isinstance(value, float) and not value.is_integer() else int(value)
 
 
 def sidecar_path(output: str | Path) -> Path:
@@ -230,4 +238,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as compact UTF-8 JSON: temp file, fsync, rename (readers never see half a file)."""
     from ..writing import write_atomic
 
-    write_atomic(Path(path), json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate (an escape such as \ud800 in the input, which json reads as it is) has no UTF-8 form;
+    # backslashreplace writes it back as that very escape (it can only stand inside a JSON string).
+    write_atomic(Path(path), text.encode("utf-8", "backslashreplace"))

@@ -70,7 +70,7 @@ def _check_bbox(bbox: Any, height: int, width: int) -> None:
         return
     try:
         x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         return
     if w > 0 and h > 0 and (x >= width or y >= height or x + w <= 0 or y + h <= 0):
         raise InstanceError(f"bbox {bbox} lies outside the {width}x{height} image")
@@ -122,6 +122,47 @@ def refine_instance(refiner: Any, image: np.ndarray, segmentation: Any, options:
     }
 
 
+_ORIENTATION_WORDS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "transposed",
+                      6: "rotated 90° clockwise", 7: "transverse", 8: "rotated 90° counter-clockwise"}
+
+
+def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, width: int | None,
+                     name: str) -> tuple[np.ndarray, str | None]:
+    """The pixels an image's annotations are drawn on, by the file's ``width`` and ``height``, and
+    a note for the log when the EXIF orientation decided it.
+
+    ``image`` is upright (EXIF ``orientation`` applied). The file's size is the reference: an image
+    whose tag turns it by 90° and whose stored size (not its upright one) is the file's was
+    annotated on its stored pixels (as tools that ignore the tag do; crm's mask files follow the
+    same rule), so those are returned. A flip or a 180° turn, or a square image, keeps the size,
+    which then cannot tell: the upright pixels are used (as OpenCV, detectron2 and mmdetection
+    read them), with a note. No size in the file: the upright pixels.
+
+    Raises:
+        InstanceError: neither the upright nor the stored size is the file's.
+    """
+    from ..imageio import apply_orientation
+    from ..masks import swaps_axes
+
+    upright = tuple(image.shape[:2])
+    if height is None or width is None:
+        return image, None
+    if upright != (height, width):
+        if swaps_axes(orientation) and upright[::-1] == (height, width):
+            stored = apply_orientation(image, {6: 8, 8: 6}.get(orientation, orientation))  # undo the tag
+            return stored, (f"{name}: the annotation file's size {width}x{height} is the image as stored, before "
+                            f"its EXIF rotation ({_ORIENTATION_WORDS[orientation]}); its instances are refined "
+                            "on the stored pixels")
+        applied = f" (upright, by its EXIF orientation {orientation})" if orientation != 1 else ""
+        raise InstanceError(f"{name}: the image is {upright[1]}x{upright[0]}{applied} but the annotation file says "
+                            f"{width}x{height}")
+    if orientation != 1 and (not swaps_axes(orientation) or height == width):
+        return image, (f"{name}: EXIF orientation {orientation} ({_ORIENTATION_WORDS.get(orientation, '?')}) keeps "
+                       "the image's size, so the annotation file cannot tell whether its instances were drawn "
+                       "on the stored or the upright pixels; taken as drawn on the upright ones")
+    return image, None
+
+
 def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
     """Read one image and refine the instances of ``job`` (a JSON-able dict made by plan_jobs),
     yielding each instance's result as soon as it is known.
@@ -138,11 +179,10 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
 
     start = time.perf_counter()
     try:
-        image, _, notes = read_image_noted(job["image"], name=job["name"])
-        expected = (job.get("height"), job.get("width"))
-        if None not in expected and tuple(image.shape[:2]) != expected:
-            raise InstanceError(f"{job['name']}: the image is {image.shape[1]}x{image.shape[0]} but the annotation "
-                                f"file says {expected[1]}x{expected[0]} (EXIF orientation is applied)")
+        image, orientation, notes = read_image_noted(job["image"], name=job["name"])
+        image, note = annotated_pixels(image, orientation, job.get("height"), job.get("width"), job["name"])
+        if note:
+            notes.append(note)
     except (OSError, ValueError) as exc:
         for instance in job["instances"]:
             yield finish(instance, {"status": "failed", "error": str(exc)}, start)
@@ -190,13 +230,24 @@ def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, widt
     return ImageScore(name=name, intersection=intersection, union=union, mba=boundary_accuracy(pred, gt, radii))
 
 
+def _whole(value: Any) -> int:
+    """An image side as ``int(value)``, refusing a fraction (int(10.5) would score on a cut-off image)
+    and a size of 0 or less (pycocotools raises OverflowError for a negative one)."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    if (side := int(value)) <= 0:
+        raise ValueError(value)
+    return side
+
+
 def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
     """Score predicted instances against ground-truth instances matched by annotation id.
 
     Crowd regions of the ground truth are not scored. Sizes come from the ground truth's images.
 
     Raises:
-        ValueError: a ground-truth instance has no prediction, or one cannot be decoded.
+        ValueError: a ground-truth instance has no prediction, or one of another ``image_id``, or
+            one cannot be decoded.
     """
     from ..metrics import DatasetScore
     from ..pairing import pair_coco_annotations
@@ -211,10 +262,14 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
             raise ValueError(f"ground-truth annotation {gt_annotation.get('id')}: image_id "
                              f"{gt_annotation.get('image_id')!r} not in 'images'")
         try:
-            height, width = int(image["height"]), int(image["width"])
-        except (KeyError, TypeError, ValueError):
+            height, width = _whole(image["height"]), _whole(image["width"])
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(1e400)
             raise ValueError(f"image {image_id!r}: needs a numeric 'height' and 'width', not "
                              f"{image.get('height')!r} and {image.get('width')!r}") from None
+        pred_image_id = pred_annotation.get("image_id", image_id)
+        if pred_image_id != image_id:  # the same id in files of other images: their scores would be meaningless
+            raise ValueError(f"annotation {gt_annotation.get('id')}: image_id {pred_image_id!r} in the predictions "
+                             f"but {image_id!r} in the ground truth (are the two files of the same images?)")
         name = f"{image.get('file_name', image.get('id'))}#{gt_annotation.get('id')}"
         try:
             gt_runs = runs_from_segmentation(gt_annotation.get("segmentation"), height, width)

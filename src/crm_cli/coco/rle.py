@@ -17,6 +17,9 @@ class InstanceError(ValueError):
     """One instance cannot be refined (empty polygon, box outside the image, bad RLE)."""
 
 
+MAX_RUN = 2**53  # a longer run (no image has that many pixels) marks a broken RLE before numpy's int64 overflows
+
+
 def decode_rle_string(counts: str | bytes) -> np.ndarray:
     """Run lengths of a compressed COCO RLE string (the ``counts`` of a compressed RLE).
 
@@ -47,6 +50,8 @@ def decode_rle_string(counts: str | bytes) -> np.ndarray:
         if len(runs) > 2:
             value += runs[-2]
         runs.append(value)
+    if runs and max(max(runs), -min(runs)) > MAX_RUN:  # no image has that many pixels; int64 could not hold it
+        raise InstanceError(f"compressed RLE string holds a run of more than {MAX_RUN} pixels")
     return np.asarray(runs, dtype=np.int64)
 
 
@@ -82,39 +87,85 @@ def runs_from_segmentation(segmentation: Any, height: int, width: int) -> np.nda
             raise InstanceError(f"RLE size {size} does not match the image size [{height}, {width}] (height, width)")
         counts = segmentation["counts"]
         if isinstance(counts, list):
-            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            # Whole numbers written as floats (100.0) are read as pycocotools reads them.
+            if not all(_is_number(c) and c >= 0 and (isinstance(c, int) or c.is_integer()) for c in counts):
                 raise InstanceError("uncompressed RLE counts must be non-negative integers")
-            runs = np.asarray(counts, dtype=np.int64)
+            if counts and max(counts) > MAX_RUN:
+                raise InstanceError(f"uncompressed RLE holds a run of more than {MAX_RUN} pixels")
+            runs = np.asarray([int(c) for c in counts], dtype=np.int64)
         elif isinstance(counts, str | bytes):
             runs = decode_rle_string(counts)
             if runs.size and runs.min() < 0:
                 raise InstanceError("compressed RLE string decodes to a negative run")
         else:
             raise InstanceError(f"RLE counts must be a list or a string, not {type(counts).__name__}")
+        if runs.size and int(runs.max()) > height * width:  # also keeps the sum below from overflowing
+            raise InstanceError(f"RLE holds a run of {int(runs.max())} pixels, more than the {height}x{width} "
+                                "image has")
         if int(runs.sum()) != height * width:
             raise InstanceError(f"RLE runs add up to {int(runs.sum())} pixels, not {height}x{width}")
         return runs
     if segmentation is None:
         raise InstanceError("the annotation has no segmentation")
+    if isinstance(segmentation, dict):
+        raise InstanceError(f"an RLE segmentation needs 'size' and 'counts'; this one has "
+                            f"{', '.join(repr(k) for k in segmentation) or 'no key'}")
     raise InstanceError(f"unknown segmentation format ({type(segmentation).__name__})")
 
 
 def _polygon_runs(polygons: list, height: int, width: int) -> np.ndarray:
+    """Runs of a polygon list, rasterised by pycocotools.
+
+    A part with fewer than 3 points (fewer than 6 coordinates) encloses no pixel, and pycocotools
+    adds nothing for it beside other parts, so it is left out; an instance of such parts only
+    fails. A part with an odd number of coordinates fails: pycocotools would drop its last value
+    in silence, and which value is the stray one cannot be told. A point more than the image's
+    size beyond its edge fails too: the polygon was drawn for another image or scale, and
+    pycocotools would rasterise its whole outline, which takes gigabytes (and crashes the
+    process) for a coordinate in the hundreds of millions.
+    """
     from pycocotools import mask as mask_utils
 
     if not polygons:
         raise InstanceError("empty polygon list")
+    if all(_is_number(v) for v in polygons):
+        raise InstanceError(f"the segmentation is one flat list of {len(polygons)} numbers; COCO polygons are a "
+                            "list of lists of x, y coordinates ([[x1, y1, x2, y2, ...], ...])")
     checked: list[list[float]] = []
+    degenerate: list[int] = []
     for k, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
-            count = len(polygon) if isinstance(polygon, list) else type(polygon).__name__
-            raise InstanceError(f"polygon {k} has {count} coordinates (needs an even number, at least 6)")
-        values = [float(v) for v in polygon if isinstance(v, int | float) and not isinstance(v, bool)]
+        if not isinstance(polygon, list):
+            raise InstanceError(f"polygon {k} is {type(polygon).__name__}, not a list of x, y coordinates")
+        try:
+            values = [float(v) for v in polygon if _is_number(v)]
+        except OverflowError:  # an int beyond float range
+            values = [math.inf]
         if len(values) != len(polygon) or not all(math.isfinite(v) for v in values):
             raise InstanceError(f"polygon {k} has non-numeric or non-finite coordinates")
+        if len(values) % 2:
+            raise InstanceError(f"polygon {k} has {len(values)} coordinates, an odd number (they are x, y pairs)")
+        if len(values) < 6:
+            degenerate.append(len(values))
+            continue
+        xs, ys = values[0::2], values[1::2]
+        for axis, coordinates, size in (("x", xs, width), ("y", ys, height)):
+            low, high = min(coordinates), max(coordinates)
+            if low < -size or high > 2 * size:
+                far = low if low < -size else high
+                raise InstanceError(f"polygon {k} has {axis} = {far:g}, more than the image's size beyond the edge "
+                                    f"of the {width}x{height} image (drawn for another image or scale?)")
         checked.append(values)
+    if not checked:
+        if len(degenerate) == 1:
+            raise InstanceError(f"polygon 0 has {degenerate[0]} coordinates (needs an even number, at least 6)")
+        raise InstanceError(f"none of the {len(degenerate)} polygons has 3 points or more (they have "
+                            f"{', '.join(map(str, degenerate))} coordinates)")
     merged = mask_utils.merge(mask_utils.frPyObjects(checked, height, width))
     return decode_rle_string(merged["counts"])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def foreground_columns(runs: np.ndarray, height: int) -> tuple[int, int] | None:

@@ -1,0 +1,297 @@
+"""COCO files as dataset builders write them (helper audit): degenerate and corrupt polygons, RLE counts
+out of range, EXIF-rotated images annotated on their stored pixels, odd image sizes, lone surrogates in
+the JSON, and scoring against another file's images. Expected values are computed by hand or by crm's
+own decoders; pycocotools is not imported here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from crm_cli import coco
+from crm_cli.cli import app
+
+runner = CliRunner()
+SQUARE = [40.0, 30.0, 90.0, 30.0, 90.0, 80.0, 40.0, 80.0]  # pycocotools fills x 40..89, y 30..79: 2500 pixels
+
+
+def square_mask(height: int = 120, width: int = 160) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[30:80, 40:90] = True
+    return mask
+
+
+class Recorder:
+    """Stands in for the model: returns the coarse mask and records the crops it was given."""
+
+    def __init__(self) -> None:
+        self.crops: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def refine(self, image: np.ndarray, mask: np.ndarray, **options) -> np.ndarray:  # noqa: ANN003
+        self.crops.append((image, mask > 127))
+        return (mask > 127).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Polygons
+
+
+def test_parts_of_fewer_than_3_points_are_left_out_as_pycocotools_adds_nothing_for_them() -> None:
+    alone = coco.decode_segmentation([SQUARE], 120, 160)
+    assert np.array_equal(alone, square_mask())  # the hand-computed rasterisation
+    # A stray 2-point part (a click that made a line) failed the whole instance; a 4-coordinate first
+    # part is even read as a box by pycocotools' frPyObjects.
+    for parts in ([SQUARE, [1.0, 2.0, 3.0, 4.0]], [[1.0, 2.0, 3.0, 4.0], SQUARE], [SQUARE, [], [5.0, 5.0]]):
+        assert np.array_equal(coco.decode_segmentation(parts, 120, 160), alone), parts
+    # Only degenerate parts: nothing to refine, named.
+    with pytest.raises(coco.InstanceError, match=r"polygon 0 has 4 coordinates"):
+        coco.runs_from_segmentation([[1.0, 2.0, 3.0, 4.0]], 120, 160)
+    with pytest.raises(coco.InstanceError, match=r"none of the 2 polygons has 3 points or more \(they have 4, 2"):
+        coco.runs_from_segmentation([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0]], 120, 160)
+    # An odd count is corrupt data (pycocotools drops the last value in silence): the instance fails.
+    with pytest.raises(coco.InstanceError, match=r"polygon 1 has 9 coordinates, an odd number"):
+        coco.runs_from_segmentation([SQUARE, [*SQUARE, 5.0]], 120, 160)
+
+
+def test_a_flat_polygon_list_is_named_as_such() -> None:
+    with pytest.raises(coco.InstanceError, match=r"one flat list of 8 numbers; COCO polygons are a list of lists"):
+        coco.runs_from_segmentation(SQUARE, 120, 160)  # was "polygon 0 has float coordinates"
+    with pytest.raises(coco.InstanceError, match=r"polygon 1 is dict, not a list of x, y coordinates"):
+        coco.runs_from_segmentation([SQUARE, {"counts": "x"}], 120, 160)
+
+
+def test_a_point_far_outside_the_image_fails_before_pycocotools_rasterises_it() -> None:
+    # pycocotools walks the whole outline at 5 steps a pixel: x = 1e8 took gigabytes and crashed
+    # `crm coco` with a segmentation fault. More than the image's size beyond an edge fails.
+    for polygon, axis in (([10.0, 10.0, 50.0, 10.0, 1000.0, 50.0], "x = 1000"),
+                          ([10.0, 10.0, 50.0, 10.0, 30.0, -121.0], "y = -121")):
+        with pytest.raises(coco.InstanceError, match=rf"polygon 0 has {axis}, more than the image's size beyond"):
+            coco.runs_from_segmentation([polygon], 120, 160)
+    with pytest.raises(coco.InstanceError, match=r"polygon 0 has non-numeric or non-finite coordinates"):
+        coco.runs_from_segmentation([[10, 10, 50, 10, 10**400, 50]], 120, 160)  # was OverflowError in float()
+    # Points outside the image but within its size of it are clipped, as pycocotools clips them.
+    inside = coco.decode_segmentation([[-160.0, 30.0, 90.0, 30.0, 90.0, 80.0, -160.0, 80.0]], 120, 160)
+    expected = np.zeros((120, 160), bool)
+    expected[30:80, 0:90] = True
+    assert np.array_equal(inside, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# RLE counts
+
+
+@pytest.mark.parametrize(("counts", "message"), [
+    ([10**20, 5], "uncompressed RLE holds a run of more than"),  # was OverflowError, a traceback
+    ([2**62, 2**62, 2**62, 2**62, 100], "uncompressed RLE holds a run of more than"),  # int64 sum wrapped to 100
+    # Below that bound but past the image: 2048 runs of 2**53 summed (int64) to 0, so the counts added up
+    # to the 10x10 image and a mask of 2**63 pixels was taken as valid.
+    ([2**53] * 2048 + [100], "RLE holds a run of 9007199254740992 pixels, more than the 10x10 image"),
+    ("o" * 20 + "0", "compressed RLE string holds a run of more than"),  # was OverflowError
+])
+def test_rle_runs_beyond_the_image_are_instance_errors(counts, message) -> None:  # noqa: ANN001
+    with pytest.raises(coco.InstanceError, match=message):
+        coco.runs_from_segmentation({"size": [10, 10], "counts": counts}, 10, 10)
+
+
+def test_rle_runs_beyond_the_image_fail_their_instance_and_their_score_in_one_line(tmp_path) -> None:  # noqa: ANN001
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "a.png")
+    job = {"image": str(tmp_path / "a.png"), "name": "a.png", "image_id": 1, "height": 10, "width": 10,
+           "instances": [{"index": 0, "id": 7, "segmentation": {"size": [10, 10], "counts": [10**20, 5]}}]}
+    (result,) = coco.iter_image_job(Recorder(), job, coco.RefineOptions())
+    assert result["status"] == "failed" and "holds a run of more than" in result["error"]
+    data = {"images": [{"id": 1, "file_name": "a.png", "height": 10, "width": 10}],
+            "annotations": [{"id": 7, "image_id": 1, "segmentation": {"size": [10, 10], "counts": [10**20, 5]}}]}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    scored = runner.invoke(app, ["score", str(tmp_path / "bad.json"), str(tmp_path / "bad.json")])
+    assert scored.exit_code == 1 and "Traceback" not in scored.output
+    assert "error: annotation 7: uncompressed RLE holds a run of more than" in " ".join(scored.stderr.split())
+
+
+def test_whole_float_rle_counts_are_read_and_other_dicts_are_named() -> None:
+    # pycocotools casts uncompressed counts to integers: 50.0 (a numpy export) is 50.
+    runs = coco.runs_from_segmentation({"size": [10, 10], "counts": [50.0, 50.0]}, 10, 10)
+    assert runs.tolist() == [50, 50] and runs.dtype == np.int64
+    with pytest.raises(coco.InstanceError, match="must be non-negative integers"):
+        coco.runs_from_segmentation({"size": [10, 10], "counts": [50.5, 49.5]}, 10, 10)
+    with pytest.raises(coco.InstanceError, match=r"an RLE segmentation needs 'size' and 'counts'; this one has 'size'"):
+        coco.runs_from_segmentation({"size": [10, 10]}, 10, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: EXIF orientation and the file's sizes
+
+
+def save_png(path: Path, pixels: np.ndarray, orientation: int | None = None) -> None:
+    extra = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        extra["exif"] = exif.tobytes()
+    Image.fromarray(pixels).save(path, **extra)
+
+
+def test_images_annotated_on_their_stored_pixels_are_refined_on_them(tmp_path) -> None:  # noqa: ANN001
+    # Stored 60 wide x 40 high with a bright block; EXIF 6 turns it upright to 40 x 60.
+    stored = np.full((40, 60, 3), 30, np.uint8)
+    stored[5:15, 10:30] = 250
+    save_png(tmp_path / "turned.png", stored, orientation=6)
+    save_png(tmp_path / "upside.png", stored, orientation=3)
+    block = np.zeros((40, 60), bool)
+    block[5:15, 10:30] = True
+    upright_block = np.rot90(block, -1)  # as the picture displays
+
+    def run(name: str, mask: np.ndarray) -> tuple[dict, Recorder]:
+        height, width = mask.shape
+        job = {"image": str(tmp_path / name), "name": name, "image_id": 1, "height": height, "width": width,
+               "instances": [{"index": 0, "id": 1, "segmentation": coco.encode_mask(mask)}]}
+        recorder = Recorder()
+        (result,) = coco.iter_image_job(recorder, job, coco.RefineOptions())
+        return result, recorder
+
+    # The file's 60x40 is the stored size: annotated on the stored pixels (a tool that ignores the
+    # tag). It failed as "the image is 40x60"; the block is now refined on the block's own pixels.
+    result, recorder = run("turned.png", block)
+    assert result["status"] == "refined", result
+    image, coarse = recorder.crops[0]
+    assert (image[coarse] == 250).all() and (image[~coarse] == 30).all()
+    assert np.array_equal(coco.decode_segmentation(result["segmentation"], 40, 60), block)
+    assert result["notes"] == ["turned.png: the annotation file's size 60x40 is the image as stored, before its EXIF "
+                               "rotation (rotated 90° clockwise); its instances are refined on the stored pixels"]
+    # The file's 40x60 is the upright size: the upright pixels, no note (as before).
+    result, recorder = run("turned.png", upright_block)
+    image, coarse = recorder.crops[0]
+    assert result["status"] == "refined" and "notes" not in result
+    assert (image[coarse] == 250).all() and (image[~coarse] == 30).all()
+    # A 180° turn keeps the size: the upright pixels, and a note saying the file cannot tell.
+    result, _ = run("upside.png", np.rot90(block, 2))
+    assert result["status"] == "refined"
+    assert "EXIF orientation 3 (rotated 180°) keeps the image's size" in result["notes"][0]
+    # Neither size: the instance fails, naming both.
+    result, _ = run("turned.png", np.zeros((30, 60), bool))
+    assert result["error"] == ("turned.png: the image is 40x60 (upright, by its EXIF orientation 6) but the "
+                               "annotation file says 60x30")
+
+
+def test_non_finite_or_fractional_image_sizes_fail_their_instances(tmp_path) -> None:  # noqa: ANN001
+    save_png(tmp_path / "a.png", np.zeros((10, 10, 3), np.uint8))
+    square = [[2.0, 2.0, 8.0, 2.0, 8.0, 8.0]]
+    for height, shown in ((float("nan"), "nan"), (float("inf"), "inf"), (10.5, "10.5")):
+        data = {"images": [{"id": 1, "file_name": "a.png", "height": height, "width": 10}],
+                "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "segmentation": square}]}
+        plan = coco.plan_jobs(data, tmp_path)  # NaN was a ValueError and inf an OverflowError here; 10.5 read as 10
+        (result,) = coco.iter_image_job(Recorder(), plan.jobs[0], coco.RefineOptions())
+        assert result["status"] == "failed" and result["error"] == f"a.png: the image is 10x10 but the annotation " \
+                                                                   f"file says 10x{shown}"
+    data["images"][0]["height"] = 10.0  # a whole float is a size
+    (result,) = coco.iter_image_job(Recorder(), coco.plan_jobs(data, tmp_path).jobs[0], coco.RefineOptions())
+    assert result["status"] == "refined"
+
+
+def test_a_box_beyond_float_range_is_not_a_traceback() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[5:10, 5:10] = True
+    result = coco.refine_instance(Recorder(), np.zeros((20, 20, 3), np.uint8), coco.encode_mask(mask),
+                                  coco.RefineOptions(), bbox=[10**400, 0, 1, 1])  # was OverflowError
+    assert result["status"] == "refined" and result["bbox"] == [5.0, 5.0, 5.0, 5.0] and result["area"] == 25
+
+
+# ---------------------------------------------------------------------------------------------
+# The written file
+
+
+def test_a_lone_surrogate_in_the_file_is_written_back_as_its_escape(tmp_path) -> None:  # noqa: ANN001
+    # json reads "\ud800" into a str that has no UTF-8 form: the whole run was refined, then the
+    # write failed ("surrogates not allowed"), and every rerun failed the same way.
+    path = tmp_path / "o.json"
+    data = {"info": {"note": "\ud800x \u00e9t\u00e9", "pair": "\U0001f600"}}
+    coco.write_json_atomic(path, data)
+    raw = path.read_bytes()
+    assert raw == b'{"info":{"note":"\\ud800x \xc3\xa9t\xc3\xa9","pair":"\xf0\x9f\x98\x80"}}'
+    assert json.loads(raw) == data
+
+
+def test_coco_with_a_lone_surrogate_writes_its_output(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from crm_cli.cli import common
+
+    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    save_png(tmp_path / "a.png", np.zeros((120, 160, 3), np.uint8))
+    annotation = {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [SQUARE], "area": 1,
+                  "bbox": [0, 0, 1, 1], "iscrowd": 0}
+    images = [{"id": 1, "file_name": "a.png", "height": 120, "width": 160}]
+    # The file holds the escape \ud800 as json.dumps writes a lone surrogate.
+    source = json.dumps({"info": {"description": "\ud800"}, "images": images, "annotations": [annotation]})
+    assert '"\\ud800"' in source
+    (tmp_path / "in.json").write_text(source)
+    output = tmp_path / "out.json"
+    result = runner.invoke(app, ["coco", str(tmp_path / "in.json"), "--images", str(tmp_path), "-o", str(output),
+                                 "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["refined"] == 1
+    written = json.loads(output.read_bytes())
+    assert written["info"] == {"description": "\ud800"}
+    annotation = written["annotations"][0]
+    assert (annotation["area"], annotation["bbox"]) == (2500, [40.0, 30.0, 50.0, 50.0])
+    assert np.array_equal(coco.decode_segmentation(annotation["segmentation"], 120, 160), square_mask())
+
+
+# ---------------------------------------------------------------------------------------------
+# crm score on COCO files
+
+
+def score_files(tmp_path: Path, gt: dict, pred: dict) -> tuple[Path, Path]:
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    return tmp_path / "pred.json", tmp_path / "gt.json"
+
+
+def two_images() -> dict:
+    square = [[2.0, 2.0, 8.0, 2.0, 8.0, 8.0, 2.0, 8.0]]
+    return {"images": [{"id": 1, "file_name": "x.png", "height": 10, "width": 10},
+                       {"id": 2, "file_name": "y.png", "height": 10, "width": 10}],
+            "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "segmentation": square},
+                            {"id": 12, "image_id": 2, "category_id": 1, "segmentation": square}]}
+
+
+def test_score_refuses_a_prediction_of_another_image(tmp_path) -> None:  # noqa: ANN001
+    gt, pred = two_images(), two_images()
+    pred["annotations"][1]["image_id"] = 1  # the same annotation id in a file of other images: scored as a match
+    with pytest.raises(ValueError, match=r"annotation 12: image_id 1 in the predictions but 2 in the ground truth"):
+        coco.score_coco(pred, gt)
+    result = runner.invoke(app, ["score", *map(str, score_files(tmp_path, gt, pred))])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "annotation 12: image_id 1 in the predictions but 2 in the ground truth" in " ".join(result.stderr.split())
+    del pred["annotations"][1]["image_id"]  # no image_id: matched by the annotation id alone, as before
+    assert coco.score_coco(pred, gt).iou == 1.0
+
+
+@pytest.mark.parametrize("height", [-10, 0, 10.5, float("inf")])
+def test_score_refuses_image_sizes_that_are_not_whole_positive_numbers(height) -> None:  # noqa: ANN001
+    # -10 reached pycocotools (OverflowError, a traceback), inf too; 10.5 was scored as 10.
+    gt = two_images()
+    gt["images"][0]["height"] = height
+    with pytest.raises(ValueError, match=r"image 1: needs a numeric 'height' and 'width'"):
+        coco.score_coco(two_images(), gt)
+
+
+def test_score_accepts_degenerate_polygon_parts(tmp_path) -> None:  # noqa: ANN001
+    gt, pred = two_images(), two_images()
+    pred["annotations"][0]["segmentation"].append([1.0, 1.0, 2.0, 2.0])  # was "polygon 1 has 4 coordinates"
+    result = runner.invoke(app, ["score", *map(str, score_files(tmp_path, gt, pred)), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["iou"] == 1.0
+
+
+def test_a_file_that_is_not_utf8_is_named_in_one_line(tmp_path) -> None:  # noqa: ANN001
+    # A Latin-1 export: json's UnicodeDecodeError named neither the file nor what was wrong with it.
+    path = tmp_path / "latin.json"
+    path.write_bytes(b'{"images": [], "annotations": [], "info": {"author": "Jos\xe9"}}')
+    with pytest.raises(coco.CocoFileError, match=r"latin\.json: not valid JSON \(byte 57 is 0xe9, not UTF-8 text\)"):
+        coco.load_coco(path)
+    result = runner.invoke(app, ["score", str(path), str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "latin.json: not valid JSON (byte 57 is 0xe9, not UTF-8 text)" in " ".join(result.stderr.split())
