@@ -1,8 +1,10 @@
-"""Pair files: image/mask pairs to refine (the BIG layout or ``images/`` + ``masks/``), and
+"""Pair files: image/mask pairs to refine (``images/`` + ``masks/``, the BIG layout, or side by side), and
 predictions with their ground truths for scoring."""
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,10 @@ MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".j
 GT_SUFFIX = "_gt"
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
+# Names a mask may have after its photo's name, in any letter case (``frame_0001_mask.png``,
+# ``frame_0001.matte.tif``): tried after the photo's own name in masks/, and the mask names of
+# photos with their masks beside them.
+MASK_NAME_SUFFIXES = ("_mask", ".mask", "-mask", "_matte", ".matte", "-matte")
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
 
 T = TypeVar("T")
@@ -49,7 +55,10 @@ class Pairing(Generic[T]):
     pairs: list[T]
     problems: list[str] = field(default_factory=list)  # inputs without a partner: each one is a failure
     notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
-    folders: bool = False  # scan_pairs found the images/ + masks/ layout (not the BIG one)
+    folders: bool = False  # scan_pairs found the images/ + masks/ layout (not the BIG or side-by-side one)
+    layout: str = ""  # scan_pairs: the layout found, in words (for the line batch prints before it runs)
+    # scan_pairs: (name, image) of the image each problem is about, in the order of ``problems``.
+    unpaired: list[tuple[str, Path]] = field(default_factory=list)
 
 
 def _preference(path: Path) -> tuple[int, str]:
@@ -65,48 +74,142 @@ def _duplicate_note(used: Path, ignored: Path) -> str:
     return f"{ignored} ignored: {used} has the same name and is used (format order: {order})"
 
 
-def _is_hidden(relative: Path) -> bool:
-    """True when a file or one of its folders (relative to the folder searched) starts with a dot."""
-    return any(part.startswith(".") for part in relative.parts)
+def _under(real: str, folder: str | None) -> bool:
+    """True when the resolved path ``real`` is the resolved folder ``folder`` or lies below it."""
+    return folder is not None and (real == folder or real.startswith(folder.rstrip(os.sep) + os.sep))
 
 
-def _outside(path: Path, exclude: Path | None) -> bool:
-    """True when ``path`` does not lie under the (resolved) folder ``exclude``."""
-    return exclude is None or not path.resolve().is_relative_to(exclude)
+@dataclass
+class _Walk:
+    """What :func:`_walk` found below a folder."""
+
+    files: list[Path] = field(default_factory=list)  # visible files of the formats asked for, sorted
+    inside: list[Path] = field(default_factory=list)  # the same, lying in the excluded folder
+    broken: list[Path] = field(default_factory=list)  # visible links whose target is gone
+    others: dict[str, int] = field(default_factory=dict)  # other visible files: count by extension
 
 
-def _by_suffix(folder: Path, tag: str) -> dict[Path, list[Path]]:
-    """``{relative/name: files}`` for the visible image files ``<name><tag>.<ext>`` below ``folder``."""
-    found: dict[Path, list[Path]] = {}
-    for path in sorted(folder.rglob(f"*{tag}.*")):
-        relative = path.relative_to(folder)
-        if (path.suffix.lower() in IMAGE_SUFFIXES and path.stem.endswith(tag) and len(path.stem) > len(tag)
-                and not _is_hidden(relative) and path.is_file()):
-            found.setdefault(relative.with_name(path.stem[: -len(tag)]), []).append(path)
+def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
+          skip: Sequence[str] = ()) -> _Walk:
+    """The visible files below ``folder`` whose extension (any case) is one of ``suffixes``.
+
+    Hidden files and folders (a name starting with a dot: ``.DS_Store``, AppleDouble ``._x.png``)
+    are skipped, and so are the top-level entries named in ``skip``. Linked folders are followed
+    (``follow``), but not into a folder above them (a loop). Files whose resolved path lies in the
+    resolved folder ``exclude`` are listed apart. One ``os.scandir`` per folder and a path
+    resolved per link and per folder only: 20,000 frames are listed in well under a second.
+    """
+    found = _Walk()
+
+    def visit(directory: Path, real: str, ancestors: frozenset[str], excluded: bool) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = list(scan)
+        except OSError:  # unreadable, or gone meanwhile: nothing to pair there
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or (directory == folder and name in skip):
+                continue
+            path = directory / name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=follow)
+                link = entry.is_symlink()
+            except OSError:
+                continue
+            if is_dir:
+                below = os.path.realpath(path) if link else os.path.join(real, name)
+                if below not in ancestors:  # a link back to a folder above would never end
+                    visit(path, below, ancestors | {below}, excluded or _under(below, exclude))
+                continue
+            suffix = os.path.splitext(name)[1].lower()
+            try:
+                is_file = entry.is_file()
+            except OSError:
+                is_file = False
+            if not is_file:
+                if link and not os.path.exists(path) and suffix in suffixes:
+                    found.broken.append(path)
+                continue
+            if suffix not in suffixes:
+                found.others[suffix] = found.others.get(suffix, 0) + 1
+                continue
+            inside = excluded or (link and _under(os.path.realpath(path), exclude))
+            (found.inside if inside else found.files).append(path)
+
+    real = os.path.realpath(folder)
+    visit(folder, real, frozenset({real}), _under(real, exclude))
+    found.files.sort()
+    found.inside.sort()
+    found.broken.sort()
     return found
 
 
-def _by_stem(folder: Path) -> dict[Path, list[Path]]:
-    """``{relative/stem: files}`` for the visible image files below ``folder``."""
+def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Path]]:
+    """``{relative/name: files}`` of ``files`` below ``folder`` named ``<name><tag>.<ext>`` (all of
+    them when ``tag`` is empty)."""
     found: dict[Path, list[Path]] = {}
-    for path in sorted(folder.rglob("*")):
+    for path in files:
+        stem = path.stem
+        if tag and not (stem.endswith(tag) and len(stem) > len(tag)):
+            continue
         relative = path.relative_to(folder)
-        if path.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(relative) and path.is_file():
-            found.setdefault(relative.with_suffix(""), []).append(path)
+        found.setdefault(relative.with_name(stem[: len(stem) - len(tag)]), []).append(path)
     return found
 
 
-def _leave_out(found: dict[Path, list[Path]], exclude: Path | None) -> tuple[dict[Path, list[Path]], set[Path]]:
-    """``found`` without its files under ``exclude``, and the names whose files all lie there."""
-    kept: dict[Path, list[Path]] = {}
-    inside: set[Path] = set()
-    for key, files in found.items():
-        outside = [path for path in files if _outside(path, exclude)]
-        if outside:
-            kept[key] = outside
-        else:
-            inside.add(key)
-    return kept, inside
+def _mask_suffix(stem: str) -> str | None:
+    """The suffix of MASK_NAME_SUFFIXES (any case) that ends ``stem`` after a name, if one does."""
+    lowered = stem.lower()
+    for suffix in MASK_NAME_SUFFIXES:
+        if lowered.endswith(suffix) and len(stem) > len(suffix):
+            return suffix
+    return None
+
+
+def _name_key(key: Path, fold: bool = False) -> str:
+    """A name as it is compared: Unicode NFC (macOS writes names decomposed, other systems composed,
+    and the two look the same), and case-folded when ``fold``."""
+    text = unicodedata.normalize("NFC", key.as_posix())
+    return text.casefold() if fold else text
+
+
+def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str]
+           ) -> tuple[dict[Path, Path], dict[Path, list[Path]]]:
+    """``{image name: mask name}``, and the image names that several mask names fit.
+
+    The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
+    name), in four rounds, each only among the masks no earlier round took: the same name, then a
+    suffixed one, then the same two with letter case ignored. Names are compared in Unicode NFC.
+    Within a round two fitting masks make the image ambiguous (a failure, never a guess).
+    """
+    rounds: list[tuple[tuple[str, ...], bool]] = []
+    for fold in (False, True):
+        rounds += [(tuple(s for s in suffixes if not s), fold), (tuple(s for s in suffixes if s), fold)]
+    indexes = {}
+    for fold in (False, True):
+        index: dict[str, list[Path]] = {}
+        for key in masks:
+            index.setdefault(_name_key(key, fold), []).append(key)
+        indexes[fold] = index
+    matched: dict[Path, Path] = {}
+    ambiguous: dict[Path, list[Path]] = {}
+    used: set[Path] = set()
+    for round_suffixes, fold in rounds:
+        if not round_suffixes:
+            continue
+        index = indexes[fold]
+        for key in images:
+            if key in matched or key in ambiguous:
+                continue
+            name = _name_key(key, fold)
+            fits = [mask for suffix in round_suffixes for mask in index.get(name + suffix, ()) if mask not in used]
+            if len(fits) == 1:
+                matched[key] = fits[0]
+                used.add(fits[0])
+            elif fits:
+                ambiguous[key] = fits
+    return matched, ambiguous
 
 
 def listed(items: Sequence[Any], limit: int = MAX_LISTED) -> str:
@@ -122,62 +225,166 @@ def _pick(files: list[Path], notes: list[str]) -> Path:
     return used
 
 
-def _count(number: int, noun: str) -> str:
+def count_noun(number: int, noun: str) -> str:
     """``3 masks``, ``1 mask``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _formats_hint(walked: _Walk) -> str:
+    """`` (it holds 300 .exr files; crm reads .jpg, ...)`` for a folder without one image crm reads."""
+    if not walked.others:
+        return ""
+    common = sorted(walked.others.items(), key=lambda item: -item[1])[:3]
+    held = ", ".join(count_noun(count, f"{suffix or 'extensionless'} file") for suffix, count in common)
+    return f" (it holds {held}; crm reads {', '.join(IMAGE_SUFFIXES)})"
+
+
+def _layout_hint(root: Path) -> str:
+    """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders."""
+    images, masks = (root / "images").is_dir(), (root / "masks").is_dir()
+    if images == masks:
+        return ""
+    have, lack = ("images", "masks") if images else ("masks", "images")
+    try:
+        others = sorted(entry.name + "/" for entry in os.scandir(root)
+                        if entry.is_dir() and not entry.name.startswith(".") and entry.name != have)
+    except OSError:
+        others = []
+    seen = f" (beside it: {listed(others, 5)})" if others else ""
+    target = others[0].rstrip("/") if len(others) == 1 else "FOLDER"
+    return (f"; it has {have}/ but no {lack}/ folder{seen}: the photos' folder must be named images/ and the "
+            f"masks' masks/ (a link will do: ln -s {target} {root / lack})")
 
 
 def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     """Pairs under ``root``, the problems (images without masks: failures), and notes (warnings).
 
-    Layout: ``root/images/**`` + ``root/masks/**`` when both folders exist, paired by relative
-    name without the extension, output ``<relative name>.png``. Otherwise the BIG layout:
-    ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder, output
-    ``<name>_mask.png``. Sub-folders are mirrored in the output. Hidden files and folders are
-    skipped. Of files that share a name in several formats one is used (PNG, TIFF, BMP, WebP,
-    JPEG, then GIF), with a note; masks without an image are counted in a note. Files under
+    Layouts, the first that applies:
+
+    - ``root/images/**`` + ``root/masks/**`` when both folders exist: the mask of
+      ``images/<path>/<name>.*`` is ``masks/<path>/<name>.*``, or else ``<name>`` followed by one
+      of MASK_NAME_SUFFIXES (``<name>_mask.*``, ``<name>-matte.*``...); output ``<path>/<name>.png``.
+    - the BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder,
+      output ``<name>_mask.png``.
+    - photos and masks side by side: ``<name>.*`` + ``<name>_mask.*`` (or another suffix of
+      MASK_NAME_SUFFIXES), output ``<name>.png``; photos in folders holding no mask are left out
+      with a note (an earlier output folder is one).
+
+    Names are compared in Unicode NFC, and where no mask has the same letter case, with case
+    ignored; two masks that fit one photo equally make it a problem. Sub-folders are searched
+    (linked ones too) and mirrored in the output. Hidden files and folders are skipped. Of files
+    that share a name in several formats one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a
+    note; masks without an image and links to missing files are counted in notes. Files under
     ``exclude`` (the batch's own output folder, when it lies inside ``root``) are left out, so
     reruns never pair earlier outputs; a note counts the input pairs found there. Raises
     NoPairsError when there is no image at all (images without masks are problems instead).
     """
     problems: list[str] = []
+    unpaired: list[tuple[str, Path]] = []
     notes: list[str] = []
     pairs: list[FilePair] = []
-    resolved = exclude.resolve() if exclude is not None else None
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    if excluded is not None and _under(os.path.realpath(root), excluded):
+        excluded = None  # an output folder around the input one holds it whole: nothing of it is an output
     folders = (root / "images").is_dir() and (root / "masks").is_dir()
+    gts: dict[Path, list[Path]] = {}
+    big = side_by_side = False
     if folders:
-        images, images_inside = _leave_out(_by_stem(root / "images"), resolved)
-        masks, masks_inside = _leave_out(_by_stem(root / "masks"), resolved)
-        stray = [path for files in _leave_out(_by_suffix(root, "_im"), resolved)[0].values() for path in files
-                 if path.relative_to(root).parts[0] not in ("images", "masks")]
+        layout = "images/ + masks/ folders"
+        found_images = _walk(root / "images", IMAGE_SUFFIXES, excluded)
+        found_masks = _walk(root / "masks", IMAGE_SUFFIXES, excluded)
+        images, masks = _keyed(found_images.files, root / "images"), _keyed(found_masks.files, root / "masks")
+        images_inside = _keyed(found_images.inside, root / "images")
+        masks_inside = _keyed(found_masks.inside, root / "masks")
+        broken = found_images.broken + found_masks.broken
+        stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks")).files
+                 if path.stem.endswith("_im") and len(path.stem) > 3]
         if stray:
-            notes.append(f"{_count(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ and masks/ "
+            notes.append(f"{count_noun(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ and masks/ "
                          "folders, only those are paired")
         if not images:
-            raise NoPairsError(f"{root}: no pairs found; {root / 'images'} holds no image files")
+            raise NoPairsError(f"{root}: no pairs found; {root / 'images'} holds no image files"
+                               + _formats_hint(found_images))
+        suffixes = ("", *MASK_NAME_SUFFIXES)
     else:
-        images, images_inside = _leave_out(_by_suffix(root, "_im"), resolved)
-        if not images:
-            raise NoPairsError(f"{root}: no pairs found; expected <name>_im.* with <name>_seg.* (BIG layout) "
-                               "or images/ and masks/ folders")
-        masks, masks_inside = _leave_out(_by_suffix(root, "_seg"), resolved)
-    gts = {} if folders else _leave_out(_by_suffix(root, GT_SUFFIX), resolved)[0]
+        walked = _walk(root, IMAGE_SUFFIXES, excluded)
+        broken = walked.broken
+        images = _keyed(walked.files, root, "_im")
+        images_inside = _keyed(walked.inside, root, "_im")
+        big = bool(images)
+        if big:
+            layout = "BIG layout: <name>_im + <name>_seg"
+            masks, masks_inside = _keyed(walked.files, root, "_seg"), _keyed(walked.inside, root, "_seg")
+            gts = _keyed(walked.files, root, GT_SUFFIX)
+            suffixes = ("",)
+        else:
+            side_by_side = True
+            layout = "side by side: <name> + <name>_mask"
+            photos = [path for path in walked.files if _mask_suffix(path.stem) is None]
+            named = [path for path in walked.files if _mask_suffix(path.stem) is not None]
+            images, masks = _keyed(photos, root), _keyed(named, root)
+            images_inside = _keyed([path for path in walked.inside if _mask_suffix(path.stem) is None], root)
+            masks_inside = _keyed([path for path in walked.inside if _mask_suffix(path.stem) is not None], root)
+            suffixes = MASK_NAME_SUFFIXES
+            # A folder without one mask (an earlier output folder, photos not masked yet) is no part of the layout.
+            with_masks = {key.parent for key in masks}
+            maskless = [files[0] for key, files in images.items() if key.parent not in with_masks]
+            images = {key: files for key, files in images.items() if key.parent in with_masks}
+            if maskless and masks:
+                notes.append(f"{count_noun(len(maskless), 'photo')} in folders without any <name>_mask.* mask not "
+                             f"paired, e.g. {maskless[0]}")
+            if not images or not masks:
+                raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
+                                   "<name>_seg.* (BIG layout), or photos with their masks beside them named "
+                                   "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
+    images_inside = {key: files for key, files in images_inside.items() if key not in images}
+    matched, ambiguous = _match(list(images), list(masks), suffixes)
+    if not matched and not ambiguous and side_by_side:
+        # Photos and masks side by side was a guess: when not one photo fits a mask, the folder holds another layout.
+        raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
+                           "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ "
+                           "folders" + _layout_hint(root))
+    gt_names = _match(list(images), list(gts), ("",))[0] if gts else {}
+    tried = "(or .mask, -mask, _matte, .matte, -matte)"
+    duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
     for key, image_files in images.items():
-        image = _pick(image_files, notes)
-        if key not in masks:
-            problems.append(f"{image}: no mask with the same stem under {root / 'masks'}" if folders
-                            else f"{image}: no matching {key.name}_seg.* mask")
+        image = _pick(image_files, duplicates)
+        if key in ambiguous:
+            fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
+            problems.append(f"{image}: {len(fits)} masks fit it, {listed(fits)}: rename or remove all but one")
+            unpaired.append((str(key), image))
             continue
-        mask = _pick(masks[key], notes)
-        gt = _pick(gts[key], notes) if key in gts else None
-        output = key.with_name(key.name + (".png" if folders else "_mask.png"))
+        if key not in matched:
+            if big:
+                problems.append(f"{image}: no matching {key.name}_seg.* mask")
+            elif folders:
+                problems.append(f"{image}: no mask {key.name}.* or {key.name}_mask.* {tried} under "
+                                f"{root / 'masks' / key.parent}"
+                                + (f" (one lies in the output folder {exclude}, which is never read)"
+                                   if key in masks_inside else ""))
+            else:
+                problems.append(f"{image}: no mask {key.name}_mask.* {tried} beside it")
+            unpaired.append((str(key), image))
+            continue
+        mask = _pick(masks[matched[key]], duplicates)
+        gt = _pick(gts[gt_names[key]], duplicates) if key in gt_names else None
+        output = key.with_name(key.name + ("_mask.png" if big else ".png"))
         pairs.append(FilePair(str(key), image, mask, output, gt))
-    orphans = [files[0] for key, files in masks.items() if key not in images]
+    notes += duplicates[:MAX_LISTED]
+    if len(duplicates) > MAX_LISTED:
+        notes.append(f"{len(duplicates) - MAX_LISTED} more files ignored: another format of the same name is used")
+    # Input pairs whose image lies in the output folder: counted there, their masks not among the orphans.
+    inside_matched, inside_ambiguous = _match(list(images_inside), [*masks, *masks_inside], suffixes)
+    used = {*matched.values(), *inside_matched.values()}
+    used.update(mask for fits in [*ambiguous.values(), *inside_ambiguous.values()] for mask in fits)
+    orphans = [files[0] for key, files in masks.items() if key not in used]
     if orphans:
-        notes.append(f"{_count(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
-    if left_out := sum(1 for key in images_inside if key in masks or key in masks_inside):
-        notes.append(f"{_count(left_out, 'input pair')} left out: inside the output folder {exclude}")
-    return Pairing(pairs, problems, notes, folders)
+        notes.append(f"{count_noun(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
+    if broken:
+        notes.append(f"{count_noun(len(broken), 'link')} to a missing file skipped, e.g. {broken[0]}")
+    if left_out := len(inside_matched) + len(inside_ambiguous):
+        notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
+    return Pairing(pairs, problems, notes, folders, layout, unpaired)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
@@ -197,14 +404,9 @@ class ScorePair:
 
 
 def _mask_files(folder: Path, skip: Path | None = None) -> list[Path]:
-    """Mask files below ``folder`` (sub-folders included), sorted; hidden files and folders, and
-    anything under the folder ``skip``, left out."""
-    resolved = skip.resolve() if skip is not None else None
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.suffix.lower() in MASK_EXTENSIONS and not _is_hidden(path.relative_to(folder)) and path.is_file()
-        and _outside(path, resolved)
-    )
+    """Mask files below ``folder`` (sub-folders included, linked ones too), sorted; hidden files
+    and folders, and anything under the folder ``skip``, left out."""
+    return _walk(folder, MASK_EXTENSIONS, os.path.realpath(skip) if skip is not None else None).files
 
 
 def _nested_in(folder: Path, other: Path) -> Path | None:
@@ -221,23 +423,24 @@ def _base_name(gt: Path, folder: Path | None = None) -> str:
 
 
 def _index(files: list[Path], folder: Path) -> tuple[dict[str, Path], dict[Path, list[Path]]]:
-    """Predictions by relative path without and with the extension, and for each file chosen for a
-    name, the other formats of that name it was chosen over (see :func:`_preference`)."""
+    """Predictions by relative path without and with the extension (in Unicode NFC, see
+    :func:`_name_key`), and for each file chosen for a name, the other formats of that name it was
+    chosen over (see :func:`_preference`)."""
     by_key: dict[str, Path] = {}
     shadowed: dict[Path, list[Path]] = {}
     for path in sorted(files, key=_preference):
         relative = path.relative_to(folder)
-        used = by_key.setdefault(relative.with_suffix("").as_posix(), path)
+        used = by_key.setdefault(_name_key(relative.with_suffix("")), path)
         if used != path and used.with_suffix("") == path.with_suffix(""):
             shadowed.setdefault(used, []).append(path)
-        by_key.setdefault(relative.as_posix(), path)
+        by_key.setdefault(_name_key(relative), path)
     return by_key, shadowed
 
 
 def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...]) -> Path | None:
     """The first ``<name><suffix>`` present in the prediction index, never the GT file itself."""
     for suffix in suffixes:
-        candidate = index.get(name + suffix)
+        candidate = index.get(unicodedata.normalize("NFC", name + suffix))
         if candidate is not None and candidate.resolve() != gt.resolve():
             return candidate
     return None

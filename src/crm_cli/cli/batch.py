@@ -200,7 +200,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
 def batch(
     folder: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, metavar="FOLDER",
-        help="BIG-layout folder (*_im + *_seg) or a folder with images/ and masks/.")],
+        help="A folder with images/ and masks/ (each mask named as its photo, or <name>_mask, <name>-matte...), "
+             "a BIG-layout folder (*_im + *_seg), or photos with their <name>_mask masks beside them.")],
     output_dir: Annotated[Path, typer.Option(
         "--output", "-o", file_okay=False, metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
@@ -213,15 +214,19 @@ def batch(
         "--overwrite", help="Redo outputs that already exist (those another run on the folder writes meanwhile "
                             "are kept).")] = False,
     ray_address: RayOpt = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Pair and check the files, list what would be refined, and stop before the model "
+                          "loads (exit 1 if some pair would fail).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Refine every image/mask pair under FOLDER. Finished outputs are skipped unless --overwrite;
-    a bad pair is reported and the rest go on; the exit code is 1 if any pair failed."""
+    """Refine every image/mask pair under FOLDER. What was paired is said before the run (--dry-run
+    lists it and stops); finished outputs are skipped unless --overwrite; a bad pair is reported and
+    the rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
-    from ..pairing import scan_pairs
+    from ..pairing import MAX_LISTED, count_noun, scan_pairs
     from ..raybatch import RayRunError, ray_run
 
     if ray_address is not None:
@@ -249,8 +254,11 @@ def batch(
     # Errors are not progress: each failure is named as it is found, even with -q.
     for problem in found.problems:
         report_failure("", problem)
-    items += [{"name": None, "image": None, "mask": None, "output": None, "status": "failed",
-               "error": problem, "seconds": 0.0} for problem in found.problems]
+    # The image each problem is about, as the other items name theirs (it has no mask, so no output).
+    for index, problem in enumerate(found.problems):
+        name, image = found.unpaired[index] if index < len(found.unpaired) else (None, None)
+        items.append({"name": name, "image": None if image is None else str(image), "mask": None, "output": None,
+                      "status": "failed", "error": problem, "seconds": 0.0})
     todo: list[FilePair] = []
     for pair in pairs:
         output = output_dir / pair.relative_output
@@ -262,7 +270,7 @@ def batch(
                           "output": str(output), "status": "skipped"})
         else:
             todo.append(pair)
-    if output_dir.is_dir():
+    if output_dir.is_dir() and not dry_run:
         removed = remove_leftover_temp_files(output_dir, pairs)
         if removed and not quiet:
             say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
@@ -281,6 +289,26 @@ def batch(
                           "output": str(output_dir / pair.relative_output), "status": "failed", "error": error,
                           "seconds": 0.0})
     todo = [pair for pair in todo if pair not in failed_early]
+    if not quiet:  # what was paired, before a long run starts (the failures were named above)
+        done_before = sum(1 for item in items if item["status"] == "skipped")
+        found_line = [f"{count_noun(len(pairs), 'pair')} found in {folder} ({found.layout})"]
+        found_line += [f"{count_noun(len(found.problems), 'image')} not paired"] if found.problems else []
+        found_line += [f"{done_before} already done"] if done_before else []
+        found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []
+        say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
+            f"{output_dir}")
+    if dry_run:
+        for pair in todo:
+            items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                          "output": str(output_dir / pair.relative_output), "status": "todo"})
+            if not quiet:
+                say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
+        counts = {**summary_counts(items), "todo": len(todo)}
+        if json_out:
+            emit_json({**counts, "dry_run": True, "output_dir": str(output_dir), "items": items})
+        if counts["failed"]:
+            raise typer.Exit(1)
+        return
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
                    clocks=clocks)
@@ -304,8 +332,9 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
-                    for note in outcome.pop("notes", []):
-                        warn(note, progress.console)
+                    for note in outcome.pop("notes", []):  # named by the pair, unless the note names its file
+                        named = str(pair.image) in note or str(pair.mask) in note
+                        warn(note if named else f"{pair.name}: {note}", progress.console)
                     if outcome["status"] == "failed":
                         report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                     elif outcome.get("schedule") and not quiet:
@@ -338,10 +367,12 @@ def batch(
             if item["status"] == "in_progress":
                 say(f"  left to another run: {item['name']} (lock {item['lock']}: {item['lock_holder']}; "
                     f"taken over once {STALE_LOCK_AGE_S / 60:.0f} min old, or delete it if no run is busy)")
-        for item in items:
-            if item["status"] == "failed":
-                label = f"{item['name']}: " if item["name"] else ""
-                report_failure(label, item["error"], prefix="  failed")
+        failures = [item for item in items if item["status"] == "failed"]
+        for item in failures[:MAX_LISTED]:  # each was named as it failed: thousands are not listed twice
+            label = f"{item['name']}: " if item["name"] and item["mask"] else ""
+            report_failure(label, item["error"], prefix="  failed")
+        if len(failures) > MAX_LISTED:
+            console.print(f"  ... and {len(failures) - MAX_LISTED} more failed (each named above)", highlight=False)
     if json_out:
         emit_json({**counts, "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
