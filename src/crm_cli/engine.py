@@ -40,6 +40,7 @@ from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
+from .runtime import numpy_pages_unadvised
 from .schedule import (
     REGION_MAX_ATTACHED,
     REGION_MAX_SHARE,
@@ -379,7 +380,7 @@ class Refiner:
         ``full_decode``). The image, mask and errors are :meth:`refine`'s. ``stages`` never share
         memory with the given mask.
         """
-        with self._lock, self.runner.inference():
+        with self._lock, numpy_pages_unadvised(), self.runner.inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                          preset=preset, keep_stages=keep_stages)
 
