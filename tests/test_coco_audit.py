@@ -295,3 +295,15 @@ def test_a_file_that_is_not_utf8_is_named_in_one_line(tmp_path) -> None:  # noqa
     result = runner.invoke(app, ["score", str(path), str(path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "latin.json: not valid JSON (byte 57 is 0xe9, not UTF-8 text)" in " ".join(result.stderr.split())
+
+
+def test_an_overlong_compressed_run_is_refused_where_it_starts() -> None:
+    """Decoding went on through the whole string, its integer growing 5 bits a character (a few MB
+    took minutes), before the run's size was checked. It stops after 11 groups now: the error is
+    the run's, not the invalid character at the string's end that the old decoder reached."""
+    from crm_cli.coco.rle import MAX_RUN, InstanceError, decode_rle_string, encode_rle_string
+
+    with pytest.raises(InstanceError, match="a run of more than"):
+        decode_rle_string("o" * 200_000 + "!")
+    for runs in ([0, MAX_RUN, 5], [3, MAX_RUN - 1, MAX_RUN]):  # the largest runs still read back
+        assert decode_rle_string(encode_rle_string(runs)).tolist() == runs

@@ -301,6 +301,54 @@ def test_an_api_refine_runs_without_huge_page_advice_and_puts_it_back(tiny_weigh
         switch(original)
 
 
+def test_the_page_advice_stays_off_while_any_thread_refines_and_comes_back_after_the_last(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two refinements overlapping in two threads: A starts, B starts, A ends while B runs. Each
+    putting back what it found left B running with the advice on, and the process with it off."""
+    import threading
+
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    switch = runtime.numpy_page_advice_switch()
+    assert switch is not None
+
+    def advised() -> bool:
+        value = switch(False)
+        switch(value)
+        return value
+
+    a_inside, b_inside, a_left, b_may_leave = (threading.Event() for _ in range(4))
+    seen: dict[str, bool] = {}
+
+    def a() -> None:
+        with runtime.numpy_pages_unadvised():
+            a_inside.set()
+            b_inside.wait(10)
+        a_left.set()
+
+    def b() -> None:
+        with runtime.numpy_pages_unadvised():
+            b_inside.set()
+            a_left.wait(10)
+            seen["b after a left"] = advised()
+            b_may_leave.wait(10)
+
+    original = switch(True)
+    try:
+        first = threading.Thread(target=a)
+        first.start()
+        a_inside.wait(10)  # A is inside before B starts
+        second = threading.Thread(target=b)
+        second.start()
+        a_left.wait(10)
+        b_may_leave.set()
+        first.join(10)
+        second.join(10)
+        assert seen == {"b after a left": False}
+        assert advised() is True
+    finally:
+        switch(original)
+
+
 def test_time_refuses_absurd_sizes_as_usage_errors() -> None:
     for size, megapixels in (("100000x100000", "10000 MP"), ("20000x15000", "300 MP")):
         result = runner.invoke(app, ["time", "--size", size])

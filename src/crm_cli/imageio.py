@@ -364,6 +364,11 @@ def _stored_size(image: Image.Image) -> tuple[int, int]:
 _INVERSE_ORIENTATION = {6: 8, 8: 6}
 
 
+def inverse_orientation(orientation: int) -> int:
+    """The EXIF orientation whose :func:`apply_orientation` undoes ``orientation``'s."""
+    return _INVERSE_ORIENTATION.get(orientation, orientation)
+
+
 def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> np.ndarray:
     """OpenCV's 16-bit ``pixels`` of a file with EXIF ``orientation``, laid out as Pillow loaded it.
 
@@ -372,7 +377,7 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
     which are the high bytes of the 16-bit ones.
     """
     reference = np.asarray(loaded)[..., :3].astype(np.int16)
-    inverse = _INVERSE_ORIENTATION.get(orientation, orientation)
+    inverse = inverse_orientation(orientation)
     turned_shape = pixels.shape[1::-1] if swaps_axes(orientation) else pixels.shape[:2]
     fitting = [pixels] if pixels.shape[:2] == reference.shape[:2] else []
     if turned_shape == reference.shape[:2]:  # built only when they fit: each is a full-size copy

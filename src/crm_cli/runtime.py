@@ -47,6 +47,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,23 +103,38 @@ def configure_numpy_pages(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
+# Refinements running in several threads at once share NumPy's process-wide advice: the first to
+# start turns it off and the last to finish puts back what it found (numpy_pages_unadvised).
+_pages_lock = threading.Lock()
+_pages_users = 0
+_pages_before: bool | None = None
+
+
 @contextmanager
 def numpy_pages_unadvised() -> Iterator[None]:
-    """NumPy's huge-page advice off inside the block and put back as it was after it, unless the
-    user chose with ``NUMPY_MADVISE_HUGEPAGE``. ``engine.Refiner`` refines inside it, so a Python-API
-    user's process gets the CLI's speed (:func:`configure_numpy_pages`) without crm changing the
-    process's setting for good: on this 2-core VM the first refinements of a generated 3840x2160
-    scene in a fresh process took 3.28, 2.10 and 1.95 s with the advice and 1.41, 1.34 and 1.32 s
-    without (later ones 1.28-1.53 s against 1.30-1.36 s)."""
+    """NumPy's huge-page advice off inside the block and put back as it was once no thread is in
+    such a block, unless the user chose with ``NUMPY_MADVISE_HUGEPAGE``. ``engine.Refiner`` refines
+    inside it, so a Python-API user's process gets the CLI's speed (:func:`configure_numpy_pages`)
+    without crm changing the process's setting for good: on this 2-core VM the first refinements of
+    a generated 3840x2160 scene in a fresh process took 3.28, 2.10 and 1.95 s with the advice and
+    1.41, 1.34 and 1.32 s without (later ones 1.28-1.53 s against 1.30-1.36 s)."""
+    global _pages_users, _pages_before
     switch = None if "NUMPY_MADVISE_HUGEPAGE" in os.environ else numpy_page_advice_switch()
     if switch is None:
         yield
         return
-    previous = switch(False)
+    with _pages_lock:
+        if _pages_users == 0:
+            _pages_before = switch(False)
+        _pages_users += 1
     try:
         yield
     finally:
-        switch(previous)
+        with _pages_lock:
+            _pages_users -= 1
+            if _pages_users == 0 and _pages_before is not None:
+                switch(_pages_before)
+                _pages_before = None
 
 
 def numpy_page_advice_switch() -> Callable[[bool], bool] | None:

@@ -141,7 +141,7 @@ def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, wi
     Raises:
         InstanceError: neither the upright nor the stored size is the file's.
     """
-    from ..imageio import apply_orientation
+    from ..imageio import apply_orientation, inverse_orientation
     from ..masks import swaps_axes
 
     upright = tuple(image.shape[:2])
@@ -149,7 +149,7 @@ def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, wi
         return image, None
     if upright != (height, width):
         if swaps_axes(orientation) and upright[::-1] == (height, width):
-            stored = apply_orientation(image, {6: 8, 8: 6}.get(orientation, orientation))  # undo the tag
+            stored = apply_orientation(image, inverse_orientation(orientation))  # undo the tag
             return stored, (f"{name}: the annotation file's size {width}x{height} is the image as stored, before "
                             f"its EXIF rotation ({_ORIENTATION_WORDS[orientation]}); its instances are refined "
                             "on the stored pixels")

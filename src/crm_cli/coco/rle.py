@@ -45,6 +45,10 @@ def decode_rle_string(counts: str | bytes) -> np.ndarray:
             more = bool(group & 0x20)
             position += 1
             shift += 5
+            # pycocotools writes a run of up to MAX_RUN in at most 11 groups; more only make Python's
+            # ever longer integers slower (a string of a few MB took minutes), so stop here.
+            if more and shift > 55:
+                raise InstanceError(f"compressed RLE string holds a run of more than {MAX_RUN} pixels")
             if not more and group & 0x10:
                 value |= -1 << shift
         if len(runs) > 2:
