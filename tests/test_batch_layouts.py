@@ -149,7 +149,149 @@ def test_linked_sub_folders_are_followed_and_loops_end(tmp_path: Path) -> None:
     found = scan_pairs(data)
     assert [pair.name for pair in found.pairs] == ["own", "shot1/f1", "shot1/f2"]
     assert paired(data)["shot1/f1"] == ("images/shot1/f1.png", "masks/shot1/f1.png", "shot1/f1.png")
-    assert found.notes == [f"1 link to a missing file skipped, e.g. {data / 'images/gone.jpg'}"]
+    assert found.problems == []  # data/ is not walked again through the link: masks/own.png is no photo
+    assert found.notes == [f"1 linked folder skipped, e.g. {data / 'images/loop'} -> {data}: each leads to a "
+                           "folder searched already or to one holding the folder searched (each folder is "
+                           "searched once)",
+                           f"1 link to a missing file skipped, e.g. {data / 'images/gone.jpg'}"]
+
+
+def test_links_to_a_folder_around_the_input_are_never_followed(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link from the input to a folder holding it (``images/ds -> /data`` for the input
+    /data/proj, or one to /) would search it all again, taking masks for photos, or the whole disk:
+    it is skipped with a note. The folders listed are counted, so the old walk fails, never hangs."""
+    proj = tmp_path / "proj"
+    touch(proj, "images/a.jpg", "masks/a.png")
+    (proj / "images" / "ds").symlink_to(tmp_path)
+    (proj / "masks" / "root").symlink_to("/")
+    import crm_cli.pairing
+
+    listed_folders = 0
+    scandir = os.scandir
+
+    def counted(path: object) -> object:
+        nonlocal listed_folders
+        listed_folders += 1
+        assert listed_folders < 100, "the walk went on past the input"
+        return scandir(path)
+
+    monkeypatch.setattr(crm_cli.pairing.os, "scandir", counted)
+    found = scan_pairs(proj)
+    monkeypatch.undo()
+    assert [pair.name for pair in found.pairs] == ["a"] and found.problems == []
+    assert len(found.notes) == 1 and found.notes[0].startswith(
+        f"2 linked folders skipped, e.g. {proj / 'images/ds'} -> {tmp_path}: ")
+
+
+def test_a_folder_linked_twice_is_paired_once_by_its_own_path(tmp_path: Path) -> None:
+    """``latest -> 2023`` beside 2023/ (in images/ and in masks/) is one folder under two names:
+    each frame is paired once, under the folder's own name, even where the link sorts first."""
+    touch(tmp_path, "images/2023/a.jpg", "masks/2023/a.png", "images/z/b.jpg", "masks/z/b.png")
+    for side in ("images", "masks"):
+        (tmp_path / side / "latest").symlink_to("2023")
+        (tmp_path / side / "a_link").symlink_to("z")  # sorts before z/
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"2023/a": ("images/2023/a.jpg", "masks/2023/a.png", "2023/a.png"),
+                                "z/b": ("images/z/b.jpg", "masks/z/b.png", "z/b.png")}
+    assert found.problems == []
+    assert found.notes == [f"4 linked folders skipped, e.g. {tmp_path / 'images/a_link'} -> {tmp_path / 'images/z'}"
+                           ": each leads to a folder searched already or to one holding the folder searched (each "
+                           "folder is searched once)"]
+    # Two links to one folder outside the input: the first in name order is searched.
+    touch(tmp_path, "shared/c.png")
+    (tmp_path / "images/p").symlink_to(tmp_path / "shared")
+    (tmp_path / "images/q").symlink_to(tmp_path / "shared")
+    (tmp_path / "masks/p").symlink_to(tmp_path / "shared")
+    assert "p/c" in paired(tmp_path) and "q/c" not in paired(tmp_path)
+
+
+def test_dry_run_warns_of_linked_folders_skipped(tiny_weights: Path, tmp_path: Path) -> None:
+    """`crm batch` refines a frame reached through two names once, and says so."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    scene(data / "images/2023/a.png", data / "masks/2023/a.png")
+    for side in ("images", "masks"):
+        (data / side / "latest").symlink_to("2023")
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--dry-run", "--json"))
+    assert result.exit_code == 0, result.output
+    assert [item["name"] for item in json.loads(result.stdout)["items"]] == ["2023/a"]
+    assert f"warning: 2 linked folders skipped, e.g. {data / 'images/latest'} -> {data / 'images/2023'}" \
+        in flat(result.stderr)
+
+
+def test_crm_score_counts_a_linked_folder_once_and_never_a_link_into_the_predictions(tmp_path: Path) -> None:
+    """``gt/current -> v2`` and ``pred/current -> v2``: each ground truth is scored once; a link from
+    the ground truths to the predictions' folder is no folder of ground truths."""
+    touch(tmp_path, "gt/v2/a.png", "gt/v2/b.png", "pred/v2/a.png", "pred/v2/b.png")
+    (tmp_path / "gt/current").symlink_to("v2")
+    (tmp_path / "pred/current").symlink_to("v2")
+    found = scan_predictions(tmp_path / "pred", tmp_path / "gt")
+    assert [pair.name for pair in found.pairs] == ["v2/a", "v2/b"]
+    assert found.notes == [f"2 linked folders skipped, e.g. {tmp_path / 'gt/current'} -> {tmp_path / 'gt/v2'}: "
+                           "each leads to a folder searched already or to one holding the folder searched (each "
+                           "folder is searched once)"]
+    touch(tmp_path, "gt2/a.png", "pred2/a.png")
+    (tmp_path / "gt2/preds").symlink_to("../pred2")
+    (tmp_path / "pred2/truth").symlink_to("../gt2")
+    found = scan_predictions(tmp_path / "pred2", tmp_path / "gt2")
+    assert [(pair.name, pair.pred, pair.gt) for pair in found.pairs] == [
+        ("a", tmp_path / "pred2/a.png", tmp_path / "gt2/a.png")]
+    assert found.notes == []
+
+
+def test_side_by_side_a_photo_with_its_own_mask_is_a_photo_whatever_its_name(tmp_path: Path) -> None:
+    """``ski-mask.jpg`` ends like a mask name, but its own mask lies beside it: a photo. A mask-like
+    name is a mask only where the photo it names lies beside it; otherwise a photo without a mask."""
+    touch(tmp_path, "ski-mask.jpg", "ski-mask_mask.png", "cat.jpg", "cat_mask.png", "face_matte.jpg",
+          "sub/x.jpg", "sub/X_MASK.png", "sub/party-Mask.jpg", "sub/party-Mask_mask.png")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"cat": ("cat.jpg", "cat_mask.png", "cat.png"),
+                                "ski-mask": ("ski-mask.jpg", "ski-mask_mask.png", "ski-mask.png"),
+                                "sub/party-Mask": ("sub/party-Mask.jpg", "sub/party-Mask_mask.png",
+                                                   "sub/party-Mask.png"),
+                                "sub/x": ("sub/x.jpg", "sub/X_MASK.png", "sub/x.png")}
+    assert found.problems == [f"{tmp_path / 'face_matte.jpg'}: no mask face_matte_mask.* "
+                              "(or .mask, -mask, _matte, .matte, -matte) beside it"]
+    assert found.notes == []
+
+
+def test_side_by_side_ground_truths_and_coarse_masks_are_left_out(tmp_path: Path) -> None:
+    """``a_gt.png`` and ``a_seg.png`` beside ``a.jpg`` + ``a_mask.png`` are no photos without masks:
+    left out, with one note, and the run has no failure."""
+    touch(tmp_path, "a.jpg", "a_mask.png", "a_gt.png", "a_seg.png", "sub/b.jpg", "sub/b-matte.png", "sub/b_gt.tif")
+    found = scan_pairs(tmp_path)
+    assert [pair.name for pair in found.pairs] == ["a", "sub/b"] and found.problems == []
+    assert found.notes == [f"3 files named *_gt/*_seg left out: {tmp_path / 'a_gt.png'}, {tmp_path / 'a_seg.png'}, "
+                           f"{tmp_path / 'sub/b_gt.tif'} (taken for ground truths or coarse masks, not photos)"]
+
+
+def test_a_mask_that_fits_several_photos_by_letter_case_goes_to_none(tmp_path: Path) -> None:
+    """``Cat.jpg`` and ``cat.jpg`` both fit ``CAT.png`` only with case ignored: not a guess for the
+    first in sort order, a failure for each naming the photos and the mask."""
+    touch(tmp_path, "images/Cat.jpg", "images/cat.jpg", "masks/CAT.png", "images/dog.jpg", "masks/DOG_mask.png")
+    found = scan_pairs(tmp_path)
+    assert [pair.name for pair in found.pairs] == ["dog"]
+    assert found.unpaired == [("Cat", tmp_path / "images/Cat.jpg"), ("cat", tmp_path / "images/cat.jpg")]
+    photos = f"{tmp_path / 'images/Cat.jpg'}, {tmp_path / 'images/cat.jpg'}"
+    assert found.problems == [f"{tmp_path / 'images' / name}: the mask {tmp_path / 'masks/CAT.png'} fits 2 photos, "
+                              f"{photos}: name it as one of them exactly (letter case too), and the others' masks "
+                              "as theirs" for name in ("Cat.jpg", "cat.jpg")]
+    assert found.notes == []  # CAT.png fits photos: no mask without an image
+    # One photo of the exact case takes its mask, in an earlier round.
+    touch(tmp_path, "masks/cat.png")
+    assert paired(tmp_path)["cat"] == ("images/cat.jpg", "masks/cat.png", "cat.png")
+    assert "Cat" in paired(tmp_path)
+
+
+def test_eval_says_what_it_reads_for_the_layout_found(tmp_path: Path) -> None:
+    """A side-by-side folder has no <name>_im files to speak of: eval says it reads the BIG layout."""
+    touch(tmp_path, "shot/a.jpg", "shot/a_mask.png")
+    result = runner.invoke(app, ["eval", str(tmp_path / "shot")])
+    assert result.exit_code == 2, result.output
+    stderr = flat(result.stderr)
+    assert "crm eval reads the BIG layout: <name>_im.* (the photo), <name>_seg.* (its coarse mask) and " \
+           "<name>_gt.* (its ground truth) in one folder, not photos with their masks beside them" in stderr
+    assert "beside the <name>_im.*" not in stderr
 
 
 def test_names_pair_across_unicode_forms_and_letter_case(tmp_path: Path) -> None:

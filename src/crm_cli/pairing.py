@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,13 @@ PRED_SUFFIXES = ("_mask", "", "_seg")
 # ``frame_0001.matte.tif``): tried after the photo's own name in masks/, and the mask names of
 # photos with their masks beside them.
 MASK_NAME_SUFFIXES = ("_mask", ".mask", "-mask", "_matte", ".matte", "-matte")
+# Names of the files the side-by-side layout leaves out: ground truths and coarse masks, no photos.
+SIDE_BY_SIDE_LEFT_OUT = (GT_SUFFIX, "_seg")
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
+# Pairing.layout of each layout scan_pairs finds.
+LAYOUT_FOLDERS = "images/ + masks/ folders"
+LAYOUT_BIG = "BIG layout: <name>_im + <name>_seg"
+LAYOUT_SIDE_BY_SIDE = "side by side: <name> + <name>_mask"
 
 T = TypeVar("T")
 
@@ -87,6 +94,10 @@ class _Walk:
     inside: list[Path] = field(default_factory=list)  # the same, lying in the excluded folder
     broken: list[Path] = field(default_factory=list)  # visible links whose target is gone
     others: dict[str, int] = field(default_factory=dict)  # other visible files: count by extension
+    # Folders not searched (outside the excluded folder): another path to a folder searched already
+    # (a linked alias), or a link to the walk's folder or one around it (a loop); each with the real
+    # folder it leads to.
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
@@ -95,16 +106,23 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
 
     Hidden files and folders (a name starting with a dot: ``.DS_Store``, AppleDouble ``._x.png``)
     are skipped, and so are the top-level entries named in ``skip``. Linked folders are followed
-    (``follow``), but not into a folder above them (a loop). Files whose resolved path lies in the
-    resolved folder ``exclude`` are listed apart. One ``os.scandir`` per folder and a path
-    resolved per link and per folder only: 20,000 frames are listed in well under a second.
+    (``follow``), each real folder searched once: every folder reached without a link first, then
+    the linked ones in name order, round by round, so a folder is found by its own path before any
+    link to it. A link to ``folder`` or to a folder around it (a loop, or the whole disk) is never
+    followed. Files whose resolved path lies in the resolved folder ``exclude`` are listed apart.
+    One ``os.scandir`` per folder and a path resolved per link and per folder only: 20,000 frames
+    are listed in well under a second.
     """
     found = _Walk()
+    start = os.path.realpath(folder)
+    visited = {start}  # real paths of the folders searched, or queued to be
+    queue: deque[tuple[Path, str, bool]] = deque()  # folders to search: path, real path, in the excluded folder
+    links: list[tuple[Path, bool]] = []  # linked folders met, followed once no folder is left in queue
 
-    def visit(directory: Path, real: str, ancestors: frozenset[str], excluded: bool) -> None:
+    def visit(directory: Path, real: str, excluded: bool) -> None:
         try:
             with os.scandir(directory) as scan:
-                entries = list(scan)
+                entries = sorted(scan, key=lambda entry: entry.name)
         except OSError:  # unreadable, or gone meanwhile: nothing to pair there
             return
         for entry in entries:
@@ -118,9 +136,16 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
             except OSError:
                 continue
             if is_dir:
-                below = os.path.realpath(path) if link else os.path.join(real, name)
-                if below not in ancestors:  # a link back to a folder above would never end
-                    visit(path, below, ancestors | {below}, excluded or _under(below, exclude))
+                if link:
+                    links.append((path, excluded))
+                else:
+                    below = os.path.join(real, name)
+                    if below in visited:  # reached through a link before: searched already
+                        if not excluded:  # what lies in the excluded folder is no input
+                            found.skipped.append((path, below))
+                    else:
+                        visited.add(below)
+                        queue.append((path, below, excluded or _under(below, exclude)))
                 continue
             suffix = os.path.splitext(name)[1].lower()
             try:
@@ -137,12 +162,34 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
             inside = excluded or (link and _under(os.path.realpath(path), exclude))
             (found.inside if inside else found.files).append(path)
 
-    real = os.path.realpath(folder)
-    visit(folder, real, frozenset({real}), _under(real, exclude))
+    queue.append((folder, start, _under(start, exclude)))
+    while queue or links:
+        if not queue:  # every folder reachable so far without a link is searched: the links met, in order
+            met, links[:] = links[:], []
+            for path, excluded in met:
+                below = os.path.realpath(path)
+                if below in visited or _under(start, below):  # an alias, or a loop back around the walk
+                    if not excluded:
+                        found.skipped.append((path, below))
+                else:
+                    visited.add(below)
+                    queue.append((path, below, excluded or _under(below, exclude)))
+            continue
+        visit(*queue.popleft())
     found.files.sort()
     found.inside.sort()
     found.broken.sort()
     return found
+
+
+def _skipped_note(*walks: _Walk) -> list[str]:
+    """The note on the linked folders the walks did not follow (none: no note)."""
+    skipped = [item for walk in walks for item in walk.skipped]
+    if not skipped:
+        return []
+    path, real = skipped[0]
+    return [f"{count_noun(len(skipped), 'linked folder')} skipped, e.g. {path} -> {real}: each leads to a folder "
+            "searched already or to one holding the folder searched (each folder is searched once)"]
 
 
 def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Path]]:
@@ -174,14 +221,53 @@ def _name_key(key: Path, fold: bool = False) -> str:
     return text.casefold() if fold else text
 
 
-def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str]
-           ) -> tuple[dict[Path, Path], dict[Path, list[Path]]]:
-    """``{image name: mask name}``, and the image names that several mask names fit.
+@dataclass
+class _Matched:
+    """What :func:`_match` found: ``{image name: mask name}``, the image names several mask names
+    fit, and the image names whose one fitting mask name fits other images as well (with it, the
+    image names competing for it, in order)."""
+
+    matched: dict[Path, Path] = field(default_factory=dict)
+    ambiguous: dict[Path, list[Path]] = field(default_factory=dict)
+    contested: dict[Path, tuple[Path, list[Path]]] = field(default_factory=dict)
+
+    def taken(self) -> set[Path]:
+        """The mask names that fit an image: matched, or among the fits of a failure."""
+        return {*self.matched.values(), *(mask for fits in self.ambiguous.values() for mask in fits),
+                *(mask for mask, _ in self.contested.values())}
+
+
+def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The photos and the masks among ``files``, told apart in each folder by the names beside them:
+    a file whose own mask name (``<stem>_mask.*``, ``<stem>-matte.*``...) lies beside it is a photo;
+    else a file named ``<name>`` + a suffix of MASK_NAME_SUFFIXES is a mask when ``<name>.*`` lies
+    beside it; any other file is a photo (``ski-mask.jpg`` alone: a photo without its mask). Names
+    are compared as :func:`_match` compares them at the most: in NFC, letter case ignored."""
+    folded = [_name_key(Path(path.stem), fold=True) for path in files]
+    beside: dict[Path, set[str]] = {}
+    for path, stem in zip(files, folded, strict=True):
+        beside.setdefault(path.parent, set()).add(stem)
+    photos, masks = [], []
+    for path, stem in zip(files, folded, strict=True):
+        names = beside[path.parent]
+        suffix = _mask_suffix(stem)
+        if any(stem + own in names for own in MASK_NAME_SUFFIXES):
+            photos.append(path)
+        elif suffix is not None and stem[: -len(suffix)] in names:
+            masks.append(path)
+        else:
+            photos.append(path)
+    return photos, masks
+
+
+def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str]) -> _Matched:
+    """Pair image names with mask names.
 
     The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
     name), in four rounds, each only among the masks no earlier round took: the same name, then a
     suffixed one, then the same two with letter case ignored. Names are compared in Unicode NFC.
-    Within a round two fitting masks make the image ambiguous (a failure, never a guess).
+    Within a round two fitting masks make the image ambiguous, and a mask that fits several images
+    goes to none of them (``Cat`` and ``cat`` for ``CAT``): failures, never a guess.
     """
     rounds: list[tuple[tuple[str, ...], bool]] = []
     for fold in (False, True):
@@ -192,24 +278,33 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
         for key in masks:
             index.setdefault(_name_key(key, fold), []).append(key)
         indexes[fold] = index
-    matched: dict[Path, Path] = {}
-    ambiguous: dict[Path, list[Path]] = {}
+    found = _Matched()
     used: set[Path] = set()
     for round_suffixes, fold in rounds:
         if not round_suffixes:
             continue
         index = indexes[fold]
+        fitting: dict[Path, list[Path]] = {}
+        claimants: dict[Path, list[Path]] = {}  # mask name: the image names it fits in this round
         for key in images:
-            if key in matched or key in ambiguous:
+            if key in found.matched or key in found.ambiguous or key in found.contested:
                 continue
             name = _name_key(key, fold)
             fits = [mask for suffix in round_suffixes for mask in index.get(name + suffix, ()) if mask not in used]
-            if len(fits) == 1:
-                matched[key] = fits[0]
+            if fits:
+                fitting[key] = fits
+                for mask in fits:
+                    claimants.setdefault(mask, []).append(key)
+        for key, fits in fitting.items():
+            if len(fits) > 1:
+                found.ambiguous[key] = fits
+            elif len(claimants[fits[0]]) > 1:
+                found.contested[key] = (fits[0], claimants[fits[0]])
                 used.add(fits[0])
-            elif fits:
-                ambiguous[key] = fits
-    return matched, ambiguous
+            else:
+                found.matched[key] = fits[0]
+                used.add(fits[0])
+    return found
 
 
 def listed(items: Sequence[Any], limit: int = MAX_LISTED) -> str:
@@ -267,17 +362,21 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     - the BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder,
       output ``<name>_mask.png``.
     - photos and masks side by side: ``<name>.*`` + ``<name>_mask.*`` (or another suffix of
-      MASK_NAME_SUFFIXES), output ``<name>.png``; photos in folders holding no mask are left out
-      with a note (an earlier output folder is one).
+      MASK_NAME_SUFFIXES), output ``<name>.png``. A file is told apart by the names beside it (see
+      :func:`_side_by_side`: ``ski-mask.jpg`` with ``ski-mask_mask.png`` beside it is a photo);
+      files named ``*_gt``/``*_seg`` are left out with a note, and so are photos in folders holding
+      no mask (an earlier output folder is one).
 
     Names are compared in Unicode NFC, and where no mask has the same letter case, with case
-    ignored; two masks that fit one photo equally make it a problem. Sub-folders are searched
-    (linked ones too) and mirrored in the output. Hidden files and folders are skipped. Of files
-    that share a name in several formats one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a
-    note; masks without an image and links to missing files are counted in notes. Files under
-    ``exclude`` (the batch's own output folder, when it lies inside ``root``) are left out, so
-    reruns never pair earlier outputs; a note counts the input pairs found there. Raises
-    NoPairsError when there is no image at all (images without masks are problems instead).
+    ignored; two masks that fit one photo equally, or one mask that fits several photos equally,
+    make each such photo a problem. Sub-folders are searched (linked ones too, each real folder
+    once, never a folder around the one searched; a note counts the links skipped) and mirrored in
+    the output. Hidden files and folders are skipped. Of files that share a name in several formats
+    one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note; masks without an image and
+    links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
+    folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a
+    note counts the input pairs found there. Raises NoPairsError when there is no image at all
+    (images without masks are problems instead).
     """
     problems: list[str] = []
     unpaired: list[tuple[str, Path]] = []
@@ -290,13 +389,14 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     gts: dict[Path, list[Path]] = {}
     big = side_by_side = False
     if folders:
-        layout = "images/ + masks/ folders"
+        layout = LAYOUT_FOLDERS
         found_images = _walk(root / "images", IMAGE_SUFFIXES, excluded)
         found_masks = _walk(root / "masks", IMAGE_SUFFIXES, excluded)
         images, masks = _keyed(found_images.files, root / "images"), _keyed(found_masks.files, root / "masks")
         images_inside = _keyed(found_images.inside, root / "images")
         masks_inside = _keyed(found_masks.inside, root / "masks")
         broken = found_images.broken + found_masks.broken
+        notes += _skipped_note(found_images, found_masks)
         stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks")).files
                  if path.stem.endswith("_im") and len(path.stem) > 3]
         if stray:
@@ -309,22 +409,32 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     else:
         walked = _walk(root, IMAGE_SUFFIXES, excluded)
         broken = walked.broken
+        notes += _skipped_note(walked)
         images = _keyed(walked.files, root, "_im")
         images_inside = _keyed(walked.inside, root, "_im")
         big = bool(images)
         if big:
-            layout = "BIG layout: <name>_im + <name>_seg"
+            layout = LAYOUT_BIG
             masks, masks_inside = _keyed(walked.files, root, "_seg"), _keyed(walked.inside, root, "_seg")
             gts = _keyed(walked.files, root, GT_SUFFIX)
             suffixes = ("",)
         else:
             side_by_side = True
-            layout = "side by side: <name> + <name>_mask"
-            photos = [path for path in walked.files if _mask_suffix(path.stem) is None]
-            named = [path for path in walked.files if _mask_suffix(path.stem) is not None]
-            images, masks = _keyed(photos, root), _keyed(named, root)
-            images_inside = _keyed([path for path in walked.inside if _mask_suffix(path.stem) is None], root)
-            masks_inside = _keyed([path for path in walked.inside if _mask_suffix(path.stem) is not None], root)
+            layout = LAYOUT_SIDE_BY_SIDE
+            # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
+            photos, named = _side_by_side([*walked.files, *walked.inside])
+            # Ground truths and coarse masks of the BIG layout's names (a_gt.png, a_seg.png beside a.jpg) are
+            # no photos to refine.
+            left_out = {path for path in photos if any(path.stem.endswith(tag) and len(path.stem) > len(tag)
+                                                       for tag in SIDE_BY_SIDE_LEFT_OUT)}
+            in_output = set(walked.inside)
+            images = _keyed([path for path in photos if path not in left_out and path not in in_output], root)
+            masks = _keyed([path for path in named if path not in in_output], root)
+            images_inside = _keyed([path for path in photos if path not in left_out and path in in_output], root)
+            masks_inside = _keyed([path for path in named if path in in_output], root)
+            if shown := sorted(path for path in left_out if path not in in_output):
+                notes.append(f"{count_noun(len(shown), 'file')} named *{GT_SUFFIX}/*_seg left out: {listed(shown, 5)} "
+                             "(taken for ground truths or coarse masks, not photos)")
             suffixes = MASK_NAME_SUFFIXES
             # A folder without one mask (an earlier output folder, photos not masked yet) is no part of the layout.
             with_masks = {key.parent for key in masks}
@@ -338,13 +448,14 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
                                    "<name>_seg.* (BIG layout), or photos with their masks beside them named "
                                    "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
     images_inside = {key: files for key, files in images_inside.items() if key not in images}
-    matched, ambiguous = _match(list(images), list(masks), suffixes)
-    if not matched and not ambiguous and side_by_side:
+    matches = _match(list(images), list(masks), suffixes)
+    matched, ambiguous, contested = matches.matched, matches.ambiguous, matches.contested
+    if not matched and not ambiguous and not contested and side_by_side:
         # Photos and masks side by side was a guess: when not one photo fits a mask, the folder holds another layout.
         raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ "
                            "folders" + _layout_hint(root))
-    gt_names = _match(list(images), list(gts), ("",))[0] if gts else {}
+    gt_names = _match(list(images), list(gts), ("",)).matched if gts else {}
     tried = "(or .mask, -mask, _matte, .matte, -matte)"
     duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
     for key, image_files in images.items():
@@ -352,6 +463,14 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         if key in ambiguous:
             fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
             problems.append(f"{image}: {len(fits)} masks fit it, {listed(fits)}: rename or remove all but one")
+            unpaired.append((str(key), image))
+            continue
+        if key in contested:
+            mask_name, rivals = contested[key]
+            fitted = [str(_pick(images[rival], [])) for rival in rivals]
+            problems.append(f"{image}: the mask {_pick(masks[mask_name], [])} fits {len(fitted)} photos, "
+                            f"{listed(fitted)}: name it as one of them exactly (letter case too), and the others' "
+                            "masks as theirs")
             unpaired.append((str(key), image))
             continue
         if key not in matched:
@@ -374,15 +493,14 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     if len(duplicates) > MAX_LISTED:
         notes.append(f"{len(duplicates) - MAX_LISTED} more files ignored: another format of the same name is used")
     # Input pairs whose image lies in the output folder: counted there, their masks not among the orphans.
-    inside_matched, inside_ambiguous = _match(list(images_inside), [*masks, *masks_inside], suffixes)
-    used = {*matched.values(), *inside_matched.values()}
-    used.update(mask for fits in [*ambiguous.values(), *inside_ambiguous.values()] for mask in fits)
+    inside = _match(list(images_inside), [*masks, *masks_inside], suffixes)
+    used = matches.taken() | inside.taken()
     orphans = [files[0] for key, files in masks.items() if key not in used]
     if orphans:
         notes.append(f"{count_noun(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
     if broken:
         notes.append(f"{count_noun(len(broken), 'link')} to a missing file skipped, e.g. {broken[0]}")
-    if left_out := len(inside_matched) + len(inside_ambiguous):
+    if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
         notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
     return Pairing(pairs, problems, notes, folders, layout, unpaired)
 
@@ -403,16 +521,19 @@ class ScorePair:
     gt: Path
 
 
-def _mask_files(folder: Path, skip: Path | None = None) -> list[Path]:
-    """Mask files below ``folder`` (sub-folders included, linked ones too), sorted; hidden files
-    and folders, and anything under the folder ``skip``, left out."""
-    return _walk(folder, MASK_EXTENSIONS, os.path.realpath(skip) if skip is not None else None).files
-
-
-def _nested_in(folder: Path, other: Path) -> Path | None:
-    """``folder`` when it lies strictly inside ``other`` (to leave it out when searching ``other``)."""
-    folder_resolved, other_resolved = folder.resolve(), other.resolve()
-    return folder if folder_resolved != other_resolved and folder_resolved.is_relative_to(other_resolved) else None
+def _mask_files(folder: Path, walks: list[_Walk], other: Path | None = None) -> list[Path]:
+    """Mask files below ``folder`` (sub-folders included, linked ones too, each real folder once),
+    sorted. Hidden files and folders are left out, and so is what lies in the real folder of
+    ``other`` (the other argument of ``crm score``: a folder inside this one, or linked from it),
+    unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`_skipped_note`)."""
+    skip = None
+    if other is not None:
+        skip = os.path.realpath(other)
+        if _under(os.path.realpath(folder), skip):
+            skip = None
+    walked = _walk(folder, MASK_EXTENSIONS, skip)
+    walks.append(walked)
+    return walked.files
 
 
 def _base_name(gt: Path, folder: Path | None = None) -> str:
@@ -453,8 +574,10 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     mask file is. Sub-folders are searched, and a ground truth is paired with the prediction at the
     same relative path: ``<name>[_gt]`` with ``<name>_mask``, ``<name>`` or ``<name>_seg`` (first
     found), or only ``<name><pred_suffix>`` when given. Hidden files and folders are skipped, and
-    so is one folder lying inside the other. Where a name exists in several formats, one file is
-    used (PNG, TIFF, BMP, WebP, JPEG, then GIF) and each ground-truth name is scored once.
+    so is what lies in the other folder (inside this one, or linked from it). Linked folders are
+    followed, each real folder once and never one around the folder searched (a note counts those
+    skipped). Where a name exists in several formats, one file is used (PNG, TIFF, BMP, WebP, JPEG,
+    then GIF) and each ground-truth name is scored once.
     Raises FileNotFoundError listing the ground truths that have no prediction, NoPairsError when
     there is no ground truth to score at all, and ValueError when the two arguments cannot be paired
     (a folder of ground truths with one file).
@@ -465,20 +588,21 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     if not pred.exists():
         raise FileNotFoundError(f"prediction not found: {pred}")
     notes: list[str] = []
+    walks: list[_Walk] = []
     if gt.is_file():
         if pred.is_file():
             return Pairing([ScorePair(_base_name(gt), pred, gt)])
-        index, shadowed = _index(_mask_files(pred), pred)
+        index, shadowed = _index(_mask_files(pred, walks), pred)
         found = _find_prediction(_base_name(gt), gt, index, suffixes)
         if found is None:
             raise FileNotFoundError(f"no prediction for {gt.name} in {pred} "
                                     f"(tried {', '.join(_base_name(gt) + s for s in suffixes)})")
         notes.extend(_duplicate_note(found, path) for path in shadowed.get(found, []))
-        return Pairing([ScorePair(_base_name(gt), found, gt)], notes=notes)
+        return Pairing([ScorePair(_base_name(gt), found, gt)], notes=_skipped_note(*walks) + notes)
     if pred.is_file():
         raise ValueError("GT is a folder, so PRED must be a folder too")
 
-    gt_files = _mask_files(gt, skip=_nested_in(pred, gt))
+    gt_files = _mask_files(gt, walks, other=pred)
     big_layout = [p for p in gt_files if p.stem.endswith(GT_SUFFIX)]
     if big_layout:
         gt_files = big_layout
@@ -491,7 +615,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     for gt_file in gt_files:
         by_name.setdefault(_base_name(gt_file, gt), []).append(gt_file)
 
-    index, shadowed = _index(_mask_files(pred, skip=_nested_in(gt, pred)), pred)
+    index, shadowed = _index(_mask_files(pred, walks, other=gt), pred)
     pairs, missing = [], []
     for name, files in by_name.items():
         gt_file = _pick(files, notes)
@@ -505,7 +629,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         tried = " / ".join(f"<name>{s}" for s in suffixes)
         raise FileNotFoundError(f"{len(missing)} of {len(by_name)} ground truths have no prediction "
                                 f"({tried}) in {pred}: {listed(missing)}")
-    return Pairing(pairs, notes=notes)
+    return Pairing(pairs, notes=_skipped_note(*walks) + notes)
 
 
 def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:

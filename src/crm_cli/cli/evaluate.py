@@ -58,7 +58,7 @@ def evaluate(
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
     from ..imageio import probe_image
-    from ..pairing import scan_pairs
+    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, scan_pairs
     from ..writing import write_png
 
     settings = options.settings()
@@ -76,15 +76,22 @@ def evaluate(
         found = scan_pairs(folder)
     for note in found.notes:
         warn(note)
+    # Only the BIG layout names ground truths: in another layout, what its pairing found is beside the point.
+    needs = ("crm eval reads the BIG layout: <name>_im.* (the photo), <name>_seg.* (its coarse mask) and "
+             "<name>_gt.* (its ground truth) in one folder")
+    if found.layout == LAYOUT_FOLDERS:
+        raise fatal.fail(f"{folder}: no pairs found; {needs}, not images/ and masks/ folders, which hold no "
+                         "ground truths", 2)
+    if found.layout != LAYOUT_BIG:
+        raise fatal.fail(f"{folder}: no pairs to score; {needs}, not photos with their masks beside them "
+                         "(<name>.* + <name>_mask.*), which hold no ground truths: name them <name>_im.* and "
+                         "<name>_seg.*, with <name>_gt.* beside them", 2)
     for problem in found.problems:
         failed(None, None, problem)
     pairs = [p for p in found.pairs if p.gt is not None]
     if not pairs and not failures:
-        if found.folders:
-            raise fatal.fail(f"{folder}: no pairs found; crm eval reads the BIG layout (<name>_im.*, <name>_seg.* "
-                             "and <name>_gt.* in one folder), not images/ and masks/ folders", 2)
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
-                         "<name>_seg.* files", 2)
+                         "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
     if limit:
         pairs = pairs[:limit]
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
