@@ -62,10 +62,14 @@ class Pairing(Generic[T]):
     pairs: list[T]
     problems: list[str] = field(default_factory=list)  # inputs without a partner: each one is a failure
     notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
-    folders: bool = False  # scan_pairs found the images/ + masks/ layout (not the BIG or side-by-side one)
     layout: str = ""  # scan_pairs: the layout found, in words (for the line batch prints before it runs)
     # scan_pairs: (name, image) of the image each problem is about, in the order of ``problems``.
     unpaired: list[tuple[str, Path]] = field(default_factory=list)
+
+    @property
+    def folders(self) -> bool:
+        """Whether scan_pairs found the images/ + masks/ layout (not the BIG or side-by-side one)."""
+        return self.layout == LAYOUT_FOLDERS
 
 
 def _preference(path: Path) -> tuple[int, str]:
@@ -351,6 +355,39 @@ def _layout_hint(root: Path) -> str:
             f"masks' masks/ (a link will do: ln -s {target} {root / lack})")
 
 
+def _side_by_side_layout(walked: _Walk, root: Path, notes: list[str]) -> tuple[
+        dict[Path, list[Path]], dict[Path, list[Path]], dict[Path, list[Path]], dict[Path, list[Path]]]:
+    """:func:`scan_pairs`' side-by-side layout of the files ``walked`` found below ``root``: photos,
+    masks, and the same two in the excluded folder, keyed by relative name; notes for the files left
+    out. Raises NoPairsError when no folder holds both a photo and a mask."""
+    # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
+    photos, named = _side_by_side([*walked.files, *walked.inside])
+    # Ground truths and coarse masks of the BIG layout's names (a_gt.png, a_seg.png beside a.jpg) are
+    # no photos to refine.
+    left_out = {path for path in photos if any(path.stem.endswith(tag) and len(path.stem) > len(tag)
+                                               for tag in SIDE_BY_SIDE_LEFT_OUT)}
+    in_output = set(walked.inside)
+    images = _keyed([path for path in photos if path not in left_out and path not in in_output], root)
+    masks = _keyed([path for path in named if path not in in_output], root)
+    images_inside = _keyed([path for path in photos if path not in left_out and path in in_output], root)
+    masks_inside = _keyed([path for path in named if path in in_output], root)
+    if shown := sorted(path for path in left_out if path not in in_output):
+        notes.append(f"{count_noun(len(shown), 'file')} named *{GT_SUFFIX}/*_seg left out: {listed(shown, 5)} "
+                     "(taken for ground truths or coarse masks, not photos)")
+    # A folder without one mask (an earlier output folder, photos not masked yet) is no part of the layout.
+    with_masks = {key.parent for key in masks}
+    maskless = [files[0] for key, files in images.items() if key.parent not in with_masks]
+    images = {key: files for key, files in images.items() if key.parent in with_masks}
+    if maskless and masks:
+        notes.append(f"{count_noun(len(maskless), 'photo')} in folders without any <name>_mask.* mask not "
+                     f"paired, e.g. {maskless[0]}")
+    if not images or not masks:
+        raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
+                           "<name>_seg.* (BIG layout), or photos with their masks beside them named "
+                           "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
+    return images, masks, images_inside, masks_inside
+
+
 def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     """Pairs under ``root``, the problems (images without masks: failures), and notes (warnings).
 
@@ -421,32 +458,8 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         else:
             side_by_side = True
             layout = LAYOUT_SIDE_BY_SIDE
-            # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
-            photos, named = _side_by_side([*walked.files, *walked.inside])
-            # Ground truths and coarse masks of the BIG layout's names (a_gt.png, a_seg.png beside a.jpg) are
-            # no photos to refine.
-            left_out = {path for path in photos if any(path.stem.endswith(tag) and len(path.stem) > len(tag)
-                                                       for tag in SIDE_BY_SIDE_LEFT_OUT)}
-            in_output = set(walked.inside)
-            images = _keyed([path for path in photos if path not in left_out and path not in in_output], root)
-            masks = _keyed([path for path in named if path not in in_output], root)
-            images_inside = _keyed([path for path in photos if path not in left_out and path in in_output], root)
-            masks_inside = _keyed([path for path in named if path in in_output], root)
-            if shown := sorted(path for path in left_out if path not in in_output):
-                notes.append(f"{count_noun(len(shown), 'file')} named *{GT_SUFFIX}/*_seg left out: {listed(shown, 5)} "
-                             "(taken for ground truths or coarse masks, not photos)")
+            images, masks, images_inside, masks_inside = _side_by_side_layout(walked, root, notes)
             suffixes = MASK_NAME_SUFFIXES
-            # A folder without one mask (an earlier output folder, photos not masked yet) is no part of the layout.
-            with_masks = {key.parent for key in masks}
-            maskless = [files[0] for key, files in images.items() if key.parent not in with_masks]
-            images = {key: files for key, files in images.items() if key.parent in with_masks}
-            if maskless and masks:
-                notes.append(f"{count_noun(len(maskless), 'photo')} in folders without any <name>_mask.* mask not "
-                             f"paired, e.g. {maskless[0]}")
-            if not images or not masks:
-                raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
-                                   "<name>_seg.* (BIG layout), or photos with their masks beside them named "
-                                   "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
     images_inside = {key: files for key, files in images_inside.items() if key not in images}
     matches = _match(list(images), list(masks), suffixes)
     matched, ambiguous, contested = matches.matched, matches.ambiguous, matches.contested
@@ -456,7 +469,7 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ "
                            "folders" + _layout_hint(root))
     gt_names = _match(list(images), list(gts), ("",)).matched if gts else {}
-    tried = "(or .mask, -mask, _matte, .matte, -matte)"
+    tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
     for key, image_files in images.items():
         image = _pick(image_files, duplicates)
@@ -502,7 +515,7 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
         notes.append(f"{count_noun(len(broken), 'link')} to a missing file skipped, e.g. {broken[0]}")
     if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
         notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
-    return Pairing(pairs, problems, notes, folders, layout, unpaired)
+    return Pairing(pairs, problems, notes, layout, unpaired)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
@@ -561,7 +574,7 @@ def _index(files: list[Path], folder: Path) -> tuple[dict[str, Path], dict[Path,
 def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...]) -> Path | None:
     """The first ``<name><suffix>`` present in the prediction index, never the GT file itself."""
     for suffix in suffixes:
-        candidate = index.get(unicodedata.normalize("NFC", name + suffix))
+        candidate = index.get(_name_key(Path(name + suffix)))
         if candidate is not None and candidate.resolve() != gt.resolve():
             return candidate
     return None

@@ -280,8 +280,8 @@ def batch(
     small: dict[FilePair, bool] = {}
     failed_early: set[FilePair] = set()
     for pair in todo:
-        error, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                           options.tile_size, mode=mode.value)
+        error, _, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
+                                              options.tile_size, mode=mode.value)
         if error is not None:
             failed_early.add(pair)
             report_failure(f"{pair.name}: ", error)

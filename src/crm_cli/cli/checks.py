@@ -186,10 +186,10 @@ def check_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings:
 
 
 def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settings: Any,
-                  tile_size: int, mode: str = "auto", gt: Path | None = None) -> tuple[str | None, bool]:
-    """:func:`check_pair` for one pair of many: returns (the error to report or None, whether the
-    pair is too small and passed through) instead of raising. A ground truth ``gt`` is checked
-    against the image's header too (readable, of a fitting size)."""
+                  tile_size: int, mode: str = "auto", gt: Path | None = None) -> tuple[str | None, Any, bool]:
+    """:func:`check_pair` for one pair of many: returns (the error to report or None, the image's
+    header or None, whether the pair is too small and passed through) instead of raising. A ground
+    truth ``gt`` is checked against the image's header too (readable, of a fitting size)."""
     from ..imageio import ImageReadError, probe_image
     from ..masks import check_pair_headers
 
@@ -198,8 +198,8 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
         if gt is not None:
             check_pair_headers(header, probe_image(gt, name=str(gt)), image_name, str(gt))
     except (ImageReadError, ValueError, MemoryError) as exc:  # SizeMismatchError is a ValueError
-        return str(exc), False
-    return None, small
+        return str(exc), None, False
+    return None, header, small
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,

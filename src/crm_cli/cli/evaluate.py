@@ -57,7 +57,6 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..imageio import probe_image
     from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, scan_pairs
     from ..writing import write_png
 
@@ -99,14 +98,13 @@ def evaluate(
         raise fatal.fail(reason)
     checked = []
     for pair in pairs:
-        error, small = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                     options.tile_size, gt=pair.gt)
+        error, header, small = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
+                                             options.tile_size, gt=pair.gt)
         if error is not None:
             failed(pair.name, pair.image, error)
         else:
             checked.append(pair)
             if small:  # scored as crm refine and crm batch write it: the coarse mask, unrefined
-                header = probe_image(pair.image, name=str(pair.image))
                 warn(passthrough_note(header.width, header.height, str(pair.image),
                                       "its coarse mask is scored (and written) as the refined one"))
     if not checked:

@@ -58,7 +58,7 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
             image = probe_image(pair.image)
             if _values_can_be_refused(image.mode):
                 read_image(pair.image)
-            masks = [pair.mask, *(p for d in network_dirs if (p := Path(d) / f"{pair.name}.png").is_file())]
+            masks = [pair.mask, *network_mask_paths(pair, network_dirs)]
             for path in masks:
                 header = probe_image(path)
                 # Training fits masks to the upright photo and never rotates one (unlike crm refine).
@@ -68,6 +68,11 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
         except (ImageReadError, ValueError) as exc:  # SizeMismatchError is a ValueError
             problems.append(str(exc))
     return problems
+
+
+def network_mask_paths(pair: FilePair, network_dirs: Sequence[Path]) -> tuple[Path, ...]:
+    """The network masks of ``pair`` in ``network_dirs``: each folder's ``<pair name>.png``, where it exists."""
+    return tuple(path for folder in network_dirs if (path := Path(folder) / f"{pair.name}.png").is_file())
 
 
 def _values_can_be_refused(mode: str) -> bool:
@@ -247,8 +252,7 @@ class PairCache:
         # Listed once, so a run (and its resume) sees a fixed set even if a folder is still filling.
         self._network_paths: dict[int, tuple[Path, ...]] = {}
         for k, pair in enumerate(pairs):
-            found = tuple(p for d in self.network_dirs if (p := d / f"{pair.name}.png").is_file())
-            if found:
+            if found := network_mask_paths(pair, self.network_dirs):
                 self._network_paths[k] = found
         self.network_indices = sorted(self._network_paths)
 
