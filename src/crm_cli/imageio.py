@@ -775,11 +775,25 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     return _colour_mask(np.asarray(rgb), None)
 
 
+# Formats whose masks can hold class ids that lossy compression altered (_check_lossy_ids).
+_LOSSY_MASK_FORMATS = ("JPEG", "MPO")
+
+
+def refusal_needs_decoding(header: ImageHeader, as_mask: bool) -> bool:
+    """Whether a file :func:`probe_image` accepted can still be refused by its values once decoded:
+    32-bit, signed or floating-point files (values out of range), and as a mask a JPEG (class ids
+    altered by compression, :func:`_check_lossy_ids`). 8-bit and unsigned 16-bit files cannot."""
+    mode = header.mode
+    if mode in ("I", "F") or mode.startswith(("I;16S", "I;32", "F;")):
+        return True
+    return as_mask and header.format in _LOSSY_MASK_FORMATS
+
+
 def _check_lossy_ids(mask: MaskData, decoded: Image.Image | np.ndarray, label: str) -> None:
     """Refuse a JPEG mask that reads as a label map: JPEG's lossy compression turns the edges of a
     0/1 mask or of class ids into other small values (0/1 becomes 0, 1 and 2), which would be
     refined as extra labels. A 0-255 mask only gets blurred edges, which a soft mask may have."""
-    if not isinstance(decoded, Image.Image) or decoded.format not in ("JPEG", "MPO"):
+    if not isinstance(decoded, Image.Image) or decoded.format not in _LOSSY_MASK_FORMATS:
         return
     if mask.kind == "gray8" and mask.is_label_map():
         raise ImageReadError(

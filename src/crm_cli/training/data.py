@@ -49,21 +49,21 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
     cannot fit its upright photo. Files whose values can be refused are decoded too: JPEG masks
     (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
     range). A file damaged after its header still fails when first read."""
-    from ..imageio import ImageReadError, probe_image, read_image, read_mask
+    from ..imageio import ImageReadError, probe_image, read_image, read_mask, refusal_needs_decoding
     from ..masks import check_mask_size
 
     problems = []
     for pair in pairs:
         try:
             image = probe_image(pair.image)
-            if _values_can_be_refused(image.mode):
+            if refusal_needs_decoding(image, as_mask=False):
                 read_image(pair.image)
             masks = [pair.mask, *network_mask_paths(pair, network_dirs)]
             for path in masks:
                 header = probe_image(path)
                 # Training fits masks to the upright photo and never rotates one (unlike crm refine).
                 check_mask_size(header.shape, image.shape, str(pair.image), str(path))
-                if header.format in ("JPEG", "MPO") or _values_can_be_refused(header.mode):
+                if refusal_needs_decoding(header, as_mask=True):
                     read_mask(path)
         except (ImageReadError, ValueError) as exc:  # SizeMismatchError is a ValueError
             problems.append(str(exc))
@@ -73,12 +73,6 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
 def network_mask_paths(pair: FilePair, network_dirs: Sequence[Path]) -> tuple[Path, ...]:
     """The network masks of ``pair`` in ``network_dirs``: each folder's ``<pair name>.png``, where it exists."""
     return tuple(path for folder in network_dirs if (path := Path(folder) / f"{pair.name}.png").is_file())
-
-
-def _values_can_be_refused(mode: str) -> bool:
-    """Whether a file of this Pillow mode can hold values crm refuses (``imageio``): 32-bit integers,
-    signed 16-bit ones, floats. 8-bit and unsigned 16-bit files cannot."""
-    return mode in ("I", "F") or mode.startswith(("I;16S", "I;32", "F;"))
 
 
 def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int = 10) -> ValueError:
