@@ -18,7 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.pairing import MAX_LISTED, NoPairsError, scan_pairs, scan_predictions
+from crm_cli.pairing import MAX_LISTED, FilePair, NoPairsError, scan_pairs, scan_predictions, split_output_clashes
+from crm_cli.writing import NameFolding, name_folding
 
 runner = CliRunner()
 SIZE = (120, 160)
@@ -53,6 +54,15 @@ def batch_args(data: Path, out: Path, weights: Path, *extra: str) -> list[str]:
     return ["batch", str(data), "-o", str(out), "-w", str(weights), "-d", "cpu", *extra]
 
 
+def skip_unless_case_sensitive(folder: Path) -> None:
+    """Skip the test where ``folder``'s disk cannot hold ``A.png`` and ``a.png`` as two files."""
+    (folder / "Case_Probe").touch()
+    same = (folder / "case_probe").exists()
+    (folder / "Case_Probe").unlink()
+    if same:
+        pytest.skip("this disk ignores letter case in file names")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pairing
 
@@ -78,8 +88,8 @@ def test_masks_named_after_their_frame_pair_in_the_masks_folder(tmp_path: Path) 
         "same": ("images/same.png", "masks/same.png", "same.png"),
         "sub/frame_000005": ("images/sub/frame_000005.jpg", "masks/sub/frame_000005_matte.tif",
                              "sub/frame_000005.png")}
-    assert len(found.problems) == 2 and found.unpaired == [("both", tmp_path / "images/both.png"),
-                                                           ("e", tmp_path / "images/e.png")]
+    assert [(failure.name, failure.image) for failure in found.failures] == [
+        ("both", tmp_path / "images/both.png"), ("e", tmp_path / "images/e.png")]
     assert "2 masks fit it" in found.problems[0] and "both_mask.png" in found.problems[0] \
         and "both-matte.png" in found.problems[0]
     assert "e_mask.*" in found.problems[1]
@@ -134,6 +144,7 @@ def test_a_frames_folder_beside_masks_is_named_in_the_error(tmp_path: Path) -> N
         scan_pairs(tmp_path)
     assert "no images/ folder (beside it: frames/)" in str(error.value)
     assert f"ln -s frames {tmp_path / 'images'}" in str(error.value)
+    assert f"or name the two: crm batch {tmp_path / 'frames'} --masks {tmp_path / 'masks'}" in str(error.value)
     (tmp_path / "images").symlink_to("frames")
     assert sorted(paired(tmp_path)) == ["frame_000001", "frame_000002"]
 
@@ -206,6 +217,57 @@ def test_a_folder_linked_twice_is_paired_once_by_its_own_path(tmp_path: Path) ->
     assert "p/c" in paired(tmp_path) and "q/c" not in paired(tmp_path)
 
 
+def test_links_from_images_into_the_masks_folder_lead_to_no_photos(tmp_path: Path) -> None:
+    """``images/b.png -> ../masks/b.png`` or ``images/m -> ../masks``: a mask reached from images/
+    is no photo (it was refined as its own photo, or failed for want of a mask of its own); one
+    note counts the paths skipped, as for links around the input, and what they reach is masks."""
+    touch(tmp_path, "images/a.jpg", "masks/a.png", "masks/b.png", "masks/sub/c.png")
+    (tmp_path / "images/b.png").symlink_to("../masks/b.png")
+    (tmp_path / "images/m").symlink_to("../masks")
+    (tmp_path / "images/s").symlink_to(tmp_path / "masks/sub")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"a": ("images/a.jpg", "masks/a.png", "a.png")} and found.problems == []
+    masks = Path(os.path.realpath(tmp_path / "masks"))
+    assert found.notes == [f"3 paths leading into the masks folder skipped, e.g. {tmp_path / 'images/b.png'} -> "
+                           f"{masks / 'b.png'}: what lies in {tmp_path / 'masks'} is a mask, not a photo",
+                           f"2 masks without an image ignored, e.g. {tmp_path / 'masks/b.png'}"]
+    # masks/ a link to a folder inside images/: that folder holds no photos.
+    nested = tmp_path / "nested"
+    touch(nested, "images/x.jpg", "images/mattes/x.png")
+    (nested / "masks").symlink_to("images/mattes")
+    found = scan_pairs(nested)
+    assert paired(nested) == {"x": ("images/x.jpg", "masks/x.png", "x.png")} and found.problems == []
+    assert len(found.notes) == 1 and found.notes[0].startswith(
+        f"1 path leading into the masks folder skipped, e.g. {nested / 'images/mattes'} -> ")
+    # images/ a link to a folder inside masks/: all of it is photos still.
+    inner = tmp_path / "inner"
+    touch(inner, "masks/photos/y.jpg", "masks/y.png")
+    (inner / "images").symlink_to("masks/photos")
+    assert paired(inner) == {"y": ("images/y.jpg", "masks/y.png", "y.png")}
+    # Nothing but links to masks in images/: no photo at all, and the error says why.
+    only = tmp_path / "only"
+    touch(only, "masks/a.png")
+    (only / "images").mkdir()
+    (only / "images/a.png").symlink_to("../masks/a.png")
+    with pytest.raises(NoPairsError, match="holds no image files; 1 path leading into the masks folder skipped"):
+        scan_pairs(only)
+
+
+def test_links_from_masks_into_the_images_folder_lead_to_no_masks(tmp_path: Path) -> None:
+    """``masks/b.jpg -> ../images/b.jpg`` or ``masks/sub -> ../images/sub``: a photo reached from
+    masks/ is no mask (its photo would be refined with itself as its mask): the photo fails for want
+    of a mask, and one note counts the paths skipped."""
+    touch(tmp_path, "images/a.jpg", "masks/a.png", "images/b.jpg", "images/sub/c.jpg")
+    (tmp_path / "masks/b.jpg").symlink_to("../images/b.jpg")
+    (tmp_path / "masks/sub").symlink_to("../images/sub")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"a": ("images/a.jpg", "masks/a.png", "a.png")}
+    assert [failure.name for failure in found.failures] == ["b", "sub/c"]
+    images = Path(os.path.realpath(tmp_path / "images"))
+    assert found.notes == [f"2 paths leading into the photos folder skipped, e.g. {tmp_path / 'masks/b.jpg'} -> "
+                           f"{images / 'b.jpg'}: what lies in {tmp_path / 'images'} is a photo, not a mask"]
+
+
 def test_dry_run_warns_of_linked_folders_skipped(tiny_weights: Path, tmp_path: Path) -> None:
     """`crm batch` refines a frame reached through two names once, and says so."""
     data, out = tmp_path / "data", tmp_path / "out"
@@ -271,7 +333,8 @@ def test_a_mask_that_fits_several_photos_by_letter_case_goes_to_none(tmp_path: P
     touch(tmp_path, "images/Cat.jpg", "images/cat.jpg", "masks/CAT.png", "images/dog.jpg", "masks/DOG_mask.png")
     found = scan_pairs(tmp_path)
     assert [pair.name for pair in found.pairs] == ["dog"]
-    assert found.unpaired == [("Cat", tmp_path / "images/Cat.jpg"), ("cat", tmp_path / "images/cat.jpg")]
+    assert [(failure.name, failure.image) for failure in found.failures] == [
+        ("Cat", tmp_path / "images/Cat.jpg"), ("cat", tmp_path / "images/cat.jpg")]
     photos = f"{tmp_path / 'images/Cat.jpg'}, {tmp_path / 'images/cat.jpg'}"
     assert found.problems == [f"{tmp_path / 'images' / name}: the mask {tmp_path / 'masks/CAT.png'} fits 2 photos, "
                               f"{photos}: name it as one of them exactly (letter case too), and the others' masks "
@@ -307,6 +370,66 @@ def test_names_pair_across_unicode_forms_and_letter_case(tmp_path: Path) -> None
     # crm score pairs the two forms too.
     touch(tmp_path, f"pred/{nfc}.png", f"gt/{nfd}.png")
     assert [pair.pred.name for pair in scan_predictions(tmp_path / "pred", tmp_path / "gt").pairs] == [f"{nfc}.png"]
+
+
+def test_outputs_one_file_where_letter_case_and_unicode_form_are_ignored_fail(tmp_path: Path) -> None:
+    """``A.png`` and ``a.png``, ``Shot/x.png`` and ``shot/x.png``, ``café.png`` in NFC and in NFD:
+    one file each on macOS and Windows disks, so every pair of such a group fails, naming the other
+    photos and the outputs; the other pairs are kept. ``c.jpg`` and ``c.png`` in one folder are no
+    clash: one photo is used, with a note."""
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    out = tmp_path / "out"
+
+    def made(name: str, image: str) -> FilePair:
+        return FilePair(name, tmp_path / image, tmp_path / "mask.png", Path(name + ".png"))
+
+    pairs = [made("A", "A.jpg"), made("a", "a.png"), made("b", "b.jpg"), made("Shot/x", "Shot/x.jpg"),
+             made("shot/x", "shot/x.jpg"), made(nfd, f"{nfd}.jpg"), made(nfc, f"{nfc}.jpg")]
+    kept, failures = split_output_clashes(pairs, out, NameFolding(case=True, unicode_form=True))
+    assert [pair.name for pair in kept] == ["b"]
+    assert [(failure.name, failure.image.name) for failure in failures] == [
+        ("A", "A.jpg"), ("a", "a.png"), ("Shot/x", "x.jpg"), ("shot/x", "x.jpg"), (nfd, f"{nfd}.jpg"),
+        (nfc, f"{nfc}.jpg")]
+    assert failures[0].error == (f"{tmp_path / 'A.jpg'}: its output {out / 'A.png'} and {out / 'a.png'} (of "
+                                 f"{tmp_path / 'a.png'}) are one file on the output disk, which ignores letter "
+                                 "case and Unicode form, so one would overwrite the other: rename the photos so "
+                                 "their names differ in more than that")
+    assert f"{out / 'Shot/x.png'} (of {tmp_path / 'Shot/x.jpg'})" in failures[3].error
+    touch(tmp_path, "data/images/c.jpg", "data/images/c.png", "data/masks/c.png")
+    found = scan_pairs(tmp_path / "data")
+    assert split_output_clashes(found.pairs, out) == (found.pairs, []) and len(found.notes) == 1
+    # A disk that ignores letter case only (Windows): the two Unicode forms are two files there.
+    kept, failures = split_output_clashes(pairs, out, NameFolding(case=True, unicode_form=False))
+    assert sorted(pair.name for pair in kept) == sorted(["b", nfd, nfc])
+    assert "which ignores letter case, so" in failures[0].error
+    # A disk that tells every spelling apart (Linux): each photo keeps its own output, as it has its own file.
+    assert split_output_clashes(pairs, out, NameFolding(case=False, unicode_form=False)) == (pairs, [])
+
+
+def test_name_folding_is_probed_on_the_output_disk_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The probe answers what the disk does (a second spelling of the probe exists or not), looks in
+    the nearest existing parent of an output folder not made yet, and removes its probe file. A
+    folder it cannot write in is taken to fold both, so clashes there are refused."""
+    (tmp_path / "Case_Probe").touch()
+    case = (tmp_path / "case_probe").exists()
+    composed = unicodedata.normalize("NFC", "caf\u00e9")
+    (tmp_path / composed).touch()
+    unicode_form = (tmp_path / unicodedata.normalize("NFD", composed)).exists()
+    before = sorted(tmp_path.iterdir())
+    assert name_folding(tmp_path) == NameFolding(case, unicode_form)
+    assert name_folding(tmp_path / "not" / "made" / "yet") == NameFolding(case, unicode_form)
+    assert sorted(tmp_path.iterdir()) == before and not (tmp_path / "not").exists()
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            assert name_folding(locked) == NameFolding(True, True)
+        finally:
+            locked.chmod(0o700)
+    elif Path("/proc/self").is_dir():  # root may write anywhere but in /proc
+        assert name_folding(Path("/proc/self")) == NameFolding(True, True)
+    else:
+        pytest.skip("no folder here refuses a new file")
 
 
 def test_an_output_folder_around_the_input_leaves_the_input_whole(tmp_path: Path) -> None:
@@ -414,6 +537,53 @@ def test_frames_without_masks_are_json_items_and_the_summary_is_bounded(tiny_wei
             in flat(result.stderr))
 
 
+def test_photos_whose_outputs_differ_only_in_letter_case_fail_and_the_others_run(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``A_im.jpg`` and ``a_im.jpg``, each with its mask, would both be written to ``a_mask.png``
+    on a disk that ignores letter case (macOS, Windows; imitated here, the photos need a disk that
+    does not): each fails before the model loads, named with the other and the shared output, in
+    --dry-run as in the run, and the exit code is 1; the other pair is refined."""
+    skip_unless_case_sensitive(tmp_path)
+    monkeypatch.setattr("crm_cli.pairing.name_folding", lambda folder: NameFolding(case=True, unicode_form=True))
+    data, out = tmp_path / "big", tmp_path / "out"
+    for seed, stem in enumerate(("A", "a", "b")):
+        write_scene_files(data, f"{stem}_im", f"{stem}_seg", size=SIZE, seed=seed)
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--dry-run", "--json"))
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert {item["name"]: item["status"] for item in summary["items"]} == {"A": "failed", "a": "failed",
+                                                                          "b": "todo"}
+    assert (summary["failed"], summary["todo"]) == (2, 1)
+    (item,) = [item for item in summary["items"] if item["name"] == "A"]
+    assert item["image"] == str(data / "A_im.jpg") and item["output"] is None
+    assert item["error"].startswith(f"{data / 'A_im.jpg'}: its output {out / 'A_mask.png'} and "
+                                    f"{out / 'a_mask.png'} (of {data / 'a_im.jpg'}) are one file")
+    stderr = flat(result.stderr)
+    assert (f"batch: 3 pairs found in {data} (BIG layout: <name>_im + <name>_seg), 2 sharing an output file; "
+            "would refine 1") in stderr
+    assert f"failed: {data / 'a_im.jpg'}: its output {out / 'a_mask.png'} and {out / 'A_mask.png'}" in stderr
+    assert not out.exists()
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"]) == (1, 2)
+    assert sorted(path.name for path in out.iterdir()) == ["b_mask.png"]
+
+
+def test_photos_whose_outputs_differ_only_in_letter_case_each_get_theirs_where_the_disk_tells_them_apart(
+        tiny_weights: Path, tmp_path: Path) -> None:
+    """On a disk that holds ``A_im.jpg`` and ``a_im.jpg`` as two files (Linux), their outputs are two
+    files too: all three pairs are refined, exit 0."""
+    skip_unless_case_sensitive(tmp_path)
+    data, out = tmp_path / "big", tmp_path / "out"
+    for seed, stem in enumerate(("A", "a", "b")):
+        write_scene_files(data, f"{stem}_im", f"{stem}_seg", size=SIZE, seed=seed)
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"] == 3
+    assert sorted(path.name for path in out.iterdir()) == ["A_mask.png", "a_mask.png", "b_mask.png"]
+
+
 def test_each_pair_warning_names_its_pair_also_with_q(tiny_weights: Path, tmp_path: Path) -> None:
     """A warning about one pair among thousands says which, even with -q, where no other line does."""
     data, out = tmp_path / "data", tmp_path / "out"
@@ -426,6 +596,92 @@ def test_each_pair_warning_names_its_pair_also_with_q(tiny_weights: Path, tmp_pa
     result = runner.invoke(app, batch_args(data, out, tiny_weights, "-q", "-k", "cutout"))
     assert result.exit_code == 0, result.output
     assert "warning: shot: label maps are written as label images" in flat(result.stderr)
+
+
+def test_batch_masks_pairs_a_photos_folder_with_a_masks_folder_and_resumes(tiny_weights: Path,
+                                                                           tmp_path: Path) -> None:
+    """``crm batch shots --masks mattes``: the folders keep their names; the line before the run
+    names both and the layout, --dry-run lists the pairs, and a second run skips what is done."""
+    shots, mattes, out = tmp_path / "shots", tmp_path / "mattes", tmp_path / "out"
+    scene(shots / "f1.png", mattes / "f1_matte.png", seed=1)
+    scene(shots / "sub/f2.jpg", mattes / "sub/f2.png", seed=2)
+    result = runner.invoke(app, batch_args(shots, out, tiny_weights, "--masks", str(mattes), "--dry-run", "--json"))
+    assert result.exit_code == 0, result.output
+    assert [(item["name"], item["image"], item["mask"], item["output"], item["status"])
+            for item in json.loads(result.stdout)["items"]] == [
+        ("f1", str(shots / "f1.png"), str(mattes / "f1_matte.png"), str(out / "f1.png"), "todo"),
+        ("sub/f2", str(shots / "sub/f2.jpg"), str(mattes / "sub/f2.png"), str(out / "sub/f2.png"), "todo")]
+    assert (f"batch: 2 pairs found in {shots} + {mattes} (photos in FOLDER + masks in DIR); would refine 2 -> "
+            f"{out}") in flat(result.stderr)
+    assert not out.exists()
+    result = runner.invoke(app, batch_args(shots, out, tiny_weights, "--masks", str(mattes), "--json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"] == 2
+    assert (out / "f1.png").is_file() and (out / "sub/f2.png").is_file()
+    result = runner.invoke(app, batch_args(shots, out, tiny_weights, "--masks", str(mattes), "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["skipped"]) == (0, 2)
+
+
+def test_batch_masks_inside_the_photos_folder_and_the_output_there_are_no_photos(tiny_weights: Path,
+                                                                                 tmp_path: Path) -> None:
+    """``crm batch shots --masks shots/mattes -o shots/refined``: the masks and the outputs lie
+    inside the photos' folder, and neither is taken for a photo, in this run or the next."""
+    shots = tmp_path / "shots"
+    scene(shots / "a.png", shots / "mattes/a.png")
+    args = batch_args(shots, shots / "refined", tiny_weights, "--masks", str(shots / "mattes"), "--json")
+    for done, skipped in ((1, 0), (0, 1)):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert [item["name"] for item in summary["items"]] == ["a"]
+        assert (summary["done"], summary["skipped"], summary["failed"]) == (done, skipped, 0)
+        assert "warning" not in result.stderr
+
+
+def test_batch_masks_usage_errors_come_before_the_model(tmp_path: Path) -> None:
+    """A masks folder that is missing, a file, the photos' folder itself (the error names the
+    side-by-side layout) or the output folder: exit 2, before the weights (junk here) are read."""
+    shots = tmp_path / "shots"
+    touch(shots, "a.jpg", "a_mask.png")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    touch(tmp_path, "notes.txt", "mattes/a.png")
+    cases = {tmp_path / "nowhere": "Invalid value for '--masks'", tmp_path / "notes.txt": "Invalid value for '--masks'",
+             shots: "is this folder itself", tmp_path / "mattes": "the output folder must differ"}
+    for masks, message in cases.items():
+        out = tmp_path / "mattes" if message.startswith("the output") else tmp_path / "out"
+        result = runner.invoke(app, batch_args(shots, out, junk, "--masks", str(masks)))
+        assert result.exit_code == 2, result.output
+        assert message in flat(result.stderr), result.stderr
+    result = runner.invoke(app, batch_args(shots, tmp_path / "out", junk, "--masks", str(shots), "--json"))
+    assert result.exit_code == 2 and "side-by-side layout" in json.loads(result.stdout)["error"]
+
+
+def test_batch_masks_on_ray_sends_the_masks_folders_masks(tiny_weights: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ray gets the jobs of the two folders (absolute paths), as the plain run does."""
+    from contextlib import contextmanager
+
+    from crm_cli import raybatch
+
+    shots, mattes, out = tmp_path / "shots", tmp_path / "mattes", tmp_path / "out"
+    scene(shots / "a.png", mattes / "a-matte.png")
+    sent: list[dict] = []
+
+    @contextmanager
+    def fake_ray_run(address, jobs, work, spec, *, quiet=False, log=None):  # noqa: ANN001, ANN202
+        sent.extend(jobs)
+        yield iter((index, {"status": "ok", "seconds": 0.0}) for index in range(len(jobs)))
+
+    monkeypatch.setattr(raybatch, "require_ray", lambda: None)
+    monkeypatch.setattr(raybatch, "ray_run", fake_ray_run)
+    result = runner.invoke(app, batch_args(shots, out, tiny_weights, "--masks", str(mattes), "--ray", "local",
+                                           "--json"))
+    assert result.exit_code == 0, result.output
+    assert [(job["image"], job["mask"], job["output"]) for job in sent] == [
+        (str((shots / "a.png").absolute()), str((mattes / "a-matte.png").absolute()), str((out / "a.png").absolute()))]
 
 
 def test_pairing_layout_names_every_layout(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from crm_cli.cli import app
 from crm_cli.evaluation import Sample, evaluate, folder_samples
 from crm_cli.locks import OutputLock, lock_path
 from crm_cli.pairing import FilePair
-from crm_cli.writing import ImageWriteError, OutputNameError, output_format, write_image
+from crm_cli.writing import ImageWriteError, NameFolding, OutputNameError, output_format, write_image
 
 runner = CliRunner()
 HOST = socket.gethostname()
@@ -273,6 +273,32 @@ def test_batch_redoes_empty_and_truncated_outputs(tiny_weights: Path, tmp_path: 
     warned = " ".join(result.stderr.split())  # Rich may wrap long lines
     assert str(outputs[0]) in warned and str(outputs[1]) in warned
     assert [path.read_bytes() for path in outputs] == finished  # redone byte for byte
+
+
+def test_resume_never_takes_an_output_for_one_that_differs_only_in_letter_case(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``A_im`` and ``a_im`` share their output on macOS and Windows, where ``a_mask.png`` would
+    pass for ``A_mask.png`` done: an existing output makes neither pair done, and is left as it is;
+    the other pair resumes (skipped), and is redone with --overwrite while the two still fail."""
+    (tmp_path / "Case_Probe").touch()
+    if (tmp_path / "case_probe").exists():
+        pytest.skip("this disk ignores letter case in file names")
+    (tmp_path / "Case_Probe").unlink()
+    # The photos need a disk that tells A from a; the output disk is made one that does not (macOS, Windows).
+    monkeypatch.setattr("crm_cli.pairing.name_folding", lambda folder: NameFolding(case=True, unicode_form=True))
+    data, out = tmp_path / "big", tmp_path / "out"
+    for seed, stem in enumerate(("A", "a", "b")):
+        write_scene_files(data, f"{stem}_im", f"{stem}_seg", seed=seed)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights)).exit_code == 1
+    left = (out / "b_mask.png").read_bytes()
+    (out / "a_mask.png").write_bytes(left)  # a finished output, as an earlier run or a copy left it
+    for extra, status in (((), "skipped"), (("--overwrite",), "ok")):
+        result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json", *extra))
+        assert result.exit_code == 1, result.output
+        summary = json.loads(result.stdout)
+        assert {item["name"]: item["status"] for item in summary["items"]} == {"A": "failed", "a": "failed",
+                                                                              "b": status}
+        assert (out / "a_mask.png").read_bytes() == left and not (out / "A_mask.png").exists()
 
 
 def test_batch_removes_only_its_own_old_temp_files(tiny_weights: Path, tmp_path: Path) -> None:

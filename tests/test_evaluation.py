@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, synthetic_scene
+from conftest import coarse_of, flat, synthetic_scene, write_scene_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from crm_cli.engine import RefineResult
 from crm_cli.evaluation import Sample, evaluate, folder_samples
 from crm_cli.masks import binarize
 from crm_cli.pairing import FilePair
+from crm_cli.writing import NameFolding
 
 runner = CliRunner()
 WIDTH = 101  # the ramp's column x holds p = x / 100
@@ -111,3 +113,36 @@ def test_eval_warns_once_on_stderr_about_a_16bit_photo_read_on_a_smaller_scale(t
     assert json.loads(result.stdout)["n"] == 1  # stdout holds the JSON only
     stderr = " ".join(result.stderr.split())
     assert stderr.count(f"warning: {twelve_bit_note(photo, top)}") == 1, stderr
+
+
+def test_eval_with_an_output_folder_fails_pairs_whose_outputs_are_one_file_on_some_disks(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``A_im`` and ``a_im`` would both be written to ``a_mask.png`` on macOS and Windows: with -o
+    each fails before the model loads, named with the other and the shared output, as eval reports
+    any failed pair (left out of the scores, exit 1); the other pair is scored and written. Without
+    -o nothing is written, so all three are scored."""
+    (tmp_path / "Case_Probe").touch()
+    if (tmp_path / "case_probe").exists():
+        pytest.skip("this disk ignores letter case in file names")
+    monkeypatch.setattr("crm_cli.pairing.name_folding", lambda folder: NameFolding(case=True, unicode_form=True))
+    data, out = tmp_path / "big", tmp_path / "out"
+    for seed, stem in enumerate(("A", "a", "b")):
+        _, seg = write_scene_files(data, f"{stem}_im", f"{stem}_seg", size=(96, 128), seed=seed)
+        shutil.copy(seg, data / f"{stem}_gt.png")
+    args = ["eval", str(data), "-w", str(tiny_weights), "-d", "cpu", "--json"]
+
+    result = runner.invoke(app, [*args, "-o", str(out)])
+
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["n"], summary["failed"]) == (1, 2)
+    assert [(failure["name"], failure["image"]) for failure in summary["failures"]] == [
+        ("A", str(data / "A_im.jpg")), ("a", str(data / "a_im.jpg"))]
+    assert summary["failures"][0]["error"].startswith(
+        f"{data / 'A_im.jpg'}: its output {out / 'A_mask.png'} and {out / 'a_mask.png'} (of {data / 'a_im.jpg'}) "
+        "are one file on the output disk, which ignores letter case and Unicode form")
+    assert f"failed: a: {data / 'a_im.jpg'}: its output {out / 'a_mask.png'}" in flat(result.stderr)
+    assert sorted(path.name for path in out.iterdir()) == ["b_mask.png"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.stdout)["n"], json.loads(result.stdout)["failed"]) == (3, 0)

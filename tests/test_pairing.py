@@ -3,11 +3,21 @@ the output folder. Pairing only looks at names, so the files are empty."""
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from pathlib import Path
 
 import pytest
 
-from crm_cli.pairing import NoPairsError, find_pairs, scan_pairs, scan_predictions
+from crm_cli.pairing import (
+    LAYOUT_MASKS_DIR,
+    FilePair,
+    NoPairsError,
+    find_pairs,
+    scan_folder_pairs,
+    scan_pairs,
+    scan_predictions,
+)
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -136,3 +146,89 @@ def test_nothing_to_pair_is_one_error_in_both_layouts_and_for_scoring(tmp_path: 
         scan_predictions(tmp_path / "plain", tmp_path / "plain")
     _touch(tmp_path, "folders/images/y.jpg")
     assert scan_pairs(tmp_path / "folders").problems != []
+
+
+def _relative(pairs: list[FilePair], images_dir: Path, masks_dir: Path) -> list[tuple[str, str, str, str]]:
+    """(name, image, mask, output) of each pair, image and mask relative to their folders."""
+    return [(pair.name, pair.image.relative_to(images_dir).as_posix(), pair.mask.relative_to(masks_dir).as_posix(),
+             pair.relative_output.as_posix()) for pair in pairs]
+
+
+def test_two_folders_of_any_names_pair_as_images_and_masks_do(tmp_path: Path) -> None:
+    """``shots/`` + ``mattes/`` (``crm batch shots --masks mattes``) pair by the rules of images/ +
+    masks/: the same name first, then a mask suffix, sub-folders mirrored, Unicode forms and letter
+    case, two fitting masks a failure; messages name the real folders."""
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    photos = ["f1.png", "f2.png", "sub/f3.jpg", "IMG_4.JPG", f"{nfd}.jpg", "both.png", "lonely.png"]
+    masks = ["f1_mask.png", "f2.png", "f2_mask.png", "sub/f3-matte.tif", "img_4.png", f"{nfc}.png",
+             "both_mask.png", "both.matte.png", "orphan.png"]
+    shots, mattes = tmp_path / "shots", tmp_path / "mattes"
+    _touch(shots, *photos)
+    _touch(mattes, *masks)
+    _touch(tmp_path / "data", *(f"images/{name}" for name in photos), *(f"masks/{name}" for name in masks))
+
+    found = scan_folder_pairs(shots, mattes)
+
+    assert found.layout == LAYOUT_MASKS_DIR == "photos in FOLDER + masks in DIR"
+    assert _relative(found.pairs, shots, mattes) == [
+        ("IMG_4", "IMG_4.JPG", "img_4.png", "IMG_4.png"), (nfd, f"{nfd}.jpg", f"{nfc}.png", f"{nfd}.png"),
+        ("f1", "f1.png", "f1_mask.png", "f1.png"), ("f2", "f2.png", "f2.png", "f2.png"),
+        ("sub/f3", "sub/f3.jpg", "sub/f3-matte.tif", "sub/f3.png")]
+    folders = scan_pairs(tmp_path / "data")  # the images/ + masks/ layout of the same files: the same pairing
+    data = tmp_path / "data"
+    assert _relative(found.pairs, shots, mattes) == _relative(folders.pairs, data / "images", data / "masks")
+    assert [failure.name for failure in found.failures] == [failure.name for failure in folders.failures] == [
+        "both", "lonely"]
+    assert "2 masks fit it" in found.problems[0] and str(mattes / "both_mask.png") in found.problems[0]
+    assert found.problems[1] == (f"{shots / 'lonely.png'}: no mask lonely.* or lonely_mask.* (or .mask, -mask, "
+                                 f"_matte, .matte, -matte) under {mattes}")
+    assert found.notes == [f"2 masks without an image ignored, e.g. {mattes / 'f2_mask.png'}"]
+
+
+def test_a_masks_folder_inside_the_photos_folder_is_no_photos_and_the_reverse(tmp_path: Path) -> None:
+    """``crm batch shots --masks shots/mattes``: the masks are no photos (without masks of their
+    own); ``crm batch mattes/photos --masks mattes``: the photos are no masks (without photos). The
+    folder the user named is left out silently; a link into the other folder is noted."""
+    shots = tmp_path / "shots"
+    _touch(shots, "a.jpg", "sub/b.jpg", "mattes/a.png", "mattes/sub/b_mask.png", "mattes/c.png")
+    found = scan_folder_pairs(shots, shots / "mattes")
+    assert _relative(found.pairs, shots, shots / "mattes") == [("a", "a.jpg", "a.png", "a.png"),
+                                                               ("sub/b", "sub/b.jpg", "sub/b_mask.png", "sub/b.png")]
+    assert found.failures == []
+    assert found.notes == [f"1 mask without an image ignored, e.g. {shots / 'mattes/c.png'}"]
+
+    mattes = tmp_path / "mattes"
+    _touch(mattes, "a.png", "photos/a.jpg", "photos/d.jpg")
+    found = scan_folder_pairs(mattes / "photos", mattes)
+    assert _relative(found.pairs, mattes / "photos", mattes) == [("a", "a.jpg", "a.png", "a.png")]
+    assert [failure.name for failure in found.failures] == ["d"] and found.notes == []
+
+    # A link in the masks folder to a photo: no mask of that photo (nor of itself).
+    (mattes / "d.jpg").symlink_to("photos/d.jpg")
+    found = scan_folder_pairs(mattes / "photos", mattes)
+    assert [failure.name for failure in found.failures] == ["d"]
+    real = Path(os.path.realpath(mattes / "photos/d.jpg"))
+    assert found.notes == [f"1 path leading into the photos folder skipped, e.g. {mattes / 'd.jpg'} -> {real}: "
+                           f"what lies in {mattes / 'photos'} is a photo, not a mask"]
+
+
+def test_two_folders_that_are_one_are_no_layout(tmp_path: Path) -> None:
+    """``--masks`` naming the photos' folder itself, by its path or a link: photos with their masks
+    beside them are the side-by-side layout, which the error names."""
+    _touch(tmp_path, "shots/a.jpg", "shots/a_mask.png")
+    (tmp_path / "alias").symlink_to("shots")
+    for masks in (tmp_path / "shots", tmp_path / "alias"):
+        with pytest.raises(NoPairsError, match=r"is this folder itself: .*<name>_mask.*side-by-side layout"):
+            scan_folder_pairs(tmp_path / "shots", masks)
+
+
+def test_two_folders_leave_out_the_output_folder(tmp_path: Path) -> None:
+    """Earlier outputs in ``shots/refined`` (``-o shots/refined``) are no photos; an output folder
+    around the photos' folder (``-o .``) holds it whole."""
+    shots, mattes = tmp_path / "shots", tmp_path / "mattes"
+    _touch(shots, "a.jpg", "refined/a.png", "refined/x.png")
+    _touch(mattes, "a.png")
+    found = scan_folder_pairs(shots, mattes, exclude=shots / "refined")
+    assert [pair.name for pair in found.pairs] == ["a"] and found.failures == [] and found.notes == []
+    assert [pair.name for pair in scan_folder_pairs(shots, mattes, exclude=tmp_path).pairs] == ["a"]
+    assert [failure.name for failure in scan_folder_pairs(shots, mattes).failures] == ["refined/a", "refined/x"]

@@ -1,5 +1,5 @@
-"""Pair files: image/mask pairs to refine (``images/`` + ``masks/``, the BIG layout, or side by side), and
-predictions with their ground truths for scoring."""
+"""Pair files: image/mask pairs to refine (``images/`` + ``masks/`` or two folders of any names, the BIG
+layout, or side by side), and predictions with their ground truths for scoring."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .imageio import IMAGE_SUFFIXES
+from .writing import NameFolding, name_folding
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ MASK_NAME_SUFFIXES = ("_mask", ".mask", "-mask", "_matte", ".matte", "-matte")
 # Names of the files the side-by-side layout leaves out: ground truths and coarse masks, no photos.
 SIDE_BY_SIDE_LEFT_OUT = (GT_SUFFIX, "_seg")
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
-# Pairing.layout of each layout scan_pairs finds.
+# Pairing.layout of each layout scan_pairs finds, and of scan_folder_pairs' (crm batch FOLDER --masks DIR).
 LAYOUT_FOLDERS = "images/ + masks/ folders"
+LAYOUT_MASKS_DIR = "photos in FOLDER + masks in DIR"
 LAYOUT_BIG = "BIG layout: <name>_im + <name>_seg"
 LAYOUT_SIDE_BY_SIDE = "side by side: <name> + <name>_mask"
 
@@ -56,15 +58,27 @@ class NoPairsError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class PairFailure:
+    """An image left out of the run: its name (as its pair's is or would be), its file, and why."""
+
+    name: str
+    image: Path
+    error: str  # the whole message, naming the image
+
+
+@dataclass(frozen=True)
 class Pairing(Generic[T]):
     """Pairs found in folders, with what could not be paired and what was left out on purpose."""
 
     pairs: list[T]
-    problems: list[str] = field(default_factory=list)  # inputs without a partner: each one is a failure
+    failures: list[PairFailure] = field(default_factory=list)  # images without a partner: each one fails
     notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
     layout: str = ""  # scan_pairs: the layout found, in words (for the line batch prints before it runs)
-    # scan_pairs: (name, image) of the image each problem is about, in the order of ``problems``.
-    unpaired: list[tuple[str, Path]] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """The message of each failure, in order."""
+        return [failure.error for failure in self.failures]
 
     @property
     def folders(self) -> bool:
@@ -102,10 +116,13 @@ class _Walk:
     # (a linked alias), or a link to the walk's folder or one around it (a loop); each with the real
     # folder it leads to.
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # Paths not taken because they lead into the walk's ``apart`` folder (a link to a mask file, a
+    # folder of masks), each with the real path it leads to.
+    apart: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
-          skip: Sequence[str] = ()) -> _Walk:
+          skip: Sequence[str] = (), apart: str | None = None) -> _Walk:
     """The visible files below ``folder`` whose extension (any case) is one of ``suffixes``.
 
     Hidden files and folders (a name starting with a dot: ``.DS_Store``, AppleDouble ``._x.png``)
@@ -114,11 +131,16 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
     the linked ones in name order, round by round, so a folder is found by its own path before any
     link to it. A link to ``folder`` or to a folder around it (a loop, or the whole disk) is never
     followed. Files whose resolved path lies in the resolved folder ``exclude`` are listed apart.
+    Nothing whose resolved path lies in the resolved folder ``apart`` is taken (the masks folder
+    for the walk of the photos' one, and the reverse), unless ``folder`` lies there itself: the
+    files and folders leading there are listed in ``apart``.
     One ``os.scandir`` per folder and a path resolved per link and per folder only: 20,000 frames
     are listed in well under a second.
     """
     found = _Walk()
     start = os.path.realpath(folder)
+    if _under(start, apart):
+        apart = None  # the walk's own folder lies there: leaving that out would leave out everything
     visited = {start}  # real paths of the folders searched, or queued to be
     queue: deque[tuple[Path, str, bool]] = deque()  # folders to search: path, real path, in the excluded folder
     links: list[tuple[Path, bool]] = []  # linked folders met, followed once no folder is left in queue
@@ -144,7 +166,9 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
                     links.append((path, excluded))
                 else:
                     below = os.path.join(real, name)
-                    if below in visited:  # reached through a link before: searched already
+                    if _under(below, apart):
+                        found.apart.append((path, below))
+                    elif below in visited:  # reached through a link before: searched already
                         if not excluded:  # what lies in the excluded folder is no input
                             found.skipped.append((path, below))
                     else:
@@ -163,7 +187,11 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
             if suffix not in suffixes:
                 found.others[suffix] = found.others.get(suffix, 0) + 1
                 continue
-            inside = excluded or (link and _under(os.path.realpath(path), exclude))
+            target = os.path.realpath(path) if link else ""
+            if link and _under(target, apart):
+                found.apart.append((path, target))
+                continue
+            inside = excluded or (link and _under(target, exclude))
             (found.inside if inside else found.files).append(path)
 
     queue.append((folder, start, _under(start, exclude)))
@@ -172,7 +200,9 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
             met, links[:] = links[:], []
             for path, excluded in met:
                 below = os.path.realpath(path)
-                if below in visited or _under(start, below):  # an alias, or a loop back around the walk
+                if _under(below, apart):
+                    found.apart.append((path, below))
+                elif below in visited or _under(start, below):  # an alias, or a loop back around the walk
                     if not excluded:
                         found.skipped.append((path, below))
                 else:
@@ -183,6 +213,7 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
     found.files.sort()
     found.inside.sort()
     found.broken.sort()
+    found.apart.sort()
     return found
 
 
@@ -194,6 +225,22 @@ def _skipped_note(*walks: _Walk) -> list[str]:
     path, real = skipped[0]
     return [f"{count_noun(len(skipped), 'linked folder')} skipped, e.g. {path} -> {real}: each leads to a folder "
             "searched already or to one holding the folder searched (each folder is searched once)"]
+
+
+def _apart_note(walk: _Walk, other: Path, masks: bool = True) -> list[str]:
+    """The note on the paths of one folder that lead into the ``other`` one (none: no note): into the
+    masks folder for the walk of the photos' one (``masks``), else into the photos' folder.
+
+    The other folder itself, reached by the path it was given as (``crm batch shots --masks
+    shots/mattes``), is left out without a note: it was named as the other folder."""
+    given = os.path.abspath(other)
+    apart = [(path, real) for path, real in walk.apart if os.path.abspath(path) != given]
+    if not apart:
+        return []
+    path, real = apart[0]
+    kind, taken, instead = ("masks", "a mask", "a photo") if masks else ("photos", "a photo", "a mask")
+    return [f"{count_noun(len(apart), 'path')} leading into the {kind} folder skipped, e.g. {path} -> {real}: "
+            f"what lies in {other} is {taken}, not {instead}"]
 
 
 def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Path]]:
@@ -351,15 +398,63 @@ def _layout_hint(root: Path) -> str:
         others = []
     seen = f" (beside it: {listed(others, 5)})" if others else ""
     target = others[0].rstrip("/") if len(others) == 1 else "FOLDER"
+    photos, mattes = (root / "images", root / target) if images else (root / target, root / "masks")
     return (f"; it has {have}/ but no {lack}/ folder{seen}: the photos' folder must be named images/ and the "
-            f"masks' masks/ (a link will do: ln -s {target} {root / lack})")
+            f"masks' masks/ (a link will do: ln -s {target} {root / lack}), or name the two: crm batch {photos} "
+            f"--masks {mattes}")
 
 
-def _side_by_side_layout(walked: _Walk, root: Path, notes: list[str]) -> tuple[
-        dict[Path, list[Path]], dict[Path, list[Path]], dict[Path, list[Path]], dict[Path, list[Path]]]:
-    """:func:`scan_pairs`' side-by-side layout of the files ``walked`` found below ``root``: photos,
-    masks, and the same two in the excluded folder, keyed by relative name; notes for the files left
-    out. Raises NoPairsError when no folder holds both a photo and a mask."""
+@dataclass
+class _Inputs:
+    """One layout's files before they are paired: photos, masks and ground truths keyed by relative
+    name (see :func:`_keyed`), and what the messages of :func:`_pair_inputs` say of the layout."""
+
+    layout: str
+    images: dict[Path, list[Path]]
+    masks: dict[Path, list[Path]]
+    suffixes: tuple[str, ...]  # the mask of <name> is <name><suffix> for one of them (see _match)
+    images_inside: dict[Path, list[Path]] = field(default_factory=dict)  # photos in the excluded folder
+    masks_inside: dict[Path, list[Path]] = field(default_factory=dict)  # masks in the excluded folder
+    gts: dict[Path, list[Path]] = field(default_factory=dict)  # ground truths (BIG layout)
+    broken: list[Path] = field(default_factory=list)  # links to missing files
+    notes: list[str] = field(default_factory=list)
+    masks_dir: Path | None = None  # the masks' own folder (folder layouts): named where a photo's mask is missing
+    # The NoPairsError message when not one photo fits a mask: the layout was a guess, the folder holds another.
+    unmatched: str | None = None
+
+
+def _outside(folder: Path, excluded: str | None) -> str | None:
+    """``excluded`` (a resolved folder), or None when ``folder`` lies in it: an output folder around
+    an input folder holds it whole, and nothing of it is an output."""
+    return None if _under(os.path.realpath(folder), excluded) else excluded
+
+
+def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layout: str, root: Path) -> _Inputs:
+    """The photos below ``images_dir`` and the masks below ``masks_dir``, ``root`` being the folder
+    the messages name. Each folder is walked without what lies in the other (see :func:`_walk`'s
+    ``apart``): a path of one that leads into the other (a link, or the other folder inside it) is
+    skipped with a note, so no mask is taken for a photo and no photo for a mask. Raises
+    NoPairsError when there is no photo."""
+    found_images = _walk(images_dir, IMAGE_SUFFIXES, _outside(images_dir, excluded),
+                         apart=os.path.realpath(masks_dir))
+    found_masks = _walk(masks_dir, IMAGE_SUFFIXES, _outside(masks_dir, excluded), apart=os.path.realpath(images_dir))
+    images = _keyed(found_images.files, images_dir)
+    if not images:
+        holder = "it" if root == images_dir else str(images_dir)
+        raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files" + _formats_hint(found_images)
+                           + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir)))
+    notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir)
+             + _apart_note(found_masks, images_dir, masks=False))
+    return _Inputs(layout, images, _keyed(found_masks.files, masks_dir), ("", *MASK_NAME_SUFFIXES),
+                   images_inside=_keyed(found_images.inside, images_dir),
+                   masks_inside=_keyed(found_masks.inside, masks_dir),
+                   broken=found_images.broken + found_masks.broken, notes=notes, masks_dir=masks_dir)
+
+
+def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
+    """:func:`scan_pairs`' side-by-side layout of the files ``walked`` found below ``root``, with
+    notes for the files left out. Raises NoPairsError when no folder holds both a photo and a mask."""
+    notes = _skipped_note(walked)
     # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
     photos, named = _side_by_side([*walked.files, *walked.inside])
     # Ground truths and coarse masks of the BIG layout's names (a_gt.png, a_seg.png beside a.jpg) are
@@ -385,17 +480,80 @@ def _side_by_side_layout(walked: _Walk, root: Path, notes: list[str]) -> tuple[
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
                            "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
-    return images, masks, images_inside, masks_inside
+    unmatched = (f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and there are "
+                 "no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders" + _layout_hint(root))
+    return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
+                   broken=walked.broken, notes=notes, unmatched=unmatched)
+
+
+def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
+    """Pair each photo of ``inputs`` with its mask: the pairs, a failure for each photo without its
+    one mask, and notes on the files left out (see :func:`scan_pairs`); ``exclude`` is the output
+    folder as given, for the messages."""
+    images, masks = inputs.images, inputs.masks
+    big = inputs.layout == LAYOUT_BIG
+    notes = list(inputs.notes)
+    matches = _match(list(images), list(masks), inputs.suffixes)
+    matched, ambiguous, contested = matches.matched, matches.ambiguous, matches.contested
+    if inputs.unmatched is not None and not matched and not ambiguous and not contested:
+        raise NoPairsError(inputs.unmatched)
+    gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
+    tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
+    pairs: list[FilePair] = []
+    failures: list[PairFailure] = []
+    duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
+    for key, image_files in images.items():
+        image = _pick(image_files, duplicates)
+        if key in matched:
+            mask = _pick(masks[matched[key]], duplicates)
+            gt = _pick(inputs.gts[gt_names[key]], duplicates) if key in gt_names else None
+            output = key.with_name(key.name + ("_mask.png" if big else ".png"))
+            pairs.append(FilePair(str(key), image, mask, output, gt))
+            continue
+        if key in ambiguous:
+            fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
+            error = f"{image}: {len(fits)} masks fit it, {listed(fits)}: rename or remove all but one"
+        elif key in contested:
+            mask_name, rivals = contested[key]
+            fitted = [str(_pick(images[rival], [])) for rival in rivals]
+            error = (f"{image}: the mask {_pick(masks[mask_name], [])} fits {len(fitted)} photos, {listed(fitted)}: "
+                     "name it as one of them exactly (letter case too), and the others' masks as theirs")
+        elif big:
+            error = f"{image}: no matching {key.name}_seg.* mask"
+        elif inputs.masks_dir is not None:
+            error = (f"{image}: no mask {key.name}.* or {key.name}_mask.* {tried} under "
+                     f"{inputs.masks_dir / key.parent}"
+                     + (f" (one lies in the output folder {exclude}, which is never read)"
+                        if key in inputs.masks_inside else ""))
+        else:
+            error = f"{image}: no mask {key.name}_mask.* {tried} beside it"
+        failures.append(PairFailure(str(key), image, error))
+    notes += duplicates[:MAX_LISTED]
+    if len(duplicates) > MAX_LISTED:
+        notes.append(f"{len(duplicates) - MAX_LISTED} more files ignored: another format of the same name is used")
+    # Input pairs whose image lies in the output folder: counted there, their masks not among the orphans.
+    images_inside = {key: files for key, files in inputs.images_inside.items() if key not in images}
+    inside = _match(list(images_inside), [*masks, *inputs.masks_inside], inputs.suffixes)
+    used = matches.taken() | inside.taken()
+    orphans = [files[0] for key, files in masks.items() if key not in used]
+    if orphans:
+        notes.append(f"{count_noun(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
+    if inputs.broken:
+        notes.append(f"{count_noun(len(inputs.broken), 'link')} to a missing file skipped, e.g. {inputs.broken[0]}")
+    if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
+        notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
+    return Pairing(pairs, failures, notes, inputs.layout)
 
 
 def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
-    """Pairs under ``root``, the problems (images without masks: failures), and notes (warnings).
+    """Pairs under ``root``, the failures (images without their one mask), and notes (warnings).
 
     Layouts, the first that applies:
 
     - ``root/images/**`` + ``root/masks/**`` when both folders exist: the mask of
       ``images/<path>/<name>.*`` is ``masks/<path>/<name>.*``, or else ``<name>`` followed by one
       of MASK_NAME_SUFFIXES (``<name>_mask.*``, ``<name>-matte.*``...); output ``<path>/<name>.png``.
+      :func:`scan_folder_pairs` pairs two folders of any names by the same rules.
     - the BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder,
       output ``<name>_mask.png``.
     - photos and masks side by side: ``<name>.*`` + ``<name>_mask.*`` (or another suffix of
@@ -406,116 +564,55 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
 
     Names are compared in Unicode NFC, and where no mask has the same letter case, with case
     ignored; two masks that fit one photo equally, or one mask that fits several photos equally,
-    make each such photo a problem. Sub-folders are searched (linked ones too, each real folder
+    make each such photo a failure. Sub-folders are searched (linked ones too, each real folder
     once, never a folder around the one searched; a note counts the links skipped) and mirrored in
-    the output. Hidden files and folders are skipped. Of files that share a name in several formats
-    one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note; masks without an image and
+    the output; a path in images/ that leads into masks/, or one in masks/ that leads into images/,
+    is skipped (a note counts them), so no mask is taken for a photo and no photo for a mask.
+    Hidden files and folders are skipped. Of files that share a name in several formats one is
+    used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note (``a.jpg`` and ``a.png`` give one
+    pair, so one output); masks without an image and
     links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
     folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a
     note counts the input pairs found there. Raises NoPairsError when there is no image at all
-    (images without masks are problems instead).
+    (images without masks are failures instead). Outputs that would be one file on some disks are
+    not checked here: see :func:`split_output_clashes`.
     """
-    problems: list[str] = []
-    unpaired: list[tuple[str, Path]] = []
-    notes: list[str] = []
-    pairs: list[FilePair] = []
-    excluded = os.path.realpath(exclude) if exclude is not None else None
-    if excluded is not None and _under(os.path.realpath(root), excluded):
-        excluded = None  # an output folder around the input one holds it whole: nothing of it is an output
-    folders = (root / "images").is_dir() and (root / "masks").is_dir()
-    gts: dict[Path, list[Path]] = {}
-    big = side_by_side = False
-    if folders:
-        layout = LAYOUT_FOLDERS
-        found_images = _walk(root / "images", IMAGE_SUFFIXES, excluded)
-        found_masks = _walk(root / "masks", IMAGE_SUFFIXES, excluded)
-        images, masks = _keyed(found_images.files, root / "images"), _keyed(found_masks.files, root / "masks")
-        images_inside = _keyed(found_images.inside, root / "images")
-        masks_inside = _keyed(found_masks.inside, root / "masks")
-        broken = found_images.broken + found_masks.broken
-        notes += _skipped_note(found_images, found_masks)
+    excluded = _outside(root, os.path.realpath(exclude) if exclude is not None else None)
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        inputs = _folder_inputs(root / "images", root / "masks", excluded, LAYOUT_FOLDERS, root)
         stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks")).files
                  if path.stem.endswith("_im") and len(path.stem) > 3]
         if stray:
-            notes.append(f"{count_noun(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ and masks/ "
-                         "folders, only those are paired")
-        if not images:
-            raise NoPairsError(f"{root}: no pairs found; {root / 'images'} holds no image files"
-                               + _formats_hint(found_images))
-        suffixes = ("", *MASK_NAME_SUFFIXES)
-    else:
-        walked = _walk(root, IMAGE_SUFFIXES, excluded)
-        broken = walked.broken
-        notes += _skipped_note(walked)
-        images = _keyed(walked.files, root, "_im")
-        images_inside = _keyed(walked.inside, root, "_im")
-        big = bool(images)
-        if big:
-            layout = LAYOUT_BIG
-            masks, masks_inside = _keyed(walked.files, root, "_seg"), _keyed(walked.inside, root, "_seg")
-            gts = _keyed(walked.files, root, GT_SUFFIX)
-            suffixes = ("",)
-        else:
-            side_by_side = True
-            layout = LAYOUT_SIDE_BY_SIDE
-            images, masks, images_inside, masks_inside = _side_by_side_layout(walked, root, notes)
-            suffixes = MASK_NAME_SUFFIXES
-    images_inside = {key: files for key, files in images_inside.items() if key not in images}
-    matches = _match(list(images), list(masks), suffixes)
-    matched, ambiguous, contested = matches.matched, matches.ambiguous, matches.contested
-    if not matched and not ambiguous and not contested and side_by_side:
-        # Photos and masks side by side was a guess: when not one photo fits a mask, the folder holds another layout.
-        raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
-                           "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ "
-                           "folders" + _layout_hint(root))
-    gt_names = _match(list(images), list(gts), ("",)).matched if gts else {}
-    tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
-    duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
-    for key, image_files in images.items():
-        image = _pick(image_files, duplicates)
-        if key in ambiguous:
-            fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
-            problems.append(f"{image}: {len(fits)} masks fit it, {listed(fits)}: rename or remove all but one")
-            unpaired.append((str(key), image))
-            continue
-        if key in contested:
-            mask_name, rivals = contested[key]
-            fitted = [str(_pick(images[rival], [])) for rival in rivals]
-            problems.append(f"{image}: the mask {_pick(masks[mask_name], [])} fits {len(fitted)} photos, "
-                            f"{listed(fitted)}: name it as one of them exactly (letter case too), and the others' "
-                            "masks as theirs")
-            unpaired.append((str(key), image))
-            continue
-        if key not in matched:
-            if big:
-                problems.append(f"{image}: no matching {key.name}_seg.* mask")
-            elif folders:
-                problems.append(f"{image}: no mask {key.name}.* or {key.name}_mask.* {tried} under "
-                                f"{root / 'masks' / key.parent}"
-                                + (f" (one lies in the output folder {exclude}, which is never read)"
-                                   if key in masks_inside else ""))
-            else:
-                problems.append(f"{image}: no mask {key.name}_mask.* {tried} beside it")
-            unpaired.append((str(key), image))
-            continue
-        mask = _pick(masks[matched[key]], duplicates)
-        gt = _pick(gts[gt_names[key]], duplicates) if key in gt_names else None
-        output = key.with_name(key.name + ("_mask.png" if big else ".png"))
-        pairs.append(FilePair(str(key), image, mask, output, gt))
-    notes += duplicates[:MAX_LISTED]
-    if len(duplicates) > MAX_LISTED:
-        notes.append(f"{len(duplicates) - MAX_LISTED} more files ignored: another format of the same name is used")
-    # Input pairs whose image lies in the output folder: counted there, their masks not among the orphans.
-    inside = _match(list(images_inside), [*masks, *masks_inside], suffixes)
-    used = matches.taken() | inside.taken()
-    orphans = [files[0] for key, files in masks.items() if key not in used]
-    if orphans:
-        notes.append(f"{count_noun(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
-    if broken:
-        notes.append(f"{count_noun(len(broken), 'link')} to a missing file skipped, e.g. {broken[0]}")
-    if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
-        notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
-    return Pairing(pairs, problems, notes, layout, unpaired)
+            inputs.notes.append(f"{count_noun(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ "
+                                "and masks/ folders, only those are paired")
+        return _pair_inputs(inputs, exclude)
+    walked = _walk(root, IMAGE_SUFFIXES, excluded)
+    images = _keyed(walked.files, root, "_im")
+    if not images:
+        return _pair_inputs(_side_by_side_inputs(walked, root), exclude)
+    return _pair_inputs(_Inputs(LAYOUT_BIG, images, _keyed(walked.files, root, "_seg"), ("",),
+                                images_inside=_keyed(walked.inside, root, "_im"),
+                                masks_inside=_keyed(walked.inside, root, "_seg"),
+                                gts=_keyed(walked.files, root, GT_SUFFIX), broken=walked.broken,
+                                notes=_skipped_note(walked)), exclude)
+
+
+def scan_folder_pairs(images_dir: Path, masks_dir: Path, exclude: Path | None = None) -> Pairing[FilePair]:
+    """Pairs of the photos below ``images_dir`` with the masks below ``masks_dir`` (``crm batch
+    FOLDER --masks DIR``), failures and notes, by the rules of :func:`scan_pairs`' images/ +
+    masks/ layout; output ``<path>/<name>.png``, ``<path>`` the photo's sub-folder.
+
+    Either folder may lie inside the other: what lies in the masks' folder is never a photo, and
+    what lies in the photos' folder never a mask (links from one into the other included). Raises
+    NoPairsError when the two are one folder (photos with their masks beside them are
+    :func:`scan_pairs`' side-by-side layout) or the photos' folder holds no image.
+    """
+    if os.path.realpath(images_dir) == os.path.realpath(masks_dir):
+        raise NoPairsError(f"{images_dir}: no pairs found; the masks folder {masks_dir} is this folder itself: "
+                           "photos with their masks beside them, named <name> and <name>_mask (or -matte...), "
+                           "pair without --masks (the side-by-side layout)")
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    return _pair_inputs(_folder_inputs(images_dir, masks_dir, excluded, LAYOUT_MASKS_DIR, images_dir), exclude)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
@@ -523,6 +620,39 @@ def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair],
     callers that show warnings use :func:`scan_pairs` for its notes."""
     found = scan_pairs(root, exclude)
     return found.pairs, found.problems
+
+
+def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,
+                         folding: NameFolding | None = None) -> tuple[list[FilePair], list[PairFailure]]:
+    """The pairs whose output path is theirs alone, and a failure for each of the others.
+
+    Output paths are compared as the disk of ``output_dir`` compares names (``folding``; by default
+    probed there with :func:`writing.name_folding`). Where it ignores letter case (macOS, Windows)
+    ``A.png`` and ``a.png`` (of the photos ``A.jpg`` and ``a.png``), or ``Shot/x.png`` and
+    ``shot/x.png``, are one file, and one pair's output would overwrite the other's, or pass for it
+    on resume; so each pair of such a group fails, naming the others and their outputs. Where the
+    disk tells such names apart (Linux), every pair keeps its own output, as its photo has its own file.
+    """
+    folding = name_folding(output_dir) if folding is None else folding
+    ignored = " and ".join(what for what, folded in (("letter case", folding.case),
+                                                     ("Unicode form", folding.unicode_form)) if folded)
+    keys = [folding.key(pair.relative_output.as_posix()) for pair in pairs]
+    groups: dict[str, list[FilePair]] = {}
+    for pair, key in zip(pairs, keys, strict=True):
+        groups.setdefault(key, []).append(pair)
+    kept: list[FilePair] = []
+    failures: list[PairFailure] = []
+    for pair, key in zip(pairs, keys, strict=True):
+        group = groups[key]
+        if len(group) == 1:
+            kept.append(pair)
+            continue
+        others = [f"{output_dir / other.relative_output} (of {other.image})" for other in group if other is not pair]
+        failures.append(PairFailure(pair.name, pair.image, (
+            f"{pair.image}: its output {output_dir / pair.relative_output} and {listed(others)} are one file on the "
+            f"output disk{', which ignores ' + ignored if ignored else ''}, so one would overwrite the other: rename "
+            "the photos so their names differ in more than that")))
+    return kept, failures
 
 
 @dataclass(frozen=True)

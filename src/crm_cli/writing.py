@@ -11,9 +11,11 @@ import re
 import stat
 import sys
 import time
+import unicodedata
 import uuid
 import warnings
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +262,46 @@ def discard(temp: Path) -> None:
         temp.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+@dataclass(frozen=True)
+class NameFolding:
+    """How a disk compares file names: whether two names that differ only in letter case
+    (``A.png``, ``a.png``: macOS, Windows), or only in Unicode form (``café`` composed and
+    decomposed: macOS), name one file."""
+
+    case: bool
+    unicode_form: bool
+
+    def key(self, name: str) -> str:
+        """``name`` as this disk compares it: two names with one key are one file."""
+        if self.unicode_form:
+            name = unicodedata.normalize("NFC", name)
+        return name.casefold() if self.case else name
+
+
+def name_folding(folder: Path) -> NameFolding:
+    """How the disk of ``folder`` (of its nearest existing parent, before it is made) compares file
+    names, found by making an empty probe file and looking it up under other spellings. Where no
+    probe can be made (a read-only or missing folder), both foldings are assumed: the outputs that
+    would then clash are refused, not overwritten."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.is_dir() and existing.parent != existing:
+        existing = existing.parent
+    stem = f".crm-names-{uuid.uuid4().hex[:12]}-"
+    composed = unicodedata.normalize("NFC", "\u00e9")
+    probe = existing / f"{stem}A{composed}.tmp"
+    try:
+        with open(probe, "x"):
+            pass
+    except OSError:
+        return NameFolding(True, True)
+    try:
+        case = (existing / f"{stem}a{composed}.tmp").exists()
+        unicode_form = (existing / f"{stem}A{unicodedata.normalize('NFD', composed)}.tmp").exists()
+    finally:
+        discard(probe)
+    return NameFolding(case, unicode_form)
 
 
 def incomplete_output(path: str | Path) -> str | None:

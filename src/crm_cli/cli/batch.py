@@ -1,4 +1,4 @@
-"""``crm batch DIR -o OUTDIR``: refine every pair in a folder, resumably."""
+"""``crm batch DIR -o OUTDIR``: refine every pair in a folder (or of two folders, ``--masks``), resumably."""
 
 from __future__ import annotations
 
@@ -201,10 +201,15 @@ def batch(
     folder: Annotated[Path, typer.Argument(
         exists=True, file_okay=False, metavar="FOLDER",
         help="A folder with images/ and masks/ (each mask named as its photo, or <name>_mask, <name>-matte...), "
-             "a BIG-layout folder (*_im + *_seg), or photos with their <name>_mask masks beside them.")],
+             "a BIG-layout folder (*_im + *_seg), or photos with their <name>_mask masks beside them; with "
+             "--masks, the photos' folder.")],
     output_dir: Annotated[Path, typer.Option(
         "--output", "-o", file_okay=False, metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
+    masks_dir: Annotated[Path | None, typer.Option(
+        "--masks", exists=True, file_okay=False, metavar="DIR",
+        help="The masks' folder, FOLDER holding the photos (shots/ + mattes/): paired as images/ + masks/ are.")
+    ] = None,
     options: RefinerOptions = RefinerOptions(),
     threshold: ThresholdOpt = None,
     output_kind: OutputKindOpt = OutputKind.soft,
@@ -220,22 +225,22 @@ def batch(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Refine every image/mask pair under FOLDER. What was paired is said before the run (--dry-run
-    lists it and stops); finished outputs are skipped unless --overwrite; a bad pair is reported and
-    the rest go on; the exit code is 1 if any pair failed."""
+    """Refine every image/mask pair under FOLDER (with --masks DIR, FOLDER's photos with DIR's masks).
+    What was paired is said before the run (--dry-run lists it and stops); finished outputs are
+    skipped unless --overwrite; a bad pair is reported and the rest go on; the exit code is 1 if
+    any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
-    from ..pairing import MAX_LISTED, count_noun, scan_pairs
+    from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
     from ..raybatch import RayRunError, ray_run
 
     if ray_address is not None:
         require_ray_option()
     label_ids = parse_labels(labels)
     settings = options.settings()
-    if output_dir.resolve() == folder.resolve() or output_dir.resolve() in (
-        (folder / "images").resolve(), (folder / "masks").resolve()
-    ):
+    input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")
+    if output_dir.resolve() in {path.resolve() for path in input_folders}:
         raise typer.BadParameter("the output folder must differ from the input folders")
     # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
     # folder that does not exist yet holds none from before.
@@ -246,19 +251,21 @@ def batch(
     # With --json, the summary of what was known when the run stopped, marked failed.
     fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
                                                      "output_dir": str(output_dir), "items": items})
-    with user_errors(fatal.emit):  # nothing to refine in FOLDER (NoPairsError) is a usage error, exit 2
-        found = scan_pairs(folder, exclude=output_dir)
-    pairs = found.pairs
+    # Nothing to refine in FOLDER, or --masks naming FOLDER itself (NoPairsError), is a usage error: exit 2.
+    with user_errors(fatal.emit):
+        found = (scan_pairs(folder, exclude=output_dir) if masks_dir is None
+                 else scan_folder_pairs(folder, masks_dir, exclude=output_dir))
     for note in found.notes:
         warn(note)
-    # Errors are not progress: each failure is named as it is found, even with -q.
-    for problem in found.problems:
-        report_failure("", problem)
-    # The image each problem is about, as the other items name theirs (it has no mask, so no output).
-    for index, problem in enumerate(found.problems):
-        name, image = found.unpaired[index] if index < len(found.unpaired) else (None, None)
-        items.append({"name": name, "image": None if image is None else str(image), "mask": None, "output": None,
-                      "status": "failed", "error": problem, "seconds": 0.0})
+    # Pairs whose outputs would be one file on macOS or Windows fail, before resume could take one's
+    # output for the other's.
+    pairs, clashes = split_output_clashes(found.pairs, output_dir)
+    # Errors are not progress: each failure is named as it is found, even with -q. Its item names its
+    # image, as the other items name theirs (it has no output to write).
+    for failure in (*found.failures, *clashes):
+        report_failure("", failure.error)
+        items.append({"name": failure.name, "image": str(failure.image), "mask": None, "output": None,
+                      "status": "failed", "error": failure.error, "seconds": 0.0})
     todo: list[FilePair] = []
     for pair in pairs:
         output = output_dir / pair.relative_output
@@ -291,8 +298,10 @@ def batch(
     todo = [pair for pair in todo if pair not in failed_early]
     if not quiet:  # what was paired, before a long run starts (the failures were named above)
         done_before = sum(1 for item in items if item["status"] == "skipped")
-        found_line = [f"{count_noun(len(pairs), 'pair')} found in {folder} ({found.layout})"]
-        found_line += [f"{count_noun(len(found.problems), 'image')} not paired"] if found.problems else []
+        where = f"{folder} + {masks_dir}" if masks_dir is not None else str(folder)
+        found_line = [f"{count_noun(len(found.pairs), 'pair')} found in {where} ({found.layout})"]
+        found_line += [f"{count_noun(len(found.failures), 'image')} not paired"] if found.failures else []
+        found_line += [f"{len(clashes)} sharing an output file"] if clashes else []
         found_line += [f"{done_before} already done"] if done_before else []
         found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "

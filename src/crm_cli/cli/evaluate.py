@@ -57,7 +57,7 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, scan_pairs
+    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, scan_pairs, split_output_clashes
     from ..writing import write_png
 
     settings = options.settings()
@@ -93,11 +93,16 @@ def evaluate(
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
     if limit:
         pairs = pairs[:limit]
+    # With -o, refined masks are written by relative path: two outputs that are one file on macOS or
+    # Windows (A_mask.png, a_mask.png) would overwrite each other, so both pairs fail.
+    writable, clashes = split_output_clashes(pairs, output_dir) if output_dir is not None else (pairs, [])
+    for clash in clashes:
+        failed(clash.name, clash.image, clash.error)
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
-    if output_dir is not None and pairs and (reason := unwritable_reason(output_dir, folder=True)) is not None:
+    if output_dir is not None and writable and (reason := unwritable_reason(output_dir, folder=True)) is not None:
         raise fatal.fail(reason)
     checked = []
-    for pair in pairs:
+    for pair in writable:
         error, header, small = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
                                              options.tile_size, gt=pair.gt)
         if error is not None:
