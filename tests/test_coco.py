@@ -434,11 +434,13 @@ def test_unhashable_image_ids_fail_their_instances_not_the_run(tmp_path) -> None
         101: "image_id [7] not in 'images'", 103: "image_id 9 not in 'images'",
         105: "image_id 9 not in 'images'", 106: "image_id 9 not in 'images'"}
     assert [job["name"] for job in plan.jobs] == ["sub/a.png"]
-    with pytest.raises(ValueError, match="image_id \\[7\\] not in 'images'"):
+    with pytest.raises(ValueError, match=r"annotation 101 \(image_id \[7\]\): its image_id is not in the ground "
+                                         r"truth's 'images'"):
         coco.score_coco(data, data)
     del data["images"][0]["height"]
     data["annotations"][0]["image_id"] = 7
-    with pytest.raises(ValueError, match="image 7: needs a numeric 'height' and 'width'"):  # was a KeyError
+    with pytest.raises(ValueError, match=r"annotation 101 \(image_id 7\): its image needs a whole positive 'height' "
+                                         r"and 'width', not None and 160"):  # was a KeyError
         coco.score_coco(data, data)
 
 

@@ -1,11 +1,13 @@
 """COCO files as dataset builders write them (helper audit): degenerate and corrupt polygons, RLE counts
 out of range, EXIF-rotated images annotated on their stored pixels, odd image sizes, lone surrogates in
-the JSON, and scoring against another file's images. Expected values are computed by hand or by crm's
+the JSON, numbers written back with their own text, Windows file names, scoring against another file's
+images and scoring past instances that cannot be decoded. Expected values are computed by hand or by crm's
 own decoders; pycocotools is not imported here."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +111,9 @@ def test_rle_runs_beyond_the_image_fail_their_instance_and_their_score_in_one_li
     (tmp_path / "bad.json").write_text(json.dumps(data))
     scored = runner.invoke(app, ["score", str(tmp_path / "bad.json"), str(tmp_path / "bad.json")])
     assert scored.exit_code == 1 and "Traceback" not in scored.output
-    assert "error: annotation 7: uncompressed RLE holds a run of more than" in " ".join(scored.stderr.split())
+    assert ("failed: annotation 7 (image_id 1): ground truth: uncompressed RLE holds a run of more than "
+            in " ".join(scored.stderr.split()))
+    assert "error: no instance could be scored: all 1 failed" in scored.stderr
 
 
 def test_whole_float_rle_counts_are_read_and_other_dicts_are_named() -> None:
@@ -269,12 +273,15 @@ def test_score_refuses_a_prediction_of_another_image(tmp_path) -> None:  # noqa:
     assert coco.score_coco(pred, gt).iou == 1.0
 
 
-@pytest.mark.parametrize("height", [-10, 0, 10.5, float("inf")])
+@pytest.mark.parametrize("height", [-10, 0, 10.5, float("inf"), "10", True])
 def test_score_refuses_image_sizes_that_are_not_whole_positive_numbers(height) -> None:  # noqa: ANN001
-    # -10 reached pycocotools (OverflowError, a traceback), inf too; 10.5 was scored as 10.
+    # -10 reached pycocotools (OverflowError, a traceback), inf too; 10.5 was scored as 10. The string
+    # "10" and true were scored as 10 and 1: scoring's rule for a size was int(value), not the one
+    # whole-number rule of crm coco (where neither is a size) and of RLE counts.
     gt = two_images()
     gt["images"][0]["height"] = height
-    with pytest.raises(ValueError, match=r"image 1: needs a numeric 'height' and 'width'"):
+    with pytest.raises(ValueError, match=rf"annotation 10 \(image_id 1\): its image needs a whole positive 'height' "
+                                         rf"and 'width', not {re.escape(repr(height))} and 10"):
         coco.score_coco(two_images(), gt)
 
 
@@ -307,3 +314,191 @@ def test_an_overlong_compressed_run_is_refused_where_it_starts() -> None:
         decode_rle_string("o" * 200_000 + "!")
     for runs in ([0, MAX_RUN, 5], [3, MAX_RUN - 1, MAX_RUN]):  # the largest runs still read back
         assert decode_rle_string(encode_rle_string(runs)).tolist() == runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers as they were written, and strict JSON out
+
+
+def strict_json(text: str | bytes) -> object:
+    """Parse as a strict JSON parser (jq, JavaScript, Go) does: NaN and Infinity are no JSON."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+EXACT_SOURCE = ('{"info":{"tiny":1e-7,"huge":1e400,"tiny_neg":-1E-400,"padded":1.50,"zero":-0,"neg_zero":-0.0,'
+                '"big":123456789012345678901234567890,"precise":0.1000000000000000055511151231257827,'
+                '"plain":[640,480.5,-3],"text":"\\ud800 \u00e9t\u00e9 \U0001f600"},'
+                '"images":[{"id":1,"file_name":"a.png","height":120,"width":160,"exposure":1E400}],"annotations":[]}')
+
+
+def test_numbers_are_written_back_with_their_text(tmp_path) -> None:  # noqa: ANN001
+    """json wrote 1e-7 as 1e-07, 1.50 as 1.5, -0 as 0 and 1e400 (read as infinity) as Infinity, which
+    strict parsers refuse: a file crm did not change came back as another text, or as no JSON at all."""
+    import pickle
+
+    source = tmp_path / "in.json"
+    source.write_bytes(EXACT_SOURCE.encode("utf-8"))
+    data = coco.load_coco(source)
+    info = data["info"]
+    # The values are the numbers json reads; only their text is kept beside them.
+    assert isinstance(info["tiny"], float) and info["tiny"] == 1e-7 and info["huge"] == float("inf")
+    assert info["zero"] == 0 and isinstance(info["zero"], int) and info["big"] == 123456789012345678901234567890
+    assert str(info["neg_zero"]) == "-0.0" and info["text"] == "\ud800 \u00e9t\u00e9 \U0001f600"
+    output = tmp_path / "out.json"
+    assert coco.write_json_atomic(output, data) == 0  # no NaN written as null
+    assert output.read_bytes() == EXACT_SOURCE.encode("utf-8")
+    assert strict_json(output.read_bytes())["info"]["tiny"] == 1e-7
+    # A Ray job carries the values across processes: they keep their text there too.
+    coco.write_json_atomic(output, pickle.loads(pickle.dumps(data)))
+    assert output.read_bytes() == EXACT_SOURCE.encode("utf-8")
+
+
+def test_coco_writes_unchanged_numbers_with_their_text_and_always_strict_json(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from crm_cli.cli import common
+
+    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    save_png(tmp_path / "a.png", np.zeros((120, 160, 3), np.uint8))
+    square = json.dumps([SQUARE])
+    annotation = ('{"id":5,"image_id":1,"category_id":1,"segmentation":' + square
+                  + ',"area":1,"bbox":[0,0,1,1],"iscrowd":0,"score":1e-7,"weight":NaN}')
+    text = EXACT_SOURCE.replace('"annotations":[]', f'"annotations":[{annotation}]')
+    (tmp_path / "in.json").write_text(text, encoding="utf-8")
+    output = tmp_path / "out.json"
+    result = runner.invoke(app, ["coco", str(tmp_path / "in.json"), "--images", str(tmp_path), "-o", str(output),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["refined"] == 1
+    written = output.read_text(encoding="utf-8", errors="strict")
+    before, _, _ = EXACT_SOURCE.partition('"annotations":[]')
+    assert written.startswith(before)  # every number of info and images with its own text
+    annotation = strict_json(written)["annotations"][0]  # was: Infinity and NaN, no JSON
+    assert (annotation["area"], annotation["bbox"]) == (2500, [40.0, 30.0, 50.0, 50.0])
+    assert '"score":1e-7,"weight":null}' in written  # was 1e-07; NaN has no JSON form
+    assert ("warning: " f"{tmp_path / 'in.json'}: 1 NaN or Infinity value(s) written as null in {output}"
+            in " ".join(result.stderr.split()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows file names
+
+
+def test_file_names_with_backslashes_are_found_with_slashes(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A file written on Windows names `sub\\a.png`; on Linux that is one file name holding a
+    backslash, so the image was missing and every instance on it failed."""
+    from crm_cli.cli import common
+
+    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    (tmp_path / "images" / "sub" / "deeper").mkdir(parents=True)
+    save_png(tmp_path / "images" / "sub" / "deeper" / "a.png", np.zeros((120, 160, 3), np.uint8))
+    data = {"images": [{"id": 1, "file_name": "sub\\deeper\\a.png", "height": 120, "width": 160}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "segmentation": [SQUARE], "iscrowd": 0}]}
+    (tmp_path / "in.json").write_text(json.dumps(data))
+    output = tmp_path / "out.json"
+    result = runner.invoke(app, ["coco", str(tmp_path / "in.json"), "--images", str(tmp_path / "images"),
+                                 "-o", str(output), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["refined"] == 1
+    assert json.loads(output.read_text())["images"][0]["file_name"] == "sub\\deeper\\a.png"  # kept as written
+
+    # Only when the name as written is missing: on Linux a backslash may be part of a real file name.
+    images = tmp_path / "images"
+    job = coco.plan_jobs(data, images).jobs[0]
+    assert job["image"] == str((images / "sub" / "deeper" / "a.png").absolute()) and job["name"] == "sub\\deeper\\a.png"
+    save_png(images / "sub\\deeper\\a.png", np.zeros((120, 160, 3), np.uint8))
+    assert coco.plan_jobs(data, images).jobs[0]["image"] == str((images / "sub\\deeper\\a.png").absolute())
+    # Neither there: the name as written, which the instance's error names.
+    data["images"][0]["file_name"] = "gone\\a.png"
+    (result,) = coco.iter_image_job(Recorder(), coco.plan_jobs(data, images).jobs[0], coco.RefineOptions())
+    assert result["status"] == "failed" and "gone\\a.png" in result["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# crm score: an instance that cannot be scored is reported and left out
+
+
+def test_score_reports_instances_it_cannot_decode_and_scores_the_rest(tmp_path) -> None:  # noqa: ANN001
+    """The first bad instance stopped the whole score with one error line and no scores."""
+    square = [[2.0, 2.0, 8.0, 2.0, 8.0, 8.0, 2.0, 8.0]]
+    gt = {"images": [{"id": 1, "file_name": "x.png", "height": 10, "width": 10},
+                     {"id": 2, "file_name": "huge.png", "height": 10**30, "width": 10}],
+          "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "segmentation": square},
+                          {"id": 11, "image_id": 1, "category_id": 1, "segmentation": {"size": [10, 10],
+                                                                                     "counts": [10**20, 5]}},
+                          {"id": 12, "image_id": 1, "category_id": 1, "segmentation": square},
+                          {"id": 13, "image_id": 99, "category_id": 1, "segmentation": square},
+                          {"id": 14, "image_id": 2, "category_id": 1, "segmentation": square},
+                          {"id": 15, "image_id": 1, "category_id": 1, "segmentation": square}]}
+    pred = json.loads(json.dumps(gt))
+    pred["annotations"][2]["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0]]  # an odd number of coordinates
+    pred["annotations"][5]["segmentation"] = [[2.0, 2.0, 5.0, 2.0, 5.0, 8.0, 2.0, 8.0]]  # half the square
+    pred_path, gt_path = score_files(tmp_path, gt, pred)
+    result = runner.invoke(app, ["score", str(pred_path), str(gt_path), "--json"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output  # 10**30 was an OverflowError out of pycocotools
+    report = json.loads(result.stdout)
+    assert report["n"] == 2 and [image["name"] for image in report["images"]] == ["x.png#10", "x.png#15"]
+    assert report["iou"] == (36 + 18) / (36 + 36)
+    assert report["failed"] == 4
+    failures = {failure["id"]: (failure["image_id"], failure["error"]) for failure in report["failures"]}
+    assert list(failures) == [11, 12, 13, 14]
+    assert failures[11] == (1, f"ground truth: uncompressed RLE holds a run of more than {2**53} pixels")
+    assert failures[12] == (1, "prediction: polygon 0 has 5 coordinates, an odd number (they are x, y pairs)")
+    assert failures[13] == (99, "its image_id is not in the ground truth's 'images'")
+    assert failures[14][0] == 2 and failures[14][1].startswith(f"ground truth: cannot be decoded at the image's "
+                                                               f"size 10x{10**30}")
+    stderr = " ".join(result.stderr.split())
+    for key, (image_id, error) in failures.items():
+        assert f"failed: annotation {key} (image_id {image_id}): {error}" in stderr
+    assert "4 of 6 ground-truth instances failed (listed above) and are left out of the scores" in stderr
+    assert "error:" not in stderr and "dataset (n=2)" in stderr
+    # Without --json: the same lines and the table, exit 1.
+    plain = runner.invoke(app, ["score", str(pred_path), str(gt_path)])
+    assert plain.exit_code == 1 and plain.stdout == "" and " ".join(plain.stderr.split()) == stderr
+    # Nothing left to score: one error line, and with --json the record counts the failures.
+    gt["annotations"], pred["annotations"] = gt["annotations"][1:2], pred["annotations"][1:2]
+    pred_path, gt_path = score_files(tmp_path, gt, pred)
+    none = runner.invoke(app, ["score", str(pred_path), str(gt_path), "--json"])
+    assert none.exit_code == 1
+    record = json.loads(none.stdout)
+    assert (record["status"], record["error"], record["failed"]) == ("failed", "no instance could be scored: all "
+                                                                     "1 failed", 1)
+
+
+def test_polygons_on_images_past_pycocotools_32_bit_runs_fail_in_one_line() -> None:
+    # pycocotools counts runs in 32 bits: on a 10 x 2**40 image its runs wrapped around and crm
+    # took them as the mask (scoring then failed reshaping them).
+    with pytest.raises(coco.InstanceError, match=r"cannot be rasterised on a 10x1099511627776 image: pycocotools' "
+                                                 r"32-bit run lengths overflowed"):
+        coco.runs_from_segmentation([[2.0, 2.0, 8.0, 2.0, 8.0, 8.0]], 2**40, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule for whole numbers
+
+
+@pytest.mark.parametrize(("value", "whole"), [
+    (3, 3), (3.0, 3), (-2, -2), (10**30, 10**30), (1e20, 10**20), (2.5, None), (float("nan"), None),
+    (float("inf"), None), (True, None), ("3", None), (None, None), ([3], None),
+])
+def test_one_whole_number_rule_for_sizes_counts_and_sides(value, whole) -> None:  # noqa: ANN001
+    from crm_cli.coco.files import _side
+    from crm_cli.coco.instances import _size
+    from crm_cli.coco.rle import whole_number
+
+    assert whole_number(value) == whole and type(whole_number(value)) is type(whole)
+    # crm coco's image side: a whole number as an int; another number as it is (the size check names
+    # it); no number: None (the image's own size is used).
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    side = _side(value)
+    expected = whole if whole is not None else value if number else None
+    assert side == expected or (side != side and value != value), side  # NaN stays NaN
+    # crm score's image side: whole and positive.
+    assert _size(value) == (whole if whole is not None and whole > 0 else None)
+    # RLE counts: whole and not negative (none of these adds up to the 1x4 image).
+    with pytest.raises(coco.InstanceError) as raised:
+        coco.runs_from_segmentation({"size": [1, 4], "counts": [value]}, 1, 4)
+    assert ("must be non-negative integers" in str(raised.value)) == (whole is None or whole < 0), raised.value

@@ -246,7 +246,9 @@ def coco(
 
     with user_errors(fatal.emit):
         apply_results(data, results.values())
-        write_output(output, data)
+        nulls = write_output(output, data)
+    if nulls:  # strict JSON has no such numbers; Python's json writes them, other parsers refuse them
+        warn(f"{annotations}: {nulls} NaN or Infinity value(s) written as null in {output} (JSON has no such numbers)")
     if failures:
         sidecar.close()  # kept: a rerun retries only the failed instances
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from .common import (
     console,
     emit_json,
     percent,
+    report_failure,
     say,
     stops_cleanly,
     threshold_option,
@@ -76,11 +77,16 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
     write_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
-def _score_coco(pred: Path, gt: Path) -> DatasetScore:
-    """Per-instance scores of two COCO files, matched by annotation id."""
+def _score_coco(pred: Path, gt: Path, failures: list[dict[str, Any]]) -> DatasetScore:
+    """Per-instance scores of two COCO files, matched by annotation id. An instance that cannot be
+    scored is reported now, appended to ``failures`` and left out."""
     from ..coco import load_coco, score_coco
 
-    return score_coco(load_coco(pred), load_coco(gt))
+    def failed(failure: dict[str, Any]) -> None:
+        failures.append(failure)
+        report_failure(f"annotation {failure['id']} (image_id {failure['image_id']!r}): ", failure["error"])
+
+    return score_coco(load_coco(pred, exact_numbers=False), load_coco(gt, exact_numbers=False), on_error=failed)
 
 
 def _is_coco(path: Path) -> bool:
@@ -113,10 +119,14 @@ def score(
 
     mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
 
-    Two COCO files are scored per instance (crowd regions excluded), each at its image's full size.
+    Two COCO files are scored per instance (crowd regions excluded), each at its image's full size. An
+    instance that cannot be decoded is reported and left out of the scores; the exit code is 1 if any failed.
     """
+    failures: list[dict[str, Any]] = []  # COCO instances left out of the scores
     # With --json, a failure that stops the command prints its record, as every other command's does.
-    fatal = FailureRecord(json_out, lambda failure: {"pred": str(pred), "gt": str(gt), **failure})
+    fatal = FailureRecord(json_out, lambda failure: {"pred": str(pred), "gt": str(gt), **failure,
+                                                     **({"failed": len(failures), "failures": failures}
+                                                        if failures else {})})
     with stops_cleanly(), user_errors(fatal.emit):
         from rich.progress import track
 
@@ -137,7 +147,9 @@ def score(
             raise typer.BadParameter(str(exc)) from exc
         for note in pairing.notes:
             warn(note)
-        scores = _score_coco(pred, gt) if coco_files else DatasetScore()
+        scores = _score_coco(pred, gt, failures) if coco_files else DatasetScore()
+        if failures and not scores.images:
+            raise fatal.fail(f"no instance could be scored: all {len(failures)} failed")
         for pair in track(pairing.pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
             pred_values = _read_values(pair.pred, threshold)
@@ -147,11 +159,16 @@ def score(
                                  f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
             scores.add(score_pair(pred_values, gt_values, pair.name))
         _print_table(scores)
+        if failures:
+            say(f"{len(failures)} of {len(scores.images) + len(failures)} ground-truth instances failed (listed "
+                "above) and are left out of the scores")
         if csv_path is not None:
             _write_csv(csv_path, scores)
             say(f"wrote {csv_path}")
     if json_out:
-        emit_json({**scores.to_dict(), "threshold": threshold})
+        emit_json({**scores.to_dict(), "threshold": threshold, "failed": len(failures), "failures": failures})
+    if failures:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

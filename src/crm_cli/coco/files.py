@@ -1,8 +1,9 @@
 """COCO files: load, plan the work per image, resume from the sidecar, apply results, write atomically.
 
-Annotation files are loaded with the standard ``json`` module; only the ``segmentation``, ``area``
-and ``bbox`` of refined instances are replaced, so every other value is written back exactly as it
-was read.
+Annotation files are loaded with the standard ``json`` module, keeping each number's text where its
+``repr`` would differ (``exactjson``); only the ``segmentation``, ``area`` and ``bbox`` of refined
+instances are replaced, so every other value is written back exactly as it was read, numbers as
+they were written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import exactjson
+from .rle import is_number, whole_number
+
 SIDECAR_SUFFIX = ".partial.jsonl"
 SIDECAR_VERSION = 1
 FSYNC_SECONDS = 2.0  # the sidecar is flushed after every record and fsynced at most this often
@@ -25,18 +29,19 @@ class CocoFileError(ValueError):
     """The annotation file cannot be used at all (not JSON, or not COCO instances)."""
 
 
+def load_coco(path: str | Path, exact_numbers: bool = True) -> dict[str, Any]:
+    """Read a COCO instances file (key order is kept). With ``exact_numbers`` each number keeps its
+    text for :func:`write_json_atomic` (see ``exactjson``); without, numbers are read as ``json``
+    reads them, which is faster for a file that is only read (scoring)."""
+    return load_coco_hashed(path, exact_numbers)[0]
 
-def load_coco(path: str | Path) -> dict[str, Any]:
-    """Read a COCO instances file (numbers and key order are kept exactly as ``json`` reads them)."""
-    return load_coco_hashed(path)[0]
 
-
-def load_coco_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
+def load_coco_hashed(path: str | Path, exact_numbers: bool = True) -> tuple[dict[str, Any], str]:
     """``load_coco`` plus the hex sha256 of the bytes it parsed (the file is read once)."""
     path = Path(path)
     raw = path.read_bytes()
     try:
-        data = json.loads(raw)
+        data = exactjson.loads(raw) if exact_numbers else json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CocoFileError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:  # JSON is UTF-8 (or UTF-16/32, which json detects)
@@ -114,19 +119,35 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
                                                   "bbox": annotation.get("bbox")})
     for image_id, instances in by_image.items():
         image = images[image_id]
-        plan.jobs.append({"image": str((images_dir / image["file_name"]).absolute()), "name": image["file_name"],
-                          "image_id": image_id, "height": _as_int(image.get("height")),
-                          "width": _as_int(image.get("width")), "instances": instances})
+        plan.jobs.append({"image": str(image_path(images_dir, image["file_name"]).absolute()),
+                          "name": image["file_name"], "image_id": image_id, "height": _side(image.get("height")),
+                          "width": _side(image.get("width")), "instances": instances})
     return plan
 
 
-def _as_int(value: Any) -> int | float | None:
+def image_path(images_dir: Path, file_name: str) -> Path:
+    """Where an image's ``file_name`` points under ``images_dir``.
+
+    A name written on Windows (``sub\\b.jpg``) that does not exist as written is tried with ``/``
+    separators; on Linux a backslash is an ordinary character of a file name, so the name as
+    written comes first. The name as written is returned when neither exists (its error names it).
+    """
+    path = images_dir / file_name
+    if "\\" in file_name and not path.exists():
+        slashed = images_dir / file_name.replace("\\", "/")
+        if slashed.exists():
+            return slashed
+    return path
+
+
+def _side(value: Any) -> int | float | None:
     """An image's ``height`` or ``width`` for the size check: a whole number as an int, no number as
     None (the image's own size is used); 120.5, NaN or infinity (1e400 reads so) stay as they are,
     so the check fails that image's instances naming the value."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    if not is_number(value):
         return None
-    return value if isinstance(value, float) and not value.is_integer() else int(value)
+    whole = whole_number(value)
+    return value if whole is None else whole
 
 
 def sidecar_path(output: str | Path) -> Path:
@@ -234,11 +255,18 @@ def apply_results(data: dict[str, Any], results: Iterable[dict[str, Any]]) -> in
     return count
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as compact UTF-8 JSON: temp file, fsync, rename (readers never see half a file)."""
+def write_json_atomic(path: str | Path, data: Any) -> int:
+    """Write ``data`` as compact UTF-8 strict JSON: temp file, fsync, rename (readers never see half a
+    file). Numbers read by :func:`load_coco` are written as they were read (``1e-7``, ``1e400``).
+
+    Returns:
+        How many NaN or infinite numbers (``NaN`` or ``Infinity`` in the input, which JSON has no
+        form for) were written as ``null``.
+    """
     from ..writing import write_atomic
 
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text, nulls = exactjson.dumps(data)
     # A lone surrogate (an escape such as \ud800 in the input, which json reads as it is) has no UTF-8 form;
     # backslashreplace writes it back as that very escape (it can only stand inside a JSON string).
     write_atomic(Path(path), text.encode("utf-8", "backslashreplace"))
+    return nulls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from .rle import (
     foreground_columns,
     runs_from_columns,
     runs_from_segmentation,
+    whole_number,
 )
 
 if TYPE_CHECKING:
@@ -230,24 +231,21 @@ def score_instance(pred_runs: np.ndarray, gt_runs: np.ndarray, height: int, widt
     return ImageScore(name=name, intersection=intersection, union=union, mba=boundary_accuracy(pred, gt, radii))
 
 
-def _whole(value: Any) -> int:
-    """An image side as ``int(value)``, refusing a fraction (int(10.5) would score on a cut-off image)
-    and a size of 0 or less (pycocotools raises OverflowError for a negative one)."""
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(value)
-    if (side := int(value)) <= 0:
-        raise ValueError(value)
-    return side
-
-
-def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
+def score_coco(pred: dict[str, Any], gt: dict[str, Any],
+               on_error: Callable[[dict[str, Any]], None] | None = None) -> DatasetScore:
     """Score predicted instances against ground-truth instances matched by annotation id.
 
     Crowd regions of the ground truth are not scored. Sizes come from the ground truth's images.
 
+    Args:
+        on_error: called with ``{"id", "image_id", "error"}`` for an instance that cannot be scored
+            (its image is not listed or has no whole positive size, or its ground truth or its
+            prediction cannot be decoded), which is then left out and scoring goes on. Without it,
+            such an instance raises ValueError.
+
     Raises:
-        ValueError: a ground-truth instance has no prediction, or one of another ``image_id``, or
-            one cannot be decoded.
+        ValueError: a ground-truth instance has no prediction, or one of another ``image_id`` (the
+            two files are of other images); without ``on_error``, an instance that cannot be scored.
     """
     from ..metrics import DatasetScore
     from ..pairing import pair_coco_annotations
@@ -257,24 +255,41 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any]) -> DatasetScore:
     scores = DatasetScore()
     for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
         image_id = gt_annotation.get("image_id")
+        error = None
         image = images.get(image_id) if is_json_id(image_id) else None
         if image is None:
-            raise ValueError(f"ground-truth annotation {gt_annotation.get('id')}: image_id "
-                             f"{gt_annotation.get('image_id')!r} not in 'images'")
-        try:
-            height, width = _whole(image["height"]), _whole(image["width"])
-        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(1e400)
-            raise ValueError(f"image {image_id!r}: needs a numeric 'height' and 'width', not "
-                             f"{image.get('height')!r} and {image.get('width')!r}") from None
-        pred_image_id = pred_annotation.get("image_id", image_id)
-        if pred_image_id != image_id:  # the same id in files of other images: their scores would be meaningless
-            raise ValueError(f"annotation {gt_annotation.get('id')}: image_id {pred_image_id!r} in the predictions "
-                             f"but {image_id!r} in the ground truth (are the two files of the same images?)")
+            error = "its image_id is not in the ground truth's 'images'"
+        elif (height := _size(image.get("height"))) is None or (width := _size(image.get("width"))) is None:
+            error = (f"its image needs a whole positive 'height' and 'width', not {image.get('height')!r} "
+                     f"and {image.get('width')!r}")
+        else:
+            pred_image_id = pred_annotation.get("image_id", image_id)
+            if pred_image_id != image_id:  # the same id in files of other images: their scores would be meaningless
+                raise ValueError(f"annotation {gt_annotation.get('id')}: image_id {pred_image_id!r} in the predictions "
+                                 f"but {image_id!r} in the ground truth (are the two files of the same images?)")
+            runs = []
+            for side, annotation in (("ground truth", gt_annotation), ("prediction", pred_annotation)):
+                try:
+                    runs.append(runs_from_segmentation(annotation.get("segmentation"), height, width))
+                except InstanceError as exc:
+                    error = f"{side}: {exc}"
+                    break
+                except (ValueError, OverflowError) as exc:  # pycocotools on a size such as 10**30
+                    error = f"{side}: cannot be decoded at the image's size {width}x{height} ({exc})"
+                    break
+        if error is not None:
+            failure = {"id": gt_annotation.get("id"), "image_id": image_id, "error": error}
+            if on_error is None:
+                raise ValueError(f"annotation {failure['id']} (image_id {image_id!r}): {error}")
+            on_error(failure)
+            continue
         name = f"{image.get('file_name', image.get('id'))}#{gt_annotation.get('id')}"
-        try:
-            gt_runs = runs_from_segmentation(gt_annotation.get("segmentation"), height, width)
-            pred_runs = runs_from_segmentation(pred_annotation.get("segmentation"), height, width)
-        except InstanceError as exc:
-            raise ValueError(f"annotation {gt_annotation.get('id')}: {exc}") from None
-        scores.add(score_instance(pred_runs, gt_runs, height, width, name))
+        scores.add(score_instance(runs[1], runs[0], height, width, name))
     return scores
+
+
+def _size(value: Any) -> int | None:
+    """An image side for scoring: a whole positive number (10.5 would score on a cut-off image, and
+    pycocotools raises OverflowError for a negative one); None otherwise."""
+    side = whole_number(value)
+    return side if side is not None and side > 0 else None

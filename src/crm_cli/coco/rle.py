@@ -92,11 +92,12 @@ def runs_from_segmentation(segmentation: Any, height: int, width: int) -> np.nda
         counts = segmentation["counts"]
         if isinstance(counts, list):
             # Whole numbers written as floats (100.0) are read as pycocotools reads them.
-            if not all(_is_number(c) and c >= 0 and (isinstance(c, int) or c.is_integer()) for c in counts):
+            whole = [whole_number(c) for c in counts]
+            if not all(c is not None and c >= 0 for c in whole):
                 raise InstanceError("uncompressed RLE counts must be non-negative integers")
-            if counts and max(counts) > MAX_RUN:
+            if whole and max(whole) > MAX_RUN:
                 raise InstanceError(f"uncompressed RLE holds a run of more than {MAX_RUN} pixels")
-            runs = np.asarray([int(c) for c in counts], dtype=np.int64)
+            runs = np.asarray(whole, dtype=np.int64)
         elif isinstance(counts, str | bytes):
             runs = decode_rle_string(counts)
             if runs.size and runs.min() < 0:
@@ -132,7 +133,7 @@ def _polygon_runs(polygons: list, height: int, width: int) -> np.ndarray:
 
     if not polygons:
         raise InstanceError("empty polygon list")
-    if all(_is_number(v) for v in polygons):
+    if all(is_number(v) for v in polygons):
         raise InstanceError(f"the segmentation is one flat list of {len(polygons)} numbers; COCO polygons are a "
                             "list of lists of x, y coordinates ([[x1, y1, x2, y2, ...], ...])")
     checked: list[list[float]] = []
@@ -141,7 +142,7 @@ def _polygon_runs(polygons: list, height: int, width: int) -> np.ndarray:
         if not isinstance(polygon, list):
             raise InstanceError(f"polygon {k} is {type(polygon).__name__}, not a list of x, y coordinates")
         try:
-            values = [float(v) for v in polygon if _is_number(v)]
+            values = [float(v) for v in polygon if is_number(v)]
         except OverflowError:  # an int beyond float range
             values = [math.inf]
         if len(values) != len(polygon) or not all(math.isfinite(v) for v in values):
@@ -165,11 +166,29 @@ def _polygon_runs(polygons: list, height: int, width: int) -> np.ndarray:
         raise InstanceError(f"none of the {len(degenerate)} polygons has 3 points or more (they have "
                             f"{', '.join(map(str, degenerate))} coordinates)")
     merged = mask_utils.merge(mask_utils.frPyObjects(checked, height, width))
-    return decode_rle_string(merged["counts"])
+    runs = decode_rle_string(merged["counts"])
+    if int(runs.sum()) != height * width:  # a run of 2**32 pixels or more wrapped around
+        raise InstanceError(f"the polygons cannot be rasterised on a {width}x{height} image: pycocotools' 32-bit "
+                            "run lengths overflowed")
+    return runs
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (an int or a float, not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int when it is a JSON number with a whole value (``3`` or ``3.0``); None for
+    anything else: a fraction, NaN, an infinity (``1e400`` reads so), a bool, a string, null.
+
+    The one rule for counts, sizes and sides read from a COCO file.
+    """
+    if not is_number(value):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return int(value)
 
 
 def foreground_columns(runs: np.ndarray, height: int) -> tuple[int, int] | None:
