@@ -18,7 +18,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.pairing import MAX_LISTED, FilePair, NoPairsError, scan_pairs, scan_predictions, split_output_clashes
+from crm_cli.pairing import (
+    MAX_LISTED,
+    FilePair,
+    NoPairsError,
+    scan_folder_pairs,
+    scan_pairs,
+    scan_predictions,
+    split_output_clashes,
+)
 from crm_cli.writing import NameFolding, name_folding
 
 runner = CliRunner()
@@ -346,6 +354,162 @@ def test_a_mask_that_fits_several_photos_by_letter_case_goes_to_none(tmp_path: P
     assert "Cat" in paired(tmp_path)
 
 
+
+def test_frames_numbered_with_other_zero_padding_pair_in_the_masks_folder(tmp_path: Path) -> None:
+    """ffmpeg numbers the photos frame_1 ... frame_120 (%d) and a matting tool the masks frame_0001
+    ... (%04d): they pair once each run of digits is read as its number, in sub-folders too (the
+    folder names' numbers as well), and the output keeps the photo's name. Runs longer than any
+    integer type compare too; non-ASCII digits are no digits."""
+    for index in (1, 9, 10, 100, 120):
+        touch(tmp_path, f"images/frame_{index}.png", f"masks/frame_{index:04d}.png")
+    long_number = "1234567890123456789012345"
+    touch(tmp_path, "images/shot2_frame_010.jpg", "masks/shot02_frame_10.png",
+          "images/shot2/frame_7.jpg", "masks/shot02/frame_000007.tif",
+          "images/sub/frame_0.png", "masks/sub/frame_0000.png",
+          f"images/clip_000000{long_number}.png", f"masks/clip_{long_number}.png",
+          "images/arabic_\u0661.png", "masks/arabic_01.png")
+    expected = {f"frame_{index}": (f"images/frame_{index}.png", f"masks/frame_{index:04d}.png", f"frame_{index}.png")
+                for index in (1, 9, 10, 100, 120)}
+    expected.update({
+        "shot2_frame_010": ("images/shot2_frame_010.jpg", "masks/shot02_frame_10.png", "shot2_frame_010.png"),
+        "shot2/frame_7": ("images/shot2/frame_7.jpg", "masks/shot02/frame_000007.tif", "shot2/frame_7.png"),
+        "sub/frame_0": ("images/sub/frame_0.png", "masks/sub/frame_0000.png", "sub/frame_0.png"),
+        f"clip_000000{long_number}": (f"images/clip_000000{long_number}.png", f"masks/clip_{long_number}.png",
+                                      f"clip_000000{long_number}.png")})
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == expected
+    assert [failure.name for failure in found.failures] == ["arabic_\u0661"]
+    assert found.notes == [f"1 mask without an image ignored, e.g. {tmp_path / 'masks/arabic_01.png'}"]
+    # crm batch FOLDER --masks DIR: the same pairs.
+    by_folders = scan_folder_pairs(tmp_path / "images", tmp_path / "masks")
+    assert {pair.name: pair.mask for pair in by_folders.pairs} == {
+        name: tmp_path / mask for name, (_, mask, _) in expected.items()}
+
+
+def test_mask_suffixes_and_zero_padding_pair_together(tmp_path: Path) -> None:
+    """frame_1.png + frame_000001_mask.png (or -Matte, .mask, in any letter case), in images/ +
+    masks/ and in two folders of any names."""
+    touch(tmp_path, "images/frame_1.png", "masks/frame_000001_mask.png", "images/Frame_2.png",
+          "masks/frame_0002-Matte.png", "images/sub/frame_3.jpg", "masks/sub/frame_003.mask.tif")
+    expected = {"frame_1": ("images/frame_1.png", "masks/frame_000001_mask.png", "frame_1.png"),
+                "Frame_2": ("images/Frame_2.png", "masks/frame_0002-Matte.png", "Frame_2.png"),
+                "sub/frame_3": ("images/sub/frame_3.jpg", "masks/sub/frame_003.mask.tif", "sub/frame_3.png")}
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == expected and found.problems == [] and found.notes == []
+    (tmp_path / "images").rename(tmp_path / "shots")
+    (tmp_path / "masks").rename(tmp_path / "mattes")
+    found = scan_folder_pairs(tmp_path / "shots", tmp_path / "mattes")
+    assert found.problems == [] and found.notes == []
+    assert {pair.name: pair.mask.relative_to(tmp_path).as_posix() for pair in found.pairs} == {
+        name: mask.replace("masks/", "mattes/") for name, (_, mask, _) in expected.items()}
+
+
+def test_side_by_side_frames_pair_with_zero_padded_masks(tmp_path: Path) -> None:
+    """frame_0001_mask.png beside frame_1.png is its mask, not a photo without one."""
+    touch(tmp_path, "shot/frame_1.png", "shot/frame_0001_mask.png", "shot/frame_2.jpg",
+          "shot/frame_000002-matte.png", "shot/sub/take_07.jpg", "shot/sub/take_7_Mask.png")
+    found = scan_pairs(tmp_path / "shot")
+    assert found.layout == "side by side: <name> + <name>_mask"
+    assert paired(tmp_path / "shot") == {
+        "frame_1": ("frame_1.png", "frame_0001_mask.png", "frame_1.png"),
+        "frame_2": ("frame_2.jpg", "frame_000002-matte.png", "frame_2.png"),
+        "sub/take_07": ("sub/take_07.jpg", "sub/take_7_Mask.png", "sub/take_07.png")}
+    assert found.problems == [] and found.notes == []
+
+
+def test_big_layout_names_pair_across_zero_padding(tmp_path: Path) -> None:
+    """frame_1_im + frame_0001_seg (+ frame_001_gt): one pair, with its ground truth, output named
+    after the photo."""
+    touch(tmp_path, "frame_1_im.jpg", "frame_0001_seg.png", "frame_001_gt.png", "frame_2_im.jpg", "frame_2_seg.png")
+    found = scan_pairs(tmp_path)
+    assert found.layout == "BIG layout: <name>_im + <name>_seg" and found.problems == [] and found.notes == []
+    assert [(pair.name, pair.image.name, pair.mask.name, pair.gt.name if pair.gt else None,
+             pair.relative_output.as_posix()) for pair in found.pairs] == [
+        ("frame_1", "frame_1_im.jpg", "frame_0001_seg.png", "frame_001_gt.png", "frame_1_mask.png"),
+        ("frame_2", "frame_2_im.jpg", "frame_2_seg.png", None, "frame_2_mask.png")]
+
+
+def test_zero_padding_that_fits_two_ways_is_a_failure_naming_the_files(tmp_path: Path) -> None:
+    """Two masks that fit one photo only with zero-padding ignored (frame_1.png and frame_01.png for
+    frame_0001.jpg), or one mask that fits two photos so (take_001.png for take_1 and take_01): each
+    such photo fails, naming the candidates; the other photos pair."""
+    touch(tmp_path, "images/frame_0001.jpg", "masks/frame_1.png", "masks/frame_01.png",
+          "images/take_1.jpg", "images/take_01.jpg", "masks/take_001.png", "images/ok_7.jpg", "masks/ok_007.png")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"ok_7": ("images/ok_7.jpg", "masks/ok_007.png", "ok_7.png")}
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    assert [(failure.name, failure.image) for failure in found.failures] == [
+        ("frame_0001", images / "frame_0001.jpg"), ("take_01", images / "take_01.jpg"),
+        ("take_1", images / "take_1.jpg")]
+    photos = f"{images / 'take_01.jpg'}, {images / 'take_1.jpg'}"
+    assert found.problems == [
+        f"{images / 'frame_0001.jpg'}: 2 masks fit it, {masks / 'frame_01.png'}, {masks / 'frame_1.png'}: rename or "
+        "remove all but one",
+        *(f"{images / name}: the mask {masks / 'take_001.png'} fits 2 photos, {photos}: name it as one of them "
+          "exactly (letter case too), and the others' masks as theirs" for name in ("take_01.jpg", "take_1.jpg"))]
+    assert found.notes == []  # every mask fits a photo
+    # Side by side: the same two ways.
+    touch(tmp_path, "shot/a_1.png", "shot/a_01_mask.png", "shot/a_001-matte.png",
+          "shot/b_1.png", "shot/b_01.png", "shot/b_001_mask.png", "shot/c_2.png", "shot/c_02_mask.png")
+    shot = tmp_path / "shot"
+    found = scan_pairs(shot)
+    assert [pair.name for pair in found.pairs] == ["c_2"]
+    assert [failure.name for failure in found.failures] == ["a_1", "b_01", "b_1"]
+    assert f"2 masks fit it, {shot / 'a_01_mask.png'}, {shot / 'a_001-matte.png'}" in found.problems[0]
+    assert f"the mask {shot / 'b_001_mask.png'} fits 2 photos, {shot / 'b_01.png'}, {shot / 'b_1.png'}" \
+        in found.problems[1]
+
+
+def test_a_mask_of_the_photos_own_name_beats_a_zero_padded_one(tmp_path: Path) -> None:
+    """Zero-padding is the last round: the same name, the same name + _mask, and the same name in
+    another letter case each win over a name with other padding, which is then a mask without an
+    image; a name that fits only so pairs beside them."""
+    touch(tmp_path, "images/frame_1.png", "masks/frame_1.png", "masks/frame_0001.png",
+          "images/frame_2.png", "masks/frame_2_mask.png", "masks/frame_0002.png",
+          "images/Frame_3.png", "masks/frame_3.png", "masks/Frame_0003.png",
+          "images/frame_4.png", "masks/frame_0004.png")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"frame_1": ("images/frame_1.png", "masks/frame_1.png", "frame_1.png"),
+                                "frame_2": ("images/frame_2.png", "masks/frame_2_mask.png", "frame_2.png"),
+                                "Frame_3": ("images/Frame_3.png", "masks/frame_3.png", "Frame_3.png"),
+                                "frame_4": ("images/frame_4.png", "masks/frame_0004.png", "frame_4.png")}
+    assert found.problems == []
+    assert found.notes == [f"3 masks without an image ignored, e.g. {tmp_path / 'masks/Frame_0003.png'}"]
+    # Side by side: frame_1_mask.png is frame_1's mask, frame_0001_mask.png a mask without a photo.
+    touch(tmp_path, "shot/frame_1.png", "shot/frame_1_mask.png", "shot/frame_0001_mask.png")
+    found = scan_pairs(tmp_path / "shot")
+    assert [(pair.name, pair.mask.name) for pair in found.pairs] == [("frame_1", "frame_1_mask.png")]
+    assert found.problems == []
+    assert found.notes == [f"1 mask without an image ignored, e.g. {tmp_path / 'shot/frame_0001_mask.png'}"]
+
+
+def test_a_name_that_fits_only_with_padding_takes_no_mask_another_photo_fits_exactly(tmp_path: Path) -> None:
+    """Photos frame_1 and frame_01, one mask frame_01.png: it is frame_01's; frame_1 fails for want
+    of its own mask, never paired with its neighbour's (nor is a padded name contested by it)."""
+    touch(tmp_path, "images/frame_1.png", "images/frame_01.png", "masks/frame_01.png",
+          "images/f_2.png", "images/f_02.png", "masks/f_02_mask.png", "images/g_3.png", "masks/g_003.png")
+    found = scan_pairs(tmp_path)
+    assert paired(tmp_path) == {"f_02": ("images/f_02.png", "masks/f_02_mask.png", "f_02.png"),
+                                "frame_01": ("images/frame_01.png", "masks/frame_01.png", "frame_01.png"),
+                                "g_3": ("images/g_3.png", "masks/g_003.png", "g_3.png")}
+    assert [failure.name for failure in found.failures] == ["f_2", "frame_1"]
+    assert found.problems[1] == (f"{tmp_path / 'images/frame_1.png'}: no mask frame_1.* or frame_1_mask.* (or "
+                                 f".mask, -mask, _matte, .matte, -matte) under {tmp_path / 'masks'}")
+    # Side by side: the same.
+    touch(tmp_path, "shot/x_1.png", "shot/x_01.png", "shot/x_01_mask.png", "shot/y_5.png", "shot/y_05_mask.png")
+    found = scan_pairs(tmp_path / "shot")
+    assert [(pair.name, pair.mask.name) for pair in found.pairs] == [("x_01", "x_01_mask.png"),
+                                                                     ("y_5", "y_05_mask.png")]
+    assert [failure.name for failure in found.failures] == ["x_1"]
+
+
+def test_crm_score_pairs_no_names_across_zero_padding(tmp_path: Path) -> None:
+    """crm score pairs a ground truth with the prediction at its own relative path (crm eval -o
+    writes them so): frame_0001.png is no prediction of frame_1.png."""
+    touch(tmp_path, "gt/frame_1.png", "pred/frame_0001.png")
+    with pytest.raises(FileNotFoundError, match="1 of 1 ground truths have no prediction"):
+        scan_predictions(tmp_path / "pred", tmp_path / "gt")
+
 def test_eval_says_what_it_reads_for_the_layout_found(tmp_path: Path) -> None:
     """A side-by-side folder has no <name>_im files to speak of: eval says it reads the BIG layout."""
     touch(tmp_path, "shot/a.jpg", "shot/a_mask.png")
@@ -460,18 +624,20 @@ def test_crm_score_follows_linked_folders(tmp_path: Path) -> None:
     assert sorted(pair.name for pair in pairs) == ["b", "r1/a"]
 
 
-def test_pairing_20000_frames_compares_each_name_a_bounded_number_of_times(tmp_path: Path,
+@pytest.mark.parametrize("photo", ["frame_{:06d}", "frame_{}"], ids=["same-padding", "other-padding"])
+def test_pairing_20000_frames_compares_each_name_a_bounded_number_of_times(tmp_path: Path, photo: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A guard against quadratic pairing without a timed assertion: 20,000 frames with _mask masks
     (40,000 files) pair with each name put in comparable form a few times (an index per round),
-    not once per other name (about a second on the 2-core development machine)."""
+    not once per other name (about a second on the 2-core development machine); frames numbered
+    without zero-padding (frame_7 + frame_000007_mask) pair in the last round, as few times."""
     import crm_cli.pairing
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
     for index in range(20000):
-        (images / f"frame_{index:06d}.png").touch()
+        (images / f"{photo.format(index)}.png").touch()
         (masks / f"frame_{index:06d}_mask.png").touch()
     calls = 0
     normalize = crm_cli.pairing.unicodedata.normalize

@@ -4,10 +4,12 @@ layout, or side by side), and predictions with their ground truths for scoring."
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -272,6 +274,28 @@ def _name_key(key: Path, fold: bool = False) -> str:
     return text.casefold() if fold else text
 
 
+# ASCII digits only: a name's other digits (Arabic-Indic, full-width...) are letters like any other.
+_DIGIT_RUN = re.compile("[0-9]+")
+
+
+def _unpadded(run: re.Match[str]) -> str:
+    """A run of digits without its leading zeros (``0007`` -> ``7``, ``000`` -> ``0``): the number
+    it reads as, written as text, so runs of any length compare without converting them."""
+    return run.group().lstrip("0") or "0"
+
+
+def _number_key(key: Path) -> str:
+    """A name as :func:`_match`'s last rounds compare it: NFC, case-folded, and each run of digits
+    read as its number, so frames numbered with other zero-padding (``frame_7``, ``frame_0007``,
+    ``frame_000007``: ffmpeg's ``%d``, ``%04d``, ``%06d``) have one key."""
+    return _DIGIT_RUN.sub(_unpadded, _name_key(key, fold=True))
+
+
+# The forms _match compares names in, one after the other: as they are, then with letter case
+# ignored, then with zero-padding ignored as well.
+_NAME_FORMS: tuple[Callable[[Path], str], ...] = (_name_key, partial(_name_key, fold=True), _number_key)
+
+
 @dataclass
 class _Matched:
     """What :func:`_match` found: ``{image name: mask name}``, the image names several mask names
@@ -293,8 +317,9 @@ def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     a file whose own mask name (``<stem>_mask.*``, ``<stem>-matte.*``...) lies beside it is a photo;
     else a file named ``<name>`` + a suffix of MASK_NAME_SUFFIXES is a mask when ``<name>.*`` lies
     beside it; any other file is a photo (``ski-mask.jpg`` alone: a photo without its mask). Names
-    are compared as :func:`_match` compares them at the most: in NFC, letter case ignored."""
-    folded = [_name_key(Path(path.stem), fold=True) for path in files]
+    are compared as :func:`_match` compares them at the most: in NFC, letter case and zero-padding
+    ignored (``frame_0001_mask.png`` beside ``frame_1.png`` is its mask)."""
+    folded = [_number_key(Path(path.stem)) for path in files]
     beside: dict[Path, set[str]] = {}
     for path, stem in zip(files, folded, strict=True):
         beside.setdefault(path.parent, set()).add(stem)
@@ -315,46 +340,52 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     """Pair image names with mask names.
 
     The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
-    name), in four rounds, each only among the masks no earlier round took: the same name, then a
-    suffixed one, then the same two with letter case ignored. Names are compared in Unicode NFC.
-    Within a round two fitting masks make the image ambiguous, and a mask that fits several images
-    goes to none of them (``Cat`` and ``cat`` for ``CAT``): failures, never a guess.
+    name), in up to six rounds, each only among the masks no earlier round took: the same name,
+    then a suffixed one, then the same two with letter case ignored, then with zero-padding ignored
+    too (``frame_1`` and ``frame_0001``, see :func:`_number_key`). Names are compared in Unicode
+    NFC. Within a round two fitting masks make the image ambiguous, and a mask that fits several
+    images goes to none of them (``Cat`` and ``cat`` for ``CAT``): failures, never a guess. Each
+    name is put in each form once at the most, and the masks are indexed once per form, only where
+    an earlier form left an image unpaired: linear in the names.
     """
-    rounds: list[tuple[tuple[str, ...], bool]] = []
-    for fold in (False, True):
-        rounds += [(tuple(s for s in suffixes if not s), fold), (tuple(s for s in suffixes if s), fold)]
-    indexes = {}
-    for fold in (False, True):
-        index: dict[str, list[Path]] = {}
-        for key in masks:
-            index.setdefault(_name_key(key, fold), []).append(key)
-        indexes[fold] = index
+    same, suffixed = tuple(s for s in suffixes if not s), tuple(s for s in suffixes if s)
     found = _Matched()
     used: set[Path] = set()
-    for round_suffixes, fold in rounds:
-        if not round_suffixes:
-            continue
-        index = indexes[fold]
-        fitting: dict[Path, list[Path]] = {}
-        claimants: dict[Path, list[Path]] = {}  # mask name: the image names it fits in this round
-        for key in images:
-            if key in found.matched or key in found.ambiguous or key in found.contested:
+
+    def unpaired(key: Path) -> bool:
+        return key not in found.matched and key not in found.ambiguous and key not in found.contested
+
+    for form in _NAME_FORMS:
+        names = {key: form(key) for key in images if unpaired(key)}
+        if not names:
+            break
+        index: dict[str, list[Path]] = {}
+        for key in masks:
+            if key not in used:
+                index.setdefault(form(key), []).append(key)
+        for round_suffixes in (same, suffixed):
+            if not round_suffixes:
                 continue
-            name = _name_key(key, fold)
-            fits = [mask for suffix in round_suffixes for mask in index.get(name + suffix, ()) if mask not in used]
-            if fits:
-                fitting[key] = fits
-                for mask in fits:
-                    claimants.setdefault(mask, []).append(key)
-        for key, fits in fitting.items():
-            if len(fits) > 1:
-                found.ambiguous[key] = fits
-            elif len(claimants[fits[0]]) > 1:
-                found.contested[key] = (fits[0], claimants[fits[0]])
-                used.add(fits[0])
-            else:
-                found.matched[key] = fits[0]
-                used.add(fits[0])
+            fitting: dict[Path, list[Path]] = {}
+            claimants: dict[Path, list[Path]] = {}  # mask name: the image names it fits in this round
+            for key, name in names.items():
+                if not unpaired(key):
+                    continue
+                fits = [mask for suffix in round_suffixes for mask in index.get(name + suffix, ())
+                        if mask not in used]
+                if fits:
+                    fitting[key] = fits
+                    for mask in fits:
+                        claimants.setdefault(mask, []).append(key)
+            for key, fits in fitting.items():
+                if len(fits) > 1:
+                    found.ambiguous[key] = fits
+                elif len(claimants[fits[0]]) > 1:
+                    found.contested[key] = (fits[0], claimants[fits[0]])
+                    used.add(fits[0])
+                else:
+                    found.matched[key] = fits[0]
+                    used.add(fits[0])
     return found
 
 
@@ -562,20 +593,21 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
       files named ``*_gt``/``*_seg`` are left out with a note, and so are photos in folders holding
       no mask (an earlier output folder is one).
 
-    Names are compared in Unicode NFC, and where no mask has the same letter case, with case
-    ignored; two masks that fit one photo equally, or one mask that fits several photos equally,
-    make each such photo a failure. Sub-folders are searched (linked ones too, each real folder
-    once, never a folder around the one searched; a note counts the links skipped) and mirrored in
-    the output; a path in images/ that leads into masks/, or one in masks/ that leads into images/,
-    is skipped (a note counts them), so no mask is taken for a photo and no photo for a mask.
-    Hidden files and folders are skipped. Of files that share a name in several formats one is
-    used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note (``a.jpg`` and ``a.png`` give one
-    pair, so one output); masks without an image and
-    links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
-    folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a
-    note counts the input pairs found there. Raises NoPairsError when there is no image at all
-    (images without masks are failures instead). Outputs that would be one file on some disks are
-    not checked here: see :func:`split_output_clashes`.
+    Names are compared in Unicode NFC; where no mask has the same letter case, with case ignored;
+    and where none fits so either, with each run of digits read as its number (``frame_7`` +
+    ``frame_0007``: frame numbers padded otherwise). Two masks that fit one photo equally, or one
+    mask that fits several photos equally, make each such photo a failure. Sub-folders are searched
+    (linked ones too, each real folder once, never a folder around the one searched; a note counts
+    the links skipped) and mirrored in the output; a path in images/ that leads into masks/, or one
+    in masks/ that leads into images/, is skipped (a note counts them), so no mask is taken for a
+    photo and no photo for a mask. Hidden files and folders are skipped. Of files that share a name
+    in several formats one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note (``a.jpg``
+    and ``a.png`` give one pair, so one output); masks without an image and links to missing files
+    are counted in notes. Files under ``exclude`` (the batch's own output folder, when it lies
+    inside ``root``) are left out, so reruns never pair earlier outputs; a note counts the input
+    pairs found there. Raises NoPairsError when there is no image at all (images without masks are
+    failures instead). Outputs that would be one file on some disks are not checked here: see
+    :func:`split_output_clashes`.
     """
     excluded = _outside(root, os.path.realpath(exclude) if exclude is not None else None)
     if (root / "images").is_dir() and (root / "masks").is_dir():
