@@ -777,7 +777,7 @@ def test_batch_masks_pairs_a_photos_folder_with_a_masks_folder_and_resumes(tiny_
             for item in json.loads(result.stdout)["items"]] == [
         ("f1", str(shots / "f1.png"), str(mattes / "f1_matte.png"), str(out / "f1.png"), "todo"),
         ("sub/f2", str(shots / "sub/f2.jpg"), str(mattes / "sub/f2.png"), str(out / "sub/f2.png"), "todo")]
-    assert (f"batch: 2 pairs found in {shots} + {mattes} (photos in FOLDER + masks in DIR); would refine 2 -> "
+    assert (f"batch: 2 pairs found in {shots} + {mattes} (a photos folder + a --masks folder); would refine 2 -> "
             f"{out}") in flat(result.stderr)
     assert not out.exists()
     result = runner.invoke(app, batch_args(shots, out, tiny_weights, "--masks", str(mattes), "--json"))

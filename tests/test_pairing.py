@@ -169,7 +169,7 @@ def test_two_folders_of_any_names_pair_as_images_and_masks_do(tmp_path: Path) ->
 
     found = scan_folder_pairs(shots, mattes)
 
-    assert found.layout == LAYOUT_MASKS_DIR == "photos in FOLDER + masks in DIR"
+    assert found.layout == LAYOUT_MASKS_DIR == "a photos folder + a --masks folder"
     assert _relative(found.pairs, shots, mattes) == [
         ("IMG_4", "IMG_4.JPG", "img_4.png", "IMG_4.png"), (nfd, f"{nfd}.jpg", f"{nfc}.png", f"{nfd}.png"),
         ("f1", "f1.png", "f1_mask.png", "f1.png"), ("f2", "f2.png", "f2.png", "f2.png"),

@@ -44,7 +44,7 @@ SIDE_BY_SIDE_LEFT_OUT = (GT_SUFFIX, "_seg")
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
 # Pairing.layout of each layout scan_pairs finds, and of scan_folder_pairs' (crm batch FOLDER --masks DIR).
 LAYOUT_FOLDERS = "images/ + masks/ folders"
-LAYOUT_MASKS_DIR = "photos in FOLDER + masks in DIR"
+LAYOUT_MASKS_DIR = "a photos folder + a --masks folder"
 LAYOUT_BIG = "BIG layout: <name>_im + <name>_seg"
 LAYOUT_SIDE_BY_SIDE = "side by side: <name> + <name>_mask"
 
