@@ -32,6 +32,9 @@ DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.
 # The encoders a run can train: those with an architecture preset (training.loop.initial_model builds
 # from it), named in config so that --help lists them without importing torch for the model registry.
 Encoder = choice_enum("Encoder", sorted(PRESET_ARCHS))
+# From this many pairs on, the check before the run (training.data.pair_problems, about 0.2 ms a pair
+# on a local disk, more on a network one) is announced: a silent pause of seconds looks like a hang.
+ANNOUNCED_CHECK_PAIRS = 1_000
 
 
 def train(
@@ -121,7 +124,7 @@ def train(
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
-            trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs)
+            trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs, checking=announce_check)
             if resume and trainer.resume():
                 say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
             elif resume:
@@ -136,12 +139,20 @@ def train(
     except KeyboardInterrupt:
         raise interrupted(trainer, out) from None
     with terminal_gone_after_sighup(trainer):  # a SIGHUP during the last step lets the run finish
+        if summary := trainer.left_out_summary():
+            warn(summary)
         if end is RunEnd.FINISHED:
             say(f"done: {out / 'model.safetensors'}")
         else:
             reason = f"{end.value} {stop_at if end is RunEnd.STOP_AT else f'{max_minutes:g}'}"
             say(f"stopped at step {trainer.step} of {steps} ({reason}): {out / 'model.safetensors'}; "
                 "continue with --resume")
+
+
+def announce_check(pairs: int) -> None:
+    """Say that ``pairs`` pairs are being checked before the run, when there are enough to take a while."""
+    if pairs >= ANNOUNCED_CHECK_PAIRS:
+        say(f"train: checking {pairs:,} pairs...")
 
 
 def run_with_progress(trainer, steps: int):  # noqa: ANN001, ANN201 - training.loop.Trainer, RunEnd

@@ -7,7 +7,7 @@ batch is a pure function of (seed, step) and resumed runs see exactly the same s
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -25,6 +25,15 @@ NETWORK_ONLY = CoarseMix(paper=0, lowres=0, sam=0, clean=0, network=1)
 MIN_CONTRAST = 16.0
 # With zoom augmentation, the share of photo crops taken from an enlarged photo.
 ZOOM_SHARE = 0.5
+# The largest share of unreadable pairs a run trains on without them (leaving them out); past it the
+# data, or the disk it lies on, is too damaged, and the run stops naming them.
+MOST_UNREADABLE = 0.1
+# The seed of the order in which other pairs are tried as the stand-in of an unreadable one.
+STAND_IN_SEED = 4242
+
+
+class UnreadablePairsError(ValueError):
+    """No pair of a training set can be read (every one fails to decode); the message names them."""
 
 
 def list_pairs(root: Path) -> list[FilePair]:
@@ -48,7 +57,8 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
     empty, unrecognised or too large file, a mask (or a network mask in ``network_dirs``) that
     cannot fit its upright photo. Files whose values can be refused are decoded too: JPEG masks
     (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
-    range). A file damaged after its header still fails when first read."""
+    range). A file damaged after its header passes, and is left out when first read (``PairCache``
+    with ``stand_ins``)."""
     from ..imageio import ImageReadError, probe_image, read_image, read_mask, refusal_needs_decoding
     from ..masks import check_mask_size
 
@@ -78,9 +88,19 @@ def network_mask_paths(pair: FilePair, network_dirs: Sequence[Path]) -> tuple[Pa
 def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int = 10) -> ValueError:
     """The error for :func:`pair_problems`' findings among ``total`` pairs ``where`` ("that the run
     reads"): how many, and the first ``shown`` of them."""
+    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:"
+                      f"{listed_problems(problems, shown)}")
+
+
+def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` of ``problems``, one indented line each after a line break, and how many more."""
     listed = "".join(f"\n  {problem}" for problem in problems[:shown])
-    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
-    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:{listed}{more}")
+    return listed + (f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else "")
+
+
+def too_many_unreadable(unreadable: int, total: int) -> bool:
+    """Whether ``unreadable`` of ``total`` pairs (or draws of pairs) is more than a run leaves out."""
+    return unreadable > MOST_UNREADABLE * total
 
 
 def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair], list[FilePair]]:
@@ -105,10 +125,22 @@ def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> 
     return synthesize_coarse(gt, np.random.default_rng([seed, index]))
 
 
-def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED) -> Iterator[Sample]:
-    """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily."""
+def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED,
+                      left_out: dict[str, str] | None = None) -> Iterator[Sample]:
+    """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily.
+
+    A pair that cannot be read raises, or with ``left_out`` is skipped and recorded there (its name:
+    the reason, which names the file); the other pairs keep their coarse masks."""
+    from ..imageio import ImageReadError
+
     for index, pair in enumerate(pairs):
-        image, gt = load_pair(pair)
+        try:
+            image, gt = load_pair(pair)
+        except (ImageReadError, ValueError) as exc:
+            if left_out is None:
+                raise
+            left_out[pair.name] = str(exc)
+            continue
         yield Sample(pair.name, image, synthetic_coarse(gt, index, seed), gt)
 
 
@@ -233,16 +265,36 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
     return make_sample(image, gt, rng, coarse, zoom=mix.zoom)
 
 
+@dataclass
+class ReadNotes:
+    """What a :class:`PairCache` met since its notes were last taken: ``draws`` reads of a pair
+    (:meth:`PairCache.get`), ``stood_in`` of them answered by another pair, and the files found
+    unreadable in this process (pair name, or network mask path: the reason, which names the file)."""
+
+    draws: int = 0
+    stood_in: int = 0
+    unreadable_pairs: dict[str, str] = field(default_factory=dict)
+    unreadable_network_masks: dict[str, str] = field(default_factory=dict)
+
+
 class PairCache:
     """Decoded training pairs kept in memory (DUTS-TR fits in about 2.5 GB), with the real network
     masks found for them: ``network_dirs`` hold ``<pair name>.png`` masks of the photos, made offline
-    by a segmentation network (read as inference reads masks, thresholded at 0.5)."""
+    by a segmentation network (read as inference reads masks, thresholded at 0.5).
 
-    def __init__(self, pairs: list[FilePair], network_dirs: tuple[Path, ...] = ()) -> None:
+    With ``stand_ins``, a pair that cannot be read (a file damaged after its header) is left out:
+    another pair stands in for it (:meth:`stand_in`), and an unreadable network mask is skipped.
+    Without, reading it raises, as :func:`load_pair` does."""
+
+    def __init__(self, pairs: list[FilePair], network_dirs: tuple[Path, ...] = (), stand_ins: bool = False) -> None:
         self.pairs = pairs
         self.network_dirs = tuple(Path(d) for d in network_dirs)
+        self.stand_ins = stand_ins
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._network: dict[int, tuple[np.ndarray, ...]] = {}
+        self._unreadable: dict[int, str] = {}
+        self._stand_in: dict[int, int] = {}
+        self._notes = ReadNotes()
         # Listed once, so a run (and its resume) sees a fixed set even if a folder is still filling.
         self._network_paths: dict[int, tuple[Path, ...]] = {}
         for k, pair in enumerate(pairs):
@@ -263,22 +315,81 @@ class PairCache:
         return len(self.pairs)
 
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded (image, gt) for pair ``index``."""
+        """Decoded (image, gt) for pair ``index``; with ``stand_ins``, those of its :meth:`stand_in`."""
+        self._notes.draws += 1
+        if not self.stand_ins:
+            return self._decoded(index)
+        usable = self.stand_in(index)
+        if usable != index:
+            self._notes.stood_in += 1
+        return self._cache[usable]
+
+    def stand_in(self, index: int) -> int:
+        """``index`` when pair ``index`` can be read; else the first readable pair of an order drawn
+        from ``index`` alone. Which pairs are readable is a property of the files, so every process
+        (each loader worker, a resumed run) picks the same pair, whatever it read before.
+        UnreadablePairsError when no pair can be read."""
+        if index not in self._stand_in:
+            self._stand_in[index] = next((k for k in self._candidates(index) if self._readable(k)), -1)
+        if self._stand_in[index] < 0:
+            problems = [self._unreadable[k] for k in sorted(self._unreadable)]
+            raise UnreadablePairsError(str(unusable_pairs_error(problems, len(self.pairs), "to train on")))
+        return self._stand_in[index]
+
+    def take_notes(self) -> ReadNotes:
+        """What reading met since the last call (:class:`ReadNotes`), and a fresh start."""
+        notes, self._notes = self._notes, ReadNotes()
+        return notes
+
+    def _candidates(self, index: int) -> Iterator[int]:
+        """``index``, then every other pair in an order drawn from ``index`` alone."""
+        yield index
+        order = np.random.default_rng([STAND_IN_SEED, index]).permutation(len(self.pairs))
+        yield from (int(k) for k in order if k != index)
+
+    def _readable(self, index: int) -> bool:
+        """Whether pair ``index`` can be read: decoded into the cache on the first call, or noted as
+        unreadable (once per process)."""
+        from ..imageio import ImageReadError
+
+        if index in self._cache:
+            return True
+        if index in self._unreadable:
+            return False
+        try:
+            self._cache[index] = load_pair(self.pairs[index])
+        except (ImageReadError, ValueError) as exc:
+            self._unreadable[index] = str(exc)
+            self._notes.unreadable_pairs[self.pairs[index].name] = str(exc)
+            return False
+        return True
+
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pair ``index``, decoded on the first call; an unreadable one raises."""
         if index not in self._cache:
             self._cache[index] = load_pair(self.pairs[index])
         return self._cache[index]
 
     def network_masks(self, index: int) -> tuple[np.ndarray, ...]:
-        """The network masks of pair ``index`` (float32 {0, 1}, the photo's size); () when none."""
-        if index not in self._network:
-            from ..imageio import read_mask
-            from ..masks import match_mask_to_image
+        """The network masks of pair ``index`` (float32 {0, 1}, the photo's size); () when none.
+        With ``stand_ins``, those of its :meth:`stand_in` that can be read."""
+        from ..imageio import ImageReadError, read_mask
+        from ..masks import match_mask_to_image
 
+        if self.stand_ins:
+            index = self.stand_in(index)
+        if index not in self._network:
             pair = self.pairs[index]
-            shape = self.get(index)[1].shape
+            shape = self._decoded(index)[1].shape
             found = []
             for path in self._network_paths.get(index, ()):
-                mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
+                try:
+                    mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
+                except (ImageReadError, ValueError) as exc:
+                    if not self.stand_ins:
+                        raise
+                    self._notes.unreadable_network_masks[str(path)] = str(exc)
+                    continue
                 found.append((mask.probability() >= 0.5).astype(np.float32))
             self._network[index] = tuple(found)
         return self._network[index]

@@ -2,14 +2,16 @@
 
 Every step draws its batch from ``numpy.random.default_rng([seed, step])`` and seeds torch from
 (seed, step), so a run resumed from a checkpoint replays exactly the batches and dropout masks of a
-straight run. Multi-GPU runs go through ``torchrun`` + DistributedDataParallel: each rank takes
-a disjoint slice of the step's global batch.
+straight run; a pair that cannot be read has a stand-in chosen by its index alone (data.PairCache), so
+that holds with damaged files too. Multi-GPU runs go through ``torchrun`` + DistributedDataParallel:
+each rank takes a disjoint slice of the step's global batch.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import threading
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,22 +37,32 @@ from ..transforms import network_input
 from ..writing import write_atomic
 from .coarse import CoarseMix
 from .data import (
+    MOST_UNREADABLE,
     DataMix,
     PairCache,
+    ReadNotes,
+    UnreadablePairsError,
     list_pairs,
+    listed_problems,
     make_training_sample,
     pair_problems,
     split_pairs,
     synthetic_samples,
+    too_many_unreadable,
     training_pairs,
     unusable_pairs_error,
 )
 from .loss import crm_loss
 
+logger = logging.getLogger(__name__)
+
 BASE_LR = 2.25e-4
 WEIGHT_DECAY = 1e-4
 # The paper decays at 22,500 and 37,500 of 45,000 iterations; we keep the same fractions.
 DECAY_FRACTIONS = (0.5, 37_500 / 45_000)
+# Pairs drawn before the share of unreadable ones is judged (MOST_UNREADABLE): in the first few
+# batches one damaged file already weighs more than 10%.
+JUDGED_AFTER_DRAWS = 50
 
 
 @dataclass
@@ -138,9 +150,40 @@ def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+@dataclass
+class BatchNotes:
+    """What making a batch met besides its samples, for the training process to report: the cache's
+    :class:`~.data.ReadNotes`, the library's warnings logged in a loader worker (a photo of several
+    frames), and why no batch could be made (no pair can be read; "" when it was)."""
+
+    reads: ReadNotes
+    warnings: tuple[str, ...] = ()
+    failure: str = ""
+
+
+class MadeBatch(NamedTuple):
+    """A step's batch (None when it could not be made) and its notes. A named tuple, so the data
+    loader hands it on (and pins the tensors) as it is."""
+
+    batch: Batch | None
+    notes: BatchNotes
+
+
+# The library's warnings logged in this process while it is a loader worker, until they go back
+# with the batch being made: printed by the worker itself, they came out bare, once per worker.
+_worker_warnings: list[str] = []
+
+
+class _WorkerWarnings(logging.Handler):
+    """Keeps each warning's message in ``_worker_warnings``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _worker_warnings.append(record.getMessage())
+
+
 class StepBatches(torch.utils.data.Dataset):
-    """Item ``step`` is that step's batch (:func:`step_batch`), so DataLoader workers can make
-    batches ahead of training while each batch stays a pure function of (seed, step)."""
+    """Item ``step`` is that step's batch (:func:`step_batch`) with its notes, so DataLoader workers
+    can make batches ahead of training while each batch stays a pure function of (seed, step)."""
 
     def __init__(self, cache: PairCache, seed: int, batch: int, rank: int, world: int, mix: DataMix,
                  steps: int) -> None:
@@ -150,8 +193,16 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.steps
 
-    def __getitem__(self, step: int) -> Batch:
-        return step_batch(self.cache, self.seed, step, self.batch, self.rank, self.world, self.mix)
+    def __getitem__(self, step: int) -> MadeBatch:
+        batch: Batch | None = None
+        failure = ""
+        try:
+            batch = step_batch(self.cache, self.seed, step, self.batch, self.rank, self.world, self.mix)
+        except UnreadablePairsError as exc:  # returned, not raised: a worker's error reaches the user wrapped
+            failure = str(exc)
+        warnings = tuple(_worker_warnings)
+        _worker_warnings.clear()
+        return MadeBatch(batch, BatchNotes(self.cache.take_notes(), warnings, failure))
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -159,6 +210,11 @@ def _single_threaded_worker(_: int) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    # The library's warnings go back with the batches (StepBatches), to be shown once, as the training
+    # process shows its own.
+    package = logging.getLogger("crm_cli")
+    package.addHandler(_WorkerWarnings(logging.WARNING))
+    package.propagate = False
     # Workers are born ignoring Ctrl-C, SIGTERM and SIGHUP only when the loader starts on the main
     # thread (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C,
     # a SIGTERM sent to the process group (`timeout`, a scheduler) or a closed terminal's SIGHUP. They
@@ -184,7 +240,7 @@ def _in_main_thread() -> bool:
 
 
 @contextmanager
-def _workers_stopped_after(batches: Iterator[Batch]) -> Iterator[Iterator[Batch]]:
+def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[MadeBatch]]:
     """``batches``, whose data loader's worker processes are shut down when the block is left.
 
     They would stop when the loader's iterator is collected, but a traceback can keep it: the run's
@@ -213,10 +269,17 @@ class Trainer:
 
     ``data_pairs`` are the pairs found under ``options.data``, for a caller that has found them
     already (the folder is then not walked again; they are sorted and checked as
-    :func:`~.data.list_pairs` does); None lists them here."""
+    :func:`~.data.list_pairs` does); None lists them here. ``checking`` is called with the number
+    of pairs about to be checked (:func:`~.data.pair_problems`) before the check, to say so.
+
+    A pair that passes the check and still cannot be read (a file damaged after its header) is left
+    out when first drawn, with a warning (logged once per file); another pair stands in for it
+    (:meth:`~.data.PairCache.stand_in`), so the batches stay a function of (seed, step). More than
+    MOST_UNREADABLE of the pairs drawn (or of a validation set) unreadable stops the run with a
+    ValueError naming them."""
 
     def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None,
-                 data_pairs: list[FilePair] | None = None) -> None:
+                 data_pairs: list[FilePair] | None = None, checking: Callable[[int], None] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -230,10 +293,12 @@ class Trainer:
         pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
         train_pairs, held_out = split_pairs(pairs)
         network_dirs = tuple(Path(d) for d in options.network_masks)
-        self.cache = PairCache(train_pairs, network_dirs)
+        self.cache = PairCache(train_pairs, network_dirs, stand_ins=True)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
         # A pair that cannot be read would stop the run when first drawn, hours in. Only the pairs the
         # run reads are checked: the training pairs (with their network masks) and the validation pairs.
+        if checking is not None:
+            checking(len(train_pairs) + len(self.val_pairs))
         if problems := pair_problems(train_pairs, network_dirs) + pair_problems(self.val_pairs):
             raise unusable_pairs_error(problems, len(train_pairs) + len(self.val_pairs), "that the run reads")
         self.val_sets = parse_val_sets(options.val_sets)
@@ -257,6 +322,12 @@ class Trainer:
         self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
         self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT, SIGTERM or SIGHUP)
         self.net: torch.nn.Module = self.model
+        # What this process left out as unreadable (name or path: the reason, naming the file), and the
+        # pairs its batches drew, of which stood_in were another pair's stand-in.
+        self.left_out: dict[str, str] = {}
+        self.left_out_network_masks: dict[str, str] = {}
+        self.draws = self.stood_in = 0
+        self._warned: set[str] = set()  # the loader workers' warnings shown
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -325,9 +396,10 @@ class Trainer:
         return True
 
     # -------------------------------------------------------------- training
-    def batches(self) -> Iterator[Batch]:
-        """The batches of steps ``self.step`` to ``options.steps - 1`` in order: made here, or ahead
-        of time by ``options.workers`` processes (the same batches either way)."""
+    def batches(self) -> Iterator[MadeBatch]:
+        """The batches of steps ``self.step`` to ``options.steps - 1`` in order, with their notes
+        (:meth:`take_notes` reports them): made here, or ahead of time by ``options.workers``
+        processes (the same batches either way)."""
         options = self.options
         steps = range(self.step, options.steps)
         if options.workers <= 0:
@@ -355,15 +427,58 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, _DEFAULT_HANDLERS[signum] if handler is None else handler)
 
+    def take_notes(self, notes: BatchNotes) -> None:
+        """Report what making a batch met: each warning and each file newly left out as unreadable,
+        logged once per process; a batch that could not be made, or more than MOST_UNREADABLE of the
+        pairs drawn so far (once JUDGED_AFTER_DRAWS were) standing in for unreadable ones, raises
+        ValueError naming the files."""
+        for message in notes.warnings:
+            if message not in self._warned:
+                self._warned.add(message)
+                logger.warning("%s", message)
+        reads = notes.reads
+        for name, reason in reads.unreadable_pairs.items():
+            if name not in self.left_out:
+                self.left_out[name] = reason
+                logger.warning("%s; left out of training (another pair stands in for it)", reason)
+        for path, reason in reads.unreadable_network_masks.items():
+            if path not in self.left_out_network_masks:
+                self.left_out_network_masks[path] = reason
+                logger.warning("%s; left out of the network masks", reason)
+        self.draws += reads.draws
+        self.stood_in += reads.stood_in
+        if notes.failure:
+            raise ValueError(notes.failure)
+        if self.draws >= JUDGED_AFTER_DRAWS and too_many_unreadable(self.stood_in, self.draws):
+            raise ValueError(f"{self.stood_in} of the {self.draws} training pairs drawn could not be read (more "
+                             f"than {MOST_UNREADABLE:.0%}); fix or remove the unreadable files found so far:"
+                             f"{listed_problems(list(self.left_out.values()))}")
+
+    def left_out_summary(self) -> str:
+        """One line on what this process left out as unreadable ("" when nothing)."""
+        parts = []
+        if self.left_out:
+            parts.append(f"{len(self.left_out)} of {len(self.cache)} training pairs")
+        if count := len(self.left_out_network_masks):
+            parts.append(f"{count} network mask{'' if count == 1 else 's'}")
+        validated = self._validation or []
+        if unread := sum(len(each.left_out) for each in validated):
+            total = sum(len(each.left_out) + len(each.samples) for each in validated)
+            parts.append(f"{unread} of {total} validation pairs")
+        return f"left out as unreadable: {', '.join(parts)} (named above)" if parts else ""
+
     def train_step(self, batch: Batch | None = None) -> dict[str, float]:
-        """One optimisation step on this step's deterministic batch (made here unless given)."""
+        """One optimisation step on this step's deterministic batch (made here, and its notes
+        reported, unless given)."""
         options = self.options
         lr = learning_rate(self.step, options.steps, options.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(options.seed * 1_000_003 + self.step)
         if batch is None:
-            batch = self.step_batches[self.step]
+            made = self.step_batches[self.step]
+            self.take_notes(made.notes)
+            batch = made.batch
         rgb, coarse, gt = (t.to(self.device, non_blocking=True) for t in batch)
         self.net.train()
         if options.freeze_encoder:
@@ -509,7 +624,9 @@ class Trainer:
                         self.stop_signal = signal.Signals(stop)
                     break
                 start = time.perf_counter()
-                stats = self.train_step(next(batches))
+                made = next(batches)
+                self.take_notes(made.notes)
+                stats = self.train_step(made.batch)
                 seconds = time.perf_counter() - start
                 row: dict[str, Any] = {"step": self.step, "lr": f"{stats['lr']:.6g}", "seconds": f"{seconds:.3f}",
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
@@ -726,11 +843,13 @@ def _checked_header(log_path: Path, first: str, names: list[str]) -> list[str] |
 @dataclass(frozen=True)
 class ValidationSet:
     """One validation set's samples, held in memory for the whole run: score keys start with
-    ``prefix``; ``ratios`` are the stage ratios it is refined with (None = the engine's default)."""
+    ``prefix``; ``ratios`` are the stage ratios it is refined with (None = the engine's default);
+    ``left_out`` names its pairs that could not be read."""
 
     prefix: str
     samples: list[Sample]
     ratios: tuple[float, ...] | None
+    left_out: tuple[str, ...] = ()
 
 
 def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
@@ -743,10 +862,24 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
     ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
     held-out pairs. They stay in memory for the run (BIG-layout images at full size)."""
     ratios = check_ratios(options.val_ratios) if options.val_ratios else None
-    sets = [ValidationSet("", list(synthetic_samples(val_pairs)), (1.0,))]
+    sets = [synthetic_set("", val_pairs, "to validate on")]
     for name, folder in val_sets.items():
         sets.append(folder_set(folder, name + "_", options.val_images, ratios))
     return sets
+
+
+def synthetic_set(prefix: str, pairs: list[FilePair], where: str) -> ValidationSet:
+    """The validation set of ``pairs`` (their masks the GT) with synthetic coarse masks, refined in
+    one stage at s = 1. A pair that cannot be read is left out with a warning; more than
+    MOST_UNREADABLE of them raise the ValueError of :func:`~.data.unusable_pairs_error`, ``where``
+    naming the set."""
+    left_out: dict[str, str] = {}
+    samples = list(synthetic_samples(pairs, left_out=left_out))
+    if too_many_unreadable(len(left_out), len(pairs)):
+        raise unusable_pairs_error(list(left_out.values()), len(pairs), where)
+    for reason in left_out.values():
+        logger.warning("%s; left out of validation", reason)
+    return ValidationSet(prefix, samples, (1.0,), tuple(left_out))
 
 
 def validation_scores(model: torch.nn.Module, device: torch.device,
@@ -792,4 +925,4 @@ def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] 
     if triples:
         return ValidationSet(prefix, list(folder_samples(triples[:limit])), ratios)
     # The pairs found above, not the folder walked again.
-    return ValidationSet(prefix, list(synthetic_samples(training_pairs(found, folder)[:limit])), (1.0,))
+    return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {prefix[:-1]}")
