@@ -289,3 +289,30 @@ def test_the_pairs_left_out_keep_the_others_coarse_masks(tmp_path: Path) -> None
         np.testing.assert_array_equal(sample.coarse, synthetic_coarse(sample.gt, index))
     with pytest.raises(ImageReadError):
         list(synthetic_samples(pairs))
+
+
+def test_unreadable_triples_of_a_big_layout_validation_set_are_left_out_up_to_a_tenth(tmp_path: Path,
+                                                                                      logged: list[str]) -> None:
+    """A named validation set in the BIG layout follows the held-out pairs' rule (it used to stop the
+    run at its first damaged file)."""
+    import shutil
+
+    from conftest import write_scene_files
+
+    data = make_pairs(tmp_path / "data", 4)
+    big = tmp_path / "big"
+    for k in range(11):
+        _, seg = write_scene_files(big, f"c{k:02d}_im", f"c{k:02d}_seg", size=(48, 64), seed=k)
+        shutil.copy(seg, big / f"c{k:02d}_gt.png")
+    cut_short(big / "c04_im.jpg")
+    trainer = Trainer(options(data, tmp_path / "run", 1, val_images=11, val_sets=[f"big={big}"]))
+    _, named = trainer.validation_data()
+    assert [sample.name for sample in named.samples] == [f"c{k:02d}" for k in range(11) if k != 4]
+    assert named.left_out == ("c04",)
+    assert logged == [f"{reason(big / 'c04_im.jpg')}; left out of validation"]
+
+    cut_short(big / "c07_gt.png")  # 2 of 11: more than a tenth
+    trainer = Trainer(options(data, tmp_path / "run", 1, val_images=11, val_sets=[f"big={big}"]))
+    with pytest.raises(ValueError, match=r"^2 of 11 pairs of validation set big cannot be read; fix or remove "
+                                         r"them:\n  .*c04_im\.jpg: .*\n  .*c07_gt\.png: "):
+        trainer.validation_data()

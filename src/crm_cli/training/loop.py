@@ -923,6 +923,15 @@ def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] 
     found, _ = find_pairs(folder)
     triples = [p for p in found if p.gt is not None]
     if triples:
-        return ValidationSet(prefix, list(folder_samples(triples[:limit])), ratios)
+        # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
+        # warning, and more than MOST_UNREADABLE of them stop the run before it starts.
+        chosen = triples[:limit]
+        left_out: dict[str, str] = {}
+        samples = list(folder_samples(chosen, on_error=lambda name, exc: left_out.setdefault(name, str(exc))))
+        if too_many_unreadable(len(left_out), len(chosen)):
+            raise unusable_pairs_error(list(left_out.values()), len(chosen), f"of validation set {prefix[:-1]}")
+        for reason in left_out.values():
+            logger.warning("%s; left out of validation", reason)
+        return ValidationSet(prefix, samples, ratios, tuple(left_out))
     # The pairs found above, not the folder walked again.
     return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {prefix[:-1]}")
