@@ -146,3 +146,18 @@ def test_eval_with_an_output_folder_fails_pairs_whose_outputs_are_one_file_on_so
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (json.loads(result.stdout)["n"], json.loads(result.stdout)["failed"]) == (3, 0)
+
+
+def test_eval_names_the_pair_of_a_photo_without_its_coarse_mask_in_json(tiny_weights: Path, tmp_path: Path) -> None:
+    """A photo with no ``_seg`` mask is a failure whose --json item names its pair and image, as every
+    other failed pair's does (it was ``"name": null``)."""
+    data = tmp_path / "big"
+    _, seg = write_scene_files(data, "a_im", "a_seg", size=(96, 128))
+    shutil.copy(seg, data / "a_gt.png")
+    write_scene_files(data, "b_im", "b_unused", size=(96, 128), seed=1)
+    result = runner.invoke(app, ["eval", str(data), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["n"], summary["failed"]) == (1, 1)
+    assert summary["failures"] == [{"name": "b", "image": str(data / "b_im.jpg"),
+                                    "error": f"{data / 'b_im.jpg'}: no matching b_seg.* mask"}]

@@ -85,16 +85,16 @@ def evaluate(
         raise fatal.fail(f"{folder}: no pairs to score; {needs}, not photos with their masks beside them "
                          "(<name>.* + <name>_mask.*), which hold no ground truths: name them <name>_im.* and "
                          "<name>_seg.*, with <name>_gt.* beside them", 2)
-    for problem in found.problems:
-        failed(None, None, problem)
+    for failure in found.failures:
+        failed(failure.name, failure.image, failure.error)
     pairs = [p for p in found.pairs if p.gt is not None]
     if not pairs and not failures:
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
     if limit:
         pairs = pairs[:limit]
-    # With -o, refined masks are written by relative path: two outputs that are one file on macOS or
-    # Windows (A_mask.png, a_mask.png) would overwrite each other, so both pairs fail.
+    # With -o, refined masks are written by relative path: two outputs that are one file on the output
+    # disk (A_mask.png, a_mask.png where it ignores letter case) would overwrite each other, so both fail.
     writable, clashes = split_output_clashes(pairs, output_dir) if output_dir is not None else (pairs, [])
     for clash in clashes:
         failed(clash.name, clash.image, clash.error)
@@ -145,7 +145,7 @@ def evaluate(
         raise fatal.fail("no pair could be scored")
     # Failures in the order of the pairs, as listed (pairing problems first).
     order = {pair.name: index for index, pair in enumerate(pairs)}
-    failures.sort(key=lambda failure: -1 if failure["name"] is None else order[failure["name"]])
+    failures.sort(key=lambda failure: order.get(failure["name"], -1))  # type: ignore[arg-type]
     coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
     schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
