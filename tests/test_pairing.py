@@ -212,6 +212,23 @@ def test_a_masks_folder_inside_the_photos_folder_is_no_photos_and_the_reverse(tm
                            f"what lies in {mattes / 'photos'} is a photo, not a mask"]
 
 
+def test_a_masks_folder_given_by_a_link_to_it_inside_the_photos_folder_is_left_out_silently(tmp_path: Path) -> None:
+    """``crm batch shots --masks m`` with ``m -> shots/mattes``: the masks folder met in the photos'
+    one is the folder the user named, as when named ``shots/mattes``: no note. A link of the
+    photos folder's own into it is still noted."""
+    shots = tmp_path / "shots"
+    _touch(shots, "a.jpg", "mattes/a.png")
+    (tmp_path / "m").symlink_to("shots/mattes")
+    found = scan_folder_pairs(shots, tmp_path / "m")
+    assert _relative(found.pairs, shots, tmp_path / "m") == [("a", "a.jpg", "a.png", "a.png")]
+    assert found.failures == [] and found.notes == []
+    (shots / "alias").symlink_to("mattes")
+    found = scan_folder_pairs(shots, tmp_path / "m")
+    real = Path(os.path.realpath(shots / "mattes"))
+    assert found.notes == [f"1 path leading into the masks folder skipped, e.g. {shots / 'alias'} -> {real}: "
+                           f"what lies in {tmp_path / 'm'} is a mask, not a photo"]
+
+
 def test_two_folders_that_are_one_are_no_layout(tmp_path: Path) -> None:
     """``--masks`` naming the photos' folder itself, by its path or a link: photos with their masks
     beside them are the side-by-side layout, which the error names."""

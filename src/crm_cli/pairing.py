@@ -4,7 +4,6 @@ layout, or side by side), and predictions with their ground truths for scoring."
 from __future__ import annotations
 
 import os
-import re
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -81,11 +80,6 @@ class Pairing(Generic[T]):
     def problems(self) -> list[str]:
         """The message of each failure, in order."""
         return [failure.error for failure in self.failures]
-
-    @property
-    def folders(self) -> bool:
-        """Whether scan_pairs found the images/ + masks/ layout (not the BIG or side-by-side one)."""
-        return self.layout == LAYOUT_FOLDERS
 
 
 def _preference(path: Path) -> tuple[int, str]:
@@ -233,10 +227,11 @@ def _apart_note(walk: _Walk, other: Path, masks: bool = True) -> list[str]:
     """The note on the paths of one folder that lead into the ``other`` one (none: no note): into the
     masks folder for the walk of the photos' one (``masks``), else into the photos' folder.
 
-    The other folder itself, reached by the path it was given as (``crm batch shots --masks
-    shots/mattes``), is left out without a note: it was named as the other folder."""
-    given = os.path.abspath(other)
-    apart = [(path, real) for path, real in walk.apart if os.path.abspath(path) != given]
+    The other folder itself, met as a folder rather than through a link of the walk's own (``crm
+    batch shots --masks shots/mattes``, or ``--masks m`` where ``m -> shots/mattes``), is left out
+    without a note: it was named as the other folder."""
+    given = os.path.realpath(other)
+    apart = [(path, real) for path, real in walk.apart if real != given or os.path.islink(path)]
     if not apart:
         return []
     path, real = apart[0]
@@ -275,20 +270,34 @@ def _name_key(key: Path, fold: bool = False) -> str:
 
 
 # ASCII digits only: a name's other digits (Arabic-Indic, full-width...) are letters like any other.
-_DIGIT_RUN = re.compile("[0-9]+")
+_DIGITS = frozenset("0123456789")
 
 
-def _unpadded(run: re.Match[str]) -> str:
-    """A run of digits without its leading zeros (``0007`` -> ``7``, ``000`` -> ``0``): the number
-    it reads as, written as text, so runs of any length compare without converting them."""
-    return run.group().lstrip("0") or "0"
+def _unpadded(name: str) -> str:
+    """``name`` with the leading zeros of its last run of digits dropped (``frame_0007`` ->
+    ``frame_7``, ``take_000`` -> ``take_0``), the number it reads as written as text, so runs of
+    any length compare without converting them. A run that is a decimal fraction (``crop_0.05``,
+    ``v1.02``) or that a letter follows (``0001a``) is left as it is, and so is every other run."""
+    end = len(name)
+    while end and name[end - 1] not in _DIGITS:
+        end -= 1
+    start = end
+    while start and name[start - 1] in _DIGITS:
+        start -= 1
+    if start == end or name[start] != "0":  # no digits, or no zero to drop
+        return name
+    if (start >= 2 and name[start - 1] == "." and name[start - 2] in _DIGITS) or name[end:end + 1].isalpha():
+        return name
+    return name[:start] + (name[start:end].lstrip("0") or "0") + name[end:]
 
 
 def _number_key(key: Path) -> str:
-    """A name as :func:`_match`'s last rounds compare it: NFC, case-folded, and each run of digits
-    read as its number, so frames numbered with other zero-padding (``frame_7``, ``frame_0007``,
-    ``frame_000007``: ffmpeg's ``%d``, ``%04d``, ``%06d``) have one key."""
-    return _DIGIT_RUN.sub(_unpadded, _name_key(key, fold=True))
+    """A name as :func:`_match`'s zero-padding rounds compare it: NFC, case-folded, and the last
+    number of its last part read without its zeros (see :func:`_unpadded`), so frames numbered with
+    other zero-padding (``frame_7``, ``frame_0007``, ``frame_000007_mask``: ffmpeg's ``%d``,
+    ``%04d``, ``%06d``) have one key; its folders and other numbers are compared as they are."""
+    folder, slash, name = _name_key(key, fold=True).rpartition("/")
+    return folder + slash + _unpadded(name)
 
 
 # The forms _match compares names in, one after the other: as they are, then with letter case
@@ -299,12 +308,14 @@ _NAME_FORMS: tuple[Callable[[Path], str], ...] = (_name_key, partial(_name_key, 
 @dataclass
 class _Matched:
     """What :func:`_match` found: ``{image name: mask name}``, the image names several mask names
-    fit, and the image names whose one fitting mask name fits other images as well (with it, the
-    image names competing for it, in order)."""
+    fit, the image names whose one fitting mask name fits other images as well (with it, the
+    image names competing for it, in order), and the image names matched only with zero-padding
+    ignored."""
 
     matched: dict[Path, Path] = field(default_factory=dict)
     ambiguous: dict[Path, list[Path]] = field(default_factory=dict)
     contested: dict[Path, tuple[Path, list[Path]]] = field(default_factory=dict)
+    padded: set[Path] = field(default_factory=set)
 
     def taken(self) -> set[Path]:
         """The mask names that fit an image: matched, or among the fits of a failure."""
@@ -342,9 +353,11 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
     name), in up to six rounds, each only among the masks no earlier round took: the same name,
     then a suffixed one, then the same two with letter case ignored, then with zero-padding ignored
-    too (``frame_1`` and ``frame_0001``, see :func:`_number_key`). Names are compared in Unicode
-    NFC. Within a round two fitting masks make the image ambiguous, and a mask that fits several
-    images goes to none of them (``Cat`` and ``cat`` for ``CAT``): failures, never a guess. Each
+    too in the last number of the name (``frame_1`` and ``frame_0001``, see :func:`_number_key`).
+    Names are compared in Unicode NFC. Within a round two fitting masks make the image ambiguous,
+    and a mask that fits several images goes to none of them (``Cat`` and ``cat`` for ``CAT``):
+    failures, never a guess. In the zero-padding rounds the images paired already count among
+    those a mask fits, so of photos ``a_1`` and ``a_01`` neither takes a mask by its padding. Each
     name is put in each form once at the most, and the masks are indexed once per form, only where
     an earlier form left an image unpaired: linear in the names.
     """
@@ -356,9 +369,10 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
         return key not in found.matched and key not in found.ambiguous and key not in found.contested
 
     for form in _NAME_FORMS:
-        names = {key: form(key) for key in images if unpaired(key)}
-        if not names:
+        if not any(unpaired(key) for key in images):
             break
+        padding = form is _number_key
+        names = {key: form(key) for key in images if padding or unpaired(key)}
         index: dict[str, list[Path]] = {}
         for key in masks:
             if key not in used:
@@ -369,14 +383,15 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
             fitting: dict[Path, list[Path]] = {}
             claimants: dict[Path, list[Path]] = {}  # mask name: the image names it fits in this round
             for key, name in names.items():
-                if not unpaired(key):
+                free = unpaired(key)
+                if not (free or padding):
                     continue
                 fits = [mask for suffix in round_suffixes for mask in index.get(name + suffix, ())
                         if mask not in used]
-                if fits:
+                if fits and free:
                     fitting[key] = fits
-                    for mask in fits:
-                        claimants.setdefault(mask, []).append(key)
+                for mask in fits:
+                    claimants.setdefault(mask, []).append(key)
             for key, fits in fitting.items():
                 if len(fits) > 1:
                     found.ambiguous[key] = fits
@@ -386,6 +401,8 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
                 else:
                     found.matched[key] = fits[0]
                     used.add(fits[0])
+                    if padding:
+                        found.padded.add(key)
     return found
 
 
@@ -533,6 +550,7 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     pairs: list[FilePair] = []
     failures: list[PairFailure] = []
     duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
+    padded: list[str] = []  # the pairs matched only with zero-padding ignored, as "image + mask"
     for key, image_files in images.items():
         image = _pick(image_files, duplicates)
         if key in matched:
@@ -540,6 +558,8 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
             gt = _pick(inputs.gts[gt_names[key]], duplicates) if key in gt_names else None
             output = key.with_name(key.name + ("_mask.png" if big else ".png"))
             pairs.append(FilePair(str(key), image, mask, output, gt))
+            if key in matches.padded:
+                padded.append(f"{image} + {mask}")
             continue
         if key in ambiguous:
             fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
@@ -559,6 +579,9 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         else:
             error = f"{image}: no mask {key.name}_mask.* {tried} beside it"
         failures.append(PairFailure(str(key), image, error))
+    if padded:
+        notes.append(f"{count_noun(len(padded), 'pair')} matched only by ignoring zero-padding in the last number of "
+                     f"the name, e.g. {padded[0]}")
     notes += duplicates[:MAX_LISTED]
     if len(duplicates) > MAX_LISTED:
         notes.append(f"{len(duplicates) - MAX_LISTED} more files ignored: another format of the same name is used")
@@ -594,20 +617,22 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
       no mask (an earlier output folder is one).
 
     Names are compared in Unicode NFC; where no mask has the same letter case, with case ignored;
-    and where none fits so either, with each run of digits read as its number (``frame_7`` +
-    ``frame_0007``: frame numbers padded otherwise). Two masks that fit one photo equally, or one
-    mask that fits several photos equally, make each such photo a failure. Sub-folders are searched
-    (linked ones too, each real folder once, never a folder around the one searched; a note counts
-    the links skipped) and mirrored in the output; a path in images/ that leads into masks/, or one
-    in masks/ that leads into images/, is skipped (a note counts them), so no mask is taken for a
-    photo and no photo for a mask. Hidden files and folders are skipped. Of files that share a name
-    in several formats one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF), with a note (``a.jpg``
-    and ``a.png`` give one pair, so one output); masks without an image and links to missing files
-    are counted in notes. Files under ``exclude`` (the batch's own output folder, when it lies
-    inside ``root``) are left out, so reruns never pair earlier outputs; a note counts the input
-    pairs found there. Raises NoPairsError when there is no image at all (images without masks are
-    failures instead). Outputs that would be one file on some disks are not checked here: see
-    :func:`split_output_clashes`.
+    and where none fits so either, with the last number of the name read without its zeros
+    (``frame_7`` + ``frame_0007``: frame numbers padded otherwise; folders and other numbers as
+    they are, see :func:`_number_key`), with a note counting such pairs. Two masks that fit one
+    photo equally, or one mask that fits several photos equally (photos ``a_1`` and ``a_01`` for
+    ``a_001.png``, even where ``a_01`` has its own mask), make each such photo a failure.
+    Sub-folders are searched (linked ones too, each real folder once, never a folder around the one
+    searched; a note counts the links skipped) and mirrored in the output; a path in images/ that
+    leads into masks/, or one in masks/ that leads into images/, is skipped (a note counts them), so
+    no mask is taken for a photo and no photo for a mask. Hidden files and folders are skipped. Of
+    files that share a name in several formats one is used (PNG, TIFF, BMP, WebP, JPEG, then GIF),
+    with a note (``a.jpg`` and ``a.png`` give one pair, so one output); masks without an image and
+    links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
+    folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a note
+    counts the input pairs found there. Raises NoPairsError when there is no image at all (images
+    without masks are failures instead). Outputs that would be one file on some disks are not
+    checked here: see :func:`split_output_clashes`.
     """
     excluded = _outside(root, os.path.realpath(exclude) if exclude is not None else None)
     if (root / "images").is_dir() and (root / "masks").is_dir():
@@ -662,12 +687,18 @@ def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,
     probed there with :func:`writing.name_folding`). Where it ignores letter case (macOS, Windows)
     ``A.png`` and ``a.png`` (of the photos ``A.jpg`` and ``a.png``), or ``Shot/x.png`` and
     ``shot/x.png``, are one file, and one pair's output would overwrite the other's, or pass for it
-    on resume; so each pair of such a group fails, naming the others and their outputs. Where the
-    disk tells such names apart (Linux), every pair keeps its own output, as its photo has its own file.
+    on resume; so each pair of such a group fails, naming the others and their outputs (and saying
+    so where the disk could not be probed and both foldings are assumed). Where the disk tells such
+    names apart (Linux), every pair keeps its own output, as its photo has its own file.
     """
     folding = name_folding(output_dir) if folding is None else folding
     ignored = " and ".join(what for what, folded in (("letter case", folding.case),
                                                      ("Unicode form", folding.unicode_form)) if folded)
+    if folding.probed:
+        disk = f"are one file on the output disk{', which ignores ' + ignored if ignored else ''}"
+    else:
+        disk = ("may be one file on the output disk (it could not be probed, so names are compared as macOS and "
+                f"Windows disks compare them{': ' + ignored + ' ignored' if ignored else ''})")
     keys = [folding.key(pair.relative_output.as_posix()) for pair in pairs]
     groups: dict[str, list[FilePair]] = {}
     for pair, key in zip(pairs, keys, strict=True):
@@ -681,9 +712,8 @@ def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,
             continue
         others = [f"{output_dir / other.relative_output} (of {other.image})" for other in group if other is not pair]
         failures.append(PairFailure(pair.name, pair.image, (
-            f"{pair.image}: its output {output_dir / pair.relative_output} and {listed(others)} are one file on the "
-            f"output disk{', which ignores ' + ignored if ignored else ''}, so one would overwrite the other: rename "
-            "the photos so their names differ in more than that")))
+            f"{pair.image}: its output {output_dir / pair.relative_output} and {listed(others)} {disk}, so one "
+            "would overwrite the other: rename the photos so their names differ in more than that")))
     return kept, failures
 
 

@@ -268,23 +268,26 @@ def discard(temp: Path) -> None:
 class NameFolding:
     """How a disk compares file names: whether two names that differ only in letter case
     (``A.png``, ``a.png``: macOS, Windows), or only in Unicode form (``café`` composed and
-    decomposed: macOS), name one file."""
+    decomposed: macOS), name one file; ``probed`` is False where that could not be learnt and both
+    are assumed."""
 
     case: bool
     unicode_form: bool
+    probed: bool = True
 
     def key(self, name: str) -> str:
         """``name`` as this disk compares it: two names with one key are one file."""
         if self.unicode_form:
             name = unicodedata.normalize("NFC", name)
-        return name.casefold() if self.case else name
+        # lower(), not casefold(): APFS and NTFS map letter to letter, so Straße and STRASSE are two files.
+        return name.lower() if self.case else name
 
 
 def name_folding(folder: Path) -> NameFolding:
     """How the disk of ``folder`` (of its nearest existing parent, before it is made) compares file
     names, found by making an empty probe file and looking it up under other spellings. Where no
-    probe can be made (a read-only or missing folder), both foldings are assumed: the outputs that
-    would then clash are refused, not overwritten."""
+    probe can be made (a read-only or missing folder), both foldings are assumed (``probed`` False):
+    the outputs that would then clash are refused, not overwritten."""
     existing = Path(os.path.abspath(folder))
     while not existing.is_dir() and existing.parent != existing:
         existing = existing.parent
@@ -295,7 +298,7 @@ def name_folding(folder: Path) -> NameFolding:
         with open(probe, "x"):
             pass
     except OSError:
-        return NameFolding(True, True)
+        return NameFolding(True, True, probed=False)
     try:
         case = (existing / f"{stem}a{composed}.tmp").exists()
         unicode_form = (existing / f"{stem}A{unicodedata.normalize('NFD', composed)}.tmp").exists()
