@@ -7,7 +7,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -222,9 +222,12 @@ def usage_error(option: str) -> Iterator[None]:
 
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None
-    """Say where a run stopped by Ctrl-C, SIGTERM or SIGHUP can go on from; the Exit (128 + the
-    signal's number: 130, 143 or 129) to raise."""
+    """Say what a run stopped by Ctrl-C, SIGTERM or SIGHUP left out as unreadable, and where it can go
+    on from; the Exit (128 + the signal's number: 130, 143 or 129) to raise."""
     signum = int(trainer.stop_signal) if trainer is not None and trainer.interrupted else int(signal.SIGINT)
+    if trainer is not None and (summary := trainer.left_out_summary()):  # as at the end of a run
+        with suppress(OSError):  # as say_if_possible: stderr gone with a terminal that hung up
+            warn(summary)
     if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
         return typer.Exit(128 + signum)
     checkpoint = out / "last.pt"

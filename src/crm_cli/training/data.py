@@ -99,7 +99,7 @@ def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
 
 
 def too_many_unreadable(unreadable: int, total: int) -> bool:
-    """Whether ``unreadable`` of ``total`` pairs (or draws of pairs) is more than a run leaves out."""
+    """Whether ``unreadable`` distinct pairs of a set of ``total`` is more than a run leaves out."""
     return unreadable > MOST_UNREADABLE * total
 
 

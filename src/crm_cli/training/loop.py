@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +44,7 @@ from .data import (
     UnreadablePairsError,
     list_pairs,
     listed_problems,
+    load_pair,
     make_training_sample,
     pair_problems,
     split_pairs,
@@ -60,9 +61,6 @@ BASE_LR = 2.25e-4
 WEIGHT_DECAY = 1e-4
 # The paper decays at 22,500 and 37,500 of 45,000 iterations; we keep the same fractions.
 DECAY_FRACTIONS = (0.5, 37_500 / 45_000)
-# Pairs drawn before the share of unreadable ones is judged (MOST_UNREADABLE): in the first few
-# batches one damaged file already weighs more than 10%.
-JUDGED_AFTER_DRAWS = 50
 
 
 @dataclass
@@ -256,6 +254,14 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
             shutdown()
 
 
+class EarlyStop(IntEnum):
+    """A rank's reason to stop a run before its end, voted as a number: the largest any rank casts wins."""
+
+    NO = 0
+    DEADLINE = 1  # --max-minutes: a checkpoint, a validation and an export, then the run returns
+    DAMAGED = 2  # too many unreadable training pairs (Trainer.too_damaged): a checkpoint and an error
+
+
 class RunEnd(str, Enum):
     """Why :meth:`Trainer.run` returned; the value names the option that stopped it."""
 
@@ -274,9 +280,9 @@ class Trainer:
 
     A pair that passes the check and still cannot be read (a file damaged after its header) is left
     out when first drawn, with a warning (logged once per file); another pair stands in for it
-    (:meth:`~.data.PairCache.stand_in`), so the batches stay a function of (seed, step). More than
-    MOST_UNREADABLE of the pairs drawn (or of a validation set) unreadable stops the run with a
-    ValueError naming them."""
+    (:meth:`~.data.PairCache.stand_in`), so the batches stay a function of (seed, step). Once more
+    than MOST_UNREADABLE of the training pairs (or of a validation set) are found unreadable, the run
+    stops with a ValueError naming them (:meth:`run`)."""
 
     def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None,
                  data_pairs: list[FilePair] | None = None, checking: Callable[[int], None] | None = None) -> None:
@@ -295,6 +301,7 @@ class Trainer:
         network_dirs = tuple(Path(d) for d in options.network_masks)
         self.cache = PairCache(train_pairs, network_dirs, stand_ins=True)
         self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
+        self.holds_out = val_pairs is None  # validates on pairs split off the training data
         # A pair that cannot be read would stop the run when first drawn, hours in. Only the pairs the
         # run reads are checked: the training pairs (with their network masks) and the validation pairs.
         if checking is not None:
@@ -302,7 +309,7 @@ class Trainer:
         if problems := pair_problems(train_pairs, network_dirs) + pair_problems(self.val_pairs):
             raise unusable_pairs_error(problems, len(train_pairs) + len(self.val_pairs), "that the run reads")
         self.val_sets = parse_val_sets(options.val_sets)
-        self._validation: list[ValidationSet] | None = None  # built on the first validation
+        self._validation: list[ValidationSet] | None = None  # built once (validation_data)
         self.mix = options.data_mix()
         self.step_batches = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix,
                                         options.steps)
@@ -323,7 +330,8 @@ class Trainer:
         self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT, SIGTERM or SIGHUP)
         self.net: torch.nn.Module = self.model
         # What this process left out as unreadable (name or path: the reason, naming the file), and the
-        # pairs its batches drew, of which stood_in were another pair's stand-in.
+        # pairs its batches drew, of which stood_in were another pair's stand-in. left_out also holds the
+        # training pairs a resumed run's checkpoint had found unreadable and still are (resume).
         self.left_out: dict[str, str] = {}
         self.left_out_network_masks: dict[str, str] = {}
         self.draws = self.stood_in = 0
@@ -350,6 +358,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "options": asdict(self.options),
+            "left_out": list(self.left_out),
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
@@ -391,9 +400,25 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = self.saved_step = int(payload["step"])
         self.init_note = payload.get("provenance", {}).get("init", self.init_note)
+        self.recheck_left_out(payload.get("left_out", []))
         if self.rank == 0:  # refused now rather than when run() opens the log (start_logs)
             check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
         return True
+
+    def recheck_left_out(self, names: list[str]) -> None:
+        """Count as left out those of the training pairs ``names`` (a checkpoint's) that still cannot
+        be read, warning of each; a fixed or removed one is not. The run then judges the same pairs as
+        the straight run would have by its step (:meth:`too_damaged`), while the workers it starts
+        have read none yet."""
+        from ..imageio import ImageReadError
+
+        pairs = {pair.name: pair for pair in self.cache.pairs}
+        for name in names:
+            if name in pairs and name not in self.left_out:
+                try:
+                    load_pair(pairs[name])
+                except (ImageReadError, ValueError) as exc:
+                    self._leave_out(name, str(exc))
 
     # -------------------------------------------------------------- training
     def batches(self) -> Iterator[MadeBatch]:
@@ -429,9 +454,8 @@ class Trainer:
 
     def take_notes(self, notes: BatchNotes) -> None:
         """Report what making a batch met: each warning and each file newly left out as unreadable,
-        logged once per process; a batch that could not be made, or more than MOST_UNREADABLE of the
-        pairs drawn so far (once JUDGED_AFTER_DRAWS were) standing in for unreadable ones, raises
-        ValueError naming the files."""
+        logged once per process; a batch that could not be made raises ValueError naming the files.
+        Too many unreadable pairs stop :meth:`run` (:meth:`too_damaged`)."""
         for message in notes.warnings:
             if message not in self._warned:
                 self._warned.add(message)
@@ -439,8 +463,7 @@ class Trainer:
         reads = notes.reads
         for name, reason in reads.unreadable_pairs.items():
             if name not in self.left_out:
-                self.left_out[name] = reason
-                logger.warning("%s; left out of training (another pair stands in for it)", reason)
+                self._leave_out(name, reason)
         for path, reason in reads.unreadable_network_masks.items():
             if path not in self.left_out_network_masks:
                 self.left_out_network_masks[path] = reason
@@ -449,10 +472,39 @@ class Trainer:
         self.stood_in += reads.stood_in
         if notes.failure:
             raise ValueError(notes.failure)
-        if self.draws >= JUDGED_AFTER_DRAWS and too_many_unreadable(self.stood_in, self.draws):
-            raise ValueError(f"{self.stood_in} of the {self.draws} training pairs drawn could not be read (more "
-                             f"than {MOST_UNREADABLE:.0%}); fix or remove the unreadable files found so far:"
-                             f"{listed_problems(list(self.left_out.values()))}")
+
+    def _leave_out(self, name: str, reason: str) -> None:
+        """Record training pair ``name`` as unreadable for ``reason`` (naming the file), with a warning."""
+        self.left_out[name] = reason
+        logger.warning("%s; left out of training (another pair stands in for it)", reason)
+
+    def too_damaged(self) -> bool:
+        """Whether more than MOST_UNREADABLE of the training pairs were found unreadable.
+
+        The distinct pairs, not the draws that met them: their number only grows, and passes the
+        limit only when that much of the data is damaged, where a share of draws passes it by chance.
+        Which pairs a step meets is a function of (seed, step) and of the files, so a run alone stops
+        at the same step with any number of loader workers, and resumed (:meth:`recheck_left_out`).
+        Several ranks each count the pairs of their own share of the batches."""
+        return too_many_unreadable(len(self.left_out), len(self.cache))
+
+    def early_stop(self, deadline: float | None) -> EarlyStop:
+        """This rank's reason, after a step, to stop the run before its end: damaged data, or past the
+        ``deadline`` (time.monotonic; None: none)."""
+        if self.too_damaged():
+            return EarlyStop.DAMAGED
+        if deadline is not None and time.monotonic() > deadline:
+            return EarlyStop.DEADLINE
+        return EarlyStop.NO
+
+    def damage_error(self) -> ValueError:
+        """The error of a run stopped by :meth:`too_damaged`, once ``last.pt`` holds ``self.step``."""
+        # --resume does not compare the pairs, but removing some moves the split of every 20th pair.
+        mend = ("fix them and continue with --resume (removing them would change which pairs are held out for "
+                "validation)") if self.holds_out else "fix or remove them and continue with --resume"
+        return ValueError(f"{len(self.left_out)} of the {len(self.cache)} training pairs cannot be read, more than "
+                          f"{MOST_UNREADABLE:.0%}; {self.checkpoint_path} holds step {self.step}: {mend}:"
+                          f"{listed_problems(list(self.left_out.values()))}")
 
     def left_out_summary(self) -> str:
         """One line on what this process left out as unreadable ("" when nothing)."""
@@ -507,7 +559,8 @@ class Trainer:
         return [int(value) for value in raised.tolist()]
 
     def validation_data(self) -> list[ValidationSet]:
-        """The fixed validation samples, read (and their coarse masks synthesised) once per run."""
+        """The fixed validation samples, read (and their coarse masks synthesised) once per run: by
+        :meth:`run` before its first step, or by the first :meth:`validate`."""
         if self._validation is None:
             self._validation = validation_sets(self.val_pairs, self.val_sets, self.options)
         return self._validation
@@ -598,8 +651,15 @@ class Trainer:
         the run would have (see :meth:`ctrl_c_at_step_boundaries`; ``on_interrupt`` is called at the
         first Ctrl-C). A second Ctrl-C raises at once and leaves ``last.pt`` at the step it held.
         Several ranks vote on a Ctrl-C (and the deadline) once a step, after its update: one that comes
-        later in the step (its checkpoint or validation) stops them after the next step."""
+        later in the step (its checkpoint or validation) stops them after the next step.
+
+        More than MOST_UNREADABLE of the training pairs found unreadable (:meth:`too_damaged`) stop the
+        run the same way (the ranks vote on it too), raising :meth:`damage_error` instead of
+        KeyboardInterrupt. The validation sets are read before the first step (:meth:`validation_data`):
+        a damaged one stops the run there, not at its first validation."""
         options = self.options
+        if self.rank == 0:  # the only rank that validates
+            self.validation_data()
         # The learning rate keeps following options.steps, so a run stopped early is the first part of
         # the full run, step for step.
         end = min(options.steps, options.stop_at) if options.stop_at > 0 else options.steps
@@ -612,10 +672,13 @@ class Trainer:
             log_path, columns = Path(os.devnull), self.log_columns()
         self.interrupted = False
         stop = 0  # the ranks' vote on a stop signal (its number, 0: none), after each step
+        damaged = self.too_damaged()  # then their vote on it; resumed, every rank read the same checkpoint
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file, \
                 _workers_stopped_after(self.batches()) as batches:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             while self.step < end:
+                if damaged:
+                    break
                 # Alone, a Ctrl-C stops the run before the next step; ranks stop where they voted to, so
                 # all at the same step, whichever of them got it.
                 if (self.interrupted if self.world == 1 else stop):
@@ -632,9 +695,11 @@ class Trainer:
                                        **{k: f"{stats[k]:.5f}" for k in ("loss", "bce", "l1", "l2", "grad")}}
                 if progress is not None:
                     progress(self.step, stats)
-                # Every rank votes once a step, on both reasons to stop: a Ctrl-C and the deadline.
-                stop, out_of_time = self.agreed(int(self.stop_signal) if self.interrupted else 0,
-                                                deadline is not None and time.monotonic() > deadline)
+                # Every rank votes once a step, on both reasons to stop: a Ctrl-C, and the deadline or
+                # damaged data.
+                stop, early = self.agreed(int(self.stop_signal) if self.interrupted else 0,
+                                          self.early_stop(deadline))
+                out_of_time, damaged = early == EarlyStop.DEADLINE, early == EarlyStop.DAMAGED
                 last = self.step == end or out_of_time
                 if self.step % options.ckpt_every == 0 or last:
                     self.save_checkpoint()
@@ -652,11 +717,14 @@ class Trainer:
                 if out_of_time:
                     self.meet_other_ranks()
                     return RunEnd.TIME_LIMIT
-            if self.step < end:  # left between two steps for a Ctrl-C (one during the last step ends the run)
+            # Left between two steps for damaged data or a Ctrl-C (either during the last step ends the run).
+            if self.step < end:
                 # Still inside the handler: a second Ctrl-C stops the write, which leaves last.pt as it was.
                 if self.step > 0 and self.saved_step != self.step:
                     self.save_checkpoint()
                 self.meet_other_ranks()
+                if damaged:
+                    raise self.damage_error()
                 raise KeyboardInterrupt
         self.meet_other_ranks()
         return RunEnd.FINISHED if self.step >= options.steps else RunEnd.STOP_AT
@@ -870,16 +938,22 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
 
 def synthetic_set(prefix: str, pairs: list[FilePair], where: str) -> ValidationSet:
     """The validation set of ``pairs`` (their masks the GT) with synthetic coarse masks, refined in
-    one stage at s = 1. A pair that cannot be read is left out with a warning; more than
-    MOST_UNREADABLE of them raise the ValueError of :func:`~.data.unusable_pairs_error`, ``where``
-    naming the set."""
+    one stage at s = 1. A pair that cannot be read is left out by :func:`checked_left_out`'s rule,
+    ``where`` naming the set."""
     left_out: dict[str, str] = {}
     samples = list(synthetic_samples(pairs, left_out=left_out))
-    if too_many_unreadable(len(left_out), len(pairs)):
-        raise unusable_pairs_error(list(left_out.values()), len(pairs), where)
+    return ValidationSet(prefix, samples, (1.0,), checked_left_out(left_out, len(pairs), where))
+
+
+def checked_left_out(left_out: dict[str, str], total: int, where: str) -> tuple[str, ...]:
+    """The names of the pairs of a validation set of ``total`` left out as unreadable (``left_out``:
+    name: the reason, naming the file), each warned of. More than MOST_UNREADABLE of them raise the
+    ValueError of :func:`~.data.unusable_pairs_error`, ``where`` naming the set."""
+    if too_many_unreadable(len(left_out), total):
+        raise unusable_pairs_error(list(left_out.values()), total, where)
     for reason in left_out.values():
         logger.warning("%s; left out of validation", reason)
-    return ValidationSet(prefix, samples, (1.0,), tuple(left_out))
+    return tuple(left_out)
 
 
 def validation_scores(model: torch.nn.Module, device: torch.device,
@@ -924,14 +998,12 @@ def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] 
     triples = [p for p in found if p.gt is not None]
     if triples:
         # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
-        # warning, and more than MOST_UNREADABLE of them stop the run before it starts.
+        # warning, and more than MOST_UNREADABLE of them stop the run before its first step (Trainer.run
+        # reads the validation sets first).
         chosen = triples[:limit]
         left_out: dict[str, str] = {}
         samples = list(folder_samples(chosen, on_error=lambda name, exc: left_out.setdefault(name, str(exc))))
-        if too_many_unreadable(len(left_out), len(chosen)):
-            raise unusable_pairs_error(list(left_out.values()), len(chosen), f"of validation set {prefix[:-1]}")
-        for reason in left_out.values():
-            logger.warning("%s; left out of validation", reason)
-        return ValidationSet(prefix, samples, ratios, tuple(left_out))
+        return ValidationSet(prefix, samples, ratios,
+                             checked_left_out(left_out, len(chosen), f"of validation set {prefix[:-1]}"))
     # The pairs found above, not the folder walked again.
     return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {prefix[:-1]}")
