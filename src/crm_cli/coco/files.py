@@ -47,6 +47,8 @@ def load_coco_hashed(path: str | Path, exact_numbers: bool = True) -> tuple[dict
     except UnicodeDecodeError as exc:  # JSON is UTF-8 (or UTF-16/32, which json detects)
         raise CocoFileError(f"{path}: not valid JSON (byte {exc.start} is 0x{exc.object[exc.start]:02x}, not "
                             f"{exc.encoding.upper()} text)") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4,300 digits; nesting too deep for json
+        raise CocoFileError(f"{path}: cannot be read as JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("images"), list):
         raise CocoFileError(f"{path}: not a COCO instances file (needs 'images' and 'annotations' lists)")
