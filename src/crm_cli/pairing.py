@@ -467,8 +467,9 @@ class _Inputs:
     broken: list[Path] = field(default_factory=list)  # links to missing files
     notes: list[str] = field(default_factory=list)
     masks_dir: Path | None = None  # the masks' own folder (folder layouts): named where a photo's mask is missing
-    # The NoPairsError message when not one photo fits a mask: the layout was a guess, the folder holds another.
-    unmatched: str | None = None
+    # Side by side, a guess: the folder searched, for the NoPairsError when not one photo fits a mask
+    # (then the folder holds another layout).
+    guessed_in: Path | None = None
 
 
 def _outside(folder: Path, excluded: str | None) -> str | None:
@@ -528,10 +529,8 @@ def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
                            "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
-    unmatched = (f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and there are "
-                 "no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders" + _layout_hint(root))
     return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
-                   broken=walked.broken, notes=notes, unmatched=unmatched)
+                   broken=walked.broken, notes=notes, guessed_in=root)
 
 
 def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
@@ -543,8 +542,11 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     notes = list(inputs.notes)
     matches = _match(list(images), list(masks), inputs.suffixes)
     matched, ambiguous, contested = matches.matched, matches.ambiguous, matches.contested
-    if inputs.unmatched is not None and not matched and not ambiguous and not contested:
-        raise NoPairsError(inputs.unmatched)
+    if inputs.guessed_in is not None and not matched and not ambiguous and not contested:
+        root = inputs.guessed_in
+        raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
+                           "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders"
+                           + _layout_hint(root))
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     pairs: list[FilePair] = []
@@ -691,7 +693,16 @@ def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,
     so where the disk could not be probed and both foldings are assumed). Where the disk tells such
     names apart (Linux), every pair keeps its own output, as its photo has its own file.
     """
-    folding = name_folding(output_dir) if folding is None else folding
+    if folding is None:
+        # Probing writes a file, so only where some outputs could be one file: names equal with
+        # Unicode form and letter case ignored, or with letter case alone (the foldings a disk has).
+        for screen in (NameFolding(True, True).key, str.lower):
+            screened = [screen(pair.relative_output.as_posix()) for pair in pairs]
+            if len(set(screened)) < len(screened):
+                folding = name_folding(output_dir)
+                break
+        else:
+            return list(pairs), []
     ignored = " and ".join(what for what, folded in (("letter case", folding.case),
                                                      ("Unicode form", folding.unicode_form)) if folded)
     if folding.probed:

@@ -291,17 +291,16 @@ def name_folding(folder: Path) -> NameFolding:
     existing = Path(os.path.abspath(folder))
     while not existing.is_dir() and existing.parent != existing:
         existing = existing.parent
-    stem = f".crm-names-{uuid.uuid4().hex[:12]}-"
-    composed = unicodedata.normalize("NFC", "\u00e9")
-    probe = existing / f"{stem}A{composed}.tmp"
+    # temp_path's hex digits are lower case, so the "A" is the only capital of the name.
+    probe = temp_path(existing / unicodedata.normalize("NFC", "crm-names-A\u00e9"))
     try:
         with open(probe, "x"):
             pass
     except OSError:
         return NameFolding(True, True, probed=False)
     try:
-        case = (existing / f"{stem}a{composed}.tmp").exists()
-        unicode_form = (existing / f"{stem}A{unicodedata.normalize('NFD', composed)}.tmp").exists()
+        case = probe.with_name(probe.name.replace("A", "a", 1)).exists()
+        unicode_form = probe.with_name(unicodedata.normalize("NFD", probe.name)).exists()
     finally:
         discard(probe)
     return NameFolding(case, unicode_form)

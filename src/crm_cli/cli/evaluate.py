@@ -61,12 +61,12 @@ def evaluate(
     from ..writing import write_png
 
     settings = options.settings()
-    failures: list[dict[str, str | None]] = []
+    failures: list[dict[str, str]] = []
 
-    def failed(name: str | None, image: Path | None, error: str, out: Console | None = None) -> None:
+    def failed(name: str, image: Path, error: str, out: Console | None = None) -> None:
         """Record and print one failed pair (even with -q: errors are not progress)."""
-        failures.append({"name": name, "image": None if image is None else str(image), "error": error})
-        report_failure(f"{name}: " if name else "", error, out)
+        failures.append({"name": name, "image": str(image), "error": error})
+        report_failure(f"{name}: ", error, out)
 
     fatal = FailureRecord(json_out, lambda failure: {"folder": str(folder), **failure, "n": 0,
                                                      "failed": len(failures), "failures": failures})
@@ -145,7 +145,7 @@ def evaluate(
         raise fatal.fail("no pair could be scored")
     # Failures in the order of the pairs, as listed (pairing problems first).
     order = {pair.name: index for index, pair in enumerate(pairs)}
-    failures.sort(key=lambda failure: order.get(failure["name"], -1))  # type: ignore[arg-type]
+    failures.sort(key=lambda failure: order.get(failure["name"], -1))
     coarse_scores, refined_scores, refine_seconds = scores.coarse, scores.refined, scores.refine_seconds
     schedules, per_image = scores.schedules, scores.images
     wall = time.perf_counter() - wall_start
