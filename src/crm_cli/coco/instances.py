@@ -255,37 +255,45 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any],
     scores = DatasetScore()
     for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
         image_id = gt_annotation.get("image_id")
-        error = None
         image = images.get(image_id) if is_json_id(image_id) else None
-        if image is None:
-            error = "its image_id is not in the ground truth's 'images'"
-        elif (height := _size(image.get("height"))) is None or (width := _size(image.get("width"))) is None:
-            error = (f"its image needs a whole positive 'height' and 'width', not {image.get('height')!r} "
-                     f"and {image.get('width')!r}")
-        else:
-            pred_image_id = pred_annotation.get("image_id", image_id)
-            if pred_image_id != image_id:  # the same id in files of other images: their scores would be meaningless
-                raise ValueError(f"annotation {gt_annotation.get('id')}: image_id {pred_image_id!r} in the predictions "
-                                 f"but {image_id!r} in the ground truth (are the two files of the same images?)")
-            runs = []
-            for side, annotation in (("ground truth", gt_annotation), ("prediction", pred_annotation)):
-                try:
-                    runs.append(runs_from_segmentation(annotation.get("segmentation"), height, width))
-                except InstanceError as exc:
-                    error = f"{side}: {exc}"
-                    break
-                except (ValueError, OverflowError) as exc:  # pycocotools on a size such as 10**30
-                    error = f"{side}: cannot be decoded at the image's size {width}x{height} ({exc})"
-                    break
-        if error is not None:
-            failure = {"id": gt_annotation.get("id"), "image_id": image_id, "error": error}
+        decoded = _decoded_pair(gt_annotation, pred_annotation, image)
+        if isinstance(decoded, str):
+            failure = {"id": gt_annotation.get("id"), "image_id": image_id, "error": decoded}
             if on_error is None:
-                raise ValueError(f"annotation {failure['id']} (image_id {image_id!r}): {error}")
+                raise ValueError(f"annotation {failure['id']} (image_id {image_id!r}): {decoded}")
             on_error(failure)
             continue
+        gt_runs, pred_runs, height, width = decoded
         name = f"{image.get('file_name', image.get('id'))}#{gt_annotation.get('id')}"
-        scores.add(score_instance(runs[1], runs[0], height, width, name))
+        scores.add(score_instance(pred_runs, gt_runs, height, width, name))
     return scores
+
+
+def _decoded_pair(gt_annotation: dict[str, Any], pred_annotation: dict[str, Any],
+                  image: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, int, int] | str:
+    """The ground truth's and the prediction's runs at their image's size, and that height and
+    width; or why the instance cannot be scored. Raises ValueError for a prediction of another
+    ``image_id`` (the two files are of other images: every score would be meaningless)."""
+    if image is None:
+        return "its image_id is not in the ground truth's 'images'"
+    height, width = _size(image.get("height")), _size(image.get("width"))
+    if height is None or width is None:
+        return (f"its image needs a whole positive 'height' and 'width', not {image.get('height')!r} "
+                f"and {image.get('width')!r}")
+    image_id = gt_annotation.get("image_id")
+    pred_image_id = pred_annotation.get("image_id", image_id)
+    if pred_image_id != image_id:
+        raise ValueError(f"annotation {gt_annotation.get('id')}: image_id {pred_image_id!r} in the predictions "
+                         f"but {image_id!r} in the ground truth (are the two files of the same images?)")
+    runs = []
+    for side, annotation in (("ground truth", gt_annotation), ("prediction", pred_annotation)):
+        try:
+            runs.append(runs_from_segmentation(annotation.get("segmentation"), height, width))
+        except InstanceError as exc:
+            return f"{side}: {exc}"
+        except (ValueError, OverflowError) as exc:  # pycocotools on a size such as 10**30
+            return f"{side}: cannot be decoded at the image's size {width}x{height} ({exc})"
+    return runs[0], runs[1], height, width
 
 
 def _size(value: Any) -> int | None:
