@@ -313,6 +313,14 @@ def say_if_possible(text: str) -> None:
         pass
 
 
+def warn_if_possible(text: str) -> None:
+    """:func:`warn` ``text``, unless stderr is gone with a terminal that hung up, as :func:`say_if_possible`."""
+    try:
+        warn(text)
+    except OSError:
+        pass
+
+
 def stop_behind(error: BaseException) -> bool:
     """Whether ``error`` was raised while a Ctrl-C or stop signal unwound the command: it is then
     no failure of its own, and :func:`stops_cleanly` must see it."""

@@ -7,7 +7,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +26,7 @@ from .common import (
     stop_words,
     user_errors,
     warn,
+    warn_if_possible,
 )
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
@@ -226,8 +227,7 @@ def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.
     on from; the Exit (128 + the signal's number: 130, 143 or 129) to raise."""
     signum = int(trainer.stop_signal) if trainer is not None and trainer.interrupted else int(signal.SIGINT)
     if trainer is not None and (summary := trainer.left_out_summary()):  # as at the end of a run
-        with suppress(OSError):  # as say_if_possible: stderr gone with a terminal that hung up
-            warn(summary)
+        warn_if_possible(summary)
     if trainer is not None and trainer.rank != 0:  # only rank 0 writes last.pt, so only it says where
         return typer.Exit(128 + signum)
     checkpoint = out / "last.pt"

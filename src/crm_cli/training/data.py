@@ -6,7 +6,7 @@ batch is a pure function of (seed, step) and resumed runs see exactly the same s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..evaluation import Sample
+from ..imageio import ImageReadError
 from ..pairing import FilePair, find_pairs
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
@@ -30,6 +31,9 @@ ZOOM_SHARE = 0.5
 MOST_UNREADABLE = 0.1
 # The seed of the order in which other pairs are tried as the stand-in of an unreadable one.
 STAND_IN_SEED = 4242
+# What reading a pair's files (or a network mask) raises when they cannot be read or do not fit:
+# the pair is then unreadable (SizeMismatchError is a ValueError).
+UNREADABLE_PAIR_ERRORS = (ImageReadError, ValueError)
 
 
 class UnreadablePairsError(ValueError):
@@ -59,7 +63,7 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
     (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
     range). A file damaged after its header passes, and is left out when first read (``PairCache``
     with ``stand_ins``)."""
-    from ..imageio import ImageReadError, probe_image, read_image, read_mask, refusal_needs_decoding
+    from ..imageio import probe_image, read_image, read_mask, refusal_needs_decoding
     from ..masks import check_mask_size
 
     problems = []
@@ -75,7 +79,7 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
                 check_mask_size(header.shape, image.shape, str(pair.image), str(path))
                 if refusal_needs_decoding(header, as_mask=True):
                     read_mask(path)
-        except (ImageReadError, ValueError) as exc:  # SizeMismatchError is a ValueError
+        except UNREADABLE_PAIR_ERRORS as exc:
             problems.append(str(exc))
     return problems
 
@@ -87,9 +91,14 @@ def network_mask_paths(pair: FilePair, network_dirs: Sequence[Path]) -> tuple[Pa
 
 def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int = 10) -> ValueError:
     """The error for :func:`pair_problems`' findings among ``total`` pairs ``where`` ("that the run
-    reads"): how many, and the first ``shown`` of them."""
-    return ValueError(f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:"
-                      f"{listed_problems(problems, shown)}")
+    reads"), with :func:`unusable_pairs_message`."""
+    return ValueError(unusable_pairs_message(problems, total, where, shown))
+
+
+def unusable_pairs_message(problems: Sequence[str], total: int, where: str, shown: int = 10) -> str:
+    """How many of ``total`` pairs ``where`` cannot be read (``problems``), and the first ``shown`` of them."""
+    return (f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:"
+            f"{listed_problems(problems, shown)}")
 
 
 def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
@@ -126,20 +135,19 @@ def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> 
 
 
 def synthetic_samples(pairs: Sequence[FilePair], seed: int = SYNTHETIC_SEED,
-                      left_out: dict[str, str] | None = None) -> Iterator[Sample]:
+                      on_error: Callable[[str, Exception], None] | None = None) -> Iterator[Sample]:
     """Samples of image/GT pairs (the mask is the GT) with synthetic coarse masks, read lazily.
 
-    A pair that cannot be read raises, or with ``left_out`` is skipped and recorded there (its name:
-    the reason, which names the file); the other pairs keep their coarse masks."""
-    from ..imageio import ImageReadError
-
+    A pair that cannot be read raises, or with ``on_error`` is passed to it (name, error, which names
+    the file) and left out, as :func:`~crm_cli.evaluation.folder_samples` does; the other pairs keep
+    their coarse masks."""
     for index, pair in enumerate(pairs):
         try:
             image, gt = load_pair(pair)
-        except (ImageReadError, ValueError) as exc:
-            if left_out is None:
+        except UNREADABLE_PAIR_ERRORS as exc:
+            if on_error is None:
                 raise
-            left_out[pair.name] = str(exc)
+            on_error(pair.name, exc)
             continue
         yield Sample(pair.name, image, synthetic_coarse(gt, index, seed), gt)
 
@@ -267,11 +275,10 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
 
 @dataclass
 class ReadNotes:
-    """What a :class:`PairCache` met since its notes were last taken: ``draws`` reads of a pair
-    (:meth:`PairCache.get`), ``stood_in`` of them answered by another pair, and the files found
-    unreadable in this process (pair name, or network mask path: the reason, which names the file)."""
+    """What a :class:`PairCache` met since its notes were last taken: ``stood_in`` reads of a pair
+    (:meth:`PairCache.get`) answered by another pair, and the files found unreadable in this process
+    (pair name, or network mask path: the reason, which names the file)."""
 
-    draws: int = 0
     stood_in: int = 0
     unreadable_pairs: dict[str, str] = field(default_factory=dict)
     unreadable_network_masks: dict[str, str] = field(default_factory=dict)
@@ -316,7 +323,6 @@ class PairCache:
 
     def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decoded (image, gt) for pair ``index``; with ``stand_ins``, those of its :meth:`stand_in`."""
-        self._notes.draws += 1
         if not self.stand_ins:
             return self._decoded(index)
         usable = self.stand_in(index)
@@ -333,7 +339,7 @@ class PairCache:
             self._stand_in[index] = next((k for k in self._candidates(index) if self._readable(k)), -1)
         if self._stand_in[index] < 0:
             problems = [self._unreadable[k] for k in sorted(self._unreadable)]
-            raise UnreadablePairsError(str(unusable_pairs_error(problems, len(self.pairs), "to train on")))
+            raise UnreadablePairsError(unusable_pairs_message(problems, len(self.pairs), "to train on"))
         return self._stand_in[index]
 
     def take_notes(self) -> ReadNotes:
@@ -350,15 +356,13 @@ class PairCache:
     def _readable(self, index: int) -> bool:
         """Whether pair ``index`` can be read: decoded into the cache on the first call, or noted as
         unreadable (once per process)."""
-        from ..imageio import ImageReadError
-
         if index in self._cache:
             return True
         if index in self._unreadable:
             return False
         try:
-            self._cache[index] = load_pair(self.pairs[index])
-        except (ImageReadError, ValueError) as exc:
+            self._decoded(index)
+        except UNREADABLE_PAIR_ERRORS as exc:
             self._unreadable[index] = str(exc)
             self._notes.unreadable_pairs[self.pairs[index].name] = str(exc)
             return False
@@ -373,7 +377,7 @@ class PairCache:
     def network_masks(self, index: int) -> tuple[np.ndarray, ...]:
         """The network masks of pair ``index`` (float32 {0, 1}, the photo's size); () when none.
         With ``stand_ins``, those of its :meth:`stand_in` that can be read."""
-        from ..imageio import ImageReadError, read_mask
+        from ..imageio import read_mask
         from ..masks import match_mask_to_image
 
         if self.stand_ins:
@@ -385,7 +389,7 @@ class PairCache:
             for path in self._network_paths.get(index, ()):
                 try:
                     mask, _ = match_mask_to_image(read_mask(path), shape, str(pair.image), str(path))
-                except (ImageReadError, ValueError) as exc:
+                except UNREADABLE_PAIR_ERRORS as exc:
                     if not self.stand_ins:
                         raise
                     self._notes.unreadable_network_masks[str(path)] = str(exc)

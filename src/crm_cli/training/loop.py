@@ -38,6 +38,7 @@ from ..writing import write_atomic
 from .coarse import CoarseMix
 from .data import (
     MOST_UNREADABLE,
+    UNREADABLE_PAIR_ERRORS,
     DataMix,
     PairCache,
     ReadNotes,
@@ -329,12 +330,12 @@ class Trainer:
         self.interrupted = False  # Ctrl-C asked the run to stop at the next step boundary
         self.stop_signal: signal.Signals = signal.SIGINT  # the signal that did (SIGINT, SIGTERM or SIGHUP)
         self.net: torch.nn.Module = self.model
-        # What this process left out as unreadable (name or path: the reason, naming the file), and the
-        # pairs its batches drew, of which stood_in were another pair's stand-in. left_out also holds the
+        # What this process left out as unreadable (name or path: the reason, naming the file), and how
+        # many pairs its batches drew were another pair's stand-in (stood_in). left_out also holds the
         # training pairs a resumed run's checkpoint had found unreadable and still are (resume).
         self.left_out: dict[str, str] = {}
         self.left_out_network_masks: dict[str, str] = {}
-        self.draws = self.stood_in = 0
+        self.stood_in = 0
         self._warned: set[str] = set()  # the loader workers' warnings shown
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -410,14 +411,12 @@ class Trainer:
         be read, warning of each; a fixed or removed one is not. The run then judges the same pairs as
         the straight run would have by its step (:meth:`too_damaged`), while the workers it starts
         have read none yet."""
-        from ..imageio import ImageReadError
-
         pairs = {pair.name: pair for pair in self.cache.pairs}
         for name in names:
             if name in pairs and name not in self.left_out:
                 try:
                     load_pair(pairs[name])
-                except (ImageReadError, ValueError) as exc:
+                except UNREADABLE_PAIR_ERRORS as exc:
                     self._leave_out(name, str(exc))
 
     # -------------------------------------------------------------- training
@@ -468,7 +467,6 @@ class Trainer:
             if path not in self.left_out_network_masks:
                 self.left_out_network_masks[path] = reason
                 logger.warning("%s; left out of the network masks", reason)
-        self.draws += reads.draws
         self.stood_in += reads.stood_in
         if notes.failure:
             raise ValueError(notes.failure)
@@ -941,7 +939,7 @@ def synthetic_set(prefix: str, pairs: list[FilePair], where: str) -> ValidationS
     one stage at s = 1. A pair that cannot be read is left out by :func:`checked_left_out`'s rule,
     ``where`` naming the set."""
     left_out: dict[str, str] = {}
-    samples = list(synthetic_samples(pairs, left_out=left_out))
+    samples = list(synthetic_samples(pairs, on_error=lambda name, exc: left_out.setdefault(name, str(exc))))
     return ValidationSet(prefix, samples, (1.0,), checked_left_out(left_out, len(pairs), where))
 
 
