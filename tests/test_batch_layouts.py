@@ -553,7 +553,10 @@ def test_zero_padding_is_ignored_only_in_the_last_number_of_the_file_name(tmp_pa
           "shot/v1.2.jpg", "shot/v1.02_mask.png")
     found = scan_pairs(tmp_path / "shot")
     assert [(pair.name, pair.mask.name) for pair in found.pairs] == [("frame_7", "frame_0007_mask.png")]
-    assert [failure.name for failure in found.failures] == ["crop_0.05", "crop_0.5_mask", "v1.02_mask", "v1.2"]
+    assert [failure.name for failure in found.failures] == ["crop_0.05", "v1.2"]
+    # Their photos missing, crop_0.5_mask.png and v1.02_mask.png are masks (as frame_0007_mask.png is) left out.
+    assert found.notes == [padded_note(1, tmp_path / "shot/frame_7.jpg", tmp_path / "shot/frame_0007_mask.png"),
+                           f"2 masks without an image ignored, e.g. {tmp_path / 'shot/crop_0.5_mask.png'}"]
 
 
 def test_photos_of_one_name_with_padding_ignored_take_no_mask_by_it(tmp_path: Path) -> None:

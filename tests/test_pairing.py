@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,37 @@ def test_two_folders_leave_out_the_output_folder(tmp_path: Path) -> None:
     assert [pair.name for pair in found.pairs] == ["a"] and found.failures == [] and found.notes == []
     assert [pair.name for pair in scan_folder_pairs(shots, mattes, exclude=tmp_path).pairs] == ["a"]
     assert [failure.name for failure in scan_folder_pairs(shots, mattes).failures] == ["refined/a", "refined/x"]
+
+
+def test_each_name_is_put_in_nfc_once_across_the_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Frame_1`` pairs with ``frame_0001_mask`` only with letter case and zero-padding ignored, in
+    the last of the rounds: each name is still put in NFC once, its other forms built on that."""
+    _touch(tmp_path, "shots/Frame_1.jpg", "shots/b.jpg", "mattes/frame_0001_mask.png", "mattes/B.png")
+    texts: Counter[str] = Counter()
+    normalize = unicodedata.normalize
+
+    def counting(form: str, text: str) -> str:
+        texts[text] += 1
+        return normalize(form, text)
+
+    monkeypatch.setattr(unicodedata, "normalize", counting)
+    found = scan_folder_pairs(tmp_path / "shots", tmp_path / "mattes")
+    assert {pair.name: pair.mask.name for pair in found.pairs} == {"Frame_1": "frame_0001_mask.png", "b": "B.png"}
+    assert texts == Counter({"Frame_1": 1, "b": 1, "frame_0001_mask": 1, "B": 1})
+
+
+def test_each_of_two_folders_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``crm batch shots --masks mattes -o out``: each folder is resolved once and passed down, not
+    again by each step that needs it (no link below them: nothing else is resolved)."""
+    _touch(tmp_path, "shots/a.jpg", "shots/sub/b.jpg", "mattes/a.png", "mattes/sub/b_mask.png")
+    resolved: list[str] = []
+    realpath = os.path.realpath
+
+    def counting(path: str | os.PathLike[str], *args: bool, **kwargs: bool) -> str:
+        resolved.append(os.fspath(path))
+        return realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", counting)
+    found = scan_folder_pairs(tmp_path / "shots", tmp_path / "mattes", exclude=tmp_path / "out")
+    assert [pair.name for pair in found.pairs] == ["a", "sub/b"] and found.failures == [] and found.notes == []
+    assert sorted(resolved) == [str(tmp_path / name) for name in ("mattes", "out", "shots")]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -118,7 +117,7 @@ class _Walk:
 
 
 def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
-          skip: Sequence[str] = (), apart: str | None = None) -> _Walk:
+          skip: Sequence[str] = (), apart: str | None = None, real: str | None = None) -> _Walk:
     """The visible files below ``folder`` whose extension (any case) is one of ``suffixes``.
 
     Hidden files and folders (a name starting with a dot: ``.DS_Store``, AppleDouble ``._x.png``)
@@ -129,12 +128,13 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
     followed. Files whose resolved path lies in the resolved folder ``exclude`` are listed apart.
     Nothing whose resolved path lies in the resolved folder ``apart`` is taken (the masks folder
     for the walk of the photos' one, and the reverse), unless ``folder`` lies there itself: the
-    files and folders leading there are listed in ``apart``.
+    files and folders leading there are listed in ``apart``. ``real`` is ``folder`` resolved, where
+    the caller has resolved it already.
     One ``os.scandir`` per folder and a path resolved per link and per folder only: 20,000 frames
     are listed in well under a second.
     """
     found = _Walk()
-    start = os.path.realpath(folder)
+    start = real if real is not None else os.path.realpath(folder)
     if _under(start, apart):
         apart = None  # the walk's own folder lies there: leaving that out would leave out everything
     visited = {start}  # real paths of the folders searched, or queued to be
@@ -223,14 +223,14 @@ def _skipped_note(*walks: _Walk) -> list[str]:
             "searched already or to one holding the folder searched (each folder is searched once)"]
 
 
-def _apart_note(walk: _Walk, other: Path, masks: bool = True) -> list[str]:
-    """The note on the paths of one folder that lead into the ``other`` one (none: no note): into the
-    masks folder for the walk of the photos' one (``masks``), else into the photos' folder.
+def _apart_note(walk: _Walk, other: Path, given: str, masks: bool = True) -> list[str]:
+    """The note on the paths of one folder that lead into the ``other`` one (resolved: ``given``;
+    none: no note): into the masks folder for the walk of the photos' one (``masks``), else into
+    the photos' folder.
 
     The other folder itself, met as a folder rather than through a link of the walk's own (``crm
     batch shots --masks shots/mattes``, or ``--masks m`` where ``m -> shots/mattes``), is left out
     without a note: it was named as the other folder."""
-    given = os.path.realpath(other)
     apart = [(path, real) for path, real in walk.apart if real != given or os.path.islink(path)]
     if not apart:
         return []
@@ -296,13 +296,13 @@ def _number_key(key: Path) -> str:
     number of its last part read without its zeros (see :func:`_unpadded`), so frames numbered with
     other zero-padding (``frame_7``, ``frame_0007``, ``frame_000007_mask``: ffmpeg's ``%d``,
     ``%04d``, ``%06d``) have one key; its folders and other numbers are compared as they are."""
-    folder, slash, name = _name_key(key, fold=True).rpartition("/")
+    return _padding_key(_name_key(key, fold=True))
+
+
+def _padding_key(folded: str) -> str:
+    """:func:`_number_key` of a name already in NFC and case-folded (``folded``)."""
+    folder, slash, name = folded.rpartition("/")
     return folder + slash + _unpadded(name)
-
-
-# The forms _match compares names in, one after the other: as they are, then with letter case
-# ignored, then with zero-padding ignored as well.
-_NAME_FORMS: tuple[Callable[[Path], str], ...] = (_name_key, partial(_name_key, fold=True), _number_key)
 
 
 @dataclass
@@ -327,23 +327,39 @@ def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """The photos and the masks among ``files``, told apart in each folder by the names beside them:
     a file whose own mask name (``<stem>_mask.*``, ``<stem>-matte.*``...) lies beside it is a photo;
     else a file named ``<name>`` + a suffix of MASK_NAME_SUFFIXES is a mask when ``<name>.*`` lies
-    beside it; any other file is a photo (``ski-mask.jpg`` alone: a photo without its mask). Names
-    are compared as :func:`_match` compares them at the most: in NFC, letter case and zero-padding
-    ignored (``frame_0001_mask.png`` beside ``frame_1.png`` is its mask)."""
+    beside it. A file so named whose ``<name>.*`` is missing is a mask as well (one without its
+    photo, which pairing leaves out with a note) when another file of its folder with the same
+    suffix is the mask of a photo beside it: ``b_mask.png`` beside ``a.jpg`` + ``a_mask.png``. Any
+    other file is a photo: ``ski-mask.jpg`` alone, whether its folder holds no pair or only pairs
+    of other suffixes (``a.jpg`` + ``a_mask.png``), is a photo without its mask. Names are compared
+    as :func:`_match` compares them at the most: in NFC, letter case and zero-padding ignored
+    (``frame_0001_mask.png`` beside ``frame_1.png`` is its mask, ``B_MASK.png`` has the suffix
+    ``_mask``)."""
     folded = [_number_key(Path(path.stem)) for path in files]
     beside: dict[Path, set[str]] = {}
     for path, stem in zip(files, folded, strict=True):
         beside.setdefault(path.parent, set()).add(stem)
-    photos, masks = [], []
-    for path, stem in zip(files, folded, strict=True):
+    is_mask: list[bool] = []
+    # Files named like a mask whose photo is missing (index in files, suffix): which they are, photos
+    # or masks, is known once every mask of a photo beside it is.
+    pending: list[tuple[int, str]] = []
+    paired: set[tuple[Path, str]] = set()  # (folder, suffix) of each mask whose photo lies beside it
+    for index, (path, stem) in enumerate(zip(files, folded, strict=True)):
         names = beside[path.parent]
         suffix = _mask_suffix(stem)
-        if any(stem + own in names for own in MASK_NAME_SUFFIXES):
-            photos.append(path)
-        elif suffix is not None and stem[: -len(suffix)] in names:
-            masks.append(path)
+        if suffix is None or any(stem + own in names for own in MASK_NAME_SUFFIXES):
+            is_mask.append(False)
+            continue
+        mask = stem[: -len(suffix)] in names
+        if mask:
+            paired.add((path.parent, suffix))
         else:
-            photos.append(path)
+            pending.append((index, suffix))
+        is_mask.append(mask)
+    for index, suffix in pending:
+        is_mask[index] = (files[index].parent, suffix) in paired
+    photos = [path for path, mask in zip(files, is_mask, strict=True) if not mask]
+    masks = [path for path, mask in zip(files, is_mask, strict=True) if mask]
     return photos, masks
 
 
@@ -358,8 +374,9 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     and a mask that fits several images goes to none of them (``Cat`` and ``cat`` for ``CAT``):
     failures, never a guess. In the zero-padding rounds the images paired already count among
     those a mask fits, so of photos ``a_1`` and ``a_01`` neither takes a mask by its padding. Each
-    name is put in each form once at the most, and the masks are indexed once per form, only where
-    an earlier form left an image unpaired: linear in the names.
+    name is put in NFC and case-folded once at the most across the forms (each form builds on the
+    one before), and the masks are indexed once per form, only where an earlier form left an image
+    unpaired: linear in the names.
     """
     same, suffixed = tuple(s for s in suffixes if not s), tuple(s for s in suffixes if s)
     found = _Matched()
@@ -368,10 +385,29 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     def unpaired(key: Path) -> bool:
         return key not in found.matched and key not in found.ambiguous and key not in found.contested
 
-    for form in _NAME_FORMS:
+    # Each name put in NFC and case-folded once at the most, whatever the rounds it takes part in.
+    nfc: dict[Path, str] = {}
+    folded: dict[Path, str] = {}
+
+    def as_is(key: Path) -> str:
+        if key not in nfc:
+            nfc[key] = _name_key(key)
+        return nfc[key]
+
+    def case_folded(key: Path) -> str:
+        if key not in folded:
+            folded[key] = as_is(key).casefold()
+        return folded[key]
+
+    def padding_ignored(key: Path) -> str:
+        return _padding_key(case_folded(key))
+
+    # The forms names are compared in, one after the other: as they are, then with letter case
+    # ignored, then with zero-padding ignored as well.
+    for form in (as_is, case_folded, padding_ignored):
         if not any(unpaired(key) for key in images):
             break
-        padding = form is _number_key
+        padding = form is padding_ignored
         names = {key: form(key) for key in images if padding or unpaired(key)}
         index: dict[str, list[Path]] = {}
         for key in masks:
@@ -472,28 +508,33 @@ class _Inputs:
     guessed_in: Path | None = None
 
 
-def _outside(folder: Path, excluded: str | None) -> str | None:
-    """``excluded`` (a resolved folder), or None when ``folder`` lies in it: an output folder around
-    an input folder holds it whole, and nothing of it is an output."""
-    return None if _under(os.path.realpath(folder), excluded) else excluded
+def _outside(real: str, excluded: str | None) -> str | None:
+    """``excluded`` (a resolved folder), or None when the resolved input folder ``real`` lies in it:
+    an output folder around an input folder holds it whole, and nothing of it is an output."""
+    return None if _under(real, excluded) else excluded
 
 
-def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layout: str, root: Path) -> _Inputs:
+def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layout: str, root: Path,
+                   real: tuple[str, str] | None = None) -> _Inputs:
     """The photos below ``images_dir`` and the masks below ``masks_dir``, ``root`` being the folder
-    the messages name. Each folder is walked without what lies in the other (see :func:`_walk`'s
-    ``apart``): a path of one that leads into the other (a link, or the other folder inside it) is
-    skipped with a note, so no mask is taken for a photo and no photo for a mask. Raises
-    NoPairsError when there is no photo."""
-    found_images = _walk(images_dir, IMAGE_SUFFIXES, _outside(images_dir, excluded),
-                         apart=os.path.realpath(masks_dir))
-    found_masks = _walk(masks_dir, IMAGE_SUFFIXES, _outside(masks_dir, excluded), apart=os.path.realpath(images_dir))
+    the messages name; ``real`` is the two folders resolved, where the caller has resolved them
+    already (each is resolved once). Each folder is walked without what lies in the other (see
+    :func:`_walk`'s ``apart``): a path of one that leads into the other (a link, or the other folder
+    inside it) is skipped with a note, so no mask is taken for a photo and no photo for a mask.
+    Raises NoPairsError when there is no photo."""
+    real_images, real_masks = real if real is not None else (os.path.realpath(images_dir),
+                                                             os.path.realpath(masks_dir))
+    found_images = _walk(images_dir, IMAGE_SUFFIXES, _outside(real_images, excluded), apart=real_masks,
+                         real=real_images)
+    found_masks = _walk(masks_dir, IMAGE_SUFFIXES, _outside(real_masks, excluded), apart=real_images,
+                        real=real_masks)
     images = _keyed(found_images.files, images_dir)
     if not images:
         holder = "it" if root == images_dir else str(images_dir)
         raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files" + _formats_hint(found_images)
-                           + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir)))
-    notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir)
-             + _apart_note(found_masks, images_dir, masks=False))
+                           + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir, real_masks)))
+    notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir, real_masks)
+             + _apart_note(found_masks, images_dir, real_images, masks=False))
     return _Inputs(layout, images, _keyed(found_masks.files, masks_dir), ("", *MASK_NAME_SUFFIXES),
                    images_inside=_keyed(found_images.inside, images_dir),
                    masks_inside=_keyed(found_masks.inside, masks_dir),
@@ -614,9 +655,11 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
       output ``<name>_mask.png``.
     - photos and masks side by side: ``<name>.*`` + ``<name>_mask.*`` (or another suffix of
       MASK_NAME_SUFFIXES), output ``<name>.png``. A file is told apart by the names beside it (see
-      :func:`_side_by_side`: ``ski-mask.jpg`` with ``ski-mask_mask.png`` beside it is a photo);
-      files named ``*_gt``/``*_seg`` are left out with a note, and so are photos in folders holding
-      no mask (an earlier output folder is one).
+      :func:`_side_by_side`: ``ski-mask.jpg`` with ``ski-mask_mask.png`` beside it is a photo;
+      ``b_mask.png`` without ``b.*`` is a mask without an image, a note as in images/ + masks/, if
+      another ``*_mask`` file beside it is a photo's mask, else a photo without its mask); files
+      named ``*_gt``/``*_seg`` are left out with a note, and so are photos in folders holding no
+      mask (an earlier output folder is one).
 
     Names are compared in Unicode NFC; where no mask has the same letter case, with case ignored;
     and where none fits so either, with the last number of the name read without its zeros
@@ -636,16 +679,18 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     without masks are failures instead). Outputs that would be one file on some disks are not
     checked here: see :func:`split_output_clashes`.
     """
-    excluded = _outside(root, os.path.realpath(exclude) if exclude is not None else None)
+    real = os.path.realpath(root)
+    excluded = _outside(real, os.path.realpath(exclude) if exclude is not None else None)
     if (root / "images").is_dir() and (root / "masks").is_dir():
         inputs = _folder_inputs(root / "images", root / "masks", excluded, LAYOUT_FOLDERS, root)
-        stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks")).files
+        stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks"),
+                                        real=real).files
                  if path.stem.endswith("_im") and len(path.stem) > 3]
         if stray:
             inputs.notes.append(f"{count_noun(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ "
                                 "and masks/ folders, only those are paired")
         return _pair_inputs(inputs, exclude)
-    walked = _walk(root, IMAGE_SUFFIXES, excluded)
+    walked = _walk(root, IMAGE_SUFFIXES, excluded, real=real)
     images = _keyed(walked.files, root, "_im")
     if not images:
         return _pair_inputs(_side_by_side_inputs(walked, root), exclude)
@@ -666,12 +711,14 @@ def scan_folder_pairs(images_dir: Path, masks_dir: Path, exclude: Path | None = 
     NoPairsError when the two are one folder (photos with their masks beside them are
     :func:`scan_pairs`' side-by-side layout) or the photos' folder holds no image.
     """
-    if os.path.realpath(images_dir) == os.path.realpath(masks_dir):
+    real = os.path.realpath(images_dir), os.path.realpath(masks_dir)  # each folder resolved once, passed down
+    if real[0] == real[1]:
         raise NoPairsError(f"{images_dir}: no pairs found; the masks folder {masks_dir} is this folder itself: "
                            "photos with their masks beside them, named <name> and <name>_mask (or -matte...), "
                            "pair without --masks (the side-by-side layout)")
     excluded = os.path.realpath(exclude) if exclude is not None else None
-    return _pair_inputs(_folder_inputs(images_dir, masks_dir, excluded, LAYOUT_MASKS_DIR, images_dir), exclude)
+    return _pair_inputs(_folder_inputs(images_dir, masks_dir, excluded, LAYOUT_MASKS_DIR, images_dir, real),
+                        exclude)
 
 
 def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
@@ -742,12 +789,13 @@ def _mask_files(folder: Path, walks: list[_Walk], other: Path | None = None) -> 
     sorted. Hidden files and folders are left out, and so is what lies in the real folder of
     ``other`` (the other argument of ``crm score``: a folder inside this one, or linked from it),
     unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`_skipped_note`)."""
+    real = os.path.realpath(folder)
     skip = None
     if other is not None:
         skip = os.path.realpath(other)
-        if _under(os.path.realpath(folder), skip):
+        if _under(real, skip):
             skip = None
-    walked = _walk(folder, MASK_EXTENSIONS, skip)
+    walked = _walk(folder, MASK_EXTENSIONS, skip, real=real)
     walks.append(walked)
     return walked.files
 
