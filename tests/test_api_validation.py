@@ -203,7 +203,9 @@ def test_unverified_weights_load_with_a_warning(tiny_weights: Path, tmp_path: Pa
         bare = copy_without_sidecar(tiny_weights, tmp_path / "bare")
         unchecked = Refiner(bare, device="cpu")
     assert [r.getMessage() for r in caplog.records] == [
-        f"weights {bare} are not verified: no sidecar with a sha256 (tiny.json)"]
+        f"weights {bare} are not verified: no sidecar with a sha256 (tiny.json); without it no exported ONNX "
+        "encoder, the faster CPU backend, is used either: copy the .json file (and any .encoder.onnx) that came "
+        "with the weights beside them"]
     assert checked.weights_info.verified and checked.weights_info.sha256 == sha256_file(tiny_weights)
     assert not unchecked.weights_info.verified and unchecked.weights_info.sha256 == sha256_file(bare)
     # A sidecar without a "sha256" verifies nothing either.
