@@ -584,8 +584,9 @@ def test_crm_score_pairs_no_names_across_zero_padding(tmp_path: Path) -> None:
     """crm score pairs a ground truth with the prediction at its own relative path (crm eval -o
     writes them so): frame_0001.png is no prediction of frame_1.png."""
     touch(tmp_path, "gt/frame_1.png", "pred/frame_0001.png")
-    with pytest.raises(FileNotFoundError, match="1 of 1 ground truths have no prediction"):
-        scan_predictions(tmp_path / "pred", tmp_path / "gt")
+    found = scan_predictions(tmp_path / "pred", tmp_path / "gt")
+    assert found.pairs == []
+    assert [(failure.name, failure.image.name) for failure in found.failures] == [("frame_1", "frame_1.png")]
 
 def test_eval_says_what_it_reads_for_the_layout_found(tmp_path: Path) -> None:
     """A side-by-side folder has no <name>_im files to speak of: eval says it reads the BIG layout."""

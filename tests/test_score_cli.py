@@ -79,12 +79,14 @@ def test_pred_suffix_picks_one(big: Path) -> None:
         "a": 100 / 400, "b": 100 / 400, "c": 360 / 440}
 
 
-def test_pred_suffix_missing_lists_names(big: Path) -> None:
-    result = runner.invoke(app, ["score", str(big), str(big), "--pred-suffix", "_mask"])
+def test_pred_suffix_missing_names_each_and_scores_the_rest(big: Path) -> None:
+    result = runner.invoke(app, ["score", str(big), str(big), "--pred-suffix", "_mask", "--json"])
     assert result.exit_code == 1
     err = _squash(result.stderr)
-    assert "error:" in err and "2of3" in err and "b,c" in err
-    assert result.stdout == ""
+    assert "error:" not in err and "2of3groundtruthsfailed" in err
+    assert "failed:b:nopredictionfor" in err and "(triedb_mask)" in err and "failed:c:" in err
+    payload = json.loads(result.stdout)
+    assert _ious(payload) == {"a": 1.0} and [f["name"] for f in payload["failures"]] == ["b", "c"]
 
 
 def test_separate_folders(tmp_path: Path, big: Path) -> None:
@@ -175,13 +177,14 @@ def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
     assert result.stderr.count("error:") == 1
 
 
-def test_missing_prediction_is_an_error(tmp_path: Path) -> None:
+def test_missing_prediction_fails_that_pair(tmp_path: Path) -> None:
     _write(tmp_path / "gt" / "x.png", GT)
     _write(tmp_path / "gt" / "y.png", GT)
     _write(tmp_path / "pred" / "x.png", GT)
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
     assert result.exit_code == 1
-    assert "1of2" in _squash(result.stderr) and _squash(result.stderr).endswith(":y")
+    err = _squash(result.stderr)
+    assert "failed:y:" in err and "1of2groundtruthsfailed" in err and "dataset(n=1)" in err
 
 
 def test_unreadable_mask_names_the_file(tmp_path: Path) -> None:
@@ -291,7 +294,8 @@ def test_nested_folders_pair_by_relative_path(tmp_path: Path, big: Path) -> None
     assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"s1/x": 1.0, "s2/x": 100 / 400}
     _write(tmp_path / "gt" / "s3" / "y.png", GT)
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
-    assert result.exit_code == 1 and _squash(result.stderr).endswith(":s3/y")
+    assert result.exit_code == 1 and "failed:s3/y:" in _squash(result.stderr)
+    assert "(trieds3/y_mask,s3/y,s3/y_seg)" in _squash(result.stderr)
 
 
 def test_eval_outputs_score_the_same_from_the_files(tiny_weights: Path, tmp_path: Path) -> None:

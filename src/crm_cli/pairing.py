@@ -842,9 +842,11 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     followed, each real folder once and never one around the folder searched (a note counts those
     skipped). Where a name exists in several formats, one file is used (PNG, TIFF, BMP, WebP, JPEG,
     then GIF) and each ground-truth name is scored once.
-    Raises FileNotFoundError listing the ground truths that have no prediction, NoPairsError when
-    there is no ground truth to score at all, and ValueError when the two arguments cannot be paired
-    (a folder of ground truths with one file).
+    In folders, a ground truth without its prediction is a failure of its own (``Pairing.failures``,
+    the ground truth as its file), so the others can still be scored. Raises FileNotFoundError when
+    PRED or GT is missing, or when the one ground-truth file has no prediction in the PRED folder,
+    NoPairsError when there is no ground truth to score at all, and ValueError when the two
+    arguments cannot be paired (a folder of ground truths with one file).
     """
     suffixes = (pred_suffix,) if pred_suffix is not None else PRED_SUFFIXES
     if not gt.exists():
@@ -880,20 +882,18 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         by_name.setdefault(_base_name(gt_file, gt), []).append(gt_file)
 
     index, shadowed = _index(_mask_files(pred, walks, other=gt), pred)
-    pairs, missing = [], []
+    pairs: list[ScorePair] = []
+    failures: list[PairFailure] = []
     for name, files in by_name.items():
         gt_file = _pick(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)
         if found is None:
-            missing.append(name)
+            tried = ", ".join(name + suffix for suffix in suffixes)
+            failures.append(PairFailure(name, gt_file, f"no prediction for {gt_file} in {pred} (tried {tried})"))
             continue
         notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
         pairs.append(ScorePair(name, found, gt_file))
-    if missing:
-        tried = " / ".join(f"<name>{s}" for s in suffixes)
-        raise FileNotFoundError(f"{len(missing)} of {len(by_name)} ground truths have no prediction "
-                                f"({tried}) in {pred}: {listed(missing)}")
-    return Pairing(pairs, notes=_skipped_note(*walks) + notes)
+    return Pairing(pairs, failures, _skipped_note(*walks) + notes)
 
 
 def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:

@@ -13,7 +13,9 @@ from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
 
-Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4"""
+Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4
+
+With -o - the strip is written to stdout as PNG bytes (refused when stdout is a terminal)."""
 
 
 def compare(
@@ -22,8 +24,9 @@ def compare(
                                            show_default=False)],
     refined: Annotated[Path, typer.Argument(metavar="REFINED", dir_okay=False, help="The refined mask (any bit depth).",
                                             show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, metavar="FILE",
-                                         help="Image to write: .png, .tif or .webp.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", allow_dash=True, dir_okay=False, metavar="FILE",
+                                         help="Image to write: .png, .tif or .webp, or - for PNG on stdout.",
+                                         show_default=False)],
     gt: Annotated[Path | None, typer.Argument(metavar="GT", dir_okay=False, help="Optional ground-truth mask.",
                                               show_default=False)] = None,
     crops: Annotated[int, typer.Option("--crops", min=0, max=16, metavar="N", help="Number of zoomed crops.")] = 3,
@@ -32,18 +35,24 @@ def compare(
         show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a comparison strip (PNG, TIFF or lossless WebP, by the output's extension)."""
-    check_output_name(output)
-    # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
-    for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
-        if path is not None and same_file(path, output):
-            raise fail(f"-o {output} is the {role} file {path}; writing there would replace it with the "
-                       "comparison strip", code=2)
+    """Write a comparison strip (PNG, TIFF or lossless WebP, by the output's extension; PNG with -o -)."""
+    import sys
+
+    to_stdout = str(output) == "-"
+    if to_stdout and sys.stdout.isatty():  # as crm refine -o -
+        raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+    if not to_stdout:
+        check_output_name(output)
+        # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
+        for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
+            if path is not None and same_file(path, output):
+                raise fail(f"-o {output} is the {role} file {path}; writing there would replace it with the "
+                           "comparison strip", code=2)
     with stops_cleanly(), user_errors():
         from ..compare import compare_strip
         from ..imageio import read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image
-        from ..writing import write_image
+        from ..writing import encode_image, write_bytes_stdout, write_image
 
         rgb, orientation, notes = read_image_noted(image)
         for note in notes:  # warnings, as in crm refine: -q keeps them
@@ -59,9 +68,12 @@ def compare(
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
-        write_image(output, strip)
+        if to_stdout:
+            write_bytes_stdout(encode_image(strip, fmt="PNG"))
+        else:
+            write_image(output, strip)
     if not quiet:
-        say(f"wrote {output} ({strip.shape[1]}x{strip.shape[0]})")
+        say(f"wrote {'<stdout>' if to_stdout else output} ({strip.shape[1]}x{strip.shape[0]})")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from .common import (
     percent,
     report_failure,
     say,
+    stop_behind,
     stops_cleanly,
     threshold_option,
     user_errors,
@@ -25,7 +26,8 @@ from .common import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..metrics import DatasetScore
+    from ..metrics import DatasetScore, ImageScore
+    from ..pairing import ScorePair
 
 
 def _read_values(path: Path, threshold: float | None = None) -> np.ndarray:
@@ -38,6 +40,18 @@ def _read_values(path: Path, threshold: float | None = None) -> np.ndarray:
 
     values = read_mask(path).scoring_values()
     return values if threshold is None else mask_to_float(values) > threshold
+
+
+def _score_files(pair: ScorePair, threshold: float | None) -> ImageScore:
+    """Scores of one prediction file against its ground-truth file; ValueError names both on a size mismatch."""
+    from ..metrics import score_pair
+
+    pred_values = _read_values(pair.pred, threshold)
+    gt_values = _read_values(pair.gt)
+    if pred_values.shape[:2] != gt_values.shape[:2]:
+        raise ValueError(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
+                         f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
+    return score_pair(pred_values, gt_values, pair.name)
 
 
 def _print_table(scores: DatasetScore) -> None:
@@ -119,18 +133,28 @@ def score(
 
     mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
 
+    In folders, a ground truth without its prediction, or a pair that cannot be read or whose sizes
+    differ, is reported and left out of the scores; the exit code is 1 if any failed.
+
     Two COCO files are scored per instance (crowd regions excluded), each at its image's full size. An
     instance that cannot be decoded is reported and left out of the scores; the exit code is 1 if any failed.
     """
-    failures: list[dict[str, Any]] = []  # COCO instances left out of the scores
+    failures: list[dict[str, Any]] = []  # COCO instances or folder pairs left out of the scores
     # With --json, a failure that stops the command prints its record, as every other command's does.
     fatal = FailureRecord(json_out, lambda failure: {"pred": str(pred), "gt": str(gt), **failure,
                                                      **({"failed": len(failures), "failures": failures}
                                                         if failures else {})})
+
+    def pair_failed(name: str, pred_file: Path | None, gt_file: Path, error: str) -> None:
+        """Record one pair left out of the scores and print its own `failed:` line, as crm eval does."""
+        failures.append({"name": name, "pred": None if pred_file is None else str(pred_file), "gt": str(gt_file),
+                         "error": error})
+        report_failure(f"{name}: ", error)
+
     with stops_cleanly(), user_errors(fatal.emit):
         from rich.progress import track
 
-        from ..metrics import DatasetScore, score_pair
+        from ..metrics import DatasetScore
 
         coco_files = _is_coco(pred) or _is_coco(gt)
         if coco_files and not (_is_coco(pred) and _is_coco(gt)):
@@ -139,29 +163,37 @@ def score(
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
         from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
 
+        # One ground truth (a file) is scored or is an error; in folders each pair fails on its own.
+        folders = not coco_files and pred.is_dir() and gt.is_dir()
         # NoPairsError (nothing to score where GT points) is a usage error through user_errors, as in
         # batch and eval.
         try:
-            pairing = Pairing([]) if coco_files else scan_predictions(pred, gt, pred_suffix)
+            if coco_files:
+                pairing = Pairing([])
+            else:
+                pairing = scan_predictions(pred, gt, pred_suffix)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
         for note in pairing.notes:
             warn(note)
+        for failure in pairing.failures:
+            pair_failed(failure.name, None, failure.image, failure.error)
         scores = _score_coco(pred, gt, failures) if coco_files else DatasetScore()
-        if failures and not scores.images:
-            raise fatal.fail(f"no instance could be scored: all {len(failures)} failed")
         for pair in track(pairing.pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
-            pred_values = _read_values(pair.pred, threshold)
-            gt_values = _read_values(pair.gt)
-            if pred_values.shape[:2] != gt_values.shape[:2]:
-                raise fatal.fail(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
-                                 f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
-            scores.add(score_pair(pred_values, gt_values, pair.name))
+            try:
+                scores.add(_score_files(pair, threshold))
+            except (OSError, ValueError, MemoryError) as exc:
+                if not folders or stop_behind(exc):
+                    raise
+                pair_failed(pair.name, pair.pred, pair.gt, str(exc) or "out of memory")
+        if failures and not scores.images:
+            raise fatal.fail(f"no {'instance' if coco_files else 'pair'} could be scored: all {len(failures)} failed")
         _print_table(scores)
         if failures:
-            say(f"{len(failures)} of {len(scores.images) + len(failures)} ground-truth instances failed (listed "
-                "above) and are left out of the scores")
+            what = "ground-truth instances" if coco_files else "ground truths"
+            say(f"{len(failures)} of {len(scores.images) + len(failures)} {what} failed (listed above) and are "
+                "left out of the scores")
         if csv_path is not None:
             _write_csv(csv_path, scores)
             say(f"wrote {csv_path}")
