@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -42,6 +43,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..locks import FolderClocks
     from ..pairing import FilePair
 
@@ -111,20 +114,44 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
     return (clocks or FolderClocks()).not_in_future(output.parent, stamped)
 
 
+def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
+    """True when ``output`` was last written strictly before one of ``inputs`` (st_mtime_ns, links
+    followed to the real files): it was made from a photo or mask replaced since, as make decides.
+
+    A tie is not older: outputs are renamed into place once written, so one stamped in the same tick
+    as its input (a file system with coarse timestamps) was most likely made from it. A file that
+    cannot be read is left to the other checks (an input gone fails when the pair is refined).
+    """
+    try:
+        written = os.stat(output).st_mtime_ns
+    except OSError:
+        return False
+    for path in inputs:
+        try:
+            if written < os.stat(path).st_mtime_ns:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None,
-                   clocks: FolderClocks | None = None) -> tuple[bool, str | None]:
+                   clocks: FolderClocks | None = None, inputs: Sequence[str | Path] = ()) -> tuple[bool, str | None]:
     """(whether to skip ``output`` as done, why an existing file is not a finished output).
 
     Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
     (this run's start, see locks.folder_time_ns): another run on the same folder made it
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
-    ``clocks``: see written_since.
+    Either way an output older than one of its ``inputs`` (its photo and mask, see
+    older_than_inputs) is not done. ``clocks``: see written_since.
     """
     if not overwrite:
-        return finished_output(output)
-    if since_ns is None or not written_since(output, since_ns, clocks):
+        finished, problem = finished_output(output)
+    elif since_ns is None or not written_since(output, since_ns, clocks):
         return False, None
-    return finished_output(output)[0], None
+    else:
+        finished, problem = finished_output(output)[0], None
+    return finished and not older_than_inputs(output, inputs), problem
 
 
 def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
@@ -156,9 +183,10 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     The output is locked while it is made: a pair that another crm process is refining is left
     to it (``status: in_progress``, with who holds it), one it finished meanwhile is
     ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
-    an existing but incomplete output (see finished_output) is made again. A job marked
-    ``passthrough`` (image too small), or one whose mask holds none of ``labels``, writes its mask
-    unchanged. Used as is by the plain loop and by the Ray actors, so both paths behave the same.
+    an existing but incomplete output (see finished_output), or one older than the job's photo or
+    mask (see older_than_inputs), is made again. A job marked ``passthrough`` (image too small), or
+    one whose mask holds none of ``labels``, writes its mask unchanged. Used as is by the plain loop
+    and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import PAIR_ERRORS
     from ..locks import OutputLock, describe_holder
@@ -172,7 +200,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             # The driver adds the lock file's path, named as the user gave the folder.
             return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
         # Checked under the lock: a run that held it has just finished this output.
-        if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks)[0]:
+        if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]))[0]:
             return {"status": "skipped", "seconds": 0.0}
         if job.get("passthrough"):
             result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
@@ -227,8 +255,8 @@ def batch(
 ) -> None:
     """Refine every image/mask pair under FOLDER (with --masks DIR, FOLDER's photos with DIR's masks).
     What was paired is said before the run (--dry-run lists it and stops); finished outputs are
-    skipped unless --overwrite; a bad pair is reported and the rest go on; the exit code is 1 if
-    any pair failed."""
+    skipped unless --overwrite or older than their photo or mask; a bad pair is reported and the
+    rest go on; the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
@@ -247,6 +275,12 @@ def batch(
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
     clocks = FolderClocks()  # each output folder's clock read once, for the scan and the jobs (Ray actors: a copy)
     items: list[dict] = []
+    # The warnings shown for each pair, as its --json item lists them.
+    pair_warnings: dict[FilePair, list[str]] = {}
+
+    def warn_pair(pair: FilePair, text: str, out: Console | None = None) -> None:
+        warn(text, out)
+        pair_warnings.setdefault(pair, []).append(text)
 
     # With --json, the summary of what was known when the run stopped, marked failed.
     fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
@@ -265,18 +299,26 @@ def batch(
     for failure in (*found.failures, *clashes):
         report_failure("", failure.error)
         items.append({"name": failure.name, "image": str(failure.image), "mask": None, "output": None,
-                      "status": "failed", "error": failure.error, "seconds": 0.0})
+                      "status": "failed", "error": failure.error, "seconds": 0.0, "warnings": []})
     todo: list[FilePair] = []
+    stale: list[Path] = []  # finished outputs older than their photo or mask (counts_as_done's inputs)
     for pair in pairs:
         output = output_dir / pair.relative_output
         finished, problem = counts_as_done(output, overwrite, since_ns, clocks)
         if problem is not None:
-            warn(f"{output} is incomplete ({problem}); refining {pair.name} again")
+            warn_pair(pair, f"{output} is incomplete ({problem}); refining {pair.name} again")
+        if finished and older_than_inputs(output, (pair.image, pair.mask)):
+            finished = False
+            stale.append(output)
         if finished:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                          "output": str(output), "status": "skipped"})
+                          "output": str(output), "status": "skipped", "warnings": []})
         else:
             todo.append(pair)
+    if stale and not overwrite:  # with --overwrite, all of them are redone anyway
+        older = "output older than its" if len(stale) == 1 else "outputs older than their"
+        warn(f"{len(stale)} {older} photo or mask: {'would be refined' if dry_run else 'refined'} again "
+             f"(e.g. {stale[0]})")
     if output_dir.is_dir() and not dry_run:
         removed = remove_leftover_temp_files(output_dir, pairs)
         if removed and not quiet:
@@ -294,7 +336,7 @@ def batch(
             report_failure(f"{pair.name}: ", error)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "failed", "error": error,
-                          "seconds": 0.0})
+                          "seconds": 0.0, "warnings": pair_warnings.get(pair, [])})
     todo = [pair for pair in todo if pair not in failed_early]
     if not quiet:  # what was paired, before a long run starts (the failures were named above)
         done_before = sum(1 for item in items if item["status"] == "skipped")
@@ -309,7 +351,8 @@ def batch(
     if dry_run:
         for pair in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                          "output": str(output_dir / pair.relative_output), "status": "todo"})
+                          "output": str(output_dir / pair.relative_output), "status": "todo",
+                          "warnings": pair_warnings.get(pair, [])})
             if not quiet:
                 say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
         counts = {**summary_counts(items), "todo": len(todo)}
@@ -333,8 +376,10 @@ def batch(
                 refiner = options.load(quiet)
         run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
+    # No bar when nothing is left to refine: the summary says it all.
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[current]}", markup=False), console=console, disable=quiet) as progress:
+                  TextColumn("{task.fields[current]}", markup=False), console=console,
+                  disable=quiet or not todo) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
         try:
             with run as results:  # on Ray, stdout is stderr until the block is left
@@ -343,7 +388,7 @@ def batch(
                     progress.update(task, current=pair.name)
                     for note in outcome.pop("notes", []):  # named by the pair, unless the note names its file
                         named = str(pair.image) in note or str(pair.mask) in note
-                        warn(note if named else f"{pair.name}: {note}", progress.console)
+                        warn_pair(pair, note if named else f"{pair.name}: {note}", progress.console)
                     if outcome["status"] == "failed":
                         report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                     elif outcome.get("schedule") and not quiet:
@@ -351,7 +396,8 @@ def batch(
                     if outcome["status"] == "in_progress":  # named as the user gave the folder
                         outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
                     finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                                            "output": str(output_dir / pair.relative_output), **outcome}
+                                            "output": str(output_dir / pair.relative_output), **outcome,
+                                            "warnings": pair_warnings.get(pair, [])}
                     progress.advance(task)
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
@@ -360,7 +406,8 @@ def batch(
     for item in items:
         # A pair left to another run that has finished it since is done: the summary does not send
         # the user after a lock that is gone.
-        if item["status"] == "in_progress" and counts_as_done(Path(item["output"]), overwrite, since_ns, clocks)[0]:
+        if item["status"] == "in_progress" and counts_as_done(Path(item["output"]), overwrite, since_ns, clocks,
+                                                              (item["image"], item["mask"]))[0]:
             item["status"] = "skipped"
             item.pop("lock", None)
             item.pop("lock_holder", None)
