@@ -69,7 +69,9 @@ def test_time_warns_when_the_mask_leaves_nothing_to_time(scene: dict[str, Path],
     elif kind == "full":
         write_png(mask, np.full((96, 128), 255, np.uint8))
     else:  # 12-bit values in a 16-bit file: read on the 16-bit scale, no pixel is above 0.5
-        write_png(mask, (coarse_of(synthetic_scene(96, 128, seed=3)[1]) > 0).astype(np.uint16) * 4095)
+        faint = (coarse_of(synthetic_scene(96, 128, seed=3)[1]) > 0).astype(np.uint16) * 4095
+        faint[:, 64] //= 2  # a second level: 0 and one value alone would be a binary mask
+        write_png(mask, faint)
     args = ["time", str(scene["image"]), str(mask), "-n", "1", "-w", str(tiny_weights), "--device", "cpu"]
     result = runner.invoke(app, [*args, "--json", "-q"])
     assert result.exit_code == 0, result.output

@@ -176,13 +176,14 @@ def test_16bit_file_of_8bit_values_is_read_on_the_8bit_scale(tmp_path: Path) -> 
 
 
 def test_16bit_file_of_8bit_values_below_255_is_read_on_the_8bit_scale(tmp_path: Path) -> None:
-    # An 8-bit mask scaled to 250 (or 2) and saved as uint16: read / 65535 it was all background.
-    Image.fromarray(np.full((1, 2, 3), 90, np.uint8)).save(tmp_path / "im.png")
-    for top in (2, 128, 250, 254):
-        values = np.array([[0, top]], np.uint16)
+    # An 8-bit soft mask scaled to 250 and saved as uint16: read / 65535 it was all background.
+    # (0 and one value alone is a binary mask, whatever its scale.)
+    Image.fromarray(np.full((1, 3, 3), 90, np.uint8)).save(tmp_path / "im.png")
+    for top in (128, 250, 254):
+        values = np.array([[0, top // 2, top]], np.uint16)
         cv2.imwrite(str(tmp_path / "m.png"), values)
-        assert read_mask(tmp_path / "m.png").probability()[0, 1] == pytest.approx(top / 255.0, abs=1e-7)
-        assert binarize(values).tolist() == [[False, top > 128]]
+        assert read_mask(tmp_path / "m.png").probability()[0, 2] == pytest.approx(top / 255.0, abs=1e-7)
+        assert binarize(values).tolist() == [[False, False, top > 128]]
         note = f"{tmp_path / 'm.png'}: a 16-bit mask whose largest value is {top}, read as 8-bit values"
         assert read_pair(tmp_path / "im.png", tmp_path / "m.png")[2] == [f"{note} (255 = foreground)"]
 
@@ -190,10 +191,10 @@ def test_16bit_file_of_8bit_values_below_255_is_read_on_the_8bit_scale(tmp_path:
 def test_16bit_mask_with_maxima_from_256_stays_on_the_16bit_scale(tmp_path: Path) -> None:
     # 256 and up are 16-bit levels (a faint 16-bit soft mask); 1 is a 0/1 mask.
     for top in (256, 1000, 65535):
-        values = np.array([[0, top]], np.uint16)
+        values = np.array([[0, top // 2, top]], np.uint16)
         cv2.imwrite(str(tmp_path / "m.png"), values)
-        assert read_mask(tmp_path / "m.png").probability()[0, 1] == pytest.approx(top / 65535.0, abs=1e-7)
-    Image.fromarray(np.full((1, 2, 3), 90, np.uint8)).save(tmp_path / "im.png")
+        assert read_mask(tmp_path / "m.png").probability()[0, 2] == pytest.approx(top / 65535.0, abs=1e-7)
+    Image.fromarray(np.full((1, 3, 3), 90, np.uint8)).save(tmp_path / "im.png")
     assert read_pair(tmp_path / "im.png", tmp_path / "m.png")[2] == []
 
 

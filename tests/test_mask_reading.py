@@ -234,8 +234,8 @@ def test_a_float_mask_has_no_integer_maximum() -> None:
 
 
 @pytest.mark.parametrize(("values", "probability"), [
-    ([[0, 200]], 200 / 255),  # 8-bit values in a 32-bit file
-    ([[0, 25500]], 25500 / 65535),  # 16-bit values
+    ([[0, 100, 200]], 200 / 255),  # 8-bit values in a 32-bit file (0 and one value would be binary)
+    ([[0, 12750, 25500]], 25500 / 65535),  # 16-bit values
     ([[0, 1]], 1.0),  # a 0/1 mask
 ])
 def test_32bit_integer_tiff_mask_scales(tmp_path: Path, values: list, probability: float) -> None:
@@ -245,7 +245,7 @@ def test_32bit_integer_tiff_mask_scales(tmp_path: Path, values: list, probabilit
     read = read_mask(tmp_path / "m.tif")
 
     assert read.kind == "gray16" and read.values.dtype == np.uint16
-    assert read.probability()[0, 1] == pytest.approx(probability, abs=1e-6)
+    assert read.probability()[0, -1] == pytest.approx(probability, abs=1e-6)
 
 
 @pytest.mark.parametrize(("values", "shown"), [([[0, 70000]], "from 0 to 70000"), ([[-1, 255]], "from -1 to 255")])
@@ -273,6 +273,7 @@ def test_faint_mask_gets_a_note(tmp_path: Path) -> None:
     image = np.full((12, 16, 3), 90, np.uint8)
     Image.fromarray(image).save(tmp_path / "im.png")
     faint = (object_mask() // 255 * 76).astype(np.uint8)  # 0.30
+    faint[3, 4] = 50  # a second level: 0 and one value alone would be a binary mask
     Image.fromarray(faint).save(tmp_path / "faint.png")
 
     result = refine_files(FlatRefiner(), tmp_path / "im.png", tmp_path / "faint.png", get_preset("balanced"),
@@ -302,6 +303,7 @@ def test_cli_warns_on_a_faint_mask(tiny_weights: Path, tmp_path: Path) -> None:
     Image.fromarray(mask).save(tmp_path / "blue.png")
     faint = np.zeros((96, 128), np.uint16)
     faint[24:72, 32:96] = 25500
+    faint[24:72, 32] = 20000  # a second level: 0 and one value alone would be a binary mask
     cv2.imwrite(str(tmp_path / "faint16.png"), faint)
 
     blue = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "blue.png"), "-o",

@@ -41,8 +41,8 @@ PAIR_ERRORS = (OSError, ValueError, RuntimeError, MemoryError)
 class Sample:
     """One scored pair: the image, the coarse mask the refiner gets, and the ground truth.
 
-    ``coarse_scoring`` is scored in place of ``coarse`` when given (a palette or 0/1 mask scores
-    its foreground, see ``MaskData.scoring_values``).
+    ``coarse_scoring`` is scored in place of ``coarse`` when given (a palette mask, a 0/1 mask or
+    one of 0 and one value scores its foreground, see ``MaskData.scoring_values``).
     """
 
     name: str

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .masks import LABEL_ID_LIMIT, MaskData, swaps_axes
+from .masks import LABEL_ID_LIMIT, MaskData, count_colours, swaps_axes
 
 logger = logging.getLogger(__name__)
 
@@ -621,7 +621,8 @@ def _is_constant(array: np.ndarray) -> bool:
 
 
 def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
-    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / brightest-channel rules."""
+    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / brightest-channel rules;
+    a colour mask keeps a count of its colours, by which a photo read as the mask is told (``masks.photo_note``)."""
     wide = rgb.dtype == np.uint16
     # A cut-out (crm's own -k cutout, or a photo cut-out) carries the shape in its alpha channel.
     # A constant alpha carries no shape (e.g. an opaque black mask), so then the colour decides.
@@ -633,7 +634,7 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
     # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
     brightest = np.maximum(np.maximum(red, green), blue)
-    return MaskData(_to_uint8(brightest) if wide else brightest, "rgb")
+    return MaskData(_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
 
 
 def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:

@@ -1,6 +1,7 @@
 """What a mask means: ``MaskData`` and every mask rule, in one place (NumPy + OpenCV, no torch).
 
-- a 0/1 integer mask is binary (:func:`is_zero_one`);
+- a 0/1 integer mask is binary (:func:`is_zero_one`), and so is a mask of 0 and one other value
+  (:attr:`MaskData.object_value`: a 0/3 per-class pseudo-label is not a faint soft mask);
 - a 16-bit mask whose largest value is 2..255 holds 8-bit values (:func:`uint16_full_scale`);
 - any mask as a float probability (:func:`mask_to_float`; :func:`strict_probability` refuses
   what it would clip, for masks given through the API) and as the evaluation's boolean
@@ -8,7 +9,8 @@
 - the checks of an RGB image and of a mask's size against its image;
 - the size rule: a mask may be a smaller copy of its image with the same aspect ratio;
 - the orientation rule: a mask without EXIF orientation that fits only the image's stored
-  (un-rotated) pixels is rotated like the image (:func:`drawn_on_stored_pixels`).
+  (un-rotated) pixels is rotated like the image (:func:`drawn_on_stored_pixels`);
+- a colour mask with a photo's many colours was probably given in the image's place (:func:`photo_note`).
 
 Decoding files into ``MaskData`` is imageio's job; this module never touches a file.
 """
@@ -27,6 +29,16 @@ MASK_KINDS = ("gray8", "gray16", "float", "palette", "alpha", "rgb")
 UINT16_THRESHOLD = 128 * 257
 # A grey mask whose largest value reaches this is a soft mask, never a label map.
 LABEL_ID_LIMIT = 64
+# What tells a photo given as a mask from a colour mask (photo_note): a colour mask holds a palette's
+# worth of colours or fewer (a VOC label map saved as RGB holds up to 21, one colour on black with soft
+# edges 256 levels), and where JPEG scattered its edges into thousands more, its 256 commonest colours
+# still cover most of its pixels (60% of a 96x128 map of 11 VOC classes saved at quality 30, 48% at
+# 48x64, 96% at 2048x1536). In a photo they cover a fifth to a third (a 3 MP photo: 20%, crm's
+# gallery images 20-35%), in a noisy synthetic scene 3-17%.
+PHOTO_COMMON_COLOURS = 256
+PHOTO_COMMON_SHARE = 0.4
+# Colours are counted on an even grid of at most this many pixels: about 10 ms, whatever the mask's size.
+COLOUR_SAMPLE_PIXELS = 1 << 18
 
 
 class SizeMismatchError(ValueError):
@@ -71,8 +83,11 @@ def uint16_full_scale(values: np.ndarray, maximum: int | None = None) -> int:
 
 def scale_note(mask: MaskData, mask_name: str) -> str | None:
     """The warning for a 16-bit mask read on the 8-bit scale (:func:`uint16_full_scale`), or None.
-    A label map's small ids are ids, not levels, so it gets none."""
+    A label map's small ids are ids, not levels, and a mask of 0 and one value is binary
+    (:attr:`MaskData.object_value`), so neither gets one."""
     if mask.kind != "gray16" or uint16_full_scale(mask.values, mask.maximum) != 255 or mask.is_label_map():
+        return None
+    if mask.object_value is not None:
         return None
     return (f"{mask_name}: a 16-bit mask whose largest value is {mask.maximum}, read as 8-bit "
             "values (255 = foreground)")
@@ -87,6 +102,47 @@ def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
     # Rounded down, so that 0.499 does not show as 0.50.
     shown = f"{math.floor(top * 100) / 100:.2f}" if top >= 0.01 else f"{top:.1g}"
     return f"{mask_name}: no pixel of the mask is above 0.5 (its largest value is {shown}), so nothing is foreground"
+
+
+@dataclass(frozen=True)
+class ColourCount:
+    """The colours of a colour file read as a mask by its brightest channel, counted on a sample of
+    its pixels (:func:`count_colours`): how many distinct colours, and the share of the sampled
+    pixels that its PHOTO_COMMON_COLOURS commonest colours cover."""
+
+    distinct: int
+    common_share: float
+    sampled: bool  # counted on a grid of the pixels, not on all of them
+
+
+def count_colours(rgb: np.ndarray) -> ColourCount:
+    """:class:`ColourCount` of (H, W, 3) uint8 or uint16 colours (16-bit ones by their high byte),
+    counted on an even grid of at most COLOUR_SAMPLE_PIXELS pixels."""
+    height, width = rgb.shape[:2]
+    step = max(1, math.ceil(math.sqrt(height * width / COLOUR_SAMPLE_PIXELS)))
+    sample = rgb[::step, ::step, :3]
+    if sample.dtype == np.uint16:
+        sample = sample >> 8
+    sample = sample.astype(np.uint32)
+    packed = (sample[..., 0] << 16) | (sample[..., 1] << 8) | sample[..., 2]
+    counts = np.unique(packed, return_counts=True)[1]
+    if counts.size > PHOTO_COMMON_COLOURS:
+        common = int(np.partition(counts, counts.size - PHOTO_COMMON_COLOURS)[-PHOTO_COMMON_COLOURS:].sum())
+    else:
+        common = int(counts.sum())
+    return ColourCount(int(counts.size), common / max(1, packed.size), step > 1)
+
+
+def photo_note(mask: MaskData, mask_name: str) -> str | None:
+    """The warning for a colour mask that looks like a photo (its PHOTO_COMMON_COLOURS commonest
+    colours cover under PHOTO_COMMON_SHARE of it), most likely the image given as the mask (swapped
+    arguments), or None. Grey, palette, alpha and floating-point masks are never photos here: only a
+    colour file read by its brightest channel has its colours counted (``MaskData.colours``)."""
+    colours = mask.colours
+    if mask.kind != "rgb" or colours is None or colours.common_share >= PHOTO_COMMON_SHARE:
+        return None
+    count = f"{'at least ' if colours.sampled else ''}{colours.distinct} distinct colours"
+    return f"{mask_name}: looks like a photo (colour, {count}), not a mask: are the image and mask swapped?"
 
 
 def native_order(values: np.ndarray) -> np.ndarray:
@@ -218,6 +274,7 @@ class MaskData:
     kind: str
     palette: list[int] | None = None
     orientation: int = 1  # the EXIF orientation its file carried (already applied); 1 = none
+    colours: ColourCount | None = None  # an "rgb" mask's file's colours (photo_note); None when not counted
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -264,19 +321,46 @@ class MaskData:
         short (uint8 values, or a largest value under LABEL_ID_LIMIT)."""
         return np.bincount(self.values.ravel(), minlength=256 if self.values.dtype == np.uint8 else 0)
 
+    @cached_property
+    def object_value(self) -> int | None:
+        """v for a uint8 or uint16 mask whose pixels are all 0 or v, with 1 < v below its full scale
+        (255, or :func:`uint16_full_scale`): a 0/class-id mask (a per-class pseudo-label holding 0
+        and 3) is binary with v as the object, where on its scale it would read as faint or empty.
+        None for any other mask: a 0/1 mask (:func:`is_zero_one`) and a mask of 0 and its full scale
+        read as binary already; a mask of one value only keeps its scale (all 0 is empty)."""
+        values = self.values
+        if self.kind in ("float", "palette") or values.dtype not in (np.uint8, np.uint16):
+            return None
+        top = self.maximum
+        full_scale = 255 if values.dtype == np.uint8 else uint16_full_scale(values, top)
+        if not 1 < top < full_scale:
+            return None
+        if top < LABEL_ID_LIMIT:  # the counts are short, and is_label_map reads them too
+            counts = self._counts
+            two_values = bool(counts[0]) and int(np.count_nonzero(counts)) == 2
+        else:  # no bincount, whose int64 copy of a 24 MP mask is 192 MB
+            zeros = int(np.count_nonzero(values == 0))
+            two_values = 0 < zeros and zeros + int(np.count_nonzero(values == top)) == values.size
+        return top if two_values else None
+
     def probability(self) -> np.ndarray:
-        """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1."""
+        """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1, and
+        so is the object of a mask of 0 and one value (:attr:`object_value`)."""
         if self.kind == "palette":
             return (self.values != 0).astype(np.float32)
         if self.kind == "float":
             return self.values.copy()  # mask_to_float would hand these very values back; callers may write
+        if self.object_value is not None:
+            return (self.values != 0).astype(np.float32)
         return mask_to_float(self.values, self.maximum)
 
     def scoring_values(self) -> np.ndarray:
         """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
-        not grey levels, so a palette mask scores its foreground (index != 0) as booleans."""
-        if self.kind == "palette" or (self.kind != "float" and is_zero_one(self.values, self.maximum)):
-            return self.values != 0  # class ids, or a 0/1 mask
+        not grey levels, so a palette mask scores its foreground (index != 0) as booleans, as do a
+        0/1 mask and a mask of 0 and one value (:attr:`object_value`)."""
+        if self.kind == "palette" or (self.kind != "float" and (
+                is_zero_one(self.values, self.maximum) or self.object_value is not None)):
+            return self.values != 0  # class ids, a 0/1 mask, or 0 and one value
         return self.values
 
     def is_label_map(self) -> bool:
@@ -369,10 +453,17 @@ def match_mask_to_image(
         return mask, False
     # Interpolating class ids would invent labels in between, so those use nearest neighbour.
     nearest = mask.kind == "palette" or mask.is_label_map()
-    interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
-    resized = cv2.resize(mask.values, (image_w, image_h), interpolation=interpolation)
+    level = None if nearest else mask.object_value
+    if level is not None:
+        # Between 0 and v interpolation would invent faint levels (or ids 1..v-1, a label map): the
+        # object is resized as a 0/1 mask is, then given its value back.
+        inside = cv2.resize((mask.values != 0).astype(np.uint8), (image_w, image_h), interpolation=cv2.INTER_LINEAR)
+        resized = inside.astype(mask.values.dtype) * mask.values.dtype.type(level)
+    else:
+        interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
+        resized = cv2.resize(mask.values, (image_w, image_h), interpolation=interpolation)
     palette = list(mask.palette) if mask.palette is not None else None
-    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette), True
+    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette, colours=mask.colours), True
 
 
 def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name: str) -> bool:

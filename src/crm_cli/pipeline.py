@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import MODES
 from .imageio import apply_orientation, read_image_noted, read_mask
-from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, scale_note, weak_mask_note
+from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, photo_note, scale_note, weak_mask_note
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -106,11 +106,14 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
     the stored pixels, a smaller same-aspect copy upsampled (SizeMismatchError otherwise).
 
     Returns (the mask, notes for the log), a note for each rule that applied, including a 16-bit
-    mask read on the 8-bit scale.
+    mask read on the 8-bit scale, and first a colour mask that looks like a photo (the image and
+    mask swapped?).
     """
     notes: list[str] = []
+    if (note := photo_note(mask, mask_name)) is not None:
+        notes.append(note)
     if drawn_on_stored_pixels(mask.shape, mask.orientation, image_hw, image_orientation):
-        mask = MaskData(apply_orientation(mask.values, image_orientation), mask.kind, mask.palette, image_orientation)
+        mask = replace(mask, values=apply_orientation(mask.values, image_orientation), orientation=image_orientation)
         notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
     mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
     if resized:
