@@ -401,9 +401,12 @@ def test_palette_label_map_to_webp_is_refused_before_the_model_loads(pair, tiny_
     for weights in (tiny_weights, tmp_path / "absent.safetensors"):  # absent weights: no model is loaded first
         result = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(weights), "-d",
                                      "cpu", "--json"])
-        # An output name that cannot hold the output is a usage error (exit 2, no JSON record), as for soft16.
+        # An output name that cannot hold the output is a usage error (exit 2), as for soft16; --json
+        # prints its failure record as for a runtime failure.
         assert result.exit_code == 2, result.output
-        assert expected in " ".join(result.stderr.split()) and result.stdout == ""
+        assert expected in " ".join(result.stderr.split())
+        assert json.loads(result.stdout) == {"image": str(pair[0]), "mask": str(mask), "output": str(out),
+                                             "status": "failed", "error": expected, "warnings": []}
         assert "device:" not in result.stderr and not out.exists()
     # The same mask refined as one binary mask fits in WebP.
     binary = runner.invoke(app, ["refine", str(pair[0]), str(mask), "-o", str(out), "-w", str(tiny_weights), "-d",

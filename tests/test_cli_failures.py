@@ -100,11 +100,11 @@ def empty_folder(paths: Paths) -> Path:
 CASES: dict[str, Case] = {
     "refine-missing-image": Case(
         lambda p: ["refine", str(p.tmp / "nope.jpg"), str(p.mask), "-o", str(p.tmp / "o.png"), *cpu(p.weights)],
-        1, ["image", "mask", "output", "status", "error"], "nope.jpg",
+        1, ["image", "mask", "output", "status", "error", "warnings"], "nope.jpg",
         lambda p: {"image": str(p.tmp / "nope.jpg"), "mask": str(p.mask), "output": str(p.tmp / "o.png")}),
     "refine-bad-weights": Case(
         lambda p: ["refine", str(p.image), str(p.mask), "-o", str(p.tmp / "o.png"), *cpu(p.corrupt_weights)],
-        1, ["image", "mask", "output", "status", "error"], "corrupt.safetensors"),
+        1, ["image", "mask", "output", "status", "error", "warnings"], "corrupt.safetensors"),
     "batch-no-pairs": Case(
         lambda p: ["batch", str(empty_folder(p)), "-o", str(p.tmp / "out"), *cpu(p.weights)],
         2, BATCH_KEYS, "no pairs found",

@@ -47,10 +47,16 @@ def command_line(command: str, paths: dict[str, Path], tiny_weights: Path) -> li
     return lines[command]
 
 
-def assert_usage_error(result, option: str) -> None:  # noqa: ANN001 - click's Result
-    """Exit 2, nothing on stdout (not even with --json), and one error line naming ``option``."""
+def assert_usage_error(result, option: str, record: bool = False) -> None:  # noqa: ANN001 - click's Result
+    """Exit 2 and one error line naming ``option``; stdout empty, or with ``record`` (a usage error of
+    crm refine's own checks, under --json) the failure record of that error, on one line."""
     assert result.exit_code == 2, result.output
-    assert result.stdout == ""
+    if record:
+        assert result.stdout.count("\n") == 1, result.stdout
+        failure = json.loads(result.stdout)
+        assert failure["status"] == "failed" and f"'{option}'" in failure["error"], failure
+    else:
+        assert result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"'{option}'" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
@@ -60,7 +66,7 @@ def assert_usage_error(result, option: str) -> None:  # noqa: ANN001 - click's R
 @pytest.mark.parametrize("ratios", ["0.5,,1", "0.5,1,", ",", "0.5,x", "1,0.5", "0,1"])
 def test_bad_ratios_are_a_usage_error_naming_the_option(command: str, ratios: str, inputs, tiny_weights) -> None:  # noqa: ANN001
     result = runner.invoke(app, [*command_line(command, inputs, tiny_weights), "--ratios", ratios, "--json"])
-    assert_usage_error(result, "--ratios")
+    assert_usage_error(result, "--ratios", record=command == "refine")
     assert not inputs["out"].exists()
 
 

@@ -3,6 +3,7 @@ they come as ``--ratios`` (a usage error, exit 2) or through the Python API (a V
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -101,9 +102,13 @@ def test_bad_ratios_option_is_a_usage_error_with_the_same_message(text: str, mes
     result = runner.invoke(app, ["refine", str(pair[0]), str(pair[1]), "-o", str(output), "-w", str(tiny_weights),
                                  "-d", "cpu", "--ratios", text, "--json"])
     assert result.exit_code == 2, result.output
-    assert result.stdout == "" and not output.exists()
+    assert not output.exists()
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: Invalid value for '--ratios': {message}"], result.stderr
+    # --json: the failure record of the same usage error, as for a runtime failure.
+    assert json.loads(result.stdout) == {"image": str(pair[0]), "mask": str(pair[1]), "output": str(output),
+                                         "status": "failed", "error": f"Invalid value for '--ratios': {message}",
+                                         "warnings": []}
 
 
 def test_the_refiner_refuses_bad_ratio_text_with_the_same_message(tiny_weights: Path) -> None:

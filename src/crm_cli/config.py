@@ -18,6 +18,8 @@ MIN_REFINE_SIDE = 96
 # What `refine` can write, and how a mask is read (auto detects label maps). Kept here, free of
 # heavy imports, so the CLI builds its choices without loading numpy or OpenCV.
 OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")
+# The output kinds that carry the photo's own pixels, and so its colour profile.
+PHOTO_OUTPUT_KINDS: tuple[str, ...] = ("cutout", "overlay")
 MODES: tuple[str, ...] = ("auto", "binary", "labels")
 
 # Encoder precisions (the torch dtypes are stages.PRECISIONS'); named here so the CLI lists them without torch.

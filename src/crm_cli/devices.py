@@ -30,34 +30,56 @@ def available_devices() -> list[str]:
     return found
 
 
+def device_name(name: str = "auto") -> str:
+    """``name`` checked and spelled as :func:`resolve_device` takes it, without importing torch:
+    ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``mps:0`` is ``mps``), in any case and with
+    blanks around it. A malformed or unknown name is a DeviceError."""
+    name = (name or "auto").strip().lower()
+    kind, colon, index = name.partition(":")
+    if kind in ("auto", "cpu") and not colon:
+        return kind
+    if kind == "cuda":
+        if colon and not (index.isascii() and index.isdigit()):
+            raise DeviceError(f"invalid device {name!r}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
+        return f"cuda:{int(index)}" if colon else "cuda"
+    if kind == "mps":
+        if colon and index != "0":
+            raise DeviceError(f"invalid device {name!r}: Apple MPS is one device, 'mps' or 'mps:0'")
+        return "mps"
+    raise DeviceError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps")
+
+
+def _gpus(count: int) -> str:
+    """``2`` -> "2 CUDA GPUs are present (cuda:0, cuda:1)"."""
+    listed = ", ".join(f"cuda:{index}" for index in range(count))
+    return f"1 CUDA GPU is present ({listed})" if count == 1 else f"{count} CUDA GPUs are present ({listed})"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda[:N]|mps[:0]`` (any case) into a torch.device, raising DeviceError if it
     is missing or malformed (torch is imported here, not by this module)."""
     import torch
 
-    name = (name or "auto").strip().lower()
+    name = device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if _mps_available(torch):
             return torch.device("mps")
         return torch.device("cpu")
-    kind, _, index = name.partition(":")
-    if kind == "cpu":
+    if name == "cpu":
         return torch.device("cpu")
-    if kind == "cuda":
-        if index and not index.isdigit():
-            raise DeviceError(f"invalid device {name!r}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
+    if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available (use device 'cpu' or 'auto')")
+            raise DeviceError(f"device {name!r} was requested but no CUDA GPU is available "
+                              "(use device 'cpu' or 'auto')")
+        index = name.partition(":")[2]
         if index and int(index) >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} was requested but only {torch.cuda.device_count()} GPU(s) exist")
+            raise DeviceError(f"device {name!r} was requested but only {_gpus(torch.cuda.device_count())}")
         return torch.device(name)
-    if kind == "mps":
-        if not _mps_available(torch):
-            raise DeviceError("device 'mps' was requested but Apple MPS is not available (use device 'cpu' or 'auto')")
-        return torch.device("mps")
-    raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
+    if not _mps_available(torch):
+        raise DeviceError("device 'mps' was requested but Apple MPS is not available (use device 'cpu' or 'auto')")
+    return torch.device("mps")
 
 
 def describe_device(device: torch.device) -> str:

@@ -337,6 +337,7 @@ class _Decoded:
     orientation: int
     pending: int
     label: str
+    icc_profile: bytes | None = None  # the file's embedded colour profile, if any
 
 
 def _tiff_orientation(image: Image.Image) -> int | None:
@@ -433,12 +434,13 @@ def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
             # leaves both to crm.
             orientation = tiff_orientation
             pending = orientation if _tiff_orientation(opened) == orientation else 1
+        profile = opened.info.get("icc_profile") or None
         if not wide_colour:
-            return _Decoded(opened, orientation, pending, label)
+            return _Decoded(opened, orientation, pending, label, profile)
         pixels = _decode_16bit_colour(data, label)
         if orientation != 1:
             pixels = _laid_out_as(pixels, opened, orientation)
-        return _Decoded(pixels, orientation, pending, label)
+        return _Decoded(pixels, orientation, pending, label, profile)
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -610,9 +612,35 @@ def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> 
 def read_image_noted(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int, list[str]]:
     """:func:`read_image_oriented` plus notes for the log (a 16-bit image read on a smaller scale, a
     narrow window stretched)."""
+    photo = read_photo(source, name)
+    return photo.pixels, photo.orientation, photo.notes
+
+
+@dataclass
+class Photo:
+    """A photo as :func:`read_photo` reads it: upright RGB uint8 pixels, the EXIF orientation its
+    file carried (applied), notes for the log, and the file's ICC colour profile where it describes
+    RGB colours (None otherwise), for outputs that carry the photo's pixels."""
+
+    pixels: np.ndarray
+    orientation: int
+    notes: list[str]
+    rgb_profile: bytes | None = None
+
+
+# An ICC profile's colour space, bytes 16-19 of its header. A CMYK or grey file's profile does not
+# describe the RGB pixels crm reads it as, so only an RGB one is carried to an output.
+_ICC_RGB = b"RGB "
+
+
+def read_photo(source: str | Path | bytes, name: str | None = None) -> Photo:
+    """:func:`read_image_noted`'s reading, as a :class:`Photo` that also keeps the file's RGB colour
+    profile (a Display P3 or Adobe RGB photo's), so that a cut-out or overlay shows the same colours."""
     decoded = _decode(source, name)
     pixels, note = _image_pixels(decoded.pixels, decoded.label)
-    return apply_orientation(pixels, decoded.pending), decoded.orientation, [note] if note else []
+    profile = decoded.icc_profile
+    rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
+    return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, [note] if note else [], rgb_profile)
 
 
 def _is_constant(array: np.ndarray) -> bool:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import MODES
-from .imageio import apply_orientation, read_image_noted, read_mask
+from .config import MODES, PHOTO_OUTPUT_KINDS
+from .imageio import Photo, apply_orientation, read_mask, read_photo
 from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, photo_note, scale_note, weak_mask_note
 from .presets import Preset
 
@@ -52,6 +52,8 @@ class PairResult:
     notes: list[str] = field(default_factory=list)
     runs: list[StageRun] = field(default_factory=list)  # the schedule run (one per label for label maps)
     guard_restored: int = 0
+    # The photo's RGB colour profile, for an output that carries its pixels (cut-out, overlay).
+    icc_profile: bytes | None = None
 
     @property
     def kept_coarse(self) -> int:
@@ -91,13 +93,22 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     Returns:
         (RGB uint8 image, mask, notes for the log).
     """
+    photo, mask, notes = read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    return photo.pixels, mask, notes
+
+
+def read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
+                    mask_name: str | None = None, decoded_mask: MaskData | None = None,
+                    ) -> tuple[Photo, MaskData, list[str]]:
+    """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile)."""
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
-    image, image_orientation, notes = read_image_noted(image_source, name=image_name)
+    photo = read_photo(image_source, name=image_name)
     if decoded_mask is None:
         decoded_mask = read_mask(mask_source, name=mask_name)
-    mask, mask_notes = fit_mask_to_image(decoded_mask, image.shape[:2], image_orientation, image_name, mask_name)
-    return image, mask, notes + mask_notes
+    mask, mask_notes = fit_mask_to_image(decoded_mask, photo.pixels.shape[:2], photo.orientation, image_name,
+                                         mask_name)
+    return photo, mask, photo.notes + mask_notes
 
 
 def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientation: int, image_name: str,
@@ -187,7 +198,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .labels import refine_labels
     from .outputs import render_output
 
-    image, mask, notes = read_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    photo, mask, notes = read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    image = photo.pixels
     chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
     # Listed after the other notes, as when they were found before the pair was read.
     label_notes = [] if labels is None else labels_notes(mask, chosen, labels,
@@ -211,7 +223,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
                      "the coarse mask was kept")
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
-                      runs=[StageRun.of(detail)], guard_restored=detail.guard_restored)
+                      runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
+                      icc_profile=photo.rgb_profile if output_kind in PHOTO_OUTPUT_KINDS else None)
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

@@ -124,24 +124,27 @@ def webp_size_refusal(width: int, height: int) -> str | None:
             "write it as .png or .tif")
 
 
-def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG") -> bytes:
+def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG",
+                 icc_profile: bytes | None = None) -> bytes:
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
 
     Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
     RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
-    RGB and RGBA only, so a 16-bit or palette array raises ValueError there.
+    RGB and RGBA only, so a 16-bit or palette array raises ValueError there. ``icc_profile``: the
+    colour profile to embed (an image made of a photo's pixels keeps the photo's).
     """
     image = _to_pil(array, palette)
     buffer = io.BytesIO()
+    profile = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "PNG":
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", **profile)
     elif fmt == "TIFF":
-        image.save(buffer, format="TIFF", compression="tiff_adobe_deflate")
+        image.save(buffer, format="TIFF", compression="tiff_adobe_deflate", **profile)
     elif fmt == "WEBP":
         if (refusal := webp_refusal(image.mode) or webp_size_refusal(image.width, image.height)) is not None:
             raise ValueError(refusal)
         # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
-        image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True)
+        image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True, **profile)
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
     return buffer.getvalue()
@@ -356,15 +359,17 @@ def _incomplete_tiff(path: Path, size: int) -> str | None:
     return None if end <= size else f"truncated: image data runs to byte {end} of {size}"
 
 
-def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp).
+def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
+                icc_profile: bytes | None = None) -> None:
+    """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp),
+    with ``icc_profile`` embedded when given.
 
     Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
     (see encode_image) and ImageWriteError when the file cannot be written.
     """
     target = Path(path)
     try:
-        data = encode_image(array, palette, output_format(target))
+        data = encode_image(array, palette, output_format(target), icc_profile)
     except OutputNameError:
         raise
     except ValueError as exc:
@@ -372,8 +377,10 @@ def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None =
     write_atomic(target, data)
 
 
-def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png.
+def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
+              icc_profile: bytes | None = None) -> None:
+    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png
+    (``icc_profile``: see encode_image).
 
     The name must end in .png (or have no extension), so PNG bytes never sit under another
     format's name; use write_image to pick the format from the extension.
@@ -381,15 +388,26 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
     target = Path(path)
     if target.suffix.lower() not in ("", ".png"):
         raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
-    write_atomic(target, encode_png(array, palette))
+    write_atomic(target, encode_image(array, palette, "PNG", icc_profile))
 
 
 def write_bytes_stdout(data: bytes) -> None:
-    """Write ``data`` (e.g. PNG bytes) to standard output; refuses when stdout is a terminal."""
+    """Write ``data`` (e.g. PNG bytes) to standard output; refuses when stdout is a terminal.
+
+    Raises BrokenPipeError when the reader goes away before the last byte, also part-way.
+    """
     if sys.stdout.isatty():
         raise ValueError("refusing to write PNG to a terminal; redirect or use -o FILE")
     try:
-        sys.stdout.buffer.write(data)
+        # A pipe whose reader closes part-way takes a short write without an error (the bytes it
+        # held, 64 KiB on Linux), and the buffered writer returns that count; the next write of
+        # the rest fails with EPIPE, so the loop goes on until all is written or the write fails.
+        rest = memoryview(data)
+        while rest:
+            written = sys.stdout.buffer.write(rest)
+            if not written:  # a non-blocking stdout that takes nothing now
+                raise OSError("the write took no bytes")
+            rest = rest[written:]
         sys.stdout.buffer.flush()
     except BrokenPipeError:
         raise

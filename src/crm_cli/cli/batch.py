@@ -211,7 +211,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                   output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                   mask_name=job["mask_name"])
-        write_png(job["output"], result.output, result.palette)
+        write_png(job["output"], result.output, result.palette, result.icc_profile)
         outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
                                    "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
     except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left

@@ -209,23 +209,26 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     ``pipeline.read_pair``."""
     import time
 
+    from ..config import PHOTO_OUTPUT_KINDS
     from ..masks import weak_mask_note
     from ..outputs import render_output
-    from ..pipeline import PairResult, choose_mode, read_pair
+    from ..pipeline import PairResult, choose_mode, read_photo_pair
 
     start = time.perf_counter()
-    rgb, mask_data, notes = read_pair(image, mask, image_name, mask_name, decoded_mask)
+    photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask)
     chosen = choose_mode(mask_data, mode, mask_name)
+    profile = None
     if chosen == "labels":
         output, palette, probability = mask_data.values, mask_data.palette, None
     else:
         probability = mask_data.probability()
         if (note := weak_mask_note(probability, mask_name)) is not None:
             notes.append(note)
-        output = render_output(output_kind, probability, image=rgb, coarse=probability, threshold=threshold)
+        output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
         palette = None
+        profile = photo.rgb_profile if output_kind in PHOTO_OUTPUT_KINDS else None
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
-                      probability=probability, notes=notes)
+                      probability=probability, notes=notes, icc_profile=profile)
 
 
 def schedule_fields(result: Any) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,10 +74,32 @@ def finite_option(ctx: Any, param: Any, value: float | None) -> float | None:
     return value
 
 
+class DeviceName(str):
+    """A ``--device`` value as the library spells it ("auto", "cuda:1"); ``.value`` gives it as the
+    other choice options' Enum members do."""
+
+    @property
+    def value(self) -> str:
+        """The device name, as the library takes it."""
+        return str(self)
+
+
+def parse_device(value: Any) -> DeviceName:
+    """The ``--device`` (and CRM_DEVICE) parser: auto, cpu, cuda, cuda:N or mps, in any case
+    (devices.device_name); anything else is a usage error. Whether the device is present is known
+    only once torch is imported, when the model loads (a DeviceError, exit 1)."""
+    from ..devices import DeviceError, device_name
+
+    try:
+        return DeviceName(device_name(str(getattr(value, "value", value))))  # a Device default, or the user's text
+    except DeviceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'-d' / '--device'") from None
+
+
 DeviceOpt = Annotated[
-    Device,
-    typer.Option("--device", "-d", case_sensitive=False, envvar="CRM_DEVICE", rich_help_panel="Compute",
-                 help="auto: CUDA, else MPS, else CPU."),
+    DeviceName,
+    typer.Option("--device", "-d", parser=parse_device, envvar="CRM_DEVICE", rich_help_panel="Compute",
+                 metavar="<auto|cpu|cuda|cuda:N|mps>", help="auto: CUDA, else MPS, else CPU; cuda:N: GPU number N."),
 ]
 WeightsOpt = Annotated[
     Path | None,
@@ -158,7 +181,7 @@ class RefinerOptions:
     ratios: str | None = None
     preset: Any = None  # a PresetName; None: presets.DEFAULT_PRESET, looked up when the command runs
     guard: bool | None = None
-    device: Any = Device.auto
+    device: Any = DeviceName("auto")
     weights: Path | None = None
     tile_size: int = 1024
     precision: Any = Precision.fp32
@@ -207,6 +230,9 @@ class RefinerOptions:
     def ray_spec(self):  # noqa: ANN201 - runtime.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
         self.check_backend()
+        if ":" in self.device.value:  # raybatch.plan_actors gives each actor a GPU of its own
+            raise fail(f"--ray gives each actor a GPU of its own; use --device cuda or auto, not --device "
+                       f"{self.device.value}", code=2)
         return self._spec(self.weights.absolute() if self.weights else None)
 
     def _spec(self, weights: Path | None):  # noqa: ANN202 - runtime.RefinerSpec
@@ -220,7 +246,7 @@ class RefinerOptions:
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
 SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
-    ("device", DeviceOpt, Device.auto), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
+    ("device", DeviceOpt, DeviceName("auto")), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
     ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0), ("backend", BackendOpt, Backend.auto),
 )
 
@@ -383,11 +409,31 @@ def say(line: str, out: Console | None = None) -> None:
     (out or console).print(line, markup=False, highlight=False)
 
 
+# The lists that :func:`collect_warnings` blocks are filling, innermost last.
+_warning_lists: ContextVar[tuple[list[str], ...]] = ContextVar("crm_warning_lists", default=())
+
+
 def warn(note: str, out: Console | None = None) -> None:
-    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally."""
+    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (and kept by each
+    :func:`collect_warnings` block around the call)."""
     from rich.markup import escape
 
+    for shown in _warning_lists.get():
+        shown.append(note)
     (out or console).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """Inside, the text of every ``warning:`` line printed (:func:`warn`, and the library's logged
+    warnings, which :func:`show_library_warnings` routes through it) is also added to the list
+    yielded, in order: a ``--json`` record's ``"warnings"``."""
+    shown: list[str] = []
+    token = _warning_lists.set((*_warning_lists.get(), shown))
+    try:
+        yield shown
+    finally:
+        _warning_lists.reset(token)
 
 
 def report_failure(what: str, error: str, out: Console | None = None, prefix: str = "failed:") -> None:
@@ -416,15 +462,25 @@ def show_library_warnings() -> None:
     _library_warnings_shown = True
 
 
+# The record that a usage error prints inside :func:`usage_errors_recorded`, if any.
+_usage_record: ContextVar[FailureRecord | None] = ContextVar("crm_usage_record", default=None)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr (plus a help hint for usage errors, code 2) and return
-    the Exit to raise."""
+    the Exit to raise. Inside :func:`usage_errors_recorded`, a usage error prints its record first."""
     from rich.markup import escape
 
+    if code == 2 and (record := _usage_record.get()) is not None:
+        record.emit(message)
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if code == 2:
         console.print(usage_hint(), highlight=False, style="dim")
     return typer.Exit(code)
+
+
+# What an out-of-memory error line advises (after a MemoryError's own text).
+MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
 
 
 @contextmanager
@@ -460,11 +516,17 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     except MemoryError as exc:  # crm's own estimate, or an allocation that failed
         message = str(exc) or "out of memory"
         if "try" not in message and "free memory" not in message:  # crm's estimates carry their own advice
-            message += "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
+            message += MEMORY_ADVICE
     except RuntimeError as exc:
         if "out of memory" not in str(exc).lower():
             raise
         message = f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+    except Exception as exc:  # noqa: BLE001 - only OpenCV's out of memory is taken, the rest is raised again
+        from ..errors import opencv_out_of_memory
+
+        if (shortage := opencv_out_of_memory(exc)) is None:
+            raise
+        message = shortage + MEMORY_ADVICE
     if on_error is not None:
         on_error(message)
     raise fail(message, code) from None
@@ -482,10 +544,14 @@ class FailureRecord:
 
     json_out: bool
     fields: Callable[[dict[str, str]], dict[str, Any]]
+    # The messages printed: one record at most, whichever of fail() and user_errors() reaches it first.
+    printed: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def emit(self, message: str) -> None:
-        """With ``--json``, print the record of ``message`` on stdout (the ``on_error`` of user_errors)."""
-        if self.json_out:
+        """With ``--json``, print the record of ``message`` on stdout (the ``on_error`` of user_errors),
+        unless this record was printed already."""
+        if self.json_out and not self.printed:
+            self.printed.append(message)
             try:
                 _write_json(self.fields({"status": "failed", "error": message}))
             except OSError:
@@ -497,6 +563,40 @@ class FailureRecord:
         """Print the record and the error line; return the Exit to raise."""
         self.emit(message)
         return fail(message, code)
+
+
+@contextmanager
+def usage_errors_recorded(record: FailureRecord) -> Iterator[None]:
+    """Inside, a usage error of crm's own checks prints ``record`` (with ``--json``) as a runtime
+    failure does, then exits 2 as before: a :func:`fail` with code 2, or a ``typer.BadParameter``
+    (whose record holds the message the error line shows). Click's parsing of the arguments comes
+    before the command runs, so its errors print no record."""
+    usage_error = click_module("exceptions").UsageError
+    token = _usage_record.set(record)
+    try:
+        yield
+    except usage_error as exc:
+        record.emit(exc.format_message())
+        raise
+    finally:
+        _usage_record.reset(token)
+
+
+def check_not_same_file(image: Path, mask: Path) -> None:
+    """Exit 2 (a usage error) when IMAGE and MASK name one existing file, also through a link or
+    another spelling: the photo would be read as its own mask. ``-`` (stdin) and missing files are
+    left to their own checks."""
+    import os
+
+    if "-" in (str(image), str(mask)):
+        return
+    try:
+        same = os.path.samefile(image, mask)
+    except (OSError, ValueError):  # a missing or unreadable file, or a name holding a NUL byte
+        return
+    if same:
+        names = str(image) if str(image) == str(mask) else f"{image} and {mask}"
+        raise fail(f"IMAGE and MASK are the same file ({names}); give the photo, then its coarse mask", code=2)
 
 
 def percent(value: float | None) -> str:

@@ -29,11 +29,14 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
+    check_not_same_file,
+    collect_warnings,
     emit_json,
     fail,
     parse_labels,
     refiner_options,
     say,
+    usage_errors_recorded,
     user_errors,
     warn,
 )
@@ -41,6 +44,26 @@ from .common import (
 # What the log line calls each output kind.
 KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",
               "overlay": "overlay"}
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file in a folder of files: "a pipe" (a
+    FIFO, or a process substitution's /dev/fd/N), "a character device", "a block device", "a
+    socket", or "a name under /dev" or "/proc" (/dev/stdin redirected from a file); None otherwise.
+    Nothing is opened, so a pipe's writer is not woken."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing or unreadable: reading it names it
+        return None
+    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    if (kind := next((kind for test, kind in kinds if test(mode)), None)) is not None:
+        return kind
+    folder = Path(os.path.realpath(os.path.dirname(os.path.abspath(path))))  # /dev/fd: /proc/<pid>/fd
+    return next((f"a name under {top}" for top in ("/dev", "/proc") if folder.is_relative_to(top)), None)
 
 
 @refiner_options()
@@ -73,69 +96,79 @@ def refine(
     from ..pipeline import refine_files, schedule_label
     from ..writing import encode_image, write_bytes_stdout, write_image
 
-    if str(image) == "-" and str(mask) == "-":
-        raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
-    if output is None:
-        if str(mask) == "-":
-            raise typer.BadParameter("give -o OUT (or -o -) when the mask comes from stdin")
-        output = mask.with_name(f"{mask.stem}_refined.png")
     to_stdout = str(output) == "-"
-    if to_stdout and json_out:
+    if to_stdout and json_out:  # no record for this one: it is the record that has no stdout to go to
         raise typer.BadParameter("-o - and --json both want stdout; choose one")
-    if to_stdout and sys.stdout.isatty():
-        raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
-    if "-" in (str(image), str(mask)) and sys.stdin.isatty():
-        raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
-    label_ids = parse_labels(labels)
-    settings = options.settings()
-    if not to_stdout:
-        check_output_name(output, output_kind.value)
-        if str(image) != "-" and same_file(image, output):
-            raise fail(f"-o {output} is the image {image}; writing there would replace the photo with the mask",
-                       code=2)
-    image_name = "<stdin>" if str(image) == "-" else str(image)
-    mask_name = "<stdin>" if str(mask) == "-" else str(mask)
-
-    fatal = FailureRecord(json_out, lambda failure: {"image": str(image), "mask": str(mask), "output": str(output),
-                                                     **failure})
-    device_name = None
-    with user_errors(fatal.emit):
-        image_src = read_bytes_stdin() if str(image) == "-" else image
-        mask_src = read_bytes_stdin() if str(mask) == "-" else mask
-        # Everything that can be checked without the model is checked first (milliseconds).
-        header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
-                                         None if to_stdout else output, mode=mode.value)
-        # Both pre-model checks that need the mask's pixels share one decode.
-        pre_model_mask = functools.cache(lambda: read_mask(mask_src, name=mask_name))
+    # With --json, crm's own usage errors print this record too, as runtime failures do.
+    fatal = FailureRecord(json_out, lambda failure: {
+        "image": str(image), "mask": str(mask), "output": None if output is None else str(output), **failure,
+        "warnings": list(shown)})
+    with usage_errors_recorded(fatal), collect_warnings() as shown:  # shown: the warnings printed for the image
+        if str(image) == "-" and str(mask) == "-":
+            raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
+        if output is None:
+            if str(mask) == "-":
+                raise typer.BadParameter("give -o OUT (or -o -) when the mask comes from stdin")
+            # MASK_refined.png has no folder to go in beside a pipe (`<(cat m.png)` is /dev/fd/63) or a device.
+            if (kind := special_file(mask)) is not None:
+                raise typer.BadParameter(f"give -o OUT (or -o -) when the mask comes from a pipe or device: "
+                                         f"{mask} is {kind}")
+            output = mask.with_name(f"{mask.stem}_refined.png")
+        check_not_same_file(image, mask)
+        if to_stdout and sys.stdout.isatty():
+            raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+        if "-" in (str(image), str(mask)) and sys.stdin.isatty():
+            raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
+        label_ids = parse_labels(labels)
+        settings = options.settings()
         if not to_stdout:
-            check_output_size(output, header.width, header.height)
-            check_label_output(pre_model_mask, mask_name, mode.value, output)
-        # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
-        label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
-            pre_model_mask, mask_name, mode.value, label_ids)
-        # The checks' decode, when they made one, is the mask refined: a large mask is read once.
-        decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None
-        if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
-            result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
-                                      threshold=threshold, image_name=image_name, mask_name=mask_name,
-                                      decoded_mask=decoded_mask)
-            result.notes.extend(label_notes)
-            if passthrough:
-                result.notes.append(passthrough_note(header.width, header.height, image_name))
-        else:
-            refiner = options.load(quiet)
-            device_name = refiner.device_name
-            result = refine_files(
-                refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
-                output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
-                decoded_mask=decoded_mask,
-            )
-        for note in result.notes:
-            warn(note)
-        if to_stdout:
-            write_bytes_stdout(encode_image(result.output, result.palette, "PNG"))
-        else:
-            write_image(output, result.output, result.palette)
+            check_output_name(output, output_kind.value)
+            if str(image) != "-" and same_file(image, output):
+                raise fail(f"-o {output} is the image {image}; writing there would replace the photo with the mask",
+                           code=2)
+        image_name = "<stdin>" if str(image) == "-" else str(image)
+        mask_name = "<stdin>" if str(mask) == "-" else str(mask)
+
+        device_name = None
+        with user_errors(fatal.emit):
+            image_src = read_bytes_stdin() if str(image) == "-" else image
+            mask_src = read_bytes_stdin() if str(mask) == "-" else mask
+            # Everything that can be checked without the model is checked first (milliseconds).
+            header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
+                                             None if to_stdout else output, mode=mode.value)
+            # Both pre-model checks that need the mask's pixels share one decode.
+            pre_model_mask = functools.cache(lambda: read_mask(mask_src, name=mask_name))
+            if not to_stdout:
+                check_output_size(output, header.width, header.height)
+                check_label_output(pre_model_mask, mask_name, mode.value, output)
+            # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
+            label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
+                pre_model_mask, mask_name, mode.value, label_ids)
+            # The checks' decode, when they made one, is the mask refined: a large mask is read once.
+            decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None
+            if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
+                result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
+                                          threshold=threshold, image_name=image_name, mask_name=mask_name,
+                                          decoded_mask=decoded_mask)
+                result.notes.extend(label_notes)
+                if passthrough:
+                    result.notes.append(passthrough_note(header.width, header.height, image_name))
+            else:
+                loading = len(shown)
+                refiner = options.load(quiet)
+                del shown[loading:]  # the weights' own warnings (unverified, fp16 on a CPU) are about no image
+                device_name = refiner.device_name
+                result = refine_files(
+                    refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
+                    output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
+                    decoded_mask=decoded_mask,
+                )
+            for note in result.notes:
+                warn(note)
+            if to_stdout:
+                write_bytes_stdout(encode_image(result.output, result.palette, "PNG", result.icc_profile))
+            else:
+                write_image(output, result.output, result.palette, result.icc_profile)
     if not quiet:
         kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
@@ -151,7 +184,7 @@ def refine(
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
             "seconds": round(result.seconds, 4), "device": device_name, "passthrough": passthrough,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
-            "preset": options.preset_name, **schedule_fields(result),
+            "preset": options.preset_name, **schedule_fields(result), "warnings": shown,
         })
 
 

@@ -13,6 +13,7 @@ from .common import (
     JsonOpt,
     QuietOpt,
     RefinerOptions,
+    check_not_same_file,
     console,
     emit_json,
     refiner_options,
@@ -58,6 +59,8 @@ def timing(
 
     if (image is None) == (size is None) or (image is not None and mask is None):
         raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
+    if image is not None and mask is not None:
+        check_not_same_file(image, mask)
     settings = options.settings()
 
     inputs = {"size": size} if size is not None else {"image": str(image), "mask": str(mask)}
