@@ -246,13 +246,28 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
     frame in a stop's KeyboardInterrupt that a caller holds, or the loader's own frames in a
     reference cycle after an error from inside it (a worker's unreadable pair). At the exit
     multiprocessing then waits for workers that ignore its SIGTERM (see :meth:`Trainer.batches`),
-    and the process hung."""
+    and the process hung.
+
+    A worker that dies while being stopped (an abort in a library's C++ teardown, "terminate called
+    without an active exception", seen under load) has made every batch it was asked for, so that
+    is one warning, not an error: it must neither fail a finished run nor hide the error that
+    stopped one (too many damaged pairs)."""
     try:
         yield batches
     finally:
         shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
         if shutdown is not None:
-            shutdown()
+            try:
+                shutdown()
+            except RuntimeError as exc:
+                if not str(exc).startswith(_WORKER_DIED):
+                    raise
+                logger.warning("a data loader worker ended abnormally while being stopped (%s); the run's steps "
+                               "are complete", exc)
+
+
+# How torch's DataLoader words a worker that died (killed by a signal, or exited unexpectedly).
+_WORKER_DIED = "DataLoader worker"
 
 
 class EarlyStop(IntEnum):
