@@ -143,3 +143,14 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up there while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+def palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> Path:
+    """Save ``indices`` verbatim as a P-mode PNG with ``palette``."""
+    from PIL import Image
+
+    image = Image.new("P", (indices.shape[1], indices.shape[0]))
+    image.frombytes(indices.astype(np.uint8).tobytes())
+    image.putpalette(palette)
+    image.save(path)
+    return path

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import palette_png
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
@@ -37,15 +38,6 @@ def object_mask(height: int = 12, width: int = 16) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     mask[3:9, 4:12] = 255
     return mask
-
-
-def palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> Path:
-    """Save ``indices`` verbatim as a P-mode PNG with ``palette``."""
-    image = Image.new("P", (indices.shape[1], indices.shape[0]))
-    image.frombytes(indices.astype(np.uint8).tobytes())
-    image.putpalette(palette)
-    image.save(path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------

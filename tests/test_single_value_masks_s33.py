@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import palette_png
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -52,15 +53,6 @@ def test_zero_and_one_value_is_a_binary_mask(tmp_path: Path, value: int, dtype: 
     assert binarize(mask.scoring_values()).tolist() == inside.tolist()
     assert choose_mode(mask, "auto") == "binary" and choose_mode(mask, "labels") == "labels"
     assert scale_note(mask, "m.png") is None  # not "read as 8-bit values": the scale plays no part
-
-
-def palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> Path:
-    """Save ``indices`` verbatim as a P-mode PNG with ``palette``."""
-    image = Image.new("P", (indices.shape[1], indices.shape[0]))
-    image.frombytes(indices.astype(np.uint8).tobytes())
-    image.putpalette(palette)
-    image.save(path)
-    return path
 
 
 def test_palette_of_two_grey_entries_is_a_binary_mask(tmp_path: Path) -> None:
