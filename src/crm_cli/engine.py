@@ -202,6 +202,10 @@ class Refiner:
 
     One Refiner may be shared between threads: its refinements run one at a time (the runner's
     buffers, such as the onnx backend's kept latent, serve one refinement at a time).
+
+    A Refiner pickles and deep-copies (process pools, joblib, Dask): on torch the copy carries the
+    model's weights; on onnx it carries its encoder's path and reopens that file, which must still
+    have the sha256 the original loaded (``checkpoint.WeightsError`` otherwise).
     """
 
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
@@ -341,8 +345,12 @@ class Refiner:
 
         info = checked_info(sidecar)
         verify_encoder(encoder, sidecar)
+        entry = (sidecar.data or {}).get("onnx")
+        # The hash just verified: a pickled copy reopens the encoder only when it still has it.
+        recorded = entry.get("sha256") if isinstance(entry, dict) else None
         decoder = NumpyDecoder.from_checkpoint(sidecar.weights, info.config)
-        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, **tiles), info
+        return OnnxStageRunner(encoder, decoder, info.config, threads=threads,
+                               encoder_sha256=recorded if isinstance(recorded, str) else None, **tiles), info
 
     @property
     def backend(self) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .checkpoint import WeightsError
+from .checkpoint import WeightsError, sha256_file
 from .config import ArchConfig
 from .errors import first_line
 from .resampling import pad_stage_input, resize_probability
@@ -293,16 +293,55 @@ class OnnxStageRunner(TiledRunner):
     backend = "onnx"
 
     def __init__(self, encoder_path: Path, decoder: NumpyDecoder, config: ArchConfig, *, threads: int | None = None,
-                 **tiles: int) -> None:
+                 encoder_sha256: str | None = None, **tiles: int) -> None:
+        """``encoder_sha256``: the encoder file's sha256 as the caller verified it; a pickled or
+        copied runner reopens the file only when it still has that hash (None: hashed here)."""
         super().__init__(**tiles)
 
         threads = usable_threads(threads)
-        self.session = open_encoder_session(encoder_path, threads)
+        # Absolute: a copy unpickled in a worker with another working directory opens the same file.
+        self.encoder_path = Path(encoder_path).absolute()
+        self.session = open_encoder_session(self.encoder_path, threads)
+        self.encoder_sha256 = encoder_sha256 or sha256_file(self.encoder_path)
         self.threads = threads
         self.decoder_pool = DecoderPool(threads)
         self._latent_store: np.ndarray | None = None
         self.decoder = decoder
         self.input_norm = config.input_norm
+
+    # Pickling carries the encoder's path and sha256, not its bytes (the torch runner carries its
+    # model's weights): a Refiner goes into every task of a process pool, joblib or Dask, and
+    # the workers read the same file; the copy opens it only if it still has the hash the original
+    # loaded, so it never runs another encoder than the original. The decoder's small arrays travel
+    # as they are (they come from the weights, which the copy does not read again). The session,
+    # the decoder's threads and the kept latent (up to hundreds of MB) are made anew in the copy.
+    def __getstate__(self) -> dict[str, Any]:
+        """The runner's options, its encoder's path and sha256 and its decoder, without the ONNX
+        Runtime session, the decoder's thread pool or the kept latent."""
+        state = self.__dict__.copy()
+        for name in ("session", "decoder_pool", "_latent_store"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or copied runner: its encoder reopened from the same file, checked
+        against the sha256 the original loaded (a one-line WeightsError when the file is gone or
+        changed), with threads and buffers of its own."""
+        self.__dict__.update(state)
+        path = self.encoder_path
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:  # gone, a directory now, unreadable
+            raise WeightsError(f"{path}: cannot read the exported encoder this Refiner was pickled with "
+                               f"({exc.strerror or exc}); a copy of a Refiner on the onnx backend reopens it "
+                               "(keep the file, or use the torch backend)") from None
+        if digest != self.encoder_sha256:
+            raise WeightsError(f"{path}: sha256 {digest[:12]}... is not that of the exported encoder this Refiner "
+                               f"was pickled with ({self.encoder_sha256[:12]}...); the file changed since")
+        self.threads = usable_threads(self.threads)
+        self.session = open_encoder_session(path, self.threads)
+        self.decoder_pool = DecoderPool(self.threads)
+        self._latent_store = None
 
     @property
     def device_name(self) -> str:
