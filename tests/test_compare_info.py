@@ -120,17 +120,17 @@ def test_info_hash_mismatch_and_embedded_spec(tiny_weights: Path, tmp_path: Path
     assert data["weights"]["provenance"]["notes"] == "random test weights"
 
 
-def test_info_missing_weights_is_reported_not_fatal(tmp_path: Path) -> None:
+def test_info_missing_weights_are_reported_and_fatal(tmp_path: Path) -> None:
     missing = tmp_path / "absent.safetensors"
     result = runner.invoke(app, ["info", "--weights", str(missing), "--json"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # was 0: weights asked for that are not there are unusable, as --help says
     weights = json.loads(result.stdout)["weights"]
-    assert weights["exists"] is False and weights["sha256"] is None
+    assert weights["exists"] is False and weights["sha256"] is None and str(missing) in weights["error"]
     assert json.loads(result.stdout)["default_backend"] is None  # was "torch": no backend runs absent weights
 
     result = runner.invoke(app, ["info", "--weights", str(missing)])
-    assert result.exit_code == 0
-    assert "missing" in flat(result.stderr)
+    assert result.exit_code == 1
+    assert "missing" in flat(result.stderr) and f"error: weights not found: {missing}" in flat(result.stderr)
 
 
 def test_info_table_goes_to_stderr(tiny_weights: Path) -> None:
@@ -143,11 +143,11 @@ def test_info_table_goes_to_stderr(tiny_weights: Path) -> None:
 
 def test_compare_refuses_a_lossy_name_before_any_work(scene_files: dict[str, Path], tmp_path: Path) -> None:
     result = runner.invoke(app, ["compare", str(scene_files["image"]), str(scene_files["coarse"]),
-                                 str(tmp_path / "missing_refined.png"), "-o", str(tmp_path / "cmp.jpg")])
+                                 str(tmp_path / "missing_refined.png"), "-o", str(tmp_path / "cmp.jp2")])
     # Exit 2 for the name, not 1 for the missing refined mask: the name is checked first.
     assert result.exit_code == 2
-    assert "cmp.jpg" in result.stderr and ".png" in result.stderr and "Traceback" not in result.output
-    assert not (tmp_path / "cmp.jpg").exists()
+    assert "cmp.jp2" in result.stderr and ".png" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "cmp.jp2").exists()
 
 
 def test_compare_strip_of_a_very_wide_or_tall_image_stays_readable_and_bounded() -> None:

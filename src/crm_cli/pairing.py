@@ -896,13 +896,14 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     return Pairing(pairs, failures, _skipped_note(*walks) + notes)
 
 
-def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
+def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> list[tuple[dict, dict]]:
     """Pair ground-truth COCO annotations with the predictions of the same annotation ``id``.
 
     Crowd regions (``iscrowd``) of the ground truth are left out, and so are predictions without an
     ``id``. Raises ValueError for an ``id`` that cannot name an annotation (a list or an object, by
     the rule ``image_id`` follows), for duplicate prediction ids and, listing them, for ground-truth
-    instances without a prediction.
+    instances without a prediction; with ``missing``, those instances are appended to it instead
+    (each a failure of its own, the others still paired).
     """
     from .coco.files import is_json_id
 
@@ -921,15 +922,18 @@ def pair_coco_annotations(pred: list, gt: list) -> list[tuple[dict, dict]]:
         if key in by_id:
             raise ValueError(f"predictions: annotation id {key!r} appears more than once")
         by_id[key] = annotation
-    pairs, missing = [], []
+    pairs: list[tuple[dict, dict]] = []
+    unpaired: list[dict] = []
     instances = [(index, a) for index, a in enumerate(gt) if isinstance(a, dict) and not a.get("iscrowd")]
     for index, annotation in instances:
         found = by_id.get(annotation.get("id")) if usable(annotation, index, "ground truth") else None
         if found is None:
-            missing.append(str(annotation.get("id")))
+            unpaired.append(annotation)
         else:
             pairs.append((annotation, found))
-    if missing:
-        raise ValueError(f"{len(missing)} of {len(instances)} ground-truth instances have no prediction "
-                         f"with the same annotation id: {listed(missing)}")
+    if missing is not None:
+        missing.extend(unpaired)
+    elif unpaired:
+        raise ValueError(f"{len(unpaired)} of {len(instances)} ground-truth instances have no prediction "
+                         f"with the same annotation id: {listed([str(a.get('id')) for a in unpaired])}")
     return pairs

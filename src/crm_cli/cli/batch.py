@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
+    collect_warnings,
     console,
     emit_json,
     fail,
@@ -38,6 +39,7 @@ from .common import (
     report_failure,
     say,
     stop_behind,
+    usage_errors_recorded,
     user_errors,
     warn,
 )
@@ -263,28 +265,39 @@ def batch(
     from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
     from ..raybatch import RayRunError, ray_run
 
-    if ray_address is not None:
-        require_ray_option()
-    label_ids = parse_labels(labels)
-    settings = options.settings()
-    input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")
-    if output_dir.resolve() in {path.resolve() for path in input_folders}:
-        raise typer.BadParameter("the output folder must differ from the input folders")
+    items: list[dict] = []
+    # With --json, the summary of what was known when the run stopped, marked failed.
+    fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
+                                                     "output_dir": str(output_dir), "items": items})
+    # With --json, crm's own usage errors print this record too, as runtime failures do.
+    with usage_errors_recorded(fatal):
+        ray_spec = None
+        if ray_address is not None:
+            require_ray_option()
+            ray_spec = options.ray_spec()
+        options.check_backend()
+        label_ids = parse_labels(labels)
+        settings = options.settings()
+        input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")
+        if output_dir.resolve() in {path.resolve() for path in input_folders}:
+            raise typer.BadParameter("the output folder must differ from the input folders")
     # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
     # folder that does not exist yet holds none from before.
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
     clocks = FolderClocks()  # each output folder's clock read once, for the scan and the jobs (Ray actors: a copy)
-    items: list[dict] = []
     # The warnings shown for each pair, as its --json item lists them.
     pair_warnings: dict[FilePair, list[str]] = {}
 
+    def note_pair(pair: FilePair, text: str) -> None:
+        """Add a warning shown for ``pair`` to its item's list, once."""
+        listed = pair_warnings.setdefault(pair, [])
+        if text not in listed:
+            listed.append(text)
+
     def warn_pair(pair: FilePair, text: str, out: Console | None = None) -> None:
         warn(text, out)
-        pair_warnings.setdefault(pair, []).append(text)
+        note_pair(pair, text)
 
-    # With --json, the summary of what was known when the run stopped, marked failed.
-    fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
-                                                     "output_dir": str(output_dir), "items": items})
     # Nothing to refine in FOLDER, or --masks naming FOLDER itself (NoPairsError), is a usage error: exit 2.
     with user_errors(fatal.emit):
         found = (scan_pairs(folder, exclude=output_dir) if masks_dir is None
@@ -368,13 +381,13 @@ def batch(
     # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
     run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
     if todo and ray_address is not None:
-        run = ray_run(ray_address, jobs, work, options.ray_spec(), quiet=quiet, log=None if quiet else say)
+        run = ray_run(ray_address, jobs, work, ray_spec, quiet=quiet, log=None if quiet else say)
     elif todo:
         refiner = None  # images too small to refine need no model
         if not all(small[pair] for pair in todo):
             with user_errors(fatal.emit):
                 refiner = options.load(quiet)
-        run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
+        run = nullcontext(outcomes_with_logged_warnings(work, refiner, jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
     # No bar when nothing is left to refine: the summary says it all.
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -386,6 +399,8 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
+                    for text in outcome.pop("logged", []):  # shown on stderr as they were logged
+                        note_pair(pair, text)
                     for note in outcome.pop("notes", []):  # named by the pair, unless the note names its file
                         named = str(pair.image) in note or str(pair.mask) in note
                         warn_pair(pair, note if named else f"{pair.name}: {note}", progress.console)
@@ -433,6 +448,17 @@ def batch(
         emit_json({**counts, "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def outcomes_with_logged_warnings(work: Callable[[Any, dict[str, Any]], dict[str, Any]], refiner: Any,
+                                  jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(job index, outcome) of each job, run in turn by ``work(refiner, job)``, with ``"logged"``: the
+    warnings the library logged while it ran (a mask of several frames), which its ``--json`` item lists
+    with the pair's notes."""
+    for index, job in enumerate(jobs):
+        with collect_warnings() as shown:
+            outcome = work(refiner, job)
+        yield index, {**outcome, "logged": shown}
 
 
 def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:

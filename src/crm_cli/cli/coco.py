@@ -25,6 +25,7 @@ from .common import (
     refiner_options,
     report_failure,
     say,
+    usage_errors_recorded,
     user_errors,
     warn,
 )
@@ -154,18 +155,25 @@ def coco(
     from ..raybatch import RayRunError, ray_run
 
     started = time.perf_counter()
-    if ray_address is not None:
-        require_ray_option()
-    wanted = parse_ids(category_ids)
-    if output.resolve() == annotations.resolve():
-        raise typer.BadParameter("the output file must differ from the annotation file", param_hint="'--output'")
-    settings = options.settings()
+    fatal = FailureRecord(json_out, lambda failure: {**failure, "output": str(output)})
+    # With --json, crm's own usage errors print this record too, as runtime failures do.
+    with usage_errors_recorded(fatal):
+        if str(output) == "-":  # everywhere else - is stdout: no file named "-" is made in silence
+            raise typer.BadParameter("crm coco writes a file (its progress file goes beside it, for resuming), "
+                                     "not standard output; give a file name", param_hint="'--output'")
+        ray_spec = None
+        if ray_address is not None:
+            require_ray_option()
+            ray_spec = options.ray_spec()
+        options.check_backend()
+        wanted = parse_ids(category_ids)
+        if output.resolve() == annotations.resolve():
+            raise typer.BadParameter("the output file must differ from the annotation file", param_hint="'--output'")
+        settings = options.settings()
+        if (special := special_output(output)) is not None:
+            raise typer.BadParameter(f"{output} is {special}; name a file to write", param_hint="'--output'")
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
                             full_image=full_image)
-
-    if (special := special_output(output)) is not None:
-        raise typer.BadParameter(f"{output} is {special}; name a file to write", param_hint="'--output'")
-    fatal = FailureRecord(json_out, lambda failure: {**failure, "output": str(output)})
     # Checked before anything is read or loaded: a path under a file gives one clear line.
     if (reason := unwritable_reason(output)) is not None:
         raise fatal.fail(reason)
@@ -198,7 +206,7 @@ def coco(
     sidecar_error: OSError | None = None
     if plan.jobs and ray_address is not None:
         work = partial(refine_image_job, options=instance_options)
-        run = ray_run(ray_address, plan.jobs, work, options.ray_spec(), quiet=quiet, log=None if quiet else say)
+        run = ray_run(ray_address, plan.jobs, work, ray_spec, quiet=quiet, log=None if quiet else say)
     elif plan.jobs:
         with user_errors(fatal.emit):
             refiner = options.load(quiet)

@@ -3,19 +3,52 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .checks import check_output_name, same_file
+from .checks import same_file
 from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The strip is a picture to look at, not a mask, so a lossy JPEG (for slides) is fine here.
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+JPEG_QUALITY = 95
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
 
 Example: crm compare photo.jpg coarse.png refined.png gt.png -o cmp.png --crops 4
 
-With -o - the strip is written to stdout as PNG bytes (refused when stdout is a terminal)."""
+The strip is written as PNG, TIFF, lossless WebP or JPEG (quality 95), by the output's extension.
+With -o - it is written to stdout as PNG bytes (refused when stdout is a terminal)."""
+
+
+def _strip_format(output: Path) -> str:
+    """The format ``output``'s extension names for the strip: "PNG", "TIFF", "WEBP" or "JPEG"; exit 2 for another."""
+    from ..writing import OutputNameError, output_format
+
+    if output.suffix.lower() in JPEG_SUFFIXES:
+        return "JPEG"
+    try:
+        return output_format(output)
+    except OutputNameError as exc:
+        raise fail(f"{exc}, or {' or '.join(JPEG_SUFFIXES)} for a strip", code=2) from None
+
+
+def _write_jpeg(output: Path, strip: np.ndarray) -> None:
+    """Write the RGB ``strip`` as a JPEG of quality JPEG_QUALITY, atomically (``writing.write_atomic``)."""
+    import io
+
+    from PIL import Image
+
+    from ..writing import write_atomic
+
+    buffer = io.BytesIO()
+    Image.fromarray(strip, "RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
+    write_atomic(output, buffer.getvalue())
 
 
 def compare(
@@ -25,7 +58,7 @@ def compare(
     refined: Annotated[Path, typer.Argument(metavar="REFINED", dir_okay=False, help="The refined mask (any bit depth).",
                                             show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", allow_dash=True, dir_okay=False, metavar="FILE",
-                                         help="Image to write: .png, .tif or .webp, or - for PNG on stdout.",
+                                         help="Image to write: .png, .tif, .webp or .jpg, or - for PNG on stdout.",
                                          show_default=False)],
     gt: Annotated[Path | None, typer.Argument(metavar="GT", dir_okay=False, help="Optional ground-truth mask.",
                                               show_default=False)] = None,
@@ -35,14 +68,14 @@ def compare(
         show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a comparison strip (PNG, TIFF or lossless WebP, by the output's extension; PNG with -o -)."""
+    """Write a comparison strip (PNG, TIFF, lossless WebP or JPEG, by the output's extension; PNG with -o -)."""
     import sys
 
     to_stdout = str(output) == "-"
     if to_stdout and sys.stdout.isatty():  # as crm refine -o -
         raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+    fmt = "PNG" if to_stdout else _strip_format(output)
     if not to_stdout:
-        check_output_name(output)
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
         for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
             if path is not None and same_file(path, output):
@@ -70,6 +103,8 @@ def compare(
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
         if to_stdout:
             write_bytes_stdout(encode_image(strip, fmt="PNG"))
+        elif fmt == "JPEG":
+            _write_jpeg(output, strip)
         else:
             write_image(output, strip)
     if not quiet:

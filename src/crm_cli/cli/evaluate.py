@@ -23,6 +23,7 @@ from .common import (
     report_failure,
     say,
     threshold_option,
+    usage_errors_recorded,
     user_errors,
     warn,
 )
@@ -57,10 +58,9 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, scan_pairs, split_output_clashes
+    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, count_noun, scan_pairs, split_output_clashes
     from ..writing import write_png
 
-    settings = options.settings()
     failures: list[dict[str, str]] = []
 
     def failed(name: str, image: Path, error: str, out: Console | None = None) -> None:
@@ -70,6 +70,10 @@ def evaluate(
 
     fatal = FailureRecord(json_out, lambda failure: {"folder": str(folder), **failure, "n": 0,
                                                      "failed": len(failures), "failures": failures})
+    # With --json, crm's own usage errors print this record too, as runtime failures do.
+    with usage_errors_recorded(fatal):
+        options.check_backend()
+        settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.
     with user_errors(fatal.emit):
         found = scan_pairs(folder)
@@ -91,6 +95,10 @@ def evaluate(
     if not pairs and not failures:
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
+    if without_gt := [p for p in found.pairs if p.gt is None]:  # the others are scored: say these are not
+        example = without_gt[0]
+        warn(f"{count_noun(len(without_gt), 'pair')} without a <name>_gt ground truth not scored, e.g. "
+             f"{example.image} + {example.mask}")
     if limit:
         pairs = pairs[:limit]
     # With -o, refined masks are written by relative path: two outputs that are one file on the output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,10 @@ Prints the crm, Python, torch, CUDA and ONNX Runtime versions, the devices avail
 and backend 'auto' picks, and the weights: path, sha256 (checked against the sidecar JSON),
 architecture, provenance, how 'auto' runs the final stage with them (the sidecar's final_stage
 over the defaults), and the ONNX encoder exported from them (its sha256 checked too).
-Exits 1 when the weights file is not a usable crm checkpoint: a hash that does not match, tensors
-that do not load into their recorded architecture, or an exported encoder that does not match.
+Exits 1 when the weights are not a usable crm checkpoint: a file given with --weights or CRM_WEIGHTS
+that is not there, a hash that does not match, tensors that do not load into their recorded
+architecture, or an exported encoder that does not match (--json still prints the report, with
+"status": "failed" and the reason in its weights' "error").
 
 Example: crm info --json"""
 
@@ -85,6 +88,10 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     report = inspect_checkpoint(sidecar, build=True)
     _check_encoder_loads(report)
+    # Weights the user named (--weights, CRM_WEIGHTS) that are not there are unusable, as every
+    # refining command says; the shipped ones missing from a source checkout are only reported.
+    if not report["exists"] and not report["error"] and (weights is not None or os.environ.get("CRM_WEIGHTS")):
+        report["error"] = f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)"
     return {
         "version": __version__,
         "python": platform.python_version(),
@@ -97,6 +104,7 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         # None: no backend runs these weights (missing, or not a usable checkpoint).
         "default_backend": backend if report["exists"] and not report["error"] else None,
         "weights": report,
+        "status": "failed" if report["error"] else "ok",
     }
 
 

@@ -26,32 +26,59 @@ from .common import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..masks import MaskData
     from ..metrics import DatasetScore, ImageScore
     from ..pairing import ScorePair
 
 
-def _read_values(path: Path, threshold: float | None = None) -> np.ndarray:
+def _values(mask: MaskData, threshold: float | None = None) -> np.ndarray:
     """Raw mask values for scoring; palette masks give their foreground (index != 0) as booleans.
 
     With ``threshold`` the values are binarised at > threshold of their full scale instead.
     """
-    from ..imageio import read_mask
     from ..masks import mask_to_float
 
-    values = read_mask(path).scoring_values()
+    values = mask.scoring_values()
     return values if threshold is None else mask_to_float(values) > threshold
 
 
-def _score_files(pair: ScorePair, threshold: float | None) -> ImageScore:
-    """Scores of one prediction file against its ground-truth file; ValueError names both on a size mismatch."""
+def _fit_sizes(pred: MaskData, gt: MaskData, pair: ScorePair) -> tuple[MaskData, MaskData, list[str]]:
+    """The two masks at one size: a smaller same-aspect copy of the other is upsampled to its size,
+    as crm eval upsamples a small ground truth to its photo, so that both commands score the same.
+    Returns them and a note for the one upsampled; ValueError names both files on another mismatch."""
+    from ..masks import SizeMismatchError, match_mask_to_image
+
+    (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
+    try:
+        if gt_h <= pred_h and gt_w <= pred_w:
+            gt, resized = match_mask_to_image(gt, (pred_h, pred_w), str(pair.pred), str(pair.gt))
+            return pred, gt, [f"{pair.gt}: upsampled to the image size {pred_w}x{pred_h}"] if resized else []
+        if pred_h <= gt_h and pred_w <= gt_w:
+            pred, _ = match_mask_to_image(pred, (gt_h, gt_w), str(pair.gt), str(pair.pred))
+            return pred, gt, [f"{pair.pred}: upsampled to the image size {gt_w}x{gt_h}"]
+    except SizeMismatchError:
+        pass
+    raise ValueError(f"size mismatch: {pair.pred} is {pred_w}x{pred_h} but {pair.gt} is {gt_w}x{gt_h}")
+
+
+def _score_files(pair: ScorePair, threshold: float | None, warned: set[Path]) -> ImageScore:
+    """Scores of one prediction file against its ground-truth file; ValueError names both on a size mismatch.
+
+    Warns about a file that looks like a photo (once per file: ``warned`` holds those warned about)
+    and about a mask upsampled to the other's size."""
+    from ..imageio import read_mask
+    from ..masks import photo_note
     from ..metrics import score_pair
 
-    pred_values = _read_values(pair.pred, threshold)
-    gt_values = _read_values(pair.gt)
-    if pred_values.shape[:2] != gt_values.shape[:2]:
-        raise ValueError(f"size mismatch: {pair.pred} is {pred_values.shape[1]}x{pred_values.shape[0]} "
-                         f"but {pair.gt} is {gt_values.shape[1]}x{gt_values.shape[0]}")
-    return score_pair(pred_values, gt_values, pair.name)
+    pred, gt = read_mask(pair.pred), read_mask(pair.gt)
+    for path, mask in ((pair.pred, pred), (pair.gt, gt)):
+        if path not in warned and (note := photo_note(mask, str(path))) is not None:
+            warned.add(path)
+            warn(note)
+    pred, gt, notes = _fit_sizes(pred, gt, pair)
+    for note in notes:
+        warn(note)
+    return score_pair(_values(pred, threshold), _values(gt), pair.name)
 
 
 def _print_table(scores: DatasetScore) -> None:
@@ -75,12 +102,9 @@ def _print_table(scores: DatasetScore) -> None:
                   style="dim", highlight=False)
 
 
-def _write_csv(path: Path, scores: DatasetScore) -> None:
-    """One row per image: name, iou, mba (empty when the GT has no boundary), intersection, union.
-    Written with ``writing.write_atomic``: a failed write leaves an earlier CSV as it was and names ``path``."""
+def _csv_text(scores: DatasetScore) -> str:
+    """One row per image: name, iou, mba (empty when the GT has no boundary), intersection, union."""
     import io
-
-    from ..writing import write_atomic
 
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
@@ -88,19 +112,56 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
     for image in scores.images:
         writer.writerow([image.name, repr(image.iou), "" if image.mba is None else repr(image.mba),
                          image.intersection, image.union])
-    write_atomic(path, buffer.getvalue().encode("utf-8"))
+    return buffer.getvalue()
+
+
+def _write_csv(path: Path, scores: DatasetScore) -> None:
+    """The rows of :func:`_csv_text` in ``path``, or on stdout for ``-``.
+    Written with ``writing.write_atomic``: a failed write leaves an earlier CSV as it was and names ``path``."""
+    import sys
+
+    from ..writing import write_atomic
+
+    if str(path) == "-":
+        sys.stdout.write(_csv_text(scores))
+        sys.stdout.flush()
+    else:
+        write_atomic(path, _csv_text(scores).encode("utf-8"))
+
+
+def _check_csv_target(csv_path: Path, inputs: list[tuple[str, Path]]) -> None:
+    """Usage error (exit 2) when ``csv_path`` is one of the files to score (``inputs``: (role, file)):
+    writing the CSV there would replace it."""
+    from .checks import same_file
+
+    if not csv_path.exists():  # every input exists: a new file cannot be one of them
+        return
+    for role, path in inputs:
+        if same_file(path, csv_path):
+            raise typer.BadParameter(f"{csv_path} is the {role} {path}; writing the CSV there would replace it",
+                                     param_hint="'--csv'")
 
 
 def _score_coco(pred: Path, gt: Path, failures: list[dict[str, Any]]) -> DatasetScore:
     """Per-instance scores of two COCO files, matched by annotation id. An instance that cannot be
-    scored is reported now, appended to ``failures`` and left out."""
+    scored, or that has no prediction, is reported now, appended to ``failures`` and left out."""
     from ..coco import load_coco, score_coco
+    from ..pairing import pair_coco_annotations
 
     def failed(failure: dict[str, Any]) -> None:
         failures.append(failure)
         report_failure(f"annotation {failure['id']} (image_id {failure['image_id']!r}): ", failure["error"])
 
-    return score_coco(load_coco(pred, exact_numbers=False), load_coco(gt, exact_numbers=False), on_error=failed)
+    predictions, truth = load_coco(pred, exact_numbers=False), load_coco(gt, exact_numbers=False)
+    missing: list[dict] = []
+    pair_coco_annotations(predictions["annotations"], truth["annotations"], missing=missing)
+    for annotation in missing:
+        failed({"id": annotation.get("id"), "image_id": annotation.get("image_id"),
+                "error": "no prediction with the same annotation id"})
+    if missing:  # score_coco pairs again, now with a prediction for every ground-truth instance
+        left_out = {id(annotation) for annotation in missing}
+        truth = {**truth, "annotations": [a for a in truth["annotations"] if id(a) not in left_out]}
+    return score_coco(predictions, truth, on_error=failed)
 
 
 def _is_coco(path: Path) -> bool:
@@ -119,8 +180,8 @@ def score(
     ] = None,
     csv_path: Annotated[
         Path | None,
-        typer.Option("--csv", dir_okay=False, metavar="FILE",
-                     help="Write per-image rows (name,iou,mba,intersection,union)."),
+        typer.Option("--csv", dir_okay=False, allow_dash=True, metavar="FILE",
+                     help="Write per-image rows (name,iou,mba,intersection,union); - for stdout."),
     ] = None,
     threshold: Annotated[float | None, threshold_option(
         "Binarise the predictions at > T of their full scale (default: > 128 of 255).")] = None,
@@ -133,11 +194,15 @@ def score(
 
     mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
 
+    A mask that is a smaller copy of the other with the same aspect ratio is upsampled to its size
+    (with a warning), as crm eval upsamples a small ground truth.
+
     In folders, a ground truth without its prediction, or a pair that cannot be read or whose sizes
     differ, is reported and left out of the scores; the exit code is 1 if any failed.
 
     Two COCO files are scored per instance (crowd regions excluded), each at its image's full size. An
-    instance that cannot be decoded is reported and left out of the scores; the exit code is 1 if any failed.
+    instance without a prediction of its id, or that cannot be decoded, is reported and left out of the
+    scores; the exit code is 1 if any failed.
     """
     failures: list[dict[str, Any]] = []  # COCO instances or folder pairs left out of the scores
     # With --json, a failure that stops the command prints its record, as every other command's does.
@@ -151,6 +216,10 @@ def score(
                          "error": error})
         report_failure(f"{name}: ", error)
 
+    csv_stdout = csv_path is not None and str(csv_path) == "-"
+    if csv_stdout and json_out:
+        raise typer.BadParameter("- (stdout) cannot go with --json, whose record is written there; give a file name",
+                                 param_hint="'--csv'")
     with stops_cleanly(), user_errors(fatal.emit):
         from rich.progress import track
 
@@ -174,15 +243,23 @@ def score(
                 pairing = scan_predictions(pred, gt, pred_suffix)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        if csv_path is not None and not csv_stdout:
+            # The files paired in folders too: a CSV named as one of them would replace it with the scores.
+            inputs = [("PRED file", pred), ("GT file", gt)]
+            for pair in pairing.pairs:
+                inputs += [("prediction", pair.pred), ("ground truth", pair.gt)]
+            inputs += [("ground truth", failure.image) for failure in pairing.failures]
+            _check_csv_target(csv_path, inputs)
         for note in pairing.notes:
             warn(note)
         for failure in pairing.failures:
             pair_failed(failure.name, None, failure.image, failure.error)
         scores = _score_coco(pred, gt, failures) if coco_files else DatasetScore()
+        warned: set[Path] = set()  # the files that look like a photo, each warned about once
         for pair in track(pairing.pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
             try:
-                scores.add(_score_files(pair, threshold))
+                scores.add(_score_files(pair, threshold, warned))
             except (OSError, ValueError, MemoryError) as exc:
                 if not folders or stop_behind(exc):
                     raise
@@ -196,7 +273,7 @@ def score(
                 "left out of the scores")
         if csv_path is not None:
             _write_csv(csv_path, scores)
-            say(f"wrote {csv_path}")
+            say(f"wrote {'<stdout>' if csv_stdout else csv_path}")
     if json_out:
         emit_json({**scores.to_dict(), "threshold": threshold, "failed": len(failures), "failures": failures})
     if failures:

@@ -17,6 +17,7 @@ from .common import (
     console,
     emit_json,
     refiner_options,
+    usage_errors_recorded,
     user_errors,
     warn,
 )
@@ -39,6 +40,11 @@ def parse_size(value: str) -> tuple[int, int]:
     return height, width
 
 
+def none_or_str(path: Path | None) -> str | None:
+    """``path`` as text for a --json record; None stays None."""
+    return None if path is None else str(path)
+
+
 @refiner_options()
 def timing(
     image: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="IMAGE", help="Image file.")] = None,
@@ -57,19 +63,21 @@ def timing(
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
-    if (image is None) == (size is None) or (image is not None and mask is None):
-        raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
-    if image is not None and mask is not None:
-        check_not_same_file(image, mask)
-    settings = options.settings()
-
-    inputs = {"size": size} if size is not None else {"image": str(image), "mask": str(mask)}
+    inputs = {"size": size} if size is not None else {"image": none_or_str(image), "mask": none_or_str(mask)}
     fatal = FailureRecord(json_out, lambda failure: {**inputs, **failure})
-    if size is not None:
-        height, width = parse_size(size)
-        # An option asked for this size, so a size that cannot fit in memory is a usage error.
-        if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
-            raise fatal.fail(problem, code=2)
+    # With --json, crm's own usage errors print this record too, as runtime failures do.
+    with usage_errors_recorded(fatal):
+        if (image is None) == (size is None) or (image is not None and mask is None):
+            raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
+        if image is not None and mask is not None:
+            check_not_same_file(image, mask)
+        options.check_backend()
+        settings = options.settings()
+        if size is not None:
+            height, width = parse_size(size)
+            # An option asked for this size, so a size that cannot fit in memory is a usage error.
+            if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
+                raise fatal.fail(problem, code=2)
     with user_errors(fatal.emit):
         if image is not None and mask is not None:
             check_pair(image, mask, str(image), str(mask), settings, options.tile_size)
