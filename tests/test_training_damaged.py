@@ -231,7 +231,7 @@ def test_with_a_validation_folder_removing_the_files_is_also_offered(tmp_path: P
     cut_short(data / "images" / "p02.jpg")
     val = make_pairs(tmp_path / "val", 1, 48, 64)
     trainer = Trainer(options(data, tmp_path / "run", 30, val_images=1), val_pairs=list_pairs(val))
-    with pytest.raises(ValueError, match=r"^1 of the 5 training pairs cannot be read, more than 10%; .* holds step "
+    with pytest.raises(ValueError, match=r"^1 of the 6 training pairs cannot be read, more than 10%; .* holds step "
                                          r"\d+: fix or remove them and continue with --resume:\n  .*p02\.jpg: "):
         trainer.run()
 

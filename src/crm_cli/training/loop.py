@@ -48,10 +48,10 @@ from .data import (
     load_pair,
     make_training_sample,
     pair_problems,
-    split_pairs,
     synthetic_samples,
     too_many_unreadable,
     training_pairs,
+    training_split,
     unusable_pairs_error,
 )
 from .loss import crm_loss
@@ -312,23 +312,25 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         # The data first: a mistake in it is reported before the model is built.
         data = Path(options.data)
-        pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
-        train_pairs, held_out = split_pairs(pairs)
-        network_dirs = tuple(Path(d) for d in options.network_masks)
-        self.cache = PairCache(train_pairs, network_dirs, stand_ins=True)
-        self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
+        self.pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
         self.holds_out = val_pairs is None  # validates on pairs split off the training data
+        # Whether every 20th pair is kept out of training: without --val; a resumed run keeps its checkpoint's.
+        self.splits = self.holds_out
+        train_pairs, held_out = training_split(self.pairs, self.splits, data)
+        self.network_dirs = tuple(Path(d) for d in options.network_masks)
+        self.mix = options.data_mix()
+        self.use_training_pairs(train_pairs)
+        self.val_pairs = (val_pairs if val_pairs is not None else held_out)[: options.val_images]
         # A pair that cannot be read would stop the run when first drawn, hours in. Only the pairs the
         # run reads are checked: the training pairs (with their network masks) and the validation pairs.
         if checking is not None:
             checking(len(train_pairs) + len(self.val_pairs))
-        if problems := pair_problems(train_pairs, network_dirs) + pair_problems(self.val_pairs):
+        if problems := pair_problems(train_pairs, self.network_dirs) + pair_problems(self.val_pairs):
             raise unusable_pairs_error(problems, len(train_pairs) + len(self.val_pairs), "that the run reads")
         self.val_sets = parse_val_sets(options.val_sets)
+        # Paired now, so that a folder without pairs is refused before the model is built; read later.
+        self.val_set_pairs = {name: val_set_pairs(name, folder) for name, folder in self.val_sets.items()}
         self._validation: list[ValidationSet] | None = None  # built once (validation_data)
-        self.mix = options.data_mix()
-        self.step_batches = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix,
-                                        options.steps)
         if self.mix.coarse is not None and self.mix.coarse.network > 0 and not self.cache.has_network_masks:
             raise ValueError(f"--coarse-mix gives the network mode a weight, but no training pair has a mask in "
                              f"--network-masks {' '.join(options.network_masks) or '(none)'}")
@@ -358,6 +360,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
 
+    def use_training_pairs(self, pairs: list[FilePair]) -> None:
+        """Train on ``pairs``: the cache the batches are drawn from, and the batches."""
+        options = self.options
+        self.cache = PairCache(pairs, self.network_dirs, stand_ins=True)
+        self.step_batches = StepBatches(self.cache, options.seed, options.batch, self.rank, self.world, self.mix,
+                                        options.steps)
+
     # -------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path:
@@ -375,6 +384,7 @@ class Trainer:
             "step": self.step,
             "options": asdict(self.options),
             "left_out": list(self.left_out),
+            "splits": self.splits,
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
@@ -412,6 +422,7 @@ class Trainer:
             raise ValueError(f"{self.checkpoint_path}: the run used {used}; resume with the same values, or start "
                              f"a new run in another --out (--init {self.out / 'model.safetensors'} starts from "
                              f"its weights)")
+        self.keep_split(bool(payload.get("splits", True)))
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.step = self.saved_step = int(payload["step"])
@@ -420,6 +431,19 @@ class Trainer:
         if self.rank == 0:  # refused now rather than when run() opens the log (start_logs)
             check_logged_val_sets(self.out / "log.csv", list(self.val_sets))
         return True
+
+    def keep_split(self, splits: bool) -> None:
+        """Train on the pairs of the checkpoint resumed from: every 20th pair kept out of training when
+        it ``splits`` (a checkpoint from before ``--val`` stopped the split did with ``--val`` too), so
+        the batches stay those of the straight run. One that trained on every pair (``--val`` given)
+        is refused without ``--val``: the pairs held out for validation would be trained on."""
+        if splits == self.splits:
+            return
+        if not splits:
+            raise ValueError(f"{self.checkpoint_path}: the run trained on every pair of {self.options.data} and "
+                             "validated on --val; resume with the same --val")
+        self.splits = True
+        self.use_training_pairs(training_split(self.pairs, True, Path(self.options.data))[0])
 
     def recheck_left_out(self, names: list[str]) -> None:
         """Count as left out those of the training pairs ``names`` (a checkpoint's) that still cannot
@@ -514,7 +538,7 @@ class Trainer:
         """The error of a run stopped by :meth:`too_damaged`, once ``last.pt`` holds ``self.step``."""
         # --resume does not compare the pairs, but removing some moves the split of every 20th pair.
         mend = ("fix them and continue with --resume (removing them would change which pairs are held out for "
-                "validation)") if self.holds_out else "fix or remove them and continue with --resume"
+                "validation)") if self.splits else "fix or remove them and continue with --resume"
         return ValueError(f"{len(self.left_out)} of the {len(self.cache)} training pairs cannot be read, more than "
                           f"{MOST_UNREADABLE:.0%}; {self.checkpoint_path} holds step {self.step}: {mend}:"
                           f"{listed_problems(list(self.left_out.values()))}")
@@ -575,7 +599,7 @@ class Trainer:
         """The fixed validation samples, read (and their coarse masks synthesised) once per run: by
         :meth:`run` before its first step, or by the first :meth:`validate`."""
         if self._validation is None:
-            self._validation = validation_sets(self.val_pairs, self.val_sets, self.options)
+            self._validation = validation_sets(self.val_pairs, self.val_sets, self.options, self.val_set_pairs)
         return self._validation
 
     def validate(self) -> dict[str, float]:
@@ -933,19 +957,20 @@ class ValidationSet:
     left_out: tuple[str, ...] = ()
 
 
-def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path],
-                    options: TrainOptions) -> list[ValidationSet]:
+def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path], options: TrainOptions,
+                    found: dict[str, list[FilePair]] | None = None) -> list[ValidationSet]:
     """Every validation set's samples, read once.
 
     The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
     and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
     ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder with its own
     ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
-    held-out pairs. They stay in memory for the run (BIG-layout images at full size)."""
+    held-out pairs. They stay in memory for the run (BIG-layout images at full size). ``found`` holds
+    the sets' pairs where they were found already (:func:`val_set_pairs`)."""
     ratios = check_ratios(options.val_ratios) if options.val_ratios else None
     sets = [synthetic_set("", val_pairs, "to validate on")]
     for name, folder in val_sets.items():
-        sets.append(folder_set(folder, name + "_", options.val_images, ratios))
+        sets.append(folder_set(folder, name + "_", options.val_images, ratios, (found or {}).get(name)))
     return sets
 
 
@@ -1001,13 +1026,31 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
     return sets
 
 
-def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None) -> ValidationSet:
+def val_set_pairs(name: str, folder: Path) -> list[FilePair]:
+    """The pairs in validation set ``name``'s ``folder``, as :func:`~crm_cli.pairing.find_pairs` finds
+    them; none is a NoPairsError (a usage error) naming the set."""
+    from ..pairing import NoPairsError, find_pairs
+
+    try:
+        found, problems = find_pairs(folder)
+    except NoPairsError as exc:
+        raise NoPairsError(f"--val-set {name}: {exc}") from None
+    if not found:
+        raise NoPairsError(f"--val-set {name}: no image/mask pairs under {folder}"
+                           + (f", e.g. {problems[0]}" if problems else ""))
+    return found
+
+
+def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None,
+               found: list[FilePair] | None = None) -> ValidationSet:
     """A validation folder's first ``limit`` samples: BIG layout (its own coarse masks, refined with
-    ``ratios``) or images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1)."""
+    ``ratios``) or images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1).
+    ``found`` are its pairs where they were found already (:func:`val_set_pairs`)."""
     from ..evaluation import folder_samples
     from ..pairing import find_pairs
 
-    found, _ = find_pairs(folder)
+    if found is None:
+        found, _ = find_pairs(folder)
     triples = [p for p in found if p.gt is not None]
     if triples:
         # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
