@@ -223,15 +223,16 @@ def verify_sha256(weights: Path | str | WeightsSidecar) -> str:
     return digest
 
 
-def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> None:
+def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> str:
     """Check an ONNX encoder against the sha256 that the sidecar of ``weights`` records for it;
-    WeightsError if they differ."""
+    WeightsError if they differ. Returns the encoder's sha256 (also where the sidecar records none)."""
     side = WeightsSidecar.of(weights)
     entry = (side.data or {}).get("onnx")
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     digest = sha256_file(path)
     if expected and digest != expected:
         raise WeightsError(_hash_mismatch(path, digest, expected, side.weights))
+    return digest
 
 
 def _hash_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:

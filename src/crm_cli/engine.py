@@ -344,13 +344,10 @@ class Refiner:
         from .onnx_runner import NumpyDecoder, OnnxStageRunner
 
         info = checked_info(sidecar)
-        verify_encoder(encoder, sidecar)
-        entry = (sidecar.data or {}).get("onnx")
         # The hash just verified: a pickled copy reopens the encoder only when it still has it.
-        recorded = entry.get("sha256") if isinstance(entry, dict) else None
+        digest = verify_encoder(encoder, sidecar)
         decoder = NumpyDecoder.from_checkpoint(sidecar.weights, info.config)
-        return OnnxStageRunner(encoder, decoder, info.config, threads=threads,
-                               encoder_sha256=recorded if isinstance(recorded, str) else None, **tiles), info
+        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, encoder_sha256=digest, **tiles), info
 
     @property
     def backend(self) -> str:
