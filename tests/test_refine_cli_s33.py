@@ -113,10 +113,10 @@ def test_special_file_names_pipes_and_leaves_files_alone(tmp_path: Path) -> None
     assert special_file(tmp_path / "pipe") == "a pipe"
     assert special_file(tmp_path / "file.png") is None
     assert special_file(tmp_path / "missing.png") is None  # reading it names it
-    assert special_file(tmp_path) is None
+    assert special_file(tmp_path) == "a folder"
     # A descriptor's name for a regular file (/dev/stdin from `< mask.png` is one): no folder to write in.
     with open(tmp_path / "file.png", "rb") as opened:
-        assert special_file(Path(f"/proc/self/fd/{opened.fileno()}")) == "a name under /proc"
+        assert special_file(Path(f"/proc/self/fd/{opened.fileno()}")) == "a file descriptor"
 
 
 def test_a_mask_named_by_its_descriptor_without_output_is_a_usage_error(tiny_weights: Path, tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ def test_a_mask_named_by_its_descriptor_without_output_is_a_usage_error(tiny_wei
         result = runner.invoke(app, ["refine", str(image), named, *cpu(tiny_weights)])
     assert result.exit_code == 2, result.output
     assert lines_starting(result.stderr, "error: ") == [
-        f"Invalid value: give -o OUT (or -o -) when the mask comes from a pipe or device: {named} is a name under "
-        "/proc"]
+        f"Invalid value: give -o OUT (or -o -) when the mask comes from a pipe or device: {named} is a file "
+        "descriptor"]
     assert "device: cpu" not in result.stderr
 
 
@@ -138,14 +138,17 @@ def test_device_names_are_checked_and_spelled_without_torch() -> None:
     from crm_cli.devices import device_name
 
     assert [device_name(name) for name in ("auto", " CPU ", "cuda", "CUDA:0", "cuda:12", "cuda:01", "mps", "MPS:0",
-                                           "", "Auto")] == [
-        "auto", "cpu", "cuda", "cuda:0", "cuda:12", "cuda:1", "mps", "mps", "auto", "auto"]
+                                           "", "Auto", "cpu:0", " CPU:1")] == [
+        "auto", "cpu", "cuda", "cuda:0", "cuda:12", "cuda:1", "mps", "mps", "auto", "auto", "cpu", "cpu"]
     for name in ("cuda:", "cuda:-1", "cuda:x", "cuda: 0", "cuda:１"):
         with pytest.raises(DeviceError, match="the GPU index must be a whole number"):
             device_name(name)
+    for name in ("cpu:", "cpu:x", "cpu:-1"):
+        with pytest.raises(DeviceError, match=r"the CPU index must be a whole number \('cpu' or 'cpu:0'\)"):
+            device_name(name)
     with pytest.raises(DeviceError, match="Apple MPS is one device, 'mps' or 'mps:0'"):
         device_name("mps:1")
-    for name in ("tpu", "cpu:0", "auto:0", "gpu"):
+    for name in ("tpu", "auto:0", "gpu"):
         with pytest.raises(DeviceError, match=r"unknown device .*; choose from auto, cpu, cuda, cuda:N"):
             device_name(name)
 

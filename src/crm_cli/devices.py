@@ -32,12 +32,17 @@ def available_devices() -> list[str]:
 
 def device_name(name: str = "auto") -> str:
     """``name`` checked and spelled as :func:`resolve_device` takes it, without importing torch:
-    ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``mps:0`` is ``mps``), in any case and with
-    blanks around it. A malformed or unknown name is a DeviceError."""
+    ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``cpu:N`` is ``cpu``, as torch runs every CPU
+    index on the one CPU device; ``mps:0`` is ``mps``), in any case and with blanks around it. A
+    malformed or unknown name is a DeviceError."""
     name = (name or "auto").strip().lower()
     kind, colon, index = name.partition(":")
-    if kind in ("auto", "cpu") and not colon:
+    if kind == "auto" and not colon:
         return kind
+    if kind == "cpu":
+        if colon and not (index.isascii() and index.isdigit()):
+            raise DeviceError(f"invalid device {name!r}: the CPU index must be a whole number ('cpu' or 'cpu:0')")
+        return "cpu"
     if kind == "cuda":
         if colon and not (index.isascii() and index.isdigit()):
             raise DeviceError(f"invalid device {name!r}: the GPU index must be a whole number (cuda:0, cuda:1, ...)")
@@ -56,7 +61,7 @@ def _gpus(count: int) -> str:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn ``auto|cpu|cuda[:N]|mps[:0]`` (any case) into a torch.device, raising DeviceError if it
+    """Turn ``auto|cpu[:N]|cuda[:N]|mps[:0]`` (any case) into a torch.device, raising DeviceError if it
     is missing or malformed (torch is imported here, not by this module)."""
     import torch
 

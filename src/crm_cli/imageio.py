@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .config import PHOTO_OUTPUT_KINDS
 from .masks import LABEL_ID_LIMIT, MaskData, count_colours, swaps_axes
 
 logger = logging.getLogger(__name__)
@@ -626,6 +627,11 @@ class Photo:
     orientation: int
     notes: list[str]
     rgb_profile: bytes | None = None
+
+    def profile_for(self, output_kind: str) -> bytes | None:
+        """The colour profile to write with an output of ``output_kind``: the photo's RGB profile for
+        one that carries its pixels (``config.PHOTO_OUTPUT_KINDS``: cut-out, overlay), None for a mask."""
+        return self.rgb_profile if output_kind in PHOTO_OUTPUT_KINDS else None
 
 
 # An ICC profile's colour space, bytes 16-19 of its header. A CMYK or grey file's profile does not

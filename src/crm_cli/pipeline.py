@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import MODES, PHOTO_OUTPUT_KINDS
+from .config import MODES
 from .imageio import Photo, apply_orientation, read_mask, read_photo
-from .masks import MaskData, drawn_on_stored_pixels, match_mask_to_image, photo_note, scale_note, weak_mask_note
+from .masks import (
+    MaskData,
+    SizeMismatchError,
+    drawn_on_stored_pixels,
+    match_mask_to_image,
+    photo_note,
+    scale_note,
+    weak_mask_note,
+)
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -126,12 +134,48 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
     if drawn_on_stored_pixels(mask.shape, mask.orientation, image_hw, image_orientation):
         mask = replace(mask, values=apply_orientation(mask.values, image_orientation), orientation=image_orientation)
         notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
-    mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
-    if resized:
-        notes.append(f"{mask_name}: upsampled to the image size {image_hw[1]}x{image_hw[0]}")
+    mask, upsampled = _match_noted(mask, image_hw, image_name, mask_name)
+    notes += upsampled
     if (note := scale_note(mask, mask_name)) is not None:
         notes.append(note)
     return mask, notes
+
+
+def _match_noted(mask: MaskData, image_hw: tuple[int, int], image_name: str,
+                 mask_name: str) -> tuple[MaskData, list[str]]:
+    """``masks.match_mask_to_image``, with the note for a mask upsampled (none when the sizes are equal)."""
+    mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
+    return mask, [f"{mask_name}: upsampled to the image size {image_hw[1]}x{image_hw[0]}"] if resized else []
+
+
+def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
+                          gt_name: str) -> tuple[MaskData, MaskData, list[str]]:
+    """A prediction and its ground truth at one size, as ``crm score`` scores them: a smaller
+    same-aspect copy of the other is upsampled to its size, as :func:`fit_mask_to_image` upsamples a
+    small ground truth to its photo for ``crm eval``, so that both commands score the same.
+
+    Returns the two masks and notes for the log: first one for each file that looks like a photo
+    (``masks.photo_note``; one when both names are the same), then one for the mask upsampled.
+
+    Raises:
+        SizeMismatchError: the sizes differ otherwise (a ValueError naming both files and sizes); its
+            ``notes`` are the photo notes, worth showing before the error.
+    """
+    notes = list(dict.fromkeys(note for mask, name in ((pred, pred_name), (gt, gt_name))
+                               if (note := photo_note(mask, name)) is not None))
+    (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
+    try:
+        if gt_h <= pred_h and gt_w <= pred_w:
+            gt, upsampled = _match_noted(gt, (pred_h, pred_w), pred_name, gt_name)
+            return pred, gt, notes + upsampled
+        if pred_h <= gt_h and pred_w <= gt_w:
+            pred, upsampled = _match_noted(pred, (gt_h, gt_w), gt_name, pred_name)
+            return pred, gt, notes + upsampled
+    except SizeMismatchError:
+        pass
+    error = SizeMismatchError(f"size mismatch: {pred_name} is {pred_w}x{pred_h} but {gt_name} is {gt_w}x{gt_h}")
+    error.notes = notes  # type: ignore[attr-defined]
+    raise error
 
 
 class PresetRefiner:
@@ -224,7 +268,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                      "the coarse mask was kept")
     return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
                       runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
-                      icc_profile=photo.rgb_profile if output_kind in PHOTO_OUTPUT_KINDS else None)
+                      icc_profile=photo.profile_for(output_kind))
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +20,7 @@ from .checks import (
     unwritable_reason,
 )
 from .common import (
+    MEMORY_ADVICE,
     FailureRecord,
     JsonOpt,
     LabelsOpt,
@@ -30,7 +31,6 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
-    collect_warnings,
     console,
     emit_json,
     fail,
@@ -187,9 +187,12 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
     an existing but incomplete output (see finished_output), or one older than the job's photo or
     mask (see older_than_inputs), is made again. A job marked ``passthrough`` (image too small), or
-    one whose mask holds none of ``labels``, writes its mask unchanged. Used as is by the plain loop
-    and by the Ray actors, so both paths behave the same.
+    one whose mask holds none of ``labels``, writes its mask unchanged. OpenCV running out of memory
+    fails the pair, as crm refine words it. The warnings the library logged meanwhile (a mask of
+    several frames) are in ``logged``. Used as is by the plain loop and by the Ray actors, so both
+    paths behave the same.
     """
+    from ..errors import opencv_out_of_memory
     from ..evaluation import PAIR_ERRORS
     from ..locks import OutputLock, describe_holder
     from ..pipeline import refine_files
@@ -197,33 +200,59 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])
-    try:
-        if not lock.acquire():
-            # The driver adds the lock file's path, named as the user gave the folder.
-            return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"])}
-        # Checked under the lock: a run that held it has just finished this output.
-        if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]))[0]:
-            return {"status": "skipped", "seconds": 0.0}
-        if job.get("passthrough"):
-            result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
-                                      threshold=threshold, image_name=job["image_name"], mask_name=job["mask_name"])
-            height, width = result.output.shape[:2]
-            result.notes.append(passthrough_note(width, height, job["image_name"]))
-        else:  # a label map holding none of --labels is written unchanged, without a model run
-            result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
-                                  output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
-                                  mask_name=job["mask_name"])
-        write_png(job["output"], result.output, result.palette, result.icc_profile)
-        outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
-                                   "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
-    except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
-        if stop_behind(exc):  # not this pair's failure: the command is being stopped
-            raise
-        outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
-    finally:
-        lock.release()
+    with logged_warnings() as logged:
+        try:
+            if not lock.acquire():
+                # The driver adds the lock file's path, named as the user gave the folder.
+                return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"]),
+                        "logged": logged}
+            # Checked under the lock: a run that held it has just finished this output.
+            if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]))[0]:
+                return {"status": "skipped", "seconds": 0.0, "logged": logged}
+            if job.get("passthrough"):
+                result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
+                                          threshold=threshold, image_name=job["image_name"],
+                                          mask_name=job["mask_name"])
+                height, width = result.output.shape[:2]
+                result.notes.append(passthrough_note(width, height, job["image_name"]))
+            else:  # a label map holding none of --labels is written unchanged, without a model run
+                result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
+                                      output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
+                                      mask_name=job["mask_name"])
+            write_png(job["output"], result.output, result.palette, result.icc_profile)
+            outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
+                                       "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
+        except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
+            if stop_behind(exc):  # not this pair's failure: the command is being stopped
+                raise
+            outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
+        except Exception as exc:  # noqa: BLE001 - only OpenCV's out of memory is taken, the rest is raised again
+            if (shortage := opencv_out_of_memory(exc)) is None:
+                raise
+            outcome = {"status": "failed", "error": shortage + MEMORY_ADVICE}
+        finally:
+            lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)
+    outcome["logged"] = logged
     return outcome
+
+
+@contextmanager
+def logged_warnings() -> Iterator[list[str]]:
+    """Inside, the text of each warning logged by the library (the ``crm_cli`` logger) is added to the
+    list yielded, in this process: a pair's warnings for its item, on a Ray actor as in the plain loop.
+    A process with no handler of its own for them (a Ray worker) no longer prints them raw."""
+    import logging
+
+    logged: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("crm_cli")
+    logger.addHandler(handler)
+    try:
+        yield logged
+    finally:
+        logger.removeHandler(handler)
 
 
 @refiner_options(resumable=lambda values: not values["overwrite"])
@@ -387,7 +416,7 @@ def batch(
         if not all(small[pair] for pair in todo):
             with user_errors(fatal.emit):
                 refiner = options.load(quiet)
-        run = nullcontext(outcomes_with_logged_warnings(work, refiner, jobs))
+        run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
     # No bar when nothing is left to refine: the summary says it all.
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -399,8 +428,11 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
-                    for text in outcome.pop("logged", []):  # shown on stderr as they were logged
-                        note_pair(pair, text)
+                    for text in outcome.pop("logged", []):
+                        if ray_address is None:  # logged in this process, whose log handler has shown it
+                            note_pair(pair, text)
+                        else:  # logged on a Ray actor, which kept it for the driver to show
+                            warn_pair(pair, text, progress.console)
                     for note in outcome.pop("notes", []):  # named by the pair, unless the note names its file
                         named = str(pair.image) in note or str(pair.mask) in note
                         warn_pair(pair, note if named else f"{pair.name}: {note}", progress.console)
@@ -448,17 +480,6 @@ def batch(
         emit_json({**counts, "output_dir": str(output_dir), "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
-
-
-def outcomes_with_logged_warnings(work: Callable[[Any, dict[str, Any]], dict[str, Any]], refiner: Any,
-                                  jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(job index, outcome) of each job, run in turn by ``work(refiner, job)``, with ``"logged"``: the
-    warnings the library logged while it ran (a mask of several frames), which its ``--json`` item lists
-    with the pair's notes."""
-    for index, job in enumerate(jobs):
-        with collect_warnings() as shown:
-            outcome = work(refiner, job)
-        yield index, {**outcome, "logged": shown}
 
 
 def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:

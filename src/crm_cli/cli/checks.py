@@ -3,6 +3,7 @@ pass-through of images too small to refine. Nothing heavy is imported at module 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,8 +77,45 @@ def same_file(path: Path, other: Path) -> bool:
 
     try:
         return os.path.samefile(path, other)
-    except OSError:  # either one missing, or unreadable: not the same existing file
+    except (OSError, ValueError):  # either one missing or unreadable, or a name holding a NUL byte
         return False
+
+
+# The names by which a process reaches its open files: a regular file named so has no folder of its own.
+_DESCRIPTOR_NAME = re.compile(r"/dev/(?:fd/\d+|stdin|stdout|stderr)|/proc/(?:self|thread-self|\d+)/fd/\d+")
+DESCRIPTOR = "a file descriptor"
+
+
+def special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file in a folder of files: "a pipe" (a FIFO,
+    or a process substitution's /dev/fd/N), "a character device", "a block device", "a socket", "a
+    folder", or DESCRIPTOR for a regular file named through a descriptor (/dev/stdin redirected from
+    a file, /dev/fd/N, /proc/<pid>/fd/N, also through a link); None otherwise, for a regular file
+    anywhere else (under /dev/shm too) and for a missing or unreadable path. Nothing is opened, so a
+    pipe's writer is not woken."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing or unreadable: reading it names it
+        return None
+    if not stat.S_ISREG(mode):
+        kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+        return next((kind for test, kind in kinds if test(mode)), "a special file")
+    name = os.path.abspath(path)
+    for _ in range(40):  # the links on the way to the file, as the kernel follows them (40 at most)
+        # The folder resolved too: /dev/fd is a link to /proc/self/fd, itself one to /proc/<pid>/fd.
+        resolved = os.path.join(os.path.realpath(os.path.dirname(name)), os.path.basename(name))
+        if _DESCRIPTOR_NAME.fullmatch(name) or _DESCRIPTOR_NAME.fullmatch(resolved):
+            return DESCRIPTOR
+        try:
+            target = os.readlink(name)
+        except OSError:  # no link: the file itself
+            return None
+        name = os.path.normpath(os.path.join(os.path.dirname(name), target))
+    return None
 
 
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
@@ -209,7 +247,6 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     ``pipeline.read_pair``."""
     import time
 
-    from ..config import PHOTO_OUTPUT_KINDS
     from ..masks import weak_mask_note
     from ..outputs import render_output
     from ..pipeline import PairResult, choose_mode, read_photo_pair
@@ -226,7 +263,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
             notes.append(note)
         output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
         palette = None
-        profile = photo.rgb_profile if output_kind in PHOTO_OUTPUT_KINDS else None
+        profile = photo.profile_for(output_kind)
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
                       probability=probability, notes=notes, icc_profile=profile)
 

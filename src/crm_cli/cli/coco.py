@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from .batch import RayOpt, require_ray_option
-from .checks import unwritable_reason
+from .checks import DESCRIPTOR, special_file, unwritable_reason
 from .common import (
     FailureRecord,
     JsonOpt,
@@ -81,18 +81,19 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
 
 
 def special_output(output: Path) -> str | None:
-    """What ``output`` is when it is no file for a COCO result: "not a regular file" (a device such as
-    /dev/null, a FIFO), "standard output" or "standard error" (/dev/stdout while it is redirected to
-    a file); None otherwise. The result is resumed through a progress file beside it
-    (``OUT.partial.jsonl``), which has no place next to a device, and stdout is for ``--json``."""
+    """What ``output`` is when it is no file for a COCO result: "standard output" or "standard error"
+    (/dev/stdout while it is redirected to a file), a kind of :func:`checks.special_file` ("a pipe,
+    not a regular file", "a character device, not a regular file" for /dev/null, "a file descriptor");
+    None otherwise. The result is resumed through a progress file beside it (``OUT.partial.jsonl``),
+    which has no place next to a device or a descriptor, and stdout is for ``--json``."""
     import os
 
     try:
         stat = os.stat(output)
     except OSError:
         return None  # nothing there yet (or nothing readable): the checks of the write name it
-    if not output.is_file():
-        return "not a regular file"
+    if (kind := special_file(output)) is not None and kind != DESCRIPTOR:
+        return f"{kind}, not a regular file"
     for name, stream in (("standard output", 1), ("standard error", 2)):
         try:
             other = os.fstat(stream)
@@ -100,7 +101,7 @@ def special_output(output: Path) -> str | None:
             continue
         if (other.st_dev, other.st_ino) == (stat.st_dev, stat.st_ino):
             return name
-    return None
+    return kind
 
 
 @refiner_options(guard=False, resumable=True)

@@ -13,8 +13,6 @@ from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 if TYPE_CHECKING:
     import numpy as np
 
-# The strip is a picture to look at, not a mask, so a lossy JPEG (for slides) is fine here.
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 JPEG_QUALITY = 95
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -30,12 +28,22 @@ def _strip_format(output: Path) -> str:
     """The format ``output``'s extension names for the strip: "PNG", "TIFF", "WEBP" or "JPEG"; exit 2 for another."""
     from ..writing import OutputNameError, output_format
 
-    if output.suffix.lower() in JPEG_SUFFIXES:
+    suffixes = jpeg_suffixes()
+    if output.suffix.lower() in suffixes:
         return "JPEG"
     try:
         return output_format(output)
     except OutputNameError as exc:
-        raise fail(f"{exc}, or {' or '.join(JPEG_SUFFIXES)} for a strip", code=2) from None
+        raise fail(f"{exc}, or {', '.join(suffixes[:-1])} or {suffixes[-1]} for a strip", code=2) from None
+
+
+def jpeg_suffixes() -> tuple[str, ...]:
+    """Every extension that names a JPEG (.jpg, .jpeg, .jpe, .jfif), as writing refuses them for a mask.
+    The strip is a picture to look at, not a mask, so a lossy JPEG (for slides) is fine here."""
+    # Private, but the one list of the names output_format refuses as JPEG: no name is refused by both.
+    from ..writing import _LOSSY_SUFFIXES
+
+    return tuple(suffix for suffix, fmt in _LOSSY_SUFFIXES.items() if fmt == "JPEG")
 
 
 def _write_jpeg(output: Path, strip: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from .checks import (
     passthrough_pair,
     same_file,
     schedule_fields,
+    special_file,
 )
 from .common import (
     FailureRecord,
@@ -44,26 +45,6 @@ from .common import (
 # What the log line calls each output kind.
 KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",
               "overlay": "overlay"}
-
-
-def special_file(path: Path) -> str | None:
-    """What ``path`` is when it exists but is no regular file in a folder of files: "a pipe" (a
-    FIFO, or a process substitution's /dev/fd/N), "a character device", "a block device", "a
-    socket", or "a name under /dev" or "/proc" (/dev/stdin redirected from a file); None otherwise.
-    Nothing is opened, so a pipe's writer is not woken."""
-    import os
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):  # missing or unreadable: reading it names it
-        return None
-    kinds = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    if (kind := next((kind for test, kind in kinds if test(mode)), None)) is not None:
-        return kind
-    folder = Path(os.path.realpath(os.path.dirname(os.path.abspath(path))))  # /dev/fd: /proc/<pid>/fd
-    return next((f"a name under {top}" for top in ("/dev", "/proc") if folder.is_relative_to(top)), None)
 
 
 @refiner_options()

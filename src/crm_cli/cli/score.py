@@ -42,42 +42,29 @@ def _values(mask: MaskData, threshold: float | None = None) -> np.ndarray:
     return values if threshold is None else mask_to_float(values) > threshold
 
 
-def _fit_sizes(pred: MaskData, gt: MaskData, pair: ScorePair) -> tuple[MaskData, MaskData, list[str]]:
-    """The two masks at one size: a smaller same-aspect copy of the other is upsampled to its size,
-    as crm eval upsamples a small ground truth to its photo, so that both commands score the same.
-    Returns them and a note for the one upsampled; ValueError names both files on another mismatch."""
-    from ..masks import SizeMismatchError, match_mask_to_image
-
-    (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
-    try:
-        if gt_h <= pred_h and gt_w <= pred_w:
-            gt, resized = match_mask_to_image(gt, (pred_h, pred_w), str(pair.pred), str(pair.gt))
-            return pred, gt, [f"{pair.gt}: upsampled to the image size {pred_w}x{pred_h}"] if resized else []
-        if pred_h <= gt_h and pred_w <= gt_w:
-            pred, _ = match_mask_to_image(pred, (gt_h, gt_w), str(pair.gt), str(pair.pred))
-            return pred, gt, [f"{pair.pred}: upsampled to the image size {gt_w}x{gt_h}"]
-    except SizeMismatchError:
-        pass
-    raise ValueError(f"size mismatch: {pair.pred} is {pred_w}x{pred_h} but {pair.gt} is {gt_w}x{gt_h}")
-
-
-def _score_files(pair: ScorePair, threshold: float | None, warned: set[Path]) -> ImageScore:
+def _score_files(pair: ScorePair, threshold: float | None, warned: set[str]) -> ImageScore:
     """Scores of one prediction file against its ground-truth file; ValueError names both on a size mismatch.
 
-    Warns about a file that looks like a photo (once per file: ``warned`` holds those warned about)
-    and about a mask upsampled to the other's size."""
+    Warns about a file that looks like a photo and about a mask upsampled to the other's size
+    (``pipeline.fit_masks_for_scoring``), each warning once: ``warned`` holds those shown."""
     from ..imageio import read_mask
-    from ..masks import photo_note
+    from ..masks import SizeMismatchError
     from ..metrics import score_pair
+    from ..pipeline import fit_masks_for_scoring
 
-    pred, gt = read_mask(pair.pred), read_mask(pair.gt)
-    for path, mask in ((pair.pred, pred), (pair.gt, gt)):
-        if path not in warned and (note := photo_note(mask, str(path))) is not None:
-            warned.add(path)
-            warn(note)
-    pred, gt, notes = _fit_sizes(pred, gt, pair)
-    for note in notes:
-        warn(note)
+    def show(notes: list[str]) -> None:
+        for note in notes:
+            if note not in warned:
+                warned.add(note)
+                warn(note)
+
+    try:
+        pred, gt, notes = fit_masks_for_scoring(read_mask(pair.pred), read_mask(pair.gt), str(pair.pred),
+                                                str(pair.gt))
+    except SizeMismatchError as exc:
+        show(getattr(exc, "notes", []))  # a photo given as a mask explains the mismatch
+        raise
+    show(notes)
     return score_pair(_values(pred, threshold), _values(gt), pair.name)
 
 
@@ -255,7 +242,7 @@ def score(
         for failure in pairing.failures:
             pair_failed(failure.name, None, failure.image, failure.error)
         scores = _score_coco(pred, gt, failures) if coco_files else DatasetScore()
-        warned: set[Path] = set()  # the files that look like a photo, each warned about once
+        warned: set[str] = set()  # the warnings shown for the pairs, each shown once
         for pair in track(pairing.pairs, description="scoring", console=console, transient=True,
                           disable=not console.is_terminal):
             try:
