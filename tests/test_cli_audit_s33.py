@@ -73,16 +73,16 @@ def test_eval_warns_about_pairs_without_a_ground_truth(tiny_weights: Path, tmp_p
     result = runner.invoke(app, ["eval", str(tmp_path), *model(tiny_weights), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n"] == 2
-    expected = (f"warning: 1 pair without a <name>_gt ground truth not scored, e.g. {tmp_path / 'b_im.jpg'} + "
-                f"{tmp_path / 'b_seg.png'}")
-    assert expected in flat(result.stderr) and flat(result.stderr).count("ground truth not scored") == 1
+    expected = (f"warning: {tmp_path}: 1 BIG-layout pair without a ground truth <name>_gt.* not scored, e.g. "
+                f"{tmp_path / 'b_im.jpg'} + {tmp_path / 'b_seg.png'}")
+    assert expected in flat(result.stderr) and flat(result.stderr).count("<name>_gt.* not scored") == 1
 
     # Two of them: counted in one line, the first named.
     (tmp_path / "a_gt.png").unlink()
     again = runner.invoke(app, ["eval", str(tmp_path), *model(tiny_weights), "-q"])
     assert again.exit_code == 0, again.output
-    assert (f"warning: 2 pairs without a <name>_gt ground truth not scored, e.g. {tmp_path / 'a_im.jpg'} + "
-            f"{tmp_path / 'a_seg.png'}") in flat(again.stderr)
+    assert (f"warning: {tmp_path}: 2 BIG-layout pairs without a ground truth <name>_gt.* not scored, e.g. "
+            f"{tmp_path / 'a_im.jpg'} + {tmp_path / 'a_seg.png'}") in flat(again.stderr)
 
 
 def test_info_exits_1_for_weights_asked_for_that_are_missing(tmp_path: Path,

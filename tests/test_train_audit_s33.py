@@ -64,8 +64,8 @@ def test_a_big_layout_folder_trains_on_its_ground_truths(tmp_path: Path, caplog:
     assert [(p.name, p.image.name, p.mask.name) for p in pairs] == [("s0", "s0_im.jpg", "s0_gt.png"),
                                                                    ("s1", "s1_im.jpg", "s1_gt.png")]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{big}: 1 BIG-layout photo without a ground truth <name>_gt.* left out, e.g. {big / 's2_im.jpg'} (the "
-        "_seg masks are coarse masks, not targets)"]
+        f"{big}: 1 BIG-layout pair without a ground truth <name>_gt.* left out (the _seg masks are coarse masks, "
+        f"not targets), e.g. {big / 's2_im.jpg'} + {big / 's2_seg.png'}"]
     # The check before the run reads the ground truth, the file the run trains on.
     cv2.imwrite(str(big / "s1_gt.png"), np.zeros((40, 64), np.uint8))  # another shape
     problems = pair_problems(list_pairs(big))
@@ -77,7 +77,7 @@ def test_a_big_layout_folder_trains_on_its_ground_truths(tmp_path: Path, caplog:
     assert [p.mask.name for p in trainer.val_pairs] == ["s0_gt.png", "s1_gt.png"]
     code, _, stderr = train("--data", str(big), "--out", str(tmp_path / "run"))
     assert code == 0, stderr
-    assert "1 BIG-layout photo without a ground truth" in stderr and "training mobilenet_v2 on 1 pairs" in stderr
+    assert "1 BIG-layout pair without a ground truth" in stderr and "training mobilenet_v2 on 1 pairs" in stderr
 
 
 def test_a_big_layout_folder_without_ground_truths_is_a_usage_error(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def test_the_error_that_stopped_the_run_is_the_one_raised(caplog: pytest.LogCapt
             raise ValueError("3 of the 20 training pairs cannot be read")
     assert loader.shut == 1
     assert [record.getMessage() for record in caplog.records] == [
-        f"a data loader worker ended abnormally while being stopped ({DIED}); the run's steps are complete"]
+        f"a data loader worker ended abnormally while being stopped ({DIED}); the steps the run took are not "
+        "affected"]
 
 
 def test_a_finished_run_is_not_failed_by_a_worker_dying_at_its_end(caplog: pytest.LogCaptureFixture) -> None:

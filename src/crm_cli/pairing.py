@@ -728,6 +728,23 @@ def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair],
     return found.pairs, found.problems
 
 
+def with_ground_truth(found: Pairing[FilePair]) -> tuple[list[FilePair], list[FilePair]]:
+    """The pairs of ``found`` with a ground truth, and those without one, each in order. Only the BIG
+    layout names ground truths (``<name>_gt``, beside ``<name>_im`` and its coarse ``<name>_seg``); in
+    another layout each pair's mask is its ground truth, so every pair has one."""
+    if found.layout != LAYOUT_BIG:
+        return list(found.pairs), []
+    return [pair for pair in found.pairs if pair.gt is not None], [pair for pair in found.pairs if pair.gt is None]
+
+
+def without_ground_truth_note(without_gt: Sequence[FilePair], folder: Path, fate: str) -> str:
+    """The warning for the BIG-layout pairs ``without_gt`` of ``folder`` (:func:`with_ground_truth`):
+    how many there are, what became of them (``fate``, e.g. "not scored"), and the first as an example."""
+    example = without_gt[0]
+    return (f"{folder}: {count_noun(len(without_gt), 'BIG-layout pair')} without a ground truth <name>_gt.* "
+            f"{fate}, e.g. {example.image} + {example.mask}")
+
+
 def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,
                          folding: NameFolding | None = None) -> tuple[list[FilePair], list[PairFailure]]:
     """The pairs whose output path is theirs alone, and a failure for each of the others.

@@ -20,7 +20,6 @@ import typer
 from rich.console import Console
 
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
-from ..devices import DEVICE_CHOICES
 from ..presets import PRESETS, split_items
 
 # Logs, progress and tables go to stderr; stdout carries data only.
@@ -32,7 +31,6 @@ def choice_enum(name: str, choices: Iterable[str]) -> Any:
     return Enum(name, {choice: choice for choice in choices}, type=str)
 
 
-Device = choice_enum("Device", DEVICE_CHOICES)
 Precision = choice_enum("Precision", PRECISION_NAMES)
 Backend = choice_enum("Backend", BACKEND_CHOICES)
 PresetName = choice_enum("PresetName", PRESETS)
@@ -66,11 +64,13 @@ def parse_labels(value: str | None) -> list[int] | None:
 
 def finite_option(ctx: Any, param: Any, value: float | None) -> float | None:
     """Click callback for a float option: NaN passes click's range checks (every comparison with it
-    is false), so it is refused here."""
+    is false), and infinity those without a maximum; no option means anything by either, so both are
+    refused here."""
     import math
 
-    if value is not None and math.isnan(value):
-        raise typer.BadParameter(f"{value} is not a number", ctx=ctx, param=param)
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a {'number' if math.isnan(value) else 'finite number'}",
+                                 ctx=ctx, param=param)
     return value
 
 
@@ -91,7 +91,7 @@ def parse_device(value: Any) -> DeviceName:
     from ..devices import DeviceError, device_name
 
     try:
-        return DeviceName(device_name(str(getattr(value, "value", value))))  # a Device default, or the user's text
+        return DeviceName(device_name(str(value)))
     except DeviceError as exc:
         raise typer.BadParameter(str(exc), param_hint="'-d' / '--device'") from None
 

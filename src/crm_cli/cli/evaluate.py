@@ -58,7 +58,14 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, count_noun, scan_pairs, split_output_clashes
+    from ..pairing import (
+        LAYOUT_BIG,
+        LAYOUT_FOLDERS,
+        scan_pairs,
+        split_output_clashes,
+        with_ground_truth,
+        without_ground_truth_note,
+    )
     from ..writing import write_png
 
     failures: list[dict[str, str]] = []
@@ -91,14 +98,12 @@ def evaluate(
                          "<name>_seg.*, with <name>_gt.* beside them", 2)
     for failure in found.failures:
         failed(failure.name, failure.image, failure.error)
-    pairs = [p for p in found.pairs if p.gt is not None]
+    pairs, without_gt = with_ground_truth(found)
     if not pairs and not failures:
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
-    if without_gt := [p for p in found.pairs if p.gt is None]:  # the others are scored: say these are not
-        example = without_gt[0]
-        warn(f"{count_noun(len(without_gt), 'pair')} without a <name>_gt ground truth not scored, e.g. "
-             f"{example.image} + {example.mask}")
+    if without_gt:  # the others are scored: say these are not
+        warn(without_ground_truth_note(without_gt, folder, "not scored"))
     if limit:
         pairs = pairs[:limit]
     # With -o, refined masks are written by relative path: two outputs that are one file on the output

@@ -15,9 +15,10 @@ import typer
 
 from ..config import PRESET_ARCHS
 from .common import (
-    Device,
+    DeviceName,
     DeviceOpt,
     choice_enum,
+    click_module,
     console,
     finite_option,
     say,
@@ -49,7 +50,9 @@ def train(
                                              help="The image encoder (backbone).")] = Encoder("mobilenet_v2"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
-    lr: Annotated[float, typer.Option("--lr", callback=finite_option,
+    # Above 0: the optimiser refuses a negative learning rate, and 0 trains nothing.
+    lr: Annotated[float, typer.Option("--lr", click_type=click_module("types").FloatRange(min=0, min_open=True),
+                                      callback=finite_option,
                                       help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
@@ -63,7 +66,7 @@ def train(
     query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
-    device: DeviceOpt = Device.auto,
+    device: DeviceOpt = DeviceName("auto"),
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
     synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0, callback=finite_option,
                                              help="Fraction of samples that are synthetic composites (thin "
@@ -76,7 +79,7 @@ def train(
                                                              "photos, <name>.png each, for the mix's network "
                                                              "mode; repeatable.")] = None,
     val_set: Annotated[list[str] | None, typer.Option("--val-set", help="Extra validation set NAME=FOLDER "
-                                                      "(BIG layout with _seg masks, or images/ + masks/); "
+                                                      "(BIG layout: _im, _seg and _gt files, or images/ + masks/); "
                                                       "repeatable; log.csv gets NAME_refined_mba etc.")] = None,
     val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
     val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
@@ -109,7 +112,7 @@ def train(
     from ..training.data import list_pairs, training_split
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    check_options(coarse_mix, network_masks, val_set, val_ratios, lr=lr, zoom=zoom, boundary_weight=boundary_weight)
+    check_options(coarse_mix, network_masks, val_set, val_ratios, device)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
     with usage_error("--data"):  # no pairs, or a layout find_pairs refuses; photos left out are warned of
         data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
@@ -201,19 +204,14 @@ def terminal_gone_after_sighup(trainer) -> Iterator[None]:  # noqa: ANN001 - a t
 
 
 def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: list[str] | None,
-                  val_ratios: str, lr: float = 2.25e-4, zoom: float = 1.0, boundary_weight: float = 0.0) -> None:
+                  val_ratios: str, device: str = "auto") -> None:
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
-    import math
-
     from ..presets import check_ratios
     from ..training.coarse import CoarseMix
-    from ..training.loop import parse_val_sets
+    from ..training.loop import parse_val_sets, torchrun_device_problem
 
-    if not lr > 0 or math.isinf(lr):  # the optimiser refuses a negative one; 0 or inf trains nothing
-        raise typer.BadParameter(f"{lr:g} is not a learning rate above 0", param_hint="--lr")
-    for option, value in (("--zoom", zoom), ("--boundary-weight", boundary_weight)):
-        if math.isinf(value):
-            raise typer.BadParameter(f"{value:g} is not a finite number", param_hint=option)
+    if (problem := torchrun_device_problem(device)) is not None:
+        raise typer.BadParameter(problem, param_hint="'-d' / '--device'")
     with usage_error("--coarse-mix"):
         if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:
             raise ValueError("gives network a weight; pass --network-masks FOLDER")

@@ -63,10 +63,7 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
     layout those without a ``<name>_gt``. A BIG-layout pair trains on its ground truth: its
     ``<name>_seg`` is a coarse mask, and the training recipe makes its coarse masks from the ground
     truth. No pair left is a FileNotFoundError, naming an example."""
-    pairs, without_gt = list(found.pairs), []
-    if found.layout == pairing.LAYOUT_BIG:
-        without_gt = [pair for pair in pairs if pair.gt is None]
-        pairs = [pair for pair in pairs if pair.gt is not None]
+    pairs, without_gt = pairing.with_ground_truth(found)
     unpaired = found.problems
     if without_gt and not pairs:
         raise FileNotFoundError(f"no BIG-layout photo under {root} has its ground truth <name>_gt.* beside it, e.g. "
@@ -78,9 +75,8 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
     if unpaired:
         warnings.append(f"{root}: {count_noun(len(unpaired), 'photo')} without a mask left out, e.g. {unpaired[0]}")
     if without_gt:
-        warnings.append(f"{root}: {count_noun(len(without_gt), 'BIG-layout photo')} without a ground truth "
-                        f"<name>_gt.* left out, e.g. {without_gt[0].image} (the _seg masks are coarse masks, "
-                        "not targets)")
+        warnings.append(pairing.without_ground_truth_note(without_gt, root, "left out (the _seg masks are coarse "
+                                                          "masks, not targets)"))
     return training_pairs(pairs, root), warnings
 
 
@@ -165,16 +161,24 @@ class NoTrainingPairsError(ValueError):
     exit_code = 2
 
 
-def training_split(pairs: list[FilePair], holds_out: bool, root: Path) -> tuple[list[FilePair], list[FilePair]]:
+def training_split(pairs: list[FilePair], holds_out: bool, root: Path,
+                   resumed: bool = False) -> tuple[list[FilePair], list[FilePair]]:
     """The pairs of ``root`` to train on, and those held out for validation: every 20th one
     (:func:`split_pairs`) when ``holds_out``, else none. A NoTrainingPairsError when none is left to
-    train on."""
+    train on; ``resumed`` words it for a run given ``--val`` that keeps the split of the checkpoint
+    it resumes from."""
     train, held_out = split_pairs(pairs) if holds_out else (list(pairs), [])
     if not train:
         which = "only pair is" if len(pairs) == 1 else f"{len(pairs)} pairs are all"
-        raise NoTrainingPairsError(f"{root}: its {which} held out for validation (every 20th pair is, unless --val "
-                                   "is given), leaving none to train on; add pairs, or pass --val FOLDER to "
-                                   "validate on other pairs")
+        if resumed:
+            why = ("the checkpoint resumed from held every 20th pair out even with --val, as runs did before --val "
+                   "stopped the split, and a resumed run keeps its split")
+            advice = "add pairs, or start a new run in another --out"
+        else:
+            why = "every 20th pair is, unless --val is given"
+            advice = "add pairs, or pass --val FOLDER to validate on other pairs"
+        raise NoTrainingPairsError(f"{root}: its {which} held out for validation ({why}), leaving none to train on; "
+                                   f"{advice}")
     return train, held_out
 
 

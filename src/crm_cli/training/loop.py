@@ -249,9 +249,9 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
     and the process hung.
 
     A worker that dies while being stopped (an abort in a library's C++ teardown, "terminate called
-    without an active exception", seen under load) has made every batch it was asked for, so that
-    is one warning, not an error: it must neither fail a finished run nor hide the error that
-    stopped one (too many damaged pairs)."""
+    without an active exception", seen under load) changes none of the steps taken, so that is one
+    warning, not an error: it must neither fail a finished run nor hide the error that stopped one
+    (too many damaged pairs)."""
     try:
         yield batches
     finally:
@@ -262,8 +262,10 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
             except RuntimeError as exc:
                 if not str(exc).startswith(_WORKER_DIED):
                     raise
-                logger.warning("a data loader worker ended abnormally while being stopped (%s); the run's steps "
-                               "are complete", exc)
+                # Neutral: the block is left at the run's end, by --stop-at or --max-minutes, or by an error or
+                # Ctrl-C, which the caller reports; in each case the steps taken are as they were.
+                logger.warning("a data loader worker ended abnormally while being stopped (%s); the steps the run "
+                               "took are not affected", exc)
 
 
 # How torch's DataLoader words a worker that died (killed by a signal, or exited unexpectedly).
@@ -313,9 +315,8 @@ class Trainer:
         # The data first: a mistake in it is reported before the model is built.
         data = Path(options.data)
         self.pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
-        self.holds_out = val_pairs is None  # validates on pairs split off the training data
         # Whether every 20th pair is kept out of training: without --val; a resumed run keeps its checkpoint's.
-        self.splits = self.holds_out
+        self.splits = val_pairs is None
         train_pairs, held_out = training_split(self.pairs, self.splits, data)
         self.network_dirs = tuple(Path(d) for d in options.network_masks)
         self.mix = options.data_mix()
@@ -443,7 +444,7 @@ class Trainer:
             raise ValueError(f"{self.checkpoint_path}: the run trained on every pair of {self.options.data} and "
                              "validated on --val; resume with the same --val")
         self.splits = True
-        self.use_training_pairs(training_split(self.pairs, True, Path(self.options.data))[0])
+        self.use_training_pairs(training_split(self.pairs, True, Path(self.options.data), resumed=True)[0])
 
     def recheck_left_out(self, names: list[str]) -> None:
         """Count as left out those of the training pairs ``names`` (a checkpoint's) that still cannot
@@ -794,11 +795,24 @@ def step_export_name(step: int) -> str:
     return f"model_step{step:06d}.safetensors"
 
 
+def torchrun_device_problem(name: str) -> str | None:
+    """Why the device ``name`` cannot train under torchrun (WORLD_SIZE > 1), or None: each process
+    takes the GPU of its LOCAL_RANK (:func:`training_device`), so a GPU index (cuda:N) would put every
+    process on GPU N."""
+    if name.strip().lower().startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return (f"under torchrun each process trains on the GPU of its LOCAL_RANK; use --device cuda or auto, not "
+                f"--device {name}")
+    return None
+
+
 def training_device(name: str = "auto") -> torch.device:
     """The device this training process uses (devices.resolve_device); under torchrun a CUDA
-    process takes the GPU of its LOCAL_RANK."""
+    process takes the GPU of its LOCAL_RANK, and a GPU index is a ValueError
+    (:func:`torchrun_device_problem`)."""
     from ..devices import resolve_device
 
+    if (problem := torchrun_device_problem(name)) is not None:
+        raise ValueError(problem)
     device = resolve_device(name)
     if device.type == "cuda":
         if device.index is None:
@@ -1027,30 +1041,41 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
 
 
 def val_set_pairs(name: str, folder: Path) -> list[FilePair]:
-    """The pairs in validation set ``name``'s ``folder``, as :func:`~crm_cli.pairing.find_pairs` finds
-    them; none is a NoPairsError (a usage error) naming the set."""
-    from ..pairing import NoPairsError, find_pairs
+    """The pairs in validation set ``name``'s ``folder``, as :func:`~crm_cli.pairing.scan_pairs` finds
+    them; none is a NoPairsError (a usage error) naming the set. In the BIG layout only the pairs with
+    a ground truth ``<name>_gt`` (:func:`~crm_cli.pairing.with_ground_truth`): the others are left out
+    with a warning, and none with one is a NoPairsError too (its ``_seg`` masks are coarse masks to
+    refine, not ground truths to score against)."""
+    from ..pairing import NoPairsError, scan_pairs, with_ground_truth, without_ground_truth_note
 
     try:
-        found, problems = find_pairs(folder)
+        found = scan_pairs(folder)
     except NoPairsError as exc:
         raise NoPairsError(f"--val-set {name}: {exc}") from None
-    if not found:
+    if not found.pairs:
+        problems = found.problems
         raise NoPairsError(f"--val-set {name}: no image/mask pairs under {folder}"
                            + (f", e.g. {problems[0]}" if problems else ""))
-    return found
+    pairs, without_gt = with_ground_truth(found)
+    if not pairs:
+        raise NoPairsError(f"--val-set {name}: no BIG-layout photo under {folder} has its ground truth <name>_gt.* "
+                           f"beside it, e.g. {without_gt[0].image}: a BIG-layout set is scored against its _gt "
+                           "masks (the _seg ones are the coarse masks it refines)")
+    if without_gt:
+        logger.warning("--val-set %s: %s", name, without_ground_truth_note(without_gt, folder, "left out"))
+    return pairs
 
 
 def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None,
                found: list[FilePair] | None = None) -> ValidationSet:
-    """A validation folder's first ``limit`` samples: BIG layout (its own coarse masks, refined with
-    ``ratios``) or images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1).
-    ``found`` are its pairs where they were found already (:func:`val_set_pairs`)."""
+    """A validation folder's first ``limit`` samples: BIG layout (the triples with a ground truth, their
+    own coarse masks refined with ``ratios``) or images/ + masks/ (the masks are the GT; synthetic
+    coarse masks, one stage at s = 1). ``found`` are its pairs where they were found already, else
+    they are found here (:func:`val_set_pairs`)."""
     from ..evaluation import folder_samples
-    from ..pairing import find_pairs
 
     if found is None:
-        found, _ = find_pairs(folder)
+        found = val_set_pairs(prefix[:-1], folder)
     triples = [p for p in found if p.gt is not None]
     if triples:
         # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
