@@ -81,6 +81,15 @@ def same_file(path: Path, other: Path) -> bool:
         return False
 
 
+def check_not_same_file(image: Path, mask: Path) -> None:
+    """Exit 2 (a usage error) when IMAGE and MASK name one existing file, also through a link or
+    another spelling: the photo would be read as its own mask. ``-`` (stdin) and missing files are
+    left to their own checks."""
+    if "-" not in (str(image), str(mask)) and same_file(image, mask):
+        names = str(image) if str(image) == str(mask) else f"{image} and {mask}"
+        raise fail(f"IMAGE and MASK are the same file ({names}); give the photo, then its coarse mask", code=2)
+
+
 # The names by which a process reaches its open files: a regular file named so has no folder of its own.
 _DESCRIPTOR_NAME = re.compile(r"/dev/(?:fd/\d+|stdin|stdout|stderr)|/proc/(?:self|thread-self|\d+)/fd/\d+")
 DESCRIPTOR = "a file descriptor"

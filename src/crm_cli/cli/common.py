@@ -582,23 +582,6 @@ def usage_errors_recorded(record: FailureRecord) -> Iterator[None]:
         _usage_record.reset(token)
 
 
-def check_not_same_file(image: Path, mask: Path) -> None:
-    """Exit 2 (a usage error) when IMAGE and MASK name one existing file, also through a link or
-    another spelling: the photo would be read as its own mask. ``-`` (stdin) and missing files are
-    left to their own checks."""
-    import os
-
-    if "-" in (str(image), str(mask)):
-        return
-    try:
-        same = os.path.samefile(image, mask)
-    except (OSError, ValueError):  # a missing or unreadable file, or a name holding a NUL byte
-        return
-    if same:
-        names = str(image) if str(image) == str(mask) else f"{image} and {mask}"
-        raise fail(f"IMAGE and MASK are the same file ({names}); give the photo, then its coarse mask", code=2)
-
-
 def percent(value: float | None) -> str:
     """0.8512 -> "85.12"; None -> "-"."""
     return "-" if value is None else f"{100 * value:.2f}"

@@ -10,6 +10,7 @@ import typer
 from .checks import (
     check_label_output,
     check_labels,
+    check_not_same_file,
     check_output_name,
     check_output_size,
     check_pair,
@@ -30,7 +31,6 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
-    check_not_same_file,
     collect_warnings,
     emit_json,
     fail,

@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_pair, memory_problem
+from .checks import check_not_same_file, check_pair, memory_problem
 from .common import (
     FailureRecord,
     JsonOpt,
     QuietOpt,
     RefinerOptions,
-    check_not_same_file,
     console,
     emit_json,
     refiner_options,
