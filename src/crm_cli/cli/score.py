@@ -133,22 +133,12 @@ def _score_coco(pred: Path, gt: Path, failures: list[dict[str, Any]]) -> Dataset
     """Per-instance scores of two COCO files, matched by annotation id. An instance that cannot be
     scored, or that has no prediction, is reported now, appended to ``failures`` and left out."""
     from ..coco import load_coco, score_coco
-    from ..pairing import pair_coco_annotations
 
     def failed(failure: dict[str, Any]) -> None:
         failures.append(failure)
         report_failure(f"annotation {failure['id']} (image_id {failure['image_id']!r}): ", failure["error"])
 
-    predictions, truth = load_coco(pred, exact_numbers=False), load_coco(gt, exact_numbers=False)
-    missing: list[dict] = []
-    pair_coco_annotations(predictions["annotations"], truth["annotations"], missing=missing)
-    for annotation in missing:
-        failed({"id": annotation.get("id"), "image_id": annotation.get("image_id"),
-                "error": "no prediction with the same annotation id"})
-    if missing:  # score_coco pairs again, now with a prediction for every ground-truth instance
-        left_out = {id(annotation) for annotation in missing}
-        truth = {**truth, "annotations": [a for a in truth["annotations"] if id(a) not in left_out]}
-    return score_coco(predictions, truth, on_error=failed)
+    return score_coco(load_coco(pred, exact_numbers=False), load_coco(gt, exact_numbers=False), on_error=failed)
 
 
 def _is_coco(path: Path) -> bool:

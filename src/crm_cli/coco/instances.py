@@ -239,13 +239,15 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any],
 
     Args:
         on_error: called with ``{"id", "image_id", "error"}`` for an instance that cannot be scored
-            (its image is not listed or has no whole positive size, or its ground truth or its
-            prediction cannot be decoded), which is then left out and scoring goes on. Without it,
-            such an instance raises ValueError.
+            (it has no prediction, its image is not listed or has no whole positive size, or its
+            ground truth or its prediction cannot be decoded), which is then left out and scoring
+            goes on; the instances without a prediction come first. Without it, such an instance
+            raises ValueError.
 
     Raises:
-        ValueError: a ground-truth instance has no prediction, or one of another ``image_id`` (the
-            two files are of other images); without ``on_error``, an instance that cannot be scored.
+        ValueError: a prediction of another ``image_id`` than its ground truth's (the two files are
+            of other images); without ``on_error``, an instance without a prediction or that cannot
+            be scored.
     """
     from ..metrics import DatasetScore
     from ..pairing import pair_coco_annotations
@@ -253,7 +255,13 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any],
 
     images = image_index(gt["images"])
     scores = DatasetScore()
-    for gt_annotation, pred_annotation in pair_coco_annotations(pred["annotations"], gt["annotations"]):
+    missing: list[dict] = []  # filled only with on_error: without it an instance missing raises
+    pairs = pair_coco_annotations(pred["annotations"], gt["annotations"], missing=missing if on_error else None)
+    if on_error is not None:
+        for annotation in missing:
+            on_error({"id": annotation.get("id"), "image_id": annotation.get("image_id"),
+                      "error": "no prediction with the same annotation id"})
+    for gt_annotation, pred_annotation in pairs:
         image_id = gt_annotation.get("image_id")
         image = images.get(image_id) if is_json_id(image_id) else None
         decoded = _decoded_pair(gt_annotation, pred_annotation, image)
