@@ -848,6 +848,11 @@ def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tupl
     return None
 
 
+def _no_prediction(gt: Path | str, name: str, pred: Path, suffixes: Sequence[str]) -> str:
+    """The message for ground truth ``gt`` (named as given) without its prediction ``<name><suffix>`` in ``pred``."""
+    return f"no prediction for {gt} in {pred} (tried {', '.join(name + suffix for suffix in suffixes)})"
+
+
 def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pairing[ScorePair]:
     """Pair predictions with ground truths; notes (warnings) name the files left out.
 
@@ -878,8 +883,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         index, shadowed = _index(_mask_files(pred, walks), pred)
         found = _find_prediction(_base_name(gt), gt, index, suffixes)
         if found is None:
-            raise FileNotFoundError(f"no prediction for {gt.name} in {pred} "
-                                    f"(tried {', '.join(_base_name(gt) + s for s in suffixes)})")
+            raise FileNotFoundError(_no_prediction(gt.name, _base_name(gt), pred, suffixes))
         notes.extend(_duplicate_note(found, path) for path in shadowed.get(found, []))
         return Pairing([ScorePair(_base_name(gt), found, gt)], notes=_skipped_note(*walks) + notes)
     if pred.is_file():
@@ -905,8 +909,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         gt_file = _pick(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)
         if found is None:
-            tried = ", ".join(name + suffix for suffix in suffixes)
-            failures.append(PairFailure(name, gt_file, f"no prediction for {gt_file} in {pred} (tried {tried})"))
+            failures.append(PairFailure(name, gt_file, _no_prediction(gt_file, name, pred, suffixes)))
             continue
         notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
         pairs.append(ScorePair(name, found, gt_file))
