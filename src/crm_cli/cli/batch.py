@@ -69,6 +69,16 @@ def require_ray_option() -> None:
         raise fail(str(exc), 2) from None
 
 
+def checked_ray_spec(options: RefinerOptions, ray_address: str | None):  # noqa: ANN201 - runtime.RefinerSpec | None
+    """The usage checks of a run's backend, and with ``--ray`` of Ray and the device: the recipe
+    each Ray actor builds its Refiner by, or None without ``--ray``."""
+    if ray_address is None:
+        options.check_backend()
+        return None
+    require_ray_option()
+    return options.ray_spec()  # checks the backend too
+
+
 def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
     """The JSON-able description of one pair for refine_pair_job (absolute paths, display names)."""
     return {"image": str(pair.image.absolute()), "mask": str(pair.mask.absolute()),
@@ -300,11 +310,7 @@ def batch(
                                                      "output_dir": str(output_dir), "items": items})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        ray_spec = None
-        if ray_address is not None:
-            require_ray_option()
-            ray_spec = options.ray_spec()
-        options.check_backend()
+        ray_spec = checked_ray_spec(options, ray_address)
         label_ids = parse_labels(labels)
         settings = options.settings()
         input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .batch import RayOpt, require_ray_option
+from .batch import RayOpt, checked_ray_spec
 from .checks import DESCRIPTOR, special_file, unwritable_reason
 from .common import (
     FailureRecord,
@@ -162,11 +162,7 @@ def coco(
         if str(output) == "-":  # everywhere else - is stdout: no file named "-" is made in silence
             raise typer.BadParameter("crm coco writes a file (its progress file goes beside it, for resuming), "
                                      "not standard output; give a file name", param_hint="'--output'")
-        ray_spec = None
-        if ray_address is not None:
-            require_ray_option()
-            ray_spec = options.ray_spec()
-        options.check_backend()
+        ray_spec = checked_ray_spec(options, ray_address)
         wanted = parse_ids(category_ids)
         if output.resolve() == annotations.resolve():
             raise typer.BadParameter("the output file must differ from the annotation file", param_hint="'--output'")
