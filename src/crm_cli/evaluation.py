@@ -37,6 +37,17 @@ SCORE_KEYS = ("coarse_iou", "coarse_mba", "refined_iou", "refined_mba")
 PAIR_ERRORS = (OSError, ValueError, RuntimeError, MemoryError)
 
 
+def pair_failure(exc: Exception) -> Exception | None:
+    """``exc`` as the failure of one pair, which the others outlive: itself for PAIR_ERRORS, a
+    MemoryError for OpenCV's out-of-memory error (one image too large); None for anything else."""
+    from .errors import opencv_out_of_memory
+
+    if isinstance(exc, PAIR_ERRORS):
+        return exc
+    shortage = opencv_out_of_memory(exc)
+    return None if shortage is None else MemoryError(shortage)
+
+
 @dataclass
 class Sample:
     """One scored pair: the image, the coarse mask the refiner gets, and the ground truth.
@@ -63,10 +74,11 @@ def folder_samples(pairs: Iterable[FilePair],
     for pair in pairs:
         try:
             sample = _folder_sample(pair)
-        except PAIR_ERRORS as exc:
-            if on_error is None:
+        except Exception as exc:  # noqa: BLE001 - a pair's own failure is passed on, anything else raised
+            failure = pair_failure(exc)
+            if on_error is None or failure is None:
                 raise
-            on_error(pair.name, exc)
+            on_error(pair.name, failure)
             continue
         yield sample
 
@@ -125,7 +137,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         on_sample: called with each sample and its refined uint8 mask, soft or binarised as scored
             (to write it, or to advance a progress bar).
         on_error: called with a sample's name and the error when refining, scoring or ``on_sample``
-            fails for it (PAIR_ERRORS); that sample is then left out of every score and the rest go
+            fails for it (:func:`pair_failure`); that sample is then left out of every score and the rest go
             on. Without it the error is raised.
         min_side: a sample whose image has a shorter side is not refined: its coarse mask is scored
             (and given to ``on_sample``) as the refined one, schedule ``"passthrough"``, as ``crm
@@ -149,10 +161,11 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                             for stage in ([] if detail is None else detail.stages)]
             if on_sample is not None:
                 on_sample(sample, refined)
-        except PAIR_ERRORS as exc:
-            if on_error is None:
+        except Exception as exc:  # noqa: BLE001 - a pair's own failure is passed on, anything else raised
+            failure = pair_failure(exc)
+            if on_error is None or failure is None:
                 raise
-            on_error(sample.name, exc)
+            on_error(sample.name, failure)
             continue
         # Counted only once the sample went through whole, so a failed one leaves no partial score.
         result.refine_seconds += seconds
