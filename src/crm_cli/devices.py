@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-
 
 class DeviceError(RuntimeError):
     """The requested device is not available."""

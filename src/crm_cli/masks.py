@@ -42,7 +42,12 @@ COLOUR_SAMPLE_PIXELS = 1 << 18
 
 
 class SizeMismatchError(ValueError):
-    """A mask's size does not fit its image; the message names both files and sizes."""
+    """A mask's size does not fit its image; the message names both files and sizes. ``notes``: the
+    warnings found before the mismatch (a photo given as a mask, which explains it)."""
+
+    def __init__(self, message: str, notes: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.notes: list[str] = list(notes or [])
 
 
 def swaps_axes(orientation: int) -> bool:

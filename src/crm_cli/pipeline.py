@@ -173,9 +173,7 @@ def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
             return pred, gt, notes + upsampled
     except SizeMismatchError:
         pass
-    error = SizeMismatchError(f"size mismatch: {pred_name} is {pred_w}x{pred_h} but {gt_name} is {gt_w}x{gt_h}")
-    error.notes = notes  # type: ignore[attr-defined]
-    raise error
+    raise SizeMismatchError(f"size mismatch: {pred_name} is {pred_w}x{pred_h} but {gt_name} is {gt_w}x{gt_h}", notes)
 
 
 class PresetRefiner:

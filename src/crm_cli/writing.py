@@ -23,8 +23,9 @@ from PIL import Image
 
 # Output extensions and the lossless format each one names.
 OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
-_LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
-                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC"}
+# Lossy extensions (and their format), refused for masks; crm compare writes the JPEG ones for a strip.
+LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+                                  ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC"}
 # Image formats crm reads or that users reach for, but does not write.
 _UNSUPPORTED_SUFFIXES: dict[str, str] = {".gif": "GIF", ".bmp": "BMP", ".pgm": "PGM"}
 # write_atomic's temp files: ``.NAME.<12 hex digits>.tmp`` beside the target NAME.
@@ -50,8 +51,8 @@ def output_format(path: str | Path) -> str:
     if suffix in OUTPUT_FORMATS:
         return OUTPUT_FORMATS[suffix]
     allowed = ", ".join(OUTPUT_FORMATS)
-    if suffix in _LOSSY_SUFFIXES:
-        raise OutputNameError(f"{path}: {_LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
+    if suffix in LOSSY_SUFFIXES:
+        raise OutputNameError(f"{path}: {LOSSY_SUFFIXES[suffix]} is lossy and would alter the mask; "
                               f"name the output {allowed}")
     if suffix in _UNSUPPORTED_SUFFIXES:
         raise OutputNameError(f"{path}: {_UNSUPPORTED_SUFFIXES[suffix]} output is not supported; "

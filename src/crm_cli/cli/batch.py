@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from ..locks import FolderClocks
     from ..pairing import FilePair
+    from ..runtime import RefinerSpec
 
 RayOpt = Annotated[
     str | None,
@@ -69,7 +70,7 @@ def require_ray_option() -> None:
         raise fail(str(exc), 2) from None
 
 
-def checked_ray_spec(options: RefinerOptions, ray_address: str | None):  # noqa: ANN201 - runtime.RefinerSpec | None
+def checked_ray_spec(options: RefinerOptions, ray_address: str | None) -> RefinerSpec | None:
     """The usage checks of a run's backend, and with ``--ray`` of Ray and the device: the recipe
     each Ray actor builds its Refiner by, or None without ``--ray``."""
     if ray_address is None:
@@ -202,8 +203,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     several frames) are in ``logged``. Used as is by the plain loop and by the Ray actors, so both
     paths behave the same.
     """
-    from ..errors import opencv_out_of_memory
-    from ..evaluation import PAIR_ERRORS
+    from ..evaluation import pair_failure
     from ..locks import OutputLock, describe_holder
     from ..pipeline import refine_files
     from ..writing import write_png
@@ -232,14 +232,13 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             write_png(job["output"], result.output, result.palette, result.icc_profile)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
-        except PAIR_ERRORS as exc:  # a MemoryError too: one image too large for the memory left
-            if stop_behind(exc):  # not this pair's failure: the command is being stopped
+        except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
+            failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
+            if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped
                 raise
-            outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
-        except Exception as exc:  # noqa: BLE001 - only OpenCV's out of memory is taken, the rest is raised again
-            if (shortage := opencv_out_of_memory(exc)) is None:
-                raise
-            outcome = {"status": "failed", "error": shortage + MEMORY_ADVICE}
+            # OpenCV's shortage reads as numpy's, and gets the advice refine gives it.
+            advice = MEMORY_ADVICE if failure is not exc else ""
+            outcome = {"status": "failed", "error": (str(failure) or type(failure).__name__) + advice}
         finally:
             lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)

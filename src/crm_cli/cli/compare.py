@@ -40,10 +40,9 @@ def _strip_format(output: Path) -> str:
 def jpeg_suffixes() -> tuple[str, ...]:
     """Every extension that names a JPEG (.jpg, .jpeg, .jpe, .jfif), as writing refuses them for a mask.
     The strip is a picture to look at, not a mask, so a lossy JPEG (for slides) is fine here."""
-    # Private, but the one list of the names output_format refuses as JPEG: no name is refused by both.
-    from ..writing import _LOSSY_SUFFIXES
+    from ..writing import LOSSY_SUFFIXES
 
-    return tuple(suffix for suffix, fmt in _LOSSY_SUFFIXES.items() if fmt == "JPEG")
+    return tuple(suffix for suffix, fmt in LOSSY_SUFFIXES.items() if fmt == "JPEG")
 
 
 def _write_jpeg(output: Path, strip: np.ndarray) -> None:

@@ -62,7 +62,7 @@ def _score_files(pair: ScorePair, threshold: float | None, warned: set[str]) -> 
         pred, gt, notes = fit_masks_for_scoring(read_mask(pair.pred), read_mask(pair.gt), str(pair.pred),
                                                 str(pair.gt))
     except SizeMismatchError as exc:
-        show(getattr(exc, "notes", []))  # a photo given as a mask explains the mismatch
+        show(exc.notes)  # a photo given as a mask explains the mismatch
         raise
     show(notes)
     return score_pair(_values(pred, threshold), _values(gt), pair.name)

@@ -114,7 +114,7 @@ def train(
 
     check_options(coarse_mix, network_masks, val_set, val_ratios, device)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
-    with usage_error("--data"):  # no pairs, or a layout find_pairs refuses; photos left out are warned of
+    with usage_error("--data"):  # no pairs, or a layout scan_pairs refuses; photos left out are warned of
         data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
         training_split(data_pairs, val is None, data)  # a single pair is held out for validation
     with usage_error("--val"):

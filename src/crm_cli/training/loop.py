@@ -977,10 +977,11 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path], option
 
     The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
     and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
-    ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder with its own
-    ``_seg`` masks, refined with ``val_ratios``, or an images/ + masks/ folder treated like the
-    held-out pairs. They stay in memory for the run (BIG-layout images at full size). ``found`` holds
-    the sets' pairs where they were found already (:func:`val_set_pairs`)."""
+    ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder's ``_im``,
+    ``_seg`` and ``_gt`` triples (those without ``_gt`` left out), refined with ``val_ratios``, or
+    an images/ + masks/ folder treated like the held-out pairs. They stay in memory for the run
+    (BIG-layout images at full size). ``found`` holds the sets' pairs where they were found already
+    (:func:`val_set_pairs`)."""
     ratios = check_ratios(options.val_ratios) if options.val_ratios else None
     sets = [synthetic_set("", val_pairs, "to validate on")]
     for name, folder in val_sets.items():
