@@ -159,12 +159,12 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
         return None
     from importlib.util import find_spec
 
-    from .devices import accelerator_possible
+    from .devices import accelerator_possible, device_name
 
     side = WeightsSidecar.of(weights if weights is not None else default_weights_path())
     path = side.weights
     runtime_present = find_spec("onnxruntime") is not None
-    kind = (device or "auto").strip().lower()
+    kind = device_name(device)  # cpu:0 is the CPU, as everywhere else
     if backend == "onnx":
         if kind not in ("auto", "cpu"):
             raise ValueError(f"the onnx backend runs on the CPU only, not on device {device!r} "

@@ -81,6 +81,14 @@ def same_file(path: Path, other: Path) -> bool:
         return False
 
 
+def check_stdout_not_terminal() -> None:
+    """Exit 2 (a usage error) when ``-o -`` would write image bytes onto a terminal."""
+    import sys
+
+    if sys.stdout.isatty():
+        raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+
+
 def check_not_same_file(image: Path, mask: Path) -> None:
     """Exit 2 (a usage error) when IMAGE and MASK name one existing file, also through a link or
     another spelling: the photo would be read as its own mask. ``-`` (stdin) and missing files are

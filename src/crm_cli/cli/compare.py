@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .checks import same_file
+from .checks import check_stdout_not_terminal, same_file
 from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 
 if TYPE_CHECKING:
@@ -76,11 +76,9 @@ def compare(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a comparison strip (PNG, TIFF, lossless WebP or JPEG, by the output's extension; PNG with -o -)."""
-    import sys
-
     to_stdout = str(output) == "-"
-    if to_stdout and sys.stdout.isatty():  # as crm refine -o -
-        raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+    if to_stdout:
+        check_stdout_not_terminal()
     fmt = "PNG" if to_stdout else _strip_format(output)
     if not to_stdout:
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.

@@ -14,6 +14,7 @@ from .checks import (
     check_output_name,
     check_output_size,
     check_pair,
+    check_stdout_not_terminal,
     passthrough_note,
     passthrough_pair,
     same_file,
@@ -96,8 +97,8 @@ def refine(
                                          f"{mask} is {kind}")
             output = mask.with_name(f"{mask.stem}_refined.png")
         check_not_same_file(image, mask)
-        if to_stdout and sys.stdout.isatty():
-            raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
+        if to_stdout:
+            check_stdout_not_terminal()
         if "-" in (str(image), str(mask)) and sys.stdin.isatty():
             raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
         label_ids = parse_labels(labels)

@@ -28,6 +28,7 @@ import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
+from ..devices import device_name
 from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
@@ -799,7 +800,7 @@ def torchrun_device_problem(name: str) -> str | None:
     """Why the device ``name`` cannot train under torchrun (WORLD_SIZE > 1), or None: each process
     takes the GPU of its LOCAL_RANK (:func:`training_device`), so a GPU index (cuda:N) would put every
     process on GPU N."""
-    if name.strip().lower().startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if device_name(name).startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return (f"under torchrun each process trains on the GPU of its LOCAL_RANK; use --device cuda or auto, not "
                 f"--device {name}")
     return None
