@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_scene_files
+from command_lines import command_inputs
+from command_lines import command_line as any_command_line
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -20,31 +21,12 @@ runner = CliRunner()
 @pytest.fixture
 def inputs(tmp_path: Path) -> dict[str, Path]:
     """A pair, a BIG-layout folder and a one-instance COCO file, all tiny."""
-    image, mask = write_scene_files(tmp_path / "pair")
-    write_scene_files(tmp_path / "big", "a_im", "a_seg")
-    write_scene_files(tmp_path / "big", "a_im", "a_gt")
-    annotations = tmp_path / "coco.json"
-    annotations.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "im.jpg", "height": 96, "width": 128}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
-                         "segmentation": [[10.0, 10.0, 60.0, 10.0, 60.0, 60.0]]}]}))
-    return {"image": image, "mask": mask, "big": tmp_path / "big", "coco": annotations,
-            "images": tmp_path / "pair", "out": tmp_path / "out"}
+    return command_inputs(tmp_path)
 
 
 def command_line(command: str, paths: dict[str, Path], tiny_weights: Path) -> list[str]:
-    """A complete ``crm COMMAND`` line that would run, so only the option under test can fail."""
-    model = ["-w", str(tiny_weights), "-d", "cpu"]
-    lines = {
-        "refine": ["refine", str(paths["image"]), str(paths["mask"]), "-o", str(paths["out"] / "o.png"), *model],
-        "batch": ["batch", str(paths["big"]), "-o", str(paths["out"]), *model],
-        "eval": ["eval", str(paths["big"]), *model],
-        "time": ["time", str(paths["image"]), str(paths["mask"]), "-n", "1", *model],
-        "coco": ["coco", str(paths["coco"]), "--images", str(paths["images"]), "-o", str(paths["out"] / "o.json"),
-                 *model],
-        "score": ["score", str(paths["mask"]), str(paths["mask"])],
-    }
-    return lines[command]
+    """A complete ``crm COMMAND`` line that would run on the CPU, so only the option under test can fail."""
+    return any_command_line(command, paths, "-w", str(tiny_weights), "-d", "cpu")
 
 
 def assert_usage_error(result, option: str, record: bool = False) -> None:  # noqa: ANN001 - click's Result

@@ -15,6 +15,7 @@ from conftest import flat, write_scene_files
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
+from crm_cli.cli.common import MEMORY_ADVICE
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import pair_failure
 
@@ -51,7 +52,8 @@ def test_eval_fails_the_image_opencv_had_no_memory_for_and_scores_the_rest(
     assert result.exit_code == 1, result.output
     record = json.loads(result.stdout)
     assert record["n"] == 1 and [image["name"] for image in record["images"]] == ["c"]
+    # Worded as crm refine and a crm batch item word it, with the same advice.
     assert [(failure["name"], failure["error"]) for failure in record["failures"]] == [
-        ("a", "Unable to allocate 45.0 MiB in OpenCV")]
+        ("a", "Unable to allocate 45.0 MiB in OpenCV" + MEMORY_ADVICE)]
     assert "Traceback" not in result.output
     assert "failed: a: Unable to allocate 45.0 MiB in OpenCV" in flat(result.stderr)

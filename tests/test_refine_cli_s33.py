@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 import typer
+from command_lines import command_inputs
+from command_lines import command_line as any_command_line
 from conftest import coarse_of, synthetic_scene, write_scene_files
 from PIL import Image
 from typer.testing import CliRunner
@@ -179,23 +181,8 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def command_line(command: str, tmp_path: Path, weights: Path) -> list[str]:
-    """A ``crm COMMAND`` line with the --device option, that would run on the CPU."""
-    image, mask = write_scene_files(tmp_path / "pair")
-    write_scene_files(tmp_path / "big", "a_im", "a_seg")
-    write_scene_files(tmp_path / "big", "a_im", "a_gt")
-    annotations = tmp_path / "coco.json"
-    annotations.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "im.jpg", "height": 96, "width": 128}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
-                         "segmentation": [[10.0, 10.0, 60.0, 10.0, 60.0, 60.0]]}]}))
-    lines = {
-        "refine": ["refine", str(image), str(mask), "-o", str(tmp_path / "out" / "o.png")],
-        "batch": ["batch", str(tmp_path / "big"), "-o", str(tmp_path / "out")],
-        "eval": ["eval", str(tmp_path / "big")],
-        "time": ["time", str(image), str(mask), "-n", "1"],
-        "coco": ["coco", str(annotations), "--images", str(tmp_path / "pair"), "-o", str(tmp_path / "out" / "o.json")],
-    }
-    return [*lines[command], "-w", str(weights), "--backend", "torch"]
+    """A ``crm COMMAND`` line that would run on the CPU, for each test to add its --device option."""
+    return any_command_line(command, command_inputs(tmp_path), "-w", str(weights), "--backend", "torch")
 
 
 @pytest.mark.parametrize("command", ["refine", "batch", "eval", "time", "coco"])
@@ -254,20 +241,18 @@ def test_the_help_names_gpu_indices() -> None:
 def test_the_device_option_keeps_the_library_spelling() -> None:
     from crm_cli.cli.common import parse_device
 
-    assert parse_device("CUDA:3") == "cuda:3" and parse_device("CUDA:3").value == "cuda:3"
-    assert RefinerOptions().device.value == "auto" and RefinerOptions(device=parse_device("mps:0")).device == "mps"
+    assert parse_device("CUDA:3") == "cuda:3" and type(parse_device("CUDA:3")) is str  # the library's name, as is
+    assert RefinerOptions().device == "auto" and RefinerOptions(device=parse_device("mps:0")).device == "mps"
     with pytest.raises(typer.BadParameter, match="GPU index"):
         parse_device("cuda:a")
 
 
 def test_ray_refuses_one_gpu_index_for_all_its_actors() -> None:
-    from crm_cli.cli.common import DeviceName
-
     # Ray gives each actor a GPU of its own (raybatch.plan_actors): one index for all cannot hold.
     with pytest.raises(typer.Exit) as refused:
-        RefinerOptions(device=DeviceName("cuda:1")).ray_spec()
+        RefinerOptions(device="cuda:1").ray_spec()
     assert refused.value.exit_code == 2
-    assert RefinerOptions(device=DeviceName("cuda")).ray_spec().device == "cuda"
+    assert RefinerOptions(device="cuda").ray_spec().device == "cuda"
 
 
 # 4. IMAGE and MASK are one file --------------------------------------------------------------------------------

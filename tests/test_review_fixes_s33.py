@@ -131,15 +131,20 @@ def frames_note(pages: Path) -> str:
     return f"{pages}: holds 2 frames (an animation or a multi-page file); only the first is read"
 
 
-def test_a_pair_job_returns_the_warnings_logged_while_it_ran(tmp_path: Path) -> None:
+def test_a_pair_job_returns_the_warnings_logged_while_it_ran(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from crm_cli.cli.batch import refine_pair_job
+    from crm_cli.cli.checks import passthrough_note
 
     pages = two_frame_layout(tmp_path / "data", size=(40, 60))  # under 96 px: passed through, no model
     job = {"image": str(tmp_path / "data" / "p1_im.jpg"), "mask": str(pages), "output": str(tmp_path / "p1.png"),
-           "image_name": "p1_im.jpg", "mask_name": str(pages), "passthrough": True}
+           "name": "p1", "image_name": "p1_im.jpg", "mask_name": str(pages), "passthrough": True}
     outcome = refine_pair_job(None, job, settings=None, mode="auto", labels=None, output_kind="soft",
                               threshold=None)
-    assert outcome["status"] == "ok" and outcome["logged"] == [frames_note(pages)]
+    # Logged, then the pair's notes; held for the command to show, as on a Ray actor.
+    assert outcome["status"] == "ok" and outcome["warnings"] == [frames_note(pages),
+                                                                 passthrough_note(60, 40, "p1_im.jpg")]
+    assert capsys.readouterr().err == ""
     assert (tmp_path / "p1.png").is_file()
 
 

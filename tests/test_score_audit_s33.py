@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import write_scene_files
 from PIL import Image
+from score_helpers import GT, SHIFTED, square, squash, write_mask
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -22,34 +23,13 @@ runner = CliRunner()
 SWAPPED = "not a mask: are the image and mask swapped?"
 
 
-def _squash(text: str) -> str:
-    """Remove all whitespace: Rich may wrap long lines under CliRunner."""
-    return "".join(text.split())
-
-
-def _square(top: int, left: int, side: int, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    mask[top:top + side, left:left + side] = 255
-    return mask
-
-
-def _write(path: Path, mask: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), mask)
-    return path
-
-
-GT = _square(10, 10, 20)  # 400 px
-SHIFTED = _square(12, 10, 20)  # intersection 360, union 440
-
-
 # ---------------------------------------------------------------------------------------------
 # --csv
 
 
 @pytest.mark.parametrize("target", ["gt", "pred"])
 def test_csv_naming_a_single_input_file_is_a_usage_error_and_leaves_it(tmp_path: Path, target: str) -> None:
-    files = {"pred": _write(tmp_path / "pred.png", SHIFTED), "gt": _write(tmp_path / "s0_gt.png", GT)}
+    files = {"pred": write_mask(tmp_path / "pred.png", SHIFTED), "gt": write_mask(tmp_path / "s0_gt.png", GT)}
     before = files[target].read_bytes()
     result = runner.invoke(app, ["score", str(files["pred"]), str(files["gt"]), "--csv", str(files[target])])
     assert result.exit_code == 2, result.output
@@ -61,13 +41,13 @@ def test_csv_naming_a_single_input_file_is_a_usage_error_and_leaves_it(tmp_path:
 def test_csv_naming_a_paired_file_inside_the_folders_is_a_usage_error(tmp_path: Path, target: str) -> None:
     big = tmp_path / "big"
     for name in "ab":
-        _write(big / f"{name}_gt.png", GT)
-        _write(big / f"{name}_mask.png", SHIFTED)
+        write_mask(big / f"{name}_gt.png", GT)
+        write_mask(big / f"{name}_mask.png", SHIFTED)
     before = (big / target).read_bytes()
     result = runner.invoke(app, ["score", str(tmp_path / "big"), str(big), "--csv", str(big / target)])
     assert result.exit_code == 2, result.output
     assert (big / target).read_bytes() == before
-    assert target in _squash(result.stderr)
+    assert target in squash(result.stderr)
     # A CSV beside the masks that is none of them is still written.
     (big / "scores.csv").write_text("old")
     result = runner.invoke(app, ["score", str(tmp_path / "big"), str(big), "--csv", str(big / "scores.csv")])
@@ -79,7 +59,7 @@ def test_csv_naming_a_paired_file_inside_the_folders_is_a_usage_error(tmp_path: 
 
 def test_csv_dash_writes_the_rows_to_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    pred, gt = _write(tmp_path / "p.png", SHIFTED), _write(tmp_path / "g.png", GT)
+    pred, gt = write_mask(tmp_path / "p.png", SHIFTED), write_mask(tmp_path / "g.png", GT)
     result = runner.invoke(app, ["score", str(pred), str(gt), "--csv", "-"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "-").exists()
@@ -90,7 +70,7 @@ def test_csv_dash_writes_the_rows_to_stdout(tmp_path: Path, monkeypatch: pytest.
 
 def test_csv_dash_with_json_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    pred, gt = _write(tmp_path / "p.png", SHIFTED), _write(tmp_path / "g.png", GT)
+    pred, gt = write_mask(tmp_path / "p.png", SHIFTED), write_mask(tmp_path / "g.png", GT)
     result = runner.invoke(app, ["score", str(pred), str(gt), "--csv", "-", "--json"])
     assert result.exit_code == 2, result.output
     assert result.stdout == "" and not (tmp_path / "-").exists()
@@ -102,25 +82,25 @@ def test_csv_dash_with_json_is_a_usage_error(tmp_path: Path, monkeypatch: pytest
 
 def test_a_photo_as_prediction_is_warned_about_once_and_still_scored(tmp_path: Path) -> None:
     photo, mask = write_scene_files(tmp_path / "scene")
-    gt = _write(tmp_path / "small_gt.png", np.where(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0, 255, 0)
-                .astype(np.uint8))
+    gt = write_mask(tmp_path / "small_gt.png",
+                    np.where(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0, 255, 0).astype(np.uint8))
     result = runner.invoke(app, ["score", str(photo), str(gt), "--json"])
     assert result.exit_code == 0, result.output
-    assert _squash(result.stderr).count(_squash(f"warning: {photo}: looks like a photo")) == 1
-    assert _squash(SWAPPED) in _squash(result.stderr)
+    assert squash(result.stderr).count(squash(f"warning: {photo}: looks like a photo")) == 1
+    assert squash(SWAPPED) in squash(result.stderr)
     assert json.loads(result.stdout)["n"] == 1
     # The same photo as both: one warning for the one file.
     both = runner.invoke(app, ["score", str(photo), str(photo)])
     assert both.exit_code == 0, both.output
-    assert _squash(both.stderr).count(_squash(f"{photo}: looks like a photo")) == 1
+    assert squash(both.stderr).count(squash(f"{photo}: looks like a photo")) == 1
 
 
 def test_a_photo_as_ground_truth_is_warned_about(tmp_path: Path) -> None:
     photo, mask = write_scene_files(tmp_path)
     result = runner.invoke(app, ["score", str(mask), str(photo)])
     assert result.exit_code == 0, result.output
-    assert _squash(result.stderr).count(_squash(f"warning: {photo}: looks like a photo")) == 1
-    assert _squash(f"{mask}: looks like") not in _squash(result.stderr)
+    assert squash(result.stderr).count(squash(f"warning: {photo}: looks like a photo")) == 1
+    assert squash(f"{mask}: looks like") not in squash(result.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,22 +109,22 @@ def test_a_photo_as_ground_truth_is_warned_about(tmp_path: Path) -> None:
 
 def test_a_small_ground_truth_is_upsampled_as_eval_does(tmp_path: Path) -> None:
     # A 2x upsampling of rows/columns 10..29 (linear, then > 128) covers exactly rows/columns 20..59.
-    pred = _write(tmp_path / "pred" / "a.png", _square(20, 20, 40, (80, 100)))
-    gt = _write(tmp_path / "gt" / "a.png", GT)
+    pred = write_mask(tmp_path / "pred" / "a.png", square(20, 20, 40, (80, 100)))
+    gt = write_mask(tmp_path / "gt" / "a.png", GT)
     result = runner.invoke(app, ["score", str(pred.parent), str(gt.parent), "--csv", "-"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [(r["name"], int(r["intersection"]), int(r["union"])) for r in rows] == [("a", 1600, 1600)]
-    assert _squash(f"warning: {gt}: upsampled to the image size 100x80") in _squash(result.stderr)
+    assert squash(f"warning: {gt}: upsampled to the image size 100x80") in squash(result.stderr)
 
 
 def test_a_small_prediction_is_upsampled_too(tmp_path: Path) -> None:
-    pred = _write(tmp_path / "p.png", GT)
-    gt = _write(tmp_path / "g.png", _square(20, 20, 40, (80, 100)))
+    pred = write_mask(tmp_path / "p.png", GT)
+    gt = write_mask(tmp_path / "g.png", square(20, 20, 40, (80, 100)))
     result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"][0]["iou"] == 1.0
-    assert _squash(f"warning: {pred}: upsampled to the image size 100x80") in _squash(result.stderr)
+    assert squash(f"warning: {pred}: upsampled to the image size 100x80") in squash(result.stderr)
 
 
 def test_score_and_eval_agree_on_an_upsampled_ground_truth(tmp_path: Path) -> None:
@@ -155,7 +135,7 @@ def test_score_and_eval_agree_on_an_upsampled_ground_truth(tmp_path: Path) -> No
     rng = np.random.default_rng(3)
     gt_small = (cv2.GaussianBlur(rng.random((30, 40)).astype(np.float32), (7, 7), 0) > 0.5).astype(np.uint8) * 255
     pred_full = (cv2.GaussianBlur(rng.random((60, 80)).astype(np.float32), (9, 9), 0) > 0.5).astype(np.uint8) * 255
-    pred, gt = _write(tmp_path / "p.png", pred_full), _write(tmp_path / "g.png", gt_small)
+    pred, gt = write_mask(tmp_path / "p.png", pred_full), write_mask(tmp_path / "g.png", gt_small)
     fitted, resized = match_mask_to_image(read_mask(gt), (60, 80), "p.png", "g.png")  # what eval does
     expected = score_pair(read_mask(pred).scoring_values(), fitted.scoring_values())
     assert resized
@@ -185,9 +165,9 @@ def test_coco_instances_without_a_prediction_fail_alone(tmp_path: Path) -> None:
     assert payload["n"] == 2 and payload["iou"] == 1.0 and payload["failed"] == 1
     assert payload["failures"] == [{"id": 11, "image_id": 1, "error": "no prediction with the same annotation id"}]
     assert "status" not in payload
-    text = _squash(runner.invoke(app, args).stderr)
-    assert _squash("failed: annotation 11 (image_id 1): no prediction with the same annotation id") in text
-    assert _squash("1 of 3 ground-truth instances failed") in text
+    text = squash(runner.invoke(app, args).stderr)
+    assert squash("failed: annotation 11 (image_id 1): no prediction with the same annotation id") in text
+    assert squash("1 of 3 ground-truth instances failed") in text
 
 
 def test_coco_with_no_instance_predicted_is_a_failure(tmp_path: Path) -> None:
@@ -198,7 +178,7 @@ def test_coco_with_no_instance_predicted_is_a_failure(tmp_path: Path) -> None:
     payload = json.loads(result.stdout)
     assert payload["status"] == "failed" and payload["failed"] == 2
     assert [failure["id"] for failure in payload["failures"]] == [10, 11]
-    assert _squash("no instance could be scored: all 2 failed") in _squash(result.stderr)
+    assert squash("no instance could be scored: all 2 failed") in squash(result.stderr)
 
 
 def test_coco_csv_naming_the_ground_truth_file_is_a_usage_error(tmp_path: Path) -> None:

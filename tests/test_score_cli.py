@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from conftest import coarse_of, synthetic_scene, write_scene_files
+from score_helpers import GT, SHIFTED, square, squash, write_mask
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -19,27 +19,8 @@ from crm_cli.cli import app
 runner = CliRunner()
 
 
-def _squash(text: str) -> str:
-    """Remove all whitespace: Rich may wrap long lines under CliRunner."""
-    return "".join(text.split())
-
-
-def _square(top: int, left: int, side: int, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    mask[top:top + side, left:left + side] = 255
-    return mask
-
-
-def _write(path: Path, mask: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), mask)
-    return path
-
-
-GT = _square(10, 10, 20)  # 400 px
 EXACT = GT.copy()  # IoU 1
-SHIFTED = _square(12, 10, 20)  # intersection 18 * 20 = 360, union 440
-SMALL = _square(10, 10, 10)  # intersection 100, union 400
+SMALL = square(10, 10, 10)  # intersection 100, union 400
 
 
 def _json(args: list[str]) -> dict:
@@ -57,13 +38,13 @@ def big(tmp_path: Path) -> Path:
     """A BIG-layout folder: a has _mask and _seg, b has <name> and _seg, c has only _seg; plus _im files."""
     folder = tmp_path / "big"
     for name in "abc":
-        _write(folder / f"{name}_gt.png", GT)
-        _write(folder / f"{name}_im.jpg", np.full((40, 50, 3), 90, np.uint8))
-    _write(folder / "a_mask.png", EXACT)
-    _write(folder / "a_seg.png", SMALL)
-    _write(folder / "b.png", SHIFTED)
-    _write(folder / "b_seg.png", SMALL)
-    _write(folder / "c_seg.png", SHIFTED)
+        write_mask(folder / f"{name}_gt.png", GT)
+        write_mask(folder / f"{name}_im.jpg", np.full((40, 50, 3), 90, np.uint8))
+    write_mask(folder / "a_mask.png", EXACT)
+    write_mask(folder / "a_seg.png", SMALL)
+    write_mask(folder / "b.png", SHIFTED)
+    write_mask(folder / "b_seg.png", SMALL)
+    write_mask(folder / "c_seg.png", SHIFTED)
     return folder
 
 
@@ -82,7 +63,7 @@ def test_pred_suffix_picks_one(big: Path) -> None:
 def test_pred_suffix_missing_names_each_and_scores_the_rest(big: Path) -> None:
     result = runner.invoke(app, ["score", str(big), str(big), "--pred-suffix", "_mask", "--json"])
     assert result.exit_code == 1
-    err = _squash(result.stderr)
+    err = squash(result.stderr)
     assert "error:" not in err and "2of3groundtruthsfailed" in err
     assert "failed:b:nopredictionfor" in err and "(triedb_mask)" in err and "failed:c:" in err
     payload = json.loads(result.stdout)
@@ -91,24 +72,24 @@ def test_pred_suffix_missing_names_each_and_scores_the_rest(big: Path) -> None:
 
 def test_separate_folders(tmp_path: Path, big: Path) -> None:
     pred = tmp_path / "pred"
-    _write(pred / "a_seg.png", SHIFTED)
-    _write(pred / "b_mask.png", EXACT)
-    _write(pred / "c.png", SMALL)
-    _write(pred / "unrelated.png", SMALL)  # predictions without GT are ignored
+    write_mask(pred / "a_seg.png", SHIFTED)
+    write_mask(pred / "b_mask.png", EXACT)
+    write_mask(pred / "c.png", SMALL)
+    write_mask(pred / "unrelated.png", SMALL)  # predictions without GT are ignored
     assert _ious(_json([str(pred), str(big)])) == {"a": 360 / 440, "b": 1.0, "c": 100 / 400}
 
 
 def test_plain_layout_pairs_by_stem(tmp_path: Path) -> None:
-    _write(tmp_path / "gt" / "x.png", GT)
-    _write(tmp_path / "gt" / "y.png", GT)
-    _write(tmp_path / "pred" / "x.png", SHIFTED)
-    _write(tmp_path / "pred" / "y.png", EXACT)
+    write_mask(tmp_path / "gt" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "y.png", GT)
+    write_mask(tmp_path / "pred" / "x.png", SHIFTED)
+    write_mask(tmp_path / "pred" / "y.png", EXACT)
     assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440, "y": 1.0}
 
 
 def test_single_files(tmp_path: Path) -> None:
-    pred = _write(tmp_path / "p.png", SHIFTED)
-    gt = _write(tmp_path / "thing_gt.png", GT)
+    pred = write_mask(tmp_path / "p.png", SHIFTED)
+    gt = write_mask(tmp_path / "thing_gt.png", GT)
     payload = _json([str(pred), str(gt)])
     assert payload["n"] == 1 and payload["images"][0]["name"] == "thing"
     assert payload["iou"] == 360 / 440
@@ -131,20 +112,20 @@ def test_table_on_stderr_without_json(big: Path) -> None:
     result = runner.invoke(app, ["score", str(big), str(big)])
     assert result.exit_code == 0
     assert result.stdout == ""
-    err = _squash(result.stderr)
+    err = squash(result.stderr)
     assert "100.00" in err  # a: IoU 100 %
     assert f"{100 * 1120 / 1280:.2f}" in err  # dataset IoU
     assert "dataset(n=3)" in err
 
 
 def test_table_counts_images_without_boundary(tmp_path: Path) -> None:
-    _write(tmp_path / "e_gt.png", np.zeros((40, 50), np.uint8))
-    _write(tmp_path / "e_seg.png", np.zeros((40, 50), np.uint8))
-    _write(tmp_path / "f_gt.png", GT)
-    _write(tmp_path / "f_seg.png", SHIFTED)
+    write_mask(tmp_path / "e_gt.png", np.zeros((40, 50), np.uint8))
+    write_mask(tmp_path / "e_seg.png", np.zeros((40, 50), np.uint8))
+    write_mask(tmp_path / "f_gt.png", GT)
+    write_mask(tmp_path / "f_seg.png", SHIFTED)
     result = runner.invoke(app, ["score", str(tmp_path), str(tmp_path), "--json"])
     assert result.exit_code == 0
-    assert "1withoutGTboundary" in _squash(result.stderr)
+    assert "1withoutGTboundary" in squash(result.stderr)
     payload = json.loads(result.stdout)
     assert payload["n"] == 2
     assert payload["images"][0] == {"name": "e", "iou": 1.0, "mba": None}
@@ -167,45 +148,45 @@ def test_csv_rows(tmp_path: Path, big: Path) -> None:
 
 
 def test_size_mismatch_names_both_files(tmp_path: Path) -> None:
-    pred = _write(tmp_path / "pred" / "a.png", np.zeros((30, 50), np.uint8))
-    gt = _write(tmp_path / "gt" / "a.png", GT)
+    pred = write_mask(tmp_path / "pred" / "a.png", np.zeros((30, 50), np.uint8))
+    gt = write_mask(tmp_path / "gt" / "a.png", GT)
     result = runner.invoke(app, ["score", str(pred.parent), str(gt.parent)])
     assert result.exit_code == 1
-    err = _squash(result.stderr)
-    assert _squash(str(pred)) in err and _squash(str(gt)) in err
+    err = squash(result.stderr)
+    assert squash(str(pred)) in err and squash(str(gt)) in err
     assert "50x30" in err and "50x40" in err
     assert result.stderr.count("error:") == 1
 
 
 def test_missing_prediction_fails_that_pair(tmp_path: Path) -> None:
-    _write(tmp_path / "gt" / "x.png", GT)
-    _write(tmp_path / "gt" / "y.png", GT)
-    _write(tmp_path / "pred" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "y.png", GT)
+    write_mask(tmp_path / "pred" / "x.png", GT)
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
     assert result.exit_code == 1
-    err = _squash(result.stderr)
+    err = squash(result.stderr)
     assert "failed:y:" in err and "1of2groundtruthsfailed" in err and "dataset(n=1)" in err
 
 
 def test_unreadable_mask_names_the_file(tmp_path: Path) -> None:
     pred = tmp_path / "broken.png"
     pred.write_bytes(b"not a png")
-    gt = _write(tmp_path / "gt.png", GT)
+    gt = write_mask(tmp_path / "gt.png", GT)
     result = runner.invoke(app, ["score", str(pred), str(gt)])
     assert result.exit_code == 1
-    assert "broken.png" in _squash(result.stderr)
+    assert "broken.png" in squash(result.stderr)
 
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
-    gt = _write(tmp_path / "gt.png", GT)
+    gt = write_mask(tmp_path / "gt.png", GT)
     result = runner.invoke(app, ["score", str(tmp_path / "nope.png"), str(gt)])
     assert result.exit_code == 1
-    assert "nope.png" in _squash(result.stderr)
+    assert "nope.png" in squash(result.stderr)
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    _write(tmp_path / "plain" / "x.png", GT)
-    pred_file = _write(tmp_path / "p.png", GT)
+    write_mask(tmp_path / "plain" / "x.png", GT)
+    pred_file = write_mask(tmp_path / "p.png", GT)
     assert runner.invoke(app, ["score", str(pred_file), str(pred_file), "--bogus"]).exit_code == 2
     assert runner.invoke(app, ["score", str(pred_file)]).exit_code == 2
     # GT folder with a prediction file, and a non-BIG folder scored against itself.
@@ -215,13 +196,13 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     # A GT folder without any mask: nothing to score, so no pairs found (as in batch and eval).
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["score", str(same), str(tmp_path / "empty")])
-    assert result.exit_code == 2 and "nopairsfound" in _squash(result.stderr)
+    assert result.exit_code == 2 and "nopairsfound" in squash(result.stderr)
 
 
 def test_help() -> None:
     result = runner.invoke(app, ["score", "--help"])
     assert result.exit_code == 0
-    text = _squash(result.stdout)
+    text = squash(result.stdout)
     for option in ("--pred-suffix", "--csv", "--json"):
         assert option in text
 
@@ -248,11 +229,11 @@ def test_palette_and_16bit_masks(tmp_path: Path) -> None:
     palette = Image.fromarray((SHIFTED > 0).astype(np.uint8), mode="P")  # indices 0/1, not grey levels
     palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     palette.save(tmp_path / "p_seg.png")
-    _write(tmp_path / "p_gt.png", GT)
-    _write(tmp_path / "w_seg.png", SHIFTED.astype(np.uint16) * 257)
-    _write(tmp_path / "w_gt.png", GT.astype(np.uint16) * 257)
-    _write(tmp_path / "g_seg.png", SHIFTED)
-    _write(tmp_path / "g_gt.png", GT)
+    write_mask(tmp_path / "p_gt.png", GT)
+    write_mask(tmp_path / "w_seg.png", SHIFTED.astype(np.uint16) * 257)
+    write_mask(tmp_path / "w_gt.png", GT.astype(np.uint16) * 257)
+    write_mask(tmp_path / "g_seg.png", SHIFTED)
+    write_mask(tmp_path / "g_gt.png", GT)
     payload = _json([str(tmp_path), str(tmp_path)])
     by_name = {image["name"]: image for image in payload["images"]}
     assert by_name["p"] == {**by_name["g"], "name": "p"}
@@ -264,10 +245,10 @@ def test_threshold_binarises_predictions_at_their_full_scale(tmp_path: Path) -> 
     soft = GT.copy()
     soft[GT > 0] = 200  # 200 / 255 = 0.78
     soft[30:34, 10:30] = 150  # 80 more px at 150 / 255 = 0.59: in at > 128 and at 0.5, out at 0.7
-    _write(tmp_path / "s_gt.png", GT)
-    _write(tmp_path / "s_seg.png", soft)
-    _write(tmp_path / "w_gt.png", GT)
-    _write(tmp_path / "w_seg.png", soft.astype(np.uint16) * 257)  # the same values, 16-bit
+    write_mask(tmp_path / "s_gt.png", GT)
+    write_mask(tmp_path / "s_seg.png", soft)
+    write_mask(tmp_path / "w_gt.png", GT)
+    write_mask(tmp_path / "w_seg.png", soft.astype(np.uint16) * 257)  # the same values, 16-bit
     for threshold, iou in ((None, 400 / 480), ("0.5", 400 / 480), ("0.7", 1.0)):
         payload = _json([str(tmp_path), str(tmp_path), *([] if threshold is None else ["-t", threshold])])
         assert _ious(payload) == {"s": pytest.approx(iou), "w": pytest.approx(iou)}
@@ -275,36 +256,36 @@ def test_threshold_binarises_predictions_at_their_full_scale(tmp_path: Path) -> 
     coco = tmp_path / "a.json"
     coco.write_text("{}")
     result = runner.invoke(app, ["score", str(coco), str(coco), "-t", "0.5"])
-    assert result.exit_code == 2 and _squash("--threshold applies to mask files") in _squash(result.stderr)
+    assert result.exit_code == 2 and squash("--threshold applies to mask files") in squash(result.stderr)
 
 
 def test_nested_folders_pair_by_relative_path(tmp_path: Path, big: Path) -> None:
-    _write(big / "sub" / "d_gt.png", GT)
-    _write(big / "sub" / "d_mask.png", SMALL)
-    _write(big / "sub" / "deeper" / "a_gt.png", GT)
-    _write(big / "sub" / "deeper" / "a_seg.png", SHIFTED)
+    write_mask(big / "sub" / "d_gt.png", GT)
+    write_mask(big / "sub" / "d_mask.png", SMALL)
+    write_mask(big / "sub" / "deeper" / "a_gt.png", GT)
+    write_mask(big / "sub" / "deeper" / "a_seg.png", SHIFTED)
     assert _ious(_json([str(big), str(big)])) == {"a": 1.0, "b": 360 / 440, "c": 360 / 440,
                                                   "sub/d": 100 / 400, "sub/deeper/a": 360 / 440}
     # A plain GT folder whose masks sit only in sub-folders, and a prediction folder mirroring it.
-    _write(tmp_path / "gt" / "s1" / "x.png", GT)
-    _write(tmp_path / "gt" / "s2" / "x.png", GT)
-    _write(tmp_path / "pred" / "s1" / "x.png", EXACT)
-    _write(tmp_path / "pred" / "s2" / "x.png", SMALL)
-    _write(tmp_path / "pred" / "x.png", SHIFTED)  # same stem, other folder: not a candidate
+    write_mask(tmp_path / "gt" / "s1" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "s2" / "x.png", GT)
+    write_mask(tmp_path / "pred" / "s1" / "x.png", EXACT)
+    write_mask(tmp_path / "pred" / "s2" / "x.png", SMALL)
+    write_mask(tmp_path / "pred" / "x.png", SHIFTED)  # same stem, other folder: not a candidate
     assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"s1/x": 1.0, "s2/x": 100 / 400}
-    _write(tmp_path / "gt" / "s3" / "y.png", GT)
+    write_mask(tmp_path / "gt" / "s3" / "y.png", GT)
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
-    assert result.exit_code == 1 and "failed:s3/y:" in _squash(result.stderr)
-    assert "(trieds3/y_mask,s3/y,s3/y_seg)" in _squash(result.stderr)
+    assert result.exit_code == 1 and "failed:s3/y:" in squash(result.stderr)
+    assert "(trieds3/y_mask,s3/y,s3/y_seg)" in squash(result.stderr)
 
 
 def test_eval_outputs_score_the_same_from_the_files(tiny_weights: Path, tmp_path: Path) -> None:
     data = tmp_path / "big"
     for k, folder in enumerate((data, data, data / "sub")):
         image, gt = synthetic_scene(96, 128, seed=k)
-        _write(folder / f"p{k}_im.png", image)
-        _write(folder / f"p{k}_seg.png", coarse_of(gt, 8))
-        _write(folder / f"p{k}_gt.png", gt)
+        write_mask(folder / f"p{k}_im.png", image)
+        write_mask(folder / f"p{k}_seg.png", coarse_of(gt, 8))
+        write_mask(folder / f"p{k}_gt.png", gt)
     out = tmp_path / "refined"
     evaluated = runner.invoke(app, ["eval", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
                                     "--ratios", "1", "--json"])
@@ -317,47 +298,47 @@ def test_eval_outputs_score_the_same_from_the_files(tiny_weights: Path, tmp_path
 
 
 def test_prediction_folder_inside_a_plain_gt_folder_is_not_ground_truth(tmp_path: Path) -> None:
-    _write(tmp_path / "gt" / "x.png", GT)
-    _write(tmp_path / "gt" / "pred" / "x.png", SHIFTED)
+    write_mask(tmp_path / "gt" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "pred" / "x.png", SHIFTED)
     assert _ious(_json([str(tmp_path / "gt" / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440}
 
 
 def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
-    _write(tmp_path / "gt" / "x.png", GT)
-    _write(tmp_path / "gt" / "._x.png", GT)
-    _write(tmp_path / "gt" / ".ipynb_checkpoints" / "x-checkpoint.png", GT)
-    _write(tmp_path / "gt" / "sub" / ".cache" / "y.png", GT)
-    _write(tmp_path / "pred" / "x.png", SHIFTED)
+    write_mask(tmp_path / "gt" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "._x.png", GT)
+    write_mask(tmp_path / "gt" / ".ipynb_checkpoints" / "x-checkpoint.png", GT)
+    write_mask(tmp_path / "gt" / "sub" / ".cache" / "y.png", GT)
+    write_mask(tmp_path / "pred" / "x.png", SHIFTED)
     assert _ious(_json([str(tmp_path / "pred"), str(tmp_path / "gt")])) == {"x": 360 / 440}
 
 
 def test_one_score_per_name_lossless_files_first_with_warnings(tmp_path: Path) -> None:
-    gt_png = _write(tmp_path / "gt" / "a.png", GT)
-    gt_bmp = _write(tmp_path / "gt" / "a.bmp", SMALL)
-    _write(tmp_path / "gt" / "b.png", GT)
-    _write(tmp_path / "pred" / "a.png", GT)
-    pred_png = _write(tmp_path / "pred" / "b.png", SHIFTED)
-    pred_jpg = _write(tmp_path / "pred" / "b.jpg", SMALL)
+    gt_png = write_mask(tmp_path / "gt" / "a.png", GT)
+    gt_bmp = write_mask(tmp_path / "gt" / "a.bmp", SMALL)
+    write_mask(tmp_path / "gt" / "b.png", GT)
+    write_mask(tmp_path / "pred" / "a.png", GT)
+    pred_png = write_mask(tmp_path / "pred" / "b.png", SHIFTED)
+    pred_jpg = write_mask(tmp_path / "pred" / "b.jpg", SMALL)
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json"])
     assert result.exit_code == 0, result.stderr
     assert _ious(json.loads(result.stdout)) == {"a": 1.0, "b": 360 / 440}
-    err = _squash(result.stderr)
+    err = squash(result.stderr)
     assert err.count("warning:") == 2
     for path in (gt_png, gt_bmp, pred_png, pred_jpg):
-        assert _squash(str(path)) in err
+        assert squash(str(path)) in err
 
 
 def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
-    _write(tmp_path / "gt" / "shots [v2]" / "x.png", GT)
-    _write(tmp_path / "gt" / "y [bold].png", GT)
-    _write(tmp_path / "pred" / "shots [v2]" / "x.png", EXACT)
-    _write(tmp_path / "pred" / "y [bold].png", EXACT)
+    write_mask(tmp_path / "gt" / "shots [v2]" / "x.png", GT)
+    write_mask(tmp_path / "gt" / "y [bold].png", GT)
+    write_mask(tmp_path / "pred" / "shots [v2]" / "x.png", EXACT)
+    write_mask(tmp_path / "pred" / "y [bold].png", EXACT)
     out = tmp_path / "out [red]" / "scores.csv"
     out.parent.mkdir()
     result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--csv", str(out)])
     assert result.exit_code == 0, result.stderr
-    err = _squash(result.stderr)
-    assert "shots[v2]/x" in err and "y[bold]" in err and _squash(f"wrote {out}") in err
+    err = squash(result.stderr)
+    assert "shots[v2]/x" in err and "y[bold]" in err and squash(f"wrote {out}") in err
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "size"])

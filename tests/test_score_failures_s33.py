@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import coarse_of, synthetic_scene
+from score_helpers import GT, SHIFTED, square, squash, write_mask
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -22,26 +23,8 @@ from crm_cli.writing import write_png
 runner = CliRunner()
 
 
-def _squash(text: str) -> str:
-    """Remove all whitespace: Rich may wrap long lines under CliRunner."""
-    return "".join(text.split())
-
-
-def _square(top: int, side: int, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    mask[top:top + side, 10:10 + side] = 255
-    return mask
-
-
-def _write(path: Path, mask: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), mask)
-    return path
-
-
-GT = _square(10, 20)  # rows 10..29, columns 10..29: 400 px
 # The three good pairs: a shifted 2 rows (360 / 440), b a quarter (100 / 400), d exact (400 / 400).
-GOOD = {"a": _square(12, 20), "b": _square(10, 10), "d": GT}
+GOOD = {"a": SHIFTED, "b": square(10, 10, 10), "d": GT}
 EXPECTED_IOU = (360 + 100 + 400) / (440 + 400 + 400)
 
 
@@ -49,16 +32,16 @@ def _folders(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     """pred/ and gt/ (BIG names) with a, b, d scorable and c ``bad``; returns the folders and c's error text."""
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     for name in "abcd":
-        _write(gt / f"{name}_gt.png", GT)
+        write_mask(gt / f"{name}_gt.png", GT)
     for name, mask in GOOD.items():
-        _write(pred / f"{name}_mask.png", mask)
+        write_mask(pred / f"{name}_mask.png", mask)
     if bad == "missing":
         error = f"no prediction for {gt / 'c_gt.png'} in {pred} (tried c_mask, c, c_seg)"
     elif bad == "corrupt":
         (pred / "c_mask.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
         error = str(pred / "c_mask.png")
     else:
-        _write(pred / "c_mask.png", GT[:30])
+        write_mask(pred / "c_mask.png", GT[:30])
         error = f"size mismatch: {pred / 'c_mask.png'} is 50x30 but {gt / 'c_gt.png'} is 50x40"
     return pred, gt, error
 
@@ -69,8 +52,8 @@ def test_one_bad_pair_is_listed_and_the_rest_scored(tmp_path: Path, bad: str) ->
     result = runner.invoke(app, ["score", str(pred), str(gt)])
     assert result.exit_code == 1
     assert result.stdout == ""
-    err = _squash(result.stderr)
-    assert f"failed:c:{_squash(error)}" in err
+    err = squash(result.stderr)
+    assert f"failed:c:{squash(error)}" in err
     assert "error:" not in err and "Traceback" not in result.stderr
     assert "dataset(n=3)" in err and f"{100 * EXPECTED_IOU:.2f}" in err  # 69.35
     assert "1of4groundtruthsfailed(listedabove)andareleftoutofthescores" in err
@@ -108,15 +91,15 @@ def test_csv_holds_the_scored_pairs_only(tmp_path: Path) -> None:
 
 def test_no_pair_scored_is_an_error_without_a_table(tmp_path: Path) -> None:
     pred, gt = tmp_path / "pred", tmp_path / "gt"
-    _write(gt / "x_gt.png", GT)
-    _write(gt / "y_gt.png", GT)
-    _write(pred / "x_mask.png", GT[:20])  # mismatched; y has no prediction
+    write_mask(gt / "x_gt.png", GT)
+    write_mask(gt / "y_gt.png", GT)
+    write_mask(pred / "x_mask.png", GT[:20])  # mismatched; y has no prediction
     result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
     assert result.exit_code == 1
     payload = json.loads(result.stdout)
     assert payload["status"] == "failed" and payload["error"] == "no pair could be scored: all 2 failed"
     assert payload["failed"] == 2 and [failure["name"] for failure in payload["failures"]] == ["y", "x"]
-    err = _squash(result.stderr)
+    err = squash(result.stderr)
     assert "error:nopaircouldbescored:all2failed" in err and "failed:x:sizemismatch" in err and "failed:y:" in err
     assert "dataset" not in err and "IoUandmBA" not in err
 
@@ -135,7 +118,7 @@ def test_one_ground_truth_file_stays_an_error(tmp_path: Path) -> None:
     assert single.exit_code == 1 and "error:" in single.stderr and "dataset" not in single.stderr
     # The good pairs of the same folders still score without a failure.
     (pred / "c_mask.png").unlink()
-    _write(pred / "c_mask.png", GT)
+    write_mask(pred / "c_mask.png", GT)
     assert json.loads(runner.invoke(app, ["score", str(pred), str(gt), "--json"]).stdout)["failed"] == 0
 
 

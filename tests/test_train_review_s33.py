@@ -46,7 +46,7 @@ def test_a_val_set_big_folder_without_ground_truths_is_a_usage_error(tmp_path: P
         "it refines)"), stderr
     assert not out.exists()
     with pytest.raises(pairing.NoPairsError, match="--val-set thin: no BIG-layout photo"):  # the library too
-        loop.folder_set(big, "thin_", 2, None)
+        loop.folder_set(big, "thin", 2, None)
 
 
 def test_a_val_set_big_pair_without_its_ground_truth_is_left_out_with_a_warning(
@@ -60,7 +60,7 @@ def test_a_val_set_big_pair_without_its_ground_truth_is_left_out_with_a_warning(
         f"--val-set thin: {big}: 1 BIG-layout pair without a ground truth <name>_gt.* left out, e.g. "
         f"{big / 's1_im.jpg'} + {big / 's1_seg.png'}"]
     # The set refines the triples' own coarse masks and scores them against their ground truths.
-    scored = loop.folder_set(big, "thin_", 5, (1.0,), pairs)
+    scored = loop.folder_set(big, "thin", 5, (1.0,), pairs)
     assert [sample.name for sample in scored.samples] == ["s0", "s2"] and scored.ratios == (1.0,)
     # An images/ + masks/ set has no ground truths to miss: its masks are its targets, as before.
     plain = write_pairs(tmp_path / "plain", 2)
@@ -70,13 +70,22 @@ def test_a_val_set_big_pair_without_its_ground_truth_is_left_out_with_a_warning(
 def test_eval_and_training_share_the_ground_truth_rule(tmp_path: Path) -> None:
     big = write_big(tmp_path / "big", 3, without_gt=(0, 2))
     found = pairing.scan_pairs(big)
-    with_gt, without_gt = pairing.with_ground_truth(found)
-    assert [p.name for p in with_gt] == ["s1"] and [p.name for p in without_gt] == ["s0", "s2"]
-    assert pairing.without_ground_truth_note(without_gt, big, "not scored") == (
+    with_gt, notes = pairing.ground_truth_pairs(found, big, "not scored", "needed")
+    assert [p.name for p in with_gt] == ["s1"]
+    assert notes == [
         f"{big}: 2 BIG-layout pairs without a ground truth <name>_gt.* not scored, e.g. {big / 's0_im.jpg'} + "
-        f"{big / 's0_seg.png'}")
+        f"{big / 's0_seg.png'}"]
     plain = pairing.scan_pairs(write_pairs(tmp_path / "plain", 2))
-    assert pairing.with_ground_truth(plain) == (plain.pairs, [])
+    assert pairing.ground_truth_pairs(plain, plain, "not scored", "needed") == (plain.pairs, [])
+    # None with a ground truth: refused with the caller's reason, or left to the caller (crm eval).
+    none = write_big(tmp_path / "none", 2, without_gt=(0, 1))
+    with pytest.raises(pairing.NoPairsError) as caught:
+        pairing.ground_truth_pairs(pairing.scan_pairs(none), none, "left out", "scored against them")
+    assert str(caught.value) == (f"no BIG-layout photo under {none} has its ground truth <name>_gt.* beside it, e.g. "
+                                 f"{none / 's0_im.jpg'}: scored against them")
+    assert pairing.ground_truth_pairs(pairing.scan_pairs(none), none, "not scored", None) == ([], [
+        f"{none}: 2 BIG-layout pairs without a ground truth <name>_gt.* not scored, e.g. {none / 's0_im.jpg'} + "
+        f"{none / 's0_seg.png'}"])
 
 
 def test_cuda_n_under_torchrun_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -153,5 +162,5 @@ def test_the_device_default_is_a_device_name(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("CRM_DEVICE", raising=False)
     code, _, stderr = train("--data", str(write_pairs(tmp_path / "d", 3)), "--out", str(tmp_path / "run"))
     assert code == 1 and "stopped here" in stderr and seen == ["auto"]
-    assert not hasattr(common, "Device")  # the old enum is gone: DeviceName is the one type of --device
-    assert common.parse_device(common.DeviceName("auto")) == "auto"
+    assert not hasattr(common, "Device") and not hasattr(common, "DeviceName")  # --device is a plain str
+    assert common.parse_device("AUTO") == "auto"

@@ -314,7 +314,7 @@ def test_a_validation_folder_is_walked_once(tiny_dataset: Path, monkeypatch: pyt
         return scan_pairs(root, exclude)
 
     monkeypatch.setattr(pairing, "scan_pairs", counting)
-    found = folder_set(tiny_dataset, "again_", 3, None)
+    found = folder_set(tiny_dataset, "again", 3, None)
     assert walks == [tiny_dataset]
     assert [sample.name for sample in found.samples] == expected and found.ratios == (1.0,)
 

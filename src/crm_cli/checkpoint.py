@@ -223,16 +223,18 @@ def verify_sha256(weights: Path | str | WeightsSidecar) -> str:
     return digest
 
 
-def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> str:
-    """Check an ONNX encoder against the sha256 that the sidecar of ``weights`` records for it;
-    WeightsError if they differ. Returns the encoder's sha256 (also where the sidecar records none)."""
+def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> bytes:
+    """Read an ONNX encoder once and check its bytes against the sha256 that the sidecar of ``weights``
+    records for it; WeightsError if they differ. Returns those bytes (also where the sidecar records no
+    sha256): a session built from them runs what was checked, whatever happens to the file since."""
     side = WeightsSidecar.of(weights)
     entry = (side.data or {}).get("onnx")
     expected = entry.get("sha256") if isinstance(entry, dict) else None
-    digest = sha256_file(path)
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if expected and digest != expected:
         raise WeightsError(_hash_mismatch(path, digest, expected, side.weights))
-    return digest
+    return data
 
 
 def _hash_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:
@@ -247,12 +249,17 @@ TORCH_KIND = "torch"
 _PT_KEYS = ("config", "model")
 
 
+def weights_not_found(path: Path) -> WeightsError:
+    """The error of every command whose weights are not there."""
+    return WeightsError(f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)")
+
+
 def checkpoint_kind(path: Path) -> str:
     """"safetensors" or "torch" from a checkpoint's first bytes (not its name); a one-line
     WeightsError for a missing path, a directory or any other file."""
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)")
+        raise weights_not_found(path)
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a checkpoint file")
     try:

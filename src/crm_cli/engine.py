@@ -344,10 +344,10 @@ class Refiner:
         from .onnx_runner import NumpyDecoder, OnnxStageRunner
 
         info = checked_info(sidecar)
-        # The hash just verified: a pickled copy reopens the encoder only when it still has it.
-        digest = verify_encoder(encoder, sidecar)
+        # The bytes just verified, read once: the session runs them even if the file changes now.
+        data = verify_encoder(encoder, sidecar)
         decoder = NumpyDecoder.from_checkpoint(sidecar.weights, info.config)
-        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, encoder_sha256=digest, **tiles), info
+        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, encoder_data=data, **tiles), info
 
     @property
     def backend(self) -> str:

@@ -656,7 +656,8 @@ def _is_constant(array: np.ndarray) -> bool:
 
 def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / brightest-channel rules;
-    a colour mask keeps a count of its colours, by which a photo read as the mask is told (``masks.photo_note``)."""
+    a colour mask keeps a sample of its colours, by which a photo read as the mask is told (``masks.photo_note``,
+    which counts them: a read that never asks does not pay for it)."""
     wide = rgb.dtype == np.uint16
     # A cut-out (crm's own -k cutout, or a photo cut-out) carries the shape in its alpha channel.
     # A constant alpha carries no shape (e.g. an opaque black mask), so then the colour decides.

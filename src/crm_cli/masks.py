@@ -18,7 +18,7 @@ Decoding files into ``MaskData`` is imageio's job; this module never touches a f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
@@ -109,33 +109,47 @@ def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
     return f"{mask_name}: no pixel of the mask is above 0.5 (its largest value is {shown}), so nothing is foreground"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColourCount:
-    """The colours of a colour file read as a mask by its brightest channel, counted on a sample of
-    its pixels (:func:`count_colours`): how many distinct colours, and the share of the sampled
-    pixels that its PHOTO_COMMON_COLOURS commonest colours cover."""
+    """The colours of a colour file read as a mask by its brightest channel, counted on an even grid
+    of its pixels (:func:`count_colours`): how many distinct colours, and the share of the sampled
+    pixels that its PHOTO_COMMON_COLOURS commonest colours cover. Counted when first asked for (by
+    :func:`photo_note`), so that reading a mask for training does not pay for it."""
 
-    distinct: int
-    common_share: float
+    grid: np.ndarray = field(repr=False)  # the sampled pixels, (h, w, 3) uint8 or uint16
     sampled: bool  # counted on a grid of the pixels, not on all of them
+
+    @cached_property
+    def _counted(self) -> tuple[int, float]:
+        """(distinct colours, share of the commonest), counted once."""
+        grid = self.grid >> 8 if self.grid.dtype == np.uint16 else self.grid
+        grid = grid.astype(np.uint32)
+        packed = (grid[..., 0] << 16) | (grid[..., 1] << 8) | grid[..., 2]
+        counts = np.unique(packed, return_counts=True)[1]
+        if counts.size > PHOTO_COMMON_COLOURS:
+            common = int(np.partition(counts, counts.size - PHOTO_COMMON_COLOURS)[-PHOTO_COMMON_COLOURS:].sum())
+        else:
+            common = int(counts.sum())
+        return int(counts.size), common / max(1, packed.size)
+
+    @property
+    def distinct(self) -> int:
+        """How many distinct colours the sampled pixels hold."""
+        return self._counted[0]
+
+    @property
+    def common_share(self) -> float:
+        """The share of the sampled pixels that the PHOTO_COMMON_COLOURS commonest colours cover."""
+        return self._counted[1]
 
 
 def count_colours(rgb: np.ndarray) -> ColourCount:
     """:class:`ColourCount` of (H, W, 3) uint8 or uint16 colours (16-bit ones by their high byte),
-    counted on an even grid of at most COLOUR_SAMPLE_PIXELS pixels."""
+    on an even grid of at most COLOUR_SAMPLE_PIXELS pixels. Only the grid is taken here (copied when
+    it is not all of ``rgb``, so that a large file's pixels can be freed); it is counted when read."""
     height, width = rgb.shape[:2]
     step = max(1, math.ceil(math.sqrt(height * width / COLOUR_SAMPLE_PIXELS)))
-    sample = rgb[::step, ::step, :3]
-    if sample.dtype == np.uint16:
-        sample = sample >> 8
-    sample = sample.astype(np.uint32)
-    packed = (sample[..., 0] << 16) | (sample[..., 1] << 8) | sample[..., 2]
-    counts = np.unique(packed, return_counts=True)[1]
-    if counts.size > PHOTO_COMMON_COLOURS:
-        common = int(np.partition(counts, counts.size - PHOTO_COMMON_COLOURS)[-PHOTO_COMMON_COLOURS:].sum())
-    else:
-        common = int(counts.sum())
-    return ColourCount(int(counts.size), common / max(1, packed.size), step > 1)
+    return ColourCount(np.ascontiguousarray(rgb[::step, ::step, :3]), step > 1)
 
 
 def photo_note(mask: MaskData, mask_name: str) -> str | None:
@@ -279,7 +293,7 @@ class MaskData:
     kind: str
     palette: list[int] | None = None
     orientation: int = 1  # the EXIF orientation its file carried (already applied); 1 = none
-    colours: ColourCount | None = None  # an "rgb" mask's file's colours (photo_note); None when not counted
+    colours: ColourCount | None = None  # an "rgb" mask's file's colours (photo_note), counted when read
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:

@@ -10,6 +10,7 @@ itself, so both halves come from the same file (its sidecar ties the ONNX file's
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .checkpoint import WeightsError, sha256_file
+from .checkpoint import WeightsError
 from .config import ArchConfig
 from .errors import first_line
 from .resampling import pad_stage_input, resize_probability
@@ -253,13 +254,15 @@ class ArrayStageInput:
         return out
 
 
-def open_encoder_session(encoder_path: str | Path, threads: int | None) -> Any:
+def open_encoder_session(encoder_path: str | Path, threads: int | None, data: bytes | None = None) -> Any:
     """An ONNX Runtime CPU session of an exported encoder (``onnxruntime.InferenceSession``).
 
     Args:
         encoder_path: the ``.onnx`` file.
         threads: intra-op threads (None or 0: ONNX Runtime's default, the physical cores); the
             caller bounds them (``runtime.usable_threads``).
+        data: the file's bytes as the caller read (and checked) them, which the session is built
+            from; None: ONNX Runtime reads the file.
 
     Raises:
         checkpoint.WeightsError: ONNX Runtime cannot load the file (one line naming it).
@@ -275,7 +278,8 @@ def open_encoder_session(encoder_path: str | Path, threads: int | None) -> Any:
     # same cores (spinning doubled the 4K decoder's time), and concurrent crm processes share cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return onnxruntime.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
+        source = str(encoder_path) if data is None else data
+        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except MemoryError:
         raise  # the machine's state, not the file's: the CLI's out-of-memory advice applies
     except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
@@ -293,16 +297,18 @@ class OnnxStageRunner(TiledRunner):
     backend = "onnx"
 
     def __init__(self, encoder_path: Path, decoder: NumpyDecoder, config: ArchConfig, *, threads: int | None = None,
-                 encoder_sha256: str | None = None, **tiles: int) -> None:
-        """``encoder_sha256``: the encoder file's sha256 as the caller verified it; a pickled or
-        copied runner reopens the file only when it still has that hash (None: hashed here)."""
+                 encoder_data: bytes | None = None, **tiles: int) -> None:
+        """``encoder_data``: the encoder file's bytes as the caller read and verified them
+        (``checkpoint.verify_encoder``; None: read here). The session is built from them and a
+        pickled or copied runner reopens the file only when it still has their sha256."""
         super().__init__(**tiles)
 
         threads = usable_threads(threads)
         # Absolute: a copy unpickled in a worker with another working directory opens the same file.
         self.encoder_path = Path(encoder_path).absolute()
-        self.session = open_encoder_session(self.encoder_path, threads)
-        self.encoder_sha256 = encoder_sha256 or sha256_file(self.encoder_path)
+        data = self.encoder_path.read_bytes() if encoder_data is None else encoder_data
+        self.session = open_encoder_session(self.encoder_path, threads, data)
+        self.encoder_sha256 = hashlib.sha256(data).hexdigest()
         self.threads = threads
         self.decoder_pool = DecoderPool(threads)
         self._latent_store: np.ndarray | None = None
@@ -330,16 +336,17 @@ class OnnxStageRunner(TiledRunner):
         self.__dict__.update(state)
         path = self.encoder_path
         try:
-            digest = sha256_file(path)
+            data = path.read_bytes()  # hashed and loaded as read: the file may change after this
         except OSError as exc:  # gone, a directory now, unreadable
             raise WeightsError(f"{path}: cannot read the exported encoder this Refiner was pickled with "
                                f"({exc.strerror or exc}); a copy of a Refiner on the onnx backend reopens it "
                                "(keep the file, or use the torch backend)") from None
+        digest = hashlib.sha256(data).hexdigest()
         if digest != self.encoder_sha256:
             raise WeightsError(f"{path}: sha256 {digest[:12]}... is not that of the exported encoder this Refiner "
                                f"was pickled with ({self.encoder_sha256[:12]}...); the file changed since")
         self.threads = usable_threads(self.threads)
-        self.session = open_encoder_session(path, self.threads)
+        self.session = open_encoder_session(path, self.threads, data)
         self.decoder_pool = DecoderPool(self.threads)
         self._latent_store = None
 

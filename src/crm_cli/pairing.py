@@ -728,21 +728,30 @@ def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair],
     return found.pairs, found.problems
 
 
-def with_ground_truth(found: Pairing[FilePair]) -> tuple[list[FilePair], list[FilePair]]:
-    """The pairs of ``found`` with a ground truth, and those without one, each in order. Only the BIG
-    layout names ground truths (``<name>_gt``, beside ``<name>_im`` and its coarse ``<name>_seg``); in
-    another layout each pair's mask is its ground truth, so every pair has one."""
+def ground_truth_pairs(found: Pairing[FilePair], folder: Path, fate: str,
+                       needs: str | None) -> tuple[list[FilePair], list[str]]:
+    """The pairs of ``found`` (``folder`` scanned) with a ground truth, in order, and a warning on
+    those without one where there are any: how many, what became of them (``fate``, e.g. "not
+    scored") and the first as an example. The one rule of crm eval and crm train's ``--data``,
+    ``--val`` and ``--val-set``: only the BIG layout names ground truths (``<name>_gt``, beside
+    ``<name>_im`` and its coarse ``<name>_seg``); in another layout each pair's mask is its ground
+    truth, so every pair has one.
+
+    Where pairs were found but none has a ground truth, a NoPairsError (a usage error) names the first
+    photo, ``needs`` saying why ground truths are needed; with ``needs`` None the caller words its own
+    refusal (crm eval, whose failed pairs come first)."""
     if found.layout != LAYOUT_BIG:
         return list(found.pairs), []
-    return [pair for pair in found.pairs if pair.gt is not None], [pair for pair in found.pairs if pair.gt is None]
-
-
-def without_ground_truth_note(without_gt: Sequence[FilePair], folder: Path, fate: str) -> str:
-    """The warning for the BIG-layout pairs ``without_gt`` of ``folder`` (:func:`with_ground_truth`):
-    how many there are, what became of them (``fate``, e.g. "not scored"), and the first as an example."""
+    pairs = [pair for pair in found.pairs if pair.gt is not None]
+    without_gt = [pair for pair in found.pairs if pair.gt is None]
+    if not without_gt:
+        return pairs, []
     example = without_gt[0]
-    return (f"{folder}: {count_noun(len(without_gt), 'BIG-layout pair')} without a ground truth <name>_gt.* "
-            f"{fate}, e.g. {example.image} + {example.mask}")
+    if not pairs and needs is not None:
+        raise NoPairsError(f"no BIG-layout photo under {folder} has its ground truth <name>_gt.* beside it, e.g. "
+                           f"{example.image}: {needs}")
+    return pairs, [f"{folder}: {count_noun(len(without_gt), 'BIG-layout pair')} without a ground truth <name>_gt.* "
+                   f"{fate}, e.g. {example.image} + {example.mask}"]
 
 
 def split_output_clashes(pairs: Sequence[FilePair], output_dir: Path,

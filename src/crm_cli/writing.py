@@ -1,6 +1,7 @@
 """Encoding masks and images losslessly (PNG, TIFF, WebP) and writing them atomically, or to stdout.
 
 The extension names the format; a lossy one (JPEG, ...) is refused, so an output never alters the mask.
+Only a picture to look at (crm compare's strip, :func:`write_picture`) may also be written as JPEG.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"
 # Lossy extensions (and their format), refused for masks; crm compare writes the JPEG ones for a strip.
 LOSSY_SUFFIXES: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
                                   ".jp2": "JPEG 2000", ".avif": "AVIF", ".heic": "HEIC"}
+# The extensions that name a JPEG, and the quality of one: only a picture to look at is written so (write_picture).
+JPEG_SUFFIXES: tuple[str, ...] = tuple(suffix for suffix, fmt in LOSSY_SUFFIXES.items() if fmt == "JPEG")
+JPEG_QUALITY = 95
 # Image formats crm reads or that users reach for, but does not write.
 _UNSUPPORTED_SUFFIXES: dict[str, str] = {".gif": "GIF", ".bmp": "BMP", ".pgm": "PGM"}
 # write_atomic's temp files: ``.NAME.<12 hex digits>.tmp`` beside the target NAME.
@@ -59,6 +63,12 @@ def output_format(path: str | Path) -> str:
                               f"name the output {allowed}")
     what = f"unknown extension {suffix!r}" if suffix else "no extension"
     raise OutputNameError(f"{path}: {what}; name the output {allowed}")
+
+
+def picture_format(path: str | Path) -> str:
+    """The format an output name asks for a picture to look at, never a mask (crm compare's strip):
+    "JPEG" for JPEG_SUFFIXES, else :func:`output_format`'s (OutputNameError for other extensions)."""
+    return "JPEG" if Path(path).suffix.lower() in JPEG_SUFFIXES else output_format(path)
 
 
 def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
@@ -127,12 +137,13 @@ def webp_size_refusal(width: int, height: int) -> str | None:
 
 def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG",
                  icc_profile: bytes | None = None) -> bytes:
-    """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP").
+    """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP"), or
+    lossy "JPEG" (quality JPEG_QUALITY) for a picture to look at, never a mask (:func:`write_picture`).
 
     Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
     RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
-    RGB and RGBA only, so a 16-bit or palette array raises ValueError there. ``icc_profile``: the
-    colour profile to embed (an image made of a photo's pixels keeps the photo's).
+    RGB and RGBA only, so a 16-bit or palette array raises ValueError there (JPEG: 8-bit grey and
+    RGB). ``icc_profile``: the colour profile to embed (an image made of a photo's pixels keeps the photo's).
     """
     image = _to_pil(array, palette)
     buffer = io.BytesIO()
@@ -146,6 +157,10 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
             raise ValueError(refusal)
         # Lossless WebP stores grey as RGB with equal channels, which read_mask reads back as grey.
         image.save(buffer, format="WEBP", lossless=True, quality=100, exact=True, **profile)
+    elif fmt == "JPEG":
+        if image.mode not in ("L", "RGB"):
+            raise ValueError(f"JPEG cannot store a {image.mode} image; write it as .png or .tif")
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY, **profile)
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
     return buffer.getvalue()
@@ -368,11 +383,20 @@ def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None =
     Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
     (see encode_image) and ImageWriteError when the file cannot be written.
     """
-    target = Path(path)
+    _write_encoded(Path(path), array, palette, output_format(path), icc_profile)
+
+
+def write_picture(path: str | Path, rgb: np.ndarray) -> None:
+    """Write a picture to look at, never a mask (crm compare's strip), atomically in the format its
+    extension names (:func:`picture_format`): as :func:`write_image` does, or as JPEG of JPEG_QUALITY."""
+    _write_encoded(Path(path), rgb, None, picture_format(path), None)
+
+
+def _write_encoded(target: Path, array: np.ndarray, palette: list[int] | None, fmt: str,
+                   icc_profile: bytes | None) -> None:
+    """Encode ``array`` in ``fmt`` and write it to ``target`` atomically; a ValueError names ``target``."""
     try:
-        data = encode_image(array, palette, output_format(target), icc_profile)
-    except OutputNameError:
-        raise
+        data = encode_image(array, palette, fmt, icc_profile)
     except ValueError as exc:
         raise ValueError(f"{target}: {exc}") from None
     write_atomic(target, data)

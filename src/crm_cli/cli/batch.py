@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +20,6 @@ from .checks import (
     unwritable_reason,
 )
 from .common import (
-    MEMORY_ADVICE,
     FailureRecord,
     JsonOpt,
     LabelsOpt,
@@ -31,9 +30,11 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
+    collect_warnings,
     console,
     emit_json,
     fail,
+    out_of_memory_message,
     parse_labels,
     refiner_options,
     report_failure,
@@ -84,7 +85,7 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
     """The JSON-able description of one pair for refine_pair_job (absolute paths, display names)."""
     return {"image": str(pair.image.absolute()), "mask": str(pair.mask.absolute()),
             "output": str((output_dir / pair.relative_output).absolute()),
-            "image_name": str(pair.image), "mask_name": str(pair.mask)}
+            "name": pair.name, "image_name": str(pair.image), "mask_name": str(pair.mask)}
 
 
 def finished_output(output: Path) -> tuple[bool, str | None]:
@@ -127,6 +128,10 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
     return (clocks or FolderClocks()).not_in_future(output.parent, stamped)
 
 
+# counts_as_done's reason for a finished output that is not done: older than one of its inputs.
+STALE = "older than its photo or mask"
+
+
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
     """True when ``output`` was last written strictly before one of ``inputs`` (st_mtime_ns, links
     followed to the real files): it was made from a photo or mask replaced since, as make decides.
@@ -150,13 +155,15 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None,
                    clocks: FolderClocks | None = None, inputs: Sequence[str | Path] = ()) -> tuple[bool, str | None]:
-    """(whether to skip ``output`` as done, why an existing file is not a finished output).
+    """(whether to skip ``output`` as done, why an existing file is not: not a finished output, or
+    ``STALE``).
 
     Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
     (this run's start, see locks.folder_time_ns): another run on the same folder made it
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
-    Either way an output older than one of its ``inputs`` (its photo and mask, see
-    older_than_inputs) is not done. ``clocks``: see written_since.
+    Either way a finished output older than one of its ``inputs`` (its photo and mask, see
+    older_than_inputs) is not done: ``STALE``. This is the one place of the rule: batch's scan, its
+    jobs (in this process or on a Ray actor) and its summary all ask here. ``clocks``: see written_since.
     """
     if not overwrite:
         finished, problem = finished_output(output)
@@ -164,7 +171,9 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
         return False, None
     else:
         finished, problem = finished_output(output)[0], None
-    return finished and not older_than_inputs(output, inputs), problem
+    if finished and older_than_inputs(output, inputs):
+        return False, STALE
+    return finished, problem
 
 
 def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
@@ -198,10 +207,11 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
     an existing but incomplete output (see finished_output), or one older than the job's photo or
     mask (see older_than_inputs), is made again. A job marked ``passthrough`` (image too small), or
-    one whose mask holds none of ``labels``, writes its mask unchanged. OpenCV running out of memory
-    fails the pair, as crm refine words it. The warnings the library logged meanwhile (a mask of
-    several frames) are in ``logged``. Used as is by the plain loop and by the Ray actors, so both
-    paths behave the same.
+    one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory fails
+    the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
+    notes, named by the pair unless they name its file, and what the library logged, see
+    collect_warnings) are held back, in ``warnings``, for the command to show. Used as is by the plain
+    loop and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
     from ..locks import OutputLock, describe_holder
@@ -210,15 +220,15 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])
-    with logged_warnings() as logged:
+    with collect_warnings(hold=True) as shown:
         try:
             if not lock.acquire():
                 # The driver adds the lock file's path, named as the user gave the folder.
                 return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"]),
-                        "logged": logged}
+                        "warnings": shown}
             # Checked under the lock: a run that held it has just finished this output.
             if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]))[0]:
-                return {"status": "skipped", "seconds": 0.0, "logged": logged}
+                return {"status": "skipped", "seconds": 0.0, "warnings": shown}
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
@@ -229,39 +239,23 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                       mask_name=job["mask_name"])
+            for note in result.notes:  # shown before the write, as crm refine shows them
+                named = job["image_name"] in note or job["mask_name"] in note
+                warn(note if named else f"{job['name']}: {note}")
             write_png(job["output"], result.output, result.palette, result.icc_profile)
-            outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "notes": result.notes,
+            outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped
                 raise
-            # OpenCV's shortage reads as numpy's, and gets the advice refine gives it.
-            advice = MEMORY_ADVICE if failure is not exc else ""
-            outcome = {"status": "failed", "error": (str(failure) or type(failure).__name__) + advice}
+            error = out_of_memory_message(exc) or str(failure) or type(failure).__name__
+            outcome = {"status": "failed", "error": error}
         finally:
             lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)
-    outcome["logged"] = logged
+    outcome["warnings"] = shown
     return outcome
-
-
-@contextmanager
-def logged_warnings() -> Iterator[list[str]]:
-    """Inside, the text of each warning logged by the library (the ``crm_cli`` logger) is added to the
-    list yielded, in this process: a pair's warnings for its item, on a Ray actor as in the plain loop.
-    A process with no handler of its own for them (a Ray worker) no longer prints them raw."""
-    import logging
-
-    logged: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("crm_cli")
-    logger.addHandler(handler)
-    try:
-        yield logged
-    finally:
-        logger.removeHandler(handler)
 
 
 @refiner_options(resumable=lambda values: not values["overwrite"])
@@ -322,15 +316,12 @@ def batch(
     # The warnings shown for each pair, as its --json item lists them.
     pair_warnings: dict[FilePair, list[str]] = {}
 
-    def note_pair(pair: FilePair, text: str) -> None:
-        """Add a warning shown for ``pair`` to its item's list, once."""
+    def warn_pair(pair: FilePair, text: str, out: Console | None = None) -> None:
+        """Show a warning for ``pair`` and add it to its item's list, once."""
+        warn(text, out)
         listed = pair_warnings.setdefault(pair, [])
         if text not in listed:
             listed.append(text)
-
-    def warn_pair(pair: FilePair, text: str, out: Console | None = None) -> None:
-        warn(text, out)
-        note_pair(pair, text)
 
     # Nothing to refine in FOLDER, or --masks naming FOLDER itself (NoPairsError), is a usage error: exit 2.
     with user_errors(fatal.emit):
@@ -348,15 +339,14 @@ def batch(
         items.append({"name": failure.name, "image": str(failure.image), "mask": None, "output": None,
                       "status": "failed", "error": failure.error, "seconds": 0.0, "warnings": []})
     todo: list[FilePair] = []
-    stale: list[Path] = []  # finished outputs older than their photo or mask (counts_as_done's inputs)
+    stale: list[Path] = []  # finished outputs older than their photo or mask (counts_as_done's STALE)
     for pair in pairs:
         output = output_dir / pair.relative_output
-        finished, problem = counts_as_done(output, overwrite, since_ns, clocks)
-        if problem is not None:
-            warn_pair(pair, f"{output} is incomplete ({problem}); refining {pair.name} again")
-        if finished and older_than_inputs(output, (pair.image, pair.mask)):
-            finished = False
+        finished, problem = counts_as_done(output, overwrite, since_ns, clocks, (pair.image, pair.mask))
+        if problem == STALE:
             stale.append(output)
+        elif problem is not None:
+            warn_pair(pair, f"{output} is incomplete ({problem}); refining {pair.name} again")
         if finished:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output), "status": "skipped", "warnings": []})
@@ -433,14 +423,8 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
-                    for text in outcome.pop("logged", []):
-                        if ray_address is None:  # logged in this process, whose log handler has shown it
-                            note_pair(pair, text)
-                        else:  # logged on a Ray actor, which kept it for the driver to show
-                            warn_pair(pair, text, progress.console)
-                    for note in outcome.pop("notes", []):  # named by the pair, unless the note names its file
-                        named = str(pair.image) in note or str(pair.mask) in note
-                        warn_pair(pair, note if named else f"{pair.name}: {note}", progress.console)
+                    for text in outcome.pop("warnings", []):  # held by the job, in this process or on a Ray actor
+                        warn_pair(pair, text, progress.console)
                     if outcome["status"] == "failed":
                         report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                     elif outcome.get("schedule") and not quiet:

@@ -74,30 +74,20 @@ def finite_option(ctx: Any, param: Any, value: float | None) -> float | None:
     return value
 
 
-class DeviceName(str):
-    """A ``--device`` value as the library spells it ("auto", "cuda:1"); ``.value`` gives it as the
-    other choice options' Enum members do."""
-
-    @property
-    def value(self) -> str:
-        """The device name, as the library takes it."""
-        return str(self)
-
-
-def parse_device(value: Any) -> DeviceName:
+def parse_device(value: Any) -> str:
     """The ``--device`` (and CRM_DEVICE) parser: auto, cpu, cuda, cuda:N or mps, in any case
     (devices.device_name); anything else is a usage error. Whether the device is present is known
     only once torch is imported, when the model loads (a DeviceError, exit 1)."""
     from ..devices import DeviceError, device_name
 
     try:
-        return DeviceName(device_name(str(value)))
+        return device_name(str(value))
     except DeviceError as exc:
         raise typer.BadParameter(str(exc), param_hint="'-d' / '--device'") from None
 
 
 DeviceOpt = Annotated[
-    DeviceName,
+    str,
     typer.Option("--device", "-d", parser=parse_device, envvar="CRM_DEVICE", rich_help_panel="Compute",
                  metavar="<auto|cpu|cuda|cuda:N|mps>", help="auto: CUDA, else MPS, else CPU; cuda:N: GPU number N."),
 ]
@@ -181,7 +171,7 @@ class RefinerOptions:
     ratios: str | None = None
     preset: Any = None  # a PresetName; None: presets.DEFAULT_PRESET, looked up when the command runs
     guard: bool | None = None
-    device: Any = DeviceName("auto")
+    device: str = "auto"
     weights: Path | None = None
     tile_size: int = 1024
     precision: Any = Precision.fp32
@@ -207,10 +197,18 @@ class RefinerOptions:
             raise typer.BadParameter(str(exc), param_hint="'--ratios'") from None
 
     def load(self, quiet: bool = False):  # noqa: ANN201 - engine.Refiner
-        """Make the process-wide settings, build the Refiner once per process, log the device on stderr."""
+        """Make the process-wide settings, build the Refiner once per process, log the device on stderr.
+
+        The warnings of loading (unverified weights, fp16 on a CPU) are shown but are about no image:
+        no :func:`collect_warnings` block around the call keeps them.
+        """
         self.check_backend()
         show_library_warnings()
-        refiner = self._spec(self.weights).build()
+        token = _warning_lists.set(())
+        try:
+            refiner = self._spec(self.weights).build()
+        finally:
+            _warning_lists.reset(token)
         if not quiet:
             say(f"device: {refiner.device_name}")
         return refiner
@@ -223,30 +221,30 @@ class RefinerOptions:
         if self.precision.value != "fp32":
             raise fail(f"--backend onnx runs in fp32, not --precision {self.precision.value} "
                        "(use --backend torch)", code=2)
-        if self.device.value not in ("auto", "cpu"):
-            raise fail(f"--backend onnx runs on the CPU, not --device {self.device.value} (use --backend torch)",
+        if self.device not in ("auto", "cpu"):
+            raise fail(f"--backend onnx runs on the CPU, not --device {self.device} (use --backend torch)",
                        code=2)
 
     def ray_spec(self):  # noqa: ANN201 - runtime.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
         self.check_backend()
-        if ":" in self.device.value:  # raybatch.plan_actors gives each actor a GPU of its own
+        if ":" in self.device:  # raybatch.plan_actors gives each actor a GPU of its own
             raise fail(f"--ray gives each actor a GPU of its own; use --device cuda or auto, not --device "
-                       f"{self.device.value}", code=2)
+                       f"{self.device}", code=2)
         return self._spec(self.weights.absolute() if self.weights else None)
 
     def _spec(self, weights: Path | None):  # noqa: ANN202 - runtime.RefinerSpec
         """The one recipe for this Refiner, in this process or in a Ray actor."""
         from ..runtime import RefinerSpec
 
-        return RefinerSpec(str(weights) if weights else None, self.device.value, self.tile_size,
+        return RefinerSpec(str(weights) if weights else None, self.device, self.tile_size,
                            self.precision.value, self.threads or None, self.backend.value)
 
 
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
 SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
-    ("device", DeviceOpt, DeviceName("auto")), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
+    ("device", DeviceOpt, "auto"), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
     ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0), ("backend", BackendOpt, Backend.auto),
 )
 
@@ -409,30 +407,45 @@ def say(line: str, out: Console | None = None) -> None:
     (out or console).print(line, markup=False, highlight=False)
 
 
-# The lists that :func:`collect_warnings` blocks are filling, innermost last.
+# The lists that :func:`collect_warnings` blocks are filling, innermost last; and whether one of
+# them holds its warnings back instead of printing them.
 _warning_lists: ContextVar[tuple[list[str], ...]] = ContextVar("crm_warning_lists", default=())
+_warnings_held: ContextVar[bool] = ContextVar("crm_warnings_held", default=False)
 
 
 def warn(note: str, out: Console | None = None) -> None:
     """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (and kept by each
-    :func:`collect_warnings` block around the call)."""
+    :func:`collect_warnings` block around the call, and not printed inside one that holds them)."""
     from rich.markup import escape
 
     for shown in _warning_lists.get():
         shown.append(note)
-    (out or console).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+    if not _warnings_held.get():
+        (out or console).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
 
 
 @contextmanager
-def collect_warnings() -> Iterator[list[str]]:
-    """Inside, the text of every ``warning:`` line printed (:func:`warn`, and the library's logged
-    warnings, which :func:`show_library_warnings` routes through it) is also added to the list
-    yielded, in order: a ``--json`` record's ``"warnings"``."""
+def collect_warnings(hold: bool = False) -> Iterator[list[str]]:
+    """Inside, the text of every warning shown is also added to the list yielded, in order: each
+    :func:`warn` line and each warning the library logs (which :func:`show_library_warnings`, set up
+    here if the process has not, routes through :func:`warn`). This is the one rule of a ``--json``
+    record's ``"warnings"``: crm refine's record and each crm batch item (refine_pair_job) list what
+    was shown while their image was read, refined and written; not the warnings of loading the
+    weights, which are about no image (see RefinerOptions.load).
+
+    Args:
+        hold: keep the warnings without printing them, for the caller to show: a batch pair's, which
+            its command shows, whether the pair ran in this process or on a Ray actor.
+    """
+    show_library_warnings()
     shown: list[str] = []
     token = _warning_lists.set((*_warning_lists.get(), shown))
+    held = _warnings_held.set(True) if hold else None
     try:
         yield shown
     finally:
+        if held is not None:
+            _warnings_held.reset(held)
         _warning_lists.reset(token)
 
 
@@ -483,6 +496,27 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
 
 
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """The error line of ``exc`` when it is a shortage of memory, with its advice; None for any other
+    exception. crm refine's error and a crm batch item's say the same (user_errors, refine_pair_job).
+
+    A MemoryError gives its own text (NumPy's "Unable to allocate ...") and MEMORY_ADVICE, unless it
+    is crm's own estimate, which carries its advice; OpenCV's shortage reads as NumPy's; torch's
+    "out of memory" (a RuntimeError, on a GPU) gets the advice to try the CPU.
+    """
+    from ..errors import opencv_out_of_memory
+
+    if isinstance(exc, MemoryError):
+        message = str(exc) or "out of memory"
+        return message if "try" in message or "free memory" in message else message + MEMORY_ADVICE
+    if isinstance(exc, RuntimeError):
+        if "out of memory" not in str(exc).lower():
+            return None
+        return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+    shortage = opencv_out_of_memory(exc)
+    return None if shortage is None else shortage + MEMORY_ADVICE
+
+
 @contextmanager
 def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]:
     """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1
@@ -513,26 +547,16 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
             raise
         message = str(exc)
         code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
-    except MemoryError as exc:  # crm's own estimate, or an allocation that failed
-        message = str(exc) or "out of memory"
-        if "try" not in message and "free memory" not in message:  # crm's estimates carry their own advice
-            message += MEMORY_ADVICE
-    except RuntimeError as exc:
-        if "out of memory" not in str(exc).lower():
+    except Exception as exc:  # noqa: BLE001 - only running out of memory is taken, the rest is raised again
+        if (shortage := out_of_memory_message(exc)) is None:
             raise
-        message = f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
-    except Exception as exc:  # noqa: BLE001 - only OpenCV's out of memory is taken, the rest is raised again
-        from ..errors import opencv_out_of_memory
-
-        if (shortage := opencv_out_of_memory(exc)) is None:
-            raise
-        message = shortage + MEMORY_ADVICE
+        message = shortage
     if on_error is not None:
         on_error(message)
     raise fail(message, code) from None
 
 
-@dataclass(frozen=True)
+@dataclass
 class FailureRecord:
     """What a command prints when it stops as a whole: with ``--json``, its failure record on stdout,
     then the ``error:`` line (see :func:`fail`).
@@ -544,14 +568,14 @@ class FailureRecord:
 
     json_out: bool
     fields: Callable[[dict[str, str]], dict[str, Any]]
-    # The messages printed: one record at most, whichever of fail() and user_errors() reaches it first.
-    printed: list[str] = field(default_factory=list, compare=False, repr=False)
+    # Whether the record was printed: once at most, by whichever of fail() and user_errors() reaches it first.
+    printed: bool = field(default=False, init=False, compare=False, repr=False)
 
     def emit(self, message: str) -> None:
         """With ``--json``, print the record of ``message`` on stdout (the ``on_error`` of user_errors),
         unless this record was printed already."""
         if self.json_out and not self.printed:
-            self.printed.append(message)
+            self.printed = True
             try:
                 _write_json(self.fields({"status": "failed", "error": message}))
             except OSError:

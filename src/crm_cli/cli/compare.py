@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from .checks import check_stdout_not_terminal, same_file
 from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
-
-if TYPE_CHECKING:
-    import numpy as np
-
-JPEG_QUALITY = 95
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -24,38 +19,15 @@ The strip is written as PNG, TIFF, lossless WebP or JPEG (quality 95), by the ou
 With -o - it is written to stdout as PNG bytes (refused when stdout is a terminal)."""
 
 
-def _strip_format(output: Path) -> str:
-    """The format ``output``'s extension names for the strip: "PNG", "TIFF", "WEBP" or "JPEG"; exit 2 for another."""
-    from ..writing import OutputNameError, output_format
+def _check_strip_name(output: Path) -> None:
+    """Exit 2 unless ``output``'s extension names a format for the strip: PNG, TIFF, WebP or JPEG
+    (``writing.picture_format``; JPEG, refused for a mask, is fine for a picture to look at)."""
+    from ..writing import JPEG_SUFFIXES, OutputNameError, picture_format
 
-    suffixes = jpeg_suffixes()
-    if output.suffix.lower() in suffixes:
-        return "JPEG"
     try:
-        return output_format(output)
+        picture_format(output)
     except OutputNameError as exc:
-        raise fail(f"{exc}, or {', '.join(suffixes[:-1])} or {suffixes[-1]} for a strip", code=2) from None
-
-
-def jpeg_suffixes() -> tuple[str, ...]:
-    """Every extension that names a JPEG (.jpg, .jpeg, .jpe, .jfif), as writing refuses them for a mask.
-    The strip is a picture to look at, not a mask, so a lossy JPEG (for slides) is fine here."""
-    from ..writing import LOSSY_SUFFIXES
-
-    return tuple(suffix for suffix, fmt in LOSSY_SUFFIXES.items() if fmt == "JPEG")
-
-
-def _write_jpeg(output: Path, strip: np.ndarray) -> None:
-    """Write the RGB ``strip`` as a JPEG of quality JPEG_QUALITY, atomically (``writing.write_atomic``)."""
-    import io
-
-    from PIL import Image
-
-    from ..writing import write_atomic
-
-    buffer = io.BytesIO()
-    Image.fromarray(strip, "RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
-    write_atomic(output, buffer.getvalue())
+        raise fail(f"{exc}, or {', '.join(JPEG_SUFFIXES[:-1])} or {JPEG_SUFFIXES[-1]} for a strip", code=2) from None
 
 
 def compare(
@@ -79,8 +51,8 @@ def compare(
     to_stdout = str(output) == "-"
     if to_stdout:
         check_stdout_not_terminal()
-    fmt = "PNG" if to_stdout else _strip_format(output)
-    if not to_stdout:
+    else:
+        _check_strip_name(output)
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
         for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
             if path is not None and same_file(path, output):
@@ -90,7 +62,7 @@ def compare(
         from ..compare import compare_strip
         from ..imageio import read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image
-        from ..writing import encode_image, write_bytes_stdout, write_image
+        from ..writing import encode_image, write_bytes_stdout, write_picture
 
         rgb, orientation, notes = read_image_noted(image)
         for note in notes:  # warnings, as in crm refine: -q keeps them
@@ -108,10 +80,8 @@ def compare(
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
         if to_stdout:
             write_bytes_stdout(encode_image(strip, fmt="PNG"))
-        elif fmt == "JPEG":
-            _write_jpeg(output, strip)
         else:
-            write_image(output, strip)
+            write_picture(output, strip)
     if not quiet:
         say(f"wrote {'<stdout>' if to_stdout else output} ({strip.shape[1]}x{strip.shape[0]})")
 

@@ -18,6 +18,7 @@ from .common import (
     RefinerOptions,
     console,
     emit_json,
+    out_of_memory_message,
     percent,
     refiner_options,
     report_failure,
@@ -61,10 +62,9 @@ def evaluate(
     from ..pairing import (
         LAYOUT_BIG,
         LAYOUT_FOLDERS,
+        ground_truth_pairs,
         scan_pairs,
         split_output_clashes,
-        with_ground_truth,
-        without_ground_truth_note,
     )
     from ..writing import write_png
 
@@ -98,12 +98,13 @@ def evaluate(
                          "<name>_seg.*, with <name>_gt.* beside them", 2)
     for failure in found.failures:
         failed(failure.name, failure.image, failure.error)
-    pairs, without_gt = with_ground_truth(found)
+    # Refused in eval's own words, and only where no pair failed: failures make it a runtime failure (exit 1).
+    pairs, not_scored = ground_truth_pairs(found, folder, "not scored", None)
     if not pairs and not failures:
         raise fatal.fail(f"{folder}: no pairs found; no <name>_gt.* ground truth beside the <name>_im.* and "
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
-    if without_gt:  # the others are scored: say these are not
-        warn(without_ground_truth_note(without_gt, folder, "not scored"))
+    for note in not_scored:  # the others are scored: say these are not
+        warn(note)
     if limit:
         pairs = pairs[:limit]
     # With -o, refined masks are written by relative path: two outputs that are one file on the output
@@ -146,7 +147,9 @@ def evaluate(
             progress.advance(task)
 
         def refine_failed(name: str, error: Exception) -> None:
-            failed(name, by_name[name].image, str(error), progress.console)
+            # Running out of memory reads as in crm refine and crm batch, with its advice.
+            message = out_of_memory_message(error) or str(error) or type(error).__name__
+            failed(name, by_name[name].image, message, progress.console)
             progress.advance(task)
 
         with user_errors(fatal.emit):

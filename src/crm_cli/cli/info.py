@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,9 +73,10 @@ def _default_device() -> str:
 
 
 def gather_info(weights: Path | None) -> dict[str, Any]:
-    """The whole ``crm info`` report as plain JSON-able data."""
+    """The whole ``crm info`` report as plain JSON-able data; ``weights``: the ``--weights`` value (None:
+    the user named none, and the shipped weights are reported)."""
     from .. import __version__
-    from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint
+    from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint, weights_not_found
 
     path = Path(weights) if weights is not None else default_weights_path()
     sidecar = WeightsSidecar(path)  # read once for the backend choice and the report
@@ -88,10 +88,11 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     report = inspect_checkpoint(sidecar, build=True)
     _check_encoder_loads(report)
-    # Weights the user named (--weights, CRM_WEIGHTS) that are not there are unusable, as every
-    # refining command says; the shipped ones missing from a source checkout are only reported.
-    if not report["exists"] and not report["error"] and (weights is not None or os.environ.get("CRM_WEIGHTS")):
-        report["error"] = f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)"
+    # Weights the user named (--weights, or CRM_WEIGHTS, which typer resolves into it) that are not
+    # there are unusable, as every refining command says; the shipped ones missing from a source
+    # checkout are only reported.
+    if not report["exists"] and not report["error"] and weights is not None:
+        report["error"] = str(weights_not_found(path))
     return {
         "version": __version__,
         "python": platform.python_version(),

@@ -136,9 +136,7 @@ def refine(
                 if passthrough:
                     result.notes.append(passthrough_note(header.width, header.height, image_name))
             else:
-                loading = len(shown)
-                refiner = options.load(quiet)
-                del shown[loading:]  # the weights' own warnings (unverified, fp16 on a CPU) are about no image
+                refiner = options.load(quiet)  # its warnings (unverified weights) are about no image: not in shown
                 device_name = refiner.device_name
                 result = refine_files(
                     refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,

@@ -117,14 +117,20 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
 
 
 def _check_csv_target(csv_path: Path, inputs: list[tuple[str, Path]]) -> None:
-    """Usage error (exit 2) when ``csv_path`` is one of the files to score (``inputs``: (role, file)):
-    writing the CSV there would replace it."""
-    from .checks import same_file
+    """Usage error (exit 2) when ``csv_path`` is one of the files to score (``inputs``: (role, file)),
+    also through a link or another spelling: writing the CSV there would replace it."""
+    import os
 
-    if not csv_path.exists():  # every input exists: a new file cannot be one of them
+    try:
+        target = os.stat(csv_path)  # once, not once per input: a folder may pair thousands
+    except (OSError, ValueError):  # every input exists: a new file cannot be one of them
         return
     for role, path in inputs:
-        if same_file(path, csv_path):
+        try:
+            same = os.path.samestat(os.stat(path), target)
+        except (OSError, ValueError):  # missing or unreadable, or a name holding a NUL byte
+            continue
+        if same:
             raise typer.BadParameter(f"{csv_path} is the {role} {path}; writing the CSV there would replace it",
                                      param_hint="'--csv'")
 

@@ -15,11 +15,11 @@ import typer
 
 from ..config import PRESET_ARCHS
 from .common import (
-    DeviceName,
     DeviceOpt,
     choice_enum,
     click_module,
     console,
+    fail,
     finite_option,
     say,
     say_if_possible,
@@ -66,7 +66,7 @@ def train(
     query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
-    device: DeviceOpt = DeviceName("auto"),
+    device: DeviceOpt = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
     synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0, callback=finite_option,
                                              help="Fraction of samples that are synthetic composites (thin "
@@ -109,14 +109,13 @@ def train(
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     from ..runtime import configure_torch
-    from ..training.data import list_pairs, training_split
+    from ..training.data import NoTrainingPairsError, list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
     check_options(coarse_mix, network_masks, val_set, val_ratios, device)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
     with usage_error("--data"):  # no pairs, or a layout scan_pairs refuses; photos left out are warned of
         data_pairs = list_pairs(data)  # the one walk of the folder: the Trainer takes these
-        training_split(data_pairs, val is None, data)  # a single pair is held out for validation
     with usage_error("--val"):
         val_pairs = list_pairs(val) if val is not None else None
     configure_torch(threads or None)
@@ -127,12 +126,15 @@ def train(
                 data=str(data), out=str(out), encoder=encoder.value, steps=steps, batch=batch, lr=lr, seed=seed,
                 init=init, val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
                 synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
-                val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device.value,
+                val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=str(device),
                 workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom,
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
-            trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs, checking=announce_check)
+            try:
+                trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs, checking=announce_check)
+            except NoTrainingPairsError as exc:  # a single pair held out for validation: found before the model
+                raise typer.BadParameter(str(exc), param_hint="--data") from None
             if resume and trainer.resume():
                 say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
             elif resume:
@@ -210,7 +212,11 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
     from ..training.coarse import CoarseMix
     from ..training.loop import parse_val_sets, torchrun_device_problem
 
-    if (problem := torchrun_device_problem(device)) is not None:
+    try:
+        problem = torchrun_device_problem(device)
+    except ValueError as exc:  # a malformed WORLD_SIZE: the environment is refused as CRM_DEVICE's device is
+        raise fail(str(exc), 2) from None
+    if problem is not None:
         raise typer.BadParameter(problem, param_hint="'-d' / '--device'")
     with usage_error("--coarse-mix"):
         if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:

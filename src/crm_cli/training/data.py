@@ -62,22 +62,18 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
     for each kind of photo left out: those without a mask (the scan's failures), and in the BIG
     layout those without a ``<name>_gt``. A BIG-layout pair trains on its ground truth: its
     ``<name>_seg`` is a coarse mask, and the training recipe makes its coarse masks from the ground
-    truth. No pair left is a FileNotFoundError, naming an example."""
-    pairs, without_gt = pairing.with_ground_truth(found)
+    truth. No pair left is a FileNotFoundError (a NoPairsError where none has a ground truth), naming an
+    example."""
+    pairs, left_out = pairing.ground_truth_pairs(found, root, "left out (the _seg masks are coarse masks, not targets)",
+                                                 "training learns the _gt masks (the _seg ones are coarse masks, not "
+                                                 "targets)")
     unpaired = found.problems
-    if without_gt and not pairs:
-        raise FileNotFoundError(f"no BIG-layout photo under {root} has its ground truth <name>_gt.* beside it, e.g. "
-                                f"{without_gt[0].image}: training learns the _gt masks (the _seg ones are coarse "
-                                "masks, not targets)")
     if not pairs and unpaired:
         raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {unpaired[0]}")
     warnings = []
     if unpaired:
         warnings.append(f"{root}: {count_noun(len(unpaired), 'photo')} without a mask left out, e.g. {unpaired[0]}")
-    if without_gt:
-        warnings.append(pairing.without_ground_truth_note(without_gt, root, "left out (the _seg masks are coarse "
-                                                          "masks, not targets)"))
-    return training_pairs(pairs, root), warnings
+    return training_pairs(pairs, root), warnings + left_out
 
 
 def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:

@@ -307,7 +307,7 @@ class Trainer:
                  data_pairs: list[FilePair] | None = None, checking: Callable[[int], None] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.world = world_size()
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1:
             import torch.distributed as dist
@@ -796,11 +796,25 @@ def step_export_name(step: int) -> str:
     return f"model_step{step:06d}.safetensors"
 
 
+def world_size() -> int:
+    """The number of processes training together: torchrun's WORLD_SIZE, 1 where it is not set. Any
+    other value than a whole number >= 1 is a ValueError naming it."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world = int(value)
+    except ValueError:
+        world = 0
+    if world < 1:
+        raise ValueError(f"the environment variable WORLD_SIZE is {value!r}, not a whole number >= 1 (torchrun sets "
+                         "it to the number of processes training together)")
+    return world
+
+
 def torchrun_device_problem(name: str) -> str | None:
     """Why the device ``name`` cannot train under torchrun (WORLD_SIZE > 1), or None: each process
     takes the GPU of its LOCAL_RANK (:func:`training_device`), so a GPU index (cuda:N) would put every
-    process on GPU N."""
-    if device_name(name).startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    process on GPU N. A malformed WORLD_SIZE is a ValueError (:func:`world_size`)."""
+    if world_size() > 1 and device_name(name).startswith("cuda:"):
         return (f"under torchrun each process trains on the GPU of its LOCAL_RANK; use --device cuda or auto, not "
                 f"--device {name}")
     return None
@@ -986,7 +1000,7 @@ def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path], option
     ratios = check_ratios(options.val_ratios) if options.val_ratios else None
     sets = [synthetic_set("", val_pairs, "to validate on")]
     for name, folder in val_sets.items():
-        sets.append(folder_set(folder, name + "_", options.val_images, ratios, (found or {}).get(name)))
+        sets.append(folder_set(folder, name, options.val_images, ratios, (found or {}).get(name)))
     return sets
 
 
@@ -1045,39 +1059,36 @@ def parse_val_sets(specs: list[str]) -> dict[str, Path]:
 def val_set_pairs(name: str, folder: Path) -> list[FilePair]:
     """The pairs in validation set ``name``'s ``folder``, as :func:`~crm_cli.pairing.scan_pairs` finds
     them; none is a NoPairsError (a usage error) naming the set. In the BIG layout only the pairs with
-    a ground truth ``<name>_gt`` (:func:`~crm_cli.pairing.with_ground_truth`): the others are left out
+    a ground truth ``<name>_gt`` (:func:`~crm_cli.pairing.ground_truth_pairs`): the others are left out
     with a warning, and none with one is a NoPairsError too (its ``_seg`` masks are coarse masks to
     refine, not ground truths to score against)."""
-    from ..pairing import NoPairsError, scan_pairs, with_ground_truth, without_ground_truth_note
+    from ..pairing import NoPairsError, ground_truth_pairs, scan_pairs
 
     try:
         found = scan_pairs(folder)
+        if not found.pairs:
+            problems = found.problems
+            raise NoPairsError(f"no image/mask pairs under {folder}" + (f", e.g. {problems[0]}" if problems else ""))
+        pairs, left_out = ground_truth_pairs(found, folder, "left out", "a BIG-layout set is scored against its _gt "
+                                             "masks (the _seg ones are the coarse masks it refines)")
     except NoPairsError as exc:
         raise NoPairsError(f"--val-set {name}: {exc}") from None
-    if not found.pairs:
-        problems = found.problems
-        raise NoPairsError(f"--val-set {name}: no image/mask pairs under {folder}"
-                           + (f", e.g. {problems[0]}" if problems else ""))
-    pairs, without_gt = with_ground_truth(found)
-    if not pairs:
-        raise NoPairsError(f"--val-set {name}: no BIG-layout photo under {folder} has its ground truth <name>_gt.* "
-                           f"beside it, e.g. {without_gt[0].image}: a BIG-layout set is scored against its _gt "
-                           "masks (the _seg ones are the coarse masks it refines)")
-    if without_gt:
-        logger.warning("--val-set %s: %s", name, without_ground_truth_note(without_gt, folder, "left out"))
+    for note in left_out:
+        logger.warning("--val-set %s: %s", name, note)
     return pairs
 
 
-def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] | None,
+def folder_set(folder: Path, name: str, limit: int, ratios: tuple[float, ...] | None,
                found: list[FilePair] | None = None) -> ValidationSet:
-    """A validation folder's first ``limit`` samples: BIG layout (the triples with a ground truth, their
-    own coarse masks refined with ``ratios``) or images/ + masks/ (the masks are the GT; synthetic
-    coarse masks, one stage at s = 1). ``found`` are its pairs where they were found already, else
-    they are found here (:func:`val_set_pairs`)."""
+    """Validation set ``name``'s first ``limit`` samples from its ``folder`` (score keys ``NAME_...``):
+    BIG layout (the triples with a ground truth, their own coarse masks refined with ``ratios``) or
+    images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1). ``found``
+    are its pairs where they were found already, else they are found here (:func:`val_set_pairs`)."""
     from ..evaluation import folder_samples
 
+    prefix = name + "_"
     if found is None:
-        found = val_set_pairs(prefix[:-1], folder)
+        found = val_set_pairs(name, folder)
     triples = [p for p in found if p.gt is not None]
     if triples:
         # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
@@ -1085,8 +1096,8 @@ def folder_set(folder: Path, prefix: str, limit: int, ratios: tuple[float, ...] 
         # reads the validation sets first).
         chosen = triples[:limit]
         left_out: dict[str, str] = {}
-        samples = list(folder_samples(chosen, on_error=lambda name, exc: left_out.setdefault(name, str(exc))))
+        samples = list(folder_samples(chosen, on_error=lambda pair, exc: left_out.setdefault(pair, str(exc))))
         return ValidationSet(prefix, samples, ratios,
-                             checked_left_out(left_out, len(chosen), f"of validation set {prefix[:-1]}"))
+                             checked_left_out(left_out, len(chosen), f"of validation set {name}"))
     # The pairs found above, not the folder walked again.
-    return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {prefix[:-1]}")
+    return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {name}")
