@@ -130,3 +130,22 @@ def test_out_of_memory_message_takes_only_running_out_of_memory() -> None:
     assert out_of_memory_message(cv2.error("(-215:Assertion failed) !_src.empty()")) is None
     assert out_of_memory_message(ValueError("out of memory")) is None
 
+
+
+def test_a_plain_batch_shows_a_pairs_warnings_even_when_it_is_interrupted(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The review of s34: the plain loop held each pair's warnings until its job returned, so Ctrl-C
+    # during the write lost them (crm refine shows them at once). Only a Ray actor holds them.
+    data = tmp_path / "data"
+    pairs = warned_pairs(data)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("crm_cli.writing.write_png", interrupted)
+    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "out"), *model(tiny_weights), "-q"])
+    assert result.exit_code == 130, result.output
+    # The first pair by name (frames) was read, warned of, refined, and interrupted while written.
+    _, _, warning = pairs["frames"]
+    assert flat(warning) in flat(result.stderr)
+    assert not list((tmp_path / "out").glob("*.png"))

@@ -162,7 +162,7 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
             raise ValueError(f"JPEG cannot store a {image.mode} image; write it as .png or .tif")
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY, **profile)
     else:
-        raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF or WEBP")
+        raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF, WEBP or JPEG")
     return buffer.getvalue()
 
 

@@ -199,7 +199,8 @@ def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[
 
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
                     output_kind: str, threshold: float | None, overwrite: bool = False,
-                    since_ns: int | None = None, clocks: FolderClocks | None = None) -> dict[str, Any]:
+                    since_ns: int | None = None, clocks: FolderClocks | None = None,
+                    hold_warnings: bool = True) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
@@ -210,8 +211,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory fails
     the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
     notes, named by the pair unless they name its file, and what the library logged, see
-    collect_warnings) are held back, in ``warnings``, for the command to show. Used as is by the plain
-    loop and by the Ray actors, so both paths behave the same.
+    collect_warnings) are listed in ``warnings``; with ``hold_warnings`` (a Ray actor, whose stderr is
+    not the user's) they are not printed here, for the command to show. Used as is by the plain loop
+    and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
     from ..locks import OutputLock, describe_holder
@@ -220,7 +222,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])
-    with collect_warnings(hold=True) as shown:
+    with collect_warnings(hold=hold_warnings) as shown:
         try:
             if not lock.acquire():
                 # The driver adds the lock file's path, named as the user gave the folder.
@@ -316,9 +318,11 @@ def batch(
     # The warnings shown for each pair, as its --json item lists them.
     pair_warnings: dict[FilePair, list[str]] = {}
 
-    def warn_pair(pair: FilePair, text: str, out: Console | None = None) -> None:
-        """Show a warning for ``pair`` and add it to its item's list, once."""
-        warn(text, out)
+    def warn_pair(pair: FilePair, text: str, out: Console | None = None, show: bool = True) -> None:
+        """Show a warning for ``pair`` (unless ``show`` is False: it was shown already) and add it to its
+        item's list, once."""
+        if show:
+            warn(text, out)
         listed = pair_warnings.setdefault(pair, [])
         if text not in listed:
             listed.append(text)
@@ -400,7 +404,7 @@ def batch(
         return
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
-                   clocks=clocks)
+                   clocks=clocks, hold_warnings=ray_address is not None)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
     run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
@@ -423,8 +427,9 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
-                    for text in outcome.pop("warnings", []):  # held by the job, in this process or on a Ray actor
-                        warn_pair(pair, text, progress.console)
+                    # Shown as they came in this process; a Ray actor's were held for the driver to show.
+                    for text in outcome.pop("warnings", []):
+                        warn_pair(pair, text, progress.console, show=ray_address is not None)
                     if outcome["status"] == "failed":
                         report_failure(f"{pair.name}: ", outcome["error"], progress.console)
                     elif outcome.get("schedule") and not quiet:

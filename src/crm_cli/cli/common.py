@@ -204,10 +204,11 @@ class RefinerOptions:
         """
         self.check_backend()
         show_library_warnings()
-        token = _warning_lists.set(())
+        token, held = _warning_lists.set(()), _warnings_held.set(False)
         try:
             refiner = self._spec(self.weights).build()
         finally:
+            _warnings_held.reset(held)
             _warning_lists.reset(token)
         if not quiet:
             say(f"device: {refiner.device_name}")
