@@ -539,7 +539,11 @@ def test_is_label_map() -> None:
     assert MaskData(ids, "gray8").is_label_map()
     assert MaskData(ids.astype(np.uint16), "gray16").is_label_map()
 
-    assert not MaskData(np.array([[0, 1], [1, 0]], np.uint8), "palette").is_label_map()
+    # One class on background is a label map too, unless it is white (a black and white mask saved as palette).
+    one_class = np.array([[0, 1], [1, 0]], np.uint8)
+    assert MaskData(one_class, "palette").is_label_map()
+    assert not MaskData(one_class, "palette", [0, 0, 0, 255, 255, 255] + [0] * 762).is_label_map()
+    assert not MaskData(np.zeros((2, 2), np.uint8), "palette").is_label_map()
     assert not MaskData(np.array([[0, 255], [255, 0]], np.uint8), "gray8").is_label_map()
     assert not MaskData(np.arange(256, dtype=np.uint8).reshape(16, 16), "gray8").is_label_map()
     assert not MaskData(np.array([[0, 65535]], np.uint16), "gray16").is_label_map()

@@ -127,7 +127,7 @@ def test_two_colour_palette_with_black_at_index_0_and_a_grey_object_reads_by_ind
 
     assert read.kind == "palette" and np.array_equal(read.values, ids)
     assert np.array_equal(read.scoring_values(), ids > 0)
-    assert choose_mode(read, "auto") == "binary"
+    assert choose_mode(read, "auto") == "labels"  # a one-class map keeps its id and palette
 
 
 def test_two_colour_palette_with_black_at_another_index_takes_the_colour_as_object(tmp_path: Path) -> None:
@@ -139,8 +139,8 @@ def test_two_colour_palette_with_black_at_another_index_takes_the_colour_as_obje
 
     assert read.kind == "palette"
     assert np.array_equal(read.probability(), inside.astype(np.float32))
-    assert choose_mode(read, "auto") == "binary"
-    # As a label map (--mode labels) the object is id 1 and keeps its colour.
+    # A label map of one class (not white): the object is id 1 and keeps its colour.
+    assert choose_mode(read, "auto") == "labels"
     assert read.values.tolist() == inside.astype(np.uint8).tolist()
     assert read.palette is not None and read.palette[:6] == [0, 0, 0, 255, 0, 0] and len(read.palette) == 768
 
@@ -215,7 +215,8 @@ def test_a_16bit_mask_is_scanned_for_its_maximum_once_per_pair(top: int, mode: s
                      if noted else []) and again == (notes[0] if noted else None)
     np.testing.assert_array_equal(probability, values.astype(np.float32) / np.float32(scale))
     assert probability.dtype == np.float32
-    np.testing.assert_array_equal(scoring, values != 0 if top == 1 else values)
+    # A 0/1 mask and a label map are scored by their ids (non-zero is foreground); a mask by its levels.
+    np.testing.assert_array_equal(scoring, values != 0 if top == 1 or mode == "labels" else values)
 
 
 def test_a_float_mask_has_no_integer_maximum() -> None:

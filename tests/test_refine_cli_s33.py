@@ -344,11 +344,16 @@ def test_usage_errors_of_refine_print_a_json_record(tiny_weights: Path, tmp_path
                                              "status": "failed", "error": message, "warnings": []}
         assert "device:" not in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["im.jpg", "seg.png"]
-    # No record: where stdout is asked for the image too, for click's own parsing errors, and without --json.
+    # Where stdout is asked for the image too, the record alone goes there (no image is written).
     both = runner.invoke(app, ["refine", str(image), str(mask), "-o", "-", "--json", *cpu(tiny_weights)])
+    message = "Invalid value: -o - and --json both want stdout; choose one"
+    assert both.exit_code == 2 and lines_starting(both.stderr, "error: ") == [message]
+    assert json.loads(both.stdout) == {"image": str(image), "mask": str(mask), "output": "-", "status": "failed",
+                                       "error": message, "warnings": []}
+    # No record: for click's own parsing errors, and without --json.
     parsed = runner.invoke(app, ["refine", str(image), str(mask), "-t", "2", "--json", *cpu(tiny_weights)])
     plain = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(jpeg), *cpu(tiny_weights)])
-    for result in (both, parsed, plain):
+    for result in (parsed, plain):
         assert result.exit_code == 2 and result.stdout == "", result.output
 
 

@@ -1,5 +1,7 @@
 """A mask of 0 and one other value v (a 0/class-id pseudo-label such as 0/3) is a binary mask with v
-as the object, in every reading: refine, batch, eval's coarse masks and ground truths, score."""
+as the object wherever it is read as one object: refine and batch with --mode binary (or auto, for
+v of 64 or more), eval's coarse masks and ground truths, score. With v under 64, --mode auto refines
+it as a label map of one class (tests/test_label_maps_s34.py)."""
 
 from __future__ import annotations
 
@@ -51,7 +53,9 @@ def test_zero_and_one_value_is_a_binary_mask(tmp_path: Path, value: int, dtype: 
     assert mask.probability().tolist() == inside.astype(np.float32).tolist()
     assert mask.scoring_values().tolist() == inside.tolist()  # a ground truth's (or coarse mask's) foreground
     assert binarize(mask.scoring_values()).tolist() == inside.tolist()
-    assert choose_mode(mask, "auto") == "binary" and choose_mode(mask, "labels") == "labels"
+    # A class id under 64 is a one-class label map in auto mode (its id kept), a larger value one object.
+    assert choose_mode(mask, "auto") == ("labels" if value < 64 else "binary")
+    assert choose_mode(mask, "binary") == "binary" and choose_mode(mask, "labels") == "labels"
     assert scale_note(mask, "m.png") is None  # not "read as 8-bit values": the scale plays no part
 
 
@@ -67,7 +71,7 @@ def test_palette_of_two_grey_entries_is_a_binary_mask(tmp_path: Path) -> None:
     for mask in (grey, by_index):
         assert mask.probability().tolist() == inside.astype(np.float32).tolist()
         assert mask.scoring_values().tolist() == inside.tolist()
-        assert choose_mode(mask, "auto") == "binary"
+        assert choose_mode(mask, "auto") == "labels"  # class 3, or index 1: one class, kept as an id
 
 
 def test_colour_of_one_dark_class_on_black_is_a_binary_mask(tmp_path: Path) -> None:
@@ -105,23 +109,26 @@ def test_other_masks_read_as_before(tmp_path: Path) -> None:
         assert choose_mode(mask, "auto") == "binary"
     label_map = MaskData(labels, "gray8")
     assert label_map.object_value is None and choose_mode(label_map, "auto") == "labels"
-    assert label_map.scoring_values() is labels
+    assert label_map.scoring_values().tolist() == (labels != 0).tolist()  # scored by its ids (s34)
     # The 16-bit mask of 8-bit values keeps its note; a 16-bit 0/3 mask (binary) has none.
     assert scale_note(cases[4][0], "m.png") is not None
     assert scale_note(MaskData(inside.astype(np.uint16) * 3, "gray16"), "m.png") is None
 
 
-def test_an_upsampled_zero_and_one_value_mask_keeps_its_two_values(tmp_path: Path) -> None:
-    # Interpolated, 0/3 became 0, 1, 2, 3: a label map of three ids.
+@pytest.mark.parametrize(("value", "mode"), [(3, "labels"), (100, "binary")])
+def test_an_upsampled_zero_and_one_value_mask_keeps_its_two_values(tmp_path: Path, value: int, mode: str) -> None:
+    # Interpolated, 0/3 became 0, 1, 2, 3: a label map of three ids. A one-class map (v under 64) is
+    # upsampled as label maps are (nearest neighbour); 0/100 as a 0/1 mask, then given its value back.
     inside = object_of()
-    small = MaskData(inside.astype(np.uint8) * 3, "gray8")
+    small = MaskData(inside.astype(np.uint8) * value, "gray8")
 
     fitted, notes = fit_mask_to_image(small, (24, 32), 1, "im.png", "m.png")
 
-    expected = cv2.resize(inside.astype(np.uint8), (32, 24), interpolation=cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_NEAREST_EXACT if mode == "labels" else cv2.INTER_LINEAR
+    expected = cv2.resize(inside.astype(np.uint8), (32, 24), interpolation=interpolation)
     assert notes == ["m.png: upsampled to the image size 32x24"]
-    assert fitted.values.tolist() == (expected * 3).tolist()
-    assert fitted.object_value == 3 and choose_mode(fitted, "auto") == "binary"
+    assert fitted.values.tolist() == (expected * value).tolist()
+    assert fitted.object_value == value and choose_mode(fitted, "auto") == mode
     assert fitted.probability().tolist() == expected.astype(np.float32).tolist()
 
 
@@ -167,7 +174,7 @@ def test_cli_refines_a_zero_and_three_mask_as_its_object(tiny_weights: Path, tmp
     out = tmp_path / "o.png"
 
     result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(out), "-w", str(tiny_weights),
-                                 "-d", "cpu", "--json", "-k", "binary"])
+                                 "-d", "cpu", "--json", "-k", "binary", "--mode", "binary"])
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["mode"] == "binary"
@@ -183,7 +190,7 @@ def test_batch_refines_a_zero_and_three_mask_as_its_object(tiny_weights: Path, t
     mask.rename(data / "masks" / "im.png")
 
     result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu",
-                                 "--json", "-k", "binary"])
+                                 "--json", "-k", "binary", "--mode", "binary"])
 
     assert result.exit_code == 0, result.output
     (item,) = json.loads(result.stdout)["items"]

@@ -15,6 +15,7 @@ import re
 import stat
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,9 +230,31 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
+# OpenCV's log level is one setting of the process: decodes that lower it hold this lock, so two
+# threads never restore each other's level.
+_OPENCV_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """Inside, OpenCV logs errors only: its warnings (libtiff's ``TIFFReadDirectory`` notes on the
+    tags of an RGBA TIFF that cv2 itself wrote) would reach stderr as lines that are not crm's. A
+    file OpenCV cannot decode still fails: imdecode returns None. The level is restored after."""
+    from cv2.utils import logging as cv_logging
+
+    with _OPENCV_LOG_LOCK:
+        level = cv_logging.getLogLevel()
+        cv_logging.setLogLevel(min(level, cv_logging.LOG_LEVEL_ERROR))
+        try:
+            yield
+        finally:
+            cv_logging.setLogLevel(level)
+
+
 def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     """Full-precision uint16 RGB or RGBA pixels of a 16-bit colour PNG/TIFF, via OpenCV."""
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _opencv_quiet():
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ImageReadError(f"{label}: cannot decode 16-bit colour image")
     code = cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA

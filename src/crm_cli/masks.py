@@ -1,7 +1,8 @@
 """What a mask means: ``MaskData`` and every mask rule, in one place (NumPy + OpenCV, no torch).
 
 - a 0/1 integer mask is binary (:func:`is_zero_one`), and so is a mask of 0 and one other value
-  (:attr:`MaskData.object_value`: a 0/3 per-class pseudo-label is not a faint soft mask);
+  (:attr:`MaskData.object_value`: a 0/3 per-class pseudo-label is not a faint soft mask) when read as
+  one object; which masks are label maps is :meth:`MaskData.is_label_map`'s rule;
 - a 16-bit mask whose largest value is 2..255 holds 8-bit values (:func:`uint16_full_scale`);
 - any mask as a float probability (:func:`mask_to_float`; :func:`strict_probability` refuses
   what it would clip, for masks given through the API) and as the evaluation's boolean
@@ -27,8 +28,13 @@ import numpy as np
 MASK_KINDS = ("gray8", "gray16", "float", "palette", "alpha", "rgb")
 # 65535 = 255 * 257, so a uint16 value v is v / 257 on the 8-bit scale: v / 257 > 128 <=> v > 128 * 257.
 UINT16_THRESHOLD = 128 * 257
-# A grey mask whose largest value reaches this is a soft mask, never a label map.
+# A grey mask whose largest value reaches this is a soft mask, never a label map, save for the void id below.
 LABEL_ID_LIMIT = 64
+# The "void" (ignore) index of VOC and Cityscapes label maps, drawn along object edges beside ids under
+# LABEL_ID_LIMIT: on the 8-bit scale it is the only foreground, so the classes would be erased.
+VOID_ID = 255
+# A palette entry of this colour on black is a binary mask saved as a palette PNG, not a class.
+WHITE = [255, 255, 255]
 # What tells a photo given as a mask from a colour mask (photo_note): a colour mask holds a palette's
 # worth of colours or fewer (a VOC label map saved as RGB holds up to 21, one colour on black with soft
 # edges 256 levels), and where JPEG scattered its edges into thousands more, its 256 commonest colours
@@ -88,8 +94,8 @@ def uint16_full_scale(values: np.ndarray, maximum: int | None = None) -> int:
 
 def scale_note(mask: MaskData, mask_name: str) -> str | None:
     """The warning for a 16-bit mask read on the 8-bit scale (:func:`uint16_full_scale`), or None.
-    A label map's small ids are ids, not levels, and a mask of 0 and one value is binary
-    (:attr:`MaskData.object_value`), so neither gets one."""
+    A label map's ids (its void 255 too) are ids, not levels, and a mask of 0 and one value is
+    binary (:attr:`MaskData.object_value`), so neither gets one."""
     if mask.kind != "gray16" or uint16_full_scale(mask.values, mask.maximum) != 255 or mask.is_label_map():
         return None
     if mask.object_value is not None:
@@ -318,11 +324,11 @@ class MaskData:
     def label_ids(self) -> list[int]:
         """The non-background ids of the mask read as a label map (``labels.label_ids``), found once:
         the ``--labels`` notes and the refinement both read them. Where the values are counted for
-        :meth:`is_label_map` (uint8, or 16-bit ids under LABEL_ID_LIMIT), the ids come from those counts."""
+        :meth:`is_label_map` (uint8, or 16-bit ids up to VOID_ID), the ids come from those counts."""
         from .labels import label_ids
 
         counted = self.values.dtype == np.uint8 or (
-            self.kind == "gray16" and self.values.dtype == np.uint16 and self.maximum < LABEL_ID_LIMIT)
+            self.kind == "gray16" and self.values.dtype == np.uint16 and self.maximum <= VOID_ID)
         return label_ids(self.values, self._counts if counted else None)
 
     @cached_property
@@ -337,14 +343,16 @@ class MaskData:
     def _counts(self) -> np.ndarray:
         """How many pixels hold each value (``np.bincount``; 256 entries for uint8 values), counted
         once: :meth:`is_label_map` and :attr:`label_ids` both read it. Asked for only where it is
-        short (uint8 values, or a largest value under LABEL_ID_LIMIT)."""
+        short (uint8 values, or a largest value up to VOID_ID)."""
         return np.bincount(self.values.ravel(), minlength=256 if self.values.dtype == np.uint8 else 0)
 
     @cached_property
     def object_value(self) -> int | None:
         """v for a uint8 or uint16 mask whose pixels are all 0 or v, with 1 < v below its full scale
-        (255, or :func:`uint16_full_scale`): a 0/class-id mask (a per-class pseudo-label holding 0
-        and 3) is binary with v as the object, where on its scale it would read as faint or empty.
+        (255, or :func:`uint16_full_scale`): read as one object (``--mode binary``, scoring), a
+        0/class-id mask (a per-class pseudo-label holding 0 and 3) is binary with v as the object,
+        where on its scale it would read as faint or empty. With v under LABEL_ID_LIMIT it is also a
+        label map of one class (:meth:`is_label_map`), which ``--mode auto`` refines as one.
         None for any other mask: a 0/1 mask (:func:`is_zero_one`) and a mask of 0 and its full scale
         read as binary already; a mask of one value only keeps its scale (all 0 is empty)."""
         values = self.values
@@ -374,29 +382,65 @@ class MaskData:
         return mask_to_float(self.values, self.maximum)
 
     def scoring_values(self) -> np.ndarray:
-        """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices are class ids,
-        not grey levels, so a palette mask scores its foreground (index != 0) as booleans, as do a
-        0/1 mask and a mask of 0 and one value (:attr:`object_value`)."""
+        """Values for IoU/mBA (which binarise with > 128 on 8-bit): palette indices and a grey label
+        map's values are class ids, not grey levels, so such a mask scores its foreground (id != 0)
+        as booleans, as do a 0/1 mask and a mask of 0 and one value (:attr:`object_value`)."""
         if self.kind == "palette" or (self.kind != "float" and (
-                is_zero_one(self.values, self.maximum) or self.object_value is not None)):
+                is_zero_one(self.values, self.maximum) or self.object_value is not None or self.is_label_map())):
             return self.values != 0  # class ids, a 0/1 mask, or 0 and one value
         return self.values
 
     def is_label_map(self) -> bool:
-        """True when the values look like class ids rather than a binary or soft mask."""
+        """True when the values look like class ids rather than a binary or soft mask:
+
+        - a palette mask with a used index other than 0, unless its only one is white (a black and
+          white mask saved as a palette PNG, read as one object);
+        - grey ids under LABEL_ID_LIMIT: more than two values, or 0 and one id of 2 or more
+          (:attr:`object_value`; a 0/1 mask is binary);
+        - grey ids under LABEL_ID_LIMIT with the VOID_ID band of VOC and Cityscapes, 8-bit values
+          (also in a 16-bit file) with at least one id, VOID_ID and more than two values ({0, 1, 255}
+          too: read on the 8-bit scale, class 1 would be background and only the void band foreground).
+
+        A soft or anti-aliased mask holds values between LABEL_ID_LIMIT and 254, and a 0/255 mask no
+        id, so neither is one."""
         return self._label_map
 
     @cached_property
     def _label_map(self) -> bool:
         """:meth:`is_label_map`'s answer, found once (the 16-bit note and the mode choice both ask)."""
         if self.kind == "palette":
-            return int(np.count_nonzero(self._counts[1:])) > 1
+            used = np.flatnonzero(self._counts[1:]) + 1
+            # One class on background keeps its id and palette, as several do (a DAVIS frame holding
+            # one object or two comes out in one format).
+            return used.size > 1 or (used.size == 1 and not self._white_entry(int(used[0])))
         if self.kind not in ("gray8", "gray16"):
             return False
         # Checking the maximum first keeps this cheap on large soft masks.
-        if self.maximum >= LABEL_ID_LIMIT:
+        top = self.maximum
+        if top < LABEL_ID_LIMIT:
+            return int(np.count_nonzero(self._counts)) > 2 or self.object_value is not None
+        return top == VOID_ID and self._ids_and_void()
+
+    def _white_entry(self, index: int) -> bool:
+        """True when palette entry ``index`` is white."""
+        palette = self.palette
+        return palette is not None and list(palette[3 * index:3 * index + 3]) == WHITE
+
+    def _ids_and_void(self) -> bool:
+        """True for 8-bit values (largest VOID_ID) that are ids under LABEL_ID_LIMIT, at least one,
+        and VOID_ID, more than two values in all."""
+        import cv2
+
+        # A histogram, not _counts: every 8-bit soft mask reaches 255, and np.bincount's int64 copy of
+        # a 4K mask costs ten times as much. Only whether a value is present is read from it.
+        if self.values.dtype in (np.uint8, np.uint16):
+            values = np.ascontiguousarray(self.values)
+            present = cv2.calcHist([values], [0], None, [VOID_ID + 1], [0, VOID_ID + 1]).ravel() > 0
+        else:  # other integers given through the API
+            present = self._counts > 0
+        if present[LABEL_ID_LIMIT:VOID_ID].any() or not present[1:LABEL_ID_LIMIT].any():
             return False
-        return int(np.count_nonzero(self._counts)) > 2
+        return int(np.count_nonzero(present)) > 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,12 +514,13 @@ def match_mask_to_image(
     image_h, image_w = int(image_hw[0]), int(image_hw[1])
     if not check_mask_size(mask.shape, (image_h, image_w), image_name, mask_name):
         return mask, False
-    # Interpolating class ids would invent labels in between, so those use nearest neighbour.
+    # Interpolating class ids would invent labels in between (or soften a void band), so those use
+    # nearest neighbour.
     nearest = mask.kind == "palette" or mask.is_label_map()
     level = None if nearest else mask.object_value
     if level is not None:
-        # Between 0 and v interpolation would invent faint levels (or ids 1..v-1, a label map): the
-        # object is resized as a 0/1 mask is, then given its value back.
+        # Between 0 and v (64 or more here: a smaller v is a label map) interpolation would invent
+        # faint levels: the object is resized as a 0/1 mask is, then given its value back.
         inside = cv2.resize((mask.values != 0).astype(np.uint8), (image_w, image_h), interpolation=cv2.INTER_LINEAR)
         resized = inside.astype(mask.values.dtype) * mask.values.dtype.type(level)
     else:

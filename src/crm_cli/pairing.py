@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .imageio import IMAGE_SUFFIXES
+from .imageio import IMAGE_SUFFIXES, ImageReadError, probe_image
 from .writing import NameFolding, name_folding
 
 
@@ -469,9 +469,85 @@ def _formats_hint(walked: _Walk) -> str:
     return f" (it holds {held}; crm reads {', '.join(IMAGE_SUFFIXES)})"
 
 
+# What _sibling_hint reads: the first sub-folders of a folder and the first entries below each, enough
+# for a hint on a folder of any size.
+_HINT_FOLDERS = 20
+_HINT_ENTRIES = 2000
+# Header modes that read as a mask (grey, 1-bit, palette, 16/32-bit integer, float); photos are RGB.
+_MASK_MODES = frozenset({"1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def _hint_names(folder: Path) -> dict[str, Path]:
+    """The image files below ``folder`` by name as ``--masks`` would pair them (relative path without
+    extension or mask suffix, letter case and zero-padding ignored: see :func:`_number_key`), one file
+    each; links to folders are not followed, hidden entries are skipped, and only the first
+    _HINT_ENTRIES entries are read."""
+    names: dict[str, Path] = {}
+    seen = 0
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        seen += len(subfolders) + len(files)
+        for name in sorted(files):
+            path = Path(directory, name)
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            stem = path.stem
+            suffix = _mask_suffix(stem)
+            key = path.relative_to(folder).with_name(stem[: len(stem) - len(suffix)] if suffix else stem)
+            names.setdefault(_number_key(key), path)
+        if seen >= _HINT_ENTRIES:
+            break
+    return names
+
+
+def _looks_like_mask(path: Path) -> bool | None:
+    """Whether the header of ``path`` reads as a mask's (not an RGB photo's); None when it cannot be read."""
+    try:
+        return probe_image(path).mode in _MASK_MODES
+    except ImageReadError:
+        return None
+
+
+def _sibling_hint(root: Path) -> str:
+    """For ``root`` without images/ and masks/ folders: the two of its sub-folders whose image files
+    share the most names (``frames/a.jpg`` + ``alpha/a.png``), as the ``crm batch --masks`` line
+    that pairs them; "" when no two share a name. The masks' folder is the one whose file of a shared
+    name reads as a mask while the other's does not; when both or neither do, the hint says which
+    folder --masks takes."""
+    try:
+        folders = sorted(entry.name for entry in os.scandir(root)
+                         if not entry.name.startswith(".") and entry.is_dir())[:_HINT_FOLDERS]
+    except OSError:
+        return ""
+    names = {folder: _hint_names(root / folder) for folder in folders}
+    best: tuple[int, str, str] = (0, "", "")
+    for index, first in enumerate(folders):
+        for second in folders[index + 1:]:
+            shared = len(names[first].keys() & names[second].keys())
+            if shared > best[0]:
+                best = (shared, first, second)
+    shared, photos, masks = best
+    if not shared:
+        return ""
+    key = min(names[photos].keys() & names[masks].keys())
+    kinds = _looks_like_mask(names[photos][key]), _looks_like_mask(names[masks][key])
+    if kinds == (True, False):
+        photos, masks = masks, photos
+    same = (f"{photos}/ and {masks}/ share {count_noun(shared, 'image name')} (e.g. {names[photos][key]} + "
+            f"{names[masks][key]})")
+    command = f"crm batch {root / photos} --masks {root / masks}"
+    if kinds in ((True, False), (False, True)):
+        return f"; {same}, the masks in {masks}/: name the two: {command} (or call them images/ and masks/)"
+    return (f"; {same}: if one holds the photos and the other their masks, name the two, the masks' folder "
+            f"after --masks: {command} (or call them images/ and masks/)")
+
+
 def _layout_hint(root: Path) -> str:
-    """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders."""
+    """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders, or, holding
+    neither, two of its folders that hold images of the same names (:func:`_sibling_hint`)."""
     images, masks = (root / "images").is_dir(), (root / "masks").is_dir()
+    if not images and not masks:
+        return _sibling_hint(root)
     if images == masks:
         return ""
     have, lack = ("images", "masks") if images else ("masks", "images")
@@ -911,7 +987,8 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     for gt_file in gt_files:
         by_name.setdefault(_base_name(gt_file, gt), []).append(gt_file)
 
-    index, shadowed = _index(_mask_files(pred, walks, other=gt), pred)
+    pred_files = _mask_files(pred, walks, other=gt)
+    index, shadowed = _index(pred_files, pred)
     pairs: list[ScorePair] = []
     failures: list[PairFailure] = []
     for name, files in by_name.items():
@@ -922,7 +999,33 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
             continue
         notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
         pairs.append(ScorePair(name, found, gt_file))
+    if unscored := _without_ground_truth(pred_files, pred, {_name_key(Path(name)) for name in by_name}, suffixes,
+                                         big=bool(big_layout)):
+        notes.append(f"{pred}: {count_noun(len(unscored), 'prediction')} without a ground truth in {gt} not scored, "
+                     f"e.g. {unscored[0]}")
     return Pairing(pairs, failures, _skipped_note(*walks) + notes)
+
+
+def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suffixes: Sequence[str],
+                          big: bool) -> list[Path]:
+    """The predictions below ``folder`` that no ground truth pairs with, one file for each name (sorted):
+    files named ``<name><suffix>`` (a suffix of ``suffixes``) for no ground-truth name of ``names``
+    (relative, as :func:`_name_key` spells them). A name's files (``b_mask``, ``b_seg``) count once,
+    as the file a ground truth ``b`` would pair with. Beside BIG-layout ground truths (``big``), the
+    photos ``*_im`` and the ground truths ``*_gt`` are no predictions."""
+    found: dict[str, tuple[int, Path]] = {}  # by the name without its longest suffix: (suffix's rank, file)
+    for path in sorted(files, key=_preference):
+        if big and any(path.stem.endswith(tag) and len(path.stem) > len(tag) for tag in ("_im", GT_SUFFIX)):
+            continue
+        key = _name_key(path.relative_to(folder).with_suffix(""))
+        fits = [(len(suffix), rank, key[: len(key) - len(suffix)]) for rank, suffix in enumerate(suffixes)
+                if key.endswith(suffix) and len(key) > len(suffix)]
+        if not fits or any(base in names for _, _, base in fits):
+            continue
+        _, rank, base = max(fits, key=lambda fit: fit[0])
+        if base not in found or rank < found[base][0]:
+            found[base] = (rank, path)
+    return sorted(path for _, path in found.values())
 
 
 def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> list[tuple[dict, dict]]:

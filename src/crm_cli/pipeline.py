@@ -200,6 +200,16 @@ def ids_text(ids: Sequence[int], one: str, many: str | None = None) -> str:
     return f"{one if len(ids) == 1 else many or one + 's'} {listed(ids)}"
 
 
+def label_map_notes(output_kind: str, threshold: float | None) -> list[str]:
+    """The warnings for the output options a label map ignores (it is written as a label image, ids and
+    palette kept): an output kind other than soft or binary, and a threshold. Known only once the mask
+    is read (``--mode auto``), so they are warnings, never usage errors."""
+    ignored = [] if output_kind in ("soft", "binary") else [f"--output-kind {output_kind}"]
+    if threshold is not None:
+        ignored.append("--threshold")
+    return [f"label maps are written as label images; {option} ignored" for option in ignored]
+
+
 def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: str) -> tuple[list[str], bool]:
     """What ``--labels`` does to a mask read in mode ``chosen``: warnings naming the ids it does not
     hold (or saying it is refined as one object, so they are ignored), and whether none of them is
@@ -248,8 +258,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                                                           mask_name or source_name(mask_source))[0]
     start = time.perf_counter()
     if chosen == "labels":
-        if output_kind not in ("soft", "binary"):
-            notes.append(f"label maps are written as label images; --output-kind {output_kind} ignored")
+        notes.extend(label_map_notes(output_kind, threshold))
         per_label = PresetRefiner(refiner, preset)
         refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,

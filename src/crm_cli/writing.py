@@ -15,12 +15,13 @@ import time
 import unicodedata
 import uuid
 import warnings
-from collections.abc import Collection
+import zlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 # Output extensions and the lossless format each one names.
 OUTPUT_FORMATS: dict[str, str] = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
@@ -136,7 +137,7 @@ def webp_size_refusal(width: int, height: int) -> str | None:
 
 
 def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG",
-                 icc_profile: bytes | None = None) -> bytes:
+                 icc_profile: bytes | None = None, text: Mapping[str, str] | None = None) -> bytes:
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP"), or
     lossy "JPEG" (quality JPEG_QUALITY) for a picture to look at, never a mask (:func:`write_picture`).
 
@@ -144,11 +145,17 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
     RGB and RGBA only, so a 16-bit or palette array raises ValueError there (JPEG: 8-bit grey and
     RGB). ``icc_profile``: the colour profile to embed (an image made of a photo's pixels keeps the photo's).
+    ``text``: PNG only, Latin-1 keyword -> value pairs written as tEXt chunks before the image data
+    (:func:`read_png_text` reads one back); ValueError for another format.
     """
+    if text and fmt != "PNG":
+        raise ValueError(f"text chunks are written in PNG files only, not {fmt}")
     image = _to_pil(array, palette)
     buffer = io.BytesIO()
     profile = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "PNG":
+        if text:
+            profile["pnginfo"] = _png_text_info(text)
         image.save(buffer, format="PNG", **profile)
     elif fmt == "TIFF":
         image.save(buffer, format="TIFF", compression="tiff_adobe_deflate", **profile)
@@ -164,6 +171,57 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF, WEBP or JPEG")
     return buffer.getvalue()
+
+
+def _png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    """Pillow's PngInfo holding ``text`` as tEXt chunks (before the image data, where Pillow puts them)."""
+    info = PngImagePlugin.PngInfo()
+    for keyword, value in text.items():
+        if not 1 <= len(keyword) <= 79 or not keyword.isprintable():
+            raise ValueError(f"PNG text keyword must be 1-79 printable characters, got {keyword!r}")
+        info.add_text(keyword, value)
+    return info
+
+
+# The most bytes read_png_text reads of one matching text chunk; crm's own are a few dozen.
+_MAX_TEXT_CHUNK = 65536
+
+
+def read_png_text(path: str | Path, keyword: str) -> str | None:
+    """The value of the first tEXt chunk called ``keyword`` in the PNG file at ``path``, or None when
+    the chunks before its image data hold none (text written after the image data is not looked at).
+
+    Cheap: reads only the 8-byte headers of the chunks before the first IDAT, skipping their data
+    (an ICC profile, say), and the data of a chunk whose keyword matches; the image is never
+    decoded, so a file with damaged image data still answers. Raises ValueError for a file that is
+    not a PNG or whose chunks before the image data are damaged (a bad length, a matching chunk's
+    CRC), OSError (FileNotFoundError, ...) when the file cannot be read.
+    """
+    wanted = keyword.encode("latin-1") + b"\x00"
+    # Unbuffered: seeking only moves the offset, so hopping over chunks reads just their headers.
+    with open(path, "rb", buffering=0) as handle:
+        if handle.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+            raise ValueError(f"{path}: not a PNG file")
+        offset = len(_PNG_SIGNATURE)
+        while True:
+            handle.seek(offset)
+            header = handle.read(8)
+            if len(header) < 8:
+                return None  # ends before any image data: incomplete_output's to report
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if length > 0x7FFFFFFF or not kind.isalpha():
+                raise ValueError(f"{path}: damaged PNG chunk at byte {offset}")
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            if kind == b"tEXt" and length >= len(wanted) and handle.read(len(wanted)) == wanted:
+                if length > _MAX_TEXT_CHUNK:
+                    raise ValueError(f"{path}: a {length}-byte {keyword!r} text chunk")
+                handle.seek(offset + 4)
+                data = handle.read(4 + length + 4)  # type, data and CRC
+                if len(data) < 8 + length or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "big"):
+                    raise ValueError(f"{path}: damaged {keyword!r} text chunk (bad CRC)")
+                return data[4 + len(wanted):-4].decode("latin-1")
+            offset += 12 + length
 
 
 def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
@@ -403,9 +461,9 @@ def _write_encoded(target: Path, array: np.ndarray, palette: list[int] | None, f
 
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
-              icc_profile: bytes | None = None) -> None:
+              icc_profile: bytes | None = None, text: Mapping[str, str] | None = None) -> None:
     """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png
-    (``icc_profile``: see encode_image).
+    (``icc_profile`` and ``text``: see encode_image).
 
     The name must end in .png (or have no extension), so PNG bytes never sit under another
     format's name; use write_image to pick the format from the extension.
@@ -413,7 +471,7 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
     target = Path(path)
     if target.suffix.lower() not in ("", ".png"):
         raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
-    write_atomic(target, encode_image(array, palette, "PNG", icc_profile))
+    write_atomic(target, encode_image(array, palette, "PNG", icc_profile, text))
 
 
 def write_bytes_stdout(data: bytes) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -130,6 +133,81 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
 
 # counts_as_done's reason for a finished output that is not done: older than one of its inputs.
 STALE = "older than its photo or mask"
+# counts_as_done's reason for a finished output made with other settings than this run's (OutputRecord).
+OTHER_SETTINGS = "made with other settings"
+# The PNG text chunk in which batch records what made an output, and the version of what batch writes
+# for the same settings (raise it when a change of crm makes batch write other pixels for them).
+SETTINGS_KEYWORD = "crm batch settings"
+OUTPUT_FORMAT_VERSION = 1
+
+
+def weights_identity(weights: Path | str | None) -> str:
+    """What names the weights in an output's settings fingerprint, read without loading them: the
+    sha256 their sidecar records (the one the Refiner verifies the file against before refining,
+    failing otherwise) with the sidecar's final-stage entry; without a sidecar sha256, the file's
+    real path, size and modification time."""
+    from ..checkpoint import WeightsError, WeightsSidecar, default_weights_path
+
+    path = Path(weights) if weights else default_weights_path()
+    try:
+        data = WeightsSidecar(path).data or {}
+    except (WeightsError, OSError, ValueError):
+        data = {}  # the load reports it
+    digest = data.get("sha256")
+    if isinstance(digest, str) and digest:
+        return json.dumps({"sha256": digest, "final_stage": data.get("final_stage")}, sort_keys=True, default=str)
+    try:
+        info = path.stat()
+    except OSError:
+        return f"{path.absolute()} (not readable)"
+    return f"{path.resolve()} {info.st_size} {info.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """The fingerprints of the settings that shape one batch run's outputs, written into each output
+    (a PNG text chunk, SETTINGS_KEYWORD) and compared on resume: ``refined`` for a refined pair,
+    ``passthrough`` for an image too small to refine, whose mask is written unchanged (rendered as
+    asked: no labels, preset or weights shape it). A pair is passed through by its image's size
+    alone, so both are this run's own."""
+
+    refined: str
+    passthrough: str
+
+    @classmethod
+    def of(cls, *, mode: str, labels: Sequence[int] | None, output_kind: str, threshold: float | None,
+           settings: Any, weights: str) -> OutputRecord:
+        """The record of a run: ``settings`` the presets.Preset (its ratios and switches), ``weights``
+        their weights_identity."""
+        rendering = {"version": OUTPUT_FORMAT_VERSION, "mode": mode, "output": output_kind, "threshold": threshold}
+        preset = {key: value for key, value in asdict(settings).items() if key != "description"}
+        refined = {**rendering, "labels": list(labels) if labels else None, "preset": preset, "weights": weights}
+        return cls(refined=_fingerprint(refined), passthrough=_fingerprint({**rendering, "passthrough": True}))
+
+    def accepts(self, recorded: str) -> bool:
+        """True when an output recorded as made with ``recorded`` is what this run would make."""
+        return recorded in (self.refined, self.passthrough)
+
+
+def _fingerprint(fields: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of ``fields`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def recorded_settings(output: Path) -> tuple[str | None, str | None]:
+    """(the settings fingerprint recorded in a finished output, None when it has none: made by an
+    older crm or another tool; why its record cannot be read, or None). Reads the chunks before the
+    image data only (writing.read_png_text); an output that is not a PNG has no record."""
+    from ..writing import read_png_text
+
+    if output.suffix.lower() != ".png":
+        return None, None
+    try:
+        return read_png_text(output, SETTINGS_KEYWORD), None
+    except ValueError as exc:
+        return None, str(exc).removeprefix(f"{output}: ")
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
 
 
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
@@ -154,16 +232,19 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
 
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None,
-                   clocks: FolderClocks | None = None, inputs: Sequence[str | Path] = ()) -> tuple[bool, str | None]:
-    """(whether to skip ``output`` as done, why an existing file is not: not a finished output, or
-    ``STALE``).
+                   clocks: FolderClocks | None = None, inputs: Sequence[str | Path] = (),
+                   record: OutputRecord | None = None) -> tuple[bool, str | None]:
+    """(whether to skip ``output`` as done, why an existing file is not: not a finished output,
+    ``STALE`` or ``OTHER_SETTINGS``).
 
     Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
     (this run's start, see locks.folder_time_ns): another run on the same folder made it
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
     Either way a finished output older than one of its ``inputs`` (its photo and mask, see
-    older_than_inputs) is not done: ``STALE``. This is the one place of the rule: batch's scan, its
-    jobs (in this process or on a Ray actor) and its summary all ask here. ``clocks``: see written_since.
+    older_than_inputs) is not done: ``STALE``; nor is one whose recorded settings (recorded_settings)
+    ``record`` does not accept: ``OTHER_SETTINGS``. One without a record (an older crm's, another
+    tool's) is judged as before. This is the one place of the rule: batch's scan, its jobs (in this
+    process or on a Ray actor) and its summary all ask here. ``clocks``: see written_since.
     """
     if not overwrite:
         finished, problem = finished_output(output)
@@ -173,6 +254,12 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
         finished, problem = finished_output(output)[0], None
     if finished and older_than_inputs(output, inputs):
         return False, STALE
+    if finished and record is not None:
+        recorded, unreadable = recorded_settings(output)
+        if unreadable is not None:
+            return False, unreadable
+        if recorded is not None and not record.accepts(recorded):
+            return False, OTHER_SETTINGS
     return finished, problem
 
 
@@ -200,14 +287,16 @@ def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
                     output_kind: str, threshold: float | None, overwrite: bool = False,
                     since_ns: int | None = None, clocks: FolderClocks | None = None,
-                    hold_warnings: bool = True) -> dict[str, Any]:
+                    hold_warnings: bool = True, record: OutputRecord | None = None) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
     to it (``status: in_progress``, with who holds it), one it finished meanwhile is
     ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
     an existing but incomplete output (see finished_output), or one older than the job's photo or
-    mask (see older_than_inputs), is made again. A job marked ``passthrough`` (image too small), or
+    mask (see older_than_inputs) or made with other settings than ``record``'s, is made again; the
+    output written records ``record``'s fingerprint (of a refined or a passed-through pair), when
+    given. A job marked ``passthrough`` (image too small), or
     one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory fails
     the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
     notes, named by the pair unless they name its file, and what the library logged, see
@@ -229,7 +318,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 return {"status": "in_progress", "seconds": 0.0, "lock_holder": describe_holder(job["output"]),
                         "warnings": shown}
             # Checked under the lock: a run that held it has just finished this output.
-            if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]))[0]:
+            if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]),
+                              record)[0]:
                 return {"status": "skipped", "seconds": 0.0, "warnings": shown}
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
@@ -244,7 +334,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
-            write_png(job["output"], result.output, result.palette, result.icc_profile)
+            made_with = None if record is None else record.passthrough if job.get("passthrough") else record.refined
+            write_png(job["output"], result.output, result.palette, result.icc_profile,
+                      None if made_with is None else {SETTINGS_KEYWORD: made_with})
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
@@ -291,8 +383,9 @@ def batch(
 ) -> None:
     """Refine every image/mask pair under FOLDER (with --masks DIR, FOLDER's photos with DIR's masks).
     What was paired is said before the run (--dry-run lists it and stops); finished outputs are
-    skipped unless --overwrite or older than their photo or mask; a bad pair is reported and the
-    rest go on; the exit code is 1 if any pair failed."""
+    skipped unless --overwrite, older than their photo or mask, or made with other settings (each
+    output records them); a bad pair is reported and the rest go on; the exit code is 1 if any pair
+    failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
@@ -305,8 +398,11 @@ def batch(
                                                      "output_dir": str(output_dir), "items": items})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
+        if str(output_dir) == "-":  # everywhere else - is stdout: no folder named "-" is made in silence
+            raise typer.BadParameter("crm batch writes one file per pair into a folder, not to standard output; "
+                                     "give a folder name", param_hint="'--output'")
         ray_spec = checked_ray_spec(options, ray_address)
-        label_ids = parse_labels(labels)
+        label_ids = parse_labels(labels, mode.value)
         settings = options.settings()
         input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")
         if output_dir.resolve() in {path.resolve() for path in input_folders}:
@@ -315,6 +411,10 @@ def batch(
     # folder that does not exist yet holds none from before.
     since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
     clocks = FolderClocks()  # each output folder's clock read once, for the scan and the jobs (Ray actors: a copy)
+    # What makes this run's outputs, recorded in each and compared on resume: the weights are named
+    # from their sidecar or file, so pairs passed through and --dry-run need no model loaded.
+    record = OutputRecord.of(mode=mode.value, labels=label_ids, output_kind=output_kind.value, threshold=threshold,
+                             settings=settings, weights=weights_identity(options.weights))
     # The warnings shown for each pair, as its --json item lists them.
     pair_warnings: dict[FilePair, list[str]] = {}
 
@@ -344,11 +444,14 @@ def batch(
                       "status": "failed", "error": failure.error, "seconds": 0.0, "warnings": []})
     todo: list[FilePair] = []
     stale: list[Path] = []  # finished outputs older than their photo or mask (counts_as_done's STALE)
+    other_settings: list[Path] = []  # finished outputs made with other settings (counts_as_done's OTHER_SETTINGS)
     for pair in pairs:
         output = output_dir / pair.relative_output
-        finished, problem = counts_as_done(output, overwrite, since_ns, clocks, (pair.image, pair.mask))
+        finished, problem = counts_as_done(output, overwrite, since_ns, clocks, (pair.image, pair.mask), record)
         if problem == STALE:
             stale.append(output)
+        elif problem == OTHER_SETTINGS:
+            other_settings.append(output)
         elif problem is not None:
             warn_pair(pair, f"{output} is incomplete ({problem}); refining {pair.name} again")
         if finished:
@@ -360,6 +463,11 @@ def batch(
         older = "output older than its" if len(stale) == 1 else "outputs older than their"
         warn(f"{len(stale)} {older} photo or mask: {'would be refined' if dry_run else 'refined'} again "
              f"(e.g. {stale[0]})")
+    if other_settings and not overwrite:
+        made = "output was" if len(other_settings) == 1 else "outputs were"
+        warn(f"{len(other_settings)} {made} made with other settings (mode, labels, output kind, threshold, preset, "
+             f"ratios, guard or weights): {'would be refined' if dry_run else 'refined'} again "
+             f"(e.g. {other_settings[0]})")
     if output_dir.is_dir() and not dry_run:
         removed = remove_leftover_temp_files(output_dir, pairs)
         if removed and not quiet:
@@ -404,7 +512,7 @@ def batch(
         return
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
-                   clocks=clocks, hold_warnings=ray_address is not None)
+                   clocks=clocks, hold_warnings=ray_address is not None, record=record)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
     run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
@@ -448,7 +556,7 @@ def batch(
         # A pair left to another run that has finished it since is done: the summary does not send
         # the user after a lock that is gone.
         if item["status"] == "in_progress" and counts_as_done(Path(item["output"]), overwrite, since_ns, clocks,
-                                                              (item["image"], item["mask"]))[0]:
+                                                              (item["image"], item["mask"]), record)[0]:
             item["status"] = "skipped"
             item.pop("lock", None)
             item.pop("lock_holder", None)

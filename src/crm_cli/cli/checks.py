@@ -266,7 +266,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
 
     from ..masks import weak_mask_note
     from ..outputs import render_output
-    from ..pipeline import PairResult, choose_mode, read_photo_pair
+    from ..pipeline import PairResult, choose_mode, label_map_notes, read_photo_pair
 
     start = time.perf_counter()
     photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask)
@@ -274,6 +274,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     profile = None
     if chosen == "labels":
         output, palette, probability = mask_data.values, mask_data.palette, None
+        notes.extend(label_map_notes(output_kind, threshold))
     else:
         probability = mask_data.probability()
         if (note := weak_mask_note(probability, mask_name)) is not None:

@@ -47,10 +47,15 @@ def list_items(value: str, option: str, what: str) -> list[str]:
         raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
-def parse_labels(value: str | None) -> list[int] | None:
-    """``"3,7"`` -> [3, 7]."""
+def parse_labels(value: str | None, mode: str | None = None) -> list[int] | None:
+    """``"3,7"`` -> [3, 7]. With ``mode`` "binary" any ids are a usage error: they pick labels of a
+    label map, and --mode binary refines every mask as one object (with ``auto`` the mask decides once
+    read, and a mask refined as one object ignores them with a warning)."""
     if value is None:
         return None
+    if mode == "binary":
+        raise typer.BadParameter("label ids pick labels of a label map, but --mode binary refines the mask as one "
+                                 "object; drop one of the two", param_hint="'--labels'")
     items = list_items(value, "--labels", "label ids")
     try:
         ids = [int(item) for item in items]
@@ -150,6 +155,8 @@ def threshold_option(help_text: str, panel: str | None = None) -> Any:
 ThresholdOpt = Annotated[
     float | None, threshold_option("Binarise at probability > T (also soft16 and the cutout alpha).", "Output"),
 ]
+
+
 ModeOpt = Annotated[
     Mode,
     typer.Option("--mode", case_sensitive=False, rich_help_panel="Quality",

@@ -79,13 +79,13 @@ def refine(
     from ..writing import encode_image, write_bytes_stdout, write_image
 
     to_stdout = str(output) == "-"
-    if to_stdout and json_out:  # no record for this one: it is the record that has no stdout to go to
-        raise typer.BadParameter("-o - and --json both want stdout; choose one")
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     fatal = FailureRecord(json_out, lambda failure: {
         "image": str(image), "mask": str(mask), "output": None if output is None else str(output), **failure,
         "warnings": list(shown)})
     with usage_errors_recorded(fatal), collect_warnings() as shown:  # shown: the warnings printed for the image
+        if to_stdout and json_out:  # the record alone goes to stdout: no image is written there
+            raise typer.BadParameter("-o - and --json both want stdout; choose one")
         if str(image) == "-" and str(mask) == "-":
             raise typer.BadParameter("only one of IMAGE and MASK can be read from stdin")
         if output is None:
@@ -101,7 +101,7 @@ def refine(
             check_stdout_not_terminal()
         if "-" in (str(image), str(mask)) and sys.stdin.isatty():
             raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
-        label_ids = parse_labels(labels)
+        label_ids = parse_labels(labels, mode.value)
         settings = options.settings()
         if not to_stdout:
             check_output_name(output, output_kind.value)
