@@ -33,6 +33,14 @@ LABEL_ID_LIMIT = 64
 # The "void" (ignore) index of VOC and Cityscapes label maps, drawn along object edges beside ids under
 # LABEL_ID_LIMIT: on the 8-bit scale it is the only foreground, so the classes would be erased.
 VOID_ID = 255
+# VOID_ID is void, not a 0/255 mask's object beside a stray id or a drop shadow under 64, where its pixels are
+# no more than the ids' or a band along their edges (MaskData._void_is_a_band): VOC draws it about 5 px wide,
+# so eroding it by VOID_BAND_ERODE px leaves under VOID_BAND_CORE of it (an object's body keeps most), and at
+# least VOID_BAND_NEAR of it lies within VOID_BAND_REACH px of an id (a thin 0/255 wire with a stray 1 does not).
+VOID_BAND_ERODE = 3
+VOID_BAND_CORE = 0.25
+VOID_BAND_REACH = 5
+VOID_BAND_NEAR = 0.5
 # A palette entry of this colour on black is a binary mask saved as a palette PNG, not a class.
 WHITE = [255, 255, 255]
 # What tells a photo given as a mask from a colour mask (photo_note): a colour mask holds a palette's
@@ -399,7 +407,9 @@ class MaskData:
           (:attr:`object_value`; a 0/1 mask is binary);
         - grey ids under LABEL_ID_LIMIT with the VOID_ID band of VOC and Cityscapes, 8-bit values
           (also in a 16-bit file) with at least one id, VOID_ID and more than two values ({0, 1, 255}
-          too: read on the 8-bit scale, class 1 would be background and only the void band foreground).
+          too: read on the 8-bit scale, class 1 would be background and only the void band foreground),
+          where VOID_ID is void: no more pixels than the ids, or a thin band along their edges. A 0/255
+          mask with a stray pixel of 1 or a hard drop shadow under 64 beside its object is no label map.
 
         A soft or anti-aliased mask holds values between LABEL_ID_LIMIT and 254, and a 0/255 mask no
         id, so neither is one."""
@@ -428,19 +438,40 @@ class MaskData:
 
     def _ids_and_void(self) -> bool:
         """True for 8-bit values (largest VOID_ID) that are ids under LABEL_ID_LIMIT, at least one,
-        and VOID_ID, more than two values in all."""
+        and VOID_ID, more than two values in all, where the VOID_ID pixels are no more than the ids'
+        (Cityscapes' void regions) or are a band along their edges (:meth:`_void_is_a_band`)."""
         import cv2
 
         # A histogram, not _counts: every 8-bit soft mask reaches 255, and np.bincount's int64 copy of
-        # a 4K mask costs ten times as much. Only whether a value is present is read from it.
+        # a 4K mask costs ten times as much.
         if self.values.dtype in (np.uint8, np.uint16):
             values = np.ascontiguousarray(self.values)
-            present = cv2.calcHist([values], [0], None, [VOID_ID + 1], [0, VOID_ID + 1]).ravel() > 0
+            counts = cv2.calcHist([values], [0], None, [VOID_ID + 1], [0, VOID_ID + 1]).ravel()
         else:  # other integers given through the API
-            present = self._counts > 0
+            counts = self._counts
+        present = counts > 0
         if present[LABEL_ID_LIMIT:VOID_ID].any() or not present[1:LABEL_ID_LIMIT].any():
             return False
-        return int(np.count_nonzero(present)) > 2
+        if int(np.count_nonzero(present)) <= 2:
+            return False
+        # calcHist counts in float32, exact up to 2**24 pixels and near enough beyond for this comparison.
+        ids = float(counts[1:LABEL_ID_LIMIT].sum(dtype=np.float64))
+        return float(counts[VOID_ID]) <= ids or self._void_is_a_band()
+
+    def _void_is_a_band(self) -> bool:
+        """True when the VOID_ID pixels are a thin band along the ids' edges, as VOC draws its void, rather
+        than an object's body (see VOID_BAND_ERODE). Asked only of values :meth:`_ids_and_void` has found
+        to be ids under LABEL_ID_LIMIT, VOID_ID and 0."""
+        import cv2
+
+        kernel = np.ones((3, 3), np.uint8)
+        void = (self.values == VOID_ID).astype(np.uint8)
+        total = int(np.count_nonzero(void))
+        if np.count_nonzero(cv2.erode(void, kernel, iterations=VOID_BAND_ERODE)) >= VOID_BAND_CORE * total:
+            return False
+        ids = ((self.values != 0) & (self.values != VOID_ID)).astype(np.uint8)
+        near = cv2.dilate(ids, kernel, iterations=VOID_BAND_REACH)
+        return np.count_nonzero(void & near) >= VOID_BAND_NEAR * total
 
 
 # ---------------------------------------------------------------------------------------------
