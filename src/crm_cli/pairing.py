@@ -8,6 +8,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -469,35 +470,51 @@ def _formats_hint(walked: _Walk) -> str:
     return f" (it holds {held}; crm reads {', '.join(IMAGE_SUFFIXES)})"
 
 
-# What _sibling_hint reads: the first sub-folders of a folder and the first entries below each, enough
-# for a hint on a folder of any size.
+# What _sibling_hint reads: the first sub-folders of a folder (each real folder once) and at most
+# _HINT_ENTRIES entries below each, so the hint costs the same on a folder of any size.
 _HINT_FOLDERS = 20
 _HINT_ENTRIES = 2000
 # Header modes that read as a mask (grey, 1-bit, palette, 16/32-bit integer, float); photos are RGB.
 _MASK_MODES = frozenset({"1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
-def _hint_names(folder: Path) -> dict[str, Path]:
+def _hint_names(folder: Path) -> tuple[dict[str, Path], bool]:
     """The image files below ``folder`` by name as ``--masks`` would pair them (relative path without
     extension or mask suffix, letter case and zero-padding ignored: see :func:`_number_key`), one file
-    each; links to folders are not followed, hidden entries are skipped, and only the first
-    _HINT_ENTRIES entries are read."""
+    each (the first by path), and whether every entry below was read. Links to folders are not
+    followed and hidden entries are skipped. At most _HINT_ENTRIES entries are read, folder by folder
+    (breadth first) and each folder in the order the disk lists it: a bigger folder gives a sample."""
     names: dict[str, Path] = {}
     seen = 0
-    for directory, subfolders, files in os.walk(folder):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        seen += len(subfolders) + len(files)
-        for name in sorted(files):
-            path = Path(directory, name)
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            stem = path.stem
-            suffix = _mask_suffix(stem)
-            key = path.relative_to(folder).with_name(stem[: len(stem) - len(suffix)] if suffix else stem)
-            names.setdefault(_number_key(key), path)
-        if seen >= _HINT_ENTRIES:
-            break
-    return names
+    queue: deque[Path] = deque([folder])
+    while queue and seen < _HINT_ENTRIES:
+        directory = queue.popleft()
+        below: list[str] = []
+        try:
+            with os.scandir(directory) as scan:
+                # islice stops at the cap without taking one more entry from the disk.
+                for entry in islice(scan, _HINT_ENTRIES - seen):
+                    seen += 1
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    if entry.is_dir():
+                        if not entry.is_symlink():
+                            below.append(name)
+                        continue
+                    if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                        continue
+                    path = directory / name
+                    stem = path.stem
+                    suffix = _mask_suffix(stem)
+                    key = _number_key(path.relative_to(folder).with_name(stem[: len(stem) - len(suffix)]
+                                                                         if suffix else stem))
+                    if key not in names or path < names[key]:
+                        names[key] = path
+        except OSError:  # unreadable, or gone meanwhile: no names there
+            pass
+        queue.extend(directory / name for name in sorted(below))
+    return names, not queue and seen < _HINT_ENTRIES
 
 
 def _looks_like_mask(path: Path) -> bool | None:
@@ -511,15 +528,28 @@ def _looks_like_mask(path: Path) -> bool | None:
 def _sibling_hint(root: Path) -> str:
     """For ``root`` without images/ and masks/ folders: the two of its sub-folders whose image files
     share the most names (``frames/a.jpg`` + ``alpha/a.png``), as the ``crm batch --masks`` line
-    that pairs them; "" when no two share a name. The masks' folder is the one whose file of a shared
-    name reads as a mask while the other's does not; when both or neither do, the hint says which
-    folder --masks takes."""
+    that pairs them; "" when no two share a name. Names are compared among those :func:`_hint_names`
+    reads (a sample of a big folder: the hint then says "at least"). The masks' folder is the one
+    whose file of a shared name reads as a mask while the other's does not; when both or neither do,
+    the hint says which folder --masks takes."""
     try:
-        folders = sorted(entry.name for entry in os.scandir(root)
-                         if not entry.name.startswith(".") and entry.is_dir())[:_HINT_FOLDERS]
+        real_root = os.path.realpath(root)
+        # root itself is listed whole, as the walk that found no pairs in it has just done.
+        with os.scandir(root) as scan:
+            found = sorted((entry.is_symlink(), entry.name) for entry in scan
+                           if not entry.name.startswith(".") and entry.is_dir())
     except OSError:
         return ""
-    names = {folder: _hint_names(root / folder) for folder in folders}
+    chosen: dict[str, str] = {}  # real folder: the name read, its own folder's before a link's, in name order
+    for link, name in found:
+        if len(chosen) == _HINT_FOLDERS:
+            break
+        real = os.path.realpath(root / name) if link else os.path.join(real_root, name)
+        if not _under(real_root, real):  # a link to root or to a folder around it: no folder of photos
+            chosen.setdefault(real, name)
+    folders = sorted(chosen.values())
+    read = {folder: _hint_names(root / folder) for folder in folders}
+    names = {folder: found_names for folder, (found_names, _) in read.items()}
     best: tuple[int, str, str] = (0, "", "")
     for index, first in enumerate(folders):
         for second in folders[index + 1:]:
@@ -533,7 +563,9 @@ def _sibling_hint(root: Path) -> str:
     kinds = _looks_like_mask(names[photos][key]), _looks_like_mask(names[masks][key])
     if kinds == (True, False):
         photos, masks = masks, photos
-    same = (f"{photos}/ and {masks}/ share {count_noun(shared, 'image name')} (e.g. {names[photos][key]} + "
+    # Of a folder read in part only the names read are compared: the two share that many at least.
+    least = "" if read[photos][1] and read[masks][1] else "at least "
+    same = (f"{photos}/ and {masks}/ share {least}{count_noun(shared, 'image name')} (e.g. {names[photos][key]} + "
             f"{names[masks][key]})")
     command = f"crm batch {root / photos} --masks {root / masks}"
     if kinds in ((True, False), (False, True)):
