@@ -1,6 +1,7 @@
-"""`crm batch` resuming by the settings each output was made with (audit s34): every output records a
-fingerprint of them in a PNG text chunk, read without decoding the image; one made with other settings
-is refined again, with one warning counting them. And `-o -` is a usage error, not a folder named "-"."""
+"""`crm batch` resuming by the settings each output was made with (audit s34): every output records
+what shaped it (a short JSON in a PNG text chunk, read without decoding the image); one made with other
+settings is refined again, with one warning counting them, and options that make the same pixels are the
+same settings. And `-o -` is a usage error, not a folder named "-" (which `-o ./-` names)."""
 
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def test_a_job_checks_the_record_under_its_lock_as_the_scan_does(tmp_path: Path)
                                  settings=PRESETS["auto"], weights="w")
         outcome = refine_pair_job(None, job, settings=None, mode="auto", labels=None, output_kind=kind,
                                   threshold=None, record=record)
-        assert read_png_text(output, SETTINGS_KEYWORD) == record.passthrough
+        assert read_png_text(output, SETTINGS_KEYWORD) == record.stamp("binary", "binary", True)
         return outcome
 
     assert run("soft")["status"] == "ok"
@@ -202,7 +203,7 @@ def test_the_record_is_read_from_the_chunks_before_the_image_data_without_decodi
     assert counts_as_done(path, record=record) == (True, None)
 
     # A damaged record (its CRC) is a damaged output: made again, saying why.
-    write_png(path, values, text={SETTINGS_KEYWORD: record.refined})
+    write_png(path, values, text={SETTINGS_KEYWORD: record.stamp("binary", "binary", False)})
     assert counts_as_done(path, record=record) == (True, None)
     data = bytearray(path.read_bytes())
     start = next(start for kind, start, _ in png_chunks(bytes(data)) if kind == b"tEXt")
@@ -248,3 +249,202 @@ def test_a_ray_batch_redoes_outputs_made_with_other_settings(tiny_weights: Path,
     assert modes(out, names) == ["L"] * 4
     again = runner.invoke(app, batch_args(data, out, tiny_weights, "-k", "soft", "--json"))
     assert (summary_of(again)["done"], summary_of(again)["skipped"]) == (0, 4)  # the same record as a plain run
+
+
+# Review of the record (s34): options that make the same pixels are the same settings; the record names
+# what shaped each output, so a rerun spelling them otherwise skips everything, and says nothing.
+
+def label_map_pairs(data: Path, count: int = 2) -> list[str]:
+    """``count`` photos with grey label maps of ids 3 and 7 (read as label maps in auto mode)."""
+    import cv2
+
+    for k in range(count):
+        _, mask = write_scene_files(data, f"m{k}_im", f"m{k}_seg", seed=k)
+        ids = np.zeros((96, 128), np.uint8)
+        ids[10:50, 10 + 4 * k:60], ids[40:90, 60:120 - 4 * k] = 3, 7
+        cv2.imwrite(str(mask), ids)
+    return [f"m{k}_mask.png" for k in range(count)]
+
+
+def record_of(path: Path) -> dict:
+    from crm_cli.cli.batch import SETTINGS_KEYWORD
+    from crm_cli.writing import read_png_text
+
+    text = read_png_text(path, SETTINGS_KEYWORD)
+    assert text is not None
+    return json.loads(text)
+
+
+def stamps_of(out: Path, names: list[str]) -> list[int]:
+    return [(out / name).stat().st_mtime_ns for name in names]
+
+
+def assert_all_skipped(result, out: Path, names: list[str], stamps: list[int]) -> None:  # noqa: ANN001
+    summary = summary_of(result)
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (0, len(names), 0)
+    assert "other settings" not in result.stderr and "warning" not in result.stderr
+    assert stamps_of(out, names) == stamps
+
+
+@pytest.mark.parametrize(("first", "again"), [
+    (("-k", "binary"), ("-k", "binary", "-t", "0.5")),
+    (("-k", "binary", "-t", "0.5"), ("-t", "0.5")),
+    (("-t", "0.5"), ("-k", "binary")),
+    (("-k", "overlay"), ("-k", "overlay", "-t", "0.5")),
+    ((), ("--labels", "3,7")),  # ignored by masks refined as one object
+    (("--mode", "auto"), ("--mode", "binary")),
+    (("--mode", "binary"), ("--mode", "auto")),
+])
+def test_equal_settings_spelled_otherwise_skip_binary_masks(tiny_weights: Path, tmp_path: Path,
+                                                             first: tuple[str, ...], again: tuple[str, ...]) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = four_pairs(data)[:2]
+    for path in [*data.glob("p2_*"), *data.glob("p3_*")]:
+        path.unlink()
+    write_scene_files(data, "small_im", "small_seg", size=(40, 60), seed=9)  # passed through
+    names.append("small_mask.png")
+    assert runner.invoke(app, batch_args(data, out, tiny_weights, *first)).exit_code == 0
+    stamps = stamps_of(out, names)
+    assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, *again, "--json")), out, names, stamps)
+
+
+def test_equal_settings_spelled_otherwise_skip_label_maps(tiny_weights: Path, tmp_path: Path) -> None:
+    """--labels is a set without the background; a label map is written as a label image, so the
+    output kind and threshold do not shape it; auto chooses labels for a label map."""
+    import cv2
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = label_map_pairs(data)
+    _, small = write_scene_files(data, "small_im", "small_seg", size=(40, 60), seed=9)  # passed through
+    small_ids = np.zeros((40, 60), np.uint8)
+    small_ids[5:20, 5:30], small_ids[20:35, 30:55] = 3, 7
+    cv2.imwrite(str(small), small_ids)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "3,7")).exit_code == 0
+    assert record_of(out / "small_mask.png") == {"version": 2, "mode": "labels", "auto": "labels", "passthrough": True}
+    names.append("small_mask.png")
+    assert [Image.open(out / name).mode for name in names] == ["L", "L", "L"]
+    assert {int(v) for v in np.unique(np.asarray(Image.open(out / names[0])))} <= {0, 3, 7}
+    stamps = stamps_of(out, names)
+    for again in (("--labels", "7,3"), ("--labels", "7,0,3,3"), ("--labels", "3,7", "-k", "cutout", "-t", "0.2"),
+                  ("--labels", "3,7", "--mode", "labels")):
+        assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, *again, "--json")), out, names,
+                           stamps)
+    fields = record_of(out / names[0])
+    assert {key: fields[key] for key in ("version", "mode", "auto", "labels")} == {
+        "version": 2, "mode": "labels", "auto": "labels", "labels": [3, 7]}
+    assert "output" not in fields and "threshold" not in fields
+
+
+def test_a_real_change_of_the_output_kind_redoes_binary_masks(tiny_weights: Path, tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = four_pairs(data)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights, "-k", "soft")).exit_code == 0
+    assert record_of(out / names[0])["output"] == "soft" and record_of(out / names[0])["threshold"] is None
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "-k", "binary", "--json"))
+    assert (summary_of(result)["done"], summary_of(result)["skipped"]) == (4, 0)
+    assert flat(result.stderr).count(f"warning: 4 outputs {OTHER}: refined again (e.g. {out / names[0]})") == 1
+    fields = record_of(out / names[0])
+    assert {key: fields[key] for key in ("version", "mode", "auto", "output", "threshold")} == {
+        "version": 2, "mode": "binary", "auto": "binary", "output": "binary", "threshold": 0.5}
+    assert "labels" not in fields
+    assert {int(v) for v in np.unique(np.asarray(Image.open(out / names[0])))} <= {0, 255}
+    stamps = stamps_of(out, names)
+    assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, "-t", "0.5", "--json")), out, names,
+                       stamps)
+
+
+def test_other_labels_redo_label_maps(tiny_weights: Path, tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = label_map_pairs(data)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "3")).exit_code == 0
+    assert record_of(out / names[0])["labels"] == [3]
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "3,7", "--json"))
+    assert (summary_of(result)["done"], summary_of(result)["skipped"]) == (2, 0)
+    assert flat(result.stderr).count(f"warning: 2 outputs {OTHER}: refined again (e.g. {out / names[0]})") == 1
+    assert record_of(out / names[0])["labels"] == [3, 7]
+    stamps = stamps_of(out, names)
+    assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "7,3", "--json")), out,
+                       names, stamps)
+
+
+def test_another_mode_redoes_label_maps_both_ways(tiny_weights: Path, tmp_path: Path) -> None:
+    """Refined as label maps (auto), then --mode binary: redone as one object. Refined with --mode binary,
+    then auto: the record says auto chooses labels for these masks, so they are redone as label maps."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = label_map_pairs(data)
+    assert runner.invoke(app, batch_args(data, out, tiny_weights)).exit_code == 0
+    assert record_of(out / names[0])["mode"] == "labels"
+    binary = runner.invoke(app, batch_args(data, out, tiny_weights, "--mode", "binary", "--json"))
+    assert (summary_of(binary)["done"], summary_of(binary)["skipped"]) == (2, 0)
+    assert flat(binary.stderr).count(f"warning: 2 outputs {OTHER}: refined again (e.g. {out / names[0]})") == 1
+    fields = record_of(out / names[0])
+    assert (fields["mode"], fields["auto"], fields["output"]) == ("binary", "labels", "soft")
+    assert not {3, 7} <= {int(v) for v in np.unique(np.asarray(Image.open(out / names[0])))}  # no ids kept
+    stamps = stamps_of(out, names)
+    assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, "--mode", "binary", "--json")), out,
+                       names, stamps)
+
+    auto = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert (summary_of(auto)["done"], summary_of(auto)["skipped"]) == (2, 0)
+    assert flat(auto.stderr).count(f"warning: 2 outputs {OTHER}: refined again") == 1
+    assert (record_of(out / names[0])["mode"], record_of(out / names[0])["auto"]) == ("labels", "labels")
+    assert {int(v) for v in np.unique(np.asarray(Image.open(out / names[0])))} <= {0, 3, 7}
+
+
+def test_records_of_another_format_count_as_other_settings(tiny_weights: Path, tmp_path: Path) -> None:
+    """The bare fingerprint the first version wrote (16 hex digits of a hash; it cannot be compared field
+    by field), a record of an unknown version and one that is no JSON object: each output is redone
+    once, with the warning, and then skipped."""
+    import hashlib
+    from dataclasses import asdict
+
+    from crm_cli.cli.batch import SETTINGS_KEYWORD, weights_identity
+    from crm_cli.presets import PRESETS
+    from crm_cli.writing import write_png
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    names = four_pairs(data)[:3]
+    for path in data.glob("p3_*"):
+        path.unlink()
+    assert runner.invoke(app, batch_args(data, out, tiny_weights)).exit_code == 0
+    # What the first version recorded for these very settings (-k soft, mode auto, the auto preset).
+    preset = {key: value for key, value in asdict(PRESETS["auto"]).items() if key != "description"}
+    first = {"version": 1, "mode": "auto", "output": "soft", "threshold": None, "labels": None, "preset": preset,
+             "weights": weights_identity(str(tiny_weights))}
+    old = hashlib.sha256(json.dumps(first, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    unknown = json.dumps({**record_of(out / names[1]), "version": 3})
+    for name, text in zip(names, (old, unknown, "[2]"), strict=True):
+        write_png(out / name, np.asarray(Image.open(out / name)), text={SETTINGS_KEYWORD: text})
+    result = runner.invoke(app, batch_args(data, out, tiny_weights, "--json"))
+    assert (summary_of(result)["done"], summary_of(result)["skipped"]) == (3, 0)
+    assert flat(result.stderr).count(f"warning: 3 outputs {OTHER}: refined again (e.g. {out / names[0]})") == 1
+    assert all(record_of(out / name)["version"] == 2 for name in names)
+    stamps = stamps_of(out, names)
+    assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, "--json")), out, names, stamps)
+
+
+def test_a_folder_named_dash_is_given_as_dot_slash_dash(tiny_weights: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a bare - is refused (standard output); ./- names a folder called "-"."""
+    data = tmp_path / "data"
+    names = four_pairs(data)[:1]
+    for path in [*data.glob("p1_*"), *data.glob("p2_*"), *data.glob("p3_*")]:
+        path.unlink()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["batch", "data", "-o", "./-", "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert summary_of(result)["done"] == 1
+    assert [item["output"] for item in summary_of(result)["items"]] == [f"-/{names[0]}"]
+    assert sorted(path.name for path in (tmp_path / "-").iterdir()) == names
+
+
+def test_a_file_as_the_output_folder_is_a_usage_error_naming_it(tiny_weights: Path, tmp_path: Path) -> None:
+    """-o is read as typed (a str, for ./-), so batch itself refuses a file there, as click did."""
+    data, blocker = tmp_path / "data", tmp_path / "notes.txt"
+    four_pairs(data)
+    blocker.write_text("keep")
+    for extra in ((), ("--json",)):
+        result = runner.invoke(app, batch_args(data, blocker, tiny_weights, *extra))
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '--output': {blocker} is a file, not a folder" in flat(result.stderr)
+    assert json.loads(result.stdout)["error"] == f"Invalid value for '--output': {blocker} is a file, not a folder"
+    assert blocker.read_text() == "keep"

@@ -135,14 +135,16 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
 STALE = "older than its photo or mask"
 # counts_as_done's reason for a finished output made with other settings than this run's (OutputRecord).
 OTHER_SETTINGS = "made with other settings"
-# The PNG text chunk in which batch records what made an output, and the version of what batch writes
-# for the same settings (raise it when a change of crm makes batch write other pixels for them).
+# The PNG text chunk in which batch records what made an output (OutputRecord.stamp), and the version of
+# that record: raise it when its fields change, or when a change of crm makes batch write other pixels
+# for the same settings. A record of another version (or not one at all: the bare fingerprint version 1
+# wrote) counts as made with other settings.
 SETTINGS_KEYWORD = "crm batch settings"
-OUTPUT_FORMAT_VERSION = 1
+OUTPUT_FORMAT_VERSION = 2
 
 
 def weights_identity(weights: Path | str | None) -> str:
-    """What names the weights in an output's settings fingerprint, read without loading them: the
+    """What names the weights in an output's settings record, read without loading them: the
     sha256 their sidecar records (the one the Refiner verifies the file against before refining,
     failing otherwise) with the sidecar's final-stage entry; without a sidecar sha256, the file's
     real path, size and modification time."""
@@ -163,40 +165,94 @@ def weights_identity(weights: Path | str | None) -> str:
     return f"{path.resolve()} {info.st_size} {info.st_mtime_ns}"
 
 
+def effective_rendering(output_kind: str, threshold: float | None) -> tuple[str, float | None]:
+    """(output kind, threshold) as outputs.render_output applies them to a mask refined as one object,
+    so that options making the same pixels are equal: ``soft`` with a threshold is ``binary``; binary
+    and overlay outputs cut at DEFAULT_THRESHOLD without one; soft, soft16 and cut-out outputs are
+    not cut without one (None)."""
+    from ..outputs import DEFAULT_THRESHOLD
+
+    if output_kind == "soft" and threshold is not None:
+        output_kind = "binary"
+    if threshold is None and output_kind in ("binary", "overlay"):
+        threshold = DEFAULT_THRESHOLD
+    return output_kind, None if threshold is None else float(threshold)
+
+
 @dataclass(frozen=True)
 class OutputRecord:
-    """The fingerprints of the settings that shape one batch run's outputs, written into each output
-    (a PNG text chunk, SETTINGS_KEYWORD) and compared on resume: ``refined`` for a refined pair,
-    ``passthrough`` for an image too small to refine, whose mask is written unchanged (rendered as
-    asked: no labels, preset or weights shape it). A pair is passed through by its image's size
-    alone, so both are this run's own."""
+    """What shapes one batch run's outputs, normalised so that options making the same pixels are
+    equal. Each output records what shaped it (:meth:`stamp`: a short JSON in a PNG text chunk,
+    SETTINGS_KEYWORD), and a rerun compares that with its own options (:meth:`accepts`).
 
-    refined: str
-    passthrough: str
+    ``mode`` is the run's --mode (auto, binary or labels). A mask refined as one object (mode binary)
+    is shaped by ``output_kind`` and ``threshold`` (effective_rendering), not by --labels; a label map
+    by ``labels`` (ascending, without the background, which is never refined; None for all), not by
+    the output options (it is written as a label image). A refined pair is shaped by ``preset`` (its
+    ratios and switches, guard included) and ``weights`` too; a pair passed through (an image too
+    small to refine: its mask is written unchanged, rendered as asked) by neither, nor by --labels.
+    A pair is passed through by its image's size alone, so a record's pass-through is this run's own."""
+
+    mode: str
+    labels: tuple[int, ...] | None
+    output_kind: str
+    threshold: float | None
+    preset: dict[str, Any]
+    weights: str
 
     @classmethod
     def of(cls, *, mode: str, labels: Sequence[int] | None, output_kind: str, threshold: float | None,
            settings: Any, weights: str) -> OutputRecord:
         """The record of a run: ``settings`` the presets.Preset (its ratios and switches), ``weights``
-        their weights_identity."""
-        rendering = {"version": OUTPUT_FORMAT_VERSION, "mode": mode, "output": output_kind, "threshold": threshold}
+        their weights_identity (recorded as a digest: an output names no folder of its maker's)."""
+        from ..labels import BACKGROUND
+
+        kind, limit = effective_rendering(output_kind, threshold)
         preset = {key: value for key, value in asdict(settings).items() if key != "description"}
-        refined = {**rendering, "labels": list(labels) if labels else None, "preset": preset, "weights": weights}
-        return cls(refined=_fingerprint(refined), passthrough=_fingerprint({**rendering, "passthrough": True}))
+        ids = None if labels is None else tuple(sorted({int(label) for label in labels} - {BACKGROUND}))
+        return cls(mode=mode, labels=ids, output_kind=kind, threshold=limit,
+                   preset=json.loads(json.dumps(preset, default=str)),
+                   weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16])
+
+    def stamp(self, chosen: str, auto: str, passthrough: bool) -> str:
+        """The record written into an output of this run: ``chosen`` the mode the pair was refined in
+        (binary or labels), ``auto`` the one --mode auto chooses for its mask (``chosen`` itself when
+        this run's mode is auto), ``passthrough`` whether the pair was passed through."""
+        fields: dict[str, Any] = {"version": OUTPUT_FORMAT_VERSION, "mode": chosen, "auto": auto}
+        if passthrough:
+            fields["passthrough"] = True
+        if chosen == "binary":
+            fields.update(output=self.output_kind, threshold=self.threshold)
+        elif not passthrough:
+            fields["labels"] = None if self.labels is None else list(self.labels)
+        if not passthrough:
+            fields.update(preset=self.preset, weights=self.weights)
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def accepts(self, recorded: str) -> bool:
-        """True when an output recorded as made with ``recorded`` is what this run would make."""
-        return recorded in (self.refined, self.passthrough)
+        """True when an output whose record reads ``recorded`` is what this run would make of its pair.
 
-
-def _fingerprint(fields: dict[str, Any]) -> str:
-    """16 hex digits of the sha256 of ``fields`` as canonical JSON."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        The pair's mode is this run's --mode, or with auto the one the record says auto chose (the mask
+        is the one it was made from: an output older than its mask is redone as stale); it must be the
+        mode the output was made in, and what shapes an output made in it must be this run's. A record
+        of another version, or that is no JSON object, is not accepted."""
+        try:
+            fields = json.loads(recorded)
+        except ValueError:
+            return False
+        if not isinstance(fields, dict) or fields.get("version") != OUTPUT_FORMAT_VERSION:
+            return False
+        chosen, auto = fields.get("mode"), fields.get("auto")
+        if chosen not in ("binary", "labels") or auto not in ("binary", "labels"):
+            return False
+        if (auto if self.mode == "auto" else self.mode) != chosen:
+            return False
+        return fields == json.loads(self.stamp(chosen, auto, fields.get("passthrough") is True))
 
 
 def recorded_settings(output: Path) -> tuple[str | None, str | None]:
-    """(the settings fingerprint recorded in a finished output, None when it has none: made by an
-    older crm or another tool; why its record cannot be read, or None). Reads the chunks before the
+    """(the settings record (OutputRecord.stamp) in a finished output, None when it has none: made by
+    an older crm or another tool; why its record cannot be read, or None). Reads the chunks before the
     image data only (writing.read_png_text); an output that is not a PNG has no record."""
     from ..writing import read_png_text
 
@@ -242,9 +298,10 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
     meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
     Either way a finished output older than one of its ``inputs`` (its photo and mask, see
     older_than_inputs) is not done: ``STALE``; nor is one whose recorded settings (recorded_settings)
-    ``record`` does not accept: ``OTHER_SETTINGS``. One without a record (an older crm's, another
-    tool's) is judged as before. This is the one place of the rule: batch's scan, its jobs (in this
-    process or on a Ray actor) and its summary all ask here. ``clocks``: see written_since.
+    ``record`` does not accept (OutputRecord.accepts): ``OTHER_SETTINGS``. One without a record (an
+    older crm's, another tool's) is judged as before; one whose record is damaged is not done. This is
+    the one place of the rule: batch's scan, its jobs (in this process or on a Ray actor) and its
+    summary all ask here. ``clocks``: see written_since.
     """
     if not overwrite:
         finished, problem = finished_output(output)
@@ -295,8 +352,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     ``skipped`` (with ``overwrite``, when it finished after ``since_ns``: see counts_as_done);
     an existing but incomplete output (see finished_output), or one older than the job's photo or
     mask (see older_than_inputs) or made with other settings than ``record``'s, is made again; the
-    output written records ``record``'s fingerprint (of a refined or a passed-through pair), when
-    given. A job marked ``passthrough`` (image too small), or
+    output written records what shaped it (OutputRecord.stamp), when ``record`` is given. A job marked
+    ``passthrough`` (image too small), or
     one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory fails
     the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
     notes, named by the pair unless they name its file, and what the library logged, see
@@ -305,8 +362,9 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
+    from ..imageio import read_mask
     from ..locks import OutputLock, describe_holder
-    from ..pipeline import refine_files
+    from ..pipeline import choose_mode, refine_files
     from ..writing import write_png
 
     start = time.perf_counter()
@@ -321,22 +379,28 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]),
                               record)[0]:
                 return {"status": "skipped", "seconds": 0.0, "warnings": shown}
+            # With --mode binary or labels, the record also says what --mode auto would choose for the
+            # mask, for a later run with auto to compare: read from the mask as decoded, before it is
+            # fitted to its photo (fitting keeps a label map one: nearest neighbour), and decoded once.
+            decoded = None if record is None or mode == "auto" else read_mask(job["mask"], name=job["mask_name"])
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
-                                          mask_name=job["mask_name"])
+                                          mask_name=job["mask_name"], decoded_mask=decoded)
                 height, width = result.output.shape[:2]
                 result.notes.append(passthrough_note(width, height, job["image_name"]))
             else:  # a label map holding none of --labels is written unchanged, without a model run
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
-                                      mask_name=job["mask_name"])
+                                      mask_name=job["mask_name"], decoded_mask=decoded)
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
-            made_with = None if record is None else record.passthrough if job.get("passthrough") else record.refined
-            write_png(job["output"], result.output, result.palette, result.icc_profile,
-                      None if made_with is None else {SETTINGS_KEYWORD: made_with})
+            made_with = None
+            if record is not None:
+                auto = result.mode if decoded is None else choose_mode(decoded, "auto", job["mask_name"])
+                made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, bool(job.get("passthrough")))}
+            write_png(job["output"], result.output, result.palette, result.icc_profile, made_with)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
@@ -359,8 +423,9 @@ def batch(
         help="A folder with images/ and masks/ (each mask named as its photo, or <name>_mask, <name>-matte...), "
              "a BIG-layout folder (*_im + *_seg), or photos with their <name>_mask masks beside them; with "
              "--masks, the photos' folder.")],
-    output_dir: Annotated[Path, typer.Option(
-        "--output", "-o", file_okay=False, metavar="DIR",
+    # A str, checked here: as a Path, ./- would read "-" (standard output, refused below).
+    output: Annotated[str, typer.Option(
+        "--output", "-o", metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
     masks_dir: Annotated[Path | None, typer.Option(
         "--masks", exists=True, file_okay=False, metavar="DIR",
@@ -392,15 +457,20 @@ def batch(
     from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
     from ..raybatch import RayRunError, ray_run
 
+    output_dir = Path(output)
     items: list[dict] = []
     # With --json, the summary of what was known when the run stopped, marked failed.
     fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
                                                      "output_dir": str(output_dir), "items": items})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        if str(output_dir) == "-":  # everywhere else - is stdout: no folder named "-" is made in silence
+        # Everywhere else - is stdout: no folder named "-" is made in silence. The argument as given,
+        # not as a Path: Path("./-") reads "-", and ./- names a folder.
+        if output == "-":
             raise typer.BadParameter("crm batch writes one file per pair into a folder, not to standard output; "
                                      "give a folder name", param_hint="'--output'")
+        if output_dir.exists() and not output_dir.is_dir():
+            raise typer.BadParameter(f"{output} is a file, not a folder", param_hint="'--output'")
         ray_spec = checked_ray_spec(options, ray_address)
         label_ids = parse_labels(labels, mode.value)
         settings = options.settings()
