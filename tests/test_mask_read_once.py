@@ -1,5 +1,5 @@
 """Masks read once: a label map counted once per decode (``MaskData`` shares
-one ``np.bincount`` between the label-map test and its ids), and the one rule of the EXIF
+one histogram between the label-map test and its ids), and the one rule of the EXIF
 orientations that swap the axes. Tiny synthetic masks; one test loads a tiny model."""
 
 from __future__ import annotations
@@ -40,19 +40,33 @@ class Counting:
         return self.function(values, *args, **kwargs)
 
 
+class Histograms:
+    """Patches ``np.bincount`` and ``cv2.calcHist`` (``MaskData`` counts values with either), counting
+    their calls on arrays of ``size`` elements together."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+        self.counters = (Counting(np.bincount, size), Counting(cv2.calcHist, size))
+        monkeypatch.setattr(np, "bincount", self.counters[0])
+        monkeypatch.setattr(cv2, "calcHist", self.counters[1])
+
+    @property
+    def calls(self) -> int:
+        """Calls of either function on arrays of ``size`` elements."""
+        return sum(counter.calls for counter in self.counters)
+
+
 @pytest.mark.parametrize(("kind", "dtype"), [("gray8", np.uint8), ("palette", np.uint8), ("gray16", np.uint16)])
 def test_a_label_map_is_counted_once_for_its_test_and_its_ids(kind: str, dtype: type,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     values = label_values(dtype)
     palette = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756 if kind == "palette" else None
     mask = MaskData(values, kind, palette)
-    bincount, unique = Counting(np.bincount, values.size), Counting(np.unique, values.size)
-    monkeypatch.setattr(np, "bincount", bincount)
+    histograms, unique = Histograms(monkeypatch, values.size), Counting(np.unique, values.size)
     monkeypatch.setattr(np, "unique", unique)
 
     assert mask.is_label_map() and mask.is_label_map()
     assert mask.label_ids == [1, 2, 3] and mask.label_ids == [1, 2, 3]
-    assert (bincount.calls, unique.calls) == (1, 0)
+    assert (histograms.calls, unique.calls) == (1, 0)
 
 
 def test_ids_come_from_counts_only_where_the_map_was_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,13 +74,12 @@ def test_ids_come_from_counts_only_where_the_map_was_counted(monkeypatch: pytest
     # reads its ids, found by np.unique as before rather than by a 65536-entry count.
     values = label_values(np.uint16) * 1000
     mask = MaskData(values, "gray16")
-    bincount, unique = Counting(np.bincount, values.size), Counting(np.unique, values.size)
-    monkeypatch.setattr(np, "bincount", bincount)
+    histograms, unique = Histograms(monkeypatch, values.size), Counting(np.unique, values.size)
     monkeypatch.setattr(np, "unique", unique)
 
     assert not mask.is_label_map() and mask.maximum >= LABEL_ID_LIMIT
     assert mask.label_ids == [1000, 2000, 3000]
-    assert (bincount.calls, unique.calls) == (0, 1)
+    assert (histograms.calls, unique.calls) == (0, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -88,21 +101,20 @@ def write_label_pair(folder: Path) -> np.ndarray:
     return values
 
 
-def count_decodes_and_counts(monkeypatch: pytest.MonkeyPatch, size: int) -> tuple[list, Counting]:
-    """Patch the mask decoder and ``np.bincount`` to record decoded mask files and counts of ``size`` values."""
+def count_decodes_and_counts(monkeypatch: pytest.MonkeyPatch, size: int) -> tuple[list, Histograms]:
+    """Patch the mask decoder and the histograms to record decoded mask files and counts of ``size`` values."""
     from crm_cli import imageio
 
-    bincount = Counting(np.bincount, size)
-    monkeypatch.setattr(np, "bincount", bincount)
+    histograms = Histograms(monkeypatch, size)
     decodes: list = []
     mask_data = imageio._mask_data  # called once per decoded mask file
     monkeypatch.setattr(imageio, "_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
-    return decodes, bincount
+    return decodes, histograms
 
 
 def test_refine_labels_decodes_and_counts_the_map_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     values = write_label_pair(tmp_path)
-    decodes, bincount = count_decodes_and_counts(monkeypatch, values.size)
+    decodes, histograms = count_decodes_and_counts(monkeypatch, values.size)
 
     # No id there: nothing to refine, so no model loads (these weights are absent).
     result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "-o",
@@ -112,7 +124,7 @@ def test_refine_labels_decodes_and_counts_the_map_once(tmp_path: Path, monkeypat
     assert result.exit_code == 0, result.output
     assert "it holds labels 1, 2: nothing to refine" in " ".join(result.stderr.split())
     # The pre-model checks' decode is the one the output is made from.
-    assert (len(decodes), bincount.calls) == (1, 1)
+    assert (len(decodes), histograms.calls) == (1, 1)
     np.testing.assert_array_equal(read_mask(tmp_path / "out.png").values, values)
 
 

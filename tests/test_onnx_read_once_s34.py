@@ -93,3 +93,60 @@ def test_an_unpickled_refiner_runs_the_encoder_bytes_it_checked(tmp_path: Path, 
     np.testing.assert_array_equal(latent(twin.runner.session), expected)
     assert given == [verified]
     assert twin.runner.encoder_sha256 == refiner.runner.encoder_sha256
+
+
+def sha256_calls_over(monkeypatch: pytest.MonkeyPatch, data: bytes) -> list[bytes]:
+    """Record every ``hashlib.sha256(data)`` call given exactly ``data`` (the modules call it through
+    ``hashlib``, so patching the module attribute sees them all); returns the growing record."""
+    import hashlib
+
+    real = hashlib.sha256
+    calls: list[bytes] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        if args and bytes(args[0]) == data:
+            calls.append(bytes(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    return calls
+
+
+def test_building_an_onnx_refiner_hashes_the_encoder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights, encoder = exported_tiny(tmp_path, seed=0)
+    calls = sha256_calls_over(monkeypatch, encoder.read_bytes())
+    refiner = Refiner(weights, device="cpu", backend="onnx")
+    assert len(calls) == 1  # verify_encoder's; the runner keeps that digest
+    assert refiner.runner.encoder_sha256 == read_sidecar(weights)["onnx"]["sha256"]
+    # Unpickling still verifies the file it reopens: one hash more.
+    twin = pickle.loads(pickle.dumps(refiner))
+    assert len(calls) == 2 and twin.runner.encoder_sha256 == refiner.runner.encoder_sha256
+
+
+def test_verify_encoder_returns_the_bytes_and_their_digest(tmp_path: Path) -> None:
+    from crm_cli.checkpoint import verify_encoder
+
+    weights, encoder = exported_tiny(tmp_path, seed=0)
+    data, digest = verify_encoder(encoder, weights)
+    assert data == encoder.read_bytes()
+    assert digest == read_sidecar(weights)["onnx"]["sha256"]
+
+
+def test_the_runner_hashes_only_bytes_it_was_not_given_a_digest_of(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.checkpoint import checked_info
+    from crm_cli.onnx_runner import NumpyDecoder, OnnxStageRunner
+
+    weights, encoder = exported_tiny(tmp_path, seed=0)
+    data = encoder.read_bytes()
+    expected = read_sidecar(weights)["onnx"]["sha256"]
+    config = checked_info(weights).config
+    decoder = NumpyDecoder.from_checkpoint(weights, config)
+    calls = sha256_calls_over(monkeypatch, data)
+    given = OnnxStageRunner(encoder, decoder, config, encoder_data=data, encoder_sha256=expected)
+    assert given.encoder_sha256 == expected and calls == []
+    hashed = OnnxStageRunner(encoder, decoder, config, encoder_data=data)
+    assert hashed.encoder_sha256 == expected and len(calls) == 1
+    # A digest without the bytes it is of is not trusted: the bytes read here are hashed.
+    read = OnnxStageRunner(encoder, decoder, config, encoder_sha256="0" * 64)
+    assert read.encoder_sha256 == expected and len(calls) == 2

@@ -223,10 +223,11 @@ def verify_sha256(weights: Path | str | WeightsSidecar) -> str:
     return digest
 
 
-def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> bytes:
+def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> tuple[bytes, str]:
     """Read an ONNX encoder once and check its bytes against the sha256 that the sidecar of ``weights``
-    records for it; WeightsError if they differ. Returns those bytes (also where the sidecar records no
-    sha256): a session built from them runs what was checked, whatever happens to the file since."""
+    records for it; WeightsError if they differ. Returns those bytes and their hex sha256 (also where the
+    sidecar records no sha256): a session built from them runs what was checked, whatever happens to the
+    file since, and the runner keeps the digest without hashing them again."""
     side = WeightsSidecar.of(weights)
     entry = (side.data or {}).get("onnx")
     expected = entry.get("sha256") if isinstance(entry, dict) else None
@@ -234,7 +235,7 @@ def verify_encoder(path: Path, weights: Path | str | WeightsSidecar) -> bytes:
     digest = hashlib.sha256(data).hexdigest()
     if expected and digest != expected:
         raise WeightsError(_hash_mismatch(path, digest, expected, side.weights))
-    return data
+    return data, digest
 
 
 def _hash_mismatch(path: Path, digest: str, expected: Any, weights: Path) -> str:

@@ -345,9 +345,11 @@ class Refiner:
 
         info = checked_info(sidecar)
         # The bytes just verified, read once: the session runs them even if the file changes now.
-        data = verify_encoder(encoder, sidecar)
+        data, digest = verify_encoder(encoder, sidecar)
         decoder = NumpyDecoder.from_checkpoint(sidecar.weights, info.config)
-        return OnnxStageRunner(encoder, decoder, info.config, threads=threads, encoder_data=data, **tiles), info
+        runner = OnnxStageRunner(encoder, decoder, info.config, threads=threads, encoder_data=data,
+                                 encoder_sha256=digest, **tiles)
+        return runner, info
 
     @property
     def backend(self) -> str:

@@ -331,8 +331,9 @@ class MaskData:
     @cached_property
     def label_ids(self) -> list[int]:
         """The non-background ids of the mask read as a label map (``labels.label_ids``), found once:
-        the ``--labels`` notes and the refinement both read them. Where the values are counted for
-        :meth:`is_label_map` (uint8, or 16-bit ids up to VOID_ID), the ids come from those counts."""
+        the ``--labels`` notes and the refinement both read them. uint8 values, and 16-bit ids up to
+        VOID_ID, are read from :attr:`_counts`, the histogram :meth:`is_label_map` reads too (one pass
+        over the values for both); other values are found with ``np.unique``."""
         from .labels import label_ids
 
         counted = self.values.dtype == np.uint8 or (
@@ -349,10 +350,25 @@ class MaskData:
 
     @cached_property
     def _counts(self) -> np.ndarray:
-        """How many pixels hold each value (``np.bincount``; 256 entries for uint8 values), counted
-        once: :meth:`is_label_map` and :attr:`label_ids` both read it. Asked for only where it is
-        short (uint8 values, or a largest value up to VOID_ID)."""
-        return np.bincount(self.values.ravel(), minlength=256 if self.values.dtype == np.uint8 else 0)
+        """How many pixels hold each value, counted once: :meth:`is_label_map`, :attr:`object_value`,
+        :attr:`distinct_values` and :attr:`label_ids` all read it. Asked for only where it is short
+        (uint8 values, or a largest value up to VOID_ID).
+
+        uint8 values, and uint16 values up to VOID_ID, are counted by ``cv2.calcHist`` (256 entries),
+        several times faster than ``np.bincount``, whose int64 copy of a 4K mask is the cost. Its counts
+        come as float32, exact up to 2**24 pixels of a value and rounded beyond, never to 0: the readers
+        ask only which values are present, and :meth:`_ids_and_void` compares two counts, where that
+        rounding does not matter. Other integers given through the API are counted by ``np.bincount``."""
+        import cv2
+
+        values = self.values
+        short = values.dtype == np.uint8 or (
+            values.dtype == np.uint16 and self.kind != "float" and self.maximum <= VOID_ID)
+        if short and values.size:
+            values = np.ascontiguousarray(values)
+            counts = cv2.calcHist([values], [0], None, [VOID_ID + 1], [0, VOID_ID + 1])
+            return counts.ravel().astype(np.int64)
+        return np.bincount(values.ravel(), minlength=256 if values.dtype == np.uint8 else 0)
 
     @cached_property
     def object_value(self) -> int | None:
@@ -440,23 +456,16 @@ class MaskData:
         """True for 8-bit values (largest VOID_ID) that are ids under LABEL_ID_LIMIT, at least one,
         and VOID_ID, more than two values in all, where the VOID_ID pixels are no more than the ids'
         (Cityscapes' void regions) or are a band along their edges (:meth:`_void_is_a_band`)."""
-        import cv2
-
-        # A histogram, not _counts: every 8-bit soft mask reaches 255, and np.bincount's int64 copy of
-        # a 4K mask costs ten times as much.
-        if self.values.dtype in (np.uint8, np.uint16):
-            values = np.ascontiguousarray(self.values)
-            counts = cv2.calcHist([values], [0], None, [VOID_ID + 1], [0, VOID_ID + 1]).ravel()
-        else:  # other integers given through the API
-            counts = self._counts
+        # Every 8-bit soft mask reaches 255: _counts is cv2.calcHist's histogram for these values.
+        counts = self._counts
         present = counts > 0
         if present[LABEL_ID_LIMIT:VOID_ID].any() or not present[1:LABEL_ID_LIMIT].any():
             return False
         if int(np.count_nonzero(present)) <= 2:
             return False
         # calcHist counts in float32, exact up to 2**24 pixels and near enough beyond for this comparison.
-        ids = float(counts[1:LABEL_ID_LIMIT].sum(dtype=np.float64))
-        return float(counts[VOID_ID]) <= ids or self._void_is_a_band()
+        ids = int(counts[1:LABEL_ID_LIMIT].sum())
+        return int(counts[VOID_ID]) <= ids or self._void_is_a_band()
 
     def _void_is_a_band(self) -> bool:
         """True when the VOID_ID pixels are a thin band along the ids' edges, as VOC draws its void, rather

@@ -297,10 +297,12 @@ class OnnxStageRunner(TiledRunner):
     backend = "onnx"
 
     def __init__(self, encoder_path: Path, decoder: NumpyDecoder, config: ArchConfig, *, threads: int | None = None,
-                 encoder_data: bytes | None = None, **tiles: int) -> None:
+                 encoder_data: bytes | None = None, encoder_sha256: str | None = None, **tiles: int) -> None:
         """``encoder_data``: the encoder file's bytes as the caller read and verified them
         (``checkpoint.verify_encoder``; None: read here). The session is built from them and a
-        pickled or copied runner reopens the file only when it still has their sha256."""
+        pickled or copied runner reopens the file only when it still has their sha256.
+        ``encoder_sha256``: the hex sha256 of ``encoder_data`` as the caller computed it (None: hashed
+        here); ignored when ``encoder_data`` is None, since the bytes read here are hashed."""
         super().__init__(**tiles)
 
         threads = usable_threads(threads)
@@ -308,7 +310,8 @@ class OnnxStageRunner(TiledRunner):
         self.encoder_path = Path(encoder_path).absolute()
         data = self.encoder_path.read_bytes() if encoder_data is None else encoder_data
         self.session = open_encoder_session(self.encoder_path, threads, data)
-        self.encoder_sha256 = hashlib.sha256(data).hexdigest()
+        given = encoder_sha256 if encoder_data is not None else None
+        self.encoder_sha256 = given or hashlib.sha256(data).hexdigest()
         self.threads = threads
         self.decoder_pool = DecoderPool(threads)
         self._latent_store: np.ndarray | None = None

@@ -70,6 +70,18 @@ def render_overlay(image: np.ndarray, probability: np.ndarray, coarse: np.ndarra
     return canvas
 
 
+def effective_rendering(kind: str, threshold: float | None) -> tuple[str, float | None]:
+    """(output kind, threshold) as :func:`render_output` applies them, so that options making the same
+    pixels are equal: ``soft`` with a threshold is ``binary``; binary and overlay outputs cut at
+    DEFAULT_THRESHOLD without one; soft, soft16 and cut-out outputs are not cut without one (None).
+    A given threshold comes back as given (a NumPy float keeps its precision in the comparison)."""
+    if kind == "soft" and threshold is not None:
+        kind = "binary"
+    if threshold is None and kind in ("binary", "overlay"):
+        threshold = DEFAULT_THRESHOLD
+    return kind, threshold
+
+
 def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None = None,
                   coarse: np.ndarray | None = None, threshold: float | None = None) -> np.ndarray:
     """Render a probability map (H, W) in [0, 1] as one of ``OUTPUT_KINDS``.
@@ -87,11 +99,9 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     prob = _check_probability(probability)
-    if kind == "soft" and threshold is not None:
-        kind = "binary"
-    limit = DEFAULT_THRESHOLD if threshold is None else threshold
-    if threshold is not None and kind in ("soft16", "cutout"):
-        prob = (prob > threshold).astype(np.float32)
+    kind, limit = effective_rendering(kind, threshold)
+    if limit is not None and kind in ("soft16", "cutout"):
+        prob = (prob > limit).astype(np.float32)
     if kind == "soft":
         return np.round(prob * 255.0).astype(np.uint8)
     if kind == "soft16":

@@ -165,20 +165,6 @@ def weights_identity(weights: Path | str | None) -> str:
     return f"{path.resolve()} {info.st_size} {info.st_mtime_ns}"
 
 
-def effective_rendering(output_kind: str, threshold: float | None) -> tuple[str, float | None]:
-    """(output kind, threshold) as outputs.render_output applies them to a mask refined as one object,
-    so that options making the same pixels are equal: ``soft`` with a threshold is ``binary``; binary
-    and overlay outputs cut at DEFAULT_THRESHOLD without one; soft, soft16 and cut-out outputs are
-    not cut without one (None)."""
-    from ..outputs import DEFAULT_THRESHOLD
-
-    if output_kind == "soft" and threshold is not None:
-        output_kind = "binary"
-    if threshold is None and output_kind in ("binary", "overlay"):
-        threshold = DEFAULT_THRESHOLD
-    return output_kind, None if threshold is None else float(threshold)
-
-
 @dataclass(frozen=True)
 class OutputRecord:
     """What shapes one batch run's outputs, normalised so that options making the same pixels are
@@ -186,7 +172,7 @@ class OutputRecord:
     SETTINGS_KEYWORD), and a rerun compares that with its own options (:meth:`accepts`).
 
     ``mode`` is the run's --mode (auto, binary or labels). A mask refined as one object (mode binary)
-    is shaped by ``output_kind`` and ``threshold`` (effective_rendering), not by --labels; a label map
+    is shaped by ``output_kind`` and ``threshold`` (outputs.effective_rendering), not by --labels; a label map
     by ``labels`` (ascending, without the background, which is never refined; None for all), not by
     the output options (it is written as a label image). A refined pair is shaped by ``preset`` (its
     ratios and switches, guard included) and ``weights`` too; a pair passed through (an image too
@@ -206,11 +192,12 @@ class OutputRecord:
         """The record of a run: ``settings`` the presets.Preset (its ratios and switches), ``weights``
         their weights_identity (recorded as a digest: an output names no folder of its maker's)."""
         from ..labels import BACKGROUND
+        from ..outputs import effective_rendering
 
         kind, limit = effective_rendering(output_kind, threshold)
         preset = {key: value for key, value in asdict(settings).items() if key != "description"}
         ids = None if labels is None else tuple(sorted({int(label) for label in labels} - {BACKGROUND}))
-        return cls(mode=mode, labels=ids, output_kind=kind, threshold=limit,
+        return cls(mode=mode, labels=ids, output_kind=kind, threshold=None if limit is None else float(limit),
                    preset=json.loads(json.dumps(preset, default=str)),
                    weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16])
 

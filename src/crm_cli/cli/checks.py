@@ -4,7 +4,7 @@ pass-through of images too small to refine. Nothing heavy is imported at module 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,12 +73,28 @@ def check_labels(read_mask: Callable[[], MaskData], mask_name: str, mode: str,
 
 def same_file(path: Path, other: Path) -> bool:
     """True when ``other`` names the existing file ``path`` (also through a link or another spelling)."""
+    return same_as_any(other, [path]) is not None
+
+
+def same_as_any(target: Path, paths: Iterable[Path | None]) -> Path | None:
+    """The first of ``paths`` naming the existing file ``target`` (also through a link or another
+    spelling), else None. ``target`` is stat'ed once however many paths there are (a folder may pair
+    thousands); None entries and paths missing, unreadable or holding a NUL byte are skipped."""
     import os
 
     try:
-        return os.path.samefile(path, other)
-    except (OSError, ValueError):  # either one missing or unreadable, or a name holding a NUL byte
-        return False
+        wanted = os.stat(target)
+    except (OSError, ValueError):  # missing or unreadable, or a name holding a NUL byte: nothing names it
+        return None
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            if os.path.samestat(os.stat(path), wanted):
+                return path
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def check_stdout_not_terminal() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_stdout_not_terminal, same_file
+from .checks import check_stdout_not_terminal, same_as_any
 from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -54,10 +54,12 @@ def compare(
     else:
         _check_strip_name(output)
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
-        for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
-            if path is not None and same_file(path, output):
-                raise fail(f"-o {output} is the {role} file {path}; writing there would replace it with the "
-                           "comparison strip", code=2)
+        inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
+        match = same_as_any(output, [path for _, path in inputs])
+        if match is not None:
+            role = next(role for role, path in inputs if path is match)
+            raise fail(f"-o {output} is the {role} file {match}; writing there would replace it with the "
+                       "comparison strip", code=2)
     with stops_cleanly(), user_errors():
         from ..compare import compare_strip
         from ..imageio import read_image_noted, read_mask

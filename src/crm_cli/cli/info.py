@@ -74,7 +74,8 @@ def _default_device() -> str:
 
 def gather_info(weights: Path | None) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data; ``weights``: the ``--weights`` value (None:
-    the user named none, and the shipped weights are reported)."""
+    the user named none, and ``checkpoint.default_weights_path()`` is reported: CRM_WEIGHTS when set,
+    else the shipped weights)."""
     from .. import __version__
     from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint, weights_not_found
 

@@ -150,7 +150,9 @@ def refine(
             else:
                 write_image(output, result.output, result.palette, result.icc_profile)
     if not quiet:
-        kind = "binary" if output_kind is OutputKind.soft and threshold is not None else output_kind.value
+        from ..outputs import effective_rendering
+
+        kind = effective_rendering(output_kind.value, threshold)[0]
         what = "label map" if result.mode == "labels" else KIND_NAMES[kind]
         if passthrough:
             done = "passed through unchanged"

@@ -119,20 +119,13 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
 def _check_csv_target(csv_path: Path, inputs: list[tuple[str, Path]]) -> None:
     """Usage error (exit 2) when ``csv_path`` is one of the files to score (``inputs``: (role, file)),
     also through a link or another spelling: writing the CSV there would replace it."""
-    import os
+    from .checks import same_as_any
 
-    try:
-        target = os.stat(csv_path)  # once, not once per input: a folder may pair thousands
-    except (OSError, ValueError):  # every input exists: a new file cannot be one of them
-        return
-    for role, path in inputs:
-        try:
-            same = os.path.samestat(os.stat(path), target)
-        except (OSError, ValueError):  # missing or unreadable, or a name holding a NUL byte
-            continue
-        if same:
-            raise typer.BadParameter(f"{csv_path} is the {role} {path}; writing the CSV there would replace it",
-                                     param_hint="'--csv'")
+    match = same_as_any(csv_path, [path for _, path in inputs])  # every input exists: a new CSV matches none
+    if match is not None:
+        role = next(role for role, path in inputs if path is match)
+        raise typer.BadParameter(f"{csv_path} is the {role} {match}; writing the CSV there would replace it",
+                                 param_hint="'--csv'")
 
 
 def _score_coco(pred: Path, gt: Path, failures: list[dict[str, Any]]) -> DatasetScore:

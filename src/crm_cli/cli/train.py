@@ -126,7 +126,7 @@ def train(
                 data=str(data), out=str(out), encoder=encoder.value, steps=steps, batch=batch, lr=lr, seed=seed,
                 init=init, val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
                 synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
-                val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=str(device),
+                val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device,
                 workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom,
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
