@@ -386,10 +386,10 @@ class MaskData:
         full_scale = 255 if values.dtype == np.uint8 else uint16_full_scale(values, top)
         if not 1 < top < full_scale:
             return None
-        if top < LABEL_ID_LIMIT:  # the counts are short, and is_label_map reads them too
+        if top <= VOID_ID:  # the counts are short (_counts), and is_label_map reads them too
             counts = self._counts
             two_values = bool(counts[0]) and int(np.count_nonzero(counts)) == 2
-        else:  # no bincount, whose int64 copy of a 24 MP mask is 192 MB
+        else:  # 16-bit values: no bincount, whose int64 copy of a 24 MP mask is 192 MB
             zeros = int(np.count_nonzero(values == 0))
             two_values = 0 < zeros and zeros + int(np.count_nonzero(values == top)) == values.size
         return top if two_values else None

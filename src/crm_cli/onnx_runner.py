@@ -309,12 +309,9 @@ class OnnxStageRunner(TiledRunner):
         # Absolute: a copy unpickled in a worker with another working directory opens the same file.
         self.encoder_path = Path(encoder_path).absolute()
         data = self.encoder_path.read_bytes() if encoder_data is None else encoder_data
-        self.session = open_encoder_session(self.encoder_path, threads, data)
         given = encoder_sha256 if encoder_data is not None else None
         self.encoder_sha256 = given or hashlib.sha256(data).hexdigest()
-        self.threads = threads
-        self.decoder_pool = DecoderPool(threads)
-        self._latent_store: np.ndarray | None = None
+        self._start(threads, data)
         self.decoder = decoder
         self.input_norm = config.input_norm
 
@@ -348,10 +345,15 @@ class OnnxStageRunner(TiledRunner):
         if digest != self.encoder_sha256:
             raise WeightsError(f"{path}: sha256 {digest[:12]}... is not that of the exported encoder this Refiner "
                                f"was pickled with ({self.encoder_sha256[:12]}...); the file changed since")
-        self.threads = usable_threads(self.threads)
-        self.session = open_encoder_session(path, self.threads, data)
-        self.decoder_pool = DecoderPool(self.threads)
-        self._latent_store = None
+        self._start(usable_threads(self.threads), data)
+
+    def _start(self, threads: int, data: bytes) -> None:
+        """What a runner and a copy of it each make for themselves: the ONNX Runtime session of the
+        encoder's ``data``, the decoder's thread pool and an empty latent store."""
+        self.threads = threads
+        self.session = open_encoder_session(self.encoder_path, threads, data)
+        self.decoder_pool = DecoderPool(threads)
+        self._latent_store: np.ndarray | None = None
 
     @property
     def device_name(self) -> str:

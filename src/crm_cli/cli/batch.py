@@ -205,6 +205,10 @@ class OutputRecord:
         """The record written into an output of this run: ``chosen`` the mode the pair was refined in
         (binary or labels), ``auto`` the one --mode auto chooses for its mask (``chosen`` itself when
         this run's mode is auto), ``passthrough`` whether the pair was passed through."""
+        return json.dumps(self._fields(chosen, auto, passthrough), sort_keys=True, separators=(",", ":"))
+
+    def _fields(self, chosen: str, auto: str, passthrough: bool) -> dict[str, Any]:
+        """:meth:`stamp`'s record before it is written as JSON (plain values, equal to it read back)."""
         fields: dict[str, Any] = {"version": OUTPUT_FORMAT_VERSION, "mode": chosen, "auto": auto}
         if passthrough:
             fields["passthrough"] = True
@@ -214,7 +218,7 @@ class OutputRecord:
             fields["labels"] = None if self.labels is None else list(self.labels)
         if not passthrough:
             fields.update(preset=self.preset, weights=self.weights)
-        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return fields
 
     def accepts(self, recorded: str) -> bool:
         """True when an output whose record reads ``recorded`` is what this run would make of its pair.
@@ -234,7 +238,7 @@ class OutputRecord:
             return False
         if (auto if self.mode == "auto" else self.mode) != chosen:
             return False
-        return fields == json.loads(self.stamp(chosen, auto, fields.get("passthrough") is True))
+        return fields == self._fields(chosen, auto, fields.get("passthrough") is True)
 
 
 def recorded_settings(output: Path) -> tuple[str | None, str | None]:

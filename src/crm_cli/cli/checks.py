@@ -97,6 +97,16 @@ def same_as_any(target: Path, paths: Iterable[Path | None]) -> Path | None:
     return None
 
 
+def role_of(target: Path, inputs: Iterable[tuple[str, Path | None]]) -> tuple[str, Path] | None:
+    """(role, path) of the first of ``inputs`` ((role, path) pairs) naming the existing file ``target``
+    (see :func:`same_as_any`), else None: an output that would replace one of a command's inputs."""
+    pairs = list(inputs)
+    match = same_as_any(target, [path for _, path in pairs])
+    if match is None:
+        return None
+    return next((role, path) for role, path in pairs if path is match)
+
+
 def check_stdout_not_terminal() -> None:
     """Exit 2 (a usage error) when ``-o -`` would write image bytes onto a terminal."""
     import sys

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_stdout_not_terminal, same_as_any
+from .checks import check_stdout_not_terminal, role_of
 from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -55,9 +55,8 @@ def compare(
         _check_strip_name(output)
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
         inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
-        match = same_as_any(output, [path for _, path in inputs])
-        if match is not None:
-            role = next(role for role, path in inputs if path is match)
+        if (found := role_of(output, inputs)) is not None:
+            role, match = found
             raise fail(f"-o {output} is the {role} file {match}; writing there would replace it with the "
                        "comparison strip", code=2)
     with stops_cleanly(), user_errors():

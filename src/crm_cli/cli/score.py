@@ -119,11 +119,10 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
 def _check_csv_target(csv_path: Path, inputs: list[tuple[str, Path]]) -> None:
     """Usage error (exit 2) when ``csv_path`` is one of the files to score (``inputs``: (role, file)),
     also through a link or another spelling: writing the CSV there would replace it."""
-    from .checks import same_as_any
+    from .checks import role_of
 
-    match = same_as_any(csv_path, [path for _, path in inputs])  # every input exists: a new CSV matches none
-    if match is not None:
-        role = next(role for role, path in inputs if path is match)
+    if (found := role_of(csv_path, inputs)) is not None:  # every input exists: a new CSV matches none
+        role, match = found
         raise typer.BadParameter(f"{csv_path} is the {role} {match}; writing the CSV there would replace it",
                                  param_hint="'--csv'")
 
