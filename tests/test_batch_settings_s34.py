@@ -173,7 +173,7 @@ def png_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
 
 
 def test_the_record_is_read_from_the_chunks_before_the_image_data_without_decoding_it(tmp_path: Path) -> None:
-    from crm_cli.cli.batch import OTHER_SETTINGS, SETTINGS_KEYWORD, OutputRecord, counts_as_done
+    from crm_cli.cli.batch import SETTINGS_KEYWORD, NotDoneReason, OutputRecord, counts_as_done
     from crm_cli.presets import PRESETS
     from crm_cli.writing import read_png_text, write_png
 
@@ -195,7 +195,7 @@ def test_the_record_is_read_from_the_chunks_before_the_image_data_without_decodi
 
     record = OutputRecord.of(mode="auto", labels=None, output_kind="soft", threshold=None,
                              settings=PRESETS["auto"], weights="w")
-    assert counts_as_done(path, record=record) == (False, OTHER_SETTINGS)
+    assert counts_as_done(path, record=record) == (False, NotDoneReason.OTHER_SETTINGS)
     assert counts_as_done(path) == (True, None)  # no record to compare with: as before
 
     write_png(path, values)

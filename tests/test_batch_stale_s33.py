@@ -113,7 +113,7 @@ def test_a_newer_photo_counts_and_the_warning_counts_them_all(tiny_weights: Path
 
 
 def test_older_than_inputs_is_strict_and_follows_links(tmp_path: Path) -> None:
-    from crm_cli.cli.batch import STALE, counts_as_done, older_than_inputs
+    from crm_cli.cli.batch import NotDoneReason, counts_as_done, older_than_inputs
 
     output, mask, photo = tmp_path / "out.png", tmp_path / "real_mask.png", tmp_path / "photo.png"
     for path in (output, mask, photo):
@@ -126,7 +126,7 @@ def test_older_than_inputs_is_strict_and_follows_links(tmp_path: Path) -> None:
     assert counts_as_done(output, inputs=(photo, link)) == (True, None)
     stamp(mask, T0 + 1)  # the link's target replaced; the link itself untouched
     assert older_than_inputs(output, (photo, link))
-    assert counts_as_done(output, inputs=(photo, link)) == (False, STALE)
+    assert counts_as_done(output, inputs=(photo, link)) == (False, NotDoneReason.STALE)
     assert counts_as_done(output) == (True, None)  # no inputs given: as before
     assert not older_than_inputs(output, (photo, tmp_path / "gone.png"))  # an input gone: not the check's business
     assert not older_than_inputs(tmp_path / "missing.png", (photo, link))

@@ -17,7 +17,7 @@ from crm_cli.cli.checks import probe_pair
 from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_bytes_stdin, read_image, read_mask
 from crm_cli.masks import MaskData, SizeMismatchError, binarize, drawn_on_stored_pixels, match_mask_to_image
 from crm_cli.pipeline import read_pair
-from crm_cli.writing import encode_png, write_bytes_stdout, write_png
+from crm_cli.writing import encode_image, write_bytes_stdout, write_png
 
 PALETTE3 = [0, 0, 0, 255, 0, 0, 0, 255, 0]
 
@@ -366,7 +366,7 @@ def test_16bit_rgb_gray_mask_stays_16bit(tmp_path: Path) -> None:
 
 def test_binary_mask_from_bytes(tmp_path: Path) -> None:
     binary = np.array([[0, 255], [255, 0]], np.uint8)
-    data = encode_png(binary)
+    data = encode_image(binary, fmt="PNG")
 
     mask = read_mask(data)
 
@@ -447,7 +447,7 @@ def test_corrupt_file_raises_named_error(tmp_path: Path) -> None:
 
 
 def test_truncated_png_raises_named_error(tmp_path: Path) -> None:
-    data = encode_png(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))
+    data = encode_image(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8), fmt="PNG")
     path = tmp_path / "cut.png"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="cut.png"):
@@ -554,7 +554,7 @@ def test_is_label_map() -> None:
 # Writing
 
 
-def test_encode_png_round_trips() -> None:
+def test_encode_image_png_round_trips() -> None:
     gray = np.array([[0, 7, 255]], np.uint8)
     wide = np.array([[0, 300, 65535]], np.uint16)
     rgb = np.array([[[1, 2, 3], [250, 251, 252]]], np.uint8)
@@ -563,22 +563,22 @@ def test_encode_png_round_trips() -> None:
 
     cases = [(gray, None, "L"), (wide, None, "I;16"), (rgb, None, "RGB"), (rgba, None, "RGBA")]
     for array, palette, mode in [*cases, (indices, PALETTE3, "P")]:
-        decoded = Image.open(io.BytesIO(encode_png(array, palette)))
+        decoded = Image.open(io.BytesIO(encode_image(array, palette, fmt="PNG")))
         assert decoded.mode == mode
         assert np.array_equal(np.asarray(decoded), array), mode
 
-    palette_mask = read_mask(encode_png(indices, PALETTE3))
+    palette_mask = read_mask(encode_image(indices, PALETTE3, fmt="PNG"))
     assert palette_mask.kind == "palette"
     assert np.array_equal(palette_mask.values, indices)
     assert palette_mask.palette is not None and palette_mask.palette[:9] == PALETTE3
-    assert read_mask(encode_png(wide)).values.tolist() == wide.tolist()
+    assert read_mask(encode_image(wide, fmt="PNG")).values.tolist() == wide.tolist()
 
 
-def test_encode_png_rejects_unsupported_arrays() -> None:
+def test_encode_image_rejects_unsupported_arrays() -> None:
     with pytest.raises(ValueError, match="float64"):
-        encode_png(np.zeros((2, 2)))
+        encode_image(np.zeros((2, 2)), fmt="PNG")
     with pytest.raises(ValueError, match="palette"):
-        encode_png(np.zeros((2, 2), np.uint16), PALETTE3)
+        encode_image(np.zeros((2, 2), np.uint16), PALETTE3, fmt="PNG")
 
 
 def test_write_png_creates_parents_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -671,7 +671,7 @@ def test_stdout_writes_bytes_and_refuses_terminal(monkeypatch: pytest.MonkeyPatc
 
 
 def test_stdin_reads_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = encode_png(np.array([[3, 4]], np.uint8))
+    data = encode_image(np.array([[3, 4]], np.uint8), fmt="PNG")
     monkeypatch.setattr(sys, "stdin", FakeStream(data))
 
     assert read_bytes_stdin() == data

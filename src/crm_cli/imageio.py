@@ -29,6 +29,7 @@ from PIL import Image
 
 from .config import PHOTO_OUTPUT_KINDS
 from .masks import LABEL_ID_LIMIT, MaskData, count_colours, swaps_axes
+from .writing import png_chunk_headers, reader_at
 
 logger = logging.getLogger(__name__)
 
@@ -155,33 +156,13 @@ def _orientation(image: Image.Image, header_only: bool = False) -> int:
 _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
-def _read_at(stream: BinaryIO) -> Callable[[int, int], bytes]:
-    """A reader of ``size`` bytes at ``offset`` in ``stream``. For a file it reads the descriptor
-    directly (``os.pread``): seeking a buffered file refills its buffer at every stop, so hopping
-    over a PNG's 8-KB image-data chunks read about half the file to see their 8-byte headers."""
-    try:
-        descriptor = stream.fileno()
-    except (AttributeError, OSError):  # io.BytesIO (UnsupportedOperation is an OSError)
-        descriptor = None
-    if descriptor is not None and hasattr(os, "pread"):
-        return lambda offset, size: os.pread(descriptor, size, offset)
-
-    def read(offset: int, size: int) -> bytes:
-        stream.seek(offset)
-        return stream.read(size)
-
-    return read
-
-
 def _png_late_exif(stream: BinaryIO) -> tuple[bytes | None, bool]:
-    """Walk a PNG's chunk headers (skipping their data, so no pixel is decoded) for an eXIf chunk,
-    which may follow the image data. Returns (its payload or None, whether a text chunk, which can
-    also carry an orientation, follows the image data)."""
-    read_at = _read_at(stream)
-    offset = 8  # past the PNG signature
+    """Walk a PNG's chunk headers (writing.png_chunk_headers: their data is skipped, so no pixel is
+    decoded) for an eXIf chunk, which may follow the image data. Returns (its payload or None,
+    whether a text chunk, which can also carry an orientation, follows the image data)."""
+    read_at = reader_at(stream)
     seen_image_data = text_after_image = False
-    while len(header := read_at(offset, 8)) == 8:
-        length, chunk_type = struct.unpack(">I4s", header)
+    for offset, length, chunk_type in png_chunk_headers(read_at):
         if chunk_type == b"eXIf":
             payload = read_at(offset + 8, length)
             return (payload if len(payload) == length else None), text_after_image
@@ -189,7 +170,6 @@ def _png_late_exif(stream: BinaryIO) -> tuple[bytes | None, bool]:
             break
         seen_image_data |= chunk_type == b"IDAT"
         text_after_image |= seen_image_data and chunk_type in _PNG_TEXT_CHUNKS
-        offset += 12 + length  # the chunk's header, data and CRC
     return None, text_after_image
 
 

@@ -16,9 +16,10 @@ import unicodedata
 import uuid
 import warnings
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -186,6 +187,62 @@ def _png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
 # The most bytes read_png_text reads of one matching text chunk; crm's own are a few dozen.
 _MAX_TEXT_CHUNK = 65536
 
+# A reader of ``size`` bytes at ``offset`` of one file (fewer at its end): see reader_at.
+ReadAt = Callable[[int, int], bytes]
+
+
+def reader_at(stream: BinaryIO) -> ReadAt:
+    """A reader of ``size`` bytes at ``offset`` in ``stream``. For a file it reads the descriptor
+    directly (``os.pread``): seeking a buffered file refills its buffer at every stop, so hopping
+    over a PNG's 8-KB image-data chunks read about half the file to see their 8-byte headers."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError):  # io.BytesIO (UnsupportedOperation is an OSError)
+        descriptor = None
+    if descriptor is not None and hasattr(os, "pread"):
+        return lambda offset, size: os.pread(descriptor, size, offset)
+
+    def read(offset: int, size: int) -> bytes:
+        stream.seek(offset)
+        return stream.read(size)
+
+    return read
+
+
+def png_chunk_headers(read_at: ReadAt) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, data length, type) of each chunk of a PNG, from the first after the signature, read
+    by ``read_at`` 8 header bytes at a time (their data is skipped, so no pixel is read), until the
+    file ends before a whole header. The signature is not checked, nor are the lengths and types:
+    the caller stops where it has what it wants, and judges what it finds."""
+    offset = len(_PNG_SIGNATURE)
+    while len(header := read_at(offset, 8)) == 8:
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        yield offset, length, kind
+        offset += 12 + length  # the chunk's header, data and CRC
+
+
+def _text_key(keyword: str) -> bytes:
+    """The first bytes of a tEXt chunk called ``keyword``: its Latin-1 name and the NUL ending it."""
+    return keyword.encode("latin-1") + b"\x00"
+
+
+def _png_text_before_image(read_at: ReadAt, keyword: str, wanted: bytes) -> str | None:
+    """:func:`read_png_text` of a PNG read by ``read_at`` whose signature was checked, ``wanted``
+    being ``_text_key(keyword)``; its ValueErrors name no file."""
+    for offset, length, kind in png_chunk_headers(read_at):
+        if length > 0x7FFFFFFF or not kind.isalpha():
+            raise ValueError(f"damaged PNG chunk at byte {offset}")
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind == b"tEXt" and length >= len(wanted) and read_at(offset + 8, len(wanted)) == wanted:
+            if length > _MAX_TEXT_CHUNK:
+                raise ValueError(f"a {length}-byte {keyword!r} text chunk")
+            data = read_at(offset + 4, 4 + length + 4)  # type, data and CRC
+            if len(data) < 8 + length or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "big"):
+                raise ValueError(f"damaged {keyword!r} text chunk (bad CRC)")
+            return data[4 + len(wanted):-4].decode("latin-1")
+    return None  # ends before any image data: incomplete_output's to report
+
 
 def read_png_text(path: str | Path, keyword: str) -> str | None:
     """The value of the first tEXt chunk called ``keyword`` in the PNG file at ``path``, or None when
@@ -197,39 +254,17 @@ def read_png_text(path: str | Path, keyword: str) -> str | None:
     not a PNG or whose chunks before the image data are damaged (a bad length, a matching chunk's
     CRC), OSError (FileNotFoundError, ...) when the file cannot be read.
     """
-    wanted = keyword.encode("latin-1") + b"\x00"
-    # Unbuffered: seeking only moves the offset, so hopping over chunks reads just their headers.
+    wanted = _text_key(keyword)  # a keyword Latin-1 cannot spell fails before the file is opened
+    # Unbuffered: only the bytes asked for are read (reader_at's pread bypasses any buffer; a
+    # seek and read where there is no pread).
     with open(path, "rb", buffering=0) as handle:
-        if handle.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+        read_at = reader_at(handle)
+        if read_at(0, len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
             raise ValueError(f"{path}: not a PNG file")
-        offset = len(_PNG_SIGNATURE)
-        while True:
-            handle.seek(offset)
-            header = handle.read(8)
-            if len(header) < 8:
-                return None  # ends before any image data: incomplete_output's to report
-            length, kind = int.from_bytes(header[:4], "big"), header[4:]
-            if length > 0x7FFFFFFF or not kind.isalpha():
-                raise ValueError(f"{path}: damaged PNG chunk at byte {offset}")
-            if kind in (b"IDAT", b"IEND"):
-                return None
-            if kind == b"tEXt" and length >= len(wanted) and handle.read(len(wanted)) == wanted:
-                if length > _MAX_TEXT_CHUNK:
-                    raise ValueError(f"{path}: a {length}-byte {keyword!r} text chunk")
-                handle.seek(offset + 4)
-                data = handle.read(4 + length + 4)  # type, data and CRC
-                if len(data) < 8 + length or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "big"):
-                    raise ValueError(f"{path}: damaged {keyword!r} text chunk (bad CRC)")
-                return data[4 + len(wanted):-4].decode("latin-1")
-            offset += 12 + length
-
-
-def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
-    """PNG bytes of a (H, W) uint8/uint16 (16-bit PNG), (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
-
-    With ``palette`` (flat RGB list), writes a palette PNG whose indices are the uint8 array values.
-    """
-    return encode_image(array, palette, "PNG")
+        try:
+            return _png_text_before_image(read_at, keyword, wanted)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -383,6 +418,58 @@ def name_folding(folder: Path) -> NameFolding:
     return NameFolding(case, unicode_form)
 
 
+@dataclass(frozen=True)
+class OutputCheck:
+    """What :func:`check_output` found in an existing output file."""
+
+    # Why it is not a complete image (incomplete_output), or None when it looks complete.
+    problem: str | None
+    # The value of the PNG text chunk asked for (read_png_text), or None: no such chunk before the
+    # image data, not asked for, not a PNG, or an incomplete one (not looked for).
+    text: str | None = None
+    # Why the chunks before that PNG's image data cannot be read (a bad length, the chunk's CRC), or None.
+    text_problem: str | None = None
+
+
+def check_output(path: str | Path, text_keyword: str | None = None) -> OutputCheck:
+    """Whether an existing output file looks complete (:func:`incomplete_output`) and, for a complete
+    PNG, the value of its tEXt chunk called ``text_keyword`` (:func:`read_png_text`), in one opening
+    of the file: its first and last bytes, then the headers of the chunks before the image data.
+
+    Raises FileNotFoundError (NotADirectoryError under a file) when there is no file, OSError when
+    it cannot be examined.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return OutputCheck("empty file")
+    suffix = path.suffix.lower()
+    with open(path, "rb", buffering=0) as handle:
+        read_at = reader_at(handle)
+        head = read_at(0, 16)
+        tail = read_at(max(0, size - len(_PNG_END)), len(_PNG_END))
+        if suffix == ".png":
+            if not head.startswith(_PNG_SIGNATURE):
+                return OutputCheck("not a PNG file")
+            if tail != _PNG_END:
+                return OutputCheck("truncated: no IEND chunk at the end")
+            if text_keyword is None:
+                return OutputCheck(None)
+            wanted = _text_key(text_keyword)  # outside the try: a keyword Latin-1 cannot spell is the caller's error
+            try:
+                return OutputCheck(None, _png_text_before_image(read_at, text_keyword, wanted))
+            except ValueError as exc:
+                return OutputCheck(None, text_problem=str(exc))
+    if suffix == ".webp":
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return OutputCheck("not a WebP file")
+        declared = int.from_bytes(head[4:8], "little") + 8
+        return OutputCheck(None if size >= declared else f"truncated: {size} of {declared} bytes")
+    if suffix in (".tif", ".tiff"):
+        return OutputCheck(_incomplete_tiff(path, size))
+    return OutputCheck(None)
+
+
 def incomplete_output(path: str | Path) -> str | None:
     """Why an existing output file is not a complete image, or None when it looks complete.
 
@@ -391,27 +478,7 @@ def incomplete_output(path: str | Path) -> str | None:
     tiles it points to, all within the file; other files: not empty. Raises FileNotFoundError
     (NotADirectoryError under a file) when there is no file, OSError when it cannot be examined.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        return "empty file"
-    suffix = path.suffix.lower()
-    with path.open("rb") as handle:
-        head = handle.read(16)
-        handle.seek(max(0, size - len(_PNG_END)))
-        tail = handle.read()
-    if suffix == ".png":
-        if not head.startswith(_PNG_SIGNATURE):
-            return "not a PNG file"
-        return None if tail == _PNG_END else "truncated: no IEND chunk at the end"
-    if suffix == ".webp":
-        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-            return "not a WebP file"
-        declared = int.from_bytes(head[4:8], "little") + 8
-        return None if size >= declared else f"truncated: {size} of {declared} bytes"
-    if suffix in (".tif", ".tiff"):
-        return _incomplete_tiff(path, size)
-    return None
+    return check_output(path).problem
 
 
 def _incomplete_tiff(path: Path, size: int) -> str | None:
@@ -462,8 +529,8 @@ def _write_encoded(target: Path, array: np.ndarray, palette: list[int] | None, f
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
               icc_profile: bytes | None = None, text: Mapping[str, str] | None = None) -> None:
-    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); see encode_png
-    (``icc_profile`` and ``text``: see encode_image).
+    """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); the arrays, ``palette``,
+    ``icc_profile`` and ``text``: see encode_image.
 
     The name must end in .png (or have no extension), so PNG bytes never sit under another
     format's name; use write_image to pick the format from the extension.

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from ..locks import FolderClocks
     from ..pairing import FilePair
     from ..runtime import RefinerSpec
+    from ..writing import OutputCheck
 
 RayOpt = Annotated[
     str | None,
@@ -91,21 +93,24 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
             "name": pair.name, "image_name": str(pair.image), "mask_name": str(pair.mask)}
 
 
-def finished_output(output: Path) -> tuple[bool, str | None]:
-    """(whether ``output`` is a finished output to skip on resume, why an existing file is not).
+def finished_output(output: Path, with_record: bool = False) -> OutputCheck | None:
+    """What an existing ``output`` is (writing.check_output): None when there is none, else why it
+    is not a finished output to skip on resume (``problem``, None when it is one) and, ``with_record``,
+    its settings record (``text``: OutputRecord.stamp, None when it has none: made by an older crm or
+    another tool, or not a PNG) or why that cannot be read (``text_problem``).
 
-    A cheap check of the file's ends (see writing.incomplete_output): an empty or truncated file,
-    left by a copy, rsync or an older non-atomic tool, is made again rather than kept.
+    A cheap check of the file's ends and of the chunks before a PNG's image data, in one opening of
+    it: an empty or truncated file, left by a copy, rsync or an older non-atomic tool, is made again
+    rather than kept; one that cannot be examined is not finished (``problem`` says why).
     """
-    from ..writing import incomplete_output
+    from ..writing import OutputCheck, check_output
 
     try:
-        problem = incomplete_output(output)
+        return check_output(output, SETTINGS_KEYWORD if with_record else None)
     except (FileNotFoundError, NotADirectoryError):
-        return False, None
+        return None
     except OSError as exc:
-        return False, f"cannot be read: {exc.strerror or exc}"
-    return problem is None, problem
+        return OutputCheck(f"cannot be read: {exc.strerror or exc}")
 
 
 def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = None) -> bool:
@@ -131,10 +136,12 @@ def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = Non
     return (clocks or FolderClocks()).not_in_future(output.parent, stamped)
 
 
-# counts_as_done's reason for a finished output that is not done: older than one of its inputs.
-STALE = "older than its photo or mask"
-# counts_as_done's reason for a finished output made with other settings than this run's (OutputRecord).
-OTHER_SETTINGS = "made with other settings"
+class NotDoneReason(Enum):
+    """counts_as_done's reasons why a finished output is not done (its value says it in words)."""
+
+    STALE = "older than its photo or mask"  # than one of its inputs: see older_than_inputs
+    OTHER_SETTINGS = "made with other settings"  # than this run's: see OutputRecord.accepts
+
 # The PNG text chunk in which batch records what made an output (OutputRecord.stamp), and the version of
 # that record: raise it when its fields change, or when a change of crm makes batch write other pixels
 # for the same settings. A record of another version (or not one at all: the bare fingerprint version 1
@@ -144,10 +151,17 @@ OUTPUT_FORMAT_VERSION = 2
 
 
 def weights_identity(weights: Path | str | None) -> str:
-    """What names the weights in an output's settings record, read without loading them: the
-    sha256 their sidecar records (the one the Refiner verifies the file against before refining,
-    failing otherwise) with the sidecar's final-stage entry; without a sidecar sha256, the file's
-    real path, size and modification time."""
+    """The text that names the weights ``weights`` (None: the default ones) in an output's settings
+    record (OutputRecord.of keeps a digest of it), found without loading them.
+
+    One rule: the most exact name to be had without reading the weights file. When its sidecar
+    records a sha256 (the digest the Refiner verifies the file against before refining, failing
+    otherwise), that digest with the sidecar's ``final_stage`` entry, as sorted JSON
+    (``{"final_stage": ..., "sha256": "..."}``); else the file itself, as ``"REAL_PATH SIZE MTIME_NS"``;
+    else (no file to stat) ``"ABSOLUTE_PATH (not readable)"``, which no refined output records: loading
+    such weights fails. These texts are what earlier runs recorded, so each must stay as it is: any
+    change would have every output made before refined again as made with other settings.
+    """
     from ..checkpoint import WeightsError, WeightsSidecar, default_weights_path
 
     path = Path(weights) if weights else default_weights_path()
@@ -157,7 +171,8 @@ def weights_identity(weights: Path | str | None) -> str:
         data = {}  # the load reports it
     digest = data.get("sha256")
     if isinstance(digest, str) and digest:
-        return json.dumps({"sha256": digest, "final_stage": data.get("final_stage")}, sort_keys=True, default=str)
+        # The sidecar was read as JSON, so its final_stage entry dumps as it is.
+        return json.dumps({"sha256": digest, "final_stage": data.get("final_stage")}, sort_keys=True)
     try:
         info = path.stat()
     except OSError:
@@ -241,22 +256,6 @@ class OutputRecord:
         return fields == self._fields(chosen, auto, fields.get("passthrough") is True)
 
 
-def recorded_settings(output: Path) -> tuple[str | None, str | None]:
-    """(the settings record (OutputRecord.stamp) in a finished output, None when it has none: made by
-    an older crm or another tool; why its record cannot be read, or None). Reads the chunks before the
-    image data only (writing.read_png_text); an output that is not a PNG has no record."""
-    from ..writing import read_png_text
-
-    if output.suffix.lower() != ".png":
-        return None, None
-    try:
-        return read_png_text(output, SETTINGS_KEYWORD), None
-    except ValueError as exc:
-        return None, str(exc).removeprefix(f"{output}: ")
-    except OSError as exc:
-        return None, f"cannot be read: {exc.strerror or exc}"
-
-
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
     """True when ``output`` was last written strictly before one of ``inputs`` (st_mtime_ns, links
     followed to the real files): it was made from a photo or mask replaced since, as make decides.
@@ -280,35 +279,36 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
 
 def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None = None,
                    clocks: FolderClocks | None = None, inputs: Sequence[str | Path] = (),
-                   record: OutputRecord | None = None) -> tuple[bool, str | None]:
-    """(whether to skip ``output`` as done, why an existing file is not: not a finished output,
-    ``STALE`` or ``OTHER_SETTINGS``).
+                   record: OutputRecord | None = None) -> tuple[bool, NotDoneReason | str | None]:
+    """(whether to skip ``output`` as done, why an existing file is not: ``NotDoneReason.STALE`` or
+    ``OTHER_SETTINGS``, or in words why it is no finished output or its record cannot be read).
 
     Without ``overwrite`` every finished output is done. With it, only one written after ``since_ns``
     (this run's start, see locks.folder_time_ns): another run on the same folder made it
-    meanwhile, and making it again would only redo that run's work. ``since_ns`` None redoes all.
+    meanwhile, and making it again would only redo that run's work (an unfinished one is then not
+    done, without a reason: it is redone anyway). ``since_ns`` None redoes all.
     Either way a finished output older than one of its ``inputs`` (its photo and mask, see
-    older_than_inputs) is not done: ``STALE``; nor is one whose recorded settings (recorded_settings)
+    older_than_inputs) is not done: ``STALE``; nor is one whose recorded settings (finished_output)
     ``record`` does not accept (OutputRecord.accepts): ``OTHER_SETTINGS``. One without a record (an
     older crm's, another tool's) is judged as before; one whose record is damaged is not done. This is
     the one place of the rule: batch's scan, its jobs (in this process or on a Ray actor) and its
     summary all ask here. ``clocks``: see written_since.
     """
-    if not overwrite:
-        finished, problem = finished_output(output)
-    elif since_ns is None or not written_since(output, since_ns, clocks):
+    if overwrite and (since_ns is None or not written_since(output, since_ns, clocks)):
         return False, None
-    else:
-        finished, problem = finished_output(output)[0], None
-    if finished and older_than_inputs(output, inputs):
-        return False, STALE
-    if finished and record is not None:
-        recorded, unreadable = recorded_settings(output)
-        if unreadable is not None:
-            return False, unreadable
-        if recorded is not None and not record.accepts(recorded):
-            return False, OTHER_SETTINGS
-    return finished, problem
+    check = finished_output(output, with_record=record is not None)  # the file's one opening
+    if check is None:
+        return False, None
+    if check.problem is not None:
+        return False, None if overwrite else check.problem
+    if older_than_inputs(output, inputs):
+        return False, NotDoneReason.STALE
+    if record is not None:
+        if check.text_problem is not None:
+            return False, check.text_problem
+        if check.text is not None and not record.accepts(check.text):
+            return False, NotDoneReason.OTHER_SETTINGS
+    return True, None
 
 
 def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
@@ -407,6 +407,14 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     return outcome
 
 
+def output_folder_name(output: str) -> str:
+    """The output folder ``output`` (-o as typed) as batch names it (--json's output_dir, the summary
+    line): as a Path reads it (./out/ is out), but a folder called "-" as ./-, by which it can be given
+    again (a bare - is standard output, refused: named as typed)."""
+    name = str(Path(output))
+    return os.path.join(os.curdir, name) if name == "-" and output != "-" else name
+
+
 @refiner_options(resumable=lambda values: not values["overwrite"])
 def batch(
     folder: Annotated[Path, typer.Argument(
@@ -449,10 +457,11 @@ def batch(
     from ..raybatch import RayRunError, ray_run
 
     output_dir = Path(output)
+    folder_name = output_folder_name(output)
     items: list[dict] = []
     # With --json, the summary of what was known when the run stopped, marked failed.
     fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
-                                                     "output_dir": str(output_dir), "items": items})
+                                                     "output_dir": folder_name, "items": items})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
         # Everywhere else - is stdout: no folder named "-" is made in silence. The argument as given,
@@ -504,14 +513,14 @@ def batch(
         items.append({"name": failure.name, "image": str(failure.image), "mask": None, "output": None,
                       "status": "failed", "error": failure.error, "seconds": 0.0, "warnings": []})
     todo: list[FilePair] = []
-    stale: list[Path] = []  # finished outputs older than their photo or mask (counts_as_done's STALE)
-    other_settings: list[Path] = []  # finished outputs made with other settings (counts_as_done's OTHER_SETTINGS)
+    stale: list[Path] = []  # finished outputs older than their photo or mask (NotDoneReason.STALE)
+    other_settings: list[Path] = []  # finished outputs made with other settings (NotDoneReason.OTHER_SETTINGS)
     for pair in pairs:
         output = output_dir / pair.relative_output
         finished, problem = counts_as_done(output, overwrite, since_ns, clocks, (pair.image, pair.mask), record)
-        if problem == STALE:
+        if problem is NotDoneReason.STALE:
             stale.append(output)
-        elif problem == OTHER_SETTINGS:
+        elif problem is NotDoneReason.OTHER_SETTINGS:
             other_settings.append(output)
         elif problem is not None:
             warn_pair(pair, f"{output} is incomplete ({problem}); refining {pair.name} again")
@@ -557,7 +566,7 @@ def batch(
         found_line += [f"{done_before} already done"] if done_before else []
         found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
-            f"{output_dir}")
+            f"{folder_name}")
     if dry_run:
         for pair in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
@@ -567,7 +576,7 @@ def batch(
                 say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
         counts = {**summary_counts(items), "todo": len(todo)}
         if json_out:
-            emit_json({**counts, "dry_run": True, "output_dir": str(output_dir), "items": items})
+            emit_json({**counts, "dry_run": True, "output_dir": folder_name, "items": items})
         if counts["failed"]:
             raise typer.Exit(1)
         return
@@ -625,7 +634,7 @@ def batch(
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
         say(f"batch: {counts['done']} refined, {counts['skipped']} skipped (already done), {busy}"
-            f"{counts['failed']} failed -> {output_dir}")
+            f"{counts['failed']} failed -> {folder_name}")
         if counts["kept_coarse"]:
             console.print(f"  {counts['kept_coarse']} kept the coarse mask (the model was unsure of its changes: "
                           "review these)", highlight=False)
@@ -640,7 +649,7 @@ def batch(
         if len(failures) > MAX_LISTED:
             console.print(f"  ... and {len(failures) - MAX_LISTED} more failed (each named above)", highlight=False)
     if json_out:
-        emit_json({**counts, "output_dir": str(output_dir), "items": items})
+        emit_json({**counts, "output_dir": folder_name, "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
 
