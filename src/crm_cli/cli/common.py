@@ -508,19 +508,39 @@ def out_of_memory_message(exc: BaseException) -> str | None:
     """The error line of ``exc`` when it is a shortage of memory, with its advice; None for any other
     exception. crm refine's error and a crm batch item's say the same (user_errors, refine_pair_job).
 
-    A MemoryError gives its own text (NumPy's "Unable to allocate ...") and MEMORY_ADVICE, unless it
-    is crm's own estimate, which carries its advice; OpenCV's shortage reads as NumPy's; torch's
-    "out of memory" (a RuntimeError, on a GPU) gets the advice to try the CPU.
+    A shortage, and its line, is one of:
+
+    - a MemoryError (NumPy's "Unable to allocate ...", Python's own, ONNX Runtime's): its text ("out
+      of memory" when it has none) and MEMORY_ADVICE, unless its last clause is advice already, "; try
+      ..." or "; free memory ..." (crm's own estimate, cli.checks.memory_problem);
+    - torch's on a GPU: a torch.OutOfMemoryError, or a RuntimeError whose text starts with a device's
+      "out of memory" ("CUDA error: out of memory", "MPS backend out of memory"): its text and the
+      advice to try the CPU;
+    - torch's on the CPU: a RuntimeError of DefaultCPUAllocator failing to allocate: its text from
+      that name on (without the C++ source position before it) and MEMORY_ADVICE;
+    - OpenCV's (errors.opencv_out_of_memory), in NumPy's words, and MEMORY_ADVICE.
+
+    Any other exception is not, whatever its text mentions.
     """
+    import re
+
     from ..errors import opencv_out_of_memory
 
     if isinstance(exc, MemoryError):
         message = str(exc) or "out of memory"
-        return message if "try" in message or "free memory" in message else message + MEMORY_ADVICE
+        _, clause_break, last_clause = message.rpartition("; ")
+        advised = bool(clause_break) and last_clause.startswith(("try ", "free memory"))
+        return message if advised else message + MEMORY_ADVICE
     if isinstance(exc, RuntimeError):
-        if "out of memory" not in str(exc).lower():
-            return None
-        return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+        text = str(exc)
+        # Looked up, not imported: none of torch's errors exists before torch is.
+        gpu_shortage = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+        if (gpu_shortage is not None and isinstance(exc, gpu_shortage)) or re.match(
+                r"(CUDA|HIP|XPU|MPS backend)( error:)? out of memory", text):
+            return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+        if (cpu := re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)) is not None:
+            return text[cpu.start():] + MEMORY_ADVICE
+        return None
     shortage = opencv_out_of_memory(exc)
     return None if shortage is None else shortage + MEMORY_ADVICE
 

@@ -131,11 +131,12 @@ def train(
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
-            try:
+            # No pair left to train on is a usage error of --data, whether a new run's split finds it
+            # (before the model is built) or the split of the checkpoint a resumed run keeps.
+            with usage_error("--data", NoTrainingPairsError):
                 trainer = Trainer(options, val_pairs=val_pairs, data_pairs=data_pairs, checking=announce_check)
-            except NoTrainingPairsError as exc:  # a single pair held out for validation: found before the model
-                raise typer.BadParameter(str(exc), param_hint="--data") from None
-            if resume and trainer.resume():
+                resumed = resume and trainer.resume()
+            if resumed:
                 say(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
             elif resume:
                 warn(f"--resume: {trainer.checkpoint_path} does not exist; starting a new run")
@@ -210,11 +211,12 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
     from ..presets import check_ratios
     from ..training.coarse import CoarseMix
-    from ..training.loop import parse_val_sets, torchrun_device_problem
+    from ..training.loop import check_torchrun_variables, parse_val_sets, torchrun_device_problem
 
     try:
+        check_torchrun_variables()
         problem = torchrun_device_problem(device)
-    except ValueError as exc:  # a malformed WORLD_SIZE: the environment is refused as CRM_DEVICE's device is
+    except ValueError as exc:  # a malformed WORLD_SIZE, RANK or LOCAL_RANK: refused as CRM_DEVICE's device is
         raise fail(str(exc), 2) from None
     if problem is not None:
         raise typer.BadParameter(problem, param_hint="'-d' / '--device'")
@@ -229,11 +231,14 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
 
 
 @contextmanager
-def usage_error(option: str) -> Iterator[None]:
-    """A ValueError or FileNotFoundError inside becomes a usage error (exit 2) naming ``option``."""
+def usage_error(option: str,
+                errors: type[Exception] | tuple[type[Exception], ...] = (ValueError, FileNotFoundError)
+                ) -> Iterator[None]:
+    """An exception of ``errors`` (a ValueError or FileNotFoundError unless told) inside becomes a
+    usage error (exit 2) naming ``option``."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as exc:
+    except errors as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
 

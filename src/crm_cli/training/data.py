@@ -151,8 +151,9 @@ def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair],
 
 
 class NoTrainingPairsError(ValueError):
-    """Every pair of the training data is held out for validation: a usage error (exit 2, read by
-    ``cli.common.user_errors``)."""
+    """Every pair of the training data is held out for validation: a usage error (exit 2). crm train
+    refuses it as one of ``--data``, from a new run's split and a resumed run's alike;
+    ``cli.common.user_errors`` reads ``exit_code`` elsewhere."""
 
     exit_code = 2
 

@@ -307,13 +307,12 @@ class Trainer:
                  data_pairs: list[FilePair] | None = None, checking: Callable[[int], None] | None = None) -> None:
         self.options = options
         self.out = Path(options.out)
+        check_torchrun_variables()  # LOCAL_RANK too, read only later and only on a GPU
         self.world = world_size()
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        # The data first: a mistake in it is reported before the model is built.
+        self.rank = torchrun_variable("RANK")
+        # The data first: a mistake in it is reported before the ranks join their process group and
+        # before the model is built. Every rank reads the same folders, so each refuses them alike
+        # without waiting for the others to start.
         data = Path(options.data)
         self.pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
         # Whether every 20th pair is kept out of training: without --val; a resumed run keeps its checkpoint's.
@@ -336,6 +335,10 @@ class Trainer:
         if self.mix.coarse is not None and self.mix.coarse.network > 0 and not self.cache.has_network_masks:
             raise ValueError(f"--coarse-mix gives the network mode a weight, but no training pair has a mask in "
                              f"--network-masks {' '.join(options.network_masks) or '(none)'}")
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.device = training_device(options.device)
         self.model, self.init_note = initial_model(options)
         self.model = self.model.to(self.device)
@@ -796,18 +799,42 @@ def step_export_name(step: int) -> str:
     return f"model_step{step:06d}.safetensors"
 
 
-def world_size() -> int:
-    """The number of processes training together: torchrun's WORLD_SIZE, 1 where it is not set. Any
-    other value than a whole number >= 1 is a ValueError naming it."""
-    value = os.environ.get("WORLD_SIZE", "1")
+# torchrun's environment variables read here: the least value each can take (also the value where
+# it is not set, a run alone) and what torchrun sets it to.
+TORCHRUN_VARIABLES = {
+    "WORLD_SIZE": (1, "the number of processes training together"),
+    "RANK": (0, "the number of this process among them"),
+    "LOCAL_RANK": (0, "the number of this process on its machine, the GPU it trains on"),
+}
+
+
+def torchrun_variable(name: str) -> int:
+    """torchrun's environment variable ``name`` (a key of TORCHRUN_VARIABLES) as a whole number, its
+    least value where it is not set. Any other value than a whole number >= that least value is a
+    ValueError naming the variable."""
+    least, meaning = TORCHRUN_VARIABLES[name]
+    value = os.environ.get(name, str(least))
     try:
-        world = int(value)
+        number = int(value)
     except ValueError:
-        world = 0
-    if world < 1:
-        raise ValueError(f"the environment variable WORLD_SIZE is {value!r}, not a whole number >= 1 (torchrun sets "
-                         "it to the number of processes training together)")
-    return world
+        number = least - 1
+    if number < least:
+        raise ValueError(f"the environment variable {name} is {value!r}, not a whole number >= {least} (torchrun "
+                         f"sets it to {meaning})")
+    return number
+
+
+def world_size() -> int:
+    """The number of processes training together: torchrun's WORLD_SIZE, 1 where it is not set
+    (:func:`torchrun_variable`)."""
+    return torchrun_variable("WORLD_SIZE")
+
+
+def check_torchrun_variables() -> None:
+    """Read every one of TORCHRUN_VARIABLES, so that a malformed one is a ValueError naming it
+    before anything else is done."""
+    for name in TORCHRUN_VARIABLES:
+        torchrun_variable(name)
 
 
 def torchrun_device_problem(name: str) -> str | None:
@@ -831,7 +858,7 @@ def training_device(name: str = "auto") -> torch.device:
     device = resolve_device(name)
     if device.type == "cuda":
         if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", torchrun_variable("LOCAL_RANK"))
         torch.cuda.set_device(device)
     return device
 
