@@ -112,8 +112,7 @@ def test_binary_masks_stay_binary() -> None:
     inside[1:4, 2:6] = True
     cases = [grey(inside.astype(np.uint8)), grey(inside.astype(np.uint8) * 255), grey(inside.astype(np.uint8) * 64),
              grey(inside.astype(np.uint8) * 200), grey(inside.astype(np.uint16)), grey(inside.astype(np.uint16) * 1000),
-             grey(np.zeros((6, 8), np.uint8)), grey(np.full((6, 8), 3, np.uint8)),
-             MaskData(np.zeros((6, 8), np.uint8), "palette", VOC_PALETTE)]
+             grey(np.zeros((6, 8), np.uint8)), grey(np.full((6, 8), 3, np.uint8))]
     for mask in cases:
         assert not mask.is_label_map(), mask.values
         assert choose_mode(mask, "auto") == "binary"

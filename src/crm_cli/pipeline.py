@@ -22,6 +22,7 @@ from .masks import (
     match_mask_to_image,
     photo_note,
     scale_note,
+    void_note,
     weak_mask_note,
 )
 from .presets import Preset
@@ -265,6 +266,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                           runs=[StageRun.of(d) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
+    if mode == "auto" and (note := void_note(mask, mask_name or source_name(mask_source))) is not None:
+        notes.append(note)
     if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
         notes.append(note)
     detail = refiner.refine_detailed(image, coarse, preset=preset)

@@ -55,6 +55,9 @@ def check_label_output(read_mask: Callable[[], MaskData], mask_name: str, mode: 
     # extension, an output name that cannot hold the output is a usage error.
     if (refusal := webp_refusal(image_mode(mask_data.values, mask_data.palette))) is not None:
         raise fail(f"{output}: {refusal}", code=2)
+    # Grey ids it could hold, but only as RGB with three equal channels, which label loaders do not read.
+    raise fail(f"{output}: WebP stores grey as RGB, so a label map's ids would come back in three channels; "
+               "write it as .png or .tif", code=2)
 
 
 def check_labels(read_mask: Callable[[], MaskData], mask_name: str, mode: str,
