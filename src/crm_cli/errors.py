@@ -1,4 +1,5 @@
-"""Error wording shared by modules that cannot import each other (a leaf: it imports nothing of crm's)."""
+"""Error wording shared by modules that cannot import each other (a leaf: it imports nothing of crm's,
+nor torch or OpenCV)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,48 @@ def opencv_out_of_memory(exc: BaseException) -> str | None:
     size = int(amount.group(1))
     shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
     return f"Unable to allocate {shown} in OpenCV"
+
+
+# What an out-of-memory error line advises (after a MemoryError's own text).
+MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """The error line of ``exc`` when it is a shortage of memory, with its advice; None for any other
+    exception. crm refine's error, a crm batch item's and a crm coco instance's say the same
+    (cli.common.user_errors, cli.batch.refine_pair_job, coco.iter_image_job).
+
+    A shortage, and its line, is one of:
+
+    - a MemoryError (NumPy's "Unable to allocate ...", Python's own, ONNX Runtime's): its text ("out
+      of memory" when it has none) and MEMORY_ADVICE, unless its last clause is advice already, "; try
+      ..." or "; free memory ..." (crm's own estimate, cli.checks.memory_problem);
+    - torch's on a GPU: a torch.OutOfMemoryError, or a RuntimeError whose text starts with a device's
+      "out of memory" ("CUDA error: out of memory", "MPS backend out of memory"): its text and the
+      advice to try the CPU;
+    - torch's on the CPU: a RuntimeError of DefaultCPUAllocator failing to allocate: its text from
+      that name on (without the C++ source position before it) and MEMORY_ADVICE;
+    - OpenCV's (:func:`opencv_out_of_memory`), in NumPy's words, and MEMORY_ADVICE.
+
+    Any other exception is not, whatever its text mentions. torch is never imported here.
+    """
+    import re
+    import sys
+
+    if isinstance(exc, MemoryError):
+        message = str(exc) or "out of memory"
+        _, clause_break, last_clause = message.rpartition("; ")
+        advised = bool(clause_break) and last_clause.startswith(("try ", "free memory"))
+        return message if advised else message + MEMORY_ADVICE
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        # Looked up, not imported: none of torch's errors exists before torch is.
+        gpu_shortage = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+        if (gpu_shortage is not None and isinstance(exc, gpu_shortage)) or re.match(
+                r"(CUDA|HIP|XPU|MPS backend)( error:)? out of memory", text):
+            return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+        if (cpu := re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)) is not None:
+            return text[cpu.start():] + MEMORY_ADVICE
+        return None
+    shortage = opencv_out_of_memory(exc)
+    return None if shortage is None else shortage + MEMORY_ADVICE

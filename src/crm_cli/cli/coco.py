@@ -209,8 +209,8 @@ def coco(
             refiner = options.load(quiet)
         run = nullcontext((index, {"results": iter_image_job(refiner, job, instance_options)})
                           for index, job in enumerate(plan.jobs))
-    # What stops the whole run here (running out of memory: a MemoryError is no instance's own
-    # failure) reads as crm refine's error, after the progress bar is taken down.
+    # What stops the whole run here (running out of memory outside any one instance or image, while
+    # the results are applied) reads as crm refine's error, after the progress bar is taken down.
     with user_errors(fatal.emit), Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(),
                                            TimeElapsedColumn(), TextColumn("{task.fields[current]}", markup=False),
                                            console=console, disable=quiet) as progress:

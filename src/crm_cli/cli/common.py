@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
+from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
+from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
 from ..presets import PRESETS, split_items
 
 # Logs, progress and tables go to stderr; stdout carries data only.
@@ -498,51 +500,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     if code == 2:
         console.print(usage_hint(), highlight=False, style="dim")
     return typer.Exit(code)
-
-
-# What an out-of-memory error line advises (after a MemoryError's own text).
-MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
-
-
-def out_of_memory_message(exc: BaseException) -> str | None:
-    """The error line of ``exc`` when it is a shortage of memory, with its advice; None for any other
-    exception. crm refine's error and a crm batch item's say the same (user_errors, refine_pair_job).
-
-    A shortage, and its line, is one of:
-
-    - a MemoryError (NumPy's "Unable to allocate ...", Python's own, ONNX Runtime's): its text ("out
-      of memory" when it has none) and MEMORY_ADVICE, unless its last clause is advice already, "; try
-      ..." or "; free memory ..." (crm's own estimate, cli.checks.memory_problem);
-    - torch's on a GPU: a torch.OutOfMemoryError, or a RuntimeError whose text starts with a device's
-      "out of memory" ("CUDA error: out of memory", "MPS backend out of memory"): its text and the
-      advice to try the CPU;
-    - torch's on the CPU: a RuntimeError of DefaultCPUAllocator failing to allocate: its text from
-      that name on (without the C++ source position before it) and MEMORY_ADVICE;
-    - OpenCV's (errors.opencv_out_of_memory), in NumPy's words, and MEMORY_ADVICE.
-
-    Any other exception is not, whatever its text mentions.
-    """
-    import re
-
-    from ..errors import opencv_out_of_memory
-
-    if isinstance(exc, MemoryError):
-        message = str(exc) or "out of memory"
-        _, clause_break, last_clause = message.rpartition("; ")
-        advised = bool(clause_break) and last_clause.startswith(("try ", "free memory"))
-        return message if advised else message + MEMORY_ADVICE
-    if isinstance(exc, RuntimeError):
-        text = str(exc)
-        # Looked up, not imported: none of torch's errors exists before torch is.
-        gpu_shortage = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
-        if (gpu_shortage is not None and isinstance(exc, gpu_shortage)) or re.match(
-                r"(CUDA|HIP|XPU|MPS backend)( error:)? out of memory", text):
-            return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
-        if (cpu := re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)) is not None:
-            return text[cpu.start():] + MEMORY_ADVICE
-        return None
-    shortage = opencv_out_of_memory(exc)
-    return None if shortage is None else shortage + MEMORY_ADVICE
 
 
 @contextmanager

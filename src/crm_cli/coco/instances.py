@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import out_of_memory_message
 from .rle import (
     InstanceError,
     decode_columns,
@@ -164,13 +165,27 @@ def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, wi
     return image, None
 
 
+def instance_error(exc: Exception) -> str | None:
+    """The error of one instance that the others outlive, as crm batch takes a pair's
+    (evaluation.pair_failure): a ValueError (an InstanceError, or a value the engine rejects) in its
+    own words; running out of memory (a MemoryError, torch's, OpenCV's) as crm refine words it
+    (errors.out_of_memory_message); any other RuntimeError named by its type. None for anything else,
+    which stops the run."""
+    if isinstance(exc, ValueError):
+        return str(exc)
+    if (shortage := out_of_memory_message(exc)) is not None:
+        return shortage
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, RuntimeError) else None
+
+
 def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
     """Read one image and refine the instances of ``job`` (a JSON-able dict made by plan_jobs),
     yielding each instance's result as soon as it is known.
 
-    Every instance gets a result ``{"index", "id", "status", "seconds", ...}``; a bad instance or an
-    unreadable image gives ``status: failed`` with an ``error`` and never raises. The image's notes for
-    the log (a 16-bit photo read on a smaller scale) ride on its first result as ``"notes"``.
+    Every instance gets a result ``{"index", "id", "status", "seconds", ...}``; a bad instance (see
+    instance_error: running out of memory on one too) or an unreadable or too large image gives
+    ``status: failed`` with an ``error`` and never raises. The image's notes for the log (a 16-bit
+    photo read on a smaller scale) ride on its first result as ``"notes"``.
     """
     from ..imageio import read_image_noted
 
@@ -184,18 +199,21 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
         image, note = annotated_pixels(image, orientation, job.get("height"), job.get("width"), job["name"])
         if note:
             notes.append(note)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a bad or too large image fails its instances, the rest is raised
+        error = str(exc) if isinstance(exc, (OSError, ValueError)) else out_of_memory_message(exc)
+        if error is None:
+            raise
         for instance in job["instances"]:
-            yield finish(instance, {"status": "failed", "error": str(exc)}, start)
+            yield finish(instance, {"status": "failed", "error": error}, start)
         return
     for instance in job["instances"]:
         start = time.perf_counter()
         try:
             outcome = refine_instance(refiner, image, instance["segmentation"], options, instance.get("bbox"))
-        except ValueError as exc:  # InstanceError, or a value the engine rejects
-            outcome = {"status": "failed", "error": str(exc)}
-        except RuntimeError as exc:  # e.g. out of memory on one huge instance: report it, go on
-            outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - an instance's own failure (instance_error) is taken, the rest raised
+            if (error := instance_error(exc)) is None:
+                raise
+            outcome = {"status": "failed", "error": error}
         result = finish(instance, outcome, start)
         if notes:  # the first result only
             result["notes"], notes = notes, []
