@@ -1,6 +1,7 @@
-"""Label maps as more datasets keep them: grey ids from 64 up (ADE20K, COCO-stuff, 16-bit instance ids) are
-read as label maps by their shape, faint soft masks under 64 are not, an empty palette frame keeps its
-palette, grey ids beside a large 255 region are named in a warning, and WebP is refused for any label map.
+"""Label maps as more datasets keep them: grey ids from 64 up (ADE20K, COCO-stuff, 16-bit instance ids) stay
+soft masks, as an unsure network's enlarged output can look the same, but are named in a warning where their
+shape says ids; faint soft masks under 64 are no label maps, an empty palette frame of a colour palette keeps
+it, grey ids beside a large 255 region are named in a warning, and WebP is refused for any label map.
 Tiny synthetic masks; the CLI tests load tiny random weights."""
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.masks import MaskData, void_note
-from crm_cli.metrics import score_pair
+from crm_cli.masks import MaskData, ids_note, void_note
 from crm_cli.pipeline import choose_mode
 
 runner = CliRunner()
@@ -54,36 +54,46 @@ def soft_disc(top: int, size: tuple[int, int] = (96, 128), blur: float = 2.0, le
 # Which masks are label maps ---------------------------------------------------------------------------------
 
 
-def test_grey_ids_from_64_up_are_a_label_map() -> None:
+def test_grey_ids_from_64_up_stay_soft_and_are_named_in_a_warning() -> None:
     mask = grey(objects_map())
-    assert mask.is_label_map() and choose_mode(mask, "auto") == "labels"
-    assert mask.label_ids == [12, 87, 150]
-    # Scored as one object, every id is foreground (on the 8-bit scale ids 12 and 87 were background).
-    assert mask.scoring_values().tolist() == (objects_map() != 0).tolist()
+    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"
+    assert mask.looks_like_ids()
+    note = ids_note(mask, "ids.png")
+    assert note is not None and "12, 87, 150" in note and note.endswith("pass --mode labels")
+    # --mode labels reads the ids.
+    assert choose_mode(mask, "labels") == "labels" and mask.label_ids == [12, 87, 150]
 
 
-def test_sixteen_bit_instance_ids_are_a_label_map_and_score_by_their_ids() -> None:
+def test_sixteen_bit_instance_ids_and_ids_beside_void_are_named_in_a_warning() -> None:
     # Cityscapes' instanceIds: stuff as its class id, things as class * 1000 + instance.
     instances = {7: (slice(70, 96), slice(0, 128)), 24000: (slice(10, 50), slice(8, 40)),
                  26000: (slice(20, 60), slice(50, 90)), 26001: (slice(20, 60), slice(92, 124))}
-    values = objects_map(np.uint16, instances)
-    mask = grey(values)
-    assert mask.is_label_map() and mask.label_ids == [7, 24000, 26000, 26001]
-    # Read on the 16-bit scale only 26000 and 26001 (above 128 * 257) were foreground: IoU 1 of two
-    # empty-looking files hid the difference. By ids, a prediction missing the road scores by hand:
-    pred = values.copy()
-    pred[70:96] = 0
-    gt_area = int(np.count_nonzero(values))
-    expected = (gt_area - 26 * 128) / gt_area
-    assert score_pair(grey(pred).scoring_values(), mask.scoring_values()).iou == pytest.approx(expected)
-
-
-def test_ids_beside_a_void_region_from_64_up_are_a_label_map() -> None:
+    assert grey(objects_map(np.uint16, instances)).looks_like_ids()
     # COCO-stuff: ids up to 181 and its "unlabeled" 255 as a region, not a band.
     values = objects_map()
     values[0:6, :] = 255
-    mask = grey(values)
-    assert mask.is_label_map() and mask.label_ids == [12, 87, 150, 255]
+    assert grey(values).looks_like_ids()
+    # A trimap (0, 128, 255) or a cut-out with a 50% shadow is one grey beside 255: no warning.
+    trimap = np.zeros((96, 128), np.uint8)
+    trimap[20:80, 20:110], trimap[30:70, 30:100] = 128, 255
+    assert not grey(trimap).looks_like_ids()
+
+
+def unsure_network_mask(top: float, dtype: type = np.uint8) -> np.ndarray:
+    """A 24x24 sigmoid output whose largest probability is ``top``, enlarged 16x by nearest neighbour."""
+    yy, xx = np.mgrid[:24, :24].astype(np.float32)
+    probability = top / (1 + np.exp(4 * (((yy - 12) / 6) ** 2 + ((xx - 11) / 5) ** 2 - 1)))
+    scale = 255 if dtype == np.uint8 else 65535
+    values = np.round(probability * scale).astype(dtype)
+    return cv2.resize(values, None, fx=16, fy=16, interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.mark.parametrize(("top", "dtype"), [(0.75, np.uint8), (0.7, np.uint16), (1.0, np.uint8)])
+def test_an_unsure_networks_enlarged_output_is_one_soft_object_without_a_warning(top: float, dtype: type) -> None:
+    mask = grey(unsure_network_mask(top, dtype))
+    assert mask.distinct_values > 2
+    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"
+    assert not mask.looks_like_ids() and ids_note(mask, "m.png") is None
 
 
 @pytest.mark.parametrize("top", [200, 254])
@@ -93,8 +103,9 @@ def test_soft_masks_under_255_stay_soft(top: int) -> None:
     enlarged = cv2.resize(soft_disc(top, (24, 32), blur=0.8), (256, 192), interpolation=cv2.INTER_NEAREST)
     for values in (blurred, enlarged):
         mask = grey(values)
-        assert 2 < mask.distinct_values <= 64, mask.distinct_values
+        assert 2 < mask.distinct_values <= 32, mask.distinct_values
         assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"
+        assert not mask.looks_like_ids()
 
 
 def test_a_nearly_binary_soft_mask_of_three_flat_levels_stays_soft() -> None:
@@ -103,7 +114,7 @@ def test_a_nearly_binary_soft_mask_of_three_flat_levels_stays_soft() -> None:
     values[10:86, 10:118] = 2
     values[30:66, 40:88] = 252
     mask = grey(values)
-    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"
+    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary" and not mask.looks_like_ids()
     assert mask.scoring_values().tolist() == values.tolist()  # scored on the 8-bit scale: 252 > 128
 
 
@@ -115,10 +126,13 @@ def test_a_faint_soft_mask_under_64_is_no_label_map() -> None:
     assert grey(objects_map(ids={3: (slice(2, 4), slice(2, 5)), 8: (slice(10, 30), slice(10, 30))})).is_label_map()
 
 
-def test_an_empty_palette_frame_is_a_label_map_unless_black_and_white() -> None:
+def test_an_empty_palette_frame_is_a_label_map_where_its_palette_has_colours() -> None:
     empty = np.zeros((6, 8), np.uint8)
     assert MaskData(empty, "palette", VOC_PALETTE).is_label_map()
+    # Black and white, or the grey palette Pillow gives convert("P"): a binary dataset's empty frame.
     assert not MaskData(empty, "palette", [0, 0, 0, 255, 255, 255] + [0] * 762).is_label_map()
+    assert not MaskData(empty, "palette", [v for v in range(256) for _ in range(3)]).is_label_map()
+    assert not MaskData(empty, "palette", [0, 0, 0]).is_label_map()
 
 
 def test_ids_under_64_beside_a_large_255_region_are_named_in_a_warning() -> None:
@@ -150,20 +164,37 @@ def photo_of(values: np.ndarray, path: Path) -> Path:
     return path
 
 
-def test_refine_keeps_the_ids_of_an_ade20k_map(tiny_weights: Path, tmp_path: Path) -> None:
+def test_refine_warns_of_an_ade20k_map_and_mode_labels_keeps_its_ids(tiny_weights: Path, tmp_path: Path) -> None:
     values = objects_map()
     Image.fromarray(values).save(tmp_path / "ids.png")
     image = photo_of(values, tmp_path / "im.png")
 
-    result = runner.invoke(app, ["refine", str(image), str(tmp_path / "ids.png"), "-o", str(tmp_path / "out.png"),
-                                 *cpu(tiny_weights), "--json"])
+    auto = runner.invoke(app, ["refine", str(image), str(tmp_path / "ids.png"), "-o", str(tmp_path / "auto.png"),
+                               *cpu(tiny_weights), "--json"])
+    labels = runner.invoke(app, ["refine", str(image), str(tmp_path / "ids.png"), "-o", str(tmp_path / "out.png"),
+                                 *cpu(tiny_weights), "--mode", "labels"])
 
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["mode"] == "labels"
+    assert auto.exit_code == 0 and labels.exit_code == 0, auto.output + labels.output
+    record = json.loads(auto.stdout)
+    assert record["mode"] == "binary"
+    assert any("12, 87, 150" in warning and "--mode labels" in warning for warning in record["warnings"]), record
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.dtype == np.uint8 and set(np.unique(out).tolist()) <= {0, 12, 87, 150}
     for value, box in OBJECTS.items():
         assert (out[box] == value).mean() > 0.8, value
+
+
+def test_score_warns_of_instance_ids_read_as_a_soft_mask(tmp_path: Path) -> None:
+    instances = {7: (slice(70, 96), slice(0, 128)), 24000: (slice(10, 50), slice(8, 40)),
+                 26000: (slice(20, 60), slice(50, 90))}
+    values = objects_map(np.uint16, instances)
+    cv2.imwrite(str(tmp_path / "gt.png"), values)
+    cv2.imwrite(str(tmp_path / "pred.png"), values)
+
+    result = runner.invoke(app, ["score", str(tmp_path / "pred.png"), str(tmp_path / "gt.png")])
+
+    assert result.exit_code == 0, result.output
+    assert "7, 24000, 26000" in result.stderr and "class ids" in result.stderr
 
 
 def test_batch_keeps_the_palette_of_an_empty_davis_frame(tiny_weights: Path, tmp_path: Path) -> None:
@@ -210,3 +241,15 @@ def test_webp_is_refused_for_a_grey_label_map(tiny_weights: Path, tmp_path: Path
     assert result.exit_code == 2, result.output
     assert "WebP" in result.output and ".png" in result.output
     assert not (tmp_path / "o.webp").exists()
+
+
+def test_eval_warns_of_a_ground_truth_of_instance_ids(tiny_weights: Path, tmp_path: Path) -> None:
+    values = objects_map(ids={87: (slice(10, 50), slice(12, 60)), 150: (slice(56, 92), slice(70, 124))})
+    photo_of(values, tmp_path / "p_im.png")
+    cv2.imwrite(str(tmp_path / "p_gt.png"), values)
+    cv2.imwrite(str(tmp_path / "p_seg.png"), (values > 0).astype(np.uint8) * 255)
+
+    result = runner.invoke(app, ["eval", str(tmp_path), *cpu(tiny_weights), "--ratios", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert "87, 150" in result.stderr and "p_gt.png" in result.stderr

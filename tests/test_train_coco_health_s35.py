@@ -82,6 +82,7 @@ def rank_refusal(name: str, value: str) -> str:
 def test_a_malformed_rank_is_a_usage_error_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  no_model: list[object], name: str,
                                                                  value: str) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun; a run of one process does not read them
     monkeypatch.setenv(name, value)
     out = tmp_path / "run"
     code, stdout, stderr = train("--data", str(write_pairs(tmp_path / "d", 3)), "--out", str(out))
@@ -92,6 +93,7 @@ def test_a_malformed_rank_is_a_usage_error_before_the_model_loads(tmp_path: Path
 
 @pytest.mark.parametrize("name", ["RANK", "LOCAL_RANK"])
 def test_the_trainer_refuses_a_malformed_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv(name, "abc")
     with pytest.raises(ValueError) as caught:
         loop.Trainer(options(write_pairs(tmp_path / "d", 3), tmp_path / "run"))
@@ -100,6 +102,19 @@ def test_the_trainer_refuses_a_malformed_rank(tmp_path: Path, monkeypatch: pytes
     assert loop.torchrun_variable(name) == 3
     monkeypatch.delenv(name)
     assert loop.torchrun_variable(name) == 0
+
+
+@pytest.mark.parametrize("name", ["RANK", "LOCAL_RANK"])
+def test_a_run_of_one_process_ignores_the_minus_one_of_other_launchers(monkeypatch: pytest.MonkeyPatch,
+                                                                       name: str) -> None:
+    # Hugging Face's launchers and many scripts set LOCAL_RANK=-1 for "not distributed".
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv(name, "-1")
+    loop.check_torchrun_variables()
+    assert loop.rank(name) == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=name):
+        loop.check_torchrun_variables()
 
 
 # 3. The data is refused before the ranks join ------------------------------------------------------------

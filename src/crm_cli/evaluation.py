@@ -86,6 +86,7 @@ def folder_samples(pairs: Iterable[FilePair],
 def _folder_sample(pair: FilePair) -> Sample:
     """One pair of :func:`folder_samples`, read now."""
     from .imageio import read_image_noted, read_mask
+    from .masks import ids_note
     from .pipeline import fit_mask_to_image
 
     if pair.gt is None:
@@ -97,6 +98,9 @@ def _folder_sample(pair: FilePair) -> Sample:
     coarse, coarse_notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
     gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
     notes += coarse_notes + gt_notes
+    # Both are read as one object here (crm eval has no --mode), so ids look-alikes are only named.
+    notes += [note for mask, name in ((coarse, pair.mask), (gt, pair.gt))
+              if (note := ids_note(mask, str(name), advice="")) is not None]
     return Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
 
 

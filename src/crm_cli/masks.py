@@ -41,29 +41,28 @@ VOID_BAND_ERODE = 3
 VOID_BAND_CORE = 0.25
 VOID_BAND_REACH = 5
 VOID_BAND_NEAR = 0.5
-# Grey ids from LABEL_ID_LIMIT up (ADE20K's 150 classes, COCO-stuff's 182, 16-bit instance ids) are told from a
-# soft mask by their shape (MaskData._ids_are_regions): a label map holds at most LABEL_MAP_MAX_IDS values,
-# and its values between 0 and the largest fill regions, at least LABEL_MAP_FLAT_SHARE of their pixels inside
-# a 3x3 window of one value, where a soft mask's are ramps along its edges (200 DUTS-TR masks, as they are,
-# scaled to 200, blurred or enlarged 4x: at most 39%; 300 synthetic scene, object and instance maps: 66% and
-# more at full size). A soft mask enlarged 8x by nearest neighbour is 57-66% flat too, but there the largest
-# value (the object's body) outnumbers the levels and they lie in a band between it and 0: a label map's
-# largest value is one id among others, or its regions are wide for their distance from 0 and the largest
-# value (LABEL_MAP_SPREAD: the median of that distance over twice the median depth inside a region; soft
-# masks enlarged 8x 2.2-8.8, scene maps 5.0-24). Soft masks of thin objects enlarged 8x from an eighth of
-# their size and scaled to 200 (4 of 200) can still pass as label maps; --mode binary reads them as one object.
-LABEL_MAP_MAX_IDS = 64
-# ... and only up to these ids (ADE20K's reach 150, COCO-stuff's 182, Cityscapes' instance ids 33999): a soft mask
-# that is nearly binary but for a few flat levels (crm's own output of an unsure model: 0, 2 and 252) reaches
-# close to its full scale.
-LABEL_MAP_TOP_ID = {np.dtype(np.uint8): 200, np.dtype(np.uint16): 50000}
+# Grey ids from LABEL_ID_LIMIT up (ADE20K's 150 classes, COCO-stuff's 182, 16-bit instance ids) are read as a
+# soft mask, since a soft mask can hold the same few flat values: an unsure network's output enlarged by nearest
+# neighbour (largest value 188, 49 levels). Where they look like ids, a warning says so (ids_note): at most
+# LABEL_MAP_MAX_IDS values, and at least LABEL_MAP_FLAT_SHARE of the pixels between 0 and the largest value
+# inside a 3x3 window of one value, where an anti-aliased, blurred or bilinearly enlarged soft mask's lie on
+# ramps along its edges (200 DUTS-TR masks, as they are, scaled to 200, blurred or enlarged 4x: at most 39%;
+# 300 synthetic scene, object and instance maps: 66% and more). Measured with the band test below: warned of
+# 1 in 200 DUTS-TR masks enlarged 8x from an eighth, 59 of 900 sigmoid outputs of 12-48 px enlarged 4-64x, and
+# 283 of 398 synthetic maps (those of more than 32 values are not warned of).
+LABEL_MAP_MAX_IDS = 32
 LABEL_MAP_FLAT_SHARE = 0.5
+# A soft mask enlarged by nearest neighbour is flat too, but its levels lie in a band between background and its
+# largest value (MaskData._levels_in_a_band): LABEL_MAP_BAND_SHARE of them in regions touching both, thin for
+# their distance from the two (LABEL_MAP_SPREAD: the median of that distance over twice the median depth inside
+# a region; such masks 2.2-4.2, synthetic scene maps 5.0-24).
+LABEL_MAP_BAND_SHARE = 0.9
 LABEL_MAP_SPREAD = 5.0
 # A grey mask under LABEL_ID_LIMIT with at least FAINT_SOFT_LEVELS values, almost none of them (under
 # FAINT_SOFT_FLAT_SHARE) inside flat regions, is a faint soft mask (a matte scaled to 0..40), not ids.
 FAINT_SOFT_LEVELS = 16
 FAINT_SOFT_FLAT_SHARE = 0.1
-# What _ids_are_regions measures on at most this many pixels (an even grid), whatever the mask's size.
+# The flat share is measured on an even grid of at most this many pixels, whatever the mask's size.
 REGION_SAMPLE_PIXELS = 1 << 18
 # A palette entry of this colour on black is a binary mask saved as a palette PNG, not a class.
 WHITE = [255, 255, 255]
@@ -137,19 +136,31 @@ def scale_note(mask: MaskData, mask_name: str) -> str | None:
 
 
 def void_note(mask: MaskData, mask_name: str) -> str | None:
-    """The warning for grey ids beside a VOID_ID region read as one object (:meth:`MaskData.is_label_map`:
-    255 covers more pixels than the ids and is no band along their edges, as a 0/255 mask's object
-    beside a hard shadow), or None: a VOC map with a "difficult" object filled with 255 looks the same,
-    and only the user can tell."""
+    """The warning for grey ids under LABEL_ID_LIMIT beside VOID_ID read as one object (255 is no void
+    by :meth:`MaskData.is_label_map`'s rule, as a 0/255 mask's object beside a hard shadow), or None: a
+    VOC map with a "difficult" object filled with 255 looks the same, and only the user can tell."""
     if mask.kind not in ("gray8", "gray16") or mask.maximum != VOID_ID or mask.is_label_map():
         return None
-    present = np.flatnonzero(mask._counts[:VOID_ID])
-    ids = [int(value) for value in present if value != 0]
-    if not ids or len(ids) > LABEL_MAP_MAX_IDS or ids[-1] >= LABEL_ID_LIMIT:
+    ids = [int(value) for value in np.flatnonzero(mask._counts[1:VOID_ID]) + 1]
+    if not ids or ids[-1] >= LABEL_ID_LIMIT:
         return None
-    shown = ", ".join(str(value) for value in ids[:8]) + (", ..." if len(ids) > 8 else "")
-    return (f"{mask_name}: holds ids {shown} and 255, read as one object (255) because 255 covers more "
-            "pixels than the ids; if it is a label map with a void region, pass --mode labels")
+    return (f"{mask_name}: holds ids {_shown(ids)} and 255, read as one object (255); if it is a label map "
+            "whose 255 is void, pass --mode labels")
+
+
+def ids_note(mask: MaskData, mask_name: str, advice: str = "; if it holds class ids, pass --mode labels") -> str | None:
+    """The warning for a grey mask read as a soft mask whose values look like class ids from
+    LABEL_ID_LIMIT up (:meth:`MaskData.looks_like_ids`), ending with ``advice``, or None."""
+    if not mask.looks_like_ids():
+        return None
+    return (f"{mask_name}: its values {_shown(mask.label_ids)} fill flat regions as class ids do (ADE20K, "
+            "COCO-stuff, instance ids), but a grey mask whose values reach 64 is read as a soft mask: "
+            f"foreground above half its scale{advice}")
+
+
+def _shown(ids: list[int], most: int = 8) -> str:
+    """Up to ``most`` ids as text, with "..." for the rest."""
+    return ", ".join(str(value) for value in ids[:most]) + (", ..." if len(ids) > most else "")
 
 
 def weak_mask_note(probability: np.ndarray, mask_name: str) -> str | None:
@@ -382,8 +393,8 @@ class MaskData:
 
     @cached_property
     def distinct_values(self) -> int:
-        """How many distinct values the mask holds; uint8 values are counted once with
-        :meth:`is_label_map`'s counts."""
+        """How many distinct values the mask holds, read from :attr:`_counts` where it is short (uint8
+        values, or uint16 values up to VOID_ID), else from :attr:`_unique_values`."""
         if self._counts_are_short:
             return int(np.count_nonzero(self._counts))
         return int(self._unique_values.size)
@@ -399,16 +410,15 @@ class MaskData:
         return self.values.dtype == np.uint8 or (
             self.values.dtype == np.uint16 and self.kind != "float" and self.maximum <= VOID_ID)
 
-    def _high_ids_below(self, highest: int) -> bool:
-        """True when ``highest``, an id from LABEL_ID_LIMIT up, is within LABEL_MAP_TOP_ID for the mask's
-        scale (8-bit values also in a 16-bit file, see :func:`uint16_full_scale`)."""
-        eight_bit = self.values.dtype == np.uint8 or uint16_full_scale(self.values, self.maximum) == 255
-        return highest <= LABEL_MAP_TOP_ID[np.dtype(np.uint8 if eight_bit else np.uint16)]
+    @cached_property
+    def _sample_step(self) -> int:
+        """The step of the even grid of at most REGION_SAMPLE_PIXELS pixels that shape tests read."""
+        return max(1, math.ceil(math.sqrt(self.values.size / REGION_SAMPLE_PIXELS)))
 
     def _few_values(self) -> bool:
         """True when the mask holds more than two and at most LABEL_MAP_MAX_IDS values. Wider values are
         first counted on an even grid, so a 16-bit soft mask is turned away without sorting every pixel."""
-        step = max(1, math.ceil(math.sqrt(self.values.size / REGION_SAMPLE_PIXELS)))
+        step = self._sample_step
         if not self._counts_are_short and step > 1 and np.unique(self.values[::step, ::step]).size > LABEL_MAP_MAX_IDS:
             return False
         return 2 < self.distinct_values <= LABEL_MAP_MAX_IDS
@@ -482,21 +492,21 @@ class MaskData:
 
         - a palette mask with a used index other than 0, unless its only one is white (a black and
           white mask saved as a palette PNG, read as one object), and an empty one (index 0 only)
-          unless its entry 1 is white: a DAVIS frame the object has left keeps the dataset's format;
+          whose palette has a colour entry: a VOC or DAVIS frame the object has left keeps the
+          dataset's format;
         - grey ids under LABEL_ID_LIMIT: more than two values, or 0 and one id of 2 or more
-          (:attr:`object_value`; a 0/1 mask is binary), unless at least FAINT_SOFT_LEVELS levels
-          lie almost all on ramps (a faint soft mask);
-        - grey ids with the VOID_ID band of VOC and Cityscapes, 8-bit values (also in a 16-bit file)
-          with at least one id, VOID_ID and more than two values ({0, 1, 255} too: read on the 8-bit
-          scale, class 1 would be background and only the void band foreground), where VOID_ID is
-          void: no more pixels than the ids, or a thin band along their edges. A 0/255 mask with a
-          stray pixel of 1 or a hard drop shadow under 64 beside its object is no label map (see
-          :func:`void_note`);
-        - grey ids from LABEL_ID_LIMIT up (ADE20K, COCO-stuff, 16-bit instance ids), under the full
-          scale or beside VOID_ID, that fill regions (:meth:`_ids_are_regions`).
+          (:attr:`object_value`; a 0/1 mask is binary), unless FAINT_SOFT_LEVELS levels or more lie
+          almost all on ramps (a faint soft mask);
+        - grey ids under LABEL_ID_LIMIT with the VOID_ID band of VOC and Cityscapes, 8-bit values
+          (also in a 16-bit file) with at least one id, VOID_ID and more than two values ({0, 1, 255}
+          too: read on the 8-bit scale, class 1 would be background and only the void band foreground),
+          where VOID_ID is void: no more pixels than the ids, or a thin band along their edges. A 0/255
+          mask with a stray pixel of 1 or a hard drop shadow under 64 beside its object is no label map
+          (:func:`void_note` warns of it).
 
-        A soft or anti-aliased mask's levels between 0 and its largest value lie on ramps along its
-        edges, and a 0/255 mask holds no id, so neither is one."""
+        A soft or anti-aliased mask holds values between LABEL_ID_LIMIT and 254, and a 0/255 mask no
+        id, so neither is one; nor are grey ids from LABEL_ID_LIMIT up, which a soft mask can look like
+        (:meth:`looks_like_ids`, :func:`ids_note`)."""
         return self._label_map
 
     @cached_property
@@ -506,8 +516,8 @@ class MaskData:
             used = np.flatnonzero(self._counts[1:]) + 1
             # One class on background keeps its id and palette, as several do (a DAVIS frame holding
             # one object or two comes out in one format).
-            if used.size == 0:  # an empty frame: its palette tells a dataset's classes from black and white
-                return self.palette is not None and not self._white_entry(1)
+            if used.size == 0:  # an empty frame: a colour palette is a dataset's classes (VOC, DAVIS)
+                return self._colour_palette()
             return used.size > 1 or not self._white_entry(int(used[0]))
         if self.kind not in ("gray8", "gray16"):
             return False
@@ -519,9 +529,58 @@ class MaskData:
             levels = self.distinct_values
             return levels > 2 and not (levels >= FAINT_SOFT_LEVELS and
                                        self._flat_share() < FAINT_SOFT_FLAT_SHARE)
-        if top == VOID_ID:
-            return self._ids_and_void()
-        return self._high_ids_below(top) and self._few_values() and self._ids_are_regions()
+        return top == VOID_ID and self._ids_and_void()
+
+    def looks_like_ids(self) -> bool:
+        """True for a grey mask that is no label map by :meth:`is_label_map` but whose values look like
+        class ids from LABEL_ID_LIMIT up: more than two and at most LABEL_MAP_MAX_IDS values, at least one
+        between 0 and the largest (two beside VOID_ID, where one is a trimap's or a shadow's grey), mostly
+        inside flat regions (LABEL_MAP_FLAT_SHARE) rather than on a soft mask's ramps. Such a mask is
+        still read as a soft mask (see LABEL_MAP_MAX_IDS): only the user can tell."""
+        if self.kind not in ("gray8", "gray16") or self.maximum < LABEL_ID_LIMIT or self.is_label_map():
+            return False
+        if not self._few_values():
+            return False
+        if self.maximum == VOID_ID and self.distinct_values < 4:
+            return False
+        return self._flat_share() >= LABEL_MAP_FLAT_SHARE and not self._levels_in_a_band()
+
+    def _levels_in_a_band(self) -> bool:
+        """True when the values between 0 and the largest lie in a band from background to the largest
+        value, as a soft mask's levels do when it was enlarged by nearest neighbour: their regions touch
+        both 0 and the largest value (LABEL_MAP_BAND_SHARE of their pixels), and are thin for their
+        distance from the two (LABEL_MAP_SPREAD). A label map's objects lie apart on background, or its
+        scene's regions are wide."""
+        import cv2
+
+        values = np.ascontiguousarray(self.values)
+        top = self.maximum
+        middle = ((values != 0) & (values != top)).astype(np.uint8)
+        background, largest = (values == 0).astype(np.uint8), (values == top).astype(np.uint8)
+        if not background.any() or not largest.any():
+            return False
+        kernel = np.ones((3, 3), np.uint8)
+        count, regions = cv2.connectedComponents(middle, connectivity=8)
+        touching_both = np.intersect1d(regions[cv2.dilate(background, kernel) & middle > 0],
+                                       regions[cv2.dilate(largest, kernel) & middle > 0])
+        areas = np.bincount(regions.ravel(), minlength=count)
+        if areas[touching_both].sum() < LABEL_MAP_BAND_SHARE * areas[1:].sum():
+            return False
+        inside = middle > 0
+        from_background = cv2.distanceTransform(1 - background, cv2.DIST_L2, 3)[inside]
+        from_largest = cv2.distanceTransform(1 - largest, cv2.DIST_L2, 3)[inside]
+        flat = (cv2.erode(values, kernel) == cv2.dilate(values, kernel)).astype(np.uint8)
+        depth = cv2.distanceTransform(flat, cv2.DIST_L2, 3)[inside]
+        spread = float(np.median(from_background + from_largest)) / (2.0 * float(np.median(depth)) + 2.0)
+        return spread < LABEL_MAP_SPREAD
+
+    def _colour_palette(self) -> bool:
+        """True when the palette holds an entry that is not grey (R, G and B not all equal)."""
+        if self.palette is None:
+            return False
+        entries = np.asarray(self.palette[:768], np.int32)
+        entries = entries[:entries.size // 3 * 3].reshape(-1, 3)
+        return bool(((entries != entries[:, :1]).any(axis=1)).any())
 
     def _white_entry(self, index: int) -> bool:
         """True when palette entry ``index`` is white."""
@@ -535,14 +594,12 @@ class MaskData:
         # Every 8-bit soft mask reaches 255: _counts is cv2.calcHist's histogram for these values.
         counts = self._counts
         present = counts > 0
-        if not present[1:VOID_ID].any() or int(np.count_nonzero(present)) <= 2:
+        if present[LABEL_ID_LIMIT:VOID_ID].any() or not present[1:LABEL_ID_LIMIT].any():
             return False
-        highest_id = int(np.flatnonzero(present[:VOID_ID])[-1])
-        if highest_id >= LABEL_ID_LIMIT and not (
-                self._high_ids_below(highest_id) and self._few_values() and self._ids_are_regions()):
-            return False  # the in-between levels of a soft mask (or ids from 64 up that are not regions)
+        if int(np.count_nonzero(present)) <= 2:
+            return False
         # calcHist counts in float32, exact up to 2**24 pixels and near enough beyond for this comparison.
-        ids = int(counts[1:VOID_ID].sum())
+        ids = int(counts[1:LABEL_ID_LIMIT].sum())
         return int(counts[VOID_ID]) <= ids or self._void_is_a_band()
 
     @cached_property
@@ -553,7 +610,7 @@ class MaskData:
         import cv2
 
         values = np.ascontiguousarray(self.values)
-        step = max(1, math.ceil(math.sqrt(values.size / REGION_SAMPLE_PIXELS)))
+        step = self._sample_step
         kernel = np.ones((3, 3), np.uint8)
         low, high = cv2.erode(values, kernel), cv2.dilate(values, kernel)
         return values[::step, ::step], (low == high)[::step, ::step]
@@ -566,27 +623,6 @@ class MaskData:
         middle = (values != 0) & (values != self.maximum)
         count = int(np.count_nonzero(middle))
         return int(np.count_nonzero(middle & flat)) / count if count else 0.0
-
-    def _ids_are_regions(self) -> bool:
-        """True when the values between 0 and the largest are a label map's regions rather than a soft
-        mask's edges: mostly flat (LABEL_MAP_FLAT_SHARE), and spread over the image rather than lying
-        in a band between 0 and the largest value (LABEL_MAP_SPREAD), as a soft mask enlarged by nearest
-        neighbour does."""
-        if self._flat_share() < LABEL_MAP_FLAT_SHARE:
-            return False
-        import cv2
-
-        values, flat = self._flat_cells
-        top = self.maximum
-        middle = (values != 0) & (values != top)
-        if not (values == 0).any() or np.count_nonzero(values == top) <= np.count_nonzero(middle):
-            return True  # no background, or the largest value is one id among others, not an object's body
-        # Distances on the sampled grid: their ratio, the measure, does not depend on the grid's step.
-        from_background = cv2.distanceTransform((values != 0).astype(np.uint8), cv2.DIST_L2, 3)[middle]
-        from_top = cv2.distanceTransform((values != top).astype(np.uint8), cv2.DIST_L2, 3)[middle]
-        depth = cv2.distanceTransform(flat.astype(np.uint8), cv2.DIST_L2, 3)[middle]
-        spread = float(np.median(from_background + from_top)) / (2.0 * float(np.median(depth)) + 2.0)
-        return spread >= LABEL_MAP_SPREAD
 
     def _void_is_a_band(self) -> bool:
         """True when the VOID_ID pixels are a thin band along the ids' edges, as VOC draws its void, rather

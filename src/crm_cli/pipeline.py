@@ -19,6 +19,7 @@ from .masks import (
     MaskData,
     SizeMismatchError,
     drawn_on_stored_pixels,
+    ids_note,
     match_mask_to_image,
     photo_note,
     scale_note,
@@ -155,15 +156,17 @@ def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
     same-aspect copy of the other is upsampled to its size, as :func:`fit_mask_to_image` upsamples a
     small ground truth to its photo for ``crm eval``, so that both commands score the same.
 
-    Returns the two masks and notes for the log: first one for each file that looks like a photo
-    (``masks.photo_note``; one when both names are the same), then one for the mask upsampled.
+    Returns the two masks and notes for the log: first, for each file, one if it looks like a photo
+    (``masks.photo_note``) and one if its values look like class ids read as a soft mask
+    (``masks.ids_note``; each once when both names are the same), then one for the mask upsampled.
 
     Raises:
         SizeMismatchError: the sizes differ otherwise (a ValueError naming both files and sizes); its
             ``notes`` are the photo notes, worth showing before the error.
     """
     notes = list(dict.fromkeys(note for mask, name in ((pred, pred_name), (gt, gt_name))
-                               if (note := photo_note(mask, name)) is not None))
+                               for note in (photo_note(mask, name), ids_note(mask, name, advice=""))
+                               if note is not None))
     (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
     try:
         if gt_h <= pred_h and gt_w <= pred_w:
@@ -266,8 +269,9 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                           runs=[StageRun.of(d) for d in per_label.details],
                           guard_restored=sum(d.guard_restored for d in per_label.details))
     coarse = mask.probability()
-    if mode == "auto" and (note := void_note(mask, mask_name or source_name(mask_source))) is not None:
-        notes.append(note)
+    if mode == "auto":
+        name = mask_name or source_name(mask_source)
+        notes += [note for note in (void_note(mask, name), ids_note(mask, name)) if note is not None]
     if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
         notes.append(note)
     detail = refiner.refine_detailed(image, coarse, preset=preset)

@@ -39,8 +39,8 @@ def check_output_size(output: Path, width: int, height: int) -> None:
 
 
 def check_label_output(read_mask: Callable[[], MaskData], mask_name: str, mode: str, output: Path) -> None:
-    """Refuse (exit 2, a usage error), before the model loads, a label map that ``output``'s format
-    cannot hold (a palette or 16-bit label map as WebP), which writing it after refining would refuse.
+    """Refuse (exit 2, a usage error), before the model loads, a label map as WebP: a palette or 16-bit
+    one it cannot hold (writing it after refining would refuse it), and grey ids, which it stores as RGB.
     ``read_mask`` decodes the mask (called only when the format matters)."""
     from ..writing import image_mode, output_format, webp_refusal
 

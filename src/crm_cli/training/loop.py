@@ -309,7 +309,7 @@ class Trainer:
         self.out = Path(options.out)
         check_torchrun_variables()  # LOCAL_RANK too, read only later and only on a GPU
         self.world = world_size()
-        self.rank = torchrun_variable("RANK")
+        self.rank = rank()
         # The data first: a mistake in it is reported before the ranks join their process group and
         # before the model is built. Every rank reads the same folders, so each refuses them alike
         # without waiting for the others to start.
@@ -831,10 +831,18 @@ def world_size() -> int:
 
 
 def check_torchrun_variables() -> None:
-    """Read every one of TORCHRUN_VARIABLES, so that a malformed one is a ValueError naming it
-    before anything else is done."""
-    for name in TORCHRUN_VARIABLES:
-        torchrun_variable(name)
+    """Read TORCHRUN_VARIABLES, so that a malformed one is a ValueError naming it before anything else
+    is done: WORLD_SIZE always, RANK and LOCAL_RANK only where it is above 1 (:func:`rank`), since
+    launchers other than torchrun set them to -1 for a run of one process."""
+    if world_size() > 1:
+        for name in ("RANK", "LOCAL_RANK"):
+            torchrun_variable(name)
+
+
+def rank(name: str = "RANK") -> int:
+    """This process's torchrun ``name`` (RANK, or LOCAL_RANK: its number on its machine), 0 in a run of
+    one process, whatever the variable holds there (-1 from other launchers)."""
+    return torchrun_variable(name) if world_size() > 1 else 0
 
 
 def torchrun_device_problem(name: str) -> str | None:
@@ -858,7 +866,7 @@ def training_device(name: str = "auto") -> torch.device:
     device = resolve_device(name)
     if device.type == "cuda":
         if device.index is None:
-            device = torch.device("cuda", torchrun_variable("LOCAL_RANK"))
+            device = torch.device("cuda", rank("LOCAL_RANK"))
         torch.cuda.set_device(device)
     return device
 
