@@ -25,7 +25,7 @@ import numpy as np
 from crm_cli.guard import boundary_distance
 from crm_cli.imageio import read_image, read_mask
 from crm_cli.masks import binarize, match_mask_to_image
-from crm_cli.pairing import find_pairs, scan_predictions
+from crm_cli.pairing import scan_pairs, scan_predictions
 
 # Layer centres -6.5 .. +6.5: the near ones give the centroid, the far ones each side's texture level.
 LAYERS = np.arange(-6.5, 7.0, 1.0)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="measure every k-th pair, about this many (0: all)")
     args = parser.parse_args(argv)
 
-    triples = [pair for pair in find_pairs(args.folder)[0] if pair.gt is not None]
+    triples = [pair for pair in scan_pairs(args.folder).pairs if pair.gt is not None]
     if not triples:
         raise SystemExit(f"{args.folder}: no image/mask/GT triples")
     if args.limit and len(triples) > args.limit:

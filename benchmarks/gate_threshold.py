@@ -28,7 +28,7 @@ from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
 from crm_cli.masks import mask_to_float
 from crm_cli.metrics import DatasetScore, ImageScore, score_pair
 from crm_cli.outputs import render_output
-from crm_cli.pairing import FilePair, find_pairs
+from crm_cli.pairing import FilePair, scan_pairs
 
 # Above any confidence (they lie in [0, 1]): every image that changed keeps its coarse mask.
 REFUSE_ALL = 2.0
@@ -105,7 +105,7 @@ def points_below(score: DatasetScore, coarse: DatasetScore) -> tuple[int, int]:
 
 def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[str]:
     """Markdown rows, one per threshold, for one BIG-layout folder."""
-    pairs = [pair for pair in find_pairs(folder)[0] if pair.gt is not None]
+    pairs = [pair for pair in scan_pairs(folder).pairs if pair.gt is not None]
     if not pairs:
         raise SystemExit(f"{folder}: no image/mask/GT triples")
     weights_threshold = refiner.final_stage.min_change_confidence

@@ -14,7 +14,7 @@ from conftest import coarse_of, load_benchmark, make_tiny_model, synthetic_scene
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import evaluate, folder_samples
 from crm_cli.metrics import score_pair
-from crm_cli.pairing import find_pairs
+from crm_cli.pairing import scan_pairs
 
 # One value per image, in name order; None: the refinement changed no pixel's side.
 CONFIDENCES = (0.2, 0.6, None, 0.45)
@@ -40,7 +40,7 @@ def test_rescored_thresholds_equal_the_gate_run_at_them(tmp_path: Path, monkeypa
     monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: next(values))
 
     gate = load_benchmark("gate_threshold")
-    pairs = [pair for pair in find_pairs(tmp_path)[0] if pair.gt is not None]
+    pairs = [pair for pair in scan_pairs(tmp_path).pairs if pair.gt is not None]
     runs = []
     for threshold in (0.0, gate.REFUSE_ALL, 0.3, 0.5):
         refiner.final_stage = dataclasses.replace(refiner.final_stage, min_change_confidence=threshold)
@@ -76,7 +76,7 @@ def test_only_images_with_a_region_pass_are_refined_again(tmp_path: Path, monkey
         cv2.imwrite(str(tmp_path / f"s{k}_im.png"), image[:, :, ::-1])
         cv2.imwrite(str(tmp_path / f"s{k}_gt.png"), gt)
         cv2.imwrite(str(tmp_path / f"s{k}_seg.png"), coarse_of(gt, 8))
-    pairs = [pair for pair in find_pairs(tmp_path)[0] if pair.gt is not None]
+    pairs = [pair for pair in scan_pairs(tmp_path).pairs if pair.gt is not None]
     schedules = {"s0": "0.5,1", "s1": "1.5+regions 0.25,0.5", "s2": "1.5"}
     ungated = Evaluation(images=[{"name": name, "schedule": schedule} for name, schedule in schedules.items()])
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")

@@ -14,7 +14,6 @@ from crm_cli.pairing import (
     LAYOUT_MASKS_DIR,
     FilePair,
     NoPairsError,
-    find_pairs,
     scan_folder_pairs,
     scan_pairs,
     scan_predictions,
@@ -30,10 +29,10 @@ def _touch(root: Path, *names: str) -> None:
 
 def _outputs(root: Path, exclude: Path | None = None) -> dict[str, tuple[str, str, str]]:
     """``{name: (image, mask, output)}`` with paths relative to ``root``; fails on any problem."""
-    pairs, problems = find_pairs(root, exclude)
-    assert problems == []
+    found = scan_pairs(root, exclude)
+    assert found.problems == []
     return {pair.name: (pair.image.relative_to(root).as_posix(), pair.mask.relative_to(root).as_posix(),
-                        pair.relative_output.as_posix()) for pair in pairs}
+                        pair.relative_output.as_posix()) for pair in found.pairs}
 
 
 def test_folder_layout_keeps_dotted_names_whole(tmp_path: Path) -> None:
@@ -118,9 +117,9 @@ def test_outputs_in_the_images_folder_give_no_note(tmp_path: Path) -> None:
 
 def test_missing_masks_are_still_problems(tmp_path: Path) -> None:
     _touch(tmp_path, "a_im.png", "a_seg.png", "w_im.png", "_im.png")
-    pairs, problems = find_pairs(tmp_path)
-    assert [pair.name for pair in pairs] == ["a"]
-    assert problems == [f"{tmp_path / 'w_im.png'}: no matching w_seg.* mask"]
+    found = scan_pairs(tmp_path)
+    assert [pair.name for pair in found.pairs] == ["a"]
+    assert found.problems == [f"{tmp_path / 'w_im.png'}: no matching w_seg.* mask"]
 
 
 def test_masks_without_an_image_are_counted_in_a_note(tmp_path: Path) -> None:

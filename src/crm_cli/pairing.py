@@ -829,13 +829,6 @@ def scan_folder_pairs(images_dir: Path, masks_dir: Path, exclude: Path | None = 
                         exclude)
 
 
-def find_pairs(root: Path, exclude: Path | None = None) -> tuple[list[FilePair], list[str]]:
-    """Pairs under ``root`` and the problems (images without masks), as :func:`scan_pairs` finds them;
-    callers that show warnings use :func:`scan_pairs` for its notes."""
-    found = scan_pairs(root, exclude)
-    return found.pairs, found.problems
-
-
 def ground_truth_pairs(found: Pairing[FilePair], folder: Path, fate: str,
                        needs: str | None) -> tuple[list[FilePair], list[str]]:
     """The pairs of ``found`` (``folder`` scanned) with a ground truth, in order, and a warning on
