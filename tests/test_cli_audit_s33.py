@@ -101,6 +101,8 @@ def test_info_exits_1_for_weights_asked_for_that_are_missing(tmp_path: Path,
 
     monkeypatch.setenv("CRM_WEIGHTS", str(missing))
     from_env = runner.invoke(app, ["info", "--json"])
+    expected = (f"weights not found: {missing} (from CRM_WEIGHTS; set it to the path of a checkpoint, or unset it "
+                "for the shipped weights)")
     assert from_env.exit_code == 1 and json.loads(from_env.stdout)["weights"]["error"] == expected
     assert f"error: {expected}" in flat(from_env.stderr)
 

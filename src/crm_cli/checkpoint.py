@@ -251,7 +251,13 @@ _PT_KEYS = ("config", "model")
 
 
 def weights_not_found(path: Path) -> WeightsError:
-    """The error of every command whose weights are not there."""
+    """The error of every command whose weights are not there; it says when the path is the value of
+    CRM_WEIGHTS (which the CLI's --weights and default_weights_path take), as a user who typed no
+    path would not know where it came from."""
+    env = os.environ.get("CRM_WEIGHTS")
+    if env and os.path.abspath(env) == os.path.abspath(path):
+        return WeightsError(f"weights not found: {path} (from CRM_WEIGHTS; set it to the path of a checkpoint, "
+                            "or unset it for the shipped weights)")
     return WeightsError(f"weights not found: {path} (give the path of a checkpoint, or set CRM_WEIGHTS)")
 
 

@@ -241,22 +241,56 @@ def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     return cv2.cvtColor(pixels, code)
 
 
+def _megapixels(pixels: int) -> str:
+    """``7_000_000`` -> "7 MP"; under one megapixel with two decimals ("0.13 MP")."""
+    megapixels = pixels / 1e6
+    return f"{megapixels:.0f} MP" if megapixels >= 1 else f"{megapixels:.2f} MP"
+
+
+def _size_limit_error(label: str, width: int, height: int) -> ImageReadError:
+    """The one message for an image over crm's size limits: its size, and the limit(s) it exceeds."""
+    limits = []
+    if width * height > MAX_IMAGE_PIXELS:
+        limits.append(_megapixels(MAX_IMAGE_PIXELS))
+    if max(width, height) > MAX_IMAGE_SIDE:
+        limits.append(f"{MAX_IMAGE_SIDE} px per side")
+    return ImageReadError(f"{label}: {width}x{height} ({_megapixels(width * height)}) is larger than crm's "
+                          f"limit of {' and of '.join(limits)}; downscale or crop it first")
+
+
 def check_image_size(width: int, height: int, label: str) -> None:
-    """Raise ImageReadError when an image is larger than crm's documented limits."""
+    """Raise ImageReadError when an image is larger than crm's documented limits (naming its size
+    and only the limits it exceeds)."""
     if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
-        raise ImageReadError(
-            f"{label}: {width}x{height} ({width * height / 1e6:.0f} MP) is larger than crm's limit of "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP and {MAX_IMAGE_SIDE} px per side; downscale or crop it first"
-        )
+        raise _size_limit_error(label, width, height)
+
+
+def _bomb_size(exc: Exception) -> tuple[int, int] | None:
+    """The (width, height) that made Pillow refuse an image as a decompression bomb. Its message
+    gives only the pixel count; the size is the ``size`` argument of Pillow's check, the frame where
+    the error was raised. None when that is not found (another Pillow version)."""
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    size = trace.tb_frame.f_locals.get("size") if trace is not None else None
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(side, int) for side in size):
+        return size
+    return None
 
 
 def _bomb_error(label: str, exc: Exception) -> ImageReadError:
     """Pillow's decompression-bomb refusal as crm's size-limit message."""
+    if (size := _bomb_size(exc)) is not None:
+        width, height = size
+        if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+            return _size_limit_error(label, width, height)
+        # Within crm's limits: the process has lowered Pillow's own (PIL.Image.MAX_IMAGE_PIXELS).
+        return ImageReadError(f"{label}: {width}x{height} ({_megapixels(width * height)}) is larger than the "
+                              "limit set by PIL.Image.MAX_IMAGE_PIXELS in this process")
     found = re.search(r"\((\d+) pixels\)", str(exc))
-    size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "the image"
-    return ImageReadError(
-        f"{label}: {size} is larger than crm's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} MP; downscale or crop it first"
-    )
+    size_text = _megapixels(int(found.group(1))) if found else "the image"
+    return ImageReadError(f"{label}: {size_text} is larger than crm's limit of {_megapixels(MAX_IMAGE_PIXELS)}; "
+                          "downscale or crop it first")
 
 
 def _open(data: bytes, label: str) -> Image.Image:
@@ -335,13 +369,15 @@ def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Ite
 class _Decoded:
     """A fully decoded file: its pixels (a loaded Pillow image or, for 16-bit colour files, a uint16
     RGB/RGBA array), the file's EXIF orientation, the part of it still to apply to those pixels
-    (1 when the decoder turned them upright itself) and the file label for messages."""
+    (1 when the decoder turned them upright itself), the file label for messages and the notes of
+    decoding it."""
 
     pixels: Image.Image | np.ndarray
     orientation: int
     pending: int
     label: str
     icc_profile: bytes | None = None  # the file's embedded colour profile, if any
+    notes: tuple[str, ...] = ()  # for the log: several frames, a damaged EXIF block
 
 
 def _tiff_orientation(image: Image.Image) -> int | None:
@@ -397,11 +433,11 @@ def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> n
 _FRAMES_NOT_PAGES = ("MPO",)
 
 
-def _warn_if_several_frames(opened: Image.Image, label: str) -> None:
-    """Log a warning (shown as a ``warning:`` line by the CLI) for an animated GIF, PNG or WebP or a
-    multi-page TIFF: only its first frame is read, which may not be the one meant."""
+def _several_frames_note(opened: Image.Image, label: str) -> str | None:
+    """The note for an animated GIF, PNG or WebP or a multi-page TIFF: only its first frame is read,
+    which may not be the one meant. None for a file of one frame (or an MPO's previews)."""
     if opened.format in _FRAMES_NOT_PAGES:
-        return
+        return None
     try:
         # Counting walks through the later frames: their own warnings (corrupt EXIF) are not the
         # first frame's, and the file must be back at its first frame, even when a later one is
@@ -410,41 +446,89 @@ def _warn_if_several_frames(opened: Image.Image, label: str) -> None:
             warnings.simplefilter("ignore")
             frames = int(getattr(opened, "n_frames", 1))
     except _DECODE_ERRORS:
-        return  # a damaged later frame: the first is still read, and its own errors reported
+        return None  # a damaged later frame: the first is still read, and its own errors reported
     finally:
         if opened.tell() != 0:
             opened.seek(0)
     if frames > 1:
-        logger.warning("%s: holds %d frames (an animation or a multi-page file); only the first is read",
-                       label, frames)
+        return f"{label}: holds {frames} frames (an animation or a multi-page file); only the first is read"
+    return None
+
+
+@dataclass(frozen=True)
+class _PillowWarning:
+    """One of Pillow's warnings while a file was read: its message (blanks tidied) and whether it is
+    about the file's tags (an EXIF block, a TIFF's own tags), where the orientation is kept."""
+
+    message: str
+    about_tags: bool
+
+
+@contextmanager
+def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
+    """Inside, Pillow's UserWarnings (a corrupt EXIF block, a malformed MPO) are not printed in
+    Python's format, which names no file, but kept: the yielded list receives each distinct one, for
+    :func:`_warning_notes`. Other warnings are passed on as they came."""
+    kept: list[_PillowWarning] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every one, not once per source line as by default
+        # crm checks the size itself (check_image_size), with a message that names the file.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield kept
+    for warning in caught:
+        if not issubclass(warning.category, UserWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            continue
+        message = " ".join(str(warning.message).split())
+        # Pillow parses EXIF blocks with its TIFF tag reader, whose messages do not all say "EXIF".
+        about_tags = "exif" in message.lower() or Path(warning.filename).stem == "TiffImagePlugin"
+        if (found := _PillowWarning(message, about_tags)) not in kept:
+            kept.append(found)
+
+
+def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:
+    """Notes naming the file for the warnings of :func:`_pillow_warnings`: one for damaged tags (an
+    EXIF block; a TIFF's own tags), saying whether an orientation was still applied, and one for
+    each other warning."""
+    tags = "TIFF tags" if file_format == "TIFF" else "EXIF data"
+    details = "; ".join(warning.message.rstrip(".") for warning in found if warning.about_tags)
+    notes = []
+    if details and orientation == 1:
+        notes.append(f"{label}: damaged {tags} ignored, so no EXIF orientation was applied ({details})")
+    elif details:
+        notes.append(f"{label}: damaged {tags} ({details}); its orientation tag ({orientation}) was still applied")
+    notes += [f"{label}: {warning.message}" for warning in found if not warning.about_tags]
+    return notes
 
 
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
-    """Open and fully decode ``source``."""
+    """Open and fully decode ``source``, keeping notes for the log: several frames, and Pillow's
+    warnings (a damaged EXIF block) as lines naming the file."""
     data, label = _source_bytes(source, name)
     with _decode_errors(label, "image", io.BytesIO(data)):
-        # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
-        opened = _open(data, label)
-        wide_colour = _is_16bit_colour(opened)
-        tiff_orientation = _tiff_orientation(opened)
-        _warn_if_several_frames(opened, label)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillow_warnings() as pillow_warnings:
+            # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
+            opened = _open(data, label)
+            wide_colour = _is_16bit_colour(opened)
+            tiff_orientation = _tiff_orientation(opened)
+            frames_note = _several_frames_note(opened, label)
             opened.load()
-        if tiff_orientation is None:
-            orientation = pending = _orientation(opened)
-        else:
-            # Newer Pillow turns a TIFF upright while loading it and drops the tag; older Pillow
-            # leaves both to crm.
-            orientation = tiff_orientation
-            pending = orientation if _tiff_orientation(opened) == orientation else 1
+            if tiff_orientation is None:
+                orientation = pending = _orientation(opened)
+            else:
+                # Newer Pillow turns a TIFF upright while loading it and drops the tag; older Pillow
+                # leaves both to crm.
+                orientation = tiff_orientation
+                pending = orientation if _tiff_orientation(opened) == orientation else 1
+        notes = [frames_note] if frames_note else []
+        notes += _warning_notes(pillow_warnings, label, opened.format or "", orientation)
         profile = opened.info.get("icc_profile") or None
         if not wide_colour:
-            return _Decoded(opened, orientation, pending, label, profile)
+            return _Decoded(opened, orientation, pending, label, profile, tuple(notes))
         pixels = _decode_16bit_colour(data, label)
         if orientation != 1:
             pixels = _laid_out_as(pixels, opened, orientation)
-        return _Decoded(pixels, orientation, pending, label, profile)
+        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes))
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -473,10 +557,10 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
-    with _decode_errors(label, "image header", stream):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(stream)
+    with _decode_errors(label, "image header", stream), warnings.catch_warnings():
+        # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe.
+        warnings.simplefilter("ignore")
+        opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
         orientation = _header_orientation(opened, stream)
@@ -592,7 +676,18 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.nda
     if mode == "RGB":
         return np.asarray(decoded), None
     # Covers 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV; alpha is dropped.
-    return np.asarray(decoded.convert("RGB")), None
+    with warnings.catch_warnings():
+        # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
+        # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
+        warnings.simplefilter("ignore", UserWarning)
+        return np.asarray(decoded.convert("RGB")), None
+
+
+def _logged(notes: list[str]) -> None:
+    """Log each note as a warning on this module's logger (the ``crm_cli`` hierarchy), for the readers
+    whose callers get no notes back."""
+    for note in notes:
+        logger.warning("%s", note)
 
 
 def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
@@ -603,19 +698,24 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
     must hold values in [0, 1]; integer files values in 0..65535 (a signed TIFF's negatives are
     refused, not clipped). A 16-bit or float photo that this reading would squeeze into fewer than
     ``PHOTO_MIN_LEVELS`` levels is stretched from black to white instead (:func:`_flattened`).
+    Each of these readings, several frames and a damaged EXIF block is logged as a warning on the
+    ``crm_cli.imageio`` logger (:func:`read_image_noted` returns the notes instead).
     """
-    return read_image_noted(source, name)[0]
+    return read_image_oriented(source, name)[0]
 
 
 def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
-    """:func:`read_image` plus the file's EXIF orientation, which it applied (1 = none)."""
-    image, orientation, _ = read_image_noted(source, name)
+    """:func:`read_image` plus the file's EXIF orientation, which it applied (1 = none); the notes
+    are logged, as by read_image."""
+    image, orientation, notes = read_image_noted(source, name)
+    _logged(notes)
     return image, orientation
 
 
 def read_image_noted(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int, list[str]]:
-    """:func:`read_image_oriented` plus notes for the log (a 16-bit image read on a smaller scale, a
-    narrow window stretched)."""
+    """:func:`read_image_oriented`, with the notes returned instead of logged (a 16-bit image read
+    on a smaller scale, a narrow window stretched, several frames, a damaged EXIF block), for a
+    caller that shows them itself."""
     photo = read_photo(source, name)
     return photo.pixels, photo.orientation, photo.notes
 
@@ -643,13 +743,15 @@ _ICC_RGB = b"RGB "
 
 
 def read_photo(source: str | Path | bytes, name: str | None = None) -> Photo:
-    """:func:`read_image_noted`'s reading, as a :class:`Photo` that also keeps the file's RGB colour
-    profile (a Display P3 or Adobe RGB photo's), so that a cut-out or overlay shows the same colours."""
+    """:func:`read_image_noted`'s reading (notes returned, not logged), as a :class:`Photo` that also
+    keeps the file's RGB colour profile (a Display P3 or Adobe RGB photo's), so that a cut-out or
+    overlay shows the same colours."""
     decoded = _decode(source, name)
     pixels, note = _image_pixels(decoded.pixels, decoded.label)
     profile = decoded.icc_profile
     rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
-    return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, [note] if note else [], rgb_profile)
+    notes = [*decoded.notes, *([note] if note else [])]
+    return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile)
 
 
 def _is_constant(array: np.ndarray) -> bool:
@@ -850,12 +952,24 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     grey and RGB files whose transparent index or colour (GIF, PNG tRNS) draws the mask
     (:func:`_transparency_draws_the_mask`), and colour masks use their brightest channel (one
     channel when R == G == B).
-    A JPEG mask that would read as class ids (:func:`_check_lossy_ids`) is refused.
+    A JPEG mask that would read as class ids (:func:`_check_lossy_ids`) is refused. Several frames
+    and a damaged EXIF block are logged as warnings on the ``crm_cli.imageio`` logger
+    (:func:`read_mask_noted` returns them instead); what the values mean (an 8-bit mask saved in a
+    16-bit file, a photo given as a mask) is ``masks.py``'s to say, when the mask is fitted to a photo.
     """
+    mask, notes = read_mask_noted(source, name)
+    _logged(notes)
+    return mask
+
+
+def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tuple[MaskData, list[str]]:
+    """:func:`read_mask`, with the notes of reading the file (several frames, a damaged EXIF block)
+    returned instead of logged, for a caller that shows them itself."""
     decoded = _decode(source, name)
     mask = _mask_data(decoded.pixels, decoded.label)
     _check_lossy_ids(mask, decoded.pixels, decoded.label)
-    return replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
+    upright = replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
+    return upright, list(decoded.notes)
 
 
 def read_bytes_stdin() -> bytes:

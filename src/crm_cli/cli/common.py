@@ -90,7 +90,20 @@ def parse_device(value: Any) -> str:
     try:
         return device_name(str(value))
     except DeviceError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'-d' / '--device'") from None
+        raise typer.BadParameter(str(exc), param_hint=_device_hint()) from None
+
+
+def _device_hint() -> str:
+    """How a bad device value names where it came from: ``-d`` / ``--device``, and CRM_DEVICE when
+    the value was that variable's (the user may have typed no --device at all)."""
+    hint = "'-d' / '--device'"
+    ctx = click_module("globals").get_current_context(silent=True)
+    if ctx is None:  # called outside a command (a test, the API)
+        return hint
+    source = ctx.get_parameter_source("device")
+    if source is not None and source.name == "ENVIRONMENT":
+        hint += " (env var: 'CRM_DEVICE')"
+    return hint
 
 
 DeviceOpt = Annotated[

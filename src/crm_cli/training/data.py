@@ -94,22 +94,23 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
     (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
     range). A file damaged after its header passes, and is left out when first read (``PairCache``
     with ``stand_ins``)."""
-    from ..imageio import probe_image, read_image, read_mask, refusal_needs_decoding
+    from ..imageio import probe_image, read_image_noted, read_mask_noted, refusal_needs_decoding
     from ..masks import check_mask_size
 
     problems = []
     for pair in pairs:
         try:
             image = probe_image(pair.image)
+            # Decoded only to find a refusal; what reading notes is said when the pair is loaded.
             if refusal_needs_decoding(image, as_mask=False):
-                read_image(pair.image)
+                read_image_noted(pair.image)
             masks = [pair.mask, *network_mask_paths(pair, network_dirs)]
             for path in masks:
                 header = probe_image(path)
                 # Training fits masks to the upright photo and never rotates one (unlike crm refine).
                 check_mask_size(header.shape, image.shape, str(pair.image), str(path))
                 if refusal_needs_decoding(header, as_mask=True):
-                    read_mask(path)
+                    read_mask_noted(path)
         except UNREADABLE_PAIR_ERRORS as exc:
             problems.append(str(exc))
     return problems
