@@ -225,13 +225,8 @@ class RefinerOptions:
         no :func:`collect_warnings` block around the call keeps them.
         """
         self.check_backend()
-        show_library_warnings()
-        token, held = _warning_lists.set(()), _warnings_held.set(False)
-        try:
+        with warnings_about_no_image():
             refiner = self._spec(self.weights).build()
-        finally:
-            _warnings_held.reset(held)
-            _warning_lists.reset(token)
         if not quiet:
             say(f"device: {refiner.device_name}")
         return refiner
@@ -469,6 +464,19 @@ def collect_warnings(hold: bool = False) -> Iterator[list[str]]:
     finally:
         if held is not None:
             _warnings_held.reset(held)
+        _warning_lists.reset(token)
+
+
+@contextmanager
+def warnings_about_no_image() -> Iterator[None]:
+    """Inside, warnings are shown at once and kept by no :func:`collect_warnings` block around it: those
+    of loading the weights (unverified weights, fp16 on a CPU), which are about no image."""
+    show_library_warnings()
+    token, held = _warning_lists.set(()), _warnings_held.set(False)
+    try:
+        yield
+    finally:
+        _warnings_held.reset(held)
         _warning_lists.reset(token)
 
 
