@@ -330,8 +330,8 @@ def test_equal_settings_spelled_otherwise_skip_label_maps(tiny_weights: Path, tm
         assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, *again, "--json")), out, names,
                            stamps)
     fields = record_of(out / names[0])
-    assert {key: fields[key] for key in ("version", "mode", "auto", "labels")} == {
-        "version": 2, "mode": "labels", "auto": "labels", "labels": [3, 7]}
+    assert {key: fields[key] for key in ("version", "mode", "auto", "held", "refined")} == {
+        "version": 2, "mode": "labels", "auto": "labels", "held": [3, 7], "refined": [3, 7]}
     assert "output" not in fields and "threshold" not in fields
 
 
@@ -357,11 +357,11 @@ def test_other_labels_redo_label_maps(tiny_weights: Path, tmp_path: Path) -> Non
     data, out = tmp_path / "data", tmp_path / "out"
     names = label_map_pairs(data)
     assert runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "3")).exit_code == 0
-    assert record_of(out / names[0])["labels"] == [3]
+    assert record_of(out / names[0])["refined"] == [3]
     result = runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "3,7", "--json"))
     assert (summary_of(result)["done"], summary_of(result)["skipped"]) == (2, 0)
     assert flat(result.stderr).count(f"warning: 2 outputs {OTHER}: refined again (e.g. {out / names[0]})") == 1
-    assert record_of(out / names[0])["labels"] == [3, 7]
+    assert record_of(out / names[0])["refined"] == [3, 7]
     stamps = stamps_of(out, names)
     assert_all_skipped(runner.invoke(app, batch_args(data, out, tiny_weights, "--labels", "7,3", "--json")), out,
                        names, stamps)

@@ -145,9 +145,57 @@ class NotDoneReason(Enum):
 # The PNG text chunk in which batch records what made an output (OutputRecord.stamp), and the version of
 # that record: raise it when its fields change, or when a change of crm makes batch write other pixels
 # for the same settings. A record of another version (or not one at all: the bare fingerprint version 1
-# wrote) counts as made with other settings.
+# wrote) counts as made with other settings. A label map's record names the ids its mask held and those
+# refined (``held``, ``refined``) since session 35; the version-2 records written before name the
+# --labels set instead (``labels``) and are still judged by it, so the version stayed 2: a new version
+# would have had every output made before refined again.
 SETTINGS_KEYWORD = "crm batch settings"
 OUTPUT_FORMAT_VERSION = 2
+# The largest label id a label map holds (uint8 or uint16 ids): a record naming more is damaged.
+MAX_LABEL_ID = 65535
+# A record lists each run of at least this many consecutive ids as [first, last] (compact_ids).
+ID_RUN_MIN = 3
+
+
+def compact_ids(ids: Sequence[int]) -> list[int | list[int]]:
+    """Ascending ids as a record lists them, short: each run of ID_RUN_MIN or more consecutive ids as
+    ``[first, last]`` (the instances 1..400 of a 16-bit map are ``[[1, 400]]``), the others as they are
+    (VOC's ``[12, 15, 255]``)."""
+    listed: list[int | list[int]] = []
+    start = 0
+    while start < len(ids):
+        end = start
+        while end + 1 < len(ids) and ids[end + 1] == ids[end] + 1:
+            end += 1
+        if end - start + 1 >= ID_RUN_MIN:
+            listed.append([int(ids[start]), int(ids[end])])
+        else:
+            listed.extend(int(label) for label in ids[start:end + 1])
+        start = end + 1
+    return listed
+
+
+def expand_ids(listed: Any) -> tuple[int, ...] | None:
+    """The ascending ids a record's :func:`compact_ids` list stands for; None when it is no such list
+    (a damaged or foreign record: ids not ascending, not integers, or past MAX_LABEL_ID)."""
+
+    def is_id(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LABEL_ID
+
+    if not isinstance(listed, list):
+        return None
+    ids: list[int] = []
+    for entry in listed:
+        if is_id(entry):
+            first, last = entry, entry
+        elif isinstance(entry, list) and len(entry) == 2 and all(is_id(end) for end in entry) and entry[0] < entry[1]:
+            first, last = entry
+        else:
+            return None
+        if ids and first <= ids[-1]:
+            return None
+        ids.extend(range(first, last + 1))
+    return tuple(ids)
 
 
 def weights_identity(weights: Path | str | None) -> str:
@@ -188,10 +236,13 @@ class OutputRecord:
 
     ``mode`` is the run's --mode (auto, binary or labels). A mask refined as one object (mode binary)
     is shaped by ``output_kind`` and ``threshold`` (outputs.effective_rendering), not by --labels; a label map
-    by ``labels`` (ascending, without the background, which is never refined; None for all), not by
-    the output options (it is written as a label image). A refined pair is shaped by ``preset`` (its
-    ratios and switches, guard included) and ``weights`` too; a pair passed through (an image too
-    small to refine: its mask is written unchanged, rendered as asked) by neither, nor by --labels.
+    by the ids refined (:meth:`refined_of` its mask's ids: ``labels``, ascending, without the background,
+    which is never refined, or None for all), not by the output options (it is written as a label
+    image): its record names the ids its mask held and those refined, so that a rerun compares the ids
+    it would refine without reading the mask (``--labels`` listing every id held is no --labels). A
+    refined pair is shaped by ``preset`` (its ratios and switches, guard included) and ``weights`` too;
+    a pair passed through (an image too small to refine: its mask is written unchanged, rendered as
+    asked) by neither, nor by --labels.
     A pair is passed through by its image's size alone, so a record's pass-through is this run's own."""
 
     mode: str
@@ -216,21 +267,32 @@ class OutputRecord:
                    preset=json.loads(json.dumps(preset, default=str)),
                    weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16])
 
-    def stamp(self, chosen: str, auto: str, passthrough: bool) -> str:
+    def refined_of(self, held: Sequence[int]) -> tuple[int, ...]:
+        """The ids this run refines in a label map holding the ids ``held`` (ascending, no background):
+        all of them without --labels, else those --labels lists (labels.select_labels, as refining does)."""
+        from ..labels import select_labels
+
+        return tuple(held) if self.labels is None else tuple(select_labels(held, self.labels)[0])
+
+    def stamp(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None) -> str:
         """The record written into an output of this run: ``chosen`` the mode the pair was refined in
         (binary or labels), ``auto`` the one --mode auto chooses for its mask (``chosen`` itself when
-        this run's mode is auto), ``passthrough`` whether the pair was passed through."""
-        return json.dumps(self._fields(chosen, auto, passthrough), sort_keys=True, separators=(",", ":"))
+        this run's mode is auto), ``passthrough`` whether the pair was passed through, ``held`` the ids
+        (ascending, no background) of a label map refined (with None, its record names --labels, as the
+        version-2 records before the ids did: kept to judge those)."""
+        return json.dumps(self._fields(chosen, auto, passthrough, held), sort_keys=True, separators=(",", ":"))
 
-    def _fields(self, chosen: str, auto: str, passthrough: bool) -> dict[str, Any]:
+    def _fields(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None) -> dict[str, Any]:
         """:meth:`stamp`'s record before it is written as JSON (plain values, equal to it read back)."""
         fields: dict[str, Any] = {"version": OUTPUT_FORMAT_VERSION, "mode": chosen, "auto": auto}
         if passthrough:
             fields["passthrough"] = True
         if chosen == "binary":
             fields.update(output=self.output_kind, threshold=self.threshold)
-        elif not passthrough:
+        elif not passthrough and held is None:
             fields["labels"] = None if self.labels is None else list(self.labels)
+        elif not passthrough:
+            fields.update(held=compact_ids(held), refined=compact_ids(self.refined_of(held)))
         if not passthrough:
             fields.update(preset=self.preset, weights=self.weights)
         return fields
@@ -240,8 +302,11 @@ class OutputRecord:
 
         The pair's mode is this run's --mode, or with auto the one the record says auto chose (the mask
         is the one it was made from: an output older than its mask is redone as stale); it must be the
-        mode the output was made in, and what shapes an output made in it must be this run's. A record
-        of another version, or that is no JSON object, is not accepted."""
+        mode the output was made in, and what shapes an output made in it must be this run's: for a
+        label map whose record names the ids its mask held, this run must refine (:meth:`refined_of`
+        them) the ids recorded as refined; one whose record names --labels instead (written before
+        the ids were) must have been made with this run's --labels. A record of another version, or
+        that is no JSON object, is not accepted."""
         try:
             fields = json.loads(recorded)
         except ValueError:
@@ -253,7 +318,13 @@ class OutputRecord:
             return False
         if (auto if self.mode == "auto" else self.mode) != chosen:
             return False
-        return fields == self._fields(chosen, auto, fields.get("passthrough") is True)
+        passthrough = fields.get("passthrough") is True
+        if chosen == "labels" and not passthrough and "held" in fields:
+            held = expand_ids(fields["held"])
+            if held is None or expand_ids(fields.get("refined")) != self.refined_of(held):
+                return False
+            return fields == self._fields(chosen, auto, passthrough, held)
+        return fields == self._fields(chosen, auto, passthrough)
 
 
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
@@ -370,10 +441,11 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             if counts_as_done(Path(job["output"]), overwrite, since_ns, clocks, (job["image"], job["mask"]),
                               record)[0]:
                 return {"status": "skipped", "seconds": 0.0, "warnings": shown}
-            # With --mode binary or labels, the record also says what --mode auto would choose for the
-            # mask, for a later run with auto to compare: read from the mask as decoded, before it is
-            # fitted to its photo (fitting keeps a label map one: nearest neighbour), and decoded once.
-            decoded = None if record is None or mode == "auto" else read_mask(job["mask"], name=job["mask_name"])
+            # The record says what --mode auto would choose for the mask (with --mode binary or labels,
+            # for a later run with auto to compare), and a label map's ids: read from the mask as decoded,
+            # before it is fitted to its photo (fitting keeps a label map one and its ids: it rotates,
+            # or upsamples by nearest neighbour), and decoded once.
+            decoded = None if record is None else read_mask(job["mask"], name=job["mask_name"])
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
@@ -388,9 +460,11 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
             made_with = None
-            if record is not None:
-                auto = result.mode if decoded is None else choose_mode(decoded, "auto", job["mask_name"])
-                made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, bool(job.get("passthrough")))}
+            if decoded is not None and record is not None:
+                passthrough = bool(job.get("passthrough"))
+                auto = result.mode if mode == "auto" else choose_mode(decoded, "auto", job["mask_name"])
+                held = decoded.label_ids if result.mode == "labels" and not passthrough else None
+                made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, passthrough, held)}
             write_png(job["output"], result.output, result.palette, result.icc_profile, made_with)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
