@@ -132,6 +132,21 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, gt, coarse_of(gt)
 
 
+@pytest.fixture()
+def no_model(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Records every model a crm train run would build (none, when it stops first) and fails it at once."""
+    from crm_cli.training import loop
+
+    built: list[object] = []
+
+    def build(*args: object) -> None:
+        built.append(args)
+        raise RuntimeError("the model was built")
+
+    monkeypatch.setattr(loop, "initial_model", build)
+    return built
+
+
 def load_benchmark(name: str) -> ModuleType:
     """Import ``benchmarks/<name>.py`` (a script folder, not a package) as a module."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_records import record_of, stamps_of
 from conftest import flat, write_scene_files
 from PIL import Image
 from typer.testing import CliRunner
@@ -264,19 +265,6 @@ def label_map_pairs(data: Path, count: int = 2) -> list[str]:
         ids[10:50, 10 + 4 * k:60], ids[40:90, 60:120 - 4 * k] = 3, 7
         cv2.imwrite(str(mask), ids)
     return [f"m{k}_mask.png" for k in range(count)]
-
-
-def record_of(path: Path) -> dict:
-    from crm_cli.cli.batch import SETTINGS_KEYWORD
-    from crm_cli.writing import read_png_text
-
-    text = read_png_text(path, SETTINGS_KEYWORD)
-    assert text is not None
-    return json.loads(text)
-
-
-def stamps_of(out: Path, names: list[str]) -> list[int]:
-    return [(out / name).stat().st_mtime_ns for name in names]
 
 
 def assert_all_skipped(result, out: Path, names: list[str], stamps: list[int]) -> None:  # noqa: ANN001

@@ -25,17 +25,6 @@ MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller im
 TORCH_ADVICE = ". Try --device cpu, a smaller --tile-size or the 'fast' preset."
 
 
-@pytest.fixture()
-def no_model(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Records every model a run would build (none, when it stops first) and fails it at once."""
-    built: list[object] = []
-
-    def build(*args: object) -> None:
-        built.append(args)
-        raise RuntimeError("the model was built")
-
-    monkeypatch.setattr(loop, "initial_model", build)
-    return built
 
 
 # 1. No pair left to train on ----------------------------------------------------------------------------

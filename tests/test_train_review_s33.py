@@ -21,19 +21,6 @@ from crm_cli.training.data import NoTrainingPairsError, list_pairs
 from crm_cli.training.loop import Trainer, training_device
 
 
-@pytest.fixture()
-def no_model(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Records every model a run would build (none, when it stops first) and fails it at once."""
-    built: list[object] = []
-
-    def build(*args: object) -> None:
-        built.append(args)
-        raise RuntimeError("the model was built")
-
-    monkeypatch.setattr(loop, "initial_model", build)
-    return built
-
-
 def test_a_val_set_big_folder_without_ground_truths_is_a_usage_error(tmp_path: Path, no_model: list[object]) -> None:
     data = write_pairs(tmp_path / "d", 3)
     big = write_big(tmp_path / "big", 2, without_gt=(0, 1))
