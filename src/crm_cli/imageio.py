@@ -777,7 +777,19 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     return MaskData(_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
 
 
-def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
+def _palette_alpha(transparency: int | bytes | None) -> np.ndarray:
+    """The alpha (uint8, 256 entries) of each palette entry under ``transparency`` as Pillow reads it
+    (one transparent index, or the alpha bytes of the first entries; those past them are opaque)."""
+    alpha = np.full(256, 255, np.uint8)
+    if isinstance(transparency, bytes):
+        given = np.frombuffer(transparency[:256], np.uint8)
+        alpha[:given.size] = given
+    elif isinstance(transparency, int) and 0 <= transparency < 256:
+        alpha[transparency] = 0
+    return alpha
+
+
+def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | bytes | None = None) -> MaskData:
     """The mask of a palette image from its indices and its palette (as stored, 3 values per entry).
 
     - Exactly two used entries, one black, are a binary mask whose other entry is the object,
@@ -786,10 +798,14 @@ def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
     - Every used entry grey (R = G = B): the colours are an 8-bit grey mask (a quantised black and
       white or soft mask), unless each colour equals its index, which reads the same as indices.
     - Otherwise the indices are label ids (VOC style).
-    Entries missing from a short palette have no colour, so their indices are ids.
+    Entries missing from a short palette have no colour, so their indices are ids. The palette's
+    ``transparency`` (Pillow's ``info["transparency"]``) is kept wherever the palette is, renumbered
+    with it, so that a label map is written back with it.
     """
     full_palette = (palette + [0] * 768)[:768]
-    by_index = MaskData(np.ascontiguousarray(indices), "palette", full_palette)
+    if not isinstance(transparency, int | bytes):
+        transparency = None
+    by_index = MaskData(np.ascontiguousarray(indices), "palette", full_palette, transparency=transparency)
     used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
     if int(used[-1]) >= len(palette) // 3:
         return by_index
@@ -808,7 +824,11 @@ def _palette_mask(indices: np.ndarray, palette: list[int]) -> MaskData:
         # 0 = black, 1 = the object, keeping its colour for a label-map output.
         foreground = int(used[~black][0])
         binary = (indices == foreground).astype(np.uint8)
-        return MaskData(binary, "palette", [0, 0, 0, *colours[foreground].tolist()] + [0] * 762)
+        # The two entries kept keep their alpha; None when both are opaque.
+        alpha = _palette_alpha(transparency)[[int(used[black][0]), foreground]]
+        renumbered = bytes(alpha.tolist()) if int(alpha.min()) < 255 else None
+        return MaskData(binary, "palette", [0, 0, 0, *colours[foreground].tolist()] + [0] * 762,
+                        transparency=renumbered)
     return by_index
 
 
@@ -899,7 +919,8 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
         indices = np.asarray(decoded)
         if indices.ndim == 3:
             indices = indices[..., 0]
-        return _palette_mask(indices, list(decoded.getpalette("RGB") or []))
+        transparency = decoded.info.get("transparency") if mode == "P" else None
+        return _palette_mask(indices, list(decoded.getpalette("RGB") or []), transparency)
     if mode in ("LA", "La"):
         # The RGBA rule: a cut-out's shape is in its alpha whenever that varies.
         gray_alpha = np.asarray(decoded.convert("LA"))
@@ -947,11 +968,11 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
 
     16- and 32-bit integer files become uint16 (32-bit values must fit 0..65535), floating-point
     files (32-bit TIFF probability maps) stay float32 and must lie in [0, 1], palette files keep
-    indices and palette unless their colours are grey or a binary colour mask
-    (:func:`_palette_mask`), RGBA and LA cut-outs use their alpha when it varies, as do palette,
-    grey and RGB files whose transparent index or colour (GIF, PNG tRNS) draws the mask
-    (:func:`_transparency_draws_the_mask`), and colour masks use their brightest channel (one
-    channel when R == G == B).
+    indices and palette (and the palette's transparency, ``MaskData.transparency``) unless their
+    colours are grey or a binary colour mask (:func:`_palette_mask`), RGBA and LA cut-outs use their
+    alpha when it varies, as do palette, grey and RGB files whose transparent index or colour (GIF,
+    PNG tRNS) draws the mask (:func:`_transparency_draws_the_mask`), and colour masks use their
+    brightest channel (one channel when R == G == B).
     A JPEG mask that would read as class ids (:func:`_check_lossy_ids`) is refused. Several frames
     and a damaged EXIF block are logged as warnings on the ``crm_cli.imageio`` logger
     (:func:`read_mask_noted` returns them instead); what the values mean (an 8-bit mask saved in a

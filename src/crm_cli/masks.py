@@ -350,7 +350,10 @@ class MaskData:
 
     ``kind`` is "gray8", "alpha" or "rgb" for uint8 values, "gray16" for uint16 values, "float"
     for float32 probabilities in [0, 1], and "palette" for palette indices (uint8) with
-    ``palette`` holding the 768-entry flat RGB palette. Frozen, and its values must not be
+    ``palette`` holding the 768-entry flat RGB palette and ``transparency`` the palette's
+    transparency as Pillow reads it from the file (PNG tRNS, a GIF's transparent index): one
+    transparent index (int) or one alpha byte per entry (bytes), None when it has none; a label
+    map's output is written with both. Frozen, and its values must not be
     written into: what is found from them (:attr:`maximum`, :meth:`is_label_map`) is kept.
     """
 
@@ -359,6 +362,7 @@ class MaskData:
     palette: list[int] | None = None
     orientation: int = 1  # the EXIF orientation its file carried (already applied); 1 = none
     colours: ColourCount | None = None  # an "rgb" mask's file's colours (photo_note), counted when read
+    transparency: int | bytes | None = None  # a "palette" mask's transparent index or per-entry alpha
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -724,7 +728,8 @@ def match_mask_to_image(
         interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
         resized = cv2.resize(mask.values, (image_w, image_h), interpolation=interpolation)
     palette = list(mask.palette) if mask.palette is not None else None
-    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette, colours=mask.colours), True
+    return MaskData(resized.astype(mask.values.dtype, copy=False), mask.kind, palette, colours=mask.colours,
+                    transparency=mask.transparency), True
 
 
 def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name: str) -> bool:

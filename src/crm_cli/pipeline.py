@@ -52,7 +52,8 @@ class StageRun:
 
 @dataclass
 class PairResult:
-    """What refining one pair produced: the array to write, its palette and notes for the log."""
+    """What refining one pair produced: the array to write, its palette (and the palette's
+    transparency, ``MaskData.transparency``) and notes for the log."""
 
     output: np.ndarray
     palette: list[int] | None
@@ -64,6 +65,8 @@ class PairResult:
     guard_restored: int = 0
     # The photo's RGB colour profile, for an output that carries its pixels (cut-out, overlay).
     icc_profile: bytes | None = None
+    # A label map's palette transparency (one transparent index, or per-entry alpha bytes), written with it.
+    transparency: int | bytes | None = None
 
     @property
     def kept_coarse(self) -> int:
@@ -267,7 +270,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
         return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
                           runs=[StageRun.of(d) for d in per_label.details],
-                          guard_restored=sum(d.guard_restored for d in per_label.details))
+                          guard_restored=sum(d.guard_restored for d in per_label.details),
+                          transparency=mask.transparency)
     coarse = mask.probability()
     if mode == "auto":
         name = mask_name or source_name(mask_source)

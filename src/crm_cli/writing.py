@@ -137,8 +137,23 @@ def webp_size_refusal(width: int, height: int) -> str | None:
             "write it as .png or .tif")
 
 
+def _check_transparency(transparency: int | bytes | None, palette: list[int] | None) -> None:
+    """ValueError unless ``transparency`` is None or a palette's, as Pillow reads it from a PNG tRNS
+    chunk: one transparent index (an int 0..255) or one alpha byte per entry (at most 256 bytes)."""
+    if transparency is None:
+        return
+    if palette is None:
+        raise ValueError("a transparency is written with a palette only")
+    if isinstance(transparency, bytes):
+        if len(transparency) > 256:
+            raise ValueError(f"a palette's transparency holds at most 256 alpha bytes, got {len(transparency)}")
+    elif not isinstance(transparency, int) or isinstance(transparency, bool) or not 0 <= transparency <= 255:
+        raise ValueError(f"a palette's transparency is an index 0..255 or alpha bytes, got {transparency!r}")
+
+
 def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str = "PNG",
-                 icc_profile: bytes | None = None, text: Mapping[str, str] | None = None) -> bytes:
+                 icc_profile: bytes | None = None, text: Mapping[str, str] | None = None,
+                 transparency: int | bytes | None = None) -> bytes:
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP"), or
     lossy "JPEG" (quality JPEG_QUALITY) for a picture to look at, never a mask (:func:`write_picture`).
 
@@ -148,15 +163,21 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     RGB). ``icc_profile``: the colour profile to embed (an image made of a photo's pixels keeps the photo's).
     ``text``: PNG only, Latin-1 keyword -> value pairs written as tEXt chunks before the image data
     (:func:`read_png_text` reads one back); ValueError for another format.
+    ``transparency``: with ``palette``, the palette's transparency as ``MaskData.transparency`` holds it
+    (one transparent index, or per-entry alpha bytes), written in a PNG's tRNS chunk; a TIFF palette
+    cannot hold it (:func:`keeps_transparency`), so there it is left out.
     """
     if text and fmt != "PNG":
         raise ValueError(f"text chunks are written in PNG files only, not {fmt}")
+    _check_transparency(transparency, palette)
     image = _to_pil(array, palette)
     buffer = io.BytesIO()
-    profile = {"icc_profile": icc_profile} if icc_profile else {}
+    profile: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "PNG":
         if text:
             profile["pnginfo"] = _png_text_info(text)
+        if transparency is not None:
+            profile["transparency"] = transparency
         image.save(buffer, format="PNG", **profile)
     elif fmt == "TIFF":
         image.save(buffer, format="TIFF", compression="tiff_adobe_deflate", **profile)
@@ -172,6 +193,12 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF, WEBP or JPEG")
     return buffer.getvalue()
+
+
+def keeps_transparency(fmt: str) -> bool:
+    """Whether an output in ``fmt`` keeps a palette's transparency: PNG does (its tRNS chunk); a TIFF
+    palette holds colours only (WebP and JPEG hold no palette)."""
+    return fmt == "PNG"
 
 
 def _png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
@@ -501,14 +528,15 @@ def _incomplete_tiff(path: Path, size: int) -> str | None:
 
 
 def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
-                icc_profile: bytes | None = None) -> None:
+                icc_profile: bytes | None = None, transparency: int | bytes | None = None) -> None:
     """Write ``array`` atomically in the lossless format its extension names (.png, .tif, .tiff, .webp),
-    with ``icc_profile`` embedded when given.
+    with ``icc_profile`` embedded when given, and a palette's ``transparency`` where the format keeps
+    it (:func:`keeps_transparency`; see encode_image).
 
     Raises OutputNameError for other extensions, ValueError for an array the format cannot hold
     (see encode_image) and ImageWriteError when the file cannot be written.
     """
-    _write_encoded(Path(path), array, palette, output_format(path), icc_profile)
+    _write_encoded(Path(path), array, palette, output_format(path), icc_profile, transparency)
 
 
 def write_picture(path: str | Path, rgb: np.ndarray) -> None:
@@ -518,19 +546,20 @@ def write_picture(path: str | Path, rgb: np.ndarray) -> None:
 
 
 def _write_encoded(target: Path, array: np.ndarray, palette: list[int] | None, fmt: str,
-                   icc_profile: bytes | None) -> None:
+                   icc_profile: bytes | None, transparency: int | bytes | None = None) -> None:
     """Encode ``array`` in ``fmt`` and write it to ``target`` atomically; a ValueError names ``target``."""
     try:
-        data = encode_image(array, palette, fmt, icc_profile)
+        data = encode_image(array, palette, fmt, icc_profile, transparency=transparency)
     except ValueError as exc:
         raise ValueError(f"{target}: {exc}") from None
     write_atomic(target, data)
 
 
 def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = None,
-              icc_profile: bytes | None = None, text: Mapping[str, str] | None = None) -> None:
+              icc_profile: bytes | None = None, text: Mapping[str, str] | None = None,
+              transparency: int | bytes | None = None) -> None:
     """Write ``array`` as a PNG at ``path`` atomically (temp file, fsync, rename); the arrays, ``palette``,
-    ``icc_profile`` and ``text``: see encode_image.
+    ``icc_profile``, ``text`` and ``transparency``: see encode_image.
 
     The name must end in .png (or have no extension), so PNG bytes never sit under another
     format's name; use write_image to pick the format from the extension.
@@ -538,7 +567,7 @@ def write_png(path: str | Path, array: np.ndarray, palette: list[int] | None = N
     target = Path(path)
     if target.suffix.lower() not in ("", ".png"):
         raise OutputNameError(f"{target}: the file is written as PNG, so its name must end in .png")
-    write_atomic(target, encode_image(array, palette, "PNG", icc_profile, text))
+    write_atomic(target, encode_image(array, palette, "PNG", icc_profile, text, transparency))
 
 
 def write_bytes_stdout(data: bytes) -> None:

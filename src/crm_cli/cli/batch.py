@@ -465,7 +465,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 auto = result.mode if mode == "auto" else choose_mode(decoded, "auto", job["mask_name"])
                 held = decoded.label_ids if result.mode == "labels" and not passthrough else None
                 made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, passthrough, held)}
-            write_png(job["output"], result.output, result.palette, result.icc_profile, made_with)
+            write_png(job["output"], result.output, result.palette, result.icc_profile, made_with,
+                      result.transparency)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
                                        "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised

@@ -289,30 +289,35 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
                      image_name: str, mask_name: str, decoded_mask: MaskData | None = None):  # noqa: ANN201 - pipeline.PairResult
     """The output of a pair too small to refine: the coarse mask itself, rendered as asked
-    (label maps keep their ids and palette). No model is needed. ``decoded_mask``: see
+    (label maps keep their ids, palette and its transparency; a mask read as one object gets the
+    notes refining would give it). No model is needed. ``decoded_mask``: see
     ``pipeline.read_pair``."""
     import time
 
-    from ..masks import weak_mask_note
+    from ..masks import ids_note, void_note, weak_mask_note
     from ..outputs import render_output
     from ..pipeline import PairResult, choose_mode, label_map_notes, read_photo_pair
 
     start = time.perf_counter()
     photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask)
     chosen = choose_mode(mask_data, mode, mask_name)
-    profile = None
+    profile, transparency = None, None
     if chosen == "labels":
         output, palette, probability = mask_data.values, mask_data.palette, None
+        transparency = mask_data.transparency
         notes.extend(label_map_notes(output_kind, threshold))
     else:
         probability = mask_data.probability()
+        if mode == "auto":
+            notes += [note for note in (void_note(mask_data, mask_name), ids_note(mask_data, mask_name))
+                      if note is not None]
         if (note := weak_mask_note(probability, mask_name)) is not None:
             notes.append(note)
         output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
         palette = None
         profile = photo.profile_for(output_kind)
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
-                      probability=probability, notes=notes, icc_profile=profile)
+                      probability=probability, notes=notes, icc_profile=profile, transparency=transparency)
 
 
 def schedule_fields(result: Any) -> dict[str, Any]:

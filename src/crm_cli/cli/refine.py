@@ -76,7 +76,7 @@ def refine(
 
     from ..imageio import read_bytes_stdin, read_mask
     from ..pipeline import refine_files, schedule_label
-    from ..writing import encode_image, write_bytes_stdout, write_image
+    from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
 
     to_stdout = str(output) == "-"
     # With --json, crm's own usage errors print this record too, as runtime failures do.
@@ -143,12 +143,16 @@ def refine(
                     output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
                     decoded_mask=decoded_mask,
                 )
+            if not to_stdout and result.transparency is not None and not keeps_transparency(output_format(output)):
+                result.notes.append(f"{output}: {output_format(output)} cannot hold the palette's transparency "
+                                    f"of {mask_name}, so it is written without it; name the output .png to keep it")
             for note in result.notes:
                 warn(note)
             if to_stdout:
-                write_bytes_stdout(encode_image(result.output, result.palette, "PNG", result.icc_profile))
+                write_bytes_stdout(encode_image(result.output, result.palette, "PNG", result.icc_profile,
+                                                transparency=result.transparency))
             else:
-                write_image(output, result.output, result.palette, result.icc_profile)
+                write_image(output, result.output, result.palette, result.icc_profile, result.transparency)
     if not quiet:
         from ..outputs import effective_rendering
 
