@@ -464,26 +464,37 @@ class _PillowWarning:
     about_tags: bool
 
 
+# Decodes that record Pillow's warnings take turns (see _pillow_warnings).
+_PILLOW_WARNINGS_LOCK = threading.RLock()
+
+
 @contextmanager
 def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
     """Inside, Pillow's UserWarnings (a corrupt EXIF block, a malformed MPO) are not printed in
     Python's format, which names no file, but kept: the yielded list receives each distinct one, for
-    :func:`_warning_notes`. Other warnings are passed on as they came."""
+    :func:`_warning_notes`. Other warnings (another thread's too) are passed on as they came.
+
+    ``warnings.catch_warnings`` swaps process-wide state, so decodes in several threads (the API
+    invites one Refiner per thread) take turns here (_PILLOW_WARNINGS_LOCK): interleaved, one
+    thread's exit would leave Python's warning output pointing at another's finished list."""
     kept: list[_PillowWarning] = []
-    with warnings.catch_warnings(record=True) as caught:
+    with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every one, not once per source line as by default
         # crm checks the size itself (check_image_size), with a message that names the file.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield kept
+        try:
+            yield kept
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, UserWarning) and "PIL" in Path(warning.filename).parts:
+                    message = " ".join(str(warning.message).split())
+                    # Pillow parses EXIF blocks with its TIFF tag reader, whose messages do not all say "EXIF".
+                    about_tags = "exif" in message.lower() or Path(warning.filename).stem == "TiffImagePlugin"
+                    if (found := _PillowWarning(message, about_tags)) not in kept:
+                        kept.append(found)
     for warning in caught:
-        if not issubclass(warning.category, UserWarning):
+        if not (issubclass(warning.category, UserWarning) and "PIL" in Path(warning.filename).parts):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            continue
-        message = " ".join(str(warning.message).split())
-        # Pillow parses EXIF blocks with its TIFF tag reader, whose messages do not all say "EXIF".
-        about_tags = "exif" in message.lower() or Path(warning.filename).stem == "TiffImagePlugin"
-        if (found := _PillowWarning(message, about_tags)) not in kept:
-            kept.append(found)
 
 
 def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:

@@ -538,14 +538,21 @@ class MaskData:
     def looks_like_ids(self) -> bool:
         """True for a grey mask that is no label map by :meth:`is_label_map` but whose values look like
         class ids from LABEL_ID_LIMIT up: more than two and at most LABEL_MAP_MAX_IDS values, at least one
-        between 0 and the largest (two beside VOID_ID, where one is a trimap's or a shadow's grey), mostly
-        inside flat regions (LABEL_MAP_FLAT_SHARE) rather than on a soft mask's ramps. Such a mask is
-        still read as a soft mask (see LABEL_MAP_MAX_IDS): only the user can tell."""
+        between 0 and the largest (beside VOID_ID: two, one from LABEL_ID_LIMIT up; one grey is a trimap's
+        or a shadow's, and ids under it are :func:`void_note`'s), mostly inside flat regions
+        (LABEL_MAP_FLAT_SHARE) rather than on a soft mask's ramps, and not in a band from background to
+        the largest value. Such a mask is still read as a soft mask (see LABEL_MAP_MAX_IDS): only the
+        user can tell. Found once."""
+        return self._looks_like_ids
+
+    @cached_property
+    def _looks_like_ids(self) -> bool:
+        """:meth:`looks_like_ids`'s answer."""
         if self.kind not in ("gray8", "gray16") or self.maximum < LABEL_ID_LIMIT or self.is_label_map():
             return False
         if not self._few_values():
             return False
-        if self.maximum == VOID_ID and self.distinct_values < 4:
+        if self.maximum == VOID_ID and (self.distinct_values < 4 or not self._counts[LABEL_ID_LIMIT:VOID_ID].any()):
             return False
         return self._flat_share() >= LABEL_MAP_FLAT_SHARE and not self._levels_in_a_band()
 
@@ -557,7 +564,8 @@ class MaskData:
         scene's regions are wide."""
         import cv2
 
-        values = np.ascontiguousarray(self.values)
+        # On the grid of _flat_cells: distances in its steps, whose ratio is the measure.
+        values, flat = self._flat_cells
         top = self.maximum
         middle = ((values != 0) & (values != top)).astype(np.uint8)
         background, largest = (values == 0).astype(np.uint8), (values == top).astype(np.uint8)
@@ -573,8 +581,7 @@ class MaskData:
         inside = middle > 0
         from_background = cv2.distanceTransform(1 - background, cv2.DIST_L2, 3)[inside]
         from_largest = cv2.distanceTransform(1 - largest, cv2.DIST_L2, 3)[inside]
-        flat = (cv2.erode(values, kernel) == cv2.dilate(values, kernel)).astype(np.uint8)
-        depth = cv2.distanceTransform(flat, cv2.DIST_L2, 3)[inside]
+        depth = cv2.distanceTransform(flat.astype(np.uint8), cv2.DIST_L2, 3)[inside]
         spread = float(np.median(from_background + from_largest)) / (2.0 * float(np.median(depth)) + 2.0)
         return spread < LABEL_MAP_SPREAD
 
