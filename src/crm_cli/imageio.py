@@ -485,16 +485,18 @@ def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
         try:
             yield kept
         finally:
+            others = []
             for warning in caught:
-                if issubclass(warning.category, UserWarning) and "PIL" in Path(warning.filename).parts:
-                    message = " ".join(str(warning.message).split())
-                    # Pillow parses EXIF blocks with its TIFF tag reader, whose messages do not all say "EXIF".
-                    about_tags = "exif" in message.lower() or Path(warning.filename).stem == "TiffImagePlugin"
-                    if (found := _PillowWarning(message, about_tags)) not in kept:
-                        kept.append(found)
-    for warning in caught:
-        if not (issubclass(warning.category, UserWarning) and "PIL" in Path(warning.filename).parts):
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+                if not (issubclass(warning.category, UserWarning) and "PIL" in Path(warning.filename).parts):
+                    others.append(warning)
+                    continue
+                message = " ".join(str(warning.message).split())
+                # Pillow parses EXIF blocks with its TIFF tag reader, whose messages do not all say "EXIF".
+                about_tags = "exif" in message.lower() or Path(warning.filename).stem == "TiffImagePlugin"
+                if (found := _PillowWarning(message, about_tags)) not in kept:
+                    kept.append(found)
+    for warning in others:  # shown as they came, once Python's own warning output is back
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:

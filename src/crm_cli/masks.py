@@ -158,6 +158,12 @@ def ids_note(mask: MaskData, mask_name: str, advice: str = "; if it holds class 
             f"foreground above half its scale{advice}")
 
 
+def one_object_notes(mask: MaskData, mask_name: str) -> list[str]:
+    """The warnings for a mask that ``--mode auto`` reads as one object although it may be a label map
+    (:func:`void_note`, :func:`ids_note`): what crm refine and batch show, refined or passed through."""
+    return [note for note in (void_note(mask, mask_name), ids_note(mask, mask_name)) if note is not None]
+
+
 def _shown(ids: list[int], most: int = 8) -> str:
     """Up to ``most`` ids as text, with "..." for the rest."""
     return ", ".join(str(value) for value in ids[:most]) + (", ..." if len(ids) > most else "")

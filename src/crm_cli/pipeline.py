@@ -21,9 +21,9 @@ from .masks import (
     drawn_on_stored_pixels,
     ids_note,
     match_mask_to_image,
+    one_object_notes,
     photo_note,
     scale_note,
-    void_note,
     weak_mask_note,
 )
 from .presets import Preset
@@ -274,8 +274,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                           transparency=mask.transparency)
     coarse = mask.probability()
     if mode == "auto":
-        name = mask_name or source_name(mask_source)
-        notes += [note for note in (void_note(mask, name), ids_note(mask, name)) if note is not None]
+        notes += one_object_notes(mask, mask_name or source_name(mask_source))
     if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
         notes.append(note)
     detail = refiner.refine_detailed(image, coarse, preset=preset)

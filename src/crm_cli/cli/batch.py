@@ -320,10 +320,8 @@ class OutputRecord:
             return False
         passthrough = fields.get("passthrough") is True
         if chosen == "labels" and not passthrough and "held" in fields:
-            held = expand_ids(fields["held"])
-            if held is None or expand_ids(fields.get("refined")) != self.refined_of(held):
-                return False
-            return fields == self._fields(chosen, auto, passthrough, held)
+            held = expand_ids(fields["held"])  # the ids refined are then compared as _fields lists them
+            return held is not None and fields == self._fields(chosen, auto, passthrough, held)
         return fields == self._fields(chosen, auto, passthrough)
 
 
@@ -460,7 +458,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
             made_with = None
-            if decoded is not None and record is not None:
+            if decoded is not None:  # decoded for the record only
                 passthrough = bool(job.get("passthrough"))
                 auto = result.mode if mode == "auto" else choose_mode(decoded, "auto", job["mask_name"])
                 held = decoded.label_ids if result.mode == "labels" and not passthrough else None

@@ -294,7 +294,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     ``pipeline.read_pair``."""
     import time
 
-    from ..masks import ids_note, void_note, weak_mask_note
+    from ..masks import one_object_notes, weak_mask_note
     from ..outputs import render_output
     from ..pipeline import PairResult, choose_mode, label_map_notes, read_photo_pair
 
@@ -309,8 +309,7 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     else:
         probability = mask_data.probability()
         if mode == "auto":
-            notes += [note for note in (void_note(mask_data, mask_name), ids_note(mask_data, mask_name))
-                      if note is not None]
+            notes += one_object_notes(mask_data, mask_name)
         if (note := weak_mask_note(probability, mask_name)) is not None:
             notes.append(note)
         output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
