@@ -240,21 +240,21 @@ def test_counts_as_done_with_overwrite_goes_by_the_run_start(tmp_path: Path, mon
 # Incomplete outputs and leftover temp files
 
 
-def test_incomplete_output_detects_empty_truncated_and_foreign_files(tmp_path: Path) -> None:
-    from crm_cli.writing import incomplete_output
+def test_check_output_detects_empty_truncated_and_foreign_files(tmp_path: Path) -> None:
+    from crm_cli.writing import check_output
 
     values = np.arange(64 * 48, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
     for name in ("a.png", "a.tif", "a.webp"):
         path = tmp_path / name
         write_image(path, values)
-        assert incomplete_output(path) is None, name
+        assert check_output(path).problem is None, name
         whole = path.read_bytes()
         path.write_bytes(b"")
-        assert "empty" in incomplete_output(path), name
+        assert "empty" in check_output(path).problem, name
         path.write_bytes(whole[: len(whole) * 2 // 3])
-        assert incomplete_output(path) is not None, name
+        assert check_output(path).problem is not None, name
         path.write_bytes(b"not an image at all, just some text" * 4)
-        assert incomplete_output(path) is not None, name
+        assert check_output(path).problem is not None, name
 
 
 def test_batch_redoes_empty_and_truncated_outputs(tiny_weights: Path, tmp_path: Path) -> None:

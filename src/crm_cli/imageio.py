@@ -17,7 +17,7 @@ import struct
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -247,6 +247,21 @@ def _megapixels(pixels: int) -> str:
     return f"{megapixels:.0f} MP" if megapixels >= 1 else f"{megapixels:.2f} MP"
 
 
+def _megapixels_over(pixels: int, limit: int) -> str:
+    """:func:`_megapixels` of ``pixels``, more than ``limit``, never shown as the limit's own text:
+    where rounding makes them equal (150,400,000 and 150,000,000 both "150 MP"), with the fewest
+    decimals, rounded down, that show it larger ("150.4 MP"; 150,000,001 is "150.000001 MP")."""
+    shown = _megapixels(pixels)
+    if pixels <= limit or shown != _megapixels(limit):
+        return shown
+    for decimals in range(1, 7):
+        unit = 10 ** (6 - decimals)  # pixels per last shown decimal
+        if pixels // unit * unit > limit:
+            whole, fraction = divmod(pixels // unit, 10**decimals)
+            return f"{whole}.{fraction:0{decimals}d} MP"
+    return shown  # not reached: at six decimals every pixel shows
+
+
 def _size_limit_error(label: str, width: int, height: int) -> ImageReadError:
     """The one message for an image over crm's size limits: its size, and the limit(s) it exceeds."""
     limits = []
@@ -254,8 +269,8 @@ def _size_limit_error(label: str, width: int, height: int) -> ImageReadError:
         limits.append(_megapixels(MAX_IMAGE_PIXELS))
     if max(width, height) > MAX_IMAGE_SIDE:
         limits.append(f"{MAX_IMAGE_SIDE} px per side")
-    return ImageReadError(f"{label}: {width}x{height} ({_megapixels(width * height)}) is larger than crm's "
-                          f"limit of {' and of '.join(limits)}; downscale or crop it first")
+    return ImageReadError(f"{label}: {width}x{height} ({_megapixels_over(width * height, MAX_IMAGE_PIXELS)}) is "
+                          f"larger than crm's limit of {' and of '.join(limits)}; downscale or crop it first")
 
 
 def check_image_size(width: int, height: int, label: str) -> None:
@@ -288,16 +303,33 @@ def _bomb_error(label: str, exc: Exception) -> ImageReadError:
         return ImageReadError(f"{label}: {width}x{height} ({_megapixels(width * height)}) is larger than the "
                               "limit set by PIL.Image.MAX_IMAGE_PIXELS in this process")
     found = re.search(r"\((\d+) pixels\)", str(exc))
-    size_text = _megapixels(int(found.group(1))) if found else "the image"
+    size_text = _megapixels_over(int(found.group(1)), MAX_IMAGE_PIXELS) if found else "the image"
     return ImageReadError(f"{label}: {size_text} is larger than crm's limit of {_megapixels(MAX_IMAGE_PIXELS)}; "
                           "downscale or crop it first")
 
 
+# Python's warning filters and output are one state of the process, which ``warnings.catch_warnings``
+# swaps in and restores: every context here that changes them holds this lock, so that two threads
+# never install or restore each other's (see _pillow_warnings). Reentrant: _open and
+# _several_frames_note run inside _pillow_warnings.
+_PILLOW_WARNINGS_LOCK = threading.RLock()
+
+
+@contextmanager
+def _warnings_ignored(category: type[Warning] = Warning) -> Iterator[None]:
+    """Inside, Python's warnings of ``category`` are ignored, taking turns with every other context
+    here that changes the warning state (_PILLOW_WARNINGS_LOCK): unguarded, its filter would also
+    swallow the damaged-EXIF warning that another thread's _pillow_warnings is recording, and its
+    exit could restore that thread's recording list as the process's warning output."""
+    with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
+
+
 def _open(data: bytes, label: str) -> Image.Image:
     """Open (header only) with crm's size limit in place of Pillow's decompression-bomb warning."""
-    with warnings.catch_warnings():
-        # crm checks the size itself (check_image_size), with a message that names the file.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # crm checks the size itself (check_image_size), with a message that names the file.
+    with _warnings_ignored(Image.DecompressionBombWarning):
         try:
             opened = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
@@ -324,8 +356,7 @@ def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
             return None
         tags = TiffImagePlugin.ImageFileDirectory_v2(header)
         stream.seek(tags.next)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about a corrupt directory; None says it
+        with _warnings_ignored():  # Pillow warns about a corrupt directory; None says it
             tags.load(stream)
         if 256 not in tags or 258 not in tags:  # no width or bits per sample: not a usable directory
             return None
@@ -442,8 +473,7 @@ def _several_frames_note(opened: Image.Image, label: str) -> str | None:
         # Counting walks through the later frames: their own warnings (corrupt EXIF) are not the
         # first frame's, and the file must be back at its first frame, even when a later one is
         # damaged, or the wrong frame would be decoded.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _warnings_ignored():
             frames = int(getattr(opened, "n_frames", 1))
     except _DECODE_ERRORS:
         return None  # a damaged later frame: the first is still read, and its own errors reported
@@ -464,10 +494,6 @@ class _PillowWarning:
     about_tags: bool
 
 
-# Decodes that record Pillow's warnings take turns (see _pillow_warnings).
-_PILLOW_WARNINGS_LOCK = threading.RLock()
-
-
 @contextmanager
 def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
     """Inside, Pillow's UserWarnings (a corrupt EXIF block, a malformed MPO) are not printed in
@@ -475,8 +501,9 @@ def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
     :func:`_warning_notes`. Other warnings (another thread's too) are passed on as they came.
 
     ``warnings.catch_warnings`` swaps process-wide state, so decodes in several threads (the API
-    invites one Refiner per thread) take turns here (_PILLOW_WARNINGS_LOCK): interleaved, one
-    thread's exit would leave Python's warning output pointing at another's finished list."""
+    invites one Refiner per thread) take turns here, and with :func:`_warnings_ignored`'s filters
+    (_PILLOW_WARNINGS_LOCK): interleaved, one thread's exit would leave Python's warning output
+    pointing at another's finished list."""
     kept: list[_PillowWarning] = []
     with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every one, not once per source line as by default
@@ -570,9 +597,8 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
-    with _decode_errors(label, "image header", stream), warnings.catch_warnings():
-        # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe.
-        warnings.simplefilter("ignore")
+    # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe.
+    with _decode_errors(label, "image header", stream), _warnings_ignored():
         opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
@@ -689,16 +715,15 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.nda
     if mode == "RGB":
         return np.asarray(decoded), None
     # Covers 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV; alpha is dropped.
-    with warnings.catch_warnings():
-        # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
-        # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
-        warnings.simplefilter("ignore", UserWarning)
+    # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
+    # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
+    with _warnings_ignored(UserWarning):
         return np.asarray(decoded.convert("RGB")), None
 
 
-def _logged(notes: list[str]) -> None:
-    """Log each note as a warning on this module's logger (the ``crm_cli`` hierarchy), for the readers
-    whose callers get no notes back."""
+def log_notes(notes: Sequence[str]) -> None:
+    """Log each note as a warning on this module's logger (the ``crm_cli`` hierarchy), as the readers
+    whose callers get no notes back do."""
     for note in notes:
         logger.warning("%s", note)
 
@@ -721,7 +746,7 @@ def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> 
     """:func:`read_image` plus the file's EXIF orientation, which it applied (1 = none); the notes
     are logged, as by read_image."""
     image, orientation, notes = read_image_noted(source, name)
-    _logged(notes)
+    log_notes(notes)
     return image, orientation
 
 
@@ -992,7 +1017,7 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     16-bit file, a photo given as a mask) is ``masks.py``'s to say, when the mask is fitted to a photo.
     """
     mask, notes = read_mask_noted(source, name)
-    _logged(notes)
+    log_notes(notes)
     return mask
 
 

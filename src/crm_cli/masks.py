@@ -141,7 +141,7 @@ def void_note(mask: MaskData, mask_name: str) -> str | None:
     VOC map with a "difficult" object filled with 255 looks the same, and only the user can tell."""
     if mask.kind not in ("gray8", "gray16") or mask.maximum != VOID_ID or mask.is_label_map():
         return None
-    ids = [int(value) for value in np.flatnonzero(mask._counts[1:VOID_ID]) + 1]
+    ids = mask.values_present(1, VOID_ID)
     if not ids or ids[-1] >= LABEL_ID_LIMIT:
         return None
     return (f"{mask_name}: holds ids {_shown(ids)} and 255, read as one object (255); if it is a label map "
@@ -369,6 +369,10 @@ class MaskData:
     orientation: int = 1  # the EXIF orientation its file carried (already applied); 1 = none
     colours: ColourCount | None = None  # an "rgb" mask's file's colours (photo_note), counted when read
     transparency: int | bytes | None = None  # a "palette" mask's transparent index or per-entry alpha
+    # Notes of reading its file (imageio.read_mask_noted's) that are still to be shown: a caller that
+    # decodes a mask before its photo keeps them here, for pipeline.read_photo_pair to list after the
+    # photo's, as it lists a mask it reads itself. Empty otherwise.
+    reading_notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -408,6 +412,17 @@ class MaskData:
         if self._counts_are_short:
             return int(np.count_nonzero(self._counts))
         return int(self._unique_values.size)
+
+    def values_present(self, low: int, high: int) -> list[int]:
+        """The values from ``low`` up to but not including ``high`` that an integer mask holds, ascending:
+        read from :attr:`_counts` where it is short (uint8 values, or uint16 values up to VOID_ID), else
+        from :attr:`_unique_values`."""
+        if self.kind == "float":
+            raise TypeError("values_present is defined for integer masks, not float probabilities")
+        if self._counts_are_short:
+            low, high = max(low, 0), min(high, VOID_ID + 1)
+            return [int(value) for value in np.flatnonzero(self._counts[low:high]) + low] if low < high else []
+        return [int(value) for value in self._unique_values if low <= value < high]
 
     @cached_property
     def _unique_values(self) -> np.ndarray:

@@ -6,7 +6,8 @@ This layer knows about files and output kinds; the engine knows only arrays.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import MODES
-from .imageio import Photo, apply_orientation, read_mask, read_photo
+from .imageio import Photo, apply_orientation, log_notes, read_mask_noted, read_photo
 from .masks import (
     MaskData,
     SizeMismatchError,
@@ -113,15 +114,40 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
 def read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
                     mask_name: str | None = None, decoded_mask: MaskData | None = None,
                     ) -> tuple[Photo, MaskData, list[str]]:
-    """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile)."""
+    """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile). The notes
+    list the photo's reading first, then the mask's (``MaskData.reading_notes`` of a ``decoded_mask``),
+    then what fitting the mask found."""
+    photo, mask, notes, _ = _read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    return photo, mask, notes
+
+
+def _read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None,
+                     mask_name: str | None, decoded_mask: MaskData | None,
+                     ) -> tuple[Photo, MaskData, list[str], list[str]]:
+    """:func:`read_photo_pair`, and the mask's reading notes among its notes (for a caller that shows
+    them if it fails later, :func:`_shown_if_failing`)."""
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
-    photo = read_photo(image_source, name=image_name)
-    if decoded_mask is None:
-        decoded_mask = read_mask(mask_source, name=mask_name)
-    mask, mask_notes = fit_mask_to_image(decoded_mask, photo.pixels.shape[:2], photo.orientation, image_name,
-                                         mask_name)
-    return photo, mask, photo.notes + mask_notes
+    reading = list(decoded_mask.reading_notes) if decoded_mask is not None else []
+    with _shown_if_failing(reading):  # extended below: the list is read only on failure
+        photo = read_photo(image_source, name=image_name)
+        if decoded_mask is None:
+            decoded_mask, found = read_mask_noted(mask_source, name=mask_name)
+            reading += found
+        mask, mask_notes = fit_mask_to_image(decoded_mask, photo.pixels.shape[:2], photo.orientation, image_name,
+                                             mask_name)
+    return photo, mask, photo.notes + reading + mask_notes, reading
+
+
+@contextmanager
+def _shown_if_failing(reading_notes: list[str]) -> Iterator[None]:
+    """Inside, a failure first logs a mask's reading notes, which a pair lists after its photo's: they
+    reach the log before the error, as when reading the mask logged them at once (``imageio.read_mask``)."""
+    try:
+        yield
+    except Exception:
+        log_notes(reading_notes)
+        raise
 
 
 def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientation: int, image_name: str,
@@ -257,35 +283,37 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .labels import refine_labels
     from .outputs import render_output
 
-    photo, mask, notes = read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
-    image = photo.pixels
-    chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
-    # Listed after the other notes, as when they were found before the pair was read.
-    label_notes = [] if labels is None else labels_notes(mask, chosen, labels,
-                                                          mask_name or source_name(mask_source))[0]
-    start = time.perf_counter()
-    if chosen == "labels":
-        notes.extend(label_map_notes(output_kind, threshold))
-        per_label = PresetRefiner(refiner, preset)
-        refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
-        return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
-                          runs=[StageRun.of(d) for d in per_label.details],
-                          guard_restored=sum(d.guard_restored for d in per_label.details),
-                          transparency=mask.transparency)
-    coarse = mask.probability()
-    if mode == "auto":
-        notes += one_object_notes(mask, mask_name or source_name(mask_source))
-    if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
-        notes.append(note)
-    detail = refiner.refine_detailed(image, coarse, preset=preset)
-    seconds = time.perf_counter() - start
-    output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
-    if detail.kept_coarse:
-        notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
-                     "the coarse mask was kept")
-    return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
-                      runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
-                      icc_profile=photo.profile_for(output_kind))
+    photo, mask, notes, reading = _read_photo_pair(image_source, mask_source, image_name, mask_name,
+                                                   decoded_mask)
+    with _shown_if_failing(reading):  # the model can still fail (out of memory)
+        image = photo.pixels
+        chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
+        # Listed after the other notes, as when they were found before the pair was read.
+        label_notes = [] if labels is None else labels_notes(mask, chosen, labels,
+                                                              mask_name or source_name(mask_source))[0]
+        start = time.perf_counter()
+        if chosen == "labels":
+            notes.extend(label_map_notes(output_kind, threshold))
+            per_label = PresetRefiner(refiner, preset)
+            refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
+            return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
+                              runs=[StageRun.of(d) for d in per_label.details],
+                              guard_restored=sum(d.guard_restored for d in per_label.details),
+                              transparency=mask.transparency)
+        coarse = mask.probability()
+        if mode == "auto":
+            notes += one_object_notes(mask, mask_name or source_name(mask_source))
+        if (note := weak_mask_note(coarse, mask_name or source_name(mask_source))) is not None:
+            notes.append(note)
+        detail = refiner.refine_detailed(image, coarse, preset=preset)
+        seconds = time.perf_counter() - start
+        output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
+        if detail.kept_coarse:
+            notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
+                         "the coarse mask was kept")
+        return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
+                          runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
+                          icc_profile=photo.profile_for(output_kind))
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

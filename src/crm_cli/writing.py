@@ -268,7 +268,7 @@ def _png_text_before_image(read_at: ReadAt, keyword: str, wanted: bytes) -> str 
             if len(data) < 8 + length or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "big"):
                 raise ValueError(f"damaged {keyword!r} text chunk (bad CRC)")
             return data[4 + len(wanted):-4].decode("latin-1")
-    return None  # ends before any image data: incomplete_output's to report
+    return None  # ends before any image data: check_output's problem to report
 
 
 def read_png_text(path: str | Path, keyword: str) -> str | None:
@@ -449,7 +449,7 @@ def name_folding(folder: Path) -> NameFolding:
 class OutputCheck:
     """What :func:`check_output` found in an existing output file."""
 
-    # Why it is not a complete image (incomplete_output), or None when it looks complete.
+    # Why it is not a complete image (see check_output), or None when it looks complete.
     problem: str | None
     # The value of the PNG text chunk asked for (read_png_text), or None: no such chunk before the
     # image data, not asked for, not a PNG, or an incomplete one (not looked for).
@@ -459,9 +459,14 @@ class OutputCheck:
 
 
 def check_output(path: str | Path, text_keyword: str | None = None) -> OutputCheck:
-    """Whether an existing output file looks complete (:func:`incomplete_output`) and, for a complete
-    PNG, the value of its tEXt chunk called ``text_keyword`` (:func:`read_png_text`), in one opening
-    of the file: its first and last bytes, then the headers of the chunks before the image data.
+    """Whether an existing output file looks complete (``problem``: why it is not a complete image,
+    or None) and, for a complete PNG, the value of its tEXt chunk called ``text_keyword``
+    (:func:`read_png_text`), in one opening of the file: its first and last bytes, then the headers
+    of the chunks before the image data.
+
+    What is checked: PNG: the signature and the closing IEND chunk; WebP: the RIFF header and its declared
+    length; TIFF: the header and the strips or tiles it points to, all within the file; other
+    files: not empty.
 
     Raises FileNotFoundError (NotADirectoryError under a file) when there is no file, OSError when
     it cannot be examined.
@@ -497,19 +502,8 @@ def check_output(path: str | Path, text_keyword: str | None = None) -> OutputChe
     return OutputCheck(None)
 
 
-def incomplete_output(path: str | Path) -> str | None:
-    """Why an existing output file is not a complete image, or None when it looks complete.
-
-    Cheap: reads a few header bytes and the last ones. PNG: the signature and the closing IEND
-    chunk; WebP: the RIFF header and its declared length; TIFF: the header and the strips or
-    tiles it points to, all within the file; other files: not empty. Raises FileNotFoundError
-    (NotADirectoryError under a file) when there is no file, OSError when it cannot be examined.
-    """
-    return check_output(path).problem
-
-
 def _incomplete_tiff(path: Path, size: int) -> str | None:
-    """incomplete_output for a TIFF: its header decodes and its image data lies within the file."""
+    """check_output's problem for a TIFF: its header decodes and its image data lies within the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about the damage this function reports

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -422,7 +422,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
-    from ..imageio import read_mask
+    from ..imageio import read_mask_noted
     from ..locks import OutputLock, describe_holder
     from ..pipeline import choose_mode, refine_files
     from ..writing import write_png
@@ -442,8 +442,12 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             # The record says what --mode auto would choose for the mask (with --mode binary or labels,
             # for a later run with auto to compare), and a label map's ids: read from the mask as decoded,
             # before it is fitted to its photo (fitting keeps a label map one and its ids: it rotates,
-            # or upsamples by nearest neighbour), and decoded once.
-            decoded = None if record is None else read_mask(job["mask"], name=job["mask_name"])
+            # or upsamples by nearest neighbour), and decoded once. Its reading notes ride on it, to be
+            # listed after the photo's, as crm refine lists them (pipeline.read_photo_pair).
+            decoded = None
+            if record is not None:
+                decoded, reading = read_mask_noted(job["mask"], name=job["mask_name"])
+                decoded = replace(decoded, reading_notes=tuple(reading))
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],

@@ -166,16 +166,19 @@ def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, wi
 
 
 def instance_error(exc: Exception) -> str | None:
-    """The error of one instance that the others outlive, as crm batch takes a pair's
-    (evaluation.pair_failure): a ValueError (an InstanceError, or a value the engine rejects) in its
-    own words; running out of memory (a MemoryError, torch's, OpenCV's) as crm refine words it
-    (errors.out_of_memory_message); any other RuntimeError named by its type. None for anything else,
-    which stops the run."""
+    """The error of one instance that the others outlive, by crm batch's rule for a pair
+    (evaluation.pair_failure), less an OSError: refining an instance reads and writes no file, so
+    one is the run's. Worded as: a ValueError (an InstanceError, or a value the engine rejects) in
+    its own words; running out of memory (a MemoryError, torch's, OpenCV's) as crm refine words it
+    (errors.out_of_memory_message); any other RuntimeError named by its type. None for anything
+    else, which stops the run."""
+    from ..evaluation import pair_failure
+
+    if isinstance(exc, OSError) or pair_failure(exc) is None:
+        return None
     if isinstance(exc, ValueError):
         return str(exc)
-    if (shortage := out_of_memory_message(exc)) is not None:
-        return shortage
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, RuntimeError) else None
+    return out_of_memory_message(exc) or f"{type(exc).__name__}: {exc}"
 
 
 def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
