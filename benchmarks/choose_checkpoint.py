@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/choose"), help="where each eval's JSON is kept")
     own, extra = split_forwarded(sys.argv[1:])  # after --: extra `crm eval` options, e.g. --device cpu
     args = parser.parse_args(own)
+    if not args.baseline.is_file():
+        raise SystemExit(f"{args.baseline}: no such weights file (--baseline)")
     sets = []
     for item in args.sets:
         name, sep, folder = item.partition("=")

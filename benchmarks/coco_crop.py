@@ -21,6 +21,7 @@ import time
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 DETECTOR_MASK_SIDE = 28
 
@@ -129,6 +130,7 @@ def refine_all(refiner, image: np.ndarray, segmentations: list, options) -> tupl
     return refined, seconds
 
 
+@one_line_errors
 def main() -> int:
     """Run the comparison and print a table (or JSON)."""
     from crm_cli.coco import RefineOptions
@@ -147,10 +149,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
+    device = resolve_device(args.device)  # before the scene: an absent GPU stops at once
 
     image, objects = scene(height, width, args.instances)
     segmentations = [local_rle(detector_coarse(exact), box, height, width) for box, exact in objects]
-    configure_torch(args.threads, resolve_device(args.device))
+    configure_torch(args.threads, device)
     refiner = Refiner.from_checkpoint(device=args.device)
     preset = PRESETS[args.preset]
     warm_up = np.zeros((256, 256), np.uint8)

@@ -10,8 +10,8 @@ and ``model.safetensors``. Everything after ``--`` goes to ``crm train`` unchang
         --data runs/pack/train --val runs/pack/val --device cuda --workers 12 \\
         --init weights/crm_mobilenet_v2.safetensors --lr 1e-4 --query-window 112
 
-It needs only what ``crm train`` imports (torch, timm, typer, rich, OpenCV, safetensors), so a
-machine with those can run it from a checkout without installing the project.
+It needs only what ``crm train`` imports (torch, timm, typer, rich, OpenCV, Pillow, safetensors),
+so a machine with those can run it from a checkout without installing the project.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from pathlib import Path
 
 
 def crm_train(arguments: list[str]) -> None:
-    """Run ``crm train`` with ``arguments`` in a child process; raise if it fails."""
-    subprocess.run([sys.executable, "-m", "crm_cli", "train", *arguments], check=True)
+    """Run ``crm train`` with ``arguments`` in a child process; SystemExit if it fails (its own error
+    line, on stderr before ours, says why)."""
+    code = subprocess.run([sys.executable, "-m", "crm_cli", "train", *arguments], check=False).returncode
+    if code != 0:
+        raise SystemExit(f"error: crm train failed (exit code {code})")
 
 
 def seconds_per_step(log: Path, skip: int) -> float:

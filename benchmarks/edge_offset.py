@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.guard import boundary_distance
 from crm_cli.imageio import read_image, read_mask
@@ -92,6 +93,7 @@ def measure(items: list[tuple[Path, list[Path]]]) -> list[tuple[np.ndarray, np.n
     return totals
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     """Print one row per kind of mask: images, offset (px), contrast and the near layers' mean gradient."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     items = [(t.image, [t.gt, t.mask]) for t in triples]
     if args.pred is not None:
         refined = {p.name: p.pred for p in scan_predictions(args.pred, args.folder).pairs}
+        missing = [t.name for t in triples if t.name not in refined]
+        if missing:
+            raise SystemExit(f"{args.pred}: no refined mask for {len(missing)} of the {len(triples)} pairs "
+                             f"measured ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                             f"write them with crm eval {args.folder} -o {args.pred}")
         kinds.append("refined")
         for (_, masks), t in zip(items, triples, strict=True):
             masks.append(refined[t.name])

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
@@ -121,6 +122,7 @@ def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[s
     return rows
 
 
+@one_line_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="+", metavar="NAME=FOLDER")

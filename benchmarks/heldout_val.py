@@ -14,11 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
+from script_errors import one_line_errors
+
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import evaluate
 from crm_cli.training.data import list_pairs, split_pairs, synthetic_samples
 
 
+@one_line_errors
 def main() -> None:
     """Score the coarse and refined masks of the whole held-out split and print one line (+ JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

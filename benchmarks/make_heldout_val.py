@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.training.coarse import lowres_coarse
 from crm_cli.training.data import list_pairs, load_pair, split_pairs, synthetic_coarse
@@ -49,6 +50,7 @@ def heldout_coarse(gt: np.ndarray, index: int, kind: str) -> np.ndarray:
     raise ValueError(f"unknown coarse kind {kind!r}; expected one of {', '.join(COARSE_KINDS)}")
 
 
+@one_line_errors
 def main() -> None:
     """Write OUT/<name>_im.png, <name>_gt.png (soft 8-bit) and <name>_seg.png (binary 0/255)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -2,8 +2,8 @@
 
 The network is the one ``../shared/data/README.md`` describes (``carvana-dev-real``): the IS-Net
 ONNX inside the npm package ``@imgly/background-removal-data@1.4.5``, ``/models/medium`` joined from
-its chunks. Nothing of it goes into this repository; pass its path. Needs ``onnxruntime``
-(``pip install onnxruntime``), which the project itself never imports.
+its chunks. Nothing of it goes into this repository; pass its path. It runs on ``onnxruntime``, which
+crm installs for its own ONNX backend.
 
 Two uses:
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.training.data import list_pairs, load_pair, split_pairs
 
@@ -74,6 +75,7 @@ def low_resolution_side(name: str) -> int:
     return 48 + zlib.crc32(name.encode()) % 49
 
 
+@one_line_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("onnx", type=Path, help="the IS-Net ONNX file")
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1200, help="training photos (--split train)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if not args.onnx.is_file():
+        raise SystemExit(f"{args.onnx}: no such file; the IS-Net ONNX is not shipped, ../shared/data/README.md "
+                         "(carvana-dev-real) says where it comes from")
     masker = NetworkMasker(args.onnx, args.threads)
     train, held_out = split_pairs(list_pairs(args.data))
     written = 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.metrics import DatasetScore, score_pair
 from crm_cli.training.coarse import sam_like_coarse
@@ -47,6 +48,7 @@ def make_triple(index: int, seed: int, library: PairCache, min_side: int,
     return sample.image, sample.gt, coarse, sample.kinds
 
 
+@one_line_errors
 def main() -> None:
     """Generate the set and print the coarse masks' IoU/mBA."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

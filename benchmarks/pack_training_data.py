@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from script_errors import one_line_errors
 
 from crm_cli.imageio import read_image
 from crm_cli.pairing import FilePair
@@ -66,6 +67,7 @@ def pack(source: Path, out: Path, pairs: int, val: int, quality: int) -> tuple[i
     return len(chosen), min(val, len(held_out)), total
 
 
+@one_line_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="folder with images/ and masks/")

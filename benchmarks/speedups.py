@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from script_errors import one_line_errors
 from vs_cascadepsp import count_gmacs, scene
 
 # name -> (engine options changed, Refiner keyword arguments changed)
@@ -165,6 +166,7 @@ def layer4_table(repeat: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+@one_line_errors
 def main() -> None:
     """Run the three tables and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -179,6 +181,10 @@ def main() -> None:
         return
 
     import torch
+
+    from crm_cli.devices import resolve_device
+
+    resolve_device(args.device)  # an absent GPU stops here, not once per variant
 
     rows = []
     for name in args.variants.split(","):

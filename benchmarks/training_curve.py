@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--smooth", type=int, default=50, help="moving-average window in steps")
     args = parser.parse_args()
     path = args.log / "log.csv" if args.log.is_dir() else args.log
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (give a run's log.csv, or the run folder)")
     image = draw(read_log(path), args.width, args.height, args.smooth)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.output), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from script_errors import one_line_errors
+
 SIZES = "2048x1536,3840x2160,6000x4000"
 PRESETS = ("fast", "balanced", "quality")
 
@@ -77,8 +79,11 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
 
     image, coarse = scene(size, mask)
     if tool == "cascadepsp":
-        from segmentation_refinement import Refiner as CascadeRefiner
-        from segmentation_refinement.models.psp.pspnet import RefinementModule
+        try:
+            from segmentation_refinement import Refiner as CascadeRefiner
+            from segmentation_refinement.models.psp.pspnet import RefinementModule
+        except ImportError:
+            raise SystemExit("CascadePSP is not installed: pip install segmentation-refinement") from None
 
         folder = tempfile.mkdtemp()
         state = {f"module.{k}": v for k, v in RefinementModule().state_dict().items()}
@@ -124,6 +129,7 @@ def run_one(tool: str, size: str, preset: str, device: str, weights: str | None,
             "peak_gpu_mb": peak_gpu, "gmacs": gmacs, "threads": torch.get_num_threads()}
 
 
+@one_line_errors
 def main() -> None:
     """Run every configuration in a subprocess and print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -146,6 +152,10 @@ def main() -> None:
         return
 
     import torch
+
+    from crm_cli.devices import resolve_device
+
+    resolve_device(args.device)  # an absent GPU stops here, not once per configuration
 
     peak = gemm_peak_gmacs(args.device)
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
