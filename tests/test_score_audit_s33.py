@@ -164,7 +164,7 @@ def test_coco_instances_without_a_prediction_fail_alone(tmp_path: Path) -> None:
     payload = json.loads(result.stdout)
     assert payload["n"] == 2 and payload["iou"] == 1.0 and payload["failed"] == 1
     assert payload["failures"] == [{"id": 11, "image_id": 1, "error": "no prediction with the same annotation id"}]
-    assert "status" not in payload
+    assert payload["status"] == "partial"
     text = squash(runner.invoke(app, args).stderr)
     assert squash("failed: annotation 11 (image_id 1): no prediction with the same annotation id") in text
     assert squash("1 of 3 ground-truth instances failed") in text

@@ -101,7 +101,7 @@ def test_json_only_on_stdout(big: Path) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     payload = json.loads(lines[0])
-    assert set(payload) == {"iou", "mba", "n", "images", "threshold", "failed", "failures"}
+    assert set(payload) == {"status", "iou", "mba", "n", "images", "threshold", "failed", "failures"}
     assert payload["threshold"] is None and (payload["failed"], payload["failures"]) == (0, [])
     assert all(set(image) == {"name", "iou", "mba"} for image in payload["images"])
     assert 0 <= payload["iou"] <= 1 and 0 <= payload["mba"] <= 1

@@ -76,7 +76,7 @@ def test_json_counts_scored_and_failed_pairs(tmp_path: Path, bad: str) -> None:
     assert failure["name"] == "c" and failure["gt"] == str(gt / "c_gt.png")
     assert failure["pred"] == (None if bad == "missing" else str(pred / "c_mask.png"))
     assert error in failure["error"]
-    assert "status" not in payload
+    assert payload["status"] == "partial"
 
 
 def test_csv_holds_the_scored_pairs_only(tmp_path: Path) -> None:

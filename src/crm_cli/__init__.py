@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .runtime import configure_openmp
+from .runtime import configure_onnxruntime, configure_openmp
 
 __version__ = "0.1.0"
 __all__ = ["Refiner", "__version__"]
@@ -20,6 +20,9 @@ __all__ = ["Refiner", "__version__"]
 # cores fairly (see runtime.py). Every entry point (the CLI, `import crm_cli.engine`, the lazy
 # `crm_cli.Refiner`) imports this package first. A user's own OMP_WAIT_POLICY/GOMP_SPINCOUNT wins.
 configure_openmp()
+# Before anything imports onnxruntime: no telemetry files under ~/.cache or $TMPDIR, and no warning
+# on stderr when the home folder is read-only (see runtime.py). A user's own ORT_DISABLE_TELEMETRY wins.
+configure_onnxruntime()
 
 if TYPE_CHECKING:
     from .engine import Refiner

@@ -1,8 +1,10 @@
 """Per-output lock files, so that two ``crm batch`` runs on one folder never refine the same pair.
 
 The lock for ``out/a.png`` is ``out/.a.png.lock``, created with ``O_CREAT | O_EXCL`` (atomic on
-local file systems and on NFSv3+), holding ``<pid> <hostname> <token>``. A lock is stale, and
-taken over, when:
+local file systems and on NFSv3+), holding ``<pid> <hostname> <token>``; where that name would be
+longer than the folder allows (an output name of 250 bytes), the output's name in it is shortened,
+with a digest of the whole, so it stays the lock of that output alone (:func:`lock_path`). A lock
+is stale, and taken over, when:
 
 - its process is gone (same host, pid not running), e.g. after ``kill -9``;
 - it names this process's pid on this host but this process does not hold it (a container where
@@ -29,6 +31,8 @@ from types import TracebackType
 
 LOCK_PREFIX = "."
 LOCK_SUFFIX = ".lock"
+# Beside a stale lock, the file that guards its takeover: the lock's name and this.
+TAKEOVER_SUFFIX = ".takeover"
 # A lock file without a pid is being written; older than this, its writer died before finishing.
 EMPTY_LOCK_GRACE_S = 60.0
 # A lock untouched for this long is stale whatever its host. Holders refresh every LOCK_REFRESH_S,
@@ -45,9 +49,22 @@ _refresher: threading.Thread | None = None
 
 
 def lock_path(output: str | Path) -> Path:
-    """``dir/name.png`` -> ``dir/.name.png.lock``."""
+    """``dir/name.png`` -> ``dir/.name.png.lock``; where that would be longer than the folder allows,
+    ``name.png`` is shortened in it (writing.fitted_name: its beginning and a digest of the whole)."""
+    from .writing import fitted_name, name_max  # here: locks itself needs only the standard library
+
     output = Path(output)
-    return output.with_name(f"{LOCK_PREFIX}{output.name}{LOCK_SUFFIX}")
+    room = name_max(output.parent) - len(LOCK_PREFIX) - len(LOCK_SUFFIX)
+    return output.with_name(f"{LOCK_PREFIX}{fitted_name(output.name, room)}{LOCK_SUFFIX}")
+
+
+def takeover_path(lock: Path) -> Path:
+    """The file that guards the takeover of the stale ``lock``: ``.name.png.lock.takeover``, the lock's
+    name shortened as lock_path shortens an output's where the whole would not fit."""
+    from .writing import fitted_name, name_max
+
+    room = name_max(lock.parent) - len(TAKEOVER_SUFFIX)
+    return lock.with_name(f"{fitted_name(lock.name, room)}{TAKEOVER_SUFFIX}")
 
 
 def _pid_running(pid: int) -> bool:
@@ -283,13 +300,14 @@ class OutputLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when another live process holds it. Raises ImageWriteError (an
-        OSError) naming the output if the folder cannot be written (a full disk, no permission)."""
-        from .writing import ImageWriteError, write_error_reason
+        OSError, with the failure's errno) naming the output if the folder cannot be written (a full
+        disk, no permission)."""
+        from .writing import write_failure
 
         try:
             return self._acquire()
         except OSError as exc:
-            raise ImageWriteError(f"cannot write {self.output}: {write_error_reason(self.output, exc)}") from None
+            raise write_failure(self.output, exc) from None
 
     def _acquire(self) -> bool:
         """:meth:`acquire`, with the file system's own errors."""
@@ -301,7 +319,7 @@ class OutputLock:
         # Taking over a dead owner's lock is itself guarded by an O_EXCL file, so that of two
         # processes racing for one stale lock only one removes it (the other would otherwise
         # delete the fresh lock the first one just made).
-        guard = self.path.with_name(self.path.name + ".takeover")
+        guard = takeover_path(self.path)
         try:
             fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

@@ -13,6 +13,13 @@ fairly. libgomp reads these variables once, when it is loaded, so :func:`configu
 run before the first ``import torch``; ``crm_cli``'s package ``__init__`` calls it. A value the
 user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is never overridden.
 
+ONNX Runtime: its Python package collects usage telemetry. Measured with onnxruntime 1.32, ``import
+onnxruntime`` alone creates ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` (a device id and an
+event database) and a ``.ses`` file in the temp folder, and where the home folder cannot be written
+it prints an ANSI-coloured warning ("Failed to persist telemetry device ID") on stderr, among crm's
+own lines. ``ORT_DISABLE_TELEMETRY=1`` in the environment before that import stops all three
+(:func:`configure_onnxruntime`, called with :func:`configure_openmp`); a value the user set wins.
+
 Torch: :func:`configure_torch` makes the settings that belong to a process, not to one Refiner
 (CPU threads, cuDNN autotuning); the CLI calls it once before it builds the Refiner.
 
@@ -61,6 +68,8 @@ logger = logging.getLogger(__name__)
 GOMP_SPINCOUNT_DEFAULT = 1_000
 # Variables that mean "the user chose an OpenMP wait policy": then crm sets nothing.
 OPENMP_USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# ONNX Runtime's switch for its usage telemetry (writes under ~/.cache and the temp folder).
+ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY"
 
 # Peak resident memory of `crm refine` (torch loaded, shipped model, one image), fitted to peaks
 # measured with /usr/bin/time at 2048x1536 .. 8000x6000: balanced 0.86 / 1.26 / 1.75 / 2.50 GB at
@@ -88,6 +97,17 @@ def configure_openmp(environ: MutableMapping[str, str] | None = None) -> str | N
     value = str(GOMP_SPINCOUNT_DEFAULT)
     env["GOMP_SPINCOUNT"] = value
     return value
+
+
+def configure_onnxruntime(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Turn ONNX Runtime's telemetry off for this process (and its children, Ray actors included)
+    unless the user set ``ORT_DISABLE_TELEMETRY``; True when it was set here. The import itself
+    writes the files, so this must run before it (see the module's docstring)."""
+    env = os.environ if environ is None else environ
+    if ORT_TELEMETRY_VARIABLE in env:
+        return False
+    env[ORT_TELEMETRY_VARIABLE] = "1"
+    return True
 
 
 def configure_numpy_pages(environ: Mapping[str, str] | None = None) -> bool:

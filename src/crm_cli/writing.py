@@ -6,6 +6,8 @@ Only a picture to look at (crm compare's strip, :func:`write_picture`) may also 
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
 import re
@@ -34,8 +36,19 @@ JPEG_SUFFIXES: tuple[str, ...] = tuple(suffix for suffix, fmt in LOSSY_SUFFIXES.
 JPEG_QUALITY = 95
 # Image formats crm reads or that users reach for, but does not write.
 _UNSUPPORTED_SUFFIXES: dict[str, str] = {".gif": "GIF", ".bmp": "BMP", ".pgm": "PGM"}
-# write_atomic's temp files: ``.NAME.<12 hex digits>.tmp`` beside the target NAME.
+# write_atomic's temp files: ``.NAME.<12 hex digits>.tmp`` beside the target NAME (NAME shortened by
+# fitted_name where the whole would be longer than the folder allows, see _temp_target).
 _TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{12}\.tmp")
+# The bytes a temp name adds to its target's: the leading dot, and ``.<12 hex digits>.tmp``.
+_TEMP_NAME_EXTRA = len(".") + len(".0123456789ab.tmp")
+# The longest file name, in bytes, where a folder's own limit cannot be read: NAME_MAX on Linux
+# (ext4, XFS, Btrfs, tmpfs) and on macOS.
+DEFAULT_NAME_MAX = 255
+# A name fitted_name shortens ends in "~" and this many hex digits of the whole name's sha256.
+_NAME_DIGEST_CHARS = 16
+# The errors of a write that found no room: a full disk, or the user's quota used up.
+OUT_OF_SPACE_ERRNOS: frozenset[int] = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk (length, type, CRC) every PNG ends with
 
@@ -308,9 +321,66 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def name_max(folder: str | Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` (of its nearest existing
+    parent, before it is made) allows: its PC_NAME_MAX, or DEFAULT_NAME_MAX where that cannot be
+    read (Windows, a folder that cannot be examined)."""
+    existing = os.path.abspath(folder)
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return DEFAULT_NAME_MAX
+    return limit if limit and limit > 0 else DEFAULT_NAME_MAX
+
+
+def name_bytes(name: str) -> int:
+    """How many bytes ``name`` takes as a file name: encoded as the file system encoding encodes it
+    (UTF-8 on Linux and macOS, where ``é`` takes 2 bytes and a CJK character 3)."""
+    return len(os.fsencode(name))
+
+
+def name_too_long(path: str | Path) -> str | None:
+    """Why ``path``'s file name cannot be made in its folder (longer than :func:`name_max` allows),
+    in words, or None when it fits."""
+    path = Path(path)
+    size, limit = name_bytes(path.name), name_max(path.parent)
+    if size <= limit:
+        return None
+    return f"its file name is {size} bytes long, and the file system allows at most {limit}"
+
+
+def fitted_name(name: str, room: int) -> str:
+    """``name`` when it takes at most ``room`` bytes (:func:`name_bytes`), else a stand-in of at most
+    ``room`` bytes that is ``name``'s alone: its beginning, cut between characters, then ``~`` and
+    16 hex digits of the sha256 of the whole name (names of temp and lock files, which add to their
+    target's name, where the whole would be longer than the folder allows)."""
+    if name_bytes(name) <= room:
+        return name
+    # surrogatepass: a name read from a folder may hold escaped bytes that are no UTF-8.
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_NAME_DIGEST_CHARS]
+    budget = room - len("~") - len(digest)
+    kept, used = [], 0
+    for char in name:
+        used += name_bytes(char)
+        if used > budget:
+            break
+        kept.append(char)
+    return f"{''.join(kept)}~{digest}"
+
+
+def _temp_target(folder: Path, name: str, limit: int | None = None) -> str:
+    """How write_atomic's temp names in ``folder`` name their target ``name``: the name itself, or
+    where ``.NAME.<hex>.tmp`` would be longer than ``limit`` (by default the folder's
+    :func:`name_max`), :func:`fitted_name`'s stand-in for it."""
+    return fitted_name(name, (name_max(folder) if limit is None else limit) - _TEMP_NAME_EXTRA)
+
+
 def temp_path(target: Path) -> Path:
-    """A fresh name for the temp file write_atomic writes before renaming it to ``target``."""
-    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    """A fresh name for the temp file write_atomic writes before renaming it to ``target``:
+    ``.NAME.<12 hex digits>.tmp``, NAME shortened where the whole would not fit (see _temp_target)."""
+    return target.parent / f".{_temp_target(target.parent, target.name)}.{uuid.uuid4().hex[:12]}.tmp"
 
 
 def leftover_temp_files(folder: Path, names: Collection[str], min_age_s: float) -> list[Path]:
@@ -321,11 +391,13 @@ def leftover_temp_files(folder: Path, names: Collection[str], min_age_s: float) 
             entries = list(scan)
     except OSError:
         return []
+    limit = name_max(folder)
+    targets = {_temp_target(folder, name, limit) for name in names}  # as temp_path names them
     now = time.time()
     found: list[Path] = []
     for entry in entries:
         match = _TEMP_NAME.fullmatch(entry.name)
-        if match is None or match.group("target") not in names:
+        if match is None or match.group("target") not in targets:
             continue
         try:
             if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
@@ -348,20 +420,35 @@ def write_error_reason(target: Path, error: OSError) -> str:
     return reason[0].lower() + reason[1:]
 
 
+def write_failure(named: Path, error: OSError, target: Path | None = None) -> ImageWriteError:
+    """The ImageWriteError of a failed write of ``named`` (``target``: the real path written, a link's
+    target; ``named`` by default): its message names ``named`` and the reason (write_error_reason), and
+    it keeps ``error``'s errno, so that a caller can tell a full disk (:func:`out_of_space`)."""
+    failure = ImageWriteError(f"cannot write {named}: {write_error_reason(target or named, error)}")
+    failure.errno = error.errno
+    return failure
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` is a write's that found no room: a full disk (ENOSPC) or a used-up quota (EDQUOT)."""
+    return isinstance(error, OSError) and error.errno in OUT_OF_SPACE_ERRNOS
+
+
 def write_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` via a hidden temp file, fsync and rename.
 
     A symbolic link keeps pointing where it did: the file it names is replaced, not the link. A
     target that is no file to replace (a device such as /dev/null, a FIFO, /dev/stdout on a pipe)
     is written to as it is; renaming over it would put a file in its place.
-    Errors are ImageWriteError naming ``target`` (never the temp file) and the reason.
+    Errors are ImageWriteError naming ``target`` (never the temp file) and the reason, with the
+    errno of the failure (ENOSPC for a full disk: see :func:`out_of_space`).
     """
     if _is_stream(target):
         try:
             with open(target, "wb") as handle:
                 handle.write(data)
         except OSError as exc:
-            raise ImageWriteError(f"cannot write {target}: {write_error_reason(target, exc)}") from None
+            raise write_failure(target, exc) from None
         return
     named = target
     if target.is_symlink():
@@ -378,7 +465,7 @@ def write_atomic(target: Path, data: bytes) -> None:
         os.replace(temp, target)
     except OSError as exc:
         discard(temp)
-        raise ImageWriteError(f"cannot write {named}: {write_error_reason(target, exc)}") from None
+        raise write_failure(named, exc, target) from None
     except BaseException:
         discard(temp)
         raise

@@ -1,89 +1,69 @@
 """The ``crm`` command line: a thin Typer layer over the Python API.
 
 Heavy modules (torch, cv2) are imported inside the command bodies so ``crm --help`` is instant.
+Importing this package loads nothing more: typer and the commands' modules (0.2 s of every run's
+start) load when :func:`main` first runs or ``app`` is first asked for, so that a Ctrl-C while they
+load exits 130 without a traceback, as a Ctrl-C does once a command runs.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-from typer.core import TyperGroup
+if TYPE_CHECKING:
+    import typer
 
-from .. import __version__
+# 128 + SIGINT: the exit code of a Ctrl-C, as typer gives it and common.stops_cleanly does.
+INTERRUPTED_EXIT = 130
+
+_app: typer.Typer | None = None
 
 
-class CrmGroup(TyperGroup):
-    """The ``crm`` command group: usage errors print one line plus a hint (no box, no usage dump)."""
+def registered_app() -> typer.Typer:
+    """The ``crm`` Typer app with every command registered (built once, on first use)."""
+    global _app
+    if _app is None:
+        from . import batch, coco, common, compare, evaluate, info, refine, score, timing, train
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        """Run the CLI; in standalone mode, exit with the command's code."""
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        from rich.markup import escape
+        application = common.new_app()
+        for module in (refine, batch, coco, score, evaluate, timing, train, info, compare):
+            module.register(application)
+        _app = application
+    return _app
 
-        from .common import click_module, console, usage_hint
 
-        errors = click_module("exceptions")
+def __getattr__(name: str) -> Any:
+    """``app``: :func:`registered_app` (``from crm_cli.cli import app`` keeps working)."""
+    if name == "app":
+        return registered_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def hold_standard_descriptors() -> None:
+    """Open the null device on each of descriptors 0-2 the process started without (``crm ... >&-``).
+
+    Otherwise the next file opened gets that number, and whatever a library writes to "stdout" or
+    "stderr" at the C level lands in it (an output image being written, say). ``sys.stdout`` and
+    the others stay None, so the commands still see the stream as closed and say so when they need it.
+    """
+    import os
+
+    for descriptor in (0, 1, 2):
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except errors.UsageError as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `crm`: the help, as click prints it
-                typer.echo(exc.format_message(), err=True)
-                sys.exit(exc.exit_code)
-            console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
-            console.print(usage_hint(exc.ctx.command_path if exc.ctx else None), style="dim", highlight=False)
-            sys.exit(exc.exit_code)
-        except errors.ClickException as exc:
-            console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            console.print("aborted", highlight=False)
-            sys.exit(1)
-        # Without standalone mode click returns the code of a typer.Exit (None after success).
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-app = typer.Typer(
-    name="crm",
-    cls=CrmGroup,
-    help="Refine segmentation masks of ultra-high-resolution images with CRM (Continuous Refinement Model).",
-    no_args_is_help=True,
-    # Plain click help: one line per option, choices never wrapped mid-word, no type column.
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"crm {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Refine segmentation masks of 2K-6K images; see each command's --help."""
-
-
-def _register() -> None:
-    from . import batch, coco, compare, evaluate, info, refine, score, timing, train
-
-    for module in (refine, batch, coco, score, evaluate, timing, train, info, compare):
-        module.register(app)
-
-
-_register()
+            os.fstat(descriptor)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != descriptor:  # the lowest free number, so this one: the lower ones are open by now
+                os.dup2(opened, descriptor)
+                os.close(opened)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    hold_standard_descriptors()
+    try:
+        application = registered_app()
+        application()
+    except KeyboardInterrupt:  # while typer and the commands load; a command's own Ctrl-C is typer's Exit(130)
+        sys.exit(INTERRUPTED_EXIT)

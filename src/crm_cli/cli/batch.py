@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 import time
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..locks import FolderClocks
-    from ..pairing import FilePair
+    from ..pairing import FilePair, Pairing
     from ..runtime import RefinerSpec
     from ..writing import OutputCheck
 
@@ -381,8 +382,9 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
 
 
 def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
-    """Delete crm's own temp files (``.NAME.<hex>.tmp``) beside these pairs' outputs that are older
-    than the stale-lock age: writes killed half-way. Returns the files removed."""
+    """Delete crm's own temp files (``.NAME.<hex>.tmp``, NAME shortened for a long one: see
+    writing.temp_path) beside these pairs' outputs that are older than the stale-lock age: writes
+    killed half-way. Returns the files removed."""
     from ..locks import STALE_LOCK_AGE_S
     from ..writing import leftover_temp_files
 
@@ -399,6 +401,11 @@ def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[
                 continue  # gone meanwhile, or not ours to delete: harmless either way
             removed.append(temp)
     return removed
+
+
+# The key under which refine_pair_job's outcome of a pair whose write found no room (a full disk,
+# a used-up quota) holds the errno; the command stops the run there, and the key is no part of --json.
+OUT_OF_SPACE_KEY = "out_of_space"
 
 
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
@@ -418,14 +425,16 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
     notes, named by the pair unless they name its file, and what the library logged, see
     collect_warnings) are listed in ``warnings``; with ``hold_warnings`` (a Ray actor, whose stderr is
-    not the user's) they are not printed here, for the command to show. Used as is by the plain loop
-    and by the Ray actors, so both paths behave the same.
+    not the user's) they are not printed here, for the command to show. A write (of the output or of
+    its lock) that found no room (writing.out_of_space: a full disk, a used-up quota) fails the pair
+    with its errno under OUT_OF_SPACE_KEY, for the command to stop the run. Used as is by the plain
+    loop and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
     from ..imageio import read_mask_noted
     from ..locks import OutputLock, describe_holder
     from ..pipeline import choose_mode, refine_files
-    from ..writing import write_png
+    from ..writing import out_of_space, write_png
 
     start = time.perf_counter()
     lock = OutputLock(job["output"])
@@ -477,6 +486,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 raise
             error = out_of_memory_message(exc) or str(failure) or type(failure).__name__
             outcome = {"status": "failed", "error": error}
+            if out_of_space(exc):  # the output or its lock found no room: the driver stops the run
+                outcome[OUT_OF_SPACE_KEY] = exc.errno
         finally:
             lock.release()
     outcome["seconds"] = round(time.perf_counter() - start, 4)
@@ -525,20 +536,22 @@ def batch(
     """Refine every image/mask pair under FOLDER (with --masks DIR, FOLDER's photos with DIR's masks).
     What was paired is said before the run (--dry-run lists it and stops); finished outputs are
     skipped unless --overwrite, older than their photo or mask, or made with other settings (each
-    output records them); a bad pair is reported and the rest go on; the exit code is 1 if any pair
-    failed."""
+    output records them); a bad pair is reported and the rest go on, but a full disk stops the run (the
+    pairs left are not attempted: free space and run it again); the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
     from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
     from ..raybatch import RayRunError, ray_run
+    from ..writing import name_too_long
 
     output_dir = Path(output)
     folder_name = output_folder_name(output)
     items: list[dict] = []
+    order: dict[str, int] = {}  # each photo's place among the items (input_order), once the folder is scanned
     # With --json, the summary of what was known when the run stopped, marked failed.
-    fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure,
-                                                     "output_dir": folder_name, "items": items})
+    fatal = FailureRecord(json_out, lambda failure: {**summary_counts(items), **failure, "output_dir": folder_name,
+                                                     "items": in_input_order(items, order)})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
         # Everywhere else - is stdout: no folder named "-" is made in silence. The argument as given,
@@ -578,6 +591,7 @@ def batch(
     with user_errors(fatal.emit):
         found = (scan_pairs(folder, exclude=output_dir) if masks_dir is None
                  else scan_folder_pairs(folder, masks_dir, exclude=output_dir))
+    order.update(input_order(found))
     for note in found.notes:
         warn(note)
     # Pairs whose outputs would be one file on macOS or Windows fail, before resume could take one's
@@ -625,8 +639,12 @@ def batch(
     small: dict[FilePair, bool] = {}
     failed_early: set[FilePair] = set()
     for pair in todo:
-        error, _, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask), settings,
-                                              options.tile_size, mode=mode.value)
+        target = output_dir / pair.relative_output
+        if (too_long := name_too_long(target)) is not None:  # its temp and lock files are shortened, not it
+            error = f"cannot write {target}: {too_long}; give the photo {pair.image} a shorter name"
+        else:
+            error, _, small[pair] = precheck_pair(pair.image, pair.mask, str(pair.image), str(pair.mask),
+                                                  settings, options.tile_size, mode=mode.value)
         if error is not None:
             failed_early.add(pair)
             report_failure(f"{pair.name}: ", error)
@@ -653,7 +671,8 @@ def batch(
                 say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
         counts = {**summary_counts(items), "todo": len(todo)}
         if json_out:
-            emit_json({**counts, "dry_run": True, "output_dir": folder_name, "items": items})
+            emit_json({"status": "partial" if counts["failed"] else "ok", **counts, "dry_run": True,
+                       "output_dir": folder_name, "items": in_input_order(items, order)})
         if counts["failed"]:
             raise typer.Exit(1)
         return
@@ -672,6 +691,8 @@ def batch(
                 refiner = options.load(quiet)
         run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
+    # Where a write found no room (a full disk, a used-up quota) and its errno: the run stops there.
+    no_room: tuple[Path, int] | None = None
     # No bar when nothing is left to refine: the summary says it all.
     with Progress(TextColumn("refine"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[current]}", markup=False), console=console,
@@ -682,6 +703,7 @@ def batch(
                 for index, outcome in results:
                     pair = todo[index]
                     progress.update(task, current=pair.name)
+                    full = outcome.pop(OUT_OF_SPACE_KEY, None)
                     # Shown as they came in this process; a Ray actor's were held for the driver to show.
                     for text in outcome.pop("warnings", []):
                         warn_pair(pair, text, progress.console, show=ray_address is not None)
@@ -695,10 +717,21 @@ def batch(
                                             "output": str(output_dir / pair.relative_output), **outcome,
                                             "warnings": pair_warnings.get(pair, [])}
                     progress.advance(task)
+                    if full is not None:
+                        # Every pair left would be refined only to fail at its write: stopped here
+                        # (on Ray, leaving the block stops the actors).
+                        no_room = ((output_dir / pair.relative_output).parent, full)
+                        break
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
             raise fatal.fail(str(exc)) from None
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
+    if no_room is not None:  # the pairs not attempted: still to do, as --dry-run lists them
+        items.extend({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                      "output": str(output_dir / pair.relative_output), "status": "todo",
+                      "warnings": pair_warnings.get(pair, [])}
+                     for index, pair in enumerate(todo) if index not in finished_jobs)
+    items[:] = in_input_order(items, order)  # as --dry-run lists them, whenever each pair finished
     for item in items:
         # A pair left to another run that has finished it since is done: the summary does not send
         # the user after a lock that is gone.
@@ -710,8 +743,9 @@ def batch(
     counts = summary_counts(items)
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
+        not_attempted = f", {counts['todo']} not attempted" if counts.get("todo") else ""
         say(f"batch: {counts['done']} refined, {counts['skipped']} skipped (already done), {busy}"
-            f"{counts['failed']} failed -> {folder_name}")
+            f"{counts['failed']} failed{not_attempted} -> {folder_name}")
         if counts["kept_coarse"]:
             console.print(f"  {counts['kept_coarse']} kept the coarse mask (the model was unsure of its changes: "
                           "review these)", highlight=False)
@@ -725,14 +759,49 @@ def batch(
             report_failure(label, item["error"], prefix="  failed")
         if len(failures) > MAX_LISTED:
             console.print(f"  ... and {len(failures) - MAX_LISTED} more failed (each named above)", highlight=False)
+    if no_room is not None:  # the record, with --json, and the error line last
+        raise fatal.fail(out_of_space_message(*no_room, counts.get("todo", 0)))
     if json_out:
-        emit_json({**counts, "output_dir": folder_name, "items": items})
+        # "status" as in every command's record: "ok", or "partial" when some pairs failed (exit 1).
+        emit_json({"status": "partial" if counts["failed"] else "ok", **counts, "output_dir": folder_name,
+                   "items": items})
     if counts["failed"]:
         raise typer.Exit(1)
 
 
+def input_order(found: Pairing[FilePair]) -> dict[str, int]:
+    """The place of each photo's item in batch's summary and --json, by its name: the pairs in the order
+    they were paired (and are refined, and --dry-run lists them), each photo without its mask among them
+    by its path. Every item of a run has its place, whatever became of its pair and when."""
+    paired = ((pair.image, pair.name) for pair in found.pairs)
+    unpaired = ((failure.image, failure.name) for failure in found.failures)
+    # merge keeps each list's own order, and puts the unpaired photos between the pairs by path.
+    return {name: place for place, (_, name) in enumerate(heapq.merge(paired, unpaired))}
+
+
+def in_input_order(items: list[dict[str, Any]], order: dict[str, int]) -> list[dict[str, Any]]:
+    """``items`` sorted by their names' places in ``order`` (input_order); those without one last, as
+    they came."""
+    return sorted(items, key=lambda item: order.get(item["name"], len(order)))
+
+
+def out_of_space_message(folder: Path, code: int, not_attempted: int) -> str:
+    """The error line of a batch stopped because a write into ``folder`` found no room (errno ``code``:
+    ENOSPC, a full disk, or EDQUOT, a used-up quota), ``not_attempted`` pairs being left."""
+    import errno
+
+    from ..pairing import count_noun
+
+    reason = os.strerror(code).lower()
+    where = (f"the disk quota for {folder} is used up" if code == getattr(errno, "EDQUOT", None)
+             else f"the disk holding {folder} is full")
+    return (f"{where} ({reason}): batch stopped, {count_noun(not_attempted, 'pair')} not attempted; "
+            "free space, then run the same command again to go on (finished outputs are kept)")
+
+
 def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:
-    """The counts of batch's summary and --json: done, skipped, in_progress, failed, kept_coarse.
+    """The counts of batch's summary and --json: done, skipped, in_progress, failed, kept_coarse, and
+    todo where some items are still to do (a run stopped by a full disk; --dry-run counts its own).
 
     ``kept_coarse`` counts refinements (labels count one each) whose coarse mask was kept: the ones
     to review by hand.
@@ -741,6 +810,8 @@ def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:
               for key, status in (("done", "ok"), ("skipped", "skipped"), ("in_progress", "in_progress"),
                                   ("failed", "failed"))}
     counts["kept_coarse"] = sum(item.get("kept_coarse") or 0 for item in items if item["status"] == "ok")
+    if todo := sum(1 for item in items if item["status"] == "todo"):
+        counts["todo"] = todo
     return counts
 
 

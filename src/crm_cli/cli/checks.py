@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import MIN_REFINE_SIDE
-from .common import fail
+from .common import fail, require_stdout
 
 if TYPE_CHECKING:
     from ..masks import MaskData
@@ -111,9 +111,11 @@ def role_of(target: Path, inputs: Iterable[tuple[str, Path | None]]) -> tuple[st
 
 
 def check_stdout_not_terminal() -> None:
-    """Exit 2 (a usage error) when ``-o -`` would write image bytes onto a terminal."""
+    """Exit 2 (a usage error) when ``-o -`` would write image bytes onto a terminal, and 1 when
+    stdout is closed (``>&-``, see common.require_stdout)."""
     import sys
 
+    require_stdout("-o -")
     if sys.stdout.isatty():
         raise fail("refusing to write PNG bytes to a terminal; redirect stdout or use -o FILE", code=2)
 
@@ -171,6 +173,11 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """
     import os
 
+    from ..writing import name_too_long
+
+    # Before anything that stats the target: a name over the limit fails with a bare ENAMETOOLONG.
+    if not folder and (too_long := name_too_long(target)) is not None:
+        return f"cannot write {target}: {too_long}"
     if not folder and target.is_dir():
         return f"cannot write {target}: it is a folder"
     if folder and target.exists() and not target.is_dir():

@@ -18,7 +18,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from .. import __version__
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
@@ -26,6 +28,92 @@ from ..presets import PRESETS, split_items
 
 # Logs, progress and tables go to stderr; stdout carries data only.
 console = Console(stderr=True, soft_wrap=True)
+
+
+def printable(text: str, continued: bool = False) -> str:
+    """``text`` with each character that is not printable (control characters, line and paragraph
+    separators, bidi and other format characters, the stand-ins of bytes that are not UTF-8) shown
+    as Python's repr shows it (a newline as ``\\n``, ESC as ``\\x1b``), so that a file name cannot
+    split a message into lines that look like crm's own, nor colour or move the terminal's text.
+
+    Args:
+        continued: keep a line break followed by two spaces: a message's own indented continuation
+            lines (the unreadable pairs that ``crm train`` lists under its error), which a reader of
+            the log tells from a new message by the indent.
+    """
+    if text.isprintable():
+        return text
+    shown = []
+    for index, character in enumerate(text):
+        if character.isprintable() or (continued and character == "\n" and text.startswith("  ", index + 1)):
+            shown.append(character)
+        else:
+            shown.append(repr(character)[1:-1])  # no quote or backslash gets here: both are printable
+    return "".join(shown)
+
+
+def _print_version(value: bool) -> None:
+    """The eager ``--version`` option's callback."""
+    if value:
+        typer.echo(f"crm {__version__}")
+        raise typer.Exit()
+
+
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Refine segmentation masks of 2K-6K images; see each command's --help."""
+
+
+class CrmGroup(TyperGroup):
+    """The ``crm`` command group: usage errors print one line plus a hint (no box, no usage dump)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the CLI; in standalone mode, exit with the command's code."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from rich.markup import escape
+
+        errors = click_module("exceptions")
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except errors.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `crm`: the help, as click prints it
+                typer.echo(exc.format_message(), err=True)
+                sys.exit(exc.exit_code)
+            console.print(f"[bold red]error:[/] {escape(printable(exc.format_message(), continued=True))}",
+                          highlight=False)
+            console.print(usage_hint(exc.ctx.command_path if exc.ctx else None), style="dim", highlight=False)
+            sys.exit(exc.exit_code)
+        except errors.ClickException as exc:
+            console.print(f"[bold red]error:[/] {escape(printable(exc.format_message(), continued=True))}",
+                          highlight=False)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            console.print("aborted", highlight=False)
+            sys.exit(1)
+        # Without standalone mode click returns the code of a typer.Exit (None after success).
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def new_app() -> typer.Typer:
+    """The ``crm`` Typer app, without its commands (``cli.registered_app`` adds them)."""
+    application = typer.Typer(
+        name="crm",
+        cls=CrmGroup,
+        help="Refine segmentation masks of ultra-high-resolution images with CRM (Continuous Refinement Model).",
+        no_args_is_help=True,
+        # Plain click help: one line per option, choices never wrapped mid-word, no type column.
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    application.callback()(root)
+    return application
 
 
 def choice_enum(name: str, choices: Iterable[str]) -> Any:
@@ -182,7 +270,25 @@ LabelsOpt = Annotated[
     typer.Option("--labels", rich_help_panel="Quality", metavar="IDS",
                  help="Label maps: refine only these ids, e.g. 3,7."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+
+
+def require_stdout(what: str) -> None:
+    """Exit 1 with one line, before any work, when ``what`` (an option that writes to stdout: "--json",
+    "-o -") would write to a standard output the process started without (``crm ... >&-``): a
+    destination the environment does not provide, as an output folder that cannot be written, not a
+    wrong command line."""
+    if sys.stdout is None:
+        raise fail(f"{what} writes to standard output, but standard output is closed")
+
+
+def json_option(ctx: Any, param: Any, value: bool) -> bool:
+    """Click callback of ``--json``: :func:`require_stdout` when given (the record comes at the end)."""
+    if value:
+        require_stdout("--json")
+    return value
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", callback=json_option, help="Print a JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log lines on stderr.")]
 
 
@@ -421,8 +527,9 @@ def usage_hint(command_path: str | None = None) -> str:
 
 
 def say(line: str, out: Console | None = None) -> None:
-    """Print a line on stderr exactly as given: file names may hold brackets that Rich would read as markup."""
-    (out or console).print(line, markup=False, highlight=False)
+    """Print a line on stderr as given (file names may hold brackets that Rich would read as markup),
+    its control characters escaped (:func:`printable`)."""
+    (out or console).print(printable(line), markup=False, highlight=False)
 
 
 # The lists that :func:`collect_warnings` blocks are filling, innermost last; and whether one of
@@ -432,14 +539,15 @@ _warnings_held: ContextVar[bool] = ContextVar("crm_warnings_held", default=False
 
 
 def warn(note: str, out: Console | None = None) -> None:
-    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (and kept by each
-    :func:`collect_warnings` block around the call, and not printed inside one that holds them)."""
+    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally, its control
+    characters escaped (:func:`printable`), and kept as it is by each :func:`collect_warnings` block
+    around the call (and not printed inside one that holds them)."""
     from rich.markup import escape
 
     for shown in _warning_lists.get():
         shown.append(note)
     if not _warnings_held.get():
-        (out or console).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+        (out or console).print(f"[yellow]warning:[/] {escape(printable(note))}", highlight=False)
 
 
 @contextmanager
@@ -481,10 +589,11 @@ def warnings_about_no_image() -> Iterator[None]:
 
 
 def report_failure(what: str, error: str, out: Console | None = None, prefix: str = "failed:") -> None:
-    """Print a red ``failed:`` line on stderr; ``what`` and ``error`` are printed literally."""
+    """Print a red ``failed:`` line on stderr; ``what`` and ``error`` are printed literally, their
+    control characters escaped (:func:`printable`)."""
     from rich.markup import escape
 
-    (out or console).print(f"[red]{prefix}[/] {escape(what)}{escape(error)}", highlight=False)
+    (out or console).print(f"[red]{prefix}[/] {escape(printable(what + error))}", highlight=False)
 
 
 _library_warnings_shown = False
@@ -512,12 +621,14 @@ _usage_record: ContextVar[FailureRecord | None] = ContextVar("crm_usage_record",
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr (plus a help hint for usage errors, code 2) and return
-    the Exit to raise. Inside :func:`usage_errors_recorded`, a usage error prints its record first."""
+    the Exit to raise. Inside :func:`usage_errors_recorded`, a usage error prints its record first.
+    The line shows control characters escaped, except the message's own indented continuation
+    lines (:func:`printable`); a ``--json`` record keeps the message as it is."""
     from rich.markup import escape
 
     if code == 2 and (record := _usage_record.get()) is not None:
         record.emit(message)
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(printable(message, continued=True))}", highlight=False)
     if code == 2:
         console.print(usage_hint(), highlight=False, style="dim")
     return typer.Exit(code)
@@ -643,11 +754,16 @@ def emit_json(payload: Any) -> None:
 
 
 def _write_json(payload: Any) -> None:
-    """:func:`emit_json`'s write, raising the OSError of a stdout that cannot take it."""
+    """:func:`emit_json`'s write, raising the OSError of a stdout that cannot take it (EBADF for a
+    closed one). One line per document: json escapes the control characters of names (ASCII only)."""
+    import errno
+
     try:
         text = json.dumps(payload, indent=None, allow_nan=False)
     except ValueError:
         text = json.dumps(_finite(payload), indent=None, allow_nan=False)
+    if sys.stdout is None:  # the process started with descriptor 1 closed (`>&-`)
+        raise OSError(errno.EBADF, "it is closed")
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
@@ -658,6 +774,8 @@ def _discard_stdout() -> None:
     file (an embedding application's stream) is left alone."""
     import os
 
+    if sys.stdout is None:  # closed from the start: nothing is buffered
+        return
     try:
         fileno = sys.stdout.fileno()
     except (OSError, ValueError):  # io.UnsupportedOperation is both

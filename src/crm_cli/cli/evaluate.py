@@ -207,7 +207,9 @@ def evaluate(
         report_failure(f"{failure['name']}: " if failure["name"] else "", failure["error"], prefix="  failed")
     if json_out:
         summary["images"] = per_image
-        emit_json(summary)
+        # "status" as in every command's record: "ok", or "partial" when some failed (exit 1); a run that
+        # stops as a whole prints FailureRecord's "failed" record instead.
+        emit_json({"status": "partial" if failures else "ok", **summary})
     if failures:
         raise typer.Exit(1)
 

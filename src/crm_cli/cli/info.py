@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import JsonOpt, WeightsOpt, console, emit_json, fail
+from .common import JsonOpt, WeightsOpt, console, emit_json, fail, printable
 
 if TYPE_CHECKING:
     from ..checkpoint import WeightsSidecar
@@ -178,7 +178,7 @@ def _print_table(data: dict[str, Any]) -> None:
     table.add_row("default device", data["default_device"])
     table.add_row("default backend", compact(data["default_backend"]))
     weights = data["weights"]
-    table.add_row("weights", escape(weights["path"]))
+    table.add_row("weights", escape(printable(weights["path"])))
     if not weights["exists"]:
         table.add_row("", "[red]missing[/] (pass --weights PATH or set CRM_WEIGHTS)")
     else:

@@ -99,7 +99,8 @@ def refine(
         check_not_same_file(image, mask)
         if to_stdout:
             check_stdout_not_terminal()
-        if "-" in (str(image), str(mask)) and sys.stdin.isatty():
+        # A closed stdin (`<&-`) is read_bytes_stdin's to report (exit 1, as a missing file).
+        if "-" in (str(image), str(mask)) and sys.stdin is not None and sys.stdin.isatty():
             raise fail("'-' reads a file from stdin, but stdin is a terminal; pipe a file in", code=2)
         label_ids = parse_labels(labels, mode.value)
         settings = options.settings()

@@ -14,7 +14,9 @@ from .common import (
     console,
     emit_json,
     percent,
+    printable,
     report_failure,
+    require_stdout,
     say,
     stop_behind,
     stops_cleanly,
@@ -78,7 +80,7 @@ def _print_table(scores: DatasetScore) -> None:
     table.add_column("IoU", justify="right")
     table.add_column("mBA", justify="right")
     for index, image in enumerate(scores.images):
-        table.add_row(escape(image.name), percent(image.iou), percent(image.mba),
+        table.add_row(escape(printable(image.name)), percent(image.iou), percent(image.mba),
                       end_section=index == len(scores.images) - 1)
     label = f"dataset (n={len(scores.images)}"
     if scores.no_boundary:
@@ -94,7 +96,7 @@ def _csv_text(scores: DatasetScore) -> str:
     import io
 
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")  # csv's default, CRLF, breaks line-based shell tools
     writer.writerow(["name", "iou", "mba", "intersection", "union"])
     for image in scores.images:
         writer.writerow([image.name, repr(image.iou), "" if image.mba is None else repr(image.mba),
@@ -195,6 +197,8 @@ def score(
     if csv_stdout and json_out:
         raise typer.BadParameter("- (stdout) cannot go with --json, whose record is written there; give a file name",
                                  param_hint="'--csv'")
+    if csv_stdout:
+        require_stdout("--csv -")
     with stops_cleanly(), user_errors(fatal.emit):
         from rich.progress import track
 
@@ -250,7 +254,10 @@ def score(
             _write_csv(csv_path, scores)
             say(f"wrote {'<stdout>' if csv_stdout else csv_path}")
     if json_out:
-        emit_json({**scores.to_dict(), "threshold": threshold, "failed": len(failures), "failures": failures})
+        # "status" as in every command's record: "ok", or "partial" when some failed (exit 1); a run that
+        # stops as a whole prints FailureRecord's "failed" record instead.
+        emit_json({"status": "partial" if failures else "ok", **scores.to_dict(), "threshold": threshold,
+                   "failed": len(failures), "failures": failures})
     if failures:
         raise typer.Exit(1)
 

@@ -99,6 +99,7 @@ def timing(
         refiner = options.load(quiet)
         report = time_refine(refiner, rgb, coarse, settings, repeat)
     report["preset"] = options.preset_name
+    report["status"] = "ok"  # as every command's --json record: "failed" comes from FailureRecord
     stages, median, is_cuda = report["stages"], report["total_s"], report["peak_gpu_mb"] is not None
     width, height = report["width"], report["height"]
     if not quiet or not json_out:
