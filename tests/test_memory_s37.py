@@ -1,15 +1,13 @@
-"""The torch backend hands glibc's free heap back to the system (malloc_trim) every
-``engine.TRIM_PIXELS`` refined pixels; without glibc the trim does nothing and never fails a refine."""
+"""Refiner.release_memory hands glibc's free heap back to the system (malloc_trim); without glibc it
+does nothing and never raises."""
 
 from __future__ import annotations
 
-import importlib.util
 import platform
 import sys
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import coarse_of, make_tiny_model, synthetic_scene
 
@@ -26,19 +24,6 @@ def refiner() -> Refiner:
 
 
 @pytest.fixture
-def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Replaces the trim with a counter; its list gets one entry per trim."""
-    calls: list[int] = []
-
-    def counted() -> bool:
-        calls.append(1)
-        return True
-
-    monkeypatch.setattr(engine, "release_free_heap", counted)
-    return calls
-
-
-@pytest.fixture
 def fresh_lookup() -> Iterator[None]:
     """The cached libc lookup forgotten before and after the test, so a faked library stays in it."""
     engine._glibc_malloc_trim.cache_clear()
@@ -46,51 +31,30 @@ def fresh_lookup() -> Iterator[None]:
     engine._glibc_malloc_trim.cache_clear()
 
 
-def refine_some(refiner: Refiner, count: int) -> None:
+def refine_once(refiner: Refiner) -> None:
     image, gt = synthetic_scene(SIDE, SIDE)
-    for _ in range(count):
-        refiner.refine(image, coarse_of(gt, 4))
+    refiner.refine(image, coarse_of(gt, 4))
 
 
-def test_trims_once_per_budget_of_pixels(refiner: Refiner, trims: list[int],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "TRIM_PIXELS", 3 * SIDE * SIDE)
-    refiner._pixels_since_trim = 0
-    refine_some(refiner, 2)
-    assert trims == []
-    refine_some(refiner, 1)  # the third image reaches the budget
-    assert len(trims) == 1
-    refine_some(refiner, 4)
-    assert len(trims) == 2  # images 4-6 make the next budget, the 7th starts another
+def test_refining_does_not_trim_by_itself(refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "release_free_heap", lambda: calls.append(1) or True)
+    refine_once(refiner)
+    assert calls == []
+    assert refiner.release_memory() is True and calls == [1]
 
 
-def test_an_image_as_large_as_the_budget_is_trimmed_after_at_once(refiner: Refiner, trims: list[int],
+def test_release_memory_waits_for_a_refinement_in_another_thread(refiner: Refiner,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "TRIM_PIXELS", SIDE * SIDE)
-    refiner._pixels_since_trim = 0
-    refine_some(refiner, 2)
-    assert len(trims) == 2
-
-
-def test_a_failed_refine_counts_and_still_raises(refiner: Refiner, trims: list[int],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "TRIM_PIXELS", SIDE * SIDE)
-    refiner._pixels_since_trim = 0
-    image, _ = synthetic_scene(SIDE, SIDE)
-    with pytest.raises(ValueError):
-        refiner.refine(image, np.zeros((SIDE + 1, SIDE), np.uint8))  # another size than the image
-    assert len(trims) == 1
-
-
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
-def test_the_onnx_backend_does_not_trim(trims: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
-    weights = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2_blend.safetensors"
-    if not weights.is_file():
-        pytest.skip("no shipped weights in this checkout")
-    monkeypatch.setattr(engine, "TRIM_PIXELS", 1)
-    onnx = Refiner(weights, device="cpu", backend="onnx")
-    refine_some(onnx, 2)
-    assert trims == []
+    events: list[str] = []
+    monkeypatch.setattr(engine, "release_free_heap", lambda: events.append("trim") or True)
+    with refiner._lock:  # a refinement running in this thread
+        other = threading.Thread(target=refiner.release_memory)
+        other.start()
+        other.join(timeout=0.2)
+        events.append("refined")
+    other.join()
+    assert events == ["refined", "trim"]
 
 
 def test_missing_malloc_trim_is_a_no_op(refiner: Refiner, fresh_lookup: None,
@@ -100,8 +64,8 @@ def test_missing_malloc_trim_is_a_no_op(refiner: Refiner, fresh_lookup: None,
 
     monkeypatch.setattr(engine.ctypes, "CDLL", lambda name: NoTrim())
     assert engine.release_free_heap() is False
-    monkeypatch.setattr(engine, "TRIM_PIXELS", 1)
-    refine_some(refiner, 1)  # refines as before
+    assert refiner.release_memory() is False
+    refine_once(refiner)  # refines as before
 
 
 def test_unloadable_libc_is_a_no_op(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,20 +85,18 @@ def test_other_systems_do_not_look_for_libc(fresh_lookup: None, monkeypatch: pyt
     assert engine.release_free_heap() is False
 
 
-def test_a_trim_that_raises_never_fails_a_refine(refiner: Refiner, fresh_lookup: None,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trim_that_raises_is_false_not_an_error(refiner: Refiner, fresh_lookup: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     class BrokenLibc:
         @staticmethod
         def malloc_trim(pad: int) -> int:
             raise RuntimeError("broken")
 
     monkeypatch.setattr(engine.ctypes, "CDLL", lambda name: BrokenLibc())
-    assert engine.release_free_heap() is False
-    monkeypatch.setattr(engine, "TRIM_PIXELS", 1)
-    refine_some(refiner, 1)
+    assert refiner.release_memory() is False
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="glibc only")
-def test_glibc_trim_runs(fresh_lookup: None) -> None:
-    assert engine.release_free_heap() is True
+def test_glibc_trim_runs(refiner: Refiner, fresh_lookup: None) -> None:
+    assert refiner.release_memory() is True

@@ -287,3 +287,40 @@ def test_refine_refuses_an_output_name_over_the_limit_before_the_model_loads(
     assert "Traceback" not in result.output
     assert f"cannot write {target}: its file name is 300 bytes long, and the file system allows at most 255" \
         in result.stderr.replace("\n", "")
+
+
+def test_a_folder_name_over_the_limit_is_one_line_in_refine_and_batch(tiny_weights: Path, tmp_path: Path) -> None:
+    skip_unless_long_names(tmp_path)
+    image, mask = write_scene_files(tmp_path / "in", size=(96, 128))
+    folder = tmp_path / ("d" * 300)
+    refined = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(folder / "out.png"), "-w",
+                                  str(tiny_weights), "-d", "cpu"])
+    assert refined.exit_code == 1 and "Traceback" not in refined.output
+    assert refined.stderr.replace("\n", "").endswith(
+        "the name of a folder on its way is 300 bytes long, and the file system allows at most 255")
+    batched = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(folder), "-w", str(tiny_weights),
+                                  "-d", "cpu", "--json"])
+    assert batched.exit_code == 1 and "Traceback" not in batched.output, batched.output
+    record = json.loads(batched.stdout)
+    assert record["status"] == "failed"
+    assert record["error"] == f"cannot write into {folder}: its folder name is 300 bytes long, and the file " \
+                              "system allows at most 255"
+
+
+def test_names_are_not_measured_in_bytes_off_linux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli import writing
+
+    monkeypatch.setattr(writing.sys, "platform", "darwin")  # macOS counts characters: its own error decides
+    assert writing.name_too_long(tmp_path / ("写" * 90 + ".png")) is None
+
+
+def test_the_coco_sidecar_of_a_long_output_name_fits_and_is_stable(tmp_path: Path) -> None:
+    from crm_cli.coco.files import SIDECAR_SUFFIX, sidecar_path
+
+    skip_unless_long_names(tmp_path)
+    output = tmp_path / long_name(250, suffix=".json")
+    sidecar = sidecar_path(output)
+    assert size_of(sidecar.name) <= NAME_MAX and sidecar.name.endswith(SIDECAR_SUFFIX)
+    assert sidecar == sidecar_path(output) and sidecar != sidecar_path(tmp_path / long_name(250, "b", ".json"))
+    assert sidecar_path(tmp_path / "a.json").name == "a.json" + SIDECAR_SUFFIX
+    sidecar.write_text("{}\n")  # the file system takes it

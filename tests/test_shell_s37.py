@@ -278,3 +278,18 @@ def test_score_csv_lines_end_in_a_bare_newline(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = out.read_bytes()
     assert b"\r" not in data and data.endswith(b"\n") and data.count(b"\n") == 2  # header and one row
+
+
+def test_printable_keeps_spaces_and_joiners_of_real_names() -> None:
+    # U+202F: macOS screenshot names; U+3000: the Japanese full-width space; U+200D: inside emoji.
+    for name in ("Screenshot 2024-05-01 at 10.15.32\u202fAM.png", "写真\u3000001.png", "a\u00a0b.png",
+                 "\U0001f468\u200d\U0001f469.png"):
+        assert common.printable(name) == name
+
+
+def test_batch_lists_a_macos_screenshot_name_as_it_is(tmp_path: Path) -> None:
+    stem = "Screenshot 2024-05-01 at 10.15.32\u202fAM"
+    write_scene_files(tmp_path / "in", f"{stem}_im", f"{stem}_seg", size=(48, 64))
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"  {stem}: " in result.stderr and "\\u202f" not in result.stderr

@@ -341,14 +341,21 @@ def name_bytes(name: str) -> int:
     return len(os.fsencode(name))
 
 
-def name_too_long(path: str | Path) -> str | None:
-    """Why ``path``'s file name cannot be made in its folder (longer than :func:`name_max` allows),
-    in words, or None when it fits."""
-    path = Path(path)
-    size, limit = name_bytes(path.name), name_max(path.parent)
-    if size <= limit:
+def name_too_long(path: str | Path, kind: str = "file") -> str | None:
+    """Why ``path`` cannot be made because its name (a ``kind``: "file" or "folder"), or the name of a
+    folder on its way, is longer than :func:`name_max` allows, in words; None when all fit.
+
+    Linux only, where the limit is in bytes of UTF-8 (NAME_MAX): macOS and Windows count characters
+    or UTF-16 units, so elsewhere the file system's own error decides."""
+    if not sys.platform.startswith("linux"):
         return None
-    return f"its file name is {size} bytes long, and the file system allows at most {limit}"
+    path = Path(path)
+    for part in (path, *path.parents):
+        size, limit = name_bytes(part.name), name_max(part.parent)
+        if size > limit:
+            what = f"its {kind} name" if part == path else "the name of a folder on its way"
+            return f"{what} is {size} bytes long, and the file system allows at most {limit}"
+    return None
 
 
 def fitted_name(name: str, room: int) -> str:

@@ -559,6 +559,8 @@ def batch(
         if output == "-":
             raise typer.BadParameter("crm batch writes one file per pair into a folder, not to standard output; "
                                      "give a folder name", param_hint="'--output'")
+        if (too_long := name_too_long(output_dir, "folder")) is not None:  # before it is stat'ed
+            raise fatal.fail(f"cannot write into {output_dir}: {too_long}")
         if output_dir.exists() and not output_dir.is_dir():
             raise typer.BadParameter(f"{output} is a file, not a folder", param_hint="'--output'")
         ray_spec = checked_ray_spec(options, ray_address)

@@ -176,8 +176,8 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     from ..writing import name_too_long
 
     # Before anything that stats the target: a name over the limit fails with a bare ENAMETOOLONG.
-    if not folder and (too_long := name_too_long(target)) is not None:
-        return f"cannot write {target}: {too_long}"
+    if (too_long := name_too_long(target, "folder" if folder else "file")) is not None:
+        return f"cannot write {'into ' if folder else ''}{target}: {too_long}"
     if not folder and target.is_dir():
         return f"cannot write {target}: it is a folder"
     if folder and target.exists() and not target.is_dir():

@@ -30,10 +30,24 @@ from ..presets import PRESETS, split_items
 console = Console(stderr=True, soft_wrap=True)
 
 
+# Characters a name may hold that would forge or hide text on a terminal: control characters (Cc),
+# lone surrogates (Cs: bytes that are no UTF-8), line and paragraph separators (Zl, Zp), and the
+# bidirectional controls (which reorder what follows them). Other spaces (U+202F in macOS screenshot
+# names, U+3000, no-break space) and joiners are a name's own text, shown as they are.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unsafe(character: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(character) in _UNSAFE_CATEGORIES or character in _BIDI_CONTROLS
+
+
 def printable(text: str, continued: bool = False) -> str:
-    """``text`` with each character that is not printable (control characters, line and paragraph
-    separators, bidi and other format characters, the stand-ins of bytes that are not UTF-8) shown
-    as Python's repr shows it (a newline as ``\\n``, ESC as ``\\x1b``), so that a file name cannot
+    """``text`` with each character that could split or disguise a message (control characters, line
+    and paragraph separators, bidi controls, the stand-ins of bytes that are not UTF-8) shown as
+    Python's repr shows it (a newline as ``\\n``, ESC as ``\\x1b``), so that a file name cannot
     split a message into lines that look like crm's own, nor colour or move the terminal's text.
 
     Args:
@@ -45,7 +59,7 @@ def printable(text: str, continued: bool = False) -> str:
         return text
     shown = []
     for index, character in enumerate(text):
-        if character.isprintable() or (continued and character == "\n" and text.startswith("  ", index + 1)):
+        if not _unsafe(character) or (continued and character == "\n" and text.startswith("  ", index + 1)):
             shown.append(character)
         else:
             shown.append(repr(character)[1:-1])  # no quote or backslash gets here: both are printable
