@@ -270,3 +270,15 @@ def test_a_pair_that_fails_still_shows_its_masks_reading_notes(tiny_weights: Pat
     assert refined.exit_code == 1, refined.output
     assert warning_lines(refined.stderr) == [f"{mask}: {EXIF_IGNORED}"]
     assert "Unable to allocate 1.00 GiB" in refined.stderr
+
+
+def test_refine_with_labels_lists_the_photos_reading_notes_before_the_masks(tiny_weights: Path,
+                                                                            tmp_path: Path) -> None:
+    # --labels decodes the mask before the model loads (check_labels): its notes still follow the photo's.
+    image, mask = damaged_pair(tmp_path / "shots")
+    refined = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "o.png"),
+                                  *cpu(tiny_weights), "--labels", "255", "--json", "-q"])
+    assert refined.exit_code == 0, refined.output
+    shown = json.loads(refined.stdout)["warnings"]
+    assert shown[:3] == expected_notes(image, mask), shown
+    assert warning_lines(refined.stderr) == shown

@@ -111,6 +111,14 @@ def read_pair(image_source: Source, mask_source: Source, image_name: str | None 
     return photo.pixels, mask, notes
 
 
+def mask_keeping_notes(source: Source, name: str | None = None) -> MaskData:
+    """The mask decoded before its photo (for checks that need its pixels first), with its reading
+    notes kept on it (``MaskData.reading_notes``) rather than logged, so that :func:`read_photo_pair`
+    lists them after the photo's, as when it reads the mask itself."""
+    mask, notes = read_mask_noted(source, name=name)
+    return replace(mask, reading_notes=tuple(notes))
+
+
 def read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
                     mask_name: str | None = None, decoded_mask: MaskData | None = None,
                     ) -> tuple[Photo, MaskData, list[str]]:

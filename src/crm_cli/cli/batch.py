@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -431,9 +431,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     loop and by the Ray actors, so both paths behave the same.
     """
     from ..evaluation import pair_failure
-    from ..imageio import read_mask_noted
     from ..locks import OutputLock, describe_holder
-    from ..pipeline import choose_mode, refine_files
+    from ..pipeline import choose_mode, mask_keeping_notes, refine_files
     from ..writing import out_of_space, write_png
 
     start = time.perf_counter()
@@ -453,10 +452,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             # before it is fitted to its photo (fitting keeps a label map one and its ids: it rotates,
             # or upsamples by nearest neighbour), and decoded once. Its reading notes ride on it, to be
             # listed after the photo's, as crm refine lists them (pipeline.read_photo_pair).
-            decoded = None
-            if record is not None:
-                decoded, reading = read_mask_noted(job["mask"], name=job["mask_name"])
-                decoded = replace(decoded, reading_notes=tuple(reading))
+            decoded = None if record is None else mask_keeping_notes(job["mask"], job["mask_name"])
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],

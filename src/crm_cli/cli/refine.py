@@ -74,8 +74,8 @@ def refine(
     import functools
     import sys
 
-    from ..imageio import read_bytes_stdin, read_mask
-    from ..pipeline import refine_files, schedule_label
+    from ..imageio import log_notes, read_bytes_stdin
+    from ..pipeline import mask_keeping_notes, refine_files, schedule_label
     from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
 
     to_stdout = str(output) == "-"
@@ -119,14 +119,22 @@ def refine(
             # Everything that can be checked without the model is checked first (milliseconds).
             header, passthrough = check_pair(image_src, mask_src, image_name, mask_name, settings, options.tile_size,
                                              None if to_stdout else output, mode=mode.value)
-            # Both pre-model checks that need the mask's pixels share one decode.
-            pre_model_mask = functools.cache(lambda: read_mask(mask_src, name=mask_name))
-            if not to_stdout:
-                check_output_size(output, header.width, header.height)
-                check_label_output(pre_model_mask, mask_name, mode.value, output)
-            # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
-            label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
-                pre_model_mask, mask_name, mode.value, label_ids)
+            # Both pre-model checks that need the mask's pixels share one decode, whose reading notes
+            # ride on it to be listed after the photo's (pipeline.read_photo_pair).
+            pre_model_mask = functools.cache(lambda: mask_keeping_notes(mask_src, mask_name))
+            try:
+                if not to_stdout:
+                    check_output_size(output, header.width, header.height)
+                    check_label_output(pre_model_mask, mask_name, mode.value, output)
+                # A label map holding none of the ids needs no model; refine_files notes the ids otherwise.
+                label_notes, nothing_to_refine = ([], False) if label_ids is None or passthrough else check_labels(
+                    pre_model_mask, mask_name, mode.value, label_ids)
+            except typer.Exit:  # a refusal: its error line is out already, and stays the last word
+                raise
+            except Exception:
+                if pre_model_mask.cache_info().currsize:
+                    log_notes(pre_model_mask().reading_notes)
+                raise
             # The checks' decode, when they made one, is the mask refined: a large mask is read once.
             decoded_mask = pre_model_mask() if pre_model_mask.cache_info().currsize else None
             if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
