@@ -293,3 +293,11 @@ def test_batch_lists_a_macos_screenshot_name_as_it_is(tmp_path: Path) -> None:
     result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert f"  {stem}: " in result.stderr and "\\u202f" not in result.stderr
+
+
+def test_a_line_break_in_a_training_pairs_name_cannot_start_a_listed_line() -> None:
+    from crm_cli.training.data import listed_problems
+
+    listed = listed_problems(["a\n  forged.png: bad", "c\r.png: bad"])
+    assert listed == "\n  a\\n  forged.png: bad\n  c\\r.png: bad"
+    assert common.printable(f"2 pairs cannot be read:{listed}", continued=True).count("\n") == 2

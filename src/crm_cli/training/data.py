@@ -134,8 +134,11 @@ def unusable_pairs_message(problems: Sequence[str], total: int, where: str, show
 
 
 def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
-    """The first ``shown`` of ``problems``, one indented line each after a line break, and how many more."""
-    listed = "".join(f"\n  {problem}" for problem in problems[:shown])
+    """The first ``shown`` of ``problems``, one indented line each after a line break, and how many more.
+    A line break inside a problem (a file name can hold one) is shown as ``\\n``: only the list's own
+    line breaks start a line (the CLI keeps those, escaping everything else: cli.common.printable)."""
+    one_line = [problem.replace("\r", "\\r").replace("\n", "\\n") for problem in problems[:shown]]
+    listed = "".join(f"\n  {problem}" for problem in one_line)
     return listed + (f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else "")
 
 
