@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -301,3 +302,76 @@ def test_a_line_break_in_a_training_pairs_name_cannot_start_a_listed_line() -> N
     listed = listed_problems(["a\n  forged.png: bad", "c\r.png: bad"])
     assert listed == "\n  a\\n  forged.png: bad\n  c\\r.png: bad"
     assert common.printable(f"2 pairs cannot be read:{listed}", continued=True).count("\n") == 2
+
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2_blend.safetensors"
+
+
+@pytest.fixture
+def broken_onnxruntime(tmp_path: Path) -> dict[str, str]:
+    """An environment where onnxruntime is installed but its import fails (a container without libgomp)."""
+    package = tmp_path / "site" / "onnxruntime"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("libgomp.so.1: cannot open shared object file")\n')
+    return child_environment(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="needs the shipped weights and their ONNX encoder")
+def test_an_onnxruntime_that_does_not_import_falls_back_to_torch_and_says_why(
+        broken_onnxruntime: dict[str, str], tmp_path: Path) -> None:
+    image, mask = write_scene_files(tmp_path / "in", size=(112, 128))
+    out = tmp_path / "o.png"
+    done = subprocess.run([*CRM, "refine", str(image), str(mask), "-o", str(out), "-d", "cpu"], capture_output=True,
+                          text=True, timeout=300, env=broken_onnxruntime)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "Traceback" not in done.stderr
+    assert ("warning: onnxruntime is installed, but it does not import (ImportError: libgomp.so.1: cannot open "
+            "shared object file): refining with torch (slower on a CPU)") in done.stderr
+    assert "device: cpu (onnxruntime)" not in done.stderr  # torch refined it
+    insisted = subprocess.run([*CRM, "refine", str(image), str(mask), "-o", str(out), "--backend", "onnx"],
+                              capture_output=True, text=True, timeout=300, env=broken_onnxruntime)
+    assert insisted.returncode != 0 and "Traceback" not in insisted.stderr
+    assert "the onnx backend needs onnxruntime, but it does not import (ImportError" in insisted.stderr
+    info = subprocess.run([*CRM, "info", "--json"], capture_output=True, text=True, timeout=300,
+                          env=broken_onnxruntime)
+    assert json.loads(info.stdout)["default_backend"] == "torch", info.stdout
+
+
+class ShortWrites(io.RawIOBase):
+    """A raw stdout as under PYTHONUNBUFFERED=1 whose every write takes at most 7 bytes and says so
+    (a pipe taking what it holds), as os.write does."""
+
+    def __init__(self) -> None:
+        self.taken = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        piece = bytes(data[:7])
+        self.taken += piece
+        return len(piece)
+
+
+def test_json_goes_out_whole_through_short_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = ShortWrites()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    payload = {"status": "ok", "items": [{"name": f"é{index}"} for index in range(50)]}
+    common.emit_json(payload)
+    assert raw.taken.decode("ascii").endswith("\n") and json.loads(raw.taken) == payload
+
+
+def test_score_csv_keeps_a_name_that_is_no_utf8(tmp_path: Path) -> None:
+    if sys.getfilesystemencoding().lower() not in ("utf-8", "utf8"):
+        pytest.skip("needs a UTF-8 file system encoding")
+    _, gt = write_scene_files(tmp_path / "gt", "x_im", "x_gt", size=(48, 64))
+    odd = os.fsdecode(b"x\xff")  # the name as Python reads it from the folder: x + an escaped byte
+    gt.rename(tmp_path / "gt" / f"{odd}_gt.png")
+    (tmp_path / "gt" / "x_im.jpg").rename(tmp_path / "gt" / f"{odd}_im.jpg")
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    (predictions / f"{odd}.png").write_bytes((tmp_path / "gt" / f"{odd}_gt.png").read_bytes())
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["score", str(predictions), str(tmp_path / "gt"), "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().splitlines()[1].startswith(b"x\xff,1.0,")

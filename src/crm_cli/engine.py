@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import logging
 import math
 import os
@@ -176,11 +175,28 @@ def backend_name(backend: str | None) -> str:
     return name
 
 
+@functools.cache
+def onnxruntime_problem() -> str | None:
+    """Why ONNX Runtime cannot run here, in one line ("not installed", or the error its import raised:
+    an installed package whose native library does not load, as in a container without libgomp), or
+    None when it imports. Imported at most once per process."""
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") is None:
+        return "not installed"
+    try:
+        import onnxruntime  # noqa: F401 - the import is the test
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError of a native library, anything of its own
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return f"it does not import ({type(exc).__name__}: {first_line})"
+    return None
+
+
 def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "auto", precision: str = "fp32",
                    backend: str = "auto") -> Path | None:
     """The ONNX encoder to refine with (the ``onnx`` backend), or None for torch.
 
-    ``auto`` takes ONNX Runtime when it is installed, the weights are a .safetensors checkpoint
+    ``auto`` takes ONNX Runtime when it imports (:func:`onnxruntime_problem`), the weights are a .safetensors checkpoint
     whose sidecar names an encoder exported from them (``onnx_export``), the precision is fp32,
     and the device is the CPU: ``cpu``, or ``auto`` on a machine where no GPU can be present
     (``devices.accelerator_possible``, judged without importing torch). ``onnx`` insists on it
@@ -190,13 +206,10 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     backend = backend_name(backend)
     if backend == "torch":
         return None
-    from importlib.util import find_spec
-
     from .devices import accelerator_possible, device_name
 
     side = WeightsSidecar.of(weights if weights is not None else default_weights_path())
     path = side.weights
-    runtime_present = find_spec("onnxruntime") is not None
     kind = device_name(device)  # cpu:0 is the CPU, as everywhere else
     if backend == "onnx":
         if kind not in ("auto", "cpu"):
@@ -204,8 +217,10 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
                              "(use the torch backend)")
         if precision != "fp32":
             raise ValueError(f"the onnx backend runs in fp32, not in precision {precision!r} (use the torch backend)")
-        if not runtime_present:
+        if (problem := onnxruntime_problem()) == "not installed":
             raise ValueError("the onnx backend needs onnxruntime: pip install onnxruntime")
+        if problem is not None:
+            raise ValueError(f"the onnx backend needs onnxruntime, but {problem}")
         if side.kind != SAFETENSORS_KIND:  # a missing file or a directory fails here too
             raise WeightsError(f"{path}: the onnx backend runs .safetensors weights, not a torch training "
                                "checkpoint (use the torch backend)")
@@ -215,12 +230,17 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
                                f"(python -m crm_cli.onnx_export {path})")
         return encoder
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
-    if precision != "fp32" or not runtime_present or side.kind != SAFETENSORS_KIND:
+    if precision != "fp32" or side.kind != SAFETENSORS_KIND:
         return None
     encoder = onnx_encoder_path(side)
-    if encoder is None:
+    if encoder is None or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
         return None
-    return encoder if kind == "cpu" or (kind == "auto" and not accelerator_possible()) else None
+    # Checked last: it imports ONNX Runtime, which only a CPU run with an exported encoder needs.
+    if (problem := onnxruntime_problem()) is not None:
+        if problem != "not installed":  # installed, so meant to be used: say why torch runs instead
+            logger.warning("onnxruntime is installed, but %s: refining with torch (slower on a CPU)", problem)
+        return None
+    return encoder
 
 
 class Refiner:
@@ -316,7 +336,7 @@ class Refiner:
             # The sidecar also names the exported encoder: a copy of the weights alone runs on torch,
             # about 2.5 times slower on a CPU, and nothing else would say why.
             slower = (encoder is None and backend == "auto" and not torch_options
-                      and self.runner.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None)
+                      and self.runner.device.type == "cpu" and onnxruntime_problem() is None)
             hint = ("; without it no exported ONNX encoder, the faster CPU backend, is used either: copy the .json "
                     "file (and any .encoder.onnx) that came with the weights beside them") if slower else ""
             logger.warning("weights %s are not verified: no sidecar with a sha256 (%s)%s", weights,

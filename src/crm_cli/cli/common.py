@@ -778,8 +778,23 @@ def _write_json(payload: Any) -> None:
         text = json.dumps(_finite(payload), indent=None, allow_nan=False)
     if sys.stdout is None:  # the process started with descriptor 1 closed (`>&-`)
         raise OSError(errno.EBADF, "it is closed")
-    sys.stdout.write(text + "\n")
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # an embedding application's text stream
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
     sys.stdout.flush()
+    # The bytes layer, in a loop: unbuffered (PYTHONUNBUFFERED=1, common in containers) it is the raw
+    # file, whose write into a pipe whose reader left part-way takes what the pipe held and reports
+    # it, with no error; the text layer dropped the rest, and crm exited 0 on a cut record. The next
+    # write of the rest fails with EPIPE, as it should.
+    rest = memoryview((text + "\n").encode("ascii"))  # json.dumps escapes every non-ASCII character
+    while rest:
+        written = binary.write(rest)
+        if not written:  # a non-blocking stdout that takes nothing now
+            raise OSError(errno.EAGAIN, "the write took no bytes")
+        rest = rest[written:]
+    binary.flush()
 
 
 def _discard_stdout() -> None:

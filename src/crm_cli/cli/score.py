@@ -115,7 +115,9 @@ def _write_csv(path: Path, scores: DatasetScore) -> None:
         sys.stdout.write(_csv_text(scores))
         sys.stdout.flush()
     else:
-        write_atomic(path, _csv_text(scores).encode("utf-8"))
+        # surrogateescape: a name that is no UTF-8 (read from the folder as escaped bytes) is written
+        # back as the bytes it was, as on stdout, where "utf-8" alone refused it and lost every score.
+        write_atomic(path, _csv_text(scores).encode("utf-8", "surrogateescape"))
 
 
 def _check_csv_target(csv_path: Path, inputs: list[tuple[str, Path]]) -> None:
