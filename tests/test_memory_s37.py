@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import coarse_of, make_tiny_model, synthetic_scene
 
-from crm_cli import engine
+from crm_cli import engine, runtime
 from crm_cli.engine import Refiner
 
 SIDE = 64  # every test image is SIDE x SIDE
@@ -26,9 +26,9 @@ def refiner() -> Refiner:
 @pytest.fixture
 def fresh_lookup() -> Iterator[None]:
     """The cached libc lookup forgotten before and after the test, so a faked library stays in it."""
-    engine._glibc_malloc_trim.cache_clear()
+    runtime._glibc_malloc_trim.cache_clear()
     yield
-    engine._glibc_malloc_trim.cache_clear()
+    runtime._glibc_malloc_trim.cache_clear()
 
 
 def refine_once(refiner: Refiner) -> None:
@@ -62,8 +62,8 @@ def test_missing_malloc_trim_is_a_no_op(refiner: Refiner, fresh_lookup: None,
     class NoTrim:
         """A C library without malloc_trim (musl)."""
 
-    monkeypatch.setattr(engine.ctypes, "CDLL", lambda name: NoTrim())
-    assert engine.release_free_heap() is False
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: NoTrim())
+    assert runtime.release_free_heap() is False
     assert refiner.release_memory() is False
     refine_once(refiner)  # refines as before
 
@@ -72,8 +72,8 @@ def test_unloadable_libc_is_a_no_op(fresh_lookup: None, monkeypatch: pytest.Monk
     def refuse(name: str | None) -> None:
         raise OSError(f"cannot open {name}")
 
-    monkeypatch.setattr(engine.ctypes, "CDLL", refuse)
-    assert engine.release_free_heap() is False
+    monkeypatch.setattr(runtime.ctypes, "CDLL", refuse)
+    assert runtime.release_free_heap() is False
 
 
 def test_other_systems_do_not_look_for_libc(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,8 +81,8 @@ def test_other_systems_do_not_look_for_libc(fresh_lookup: None, monkeypatch: pyt
         raise AssertionError("the C library was opened")
 
     monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr(engine.ctypes, "CDLL", unexpected)
-    assert engine.release_free_heap() is False
+    monkeypatch.setattr(runtime.ctypes, "CDLL", unexpected)
+    assert runtime.release_free_heap() is False
 
 
 def test_a_trim_that_raises_is_false_not_an_error(refiner: Refiner, fresh_lookup: None,
@@ -92,7 +92,7 @@ def test_a_trim_that_raises_is_false_not_an_error(refiner: Refiner, fresh_lookup
         def malloc_trim(pad: int) -> int:
             raise RuntimeError("broken")
 
-    monkeypatch.setattr(engine.ctypes, "CDLL", lambda name: BrokenLibc())
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: BrokenLibc())
     assert refiner.release_memory() is False
 
 

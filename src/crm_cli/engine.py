@@ -15,14 +15,12 @@ autotuning) are runtime.configure_torch's, not this module's.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import math
 import os
-import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +41,7 @@ from .config import BACKEND_CHOICES
 from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
-from .runtime import numpy_pages_unadvised
+from .runtime import numpy_pages_unadvised, release_free_heap
 from .schedule import (
     REGION_MAX_ATTACHED,
     REGION_MAX_SHARE,
@@ -83,36 +81,6 @@ GUARD_BAND = 3
 # went from 0.53 to 0.36 s and no pixel changed side; on coarse-to-fine schedules two cost
 # carvana-dev 0.04 IoU, so they keep three.
 FINAL_ONLY_GUARD_BAND = 2
-
-
-@functools.cache
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` through ctypes, or None where the C library has none (not Linux,
-    musl, a library that cannot be opened)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    for name in (None, "libc.so.6"):  # None: the C library the process already runs with
-        try:
-            trim = ctypes.CDLL(name).malloc_trim
-        except (OSError, AttributeError):
-            continue
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-        return trim
-    return None
-
-
-def release_free_heap() -> bool:
-    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); True when it
-    ran. Anywhere without glibc it does nothing, and it never raises: it is housekeeping."""
-    try:
-        trim = _glibc_malloc_trim()
-        if trim is None:
-            return False
-        trim(0)
-    except Exception:  # noqa: BLE001 - housekeeping: nothing of the caller's depends on it
-        return False
-    return True
 
 
 @dataclass

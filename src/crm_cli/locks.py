@@ -51,20 +51,19 @@ _refresher: threading.Thread | None = None
 def lock_path(output: str | Path) -> Path:
     """``dir/name.png`` -> ``dir/.name.png.lock``; where that would be longer than the folder allows,
     ``name.png`` is shortened in it (writing.fitted_name: its beginning and a digest of the whole)."""
-    from .writing import fitted_name, name_max  # here: locks itself needs only the standard library
+    from .writing import name_leaving_room  # here: locks itself needs only the standard library
 
     output = Path(output)
-    room = name_max(output.parent) - len(LOCK_PREFIX) - len(LOCK_SUFFIX)
-    return output.with_name(f"{LOCK_PREFIX}{fitted_name(output.name, room)}{LOCK_SUFFIX}")
+    shown = name_leaving_room(output, len(LOCK_PREFIX) + len(LOCK_SUFFIX))
+    return output.with_name(f"{LOCK_PREFIX}{shown}{LOCK_SUFFIX}")
 
 
 def takeover_path(lock: Path) -> Path:
     """The file that guards the takeover of the stale ``lock``: ``.name.png.lock.takeover``, the lock's
     name shortened as lock_path shortens an output's where the whole would not fit."""
-    from .writing import fitted_name, name_max
+    from .writing import name_leaving_room
 
-    room = name_max(lock.parent) - len(TAKEOVER_SUFFIX)
-    return lock.with_name(f"{fitted_name(lock.name, room)}{TAKEOVER_SUFFIX}")
+    return lock.with_name(f"{name_leaving_room(lock, len(TAKEOVER_SUFFIX))}{TAKEOVER_SUFFIX}")
 
 
 def _pid_running(pid: int) -> bool:

@@ -49,6 +49,8 @@ before it allocates anything, instead of being killed by the OS half-way (a 2000
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import importlib
 import logging
@@ -107,6 +109,36 @@ def configure_onnxruntime(environ: MutableMapping[str, str] | None = None) -> bo
     if ORT_TELEMETRY_VARIABLE in env:
         return False
     env[ORT_TELEMETRY_VARIABLE] = "1"
+    return True
+
+
+@functools.cache
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` through ctypes, or None where the C library has none (not Linux,
+    musl, a library that cannot be opened)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for name in (None, "libc.so.6"):  # None: the C library the process already runs with
+        try:
+            trim = ctypes.CDLL(name).malloc_trim
+        except (OSError, AttributeError):
+            continue
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return trim
+    return None
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); True when it
+    ran. Anywhere without glibc it does nothing, and it never raises: it is housekeeping."""
+    try:
+        trim = _glibc_malloc_trim()
+        if trim is None:
+            return False
+        trim(0)
+    except Exception:  # noqa: BLE001 - housekeeping: nothing of the caller's depends on it
+        return False
     return True
 
 

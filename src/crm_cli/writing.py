@@ -377,6 +377,13 @@ def fitted_name(name: str, room: int) -> str:
     return f"{''.join(kept)}~{digest}"
 
 
+def name_leaving_room(path: str | Path, added: int) -> str:
+    """``path``'s file name, shortened by :func:`fitted_name` where ``added`` more bytes (a prefix or
+    suffix of a file made beside it: a lock, a progress record) would be longer than its folder allows."""
+    path = Path(path)
+    return fitted_name(path.name, name_max(path.parent) - added)
+
+
 def _temp_target(folder: Path, name: str, limit: int | None = None) -> str:
     """How write_atomic's temp names in ``folder`` name their target ``name``: the name itself, or
     where ``.NAME.<hex>.tmp`` would be longer than ``limit`` (by default the folder's

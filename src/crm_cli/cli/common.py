@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -39,8 +40,6 @@ _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u20
 
 
 def _unsafe(character: str) -> bool:
-    import unicodedata
-
     return unicodedata.category(character) in _UNSAFE_CATEGORIES or character in _BIDI_CONTROLS
 
 

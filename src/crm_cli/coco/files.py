@@ -155,11 +155,10 @@ def _side(value: Any) -> int | float | None:
 def sidecar_path(output: str | Path) -> Path:
     """Where progress of a run writing ``output`` is recorded: ``OUTPUT.partial.jsonl``, OUTPUT
     shortened (writing.fitted_name, the same for every run) where the whole would not fit the folder."""
-    from ..writing import fitted_name, name_bytes, name_max
+    from ..writing import name_bytes, name_leaving_room
 
     output = Path(output)
-    room = name_max(output.parent) - name_bytes(SIDECAR_SUFFIX)
-    return output.with_name(fitted_name(output.name, room) + SIDECAR_SUFFIX)
+    return output.with_name(name_leaving_room(output, name_bytes(SIDECAR_SUFFIX)) + SIDECAR_SUFFIX)
 
 
 class Sidecar:
