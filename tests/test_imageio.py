@@ -454,8 +454,8 @@ def test_truncated_png_raises_named_error(tmp_path: Path) -> None:
         read_image(path)
 
 
-def test_bytes_errors_use_given_or_stdin_name() -> None:
-    with pytest.raises(ImageReadError, match="<stdin>"):
+def test_bytes_errors_use_given_or_bytes_name() -> None:
+    with pytest.raises(ImageReadError, match="<bytes>"):
         read_image(b"not an image")
     with pytest.raises(ImageReadError, match="upload.png"):
         read_mask(b"", name="upload.png")

@@ -29,13 +29,18 @@ from PIL import Image
 
 from .config import PHOTO_OUTPUT_KINDS
 from .masks import LABEL_ID_LIMIT, MaskData, count_colours, swaps_axes
-from .writing import png_chunk_headers, reader_at
+from .writing import WARNING_STATE_LOCK, png_chunk_headers, reader_at, warnings_ignored
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 STDIN_NAME = "<stdin>"
+# The label of encoded bytes given without a name: the API's bytes need not be standard input (the
+# CLI passes name="<stdin>" with the bytes it reads from standard input).
+BYTES_NAME = "<bytes>"
+# Bytes longer than this are never taken for a file's path (Linux's PATH_MAX).
+_PATH_BYTES_LIMIT = 4096
 # The largest image crm reads (width x height), and the longest side. Refining needs about 0.75 GB
 # plus 37 bytes per pixel (70 with the `quality` preset; see runtime.estimate_refine_bytes), so
 # the 150 MP limit is a 6-7 GB job (11-12 GB with `quality`); the side limit is JPEG's.
@@ -82,7 +87,7 @@ def _file_error(label: str, exc: OSError) -> ImageReadError:
 def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
     """The encoded bytes of ``source`` and the name to use in messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        label = name or STDIN_NAME
+        label = name or BYTES_NAME
         data = bytes(source)
     else:
         label = name or str(source)
@@ -95,6 +100,30 @@ def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, 
     if not data:
         raise ImageReadError(f"{label}: empty file")
     return data, label
+
+
+def _spells_existing_path(source: bytes | bytearray | memoryview) -> bool:
+    """Whether ``source`` (bytes that are no image) reads as the path of an existing file: short,
+    without NUL, and there (``os.listdir(b".")`` gives such bytes)."""
+    size = source.nbytes if isinstance(source, memoryview) else len(source)
+    if not 0 < size <= _PATH_BYTES_LIMIT:
+        return False
+    data = bytes(source)
+    return b"\0" not in data and os.path.exists(data)
+
+
+@contextmanager
+def _bytes_path_hint(source: str | Path | bytes) -> Iterator[None]:
+    """An ImageReadError raised inside, when ``source`` is bytes that spell an existing file's path,
+    says that bytes are read as encoded image data and how to read the file instead."""
+    try:
+        yield
+    except ImageReadError as exc:
+        if not isinstance(source, (bytes, bytearray, memoryview)) or not _spells_existing_path(source):
+            raise
+        raise ImageReadError(f"{exc}; bytes are read as encoded image data, but these spell the path of an "
+                             "existing file: to read that file, pass its path as a str or Path "
+                             "(os.fsdecode(path))") from None
 
 
 # A pipe given as a path (`<(cat mask.png)`, a FIFO, /dev/stdin fed by a pipe) can be read only
@@ -308,28 +337,10 @@ def _bomb_error(label: str, exc: Exception) -> ImageReadError:
                           "downscale or crop it first")
 
 
-# Python's warning filters and output are one state of the process, which ``warnings.catch_warnings``
-# swaps in and restores: every context here that changes them holds this lock, so that two threads
-# never install or restore each other's (see _pillow_warnings). Reentrant: _open and
-# _several_frames_note run inside _pillow_warnings.
-_PILLOW_WARNINGS_LOCK = threading.RLock()
-
-
-@contextmanager
-def _warnings_ignored(category: type[Warning] = Warning) -> Iterator[None]:
-    """Inside, Python's warnings of ``category`` are ignored, taking turns with every other context
-    here that changes the warning state (_PILLOW_WARNINGS_LOCK): unguarded, its filter would also
-    swallow the damaged-EXIF warning that another thread's _pillow_warnings is recording, and its
-    exit could restore that thread's recording list as the process's warning output."""
-    with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", category)
-        yield
-
-
 def _open(data: bytes, label: str) -> Image.Image:
     """Open (header only) with crm's size limit in place of Pillow's decompression-bomb warning."""
     # crm checks the size itself (check_image_size), with a message that names the file.
-    with _warnings_ignored(Image.DecompressionBombWarning):
+    with warnings_ignored(Image.DecompressionBombWarning):
         try:
             opened = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
@@ -356,7 +367,7 @@ def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
             return None
         tags = TiffImagePlugin.ImageFileDirectory_v2(header)
         stream.seek(tags.next)
-        with _warnings_ignored():  # Pillow warns about a corrupt directory; None says it
+        with warnings_ignored():  # Pillow warns about a corrupt directory; None says it
             tags.load(stream)
         if 256 not in tags or 258 not in tags:  # no width or bits per sample: not a usable directory
             return None
@@ -473,7 +484,7 @@ def _several_frames_note(opened: Image.Image, label: str) -> str | None:
         # Counting walks through the later frames: their own warnings (corrupt EXIF) are not the
         # first frame's, and the file must be back at its first frame, even when a later one is
         # damaged, or the wrong frame would be decoded.
-        with _warnings_ignored():
+        with warnings_ignored():
             frames = int(getattr(opened, "n_frames", 1))
     except _DECODE_ERRORS:
         return None  # a damaged later frame: the first is still read, and its own errors reported
@@ -501,11 +512,11 @@ def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
     :func:`_warning_notes`. Other warnings (another thread's too) are passed on as they came.
 
     ``warnings.catch_warnings`` swaps process-wide state, so decodes in several threads (the API
-    invites one Refiner per thread) take turns here, and with :func:`_warnings_ignored`'s filters
-    (_PILLOW_WARNINGS_LOCK): interleaved, one thread's exit would leave Python's warning output
+    invites one Refiner per thread) take turns here, and with :func:`writing.warnings_ignored`'s filters
+    (WARNING_STATE_LOCK): interleaved, one thread's exit would leave Python's warning output
     pointing at another's finished list."""
     kept: list[_PillowWarning] = []
-    with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+    with WARNING_STATE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every one, not once per source line as by default
         # crm checks the size itself (check_image_size), with a message that names the file.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -544,7 +555,13 @@ def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, or
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
     """Open and fully decode ``source``, keeping notes for the log: several frames, and Pillow's
     warnings (a damaged EXIF block) as lines naming the file."""
-    data, label = _source_bytes(source, name)
+    with _bytes_path_hint(source):
+        data, label = _source_bytes(source, name)
+        return _decode_data(data, label)
+
+
+def _decode_data(data: bytes, label: str) -> _Decoded:
+    """:func:`_decode` of the encoded bytes ``data``, named ``label`` in messages."""
     with _decode_errors(label, "image", io.BytesIO(data)):
         with _pillow_warnings() as pillow_warnings:
             # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
@@ -579,11 +596,15 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
     unrecognised or too large file.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, label = _source_bytes(source, name)
-        return _probe(io.BytesIO(data), label)
+        with _bytes_path_hint(source):
+            data, label = _source_bytes(source, name)
+            return _probe(io.BytesIO(data), label)
     label = name or str(source)
     if (piped := _pipe_bytes(source, label)) is not None:
-        return probe_image(piped, label)
+        # A pipe's contents, not bytes the caller gave: no hint about paths given as bytes.
+        if not piped:
+            raise ImageReadError(f"{label}: empty file")
+        return _probe(io.BytesIO(piped), label)
     try:
         with open(source, "rb") as handle:
             if not handle.read(1):
@@ -598,7 +619,7 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
     # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe.
-    with _decode_errors(label, "image header", stream), _warnings_ignored():
+    with _decode_errors(label, "image header", stream), warnings_ignored():
         opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
@@ -717,7 +738,7 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.nda
     # Covers 1, L, LA, La, P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV; alpha is dropped.
     # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
     # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
-    with _warnings_ignored(UserWarning):
+    with warnings_ignored(UserWarning):
         return np.asarray(decoded.convert("RGB")), None
 
 
@@ -731,7 +752,8 @@ def log_notes(notes: Sequence[str]) -> None:
 def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     """Read an image file (or encoded bytes) as upright RGB uint8 (H, W, 3).
 
-    ``name`` labels the source in error messages (default: the path, or "<stdin>" for bytes).
+    Bytes are a file's encoded contents, never its path (pass a path as str or Path); ``name``
+    labels the source in error messages (default: the path, or "<bytes>" for bytes).
     16-bit files holding fewer bits (8, 10, 12 or 14) are read on that scale; floating-point files
     must hold values in [0, 1]; integer files values in 0..65535 (a signed TIFF's negatives are
     refused, not clipped). A 16-bit or float photo that this reading would squeeze into fewer than

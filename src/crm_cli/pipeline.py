@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import MODES
-from .imageio import Photo, apply_orientation, log_notes, read_mask_noted, read_photo
+from .imageio import BYTES_NAME, Photo, apply_orientation, log_notes, read_mask_noted, read_photo
 from .masks import (
     MaskData,
     SizeMismatchError,
@@ -75,8 +75,8 @@ class PairResult:
         return sum(run.kept_coarse for run in self.runs)
 
 
-def source_name(source: Source, fallback: str = "<stdin>") -> str:
-    """A printable name for a path or an in-memory file."""
+def source_name(source: Source, fallback: str = BYTES_NAME) -> str:
+    """A printable name for a path or an in-memory file (the CLI names standard input itself)."""
     return fallback if isinstance(source, bytes) else str(source)
 
 

@@ -13,12 +13,14 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 import unicodedata
 import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +53,24 @@ OUT_OF_SPACE_ERRNOS: frozenset[int] = frozenset(
     code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk (length, type, CRC) every PNG ends with
+
+
+# Python's warning filters and output are one state of the process, which ``warnings.catch_warnings``
+# swaps in and restores: every crm context that changes them holds this lock (here, and imageio's,
+# which imports it: imageio imports writing, never the other way), so that two threads never install
+# or restore each other's. Reentrant: imageio's readers nest them.
+WARNING_STATE_LOCK = threading.RLock()
+
+
+@contextmanager
+def warnings_ignored(category: type[Warning] = Warning) -> Iterator[None]:
+    """Inside, Python's warnings of ``category`` are ignored, taking turns (WARNING_STATE_LOCK) with
+    every other crm context that changes the warning state: unguarded, the filter would also swallow
+    a warning that another thread is recording (imageio's note of a damaged EXIF block), and its exit
+    could restore that thread's recording list as the process's warning output."""
+    with WARNING_STATE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
 
 
 class ImageWriteError(OSError):
@@ -606,8 +626,7 @@ def check_output(path: str | Path, text_keyword: str | None = None) -> OutputChe
 def _incomplete_tiff(path: Path, size: int) -> str | None:
     """check_output's problem for a TIFF: its header decodes and its image data lies within the file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about the damage this function reports
+        with warnings_ignored():  # Pillow warns about the damage this function reports
             with Image.open(path) as image:
                 if image.format != "TIFF":
                     return f"not a TIFF file ({image.format})"
