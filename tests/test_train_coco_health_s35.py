@@ -173,9 +173,11 @@ def test_the_shortages_covered_before_read_as_before() -> None:
     # torch's on a GPU, by type or by its words (a CUDA call's error code), with the advice to try the CPU.
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert shortage(oom) == "CUDA out of memory. Tried to allocate 2.00 GiB" + TORCH_ADVICE
-    for text in ("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported",
-                 "MPS backend out of memory (MPS allocated: 8.00 GB, other allocations: 1.00 GB)"):
-        assert shortage(RuntimeError(text)) == text + TORCH_ADVICE
+    mps = "MPS backend out of memory (MPS allocated: 8.00 GB, other allocations: 1.00 GB)"
+    assert shortage(RuntimeError(mps)) == mps + TORCH_ADVICE
+    # A many-line one: the advice after its first line, the rest on indented lines (session 38).
+    assert shortage(RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")) \
+        == "CUDA error: out of memory" + TORCH_ADVICE + "\n  CUDA kernel errors might be asynchronously reported"
     assert shortage(RuntimeError("CUDA error: device-side assert triggered")) is None
     assert shortage(ValueError("out of memory")) is None
 

@@ -10,6 +10,19 @@ def first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+def continued_lines(text: str, after_first: str = "") -> str:
+    """A library's many-line message (torch's CUDA errors add "CUDA kernel errors might be
+    asynchronously reported ..." and "For debugging consider passing CUDA_LAUNCH_BLOCKING=1") as crm
+    shows one: its first non-blank line, then ``after_first`` (crm's advice), then each further
+    non-blank line after a line break and two spaces. crm's error lines keep exactly those breaks
+    (``cli.common.printable`` with ``continued``) and show any other one as ``\\n``, so the message
+    reads as one error with indented continuation lines, and a name cannot start a line of its own."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return text.strip() + after_first
+    return "\n  ".join([lines[0].strip() + after_first, *lines[1:]])
+
+
 def opencv_out_of_memory(exc: BaseException) -> str | None:
     """For OpenCV's out-of-memory error (a ``cv2.error`` saying "Insufficient memory" or "Failed to
     allocate"), a one-line message in NumPy's words, such as "Unable to allocate 45.0 MiB in OpenCV";
@@ -46,7 +59,7 @@ def out_of_memory_message(exc: BaseException) -> str | None:
       ..." or "; free memory ..." (crm's own estimate, cli.checks.memory_problem);
     - torch's on a GPU: a torch.OutOfMemoryError, or a RuntimeError whose text starts with a device's
       "out of memory" ("CUDA error: out of memory", "MPS backend out of memory"): its text and the
-      advice to try the CPU;
+      advice to try the CPU (after its first line, the others indented below: :func:`continued_lines`);
     - torch's on the CPU: a RuntimeError of DefaultCPUAllocator failing to allocate: its text from
       that name on (without the C++ source position before it) and MEMORY_ADVICE;
     - OpenCV's (:func:`opencv_out_of_memory`), in NumPy's words, and MEMORY_ADVICE.
@@ -67,9 +80,9 @@ def out_of_memory_message(exc: BaseException) -> str | None:
         gpu_shortage = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
         if (gpu_shortage is not None and isinstance(exc, gpu_shortage)) or re.match(
                 r"(CUDA|HIP|XPU|MPS backend)( error:)? out of memory", text):
-            return f"{exc}. Try --device cpu, a smaller --tile-size or the 'fast' preset."
+            return continued_lines(text, ". Try --device cpu, a smaller --tile-size or the 'fast' preset.")
         if (cpu := re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)) is not None:
-            return text[cpu.start():] + MEMORY_ADVICE
+            return continued_lines(text[cpu.start():], MEMORY_ADVICE)
         return None
     shortage = opencv_out_of_memory(exc)
     return None if shortage is None else shortage + MEMORY_ADVICE

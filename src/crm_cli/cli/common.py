@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
+from ..errors import first_line
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
 from ..presets import PRESETS, split_items
 
@@ -344,8 +345,15 @@ class RefinerOptions:
         no :func:`collect_warnings` block around the call keeps them.
         """
         self.check_backend()
-        with warnings_about_no_image():
-            refiner = self._spec(self.weights).build()
+        try:
+            with warnings_about_no_image():
+                refiner = self._spec(self.weights).build()
+        except (ImportError, OSError) as exc:  # OSError: a native library of torch's that does not load
+            # An OSError elsewhere (an unreadable encoder) is no reason to import torch to ask.
+            if (stop_behind(exc) or (isinstance(exc, OSError) and not _raised_in_torch(exc))
+                    or (problem := torch_import_problem()) is None):
+                raise
+            raise TorchImportError(f"cannot load the model: torch does not import ({problem})") from None
         if not quiet:
             say(f"device: {refiner.device_name}")
         return refiner
@@ -376,6 +384,32 @@ class RefinerOptions:
 
         return RefinerSpec(str(weights) if weights else None, self.device, self.tile_size,
                            self.precision.value, self.threads or None, self.backend.value)
+
+
+class TorchImportError(RuntimeError):
+    """torch, which the model needs here (a GPU, weights without an exported encoder, ``--backend
+    torch``), does not import: a broken or missing install, reported in one line (:func:`user_errors`)."""
+
+
+def torch_import_problem() -> str | None:
+    """Why torch does not import in this process, in one line ("ImportError: libtorch_cpu.so: cannot
+    open shared object file"), or None when it imports (it is imported here if it was not)."""
+    try:
+        import torch  # noqa: F401 - the import is the test
+    except Exception as exc:  # noqa: BLE001 - ImportError, the OSError of a native library, anything of its own
+        return f"{type(exc).__name__}: {first_line(exc)}"
+    return None
+
+
+def _raised_in_torch(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while torch's own code ran (importing it, say)."""
+    trace = exc.__traceback__
+    while trace is not None:
+        module = trace.tb_frame.f_globals.get("__name__", "")
+        if module == "torch" or module.startswith("torch."):
+            return True
+        trace = trace.tb_next
+    return False
 
 
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
@@ -603,10 +637,14 @@ def warnings_about_no_image() -> Iterator[None]:
 
 def report_failure(what: str, error: str, out: Console | None = None, prefix: str = "failed:") -> None:
     """Print a red ``failed:`` line on stderr; ``what`` and ``error`` are printed literally, their
-    control characters escaped (:func:`printable`)."""
+    control characters escaped (:func:`printable`), except the error's own indented continuation
+    lines (a library's many-line message, ``errors.continued_lines``), which are indented by the
+    prefix's own indent too, so that under a listed ``  failed`` line they stay apart from the list."""
     from rich.markup import escape
 
-    (out or console).print(f"[red]{prefix}[/] {escape(printable(what + error))}", highlight=False)
+    indent = prefix[:len(prefix) - len(prefix.lstrip())]
+    shown = printable(what) + printable(error, continued=True).replace("\n", "\n" + indent)
+    (out or console).print(f"[red]{prefix}[/] {escape(shown)}", highlight=False)
 
 
 _library_warnings_shown = False
@@ -672,7 +710,8 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         # The reader of stdout went away (`| head`, `| true`): nothing more can be written there.
         _discard_stdout()
         message = "standard output was closed before the output was written"
-    except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError) as exc:
+    except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError,
+            TorchImportError) as exc:
         if stop_behind(exc):  # a terminal that hung up fails a write while the stop unwinds
             raise
         message = str(exc)
@@ -754,6 +793,39 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _decoded_name(text: str) -> str:
+    """``text`` as the name it stands for: where a file name's bytes were decoded with an encoding
+    that could not read them (LC_ALL=C makes Python's file system encoding ASCII, so ``café.png`` is
+    ``'caf\\udcc3\\udca9.png'``), the text those bytes spell in UTF-8, when they are valid UTF-8;
+    otherwise ``text`` as it is (bytes that are no UTF-8 stay surrogate escapes)."""
+    import os
+
+    try:
+        text.encode("utf-8")
+        return text  # no surrogate: nothing to decode (the common case)
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # real non-ASCII text beside the escapes under an ASCII file system encoding
+        raw = text.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return text
+
+
+def _decoded_names(value: Any) -> Any:
+    """``value`` with :func:`_decoded_name` applied to every str in it (dict keys too), nested."""
+    if isinstance(value, str):
+        return _decoded_name(value)
+    if isinstance(value, dict):
+        return {_decoded_names(key): _decoded_names(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_decoded_names(item) for item in value]
+    return value
+
+
 def emit_json(payload: Any) -> None:
     """Write one JSON document on stdout: strict JSON, so a non-finite number is written as null
     (Python would write NaN, which jq and most parsers refuse)."""
@@ -768,13 +840,20 @@ def emit_json(payload: Any) -> None:
 
 def _write_json(payload: Any) -> None:
     """:func:`emit_json`'s write, raising the OSError of a stdout that cannot take it (EBADF for a
-    closed one). One line per document: json escapes the control characters of names (ASCII only)."""
+    closed one). One line per document: json escapes the control characters of names (ASCII only).
+    A name that reached Python as surrogate escapes of valid UTF-8 bytes (under LC_ALL=C) is written
+    as the text it spells (:func:`_decoded_name`): JSON readers refuse or mangle lone surrogates."""
     import errno
 
     try:
         text = json.dumps(payload, indent=None, allow_nan=False)
     except ValueError:
-        text = json.dumps(_finite(payload), indent=None, allow_nan=False)
+        payload = _finite(payload)
+        text = json.dumps(payload, indent=None, allow_nan=False)
+    # The escapes of surrogateescape's stand-ins (U+DC80-U+DCFF) all start so: only a record that may
+    # hold one is walked (a valid pair's low half, U+DC00-U+DFFF, can start so too: walked for nothing).
+    if "\\udc" in text:
+        text = json.dumps(_decoded_names(payload), indent=None, allow_nan=False)
     if sys.stdout is None:  # the process started with descriptor 1 closed (`>&-`)
         raise OSError(errno.EBADF, "it is closed")
     binary = getattr(sys.stdout, "buffer", None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import JsonOpt, WeightsOpt, console, emit_json, fail, printable
+from .common import JsonOpt, WeightsOpt, console, emit_json, fail, printable, torch_import_problem
 
 if TYPE_CHECKING:
     from ..checkpoint import WeightsSidecar
@@ -22,7 +22,9 @@ over the defaults), and the ONNX encoder exported from them (its sha256 checked 
 Exits 1 when the weights are not a usable crm checkpoint: a file given with --weights or CRM_WEIGHTS
 that is not there, a hash that does not match, tensors that do not load into their recorded
 architecture, or an exported encoder that does not match (--json still prints the report, with
-"status": "failed" and the reason in its weights' "error").
+"status": "failed" and the reason in its weights' "error"). Exits 1 too when torch does not import:
+the report then shows what is known without it (no tensors are loaded), with the import error
+(--json: in "torch_error").
 
 Example: crm info --json"""
 
@@ -36,6 +38,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpu_only() -> list[dict[str, Any]]:
+    """The devices list when torch does not import: the CPU, which the onnx backend runs on."""
+    return [{"id": "cpu", "name": _cpu_name()}]
 
 
 def _devices() -> list[dict[str, Any]]:
@@ -75,7 +82,11 @@ def _default_device() -> str:
 def gather_info(weights: Path | None) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data; ``weights``: the ``--weights`` value (None:
     the user named none, and ``checkpoint.default_weights_path()`` is reported: CRM_WEIGHTS when set,
-    else the shipped weights)."""
+    else the shipped weights).
+
+    When torch does not import, ``torch_error`` says why, torch's versions are None, the CPU is the
+    one device, the weights are checked without loading their tensors, and the default backend is
+    "onnx" when the weights run on it, else None; ``status`` is "failed"."""
     from .. import __version__
     from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint, weights_not_found
 
@@ -84,30 +95,46 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     # Before torch loads, as in `crm refine`: with torch loaded, "auto" asks torch about GPUs
     # instead of looking for driver files (devices.accelerator_possible), which can differ.
     backend = _default_backend(sidecar)
-    import torch
+    torch_error = torch_import_problem()
+    if torch_error is None:
+        import torch
 
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    report = inspect_checkpoint(sidecar, build=True)
+        versions = {"torch": torch.__version__, "cuda": torch.version.cuda,
+                    "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+        report = inspect_checkpoint(sidecar, build=True)
+    else:
+        versions = {"torch": None, "cuda": None, "cudnn": None}
+        try:
+            report = inspect_checkpoint(sidecar)  # the header and hashes: no tensors, which torch loads
+        except ImportError:  # a torch training checkpoint (.pt), which only torch reads
+            report = _unread_report(path, f"{path}: a torch checkpoint, which only torch reads")
     _check_encoder_loads(report)
     # Weights the user named (--weights, or CRM_WEIGHTS, which typer resolves into it) that are not
     # there are unusable, as every refining command says; the shipped ones missing from a source
     # checkout are only reported.
     if not report["exists"] and not report["error"] and weights is not None:
         report["error"] = str(weights_not_found(path))
+    usable = report["exists"] and not report["error"] and (torch_error is None or backend == "onnx")
     return {
         "version": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": cudnn,
+        **versions,
+        "torch_error": torch_error,
         "onnxruntime": _onnxruntime_version(),
-        "devices": _devices(),
-        "default_device": _default_device(),
-        # None: no backend runs these weights (missing, or not a usable checkpoint).
-        "default_backend": backend if report["exists"] and not report["error"] else None,
+        "devices": _devices() if torch_error is None else _cpu_only(),
+        # Without torch, only the onnx backend runs, on the CPU.
+        "default_device": _default_device() if torch_error is None else "cpu" if usable else None,
+        # None: no backend runs these weights (missing, not a usable checkpoint, or torch's without torch).
+        "default_backend": backend if usable else None,
         "weights": report,
-        "status": "failed" if report["error"] else "ok",
+        "status": "failed" if report["error"] or torch_error else "ok",
     }
+
+
+def _unread_report(path: Path, error: str) -> dict[str, Any]:
+    """A weights report (``checkpoint.inspect_checkpoint``'s keys) of a file that could not be read."""
+    return {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None, "sidecar": None,
+            "config": None, "provenance": None, "final_stage": None, "onnx": None, "error": error}
 
 
 def _check_encoder_loads(report: dict[str, Any]) -> None:
@@ -146,7 +173,7 @@ def _default_backend(sidecar: WeightsSidecar) -> str:
 
     try:
         return "onnx" if choose_backend(sidecar, backend="auto") is not None else "torch"
-    except (WeightsError, OSError, ValueError):
+    except (WeightsError, OSError, ValueError, ImportError):  # ImportError: torch, to ask about GPUs
         return "torch"
 
 
@@ -168,14 +195,17 @@ def _print_table(data: dict[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key in ("version", "python", "torch", "cuda", "cudnn", "onnxruntime"):
-        table.add_row(key, compact(data[key]))
+        if key == "torch" and data["torch_error"]:
+            table.add_row(key, f"[red]does not import[/] ({escape(printable(data['torch_error']))})")
+        else:
+            table.add_row(key, compact(data[key]))
     devices = []
     for device in data["devices"]:
         extra = [f"{device['memory_gib']} GiB"] if "memory_gib" in device else []
         extra += [f"{device['threads']} threads"] if "threads" in device else []
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))
-    table.add_row("default device", data["default_device"])
+    table.add_row("default device", compact(data["default_device"]))
     table.add_row("default backend", compact(data["default_backend"]))
     weights = data["weights"]
     table.add_row("weights", escape(printable(weights["path"])))
@@ -212,14 +242,19 @@ def _encoder_text(encoder: dict[str, Any] | None) -> str:
 
 
 def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
-    """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint."""
+    """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint or
+    torch does not import."""
     data = gather_info(weights)
     if as_json:
         emit_json(data)
     else:
         _print_table(data)
-    if data["weights"]["error"]:
-        raise fail(data["weights"]["error"])
+    problems = [f"torch does not import ({data['torch_error']})"] if data["torch_error"] else []
+    problems += [data["weights"]["error"]] if data["weights"]["error"] else []
+    for problem in problems[:-1]:
+        fail(problem)  # printed; the last one's Exit is raised
+    if problems:
+        raise fail(problems[-1])
 
 
 def register(app: typer.Typer) -> None:
