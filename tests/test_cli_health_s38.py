@@ -200,3 +200,48 @@ def test_a_refusal_after_the_mask_was_decoded_is_the_last_word(tmp_path: Path) -
     lines = result.stderr.splitlines()
     assert lines[-2].startswith("error: ") and "WebP stores grey as RGB" in lines[-2]
     assert lines[-1] == "Try 'crm refine --help' for the options."
+
+
+# Closing follow-ups: torch's other many-line errors in lists of failures; crm train without torch ------------
+
+# A device-side fault as torch reports it (no shortage of memory: no advice is added).
+CUDA_ASSERT = ("CUDA error: device-side assert triggered\n"
+               "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n")
+
+
+def test_failure_text_indents_a_library_error_and_leaves_crm_errors_as_they_are() -> None:
+    from crm_cli.errors import failure_text
+    from crm_cli.imageio import ImageReadError
+
+    assert failure_text(RuntimeError(CUDA_ASSERT)) == (
+        "CUDA error: device-side assert triggered\n  Compile with `TORCH_USE_CUDA_DSA` to enable device-side "
+        "assertions.")
+    # crm's own errors name files: a line break in a name stays in the text, for the printer to escape.
+    named = "a\nb.png: not a recognised image file"
+    assert failure_text(ImageReadError(named)) == named
+    assert failure_text(ValueError("")) == "ValueError"
+
+
+def test_batch_shows_a_device_fault_as_one_error_with_an_indented_line(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+
+    def device_fault(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise RuntimeError(CUDA_ASSERT)
+
+    monkeypatch.setattr(Refiner, "refine_detailed", device_fault)
+    write_scene_files(tmp_path / "data", "a", "a_mask")
+    result = runner.invoke(app, ["batch", str(tmp_path / "data"), "-o", str(tmp_path / "out"), *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    first = lines.index("failed: a: CUDA error: device-side assert triggered")
+    assert lines[first + 1] == "  Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions."
+
+
+def test_train_without_torch_is_one_error_line(torch_that_does_not_import: dict[str, str], tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_scene_files(tmp_path / "data", name, f"{name}_mask")
+    done = subprocess.run([*CRM, "train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                           "--steps", "1"], capture_output=True, text=True, timeout=300, env=torch_that_does_not_import)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"error: crm train needs torch, which does not import ({TORCH_PROBLEM})"]

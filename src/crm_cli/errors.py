@@ -23,6 +23,16 @@ def continued_lines(text: str, after_first: str = "") -> str:
     return "\n  ".join([lines[0].strip() + after_first, *lines[1:]])
 
 
+def failure_text(exc: BaseException) -> str:
+    """How a pair's failure reads in a list of failures: a library's RuntimeError (torch's, many lines
+    for a CUDA fault) as :func:`continued_lines`; crm's own errors, whose text may hold a file's name
+    with a line break in it, as they are (the printer escapes that break); the type's name if empty."""
+    text = str(exc)
+    if type(exc) is RuntimeError or type(exc).__module__.split(".")[0] == "torch":
+        text = continued_lines(text)
+    return text or type(exc).__name__
+
+
 def opencv_out_of_memory(exc: BaseException) -> str | None:
     """For OpenCV's out-of-memory error (a ``cv2.error`` saying "Insufficient memory" or "Failed to
     allocate"), a one-line message in NumPy's words, such as "Unable to allocate 45.0 MiB in OpenCV";

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..errors import failure_text
 from .checks import (
     passthrough_note,
     passthrough_pair,
@@ -480,7 +481,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped
                 raise
-            error = out_of_memory_message(exc) or str(failure) or type(failure).__name__
+            error = out_of_memory_message(exc) or failure_text(failure)
             outcome = {"status": "failed", "error": error}
             if out_of_space(exc):  # the output or its lock found no room: the driver stops the run
                 outcome[OUT_OF_SPACE_KEY] = exc.errno

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..config import MIN_REFINE_SIDE
+from ..errors import failure_text
 from .checks import passthrough_note, precheck_pair, unwritable_reason
 from .common import (
     FailureRecord,
@@ -148,7 +149,7 @@ def evaluate(
 
         def refine_failed(name: str, error: Exception) -> None:
             # Running out of memory reads as in crm refine and crm batch, with its advice.
-            message = out_of_memory_message(error) or str(error) or type(error).__name__
+            message = out_of_memory_message(error) or failure_text(error)
             failed(name, by_name[name].image, message, progress.console)
             progress.advance(task)
 

@@ -25,6 +25,7 @@ from .common import (
     say_if_possible,
     show_library_warnings,
     stop_words,
+    torch_import_problem,
     user_errors,
     warn,
     warn_if_possible,
@@ -108,6 +109,8 @@ def train(
                                                "sets (benchmarks/choose_checkpoint.py).")] = False,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
+    if (problem := torch_import_problem()) is not None:  # training is torch through and through
+        raise fail(f"crm train needs torch, which does not import ({problem})")
     from ..runtime import configure_torch
     from ..training.data import NoTrainingPairsError, list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions

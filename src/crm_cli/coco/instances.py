@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import out_of_memory_message
+from ..errors import failure_text, out_of_memory_message
 from .rle import (
     InstanceError,
     decode_columns,
@@ -178,7 +178,7 @@ def instance_error(exc: Exception) -> str | None:
         return None
     if isinstance(exc, ValueError):
         return str(exc)
-    return out_of_memory_message(exc) or f"{type(exc).__name__}: {exc}"
+    return out_of_memory_message(exc) or f"{type(exc).__name__}: {failure_text(exc)}"
 
 
 def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
