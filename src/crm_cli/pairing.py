@@ -4,10 +4,12 @@ layout, or side by side), and predictions with their ground truths for scoring."
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -82,11 +84,14 @@ class Pairing(Generic[T]):
         return [failure.error for failure in self.failures]
 
 
+def _format_rank(suffix: str) -> int:
+    """The place of the extension ``suffix`` (lower case) in MASK_EXTENSIONS; after them all if it is none of them."""
+    return MASK_EXTENSIONS.index(suffix) if suffix in MASK_EXTENSIONS else len(MASK_EXTENSIONS)
+
+
 def _preference(path: Path) -> tuple[int, str]:
     """Sort key of files that share a name: the format's place in MASK_EXTENSIONS, then the file name."""
-    suffix = path.suffix.lower()
-    rank = MASK_EXTENSIONS.index(suffix) if suffix in MASK_EXTENSIONS else len(MASK_EXTENSIONS)
-    return rank, path.name
+    return _format_rank(path.suffix.lower()), path.name
 
 
 def _duplicate_note(used: Path, ignored: Path) -> str:
@@ -104,7 +109,7 @@ def _under(real: str, folder: str | None) -> bool:
 class _Walk:
     """What :func:`_walk` found below a folder."""
 
-    files: list[Path] = field(default_factory=list)  # visible files of the formats asked for, sorted
+    files: list[Path] = field(default_factory=list)  # visible files of the formats asked for, in natural_key order
     inside: list[Path] = field(default_factory=list)  # the same, lying in the excluded folder
     broken: list[Path] = field(default_factory=list)  # visible links whose target is gone
     others: dict[str, int] = field(default_factory=dict)  # other visible files: count by extension
@@ -207,8 +212,8 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
                     queue.append((path, below, excluded or _under(below, exclude)))
             continue
         visit(*queue.popleft())
-    found.files.sort()
-    found.inside.sort()
+    found.files.sort(key=natural_key)
+    found.inside.sort(key=natural_key)
     found.broken.sort()
     found.apart.sort()
     return found
@@ -274,22 +279,61 @@ def _name_key(key: Path, fold: bool = False) -> str:
 _DIGITS = frozenset("0123456789")
 
 
-def _unpadded(name: str) -> str:
-    """``name`` with the leading zeros of its last run of digits dropped (``frame_0007`` ->
-    ``frame_7``, ``take_000`` -> ``take_0``), the number it reads as written as text, so runs of
-    any length compare without converting them. A run that is a decimal fraction (``crop_0.05``,
-    ``v1.02``) or that a letter follows (``0001a``) is left as it is, and so is every other run."""
+def _last_number(name: str) -> tuple[int, int] | None:
+    """Where the last run of digits of ``name`` lies (start, end), read as a number of its own (a
+    frame number); None where there is none, where it is a decimal fraction (``crop_0.05``,
+    ``v1.02``) or where a letter follows it (``0001a``)."""
     end = len(name)
     while end and name[end - 1] not in _DIGITS:
         end -= 1
     start = end
     while start and name[start - 1] in _DIGITS:
         start -= 1
-    if start == end or name[start] != "0":  # no digits, or no zero to drop
-        return name
+    if start == end:
+        return None
     if (start >= 2 and name[start - 1] == "." and name[start - 2] in _DIGITS) or name[end:end + 1].isalpha():
+        return None
+    return start, end
+
+
+def _unpadded(name: str) -> str:
+    """``name`` with the leading zeros of its last run of digits dropped (``frame_0007`` ->
+    ``frame_7``, ``take_000`` -> ``take_0``), the number it reads as written as text, so runs of
+    any length compare without converting them. A run that is a decimal fraction (``crop_0.05``,
+    ``v1.02``) or that a letter follows (``0001a``) is left as it is, and so is every other run."""
+    span = _last_number(name)
+    if span is None or name[span[0]] != "0":  # no number, or no zero to drop
         return name
+    start, end = span
     return name[:start] + (name[start:end].lstrip("0") or "0") + name[end:]
+
+
+# A run of ASCII digits, kept by re.split: text and numbers alternate in what it returns.
+_DIGIT_RUN = re.compile(r"([0-9]+)")
+
+NaturalKey = tuple[tuple[tuple[Any, ...], ...], tuple[str, ...]]
+
+
+@lru_cache(maxsize=1024)  # a folder's name recurs in the key of each file below it
+def _natural_part(part: str) -> tuple[Any, ...]:
+    """One part of a path as :func:`natural_key` compares it: text and digit runs in turn, each run
+    as (its length without leading zeros, those digits), which orders runs of any length as numbers
+    without converting them."""
+    chunks: list[Any] = _DIGIT_RUN.split(part)
+    chunks[1::2] = [(len(digits), digits) for digits in (run.lstrip("0") for run in chunks[1::2])]
+    return tuple(chunks)
+
+
+def natural_key(path: Path | str) -> NaturalKey:
+    """The sort key of ``path`` in natural order: part by part, each run of ASCII digits compared as
+    the number it writes (``frame_2`` before ``frame_10``, as ffmpeg's ``%d`` numbers frames) and
+    the text between as text; names equal but for leading zeros (``frame_01``, ``frame_1``) in the
+    order of their plain text, so the order is the same on every run. The order pairs are made,
+    refined and listed in."""
+    parts = path.parts if isinstance(path, Path) else Path(path).parts
+    if os.name == "nt":  # Windows paths compare with letter case ignored, as Path compares them there
+        parts = tuple(os.path.normcase(part) for part in parts)
+    return tuple(map(_natural_part, parts)), parts
 
 
 def _number_key(key: Path) -> str:
@@ -661,10 +705,11 @@ def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
                                                for tag in SIDE_BY_SIDE_LEFT_OUT)}
     in_output = set(walked.inside)
     images = _keyed([path for path in photos if path not in left_out and path not in in_output], root)
+    every_photo = images  # before the folders without a mask are left out: the two-formats hint reads them
     masks = _keyed([path for path in named if path not in in_output], root)
     images_inside = _keyed([path for path in photos if path not in left_out and path in in_output], root)
     masks_inside = _keyed([path for path in named if path in in_output], root)
-    if shown := sorted(path for path in left_out if path not in in_output):
+    if shown := sorted((path for path in left_out if path not in in_output), key=natural_key):
         notes.append(f"{count_noun(len(shown), 'file')} named *{GT_SUFFIX}/*_seg left out: {listed(shown, 5)} "
                      "(taken for ground truths or coarse masks, not photos)")
     # A folder without one mask (an earlier output folder, photos not masked yet) is no part of the layout.
@@ -677,9 +722,143 @@ def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
     if not images or not masks:
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
-                           "<name>_mask.*" + (_layout_hint(root) or _formats_hint(walked)))
+                           "<name>_mask.*"
+                           + (_two_formats_hint(every_photo, root) or _layout_hint(root) or _formats_hint(walked)))
     return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
                    broken=walked.broken, notes=notes, guessed_in=root)
+
+
+def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
+    """For a folder below ``root`` taken for the side-by-side layout in which no pair was found: the
+    names held in two formats (``frame_0001.jpg`` + ``frame_0001.png``), one photo by the format rule
+    (see :func:`_preference`) but maybe a photo and its mask, as a hint naming how to pair them; ""
+    when no name is held in exactly two formats. The masks' format is the one whose file of the first
+    such name reads as a mask while the other does not, else the one :func:`_preference` puts first
+    (lossless: PNG before JPEG)."""
+    combinations: dict[tuple[str, str], list[list[Path]]] = {}
+    for files in images.values():
+        formats = sorted({path.suffix.lower() for path in files}, key=_format_rank)
+        if len(formats) == 2:
+            combinations.setdefault((formats[0], formats[1]), []).append(files)
+    if not combinations:
+        return ""
+    (mask_format, photo_format), names = max(combinations.items(), key=lambda item: len(item[1]))
+    first = names[0]
+    mask = next(path for path in first if path.suffix.lower() == mask_format)
+    photo = next(path for path in first if path.suffix.lower() == photo_format)
+    kinds = _looks_like_mask(photo), _looks_like_mask(mask)
+    if kinds == (True, False):
+        (mask, mask_format), (photo, photo_format) = (photo, photo_format), (mask, mask_format)
+    reads = f", {mask.name} reads as a mask and {photo.name} as a photo" if kinds in ((True, False), (False, True)) \
+        else ""
+    return (f"; {count_noun(len(names), 'name')} {'has' if len(names) == 1 else 'have'} both a {photo_format} and a "
+            f"{mask_format} file (e.g. {photo} + {mask}{reads}), and the files of one name are one photo in any "
+            f"format: if the {mask_format} files are the masks, put them in a folder of their own and name the two: "
+            f"crm batch {root} --masks FOLDER (or call them masks/ and the photos' folder images/)")
+
+
+# Words naming a mask in a file name (plate_matte.0001, frame_mask_00001, mask_00001, alpha.0001).
+_MASK_WORDS = ("mask", "matte", "alpha", "seg")
+
+# A numbered sequence of names, as the numbering notes compare them (NFC, case-folded): the folder,
+# the text before the frame number and the text after it.
+_Sequence = tuple[str, str, str]
+
+
+def _numbered(key: Path, suffixes: Sequence[str] = ()) -> tuple[_Sequence, int] | None:
+    """``key`` (a relative name) as a numbered frame: its sequence and its number (the last number
+    of the name, see :func:`_last_number`), the name read without the suffix of ``suffixes`` ending
+    it (a mask's ``frame_0007_mask`` is frame 7 of the sequence ``frame_``); None without a number."""
+    folder, _, name = _name_key(key, fold=True).rpartition("/")
+    for suffix in suffixes:
+        if suffix and name.endswith(suffix.casefold()) and len(name) > len(suffix):
+            name = name[: len(name) - len(suffix)]
+            break
+    span = _last_number(name)
+    if span is None:
+        return None
+    start, end = span
+    return (folder, name[:start], name[end:]), int(name[start:end])
+
+
+def _sequences(keys: Sequence[Path], suffixes: Sequence[str] = ()) -> dict[_Sequence, dict[int, Path]]:
+    """The numbered names among ``keys`` by sequence, each as ``{number: key}`` (the first key of a
+    number, where two are padded otherwise: see :func:`_numbered`)."""
+    found: dict[_Sequence, dict[int, Path]] = {}
+    for key in keys:
+        if (numbered := _numbered(key, suffixes)) is not None:
+            found.setdefault(numbered[0], {}).setdefault(numbered[1], key)
+    return found
+
+
+def _offset_note(inputs: _Inputs, matched: dict[Path, Path], unpaired: list[Path],
+                 orphans: list[Path]) -> list[str]:
+    """The note on a mask sequence numbered from another number than its photos' (masks
+    ``frame_0000`` ... ``frame_0004`` beside photos ``frame_0001`` ... ``frame_0005``, each mask
+    likely the next photo's), which pairing by name pairs one off, or not at all: a sequence of the
+    same folder and text around the number where some photos have no mask (``unpaired``) and some
+    masks no photo (``orphans``), and the masks' numbers are the photos' shifted by one constant.
+    None (an empty list) for ordinary missing masks."""
+    if not unpaired or not orphans:
+        return []
+    photos = _sequences(list(inputs.images))
+    masks = _sequences(list(inputs.masks), inputs.suffixes)
+    candidates = {sequence for sequence, _ in filter(None, (_numbered(key) for key in unpaired))}
+    candidates &= {sequence for sequence, _ in filter(None, (_numbered(key, inputs.suffixes) for key in orphans))}
+    offset: list[tuple[_Sequence, int]] = []
+    for sequence in sorted(candidates):
+        photo_numbers, mask_numbers = photos[sequence], masks[sequence]
+        if len(photo_numbers) < 2 or len(photo_numbers) != len(mask_numbers):
+            continue
+        shift = min(mask_numbers) - min(photo_numbers)
+        if shift and {number + shift for number in photo_numbers} == mask_numbers.keys():
+            offset.append((sequence, shift))
+    if not offset:
+        return []
+    sequence, shift = offset[0]
+    photo_numbers, mask_numbers = photos[sequence], masks[sequence]
+    photo = inputs.images[photo_numbers[min(photo_numbers)]][0]
+    mask = inputs.masks[mask_numbers[min(mask_numbers)]][0]
+    alike = sum(1 for key in photo_numbers.values() if key in matched)
+    paired = (f", so {count_noun(alike, 'photo')} {'was' if alike == 1 else 'were'} paired with the mask of "
+              f"{'its' if alike == 1 else 'their'} own number" if alike else "")
+    more = f" ({count_noun(len(offset) - 1, 'more sequence')} alike)" if len(offset) > 1 else ""
+    return [f"the masks are numbered from {min(mask_numbers)} and the photos from {min(photo_numbers)} (e.g. "
+            f"{mask} and {photo}){more}: if mask N belongs to photo N{-shift:+d}, rename the masks; pairs are made "
+            f"by name{paired}"]
+
+
+def _renamed_masks_note(inputs: _Inputs, unpaired: list[Path], orphans: list[Path], tried: str) -> list[str]:
+    """The note on masks without a photo named as photos without a mask but for the text before the
+    frame number, which holds a mask word (``plate_matte.0001`` for ``plate.0001``,
+    ``frame_mask_00001`` or ``mask_00001`` for ``frame_00001``): the same folder, the same text after
+    the number and numbers in common. Never a pair (a guess), a hint to rename them, ``tried`` saying
+    which names pair. None (an empty list) where no such masks are found."""
+    if not unpaired or not orphans:
+        return []
+    photos = _sequences(unpaired)
+    masks = _sequences(orphans, inputs.suffixes)
+    best: tuple[int, Path, Path] | None = None  # numbers in common, a mask and its photo
+    for (folder, before, after), mask_numbers in sorted(masks.items()):
+        words = {word for word in _MASK_WORDS if word in before}
+        if not words:
+            continue
+        for (photo_folder, photo_before, photo_after), photo_numbers in sorted(photos.items()):
+            if (photo_folder, photo_after) != (folder, after) or photo_before == before \
+                    or words <= {word for word in _MASK_WORDS if word in photo_before}:
+                continue
+            shared = mask_numbers.keys() & photo_numbers.keys()
+            if shared and (best is None or len(shared) > best[0]):
+                number = min(shared)
+                best = (len(shared), mask_numbers[number], photo_numbers[number])
+    if best is None:
+        return []
+    count, mask_key, photo_key = best
+    mask, photo = inputs.masks[mask_key][0], inputs.images[photo_key][0]
+    return [f"{count_noun(count, 'mask')} without an image {'is' if count == 1 else 'are'} numbered as photos "
+            f"without a mask and named otherwise before the number, e.g. {mask.name} for {photo.name}: a mask is "
+            f"paired by its photo's name, {photo_key.name}.* or {photo_key.name}_mask.* {tried}; if these are "
+            f"their masks, rename them ({mask.name} -> {photo_key.name}{mask.suffix})"]
 
 
 def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
@@ -695,7 +874,7 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         root = inputs.guessed_in
         raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders"
-                           + _layout_hint(root))
+                           + (_two_formats_hint(images, root) or _layout_hint(root)))
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     pairs: list[FilePair] = []
@@ -743,6 +922,12 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     orphans = [files[0] for key, files in masks.items() if key not in used]
     if orphans:
         notes.append(f"{count_noun(len(orphans), 'mask')} without an image ignored, e.g. {orphans[0]}")
+    # Numbered sequences named or numbered otherwise on the two sides: what to rename.
+    unpaired = [key for key in images if key not in matched and key not in ambiguous and key not in contested]
+    orphan_keys = [key for key in masks if key not in used]
+    notes += _offset_note(inputs, matched, unpaired, orphan_keys)
+    if inputs.masks_dir is not None:
+        notes += _renamed_masks_note(inputs, unpaired, orphan_keys, tried)
     if inputs.broken:
         notes.append(f"{count_noun(len(inputs.broken), 'link')} to a missing file skipped, e.g. {inputs.broken[0]}")
     if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
@@ -783,9 +968,15 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     with a note (``a.jpg`` and ``a.png`` give one pair, so one output); masks without an image and
     links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
     folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a note
-    counts the input pairs found there. Raises NoPairsError when there is no image at all (images
-    without masks are failures instead). Outputs that would be one file on some disks are not
-    checked here: see :func:`split_output_clashes`.
+    counts the input pairs found there. Pairs and failures come in natural order (``frame_2``
+    before ``frame_10``, see :func:`natural_key`). Where photos without a mask and masks without a
+    photo are numbered sequences, a note says when the masks' numbers look shifted from the photos'
+    (masks from 0, photos from 1: :func:`_offset_note`) or, in folder layouts, when the masks are
+    named otherwise before the number with a mask word (``plate_matte.0001`` for ``plate.0001``:
+    :func:`_renamed_masks_note`); neither is ever paired. Raises NoPairsError when there is no image
+    at all (images without masks are failures instead; a folder whose names each come in two
+    formats, ``a.jpg`` + ``a.png``, is told how to pair them). Outputs that would be one file on some
+    disks are not checked here: see :func:`split_output_clashes`.
     """
     real = os.path.realpath(root)
     excluded = _outside(real, os.path.realpath(exclude) if exclude is not None else None)
@@ -1033,11 +1224,12 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
 
 def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suffixes: Sequence[str],
                           big: bool) -> list[Path]:
-    """The predictions below ``folder`` that no ground truth pairs with, one file for each name (sorted):
-    files named ``<name><suffix>`` (a suffix of ``suffixes``) for no ground-truth name of ``names``
-    (relative, as :func:`_name_key` spells them). A name's files (``b_mask``, ``b_seg``) count once,
-    as the file a ground truth ``b`` would pair with. Beside BIG-layout ground truths (``big``), the
-    photos ``*_im`` and the ground truths ``*_gt`` are no predictions."""
+    """The predictions below ``folder`` that no ground truth pairs with, one file for each name
+    (in :func:`natural_key` order): files named ``<name><suffix>`` (a suffix of ``suffixes``) for no
+    ground-truth name of ``names`` (relative, as :func:`_name_key` spells them). A name's files
+    (``b_mask``, ``b_seg``) count once, as the file a ground truth ``b`` would pair with. Beside
+    BIG-layout ground truths (``big``), the photos ``*_im`` and the ground truths ``*_gt`` are no
+    predictions."""
     found: dict[str, tuple[int, Path]] = {}  # by the name without its longest suffix: (suffix's rank, file)
     for path in sorted(files, key=_preference):
         if big and any(path.stem.endswith(tag) and len(path.stem) > len(tag) for tag in ("_im", GT_SUFFIX)):
@@ -1050,7 +1242,7 @@ def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suff
         _, rank, base = max(fits, key=lambda fit: fit[0])
         if base not in found or rank < found[base][0]:
             found[base] = (rank, path)
-    return sorted(path for _, path in found.values())
+    return sorted((path for _, path in found.values()), key=natural_key)
 
 
 def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> list[tuple[dict, dict]]:
