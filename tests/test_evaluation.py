@@ -90,7 +90,8 @@ def write_12bit_big_pair(folder: Path, name: str = "p") -> tuple[Path, int]:
 
 def twelve_bit_note(photo: Path, top: int) -> str:
     """The note crm refine gives for a 16-bit photo read on the 12-bit scale."""
-    return f"{photo}: a 16-bit image whose largest value is {top}, read as 12-bit values (4095 = white)"
+    return (f"{photo}: a 16-bit image whose largest value is {top}, read as 12-bit values (4095 = white); the scale "
+            "follows each file's values, so frames of one sequence can differ: --photo-bits N fixes it")
 
 
 def test_folder_samples_note_a_16bit_photo_read_on_a_smaller_scale(tmp_path: Path) -> None:

@@ -205,3 +205,16 @@ def test_no_rename_hint_for_masks_of_other_numbers(tmp_path: Path) -> None:
     touch(tmp_path, *(f"images/frame_{number:05d}.png" for number in range(1, 4)),
           *(f"masks/mask_{number:05d}.png" for number in range(7, 10)))
     assert not [note for note in scan_pairs(tmp_path).notes if "named otherwise" in note]
+
+
+def test_batch_json_puts_a_frame_without_its_mask_in_frame_order(tmp_path: Path) -> None:
+    """batch --json items in frame order when frame_10 has no mask: frame_9, frame_10, frame_11."""
+    from crm_cli.cli.batch import input_order
+    from crm_cli.pairing import scan_pairs
+
+    for number in (2, 9, 10, 11):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"frame_{number}.jpg")
+        if number != 10:
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"frame_{number}_mask.png")
+    order = input_order(scan_pairs(tmp_path))
+    assert sorted(order, key=order.__getitem__) == ["frame_2", "frame_9", "frame_10", "frame_11"]

@@ -65,15 +65,17 @@ class Sample:
 
 
 def folder_samples(pairs: Iterable[FilePair],
-                   on_error: Callable[[str, Exception], None] | None = None) -> Iterator[Sample]:
+                   on_error: Callable[[str, Exception], None] | None = None, *,
+                   photo_bits: int | None = None) -> Iterator[Sample]:
     """Samples of pairs with their own coarse mask and a GT (the BIG layout), read lazily.
 
     A pair that cannot be read raises, or with ``on_error`` is passed to it (name, error) and left
-    out, and the next pair comes.
+    out, and the next pair comes. ``photo_bits``: the scale of 16-bit photos (``imageio.read_image``),
+    None for each file's own.
     """
     for pair in pairs:
         try:
-            sample = _folder_sample(pair)
+            sample = _folder_sample(pair, photo_bits)
         except Exception as exc:  # noqa: BLE001 - a pair's own failure is passed on, anything else raised
             failure = pair_failure(exc)
             if on_error is None or failure is None:
@@ -83,7 +85,7 @@ def folder_samples(pairs: Iterable[FilePair],
         yield sample
 
 
-def _folder_sample(pair: FilePair) -> Sample:
+def _folder_sample(pair: FilePair, photo_bits: int | None = None) -> Sample:
     """One pair of :func:`folder_samples`, read now."""
     from .imageio import read_image_noted, read_mask
     from .masks import ids_note
@@ -92,7 +94,7 @@ def _folder_sample(pair: FilePair) -> Sample:
     if pair.gt is None:
         raise ValueError(f"{pair.image}: no ground truth to score against")
     # The photo's notes (a 16-bit photo read on a smaller scale) come first, as crm refine lists them.
-    image, orientation, notes = read_image_noted(pair.image)
+    image, orientation, notes = read_image_noted(pair.image, photo_bits=photo_bits)
     fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
                   image_name=str(pair.image))
     coarse, coarse_notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))

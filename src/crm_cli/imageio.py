@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import operator
 import os
 import re
 import stat
@@ -654,12 +655,38 @@ def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
 # they would be almost black, and the model would see no edges. The scale follows the largest value,
 # so a dark 16-bit photo whose values all stay under 16384 reads brighter than it was drawn.
 _PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
+# The scales a caller can fix for every 16-bit photo it reads (``photo_bits``; the CLI's --photo-bits):
+# the frames of one sequence then share a scale, whatever each frame's largest value (a highlight
+# over 4095 in one frame of a 12-bit shot would read it as 14-bit, 4x darker than the others).
+PHOTO_BITS_CHOICES: tuple[int, ...] = (8, 10, 12, 14, 16)
+# Appended to each note of a scale chosen by a file's own values: what fixes it for a sequence.
+_FIXED_SCALE_HINT = ("the scale follows each file's values, so frames of one sequence can differ: "
+                     "--photo-bits N fixes it")
 
 
-def _photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
+def check_photo_bits(photo_bits: int | None) -> int | None:
+    """``photo_bits`` as an int of PHOTO_BITS_CHOICES, or None (each 16-bit photo read on the scale of
+    its own largest value); ValueError for anything else."""
+    if photo_bits is None:
+        return None
+    if not isinstance(photo_bits, bool):
+        try:
+            bits = operator.index(photo_bits)
+        except TypeError:
+            bits = None
+        if bits in PHOTO_BITS_CHOICES:
+            return bits
+    raise ValueError(f"photo_bits must be None (each file's own scale) or one of "
+                     f"{', '.join(map(str, PHOTO_BITS_CHOICES))}, got {photo_bits!r}")
+
+
+def _photo_to_uint8(values: np.ndarray, label: str, photo_bits: int | None = None) -> tuple[np.ndarray, str | None]:
     """uint16 photo values as uint8, white at the top of the fewest bits of _PHOTO_BIT_DEPTHS that
     hold the largest value (65535 when none do), and the note for a photo read on a smaller scale.
-    A photo that reading would flatten is stretched instead (:func:`_flattened`)."""
+    A photo that reading would flatten is stretched instead (:func:`_flattened`). With ``photo_bits``
+    the scale is that one, for every photo (:func:`_fixed_scale_to_uint8`)."""
+    if photo_bits is not None:
+        return _fixed_scale_to_uint8(values, label, photo_bits)
     top = int(values.max()) if values.size else 0
     white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
     if white == 65535 or top == 0:  # an all-black photo is black on any scale: no note
@@ -667,13 +694,32 @@ def _photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, str | N
     else:
         scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
         note = (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
-                f"values ({white} = white)")
+                f"values ({white} = white); {_FIXED_SCALE_HINT}")
     if not _flattened(lambda: values, scaled):
         return scaled, note
     low = int(values.min())
     span = top - low
     stretched = (((values.astype(np.uint32) - low) * 255 + span // 2) // span).astype(np.uint8)
-    return stretched, _stretch_note(label, f"{low} to {top}", white, scaled)
+    return stretched, f"{_stretch_note(label, f'{low} to {top}', white, scaled)}; {_FIXED_SCALE_HINT}"
+
+
+def _fixed_scale_to_uint8(values: np.ndarray, label: str, bits: int) -> tuple[np.ndarray, str | None]:
+    """uint16 photo values (H, W) or (H, W, 3) as uint8 on the ``bits``-bit scale (white = 2**bits - 1,
+    value / white * 255, rounded), never stretched: a scale fixed for a sequence must not move with
+    a frame's values. Values above white are clipped to it, with a note counting the pixels clipped."""
+    white = (1 << bits) - 1
+    wide = values.astype(np.uint32)
+    note = None
+    if values.size and int(values.max()) > white:
+        over = values > white
+        clipped = int(np.count_nonzero(over.any(axis=-1) if over.ndim == 3 else over))
+        note = (f"{label}: {clipped} pixel{'s hold values' if clipped != 1 else ' holds a value'} above {white}, "
+                f"the white of the {bits}-bit scale asked for (--photo-bits {bits}); clipped to white")
+        np.minimum(wide, white, out=wide)
+    wide *= 255
+    wide += white // 2
+    wide //= white
+    return wide.astype(np.uint8), note
 
 
 # A photo whose 8-bit reading leaves fewer grey levels than this between its darkest and brightest
@@ -721,14 +767,16 @@ def _float_photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, s
     return stretched, _stretch_note(label, f"{low:.4g} to {high:.4g}", 1.0, gray)
 
 
-def _image_pixels(decoded: Image.Image | np.ndarray, label: str) -> tuple[np.ndarray, str | None]:
+def _image_pixels(decoded: Image.Image | np.ndarray, label: str,
+                  photo_bits: int | None = None) -> tuple[np.ndarray, str | None]:
     """RGB uint8 (H, W, 3) pixels of a decoded image, before orientation, and a note on how they
-    were scaled (or None)."""
+    were scaled (or None). ``photo_bits``: the scale of 16-bit (and 32-bit integer) values, None for
+    each file's own (:func:`_photo_to_uint8`); 8-bit and floating-point files ignore it."""
     if isinstance(decoded, np.ndarray):
-        return _photo_to_uint8(decoded[..., :3], label)
+        return _photo_to_uint8(decoded[..., :3], label, photo_bits)
     mode = decoded.mode
     if mode.startswith("I;16") or mode == "I":
-        gray, note = _photo_to_uint8(_photo_integers(decoded, label), label)
+        gray, note = _photo_to_uint8(_photo_integers(decoded, label), label, photo_bits)
         return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "F":
         gray, note = _float_photo_to_uint8(_unit_floats(decoded, label, "image"), label)
@@ -749,7 +797,7 @@ def log_notes(notes: Sequence[str]) -> None:
         logger.warning("%s", note)
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+def read_image(source: str | Path | bytes, name: str | None = None, *, photo_bits: int | None = None) -> np.ndarray:
     """Read an image file (or encoded bytes) as upright RGB uint8 (H, W, 3).
 
     Bytes are a file's encoded contents, never its path (pass a path as str or Path); ``name``
@@ -760,36 +808,44 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
     ``PHOTO_MIN_LEVELS`` levels is stretched from black to white instead (:func:`_flattened`).
     Each of these readings, several frames and a damaged EXIF block is logged as a warning on the
     ``crm_cli.imageio`` logger (:func:`read_image_noted` returns the notes instead).
+    ``photo_bits`` (one of PHOTO_BITS_CHOICES) reads every 16-bit photo on that scale instead, as
+    the frames of one sequence need: values above 2**photo_bits - 1 are clipped, with a note, and
+    nothing is stretched; 8-bit and floating-point files ignore it.
     """
-    return read_image_oriented(source, name)[0]
+    return read_image_oriented(source, name, photo_bits=photo_bits)[0]
 
 
-def read_image_oriented(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
+def read_image_oriented(source: str | Path | bytes, name: str | None = None, *,
+                        photo_bits: int | None = None) -> tuple[np.ndarray, int]:
     """:func:`read_image` plus the file's EXIF orientation, which it applied (1 = none); the notes
     are logged, as by read_image."""
-    image, orientation, notes = read_image_noted(source, name)
+    image, orientation, notes = read_image_noted(source, name, photo_bits=photo_bits)
     log_notes(notes)
     return image, orientation
 
 
-def read_image_noted(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, int, list[str]]:
+def read_image_noted(source: str | Path | bytes, name: str | None = None, *,
+                     photo_bits: int | None = None) -> tuple[np.ndarray, int, list[str]]:
     """:func:`read_image_oriented`, with the notes returned instead of logged (a 16-bit image read
-    on a smaller scale, a narrow window stretched, several frames, a damaged EXIF block), for a
-    caller that shows them itself."""
-    photo = read_photo(source, name)
+    on a smaller scale or clipped to ``photo_bits``, a narrow window stretched, several frames, a
+    damaged EXIF block), for a caller that shows them itself."""
+    photo = read_photo(source, name, photo_bits=photo_bits)
     return photo.pixels, photo.orientation, photo.notes
 
 
 @dataclass
 class Photo:
     """A photo as :func:`read_photo` reads it: upright RGB uint8 pixels, the EXIF orientation its
-    file carried (applied), notes for the log, and the file's ICC colour profile where it describes
-    RGB colours (None otherwise), for outputs that carry the photo's pixels."""
+    file carried (applied), notes for the log, the file's ICC colour profile where it describes
+    RGB colours (None otherwise), for outputs that carry the photo's pixels, and the bits per channel
+    the file stored them in (8 for 8 bits or fewer; 16; 32 for floating-point and 32-bit integer
+    files), which the uint8 pixels may hold less of."""
 
     pixels: np.ndarray
     orientation: int
     notes: list[str]
     rgb_profile: bytes | None = None
+    stored_bits: int = 8
 
     def profile_for(self, output_kind: str) -> bytes | None:
         """The colour profile to write with an output of ``output_kind``: the photo's RGB profile for
@@ -802,16 +858,30 @@ class Photo:
 _ICC_RGB = b"RGB "
 
 
-def read_photo(source: str | Path | bytes, name: str | None = None) -> Photo:
-    """:func:`read_image_noted`'s reading (notes returned, not logged), as a :class:`Photo` that also
-    keeps the file's RGB colour profile (a Display P3 or Adobe RGB photo's), so that a cut-out or
-    overlay shows the same colours."""
+def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bits: int | None = None) -> Photo:
+    """:func:`read_image_noted`'s reading (notes returned, not logged; ``photo_bits``: see
+    :func:`read_image`), as a :class:`Photo` that also keeps the file's RGB colour profile (a Display
+    P3 or Adobe RGB photo's), so that a cut-out or overlay shows the same colours, and how many bits
+    per channel the file stored."""
+    photo_bits = check_photo_bits(photo_bits)
     decoded = _decode(source, name)
-    pixels, note = _image_pixels(decoded.pixels, decoded.label)
+    pixels, note = _image_pixels(decoded.pixels, decoded.label, photo_bits)
     profile = decoded.icc_profile
     rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
     notes = [*decoded.notes, *([note] if note else [])]
-    return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile)
+    return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile,
+                 _stored_bits(decoded.pixels))
+
+
+def _stored_bits(decoded: Image.Image | np.ndarray) -> int:
+    """Bits per channel of a decoded photo's file: 16 for OpenCV's 16-bit colour pixels and 16-bit
+    grey, 32 for floating-point and 32-bit integer files, 8 for the rest (1-bit and palette too)."""
+    if isinstance(decoded, np.ndarray):
+        return 8 * decoded.dtype.itemsize
+    # Older Pillow opens a 16-bit grey PNG as "I" (newer as "I;16"); a PNG holds at most 16 bits.
+    if decoded.mode.startswith("I;16") or (decoded.mode == "I" and decoded.format == "PNG"):
+        return 16
+    return 32 if decoded.mode in ("I", "F") else 8
 
 
 def _is_constant(array: np.ndarray) -> bool:

@@ -99,15 +99,17 @@ def float_labels_error(mask_name: str) -> ValueError:
 
 
 def read_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
-              mask_name: str | None = None, decoded_mask: MaskData | None = None,
-              ) -> tuple[np.ndarray, MaskData, list[str]]:
+              mask_name: str | None = None, decoded_mask: MaskData | None = None, *,
+              photo_bits: int | None = None) -> tuple[np.ndarray, MaskData, list[str]]:
     """Read an image and its mask, fitting the mask to the image (:func:`fit_mask_to_image`).
     ``decoded_mask``: ``mask_source`` as the caller has decoded it already (``read_mask``), not decoded again.
+    ``photo_bits``: the scale of a 16-bit photo, None for the file's own (``imageio.read_image``).
 
     Returns:
         (RGB uint8 image, mask, notes for the log).
     """
-    photo, mask, notes = read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    photo, mask, notes = read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask,
+                                         photo_bits=photo_bits)
     return photo.pixels, mask, notes
 
 
@@ -120,17 +122,18 @@ def mask_keeping_notes(source: Source, name: str | None = None) -> MaskData:
 
 
 def read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
-                    mask_name: str | None = None, decoded_mask: MaskData | None = None,
-                    ) -> tuple[Photo, MaskData, list[str]]:
+                    mask_name: str | None = None, decoded_mask: MaskData | None = None, *,
+                    photo_bits: int | None = None) -> tuple[Photo, MaskData, list[str]]:
     """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile). The notes
     list the photo's reading first, then the mask's (``MaskData.reading_notes`` of a ``decoded_mask``),
     then what fitting the mask found."""
-    photo, mask, notes, _ = _read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask)
+    photo, mask, notes, _ = _read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask,
+                                             photo_bits)
     return photo, mask, notes
 
 
 def _read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None,
-                     mask_name: str | None, decoded_mask: MaskData | None,
+                     mask_name: str | None, decoded_mask: MaskData | None, photo_bits: int | None = None,
                      ) -> tuple[Photo, MaskData, list[str], list[str]]:
     """:func:`read_photo_pair`, and the mask's reading notes among its notes (for a caller that shows
     them if it fails later, :func:`_shown_if_failing`)."""
@@ -138,7 +141,7 @@ def _read_photo_pair(image_source: Source, mask_source: Source, image_name: str 
     mask_name = mask_name or source_name(mask_source)
     reading = list(decoded_mask.reading_notes) if decoded_mask is not None else []
     with _shown_if_failing(reading):  # extended below: the list is read only on failure
-        photo = read_photo(image_source, name=image_name)
+        photo = read_photo(image_source, name=image_name, photo_bits=photo_bits)
         if decoded_mask is None:
             decoded_mask, found = read_mask_noted(mask_source, name=mask_name)
             reading += found
@@ -280,9 +283,11 @@ def labels_notes(mask: MaskData, chosen: str, labels: Sequence[int], mask_name: 
 def refine_files(refiner, image_source: Source, mask_source: Source, preset: Preset, *,  # noqa: ANN001
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
-                 mask_name: str | None = None, decoded_mask: MaskData | None = None) -> PairResult:
+                 mask_name: str | None = None, decoded_mask: MaskData | None = None,
+                 photo_bits: int | None = None) -> PairResult:
     """Refine one image/mask pair from files (or encoded bytes) and render the requested output
-    (``decoded_mask``: see :func:`read_pair`).
+    (``decoded_mask`` and ``photo_bits``: see :func:`read_pair`). A cut-out of a photo of more than
+    8 bits per channel is written in 8 bits, with a note (:func:`cutout_depth_note`).
 
     Raises:
         ImageReadError: a file is missing or cannot be decoded (the message names it).
@@ -292,7 +297,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .outputs import render_output
 
     photo, mask, notes, reading = _read_photo_pair(image_source, mask_source, image_name, mask_name,
-                                                   decoded_mask)
+                                                   decoded_mask, photo_bits)
     with _shown_if_failing(reading):  # the model can still fail (out of memory)
         image = photo.pixels
         chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
@@ -316,12 +321,24 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         detail = refiner.refine_detailed(image, coarse, preset=preset)
         seconds = time.perf_counter() - start
         output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
+        if (note := cutout_depth_note(photo, output_kind, image_name or source_name(image_source))) is not None:
+            notes.append(note)
         if detail.kept_coarse:
             notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
                          "the coarse mask was kept")
         return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
                           runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
                           icc_profile=photo.profile_for(output_kind))
+
+
+def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | None:
+    """The note for a ``cutout`` of a photo stored in more than 8 bits per channel: crm's cut-out is an
+    8-bit RGBA image (the encoder writes RGBA in 8 bits only), so it holds less than the photo; a soft16
+    matte over the photo itself keeps every bit. None for any other output or an 8-bit photo."""
+    if output_kind != "cutout" or photo.stored_bits <= 8:
+        return None
+    return (f"{image_name}: a {photo.stored_bits}-bit photo, but its cut-out is written with 8-bit colour and "
+            "alpha; to keep every bit, write -k soft16 and use it as the alpha of the photo itself")
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

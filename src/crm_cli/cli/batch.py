@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..config import PHOTO_OUTPUT_KINDS
 from ..errors import failure_text
 from .checks import (
     passthrough_note,
@@ -33,6 +34,8 @@ from .common import (
     ModeOpt,
     OutputKind,
     OutputKindOpt,
+    PhotoBits,
+    PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
@@ -42,6 +45,7 @@ from .common import (
     fail,
     out_of_memory_message,
     parse_labels,
+    photo_bits_value,
     refiner_options,
     report_failure,
     say,
@@ -150,7 +154,9 @@ class NotDoneReason(Enum):
 # wrote) counts as made with other settings. A label map's record names the ids its mask held and those
 # refined (``held``, ``refined``) since session 35; the version-2 records written before name the
 # --labels set instead (``labels``) and are still judged by it, so the version stayed 2: a new version
-# would have had every output made before refined again.
+# would have had every output made before refined again. A refined pair's record names the scale of its
+# 16-bit photo (``photo_bits``) only when --photo-bits fixes one (session 38): records without it are
+# runs' on each file's own scale, as every record before, so the version stayed 2 for that too.
 SETTINGS_KEYWORD = "crm batch settings"
 OUTPUT_FORMAT_VERSION = 2
 # The largest label id a label map holds (uint8 or uint16 ids): a record naming more is damaged.
@@ -245,7 +251,10 @@ class OutputRecord:
     refined pair is shaped by ``preset`` (its ratios and switches, guard included) and ``weights`` too;
     a pair passed through (an image too small to refine: its mask is written unchanged, rendered as
     asked) by neither, nor by --labels.
-    A pair is passed through by its image's size alone, so a record's pass-through is this run's own."""
+    A pair is passed through by its image's size alone, so a record's pass-through is this run's own.
+    A refined pair, and a cut-out or overlay passed through, is also shaped by the scale its 16-bit photo
+    was read on: ``photo_bits`` (--photo-bits), recorded only when fixed, so that the records of runs
+    without it (``auto``, each file's own scale) read as before."""
 
     mode: str
     labels: tuple[int, ...] | None
@@ -253,12 +262,14 @@ class OutputRecord:
     threshold: float | None
     preset: dict[str, Any]
     weights: str
+    photo_bits: int | None = None
 
     @classmethod
     def of(cls, *, mode: str, labels: Sequence[int] | None, output_kind: str, threshold: float | None,
-           settings: Any, weights: str) -> OutputRecord:
+           settings: Any, weights: str, photo_bits: int | None = None) -> OutputRecord:
         """The record of a run: ``settings`` the presets.Preset (its ratios and switches), ``weights``
-        their weights_identity (recorded as a digest: an output names no folder of its maker's)."""
+        their weights_identity (recorded as a digest: an output names no folder of its maker's),
+        ``photo_bits`` the --photo-bits scale (None: auto)."""
         from ..labels import BACKGROUND
         from ..outputs import effective_rendering
 
@@ -267,7 +278,8 @@ class OutputRecord:
         ids = None if labels is None else tuple(sorted({int(label) for label in labels} - {BACKGROUND}))
         return cls(mode=mode, labels=ids, output_kind=kind, threshold=None if limit is None else float(limit),
                    preset=json.loads(json.dumps(preset, default=str)),
-                   weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16])
+                   weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16],
+                   photo_bits=photo_bits)
 
     def refined_of(self, held: Sequence[int]) -> tuple[int, ...]:
         """The ids this run refines in a label map holding the ids ``held`` (ascending, no background):
@@ -297,6 +309,11 @@ class OutputRecord:
             fields.update(held=compact_ids(held), refined=compact_ids(self.refined_of(held)))
         if not passthrough:
             fields.update(preset=self.preset, weights=self.weights)
+        # The photo's scale shapes what the model saw, and a pair passed through only where its
+        # output carries the photo's pixels (cut-out, overlay).
+        if self.photo_bits is not None and (not passthrough or (chosen == "binary"
+                                                                 and self.output_kind in PHOTO_OUTPUT_KINDS)):
+            fields["photo_bits"] = self.photo_bits
         return fields
 
     def accepts(self, recorded: str) -> bool:
@@ -412,7 +429,8 @@ OUT_OF_SPACE_KEY = "out_of_space"
 def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: str, labels: list[int] | None,
                     output_kind: str, threshold: float | None, overwrite: bool = False,
                     since_ns: int | None = None, clocks: FolderClocks | None = None,
-                    hold_warnings: bool = True, record: OutputRecord | None = None) -> dict[str, Any]:
+                    hold_warnings: bool = True, record: OutputRecord | None = None,
+                    photo_bits: int | None = None) -> dict[str, Any]:
     """Refine one pair and write its output; a bad pair gives ``status: failed`` instead of raising.
 
     The output is locked while it is made: a pair that another crm process is refining is left
@@ -429,7 +447,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     not the user's) they are not printed here, for the command to show. A write (of the output or of
     its lock) that found no room (writing.out_of_space: a full disk, a used-up quota) fails the pair
     with its errno under OUT_OF_SPACE_KEY, for the command to stop the run. Used as is by the plain
-    loop and by the Ray actors, so both paths behave the same.
+    loop and by the Ray actors, so both paths behave the same. ``photo_bits``: the scale of 16-bit
+    photos (pipeline.refine_files), None for each file's own.
     """
     from ..evaluation import pair_failure
     from ..locks import OutputLock, describe_holder
@@ -457,13 +476,13 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
-                                          mask_name=job["mask_name"], decoded_mask=decoded)
+                                          mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
                 height, width = result.output.shape[:2]
                 result.notes.append(passthrough_note(width, height, job["image_name"]))
             else:  # a label map holding none of --labels is written unchanged, without a model run
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
-                                      mask_name=job["mask_name"], decoded_mask=decoded)
+                                      mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
@@ -520,6 +539,7 @@ def batch(
     output_kind: OutputKindOpt = OutputKind.soft,
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Redo outputs that already exist (those another run on the folder writes meanwhile "
                             "are kept).")] = False,
@@ -563,6 +583,7 @@ def batch(
         ray_spec = checked_ray_spec(options, ray_address)
         label_ids = parse_labels(labels, mode.value)
         settings = options.settings()
+        bits = photo_bits_value(photo_bits)
         input_folders = (folder, masks_dir) if masks_dir is not None else (folder, folder / "images", folder / "masks")
         if output_dir.resolve() in {path.resolve() for path in input_folders}:
             raise typer.BadParameter("the output folder must differ from the input folders")
@@ -573,7 +594,7 @@ def batch(
     # What makes this run's outputs, recorded in each and compared on resume: the weights are named
     # from their sidecar or file, so pairs passed through and --dry-run need no model loaded.
     record = OutputRecord.of(mode=mode.value, labels=label_ids, output_kind=output_kind.value, threshold=threshold,
-                             settings=settings, weights=weights_identity(options.weights))
+                             settings=settings, weights=weights_identity(options.weights), photo_bits=bits)
     # The warnings shown for each pair, as its --json item lists them.
     pair_warnings: dict[FilePair, list[str]] = {}
 
@@ -677,7 +698,7 @@ def batch(
         return
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
-                   clocks=clocks, hold_warnings=ray_address is not None, record=record)
+                   clocks=clocks, hold_warnings=ray_address is not None, record=record, photo_bits=bits)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
     run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
@@ -772,10 +793,14 @@ def input_order(found: Pairing[FilePair]) -> dict[str, int]:
     """The place of each photo's item in batch's summary and --json, by its name: the pairs in the order
     they were paired (and are refined, and --dry-run lists them), each photo without its mask among them
     by its path. Every item of a run has its place, whatever became of its pair and when."""
+    from ..pairing import natural_key
+
     paired = ((pair.image, pair.name) for pair in found.pairs)
     unpaired = ((failure.image, failure.name) for failure in found.failures)
-    # merge keeps each list's own order, and puts the unpaired photos between the pairs by path.
-    return {name: place for place, (_, name) in enumerate(heapq.merge(paired, unpaired))}
+    # merge keeps each list's own order, and puts the unpaired photos between the pairs by path, in
+    # the natural order the pairs come in (frame_2 before frame_10).
+    merged = heapq.merge(paired, unpaired, key=lambda item: natural_key(item[0]))
+    return {name: place for place, (_, name) in enumerate(merged)}
 
 
 def in_input_order(items: list[dict[str, Any]], order: dict[str, int]) -> list[dict[str, Any]]:

@@ -294,19 +294,21 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
-                     image_name: str, mask_name: str, decoded_mask: MaskData | None = None):  # noqa: ANN201 - pipeline.PairResult
+                     image_name: str, mask_name: str, decoded_mask: MaskData | None = None,
+                     photo_bits: int | None = None):  # noqa: ANN201 - pipeline.PairResult
     """The output of a pair too small to refine: the coarse mask itself, rendered as asked
     (label maps keep their ids, palette and its transparency; a mask read as one object gets the
-    notes refining would give it). No model is needed. ``decoded_mask``: see
+    notes refining would give it). No model is needed. ``decoded_mask`` and ``photo_bits``: see
     ``pipeline.read_pair``."""
     import time
 
     from ..masks import one_object_notes, weak_mask_note
     from ..outputs import render_output
-    from ..pipeline import PairResult, choose_mode, label_map_notes, read_photo_pair
+    from ..pipeline import PairResult, choose_mode, cutout_depth_note, label_map_notes, read_photo_pair
 
     start = time.perf_counter()
-    photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask)
+    photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask,
+                                              photo_bits=photo_bits)
     chosen = choose_mode(mask_data, mode, mask_name)
     profile, transparency = None, None
     if chosen == "labels":
@@ -320,6 +322,8 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
         if (note := weak_mask_note(probability, mask_name)) is not None:
             notes.append(note)
         output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
+        if (note := cutout_depth_note(photo, output_kind, image_name)) is not None:
+            notes.append(note)
         palette = None
         profile = photo.profile_for(output_kind)
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,

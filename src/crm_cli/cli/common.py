@@ -140,6 +140,8 @@ Backend = choice_enum("Backend", BACKEND_CHOICES)
 PresetName = choice_enum("PresetName", PRESETS)
 OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
+# imageio.PHOTO_BITS_CHOICES with "auto" first (imageio is not imported here: it loads OpenCV).
+PhotoBits = choice_enum("PhotoBits", ("auto", "8", "10", "12", "14", "16"))
 
 
 def list_items(value: str, option: str, what: str) -> list[str]:
@@ -272,6 +274,20 @@ def threshold_option(help_text: str, panel: str | None = None) -> Any:
 ThresholdOpt = Annotated[
     float | None, threshold_option("Binarise at probability > T (also soft16 and the cutout alpha).", "Output"),
 ]
+
+
+PhotoBitsOpt = Annotated[
+    PhotoBits,
+    typer.Option("--photo-bits", case_sensitive=False, rich_help_panel="Input",
+                 help="The scale of 16-bit photos. auto: each file's own, by its largest value (8, 10, 12, 14 "
+                      "or 16 bits); N: every file read as N-bit, values above 2^N-1 clipped, so that the "
+                      "frames of a sequence match. 8-bit files ignore it."),
+]
+
+
+def photo_bits_value(choice: Any) -> int | None:
+    """A ``--photo-bits`` choice as ``imageio.read_photo``'s ``photo_bits``: None for auto, else the bits."""
+    return None if choice.value == "auto" else int(choice.value)
 
 
 ModeOpt = Annotated[

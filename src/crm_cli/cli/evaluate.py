@@ -15,12 +15,15 @@ from .checks import passthrough_note, precheck_pair, unwritable_reason
 from .common import (
     FailureRecord,
     JsonOpt,
+    PhotoBits,
+    PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
     console,
     emit_json,
     out_of_memory_message,
     percent,
+    photo_bits_value,
     refiner_options,
     report_failure,
     say,
@@ -50,6 +53,7 @@ def evaluate(
     threshold: Annotated[float | None, threshold_option(
         "Score (and write with -o) the refined masks binarised at probability > T "
         "[default: the 8-bit soft mask, scored > 128].")] = None,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -154,7 +158,8 @@ def evaluate(
             progress.advance(task)
 
         with user_errors(fatal.emit):
-            scores = score_samples(refiner, announced(folder_samples(checked, on_error=refine_failed)), settings,
+            samples = folder_samples(checked, on_error=refine_failed, photo_bits=photo_bits_value(photo_bits))
+            scores = score_samples(refiner, announced(samples), settings,
                                    per_stage=per_stage, threshold=threshold, on_sample=finished,
                                    on_error=refine_failed, min_side=MIN_REFINE_SIDE)
     scored = scores.count

@@ -29,6 +29,8 @@ from .common import (
     ModeOpt,
     OutputKind,
     OutputKindOpt,
+    PhotoBits,
+    PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
@@ -36,6 +38,7 @@ from .common import (
     emit_json,
     fail,
     parse_labels,
+    photo_bits_value,
     refiner_options,
     say,
     usage_errors_recorded,
@@ -63,6 +66,7 @@ def refine(
     output_kind: OutputKindOpt = OutputKind.soft,
     mode: ModeOpt = Mode.auto,
     labels: LabelsOpt = None,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -140,7 +144,7 @@ def refine(
             if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
                 result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                           threshold=threshold, image_name=image_name, mask_name=mask_name,
-                                          decoded_mask=decoded_mask)
+                                          decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits))
                 result.notes.extend(label_notes)
                 if passthrough:
                     result.notes.append(passthrough_note(header.width, header.height, image_name))
@@ -150,7 +154,7 @@ def refine(
                 result = refine_files(
                     refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
                     output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
-                    decoded_mask=decoded_mask,
+                    decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits),
                 )
             if not to_stdout and result.transparency is not None and not keeps_transparency(output_format(output)):
                 result.notes.append(f"{output}: {output_format(output)} cannot hold the palette's transparency "
