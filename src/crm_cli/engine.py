@@ -38,11 +38,12 @@ from .checkpoint import (
     sidecar_path,
 )
 from .config import BACKEND_CHOICES
-from .guard import apply_guard, change_confidence, free_near, keep_precise_boundary, region_changes
+from .guard import apply_guard, change_confidence, change_weight, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
 from .runtime import numpy_pages_unadvised, release_free_heap
 from .schedule import (
+    CHANGE_CONFIDENCE_RAMP,
     REGION_MAX_ATTACHED,
     REGION_MAX_SHARE,
     FinalStage,
@@ -100,7 +101,8 @@ class RefineResult:
     boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
     boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
     change_confidence: float | None = None  # mean |2p - 1| where the mask changed side (guard on)
-    kept_coarse: bool = False  # the model was unsure of its changes, so the coarse mask was kept
+    kept_coarse: bool = False  # the model was unsure of its changes: the coarse mask was kept (near the
+    # threshold, CHANGE_CONFIDENCE_RAMP, with less than half of the refinement blended in)
     mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
 
     @property
@@ -492,8 +494,14 @@ class Refiner:
             result.guard_restored += restored
         if settings.guard:
             result.change_confidence = confidence = change_confidence(probability, reference)
-            if confidence is not None and confidence < self.final_stage.min_change_confidence:
-                probability, result.kept_coarse = mask.copy(), True
+            if confidence is not None:
+                threshold = self.final_stage.min_change_confidence
+                result.kept_coarse = confidence < threshold
+                weight = change_weight(confidence, threshold, CHANGE_CONFIDENCE_RAMP)
+                if weight <= 0.0:
+                    probability = mask.copy()
+                elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
+                    probability = mask + np.float32(weight) * (probability - mask)
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)

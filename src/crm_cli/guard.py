@@ -164,6 +164,17 @@ def change_confidence(probability: np.ndarray, reference: np.ndarray) -> float |
     return float(np.abs(2.0 * np.asarray(probability, np.float32)[changed] - 1.0).mean())
 
 
+def change_weight(confidence: float, threshold: float, ramp: float) -> float:
+    """The share of a refinement to take, given its change confidence: 0 below ``threshold - ramp``,
+    1 above ``threshold + ramp``, linear between (0.5 at the threshold); 1 when the threshold is 0 or
+    less (no gate), and a hard cut at the threshold when ``ramp`` is 0 or less."""
+    if threshold <= 0.0:
+        return 1.0
+    if ramp <= 0.0:
+        return 0.0 if confidence < threshold else 1.0
+    return float(min(1.0, max(0.0, (confidence - threshold + ramp) / (2.0 * ramp))))
+
+
 def boundary_shift(refined: np.ndarray, coarse: np.ndarray) -> float:
     """How far a refinement moved the boundary on average: pixels whose side differs between the
     binary ``refined`` and ``coarse`` masks, per boundary pixel of ``coarse`` (0 without boundary)."""
