@@ -266,10 +266,18 @@ class Refiner:
                 gives each one's smallest value).
 
         Raises:
-            ValueError: an option out of range or that the backend cannot honour.
+            ValueError: an option out of range or that the backend cannot honour (the onnx backend
+                asked for without onnxruntime installed, or on a GPU).
             TypeError: a ``final_stage`` that is not a ``FinalStage``, an unknown tile option.
-            checkpoint.WeightsError: weights that are missing, corrupt or do not match their sidecar.
-            devices.DeviceError: a device that is not present.
+            WeightsError: (``checkpoint.WeightsError``, a RuntimeError) weights that are missing,
+                corrupt, not a crm checkpoint or do not match their sidecar's sha256, and an exported
+                ONNX encoder that cannot be loaded.
+            DeviceError: (``devices.DeviceError``, a RuntimeError) a device that is not present
+                (``"cuda"`` without a CUDA GPU) or an unknown device name.
+            MemoryError: too little memory to load the model.
+
+        All but TypeError and ValueError are the server's (its weights, its hardware), not a
+        request's; each class is importable from ``crm_cli`` itself.
 
         Weights without a sidecar sha256 load unverified, with a warning logged (``logging``; on
         stderr when logging is not set up).
@@ -418,8 +426,19 @@ class Refiner:
         fix the stages (no per-image choice), and the other keywords override single switches.
         With ``keep_stages`` each stage is decoded at full resolution, as the reference code does;
         otherwise intermediate stages are decoded only at the size the next stage consumes (unless
-        ``full_decode``). The image, mask and errors are :meth:`refine`'s. ``stages`` never share
-        memory with the given mask.
+        ``full_decode``). The image and mask are :meth:`refine`'s. ``stages`` never share memory with
+        the given mask. Unlike :meth:`refine` it logs no warning for a faint mask.
+
+        Raises:
+            SizeMismatchError: (``masks.SizeMismatchError``, a ValueError) a mask of another size than
+                its image.
+            ValueError: an image or mask of another shape, type or range than :meth:`refine` lists,
+                an empty image, or invalid settings.
+            TypeError: a mask that is not a numeric array.
+            MemoryError: too little memory for this image (NumPy's, ONNX Runtime's). Other
+                libraries' shortages keep their own types: torch's a RuntimeError
+                (``torch.OutOfMemoryError`` on a GPU), OpenCV's a ``cv2.error``;
+                ``errors.out_of_memory_message`` tells each of them from other errors.
         """
         with self._lock, numpy_pages_unadvised(), self.runner.inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
@@ -604,17 +623,22 @@ class Refiner:
             preset: ``"auto"`` (default), ``"fast"``, ``"balanced"``, ``"quality"`` or a Preset.
 
         Raises:
+            SizeMismatchError: (``masks.SizeMismatchError``, a ValueError, so ``except ValueError``
+                catches it too) a mask of another size than its image.
             TypeError: a mask that is not a numeric array.
-            ValueError: an image or mask of another shape or type than listed, a mask of
-                another size than its image, float values outside [0, 1] or NaN, integer values
-                other than 0/1 in a type other than uint8/uint16, or invalid settings.
+            ValueError: an image or mask of another shape or type than listed, an empty image,
+                float values outside [0, 1] or NaN, integer values other than 0/1 in a type other
+                than uint8/uint16, or invalid settings.
+            MemoryError: too little memory for this image; torch's and OpenCV's shortages keep
+                their own types (see :meth:`refine_detailed`).
 
-        Loading errors (``checkpoint.WeightsError``, ``devices.DeviceError``) come from building
-        the Refiner, never from here.
+        SizeMismatchError, ValueError and TypeError are the caller's (its arrays); loading errors
+        (``WeightsError``, ``DeviceError``) come from building the Refiner, never from here.
 
-        A mask that is not empty but has no pixel above 0.5 (a faint soft mask) has no foreground:
-        the result is empty, and a warning says why (logged on the ``crm_cli.engine`` logger; on
-        stderr when logging is not set up).
+        A mask with no pixel above 0.5 has no foreground, and the result is all zeros (the model
+        does not run). Only a mask that is not all zero (a faint soft mask, largest value at most
+        0.5) is warned of, on the ``crm_cli.engine`` logger (on stderr when logging is not set up);
+        an all-zero mask, such as an empty frame of a video, is not.
         """
         probability = self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                            preset=preset).probability

@@ -811,6 +811,18 @@ def read_image(source: str | Path | bytes, name: str | None = None, *, photo_bit
     ``photo_bits`` (one of PHOTO_BITS_CHOICES) reads every 16-bit photo on that scale instead, as
     the frames of one sequence need: values above 2**photo_bits - 1 are clipped, with a note, and
     nothing is stretched; 8-bit and floating-point files ignore it.
+
+    Raises:
+        ImageReadError: (an OSError; ``crm_cli.ImageReadError``) the file is missing, a folder or
+            unreadable; the file or bytes are empty, not a recognised image, truncated or corrupt;
+            its values are out of range (a float photo outside [0, 1] or NaN, integers outside
+            0..65535); it is larger than crm's size limit (``MAX_IMAGE_PIXELS``,
+            ``MAX_IMAGE_SIDE``). The message names the file (or ``name``).
+        ValueError: a ``photo_bits`` outside PHOTO_BITS_CHOICES.
+        TypeError: a ``source`` that is neither a path (str, Path) nor bytes.
+        MemoryError: too little memory to decode it.
+
+    ImageReadError is the file's fault (a bad upload), the others the caller's or the machine's.
     """
     return read_image_oriented(source, name, photo_bits=photo_bits)[0]
 
@@ -828,7 +840,7 @@ def read_image_noted(source: str | Path | bytes, name: str | None = None, *,
                      photo_bits: int | None = None) -> tuple[np.ndarray, int, list[str]]:
     """:func:`read_image_oriented`, with the notes returned instead of logged (a 16-bit image read
     on a smaller scale or clipped to ``photo_bits``, a narrow window stretched, several frames, a
-    damaged EXIF block), for a caller that shows them itself."""
+    damaged EXIF block), for a caller that shows them itself. Raises as :func:`read_image` does."""
     photo = read_photo(source, name, photo_bits=photo_bits)
     return photo.pixels, photo.orientation, photo.notes
 
@@ -862,7 +874,15 @@ def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bit
     """:func:`read_image_noted`'s reading (notes returned, not logged; ``photo_bits``: see
     :func:`read_image`), as a :class:`Photo` that also keeps the file's RGB colour profile (a Display
     P3 or Adobe RGB photo's), so that a cut-out or overlay shows the same colours, and how many bits
-    per channel the file stored."""
+    per channel the file stored.
+
+    Raises:
+        ImageReadError: (an OSError) a file missing, unreadable, empty, truncated, corrupt, out of
+            range or too large, as :func:`read_image` lists; the message names it.
+        ValueError: a ``photo_bits`` outside PHOTO_BITS_CHOICES.
+        TypeError: a ``source`` that is neither a path nor bytes.
+        MemoryError: too little memory to decode it.
+    """
     photo_bits = check_photo_bits(photo_bits)
     decoded = _decode(source, name)
     pixels, note = _image_pixels(decoded.pixels, decoded.label, photo_bits)
@@ -1107,6 +1127,17 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     and a damaged EXIF block are logged as warnings on the ``crm_cli.imageio`` logger
     (:func:`read_mask_noted` returns them instead); what the values mean (an 8-bit mask saved in a
     16-bit file, a photo given as a mask) is ``masks.py``'s to say, when the mask is fitted to a photo.
+
+    Raises:
+        ImageReadError: (an OSError; ``crm_cli.ImageReadError``) the file is missing, a folder or
+            unreadable; the file or bytes are empty, not a recognised image, truncated or corrupt;
+            its values are out of range (integers outside 0..65535, floats outside [0, 1] or NaN); a
+            JPEG mask of class ids; larger than crm's size limit. The message names the file.
+        TypeError: a ``source`` that is neither a path (str, Path) nor bytes.
+        MemoryError: too little memory to decode it.
+
+    A mask of another size than its photo is no error here: fitting it is ``pipeline``'s
+    (``masks.SizeMismatchError``), or the engine's for arrays.
     """
     mask, notes = read_mask_noted(source, name)
     log_notes(notes)
@@ -1115,7 +1146,7 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
 
 def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tuple[MaskData, list[str]]:
     """:func:`read_mask`, with the notes of reading the file (several frames, a damaged EXIF block)
-    returned instead of logged, for a caller that shows them itself."""
+    returned instead of logged, for a caller that shows them itself. Raises as :func:`read_mask` does."""
     decoded = _decode(source, name)
     mask = _mask_data(decoded.pixels, decoded.label)
     _check_lossy_ids(mask, decoded.pixels, decoded.label)

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .masks import check_mask_fits
+
 BACKGROUND = 0
 FOREGROUND_MIN = 0.5  # a pixel keeps a label only when its best probability reaches this
 
@@ -71,9 +73,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
     """
     values = _check_label_map(label_values)
     image = np.asarray(image)
-    if image.shape[:2] != values.shape:
-        raise ValueError(f"mask size {values.shape[1]}x{values.shape[0]} does not match image size "
-                         f"{image.shape[1]}x{image.shape[0]}")
+    check_mask_fits(values.shape, image.shape)
     present = label_ids(values) if present is None else list(present)
     targets = present if labels is None else select_labels(present, labels)[0]
     result = values.copy()

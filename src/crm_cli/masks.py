@@ -344,10 +344,11 @@ def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> 
 
 
 def check_mask_fits(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> None:
-    """ValueError when a mask's (H, W) is not its image's."""
+    """SizeMismatchError (a ValueError) when a mask's (H, W) is not its image's: for an API caller the
+    mask is the wrong one for its image, an error of the input, as a file pair's mismatch is."""
     if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
-        raise ValueError(f"mask size {mask_shape[1]}x{mask_shape[0]} does not match image size "
-                         f"{image_shape[1]}x{image_shape[0]}")
+        raise SizeMismatchError(f"mask size {mask_shape[1]}x{mask_shape[0]} does not match image size "
+                                f"{image_shape[1]}x{image_shape[0]}")
 
 
 @dataclass(frozen=True)

@@ -290,8 +290,17 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     8 bits per channel is written in 8 bits, with a note (:func:`cutout_depth_note`).
 
     Raises:
-        ImageReadError: a file is missing or cannot be decoded (the message names it).
-        SizeMismatchError: image and mask sizes differ and the mask cannot be upsampled.
+        ImageReadError: (``imageio.ImageReadError``, an OSError) a file is missing, empty, truncated,
+            corrupt, out of range or too large (the message names it; see ``imageio.read_image``).
+        SizeMismatchError: (``masks.SizeMismatchError``, a ValueError) image and mask sizes differ
+            and the mask is not a smaller same-aspect copy to upsample; the message names both files.
+        ValueError: an unknown ``mode`` or ``output_kind``, ``mode="labels"`` for a floating-point
+            mask, a ``threshold`` or ``photo_bits`` out of range, invalid ``preset`` settings.
+        MemoryError: too little memory (and the refiner's own shortages, see
+            ``engine.Refiner.refine_detailed``).
+
+    ImageReadError and SizeMismatchError are the files' fault; the ValueErrors are the caller's
+    options (a mismatch is a ValueError too, so catch SizeMismatchError first to tell them apart).
     """
     from .labels import refine_labels
     from .outputs import render_output
