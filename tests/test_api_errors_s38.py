@@ -175,3 +175,20 @@ def test_refine_labels_size_mismatch_is_a_size_mismatch_error() -> None:
     labels[4:20, 4:20] = 3
     with pytest.raises(crm_cli.SizeMismatchError, match="mask size 36x32 does not match image size 40x32"):
         refine_labels(object(), np.zeros((32, 40, 3), np.uint8), labels)
+
+
+@pytest.mark.parametrize("options", [{"output_kind": "jpeg"}, {"threshold": 1.5}])
+def test_refine_files_refuses_bad_output_options_before_it_refines(tmp_path: Path, options: dict) -> None:
+    """A bad output kind or threshold is refused before the files are read and the model runs."""
+
+    class CountingRefiner:
+        calls = 0
+
+        def refine_detailed(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            CountingRefiner.calls += 1
+            raise AssertionError("refined")
+
+    with pytest.raises(ValueError, match="unknown output kind|threshold must be in"):
+        refine_files(CountingRefiner(), tmp_path / "missing.png", tmp_path / "missing_mask.png",
+                     get_preset("auto"), **options)
+    assert CountingRefiner.calls == 0

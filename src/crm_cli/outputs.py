@@ -82,6 +82,15 @@ def effective_rendering(kind: str, threshold: float | None) -> tuple[str, float 
     return kind, threshold
 
 
+def check_rendering(kind: str, threshold: float | None) -> None:
+    """ValueError for an output kind not in ``OUTPUT_KINDS`` or a threshold outside [0, 1]: what
+    :func:`render_output` refuses, for a caller to check before it refines."""
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; choose from {', '.join(OUTPUT_KINDS)}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+
+
 def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None = None,
                   coarse: np.ndarray | None = None, threshold: float | None = None) -> np.ndarray:
     """Render a probability map (H, W) in [0, 1] as one of ``OUTPUT_KINDS``.
@@ -94,10 +103,7 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
         threshold: binarisation threshold. Given with ``soft`` it selects ``binary``; with
             ``soft16`` or ``cutout`` the probability is binarised first (0/65535, a hard alpha).
     """
-    if kind not in OUTPUT_KINDS:
-        raise ValueError(f"unknown output kind {kind!r}; choose from {', '.join(OUTPUT_KINDS)}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    check_rendering(kind, threshold)
     prob = _check_probability(probability)
     kind, limit = effective_rendering(kind, threshold)
     if limit is not None and kind in ("soft16", "cutout"):

@@ -303,8 +303,9 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     options (a mismatch is a ValueError too, so catch SizeMismatchError first to tell them apart).
     """
     from .labels import refine_labels
-    from .outputs import render_output
+    from .outputs import check_rendering, render_output
 
+    check_rendering(output_kind, threshold)  # before the files are read and the model runs
     photo, mask, notes, reading = _read_photo_pair(image_source, mask_source, image_name, mask_name,
                                                    decoded_mask, photo_bits)
     with _shown_if_failing(reading):  # the model can still fail (out of memory)
