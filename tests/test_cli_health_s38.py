@@ -245,3 +245,49 @@ def test_train_without_torch_is_one_error_line(torch_that_does_not_import: dict[
                            "--steps", "1"], capture_output=True, text=True, timeout=300, env=torch_that_does_not_import)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [f"error: crm train needs torch, which does not import ({TORCH_PROBLEM})"]
+
+
+# Review mends: torch failing to import in other ways ----------------------------------------------------------
+
+# The first import fails for the real reason; a second one (half of torch loaded) would fail for another.
+FLAKY_TORCH = '''import builtins
+if getattr(builtins, "_crm_test_torch_tried", False):
+    raise RuntimeError("function '_has_torch_function' already has a docstring")
+builtins._crm_test_torch_tried = True
+raise ImportError("numpy.core.multiarray failed to import")
+'''
+
+
+def _broken_torch(tmp_path: Path, source: str) -> dict[str, str]:
+    package = tmp_path / "site" / "torch"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(source)
+    return child_environment(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.parametrize("source, problem", [
+    ('raise AttributeError("module numpy has no attribute _no_nep50_warning")\n',
+     "AttributeError: module numpy has no attribute _no_nep50_warning"),
+    (FLAKY_TORCH, "ImportError: numpy.core.multiarray failed to import"),
+])
+def test_refine_names_the_first_reason_torch_did_not_import(tmp_path: Path, tiny_weights: Path, source: str,
+                                                            problem: str) -> None:
+    env = _broken_torch(tmp_path, source)
+    image, mask = write_scene_files(tmp_path)
+    done = subprocess.run([*CRM, "refine", str(image), str(mask), "-o", str(tmp_path / "o.png"),
+                           "-w", str(tiny_weights), "--backend", "torch"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"error: cannot load the model: torch does not import ({problem})"]
+
+
+def test_info_of_a_training_checkpoint_without_torch_is_no_traceback(tmp_path: Path) -> None:
+    env = _broken_torch(tmp_path, 'raise AttributeError("module numpy has no attribute _no_nep50_warning")\n')
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 not really a torch file")
+    done = subprocess.run([*CRM, "info", "-w", str(checkpoint), "--json"], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    data = json.loads(done.stdout)
+    assert data["torch_error"] == "AttributeError: module numpy has no attribute _no_nep50_warning"
+    assert "only torch reads" in data["weights"]["error"]

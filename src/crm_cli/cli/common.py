@@ -364,10 +364,8 @@ class RefinerOptions:
         try:
             with warnings_about_no_image():
                 refiner = self._spec(self.weights).build()
-        except (ImportError, OSError) as exc:  # OSError: a native library of torch's that does not load
-            # An OSError elsewhere (an unreadable encoder) is no reason to import torch to ask.
-            if (stop_behind(exc) or (isinstance(exc, OSError) and not _raised_in_torch(exc))
-                    or (problem := torch_import_problem()) is None):
+        except Exception as exc:  # noqa: BLE001 - only torch's failed import is taken; the rest is raised
+            if stop_behind(exc) or (problem := torch_import_failure(exc)) is None:
                 raise
             raise TorchImportError(f"cannot load the model: torch does not import ({problem})") from None
         if not quiet:
@@ -407,14 +405,34 @@ class TorchImportError(RuntimeError):
     torch``), does not import: a broken or missing install, reported in one line (:func:`user_errors`)."""
 
 
+_first_torch_failure: list[str] = []  # why torch's first import in this process failed (a second fails otherwise)
+
+
 def torch_import_problem() -> str | None:
     """Why torch does not import in this process, in one line ("ImportError: libtorch_cpu.so: cannot
-    open shared object file"), or None when it imports (it is imported here if it was not)."""
+    open shared object file"), or None when it imports (it is imported here if it was not). The
+    first failure's reason is kept: a second attempt fails for another (half of torch is loaded)."""
+    if _first_torch_failure:
+        return _first_torch_failure[0]
     try:
         import torch  # noqa: F401 - the import is the test
     except Exception as exc:  # noqa: BLE001 - ImportError, the OSError of a native library, anything of its own
-        return f"{type(exc).__name__}: {first_line(exc)}"
+        _first_torch_failure.append(f"{type(exc).__name__}: {first_line(exc)}")
+        return _first_torch_failure[0]
     return None
+
+
+def torch_import_failure(exc: BaseException) -> str | None:
+    """``exc`` in one line when it is torch failing to import (torch not installed, a native library
+    missing, a NumPy it was not built for: raised by torch's own code while ``torch`` is not in
+    ``sys.modules``, which a failed import leaves it out of), or None for any other error, a torch
+    error at run time included."""
+    missing = isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "torch"
+    if not missing and ("torch" in sys.modules or not _raised_in_torch(exc)):
+        return None
+    if not _first_torch_failure:
+        _first_torch_failure.append(f"{type(exc).__name__}: {first_line(exc)}")
+    return _first_torch_failure[0]
 
 
 def _raised_in_torch(exc: BaseException) -> bool:

@@ -106,7 +106,8 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
         versions = {"torch": None, "cuda": None, "cudnn": None}
         try:
             report = inspect_checkpoint(sidecar)  # the header and hashes: no tensors, which torch loads
-        except ImportError:  # a torch training checkpoint (.pt), which only torch reads
+        except Exception:  # noqa: BLE001 - a torch training checkpoint (.pt), which only torch reads (a broken
+            # torch fails in its own ways: an OSError of a native library, an AttributeError of NumPy's)
             report = _unread_report(path, f"{path}: a torch checkpoint, which only torch reads")
     _check_encoder_loads(report)
     # Weights the user named (--weights, or CRM_WEIGHTS, which typer resolves into it) that are not
