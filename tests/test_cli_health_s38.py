@@ -103,7 +103,9 @@ def test_a_failed_line_still_shows_a_line_break_in_a_name_escaped(monkeypatch: p
     shown = io.StringIO()
     monkeypatch.setattr(common, "console", Console(file=shown, width=500))
     common.report_failure("a\n  failed forged.png: ", "bad\nforged: line", prefix="  failed")
-    common.report_failure("b: ", "first\n  second")
+    from crm_cli.errors import ContinuedText
+
+    common.report_failure("b: ", ContinuedText("first\n  second"))  # a library's own lines
     assert shown.getvalue().splitlines() == [r"  failed a\n  failed forged.png: bad\nforged: line",
                                              "failed: b: first", "  second"]
 
@@ -291,3 +293,33 @@ def test_info_of_a_training_checkpoint_without_torch_is_no_traceback(tmp_path: P
     data = json.loads(done.stdout)
     assert data["torch_error"] == "AttributeError: module numpy has no attribute _no_nep50_warning"
     assert "only torch reads" in data["weights"]["error"]
+
+
+def test_a_name_holding_a_line_break_and_two_spaces_forges_no_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm's own errors name files: their line breaks are escaped, even "\\n  " (which a library's
+    many-line message keeps, as errors.ContinuedText)."""
+    import pickle
+
+    from crm_cli.errors import ContinuedText, continued_lines, failure_text
+    from crm_cli.imageio import ImageReadError
+
+    shown = io.StringIO()
+    monkeypatch.setattr(common, "console", Console(file=shown, width=500))
+    named = failure_text(ImageReadError("forge/x\n  failed evil.png: not a recognised image file"))
+    common.report_failure("x\n  failed evil: ", named)
+    common.report_failure("a: ", failure_text(RuntimeError(CUDA_ASSERT)), prefix="  failed")
+    assert shown.getvalue().splitlines() == [
+        r"failed: x\n  failed evil: forge/x\n  failed evil.png: not a recognised image file",
+        "  failed a: CUDA error: device-side assert triggered",
+        "    Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions."]
+    # The mark survives the trip to a Ray worker and back, and JSON writes it as a string.
+    laid_out = continued_lines(CUDA_ASSERT)
+    assert isinstance(pickle.loads(pickle.dumps(laid_out)), ContinuedText)
+    assert json.loads(json.dumps({"error": laid_out}))["error"] == str(laid_out)
+
+
+def test_coco_names_an_empty_runtime_error_once() -> None:
+    from crm_cli.coco.instances import instance_error
+
+    assert instance_error(RuntimeError()) == "RuntimeError"
+    assert instance_error(RuntimeError("CUDA error: x\nmore")) == "RuntimeError: CUDA error: x\n  more"

@@ -84,3 +84,12 @@ def test_a_weights_threshold_of_zero_takes_every_change(monkeypatch: pytest.Monk
     result = refiner.refine_detailed(image, coarse)
     assert not result.kept_coarse
     np.testing.assert_array_equal(result.probability, changed)
+
+
+def test_the_ramp_narrows_near_a_threshold_of_0_or_1() -> None:
+    # A threshold of 0.01 takes none of a change of no confidence; one of 1.0 all of a certain change.
+    assert change_weight(0.0, 0.01, 0.025) == 0.0
+    assert change_weight(0.01, 0.01, 0.025) == pytest.approx(0.5)
+    assert change_weight(0.02, 0.01, 0.025) == 1.0
+    assert change_weight(1.0, 1.0, 0.025) == 1.0
+    assert change_weight(0.99, 1.0, 0.025) == 0.0

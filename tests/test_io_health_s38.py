@@ -145,3 +145,32 @@ def test_a_pair_read_from_bytes_names_them_bytes_not_stdin(tmp_path: Path) -> No
     with pytest.raises(ImageReadError, match="^<bytes>: ") as raised:
         read_pair(photo, b"not a mask")
     assert "<stdin>" not in str(raised.value)
+
+
+def test_standard_input_and_folders_get_no_path_hint(tmp_path: Path) -> None:
+    """The CLI names standard input <stdin>: piped bytes that spell a path get no API advice; nor do
+    bytes that name a folder."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"not an image")
+    with pytest.raises(ImageReadError) as raised:
+        read_image(os.fsencode(photo), name="<stdin>")
+    assert "str or Path" not in str(raised.value)
+    with pytest.raises(ImageReadError) as raised:
+        read_image(os.fsencode(tmp_path))
+    assert "str or Path" not in str(raised.value)
+
+
+def test_a_16bit_pgm_is_stored_in_16_bits(tmp_path: Path) -> None:
+    from crm_cli.imageio import read_photo
+
+    path = tmp_path / "frame.pgm"
+    values = np.arange(64, dtype=np.uint16).reshape(8, 8) * 60
+    path.write_bytes(b"P5\n8 8\n4095\n" + values.astype(">u2").tobytes())
+    assert read_photo(path).stored_bits == 16
+
+
+@pytest.mark.parametrize("source", [bytearray(b"garbage"), memoryview(b"garbage")])
+def test_a_pair_from_a_bytearray_is_named_bytes(tmp_path: Path, source) -> None:
+    from crm_cli.pipeline import source_name
+
+    assert source_name(source) == "<bytes>"

@@ -10,6 +10,12 @@ def first_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+class ContinuedText(str):
+    """A library's many-line message as :func:`continued_lines` lays it out: its line breaks are the
+    library's own, never a file name's, so a list of failures keeps them (``report_failure``) where it
+    escapes every other one. A str, so it is written to JSON and pickled (Ray) as one."""
+
+
 def continued_lines(text: str, after_first: str = "") -> str:
     """A library's many-line message (torch's CUDA errors add "CUDA kernel errors might be
     asynchronously reported ..." and "For debugging consider passing CUDA_LAUNCH_BLOCKING=1") as crm
@@ -20,7 +26,7 @@ def continued_lines(text: str, after_first: str = "") -> str:
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     if not lines:
         return text.strip() + after_first
-    return "\n  ".join([lines[0].strip() + after_first, *lines[1:]])
+    return ContinuedText("\n  ".join([lines[0].strip() + after_first, *lines[1:]]))
 
 
 def failure_text(exc: BaseException) -> str:

@@ -170,6 +170,9 @@ def change_weight(confidence: float, threshold: float, ramp: float) -> float:
     less (no gate), and a hard cut at the threshold when ``ramp`` is 0 or less."""
     if threshold <= 0.0:
         return 1.0
+    # The ramp stays within [0, 1]: a threshold near 0 or 1 narrows it rather than take part of a
+    # change of no confidence, or never all of a certain one.
+    ramp = min(ramp, threshold, 1.0 - threshold)
     if ramp <= 0.0:
         return 0.0 if confidence < threshold else 1.0
     return float(min(1.0, max(0.0, (confidence - threshold + ramp) / (2.0 * ramp))))

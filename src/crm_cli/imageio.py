@@ -110,17 +110,19 @@ def _spells_existing_path(source: bytes | bytearray | memoryview) -> bool:
     if not 0 < size <= _PATH_BYTES_LIMIT:
         return False
     data = bytes(source)
-    return b"\0" not in data and os.path.exists(data)
+    return b"\0" not in data and os.path.isfile(data)
 
 
 @contextmanager
-def _bytes_path_hint(source: str | Path | bytes) -> Iterator[None]:
-    """An ImageReadError raised inside, when ``source`` is bytes that spell an existing file's path,
-    says that bytes are read as encoded image data and how to read the file instead."""
+def _bytes_path_hint(source: str | Path | bytes, name: str | None) -> Iterator[None]:
+    """An ImageReadError raised inside, when ``source`` is bytes an API caller gave (not standard
+    input, which the CLI names STDIN_NAME) that spell an existing file's path, says that bytes are
+    read as encoded image data and how to read the file instead."""
     try:
         yield
     except ImageReadError as exc:
-        if not isinstance(source, (bytes, bytearray, memoryview)) or not _spells_existing_path(source):
+        if (name == STDIN_NAME or not isinstance(source, (bytes, bytearray, memoryview))
+                or not _spells_existing_path(source)):
             raise
         raise ImageReadError(f"{exc}; bytes are read as encoded image data, but these spell the path of an "
                              "existing file: to read that file, pass its path as a str or Path "
@@ -556,7 +558,7 @@ def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, or
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
     """Open and fully decode ``source``, keeping notes for the log: several frames, and Pillow's
     warnings (a damaged EXIF block) as lines naming the file."""
-    with _bytes_path_hint(source):
+    with _bytes_path_hint(source, name):
         data, label = _source_bytes(source, name)
         return _decode_data(data, label)
 
@@ -597,7 +599,7 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
     unrecognised or too large file.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        with _bytes_path_hint(source):
+        with _bytes_path_hint(source, name):
             data, label = _source_bytes(source, name)
             return _probe(io.BytesIO(data), label)
     label = name or str(source)
@@ -898,8 +900,9 @@ def _stored_bits(decoded: Image.Image | np.ndarray) -> int:
     grey, 32 for floating-point and 32-bit integer files, 8 for the rest (1-bit and palette too)."""
     if isinstance(decoded, np.ndarray):
         return 8 * decoded.dtype.itemsize
-    # Older Pillow opens a 16-bit grey PNG as "I" (newer as "I;16"); a PNG holds at most 16 bits.
-    if decoded.mode.startswith("I;16") or (decoded.mode == "I" and decoded.format == "PNG"):
+    # Older Pillow opens a 16-bit grey PNG as "I" (newer as "I;16"), and a 16-bit PGM as "I": neither
+    # format holds more than 16 bits.
+    if decoded.mode.startswith("I;16") or (decoded.mode == "I" and decoded.format in ("PNG", "PPM")):
         return 16
     return 32 if decoded.mode in ("I", "F") else 8
 

@@ -77,7 +77,7 @@ class PairResult:
 
 def source_name(source: Source, fallback: str = BYTES_NAME) -> str:
     """A printable name for a path or an in-memory file (the CLI names standard input itself)."""
-    return fallback if isinstance(source, bytes) else str(source)
+    return fallback if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
 
 
 def choose_mode(mask: MaskData, mode: str, mask_name: str = "the mask") -> str:

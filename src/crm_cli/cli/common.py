@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
-from ..errors import first_line
+from ..errors import ContinuedText, first_line
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
 from ..presets import PRESETS, split_items
 
@@ -677,7 +677,9 @@ def report_failure(what: str, error: str, out: Console | None = None, prefix: st
     from rich.markup import escape
 
     indent = prefix[:len(prefix) - len(prefix.lstrip())]
-    shown = printable(what) + printable(error, continued=True).replace("\n", "\n" + indent)
+    # Only a library's own lines stay lines: crm's errors name files, and a name may hold "\n  ".
+    own_lines = isinstance(error, ContinuedText)
+    shown = printable(what) + printable(error, continued=own_lines).replace("\n", "\n" + indent)
     (out or console).print(f"[red]{prefix}[/] {escape(shown)}", highlight=False)
 
 

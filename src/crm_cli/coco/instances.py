@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import failure_text, out_of_memory_message
+from ..errors import ContinuedText, failure_text, out_of_memory_message
 from .rle import (
     InstanceError,
     decode_columns,
@@ -178,7 +178,13 @@ def instance_error(exc: Exception) -> str | None:
         return None
     if isinstance(exc, ValueError):
         return str(exc)
-    return out_of_memory_message(exc) or f"{type(exc).__name__}: {failure_text(exc)}"
+    if (shortage := out_of_memory_message(exc)) is not None:
+        return shortage
+    if not str(exc):
+        return type(exc).__name__
+    message = failure_text(exc)
+    named = f"{type(exc).__name__}: {message}"
+    return ContinuedText(named) if isinstance(message, ContinuedText) else named
 
 
 def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) -> Iterator[dict[str, Any]]:
