@@ -6,6 +6,7 @@ a hint in the no-pairs error; masks named with a mask word before the frame numb
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,20 @@ def test_jpeg_photos_beside_png_masks_of_the_same_names_get_a_hint(tmp_path: Pat
         f"; 3 names have both a .jpg and a .png file (e.g. {tmp_path / 'frame_00001.jpg'} + "
         f"{tmp_path / 'frame_00001.png'}, frame_00001.png reads as a mask and frame_00001.jpg as a photo), and the "
         "files of one name are one photo in any format: if the .png files are the masks, put them in a folder of "
-        f"their own and name the two: crm batch {tmp_path} --masks FOLDER (or call them masks/ and the photos' "
-        "folder images/)")
+        f"their own: masks/ beside a folder images/ of the photos (crm batch also takes the masks' folder by any "
+        f"name: crm batch {tmp_path} --masks FOLDER)")
+
+
+def test_the_two_formats_hint_holds_for_crm_eval_too(tmp_path: Path) -> None:
+    """Was: "... name the two: crm batch ROOT --masks FOLDER", told to crm eval, which has no --masks:
+    the hint's advice (a masks/ folder beside images/) is one every command that reads the folder takes."""
+    for number in range(1, 3):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / f"frame_{number:05d}.jpg")
+        write_png(tmp_path / f"frame_{number:05d}.png", grey=True)
+    result = runner.invoke(app, ["eval", str(tmp_path), "-d", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "put them in a folder of their own: masks/ beside a folder images/ of the photos" in result.output
+    assert "name the two" not in result.output
 
 
 def test_the_masks_format_is_the_one_that_reads_as_a_mask(tmp_path: Path) -> None:
@@ -205,6 +218,69 @@ def test_no_rename_hint_for_masks_of_other_numbers(tmp_path: Path) -> None:
     touch(tmp_path, *(f"images/frame_{number:05d}.png" for number in range(1, 4)),
           *(f"masks/mask_{number:05d}.png" for number in range(7, 10)))
     assert not [note for note in scan_pairs(tmp_path).notes if "named otherwise" in note]
+
+
+@pytest.mark.parametrize("mask", ["take_mask_{:05d}", "frame_mask_{:05d}_b"])
+def test_no_rename_hint_for_masks_whose_name_without_the_mask_word_is_no_photos(tmp_path: Path, mask: str) -> None:
+    """Was: take_mask_00001 taken for frame_00001's mask, as any mask sequence with a mask word was for
+    any photo sequence of the same folder and numbers: a mask word is taken out, not the whole name."""
+    touch(tmp_path, *(f"images/frame_{number:05d}.png" for number in range(1, 4)),
+          *(f"masks/{mask.format(number)}.png" for number in range(1, 4)))
+    assert not [note for note in scan_pairs(tmp_path).notes if "named otherwise" in note]
+
+
+def test_the_rename_hint_counts_the_masks_of_every_sequence_and_names_the_biggest(tmp_path: Path) -> None:
+    """Was: "5 masks ..." for shot A's 3 and shot B's 5 (the biggest sequence's count alone)."""
+    touch(tmp_path, *(f"images/shot{shot}.{number:04d}.png" for shot, last in (("a", 3), ("b", 5))
+                      for number in range(1, last + 1)),
+          *(f"masks/shot{shot}_alpha_mask.{number:04d}.png" for shot, last in (("a", 3), ("b", 5))
+            for number in range(1, last + 1)))
+    (note,) = [note for note in scan_pairs(tmp_path).notes if "named otherwise" in note]
+    assert note.startswith("8 masks without an image are numbered as photos without a mask and named otherwise "
+                           "before the number, e.g. shotb_alpha_mask.0001.png for shotb.0001.png:")
+    assert note.endswith("(shotb_alpha_mask.0001.png -> shotb.0001.png)")
+
+
+class CountedWords(tuple):
+    """_MASK_WORDS, counting how often it is read through: each read is one name compared."""
+
+    reads = 0
+
+    def __iter__(self) -> Iterator[str]:
+        CountedWords.reads += 1
+        return super().__iter__()
+
+
+def test_the_rename_hint_compares_each_mask_sequence_with_its_own_photos_not_with_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N photos <word>_<i>.jpg, each with a mask <word>_mask_<i>.png (none pairs: the mask word comes
+    before the number): the note read every photo sequence for every mask sequence, N * N comparisons
+    (N = 3,000 took 10 s); each mask sequence is now looked up by its name without the mask word.
+    Counted, not timed: the reads of the mask words and the comparisons of numbers grow as N."""
+    from crm_cli import pairing
+
+    count = 200
+    words = ["shot" + "".join(chr(ord("a") + index // 26 ** place % 26) for place in (2, 1, 0))
+             for index in range(count)]
+    touch(tmp_path, *(f"images/{word}_{index}.jpg" for index, word in enumerate(words)),
+          *(f"masks/{word}_mask_{index}.png" for index, word in enumerate(words)))
+    monkeypatch.setattr(CountedWords, "reads", 0)
+    monkeypatch.setattr(pairing, "_MASK_WORDS", CountedWords(pairing._MASK_WORDS))
+    compared: list[tuple[int, ...]] = []
+    numbers_in_common = getattr(pairing, "_numbers_in_common", None)
+
+    def counted(mask_numbers: dict, photo_numbers: dict) -> set[int]:
+        compared.append(tuple(mask_numbers))
+        return numbers_in_common(mask_numbers, photo_numbers)  # type: ignore[misc]
+
+    monkeypatch.setattr(pairing, "_numbers_in_common", counted, raising=False)
+    found = scan_pairs(tmp_path)
+    assert not found.pairs and len(found.failures) == count
+    assert CountedWords.reads <= 5 * count  # was count * count + count
+    assert len(compared) == count  # each mask sequence with its own photo's, once
+    assert found.notes[-1].startswith(f"{count} masks without an image are numbered as photos without a mask and "
+                                      "named otherwise before the number, e.g. shotaaa_mask_0.png for "
+                                      "shotaaa_0.jpg:")
 
 
 def test_batch_json_puts_a_frame_without_its_mask_in_frame_order(tmp_path: Path) -> None:

@@ -731,10 +731,11 @@ def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
 def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
     """For a folder below ``root`` taken for the side-by-side layout in which no pair was found: the
     names held in two formats (``frame_0001.jpg`` + ``frame_0001.png``), one photo by the format rule
-    (see :func:`_preference`) but maybe a photo and its mask, as a hint naming how to pair them; ""
-    when no name is held in exactly two formats. The masks' format is the one whose file of the first
-    such name reads as a mask while the other does not, else the one :func:`_preference` puts first
-    (lossless: PNG before JPEG)."""
+    (see :func:`_preference`) but maybe a photo and its mask, as a hint naming how to pair them in
+    words that hold for each command that reads the folder (crm batch, eval, train); "" when no name
+    is held in exactly two formats. The masks' format is the one whose file of the first such name
+    reads as a mask while the other does not, else the one :func:`_preference` puts first (lossless:
+    PNG before JPEG)."""
     combinations: dict[tuple[str, str], list[list[Path]]] = {}
     for files in images.values():
         formats = sorted({path.suffix.lower() for path in files}, key=_format_rank)
@@ -753,8 +754,9 @@ def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
         else ""
     return (f"; {count_noun(len(names), 'name')} {'has' if len(names) == 1 else 'have'} both a {photo_format} and a "
             f"{mask_format} file (e.g. {photo} + {mask}{reads}), and the files of one name are one photo in any "
-            f"format: if the {mask_format} files are the masks, put them in a folder of their own and name the two: "
-            f"crm batch {root} --masks FOLDER (or call them masks/ and the photos' folder images/)")
+            f"format: if the {mask_format} files are the masks, put them in a folder of their own: masks/ beside a "
+            f"folder images/ of the photos (crm batch also takes the masks' folder by any name: crm batch {root} "
+            "--masks FOLDER)")
 
 
 # Words naming a mask in a file name (plate_matte.0001, frame_mask_00001, mask_00001, alpha.0001).
@@ -828,32 +830,92 @@ def _offset_note(inputs: _Inputs, matched: dict[Path, Path], unpaired: list[Path
             f"by name{paired}"]
 
 
+def _mask_words_in(text: str) -> set[str]:
+    """The words of _MASK_WORDS that ``text`` holds."""
+    return {word for word in _MASK_WORDS if word in text}
+
+
+# What may join a mask word to the rest of a name (plate_matte, matte.plate, plate-alpha, plate mask).
+_WORD_SEPARATORS = frozenset("_.- ")
+# Every mask word, with the separator before it or the one after it (plate_alpha_mask. -> plate.).
+_WORDS_PATTERN = "|".join(map(re.escape, _MASK_WORDS))
+_MASK_WORD_AFTER_SEPARATOR = re.compile(f"[-_. ]?(?:{_WORDS_PATTERN})")
+_MASK_WORD_BEFORE_SEPARATOR = re.compile(f"(?:{_WORDS_PATTERN})[-_. ]?")
+
+
+def _without_mask_word(before: str) -> tuple[set[str], bool]:
+    """The texts ``before`` (the text before a mask's frame number) leaves with one mask word taken
+    out, with the separator before it, the one after it or neither (``plate_matte.`` -> ``plate.``,
+    ``frame_mask_`` -> ``frame_``), and with every mask word taken out (``plate_alpha_mask.`` ->
+    ``plate.``); and whether ``before`` is a mask word alone (``mask_``, ``matte.``, ``alpha``),
+    which fits the photos of any name."""
+    texts: set[str] = set()
+    for word in _MASK_WORDS:
+        start = before.find(word)
+        while start != -1:
+            end = start + len(word)
+            texts.add(before[:start] + before[end:])
+            if start and before[start - 1] in _WORD_SEPARATORS:
+                texts.add(before[:start - 1] + before[end:])
+            if before[end:end + 1] in _WORD_SEPARATORS:
+                texts.add(before[:start] + before[end + 1:])
+            start = before.find(word, start + 1)
+    alone = "" in texts
+    for pattern in (_MASK_WORD_AFTER_SEPARATOR, _MASK_WORD_BEFORE_SEPARATOR):
+        texts.add(pattern.sub("", before))
+    texts.discard(before)
+    return texts, alone
+
+
+def _numbers_in_common(mask_numbers: dict[int, Path], photo_numbers: dict[int, Path]) -> set[int]:
+    """The frame numbers of a mask sequence that a photo sequence has too."""
+    return mask_numbers.keys() & photo_numbers.keys()  # a dict view's & runs over the smaller of the two
+
+
 def _renamed_masks_note(inputs: _Inputs, unpaired: list[Path], orphans: list[Path], tried: str) -> list[str]:
-    """The note on masks without a photo named as photos without a mask but for the text before the
-    frame number, which holds a mask word (``plate_matte.0001`` for ``plate.0001``,
-    ``frame_mask_00001`` or ``mask_00001`` for ``frame_00001``): the same folder, the same text after
-    the number and numbers in common. Never a pair (a guess), a hint to rename them, ``tried`` saying
-    which names pair. None (an empty list) where no such masks are found."""
+    """The note on masks without a photo named as photos without a mask but for a mask word in the
+    text before the frame number (``plate_matte.0001`` for ``plate.0001``, ``frame_mask_00001`` for
+    ``frame_00001``), or with a mask word for that whole text (``mask_00001`` for ``frame_00001``):
+    the same folder, the same text after the number and numbers in common. It counts such masks
+    and names the sequence with the most. Never a pair (a guess), a hint to rename them, ``tried``
+    saying which names pair. None (an empty list) where no such masks are found.
+
+    Each mask sequence is looked up among the photos' by the texts it leaves without its mask word
+    (see :func:`_without_mask_word`), so the note costs time in proportion to the names, not to
+    their square (a folder of N photos each with a mask of another name)."""
     if not unpaired or not orphans:
         return []
     photos = _sequences(unpaired)
     masks = _sequences(orphans, inputs.suffixes)
+    # The photo sequences by folder and text after the number, for a mask word alone: in name order.
+    around: dict[tuple[str, str], list[_Sequence]] = {}
+    for sequence in sorted(photos):
+        around.setdefault((sequence[0], sequence[2]), []).append(sequence)
+    count = 0
     best: tuple[int, Path, Path] | None = None  # numbers in common, a mask and its photo
     for (folder, before, after), mask_numbers in sorted(masks.items()):
-        words = {word for word in _MASK_WORDS if word in before}
+        words = _mask_words_in(before)
         if not words:
             continue
-        for (photo_folder, photo_before, photo_after), photo_numbers in sorted(photos.items()):
-            if (photo_folder, photo_after) != (folder, after) or photo_before == before \
-                    or words <= {word for word in _MASK_WORDS if word in photo_before}:
+        texts, alone = _without_mask_word(before)
+        fitting = (around.get((folder, after), []) if alone else
+                   sorted(sequence for text in texts if (sequence := (folder, text, after)) in photos))
+        fits: tuple[int, Path, Path] | None = None
+        for sequence in fitting:
+            if sequence[1] == before or words <= _mask_words_in(sequence[1]):
                 continue
-            shared = mask_numbers.keys() & photo_numbers.keys()
-            if shared and (best is None or len(shared) > best[0]):
+            photo_numbers = photos[sequence]
+            shared = _numbers_in_common(mask_numbers, photo_numbers)
+            if shared and (fits is None or len(shared) > fits[0]):
                 number = min(shared)
-                best = (len(shared), mask_numbers[number], photo_numbers[number])
+                fits = (len(shared), mask_numbers[number], photo_numbers[number])
+        if fits is not None:
+            count += fits[0]
+            if best is None or fits[0] > best[0]:
+                best = fits
     if best is None:
         return []
-    count, mask_key, photo_key = best
+    _, mask_key, photo_key = best
     mask, photo = inputs.masks[mask_key][0], inputs.images[photo_key][0]
     return [f"{count_noun(count, 'mask')} without an image {'is' if count == 1 else 'are'} numbered as photos "
             f"without a mask and named otherwise before the number, e.g. {mask.name} for {photo.name}: a mask is "
