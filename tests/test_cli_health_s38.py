@@ -323,3 +323,25 @@ def test_coco_names_an_empty_runtime_error_once() -> None:
 
     assert instance_error(RuntimeError()) == "RuntimeError"
     assert instance_error(RuntimeError("CUDA error: x\nmore")) == "RuntimeError: CUDA error: x\n  more"
+
+
+def test_a_torch_that_imported_is_never_taken_for_one_that_did_not() -> None:
+    """An ImportError of a name torch lacks, raised once torch is in sys.modules, is no failed import,
+    and is not remembered as one."""
+    import torch  # noqa: F401 - imported, as the refining commands have it
+
+    error = ImportError("cannot import name 'no_such_helper' from 'torch.nn.utils.fusion'",
+                        name="torch.nn.utils.fusion")
+    assert common.torch_import_failure(error) is None
+    assert common.torch_import_problem() is None
+
+
+def test_ray_results_keep_a_library_messages_lines() -> None:
+    """Results cross from Ray's actors to the driver as JSON: a ContinuedText comes back as one."""
+    from crm_cli.errors import ContinuedText, continued_lines
+    from crm_cli.raybatch import _continued_text, _tagged
+
+    result = {"status": "failed", "error": continued_lines(CUDA_ASSERT), "warnings": ["a\n  b"]}
+    back = json.loads(json.dumps(_tagged(result)), object_hook=_continued_text)
+    assert back == result and isinstance(back["error"], ContinuedText)
+    assert not isinstance(back["warnings"][0], ContinuedText)

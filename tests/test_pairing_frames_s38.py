@@ -151,19 +151,19 @@ def test_jpeg_photos_beside_png_masks_of_the_same_names_get_a_hint(tmp_path: Pat
         f"; 3 names have both a .jpg and a .png file (e.g. {tmp_path / 'frame_00001.jpg'} + "
         f"{tmp_path / 'frame_00001.png'}, frame_00001.png reads as a mask and frame_00001.jpg as a photo), and the "
         "files of one name are one photo in any format: if the .png files are the masks, put them in a folder of "
-        f"their own: masks/ beside a folder images/ of the photos (crm batch also takes the masks' folder by any "
-        f"name: crm batch {tmp_path} --masks FOLDER)")
+        f"their own (for crm batch and train: masks/ beside a folder images/ of the photos, or crm batch {tmp_path} "
+        "--masks FOLDER; crm eval reads the BIG layout, NAME_im + NAME_seg + NAME_gt)")
 
 
 def test_the_two_formats_hint_holds_for_crm_eval_too(tmp_path: Path) -> None:
-    """Was: "... name the two: crm batch ROOT --masks FOLDER", told to crm eval, which has no --masks:
-    the hint's advice (a masks/ folder beside images/) is one every command that reads the folder takes."""
+    """Was: "... name the two: crm batch ROOT --masks FOLDER", told to crm eval, which has no --masks
+    and no images/ + masks/ layout: the hint says what each command takes."""
     for number in range(1, 3):
         Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / f"frame_{number:05d}.jpg")
         write_png(tmp_path / f"frame_{number:05d}.png", grey=True)
     result = runner.invoke(app, ["eval", str(tmp_path), "-d", "cpu"])
     assert result.exit_code == 2, result.output
-    assert "put them in a folder of their own: masks/ beside a folder images/ of the photos" in result.output
+    assert "crm eval reads the BIG layout, NAME_im + NAME_seg + NAME_gt" in " ".join(result.output.split())
     assert "name the two" not in result.output
 
 
@@ -294,3 +294,15 @@ def test_batch_json_puts_a_frame_without_its_mask_in_frame_order(tmp_path: Path)
             Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"frame_{number}_mask.png")
     order = input_order(scan_pairs(tmp_path))
     assert sorted(order, key=order.__getitem__) == ["frame_2", "frame_9", "frame_10", "frame_11"]
+
+
+@pytest.mark.parametrize("mask_stem", ["alpha_matte_", "seg_mask_", "segmask_"])
+def test_masks_named_with_mask_words_only_get_the_rename_hint(tmp_path: Path, mask_stem: str) -> None:
+    """Masks whose text before the number is mask words only fit photos of any name, as mask_ does."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for number in (1, 2, 3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"frame_{number:04d}.jpg")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / f"{mask_stem}{number:04d}.png")
+    (note,) = [note for note in scan_pairs(tmp_path).notes if "named otherwise" in note]
+    assert f"{mask_stem}0001.png for frame_0001" in note

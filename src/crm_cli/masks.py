@@ -79,8 +79,9 @@ COLOUR_SAMPLE_PIXELS = 1 << 18
 
 
 class SizeMismatchError(ValueError):
-    """A mask's size does not fit its image; the message names both files and sizes. ``notes``: the
-    warnings found before the mismatch (a photo given as a mask, which explains it)."""
+    """A mask's size does not fit its image; the message names both sizes (and both files, where the
+    caller read them from files). ``notes``: the warnings found before the mismatch (a photo given as
+    a mask, which explains it)."""
 
     def __init__(self, message: str, notes: list[str] | None = None) -> None:
         super().__init__(message)

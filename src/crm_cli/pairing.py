@@ -732,7 +732,7 @@ def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
     """For a folder below ``root`` taken for the side-by-side layout in which no pair was found: the
     names held in two formats (``frame_0001.jpg`` + ``frame_0001.png``), one photo by the format rule
     (see :func:`_preference`) but maybe a photo and its mask, as a hint naming how to pair them in
-    words that hold for each command that reads the folder (crm batch, eval, train); "" when no name
+    words that say what each command that reads the folder takes (crm batch, train, eval); "" when no name
     is held in exactly two formats. The masks' format is the one whose file of the first such name
     reads as a mask while the other does not, else the one :func:`_preference` puts first (lossless:
     PNG before JPEG)."""
@@ -754,9 +754,9 @@ def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
         else ""
     return (f"; {count_noun(len(names), 'name')} {'has' if len(names) == 1 else 'have'} both a {photo_format} and a "
             f"{mask_format} file (e.g. {photo} + {mask}{reads}), and the files of one name are one photo in any "
-            f"format: if the {mask_format} files are the masks, put them in a folder of their own: masks/ beside a "
-            f"folder images/ of the photos (crm batch also takes the masks' folder by any name: crm batch {root} "
-            "--masks FOLDER)")
+            f"format: if the {mask_format} files are the masks, put them in a folder of their own (for crm batch and "
+            f"train: masks/ beside a folder images/ of the photos, or crm batch {root} --masks FOLDER; crm eval reads "
+            "the BIG layout, NAME_im + NAME_seg + NAME_gt)")
 
 
 # Words naming a mask in a file name (plate_matte.0001, frame_mask_00001, mask_00001, alpha.0001).
@@ -860,9 +860,9 @@ def _without_mask_word(before: str) -> tuple[set[str], bool]:
             if before[end:end + 1] in _WORD_SEPARATORS:
                 texts.add(before[:start] + before[end + 1:])
             start = before.find(word, start + 1)
-    alone = "" in texts
     for pattern in (_MASK_WORD_AFTER_SEPARATOR, _MASK_WORD_BEFORE_SEPARATOR):
         texts.add(pattern.sub("", before))
+    alone = "" in texts  # mask words only (``alpha_matte_``, ``seg_mask_``): fits the photos of any name
     texts.discard(before)
     return texts, alone
 

@@ -75,6 +75,33 @@ def plan_actors(resources: dict[str, float], device: str, threads: int | None, j
     return ActorPlan(max(1, min(cpus // per_actor, jobs)), per_actor, 0, per_actor)
 
 
+# A result crosses from an actor to the driver as JSON, which would make a library's many-line message
+# (errors.ContinuedText) a plain str, and its lines escaped into one: it travels tagged instead.
+_CONTINUED_KEY = "__crm_continued_text__"
+
+
+def _tagged(value: object) -> object:
+    """``value`` with each ContinuedText in it (nested) as ``{_CONTINUED_KEY: text}``."""
+    from .errors import ContinuedText
+
+    if isinstance(value, ContinuedText):
+        return {_CONTINUED_KEY: str(value)}
+    if isinstance(value, dict):
+        return {key: _tagged(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tagged(item) for item in value]
+    return value
+
+
+def _continued_text(record: dict) -> object:
+    """json.loads' object_hook: a tagged ContinuedText back as one."""
+    from .errors import ContinuedText
+
+    if len(record) == 1 and _CONTINUED_KEY in record:
+        return ContinuedText(record[_CONTINUED_KEY])
+    return record
+
+
 class _RefineActor:
     """A Ray Data callable class: builds the Refiner once, then runs ``work`` on each job."""
 
@@ -87,7 +114,7 @@ class _RefineActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        results = [json.dumps(self.work(self.refiner, json.loads(job))) for job in batch["job"]]
+        results = [json.dumps(_tagged(self.work(self.refiner, json.loads(job)))) for job in batch["job"]]
         return {"index": np.asarray(batch["index"]), "result": np.asarray(results, dtype=object)}
 
 
@@ -191,7 +218,7 @@ def _results(dataset: Any) -> Generator[tuple[int, dict[str, Any]], None, None]:
 
     try:
         for row in dataset.iter_rows():
-            yield int(row["index"]), json.loads(row["result"])
+            yield int(row["index"]), json.loads(row["result"], object_hook=_continued_text)
     except (ray.exceptions.RayError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()
         raise RayRunError(f"Ray job failed: {first[-1] if first else type(exc).__name__}") from None

@@ -427,8 +427,10 @@ def torch_import_failure(exc: BaseException) -> str | None:
     missing, a NumPy it was not built for: raised by torch's own code while ``torch`` is not in
     ``sys.modules``, which a failed import leaves it out of), or None for any other error, a torch
     error at run time included."""
+    if "torch" in sys.modules:  # it imported: whatever failed (a name an older torch lacks) is no import of torch
+        return None
     missing = isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "torch"
-    if not missing and ("torch" in sys.modules or not _raised_in_torch(exc)):
+    if not missing and not _raised_in_torch(exc):
         return None
     if not _first_torch_failure:
         _first_torch_failure.append(f"{type(exc).__name__}: {first_line(exc)}")

@@ -180,7 +180,7 @@ def instance_error(exc: Exception) -> str | None:
         return str(exc)
     if (shortage := out_of_memory_message(exc)) is not None:
         return shortage
-    if not str(exc):
+    if not str(exc).strip():
         return type(exc).__name__
     message = failure_text(exc)
     named = f"{type(exc).__name__}: {message}"
