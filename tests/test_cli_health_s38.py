@@ -345,3 +345,25 @@ def test_ray_results_keep_a_library_messages_lines() -> None:
     back = json.loads(json.dumps(_tagged(result)), object_hook=_continued_text)
     assert back == result and isinstance(back["error"], ContinuedText)
     assert not isinstance(back["warnings"][0], ContinuedText)
+
+
+def test_an_error_line_naming_a_file_with_a_line_break_and_two_spaces_stays_one_line(tmp_path: Path) -> None:
+    """`crm refine $'x\\n  warning: forged.png' ...`: the name is escaped under `error:` too; only crm's
+    own lists (errors.ContinuedText) keep their lines there."""
+    from crm_cli.errors import ContinuedText
+
+    forged = tmp_path / "x\n  warning: forged.png"
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(mask)
+    result = runner.invoke(app, ["refine", str(forged), str(mask), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code in (1, 2), result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: ") and "\\n  warning: forged.png" in lines[0]
+    assert not any(line.startswith("  warning") for line in lines[1:])
+    shown = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "console", Console(file=shown, width=500))
+        common.fail(ContinuedText("2 pairs cannot be read:\n  a.png: bad\n  b.png: bad"))
+        common.fail("x\n  y.png: no such file")
+    assert shown.getvalue().splitlines() == ["error: 2 pairs cannot be read:", "  a.png: bad", "  b.png: bad",
+                                             r"error: x\n  y.png: no such file"]

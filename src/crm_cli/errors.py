@@ -16,6 +16,20 @@ class ContinuedText(str):
     escapes every other one. A str, so it is written to JSON and pickled (Ray) as one."""
 
 
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, but a message raised as a :class:`ContinuedText` (crm's own list of lines, such
+    as training's unreadable pairs) stays one, so that the printer keeps its lines."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], ContinuedText):
+        return exc.args[0]
+    return str(exc)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks shown as ``\\n`` and ``\\r``: a name put in a ContinuedText,
+    whose own line breaks alone start lines."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def continued_lines(text: str, after_first: str = "") -> str:
     """A library's many-line message (torch's CUDA errors add "CUDA kernel errors might be
     asynchronously reported ..." and "For debugging consider passing CUDA_LAUNCH_BLOCKING=1") as crm

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
-from ..errors import ContinuedText, first_line
+from ..errors import ContinuedText, first_line, message_of
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
 from ..presets import PRESETS, split_items
 
@@ -81,6 +81,14 @@ def root(
     """Refine segmentation masks of 2K-6K images; see each command's --help."""
 
 
+def _shown_click_message(exc: Any) -> str:
+    """A click error's message as crm prints it: escaped (:func:`printable`), its line breaks kept only
+    where crm raised it as a list of lines (``errors.ContinuedText``, say training's unreadable pairs
+    under ``--data``); any other may be a name's."""
+    own_lines = isinstance(getattr(exc, "message", None), ContinuedText)
+    return printable(exc.format_message(), continued=own_lines)
+
+
 class CrmGroup(TyperGroup):
     """The ``crm`` command group: usage errors print one line plus a hint (no box, no usage dump)."""
 
@@ -98,12 +106,12 @@ class CrmGroup(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `crm`: the help, as click prints it
                 typer.echo(exc.format_message(), err=True)
                 sys.exit(exc.exit_code)
-            console.print(f"[bold red]error:[/] {escape(printable(exc.format_message(), continued=True))}",
+            console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
                           highlight=False)
             console.print(usage_hint(exc.ctx.command_path if exc.ctx else None), style="dim", highlight=False)
             sys.exit(exc.exit_code)
         except errors.ClickException as exc:
-            console.print(f"[bold red]error:[/] {escape(printable(exc.format_message(), continued=True))}",
+            console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
                           highlight=False)
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -717,7 +725,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
     if code == 2 and (record := _usage_record.get()) is not None:
         record.emit(message)
-    console.print(f"[bold red]error:[/] {escape(printable(message, continued=True))}", highlight=False)
+    # Only crm's own lists keep their lines (errors.ContinuedText): any other line break may be a name's.
+    shown = printable(message, continued=isinstance(message, ContinuedText))
+    console.print(f"[bold red]error:[/] {escape(shown)}", highlight=False)
     if code == 2:
         console.print(usage_hint(), highlight=False, style="dim")
     return typer.Exit(code)
@@ -752,7 +762,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
             TorchImportError) as exc:
         if stop_behind(exc):  # a terminal that hung up fails a write while the stop unwinds
             raise
-        message = str(exc)
+        message = message_of(exc)
         code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
     except Exception as exc:  # noqa: BLE001 - only running out of memory is taken, the rest is raised again
         if (shortage := out_of_memory_message(exc)) is None:

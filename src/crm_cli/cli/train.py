@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from ..config import PRESET_ARCHS
+from ..errors import message_of
 from .common import (
     DeviceOpt,
     choice_enum,
@@ -220,7 +221,7 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
         check_torchrun_variables()
         problem = torchrun_device_problem(device)
     except ValueError as exc:  # a malformed WORLD_SIZE, RANK or LOCAL_RANK: refused as CRM_DEVICE's device is
-        raise fail(str(exc), 2) from None
+        raise fail(message_of(exc), 2) from None
     if problem is not None:
         raise typer.BadParameter(problem, param_hint="'-d' / '--device'")
     with usage_error("--coarse-mix"):
@@ -242,7 +243,7 @@ def usage_error(option: str,
     try:
         yield
     except errors as exc:
-        raise typer.BadParameter(str(exc), param_hint=option) from None
+        raise typer.BadParameter(message_of(exc), param_hint=option) from None
 
 
 def interrupted(trainer, out: Path) -> typer.Exit:  # noqa: ANN001 - a training.loop.Trainer or None

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .. import pairing
+from ..errors import ContinuedText, one_line
 from ..evaluation import Sample
 from ..imageio import ImageReadError
 from ..pairing import FilePair, Pairing, count_noun
@@ -129,16 +130,15 @@ def unusable_pairs_error(problems: list[str], total: int, where: str, shown: int
 
 def unusable_pairs_message(problems: Sequence[str], total: int, where: str, shown: int = 10) -> str:
     """How many of ``total`` pairs ``where`` cannot be read (``problems``), and the first ``shown`` of them."""
-    return (f"{len(problems)} of {total} pairs {where} cannot be read; fix or remove them:"
-            f"{listed_problems(problems, shown)}")
+    return ContinuedText(f"{len(problems)} of {total} pairs {one_line(where)} cannot be read; fix or remove them:"
+                         f"{listed_problems(problems, shown)}")
 
 
 def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
     """The first ``shown`` of ``problems``, one indented line each after a line break, and how many more.
     A line break inside a problem (a file name can hold one) is shown as ``\\n``: only the list's own
     line breaks start a line (the CLI keeps those, escaping everything else: cli.common.printable)."""
-    one_line = [problem.replace("\r", "\\r").replace("\n", "\\n") for problem in problems[:shown]]
-    listed = "".join(f"\n  {problem}" for problem in one_line)
+    listed = "".join(f"\n  {one_line(problem)}" for problem in problems[:shown])
     return listed + (f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else "")
 
 

@@ -29,6 +29,7 @@ import torch
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
 from ..devices import device_name
+from ..errors import ContinuedText, message_of, one_line
 from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
@@ -199,7 +200,7 @@ class StepBatches(torch.utils.data.Dataset):
         try:
             batch = step_batch(self.cache, self.seed, step, self.batch, self.rank, self.world, self.mix)
         except UnreadablePairsError as exc:  # returned, not raised: a worker's error reaches the user wrapped
-            failure = str(exc)
+            failure = message_of(exc)  # its lines stay lines (errors.ContinuedText)
         warnings = tuple(_worker_warnings)
         _worker_warnings.clear()
         return MadeBatch(batch, BatchNotes(self.cache.take_notes(), warnings, failure))
@@ -544,9 +545,10 @@ class Trainer:
         # --resume does not compare the pairs, but removing some moves the split of every 20th pair.
         mend = ("fix them and continue with --resume (removing them would change which pairs are held out for "
                 "validation)") if self.splits else "fix or remove them and continue with --resume"
-        return ValueError(f"{len(self.left_out)} of the {len(self.cache)} training pairs cannot be read, more than "
-                          f"{MOST_UNREADABLE:.0%}; {self.checkpoint_path} holds step {self.step}: {mend}:"
-                          f"{listed_problems(list(self.left_out.values()))}")
+        return ValueError(ContinuedText(
+            f"{len(self.left_out)} of the {len(self.cache)} training pairs cannot be read, more than "
+            f"{MOST_UNREADABLE:.0%}; {one_line(str(self.checkpoint_path))} holds step {self.step}: {mend}:"
+            f"{listed_problems(list(self.left_out.values()))}"))
 
     def left_out_summary(self) -> str:
         """One line on what this process left out as unreadable ("" when nothing)."""
