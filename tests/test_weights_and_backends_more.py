@@ -116,14 +116,14 @@ def test_threads_beyond_the_cpus_are_bounded_with_a_warning(exported: Path, runt
     # ONNX Runtime starts every intra-op thread when the session loads: --threads 100000 started
     # 100,000 threads (16 GB resident, minutes before the first tile) on a 2-core machine.
     from crm_cli.engine import Refiner
-    from crm_cli.runtime import available_cpus
+    from crm_cli.runtime import available_cpus, count_of
 
     cpus = available_cpus()
     refiner = Refiner(exported, "cpu", backend="onnx", threads=cpus + 3)
     runner = refiner.runner
     assert runner.session.get_session_options().intra_op_num_threads == cpus
     assert runner.threads == cpus and runner.decoder_pool.workers == cpus
-    assert any(f"more than the {cpus} CPUs" in record.getMessage() for record in runtime_warnings.records)
+    assert any(f"more than the {count_of(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
     # Up to the CPUs, the number given is used as it was, without a warning.
     runtime_warnings.records.clear()
     one = Refiner(exported, "cpu", backend="onnx", threads=1)
@@ -136,7 +136,7 @@ def test_the_threads_warning_is_seen_after_a_cli_command_stopped_propagation(exp
     # What the fixture is for: `crm refine` routes the library's warnings to its own handler and
     # turns the crm_cli logger's propagation off, for the rest of the process.
     from crm_cli.engine import Refiner
-    from crm_cli.runtime import available_cpus
+    from crm_cli.runtime import available_cpus, count_of
 
     image, mask = write_scene_files(tmp_path / "scene", size=(112, 128))
     result = CliRunner().invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"),
@@ -146,7 +146,44 @@ def test_the_threads_warning_is_seen_after_a_cli_command_stopped_propagation(exp
     runtime_warnings.records.clear()
     cpus = available_cpus()
     Refiner(exported, "cpu", backend="onnx", threads=cpus + 1)
-    assert any(f"more than the {cpus} CPUs" in record.getMessage() for record in runtime_warnings.records)
+    assert any(f"more than the {count_of(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
+
+
+def test_a_containers_cpu_quota_sets_the_default_threads_in_each_process(exported: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under `docker run --cpus 1` on a big host, ONNX Runtime's default (a thread per physical core of
+    # the host) ran 1.26-1.44x slower than one thread (containers module). The default threads follow
+    # the quota; a copy settles them again where it runs; --threads still wins.
+    import pickle
+
+    from crm_cli import containers, runtime
+    from crm_cli.engine import Refiner
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "scheduler_cpus", lambda: 8)
+    monkeypatch.setattr(containers, "quota_cpus", lambda: 1)
+    monkeypatch.setattr(containers, "cpu_quota", lambda: 0.8)
+    refiner = Refiner(exported, "cpu", backend="onnx")
+    runner = refiner.runner
+    assert runner.session.get_session_options().intra_op_num_threads == 1 and runner.decoder_pool.workers == 1
+    assert refiner.device_name == "cpu (1 thread, onnxruntime)" and runner.threads is None
+    monkeypatch.setattr(containers, "quota_cpus", lambda: 3)
+    copy = pickle.loads(pickle.dumps(refiner))
+    assert copy.runner.session.get_session_options().intra_op_num_threads == 3 and copy.runner.threads is None
+    monkeypatch.setattr(containers, "quota_cpus", lambda: None)
+    free = pickle.loads(pickle.dumps(refiner))
+    assert free.device_name == "cpu (onnxruntime)"
+    assert free.runner.session.get_session_options().intra_op_num_threads == 0
+    monkeypatch.setattr(containers, "quota_cpus", lambda: 1)
+    image, mask = write_scene_files(tmp_path / "scene", size=(112, 128))
+    args = ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"), "-w", str(exported), "-d", "cpu",
+            "--backend", "onnx"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert ("device: cpu (1 thread, onnxruntime), threads bounded by the container's CPU quota (0.8 CPUs)"
+            in result.output)
+    result = CliRunner().invoke(app, [*args, "--threads", "1"])
+    assert result.exit_code == 0 and "device: cpu (1 thread, onnxruntime)\n" in result.output
 
 
 def test_two_exports_write_temp_files_of_their_own(exported: Path, tmp_path: Path,

@@ -94,8 +94,9 @@ def _age(path: Path) -> float | None:
         return None
 
 
-def _read_fields(path: Path) -> list[str] | None:
-    """The words of a lock file (pid, host, token), or None when it cannot be read."""
+def read_words(path: Path) -> list[str] | None:
+    """The whitespace-separated words of a small text file (a lock's pid, host and token; a cgroup
+    setting), or None when it cannot be read."""
     try:
         return path.read_text(encoding="ascii", errors="replace").split()
     except OSError:
@@ -104,7 +105,7 @@ def _read_fields(path: Path) -> list[str] | None:
 
 def _held_by(path: Path, token: str) -> bool:
     """Whether the lock file at ``path`` still carries ``token`` (no other run has taken it over)."""
-    fields = _read_fields(path)
+    fields = read_words(path)
     return fields is not None and fields[2:3] == [token]
 
 
@@ -115,7 +116,7 @@ def _lock_line(token: str) -> str:
 
 def _owner(path: Path) -> tuple[int, str] | None:
     """(pid, host) written in a lock file, or None when it is unreadable or half-written."""
-    fields = _read_fields(path)
+    fields = read_words(path)
     if not fields:
         return None
     try:

@@ -28,7 +28,7 @@ from .config import ArchConfig
 from .errors import first_line
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
-from .runtime import available_cpus, usable_threads
+from .runtime import available_cpus, quota_limited_threads, usable_threads
 from .schedule import stage_size
 from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles, tile_windows
 
@@ -327,7 +327,7 @@ class OnnxStageRunner(TiledRunner):
         here); ignored when ``encoder_data`` is None, since the bytes read here are hashed."""
         super().__init__(**tiles)
 
-        threads = usable_threads(threads)
+        threads = usable_threads(threads) if threads else None
         # Absolute: a copy unpickled in a worker with another working directory opens the same file.
         self.encoder_path = Path(encoder_path).absolute()
         data = self.encoder_path.read_bytes() if encoder_data is None else encoder_data
@@ -367,20 +367,24 @@ class OnnxStageRunner(TiledRunner):
         if digest != self.encoder_sha256:
             raise WeightsError(f"{path}: sha256 {digest[:12]}... is not that of the exported encoder this Refiner "
                                f"was pickled with ({self.encoder_sha256[:12]}...); the file changed since")
-        self._start(usable_threads(self.threads), data)
+        self._start(usable_threads(self.threads) if self.threads else None, data)
 
-    def _start(self, threads: int, data: bytes) -> None:
+    def _start(self, threads: int | None, data: bytes) -> None:
         """What a runner and a copy of it each make for themselves: the ONNX Runtime session of the
-        encoder's ``data``, the decoder's thread pool and an empty latent store."""
+        encoder's ``data``, the decoder's thread pool and an empty latent store. ``threads`` as asked
+        (bounded); None, the default, is settled in each process (``runtime.quota_limited_threads``:
+        a copy may run in a container of another CPU quota)."""
         self.threads = threads
-        self.session = open_encoder_session(self.encoder_path, threads, data)
-        self.decoder_pool = DecoderPool(threads)
+        self.working_threads = threads or quota_limited_threads()
+        self.session = open_encoder_session(self.encoder_path, self.working_threads, data)
+        self.decoder_pool = DecoderPool(self.working_threads)
         self._latent_store: np.ndarray | None = None
 
     @property
     def device_name(self) -> str:
         """Human-readable device description."""
-        return f"cpu ({self.threads} threads, onnxruntime)" if self.threads else "cpu (onnxruntime)"
+        threads = self.working_threads
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''}, onnxruntime)" if threads else "cpu (onnxruntime)"
 
     def inference(self) -> Any:
         """The context every refinement runs in (nothing to switch off here)."""

@@ -60,7 +60,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -206,30 +205,61 @@ def numpy_page_advice_switch() -> Callable[[bool], bool] | None:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    """CPUs this process may run on: its affinity mask where the OS has one, bounded by a container's
+    CPU quota rounded up (``containers.quota_cpus``; a quota of 1.5 CPUs counts as 2)."""
+    from .containers import quota_cpus
+
+    cpus, quota = scheduler_cpus(), quota_cpus()
+    return cpus if quota is None else min(cpus, quota)
+
+
+def count_of(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is 1 ("1 CPU", "2 CPUs")."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def scheduler_cpus() -> int:
+    """CPUs the scheduler may run this process on (its affinity mask where the OS has one), whatever
+    share of their time a container's quota grants."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
 
 
+def quota_limited_threads() -> int | None:
+    """The threads to use when none are asked for: None (torch's and ONNX Runtime's own default, one
+    per physical core) unless a container's CPU quota allows fewer CPUs than this process may run on,
+    then that many (see ``containers``: threads beyond the quota only wait for the next period).
+    None too when ``OMP_NUM_THREADS`` is set: torch's default follows it, as the user chose."""
+    from .containers import quota_cpus
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    quota = quota_cpus()
+    return quota if quota is not None and quota < scheduler_cpus() else None
+
+
 def usable_threads(threads: int | None) -> int | None:
-    """``threads`` (None or 0: the default) bounded by the CPUs this process may run on, with a
+    """``threads`` bounded by the CPUs this process may run on (:func:`available_cpus`), with a
     warning when it was more: ONNX Runtime starts every intra-op thread when its session loads, so
     ``--threads 100000`` started 100,000 threads (16 GB of memory, minutes before the first tile)
-    where more threads than CPUs cannot run any faster."""
+    where more threads than CPUs cannot run any faster. None or 0 (the default) is
+    :func:`quota_limited_threads`: None outside a container's CPU quota."""
     if not threads:
-        return threads
+        return quota_limited_threads()
     cpus = available_cpus()
     if threads > cpus:
-        logger.warning("%d threads asked for, more than the %d CPUs this process may use; using %d", threads, cpus,
-                       cpus)
+        bound = " (its container's CPU quota)" if cpus < scheduler_cpus() else ""
+        logger.warning("%d threads asked for, more than the %s this process may use%s; using %d", threads,
+                       count_of(cpus, "CPU"), bound, cpus)
         return cpus
     return threads
 
 
 def configure_torch(threads: int | None = None, device: Any = None) -> None:
     """Process-wide torch settings: ``threads`` CPU threads (None or 0 keeps torch's default, the
-    physical cores) and, on a CUDA ``device``, cuDNN autotuning (fixed tile shapes make it pay off)."""
+    physical cores, unless a container's CPU quota allows fewer: :func:`usable_threads`) and, on a
+    CUDA ``device``, cuDNN autotuning (fixed tile shapes make it pay off)."""
     import torch
 
     threads = usable_threads(threads)
@@ -303,20 +333,9 @@ def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, ti
     return int(MEMORY_MARGIN * (BASE_BYTES + BYTES_PER_PIXEL_FULL * pixels + BYTES_PER_TILE_PIXEL * window**2))
 
 
-def _cgroup_headroom() -> int | None:
-    """Bytes left under this process's cgroup (v2) memory limit, or None without a limit."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def available_memory_bytes() -> int | None:
-    """Memory the system can give this process now (Linux MemAvailable, capped by a container's
-    cgroup limit), or None when unknown (other systems)."""
+    """Memory the system can give this process now (Linux MemAvailable, capped by what its cgroups'
+    memory limits leave, v1 or v2: ``containers.memory_headroom``), or None when unknown (other systems)."""
     available = None
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -326,7 +345,9 @@ def available_memory_bytes() -> int | None:
                     break
     except (OSError, ValueError, IndexError):
         available = None
-    headroom = _cgroup_headroom()
+    from .containers import memory_headroom
+
+    headroom = memory_headroom()
     if headroom is not None:
         available = headroom if available is None else min(available, headroom)
     return available

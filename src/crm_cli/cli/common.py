@@ -257,8 +257,8 @@ BackendOpt = Annotated[
 ThreadsOpt = Annotated[
     int,
     typer.Option("--threads", min=0, envvar="CRM_THREADS", rich_help_panel="Compute", metavar="N", show_default=False,
-                 help="CPU threads [default: 0, the physical cores]; with P crm processes per machine, "
-                      "use cores / P."),
+                 help="CPU threads [default: 0, the physical cores, or a container's CPU quota rounded up]; "
+                      "with P crm processes per machine, use cores / P."),
 ]
 TileOpt = Annotated[
     int,
@@ -377,8 +377,18 @@ class RefinerOptions:
                 raise
             raise TorchImportError(f"cannot load the model: torch does not import ({problem})") from None
         if not quiet:
-            say(f"device: {refiner.device_name}")
+            say(f"device: {refiner.device_name}{self._quota_note()}")
         return refiner
+
+    def _quota_note(self) -> str:
+        """Why the default threads are fewer than the CPUs in view: a container's CPU quota (or "")."""
+        from ..containers import cpu_quota
+        from ..runtime import quota_limited_threads
+
+        if self.threads or quota_limited_threads() is None:
+            return ""
+        quota = cpu_quota()
+        return f", threads bounded by the container's CPU quota ({quota:g} CPU{'' if quota == 1 else 's'})"
 
     def check_backend(self) -> None:
         """Exit 2 (usage error) for options ``--backend onnx`` cannot honour: a GPU device or a

@@ -42,7 +42,15 @@ def _cpu_name() -> str:
 
 def _cpu_only() -> list[dict[str, Any]]:
     """The devices list when torch does not import: the CPU, which the onnx backend runs on."""
-    return [{"id": "cpu", "name": _cpu_name()}]
+    return [{"id": "cpu", "name": _cpu_name(), **_cpu_quota()}]
+
+
+def _cpu_quota() -> dict[str, Any]:
+    """The CPU entry's ``cpu_quota`` (CPUs a container's cgroup allows on average), when one is set."""
+    from ..containers import cpu_quota
+
+    quota = cpu_quota()
+    return {} if quota is None else {"cpu_quota": round(quota, 3)}
 
 
 def _devices() -> list[dict[str, Any]]:
@@ -62,8 +70,11 @@ def _devices() -> list[dict[str, Any]]:
         elif device == "mps":
             entry["name"] = "Apple Metal (MPS)"
         else:
+            from ..runtime import usable_threads
+
             entry["name"] = _cpu_name()
-            entry["threads"] = torch.get_num_threads()
+            entry["threads"] = usable_threads(None) or torch.get_num_threads()  # what crm's default uses
+            entry.update(_cpu_quota())
         found.append(entry)
     return found
 
@@ -203,7 +214,8 @@ def _print_table(data: dict[str, Any]) -> None:
     devices = []
     for device in data["devices"]:
         extra = [f"{device['memory_gib']} GiB"] if "memory_gib" in device else []
-        extra += [f"{device['threads']} threads"] if "threads" in device else []
+        extra += [f"{device['threads']} thread{'' if device['threads'] == 1 else 's'}"] if "threads" in device else []
+        extra += [f"CPU quota {device['cpu_quota']:g}"] if "cpu_quota" in device else []
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))
     table.add_row("default device", compact(data["default_device"]))
