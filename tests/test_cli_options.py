@@ -80,5 +80,5 @@ def test_help_says_what_0_threads_and_odd_tile_sizes_mean(command: str) -> None:
     # Both are accepted: --threads 0 is the default (as in `crm train`), and a tile side is rounded
     # up to the encoder's padding multiple (stage_geometry.tile_multiple); the help says so.
     text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
-    assert "[default: 0, the physical cores]" in text
+    assert "[default: 0, the physical cores, or a container's CPU quota rounded up]" in text
     assert f"rounded up to a multiple of {PAD_MULTIPLE}" in text
