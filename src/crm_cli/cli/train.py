@@ -69,7 +69,8 @@ def train(
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     device: DeviceOpt = "auto",
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = torch default).")] = 0,
+    threads: Annotated[int, typer.Option(
+        "--threads", min=0, help="CPU threads (0: torch's default, or a container's CPU quota rounded up).")] = 0,
     synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0, callback=finite_option,
                                              help="Fraction of samples that are synthetic composites (thin "
                                              "structures, pasted foregrounds) instead of photo crops.")] = 0.4,
