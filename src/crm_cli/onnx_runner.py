@@ -30,7 +30,7 @@ from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
 from .runtime import available_cpus, quota_limited_threads, usable_threads
 from .schedule import stage_size
-from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, occupied_tiles, tile_windows
+from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, encode_windows, occupied_tiles, tile_windows
 
 # ONNX Runtime's run option that makes the CPU arena free the regions no tensor uses when the run
 # ends (OnnxStageRunner.release_memory), and its value for the CPU's arena.
@@ -439,22 +439,14 @@ class OnnxStageRunner(TiledRunner):
         """Projected latent for a padded stage input, tiled with overlap when it is large; with
         ``needed`` only tiles holding a needed pixel are encoded (the others' cells are left unset)."""
         height, width = x.shape
-        tile, margin = (self.roi_tile_size, self.roi_tile_margin) if needed is not None else (
-            self.tile_size, self.tile_margin)
+        tile, margin, run_tiles = self.tiling(roi=needed is not None)
         if height <= tile and width <= tile:
             return self._encode_tile(x.crop(0, height, 0, width))
         shape = (height // 2, width // 2, self.decoder.hidden_dim)
         g = self._latent_buffer(shape) if self._unencoded_fill is None else np.full(shape, self._unencoded_fill,
                                                                                      np.float32)
-        run_tiles = max(1, self.roi_window_size // tile) if needed is not None else 1
         occupied = None if needed is None else occupied_tiles(needed, tile)
-        for y0, y1, x0, x1 in tile_windows(height, width, tile, occupied, run_tiles):
-            cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
-            cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
-            part = self._encode_tile(x.crop(cy0, cy1, cx0, cx1))
-            g[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
-                (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
-            ]
+        encode_windows(g, x, tile_windows(height, width, tile, occupied, run_tiles), margin, self._encode_tile)
         return g
 
     def _stage(self, image: np.ndarray, mask: np.ndarray, ratio: float, target_hw: tuple[int, int],

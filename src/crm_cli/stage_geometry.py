@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +69,28 @@ class TiledRunner:
         self.roi_window_size = roi_window_size
         # Tests set this to NaN to prove that ROI decoding never reads a latent cell it skipped.
         self._unencoded_fill: float | None = None
+
+    def tiling(self, roi: bool) -> tuple[int, int, int]:
+        """(tile side, margin, tiles merged into one window at most) of a full stage's encoding, or
+        with ``roi`` of an ROI stage's (see :func:`tile_windows`)."""
+        if roi:
+            return self.roi_tile_size, self.roi_tile_margin, max(1, self.roi_window_size // self.roi_tile_size)
+        return self.tile_size, self.tile_margin, 1
+
+
+def encode_windows(latent: Any, stage_input: Any, windows: Sequence[tuple[int, int, int, int]], margin: int,
+                   encode_tile: Callable[[Any], Any]) -> None:
+    """Encode each (y0, y1, x0, x1) window of a padded stage input with ``margin`` px of context on
+    every side (``encode_tile(stage_input.crop(...))``) and paste the window's own cells into
+    ``latent`` (NumPy array or tensor, ``(..., H / 2, W / 2, hidden)``): the context's cells are
+    dropped, so a window's cells do not depend on where the tiles were cut."""
+    height, width = stage_input.shape
+    for y0, y1, x0, x1 in windows:
+        cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
+        cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
+        part = encode_tile(stage_input.crop(cy0, cy1, cx0, cx1))
+        latent[..., y0 // 2:y1 // 2, x0 // 2:x1 // 2, :] = part[
+            ..., (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2, :]
 
 
 def check_precision(precision: str) -> str:

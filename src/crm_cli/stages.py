@@ -26,6 +26,7 @@ from .stage_geometry import (
     StageTiming,
     TiledRunner,
     check_precision,
+    encode_windows,
 )
 from .stage_geometry import tile_windows as _tile_windows
 from .transforms import network_input
@@ -157,8 +158,7 @@ class StageRunner(TiledRunner):
                 caller must only read cells that ``needed`` covers.
         """
         height, width = x.shape
-        tile, margin = (self.roi_tile_size, self.roi_tile_margin) if needed is not None else (
-            self.tile_size, self.tile_margin)
+        tile, margin, run_tiles = self.tiling(roi=needed is not None)
         if height <= tile and width <= tile:
             return self._encode_tile(x.crop(0, height, 0, width))
         hidden = self.model.decoder.hidden_dim
@@ -167,14 +167,7 @@ class StageRunner(TiledRunner):
             g = torch.empty(shape, device=self.device)
         else:
             g = torch.full(shape, self._unencoded_fill, device=self.device)
-        run_tiles = max(1, self.roi_window_size // tile) if needed is not None else 1
-        for y0, y1, x0, x1 in tile_windows(height, width, tile, needed, run_tiles):
-            cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
-            cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
-            part = self._encode_tile(x.crop(cy0, cy1, cx0, cx1))
-            g[:, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part[
-                :, (y0 - cy0) // 2:(y1 - cy0) // 2, (x0 - cx0) // 2:(x1 - cx0) // 2
-            ]
+        encode_windows(g, x, tile_windows(height, width, tile, needed, run_tiles), margin, self._encode_tile)
         return g
 
     def _stage(self, image: np.ndarray, mask: torch.Tensor, ratio: float, target_hw: tuple[int, int],
