@@ -88,10 +88,11 @@ def write_12bit_big_pair(folder: Path, name: str = "p") -> tuple[Path, int]:
     return photo, int(wide.max())
 
 
-def twelve_bit_note(photo: Path, top: int) -> str:
-    """The note crm refine gives for a 16-bit photo read on the 12-bit scale."""
+def twelve_bit_note(photo: Path, top: int, option: str = "--photo-bits N") -> str:
+    """The note crm refine gives for a 16-bit photo read on the 12-bit scale; the API's readers name
+    ``option`` as ``photo_bits=N``."""
     return (f"{photo}: a 16-bit image whose largest value is {top}, read as 12-bit values (4095 = white); the scale "
-            "follows each file's values, so frames of one sequence can differ: --photo-bits N fixes it")
+            f"follows each file's values, so frames of one sequence can differ: {option} fixes it")
 
 
 def test_folder_samples_note_a_16bit_photo_read_on_a_smaller_scale(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_folder_samples_note_a_16bit_photo_read_on_a_smaller_scale(tmp_path: Pat
 
     (sample,) = folder_samples([pair])
 
-    assert sample.notes == [twelve_bit_note(photo, top)]
+    assert sample.notes == [twelve_bit_note(photo, top, "photo_bits=N")]
     assert int(sample.image.max()) == 255  # rescaled: 4095 is white, as crm refine reads it
 
 

@@ -71,7 +71,7 @@ def test_fixed_photo_bits_reads_every_frame_of_a_sequence_on_one_scale(tmp_path:
     assert second.pixels[HOT].tolist() == [255, 255, 255]
     assert first.notes == []
     assert second.notes == [f"{tmp_path / 'f2.png'}: 1 pixel holds a value above 4095, the white of the 12-bit scale "
-                            "asked for (--photo-bits 12); clipped to white"]
+                            "asked for (photo_bits=12); clipped to white"]
 
 
 def test_the_clip_note_counts_pixels_not_channels(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_the_note_of_each_file_s_own_scale_names_the_option(tmp_path: Path) -> N
     assert twelve.startswith(f"{tmp_path / 'f.png'}: a 16-bit image whose largest value is {top}, read as 12-bit "
                              "values (4095 = white); ")
     for note in (twelve, stretched):
-        assert "frames of one sequence can differ: --photo-bits N fixes it" in note
+        assert note.endswith("frames of one sequence can differ: photo_bits=N fixes it")  # the API's name (s39)
 
 
 def test_read_pair_and_read_photo_pair_take_photo_bits(tmp_path: Path) -> None:
@@ -183,8 +183,8 @@ class SeeingRefiner:
 
     def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> SimpleNamespace:
         self.images.append(image.copy())
-        return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_confidence=None,
-                               guard_restored=0, ratios=(1.0,), schedule="1")
+        return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_weight=1.0,
+                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1")
 
 
 def test_refine_files_gives_the_model_the_photo_on_the_fixed_scale(tmp_path: Path) -> None:

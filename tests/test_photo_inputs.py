@@ -155,7 +155,7 @@ def test_12bit_photo_is_read_on_the_12bit_scale_with_a_note(tmp_path: Path) -> N
     assert image[0, :, 0].tolist() == [0, 128, 255]
     assert notes == [f"{tmp_path / 'x12.tif'}: a 16-bit image whose largest value is 4095, read as 12-bit values "
                      "(4095 = white); the scale follows each file's values, so frames of one sequence can differ: "
-                     "--photo-bits N fixes it"]
+                     "photo_bits=N fixes it"]
 
 
 def test_full_range_16bit_photo_keeps_the_16bit_scale(tmp_path: Path) -> None:

@@ -228,7 +228,7 @@ def test_a_malformed_device_is_a_usage_error_before_the_model_loads(device: str,
     # The CPU, named in any case, runs and is logged as before.
     result = runner.invoke(app, [*args, "-d", "CPU", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert "device: cpu (1 threads)" in result.stderr and (tmp_path / "out" / "o.png").exists()
+    assert "device: cpu (1 thread)" in result.stderr and (tmp_path / "out" / "o.png").exists()
 
 
 def test_the_help_names_gpu_indices() -> None:

@@ -297,9 +297,9 @@ def test_the_data_folder_is_walked_once_and_paired_as_before(pairs: Path, tmp_pa
     walks: list[Path] = []
     scan_pairs = pairing.scan_pairs
 
-    def counting(root: Path, exclude: Path | None = None) -> pairing.Pairing[pairing.FilePair]:
+    def counting(root: Path, exclude: Path | None = None, **options: str) -> pairing.Pairing[pairing.FilePair]:
         walks.append(Path(root))
-        return scan_pairs(root, exclude)
+        return scan_pairs(root, exclude, **options)
 
     trainers: list[Trainer] = []
     run = Trainer.run

@@ -309,9 +309,9 @@ def test_a_validation_folder_is_walked_once(tiny_dataset: Path, monkeypatch: pyt
     walks: list[Path] = []
     scan_pairs = pairing.scan_pairs
 
-    def counting(root: Path, exclude: Path | None = None) -> pairing.Pairing[pairing.FilePair]:
+    def counting(root: Path, exclude: Path | None = None, **options: str) -> pairing.Pairing[pairing.FilePair]:
         walks.append(root)
-        return scan_pairs(root, exclude)
+        return scan_pairs(root, exclude, **options)
 
     monkeypatch.setattr(pairing, "scan_pairs", counting)
     found = folder_set(tiny_dataset, "again", 3, None)

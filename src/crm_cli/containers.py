@@ -19,12 +19,15 @@ anything missing or unreadable reads as "no limit".
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .locks import read_words
 
+# Where POSIX shared memory lives on Linux: torch's DataLoader workers hand each batch over in it.
+SHARED_MEMORY = Path("/dev/shm")
 # A v1 memory limit of at least this many bytes is the kernel's "unlimited" (2^63 rounded down to a page).
 UNLIMITED_MEMORY_BYTES = 1 << 60
 
@@ -159,3 +162,13 @@ def memory_headroom(root: Path = Path("/")) -> int | None:
         headroom = max(0, limit - usage)
         smallest = headroom if smallest is None else min(smallest, headroom)
     return smallest
+
+
+def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:
+    """Bytes free in POSIX shared memory (``/dev/shm``; Docker gives a container 64 MB unless
+    ``--shm-size`` says otherwise), or None where there is none to measure."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no such folder; no statvfs (Windows)
+        return None
+    return stats.f_bavail * stats.f_frsize

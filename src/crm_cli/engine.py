@@ -103,6 +103,7 @@ class RefineResult:
     change_confidence: float | None = None  # mean |2p - 1| where the mask changed side (guard on)
     kept_coarse: bool = False  # the model was unsure of its changes: the coarse mask was kept (near the
     # threshold, CHANGE_CONFIDENCE_RAMP, with less than half of the refinement blended in)
+    change_weight: float = 1.0  # the share of the refinement taken by the gate (guard.change_weight)
     mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
 
     @property
@@ -516,7 +517,7 @@ class Refiner:
             if confidence is not None:
                 threshold = self.final_stage.min_change_confidence
                 result.kept_coarse = confidence < threshold
-                weight = change_weight(confidence, threshold, CHANGE_CONFIDENCE_RAMP)
+                result.change_weight = weight = change_weight(confidence, threshold, CHANGE_CONFIDENCE_RAMP)
                 if weight <= 0.0:
                     probability = mask.copy()
                 elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip

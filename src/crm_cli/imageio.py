@@ -661,9 +661,38 @@ _PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
 # the frames of one sequence then share a scale, whatever each frame's largest value (a highlight
 # over 4095 in one frame of a 12-bit shot would read it as 14-bit, 4x darker than the others).
 PHOTO_BITS_CHOICES: tuple[int, ...] = (8, 10, 12, 14, 16)
+# How the notes name what fixes the scale: the API's keyword; the CLI shows them with its option's name
+# (:func:`cli_note`).
+_API_OPTION = "photo_bits={bits}"
+_CLI_OPTION = "--photo-bits {bits}"
 # Appended to each note of a scale chosen by a file's own values: what fixes it for a sequence.
-_FIXED_SCALE_HINT = ("the scale follows each file's values, so frames of one sequence can differ: "
-                     "--photo-bits N fixes it")
+_FIXED_SCALE_HINT = "the scale follows each file's values, so frames of one sequence can differ: {option} fixes it"
+# The end of the note of a photo clipped to a fixed scale (:func:`_fixed_scale_to_uint8`).
+_CLIPPED = " ({option}); clipped to white"
+
+
+def _option_endings(option: str) -> tuple[str, ...]:
+    """The endings of the notes that name the option fixing the scale, as ``option`` spells it: the
+    fixed-scale hint, then the clip note's for each scale of PHOTO_BITS_CHOICES."""
+    return (_FIXED_SCALE_HINT.format(option=option.format(bits="N")),
+            *(_CLIPPED.format(option=option.format(bits=bits)) for bits in PHOTO_BITS_CHOICES))
+
+
+# Each ending as the API writes it, with the CLI's in its place.
+_CLI_ENDINGS = tuple(zip(_option_endings(_API_OPTION), _option_endings(_CLI_OPTION), strict=True))
+# The hint as the readers write it: "... photo_bits=N fixes it".
+_API_SCALE_HINT = _FIXED_SCALE_HINT.format(option=_API_OPTION.format(bits="N"))
+
+
+def cli_note(note: str) -> str:
+    """``note`` (of a reader, or a pair's notes) as the CLI shows it: a note ending with the API's name
+    of the option that fixes a 16-bit photo's scale (``photo_bits=12``) ends with the CLI's instead
+    (``--photo-bits 12``); any other note is returned as it is. Only the ending that the readers write
+    is replaced, so a file named ``photo_bits=12.png`` keeps its name."""
+    for api, cli in _CLI_ENDINGS:
+        if note.endswith(api):
+            return note[: len(note) - len(api)] + cli
+    return note
 
 
 def check_photo_bits(photo_bits: int | None) -> int | None:
@@ -696,13 +725,13 @@ def _photo_to_uint8(values: np.ndarray, label: str, photo_bits: int | None = Non
     else:
         scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
         note = (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
-                f"values ({white} = white); {_FIXED_SCALE_HINT}")
+                f"values ({white} = white); {_API_SCALE_HINT}")
     if not _flattened(lambda: values, scaled):
         return scaled, note
     low = int(values.min())
     span = top - low
     stretched = (((values.astype(np.uint32) - low) * 255 + span // 2) // span).astype(np.uint8)
-    return stretched, f"{_stretch_note(label, f'{low} to {top}', white, scaled)}; {_FIXED_SCALE_HINT}"
+    return stretched, f"{_stretch_note(label, f'{low} to {top}', white, scaled)}; {_API_SCALE_HINT}"
 
 
 def _fixed_scale_to_uint8(values: np.ndarray, label: str, bits: int) -> tuple[np.ndarray, str | None]:
@@ -715,8 +744,9 @@ def _fixed_scale_to_uint8(values: np.ndarray, label: str, bits: int) -> tuple[np
     if values.size and int(values.max()) > white:
         over = values > white
         clipped = int(np.count_nonzero(over.any(axis=-1) if over.ndim == 3 else over))
+        asked = _CLIPPED.format(option=_API_OPTION.format(bits=bits))  # " (photo_bits=12); clipped to white"
         note = (f"{label}: {clipped} pixel{'s hold values' if clipped != 1 else ' holds a value'} above {white}, "
-                f"the white of the {bits}-bit scale asked for (--photo-bits {bits}); clipped to white")
+                f"the white of the {bits}-bit scale asked for{asked}")
         np.minimum(wide, white, out=wide)
     wide *= 255
     wide += white // 2
@@ -851,15 +881,17 @@ def read_image_noted(source: str | Path | bytes, name: str | None = None, *,
 class Photo:
     """A photo as :func:`read_photo` reads it: upright RGB uint8 pixels, the EXIF orientation its
     file carried (applied), notes for the log, the file's ICC colour profile where it describes
-    RGB colours (None otherwise), for outputs that carry the photo's pixels, and the bits per channel
+    RGB colours (None otherwise), for outputs that carry the photo's pixels, the bits per channel
     the file stored them in (8 for 8 bits or fewer; 16; 32 for floating-point and 32-bit integer
-    files), which the uint8 pixels may hold less of."""
+    files), which the uint8 pixels may hold less of, and whether ``photo_bits`` shapes them (integer
+    samples of more than 8 bits; see :func:`file_takes_photo_bits`)."""
 
     pixels: np.ndarray
     orientation: int
     notes: list[str]
     rgb_profile: bytes | None = None
     stored_bits: int = 8
+    takes_photo_bits: bool = False
 
     def profile_for(self, output_kind: str) -> bytes | None:
         """The colour profile to write with an output of ``output_kind``: the photo's RGB profile for
@@ -892,7 +924,28 @@ def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bit
     rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
     notes = [*decoded.notes, *([note] if note else [])]
     return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile,
-                 _stored_bits(decoded.pixels))
+                 _stored_bits(decoded.pixels), _takes_photo_bits(decoded.pixels))
+
+
+def _takes_photo_bits(decoded: Image.Image | np.ndarray) -> bool:
+    """Whether ``photo_bits`` shapes a decoded photo's pixels, as :func:`_image_pixels` reads them: OpenCV's
+    16-bit colour pixels and Pillow's 16- and 32-bit integer modes; 8-bit and floating-point files ignore it."""
+    if isinstance(decoded, np.ndarray):
+        return True
+    return decoded.mode.startswith("I;16") or decoded.mode == "I"
+
+
+def file_takes_photo_bits(source: str | Path) -> bool:
+    """Whether ``photo_bits`` shapes the pixels of the photo file ``source`` (:attr:`Photo.takes_photo_bits`
+    of its reading: a 16-bit file, a 32-bit integer TIFF), told from its header alone, no pixel decoded
+    (about 0.07 ms for a JPEG). True when the header cannot be read: the caller then takes the file for one whose
+    pixels depend on the scale, and reading it reports what is wrong."""
+    try:
+        with open(source, "rb") as handle, warnings_ignored():
+            opened = Image.open(handle)
+            return opened.mode.startswith("I;16") or opened.mode == "I" or _is_16bit_colour(opened)
+    except Exception:  # noqa: BLE001 - unreadable for whatever reason: see above
+        return True
 
 
 def _stored_bits(decoded: Image.Image | np.ndarray) -> int:

@@ -49,6 +49,9 @@ LAYOUT_MASKS_DIR = "a photos folder + a --masks folder"
 LAYOUT_BIG = "BIG layout: <name>_im + <name>_seg"
 LAYOUT_SIDE_BY_SIDE = "side by side: <name> + <name>_mask"
 
+# What the hints for a folder of no known layout say that crm eval reads instead (scan_pairs' ``command``).
+_EVAL_READS = "crm eval reads the BIG layout only (<name>_im + <name>_seg + <name>_gt in one folder)"
+
 T = TypeVar("T")
 
 
@@ -569,13 +572,15 @@ def _looks_like_mask(path: Path) -> bool | None:
         return None
 
 
-def _sibling_hint(root: Path) -> str:
+def _sibling_hint(root: Path, command: str = "crm batch") -> str:
     """For ``root`` without images/ and masks/ folders: the two of its sub-folders whose image files
     share the most names (``frames/a.jpg`` + ``alpha/a.png``), as the ``crm batch --masks`` line
     that pairs them; "" when no two share a name. Names are compared among those :func:`_hint_names`
     reads (a sample of a big folder: the hint then says "at least"). The masks' folder is the one
     whose file of a shared name reads as a mask while the other's does not; when both or neither do,
-    the hint says which folder --masks takes."""
+    the hint says which folder --masks takes. What follows is worded for ``command`` (see
+    :func:`scan_pairs`): crm train is told to name them images/ and masks/, and crm eval that it
+    reads the BIG layout only, crm batch pairing the two."""
     try:
         real_root = os.path.realpath(root)
         # root itself is listed whole, as the walk that found no pairs in it has just done.
@@ -611,19 +616,29 @@ def _sibling_hint(root: Path) -> str:
     least = "" if read[photos][1] and read[masks][1] else "at least "
     same = (f"{photos}/ and {masks}/ share {least}{count_noun(shared, 'image name')} (e.g. {names[photos][key]} + "
             f"{names[masks][key]})")
-    command = f"crm batch {root / photos} --masks {root / masks}"
+    pair_them = f"crm batch {root / photos} --masks {root / masks}"
     if kinds in ((True, False), (False, True)):
-        return f"; {same}, the masks in {masks}/: name the two: {command} (or call them images/ and masks/)"
-    return (f"; {same}: if one holds the photos and the other their masks, name the two, the masks' folder "
-            f"after --masks: {command} (or call them images/ and masks/)")
+        told = f"; {same}, the masks in {masks}/"
+        if command == "crm eval":
+            return f"{told}, but {_EVAL_READS}; {pair_them} refines them"
+        if command == "crm train":
+            return f"{told}: call {photos}/ images/ and {masks}/ masks/ (links will do)"
+        return f"{told}: name the two: {pair_them} (or call them images/ and masks/)"
+    told = f"; {same}: if one holds the photos and the other their masks"
+    if command == "crm eval":
+        return f"{told}, {pair_them} refines them (the masks' folder after --masks), but {_EVAL_READS}"
+    if command == "crm train":
+        return f"{told}, call the photos' folder images/ and the masks' masks/ (links will do)"
+    return f"{told}, name the two, the masks' folder after --masks: {pair_them} (or call them images/ and masks/)"
 
 
-def _layout_hint(root: Path) -> str:
+def _layout_hint(root: Path, command: str = "crm batch") -> str:
     """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders, or, holding
-    neither, two of its folders that hold images of the same names (:func:`_sibling_hint`)."""
+    neither, two of its folders that hold images of the same names (:func:`_sibling_hint`); worded
+    for ``command`` (see :func:`scan_pairs`)."""
     images, masks = (root / "images").is_dir(), (root / "masks").is_dir()
     if not images and not masks:
-        return _sibling_hint(root)
+        return _sibling_hint(root, command)
     if images == masks:
         return ""
     have, lack = ("images", "masks") if images else ("masks", "images")
@@ -635,9 +650,14 @@ def _layout_hint(root: Path) -> str:
     seen = f" (beside it: {listed(others, 5)})" if others else ""
     target = others[0].rstrip("/") if len(others) == 1 else "FOLDER"
     photos, mattes = (root / "images", root / target) if images else (root / target, root / "masks")
-    return (f"; it has {have}/ but no {lack}/ folder{seen}: the photos' folder must be named images/ and the "
-            f"masks' masks/ (a link will do: ln -s {target} {root / lack}), or name the two: crm batch {photos} "
-            f"--masks {mattes}")
+    told = f"; it has {have}/ but no {lack}/ folder{seen}"
+    if command == "crm eval":
+        return f"{told}: {_EVAL_READS}, not images/ and masks/; crm batch {photos} --masks {mattes} refines them"
+    rename = (f"the photos' folder must be named images/ and the masks' masks/ (a link will do: ln -s {target} "
+              f"{root / lack})")
+    if command == "crm train":
+        return f"{told}: {rename}"
+    return f"{told}: {rename}, or name the two: crm batch {photos} --masks {mattes}"
 
 
 @dataclass
@@ -656,8 +676,9 @@ class _Inputs:
     notes: list[str] = field(default_factory=list)
     masks_dir: Path | None = None  # the masks' own folder (folder layouts): named where a photo's mask is missing
     # Side by side, a guess: the folder searched, for the NoPairsError when not one photo fits a mask
-    # (then the folder holds another layout).
+    # (then the folder holds another layout), and the command its hints name (scan_pairs' ``command``).
     guessed_in: Path | None = None
+    command: str = "crm batch"
 
 
 def _outside(real: str, excluded: str | None) -> str | None:
@@ -693,9 +714,10 @@ def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layo
                    broken=found_images.broken + found_masks.broken, notes=notes, masks_dir=masks_dir)
 
 
-def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
+def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") -> _Inputs:
     """:func:`scan_pairs`' side-by-side layout of the files ``walked`` found below ``root``, with
-    notes for the files left out. Raises NoPairsError when no folder holds both a photo and a mask."""
+    notes for the files left out. Raises NoPairsError when no folder holds both a photo and a mask,
+    its hints worded for ``command``."""
     notes = _skipped_note(walked)
     # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
     photos, named = _side_by_side([*walked.files, *walked.inside])
@@ -723,9 +745,10 @@ def _side_by_side_inputs(walked: _Walk, root: Path) -> _Inputs:
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
                            "<name>_mask.*"
-                           + (_two_formats_hint(every_photo, root) or _layout_hint(root) or _formats_hint(walked)))
+                           + (_two_formats_hint(every_photo, root) or _layout_hint(root, command)
+                              or _formats_hint(walked)))
     return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
-                   broken=walked.broken, notes=notes, guessed_in=root)
+                   broken=walked.broken, notes=notes, guessed_in=root, command=command)
 
 
 def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
@@ -936,7 +959,7 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         root = inputs.guessed_in
         raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders"
-                           + (_two_formats_hint(images, root) or _layout_hint(root)))
+                           + (_two_formats_hint(images, root) or _layout_hint(root, inputs.command)))
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     pairs: list[FilePair] = []
@@ -997,8 +1020,10 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     return Pairing(pairs, failures, notes, inputs.layout)
 
 
-def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
+def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batch") -> Pairing[FilePair]:
     """Pairs under ``root``, the failures (images without their one mask), and notes (warnings).
+    ``command`` is the one pairing ("crm batch", "crm eval" or "crm train"), which the hints of a
+    NoPairsError name where they say how to pair two folders (only crm batch pairs any two, ``--masks``).
 
     Layouts, the first that applies:
 
@@ -1054,7 +1079,7 @@ def scan_pairs(root: Path, exclude: Path | None = None) -> Pairing[FilePair]:
     walked = _walk(root, IMAGE_SUFFIXES, excluded, real=real)
     images = _keyed(walked.files, root, "_im")
     if not images:
-        return _pair_inputs(_side_by_side_inputs(walked, root), exclude)
+        return _pair_inputs(_side_by_side_inputs(walked, root, command), exclude)
     return _pair_inputs(_Inputs(LAYOUT_BIG, images, _keyed(walked.files, root, "_seg"), ("",),
                                 images_inside=_keyed(walked.inside, root, "_im"),
                                 masks_inside=_keyed(walked.inside, root, "_seg"),

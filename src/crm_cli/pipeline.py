@@ -44,11 +44,13 @@ class StageRun:
     text: str
     change_confidence: float | None = None  # the gate's measure (None: guard off, or nothing changed)
     kept_coarse: bool = False  # the model was unsure of its changes, so the coarse mask was kept
+    change_weight: float = 1.0  # the share of the refinement taken (engine.RefineResult.change_weight)
 
     @classmethod
     def of(cls, result: RefineResult) -> StageRun:
         """The run recorded in an ``engine.RefineResult``."""
-        return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse)
+        return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse,
+                   result.change_weight)
 
 
 @dataclass
@@ -68,6 +70,8 @@ class PairResult:
     icc_profile: bytes | None = None
     # A label map's palette transparency (one transparent index, or per-entry alpha bytes), written with it.
     transparency: int | bytes | None = None
+    # Whether the photo's pixels depend on the scale asked for (``photo_bits``): imageio.Photo.takes_photo_bits.
+    takes_photo_bits: bool = False
 
     @property
     def kept_coarse(self) -> int:
@@ -322,7 +326,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
             return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
                               runs=[StageRun.of(d) for d in per_label.details],
                               guard_restored=sum(d.guard_restored for d in per_label.details),
-                              transparency=mask.transparency)
+                              transparency=mask.transparency, takes_photo_bits=photo.takes_photo_bits)
         coarse = mask.probability()
         if mode == "auto":
             notes += one_object_notes(mask, mask_name or source_name(mask_source))
@@ -333,12 +337,23 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
         output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
         if (note := cutout_depth_note(photo, output_kind, image_name or source_name(image_source))) is not None:
             notes.append(note)
-        if detail.kept_coarse:
-            notes.append(f"the model was unsure of its changes (confidence {detail.change_confidence:.2f}): "
-                         "the coarse mask was kept")
+        run = StageRun.of(detail)
+        if run.kept_coarse:
+            notes.append(kept_coarse_note(detail.change_confidence, run.change_weight))
         return PairResult(output, None, chosen, seconds, probability=detail.probability, notes=notes + label_notes,
-                          runs=[StageRun.of(detail)], guard_restored=detail.guard_restored,
-                          icc_profile=photo.profile_for(output_kind))
+                          runs=[run], guard_restored=detail.guard_restored,
+                          icc_profile=photo.profile_for(output_kind), takes_photo_bits=photo.takes_photo_bits)
+
+
+def kept_coarse_note(confidence: float, weight: float) -> str:
+    """The note for a refinement whose coarse mask was kept (its change ``confidence`` below the gate's
+    threshold), saying what share of the refinement was blended in all the same: ``weight``, above 0
+    just below the threshold (``schedule.CHANGE_CONFIDENCE_RAMP``)."""
+    head = f"the model was unsure of its changes (confidence {confidence:.2f}): the coarse mask was"
+    if weight <= 0.0:
+        return f"{head} kept"
+    share = f"{weight:.0%}" if weight >= 0.01 else "under 1%"
+    return f"{head} mostly kept: {share} of the refinement blended in"
 
 
 def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | None:

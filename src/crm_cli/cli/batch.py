@@ -156,7 +156,11 @@ class NotDoneReason(Enum):
 # --labels set instead (``labels``) and are still judged by it, so the version stayed 2: a new version
 # would have had every output made before refined again. A refined pair's record names the scale of its
 # 16-bit photo (``photo_bits``) only when --photo-bits fixes one (session 38): records without it are
-# runs' on each file's own scale, as every record before, so the version stayed 2 for that too.
+# runs' on each file's own scale, as every record before, so the version stayed 2 for that too. Since
+# session 39 only a photo whose pixels the scale shapes has it recorded (imageio.Photo.takes_photo_bits:
+# 16-bit files, 32-bit integer TIFFs), so a rerun with another --photo-bits keeps the outputs of 8-bit
+# photos; where a record differs from the run in its scale alone, the photo's header says which kind it
+# is (OutputRecord.accepts), which also keeps session 38's records of 8-bit photos that name a scale.
 SETTINGS_KEYWORD = "crm batch settings"
 OUTPUT_FORMAT_VERSION = 2
 # The largest label id a label map holds (uint8 or uint16 ids): a record naming more is damaged.
@@ -254,7 +258,8 @@ class OutputRecord:
     A pair is passed through by its image's size alone, so a record's pass-through is this run's own.
     A refined pair, and a cut-out or overlay passed through, is also shaped by the scale its 16-bit photo
     was read on: ``photo_bits`` (--photo-bits), recorded only when fixed, so that the records of runs
-    without it (``auto``, each file's own scale) read as before."""
+    without it (``auto``, each file's own scale) read as before, and only for a photo whose pixels it
+    shapes (``imageio.Photo.takes_photo_bits``): an 8-bit photo's output is the same on any scale."""
 
     mode: str
     labels: tuple[int, ...] | None
@@ -288,15 +293,20 @@ class OutputRecord:
 
         return tuple(held) if self.labels is None else tuple(select_labels(held, self.labels)[0])
 
-    def stamp(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None) -> str:
+    def stamp(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None,
+              scaled: bool = True) -> str:
         """The record written into an output of this run: ``chosen`` the mode the pair was refined in
         (binary or labels), ``auto`` the one --mode auto chooses for its mask (``chosen`` itself when
         this run's mode is auto), ``passthrough`` whether the pair was passed through, ``held`` the ids
         (ascending, no background) of a label map refined (with None, its record names --labels, as the
-        version-2 records before the ids did: kept to judge those)."""
-        return json.dumps(self._fields(chosen, auto, passthrough, held), sort_keys=True, separators=(",", ":"))
+        version-2 records before the ids did: kept to judge those), ``scaled`` whether --photo-bits
+        shapes the pair's photo (``pipeline.PairResult.takes_photo_bits``; an 8-bit photo's record
+        names no scale)."""
+        return json.dumps(self._fields(chosen, auto, passthrough, held, scaled), sort_keys=True,
+                          separators=(",", ":"))
 
-    def _fields(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None) -> dict[str, Any]:
+    def _fields(self, chosen: str, auto: str, passthrough: bool, held: Sequence[int] | None = None,
+                scaled: bool = True) -> dict[str, Any]:
         """:meth:`stamp`'s record before it is written as JSON (plain values, equal to it read back)."""
         fields: dict[str, Any] = {"version": OUTPUT_FORMAT_VERSION, "mode": chosen, "auto": auto}
         if passthrough:
@@ -310,13 +320,13 @@ class OutputRecord:
         if not passthrough:
             fields.update(preset=self.preset, weights=self.weights)
         # The photo's scale shapes what the model saw, and a pair passed through only where its
-        # output carries the photo's pixels (cut-out, overlay).
-        if self.photo_bits is not None and (not passthrough or (chosen == "binary"
-                                                                 and self.output_kind in PHOTO_OUTPUT_KINDS)):
+        # output carries the photo's pixels (cut-out, overlay); an 8-bit photo's, nothing (``scaled``).
+        carries_photo = not passthrough or (chosen == "binary" and self.output_kind in PHOTO_OUTPUT_KINDS)
+        if self.photo_bits is not None and scaled and carries_photo:
             fields["photo_bits"] = self.photo_bits
         return fields
 
-    def accepts(self, recorded: str) -> bool:
+    def accepts(self, recorded: str, photo: str | Path | None = None) -> bool:
         """True when an output whose record reads ``recorded`` is what this run would make of its pair.
 
         The pair's mode is this run's --mode, or with auto the one the record says auto chose (the mask
@@ -325,7 +335,12 @@ class OutputRecord:
         label map whose record names the ids its mask held, this run must refine (:meth:`refined_of`
         them) the ids recorded as refined; one whose record names --labels instead (written before
         the ids were) must have been made with this run's --labels. A record of another version, or
-        that is no JSON object, is not accepted."""
+        that is no JSON object, is not accepted. A record that differs from this run's in the photo's
+        scale (``photo_bits``) alone is accepted when the pair's ``photo`` file is one the scale does not
+        shape (an 8-bit photo: ``imageio.file_takes_photo_bits``, its header read only then); without
+        ``photo`` it is not."""
+        from ..imageio import file_takes_photo_bits
+
         try:
             fields = json.loads(recorded)
         except ValueError:
@@ -338,10 +353,18 @@ class OutputRecord:
         if (auto if self.mode == "auto" else self.mode) != chosen:
             return False
         passthrough = fields.get("passthrough") is True
+        held = None
         if chosen == "labels" and not passthrough and "held" in fields:
             held = expand_ids(fields["held"])  # the ids refined are then compared as _fields lists them
-            return held is not None and fields == self._fields(chosen, auto, passthrough, held)
-        return fields == self._fields(chosen, auto, passthrough)
+            if held is None:
+                return False
+        if fields == self._fields(chosen, auto, passthrough, held):
+            return True
+        if {key: value for key, value in fields.items() if key != "photo_bits"} != self._fields(
+                chosen, auto, passthrough, held, scaled=False):
+            return False
+        # Only the scale differs (this run's or the record's, session 38 named it for 8-bit photos too).
+        return photo is not None and not file_takes_photo_bits(photo)
 
 
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
@@ -377,10 +400,11 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
     done, without a reason: it is redone anyway). ``since_ns`` None redoes all.
     Either way a finished output older than one of its ``inputs`` (its photo and mask, see
     older_than_inputs) is not done: ``STALE``; nor is one whose recorded settings (finished_output)
-    ``record`` does not accept (OutputRecord.accepts): ``OTHER_SETTINGS``. One without a record (an
-    older crm's, another tool's) is judged as before; one whose record is damaged is not done. This is
-    the one place of the rule: batch's scan, its jobs (in this process or on a Ray actor) and its
-    summary all ask here. ``clocks``: see written_since.
+    ``record`` does not accept (OutputRecord.accepts, told the photo: the first of ``inputs``):
+    ``OTHER_SETTINGS``. One without a record (an older crm's, another tool's) is judged as before;
+    one whose record is damaged is not done. This is the one place of the rule: batch's scan, its
+    jobs (in this process or on a Ray actor) and its summary all ask here. ``clocks``: see
+    written_since.
     """
     if overwrite and (since_ns is None or not written_since(output, since_ns, clocks)):
         return False, None
@@ -394,7 +418,7 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
     if record is not None:
         if check.text_problem is not None:
             return False, check.text_problem
-        if check.text is not None and not record.accepts(check.text):
+        if check.text is not None and not record.accepts(check.text, inputs[0] if inputs else None):
             return False, NotDoneReason.OTHER_SETTINGS
     return True, None
 
@@ -451,6 +475,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     photos (pipeline.refine_files), None for each file's own.
     """
     from ..evaluation import pair_failure
+    from ..imageio import cli_note
     from ..locks import OutputLock, describe_holder
     from ..pipeline import choose_mode, mask_keeping_notes, refine_files
     from ..writing import out_of_space, write_png
@@ -483,7 +508,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                       mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
-            for note in result.notes:  # shown before the write, as crm refine shows them
+            for note in map(cli_note, result.notes):  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
             made_with = None
@@ -491,7 +516,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 passthrough = bool(job.get("passthrough"))
                 auto = result.mode if mode == "auto" else choose_mode(decoded, "auto", job["mask_name"])
                 held = decoded.label_ids if result.mode == "labels" and not passthrough else None
-                made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, passthrough, held)}
+                made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, passthrough, held,
+                                                            result.takes_photo_bits)}
             write_png(job["output"], result.output, result.palette, result.icc_profile, made_with,
                       result.transparency)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,

@@ -327,7 +327,8 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
         palette = None
         profile = photo.profile_for(output_kind)
     return PairResult(output=output, palette=palette, mode=chosen, seconds=time.perf_counter() - start,
-                      probability=probability, notes=notes, icc_profile=profile, transparency=transparency)
+                      probability=probability, notes=notes, icc_profile=profile, transparency=transparency,
+                      takes_photo_bits=photo.takes_photo_bits)
 
 
 def schedule_fields(result: Any) -> dict[str, Any]:

@@ -16,12 +16,15 @@ from .checks import DESCRIPTOR, special_file, unwritable_reason
 from .common import (
     FailureRecord,
     JsonOpt,
+    PhotoBits,
+    PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
     console,
     emit_json,
     finite_option,
     list_items,
+    photo_bits_value,
     refiner_options,
     report_failure,
     say,
@@ -128,6 +131,7 @@ def coco(
         "--full-image", rich_help_panel="Quality",
         help="Refine each instance on the whole image instead of a crop around it (slow; for comparisons).")]
     = False,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     options: RefinerOptions = RefinerOptions(),
     ray_address: RayOpt = None,
     json_out: JsonOpt = False,
@@ -153,6 +157,7 @@ def coco(
         refine_image_job,
     )
     from ..coco import write_json_atomic as write_output
+    from ..imageio import cli_note
     from ..raybatch import RayRunError, ray_run
 
     started = time.perf_counter()
@@ -170,7 +175,7 @@ def coco(
         if (special := special_output(output)) is not None:
             raise typer.BadParameter(f"{output} is {special}; name a file to write", param_hint="'--output'")
     instance_options = RefineOptions(preset=settings, min_area=min_area, min_margin=margin,
-                            full_image=full_image)
+                                     full_image=full_image, photo_bits=photo_bits_value(photo_bits))
     # Checked before anything is read or loaded: a path under a file gives one clear line.
     if (reason := unwritable_reason(output)) is not None:
         raise fatal.fail(reason)
@@ -220,7 +225,7 @@ def coco(
                 stream = ((index, result) for index, image in images for result in image["results"])
                 for index, result in stream:
                     for note in result.pop("notes", ()):  # a warning, as in crm refine: -q keeps it
-                        warn(note, progress.console)
+                        warn(cli_note(note), progress.console)
                     status = result["status"]
                     if status == "refined":
                         try:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .checks import check_stdout_not_terminal, role_of
-from .common import QuietOpt, fail, say, stops_cleanly, user_errors, warn
+from .common import PhotoBits, PhotoBitsOpt, QuietOpt, fail, photo_bits_value, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.
@@ -45,6 +45,7 @@ def compare(
     crop_size: Annotated[int | None, typer.Option(
         "--crop-size", min=8, metavar="N", help="Crop side in image pixels (default: 1/8 of the short side, 16-256).",
         show_default=False)] = None,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a comparison strip (PNG, TIFF, lossless WebP or JPEG, by the output's extension; PNG with -o -)."""
@@ -61,13 +62,13 @@ def compare(
                        "comparison strip", code=2)
     with stops_cleanly(), user_errors():
         from ..compare import compare_strip
-        from ..imageio import read_image_noted, read_mask
+        from ..imageio import cli_note, read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image
         from ..writing import encode_image, write_bytes_stdout, write_picture
 
-        rgb, orientation, notes = read_image_noted(image)
+        rgb, orientation, notes = read_image_noted(image, photo_bits=photo_bits_value(photo_bits))
         for note in notes:  # warnings, as in crm refine: -q keeps them
-            warn(note)
+            warn(cli_note(note))
         masks = []
         for path in (coarse, refined, gt):
             if path is not None:

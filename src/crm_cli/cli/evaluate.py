@@ -64,6 +64,7 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
+    from ..imageio import cli_note
     from ..pairing import (
         LAYOUT_BIG,
         LAYOUT_FOLDERS,
@@ -88,7 +89,7 @@ def evaluate(
         settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.
     with user_errors(fatal.emit):
-        found = scan_pairs(folder)
+        found = scan_pairs(folder, command="crm eval")
     for note in found.notes:
         warn(note)
     # Only the BIG layout names ground truths: in another layout, what its pairing found is beside the point.
@@ -143,7 +144,7 @@ def evaluate(
         def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
             for sample in samples:
                 for note in sample.notes:
-                    warn(note, progress.console)
+                    warn(cli_note(note), progress.console)
                 yield sample
 
         def finished(sample: Sample, refined: np.ndarray) -> None:

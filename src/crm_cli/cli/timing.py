@@ -11,10 +11,13 @@ from .checks import check_not_same_file, check_pair, memory_problem
 from .common import (
     FailureRecord,
     JsonOpt,
+    PhotoBits,
+    PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
     console,
     emit_json,
+    photo_bits_value,
     refiner_options,
     usage_errors_recorded,
     user_errors,
@@ -50,6 +53,7 @@ def timing(
     mask: Annotated[Path | None, typer.Argument(dir_okay=False, metavar="MASK", help="Coarse mask file.")] = None,
     size: Annotated[str | None, typer.Option("--size", metavar="WxH",
                                              help="Time a synthetic scene instead, e.g. 3840x2160.")] = None,
+    photo_bits: PhotoBitsOpt = PhotoBits.auto,
     options: RefinerOptions = RefinerOptions(),
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, metavar="N", help="Timed runs after one warm-up.")]
     = 3,
@@ -58,6 +62,7 @@ def timing(
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
     from ..evaluation import time_refine
+    from ..imageio import cli_note
     from ..masks import has_boundary, weak_mask_note
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
@@ -84,10 +89,10 @@ def timing(
             rgb, exact = synthetic_scene(height, width)
             coarse = coarse_mask(exact)
         else:
-            rgb, mask_data, notes = read_pair(image, mask)
+            rgb, mask_data, notes = read_pair(image, mask, photo_bits=photo_bits_value(photo_bits))
             coarse = mask_data.probability()
             for note in notes:
-                warn(note)
+                warn(cli_note(note))
             # A mask with no boundary (empty, full, or no pixel above 0.5) is passed through by the
             # engine without running the model: the times would measure no refinement at all.
             foreground = coarse > 0.5

@@ -40,6 +40,7 @@ class RefineOptions:
         min_margin: context around the box, at least this many pixels ...
         margin_fraction: ... or this fraction of the box's longer side.
         full_image: refine every instance on the whole image instead of a crop (for comparisons).
+        photo_bits: the scale of 16-bit images (``imageio.read_image``), None for each file's own.
     """
 
     preset: Preset | None = None
@@ -47,13 +48,17 @@ class RefineOptions:
     min_margin: int = MIN_MARGIN
     margin_fraction: float = MARGIN_FRACTION
     full_image: bool = False
+    photo_bits: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides a refined mask (resuming across different values would mix results)."""
         crop = "full image" if self.full_image else [self.min_margin, self.margin_fraction]
         # The preset's switches under the key earlier versions wrote, so their partial runs still resume.
         switches = {} if self.preset is None else {k: v for k, v in asdict(self.preset).items() if k != "description"}
-        return {"engine_options": json.loads(json.dumps(switches, default=str)), "crop": crop}
+        fingerprint = {"engine_options": json.loads(json.dumps(switches, default=str)), "crop": crop}
+        if self.photo_bits is not None:  # named only when fixed, so the partial runs of earlier versions resume
+            fingerprint["photo_bits"] = self.photo_bits
+        return fingerprint
 
 
 def crop_window(box: tuple[int, int, int, int], height: int, width: int, min_margin: int = MIN_MARGIN,
@@ -204,7 +209,7 @@ def iter_image_job(refiner: Any, job: dict[str, Any], options: RefineOptions) ->
 
     start = time.perf_counter()
     try:
-        image, orientation, notes = read_image_noted(job["image"], name=job["name"])
+        image, orientation, notes = read_image_noted(job["image"], name=job["name"], photo_bits=options.photo_bits)
         image, note = annotated_pixels(image, orientation, job.get("height"), job.get("width"), job["name"])
         if note:
             notes.append(note)

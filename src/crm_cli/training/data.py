@@ -52,7 +52,7 @@ def list_pairs(root: Path) -> list[FilePair]:
     ground truth ``<name>_gt`` (see :func:`target_pairs`). Photos left out are counted in warnings;
     none left is a FileNotFoundError."""
     root = Path(root)
-    pairs, warnings = target_pairs(pairing.scan_pairs(root), root)
+    pairs, warnings = target_pairs(pairing.scan_pairs(root, command="crm train"), root)
     for warning in warnings:
         logger.warning("%s", warning)
     return pairs

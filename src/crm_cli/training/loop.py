@@ -35,10 +35,12 @@ from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
 from ..presets import check_ratios
+from ..runtime import format_bytes
 from ..transforms import network_input
 from ..writing import write_atomic
 from .coarse import CoarseMix
 from .data import (
+    CROP,
     MOST_UNREADABLE,
     UNREADABLE_PAIR_ERRORS,
     DataMix,
@@ -180,6 +182,37 @@ class _WorkerWarnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         _worker_warnings.append(record.getMessage())
+
+
+# Batches each loader worker makes ahead of the step (DataLoader's prefetch_factor) when shared memory
+# holds them: workers hand batches over in /dev/shm, and one that finds it full fails to send its batch
+# while the training waits for it for ever.
+PREFETCH_BATCHES = 4
+# Shared memory counted per batch in flight, over its tensors' bytes: measured with 2 workers, 4
+# batches ahead each, 4-sample batches of 4.0 MB, /dev/shm held 20 MB more during the run (1.3 MB
+# per batch's 4 MB over); a batch being made or handed over while the others wait doubles it.
+SHARED_MEMORY_MARGIN = 2.0
+
+
+def batch_bytes(samples: int) -> int:
+    """Bytes of a batch of ``samples`` training samples (:func:`step_batch`'s float32 RGB, coarse
+    and ground-truth crops)."""
+    return samples * CROP * CROP * (3 + 1 + 1) * 4
+
+
+def loader_plan(workers: int, batch_size_bytes: int, free_bytes: int | None) -> tuple[int, int]:
+    """(workers, batches each keeps ahead) that fit ``free_bytes`` of shared memory, each batch in
+    flight counted ``SHARED_MEMORY_MARGIN`` times: ``workers`` keeping PREFETCH_BATCHES ahead where
+    they fit; else fewer batches ahead, down to one; else fewer workers; (0, 1) when not one batch
+    fits (the batches are then made in the training process). ``free_bytes`` None: no measure, as asked."""
+    if workers <= 0 or free_bytes is None:
+        return workers, PREFETCH_BATCHES
+    slots = int(free_bytes // (batch_size_bytes * SHARED_MEMORY_MARGIN))
+    if slots >= workers * PREFETCH_BATCHES:
+        return workers, PREFETCH_BATCHES
+    if slots >= workers:
+        return workers, slots // workers
+    return slots, 1
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -475,8 +508,11 @@ class Trainer:
             return (self.step_batches[step] for step in steps)
         # Spawned, not forked: a fork taken while another thread holds a lock (Rich's progress bar, an
         # earlier loader's queue feeder) can leave the worker waiting on that lock for ever.
+        workers, ahead = self._loader_plan()
+        if workers == 0:
+            return (self.step_batches[step] for step in steps)
         loader = torch.utils.data.DataLoader(self.step_batches, batch_size=None, sampler=steps,
-                                             num_workers=options.workers, prefetch_factor=4,
+                                             num_workers=workers, prefetch_factor=ahead,
                                              worker_init_fn=_single_threaded_worker, multiprocessing_context="spawn",
                                              pin_memory=self.device.type == "cuda")
         # The workers start now, born ignoring SIGINT (a spawned process keeps ignoring what its parent
@@ -495,6 +531,23 @@ class Trainer:
             # takes its place rather than leaving the signal ignored for good.
             for signum, handler in previous.items():
                 signal.signal(signum, _DEFAULT_HANDLERS[signum] if handler is None else handler)
+
+    def _loader_plan(self) -> tuple[int, int]:
+        """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory holds
+        (:func:`loader_plan`), with a warning when it holds fewer than asked."""
+        from ..containers import shared_memory_free
+
+        asked = self.options.workers
+        share = len(range(self.rank, self.options.batch, self.world))
+        workers, ahead = loader_plan(asked, batch_bytes(share), shared_memory_free())
+        if (workers, ahead) != (asked, PREFETCH_BATCHES):
+            free = shared_memory_free() or 0
+            plan = (f"{workers} worker{'s' if workers != 1 else ''} keeping {ahead} batch{'es' if ahead != 1 else ''} "
+                    "ahead" if workers else "batches made in the training process (no workers)")
+            logger.warning("shared memory (/dev/shm) has %s free, too little for %d workers keeping %d batches "
+                           "of %s ahead: %s; a container's default is 64 MB (give it more: docker run --shm-size 1g)",
+                           format_bytes(free), asked, PREFETCH_BATCHES, format_bytes(batch_bytes(share)), plan)
+        return workers, ahead
 
     def take_notes(self, notes: BatchNotes) -> None:
         """Report what making a batch met: each warning and each file newly left out as unreadable,
@@ -1102,7 +1155,7 @@ def val_set_pairs(name: str, folder: Path) -> list[FilePair]:
     from ..pairing import NoPairsError, ground_truth_pairs, scan_pairs
 
     try:
-        found = scan_pairs(folder)
+        found = scan_pairs(folder, command="crm train")
         if not found.pairs:
             problems = found.problems
             raise NoPairsError(f"no image/mask pairs under {folder}" + (f", e.g. {problems[0]}" if problems else ""))
