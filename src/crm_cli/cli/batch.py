@@ -41,8 +41,8 @@ from .common import (
     ThresholdOpt,
     collect_warnings,
     console,
-    emit_json,
     fail,
+    finish_run,
     out_of_memory_message,
     parse_labels,
     photo_bits_value,
@@ -716,11 +716,8 @@ def batch(
             if not quiet:
                 say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
         counts = {**summary_counts(items), "todo": len(todo)}
-        if json_out:
-            emit_json({"status": "partial" if counts["failed"] else "ok", **counts, "dry_run": True,
-                       "output_dir": folder_name, "items": in_input_order(items, order)})
-        if counts["failed"]:
-            raise typer.Exit(1)
+        finish_run({**counts, "dry_run": True, "output_dir": folder_name, "items": in_input_order(items, order)},
+                   failed=bool(counts["failed"]), json_out=json_out)
         return
     work = partial(refine_pair_job, settings=settings, mode=mode.value, labels=label_ids,
                    output_kind=output_kind.value, threshold=threshold, overwrite=overwrite, since_ns=since_ns,
@@ -807,12 +804,8 @@ def batch(
             console.print(f"  ... and {len(failures) - MAX_LISTED} more failed (each named above)", highlight=False)
     if no_room is not None:  # the record, with --json, and the error line last
         raise fatal.fail(out_of_space_message(*no_room, counts.get("todo", 0)))
-    if json_out:
-        # "status" as in every command's record: "ok", or "partial" when some pairs failed (exit 1).
-        emit_json({"status": "partial" if counts["failed"] else "ok", **counts, "output_dir": folder_name,
-                   "items": items})
-    if counts["failed"]:
-        raise typer.Exit(1)
+    finish_run({**counts, "output_dir": folder_name, "items": items}, failed=bool(counts["failed"]),
+               json_out=json_out)
 
 
 def input_order(found: Pairing[FilePair]) -> dict[str, int]:

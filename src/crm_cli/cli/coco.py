@@ -21,7 +21,7 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     console,
-    emit_json,
+    finish_run,
     finite_option,
     list_items,
     photo_bits_value,
@@ -277,15 +277,10 @@ def coco(
                            prefix="  failed")
         if len(failures) > MAX_LISTED_FAILURES:
             console.print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more (see --json)", highlight=False)
-    if json_out:
-        # "status" as in every command's record: "ok", or "partial" when some failed (exit 1); a run that
-        # stops as a whole prints FailureRecord's "failed" record instead.
-        emit_json({"status": "partial" if failures else "ok", "refined": refined_now, "resumed": len(done),
-                   "skipped": sum(skipped.values()), "skipped_by_reason": skipped, "failed": len(failures),
-                   "seconds": seconds, "output": str(output),
-                   "failures": [{"index": r["index"], "id": r["id"], "error": r["error"]} for r in failures]})
-    if failures:
-        raise typer.Exit(1)
+    finish_run({"refined": refined_now, "resumed": len(done), "skipped": sum(skipped.values()),
+                "skipped_by_reason": skipped, "failed": len(failures), "seconds": seconds, "output": str(output),
+                "failures": [{"index": r["index"], "id": r["id"], "error": r["error"]} for r in failures]},
+               failed=bool(failures), json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -882,6 +882,16 @@ def _decoded_names(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_decoded_names(item) for item in value]
     return value
+
+
+def finish_run(record: Mapping[str, Any], *, failed: bool, json_out: bool) -> None:
+    """End a command over many inputs: with ``json_out`` its ``record`` on stdout after ``"status"``
+    (as in every command's record: "ok", or "partial" when some input ``failed``; a run that stops as a
+    whole prints FailureRecord's "failed" record instead), then exit 1 when some input failed."""
+    if json_out:
+        emit_json({"status": "partial" if failed else "ok", **record})
+    if failed:
+        raise typer.Exit(1)
 
 
 def emit_json(payload: Any) -> None:

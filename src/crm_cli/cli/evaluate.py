@@ -20,7 +20,7 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     console,
-    emit_json,
+    finish_run,
     out_of_memory_message,
     percent,
     photo_bits_value,
@@ -212,13 +212,7 @@ def evaluate(
         f"{wall:.1f} s total, on {refiner.device_name}")
     for failure in [] if quiet else failures:
         report_failure(f"{failure['name']}: " if failure["name"] else "", failure["error"], prefix="  failed")
-    if json_out:
-        summary["images"] = per_image
-        # "status" as in every command's record: "ok", or "partial" when some failed (exit 1); a run that
-        # stops as a whole prints FailureRecord's "failed" record instead.
-        emit_json({"status": "partial" if failures else "ok", **summary})
-    if failures:
-        raise typer.Exit(1)
+    finish_run({**summary, "images": per_image}, failed=bool(failures), json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from .common import (
     FailureRecord,
     JsonOpt,
     console,
-    emit_json,
+    finish_run,
     percent,
     printable,
     report_failure,
@@ -255,13 +255,8 @@ def score(
         if csv_path is not None:
             _write_csv(csv_path, scores)
             say(f"wrote {'<stdout>' if csv_stdout else csv_path}")
-    if json_out:
-        # "status" as in every command's record: "ok", or "partial" when some failed (exit 1); a run that
-        # stops as a whole prints FailureRecord's "failed" record instead.
-        emit_json({"status": "partial" if failures else "ok", **scores.to_dict(), "threshold": threshold,
-                   "failed": len(failures), "failures": failures})
-    if failures:
-        raise typer.Exit(1)
+    finish_run({**scores.to_dict(), "threshold": threshold, "failed": len(failures), "failures": failures},
+               failed=bool(failures), json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:
