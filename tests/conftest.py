@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -123,6 +123,25 @@ def write_scene_files(folder: Path, stem_image: str = "im", stem_mask: str = "se
     cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(mask_path), coarse_of(gt, 8))
     return image_path, mask_path
+
+
+def write_training_pairs(root: Path, count: int, size: tuple[int, int] | Callable[[int], tuple[int, int]] = (64, 64),
+                         name: str = "p{:02d}", skip_masks: Container[int] = ()) -> Path:
+    """``count`` synthetic pairs in the DUTS-TR layout under ``root`` (made with its parents): pair k,
+    named ``name.format(k)``, is ``synthetic_scene`` of seed k at ``size`` (height, width), or at
+    ``size(k)``, as ``images/NAME.jpg`` and its exact mask ``masks/NAME.png`` (none for k in
+    ``skip_masks``). Returns ``root``."""
+    import cv2
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for k in range(count):
+        height, width = size(k) if callable(size) else size
+        image, mask = synthetic_scene(height, width, seed=k)
+        cv2.imwrite(str(root / "images" / f"{name.format(k)}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if k not in skip_masks:
+            cv2.imwrite(str(root / "masks" / f"{name.format(k)}.png"), mask)
+    return root
 
 
 @pytest.fixture

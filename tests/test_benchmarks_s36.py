@@ -9,7 +9,7 @@ from types import ModuleType
 
 import cv2
 import pytest
-from conftest import load_benchmark, synthetic_scene
+from conftest import load_benchmark, synthetic_scene, write_training_pairs
 
 SCRIPTS = {name: load_benchmark(name) for name in (
     "choose_checkpoint", "coco_crop", "device_train", "edge_offset", "gate_threshold", "heldout_val",
@@ -36,14 +36,7 @@ def big_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def training_folder(tmp_path: Path) -> Path:
     """images/ + masks/ with two small pairs."""
-    root = tmp_path / "train"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for k in range(2):
-        image, mask = synthetic_scene(40, 48, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"p{k}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path / "train", 2, (40, 48), name="p{}")
 
 
 @pytest.fixture

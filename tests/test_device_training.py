@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import load_benchmark, synthetic_scene
+from conftest import load_benchmark, synthetic_scene, write_training_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,14 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data_40(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 small pairs: the fixed split holds out p00, p20 (every 20th in sorted order)."""
-    root = tmp_path_factory.mktemp("duts")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for k in range(40):
-        image, mask = synthetic_scene(48, 40, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path_factory.mktemp("duts"), 40, (48, 40))
 
 
 def _names(folder: Path) -> list[str]:

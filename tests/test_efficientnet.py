@@ -19,7 +19,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_scene
+from conftest import synthetic_scene, write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.config import PRESET_ARCHS, ArchConfig
@@ -300,13 +300,7 @@ def test_train_command_with_lite0_and_the_wheel(tmp_path: Path) -> None:
     from crm_cli.cli import app
 
     path, _ = wheel_weights("efficientnet_lite0")
-    data = tmp_path / "data"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    for k in range(3):
-        image, mask = synthetic_scene(96 + 8 * k, 120, seed=k)
-        cv2.imwrite(str(data / "images" / f"s{k}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(data / "masks" / f"s{k}.png"), mask)
+    data = write_training_pairs(tmp_path / "data", 3, lambda k: (96 + 8 * k, 120), name="s{}")
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--encoder", "efficientnet_lite0", "--steps", "2",
             "--batch", "2", "--val-every", "2", "--ckpt-every", "2", "--query-window", "32"]

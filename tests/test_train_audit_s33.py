@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, synthetic_scene
+from conftest import TINY_ARCH, synthetic_scene, write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -20,14 +20,7 @@ from crm_cli.training.loop import Trainer, TrainOptions
 
 def write_pairs(root: Path, count: int, size: int = 64, skip_mask: tuple[int, ...] = ()) -> Path:
     """``count`` synthetic pairs p00.. in images/ + masks/ under ``root``, without the masks of ``skip_mask``."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for k in range(count):
-        image, mask = synthetic_scene(size, size, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if k not in skip_mask:
-            cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(root, count, (size, size), skip_masks=skip_mask)
 
 
 def write_big(root: Path, count: int, without_gt: tuple[int, ...] = ()) -> Path:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
-from conftest import synthetic_scene
+from conftest import write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -17,14 +16,7 @@ from crm_cli.cli import app
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 small image/mask pairs in the DUTS-TR layout."""
-    root = tmp_path_factory.mktemp("duts")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for k in range(12):
-        image, mask = synthetic_scene(64, 64, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path_factory.mktemp("duts"), 12)
 
 
 def train(*args: str) -> tuple[int, str, str]:

@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, synthetic_scene
+from conftest import TINY_ARCH, synthetic_scene, write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -26,14 +25,7 @@ from crm_cli.training.loss import boundary_band, crm_loss, gradient_magnitude
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DUTS-like folder (images/, masks/) of 8 synthetic scenes, smaller than the 224 crop."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for k in range(8):
-        image, mask = synthetic_scene(120 + 8 * k, 150, seed=k)
-        cv2.imwrite(str(root / "images" / f"s{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"s{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path_factory.mktemp("data"), 8, lambda k: (120 + 8 * k, 150), name="s{:02d}")
 
 
 def test_coarse_synthesis_reaches_its_iou_target() -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCH, synthetic_scene
+from conftest import TINY_ARCH, write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
@@ -27,13 +27,7 @@ from crm_cli.training.loop import RunEnd, Trainer, TrainOptions, step_batch
 
 def make_pairs(root: Path, count: int, height: int = 96, width: int = 80) -> Path:
     """``count`` pairs p00, p01 ... in the DUTS-TR layout under ``root``."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for k in range(count):
-        image, mask = synthetic_scene(height, width, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(root, count, (height, width))
 
 
 def cut_short(path: Path) -> None:

@@ -7,9 +7,8 @@ import csv
 import json
 from pathlib import Path
 
-import cv2
 import pytest
-from conftest import TINY_ARCH, synthetic_scene
+from conftest import TINY_ARCH, write_training_pairs
 
 from crm_cli.training.loop import RunEnd, Trainer, TrainOptions
 
@@ -24,14 +23,7 @@ class Killed(BaseException):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 small image/mask pairs in the DUTS-TR layout."""
-    root = tmp_path_factory.mktemp("duts")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for k in range(8):
-        image, mask = synthetic_scene(96, 80, seed=k)
-        cv2.imwrite(str(root / "images" / f"s{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"s{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path_factory.mktemp("duts"), 8, (96, 80), name="s{:02d}")
 
 
 def _options(data: Path, out: Path) -> TrainOptions:

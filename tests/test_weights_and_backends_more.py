@@ -13,9 +13,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import pytest
-from conftest import TINY_ARCH, flat, make_tiny_model, synthetic_scene, write_scene_files
+from conftest import TINY_ARCH, flat, make_tiny_model, write_scene_files, write_training_pairs
 from typer.testing import CliRunner
 
 from crm_cli.checkpoint import WeightsError, read_sidecar, sha256_file, write_sidecar
@@ -252,14 +251,7 @@ def test_every_encoder_session_opens_through_one_helper(exported: Path, monkeypa
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 small image/mask pairs in the DUTS-TR layout."""
-    root = tmp_path_factory.mktemp("duts")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for k in range(6):
-        image, mask = synthetic_scene(64, 64, seed=k)
-        cv2.imwrite(str(root / "images" / f"p{k:02d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"p{k:02d}.png"), mask)
-    return root
+    return write_training_pairs(tmp_path_factory.mktemp("duts"), 6)
 
 
 def _train(pairs: Path, out: Path, init: str, *more: str):  # noqa: ANN202 - click's Result
