@@ -148,6 +148,26 @@ def test_roi_band_covers_uncertain_pixels_and_the_boundary() -> None:
     assert torch.equal(band, expected)
 
 
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_the_band_rule_on_a_gpu_tensor_equals_the_cpu_arrays(radius: int) -> None:
+    # A GPU's band dilates with max-pooling, the CPU's with OpenCV: one rule (roi._band) on both. The
+    # GPU path is run here on CPU tensors through the max-pool, which is all it differs by.
+    import torch.nn.functional as F
+
+    from crm_cli import roi
+
+    def max_pool_dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
+        if size <= 0:
+            return mask.clone()
+        return F.max_pool2d(mask.float()[None, None], 2 * size + 1, stride=1, padding=size)[0, 0] > 0
+
+    prob = np.random.default_rng(radius).random((40, 56)).astype(np.float32)
+    prob[5:30, 8:40] = 1.0
+    prob[:4] = 0.0
+    on_gpu = roi._band(torch.from_numpy(prob), radius, max_pool_dilate).numpy()
+    assert np.array_equal(on_gpu, roi.roi_band_array(prob, radius)) and 0 < on_gpu.sum() < on_gpu.size
+
+
 def test_roi_stage_equals_full_decoding_inside_the_band_and_keeps_the_rest(device: str) -> None:
     from crm_cli.roi import roi_band
     from crm_cli.stages import resize_probability

@@ -11,7 +11,8 @@ through them); the others take torch tensors, on any device.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -33,11 +34,16 @@ def dilate_array(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def roi_band_array(prob: np.ndarray, radius: int) -> np.ndarray:
     """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
+    return _band(prob, radius, dilate_array)
+
+
+def _band(prob: Any, radius: int, dilate_by: Callable[[Any, int], Any]) -> Any:
+    """The module's band rule on a probability map (array or tensor), with that type's ``dilate_by``."""
     uncertain = (prob > ROI_LOW) & (prob < ROI_HIGH)
     foreground = prob > 0.5
     # Dilation minus erosion: pixels whose 3x3 neighbourhood holds both sides of the boundary.
-    edge = dilate_array(foreground, 1) & dilate_array(~foreground, 1)
-    return dilate_array(uncertain | edge, radius)
+    edge = dilate_by(foreground, 1) & dilate_by(~foreground, 1)
+    return dilate_by(uncertain | edge, radius)
 
 
 def _place_in_padding(small: np.ndarray, padded_hw: tuple[int, int], pad: int) -> np.ndarray:
@@ -90,10 +96,7 @@ def roi_band(prob: torch.Tensor, radius: int) -> torch.Tensor:
 
     if prob.device.type == "cpu":
         return torch.from_numpy(roi_band_array(prob.numpy(), radius))
-    uncertain = (prob > ROI_LOW) & (prob < ROI_HIGH)
-    foreground = prob > 0.5
-    edge = dilate(foreground, 1) & dilate(~foreground, 1)
-    return dilate(uncertain | edge, radius)
+    return _band(prob, radius, dilate)
 
 
 def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
