@@ -123,6 +123,25 @@ def test_memory_headroom_v1_is_limit_less_usage_and_ignores_unlimited(tmp_path: 
     assert containers.memory_headroom(root) == 0
 
 
+def test_memory_headroom_leaves_out_the_inactive_page_cache(tmp_path: Path) -> None:
+    # A container that has just written a large file holds it as page cache, which the kernel
+    # reclaims before it kills: v1's total_inactive_file and v2's inactive_file count as free.
+    root = v1_tree(tmp_path / "v1")
+    base = "sys/fs/cgroup/memory/docker/abc"
+    write(root, f"{base}/memory.limit_in_bytes", str(1500 << 20))
+    write(root, f"{base}/memory.usage_in_bytes", str(1220 << 20))
+    write(root, f"{base}/memory.stat", f"cache 1150000000\ninactive_file 5\ntotal_inactive_file {1100 << 20}\n")
+    assert containers.memory_headroom(root) == (1500 - 1220 + 1100) << 20
+    root = v2_tree(tmp_path / "v2")
+    base = "sys/fs/cgroup/kubepods/pod1/c1"
+    write(root, f"{base}/memory.max", str(1 << 30))
+    write(root, f"{base}/memory.current", str(900 << 20))
+    write(root, f"{base}/memory.stat", f"anon 1000\nfile {700 << 20}\ninactive_file {600 << 20}\n")
+    assert containers.memory_headroom(root) == (1024 - 900 + 600) << 20
+    write(root, f"{base}/memory.stat", "inactive_file many\n")  # unreadable: counted as used
+    assert containers.memory_headroom(root) == (1024 - 900) << 20
+
+
 def test_memory_headroom_v2_smallest_along_parents_and_max(tmp_path: Path) -> None:
     root = v2_tree(tmp_path)
     base = "sys/fs/cgroup/kubepods"

@@ -42,8 +42,8 @@ STDIN_NAME = "<stdin>"
 BYTES_NAME = "<bytes>"
 # Bytes longer than this are never taken for a file's path (Linux's PATH_MAX).
 _PATH_BYTES_LIMIT = 4096
-# The largest image crm reads (width x height), and the longest side. Refining needs about 0.75 GB
-# plus 37 bytes per pixel (70 with the `quality` preset; see runtime.estimate_refine_bytes), so
+# The largest image crm reads (width x height), and the longest side. Refining needs about 0.4-0.75 GB
+# (onnx, torch) plus 37 bytes per pixel (70 with the `quality` preset; see runtime.estimate_refine_bytes), so
 # the 150 MP limit is a 6-7 GB job (11-12 GB with `quality`); the side limit is JPEG's.
 MAX_IMAGE_PIXELS = 150_000_000
 MAX_IMAGE_SIDE = 65_535

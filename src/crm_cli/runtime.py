@@ -72,12 +72,17 @@ OPENMP_USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # ONNX Runtime's switch for its usage telemetry (writes under ~/.cache and the temp folder).
 ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY"
 
-# Peak resident memory of `crm refine` (torch loaded, shipped model, one image), fitted to peaks
-# measured with /usr/bin/time at 2048x1536 .. 8000x6000: balanced 0.86 / 1.26 / 1.75 / 2.50 GB at
-# 3.1 / 12.6 / 24 / 48 MP (fast a little less), quality 1.48 / 2.32 / 2.95 GB at 3.1 / 12.6 / 24 MP.
-# A fixed part, bytes per image pixel, and for `quality` the full-stage encoder's working set,
-# which grows with the square of the tile (with its margins) and so shrinks with --tile-size.
-BASE_BYTES = 750_000_000
+# Peak resident memory of `crm refine` (shipped model, one image): a fixed part, bytes per image
+# pixel, and for `quality` the full-stage encoder's working set, which grows with the square of the
+# tile (with its margins) and so shrinks with --tile-size. Fitted first with torch loaded, measured with
+# /usr/bin/time at 2048x1536 .. 8000x6000: balanced 0.86 / 1.26 / 1.75 / 2.50 GB at 3.1 / 12.6 / 24 / 48
+# MP, quality 1.48 / 2.32 / 2.95 GB at 3.1 / 12.6 / 24 MP. On the onnx backend (a CPU's default, no
+# torch) whole processes (benchmarks/whole_process.py, session 39) peaked at auto 0.71 / 0.80 / 1.23 /
+# 2.10 GB at 8.3 / 12 / 24 / 48 MP and quality 1.86 / 2.06 GB at 8.3 / 12 MP: the same bytes per pixel
+# on a fixed part 0.35 GB smaller (torch's import). The estimate takes that smaller part, so a photo is
+# refused only when even the leaner backend cannot fit it: a refusal cannot be overridden, and a 4K
+# photo refused in a 1 GB container (estimate 1.2 GB) peaked at 0.66 GB there.
+BASE_BYTES = 400_000_000
 BYTES_PER_PIXEL_ROI = 37
 BYTES_PER_PIXEL_FULL = 70
 BYTES_PER_TILE_PIXEL = 380
