@@ -73,6 +73,30 @@ def opencv_out_of_memory(exc: BaseException) -> str | None:
     return f"Unable to allocate {shown} in OpenCV"
 
 
+# What a thread that could not be started advises.
+THREAD_ADVICE = ": this process may start no more threads (a container's pids limit, or ulimit -u?); try --threads 1"
+
+
+def thread_shortage_message(exc: BaseException) -> str | None:
+    """The error line of ``exc`` when no thread could be started (Python's "can't start new thread",
+    a native pool's "pthread_create failed": a container's pids limit), with its advice; None for
+    any other exception."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = first_line(exc)
+    if text.startswith("can't start new thread"):
+        return f"cannot start a thread ({text}){THREAD_ADVICE}"
+    if (native := text.find("pthread_create failed")) >= 0:  # after ONNX Runtime's C++ source position
+        return f"cannot start a thread ({text[native:]}){THREAD_ADVICE}"
+    return None
+
+
+def shortage_message(exc: BaseException) -> str | None:
+    """The error line of ``exc`` when it is a shortage of the machine's (memory:
+    :func:`out_of_memory_message`; threads: :func:`thread_shortage_message`), None otherwise."""
+    return out_of_memory_message(exc) or thread_shortage_message(exc)
+
+
 # What an out-of-memory error line advises (after a MemoryError's own text).
 MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller image"
 

@@ -169,8 +169,12 @@ def _hold(path: Path, token: str) -> None:
     with _held_changed:
         _held[_key(path)] = token
         if _refresher is None or not _refresher.is_alive():
-            _refresher = threading.Thread(target=_refresh_held_locks, name="crm-lock-refresh", daemon=True)
-            _refresher.start()
+            refresher = threading.Thread(target=_refresh_held_locks, name="crm-lock-refresh", daemon=True)
+            try:
+                refresher.start()
+            except RuntimeError:  # no thread to be had (a container's pids limit): the lock holds
+                return  # without refreshes until it is STALE_LOCK_AGE_S old, longer than most pairs take
+            _refresher = refresher
         else:
             # The refresher touches every held lock now and then waits LOCK_REFRESH_S again (so a
             # changed interval applies at once).
@@ -280,10 +284,13 @@ class OutputLock:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        # Registered before its content is written, so this process never sees its own lock as stale.
-        _hold(self.path, self._token)
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
+                # Registered before its content is written, so this process never sees its own lock as
+                # stale; inside the try, since registering starts the refresher thread, which a
+                # container's pids limit can refuse (the empty file was left, and the pair was then
+                # reported in progress by other runs).
+                _hold(self.path, self._token)
                 handle.write(_lock_line(self._token))
         except BaseException:
             _unhold(self.path)

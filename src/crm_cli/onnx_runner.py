@@ -62,9 +62,17 @@ class DecoderPool:
         with self._blas.limit(limits=1, user_api="blas"):
             if self._executor is None or len(starts) < 2:
                 run_jobs(None, job, starts)
-            else:
-                for _ in self._executor.map(job, starts):  # re-raises a job's exception here
-                    pass
+                return
+            try:
+                results = self._executor.map(job, starts)  # starts the pool's threads on first use
+            except RuntimeError:
+                # No thread to be had (a container's pids limit): the chunks run here, now and later.
+                self.close()
+                self._executor = None
+                run_jobs(None, job, starts)
+                return
+            for _ in results:  # re-raises a job's exception here
+                pass
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -291,6 +299,8 @@ def open_encoder_session(encoder_path: str | Path, threads: int | None, data: by
     except MemoryError:
         raise  # the machine's state, not the file's: the CLI's out-of-memory advice applies
     except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
+        if "pthread_create failed" in str(exc):  # its thread pool, not the file: errors.thread_shortage_message
+            raise RuntimeError(first_line(exc)) from None
         raise WeightsError(f"{encoder_path}: ONNX Runtime cannot load the exported encoder ({first_line(exc)}); "
                            "export it again (python -m crm_cli.onnx_export), or use the torch backend") from None
 

@@ -43,12 +43,12 @@ from .common import (
     console,
     fail,
     finish_run,
-    out_of_memory_message,
     parse_labels,
     photo_bits_value,
     refiner_options,
     report_failure,
     say,
+    shortage_message,
     stop_behind,
     usage_errors_recorded,
     user_errors,
@@ -464,8 +464,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     mask (see older_than_inputs) or made with other settings than ``record``'s, is made again; the
     output written records what shaped it (OutputRecord.stamp), when ``record`` is given. A job marked
     ``passthrough`` (image too small), or
-    one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory fails
-    the pair, as crm refine words it (out_of_memory_message). The warnings shown for the pair (its
+    one whose mask holds none of ``labels``, writes its mask unchanged. Running out of memory or
+    threads fails the pair, as crm refine words it (shortage_message). The warnings shown for the pair (its
     notes, named by the pair unless they name its file, and what the library logged, see
     collect_warnings) are listed in ``warnings``; with ``hold_warnings`` (a Ray actor, whose stderr is
     not the user's) they are not printed here, for the command to show. A write (of the output or of
@@ -526,7 +526,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped
                 raise
-            error = out_of_memory_message(exc) or failure_text(failure)
+            error = shortage_message(exc) or failure_text(failure)
             outcome = {"status": "failed", "error": error}
             if out_of_space(exc):  # the output or its lock found no room: the driver stops the run
                 outcome[OUT_OF_SPACE_KEY] = exc.errno

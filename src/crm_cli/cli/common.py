@@ -26,6 +26,7 @@ from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
 from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands and tests import it from here
 from ..errors import ContinuedText, first_line, message_of
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
+from ..errors import shortage_message as shortage_message  # re-exported for batch
 from ..presets import PRESETS, split_items
 
 # Logs, progress and tables go to stderr; stdout carries data only.
@@ -774,8 +775,8 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
             raise
         message = message_of(exc)
         code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
-    except Exception as exc:  # noqa: BLE001 - only running out of memory is taken, the rest is raised again
-        if (shortage := out_of_memory_message(exc)) is None:
+    except Exception as exc:  # noqa: BLE001 - only running out of memory or threads is taken, the rest raised again
+        if (shortage := shortage_message(exc)) is None:
             raise
         message = shortage
     if on_error is not None:

@@ -1,0 +1,63 @@
+"""A container's pids limit: when no thread can be started, crm works on without one where it can
+(the decoder's pool, the lock refresher) and says so in one line where it cannot."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crm_cli import locks
+from crm_cli.errors import THREAD_ADVICE, shortage_message, thread_shortage_message
+from crm_cli.onnx_runner import DecoderPool
+
+
+def test_thread_shortages_are_told_from_other_errors() -> None:
+    python = thread_shortage_message(RuntimeError("can't start new thread"))
+    assert python == f"cannot start a thread (can't start new thread){THREAD_ADVICE}"
+    native = RuntimeError("/onnxruntime_src/core/platform/posix/env.cc:327 onnxruntime::PosixThread::PosixThread("
+                          "...) pthread_create failed, error code: 11 error msg: Resource temporarily unavailable")
+    assert thread_shortage_message(native) == ("cannot start a thread (pthread_create failed, error code: 11 error "
+                                               f"msg: Resource temporarily unavailable){THREAD_ADVICE}")
+    assert "try --threads 1" in THREAD_ADVICE
+    assert thread_shortage_message(RuntimeError("something else")) is None
+    assert thread_shortage_message(ValueError("can't start new thread")) is None
+    assert shortage_message(RuntimeError("can't start new thread")) == python
+    assert shortage_message(MemoryError("Unable to allocate 1 GiB")).startswith("Unable to allocate 1 GiB; try")
+
+
+def test_the_decoder_pool_runs_its_chunks_here_when_no_thread_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = DecoderPool(workers=2)
+    out = np.zeros(8)
+
+    def job(start: int) -> None:
+        out[start:start + 2] = start + 1
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    pool.run(job, [0, 2, 4, 6])  # the first use starts the threads: refused
+    assert out.tolist() == [1, 1, 3, 3, 5, 5, 7, 7]
+    out[:] = 0
+    pool.run(job, [0, 2, 4, 6])  # and later uses run here without trying again
+    assert out.tolist() == [1, 1, 3, 3, 5, 5, 7, 7] and pool._executor is None
+    pool.close()
+
+
+def test_a_lock_is_taken_and_left_clean_when_its_refresher_cannot_start(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Starting the refresher used to come after the lock file was made and outside the cleanup: the
+    # empty file stayed, and other runs reported the pair in progress and did nothing.
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(locks, "_refresher", None)
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    lock = locks.OutputLock(tmp_path / "a.png")
+    assert lock.acquire()
+    assert lock.path.read_text().strip() and not lock.is_stale()
+    lock.release()
+    assert not lock.path.exists() and list(tmp_path.iterdir()) == []
