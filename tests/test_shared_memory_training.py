@@ -4,6 +4,8 @@ batches in flight as shared memory holds, instead of failing to hand one over an
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,11 +68,15 @@ def test_a_small_shared_memory_trains_the_same_batches_with_a_warning(tmp_path: 
     with caplog.at_level(logging.WARNING, logger="crm_cli"):
         in_process = [made_batch.batch for made_batch in alone.batches()]
     assert made[-1] == (0, 1) and "batches made in the training process (no workers)" in caplog.text
+    assert "shared memory (/dev/shm) is missing, read-only or full, too little for 2 workers" in caplog.text
     for one, other in zip(batches, in_process, strict=True):
         assert all((a == b).all() for a, b in zip(one, other, strict=True))
 
 
-def test_shared_memory_free_reads_the_folder(tmp_path: Path) -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX shared memory in /dev/shm is Linux's")
+def test_shared_memory_free_reads_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     free = containers.shared_memory_free(tmp_path)
     assert free is not None and free > 0
-    assert containers.shared_memory_free(tmp_path / "missing") is None
+    assert containers.shared_memory_free(tmp_path / "missing") == 0  # no /dev/shm: no workers
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only one, for a root user too
+    assert containers.shared_memory_free(tmp_path) == 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,10 +188,15 @@ def memory_headroom(root: Path = Path("/")) -> int | None:
 
 
 def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:
-    """Bytes free in POSIX shared memory (``/dev/shm``; Docker gives a container 64 MB unless
-    ``--shm-size`` says otherwise), or None where there is none to measure."""
+    """Bytes that can be written to POSIX shared memory (``/dev/shm``; Docker gives a container 64 MB
+    unless ``--shm-size`` says otherwise): 0 on Linux when it is missing or read-only (torch's
+    workers then fail to hand a batch over), None on other systems, which keep it elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         stats = os.statvfs(folder)
-    except (OSError, AttributeError):  # no such folder; no statvfs (Windows)
-        return None
+    except OSError:  # no /dev/shm
+        return 0
+    if stats.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+        return 0
     return stats.f_bavail * stats.f_frsize

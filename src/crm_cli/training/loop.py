@@ -35,7 +35,7 @@ from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
 from ..presets import check_ratios
-from ..runtime import format_bytes
+from ..runtime import count_of, format_bytes
 from ..transforms import network_input
 from ..writing import write_atomic
 from .coarse import CoarseMix
@@ -542,11 +542,12 @@ class Trainer:
         workers, ahead = loader_plan(asked, batch_bytes(share), shared_memory_free())
         if (workers, ahead) != (asked, PREFETCH_BATCHES):
             free = shared_memory_free() or 0
-            plan = (f"{workers} worker{'s' if workers != 1 else ''} keeping {ahead} batch{'es' if ahead != 1 else ''} "
-                    "ahead" if workers else "batches made in the training process (no workers)")
-            logger.warning("shared memory (/dev/shm) has %s free, too little for %d workers keeping %d batches "
-                           "of %s ahead: %s; a container's default is 64 MB (give it more: docker run --shm-size 1g)",
-                           format_bytes(free), asked, PREFETCH_BATCHES, format_bytes(batch_bytes(share)), plan)
+            room = f"has {format_bytes(free)} free" if free else "is missing, read-only or full"
+            plan = (f"{count_of(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
+                    if workers else "batches made in the training process (no workers)")
+            logger.warning("shared memory (/dev/shm) %s, too little for %s keeping %d batches of %s ahead: %s; "
+                           "a container's default is 64 MB (give it more: docker run --shm-size 1g)", room,
+                           count_of(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)), plan)
         return workers, ahead
 
     def take_notes(self, notes: BatchNotes) -> None:
