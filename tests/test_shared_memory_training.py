@@ -80,3 +80,65 @@ def test_shared_memory_free_reads_the_folder(tmp_path: Path, monkeypatch: pytest
     assert containers.shared_memory_free(tmp_path / "missing") == 0  # no /dev/shm: no workers
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only one, for a root user too
     assert containers.shared_memory_free(tmp_path) == 0
+
+
+ORPHAN_DRIVER = """
+import multiprocessing, os, sys, time
+from crm_cli.training.loop import _end_with_parent
+
+def child(parent, path):
+    open(path + ".before", "w").close()
+    _end_with_parent(parent)
+    with open(path, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    parent = os.getpid() if sys.argv[2] == "mine" else 1
+    multiprocessing.get_context("spawn").Process(target=child, args=(parent, sys.argv[1])).start()
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("parent", ["mine", "gone"])
+def test_a_loader_worker_ends_with_its_training_process(tmp_path: Path, parent: str) -> None:
+    # Workers ignore SIGTERM, and a training process killed (SIGKILL, the OOM killer) while they were
+    # starting left them running for good. Now the kernel kills them with it, and one whose training
+    # process is gone by the time it starts ends at once.
+    import signal
+    import subprocess
+    import time
+
+    started, script = tmp_path / "worker.pid", tmp_path / "driver.py"
+    script.write_text(ORPHAN_DRIVER)  # a file: a spawned child imports its function from __main__
+    driver = subprocess.Popen([sys.executable, str(script), str(started), parent])
+    try:
+        deadline = time.monotonic() + 120
+        awaited = started if parent == "mine" else tmp_path / "worker.pid.before"
+        while not awaited.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if parent == "gone":  # the parent it was told of is not its own: it ends before writing
+            time.sleep(3)
+            assert awaited.exists() and not started.exists()
+            return
+        worker = int(started.read_text())
+        assert _alive(worker)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)

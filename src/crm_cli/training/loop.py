@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum, IntEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -239,7 +241,32 @@ class StepBatches(torch.utils.data.Dataset):
         return MadeBatch(batch, BatchNotes(self.cache.take_notes(), warnings, failure))
 
 
-def _single_threaded_worker(_: int) -> None:
+# prctl's option that names the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel kill this loader worker when the training process ``parent`` dies (Linux).
+
+    Workers ignore SIGTERM and SIGINT (see below), and torch's watchdog compares the parent's pid
+    with the one it saw when the worker started: a training process killed (SIGKILL, the OOM
+    killer) while its workers were still starting left them running for good, about 575 MB each,
+    with pid 1 as their parent. A parent already gone before this runs ends the worker here."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl to be had: torch's watchdog alone
+        return
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _single_threaded_worker(parent: int, _: int) -> None:
+    _end_with_parent(parent)
     # Each worker makes one batch at a time; OpenCV's own thread pool would only oversubscribe the CPUs.
     import cv2
 
@@ -513,7 +540,8 @@ class Trainer:
             return (self.step_batches[step] for step in steps)
         loader = torch.utils.data.DataLoader(self.step_batches, batch_size=None, sampler=steps,
                                              num_workers=workers, prefetch_factor=ahead,
-                                             worker_init_fn=_single_threaded_worker, multiprocessing_context="spawn",
+                                             worker_init_fn=partial(_single_threaded_worker, os.getpid()),
+                                             multiprocessing_context="spawn",
                                              pin_memory=self.device.type == "cuda")
         # The workers start now, born ignoring SIGINT (a spawned process keeps ignoring what its parent
         # ignored, and Python then sets no handler of its own): Ctrl-C reaches the whole process group,
