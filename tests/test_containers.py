@@ -4,6 +4,7 @@ threads follow the quota."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,18 @@ def test_torch_threads_follow_the_quota_unless_asked(four_cpus: None, monkeypatc
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = runtime.OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, runtime.OPEN_FILES_WANTED)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, wanted), hard))  # `ulimit -Sn 64`
+        assert runtime.raise_open_files_limit() == wanted
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (wanted, hard)
+        assert runtime.raise_open_files_limit() == wanted  # already there: left as it is
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

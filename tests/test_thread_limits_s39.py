@@ -61,3 +61,24 @@ def test_a_lock_is_taken_and_left_clean_when_its_refresher_cannot_start(tmp_path
     assert lock.path.read_text().strip() and not lock.is_stale()
     lock.release()
     assert not lock.path.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory", "/dev/shm"),
+                                   OSError(30, "Read-only file system", "/tmp/ray"),
+                                   BlockingIOError(11, "Resource temporarily unavailable")])
+def test_ray_that_cannot_start_here_is_one_line(monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+    # Measured with Ray in a private mount namespace: no /dev/shm, a read-only /tmp, or a pids limit
+    # each ended `crm batch --ray local` in a traceback.
+    ray = pytest.importorskip("ray")
+    from crm_cli.raybatch import RayRunError, connect
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(RayRunError) as raised:
+        connect("local", quiet=True)
+    message = str(raised.value)
+    assert message.startswith("cannot start Ray at 'local': ") and str(error) in message
+    assert "\n" not in message and "writable temp folder, /dev/shm" in message

@@ -137,6 +137,9 @@ def connect(address: str, quiet: bool = False) -> bool:
                  **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
+    except OSError as exc:  # the machine's: no /dev/shm, a read-only temp folder, no process to be had
+        raise RayRunError(f"cannot start Ray at {address!r}: {exc} (Ray needs a writable temp folder, /dev/shm "
+                          "and room for its processes)") from None
     except SystemExit as exc:
         # A SIGTERM while Ray was starting met Ray's handler: it goes to the command's instead.
         if exc.code == signal.SIGTERM and on_term is not None and on_term is not signal.SIG_DFL:

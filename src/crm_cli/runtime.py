@@ -261,6 +261,31 @@ def usable_threads(threads: int | None) -> int | None:
     return threads
 
 
+# The open files crm asks for at most (raise_open_files_limit): plenty for DataLoader workers, which
+# hold a descriptor per batch in flight, without asking a system for millions.
+OPEN_FILES_WANTED = 65_536
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft limit of open files to its hard limit (at most OPEN_FILES_WANTED),
+    as a process may without privileges; returns the soft limit now, None where there is none to
+    set. Under ``ulimit -n 16`` training's loader workers failed with "Too many open files" and the
+    process then waited on them for ever at exit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+        return soft
+    except (OSError, ValueError):
+        return None
+
+
 def configure_torch(threads: int | None = None, device: Any = None) -> None:
     """Process-wide torch settings: ``threads`` CPU threads (None or 0 keeps torch's default, the
     physical cores, unless a container's CPU quota allows fewer: :func:`usable_threads`) and, on a

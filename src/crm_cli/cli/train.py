@@ -113,7 +113,7 @@ def train(
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
     if (problem := torch_import_problem()) is not None:  # training is torch through and through
         raise fail(f"crm train needs torch, which does not import ({problem})")
-    from ..runtime import configure_torch
+    from ..runtime import configure_torch, raise_open_files_limit
     from ..training.data import NoTrainingPairsError, list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
@@ -124,6 +124,7 @@ def train(
     with usage_error("--val"):
         val_pairs = list_pairs(val) if val is not None else None
     configure_torch(threads or None)
+    raise_open_files_limit()  # loader workers hold a descriptor per batch in flight
     trainer = None
     try:
         with user_errors():
