@@ -82,3 +82,22 @@ def test_ray_that_cannot_start_here_is_one_line(monkeypatch: pytest.MonkeyPatch,
     message = str(raised.value)
     assert message.startswith("cannot start Ray at 'local': ") and str(error) in message
     assert "\n" not in message and "writable temp folder, /dev/shm" in message
+
+
+def test_no_writable_temp_folder_names_tmpdir() -> None:
+    # On a read-only root, `crm train` failed with tempfile's bare "No usable temporary directory":
+    # torch's optimiser imports torch._dynamo, which makes its cache in the temp folder.
+    import typer
+
+    from crm_cli.cli.common import user_errors
+
+    said: list[str] = []
+    with pytest.raises(typer.Exit) as raised, user_errors(said.append):
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp', '/var/tmp']")
+    assert raised.value.exit_code == 1
+    assert said == ["[Errno 2] No usable temporary directory found in ['/tmp', '/var/tmp']; set TMPDIR to a "
+                    "folder crm may write"]
+    said.clear()
+    with pytest.raises(typer.Exit), user_errors(said.append):
+        raise FileNotFoundError(2, "No such file or directory", "a.png")
+    assert said == ["[Errno 2] No such file or directory: 'a.png'"]

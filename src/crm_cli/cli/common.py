@@ -744,6 +744,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# How Python's tempfile says that no temporary folder can be written.
+NO_TEMP_FOLDER = "[Errno 2] No usable temporary directory found"
+
+
 @contextmanager
 def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]:
     """Turn expected failures (bad files, sizes, devices, weights) into one line and exit code 1
@@ -774,6 +778,10 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         if stop_behind(exc):  # a terminal that hung up fails a write while the stop unwinds
             raise
         message = message_of(exc)
+        if isinstance(exc, FileNotFoundError) and message.startswith(NO_TEMP_FOLDER):
+            # tempfile's, from a library (torch's optimiser imports torch._dynamo, which makes its
+            # cache there): on a read-only root the folder to name is the user's to choose.
+            message += "; set TMPDIR to a folder crm may write"
         code = getattr(exc, "exit_code", 1)  # 2 for a usage error (NoPairsError, UnknownCategoriesError)
     except Exception as exc:  # noqa: BLE001 - only running out of memory or threads is taken, the rest raised again
         if (shortage := shortage_message(exc)) is None:
