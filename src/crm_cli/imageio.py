@@ -943,7 +943,7 @@ def file_takes_photo_bits(source: str | Path) -> bool:
     try:
         with open(source, "rb") as handle, warnings_ignored():
             opened = Image.open(handle)
-            return opened.mode.startswith("I;16") or opened.mode == "I" or _is_16bit_colour(opened)
+            return _takes_photo_bits(opened) or _is_16bit_colour(opened)  # OpenCV decodes the latter
     except Exception:  # noqa: BLE001 - unreadable for whatever reason: see above
         return True
 

@@ -475,7 +475,6 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
     photos (pipeline.refine_files), None for each file's own.
     """
     from ..evaluation import pair_failure
-    from ..imageio import cli_note
     from ..locks import OutputLock, describe_holder
     from ..pipeline import choose_mode, mask_keeping_notes, refine_files
     from ..writing import out_of_space, write_png
@@ -508,7 +507,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                       mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
-            for note in map(cli_note, result.notes):  # shown before the write, as crm refine shows them
+            for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
             made_with = None

@@ -157,7 +157,6 @@ def coco(
         refine_image_job,
     )
     from ..coco import write_json_atomic as write_output
-    from ..imageio import cli_note
     from ..raybatch import RayRunError, ray_run
 
     started = time.perf_counter()
@@ -225,7 +224,7 @@ def coco(
                 stream = ((index, result) for index, image in images for result in image["results"])
                 for index, result in stream:
                     for note in result.pop("notes", ()):  # a warning, as in crm refine: -q keeps it
-                        warn(cli_note(note), progress.console)
+                        warn(note, progress.console)
                     status = result["status"]
                     if status == "refined":
                         try:

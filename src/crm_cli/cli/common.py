@@ -641,11 +641,15 @@ _warnings_held: ContextVar[bool] = ContextVar("crm_warnings_held", default=False
 
 
 def warn(note: str, out: Console | None = None) -> None:
-    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally, its control
-    characters escaped (:func:`printable`), and kept as it is by each :func:`collect_warnings` block
-    around the call (and not printed inside one that holds them)."""
+    """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (in the CLI's
+    words: ``imageio.cli_note``), its control characters escaped (:func:`printable`), and kept as it
+    is by each :func:`collect_warnings` block around the call (and not printed inside one that holds
+    them)."""
     from rich.markup import escape
 
+    from ..imageio import cli_note
+
+    note = cli_note(note)  # a reader's note names photo_bits=; the command's option is --photo-bits
     for shown in _warning_lists.get():
         shown.append(note)
     if not _warnings_held.get():

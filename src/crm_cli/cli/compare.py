@@ -62,13 +62,13 @@ def compare(
                        "comparison strip", code=2)
     with stops_cleanly(), user_errors():
         from ..compare import compare_strip
-        from ..imageio import cli_note, read_image_noted, read_mask
+        from ..imageio import read_image_noted, read_mask
         from ..pipeline import fit_mask_to_image
         from ..writing import encode_image, write_bytes_stdout, write_picture
 
         rgb, orientation, notes = read_image_noted(image, photo_bits=photo_bits_value(photo_bits))
         for note in notes:  # warnings, as in crm refine: -q keeps them
-            warn(cli_note(note))
+            warn(note)
         masks = []
         for path in (coarse, refined, gt):
             if path is not None:

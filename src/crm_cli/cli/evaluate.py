@@ -64,7 +64,6 @@ def evaluate(
 
     from ..evaluation import evaluate as score_samples
     from ..evaluation import folder_samples
-    from ..imageio import cli_note
     from ..pairing import (
         LAYOUT_BIG,
         LAYOUT_FOLDERS,
@@ -144,7 +143,7 @@ def evaluate(
         def announced(samples: Iterator[Sample]) -> Iterator[Sample]:
             for sample in samples:
                 for note in sample.notes:
-                    warn(cli_note(note), progress.console)
+                    warn(note, progress.console)
                 yield sample
 
         def finished(sample: Sample, refined: np.ndarray) -> None:

@@ -193,6 +193,8 @@ def _print_table(data: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..runtime import count_of
+
     def compact(value: Any) -> str:
         if value is None:
             return "-"
@@ -214,7 +216,7 @@ def _print_table(data: dict[str, Any]) -> None:
     devices = []
     for device in data["devices"]:
         extra = [f"{device['memory_gib']} GiB"] if "memory_gib" in device else []
-        extra += [f"{device['threads']} thread{'' if device['threads'] == 1 else 's'}"] if "threads" in device else []
+        extra += [count_of(device["threads"], "thread")] if "threads" in device else []
         extra += [f"CPU quota {device['cpu_quota']:g}"] if "cpu_quota" in device else []
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))

@@ -78,7 +78,7 @@ def refine(
     import functools
     import sys
 
-    from ..imageio import cli_note, log_notes, read_bytes_stdin
+    from ..imageio import log_notes, read_bytes_stdin
     from ..pipeline import mask_keeping_notes, refine_files, schedule_label
     from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
 
@@ -160,7 +160,7 @@ def refine(
                 result.notes.append(f"{output}: {output_format(output)} cannot hold the palette's transparency "
                                     f"of {mask_name}, so it is written without it; name the output .png to keep it")
             for note in result.notes:
-                warn(cli_note(note))
+                warn(note)
             if to_stdout:
                 write_bytes_stdout(encode_image(result.output, result.palette, "PNG", result.icc_profile,
                                                 transparency=result.transparency))

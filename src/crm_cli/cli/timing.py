@@ -62,7 +62,6 @@ def timing(
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
     from ..evaluation import time_refine
-    from ..imageio import cli_note
     from ..masks import has_boundary, weak_mask_note
     from ..pipeline import read_pair
     from ..synthetic import coarse_mask, synthetic_scene
@@ -92,7 +91,7 @@ def timing(
             rgb, mask_data, notes = read_pair(image, mask, photo_bits=photo_bits_value(photo_bits))
             coarse = mask_data.probability()
             for note in notes:
-                warn(cli_note(note))
+                warn(note)
             # A mask with no boundary (empty, full, or no pixel above 0.5) is passed through by the
             # engine without running the model: the times would measure no refinement at all.
             foreground = coarse > 0.5

@@ -531,13 +531,11 @@ class Trainer:
         processes (the same batches either way)."""
         options = self.options
         steps = range(self.step, options.steps)
-        if options.workers <= 0:
+        workers, ahead = self._loader_plan()  # none asked, or none that shared memory holds
+        if workers <= 0:
             return (self.step_batches[step] for step in steps)
         # Spawned, not forked: a fork taken while another thread holds a lock (Rich's progress bar, an
         # earlier loader's queue feeder) can leave the worker waiting on that lock for ever.
-        workers, ahead = self._loader_plan()
-        if workers == 0:
-            return (self.step_batches[step] for step in steps)
         loader = torch.utils.data.DataLoader(self.step_batches, batch_size=None, sampler=steps,
                                              num_workers=workers, prefetch_factor=ahead,
                                              worker_init_fn=partial(_single_threaded_worker, os.getpid()),
@@ -567,9 +565,9 @@ class Trainer:
 
         asked = self.options.workers
         share = len(range(self.rank, self.options.batch, self.world))
-        workers, ahead = loader_plan(asked, batch_bytes(share), shared_memory_free())
+        free = shared_memory_free()
+        workers, ahead = loader_plan(asked, batch_bytes(share), free)
         if (workers, ahead) != (asked, PREFETCH_BATCHES):
-            free = shared_memory_free() or 0
             room = f"has {format_bytes(free)} free" if free else "is missing, read-only or full"
             plan = (f"{count_of(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
                     if workers else "batches made in the training process (no workers)")
