@@ -392,6 +392,19 @@ def load_model(path: Path | str | WeightsSidecar, verify: bool = True) -> tuple[
     return _build_model(spec), _info_of(spec)
 
 
+def _as_float32(tensor: Any) -> Any:
+    """A floating-point tensor as float32 (others as they are), converted by NumPy: torch's own
+    half-to-float conversion on the CPU asks cpuinfo for the CPU's features and raises "Failed to
+    initialize cpuinfo!" where /proc is hidden (some sandboxes), which read as weights that do not fit."""
+    import torch
+
+    if not tensor.is_floating_point() or tensor.dtype == torch.float32:
+        return tensor
+    if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits shifted into a float32's top half
+        return torch.from_numpy((tensor.view(torch.int16).numpy().astype("int32") << 16).view("float32"))
+    return torch.from_numpy(tensor.numpy().astype("float32"))
+
+
 def _build_model(spec: _Spec) -> Any:
     """The CRMNet of a checkpoint read with its tensors, loaded strictly, in eval mode; a one-line
     WeightsError when the tensors do not fit the recorded architecture."""
@@ -400,7 +413,7 @@ def _build_model(spec: _Spec) -> Any:
     path, config, state = spec.path, spec.config, spec.state
     assert state is not None
     try:
-        state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+        state = {key: _as_float32(value) for key, value in state.items()}
         model = build_crm(config)
         # strict=False reports key mismatches as lists (named below); shape mismatches still raise.
         outcome = model.load_state_dict(state, strict=False)
