@@ -266,6 +266,30 @@ def usable_threads(threads: int | None) -> int | None:
 OPEN_FILES_WANTED = 65_536
 
 
+def open_files_limit() -> int | None:
+    """This process's soft limit of open files; None where there is none (unlimited, or no such limit)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # Windows
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def open_files_left() -> int | None:
+    """How many more files this process may open (its soft limit less the descriptors open now);
+    None where that cannot be told (no limit, or no /proc/self/fd to count them)."""
+    limit = open_files_limit()
+    if limit is None:
+        return None
+    try:
+        open_now = len(os.listdir("/proc/self/fd")) - 1  # the listing's own descriptor
+    except OSError:
+        return None
+    return max(0, limit - open_now)
+
+
 def raise_open_files_limit() -> int | None:
     """Raise this process's soft limit of open files to its hard limit (at most OPEN_FILES_WANTED),
     as a process may without privileges; returns the soft limit now, None where there is none to

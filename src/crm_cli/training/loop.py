@@ -10,8 +10,10 @@ each rank takes a disjoint slice of the step's global batch.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -204,17 +206,40 @@ def batch_bytes(samples: int) -> int:
 
 def loader_plan(workers: int, batch_size_bytes: int, free_bytes: int | None) -> tuple[int, int]:
     """(workers, batches each keeps ahead) that fit ``free_bytes`` of shared memory, each batch in
-    flight counted ``SHARED_MEMORY_MARGIN`` times: ``workers`` keeping PREFETCH_BATCHES ahead where
-    they fit; else fewer batches ahead, down to one; else fewer workers; (0, 1) when not one batch
-    fits (the batches are then made in the training process). ``free_bytes`` None: no measure, as asked."""
-    if workers <= 0 or free_bytes is None:
+    flight counted ``SHARED_MEMORY_MARGIN`` times (:func:`resource_plan`)."""
+    return resource_plan(workers, int(batch_size_bytes * SHARED_MEMORY_MARGIN), free_bytes)
+
+
+# Open files a loader worker's batch in flight holds in the training process (torch hands each of its
+# three tensors over as a file descriptor), counted twice as shared memory's bytes are; and those each
+# worker holds besides (its queue's pipe ends). Measured with 2 workers keeping 4 batches ahead: they
+# failed to hand batches over ("Too many open files") under ulimit -n 20 and 24, and ran under 32.
+OPEN_FILES_PER_BATCH = 6
+OPEN_FILES_PER_WORKER = 4
+# Open files kept for the training process's own work (logs, checkpoints, the photos it reads).
+OPEN_FILES_RESERVE = 16
+
+
+def open_files_plan(workers: int, free_files: int | None) -> tuple[int, int]:
+    """(workers, batches each keeps ahead) that fit ``free_files`` more open files (:func:`resource_plan`)."""
+    return resource_plan(workers, OPEN_FILES_PER_BATCH, free_files, OPEN_FILES_PER_WORKER)
+
+
+def resource_plan(workers: int, batch_cost: int, free: int | None, worker_cost: int = 0) -> tuple[int, int]:
+    """(workers, batches each keeps ahead) that fit ``free`` units of a resource (shared memory's bytes,
+    open files), each batch in flight costing ``batch_cost`` and each worker ``worker_cost`` besides:
+    ``workers`` keeping PREFETCH_BATCHES ahead where they fit; else fewer batches ahead, down to one;
+    else fewer workers; (0, 1) when not one worker with one batch fits (the batches are then made in the
+    training process). ``free`` None: no measure, as asked."""
+    if workers <= 0 or free is None:
         return workers, PREFETCH_BATCHES
-    slots = int(free_bytes // (batch_size_bytes * SHARED_MEMORY_MARGIN))
-    if slots >= workers * PREFETCH_BATCHES:
-        return workers, PREFETCH_BATCHES
-    if slots >= workers:
-        return workers, slots // workers
-    return slots, 1
+    for count in range(workers, 0, -1):
+        slots = (free - count * worker_cost) // batch_cost
+        if slots >= count * PREFETCH_BATCHES:
+            return count, PREFETCH_BATCHES
+        if slots >= count:
+            return count, slots // count
+    return 0, 1
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -328,6 +353,35 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
                 # Ctrl-C, which the caller reports; in each case the steps taken are as they were.
                 logger.warning("a data loader worker ended abnormally while being stopped (%s); the steps the run "
                                "took are not affected", exc)
+
+
+def _plan_words(workers: int, ahead: int) -> str:
+    """A loader plan in words, for the warning that says why it is smaller than asked."""
+    if not workers:
+        return "batches made in the training process (no workers)"
+    return f"{count_of(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
+
+
+def _kill_children_since(before: set[Any]) -> None:
+    """Kill (SIGKILL: loader workers ignore SIGTERM) and reap the child processes started since
+    ``before`` (``multiprocessing.active_children()`` then)."""
+    for child in set(multiprocessing.active_children()) - before:
+        child.kill()
+        child.join(timeout=10)
+
+
+def _disarm_half_built_iterator(exc: BaseException) -> None:
+    """Mark the DataLoader iterator whose ``__init__`` raised ``exc`` (found in its traceback) as shut
+    down: its workers are gone (:func:`_kill_children_since`), and its ``__del__`` would otherwise
+    print an ignored AttributeError traceback over attributes it never set."""
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    tb = exc.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, _MultiProcessingDataLoaderIter):
+            candidate._shutdown = True
+        tb = tb.tb_next
 
 
 # How torch's DataLoader words a worker that died (killed by a signal, or exited unexpectedly).
@@ -550,8 +604,23 @@ class Trainer:
         # which a closed terminal sends to its foreground group.
         ignoring = _in_main_thread()
         previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _DEFERRED_SIGNALS} if ignoring else {}
+        started_before = set(multiprocessing.active_children())
         try:
             return iter(loader)
+        except BaseException as exc:
+            # The loader's iterator failed while starting its workers: nothing will shut down those that
+            # did start, and they ignore the SIGTERM multiprocessing sends at the exit, which then waited
+            # for them for ever.
+            _kill_children_since(started_before)
+            _disarm_half_built_iterator(exc)
+            if not (isinstance(exc, OSError) and exc.errno == errno.EMFILE):
+                raise
+            from ..runtime import open_files_limit
+
+            logger.warning("too few open files for %s (this process may open %s; ulimit -n): batches made in the "
+                           "training process (no workers); raise the limit to use them", count_of(workers, "worker"),
+                           open_files_limit() or "few")
+            return (self.step_batches[step] for step in steps)
         finally:
             # None stands for a handler set outside Python, which cannot be put back: the default then
             # takes its place rather than leaving the signal ignored for good.
@@ -559,22 +628,29 @@ class Trainer:
                 signal.signal(signum, _DEFAULT_HANDLERS[signum] if handler is None else handler)
 
     def _loader_plan(self) -> tuple[int, int]:
-        """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory holds
-        (:func:`loader_plan`), with a warning when it holds fewer than asked."""
+        """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory
+        (:func:`loader_plan`) and the open-files limit (:func:`open_files_plan`) hold, with a warning
+        for each that holds fewer than asked."""
         from ..containers import shared_memory_free
+        from ..runtime import open_files_left
 
         asked = self.options.workers
         share = len(range(self.rank, self.options.batch, self.world))
         free = shared_memory_free()
-        workers, ahead = loader_plan(asked, batch_bytes(share), free)
-        if (workers, ahead) != (asked, PREFETCH_BATCHES):
+        memory_plan = loader_plan(asked, batch_bytes(share), free)
+        if memory_plan != (asked, PREFETCH_BATCHES):
             room = f"has {format_bytes(free)} free" if free else "is missing, read-only or full"
-            plan = (f"{count_of(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
-                    if workers else "batches made in the training process (no workers)")
             logger.warning("shared memory (/dev/shm) %s, too little for %s keeping %d batches of %s ahead: %s; "
                            "a container's default is 64 MB (give it more: docker run --shm-size 1g)", room,
-                           count_of(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)), plan)
-        return workers, ahead
+                           count_of(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)),
+                           _plan_words(*memory_plan))
+        files_left = open_files_left()
+        files_plan = open_files_plan(asked, None if files_left is None else files_left - OPEN_FILES_RESERVE)
+        if files_plan != (asked, PREFETCH_BATCHES):
+            logger.warning("this process may open %d more files (ulimit -n), too few for %s keeping %d batches ahead "
+                           "(each batch in flight holds files): %s; raise the limit to use them all", files_left,
+                           count_of(asked, "worker"), PREFETCH_BATCHES, _plan_words(*files_plan))
+        return min(memory_plan[0], files_plan[0]), min(memory_plan[1], files_plan[1])
 
     def take_notes(self, notes: BatchNotes) -> None:
         """Report what making a batch met: each warning and each file newly left out as unreadable,
