@@ -101,3 +101,31 @@ def test_no_writable_temp_folder_names_tmpdir() -> None:
     with pytest.raises(typer.Exit), user_errors(said.append):
         raise FileNotFoundError(2, "No such file or directory", "a.png")
     assert said == ["[Errno 2] No such file or directory: 'a.png'"]
+
+
+def test_a_session_that_cannot_start_threads_prints_nothing_on_stdout(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # ONNX Runtime's Python layer printed an "EP Error ... Falling back to ['CPUExecutionProvider']"
+    # banner to stdout, which carries crm's data (-o -, --json), and then failed the same way again.
+    from onnxruntime.capi import onnxruntime_inference_collection as collection
+
+    from crm_cli.onnx_runner import open_encoder_session
+
+    tries: list[object] = []
+
+    def no_threads(self: object, *args: object, **kwargs: object) -> None:
+        tries.append(args)
+        raise RuntimeError("/onnxruntime/core/platform/posix/env.cc:187 onnxruntime::{anonymous}::PosixThread::"
+                           "PosixThread(...) pthread_create failed, error code: 11 error msg: Resource temporarily "
+                           "unavailable")
+
+    monkeypatch.setattr(collection.InferenceSession, "_create_inference_session", no_threads)
+    encoder = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2_blend.encoder.onnx"
+    with pytest.raises(RuntimeError) as raised:
+        open_encoder_session(encoder, threads=1)
+    assert thread_shortage_message(raised.value) == (
+        "cannot start a thread (pthread_create failed, error code: 11 error msg: Resource temporarily unavailable)"
+        + THREAD_ADVICE)
+    captured = capfd.readouterr()
+    assert captured.out == "" and "Falling back" not in captured.err
+    assert len(tries) == 1  # not retried on the same provider

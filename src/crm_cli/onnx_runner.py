@@ -295,7 +295,10 @@ def open_encoder_session(encoder_path: str | Path, threads: int | None, data: by
     # (medians, alternated in one process), and so did shrinking the arena after every run.
     try:
         source = str(encoder_path) if data is None else data
-        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        # Without enable_fallback=0, a session that fails to start (a pids limit) is retried on the same
+        # CPU provider after a banner that ONNX Runtime's Python layer prints to stdout, which carries
+        # crm's data (-o -, --json).
+        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"], enable_fallback=0)
     except MemoryError:
         raise  # the machine's state, not the file's: the CLI's out-of-memory advice applies
     except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...), not OSError
