@@ -93,8 +93,9 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
-        threads = torch.get_num_threads()
-        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+        from .runtime import count_of
+
+        return f"cpu ({count_of(torch.get_num_threads(), 'thread')})"
     return str(device)
 
 
