@@ -682,13 +682,18 @@ def _option_endings(option: str) -> tuple[str, ...]:
 _CLI_ENDINGS = tuple(zip(_option_endings(_API_OPTION), _option_endings(_CLI_OPTION), strict=True))
 # The hint as the readers write it: "... photo_bits=N fixes it".
 _API_SCALE_HINT = _FIXED_SCALE_HINT.format(option=_API_OPTION.format(bits="N"))
+# The hint's first part alone, for a command that has no option to fix the scale.
+_SCALE_WITHOUT_FIX = _FIXED_SCALE_HINT.split(":", 1)[0]
 
 
-def cli_note(note: str) -> str:
+def cli_note(note: str, has_photo_bits: bool = True) -> str:
     """``note`` (of a reader, or a pair's notes) as the CLI shows it: a note ending with the API's name
     of the option that fixes a 16-bit photo's scale (``photo_bits=12``) ends with the CLI's instead
     (``--photo-bits 12``); any other note is returned as it is. Only the ending that the readers write
-    is replaced, so a file named ``photo_bits=12.png`` keeps its name."""
+    is replaced, so a file named ``photo_bits=12.png`` keeps its name. For a command without
+    ``--photo-bits`` (``has_photo_bits`` False: crm train) the hint that names it is left off."""
+    if not has_photo_bits and note.endswith(_API_SCALE_HINT):
+        return note[: len(note) - len(_API_SCALE_HINT)] + _SCALE_WITHOUT_FIX
     for api, cli in _CLI_ENDINGS:
         if note.endswith(api):
             return note[: len(note) - len(api)] + cli

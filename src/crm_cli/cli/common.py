@@ -649,11 +649,18 @@ def warn(note: str, out: Console | None = None) -> None:
 
     from ..imageio import cli_note
 
-    note = cli_note(note)  # a reader's note names photo_bits=; the command's option is --photo-bits
+    # A reader's note names photo_bits=; the command's option is --photo-bits, and crm train has none.
+    note = cli_note(note, _running_command_has("photo_bits"))
     for shown in _warning_lists.get():
         shown.append(note)
     if not _warnings_held.get():
         (out or console).print(f"[yellow]warning:[/] {escape(printable(note))}", highlight=False)
+
+
+def _running_command_has(parameter: str) -> bool:
+    """Whether the command running in this thread takes ``parameter`` (True outside any command)."""
+    ctx = click_module("globals").get_current_context(silent=True)
+    return ctx is None or any(param.name == parameter for param in ctx.command.params)
 
 
 @contextmanager
