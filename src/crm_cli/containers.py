@@ -187,6 +187,21 @@ def memory_headroom(root: Path = Path("/")) -> int | None:
     return smallest
 
 
+def pids_left(root: Path = Path("/")) -> int | None:
+    """Processes and threads this process's cgroups let it start now (``pids.max`` less
+    ``pids.current``, the smallest along its cgroup and those above it), or None without a limit."""
+    smallest: int | None = None
+    for _version, folder in cgroup_folders("pids", root):
+        limit_words, current_words = read_words(folder / "pids.max"), read_words(folder / "pids.current")
+        try:
+            limit, current = int(limit_words[0]), int(current_words[0])  # type: ignore[index]
+        except (TypeError, IndexError, ValueError):
+            continue  # "max", or not there
+        left = max(0, limit - current)
+        smallest = left if smallest is None else min(smallest, left)
+    return smallest
+
+
 def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:
     """Bytes that can be written to POSIX shared memory (``/dev/shm``; Docker gives a container 64 MB
     unless ``--shm-size`` says otherwise): 0 on Linux when it is missing or read-only (torch's

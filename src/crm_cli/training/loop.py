@@ -225,6 +225,23 @@ def open_files_plan(workers: int, free_files: int | None) -> tuple[int, int]:
     return resource_plan(workers, OPEN_FILES_PER_BATCH, free_files, OPEN_FILES_PER_WORKER)
 
 
+# Processes and threads a loader worker takes under a pids limit: itself, its queue's feeder thread and
+# a few of torch's, and OpenBLAS's pool, one per CPU (measured on 2 CPUs: 5). Those kept for the
+# training process's own new threads (the progress bar's, a CUDA pin-memory thread) and the resource
+# tracker. A worker that cannot start its feeder thread dies with its first batch.
+PIDS_PER_WORKER_BASE = 4
+PIDS_RESERVE = 8
+
+
+def pids_plan(workers: int, pids_free: int | None, cpus: int) -> tuple[int, int]:
+    """(workers, batches each keeps ahead) whose processes and threads fit ``pids_free`` more (a
+    container's pids limit), each worker taking PIDS_PER_WORKER_BASE + ``cpus``; (0, 1) when none fits."""
+    if workers <= 0 or pids_free is None:
+        return workers, PREFETCH_BATCHES
+    fitting = min(workers, max(0, pids_free - PIDS_RESERVE) // (PIDS_PER_WORKER_BASE + cpus))
+    return (fitting, PREFETCH_BATCHES) if fitting else (0, 1)
+
+
 def resource_plan(workers: int, batch_cost: int, free: int | None, worker_cost: int = 0) -> tuple[int, int]:
     """(workers, batches each keeps ahead) that fit ``free`` units of a resource (shared memory's bytes,
     open files), each batch in flight costing ``batch_cost`` and each worker ``worker_cost`` besides:
@@ -631,8 +648,8 @@ class Trainer:
         """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory
         (:func:`loader_plan`) and the open-files limit (:func:`open_files_plan`) hold, with a warning
         for each that holds fewer than asked."""
-        from ..containers import shared_memory_free
-        from ..runtime import open_files_left
+        from ..containers import pids_left, shared_memory_free
+        from ..runtime import available_cpus, open_files_left
 
         asked = self.options.workers
         share = len(range(self.rank, self.options.batch, self.world))
@@ -650,7 +667,13 @@ class Trainer:
             logger.warning("this process may open %d more files (ulimit -n), too few for %s keeping %d batches ahead "
                            "(each batch in flight holds files): %s; raise the limit to use them all", files_left,
                            count_of(asked, "worker"), PREFETCH_BATCHES, _plan_words(*files_plan))
-        return min(memory_plan[0], files_plan[0]), min(memory_plan[1], files_plan[1])
+        pids = pids_left()
+        threads_plan = pids_plan(asked, pids, available_cpus())
+        if threads_plan != (asked, PREFETCH_BATCHES):
+            logger.warning("this process may start %d more processes and threads (a container's pids limit), too "
+                           "few for %s: %s", pids, count_of(asked, "worker"), _plan_words(*threads_plan))
+        plans = (memory_plan, files_plan, threads_plan)
+        return min(plan[0] for plan in plans), min(plan[1] for plan in plans)
 
     def take_notes(self, notes: BatchNotes) -> None:
         """Report what making a batch met: each warning and each file newly left out as unreadable,
