@@ -646,8 +646,8 @@ class Trainer:
 
     def _loader_plan(self) -> tuple[int, int]:
         """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory
-        (:func:`loader_plan`) and the open-files limit (:func:`open_files_plan`) hold, with a warning
-        for each that holds fewer than asked."""
+        (:func:`loader_plan`), the open-files limit (:func:`open_files_plan`) and a pids limit
+        (:func:`pids_plan`) hold, with a warning for each that holds fewer than asked."""
         from ..containers import pids_left, shared_memory_free
         from ..runtime import available_cpus, open_files_left
 
