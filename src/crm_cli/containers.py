@@ -22,6 +22,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,42 +165,40 @@ def _inactive_file_bytes(folder: Path, version: int) -> int:
     return 0
 
 
-def memory_headroom(root: Path = Path("/")) -> int | None:
-    """Bytes this process's cgroups let it allocate now (limit less usage, the usage without its
-    inactive page cache; the smallest along its cgroup and those above it), or None without a memory
-    limit."""
-    smallest: int | None = None
-    for version, folder in cgroup_folders("memory", root):
-        limit_name, usage_name = ("memory.max", "memory.current") if version == 2 else (
-            "memory.limit_in_bytes", "memory.usage_in_bytes")
+def _limits_and_usage(controller: str, names: dict[int, tuple[str, str]],
+                      root: Path) -> Iterator[tuple[int, Path, int, int]]:
+    """(version, folder, limit, usage) of each of this process's cgroups for ``controller`` (its own and
+    those above it) that sets a limit, read from the files ``names[version]`` names (limit, usage);
+    a folder whose limit is "max" or whose files are not there is skipped."""
+    for version, folder in cgroup_folders(controller, root):
+        limit_name, usage_name = names[version]
         limit_words, usage_words = read_words(folder / limit_name), read_words(folder / usage_name)
         try:
             limit, usage = int(limit_words[0]), int(usage_words[0])  # type: ignore[index]
         except (TypeError, IndexError, ValueError):
-            continue  # "max", or not there
-        if limit >= UNLIMITED_MEMORY_BYTES:
             continue
-        # Usage counts the page cache, which the kernel reclaims before it kills: a container that
-        # had just written a 1.1 GB file read 281 MB free of 1.5 GB. Its inactive part is left out,
-        # as `docker stats` and Kubernetes' working set do.
-        headroom = max(0, limit - usage + _inactive_file_bytes(folder, version))
-        smallest = headroom if smallest is None else min(smallest, headroom)
-    return smallest
+        yield version, folder, limit, usage
+
+
+def memory_headroom(root: Path = Path("/")) -> int | None:
+    """Bytes this process's cgroups let it allocate now (limit less usage, the usage without its
+    inactive page cache; the smallest along its cgroup and those above it), or None without a memory
+    limit."""
+    names = {1: ("memory.limit_in_bytes", "memory.usage_in_bytes"), 2: ("memory.max", "memory.current")}
+    # Usage counts the page cache, which the kernel reclaims before it kills: a container that had just
+    # written a 1.1 GB file read 281 MB free of 1.5 GB. Its inactive part is left out, as `docker stats`
+    # and Kubernetes' working set do.
+    return min((max(0, limit - usage + _inactive_file_bytes(folder, version))
+                for version, folder, limit, usage in _limits_and_usage("memory", names, root)
+                if limit < UNLIMITED_MEMORY_BYTES), default=None)
 
 
 def pids_left(root: Path = Path("/")) -> int | None:
     """Processes and threads this process's cgroups let it start now (``pids.max`` less
     ``pids.current``, the smallest along its cgroup and those above it), or None without a limit."""
-    smallest: int | None = None
-    for _version, folder in cgroup_folders("pids", root):
-        limit_words, current_words = read_words(folder / "pids.max"), read_words(folder / "pids.current")
-        try:
-            limit, current = int(limit_words[0]), int(current_words[0])  # type: ignore[index]
-        except (TypeError, IndexError, ValueError):
-            continue  # "max", or not there
-        left = max(0, limit - current)
-        smallest = left if smallest is None else min(smallest, left)
-    return smallest
+    names = dict.fromkeys((1, 2), ("pids.max", "pids.current"))
+    return min((max(0, limit - current) for _, _, limit, current in _limits_and_usage("pids", names, root)),
+               default=None)
 
 
 def shared_memory_free(folder: Path = SHARED_MEMORY) -> int | None:

@@ -634,9 +634,8 @@ class Trainer:
                 raise
             from ..runtime import open_files_limit
 
-            logger.warning("too few open files for %s (this process may open %s; ulimit -n): batches made in the "
-                           "training process (no workers); raise the limit to use them", count_of(workers, "worker"),
-                           open_files_limit() or "few")
+            logger.warning("too few open files for %s (this process may open %s; ulimit -n): %s; raise the limit to "
+                           "use them", count_of(workers, "worker"), open_files_limit() or "few", _plan_words(0, 1))
             return (self.step_batches[step] for step in steps)
         finally:
             # None stands for a handler set outside Python, which cannot be put back: the default then
