@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Three MobileNetV2 CRM runs side by side on one borrowed GPU, each time-boxed by device_train.py
-# (session 40: one H200, 16 cores; ~21 steps/s per run, the GPU 96-98% busy). In the repo root:
-#   OUT=folder PACK=runs/pack IMAGENET=runs/mnv2_imagenet.pt MINUTES=8.2 bash benchmarks/device_parallel_runs.sh
+# CRM runs side by side on one borrowed GPU, each time-boxed by device_train.py (session 40: one H200,
+# 16 cores; three runs at ~21 steps/s each, the GPU 96-98% busy). In the repo root:
+#   OUT=folder PACK=runs/pack IMAGENET=runs/mnv2_imagenet.pt MINUTES=8.2 \
+#     PLAN=benchmarks/device_plans/session40.txt bash benchmarks/device_parallel_runs.sh
+# PLAN holds one run per line: a name, then its crm train arguments (shell words; $IMAGENET, $VAL1024 and
+# $VAL256 are expanded). SHARE is device_train.py's --share: side by side, a step is slower than in the
+# lone probe (session 40: 47 ms against 29-37), so less than 0.8 lets the schedule end inside MINUTES.
 # PACK from benchmarks/pack_training_data.py, IMAGENET from benchmarks/trim_mobilenet_init.py. Wheels in
 # WHEELS (default .dev/whl: typer, click, rich as pinned here) are installed first when present, since
 # such a machine runs the checkout without installing it. OUT gets <run>.tar (logs, exports), <run>.last.pt
@@ -14,6 +18,10 @@ WORKERS=${WORKERS:-4}
 RUNS=${RUNS:-/tmp/crm_runs}
 PACK=${PACK:-runs/pack}
 IMAGENET=${IMAGENET:-runs/mnv2_imagenet.pt}
+PLAN=${PLAN:-benchmarks/device_plans/session40.txt}
+SHARE=${SHARE:-0.8}
+VAL1024=${VAL1024:-}
+VAL256=${VAL256:-}
 WHEELS=${WHEELS:-.dev/whl}
 mkdir -p "$RUNS" "$OUT"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
@@ -37,15 +45,15 @@ COMMON=(--data "$PACK/train" --val "$PACK/val" --device "$DEVICE" --workers "$WO
 
 train() {  # name, then crm train arguments
   local name=$1; shift
-  python3 benchmarks/device_train.py --minutes "$MINUTES" --probe-steps "${PROBE:-60}" --validations 8 --out "$RUNS/$name" -- \
-    "${COMMON[@]}" "$@" > "$RUNS/$name.log" 2>&1
+  python3 benchmarks/device_train.py --minutes "$MINUTES" --probe-steps "${PROBE:-60}" --share "$SHARE" --validations 8 --out "$RUNS/$name" -- \
+    "${COMMON[@]}" "$@" < /dev/null > "$RUNS/$name.log" 2>&1
   echo "run $name ended with exit code $?" >> "$RUNS/$name.log"
 }
 
 snapshot() {  # each run's small files into OUT/<run>.tar and OUT/<run>.last.pt (atomically), so a killed
               # call still returns them
   local name
-  for name in A B C; do
+  for name in "${NAMES[@]}"; do
     [ -f "$RUNS/$name.log" ] || continue
     (cd "$RUNS" && tar -cf "$OUT/.$name.tar" "$name.log" $(ls $name/log.csv $name/val.jsonl $name/model*.safetensors 2>/dev/null)) \
       && mv "$OUT/.$name.tar" "$OUT/$name.tar"
@@ -53,12 +61,13 @@ snapshot() {  # each run's small files into OUT/<run>.tar and OUT/<run>.last.pt 
   done
 }
 
-# A: the default's recipe from ImageNet (paper perturbation only, no composites), many more steps.
-train A --init "$IMAGENET" --lr 4e-4 --seed 40 --synthetic 0 --coarse-mix '' & PIDS=($!)
-# B: the same start with small shares of composites (thin structures) and SAM-like / low-res masks.
-train B --init "$IMAGENET" --lr 4e-4 --seed 41 --synthetic 0.15 --coarse-mix paper=0.7,lowres=0.2,sam=0.1 & PIDS+=($!)
-# C: the shipped default (the blend) continued (README's continuation recipe), many more steps.
-train C --init weights/crm_mobilenet_v2_blend.safetensors --lr 1e-4 --seed 42 --synthetic 0 --coarse-mix paper=0.8,lowres=0.2 & PIDS+=($!)
+NAMES=() PIDS=()
+while read -r name rest; do
+  case "$name" in ''|'#'*) continue ;; esac
+  eval "args=($rest)"
+  train "$name" "${args[@]}" & PIDS+=($!) NAMES+=("$name")
+done < "$PLAN"
+[ ${#NAMES[@]} -gt 0 ] || { echo "no run in $PLAN"; exit 1; }
 
 running() { local p; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 while running; do sleep 20; snapshot; done

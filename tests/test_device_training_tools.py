@@ -73,3 +73,48 @@ def test_device_train_spaces_validations_over_the_planned_steps(steps: int, vali
                                                                 every: int | None) -> None:
     device_train = load_benchmark("device_train")
     assert device_train.validation_spacing(steps, validations) == ([] if every is None else ["--val-every", str(every)])
+
+
+PLANS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "device_plans").glob("*.txt"))
+PLAN_VARIABLES = {"IMAGENET": "runs/mnv2_imagenet.pt", "VAL1024": "runs/val 1024", "VAL256": "runs/val256"}
+
+
+def plan_runs(plan: Path) -> list[tuple[str, list[str]]]:
+    """A plan's runs as device_parallel_runs.sh reads them: ``name rest`` per line, ``rest`` split as
+    shell words with the plan's variables expanded (here by bash itself, through the script's own
+    ``eval``), comments and blank lines skipped."""
+    import subprocess
+
+    loop = ('while read -r name rest; do case "$name" in \'\'|\'#\'*) continue ;; esac; '
+            'eval "args=($rest)"; printf "%s\\0" "$name" "${#args[@]}" "${args[@]}"; done < "$PLAN"')
+    words = subprocess.run(["bash", "-c", loop], env={**PLAN_VARIABLES, "PLAN": str(plan), "PATH": "/usr/bin:/bin"},
+                           capture_output=True, check=True).stdout.decode().split("\0")[:-1]
+    runs = []
+    while words:
+        name, count = words[0], int(words[1])
+        runs.append((name, words[2:2 + count]))
+        words = words[2 + count:]
+    return runs
+
+
+def test_the_runner_reads_a_plan_line_as_shell_words(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# a comment\n\nX --coarse-mix '' --val-set \"real1024=$VAL1024\" --lr 1e-4\n  # indented\n")
+    assert plan_runs(plan) == [("X", ["--coarse-mix", "", "--val-set", "real1024=runs/val 1024", "--lr", "1e-4"])]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[plan.stem for plan in PLANS])
+def test_every_planned_run_parses_as_crm_train_options(plan: Path, tmp_path: Path) -> None:
+    """A typo in a plan would cost a borrowed GPU's minutes: each line must be options crm train takes,
+    with distinct names, and none of those device_train.py sets itself."""
+    import typer
+
+    from crm_cli.cli import registered_app
+
+    train = typer.main.get_command(registered_app()).commands["train"]
+    runs = plan_runs(plan)
+    assert runs and len({name for name, _ in runs}) == len(runs)
+    for name, arguments in runs:
+        assert not {"--steps", "--out", "--max-minutes", "--resume", "--val-every"} & set(arguments), name
+        context = train.make_context("train", [*arguments, "--data", str(tmp_path), "--out", str(tmp_path / name)])
+        assert context.params["init"], name  # every plan says where its run starts
