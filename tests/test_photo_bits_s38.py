@@ -204,7 +204,7 @@ def test_a_cutout_of_a_16bit_photo_says_it_is_written_in_8_bits(tmp_path: Path) 
     Image.fromarray(image).save(tmp_path / "p8.png")
     mask = write_mask(tmp_path / "m.png")
     depth_note = (f"{tmp_path / 'f.png'}: a 16-bit photo, but its cut-out is written with 8-bit colour and alpha; "
-                  "to keep every bit, write -k soft16 and use it as the alpha of the photo itself")
+                  "name the output .png to keep 16 bits")  # (session 41: cutout_bits=16 keeps them)
 
     cutout = refine_files(SeeingRefiner(), tmp_path / "f.png", mask, PRESETS["balanced"], output_kind="cutout")
     soft = refine_files(SeeingRefiner(), tmp_path / "f.png", mask, PRESETS["balanced"], output_kind="soft")
@@ -228,18 +228,19 @@ def test_crm_refine_photo_bits(tiny_weights: Path, tmp_path: Path) -> None:
     mask = write_mask(tmp_path / "m.png")
     base = ["refine", str(tmp_path / "f2.png"), str(mask), "-w", str(tiny_weights), "-d", "cpu", "-k", "cutout"]
 
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "fixed.png"), "--photo-bits", "12"])
+    # A TIFF cut-out is 8-bit (session 41: a PNG one keeps the file's 16 bits): the scale shapes its pixels.
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "fixed.tif"), "--photo-bits", "12"])
     assert result.exit_code == 0, result.output
-    cut = np.asarray(Image.open(tmp_path / "fixed.png"))
+    cut = np.asarray(Image.open(tmp_path / "fixed.tif"))
     assert np.array_equal(cut[..., :3], on_scale(values, 12))
     stderr = flat(result.stderr)
     assert "1 pixel holds a value above 4095" in stderr
     assert "a 16-bit photo, but its cut-out is written with 8-bit colour and alpha" in stderr
 
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "auto.png")])
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "auto.tif")])
     assert result.exit_code == 0, result.output
     assert "read as 14-bit values (16383 = white); the scale follows each file's values" in flat(result.stderr)
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto.png"))[..., :3], on_scale(values, 14))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto.tif"))[..., :3], on_scale(values, 14))
 
     result = runner.invoke(app, [*base, "-o", str(tmp_path / "bad.png"), "--photo-bits", "11"])
     assert result.exit_code == 2 and "--photo-bits" in result.stderr
@@ -258,7 +259,9 @@ def test_crm_batch_photo_bits_reads_the_sequence_on_one_scale_and_records_it(tin
     result = runner.invoke(app, [*args, "--photo-bits", "12"])
     assert result.exit_code == 0, result.output
     for name, values in frames.items():
-        assert np.array_equal(np.asarray(Image.open(out / f"{name}.png"))[..., :3], on_scale(values, 12)), name
+        # The cut-out carries each file's own 16-bit values (session 41); the model saw them on the 12-bit scale.
+        cut = cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert cut.dtype == np.uint16 and np.array_equal(cut[..., 2::-1], values), name
         assert record_of(out / f"{name}.png")["photo_bits"] == 12
     assert flat(result.stderr).count("clipped to white") == 1
 
@@ -270,4 +273,4 @@ def test_crm_batch_photo_bits_reads_the_sequence_on_one_scale_and_records_it(tin
     assert result.exit_code == 0, result.output
     assert "3 outputs were made with other settings" in flat(result.stderr)
     assert all("photo_bits" not in record_of(out / name) for name in names)
-    assert np.array_equal(np.asarray(Image.open(out / "f2.png"))[..., :3], on_scale(frames["f2"], 14))
+    assert "f2.png: a 16-bit image whose largest value is 4400, read as 14-bit values" in flat(result.stderr)

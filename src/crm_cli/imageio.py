@@ -897,6 +897,9 @@ class Photo:
     rgb_profile: bytes | None = None
     stored_bits: int = 8
     takes_photo_bits: bool = False
+    # The file's own 16-bit values as upright RGB uint16 (grey repeated), for a 16-bit cut-out; only
+    # when read_photo was asked for them (keep_16bit) and the file stored 16-bit integers.
+    pixels16: np.ndarray | None = None
 
     def profile_for(self, output_kind: str) -> bytes | None:
         """The colour profile to write with an output of ``output_kind``: the photo's RGB profile for
@@ -909,11 +912,13 @@ class Photo:
 _ICC_RGB = b"RGB "
 
 
-def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bits: int | None = None) -> Photo:
+def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bits: int | None = None,
+               keep_16bit: bool = False) -> Photo:
     """:func:`read_image_noted`'s reading (notes returned, not logged; ``photo_bits``: see
     :func:`read_image`), as a :class:`Photo` that also keeps the file's RGB colour profile (a Display
     P3 or Adobe RGB photo's), so that a cut-out or overlay shows the same colours, and how many bits
-    per channel the file stored.
+    per channel the file stored. ``keep_16bit``: also keep a 16-bit file's own values
+    (:attr:`Photo.pixels16`, unscaled by ``photo_bits``), for a cut-out in 16 bits.
 
     Raises:
         ImageReadError: (an OSError) a file missing, unreadable, empty, truncated, corrupt, out of
@@ -928,8 +933,20 @@ def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bit
     profile = decoded.icc_profile
     rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
     notes = [*decoded.notes, *([note] if note else [])]
+    stored_bits = _stored_bits(decoded.pixels)
+    pixels16 = None
+    if keep_16bit and stored_bits == 16:
+        pixels16 = apply_orientation(_rgb16(decoded.pixels, decoded.label), decoded.pending)
     return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile,
-                 _stored_bits(decoded.pixels), _takes_photo_bits(decoded.pixels))
+                 stored_bits, _takes_photo_bits(decoded.pixels), pixels16)
+
+
+def _rgb16(decoded: Image.Image | np.ndarray, label: str) -> np.ndarray:
+    """RGB uint16 (H, W, 3) of a decoded 16-bit file, before orientation: OpenCV's colour pixels (alpha
+    dropped) or a 16-bit grey image repeated in three channels, its values as stored."""
+    if isinstance(decoded, np.ndarray):
+        return np.ascontiguousarray(decoded[..., :3], dtype=np.uint16)
+    return np.repeat(_photo_integers(decoded, label)[..., None], 3, axis=2)
 
 
 def _takes_photo_bits(decoded: Image.Image | np.ndarray) -> bool:

@@ -4,7 +4,8 @@ Kinds:
     soft     uint8 round(p * 255)
     soft16   uint16 round(p * 65535)
     binary   uint8 0/255, foreground where p > threshold (default 0.5)
-    cutout   RGBA uint8: the image's RGB with alpha = the soft uint8 mask
+    cutout   RGBA uint8: the image's RGB with alpha = the soft uint8 mask; RGBA uint16 (alpha
+             round(p * 65535)) when the image given is (H, W, 3) uint16, a 16-bit photo's own values
     overlay  RGB uint8: dimmed image with the coarse (red) and refined (green) contours
 """
 
@@ -49,6 +50,17 @@ def _need_image(image: np.ndarray | None, shape: tuple[int, int], kind: str) -> 
     if image is None:
         raise ValueError(f"output kind {kind!r} needs the image")
     return check_rgb_image(image, shape)
+
+
+def _check_rgb16(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A 16-bit cut-out's photo: (H, W, 3) uint16 of the probability's size; ValueError otherwise."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a 16-bit image must be (H, W, 3) uint16 RGB, got {image.dtype} {image.shape}")
+    if image.shape[:2] != tuple(shape):
+        raise ValueError(f"image size {image.shape[1]}x{image.shape[0]} does not match mask size "
+                         f"{shape[1]}x{shape[0]}")
+    return np.ascontiguousarray(image)
 
 
 def render_overlay(image: np.ndarray, probability: np.ndarray, coarse: np.ndarray | None = None,
@@ -98,7 +110,8 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
     Args:
         kind: one of ``OUTPUT_KINDS``.
         probability: float map; values outside [0, 1] are clipped.
-        image: (H, W, 3) uint8 RGB, required by ``cutout`` and ``overlay``.
+        image: (H, W, 3) uint8 RGB, required by ``cutout`` and ``overlay``; ``cutout`` also takes
+            uint16 RGB (a 16-bit photo's values) and then returns a 16-bit RGBA image.
         coarse: the coarse mask, drawn by ``overlay`` when given.
         threshold: binarisation threshold. Given with ``soft`` it selects ``binary``; with
             ``soft16`` or ``cutout`` the probability is binarised first (0/65535, a hard alpha).
@@ -115,6 +128,9 @@ def render_output(kind: str, probability: np.ndarray, image: np.ndarray | None =
     if kind == "binary":
         return (prob > limit).astype(np.uint8) * 255
     if kind == "cutout":
+        if image is not None and np.asarray(image).dtype == np.uint16:
+            rgb16 = _check_rgb16(image, prob.shape)
+            return np.dstack([rgb16, np.round(prob * 65535.0).astype(np.uint16)])
         rgb = _need_image(image, prob.shape, kind)
         alpha = np.round(prob * 255.0).astype(np.uint8)
         return np.dstack([rgb, alpha])

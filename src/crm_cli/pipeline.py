@@ -127,25 +127,26 @@ def mask_keeping_notes(source: Source, name: str | None = None) -> MaskData:
 
 def read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None = None,
                     mask_name: str | None = None, decoded_mask: MaskData | None = None, *,
-                    photo_bits: int | None = None) -> tuple[Photo, MaskData, list[str]]:
-    """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile). The notes
-    list the photo's reading first, then the mask's (``MaskData.reading_notes`` of a ``decoded_mask``),
-    then what fitting the mask found."""
+                    photo_bits: int | None = None, keep_16bit: bool = False) -> tuple[Photo, MaskData, list[str]]:
+    """:func:`read_pair` with the photo as ``imageio.Photo`` (its pixels and colour profile; a 16-bit
+    file's own values too with ``keep_16bit``, ``imageio.read_photo``). The notes list the photo's
+    reading first, then the mask's (``MaskData.reading_notes`` of a ``decoded_mask``), then what fitting
+    the mask found."""
     photo, mask, notes, _ = _read_photo_pair(image_source, mask_source, image_name, mask_name, decoded_mask,
-                                             photo_bits)
+                                             photo_bits, keep_16bit)
     return photo, mask, notes
 
 
 def _read_photo_pair(image_source: Source, mask_source: Source, image_name: str | None,
                      mask_name: str | None, decoded_mask: MaskData | None, photo_bits: int | None = None,
-                     ) -> tuple[Photo, MaskData, list[str], list[str]]:
+                     keep_16bit: bool = False) -> tuple[Photo, MaskData, list[str], list[str]]:
     """:func:`read_photo_pair`, and the mask's reading notes among its notes (for a caller that shows
     them if it fails later, :func:`_shown_if_failing`)."""
     image_name = image_name or source_name(image_source)
     mask_name = mask_name or source_name(mask_source)
     reading = list(decoded_mask.reading_notes) if decoded_mask is not None else []
     with _shown_if_failing(reading):  # extended below: the list is read only on failure
-        photo = read_photo(image_source, name=image_name, photo_bits=photo_bits)
+        photo = read_photo(image_source, name=image_name, photo_bits=photo_bits, keep_16bit=keep_16bit)
         if decoded_mask is None:
             decoded_mask, found = read_mask_noted(mask_source, name=mask_name)
             reading += found
@@ -288,10 +289,12 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                  mode: str = "auto", labels: Sequence[int] | None = None, output_kind: str = "soft",
                  threshold: float | None = None, image_name: str | None = None,
                  mask_name: str | None = None, decoded_mask: MaskData | None = None,
-                 photo_bits: int | None = None) -> PairResult:
+                 photo_bits: int | None = None, cutout_bits: int = 8) -> PairResult:
     """Refine one image/mask pair from files (or encoded bytes) and render the requested output
-    (``decoded_mask`` and ``photo_bits``: see :func:`read_pair`). A cut-out of a photo of more than
-    8 bits per channel is written in 8 bits, with a note (:func:`cutout_depth_note`).
+    (``decoded_mask`` and ``photo_bits``: see :func:`read_pair`). ``cutout_bits``: 16 makes the cut-out
+    of a 16-bit photo a 16-bit RGBA image of the file's own values (PNG only, ``writing.encode_image``);
+    a cut-out of a photo of more than 8 bits per channel that is written in 8 bits gets a note
+    (:func:`cutout_depth_note`).
 
     Raises:
         ImageReadError: (``imageio.ImageReadError``, an OSError) a file is missing, empty, truncated,
@@ -310,8 +313,9 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .outputs import check_rendering, render_output
 
     check_rendering(output_kind, threshold)  # before the files are read and the model runs
+    deep = check_cutout_bits(cutout_bits) == 16 and output_kind == "cutout"
     photo, mask, notes, reading = _read_photo_pair(image_source, mask_source, image_name, mask_name,
-                                                   decoded_mask, photo_bits)
+                                                   decoded_mask, photo_bits, keep_16bit=deep)
     with _shown_if_failing(reading):  # the model can still fail (out of memory)
         image = photo.pixels
         chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
@@ -334,7 +338,8 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
             notes.append(note)
         detail = refiner.refine_detailed(image, coarse, preset=preset)
         seconds = time.perf_counter() - start
-        output = render_output(output_kind, detail.probability, image=image, coarse=coarse, threshold=threshold)
+        output = render_output(output_kind, detail.probability, image=cutout_pixels(photo), coarse=coarse,
+                               threshold=threshold)
         if (note := cutout_depth_note(photo, output_kind, image_name or source_name(image_source))) is not None:
             notes.append(note)
         run = StageRun.of(detail)
@@ -356,14 +361,34 @@ def kept_coarse_note(confidence: float, weight: float) -> str:
     return f"{head} mostly kept: {share} of the refinement blended in"
 
 
+# The bit depths a cut-out can be asked for in (refine_files' cutout_bits).
+CUTOUT_BITS = (8, 16)
+
+
+def check_cutout_bits(bits: int) -> int:
+    """``bits`` when it is one of CUTOUT_BITS; ValueError otherwise."""
+    if bits not in CUTOUT_BITS:
+        raise ValueError(f"cutout_bits must be 8 or 16, got {bits!r}")
+    return bits
+
+
+def cutout_pixels(photo: Photo) -> np.ndarray:
+    """The photo's pixels a cut-out carries: its own 16-bit values when they were kept
+    (``Photo.pixels16``), its 8-bit RGB otherwise."""
+    return photo.pixels16 if photo.pixels16 is not None else photo.pixels
+
+
 def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | None:
-    """The note for a ``cutout`` of a photo stored in more than 8 bits per channel: crm's cut-out is an
-    8-bit RGBA image (the encoder writes RGBA in 8 bits only), so it holds less than the photo; a soft16
-    matte over the photo itself keeps every bit. None for any other output or an 8-bit photo."""
-    if output_kind != "cutout" or photo.stored_bits <= 8:
+    """The note for a ``cutout`` written in 8 bits of a photo stored in more: it holds less than the
+    photo. A 16-bit photo's cut-out keeps 16 bits as PNG (``cutout_bits=16``, which crm's commands ask
+    for when they write PNG); a 32-bit photo's is 8-bit in any format, and a soft16 matte over the
+    photo itself keeps every bit. None for any other output, an 8-bit photo or a 16-bit cut-out."""
+    if output_kind != "cutout" or photo.stored_bits <= 8 or photo.pixels16 is not None:
         return None
-    return (f"{image_name}: a {photo.stored_bits}-bit photo, but its cut-out is written with 8-bit colour and "
-            "alpha; to keep every bit, write -k soft16 and use it as the alpha of the photo itself")
+    head = f"{image_name}: a {photo.stored_bits}-bit photo, but its cut-out is written with 8-bit colour and alpha"
+    if photo.stored_bits == 16:
+        return f"{head}; name the output .png to keep 16 bits"
+    return f"{head}; to keep every bit, write -k soft16 and use it as the alpha of the photo itself"
 
 
 def schedule_label(runs: Sequence[StageRun]) -> str:

@@ -127,10 +127,16 @@ def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
         return "I;16"
     if array.ndim == 3 and array.dtype == np.uint8 and array.shape[2] in (3, 4):
         return "RGB" if array.shape[2] == 3 else "RGBA"
+    if array.ndim == 3 and array.dtype == np.uint16 and array.shape[2] == 4:
+        return RGBA16  # a 16-bit photo's cut-out; Pillow has no such mode, so PNG only (encode_image)
     raise ValueError(
         f"cannot encode array of dtype {array.dtype} and shape {array.shape}; expected (H, W) "
-        "uint8/uint16 or (H, W, 3|4) uint8"
+        "uint8/uint16, (H, W, 3|4) uint8 or (H, W, 4) uint16"
     )
+
+
+# image_mode's name for (H, W, 4) uint16 RGBA (Pillow's mode names stop at 8-bit RGBA).
+RGBA16 = "RGBA;16"
 
 
 def _to_pil(array: np.ndarray, palette: list[int] | None) -> Image.Image:
@@ -190,7 +196,8 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     """Losslessly encoded bytes of a mask or image array in ``fmt`` ("PNG", "TIFF" or "WEBP"), or
     lossy "JPEG" (quality JPEG_QUALITY) for a picture to look at, never a mask (:func:`write_picture`).
 
-    Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8; with ``palette`` (flat
+    Arrays: (H, W) uint8 or uint16, (H, W, 3) RGB or (H, W, 4) RGBA uint8, (H, W, 4) RGBA uint16
+    (PNG only: a 16-bit photo's cut-out; ValueError in another format); with ``palette`` (flat
     RGB list) a palette image whose indices are the uint8 array values. WebP holds 8-bit grey,
     RGB and RGBA only, so a 16-bit or palette array raises ValueError there (JPEG: 8-bit grey and
     RGB). ``icc_profile``: the colour profile to embed (an image made of a photo's pixels keeps the photo's).
@@ -203,6 +210,10 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     if text and fmt != "PNG":
         raise ValueError(f"text chunks are written in PNG files only, not {fmt}")
     _check_transparency(transparency, palette)
+    if palette is None and image_mode(array) == RGBA16:
+        if fmt != "PNG":
+            raise ValueError(f"a 16-bit RGBA image is written as PNG only, not {fmt}; write it as .png")
+        return _png_rgba16(np.asarray(array), icc_profile, text)
     image = _to_pil(array, palette)
     buffer = io.BytesIO()
     profile: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
@@ -226,6 +237,36 @@ def encode_image(array: np.ndarray, palette: list[int] | None = None, fmt: str =
     else:
         raise ValueError(f"unknown output format {fmt!r}; choose PNG, TIFF, WEBP or JPEG")
     return buffer.getvalue()
+
+
+def _png_rgba16(rgba: np.ndarray, icc_profile: bytes | None, text: Mapping[str, str] | None) -> bytes:
+    """PNG bytes of (H, W, 4) uint16 RGBA: OpenCV encodes the pixels (Pillow cannot), and the colour
+    profile (iCCP) and text (tEXt) chunks, which OpenCV does not write, go in right after the header,
+    before the image data, where Pillow puts them and :func:`read_png_text` looks."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2BGRA))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgba.shape[1]}x{rgba.shape[0]} 16-bit RGBA PNG")
+    data = encoded.tobytes()
+    extra = []
+    if icc_profile:
+        extra.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    for keyword, value in (text or {}).items():
+        if not 1 <= len(keyword) <= 79 or not keyword.isprintable():
+            raise ValueError(f"PNG text keyword must be 1-79 printable characters, got {keyword!r}")
+        try:
+            extra.append(_png_chunk(b"tEXt", _text_key(keyword) + value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise ValueError(f"PNG text {keyword!r} must be Latin-1 text") from None
+    after_header = len(_PNG_SIGNATURE) + 12 + int.from_bytes(data[8:12], "big")  # IHDR comes first
+    return data[:after_header] + b"".join(extra) + data[after_header:]
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC of type and data."""
+    return (len(payload).to_bytes(4, "big") + kind + payload
+            + zlib.crc32(kind + payload).to_bytes(4, "big"))
 
 
 def keeps_transparency(fmt: str) -> bool:

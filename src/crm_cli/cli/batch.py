@@ -500,13 +500,15 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             if job.get("passthrough"):
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
-                                          mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
+                                          mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
+                                          cutout_bits=16)
                 height, width = result.output.shape[:2]
                 result.notes.append(passthrough_note(width, height, job["image_name"]))
             else:  # a label map holding none of --labels is written unchanged, without a model run
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
-                                      mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits)
+                                      mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
+                                      cutout_bits=16)
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")

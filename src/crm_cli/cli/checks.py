@@ -295,20 +295,29 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
 
 def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, threshold: float | None,
                      image_name: str, mask_name: str, decoded_mask: MaskData | None = None,
-                     photo_bits: int | None = None):  # noqa: ANN201 - pipeline.PairResult
+                     photo_bits: int | None = None, cutout_bits: int = 8):  # noqa: ANN201 - pipeline.PairResult
     """The output of a pair too small to refine: the coarse mask itself, rendered as asked
     (label maps keep their ids, palette and its transparency; a mask read as one object gets the
     notes refining would give it). No model is needed. ``decoded_mask`` and ``photo_bits``: see
-    ``pipeline.read_pair``."""
+    ``pipeline.read_pair``; ``cutout_bits``: see ``pipeline.refine_files``."""
     import time
 
     from ..masks import one_object_notes, weak_mask_note
     from ..outputs import render_output
-    from ..pipeline import PairResult, choose_mode, cutout_depth_note, label_map_notes, read_photo_pair
+    from ..pipeline import (
+        PairResult,
+        check_cutout_bits,
+        choose_mode,
+        cutout_depth_note,
+        cutout_pixels,
+        label_map_notes,
+        read_photo_pair,
+    )
 
     start = time.perf_counter()
+    deep = check_cutout_bits(cutout_bits) == 16 and output_kind == "cutout"
     photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask,
-                                              photo_bits=photo_bits)
+                                              photo_bits=photo_bits, keep_16bit=deep)
     chosen = choose_mode(mask_data, mode, mask_name)
     profile, transparency = None, None
     if chosen == "labels":
@@ -321,7 +330,8 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
             notes += one_object_notes(mask_data, mask_name)
         if (note := weak_mask_note(probability, mask_name)) is not None:
             notes.append(note)
-        output = render_output(output_kind, probability, image=photo.pixels, coarse=probability, threshold=threshold)
+        output = render_output(output_kind, probability, image=cutout_pixels(photo), coarse=probability,
+                               threshold=threshold)
         if (note := cutout_depth_note(photo, output_kind, image_name)) is not None:
             notes.append(note)
         palette = None

@@ -115,6 +115,8 @@ def refine(
                            code=2)
         image_name = "<stdin>" if str(image) == "-" else str(image)
         mask_name = "<stdin>" if str(mask) == "-" else str(mask)
+        # A 16-bit photo's cut-out keeps 16 bits where the file can hold them with its profile: PNG.
+        cutout_bits = 16 if to_stdout or output_format(output) == "PNG" else 8
 
         device_name = None
         with user_errors(fatal.emit):
@@ -144,7 +146,8 @@ def refine(
             if passthrough or nothing_to_refine:  # no model needed: the mask is written as it is
                 result = passthrough_pair(image_src, mask_src, mode=mode.value, output_kind=output_kind.value,
                                           threshold=threshold, image_name=image_name, mask_name=mask_name,
-                                          decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits))
+                                          decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits),
+                                          cutout_bits=cutout_bits)
                 result.notes.extend(label_notes)
                 if passthrough:
                     result.notes.append(passthrough_note(header.width, header.height, image_name))
@@ -154,7 +157,7 @@ def refine(
                 result = refine_files(
                     refiner, image_src, mask_src, settings, mode=mode.value, labels=label_ids,
                     output_kind=output_kind.value, threshold=threshold, image_name=image_name, mask_name=mask_name,
-                    decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits),
+                    decoded_mask=decoded_mask, photo_bits=photo_bits_value(photo_bits), cutout_bits=cutout_bits,
                 )
             if not to_stdout and result.transparency is not None and not keeps_transparency(output_format(output)):
                 result.notes.append(f"{output}: {output_format(output)} cannot hold the palette's transparency "
