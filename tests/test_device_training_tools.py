@@ -118,3 +118,25 @@ def test_every_planned_run_parses_as_crm_train_options(plan: Path, tmp_path: Pat
         assert not {"--steps", "--out", "--max-minutes", "--resume", "--val-every"} & set(arguments), name
         context = train.make_context("train", [*arguments, "--data", str(tmp_path), "--out", str(tmp_path / name)])
         assert context.params["init"], name  # every plan says where its run starts
+
+
+def test_the_upload_validation_folders_pair_every_nth_car_with_the_real_masks(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    prepare = load_benchmark("prepare_device_upload")
+    dev, real, out = tmp_path / "dev", tmp_path / "real", tmp_path / "out"
+    dev.mkdir()
+    real.mkdir()
+    for index in range(5):
+        name = f"car_{index}"
+        cv2.imwrite(str(dev / f"{name}_im.jpg"), np.full((8, 12, 3), 40 * index, np.uint8))
+        (dev / f"{name}_gt.png").write_bytes(f"gt{index}".encode())
+        (dev / f"{name}_seg.png").write_bytes(b"synthetic")
+        (real / f"{name}_seg.png").write_bytes(f"real{index}".encode())
+
+    assert prepare.validation_subset(dev, real, out, every=2, quality=90) == 3
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        f"car_{i}_{part}" for i in (0, 2, 4) for part in ("im.jpg", "gt.png", "seg.png"))
+    assert (out / "car_2_seg.png").read_bytes() == b"real2" and (out / "car_4_gt.png").read_bytes() == b"gt4"
+    assert abs(int(cv2.imread(str(out / "car_4_im.jpg")).mean()) - 160) <= 1
