@@ -4,8 +4,9 @@
 #   OUT=folder VAL=folder-in-BIG-layout bash benchmarks/device_gpu_timings.sh
 # Writes OUT/gpu_timings.txt: `crm time` at 3840x2160 and 6000x4000 (both presets' paths: a blocky and a
 # precise mask come from the synthetic scene) at fp32, fp16 and bf16; whole `crm refine` processes
-# (benchmarks/whole_process.py) on cuda and on the CPU at 4K; and `crm eval` of VAL (when given) at each
-# precision, to show what reduced precision does to IoU and mBA. Each part has its own time limit.
+# (benchmarks/whole_process.py) at 4K on the device in fp32 and fp16; and `crm eval` of VAL (when given)
+# at each precision and on the machine's CPU, to show what reduced precision does to IoU and mBA. Each
+# part has its own time limit.
 set -u
 LOG="$OUT/gpu_timings.txt"
 DEVICE=${DEVICE:-cuda}

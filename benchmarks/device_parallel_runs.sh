@@ -4,7 +4,9 @@
 #   OUT=folder PACK=runs/pack IMAGENET=runs/mnv2_imagenet.pt MINUTES=8.2 \
 #     PLAN=benchmarks/device_plans/session40.txt bash benchmarks/device_parallel_runs.sh
 # PLAN holds one run per line: a name, then its crm train arguments (shell words; $IMAGENET, $VAL1024 and
-# $VAL256 are expanded). SHARE is device_train.py's --share: side by side, a step is slower than in the
+# $VAL256 are expanded; a line that does not parse, or a name used twice, stops the script before any
+# run starts). `bash benchmarks/device_parallel_runs.sh --list` prints the plan's runs as read
+# (NUL-separated: name, argument count, arguments) and exits. SHARE is device_train.py's --share: side by side, a step is slower than in the
 # lone probe (session 40: 47 ms against 29-37), so less than 0.8 lets the schedule end inside MINUTES.
 # PACK from benchmarks/pack_training_data.py, IMAGENET from benchmarks/trim_mobilenet_init.py. Wheels in
 # WHEELS (default .dev/whl: typer, click, rich as pinned here) are installed first when present, since
@@ -23,6 +25,41 @@ SHARE=${SHARE:-0.8}
 VAL1024=${VAL1024:-}
 VAL256=${VAL256:-}
 WHEELS=${WHEELS:-.dev/whl}
+
+# The plan's runs: NAMES[i] and RUN_ARGS[i], its crm train arguments quoted again (printf %q), to eval.
+read_plan() {
+  local line name rest number=0 known
+  local -a args
+  NAMES=() RUN_ARGS=()
+  [ -r "$PLAN" ] || { echo "cannot read the plan $PLAN" >&2; return 1; }
+  while IFS= read -r line || [ -n "$line" ]; do  # the last line may lack its newline
+    number=$((number + 1))
+    line=${line%$'\r'}
+    read -r name rest <<< "$line"
+    case "$name" in ''|'#'*) continue ;; esac
+    args=()
+    if ! eval "args=($rest)" 2> /dev/null; then
+      echo "$PLAN:$number: the arguments of run $name do not parse (an open quote, or a comment after them?)" >&2
+      return 1
+    fi
+    for known in "${NAMES[@]}"; do
+      [ "$known" != "$name" ] || { echo "$PLAN:$number: a second run named $name" >&2; return 1; }
+    done
+    NAMES+=("$name")
+    if [ ${#args[@]} -eq 0 ]; then RUN_ARGS+=(""); else RUN_ARGS+=("$(printf '%q ' "${args[@]}")"); fi
+  done < "$PLAN"
+  [ ${#NAMES[@]} -gt 0 ] || { echo "no run in $PLAN" >&2; return 1; }
+}
+
+read_plan || exit 1
+if [ "${1:-}" = "--list" ]; then
+  for i in "${!NAMES[@]}"; do
+    eval "args=(${RUN_ARGS[i]})"
+    printf '%s\0%s\0' "${NAMES[i]}" "${#args[@]}"
+    [ ${#args[@]} -eq 0 ] || printf '%s\0' "${args[@]}"
+  done
+  exit 0
+fi
 mkdir -p "$RUNS" "$OUT"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
@@ -61,13 +98,11 @@ snapshot() {  # each run's small files into OUT/<run>.tar and OUT/<run>.last.pt 
   done
 }
 
-NAMES=() PIDS=()
-while read -r name rest; do
-  case "$name" in ''|'#'*) continue ;; esac
-  eval "args=($rest)"
-  train "$name" "${args[@]}" & PIDS+=($!) NAMES+=("$name")
-done < "$PLAN"
-[ ${#NAMES[@]} -gt 0 ] || { echo "no run in $PLAN"; exit 1; }
+PIDS=()
+for i in "${!NAMES[@]}"; do
+  eval "args=(${RUN_ARGS[i]})"
+  train "${NAMES[i]}" "${args[@]}" & PIDS+=($!)
+done
 
 running() { local p; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 while running; do sleep 20; snapshot; done

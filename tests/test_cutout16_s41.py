@@ -125,7 +125,8 @@ def test_a_16bit_rgba_image_is_refused_where_it_cannot_be_written(tmp_path: Path
 
 @pytest.mark.parametrize("grey", [False, True], ids=["rgb", "grey"])
 def test_refine_files_cuts_a_16bit_photo_out_in_16_bits_when_asked(tmp_path: Path, grey: bool) -> None:
-    values = write_photo16(tmp_path / "p.png", srgb_profile(), grey=grey)
+    profile = srgb_profile()  # one per test: Pillow stamps the profile with the second it was made
+    values = write_photo16(tmp_path / "p.png", profile, grey=grey)
     mask = write_mask(tmp_path / "m.png")
     _, gt = synthetic_scene(H, W, seed=5)
 
@@ -134,11 +135,12 @@ def test_refine_files_cuts_a_16bit_photo_out_in_16_bits_when_asked(tmp_path: Pat
     assert deep.output.dtype == np.uint16 and np.array_equal(deep.output[..., :3], values)
     assert np.array_equal(deep.output[..., 3], np.where(gt > 127, 65535, 0))
     assert not any("cut-out is written" in note for note in deep.notes)
-    assert deep.icc_profile == srgb_profile()
+    assert deep.icc_profile == profile
 
     plain = refine_files(CoarseRefiner(), tmp_path / "p.png", mask, PRESETS["balanced"], output_kind="cutout")
     assert plain.output.dtype == np.uint8
-    assert any("cut-out is written with 8-bit colour and alpha; name the output .png" in n for n in plain.notes)
+    api_hint = "cut-out is written with 8-bit colour and alpha; refine_files(..., cutout_bits=16) keeps 16 bits"
+    assert any(api_hint in note for note in plain.notes)  # the CLI's words name a .png output (below)
     # A mask output reads no 16-bit copy and is the same either way.
     soft = refine_files(CoarseRefiner(), tmp_path / "p.png", mask, PRESETS["balanced"], cutout_bits=16)
     assert soft.output.dtype == np.uint8 and soft.output.ndim == 2
@@ -180,3 +182,50 @@ def test_crm_refine_writes_a_16bit_cutout_as_png_and_8_bits_elsewhere(tiny_weigh
         assert opened.mode == "RGBA"  # 8-bit
     assert "a 16-bit photo, but its cut-out is written with 8-bit colour and alpha; name the output .png to keep " \
            "16 bits" in flat(result.stderr)
+
+
+def test_batch_records_a_cutouts_depth_and_redoes_old_cutouts_of_16bit_photos_only(tiny_weights: Path,
+                                                                                    tmp_path: Path) -> None:
+    import json
+
+    from batch_records import record_of
+
+    from crm_cli.cli.batch import SETTINGS_KEYWORD
+
+    data, out = tmp_path / "shot", tmp_path / "out"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    values = write_photo16(data / "images" / "deep.png")
+    image, _ = synthetic_scene(H, W, seed=5)
+    Image.fromarray(image).save(data / "images" / "plain.png")
+    for name in ("deep", "plain"):
+        write_mask(data / "masks" / f"{name}.png")
+    args = ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "-k", "cutout"]
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert record_of(out / "deep.png")["cutout_bits"] == record_of(out / "plain.png")["cutout_bits"] == 16
+    deep = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16 and np.array_equal(deep[..., 2::-1], values)
+
+    # Both as the code before session 41 left them: 8-bit cut-outs whose records name no depth.
+    for name in ("deep", "plain"):
+        record = record_of(out / f"{name}.png")
+        del record["cutout_bits"]
+        write_png(out / f"{name}.png", np.zeros((H, W, 4), np.uint8),
+                  text={SETTINGS_KEYWORD: json.dumps(record, sort_keys=True, separators=(",", ":"))})
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 output was made with other settings" in flat(result.stderr)
+    assert np.array_equal(cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED), deep)  # redone in 16 bits
+    assert not cv2.imread(str(out / "plain.png"), cv2.IMREAD_UNCHANGED).any()  # an 8-bit photo's: the same, kept
+
+
+def test_a_16bit_png_is_compressed_as_crms_other_pngs() -> None:
+    ramp = np.linspace(0, 65535, 256 * 192, dtype=np.float64).reshape(192, 256).astype(np.uint16)
+    rgba = np.dstack([ramp, ramp[::-1], ramp.T[:192, :192].repeat(2, axis=1)[:, :256], ramp])
+    ours = encode_image(rgba)
+    fastest = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1]
+    assert len(ours) < len(fastest)
+    assert np.array_equal(cv2.cvtColor(cv2.imdecode(np.frombuffer(ours, np.uint8), cv2.IMREAD_UNCHANGED),
+                                       cv2.COLOR_BGRA2RGBA), rgba)

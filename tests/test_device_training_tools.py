@@ -77,18 +77,22 @@ def test_device_train_spaces_validations_over_the_planned_steps(steps: int, vali
 
 PLANS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "device_plans").glob("*.txt"))
 PLAN_VARIABLES = {"IMAGENET": "runs/mnv2_imagenet.pt", "VAL1024": "runs/val 1024", "VAL256": "runs/val256"}
+RUNNER = Path(__file__).resolve().parents[1] / "benchmarks" / "device_parallel_runs.sh"
+
+
+def list_plan(plan: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+    """``device_parallel_runs.sh --list`` on ``plan``: the script reads the plan as it would run it."""
+    import subprocess
+
+    return subprocess.run(["bash", str(RUNNER), "--list"], capture_output=True, check=False,
+                          env={**PLAN_VARIABLES, "PLAN": str(plan), "PATH": "/usr/bin:/bin"})
 
 
 def plan_runs(plan: Path) -> list[tuple[str, list[str]]]:
-    """A plan's runs as device_parallel_runs.sh reads them: ``name rest`` per line, ``rest`` split as
-    shell words with the plan's variables expanded (here by bash itself, through the script's own
-    ``eval``), comments and blank lines skipped."""
-    import subprocess
-
-    loop = ('while read -r name rest; do case "$name" in \'\'|\'#\'*) continue ;; esac; '
-            'eval "args=($rest)"; printf "%s\\0" "$name" "${#args[@]}" "${args[@]}"; done < "$PLAN"')
-    words = subprocess.run(["bash", "-c", loop], env={**PLAN_VARIABLES, "PLAN": str(plan), "PATH": "/usr/bin:/bin"},
-                           capture_output=True, check=True).stdout.decode().split("\0")[:-1]
+    """A plan's runs as device_parallel_runs.sh reads them (name, crm train arguments)."""
+    listed = list_plan(plan)
+    assert listed.returncode == 0, listed.stderr.decode()
+    words = listed.stdout.decode().split("\0")[:-1]
     runs = []
     while words:
         name, count = words[0], int(words[1])
@@ -99,8 +103,24 @@ def plan_runs(plan: Path) -> list[tuple[str, list[str]]]:
 
 def test_the_runner_reads_a_plan_line_as_shell_words(tmp_path: Path) -> None:
     plan = tmp_path / "plan.txt"
-    plan.write_text("# a comment\n\nX --coarse-mix '' --val-set \"real1024=$VAL1024\" --lr 1e-4\n  # indented\n")
-    assert plan_runs(plan) == [("X", ["--coarse-mix", "", "--val-set", "real1024=runs/val 1024", "--lr", "1e-4"])]
+    plan.write_bytes(b"# a comment\n\nX --coarse-mix '' --val-set \"real1024=$VAL1024\" --lr 1e-4\r\n  # indented\n"
+                     b"Y\nZ --zoom 3")  # CRLF, a run without arguments, a last line without its newline
+    assert plan_runs(plan) == [("X", ["--coarse-mix", "", "--val-set", "real1024=runs/val 1024", "--lr", "1e-4"]),
+                               ("Y", []), ("Z", ["--zoom", "3"])]
+
+
+@pytest.mark.parametrize(("text", "complaint"), [
+    ("A --lr 4e-4\nB --lr 1e-4  # gentler\n", "plan.txt:2: the arguments of run B do not parse"),
+    ("A --coarse-mix 'paper\n", "plan.txt:1: the arguments of run A do not parse"),
+    ("A --lr 4e-4\nA --lr 1e-4\n", "plan.txt:2: a second run named A"),
+    ("# nothing\n", "no run in"),
+])
+def test_a_plan_that_does_not_parse_starts_no_run(tmp_path: Path, text: str, complaint: str) -> None:
+    """A bad line once launched its run with the previous line's arguments (its eval failed, args kept)."""
+    plan = tmp_path / "plan.txt"
+    plan.write_text(text)
+    listed = list_plan(plan)
+    assert listed.returncode == 1 and complaint in listed.stderr.decode() and not listed.stdout
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=[plan.stem for plan in PLANS])

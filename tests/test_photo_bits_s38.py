@@ -204,7 +204,7 @@ def test_a_cutout_of_a_16bit_photo_says_it_is_written_in_8_bits(tmp_path: Path) 
     Image.fromarray(image).save(tmp_path / "p8.png")
     mask = write_mask(tmp_path / "m.png")
     depth_note = (f"{tmp_path / 'f.png'}: a 16-bit photo, but its cut-out is written with 8-bit colour and alpha; "
-                  "name the output .png to keep 16 bits")  # (session 41: cutout_bits=16 keeps them)
+                  "refine_files(..., cutout_bits=16) keeps 16 bits, written as PNG")  # (session 41)
 
     cutout = refine_files(SeeingRefiner(), tmp_path / "f.png", mask, PRESETS["balanced"], output_kind="cutout")
     soft = refine_files(SeeingRefiner(), tmp_path / "f.png", mask, PRESETS["balanced"], output_kind="soft")

@@ -686,15 +686,22 @@ _API_SCALE_HINT = _FIXED_SCALE_HINT.format(option=_API_OPTION.format(bits="N"))
 _SCALE_WITHOUT_FIX = _FIXED_SCALE_HINT.split(":", 1)[0]
 
 
+# How a 16-bit photo's cut-out keeps its 16 bits, ending the note on an 8-bit one (pipeline.cutout_depth_note),
+# as the API and as the CLI say it.
+CUTOUT_16BIT_API_HINT = "; refine_files(..., cutout_bits=16) keeps 16 bits, written as PNG"
+_CUTOUT_16BIT_CLI_HINT = "; name the output .png to keep 16 bits"
+
+
 def cli_note(note: str, has_photo_bits: bool = True) -> str:
     """``note`` (of a reader, or a pair's notes) as the CLI shows it: a note ending with the API's name
     of the option that fixes a 16-bit photo's scale (``photo_bits=12``) ends with the CLI's instead
     (``--photo-bits 12``); any other note is returned as it is. Only the ending that the readers write
     is replaced, so a file named ``photo_bits=12.png`` keeps its name. For a command without
-    ``--photo-bits`` (``has_photo_bits`` False: crm train) the hint that names it is left off."""
+    ``--photo-bits`` (``has_photo_bits`` False: crm train) the hint that names it is left off. The note on
+    a 16-bit photo's 8-bit cut-out names ``cutout_bits=16`` in the API and a .png output in the CLI."""
     if not has_photo_bits and note.endswith(_API_SCALE_HINT):
         return note[: len(note) - len(_API_SCALE_HINT)] + _SCALE_WITHOUT_FIX
-    for api, cli in _CLI_ENDINGS:
+    for api, cli in (*_CLI_ENDINGS, (CUTOUT_16BIT_API_HINT, _CUTOUT_16BIT_CLI_HINT)):
         if note.endswith(api):
             return note[: len(note) - len(api)] + cli
     return note

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import MODES
-from .imageio import BYTES_NAME, Photo, apply_orientation, log_notes, read_mask_noted, read_photo
+from .imageio import (
+    BYTES_NAME,
+    CUTOUT_16BIT_API_HINT,
+    Photo,
+    apply_orientation,
+    log_notes,
+    read_mask_noted,
+    read_photo,
+)
 from .masks import (
     MaskData,
     SizeMismatchError,
@@ -324,6 +332,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                                                               mask_name or source_name(mask_source))[0]
         start = time.perf_counter()
         if chosen == "labels":
+            photo = replace(photo, pixels16=None)  # a label map has no cut-out: no 16-bit copy held meanwhile
             notes.extend(label_map_notes(output_kind, threshold))
             per_label = PresetRefiner(refiner, preset)
             refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
@@ -387,7 +396,7 @@ def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | 
         return None
     head = f"{image_name}: a {photo.stored_bits}-bit photo, but its cut-out is written with 8-bit colour and alpha"
     if photo.stored_bits == 16:
-        return f"{head}; name the output .png to keep 16 bits"
+        return head + CUTOUT_16BIT_API_HINT  # the CLI names a .png output instead (imageio.cli_note)
     return f"{head}; to keep every bit, write -k soft16 and use it as the alpha of the photo itself"
 
 

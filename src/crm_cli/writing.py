@@ -135,6 +135,8 @@ def image_mode(array: np.ndarray, palette: list[int] | None = None) -> str:
     )
 
 
+# The zlib level of a 16-bit RGBA PNG (Pillow's default, which writes the others).
+PNG_COMPRESS_LEVEL = 6
 # image_mode's name for (H, W, 4) uint16 RGBA (Pillow's mode names stop at 8-bit RGBA).
 RGBA16 = "RGBA;16"
 
@@ -245,7 +247,9 @@ def _png_rgba16(rgba: np.ndarray, icc_profile: bytes | None, text: Mapping[str, 
     before the image data, where Pillow puts them and :func:`read_png_text` looks."""
     import cv2
 
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2BGRA))
+    # At zlib level 6, as Pillow writes crm's other PNGs (OpenCV's default of 1 made files ~1.5x larger).
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2BGRA),
+                               [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgba.shape[1]}x{rgba.shape[0]} 16-bit RGBA PNG")
     data = encoded.tobytes()

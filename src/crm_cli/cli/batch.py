@@ -161,8 +161,12 @@ class NotDoneReason(Enum):
 # 16-bit files, 32-bit integer TIFFs), so a rerun with another --photo-bits keeps the outputs of 8-bit
 # photos; where a record differs from the run in its scale alone, the photo's header says which kind it
 # is (OutputRecord.accepts), which also keeps session 38's records of 8-bit photos that name a scale.
+# Since session 41 a cut-out's record says ``cutout_bits: 16`` (a 16-bit photo's cut-out is 16-bit): a
+# cut-out recorded without it is redone only where the photo's header shows a photo of more than 8 bits.
 SETTINGS_KEYWORD = "crm batch settings"
 OUTPUT_FORMAT_VERSION = 2
+# What a cut-out's record names as ``cutout_bits``: the depth of a 16-bit photo's cut-out (pipeline.refine_files).
+CUTOUT_BITS = 16
 # The largest label id a label map holds (uint8 or uint16 ids): a record naming more is damaged.
 MAX_LABEL_ID = 65535
 # A record lists each run of at least this many consecutive ids as [first, last] (compact_ids).
@@ -259,7 +263,10 @@ class OutputRecord:
     A refined pair, and a cut-out or overlay passed through, is also shaped by the scale its 16-bit photo
     was read on: ``photo_bits`` (--photo-bits), recorded only when fixed, so that the records of runs
     without it (``auto``, each file's own scale) read as before, and only for a photo whose pixels it
-    shapes (``imageio.Photo.takes_photo_bits``): an 8-bit photo's output is the same on any scale."""
+    shapes (``imageio.Photo.takes_photo_bits``): an 8-bit photo's output is the same on any scale (a
+    16-bit photo's cut-out passed through carries the file's own values, so a rerun on another scale
+    redoes it for nothing). A cut-out's record names ``cutout_bits`` (16: a 16-bit photo's cut-out is
+    16-bit), which records before session 41 lack."""
 
     mode: str
     labels: tuple[int, ...] | None
@@ -324,6 +331,8 @@ class OutputRecord:
         carries_photo = not passthrough or (chosen == "binary" and self.output_kind in PHOTO_OUTPUT_KINDS)
         if self.photo_bits is not None and scaled and carries_photo:
             fields["photo_bits"] = self.photo_bits
+        if chosen == "binary" and self.output_kind == "cutout":
+            fields["cutout_bits"] = CUTOUT_BITS  # a 16-bit photo's cut-out is 16-bit since session 41
         return fields
 
     def accepts(self, recorded: str, photo: str | Path | None = None) -> bool:
@@ -358,12 +367,18 @@ class OutputRecord:
             held = expand_ids(fields["held"])  # the ids refined are then compared as _fields lists them
             if held is None:
                 return False
-        if fields == self._fields(chosen, auto, passthrough, held):
+        expected = self._fields(chosen, auto, passthrough, held)
+        if fields == expected:
             return True
-        if {key: value for key, value in fields.items() if key != "photo_bits"} != self._fields(
-                chosen, auto, passthrough, held, scaled=False):
+        # What may differ for a photo of 8 bits alone: a cut-out made before cut-outs of 16-bit photos
+        # were 16-bit, and the scale (this run's or the record's, session 38 named it for 8-bit photos too).
+        def relaxed(record: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in record.items() if key not in ("photo_bits", "cutout_bits")}
+
+        if "cutout_bits" in fields and fields["cutout_bits"] != expected.get("cutout_bits"):
             return False
-        # Only the scale differs (this run's or the record's, session 38 named it for 8-bit photos too).
+        if relaxed(fields) != relaxed(self._fields(chosen, auto, passthrough, held, scaled=False)):
+            return False
         return photo is not None and not file_takes_photo_bits(photo)
 
 
@@ -501,14 +516,14 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
                                           mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
-                                          cutout_bits=16)
+                                          cutout_bits=CUTOUT_BITS)
                 height, width = result.output.shape[:2]
                 result.notes.append(passthrough_note(width, height, job["image_name"]))
             else:  # a label map holding none of --labels is written unchanged, without a model run
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                       mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
-                                      cutout_bits=16)
+                                      cutout_bits=CUTOUT_BITS)
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")
