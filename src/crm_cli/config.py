@@ -20,6 +20,10 @@ MIN_REFINE_SIDE = 96
 OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")
 # The output kinds that carry the photo's own pixels, and so its colour profile.
 PHOTO_OUTPUT_KINDS: tuple[str, ...] = ("cutout", "overlay")
+# The bit depths a cut-out can be asked for in (pipeline.refine_files' cutout_bits), and the deeper one:
+# a 16-bit photo's cut-out in 16 bits, which crm's commands ask for where they write PNG.
+CUTOUT_BIT_DEPTHS: tuple[int, ...] = (8, 16)
+DEEP_CUTOUT_BITS = 16
 MODES: tuple[str, ...] = ("auto", "binary", "labels")
 
 # Encoder precisions (the torch dtypes are stages.PRECISIONS'); named here so the CLI lists them without torch.

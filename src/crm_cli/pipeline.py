@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import MODES
+from .config import CUTOUT_BIT_DEPTHS, DEEP_CUTOUT_BITS, MODES
 from .imageio import (
     BYTES_NAME,
     CUTOUT_16BIT_API_HINT,
@@ -321,9 +321,9 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     from .outputs import check_rendering, render_output
 
     check_rendering(output_kind, threshold)  # before the files are read and the model runs
-    deep = check_cutout_bits(cutout_bits) == 16 and output_kind == "cutout"
     photo, mask, notes, reading = _read_photo_pair(image_source, mask_source, image_name, mask_name,
-                                                   decoded_mask, photo_bits, keep_16bit=deep)
+                                                   decoded_mask, photo_bits,
+                                                   keep_16bit=wants_16bit_cutout(output_kind, cutout_bits))
     with _shown_if_failing(reading):  # the model can still fail (out of memory)
         image = photo.pixels
         chosen = choose_mode(mask, mode, mask_name or source_name(mask_source))
@@ -370,15 +370,12 @@ def kept_coarse_note(confidence: float, weight: float) -> str:
     return f"{head} mostly kept: {share} of the refinement blended in"
 
 
-# The bit depths a cut-out can be asked for in (refine_files' cutout_bits).
-CUTOUT_BITS = (8, 16)
-
-
-def check_cutout_bits(bits: int) -> int:
-    """``bits`` when it is one of CUTOUT_BITS; ValueError otherwise."""
-    if bits not in CUTOUT_BITS:
-        raise ValueError(f"cutout_bits must be 8 or 16, got {bits!r}")
-    return bits
+def wants_16bit_cutout(output_kind: str, cutout_bits: int) -> bool:
+    """Whether a pair's output is a cut-out asked for in 16 bits (so a 16-bit photo's own values are
+    kept when it is read); ValueError for a ``cutout_bits`` not in CUTOUT_BIT_DEPTHS."""
+    if cutout_bits not in CUTOUT_BIT_DEPTHS:
+        raise ValueError(f"cutout_bits must be 8 or 16, got {cutout_bits!r}")
+    return output_kind == "cutout" and cutout_bits == DEEP_CUTOUT_BITS
 
 
 def cutout_pixels(photo: Photo) -> np.ndarray:

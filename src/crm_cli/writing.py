@@ -258,8 +258,7 @@ def _png_rgba16(rgba: np.ndarray, icc_profile: bytes | None, text: Mapping[str, 
     if icc_profile:
         extra.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     for keyword, value in (text or {}).items():
-        if not 1 <= len(keyword) <= 79 or not keyword.isprintable():
-            raise ValueError(f"PNG text keyword must be 1-79 printable characters, got {keyword!r}")
+        _check_text_keyword(keyword)
         try:
             extra.append(_png_chunk(b"tEXt", _text_key(keyword) + value.encode("latin-1")))
         except UnicodeEncodeError:
@@ -284,10 +283,15 @@ def _png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
     """Pillow's PngInfo holding ``text`` as tEXt chunks (before the image data, where Pillow puts them)."""
     info = PngImagePlugin.PngInfo()
     for keyword, value in text.items():
-        if not 1 <= len(keyword) <= 79 or not keyword.isprintable():
-            raise ValueError(f"PNG text keyword must be 1-79 printable characters, got {keyword!r}")
+        _check_text_keyword(keyword)
         info.add_text(keyword, value)
     return info
+
+
+def _check_text_keyword(keyword: str) -> None:
+    """ValueError unless ``keyword`` can name a PNG text chunk: 1-79 printable characters."""
+    if not 1 <= len(keyword) <= 79 or not keyword.isprintable():
+        raise ValueError(f"PNG text keyword must be 1-79 printable characters, got {keyword!r}")
 
 
 # The most bytes read_png_text reads of one matching text chunk; crm's own are a few dozen.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..config import PHOTO_OUTPUT_KINDS
+from ..config import DEEP_CUTOUT_BITS, PHOTO_OUTPUT_KINDS
 from ..errors import failure_text
 from .checks import (
     passthrough_note,
@@ -165,8 +165,6 @@ class NotDoneReason(Enum):
 # cut-out recorded without it is redone only where the photo's header shows a photo of more than 8 bits.
 SETTINGS_KEYWORD = "crm batch settings"
 OUTPUT_FORMAT_VERSION = 2
-# What a cut-out's record names as ``cutout_bits``: the depth of a 16-bit photo's cut-out (pipeline.refine_files).
-CUTOUT_BITS = 16
 # The largest label id a label map holds (uint8 or uint16 ids): a record naming more is damaged.
 MAX_LABEL_ID = 65535
 # A record lists each run of at least this many consecutive ids as [first, last] (compact_ids).
@@ -332,7 +330,7 @@ class OutputRecord:
         if self.photo_bits is not None and scaled and carries_photo:
             fields["photo_bits"] = self.photo_bits
         if chosen == "binary" and self.output_kind == "cutout":
-            fields["cutout_bits"] = CUTOUT_BITS  # a 16-bit photo's cut-out is 16-bit since session 41
+            fields["cutout_bits"] = DEEP_CUTOUT_BITS  # a 16-bit photo's cut-out is 16-bit since session 41
         return fields
 
     def accepts(self, recorded: str, photo: str | Path | None = None) -> bool:
@@ -516,14 +514,14 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
                                           mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
-                                          cutout_bits=CUTOUT_BITS)
+                                          cutout_bits=DEEP_CUTOUT_BITS)
                 height, width = result.output.shape[:2]
                 result.notes.append(passthrough_note(width, height, job["image_name"]))
             else:  # a label map holding none of --labels is written unchanged, without a model run
                 result = refine_files(refiner, job["image"], job["mask"], settings, mode=mode, labels=labels,
                                       output_kind=output_kind, threshold=threshold, image_name=job["image_name"],
                                       mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
-                                      cutout_bits=CUTOUT_BITS)
+                                      cutout_bits=DEEP_CUTOUT_BITS)
             for note in result.notes:  # shown before the write, as crm refine shows them
                 named = job["image_name"] in note or job["mask_name"] in note
                 warn(note if named else f"{job['name']}: {note}")

@@ -306,18 +306,17 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
     from ..outputs import render_output
     from ..pipeline import (
         PairResult,
-        check_cutout_bits,
         choose_mode,
         cutout_depth_note,
         cutout_pixels,
         label_map_notes,
         read_photo_pair,
+        wants_16bit_cutout,
     )
 
     start = time.perf_counter()
-    deep = check_cutout_bits(cutout_bits) == 16 and output_kind == "cutout"
-    photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask,
-                                              photo_bits=photo_bits, keep_16bit=deep)
+    photo, mask_data, notes = read_photo_pair(image, mask, image_name, mask_name, decoded_mask, photo_bits=photo_bits,
+                                              keep_16bit=wants_16bit_cutout(output_kind, cutout_bits))
     chosen = choose_mode(mask_data, mode, mask_name)
     profile, transparency = None, None
     if chosen == "labels":

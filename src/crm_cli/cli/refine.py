@@ -78,6 +78,7 @@ def refine(
     import functools
     import sys
 
+    from ..config import DEEP_CUTOUT_BITS
     from ..imageio import log_notes, read_bytes_stdin
     from ..pipeline import mask_keeping_notes, refine_files, schedule_label
     from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
@@ -116,7 +117,7 @@ def refine(
         image_name = "<stdin>" if str(image) == "-" else str(image)
         mask_name = "<stdin>" if str(mask) == "-" else str(mask)
         # A 16-bit photo's cut-out keeps 16 bits where the file can hold them with its profile: PNG.
-        cutout_bits = 16 if to_stdout or output_format(output) == "PNG" else 8
+        cutout_bits = DEEP_CUTOUT_BITS if to_stdout or output_format(output) == "PNG" else 8
 
         device_name = None
         with user_errors(fatal.emit):
