@@ -38,6 +38,7 @@ from .checkpoint import (
     sidecar_path,
 )
 from .config import BACKEND_CHOICES
+from .edge_snap import snap_radius, snap_to_edges
 from .guard import apply_guard, change_confidence, change_weight, free_near, keep_precise_boundary, region_changes
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
@@ -105,6 +106,7 @@ class RefineResult:
     # threshold, CHANGE_CONFIDENCE_RAMP, with less than half of the refinement blended in)
     change_weight: float = 1.0  # the share of the refinement taken by the gate (guard.change_weight)
     mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
+    snap_px: int = 0  # the edge snap's radius (edge_snap.py); 0 when it did not run
 
     @property
     def schedule(self) -> str:
@@ -419,7 +421,7 @@ class Refiner:
 
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
                         roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
-                        guard: bool | None = None, preset: Preset | str | None = None,
+                        guard: bool | None = None, snap: bool | None = None, preset: Preset | str | None = None,
                         keep_stages: bool = False) -> RefineResult:
         """Refine and also return the schedule, timings and (with ``keep_stages``) every stage.
 
@@ -443,7 +445,7 @@ class Refiner:
         """
         with self._lock, numpy_pages_unadvised(), self.runner.inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
-                                         preset=preset, keep_stages=keep_stages)
+                                         snap=snap, preset=preset, keep_stages=keep_stages)
 
     def release_memory(self) -> bool:
         """Hand the memory that refinements freed back to the system (glibc's ``malloc_trim``); True
@@ -461,10 +463,10 @@ class Refiner:
 
     def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
                          roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
-                         preset: Preset | str | None, keep_stages: bool) -> RefineResult:
+                         snap: bool | None, preset: Preset | str | None, keep_stages: bool) -> RefineResult:
         """:meth:`refine_detailed`'s work, inside the runner's inference context."""
         settings = get_preset(preset).overridden(ratios, roi=roi, full_decode=full_decode, adaptive=adaptive,
-                                                 guard=guard)
+                                                 guard=guard, snap=snap)
         image = check_rgb_image(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
@@ -522,6 +524,10 @@ class Refiner:
                     probability = mask.copy()
                 elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
                     probability = mask + np.float32(weight) * (probability - mask)
+        if settings.snap and result.change_weight > 0.0:  # a coarse mask that was kept stays exactly as given
+            result.snap_px = snap_radius(*probability.shape)
+            if result.snap_px:
+                probability = snap_to_edges(image, probability, result.snap_px)
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)
@@ -610,7 +616,7 @@ class Refiner:
 
     def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
                roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
-               guard: bool | None = None, preset: Preset | str | None = None) -> np.ndarray:
+               guard: bool | None = None, snap: bool | None = None, preset: Preset | str | None = None) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
         Args:
@@ -620,7 +626,7 @@ class Refiner:
                 holding only 0 and 1; float16/32/64 in [0, 1] (no NaN).
             ratios: fixed increasing stage ratios (the last one is usually 1.0; a sequence, or a
                 string as the CLI's ``--ratios``, "0.5,1") instead of the preset's per-image choice.
-            roi, full_decode, adaptive, guard: override one switch of the preset (see ``Preset``).
+            roi, full_decode, adaptive, guard, snap: override one switch of the preset (see ``Preset``).
             preset: ``"auto"`` (default), ``"fast"``, ``"balanced"``, ``"quality"`` or a Preset.
 
         Raises:
@@ -642,7 +648,7 @@ class Refiner:
         an all-zero mask, such as an empty frame of a video, is not.
         """
         probability = self.refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
-                                           preset=preset).probability
+                                           snap=snap, preset=preset).probability
         if not probability.any():  # rare, so the mask is read again only then
             note = weak_mask_note(strict_probability(checked_mask(mask)), "the coarse mask")
             if note is not None:

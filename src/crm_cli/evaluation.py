@@ -184,6 +184,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "boundary_kept": detail is not None and detail.boundary_kept,
                               "kept_coarse": detail is not None and detail.kept_coarse,
                               "change_confidence": None if detail is None else detail.change_confidence,
+                              "snap_px": 0 if detail is None else detail.snap_px,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
         for ratio, stage_score in zip(() if detail is None else detail.ratios, stage_scores,

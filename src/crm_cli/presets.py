@@ -53,6 +53,7 @@ class Preset:
         full_decode: decode every stage at full size, as the reference code does.
         adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
         guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py).
+        snap: pull the final boundary onto the photo's edges (edge_snap.py; photos of 1000 px and up).
         description: one line for --help and the README.
     """
 
@@ -61,6 +62,7 @@ class Preset:
     full_decode: bool
     adaptive: bool = False
     guard: bool = False
+    snap: bool = True
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -78,7 +80,7 @@ class Preset:
 
     def overridden(self, ratios: Sequence[float] | str | None = None, **switches: bool | None) -> Preset:
         """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,
-        ``full_decode``, ``adaptive``, ``guard``) replaced; ``None`` keeps the preset's value."""
+        ``full_decode``, ``adaptive``, ``guard``, ``snap``) replaced; ``None`` keeps the preset's value."""
         return replace(self.with_ratios(ratios), **{name: on for name, on in switches.items() if on is not None})
 
 

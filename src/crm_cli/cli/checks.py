@@ -354,4 +354,5 @@ def schedule_fields(result: Any) -> dict[str, Any]:
     else:
         fields["ratios"] = list(result.runs[0].ratios)
         fields["change_confidence"] = result.runs[0].change_confidence
+        fields["snap_px"] = result.runs[0].snap_px
     return fields

@@ -244,6 +244,11 @@ GuardOpt = Annotated[
     typer.Option("--guard/--no-guard", rich_help_panel="Quality", show_default=False,
                  help="Trust region: far changes need strong evidence [default: on for auto]."),
 ]
+SnapOpt = Annotated[
+    bool,
+    typer.Option("--snap/--no-snap", rich_help_panel="Quality",
+                 help="Pull the refined boundary onto the photo's edges (photos of 1000 px and up)."),
+]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option("--precision", case_sensitive=False, rich_help_panel="Compute",
@@ -338,6 +343,7 @@ class RefinerOptions:
     ratios: str | None = None
     preset: Any = None  # a PresetName; None: presets.DEFAULT_PRESET, looked up when the command runs
     guard: bool | None = None
+    snap: bool = True
     device: str = "auto"
     weights: Path | None = None
     tile_size: int = 1024
@@ -353,13 +359,14 @@ class RefinerOptions:
         return DEFAULT_PRESET if self.preset is None else self.preset.value
 
     def settings(self):  # noqa: ANN201 - presets.Preset
-        """The chosen ``presets.Preset``, with explicit ``--ratios`` and ``--guard/--no-guard`` applied.
+        """The chosen ``presets.Preset``, with explicit ``--ratios``, ``--guard/--no-guard`` and
+        ``--snap/--no-snap`` applied.
 
         ``--ratios`` is parsed and checked by the Preset (presets.check_ratios, as in the Python API);
         a broken rule is a usage error naming the option.
         """
         try:
-            return PRESETS[self.preset_name].with_ratios(self.ratios).with_guard(self.guard)
+            return PRESETS[self.preset_name].with_ratios(self.ratios).overridden(guard=self.guard, snap=self.snap)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--ratios'") from None
 
@@ -470,7 +477,7 @@ def _raised_in_torch(exc: BaseException) -> bool:
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
 SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
-    ("device", DeviceOpt, "auto"), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
+    ("snap", SnapOpt, True), ("device", DeviceOpt, "auto"), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
     ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0), ("backend", BackendOpt, Backend.auto),
 )
 

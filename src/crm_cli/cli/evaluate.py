@@ -176,6 +176,7 @@ def evaluate(
         # Under auto each image has its own stages (see "schedules"): no one list would be true.
         "ratios": None if settings.adaptive else list(settings.ratios), "preset": options.preset_name,
         "guard": settings.guard,
+        "snap": settings.snap,
         "threshold": threshold,
         "schedules": dict(schedules.most_common()),
         "kept_coarse": sum(image["kept_coarse"] for image in per_image),

@@ -1,0 +1,104 @@
+"""Edge snapping: a guided filter pulls a refined mask's boundary onto the photo's edges.
+
+The model's final stage places a boundary to within a pixel or two; a grey-guided filter (He, Sun
+and Tang's local linear model: inside each small window the mask is fitted as a * grey + b) moves
+it onto the photo's strongest nearby edge. Only pixels within ``radius`` of the mask's boundary may
+change, and never the pixels of a part thinner than the filter's window (a strand, a slat, a gap
+between slats), which the window's average would erase. Photos smaller than ``SNAP_MIN_SIDE`` on
+their long side keep the model's boundary: at that scale the window spans real detail (measured in
+docs/HISTORY.md, session 42). NumPy + OpenCV only, so both backends share it.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SNAP_RADIUS = 2  # px: the filter's window is (2r+1)^2, and the boundary moves by at most r
+SNAP_EPS = 1e-3  # on grey in [0, 1]: edges of contrast well under sqrt(eps) ~ 0.03 are smoothed over
+SNAP_MIN_SIDE = 1000  # px, long side
+TILE = 256  # px: the filter runs only on tiles that hold some of the boundary
+
+
+def snap_radius(height: int, width: int) -> int:
+    """The filter radius for a photo of this size: ``SNAP_RADIUS``, or 0 (no snapping) below
+    ``SNAP_MIN_SIDE`` px on the long side."""
+    return SNAP_RADIUS if max(height, width) >= SNAP_MIN_SIDE else 0
+
+
+def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the (2r+1)^2 window around each pixel, borders mirrored (OpenCV's BORDER_REFLECT)."""
+    size = 2 * radius + 1
+    return cv2.boxFilter(values, -1, (size, size), borderType=cv2.BORDER_REFLECT)
+
+
+def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Grey-guided filter of ``values`` (both float32 (H, W)): per window, the least-squares
+    ``a * guide + b`` with ``a`` damped by ``eps``; each pixel averages the fits of its windows."""
+    mean_guide = box_mean(guide, radius)
+    mean_values = box_mean(values, radius)
+    covariance = box_mean(guide * values, radius) - mean_guide * mean_values
+    variance = box_mean(guide * guide, radius) - mean_guide * mean_guide
+    slope = covariance / (variance + np.float32(eps))
+    offset = mean_values - slope * mean_guide
+    return box_mean(slope, radius) * guide + box_mean(offset, radius)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def thin_parts(foreground: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels of either side (foreground or background) that no disc of ``radius`` inside that side
+    covers: the parts an opening by the disc would remove."""
+    inside = foreground.astype(np.uint8)
+    disc = _disc(radius)
+    thick_inside = cv2.morphologyEx(inside, cv2.MORPH_OPEN, disc) > 0
+    thick_outside = cv2.morphologyEx(1 - inside, cv2.MORPH_OPEN, disc) > 0
+    return np.where(foreground, ~thick_inside, ~thick_outside)
+
+
+def near_boundary(foreground: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` px (elliptical disc) of a pixel that has a neighbour on the other side."""
+    inside = foreground.astype(np.uint8)
+    square = np.ones((3, 3), np.uint8)
+    edge = (cv2.dilate(inside, square) != cv2.erode(inside, square)).astype(np.uint8)
+    return cv2.dilate(edge, _disc(radius)) > 0
+
+
+def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP_RADIUS,
+                  eps: float = SNAP_EPS) -> np.ndarray:
+    """A new float32 probability map whose boundary follows ``image``'s edges.
+
+    ``image``: (H, W, 3) uint8 RGB; ``probability``: (H, W) float32 in [0, 1]. Near the boundary
+    (``near_boundary``) and outside thin parts (``thin_parts``) the value is the guided filter's,
+    clipped to [0, 1]; everywhere else it is ``probability``'s own. ``radius`` 0 returns a copy.
+    """
+    snapped = np.array(probability, dtype=np.float32, copy=True)
+    if radius <= 0:
+        return snapped
+    foreground = probability > 0.5
+    movable = near_boundary(foreground, radius) & ~thin_parts(foreground, radius)
+    if not movable.any():
+        return snapped
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32) / np.float32(255)
+    height, width = foreground.shape
+    # A filtered pixel reads the fits of windows up to r away, and each fit the pixels up to r
+    # from its centre: a halo of 2r makes every tile's inner pixels equal the whole image's filter.
+    halo = 2 * radius
+    for top in range(0, height, TILE):
+        for left in range(0, width, TILE):
+            bottom, right = min(top + TILE, height), min(left + TILE, width)
+            where = movable[top:bottom, left:right]
+            if not where.any():
+                continue
+            y0, x0 = max(top - halo, 0), max(left - halo, 0)
+            y1, x1 = min(bottom + halo, height), min(right + halo, width)
+            # Each tile reads the model's values, never a neighbour's snapped ones.
+            source = np.ascontiguousarray(probability[y0:y1, x0:x1], dtype=np.float32)
+            filtered = guided_filter(grey[y0:y1, x0:x1], source, radius, eps)
+            inner = filtered[top - y0:bottom - y0, left - x0:right - x0]
+            window = snapped[top:bottom, left:right]
+            window[where] = np.clip(inner[where], 0.0, 1.0)
+    return snapped
+
