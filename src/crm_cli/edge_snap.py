@@ -73,32 +73,34 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
     ``image``: (H, W, 3) uint8 RGB; ``probability``: (H, W) float32 in [0, 1]. Near the boundary
     (``near_boundary``) and outside thin parts (``thin_parts``) the value is the guided filter's,
     clipped to [0, 1]; everywhere else it is ``probability``'s own. ``radius`` 0 returns a copy.
+    The work is done tile by tile, only where the mask has a boundary, so a 6000x4000 photo holds
+    no whole-image float copy of its grey.
     """
     snapped = np.array(probability, dtype=np.float32, copy=True)
     if radius <= 0:
         return snapped
     foreground = probability > 0.5
-    movable = near_boundary(foreground, radius) & ~thin_parts(foreground, radius)
-    if not movable.any():
-        return snapped
-    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32) / np.float32(255)
     height, width = foreground.shape
-    # A filtered pixel reads the fits of windows up to r away, and each fit the pixels up to r
-    # from its centre: a halo of 2r makes every tile's inner pixels equal the whole image's filter.
+    # Every step reads at most 2r px around a pixel (the filter: windows up to r away, each over
+    # pixels up to r from its centre; the opening: an erosion and a dilation by r), so a halo of 2r
+    # makes a tile's own pixels what the whole image would give them.
     halo = 2 * radius
     for top in range(0, height, TILE):
         for left in range(0, width, TILE):
             bottom, right = min(top + TILE, height), min(left + TILE, width)
-            where = movable[top:bottom, left:right]
-            if not where.any():
-                continue
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
             y1, x1 = min(bottom + halo, height), min(right + halo, width)
+            side = foreground[y0:y1, x0:x1]
+            if side.all() or not side.any():
+                continue  # no boundary within the halo: nothing here may move
+            inner = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
+            movable = (near_boundary(side, radius) & ~thin_parts(side, radius))[inner]
+            if not movable.any():
+                continue
+            grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
             # Each tile reads the model's values, never a neighbour's snapped ones.
             source = np.ascontiguousarray(probability[y0:y1, x0:x1], dtype=np.float32)
-            filtered = guided_filter(grey[y0:y1, x0:x1], source, radius, eps)
-            inner = filtered[top - y0:bottom - y0, left - x0:right - x0]
+            filtered = guided_filter(grey.astype(np.float32) / np.float32(255), source, radius, eps)[inner]
             window = snapped[top:bottom, left:right]
-            window[where] = np.clip(inner[where], 0.0, 1.0)
+            window[movable] = np.clip(filtered[movable], 0.0, 1.0)
     return snapped
-
