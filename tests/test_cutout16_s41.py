@@ -78,7 +78,7 @@ class CoarseRefiner:
 
     def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> SimpleNamespace:
         return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_weight=1.0,
-                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1")
+                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
 
 
 def test_a_16bit_cutout_alpha_is_the_probability_on_the_16bit_scale() -> None:

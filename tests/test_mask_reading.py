@@ -259,7 +259,7 @@ class FlatRefiner:
     def refine_detailed(self, image: np.ndarray, mask: np.ndarray, preset: object = None) -> SimpleNamespace:
         probability = (np.asarray(mask, np.float32) > 0.5).astype(np.float32)
         return SimpleNamespace(probability=probability, kept_coarse=False, change_weight=1.0, change_confidence=None,
-                               guard_restored=0, ratios=(1.0,), schedule="1")
+                               guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
 
 
 def test_faint_mask_gets_a_note(tmp_path: Path) -> None:

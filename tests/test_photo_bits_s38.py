@@ -184,7 +184,7 @@ class SeeingRefiner:
     def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> SimpleNamespace:
         self.images.append(image.copy())
         return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_weight=1.0,
-                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1")
+                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
 
 
 def test_refine_files_gives_the_model_the_photo_on_the_fixed_scale(tmp_path: Path) -> None:
