@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from crm_cli.edge_snap import (
     SNAP_EPS,
     SNAP_MIN_SIDE,
+    SNAP_MIN_VARIANCE,
     SNAP_RADIUS,
     TILE,
     guided_filter,
@@ -21,6 +22,7 @@ from crm_cli.edge_snap import (
     snap_radius,
     snap_to_edges,
     thin_parts,
+    window_variance,
 )
 
 
@@ -133,6 +135,7 @@ def test_tiled_snap_equals_the_whole_image_filter_where_it_may_move() -> None:
     whole = np.clip(guided_filter(grey, probability, 2, SNAP_EPS), 0, 1)
     foreground = probability > 0.5
     movable = near_boundary(foreground, 2) & ~thin_parts(foreground, 2)
+    movable &= window_variance(grey, 2) >= SNAP_MIN_VARIANCE
     assert movable.sum() > 1000 and (~movable).sum() > 1000
     np.testing.assert_allclose(snapped[movable], whole[movable], atol=1e-5)
     np.testing.assert_array_equal(snapped[~movable], probability[~movable])
@@ -140,15 +143,28 @@ def test_tiled_snap_equals_the_whole_image_filter_where_it_may_move() -> None:
 
 def test_a_thin_low_contrast_strand_is_kept() -> None:
     image = edge_scene(80, 80, 40)  # a strong edge at column 40...
-    image[:, 20:22] += 6  # ...and a 2-px strand that barely differs from its background
+    image[:, 20:22] += 12  # ...and a 2-px strand that differs little from its background
     probability = np.zeros((80, 80), np.float32)
     probability[:, 40:] = 1.0
-    probability[:, 20:22] = 0.9
+    probability[:, 20:22] = 0.65  # drawn, the model unsure of it
     snapped = snap_to_edges(image, probability, radius=2)
-    np.testing.assert_array_equal(snapped[:, 20:22], np.float32(0.9))  # the window's average would erase it
+    np.testing.assert_array_equal(snapped[:, 20:22], np.float32(0.65))  # the window's average would erase it
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    assert (window_variance(grey, 2)[:, 18:24] >= SNAP_MIN_VARIANCE).all()  # not flat: thin_parts keeps it
     assert (guided_filter(grey, probability, 2, SNAP_EPS)[:, 20:22] < 0.5).all()  # as the filter alone does
     assert (snapped[:, 40:] > 0.5).all() and (snapped[:, :38] <= 0.5)[:, 23:].all()
+
+
+def test_nothing_moves_on_a_flat_photo_and_a_drawn_rectangle_stays_exact() -> None:
+    probability = np.zeros((300, 400), np.float32)
+    probability[50:200, 80:300] = 1.0
+    flat = np.full((300, 400, 3), 128, np.uint8)
+    np.testing.assert_array_equal(snap_to_edges(flat, probability, radius=2), probability)
+    grey = np.zeros((300, 400), np.float32)
+    assert (guided_filter(grey, probability, 2, SNAP_EPS)[50, 80] < 0.5)  # the filter alone rounds the corner
+    drawn = np.full((300, 400, 3), 60, np.uint8)
+    drawn[50:200, 80:300] = 190
+    np.testing.assert_array_equal(snap_to_edges(drawn, probability, radius=2) > 0.5, probability > 0.5)
 
 
 def test_radius_zero_and_nothing_to_move_return_copies() -> None:
@@ -210,10 +226,10 @@ def test_a_kept_coarse_mask_is_not_snapped(monkeypatch: pytest.MonkeyPatch) -> N
     result = refiner.refine_detailed(image, coarse, ratios="0.5,1")
     assert result.kept_coarse and result.snap_px == 0
     np.testing.assert_array_equal(result.probability, coarse)
-    # Taken (the fixed presets have no gate), the same output is snapped: on a flat photo the filter
-    # only averages, so the step between columns 511 and 512 turns soft.
-    taken = refiner.refine_detailed(image, coarse, ratios="0.5,1", guard=False)
-    assert taken.snap_px == 2 and 0 < taken.probability[500, size // 2] < 1
+    # Taken (no gate without the guard), the same output is snapped onto an edge 1 px away.
+    edged = edge_scene(size, size, size // 2 + 1)
+    taken = refiner.refine_detailed(edged, coarse, ratios="0.5,1", guard=False)
+    assert taken.snap_px == 2 and (taken.probability[200:, size // 2] < 0.5).all()  # rows clear of the block
 
 
 def test_cli_switch_and_json_fields(tmp_path: Path, tiny_weights: Path) -> None:  # noqa: ANN001
@@ -243,3 +259,25 @@ def test_cli_switch_and_json_fields(tmp_path: Path, tiny_weights: Path) -> None:
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["snap"] is snap and summary["images"][0]["snap_px"] == 0
+
+
+def test_label_map_rectangles_stay_exact_where_the_snap_runs() -> None:
+    """test_auto's rectangles at 1280x960, where the shipped model's output is snapped."""
+    from crm_cli.engine import Refiner
+    from crm_cli.labels import refine_labels
+    from crm_cli.pipeline import PresetRefiner
+    from crm_cli.presets import PRESETS
+
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(40, 160, size=(6, 8, 3)).astype(np.uint8), (1280, 960),
+                       interpolation=cv2.INTER_CUBIC)
+    labels = np.zeros((960, 1280), np.uint8)
+    labels[200:600, 300:900] = 1
+    labels[640:840, 120:400] = 2
+    image[labels == 1] = (200, 60, 50)
+    image[labels == 2] = (40, 180, 90)
+    per_label = PresetRefiner(Refiner(device="cpu"), PRESETS["auto"])
+    refined = refine_labels(per_label, image, labels)
+    assert [detail.snap_px for detail in per_label.details] == [2, 2]
+    for label in (1, 2):
+        np.testing.assert_array_equal(refined == label, labels == label)

@@ -3,10 +3,10 @@
 The model's final stage places a boundary to within a pixel or two; a grey-guided filter (He, Sun
 and Tang's local linear model: inside each small window the mask is fitted as a * grey + b) moves
 it onto the photo's strongest nearby edge. Only pixels within ``radius`` of the mask's boundary may
-change, and never the pixels of a part thinner than the filter's window (a strand, a slat, a gap
-between slats), which the window's average would erase. Photos smaller than ``SNAP_MIN_SIDE`` on
-their long side keep the model's boundary: at that scale the window spans real detail (measured in
-docs/HISTORY.md, session 42). NumPy + OpenCV only, so both backends share it.
+change, only where the photo is not flat, and never the pixels of a part thinner than the filter's
+window (a strand, a slat, a gap between slats), which the window's average would erase. Photos
+smaller than ``SNAP_MIN_SIDE`` on their long side keep the model's boundary: at that scale the
+window spans real detail (measured in docs/HISTORY.md, session 42). NumPy + OpenCV only, so both backends share it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import numpy as np
 SNAP_RADIUS = 2  # px: the filter's window is (2r+1)^2, and the boundary moves by at most r
 SNAP_EPS = 1e-3  # on grey in [0, 1]: edges of contrast well under sqrt(eps) ~ 0.03 are smoothed over
 SNAP_MIN_SIDE = 1000  # px, long side
+# Grey variance a window needs before its pixels may move: a std of 0.016, about 4 levels of 255.
+# Where the photo is flatter there is no edge to snap to, and the filter would only blur the mask
+# (rounding a rectangle's corners on a flat background).
+SNAP_MIN_VARIANCE = 2.5e-4
 TILE = 256  # px: the filter runs only on tiles that hold some of the boundary
 
 
@@ -30,6 +34,12 @@ def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean over the (2r+1)^2 window around each pixel, borders mirrored (OpenCV's BORDER_REFLECT)."""
     size = 2 * radius + 1
     return cv2.boxFilter(values, -1, (size, size), borderType=cv2.BORDER_REFLECT)
+
+
+def window_variance(grey: np.ndarray, radius: int) -> np.ndarray:
+    """Variance of ``grey`` (float32) over the (2r+1)^2 window around each pixel."""
+    mean = box_mean(grey, radius)
+    return box_mean(grey * grey, radius) - mean * mean
 
 
 def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -71,7 +81,8 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
     """A new float32 probability map whose boundary follows ``image``'s edges.
 
     ``image``: (H, W, 3) uint8 RGB; ``probability``: (H, W) float32 in [0, 1]. Near the boundary
-    (``near_boundary``) and outside thin parts (``thin_parts``) the value is the guided filter's,
+    (``near_boundary``), where the photo is not flat (``window_variance`` at least
+    ``SNAP_MIN_VARIANCE``) and outside thin parts (``thin_parts``) the value is the guided filter's,
     clipped to [0, 1]; everywhere else it is ``probability``'s own. ``radius`` 0 returns a copy.
     The work is done tile by tile, only where the mask has a boundary, so a 6000x4000 photo holds
     no whole-image float copy of its grey.
@@ -98,9 +109,13 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
             if not movable.any():
                 continue
             grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+            grey = grey.astype(np.float32) / np.float32(255)
+            movable &= window_variance(grey, radius)[inner] >= SNAP_MIN_VARIANCE
+            if not movable.any():
+                continue
             # Each tile reads the model's values, never a neighbour's snapped ones.
             source = np.ascontiguousarray(probability[y0:y1, x0:x1], dtype=np.float32)
-            filtered = guided_filter(grey.astype(np.float32) / np.float32(255), source, radius, eps)[inner]
+            filtered = guided_filter(grey, source, radius, eps)[inner]
             window = snapped[top:bottom, left:right]
             window[movable] = np.clip(filtered[movable], 0.0, 1.0)
     return snapped
