@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 
 runner = CliRunner()
-OTHER = "were made with other settings (mode, labels, output kind, threshold, preset, ratios, guard or weights)"
+OTHER = ("were made with other settings (mode, labels, output kind, threshold, preset, "
+          "ratios, guard, edge snap or weights; outputs made before the edge snap have none)")
 
 
 def batch_args(data: Path, out: Path, weights: Path, *extra: str) -> list[str]:

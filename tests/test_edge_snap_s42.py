@@ -171,10 +171,15 @@ def test_radius_zero_and_nothing_to_move_return_copies() -> None:
     image = edge_scene(32, 32, 16)
     probability = np.zeros((32, 32), np.float32)
     probability[:, 16:] = 1.0
+    empty = np.zeros((32, 32), np.float32)
     for radius in (0, 2):
-        out = snap_to_edges(image, np.zeros((32, 32), np.float32), radius=radius)
-        assert out is not probability and not out.any()
-    np.testing.assert_array_equal(snap_to_edges(image, probability, radius=0), probability)
+        out = snap_to_edges(image, empty, radius=radius)
+        assert not np.shares_memory(out, empty) and not out.any()
+    out = snap_to_edges(image, probability, radius=0)
+    assert not np.shares_memory(out, probability)
+    np.testing.assert_array_equal(out, probability)
+    fortran = np.asfortranarray(probability)
+    assert snap_to_edges(image, fortran, radius=2).flags.c_contiguous
 
 
 def stub_stages(refiner, monkeypatch: pytest.MonkeyPatch, output: np.ndarray) -> None:  # noqa: ANN001
@@ -230,6 +235,66 @@ def test_a_kept_coarse_mask_is_not_snapped(monkeypatch: pytest.MonkeyPatch) -> N
     edged = edge_scene(size, size, size // 2 + 1)
     taken = refiner.refine_detailed(edged, coarse, ratios="0.5,1", guard=False)
     assert taken.snap_px == 2 and (taken.probability[200:, size // 2] < 0.5).all()  # rows clear of the block
+
+
+def test_in_a_blend_the_snap_is_taken_in_the_refinement_s_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import make_tiny_model
+
+    import crm_cli.engine as engine
+
+    refiner = engine.Refiner.from_model(make_tiny_model(), device="cpu")
+    size = 1024
+    image = np.full((size, size, 3), 128, np.uint8)
+    coarse = np.zeros((size, size), np.float32)
+    coarse[:, size // 2:] = 1.0
+    near_threshold = coarse.copy()
+    near_threshold[100:108, size // 2 - 8:size // 2] = 0.745  # change confidence 0.49: a blend
+    stub_stages(refiner, monkeypatch, near_threshold)
+    marked = near_threshold.copy()
+    marked[600:610, size // 2 - 4:size // 2] = 1.0  # what the stand-in snap makes of the refinement
+
+    def fake_snap(image, probability, radius):  # noqa: ANN001, ANN202
+        np.testing.assert_array_equal(probability, near_threshold)  # the refinement, not the blend
+        return marked.copy()
+
+    monkeypatch.setattr(engine, "snap_to_edges", fake_snap)
+    result = refiner.refine_detailed(image, coarse)
+    assert result.kept_coarse and 0.0 < result.change_weight < 0.5 and result.snap_px == 2
+    weight = np.float32(result.change_weight)
+    np.testing.assert_allclose(result.probability, coarse + weight * (marked - coarse), atol=1e-7)
+
+
+def big_scene_files(folder: Path) -> tuple[Path, Path]:
+    """A 1024x768 synthetic photo and its exact mask, where the snap runs."""
+    from conftest import synthetic_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image, gt = synthetic_scene(768, 1024)
+    cv2.imwrite(str(folder / "a_im.png"), image[..., ::-1])
+    cv2.imwrite(str(folder / "a_gt.png"), gt)
+    cv2.imwrite(str(folder / "a_seg.png"), gt)
+    return folder / "a_im.png", folder / "a_seg.png"
+
+
+def test_cli_switch_reaches_refine_eval_and_batch(tmp_path: Path, tiny_weights: Path) -> None:  # noqa: ANN001
+    from crm_cli.cli import app
+
+    image, mask = big_scene_files(tmp_path / "big")
+    runner = CliRunner()
+    common = ["-w", str(tiny_weights), "--preset", "balanced", "--json", "-q"]  # no gate: the change is taken
+    for flag, radius in (([], 2), (["--snap"], 2), (["--no-snap"], 0)):
+        out = tmp_path / f"out{len(flag)}{radius}.png"
+        result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(out), *common, *flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["snap_px"] == radius and out.is_file()
+        result = runner.invoke(app, ["eval", str(tmp_path / "big"), *common, *flag])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["snap"] is bool(radius) and summary["images"][0]["snap_px"] == radius
+    outputs = tmp_path / "batch"
+    result = runner.invoke(app, ["batch", str(tmp_path / "big"), "-o", str(outputs), *common, "--no-snap"])
+    assert result.exit_code == 0, result.output
+    assert [item.get("snap_px") for item in json.loads(result.stdout)["items"]] == [0]
 
 
 def test_cli_switch_and_json_fields(tmp_path: Path, tiny_weights: Path) -> None:  # noqa: ANN001

@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-SNAP_RADIUS = 2  # px: the filter's window is (2r+1)^2, and the boundary moves by at most r
+SNAP_RADIUS = 2  # px: the filter's window is (2r+1)^2; pixels within r of a boundary pixel may change
 SNAP_EPS = 1e-3  # on grey in [0, 1]: edges of contrast well under sqrt(eps) ~ 0.03 are smoothed over
 SNAP_MIN_SIDE = 1000  # px, long side
 # Grey variance a window needs before its pixels may move: a std of 0.016, about 4 levels of 255.
@@ -87,7 +87,7 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
     The work is done tile by tile, only where the mask has a boundary, so a 6000x4000 photo holds
     no whole-image float copy of its grey.
     """
-    snapped = np.array(probability, dtype=np.float32, copy=True)
+    snapped = np.array(probability, dtype=np.float32, order="C", copy=True)
     if radius <= 0:
         return snapped
     foreground = probability > 0.5

@@ -514,20 +514,23 @@ class Refiner:
             probability, result.boundary_shift, result.boundary_kept, restored = keep_precise_boundary(
                 probability, reference, mask, plan.min_shift)
             result.guard_restored += restored
+        weight = 1.0
         if settings.guard:
             result.change_confidence = confidence = change_confidence(probability, reference)
             if confidence is not None:
                 threshold = self.final_stage.min_change_confidence
                 result.kept_coarse = confidence < threshold
                 result.change_weight = weight = change_weight(confidence, threshold, CHANGE_CONFIDENCE_RAMP)
-                if weight <= 0.0:
-                    probability = mask.copy()
-                elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
-                    probability = mask + np.float32(weight) * (probability - mask)
-        if settings.snap and result.change_weight > 0.0:  # a coarse mask that was kept stays exactly as given
+        # The snap belongs to the refinement: a kept coarse mask stays exactly as given, and in a
+        # blend it is taken in the refinement's share.
+        if settings.snap and weight > 0.0:
             result.snap_px = snap_radius(*probability.shape)
             if result.snap_px:
                 probability = snap_to_edges(image, probability, result.snap_px)
+        if weight <= 0.0:
+            probability = mask.copy()
+        elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
+            probability = mask + np.float32(weight) * (probability - mask)
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)

@@ -285,6 +285,8 @@ class OutputRecord:
 
         kind, limit = effective_rendering(output_kind, threshold)
         preset = {key: value for key, value in asdict(settings).items() if key != "description"}
+        if not preset.get("snap", True):
+            del preset["snap"]  # the records made before the edge snap (session 42) name no snap
         ids = None if labels is None else tuple(sorted({int(label) for label in labels} - {BACKGROUND}))
         return cls(mode=mode, labels=ids, output_kind=kind, threshold=None if limit is None else float(limit),
                    preset=json.loads(json.dumps(preset, default=str)),
@@ -687,8 +689,8 @@ def batch(
     if other_settings and not overwrite:
         made = "output was" if len(other_settings) == 1 else "outputs were"
         warn(f"{len(other_settings)} {made} made with other settings (mode, labels, output kind, threshold, preset, "
-             f"ratios, guard or weights): {'would be refined' if dry_run else 'refined'} again "
-             f"(e.g. {other_settings[0]})")
+             f"ratios, guard, edge snap or weights; outputs made before the edge snap have none): "
+             f"{'would be refined' if dry_run else 'refined'} again (e.g. {other_settings[0]})")
     if output_dir.is_dir() and not dry_run:
         removed = remove_leftover_temp_files(output_dir, pairs)
         if removed and not quiet:

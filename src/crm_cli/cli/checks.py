@@ -351,6 +351,7 @@ def schedule_fields(result: Any) -> dict[str, Any]:
     if result.mode == "labels":
         fields["label_ratios"] = [list(run.ratios) for run in result.runs]
         fields["label_change_confidence"] = [run.change_confidence for run in result.runs]
+        fields["label_snap_px"] = [run.snap_px for run in result.runs]
     else:
         fields["ratios"] = list(result.runs[0].ratios)
         fields["change_confidence"] = result.runs[0].change_confidence

@@ -245,9 +245,10 @@ GuardOpt = Annotated[
                  help="Trust region: far changes need strong evidence [default: on for auto]."),
 ]
 SnapOpt = Annotated[
-    bool,
-    typer.Option("--snap/--no-snap", rich_help_panel="Quality",
-                 help="Pull the refined boundary onto the photo's edges (photos of 1000 px and up)."),
+    bool | None,
+    typer.Option("--snap/--no-snap", rich_help_panel="Quality", show_default=False,
+                 help="Pull the refined boundary onto the photo's edges, photos of 1000 px and up "
+                      "[default: on]."),
 ]
 PrecisionOpt = Annotated[
     Precision,
@@ -343,7 +344,7 @@ class RefinerOptions:
     ratios: str | None = None
     preset: Any = None  # a PresetName; None: presets.DEFAULT_PRESET, looked up when the command runs
     guard: bool | None = None
-    snap: bool = True
+    snap: bool | None = None
     device: str = "auto"
     weights: Path | None = None
     tile_size: int = 1024
@@ -477,7 +478,7 @@ def _raised_in_torch(exc: BaseException) -> bool:
 # The shared options, in the order --help lists them: (parameter, annotated type, default).
 SHARED_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("ratios", RatiosOpt, None), ("preset", PresetOpt, PresetName.auto), ("guard", GuardOpt, None),
-    ("snap", SnapOpt, True), ("device", DeviceOpt, "auto"), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
+    ("snap", SnapOpt, None), ("device", DeviceOpt, "auto"), ("weights", WeightsOpt, None), ("tile_size", TileOpt, 1024),
     ("precision", PrecisionOpt, Precision.fp32), ("threads", ThreadsOpt, 0), ("backend", BackendOpt, Backend.auto),
 )
 
