@@ -276,7 +276,7 @@ def big_scene_files(folder: Path) -> tuple[Path, Path]:
     return folder / "a_im.png", folder / "a_seg.png"
 
 
-def test_cli_switch_reaches_refine_eval_and_batch(tmp_path: Path, tiny_weights: Path) -> None:  # noqa: ANN001
+def test_cli_switch_reaches_refine_eval_time_and_batch(tmp_path: Path, tiny_weights: Path) -> None:  # noqa: ANN001
     from crm_cli.cli import app
 
     image, mask = big_scene_files(tmp_path / "big")
@@ -291,6 +291,10 @@ def test_cli_switch_reaches_refine_eval_and_batch(tmp_path: Path, tiny_weights: 
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["snap"] is bool(radius) and summary["images"][0]["snap_px"] == radius
+    for flag, radius in (([], 2), (["--no-snap"], 0)):
+        result = runner.invoke(app, ["time", "--size", "1024x768", "--repeat", "1", *common, *flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["snap_px"] == radius
     outputs = tmp_path / "batch"
     result = runner.invoke(app, ["batch", str(tmp_path / "big"), "-o", str(outputs), *common, "--no-snap"])
     assert result.exit_code == 0, result.output

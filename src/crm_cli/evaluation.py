@@ -232,7 +232,7 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     height, width = image.shape[:2]
     return {
         "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
-        "regions": list(result.regions), "schedule": result.schedule,
+        "regions": list(result.regions), "schedule": result.schedule, "snap_px": result.snap_px,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),
