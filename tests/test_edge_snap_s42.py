@@ -350,3 +350,29 @@ def test_label_map_rectangles_stay_exact_where_the_snap_runs() -> None:
     assert [detail.snap_px for detail in per_label.details] == [2, 2]
     for label in (1, 2):
         np.testing.assert_array_equal(refined == label, labels == label)
+
+
+def test_batch_records_name_the_snap_only_when_on_and_resume_accordingly(tmp_path: Path,
+                                                                         tiny_weights: Path) -> None:  # noqa: ANN001
+    from batch_records import record_of
+
+    from crm_cli.cli import app
+    from crm_cli.presets import PRESETS
+
+    assert PRESETS["auto"].record()["snap"] is True
+    assert "snap" not in PRESETS["auto"].overridden(snap=False).record()
+    big_scene_files(tmp_path / "big")
+    runner = CliRunner()
+    outputs = tmp_path / "out"
+    args = ["batch", str(tmp_path / "big"), "-o", str(outputs), "-w", str(tiny_weights), "--json", "-q"]
+    result = runner.invoke(app, [*args, "--no-snap"])
+    assert result.exit_code == 0, result.output
+    (output,) = outputs.iterdir()
+    assert "snap" not in record_of(output)["preset"]  # as every record written before the snap
+    again = runner.invoke(app, [*args, "--no-snap"])
+    assert json.loads(again.stdout)["skipped"] == 1
+    # The default run (snap on) makes other pixels: the older record is refined again, with the warning.
+    default = runner.invoke(app, args[:-2] + ["--json"])
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["done"] == 1 and "edge snap" in default.stderr
+    assert record_of(output)["preset"]["snap"] is True

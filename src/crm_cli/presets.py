@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from .config import DEFAULT_RATIOS
 
@@ -77,6 +79,15 @@ class Preset:
     def with_guard(self, guard: bool | None) -> Preset:
         """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""
         return self if guard is None else replace(self, guard=guard)
+
+    def record(self) -> dict[str, Any]:
+        """The ratios and switches as JSON values, for the records that let batch and coco runs resume.
+        ``snap`` is named only when on: the records written before the edge snap (session 42) have no
+        such key, and a run without the snap makes the same pixels they describe."""
+        fields = {key: value for key, value in asdict(self).items() if key != "description"}
+        if not fields["snap"]:
+            del fields["snap"]
+        return json.loads(json.dumps(fields, default=str))
 
     def overridden(self, ratios: Sequence[float] | str | None = None, **switches: bool | None) -> Preset:
         """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,

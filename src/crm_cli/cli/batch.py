@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -284,12 +284,9 @@ class OutputRecord:
         from ..outputs import effective_rendering
 
         kind, limit = effective_rendering(output_kind, threshold)
-        preset = {key: value for key, value in asdict(settings).items() if key != "description"}
-        if not preset.get("snap", True):
-            del preset["snap"]  # the records made before the edge snap (session 42) name no snap
         ids = None if labels is None else tuple(sorted({int(label) for label in labels} - {BACKGROUND}))
         return cls(mode=mode, labels=ids, output_kind=kind, threshold=None if limit is None else float(limit),
-                   preset=json.loads(json.dumps(preset, default=str)),
+                   preset=settings.record(),
                    weights=hashlib.sha256(weights.encode("utf-8", "surrogateescape")).hexdigest()[:16],
                    photo_bits=photo_bits)
 

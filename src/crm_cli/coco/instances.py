@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,8 +53,7 @@ class RefineOptions:
         """What decides a refined mask (resuming across different values would mix results)."""
         crop = "full image" if self.full_image else [self.min_margin, self.margin_fraction]
         # The preset's switches under the key earlier versions wrote, so their partial runs still resume.
-        switches = {} if self.preset is None else {k: v for k, v in asdict(self.preset).items() if k != "description"}
-        fingerprint = {"engine_options": json.loads(json.dumps(switches, default=str)), "crop": crop}
+        fingerprint = {"engine_options": {} if self.preset is None else self.preset.record(), "crop": crop}
         if self.photo_bits is not None:  # named only when fixed, so the partial runs of earlier versions resume
             fingerprint["photo_bits"] = self.photo_bits
         return fingerprint
