@@ -376,3 +376,16 @@ def test_batch_records_name_the_snap_only_when_on_and_resume_accordingly(tmp_pat
     assert default.exit_code == 0, default.output
     assert json.loads(default.stdout)["done"] == 1 and "edge snap" in default.stderr
     assert record_of(output)["preset"]["snap"] is True
+    # A photo under 1000 px, which the snap leaves as it is: its older output is kept by the default run.
+    from conftest import synthetic_scene
+
+    small = tmp_path / "small"
+    small.mkdir()
+    image, gt = synthetic_scene(480, 640)
+    cv2.imwrite(str(small / "b_im.png"), image[..., ::-1])
+    cv2.imwrite(str(small / "b_seg.png"), gt)
+    small_args = ["batch", str(small), "-o", str(tmp_path / "small_out"), "-w", str(tiny_weights), "--json"]
+    assert runner.invoke(app, [*small_args, "-q", "--no-snap"]).exit_code == 0
+    kept = runner.invoke(app, small_args)
+    assert kept.exit_code == 0, kept.output
+    assert json.loads(kept.stdout)["skipped"] == 1 and "edge snap" not in kept.stderr

@@ -977,6 +977,16 @@ def file_takes_photo_bits(source: str | Path) -> bool:
         return True
 
 
+def file_long_side(source: str | Path) -> int | None:
+    """The longer side in pixels of the photo file ``source``, from its header alone (no pixel
+    decoded; orientation does not change it), or None when the header cannot be read."""
+    try:
+        with open(source, "rb") as handle, warnings_ignored():
+            return max(Image.open(handle).size)
+    except Exception:  # noqa: BLE001 - unreadable for whatever reason: the caller decides
+        return None
+
+
 def _stored_bits(decoded: Image.Image | np.ndarray) -> int:
     """Bits per channel of a decoded photo's file: 16 for OpenCV's 16-bit colour pixels and 16-bit
     grey, 32 for floating-point and 32-bit integer files, 8 for the rest (1-bit and palette too)."""

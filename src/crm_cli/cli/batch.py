@@ -343,8 +343,10 @@ class OutputRecord:
         the ids were) must have been made with this run's --labels. A record of another version, or
         that is no JSON object, is not accepted. A record that differs from this run's in the photo's
         scale (``photo_bits``) alone is accepted when the pair's ``photo`` file is one the scale does not
-        shape (an 8-bit photo: ``imageio.file_takes_photo_bits``, its header read only then); without
-        ``photo`` it is not."""
+        shape (an 8-bit photo: ``imageio.file_takes_photo_bits``, its header read only then); so is one
+        that names no edge snap where this run has it on, when the photo is smaller than the snap's
+        minimum (``edge_snap.SNAP_MIN_SIDE``, from its header), on whose pixels the snap changes nothing;
+        without ``photo`` neither is."""
         from ..imageio import file_takes_photo_bits
 
         try:
@@ -367,6 +369,15 @@ class OutputRecord:
         expected = self._fields(chosen, auto, passthrough, held)
         if fields == expected:
             return True
+        if photo is None:
+            return False
+        if _snap_unrecorded(fields, expected):
+            # Written before the edge snap, which changes no pixel of a photo under its minimum size.
+            if not _below_snap_size(photo):
+                return False
+            fields = {**fields, "preset": {**fields["preset"], "snap": True}}
+            if fields == expected:
+                return True
         # What may differ for a photo of 8 bits alone: a cut-out made before cut-outs of 16-bit photos
         # were 16-bit, and the scale (this run's or the record's, session 38 named it for 8-bit photos too).
         def relaxed(record: dict[str, Any]) -> dict[str, Any]:
@@ -376,7 +387,23 @@ class OutputRecord:
             return False
         if relaxed(fields) != relaxed(self._fields(chosen, auto, passthrough, held, scaled=False)):
             return False
-        return photo is not None and not file_takes_photo_bits(photo)
+        return not file_takes_photo_bits(photo)
+
+
+def _snap_unrecorded(recorded: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether a record names no edge snap where this run's preset has it on, as the records written
+    before session 42's snap do (the rest of the record is the caller's to compare)."""
+    preset, wanted = recorded.get("preset"), expected.get("preset")
+    return isinstance(preset, dict) and isinstance(wanted, dict) and "snap" not in preset and wanted.get("snap") is True
+
+
+def _below_snap_size(photo: str | Path) -> bool:
+    """Whether the photo file is smaller than the edge snap's minimum (its header read only)."""
+    from ..edge_snap import SNAP_MIN_SIDE
+    from ..imageio import file_long_side
+
+    side = file_long_side(photo)
+    return side is not None and side < SNAP_MIN_SIDE
 
 
 def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
