@@ -103,6 +103,23 @@ def synthetic_scene(height: int, width: int, seed: int = 0) -> tuple[np.ndarray,
     return image, (inside * 255).astype(np.uint8)
 
 
+def rectangles_scene(scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth 640x480 background (times ``scale``) with two flat axis-aligned rectangles, and their
+    label map (ids 1 and 2): the rectangles a label map of boxes holds."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    height, width = 480 * scale, 640 * scale
+    image = cv2.resize(rng.integers(40, 160, size=(6, 8, 3)).astype(np.uint8), (width, height),
+                       interpolation=cv2.INTER_CUBIC)
+    labels = np.zeros((height, width), np.uint8)
+    labels[100 * scale:300 * scale, 150 * scale:450 * scale] = 1
+    labels[320 * scale:420 * scale, 60 * scale:200 * scale] = 2
+    image[labels == 1] = (200, 60, 50)
+    image[labels == 2] = (40, 180, 90)
+    return image, labels
+
+
 def coarse_of(gt: np.ndarray, factor: int = 8) -> np.ndarray:
     """A blocky coarse version of a 0/255 GT: nearest down-then-up sampling."""
     import cv2

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, make_tiny_model, synthetic_scene, write_scene_files
+from conftest import coarse_of, make_tiny_model, rectangles_scene, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
 import crm_cli.schedule as schedule_module
@@ -1037,14 +1037,7 @@ def test_label_map_rectangles_are_kept_or_improved(shipped) -> None:  # noqa: AN
     from crm_cli.pipeline import PresetRefiner
     from crm_cli.presets import PRESETS
 
-    rng = np.random.default_rng(0)
-    image = cv2.resize(rng.integers(40, 160, size=(6, 8, 3)).astype(np.uint8), (640, 480),
-                       interpolation=cv2.INTER_CUBIC)
-    labels = np.zeros((480, 640), np.uint8)
-    labels[100:300, 150:450] = 1
-    labels[320:420, 60:200] = 2
-    image[labels == 1] = (200, 60, 50)
-    image[labels == 2] = (40, 180, 90)
+    image, labels = rectangles_scene()
 
     def iou(a: np.ndarray, b: np.ndarray) -> float:
         return float((a & b).sum() / (a | b).sum())

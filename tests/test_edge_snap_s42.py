@@ -332,19 +332,14 @@ def test_cli_switch_and_json_fields(tmp_path: Path, tiny_weights: Path) -> None:
 
 def test_label_map_rectangles_stay_exact_where_the_snap_runs() -> None:
     """test_auto's rectangles at 1280x960, where the shipped model's output is snapped."""
+    from conftest import rectangles_scene
+
     from crm_cli.engine import Refiner
     from crm_cli.labels import refine_labels
     from crm_cli.pipeline import PresetRefiner
     from crm_cli.presets import PRESETS
 
-    rng = np.random.default_rng(0)
-    image = cv2.resize(rng.integers(40, 160, size=(6, 8, 3)).astype(np.uint8), (1280, 960),
-                       interpolation=cv2.INTER_CUBIC)
-    labels = np.zeros((960, 1280), np.uint8)
-    labels[200:600, 300:900] = 1
-    labels[640:840, 120:400] = 2
-    image[labels == 1] = (200, 60, 50)
-    image[labels == 2] = (40, 180, 90)
+    image, labels = rectangles_scene(scale=2)
     per_label = PresetRefiner(Refiner(device="cpu"), PRESETS["auto"])
     refined = refine_labels(per_label, image, labels)
     assert [detail.snap_px for detail in per_label.details] == [2, 2]
