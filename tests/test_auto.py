@@ -603,7 +603,7 @@ def test_presets_validate_once_and_auto_is_the_default() -> None:
     assert not PRESETS["quality"].guard and not PRESETS["balanced"].guard
     fixed = PRESETS["auto"].with_ratios((0.5, 1.0))
     assert fixed.ratios == (0.5, 1.0) and not fixed.adaptive and fixed.guard
-    assert PRESETS["balanced"].with_guard(True).guard
+    assert PRESETS["balanced"].overridden(guard=True).guard
     with pytest.raises(ValueError, match="increase"):
         Preset((1.0, 0.5), roi=True, full_decode=False)
     with pytest.raises(ValueError, match="unknown preset"):

@@ -22,7 +22,7 @@ from crm_cli.edge_snap import (
     snap_radius,
     snap_to_edges,
     thin_parts,
-    window_variance,
+    window_statistics,
 )
 
 
@@ -135,7 +135,7 @@ def test_tiled_snap_equals_the_whole_image_filter_where_it_may_move() -> None:
     whole = np.clip(guided_filter(grey, probability, 2, SNAP_EPS), 0, 1)
     foreground = probability > 0.5
     movable = near_boundary(foreground, 2) & ~thin_parts(foreground, 2)
-    movable &= window_variance(grey, 2) >= SNAP_MIN_VARIANCE
+    movable &= window_statistics(grey, 2)[1] >= SNAP_MIN_VARIANCE
     assert movable.sum() > 1000 and (~movable).sum() > 1000
     np.testing.assert_allclose(snapped[movable], whole[movable], atol=1e-5)
     np.testing.assert_array_equal(snapped[~movable], probability[~movable])
@@ -150,7 +150,7 @@ def test_a_thin_low_contrast_strand_is_kept() -> None:
     snapped = snap_to_edges(image, probability, radius=2)
     np.testing.assert_array_equal(snapped[:, 20:22], np.float32(0.65))  # the window's average would erase it
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
-    assert (window_variance(grey, 2)[:, 18:24] >= SNAP_MIN_VARIANCE).all()  # not flat: thin_parts keeps it
+    assert (window_statistics(grey, 2)[1][:, 18:24] >= SNAP_MIN_VARIANCE).all()  # not flat: thin_parts keeps it
     assert (guided_filter(grey, probability, 2, SNAP_EPS)[:, 20:22] < 0.5).all()  # as the filter alone does
     assert (snapped[:, 40:] > 0.5).all() and (snapped[:, :38] <= 0.5)[:, 23:].all()
 

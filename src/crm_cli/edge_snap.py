@@ -36,19 +36,20 @@ def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(values, -1, (size, size), borderType=cv2.BORDER_REFLECT)
 
 
-def window_variance(grey: np.ndarray, radius: int) -> np.ndarray:
-    """Variance of ``grey`` (float32) over the (2r+1)^2 window around each pixel."""
+def window_statistics(grey: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of ``grey`` (float32) over the (2r+1)^2 window around each pixel."""
     mean = box_mean(grey, radius)
-    return box_mean(grey * grey, radius) - mean * mean
+    return mean, box_mean(grey * grey, radius) - mean * mean
 
 
-def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float) -> np.ndarray:
+def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float,
+                  guide_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Grey-guided filter of ``values`` (both float32 (H, W)): per window, the least-squares
-    ``a * guide + b`` with ``a`` damped by ``eps``; each pixel averages the fits of its windows."""
-    mean_guide = box_mean(guide, radius)
+    ``a * guide + b`` with ``a`` damped by ``eps``; each pixel averages the fits of its windows.
+    ``guide_statistics``: the guide's :func:`window_statistics`, when the caller has them already."""
+    mean_guide, variance = guide_statistics if guide_statistics is not None else window_statistics(guide, radius)
     mean_values = box_mean(values, radius)
     covariance = box_mean(guide * values, radius) - mean_guide * mean_values
-    variance = box_mean(guide * guide, radius) - mean_guide * mean_guide
     slope = covariance / (variance + np.float32(eps))
     offset = mean_values - slope * mean_guide
     return box_mean(slope, radius) * guide + box_mean(offset, radius)
@@ -81,7 +82,7 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
     """A new float32 probability map whose boundary follows ``image``'s edges.
 
     ``image``: (H, W, 3) uint8 RGB; ``probability``: (H, W) float32 in [0, 1]. Near the boundary
-    (``near_boundary``), where the photo is not flat (``window_variance`` at least
+    (``near_boundary``), where the photo is not flat (``window_statistics``' variance at least
     ``SNAP_MIN_VARIANCE``) and outside thin parts (``thin_parts``) the value is the guided filter's,
     clipped to [0, 1]; everywhere else it is ``probability``'s own. ``radius`` 0 returns a copy.
     The work is done tile by tile, only where the mask has a boundary, so a 6000x4000 photo holds
@@ -110,12 +111,13 @@ def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP
                 continue
             grey = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
             grey = grey.astype(np.float32) / np.float32(255)
-            movable &= window_variance(grey, radius)[inner] >= SNAP_MIN_VARIANCE
+            statistics = window_statistics(grey, radius)
+            movable &= statistics[1][inner] >= SNAP_MIN_VARIANCE
             if not movable.any():
                 continue
             # Each tile reads the model's values, never a neighbour's snapped ones.
             source = np.ascontiguousarray(probability[y0:y1, x0:x1], dtype=np.float32)
-            filtered = guided_filter(grey, source, radius, eps)[inner]
+            filtered = guided_filter(grey, source, radius, eps, statistics)[inner]
             window = snapped[top:bottom, left:right]
             window[movable] = np.clip(filtered[movable], 0.0, 1.0)
     return snapped

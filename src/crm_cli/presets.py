@@ -76,10 +76,6 @@ class Preset:
             return self
         return replace(self, ratios=ratios, adaptive=False)  # __post_init__ checks them
 
-    def with_guard(self, guard: bool | None) -> Preset:
-        """The same preset with the trust region switched on or off (``None`` keeps the preset's)."""
-        return self if guard is None else replace(self, guard=guard)
-
     def record(self) -> dict[str, Any]:
         """The ratios and switches as JSON values, for the records that let batch and coco runs resume.
         ``snap`` is named only when on: the records written before the edge snap (session 42) have no
