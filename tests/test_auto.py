@@ -675,7 +675,7 @@ def test_region_pass_corrects_whole_regions_before_the_final_pass(monkeypatch: p
     calls: list[tuple[tuple[float, ...], np.ndarray, tuple[int, int] | None, bool]] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None, mirror_last=False, first_at_own_size=False):
+                    final_hw=None, mirror_last=False, first_at_own_size=False, runner=None):
         calls.append((tuple(ratios), mask.copy(), final_hw, mirror_last))
         if len(calls) == 1:
             proposal = mask.copy()
@@ -720,7 +720,7 @@ def test_region_pass_is_refused_when_it_would_change_much_of_the_mask(monkeypatc
     starts: list[np.ndarray] = []
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None, mirror_last=False, first_at_own_size=False):
+                    final_hw=None, mirror_last=False, first_at_own_size=False, runner=None):
         starts.append(mask > 0.5)
         if len(starts) == 1:
             return cv2.resize(inside.astype(np.float32), final_hw[::-1], interpolation=cv2.INTER_AREA)

@@ -21,6 +21,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,10 @@ from .checkpoint import (
     CheckpointInfo,
     WeightsError,
     WeightsSidecar,
+    check_region_pass_digest,
     default_weights_path,
     onnx_encoder_path,
+    region_pass_weights,
     sidecar_path,
 )
 from .config import BACKEND_CHOICES
@@ -241,7 +244,8 @@ class Refiner:
     def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
-                 backend: str = "auto", threads: int | None = None, **tiles: int) -> None:
+                 backend: str = "auto", threads: int | None = None,
+                 region_model: torch.nn.Module | str | Path | bool | None = None, **tiles: int) -> None:
         """Args:
             model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
@@ -265,16 +269,22 @@ class Refiner:
             threads: CPU threads of the onnx backend's encoder and decoder, a whole number >= 0
                 (None or 0: ONNX Runtime's default, the physical cores, and a decoder thread per CPU
                 the process may use); torch's are process-wide (``runtime.configure_torch``).
+            region_model: the model that runs ``auto``'s region pass (the coarse stages that decide
+                whether whole regions belong), a CRMNet or a checkpoint path loaded with the same
+                options; None (default): the one the weights' sidecar names (its ``"region_pass"``
+                entry, whose sha256 is checked), else ``model`` itself; False: ``model`` itself.
             tiles: tile sizes and the decode budget (see ``StageRunner``; ``stage_geometry.TILE_MINIMUMS``
                 gives each one's smallest value).
 
         Raises:
             ValueError: an option out of range or that the backend cannot honour (the onnx backend
                 asked for without onnxruntime installed, or on a GPU).
-            TypeError: a ``final_stage`` that is not a ``FinalStage``, an unknown tile option.
+            TypeError: a ``final_stage`` that is not a ``FinalStage``, an unknown tile option, a
+                ``region_model`` of another type.
             WeightsError: (``checkpoint.WeightsError``, a RuntimeError) weights that are missing,
-                corrupt, not a crm checkpoint or do not match their sidecar's sha256, and an exported
-                ONNX encoder that cannot be loaded.
+                corrupt, not a crm checkpoint or do not match their sidecar's sha256, an exported
+                ONNX encoder that cannot be loaded, and region-pass weights that are missing or not
+                the ones the sidecar records.
             DeviceError: (``devices.DeviceError``, a RuntimeError) a device that is not present
                 (``"cuda"`` without a CUDA GPU) or an unknown device name.
             MemoryError: too little memory to load the model.
@@ -296,6 +306,8 @@ class Refiner:
         if threads is not None:
             threads = whole_number("threads", threads, 0) or None
         check_tile_options(tiles)
+        if region_model is True:
+            raise TypeError("region_model must be a model, a checkpoint path, None or False, not True")
         in_memory = model is not None and not isinstance(model, (str, os.PathLike))
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
@@ -325,6 +337,20 @@ class Refiner:
         self.weights_info: CheckpointInfo = info
         self.min_stage_side = min_stage_side
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
+        # The region pass's own model, when it has one: a Refiner only for its runner (its stages run
+        # under this Refiner's lock and inference context) and its weights' info.
+        self.region_refiner: Refiner | None = None
+        recorded = None if region_model is not None or sidecar is None else region_pass_weights(sidecar)
+        if recorded is not None:
+            region_model = recorded[0]
+        if region_model is not None and region_model is not False:
+            self.region_refiner = Refiner(region_model, device, precision=precision, channels_last=channels_last,
+                                          fold_bn=fold_bn, backend=backend if not in_memory else "auto",
+                                          threads=threads, region_model=False, **tiles)
+            if recorded is not None:
+                assert sidecar is not None
+                check_region_pass_digest(recorded[0], self.region_refiner.weights_info.sha256, recorded[1],
+                                         sidecar.weights)
         # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
         # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
         # other's latents, a silently wrong mask.
@@ -395,6 +421,11 @@ class Refiner:
         return self.runner.backend
 
     @property
+    def region_weights_info(self) -> CheckpointInfo | None:
+        """The info of the region pass's own model (``region_model``), None when it runs on this model."""
+        return None if self.region_refiner is None else self.region_refiner.weights_info
+
+    @property
     def device_type(self) -> str:
         """"cpu", "cuda" or "mps"."""
         device = getattr(self.runner, "device", None)
@@ -443,9 +474,17 @@ class Refiner:
                 (``torch.OutOfMemoryError`` on a GPU), OpenCV's a ``cv2.error``;
                 ``errors.out_of_memory_message`` tells each of them from other errors.
         """
-        with self._lock, numpy_pages_unadvised(), self.runner.inference():
+        with self._lock, numpy_pages_unadvised(), self._inference():
             return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
                                          snap=snap, preset=preset, keep_stages=keep_stages)
+
+    def _inference(self) -> ExitStack:
+        """The runners' inference contexts, the region pass's own included."""
+        stack = ExitStack()
+        stack.enter_context(self.runner.inference())
+        if self.region_refiner is not None:
+            stack.enter_context(self.region_refiner.runner.inference())
+        return stack
 
     def release_memory(self) -> bool:
         """Hand the memory that refinements freed back to the system (glibc's ``malloc_trim``); True
@@ -457,8 +496,9 @@ class Refiner:
         in (12-20% slower at those sizes), and between calls memory levels off by itself. Waits for
         a refinement running in another thread."""
         with self._lock:
-            if self.backend == "onnx":
-                self.runner.release_memory()
+            for refiner in (self, self.region_refiner):
+                if refiner is not None and refiner.backend == "onnx":
+                    refiner.runner.release_memory()
             return release_free_heap()
 
     def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
@@ -555,8 +595,9 @@ class Refiner:
         height, width = foreground.shape
         work_hw = stage_size(height, width, regions[-1])
         scale = work_hw[0] / height
+        runner = self.runner if self.region_refiner is None else self.region_refiner.runner
         proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw,
-                                    first_at_own_size=True)
+                                    first_at_own_size=True, runner=runner)
         small_foreground = resize_map(foreground, work_hw) > 0.5
         # The boundary's precision (trust) is not in question here: whether a region belongs is.
         proposal, _ = apply_guard(proposal, small_foreground, guard_distance(regions[0]) * scale)
@@ -580,17 +621,18 @@ class Refiner:
     def _run_stages(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float], settings: Preset,
                     first_band: float | None, result: RefineResult, *, keep_stages: bool = False,
                     final_hw: tuple[int, int] | None = None, mirror_last: bool = False,
-                    first_at_own_size: bool = False) -> np.ndarray:
+                    first_at_own_size: bool = False, runner: Any = None) -> np.ndarray:
         """Chain the stages from ``mask``; appends timings (and intermediate stages) to ``result``.
 
         ``first_band``: decode the first stage only within this distance (px) of the mask's boundary.
         ``mirror_last``: average the last stage with its run on the mirrored image.
         ``first_at_own_size``: decode the first stage that runs on its own grid, not the next stage's
         (which then upsamples it).
+        ``runner``: the stage runner (None: this Refiner's own).
         Returns the last stage's probability, at full size or at ``final_hw``.
         """
         height, width = mask.shape
-        runner = self.runner
+        runner = self.runner if runner is None else runner
         current = runner.stage_mask(mask)
         stages_run = 0  # the first stage that runs sees the whole image (or the band)
         for k, ratio in enumerate(ratios):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .batch import RayOpt, checked_ray_spec
+from .batch import RayOpt, checked_ray_spec, weights_identity
 from .checks import DESCRIPTOR, special_file, unwritable_reason
 from .common import (
     FailureRecord,
@@ -184,6 +184,10 @@ def coco(
             check_categories(data, wanted, annotations)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
+        if weights is None:
+            # Which weights are the default changes between versions: a run resumed across such a
+            # change would mix two models' masks. Named weights keep the fingerprint they had.
+            fingerprint["default_weights"] = weights_identity(None)
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
         if note:  # a warning, not a log line: -q keeps it (earlier progress is being thrown away)
