@@ -44,12 +44,18 @@ def shipped_weights() -> Path:
 
 
 def copied_weights(folder: Path) -> tuple[Path, Path]:
-    """The shipped weights, their sidecar and their exported encoder copied into ``folder``:
-    (weights, encoder)."""
+    """The shipped weights, their sidecar and their exported encoder copied into ``folder``, with the
+    region-pass weights their sidecar names (and those weights' own sidecar and encoder): (weights, encoder)."""
     weights = shipped_weights()
     sidecar = sidecar_path(weights)
-    encoder = weights.with_name(json.loads(sidecar.read_text())["onnx"]["file"])
-    for path in (weights, sidecar, encoder):
+    entries = json.loads(sidecar.read_text())
+    encoder = weights.with_name(entries["onnx"]["file"])
+    files = [weights, sidecar, encoder]
+    if entries.get("region_pass"):
+        region = weights.with_name(entries["region_pass"]["file"])
+        files += [region, sidecar_path(region), region.with_name(json.loads(sidecar_path(region).read_text())
+                                                                ["onnx"]["file"])]
+    for path in files:
         shutil.copyfile(path, folder / path.name)
     return folder / weights.name, folder / encoder.name
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .schedule import FinalStage
 
 FORMAT = "crm-cli/1"
-DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_blend.safetensors"
+DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_paper.safetensors"
 # The sidecar entry naming other weights that run auto's region pass (region_pass_weights).
 REGION_PASS_KEY = "region_pass"
 
