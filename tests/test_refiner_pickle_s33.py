@@ -45,14 +45,14 @@ def shipped_weights() -> Path:
 
 def copied_weights(folder: Path) -> tuple[Path, Path]:
     """The shipped weights, their sidecar and their exported encoder copied into ``folder``, with the
-    region-pass weights their sidecar names (and those weights' own sidecar and encoder): (weights, encoder)."""
+    partner weights their sidecar names (and those weights' own sidecar and encoder): (weights, encoder)."""
     weights = shipped_weights()
     sidecar = sidecar_path(weights)
     entries = json.loads(sidecar.read_text())
     encoder = weights.with_name(entries["onnx"]["file"])
     files = [weights, sidecar, encoder]
-    if entries.get("region_pass"):
-        region = weights.with_name(entries["region_pass"]["file"])
+    if entries.get("partner"):
+        region = weights.with_name(entries["partner"]["file"])
         files += [region, sidecar_path(region), region.with_name(json.loads(sidecar_path(region).read_text())
                                                                 ["onnx"]["file"])]
     for path in files:
@@ -65,7 +65,8 @@ def test_an_onnx_refiner_pickles_and_deep_copies_with_its_options(how: str,
                                                                   scene: tuple[np.ndarray, np.ndarray]) -> None:
     shipped_weights()
     image, coarse = scene
-    refiner = Refiner(device="cpu", threads=1, **SMALL_TILES)
+    # partner_below_side=0: the shipped weights' own runner refines this small photo (not their partner's).
+    refiner = Refiner(device="cpu", threads=1, partner_below_side=0, **SMALL_TILES)
     assert refiner.runner.backend == "onnx"
     expected = refiner.refine(image, coarse, preset="quality")
     assert refiner.runner._latent_store is not None  # a kept latent, which the copy must not carry
@@ -80,6 +81,9 @@ def test_an_onnx_refiner_pickles_and_deep_copies_with_its_options(how: str,
     assert {name: getattr(runner, name) for name in SMALL_TILES} == {name: getattr(original, name)
                                                                       for name in SMALL_TILES}
     assert twin.device_name == refiner.device_name
+    if refiner.partner is not None:  # the partner is copied with its own session, and its threads
+        assert twin.partner is not None and twin.partner.runner.session is not refiner.partner.runner.session
+        assert twin.partner.runner.threads == 1 and twin.partner_below_side == 0
     assert twin.refine(image, coarse, preset="quality").tobytes() == expected.tobytes()
     assert refiner.refine(image, coarse, preset="quality").tobytes() == expected.tobytes()
 

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 FORMAT = "crm-cli/1"
 DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_paper.safetensors"
-# The sidecar entry naming other weights that run auto's region pass (region_pass_weights).
-REGION_PASS_KEY = "region_pass"
+# The sidecar entry naming the partner weights (partner_weights): other weights that run auto's region
+# pass, and every stage of photos under a size.
+PARTNER_KEY = "partner"
 
 
 class WeightsError(RuntimeError):
@@ -214,34 +215,49 @@ def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
     return path if path.is_file() else None
 
 
-def region_pass_weights(weights: Path | str | WeightsSidecar) -> tuple[Path, str] | None:
-    """The weights that the sidecar of ``weights`` names for ``auto``'s region pass, and the sha256 it
-    records for them; None when it names none (the region pass then runs on ``weights`` themselves).
+@dataclass(frozen=True)
+class PartnerEntry:
+    """The partner weights that a sidecar names: ``path`` (beside the weights), the ``sha256`` it records
+    for them, and ``below_side``: photos whose longer side is shorter than this many pixels are refined
+    wholly by the partner (0: none)."""
 
-    The entry is ``"region_pass": {"file": NAME, "sha256": HEX}``, NAME a file beside ``weights``.
-    Raises a WeightsError naming the sidecar when the entry is malformed or the file is missing: the
-    weights were made to run with it, so running without it would be another model.
+    path: Path
+    sha256: str
+    below_side: int = 0
+
+
+def partner_weights(weights: Path | str | WeightsSidecar) -> PartnerEntry | None:
+    """The partner weights that the sidecar of ``weights`` names; None when it names none.
+
+    The entry is ``"partner": {"file": NAME, "sha256": HEX, "below_side": N}`` (``below_side``
+    optional, 0 by default), NAME a file beside ``weights``. The partner runs ``auto``'s region pass
+    (the coarse stages that decide whether whole regions belong) and every stage of photos whose
+    longer side is under N px; the weights run the rest. Raises a WeightsError naming the sidecar when
+    the entry is malformed or the file is missing: the weights were chosen to run with their
+    partner, so running without it would be another model.
     """
     side = WeightsSidecar.of(weights)
-    entry = (side.data or {}).get(REGION_PASS_KEY)
+    entry = (side.data or {}).get(PARTNER_KEY)
     if entry is None:
         return None
     where = sidecar_path(side.weights)
     name = entry.get("file") if isinstance(entry, dict) else None
     digest = entry.get("sha256") if isinstance(entry, dict) else None
-    if not isinstance(name, str) or not name or Path(name).name != name or not isinstance(digest, str) or not digest:
-        raise WeightsError(f'{where}: "{REGION_PASS_KEY}" must be {{"file": a file name beside the weights, '
-                           f'"sha256": its hex digest}}')
+    below = entry.get("below_side", 0) if isinstance(entry, dict) else None
+    if (not isinstance(name, str) or not name or Path(name).name != name or not isinstance(digest, str)
+            or not digest or not isinstance(below, int) or isinstance(below, bool) or below < 0):
+        raise WeightsError(f'{where}: "{PARTNER_KEY}" must be {{"file": a file name beside the weights, '
+                           f'"sha256": its hex digest, "below_side": a whole number of pixels >= 0 (optional)}}')
     path = side.weights.with_name(name)
     if not path.is_file():
-        raise WeightsError(f"{where}: the region-pass weights it names are missing: {path} (copy them beside "
-                           f"{side.weights.name})")
-    return path, digest
+        raise WeightsError(f"{where}: the partner weights it names are missing: {path} (copy them beside "
+                           f"{side.weights.name}, with their .json and .encoder.onnx)")
+    return PartnerEntry(path, digest, below)
 
 
-def check_region_pass_digest(path: Path, digest: str, expected: str, weights: Path) -> None:
-    """A WeightsError when the region-pass weights ``path`` (whose sha256 is ``digest``) are not the
-    ones the sidecar of ``weights`` records (``expected``)."""
+def check_partner_digest(path: Path, digest: str, expected: str, weights: Path) -> None:
+    """A WeightsError when the partner weights ``path`` (whose sha256 is ``digest``) are not the ones
+    the sidecar of ``weights`` records (``expected``)."""
     if digest != expected:
         raise WeightsError(_hash_mismatch(path, digest, expected, weights))
 
@@ -484,16 +500,16 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
     these weights, ``schedule.FinalStage`` as a dict), ``onnx`` (:func:`inspect_encoder`),
-    ``region_pass`` (:func:`inspect_region_pass`) and ``error``, a one-line reason when the file is
+    ``partner`` (:func:`inspect_partner`) and ``error``, a one-line reason when the file is
     not a usable crm checkpoint: a hash that does not match, an exported encoder the onnx backend
-    would take but whose hash does not match, region-pass weights that are missing or not the ones
+    would take but whose hash does not match, partner weights that are missing or not the ones
     recorded, and with ``build`` tensors that do not load strictly into their recorded architecture.
     """
     side = WeightsSidecar.of(path)
     path = side.weights
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
                               "sidecar": None, "config": None, "provenance": None, "final_stage": None,
-                              "onnx": None, "region_pass": None, "error": None}
+                              "onnx": None, "partner": None, "error": None}
     if not report["exists"]:
         if path.exists():
             report["error"] = f"{path}: is a directory, not a checkpoint file"
@@ -511,13 +527,13 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
         report["config"], report["provenance"] = spec.config_dict, spec.provenance
         report["final_stage"] = asdict(_info_of(spec).final_stage)
         report["onnx"] = inspect_encoder(side)
-        report["region_pass"] = region = inspect_region_pass(side)
+        report["partner"] = partner = inspect_partner(side)
         if report["sha256_ok"] is False:
             report["error"] = _hash_mismatch(path, digest, recorded, path)  # what verify_sha256 raises
         elif report["onnx"] is not None and report["onnx"]["error"]:
             report["error"] = report["onnx"]["error"]
-        elif region is not None and region["error"]:
-            report["error"] = region["error"]
+        elif partner is not None and partner["error"]:
+            report["error"] = partner["error"]
         elif build:
             _build_model(spec)  # the hash was compared above
     except WeightsError as exc:
@@ -553,26 +569,24 @@ def inspect_encoder(weights: Path | str | WeightsSidecar) -> dict[str, Any] | No
     return report
 
 
-def inspect_region_pass(weights: Path | str | WeightsSidecar) -> dict[str, Any] | None:
-    """The region-pass weights that the sidecar of ``weights`` names (:func:`region_pass_weights`), or
-    None when it names none.
+def inspect_partner(weights: Path | str | WeightsSidecar) -> dict[str, Any] | None:
+    """The partner weights that the sidecar of ``weights`` names (:func:`partner_weights`), or None
+    when it names none.
 
-    Keys: ``path`` (None when the entry is malformed), ``sha256_ok`` (None when the file cannot be
-    read) and ``error``, the one-line reason every load of ``weights`` would fail with.
+    Keys: ``path`` (None when the entry is malformed), ``below_side``, ``sha256_ok`` (None when the
+    file cannot be read) and ``error``, the one-line reason every load of ``weights`` would fail with.
     """
     side = WeightsSidecar.of(weights)
-    entry = (side.data or {}).get(REGION_PASS_KEY)
-    if entry is None:
+    if (side.data or {}).get(PARTNER_KEY) is None:
         return None
-    report: dict[str, Any] = {"path": None, "sha256_ok": None, "error": None}
+    report: dict[str, Any] = {"path": None, "below_side": None, "sha256_ok": None, "error": None}
     try:
-        found = region_pass_weights(side)
-        assert found is not None  # the entry is there
-        path, expected = found
-        report["path"] = str(path)
-        digest = sha256_file(path)
-        report["sha256_ok"] = digest == expected
-        check_region_pass_digest(path, digest, expected, side.weights)
+        entry = partner_weights(side)
+        assert entry is not None  # the entry is there
+        report["path"], report["below_side"] = str(entry.path), entry.below_side
+        digest = sha256_file(entry.path)
+        report["sha256_ok"] = digest == entry.sha256
+        check_partner_digest(entry.path, digest, entry.sha256, side.weights)
     except WeightsError as exc:
         report["error"] = str(exc)
     except OSError as exc:

@@ -34,10 +34,10 @@ from .checkpoint import (
     CheckpointInfo,
     WeightsError,
     WeightsSidecar,
-    check_region_pass_digest,
+    check_partner_digest,
     default_weights_path,
     onnx_encoder_path,
-    region_pass_weights,
+    partner_weights,
     sidecar_path,
 )
 from .config import BACKEND_CHOICES
@@ -245,7 +245,8 @@ class Refiner:
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
                  backend: str = "auto", threads: int | None = None,
-                 region_model: torch.nn.Module | str | Path | bool | None = None, **tiles: int) -> None:
+                 partner_model: torch.nn.Module | str | Path | bool | None = None,
+                 partner_below_side: int | None = None, **tiles: int) -> None:
         """Args:
             model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
@@ -269,10 +270,14 @@ class Refiner:
             threads: CPU threads of the onnx backend's encoder and decoder, a whole number >= 0
                 (None or 0: ONNX Runtime's default, the physical cores, and a decoder thread per CPU
                 the process may use); torch's are process-wide (``runtime.configure_torch``).
-            region_model: the model that runs ``auto``'s region pass (the coarse stages that decide
-                whether whole regions belong), a CRMNet or a checkpoint path loaded with the same
-                options; None (default): the one the weights' sidecar names (its ``"region_pass"``
-                entry, whose sha256 is checked), else ``model`` itself; False: ``model`` itself.
+            partner_model: the partner, a model that runs ``auto``'s region pass (the coarse stages
+                that decide whether whole regions belong) and every stage of photos under
+                ``partner_below_side``: a CRMNet or a checkpoint path, loaded with the same options.
+                None (default): the one the weights' sidecar names (``checkpoint.partner_weights``,
+                its sha256 checked), else none; False: none (``model`` runs everything).
+            partner_below_side: photos whose longer side is shorter than this (px) are refined wholly
+                by the partner; None (default): the sidecar's ``below_side`` with the partner it
+                names, else 0 (none).
             tiles: tile sizes and the decode budget (see ``StageRunner``; ``stage_geometry.TILE_MINIMUMS``
                 gives each one's smallest value).
 
@@ -280,10 +285,10 @@ class Refiner:
             ValueError: an option out of range or that the backend cannot honour (the onnx backend
                 asked for without onnxruntime installed, or on a GPU).
             TypeError: a ``final_stage`` that is not a ``FinalStage``, an unknown tile option, a
-                ``region_model`` of another type.
+                ``partner_model`` of another type.
             WeightsError: (``checkpoint.WeightsError``, a RuntimeError) weights that are missing,
                 corrupt, not a crm checkpoint or do not match their sidecar's sha256, an exported
-                ONNX encoder that cannot be loaded, and region-pass weights that are missing or not
+                ONNX encoder that cannot be loaded, and partner weights that are missing or not
                 the ones the sidecar records.
             DeviceError: (``devices.DeviceError``, a RuntimeError) a device that is not present
                 (``"cuda"`` without a CUDA GPU) or an unknown device name.
@@ -306,8 +311,10 @@ class Refiner:
         if threads is not None:
             threads = whole_number("threads", threads, 0) or None
         check_tile_options(tiles)
-        if region_model is True:
-            raise TypeError("region_model must be a model, a checkpoint path, None or False, not True")
+        if partner_model is True:
+            raise TypeError("partner_model must be a model, a checkpoint path, None or False, not True")
+        if partner_below_side is not None:
+            partner_below_side = whole_number("partner_below_side", partner_below_side, 0)
         in_memory = model is not None and not isinstance(model, (str, os.PathLike))
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
@@ -337,20 +344,24 @@ class Refiner:
         self.weights_info: CheckpointInfo = info
         self.min_stage_side = min_stage_side
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
-        # The region pass's own model, when it has one: a Refiner only for its runner (its stages run
-        # under this Refiner's lock and inference context) and its weights' info.
-        self.region_refiner: Refiner | None = None
-        recorded = None if region_model is not None or sidecar is None else region_pass_weights(sidecar)
+        # The partner, when there is one: a Refiner whose runner and refinement run under this
+        # Refiner's lock and inference context (never its own lock).
+        self.partner: Refiner | None = None
+        recorded = None if partner_model is not None or sidecar is None else partner_weights(sidecar)
         if recorded is not None:
-            region_model = recorded[0]
-        if region_model is not None and region_model is not False:
-            self.region_refiner = Refiner(region_model, device, precision=precision, channels_last=channels_last,
-                                          fold_bn=fold_bn, backend=backend if not in_memory else "auto",
-                                          threads=threads, region_model=False, **tiles)
+            partner_model = recorded.path
+        if partner_model is not None and partner_model is not False:
+            self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
+                                   min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
+                                   backend=backend if not in_memory else "auto", threads=threads,
+                                   partner_model=False, **tiles)
             if recorded is not None:
                 assert sidecar is not None
-                check_region_pass_digest(recorded[0], self.region_refiner.weights_info.sha256, recorded[1],
-                                         sidecar.weights)
+                check_partner_digest(recorded.path, self.partner.weights_info.sha256, recorded.sha256,
+                                     sidecar.weights)
+        if partner_below_side is None:
+            partner_below_side = recorded.below_side if recorded is not None else 0
+        self.partner_below_side: int = partner_below_side if self.partner is not None else 0
         # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
         # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
         # other's latents, a silently wrong mask.
@@ -421,9 +432,9 @@ class Refiner:
         return self.runner.backend
 
     @property
-    def region_weights_info(self) -> CheckpointInfo | None:
-        """The info of the region pass's own model (``region_model``), None when it runs on this model."""
-        return None if self.region_refiner is None else self.region_refiner.weights_info
+    def partner_weights_info(self) -> CheckpointInfo | None:
+        """The info of the partner weights (``partner_model``), None without a partner."""
+        return None if self.partner is None else self.partner.weights_info
 
     @property
     def device_type(self) -> str:
@@ -479,11 +490,11 @@ class Refiner:
                                          snap=snap, preset=preset, keep_stages=keep_stages)
 
     def _inference(self) -> ExitStack:
-        """The runners' inference contexts, the region pass's own included."""
+        """The runners' inference contexts, the partner's included."""
         stack = ExitStack()
         stack.enter_context(self.runner.inference())
-        if self.region_refiner is not None:
-            stack.enter_context(self.region_refiner.runner.inference())
+        if self.partner is not None:
+            stack.enter_context(self.partner.runner.inference())
         return stack
 
     def release_memory(self) -> bool:
@@ -496,7 +507,7 @@ class Refiner:
         in (12-20% slower at those sizes), and between calls memory levels off by itself. Waits for
         a refinement running in another thread."""
         with self._lock:
-            for refiner in (self, self.region_refiner):
+            for refiner in (self, self.partner):
                 if refiner is not None and refiner.backend == "onnx":
                     refiner.runner.release_memory()
             return release_free_heap()
@@ -510,6 +521,10 @@ class Refiner:
         image = check_rgb_image(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
+        if self.partner is not None and max(image.shape[:2]) < self.partner_below_side:
+            # A small photo is the partner's whole (its runner's context is entered: _inference).
+            return self.partner._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive,
+                                                 guard=guard, snap=snap, preset=preset, keep_stages=keep_stages)
         mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
         # C order: both runners write decoded pixels through a flat view of the mask's resized copy.
@@ -595,7 +610,7 @@ class Refiner:
         height, width = foreground.shape
         work_hw = stage_size(height, width, regions[-1])
         scale = work_hw[0] / height
-        runner = self.runner if self.region_refiner is None else self.region_refiner.runner
+        runner = self.runner if self.partner is None else self.partner.runner
         proposal = self._run_stages(image, mask, regions, settings, None, result, final_hw=work_hw,
                                     first_at_own_size=True, runner=runner)
         small_foreground = resize_map(foreground, work_hw) > 0.5

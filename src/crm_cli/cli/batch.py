@@ -219,13 +219,13 @@ def weights_identity(weights: Path | str | None) -> str:
     One rule: the most exact name to be had without reading the weights file. When its sidecar
     records a sha256 (the digest the Refiner verifies the file against before refining, failing
     otherwise), that digest with the sidecar's ``final_stage`` entry and, when it has one, its
-    ``region_pass`` entry, as sorted JSON (``{"final_stage": ..., "sha256": "..."}``); else the file
+    ``partner`` entry, as sorted JSON (``{"final_stage": ..., "sha256": "..."}``); else the file
     itself, as ``"REAL_PATH SIZE MTIME_NS"``;
     else (no file to stat) ``"ABSOLUTE_PATH (not readable)"``, which no refined output records: loading
     such weights fails. These texts are what earlier runs recorded, so each must stay as it is: any
     change would have every output made before refined again as made with other settings.
     """
-    from ..checkpoint import REGION_PASS_KEY, WeightsError, WeightsSidecar, default_weights_path
+    from ..checkpoint import PARTNER_KEY, WeightsError, WeightsSidecar, default_weights_path
 
     path = Path(weights) if weights else default_weights_path()
     try:
@@ -234,12 +234,12 @@ def weights_identity(weights: Path | str | None) -> str:
         data = {}  # the load reports it
     digest = data.get("sha256")
     if isinstance(digest, str) and digest:
-        # The sidecar was read as JSON, so its entries dump as they are. The region-pass weights
-        # (named by their sha256, checked at load) are named only when there are some, so that the
-        # records of weights without them stay as they were.
+        # The sidecar was read as JSON, so its entries dump as they are. The partner weights (named
+        # by their sha256, checked at load) are named only when there are some, so that the records
+        # of weights without them stay as they were.
         named = {"sha256": digest, "final_stage": data.get("final_stage")}
-        if data.get(REGION_PASS_KEY) is not None:
-            named[REGION_PASS_KEY] = data[REGION_PASS_KEY]
+        if data.get(PARTNER_KEY) is not None:
+            named[PARTNER_KEY] = data[PARTNER_KEY]
         return json.dumps(named, sort_keys=True)
     try:
         info = path.stat()

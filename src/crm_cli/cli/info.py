@@ -146,7 +146,7 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
 def _unread_report(path: Path, error: str) -> dict[str, Any]:
     """A weights report (``checkpoint.inspect_checkpoint``'s keys) of a file that could not be read."""
     return {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None, "sidecar": None,
-            "config": None, "provenance": None, "final_stage": None, "onnx": None, "region_pass": None,
+            "config": None, "provenance": None, "final_stage": None, "onnx": None, "partner": None,
             "error": error}
 
 
@@ -235,19 +235,20 @@ def _print_table(data: dict[str, Any]) -> None:
         table.add_row("provenance", escape(compact(weights["provenance"])))
         table.add_row("final stage", escape(compact(weights["final_stage"])))
         table.add_row("onnx encoder", _encoder_text(weights["onnx"]))
-        table.add_row("region pass", _region_pass_text(weights.get("region_pass")))
+        table.add_row("partner", _partner_text(weights.get("partner")))
     console.print(table)
 
 
-def _region_pass_text(region: dict[str, Any] | None) -> str:
-    """The table's line for the weights that run auto's region pass (``checkpoint.inspect_region_pass``)."""
+def _partner_text(partner: dict[str, Any] | None) -> str:
+    """The table's line for the partner weights (``checkpoint.inspect_partner``), as Rich markup."""
     from rich.markup import escape
 
-    if region is None:
-        return "these weights"
-    if region["error"]:
-        return f"[red]{escape(region['error'])}[/]"
-    return f"{escape(region['path'])} ([green]sha256 matches sidecar[/])"
+    if partner is None:
+        return "none: these weights run every stage"
+    if partner["error"]:
+        return f"[red]{escape(partner['error'])}[/]"
+    below = f"photos under {partner['below_side']} px and " if partner["below_side"] else ""
+    return f"{escape(partner['path'])} ([green]sha256 matches sidecar[/]); runs {below}auto's region pass"
 
 
 def _encoder_text(encoder: dict[str, Any] | None) -> str:

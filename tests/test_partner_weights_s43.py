@@ -1,5 +1,6 @@
-"""The region pass on a model of its own (session 43): ``Refiner(region_model=...)`` and the weights
-sidecar's ``"region_pass"`` entry that names such a model for ``auto``."""
+"""Partner weights (session 43): ``Refiner(partner_model=..., partner_below_side=...)`` and the weights
+sidecar's ``"partner"`` entry. The partner runs ``auto``'s region pass, and every stage of photos under
+a size; the weights run the rest."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_tiny_model, synthetic_scene
+from conftest import coarse_of, make_tiny_model, synthetic_scene
 
 pytest.importorskip("torch")
 
@@ -60,40 +61,40 @@ def _region_proposal(refiner, image: np.ndarray, coarse: np.ndarray,  # noqa: AN
     return proposals[0], refined
 
 
-def test_the_region_pass_runs_on_the_region_model_and_the_rest_on_the_main_one(
+def test_the_region_pass_runs_on_the_partner_model_and_the_rest_on_the_main_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
 
     image, coarse = _scene_with_a_hole()
-    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", region_model=make_tiny_model(1))
-    assert refiner.region_refiner is not None and refiner.region_weights_info is not None
+    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(1))
+    assert refiner.partner is not None and refiner.partner_weights_info is not None
     main_ratios = _spy_on_stages(refiner, monkeypatch)
-    region_ratios = _spy_on_stages(refiner.region_refiner, monkeypatch)
+    region_ratios = _spy_on_stages(refiner.partner, monkeypatch)
     result = refiner.refine_detailed(image, coarse)
     assert result.regions == (0.25, 0.5)
     assert region_ratios == [0.25, 0.5]
     final = result.ratios[-1]
     assert result.mirrored and final >= 1.0
     assert main_ratios == [final, final]  # the final stage, mirrored
-    # Without a region model every stage is the main model's.
+    # Without a partner every stage is the main model's.
     alone = Refiner.from_model(make_tiny_model(0), device="cpu")
-    assert alone.region_refiner is None and alone.region_weights_info is None
+    assert alone.partner is None and alone.partner_weights_info is None
     alone_ratios = _spy_on_stages(alone, monkeypatch)
     alone.refine_detailed(image, coarse)
     assert alone_ratios == [0.25, 0.5, final, final]
 
 
-def test_a_region_model_equal_to_the_main_one_changes_nothing_and_another_one_does(
+def test_a_partner_model_equal_to_the_main_one_changes_nothing_and_another_one_does(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
 
     image, coarse = _scene_with_a_hole()
     proposal, alone = _region_proposal(Refiner.from_model(make_tiny_model(0), device="cpu"), image, coarse,
                                        monkeypatch)
-    same = Refiner.from_model(make_tiny_model(0), device="cpu", region_model=make_tiny_model(0))
+    same = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(0))
     same_proposal, same_refined = _region_proposal(same, image, coarse, monkeypatch)
     assert np.array_equal(proposal, same_proposal) and np.array_equal(alone, same_refined)
-    other = Refiner.from_model(make_tiny_model(0), device="cpu", region_model=make_tiny_model(3))
+    other = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(3))
     other_proposal, _ = _region_proposal(other, image, coarse, monkeypatch)
     assert other_proposal.shape == proposal.shape == (500, 500)
     assert not np.array_equal(other_proposal, proposal)
@@ -101,32 +102,32 @@ def test_a_region_model_equal_to_the_main_one_changes_nothing_and_another_one_do
     other_alone, _ = _region_proposal(Refiner.from_model(make_tiny_model(3), device="cpu"), image, coarse,
                                       monkeypatch)
     assert np.array_equal(other_proposal, other_alone)
-    # Fixed ratios plan no region pass: the region model is not used, the masks are equal.
-    fixed = [Refiner.from_model(make_tiny_model(0), device="cpu", region_model=region).refine(image, coarse,
-                                                                                           ratios=(0.5, 1.0))
-             for region in (None, make_tiny_model(3))]
+    # Fixed ratios plan no region pass: the partner is not used, the masks are equal.
+    fixed = [Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=partner).refine(image, coarse,
+                                                                                             ratios=(0.5, 1.0))
+             for partner in (None, make_tiny_model(3))]
     assert np.array_equal(*fixed)
 
 
-def test_region_model_true_is_refused() -> None:
+def test_partner_model_true_is_refused() -> None:
     from crm_cli.engine import Refiner
 
-    with pytest.raises(TypeError, match="region_model"):
-        Refiner.from_model(make_tiny_model(0), device="cpu", region_model=True)
+    with pytest.raises(TypeError, match="partner_model"):
+        Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=True)
 
 
 @pytest.fixture()
 def weights_pair(tmp_path: Path) -> tuple[Path, Path]:
-    """Two tiny checkpoints side by side: main.safetensors, whose sidecar names region.safetensors
-    (with its sha256) for the region pass, and region.safetensors."""
+    """Two tiny checkpoints side by side: main.safetensors, whose sidecar names partner.safetensors
+    (with its sha256, below_side 200) as its partner, and partner.safetensors."""
     from crm_cli.checkpoint import save_weights, sidecar_path
     from crm_cli.config import Provenance
 
-    main, region = tmp_path / "main.safetensors", tmp_path / "region.safetensors"
+    main, region = tmp_path / "main.safetensors", tmp_path / "partner.safetensors"
     save_weights(make_tiny_model(0), main, Provenance(notes="main"))
     digest = save_weights(make_tiny_model(3), region, Provenance(notes="region"))
     side = json.loads(sidecar_path(main).read_text())
-    side["region_pass"] = {"file": region.name, "sha256": digest}
+    side["partner"] = {"file": region.name, "sha256": digest, "below_side": 200}
     sidecar_path(main).write_text(json.dumps(side))
     return main, region
 
@@ -135,11 +136,11 @@ def _set_entry(main: Path, entry: object) -> None:
     from crm_cli.checkpoint import sidecar_path
 
     side = json.loads(sidecar_path(main).read_text())
-    side["region_pass"] = entry
+    side["partner"] = entry
     sidecar_path(main).write_text(json.dumps(side))
 
 
-def test_the_sidecar_names_the_region_model_and_its_sha256_is_checked(weights_pair: tuple[Path, Path],
+def test_the_sidecar_names_the_partner_model_and_its_sha256_is_checked(weights_pair: tuple[Path, Path],
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.checkpoint import sha256_file
     from crm_cli.engine import Refiner
@@ -147,49 +148,53 @@ def test_the_sidecar_names_the_region_model_and_its_sha256_is_checked(weights_pa
     main, region = weights_pair
     image, coarse = _scene_with_a_hole()
     named = Refiner(main, "cpu", backend="torch")
-    assert named.region_weights_info is not None
-    assert named.region_weights_info.sha256 == sha256_file(region)
-    assert named.region_weights_info.verified
-    explicit = Refiner(main, "cpu", backend="torch", region_model=region)
-    itself = Refiner(main, "cpu", backend="torch", region_model=False)
-    assert itself.region_refiner is None
+    assert named.partner_weights_info is not None
+    assert named.partner_weights_info.sha256 == sha256_file(region)
+    assert named.partner_weights_info.verified
+    explicit = Refiner(main, "cpu", backend="torch", partner_model=region)
+    itself = Refiner(main, "cpu", backend="torch", partner_model=False)
+    assert itself.partner is None
     proposal, refined = _region_proposal(named, image, coarse, monkeypatch)
     explicit_proposal, explicit_refined = _region_proposal(explicit, image, coarse, monkeypatch)
     assert np.array_equal(proposal, explicit_proposal) and np.array_equal(refined, explicit_refined)
     assert not np.array_equal(proposal, _region_proposal(itself, image, coarse, monkeypatch)[0])
-    # A copy (a Ray actor's, a process pool's) keeps its region model.
+    # A copy (a Ray actor's, a process pool's) keeps its partner.
     for clone in (copy.deepcopy(named), pickle.loads(pickle.dumps(named))):
         clone_proposal, clone_refined = _region_proposal(clone, image, coarse, monkeypatch)
         assert np.array_equal(proposal, clone_proposal) and np.array_equal(refined, clone_refined)
 
 
-@pytest.mark.parametrize("case", ["missing", "other file", "malformed", "path"])
-def test_bad_region_pass_entries_fail_the_load_naming_the_sidecar(weights_pair: tuple[Path, Path], case: str) -> None:
+@pytest.mark.parametrize("case", ["missing", "other file", "malformed", "path", "negative side", "fractional side"])
+def test_bad_partner_entries_fail_the_load_naming_the_sidecar(weights_pair: tuple[Path, Path], case: str) -> None:
     from crm_cli.checkpoint import WeightsError, inspect_checkpoint, sha256_file
     from crm_cli.engine import Refiner
 
     main, region = weights_pair
     if case == "missing":
         region.unlink()
-        message = "region-pass weights it names are missing"
+        message = "partner weights it names are missing"
     elif case == "other file":
         _set_entry(main, {"file": region.name, "sha256": "0" * 64})
         message = "does not match main.json"
     elif case == "malformed":
         _set_entry(main, {"file": region.name})
-        message = '"region_pass" must be'
-    else:
+        message = '"partner" must be'
+    elif case == "path":
         _set_entry(main, {"file": str(region), "sha256": sha256_file(region)})
-        message = '"region_pass" must be'
+        message = '"partner" must be'
+    else:
+        side = -1 if case == "negative side" else 2.5
+        _set_entry(main, {"file": region.name, "sha256": sha256_file(region), "below_side": side})
+        message = '"partner" must be'
     with pytest.raises(WeightsError, match=message) as caught:
         Refiner(main, "cpu", backend="torch")
     assert "main.json" in str(caught.value)
     report = inspect_checkpoint(main)
-    assert report["region_pass"] is not None and message in report["region_pass"]["error"]
+    assert report["partner"] is not None and message in report["partner"]["error"]
     assert message in report["error"]
 
 
-def test_inspect_and_crm_info_show_the_region_pass(weights_pair: tuple[Path, Path], tiny_weights: Path) -> None:
+def test_inspect_and_crm_info_show_the_partner(weights_pair: tuple[Path, Path], tiny_weights: Path) -> None:
     from typer.testing import CliRunner
 
     from crm_cli.checkpoint import inspect_checkpoint
@@ -198,20 +203,24 @@ def test_inspect_and_crm_info_show_the_region_pass(weights_pair: tuple[Path, Pat
     main, region = weights_pair
     report = inspect_checkpoint(main)
     assert report["error"] is None
-    assert report["region_pass"] == {"path": str(region), "sha256_ok": True, "error": None}
-    assert inspect_checkpoint(tiny_weights)["region_pass"] is None
+    assert report["partner"] == {"path": str(region), "below_side": 200, "sha256_ok": True, "error": None}
+    assert inspect_checkpoint(tiny_weights)["partner"] is None
     runner = CliRunner()
     shown = runner.invoke(app, ["info", "--json", "-w", str(main)])
     assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.stdout)["weights"]["region_pass"]["sha256_ok"] is True
+    assert json.loads(shown.stdout)["weights"]["partner"]["sha256_ok"] is True
+    from crm_cli.cli.info import _partner_text
+
+    assert _partner_text(report["partner"]).endswith("runs photos under 200 px and auto's region pass")
+    assert runner.invoke(app, ["info", "-w", str(main)]).exit_code == 0
     region.write_bytes(region.read_bytes()[:-8] + b"\0" * 8)
     broken = runner.invoke(app, ["info", "--json", "-w", str(main)])
     assert broken.exit_code == 1
     data = json.loads(broken.stdout)
-    assert data["status"] == "failed" and data["weights"]["region_pass"]["sha256_ok"] is False
+    assert data["status"] == "failed" and data["weights"]["partner"]["sha256_ok"] is False
 
 
-def test_batch_records_name_the_region_pass_only_when_there_is_one(weights_pair: tuple[Path, Path],
+def test_batch_records_name_the_partner_only_when_there_is_one(weights_pair: tuple[Path, Path],
                                                                    tiny_weights: Path) -> None:
     from crm_cli.checkpoint import sha256_file
     from crm_cli.cli.batch import weights_identity
@@ -221,9 +230,9 @@ def test_batch_records_name_the_region_pass_only_when_there_is_one(weights_pair:
     assert weights_identity(tiny_weights) == json.dumps({"final_stage": None, "sha256": sha256_file(tiny_weights)})
     named = json.loads(weights_identity(main))
     assert named == {"final_stage": None, "sha256": sha256_file(main),
-                     "region_pass": {"file": region.name, "sha256": sha256_file(region)}}
+                     "partner": {"file": region.name, "sha256": sha256_file(region), "below_side": 200}}
     before = weights_identity(main)
-    _set_entry(main, {"file": region.name, "sha256": "1" * 64})
+    _set_entry(main, {"file": region.name, "sha256": sha256_file(region), "below_side": 300})
     assert weights_identity(main) != before
 
 
@@ -269,3 +278,49 @@ def test_coco_progress_made_with_other_default_weights_starts_over(monkeypatch: 
     assert "starting over" in " ".join(named.stderr.split())
     header = json.loads(progress_path(out).read_text().splitlines()[0])
     assert header["weights"] == str(tiny_weights) and "default_weights" not in header
+
+
+def test_photos_under_the_partners_side_are_refined_wholly_by_the_partner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.engine import Refiner
+
+    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(3),
+                                 partner_below_side=200)
+    assert refiner.partner_below_side == 200
+    partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu")
+    main_alone = Refiner.from_model(make_tiny_model(0), device="cpu")
+    main_ratios = _spy_on_stages(refiner, monkeypatch)
+    partner_ratios = _spy_on_stages(refiner.partner, monkeypatch)
+    for height, width, by_partner in ((150, 199, True), (199, 120, True), (120, 200, False), (256, 160, False)):
+        image, gt = synthetic_scene(height, width, seed=height)
+        coarse = coarse_of(gt)
+        main_ratios.clear()
+        partner_ratios.clear()
+        result = refiner.refine_detailed(image, coarse)
+        expected = (partner_alone if by_partner else main_alone).refine_detailed(image, coarse)
+        assert np.array_equal(result.probability, expected.probability), (height, width)
+        assert result.schedule == expected.schedule
+        # The main model runs no stage of a small photo; of a larger one it runs all but a region pass.
+        assert (main_ratios == []) == by_partner and (partner_ratios != []) == by_partner
+    # The two models differ on a small photo, so the first check above tells them apart.
+    assert not np.array_equal(main_alone.refine(*_small_pair()), partner_alone.refine(*_small_pair()))
+
+
+def _small_pair() -> tuple[np.ndarray, np.ndarray]:
+    image, gt = synthetic_scene(150, 199, seed=150)
+    return image, coarse_of(gt)
+
+
+def test_the_partners_side_comes_from_the_sidecar_unless_given(weights_pair: tuple[Path, Path]) -> None:
+    from crm_cli.engine import Refiner
+
+    main, partner = weights_pair
+    assert Refiner(main, "cpu", backend="torch").partner_below_side == 200
+    assert Refiner(main, "cpu", backend="torch", partner_below_side=0).partner_below_side == 0
+    # A partner given by the caller runs the region pass only, unless a side is given too.
+    assert Refiner(main, "cpu", backend="torch", partner_model=partner).partner_below_side == 0
+    assert Refiner(main, "cpu", backend="torch", partner_model=partner, partner_below_side=64).partner_below_side == 64
+    # Without a partner there is nothing to hand small photos to.
+    alone = Refiner(main, "cpu", backend="torch", partner_model=False, partner_below_side=500)
+    assert alone.partner is None and alone.partner_below_side == 0
+    with pytest.raises(ValueError, match="partner_below_side"):
+        Refiner(main, "cpu", backend="torch", partner_below_side=-1)
