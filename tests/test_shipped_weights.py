@@ -1,5 +1,5 @@
-"""The weights files the repository ships: each loads strictly against its sidecar's hashes, and the
-default is exactly the blend its provenance names."""
+"""The weights files the repository ships: each loads strictly against its sidecar's hashes, the
+default's partner is the previous default, and that one is exactly the blend its provenance names."""
 
 from __future__ import annotations
 
@@ -14,10 +14,26 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = sorted(WEIGHTS.glob("*.safetensors")) + sorted((WEIGHTS / "candidates").glob("*.safetensors"))
 
 
-def test_the_default_and_the_previous_default_are_shipped() -> None:
+BLEND = WEIGHTS / "crm_mobilenet_v2_blend.safetensors"  # the default of sessions 27-42, the default's partner
+
+
+def test_the_default_and_the_previous_defaults_are_shipped() -> None:
     names = {path.name for path in SHIPPED}
     assert DEFAULT_WEIGHTS_NAME in names
-    assert "crm_mobilenet_v2.safetensors" in names  # the previous default stays loadable under its name
+    # The previous defaults stay loadable under their names.
+    assert {"crm_mobilenet_v2.safetensors", BLEND.name} <= names
+
+
+def test_the_defaults_partner_is_the_previous_default_for_photos_under_1000_px() -> None:
+    from crm_cli.checkpoint import partner_weights
+
+    entry = partner_weights(WEIGHTS / DEFAULT_WEIGHTS_NAME)
+    assert entry is not None
+    assert entry.path == BLEND and entry.sha256 == sha256_file(BLEND) and entry.below_side == 1000
+    report = inspect_checkpoint(WEIGHTS / DEFAULT_WEIGHTS_NAME)
+    assert report["partner"] == {"path": str(BLEND), "below_side": 1000, "sha256_ok": True, "error": None}
+    # The default itself is session 40's GPU run, trained from ImageNet for 12,695 steps.
+    assert "--steps" in report["provenance"]["command"] and "12695" in str(report["provenance"])
 
 
 @pytest.mark.parametrize("weights", SHIPPED, ids=lambda path: path.name)
@@ -30,10 +46,10 @@ def test_each_shipped_file_loads_strictly_and_matches_its_sidecar(weights: Path)
         assert report["onnx"] is not None and report["onnx"]["sha256_ok"] and report["onnx"]["used"]
 
 
-def test_the_default_is_the_blend_its_provenance_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_partner_is_the_blend_its_provenance_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.training.averaging import average_checkpoints
 
-    default = WEIGHTS / DEFAULT_WEIGHTS_NAME
+    default = BLEND
     provenance = inspect_checkpoint(default)["provenance"]
     # "<base> sha256=<hex> x0.75 + <tuned> sha256=<hex> x0.25"
     parents = re.findall(r"(\S+\.safetensors) sha256=([0-9a-f]{64}) x([0-9.]+)", provenance["init"])
