@@ -11,6 +11,12 @@ names the candidates better than the baseline on every set.
     python benchmarks/choose_checkpoint.py runs/gpu --set carvana=../shared/data/carvana-dev \\
         --set real1024=REAL/isnet1024 --set real256=REAL/isnet256 --set thin=THIN --set duts=DUTS \\
         [--baseline weights/crm_mobilenet_v2_blend.safetensors] [--out runs/choose] [-- CRM_EVAL_OPTIONS]
+        [--partner weights/crm_mobilenet_v2_blend.safetensors [--partner-below-side 1000]]
+
+With ``--partner`` each candidate runs as the shipped default does since session 43, as a pair: the
+partner runs ``auto``'s region pass and every stage of photos under ``--partner-below-side`` px (a
+copy of the candidate with a sidecar naming the partner is made under ``--out``; the partner's
+files are linked beside it). Without it a candidate runs alone, which the default pair is not.
 
 Kept results are keyed by the weights' content and the set's path, not by crm's code: after a
 change to the engine or the presets, start with an empty ``--out``.
@@ -26,6 +32,8 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +114,41 @@ def content_key(weights: Path) -> str:
 
 
 def result_path(out: Path, weights: Path, folder: Path) -> Path:
-    """Where one eval's JSON is kept: by the weights' content and the set folder's absolute path."""
+    """Where one eval's JSON is kept: by the weights' content (and their partner's, when their sidecar
+    names one) and the set folder's absolute path."""
+    from crm_cli.checkpoint import partner_weights
+
     weights_key = content_key(weights)
+    partner = partner_weights(weights)
+    if partner is not None:
+        weights_key += f"-partner-{partner.sha256[:12]}-{partner.below_side}"
     folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
     return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
+
+
+def paired(candidate: Path, partner: Path, below_side: int, out: Path) -> Path:
+    """A copy of ``candidate`` under ``out`` whose sidecar names ``partner`` (linked beside it, with its
+    sidecar and exported encoder) as its partner for photos under ``below_side`` px; returns its path."""
+    from crm_cli.checkpoint import sha256_file, sidecar_path
+
+    folder = out / "pairs" / f"{candidate.stem}-{content_key(candidate)}-with-{partner.stem}-{content_key(partner)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / candidate.name
+    if not weights.exists():
+        shutil.copyfile(candidate, weights)
+    side = json.loads(sidecar_path(candidate).read_text()) if sidecar_path(candidate).exists() else {}
+    side.pop("onnx", None)  # the copy has no exported encoder beside it: it runs on torch
+    side.update(file=weights.name, sha256=sha256_file(weights),
+                partner={"file": partner.name, "sha256": sha256_file(partner), "below_side": below_side})
+    sidecar_path(weights).write_text(json.dumps(side, indent=2) + "\n")
+    partner_files = [partner, sidecar_path(partner)]
+    encoder = partner.with_name(partner.stem + ".encoder.onnx")
+    partner_files += [encoder] if encoder.exists() else []
+    for source in partner_files:
+        link = folder / source.name
+        if source.exists() and not link.exists():
+            link.symlink_to(source.resolve())
+    return weights
 
 
 def main() -> None:
@@ -119,6 +158,10 @@ def main() -> None:
                         help="a dev set in BIG layout (repeatable)")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="default: the shipped weights")
     parser.add_argument("--out", type=Path, default=Path("runs/choose"), help="where each eval's JSON is kept")
+    parser.add_argument("--partner", type=Path, default=None,
+                        help="run each candidate paired with these weights (their region pass, small photos)")
+    parser.add_argument("--partner-below-side", type=int, default=1000,
+                        help="with --partner: photos shorter than this (px, longer side) are the partner's")
     own, extra = split_forwarded(sys.argv[1:])  # after --: extra `crm eval` options, e.g. --device cpu
     args = parser.parse_args(own)
     if not args.baseline.is_file():
@@ -130,6 +173,10 @@ def main() -> None:
             raise SystemExit(f"--set wants NAME=FOLDER with an existing folder, got {item!r}")
         sets.append((name, Path(folder)))
     candidates = [c for c in expand_candidates(args.candidates) if c.resolve() != args.baseline.resolve()]
+    if args.partner is not None:
+        if not args.partner.is_file():
+            raise SystemExit(f"{args.partner}: no such weights file (--partner)")
+        candidates = [paired(c, args.partner, args.partner_below_side, args.out) for c in candidates]
     everyone = [args.baseline, *candidates]
     scores = {(w, name): score_of(cached_eval(folder, ["-w", str(w), *extra], result_path(args.out, w, folder)))
               for name, folder in sets for w in everyone}

@@ -84,3 +84,26 @@ def test_the_script_compares_whole_sets_and_keeps_its_results(tiny_weights: Path
     assert len(kept) == 2  # one eval per weights file (the copy has its own name, the same content)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout == done.stdout
+
+
+def test_a_candidate_paired_with_a_partner_runs_as_the_default_pair_does(tiny_weights: Path, tmp_path: Path) -> None:
+    from conftest import make_tiny_model
+
+    from crm_cli.checkpoint import partner_weights, save_weights, sha256_file
+    from crm_cli.config import Provenance
+    from crm_cli.engine import Refiner
+
+    candidate = tmp_path / "run" / "model_step000100.safetensors"
+    candidate.parent.mkdir()
+    save_weights(make_tiny_model(5), candidate, Provenance(notes="candidate"))
+    out = tmp_path / "out"
+    pair = choose.paired(candidate, tiny_weights, 200, out)
+    assert pair != candidate and pair.read_bytes() == candidate.read_bytes()
+    entry = partner_weights(pair)
+    assert entry is not None and entry.below_side == 200 and entry.sha256 == sha256_file(tiny_weights)
+    refiner = Refiner(pair, "cpu", backend="torch")
+    assert refiner.partner_weights_info is not None and refiner.partner_below_side == 200
+    # Kept results of the pair and of the candidate alone do not collide.
+    folder = tmp_path / "set"
+    assert choose.result_path(out, pair, folder) != choose.result_path(out, candidate, folder)
+    assert choose.paired(candidate, tiny_weights, 200, out) == pair  # made again in place
