@@ -102,11 +102,25 @@ def test_a_partner_model_equal_to_the_main_one_changes_nothing_and_another_one_d
     other_alone, _ = _region_proposal(Refiner.from_model(make_tiny_model(3), device="cpu"), image, coarse,
                                       monkeypatch)
     assert np.array_equal(other_proposal, other_alone)
-    # Fixed ratios plan no region pass: the partner is not used, the masks are equal.
-    fixed = [Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=partner).refine(image, coarse,
-                                                                                             ratios=(0.5, 1.0))
-             for partner in (None, make_tiny_model(3))]
-    assert np.array_equal(*fixed)
+
+
+
+@pytest.mark.parametrize("settings", [{"ratios": (0.5, 1.0)}, {"preset": "balanced"}, {"preset": "fast"},
+                                      {"guard": False}, {"ratios": (0.5, 1.0), "preset": "auto"}])
+def test_every_refinement_but_autos_own_is_the_partners(settings: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weights were paired for auto's schedule with its guard (which plans the region pass): fixed
+    ratios or presets and the guard off are refined by the partner alone, as before it was one."""
+    from crm_cli.engine import Refiner
+
+    image, coarse = _scene_with_a_hole()
+    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(3))
+    main_ratios = _spy_on_stages(refiner, monkeypatch)
+    partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu").refine_detailed(image, coarse, **settings)
+    result = refiner.refine_detailed(image, coarse, **settings)
+    assert main_ratios == [] and np.array_equal(result.probability, partner_alone.probability)
+    # auto with only its snap or its tiling switched is still auto: the weights refine.
+    refiner.refine_detailed(image, coarse, snap=False, roi=False)
+    assert main_ratios
 
 
 def test_partner_model_true_is_refused() -> None:
@@ -211,7 +225,8 @@ def test_inspect_and_crm_info_show_the_partner(weights_pair: tuple[Path, Path], 
     assert json.loads(shown.stdout)["weights"]["partner"]["sha256_ok"] is True
     from crm_cli.cli.info import _partner_text
 
-    assert _partner_text(report["partner"]).endswith("runs photos under 200 px and auto's region pass")
+    assert _partner_text(report["partner"]).endswith(
+        "runs auto's region pass, photos under 200 px, fixed presets and ratios, and --no-guard")
     assert runner.invoke(app, ["info", "-w", str(main)]).exit_code == 0
     region.write_bytes(region.read_bytes()[:-8] + b"\0" * 8)
     broken = runner.invoke(app, ["info", "--json", "-w", str(main)])

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 FORMAT = "crm-cli/1"
 DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_paper.safetensors"
 # The sidecar entry naming the partner weights (partner_weights): other weights that run auto's region
-# pass, and every stage of photos under a size.
+# pass, and every refinement the weights were not paired for (photos under a size, fixed presets).
 PARTNER_KEY = "partner"
 
 
@@ -231,7 +231,8 @@ def partner_weights(weights: Path | str | WeightsSidecar) -> PartnerEntry | None
 
     The entry is ``"partner": {"file": NAME, "sha256": HEX, "below_side": N}`` (``below_side``
     optional, 0 by default), NAME a file beside ``weights``. The partner runs ``auto``'s region pass
-    (the coarse stages that decide whether whole regions belong) and every stage of photos whose
+    (the coarse stages that decide whether whole regions belong), and all of every refinement that is
+    not ``auto``'s own schedule with its guard (``engine.Refiner._refines_itself``) or whose photo's
     longer side is under N px; the weights run the rest. Raises a WeightsError naming the sidecar when
     the entry is malformed or the file is missing: the weights were chosen to run with their
     partner, so running without it would be another model.

@@ -271,7 +271,8 @@ class Refiner:
                 (None or 0: ONNX Runtime's default, the physical cores, and a decoder thread per CPU
                 the process may use); torch's are process-wide (``runtime.configure_torch``).
             partner_model: the partner, a model that runs ``auto``'s region pass (the coarse stages
-                that decide whether whole regions belong) and every stage of photos under
+                that decide whether whole regions belong) and every refinement but ``auto``'s own
+                (a fixed preset or ratios, the guard off) or of a photo under
                 ``partner_below_side``: a CRMNet or a checkpoint path, loaded with the same options.
                 None (default): the one the weights' sidecar names (``checkpoint.partner_weights``,
                 its sha256 checked), else none; False: none (``model`` runs everything).
@@ -512,6 +513,14 @@ class Refiner:
                     refiner.runner.release_memory()
             return release_free_heap()
 
+    def _refines_itself(self, image: np.ndarray, settings: Preset) -> bool:
+        """Whether these weights refine ``image`` under ``settings`` (else their partner does all of it):
+        only ``auto``'s own schedule with its guard, which plans the region pass that the partner runs,
+        and only photos of ``partner_below_side`` and more. Everything else is what the partner did
+        before it became one (weights paired for that schedule only)."""
+        return (settings.adaptive and settings.guard and settings.ratios == get_preset("auto").ratios
+                and max(image.shape[:2]) >= self.partner_below_side)
+
     def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
                          roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
                          snap: bool | None, preset: Preset | str | None, keep_stages: bool) -> RefineResult:
@@ -521,8 +530,8 @@ class Refiner:
         image = check_rgb_image(image)
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
-        if self.partner is not None and max(image.shape[:2]) < self.partner_below_side:
-            # A small photo is the partner's whole (its runner's context is entered: _inference).
+        if self.partner is not None and not self._refines_itself(image, settings):
+            # The partner's whole refinement (its runner's context is entered: _inference).
             return self.partner._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive,
                                                  guard=guard, snap=snap, preset=preset, keep_stages=keep_stages)
         mask = checked_mask(mask)

@@ -247,8 +247,9 @@ def _partner_text(partner: dict[str, Any] | None) -> str:
         return "none: these weights run every stage"
     if partner["error"]:
         return f"[red]{escape(partner['error'])}[/]"
-    below = f"photos under {partner['below_side']} px and " if partner["below_side"] else ""
-    return f"{escape(partner['path'])} ([green]sha256 matches sidecar[/]); runs {below}auto's region pass"
+    below = f", photos under {partner['below_side']} px" if partner["below_side"] else ""
+    return (f"{escape(partner['path'])} ([green]sha256 matches sidecar[/]); runs auto's region pass{below}, "
+            "fixed presets and ratios, and --no-guard")
 
 
 def _encoder_text(encoder: dict[str, Any] | None) -> str:
