@@ -65,8 +65,9 @@ def test_an_onnx_refiner_pickles_and_deep_copies_with_its_options(how: str,
                                                                   scene: tuple[np.ndarray, np.ndarray]) -> None:
     shipped_weights()
     image, coarse = scene
-    # partner_below_side=0: the shipped weights' own runner refines this small photo (not their partner's).
-    refiner = Refiner(device="cpu", threads=1, partner_below_side=0, **SMALL_TILES)
+    # partner_model=False: the shipped weights' own runner refines this photo (their partner would refine
+    # a photo this small, and any fixed preset; the pair's copy is the next test's).
+    refiner = Refiner(device="cpu", threads=1, partner_model=False, **SMALL_TILES)
     assert refiner.runner.backend == "onnx"
     expected = refiner.refine(image, coarse, preset="quality")
     assert refiner.runner._latent_store is not None  # a kept latent, which the copy must not carry
@@ -81,11 +82,27 @@ def test_an_onnx_refiner_pickles_and_deep_copies_with_its_options(how: str,
     assert {name: getattr(runner, name) for name in SMALL_TILES} == {name: getattr(original, name)
                                                                       for name in SMALL_TILES}
     assert twin.device_name == refiner.device_name
-    if refiner.partner is not None:  # the partner is copied with its own session, and its threads
-        assert twin.partner is not None and twin.partner.runner.session is not refiner.partner.runner.session
-        assert twin.partner.runner.threads == 1 and twin.partner_below_side == 0
     assert twin.refine(image, coarse, preset="quality").tobytes() == expected.tobytes()
     assert refiner.refine(image, coarse, preset="quality").tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_the_shipped_pair_copies_with_its_partner(how: str, scene: tuple[np.ndarray, np.ndarray]) -> None:
+    weights = shipped_weights()
+    if not json.loads(sidecar_path(weights).read_text()).get("partner"):
+        pytest.skip("the shipped weights have no partner")
+    image, coarse = scene
+    refiner = Refiner(device="cpu", threads=1, **SMALL_TILES)
+    assert refiner.partner is not None and refiner.partner.backend == "onnx"
+    expected = refiner.refine(image, coarse, preset="quality")  # a fixed preset: the partner's
+    assert refiner.partner.runner._latent_store is not None and refiner.runner._latent_store is None
+    twin = pickle.loads(pickle.dumps(refiner)) if how == "pickle" else copy.deepcopy(refiner)
+    assert twin.partner is not None and twin.partner.runner is not refiner.partner.runner
+    assert twin.partner.runner.session is not refiner.partner.runner.session
+    assert twin.partner.runner._latent_store is None and twin.partner.runner.threads == 1
+    assert twin.partner_below_side == refiner.partner_below_side == 1000
+    assert twin.partner_weights_info == refiner.partner_weights_info
+    assert twin.refine(image, coarse, preset="quality").tobytes() == expected.tobytes()
 
 
 def test_a_pickled_onnx_refiner_carries_no_encoder_and_no_latent(scene: tuple[np.ndarray, np.ndarray]) -> None:
