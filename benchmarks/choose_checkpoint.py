@@ -16,7 +16,9 @@ names the candidates better than the baseline on every set.
 With ``--partner`` each candidate runs as the shipped default does since session 43, as a pair: the
 partner runs ``auto``'s region pass and every stage of photos under ``--partner-below-side`` px (a
 copy of the candidate with a sidecar naming the partner is made under ``--out``; the partner's
-files are linked beside it). Without it a candidate runs alone, which the default pair is not.
+files are linked beside it; the copy has no exported encoder, so it runs on torch while the partner
+runs on its ONNX encoder: outputs differ from an all-ONNX pair by a level on a few pixels). Without
+it a candidate runs alone, which the default pair is not.
 
 Kept results are keyed by the weights' content and the set's path, not by crm's code: after a
 change to the engine or the presets, start with an empty ``--out``.
@@ -174,6 +176,8 @@ def main() -> None:
         sets.append((name, Path(folder)))
     candidates = [c for c in expand_candidates(args.candidates) if c.resolve() != args.baseline.resolve()]
     if args.partner is not None:
+        if args.partner_below_side < 0:
+            raise SystemExit(f"--partner-below-side must be >= 0, got {args.partner_below_side}")
         if not args.partner.is_file():
             raise SystemExit(f"{args.partner}: no such weights file (--partner)")
         candidates = [paired(c, args.partner, args.partner_below_side, args.out) for c in candidates]

@@ -339,3 +339,56 @@ def test_the_partners_side_comes_from_the_sidecar_unless_given(weights_pair: tup
     assert alone.partner is None and alone.partner_below_side == 0
     with pytest.raises(ValueError, match="partner_below_side"):
         Refiner(main, "cpu", backend="torch", partner_below_side=-1)
+
+
+def test_a_partner_that_cannot_load_fails_inspection_as_it_fails_the_load(weights_pair: tuple[Path, Path]) -> None:
+    """crm info said "ok" for a pair whose partner's own sidecar hash no longer matched (found in review)."""
+    from crm_cli.checkpoint import WeightsError, inspect_checkpoint, sha256_file, sidecar_path
+    from crm_cli.engine import Refiner
+
+    main, partner = weights_pair
+    side = json.loads(sidecar_path(partner).read_text())
+    side["sha256"] = "2" * 64  # the partner's own sidecar no longer vouches for it
+    sidecar_path(partner).write_text(json.dumps(side))
+    assert sha256_file(partner) == json.loads(sidecar_path(main).read_text())["partner"]["sha256"]
+    with pytest.raises(WeightsError, match="partner.json"):
+        Refiner(main, "cpu", backend="torch")
+    report = inspect_checkpoint(main)
+    assert report["partner"]["sha256_ok"] is True  # the pair's entry matches ...
+    assert "partner.json" in report["partner"]["error"] and report["error"] == report["partner"]["error"]
+
+
+def test_partner_options_follow_the_main_model(tiny_weights: Path) -> None:
+    from crm_cli.engine import Refiner
+
+    # backend="torch" was turned into "auto" for the partner of an in-memory model (found in review).
+    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", backend="torch", partner_model=tiny_weights,
+                                 threads=1, tile_size=96)
+    assert refiner.partner is not None and refiner.partner.backend == "torch"
+    assert refiner.partner.runner.tile_size == refiner.runner.tile_size == 96
+    with pytest.raises(TypeError, match="^partner_model: "):
+        Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=123)
+
+
+def test_a_ray_run_checks_the_partner_before_starting_actors(weights_pair: tuple[Path, Path]) -> None:
+    from crm_cli.checkpoint import WeightsError
+    from crm_cli.runtime import RefinerSpec
+
+    main, partner = weights_pair
+    RefinerSpec(weights=str(main)).check()
+    partner.unlink()
+    with pytest.raises(WeightsError, match="partner weights it names are missing"):
+        RefinerSpec(weights=str(main)).check()
+
+
+def test_batch_records_name_the_partners_final_stage_when_it_has_one(weights_pair: tuple[Path, Path]) -> None:
+    from crm_cli.checkpoint import sidecar_path
+    from crm_cli.cli.batch import weights_identity
+
+    main, partner = weights_pair
+    before = json.loads(weights_identity(main))
+    assert "partner_final_stage" not in before
+    side = json.loads(sidecar_path(partner).read_text())
+    side["final_stage"] = {"min_change_confidence": 0.45}
+    sidecar_path(partner).write_text(json.dumps(side))
+    assert json.loads(weights_identity(main)) == {**before, "partner_final_stage": {"min_change_confidence": 0.45}}

@@ -493,7 +493,8 @@ def checked_info(path: Path | str | WeightsSidecar) -> CheckpointInfo:
     return _info_of(_checked_spec(path, load_tensors=False, verify=True))
 
 
-def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -> dict[str, Any]:
+def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False, *,
+                       follow_partner: bool = True) -> dict[str, Any]:
     """What is known about a checkpoint, without building the model unless ``build``; never raises
     for a bad file. The checkpoint is parsed once (a .pt is one ``torch.load``; hashing reads its
     bytes separately), its sidecar read once.
@@ -501,10 +502,11 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
     these weights, ``schedule.FinalStage`` as a dict), ``onnx`` (:func:`inspect_encoder`),
-    ``partner`` (:func:`inspect_partner`) and ``error``, a one-line reason when the file is
-    not a usable crm checkpoint: a hash that does not match, an exported encoder the onnx backend
-    would take but whose hash does not match, partner weights that are missing or not the ones
-    recorded, and with ``build`` tensors that do not load strictly into their recorded architecture.
+    ``partner`` (:func:`inspect_partner`; None without ``follow_partner``) and ``error``, a one-line
+    reason when the file is not a usable crm checkpoint: a hash that does not match, an exported
+    encoder the onnx backend would take but whose hash does not match, partner weights that are
+    missing, not the ones recorded or not usable themselves, and with ``build`` tensors that do not
+    load strictly into their recorded architecture.
     """
     side = WeightsSidecar.of(path)
     path = side.weights
@@ -528,7 +530,8 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False) -
         report["config"], report["provenance"] = spec.config_dict, spec.provenance
         report["final_stage"] = asdict(_info_of(spec).final_stage)
         report["onnx"] = inspect_encoder(side)
-        report["partner"] = partner = inspect_partner(side)
+        # A partner's own partner entry is not followed: the Refiner never loads it (nor loops on it).
+        report["partner"] = partner = inspect_partner(side, build=build) if follow_partner else None
         if report["sha256_ok"] is False:
             report["error"] = _hash_mismatch(path, digest, recorded, path)  # what verify_sha256 raises
         elif report["onnx"] is not None and report["onnx"]["error"]:
@@ -570,12 +573,14 @@ def inspect_encoder(weights: Path | str | WeightsSidecar) -> dict[str, Any] | No
     return report
 
 
-def inspect_partner(weights: Path | str | WeightsSidecar) -> dict[str, Any] | None:
+def inspect_partner(weights: Path | str | WeightsSidecar, build: bool = False) -> dict[str, Any] | None:
     """The partner weights that the sidecar of ``weights`` names (:func:`partner_weights`), or None
     when it names none.
 
     Keys: ``path`` (None when the entry is malformed), ``below_side``, ``sha256_ok`` (None when the
-    file cannot be read) and ``error``, the one-line reason every load of ``weights`` would fail with.
+    file cannot be read) and ``error``, the one-line reason every load of ``weights`` would fail with:
+    the entry's, or the partner's own (:func:`inspect_checkpoint` of it, with ``build``: its sidecar's
+    hash, its exported encoder's, its tensors).
     """
     side = WeightsSidecar.of(weights)
     if (side.data or {}).get(PARTNER_KEY) is None:
@@ -588,6 +593,8 @@ def inspect_partner(weights: Path | str | WeightsSidecar) -> dict[str, Any] | No
         digest = sha256_file(entry.path)
         report["sha256_ok"] = digest == entry.sha256
         check_partner_digest(entry.path, digest, entry.sha256, side.weights)
+        own = inspect_checkpoint(entry.path, build=build, follow_partner=False)
+        report["error"] = own["error"]
     except WeightsError as exc:
         report["error"] = str(exc)
     except OSError as exc:

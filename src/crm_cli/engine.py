@@ -220,7 +220,8 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
 
 
 class Refiner:
-    """Refine any number of (image, mask) pairs with one CRM model on one device.
+    """Refine any number of (image, mask) pairs with one CRM model (and its partner, when the weights
+    name one: ``partner_model``) on one device.
 
     Example:
         >>> refiner = Refiner()  # shipped weights, best device (= Refiner.from_checkpoint())
@@ -352,10 +353,12 @@ class Refiner:
         if recorded is not None:
             partner_model = recorded.path
         if partner_model is not None and partner_model is not False:
-            self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
-                                   min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
-                                   backend=backend if not in_memory else "auto", threads=threads,
-                                   partner_model=False, **tiles)
+            try:
+                self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
+                                       min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
+                                       backend=backend, threads=threads, partner_model=False, **tiles)
+            except TypeError as exc:
+                raise TypeError(f"partner_model: {exc}") from None
             if recorded is not None:
                 assert sidecar is not None
                 check_partner_digest(recorded.path, self.partner.weights_info.sha256, recorded.sha256,
@@ -491,12 +494,12 @@ class Refiner:
                                          snap=snap, preset=preset, keep_stages=keep_stages)
 
     def _inference(self) -> ExitStack:
-        """The runners' inference contexts, the partner's included."""
-        stack = ExitStack()
-        stack.enter_context(self.runner.inference())
-        if self.partner is not None:
-            stack.enter_context(self.partner.runner.inference())
-        return stack
+        """The runners' inference contexts, the partner's included (all entered, or none)."""
+        with ExitStack() as stack:
+            stack.enter_context(self.runner.inference())
+            if self.partner is not None:
+                stack.enter_context(self.partner.runner.inference())
+            return stack.pop_all()
 
     def release_memory(self) -> bool:
         """Hand the memory that refinements freed back to the system (glibc's ``malloc_trim``); True
@@ -541,7 +544,7 @@ class Refiner:
         # torch.from_numpy (the torch runner's inputs) warns of undefined behaviour on a read-only
         # array (np.asarray of a PIL image is one); nothing writes into them, but a copy of such an
         # input keeps that warning away. The onnx backend takes them as they are (no copy).
-        if self.backend == "torch":
+        if self.backend == "torch" or (self.partner is not None and self.partner.backend == "torch"):
             if not image.flags.writeable:
                 image = image.copy()
             if not mask.flags.writeable:

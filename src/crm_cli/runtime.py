@@ -351,9 +351,13 @@ class RefinerSpec:
     def check(self) -> None:
         """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
         is read, not the tensors), so a Ray driver fails before starting any actor."""
-        from .checkpoint import default_weights_path, read_spec
+        from .checkpoint import default_weights_path, partner_weights, read_spec
 
-        read_spec(self.weights or default_weights_path())
+        weights = self.weights or default_weights_path()
+        read_spec(weights)
+        partner = partner_weights(weights)  # a missing partner, or a bad entry, fails every actor too
+        if partner is not None:
+            read_spec(partner.path)
 
     def build(self) -> Any:
         """Make the process-wide settings and load the model on this process's device (an

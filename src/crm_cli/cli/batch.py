@@ -240,6 +240,13 @@ def weights_identity(weights: Path | str | None) -> str:
         named = {"sha256": digest, "final_stage": data.get("final_stage")}
         if data.get(PARTNER_KEY) is not None:
             named[PARTNER_KEY] = data[PARTNER_KEY]
+            partner = data[PARTNER_KEY].get("file") if isinstance(data[PARTNER_KEY], dict) else None
+            try:
+                stage = (WeightsSidecar(path.with_name(partner)).data or {}).get("final_stage") if partner else None
+            except (WeightsError, OSError, ValueError):
+                stage = None  # the load reports it
+            if stage is not None:  # how the partner runs the photos it refines
+                named["partner_final_stage"] = stage
         return json.dumps(named, sort_keys=True)
     try:
         info = path.stat()
