@@ -131,7 +131,7 @@ def result_path(out: Path, weights: Path, folder: Path) -> Path:
 def paired(candidate: Path, partner: Path, below_side: int, out: Path) -> Path:
     """A copy of ``candidate`` under ``out`` whose sidecar names ``partner`` (linked beside it, with its
     sidecar and exported encoder) as its partner for photos under ``below_side`` px; returns its path."""
-    from crm_cli.checkpoint import sha256_file, sidecar_path
+    from crm_cli.checkpoint import onnx_encoder_path, sha256_file, sidecar_path
 
     folder = out / "pairs" / f"{candidate.stem}-{content_key(candidate)}-with-{partner.stem}-{content_key(partner)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,10 +143,8 @@ def paired(candidate: Path, partner: Path, below_side: int, out: Path) -> Path:
     side.update(file=weights.name, sha256=sha256_file(weights),
                 partner={"file": partner.name, "sha256": sha256_file(partner), "below_side": below_side})
     sidecar_path(weights).write_text(json.dumps(side, indent=2) + "\n")
-    partner_files = [partner, sidecar_path(partner)]
-    encoder = partner.with_name(partner.stem + ".encoder.onnx")
-    partner_files += [encoder] if encoder.exists() else []
-    for source in partner_files:
+    encoder = onnx_encoder_path(partner)  # the one the partner's sidecar names, if any
+    for source in [partner, sidecar_path(partner), *([encoder] if encoder is not None else [])]:
         link = folder / source.name
         if source.exists() and not link.exists():
             link.symlink_to(source.resolve())

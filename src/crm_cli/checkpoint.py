@@ -590,13 +590,15 @@ def inspect_partner(weights: Path | str | WeightsSidecar, build: bool = False) -
         entry = partner_weights(side)
         assert entry is not None  # the entry is there
         report["path"], report["below_side"] = str(entry.path), entry.below_side
-        digest = sha256_file(entry.path)
+        # The partner's own report hashes its file once; that digest is the one the entry names.
+        own = inspect_checkpoint(entry.path, build=build, follow_partner=False)
+        digest = own["sha256"]
+        if digest is None:  # the file could not be read
+            report["error"] = own["error"]
+            return report
         report["sha256_ok"] = digest == entry.sha256
         check_partner_digest(entry.path, digest, entry.sha256, side.weights)
-        own = inspect_checkpoint(entry.path, build=build, follow_partner=False)
         report["error"] = own["error"]
     except WeightsError as exc:
         report["error"] = str(exc)
-    except OSError as exc:
-        report["error"] = f"{report['path']}: {exc}"
     return report
