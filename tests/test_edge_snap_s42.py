@@ -18,12 +18,11 @@ from crm_cli.edge_snap import (
     SNAP_RADIUS,
     TILE,
     guided_filter,
-    near_boundary,
     snap_radius,
     snap_to_edges,
-    thin_parts,
     window_statistics,
 )
+from crm_cli.morphology import near_boundary, thin_parts
 
 
 def naive_guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float) -> np.ndarray:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .morphology import near_boundary, thin_parts
+
 SNAP_RADIUS = 2  # px: the filter's window is (2r+1)^2; pixels within r of a boundary pixel may change
 SNAP_EPS = 1e-3  # on grey in [0, 1]: edges of contrast well under sqrt(eps) ~ 0.03 are smoothed over
 SNAP_MIN_SIDE = 1000  # px, long side
@@ -53,28 +55,6 @@ def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float
     slope = covariance / (variance + np.float32(eps))
     offset = mean_values - slope * mean_guide
     return box_mean(slope, radius) * guide + box_mean(offset, radius)
-
-
-def _disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
-def thin_parts(foreground: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels of either side (foreground or background) that no disc of ``radius`` inside that side
-    covers: the parts an opening by the disc would remove."""
-    inside = foreground.astype(np.uint8)
-    disc = _disc(radius)
-    thick_inside = cv2.morphologyEx(inside, cv2.MORPH_OPEN, disc) > 0
-    thick_outside = cv2.morphologyEx(1 - inside, cv2.MORPH_OPEN, disc) > 0
-    return np.where(foreground, ~thick_inside, ~thick_outside)
-
-
-def near_boundary(foreground: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within ``radius`` px (elliptical disc) of a pixel that has a neighbour on the other side."""
-    inside = foreground.astype(np.uint8)
-    square = np.ones((3, 3), np.uint8)
-    edge = (cv2.dilate(inside, square) != cv2.erode(inside, square)).astype(np.uint8)
-    return cv2.dilate(edge, _disc(radius)) > 0
 
 
 def snap_to_edges(image: np.ndarray, probability: np.ndarray, radius: int = SNAP_RADIUS,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .morphology import disc
 from .schedule import edge_map
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
@@ -122,9 +123,8 @@ def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int,
     changed = (np.asarray(proposal).astype(bool) != side).astype(np.uint8)
     if min_radius <= 0:
         return changed.astype(bool)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * min_radius + 1, 2 * min_radius + 1))
     # OpenCV's default border: a region cut by the image's edge is as thick as it would be beyond it.
-    cores = cv2.erode(changed, disc)
+    cores = cv2.erode(changed, disc(min_radius))
     if not cores.any():
         return np.zeros(changed.shape, bool)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)

@@ -22,9 +22,9 @@ def boundary_band(gt: np.ndarray, radius: int) -> np.ndarray:
     """Pixels where the morphological gradient of the binary GT (elliptical kernel) is non-zero."""
     import cv2
 
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    gt8 = gt.astype(np.uint8)
-    return cv2.morphologyEx(gt8, cv2.MORPH_GRADIENT, kernel) > 0
+    from .morphology import disc
+
+    return cv2.morphologyEx(gt.astype(np.uint8), cv2.MORPH_GRADIENT, disc(radius)) > 0
 
 
 def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
