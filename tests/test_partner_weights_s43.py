@@ -118,8 +118,9 @@ def test_every_refinement_but_autos_own_is_the_partners(settings: dict, monkeypa
     partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu").refine_detailed(image, coarse, **settings)
     result = refiner.refine_detailed(image, coarse, **settings)
     assert main_ratios == [] and np.array_equal(result.probability, partner_alone.probability)
+    assert result.by_partner and not partner_alone.by_partner
     # auto with only its snap or its tiling switched is still auto: the weights refine.
-    refiner.refine_detailed(image, coarse, snap=False, roi=False)
+    assert not refiner.refine_detailed(image, coarse, snap=False, roi=False).by_partner
     assert main_ratios
 
 
@@ -314,6 +315,7 @@ def test_photos_under_the_partners_side_are_refined_wholly_by_the_partner(monkey
         expected = (partner_alone if by_partner else main_alone).refine_detailed(image, coarse)
         assert np.array_equal(result.probability, expected.probability), (height, width)
         assert result.schedule == expected.schedule
+        assert result.by_partner is by_partner and not expected.by_partner
         # The main model runs no stage of a small photo; of a larger one it runs all but a region pass.
         assert (main_ratios == []) == by_partner and (partner_ratios != []) == by_partner
     # The two models differ on a small photo, so the first check above tells them apart.
@@ -392,3 +394,44 @@ def test_batch_records_name_the_partners_final_stage_when_it_has_one(weights_pai
     side["final_stage"] = {"min_change_confidence": 0.45}
     sidecar_path(partner).write_text(json.dumps(side))
     assert json.loads(weights_identity(main)) == {**before, "partner_final_stage": {"min_change_confidence": 0.45}}
+
+
+def test_json_records_say_which_weights_refined_each_image(weights_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """Photos under the sidecar's below_side (200) are the partner's: refine, batch, time and eval say so,
+    and eval names both backends."""
+    from typer.testing import CliRunner
+
+    from crm_cli.cli import app
+
+    main, _ = weights_pair
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, (height, width) in {"small": (150, 190), "large": (240, 256)}.items():
+        image, gt = synthetic_scene(height, width, seed=height)
+        cv2.imwrite(str(folder / f"{name}_im.png"), image[..., ::-1])
+        cv2.imwrite(str(folder / f"{name}_gt.png"), gt)
+        cv2.imwrite(str(folder / f"{name}_seg.png"), coarse_of(gt))
+    common = ["-w", str(main), "--backend", "torch", "-d", "cpu", "--json"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(folder), *common, "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["by_partner"] == 1
+    assert {image["name"]: image["by_partner"] for image in summary["images"]} == {"small": True, "large": False}
+    assert summary["backend"] == summary["partner_backend"] == "torch"
+    for name, by_partner in (("small", True), ("large", False)):
+        out = tmp_path / f"{name}_out.png"
+        result = runner.invoke(app, ["refine", str(folder / f"{name}_im.png"), str(folder / f"{name}_seg.png"),
+                                     "-o", str(out), *common])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["by_partner"] is by_partner and out.is_file()
+        result = runner.invoke(app, ["time", str(folder / f"{name}_im.png"), str(folder / f"{name}_seg.png"),
+                                     "--repeat", "1", *common])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["by_partner"] is by_partner and report["partner_backend"] == "torch"
+    # Without a partner nothing is the partner's, and no partner backend is named.
+    result = runner.invoke(app, ["eval", str(folder), "-w", str(weights_pair[1]), "--backend", "torch", "-d", "cpu",
+                                 "--json", "-q"])
+    summary = json.loads(result.stdout)
+    assert summary["by_partner"] == 0 and "partner_backend" not in summary

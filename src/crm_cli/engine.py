@@ -110,6 +110,9 @@ class RefineResult:
     change_weight: float = 1.0  # the share of the refinement taken by the gate (guard.change_weight)
     mirrored: bool = False  # the last stage was averaged with its run on the mirrored image
     snap_px: int = 0  # the edge snap's radius (edge_snap.py); 0 when it did not run
+    # The weights' partner refined the whole image (Refiner's partner_below_side and settings rule);
+    # False when these weights did, even where the partner ran their region pass.
+    by_partner: bool = False
 
     @property
     def schedule(self) -> str:
@@ -535,8 +538,10 @@ class Refiner:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
         if self.partner is not None and not self._refines_itself(image, settings):
             # The partner's whole refinement (its runner's context is entered: _inference).
-            return self.partner._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive,
-                                                 guard=guard, snap=snap, preset=preset, keep_stages=keep_stages)
+            delegated = self.partner._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive,
+                                                      guard=guard, snap=snap, preset=preset, keep_stages=keep_stages)
+            delegated.by_partner = True
+            return delegated
         mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
         # C order: both runners write decoded pixels through a flat view of the mask's resized copy.

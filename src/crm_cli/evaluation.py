@@ -185,6 +185,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "kept_coarse": detail is not None and detail.kept_coarse,
                               "change_confidence": None if detail is None else detail.change_confidence,
                               "snap_px": 0 if detail is None else detail.snap_px,
+                              "by_partner": detail is not None and detail.by_partner,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
         for ratio, stage_score in zip(() if detail is None else detail.ratios, stage_scores,
@@ -233,6 +234,7 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     return {
         "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
         "regions": list(result.regions), "schedule": result.schedule, "snap_px": result.snap_px,
+        "by_partner": result.by_partner,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -242,7 +244,18 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
 
 
 def backend_versions(refiner: Any) -> dict[str, Any]:
-    """The backend a Refiner runs on, its library's version and its CPU threads (None: the default)."""
+    """The backend a Refiner runs on, its library's version and its CPU threads (None: the default);
+    for weights with a partner also ``partner_backend``, the partner's."""
+    versions = _runner_versions(refiner)
+    if refiner.partner is not None:
+        partner = _runner_versions(refiner.partner)
+        versions["partner_backend"] = partner.pop("backend")
+        versions.update({key: value for key, value in partner.items() if key not in versions})
+    return versions
+
+
+def _runner_versions(refiner: Any) -> dict[str, Any]:
+    """``backend_versions`` of one Refiner, its partner left out."""
     if refiner.backend == "onnx":
         import onnxruntime
 

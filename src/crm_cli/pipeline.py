@@ -54,12 +54,13 @@ class StageRun:
     kept_coarse: bool = False  # the model was unsure of its changes, so the coarse mask was kept
     change_weight: float = 1.0  # the share of the refinement taken (engine.RefineResult.change_weight)
     snap_px: int = 0  # the edge snap's radius (engine.RefineResult.snap_px), 0 when it did not run
+    by_partner: bool = False  # the weights' partner refined it (engine.RefineResult.by_partner)
 
     @classmethod
     def of(cls, result: RefineResult) -> StageRun:
         """The run recorded in an ``engine.RefineResult``."""
         return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse,
-                   result.change_weight, result.snap_px)
+                   result.change_weight, result.snap_px, result.by_partner)
 
 
 @dataclass

@@ -352,8 +352,10 @@ def schedule_fields(result: Any) -> dict[str, Any]:
         fields["label_ratios"] = [list(run.ratios) for run in result.runs]
         fields["label_change_confidence"] = [run.change_confidence for run in result.runs]
         fields["label_snap_px"] = [run.snap_px for run in result.runs]
+        fields["label_by_partner"] = [run.by_partner for run in result.runs]
     else:
         fields["ratios"] = list(result.runs[0].ratios)
         fields["change_confidence"] = result.runs[0].change_confidence
         fields["snap_px"] = result.runs[0].snap_px
+        fields["by_partner"] = result.runs[0].by_partner
     return fields

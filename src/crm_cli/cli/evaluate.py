@@ -62,8 +62,8 @@ def evaluate(
     A bad pair is reported and left out of the scores, and the rest go on; the exit code is 1 if any failed."""
     from rich.progress import Progress
 
+    from ..evaluation import backend_versions, folder_samples
     from ..evaluation import evaluate as score_samples
-    from ..evaluation import folder_samples
     from ..pairing import (
         LAYOUT_BIG,
         LAYOUT_FOLDERS,
@@ -180,6 +180,9 @@ def evaluate(
         "threshold": threshold,
         "schedules": dict(schedules.most_common()),
         "kept_coarse": sum(image["kept_coarse"] for image in per_image),
+        # Images the weights' partner refined whole (photos under its side, other presets): 0 without one.
+        "by_partner": sum(image["by_partner"] for image in per_image),
+        **backend_versions(refiner),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
@@ -201,8 +204,9 @@ def evaluate(
         f"{percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
         f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})"
     )
+    partner_note = f"; refined by the partner weights x{summary['by_partner']}" if refiner.partner is not None else ""
     console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common())
-                  + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}", highlight=False)
+                  + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}{partner_note}", highlight=False)
     if per_stage:
         for stage in summary["stages"]:
             images = "" if stage["n"] == scored else f" ({stage['n']} images)"

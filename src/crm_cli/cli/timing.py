@@ -121,6 +121,11 @@ def timing(
         if is_cuda:
             memory += f", peak GPU {report['peak_gpu_mb']:.0f} MiB"
         console.print(memory, highlight=False)
+        if report["by_partner"]:
+            partner_path = refiner.partner_weights_info.path
+            named = f" ({Path(partner_path).name})" if partner_path else ""
+            console.print(f"refined by the weights' partner{named}: the photo is under its side, or the "
+                          "settings are not auto's own", highlight=False)
     if json_out:
         emit_json(report)
 
