@@ -16,9 +16,11 @@ names the candidates better than the baseline on every set.
 With ``--partner`` each candidate runs as the shipped default does since session 43, as a pair: the
 partner runs ``auto``'s region pass and every stage of photos under ``--partner-below-side`` px (a
 copy of the candidate with a sidecar naming the partner is made under ``--out``; the partner's
-files are linked beside it; the copy has no exported encoder, so it runs on torch while the partner
-runs on its ONNX encoder: outputs differ from an all-ONNX pair by a level on a few pixels). Without
-it a candidate runs alone, which the default pair is not.
+files are linked beside it). The copy has no exported encoder, so it runs on torch while the partner
+runs on its ONNX encoder (outputs differ from an all-ONNX pair by a level on a few pixels); with
+``--onnx`` the copy's encoder is exported beside it (torch and the ``onnx`` package), so the pair runs
+as the shipped one does, on this 2-core CPU about 2.5 times faster. Without ``--partner`` a candidate
+runs alone, which the default pair is not.
 
 Kept results are keyed by the weights' content and the set's path, not by crm's code: after a
 change to the engine or the presets, start with an empty ``--out``.
@@ -117,20 +119,24 @@ def content_key(weights: Path) -> str:
 
 def result_path(out: Path, weights: Path, folder: Path) -> Path:
     """Where one eval's JSON is kept: by the weights' content (and their partner's, when their sidecar
-    names one) and the set folder's absolute path."""
-    from crm_cli.checkpoint import partner_weights
+    names one; and "-onnx" when it records an exported encoder, which moves a few pixels by a level)
+    and the set folder's absolute path."""
+    from crm_cli.checkpoint import onnx_encoder_path, partner_weights
 
     weights_key = content_key(weights)
     partner = partner_weights(weights)
     if partner is not None:
         weights_key += f"-partner-{partner.sha256[:12]}-{partner.below_side}"
+    if onnx_encoder_path(weights) is not None:
+        weights_key += "-onnx"
     folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
     return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
 
 
-def paired(candidate: Path, partner: Path, below_side: int, out: Path) -> Path:
+def paired(candidate: Path, partner: Path, below_side: int, out: Path, encode: bool = False) -> Path:
     """A copy of ``candidate`` under ``out`` whose sidecar names ``partner`` (linked beside it, with its
-    sidecar and exported encoder) as its partner for photos under ``below_side`` px; returns its path."""
+    sidecar and exported encoder) as its partner for photos under ``below_side`` px; returns its path.
+    With ``encode`` the copy's encoder is exported beside it and recorded in its sidecar."""
     from crm_cli.checkpoint import onnx_encoder_path, sha256_file, sidecar_path
 
     folder = out / "pairs" / f"{candidate.stem}-{content_key(candidate)}-with-{partner.stem}-{content_key(partner)}"
@@ -138,11 +144,20 @@ def paired(candidate: Path, partner: Path, below_side: int, out: Path) -> Path:
     weights = folder / candidate.name
     if not weights.exists():
         shutil.copyfile(candidate, weights)
+    made = json.loads(sidecar_path(weights).read_text()) if sidecar_path(weights).exists() else {}
     side = json.loads(sidecar_path(candidate).read_text()) if sidecar_path(candidate).exists() else {}
-    side.pop("onnx", None)  # the copy has no exported encoder beside it: it runs on torch
+    side.pop("onnx", None)  # the candidate's own encoder is not beside the copy: it runs on torch ...
     side.update(file=weights.name, sha256=sha256_file(weights),
                 partner={"file": partner.name, "sha256": sha256_file(partner), "below_side": below_side})
+    exported = made.get("onnx")
+    if encode and isinstance(exported, dict) and exported.get("weights_sha256") == side["sha256"] \
+            and (folder / str(exported.get("file"))).is_file():
+        side["onnx"] = exported  # ... unless an earlier call exported the copy's (the load checks its sha256)
     sidecar_path(weights).write_text(json.dumps(side, indent=2) + "\n")
+    if encode and "onnx" not in side:
+        from crm_cli.onnx_export import export_encoder
+
+        export_encoder(weights)  # recorded under "onnx" in the sidecar just written, the partner kept
     encoder = onnx_encoder_path(partner)  # the one the partner's sidecar names, if any
     for source in [partner, sidecar_path(partner), *([encoder] if encoder is not None else [])]:
         link = folder / source.name
@@ -162,6 +177,8 @@ def main() -> None:
                         help="run each candidate paired with these weights (their region pass, small photos)")
     parser.add_argument("--partner-below-side", type=int, default=1000,
                         help="with --partner: photos shorter than this (px, longer side) are the partner's")
+    parser.add_argument("--onnx", action="store_true",
+                        help="with --partner: export each paired copy's encoder, so it runs as the shipped pair does")
     own, extra = split_forwarded(sys.argv[1:])  # after --: extra `crm eval` options, e.g. --device cpu
     args = parser.parse_args(own)
     if not args.baseline.is_file():
@@ -178,7 +195,10 @@ def main() -> None:
             raise SystemExit(f"--partner-below-side must be >= 0, got {args.partner_below_side}")
         if not args.partner.is_file():
             raise SystemExit(f"{args.partner}: no such weights file (--partner)")
-        candidates = [paired(c, args.partner, args.partner_below_side, args.out) for c in candidates]
+        candidates = [paired(c, args.partner, args.partner_below_side, args.out, encode=args.onnx)
+                      for c in candidates]
+    elif args.onnx:
+        raise SystemExit("--onnx exports the encoder of a paired copy: it needs --partner")
     everyone = [args.baseline, *candidates]
     scores = {(w, name): score_of(cached_eval(folder, ["-w", str(w), *extra], result_path(args.out, w, folder)))
               for name, folder in sets for w in everyone}

@@ -107,3 +107,31 @@ def test_a_candidate_paired_with_a_partner_runs_as_the_default_pair_does(tiny_we
     folder = tmp_path / "set"
     assert choose.result_path(out, pair, folder) != choose.result_path(out, candidate, folder)
     assert choose.paired(candidate, tiny_weights, 200, out) == pair  # made again in place
+
+
+def test_onnx_exports_the_paired_copys_encoder_once(tiny_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from conftest import make_tiny_model
+
+    from crm_cli.checkpoint import onnx_encoder_path, partner_weights, save_weights
+    from crm_cli.config import Provenance
+    from crm_cli.engine import Refiner
+
+    candidate = tmp_path / "run" / "model_step000100.safetensors"
+    candidate.parent.mkdir()
+    save_weights(make_tiny_model(5), candidate, Provenance(notes="candidate"))
+    out = tmp_path / "out"
+    pair = choose.paired(candidate, tiny_weights, 200, out, encode=True)
+    encoder = onnx_encoder_path(pair)
+    assert encoder is not None and encoder.parent == pair.parent and encoder.is_file()
+    assert partner_weights(pair) is not None  # the export kept the partner entry
+    refiner = Refiner(pair, "cpu")  # the tiny partner has no encoder of its own: it runs on torch
+    assert refiner.backend == "onnx" and refiner.partner_weights_info is not None
+    exported = encoder.stat().st_mtime_ns
+    assert choose.paired(candidate, tiny_weights, 200, out, encode=True) == pair
+    assert encoder.stat().st_mtime_ns == exported  # kept, not exported again
+    # The kept results of the exported pair are not those of the pair run on torch.
+    folder = tmp_path / "set"
+    on_onnx = choose.result_path(out, pair, folder)
+    choose.paired(candidate, tiny_weights, 200, out)
+    assert onnx_encoder_path(pair) is None and choose.result_path(out, pair, folder) != on_onnx
