@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
+from crm_cli.engine import RefineResult
 from crm_cli.outputs import render_output
 from crm_cli.pipeline import refine_files
 from crm_cli.presets import PRESETS
@@ -76,9 +76,8 @@ def write_mask(path: Path) -> Path:
 class CoarseRefiner:
     """Returns the coarse mask as the refinement (the model is not what these tests are about)."""
 
-    def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> SimpleNamespace:
-        return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_weight=1.0,
-                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
+    def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> RefineResult:
+        return RefineResult(probability=coarse.astype(np.float32), ratios=(1.0,))
 
 
 def test_a_16bit_cutout_alpha_is_the_probability_on_the_16bit_scale() -> None:

@@ -12,7 +12,6 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -23,6 +22,7 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.cli.checks import passthrough_pair
+from crm_cli.engine import RefineResult
 from crm_cli.imageio import ImageReadError, probe_image, read_image, read_mask
 from crm_cli.masks import MaskData, scale_note
 from crm_cli.pipeline import choose_mode, fit_mask_to_image, read_pair, refine_files
@@ -256,10 +256,9 @@ class FlatRefiner:
     """A stand-in for the engine: returns the coarse mask thresholded at 0.5, as the engine does
     with an empty foreground."""
 
-    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, preset: object = None) -> SimpleNamespace:
+    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, preset: object = None) -> RefineResult:
         probability = (np.asarray(mask, np.float32) > 0.5).astype(np.float32)
-        return SimpleNamespace(probability=probability, kept_coarse=False, change_weight=1.0, change_confidence=None,
-                               guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
+        return RefineResult(probability=probability, ratios=(1.0,))
 
 
 def test_faint_mask_gets_a_note(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ photo of more than 8 bits per channel, written in 8 bits, says so."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
+from crm_cli.engine import RefineResult
 from crm_cli.imageio import read_image_noted, read_photo
 from crm_cli.pipeline import read_pair, read_photo_pair, refine_files
 from crm_cli.presets import PRESETS
@@ -181,10 +181,9 @@ class SeeingRefiner:
     def __init__(self) -> None:
         self.images: list[np.ndarray] = []
 
-    def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> SimpleNamespace:
+    def refine_detailed(self, image: np.ndarray, coarse: np.ndarray, preset: object = None) -> RefineResult:
         self.images.append(image.copy())
-        return SimpleNamespace(probability=coarse.astype(np.float32), kept_coarse=False, change_weight=1.0,
-                               change_confidence=None, guard_restored=0, ratios=(1.0,), schedule="1", snap_px=0)
+        return RefineResult(probability=coarse.astype(np.float32), ratios=(1.0,))
 
 
 def test_refine_files_gives_the_model_the_photo_on_the_fixed_scale(tmp_path: Path) -> None:
