@@ -225,11 +225,12 @@ def weights_identity(weights: Path | str | None) -> str:
     such weights fails. These texts are what earlier runs recorded, so each must stay as it is: any
     change would have every output made before refined again as made with other settings.
     """
-    from ..checkpoint import PARTNER_KEY, WeightsError, WeightsSidecar, default_weights_path
+    from ..checkpoint import PARTNER_KEY, WeightsError, WeightsSidecar, default_weights_path, partner_weights
 
     path = Path(weights) if weights else default_weights_path()
     try:
-        data = WeightsSidecar(path).data or {}
+        side = WeightsSidecar(path)
+        data = side.data or {}
     except (WeightsError, OSError, ValueError):
         data = {}  # the load reports it
     digest = data.get("sha256")
@@ -240,9 +241,9 @@ def weights_identity(weights: Path | str | None) -> str:
         named = {"sha256": digest, "final_stage": data.get("final_stage")}
         if data.get(PARTNER_KEY) is not None:
             named[PARTNER_KEY] = data[PARTNER_KEY]
-            partner = data[PARTNER_KEY].get("file") if isinstance(data[PARTNER_KEY], dict) else None
-            try:
-                stage = (WeightsSidecar(path.with_name(partner)).data or {}).get("final_stage") if partner else None
+            try:  # the entry as the load reads it (a malformed one or a missing file fails the load)
+                entry = partner_weights(side)
+                stage = (WeightsSidecar(entry.path).data or {}).get("final_stage") if entry else None
             except (WeightsError, OSError, ValueError):
                 stage = None  # the load reports it
             if stage is not None:  # how the partner runs the photos it refines
