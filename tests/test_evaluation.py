@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -163,3 +164,25 @@ def test_eval_names_the_pair_of_a_photo_without_its_coarse_mask_in_json(tiny_wei
     assert (summary["n"], summary["failed"]) == (1, 1)
     assert summary["failures"] == [{"name": "b", "image": str(data / "b_im.jpg"),
                                     "error": f"{data / 'b_im.jpg'}: no matching b_seg.* mask"}]
+
+
+def test_backend_versions_name_the_partners_threads_only_where_they_differ() -> None:
+    """A partner on another backend with another thread count: both are reported, the main weights'
+    keys are not overwritten; a partner like its weights adds only ``partner_backend``."""
+    import onnxruntime
+    import torch
+
+    from crm_cli.evaluation import backend_versions
+
+    def fake(backend: str, threads: int | None = None, partner: object = None) -> SimpleNamespace:
+        return SimpleNamespace(backend=backend, runner=SimpleNamespace(threads=threads), partner=partner)
+
+    torch_threads = torch.get_num_threads()
+    mixed = backend_versions(fake("onnx", torch_threads + 3, fake("torch")))
+    assert mixed == {"backend": "onnx", "onnxruntime": onnxruntime.__version__, "threads": torch_threads + 3,
+                     "partner_backend": "torch", "partner_threads": torch_threads, "torch": torch.__version__}
+    alike = backend_versions(fake("onnx", 2, fake("onnx", 2)))
+    assert alike == {"backend": "onnx", "onnxruntime": onnxruntime.__version__, "threads": 2,
+                     "partner_backend": "onnx"}
+    assert backend_versions(fake("onnx", None)) == {"backend": "onnx", "onnxruntime": onnxruntime.__version__,
+                                                    "threads": None}

@@ -245,11 +245,15 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
 
 def backend_versions(refiner: Any) -> dict[str, Any]:
     """The backend a Refiner runs on, its library's version and its CPU threads (None: the default);
-    for weights with a partner also ``partner_backend``, the partner's."""
+    for weights with a partner also ``partner_backend``, the partner's, with its library's version
+    when that is another library and ``partner_threads`` when its thread count differs."""
     versions = _runner_versions(refiner)
     if refiner.partner is not None:
         partner = _runner_versions(refiner.partner)
         versions["partner_backend"] = partner.pop("backend")
+        partner_threads = partner.pop("threads")
+        if partner_threads != versions["threads"]:
+            versions["partner_threads"] = partner_threads
         versions.update({key: value for key, value in partner.items() if key not in versions})
     return versions
 
