@@ -139,7 +139,10 @@ def paired(candidate: Path, partner: Path, below_side: int, out: Path, encode: b
     With ``encode`` the copy's encoder is exported beside it and recorded in its sidecar."""
     from crm_cli.checkpoint import onnx_encoder_path, sha256_file, sidecar_path
 
-    folder = out / "pairs" / f"{candidate.stem}-{content_key(candidate)}-with-{partner.stem}-{content_key(partner)}"
+    # Each file is hashed once: the copy's folder is named by the candidate's content, so a copy
+    # found there holds the same bytes.
+    candidate_sha256, partner_sha256 = sha256_file(candidate), sha256_file(partner)
+    folder = out / "pairs" / f"{candidate.stem}-{candidate_sha256[:12]}-with-{partner.stem}-{partner_sha256[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / candidate.name
     if not weights.exists():
@@ -147,8 +150,8 @@ def paired(candidate: Path, partner: Path, below_side: int, out: Path, encode: b
     made = json.loads(sidecar_path(weights).read_text()) if sidecar_path(weights).exists() else {}
     side = json.loads(sidecar_path(candidate).read_text()) if sidecar_path(candidate).exists() else {}
     side.pop("onnx", None)  # the candidate's own encoder is not beside the copy: it runs on torch ...
-    side.update(file=weights.name, sha256=sha256_file(weights),
-                partner={"file": partner.name, "sha256": sha256_file(partner), "below_side": below_side})
+    side.update(file=weights.name, sha256=candidate_sha256,
+                partner={"file": partner.name, "sha256": partner_sha256, "below_side": below_side})
     exported = made.get("onnx")
     if encode and isinstance(exported, dict) and exported.get("weights_sha256") == side["sha256"] \
             and (folder / str(exported.get("file"))).is_file():
