@@ -27,6 +27,7 @@ from crm_cli.engine import Refiner
 from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
 from crm_cli.masks import binarize
 from crm_cli.pairing import scan_pairs
+from crm_cli.stage_geometry import StageTiming
 
 
 class TruthAtFullSize:
@@ -49,17 +50,18 @@ class TruthAtFullSize:
         return self.runner.stage_mask(np.ascontiguousarray(self.truth))
 
     def _stage(self, image: np.ndarray, mask: Any, ratio: float, target_hw: tuple[int, int],
-               **options: Any) -> tuple[Any, Any]:
-        probability, timing = self.runner._stage(image, mask, ratio, target_hw, **options)
+               **options: Any) -> tuple[Any, StageTiming]:
         answer = self._answer(image, target_hw)
-        return (probability, timing) if answer is None else (answer, timing)
+        if answer is None:
+            return self.runner._stage(image, mask, ratio, target_hw, **options)
+        return answer, StageTiming(ratio, 0.0, 0.0)  # the model is not run: nothing of it is used
 
     def _mirrored_stage(self, image: np.ndarray, mask: Any, ratio: float, target_hw: tuple[int, int],
-                        **options: Any) -> tuple[Any, Any]:
+                        **options: Any) -> tuple[Any, StageTiming]:
         answer = self._answer(image, target_hw)
         if answer is None:
             return self.runner._mirrored_stage(image, mask, ratio, target_hw, **options)
-        return answer, self.runner._stage(image, mask, ratio, target_hw, **options)[1]
+        return answer, StageTiming(ratio, 0.0, 0.0)
 
 
 def with_truth(samples: Iterable[Sample], runners: list[TruthAtFullSize]) -> Iterator[Sample]:
