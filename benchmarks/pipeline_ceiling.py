@@ -7,7 +7,7 @@ perfect final stage would reach through everything around it: when it is far abo
 model, not the pipeline, is what holds a set back. The region pass keeps the model's own stages
 (it decodes at its working size), so its mistakes still count.
 
-    python benchmarks/pipeline_ceiling.py thin=DIR/thin carvana-dev=DIR/carvana-dev [--weights W]
+    python benchmarks/pipeline_ceiling.py thin=DIR/thin carvana-dev=DIR/carvana-dev [--weights W] [--no-snap]
 
 A set is ``NAME=FOLDER`` in BIG layout (``*_im``, ``*_seg``, ``*_gt``). Prints one row per set:
 coarse, ceiling, and how many images the gate kept coarse even so.
@@ -27,6 +27,7 @@ from crm_cli.engine import Refiner
 from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
 from crm_cli.masks import binarize
 from crm_cli.pairing import scan_pairs
+from crm_cli.presets import get_preset
 from crm_cli.stage_geometry import StageTiming
 
 
@@ -83,10 +84,12 @@ def truth_refiner(weights: Path | None) -> tuple[Refiner, list[TruthAtFullSize]]
     return refiner, runners
 
 
-def ceiling(refiner: Refiner, runners: list[TruthAtFullSize], folder: Path) -> Evaluation:
-    """The set in ``folder`` evaluated with the truth as its final stage."""
+def ceiling(refiner: Refiner, runners: list[TruthAtFullSize], folder: Path, snap: bool = True) -> Evaluation:
+    """The set in ``folder`` evaluated with the truth as its final stage (``snap``: the edge snap on,
+    as shipped; off, ``auto`` otherwise unchanged, so the same weights refine each photo)."""
     pairs = [pair for pair in scan_pairs(folder).pairs if pair.gt is not None]
-    return evaluate(refiner, with_truth(folder_samples(pairs), runners))
+    preset = None if snap else get_preset("auto").overridden(None, snap=False)
+    return evaluate(refiner, with_truth(folder_samples(pairs), runners), preset=preset)
 
 
 @one_line_errors
@@ -95,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", metavar="NAME=FOLDER")
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
+    parser.add_argument("--no-snap", action="store_true", help="the edge snap off (crm eval --no-snap)")
     args = parser.parse_args()
     sets = []
     for item in args.sets:
@@ -105,7 +109,7 @@ def main() -> None:
     refiner, runners = truth_refiner(args.weights)
     print(f"{'set':<16} {'n':>4} {'coarse IoU/mBA':>16} {'ceiling IoU/mBA':>16} {'kept coarse':>12}")
     for name, folder in sets:
-        result = ceiling(refiner, runners, folder)
+        result = ceiling(refiner, runners, folder, snap=not args.no_snap)
         kept = sum(image["kept_coarse"] for image in result.images)
         print(f"{name:<16} {result.count:>4} {100 * result.coarse.iou:>7.2f} / {100 * (result.coarse.mba or 0):5.2f}"
               f" {100 * result.refined.iou:>7.2f} / {100 * (result.refined.mba or 0):5.2f} {kept:>12}", flush=True)

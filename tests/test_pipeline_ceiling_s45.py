@@ -60,3 +60,25 @@ def test_main_prints_one_row_per_set(tiny_weights: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr(sys, "argv", ["pipeline_ceiling.py", f"tiny={tmp_path / 'missing'}"])
     with pytest.raises(SystemExit, match="NAME=FOLDER"):
         ceiling_script.main()
+
+
+def test_no_snap_turns_off_only_the_snap(tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--no-snap`` evaluates with auto's own settings but the snap; without it the shipped preset."""
+    folder = write_triples(tmp_path / "set", [(150, 190)])
+    refiner, runners = ceiling_script.truth_refiner(tiny_weights)
+    presets = []
+    original = ceiling_script.evaluate
+
+    def spy(*args: object, preset: object = None, **kwargs: object) -> object:
+        presets.append(preset)
+        return original(*args, preset=preset, **kwargs)
+
+    monkeypatch.setattr(ceiling_script, "evaluate", spy)
+    ceiling_script.ceiling(refiner, runners, folder)
+    ceiling_script.ceiling(refiner, runners, folder, snap=False)
+    from crm_cli.presets import get_preset
+
+    auto = get_preset("auto")
+    assert presets[0] is None
+    assert presets[1].snap is False and presets[1].ratios == auto.ratios
+    assert presets[1].guard == auto.guard and presets[1].adaptive == auto.adaptive
