@@ -44,6 +44,7 @@ from pathlib import Path
 
 from eval_cache import cached_eval
 from forward_args import split_forwarded
+from named_sets import named_folders
 
 from crm_cli.checkpoint import DEFAULT_WEIGHTS_NAME
 
@@ -112,9 +113,14 @@ def label_of(weights: Path) -> str:
 
 
 @functools.cache
+def file_sha256(weights: Path) -> str:
+    """A weights file's sha256 (read once per file and process)."""
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 def content_key(weights: Path) -> str:
-    """The first 12 hex digits of a weights file's sha256 (read once per file)."""
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    """The first 12 hex digits of a weights file's sha256."""
+    return file_sha256(weights)[:12]
 
 
 def result_path(out: Path, weights: Path, folder: Path) -> Path:
@@ -137,11 +143,10 @@ def paired(candidate: Path, partner: Path, below_side: int, out: Path, encode: b
     """A copy of ``candidate`` under ``out`` whose sidecar names ``partner`` (linked beside it, with its
     sidecar and exported encoder) as its partner for photos under ``below_side`` px; returns its path.
     With ``encode`` the copy's encoder is exported beside it and recorded in its sidecar."""
-    from crm_cli.checkpoint import onnx_encoder_path, sha256_file, sidecar_path
+    from crm_cli.checkpoint import onnx_encoder_path, sidecar_path
 
-    # Each file is hashed once: the copy's folder is named by the candidate's content, so a copy
-    # found there holds the same bytes.
-    candidate_sha256, partner_sha256 = sha256_file(candidate), sha256_file(partner)
+    # The copy's folder is named by the candidate's content, so a copy found there holds its bytes.
+    candidate_sha256, partner_sha256 = file_sha256(candidate), file_sha256(partner)
     folder = out / "pairs" / f"{candidate.stem}-{candidate_sha256[:12]}-with-{partner.stem}-{partner_sha256[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / candidate.name
@@ -186,12 +191,7 @@ def main() -> None:
     args = parser.parse_args(own)
     if not args.baseline.is_file():
         raise SystemExit(f"{args.baseline}: no such weights file (--baseline)")
-    sets = []
-    for item in args.sets:
-        name, sep, folder = item.partition("=")
-        if not sep or not Path(folder).is_dir():
-            raise SystemExit(f"--set wants NAME=FOLDER with an existing folder, got {item!r}")
-        sets.append((name, Path(folder)))
+    sets = named_folders(args.sets, "--set")
     candidates = [c for c in expand_candidates(args.candidates) if c.resolve() != args.baseline.resolve()]
     if args.partner is not None:
         if args.partner_below_side < 0:

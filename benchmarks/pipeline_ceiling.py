@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from named_sets import named_folders
 from script_errors import one_line_errors
 
 from crm_cli.engine import Refiner
@@ -100,12 +101,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
     parser.add_argument("--no-snap", action="store_true", help="the edge snap off (crm eval --no-snap)")
     args = parser.parse_args()
-    sets = []
-    for item in args.sets:
-        name, sep, folder = item.partition("=")
-        if not sep or not Path(folder).is_dir():
-            raise SystemExit(f"a set is NAME=FOLDER with an existing folder, got {item!r}")
-        sets.append((name, Path(folder)))
+    sets = named_folders(args.sets, "a set")
     refiner, runners = truth_refiner(args.weights)
     print(f"{'set':<16} {'n':>4} {'coarse IoU/mBA':>16} {'ceiling IoU/mBA':>16} {'kept coarse':>12}")
     for name, folder in sets:
