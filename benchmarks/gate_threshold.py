@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from named_sets import named_folders
 from script_errors import one_line_errors
 
 from crm_cli.engine import Refiner
@@ -131,11 +132,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
+    sets = named_folders(args.sets, "a set")
     refiner = Refiner(args.weights, device=args.device)
-    for spec in args.sets:
-        name, _, folder = spec.partition("=")
+    for name, folder in sets:
         print(f"\n{name} ({folder})\n\n| threshold | IoU / mBA | kept | images −1 pt IoU / mBA |\n|---|---|---|---|")
-        print("\n".join(sweep(refiner, Path(folder), thresholds)), flush=True)
+        print("\n".join(sweep(refiner, folder, thresholds)), flush=True)
 
 
 if __name__ == "__main__":

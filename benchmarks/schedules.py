@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from eval_cache import cached_eval
+from named_sets import named_folders
 
 DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
 
@@ -56,12 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     extra = (["--weights", args.weights] if args.weights else []) + (
         ["--threads", str(args.threads)] if args.threads else [])
-    for item in args.sets:
-        name, _, folder = item.partition("=")
+    for name, folder in named_folders(args.sets, "a set"):
         results = {}
         for preset in args.presets.split(","):
             result_path = args.out / name / f"{preset}.json"
-            results[preset] = cached_eval(Path(folder), ["--preset", preset, *extra], result_path)
+            results[preset] = cached_eval(folder, ["--preset", preset, *extra], result_path)
             print(f"{name} {preset}: done", file=sys.stderr, flush=True)
         print(table(name, results), "\n", flush=True)
 

@@ -92,6 +92,21 @@ def test_what_is_missing_is_one_line(monkeypatch: pytest.MonkeyPatch, folders: d
         run_main(monkeypatch, SCRIPTS[script], *command_line(template, folders))
 
 
+@pytest.mark.parametrize("script", ["gate_threshold", "schedules", "pipeline_ceiling", "choose_checkpoint"])
+@pytest.mark.parametrize("item", ["a", "a={tmp}/missing"])
+def test_a_bad_named_set_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, folders: dict[str, Path],
+                                                     script: str, item: str) -> None:
+    module = load_benchmark(script)
+    # Checked before the weights are loaded: the line names the set, not the missing weights file.
+    # (choose_checkpoint checks its --baseline file first, so it keeps the shipped one here.)
+    if script == "choose_checkpoint":
+        named, weights = ["{tmp}", "--set", item], []
+    else:
+        named, weights = [item], ["--weights", str(folders["tmp"] / "none.safetensors")]
+    with pytest.raises(SystemExit, match=r"wants NAME=FOLDER with an existing folder, got 'a"):
+        run_main(monkeypatch, module, *command_line(named, folders), *weights)
+
+
 def test_edge_offset_names_the_pairs_without_a_refined_mask(big_folder: Path, empty_folder: Path) -> None:
     with pytest.raises(SystemExit, match=r"no refined mask for 1 of the 1 pairs measured \(a\); write them with "
                                          r"crm eval"):
