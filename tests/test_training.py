@@ -395,6 +395,18 @@ def test_torchrun_ddp_two_processes_on_cpu(tiny_dataset: Path, tmp_path: Path) -
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # rank 0 logs each step once
 
 
+
+def test_a_finished_rank_exits_zero_without_teardown_and_loses_no_output() -> None:
+    """crm train ends each rank of a multi-rank run with os._exit (gloo's teardown can abort a finished
+    rank); what it printed last, still in a pipe's buffers, must come out first."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from crm_cli.cli.train import exit_without_teardown; print('done: out'); "
+              "print('a warning', file=sys.stderr, end=''); exit_without_teardown(); print('never')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done: out\n", "a warning")
+
 # A torchrun worker: trains one Trainer in three run() calls, counting the collectives it votes with.
 # Rank 1 alone runs out of time after step 1, then alone gets a SIGTERM in step 3; the third call ends
 # the run. argv: options as JSON, then "straight" for one plain run() instead.
