@@ -42,7 +42,16 @@ from .checkpoint import (
 )
 from .config import BACKEND_CHOICES
 from .edge_snap import snap_radius, snap_to_edges
-from .guard import apply_guard, change_confidence, change_weight, free_near, keep_precise_boundary, region_changes
+from .guard import (
+    GUARD_CERTAINTY,
+    apply_guard,
+    certainty_pull,
+    change_confidence,
+    change_weight,
+    free_near,
+    keep_precise_boundary,
+    region_changes,
+)
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
 from .runtime import numpy_pages_unadvised, release_free_heap
@@ -581,7 +590,9 @@ class Refiner:
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
                                        keep_stages=keep_stages, mirror_last=plan.mirror)
         if settings.guard:
-            probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px, base=base)
+            certainty = self.final_stage.final_only_certainty if plan.final_only and not regions else GUARD_CERTAINTY
+            probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px,
+                                                             certainty_pull(certainty), base=base)
         if plan.min_shift > 0:
             probability, result.boundary_shift, result.boundary_kept, restored = keep_precise_boundary(
                 probability, reference, mask, plan.min_shift)

@@ -16,10 +16,19 @@ from .morphology import disc
 from .schedule import edge_map
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
+GUARD_CERTAINTY = 0.99
 GUARD_STRENGTH = float(np.log(99.0))
 _EPS = 1e-6
 # keep_precise_boundary undoes the changes within this distance (px) of the coarse boundary.
 SHIFT_BAND_PX = 2.0
+
+
+def certainty_pull(certainty: float) -> float:
+    """The guard's ``strength`` under which a far pixel changes side only where the model is at least
+    ``certainty`` sure (0.5 <= certainty < 1): the logit of ``certainty``."""
+    if certainty == GUARD_CERTAINTY:
+        return GUARD_STRENGTH  # log 99 itself: the logit of 0.99 in floats is one ulp off
+    return float(np.log(certainty / (1.0 - certainty)))
 
 
 def boundary_distance(coarse: np.ndarray) -> np.ndarray:

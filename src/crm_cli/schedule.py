@@ -161,6 +161,12 @@ MIN_CHANGE_CONFIDENCE = 0.5
 # (below coarse in mBA 17 -> 16); thin set 90.19 / 78.74 either way; carvana-dev has no image near it.
 # 0.05 halved the flicker a little more (232) but cost the low-resolution masks 0.16 mBA.
 CHANGE_CONFIDENCE_RAMP = 0.025
+# How sure the model must be for the trust region to let it change a pixel far from the coarse boundary
+# (and anywhere on a trusted mask) when the final stage refines alone, with no coarse stage and no
+# region pass before it: the guard's own 0.99 (guard.GUARD_CERTAINTY) unless the weights say otherwise.
+# Such masks are precise, or hold detail finer than any coarse stage (SAM-like masks of railings
+# whose gaps are merged), so the final stage is the only one that can correct their regions.
+FINAL_ONLY_CERTAINTY = 0.99
 # On images too small for any coarse stage the final stage is also run on the mirrored photo and the
 # two answers averaged (a second pass of a stage that takes about 0.07 s there). crm eval, 350 DUTS
 # held-out photos each, without -> with: paper's perturbation 95.12 / 67.64 -> 95.25 / 68.03,
@@ -235,7 +241,9 @@ class FinalStage:
     limits below, up to ``SMALL_ENLARGED_MAX_PIXELS`` and ``SMALL_MIRRORED_MAX_PIXELS`` (longer
     strips follow the limits). Otherwise a photo of at most ``enlarge_max_pixels`` pixels is
     enlarged and one of at most ``mirror_max_pixels`` mirrored. With the guard on, a result whose
-    change confidence is below ``min_change_confidence`` keeps the coarse mask. The defaults were chosen on the default
+    change confidence is below ``min_change_confidence`` keeps the coarse mask, and when the final
+    stage refines alone (no coarse stage, no region pass) the trust region lets a far pixel change
+    side only where the model is ``final_only_certainty`` sure. The defaults were chosen on the default
     weights; a weights file's sidecar may set its own under ``"final_stage"`` (the EfficientNet-Lite0
     CRM loses about 0.4 mBA on 2K cars when enlarged, so its sidecar sets ``enlarge_max_pixels`` to 0).
     """
@@ -244,6 +252,7 @@ class FinalStage:
     enlarge_max_pixels: int = ENLARGED_FINAL_MAX_PIXELS
     mirror_max_pixels: int = MIRRORED_FINAL_MAX_PIXELS
     min_change_confidence: float = MIN_CHANGE_CONFIDENCE
+    final_only_certainty: float = FINAL_ONLY_CERTAINTY
 
     @classmethod
     def from_hints(cls, hints: Mapping[str, Any] | None) -> FinalStage:
@@ -266,8 +275,11 @@ class FinalStage:
         if values["min_change_confidence"] > 1:
             raise ValueError("'final_stage' min_change_confidence must be at most 1, "
                              f"not {values['min_change_confidence']!r}")
+        if not 0.5 <= values["final_only_certainty"] < 1:
+            raise ValueError("'final_stage' final_only_certainty must be at least 0.5 and below 1, "
+                             f"not {values['final_only_certainty']!r}")
         return cls(float(values["scale"]), int(values["enlarge_max_pixels"]), int(values["mirror_max_pixels"]),
-                   float(values["min_change_confidence"]))
+                   float(values["min_change_confidence"]), float(values["final_only_certainty"]))
 
 
 @dataclass(frozen=True)
