@@ -21,6 +21,9 @@ def test_certainty_pull_by_hand() -> None:
     assert certainty_pull(0.9) == pytest.approx(math.log(9.0), rel=1e-12)
     assert certainty_pull(0.5) == 0.0  # no pull at all
     assert FINAL_ONLY_CERTAINTY == GUARD_CERTAINTY == 0.99  # by default nothing changes
+    for certainty in (0.49, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="a certainty must be at least 0.5 and below 1"):
+            certainty_pull(certainty)
 
 
 def test_a_lower_certainty_lets_a_far_change_through_that_the_guard_stops() -> None:

@@ -25,7 +25,9 @@ SHIFT_BAND_PX = 2.0
 
 def certainty_pull(certainty: float) -> float:
     """The guard's ``strength`` under which a far pixel changes side only where the model is at least
-    ``certainty`` sure (0.5 <= certainty < 1): the logit of ``certainty``."""
+    ``certainty`` sure (0.5 <= certainty < 1): the logit of ``certainty``; ValueError outside that range."""
+    if not 0.5 <= certainty < 1:
+        raise ValueError(f"a certainty must be at least 0.5 and below 1, not {certainty!r}")
     if certainty == GUARD_CERTAINTY:
         return GUARD_STRENGTH  # log 99 itself: the logit of 0.99 in floats is one ulp off
     return float(np.log(certainty / (1.0 - certainty)))
