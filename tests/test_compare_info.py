@@ -88,7 +88,7 @@ def test_info_json_reports_weights(tiny_weights: Path) -> None:
     assert weights["config"]["latent_dim"] == TINY_ARCH["latent_dim"]
     assert weights["provenance"]["notes"] == "random test weights"
     assert weights["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
-                                      "min_change_confidence": 0.5}
+                                      "min_change_confidence": 0.5, "final_only_certainty": 0.99}
 
 
 def test_info_reports_the_final_stage_of_the_shipped_opt_in_weights() -> None:
@@ -96,7 +96,7 @@ def test_info_reports_the_final_stage_of_the_shipped_opt_in_weights() -> None:
     lite0 = weights / "crm_efficientnet_lite0.safetensors"
     data = json.loads(runner.invoke(app, ["info", "-w", str(lite0), "--json"]).stdout)
     assert data["weights"]["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 0, "mirror_max_pixels": 1_000_000,
-                                              "min_change_confidence": 0.5}
+                                              "min_change_confidence": 0.5, "final_only_certainty": 0.99}
     table = runner.invoke(app, ["info", "-w", str(lite0)])
     assert "enlarge_max_pixels=0" in flat(table.stderr)
     thin = json.loads(runner.invoke(app, ["info", "-w", str(weights / "crm_mobilenet_v2_thin.safetensors"),

@@ -109,7 +109,7 @@ def test_crm_info_reads_a_pt_checkpoint_once(pt_weights: Path, monkeypatch: pyte
         "path": str(pt_weights), "exists": True, "sha256": sha256_file(pt_weights), "sha256_ok": None,
         "sidecar": None, "config": model.config.to_dict(), "provenance": {"init": "tests"},
         "final_stage": {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
-                        "min_change_confidence": 0.5},
+                        "min_change_confidence": 0.5, "final_only_certainty": 0.99},
         "onnx": None, "partner": None, "error": None}
 
     reads.clear()
