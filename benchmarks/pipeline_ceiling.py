@@ -51,19 +51,20 @@ class TruthAtFullSize:
             return None
         return self.runner.stage_mask(np.ascontiguousarray(self.truth))
 
-    def _stage(self, image: np.ndarray, mask: Any, ratio: float, target_hw: tuple[int, int],
-               **options: Any) -> tuple[Any, StageTiming]:
+    def _truth_or(self, run_stage: Any, image: np.ndarray, mask: Any, ratio: float, target_hw: tuple[int, int],
+                  **options: Any) -> tuple[Any, StageTiming]:
+        """:meth:`_answer` for a stage at the photo's size (the model is not run: nothing of it would
+        be used), ``run_stage``'s own result for any other."""
         answer = self._answer(image, target_hw)
         if answer is None:
-            return self.runner._stage(image, mask, ratio, target_hw, **options)
-        return answer, StageTiming(ratio, 0.0, 0.0)  # the model is not run: nothing of it is used
-
-    def _mirrored_stage(self, image: np.ndarray, mask: Any, ratio: float, target_hw: tuple[int, int],
-                        **options: Any) -> tuple[Any, StageTiming]:
-        answer = self._answer(image, target_hw)
-        if answer is None:
-            return self.runner._mirrored_stage(image, mask, ratio, target_hw, **options)
+            return run_stage(image, mask, ratio, target_hw, **options)
         return answer, StageTiming(ratio, 0.0, 0.0)
+
+    def _stage(self, *args: Any, **options: Any) -> tuple[Any, StageTiming]:
+        return self._truth_or(self.runner._stage, *args, **options)
+
+    def _mirrored_stage(self, *args: Any, **options: Any) -> tuple[Any, StageTiming]:
+        return self._truth_or(self.runner._mirrored_stage, *args, **options)
 
 
 def with_truth(samples: Iterable[Sample], runners: list[TruthAtFullSize]) -> Iterator[Sample]:
