@@ -13,8 +13,8 @@ from conftest import load_benchmark, synthetic_scene, write_training_pairs
 
 SCRIPTS = {name: load_benchmark(name) for name in (
     "choose_checkpoint", "coco_crop", "device_train", "edge_offset", "gate_threshold", "heldout_val",
-    "make_heldout_val", "make_network_masks", "make_thin_val", "pack_training_data", "speedups", "training_curve",
-    "vs_cascadepsp")}
+    "make_heldout_val", "make_network_masks", "make_thin_train", "make_thin_val", "pack_training_data", "speedups",
+    "training_curve", "vs_cascadepsp")}
 edge_offset, vs_cascadepsp = SCRIPTS["edge_offset"], SCRIPTS["vs_cascadepsp"]
 
 NO_PAIRS = "no pairs found"
@@ -79,6 +79,7 @@ def folders(tmp_path: Path, big_folder: Path, training_folder: Path, empty_folde
     ("gate_threshold", ["a={empty}"], NO_PAIRS),
     ("make_heldout_val", ["{empty}", "{tmp}/out"], NO_PAIRS),
     ("make_thin_val", ["{empty}", "{tmp}/out"], NO_PAIRS),
+    ("make_thin_train", ["{empty}", "{tmp}/out"], NO_PAIRS),
     ("pack_training_data", ["{empty}", "{tmp}/out"], NO_PAIRS),
     ("edge_offset", ["{empty}"], NO_PAIRS),
     ("make_network_masks", ["{tmp}/missing.onnx", "{train}", "{tmp}/out"], "missing.onnx: no such file"),

@@ -396,3 +396,42 @@ def test_make_thin_val_writes_big_triples(tmp_path: Path) -> None:
     again = tmp_path / "again"
     subprocess.run([*command[:3], str(again), *command[4:]], check=True, capture_output=True, timeout=300)
     assert (again / "thin000_seg.png").read_bytes() == (out / "thin000_seg.png").read_bytes()
+
+
+def test_make_thin_train_links_the_photos_and_adds_composites_after_them(tmp_path: Path) -> None:
+    """Session 47's training folder: every photo linked, composites whose names sort last (so the
+    every-20th held-out split keeps the photos' own), each with a SAM-like mask of its size that
+    the training reads as a network mask; the same command writes the same bytes."""
+    from conftest import write_training_pairs
+
+    duts = write_training_pairs(tmp_path / "duts", 21, (64, 80))
+    out = tmp_path / "train"
+    command = [sys.executable, str(ROOT / "benchmarks" / "make_thin_train.py"), str(duts), str(out), "--n", "2",
+               "--min-side", "96", "--max-side", "128", "--seed", "5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    pairs = list_pairs(out / "data")
+    names = [pair.name for pair in pairs]
+    assert names == [f"p{k:02d}" for k in range(21)] + ["zz_thin_0000", "zz_thin_0001"]
+    assert all((out / "data" / "images" / f"p{k:02d}.jpg").resolve() == (duts / "images" / f"p{k:02d}.jpg").resolve()
+               for k in range(21))
+    from crm_cli.training.data import split_pairs
+
+    assert [p.name for p in split_pairs(pairs)[1]] == [p.name for p in split_pairs(list_pairs(duts))[1]]
+    for k in range(2):
+        name = f"zz_thin_{k:04d}"
+        image = cv2.imread(str(out / "data" / "images" / f"{name}.jpg"))
+        gt = cv2.imread(str(out / "data" / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        coarse = cv2.imread(str(out / "coarse" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        assert 96 <= max(image.shape[:2]) <= 128 and image.shape[:2] == gt.shape == coarse.shape
+        assert set(np.unique(coarse)) <= {0, 255} and 0 < (gt > 128).mean() < 1
+    cache = PairCache(pairs, network_dirs=(out / "coarse",))
+    assert cache.network_indices == [21, 22]
+    again = tmp_path / "again"
+    subprocess.run([*command[:3], str(again), *command[4:]], check=True, capture_output=True, timeout=300)
+    for sub in ("data/images/zz_thin_0001.jpg", "data/masks/zz_thin_0001.png", "coarse/zz_thin_0001.png"):
+        assert (again / sub).read_bytes() == (out / sub).read_bytes()
+    # A folder that already holds composites is not the photos' own: refused in one line.
+    refused = subprocess.run([*command[:2], str(out / "data"), str(tmp_path / "x")], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "already holds zz_thin_" in refused.stderr
