@@ -24,20 +24,19 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-from make_thin_val import make_triple
+from make_thin_val import make_triple, write_triple
 from script_errors import one_line_errors
 
+from crm_cli.pairing import FilePair
 from crm_cli.training.data import PairCache, list_pairs, split_pairs
 
 PREFIX = "zz_thin_"
 
 
-def link_pairs(pairs: list, data: Path) -> None:
+def link_pairs(pairs: list[FilePair], data: Path) -> None:
     """Symbolic links to every pair's image and mask under data/images and data/masks."""
     for pair in pairs:
-        for source, sub in ((Path(pair.image), "images"), (Path(pair.mask), "masks")):
+        for source, sub in ((pair.image, "images"), (pair.mask, "masks")):
             link = data / sub / source.name
             if not link.is_symlink() and not link.exists():
                 os.symlink(source.resolve(), link)
@@ -66,10 +65,8 @@ def main() -> None:
     for index in range(args.n):
         image, gt, coarse, kinds = make_triple(index, args.seed, library, args.min_side, args.max_side)
         name = f"{PREFIX}{index:04d}"
-        cv2.imwrite(str(data / "images" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(str(data / "masks" / f"{name}.png"), np.clip(np.rint(gt * 255), 0, 255).astype(np.uint8))
-        cv2.imwrite(str(coarse_dir / f"{name}.png"), (coarse * 255).astype(np.uint8))
+        write_triple(image, gt, coarse, data / "images" / f"{name}.jpg", data / "masks" / f"{name}.png",
+                     coarse_dir / f"{name}.png")
         print(f"{name} {image.shape[1]}x{image.shape[0]} {'+'.join(kinds)}", file=sys.stderr, flush=True)
     print(json.dumps({"pairs": len(pairs), "composites": args.n, "data": str(data), "network_masks": str(coarse_dir),
                       "train_args": f"--data {data} --network-masks {coarse_dir} --synthetic 0 "

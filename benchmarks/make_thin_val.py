@@ -48,6 +48,15 @@ def make_triple(index: int, seed: int, library: PairCache, min_side: int,
     return sample.image, sample.gt, coarse, sample.kinds
 
 
+def write_triple(image: np.ndarray, gt: np.ndarray, coarse: np.ndarray, image_path: Path, gt_path: Path,
+                 coarse_path: Path) -> None:
+    """Write a composite as the sets keep it: JPEG quality 95, the soft GT as 8-bit PNG, the coarse
+    mask as a 0/255 PNG."""
+    cv2.imwrite(str(image_path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(gt_path), np.clip(np.rint(gt * 255), 0, 255).astype(np.uint8))
+    cv2.imwrite(str(coarse_path), (coarse * 255).astype(np.uint8))
+
+
 @one_line_errors
 def main() -> None:
     """Generate the set and print the coarse masks' IoU/mBA."""
@@ -67,10 +76,8 @@ def main() -> None:
     for index in range(args.n):
         image, gt, coarse, kinds = make_triple(index, args.seed, library, args.min_side, args.max_side)
         name = f"thin{index:03d}"
-        cv2.imwrite(str(args.out / f"{name}_im.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(str(args.out / f"{name}_gt.png"), np.clip(np.rint(gt * 255), 0, 255).astype(np.uint8))
-        cv2.imwrite(str(args.out / f"{name}_seg.png"), (coarse * 255).astype(np.uint8))
+        write_triple(image, gt, coarse, args.out / f"{name}_im.jpg", args.out / f"{name}_gt.png",
+                     args.out / f"{name}_seg.png")
         score = score_pair(coarse, gt, name)
         scores.add(score)
         manifest["images"].append({"name": name, "size": [image.shape[1], image.shape[0]], "kinds": kinds,
