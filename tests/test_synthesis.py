@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_ARCH, synthetic_scene
+from conftest import TINY_ARCH, synthetic_scene, write_training_pairs
 
 from crm_cli.training import synthesis
 from crm_cli.training.coarse import CoarseMix, lowres_coarse, make_coarse, mask_iou, sam_like_coarse
-from crm_cli.training.data import DataMix, PairCache, list_pairs, make_training_sample
+from crm_cli.training.data import DataMix, PairCache, list_pairs, make_training_sample, split_pairs
 from crm_cli.training.painter import Painter
 from crm_cli.training.synthesis import ArrayLibrary, composite, composite_from_seed
 
@@ -402,8 +402,6 @@ def test_make_thin_train_links_the_photos_and_adds_composites_after_them(tmp_pat
     """Session 47's training folder: every photo linked, composites whose names sort last (so the
     every-20th held-out split keeps the photos' own), each with a SAM-like mask of its size that
     the training reads as a network mask; the same command writes the same bytes."""
-    from conftest import write_training_pairs
-
     duts = write_training_pairs(tmp_path / "duts", 21, (64, 80))
     out = tmp_path / "train"
     command = [sys.executable, str(ROOT / "benchmarks" / "make_thin_train.py"), str(duts), str(out), "--n", "2",
@@ -415,8 +413,6 @@ def test_make_thin_train_links_the_photos_and_adds_composites_after_them(tmp_pat
     assert names == [f"p{k:02d}" for k in range(21)] + ["zz_thin_0000", "zz_thin_0001"]
     assert all((out / "data" / "images" / f"p{k:02d}.jpg").resolve() == (duts / "images" / f"p{k:02d}.jpg").resolve()
                for k in range(21))
-    from crm_cli.training.data import split_pairs
-
     assert [p.name for p in split_pairs(pairs)[1]] == [p.name for p in split_pairs(list_pairs(duts))[1]]
     for k in range(2):
         name = f"zz_thin_{k:04d}"
