@@ -1124,3 +1124,8 @@ def test_shipped_sidecars_hold_valid_final_stages() -> None:
     # Its final_only_certainty stays 0.99: 0.95 raised the thin set 0.55 mBA but harmed 2 more IS-Net masks of
     # the same photos by over 1 mBA (session 46).
     assert stages["crm_mobilenet_v2_gpu40_paper"] == FinalStage(min_change_confidence=0.45)
+    # The default's main weights since session 48 (the above averaged with a quarter of a run on thin
+    # composites) are surer of their changes: every threshold from 0 to 0.5 harms the same images of IS-Net
+    # 1024 at 4K, and 0.3 kept the fewest thin images coarse while still keeping the least sure ones
+    # (gate_threshold.py, sessions 47-48).
+    assert stages["crm_mobilenet_v2_gpu40_composites_avg25"] == FinalStage(min_change_confidence=0.3)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .schedule import FinalStage
 
 FORMAT = "crm-cli/1"
-DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_paper.safetensors"
+DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_composites_avg25.safetensors"
 # The sidecar entry naming the partner weights (partner_weights): other weights that run auto's region
 # pass, and every refinement the weights were not paired for (photos under a size, fixed presets).
 PARTNER_KEY = "partner"
