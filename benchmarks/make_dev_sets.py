@@ -117,27 +117,29 @@ def run_script(script: str, *args: str | Path) -> None:
         raise SystemExit(f"error: {' '.join(command)} failed")
 
 
+# A set built from another set's folder, and that set: built first when only the first is asked for.
+NEEDS = {"isnet1024_4k": "isnet1024", "isnet256_4k": "isnet256", "thin_isnet": "thin"}
+
+
 def set_builders(data: Path, out: Path, isnet: Path | None, threads: int) -> dict[str, Callable[[Path], None]]:
     """NAME -> a function that builds that set in the folder it is given, in the order to build them."""
     builders: dict[str, Callable[[Path], None]] = {
         "carvana-dev": lambda folder: link(data / "carvana-dev", folder),
         "isnet1024": lambda folder: build_real(data, "isnet1024", folder),
         "isnet256": lambda folder: build_real(data, "isnet256", folder),
-        "isnet1024_4k": lambda folder: build_enlarged(out / "isnet1024", folder),
-        "isnet256_4k": lambda folder: build_enlarged(out / "isnet256", folder),
+        "isnet1024_4k": lambda folder: build_enlarged(out / NEEDS["isnet1024_4k"], folder),
+        "isnet256_4k": lambda folder: build_enlarged(out / NEEDS["isnet256_4k"], folder),
         "thin": lambda folder: run_script("make_thin_val.py", data / "duts-tr", folder),
     }
     for kind in HELDOUT_KINDS:
         builders[f"heldout_{kind}"] = lambda folder, kind=kind: run_script(
             "make_heldout_val.py", data / "duts-tr", folder, "--coarse", kind)
     if isnet is not None:
-        builders["thin_isnet"] = lambda folder: build_network_masks_of(out / "thin", isnet, folder, threads)
+        builders["thin_isnet"] = lambda folder: build_network_masks_of(
+            out / NEEDS["thin_isnet"], isnet, folder, threads)
         builders["heldout_isnet"] = lambda folder: run_script(
             "make_network_masks.py", isnet, data / "duts-tr", folder, "--split", "held-out", "--threads", threads)
     return builders
-
-
-NEEDS = {"isnet1024_4k": "isnet1024", "isnet256_4k": "isnet256", "thin_isnet": "thin"}
 
 
 @one_line_errors
