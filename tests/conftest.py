@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import sys
 from collections.abc import Callable, Container, Iterator
@@ -37,6 +38,32 @@ def ctrl_c_raises() -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _worker_threads() -> int | None:
+    """Torch threads for one pytest-xdist worker: the CPUs shared out among the workers. None when the
+    suite runs in one process (torch keeps its own default)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // workers)
+
+
+WORKER_THREADS = _worker_threads()
+
+
+@pytest.fixture(autouse=True)
+def worker_threads() -> Iterator[None]:
+    """Under ``pytest -n N`` each test starts with its worker's share of the CPUs as torch's thread
+    count. Two workers of two torch threads each on a 2-core CI machine made a 12-s test take 60 s;
+    a test that sets its own count is not carried into the next one."""
+    if WORKER_THREADS is not None and "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != WORKER_THREADS:
+            torch.set_num_threads(WORKER_THREADS)
+    yield
 
 
 def flat(text: str) -> str:

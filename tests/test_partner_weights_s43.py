@@ -112,7 +112,9 @@ def test_every_refinement_but_autos_own_is_the_partners(settings: dict, monkeypa
     ratios or presets and the guard off are refined by the partner alone, as before it was one."""
     from crm_cli.engine import Refiner
 
-    image, coarse = _scene_with_a_hole()
+    # Which weights refine does not depend on the size here (no partner_below_side): a small scene will do.
+    image, gt = synthetic_scene(320, 400)
+    coarse = coarse_of(gt)
     refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(3))
     main_ratios = _spy_on_stages(refiner, monkeypatch)
     partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu").refine_detailed(image, coarse, **settings)
