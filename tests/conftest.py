@@ -40,14 +40,24 @@ def ctrl_c_raises() -> Iterator[None]:
     signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``'s worker count: the CPUs crm itself would use (affinity mask, container quota).
+    pytest-xdist's own count is psutil's physical cores where psutil is installed, which gives one
+    worker on a VM of two hyper-threads of one core."""
+    from crm_cli.runtime import available_cpus
+
+    return available_cpus()
+
+
 def _worker_threads() -> int | None:
     """Torch threads for one pytest-xdist worker: the CPUs shared out among the workers. None when the
     suite runs in one process (torch keeps its own default)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // workers)
+    from crm_cli.runtime import available_cpus
+
+    return max(1, available_cpus() // workers)
 
 
 WORKER_THREADS = _worker_threads()
