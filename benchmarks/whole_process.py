@@ -60,12 +60,26 @@ with open(sys.argv[1], "w") as handle:
 """
 
 
-def run_timed(command: list[str]) -> Timed:
-    """Run ``command`` to its end; its wall time and its own peak RSS (``wait4`` in a small launcher)."""
+# Set in some shells and containers (this project's development machine has it): no module's bytecode is
+# cached, so every run compiled crm's 36 modules from source again, 0.19 s of a 4K run's 1.4 s of "rest"
+# (session 50). An installed crm has its bytecode; the timed runs keep theirs.
+NO_BYTECODE_VARIABLE = "PYTHONDONTWRITEBYTECODE"
+
+
+def timed_environment() -> tuple[dict[str, str], bool]:
+    """The environment of the timed processes: this one's without ``PYTHONDONTWRITEBYTECODE``, and
+    whether it was set here."""
+    env = dict(os.environ)
+    return env, env.pop(NO_BYTECODE_VARIABLE, None) is not None
+
+
+def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Run ``command`` to its end (in ``env``, default this process's); its wall time and its own peak
+    RSS (``wait4`` in a small launcher)."""
     with tempfile.TemporaryDirectory(prefix="crm_timed_") as temp:
         report = Path(temp) / "report.json"
         done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(report), *command], capture_output=True,
-                              check=False)
+                              check=False, env=env)
         if not report.exists():
             raise SystemExit(f"the launcher failed ({done.returncode}): {done.stderr.decode(errors='replace').strip()}")
         measured = json.loads(report.read_text())
@@ -124,13 +138,17 @@ def main() -> None:
                 made = make_pairs(folder, width, height, kinds)
                 pairs += [(image, mask, f"{width}x{height} {kind}")
                           for (image, mask), kind in zip(made, kinds, strict=True)]
-        torch_runs = [run_timed([sys.executable, "-c", "import torch"]) for _ in range(args.repeat)]
+        env, bytecode_was_off = timed_environment()
+        if bytecode_was_off:
+            print(f"note: {NO_BYTECODE_VARIABLE} is set here; the timed runs go without it, so that the warm-up "
+                  "caches crm's bytecode as an installed crm has it", file=sys.stderr)
+        torch_runs = [run_timed([sys.executable, "-c", "import torch"], env) for _ in range(args.repeat)]
         rows = []
         for image, mask, label in pairs:
             command = [sys.executable, "-m", "crm_cli", "refine", str(image), str(mask), "-o",
                        str(folder / "out.png"), "--json", *extra]
-            run_timed(command)  # warm-up: page cache and bytecode, as a second run in a script sees them
-            runs = [run_timed(command) for _ in range(args.repeat)]
+            run_timed(command, env)  # warm-up: page cache and bytecode, as a second run in a script sees them
+            runs = [run_timed(command, env) for _ in range(args.repeat)]
             walls = [r.wall_s for r in runs]
             calls = [float(r.summary.get("seconds", 0.0)) for r in runs]
             rows.append({

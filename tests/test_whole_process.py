@@ -31,6 +31,19 @@ def test_run_timed_names_a_failed_command() -> None:
         whole_process.run_timed([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
 
 
+def test_timed_runs_cache_bytecode_even_where_this_shell_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("CRM_TEST_KEPT", "yes")
+    env, was_off = whole_process.timed_environment()
+    assert was_off and "PYTHONDONTWRITEBYTECODE" not in env and env["CRM_TEST_KEPT"] == "yes"
+    code = ("import json, os, sys; "
+            "print(json.dumps({'off': sys.dont_write_bytecode, 'kept': os.environ['CRM_TEST_KEPT']}))")
+    assert whole_process.run_timed([sys.executable, "-c", code], env).summary == {"off": False, "kept": "yes"}
+    assert whole_process.run_timed([sys.executable, "-c", code]).summary == {"off": True, "kept": "yes"}
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    assert whole_process.timed_environment()[1] is False
+
+
 def test_sizes_parse() -> None:
     assert whole_process.parse_sizes("3840x2160, 6000X4000,") == [(3840, 2160), (6000, 4000)]
 
