@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 import subprocess
 import sys
@@ -113,8 +114,10 @@ def test_exif_damaged_after_its_orientation_says_the_orientation_was_applied(tmp
         warnings.simplefilter("error")
         pixels, orientation, notes = read_image_noted(image)
     assert orientation == 6 and pixels.shape == (W, H, 3)
-    assert notes == [f"{image}: damaged EXIF data (Tag data larger than file. Skipping tag 270); "
-                     "its orientation tag (6) was still applied"]
+    # Pillow's own words vary by version: 13.0 says "Tag data larger than file. Skipping tag 270", 12.3
+    # (what pip installs on Python 3.10) "Truncated File Read".
+    assert len(notes) == 1 and re.fullmatch(rf"{re.escape(str(image))}: damaged EXIF data \([^()]+\); "
+                                            r"its orientation tag \(6\) was still applied", notes[0]), notes
 
 
 def test_refine_shows_a_damaged_exif_block_as_one_warning_line_listed_in_json(tiny_weights: Path,
