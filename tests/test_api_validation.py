@@ -333,9 +333,7 @@ def test_valid_configs_still_load() -> None:
 # 7. crm info: exit 1 for weights refine would refuse ------------------------------------------------------------
 
 
-def test_info_checks_the_exported_encoder(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crm_cli.cli import common
-
+def test_info_checks_the_exported_encoder(exported: Path, tmp_path: Path) -> None:
     folder = tmp_path / "tampered"
     folder.mkdir()
     for name in (exported.name, sidecar_path(exported).name, "tiny.encoder.onnx"):
@@ -356,11 +354,15 @@ def test_info_checks_the_exported_encoder(exported: Path, tmp_path: Path, monkey
     report = json.loads(result.stdout)
     assert report["weights"]["onnx"]["sha256_ok"] is False and report["default_backend"] is None
     assert "tiny.encoder.onnx" in flat(result.stderr) and "sha256" in flat(result.stderr)
-    # A console wide enough that the cell holding the temporary path (longer under pytest-xdist) does
-    # not wrap the words apart; Rich reads COLUMNS only when the console is built, at import.
-    monkeypatch.setattr(common.console, "_width", 400)
-    table = runner.invoke(app, ["info", "-w", str(weights)])
-    assert table.exit_code == 1 and "does NOT match" in flat(table.stderr)
+    # With a long path (in a terminal of 80 columns, as here, it wraps), the verdict stays whole on its
+    # own line above the path.
+    long_folder = folder / ("a-rather-long-folder-name-" * 4)
+    long_folder.mkdir()
+    for file in folder.glob("tiny*"):
+        file.rename(long_folder / file.name)
+    table = runner.invoke(app, ["info", "-w", str(long_folder / weights.name)])
+    cells = [cell.strip() for line in table.stderr.splitlines() for cell in line.split("│")]
+    assert table.exit_code == 1 and "sha256 does NOT match sidecar" in cells
 
 
 def test_info_builds_the_recorded_architecture(tmp_path: Path) -> None:

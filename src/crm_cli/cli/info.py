@@ -206,6 +206,8 @@ def _print_table(data: dict[str, Any]) -> None:
             return ",".join(str(item) for item in value)
         return str(value)
 
+    # Each verdict (matches, does NOT match, missing) starts its cell on a line of its own, before the
+    # hash or path it is about, so that a long path in a narrow terminal cannot wrap the verdict apart.
     table = Table(title="crm info", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -230,7 +232,7 @@ def _print_table(data: dict[str, Any]) -> None:
     else:
         ok = {True: "[green]matches sidecar[/]", False: "[red]does NOT match sidecar[/]",
               None: "no sidecar hash: not verified"}
-        table.add_row("sha256", f"{weights['sha256']} ({ok[weights['sha256_ok']]})")
+        table.add_row("sha256", f"{ok[weights['sha256_ok']]}\n{weights['sha256']}")
         table.add_row("architecture", escape(compact(weights["config"])))
         table.add_row("provenance", escape(compact(weights["provenance"])))
         table.add_row("final stage", escape(compact(weights["final_stage"])))
@@ -248,8 +250,8 @@ def _partner_text(partner: dict[str, Any] | None) -> str:
     if partner["error"]:
         return f"[red]{escape(partner['error'])}[/]"
     below = f", photos under {partner['below_side']} px" if partner["below_side"] else ""
-    return (f"{escape(partner['path'])} ([green]sha256 matches sidecar[/]); runs auto's region pass{below}, "
-            "fixed presets and ratios, and --no-guard")
+    return (f"[green]sha256 matches sidecar[/]; runs auto's region pass{below}, fixed presets and ratios, "
+            f"and --no-guard\n{escape(partner['path'])}")
 
 
 def _encoder_text(encoder: dict[str, Any] | None) -> str:
@@ -268,7 +270,7 @@ def _encoder_text(encoder: dict[str, Any] | None) -> str:
             status += ", [red]ONNX Runtime cannot load it[/]"
     if encoder["exists"] and not encoder["used"]:
         status += ", not used: the sidecar does not tie it to these weights' sha256"
-    return f"{escape(encoder['path'])} ({status})"
+    return f"{status}\n{escape(encoder['path'])}"
 
 
 def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
