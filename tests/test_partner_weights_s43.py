@@ -228,8 +228,9 @@ def test_inspect_and_crm_info_show_the_partner(weights_pair: tuple[Path, Path], 
     assert json.loads(shown.stdout)["weights"]["partner"]["sha256_ok"] is True
     from crm_cli.cli.info import _partner_text
 
-    assert _partner_text(report["partner"]).endswith(
-        "runs auto's region pass, photos under 200 px, fixed presets and ratios, and --no-guard")
+    assert _partner_text(report["partner"]) == (
+        "[green]sha256 matches sidecar[/]; runs auto's region pass, photos under 200 px, fixed presets and ratios, "
+        f"and --no-guard\n{region}")
     assert runner.invoke(app, ["info", "-w", str(main)]).exit_code == 0
     region.write_bytes(region.read_bytes()[:-8] + b"\0" * 8)
     broken = runner.invoke(app, ["info", "--json", "-w", str(main)])

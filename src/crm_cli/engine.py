@@ -547,10 +547,14 @@ class Refiner:
             raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
         if self.partner is not None and not self._refines_itself(image, settings):
             # The partner's whole refinement (its runner's context is entered: _inference).
-            delegated = self.partner._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive,
-                                                      guard=guard, snap=snap, preset=preset, keep_stages=keep_stages)
+            delegated = self.partner._refine_settled(image, mask, settings, keep_stages)
             delegated.by_partner = True
             return delegated
+        return self._refine_settled(image, mask, settings, keep_stages)
+
+    def _refine_settled(self, image: np.ndarray, mask: np.ndarray, settings: Preset,
+                        keep_stages: bool) -> RefineResult:
+        """These weights' own refinement of a checked ``image`` under settled ``settings``."""
         mask = checked_mask(mask)
         check_mask_fits(mask.shape, image.shape)
         # C order: both runners write decoded pixels through a flat view of the mask's resized copy.
