@@ -99,16 +99,46 @@ def test_a_refine_stopped_by_sigterm_while_writing_leaves_no_temp_file(folder: P
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temp file
 
 
-@pytest.mark.parametrize("stops", ["SIGHUP+SIGHUP", "SIGTERM+SIGHUP", "SIGTERM+SIGTERM"])
+@pytest.mark.parametrize("stops", ["SIGHUP+SIGHUP", "SIGTERM+SIGHUP", "SIGTERM+SIGTERM", "SIGINT+SIGINT",
+                                   "SIGTERM+SIGINT", "SIGINT+SIGTERM"])
 def test_a_second_stop_signal_during_the_cleanup_does_not_cut_it_short(folder: Path, tmp_path: Path,
                                                                        stops: str) -> None:
-    """A closed terminal sends SIGHUP twice (the shell, then the kernel): the second one, arriving
-    while the first one's cleanup removes the temp file, is ignored."""
+    """A closed terminal sends SIGHUP twice (the shell, then the kernel), and an impatient user
+    presses Ctrl-C twice: the second one, arriving while the first one's cleanup removes the temp
+    file, is ignored (a second Ctrl-C used to leave the output's lock and could print a traceback)."""
     out = tmp_path / "out"
     first = getattr(signal, stops.split("+")[0])
     stopped = run_crm("batch", str(folder), "-o", str(out), "-d", "cpu", stop=stops, nth=2)
     assert stopped.returncode == 128 + first, stopped.stderr  # was: killed by the second signal
+    assert "Traceback" not in stopped.stderr and "Exception ignored" not in stopped.stderr
     assert hidden(out) == [] and sorted(path.name for path in out.iterdir()) == ["p0_mask.png"]
+
+
+def test_a_process_whose_command_was_stopped_ignores_further_stops_while_it_exits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the cleanup, the interpreter's shutdown (joining threads) is no place for a second Ctrl-C's
+    traceback or a second SIGTERM's exit code; a command's other endings leave the handlers alone."""
+    import crm_cli.cli as cli
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    try:
+        for code, ignored in ((143, True), (130, True), (1, False), (0, False)):
+            for name in names:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+            def ended(code: int = code) -> None:
+                raise SystemExit(code)
+
+            monkeypatch.setattr(cli, "registered_app", lambda ended=ended: ended)
+            with pytest.raises(SystemExit) as end:
+                cli.main()
+            assert end.value.code == code
+            expected = signal.SIG_IGN if ignored else signal.SIG_DFL
+            assert all(signal.getsignal(getattr(signal, name)) is expected for name in names), code
+    finally:
+        for name, handler in saved.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def test_a_stopped_overwrite_run_does_not_promise_to_go_on(folder: Path, tmp_path: Path) -> None:
@@ -143,8 +173,10 @@ def test_stops_cleanly_keeps_ignored_signals_ignored_and_puts_handlers_back() ->
         with stops_cleanly():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # crm's handler meanwhile
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGHUP, previous_hup)
         signal.signal(signal.SIGTERM, previous_term)

@@ -59,6 +59,21 @@ def hold_standard_descriptors() -> None:
                 os.close(opened)
 
 
+# The exit codes of a command stopped by SIGHUP, Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number.
+STOPPED_EXITS = (129, INTERRUPTED_EXIT, 143)
+
+
+def ignore_stops_while_exiting() -> None:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP for the rest of a process whose command was stopped by one:
+    its cleanup is done, and a second one would only turn the exit code into the signal's own or print
+    a traceback from the interpreter's shutdown (which joins the threads still running)."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def main() -> None:
     """Console-script entry point."""
     hold_standard_descriptors()
@@ -66,4 +81,9 @@ def main() -> None:
         application = registered_app()
         application()
     except KeyboardInterrupt:  # while typer and the commands load; a command's own Ctrl-C is typer's Exit(130)
+        ignore_stops_while_exiting()
         sys.exit(INTERRUPTED_EXIT)
+    except SystemExit as end:
+        if end.code in STOPPED_EXITS:
+            ignore_stops_while_exiting()
+        raise

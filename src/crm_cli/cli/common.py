@@ -534,14 +534,27 @@ class Terminated(BaseException):
 _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
+def _ignore_further_stops() -> None:
+    """Ignore the stop signals (Ctrl-C included) that :func:`stops_cleanly` handles, until it puts the
+    previous handlers back: a second one must not cut the cleanup short (an output's lock left behind,
+    a traceback from a ``finally``). SIGKILL still stops the process."""
+    for signum in (signal.SIGINT, *(getattr(signal, name) for name in _STOP_SIGNALS if hasattr(signal, name))):
+        if signal.getsignal(signum) in (_raise_terminated, _raise_interrupt):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
-    """Signal handler: raise Terminated in the main thread. Further stop signals are ignored until
-    the command has cleaned up (a closed terminal sends SIGHUP twice); SIGKILL still stops it."""
-    for name in _STOP_SIGNALS:
-        other = getattr(signal, name)
-        if signal.getsignal(other) is _raise_terminated:
-            signal.signal(other, signal.SIG_IGN)
+    """Signal handler: raise Terminated in the main thread; further stop signals are ignored until
+    the command has cleaned up (a closed terminal sends SIGHUP twice)."""
+    _ignore_further_stops()
     raise Terminated(signum)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C's handler: Python's own KeyboardInterrupt, after which further stop signals are
+    ignored until the command has cleaned up."""
+    _ignore_further_stops()
+    raise KeyboardInterrupt
 
 
 def _stop_cause(error: BaseException) -> BaseException | None:
@@ -591,7 +604,8 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
     the process where it stands: a temp file being written and the lock of the output being made
     are removed on the way out, as they are after Ctrl-C. Either way the command says so in one
     line on stderr (when stderr can still take it) and exits with 128 + the signal's number (130
-    for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+    for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP). From the first of them to the block's end, further
+    ones (Ctrl-C included) are ignored, so that the cleanup runs to its end.
 
     Signals the process ignores (``nohup`` ignores SIGHUP) or handles itself stay as they are, and
     outside the main thread (where no handler can be set) nothing changes.
@@ -606,6 +620,9 @@ def stops_cleanly(resumable: bool = False) -> Iterator[None]:
                 if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
                     installed[signum] = signal.SIG_DFL
                     signal.signal(signum, _raise_terminated)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                installed[signal.SIGINT] = signal.default_int_handler
+                signal.signal(signal.SIGINT, _raise_interrupt)
         yield
     except BaseException as error:
         cause = _stop_cause(error)
