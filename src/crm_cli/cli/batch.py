@@ -99,6 +99,33 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
             "name": pair.name, "image_name": str(pair.image), "mask_name": str(pair.mask)}
 
 
+class InputFiles:
+    """The batch's photos and masks by file identity (device, inode), to tell an output that is one
+    of them: a link (symbolic or hard) that a user left in the output folder, say to keep the coarse
+    mask where no refined one is made. Writing it would replace that input (``write_atomic`` writes
+    through a symbolic link). The inputs are looked at only once an output exists."""
+
+    def __init__(self, pairs: Sequence[FilePair]) -> None:
+        self._pairs = pairs
+        self._by_identity: dict[tuple[int, int], Path] | None = None
+
+    def behind(self, output: Path) -> Path | None:
+        """The input that ``output`` is (through any links), or None."""
+        try:
+            found = os.stat(output)
+        except OSError:
+            return None
+        if self._by_identity is None:
+            self._by_identity = {}
+            for path in (path for pair in self._pairs for path in (pair.image, pair.mask)):
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                self._by_identity.setdefault((info.st_dev, info.st_ino), path)
+        return self._by_identity.get((found.st_dev, found.st_ino))
+
+
 def finished_output(output: Path, with_record: bool = False) -> OutputCheck | None:
     """What an existing ``output`` is (writing.check_output): None when there is none, else why it
     is not a finished output to skip on resume (``problem``, None when it is one) and, ``with_record``,
@@ -706,8 +733,16 @@ def batch(
     todo: list[FilePair] = []
     stale: list[Path] = []  # finished outputs older than their photo or mask (NotDoneReason.STALE)
     other_settings: list[Path] = []  # finished outputs made with other settings (NotDoneReason.OTHER_SETTINGS)
+    inputs = InputFiles(pairs)
     for pair in pairs:
         output = output_dir / pair.relative_output
+        if (source := inputs.behind(output)) is not None:
+            # Neither finished (it is no refined mask) nor to be written (that would replace the input).
+            error = f"{output} is the input {source} (a link to it); remove {output} to refine {pair.name}"
+            report_failure(f"{pair.name}: ", error)
+            items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(output),
+                          "status": "failed", "error": error, "seconds": 0.0, "warnings": []})
+            continue
         finished, problem = counts_as_done(output, overwrite, since_ns, clocks, (pair.image, pair.mask), record)
         if problem is NotDoneReason.STALE:
             stale.append(output)
