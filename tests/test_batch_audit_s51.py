@@ -69,3 +69,85 @@ def test_an_output_linked_elsewhere_is_still_written_through(pairs: Path, tmp_pa
     result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     assert (out / "p0_mask.png").is_symlink() and (elsewhere / "p0_mask.png").stat().st_size > 0
+
+
+def folder_layout(root: Path) -> Path:
+    """images/ + masks/ with p0 at the top and p1, p2 in the sub-folder sub/."""
+    for index, sub in ((0, ""), (1, "sub"), (2, "sub")):
+        photo, mask = write_scene_files(root / "images" / sub, f"p{index}", f"p{index}_tmp", size=(96, 128),
+                                        seed=index)
+        (root / "masks" / sub).mkdir(parents=True, exist_ok=True)
+        mask.rename(root / "masks" / sub / f"p{index}.png")
+    return root
+
+
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, *unreadable: Path) -> None:
+    """os.scandir fails with EACCES on these folders, as for a user without the right to read them
+    (a chmod alone does not stop root, who may run the tests)."""
+    import errno
+
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if Path(os.fspath(path)) in unreadable:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_sub_folder_is_named_and_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was skipped in silence (exit 0, "ok"), the only sign a mask without an image."""
+    root = folder_layout(tmp_path / "in")
+    refuse_listing(monkeypatch, root / "images" / "sub")
+    result = runner.invoke(app, ["batch", str(root), "-o", str(tmp_path / "out"), "-d", "cpu", "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["done"], summary["failed"]) == ("partial", 1, 1)
+    error = f"cannot read the folder {root / 'images' / 'sub'} (Permission denied): its files were not paired"
+    assert [item["error"] for item in summary["items"] if item["status"] == "failed"] == [error]
+    assert error in " ".join(result.stderr.split())
+    assert "1 pair found in" in result.stderr and "(images/ + masks/ folders), 1 folder unreadable;" in result.stderr
+
+
+def test_an_unreadable_masks_folder_says_so_for_each_photo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = folder_layout(tmp_path / "in")
+    refuse_listing(monkeypatch, root / "masks" / "sub")
+    result = runner.invoke(app, ["batch", str(root), "-o", str(tmp_path / "out"), "-d", "cpu", "--json"])
+    assert result.exit_code == 1, result.output
+    errors = sorted(item["error"] for item in json.loads(result.stdout)["items"] if item["status"] == "failed")
+    sub = root / "masks" / "sub"
+    assert errors == sorted([
+        f"cannot read the folder {sub} (Permission denied): its files were not paired",
+        *(f"{root / 'images' / 'sub' / name}: its mask cannot be looked for: the folder {sub} cannot be read"
+          for name in ("p1.jpg", "p2.jpg"))])
+
+
+@pytest.mark.parametrize("layout", ["big", "folders"])
+def test_an_unreadable_input_folder_is_a_usage_error_that_says_so(pairs: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """It read "no pairs found; expected images/..." (the folder) or "holds no image files" (images/)."""
+    root = pairs if layout == "big" else folder_layout(tmp_path / "layout")
+    unreadable = root if layout == "big" else root / "images"
+    refuse_listing(monkeypatch, unreadable)
+    result = runner.invoke(app, ["batch", str(root), "-o", str(tmp_path / "out"), "-d", "cpu"])
+    assert result.exit_code == 2, result.output
+    holder = "it" if layout == "big" else str(unreadable)
+    assert f"{root}: no pairs found; cannot read {holder} (Permission denied)" in " ".join(result.stderr.split())
+
+
+def test_crm_train_names_an_unreadable_folder_apart_from_photos_without_a_mask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_cli.pairing import scan_pairs
+    from crm_cli.training.data import target_pairs
+
+    root = folder_layout(tmp_path / "in")
+    write_scene_files(root / "images", "p9", "p9_seg", size=(96, 128))  # a photo without its mask
+    (root / "images" / "p9_seg.png").unlink()
+    refuse_listing(monkeypatch, root / "images" / "sub")
+    pairs, warnings = target_pairs(scan_pairs(root, command="crm train"), root)
+    assert [pair.name for pair in pairs] == ["p0"] and len(warnings) == 2
+    photo = root / "images" / "p9.jpg"
+    assert warnings[0].startswith(f"{root}: 1 photo without a mask left out, e.g. {photo}: no mask")
+    assert warnings[1] == (f"{root}: 1 folder left out, e.g. cannot read the folder {root / 'images' / 'sub'} "
+                           "(Permission denied): its files were not paired")

@@ -68,8 +68,9 @@ class PairFailure:
     """An image left out of the run: its name (as its pair's is or would be), its file, and why."""
 
     name: str
-    image: Path
+    image: Path  # or the folder that could not be read (``folder``)
     error: str  # the whole message, naming the image
+    folder: bool = False  # a folder that could not be listed, not an image
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,20 @@ class _Walk:
     # Paths not taken because they lead into the walk's ``apart`` folder (a link to a mask file, a
     # folder of masks), each with the real path it leads to.
     apart: list[tuple[Path, str]] = field(default_factory=list)
+    # Folders that could not be listed (no permission, an I/O error), each with the reason in words.
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _unreadable_failures(unreadable: list[tuple[Path, str]]) -> list[PairFailure]:
+    """A failure for each folder that could not be listed: whatever pairs it holds were not found, so a
+    run that goes on without them has not done all it was asked to (exit 1), and says which folder."""
+    return [PairFailure(str(folder), folder, f"cannot read the folder {folder} ({reason}): its files were not paired",
+                        folder=True) for folder, reason in unreadable]
+
+
+def _unreadable_reason(walked: _Walk, folder: Path) -> str | None:
+    """Why the walk could not list ``folder`` itself (its own folder), or None when it could."""
+    return next((reason for path, reason in walked.unreadable if path == folder), None)
 
 
 def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
@@ -154,7 +169,10 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
         try:
             with os.scandir(directory) as scan:
                 entries = sorted(scan, key=lambda entry: entry.name)
-        except OSError:  # unreadable, or gone meanwhile: nothing to pair there
+        except FileNotFoundError:  # gone meanwhile: nothing to pair there
+            return
+        except OSError as exc:
+            found.unreadable.append((directory, exc.strerror or str(exc)))
             return
         for entry in entries:
             name = entry.name
@@ -673,6 +691,7 @@ class _Inputs:
     masks_inside: dict[Path, list[Path]] = field(default_factory=dict)  # masks in the excluded folder
     gts: dict[Path, list[Path]] = field(default_factory=dict)  # ground truths (BIG layout)
     broken: list[Path] = field(default_factory=list)  # links to missing files
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # folders that could not be listed, why
     notes: list[str] = field(default_factory=list)
     masks_dir: Path | None = None  # the masks' own folder (folder layouts): named where a photo's mask is missing
     # Side by side, a guess: the folder searched, for the NoPairsError when not one photo fits a mask
@@ -704,6 +723,8 @@ def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layo
     images = _keyed(found_images.files, images_dir)
     if not images:
         holder = "it" if root == images_dir else str(images_dir)
+        if (reason := _unreadable_reason(found_images, images_dir)) is not None:
+            raise NoPairsError(f"{root}: no pairs found; cannot read {holder} ({reason})")
         raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files" + _formats_hint(found_images)
                            + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir, real_masks)))
     notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir, real_masks)
@@ -711,7 +732,8 @@ def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layo
     return _Inputs(layout, images, _keyed(found_masks.files, masks_dir), ("", *MASK_NAME_SUFFIXES),
                    images_inside=_keyed(found_images.inside, images_dir),
                    masks_inside=_keyed(found_masks.inside, masks_dir),
-                   broken=found_images.broken + found_masks.broken, notes=notes, masks_dir=masks_dir)
+                   broken=found_images.broken + found_masks.broken,
+                   unreadable=found_images.unreadable + found_masks.unreadable, notes=notes, masks_dir=masks_dir)
 
 
 def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") -> _Inputs:
@@ -742,13 +764,15 @@ def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") 
         notes.append(f"{count_noun(len(maskless), 'photo')} in folders without any <name>_mask.* mask not "
                      f"paired, e.g. {maskless[0]}")
     if not images or not masks:
+        if (reason := _unreadable_reason(walked, root)) is not None:
+            raise NoPairsError(f"{root}: no pairs found; cannot read it ({reason})")
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
                            "<name>_mask.*"
                            + (_two_formats_hint(every_photo, root) or _layout_hint(root, command)
                               or _formats_hint(walked)))
     return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
-                   broken=walked.broken, notes=notes, guessed_in=root, command=command)
+                   broken=walked.broken, unreadable=walked.unreadable, notes=notes, guessed_in=root, command=command)
 
 
 def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
@@ -946,6 +970,11 @@ def _renamed_masks_note(inputs: _Inputs, unpaired: list[Path], orphans: list[Pat
             f"their masks, rename them ({mask.name} -> {photo_key.name}{mask.suffix})"]
 
 
+def _unread_around(folder: Path, inputs: _Inputs) -> Path | None:
+    """The folder among ``inputs.unreadable`` that is ``folder`` or holds it, or None."""
+    return next((path for path, _ in inputs.unreadable if path == folder or path in folder.parents), None)
+
+
 def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     """Pair each photo of ``inputs`` with its mask: the pairs, a failure for each photo without its
     one mask, and notes on the files left out (see :func:`scan_pairs`); ``exclude`` is the output
@@ -963,7 +992,7 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     pairs: list[FilePair] = []
-    failures: list[PairFailure] = []
+    failures = _unreadable_failures(inputs.unreadable)
     duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
     padded: list[str] = []  # the pairs matched only with zero-padding ignored, as "image + mask"
     for key, image_files in images.items():
@@ -986,6 +1015,8 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
                      "name it as one of them exactly (letter case too), and the others' masks as theirs")
         elif big:
             error = f"{image}: no matching {key.name}_seg.* mask"
+        elif inputs.masks_dir is not None and (unread := _unread_around(inputs.masks_dir / key.parent, inputs)):
+            error = f"{image}: its mask cannot be looked for: the folder {unread} cannot be read"
         elif inputs.masks_dir is not None:
             error = (f"{image}: no mask {key.name}.* or {key.name}_mask.* {tried} under "
                      f"{inputs.masks_dir / key.parent}"
@@ -1084,7 +1115,7 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
                                 images_inside=_keyed(walked.inside, root, "_im"),
                                 masks_inside=_keyed(walked.inside, root, "_seg"),
                                 gts=_keyed(walked.files, root, GT_SUFFIX), broken=walked.broken,
-                                notes=_skipped_note(walked)), exclude)
+                                unreadable=walked.unreadable, notes=_skipped_note(walked)), exclude)
 
 
 def scan_folder_pairs(images_dir: Path, masks_dir: Path, exclude: Path | None = None) -> Pairing[FilePair]:

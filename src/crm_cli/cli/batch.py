@@ -791,7 +791,10 @@ def batch(
         done_before = sum(1 for item in items if item["status"] == "skipped")
         where = f"{folder} + {masks_dir}" if masks_dir is not None else str(folder)
         found_line = [f"{count_noun(len(found.pairs), 'pair')} found in {where} ({found.layout})"]
-        found_line += [f"{count_noun(len(found.failures), 'image')} not paired"] if found.failures else []
+        unread = sum(failure.folder for failure in found.failures)
+        unpaired = len(found.failures) - unread
+        found_line += [f"{count_noun(unpaired, 'image')} not paired"] if unpaired else []
+        found_line += [f"{count_noun(unread, 'folder')} unreadable"] if unread else []
         found_line += [f"{len(clashes)} sharing an output file"] if clashes else []
         found_line += [f"{done_before} already done"] if done_before else []
         found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []

@@ -68,12 +68,16 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
     pairs, left_out = pairing.ground_truth_pairs(found, root, "left out (the _seg masks are coarse masks, not targets)",
                                                  "training learns the _gt masks (the _seg ones are coarse masks, not "
                                                  "targets)")
-    unpaired = found.problems
-    if not pairs and unpaired:
-        raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {unpaired[0]}")
+    unpaired = [failure.error for failure in found.failures if not failure.folder]
+    unread = [failure.error for failure in found.failures if failure.folder]
+    if not pairs and (unpaired or unread):
+        example = (unpaired + unread)[0]
+        raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {example}")
     warnings = []
     if unpaired:
         warnings.append(f"{root}: {count_noun(len(unpaired), 'photo')} without a mask left out, e.g. {unpaired[0]}")
+    if unread:
+        warnings.append(f"{root}: {count_noun(len(unread), 'folder')} left out, e.g. {unread[0]}")
     return training_pairs(pairs, root), warnings + left_out
 
 
