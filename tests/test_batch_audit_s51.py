@@ -151,3 +151,80 @@ def test_crm_train_names_an_unreadable_folder_apart_from_photos_without_a_mask(
     assert warnings[0].startswith(f"{root}: 1 photo without a mask left out, e.g. {photo}: no mask")
     assert warnings[1] == (f"{root}: 1 folder left out, e.g. cannot read the folder {root / 'images' / 'sub'} "
                            "(Permission denied): its files were not paired")
+
+
+@pytest.fixture()
+def live_holder() -> object:
+    """A process of this host that stands for another crm run holding a lock; killed at the end."""
+    import subprocess
+
+    holder = subprocess.Popen(["sleep", "60"])
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+def lock_of(output: Path, pid: int) -> Path:
+    import socket
+
+    from crm_cli.locks import lock_path
+
+    lock = lock_path(output)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{pid} {socket.gethostname()} token\n")
+    return lock
+
+
+def test_a_pair_whose_holder_dies_during_the_run_is_refined_at_its_end(
+        pairs: Path, tmp_path: Path, live_holder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers on one folder, one killed for memory: the other left its pair to it and ended
+    with exit 0 and "1 left to another crm run", the holder long gone (a rerun took over at once)."""
+    import crm_cli.locks
+
+    out = tmp_path / "out"
+    lock = lock_of(out / "p0_mask.png", live_holder.pid)
+    describe = crm_cli.locks.describe_holder
+
+    def holder_dying_right_after(output: str) -> str:
+        text = describe(output)
+        live_holder.kill()
+        live_holder.wait()
+        return text
+
+    monkeypatch.setattr(crm_cli.locks, "describe_holder", holder_dying_right_after)
+    result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["in_progress"], summary["failed"]) == (3, 0, 0)
+    assert (out / "p0_mask.png").is_file() and not lock.exists()
+    assert [item["name"] for item in summary["items"]] == ["p0", "p1", "p2"]  # in input order still
+
+
+def test_a_pair_left_to_a_run_that_has_ended_without_it_fails_saying_run_again(
+        pairs: Path, tmp_path: Path, live_holder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where it cannot be taken over here (the holder ended after the last try, or the run was on Ray),
+    the summary no longer says "left to another crm run" with exit 0."""
+    import crm_cli.locks
+
+    out = tmp_path / "out"
+    lock = lock_of(out / "p0_mask.png", live_holder.pid)
+    tries = {"n": 0}
+    real_abandoned = crm_cli.locks.abandoned
+
+    def holder_ending_after_the_retry(output: str) -> bool:
+        tries["n"] += 1
+        if tries["n"] == 2:  # the summary's look, after plain_results' one
+            live_holder.kill()
+            live_holder.wait()
+        return real_abandoned(output)
+
+    monkeypatch.setattr(crm_cli.locks, "abandoned", holder_ending_after_the_retry)
+    result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["in_progress"], summary["failed"]) == (2, 0, 1)
+    (item,) = [item for item in summary["items"] if item["status"] == "failed"]
+    assert item["error"].startswith(f"the crm run that held {lock} (pid {live_holder.pid} on ")
+    assert item["error"].endswith(f"ended without finishing {out / 'p0_mask.png'}: run the same command again "
+                                  "to refine p0")
+    assert "lock" not in item and "left to another run" not in result.stderr

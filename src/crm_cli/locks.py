@@ -189,6 +189,13 @@ def _unhold(path: Path) -> None:
             _held_changed.notify_all()
 
 
+def abandoned(output: str | Path) -> bool:
+    """Whether nobody is making ``output`` any more: its lock is gone (released by a run that did not
+    finish it) or may be taken over (see OutputLock.is_stale: its holder has died, say)."""
+    path = lock_path(output)
+    return not (path.exists() or path.is_symlink()) or _is_stale(path)
+
+
 def describe_holder(output: str | Path) -> str:
     """Who holds the lock of ``output`` and since when, for messages: "pid 12 on node3, 4 min old"."""
     path = lock_path(output)

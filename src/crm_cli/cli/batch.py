@@ -7,7 +7,7 @@ import heapq
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
@@ -664,7 +664,7 @@ def batch(
     pairs left are not attempted: free space and run it again); the exit code is 1 if any pair failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..locks import STALE_LOCK_AGE_S, FolderClocks, folder_time_ns, lock_path
+    from ..locks import STALE_LOCK_AGE_S, FolderClocks, abandoned, folder_time_ns, lock_path
     from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
     from ..raybatch import RayRunError, ray_run
     from ..writing import name_too_long
@@ -824,7 +824,7 @@ def batch(
         if not all(small[pair] for pair in todo):
             with user_errors(fatal.emit):
                 refiner = options.load(quiet)
-        run = nullcontext((index, work(refiner, job)) for index, job in enumerate(jobs))
+        run = nullcontext(plain_results(partial(work, refiner), jobs))
     finished_jobs: dict[int, dict[str, Any]] = {}
     # Where a write found no room (a full disk, a used-up quota) and its errno: the run stops there.
     no_room: tuple[Path, int] | None = None
@@ -868,13 +868,23 @@ def batch(
                      for index, pair in enumerate(todo) if index not in finished_jobs)
     items[:] = in_input_order(items, order)  # as --dry-run lists them, whenever each pair finished
     for item in items:
+        if item["status"] != "in_progress":
+            continue
         # A pair left to another run that has finished it since is done: the summary does not send
-        # the user after a lock that is gone.
-        if item["status"] == "in_progress" and counts_as_done(Path(item["output"]), overwrite, since_ns, clocks,
-                                                              (item["image"], item["mask"]), record)[0]:
+        # the user after a lock that is gone. One whose run has ended without finishing it (killed,
+        # say) is not done, and nobody is making it: it fails, so that the run's exit code says so.
+        if counts_as_done(Path(item["output"]), overwrite, since_ns, clocks, (item["image"], item["mask"]),
+                          record)[0]:
             item["status"] = "skipped"
-            item.pop("lock", None)
-            item.pop("lock_holder", None)
+        elif abandoned(item["output"]):
+            item["status"] = "failed"
+            item["error"] = (f"the crm run that held {item['lock']} ({item['lock_holder']}) ended without finishing "
+                             f"{item['output']}: run the same command again to refine {item['name']}")
+            report_failure(f"{item['name']}: ", item["error"])
+        else:
+            continue
+        item.pop("lock", None)
+        item.pop("lock_holder", None)
     counts = summary_counts(items)
     if not quiet:
         busy = f"{counts['in_progress']} left to another crm run, " if counts["in_progress"] else ""
@@ -898,6 +908,25 @@ def batch(
         raise fatal.fail(out_of_space_message(*no_room, counts.get("todo", 0)))
     finish_run({**counts, "output_dir": folder_name, "items": items}, failed=bool(counts["failed"]),
                json_out=json_out)
+
+
+def plain_results(work: Callable[[dict[str, Any]], dict[str, Any]],
+                  jobs: Sequence[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(job index, outcome) of every job, run in this process. A job left to another crm run (its
+    output locked: ``in_progress``) is tried once more after the others, in case that run has ended
+    without finishing it meanwhile (a worker killed for memory): its lock is then taken over and
+    the pair refined here."""
+    from ..locks import abandoned
+
+    left: list[tuple[int, dict[str, Any]]] = []
+    for index, job in enumerate(jobs):
+        outcome = work(job)
+        if outcome["status"] == "in_progress":
+            left.append((index, outcome))
+        else:
+            yield index, outcome
+    for index, outcome in left:
+        yield index, work(jobs[index]) if abandoned(jobs[index]["output"]) else outcome
 
 
 def input_order(found: Pairing[FilePair]) -> dict[str, int]:
