@@ -244,6 +244,48 @@ def test_decoder_pool_runs_every_job_with_one_blas_thread_and_reraises() -> None
         lib["num_threads"] for lib in blas]
 
 
+def test_decoder_pools_run_side_by_side_give_blas_back_its_own_count() -> None:
+    """Two Refiners decoding in two threads, the first to start ending first: each saved and restored
+    the process-wide count, so the second put back the first's 1 and BLAS stayed on one thread."""
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    first_in, second_in, first_may_end, second_may_end = (threading.Event() for _ in range(4))
+    inside: list[list[int]] = []
+
+    def first_job(start: int) -> None:
+        first_in.set()
+        first_may_end.wait(10)
+        inside.append(blas_threads())
+
+    def second_job(start: int) -> None:
+        second_in.set()
+        second_may_end.wait(10)
+        inside.append(blas_threads())
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(count == 2 for count in before)
+        pools = DecoderPool(workers=1), DecoderPool(workers=1)  # each runs its jobs on the calling thread
+        first = threading.Thread(target=pools[0].run, args=(first_job, [0]))
+        second = threading.Thread(target=pools[1].run, args=(second_job, [0]))
+        first.start()
+        assert first_in.wait(10)
+        second.start()
+        assert second_in.wait(10)
+        first_may_end.set()
+        first.join(10)
+        assert blas_threads() == [1] * len(before)  # the second still decodes
+        second_may_end.set()
+        second.join(10)
+        assert inside == [[1] * len(before)] * 2
+        assert blas_threads() == before  # was: [1], for good
+
+
 # 3. End to end ---------------------------------------------------------------------------------------------------
 
 

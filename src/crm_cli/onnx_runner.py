@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,62 @@ ARENA_SHRINK_CPU = "cpu:0"
 # a core's L2 cache: 16k-point calls were 1.5-1.8x slower on a 512 KB-L2 CPU.
 POINT_CHUNK = 4096
 
+class _BlasHold:
+    """Holds NumPy's BLAS to one thread while any decode runs, whichever thread runs it.
+
+    The BLAS thread count is one setting for the whole process: two Refiners decoding side by side
+    (one per thread, as README suggests) each saving and restoring it left it at 1 for good, the
+    second saving the first's 1. Here the first decode to start saves it, the last to end puts it
+    back, and the ones between share the hold.
+
+    threadpoolctl 3.8 lets only one thread at a time change OpenBLAS's count (its "controlling
+    thread", otherwise the call does nothing); the first and the last holder may be different
+    threads, so the hold hands that role over (``_any_thread_may_set``) around each change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._controller: Any = None  # threadpoolctl's, made on first use (it lists the loaded libraries)
+        self._limiter: Any = None  # while held: what puts the counts back
+
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        """Inside, BLAS runs on one thread (for every thread of the process)."""
+        with self._lock:
+            if self._holders == 0:
+                from threadpoolctl import ThreadpoolController
+
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                _any_thread_may_set()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                _any_thread_may_set()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    _any_thread_may_set()
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+                    _any_thread_may_set()
+
+
+def _any_thread_may_set() -> None:
+    """Let the next thread that sets OpenBLAS's thread count do so (threadpoolctl 3.8 and later
+    ignore a thread other than the one that set it last, until that one lets go)."""
+    import threadpoolctl
+
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+BLAS_HOLD = _BlasHold()
+
+
 class DecoderPool:
     """Runs independent decoder chunks on ``workers`` threads, with BLAS held to one thread each.
 
@@ -51,15 +108,12 @@ class DecoderPool:
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        from threadpoolctl import ThreadpoolController
-
         self.workers = max(1, workers or available_cpus())
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="crm-decode") if self.workers > 1 else None
-        self._blas = ThreadpoolController()
 
     def run(self, job: Callable[[int], None], starts: Sequence[int]) -> None:
         """``job(start)`` for every start, each writing its own slice of an output."""
-        with self._blas.limit(limits=1, user_api="blas"):
+        with BLAS_HOLD.one_thread():
             if self._executor is None or len(starts) < 2:
                 run_jobs(None, job, starts)
                 return
