@@ -228,3 +228,61 @@ def test_a_pair_left_to_a_run_that_has_ended_without_it_fails_saying_run_again(
     assert item["error"].endswith(f"ended without finishing {out / 'p0_mask.png'}: run the same command again "
                                   "to refine p0")
     assert "lock" not in item and "left to another run" not in result.stderr
+
+
+# The Python API (a service's audit, session 51) ----------------------------------------------------------------
+
+
+def opencv_shortage() -> BaseException:
+    """OpenCV's error as its allocator raises it."""
+    import cv2
+
+    return cv2.error("OpenCV(4.11.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 9000000 bytes "
+                     "in function 'OutOfMemoryError'")
+
+
+@pytest.mark.parametrize("raised, text", [
+    (opencv_shortage(), "Unable to allocate 8.6 MiB in OpenCV"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 1000000 bytes. Error code 12 (Cannot allocate memory)"),
+     "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000000 bytes. Error code 12 (Cannot "
+     "allocate memory)"),
+])
+def test_the_api_raises_a_shortage_of_the_machines_memory_as_memory_error(
+        monkeypatch: pytest.MonkeyPatch, raised: BaseException, text: str) -> None:
+    """README promised a MemoryError; OpenCV's and torch's CPU shortages came out as cv2.error and
+    RuntimeError, which a service catching MemoryError answered with a 500."""
+    import numpy as np
+
+    from crm_cli import Refiner
+    from crm_cli.errors import out_of_memory_message
+
+    refiner = Refiner(device="cpu")
+
+    def short(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(Refiner, "_refine_detailed", short)
+    image, mask = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)
+    with pytest.raises(MemoryError) as caught:
+        refiner.refine(image, mask)
+    assert str(caught.value) == text and caught.value.__cause__ is raised
+    assert out_of_memory_message(caught.value) == out_of_memory_message(raised)  # the CLI's line is unchanged
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("CUDA error: out of memory"), RuntimeError("something else"),
+                                    ValueError("a caller's array")])
+def test_other_errors_keep_their_types(monkeypatch: pytest.MonkeyPatch, raised: BaseException) -> None:
+    import numpy as np
+
+    from crm_cli import Refiner
+
+    refiner = Refiner(device="cpu")
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(Refiner, "_refine_detailed", failing)
+    with pytest.raises(type(raised)) as caught:
+        refiner.refine_detailed(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
+    assert caught.value is raised

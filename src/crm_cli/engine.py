@@ -42,6 +42,7 @@ from .checkpoint import (
 )
 from .config import BACKEND_CHOICES
 from .edge_snap import snap_radius, snap_to_edges
+from .errors import host_memory_error
 from .guard import (
     GUARD_CERTAINTY,
     apply_guard,
@@ -496,14 +497,19 @@ class Refiner:
             ValueError: an image or mask of another shape, type or range than :meth:`refine` lists,
                 an empty image, or invalid settings.
             TypeError: a mask that is not a numeric array.
-            MemoryError: too little memory for this image (NumPy's, ONNX Runtime's). Other
-                libraries' shortages keep their own types: torch's a RuntimeError
-                (``torch.OutOfMemoryError`` on a GPU), OpenCV's a ``cv2.error``;
-                ``errors.out_of_memory_message`` tells each of them from other errors.
+            MemoryError: too little of the machine's memory for this image (NumPy's, ONNX
+                Runtime's, and OpenCV's and torch's on the CPU, raised from theirs). A GPU's
+                shortage keeps torch's type (``torch.OutOfMemoryError``, a RuntimeError);
+                ``errors.out_of_memory_message`` tells it and the others from other errors.
         """
-        with self._lock, numpy_pages_unadvised(), self._inference():
-            return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
-                                         snap=snap, preset=preset, keep_stages=keep_stages)
+        try:
+            with self._lock, numpy_pages_unadvised(), self._inference():
+                return self._refine_detailed(image, mask, ratios, roi, full_decode, adaptive=adaptive, guard=guard,
+                                             snap=snap, preset=preset, keep_stages=keep_stages)
+        except Exception as exc:
+            if (shortage := host_memory_error(exc)) is not None:
+                raise shortage from exc
+            raise
 
     def _inference(self) -> ExitStack:
         """The runners' inference contexts, the partner's included (all entered, or none)."""
@@ -728,8 +734,8 @@ class Refiner:
             ValueError: an image or mask of another shape or type than listed, an empty image,
                 float values outside [0, 1] or NaN, integer values other than 0/1 in a type other
                 than uint8/uint16, or invalid settings.
-            MemoryError: too little memory for this image; torch's and OpenCV's shortages keep
-                their own types (see :meth:`refine_detailed`).
+            MemoryError: too little of the machine's memory for this image; a GPU's shortage is
+                torch's own (see :meth:`refine_detailed`).
 
         SizeMismatchError, ValueError and TypeError are the caller's (its arrays); loading errors
         (``WeightsError``, ``DeviceError``) come from building the Refiner, never from here.

@@ -73,6 +73,22 @@ def opencv_out_of_memory(exc: BaseException) -> str | None:
     return f"Unable to allocate {shown} in OpenCV"
 
 
+def host_memory_error(exc: BaseException) -> MemoryError | None:
+    """A MemoryError standing for ``exc`` when it is another library's shortage of the machine's
+    memory: OpenCV's (:func:`opencv_out_of_memory`, in NumPy's words) or torch's on the CPU (its
+    DefaultCPUAllocator's text); None for anything else, a GPU's shortage included (torch's own
+    ``OutOfMemoryError``, whose advice is another device). The API raises it ``from exc``, so that a
+    caller catches one type for "this image does not fit in memory"."""
+    import re
+
+    if isinstance(exc, RuntimeError) and not isinstance(exc, MemoryError):
+        text = str(exc)
+        cpu = re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)
+        return None if cpu is None else MemoryError(text[cpu.start():].strip())
+    shortage = opencv_out_of_memory(exc)
+    return None if shortage is None else MemoryError(shortage)
+
+
 # What a thread that could not be started advises.
 THREAD_ADVICE = ": this process may start no more threads (a container's pids limit, or ulimit -u?); try --threads 1"
 
