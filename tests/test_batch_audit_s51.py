@@ -286,3 +286,22 @@ def test_other_errors_keep_their_types(monkeypatch: pytest.MonkeyPatch, raised: 
     with pytest.raises(type(raised)) as caught:
         refiner.refine_detailed(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8))
     assert caught.value is raised
+
+
+def test_a_torch_device_is_taken_and_a_number_is_a_type_error(tiny_weights: Path) -> None:
+    """A torch.device (what a from_model caller holds) was an AttributeError ('no attribute strip'),
+    1 as well, and 0 silently meant auto."""
+    import torch
+    from conftest import make_tiny_model
+
+    from crm_cli import Refiner
+    from crm_cli.devices import device_name
+
+    assert device_name(torch.device("cpu")) == "cpu" and device_name(torch.device("cuda", 1)) == "cuda:1"
+    assert device_name(None) == "auto"
+    assert Refiner(tiny_weights, device=torch.device("cpu")).device_name.startswith("cpu")
+    assert Refiner.from_model(make_tiny_model(), device=torch.device("cpu")).device_name.startswith("cpu")
+    for number in (0, 1, 2.0):
+        with pytest.raises(TypeError, match=rf"device must be a name such as 'cpu' or 'cuda:0', or a torch.device; "
+                                            rf"got {type(number).__name__} {number!r}"):
+            Refiner(tiny_weights, device=number)

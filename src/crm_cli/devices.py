@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -28,11 +28,17 @@ def available_devices() -> list[str]:
     return found
 
 
-def device_name(name: str = "auto") -> str:
+def device_name(name: Any = "auto") -> str:
     """``name`` checked and spelled as :func:`resolve_device` takes it, without importing torch:
     ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``cpu:N`` is ``cpu``, as torch runs every CPU
-    index on the one CPU device; ``mps:0`` is ``mps``), in any case and with blanks around it. A
-    malformed or unknown name is a DeviceError."""
+    index on the one CPU device; ``mps:0`` is ``mps``), in any case and with blanks around it, or a
+    ``torch.device``; None is ``auto``. A malformed or unknown name is a DeviceError, anything else
+    that is no name a TypeError."""
+    if type(name).__module__ == "torch" and type(name).__name__ == "device":
+        name = str(name)
+    elif name is not None and not isinstance(name, str):
+        raise TypeError(f"device must be a name such as 'cpu' or 'cuda:0', or a torch.device; got "
+                        f"{type(name).__name__} {name!r}")
     name = (name or "auto").strip().lower()
     kind, colon, index = name.partition(":")
     if kind == "auto" and not colon:

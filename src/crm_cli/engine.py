@@ -266,7 +266,8 @@ class Refiner:
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
                 :meth:`from_checkpoint` does, with BatchNorm folded into the convolutions (``fold_bn``).
             device: "auto" (CUDA, else MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps", in any
-                case; a device that is not present is a ``devices.DeviceError``.
+                case, or a ``torch.device``; a device that is not present is a ``devices.DeviceError``,
+                a value that is neither a TypeError.
             info: what is known about ``model``'s checkpoint (``weights_info``).
             precision: the encoder's precision on torch, "fp32" (default), "fp16" or "bf16"; the
                 reduced ones are meant for GPUs (on a CPU they run, much slower, with a warning).
