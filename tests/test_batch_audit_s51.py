@@ -305,3 +305,32 @@ def test_a_torch_device_is_taken_and_a_number_is_a_type_error(tiny_weights: Path
         with pytest.raises(TypeError, match=rf"device must be a name such as 'cpu' or 'cuda:0', or a torch.device; "
                                             rf"got {type(number).__name__} {number!r}"):
             Refiner(tiny_weights, device=number)
+
+
+@pytest.mark.parametrize("value", ["False", "no", 2, 0.0])
+def test_a_switch_that_is_no_bool_is_a_type_error(tiny_weights: Path, value: object) -> None:
+    """guard="False" switched the guard on (a non-empty string is true)."""
+    import numpy as np
+
+    from crm_cli import Refiner
+
+    refiner = Refiner(tiny_weights, device="cpu")
+    image, mask = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)
+    with pytest.raises(TypeError, match=rf"guard must be True, False or None, got {type(value).__name__} "):
+        refiner.refine_detailed(image, mask, preset="balanced", guard=value)
+    assert refiner.refine_detailed(image, mask, preset="balanced", guard=np.bool_(False)).guard_px is None
+
+
+def test_too_many_threads_are_warned_of_once_with_a_partner(caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped weights' partner is built with the same count, and warned again."""
+    import logging
+
+    from crm_cli import Refiner, runtime
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        refiner = Refiner(device="cpu", threads=64)
+    assert refiner.partner is not None and refiner.runner.threads == refiner.partner.runner.threads == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        "64 threads asked for, more than the 2 CPUs this process may use; using 2"]

@@ -55,7 +55,7 @@ from .guard import (
 )
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
 from .presets import Preset, get_preset
-from .runtime import numpy_pages_unadvised, release_free_heap
+from .runtime import numpy_pages_unadvised, release_free_heap, usable_threads
 from .schedule import (
     CHANGE_CONFIDENCE_RAMP,
     REGION_MAX_ATTACHED,
@@ -325,7 +325,8 @@ class Refiner:
             raise TypeError(f"final_stage must be a crm_cli.schedule.FinalStage or None, not "
                             f"{type(final_stage).__name__}")
         if threads is not None:
-            threads = whole_number("threads", threads, 0) or None
+            # Bounded here, once: the partner is built with the same count, and would warn again.
+            threads = usable_threads(whole_number("threads", threads, 0) or None) if threads else None
         check_tile_options(tiles)
         if partner_model is True:
             raise TypeError("partner_model must be a model, a checkpoint path, None or False, not True")
