@@ -200,9 +200,10 @@ class WeightsSidecar:
         return checkpoint_kind(self.weights)
 
 
-def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
-    """The ONNX encoder that the sidecar of ``weights`` names, when the sidecar names one that was
-    exported from these very weights (its ``weights_sha256``) and the file exists; else None."""
+def recorded_onnx_encoder(weights: Path | str | WeightsSidecar) -> Path | None:
+    """Where the ONNX encoder that the sidecar of ``weights`` names lies (beside the weights), when
+    the sidecar names one exported from these very weights (its ``weights_sha256``), whether or not
+    the file is there; else None."""
     side = WeightsSidecar.of(weights)
     data = side.data or {}
     entry = data.get("onnx")
@@ -211,8 +212,14 @@ def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
     name = entry.get("file")
     if not isinstance(name, str) or not name or Path(name).name != name:  # a file beside the weights
         return None
-    path = side.weights.with_name(name)
-    return path if path.is_file() else None
+    return side.weights.with_name(name)
+
+
+def onnx_encoder_path(weights: Path | str | WeightsSidecar) -> Path | None:
+    """The ONNX encoder that the sidecar of ``weights`` names (:func:`recorded_onnx_encoder`), when
+    the file exists; else None."""
+    path = recorded_onnx_encoder(weights)
+    return path if path is not None and path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from .checkpoint import (
     default_weights_path,
     onnx_encoder_path,
     partner_weights,
+    recorded_onnx_encoder,
     sidecar_path,
 )
 from .config import BACKEND_CHOICES
@@ -221,8 +222,14 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
     if precision != "fp32" or side.kind != SAFETENSORS_KIND:
         return None
+    on_cpu = kind == "cpu" or (kind == "auto" and not accelerator_possible())
     encoder = onnx_encoder_path(side)
-    if encoder is None or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
+    if encoder is None and on_cpu and (recorded := recorded_onnx_encoder(side)) is not None:
+        # Removed or not copied with the weights: nothing else would say why this runs slower.
+        logger.warning("%s: the exported encoder %s that its sidecar names is missing: refining with torch, about "
+                       "2.5 times slower on a CPU (copy it beside the weights, or export it again: python -m "
+                       "crm_cli.onnx_export %s)", path, recorded.name, path)
+    if encoder is None or not on_cpu:
         return None
     # Checked last: it imports ONNX Runtime, which only a CPU run with an exported encoder needs.
     if (problem := onnxruntime_problem()) is not None:
