@@ -728,9 +728,10 @@ class Refiner:
 
         Args:
             image: (H, W, 3) uint8 RGB, at least 1x1.
-            mask: (H, W) coarse mask, one of: uint8 0-255; uint16 0-65535 (or 0-255 when its
-                largest value is 2 to 255, ``masks.uint16_full_scale``); bool; any other integer type
-                holding only 0 and 1; float16/32/64 in [0, 1] (no NaN).
+            mask: (H, W) coarse mask, one of: uint8 0-255 (one holding only 0 and 1 is read as
+                0/1, a binary mask); uint16 0-65535 (or 0-255 when its largest value is 2 to 255,
+                ``masks.uint16_full_scale``; 0/1 as uint8); bool; any other integer type holding only
+                0 and 1; float16/32/64 in [0, 1] (no NaN).
             ratios: fixed increasing stage ratios (the last one is usually 1.0; a sequence, or a
                 string as the CLI's ``--ratios``, "0.5,1") instead of the preset's per-image choice.
             roi, full_decode, adaptive, guard, snap: override one switch of the preset (see ``Preset``).

@@ -19,6 +19,7 @@ Decoding files into ``MaskData`` is imageio's job; this module never touches a f
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -281,6 +282,9 @@ def checked_mask(mask: object) -> np.ndarray:
     palette indices: a foreground index of 15 would read as 15/255, all background)."""
     if mask is None:
         raise TypeError("mask must be an (H, W) array, got None")
+    if isinstance(mask, (str, bytes, os.PathLike)):
+        raise TypeError(f"mask must be an (H, W) array, got a path ({mask!r}); read it first: "
+                        "crm_cli.imageio.read_mask(path).probability()")
     if pil_mode(mask) in ("P", "PA"):
         raise ValueError(f"mask is a PIL palette image (mode {pil_mode(mask)}), whose values are palette indices, "
                          "not 0-255 levels; pass crm_cli.imageio.read_mask(path).probability(), or "
@@ -335,6 +339,9 @@ def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> 
     mode = pil_mode(image)
     if mode is not None and mode != "RGB":
         raise ValueError(f"image must be RGB, got a PIL image in mode {mode}; pass image.convert('RGB')")
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got a path ({image!r}); read it first: "
+                         "crm_cli.imageio.read_image(path)")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")

@@ -1,5 +1,6 @@
-"""A dataset builder's audit of `crm batch` (session 51): outputs that are links to the inputs,
-folders that cannot be read, and pairs left to a run that has died since."""
+"""Two audits of session 51. A dataset builder's of `crm batch`: outputs that are links to the inputs,
+folders that cannot be read, and pairs left to a run that has died since. A service's of the Python
+API: memory shortages, devices, switches, threads, a missing exported encoder and paths given for arrays."""
 
 from __future__ import annotations
 
@@ -360,3 +361,19 @@ def test_an_exported_encoder_gone_from_beside_its_weights_is_warned_of(tmp_path:
         f"{weights}: the exported encoder {encoder.name} that its sidecar names is missing: refining with torch, "
         f"about 2.5 times slower on a CPU (copy it beside the weights, or export it again: python -m "
         f"crm_cli.onnx_export {weights})"]
+
+
+def test_a_path_given_for_an_array_says_how_to_read_it(tiny_weights: Path) -> None:
+    """It read "image must be (H, W, 3) uint8 RGB, got <U9 ()"."""
+    import numpy as np
+
+    from crm_cli import Refiner
+
+    refiner = Refiner(tiny_weights, device="cpu")
+    image, mask = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)
+    with pytest.raises(ValueError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got a path \('photo.jpg'\); "
+                                         r"read it first: crm_cli.imageio.read_image\(path\)$"):
+        refiner.refine("photo.jpg", mask)
+    with pytest.raises(TypeError, match=r"^mask must be an \(H, W\) array, got a path \(PosixPath\('m.png'\)\); "
+                                        r"read it first: crm_cli.imageio.read_mask\(path\).probability\(\)$"):
+        refiner.refine(image, Path("m.png"))
