@@ -35,8 +35,9 @@ def pairs(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("how", ["symlink", "hardlink"])
 def test_an_output_that_is_a_link_to_an_input_fails_and_leaves_the_input_alone(
         pairs: Path, tmp_path: Path, how: str, overwrite: bool) -> None:
-    """Seeding the output folder with links to the coarse masks wrote the refined mask through the
-    link into the input (--overwrite), or counted the coarse mask as done (exit 0 either way)."""
+    """Seeding the output folder with links to the coarse masks wrote the refined mask through a
+    symbolic link into the input (--overwrite), or counted the input as done (exit 0 either way). A
+    hard link is refused too, so that both kinds of link say the same."""
     out = tmp_path / "out"
     out.mkdir()
     own_mask, other_photo = pairs / "p0_seg.png", pairs / "p2_im.jpg"
@@ -49,6 +50,7 @@ def test_an_output_that_is_a_link_to_an_input_fails_and_leaves_the_input_alone(
     assert {path: digest(path) for path in pairs.iterdir()} == before  # no input was written
     items = {item["name"]: item for item in json.loads(result.stdout)["items"]}
     assert items["p2"]["status"] == "ok"
+    assert "3 pairs found in" in result.stderr and "2 whose output is an input;" in result.stderr
     for name, source in (("p0", own_mask), ("p1", other_photo)):
         assert items[name]["status"] == "failed"
         assert items[name]["error"] == (f"{out / f'{name}_mask.png'} is the input {source} (a link to it); "
@@ -59,6 +61,20 @@ def test_an_output_that_is_a_link_to_an_input_fails_and_leaves_the_input_alone(
     assert {item["name"]: item["status"] for item in json.loads(rerun.stdout)["items"]} == {
         "p0": "ok", "p1": "failed", "p2": "skipped"}
     assert not (out / "p0_mask.png").is_symlink() and digest(own_mask) == before[own_mask]
+
+
+def test_an_output_linked_to_a_ground_truth_is_refused_too(pairs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    truth = pairs / "p0_gt.png"
+    truth.write_bytes((pairs / "p0_seg.png").read_bytes())
+    os.symlink(truth, out / "p0_mask.png")
+    before = digest(truth)
+    result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--overwrite", "--json"])
+    assert result.exit_code == 1, result.output
+    assert digest(truth) == before
+    (item,) = [item for item in json.loads(result.stdout)["items"] if item["status"] == "failed"]
+    assert item["error"].startswith(f"{out / 'p0_mask.png'} is the input {truth} (a link to it)")
 
 
 def test_an_output_linked_elsewhere_is_still_written_through(pairs: Path, tmp_path: Path) -> None:
@@ -135,6 +151,30 @@ def test_an_unreadable_input_folder_is_a_usage_error_that_says_so(pairs: Path, t
     assert result.exit_code == 2, result.output
     holder = "it" if layout == "big" else str(unreadable)
     assert f"{root}: no pairs found; cannot read {holder} (Permission denied)" in " ".join(result.stderr.split())
+
+
+def test_unreadable_folders_in_the_output_folder_or_a_lost_and_found_are_not_missed(
+        pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither holds an input: the output folder's files are never paired, and an ext4 mount's
+    lost+found (root's, mode 0700) is no data; a run over either failed with exit 1."""
+    out = pairs / "refined"
+    (out / "old").mkdir(parents=True)
+    (pairs / "lost+found").mkdir()
+    refuse_listing(monkeypatch, out / "old", pairs / "lost+found")
+    result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "cannot read" not in result.stderr and json.loads(result.stdout)["failed"] == 0
+
+
+def test_no_pairs_found_names_the_sub_folder_it_could_not_read(pairs: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    pairs.rename(root / "a" / "pairs")
+    refuse_listing(monkeypatch, root / "a")
+    result = runner.invoke(app, ["batch", str(root), "-o", str(tmp_path / "out"), "-d", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot read 1 folder in it, e.g. {root / 'a'} (Permission denied)" in " ".join(result.stderr.split())
 
 
 def test_crm_train_names_an_unreadable_folder_apart_from_photos_without_a_mask(
@@ -377,3 +417,30 @@ def test_a_path_given_for_an_array_says_how_to_read_it(tiny_weights: Path) -> No
     with pytest.raises(TypeError, match=r"^mask must be an \(H, W\) array, got a path \(PosixPath\('m.png'\)\); "
                                         r"read it first: crm_cli.imageio.read_mask\(path\).probability\(\)$"):
         refiner.refine(image, Path("m.png"))
+
+
+def test_a_full_disk_still_reports_the_pairs_left_to_another_run_as_such(
+        pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held back for their second try, they were listed as not attempted when the disk filled first."""
+    import errno
+
+    import crm_cli.cli.batch as batch
+
+    def job(refiner: object, job: dict, **options: object) -> dict:
+        if job["name"] == "p0":
+            return {"status": "in_progress", "seconds": 0.0, "lock_holder": "pid 1 on elsewhere, 1 min old",
+                    "warnings": []}
+        return {"status": "failed", "error": "no room", "seconds": 0.0, "warnings": [],
+                batch.OUT_OF_SPACE_KEY: errno.ENOSPC}
+
+    from crm_cli.locks import lock_path
+
+    out = tmp_path / "out"
+    held = lock_path(out / "p0_mask.png")  # a live run's, on another host
+    held.parent.mkdir(parents=True)
+    held.write_text("1 elsewhere token\n")
+    monkeypatch.setattr(batch, "refine_pair_job", job)
+    result = runner.invoke(app, ["batch", str(pairs), "-o", str(out), "-d", "cpu", "--json"])
+    assert result.exit_code == 1
+    assert [(item["name"], item["status"]) for item in json.loads(result.stdout)["items"]] == [
+        ("p0", "in_progress"), ("p1", "failed"), ("p2", "todo")]

@@ -333,7 +333,8 @@ class Refiner:
                             f"{type(final_stage).__name__}")
         if threads is not None:
             # Bounded here, once: the partner is built with the same count, and would warn again.
-            threads = usable_threads(whole_number("threads", threads, 0) or None) if threads else None
+            asked = whole_number("threads", threads, 0) or None
+            threads = usable_threads(asked) if asked else None
         check_tile_options(tiles)
         if partner_model is True:
             raise TypeError("partner_model must be a model, a checkpoint path, None or False, not True")

@@ -140,6 +140,14 @@ def _unreadable_reason(walked: _Walk, folder: Path) -> str | None:
     return next((reason for path, reason in walked.unreadable if path == folder), None)
 
 
+def _unreadable_hint(unreadable: list[tuple[Path, str]]) -> str:
+    """For a NoPairsError: the folders that could not be listed (they may hold the pairs), or ""."""
+    if not unreadable:
+        return ""
+    folder, reason = unreadable[0]
+    return f"; cannot read {count_noun(len(unreadable), 'folder')} in it, e.g. {folder} ({reason})"
+
+
 def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
           skip: Sequence[str] = (), apart: str | None = None, real: str | None = None) -> _Walk:
     """The visible files below ``folder`` whose extension (any case) is one of ``suffixes``.
@@ -172,7 +180,10 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
         except FileNotFoundError:  # gone meanwhile: nothing to pair there
             return
         except OSError as exc:
-            found.unreadable.append((directory, exc.strerror or str(exc)))
+            # What lies in the excluded (output) folder is never paired, and a file system's lost+found
+            # (root's, mode 0700, at the top of every ext4 mount) holds no input: neither is missed.
+            if not excluded and directory.name != "lost+found":
+                found.unreadable.append((directory, exc.strerror or str(exc)))
             return
         for entry in entries:
             name = entry.name
@@ -725,7 +736,8 @@ def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layo
         holder = "it" if root == images_dir else str(images_dir)
         if (reason := _unreadable_reason(found_images, images_dir)) is not None:
             raise NoPairsError(f"{root}: no pairs found; cannot read {holder} ({reason})")
-        raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files" + _formats_hint(found_images)
+        raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files"
+                           + _unreadable_hint(found_images.unreadable) + _formats_hint(found_images)
                            + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir, real_masks)))
     notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir, real_masks)
              + _apart_note(found_masks, images_dir, real_images, masks=False))
@@ -768,7 +780,7 @@ def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") 
             raise NoPairsError(f"{root}: no pairs found; cannot read it ({reason})")
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
-                           "<name>_mask.*"
+                           "<name>_mask.*" + _unreadable_hint(walked.unreadable)
                            + (_two_formats_hint(every_photo, root) or _layout_hint(root, command)
                               or _formats_hint(walked)))
     return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
@@ -988,6 +1000,7 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         root = inputs.guessed_in
         raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders"
+                           + _unreadable_hint(inputs.unreadable)
                            + (_two_formats_hint(images, root) or _layout_hint(root, inputs.command)))
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"

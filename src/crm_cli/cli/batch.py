@@ -105,9 +105,15 @@ class InputFiles:
     mask where no refined one is made. Writing it would replace that input (``write_atomic`` writes
     through a symbolic link). The inputs are looked at only once an output exists."""
 
-    def __init__(self, pairs: Sequence[FilePair]) -> None:
-        self._pairs = pairs
+    def __init__(self, found: Pairing[FilePair]) -> None:
+        self._found = found
         self._by_identity: dict[tuple[int, int], Path] | None = None
+
+    def _paths(self) -> Iterator[Path]:
+        """Every input file: the pairs' photos, masks and ground truths, and the photos not paired."""
+        for pair in self._found.pairs:
+            yield from (pair.image, pair.mask) if pair.gt is None else (pair.image, pair.mask, pair.gt)
+        yield from (failure.image for failure in self._found.failures if not failure.folder)
 
     def behind(self, output: Path) -> Path | None:
         """The input that ``output`` is (through any links), or None."""
@@ -115,9 +121,11 @@ class InputFiles:
             found = os.stat(output)
         except OSError:
             return None
+        if found.st_ino == 0:  # a file system without inode numbers (some FUSE or SMB mounts): no telling
+            return None
         if self._by_identity is None:
             self._by_identity = {}
-            for path in (path for pair in self._pairs for path in (pair.image, pair.mask)):
+            for path in self._paths():
                 try:
                     info = os.stat(path)
                 except OSError:
@@ -733,11 +741,14 @@ def batch(
     todo: list[FilePair] = []
     stale: list[Path] = []  # finished outputs older than their photo or mask (NotDoneReason.STALE)
     other_settings: list[Path] = []  # finished outputs made with other settings (NotDoneReason.OTHER_SETTINGS)
-    inputs = InputFiles(pairs)
+    inputs = InputFiles(found)
+    linked = 0  # outputs that are inputs
     for pair in pairs:
         output = output_dir / pair.relative_output
         if (source := inputs.behind(output)) is not None:
-            # Neither finished (it is no refined mask) nor to be written (that would replace the input).
+            # Neither finished (it is no refined mask) nor to be written (through a symbolic link, that
+            # would replace the input).
+            linked += 1
             error = f"{output} is the input {source} (a link to it); remove {output} to refine {pair.name}"
             report_failure(f"{pair.name}: ", error)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(output),
@@ -796,6 +807,7 @@ def batch(
         found_line += [f"{count_noun(unpaired, 'image')} not paired"] if unpaired else []
         found_line += [f"{count_noun(unread, 'folder')} unreadable"] if unread else []
         found_line += [f"{len(clashes)} sharing an output file"] if clashes else []
+        found_line += [f"{linked} whose output is an input"] if linked else []
         found_line += [f"{done_before} already done"] if done_before else []
         found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
@@ -816,6 +828,7 @@ def batch(
                    clocks=clocks, hold_warnings=ray_address is not None, record=record, photo_bits=bits)
     jobs = [{**pair_job(pair, output_dir), "passthrough": small[pair]} for pair in todo]
     # (job index, outcome) from either executor; a Ray run starts when its `with` is entered below.
+    held_back: dict[int, dict[str, Any]] = {}  # plain run: pairs left to another run, until tried again
     run: AbstractContextManager[Iterator[tuple[int, dict[str, Any]]]] = nullcontext(iter(()))
     if todo and ray_address is not None:
         run = ray_run(ray_address, jobs, work, ray_spec, quiet=quiet, log=None if quiet else say)
@@ -824,7 +837,7 @@ def batch(
         if not all(small[pair] for pair in todo):
             with user_errors(fatal.emit):
                 refiner = options.load(quiet)
-        run = nullcontext(plain_results(partial(work, refiner), jobs))
+        run = nullcontext(plain_results(partial(work, refiner), jobs, held_back))
     finished_jobs: dict[int, dict[str, Any]] = {}
     # Where a write found no room (a full disk, a used-up quota) and its errno: the run stops there.
     no_room: tuple[Path, int] | None = None
@@ -833,30 +846,37 @@ def batch(
                   TextColumn("{task.fields[current]}", markup=False), console=console,
                   disable=quiet or not todo) as progress:
         task = progress.add_task("batch", total=len(todo), current="")
+
+        def take(index: int, outcome: dict[str, Any]) -> int | None:
+            """Record (and show) one pair's outcome; the errno of a write that found no room, if any."""
+            pair = todo[index]
+            progress.update(task, current=pair.name)
+            full = outcome.pop(OUT_OF_SPACE_KEY, None)
+            # Shown as they came in this process; a Ray actor's were held for the driver to show.
+            for text in outcome.pop("warnings", []):
+                warn_pair(pair, text, progress.console, show=ray_address is not None)
+            if outcome["status"] == "failed":
+                report_failure(f"{pair.name}: ", outcome["error"], progress.console)
+            elif outcome.get("schedule") and not quiet:
+                say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
+            if outcome["status"] == "in_progress":  # named as the user gave the folder
+                outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
+            finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
+                                    "output": str(output_dir / pair.relative_output), **outcome,
+                                    "warnings": pair_warnings.get(pair, [])}
+            progress.advance(task)
+            return full
+
         try:
             with run as results:  # on Ray, stdout is stderr until the block is left
                 for index, outcome in results:
-                    pair = todo[index]
-                    progress.update(task, current=pair.name)
-                    full = outcome.pop(OUT_OF_SPACE_KEY, None)
-                    # Shown as they came in this process; a Ray actor's were held for the driver to show.
-                    for text in outcome.pop("warnings", []):
-                        warn_pair(pair, text, progress.console, show=ray_address is not None)
-                    if outcome["status"] == "failed":
-                        report_failure(f"{pair.name}: ", outcome["error"], progress.console)
-                    elif outcome.get("schedule") and not quiet:
-                        say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
-                    if outcome["status"] == "in_progress":  # named as the user gave the folder
-                        outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
-                    finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
-                                            "output": str(output_dir / pair.relative_output), **outcome,
-                                            "warnings": pair_warnings.get(pair, [])}
-                    progress.advance(task)
-                    if full is not None:
+                    if (full := take(index, outcome)) is not None:
                         # Every pair left would be refined only to fail at its write: stopped here
                         # (on Ray, leaving the block stops the actors).
-                        no_room = ((output_dir / pair.relative_output).parent, full)
+                        no_room = ((output_dir / todo[index].relative_output).parent, full)
                         break
+            for index, outcome in list(held_back.items()):  # stopped before their second try: as first found
+                take(index, outcome)
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
             raise fatal.fail(str(exc)) from None
@@ -910,22 +930,23 @@ def batch(
                json_out=json_out)
 
 
-def plain_results(work: Callable[[dict[str, Any]], dict[str, Any]],
-                  jobs: Sequence[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+def plain_results(work: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[dict[str, Any]],
+                  held_back: dict[int, dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(job index, outcome) of every job, run in this process. A job left to another crm run (its
     output locked: ``in_progress``) is tried once more after the others, in case that run has ended
     without finishing it meanwhile (a worker killed for memory): its lock is then taken over and
-    the pair refined here."""
+    the pair refined here. Until then its first outcome waits in ``held_back`` (for a caller that
+    stops early: a full disk)."""
     from ..locks import abandoned
 
-    left: list[tuple[int, dict[str, Any]]] = []
     for index, job in enumerate(jobs):
         outcome = work(job)
         if outcome["status"] == "in_progress":
-            left.append((index, outcome))
+            held_back[index] = outcome
         else:
             yield index, outcome
-    for index, outcome in left:
+    for index in list(held_back):
+        outcome = held_back.pop(index)
         yield index, work(jobs[index]) if abandoned(jobs[index]["output"]) else outcome
 
 
