@@ -401,6 +401,10 @@ def test_an_exported_encoder_gone_from_beside_its_weights_is_warned_of(tmp_path:
         f"{weights}: the exported encoder {encoder.name} that its sidecar names is missing: refining with torch, "
         f"about 2.5 times slower on a CPU (copy it beside the weights, or export it again: python -m "
         f"crm_cli.onnx_export {weights})"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):  # crm info refines nothing: its table says it
+        info = runner.invoke(app, ["info", "-w", str(weights)])
+    assert caplog.records == [] and "warning" not in info.stderr and "missing" in info.stderr
 
 
 def test_a_path_given_for_an_array_says_how_to_read_it(tiny_weights: Path) -> None:
@@ -412,10 +416,12 @@ def test_a_path_given_for_an_array_says_how_to_read_it(tiny_weights: Path) -> No
     refiner = Refiner(tiny_weights, device="cpu")
     image, mask = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)
     with pytest.raises(ValueError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got a path \('photo.jpg'\); "
-                                         r"read it first: crm_cli.imageio.read_image\(path\)$"):
+                                         r"read it first: crm_cli.imageio.read_image\(...\)$"):
         refiner.refine("photo.jpg", mask)
+    with pytest.raises(ValueError, match=r"got 4000 bytes \(a file's contents\?\); read it first"):
+        refiner.refine(b"\x89PNG" * 1000, mask)  # an upload: named by its size, not printed whole
     with pytest.raises(TypeError, match=r"^mask must be an \(H, W\) array, got a path \(PosixPath\('m.png'\)\); "
-                                        r"read it first: crm_cli.imageio.read_mask\(path\).probability\(\)$"):
+                                        r"read it first: crm_cli.imageio.read_mask\(...\).probability\(\)$"):
         refiner.refine(image, Path("m.png"))
 
 
@@ -444,3 +450,25 @@ def test_a_full_disk_still_reports_the_pairs_left_to_another_run_as_such(
     assert result.exit_code == 1
     assert [(item["name"], item["status"]) for item in json.loads(result.stdout)["items"]] == [
         ("p0", "in_progress"), ("p1", "failed"), ("p2", "todo")]
+
+
+def test_crm_score_names_an_unreadable_folder_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its ground truths were left out in silence: exit 0, "ok"."""
+    import shutil
+
+    from conftest import synthetic_scene
+    from PIL import Image
+
+    _, exact = synthetic_scene(64, 64)
+    for sub in ("a", "b"):
+        for side in ("pred", "gt"):
+            (tmp_path / side / sub).mkdir(parents=True)
+            Image.fromarray(exact).save(tmp_path / side / sub / "m.png")
+    shutil.rmtree(tmp_path / "pred" / "b")
+    (tmp_path / "pred" / "b").mkdir()
+    refuse_listing(monkeypatch, tmp_path / "gt" / "b")
+    result = runner.invoke(app, ["score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 1
+    assert f"cannot read the folder {tmp_path / 'gt' / 'b'} (Permission denied)" in " ".join(result.stderr.split())

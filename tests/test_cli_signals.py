@@ -114,16 +114,52 @@ def test_a_second_stop_signal_during_the_cleanup_does_not_cut_it_short(folder: P
     assert hidden(out) == [] and sorted(path.name for path in out.iterdir()) == ["p0_mask.png"]
 
 
-def test_a_process_whose_command_was_stopped_ignores_further_stops_while_it_exits(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the cleanup, the interpreter's shutdown (joining threads) is no place for a second Ctrl-C's
-    traceback or a second SIGTERM's exit code; a command's other endings leave the handlers alone."""
+# A command ending with CODE, then a shutdown that hangs (an atexit handler standing for a thread
+# joined at exit) and meets another SIGNAL: the process must end at once, with CODE.
+SHUTDOWN_DRIVER = """
+import atexit, os, signal, sys, time
+import crm_cli.cli as cli
+code, stop = int(sys.argv[1]), getattr(signal, sys.argv[2])
+for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    signal.signal(getattr(signal, name), signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL)
+
+def hanging_shutdown():
+    print("shutting down", flush=True)
+    os.kill(os.getpid(), stop)
+    time.sleep(30)
+
+atexit.register(hanging_shutdown)
+
+def ended():
+    print("the command's output", end="")
+    raise SystemExit(code)
+
+cli.registered_app = lambda: ended
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("code, stop", [(130, "SIGINT"), (143, "SIGTERM"), (129, "SIGINT"), (130, "SIGTERM")])
+def test_another_stop_while_a_stopped_process_exits_ends_it_at_once_with_its_code(code: int, stop: str) -> None:
+    """The interpreter's shutdown (joining threads) met a second Ctrl-C with a traceback, or hung
+    where only it could end it; a second SIGTERM made the exit code the signal's own."""
+    import time
+
+    start = time.monotonic()
+    ended = subprocess.run([sys.executable, "-c", SHUTDOWN_DRIVER, str(code), stop], capture_output=True, text=True,
+                           timeout=60)
+    assert ended.returncode == code and time.monotonic() - start < 20
+    assert ended.stdout == "the command's outputshutting down\n"  # what was printed before stays
+    assert "Traceback" not in ended.stderr and "Exception ignored" not in ended.stderr
+
+
+def test_a_command_that_was_not_stopped_leaves_the_stop_signals_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     import crm_cli.cli as cli
 
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
     try:
-        for code, ignored in ((143, True), (130, True), (1, False), (0, False)):
+        for code in (0, 1, 2):
             for name in names:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
 
@@ -134,8 +170,7 @@ def test_a_process_whose_command_was_stopped_ignores_further_stops_while_it_exit
             with pytest.raises(SystemExit) as end:
                 cli.main()
             assert end.value.code == code
-            expected = signal.SIG_IGN if ignored else signal.SIG_DFL
-            assert all(signal.getsignal(getattr(signal, name)) is expected for name in names), code
+            assert all(signal.getsignal(getattr(signal, name)) is signal.SIG_DFL for name in names), code
     finally:
         for name, handler in saved.items():
             signal.signal(getattr(signal, name), handler)

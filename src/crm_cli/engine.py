@@ -222,14 +222,8 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     # A missing file or a non-checkpoint fails here as loading would, before torch is imported.
     if precision != "fp32" or side.kind != SAFETENSORS_KIND:
         return None
-    on_cpu = kind == "cpu" or (kind == "auto" and not accelerator_possible())
     encoder = onnx_encoder_path(side)
-    if encoder is None and on_cpu and (recorded := recorded_onnx_encoder(side)) is not None:
-        # Removed or not copied with the weights: nothing else would say why this runs slower.
-        logger.warning("%s: the exported encoder %s that its sidecar names is missing: refining with torch, about "
-                       "2.5 times slower on a CPU (copy it beside the weights, or export it again: python -m "
-                       "crm_cli.onnx_export %s)", path, recorded.name, path)
-    if encoder is None or not on_cpu:
+    if encoder is None or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
         return None
     # Checked last: it imports ONNX Runtime, which only a CPU run with an exported encoder needs.
     if (problem := onnxruntime_problem()) is not None:
@@ -237,6 +231,22 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
             logger.warning("onnxruntime is installed, but %s: refining with torch (slower on a CPU)", problem)
         return None
     return encoder
+
+
+def warn_of_missing_encoder(sidecar: WeightsSidecar, device: str) -> None:
+    """Warn when the sidecar names an ONNX encoder exported from these weights that is not beside them,
+    on a device where it would have run (removed, or not copied with the weights): nothing else would
+    say why the Refiner runs on torch, slower."""
+    from .devices import accelerator_possible, device_name
+
+    kind = device_name(device)
+    recorded = recorded_onnx_encoder(sidecar)
+    if recorded is None or recorded.is_file() or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
+        return
+    path = sidecar.weights
+    logger.warning("%s: the exported encoder %s that its sidecar names is missing: refining with torch, about 2.5 "
+                   "times slower on a CPU (copy it beside the weights, or export it again: python -m "
+                   "crm_cli.onnx_export %s)", path, recorded.name, path)
 
 
 class Refiner:
@@ -354,6 +364,8 @@ class Refiner:
         if sidecar is not None and encoder is not None:
             self.runner, info = self._onnx_runner(sidecar, encoder, threads, tiles)
         else:
+            if sidecar is not None and backend == "auto" and not torch_options and precision == "fp32":
+                warn_of_missing_encoder(sidecar, device)
             self.runner, info = self._torch_runner(model, sidecar, device, info, precision, channels_last, fold_bn,
                                                    tiles)
         if not in_memory and not info.verified:

@@ -3,6 +3,8 @@ nor torch or OpenCV)."""
 
 from __future__ import annotations
 
+import re
+
 
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message, or its type's name: the part of a
@@ -73,17 +75,19 @@ def opencv_out_of_memory(exc: BaseException) -> str | None:
     return f"Unable to allocate {shown} in OpenCV"
 
 
+# torch's CPU allocator running short, in its error's text.
+_CPU_ALLOCATOR_SHORTAGE = re.compile(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)")
+
+
 def host_memory_error(exc: BaseException) -> MemoryError | None:
     """A MemoryError standing for ``exc`` when it is another library's shortage of the machine's
     memory: OpenCV's (:func:`opencv_out_of_memory`, in NumPy's words) or torch's on the CPU (its
     DefaultCPUAllocator's text); None for anything else, a GPU's shortage included (torch's own
     ``OutOfMemoryError``, whose advice is another device). The API raises it ``from exc``, so that a
     caller catches one type for "this image does not fit in memory"."""
-    import re
-
     if isinstance(exc, RuntimeError) and not isinstance(exc, MemoryError):
         text = str(exc)
-        cpu = re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)
+        cpu = _CPU_ALLOCATOR_SHORTAGE.search(text)
         return None if cpu is None else MemoryError(text[cpu.start():].strip())
     shortage = opencv_out_of_memory(exc)
     return None if shortage is None else MemoryError(shortage)
@@ -151,7 +155,7 @@ def out_of_memory_message(exc: BaseException) -> str | None:
         if (gpu_shortage is not None and isinstance(exc, gpu_shortage)) or re.match(
                 r"(CUDA|HIP|XPU|MPS backend)( error:)? out of memory", text):
             return continued_lines(text, ". Try --device cpu, a smaller --tile-size or the 'fast' preset.")
-        if (cpu := re.search(r"DefaultCPUAllocator: (can't allocate memory|not enough memory)", text)) is not None:
+        if (cpu := _CPU_ALLOCATOR_SHORTAGE.search(text)) is not None:
             return continued_lines(text[cpu.start():], MEMORY_ADVICE)
         return None
     shortage = opencv_out_of_memory(exc)

@@ -276,6 +276,13 @@ def pil_mode(value: object) -> str | None:
     return mode if isinstance(mode, str) else None
 
 
+def _path_or_bytes(value: str | bytes | os.PathLike) -> str:
+    """How a message names a path, or a file's bytes given where an array belongs (an upload)."""
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes (a file's contents?)"
+    return f"a path ({value!r})"
+
+
 def checked_mask(mask: object) -> np.ndarray:
     """``mask`` as a 2-D numeric array in native byte order; TypeError for anything else that is not
     numeric, ValueError for another number of dimensions or a PIL palette image (its values are
@@ -283,8 +290,8 @@ def checked_mask(mask: object) -> np.ndarray:
     if mask is None:
         raise TypeError("mask must be an (H, W) array, got None")
     if isinstance(mask, (str, bytes, os.PathLike)):
-        raise TypeError(f"mask must be an (H, W) array, got a path ({mask!r}); read it first: "
-                        "crm_cli.imageio.read_mask(path).probability()")
+        raise TypeError(f"mask must be an (H, W) array, got {_path_or_bytes(mask)}; read it first: "
+                        "crm_cli.imageio.read_mask(...).probability()")
     if pil_mode(mask) in ("P", "PA"):
         raise ValueError(f"mask is a PIL palette image (mode {pil_mode(mask)}), whose values are palette indices, "
                          "not 0-255 levels; pass crm_cli.imageio.read_mask(path).probability(), or "
@@ -340,8 +347,8 @@ def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> 
     if mode is not None and mode != "RGB":
         raise ValueError(f"image must be RGB, got a PIL image in mode {mode}; pass image.convert('RGB')")
     if isinstance(image, (str, bytes, os.PathLike)):
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got a path ({image!r}); read it first: "
-                         "crm_cli.imageio.read_image(path)")
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {_path_or_bytes(image)}; read it first: "
+                         "crm_cli.imageio.read_image(...)")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")

@@ -1337,7 +1337,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     pred_files = _mask_files(pred, walks, other=gt)
     index, shadowed = _index(pred_files, pred)
     pairs: list[ScorePair] = []
-    failures: list[PairFailure] = []
+    failures = _unreadable_failures([folder for walk in walks for folder in walk.unreadable])
     for name, files in by_name.items():
         gt_file = _pick(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)

@@ -88,7 +88,7 @@ class Preset:
     def overridden(self, ratios: Sequence[float] | str | None = None, **switches: bool | None) -> Preset:
         """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,
         ``full_decode``, ``adaptive``, ``guard``, ``snap``) replaced; ``None`` keeps the preset's value.
-        A switch that is not a bool (NumPy's included) is a TypeError: ``guard="False"`` would be true."""
+        A switch that is neither a bool nor NumPy's bool is a TypeError: ``guard="False"`` would be true."""
         for name, on in switches.items():
             # NumPy's bool (``numpy.bool``, ``numpy.bool_`` before NumPy 2) is taken; NumPy is not imported here.
             if on is not None and not (isinstance(on, bool) or type(on).__name__ in ("bool", "bool_")):

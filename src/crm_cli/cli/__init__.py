@@ -63,15 +63,27 @@ def hold_standard_descriptors() -> None:
 STOPPED_EXITS = (129, INTERRUPTED_EXIT, 143)
 
 
-def ignore_stops_while_exiting() -> None:
-    """Ignore Ctrl-C, SIGTERM and SIGHUP for the rest of a process whose command was stopped by one:
-    its cleanup is done, and a second one would only turn the exit code into the signal's own or print
-    a traceback from the interpreter's shutdown (which joins the threads still running)."""
+def end_at_once_on_another_stop(code: int) -> None:
+    """For the rest of a process whose command was stopped by Ctrl-C, SIGTERM or SIGHUP (its cleanup is
+    done): another one ends it at once with the same exit ``code``. Otherwise a second Ctrl-C met the
+    interpreter's shutdown, which joins the threads still running (a traceback; a hang that only it
+    could end), and a second SIGTERM turned the exit code into the signal's own."""
+    import os
     import signal
+
+    for stream in (sys.stdout, sys.stderr):  # what was printed before stays, whatever comes
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def end_now(signum: int, frame: object) -> None:
+        os._exit(code)
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+            signal.signal(getattr(signal, name), end_now)
 
 
 def main() -> None:
@@ -81,9 +93,9 @@ def main() -> None:
         application = registered_app()
         application()
     except KeyboardInterrupt:  # while typer and the commands load; a command's own Ctrl-C is typer's Exit(130)
-        ignore_stops_while_exiting()
+        end_at_once_on_another_stop(INTERRUPTED_EXIT)
         sys.exit(INTERRUPTED_EXIT)
     except SystemExit as end:
         if end.code in STOPPED_EXITS:
-            ignore_stops_while_exiting()
+            end_at_once_on_another_stop(end.code)
         raise

@@ -70,9 +70,10 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
                                                  "targets)")
     unpaired = [failure.error for failure in found.failures if not failure.folder]
     unread = [failure.error for failure in found.failures if failure.folder]
-    if not pairs and (unpaired or unread):
-        example = (unpaired + unread)[0]
-        raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {example}")
+    if not pairs and unpaired:
+        raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {unpaired[0]}")
+    if not pairs and unread:
+        raise FileNotFoundError(f"no image/mask pairs under {root}: {unread[0]}")
     warnings = []
     if unpaired:
         warnings.append(f"{root}: {count_noun(len(unpaired), 'photo')} without a mask left out, e.g. {unpaired[0]}")
