@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_scene_files
 from typer.testing import CliRunner
@@ -472,3 +473,72 @@ def test_crm_score_names_an_unreadable_folder_and_exits_1(tmp_path: Path, monkey
     report = json.loads(result.stdout)
     assert report["n"] == 1
     assert f"cannot read the folder {tmp_path / 'gt' / 'b'} (Permission denied)" in " ".join(result.stderr.split())
+
+
+# Files from imaging pipelines (a third audit, session 51) --------------------------------------------------------
+
+
+def planar_tiff_16bit(rgb16: np.ndarray, compress: bool) -> bytes:
+    """A 16-bit RGB TIFF with one plane per colour (PlanarConfiguration 2), as tifffile writes a
+    (3, H, W) array: written by hand, since neither Pillow nor OpenCV writes one."""
+    import struct
+    import zlib
+
+    height, width = rgb16.shape[:2]
+    planes = [rgb16[..., channel].astype("<u2").tobytes() for channel in range(3)]
+    planes = [zlib.compress(plane) for plane in planes] if compress else planes
+    tags = [(256, width), (257, height), (258, "bits"), (259, 8 if compress else 1), (262, 2), (273, "offsets"),
+            (277, 3), (278, height), (279, "counts"), (284, 2)]
+    base = 8 + 2 + 12 * len(tags) + 4
+    places = {"bits": base, "offsets": base + 6, "counts": base + 18}
+    first = base + 30
+    offsets = [first + sum(map(len, planes[:index])) for index in range(3)]
+    out = b"II*\x00" + struct.pack("<IH", 8, len(tags))
+    for tag, value in tags:
+        if isinstance(value, str):
+            out += struct.pack("<HHII", tag, 3 if value == "bits" else 4, 3, places[value])
+        else:
+            out += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    out += struct.pack("<I", 0) + struct.pack("<3H", 16, 16, 16) + struct.pack("<3I", *offsets)
+    return out + struct.pack("<3I", *map(len, planes)) + b"".join(planes)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_16bit_tiff_with_separate_colour_planes_is_refused_not_read_as_noise(tmp_path: Path, compress: bool) -> None:
+    """OpenCV scrambled the deflated one (off by 106 levels on average, no warning) and Pillow the
+    uncompressed one; both were refined as noise."""
+    from conftest import synthetic_scene
+
+    from crm_cli.imageio import ImageReadError, read_image
+
+    rgb, _ = synthetic_scene(40, 56)
+    path = tmp_path / "planar.tif"
+    path.write_bytes(planar_tiff_16bit(rgb.astype(np.uint16) * 257, compress))
+    with pytest.raises(ImageReadError, match=r"planar.tif: a 16-bit colour TIFF with separate colour planes "
+                                             r"\(PlanarConfiguration 2\) is not read correctly here"):
+        read_image(path)
+
+
+def test_16bit_colour_files_that_decode_alike_still_read(tmp_path: Path) -> None:
+    """The check that OpenCV's and Pillow's readings agree lets the usual files through: a 16-bit PNG,
+    one with a transparent colour (RGBA to OpenCV, RGB to Pillow) and an interleaved TIFF."""
+    import zlib
+
+    import cv2
+    from conftest import synthetic_scene
+    from PIL import Image
+
+    from crm_cli.imageio import read_image
+
+    rgb, _ = synthetic_scene(40, 56)
+    wide = rgb.astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "a.png"), wide[..., ::-1].copy())
+    cv2.imwrite(str(tmp_path / "a.tif"), wide[..., ::-1].copy())
+    data = (tmp_path / "a.png").read_bytes()  # a tRNS chunk (black is transparent) before the image data
+    chunk = b"tRNS" + bytes(6)
+    at = data.index(b"IDAT") - 4
+    (tmp_path / "t.png").write_bytes(data[:at] + len(bytes(6)).to_bytes(4, "big") + chunk
+                                     + zlib.crc32(chunk).to_bytes(4, "big") + data[at:])
+    assert Image.open(tmp_path / "t.png").mode == "RGB" and cv2.imread(str(tmp_path / "t.png"), -1).shape[2] == 4
+    for name in ("a.png", "a.tif", "t.png"):
+        assert np.array_equal(read_image(tmp_path / name), rgb), name

@@ -273,6 +273,29 @@ def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     return cv2.cvtColor(pixels, code)
 
 
+def _wide_separate_planes(image: Image.Image) -> bool:
+    """Whether ``image`` is a TIFF of more than 8 bits a sample that stores each colour in a plane of
+    its own (PlanarConfiguration 2, as tifffile writes a (3, H, W) uint16 array): OpenCV scrambles
+    such files, and Pillow reads the uncompressed ones wrongly too (8-bit ones read right)."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is None or tags.get(284) != 2:
+        return False
+    bits = tags.get(258, (8,))
+    return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+
+
+def _check_same_pixels(pixels: np.ndarray, loaded: Image.Image, label: str) -> None:
+    """ImageReadError unless OpenCV's 16-bit ``pixels`` (laid out as ``loaded``) agree with Pillow's
+    8-bit reading of the same file (its top 8 bits): a layout OpenCV decodes wrongly would otherwise
+    be refined as noise, without a word."""
+    eight = np.asarray(loaded)
+    # The colour channels: a 16-bit PNG with a transparent colour (tRNS) is RGBA to OpenCV, RGB to Pillow.
+    colours = (pixels[..., :3] >> 8).astype(np.int16)
+    if eight.shape[:2] != pixels.shape[:2] or eight.ndim != 3 or np.abs(colours - eight[..., :3]).mean() > 1.0:
+        raise ImageReadError(f"{label}: its 16-bit colour pixels decode differently in OpenCV and Pillow, so neither "
+                             "can be trusted; save it as a 16-bit PNG, or an interleaved (contiguous) TIFF")
+
+
 def _megapixels(pixels: int) -> str:
     """``7_000_000`` -> "7 MP"; under one megapixel with two decimals ("0.13 MP")."""
     megapixels = pixels / 1e6
@@ -583,11 +606,16 @@ def _decode_data(data: bytes, label: str) -> _Decoded:
         notes = [frames_note] if frames_note else []
         notes += _warning_notes(pillow_warnings, label, opened.format or "", orientation)
         profile = opened.info.get("icc_profile") or None
+        if _wide_separate_planes(opened):
+            raise ImageReadError(f"{label}: a 16-bit colour TIFF with separate colour planes (PlanarConfiguration "
+                                 "2) is not read correctly here; save it with the planes interleaved (tifffile: "
+                                 "planarconfig='contig')")
         if not wide_colour:
             return _Decoded(opened, orientation, pending, label, profile, tuple(notes))
         pixels = _decode_16bit_colour(data, label)
         if orientation != 1:
             pixels = _laid_out_as(pixels, opened, orientation)
+        _check_same_pixels(pixels, opened, label)
         return _Decoded(pixels, orientation, pending, label, profile, tuple(notes))
 
 
