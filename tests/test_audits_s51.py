@@ -542,3 +542,44 @@ def test_16bit_colour_files_that_decode_alike_still_read(tmp_path: Path) -> None
     assert Image.open(tmp_path / "t.png").mode == "RGB" and cv2.imread(str(tmp_path / "t.png"), -1).shape[2] == 4
     for name in ("a.png", "a.tif", "t.png"):
         assert np.array_equal(read_image(tmp_path / name), rgb), name
+
+
+def class_ids(height: int = 96, width: int = 128) -> np.ndarray:
+    """A one-class pseudo-label: 0 background, 3 the object (a disc)."""
+    ys, xs = np.mgrid[:height, :width]
+    return np.where((ys - height / 2) ** 2 + (xs - width / 2) ** 2 < (height / 3) ** 2, 3, 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name, save, lossy", [
+    ("lossy.webp", {"format": "WEBP", "quality": 40}, "lossy WebP"),
+    ("jpeg.tif", {"format": "TIFF", "compression": "jpeg"}, "JPEG-compressed TIFF"),
+])
+def test_class_ids_in_lossy_webp_or_jpeg_tiff_are_refused_as_in_jpeg(tmp_path: Path, name: str, save: dict,
+                                                                     lossy: str) -> None:
+    """Only .jpg was refused: a 0/3 mask saved as lossy WebP or JPEG-compressed TIFF was refined with
+    compression noise as extra labels (ids 1, 2, 4), without a word."""
+    from PIL import Image
+
+    from crm_cli.imageio import ImageReadError, probe_image, read_mask, refusal_needs_decoding
+
+    path = tmp_path / name
+    Image.fromarray(class_ids()).convert("RGB" if save["format"] == "WEBP" else "L").save(path, **save)
+    assert set(np.unique(np.asarray(Image.open(path).convert("L")))) - {0, 3}  # the compression's new ids
+    header = probe_image(path)
+    assert header.lossy == lossy and refusal_needs_decoding(header, as_mask=True)
+    with pytest.raises(ImageReadError, match=rf"{name}: a {lossy} mask of small values \(0 to \d: a 0/1 mask or "
+                                             r"class ids\?\), which its lossy compression has altered"):
+        read_mask(path)
+
+
+def test_lossless_webp_and_tiff_masks_of_class_ids_still_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from crm_cli.imageio import probe_image, read_mask
+
+    ids = class_ids()
+    for name, save in (("a.webp", {"format": "WEBP", "lossless": True}), ("a.tif", {"format": "TIFF",
+                                                                                      "compression": "tiff_lzw"})):
+        Image.fromarray(ids).convert("RGB" if name.endswith("webp") else "L").save(tmp_path / name, **save)
+        assert probe_image(tmp_path / name).lossy is None
+        assert np.array_equal(read_mask(tmp_path / name).values, ids), name

@@ -67,6 +67,7 @@ class ImageHeader:
     mode: str
     format: str
     orientation: int = 1
+    lossy: str | None = None  # the lossy compression it is stored in (:func:`lossy_compression`), None if none
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -446,6 +447,7 @@ class _Decoded:
     label: str
     icc_profile: bytes | None = None  # the file's embedded colour profile, if any
     notes: tuple[str, ...] = ()  # for the log: several frames, a damaged EXIF block
+    lossy: str | None = None  # the lossy compression the file is stored in (:func:`lossy_compression`)
 
 
 def _tiff_orientation(image: Image.Image) -> int | None:
@@ -611,12 +613,14 @@ def _decode_data(data: bytes, label: str) -> _Decoded:
                                  "2) is not read correctly here; save it with the planes interleaved (tifffile: "
                                  "planarconfig='contig')")
         if not wide_colour:
-            return _Decoded(opened, orientation, pending, label, profile, tuple(notes))
+            return _Decoded(opened, orientation, pending, label, profile, tuple(notes),
+                            lossy_compression(opened, io.BytesIO(data)))
         pixels = _decode_16bit_colour(data, label)
         if orientation != 1:
             pixels = _laid_out_as(pixels, opened, orientation)
         _check_same_pixels(pixels, opened, label)
-        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes))
+        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes),
+                        lossy_compression(opened, io.BytesIO(data)))
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -657,7 +661,8 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
         orientation = _header_orientation(opened, stream)
         if swaps_axes(orientation):
             width, height = height, width
-        return ImageHeader(width, height, opened.mode, opened.format or "", orientation)
+        return ImageHeader(width, height, opened.mode, opened.format or "", orientation,
+                           lossy_compression(opened, stream))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -1210,30 +1215,71 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     return _colour_mask(np.asarray(rgb), None)
 
 
-# Formats whose masks can hold class ids that lossy compression altered (_check_lossy_ids).
-_LOSSY_MASK_FORMATS = ("JPEG", "MPO")
+# TIFF compressions that lose detail (tag 259): JPEG, old-style and new, and a DNG's lossy JPEG.
+_LOSSY_TIFF_COMPRESSIONS = {6: "JPEG-compressed TIFF", 7: "JPEG-compressed TIFF", 34892: "JPEG-compressed TIFF"}
+
+
+def lossy_compression(image: Image.Image, stream: BinaryIO) -> str | None:
+    """The lossy compression an opened file is stored in, in words ("JPEG", "lossy WebP",
+    "JPEG-compressed TIFF"), or None for a lossless one. ``stream`` is the file's bytes (read for
+    WebP, whose lossy and lossless kinds Pillow does not tell apart), left where it was."""
+    if image.format in ("JPEG", "MPO"):
+        return "JPEG"
+    if image.format == "TIFF":
+        compression = getattr(image, "tag_v2", {}).get(259)
+        return _LOSSY_TIFF_COMPRESSIONS.get(compression) if isinstance(compression, int) else None
+    if image.format == "WEBP":
+        return "lossy WebP" if _webp_lossy(stream) else None
+    return None
+
+
+def _webp_lossy(stream: BinaryIO) -> bool:
+    """Whether a WebP file's (first) image is lossy: its image chunk is ``VP8 `` (``VP8L`` is
+    lossless). Only the chunks' headers are read, skipping their contents (a large ICC profile)."""
+    import struct
+
+    where = stream.tell()
+    try:
+        stream.seek(12)  # past "RIFF", the size and "WEBP"
+        for _ in range(64):
+            header = stream.read(8)
+            if len(header) < 8:
+                return False
+            fourcc, size = header[:4], struct.unpack("<I", header[4:])[0]
+            if fourcc in (b"VP8 ", b"VP8L"):
+                return fourcc == b"VP8 "
+            if fourcc == b"ANMF":  # an animation's frame: its image chunks follow a 16-byte frame header
+                stream.seek(16, io.SEEK_CUR)
+                continue
+            stream.seek(size + (size & 1), io.SEEK_CUR)
+        return False
+    finally:
+        stream.seek(where)
 
 
 def refusal_needs_decoding(header: ImageHeader, as_mask: bool) -> bool:
     """Whether a file :func:`probe_image` accepted can still be refused by its values once decoded:
-    32-bit, signed or floating-point files (values out of range), and as a mask a JPEG (class ids
-    altered by compression, :func:`_check_lossy_ids`). 8-bit and unsigned 16-bit files cannot."""
+    32-bit, signed or floating-point files (values out of range), and as a mask one stored with lossy
+    compression (class ids altered by it, :func:`_check_lossy_ids`). 8-bit and unsigned 16-bit files
+    cannot."""
     mode = header.mode
     if mode in ("I", "F") or mode.startswith(("I;16S", "I;32", "F;")):
         return True
-    return as_mask and header.format in _LOSSY_MASK_FORMATS
+    return as_mask and header.lossy is not None
 
 
-def _check_lossy_ids(mask: MaskData, decoded: Image.Image | np.ndarray, label: str) -> None:
-    """Refuse a JPEG mask that reads as a label map: JPEG's lossy compression turns the edges of a
-    0/1 mask or of class ids into other small values (0/1 becomes 0, 1 and 2), which would be
-    refined as extra labels. A 0-255 mask only gets blurred edges, which a soft mask may have."""
-    if not isinstance(decoded, Image.Image) or decoded.format not in _LOSSY_MASK_FORMATS:
+def _check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
+    """Refuse a mask in a lossy format (JPEG, lossy WebP, JPEG-compressed TIFF) that reads as a label
+    map: lossy compression turns the edges of a 0/1 mask or of class ids into other small values (0/1
+    becomes 0, 1 and 2), which would be refined as extra labels. A 0-255 mask only gets blurred edges,
+    which a soft mask may have."""
+    if lossy is None:
         return
     if mask.kind == "gray8" and mask.is_label_map():
+        compression = "JPEG's lossy compression" if lossy == "JPEG" else "its lossy compression"
         raise ImageReadError(
-            f"{label}: a JPEG mask of small values (0 to {mask.maximum}: a 0/1 mask or class ids?), which "
-            "JPEG's lossy compression has altered at the edges; save the mask as PNG (0/255 for one object)")
+            f"{label}: a {lossy} mask of small values (0 to {mask.maximum}: a 0/1 mask or class ids?), which "
+            f"{compression} has altered at the edges; save the mask as PNG (0/255 for one object)")
 
 
 def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
@@ -1272,7 +1318,7 @@ def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tupl
     returned instead of logged, for a caller that shows them itself. Raises as :func:`read_mask` does."""
     decoded = _decode(source, name)
     mask = _mask_data(decoded.pixels, decoded.label)
-    _check_lossy_ids(mask, decoded.pixels, decoded.label)
+    _check_lossy_ids(mask, decoded.lossy, decoded.label)
     upright = replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
     return upright, list(decoded.notes)
 
