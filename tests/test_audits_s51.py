@@ -583,3 +583,22 @@ def test_lossless_webp_and_tiff_masks_of_class_ids_still_read(tmp_path: Path) ->
         Image.fromarray(ids).convert("RGB" if name.endswith("webp") else "L").save(tmp_path / name, **save)
         assert probe_image(tmp_path / name).lossy is None
         assert np.array_equal(read_mask(tmp_path / name).values, ids), name
+
+
+def test_batch_pairs_every_format_refine_reads(tmp_path: Path) -> None:
+    """A .pgm mask made "no mask a.* under masks" while it lay there; .ppm and .jfif photos were skipped."""
+    import cv2
+    from conftest import coarse_of, synthetic_scene
+
+    root = tmp_path / "in"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, photo, mask in (("a", "png", "pgm"), ("b", "ppm", "png"), ("c", "jfif", "pbm")):
+        rgb, exact = synthetic_scene(96, 128, seed=len(name + photo))
+        encoded = cv2.imencode(".jpg" if photo == "jfif" else f".{photo}", rgb[..., ::-1].copy())[1]
+        (root / "images" / f"{name}.{photo}").write_bytes(encoded.tobytes())
+        cv2.imwrite(str(root / "masks" / f"{name}.{mask}"), coarse_of(exact, 8))
+    result = runner.invoke(app, ["batch", str(root), "-o", str(tmp_path / "out"), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {item["name"]: item["status"] for item in json.loads(result.stdout)["items"]} == {
+        "a": "ok", "b": "ok", "c": "ok"}

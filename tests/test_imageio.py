@@ -462,7 +462,8 @@ def test_bytes_errors_use_given_or_bytes_name() -> None:
 
 
 def test_image_suffixes() -> None:
-    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                                   ".pgm", ".ppm", ".pbm", ".pnm"}  # every kind crm refine reads, for batch to pair
 
 
 # ---------------------------------------------------------------------------------------------

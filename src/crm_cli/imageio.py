@@ -34,7 +34,8 @@ from .writing import WARNING_STATE_LOCK, png_chunk_headers, reader_at, warnings_
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                                   ".pgm", ".ppm", ".pbm", ".pnm")
 
 STDIN_NAME = "<stdin>"
 # The label of encoded bytes given without a name: the API's bytes need not be standard input (the
