@@ -602,3 +602,24 @@ def test_batch_pairs_every_format_refine_reads(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert {item["name"]: item["status"] for item in json.loads(result.stdout)["items"]} == {
         "a": "ok", "b": "ok", "c": "ok"}
+
+
+def test_a_size_mismatch_a_damaged_exif_block_may_explain_says_so(tmp_path: Path, tiny_weights: Path) -> None:
+    """A photo stored turned (its orientation tag lost in a damaged EXIF block) met an upright mask: the
+    error named the sizes only, and the damage, which the decode would have said, was never said."""
+    from conftest import coarse_of, synthetic_scene
+    from PIL import Image
+
+    corrupt_exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff"  # its first directory cut short
+    photo, exact = synthetic_scene(96, 128)
+    image, mask = tmp_path / "photo.jpg", tmp_path / "mask.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(photo))).save(image, exif=corrupt_exif)  # stored 96 wide
+    Image.fromarray(coarse_of(exact)).save(mask)
+    result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"), "-w",
+                                 str(tiny_weights), "-d", "cpu", "--json", "-q"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"] == (
+        f"mask {mask} is 128x96 but image {image} is 96x128; a mask must have the image's size or be a smaller copy "
+        f"with the same aspect ratio ({image}: damaged EXIF data ignored, so no EXIF orientation was applied "
+        "(Corrupt EXIF data. Expecting to read 12 bytes but only got 0))")
+    assert not (tmp_path / "out.png").exists()

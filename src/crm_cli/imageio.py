@@ -69,6 +69,9 @@ class ImageHeader:
     format: str
     orientation: int = 1
     lossy: str | None = None  # the lossy compression it is stored in (:func:`lossy_compression`), None if none
+    # The decode's note on a damaged EXIF block or TIFF tags, when the header shows one: said by a size
+    # check that fails on this header (the decode that says it otherwise is never reached).
+    damaged_tags: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -654,16 +657,20 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
-    # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe.
-    with _decode_errors(label, "image header", stream), warnings_ignored():
+    # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe; kept
+    # in the header for a check that fails before any decode.
+    with _decode_errors(label, "image header", stream), _pillow_warnings() as pillow_warnings:
         opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
         orientation = _header_orientation(opened, stream)
         if swaps_axes(orientation):
             width, height = height, width
-        return ImageHeader(width, height, opened.mode, opened.format or "", orientation,
-                           lossy_compression(opened, stream))
+        lossy = lossy_compression(opened, stream)
+    damaged = [note for note in _warning_notes(pillow_warnings, label, opened.format or "", orientation)
+               if "damaged" in note]
+    return ImageHeader(width, height, opened.mode, opened.format or "", orientation, lossy,
+                       damaged[0] if damaged else None)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

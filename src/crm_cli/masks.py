@@ -785,4 +785,12 @@ def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name
     mask_hw, image_hw = (mask.height, mask.width), (image.height, image.width)
     if drawn_on_stored_pixels(mask_hw, mask.orientation, image_hw, image.orientation):
         image_hw = (image.width, image.height)
-    return check_mask_size(mask_hw, image_hw, image_name, mask_name)
+    try:
+        return check_mask_size(mask_hw, image_hw, image_name, mask_name)
+    except SizeMismatchError as exc:
+        # A damaged EXIF block can be why: its orientation (a turn) was not applied.
+        damaged = [note for note in (getattr(image, "damaged_tags", None), getattr(mask, "damaged_tags", None))
+                   if note]
+        if not damaged:
+            raise
+        raise SizeMismatchError(f"{exc} ({'; '.join(damaged)})", exc.notes) from None
