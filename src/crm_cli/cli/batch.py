@@ -100,10 +100,11 @@ def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
 
 
 class InputFiles:
-    """The batch's photos and masks by file identity (device, inode), to tell an output that is one
-    of them: a link (symbolic or hard) that a user left in the output folder, say to keep the coarse
-    mask where no refined one is made. Writing it would replace that input (``write_atomic`` writes
-    through a symbolic link). The inputs are looked at only once an output exists."""
+    """The batch's input files (photos, masks, ground truths, photos not paired) by file identity
+    (device, inode), to tell an output that is one of them: a link (symbolic or hard) that a user left
+    in the output folder, say to keep the coarse mask where no refined one is made. Writing it would
+    replace that input (``write_atomic`` writes through a symbolic link), and it is no refined mask to
+    skip. The inputs are looked at only once an output exists."""
 
     def __init__(self, found: Pairing[FilePair]) -> None:
         self._found = found
