@@ -283,8 +283,18 @@ def opencv_shortage() -> BaseException:
                      "in function 'OutOfMemoryError'")
 
 
+def onnxruntime_shortage() -> BaseException:
+    """ONNX Runtime's error as its arena raises it (an Exception, neither MemoryError nor RuntimeError)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    return Fail("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node. Name:'/c' "
+                "Status Message: bfc_arena.cc:360 AllocateRawInternal Failed to allocate memory for requested buffer "
+                "of size 27557888")
+
+
 @pytest.mark.parametrize("raised, text", [
     (opencv_shortage(), "Unable to allocate 8.6 MiB in OpenCV"),
+    (onnxruntime_shortage(), "Unable to allocate 26.3 MiB in ONNX Runtime"),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: you tried "
                   "to allocate 1000000 bytes. Error code 12 (Cannot allocate memory)"),
      "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000000 bytes. Error code 12 (Cannot "

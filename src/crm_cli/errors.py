@@ -68,11 +68,26 @@ def opencv_out_of_memory(exc: BaseException) -> str | None:
 
     # OpenCV writes "... error: (-4:Insufficient memory) Failed to allocate 47185920 bytes in function ...".
     amount = re.search(r"failed to allocate (\d+) bytes", text, re.IGNORECASE)
-    if amount is None:
-        return "Unable to allocate memory in OpenCV"
-    size = int(amount.group(1))
+    return _unable_to_allocate(None if amount is None else int(amount.group(1)), "OpenCV")
+
+
+def _unable_to_allocate(size: int | None, where: str) -> str:
+    """NumPy's words for a shortage of ``size`` bytes (None: not known) met in the library ``where``."""
+    if size is None:
+        return f"Unable to allocate memory in {where}"
     shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
-    return f"Unable to allocate {shown} in OpenCV"
+    return f"Unable to allocate {shown} in {where}"
+
+
+def onnxruntime_out_of_memory(exc: BaseException) -> str | None:
+    """For ONNX Runtime's shortage of memory (its own ``Fail`` exception, an Exception only, saying its
+    arena "Failed to allocate memory for requested buffer of size N"), a one-line message in NumPy's
+    words, "Unable to allocate 26.3 MiB in ONNX Runtime"; None for any other exception. onnxruntime is
+    recognised by module, so it is never imported here."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return None
+    amount = re.search(r"failed to allocate memory for requested buffer of size (\d+)", str(exc), re.IGNORECASE)
+    return None if amount is None else _unable_to_allocate(int(amount.group(1)), "ONNX Runtime")
 
 
 # torch's CPU allocator running short, in its error's text.
@@ -81,7 +96,8 @@ _CPU_ALLOCATOR_SHORTAGE = re.compile(r"DefaultCPUAllocator: (can't allocate memo
 
 def host_memory_error(exc: BaseException) -> MemoryError | None:
     """A MemoryError standing for ``exc`` when it is another library's shortage of the machine's
-    memory: OpenCV's (:func:`opencv_out_of_memory`, in NumPy's words) or torch's on the CPU (its
+    memory: OpenCV's or ONNX Runtime's (:func:`opencv_out_of_memory`, :func:`onnxruntime_out_of_memory`,
+    in NumPy's words) or torch's on the CPU (its
     DefaultCPUAllocator's text); None for anything else, a GPU's shortage included (torch's own
     ``OutOfMemoryError``, whose advice is another device). The API raises it ``from exc``, so that a
     caller catches one type for "this image does not fit in memory"."""
@@ -89,7 +105,7 @@ def host_memory_error(exc: BaseException) -> MemoryError | None:
         text = str(exc)
         cpu = _CPU_ALLOCATOR_SHORTAGE.search(text)
         return None if cpu is None else MemoryError(text[cpu.start():].strip())
-    shortage = opencv_out_of_memory(exc)
+    shortage = opencv_out_of_memory(exc) or onnxruntime_out_of_memory(exc)
     return None if shortage is None else MemoryError(shortage)
 
 
@@ -136,7 +152,8 @@ def out_of_memory_message(exc: BaseException) -> str | None:
       advice to try the CPU (after its first line, the others indented below: :func:`continued_lines`);
     - torch's on the CPU: a RuntimeError of DefaultCPUAllocator failing to allocate: its text from
       that name on (without the C++ source position before it) and MEMORY_ADVICE;
-    - OpenCV's (:func:`opencv_out_of_memory`), in NumPy's words, and MEMORY_ADVICE.
+    - OpenCV's (:func:`opencv_out_of_memory`) and ONNX Runtime's (:func:`onnxruntime_out_of_memory`), in
+      NumPy's words, and MEMORY_ADVICE.
 
     Any other exception is not, whatever its text mentions. torch is never imported here.
     """
@@ -158,5 +175,5 @@ def out_of_memory_message(exc: BaseException) -> str | None:
         if (cpu := _CPU_ALLOCATOR_SHORTAGE.search(text)) is not None:
             return continued_lines(text[cpu.start():], MEMORY_ADVICE)
         return None
-    shortage = opencv_out_of_memory(exc)
+    shortage = opencv_out_of_memory(exc) or onnxruntime_out_of_memory(exc)
     return None if shortage is None else shortage + MEMORY_ADVICE

@@ -39,13 +39,13 @@ PAIR_ERRORS = (OSError, ValueError, RuntimeError, MemoryError)
 
 def pair_failure(exc: Exception) -> Exception | None:
     """``exc`` as the failure of one pair, which the others outlive: itself for PAIR_ERRORS, a
-    MemoryError for OpenCV's out-of-memory error (one image too large); None for anything else."""
-    from .errors import opencv_out_of_memory
+    MemoryError for another library's shortage of memory (``errors.host_memory_error``: one image too
+    large for OpenCV, ONNX Runtime or torch on the CPU); None for anything else."""
+    from .errors import host_memory_error
 
     if isinstance(exc, PAIR_ERRORS):
         return exc
-    shortage = opencv_out_of_memory(exc)
-    return None if shortage is None else MemoryError(shortage)
+    return host_memory_error(exc)
 
 
 @dataclass

@@ -32,7 +32,8 @@ class FilePair:
 # Mask file extensions, in order of preference among files whose names differ only in extension:
 # lossless formats first, JPEG late (the rule batch and score share, see _preference). GIF comes last:
 # the same order serves photos, and a GIF beside a photo is more likely its 256-colour preview.
-MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".jpg", ".jpeg", ".gif")
+MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".pbm", ".pnm", ".ppm", ".jpg", ".jpeg", ".jpe",
+                   ".jfif", ".gif")
 GT_SUFFIX = "_gt"
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
