@@ -196,7 +196,7 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     backend = backend_name(backend)
     if backend == "torch":
         return None
-    from .devices import accelerator_possible, device_name
+    from .devices import device_name
 
     side = WeightsSidecar.of(weights if weights is not None else default_weights_path())
     path = side.weights
@@ -223,7 +223,7 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     if precision != "fp32" or side.kind != SAFETENSORS_KIND:
         return None
     encoder = onnx_encoder_path(side)
-    if encoder is None or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
+    if encoder is None or not _on_cpu(kind):
         return None
     # Checked last: it imports ONNX Runtime, which only a CPU run with an exported encoder needs.
     if (problem := onnxruntime_problem()) is not None:
@@ -233,15 +233,22 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
     return encoder
 
 
+def _on_cpu(kind: str) -> bool:
+    """Whether the device ``kind`` (``devices.device_name``'s spelling) is the CPU: ``cpu``, or ``auto``
+    on a machine where no GPU can be present (judged without importing torch)."""
+    from .devices import accelerator_possible
+
+    return kind == "cpu" or (kind == "auto" and not accelerator_possible())
+
+
 def warn_of_missing_encoder(sidecar: WeightsSidecar, device: str) -> None:
     """Warn when the sidecar names an ONNX encoder exported from these weights that is not beside them,
     on a device where it would have run (removed, or not copied with the weights): nothing else would
     say why the Refiner runs on torch, slower."""
-    from .devices import accelerator_possible, device_name
+    from .devices import device_name
 
-    kind = device_name(device)
     recorded = recorded_onnx_encoder(sidecar)
-    if recorded is None or recorded.is_file() or not (kind == "cpu" or (kind == "auto" and not accelerator_possible())):
+    if recorded is None or recorded.is_file() or not _on_cpu(device_name(device)):
         return
     path = sidecar.weights
     logger.warning("%s: the exported encoder %s that its sidecar names is missing: refining with torch, about 2.5 "

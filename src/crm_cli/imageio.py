@@ -569,19 +569,24 @@ def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:
-    """Notes naming the file for the warnings of :func:`_pillow_warnings`: one for damaged tags (an
-    EXIF block; a TIFF's own tags), saying whether an orientation was still applied, and one for
-    each other warning."""
+def _damaged_tags_note(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> str | None:
+    """The note naming the file for damaged tags (an EXIF block; a TIFF's own tags) among the warnings
+    of :func:`_pillow_warnings`, saying whether an orientation was still applied; None without any."""
     tags = "TIFF tags" if file_format == "TIFF" else "EXIF data"
     details = "; ".join(warning.message.rstrip(".") for warning in found if warning.about_tags)
-    notes = []
-    if details and orientation == 1:
-        notes.append(f"{label}: damaged {tags} ignored, so no EXIF orientation was applied ({details})")
-    elif details:
-        notes.append(f"{label}: damaged {tags} ({details}); its orientation tag ({orientation}) was still applied")
-    notes += [f"{label}: {warning.message}" for warning in found if not warning.about_tags]
-    return notes
+    if not details:
+        return None
+    if orientation == 1:
+        return f"{label}: damaged {tags} ignored, so no EXIF orientation was applied ({details})"
+    return f"{label}: damaged {tags} ({details}); its orientation tag ({orientation}) was still applied"
+
+
+def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:
+    """Notes naming the file for the warnings of :func:`_pillow_warnings`: one for damaged tags
+    (:func:`_damaged_tags_note`), and one for each other warning."""
+    damaged = _damaged_tags_note(found, label, file_format, orientation)
+    return [*([damaged] if damaged else []),
+            *(f"{label}: {warning.message}" for warning in found if not warning.about_tags)]
 
 
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
@@ -612,19 +617,18 @@ def _decode_data(data: bytes, label: str) -> _Decoded:
         notes = [frames_note] if frames_note else []
         notes += _warning_notes(pillow_warnings, label, opened.format or "", orientation)
         profile = opened.info.get("icc_profile") or None
+        lossy = lossy_compression(opened, io.BytesIO(data))
         if _wide_separate_planes(opened):
             raise ImageReadError(f"{label}: a 16-bit colour TIFF with separate colour planes (PlanarConfiguration "
                                  "2) is not read correctly here; save it with the planes interleaved (tifffile: "
                                  "planarconfig='contig')")
         if not wide_colour:
-            return _Decoded(opened, orientation, pending, label, profile, tuple(notes),
-                            lossy_compression(opened, io.BytesIO(data)))
+            return _Decoded(opened, orientation, pending, label, profile, tuple(notes), lossy)
         pixels = _decode_16bit_colour(data, label)
         if orientation != 1:
             pixels = _laid_out_as(pixels, opened, orientation)
         _check_same_pixels(pixels, opened, label)
-        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes),
-                        lossy_compression(opened, io.BytesIO(data)))
+        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes), lossy)
 
 
 def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHeader:
@@ -667,10 +671,8 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
         if swaps_axes(orientation):
             width, height = height, width
         lossy = lossy_compression(opened, stream)
-    damaged = [note for note in _warning_notes(pillow_warnings, label, opened.format or "", orientation)
-               if "damaged" in note]
     return ImageHeader(width, height, opened.mode, opened.format or "", orientation, lossy,
-                       damaged[0] if damaged else None)
+                       _damaged_tags_note(pillow_warnings, label, opened.format or "", orientation))
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ ARENA_SHRINK_CPU = "cpu:0"
 # a core's L2 cache: 16k-point calls were 1.5-1.8x slower on a 512 KB-L2 CPU.
 POINT_CHUNK = 4096
 
+
 class _BlasHold:
     """Holds NumPy's BLAS to one thread while any decode runs, whichever thread runs it.
 

@@ -88,6 +88,16 @@ class Pairing(Generic[T]):
         """The message of each failure, in order."""
         return [failure.error for failure in self.failures]
 
+    @property
+    def unreadable_folders(self) -> list[PairFailure]:
+        """The failures that are folders which could not be listed (``PairFailure.folder``)."""
+        return [failure for failure in self.failures if failure.folder]
+
+    @property
+    def unpaired_photos(self) -> list[PairFailure]:
+        """The failures that are photos (without their one mask), not folders."""
+        return [failure for failure in self.failures if not failure.folder]
+
 
 def _format_rank(suffix: str) -> int:
     """The place of the extension ``suffix`` (lower case) in MASK_EXTENSIONS; after them all if it is none of them."""

@@ -114,7 +114,7 @@ class InputFiles:
         """Every input file: the pairs' photos, masks and ground truths, and the photos not paired."""
         for pair in self._found.pairs:
             yield from (pair.image, pair.mask) if pair.gt is None else (pair.image, pair.mask, pair.gt)
-        yield from (failure.image for failure in self._found.failures if not failure.folder)
+        yield from (failure.image for failure in self._found.unpaired_photos)
 
     def behind(self, output: Path) -> Path | None:
         """The input that ``output`` is (through any links), or None."""
@@ -803,8 +803,7 @@ def batch(
         done_before = sum(1 for item in items if item["status"] == "skipped")
         where = f"{folder} + {masks_dir}" if masks_dir is not None else str(folder)
         found_line = [f"{count_noun(len(found.pairs), 'pair')} found in {where} ({found.layout})"]
-        unread = sum(failure.folder for failure in found.failures)
-        unpaired = len(found.failures) - unread
+        unpaired, unread = len(found.unpaired_photos), len(found.unreadable_folders)
         found_line += [f"{count_noun(unpaired, 'image')} not paired"] if unpaired else []
         found_line += [f"{count_noun(unread, 'folder')} unreadable"] if unread else []
         found_line += [f"{len(clashes)} sharing an output file"] if clashes else []

@@ -68,8 +68,8 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
     pairs, left_out = pairing.ground_truth_pairs(found, root, "left out (the _seg masks are coarse masks, not targets)",
                                                  "training learns the _gt masks (the _seg ones are coarse masks, not "
                                                  "targets)")
-    unpaired = [failure.error for failure in found.failures if not failure.folder]
-    unread = [failure.error for failure in found.failures if failure.folder]
+    unpaired = [failure.error for failure in found.unpaired_photos]
+    unread = [failure.error for failure in found.unreadable_folders]
     if not pairs and unpaired:
         raise FileNotFoundError(f"no image/mask pairs under {root}: no photo has its mask, e.g. {unpaired[0]}")
     if not pairs and unread:
