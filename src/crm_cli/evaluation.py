@@ -88,7 +88,7 @@ def folder_samples(pairs: Iterable[FilePair],
 def _folder_sample(pair: FilePair, photo_bits: int | None = None) -> Sample:
     """One pair of :func:`folder_samples`, read now."""
     from .imageio import read_image_noted, read_mask
-    from .masks import ids_note
+    from .masks import ids_note, weak_mask_note
     from .pipeline import fit_mask_to_image
 
     if pair.gt is None:
@@ -103,7 +103,10 @@ def _folder_sample(pair: FilePair, photo_bits: int | None = None) -> Sample:
     # Both are read as one object here (crm eval has no --mode), so ids look-alikes are only named.
     notes += [note for mask, name in ((coarse, pair.mask), (gt, pair.gt))
               if (note := ids_note(mask, str(name), advice="")) is not None]
-    return Sample(pair.name, image, coarse.probability(), gt.scoring_values(), coarse.scoring_values(), notes)
+    probability = coarse.probability()
+    if (note := weak_mask_note(probability, str(pair.mask))) is not None:
+        notes.append(note)
+    return Sample(pair.name, image, probability, gt.scoring_values(), coarse.scoring_values(), notes)
 
 
 @dataclass

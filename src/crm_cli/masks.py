@@ -509,13 +509,15 @@ class MaskData:
         return top if two_values else None
 
     def probability(self) -> np.ndarray:
-        """Foreground probability as float32 (H, W) in [0, 1]; palette: any non-zero index is 1, and
-        so is the object of a mask of 0 and one value (:attr:`object_value`)."""
+        """Foreground probability as float32 (H, W) in [0, 1], the mask read as one object: palette
+        and grey label maps (:meth:`is_label_map`): any non-zero id is 1, as :meth:`scoring_values`
+        scores them, and so is the object of a mask of 0 and one value (:attr:`object_value`)."""
         if self.kind == "palette":
             return (self.values != 0).astype(np.float32)
         if self.kind == "float":
             return self.values.copy()  # mask_to_float would hand these very values back; callers may write
-        if self.object_value is not None:
+        # Read on their scale, ids under 64 would be a mask with no pixel above 0.5, refined to nothing.
+        if self.object_value is not None or self.is_label_map():
             return (self.values != 0).astype(np.float32)
         return mask_to_float(self.values, self.maximum)
 

@@ -199,10 +199,12 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
 
 
 def _match_noted(mask: MaskData, image_hw: tuple[int, int], image_name: str,
-                 mask_name: str) -> tuple[MaskData, list[str]]:
-    """``masks.match_mask_to_image``, with the note for a mask upsampled (none when the sizes are equal)."""
+                 mask_name: str, size_of: str | None = None) -> tuple[MaskData, list[str]]:
+    """``masks.match_mask_to_image``, with the note for a mask upsampled (none when the sizes are equal);
+    ``size_of`` names the other mask whose size it took (scoring), None for the image's."""
     mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
-    return mask, [f"{mask_name}: upsampled to the image size {image_hw[1]}x{image_hw[0]}"] if resized else []
+    target = "the image size" if size_of is None else f"the size of {size_of},"
+    return mask, [f"{mask_name}: upsampled to {target} {image_hw[1]}x{image_hw[0]}"] if resized else []
 
 
 def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
@@ -212,23 +214,25 @@ def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
     small ground truth to its photo for ``crm eval``, so that both commands score the same.
 
     Returns the two masks and notes for the log: first, for each file, one if it looks like a photo
-    (``masks.photo_note``) and one if its values look like class ids read as a soft mask
-    (``masks.ids_note``; each once when both names are the same), then one for the mask upsampled.
+    (``masks.photo_note``), one if its values look like class ids read as a soft mask
+    (``masks.ids_note``) and one for a 16-bit mask read on the 8-bit scale (``masks.scale_note``; each
+    once when both names are the same), then one for the mask upsampled.
 
     Raises:
         SizeMismatchError: the sizes differ otherwise (a ValueError naming both files and sizes); its
             ``notes`` are the photo notes, worth showing before the error.
     """
     notes = list(dict.fromkeys(note for mask, name in ((pred, pred_name), (gt, gt_name))
-                               for note in (photo_note(mask, name), ids_note(mask, name, advice=""))
+                               for note in (photo_note(mask, name), ids_note(mask, name, advice=""),
+                                            scale_note(mask, name))
                                if note is not None))
     (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
     try:
         if gt_h <= pred_h and gt_w <= pred_w:
-            gt, upsampled = _match_noted(gt, (pred_h, pred_w), pred_name, gt_name)
+            gt, upsampled = _match_noted(gt, (pred_h, pred_w), pred_name, gt_name, size_of=pred_name)
             return pred, gt, notes + upsampled
         if pred_h <= gt_h and pred_w <= gt_w:
-            pred, upsampled = _match_noted(pred, (gt_h, gt_w), gt_name, pred_name)
+            pred, upsampled = _match_noted(pred, (gt_h, gt_w), gt_name, pred_name, size_of=gt_name)
             return pred, gt, notes + upsampled
     except SizeMismatchError:
         pass

@@ -183,16 +183,17 @@ def coco(
         if wanted:
             check_categories(data, wanted, annotations)
         weights = str(options.weights) if options.weights else None
-        fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint()}
-        if weights is None:
-            # Which weights are the default changes between versions: a run resumed across such a
-            # change would mix two models' masks. Named weights keep the fingerprint they had.
-            fingerprint["default_weights"] = weights_identity(None)
+        fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint(),
+                       "images": str(images.absolute())}
+        # Which weights a path or the default names changes (a file replaced, a new version's default):
+        # a run resumed across such a change would mix two models' masks.
+        fingerprint["default_weights" if weights is None else "weights_identity"] = weights_identity(options.weights)
         sidecar = Sidecar(output, fingerprint)
         done, note = sidecar.load()
         if note:  # a warning, not a log line: -q keeps it (earlier progress is being thrown away)
             warn(note)
         plan = plan_jobs(data, images, wanted, done)
+        done = {index: record for index, record in done.items() if index in plan.resumed}
         if not quiet and done:
             say(f"resuming: {len(done)} instance(s) already refined ({sidecar.path})")
         sidecar.open(done)
@@ -201,7 +202,7 @@ def coco(
     failures: list[dict[str, Any]] = list(plan.failed)
     # Errors are not progress: instances that cannot even start are named now, even with -q.
     for result in plan.failed:
-        report_failure(f"instance {result['id']} (annotation #{result['index']}): ", result["error"])
+        report_failure(_instance_label(result), result["error"])
     skipped = dict(plan.skipped)
     refined_now = 0
     # (job index, {"results": the image's instance results}) from either executor: locally each
@@ -239,8 +240,8 @@ def coco(
                         results[result["index"]] = result
                         refined_now += 1
                     elif status == "failed":
-                        failures.append(result)
-                        report_failure(f"instance {result['id']}: ", result["error"], progress.console)
+                        failures.append({**result, "file_name": plan.jobs[index]["name"]})
+                        report_failure(_instance_label(failures[-1]), result["error"], progress.console)
                     else:
                         skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
                     progress.update(task, advance=1, current=plan.jobs[index]["name"])
@@ -276,16 +277,26 @@ def coco(
         say(f"coco: {refined_now} refined, {len(done)} resumed, {sum(skipped.values())} skipped"
             f"{f' ({reasons})' if reasons else ''}, {len(failures)} failed in {seconds:.1f} s -> {output}")
         for result in failures[:MAX_LISTED_FAILURES]:
-            report_failure(f"instance {result['id']} (annotation #{result['index']}): ", result["error"],
-                           prefix="  failed")
+            report_failure(_instance_label(result), result["error"], prefix="  failed")
         if len(failures) > MAX_LISTED_FAILURES:
             console.print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more (see --json)", highlight=False)
     finish_run({"refined": refined_now, "resumed": len(done), "skipped": sum(skipped.values()),
                 "skipped_by_reason": skipped, "failed": len(failures), "seconds": seconds, "output": str(output),
-                "failures": [{"index": r["index"], "id": r["id"], "error": r["error"]} for r in failures]},
+                "failures": [{"index": r["index"], "id": r["id"], "error": r["error"],
+                              **({"file_name": r["file_name"]} if "file_name" in r else {})} for r in failures]},
                failed=bool(failures), json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
     app.command("coco", short_help="Refine the instance masks of a COCO annotation file.")(coco)
+
+
+def _instance_label(result: dict[str, Any]) -> str:
+    """The head of a failed instance's line: its id, its index in ``annotations`` (from 0) and, when
+    its image is known and the error does not name it already, the image's ``file_name``."""
+    where = f"annotation #{result['index']}"
+    name = result.get("file_name")
+    if name is not None and str(name) not in str(result["error"]):
+        where += f", {name}"
+    return f"instance {result['id']} ({where}): "

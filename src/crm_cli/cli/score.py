@@ -163,15 +163,18 @@ def score(
                      help="Write per-image rows (name,iou,mba,intersection,union); - for stdout."),
     ] = None,
     threshold: Annotated[float | None, threshold_option(
-        "Binarise the predictions at > T of their full scale (default: > 128 of 255).")] = None,
+        "Binarise soft predictions at > T of their full scale (default: > 128 of 255); a binary one "
+        "(0 and one value, 0/1, label ids) is its object as it is.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score predicted masks against ground truth: dataset IoU and mBA (boundary accuracy).
 
-    Masks are binarised with > 128 on the 8-bit scale (predictions at > T with -t). IoU is sum of
-    intersections / sum of unions.
+    Soft masks are binarised with > 128 on the 8-bit scale (predictions at > T with -t); a mask of 0
+    and one value, a 0/1 mask and a label map's ids count every non-zero pixel as the object. IoU is
+    sum of intersections / sum of unions.
 
-    mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation.
+    mBA is the mean over images of the accuracy in 5 GT boundary bands, as in CascadePSP's evaluation;
+    an image whose ground truth has no boundary (empty or full) has no mBA and is left out of that mean.
 
     A mask that is a smaller copy of the other with the same aspect ratio is upsampled to its size
     (with a warning), as crm eval upsamples a small ground truth.

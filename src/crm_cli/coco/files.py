@@ -73,7 +73,7 @@ class Plan:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     failed: list[dict[str, Any]] = field(default_factory=list)  # results of instances that cannot start
-    resumed: int = 0
+    resumed: set[int] = field(default_factory=set)  # indices of ``done`` instances this run keeps
 
     @property
     def instances(self) -> int:
@@ -86,7 +86,9 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
     """Group the instances to refine by image.
 
     Crowd regions, instances of other categories and those already ``done`` (annotation indices
-    from the sidecar) are left out; an instance whose image is not listed fails.
+    from the sidecar; ``Plan.resumed``) are left out; an instance whose image is not listed fails. A
+    ``done`` instance that this run's categories leave out is skipped, not resumed: its earlier result
+    must not reach the output.
     """
     plan = Plan()
     wanted = set(category_ids) if category_ids else None
@@ -97,9 +99,6 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
         if not isinstance(annotation, dict):
             plan.failed.append({"index": index, "id": None, "status": "failed", "error": "not a JSON object"})
             continue
-        if index in finished:
-            plan.resumed += 1
-            continue
         reason = None
         if annotation.get("iscrowd"):
             reason = "crowd"
@@ -108,6 +107,9 @@ def plan_jobs(data: dict[str, Any], images_dir: Path, category_ids: Iterable[int
             reason = "category"
         if reason:
             plan.skipped[reason] = plan.skipped.get(reason, 0) + 1
+            continue
+        if index in finished:
+            plan.resumed.add(index)
             continue
         image_id = annotation.get("image_id")
         image = images.get(image_id) if is_json_id(image_id) else None

@@ -56,6 +56,8 @@ class RefineOptions:
         fingerprint = {"engine_options": {} if self.preset is None else self.preset.record(), "crop": crop}
         if self.photo_bits is not None:  # named only when fixed, so the partial runs of earlier versions resume
             fingerprint["photo_bits"] = self.photo_bits
+        if self.min_area:  # which instances are kept as they are; named only when set, as photo_bits
+            fingerprint["min_area"] = self.min_area
         return fingerprint
 
 

@@ -1,0 +1,212 @@
+"""Audits of session 52. A researcher's of the scores (`crm eval` and `crm score` reading a mask as one
+object the same way, `-t` on binary predictions, the 16-bit scale warning) and a dataset builder's of
+`crm coco` (resuming across changed filters or weights, failed instances naming their image)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_tiny_model, synthetic_scene
+from test_coco import make_dataset, run_coco
+from typer.testing import CliRunner
+
+from crm_cli import coco
+from crm_cli.cli import app
+from crm_cli.masks import MaskData
+
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------------------------------------
+# A grey label map read as one object
+
+
+def label_map(height: int = 40, width: int = 60) -> np.ndarray:
+    """Ids 1 and 2 side by side on background, 0 elsewhere (a grey label map by masks' rule)."""
+    ids = np.zeros((height, width), np.uint8)
+    ids[10:30, 10:30] = 1
+    ids[10:30, 30:50] = 2
+    return ids
+
+
+def test_a_grey_label_map_read_as_one_object_is_its_ids_union_as_scoring_reads_it() -> None:
+    """probability() read ids 1 and 2 on the 8-bit scale (at most 2/255), so crm eval refined an empty
+    mask while scoring the coarse one as the object; --mode binary refined nothing."""
+    ids = label_map()
+    mask = MaskData(ids, "gray8")
+    assert mask.is_label_map()
+    probability = mask.probability()
+    assert probability.dtype == np.float32
+    np.testing.assert_array_equal(probability, (ids != 0).astype(np.float32))
+    np.testing.assert_array_equal(probability > 0.5, mask.scoring_values())
+    # Soft and 0/255 masks keep their scale.
+    soft = np.linspace(0, 255, 40 * 60).reshape(40, 60).astype(np.uint8)
+    np.testing.assert_allclose(MaskData(soft, "gray8").probability(), soft / np.float32(255), atol=1e-7)
+
+
+def test_crm_eval_refines_a_label_map_coarse_mask_as_the_object_it_scores(tmp_path: Path) -> None:
+    """A photo under crm's smallest refined side is passed through: its refined score must equal the
+    coarse one (it was 0.0 against 0.82 before), and crm score of the written file must agree."""
+    folder, out = tmp_path / "big", tmp_path / "out"
+    folder.mkdir()
+    image, _ = synthetic_scene(40, 60)
+    gt = np.zeros((40, 60), np.uint8)
+    gt[8:32, 10:50] = 255
+    cv2.imwrite(str(folder / "s_im.png"), image[:, :, ::-1])
+    cv2.imwrite(str(folder / "s_gt.png"), gt)
+    cv2.imwrite(str(folder / "s_seg.png"), label_map())
+    result = runner.invoke(app, ["eval", str(folder), "-o", str(out), "--json", "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    image_record = json.loads(result.stdout)["images"][0]
+    # By hand: the ids cover 20 x 40 = 800 pixels, all inside the 24 x 40 = 960 of the truth.
+    assert image_record["coarse_iou"] == pytest.approx(800 / 960)
+    assert image_record["refined_iou"] == pytest.approx(image_record["coarse_iou"])
+    scored = runner.invoke(app, ["score", str(out), str(folder), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["iou"] == pytest.approx(800 / 960)
+
+
+def test_refine_mode_binary_reads_a_grey_label_map_as_one_object(tmp_path: Path) -> None:
+    image, _ = synthetic_scene(40, 60)
+    cv2.imwrite(str(tmp_path / "im.png"), image[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "ids.png"), label_map())
+    result = runner.invoke(app, ["refine", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "--mode", "binary",
+                                 "-o", str(tmp_path / "out.png"), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "no pixel of the mask is above 0.5" not in result.stderr
+    written = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(written, np.where(label_map() != 0, 255, 0))  # passed through at 40x60
+
+
+# ---------------------------------------------------------------------------------------------
+# crm score: the 16-bit scale warning, the note of an upsampled mask
+
+
+def test_score_warns_of_a_16bit_mask_read_on_the_8bit_scale(tmp_path: Path) -> None:
+    """README promises the warning; crm refine and crm eval gave it, crm score did not."""
+    gt = np.zeros((30, 40), np.uint8)
+    gt[5:25, 5:35] = 255
+    pred = np.zeros((30, 40), np.uint16)
+    pred[5:25, 5:35] = 200  # a soft 8-bit mask saved in a 16-bit file
+    pred[5, 5] = 100
+    cv2.imwrite(str(tmp_path / "gt.png"), gt)
+    cv2.imwrite(str(tmp_path / "pred.png"), pred)
+    result = runner.invoke(app, ["score", str(tmp_path / "pred.png"), str(tmp_path / "gt.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'pred.png'}: a 16-bit mask whose largest value is 200, read as 8-bit values" in result.stderr
+    # On the 8-bit scale 200 > 128 and 100 is not: one pixel of 600 missed.
+    assert json.loads(result.stdout)["iou"] == pytest.approx(599 / 600)
+
+
+def test_score_names_the_mask_whose_size_was_taken(tmp_path: Path) -> None:
+    """crm score has no image, yet the note said "upsampled to the image size"."""
+    gt = np.zeros((30, 40), np.uint8)
+    gt[5:25, 5:35] = 255
+    cv2.imwrite(str(tmp_path / "gt.png"), gt)
+    cv2.imwrite(str(tmp_path / "pred.png"), gt[::2, ::2].copy())
+    result = runner.invoke(app, ["score", str(tmp_path / "pred.png"), str(tmp_path / "gt.png")])
+    assert result.exit_code == 0, result.output
+    assert (f"{tmp_path / 'pred.png'}: upsampled to the size of {tmp_path / 'gt.png'}, 40x30"
+            in " ".join(result.stderr.split()))
+
+
+def test_score_help_says_how_binary_predictions_and_empty_truths_count() -> None:
+    text = " ".join(runner.invoke(app, ["score", "--help"]).stdout.split())
+    assert "a binary one (0 and one value, 0/1, label ids) is its object as it is" in text
+    assert "has no mBA and is left out of that mean" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# crm coco: resuming
+
+
+def interrupted_coco(monkeypatch: pytest.MonkeyPatch, annotations: Path, images: Path, output: Path,
+                     *args: str, after: int = 1) -> None:
+    """A crm coco run stopped by Ctrl-C when it starts its instance number ``after`` + 1."""
+    real, calls = coco.refine_instance, []
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(coco.instances, "refine_instance", interrupted)
+    try:
+        result = run_coco(annotations, images, output, *args)
+    finally:
+        monkeypatch.setattr(coco.instances, "refine_instance", real)
+    assert result.exit_code == 130 and coco.sidecar_path(output).exists(), result.output
+
+
+def test_coco_resume_leaves_out_instances_the_new_categories_skip(tmp_path: Path, tiny_weights: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instance 101 (category 1) refined before the stop reached the output of a rerun for category 2."""
+    annotations, images, _ = make_dataset(tmp_path)
+    before = json.loads(annotations.read_text())
+    output = tmp_path / "out.json"
+    args = ("-w", str(tiny_weights), "-d", "cpu")
+    interrupted_coco(monkeypatch, annotations, images, output, *args, "--category-ids", "1")
+    result = run_coco(annotations, images, output, *args, "--category-ids", "2", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["resumed"] == 0 and summary["skipped_by_reason"] == {"category": 2, "crowd": 1}, result.output
+    after = {a["id"]: a for a in json.loads(output.read_text())["annotations"]}
+    for annotation in before["annotations"]:
+        if annotation["category_id"] == 1:
+            assert after[annotation["id"]] == annotation
+
+
+@pytest.mark.parametrize("change", ["min_area", "weights"])
+def test_coco_resume_starts_over_when_min_area_or_the_weights_file_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """--min-area was not in the progress file's header, and named weights were recorded by their path
+    only, so a file replaced in place had two models' masks mixed in one output."""
+    from crm_cli.checkpoint import save_weights
+    from crm_cli.config import Provenance
+
+    annotations, images, _ = make_dataset(tmp_path)
+    weights = tmp_path / "w" / "model.safetensors"
+    weights.parent.mkdir()
+    save_weights(make_tiny_model(0), weights, Provenance(notes="A"))
+    output = tmp_path / "out.json"
+    args = ("-w", str(weights), "-d", "cpu", "--json")
+    interrupted_coco(monkeypatch, annotations, images, output, *args)
+    extra: tuple[str, ...] = ()
+    if change == "min_area":
+        extra = ("--min-area", "5000")
+    else:
+        shutil.rmtree(weights.parent)
+        weights.parent.mkdir()
+        save_weights(make_tiny_model(1), weights, Provenance(notes="B"))
+    result = run_coco(annotations, images, output, *args, *extra)
+    assert f"{coco.sidecar_path(output)}: progress from a different input or settings; starting over" in (
+        " ".join(result.stderr.split()))
+    assert json.loads(result.stdout)["resumed"] == 0
+
+
+def test_coco_resume_with_the_same_settings_still_resumes(tmp_path: Path, tiny_weights: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    annotations, images, _ = make_dataset(tmp_path)
+    output = tmp_path / "out.json"
+    args = ("-w", str(tiny_weights), "-d", "cpu", "--category-ids", "1", "--min-area", "10", "--json")
+    interrupted_coco(monkeypatch, annotations, images, output, *args)
+    result = run_coco(annotations, images, output, *args)
+    assert "starting over" not in result.stderr
+    assert json.loads(result.stdout)["resumed"] == 1
+
+
+def test_a_failed_instance_names_its_image(tmp_path: Path, tiny_weights: Path) -> None:
+    """An instance's own failure named only its id; in a large file the image is the lead."""
+    annotations, images, _ = make_dataset(tmp_path)
+    output = tmp_path / "out.json"
+    result = run_coco(annotations, images, output, "-w", str(tiny_weights), "-d", "cpu", "--json")
+    assert result.exit_code == 1
+    failures = {failure["id"]: failure for failure in json.loads(result.stdout)["failures"]}
+    assert failures[105]["file_name"] == "b.png" and failures[106]["file_name"] == "b.png"
+    stderr = " ".join(result.stderr.split())
+    assert "failed: instance 105 (annotation #4, b.png): " in stderr
