@@ -210,3 +210,145 @@ def test_a_failed_instance_names_its_image(tmp_path: Path, tiny_weights: Path) -
     assert failures[105]["file_name"] == "b.png" and failures[106]["file_name"] == "b.png"
     stderr = " ".join(result.stderr.split())
     assert "failed: instance 105 (annotation #4, b.png): " in stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A photo editor's and a script author's audit of crm compare, crm time and crm info
+
+
+@pytest.fixture()
+def small_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """A 200x150 photo with an sRGB colour profile embedded, and a coarse 0/255 mask."""
+    from PIL import Image, ImageCms
+
+    image, gt = synthetic_scene(150, 200)
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(image).save(tmp_path / "photo.jpg", quality=95, icc_profile=profile)
+    cv2.imwrite(str(tmp_path / "coarse.png"), np.where(gt > 127, 255, 0).astype(np.uint8))
+    return tmp_path / "photo.jpg", tmp_path / "coarse.png"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", "-"])
+def test_compare_keeps_the_photos_colour_profile(small_pair: tuple[Path, Path], tmp_path: Path, suffix: str) -> None:
+    """A Display P3 photo's strip showed its pixels without its profile: duller colours in an editor."""
+    import io
+
+    from PIL import Image
+
+    photo, coarse = small_pair
+    expected = Image.open(photo).info["icc_profile"]
+    output = "-" if suffix == "-" else str(tmp_path / f"strip{suffix}")
+    result = runner.invoke(app, ["compare", str(photo), str(coarse), str(coarse), "-o", output, "--crops", "0"])
+    assert result.exit_code == 0, result.output
+    strip = Image.open(io.BytesIO(result.stdout_bytes)) if suffix == "-" else Image.open(output)
+    assert strip.info.get("icc_profile") == expected
+
+
+def test_compare_of_masks_that_agree_says_what_the_crops_show(small_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    photo, coarse = small_pair
+    result = runner.invoke(app, ["compare", str(photo), str(coarse), str(coarse), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert f"{coarse} and {coarse} agree at every pixel: the crops show the refined mask's boundary" in (
+        " ".join(result.stderr.split()))
+    refined = tmp_path / "refined.png"
+    differing = cv2.imread(str(coarse), cv2.IMREAD_UNCHANGED)
+    differing[70:80, 95:105] = 255 - differing[70:80, 95:105]
+    cv2.imwrite(str(refined), differing)
+    result = runner.invoke(app, ["compare", str(photo), str(coarse), str(refined), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0 and "agree at every pixel" not in result.stderr
+
+
+def test_compare_checks_its_output_name_before_any_work(small_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A name over the file system's limit failed with a bare OSError after the strip was made."""
+    photo, coarse = small_pair
+    output = tmp_path / ("a" * 300 + ".png")
+    result = runner.invoke(app, ["compare", str(photo), str(coarse), str(coarse), "-o", str(output)])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert message.startswith(f"error: cannot write {output}") and "Errno" not in message
+
+
+@pytest.mark.parametrize("command", ["compare", "time"])
+def test_standard_input_for_an_input_file_is_a_usage_error(small_pair: tuple[Path, Path], tmp_path: Path,
+                                                           command: str) -> None:
+    """It read "-: no such file"."""
+    photo, coarse = small_pair
+    args = [command, "-", str(coarse), *([str(coarse), "-o", str(tmp_path / "s.png")] if command == "compare" else [])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "standard input" in result.stderr and "no such file" not in result.stderr
+
+
+def test_time_says_when_it_times_what_crm_refine_would_not_run(tmp_path: Path) -> None:
+    """A photo under crm's smallest refined side and a label map (refined label by label) were timed as
+    one model run each, with no word of it; the --json record now lists the warnings."""
+    image, _ = synthetic_scene(60, 80)
+    cv2.imwrite(str(tmp_path / "im.png"), image[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "ids.png"), label_map(60, 80))
+    result = runner.invoke(app, ["time", str(tmp_path / "im.png"), str(tmp_path / "ids.png"), "-n", "1", "--json",
+                                 "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    assert warnings == [
+        f"{tmp_path / 'ids.png'}: a label map (labels 1, 2), which crm refine refines label by label; these times "
+        "are of one refinement of them all as one object",
+        f"{tmp_path / 'im.png'} is 80x60: crm refine passes photos under 96 px through without running the model; "
+        "these times are of the model run all the same"]
+    for warning in warnings:
+        assert warning in " ".join(result.stderr.split())
+
+
+def test_time_of_an_ordinary_pair_lists_no_warnings(small_pair: tuple[Path, Path]) -> None:
+    photo, coarse = small_pair
+    result = runner.invoke(app, ["time", str(photo), str(coarse), "-n", "1", "--json", "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == []
+
+
+def test_reduced_precision_on_the_cpu_is_warned_of_once_for_a_pair_of_weights(
+        small_pair: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped weights' partner repeated the main weights' warning."""
+    from crm_cli.engine import Refiner
+
+    with caplog.at_level("WARNING", logger="crm_cli.engine"):
+        refiner = Refiner(device="cpu", precision="fp16")
+    assert refiner.partner is not None
+    assert [r.getMessage() for r in caplog.records].count(
+        "precision fp16 is much slower than fp32 on the CPU (fp16 took 11x as long in one measurement): "
+        "reduced precision is meant for GPUs") == 1
+
+
+def test_info_reports_the_device_backend_and_threads_the_environment_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm info ignored CRM_DEVICE, CRM_BACKEND and CRM_THREADS: "ok" for a setting every other command
+    refuses, and the backend and threads of auto instead of those the commands would take."""
+    import torch
+
+    monkeypatch.setenv("CRM_BACKEND", "torch")
+    monkeypatch.setenv("CRM_THREADS", "1")
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["default_backend"] == "torch" and data["settings_error"] is None
+    assert [device["threads"] for device in data["devices"] if device["id"] == "cpu"] == [1]
+    monkeypatch.delenv("CRM_BACKEND")
+    monkeypatch.delenv("CRM_THREADS")
+    monkeypatch.setenv("CRM_DEVICE", "bogus")
+    assert runner.invoke(app, ["info"]).exit_code == 2  # as every command that takes --device
+    if torch.cuda.is_available():
+        return
+    monkeypatch.setenv("CRM_DEVICE", "cuda")
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["status"] == "failed" and data["default_device"] is None
+    assert data["settings_error"] == ("device 'cuda' was requested but no CUDA GPU is available "
+                                      "(use device 'cpu' or 'auto')")
+    assert result.stderr.strip().endswith(f"error: {data['settings_error']}")
+
+
+def test_info_names_an_onnx_backend_that_cannot_run_the_weights(tiny_weights: Path) -> None:
+    result = runner.invoke(app, ["info", "-w", str(tiny_weights), "--backend", "onnx", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["settings_error"].startswith(f"{tiny_weights}: no ONNX encoder exported from these weights")
+    assert data["default_backend"] is None

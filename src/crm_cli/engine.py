@@ -82,6 +82,9 @@ __all__ = ["BACKENDS", "MIN_STAGE_SIDE", "RefineResult", "Refiner", "choose_back
 # What a caller should know about how a Refiner was loaded (unverified weights, a slow precision)
 # is logged here as a warning: without any logging set up, Python prints it on stderr.
 logger = logging.getLogger(__name__)
+# Set while a Refiner builds its partner, which shares its device and precision: a warning about
+# those is the Refiner's own, shown once.
+_building_partner = threading.local()
 
 BACKENDS = BACKEND_CHOICES
 
@@ -395,12 +398,15 @@ class Refiner:
         if recorded is not None:
             partner_model = recorded.path
         if partner_model is not None and partner_model is not False:
+            _building_partner.active = True
             try:
                 self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
                                        min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
                                        backend=backend, threads=threads, partner_model=False, **tiles)
             except TypeError as exc:
                 raise TypeError(f"partner_model: {exc}") from None
+            finally:
+                _building_partner.active = False
             if recorded is not None:
                 assert sidecar is not None
                 check_partner_digest(recorded.path, self.partner.weights_info.sha256, recorded.sha256,
@@ -450,7 +456,7 @@ class Refiner:
             # NHWC suits tensor cores, and oneDNN's CPU depthwise kernels: 25% faster at 4K.
             channels_last = loaded and resolved.type in ("cuda", "cpu")
         runner = StageRunner(model, resolved, precision=precision, channels_last=channels_last, **tiles)
-        if resolved.type == "cpu" and precision != "fp32":
+        if resolved.type == "cpu" and precision != "fp32" and not getattr(_building_partner, "active", False):
             # Measured on a 2-core CPU: one `crm refine` took 15.1 s in fp16 against 1.35 s in fp32.
             logger.warning("precision %s is much slower than fp32 on the CPU (fp16 took 11x as long in one "
                            "measurement): reduced precision is meant for GPUs", precision)

@@ -703,10 +703,11 @@ def write_image(path: str | Path, array: np.ndarray, palette: list[int] | None =
     _write_encoded(Path(path), array, palette, output_format(path), icc_profile, transparency)
 
 
-def write_picture(path: str | Path, rgb: np.ndarray) -> None:
+def write_picture(path: str | Path, rgb: np.ndarray, icc_profile: bytes | None = None) -> None:
     """Write a picture to look at, never a mask (crm compare's strip), atomically in the format its
-    extension names (:func:`picture_format`): as :func:`write_image` does, or as JPEG of JPEG_QUALITY."""
-    _write_encoded(Path(path), rgb, None, picture_format(path), None)
+    extension names (:func:`picture_format`): as :func:`write_image` does, or as JPEG of JPEG_QUALITY;
+    ``icc_profile``: that of the photo whose pixels it shows."""
+    _write_encoded(Path(path), rgb, None, picture_format(path), icc_profile)
 
 
 def _write_encoded(target: Path, array: np.ndarray, palette: list[int] | None, fmt: str,

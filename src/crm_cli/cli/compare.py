@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_stdout_not_terminal, role_of
+from .checks import check_stdout_not_terminal, role_of, unwritable_reason
 from .common import PhotoBits, PhotoBitsOpt, QuietOpt, fail, photo_bits_value, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -50,10 +50,16 @@ def compare(
 ) -> None:
     """Write a comparison strip (PNG, TIFF, lossless WebP or JPEG, by the output's extension; PNG with -o -)."""
     to_stdout = str(output) == "-"
+    for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
+        if path is not None and str(path) == "-":
+            raise fail(f"{role} -: crm compare reads its inputs from files, not standard input", code=2)
     if to_stdout:
         check_stdout_not_terminal()
     else:
         _check_strip_name(output)
+        # Before any work, as crm refine: a name too long or a folder that cannot be written.
+        if (reason := unwritable_reason(output)) is not None:
+            raise fail(reason)
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
         inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
         if (found := role_of(output, inputs)) is not None:
@@ -61,13 +67,17 @@ def compare(
             raise fail(f"-o {output} is the {role} file {match}; writing there would replace it with the "
                        "comparison strip", code=2)
     with stops_cleanly(), user_errors():
+        import numpy as np
+
         from ..compare import compare_strip
-        from ..imageio import read_image_noted, read_mask
+        from ..imageio import read_mask, read_photo
+        from ..masks import binarize
         from ..pipeline import fit_mask_to_image
         from ..writing import encode_image, write_bytes_stdout, write_picture
 
-        rgb, orientation, notes = read_image_noted(image, photo_bits=photo_bits_value(photo_bits))
-        for note in notes:  # warnings, as in crm refine: -q keeps them
+        photo = read_photo(image, str(image), photo_bits=photo_bits_value(photo_bits))
+        rgb, orientation = photo.pixels, photo.orientation
+        for note in photo.notes:  # warnings, as in crm refine: -q keeps them
             warn(note)
         masks = []
         for path in (coarse, refined, gt):
@@ -79,11 +89,14 @@ def compare(
                     warn(note)
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
+        if crops and np.array_equal(binarize(masks[0]), binarize(masks[1])):
+            warn(f"{coarse} and {refined} agree at every pixel: the crops show the refined mask's boundary")
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
+        # The strip shows the photo's pixels, so it keeps the photo's colour profile, as an overlay does.
         if to_stdout:
-            write_bytes_stdout(encode_image(strip, fmt="PNG"))
+            write_bytes_stdout(encode_image(strip, fmt="PNG", icc_profile=photo.rgb_profile))
         else:
-            write_picture(output, strip)
+            write_picture(output, strip, icc_profile=photo.rgb_profile)
     if not quiet:
         say(f"wrote {'<stdout>' if to_stdout else output} ({strip.shape[1]}x{strip.shape[0]})")
 

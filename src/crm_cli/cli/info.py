@@ -8,7 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import JsonOpt, WeightsOpt, console, emit_json, fail, printable, torch_import_problem
+from .common import (
+    Backend,
+    BackendOpt,
+    DeviceOpt,
+    JsonOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    console,
+    emit_json,
+    fail,
+    printable,
+    torch_import_problem,
+)
 
 if TYPE_CHECKING:
     from ..checkpoint import WeightsSidecar
@@ -16,15 +28,18 @@ if TYPE_CHECKING:
 HELP = """Show versions, devices and the weights in use.
 
 Prints the crm, Python, torch, CUDA and ONNX Runtime versions, the devices available, the device
-and backend 'auto' picks, and the weights: path, sha256 (checked against the sidecar JSON),
-architecture, provenance, how 'auto' runs the final stage with them (the sidecar's final_stage
-over the defaults), and the ONNX encoder exported from them (its sha256 checked too).
+and backend the other commands take (--device, --backend and --threads, or CRM_DEVICE, CRM_BACKEND
+and CRM_THREADS, as they read them; 'auto' by default), and the weights: path, sha256 (checked
+against the sidecar JSON), architecture, provenance, how 'auto' runs the final stage with them (the
+sidecar's final_stage over the defaults), and the ONNX encoder exported from them (its sha256
+checked too).
 Exits 1 when the weights are not a usable crm checkpoint: a file given with --weights or CRM_WEIGHTS
 that is not there, a hash that does not match, tensors that do not load into their recorded
 architecture, or an exported encoder that does not match (--json still prints the report, with
 "status": "failed" and the reason in its weights' "error"). Exits 1 too when torch does not import:
 the report then shows what is known without it (no tensors are loaded), with the import error
-(--json: in "torch_error").
+(--json: in "torch_error"), and when the device asked for is missing or the backend cannot run the
+weights there (--json: in "settings_error").
 
 Example: crm info --json"""
 
@@ -53,8 +68,9 @@ def _cpu_quota() -> dict[str, Any]:
     return {} if quota is None else {"cpu_quota": round(quota, 3)}
 
 
-def _devices() -> list[dict[str, Any]]:
-    """Each available device with a readable name (GPU model and memory for CUDA)."""
+def _devices(threads: int = 0) -> list[dict[str, Any]]:
+    """Each available device with a readable name (GPU model and memory for CUDA); the CPU's threads
+    are those ``threads`` (--threads, CRM_THREADS; 0: crm's default) gives."""
     import torch
 
     from ..devices import available_devices
@@ -73,39 +89,46 @@ def _devices() -> list[dict[str, Any]]:
             from ..runtime import usable_threads
 
             entry["name"] = _cpu_name()
-            entry["threads"] = usable_threads(None) or torch.get_num_threads()  # what crm's default uses
+            entry["threads"] = usable_threads(threads or None) or torch.get_num_threads()  # what crm would use
             entry.update(_cpu_quota())
         found.append(entry)
     return found
 
 
-def _default_device() -> str:
+def _default_device(name: str = "auto") -> str:
+    """The device ``name`` (--device, CRM_DEVICE) gives; DeviceError when it is missing."""
     import torch
 
     from ..devices import resolve_device
 
-    device = resolve_device("auto")
+    device = resolve_device(name)
     if device.type == "cuda":
         return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
     return str(device)
 
 
-def gather_info(weights: Path | None) -> dict[str, Any]:
+def gather_info(weights: Path | None, device: str = "auto", backend: str = "auto", threads: int = 0) -> dict[str, Any]:
     """The whole ``crm info`` report as plain JSON-able data; ``weights``: the ``--weights`` value (None:
     the user named none, and ``checkpoint.default_weights_path()`` is reported: CRM_WEIGHTS when set,
-    else the shipped weights).
+    else the shipped weights). ``device``, ``backend`` and ``threads``: the values every other command
+    would take (their options, or CRM_DEVICE, CRM_BACKEND and CRM_THREADS); a device that is missing or
+    a backend that cannot run the weights there is the report's ``"settings_error"`` and fails it.
 
     When torch does not import, ``torch_error`` says why, torch's versions are None, the CPU is the
     one device, the weights are checked without loading their tensors, and the default backend is
     "onnx" when the weights run on it, else None; ``status`` is "failed"."""
     from .. import __version__
-    from ..checkpoint import WeightsSidecar, default_weights_path, inspect_checkpoint, weights_not_found
+    from ..checkpoint import WeightsError, WeightsSidecar, default_weights_path, inspect_checkpoint, weights_not_found
 
     path = Path(weights) if weights is not None else default_weights_path()
     sidecar = WeightsSidecar(path)  # read once for the backend choice and the report
     # Before torch loads, as in `crm refine`: with torch loaded, "auto" asks torch about GPUs
     # instead of looking for driver files (devices.accelerator_possible), which can differ.
-    backend = _default_backend(sidecar)
+    settings_error = None
+    try:
+        backend = _default_backend(sidecar, device, backend)
+    except (WeightsError, ValueError, OSError) as exc:  # --backend onnx cannot run them (there)
+        settings_error, backend = str(exc), None
     torch_error = torch_import_problem()
     if torch_error is None:
         import torch
@@ -127,19 +150,29 @@ def gather_info(weights: Path | None) -> dict[str, Any]:
     if not report["exists"] and not report["error"] and weights is not None:
         report["error"] = str(weights_not_found(path))
     usable = report["exists"] and not report["error"] and (torch_error is None or backend == "onnx")
+    chosen_device = None
+    if torch_error is None:
+        from ..devices import DeviceError
+
+        try:
+            chosen_device = _default_device(device)
+        except DeviceError as exc:
+            settings_error = settings_error or str(exc)
+    elif usable:
+        chosen_device = "cpu"  # without torch, only the onnx backend runs, on the CPU
     return {
         "version": __version__,
         "python": platform.python_version(),
         **versions,
         "torch_error": torch_error,
         "onnxruntime": _onnxruntime_version(),
-        "devices": _devices() if torch_error is None else _cpu_only(),
-        # Without torch, only the onnx backend runs, on the CPU.
-        "default_device": _default_device() if torch_error is None else "cpu" if usable else None,
+        "devices": _devices(threads) if torch_error is None else _cpu_only(),
+        "default_device": chosen_device,
         # None: no backend runs these weights (missing, not a usable checkpoint, or torch's without torch).
         "default_backend": backend if usable else None,
+        "settings_error": settings_error,
         "weights": report,
-        "status": "failed" if report["error"] or torch_error else "ok",
+        "status": "failed" if report["error"] or torch_error or settings_error else "ok",
     }
 
 
@@ -178,14 +211,18 @@ def _onnxruntime_version() -> str | None:
     return onnxruntime.__version__
 
 
-def _default_backend(sidecar: WeightsSidecar) -> str:
-    """The backend every command takes with the weights of ``sidecar`` under ``--backend auto
-    --device auto`` (engine.choose_backend)."""
+def _default_backend(sidecar: WeightsSidecar, device: str = "auto", backend: str = "auto") -> str:
+    """The backend every command takes with the weights of ``sidecar`` under ``--backend`` ``backend``
+    and ``--device`` ``device`` (engine.choose_backend). ``--backend onnx`` that cannot run raises its
+    ValueError (WeightsError); under auto a problem of the weights is the report's, and torch is named."""
     from ..checkpoint import WeightsError
     from ..engine import choose_backend
 
+    if backend == "onnx":  # asked for: what stops it is the report's settings error
+        choose_backend(sidecar, device=device, backend=backend)
+        return "onnx"
     try:
-        return "onnx" if choose_backend(sidecar, backend="auto") is not None else "torch"
+        return "onnx" if choose_backend(sidecar, device=device, backend=backend) is not None else "torch"
     except (WeightsError, OSError, ValueError, ImportError):  # ImportError: torch, to ask about GPUs
         return "torch"
 
@@ -225,6 +262,8 @@ def _print_table(data: dict[str, Any]) -> None:
     table.add_row("devices", "\n".join(devices))
     table.add_row("default device", compact(data["default_device"]))
     table.add_row("default backend", compact(data["default_backend"]))
+    if data["settings_error"]:
+        table.add_row("", f"[red]{escape(printable(data['settings_error']))}[/]")
     weights = data["weights"]
     table.add_row("weights", escape(printable(weights["path"])))
     if not weights["exists"]:
@@ -273,15 +312,17 @@ def _encoder_text(encoder: dict[str, Any] | None) -> str:
     return f"{status}\n{escape(encoder['path'])}"
 
 
-def info(weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
-    """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint or
-    torch does not import."""
-    data = gather_info(weights)
+def info(weights: WeightsOpt = None, device: DeviceOpt = "auto", backend: BackendOpt = Backend.auto,
+         threads: ThreadsOpt = 0, as_json: JsonOpt = False) -> None:
+    """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint,
+    torch does not import, or the device or backend asked for cannot run."""
+    data = gather_info(weights, device, backend.value, threads)
     if as_json:
         emit_json(data)
     else:
         _print_table(data)
     problems = [f"torch does not import ({data['torch_error']})"] if data["torch_error"] else []
+    problems += [data["settings_error"]] if data["settings_error"] else []
     problems += [data["weights"]["error"]] if data["weights"]["error"] else []
     for problem in problems[:-1]:
         fail(problem)  # printed; the last one's Exit is raised

@@ -61,9 +61,10 @@ def timing(
     quiet: QuietOpt = False,
 ) -> None:
     """Warm up once, then time N refinements: per-stage encoder/decoder, total, MP/s, peak memory."""
+    from ..config import MIN_REFINE_SIDE
     from ..evaluation import time_refine
     from ..masks import has_boundary, weak_mask_note
-    from ..pipeline import read_pair
+    from ..pipeline import choose_mode, ids_text, read_pair
     from ..synthetic import coarse_mask, synthetic_scene
 
     inputs = {"size": size} if size is not None else {"image": none_or_str(image), "mask": none_or_str(mask)}
@@ -72,6 +73,9 @@ def timing(
     with usage_errors_recorded(fatal):
         if (image is None) == (size is None) or (image is not None and mask is None):
             raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
+        for role, path in (("IMAGE", image), ("MASK", mask)):
+            if path is not None and str(path) == "-":
+                raise typer.BadParameter("crm time reads files, not standard input", param_hint=f"'{role}'")
         if image is not None and mask is not None:
             check_not_same_file(image, mask)
         options.check_backend()
@@ -81,6 +85,12 @@ def timing(
             # An option asked for this size, so a size that cannot fit in memory is a usage error.
             if (problem := memory_problem(height, width, settings, options.tile_size, "the --size scene")) is not None:
                 raise fatal.fail(problem, code=2)
+    warnings: list[str] = []
+
+    def noted(text: str) -> None:
+        warnings.append(text)
+        warn(text)
+
     with user_errors(fatal.emit):
         if image is not None and mask is not None:
             check_pair(image, mask, str(image), str(mask), settings, options.tile_size)
@@ -91,17 +101,25 @@ def timing(
             rgb, mask_data, notes = read_pair(image, mask, photo_bits=photo_bits_value(photo_bits))
             coarse = mask_data.probability()
             for note in notes:
-                warn(note)
+                noted(note)
+            if choose_mode(mask_data, "auto") == "labels":
+                noted(f"{mask}: a label map ({ids_text(mask_data.label_ids, 'label')}), which crm refine refines "
+                      "label by label; these times are of one refinement of them all as one object")
             # A mask with no boundary (empty, full, or no pixel above 0.5) is passed through by the
             # engine without running the model: the times would measure no refinement at all.
             foreground = coarse > 0.5
             if not has_boundary(foreground):
                 reason = weak_mask_note(coarse, str(mask)) or (
                     f"{mask}: every pixel of the mask is {'foreground' if foreground.any() else 'background'}")
-                warn(f"{reason}; with no boundary to refine the model does not run, so these times measure "
-                     "no refinement")
+                noted(f"{reason}; with no boundary to refine the model does not run, so these times measure "
+                      "no refinement")
+        if min(rgb.shape[:2]) < MIN_REFINE_SIDE:
+            noted(f"{image if image is not None else 'the --size scene'} is {rgb.shape[1]}x{rgb.shape[0]}: crm "
+                  f"refine passes photos under {MIN_REFINE_SIDE} px through without running the model; these "
+                  "times are of the model run all the same")
         refiner = options.load(quiet)
         report = time_refine(refiner, rgb, coarse, settings, repeat)
+    report["warnings"] = warnings
     report["preset"] = options.preset_name
     report["status"] = "ok"  # as every command's --json record: "failed" comes from FailureRecord
     stages, median, is_cuda = report["stages"], report["total_s"], report["peak_gpu_mb"] is not None
