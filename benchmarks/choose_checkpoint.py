@@ -39,6 +39,7 @@ import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,10 +124,11 @@ def content_key(weights: Path) -> str:
     return file_sha256(weights)[:12]
 
 
-def result_path(out: Path, weights: Path, folder: Path) -> Path:
+def result_path(out: Path, weights: Path, folder: Path, options: Sequence[str] = ()) -> Path:
     """Where one eval's JSON is kept: by the weights' content (and their partner's, when their sidecar
-    names one; and "-onnx" when it records an exported encoder, which moves a few pixels by a level)
-    and the set folder's absolute path."""
+    names one; and "-onnx" when it records an exported encoder, which moves a few pixels by a level),
+    the set folder's absolute path and the ``crm eval`` ``options`` forwarded after ``--`` (a run
+    with other options is another result; none keeps the names of results kept before they counted)."""
     from crm_cli.checkpoint import onnx_encoder_path, partner_weights
 
     weights_key = content_key(weights)
@@ -136,6 +138,8 @@ def result_path(out: Path, weights: Path, folder: Path) -> Path:
     if onnx_encoder_path(weights) is not None:
         weights_key += "-onnx"
     folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    if options:
+        folder_key += "-" + hashlib.sha256("\0".join(options).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return out / f"{weights.stem}-{weights_key}" / f"{folder.name}-{folder_key}.json"
 
 
@@ -203,7 +207,7 @@ def main() -> None:
     elif args.onnx:
         raise SystemExit("--onnx exports the encoder of a paired copy: it needs --partner")
     everyone = [args.baseline, *candidates]
-    scores = {(w, name): score_of(cached_eval(folder, ["-w", str(w), *extra], result_path(args.out, w, folder)))
+    scores = {(w, name): score_of(cached_eval(folder, ["-w", str(w), *extra], result_path(args.out, w, folder, extra)))
               for name, folder in sets for w in everyone}
 
     winners = []

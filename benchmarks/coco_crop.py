@@ -22,6 +22,7 @@ import time
 import cv2
 import numpy as np
 from script_errors import one_line_errors
+from sizes import size
 
 DETECTOR_MASK_SIDE = 28
 
@@ -140,7 +141,7 @@ def main() -> int:
     from crm_cli.runtime import configure_torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the synthetic image")
+    parser.add_argument("--size", default="6000x4000", type=size, help="WIDTHxHEIGHT of the synthetic image")
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--full-instances", type=int, default=8, help="instances also refined on the whole image")
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
@@ -148,7 +149,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     device = resolve_device(args.device)  # before the scene: an absent GPU stops at once
 
     image, objects = scene(height, width, args.instances)
@@ -156,9 +157,11 @@ def main() -> int:
     configure_torch(args.threads, device)
     refiner = Refiner.from_checkpoint(device=args.device)
     preset = PRESETS[args.preset]
-    warm_up = np.zeros((256, 256), np.uint8)
-    warm_up[64:192, 64:192] = 255
-    refiner.refine(image[:256, :256].copy(), warm_up, preset=preset)
+    # A corner of at most 256 px, so that a small --size warms up too.
+    side_y, side_x = min(256, height), min(256, width)
+    warm_up = np.zeros((side_y, side_x), np.uint8)
+    warm_up[side_y // 4: 3 * side_y // 4, side_x // 4: 3 * side_x // 4] = 255
+    refiner.refine(image[:side_y, :side_x].copy(), warm_up, preset=preset)
 
     crop, crop_seconds = refine_all(refiner, image, segmentations, RefineOptions(preset=preset))
     subset = min(args.full_instances, args.instances)

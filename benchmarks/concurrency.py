@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sizes import size
+
 DEFAULT_SIZE = "2592x1944"  # a 5 MP camera photo, the "2.6K" of the issue
 
 
@@ -83,7 +85,7 @@ def run_together(count: int, image: Path, mask: Path, folder: Path, env: dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default=DEFAULT_SIZE, help=f"photo size WxH (default {DEFAULT_SIZE})")
+    parser.add_argument("--size", default=DEFAULT_SIZE, type=size, help=f"photo size WxH (default {DEFAULT_SIZE})")
     parser.add_argument("--runs", default="1,2,4", help="how many runs to start at once, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="repeats per count; the median is reported")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args()
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
     counts = [int(v) for v in args.runs.split(",") if v.strip()]
     setting = parse_env(args.env)
     env = {**os.environ, **setting}

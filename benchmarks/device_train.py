@@ -77,6 +77,9 @@ def main() -> int:
                    "--val-every", str(10 * args.probe_steps), "--val-images", "1"])
         step_s = seconds_per_step(probe / "log.csv", skip=args.probe_steps // 3)
     left_s = 60.0 * args.minutes - (time.monotonic() - start)
+    if left_s <= 0:  # crm train would refuse a negative --max-minutes in its own words
+        raise SystemExit(f"error: the timing probe took all of --minutes {args.minutes:g} ({60 * args.minutes:.0f} s); "
+                         "give more minutes or fewer --probe-steps")
     steps = planned_steps(left_s, step_s, args.share)
     print(f"probe: {step_s * 1000:.1f} ms per step; planning {steps} steps in {left_s:.0f} s", file=sys.stderr)
     crm_train([*train_args, *validation_spacing(steps, args.validations), "--out", str(args.out),

@@ -112,6 +112,12 @@ def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[s
         raise SystemExit(f"{folder}: no image/mask/GT triples")
     weights_threshold = refiner.final_stage.min_change_confidence
     ungated, coarse_scores = ungated_run(refiner, pairs)
+    # The partner gates the photos it refines at its own threshold, which this sweep does not move.
+    if by_partner := sum(1 for image in ungated.images if image["by_partner"]):
+        partner = refiner.partner_weights_info.path
+        raise SystemExit(f"{folder}: {by_partner} of {len(pairs)} photos are refined by the weights' partner "
+                         f"({partner}, photos under {refiner.partner_below_side} px), whose gate keeps its own "
+                         f"threshold; sweep it with --weights {partner}")
     kept_scores = coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     rows = [f"| coarse | {100 * ungated.coarse.iou:.2f} / {100 * (ungated.coarse.mba or 0):.2f} | | |"]
     for threshold in thresholds:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import cv2
+from sizes import size
 
 
 def write_pairs(folder: Path, count: int, width: int, height: int) -> None:
@@ -54,23 +56,22 @@ def same_outputs(a: Path, b: Path) -> bool:
 
 
 def median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    """Median of a non-empty list (of an even count, the mean of the middle two)."""
+    return statistics.median(values)
 
 
 def main() -> int:
     """Run both commands and print the comparison (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=24)
-    parser.add_argument("--size", default="2048x1536", help="WIDTHxHEIGHT of each synthetic pair")
+    parser.add_argument("--size", default="2048x1536", type=size, help="WIDTHxHEIGHT of each synthetic pair")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: crm's default)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="crm_ray_bench_"))
     try:

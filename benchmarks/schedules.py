@@ -1,7 +1,8 @@
 """``auto`` against every fixed preset on every kind of coarse mask: IoU, mBA and time per image.
 
 Each (set, preset) pair runs ``crm eval --json`` in its own process; results are kept as JSON in
-``--out`` so an interrupted run continues where it stopped. Prints one markdown table per set.
+``--out`` (by the set's folder, the preset and the weights' content) so an interrupted run continues
+where it stopped. Prints one markdown table per set.
 
     python benchmarks/schedules.py carvana=../shared/data/carvana-dev real1024=DIR/isnet1024 \\
         real256=DIR/isnet256 duts=DIR thin=DIR --out runs/schedules [--presets auto,fast,balanced,quality]
@@ -14,11 +15,14 @@ the data's ``build.sh``; the DUTS held-out and thin-structure folders from ``mak
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
 from eval_cache import cached_eval
 from named_sets import named_folders
+
+from crm_cli.checkpoint import sha256_file
 
 DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
 
@@ -57,10 +61,16 @@ def main() -> None:
     args = parser.parse_args()
     extra = (["--weights", args.weights] if args.weights else []) + (
         ["--threads", str(args.threads)] if args.threads else [])
-    for name, folder in named_folders(args.sets, "a set"):
+    sets = list(named_folders(args.sets, "a set"))  # a bad set is one line before any work
+    # Results are kept by the set's folder and the weights' content too: other ones are other results.
+    if args.weights and not Path(args.weights).is_file():
+        raise SystemExit(f"error: --weights {args.weights}: no such file")
+    weights_key = f"-{sha256_file(args.weights)[:12]}" if args.weights else ""
+    for name, folder in sets:
         results = {}
+        folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
         for preset in args.presets.split(","):
-            result_path = args.out / name / f"{preset}.json"
+            result_path = args.out / f"{name}-{folder_key}" / f"{preset}{weights_key}.json"
             results[preset] = cached_eval(folder, ["--preset", preset, *extra], result_path)
             print(f"{name} {preset}: done", file=sys.stderr, flush=True)
         print(table(name, results), "\n", flush=True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forward_args import split_forwarded
+from sizes import sizes
 
 DEFAULT_SIZES = "3840x2160"
 DEFAULT_BUDGET_S = 5.0
@@ -108,20 +109,17 @@ def make_pairs(folder: Path, width: int, height: int, mask_kinds: list[str]) -> 
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """``"3840x2160,6000x4000"`` -> [(3840, 2160), (6000, 4000)]."""
-    sizes = []
-    for item in text.split(","):
-        if item.strip():
-            width, _, height = item.lower().strip().partition("x")
-            sizes.append((int(width), int(height)))
-    return sizes
+    """``"3840x2160,6000x4000"`` -> [(3840, 2160), (6000, 4000)] (``sizes.sizes``: a malformed one is a
+    usage error)."""
+    return sizes(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("IMAGE", "MASK"),
                         help="time these files (repeatable); without it, generated photos are timed")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"generated photo sizes (default {DEFAULT_SIZES})")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, type=parse_sizes,
+                        help=f"generated photo sizes (default {DEFAULT_SIZES})")
     parser.add_argument("--masks", default="blocky,precise", help="generated masks: blocky, precise or both")
     parser.add_argument("--repeat", type=int, default=3, help="runs per pair after one warm-up run")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds a run may take")
@@ -134,7 +132,7 @@ def main() -> None:
         pairs = [(Path(image), Path(mask), Path(mask).name) for image, mask in args.pair]
         if not pairs:
             kinds = [k.strip() for k in args.masks.split(",") if k.strip()]
-            for width, height in parse_sizes(args.sizes):
+            for width, height in args.sizes:
                 made = make_pairs(folder, width, height, kinds)
                 pairs += [(image, mask, f"{width}x{height} {kind}")
                           for (image, mask), kind in zip(made, kinds, strict=True)]

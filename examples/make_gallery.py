@@ -15,7 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from crm_cli.checkpoint import WeightsError
 from crm_cli.compare import compare_strip
+from crm_cli.devices import DeviceError
 from crm_cli.engine import Refiner
 from crm_cli.imageio import read_image, read_mask
 from crm_cli.outputs import render_output
@@ -42,7 +44,11 @@ def main() -> None:
     image = read_image(HERE / "scene_im.jpg")
     coarse = read_mask(HERE / "scene_seg.png").probability()
     gt = read_mask(HERE / "scene_gt.png").values
-    probability = Refiner(args.weights, device=args.device).refine(image, coarse)
+    try:
+        refiner = Refiner(args.weights, device=args.device)
+    except (DeviceError, WeightsError) as exc:  # the user's to fix: one line, as crm says it
+        raise SystemExit(f"error: {exc}") from None
+    probability = refiner.refine(image, coarse)
     refined = render_output("soft", probability)
     write_png(HERE / "scene_refined.png", refined)
     save_jpeg(HERE / "gallery" / "compare.jpg", compare_strip(image, coarse, refined, gt, crops=3))

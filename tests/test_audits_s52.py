@@ -352,3 +352,186 @@ def test_info_names_an_onnx_backend_that_cannot_run_the_weights(tiny_weights: Pa
     data = json.loads(result.stdout)
     assert data["settings_error"].startswith(f"{tiny_weights}: no ONNX encoder exported from these weights")
     assert data["default_backend"] is None
+
+
+def test_score_says_when_a_ground_truth_has_more_than_one_prediction(tmp_path: Path) -> None:
+    """A stale a_mask.png beside a.png was scored in silence; the order is documented, the choice now named."""
+    pred, gt = tmp_path / "p", tmp_path / "g"
+    pred.mkdir()
+    gt.mkdir()
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:25, 5:30] = 255
+    for name in ("a", "b"):
+        cv2.imwrite(str(gt / f"{name}.png"), mask)
+        cv2.imwrite(str(pred / f"{name}_mask.png"), mask)
+    cv2.imwrite(str(pred / "a.png"), 255 - mask)
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["iou"] == 1.0  # a_mask.png, the first of the documented order
+    assert (f"warning: {pred}: 1 ground truth has more than one prediction here (e.g. a_mask.png, a.png); each is "
+            "scored with the first found of <name>_mask, <name>, <name>_seg; --pred-suffix chooses one"
+            in " ".join(result.stderr.split()))
+    alone = runner.invoke(app, ["score", str(pred), str(gt), "--pred-suffix", "_mask"])
+    assert alone.exit_code == 0 and "more than one prediction" not in alone.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# An ML engineer's audit of crm train
+
+
+def crm_train(*args: str) -> tuple[int, str]:
+    """``crm train`` with tiny settings; (exit code, stderr on one line)."""
+    result = runner.invoke(app, ["train", "--batch", "2", "--query-window", "32", "--init", "random",
+                                 "--val-images", "2", "--threads", "1", *args])
+    assert "Traceback" not in result.stderr
+    return result.exit_code, " ".join(result.stderr.split())
+
+
+def test_train_warns_of_targets_that_crm_refine_would_warn_of(tmp_path: Path) -> None:
+    """A 12-bit ground truth in a 16-bit file (every target under 0.07: the model learns to erase) and a
+    photo in the masks folder trained to the end with exit 0 and no word."""
+    from conftest import write_training_pairs
+
+    data = write_training_pairs(tmp_path / "data", 6)
+    twelve_bit = data / "masks" / "p01.png"
+    soft = cv2.GaussianBlur(cv2.imread(str(twelve_bit), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255, (9, 9), 2)
+    cv2.imwrite(str(twelve_bit), np.round(soft * 4095).astype(np.uint16))  # soft, on a 12-bit scale
+    # Pairs are read as the batches first draw them: every other training target is a photo's noise.
+    for index in range(2, 6):
+        noisy = np.random.default_rng(index).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        cv2.imwrite(str(data / "masks" / f"p{index:02d}.png"), noisy)
+    code, stderr = crm_train("--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--val-every", "100")
+    assert code == 0, stderr
+    assert (f"warning: {twelve_bit}: no pixel of the mask is above 0.5 (its largest value is 0.06), so nothing is "
+            "foreground; trained on as read") in stderr
+    assert f"{data / 'masks'}/p0" in stderr and ".png: looks like a photo (colour, " in stderr
+
+
+def test_target_warnings_stop_after_the_first_twenty(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from crm_cli.training import data
+
+    monkeypatch.setattr(data, "_target_warnings", [0])
+    faint = np.linspace(0, 100, 64).round().astype(np.uint8).reshape(8, 8)  # a soft mask, at most 100 of 255
+    mask = MaskData(faint, "gray8")
+    with caplog.at_level("WARNING", logger="crm_cli.training.data"):
+        for index in range(25):
+            data.warn_of_target(mask, mask.probability(), f"m{index}.png")
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 21 and messages[0].startswith("m0.png: no pixel of the mask is above 0.5")
+    assert messages[19].startswith("m19.png:")
+    assert messages[20] == "more warnings about training targets are not shown (the first 20 are above)"
+
+
+def test_a_resumed_run_refuses_other_pairs_but_follows_a_moved_folder(tmp_path: Path) -> None:
+    """--resume --data OTHER trained the last steps on another folder's photos, exit 0."""
+    from conftest import write_training_pairs
+
+    data = write_training_pairs(tmp_path / "data", 6)
+    other = write_training_pairs(tmp_path / "other", 6, name="q{:02d}")
+    run = str(tmp_path / "run")
+    common = ("--out", run, "--steps", "4", "--val-every", "100", "--ckpt-every", "1")
+    assert crm_train("--data", str(data), *common, "--stop-at", "2")[0] == 0
+    code, stderr = crm_train("--data", str(other), *common, "--resume")
+    assert code != 0
+    assert f"the run trained on other pairs than those of --data {other} (it used --data '{data}')" in stderr
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    code, stderr = crm_train("--data", str(moved), *common, "--resume")
+    assert code == 0 and "resumed from" in stderr, stderr
+
+
+def test_a_partial_imagenet_init_is_refused() -> None:
+    """A checkpoint holding the first 6 of the encoder's tensors left the other 228 random, exit 0."""
+    import torch
+
+    from crm_cli.config import PRESET_ARCHS
+    from crm_cli.model import build_crm
+    from crm_cli.model.pretrained import _init_mobilenet_v2
+
+    model = build_crm(PRESET_ARCHS["mobilenet_v2"])
+    own = model.encoder.state_dict()
+    partial = {key: torch.zeros_like(value) for key, value in list(own.items())[:6]}
+    with pytest.raises(ValueError, match=f"the checkpoint holds 6 tensors, fewer than the {len(own)} of the encoder"):
+        _init_mobilenet_v2(model.encoder, partial)
+
+
+def test_network_masks_without_a_network_weight_are_warned_of(tmp_path: Path) -> None:
+    from conftest import write_training_pairs
+
+    data = write_training_pairs(tmp_path / "data", 4)
+    masks = tmp_path / "network"
+    masks.mkdir()
+    code, stderr = crm_train("--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--val-every", "100",
+                             "--network-masks", str(masks))
+    assert code == 0, stderr
+    assert "warning: --network-masks: the coarse mix gives network no weight, so these masks are not used" in stderr
+
+
+def test_a_missing_init_says_a_resume_does_not_need_it(tmp_path: Path) -> None:
+    from conftest import write_training_pairs
+
+    data = write_training_pairs(tmp_path / "data", 4)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    missing = tmp_path / "gone.safetensors"
+    code, stderr = crm_train("--data", str(data), "--out", str(run), "--steps", "2", "--resume", "--init", str(missing))
+    assert code != 0
+    assert f"--init {missing}: no such file; to resume {run / 'last.pt'}, leave --init out" in stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A new engineer's run through the benchmark scripts
+
+
+def test_gate_threshold_refuses_a_set_the_partner_refines(tmp_path: Path) -> None:
+    """The sweep moved only the main weights' gate: for photos under the partner's side its "gate off"
+    rows were the partner's gate at 0.5, printed as if swept."""
+    from conftest import load_benchmark
+
+    from crm_cli.engine import Refiner
+
+    gate_threshold = load_benchmark("gate_threshold")
+    image, gt = synthetic_scene(120, 160)
+    cv2.imwrite(str(tmp_path / "s_im.png"), image[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "s_gt.png"), gt)
+    cv2.imwrite(str(tmp_path / "s_seg.png"), cv2.resize(cv2.resize(gt, (20, 15)), (160, 120)))
+    refiner = Refiner(device="cpu")  # the shipped pair: photos under 1000 px are the partner's
+    with pytest.raises(SystemExit, match=r"1 of 1 photos are refined by the weights' partner \(.*"
+                                         r"crm_mobilenet_v2_blend\.safetensors, photos under 1000 px\)"):
+        gate_threshold.sweep(refiner, tmp_path, [0.3, 0.5])
+
+
+def test_choose_checkpoint_keeps_results_of_other_eval_options_apart(tmp_path: Path, tiny_weights: Path) -> None:
+    """`-- --preset fast` printed the default preset's kept table."""
+    from conftest import load_benchmark
+
+    choose = load_benchmark("choose_checkpoint")
+    plain = choose.result_path(tmp_path, tiny_weights, tmp_path)
+    assert plain == choose.result_path(tmp_path, tiny_weights, tmp_path, ())  # results kept before still count
+    fast = choose.result_path(tmp_path, tiny_weights, tmp_path, ("--preset", "fast"))
+    assert fast != plain and fast.parent == plain.parent
+    assert fast != choose.result_path(tmp_path, tiny_weights, tmp_path, ("--preset", "quality"))
+
+
+@pytest.mark.parametrize("text", ["320", "3by2", "x", "0x10", "axb"])
+def test_a_malformed_size_is_a_usage_error_of_one_line(text: str) -> None:
+    import argparse
+
+    from conftest import load_benchmark
+
+    sizes = load_benchmark("sizes")
+    with pytest.raises(argparse.ArgumentTypeError):
+        sizes.size(text)
+    assert sizes.size("3840X2160") == (3840, 2160) and sizes.sizes("32x24,,64x48") == [(32, 24), (64, 48)]
+
+
+def test_scripts_refuse_a_malformed_size_without_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "concurrency.py"
+    done = subprocess.run([sys.executable, str(script), "--size", "3by2"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("error: argument --size: a size looks like 3840x2160, not '3by2'")

@@ -228,11 +228,11 @@ def test_fit_masks_for_scoring_upsamples_the_smaller_and_notes_a_photo(tmp_path:
     _, small = write_scene_files(tmp_path / "small", size=(48, 64))
     _, other = write_scene_files(tmp_path / "other", size=(50, 128))
     pred, gt, notes = fit_masks_for_scoring(read_mask(mask), read_mask(small), "pred.png", "gt.png")
-    assert pred.shape == gt.shape == (96, 128) and notes == ["gt.png: upsampled to the image size 128x96"]
+    assert pred.shape == gt.shape == (96, 128) and notes == ["gt.png: upsampled to the size of pred.png, 128x96"]
     pred, gt, notes = fit_masks_for_scoring(read_mask(small), read_mask(photo), "pred.png", "photo.jpg")
     assert pred.shape == gt.shape == (96, 128)
     assert len(notes) == 2 and notes[0].startswith("photo.jpg: looks like a photo")
-    assert notes[1] == "pred.png: upsampled to the image size 128x96"
+    assert notes[1] == "pred.png: upsampled to the size of photo.jpg, 128x96"
     _, _, notes = fit_masks_for_scoring(read_mask(photo), read_mask(photo), "photo.jpg", "photo.jpg")
     assert len(notes) == 1 and notes[0].startswith("photo.jpg: looks like a photo")  # one file, one note
     with pytest.raises(SizeMismatchError) as mismatch:

@@ -115,7 +115,7 @@ def test_a_small_ground_truth_is_upsampled_as_eval_does(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [(r["name"], int(r["intersection"]), int(r["union"])) for r in rows] == [("a", 1600, 1600)]
-    assert squash(f"warning: {gt}: upsampled to the image size 100x80") in squash(result.stderr)
+    assert squash(f"warning: {gt}: upsampled to the size of {pred}, 100x80") in squash(result.stderr)
 
 
 def test_a_small_prediction_is_upsampled_too(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_a_small_prediction_is_upsampled_too(tmp_path: Path) -> None:
     result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["images"][0]["iou"] == 1.0
-    assert squash(f"warning: {pred}: upsampled to the image size 100x80") in squash(result.stderr)
+    assert squash(f"warning: {pred}: upsampled to the size of {gt}, 100x80") in squash(result.stderr)
 
 
 def test_score_and_eval_agree_on_an_upsampled_ground_truth(tmp_path: Path) -> None:

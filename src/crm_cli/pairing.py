@@ -1291,6 +1291,21 @@ def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tupl
     return None
 
 
+def _other_predictions(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...],
+                       found: Path) -> list[Path]:
+    """The predictions ``<name><suffix>`` present besides ``found``, the one :func:`_find_prediction` took."""
+    others = (index.get(_name_key(Path(name + suffix))) for suffix in suffixes)
+    return [path for path in others if path is not None and path != found and path.resolve() != gt.resolve()]
+
+
+def _several_predictions_note(pred: Path, count: int, example: list[Path], suffixes: Sequence[str]) -> str:
+    """The note for ``count`` ground truths that more than one prediction in ``pred`` could pair with
+    (``example``: one ground truth's, the scored one first)."""
+    return (f"{pred}: {count_noun(count, 'ground truth')} {'has' if count == 1 else 'have'} more than one "
+            f"prediction here (e.g. {', '.join(path.name for path in example)}); each is scored with the first "
+            f"found of {', '.join('<name>' + suffix for suffix in suffixes)}; --pred-suffix chooses one")
+
+
 def _no_prediction(gt: Path | str, name: str, pred: Path, suffixes: Sequence[str]) -> str:
     """The message for ground truth ``gt`` (named as given) without its prediction ``<name><suffix>`` in ``pred``."""
     return f"no prediction for {gt} in {pred} (tried {', '.join(name + suffix for suffix in suffixes)})"
@@ -1328,6 +1343,8 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         if found is None:
             raise FileNotFoundError(_no_prediction(gt.name, _base_name(gt), pred, suffixes))
         notes.extend(_duplicate_note(found, path) for path in shadowed.get(found, []))
+        if others := _other_predictions(_base_name(gt), gt, index, suffixes, found):
+            notes.append(_several_predictions_note(pred, 1, [found, *others], suffixes))
         return Pairing([ScorePair(_base_name(gt), found, gt)], notes=_skipped_note(*walks) + notes)
     if pred.is_file():
         raise ValueError("GT is a folder, so PRED must be a folder too")
@@ -1349,6 +1366,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     index, shadowed = _index(pred_files, pred)
     pairs: list[ScorePair] = []
     failures = _unreadable_failures([folder for walk in walks for folder in walk.unreadable])
+    several: list[list[Path]] = []  # per ground truth with more than one prediction: the scored one first
     for name, files in by_name.items():
         gt_file = _pick(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)
@@ -1356,7 +1374,11 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
             failures.append(PairFailure(name, gt_file, _no_prediction(gt_file, name, pred, suffixes)))
             continue
         notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
+        if others := _other_predictions(name, gt_file, index, suffixes, found):
+            several.append([found, *others])
         pairs.append(ScorePair(name, found, gt_file))
+    if several:
+        notes.append(_several_predictions_note(pred, len(several), several[0], suffixes))
     if unscored := _without_ground_truth(pred_files, pred, {_name_key(Path(name)) for name in by_name}, suffixes,
                                          big=bool(big_layout)):
         notes.append(f"{pred}: {count_noun(len(unscored), 'prediction')} without a ground truth in {gt} not scored, "

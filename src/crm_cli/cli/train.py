@@ -240,8 +240,12 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
     if problem is not None:
         raise typer.BadParameter(problem, param_hint="'-d' / '--device'")
     with usage_error("--coarse-mix"):
-        if coarse_mix and CoarseMix.parse(coarse_mix).network > 0 and not network_masks:
+        network_weight = CoarseMix.parse(coarse_mix).network if coarse_mix else 0.0
+        if network_weight > 0 and not network_masks:
             raise ValueError("gives network a weight; pass --network-masks FOLDER")
+    if network_masks and network_weight == 0:
+        warn("--network-masks: the coarse mix gives network no weight, so these masks are not used; add "
+             "network=W to --coarse-mix to train on them")
     with usage_error("--val-set"):
         parse_val_sets(list(val_set or []))
     if val_ratios:

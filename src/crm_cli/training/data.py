@@ -18,6 +18,7 @@ from .. import pairing
 from ..errors import ContinuedText, one_line
 from ..evaluation import Sample
 from ..imageio import ImageReadError
+from ..masks import MaskData
 from ..pairing import FilePair, Pairing, count_noun
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
@@ -189,13 +190,39 @@ def training_split(pairs: list[FilePair], holds_out: bool, root: Path,
 
 
 def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1], read as inference reads them."""
+    """RGB uint8 (H, W, 3) and soft GT float32 (H, W) in [0, 1], read as inference reads them, with
+    the warnings crm refine and crm eval give for such a mask (:func:`warn_of_target`)."""
     from ..imageio import read_image, read_mask
     from ..masks import match_mask_to_image
 
     image = read_image(pair.image)
     mask, _ = match_mask_to_image(read_mask(pair.mask), image.shape[:2], str(pair.image), str(pair.mask))
-    return image, mask.probability()
+    target = mask.probability()
+    warn_of_target(mask, target, str(pair.mask))
+    return image, target
+
+
+# A folder of wrong targets (photos, 12-bit values, ids) would warn once per file: the first few say it.
+MOST_TARGET_WARNINGS = 20
+_target_warnings = [0]
+
+
+def warn_of_target(mask: MaskData, target: np.ndarray, mask_name: str) -> None:
+    """Log the warnings that crm refine and crm eval give for ``mask`` (read as ``target``) where it is a
+    training target: a photo (the folders swapped?), values that look like class ids, a 16-bit mask read
+    on the 8-bit scale, no pixel above 0.5 (a mask on another scale: the model would learn to erase).
+    The first MOST_TARGET_WARNINGS of a process are shown, then one line saying that more are not."""
+    from ..masks import ids_note, photo_note, scale_note, weak_mask_note
+
+    notes = [note for note in (photo_note(mask, mask_name), ids_note(mask, mask_name, advice=""),
+                               scale_note(mask, mask_name), weak_mask_note(target, mask_name)) if note is not None]
+    for note in notes:
+        _target_warnings[0] += 1
+        if _target_warnings[0] <= MOST_TARGET_WARNINGS:
+            logger.warning("%s; trained on as read", note)
+        elif _target_warnings[0] == MOST_TARGET_WARNINGS + 1:
+            logger.warning("more warnings about training targets are not shown (the first %d are above)",
+                           MOST_TARGET_WARNINGS)
 
 
 def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> np.ndarray:

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum, IntEnum
@@ -257,6 +257,14 @@ def resource_plan(workers: int, batch_cost: int, free: int | None, worker_cost: 
         if slots >= count:
             return count, slots // count
     return 0, 1
+
+
+def pairs_digest(pairs: Sequence[FilePair]) -> str:
+    """A digest of the names of a run's pairs (all of ``--data``, in order): a resumed run must train on
+    the same pairs, wherever their folder now lies."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(pair.name for pair in pairs).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -522,6 +530,7 @@ class Trainer:
             "options": asdict(self.options),
             "left_out": list(self.left_out),
             "splits": self.splits,
+            "pairs_digest": pairs_digest(self.pairs),
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
@@ -543,9 +552,19 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         payload = read_checkpoint(self.checkpoint_path, self.device)
-        if ArchConfig.from_dict(payload["config"]) != self.config:
-            raise ValueError(f"{self.checkpoint_path}: architecture differs from this run's")
+        saved_config = ArchConfig.from_dict(payload["config"])
+        if saved_config != self.config:
+            encoders = ("" if saved_config.encoder == self.config.encoder else
+                        f" (its encoder is {saved_config.encoder}, this run's {self.config.encoder})")
+            raise ValueError(f"{self.checkpoint_path}: architecture differs from this run's{encoders}; resume with "
+                             "the run's own --encoder and architecture options")
         saved = payload.get("options", {})
+        # Checkpoints from before the digest was saved are not checked: a moved folder resumes as it did.
+        digest = payload.get("pairs_digest")
+        if digest is not None and digest != pairs_digest(self.pairs):
+            raise ValueError(f"{self.checkpoint_path}: the run trained on other pairs than those of --data "
+                             f"{self.options.data} (it used --data {saved.get('data')!r}); resume with the same "
+                             "data (a folder moved elsewhere resumes when its pairs keep their names)")
         # A checkpoint from before a field existed ran with that field's default.
         for fields, what in ((DATA_MIX_FIELDS, "data mix"), (OBJECTIVE_FIELDS, "objective")):
             saved_values = {name: saved.get(name, getattr(DEFAULT_OPTIONS, name)) for name in fields}
@@ -1064,7 +1083,10 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
         if Path(options.init).is_dir():
             raise ValueError(f"--init {options.init}: is a directory, not a weights file")
         if not Path(options.init).exists():
-            raise ValueError(f"--init {options.init}: no such file")
+            checkpoint = Path(options.out) / "last.pt"
+            # A resumed run loads every weight from last.pt, so the file it started from is not needed.
+            hint = f"; to resume {checkpoint}, leave --init out" if checkpoint.is_file() else ""
+            raise ValueError(f"--init {options.init}: no such file{hint}")
     if options.init.endswith(".safetensors"):
         from ..checkpoint import WeightsError, load_model
 
