@@ -27,6 +27,7 @@ from script_errors import one_line_errors
 
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import Evaluation, Sample, evaluate, folder_samples
+from crm_cli.imageio import probe_image
 from crm_cli.masks import mask_to_float
 from crm_cli.metrics import DatasetScore, ImageScore, score_pair
 from crm_cli.outputs import render_output
@@ -111,13 +112,15 @@ def sweep(refiner: Refiner, folder: Path, thresholds: Sequence[float]) -> list[s
     if not pairs:
         raise SystemExit(f"{folder}: no image/mask/GT triples")
     weights_threshold = refiner.final_stage.min_change_confidence
-    ungated, coarse_scores = ungated_run(refiner, pairs)
-    # The partner gates the photos it refines at its own threshold, which this sweep does not move.
-    if by_partner := sum(1 for image in ungated.images if image["by_partner"]):
+    # The partner gates the photos it refines at its own threshold, which this sweep does not move:
+    # found from the headers (auto gives the partner the photos under its side) before any refinement.
+    small = sum(1 for pair in pairs if max(probe_image(pair.image).shape) < refiner.partner_below_side)
+    if small:
         partner = refiner.partner_weights_info.path
-        raise SystemExit(f"{folder}: {by_partner} of {len(pairs)} photos are refined by the weights' partner "
+        raise SystemExit(f"{folder}: {small} of {len(pairs)} photos are refined by the weights' partner "
                          f"({partner}, photos under {refiner.partner_below_side} px), whose gate keeps its own "
                          f"threshold; sweep it with --weights {partner}")
+    ungated, coarse_scores = ungated_run(refiner, pairs)
     kept_scores = coarse_kept_scores(refiner, pairs, ungated, coarse_scores)
     rows = [f"| coarse | {100 * ungated.coarse.iou:.2f} / {100 * (ungated.coarse.mba or 0):.2f} | | |"]
     for threshold in thresholds:

@@ -22,7 +22,7 @@ from pathlib import Path
 from eval_cache import cached_eval
 from named_sets import named_folders
 
-from crm_cli.checkpoint import sha256_file
+from crm_cli.cli.batch import weights_identity
 
 DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
 
@@ -62,10 +62,11 @@ def main() -> None:
     extra = (["--weights", args.weights] if args.weights else []) + (
         ["--threads", str(args.threads)] if args.threads else [])
     sets = list(named_folders(args.sets, "a set"))  # a bad set is one line before any work
-    # Results are kept by the set's folder and the weights' content too: other ones are other results.
+    # Results are kept by the set's folder and the weights too (their sha256 and sidecar settings, as
+    # crm batch records them; the default's included): other ones are other results.
     if args.weights and not Path(args.weights).is_file():
         raise SystemExit(f"error: --weights {args.weights}: no such file")
-    weights_key = f"-{sha256_file(args.weights)[:12]}" if args.weights else ""
+    weights_key = "-" + hashlib.sha256(weights_identity(args.weights).encode()).hexdigest()[:12]
     for name, folder in sets:
         results = {}
         folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]

@@ -248,7 +248,7 @@ def test_compare_of_masks_that_agree_says_what_the_crops_show(small_pair: tuple[
     photo, coarse = small_pair
     result = runner.invoke(app, ["compare", str(photo), str(coarse), str(coarse), "-o", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
-    assert f"{coarse} and {coarse} agree at every pixel: the crops show the refined mask's boundary" in (
+    assert f"{coarse} and {coarse} agree at every pixel (> 128): the crops show the refined mask's boundary" in (
         " ".join(result.stderr.split()))
     refined = tmp_path / "refined.png"
     differing = cv2.imread(str(coarse), cv2.IMREAD_UNCHANGED)
@@ -292,8 +292,8 @@ def test_time_says_when_it_times_what_crm_refine_would_not_run(tmp_path: Path) -
     assert warnings == [
         f"{tmp_path / 'ids.png'}: a label map (labels 1, 2), which crm refine refines label by label; these times "
         "are of one refinement of them all as one object",
-        f"{tmp_path / 'im.png'} is 80x60: crm refine passes photos under 96 px through without running the model; "
-        "these times are of the model run all the same"]
+        f"{tmp_path / 'im.png'} is 80x60, under the 96-px minimum side crm refines; crm refine passes it through "
+        "without running the model; these times are of the model run all the same"]
     for warning in warnings:
         assert warning in " ".join(result.stderr.split())
 
@@ -403,7 +403,7 @@ def test_train_warns_of_targets_that_crm_refine_would_warn_of(tmp_path: Path) ->
     code, stderr = crm_train("--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--val-every", "100")
     assert code == 0, stderr
     assert (f"warning: {twelve_bit}: no pixel of the mask is above 0.5 (its largest value is 0.06), so nothing is "
-            "foreground; trained on as read") in stderr
+            "foreground; used as read") in stderr
     assert f"{data / 'masks'}/p0" in stderr and ".png: looks like a photo (colour, " in stderr
 
 
@@ -420,7 +420,7 @@ def test_target_warnings_stop_after_the_first_twenty(monkeypatch: pytest.MonkeyP
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 21 and messages[0].startswith("m0.png: no pixel of the mask is above 0.5")
     assert messages[19].startswith("m19.png:")
-    assert messages[20] == "more warnings about training targets are not shown (the first 20 are above)"
+    assert messages[20] == "more warnings about ground-truth masks are not shown (20 were)"
 
 
 def test_a_resumed_run_refuses_other_pairs_but_follows_a_moved_folder(tmp_path: Path) -> None:
@@ -434,7 +434,8 @@ def test_a_resumed_run_refuses_other_pairs_but_follows_a_moved_folder(tmp_path: 
     assert crm_train("--data", str(data), *common, "--stop-at", "2")[0] == 0
     code, stderr = crm_train("--data", str(other), *common, "--resume")
     assert code != 0
-    assert f"the run trained on other pairs than those of --data {other} (it used --data '{data}')" in stderr
+    assert (f"the run trained on other pairs than the 6 of --data {other} (it used 6 pairs of --data '{data}')"
+            in stderr)
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)
     code, stderr = crm_train("--data", str(moved), *common, "--resume")
@@ -478,7 +479,7 @@ def test_a_missing_init_says_a_resume_does_not_need_it(tmp_path: Path) -> None:
     missing = tmp_path / "gone.safetensors"
     code, stderr = crm_train("--data", str(data), "--out", str(run), "--steps", "2", "--resume", "--init", str(missing))
     assert code != 0
-    assert f"--init {missing}: no such file; to resume {run / 'last.pt'}, leave --init out" in stderr
+    assert f"--init {missing}: no such file; --resume from {run / 'last.pt'} needs no --init: leave it out" in stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,3 +536,56 @@ def test_scripts_refuse_a_malformed_size_without_a_traceback() -> None:
     done = subprocess.run([sys.executable, str(script), "--size", "3by2"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith("error: argument --size: a size looks like 3840x2160, not '3by2'")
+
+
+def test_a_resume_after_removing_the_damaged_pairs_it_left_out_goes_on(tmp_path: Path) -> None:
+    """The advice of a run stopped for damaged data ("fix or remove them and continue with --resume")
+    must still work with the pairs' digest: the checkpoint's left-out pairs may be gone."""
+    from conftest import write_training_pairs
+
+    data = write_training_pairs(tmp_path / "data", 8)
+    val = write_training_pairs(tmp_path / "val", 2, name="v{:02d}")
+    damaged = data / "masks" / "p03.png"
+    damaged.write_bytes(damaged.read_bytes()[:60])  # damaged after its header: found when first drawn
+    common = ("--out", str(tmp_path / "run"), "--steps", "12", "--val-every", "100", "--val", str(val))
+    code, stderr = crm_train("--data", str(data), *common)
+    assert code == 1 and "continue with --resume" in stderr and "p03.png" in stderr, stderr
+    damaged.unlink()
+    (data / "images" / "p03.jpg").unlink()
+    code, stderr = crm_train("--data", str(data), *common, "--resume")
+    assert code == 0 and "resumed from" in stderr, stderr
+
+
+def test_an_earlier_versions_coco_progress_still_resumes(tmp_path: Path, tiny_weights: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its header lacks the images folder and the named weights' identity, which this version adds."""
+    annotations, images, _ = make_dataset(tmp_path)
+    output = tmp_path / "out.json"
+    args = ("-w", str(tiny_weights), "-d", "cpu", "--json")
+    interrupted_coco(monkeypatch, annotations, images, output, *args)
+    sidecar = coco.sidecar_path(output)
+    lines = sidecar.read_text().splitlines()
+    header = json.loads(lines[0])
+    for key in ("images", "weights_identity"):
+        del header[key]
+    sidecar.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    result = run_coco(annotations, images, output, *args)
+    assert "starting over" not in result.stderr and json.loads(result.stdout)["resumed"] == 1
+    # Another folder of images is another input, whatever the header's age.
+    header["images"] = str(tmp_path / "elsewhere")
+    interrupted_coco(monkeypatch, annotations, images, output, *args)
+    lines = sidecar.read_text().splitlines()
+    sidecar.write_text("\n".join([json.dumps({**json.loads(lines[0]), "images": str(tmp_path)}), *lines[1:]]) + "\n")
+    assert "starting over" in run_coco(annotations, images, output, *args).stderr
+
+
+def test_coco_keeps_the_progress_of_categories_a_rerun_leaves_out(tmp_path: Path, tiny_weights: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--category-ids 1, stopped; then 2; then 1 again: the first run's finished instance is not refined twice."""
+    annotations, images, _ = make_dataset(tmp_path)
+    output = tmp_path / "out.json"
+    args = ("-w", str(tiny_weights), "-d", "cpu", "--json")
+    interrupted_coco(monkeypatch, annotations, images, output, *args, "--category-ids", "1")
+    interrupted_coco(monkeypatch, annotations, images, output, *args, "--category-ids", "2")
+    result = run_coco(annotations, images, output, *args, "--category-ids", "1")
+    assert json.loads(result.stdout)["resumed"] == 1, result.output

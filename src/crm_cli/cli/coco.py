@@ -184,19 +184,20 @@ def coco(
             check_categories(data, wanted, annotations)
         weights = str(options.weights) if options.weights else None
         fingerprint = {"input_sha256": input_sha256, "weights": weights, **instance_options.fingerprint(),
-                       "images": str(images.absolute())}
+                       "images": str(images.resolve())}
         # Which weights a path or the default names changes (a file replaced, a new version's default):
         # a run resumed across such a change would mix two models' masks.
         fingerprint["default_weights" if weights is None else "weights_identity"] = weights_identity(options.weights)
-        sidecar = Sidecar(output, fingerprint)
-        done, note = sidecar.load()
+        sidecar = Sidecar(output, fingerprint, later_keys=("images", "weights_identity"))
+        recorded, note = sidecar.load()
         if note:  # a warning, not a log line: -q keeps it (earlier progress is being thrown away)
             warn(note)
-        plan = plan_jobs(data, images, wanted, done)
-        done = {index: record for index, record in done.items() if index in plan.resumed}
+        plan = plan_jobs(data, images, wanted, recorded)
+        # Instances of categories this run leaves out stay recorded for a later run of theirs.
+        done = {index: record for index, record in recorded.items() if index in plan.resumed}
         if not quiet and done:
             say(f"resuming: {len(done)} instance(s) already refined ({sidecar.path})")
-        sidecar.open(done)
+        sidecar.open(recorded)
 
     results: dict[int, dict[str, Any]] = dict(done)
     failures: list[dict[str, Any]] = list(plan.failed)

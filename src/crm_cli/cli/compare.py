@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_stdout_not_terminal, role_of, unwritable_reason
+from .checks import check_stdout_not_terminal, check_writable, role_of
 from .common import PhotoBits, PhotoBitsOpt, QuietOpt, fail, photo_bits_value, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -57,9 +57,7 @@ def compare(
         check_stdout_not_terminal()
     else:
         _check_strip_name(output)
-        # Before any work, as crm refine: a name too long or a folder that cannot be written.
-        if (reason := unwritable_reason(output)) is not None:
-            raise fail(reason)
+        check_writable(output)  # before any work, as crm refine: a name too long, a folder not writable
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
         inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
         if (found := role_of(output, inputs)) is not None:
@@ -71,7 +69,7 @@ def compare(
 
         from ..compare import compare_strip
         from ..imageio import read_mask, read_photo
-        from ..masks import binarize
+        from ..masks import binarize, has_boundary
         from ..pipeline import fit_mask_to_image
         from ..writing import encode_image, write_bytes_stdout, write_picture
 
@@ -89,8 +87,9 @@ def compare(
                     warn(note)
                 masks.append(fitted.probability())
         truth = masks[2] if gt is not None else None
-        if crops and np.array_equal(binarize(masks[0]), binarize(masks[1])):
-            warn(f"{coarse} and {refined} agree at every pixel: the crops show the refined mask's boundary")
+        refined_side = binarize(masks[1])
+        if crops and has_boundary(refined_side) and np.array_equal(binarize(masks[0]), refined_side):
+            warn(f"{coarse} and {refined} agree at every pixel (> 128): the crops show the refined mask's boundary")
         strip = compare_strip(rgb, masks[0], masks[1], truth, crops=crops, crop_size=crop_size)
         # The strip shows the photo's pixels, so it keeps the photo's colour profile, as an overlay does.
         if to_stdout:

@@ -324,6 +324,7 @@ def info(weights: WeightsOpt = None, device: DeviceOpt = "auto", backend: Backen
     problems = [f"torch does not import ({data['torch_error']})"] if data["torch_error"] else []
     problems += [data["settings_error"]] if data["settings_error"] else []
     problems += [data["weights"]["error"]] if data["weights"]["error"] else []
+    problems = list(dict.fromkeys(problems))  # --backend onnx with missing weights says the same twice
     for problem in problems[:-1]:
         fail(problem)  # printed; the last one's Exit is raised
     if problems:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_not_same_file, check_pair, memory_problem
+from .checks import check_not_same_file, check_pair, memory_problem, passthrough_note
 from .common import (
     FailureRecord,
     JsonOpt,
@@ -75,7 +75,7 @@ def timing(
             raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
         for role, path in (("IMAGE", image), ("MASK", mask)):
             if path is not None and str(path) == "-":
-                raise typer.BadParameter("crm time reads files, not standard input", param_hint=f"'{role}'")
+                raise fatal.fail(f"{role} -: crm time reads its inputs from files, not standard input", code=2)
         if image is not None and mask is not None:
             check_not_same_file(image, mask)
         options.check_backend()
@@ -102,7 +102,7 @@ def timing(
             coarse = mask_data.probability()
             for note in notes:
                 noted(note)
-            if choose_mode(mask_data, "auto") == "labels":
+            if choose_mode(mask_data, "auto") == "labels" and mask_data.label_ids:  # an empty frame: no labels
                 noted(f"{mask}: a label map ({ids_text(mask_data.label_ids, 'label')}), which crm refine refines "
                       "label by label; these times are of one refinement of them all as one object")
             # A mask with no boundary (empty, full, or no pixel above 0.5) is passed through by the
@@ -114,9 +114,9 @@ def timing(
                 noted(f"{reason}; with no boundary to refine the model does not run, so these times measure "
                       "no refinement")
         if min(rgb.shape[:2]) < MIN_REFINE_SIDE:
-            noted(f"{image if image is not None else 'the --size scene'} is {rgb.shape[1]}x{rgb.shape[0]}: crm "
-                  f"refine passes photos under {MIN_REFINE_SIDE} px through without running the model; these "
-                  "times are of the model run all the same")
+            noted(passthrough_note(rgb.shape[1], rgb.shape[0], str(image) if image is not None else "the --size scene",
+                                   outcome="crm refine passes it through without running the model; these times "
+                                           "are of the model run all the same"))
         refiner = options.load(quiet)
         report = time_refine(refiner, rgb, coarse, settings, repeat)
     report["warnings"] = warnings

@@ -170,11 +170,21 @@ class Sidecar:
     refined (or deliberately kept) instance. A torn last line is ignored on reading.
     """
 
-    def __init__(self, output: str | Path, fingerprint: dict[str, Any]) -> None:
+    def __init__(self, output: str | Path, fingerprint: dict[str, Any], later_keys: tuple[str, ...] = ()) -> None:
+        """``later_keys``: fingerprint keys that earlier versions did not record; a header without them
+        (an interrupted run of such a version) is compared on the rest, so that it still resumes."""
         self.path = sidecar_path(output)
         self.header = {"crm_coco_sidecar": SIDECAR_VERSION, **json.loads(json.dumps(fingerprint, default=str))}
+        self.later_keys = later_keys
         self._handle = None
         self._last_sync = 0.0
+
+    def _matches(self, header: Any) -> bool:
+        """Whether a sidecar's ``header`` is this run's (an earlier version's lacks ``later_keys``)."""
+        if not isinstance(header, dict):
+            return False
+        missing = [key for key in self.later_keys if key not in header]
+        return header == {key: value for key, value in self.header.items() if key not in missing}
 
     def load(self) -> tuple[dict[int, dict[str, Any]], str | None]:
         """Results recorded by an earlier run with the same fingerprint, by annotation index, and a
@@ -188,7 +198,7 @@ class Sidecar:
             header = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
             header = None
-        if header != self.header:
+        if not self._matches(header):
             return {}, f"{self.path}: progress from a different input or settings; starting over"
         for line in lines[1:]:
             try:

@@ -203,15 +203,22 @@ def load_pair(pair: FilePair) -> tuple[np.ndarray, np.ndarray]:
 
 
 # A folder of wrong targets (photos, 12-bit values, ids) would warn once per file: the first few say it.
+# Counted per process (each loader worker has its own count; the training process shows each text once).
 MOST_TARGET_WARNINGS = 20
 _target_warnings = [0]
+
+
+def reset_target_warnings() -> None:
+    """Start this process's count of :func:`warn_of_target`'s warnings again (a new run)."""
+    _target_warnings[0] = 0
 
 
 def warn_of_target(mask: MaskData, target: np.ndarray, mask_name: str) -> None:
     """Log the warnings that crm refine and crm eval give for ``mask`` (read as ``target``) where it is a
     training target: a photo (the folders swapped?), values that look like class ids, a 16-bit mask read
     on the 8-bit scale, no pixel above 0.5 (a mask on another scale: the model would learn to erase).
-    The first MOST_TARGET_WARNINGS of a process are shown, then one line saying that more are not."""
+    The first MOST_TARGET_WARNINGS of a process (of a run: :func:`reset_target_warnings`) are shown, then
+    one line saying that more are not."""
     from ..masks import ids_note, photo_note, scale_note, weak_mask_note
 
     notes = [note for note in (photo_note(mask, mask_name), ids_note(mask, mask_name, advice=""),
@@ -219,10 +226,9 @@ def warn_of_target(mask: MaskData, target: np.ndarray, mask_name: str) -> None:
     for note in notes:
         _target_warnings[0] += 1
         if _target_warnings[0] <= MOST_TARGET_WARNINGS:
-            logger.warning("%s; trained on as read", note)
+            logger.warning("%s; used as read", note)
         elif _target_warnings[0] == MOST_TARGET_WARNINGS + 1:
-            logger.warning("more warnings about training targets are not shown (the first %d are above)",
-                           MOST_TARGET_WARNINGS)
+            logger.warning("more warnings about ground-truth masks are not shown (%d were)", MOST_TARGET_WARNINGS)
 
 
 def synthetic_coarse(gt: np.ndarray, index: int, seed: int = SYNTHETIC_SEED) -> np.ndarray:

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum, IntEnum
@@ -56,6 +56,7 @@ from .data import (
     load_pair,
     make_training_sample,
     pair_problems,
+    reset_target_warnings,
     synthetic_samples,
     too_many_unreadable,
     training_pairs,
@@ -259,12 +260,15 @@ def resource_plan(workers: int, batch_cost: int, free: int | None, worker_cost: 
     return 0, 1
 
 
-def pairs_digest(pairs: Sequence[FilePair]) -> str:
-    """A digest of the names of a run's pairs (all of ``--data``, in order): a resumed run must train on
+CHECKPOINT_NAME = "last.pt"  # a run's checkpoint in its --out, which --resume continues from
+
+
+def pairs_digest(names: Iterable[str]) -> str:
+    """A digest of the names of a run's pairs (all of ``--data``, sorted): a resumed run must train on
     the same pairs, wherever their folder now lies."""
     import hashlib
 
-    return hashlib.sha256("\n".join(pair.name for pair in pairs).encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256("\n".join(sorted(names)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -445,6 +449,7 @@ class Trainer:
 
     def __init__(self, options: TrainOptions, val_pairs: list[FilePair] | None = None,
                  data_pairs: list[FilePair] | None = None, checking: Callable[[int], None] | None = None) -> None:
+        reset_target_warnings()  # this run's own first warnings about its ground truths
         self.options = options
         self.out = Path(options.out)
         check_torchrun_variables()  # LOCAL_RANK too, read only later and only on a GPU
@@ -515,7 +520,7 @@ class Trainer:
     # -------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path:
-        return self.out / "last.pt"
+        return self.out / CHECKPOINT_NAME
 
     def save_checkpoint(self) -> None:
         """Atomically write ``last.pt`` (model, optimiser, step, options)."""
@@ -530,7 +535,8 @@ class Trainer:
             "options": asdict(self.options),
             "left_out": list(self.left_out),
             "splits": self.splits,
-            "pairs_digest": pairs_digest(self.pairs),
+            "pairs_digest": pairs_digest(pair.name for pair in self.pairs),
+            "pairs_count": len(self.pairs),
             "provenance": {"init": self.init_note},
         }
         tmp = self.checkpoint_path.with_suffix(".pt.tmp")
@@ -560,11 +566,14 @@ class Trainer:
                              "the run's own --encoder and architecture options")
         saved = payload.get("options", {})
         # Checkpoints from before the digest was saved are not checked: a moved folder resumes as it did.
-        digest = payload.get("pairs_digest")
-        if digest is not None and digest != pairs_digest(self.pairs):
-            raise ValueError(f"{self.checkpoint_path}: the run trained on other pairs than those of --data "
-                             f"{self.options.data} (it used --data {saved.get('data')!r}); resume with the same "
-                             "data (a folder moved elsewhere resumes when its pairs keep their names)")
+        # Pairs the run found damaged may have been removed since (the advice of damage_error).
+        digest, names = payload.get("pairs_digest"), {pair.name for pair in self.pairs}
+        if digest is not None and digest not in (pairs_digest(names),
+                                                 pairs_digest(names | set(payload.get("left_out", [])))):
+            then = f"{payload['pairs_count']} pairs" if "pairs_count" in payload else "pairs"
+            raise ValueError(f"{self.checkpoint_path}: the run trained on other pairs than the {len(names)} of "
+                             f"--data {self.options.data} (it used {then} of --data {saved.get('data')!r}); resume "
+                             "with the same data (a folder moved elsewhere resumes when its pairs keep their names)")
         # A checkpoint from before a field existed ran with that field's default.
         for fields, what in ((DATA_MIX_FIELDS, "data mix"), (OBJECTIVE_FIELDS, "objective")):
             saved_values = {name: saved.get(name, getattr(DEFAULT_OPTIONS, name)) for name in fields}
@@ -1083,9 +1092,9 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
         if Path(options.init).is_dir():
             raise ValueError(f"--init {options.init}: is a directory, not a weights file")
         if not Path(options.init).exists():
-            checkpoint = Path(options.out) / "last.pt"
+            checkpoint = Path(options.out) / CHECKPOINT_NAME
             # A resumed run loads every weight from last.pt, so the file it started from is not needed.
-            hint = f"; to resume {checkpoint}, leave --init out" if checkpoint.is_file() else ""
+            hint = f"; --resume from {checkpoint} needs no --init: leave it out" if checkpoint.is_file() else ""
             raise ValueError(f"--init {options.init}: no such file{hint}")
     if options.init.endswith(".safetensors"):
         from ..checkpoint import WeightsError, load_model
