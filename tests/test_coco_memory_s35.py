@@ -89,8 +89,9 @@ def test_running_out_of_memory_on_one_instance_fails_it_and_the_run_goes_on(
     assert result.exit_code == 1 and not isinstance(result.exception, MemoryError), result.output
     summary = json.loads(result.stdout)
     assert (summary["refined"], summary["failed"], summary["skipped"]) == (2, 1, 0), summary
-    assert summary["failures"] == [{"index": 1, "id": 11, "error": NUMPY_SHORTAGE + MEMORY_ADVICE}]
-    assert f"instance 11: {NUMPY_SHORTAGE + MEMORY_ADVICE}" in flat(result.stderr)
+    assert summary["failures"] == [{"index": 1, "id": 11, "error": NUMPY_SHORTAGE + MEMORY_ADVICE,
+                                    "file_name": "a.png"}]
+    assert f"instance 11 (annotation #1, a.png): {NUMPY_SHORTAGE + MEMORY_ADVICE}" in flat(result.stderr)
     assert_only_failed_kept(annotations, output, {11})
     assert output.with_name("out.json.partial.jsonl").exists()  # kept: a rerun retries instance 11 only
 
@@ -117,7 +118,8 @@ def test_cuda_out_of_memory_on_one_instance_reads_as_crm_refine(
     result = run_coco(annotations, output, tiny_weights)
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
-    assert summary["refined"] == 2 and summary["failures"] == [{"index": 1, "id": 11, "error": refine_error}]
+    assert summary["refined"] == 2 and summary["failures"] == [
+        {"index": 1, "id": 11, "error": refine_error, "file_name": "a.png"}]
     assert_only_failed_kept(annotations, output, {11})
 
 

@@ -237,5 +237,6 @@ def test_coco_running_out_of_memory_reads_as_refine(tmp_path: Path, tiny_weights
     assert result.exit_code == 1 and not isinstance(result.exception, MemoryError), result.exception
     # One instance out of memory fails on its own line, as a pair does in crm batch, and the run goes on.
     summary = json.loads(result.stdout)
-    assert summary["failed"] == 1 and summary["failures"] == [{"index": 0, "id": 5, "error": expected}]
-    assert f"instance 5: {expected}" in flat(result.stderr)
+    assert summary["failed"] == 1
+    assert summary["failures"] == [{"index": 0, "id": 5, "error": expected, "file_name": "a.png"}]
+    assert f"instance 5 (annotation #0, a.png): {expected}" in flat(result.stderr)

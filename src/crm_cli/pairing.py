@@ -35,6 +35,7 @@ class FilePair:
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".pbm", ".pnm", ".ppm", ".jpg", ".jpeg", ".jpe",
                    ".jfif", ".gif")
 GT_SUFFIX = "_gt"
+SEG_SUFFIX = "_seg"  # a BIG-layout coarse mask (<name>_seg beside <name>_im and <name>_gt)
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
 # Names a mask may have after its photo's name, in any letter case (``frame_0001_mask.png``,
@@ -1293,8 +1294,9 @@ def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tupl
 
 def _other_predictions(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...],
                        found: Path) -> list[Path]:
-    """The predictions ``<name><suffix>`` present besides ``found``, the one :func:`_find_prediction` took."""
-    others = (index.get(_name_key(Path(name + suffix))) for suffix in suffixes)
+    """The predictions ``<name><suffix>`` present besides ``found``, the one :func:`_find_prediction` took.
+    A ``<name>_seg`` is none: in the BIG layout it is the coarse mask beside the refined ``<name>_mask``."""
+    others = (index.get(_name_key(Path(name + suffix))) for suffix in suffixes if suffix != SEG_SUFFIX)
     return [path for path in others if path is not None and path != found and path.resolve() != gt.resolve()]
 
 

@@ -226,9 +226,6 @@ def _init_mobilenet_v2(encoder: nn.Module, state: Mapping[str, torch.Tensor]) ->
     # The checkpoint's tensors map in order onto torchvision's features[0..18]; we keep 0..13,
     # and our encoder's state dict lists them in the same order.
     own = encoder.state_dict()
-    if len(state) < len(own):  # zip would stop at the checkpoint's end and leave the rest random
-        raise ValueError(f"ImageNet init: the checkpoint holds {len(state)} tensors, fewer than the "
-                         f"{len(own)} of the encoder it initialises (MobileNetV2 features 0-13)")
     for (key, target), value in zip(own.items(), state.values(), strict=False):
         if key == "stage1.0.0.weight":
             _widen_stem(encoder, key, value)
@@ -236,6 +233,9 @@ def _init_mobilenet_v2(encoder: nn.Module, state: Mapping[str, torch.Tensor]) ->
             raise ValueError(f"ImageNet init: shape mismatch at {key}: {tuple(target.shape)} vs {tuple(value.shape)}")
         else:
             target.copy_(value)
+    if len(state) < len(own):  # zip stopped at the checkpoint's end: the rest of the encoder is still random
+        raise ValueError(f"ImageNet init: the checkpoint holds {len(state)} tensors, fewer than the "
+                         f"{len(own)} of the encoder it initialises (MobileNetV2 features 0-13)")
 
 
 def _init_resnet50(encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
