@@ -589,3 +589,43 @@ def test_coco_keeps_the_progress_of_categories_a_rerun_leaves_out(tmp_path: Path
     interrupted_coco(monkeypatch, annotations, images, output, *args, "--category-ids", "2")
     result = run_coco(annotations, images, output, *args, "--category-ids", "1")
     assert json.loads(result.stdout)["resumed"] == 1, result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# A benchmark user's audit of crm eval
+
+
+def big_triples(folder: Path, names: tuple[str, ...] = ("a", "b")) -> Path:
+    """BIG-layout triples of 120x160 (passed through: no model runs) with a blocky coarse mask."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        image, gt = synthetic_scene(120, 160, seed=index)
+        cv2.imwrite(str(folder / f"{name}_im.png"), image[:, :, ::-1])
+        cv2.imwrite(str(folder / f"{name}_gt.png"), gt)
+        cv2.imwrite(str(folder / f"{name}_seg.png"), cv2.resize(cv2.resize(gt, (20, 15)), (160, 120),
+                                                                interpolation=cv2.INTER_NEAREST))
+    return folder
+
+
+def test_eval_warns_of_masks_an_earlier_run_left_in_its_output_folder(tmp_path: Path) -> None:
+    """A pair that failed (or lay past --limit) kept its old mask in -o, which crm score then scored."""
+    folder, out = big_triples(tmp_path / "big"), tmp_path / "out"
+    assert runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu"]).exit_code == 0
+    result = runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {out}: 1 refined mask of an earlier run, for pairs this run did not write (failed, or past "
+            f"--limit), e.g. {out / 'b_mask.png'}; crm score {out} {folder} would score them too"
+            in " ".join(result.stderr.split()))
+    again = runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu"])
+    assert again.exit_code == 0 and "earlier run" not in again.stderr
+
+
+def test_eval_without_any_boundary_in_its_ground_truths_has_no_mba_change(tmp_path: Path) -> None:
+    """The JSON said "delta": {"mba": 0.0} while both mBA values were null."""
+    folder = big_triples(tmp_path / "big", ("a",))
+    cv2.imwrite(str(folder / "a_gt.png"), np.zeros((120, 160), np.uint8))
+    result = runner.invoke(app, ["eval", str(folder), "--json", "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["coarse"]["mba"] is None and record["refined"]["mba"] is None and record["delta"]["mba"] is None
+    assert "ΔmBA -)" in result.stderr

@@ -67,6 +67,7 @@ def evaluate(
     from ..pairing import (
         LAYOUT_BIG,
         LAYOUT_FOLDERS,
+        count_noun,
         ground_truth_pairs,
         scan_pairs,
         split_output_clashes,
@@ -110,6 +111,7 @@ def evaluate(
                          "<name>_seg.* files (the BIG layout: the photo, its coarse mask and its ground truth)", 2)
     for note in not_scored:  # the others are scored: say these are not
         warn(note)
+    with_ground_truth = pairs
     if limit:
         pairs = pairs[:limit]
     # With -o, refined masks are written by relative path: two outputs that are one file on the output
@@ -146,9 +148,12 @@ def evaluate(
                     warn(note, progress.console)
                 yield sample
 
+        written: set[str] = set()
+
         def finished(sample: Sample, refined: np.ndarray) -> None:
             if output_dir is not None:
                 write_png(output_dir / by_name[sample.name].relative_output, refined)
+                written.add(sample.name)
             progress.advance(task)
 
         def refine_failed(name: str, error: Exception) -> None:
@@ -162,6 +167,15 @@ def evaluate(
             scores = score_samples(refiner, announced(samples), settings,
                                    per_stage=per_stage, threshold=threshold, on_sample=finished,
                                    on_error=refine_failed, min_side=MIN_REFINE_SIDE)
+    if output_dir is not None:
+        # Masks of pairs this run did not write (failed, past --limit) are an earlier run's: crm score of
+        # the folder would score them beside this run's.
+        stale = [output_dir / pair.relative_output for pair in with_ground_truth
+                 if pair.name not in written and (output_dir / pair.relative_output).exists()]
+        if stale:
+            warn(f"{output_dir}: {count_noun(len(stale), 'refined mask')} of an earlier run, for pairs this run "
+                 f"did not write (failed, or past --limit), e.g. {stale[0]}; crm score {output_dir} {folder} would "
+                 "score them too")
     scored = scores.count
     if not scored:
         raise fatal.fail("no pair could be scored")
@@ -186,8 +200,10 @@ def evaluate(
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
         "refined": {"iou": refined_scores.iou, "mba": refined_scores.mba},
+        # No ground truth with a boundary: no mBA, and no change of it either.
         "delta": {"iou": refined_scores.iou - coarse_scores.iou,
-                  "mba": (refined_scores.mba or 0.0) - (coarse_scores.mba or 0.0)},
+                  "mba": None if refined_scores.mba is None and coarse_scores.mba is None
+                  else (refined_scores.mba or 0.0) - (coarse_scores.mba or 0.0)},
         "seconds_total": round(wall, 3),
         "seconds_refine": round(refine_seconds, 3),
         "seconds_per_image": round(refine_seconds / scored, 3),
@@ -202,7 +218,8 @@ def evaluate(
         f"{folder.name}: n={scored}  IoU/mBA  coarse {percent(coarse_scores.iou)}/{percent(coarse_scores.mba)}"
         f"  ->  refined{'' if threshold is None else f' (p > {threshold:g})'} "
         f"{percent(refined_scores.iou)}/{percent(refined_scores.mba)}"
-        f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA {100 * summary['delta']['mba']:+.2f})"
+        f"  (ΔIoU {100 * summary['delta']['iou']:+.2f}, ΔmBA "
+        f"{'-' if summary['delta']['mba'] is None else format(100 * summary['delta']['mba'], '+.2f')})"
     )
     partner_note = f"; refined by the partner weights x{summary['by_partner']}" if refiner.partner is not None else ""
     console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common())
