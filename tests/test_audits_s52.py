@@ -453,6 +453,8 @@ def test_a_partial_imagenet_init_is_refused() -> None:
     model = build_crm(PRESET_ARCHS["mobilenet_v2"])
     own = model.encoder.state_dict()
     partial = {key: torch.zeros_like(value) for key, value in list(own.items())[:6]}
+    stem = next(iter(own))
+    partial[stem] = torch.zeros(own[stem].shape[0], 3, *own[stem].shape[2:])  # ImageNet's RGB stem, widened
     with pytest.raises(ValueError, match=f"the checkpoint holds 6 tensors, fewer than the {len(own)} of the encoder"):
         _init_mobilenet_v2(model.encoder, partial)
 
