@@ -160,6 +160,14 @@ def ids_note(mask: MaskData, mask_name: str, advice: str = "; if it holds class 
             f"foreground above half its scale{advice}")
 
 
+def value_notes(mask: MaskData, mask_name: str) -> list[str]:
+    """The warnings about what a mask's values are, read as one object with no photo to fit: a photo
+    (:func:`photo_note`), values that look like class ids (:func:`ids_note`, no advice), a 16-bit mask
+    read on the 8-bit scale (:func:`scale_note`). What crm score and crm train say of their files."""
+    return [note for note in (photo_note(mask, mask_name), ids_note(mask, mask_name, advice=""),
+                              scale_note(mask, mask_name)) if note is not None]
+
+
 def one_object_notes(mask: MaskData, mask_name: str) -> list[str]:
     """The warnings for a mask that ``--mode auto`` reads as one object although it may be a label map
     (:func:`void_note`, :func:`ids_note`): what crm refine and batch show, refined or passed through."""

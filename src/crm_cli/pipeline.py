@@ -28,11 +28,11 @@ from .masks import (
     MaskData,
     SizeMismatchError,
     drawn_on_stored_pixels,
-    ids_note,
     match_mask_to_image,
     one_object_notes,
     photo_note,
     scale_note,
+    value_notes,
     weak_mask_note,
 )
 from .presets import Preset
@@ -199,11 +199,11 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
 
 
 def _match_noted(mask: MaskData, image_hw: tuple[int, int], image_name: str,
-                 mask_name: str, size_of: str | None = None) -> tuple[MaskData, list[str]]:
+                 mask_name: str, to_mask: bool = False) -> tuple[MaskData, list[str]]:
     """``masks.match_mask_to_image``, with the note for a mask upsampled (none when the sizes are equal);
-    ``size_of`` names the other mask whose size it took (scoring), None for the image's."""
+    ``to_mask``: ``image_name`` is another mask, whose size it took (scoring)."""
     mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
-    target = "the image size" if size_of is None else f"the size of {size_of},"
+    target = f"the size of {image_name}," if to_mask else "the image size"
     return mask, [f"{mask_name}: upsampled to {target} {image_hw[1]}x{image_hw[0]}"] if resized else []
 
 
@@ -223,16 +223,14 @@ def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
             ``notes`` are the photo notes, worth showing before the error.
     """
     notes = list(dict.fromkeys(note for mask, name in ((pred, pred_name), (gt, gt_name))
-                               for note in (photo_note(mask, name), ids_note(mask, name, advice=""),
-                                            scale_note(mask, name))
-                               if note is not None))
+                               for note in value_notes(mask, name)))
     (pred_h, pred_w), (gt_h, gt_w) = pred.shape[:2], gt.shape[:2]
     try:
         if gt_h <= pred_h and gt_w <= pred_w:
-            gt, upsampled = _match_noted(gt, (pred_h, pred_w), pred_name, gt_name, size_of=pred_name)
+            gt, upsampled = _match_noted(gt, (pred_h, pred_w), pred_name, gt_name, to_mask=True)
             return pred, gt, notes + upsampled
         if pred_h <= gt_h and pred_w <= gt_w:
-            pred, upsampled = _match_noted(pred, (gt_h, gt_w), gt_name, pred_name, size_of=gt_name)
+            pred, upsampled = _match_noted(pred, (gt_h, gt_w), gt_name, pred_name, to_mask=True)
             return pred, gt, notes + upsampled
     except SizeMismatchError:
         pass

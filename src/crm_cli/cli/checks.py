@@ -100,6 +100,15 @@ def same_as_any(target: Path, paths: Iterable[Path | None]) -> Path | None:
     return None
 
 
+def standard_input_refusal(inputs: Iterable[tuple[str, Path | None]], command: str) -> str | None:
+    """The usage error for an input of ``command`` (role, path; None: not given) that is ``-``, which
+    it cannot read (it reads files only), or None."""
+    for role, path in inputs:
+        if path is not None and str(path) == "-":
+            return f"{role} -: crm {command} reads its inputs from files, not standard input"
+    return None
+
+
 def role_of(target: Path, inputs: Iterable[tuple[str, Path | None]]) -> tuple[str, Path] | None:
     """(role, path) of the first of ``inputs`` ((role, path) pairs) naming the existing file ``target``
     (see :func:`same_as_any`), else None: an output that would replace one of a command's inputs."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_stdout_not_terminal, check_writable, role_of
+from .checks import check_stdout_not_terminal, check_writable, role_of, standard_input_refusal
 from .common import PhotoBits, PhotoBitsOpt, QuietOpt, fail, photo_bits_value, say, stops_cleanly, user_errors, warn
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
@@ -50,16 +50,15 @@ def compare(
 ) -> None:
     """Write a comparison strip (PNG, TIFF, lossless WebP or JPEG, by the output's extension; PNG with -o -)."""
     to_stdout = str(output) == "-"
-    for role, path in (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt)):
-        if path is not None and str(path) == "-":
-            raise fail(f"{role} -: crm compare reads its inputs from files, not standard input", code=2)
+    inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
+    if (refusal := standard_input_refusal(inputs, "compare")) is not None:
+        raise fail(refusal, code=2)
     if to_stdout:
         check_stdout_not_terminal()
     else:
         _check_strip_name(output)
         check_writable(output)  # before any work, as crm refine: a name too long, a folder not writable
         # As crm refine refuses -o naming its image: the strip would replace an input the user still needs.
-        inputs = (("IMAGE", image), ("COARSE", coarse), ("REFINED", refined), ("GT", gt))
         if (found := role_of(output, inputs)) is not None:
             role, match = found
             raise fail(f"-o {output} is the {role} file {match}; writing there would replace it with the "

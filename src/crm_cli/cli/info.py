@@ -218,12 +218,11 @@ def _default_backend(sidecar: WeightsSidecar, device: str = "auto", backend: str
     from ..checkpoint import WeightsError
     from ..engine import choose_backend
 
-    if backend == "onnx":  # asked for: what stops it is the report's settings error
-        choose_backend(sidecar, device=device, backend=backend)
-        return "onnx"
     try:
         return "onnx" if choose_backend(sidecar, device=device, backend=backend) is not None else "torch"
     except (WeightsError, OSError, ValueError, ImportError):  # ImportError: torch, to ask about GPUs
+        if backend == "onnx":  # asked for: what stops it is the report's settings error
+            raise
         return "torch"
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .checks import check_not_same_file, check_pair, memory_problem, passthrough_note
+from .checks import check_not_same_file, check_pair, memory_problem, passthrough_note, standard_input_refusal
 from .common import (
     FailureRecord,
     JsonOpt,
@@ -73,9 +73,8 @@ def timing(
     with usage_errors_recorded(fatal):
         if (image is None) == (size is None) or (image is not None and mask is None):
             raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
-        for role, path in (("IMAGE", image), ("MASK", mask)):
-            if path is not None and str(path) == "-":
-                raise fatal.fail(f"{role} -: crm time reads its inputs from files, not standard input", code=2)
+        if (refusal := standard_input_refusal((("IMAGE", image), ("MASK", mask)), "time")) is not None:
+            raise fatal.fail(refusal, code=2)
         if image is not None and mask is not None:
             check_not_same_file(image, mask)
         options.check_backend()

@@ -219,11 +219,10 @@ def warn_of_target(mask: MaskData, target: np.ndarray, mask_name: str) -> None:
     on the 8-bit scale, no pixel above 0.5 (a mask on another scale: the model would learn to erase).
     The first MOST_TARGET_WARNINGS of a process (of a run: :func:`reset_target_warnings`) are shown, then
     one line saying that more are not."""
-    from ..masks import ids_note, photo_note, scale_note, weak_mask_note
+    from ..masks import value_notes, weak_mask_note
 
-    notes = [note for note in (photo_note(mask, mask_name), ids_note(mask, mask_name, advice=""),
-                               scale_note(mask, mask_name), weak_mask_note(target, mask_name)) if note is not None]
-    for note in notes:
+    weak = weak_mask_note(target, mask_name)
+    for note in value_notes(mask, mask_name) + ([weak] if weak is not None else []):
         _target_warnings[0] += 1
         if _target_warnings[0] <= MOST_TARGET_WARNINGS:
             logger.warning("%s; used as read", note)

@@ -460,6 +460,7 @@ class Trainer:
         # without waiting for the others to start.
         data = Path(options.data)
         self.pairs = training_pairs(data_pairs, data) if data_pairs is not None else list_pairs(data)
+        self.pairs_digest = pairs_digest(pair.name for pair in self.pairs)  # saved with each checkpoint
         # Whether every 20th pair is kept out of training: without --val; a resumed run keeps its checkpoint's.
         self.splits = val_pairs is None
         train_pairs, held_out = training_split(self.pairs, self.splits, data)
@@ -535,7 +536,7 @@ class Trainer:
             "options": asdict(self.options),
             "left_out": list(self.left_out),
             "splits": self.splits,
-            "pairs_digest": pairs_digest(pair.name for pair in self.pairs),
+            "pairs_digest": self.pairs_digest,
             "pairs_count": len(self.pairs),
             "provenance": {"init": self.init_note},
         }
@@ -568,7 +569,7 @@ class Trainer:
         # Checkpoints from before the digest was saved are not checked: a moved folder resumes as it did.
         # Pairs the run found damaged may have been removed since (the advice of damage_error).
         digest, names = payload.get("pairs_digest"), {pair.name for pair in self.pairs}
-        if digest is not None and digest not in (pairs_digest(names),
+        if digest is not None and digest not in (self.pairs_digest,
                                                  pairs_digest(names | set(payload.get("left_out", [])))):
             then = f"{payload['pairs_count']} pairs" if "pairs_count" in payload else "pairs"
             raise ValueError(f"{self.checkpoint_path}: the run trained on other pairs than the {len(names)} of "
