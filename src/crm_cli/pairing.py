@@ -83,6 +83,9 @@ class Pairing(Generic[T]):
     failures: list[PairFailure] = field(default_factory=list)  # images without a partner: each one fails
     notes: list[str] = field(default_factory=list)  # files left out on purpose: warnings
     layout: str = ""  # scan_pairs: the layout found, in words (for the line batch prints before it runs)
+    # scan_pairs: the photos and masks of the pairs left out for lying in the output folder. They are
+    # still inputs: an output path that is one of them must not be skipped as done or written over.
+    left_out_inputs: list[Path] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -1073,7 +1076,15 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         notes.append(f"{count_noun(len(inputs.broken), 'link')} to a missing file skipped, e.g. {inputs.broken[0]}")
     if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
         notes.append(f"{count_noun(left_out, 'input pair')} left out: inside the output folder {exclude}")
-    return Pairing(pairs, failures, notes, inputs.layout)
+    # Still inputs, though never read: the files of those pairs, and the masks in the output folder
+    # that a photo outside it would take.
+    every_mask = {**masks, **inputs.masks_inside}
+    left_out_inputs = [path for key, mask_key in inside.matched.items()
+                       for path in (*images_inside[key], *every_mask[mask_key])]
+    if inputs.masks_inside and unpaired:
+        outside = _match(unpaired, list(inputs.masks_inside), inputs.suffixes)
+        left_out_inputs += [path for mask_key in outside.taken() for path in inputs.masks_inside[mask_key]]
+    return Pairing(pairs, failures, notes, inputs.layout, left_out_inputs)
 
 
 def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batch") -> Pairing[FilePair]:

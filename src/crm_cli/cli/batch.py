@@ -111,10 +111,12 @@ class InputFiles:
         self._by_identity: dict[tuple[int, int], Path] | None = None
 
     def _paths(self) -> Iterator[Path]:
-        """Every input file: the pairs' photos, masks and ground truths, and the photos not paired."""
+        """Every input file: the pairs' photos, masks and ground truths, the photos not paired, and
+        the files of the pairs left out for lying in the output folder."""
         for pair in self._found.pairs:
             yield from (pair.image, pair.mask) if pair.gt is None else (pair.image, pair.mask, pair.gt)
         yield from (failure.image for failure in self._found.unpaired_photos)
+        yield from self._found.left_out_inputs
 
     def behind(self, output: Path) -> Path | None:
         """The input that ``output`` is (through any links), or None."""
@@ -750,7 +752,11 @@ def batch(
             # Neither finished (it is no refined mask) nor to be written (through a symbolic link, that
             # would replace the input).
             linked += 1
-            error = f"{output} is the input {source} (a link to it); remove {output} to refine {pair.name}"
+            if source == output:  # an input of a pair left out for lying in the output folder
+                error = (f"{output} is an input (the output folder {output_dir} holds photos or masks, whose pairs "
+                         "are left out); give -o a folder that holds no inputs")
+            else:
+                error = f"{output} is the input {source} (a link to it); remove {output} to refine {pair.name}"
             report_failure(f"{pair.name}: ", error)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(output),
                           "status": "failed", "error": error, "seconds": 0.0, "warnings": []})
