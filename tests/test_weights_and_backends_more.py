@@ -115,14 +115,15 @@ def test_threads_beyond_the_cpus_are_bounded_with_a_warning(exported: Path, runt
     # ONNX Runtime starts every intra-op thread when the session loads: --threads 100000 started
     # 100,000 threads (16 GB resident, minutes before the first tile) on a 2-core machine.
     from crm_cli.engine import Refiner
-    from crm_cli.runtime import available_cpus, count_of
+    from crm_cli.errors import count_noun
+    from crm_cli.runtime import available_cpus
 
     cpus = available_cpus()
     refiner = Refiner(exported, "cpu", backend="onnx", threads=cpus + 3)
     runner = refiner.runner
     assert runner.session.get_session_options().intra_op_num_threads == cpus
     assert runner.threads == cpus and runner.decoder_pool.workers == cpus
-    assert any(f"more than the {count_of(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
+    assert any(f"more than the {count_noun(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
     # Up to the CPUs, the number given is used as it was, without a warning.
     runtime_warnings.records.clear()
     one = Refiner(exported, "cpu", backend="onnx", threads=1)
@@ -135,7 +136,8 @@ def test_the_threads_warning_is_seen_after_a_cli_command_stopped_propagation(exp
     # What the fixture is for: `crm refine` routes the library's warnings to its own handler and
     # turns the crm_cli logger's propagation off, for the rest of the process.
     from crm_cli.engine import Refiner
-    from crm_cli.runtime import available_cpus, count_of
+    from crm_cli.errors import count_noun
+    from crm_cli.runtime import available_cpus
 
     image, mask = write_scene_files(tmp_path / "scene", size=(112, 128))
     result = CliRunner().invoke(app, ["refine", str(image), str(mask), "-o", str(tmp_path / "out.png"),
@@ -145,7 +147,7 @@ def test_the_threads_warning_is_seen_after_a_cli_command_stopped_propagation(exp
     runtime_warnings.records.clear()
     cpus = available_cpus()
     Refiner(exported, "cpu", backend="onnx", threads=cpus + 1)
-    assert any(f"more than the {count_of(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
+    assert any(f"more than the {count_noun(cpus, 'CPU')}" in record.getMessage() for record in runtime_warnings.records)
 
 
 def test_a_containers_cpu_quota_sets_the_default_threads_in_each_process(exported: Path, tmp_path: Path,

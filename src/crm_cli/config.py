@@ -112,11 +112,6 @@ class ArchConfig:
         """(mean, std) of the RGB normalisation, as :func:`crm_cli.transforms.network_input` takes it."""
         return self.rgb_mean, self.rgb_std  # type: ignore[return-value]
 
-    @property
-    def decoder_input_dim(self) -> int:
-        """Width of the implicit MLP input: feature + rel. coord + coord + rel. cell."""
-        return self.latent_dim + 6
-
 
 FUSIONS: tuple[str, ...] = ("conv3x3", "separable")
 

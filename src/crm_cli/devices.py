@@ -99,9 +99,9 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
-        from .runtime import count_of
+        from .errors import count_noun
 
-        return f"cpu ({count_of(torch.get_num_threads(), 'thread')})"
+        return f"cpu ({count_noun(torch.get_num_threads(), 'thread')})"
     return str(device)
 
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import re
 
 
+def count_noun(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is 1: ``1 mask``, ``3 masks``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message, or its type's name: the part of a
     library's (often many-line) message that fits in crm's one-line errors."""

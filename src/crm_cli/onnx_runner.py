@@ -26,10 +26,10 @@ import numpy as np
 
 from .checkpoint import WeightsError
 from .config import ArchConfig
-from .errors import first_line
+from .errors import count_noun, first_line
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
-from .runtime import available_cpus, count_of, quota_limited_threads, usable_threads
+from .runtime import available_cpus, quota_limited_threads, usable_threads
 from .schedule import stage_size
 from .stage_geometry import STAGE_PAD, StageTiming, TiledRunner, encode_windows, occupied_tiles, tile_windows
 
@@ -452,7 +452,7 @@ class OnnxStageRunner(TiledRunner):
     def device_name(self) -> str:
         """Human-readable device description."""
         threads = self.working_threads
-        return f"cpu ({count_of(threads, 'thread')}, onnxruntime)" if threads else "cpu (onnxruntime)"
+        return f"cpu ({count_noun(threads, 'thread')}, onnxruntime)" if threads else "cpu (onnxruntime)"
 
     def inference(self) -> Any:
         """The context every refinement runs in (nothing to switch off here)."""

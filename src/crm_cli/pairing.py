@@ -14,6 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from .errors import count_noun
 from .imageio import IMAGE_SUFFIXES, ImageReadError, probe_image
 from .writing import NameFolding, name_folding
 
@@ -545,11 +546,6 @@ def _pick(files: list[Path], notes: list[str]) -> Path:
     used, *ignored = sorted(files, key=_preference)
     notes.extend(_duplicate_note(used, path) for path in ignored)
     return used
-
-
-def count_noun(number: int, noun: str) -> str:
-    """``3 masks``, ``1 mask``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _formats_hint(walked: _Walk) -> str:
@@ -1421,45 +1417,3 @@ def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suff
             found[base] = (rank, path)
     return sorted((path for _, path in found.values()), key=natural_key)
 
-
-def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> list[tuple[dict, dict]]:
-    """Pair ground-truth COCO annotations with the predictions of the same annotation ``id``.
-
-    Crowd regions (``iscrowd``) of the ground truth are left out, and so are predictions without an
-    ``id``. Raises ValueError for an ``id`` that cannot name an annotation (a list or an object, by
-    the rule ``image_id`` follows), for duplicate prediction ids and, listing them, for ground-truth
-    instances without a prediction; with ``missing``, those instances are appended to it instead
-    (each a failure of its own, the others still paired).
-    """
-    from .coco.files import is_json_id
-
-    def usable(annotation: dict, index: int, side: str) -> bool:
-        key = annotation.get("id")
-        if key is not None and not is_json_id(key):
-            raise ValueError(f"{side}: annotation #{index} has id {key!r}; an annotation id must be a number "
-                             "or a string")
-        return key is not None
-
-    by_id: dict = {}
-    for index, annotation in enumerate(pred):
-        if not isinstance(annotation, dict) or not usable(annotation, index, "predictions"):
-            continue
-        key = annotation["id"]
-        if key in by_id:
-            raise ValueError(f"predictions: annotation id {key!r} appears more than once")
-        by_id[key] = annotation
-    pairs: list[tuple[dict, dict]] = []
-    unpaired: list[dict] = []
-    instances = [(index, a) for index, a in enumerate(gt) if isinstance(a, dict) and not a.get("iscrowd")]
-    for index, annotation in instances:
-        found = by_id.get(annotation.get("id")) if usable(annotation, index, "ground truth") else None
-        if found is None:
-            unpaired.append(annotation)
-        else:
-            pairs.append((annotation, found))
-    if missing is not None:
-        missing.extend(unpaired)
-    elif unpaired:
-        raise ValueError(f"{len(unpaired)} of {len(instances)} ground-truth instances have no prediction "
-                         f"with the same annotation id: {listed([str(a.get('id')) for a in unpaired])}")
-    return pairs

@@ -62,6 +62,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import count_noun
+
 logger = logging.getLogger(__name__)
 
 # Spin iterations before an idle OpenMP thread sleeps (libgomp's default is 300,000; 0 is passive).
@@ -218,11 +220,6 @@ def available_cpus() -> int:
     return cpus if quota is None else min(cpus, quota)
 
 
-def count_of(number: int, noun: str) -> str:
-    """``number`` and ``noun``, plural unless it is 1 ("1 CPU", "2 CPUs")."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def scheduler_cpus() -> int:
     """CPUs the scheduler may run this process on (its affinity mask where the OS has one), whatever
     share of their time a container's quota grants."""
@@ -256,7 +253,7 @@ def usable_threads(threads: int | None) -> int | None:
     if threads > cpus:
         bound = " (its container's CPU quota)" if cpus < scheduler_cpus() else ""
         logger.warning("%d threads asked for, more than the %s this process may use%s; using %d", threads,
-                       count_of(cpus, "CPU"), bound, cpus)
+                       count_noun(cpus, "CPU"), bound, cpus)
         return cpus
     return threads
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
@@ -22,9 +21,3 @@ def network_input(rgb: torch.Tensor, mask: torch.Tensor, rgb_mean: Sequence[floa
     mean = torch.tensor(rgb_mean, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
     std = torch.tensor(rgb_std, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
     return torch.cat([(rgb - mean) / std, mask * 2.0 - 1.0], dim=1)
-
-
-def rgb_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1] on ``device``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
-    return tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)

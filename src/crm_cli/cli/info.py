@@ -230,7 +230,7 @@ def _print_table(data: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..runtime import count_of
+    from ..errors import count_noun
 
     def compact(value: Any) -> str:
         if value is None:
@@ -255,7 +255,7 @@ def _print_table(data: dict[str, Any]) -> None:
     devices = []
     for device in data["devices"]:
         extra = [f"{device['memory_gib']} GiB"] if "memory_gib" in device else []
-        extra += [count_of(device["threads"], "thread")] if "threads" in device else []
+        extra += [count_noun(device["threads"], "thread")] if "threads" in device else []
         extra += [f"CPU quota {device['cpu_quota']:g}"] if "cpu_quota" in device else []
         devices.append(escape(f"{device['id']}: {', '.join([device['name'], *extra])}"))
     table.add_row("devices", "\n".join(devices))

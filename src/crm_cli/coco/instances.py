@@ -282,7 +282,6 @@ def score_coco(pred: dict[str, Any], gt: dict[str, Any],
             be scored.
     """
     from ..metrics import DatasetScore
-    from ..pairing import pair_coco_annotations
     from .files import image_index, is_json_id
 
     images = image_index(gt["images"])
@@ -341,3 +340,47 @@ def _size(value: Any) -> int | None:
     pycocotools raises OverflowError for a negative one); None otherwise."""
     side = whole_number(value)
     return side if side is not None and side > 0 else None
+
+
+def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> list[tuple[dict, dict]]:
+    """Pair ground-truth COCO annotations with the predictions of the same annotation ``id``.
+
+    Crowd regions (``iscrowd``) of the ground truth are left out, and so are predictions without an
+    ``id``. Raises ValueError for an ``id`` that cannot name an annotation (a list or an object, by
+    the rule ``image_id`` follows), for duplicate prediction ids and, listing them, for ground-truth
+    instances without a prediction; with ``missing``, those instances are appended to it instead
+    (each a failure of its own, the others still paired).
+    """
+    from ..pairing import listed
+    from .files import is_json_id
+
+    def usable(annotation: dict, index: int, side: str) -> bool:
+        key = annotation.get("id")
+        if key is not None and not is_json_id(key):
+            raise ValueError(f"{side}: annotation #{index} has id {key!r}; an annotation id must be a number "
+                             "or a string")
+        return key is not None
+
+    by_id: dict = {}
+    for index, annotation in enumerate(pred):
+        if not isinstance(annotation, dict) or not usable(annotation, index, "predictions"):
+            continue
+        key = annotation["id"]
+        if key in by_id:
+            raise ValueError(f"predictions: annotation id {key!r} appears more than once")
+        by_id[key] = annotation
+    pairs: list[tuple[dict, dict]] = []
+    unpaired: list[dict] = []
+    instances = [(index, a) for index, a in enumerate(gt) if isinstance(a, dict) and not a.get("iscrowd")]
+    for index, annotation in instances:
+        found = by_id.get(annotation.get("id")) if usable(annotation, index, "ground truth") else None
+        if found is None:
+            unpaired.append(annotation)
+        else:
+            pairs.append((annotation, found))
+    if missing is not None:
+        missing.extend(unpaired)
+    elif unpaired:
+        raise ValueError(f"{len(unpaired)} of {len(instances)} ground-truth instances have no prediction "
+                         f"with the same annotation id: {listed([str(a.get('id')) for a in unpaired])}")
+    return pairs

@@ -33,13 +33,13 @@ import torch
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
 from ..devices import device_name
-from ..errors import ContinuedText, message_of, one_line
+from ..errors import ContinuedText, count_noun, message_of, one_line
 from ..evaluation import SCORE_KEYS, Sample
 from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
 from ..presets import check_ratios
-from ..runtime import count_of, format_bytes
+from ..runtime import format_bytes
 from ..transforms import network_input
 from ..writing import write_atomic
 from .coarse import CoarseMix
@@ -388,7 +388,7 @@ def _plan_words(workers: int, ahead: int) -> str:
     """A loader plan in words, for the warning that says why it is smaller than asked."""
     if not workers:
         return "batches made in the training process (no workers)"
-    return f"{count_of(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
+    return f"{count_noun(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
 
 
 def _kill_children_since(before: set[Any]) -> None:
@@ -664,7 +664,7 @@ class Trainer:
             from ..runtime import open_files_limit
 
             logger.warning("too few open files for %s (this process may open %s; ulimit -n): %s; raise the limit to "
-                           "use them", count_of(workers, "worker"), open_files_limit() or "few", _plan_words(0, 1))
+                           "use them", count_noun(workers, "worker"), open_files_limit() or "few", _plan_words(0, 1))
             return (self.step_batches[step] for step in steps)
         finally:
             # None stands for a handler set outside Python, which cannot be put back: the default then
@@ -687,19 +687,19 @@ class Trainer:
             room = f"has {format_bytes(free)} free" if free else "is missing, read-only or full"
             logger.warning("shared memory (/dev/shm) %s, too little for %s keeping %d batches of %s ahead: %s; "
                            "a container's default is 64 MB (give it more: docker run --shm-size 1g)", room,
-                           count_of(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)),
+                           count_noun(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)),
                            _plan_words(*memory_plan))
         files_left = open_files_left()
         files_plan = open_files_plan(asked, None if files_left is None else files_left - OPEN_FILES_RESERVE)
         if files_plan != (asked, PREFETCH_BATCHES):
             logger.warning("this process may open %d more files (ulimit -n), too few for %s keeping %d batches ahead "
                            "(each batch in flight holds files): %s; raise the limit to use them all", files_left,
-                           count_of(asked, "worker"), PREFETCH_BATCHES, _plan_words(*files_plan))
+                           count_noun(asked, "worker"), PREFETCH_BATCHES, _plan_words(*files_plan))
         pids = pids_left()
         threads_plan = pids_plan(asked, pids, available_cpus())
         if threads_plan != (asked, PREFETCH_BATCHES):
             logger.warning("this process may start %d more processes and threads (a container's pids limit), too "
-                           "few for %s: %s", pids, count_of(asked, "worker"), _plan_words(*threads_plan))
+                           "few for %s: %s", pids, count_noun(asked, "worker"), _plan_words(*threads_plan))
         plans = (memory_plan, files_plan, threads_plan)
         return min(plan[0] for plan in plans), min(plan[1] for plan in plans)
 
