@@ -72,3 +72,69 @@ def test_a_photo_in_the_output_folder_is_no_finished_output(tmp_path: Path, over
     (item,) = json.loads(result.stdout)["items"]
     assert item["status"] == "failed" and item["error"].startswith(f"{inside_photo} is an input")
     assert "1 input pair left out: inside the output folder" in result.stderr
+
+
+def _blocks_until_released(lock: object, call: object) -> bool:
+    """Whether ``call()`` in another thread waits while ``lock`` is held here, and ends once it is not."""
+    import threading
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (call(), done.set()))
+    with lock:  # type: ignore[attr-defined]
+        worker.start()
+        waited = not done.wait(1.0)
+    worker.join(60)
+    return waited and done.is_set()
+
+
+def test_a_shallow_copy_and_the_partner_take_the_refiners_turns() -> None:
+    """copy.copy(refiner) shared the runner but made a lock of its own, and the partner (whose runner
+    the Refiner runs under its own lock) had its own too: two threads got each other's latents, a
+    silently wrong mask (4.7% of a 1024x768 photo on the wrong side). Now both wait for the
+    Refiner's turn; a deep copy has runners, and a lock, of its own."""
+    import copy
+
+    import numpy as np
+    from conftest import make_tiny_model, synthetic_scene
+
+    from crm_cli import Refiner
+
+    refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(1))
+    image, gt = synthetic_scene(64, 80)
+    shallow, deep = copy.copy(refiner), copy.deepcopy(refiner)
+    assert shallow.runner is refiner.runner and deep.runner is not refiner.runner
+    assert deep.partner is not None and deep.partner._lock is deep._lock and deep._lock is not refiner._lock
+    expected = refiner.refine(image, gt)  # also warms up, so that a call that need not wait ends at once
+    for call in (lambda: shallow.refine(image, gt), lambda: refiner.partner.refine(image, gt)):
+        assert _blocks_until_released(refiner._lock, call)
+    np.testing.assert_array_equal(shallow.refine(image, gt), expected)
+
+
+def test_empty_names_are_errors_not_defaults() -> None:
+    """Refiner('') loaded the shipped weights and device='' ran as auto (the CLI's --weights '' was an
+    error: the two disagreed)."""
+    from crm_cli import DeviceError, Refiner
+
+    with pytest.raises(ValueError, match="model is an empty path"):
+        Refiner("", device="cpu")
+    for name in ("", "   "):
+        with pytest.raises(DeviceError, match="the device name is empty"):
+            Refiner(device=name)
+    result = runner.invoke(app, ["refine", "a.jpg", "a.png", "-o", "x.png", "--device", ""])
+    assert result.exit_code == 2 and "the device name is empty" in result.stderr
+
+
+@pytest.mark.parametrize("reader", ["read_image", "read_mask", "probe_image"])
+def test_a_reader_given_no_path_says_what_it_takes(reader: str) -> None:
+    """An array, a PIL image or a file object given to the readers met os.stat first: a TypeError in
+    its words, or for an all-zero array a ValueError about an embedded null character."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from crm_cli import imageio
+
+    for source in (np.zeros((2, 2), np.uint8), io.BytesIO(b"x"), Image.new("L", (2, 2))):
+        with pytest.raises(TypeError, match="an image source must be a path .* or the file's encoded bytes, not "):
+            getattr(imageio, reader)(source)

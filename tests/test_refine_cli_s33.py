@@ -140,8 +140,11 @@ def test_device_names_are_checked_and_spelled_without_torch() -> None:
     from crm_cli.devices import device_name
 
     assert [device_name(name) for name in ("auto", " CPU ", "cuda", "CUDA:0", "cuda:12", "cuda:01", "mps", "MPS:0",
-                                           "", "Auto", "cpu:0", " CPU:1")] == [
+                                           None, "Auto", "cpu:0", " CPU:1")] == [
         "auto", "cpu", "cuda", "cuda:0", "cuda:12", "cuda:1", "mps", "mps", "auto", "auto", "cpu", "cpu"]
+    for name in ("", "  "):  # session 53: an empty name is no longer taken for auto
+        with pytest.raises(DeviceError, match="the device name is empty"):
+            device_name(name)
     for name in ("cuda:", "cuda:-1", "cuda:x", "cuda: 0", "cuda:１"):
         with pytest.raises(DeviceError, match="the GPU index must be a whole number"):
             device_name(name)

@@ -39,7 +39,9 @@ def device_name(name: Any = "auto") -> str:
     elif name is not None and not isinstance(name, str):
         raise TypeError(f"device must be a name such as 'cpu' or 'cuda:0', or a torch.device; got "
                         f"{type(name).__name__} {name!r}")
-    name = (name or "auto").strip().lower()
+    name = "auto" if name is None else name.strip().lower()
+    if not name:
+        raise DeviceError("the device name is empty; choose from auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps")
     kind, colon, index = name.partition(":")
     if kind == "auto" and not colon:
         return kind

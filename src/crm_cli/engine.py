@@ -361,6 +361,8 @@ class Refiner:
         if partner_below_side is not None:
             partner_below_side = whole_number("partner_below_side", partner_below_side, 0)
         in_memory = model is not None and not isinstance(model, (str, os.PathLike))
+        if not in_memory and model is not None and not os.fspath(model):
+            raise ValueError("model is an empty path; give a checkpoint's path, or None for the shipped weights")
         if in_memory and backend == "onnx":
             raise ValueError("the onnx backend runs exported checkpoints, not an in-memory model")
         # Options only torch has (a memory format, unfolded BatchNorm) keep "auto" on torch.
@@ -368,7 +370,8 @@ class Refiner:
         if torch_options and backend == "onnx":
             raise ValueError("channels_last and fold_bn are options of the torch backend")
         # One read of the weights' sidecar and of their first bytes (their kind) serves the backend choice and the load.
-        sidecar = None if in_memory else WeightsSidecar(Path(os.fspath(model)) if model else default_weights_path())
+        weights_path = default_weights_path() if model is None else None if in_memory else Path(os.fspath(model))
+        sidecar = None if weights_path is None else WeightsSidecar(weights_path)
         encoder = None if sidecar is None or (torch_options and backend == "auto") else choose_backend(
             sidecar, device, precision, backend)
         if sidecar is not None and encoder is not None:
@@ -416,8 +419,11 @@ class Refiner:
         self.partner_below_side: int = partner_below_side if self.partner is not None else 0
         # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
         # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
-        # other's latents, a silently wrong mask.
+        # other's latents, a silently wrong mask. The partner, whose runner this Refiner runs under
+        # its own lock, takes the same lock when called by itself.
         self._lock = threading.RLock()
+        if self.partner is not None:
+            self.partner._lock = self._lock
 
     def __getstate__(self) -> dict[str, Any]:
         """The Refiner's state without its lock (a lock is neither picklable nor copyable)."""
@@ -426,9 +432,20 @@ class Refiner:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickled or copied Refiner, with a lock of its own."""
+        """Restore a pickled or deep-copied Refiner (new runners), with a lock of its own that its
+        partner shares."""
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        if self.partner is not None:
+            self.partner._lock = self._lock
+
+    def __copy__(self) -> Refiner:
+        """A shallow copy shares the runners, so it shares their lock too: two threads refining with
+        a Refiner and its copy take turns, as with one Refiner. ``copy.deepcopy`` gives runners
+        (and a lock) of its own."""
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
 
     @staticmethod
     def _torch_runner(model: Any, sidecar: WeightsSidecar | None, device: str, info: CheckpointInfo | None,

@@ -90,8 +90,17 @@ def _file_error(label: str, exc: OSError) -> ImageReadError:
     return ImageReadError(f"{label}: cannot read file ({exc.strerror or exc})")
 
 
+def _check_source(source: object) -> None:
+    """TypeError for a ``source`` that is neither a path nor encoded bytes (an array or a PIL image
+    given to a reader: os.stat's own wording would not say what was wrong)."""
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        raise TypeError(f"an image source must be a path (str or os.PathLike) or the file's encoded bytes, "
+                        f"not {type(source).__module__}.{type(source).__qualname__}")
+
+
 def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
     """The encoded bytes of ``source`` and the name to use in messages."""
+    _check_source(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or BYTES_NAME
         data = bytes(source)
@@ -636,8 +645,9 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
     Cheap (no pixels are decoded, and for a path only the first blocks are read), so commands
     check every input before loading the model. Raises ImageReadError for a missing, unreadable,
-    unrecognised or too large file.
+    unrecognised or too large file, and TypeError for a ``source`` that is neither a path nor bytes.
     """
+    _check_source(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         with _bytes_path_hint(source, name):
             data, label = _source_bytes(source, name)
