@@ -138,3 +138,40 @@ def test_a_reader_given_no_path_says_what_it_takes(reader: str) -> None:
     for source in (np.zeros((2, 2), np.uint8), io.BytesIO(b"x"), Image.new("L", (2, 2))):
         with pytest.raises(TypeError, match="an image source must be a path .* or the file's encoded bytes, not "):
             getattr(imageio, reader)(source)
+
+
+def test_a_photo_stamped_in_the_future_does_not_redo_its_output_on_every_run(tiny_weights: Path,
+                                                                             tmp_path: Path) -> None:
+    """Files copied from a camera card with their stamps (local time on FAT) or from a camera with a
+    wrong clock lie in the future: every output was older than its photo, so every rerun refined the
+    pair again and said "output older than its photo or mask". A photo replaced in the past still is."""
+    import os
+    import time
+
+    data, out = tmp_path / "in", tmp_path / "out"
+    photo, _ = write_scene_files(data, "a_im", "a_seg")
+    future = time.time_ns() + 3 * 3600 * 10**9
+    os.utime(photo, ns=(future, future))
+    args = ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (json.loads(again.stdout)["done"], json.loads(again.stdout)["skipped"]) == (0, 1)
+    assert "older than" not in again.stderr
+    written = (out / "a_mask.png").stat().st_mtime_ns
+    os.utime(photo, ns=(written + 10**9, written + 10**9))  # replaced after the output, not in the future
+    os.utime(out / "a_mask.png", ns=(written - 10**9, written - 10**9))
+    stale = runner.invoke(app, args)
+    assert json.loads(stale.stdout)["done"] == 1 and "1 output older than its photo or mask" in stale.stderr
+
+
+def test_the_progress_bar_shows_a_name_with_a_line_break_escaped(tiny_weights: Path, tmp_path: Path) -> None:
+    from crm_cli.cli.common import printable
+
+    data, out = tmp_path / "in", tmp_path / "out"
+    write_scene_files(data, "new\nline_im", "new\nline_seg")
+    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-w", str(tiny_weights), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert printable("new\nline") == "new\\nline" and "new\\nline" in result.stderr
+    assert not any(line.rstrip().endswith("new") for line in result.stderr.splitlines())

@@ -45,6 +45,7 @@ from .common import (
     finish_run,
     parse_labels,
     photo_bits_value,
+    printable,
     refiner_options,
     report_failure,
     say,
@@ -458,13 +459,16 @@ def _below_snap_size(photo: str | Path) -> bool:
     return side is not None and side < SNAP_MIN_SIDE
 
 
-def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
+def older_than_inputs(output: Path, inputs: Sequence[str | Path], clocks: FolderClocks | None = None) -> bool:
     """True when ``output`` was last written strictly before one of ``inputs`` (st_mtime_ns, links
     followed to the real files): it was made from a photo or mask replaced since, as make decides.
 
     A tie is not older: outputs are renamed into place once written, so one stamped in the same tick
     as its input (a file system with coarse timestamps) was most likely made from it. A file that
-    cannot be read is left to the other checks (an input gone fails when the pair is refined).
+    cannot be read is left to the other checks (an input gone fails when the pair is refined). With
+    ``clocks``, an input stamped after now by the output folder's clock (a camera card's local time
+    copied with its stamps, a camera whose clock is wrong) tells nothing: every output would be older
+    than it, and refined again on every run.
     """
     try:
         written = os.stat(output).st_mtime_ns
@@ -472,10 +476,11 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path]) -> bool:
         return False
     for path in inputs:
         try:
-            if written < os.stat(path).st_mtime_ns:
-                return True
+            stamped = os.stat(path).st_mtime_ns
         except OSError:
             continue
+        if written < stamped and (clocks is None or clocks.not_in_future(output.parent, stamped)):
+            return True
     return False
 
 
@@ -504,7 +509,7 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
         return False, None
     if check.problem is not None:
         return False, None if overwrite else check.problem
-    if older_than_inputs(output, inputs):
+    if older_than_inputs(output, inputs, clocks):
         return False, NotDoneReason.STALE
     if record is not None:
         if check.text_problem is not None:
@@ -856,7 +861,7 @@ def batch(
         def take(index: int, outcome: dict[str, Any]) -> int | None:
             """Record (and show) one pair's outcome; the errno of a write that found no room, if any."""
             pair = todo[index]
-            progress.update(task, current=pair.name)
+            progress.update(task, current=printable(pair.name))
             full = outcome.pop(OUT_OF_SPACE_KEY, None)
             # Shown as they came in this process; a Ray actor's were held for the driver to show.
             for text in outcome.pop("warnings", []):
