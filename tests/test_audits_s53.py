@@ -175,3 +175,34 @@ def test_the_progress_bar_shows_a_name_with_a_line_break_escaped(tiny_weights: P
     assert result.exit_code == 0, result.output
     assert printable("new\nline") == "new\\nline" and "new\\nline" in result.stderr
     assert not any(line.rstrip().endswith("new") for line in result.stderr.splitlines())
+
+
+def test_a_frame_read_on_the_16_bit_scale_for_a_few_hot_pixels_is_warned_of(tmp_path: Path) -> None:
+    """One hot pixel (65535) in a 12-bit X-ray frame put it on the 16-bit scale, 16 times darker, with
+    no warning, while the same frame without it was read as 12-bit values with a note: the model kept
+    the coarse mask of that one frame in silence. The reading is kept (a dark photo with lamps is read
+    as it is); the note names the smaller scale and --photo-bits."""
+    import cv2
+    import numpy as np
+
+    from crm_cli.imageio import read_image_noted
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 4096, (40, 50, 3)).astype(np.uint16)
+    frame[3, 4, 1] = 65535
+    cv2.imwrite(str(tmp_path / "hot.png"), frame)
+    image, _, notes = read_image_noted(tmp_path / "hot.png")
+    np.testing.assert_array_equal(image, ((frame[..., ::-1].astype(np.uint32) + 128) // 257).astype(np.uint8))
+    (note,) = notes
+    assert note.startswith(f"{tmp_path / 'hot.png'}: a 16-bit image read on the 16-bit scale for 1 pixel above 4095 "
+                           "(0.05% of them); the rest hold 12-bit values and read almost black (at most 16 of 255)")
+    assert note.endswith("photo_bits=N fixes it")
+    # 2 hot pixels of 2000 (0.1%) still are; 3 are too many, and a full-scale photo is read without a note.
+    frame[5, 6] = 65535
+    cv2.imwrite(str(tmp_path / "two.png"), frame)
+    assert "for 2 pixels above 4095" in read_image_noted(tmp_path / "two.png")[2][0]
+    frame[7, 8] = 65535
+    cv2.imwrite(str(tmp_path / "three.png"), frame)
+    assert read_image_noted(tmp_path / "three.png")[2] == []
+    cv2.imwrite(str(tmp_path / "full.png"), rng.integers(0, 65536, (40, 50, 3)).astype(np.uint16))
+    assert read_image_noted(tmp_path / "full.png")[2] == []
