@@ -206,3 +206,52 @@ def test_a_frame_read_on_the_16_bit_scale_for_a_few_hot_pixels_is_warned_of(tmp_
     assert read_image_noted(tmp_path / "three.png")[2] == []
     cv2.imwrite(str(tmp_path / "full.png"), rng.integers(0, 65536, (40, 50, 3)).astype(np.uint16))
     assert read_image_noted(tmp_path / "full.png")[2] == []
+
+
+def test_a_16_bit_mask_of_0_and_255_is_read_as_binary_without_a_warning(tmp_path: Path) -> None:
+    """README: a mask of 0 and one value is binary, with no warning; a 16-bit 0/255 mask was read
+    right but warned of as "read as 8-bit values" on every file."""
+    import cv2
+    import numpy as np
+
+    from crm_cli.imageio import read_mask
+    from crm_cli.masks import scale_note
+
+    values = np.zeros((20, 30), np.uint16)
+    values[5:15, 8:20] = 255
+    cv2.imwrite(str(tmp_path / "m16.png"), values)
+    mask = read_mask(tmp_path / "m16.png")
+    assert mask.kind == "gray16" and scale_note(mask, "m16.png") is None
+    np.testing.assert_array_equal(mask.probability(), (values == 255).astype(np.float32))
+    values[0, 0] = 128  # a soft 8-bit mask in a 16-bit file is still warned of
+    cv2.imwrite(str(tmp_path / "soft16.png"), values)
+    assert scale_note(read_mask(tmp_path / "soft16.png"), "soft16.png") == (
+        "soft16.png: a 16-bit mask whose largest value is 255, read as 8-bit values (255 = foreground)")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_an_instance_map_of_more_than_32_ids_is_warned_of(dtype: str) -> None:
+    """A cellpose-style map of 132 instance ids was read as a soft mask without a word: every object
+    under half the scale vanished (100 of 128 in the audit), exit 0. An unsure network's sigmoid
+    output enlarged by nearest neighbour (many flat levels stepping one into the next) is not warned of."""
+    import cv2
+    import numpy as np
+
+    from crm_cli.masks import MaskData, ids_note
+
+    ids = np.zeros((384, 512), np.dtype(dtype))
+    count = 0
+    for y in range(20, 364, 32):
+        for x in range(20, 492, 40):
+            count += 1
+            cv2.circle(ids, (x, y), 11, count, -1)
+    assert count == 132
+    mask = MaskData(ids, "gray16" if dtype == "uint16" else "gray8")
+    assert not mask.is_label_map() and mask.looks_like_ids()
+    assert ids_note(mask, "cells.png").startswith("cells.png: its values 1, 2, 3, 4, 5, 6, 7, 8, ... fill flat regions")
+    rng = np.random.default_rng(0)
+    field = cv2.GaussianBlur(rng.normal(0, 1, (32, 32)).astype(np.float32), (0, 0), 5)
+    sigmoid = np.round(255 / (1 + np.exp(-3 * field / field.std()))).astype(np.uint8)
+    enlarged = cv2.resize(sigmoid, (512, 512), interpolation=cv2.INTER_NEAREST)
+    soft = MaskData(enlarged, "gray8")
+    assert soft.distinct_values > 32 and not soft.looks_like_ids()
