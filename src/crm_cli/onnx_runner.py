@@ -477,8 +477,10 @@ class OnnxStageRunner(TiledRunner):
         after it (438 MB with ``malloc_trim`` alone) in 20-75 ms, most of it unmapping; rebuilding
         the session instead freed 4 MB more and took 25-170 ms. The next refinement grows the arena
         again: a 900x700 photo took 1.56 s (median of 8) against 1.46 s after ``malloc_trim``
-        alone and 1.40 s with nothing released. Never raises: it is housekeeping.
+        alone and 1.40 s with nothing released. Never raises: it is housekeeping. The kept latent
+        buffer is let go too (the next refinement allocates it again).
         """
+        self._latent_store = None
         try:
             smallest = ArrayStageInput(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.float32), self.input_norm)
             height, width = smallest.shape

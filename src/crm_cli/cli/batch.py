@@ -625,6 +625,10 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 raise
             error = shortage_message(exc) or failure_text(failure)
             outcome = {"status": "failed", "error": error}
+            if isinstance(failure, MemoryError) and hasattr(refiner, "release_memory"):
+                # What the failed refinement left in the runners' keeping (ONNX Runtime's arena, the
+                # latent buffer) failed every pair after it under an address-space limit (ulimit -v).
+                refiner.release_memory()
             if out_of_space(exc):  # the output or its lock found no room: the driver stops the run
                 outcome[OUT_OF_SPACE_KEY] = exc.errno
         finally:
