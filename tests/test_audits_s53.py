@@ -286,3 +286,31 @@ def test_a_pair_that_ran_out_of_memory_hands_back_what_the_refiner_kept(tmp_path
                                   output_kind="soft", threshold=None, hold_warnings=True)
         assert outcome["status"] == "failed" and refiner.released == released
     assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_a_photo_and_its_mask_of_one_name_beside_pairs_get_the_two_formats_hint(tmp_path: Path) -> None:
+    """README: photos and masks of the same names in one folder (a.jpg + a.png) get a hint to put the
+    masks in a folder of their own. Beside proper pairs the hint was missing: the photo was dropped
+    for the PNG of its name, and the mask failed as a photo without a mask."""
+    import shutil
+
+    folder = tmp_path / "in"
+    write_scene_files(folder, "a", "a_mask")
+    photo, mask = write_scene_files(tmp_path / "tmp", "b", "b")
+    shutil.move(photo, folder / "b.jpg")
+    shutil.move(mask, folder / "b.png")
+    result = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert (f"warning: 1 name has both a .jpg and a .png file (e.g. {folder / 'b.jpg'} + {folder / 'b.png'}, b.png "
+            "reads as a mask and b.jpg as a photo)") in text
+    assert "if the .png files are the masks, put them in a folder of their own" in text
+    # Two formats of one photo beside its mask pair as before, without the hint.
+    shutil.copy(folder / "b.jpg", folder / "c.jpg")
+    shutil.copy(folder / "b.jpg", folder / "c.webp")
+    shutil.copy(folder / "b.png", folder / "c_mask.png")
+    (folder / "b.jpg").unlink()
+    (folder / "b.png").unlink()
+    again = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), "--dry-run"])
+    assert again.exit_code == 0, again.output
+    assert "has both a" not in again.stderr

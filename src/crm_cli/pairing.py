@@ -1049,6 +1049,13 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         else:
             error = f"{image}: no mask {key.name}_mask.* {tried} beside it"
         failures.append(PairFailure(str(key), image, error))
+    if inputs.guessed_in is not None and failures:
+        # Side by side, a name held in two formats whose file used fails for want of a mask may be a
+        # photo and its mask (a.jpg + a.png): said when no pair is found at all, and here beside pairs.
+        failed = {Path(failure.name) for failure in failures}
+        if hint := _two_formats_hint({key: files for key, files in images.items() if key in failed},
+                                     inputs.guessed_in):
+            notes.append(hint.removeprefix("; "))
     if padded:
         notes.append(f"{count_noun(len(padded), 'pair')} matched only by ignoring zero-padding in the last number of "
                      f"the name, e.g. {padded[0]}")
