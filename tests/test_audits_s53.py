@@ -314,3 +314,22 @@ def test_a_photo_and_its_mask_of_one_name_beside_pairs_get_the_two_formats_hint(
     again = runner.invoke(app, ["batch", str(folder), "-o", str(tmp_path / "out"), "--dry-run"])
     assert again.exit_code == 0, again.output
     assert "has both a" not in again.stderr
+
+
+def test_a_size_mismatch_from_the_masks_own_exif_turn_says_so(tmp_path: Path) -> None:
+    """An upright mask saved with the photo's EXIF (orientation 6) is turned by its own tag, and the
+    size error named sizes the file viewer did not show, without the tag."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 40), (90, 120, 30)).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "p.jpg", exif=exif)
+    Image.new("L", (64, 40), 255).save(tmp_path / "m.png", exif=exif)
+    result = runner.invoke(app, ["refine", str(tmp_path / "p.jpg"), str(tmp_path / "m.png"), "-o",
+                                 str(tmp_path / "o.png"), "-d", "cpu"])
+    assert result.exit_code == 1
+    assert " ".join(result.stderr.split()) == (
+        f"error: mask {tmp_path / 'm.png'} is 40x64 but image {tmp_path / 'p.jpg'} is 64x40; a mask must have the "
+        "image's size or be a smaller copy with the same aspect ratio ("
+        f"{tmp_path / 'm.png'} carries EXIF orientation 6, which turns its stored 64x40 pixels; if they are upright "
+        "already, remove the tag)")

@@ -828,8 +828,12 @@ def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name
         return check_mask_size(mask_hw, image_hw, image_name, mask_name)
     except SizeMismatchError as exc:
         # A damaged EXIF block can be why: its orientation (a turn) was not applied.
-        damaged = [note for note in (getattr(image, "damaged_tags", None), getattr(mask, "damaged_tags", None))
+        reasons = [note for note in (getattr(image, "damaged_tags", None), getattr(mask, "damaged_tags", None))
                    if note]
-        if not damaged:
+        # Or the mask's own tag turned it: a script that saved an upright mask with the photo's EXIF.
+        if swaps_axes(mask.orientation) and fits_image((mask.width, mask.height), image_hw):
+            reasons.append(f"{mask_name} carries EXIF orientation {mask.orientation}, which turns its stored "
+                           f"{mask.height}x{mask.width} pixels; if they are upright already, remove the tag")
+        if not reasons:
             raise
-        raise SizeMismatchError(f"{exc} ({'; '.join(damaged)})", exc.notes) from None
+        raise SizeMismatchError(f"{exc} ({'; '.join(reasons)})", exc.notes) from None
