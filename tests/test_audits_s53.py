@@ -333,3 +333,19 @@ def test_a_size_mismatch_from_the_masks_own_exif_turn_says_so(tmp_path: Path) ->
         "image's size or be a smaller copy with the same aspect ratio ("
         f"{tmp_path / 'm.png'} carries EXIF orientation 6, which turns its stored 64x40 pixels; if they are upright "
         "already, remove the tag)")
+
+
+@pytest.mark.parametrize("args", [["batch", "{folder}", "-o", ""], ["eval", "{folder}", "-o", ""],
+                                  ["refine", "", "{mask}", "-o", "x.png"], ["refine", "{photo}", "{mask}", "-o", ""],
+                                  ["refine", "{photo}", "{mask}", "-o", "x.png", "-w", ""],
+                                  ["batch", "{folder}", "-o", "out", "--masks", ""]])
+def test_an_empty_path_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """pathlib reads "" as the working folder: `crm batch in -o "$OUT"` with OUT unset wrote every output
+    into the folder the script ran in, exit 0; an empty IMAGE read as "." named a folder."""
+    monkeypatch.chdir(tmp_path)
+    photo, mask = write_scene_files(tmp_path / "in", "a_im", "a_seg")
+    given = [arg.format(folder=tmp_path / "in", photo=photo, mask=mask) for arg in args]
+    result = runner.invoke(app, given)
+    assert result.exit_code == 2, result.output
+    assert "an empty path (a shell variable that is not set?)" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]  # nothing written in the working folder

@@ -110,8 +110,12 @@ def test_other_masks_read_as_before(tmp_path: Path) -> None:
     label_map = MaskData(labels, "gray8")
     assert label_map.object_value is None and choose_mode(label_map, "auto") == "labels"
     assert label_map.scoring_values().tolist() == (labels != 0).tolist()  # scored by its ids (s34)
-    # The 16-bit mask of 8-bit values keeps its note; a 16-bit 0/3 mask (binary) has none.
-    assert scale_note(cases[4][0], "m.png") is not None
+    # A 16-bit mask of soft 8-bit values keeps its note; a 16-bit 0/3 mask (binary) has none, and since
+    # session 53 (README: a mask of 0 and one value is binary, with no warning) nor has a 0/255 one.
+    assert scale_note(cases[4][0], "m.png") is None
+    soft = inside.astype(np.uint16) * 255
+    soft[0, 0] = 128
+    assert scale_note(MaskData(soft, "gray16"), "m.png") is not None
     assert scale_note(MaskData(inside.astype(np.uint16) * 3, "gray16"), "m.png") is None
 
 

@@ -27,6 +27,7 @@ from .checks import (
     unwritable_reason,
 )
 from .common import (
+    EMPTY_PATH,
     FailureRecord,
     JsonOpt,
     LabelsOpt,
@@ -703,6 +704,8 @@ def batch(
         if output == "-":
             raise typer.BadParameter("crm batch writes one file per pair into a folder, not to standard output; "
                                      "give a folder name", param_hint="'--output'")
+        if not output:  # Path("") is the working folder: -o "$OUT" with OUT unset would write there
+            raise typer.BadParameter(EMPTY_PATH, param_hint="'--output'")
         if (too_long := name_too_long(output_dir, "folder")) is not None:  # before it is stat'ed
             raise fatal.fail(f"cannot write into {output_dir}: {too_long}")
         if output_dir.exists() and not output_dir.is_dir():

@@ -90,8 +90,40 @@ def _shown_click_message(exc: Any) -> str:
     return printable(exc.format_message(), continued=own_lines)
 
 
+# A path given as "": pathlib reads it as the working folder, so -o "$OUT" with OUT unset in a script
+# would write there (or read it as the input folder).
+EMPTY_PATH = "an empty path (a shell variable that is not set?)"
+
+
+# The path parameter types of the typer versions crm runs on: click's Path, or typer's own TyperPath.
+_PATH_TYPE_NAMES = ("Path", "TyperPath")
+
+
+@functools.cache
+def non_empty_path_type(path_type: type) -> type:
+    """``path_type`` (a click or typer path parameter type) refusing "" (:data:`EMPTY_PATH`), as a usage
+    error."""
+
+    class NonEmptyPath(path_type):  # type: ignore[misc, valid-type]
+        def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+            if isinstance(value, str) and not value:
+                self.fail(EMPTY_PATH, param, ctx)
+            return super().convert(value, param, ctx)
+
+    return NonEmptyPath
+
+
 class CrmGroup(TyperGroup):
     """The ``crm`` command group: usage errors print one line plus a hint (no box, no usage dump)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args`` name, its path parameters made to refuse an empty value."""
+        name, command, rest = super().resolve_command(ctx, args)
+        for param in [] if command is None else command.params:
+            if type(param.type).__name__ in _PATH_TYPE_NAMES:
+                # A subclass that adds no state: the instance keeps its settings (exists, dir_okay...).
+                param.type.__class__ = non_empty_path_type(type(param.type))
+        return name, command, rest
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:

@@ -19,6 +19,7 @@ from .common import (
     emit_json,
     fail,
     printable,
+    show_library_warnings,
     torch_import_problem,
 )
 
@@ -315,6 +316,7 @@ def info(weights: WeightsOpt = None, device: DeviceOpt = "auto", backend: Backen
          threads: ThreadsOpt = 0, as_json: JsonOpt = False) -> None:
     """Show versions, devices and weights; exit 1 when the weights file is not a usable checkpoint,
     torch does not import, or the device or backend asked for cannot run."""
+    show_library_warnings()  # "warning:" lines, as the other commands show them (a thread count capped)
     data = gather_info(weights, device, backend.value, threads)
     if as_json:
         emit_json(data)
