@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -488,8 +489,13 @@ def test_match_upsamples_same_aspect_bilinear_keeping_dtype() -> None:
     assert matched.kind == "gray16" and matched.values.dtype == np.uint16
     assert matched.values.shape == (8, 8)
     assert matched.values[0, 0] == 0 and matched.values[0, 7] == 65535
-    # Bilinear: the borders between the quadrants get in-between values.
-    assert len(np.unique(matched.values)) > 2
+    # Bilinear with half-pixel centres, computed here on its own: output pixel i samples the input at
+    # (i + 0.5) / 4 - 0.5, clamped to [0, 1] (session 53: the values were not pinned, so another
+    # interpolation passed).
+    position = np.clip((np.arange(8) + 0.5) / 4 - 0.5, 0.0, 1.0)
+    weights = np.stack([1 - position, position], axis=1)  # (8, 2): the share of input row/column 0 and 1
+    expected = weights @ values.astype(np.float64) @ weights.T
+    assert np.abs(matched.values.astype(np.float64) - expected).max() <= 2.0
 
 
 def test_match_upsamples_palette_with_nearest() -> None:
@@ -612,6 +618,25 @@ def test_write_png_failure_keeps_old_file(tmp_path: Path) -> None:
         write_png(target, np.zeros((2, 2), np.float64))
 
     assert target.read_bytes() == before
+    assert no_temp_files(tmp_path)
+
+
+def test_write_png_failure_at_fsync_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure once the temp file is written (its fsync: an I/O error, a full disk on close) leaves the
+    old output whole and no temp file (session 53: the float64 case above fails before any file is opened)."""
+    target = tmp_path / "out.png"
+    write_png(target, np.full((2, 2), 5, np.uint8))
+    before = target.read_bytes()
+    synced: list[int] = []
+
+    def failing_fsync(fd: int) -> None:
+        synced.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(writing.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(target))}: input/output error"):
+        write_png(target, np.full((2, 2), 6, np.uint8))
+    assert synced and target.read_bytes() == before
     assert no_temp_files(tmp_path)
 
 
