@@ -219,3 +219,18 @@ def test_compare_still_refuses_other_lossy_names(tmp_path: Path) -> None:
     result = runner.invoke(app, ["compare", str(photo), str(mask), str(mask), "-o", str(tmp_path / "strip.jp2")])
     assert result.exit_code == 2
     assert ".jpg" in result.stderr and not (tmp_path / "strip.jp2").exists()
+
+
+def test_score_of_an_upsampled_ground_truth_by_hand(tmp_path: Path) -> None:
+    """Session 53: the test above takes its expected value from the functions crm score calls. Here by
+    hand: a 4x4 GT whose top-left 2x2 is 255, enlarged bilinearly to 8x8 (half-pixel centres: pixel 3
+    samples the small row 1.25, 191; pixel 4 samples 1.75, 64; > 128 is foreground), is the top-left
+    4x4 square; a prediction of rows 0-3, columns 1-4 meets it in 12 pixels of 20: IoU 0.6."""
+    gt_small = np.zeros((4, 4), np.uint8)
+    gt_small[:2, :2] = 255
+    pred_full = np.zeros((8, 8), np.uint8)
+    pred_full[:4, 1:5] = 255
+    pred, gt = write_mask(tmp_path / "p.png", pred_full), write_mask(tmp_path / "g.png", gt_small)
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"][0]["iou"] == pytest.approx(0.6)
