@@ -377,7 +377,7 @@ def test_partner_options_follow_the_main_model(tiny_weights: Path) -> None:
 
 def test_a_ray_run_checks_the_partner_before_starting_actors(weights_pair: tuple[Path, Path]) -> None:
     from crm_cli.checkpoint import WeightsError
-    from crm_cli.runtime import RefinerSpec
+    from crm_cli.refiner_spec import RefinerSpec
 
     main, partner = weights_pair
     RefinerSpec(weights=str(main)).check()

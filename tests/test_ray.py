@@ -138,7 +138,7 @@ def test_the_clusters_error_messages_go_to_stderr_not_stdout(local_ray, tiny_wei
     """The driver prints a message pushed by the cluster ("(raylet) A worker died ...") on the
     sys.stdout of that moment; it must not land among the data on stdout."""
     from crm_cli.raybatch import ray_run
-    from crm_cli.runtime import RefinerSpec
+    from crm_cli.refiner_spec import RefinerSpec
 
     def push_a_cluster_message(refiner, job):  # noqa: ANN001, ANN202
         import time
@@ -190,7 +190,7 @@ class Stop(Exception):
 @pytest.mark.parametrize("leave", ["end", "break", "exception"])
 def test_a_ray_run_holds_stdout_on_stderr_until_its_with_is_left(local_ray, tiny_weights, leave) -> None:  # noqa: ANN001
     from crm_cli.raybatch import ray_run
-    from crm_cli.runtime import RefinerSpec
+    from crm_cli.refiner_spec import RefinerSpec
 
     spec = RefinerSpec(weights=str(tiny_weights), device="cpu", threads=1)
     before = sys.stdout
@@ -217,7 +217,7 @@ def test_a_ray_run_shuts_down_the_ray_it_started_when_its_with_is_left(local_ray
     Ray down once, after the last result and with stdout still on stderr. (Here connect only joins
     the module's Ray and shutdown is recorded, so the Ray the other tests use keeps running.)"""
     from crm_cli import raybatch
-    from crm_cli.runtime import RefinerSpec
+    from crm_cli.refiner_spec import RefinerSpec
 
     monkeypatch.setattr(raybatch, "connect", lambda address, quiet=False: local_ray.is_initialized())
     shutdowns = []

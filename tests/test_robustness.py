@@ -197,13 +197,14 @@ def test_refiner_spec_checks_the_file_and_builds_the_same_refiner(tiny_weights: 
     import torch
 
     from crm_cli.checkpoint import WeightsError
+    from crm_cli.refiner_spec import RefinerSpec
 
     for path, reason in bad_weights(tmp_path).values():
         with pytest.raises(WeightsError, match=reason):
-            runtime.RefinerSpec(str(path), "cpu").check()
+            RefinerSpec(str(path), "cpu").check()
     with pytest.raises(WeightsError, match="weights not found"):
-        runtime.RefinerSpec(str(tmp_path / "missing.safetensors"), "cpu").check()
-    spec = runtime.RefinerSpec(str(tiny_weights), "cpu", tile_size=256, threads=1)
+        RefinerSpec(str(tmp_path / "missing.safetensors"), "cpu").check()
+    spec = RefinerSpec(str(tiny_weights), "cpu", tile_size=256, threads=1)
     spec.check()
     threads = torch.get_num_threads()
     try:
@@ -241,7 +242,7 @@ def test_collector_is_paused_then_restored_and_what_was_loaded_is_frozen() -> No
 
 def test_first_build_in_a_process_imports_torch_with_the_collector_paused(tiny_weights: Path) -> None:
     # In this test process torch is already loaded; a fresh one shows what the CLI's first build does.
-    code = ("import gc, sys; from crm_cli.runtime import RefinerSpec; assert 'torch' not in sys.modules; "
+    code = ("import gc, sys; from crm_cli.refiner_spec import RefinerSpec; assert 'torch' not in sys.modules; "
             "before = gc.get_freeze_count(); RefinerSpec(sys.argv[1], 'cpu', threads=1).build(); "
             "print(before, gc.get_freeze_count(), gc.isenabled())")
     out = subprocess.run([sys.executable, "-c", code, str(tiny_weights)], capture_output=True, text=True, check=True)
@@ -258,7 +259,8 @@ def test_a_build_stops_numpy_advising_huge_pages_unless_the_user_chose(tiny_weig
     with pytest.MonkeyPatch.context() as patch:  # a NumPy without the switch: nothing to change
         patch.setattr(runtime, "numpy_page_advice_switch", lambda: None)
         assert runtime.configure_numpy_pages({}) is False
-    code = ("import sys; from crm_cli.runtime import RefinerSpec, numpy_page_advice_switch as switch; "
+    code = ("import sys; from crm_cli.refiner_spec import RefinerSpec; "
+            "from crm_cli.runtime import numpy_page_advice_switch as switch; "
             "switch()(True); RefinerSpec(sys.argv[1], 'cpu', threads=1).build(); print(switch()(True))")
     clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
     for env, advised in ((clean, "False"), ({**clean, "NUMPY_MADVISE_HUGEPAGE": "1"}, "True")):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .checkpoint import WeightsError
-from .runtime import RefinerSpec
+from .refiner_spec import RefinerSpec
 
 RAY_EXTRA = "pip install 'crm-cli[ray]'"
 DEFAULT_CPU_THREADS = 4  # torch threads per CPU actor when --threads is not given

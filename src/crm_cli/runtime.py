@@ -23,7 +23,7 @@ own lines. ``ORT_DISABLE_TELEMETRY=1`` in the environment before that import sto
 Torch: :func:`configure_torch` makes the settings that belong to a process, not to one Refiner
 (CPU threads, cuDNN autotuning); the CLI calls it once before it builds the Refiner.
 
-Building: a :class:`RefinerSpec` is the one recipe for a Refiner, used by the CLI in its own
+Building: a ``refiner_spec.RefinerSpec`` is the one recipe for a Refiner, used by the CLI in its own
 process and by each Ray actor (``raybatch``), so both make the same settings and load the same model.
 The first build in a process imports torch with the cyclic garbage collector paused and then
 freezes what was loaded (:func:`collector_paused`): torch creates over 250,000 tracked objects,
@@ -59,7 +59,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import count_noun
@@ -332,47 +331,6 @@ def collector_paused() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
-
-
-@dataclass(frozen=True)
-class RefinerSpec:
-    """How a process builds its Refiner: weights, device, tiling, precision and CPU threads."""
-
-    weights: str | None = None
-    device: str = "auto"
-    tile_size: int = 1024
-    precision: str = "fp32"
-    threads: int | None = None
-    backend: str = "auto"  # or "torch", "onnx": engine.choose_backend
-
-    def check(self) -> None:
-        """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
-        is read, not the tensors), so a Ray driver fails before starting any actor."""
-        from .checkpoint import default_weights_path, partner_weights, read_spec
-
-        weights = self.weights or default_weights_path()
-        read_spec(weights)
-        partner = partner_weights(weights)  # a missing partner, or a bad entry, fails every actor too
-        if partner is not None:
-            read_spec(partner.path)
-
-    def build(self) -> Any:
-        """Make the process-wide settings and load the model on this process's device (an
-        ``engine.Refiner``, loaded once per process)."""
-        configure_numpy_pages()
-        if "torch" in sys.modules:
-            return self._build()
-        with collector_paused():
-            return self._build()
-
-    def _build(self) -> Any:
-        from .engine import Refiner
-
-        refiner = Refiner.from_checkpoint(self.weights, device=self.device, tile_size=self.tile_size,
-                                          precision=self.precision, backend=self.backend, threads=self.threads)
-        if refiner.backend == "torch":  # the onnx backend never imports torch
-            configure_torch(self.threads, refiner.runner.device)
-        return refiner
 
 
 def estimate_refine_bytes(height: int, width: int, full_decode: bool = False, tile_size: int = 1024,

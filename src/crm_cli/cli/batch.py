@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
     from ..locks import FolderClocks
     from ..pairing import FilePair, Pairing
-    from ..runtime import RefinerSpec
+    from ..refiner_spec import RefinerSpec
     from ..writing import OutputCheck
 
 RayOpt = Annotated[

@@ -443,7 +443,7 @@ class RefinerOptions:
             raise fail(f"--backend onnx runs on the CPU, not --device {self.device} (use --backend torch)",
                        code=2)
 
-    def ray_spec(self):  # noqa: ANN201 - runtime.RefinerSpec
+    def ray_spec(self):  # noqa: ANN201 - refiner_spec.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
         self.check_backend()
         if ":" in self.device:  # raybatch.plan_actors gives each actor a GPU of its own
@@ -451,9 +451,9 @@ class RefinerOptions:
                        f"{self.device}", code=2)
         return self._spec(self.weights.absolute() if self.weights else None)
 
-    def _spec(self, weights: Path | None):  # noqa: ANN202 - runtime.RefinerSpec
+    def _spec(self, weights: Path | None):  # noqa: ANN202 - refiner_spec.RefinerSpec
         """The one recipe for this Refiner, in this process or in a Ray actor."""
-        from ..runtime import RefinerSpec
+        from ..refiner_spec import RefinerSpec
 
         return RefinerSpec(str(weights) if weights else None, self.device, self.tile_size,
                            self.precision.value, self.threads or None, self.backend.value)
