@@ -349,3 +349,79 @@ def test_an_empty_path_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 2, result.output
     assert "an empty path (a shell variable that is not set?)" in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]  # nothing written in the working folder
+
+
+def test_a_label_kept_coarse_is_said(tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: under auto, a coarse mask kept for want of confidence is logged ("kept_coarse" counts the
+    labels of a label map). For a label map the count was right but nothing was said, nor listed in
+    the record's warnings."""
+    import numpy as np
+    from PIL import Image
+
+    from crm_cli.engine import Refiner
+
+    image, _ = write_scene_files(tmp_path, "p", "unused", size=(128, 160))
+    labels = np.zeros((128, 160), np.uint8)
+    labels[20:60, 20:80] = 3
+    labels[70:120, 90:150] = 7
+    Image.fromarray(labels).save(tmp_path / "lab.png")
+    original = Refiner.refine_detailed
+
+    def kept_for_label_3(self: Refiner, image: object, mask: object, *args: object, **kwargs: object) -> object:
+        detail = original(self, image, mask, *args, **kwargs)
+        # Label 3's coarse mask kept, as the gate keeps an unsure change; label 7's refined.
+        kept = bool(np.asarray(mask)[30, 30])
+        detail.kept_coarse, detail.change_confidence, detail.change_weight = kept, 0.12 if kept else 0.9, 1.0 - kept
+        return detail
+
+    monkeypatch.setattr(Refiner, "refine_detailed", kept_for_label_3)
+    result = runner.invoke(app, ["refine", str(image), str(tmp_path / "lab.png"), "-o", str(tmp_path / "o.png"),
+                                 "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    note = "label 3: the model was unsure of its changes (confidence 0.12): the coarse mask was kept"
+    assert record["kept_coarse"] == 1 and record["warnings"] == [note]
+    assert f"warning: {note}" in result.stderr
+
+
+def test_minus_as_a_folder_of_eval_or_train_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm eval -o - and crm train --out - made a folder named "-" in silence (exit 0), where crm batch
+    and crm coco refuse it: everywhere else - is standard output."""
+    monkeypatch.chdir(tmp_path)
+    write_scene_files(tmp_path / "big", "a_im", "a_seg")
+    (tmp_path / "big" / "a_gt.png").write_bytes((tmp_path / "big" / "a_seg.png").read_bytes())
+    result = runner.invoke(app, ["eval", str(tmp_path / "big"), "-o", "-"])
+    assert result.exit_code == 2 and "not to standard output; give a folder name" in result.stderr
+    from conftest import write_training_pairs
+
+    write_training_pairs(tmp_path / "pairs", 3)
+    trained = runner.invoke(app, ["train", "--data", str(tmp_path / "pairs"), "--out", "-", "--steps", "1",
+                                  "-d", "cpu"])
+    assert trained.exit_code == 2 and "not standard output; give a folder name" in trained.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_dry_run_checks_the_weights_and_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """crm batch --dry-run said exit 0 (2 pairs would be refined) for a run that fails at once: weights
+    not found, or CRM_DEVICE=cuda on a machine without a GPU."""
+    import torch
+
+    write_scene_files(tmp_path / "in", "a_im", "a_seg")
+    args = ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--dry-run", "--json"]
+    missing = runner.invoke(app, [*args, "-w", str(tmp_path / "nope.safetensors")])
+    assert missing.exit_code == 1 and "weights not found" in missing.stderr
+    assert json.loads(missing.stdout)["status"] == "failed"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("CRM_DEVICE", "cuda")
+        no_gpu = runner.invoke(app, args)
+        assert no_gpu.exit_code == 1 and "no CUDA GPU is available" in no_gpu.stderr
+        monkeypatch.delenv("CRM_DEVICE")
+    fine = runner.invoke(app, args)
+    assert fine.exit_code == 0 and json.loads(fine.stdout)["todo"] == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_time_given_both_inputs_and_a_size_says_so(tmp_path: Path) -> None:
+    photo, mask = write_scene_files(tmp_path, "p", "m")
+    result = runner.invoke(app, ["time", str(photo), str(mask), "--size", "100x100"])
+    assert result.exit_code == 2 and "give IMAGE and MASK, or --size WxH, not both" in result.stderr

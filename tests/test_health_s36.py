@@ -213,13 +213,15 @@ def test_instance_error_takes_pair_failures_decision(monkeypatch: pytest.MonkeyP
 
 
 def damaged_pair(folder: Path, photo_name: str = "a.jpg", mask_name: str = "a_mask.png") -> tuple[Path, Path]:
-    """A photo with a damaged EXIF block, and a 16-bit 0/255 mask (read on the 8-bit scale) whose EXIF
-    block is damaged too."""
+    """A photo with a damaged EXIF block, and a 16-bit mask of soft 8-bit values (read on the 8-bit scale,
+    with a note; a 0/255 one is binary without it since session 53) whose EXIF block is damaged too."""
     folder.mkdir(parents=True, exist_ok=True)
     photo, gt = synthetic_scene(H, W)
     image, mask = folder / photo_name, folder / mask_name
     Image.fromarray(photo).save(image, exif=CORRUPT_EXIF)
-    Image.fromarray(coarse_of(gt).astype(np.uint16)).save(mask, exif=CORRUPT_EXIF)
+    values = coarse_of(gt).astype(np.uint16)
+    values[0, 0] = 128
+    Image.fromarray(values).save(mask, exif=CORRUPT_EXIF)
     return image, mask
 
 

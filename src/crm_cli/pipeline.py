@@ -321,7 +321,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
     ImageReadError and SizeMismatchError are the files' fault; the ValueErrors are the caller's
     options (a mismatch is a ValueError too, so catch SizeMismatchError first to tell them apart).
     """
-    from .labels import refine_labels
+    from .labels import refine_labels, select_labels
     from .outputs import check_rendering, render_output
 
     check_rendering(output_kind, threshold)  # before the files are read and the model runs
@@ -340,8 +340,14 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
             notes.extend(label_map_notes(output_kind, threshold))
             per_label = PresetRefiner(refiner, preset)
             refined = refine_labels(per_label, image, mask.values, labels=labels, present=mask.label_ids)
+            runs = [StageRun.of(d) for d in per_label.details]
+            # Each label kept coarse is said, as a one-object mask's is (refine_labels' order of labels).
+            refined_ids = mask.label_ids if labels is None else select_labels(mask.label_ids, labels)[0]
+            notes += [f"label {label}: {kept_coarse_note(detail.change_confidence, run.change_weight)}"
+                      for label, detail, run in zip(refined_ids, per_label.details, runs, strict=True)
+                      if run.kept_coarse]
             return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
-                              runs=[StageRun.of(d) for d in per_label.details],
+                              runs=runs,
                               guard_restored=sum(d.guard_restored for d in per_label.details),
                               transparency=mask.transparency, takes_photo_bits=photo.takes_photo_bits)
         coarse = mask.probability()

@@ -673,8 +673,8 @@ def batch(
                             "are kept).")] = False,
     ray_address: RayOpt = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Pair and check the files, list what would be refined, and stop before the model "
-                          "loads (exit 1 if some pair would fail).")] = False,
+        "--dry-run", help="Pair and check the files, the weights and the device, list what would be refined, "
+                          "and stop before the model loads (exit 1 if some pair, or the run, would fail).")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -831,6 +831,8 @@ def batch(
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
             f"{folder_name}")
     if dry_run:
+        with user_errors(fatal.emit):  # the run would fail at once: the weights, or a GPU asked for
+            options.check_loadable()
         for pair in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "todo",

@@ -443,6 +443,17 @@ class RefinerOptions:
             raise fail(f"--backend onnx runs on the CPU, not --device {self.device} (use --backend torch)",
                        code=2)
 
+    def check_loadable(self) -> None:
+        """What loading would refuse, found without loading (``crm batch --dry-run``): weights (and their
+        partner) that are missing or no checkpoint, and an explicit GPU that is not present (torch is
+        imported for that one). Raises WeightsError or DeviceError."""
+        self.check_backend()
+        self._spec(self.weights).check()
+        if self.device not in ("auto", "cpu"):
+            from ..devices import resolve_device
+
+            resolve_device(self.device)
+
     def ray_spec(self):  # noqa: ANN201 - refiner_spec.RefinerSpec
         """How each Ray actor builds the same Refiner (weights by absolute path: actors run elsewhere)."""
         self.check_backend()

@@ -85,6 +85,9 @@ def evaluate(
                                                      "failed": len(failures), "failures": failures})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
+        if output_dir is not None and str(output_dir) == "-":  # "-" is standard output elsewhere: no folder "-"
+            raise typer.BadParameter("crm eval writes one mask per pair into a folder, not to standard output; "
+                                     "give a folder name", param_hint="'--output'")
         options.check_backend()
         settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.

@@ -71,7 +71,9 @@ def timing(
     fatal = FailureRecord(json_out, lambda failure: {**inputs, **failure})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        if (image is None) == (size is None) or (image is not None and mask is None):
+        if image is not None and size is not None:
+            raise typer.BadParameter("give IMAGE and MASK, or --size WxH, not both")
+        if image is None and size is None or (image is not None and mask is None):
             raise typer.BadParameter("give IMAGE and MASK, or --size WxH")
         if (refusal := standard_input_refusal((("IMAGE", image), ("MASK", mask)), "time")) is not None:
             raise fatal.fail(refusal, code=2)

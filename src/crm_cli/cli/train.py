@@ -118,6 +118,9 @@ def train(
     from ..training.data import NoTrainingPairsError, list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
+    if str(out) == "-":  # "-" is standard output elsewhere: no run folder "-" is made in silence
+        raise typer.BadParameter("a run is a folder of checkpoints and logs, not standard output; give a "
+                                 "folder name", param_hint="--out")
     check_options(coarse_mix, network_masks, val_set, val_ratios, device)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
     with usage_error("--data"):  # no pairs, or a layout scan_pairs refuses; photos left out are warned of

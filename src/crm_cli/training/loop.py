@@ -1105,7 +1105,8 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
         except WeightsError as exc:
             raise ValueError(f"--init: {exc}") from None
         if loaded.config.encoder != options.encoder:
-            raise ValueError(f"{options.init} holds a {loaded.config.encoder} model, not {options.encoder}")
+            raise ValueError(f"{options.init} holds a model of the {loaded.config.encoder} encoder, not "
+                             f"{options.encoder}")
         return loaded.float(), f"crm checkpoint {Path(options.init).name} sha256={info.sha256}"
     arch = PRESET_ARCHS[options.encoder].to_dict()
     arch.update(options.arch)
