@@ -341,8 +341,8 @@ def test_info_reports_the_device_backend_and_threads_the_environment_asks_for(mo
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["status"] == "failed" and data["default_device"] is None
-    assert data["settings_error"] == ("device 'cuda' was requested but no CUDA GPU is available "
-                                      "(use device 'cpu' or 'auto')")
+    assert data["settings_error"] == ("device 'cuda' (from CRM_DEVICE) was requested but no CUDA GPU is "
+                                      "available (use device 'cpu' or 'auto')")
     assert result.stderr.strip().endswith(f"error: {data['settings_error']}")
 
 

@@ -198,7 +198,9 @@ def test_a_gpu_index_that_is_not_present_is_the_missing_device_error(command: st
         assert result.exit_code == 1, result.output
         assert lines_starting(result.stderr, "error: ") == [missing]
     from_env = runner.invoke(app, args, env={"CRM_DEVICE": "cuda:0"})
-    assert from_env.exit_code == 1 and lines_starting(from_env.stderr, "error: ") == [missing]
+    # Named as CRM_DEVICE's since session 53: a user who typed no device would not know where it came from.
+    assert from_env.exit_code == 1 and lines_starting(from_env.stderr, "error: ") == [
+        missing.replace("'cuda:0' was", "'cuda:0' (from CRM_DEVICE) was")]
     mps = runner.invoke(app, [*args, "-d", "mps:0"])
     assert mps.exit_code == 1
     assert lines_starting(mps.stderr, "error: ") == [

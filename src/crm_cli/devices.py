@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,6 +67,17 @@ def _gpus(count: int) -> str:
     return f"1 CUDA GPU is present ({listed})" if count == 1 else f"{count} CUDA GPUs are present ({listed})"
 
 
+def _requested(name: str) -> str:
+    """``device 'cuda'``, with ``(from CRM_DEVICE)`` when the name is that variable's (which the CLI's
+    --device takes): a user who typed no device would not know where it came from."""
+    env = os.environ.get("CRM_DEVICE", "").strip()
+    try:
+        from_env = bool(env) and device_name(env) == name
+    except DeviceError:
+        from_env = False
+    return f"device {name!r}" + (" (from CRM_DEVICE)" if from_env else "")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cpu[:N]|cuda[:N]|mps[:0]`` (any case) into a torch.device, raising DeviceError if it
     is missing or malformed (torch is imported here, not by this module)."""
@@ -82,14 +94,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} was requested but no CUDA GPU is available "
+            raise DeviceError(f"{_requested(name)} was requested but no CUDA GPU is available "
                               "(use device 'cpu' or 'auto')")
         index = name.partition(":")[2]
         if index and int(index) >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} was requested but only {_gpus(torch.cuda.device_count())}")
+            raise DeviceError(f"{_requested(name)} was requested but only {_gpus(torch.cuda.device_count())}")
         return torch.device(name)
     if not _mps_available(torch):
-        raise DeviceError("device 'mps' was requested but Apple MPS is not available (use device 'cpu' or 'auto')")
+        raise DeviceError(f"{_requested(name)} was requested but Apple MPS is not available (use device 'cpu' or "
+                          "'auto')")
     return torch.device("mps")
 
 
