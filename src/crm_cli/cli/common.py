@@ -319,7 +319,8 @@ def threshold_option(help_text: str, panel: str | None = None) -> Any:
 
 
 ThresholdOpt = Annotated[
-    float | None, threshold_option("Binarise at probability > T (also soft16 and the cutout alpha).", "Output"),
+    float | None, threshold_option("Binarise at probability > T (also soft16, the cutout alpha and the overlay's "
+                                     "contour).", "Output"),
 ]
 
 

