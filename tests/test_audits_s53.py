@@ -160,7 +160,8 @@ def test_a_photo_stamped_in_the_future_does_not_redo_its_output_on_every_run(tin
     assert (json.loads(again.stdout)["done"], json.loads(again.stdout)["skipped"]) == (0, 1)
     assert "older than" not in again.stderr
     written = (out / "a_mask.png").stat().st_mtime_ns
-    os.utime(photo, ns=(written + 10**9, written + 10**9))  # replaced after the output, not in the future
+    # The photo replaced after the output was written, and neither in the future.
+    os.utime(photo, ns=(written - 5 * 10**8, written - 5 * 10**8))
     os.utime(out / "a_mask.png", ns=(written - 10**9, written - 10**9))
     stale = runner.invoke(app, args)
     assert json.loads(stale.stdout)["done"] == 1 and "1 output older than its photo or mask" in stale.stderr
@@ -425,3 +426,66 @@ def test_time_given_both_inputs_and_a_size_says_so(tmp_path: Path) -> None:
     photo, mask = write_scene_files(tmp_path, "p", "m")
     result = runner.invoke(app, ["time", str(photo), str(mask), "--size", "100x100"])
     assert result.exit_code == 2 and "give IMAGE and MASK, or --size WxH, not both" in result.stderr
+
+
+def test_a_rerun_into_a_folder_of_left_out_pairs_skips_its_own_outputs(tiny_weights: Path, tmp_path: Path) -> None:
+    """Review of the mend above: -o root/sub, where sub holds a photo and its mask (left out), wrote
+    sub/a.png for pair a; the rerun took that output for another format of the left-out photo sub/a,
+    an input, and failed the pair. crm's own outputs (their settings record) are no inputs."""
+    root = tmp_path / "root"
+    write_scene_files(root, "a", "a_mask")
+    write_scene_files(root / "sub", "a", "a_mask", seed=2)
+    args = ["batch", str(root), "-o", str(root / "sub"), "-w", str(tiny_weights), "-d", "cpu", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert [item["status"] for item in json.loads(again.stdout)["items"]] == ["skipped"]
+
+
+def test_a_dry_run_needs_the_weights_only_where_the_run_loads_them(tmp_path: Path) -> None:
+    """Review: with only photos under 96 px to do (written unchanged, no model), the run exits 0 with
+    missing weights, so the dry run must too."""
+    write_scene_files(tmp_path / "in", "a_im", "a_seg", size=(64, 80))
+    args = ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-w", str(tmp_path / "nope.safetensors")]
+    assert runner.invoke(app, [*args, "--dry-run"]).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_an_unreadable_folder_clock_judges_stale_outputs_as_before(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: where the output folder's clock could not be read (no file can be made there), every
+    newer input was taken for one stamped in the future, and stale outputs counted as done."""
+    import os
+
+    import crm_cli.locks
+    from crm_cli.cli.batch import older_than_inputs
+    from crm_cli.locks import FolderClocks
+
+    output, photo = tmp_path / "out.png", tmp_path / "photo.png"
+    output.write_bytes(b"x")
+    photo.write_bytes(b"y")
+    stamp = output.stat().st_mtime_ns
+    os.utime(output, ns=(stamp - 10**9, stamp - 10**9))
+    monkeypatch.setattr(crm_cli.locks, "probe_folder_time_ns", lambda folder: None)
+    assert older_than_inputs(output, [photo], FolderClocks())
+
+
+def test_a_confident_sigmoid_of_small_objects_is_no_instance_map() -> None:
+    """Review: small objects of a network's sigmoid output on an exact-0 background, enlarged by nearest
+    neighbour, lie on background too; each steps through several levels, where an instance is one value."""
+    import cv2
+    import numpy as np
+
+    from crm_cli.masks import MaskData
+
+    rng = np.random.default_rng(2)
+    low = np.full((96, 128), -8.0, np.float32)
+    rows, cols = np.mgrid[0:96, 0:128]
+    for _ in range(40):
+        y, x = rng.integers(2, 94), rng.integers(2, 126)
+        distance = np.hypot(rows - y, cols - x)
+        low = np.maximum(low, np.where(distance <= 3.5, 4 - 8 * distance / 3.5 + rng.normal(0, 0.3), -8))
+    sigmoid = np.round(255 / (1 + np.exp(-low))).astype(np.uint8)
+    mask = MaskData(cv2.resize(sigmoid, (1024, 768), interpolation=cv2.INTER_NEAREST), "gray8")
+    assert mask.distinct_values > 32 and mask._on_background() >= 0.25 and not mask.looks_like_ids()

@@ -218,12 +218,12 @@ def test_the_record_is_read_from_the_chunks_before_the_image_data_without_decodi
 
 def test_dash_as_the_output_folder_is_a_usage_error_before_the_model_loads(
         tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crm_cli.runtime
+    import crm_cli.refiner_spec
 
     def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(crm_cli.runtime.RefinerSpec, "build", no_model)
+    monkeypatch.setattr(crm_cli.refiner_spec.RefinerSpec, "build", no_model)
     data = tmp_path / "data"
     four_pairs(data)
     monkeypatch.chdir(tmp_path)

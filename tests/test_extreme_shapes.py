@@ -263,7 +263,7 @@ def without_settings_chunk(data: bytes) -> bytes:
 
 def test_webp_output_of_a_strip_over_16383_px_is_a_usage_error_before_refining(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import crm_cli.runtime
+    import crm_cli.refiner_spec
 
     def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model was loaded")
@@ -278,7 +278,7 @@ def test_webp_output_of_a_strip_over_16383_px_is_a_usage_error_before_refining(t
 
     # 100 px high: refined if it could be written, so the refusal must come before the model.
     photo, mask = strip(100)
-    monkeypatch.setattr(crm_cli.runtime.RefinerSpec, "build", no_model)
+    monkeypatch.setattr(crm_cli.refiner_spec.RefinerSpec, "build", no_model)
     result = runner.invoke(app, ["refine", str(photo), str(mask), "-o", str(tmp_path / "out.webp")])
 
     assert result.exit_code == 2, result.output

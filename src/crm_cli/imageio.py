@@ -786,12 +786,14 @@ def _photo_to_uint8(values: np.ndarray, label: str, photo_bits: int | None = Non
     top = int(values.max()) if values.size else 0
     white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
     if white == 65535 or top == 0:  # an all-black photo is black on any scale: no note
-        scaled, note = _to_uint8(values), None if top == 0 else _few_above_note(values, label)
+        scaled, note = _to_uint8(values), None
     else:
         scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
         note = (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
                 f"values ({white} = white); {_API_SCALE_HINT}")
     if not _flattened(lambda: values, scaled):
+        if white == 65535 and top != 0:
+            note = _few_above_note(values, label)
         return scaled, note
     low = int(values.min())
     span = top - low
@@ -799,28 +801,31 @@ def _photo_to_uint8(values: np.ndarray, label: str, photo_bits: int | None = Non
     return stretched, f"{_stretch_note(label, f'{low} to {top}', white, scaled)}; {_API_SCALE_HINT}"
 
 
-# A photo read on the 16-bit scale all but this share of whose pixels fit a smaller scale is most
-# likely a frame of that scale with a few hot or saturated pixels (one hot pixel in a 12-bit X-ray
-# frame put it on the 16-bit scale, 16 times darker, and the model kept its coarse mask).
+# A photo read on the 16-bit scale all but this share of whose pixels fit 12 bits (or 10) is most likely a
+# frame of that scale with a few hot or saturated pixels (one hot pixel in a 12-bit X-ray frame put it
+# on the 16-bit scale, 16 times darker, and the model kept its coarse mask).
 FEW_ABOVE_SHARE = 1e-3
 
 
 def _few_above_note(values: np.ndarray, label: str) -> str | None:
     """The note for a photo read on the 16-bit scale whose pixels, all but FEW_ABOVE_SHARE of them,
-    fit the smallest of the 10-, 12- and 14-bit scales (so they read almost black), or None. The
-    reading is not changed: a dark 16-bit photo with a few bright lamps is read as it is."""
-    count = values.shape[0] * values.shape[1]
-    for bits in _PHOTO_BIT_DEPTHS[1:]:
+    fit the 12-bit scale (10-bit when they fit that): on the 16-bit scale they read almost black
+    (at most 16 of 255). None otherwise. The reading is not changed: a dark 16-bit photo with a few
+    bright lamps is read as it is."""
+    brightest = values.max(axis=-1) if values.ndim == 3 else values  # one pass over a colour photo
+    count = brightest.size
+    note = None
+    for bits in (12, 10):
         white = (1 << bits) - 1
-        above = values > white
-        over = int(np.count_nonzero(above.any(axis=-1) if values.ndim == 3 else above))
-        if over <= FEW_ABOVE_SHARE * count:
-            darkest = (white * 255 + 32767) // 65535
-            return (f"{label}: a 16-bit image read on the 16-bit scale for {over} pixel{'s' if over != 1 else ''} "
-                    f"above {white} ({100 * over / count:.2g}% of them); the rest hold {bits}-bit values and read "
-                    f"almost black (at most {darkest} of 255): a {bits}-bit frame with hot or saturated pixels? "
-                    f"{_API_SCALE_HINT}")
-    return None
+        over = int(np.count_nonzero(brightest > white))
+        if over > FEW_ABOVE_SHARE * count:
+            break
+        darkest = (white * 255 + 32767) // 65535
+        note = (f"{label}: a 16-bit image read on the 16-bit scale for {over} pixel{'s' if over != 1 else ''} "
+                f"above {white} ({100 * over / count:.2g}% of them); the rest hold {bits}-bit values and read "
+                f"almost black (at most {darkest} of 255): a {bits}-bit frame with hot or saturated pixels? "
+                f"{_API_SCALE_HINT}")
+    return note
 
 
 def _fixed_scale_to_uint8(values: np.ndarray, label: str, bits: int) -> tuple[np.ndarray, str | None]:

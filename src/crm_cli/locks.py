@@ -254,10 +254,34 @@ class FolderClocks:
 
     def __init__(self) -> None:
         self._readings: dict[Path, int] = {}
+        self._read_at: dict[Path, int] = {}  # time.monotonic_ns() of each reading
+
+    def after_now(self, folder: str | Path, stamped_ns: int) -> bool:
+        """True when ``stamped_ns`` is after now by ``folder``'s clock (a file stamped in the future);
+        False when it is not, or when that clock cannot be read. A stamp later than the last reading by
+        more than the time since it (and a 2 s margin) is in the future without another probe, so a
+        folder of future-stamped photos costs one probe, not one per photo."""
+        import time
+
+        key = Path(folder).absolute()
+        reading = self._readings.get(key)
+        if reading is not None:
+            if stamped_ns <= reading:
+                return False
+            elapsed = time.monotonic_ns() - self._read_at[key]
+            if stamped_ns > reading + elapsed + 2 * 10**9:
+                return True
+        probed = probe_folder_time_ns(key)
+        if probed is None:
+            return False
+        self._readings[key], self._read_at[key] = probed, time.monotonic_ns()
+        return stamped_ns > probed
 
     def not_in_future(self, folder: str | Path, stamped_ns: int) -> bool:
         """True when ``stamped_ns`` is not after now by ``folder``'s clock; False when it is, or
         when that clock cannot be read (no file can be made in ``folder``)."""
+        import time
+
         key = Path(folder).absolute()  # the driver and the jobs name one folder differently
         reading = self._readings.get(key)
         if reading is not None and stamped_ns <= reading:
@@ -265,7 +289,7 @@ class FolderClocks:
         probed = probe_folder_time_ns(key)
         if probed is None:
             return False
-        self._readings[key] = probed
+        self._readings[key], self._read_at[key] = probed, time.monotonic_ns()
         return stamped_ns <= probed
 
 

@@ -118,7 +118,10 @@ class InputFiles:
         for pair in self._found.pairs:
             yield from (pair.image, pair.mask) if pair.gt is None else (pair.image, pair.mask, pair.gt)
         yield from (failure.image for failure in self._found.unpaired_photos)
-        yield from self._found.left_out_inputs
+        # A left-out file that carries crm batch's settings record is an earlier run's output (another
+        # format of a left-out photo's name, a mask there a photo outside would take), not an input.
+        yield from (path for path in self._found.left_out_inputs
+                    if (check := finished_output(path, with_record=True)) is None or check.text is None)
 
     def behind(self, output: Path) -> Path | None:
         """The input that ``output`` is (through any links), or None."""
@@ -469,7 +472,7 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path], clocks: Folder
     cannot be read is left to the other checks (an input gone fails when the pair is refined). With
     ``clocks``, an input stamped after now by the output folder's clock (a camera card's local time
     copied with its stamps, a camera whose clock is wrong) tells nothing: every output would be older
-    than it, and refined again on every run.
+    than it, and refined again on every run. A folder whose clock cannot be read judges as before.
     """
     try:
         written = os.stat(output).st_mtime_ns
@@ -480,7 +483,7 @@ def older_than_inputs(output: Path, inputs: Sequence[str | Path], clocks: Folder
             stamped = os.stat(path).st_mtime_ns
         except OSError:
             continue
-        if written < stamped and (clocks is None or clocks.not_in_future(output.parent, stamped)):
+        if written < stamped and (clocks is None or not clocks.after_now(output.parent, stamped)):
             return True
     return False
 
@@ -831,8 +834,9 @@ def batch(
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
             f"{folder_name}")
     if dry_run:
-        with user_errors(fatal.emit):  # the run would fail at once: the weights, or a GPU asked for
-            options.check_loadable()
+        if any(not small[pair] for pair in todo):  # as the run loads the model: a pair to refine
+            with user_errors(fatal.emit):  # the run would fail at once: the weights, or a GPU asked for
+                options.check_loadable(gpu=ray_address is None)  # a Ray run's GPUs are the cluster's
         for pair in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "todo",

@@ -444,13 +444,13 @@ class RefinerOptions:
             raise fail(f"--backend onnx runs on the CPU, not --device {self.device} (use --backend torch)",
                        code=2)
 
-    def check_loadable(self) -> None:
+    def check_loadable(self, gpu: bool = True) -> None:
         """What loading would refuse, found without loading (``crm batch --dry-run``): weights (and their
-        partner) that are missing or no checkpoint, and an explicit GPU that is not present (torch is
-        imported for that one). Raises WeightsError or DeviceError."""
+        partner) that are missing or no checkpoint, and with ``gpu`` an explicit GPU that is not present
+        here (torch is imported for that one). Raises WeightsError or DeviceError."""
         self.check_backend()
         self._spec(self.weights).check()
-        if self.device not in ("auto", "cpu"):
+        if gpu and self.device not in ("auto", "cpu"):
             from ..devices import resolve_device
 
             resolve_device(self.device)
