@@ -489,3 +489,15 @@ def test_a_confident_sigmoid_of_small_objects_is_no_instance_map() -> None:
     sigmoid = np.round(255 / (1 + np.exp(-low))).astype(np.uint8)
     mask = MaskData(cv2.resize(sigmoid, (1024, 768), interpolation=cv2.INTER_NEAREST), "gray8")
     assert mask.distinct_values > 32 and mask._on_background() >= 0.25 and not mask.looks_like_ids()
+
+
+@pytest.mark.parametrize("command", ["refine", "eval", "score"])
+def test_a_threshold_of_1_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    """No probability is above 1: -t 1 wrote (or scored) an empty mask without a word."""
+    photo, mask = write_scene_files(tmp_path, "a_im", "a_seg")
+    args = {"refine": ["refine", str(photo), str(mask), "-o", str(tmp_path / "o.png")],
+            "eval": ["eval", str(tmp_path)], "score": ["score", str(mask), str(mask)]}[command]
+    result = runner.invoke(app, [*args, "-t", "1"])
+    assert result.exit_code == 2 and "no probability is above 1, so every mask would be empty" in result.stderr
+    assert not (tmp_path / "o.png").exists()
+    assert "would be empty" not in runner.invoke(app, [*args, "-t", "0.99", "--help"]).stderr

@@ -312,9 +312,19 @@ OutputKindOpt = Annotated[
 ]
 
 
+def threshold_value(ctx: Any, param: Any, value: float | None) -> float | None:
+    """Click callback of ``-t``: a finite T (:func:`finite_option`) below 1. No probability is above 1,
+    so ``-t 1`` made every mask empty without a word."""
+    value = finite_option(ctx, param, value)
+    if value is not None and value >= 1.0:
+        raise typer.BadParameter("no probability is above 1, so every mask would be empty; give T below 1",
+                                 ctx=ctx, param=param)
+    return value
+
+
 def threshold_option(help_text: str, panel: str | None = None) -> Any:
-    """The ``--threshold/-t T`` option (T in [0, 1], default None), with each command's own help."""
-    return typer.Option("--threshold", "-t", min=0.0, max=1.0, callback=finite_option, rich_help_panel=panel,
+    """The ``--threshold/-t T`` option (0 <= T < 1, default None), with each command's own help."""
+    return typer.Option("--threshold", "-t", min=0.0, max=1.0, callback=threshold_value, rich_help_panel=panel,
                         metavar="T", help=help_text)
 
 
