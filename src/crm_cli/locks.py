@@ -261,36 +261,33 @@ class FolderClocks:
         False when it is not, or when that clock cannot be read. A stamp later than the last reading by
         more than the time since it (and a 2 s margin) is in the future without another probe, so a
         folder of future-stamped photos costs one probe, not one per photo."""
-        import time
-
         key = Path(folder).absolute()
         reading = self._readings.get(key)
         if reading is not None:
             if stamped_ns <= reading:
                 return False
-            elapsed = time.monotonic_ns() - self._read_at[key]
-            if stamped_ns > reading + elapsed + 2 * 10**9:
+            if stamped_ns > reading + time.monotonic_ns() - self._read_at[key] + 2 * 10**9:
                 return True
+        probed = self._probe(key)
+        return probed is not None and stamped_ns > probed
+
+    def _probe(self, key: Path) -> int | None:
+        """Now by the clock of the folder ``key`` (absolute), kept as its latest reading; None when it
+        cannot be read."""
         probed = probe_folder_time_ns(key)
-        if probed is None:
-            return False
-        self._readings[key], self._read_at[key] = probed, time.monotonic_ns()
-        return stamped_ns > probed
+        if probed is not None:
+            self._readings[key], self._read_at[key] = probed, time.monotonic_ns()
+        return probed
 
     def not_in_future(self, folder: str | Path, stamped_ns: int) -> bool:
         """True when ``stamped_ns`` is not after now by ``folder``'s clock; False when it is, or
         when that clock cannot be read (no file can be made in ``folder``)."""
-        import time
-
         key = Path(folder).absolute()  # the driver and the jobs name one folder differently
         reading = self._readings.get(key)
         if reading is not None and stamped_ns <= reading:
             return True
-        probed = probe_folder_time_ns(key)
-        if probed is None:
-            return False
-        self._readings[key], self._read_at[key] = probed, time.monotonic_ns()
-        return stamped_ns <= probed
+        probed = self._probe(key)
+        return probed is not None and stamped_ns <= probed
 
 
 class OutputLock:

@@ -478,11 +478,21 @@ class MaskData:
         """The step of the even grid of at most REGION_SAMPLE_PIXELS pixels that shape tests read."""
         return max(1, math.ceil(math.sqrt(self.values.size / REGION_SAMPLE_PIXELS)))
 
+    @cached_property
+    def _grid_values(self) -> np.ndarray:
+        """The values on the even grid of :attr:`_sample_step` (C order), which the shape tests read."""
+        step = self._sample_step
+        return np.ascontiguousarray(self.values[::step, ::step])
+
+    @cached_property
+    def _grid_distinct(self) -> int:
+        """How many distinct values :attr:`_grid_values` holds, counted once (a sort of the sample)."""
+        return int(np.unique(self._grid_values).size)
+
     def _few_values(self) -> bool:
         """True when the mask holds more than two and at most LABEL_MAP_MAX_IDS values. Wider values are
         first counted on an even grid, so a 16-bit soft mask is turned away without sorting every pixel."""
-        step = self._sample_step
-        if not self._counts_are_short and step > 1 and np.unique(self.values[::step, ::step]).size > LABEL_MAP_MAX_IDS:
+        if not self._counts_are_short and self._sample_step > 1 and self._grid_distinct > LABEL_MAP_MAX_IDS:
             return False
         return 2 < self.distinct_values <= LABEL_MAP_MAX_IDS
 
@@ -623,16 +633,14 @@ class MaskData:
         :attr:`_sample_step` where the values are wide (no sort of every pixel of a 16-bit mask)."""
         if self._counts_are_short:
             return self.distinct_values > LABEL_MAP_MAX_IDS
-        step = self._sample_step
-        return np.unique(self.values[::step, ::step]).size > LABEL_MAP_MAX_IDS
+        return self._grid_distinct > LABEL_MAP_MAX_IDS
 
     def _one_value_objects(self) -> float:
         """The share of the non-zero pixels (on the even grid of :attr:`_sample_step`) that lie in connected
         objects holding one value only (LABEL_MAP_ONE_VALUE_OBJECTS)."""
         import cv2
 
-        step = self._sample_step
-        values = np.ascontiguousarray(self.values[::step, ::step])
+        values = self._grid_values
         count, objects = cv2.connectedComponents((values != 0).astype(np.uint8), connectivity=8)
         if count <= 1:
             return 0.0
@@ -650,8 +658,7 @@ class MaskData:
         """The share of the places (on the even grid of :attr:`_sample_step`) where two neighbouring
         values differ that have 0 on one side (LABEL_MAP_ON_BACKGROUND): objects on background, not a
         soft mask's levels stepping one into the next."""
-        step = self._sample_step
-        values = self.values[::step, ::step]
+        values = self._grid_values
         changes = on_background = 0
         for first, second in ((values[:, :-1], values[:, 1:]), (values[:-1, :], values[1:, :])):
             differ = first != second
