@@ -12,6 +12,8 @@ refined masks disagree. Pure NumPy + OpenCV.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .masks import binarize, check_rgb_image
@@ -27,6 +29,8 @@ TEXT_COLOR = (255, 255, 255)
 MASK_ALPHA = 0.5  # weight of the mask colour where a crop's mask is on
 
 Window = tuple[int, int, int, int]  # y0, x0, y1, x1 in full-image pixels
+
+logger = logging.getLogger(__name__)
 
 
 def default_crop_size(height: int, width: int) -> int:
@@ -156,6 +160,11 @@ def compare_strip(image: np.ndarray, coarse: np.ndarray, refined: np.ndarray, gt
         masks.append(binarize(mask))
     size = default_crop_size(height, width) if crop_size is None else max(1, min(crop_size, height, width))
     windows = difference_windows(masks[0], masks[1], crops, size)
+    if len(windows) < crops:
+        what = "pixel where the masks differ" if (masks[0] != masks[1]).any() else "pixel of the refined boundary"
+        where = f"no other {size}x{size} window apart from {'it' if len(windows) == 1 else 'them'}" if windows \
+            else f"no {size}x{size} window"
+        logger.warning("%d of the %d crops asked for: %s holds a %s", len(windows), crops, where, what)
 
     # Top row: contours drawn at panel scale so they stay visible on downscaled 4K images. The
     # panels are panel_height tall unless that would make them wider than MAX_PANEL_WIDTH: a 300x1

@@ -98,7 +98,7 @@ def _folder_sample(pair: FilePair, photo_bits: int | None = None) -> Sample:
     fit = partial(fit_mask_to_image, image_hw=image.shape[:2], image_orientation=orientation,
                   image_name=str(pair.image))
     coarse, coarse_notes = fit(read_mask(pair.mask), mask_name=str(pair.mask))
-    gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt))
+    gt, gt_notes = fit(read_mask(pair.gt), mask_name=str(pair.gt), role="ground truth")
     notes += coarse_notes + gt_notes
     # Both are read as one object here (crm eval has no --mode), so ids look-alikes are only named.
     notes += [note for mask, name in ((coarse, pair.mask), (gt, pair.gt))

@@ -805,24 +805,27 @@ def drawn_on_stored_pixels(mask_hw: tuple[int, int], mask_orientation: int, imag
     return not fits_image(mask_hw, image_hw) and fits_image(mask_hw, stored_hw)
 
 
-def check_mask_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], image_name: str, mask_name: str) -> bool:
+def check_mask_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], image_name: str, mask_name: str,
+                    role: str = "mask") -> bool:
     """The size rule: False when the sizes are equal, True when the mask is a smaller copy with the
-    same aspect ratio (to be upsampled); SizeMismatchError otherwise."""
+    same aspect ratio (to be upsampled); SizeMismatchError otherwise, calling the file a ``role``
+    ("ground truth" for crm eval's)."""
     (mask_h, mask_w), (image_h, image_w) = mask_hw, image_hw
     if (mask_h, mask_w) == (image_h, image_w):
         return False
     if not fits_image(mask_hw, image_hw):
         raise SizeMismatchError(
-            f"mask {mask_name} is {mask_w}x{mask_h} but image {image_name} is {image_w}x{image_h}; "
-            "a mask must have the image's size or be a smaller copy with the same aspect ratio"
+            f"{role} {mask_name} is {mask_w}x{mask_h} but image {image_name} is {image_w}x{image_h}; "
+            f"a {role} must have the image's size or be a smaller copy with the same aspect ratio"
         )
     return True
 
 
 def match_mask_to_image(
-    mask: MaskData, image_hw: tuple[int, int], image_name: str, mask_name: str
+    mask: MaskData, image_hw: tuple[int, int], image_name: str, mask_name: str, role: str = "mask"
 ) -> tuple[MaskData, bool]:
-    """Fit ``mask`` to an image of size ``image_hw`` = (height, width).
+    """Fit ``mask`` to an image of size ``image_hw`` = (height, width); ``role`` names the file in the
+    error (``check_mask_size``).
 
     Returns (mask, False) when sizes are equal, (upsampled mask, True) when the mask is a smaller
     copy with the same aspect ratio, and raises SizeMismatchError otherwise.
@@ -830,7 +833,7 @@ def match_mask_to_image(
     import cv2
 
     image_h, image_w = int(image_hw[0]), int(image_hw[1])
-    if not check_mask_size(mask.shape, (image_h, image_w), image_name, mask_name):
+    if not check_mask_size(mask.shape, (image_h, image_w), image_name, mask_name, role):
         return mask, False
     # Interpolating class ids would invent labels in between (or soften a void band), so those use
     # nearest neighbour.
@@ -849,7 +852,7 @@ def match_mask_to_image(
                     transparency=mask.transparency), True
 
 
-def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name: str) -> bool:
+def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name: str, role: str = "mask") -> bool:
     """Apply :func:`match_mask_to_image`'s size rule to two headers, before decoding anything.
 
     Returns True when the mask will be upsampled; raises SizeMismatchError when it cannot fit.
@@ -859,7 +862,7 @@ def check_pair_headers(image: HasSize, mask: HasSize, image_name: str, mask_name
     if drawn_on_stored_pixels(mask_hw, mask.orientation, image_hw, image.orientation):
         image_hw = (image.width, image.height)
     try:
-        return check_mask_size(mask_hw, image_hw, image_name, mask_name)
+        return check_mask_size(mask_hw, image_hw, image_name, mask_name, role)
     except SizeMismatchError as exc:
         # A damaged EXIF block can be why: its orientation (a turn) was not applied.
         reasons = [note for note in (getattr(image, "damaged_tags", None), getattr(mask, "damaged_tags", None))

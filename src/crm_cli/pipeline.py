@@ -177,9 +177,10 @@ def _shown_if_failing(reading_notes: list[str]) -> Iterator[None]:
 
 
 def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientation: int, image_name: str,
-                      mask_name: str) -> tuple[MaskData, list[str]]:
+                      mask_name: str, role: str = "mask") -> tuple[MaskData, list[str]]:
     """One mask of an upright image made to fit it: rotated like the image when it was made from
-    the stored pixels, a smaller same-aspect copy upsampled (SizeMismatchError otherwise).
+    the stored pixels, a smaller same-aspect copy upsampled (SizeMismatchError otherwise, calling the
+    file a ``role``: "ground truth" for crm eval's).
 
     Returns (the mask, notes for the log), a note for each rule that applied, including a 16-bit
     mask read on the 8-bit scale, and first a colour mask that looks like a photo (the image and
@@ -191,7 +192,7 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
     if drawn_on_stored_pixels(mask.shape, mask.orientation, image_hw, image_orientation):
         mask = replace(mask, values=apply_orientation(mask.values, image_orientation), orientation=image_orientation)
         notes.append(f"{mask_name}: fits {image_name} as stored, before its EXIF rotation; rotated the same way")
-    mask, upsampled = _match_noted(mask, image_hw, image_name, mask_name)
+    mask, upsampled = _match_noted(mask, image_hw, image_name, mask_name, role=role)
     notes += upsampled
     if (note := scale_note(mask, mask_name)) is not None:
         notes.append(note)
@@ -199,10 +200,10 @@ def fit_mask_to_image(mask: MaskData, image_hw: tuple[int, int], image_orientati
 
 
 def _match_noted(mask: MaskData, image_hw: tuple[int, int], image_name: str,
-                 mask_name: str, to_mask: bool = False) -> tuple[MaskData, list[str]]:
+                 mask_name: str, to_mask: bool = False, role: str = "mask") -> tuple[MaskData, list[str]]:
     """``masks.match_mask_to_image``, with the note for a mask upsampled (none when the sizes are equal);
     ``to_mask``: ``image_name`` is another mask, whose size it took (scoring)."""
-    mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name)
+    mask, resized = match_mask_to_image(mask, image_hw, image_name, mask_name, role)
     target = f"the size of {image_name}," if to_mask else "the image size"
     return mask, [f"{mask_name}: upsampled to {target} {image_hw[1]}x{image_hw[0]}"] if resized else []
 

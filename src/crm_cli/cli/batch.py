@@ -48,7 +48,9 @@ from .common import (
     photo_bits_value,
     printable,
     refiner_options,
+    refuse_standard_output,
     report_failure,
+    require_existing,
     say,
     shortage_message,
     stop_behind,
@@ -653,7 +655,7 @@ def output_folder_name(output: str) -> str:
 @refiner_options(resumable=lambda values: not values["overwrite"])
 def batch(
     folder: Annotated[Path, typer.Argument(
-        exists=True, file_okay=False, metavar="FOLDER",
+        metavar="FOLDER",
         help="A folder with images/ and masks/ (each mask named as its photo, or <name>_mask, <name>-matte...), "
              "a BIG-layout folder (*_im + *_seg), or photos with their <name>_mask masks beside them; with "
              "--masks, the photos' folder.")],
@@ -662,7 +664,7 @@ def batch(
         "--output", "-o", metavar="DIR",
         help="Output folder (mirrors sub-folders; may lie inside FOLDER).")],
     masks_dir: Annotated[Path | None, typer.Option(
-        "--masks", exists=True, file_okay=False, metavar="DIR",
+        "--masks", metavar="DIR",
         help="The masks' folder, FOLDER holding the photos (shots/ + mattes/): paired as images/ + masks/ are.")
     ] = None,
     options: RefinerOptions = RefinerOptions(),
@@ -702,11 +704,11 @@ def batch(
                                                      "items": in_input_order(items, order)})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        # Everywhere else - is stdout: no folder named "-" is made in silence. The argument as given,
-        # not as a Path: Path("./-") reads "-", and ./- names a folder.
-        if output == "-":
-            raise typer.BadParameter("crm batch writes one file per pair into a folder, not to standard output; "
-                                     "give a folder name", param_hint="'--output'")
+        require_existing(folder, "'FOLDER'")
+        if masks_dir is not None:
+            require_existing(masks_dir, "'--masks'")
+        refuse_standard_output(output, "crm batch writes one file per pair into a folder, not to standard output",
+                               "'--output'")
         if not output:  # Path("") is the working folder: -o "$OUT" with OUT unset would write there
             raise typer.BadParameter(EMPTY_PATH, param_hint="'--output'")
         if (too_long := name_too_long(output_dir, "folder")) is not None:  # before it is stat'ed

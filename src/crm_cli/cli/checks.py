@@ -296,7 +296,7 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
     try:
         header, small = check_pair(image, mask, image_name, mask_name, settings, tile_size, mode=mode)
         if gt is not None:
-            check_pair_headers(header, probe_image(gt, name=str(gt)), image_name, str(gt))
+            check_pair_headers(header, probe_image(gt, name=str(gt)), image_name, str(gt), role="ground truth")
     except (ImageReadError, ValueError, MemoryError) as exc:  # SizeMismatchError is a ValueError
         return str(exc), None, False
     return None, header, small

@@ -26,7 +26,9 @@ from .common import (
     list_items,
     photo_bits_value,
     refiner_options,
+    refuse_standard_output,
     report_failure,
+    require_existing,
     say,
     usage_errors_recorded,
     user_errors,
@@ -110,9 +112,9 @@ def special_output(output: Path) -> str | None:
 @refiner_options(guard=False, resumable=True)
 def coco(
     annotations: Annotated[Path, typer.Argument(
-        exists=True, dir_okay=False, metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
+        metavar="ANNOTATIONS.json", help="COCO instances file (polygons or RLE).")],
     images: Annotated[Path, typer.Option(
-        "--images", "-i", exists=True, file_okay=False, metavar="DIR",
+        "--images", "-i", metavar="DIR",
         help="Folder the images' file_name entries are relative to.")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", dir_okay=False, metavar="FILE", help="Refined COCO file (written atomically).")],
@@ -163,9 +165,10 @@ def coco(
     fatal = FailureRecord(json_out, lambda failure: {**failure, "output": str(output)})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        if str(output) == "-":  # everywhere else - is stdout: no file named "-" is made in silence
-            raise typer.BadParameter("crm coco writes a file (its progress file goes beside it, for resuming), "
-                                     "not standard output; give a file name", param_hint="'--output'")
+        require_existing(annotations, "'ANNOTATIONS.json'", folder=False)
+        require_existing(images, "'--images' / '-i'")
+        refuse_standard_output(output, "crm coco writes a file (its progress file goes beside it, for resuming), "
+                               "not standard output", "'--output'", kind="file")
         ray_spec = checked_ray_spec(options, ray_address)
         wanted = parse_ids(category_ids)
         if output.resolve() == annotations.resolve():

@@ -117,12 +117,17 @@ class CrmGroup(TyperGroup):
     """The ``crm`` command group: usage errors print one line plus a hint (no box, no usage dump)."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        """The command ``args`` name, its path parameters made to refuse an empty value."""
+        """The command ``args`` name, its path parameters made to refuse an empty value (and, where
+        crm checks the file itself, to leave its readability to crm)."""
         name, command, rest = super().resolve_command(ctx, args)
         for param in [] if command is None else command.params:
             if type(param.type).__name__ in _PATH_TYPE_NAMES:
                 # A subclass that adds no state: the instance keeps its settings (exists, dir_okay...).
                 param.type.__class__ = non_empty_path_type(type(param.type))
+                if not param.type.exists:
+                    # crm opens these itself and names an unreadable file as it names a missing one
+                    # (exit 1); click would call it a usage error (2), and refuse an output it may replace.
+                    param.type.readable = False
         return name, command, rest
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
@@ -930,6 +935,26 @@ def usage_errors_recorded(record: FailureRecord) -> Iterator[None]:
         raise
     finally:
         _usage_record.reset(token)
+
+
+def refuse_standard_output(given: Path | str | None, writes: str, param_hint: str, kind: str = "folder") -> None:
+    """A usage error when an output option that names a folder (or a ``kind`` of file) is ``-``: it is
+    standard output everywhere else in crm, so no folder "-" is made in silence. ``writes`` says what
+    the command writes there ("crm eval writes one mask per pair into a folder, not to standard
+    output"). The value as given: Path("./-") reads "-", and ./- names a folder."""
+    if given is not None and str(given) == "-":
+        raise typer.BadParameter(f"{writes}; give a {kind} name", param_hint=param_hint)
+
+
+def require_existing(path: Path, param_hint: str, folder: bool = True) -> None:
+    """Click's ``exists`` check of an input (a usage error naming ``path``), made inside the command,
+    where :func:`usage_errors_recorded` prints its ``--json`` record: click's own checks run before
+    the command, and a script piping ``--json`` to a parser got nothing on stdout."""
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if not path.exists():
+        raise typer.BadParameter(f"{kind} {path} does not exist", param_hint=param_hint)
+    if path.is_dir() != folder:
+        raise typer.BadParameter(f"{path} is a {other}, not a {kind}", param_hint=param_hint)
 
 
 def percent(value: float | None) -> str:

@@ -25,7 +25,9 @@ from .common import (
     percent,
     photo_bits_value,
     refiner_options,
+    refuse_standard_output,
     report_failure,
+    require_existing,
     say,
     threshold_option,
     usage_errors_recorded,
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 @refiner_options()
 def evaluate(
-    folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="FOLDER",
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER",
                                            help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
     output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False, metavar="DIR",
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
@@ -85,9 +87,9 @@ def evaluate(
                                                      "failed": len(failures), "failures": failures})
     # With --json, crm's own usage errors print this record too, as runtime failures do.
     with usage_errors_recorded(fatal):
-        if output_dir is not None and str(output_dir) == "-":  # "-" is standard output elsewhere: no folder "-"
-            raise typer.BadParameter("crm eval writes one mask per pair into a folder, not to standard output; "
-                                     "give a folder name", param_hint="'--output'")
+        require_existing(folder, "'FOLDER'")
+        refuse_standard_output(output_dir, "crm eval writes one mask per pair into a folder, not to standard output",
+                               "'--output'")
         options.check_backend()
         settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.

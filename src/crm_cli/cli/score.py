@@ -214,6 +214,10 @@ def score(
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         if coco_files and threshold is not None:
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
+        if pred_suffix is not None and (coco_files or pred.is_file()):
+            # It picks a prediction for each ground truth in a PRED folder; a file is scored as given.
+            raise typer.BadParameter(f"it names predictions in a PRED folder, and PRED {pred} is a "
+                                     f"{'COCO file' if coco_files else 'file'}", param_hint="'--pred-suffix'")
         from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
 
         # One ground truth (a file) is scored or is an error; in folders each pair fails on its own.

