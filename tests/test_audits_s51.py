@@ -426,10 +426,13 @@ def test_a_path_given_for_an_array_says_how_to_read_it(tiny_weights: Path) -> No
 
     refiner = Refiner(tiny_weights, device="cpu")
     image, mask = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)
-    with pytest.raises(ValueError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got a path \('photo.jpg'\); "
-                                         r"read it first: crm_cli.imageio.read_image\(...\)$"):
+    # A TypeError, as the mask's (session 54; it was a ValueError).
+    with pytest.raises(TypeError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got a path \('photo.jpg'\); "
+                                        r"read it first: crm_cli.imageio.read_image\(...\)$"):
         refiner.refine("photo.jpg", mask)
-    with pytest.raises(ValueError, match=r"got 4000 bytes \(a file's contents\?\); read it first"):
+    with pytest.raises(TypeError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got None$"):
+        refiner.refine(None, mask)
+    with pytest.raises(TypeError, match=r"got 4000 bytes \(a file's contents\?\); read it first"):
         refiner.refine(b"\x89PNG" * 1000, mask)  # an upload: named by its size, not printed whole
     with pytest.raises(TypeError, match=r"^mask must be an \(H, W\) array, got a path \(PosixPath\('m.png'\)\); "
                                         r"read it first: crm_cli.imageio.read_mask\(...\).probability\(\)$"):

@@ -165,3 +165,27 @@ def test_a_missing_input_folder_still_prints_the_json_record(tmp_path: Path, arg
     assert record["error"] == error.format(tmp=tmp_path)
     assert f"error: {error.format(tmp=tmp_path)}" in flat(result.stderr)
     assert not (tmp_path / "out").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_the_api_hints_name_what_it_takes(tiny_weights: Path) -> None:
+    """Refiner.refine took PIL images and Refiner a torch.device, but the hints named only arrays and
+    strings, so a type checker refused calls that work."""
+    import typing
+
+    import torch
+    from conftest import synthetic_scene
+    from PIL import Image
+
+    import crm_cli.engine as engine
+
+    names = {**vars(engine), "Image": Image, "torch": torch}
+    for method in (engine.Refiner.refine, engine.Refiner.refine_detailed):
+        hints = typing.get_type_hints(method, globalns=names)
+        assert Image.Image in typing.get_args(hints["image"]) and Image.Image in typing.get_args(hints["mask"])
+    for method in (engine.Refiner.__init__, engine.Refiner.from_checkpoint):
+        assert torch.device in typing.get_args(typing.get_type_hints(method, globalns=names)["device"])
+    # What the hints name is taken, and gives what the arrays give.
+    photo, mask = synthetic_scene(64, 96, seed=3)
+    refiner = engine.Refiner(tiny_weights, device=torch.device("cpu"))
+    np.testing.assert_array_equal(refiner.refine(Image.fromarray(photo), Image.fromarray(mask)),
+                                  refiner.refine(photo, mask))

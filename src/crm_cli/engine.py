@@ -76,6 +76,7 @@ from .stage_geometry import StageTiming, check_precision, check_tile_options, wh
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 __all__ = ["BACKENDS", "MIN_STAGE_SIDE", "RefineResult", "Refiner", "choose_backend"]
 
@@ -282,7 +283,7 @@ class Refiner:
     have the sha256 the original loaded (``checkpoint.WeightsError`` otherwise).
     """
 
-    def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str = "auto", *,
+    def __init__(self, model: torch.nn.Module | str | Path | None = None, device: str | torch.device = "auto", *,
                  info: CheckpointInfo | None = None, precision: str = "fp32", channels_last: bool | None = None,
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
                  backend: str = "auto", threads: int | None = None,
@@ -512,7 +513,8 @@ class Refiner:
         return device.type if device is not None else "cpu"
 
     @classmethod
-    def from_checkpoint(cls, weights: str | Path | None = None, device: str = "auto", **options: object) -> Refiner:
+    def from_checkpoint(cls, weights: str | Path | None = None, device: str | torch.device = "auto",
+                        **options: object) -> Refiner:
         """Load a checkpoint (None: the shipped weights, or ``CRM_WEIGHTS``) and run it on ``device``."""
         return cls(weights, device, **options)  # type: ignore[arg-type]
 
@@ -530,8 +532,9 @@ class Refiner:
         """Human-readable device description."""
         return self.runner.device_name
 
-    def refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
-                        roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
+    def refine_detailed(self, image: np.ndarray | Image.Image, mask: np.ndarray | Image.Image,
+                        ratios: Sequence[float] | str | None = None, roi: bool | None = None,
+                        full_decode: bool | None = None, *, adaptive: bool | None = None,
                         guard: bool | None = None, snap: bool | None = None, preset: Preset | str | None = None,
                         keep_stages: bool = False) -> RefineResult:
         """Refine and also return the schedule, timings and (with ``keep_stages``) every stage.
@@ -548,7 +551,8 @@ class Refiner:
                 its image.
             ValueError: an image or mask of another shape, type or range than :meth:`refine` lists,
                 an empty image, or invalid settings.
-            TypeError: a mask that is not a numeric array.
+            TypeError: an image or mask that is no array (None, a path, a file's bytes), or a mask
+                that is not numeric.
             MemoryError: too little of the machine's memory for this image (NumPy's, ONNX
                 Runtime's, and OpenCV's and torch's on the CPU, raised from theirs). A GPU's
                 shortage keeps torch's type (``torch.OutOfMemoryError``, a RuntimeError);
@@ -764,8 +768,9 @@ class Refiner:
                 result.stages.append(runner.as_array(current))
         return runner.as_array(current)
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None = None,
-               roi: bool | None = None, full_decode: bool | None = None, *, adaptive: bool | None = None,
+    def refine(self, image: np.ndarray | Image.Image, mask: np.ndarray | Image.Image,
+               ratios: Sequence[float] | str | None = None, roi: bool | None = None,
+               full_decode: bool | None = None, *, adaptive: bool | None = None,
                guard: bool | None = None, snap: bool | None = None, preset: Preset | str | None = None) -> np.ndarray:
         """Refine a coarse mask; returns a float32 probability map (H, W) in [0, 1].
 
@@ -783,7 +788,8 @@ class Refiner:
         Raises:
             SizeMismatchError: (``masks.SizeMismatchError``, a ValueError, so ``except ValueError``
                 catches it too) a mask of another size than its image.
-            TypeError: a mask that is not a numeric array.
+            TypeError: an image or mask that is no array (None, a path, a file's bytes), or a mask
+                that is not numeric.
             ValueError: an image or mask of another shape or type than listed, an empty image,
                 float values outside [0, 1] or NaN, integer values other than 0/1 in a type other
                 than uint8/uint16, or invalid settings.

@@ -363,14 +363,17 @@ def binarize(mask: np.ndarray) -> np.ndarray:
 
 
 def check_rgb_image(image: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """``image`` as a contiguous (H, W, 3) uint8 RGB array of size ``shape`` (when given); ValueError
-    otherwise, a PIL image in another mode than RGB (YCbCr, HSV, LAB also give 3 uint8 channels) included."""
+    """``image`` as a contiguous (H, W, 3) uint8 RGB array of size ``shape`` (when given); TypeError for
+    None, a path or a file's bytes (as :func:`checked_mask`), ValueError otherwise, a PIL image in
+    another mode than RGB (YCbCr, HSV, LAB also give 3 uint8 channels) included."""
     mode = pil_mode(image)
     if mode is not None and mode != "RGB":
         raise ValueError(f"image must be RGB, got a PIL image in mode {mode}; pass image.convert('RGB')")
+    if image is None:
+        raise TypeError("image must be an (H, W, 3) uint8 RGB array, got None")
     if isinstance(image, (str, bytes, os.PathLike)):
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {_path_or_bytes(image)}; read it first: "
-                         "crm_cli.imageio.read_image(...)")
+        raise TypeError(f"image must be an (H, W, 3) uint8 RGB array, got {_path_or_bytes(image)}; read it first: "
+                        "crm_cli.imageio.read_image(...)")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
