@@ -189,3 +189,16 @@ def test_the_api_hints_name_what_it_takes(tiny_weights: Path) -> None:
     refiner = engine.Refiner(tiny_weights, device=torch.device("cpu"))
     np.testing.assert_array_equal(refiner.refine(Image.fromarray(photo), Image.fromarray(mask)),
                                   refiner.refine(photo, mask))
+
+
+def test_a_ray_address_ray_cannot_read_is_a_usage_error(tmp_path: Path) -> None:
+    """`--ray host:port:x` is the user's typing, as a malformed --device is: exit 2 (it was 1, as a lost
+    cluster is), with the --json record."""
+    pytest.importorskip("ray")
+    write_scene_files(tmp_path / "in", "a_im", "a_seg")
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ray", "not:an:address",
+                                 "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"] == ("cannot connect to Ray at 'not:an:address': Invalid address "
+                                                  "format: not:an:address")
+    assert not any((tmp_path / "out").rglob("*.png"))  # nothing refined (a missing folder yields nothing)

@@ -36,6 +36,14 @@ class RayUnavailableError(RuntimeError):
 class RayRunError(RuntimeError):
     """Ray could not start, connect or finish the jobs (actor crash, lost node, bad address)."""
 
+    exit_code = 1
+
+
+class RayAddressError(RayRunError):
+    """An address Ray cannot read ("host:port:x"): the ``--ray`` value the user gave, a usage error."""
+
+    exit_code = 2
+
 
 def require_ray() -> None:
     """Raise RayUnavailableError, naming the extra to install, when Ray Data cannot be imported."""
@@ -135,7 +143,9 @@ def connect(address: str, quiet: bool = False) -> bool:
     try:
         ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,
                  **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except ValueError as exc:  # the address is the only value given here that is not crm's own
+        raise RayAddressError(f"cannot connect to Ray at {address!r}: {exc}") from None
+    except (ConnectionError, RuntimeError) as exc:
         raise RayRunError(f"cannot connect to Ray at {address!r}: {exc}") from None
     except OSError as exc:  # the machine's: no /dev/shm, a read-only temp folder, no process to be had
         raise RayRunError(f"cannot start Ray at {address!r}: {exc} (Ray needs a writable temp folder, /dev/shm "

@@ -905,7 +905,7 @@ def batch(
                 take(index, outcome)
         except RayRunError as exc:
             items.extend(finished_jobs[index] for index in sorted(finished_jobs))
-            raise fatal.fail(str(exc)) from None
+            raise fatal.fail(str(exc), exc.exit_code) from None
     items.extend(finished_jobs[index] for index in sorted(finished_jobs))
     if no_room is not None:  # the pairs not attempted: still to do, as --dry-run lists them
         items.extend({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),

@@ -251,7 +251,7 @@ def coco(
                     progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
             sidecar.close()
-            raise fatal.fail(str(exc)) from None
+            raise fatal.fail(str(exc), exc.exit_code) from None
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
             raise
