@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ..masks import MaskData
     from ..metrics import DatasetScore, ImageScore
-    from ..pairing import ScorePair
+    from ..score_pairs import ScorePair
 
 
 def _values(mask: MaskData, threshold: float | None = None) -> np.ndarray:
@@ -214,7 +214,8 @@ def score(
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         if coco_files and threshold is not None:
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
-        from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
+        from ..pairing import Pairing  # lazily: it loads OpenCV, and --help must not
+        from ..score_pairs import scan_predictions
 
         # One ground truth (a file) is scored or is an error; in folders each pair fails on its own.
         folders = not coco_files and pred.is_dir() and gt.is_dir()
