@@ -26,7 +26,8 @@ from script_errors import one_line_errors
 from crm_cli.guard import boundary_distance
 from crm_cli.imageio import read_image, read_mask
 from crm_cli.masks import binarize, match_mask_to_image
-from crm_cli.pairing import scan_pairs, scan_predictions
+from crm_cli.pairing import scan_pairs
+from crm_cli.score_pairs import scan_predictions
 
 # Layer centres -6.5 .. +6.5: the near ones give the centroid, the far ones each side's texture level.
 LAYERS = np.arange(-6.5, 7.0, 1.0)

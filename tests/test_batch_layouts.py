@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.pairing import (
-    MAX_LISTED,
     FilePair,
     NoPairsError,
     scan_folder_pairs,
     scan_pairs,
-    scan_predictions,
     split_output_clashes,
 )
+from crm_cli.pairing_hints import MAX_LISTED
+from crm_cli.score_pairs import scan_predictions
 from crm_cli.writing import NameFolding, name_folding
 
 runner = CliRunner()
@@ -190,7 +190,7 @@ def test_links_to_a_folder_around_the_input_are_never_followed(tmp_path: Path,
     touch(proj, "images/a.jpg", "masks/a.png")
     (proj / "images" / "ds").symlink_to(tmp_path)
     (proj / "masks" / "root").symlink_to("/")
-    import crm_cli.pairing
+    import crm_cli.pair_inputs
 
     listed_folders = 0
     scandir = os.scandir
@@ -201,7 +201,7 @@ def test_links_to_a_folder_around_the_input_are_never_followed(tmp_path: Path,
         assert listed_folders < 100, "the walk went on past the input"
         return scandir(path)
 
-    monkeypatch.setattr(crm_cli.pairing.os, "scandir", counted)
+    monkeypatch.setattr(crm_cli.pair_inputs.os, "scandir", counted)
     found = scan_pairs(proj)
     monkeypatch.undo()
     assert [pair.name for pair in found.pairs] == ["a"] and found.problems == []
@@ -739,7 +739,7 @@ def test_pairing_20000_frames_compares_each_name_a_bounded_number_of_times(tmp_p
     (40,000 files) pair with each name put in comparable form a few times (an index per round),
     not once per other name (about a second on the 2-core development machine); frames numbered
     without zero-padding (frame_7 + frame_000007_mask) pair in the last round, as few times."""
-    import crm_cli.pairing
+    import crm_cli.naming
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -748,14 +748,14 @@ def test_pairing_20000_frames_compares_each_name_a_bounded_number_of_times(tmp_p
         (images / f"{photo.format(index)}.png").touch()
         (masks / f"frame_{index:06d}_mask.png").touch()
     calls = 0
-    normalize = crm_cli.pairing.unicodedata.normalize
+    normalize = crm_cli.naming.unicodedata.normalize
 
     def counted(form: str, text: str) -> str:
         nonlocal calls
         calls += 1
         return normalize(form, text)
 
-    monkeypatch.setattr(crm_cli.pairing.unicodedata, "normalize", counted)
+    monkeypatch.setattr(crm_cli.naming.unicodedata, "normalize", counted)
     found = scan_pairs(tmp_path, exclude=tmp_path / "out")
     assert len(found.pairs) == 20000 and found.problems == []
     assert calls <= 8 * 20000, calls

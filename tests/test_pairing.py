@@ -16,8 +16,8 @@ from crm_cli.pairing import (
     NoPairsError,
     scan_folder_pairs,
     scan_pairs,
-    scan_predictions,
 )
+from crm_cli.score_pairs import scan_predictions
 
 
 def _touch(root: Path, *names: str) -> None:

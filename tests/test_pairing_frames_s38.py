@@ -15,7 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.pairing import NoPairsError, scan_folder_pairs, scan_pairs, scan_predictions
+from crm_cli.pairing import NoPairsError, scan_folder_pairs, scan_pairs
+from crm_cli.score_pairs import scan_predictions
 
 runner = CliRunner()
 TIMELINE = [f"frame_{number}" for number in range(1, 13)]
@@ -64,7 +65,7 @@ def test_photos_without_a_mask_and_folders_come_in_frame_order_too(tmp_path: Pat
 
 
 def test_zero_padded_names_keep_their_order_and_leading_zeros_break_ties_by_the_text(tmp_path: Path) -> None:
-    from crm_cli.pairing import natural_key
+    from crm_cli.naming import natural_key
 
     padded = [f"frame_{number:04d}.png" for number in (1, 2, 9, 10, 11, 100)] + ["frame_0100_b.png", "take.png"]
     assert sorted(padded, key=natural_key) == sorted(padded)
@@ -257,7 +258,7 @@ def test_the_rename_hint_compares_each_mask_sequence_with_its_own_photos_not_wit
     before the number): the note read every photo sequence for every mask sequence, N * N comparisons
     (N = 3,000 took 10 s); each mask sequence is now looked up by its name without the mask word.
     Counted, not timed: the reads of the mask words and the comparisons of numbers grow as N."""
-    from crm_cli import pairing
+    from crm_cli import pairing_hints
 
     count = 200
     words = ["shot" + "".join(chr(ord("a") + index // 26 ** place % 26) for place in (2, 1, 0))
@@ -265,15 +266,15 @@ def test_the_rename_hint_compares_each_mask_sequence_with_its_own_photos_not_wit
     touch(tmp_path, *(f"images/{word}_{index}.jpg" for index, word in enumerate(words)),
           *(f"masks/{word}_mask_{index}.png" for index, word in enumerate(words)))
     monkeypatch.setattr(CountedWords, "reads", 0)
-    monkeypatch.setattr(pairing, "_MASK_WORDS", CountedWords(pairing._MASK_WORDS))
+    monkeypatch.setattr(pairing_hints, "_MASK_WORDS", CountedWords(pairing_hints._MASK_WORDS))
     compared: list[tuple[int, ...]] = []
-    numbers_in_common = getattr(pairing, "_numbers_in_common", None)
+    numbers_in_common = getattr(pairing_hints, "_numbers_in_common", None)
 
     def counted(mask_numbers: dict, photo_numbers: dict) -> set[int]:
         compared.append(tuple(mask_numbers))
         return numbers_in_common(mask_numbers, photo_numbers)  # type: ignore[misc]
 
-    monkeypatch.setattr(pairing, "_numbers_in_common", counted, raising=False)
+    monkeypatch.setattr(pairing_hints, "_numbers_in_common", counted, raising=False)
     found = scan_pairs(tmp_path)
     assert not found.pairs and len(found.failures) == count
     assert CountedWords.reads <= 5 * count  # was count * count + count

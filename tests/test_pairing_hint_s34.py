@@ -14,7 +14,7 @@ import pytest
 from conftest import write_scene_files
 from typer.testing import CliRunner
 
-from crm_cli import pairing
+from crm_cli import pairing_hints
 from crm_cli.cli import app
 
 runner = CliRunner()
@@ -75,8 +75,8 @@ def test_the_hint_takes_at_most_its_cap_of_entries_from_the_disk(tmp_path: Path,
     else:
         empty_files(folder, 3000, ".png")
     reads = _Reads(monkeypatch)
-    found = pairing._hint_names(folder)
-    assert sum(reads.entries.values()) == pairing._HINT_ENTRIES == 2000
+    found = pairing_hints._hint_names(folder)
+    assert sum(reads.entries.values()) == pairing_hints._HINT_ENTRIES == 2000
     names, complete = found
     assert not complete
     # Every entry taken is an image file of its own name, or one of the 30 sub-folders read first (breadth first).
@@ -98,7 +98,7 @@ def test_linked_folders_are_read_once_and_after_folders_of_their_own(tmp_path: P
         (root / f"a{index:02d}").symlink_to(root / "frames", target_is_directory=True)
     (root / "above").symlink_to(root, target_is_directory=True)
     reads = _Reads(monkeypatch)
-    assert pairing._sibling_hint(root) == (
+    assert pairing_hints._sibling_hint(root) == (
         f"; frames/ and alpha/ share 2 image names (e.g. {root / 'frames' / 'a.jpg'} + {root / 'alpha' / 'a.png'}), "
         f"the masks in alpha/: name the two: crm batch {root / 'frames'} --masks {root / 'alpha'} (or call them "
         "images/ and masks/)")

@@ -256,8 +256,8 @@ class PresetRefiner:
 def ids_text(ids: Sequence[int], one: str, many: str | None = None) -> str:
     """Ids for a message after their noun, singular (``one``) for one id and plural (``many``,
     default ``one`` + "s") otherwise: ``label 3``, ``categories 5, 7``; the ids past
-    pairing.MAX_LISTED are counted. Serves ``--labels`` here and ``crm coco --category-ids``."""
-    from .pairing import listed
+    pairing_hints.MAX_LISTED are counted. Serves ``--labels`` here and ``crm coco --category-ids``."""
+    from .pairing_hints import listed
 
     return f"{one if len(ids) == 1 else many or one + 's'} {listed(ids)}"
 

@@ -691,7 +691,8 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, abandoned, folder_time_ns, lock_path
-    from ..pairing import MAX_LISTED, count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
+    from ..pairing import count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
+    from ..pairing_hints import MAX_LISTED
     from ..raybatch import RayRunError, ray_run
     from ..writing import name_too_long
 
@@ -980,7 +981,7 @@ def input_order(found: Pairing[FilePair]) -> dict[str, int]:
     """The place of each photo's item in batch's summary and --json, by its name: the pairs in the order
     they were paired (and are refined, and --dry-run lists them), each photo without its mask among them
     by its path. Every item of a run has its place, whatever became of its pair and when."""
-    from ..pairing import natural_key
+    from ..naming import natural_key
 
     paired = ((pair.image, pair.name) for pair in found.pairs)
     unpaired = ((failure.image, failure.name) for failure in found.failures)

@@ -61,7 +61,7 @@ def check_categories(data: dict[str, Any], wanted: set[int], annotations: Path) 
     """Warn about ``--category-ids`` that neither the file's ``categories`` nor its annotations'
     ``category_id`` values hold; UnknownCategoriesError when none of them is held."""
     from ..coco.files import is_json_id
-    from ..pairing import listed
+    from ..pairing_hints import listed
     from ..pipeline import ids_text
 
     categories = partial(ids_text, one="category", many="categories")  # worded as --labels words its ids

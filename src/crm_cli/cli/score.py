@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ..masks import MaskData
     from ..metrics import DatasetScore, ImageScore
-    from ..pairing import ScorePair
+    from ..score_pairs import ScorePair
 
 
 def _values(mask: MaskData, threshold: float | None = None) -> np.ndarray:
@@ -218,7 +218,8 @@ def score(
             # It picks a prediction for each ground truth in a PRED folder; a file is scored as given.
             raise typer.BadParameter(f"it names predictions in a PRED folder, and PRED {pred} is a "
                                      f"{'COCO file' if coco_files else 'file'}", param_hint="'--pred-suffix'")
-        from ..pairing import Pairing, scan_predictions  # lazily: it loads OpenCV, and --help must not
+        from ..pairing import Pairing  # lazily: it loads OpenCV, and --help must not
+        from ..score_pairs import scan_predictions
 
         # One ground truth (a file) is scored or is an error; in folders each pair fails on its own.
         folders = not coco_files and pred.is_dir() and gt.is_dir()

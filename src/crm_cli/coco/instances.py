@@ -351,7 +351,7 @@ def pair_coco_annotations(pred: list, gt: list, missing: list | None = None) -> 
     instances without a prediction; with ``missing``, those instances are appended to it instead
     (each a failure of its own, the others still paired).
     """
-    from ..pairing import listed
+    from ..pairing_hints import listed
     from .files import is_json_id
 
     def usable(annotation: dict, index: int, side: str) -> bool:
