@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..config import DEEP_CUTOUT_BITS, PHOTO_OUTPUT_KINDS
-from ..errors import failure_text
+from ..errors import count_noun, failure_text
 from .checks import (
     passthrough_note,
     passthrough_pair,
@@ -691,7 +691,7 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..locks import STALE_LOCK_AGE_S, FolderClocks, abandoned, folder_time_ns, lock_path
-    from ..pairing import count_noun, scan_folder_pairs, scan_pairs, split_output_clashes
+    from ..pairing import scan_folder_pairs, scan_pairs, split_output_clashes
     from ..pairing_hints import MAX_LISTED
     from ..raybatch import RayRunError, ray_run
     from ..writing import name_too_long
@@ -1001,8 +1001,6 @@ def out_of_space_message(folder: Path, code: int, not_attempted: int) -> str:
     """The error line of a batch stopped because a write into ``folder`` found no room (errno ``code``:
     ENOSPC, a full disk, or EDQUOT, a used-up quota), ``not_attempted`` pairs being left."""
     import errno
-
-    from ..pairing import count_noun
 
     reason = os.strerror(code).lower()
     where = (f"the disk quota for {folder} is used up" if code == getattr(errno, "EDQUOT", None)
