@@ -127,6 +127,7 @@ def hanging_shutdown():
     print("shutting down", flush=True)
     os.kill(os.getpid(), stop)
     time.sleep(30)
+    print("slept", flush=True)  # a shutdown that was not ended at once gets here
 
 atexit.register(hanging_shutdown)
 
@@ -143,13 +144,12 @@ cli.main()
 def test_another_stop_while_a_stopped_process_exits_ends_it_at_once_with_its_code(code: int, stop: str) -> None:
     """The interpreter's shutdown (joining threads) met a second Ctrl-C with a traceback, or hung
     where only it could end it; a second SIGTERM made the exit code the signal's own."""
-    import time
-
-    start = time.monotonic()
     ended = subprocess.run([sys.executable, "-c", SHUTDOWN_DRIVER, str(code), stop], capture_output=True, text=True,
-                           timeout=60)
-    assert ended.returncode == code and time.monotonic() - start < 20
-    assert ended.stdout == "the command's outputshutting down\n"  # what was printed before stays
+                           timeout=120)
+    assert ended.returncode == code
+    # What was printed before stays, and the hanging shutdown never woke: no clock read, which a slow
+    # machine could push past any bound.
+    assert ended.stdout == "the command's outputshutting down\n"
     assert "Traceback" not in ended.stderr and "Exception ignored" not in ended.stderr
 
 

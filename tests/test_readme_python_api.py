@@ -2,8 +2,10 @@
 
 The README's file names (``photo.jpg``, ``coarse.png``) are replaced by the example's; everything
 else is the block's own code. Its soft mask must be the one ``crm refine`` wrote to
-``examples/scene_refined.png`` (the README's second command), byte for byte once rendered on a
-CPU (within one level on a GPU).
+``examples/scene_refined.png`` (the README's second command) once rendered: on a CPU within one level
+on at most 1 pixel in 100,000 (the machine that made it writes the same bytes; another CPU or a new
+release of a library may round a few pixels otherwise: session 49 saw one pixel one level apart),
+on a GPU within one level on at most 1 in 10,000.
 """
 
 from __future__ import annotations
@@ -51,11 +53,10 @@ def test_the_readme_api_block_gives_the_cli_output_of_the_example() -> None:
     np.testing.assert_array_equal(result.probability, probability)  # the same call, the same mask
     rendered = render_output("soft", probability).astype(np.int16)
     committed = read_mask(EXAMPLES / "scene_refined.png").values.astype(np.int16)
-    if names["refiner"].device_type == "cpu":  # the machine the example was made on: byte for byte
-        np.testing.assert_array_equal(rendered, committed)
-    else:  # a GPU rounds differently: at most one level apart, on a few pixels
-        differ = np.abs(rendered - committed)
-        assert differ.max() <= 1 and np.count_nonzero(differ) <= 1e-4 * differ.size
+    differ = np.abs(rendered - committed)
+    share = 1e-5 if names["refiner"].device_type == "cpu" else 1e-4  # a GPU rounds differently
+    assert differ.max() <= 1 and np.count_nonzero(differ) <= share * differ.size, (
+        f"{np.count_nonzero(differ)} pixels differ, by up to {differ.max()} levels")
 
 
 def test_the_readme_label_map_line_refines_each_id(tmp_path: Path) -> None:
