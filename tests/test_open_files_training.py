@@ -17,15 +17,15 @@ import torch
 from test_training_damaged import make_pairs, options
 
 from crm_cli import runtime
-from crm_cli.training import loop
-from crm_cli.training.loop import (
+from crm_cli.training.loader import (
     OPEN_FILES_PER_BATCH,
     OPEN_FILES_PER_WORKER,
+    OPEN_FILES_RESERVE,
     PREFETCH_BATCHES,
-    Trainer,
     open_files_plan,
     resource_plan,
 )
+from crm_cli.training.loop import Trainer
 
 
 @pytest.mark.parametrize(("free", "expected"), [
@@ -65,7 +65,7 @@ def test_too_few_files_for_workers_trains_the_same_batches_in_process(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     data = make_pairs(tmp_path / "data", 6)
-    monkeypatch.setattr(runtime, "open_files_left", lambda: loop.OPEN_FILES_RESERVE + 9)  # not one worker
+    monkeypatch.setattr(runtime, "open_files_left", lambda: OPEN_FILES_RESERVE + 9)  # not one worker
     trainer = Trainer(options(data, tmp_path / "run", 3, batch=2, workers=2))
     with caplog.at_level(logging.WARNING, logger="crm_cli"):
         planned = trainer.batches()

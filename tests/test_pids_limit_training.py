@@ -13,7 +13,8 @@ from test_containers import V1_MOUNTS, v2_tree, write
 from test_training_damaged import make_pairs, options
 
 from crm_cli import containers
-from crm_cli.training.loop import PIDS_PER_WORKER_BASE, PIDS_RESERVE, PREFETCH_BATCHES, Trainer, pids_plan
+from crm_cli.training.loader import PIDS_PER_WORKER_BASE, PIDS_RESERVE, PREFETCH_BATCHES, pids_plan
+from crm_cli.training.loop import Trainer
 
 
 def test_pids_left_v2_is_the_smallest_along_the_parents(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crm_cli.engine import choose_backend
-from crm_cli.training.loop import torchrun_device_problem
+from crm_cli.training.distributed import torchrun_device_problem
 
 pytest.importorskip("onnxruntime")
 

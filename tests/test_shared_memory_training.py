@@ -14,7 +14,8 @@ from test_training_damaged import make_pairs, options
 from crm_cli import containers
 from crm_cli.training import loop
 from crm_cli.training.data import CROP, PairCache, list_pairs
-from crm_cli.training.loop import PREFETCH_BATCHES, Trainer, batch_bytes, loader_plan, step_batch
+from crm_cli.training.loader import PREFETCH_BATCHES, batch_bytes, loader_plan, step_batch
+from crm_cli.training.loop import Trainer
 
 MB = 1 << 20
 
@@ -84,7 +85,7 @@ def test_shared_memory_free_reads_the_folder(tmp_path: Path, monkeypatch: pytest
 
 ORPHAN_DRIVER = """
 import multiprocessing, os, sys, time
-from crm_cli.training.loop import _end_with_parent
+from crm_cli.training.loader import _end_with_parent
 
 def child(parent, path):
     open(path + ".before", "w").close()

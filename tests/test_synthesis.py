@@ -330,7 +330,8 @@ def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_pa
 def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Path, tmp_path: Path) -> None:
     import torch
 
-    from crm_cli.training.loop import Trainer, TrainOptions
+    from crm_cli.training.loop import Trainer
+    from crm_cli.training.options import TrainOptions
 
     out = tmp_path / "run"
     options = TrainOptions(data=str(tiny_data / "duts"), out=str(out), steps=2, batch=2, seed=3, val_every=2,

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.training.data import list_pairs, pair_problems
-from crm_cli.training.loop import Trainer, TrainOptions
+from crm_cli.training.loop import Trainer
+from crm_cli.training.options import TrainOptions
 
 
 def write_pairs(root: Path, count: int, size: int = 64, skip_mask: tuple[int, ...] = ()) -> Path:

@@ -17,7 +17,7 @@ from test_train_audit_s33 import options, train, write_pairs
 from typer.testing import CliRunner
 
 from crm_cli.cli import app, common
-from crm_cli.training import loop
+from crm_cli.training import distributed, loop
 from crm_cli.training.data import NoTrainingPairsError
 
 runner = CliRunner()
@@ -88,9 +88,9 @@ def test_the_trainer_refuses_a_malformed_rank(tmp_path: Path, monkeypatch: pytes
         loop.Trainer(options(write_pairs(tmp_path / "d", 3), tmp_path / "run"))
     assert str(caught.value) == rank_refusal(name, "abc")
     monkeypatch.setenv(name, " 3 ")  # what int() reads is read
-    assert loop.torchrun_variable(name) == 3
+    assert distributed.torchrun_variable(name) == 3
     monkeypatch.delenv(name)
-    assert loop.torchrun_variable(name) == 0
+    assert distributed.torchrun_variable(name) == 0
 
 
 @pytest.mark.parametrize("name", ["RANK", "LOCAL_RANK"])
@@ -99,11 +99,11 @@ def test_a_run_of_one_process_ignores_the_minus_one_of_other_launchers(monkeypat
     # Hugging Face's launchers and many scripts set LOCAL_RANK=-1 for "not distributed".
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv(name, "-1")
-    loop.check_torchrun_variables()
-    assert loop.rank(name) == 0
+    distributed.check_torchrun_variables()
+    assert distributed.rank(name) == 0
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=name):
-        loop.check_torchrun_variables()
+        distributed.check_torchrun_variables()
 
 
 # 3. The data is refused before the ranks join ------------------------------------------------------------

@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 
 from crm_cli import pairing
 from crm_cli.cli import app, common
-from crm_cli.training import loop
+from crm_cli.training import distributed, loop, validation
 from crm_cli.training.data import NoTrainingPairsError, list_pairs
-from crm_cli.training.loop import Trainer, training_device
+from crm_cli.training.distributed import training_device
+from crm_cli.training.loop import Trainer
+from crm_cli.training.options import TrainOptions
 
 
 def test_a_val_set_big_folder_without_ground_truths_is_a_usage_error(tmp_path: Path, no_model: list[object]) -> None:
@@ -33,25 +35,25 @@ def test_a_val_set_big_folder_without_ground_truths_is_a_usage_error(tmp_path: P
         "it refines)"), stderr
     assert not out.exists()
     with pytest.raises(pairing.NoPairsError, match="--val-set thin: no BIG-layout photo"):  # the library too
-        loop.folder_set(big, "thin", 2, None)
+        validation.folder_set(big, "thin", 2, None)
 
 
 def test_a_val_set_big_pair_without_its_ground_truth_is_left_out_with_a_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     big = write_big(tmp_path / "big", 3, without_gt=(1,))
     with caplog.at_level(logging.WARNING, logger="crm_cli"):
-        pairs = loop.val_set_pairs("thin", big)
+        pairs = validation.val_set_pairs("thin", big)
     assert [(p.name, p.mask.name, p.gt.name if p.gt else None) for p in pairs] == [
         ("s0", "s0_seg.png", "s0_gt.png"), ("s2", "s2_seg.png", "s2_gt.png")]
     assert [r.getMessage() for r in caplog.records] == [
         f"--val-set thin: {big}: 1 BIG-layout pair without a ground truth <name>_gt.* left out, e.g. "
         f"{big / 's1_im.jpg'} + {big / 's1_seg.png'}"]
     # The set refines the triples' own coarse masks and scores them against their ground truths.
-    scored = loop.folder_set(big, "thin", 5, (1.0,), pairs)
+    scored = validation.folder_set(big, "thin", 5, (1.0,), pairs)
     assert [sample.name for sample in scored.samples] == ["s0", "s2"] and scored.ratios == (1.0,)
     # An images/ + masks/ set has no ground truths to miss: its masks are its targets, as before.
     plain = write_pairs(tmp_path / "plain", 2)
-    assert [p.name for p in loop.val_set_pairs("plain", plain)] == ["p00", "p01"]
+    assert [p.name for p in validation.val_set_pairs("plain", plain)] == ["p00", "p01"]
 
 
 def test_eval_and_training_share_the_ground_truth_rule(tmp_path: Path) -> None:
@@ -92,9 +94,9 @@ def test_cuda_n_under_torchrun_is_a_usage_error(tmp_path: Path, monkeypatch: pyt
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="not --device cuda:0"):  # the library refuses it too, before any GPU
         training_device("cuda:0")
-    assert loop.torchrun_device_problem("cuda") is None and loop.torchrun_device_problem("auto") is None
+    assert distributed.torchrun_device_problem("cuda") is None and distributed.torchrun_device_problem("auto") is None
     monkeypatch.setenv("WORLD_SIZE", "1")  # alone, a GPU index is the user's choice
-    assert loop.torchrun_device_problem("cuda:1") is None
+    assert distributed.torchrun_device_problem("cuda:1") is None
 
 
 @pytest.mark.parametrize("option", ["--max-minutes", "--lr", "--zoom", "--boundary-weight"])
@@ -141,7 +143,7 @@ def test_a_resumed_split_that_leaves_nothing_to_train_on_says_why(tmp_path: Path
 def test_the_device_default_is_a_device_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
-    def stop(self: Trainer, options: loop.TrainOptions, **kwargs: object) -> None:
+    def stop(self: Trainer, options: TrainOptions, **kwargs: object) -> None:
         seen.append(options.device)
         raise ValueError("stopped here")
 

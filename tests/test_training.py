@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 from crm_cli.cli import app
 from crm_cli.training.coarse import mask_iou, synthesize_coarse
-from crm_cli.training.loop import TRAIN_COLUMNS, RunEnd, Trainer, TrainOptions, learning_rate
+from crm_cli.training.logs import TRAIN_COLUMNS
+from crm_cli.training.loop import RunEnd, Trainer
 from crm_cli.training.loss import boundary_band, crm_loss, gradient_magnitude
+from crm_cli.training.options import TrainOptions, learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def test_frozen_encoder_keeps_its_weights_and_statistics(tiny_dataset: Path, tmp
 
 
 def test_worker_processes_make_the_same_batches(tiny_dataset: Path, tmp_path: Path) -> None:
-    from crm_cli.training.loop import step_batch
+    from crm_cli.training.loader import step_batch
 
     options = _options(tiny_dataset, tmp_path / "w", 5)
     options.workers = 2
@@ -246,10 +248,11 @@ def test_validation_samples_are_built_once_and_score_as_fresh_ones(tiny_dataset:
     from crm_cli.evaluation import evaluate
     from crm_cli.training import loop
     from crm_cli.training.data import list_pairs, synthetic_samples
+    from crm_cli.training.validation import ValidationSet
 
     calls = []
 
-    def counting_sets(*args: object) -> list[loop.ValidationSet]:
+    def counting_sets(*args: object) -> list[ValidationSet]:
         calls.append(args)
         return build_sets(*args)
 
@@ -295,7 +298,7 @@ def test_resume_with_other_validation_sets_is_refused(tiny_dataset: Path, tmp_pa
 def test_a_validation_folder_is_walked_once(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli import pairing
     from crm_cli.training.data import list_pairs, synthetic_samples
-    from crm_cli.training.loop import folder_set
+    from crm_cli.training.validation import folder_set
 
     expected = [sample.name for sample in synthetic_samples(list_pairs(tiny_dataset)[:3])]
     walks: list[Path] = []
@@ -367,7 +370,8 @@ def test_train_command_refuses_network_mode_without_masks(tiny_dataset: Path, tm
     # A folder without a mask for any training pair is refused too, before any step.
     empty = tmp_path / "no-masks"
     empty.mkdir()
-    from crm_cli.training.loop import Trainer, TrainOptions
+    from crm_cli.training.loop import Trainer
+    from crm_cli.training.options import TrainOptions
 
     options = TrainOptions(data=str(tiny_dataset), out=str(tmp_path / "run"), steps=1, arch=dict(TINY_ARCH),
                            coarse_mix="paper=1,network=1", network_masks=[str(empty)])
@@ -414,7 +418,8 @@ DDP_VOTES_SCRIPT = """
 import json, os, signal, sys
 import torch
 import torch.distributed as dist
-from crm_cli.training.loop import Trainer, TrainOptions
+from crm_cli.training.loop import Trainer
+from crm_cli.training.options import TrainOptions
 
 torch.set_num_threads(1)
 votes = []
@@ -504,7 +509,8 @@ def test_ranks_vote_once_a_step_on_ctrl_c_and_deadline_and_stop_together(tiny_da
 DDP_LAST_EXPORT_SCRIPT = """
 import json, os, sys, time
 import torch
-from crm_cli.training.loop import Trainer, TrainOptions
+from crm_cli.training.loop import Trainer
+from crm_cli.training.options import TrainOptions
 
 torch.set_num_threads(1)
 rank = int(os.environ["RANK"])
@@ -594,7 +600,7 @@ def test_resumed_run_replays_no_validation_record_twice(tiny_dataset: Path, tmp_
 
 
 def test_resume_cuts_logs_back_and_drops_a_line_a_kill_cut_short(tmp_path: Path) -> None:
-    from crm_cli.training.loop import truncate_log, truncate_val_log
+    from crm_cli.training.logs import truncate_log, truncate_val_log
 
     log = tmp_path / "log.csv"
     log.write_text("step,loss\n" + "".join(f"{k},0.{k}\n" for k in range(1, 6)) + "6,0.")
@@ -663,7 +669,7 @@ CTRL_C_POINTS = {"batch": 3, "forward": 3, "optimizer": 3, "progress": 3, "valid
 def test_ctrl_c_saves_the_last_finished_step_and_resume_is_exact(tiny_dataset: Path, tmp_path: Path,
                                                                  straight_run: Path, where: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from crm_cli.training import loop
+    from crm_cli.training import loader, loop
 
     out = tmp_path / "run"
     trainer = Trainer(_interrupt_options(tiny_dataset, out))
@@ -683,7 +689,7 @@ def test_ctrl_c_saves_the_last_finished_step_and_resume_is_exact(tiny_dataset: P
 
     progress = None
     if where == "batch":
-        monkeypatch.setattr(loop, "step_batch", wrap(loop.step_batch, 2))
+        monkeypatch.setattr(loader, "step_batch", wrap(loader.step_batch, 2))
     elif where == "forward":  # after the forward pass has moved the BatchNorm statistics
         monkeypatch.setattr(loop, "crm_loss", wrap(loop.crm_loss, 2))
     elif where == "optimizer":
@@ -816,7 +822,7 @@ def test_batch_workers_are_born_ignoring_ctrl_c(tiny_dataset: Path, tmp_path: Pa
     import multiprocessing
     import os
 
-    from crm_cli.training.loop import step_batch
+    from crm_cli.training.loader import step_batch
 
     options = _interrupt_options(tiny_dataset, tmp_path / "w")
     options.workers = 2
@@ -842,11 +848,11 @@ def test_a_batch_that_cannot_be_made_is_an_error_ctrl_c_or_not(tiny_dataset: Pat
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker cannot die of Ctrl-C (above), so one lost while a Ctrl-C waits for its batch died of
     something else: that is reported, not taken for the Ctrl-C."""
-    from crm_cli.training import loop
+    from crm_cli.training.loader import MadeBatch
 
     trainer = Trainer(_interrupt_options(tiny_dataset, tmp_path / "run"))
 
-    def failing_workers() -> Iterator[loop.MadeBatch]:
+    def failing_workers() -> Iterator[MadeBatch]:
         yield from (trainer.step_batches[step] for step in range(3))
         if ctrl_c:
             _ctrl_c()
@@ -865,7 +871,8 @@ def test_a_batch_that_cannot_be_made_is_an_error_ctrl_c_or_not(tiny_dataset: Pat
 KEPT_STOP_DRIVER = """
 import signal, sys
 import torch
-from crm_cli.training.loop import Trainer, TrainOptions
+from crm_cli.training.loop import Trainer
+from crm_cli.training.options import TrainOptions
 
 class Broken(torch.utils.data.Dataset):  # a worker that cannot make any batch (a bug, a lost disk)
     def __len__(self):

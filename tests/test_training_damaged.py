@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 from crm_cli.imageio import ImageReadError
 from crm_cli.training.data import PairCache, list_pairs
-from crm_cli.training.loop import RunEnd, Trainer, TrainOptions, step_batch
+from crm_cli.training.loader import step_batch
+from crm_cli.training.loop import RunEnd, Trainer
+from crm_cli.training.options import TrainOptions
 
 
 def make_pairs(root: Path, count: int, height: int = 96, width: int = 80) -> Path:

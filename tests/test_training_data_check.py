@@ -95,7 +95,8 @@ def test_crm_train_names_every_bad_pair_and_does_not_start(data: Path, tmp_path:
 
 
 def test_validation_pairs_given_apart_are_checked_too(data: Path, tmp_path: Path) -> None:
-    from crm_cli.training.loop import Trainer, TrainOptions
+    from crm_cli.training.loop import Trainer
+    from crm_cli.training.options import TrainOptions
 
     good = tmp_path / "good"
     (good / "images").mkdir(parents=True)
@@ -110,7 +111,8 @@ def test_validation_pairs_given_apart_are_checked_too(data: Path, tmp_path: Path
 
 
 def test_a_held_out_pair_the_run_never_reads_is_not_checked(tmp_path: Path) -> None:
-    from crm_cli.training.loop import Trainer, TrainOptions
+    from crm_cli.training.loop import Trainer
+    from crm_cli.training.options import TrainOptions
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_ARCH, write_training_pairs
 
-from crm_cli.training.loop import RunEnd, Trainer, TrainOptions
+from crm_cli.training.loop import RunEnd, Trainer
+from crm_cli.training.options import TrainOptions
 
 STEPS, CKPT_EVERY, VAL_EVERY = 5, 2, 3
 KILLED_IN = 4  # the step being made when the run is killed: rows 1-3 are logged, last.pt holds step 2
@@ -115,7 +116,7 @@ def test_a_fresh_run_starts_a_new_log(data: Path, tmp_path: Path, monkeypatch: p
 
 
 def test_cutting_back_keeps_line_ends_and_drops_a_row_cut_between_them(tmp_path: Path) -> None:
-    from crm_cli.training.loop import truncate_log
+    from crm_cli.training.logs import truncate_log
 
     log = tmp_path / "log.csv"
     log.write_bytes(b"step,loss\r\n1,0.1\r\n2,0.2\r\n3,0.3\r")
@@ -126,7 +127,7 @@ def test_cutting_back_keeps_line_ends_and_drops_a_row_cut_between_them(tmp_path:
 
 
 def test_a_header_cut_short_is_no_header(tmp_path: Path) -> None:
-    from crm_cli.training.loop import check_logged_val_sets
+    from crm_cli.training.logs import check_logged_val_sets
 
     log = tmp_path / "log.csv"
     log.write_bytes(b"step,lo")  # a kill while the header was written: rows would be appended to it

