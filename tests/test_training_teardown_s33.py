@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from crm_cli.training.loader import _workers_stopped_after
+from crm_cli.training.loader import workers_stopped_after
 
 
 class _DyingLoader:
@@ -37,7 +37,7 @@ DIED = "DataLoader worker (pid 25372) is killed by signal: Aborted. "
 def test_the_error_that_stopped_the_run_is_the_one_raised(caplog: pytest.LogCaptureFixture) -> None:
     loader = _DyingLoader(DIED)
     with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="3 of the 20 training pairs"):
-        with _workers_stopped_after(loader):  # type: ignore[arg-type]
+        with workers_stopped_after(loader):  # type: ignore[arg-type]
             raise ValueError("3 of the 20 training pairs cannot be read")
     assert loader.shut == 1
     assert [record.getMessage() for record in caplog.records] == [
@@ -47,12 +47,12 @@ def test_the_error_that_stopped_the_run_is_the_one_raised(caplog: pytest.LogCapt
 
 def test_a_finished_run_is_not_failed_by_a_worker_dying_at_its_end(caplog: pytest.LogCaptureFixture) -> None:
     loader = _DyingLoader(DIED)
-    with caplog.at_level(logging.WARNING), _workers_stopped_after(loader) as batches:  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING), workers_stopped_after(loader) as batches:  # type: ignore[arg-type]
         assert list(batches) == []
     assert loader.shut == 1 and len(caplog.records) == 1
 
 
 def test_other_errors_of_the_shutdown_are_raised() -> None:
-    with pytest.raises(RuntimeError, match="^something else$"), _workers_stopped_after(
+    with pytest.raises(RuntimeError, match="^something else$"), workers_stopped_after(
             _DyingLoader("something else")):  # type: ignore[arg-type]
         pass

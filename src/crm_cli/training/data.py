@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 
 from .. import pairing
-from ..errors import ContinuedText, one_line
+from ..errors import ContinuedText, count_noun, one_line
 from ..evaluation import Sample
 from ..imageio import ImageReadError
 from ..masks import MaskData
-from ..pairing import FilePair, Pairing, count_noun
+from ..pairing import FilePair, Pairing
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
 
 logger = logging.getLogger(__name__)

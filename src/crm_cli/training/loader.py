@@ -193,7 +193,9 @@ def _end_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _single_threaded_worker(parent: int, _: int) -> None:
+def single_threaded_worker(parent: int, _: int) -> None:
+    """A DataLoader worker's setup (its ``worker_init_fn``, with the training process's pid bound):
+    it ends with its parent, runs OpenCV on one thread and sends the library's warnings back."""
     _end_with_parent(parent)
     # Each worker makes one batch at a time; OpenCV's own thread pool would only oversubscribe the CPUs.
     import cv2
@@ -209,27 +211,27 @@ def _single_threaded_worker(parent: int, _: int) -> None:
     # a SIGTERM sent to the process group (`timeout`, a scheduler) or a closed terminal's SIGHUP. They
     # still end with the loader, which stops them through its queues, or with the training process
     # (the loader's watchdog).
-    for signum in _DEFERRED_SIGNALS:
+    for signum in DEFERRED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
 
 # The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
 # handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM and
 # SIGHUP (which Windows lacks).
-_SIGHUP = getattr(signal, "SIGHUP", None)
-_DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-if _SIGHUP is not None:
-    _DEFAULT_HANDLERS[_SIGHUP] = signal.SIG_DFL
-_DEFERRED_SIGNALS = tuple(_DEFAULT_HANDLERS)
+HANGUP_SIGNAL = getattr(signal, "SIGHUP", None)
+DEFAULT_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+if HANGUP_SIGNAL is not None:
+    DEFAULT_HANDLERS[HANGUP_SIGNAL] = signal.SIG_DFL
+DEFERRED_SIGNALS = tuple(DEFAULT_HANDLERS)
 
 
-def _in_main_thread() -> bool:
+def in_main_thread() -> bool:
     """Whether this is the main thread, the only one allowed to set signal handlers."""
     return threading.current_thread() is threading.main_thread()
 
 
 @contextmanager
-def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[MadeBatch]]:
+def workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[MadeBatch]]:
     """``batches``, whose data loader's worker processes are shut down when the block is left.
 
     They would stop when the loader's iterator is collected, but a traceback can keep it: the run's
@@ -258,14 +260,14 @@ def _workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Ma
                                "took are not affected", exc)
 
 
-def _plan_words(workers: int, ahead: int) -> str:
+def plan_words(workers: int, ahead: int) -> str:
     """A loader plan in words, for the warning that says why it is smaller than asked."""
     if not workers:
         return "batches made in the training process (no workers)"
     return f"{count_noun(workers, 'worker')} keeping {ahead} batch{'es' if ahead != 1 else ''} ahead"
 
 
-def _kill_children_since(before: set[Any]) -> None:
+def kill_children_since(before: set[Any]) -> None:
     """Kill (SIGKILL: loader workers ignore SIGTERM) and reap the child processes started since
     ``before`` (``multiprocessing.active_children()`` then)."""
     for child in set(multiprocessing.active_children()) - before:
@@ -273,9 +275,9 @@ def _kill_children_since(before: set[Any]) -> None:
         child.join(timeout=10)
 
 
-def _disarm_half_built_iterator(exc: BaseException) -> None:
+def disarm_half_built_iterator(exc: BaseException) -> None:
     """Mark the DataLoader iterator whose ``__init__`` raised ``exc`` (found in its traceback) as shut
-    down: its workers are gone (:func:`_kill_children_since`), and its ``__del__`` would otherwise
+    down: its workers are gone (:func:`kill_children_since`), and its ``__del__`` would otherwise
     print an ignored AttributeError traceback over attributes it never set."""
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 

@@ -33,27 +33,27 @@ def start_log(log_path: Path, columns: list[str]) -> None:
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint a run resumes from (they will be replayed), and a
     last row cut short by a kill; the header and the rows kept stay byte for byte as they were."""
-    _cut_back(log_path, _read_lines(log_path), step, _row_step, header_lines=1)
+    cut_back(log_path, read_lines(log_path), step, row_step, header_lines=1)
 
 
 def truncate_val_log(path: Path, step: int) -> None:
     """Drop validation records written after ``step`` (they will be replayed), and a last record cut
     short by a kill."""
-    _cut_back(path, _read_lines(path), step, lambda record: int(json.loads(record)["step"]), header_lines=0)
+    cut_back(path, read_lines(path), step, lambda record: int(json.loads(record)["step"]), header_lines=0)
 
 
-def _row_step(row: bytes) -> int:
+def row_step(row: bytes) -> int:
     """The step of a log.csv row (its first column)."""
     return int(row.split(b",", 1)[0])
 
 
-def _read_lines(path: Path) -> list[bytes]:
+def read_lines(path: Path) -> list[bytes]:
     """A log's lines, each with its line end; none when there is no log."""
     # Bytes, not text: csv ends rows with \r\n, which reading text would turn into \n.
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
 
 
-def _cut_back(path: Path, lines: list[bytes], step: int, parse_step: Callable[[bytes], int],
+def cut_back(path: Path, lines: list[bytes], step: int, parse_step: Callable[[bytes], int],
               header_lines: int) -> None:
     """Keep the first ``header_lines`` of the log's ``lines`` (as read from ``path``) and the records
     ``parse_step`` dates at ``step`` or earlier (a record it cannot read, cut short by a kill, goes
@@ -72,10 +72,10 @@ def check_logged_val_sets(log_path: Path, names: list[str]) -> list[str] | None:
     if not log_path.exists():
         return None
     with open(log_path, newline="") as handle:
-        return _checked_header(log_path, handle.readline(), names)
+        return checked_header(log_path, handle.readline(), names)
 
 
-def _checked_header(log_path: Path, first: str, names: list[str]) -> list[str] | None:
+def checked_header(log_path: Path, first: str, names: list[str]) -> list[str] | None:
     """:func:`check_logged_val_sets` on the log's ``first`` line, as read with its line end."""
     if not first.endswith("\n"):
         return None

@@ -52,33 +52,33 @@ from .data import (
 )
 from .distributed import check_torchrun_variables, rank, training_device, world_size
 from .loader import (
-    _DEFAULT_HANDLERS,
-    _DEFERRED_SIGNALS,
-    _SIGHUP,
+    DEFAULT_HANDLERS,
+    DEFERRED_SIGNALS,
+    HANGUP_SIGNAL,
     OPEN_FILES_RESERVE,
     PREFETCH_BATCHES,
     Batch,
     BatchNotes,
     MadeBatch,
     StepBatches,
-    _disarm_half_built_iterator,
-    _in_main_thread,
-    _kill_children_since,
-    _plan_words,
-    _single_threaded_worker,
-    _workers_stopped_after,
     batch_bytes,
+    disarm_half_built_iterator,
+    in_main_thread,
+    kill_children_since,
     loader_plan,
     open_files_plan,
     pids_plan,
+    plan_words,
+    single_threaded_worker,
+    workers_stopped_after,
 )
 from .logs import (
     TRAIN_COLUMNS,
-    _checked_header,
-    _cut_back,
-    _read_lines,
-    _row_step,
     check_logged_val_sets,
+    checked_header,
+    cut_back,
+    read_lines,
+    row_step,
     start_log,
     truncate_val_log,
 )
@@ -329,7 +329,7 @@ class Trainer:
         # earlier loader's queue feeder) can leave the worker waiting on that lock for ever.
         loader = torch.utils.data.DataLoader(self.step_batches, batch_size=None, sampler=steps,
                                              num_workers=workers, prefetch_factor=ahead,
-                                             worker_init_fn=partial(_single_threaded_worker, os.getpid()),
+                                             worker_init_fn=partial(single_threaded_worker, os.getpid()),
                                              multiprocessing_context="spawn",
                                              pin_memory=self.device.type == "cuda")
         # The workers start now, born ignoring SIGINT (a spawned process keeps ignoring what its parent
@@ -339,8 +339,8 @@ class Trainer:
         # is lost to this process too. Off the main thread no Ctrl-C is deferred, so none is ignored.
         # The same for SIGTERM, which `timeout` and schedulers send to the whole group, and for SIGHUP,
         # which a closed terminal sends to its foreground group.
-        ignoring = _in_main_thread()
-        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _DEFERRED_SIGNALS} if ignoring else {}
+        ignoring = in_main_thread()
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in DEFERRED_SIGNALS} if ignoring else {}
         started_before = set(multiprocessing.active_children())
         try:
             return iter(loader)
@@ -348,20 +348,20 @@ class Trainer:
             # The loader's iterator failed while starting its workers: nothing will shut down those that
             # did start, and they ignore the SIGTERM multiprocessing sends at the exit, which then waited
             # for them for ever.
-            _kill_children_since(started_before)
-            _disarm_half_built_iterator(exc)
+            kill_children_since(started_before)
+            disarm_half_built_iterator(exc)
             if not (isinstance(exc, OSError) and exc.errno == errno.EMFILE):
                 raise
             from ..runtime import open_files_limit
 
             logger.warning("too few open files for %s (this process may open %s; ulimit -n): %s; raise the limit to "
-                           "use them", count_noun(workers, "worker"), open_files_limit() or "few", _plan_words(0, 1))
+                           "use them", count_noun(workers, "worker"), open_files_limit() or "few", plan_words(0, 1))
             return (self.step_batches[step] for step in steps)
         finally:
             # None stands for a handler set outside Python, which cannot be put back: the default then
             # takes its place rather than leaving the signal ignored for good.
             for signum, handler in previous.items():
-                signal.signal(signum, _DEFAULT_HANDLERS[signum] if handler is None else handler)
+                signal.signal(signum, DEFAULT_HANDLERS[signum] if handler is None else handler)
 
     def _loader_plan(self) -> tuple[int, int]:
         """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory
@@ -379,18 +379,18 @@ class Trainer:
             logger.warning("shared memory (/dev/shm) %s, too little for %s keeping %d batches of %s ahead: %s; "
                            "a container's default is 64 MB (give it more: docker run --shm-size 1g)", room,
                            count_noun(asked, "worker"), PREFETCH_BATCHES, format_bytes(batch_bytes(share)),
-                           _plan_words(*memory_plan))
+                           plan_words(*memory_plan))
         files_left = open_files_left()
         files_plan = open_files_plan(asked, None if files_left is None else files_left - OPEN_FILES_RESERVE)
         if files_plan != (asked, PREFETCH_BATCHES):
             logger.warning("this process may open %d more files (ulimit -n), too few for %s keeping %d batches ahead "
                            "(each batch in flight holds files): %s; raise the limit to use them all", files_left,
-                           count_noun(asked, "worker"), PREFETCH_BATCHES, _plan_words(*files_plan))
+                           count_noun(asked, "worker"), PREFETCH_BATCHES, plan_words(*files_plan))
         pids = pids_left()
         threads_plan = pids_plan(asked, pids, available_cpus())
         if threads_plan != (asked, PREFETCH_BATCHES):
             logger.warning("this process may start %d more processes and threads (a container's pids limit), too "
-                           "few for %s: %s", pids, count_noun(asked, "worker"), _plan_words(*threads_plan))
+                           "few for %s: %s", pids, count_noun(asked, "worker"), plan_words(*threads_plan))
         plans = (memory_plan, files_plan, threads_plan)
         return min(plan[0] for plan in plans), min(plan[1] for plan in plans)
 
@@ -529,12 +529,12 @@ class Trainer:
         which must name the same validation sets."""
         log_path = self.out / "log.csv"
         # One read gives both the header to check and the rows to cut back.
-        lines = _read_lines(log_path) if self.step > 0 else []
-        header = _checked_header(log_path, lines[0].decode(), list(self.val_sets)) if lines else None
+        lines = read_lines(log_path) if self.step > 0 else []
+        header = checked_header(log_path, lines[0].decode(), list(self.val_sets)) if lines else None
         if header is None:
             start_log(log_path, self.log_columns())
         else:
-            _cut_back(log_path, lines, self.step, _row_step, header_lines=1)
+            cut_back(log_path, lines, self.step, row_step, header_lines=1)
         truncate_val_log(self.out / "val.jsonl", self.step)
         return header or self.log_columns()
 
@@ -561,11 +561,11 @@ class Trainer:
         the one between two whole steps. Does nothing outside the main thread; a signal that was
         given another handler than Python's default (SIGINT) or the system's (SIGTERM, SIGHUP) keeps
         it (``nohup`` leaves SIGHUP ignored)."""
-        taken = [signum for signum, default in _DEFAULT_HANDLERS.items()
-                 if _in_main_thread() and signal.getsignal(signum) is default]
+        taken = [signum for signum, default in DEFAULT_HANDLERS.items()
+                 if in_main_thread() and signal.getsignal(signum) is default]
 
         def handler(signum: int, frame: Any) -> None:
-            if self.interrupted and signum == _SIGHUP:
+            if self.interrupted and signum == HANGUP_SIGNAL:
                 return
             if self.interrupted:
                 raise KeyboardInterrupt
@@ -580,7 +580,7 @@ class Trainer:
             yield
         finally:
             for signum in taken:
-                signal.signal(signum, _DEFAULT_HANDLERS[signum])
+                signal.signal(signum, DEFAULT_HANDLERS[signum])
 
     def run(self, progress: Any = None, on_interrupt: Callable[[], None] | None = None) -> RunEnd:
         """Train until ``options.steps``, checkpointing and validating on schedule; returns why it
@@ -616,7 +616,7 @@ class Trainer:
         stop = 0  # the ranks' vote on a stop signal (its number, 0: none), after each step
         damaged = self.too_damaged()  # then their vote on it; resumed, every rank read the same checkpoint
         with self.ctrl_c_at_step_boundaries(on_interrupt), open(log_path, "a", newline="") as log_file, \
-                _workers_stopped_after(self.batches()) as batches:
+                workers_stopped_after(self.batches()) as batches:
             writer = csv.DictWriter(log_file, fieldnames=columns, extrasaction="ignore")
             while self.step < end:
                 if damaged:
