@@ -29,6 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forward_args import split_forwarded
 from sizes import sizes
@@ -91,6 +92,29 @@ def run_timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
     return Timed(measured["wall_s"], measured["maxrss_kib"] * 1024, summary)  # ru_maxrss is in KiB on Linux
 
 
+def timing_row(label: str, runs: list[Timed], budget_s: float) -> dict[str, Any]:
+    """One pair's row from its timed runs: medians, the spread, the peak, and whether the slowest run
+    kept within ``budget_s``."""
+    walls = [run.wall_s for run in runs]
+    calls = [float(run.summary.get("seconds", 0.0)) for run in runs]
+    return {
+        "pair": label, "runs": len(runs), "median_s": statistics.median(walls), "min_s": min(walls),
+        "max_s": max(walls), "refine_call_s": statistics.median(calls),
+        "rest_s": statistics.median(wall - call for wall, call in zip(walls, calls, strict=True)),
+        "peak_rss_gb": max(run.peak_rss for run in runs) / 1e9,
+        "schedule": runs[-1].summary.get("schedule", ""),
+        "within_budget": max(walls) <= budget_s,
+    }
+
+
+def table_line(row: dict[str, Any]) -> str:
+    """A row of the printed table, its budget verdict "yes" or "no"."""
+    spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
+    verdict = "yes" if row["within_budget"] else "no"
+    return (f"{row['pair']:<26} {row['median_s']:>6.2f}s {spread:>11} {row['refine_call_s']:>10.2f}s "
+            f"{row['rest_s']:>7.2f}s {row['peak_rss_gb']:>6.2f}GB  {verdict:>8}  {row['schedule']}")
+
+
 def make_pairs(folder: Path, width: int, height: int, mask_kinds: list[str]) -> list[tuple[Path, Path]]:
     """A generated photo (JPEG) and one mask (PNG) per kind: ``blocky`` or ``precise``."""
     import cv2
@@ -146,17 +170,7 @@ def main() -> None:
             command = [sys.executable, "-m", "crm_cli", "refine", str(image), str(mask), "-o",
                        str(folder / "out.png"), "--json", *extra]
             run_timed(command, env)  # warm-up: page cache and bytecode, as a second run in a script sees them
-            runs = [run_timed(command, env) for _ in range(args.repeat)]
-            walls = [r.wall_s for r in runs]
-            calls = [float(r.summary.get("seconds", 0.0)) for r in runs]
-            rows.append({
-                "pair": label, "runs": len(runs), "median_s": statistics.median(walls), "min_s": min(walls),
-                "max_s": max(walls), "refine_call_s": statistics.median(calls),
-                "rest_s": statistics.median(w - c for w, c in zip(walls, calls, strict=True)),
-                "peak_rss_gb": max(r.peak_rss for r in runs) / 1e9,
-                "schedule": runs[-1].summary.get("schedule", ""),
-                "within_budget": max(walls) <= args.budget,
-            })
+            rows.append(timing_row(label, [run_timed(command, env) for _ in range(args.repeat)], args.budget))
     torch_s = statistics.median(r.wall_s for r in torch_runs)
     print(f"whole `crm refine` processes, {os.cpu_count()} CPUs, median of {args.repeat} after a warm-up; "
           f"a bare `python -c 'import torch'`: {torch_s:.2f} s")
@@ -164,10 +178,7 @@ def main() -> None:
               f"  {'<= ' + format(args.budget, 'g') + ' s':>8}  schedule")
     print(header)
     for row in rows:
-        spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
-        verdict = "yes" if row["within_budget"] else "no"
-        print(f"{row['pair']:<26} {row['median_s']:>6.2f}s {spread:>11} {row['refine_call_s']:>10.2f}s "
-              f"{row['rest_s']:>7.2f}s {row['peak_rss_gb']:>6.2f}GB  {verdict:>8}  {row['schedule']}")
+        print(table_line(row))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({"cpus": os.cpu_count(), "torch_import_s": torch_s,
                                                     "budget_s": args.budget, "rows": rows}, indent=2))

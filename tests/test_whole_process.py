@@ -65,3 +65,17 @@ def test_the_script_times_generated_pairs_end_to_end(tmp_path: Path) -> None:
         assert row["rest_s"] == pytest.approx(row["median_s"] - row["refine_call_s"])
         assert row["peak_rss_gb"] > 0.05 and row["schedule"]
     assert "160x128 blocky" in done.stdout and "refine call" in done.stdout
+
+
+@pytest.mark.parametrize(("budget", "verdict"), [(3.0, "yes"), (2.99, "no")])
+def test_a_row_reads_yes_only_when_its_slowest_run_keeps_within_the_budget(budget: float, verdict: str) -> None:
+    """The end-to-end run above can only show "no" (no process takes a millisecond); the "yes" side by
+    hand: walls 1, 3 and 2 s, refine calls 0.5, 1 and 0.7 s."""
+    runs = [whole_process.Timed(wall, peak, {"seconds": call, "schedule": "1.5"})
+            for wall, peak, call in ((1.0, 300_000_000, 0.5), (3.0, 500_000_000, 1.0), (2.0, 400_000_000, 0.7))]
+    row = whole_process.timing_row("4K blocky", runs, budget)
+    assert row == {"pair": "4K blocky", "runs": 3, "median_s": 2.0, "min_s": 1.0, "max_s": 3.0, "refine_call_s": 0.7,
+                   "rest_s": pytest.approx(1.3), "peak_rss_gb": 0.5, "schedule": "1.5",
+                   "within_budget": verdict == "yes"}
+    assert whole_process.table_line(row).split() == ["4K", "blocky", "2.00s", "1.00-3.00", "0.70s", "1.30s", "0.50GB",
+                                                     verdict, "1.5"]
