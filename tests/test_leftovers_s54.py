@@ -145,6 +145,7 @@ def test_a_file_click_deems_unreadable_is_crms_to_report(tiny_weights: Path, tmp
     (["batch", "{tmp}", "-o", "{tmp}/out", "--masks", "{tmp}/nothere"],
      "Invalid value for '--masks': folder {tmp}/nothere does not exist"),
     (["eval", "{tmp}/nothere"], "Invalid value for 'FOLDER': folder {tmp}/nothere does not exist"),
+    (["eval", "{tmp}", "-o", "{tmp}/p.jpg"], "Invalid value for '--output': {tmp}/p.jpg is a file, not a folder"),
     (["coco", "{tmp}/nothere.json", "-i", "{tmp}", "-o", "{tmp}/o.json"],
      "Invalid value for 'ANNOTATIONS.json': file {tmp}/nothere.json does not exist"),
     (["coco", "{tmp}", "-i", "{tmp}", "-o", "{tmp}/o.json"],

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 def evaluate(
     folder: Annotated[Path, typer.Argument(metavar="FOLDER",
                                            help="BIG-layout folder: <name>_im.*, <name>_seg.*, <name>_gt.*")],
-    output_dir: Annotated[Path | None, typer.Option("--output", "-o", file_okay=False, metavar="DIR",
+    output_dir: Annotated[Path | None, typer.Option("--output", "-o", metavar="DIR",
                                                     help="Also write refined masks as <name>_mask.png.")] = None,
     options: RefinerOptions = RefinerOptions(),
     per_stage: Annotated[bool, typer.Option("--per-stage", help="Also score the output of every stage "
@@ -90,6 +90,8 @@ def evaluate(
         require_existing(folder, "'FOLDER'")
         refuse_standard_output(output_dir, "crm eval writes one mask per pair into a folder, not to standard output",
                                "'--output'")
+        if output_dir is not None and output_dir.exists() and not output_dir.is_dir():  # as crm batch says it
+            raise typer.BadParameter(f"{output_dir} is a file, not a folder", param_hint="'--output'")
         options.check_backend()
         settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.
