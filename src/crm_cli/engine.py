@@ -109,6 +109,9 @@ class RefineResult:
 
     probability: np.ndarray
     stages: list[np.ndarray] = field(default_factory=list)
+    # Indices into ``stages`` of the stages skipped for size (``min_stage_side``): each holds the mask
+    # that stage was given, no output of its own.
+    skipped_stages: list[int] = field(default_factory=list)
     timings: list[StageTiming] = field(default_factory=list)
     ratios: tuple[float, ...] = ()  # the schedule that was run (chosen per image by ``auto``)
     guard_px: float | None = None  # the trust region's free distance, when the guard was on
@@ -750,6 +753,7 @@ class Refiner:
                 result.timings.append(StageTiming(ratio, 0.0, 0.0))
                 if keep_stages:
                     # A copy: before any stage has run, ``current`` may be the caller's own mask.
+                    result.skipped_stages.append(len(result.stages))
                     result.stages.append(np.array(runner.as_array(current, (height, width)), copy=True))
                 continue
             at_full_size = last or keep_stages or settings.full_decode

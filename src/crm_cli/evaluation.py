@@ -166,8 +166,11 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                                     threshold=threshold)
             coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
             before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
-            stage_scores = [score_pair(render_output("soft", stage, threshold=threshold), sample.gt, sample.name)
-                            for stage in ([] if detail is None else detail.stages)]
+            stage_scores = []  # (ratio, score); none without per_stage
+            for k, (ratio, stage) in enumerate(zip(detail.ratios, detail.stages, strict=False) if detail else ()):
+                if k not in detail.skipped_stages:  # a stage skipped for size holds the mask it was given
+                    stage_scores.append((ratio, score_pair(render_output("soft", stage, threshold=threshold),
+                                                           sample.gt, sample.name)))
             if on_sample is not None:
                 on_sample(sample, refined)
         except Exception as exc:  # noqa: BLE001 - a pair's own failure is passed on, anything else raised
@@ -191,8 +194,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "by_partner": detail is not None and detail.by_partner,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
-        for ratio, stage_score in zip(() if detail is None else detail.ratios, stage_scores,
-                                      strict=False):  # none without per_stage
+        for ratio, stage_score in stage_scores:
             result.stages_by_ratio.setdefault(float(ratio), DatasetScore()).add(stage_score)
     return result
 
