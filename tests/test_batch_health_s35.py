@@ -146,7 +146,7 @@ def test_one_chunk_walker_lists_the_headers_for_both_readers(tmp_path: Path) -> 
 def test_weights_identity_texts_stay_as_older_runs_recorded_them(tmp_path: Path) -> None:
     """Refactor guard (passes on the old code too): each text is hashed into every output's record."""
     from crm_cli.checkpoint import sidecar_path
-    from crm_cli.cli.batch import weights_identity
+    from crm_cli.cli.resumable import weights_identity
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"12345")

@@ -387,7 +387,8 @@ def test_records_of_another_format_count_as_other_settings(tiny_weights: Path, t
     import hashlib
     from dataclasses import asdict
 
-    from crm_cli.cli.batch import SETTINGS_KEYWORD, weights_identity
+    from crm_cli.cli.batch import SETTINGS_KEYWORD
+    from crm_cli.cli.resumable import weights_identity
     from crm_cli.presets import PRESETS
     from crm_cli.writing import write_png
 

@@ -242,7 +242,7 @@ def test_inspect_and_crm_info_show_the_partner(weights_pair: tuple[Path, Path], 
 def test_batch_records_name_the_partner_only_when_there_is_one(weights_pair: tuple[Path, Path],
                                                                    tiny_weights: Path) -> None:
     from crm_cli.checkpoint import sha256_file
-    from crm_cli.cli.batch import weights_identity
+    from crm_cli.cli.resumable import weights_identity
 
     main, region = weights_pair
     # Weights without the entry are named as before, so their earlier outputs stay done.
@@ -263,7 +263,7 @@ def test_coco_progress_made_with_other_default_weights_starts_over(monkeypatch: 
     from typer.testing import CliRunner
 
     from crm_cli.cli import app
-    from crm_cli.cli.batch import weights_identity
+    from crm_cli.cli.resumable import weights_identity
     from crm_cli.coco.files import sidecar_path as progress_path
 
     # One instance whose photo is missing: the run fails it (exit 1) without loading a model, and its
@@ -388,7 +388,7 @@ def test_a_ray_run_checks_the_partner_before_starting_actors(weights_pair: tuple
 
 def test_batch_records_name_the_partners_final_stage_when_it_has_one(weights_pair: tuple[Path, Path]) -> None:
     from crm_cli.checkpoint import sidecar_path
-    from crm_cli.cli.batch import weights_identity
+    from crm_cli.cli.resumable import weights_identity
 
     main, partner = weights_pair
     before = json.loads(weights_identity(main))

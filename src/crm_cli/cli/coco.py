@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 
-from .batch import RayOpt, checked_ray_spec, weights_identity
 from .checks import DESCRIPTOR, special_file, unwritable_reason
 from .common import (
     FailureRecord,
@@ -34,6 +33,7 @@ from .common import (
     user_errors,
     warn,
 )
+from .resumable import RayOpt, checked_ray_spec, weights_identity
 
 MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
 
