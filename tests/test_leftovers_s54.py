@@ -203,3 +203,16 @@ def test_a_ray_address_ray_cannot_read_is_a_usage_error(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["error"] == ("cannot connect to Ray at 'not:an:address': Invalid address "
                                                   "format: not:an:address")
     assert not any((tmp_path / "out").rglob("*.png"))  # nothing refined (a missing folder yields nothing)
+
+
+@pytest.mark.parametrize("dtype, high", [(np.uint8, 256), (np.uint16, 300), (np.uint16, 65536)])
+def test_a_mask_reads_its_label_ids_as_the_labels_module_does(dtype: type, high: int) -> None:
+    """MaskData.label_ids reads its histogram itself now (masks and labels imported each other);
+    both must give the same ids, the background left out."""
+    from crm_cli.labels import label_ids
+    from crm_cli.masks import MaskData
+
+    values = np.random.default_rng(high).integers(0, high, (40, 50)).astype(dtype)
+    values[:5] = 0
+    mask = MaskData(values, "gray8" if dtype == np.uint8 else "gray16")
+    assert mask.label_ids == label_ids(values) == sorted(set(values.ravel().tolist()) - {0})

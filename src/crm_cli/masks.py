@@ -439,11 +439,10 @@ class MaskData:
         """The non-background ids of the mask read as a label map (``labels.label_ids``), found once:
         the ``--labels`` notes and the refinement both read them. uint8 values, and 16-bit ids up to
         VOID_ID, are read from :attr:`_counts`, the histogram :meth:`is_label_map` reads too (one pass
-        over the values for both); other values are found with ``np.unique``."""
-        from .labels import label_ids
-
+        over the values for both); other values are found with ``np.unique``. (Read here, not through
+        ``labels``, which imports this module.)"""
         if self._counts_are_short:
-            return label_ids(self.values, self._counts)
+            return [int(value) for value in np.flatnonzero(self._counts) if value != 0]
         return [int(value) for value in self._unique_values if value != 0]
 
     @cached_property
