@@ -1,4 +1,6 @@
-"""How input file names are compared and ordered: extensions, mask suffixes, name keys, natural sort keys."""
+"""The name rules of :mod:`pairing` and :mod:`score_pairs`: mask extensions and their order of preference
+(:func:`_pick`, the file used among the formats of one name), the ``_gt``, ``_seg`` and mask name suffixes,
+the keys names are compared by (NFC, letter case, zero-padding) and :func:`natural_key`, the order pairs come in."""
 
 from __future__ import annotations
 
@@ -123,7 +125,7 @@ def natural_key(path: Path | str) -> NaturalKey:
 
 
 def _number_key(key: Path) -> str:
-    """A name as :func:`_match`'s zero-padding rounds compare it: NFC, case-folded, and the last
+    """A name as :func:`pairing._match`'s zero-padding rounds compare it: NFC, case-folded, and the last
     number of its last part read without its zeros (see :func:`_unpadded`), so frames numbered with
     other zero-padding (``frame_7``, ``frame_0007``, ``frame_000007_mask``: ffmpeg's ``%d``,
     ``%04d``, ``%06d``) have one key; its folders and other numbers are compared as they are."""

@@ -1,4 +1,5 @@
-"""The files to pair: input folders walked, notes on what the walk skipped, a layout's files keyed by name."""
+"""The files to pair, for :mod:`pairing` and :mod:`score_pairs`: input folders walked (:func:`_walk`), notes on
+what the walk skipped or kept apart, and a layout's files keyed by name (:class:`_Inputs`)."""
 
 from __future__ import annotations
 
@@ -187,12 +188,12 @@ def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Pa
 @dataclass
 class _Inputs:
     """One layout's files before they are paired: photos, masks and ground truths keyed by relative
-    name (see :func:`_keyed`), and what the messages of :func:`_pair_inputs` say of the layout."""
+    name (see :func:`_keyed`), and what the messages of :func:`pairing._pair_inputs` say of the layout."""
 
     layout: str
     images: dict[Path, list[Path]]
     masks: dict[Path, list[Path]]
-    suffixes: tuple[str, ...]  # the mask of <name> is <name><suffix> for one of them (see _match)
+    suffixes: tuple[str, ...]  # the mask of <name> is <name><suffix> for one of them (see pairing._match)
     images_inside: dict[Path, list[Path]] = field(default_factory=dict)  # photos in the excluded folder
     masks_inside: dict[Path, list[Path]] = field(default_factory=dict)  # masks in the excluded folder
     gts: dict[Path, list[Path]] = field(default_factory=dict)  # ground truths (BIG layout)
@@ -200,7 +201,8 @@ class _Inputs:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # folders that could not be listed, why
     notes: list[str] = field(default_factory=list)
     masks_dir: Path | None = None  # the masks' own folder (folder layouts): named where a photo's mask is missing
-    # Side by side, a guess: the folder searched, for the NoPairsError when not one photo fits a mask
-    # (then the folder holds another layout), and the command its hints name (scan_pairs' ``command``).
+    # Side by side, a guess: the folder searched, for pairing._pair_inputs' NoPairsError when not one photo
+    # fits a mask (then the folder holds another layout), and the command its hints name (pairing.scan_pairs'
+    # ``command``).
     guessed_in: Path | None = None
     command: str = "crm batch"

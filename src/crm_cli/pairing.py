@@ -1,5 +1,10 @@
 """Pair files: image/mask pairs to refine (``images/`` + ``masks/`` or two folders of any names, the BIG
-layout, or side by side). Predictions are paired with their ground truths for scoring in :mod:`score_pairs`."""
+layout, or side by side), found by :func:`scan_pairs` and :func:`scan_folder_pairs`, with their types
+(FilePair, Pairing, PairFailure, NoPairsError), the matching of names (:func:`_match`), the ground-truth rule
+(:func:`ground_truth_pairs`) and the output clashes (:func:`split_output_clashes`).
+
+The name rules live in :mod:`naming`, the folder walk in :mod:`pair_inputs`, the hints and notes in
+:mod:`pairing_hints`; predictions are paired with their ground truths for scoring in :mod:`score_pairs`."""
 
 from __future__ import annotations
 
@@ -131,7 +136,7 @@ class _Matched:
 def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """The photos and the masks among ``files``, told apart in each folder by the names beside them:
     a file whose own mask name (``<stem>_mask.*``, ``<stem>-matte.*``...) lies beside it is a photo;
-    else a file named ``<name>`` + a suffix of MASK_NAME_SUFFIXES is a mask when ``<name>.*`` lies
+    else a file named ``<name>`` + a suffix of naming.MASK_NAME_SUFFIXES is a mask when ``<name>.*`` lies
     beside it. A file so named whose ``<name>.*`` is missing is a mask as well (one without its
     photo, which pairing leaves out with a note) when another file of its folder with the same
     suffix is the mask of a photo beside it: ``b_mask.png`` beside ``a.jpg`` + ``a_mask.png``. Any
@@ -174,7 +179,7 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
     name), in up to six rounds, each only among the masks no earlier round took: the same name,
     then a suffixed one, then the same two with letter case ignored, then with zero-padding ignored
-    too in the last number of the name (``frame_1`` and ``frame_0001``, see :func:`_number_key`).
+    too in the last number of the name (``frame_1`` and ``frame_0001``, see :func:`naming._number_key`).
     Names are compared in Unicode NFC. Within a round two fitting masks make the image ambiguous,
     and a mask that fits several images goes to none of them (``Cat`` and ``cat`` for ``CAT``):
     failures, never a guess. In the zero-padding rounds the images paired already count among
@@ -258,7 +263,7 @@ def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layo
     """The photos below ``images_dir`` and the masks below ``masks_dir``, ``root`` being the folder
     the messages name; ``real`` is the two folders resolved, where the caller has resolved them
     already (each is resolved once). Each folder is walked without what lies in the other (see
-    :func:`_walk`'s ``apart``): a path of one that leads into the other (a link, or the other folder
+    :func:`pair_inputs._walk`'s ``apart``): a path of one that leads into the other (a link, or the other folder
     inside it) is skipped with a note, so no mask is taken for a photo and no photo for a mask.
     Raises NoPairsError when there is no photo."""
     real_images, real_masks = real if real is not None else (os.path.realpath(images_dir),
@@ -429,7 +434,7 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
 
     - ``root/images/**`` + ``root/masks/**`` when both folders exist: the mask of
       ``images/<path>/<name>.*`` is ``masks/<path>/<name>.*``, or else ``<name>`` followed by one
-      of MASK_NAME_SUFFIXES (``<name>_mask.*``, ``<name>-matte.*``...); output ``<path>/<name>.png``.
+      of naming.MASK_NAME_SUFFIXES (``<name>_mask.*``, ``<name>-matte.*``...); output ``<path>/<name>.png``.
       :func:`scan_folder_pairs` pairs two folders of any names by the same rules.
     - the BIG layout: ``<name>_im.*`` + ``<name>_seg.*`` (+ ``<name>_gt.*``) in the same folder,
       output ``<name>_mask.png``.
@@ -444,7 +449,7 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
     Names are compared in Unicode NFC; where no mask has the same letter case, with case ignored;
     and where none fits so either, with the last number of the name read without its zeros
     (``frame_7`` + ``frame_0007``: frame numbers padded otherwise; folders and other numbers as
-    they are, see :func:`_number_key`), with a note counting such pairs. Two masks that fit one
+    they are, see :func:`naming._number_key`), with a note counting such pairs. Two masks that fit one
     photo equally, or one mask that fits several photos equally (photos ``a_1`` and ``a_01`` for
     ``a_001.png``, even where ``a_01`` has its own mask), make each such photo a failure.
     Sub-folders are searched (linked ones too, each real folder once, never a folder around the one
@@ -456,11 +461,11 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
     links to missing files are counted in notes. Files under ``exclude`` (the batch's own output
     folder, when it lies inside ``root``) are left out, so reruns never pair earlier outputs; a note
     counts the input pairs found there. Pairs and failures come in natural order (``frame_2``
-    before ``frame_10``, see :func:`natural_key`). Where photos without a mask and masks without a
+    before ``frame_10``, see :func:`naming.natural_key`). Where photos without a mask and masks without a
     photo are numbered sequences, a note says when the masks' numbers look shifted from the photos'
-    (masks from 0, photos from 1: :func:`_offset_note`) or, in folder layouts, when the masks are
+    (masks from 0, photos from 1: :func:`pairing_hints._offset_note`) or, in folder layouts, when the masks are
     named otherwise before the number with a mask word (``plate_matte.0001`` for ``plate.0001``:
-    :func:`_renamed_masks_note`); neither is ever paired. Raises NoPairsError when there is no image
+    :func:`pairing_hints._renamed_masks_note`); neither is ever paired. Raises NoPairsError when there is no image
     at all (images without masks are failures instead; a folder whose names each come in two
     formats, ``a.jpg`` + ``a.png``, is told how to pair them). Outputs that would be one file on some
     disks are not checked here: see :func:`split_output_clashes`.

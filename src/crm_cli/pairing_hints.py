@@ -1,4 +1,7 @@
-"""The hints and notes pairing explains itself with (a folder that pairs nothing, or pairs oddly), and listed()."""
+"""What :mod:`pairing` explains itself with: the hints of its NoPairsError (a folder's layout, sibling folders,
+names in two formats, unreadable folders, formats crm does not read), its notes on mask sequences numbered or
+named otherwise than their photos (:func:`_offset_note`, :func:`_renamed_masks_note`), and :func:`listed` with
+MAX_LISTED, how many items a message names."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from .pair_inputs import _Inputs, _under, _Walk
 
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
 
-# What the hints for a folder of no known layout say that crm eval reads instead (scan_pairs' ``command``).
+# What the hints for a folder of no known layout say that crm eval reads instead (pairing.scan_pairs' ``command``).
 _EVAL_READS = "crm eval reads the BIG layout only (<name>_im + <name>_seg + <name>_gt in one folder)"
 
 
@@ -54,7 +57,7 @@ _MASK_MODES = frozenset({"1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "F"
 
 def _hint_names(folder: Path) -> tuple[dict[str, Path], bool]:
     """The image files below ``folder`` by name as ``--masks`` would pair them (relative path without
-    extension or mask suffix, letter case and zero-padding ignored: see :func:`_number_key`), one file
+    extension or mask suffix, letter case and zero-padding ignored: see :func:`naming._number_key`), one file
     each (the first by path), and whether every entry below was read. Links to folders are not
     followed and hidden entries are skipped. At most _HINT_ENTRIES entries are read, folder by folder
     (breadth first) and each folder in the order the disk lists it: a bigger folder gives a sample."""
@@ -106,7 +109,7 @@ def _sibling_hint(root: Path, command: str = "crm batch") -> str:
     reads (a sample of a big folder: the hint then says "at least"). The masks' folder is the one
     whose file of a shared name reads as a mask while the other's does not; when both or neither do,
     the hint says which folder --masks takes. What follows is worded for ``command`` (see
-    :func:`scan_pairs`): crm train is told to name them images/ and masks/, and crm eval that it
+    :func:`pairing.scan_pairs`): crm train is told to name them images/ and masks/, and crm eval that it
     reads the BIG layout only, crm batch pairing the two."""
     try:
         real_root = os.path.realpath(root)
@@ -162,7 +165,7 @@ def _sibling_hint(root: Path, command: str = "crm batch") -> str:
 def _layout_hint(root: Path, command: str = "crm batch") -> str:
     """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders, or, holding
     neither, two of its folders that hold images of the same names (:func:`_sibling_hint`); worded
-    for ``command`` (see :func:`scan_pairs`)."""
+    for ``command`` (see :func:`pairing.scan_pairs`)."""
     images, masks = (root / "images").is_dir(), (root / "masks").is_dir()
     if not images and not masks:
         return _sibling_hint(root, command)
@@ -190,10 +193,10 @@ def _layout_hint(root: Path, command: str = "crm batch") -> str:
 def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
     """For a folder below ``root`` taken for the side-by-side layout in which no pair was found: the
     names held in two formats (``frame_0001.jpg`` + ``frame_0001.png``), one photo by the format rule
-    (see :func:`_preference`) but maybe a photo and its mask, as a hint naming how to pair them in
+    (see :func:`naming._preference`) but maybe a photo and its mask, as a hint naming how to pair them in
     words that say what each command that reads the folder takes (crm batch, train, eval); "" when no name
     is held in exactly two formats. The masks' format is the one whose file of the first such name
-    reads as a mask while the other does not, else the one :func:`_preference` puts first (lossless:
+    reads as a mask while the other does not, else the one :func:`naming._preference` puts first (lossless:
     PNG before JPEG)."""
     combinations: dict[tuple[str, str], list[list[Path]]] = {}
     for files in images.values():
@@ -228,7 +231,7 @@ _Sequence = tuple[str, str, str]
 
 def _numbered(key: Path, suffixes: Sequence[str] = ()) -> tuple[_Sequence, int] | None:
     """``key`` (a relative name) as a numbered frame: its sequence and its number (the last number
-    of the name, see :func:`_last_number`), the name read without the suffix of ``suffixes`` ending
+    of the name, see :func:`naming._last_number`), the name read without the suffix of ``suffixes`` ending
     it (a mask's ``frame_0007_mask`` is frame 7 of the sequence ``frame_``); None without a number."""
     folder, _, name = _name_key(key, fold=True).rpartition("/")
     for suffix in suffixes:

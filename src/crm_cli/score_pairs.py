@@ -29,7 +29,7 @@ def _mask_files(folder: Path, walks: list[_Walk], other: Path | None = None) -> 
     """Mask files below ``folder`` (sub-folders included, linked ones too, each real folder once),
     sorted. Hidden files and folders are left out, and so is what lies in the real folder of
     ``other`` (the other argument of ``crm score``: a folder inside this one, or linked from it),
-    unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`_skipped_note`)."""
+    unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`pair_inputs._skipped_note`)."""
     real = os.path.realpath(folder)
     skip = None
     if other is not None:
@@ -50,8 +50,8 @@ def _base_name(gt: Path, folder: Path | None = None) -> str:
 
 def _index(files: list[Path], folder: Path) -> tuple[dict[str, Path], dict[Path, list[Path]]]:
     """Predictions by relative path without and with the extension (in Unicode NFC, see
-    :func:`_name_key`), and for each file chosen for a name, the other formats of that name it was
-    chosen over (see :func:`_preference`)."""
+    :func:`naming._name_key`), and for each file chosen for a name, the other formats of that name it was
+    chosen over (see :func:`naming._preference`)."""
     by_key: dict[str, Path] = {}
     shadowed: dict[Path, list[Path]] = {}
     for path in sorted(files, key=_preference):
@@ -171,8 +171,8 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
 def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suffixes: Sequence[str],
                           big: bool) -> list[Path]:
     """The predictions below ``folder`` that no ground truth pairs with, one file for each name
-    (in :func:`natural_key` order): files named ``<name><suffix>`` (a suffix of ``suffixes``) for no
-    ground-truth name of ``names`` (relative, as :func:`_name_key` spells them). A name's files
+    (in :func:`naming.natural_key` order): files named ``<name><suffix>`` (a suffix of ``suffixes``) for no
+    ground-truth name of ``names`` (relative, as :func:`naming._name_key` spells them). A name's files
     (``b_mask``, ``b_seg``) count once, as the file a ground truth ``b`` would pair with. Beside
     BIG-layout ground truths (``big``), the photos ``*_im`` and the ground truths ``*_gt`` are no
     predictions."""

@@ -1,4 +1,6 @@
-"""A run's batches: each step's deterministic batch, the loader workers that make them ahead, and their plans."""
+"""A run's batches: each step's deterministic batch (:func:`step_batch`, :class:`StepBatches`), the loader
+workers that make them ahead (their plans for shared memory, open files and pids, their setup and teardown),
+and the signals a run defers to a step boundary (DEFERRED_SIGNALS), which the workers ignore."""
 
 from __future__ import annotations
 
@@ -207,7 +209,7 @@ def single_threaded_worker(parent: int, _: int) -> None:
     package.addHandler(_WorkerWarnings(logging.WARNING))
     package.propagate = False
     # Workers are born ignoring Ctrl-C, SIGTERM and SIGHUP only when the loader starts on the main
-    # thread (Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C,
+    # thread (loop.Trainer.batches); one started from another thread (an API user's) would die of a Ctrl-C,
     # a SIGTERM sent to the process group (`timeout`, a scheduler) or a closed terminal's SIGHUP. They
     # still end with the loader, which stops them through its queues, or with the training process
     # (the loader's watchdog).
@@ -215,7 +217,7 @@ def single_threaded_worker(parent: int, _: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-# The signals a run defers to the next step boundary (Trainer.ctrl_c_at_step_boundaries), with the
+# The signals a run defers to the next step boundary (loop.Trainer.ctrl_c_at_step_boundaries), with the
 # handler each has when nobody else took it: Python's own for SIGINT, the system's for SIGTERM and
 # SIGHUP (which Windows lacks).
 HANGUP_SIGNAL = getattr(signal, "SIGHUP", None)
@@ -237,7 +239,7 @@ def workers_stopped_after(batches: Iterator[MadeBatch]) -> Iterator[Iterator[Mad
     They would stop when the loader's iterator is collected, but a traceback can keep it: the run's
     frame in a stop's KeyboardInterrupt that a caller holds, or the loader's own frames in a
     reference cycle after an error from inside it (a worker's unreadable pair). At the exit
-    multiprocessing then waits for workers that ignore its SIGTERM (see :meth:`Trainer.batches`),
+    multiprocessing then waits for workers that ignore its SIGTERM (see :meth:`~.loop.Trainer.batches`),
     and the process hung.
 
     A worker that dies while being stopped (an abort in a library's C++ teardown, "terminate called

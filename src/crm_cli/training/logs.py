@@ -1,4 +1,5 @@
-"""A run's CSV log (log.csv) and JSONL validation log (val.jsonl): their columns, and cutting them back on resume."""
+"""A run's CSV log (log.csv) and JSONL validation log (val.jsonl): the training columns, a new log started, a
+resumed run's header checked against its validation sets, and the logs cut back to the step it resumes from."""
 
 from __future__ import annotations
 

@@ -1,10 +1,16 @@
-"""The training loop (DESIGN §3): deterministic batches, step-decay Adam, checkpoints, exact resume.
+"""The training loop (DESIGN §3): the Trainer (step-decay Adam, checkpoints, exact resume, validation and
+export on schedule, a Ctrl-C taken at a step boundary), why a run stops early or ends (EarlyStop, RunEnd), the
+model a run starts from (:func:`initial_model`), the checkpoint's name, pairs digest and reading
+(:func:`read_checkpoint`), and the names of kept exports (:func:`step_export_name`).
 
-Every step draws its batch from ``numpy.random.default_rng([seed, step])`` and seeds torch from
-(seed, step), so a run resumed from a checkpoint replays exactly the batches and dropout masks of a
-straight run; a pair that cannot be read has a stand-in chosen by its index alone (data.PairCache), so
-that holds with damaged files too. Multi-GPU runs go through ``torchrun`` + DistributedDataParallel:
-each rank takes a disjoint slice of the step's global batch.
+Every step draws its batch from ``numpy.random.default_rng([seed, step])`` (:func:`~.loader.step_batch`) and
+seeds torch from (seed, step), so a run resumed from a checkpoint replays exactly the batches and dropout masks
+of a straight run; a pair that cannot be read has a stand-in chosen by its index alone (data.PairCache), so
+that holds with damaged files too. Multi-GPU runs go through ``torchrun`` (:mod:`.distributed`) +
+DistributedDataParallel: each rank takes a disjoint slice of the step's global batch.
+
+The run's options and schedule are in :mod:`.options`, its loader workers in :mod:`.loader`, its logs in
+:mod:`.logs` and its validation sets in :mod:`.validation`.
 """
 
 from __future__ import annotations
@@ -365,8 +371,8 @@ class Trainer:
 
     def _loader_plan(self) -> tuple[int, int]:
         """(workers, batches each keeps ahead) for ``options.workers``, as many as shared memory
-        (:func:`loader_plan`), the open-files limit (:func:`open_files_plan`) and a pids limit
-        (:func:`pids_plan`) hold, with a warning for each that holds fewer than asked."""
+        (:func:`~.loader.loader_plan`), the open-files limit (:func:`~.loader.open_files_plan`) and a pids
+        limit (:func:`~.loader.pids_plan`) hold, with a warning for each that holds fewer than asked."""
         from ..containers import pids_left, shared_memory_free
         from ..runtime import available_cpus, open_files_left
 
@@ -508,7 +514,7 @@ class Trainer:
         return self._validation
 
     def validate(self) -> dict[str, float]:
-        """Coarse vs refined IoU/mBA on every validation set (see :func:`validation_scores`)."""
+        """Coarse vs refined IoU/mBA on every validation set (see :func:`~.validation.validation_scores`)."""
         scores = validation_scores(self.model, self.device, self.validation_data())
         self.model.train()
         return scores

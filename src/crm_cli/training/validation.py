@@ -1,4 +1,5 @@
-"""The validation sets a run scores on (held-out pairs and named --val-set folders), and their scores."""
+"""The validation sets a run scores on (held-out pairs and named --val-set folders): --val-set parsed, each
+set's pairs found and read once (:func:`validation_sets`), and a model's scores on them (:func:`validation_scores`)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def synthetic_set(prefix: str, pairs: list[FilePair], where: str) -> ValidationS
 
 def checked_left_out(left_out: dict[str, str], total: int, where: str) -> tuple[str, ...]:
     """The names of the pairs of a validation set of ``total`` left out as unreadable (``left_out``:
-    name: the reason, naming the file), each warned of. More than MOST_UNREADABLE of them raise the
+    name: the reason, naming the file), each warned of. More than data.MOST_UNREADABLE of them raise the
     ValueError of :func:`~.data.unusable_pairs_error`, ``where`` naming the set."""
     if too_many_unreadable(len(left_out), total):
         raise unusable_pairs_error(list(left_out.values()), total, where)
@@ -135,8 +136,8 @@ def folder_set(folder: Path, name: str, limit: int, ratios: tuple[float, ...] | 
     triples = [p for p in found if p.gt is not None]
     if triples:
         # A triple that cannot be read follows the rule of synthetic_set's pairs: left out with a
-        # warning, and more than MOST_UNREADABLE of them stop the run before its first step (Trainer.run
-        # reads the validation sets first).
+        # warning, and more than data.MOST_UNREADABLE of them stop the run before its first step
+        # (loop.Trainer.run reads the validation sets first).
         chosen = triples[:limit]
         left_out: dict[str, str] = {}
         samples = list(folder_samples(chosen, on_error=lambda pair, exc: left_out.setdefault(pair, str(exc))))
