@@ -26,8 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .locks import read_words
-
 # Where POSIX shared memory lives on Linux: torch's DataLoader workers hand each batch over in it.
 SHARED_MEMORY = Path("/dev/shm")
 # A v1 memory limit of at least this many bytes is the kernel's "unlimited" (2^63 rounded down to a page).
@@ -43,6 +41,15 @@ class CgroupMount:
     controllers: frozenset[str]
     root: str
     mount_point: str
+
+
+def read_words(path: Path) -> list[str] | None:
+    """The whitespace-separated words of a small text file (a lock's pid, host and token; a cgroup
+    setting), or None when it cannot be read."""
+    try:
+        return path.read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return None
 
 
 def parse_mountinfo(text: str) -> list[CgroupMount]:

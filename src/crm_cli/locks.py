@@ -29,6 +29,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from .containers import read_words
+
 LOCK_PREFIX = "."
 LOCK_SUFFIX = ".lock"
 # Beside a stale lock, the file that guards its takeover: the lock's name and this.
@@ -90,15 +92,6 @@ def _age(path: Path) -> float | None:
     """Seconds since ``path`` was last modified, or None when it is gone."""
     try:
         return time.time() - path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def read_words(path: Path) -> list[str] | None:
-    """The whitespace-separated words of a small text file (a lock's pid, host and token; a cgroup
-    setting), or None when it cannot be read."""
-    try:
-        return path.read_text(encoding="ascii", errors="replace").split()
     except OSError:
         return None
 
