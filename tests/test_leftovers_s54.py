@@ -216,3 +216,109 @@ def test_a_mask_reads_its_label_ids_as_the_labels_module_does(dtype: type, high:
     values[:5] = 0
     mask = MaskData(values, "gray8" if dtype == np.uint8 else "gray16")
     assert mask.label_ids == label_ids(values) == sorted(set(values.ravel().tolist()) - {0})
+
+
+def test_the_decoder_table_makes_no_float64_tensor_on_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPS has no float64: every torch refinement on an Apple-silicon Mac (auto's device there) raised a
+    TypeError in the decoder's axis table. Stood in for here: MPS's refusal of float64, and moving."""
+    import torch
+
+    from crm_cli.model import decoder
+
+    real_arange = torch.arange
+    made: list[str] = []
+    moved: list[str] = []
+
+    def arange(*args: object, device: object = None, dtype: object = None, **kwargs: object) -> torch.Tensor:
+        kind = torch.device(device).type  # type: ignore[arg-type]
+        if kind == "mps" and dtype == torch.float64:
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        made.append(kind)
+        return real_arange(*args, device="cpu", dtype=dtype, **kwargs)  # type: ignore[call-overload]
+
+    def to(self: torch.Tensor, target: object, *args: object, **kwargs: object) -> torch.Tensor:
+        moved.append(torch.device(target).type)  # type: ignore[arg-type]
+        return self
+
+    monkeypatch.setattr(torch, "arange", arange)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    on_mps = decoder.axis_geometry(37, 20, 12, 2, torch.device("mps"))
+    monkeypatch.undo()
+    on_cpu = decoder.axis_geometry(37, 20, 12, 2, torch.device("cpu"))
+    assert made == ["cpu"] and moved == ["mps"] * 4
+    for mps_value, cpu_value in zip(on_mps, on_cpu, strict=True):
+        assert mps_value.dtype == cpu_value.dtype and torch.equal(mps_value, cpu_value)
+
+
+class _Kernel32:
+    """Windows' kernel32 as _windows_pid_running calls it: a process that is there (handle 7, with an
+    exit code), or none (no handle)."""
+
+    def __init__(self, exit_code: int | None) -> None:
+        self.exit_code, self.closed = exit_code, []
+
+    def OpenProcess(self, access: int, inherit: bool, pid: int) -> int:  # noqa: N802 - Windows' name
+        return 0 if self.exit_code is None else 7
+
+    def GetExitCodeProcess(self, handle: int, code: object) -> bool:  # noqa: N802
+        code._obj.value = self.exit_code  # type: ignore[attr-defined]  # ctypes.byref's target
+        return True
+
+    def CloseHandle(self, handle: int) -> bool:  # noqa: N802
+        self.closed.append(handle)
+        return True
+
+
+@pytest.mark.parametrize(("exit_code", "error", "running"), [
+    (259, None, True),  # STILL_ACTIVE
+    (0, None, False),  # it has ended: its lock may be taken over
+    (None, 87, False),  # ERROR_INVALID_PARAMETER: no such process
+    (None, 5, True),  # ERROR_ACCESS_DENIED: another user's, running
+])
+def test_a_lock_owner_is_probed_on_windows_without_a_signal(monkeypatch: pytest.MonkeyPatch, exit_code: int | None,
+                                                              error: int | None, running: bool) -> None:
+    """On Windows os.kill(pid, 0) sends CTRL_C_EVENT (0) to a console process group, and for a dead
+    process raised an OSError that counted as alive: a dead run's lock held its pair for 30 minutes,
+    and the batch said "ok"."""
+    from crm_cli import locks
+
+    kernel32 = _Kernel32(exit_code)
+    assert locks._windows_pid_running(4242, kernel32, lambda: error) is running
+    assert kernel32.closed == ([] if exit_code is None else [7])  # each handle opened is closed
+    asked: list[int] = []
+    monkeypatch.setattr(locks.os, "name", "nt")
+    monkeypatch.setattr(locks, "_windows_pid_running", lambda pid: asked.append(pid) or running)
+    monkeypatch.setattr(locks.os, "kill", lambda *args: pytest.fail("os.kill is no probe on Windows"))
+    assert locks._pid_running(4242) is running and asked == [4242]
+
+
+def test_peak_memory_is_unknown_without_the_resource_module(tiny_weights: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no resource module: crm time failed with a traceback after all its timing work."""
+    import sys
+
+    from conftest import synthetic_scene
+
+    from crm_cli import Refiner
+    from crm_cli.evaluation import time_refine
+    from crm_cli.runtime import peak_rss_mb
+
+    assert peak_rss_mb() > 0
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource: ImportError
+    assert peak_rss_mb() is None
+    photo, mask = synthetic_scene(64, 96, seed=1)
+    report = time_refine(Refiner(tiny_weights, device="cpu"), photo, mask, repeat=1)
+    assert report["peak_rss_mb"] is None and report["total_s"] > 0
+
+
+def test_auto_takes_the_cpus_backend_when_a_driver_has_no_gpu_behind_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with an NVIDIA driver and a CPU-only torch: auto judged a GPU possible, so it skipped
+    ONNX Runtime, then torch found no GPU and refined on the CPU with torch, about twice as slowly."""
+    import crm_cli.devices as devices
+    from crm_cli import Refiner
+
+    monkeypatch.setattr(devices, "accelerator_possible", lambda: True)
+    refiner = Refiner(device="auto")  # the shipped weights, which have an exported encoder
+    assert refiner.backend == "onnx" and refiner.device_name.startswith("cpu")
+    assert refiner.partner is not None and refiner.partner.backend == "onnx"
+    assert Refiner(device="auto", backend="torch").backend == "torch"  # asked for: kept

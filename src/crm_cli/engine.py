@@ -385,6 +385,15 @@ class Refiner:
                 warn_of_missing_encoder(sidecar, device)
             self.runner, info = self._torch_runner(model, sidecar, device, info, precision, channels_last, fold_bn,
                                                    tiles)
+            from .devices import device_name
+
+            if (sidecar is not None and backend == "auto" and not torch_options and self.runner.device.type == "cpu"
+                    and device_name(device) == "auto"):
+                # auto expected a GPU (a driver is there) and torch found none, as with a CPU-only torch on
+                # a machine with an NVIDIA driver: the CPU's faster backend after all, when it can run.
+                encoder = choose_backend(sidecar, "cpu", precision, backend)
+                if encoder is not None:
+                    self.runner, info = self._onnx_runner(sidecar, encoder, threads, tiles)
         if not in_memory and not info.verified:
             weights = Path(str(info.path))
             # The sidecar also names the exported encoder: a copy of the weights alone runs on torch,

@@ -242,7 +242,7 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
         "by_partner": result.by_partner,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": None if (peak := peak_rss_mb()) is None else round(peak, 1),
         "peak_gpu_mb": round(peak_gpu_mb(refiner.runner.device), 1) if is_cuda else None,
         **backend_versions(refiner),
     }

@@ -26,8 +26,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .containers import read_words
 
@@ -69,9 +71,12 @@ def takeover_path(lock: Path) -> Path:
 
 
 def _pid_running(pid: int) -> bool:
-    """True when a process with this id exists (signal 0 probes without sending anything)."""
+    """True when a process with this id exists (signal 0 probes without sending anything; on Windows,
+    where 0 is CTRL_C_EVENT and no probe, :func:`_windows_pid_running`)."""
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return _windows_pid_running(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,6 +86,35 @@ def _pid_running(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+# OpenProcess's right to read a process's exit code, the code of one still running, and the errors
+# for a process that exists but is another user's and for an id that names none.
+_QUERY_LIMITED_INFORMATION = 0x1000
+_STILL_ACTIVE = 259
+_ERROR_ACCESS_DENIED = 5
+
+
+def _windows_pid_running(pid: int, kernel32: Any = None, last_error: Callable[[], int] | None = None) -> bool:
+    """Whether process ``pid`` exists on Windows, asked through a handle to it: ``os.kill(pid, 0)`` there
+    sends CTRL_C_EVENT to a console process group, and fails alike for a dead process and a live one.
+    An answer that cannot be had counts as running (the lock then waits out its age). ``kernel32`` and
+    ``last_error``: Windows' own, unless given (tests)."""
+    import ctypes
+
+    if kernel32 is None:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        last_error = ctypes.get_last_error  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return last_error is not None and last_error() == _ERROR_ACCESS_DENIED
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == _STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _key(path: Path) -> str:

@@ -366,10 +366,13 @@ def available_memory_bytes() -> int | None:
     return available
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
-    import resource
-
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes); None where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 

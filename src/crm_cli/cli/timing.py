@@ -136,7 +136,8 @@ def timing(
             table.add_row(label, f"{stage['encode_s']:.3f}", f"{stage['decode_s']:.3f}")
         table.add_row("total", f"{median:.3f}", f"{report['megapixels_per_s']:.2f} MP/s")
         console.print(table)
-        memory = f"peak RSS {report['peak_rss_mb']:.0f} MiB"
+        peak = report["peak_rss_mb"]
+        memory = "peak RSS unknown (no resource module here)" if peak is None else f"peak RSS {peak:.0f} MiB"
         if is_cuda:
             memory += f", peak GPU {report['peak_gpu_mb']:.0f} MiB"
         console.print(memory, highlight=False)

@@ -49,7 +49,11 @@ def axis_geometry(
     Returns:
         index (2, n) long, rel (2, n), weight (2, n), coord (n,), all float32 on ``device``.
     """
-    i = torch.arange(n_target, device=device, dtype=torch.float64)
+    # Worked out in float64, which MPS lacks (any float64 tensor there is a TypeError): on MPS the
+    # table is made on the CPU, to the same values, and moved.
+    target = torch.device(device)
+    work = torch.device("cpu") if target.type == "mps" else target
+    i = torch.arange(n_target, device=work, dtype=torch.float64)
     q = ((i + 0.5) * (n_stage / n_target) + pad) / 2.0 - 0.5
     base = torch.floor(q)
     index = torch.stack([base, base + 1]).clamp_(0, n_latent - 1)
@@ -61,7 +65,9 @@ def axis_geometry(
     same = index[0] == index[1]
     weight[:, same] = 0.5
     coord = -1.0 + (2.0 * i + 1.0) / n_target
-    return index.long(), rel.float(), weight.float(), coord.float()
+    if work == target:
+        return index.long(), rel.float(), weight.float(), coord.float()
+    return tuple(value.to(target) for value in (index.long(), rel.float(), weight.float(), coord.float()))
 
 
 class ImplicitDecoder(nn.Module):
