@@ -168,7 +168,7 @@ def test_a_photo_stamped_in_the_future_does_not_redo_its_output_on_every_run(tin
 
 
 def test_the_progress_bar_shows_a_name_with_a_line_break_escaped(tiny_weights: Path, tmp_path: Path) -> None:
-    from crm_cli.cli.common import printable
+    from crm_cli.cli.output import printable
 
     data, out = tmp_path / "in", tmp_path / "out"
     write_scene_files(data, "new\nline_im", "new\nline_seg")

@@ -21,7 +21,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from crm_cli.cli import app, common
+from crm_cli.cli import app, failures, output
 from crm_cli.errors import out_of_memory_message
 
 runner = CliRunner()
@@ -101,11 +101,11 @@ def test_batch_shows_a_many_line_torch_error_indented_under_its_pair(
 
 def test_a_failed_line_still_shows_a_line_break_in_a_name_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = io.StringIO()
-    monkeypatch.setattr(common, "console", Console(file=shown, width=500))
-    common.report_failure("a\n  failed forged.png: ", "bad\nforged: line", prefix="  failed")
+    monkeypatch.setattr(output, "console", Console(file=shown, width=500))
+    output.report_failure("a\n  failed forged.png: ", "bad\nforged: line", prefix="  failed")
     from crm_cli.errors import ContinuedText
 
-    common.report_failure("b: ", ContinuedText("first\n  second"))  # a library's own lines
+    output.report_failure("b: ", ContinuedText("first\n  second"))  # a library's own lines
     assert shown.getvalue().splitlines() == [r"  failed a\n  failed forged.png: bad\nforged: line",
                                              "failed: b: first", "  second"]
 
@@ -162,7 +162,7 @@ def test_refine_without_torch_is_one_error_line(torch_that_does_not_import: dict
 def test_json_writes_surrogate_escapes_of_utf8_bytes_as_the_text_they_spell() -> None:
     escaped = os.fsdecode("café".encode()) if sys.getfilesystemencoding() == "ascii" else "caf\udcc3\udca9"
     record = {"items": [{"name": escaped, "warnings": [f"{escaped}.png: note", "x\udce9"]}], escaped: ("été",)}
-    assert common._decoded_names(record) == {"items": [{"name": "café", "warnings": ["café.png: note", "x\udce9"]}],
+    assert output._decoded_names(record) == {"items": [{"name": "café", "warnings": ["café.png: note", "x\udce9"]}],
                                              "café": ["été"]}
 
 
@@ -304,10 +304,10 @@ def test_a_name_holding_a_line_break_and_two_spaces_forges_no_line(monkeypatch: 
     from crm_cli.imageio import ImageReadError
 
     shown = io.StringIO()
-    monkeypatch.setattr(common, "console", Console(file=shown, width=500))
+    monkeypatch.setattr(output, "console", Console(file=shown, width=500))
     named = failure_text(ImageReadError("forge/x\n  failed evil.png: not a recognised image file"))
-    common.report_failure("x\n  failed evil: ", named)
-    common.report_failure("a: ", failure_text(RuntimeError(CUDA_ASSERT)), prefix="  failed")
+    output.report_failure("x\n  failed evil: ", named)
+    output.report_failure("a: ", failure_text(RuntimeError(CUDA_ASSERT)), prefix="  failed")
     assert shown.getvalue().splitlines() == [
         r"failed: x\n  failed evil: forge/x\n  failed evil.png: not a recognised image file",
         "  failed a: CUDA error: device-side assert triggered",
@@ -332,8 +332,8 @@ def test_a_torch_that_imported_is_never_taken_for_one_that_did_not() -> None:
 
     error = ImportError("cannot import name 'no_such_helper' from 'torch.nn.utils.fusion'",
                         name="torch.nn.utils.fusion")
-    assert common.torch_import_failure(error) is None
-    assert common.torch_import_problem() is None
+    assert failures.torch_import_failure(error) is None
+    assert failures.torch_import_problem() is None
 
 
 def test_ray_results_keep_a_library_messages_lines() -> None:
@@ -362,8 +362,8 @@ def test_an_error_line_naming_a_file_with_a_line_break_and_two_spaces_stays_one_
     assert not any(line.startswith("  warning") for line in lines[1:])
     shown = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(common, "console", Console(file=shown, width=500))
-        common.fail(ContinuedText("2 pairs cannot be read:\n  a.png: bad\n  b.png: bad"))
-        common.fail("x\n  y.png: no such file")
+        patch.setattr(output, "console", Console(file=shown, width=500))
+        output.fail(ContinuedText("2 pairs cannot be read:\n  a.png: bad\n  b.png: bad"))
+        output.fail("x\n  y.png: no such file")
     assert shown.getvalue().splitlines() == ["error: 2 pairs cannot be read:", "  a.png: bad", "  b.png: bad",
                                              r"error: x\n  y.png: no such file"]

@@ -12,7 +12,7 @@ from command_lines import command_line as any_command_line
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.cli.common import emit_json
+from crm_cli.cli.output import emit_json
 from crm_cli.stage_geometry import PAD_MULTIPLE
 
 runner = CliRunner()

@@ -187,7 +187,7 @@ def test_a_stop_hidden_behind_an_error_of_its_cleanup_still_exits_128_plus_n() -
     """A terminal that hung up makes Rich's progress raise OSError on its way out, over the stop."""
     import typer
 
-    from crm_cli.cli.common import Terminated, stops_cleanly
+    from crm_cli.cli.stops import Terminated, stops_cleanly
 
     with pytest.raises(typer.Exit) as stopped, stops_cleanly():
         try:
@@ -200,7 +200,7 @@ def test_a_stop_hidden_behind_an_error_of_its_cleanup_still_exits_128_plus_n() -
 
 
 def test_stops_cleanly_keeps_ignored_signals_ignored_and_puts_handlers_back() -> None:
-    from crm_cli.cli.common import stops_cleanly
+    from crm_cli.cli.stops import stops_cleanly
 
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
     previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a terminal
@@ -219,7 +219,7 @@ def test_stops_cleanly_keeps_ignored_signals_ignored_and_puts_handlers_back() ->
 
 def _stopped_then_broken(*args: object, **kwargs: object) -> None:
     """A stop signal, then an error of the cleanup it set off (a terminal that hung up)."""
-    from crm_cli.cli.common import Terminated
+    from crm_cli.cli.stops import Terminated
 
     try:
         raise Terminated(signal.SIGTERM)
@@ -233,7 +233,8 @@ def test_an_error_raised_while_a_stop_unwinds_is_not_taken_for_a_failure(folder:
     with the other pairs (stop signals ignored by then) and --json printed a failure record."""
     import typer
 
-    from crm_cli.cli.common import stops_cleanly, user_errors
+    from crm_cli.cli.failures import user_errors
+    from crm_cli.cli.stops import stops_cleanly
 
     records: list[str] = []
     with pytest.raises(typer.Exit) as stopped, stops_cleanly(), user_errors(records.append):

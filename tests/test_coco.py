@@ -645,7 +645,7 @@ def test_category_and_label_ids_are_worded_by_one_function(tmp_path, monkeypatch
     data = {"annotations": [{"id": 1, "image_id": 1, "category_id": 1}]}
     with pytest.raises(UnknownCategoriesError, match=r"^--category-ids: <category \[5\]> is not in") as raised:
         check_categories(data, {5}, tmp_path / "a.json")
-    assert raised.value.exit_code == 2  # a usage error, through cli.common.user_errors
+    assert raised.value.exit_code == 2  # a usage error, through cli.failures.user_errors
     label_map = MaskData(np.array([[0, 1], [2, 2]], np.uint8), "gray8")
     notes, _ = pipeline.labels_notes(label_map, "labels", [1, 9], "m.png")
     assert notes == ["--labels: <label [9]> is not in m.png; refining <label [1]> only"]

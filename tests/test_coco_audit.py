@@ -222,9 +222,9 @@ def test_a_lone_surrogate_in_the_file_is_written_back_as_its_escape(tmp_path) ->
 
 
 def test_coco_with_a_lone_surrogate_writes_its_output(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from crm_cli.cli import common
+    from crm_cli.cli.options import RefinerOptions
 
-    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    monkeypatch.setattr(RefinerOptions, "load", lambda self, quiet=False: Recorder())
     save_png(tmp_path / "a.png", np.zeros((120, 160, 3), np.uint8))
     annotation = {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [SQUARE], "area": 1,
                   "bbox": [0, 0, 1, 1], "iscrowd": 0}
@@ -360,9 +360,9 @@ def test_numbers_are_written_back_with_their_text(tmp_path) -> None:  # noqa: AN
 
 
 def test_coco_writes_unchanged_numbers_with_their_text_and_always_strict_json(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    from crm_cli.cli import common
+    from crm_cli.cli.options import RefinerOptions
 
-    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    monkeypatch.setattr(RefinerOptions, "load", lambda self, quiet=False: Recorder())
     save_png(tmp_path / "a.png", np.zeros((120, 160, 3), np.uint8))
     square = json.dumps([SQUARE])
     annotation = ('{"id":5,"image_id":1,"category_id":1,"segmentation":' + square
@@ -519,9 +519,9 @@ def test_the_check_without_repr_agrees_with_repr() -> None:
 def test_file_names_with_backslashes_are_found_with_slashes(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """A file written on Windows names `sub\\a.png`; on Linux that is one file name holding a
     backslash, so the image was missing and every instance on it failed."""
-    from crm_cli.cli import common
+    from crm_cli.cli.options import RefinerOptions
 
-    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: Recorder())
+    monkeypatch.setattr(RefinerOptions, "load", lambda self, quiet=False: Recorder())
     (tmp_path / "images" / "sub" / "deeper").mkdir(parents=True)
     save_png(tmp_path / "images" / "sub" / "deeper" / "a.png", np.zeros((120, 160, 3), np.uint8))
     data = {"images": [{"id": 1, "file_name": "sub\\deeper\\a.png", "height": 120, "width": 160}],

@@ -181,12 +181,12 @@ def test_opencv_out_of_memory_fails_its_instance_and_other_opencv_errors_are_rai
 
 
 def test_the_wording_is_the_librarys_and_loads_neither_torch_nor_opencv() -> None:
-    # The CLI keeps its names (cli.common re-exports them); importing them stays instant.
+    # The CLI keeps its names (cli.failures re-exports them); importing them stays instant.
     check = ("import sys\n"
              "from crm_cli import errors\n"
-             "from crm_cli.cli import common\n"
-             "assert common.out_of_memory_message is errors.out_of_memory_message\n"
-             "assert common.MEMORY_ADVICE == errors.MEMORY_ADVICE\n"
+             "from crm_cli.cli import failures\n"
+             "assert failures.out_of_memory_message is errors.out_of_memory_message\n"
+             "assert failures.MEMORY_ADVICE == errors.MEMORY_ADVICE\n"
              "print(sorted({'torch', 'cv2'} & set(sys.modules)))\n")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

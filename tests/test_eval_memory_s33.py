@@ -15,7 +15,7 @@ from conftest import flat, write_scene_files
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.cli.common import MEMORY_ADVICE
+from crm_cli.cli.failures import MEMORY_ADVICE
 from crm_cli.engine import Refiner
 from crm_cli.evaluation import pair_failure
 

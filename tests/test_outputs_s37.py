@@ -149,7 +149,7 @@ def test_batch_fails_an_output_name_longer_than_the_output_disk_allows_before_th
     """An output folder on a disk with shorter names than the photos' (eCryptfs allows 143 bytes,
     imitated here): the pair whose output name does not fit fails before any model is loaded, naming
     the output, the limit and the photo to rename; the others are refined."""
-    from crm_cli.cli.common import RefinerOptions
+    from crm_cli.cli.options import RefinerOptions
 
     data, out = tmp_path / "data", tmp_path / "out"
     long_stem = "p" * 150
@@ -270,7 +270,7 @@ def test_refine_refuses_an_output_name_over_the_limit_before_the_model_loads(
         tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder_exists: bool) -> None:
     """crm refine -o NAME with NAME over 255 bytes: one line naming the output and the limit, exit 1,
     and no model loaded (the check runs before), whether or not the output's folder exists yet."""
-    from crm_cli.cli.common import RefinerOptions
+    from crm_cli.cli.options import RefinerOptions
 
     skip_unless_long_names(tmp_path)
     image, mask = write_scene_files(tmp_path / "in", size=(96, 128))

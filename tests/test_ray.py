@@ -242,7 +242,7 @@ def test_a_sigterm_while_ray_starts_stops_the_command_as_any_sigterm(monkeypatch
     import typer
 
     ray = pytest.importorskip("ray")
-    from crm_cli.cli.common import stops_cleanly
+    from crm_cli.cli.stops import stops_cleanly
     from crm_cli.raybatch import connect
 
     def starting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202

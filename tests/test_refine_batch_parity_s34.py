@@ -122,7 +122,7 @@ def test_running_out_of_memory_reads_the_same_in_refine_and_in_a_batch_item(tiny
 
 
 def test_out_of_memory_message_takes_only_running_out_of_memory() -> None:
-    from crm_cli.cli.common import out_of_memory_message
+    from crm_cli.cli.failures import out_of_memory_message
 
     estimate = "a.jpg is 20000x20000 (400 MP): refining it needs about 9 GiB of memory, but 2 GiB is available"
     assert out_of_memory_message(MemoryError(f"{estimate}; try --tile-size 512")) == f"{estimate}; try --tile-size 512"

@@ -24,7 +24,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.cli.common import RefinerOptions
+from crm_cli.cli.options import RefinerOptions
 from crm_cli.devices import DeviceError, resolve_device
 
 runner = CliRunner()
@@ -244,7 +244,7 @@ def test_the_help_names_gpu_indices() -> None:
 
 
 def test_the_device_option_keeps_the_library_spelling() -> None:
-    from crm_cli.cli.common import parse_device
+    from crm_cli.cli.options import parse_device
 
     assert parse_device("CUDA:3") == "cuda:3" and type(parse_device("CUDA:3")) is str  # the library's name, as is
     assert RefinerOptions().device == "auto" and RefinerOptions(device=parse_device("mps:0")).device == "mps"

@@ -24,7 +24,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from crm_cli import runtime
-from crm_cli.cli import app, common
+from crm_cli.cli import app, output
 
 runner = CliRunner()
 CRM = [sys.executable, "-m", "crm_cli"]
@@ -152,13 +152,13 @@ def test_main_holds_closed_standard_descriptors_so_no_file_takes_their_number(tm
 
 def test_emit_json_to_a_closed_stdout_exits_1_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = io.StringIO()
-    monkeypatch.setattr(common, "console", Console(file=shown, width=200))
+    monkeypatch.setattr(output, "console", Console(file=shown, width=200))
     monkeypatch.setattr(sys, "stdout", None)
     with pytest.raises(typer.Exit) as stop:
-        common.emit_json({"status": "ok"})
+        output.emit_json({"status": "ok"})
     assert stop.value.exit_code == 1
     assert shown.getvalue() == "error: cannot write the JSON to standard output: it is closed\n"
-    common.FailureRecord(True, lambda failure: failure).emit("boom")  # a failure record: no second error
+    output.FailureRecord(True, lambda failure: failure).emit("boom")  # a failure record: no second error
 
 
 # --- Ctrl-C while the CLI loads -------------------------------------------------------------------
@@ -192,25 +192,25 @@ def test_ctrl_c_while_the_commands_load_exits_130_quietly(module: str) -> None:
 
 
 def test_printable_escapes_control_characters_as_repr_does() -> None:
-    assert common.printable("a\nb\r\tc\x1b[31md\x7f\u2028\u202e\udcff") == r"a\nb\r\tc\x1b[31md\x7f\u2028\u202e\udcff"
+    assert output.printable("a\nb\r\tc\x1b[31md\x7f\u2028\u202e\udcff") == r"a\nb\r\tc\x1b[31md\x7f\u2028\u202e\udcff"
     for name in ("plain.png", "café 画像 [x].png", "a\\nb.png"):
-        assert common.printable(name) == name
+        assert output.printable(name) == name
     listing = "2 pairs cannot be read:\n  a\nb.png: bad\n  c.png: bad"
-    assert common.printable(listing, continued=True) == "2 pairs cannot be read:\n  a\\nb.png: bad\n  c.png: bad"
-    assert common.printable(listing) == listing.replace("\n", "\\n")
+    assert output.printable(listing, continued=True) == "2 pairs cannot be read:\n  a\\nb.png: bad\n  c.png: bad"
+    assert output.printable(listing) == listing.replace("\n", "\\n")
 
 
 def test_say_warn_failed_and_error_lines_escape_names(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = io.StringIO()
-    monkeypatch.setattr(common, "console", Console(file=shown, width=500))
+    monkeypatch.setattr(output, "console", Console(file=shown, width=500))
     name = "x\nerror: forged\x1b[31m.png"
-    common.say(f"wrote {name}")
-    with common.collect_warnings() as kept:
-        common.warn(f"{name} is small")
-        common.show_library_warnings()
+    output.say(f"wrote {name}")
+    with output.collect_warnings() as kept:
+        output.warn(f"{name} is small")
+        output.show_library_warnings()
         logging.getLogger("crm_cli.test_shell_s37").warning("%s: logged", name)
-    common.report_failure(f"{name}: ", "unreadable")
-    common.fail(f"cannot read {name}")
+    output.report_failure(f"{name}: ", "unreadable")
+    output.fail(f"cannot read {name}")
     assert shown.getvalue().splitlines() == [
         r"wrote x\nerror: forged\x1b[31m.png",
         r"warning: x\nerror: forged\x1b[31m.png is small",
@@ -285,7 +285,7 @@ def test_printable_keeps_spaces_and_joiners_of_real_names() -> None:
     # U+202F: macOS screenshot names; U+3000: the Japanese full-width space; U+200D: inside emoji.
     for name in ("Screenshot 2024-05-01 at 10.15.32\u202fAM.png", "写真\u3000001.png", "a\u00a0b.png",
                  "\U0001f468\u200d\U0001f469.png"):
-        assert common.printable(name) == name
+        assert output.printable(name) == name
 
 
 def test_batch_lists_a_macos_screenshot_name_as_it_is(tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_a_line_break_in_a_training_pairs_name_cannot_start_a_listed_line() -> N
 
     listed = listed_problems(["a\n  forged.png: bad", "c\r.png: bad"])
     assert listed == "\n  a\\n  forged.png: bad\n  c\\r.png: bad"
-    assert common.printable(f"2 pairs cannot be read:{listed}", continued=True).count("\n") == 2
+    assert output.printable(f"2 pairs cannot be read:{listed}", continued=True).count("\n") == 2
 
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "crm_mobilenet_v2_blend.safetensors"
@@ -357,7 +357,7 @@ def test_json_goes_out_whole_through_short_writes(monkeypatch: pytest.MonkeyPatc
     raw = ShortWrites()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
     payload = {"status": "ok", "items": [{"name": f"é{index}"} for index in range(50)]}
-    common.emit_json(payload)
+    output.emit_json(payload)
     assert raw.taken.decode("ascii").endswith("\n") and json.loads(raw.taken) == payload
 
 

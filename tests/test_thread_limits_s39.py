@@ -89,7 +89,7 @@ def test_no_writable_temp_folder_names_tmpdir() -> None:
     # torch's optimiser imports torch._dynamo, which makes its cache in the temp folder.
     import typer
 
-    from crm_cli.cli.common import user_errors
+    from crm_cli.cli.failures import user_errors
 
     said: list[str] = []
     with pytest.raises(typer.Exit) as raised, user_errors(said.append):

@@ -16,7 +16,8 @@ from PIL import Image
 from test_train_audit_s33 import options, train, write_pairs
 from typer.testing import CliRunner
 
-from crm_cli.cli import app, common
+from crm_cli.cli import app, failures
+from crm_cli.cli.options import RefinerOptions
 from crm_cli.training import distributed, loop
 from crm_cli.training.data import NoTrainingPairsError
 
@@ -152,18 +153,18 @@ def test_the_ranks_join_before_the_model_is_built(tmp_path: Path, monkeypatch: p
 def test_a_memory_error_holding_try_in_a_word_still_gets_the_advice() -> None:
     # Any "try" in the text (in "entry", "retry") was taken for crm's own advice, and the advice left out.
     for text in ("Unable to allocate 2.00 GiB for the tile cache entry", "allocation failed; will not retry"):
-        assert common.out_of_memory_message(MemoryError(text)) == text + MEMORY_ADVICE
+        assert failures.out_of_memory_message(MemoryError(text)) == text + MEMORY_ADVICE
 
 
 def test_a_runtime_error_that_only_mentions_out_of_memory_is_not_a_shortage() -> None:
     # Any RuntimeError whose text held "out of memory" was one, with the advice to try the CPU.
     for text in ("cannot open /scans/out of memory/crm.pt: invalid header",
                  "the decoder ran out of memory-mapped file handles"):
-        assert common.out_of_memory_message(RuntimeError(text)) is None
+        assert failures.out_of_memory_message(RuntimeError(text)) is None
 
 
 def test_the_shortages_covered_before_read_as_before() -> None:
-    shortage = common.out_of_memory_message
+    shortage = failures.out_of_memory_message
     # crm's own estimate (cli.checks.memory_problem) ends in its advice, which is kept as it is.
     estimate = "a.jpg is 20000x20000 (400 MP): refining it needs about 9 GiB of memory, but 2 GiB is available"
     for advice in ("; try --preset balanced --tile-size 512", "; free memory, or downscale or crop the image"):
@@ -189,7 +190,7 @@ def test_torchs_shortage_on_the_cpu_is_out_of_memory() -> None:
         error = exc
     else:
         pytest.skip("torch allocated 1 EiB")
-    message = common.out_of_memory_message(error)
+    message = failures.out_of_memory_message(error)
     assert message is not None and message.startswith("DefaultCPUAllocator: ") and message.endswith(MEMORY_ADVICE)
     assert message[: -len(MEMORY_ADVICE)] in str(error)
 
@@ -225,7 +226,7 @@ def test_coco_running_out_of_memory_reads_as_refine(tmp_path: Path, tiny_weights
     assert refine.exit_code == 1 and json.loads(refine.stdout)["error"] == expected, refine.output
     assert f"error: {expected}" in flat(refine.stderr)
 
-    monkeypatch.setattr(common.RefinerOptions, "load", lambda self, quiet=False: FailingRefiner(error))
+    monkeypatch.setattr(RefinerOptions, "load", lambda self, quiet=False: FailingRefiner(error))
     Image.fromarray(np.zeros((120, 160, 3), np.uint8)).save(tmp_path / "a.png")
     annotation = {"id": 5, "image_id": 1, "category_id": 1, "segmentation": [SQUARE], "area": 1,
                   "bbox": [0, 0, 1, 1], "iscrowd": 0}

@@ -15,7 +15,8 @@ from test_train_audit_s33 import options, train, write_big, write_pairs
 from typer.testing import CliRunner
 
 from crm_cli import pairing
-from crm_cli.cli import app, common
+from crm_cli.cli import app
+from crm_cli.cli import options as cli_options
 from crm_cli.training import distributed, loop, validation
 from crm_cli.training.data import NoTrainingPairsError, list_pairs
 from crm_cli.training.distributed import training_device
@@ -151,5 +152,5 @@ def test_the_device_default_is_a_device_name(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("CRM_DEVICE", raising=False)
     code, _, stderr = train("--data", str(write_pairs(tmp_path / "d", 3)), "--out", str(tmp_path / "run"))
     assert code == 1 and "stopped here" in stderr and seen == ["auto"]
-    assert not hasattr(common, "Device") and not hasattr(common, "DeviceName")  # --device is a plain str
-    assert common.parse_device("AUTO") == "auto"
+    assert not hasattr(cli_options, "Device") and not hasattr(cli_options, "DeviceName")  # --device is a plain str
+    assert cli_options.parse_device("AUTO") == "auto"

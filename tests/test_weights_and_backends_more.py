@@ -98,7 +98,7 @@ class _Recorder(logging.Handler):
 @pytest.fixture
 def runtime_warnings() -> Iterator[_Recorder]:
     """The warnings of crm_cli.runtime, caught by a handler of its own: after a CLI test the
-    ``crm_cli`` logger no longer propagates (cli.common.show_library_warnings), so caplog, which
+    ``crm_cli`` logger no longer propagates (cli.output.show_library_warnings), so caplog, which
     listens at the root, sees nothing."""
     logger = logging.getLogger("crm_cli.runtime")
     recorder, level = _Recorder(), logger.level

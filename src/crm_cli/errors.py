@@ -42,7 +42,7 @@ def continued_lines(text: str, after_first: str = "") -> str:
     asynchronously reported ..." and "For debugging consider passing CUDA_LAUNCH_BLOCKING=1") as crm
     shows one: its first non-blank line, then ``after_first`` (crm's advice), then each further
     non-blank line after a line break and two spaces. crm's error lines keep exactly those breaks
-    (``cli.common.printable`` with ``continued``) and show any other one as ``\\n``, so the message
+    (``cli.output.printable`` with ``continued``) and show any other one as ``\\n``, so the message
     reads as one error with indented continuation lines, and a name cannot start a line of its own."""
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -145,7 +145,7 @@ MEMORY_ADVICE = "; try a smaller --tile-size, the 'fast' preset, or a smaller im
 def out_of_memory_message(exc: BaseException) -> str | None:
     """The error line of ``exc`` when it is a shortage of memory, with its advice; None for any other
     exception. crm refine's error, a crm batch item's and a crm coco instance's say the same
-    (cli.common.user_errors, cli.batch.refine_pair_job, coco.iter_image_job).
+    (cli.failures.user_errors, cli.batch.refine_pair_job, coco.iter_image_job).
 
     A shortage, and its line, is one of:
 

@@ -64,7 +64,7 @@ T = TypeVar("T")
 
 class NoPairsError(FileNotFoundError):
     """The input holds nothing of the kind to pair (no images, no ground truths): the command was
-    pointed at the wrong place, a usage error (exit 2) in every command (``cli.common.user_errors``
+    pointed at the wrong place, a usage error (exit 2) in every command (``cli.failures.user_errors``
     reads ``exit_code``)."""
 
     exit_code = 2

@@ -138,7 +138,7 @@ def connect(address: str, quiet: bool = False) -> bool:
         return False
     options = {"include_dashboard": False} if address == "local" else {}  # only when starting Ray here
     # ray.init puts its own SIGTERM handler (sys.exit) in place of the command's, which stops it
-    # cleanly (cli.common.stops_cleanly); the command's is put back.
+    # cleanly (cli.stops.stops_cleanly); the command's is put back.
     on_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         ray.init(address=address, logging_level=logging.ERROR if quiet else logging.WARNING, log_to_driver=not quiet,

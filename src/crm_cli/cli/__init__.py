@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import typer
 
-# 128 + SIGINT: the exit code of a Ctrl-C, as typer gives it and common.stops_cleanly does.
+# 128 + SIGINT: the exit code of a Ctrl-C, as typer gives it and stops.stops_cleanly does.
 INTERRUPTED_EXIT = 130
 
 _app: typer.Typer | None = None
@@ -24,9 +24,9 @@ def registered_app() -> typer.Typer:
     """The ``crm`` Typer app with every command registered (built once, on first use)."""
     global _app
     if _app is None:
-        from . import batch, coco, common, compare, evaluate, info, refine, score, timing, train
+        from . import batch, coco, compare, evaluate, group, info, refine, score, timing, train
 
-        application = common.new_app()
+        application = group.new_app()
         for module in (refine, batch, coco, score, evaluate, timing, train, info, compare):
             module.register(application)
         _app = application

@@ -26,9 +26,9 @@ from .checks import (
     schedule_fields,
     unwritable_reason,
 )
-from .common import (
-    EMPTY_PATH,
-    FailureRecord,
+from .failures import shortage_message, user_errors
+from .group import EMPTY_PATH
+from .options import (
     JsonOpt,
     LabelsOpt,
     Mode,
@@ -40,24 +40,25 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
+    parse_labels,
+    photo_bits_value,
+    refiner_options,
+    refuse_standard_output,
+    require_existing,
+)
+from .output import (
+    FailureRecord,
     collect_warnings,
     console,
     finish_run,
-    parse_labels,
-    photo_bits_value,
     printable,
-    refiner_options,
-    refuse_standard_output,
     report_failure,
-    require_existing,
     say,
-    shortage_message,
-    stop_behind,
     usage_errors_recorded,
-    user_errors,
     warn,
 )
 from .resumable import RayOpt, checked_ray_spec, weights_identity
+from .stops import stop_behind
 
 if TYPE_CHECKING:
     from rich.console import Console

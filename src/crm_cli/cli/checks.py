@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import MIN_REFINE_SIDE
-from .common import fail, require_stdout
+from .output import fail, require_stdout
 
 if TYPE_CHECKING:
     from ..masks import MaskData
@@ -121,7 +121,7 @@ def role_of(target: Path, inputs: Iterable[tuple[str, Path | None]]) -> tuple[st
 
 def check_stdout_not_terminal() -> None:
     """Exit 2 (a usage error) when ``-o -`` would write image bytes onto a terminal, and 1 when
-    stdout is closed (``>&-``, see common.require_stdout)."""
+    stdout is closed (``>&-``, see output.require_stdout)."""
     import sys
 
     require_stdout("-o -")

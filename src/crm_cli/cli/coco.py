@@ -12,27 +12,21 @@ from typing import Annotated, Any
 import typer
 
 from .checks import DESCRIPTOR, special_file, unwritable_reason
-from .common import (
-    FailureRecord,
+from .failures import user_errors
+from .options import (
     JsonOpt,
     PhotoBits,
     PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
-    console,
-    finish_run,
     finite_option,
     list_items,
     photo_bits_value,
     refiner_options,
     refuse_standard_output,
-    report_failure,
     require_existing,
-    say,
-    usage_errors_recorded,
-    user_errors,
-    warn,
 )
+from .output import FailureRecord, console, finish_run, report_failure, say, usage_errors_recorded, warn
 from .resumable import RayOpt, checked_ray_spec, weights_identity
 
 MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
@@ -52,7 +46,7 @@ def parse_ids(value: str | None) -> set[int] | None:
 
 class UnknownCategoriesError(ValueError):
     """``--category-ids`` names no category of the annotation file: nothing could be refined, a
-    usage error (exit 2; ``cli.common.user_errors`` reads ``exit_code``)."""
+    usage error (exit 2; ``cli.failures.user_errors`` reads ``exit_code``)."""
 
     exit_code = 2
 

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from .checks import check_stdout_not_terminal, check_writable, role_of, standard_input_refusal
-from .common import PhotoBits, PhotoBitsOpt, QuietOpt, fail, photo_bits_value, say, stops_cleanly, user_errors, warn
+from .failures import user_errors
+from .options import PhotoBits, PhotoBitsOpt, QuietOpt, photo_bits_value
+from .output import fail, say, warn
+from .stops import stops_cleanly
 
 HELP = """Write a comparison strip: the image with the coarse, refined (and GT) contours side by side,
 then zoomed crops of the regions where coarse and refined differ most.

@@ -12,28 +12,20 @@ import typer
 from ..config import MIN_REFINE_SIDE
 from ..errors import failure_text
 from .checks import passthrough_note, precheck_pair, unwritable_reason
-from .common import (
-    FailureRecord,
+from .failures import out_of_memory_message, user_errors
+from .options import (
     JsonOpt,
     PhotoBits,
     PhotoBitsOpt,
     QuietOpt,
     RefinerOptions,
-    console,
-    finish_run,
-    out_of_memory_message,
-    percent,
     photo_bits_value,
     refiner_options,
     refuse_standard_output,
-    report_failure,
     require_existing,
-    say,
     threshold_option,
-    usage_errors_recorded,
-    user_errors,
-    warn,
 )
+from .output import FailureRecord, console, finish_run, percent, report_failure, say, usage_errors_recorded, warn
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,20 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import (
-    Backend,
-    BackendOpt,
-    DeviceOpt,
-    JsonOpt,
-    ThreadsOpt,
-    WeightsOpt,
-    console,
-    emit_json,
-    fail,
-    printable,
-    show_library_warnings,
-    torch_import_problem,
-)
+from .failures import torch_import_problem
+from .options import Backend, BackendOpt, DeviceOpt, JsonOpt, ThreadsOpt, WeightsOpt
+from .output import console, emit_json, fail, printable, show_library_warnings
 
 if TYPE_CHECKING:
     from ..checkpoint import WeightsSidecar

@@ -21,8 +21,8 @@ from .checks import (
     schedule_fields,
     special_file,
 )
-from .common import (
-    FailureRecord,
+from .failures import user_errors
+from .options import (
     JsonOpt,
     LabelsOpt,
     Mode,
@@ -34,17 +34,11 @@ from .common import (
     QuietOpt,
     RefinerOptions,
     ThresholdOpt,
-    collect_warnings,
-    emit_json,
-    fail,
     parse_labels,
     photo_bits_value,
     refiner_options,
-    say,
-    usage_errors_recorded,
-    user_errors,
-    warn,
 )
+from .output import FailureRecord, collect_warnings, emit_json, fail, say, usage_errors_recorded, warn
 
 # What the log line calls each output kind.
 KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",

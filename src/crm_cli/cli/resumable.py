@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import RefinerOptions, fail
+from .options import RefinerOptions
+from .output import fail
 
 if TYPE_CHECKING:
     from ..refiner_spec import RefinerSpec

@@ -8,22 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import (
-    FailureRecord,
-    JsonOpt,
-    console,
-    finish_run,
-    percent,
-    printable,
-    report_failure,
-    require_stdout,
-    say,
-    stop_behind,
-    stops_cleanly,
-    threshold_option,
-    user_errors,
-    warn,
-)
+from .failures import user_errors
+from .options import JsonOpt, threshold_option
+from .output import FailureRecord, console, finish_run, percent, printable, report_failure, require_stdout, say, warn
+from .stops import stop_behind, stops_cleanly
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,21 +8,9 @@ from typing import Annotated
 import typer
 
 from .checks import check_not_same_file, check_pair, memory_problem, passthrough_note, standard_input_refusal
-from .common import (
-    FailureRecord,
-    JsonOpt,
-    PhotoBits,
-    PhotoBitsOpt,
-    QuietOpt,
-    RefinerOptions,
-    console,
-    emit_json,
-    photo_bits_value,
-    refiner_options,
-    usage_errors_recorded,
-    user_errors,
-    warn,
-)
+from .failures import user_errors
+from .options import JsonOpt, PhotoBits, PhotoBitsOpt, QuietOpt, RefinerOptions, photo_bits_value, refiner_options
+from .output import FailureRecord, console, emit_json, usage_errors_recorded, warn
 
 
 def parse_size(value: str) -> tuple[int, int]:

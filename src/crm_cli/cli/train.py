@@ -16,23 +16,10 @@ import typer
 
 from ..config import PRESET_ARCHS
 from ..errors import message_of
-from .common import (
-    DeviceOpt,
-    choice_enum,
-    click_module,
-    console,
-    fail,
-    finite_option,
-    refuse_standard_output,
-    say,
-    say_if_possible,
-    show_library_warnings,
-    stop_words,
-    torch_import_problem,
-    user_errors,
-    warn,
-    warn_if_possible,
-)
+from .failures import torch_import_problem, user_errors
+from .options import DeviceOpt, choice_enum, finite_option, refuse_standard_output
+from .output import click_module, console, fail, say, show_library_warnings, warn
+from .stops import say_if_possible, stop_words, warn_if_possible
 
 DEFAULT_COARSE_MIX = "paper=0.35,lowres=0.2,sam=0.3,clean=0.15"  # the training.coarse.CoarseMix() defaults
 # The encoders a run can train: those with an architecture preset (training.loop.initial_model builds

@@ -143,7 +143,7 @@ def unusable_pairs_message(problems: Sequence[str], total: int, where: str, show
 def listed_problems(problems: Sequence[str], shown: int = 10) -> str:
     """The first ``shown`` of ``problems``, one indented line each after a line break, and how many more.
     A line break inside a problem (a file name can hold one) is shown as ``\\n``: only the list's own
-    line breaks start a line (the CLI keeps those, escaping everything else: cli.common.printable)."""
+    line breaks start a line (the CLI keeps those, escaping everything else: cli.output.printable)."""
     listed = "".join(f"\n  {one_line(problem)}" for problem in problems[:shown])
     return listed + (f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else "")
 
@@ -163,7 +163,7 @@ def split_pairs(pairs: list[FilePair], every: int = 20) -> tuple[list[FilePair],
 class NoTrainingPairsError(ValueError):
     """Every pair of the training data is held out for validation: a usage error (exit 2). crm train
     refuses it as one of ``--data``, from a new run's split and a resumed run's alike;
-    ``cli.common.user_errors`` reads ``exit_code`` elsewhere."""
+    ``cli.failures.user_errors`` reads ``exit_code`` elsewhere."""
 
     exit_code = 2
 
