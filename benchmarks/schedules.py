@@ -22,7 +22,7 @@ from pathlib import Path
 from eval_cache import cached_eval
 from named_sets import named_folders
 
-from crm_cli.cli.batch import weights_identity
+from crm_cli.cli.resumable import weights_identity
 
 DEFAULT_PRESETS = ("auto", "fast", "balanced", "quality")
 

@@ -1,4 +1,5 @@
-"""Session 54: the audits' leftovers. Each test fails on the code before its mend."""
+"""Session 54: the audits' leftovers and the day's reviews. Each test of a mend fails on the code before
+it; the label-id test checks two readings against each other."""
 
 from __future__ import annotations
 
@@ -322,3 +323,115 @@ def test_auto_takes_the_cpus_backend_when_a_driver_has_no_gpu_behind_it(monkeypa
     assert refiner.backend == "onnx" and refiner.device_name.startswith("cpu")
     assert refiner.partner is not None and refiner.partner.backend == "onnx"
     assert Refiner(device="auto", backend="torch").backend == "torch"  # asked for: kept
+
+
+def _unsearchable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """Stat of ``paths`` raises PermissionError, as under a folder the user may not search (Python 3.11's
+    exists() and is_dir() raise then); as root nothing is unsearchable, so it is stood in for."""
+    real_stat = Path.stat
+    names = {str(path) for path in paths}
+
+    def stat(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        if str(self) in names:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", stat)
+
+
+def _unreadable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """``os.access`` says ``paths`` cannot be read or entered (root reads everything)."""
+    real_access = os.access
+    names = {str(path) for path in paths}
+
+    def access(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        if os.fspath(path) in names and mode & (os.R_OK | os.X_OK):  # type: ignore[arg-type]
+            return False
+        return real_access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("command", ["batch", "eval"])
+def test_an_input_folder_that_cannot_be_looked_at_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   command: str) -> None:
+    """The review: a FOLDER under a folder the user cannot search raised PermissionError from exists(),
+    a traceback (exit 1, no record); click had said it did not exist (exit 2)."""
+    folder = tmp_path / "locked" / "big"
+    write_scene_files(folder, "a_im", "a_seg")
+    _unsearchable(monkeypatch, folder)
+    extra = ["-o", str(tmp_path / "out")] if command == "batch" else []
+    result = runner.invoke(app, [command, str(folder), *extra, "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"] == (f"Invalid value for 'FOLDER': folder {folder} cannot be looked at: "
+                                                  "permission denied")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["batch", "{folder}", "-o", "{tmp}/out"], ["eval", "{folder}"],
+                                  ["score", "{tmp}/preds", "{folder}"], ["score", "{folder}", "{tmp}/preds"]])
+def test_an_input_folder_that_cannot_be_read_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              args: list[str]) -> None:
+    """The review: with click's readability check off, an unreadable FOLDER read as one holding nothing
+    ("no pairs found", or Python's "[Errno 13] ... 'big/images'" naming a folder never given)."""
+    folder = tmp_path / "big"
+    write_scene_files(folder, "a_im", "a_gt")
+    (tmp_path / "preds").mkdir()
+    _unreadable(monkeypatch, folder)
+    result = runner.invoke(app, [arg.format(folder=folder, tmp=tmp_path) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert f"folder {folder} cannot be read (permission denied)" in flat(result.stderr)
+
+
+def test_an_output_under_a_folder_that_cannot_be_searched_is_named(tmp_path: Path) -> None:
+    """unwritable_reason stat'ed its way up with exists(), which raises under an unsearchable folder."""
+    from crm_cli.cli.checks import unwritable_reason
+
+    target = tmp_path / "locked" / "out"
+    real_stat = Path.stat
+
+    def stat(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        if str(self).startswith(str(tmp_path / "locked")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "stat", stat)
+        reason = unwritable_reason(target, folder=True)
+    assert reason == f"cannot write {target}: permission denied on the way to it"
+
+
+def test_a_python_file_error_reads_as_crm_names_files() -> None:
+    """`crm coco unreadable.json` said "[Errno 13] Permission denied: 'unreadable.json'"."""
+    from crm_cli.errors import message_of
+
+    assert message_of(PermissionError(13, "Permission denied", "a.json")) == "a.json: permission denied"
+    assert message_of(FileNotFoundError(2, "No such file or directory", "x/y.png")) == ("x/y.png: no such file or "
+                                                                                       "directory")
+    # crm's own wording, and an error naming two files, stay as they are.
+    assert message_of(OSError("a.png: empty file")) == "a.png: empty file"
+    two = OSError(18, "Invalid cross-device link", "a", None, "b")
+    assert message_of(two) == str(two)
+
+
+def test_pred_suffix_with_a_file_against_a_folder_says_what_is_wrong(tmp_path: Path) -> None:
+    """The review: --pred-suffix hid the real problem, a PRED file against a GT folder."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "gts").mkdir()
+    result = runner.invoke(app, ["score", str(tmp_path / "p.png"), str(tmp_path / "gts"), "--pred-suffix", "_seg"])
+    assert result.exit_code == 2
+    assert "GT is a folder, so PRED must be a folder too" in flat(result.stderr)
+
+
+def test_compare_calls_a_ground_truth_of_the_wrong_size_a_ground_truth(tmp_path: Path) -> None:
+    import cv2
+
+    photo, coarse, refined = _block_masks()
+    paths = [tmp_path / name for name in ("p.png", "c.png", "r.png", "g.png")]
+    for path, array in zip(paths, (photo, coarse, refined, coarse[:50]), strict=True):
+        cv2.imwrite(str(path), array)
+    result = runner.invoke(app, ["compare", *map(str, paths), "-o", str(tmp_path / "cmp.png")])
+    assert result.exit_code == 1
+    assert f"ground truth {paths[3]} is 300x50 but image {paths[0]} is 300x200" in flat(result.stderr)

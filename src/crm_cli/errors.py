@@ -3,6 +3,7 @@ nor torch or OpenCV)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -25,10 +26,21 @@ class ContinuedText(str):
 
 def message_of(exc: BaseException) -> str:
     """``str(exc)``, but a message raised as a :class:`ContinuedText` (crm's own list of lines, such
-    as training's unreadable pairs) stays one, so that the printer keeps its lines."""
+    as training's unreadable pairs) stays one, so that the printer keeps its lines, and an OSError as
+    Python words it for a file ("[Errno 13] Permission denied: 'a.json'") reads as crm names files
+    ("a.json: permission denied")."""
     if len(exc.args) == 1 and isinstance(exc.args[0], ContinuedText):
         return exc.args[0]
-    return str(exc)
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None and exc.filename2 is None and exc.strerror:
+        if text == f"[Errno {exc.errno}] {exc.strerror}: {exc.filename!r}":  # Python's own wording, no one else's
+            return f"{os.fsdecode(exc.filename)}: {os_reason(exc)}"
+    return text
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an OSError happened, in lower case and without its number or file: "permission denied"."""
+    return (exc.strerror or str(exc)).lower()
 
 
 def one_line(text: str) -> str:

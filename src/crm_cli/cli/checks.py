@@ -182,21 +182,25 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """
     import os
 
+    from ..errors import os_reason
     from ..writing import name_too_long
 
     # Before anything that stats the target: a name over the limit fails with a bare ENAMETOOLONG.
     if (too_long := name_too_long(target, "folder" if folder else "file")) is not None:
         return f"cannot write {'into ' if folder else ''}{target}: {too_long}"
-    if not folder and target.is_dir():
-        return f"cannot write {target}: it is a folder"
-    if folder and target.exists() and not target.is_dir():
-        return f"cannot write into {target}: it is a file, not a folder"
-    parent = target if folder else target.parent
-    parent = parent if str(parent) else Path(".")
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot write {target}: {parent} is a file, not a folder"
+    try:  # a folder on the way that cannot be searched makes exists() raise (Python 3.11 and later)
+        if not folder and target.is_dir():
+            return f"cannot write {target}: it is a folder"
+        if folder and target.exists() and not target.is_dir():
+            return f"cannot write into {target}: it is a file, not a folder"
+        parent = target if folder else target.parent
+        parent = parent if str(parent) else Path(".")
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"cannot write {target}: {parent} is a file, not a folder"
+    except OSError as exc:
+        return f"cannot write {target}: {os_reason(exc)} on the way to it"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot write {target}: permission denied on {parent}"
     return None

@@ -84,7 +84,7 @@ def compare(
             if path is not None:
                 # A smaller same-aspect mask is upsampled; any other size mismatch is an error naming both.
                 fitted, mask_notes = fit_mask_to_image(read_mask(path), rgb.shape[:2], orientation, str(image),
-                                                       str(path))
+                                                       str(path), role="ground truth" if path is gt else "mask")
                 for note in mask_notes:  # upsampled, rotated like the photo, read on another scale
                     warn(note)
                 masks.append(fitted.probability())

@@ -56,16 +56,10 @@ def evaluate(
     A bad pair is reported and left out of the scores, and the rest go on; the exit code is 1 if any failed."""
     from rich.progress import Progress
 
+    from ..errors import count_noun
     from ..evaluation import backend_versions, folder_samples
     from ..evaluation import evaluate as score_samples
-    from ..pairing import (
-        LAYOUT_BIG,
-        LAYOUT_FOLDERS,
-        count_noun,
-        ground_truth_pairs,
-        scan_pairs,
-        split_output_clashes,
-    )
+    from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, ground_truth_pairs, scan_pairs, split_output_clashes
     from ..writing import write_png
 
     failures: list[dict[str, str]] = []

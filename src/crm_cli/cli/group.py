@@ -71,9 +71,11 @@ class CrmGroup(TyperGroup):
             if type(param.type).__name__ in _PATH_TYPE_NAMES:
                 # A subclass that adds no state: the instance keeps its settings (exists, dir_okay...).
                 param.type.__class__ = non_empty_path_type(type(param.type))
-                if not param.type.exists:
+                if not param.type.exists and param.type.file_okay:
                     # crm opens these itself and names an unreadable file as it names a missing one
                     # (exit 1); click would call it a usage error (2), and refuse an output it may replace.
+                    # A folder argument's readability is checked by the command (options.require_existing,
+                    # require_readable_folder); a folder-only option (train --out) keeps click's check.
                     param.type.readable = False
         return name, command, rest
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ..config import BACKEND_CHOICES, MODES, OUTPUT_KINDS, PRECISION_NAMES
+from ..errors import os_reason
 from ..presets import PRESETS, split_items
 from .failures import TorchImportError, torch_import_failure
 from .output import click_module, fail, require_stdout, say, warnings_about_no_image
@@ -376,7 +377,28 @@ def require_existing(path: Path, param_hint: str, folder: bool = True) -> None:
     where :func:`output.usage_errors_recorded` prints its ``--json`` record: click's own checks run before
     the command, and a script piping ``--json`` to a parser got nothing on stdout."""
     kind, other = ("folder", "file") if folder else ("file", "folder")
-    if not path.exists():
+    try:
+        exists, is_folder = path.exists(), path.is_dir()
+    except OSError as exc:  # a folder on the way that cannot be searched (Python 3.11 and later raise)
+        raise typer.BadParameter(f"{kind} {path} cannot be looked at: {os_reason(exc)}",
+                                 param_hint=param_hint) from None
+    if not exists:
         raise typer.BadParameter(f"{kind} {path} does not exist", param_hint=param_hint)
-    if path.is_dir() != folder:
+    if is_folder != folder:
         raise typer.BadParameter(f"{path} is a {other}, not a {kind}", param_hint=param_hint)
+    if folder:
+        require_readable_folder(path, param_hint)
+
+
+def require_readable_folder(path: Path, param_hint: str) -> None:
+    """Click's ``readable`` check of an input folder (a usage error), which path parameters leave to crm
+    (``group.CrmGroup``): a folder that cannot be listed and entered. A file is crm's readers' to report,
+    by name, as a missing one is (exit 1). Nothing is said of what is not a folder."""
+    import os
+
+    try:
+        is_folder = path.is_dir()
+    except OSError as exc:  # a folder on the way that cannot be searched
+        raise typer.BadParameter(f"{path} cannot be looked at: {os_reason(exc)}", param_hint=param_hint) from None
+    if is_folder and not os.access(path, os.R_OK | os.X_OK):
+        raise typer.BadParameter(f"folder {path} cannot be read (permission denied)", param_hint=param_hint)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .failures import user_errors
-from .options import JsonOpt, threshold_option
+from .options import JsonOpt, require_readable_folder, threshold_option
 from .output import FailureRecord, console, finish_run, percent, printable, report_failure, require_stdout, say, warn
 from .stops import stop_behind, stops_cleanly
 
@@ -202,8 +202,11 @@ def score(
             raise typer.BadParameter("a COCO file is scored against another COCO file: give two .json files")
         if coco_files and threshold is not None:
             raise typer.BadParameter("--threshold applies to mask files; COCO masks are already binary")
-        if pred_suffix is not None and (coco_files or pred.is_file()):
-            # It picks a prediction for each ground truth in a PRED folder; a file is scored as given.
+        for given, hint in ((pred, "'PRED'"), (gt, "'GT'")):
+            require_readable_folder(given, hint)  # unreadable, it would read as one holding nothing
+        if pred_suffix is not None and (coco_files or (pred.is_file() and not gt.is_dir())):
+            # It picks a prediction for each ground truth in a PRED folder; a file is scored as given
+            # (against a GT folder, that pairing's own error says what is wrong).
             raise typer.BadParameter(f"it names predictions in a PRED folder, and PRED {pred} is a "
                                      f"{'COCO file' if coco_files else 'file'}", param_hint="'--pred-suffix'")
         from ..pairing import Pairing  # lazily: it loads OpenCV, and --help must not
