@@ -186,7 +186,7 @@ Backend = choice_enum("Backend", BACKEND_CHOICES)
 PresetName = choice_enum("PresetName", PRESETS)
 OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
-# imageio.PHOTO_BITS_CHOICES with "auto" first (imageio is not imported here: it loads OpenCV).
+# photo_depth.PHOTO_BITS_CHOICES with "auto" first (photo_depth is not imported here: it loads NumPy and Pillow).
 PhotoBits = choice_enum("PhotoBits", ("auto", "8", "10", "12", "14", "16"))
 
 
@@ -726,12 +726,12 @@ _warnings_held: ContextVar[bool] = ContextVar("crm_warnings_held", default=False
 
 def warn(note: str, out: Console | None = None) -> None:
     """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (in the CLI's
-    words: ``imageio.cli_note``), its control characters escaped (:func:`printable`), and kept as it
+    words: ``photo_depth.cli_note``), its control characters escaped (:func:`printable`), and kept as it
     is by each :func:`collect_warnings` block around the call (and not printed inside one that holds
     them)."""
     from rich.markup import escape
 
-    from ..imageio import cli_note
+    from ..photo_depth import cli_note
 
     # A reader's note names photo_bits=; the command's option is --photo-bits, and crm train has none.
     note = cli_note(note, _running_command_has("photo_bits"))
@@ -854,7 +854,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     """
     from ..checkpoint import WeightsError
     from ..devices import DeviceError
-    from ..imageio import ImageReadError
+    from ..image_sources import ImageReadError
 
     code = 1
     try:
