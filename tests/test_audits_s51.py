@@ -573,7 +573,8 @@ def test_class_ids_in_lossy_webp_or_jpeg_tiff_are_refused_as_in_jpeg(tmp_path: P
     compression noise as extra labels (ids 1, 2, 4), without a word."""
     from PIL import Image
 
-    from crm_cli.imageio import ImageReadError, probe_image, read_mask, refusal_needs_decoding
+    from crm_cli.image_headers import refusal_needs_decoding
+    from crm_cli.imageio import ImageReadError, probe_image, read_mask
 
     path = tmp_path / name
     Image.fromarray(class_ids()).convert("RGB" if save["format"] == "WEBP" else "L").save(path, **save)

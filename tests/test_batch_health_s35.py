@@ -125,7 +125,7 @@ def test_a_rerun_of_batch_opens_each_finished_output_once(tiny_weights: Path, tm
 def test_one_chunk_walker_lists_the_headers_for_both_readers(tmp_path: Path) -> None:
     """Refactor guard: the walker both read_png_text and the reader's eXIf probe use; what they read
     and raise is pinned by test_batch_settings_s34 and test_extreme_shapes."""
-    from crm_cli import imageio, writing
+    from crm_cli import image_headers, writing
 
     path = tmp_path / "out.png"
     writing.write_png(path, np.zeros((8, 8), np.uint8), text={"Comment": "hello"})
@@ -136,8 +136,8 @@ def test_one_chunk_walker_lists_the_headers_for_both_readers(tmp_path: Path) -> 
     assert chunks[0][:2] == (8, 13)
     data = path.read_bytes()
     assert all(data[offset + 4:offset + 8] == kind for offset, _, kind in chunks)
-    assert imageio.png_chunk_headers is writing.png_chunk_headers
-    assert not hasattr(imageio, "_read_at")  # the one reader_at, in writing
+    assert image_headers.png_chunk_headers is writing.png_chunk_headers
+    assert not hasattr(image_headers, "_read_at")  # the one reader_at, in writing
 
 
 # --- 4. weights_identity's texts -----------------------------------------------------------------

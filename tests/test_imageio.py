@@ -15,7 +15,8 @@ from PIL import Image, ImageOps
 
 from crm_cli import writing
 from crm_cli.cli.checks import probe_pair
-from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_bytes_stdin, read_image, read_mask
+from crm_cli.image_sources import read_bytes_stdin
+from crm_cli.imageio import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
 from crm_cli.masks import MaskData, SizeMismatchError, binarize, drawn_on_stored_pixels, match_mask_to_image
 from crm_cli.pipeline import read_pair
 from crm_cli.writing import encode_image, write_bytes_stdout, write_png

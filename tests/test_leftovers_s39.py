@@ -255,7 +255,8 @@ def test_the_api_s_notes_name_the_keyword(tmp_path: Path) -> None:
 
 
 def test_cli_note_names_the_option_and_leaves_other_notes_alone(tmp_path: Path) -> None:
-    from crm_cli.imageio import cli_note, read_image_noted
+    from crm_cli.imageio import read_image_noted
+    from crm_cli.photo_depth import cli_note
 
     hot, plain = tmp_path / "hot.png", tmp_path / "plain.png"
     write_frame(hot, hot_value=HOT_VALUE)

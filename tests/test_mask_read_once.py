@@ -13,7 +13,8 @@ from conftest import synthetic_scene
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.imageio import apply_orientation, probe_image, read_mask
+from crm_cli.image_headers import apply_orientation
+from crm_cli.imageio import probe_image, read_mask
 from crm_cli.labels import label_ids
 from crm_cli.masks import LABEL_ID_LIMIT, MaskData, drawn_on_stored_pixels, swaps_axes
 

@@ -427,15 +427,15 @@ def test_a_pipe_path_is_probed_and_read_from_one_read(tmp_path: Path) -> None:
 
 
 def test_only_the_last_few_pipes_are_kept(tmp_path: Path) -> None:
-    from crm_cli import imageio
+    from crm_cli import image_sources
 
     buffer = io.BytesIO()
     Image.fromarray(object_mask()).save(buffer, "PNG")
-    paths = [feed_pipe(buffer.getvalue()) for _ in range(imageio._PIPES_KEPT + 3)]
+    paths = [feed_pipe(buffer.getvalue()) for _ in range(image_sources._PIPES_KEPT + 3)]
     try:
         for path in paths:
             assert np.array_equal(read_mask(path).values, object_mask())
-        assert len(imageio._PIPE_BYTES) == imageio._PIPES_KEPT
+        assert len(image_sources._PIPE_BYTES) == image_sources._PIPES_KEPT
         assert np.array_equal(read_mask(paths[-1]).values, object_mask())  # the newest is still kept
     finally:
         for path in paths:

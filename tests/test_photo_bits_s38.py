@@ -215,7 +215,7 @@ def test_a_cutout_of_a_16bit_photo_says_it_is_written_in_8_bits(tmp_path: Path) 
 
 def test_the_cli_choices_are_imageio_s() -> None:
     from crm_cli.cli.options import PhotoBits, photo_bits_value
-    from crm_cli.imageio import PHOTO_BITS_CHOICES
+    from crm_cli.photo_depth import PHOTO_BITS_CHOICES
 
     assert PHOTO_BITS_CHOICES == BITS
     assert [choice.value for choice in PhotoBits] == ["auto", *map(str, BITS)]

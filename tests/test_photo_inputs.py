@@ -12,8 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.imageio import ImageReadError, _laid_out_as, probe_image, read_image, read_mask
+from crm_cli.imageio import ImageReadError, probe_image, read_image, read_mask
 from crm_cli.pipeline import read_pair
+from crm_cli.wide_colour import _laid_out_as
 
 runner = CliRunner()
 

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from crm_cli import runtime
 from crm_cli.cli import app
 from crm_cli.config import MIN_REFINE_SIDE
-from crm_cli.imageio import MAX_IMAGE_PIXELS, probe_image, read_mask
+from crm_cli.image_limits import MAX_IMAGE_PIXELS
+from crm_cli.imageio import probe_image, read_mask
 from crm_cli.locks import EMPTY_LOCK_GRACE_S, OutputLock, lock_path
 from crm_cli.writing import ImageWriteError, write_image
 

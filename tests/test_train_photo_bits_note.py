@@ -10,7 +10,8 @@ from test_photo_bits_s38 import write_frame, write_mask
 from typer.testing import CliRunner
 
 from crm_cli.cli import app
-from crm_cli.imageio import cli_note, read_image_noted
+from crm_cli.imageio import read_image_noted
+from crm_cli.photo_depth import cli_note
 
 runner = CliRunner()
 SCALE_NOTE_END = "the scale follows each file's values, so frames of one sequence can differ"

@@ -769,7 +769,7 @@ class MaskData:
 
 class HasSize(Protocol):
     """Anything with an upright ``width`` and ``height`` and the EXIF ``orientation`` that made
-    them upright (imageio.ImageHeader)."""
+    them upright (image_headers.ImageHeader)."""
 
     width: int
     height: int

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import count_noun
-from .imageio import IMAGE_SUFFIXES, ImageReadError, probe_image
+from .image_headers import probe_image
+from .image_sources import ImageReadError
+from .imageio import IMAGE_SUFFIXES
 from .naming import _format_rank, _last_number, _mask_suffix, _name_key, _number_key
 from .pair_inputs import _Inputs, _under, _Walk
 

@@ -15,15 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import CUTOUT_BIT_DEPTHS, DEEP_CUTOUT_BITS, MODES
-from .imageio import (
-    BYTES_NAME,
-    CUTOUT_16BIT_API_HINT,
-    Photo,
-    apply_orientation,
-    log_notes,
-    read_mask_noted,
-    read_photo,
-)
+from .image_headers import apply_orientation
+from .image_sources import BYTES_NAME
+from .imageio import Photo, log_notes, read_mask_noted, read_photo
 from .masks import (
     MaskData,
     SizeMismatchError,
@@ -35,6 +29,7 @@ from .masks import (
     value_notes,
     weak_mask_note,
 )
+from .photo_depth import CUTOUT_16BIT_API_HINT
 from .presets import Preset
 
 if TYPE_CHECKING:
@@ -404,7 +399,7 @@ def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | 
         return None
     head = f"{image_name}: a {photo.stored_bits}-bit photo, but its cut-out is written with 8-bit colour and alpha"
     if photo.stored_bits == 16:
-        return head + CUTOUT_16BIT_API_HINT  # the CLI names a .png output instead (imageio.cli_note)
+        return head + CUTOUT_16BIT_API_HINT  # the CLI names a .png output instead (photo_depth.cli_note)
     return f"{head}; to keep every bit, write -k soft16 and use it as the alpha of the photo itself"
 
 

@@ -56,9 +56,10 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk (length, ty
 
 
 # Python's warning filters and output are one state of the process, which ``warnings.catch_warnings``
-# swaps in and restores: every crm context that changes them holds this lock (here, and imageio's,
-# which imports it: imageio imports writing, never the other way), so that two threads never install
-# or restore each other's. Reentrant: imageio's readers nest them.
+# swaps in and restores: every crm context that changes them holds this lock (here, and the readers'
+# (imageio and its parts, decode_messages' recorder of Pillow's warnings among them), which import it:
+# they import writing, never the other way), so that two threads never install or restore each
+# other's. Reentrant: imageio's readers nest them.
 WARNING_STATE_LOCK = threading.RLock()
 
 
@@ -66,8 +67,9 @@ WARNING_STATE_LOCK = threading.RLock()
 def warnings_ignored(category: type[Warning] = Warning) -> Iterator[None]:
     """Inside, Python's warnings of ``category`` are ignored, taking turns (WARNING_STATE_LOCK) with
     every other crm context that changes the warning state: unguarded, the filter would also swallow
-    a warning that another thread is recording (imageio's note of a damaged EXIF block), and its exit
-    could restore that thread's recording list as the process's warning output."""
+    a warning that another thread is recording (a reader's note of a damaged EXIF block:
+    decode_messages), and its exit could restore that thread's recording list as the process's
+    warning output."""
     with WARNING_STATE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", category)
         yield

@@ -386,7 +386,7 @@ def _snap_unrecorded(recorded: dict[str, Any], expected: dict[str, Any]) -> bool
 def _below_snap_size(photo: str | Path) -> bool:
     """Whether the photo file is smaller than the edge snap's minimum (its header read only)."""
     from ..edge_snap import SNAP_MIN_SIDE
-    from ..imageio import file_long_side
+    from ..image_headers import file_long_side
 
     side = file_long_side(photo)
     return side is not None and side < SNAP_MIN_SIDE

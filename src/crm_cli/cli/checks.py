@@ -245,7 +245,7 @@ def probe_pair(image: Any, mask: Any, image_name: str, mask_name: str, mode: str
 
     Raises ImageReadError, SizeMismatchError or ValueError with a message naming the user's file(s).
     """
-    from ..imageio import probe_image
+    from ..image_headers import probe_image
     from ..masks import check_pair_headers
     from ..pipeline import float_labels_error
 
@@ -294,7 +294,8 @@ def precheck_pair(image: Any, mask: Any, image_name: str, mask_name: str, settin
     """:func:`check_pair` for one pair of many: returns (the error to report or None, the image's
     header or None, whether the pair is too small and passed through) instead of raising. A ground
     truth ``gt`` is checked against the image's header too (readable, of a fitting size)."""
-    from ..imageio import ImageReadError, probe_image
+    from ..image_headers import probe_image
+    from ..image_sources import ImageReadError
     from ..masks import check_pair_headers
 
     try:

@@ -30,7 +30,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
     """
     from ..checkpoint import WeightsError
     from ..devices import DeviceError
-    from ..imageio import ImageReadError
+    from ..image_sources import ImageReadError
 
     code = 1
     try:

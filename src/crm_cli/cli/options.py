@@ -30,7 +30,7 @@ Backend = choice_enum("Backend", BACKEND_CHOICES)
 PresetName = choice_enum("PresetName", PRESETS)
 OutputKind = choice_enum("OutputKind", OUTPUT_KINDS)
 Mode = choice_enum("Mode", MODES)
-# imageio.PHOTO_BITS_CHOICES with "auto" first (imageio is not imported here: it loads OpenCV).
+# photo_depth.PHOTO_BITS_CHOICES with "auto" first (photo_depth is not imported here: it loads NumPy and Pillow).
 PhotoBits = choice_enum("PhotoBits", ("auto", "8", "10", "12", "14", "16"))
 
 

@@ -85,12 +85,12 @@ _warnings_held: ContextVar[bool] = ContextVar("crm_warnings_held", default=False
 
 def warn(note: str, out: Console | None = None) -> None:
     """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (in the CLI's
-    words: ``imageio.cli_note``), its control characters escaped (:func:`printable`), and kept as it
+    words: ``photo_depth.cli_note``), its control characters escaped (:func:`printable`), and kept as it
     is by each :func:`collect_warnings` block around the call (and not printed inside one that holds
     them)."""
     from rich.markup import escape
 
-    from ..imageio import cli_note
+    from ..photo_depth import cli_note
 
     # A reader's note names photo_bits=; the command's option is --photo-bits, and crm train has none.
     note = cli_note(note, _running_command_has("photo_bits"))

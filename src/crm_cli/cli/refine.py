@@ -73,7 +73,8 @@ def refine(
     import sys
 
     from ..config import DEEP_CUTOUT_BITS
-    from ..imageio import log_notes, read_bytes_stdin
+    from ..image_sources import read_bytes_stdin
+    from ..imageio import log_notes
     from ..pipeline import mask_keeping_notes, refine_files, schedule_label
     from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
 

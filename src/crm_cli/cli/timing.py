@@ -15,7 +15,8 @@ from .output import FailureRecord, console, emit_json, usage_errors_recorded, wa
 
 def parse_size(value: str) -> tuple[int, int]:
     """``"3840x2160"`` -> (height 2160, width 3840), within crm's image size limits."""
-    from ..imageio import ImageReadError, check_image_size
+    from ..image_limits import check_image_size
+    from ..image_sources import ImageReadError
 
     try:
         width, height = (int(v) for v in value.lower().split("x"))

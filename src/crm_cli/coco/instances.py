@@ -148,7 +148,7 @@ def annotated_pixels(image: np.ndarray, orientation: int, height: int | None, wi
     Raises:
         InstanceError: neither the upright nor the stored size is the file's.
     """
-    from ..imageio import apply_orientation, inverse_orientation
+    from ..image_headers import apply_orientation, inverse_orientation
     from ..masks import swaps_axes
 
     upright = tuple(image.shape[:2])

@@ -17,7 +17,7 @@ import numpy as np
 from .. import pairing
 from ..errors import ContinuedText, count_noun, one_line
 from ..evaluation import Sample
-from ..imageio import ImageReadError
+from ..image_sources import ImageReadError
 from ..masks import MaskData
 from ..pairing import FilePair, Pairing
 from .coarse import CoarseMix, make_coarse, synthesize_coarse
@@ -101,7 +101,8 @@ def pair_problems(pairs: Sequence[FilePair], network_dirs: Sequence[Path] = ()) 
     (class ids JPEG altered), and 32-bit, signed or floating-point photos and masks (values out of
     range). A file damaged after its header passes, and is left out when first read (``PairCache``
     with ``stand_ins``)."""
-    from ..imageio import probe_image, read_image_noted, read_mask_noted, refusal_needs_decoding
+    from ..image_headers import probe_image, refusal_needs_decoding
+    from ..imageio import read_image_noted, read_mask_noted
     from ..masks import check_mask_size
 
     problems = []
