@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 
 runner = CliRunner()
-OTHER = ("made with other settings (mode, labels, output kind, threshold, preset, "
+OTHER = ("made with other settings (mode, labels, output kind, threshold, photo bits, preset, "
           "ratios, guard, edge snap or weights; outputs made before the edge snap have none)")
 VOC_IDS = [12, 15, 255]  # two classes and the void band around them
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 
 runner = CliRunner()
-OTHER = ("were made with other settings (mode, labels, output kind, threshold, preset, "
+OTHER = ("were made with other settings (mode, labels, output kind, threshold, photo bits, preset, "
           "ratios, guard, edge snap or weights; outputs made before the edge snap have none)")
 
 

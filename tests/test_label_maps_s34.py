@@ -165,6 +165,7 @@ def test_refine_keeps_the_classes_of_a_grey_map_with_void(tiny_weights: Path, tm
     assert auto.exit_code == 0 and labels.exit_code == 0, auto.output + labels.output
     record = json.loads(auto.stdout)
     assert record["mode"] == "labels" and len(record["label_ratios"]) == 4  # 3, 8, 15 and the void band, as labels
+    assert record["label_ids"] == [3, 8, 15, 255]  # which id each label_* entry is (session 54)
     written = Image.open(tmp_path / "auto.png")
     out = np.asarray(written)
     assert written.mode == "L" and out.dtype == np.uint8

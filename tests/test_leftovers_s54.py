@@ -435,3 +435,22 @@ def test_compare_calls_a_ground_truth_of_the_wrong_size_a_ground_truth(tmp_path:
     result = runner.invoke(app, ["compare", *map(str, paths), "-o", str(tmp_path / "cmp.png")])
     assert result.exit_code == 1
     assert f"ground truth {paths[3]} is 300x50 but image {paths[0]} is 300x200" in flat(result.stderr)
+
+
+def test_a_label_maps_record_names_the_id_of_each_entry(tiny_weights: Path, tmp_path: Path) -> None:
+    """The README audit: label_change_confidence, label_ratios... were bare lists, and with --labels a
+    user could not tell which id an entry was."""
+    import cv2
+    from conftest import synthetic_scene
+
+    photo, _ = synthetic_scene(160, 200, seed=2)
+    ids = np.zeros((160, 200), np.uint8)
+    ids[20:70, 20:90], ids[90:150, 30:100], ids[40:120, 120:190] = 3, 5, 7
+    cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "ids.png"), ids)
+    common = ["refine", str(tmp_path / "p.png"), str(tmp_path / "ids.png"), "-o", str(tmp_path / "o.png"), "-w",
+              str(tiny_weights), "-d", "cpu", "--mode", "labels", "--json"]
+    every = json.loads(runner.invoke(app, common).stdout)
+    chosen = json.loads(runner.invoke(app, [*common, "--labels", "7,3"]).stdout)
+    assert every["label_ids"] == [3, 5, 7] and len(every["label_change_confidence"]) == 3
+    assert chosen["label_ids"] == [3, 7] and len(chosen["label_ratios"]) == 2

@@ -70,6 +70,7 @@ class PairResult:
     probability: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     runs: list[StageRun] = field(default_factory=list)  # the schedule run (one per label for label maps)
+    label_ids: list[int] = field(default_factory=list)  # a label map's ids refined, in the order of ``runs``
     guard_restored: int = 0
     # The photo's RGB colour profile, for an output that carries its pixels (cut-out, overlay).
     icc_profile: bytes | None = None
@@ -343,7 +344,7 @@ def refine_files(refiner, image_source: Source, mask_source: Source, preset: Pre
                       for label, detail, run in zip(refined_ids, per_label.details, runs, strict=True)
                       if run.kept_coarse]
             return PairResult(refined, mask.palette, chosen, time.perf_counter() - start, notes=notes + label_notes,
-                              runs=runs,
+                              runs=runs, label_ids=list(refined_ids),
                               guard_restored=sum(d.guard_restored for d in per_label.details),
                               transparency=mask.transparency, takes_photo_bits=photo.takes_photo_bits)
         coarse = mask.probability()

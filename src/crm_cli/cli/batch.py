@@ -724,8 +724,9 @@ def batch(
              f"(e.g. {stale[0]})")
     if other_settings and not overwrite:
         made = "output was" if len(other_settings) == 1 else "outputs were"
-        warn(f"{len(other_settings)} {made} made with other settings (mode, labels, output kind, threshold, preset, "
-             f"ratios, guard, edge snap or weights; outputs made before the edge snap have none): "
+        warn(f"{len(other_settings)} {made} made with other settings (mode, labels, output kind, threshold, "
+             f"photo bits, preset, ratios, guard, edge snap or weights; outputs made before the edge snap have "
+             f"none): "
              f"{'would be refined' if dry_run else 'refined'} again (e.g. {other_settings[0]})")
     if output_dir.is_dir() and not dry_run:
         removed = remove_leftover_temp_files(output_dir, pairs)

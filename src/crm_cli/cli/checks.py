@@ -363,6 +363,7 @@ def schedule_fields(result: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored,
                               "kept_coarse": result.kept_coarse}
     if result.mode == "labels":
+        fields["label_ids"] = list(result.label_ids)  # which id each label_* entry is
         fields["label_ratios"] = [list(run.ratios) for run in result.runs]
         fields["label_change_confidence"] = [run.change_confidence for run in result.runs]
         fields["label_snap_px"] = [run.snap_px for run in result.runs]
