@@ -454,3 +454,47 @@ def test_a_label_maps_record_names_the_id_of_each_entry(tiny_weights: Path, tmp_
     chosen = json.loads(runner.invoke(app, [*common, "--labels", "7,3"]).stdout)
     assert every["label_ids"] == [3, 5, 7] and len(every["label_change_confidence"]) == 3
     assert chosen["label_ids"] == [3, 7] and len(chosen["label_ratios"]) == 2
+
+
+def _touching_classes(kind: str) -> np.ndarray:
+    """Two classes of ids from 64 up that touch: a disc split into halves (100 and 150), or a person
+    (150) standing in front of a car (100), on background."""
+    import cv2
+
+    ids = np.zeros((240, 320), np.uint8)
+    if kind == "split":
+        cv2.circle(ids, (160, 120), 90, 100, -1)
+        ids[:120][ids[:120] == 100] = 150
+    else:
+        cv2.rectangle(ids, (40, 120), (280, 200), 100, -1)
+        cv2.ellipse(ids, (170, 120), (28, 80), 0, 0, 360, 150, -1)
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["split", "over"])
+def test_touching_classes_from_64_up_are_warned_of(kind: str) -> None:
+    """The README audit: two classes that touch were taken for a soft mask's band (its levels between
+    background and the top value) and read as one object above 128, losing the lower id's pixels
+    without a word; the same ids apart were warned of."""
+    from crm_cli.masks import MaskData, ids_note
+    from crm_cli.pipeline import choose_mode
+
+    mask = MaskData(_touching_classes(kind), "gray8")
+    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"  # read as before...
+    assert mask.looks_like_ids()  # ...but said
+    assert "--mode labels" in ids_note(mask, "ids.png")
+    assert mask._background_meets_top() >= 0.1
+
+
+def test_crm_refine_warns_of_touching_classes(tiny_weights: Path, tmp_path: Path) -> None:
+    import cv2
+    from conftest import synthetic_scene
+
+    photo, _ = synthetic_scene(240, 320, seed=4)
+    cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "ids.png"), _touching_classes("split"))
+    result = runner.invoke(app, ["refine", str(tmp_path / "p.png"), str(tmp_path / "ids.png"), "-o",
+                                 str(tmp_path / "o.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["mode"] == "binary" and any("--mode labels" in note for note in record["warnings"])

@@ -71,6 +71,11 @@ LABEL_MAP_ONE_VALUE_OBJECTS = 0.01
 # a region; such masks 2.2-4.2, synthetic scene maps 5.0-24).
 LABEL_MAP_BAND_SHARE = 0.9
 LABEL_MAP_SPREAD = 5.0
+# And its background meets the band, not the largest value (MaskData._background_meets_top): at most this share
+# of the background's edge touches the top value (NN-enlarged DUTS-TR masks that reach the test 0.008 and 0.068;
+# two classes of 64 and up side by side 0.47-0.65, one over another 0.12-0.19). Classes nested in one another,
+# with no edge of the inner on background, still read as a band.
+LABEL_MAP_DIRECT_SHARE = 0.1
 # A grey mask under LABEL_ID_LIMIT with at least FAINT_SOFT_LEVELS values, almost none of them (under
 # FAINT_SOFT_FLAT_SHARE) inside flat regions, is a faint soft mask (a matte scaled to 0..40), not ids.
 FAINT_SOFT_LEVELS = 16
@@ -672,8 +677,9 @@ class MaskData:
         """True when the values between 0 and the largest lie in a band from background to the largest
         value, as a soft mask's levels do when it was enlarged by nearest neighbour: their regions touch
         both 0 and the largest value (LABEL_MAP_BAND_SHARE of their pixels), and are thin for their
-        distance from the two (LABEL_MAP_SPREAD). A label map's objects lie apart on background, or its
-        scene's regions are wide."""
+        distance from the two (LABEL_MAP_SPREAD), and the background meets the band rather than the largest
+        value (LABEL_MAP_DIRECT_SHARE). A label map's objects lie apart on background, or its scene's
+        regions are wide, or its classes meet the background side by side."""
         import cv2
 
         # On the grid of _flat_cells: distances in its steps, whose ratio is the measure.
@@ -684,6 +690,8 @@ class MaskData:
         if not background.any() or not largest.any():
             return False
         kernel = np.ones((3, 3), np.uint8)
+        if self._background_meets_top() >= LABEL_MAP_DIRECT_SHARE:
+            return False
         count, regions = cv2.connectedComponents(middle, connectivity=8)
         touching_both = np.intersect1d(regions[cv2.dilate(background, kernel) & middle > 0],
                                        regions[cv2.dilate(largest, kernel) & middle > 0])
@@ -696,6 +704,22 @@ class MaskData:
         depth = cv2.distanceTransform(flat.astype(np.uint8), cv2.DIST_L2, 3)[inside]
         spread = float(np.median(from_background + from_largest)) / (2.0 * float(np.median(depth)) + 2.0)
         return spread < LABEL_MAP_SPREAD
+
+    def _background_meets_top(self) -> float:
+        """The share of the background's edge pixels that touch the largest value rather than a value
+        between: near 0 where levels lie between the two (a soft mask's band), high where the top
+        value's regions meet the background themselves (one class beside another)."""
+        import cv2
+
+        values = np.ascontiguousarray(self.values)
+        kernel = np.ones((3, 3), np.uint8)
+        background = values == 0
+        top = (values == self.maximum).astype(np.uint8)
+        middle = ((values != 0) & (values != self.maximum)).astype(np.uint8)
+        meets_top = int(np.count_nonzero(background & (cv2.dilate(top, kernel) > 0)))
+        meets_middle = int(np.count_nonzero(background & (cv2.dilate(middle, kernel) > 0)))
+        total = meets_top + meets_middle
+        return meets_top / total if total else 0.0
 
     def _colour_palette(self) -> bool:
         """True when the palette holds an entry that is not grey (R, G and B not all equal)."""
