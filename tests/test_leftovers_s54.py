@@ -498,3 +498,18 @@ def test_crm_refine_warns_of_touching_classes(tiny_weights: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["mode"] == "binary" and any("--mode labels" in note for note in record["warnings"])
+
+
+def test_coco_with_an_address_ray_cannot_read_leaves_no_progress_file(tmp_path: Path) -> None:
+    """The review: `crm coco ... --ray host:port:x` became a usage error (exit 2) but still left
+    OUT.json.partial.jsonl, a progress file of a run that never started."""
+    pytest.importorskip("ray")
+    from test_coco import make_dataset
+
+    annotations, images, _ = make_dataset(tmp_path / "data")
+    output = tmp_path / "refined.json"
+    result = runner.invoke(app, ["coco", str(annotations), "-i", str(images), "-o", str(output), "--ray",
+                                 "not:an:address", "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # neither the output nor its progress

@@ -244,7 +244,10 @@ def coco(
                         skipped[result["reason"]] = skipped.get(result["reason"], 0) + 1
                     progress.update(task, advance=1, current=plan.jobs[index]["name"])
         except RayRunError as exc:
-            sidecar.close()
+            if exc.exit_code == 2 and not recorded:
+                sidecar.remove()  # a usage error (an address Ray cannot read) leaves no progress file behind
+            else:
+                sidecar.close()
             raise fatal.fail(str(exc), exc.exit_code) from None
         except BaseException:
             sidecar.close()  # what finished stays recorded for the next run
