@@ -195,8 +195,8 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
 
     ``auto`` takes ONNX Runtime when it imports (:func:`onnxruntime_problem`), the weights are a .safetensors checkpoint
     whose sidecar names an encoder exported from them (``onnx_export``), the precision is fp32,
-    and the device is the CPU: ``cpu``, or ``auto`` on a machine where no GPU can be present
-    (``devices.accelerator_possible``, judged without importing torch). ``onnx`` insists on it
+    and the device is the CPU: ``cpu``, or ``auto`` where no GPU is (:func:`_on_cpu`: judged without
+    importing torch unless a driver is there). ``onnx`` insists on it
     (ValueError / WeightsError naming what is missing); ``torch`` never takes it. ``weights``: a
     path (None: the shipped weights), or the ``checkpoint.WeightsSidecar`` that the whole load reads.
     """
@@ -242,10 +242,18 @@ def choose_backend(weights: Path | str | WeightsSidecar | None, device: str = "a
 
 def _on_cpu(kind: str) -> bool:
     """Whether the device ``kind`` (``devices.device_name``'s spelling) is the CPU: ``cpu``, or ``auto``
-    on a machine where no GPU can be present (judged without importing torch)."""
-    from .devices import accelerator_possible
+    on a machine where no GPU can be present (judged without importing torch) or where torch, asked
+    because a driver is there, sees none (a CPU-only torch beside an NVIDIA driver) or does not import."""
+    from .devices import accelerator_possible, available_devices
 
-    return kind == "cpu" or (kind == "auto" and not accelerator_possible())
+    if kind != "auto":
+        return kind == "cpu"
+    if not accelerator_possible():
+        return True
+    try:  # imports torch, which the GPU would need anyway
+        return all(name == "cpu" for name in available_devices())
+    except (ImportError, OSError):
+        return True
 
 
 def warn_of_missing_encoder(sidecar: WeightsSidecar, device: str) -> None:
@@ -385,15 +393,6 @@ class Refiner:
                 warn_of_missing_encoder(sidecar, device)
             self.runner, info = self._torch_runner(model, sidecar, device, info, precision, channels_last, fold_bn,
                                                    tiles)
-            from .devices import device_name
-
-            if (sidecar is not None and backend == "auto" and not torch_options and self.runner.device.type == "cpu"
-                    and device_name(device) == "auto"):
-                # auto expected a GPU (a driver is there) and torch found none, as with a CPU-only torch on
-                # a machine with an NVIDIA driver: the CPU's faster backend after all, when it can run.
-                encoder = choose_backend(sidecar, "cpu", precision, backend)
-                if encoder is not None:
-                    self.runner, info = self._onnx_runner(sidecar, encoder, threads, tiles)
         if not in_memory and not info.verified:
             weights = Path(str(info.path))
             # The sidecar also names the exported encoder: a copy of the weights alone runs on torch,

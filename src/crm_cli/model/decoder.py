@@ -65,9 +65,8 @@ def axis_geometry(
     same = index[0] == index[1]
     weight[:, same] = 0.5
     coord = -1.0 + (2.0 * i + 1.0) / n_target
-    if work == target:
-        return index.long(), rel.float(), weight.float(), coord.float()
-    return tuple(value.to(target) for value in (index.long(), rel.float(), weight.float(), coord.float()))
+    table = (index.long(), rel.float(), weight.float(), coord.float())
+    return table if work == target else tuple(value.to(target) for value in table)
 
 
 class ImplicitDecoder(nn.Module):
