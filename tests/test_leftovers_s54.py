@@ -318,7 +318,8 @@ def test_auto_takes_the_cpus_backend_when_a_driver_has_no_gpu_behind_it(monkeypa
     import crm_cli.devices as devices
     from crm_cli import Refiner
 
-    monkeypatch.setattr(devices, "accelerator_possible", lambda: True)
+    monkeypatch.setattr(devices, "accelerator_possible", lambda: True)  # a driver is there...
+    monkeypatch.setattr(devices, "available_devices", lambda: ["cpu"])  # ...and torch sees no GPU
     refiner = Refiner(device="auto")  # the shipped weights, which have an exported encoder
     assert refiner.backend == "onnx" and refiner.device_name.startswith("cpu")
     assert refiner.partner is not None and refiner.partner.backend == "onnx"
@@ -398,7 +399,7 @@ def test_an_output_under_a_folder_that_cannot_be_searched_is_named(tmp_path: Pat
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Path, "stat", stat)
         reason = unwritable_reason(target, folder=True)
-    assert reason == f"cannot write {target}: permission denied on the way to it"
+    assert reason == f"cannot write into {target}: permission denied on the way to it"
 
 
 def test_a_python_file_error_reads_as_crm_names_files() -> None:
@@ -513,3 +514,21 @@ def test_coco_with_an_address_ray_cannot_read_leaves_no_progress_file(tmp_path: 
     assert result.exit_code == 2, result.output
     assert json.loads(result.stdout)["status"] == "failed"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # neither the output nor its progress
+
+
+@pytest.mark.parametrize("command", ["eval"])  # crm batch still stats its output folder before the check
+def test_an_output_folder_under_a_folder_that_cannot_be_searched_is_named(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          command: str) -> None:
+    """The review: eval -o under a folder the user cannot search raised PermissionError from exists(),
+    a traceback, before the write check could name it."""
+    import shutil
+
+    _, mask = write_scene_files(tmp_path / "big", "a_im", "a_seg")
+    shutil.copy(mask, tmp_path / "big" / "a_gt.png")
+    out = tmp_path / "locked" / "out"
+    _unsearchable(monkeypatch, out)
+    result = runner.invoke(app, [command, str(tmp_path / "big"), "-o", str(out)])
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 1, result.output
+    assert f"cannot write into {out}: permission denied on the way to it" in flat(result.stderr)

@@ -43,6 +43,7 @@ from .options import (
     parse_labels,
     photo_bits_value,
     refiner_options,
+    refuse_file_as_folder,
     refuse_standard_output,
     require_existing,
 )
@@ -641,8 +642,7 @@ def batch(
             raise typer.BadParameter(EMPTY_PATH, param_hint="'--output'")
         if (too_long := name_too_long(output_dir, "folder")) is not None:  # before it is stat'ed
             raise fatal.fail(f"cannot write into {output_dir}: {too_long}")
-        if output_dir.exists() and not output_dir.is_dir():
-            raise typer.BadParameter(f"{output} is a file, not a folder", param_hint="'--output'")
+        refuse_file_as_folder(output_dir, "'--output'", shown=output)
         ray_spec = checked_ray_spec(options, ray_address)
         label_ids = parse_labels(labels, mode.value)
         settings = options.settings()

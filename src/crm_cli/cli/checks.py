@@ -200,7 +200,7 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
         if not parent.is_dir():
             return f"cannot write {target}: {parent} is a file, not a folder"
     except OSError as exc:
-        return f"cannot write {target}: {os_reason(exc)} on the way to it"
+        return f"cannot write {'into ' if folder else ''}{target}: {os_reason(exc)} on the way to it"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot write {target}: permission denied on {parent}"
     return None

@@ -21,6 +21,7 @@ from .options import (
     RefinerOptions,
     photo_bits_value,
     refiner_options,
+    refuse_file_as_folder,
     refuse_standard_output,
     require_existing,
     threshold_option,
@@ -76,8 +77,8 @@ def evaluate(
         require_existing(folder, "'FOLDER'")
         refuse_standard_output(output_dir, "crm eval writes one mask per pair into a folder, not to standard output",
                                "'--output'")
-        if output_dir is not None and output_dir.exists() and not output_dir.is_dir():  # as crm batch says it
-            raise typer.BadParameter(f"{output_dir} is a file, not a folder", param_hint="'--output'")
+        if output_dir is not None:
+            refuse_file_as_folder(output_dir, "'--output'")
         options.check_backend()
         settings = options.settings()
     # FOLDER holding nothing to score (NoPairsError) is a usage error (exit 2), as in batch and score.

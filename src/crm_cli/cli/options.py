@@ -372,6 +372,18 @@ def refuse_standard_output(given: Path | str | None, writes: str, param_hint: st
         raise typer.BadParameter(f"{writes}; give a {kind} name", param_hint=param_hint)
 
 
+def refuse_file_as_folder(path: Path, param_hint: str, shown: str | None = None) -> None:
+    """A usage error when an output folder option names an existing file (``shown``: the name as typed).
+    A folder on the way that cannot be searched is left to the write check, which names it
+    (``checks.unwritable_reason``)."""
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError:
+        return
+    if is_file:
+        raise typer.BadParameter(f"{path if shown is None else shown} is a file, not a folder", param_hint=param_hint)
+
+
 def require_existing(path: Path, param_hint: str, folder: bool = True) -> None:
     """Click's ``exists`` check of an input (a usage error naming ``path``), made inside the command,
     where :func:`output.usage_errors_recorded` prints its ``--json`` record: click's own checks run before
@@ -387,18 +399,24 @@ def require_existing(path: Path, param_hint: str, folder: bool = True) -> None:
     if is_folder != folder:
         raise typer.BadParameter(f"{path} is a {other}, not a {kind}", param_hint=param_hint)
     if folder:
-        require_readable_folder(path, param_hint)
+        _refuse_unreadable_folder(path, param_hint)
 
 
 def require_readable_folder(path: Path, param_hint: str) -> None:
     """Click's ``readable`` check of an input folder (a usage error), which path parameters leave to crm
     (``group.CrmGroup``): a folder that cannot be listed and entered. A file is crm's readers' to report,
     by name, as a missing one is (exit 1). Nothing is said of what is not a folder."""
-    import os
-
     try:
         is_folder = path.is_dir()
     except OSError as exc:  # a folder on the way that cannot be searched
         raise typer.BadParameter(f"{path} cannot be looked at: {os_reason(exc)}", param_hint=param_hint) from None
-    if is_folder and not os.access(path, os.R_OK | os.X_OK):
-        raise typer.BadParameter(f"folder {path} cannot be read (permission denied)", param_hint=param_hint)
+    if is_folder:
+        _refuse_unreadable_folder(path, param_hint)
+
+
+def _refuse_unreadable_folder(folder: Path, param_hint: str) -> None:
+    """The usage error of a ``folder`` that cannot be listed and entered."""
+    import os
+
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise typer.BadParameter(f"folder {folder} cannot be read (permission denied)", param_hint=param_hint)
