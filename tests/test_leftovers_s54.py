@@ -516,7 +516,7 @@ def test_coco_with_an_address_ray_cannot_read_leaves_no_progress_file(tmp_path: 
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # neither the output nor its progress
 
 
-@pytest.mark.parametrize("command", ["eval"])  # crm batch still stats its output folder before the check
+@pytest.mark.parametrize("command", ["eval", "batch"])
 def test_an_output_folder_under_a_folder_that_cannot_be_searched_is_named(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch,
                                                                           command: str) -> None:

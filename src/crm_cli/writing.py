@@ -393,6 +393,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False where it cannot be looked at (Python 3.11 raises when a
+    folder on the way cannot be searched), which the write checks then name."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def name_max(folder: str | Path) -> int:
     """The longest file name, in bytes, that the file system of ``folder`` (of its nearest existing
     parent, before it is made) allows: its PC_NAME_MAX, or DEFAULT_NAME_MAX where that cannot be

@@ -133,7 +133,18 @@ def finished_output(output: Path, with_record: bool = False) -> OutputCheck | No
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
+        if isinstance(exc, PermissionError) and not _can_stat(output):
+            return None  # a folder on the way cannot be searched: nor written (unwritable_reason says so)
         return OutputCheck(f"cannot be read: {exc.strerror or exc}")
+
+
+def _can_stat(path: Path) -> bool:
+    """Whether ``path``'s folder entry can be looked at (every folder on the way searchable)."""
+    try:
+        path.stat()
+    except OSError:
+        return False
+    return True
 
 
 def written_since(output: Path, since_ns: int, clocks: FolderClocks | None = None) -> bool:
@@ -622,7 +633,7 @@ def batch(
     from ..pairing import scan_folder_pairs, scan_pairs, split_output_clashes
     from ..pairing_hints import MAX_LISTED
     from ..raybatch import RayRunError, ray_run
-    from ..writing import name_too_long
+    from ..writing import is_folder, name_too_long
 
     output_dir = Path(output)
     folder_name = output_folder_name(output)
@@ -652,7 +663,7 @@ def batch(
             raise typer.BadParameter("the output folder must differ from the input folders")
     # With --overwrite, outputs stamped from now on are a concurrent run's (counts_as_done); a
     # folder that does not exist yet holds none from before.
-    since_ns = (folder_time_ns(output_dir) if output_dir.is_dir() else 0) if overwrite else None
+    since_ns = (folder_time_ns(output_dir) if is_folder(output_dir) else 0) if overwrite else None
     clocks = FolderClocks()  # each output folder's clock read once, for the scan and the jobs (Ray actors: a copy)
     # What makes this run's outputs, recorded in each and compared on resume: the weights are named
     # from their sidecar or file, so pairs passed through and --dry-run need no model loaded.
@@ -728,7 +739,7 @@ def batch(
              f"photo bits, preset, ratios, guard, edge snap or weights; outputs made before the edge snap have "
              f"none): "
              f"{'would be refined' if dry_run else 'refined'} again (e.g. {other_settings[0]})")
-    if output_dir.is_dir() and not dry_run:
+    if not dry_run and is_folder(output_dir):
         removed = remove_leftover_temp_files(output_dir, pairs)
         if removed and not quiet:
             say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
