@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_training_pairs
 from typer.testing import CliRunner
@@ -76,3 +77,63 @@ def test_batch_refines_again_an_output_it_cannot_read(tiny_weights: Path, tmp_pa
     message = f"{out / 'p00.png'} is incomplete (cannot be read: Permission denied); refining p00 again"
     assert message in flat(result.stderr)
     assert (out / "p00.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _nested_classes(levels: int) -> np.ndarray:
+    """A class nested inside another, none of its edge on background (a part of 100, a defect of 200 in
+    it), with a third (150) between them when ``levels`` is 2."""
+    import cv2
+
+    ids = np.zeros((240, 320), np.uint8)
+    cv2.circle(ids, (160, 120), 100, 100, -1)
+    if levels == 2:
+        cv2.ellipse(ids, (165, 115), (70, 45), 20, 0, 360, 150, -1)
+    cv2.ellipse(ids, (165, 115), (40, 25), 20, 0, 360, 200, -1)
+    return ids
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_classes_nested_in_one_another_are_warned_of(levels: int) -> None:
+    """Session 54's leftover: a class inside another, with no edge on background, read as a soft mask's
+    band (background, then levels between, then the top value), and the outer class, under half the scale,
+    was lost without a word."""
+    from crm_cli.masks import MaskData, ids_note
+    from crm_cli.pipeline import choose_mode
+
+    ids = _nested_classes(levels)
+    mask = MaskData(ids, "gray8")
+    assert mask._background_meets_top() == 0.0  # the inner class never meets the background
+    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"  # read as before...
+    assert mask.looks_like_ids()  # ...but said
+    assert "--mode labels" in ids_note(mask, "ids.png")
+    # Drawn at full resolution: nearly every row and column within the span holds a change of value.
+    assert not mask._edges_on_a_grid()
+
+
+def test_an_enlarged_soft_mask_of_one_level_between_is_not_warned_of() -> None:
+    """The other side of the rule: a soft mask of 0, one level and its top, enlarged 16x by nearest
+    neighbour, is the band the rule exists for; its changes of value lie on the enlargement's grid."""
+    import cv2
+
+    from crm_cli.masks import MaskData
+
+    yy, xx = np.mgrid[0:15, 0:20]
+    distance = np.hypot(yy - 7, xx - 10)
+    small = np.where(distance < 4.5, 200, np.where(distance < 6.5, 100, 0)).astype(np.uint8)
+    enlarged = cv2.resize(small, (320, 240), interpolation=cv2.INTER_NEAREST)
+    mask = MaskData(enlarged, "gray8")
+    assert mask.distinct_values == 3 and mask._edges_on_a_grid()
+    assert not mask.looks_like_ids()
+
+
+def test_edges_on_a_grid_counted_by_hand() -> None:
+    """Changes of value in 2 of the 3 rows within their span (rows 1 and 3 differ from the next) are on no
+    grid at a share of 0.5; in 2 of a span of 6 they are."""
+    from crm_cli.masks import MaskData
+
+    values = np.zeros((8, 8), np.uint8)
+    values[2:4, 2:4] = 200  # changes after rows 1 and 3, after columns 1 and 3: 2 of a span of 3 (1..3)
+    assert not MaskData(values, "gray8")._edges_on_a_grid()
+    values[:] = 0
+    values[2:7, 2:7] = 200  # after rows 1 and 6: 2 of a span of 6 (1..6), and the columns alike
+    assert MaskData(values, "gray8")._edges_on_a_grid()
