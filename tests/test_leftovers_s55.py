@@ -137,3 +137,53 @@ def test_edges_on_a_grid_counted_by_hand() -> None:
     values[:] = 0
     values[2:7, 2:7] = 200  # after rows 1 and 6: 2 of a span of 6 (1..6), and the columns alike
     assert MaskData(values, "gray8")._edges_on_a_grid()
+
+
+def test_a_16bit_white_is_zero_tiff_is_read_with_0_as_white(tmp_path: Path) -> None:
+    """The formats audit: a 16-bit TIFF stored white-is-zero (PhotometricInterpretation 0: MONOCHROME1
+    scanners, X-ray detectors) was read as stored, inverted, as Pillow turns over only 1- to 8-bit ones:
+    a mask's object became its background (IoU 0 with exit 0), a photo its negative."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_image, read_mask
+
+    stored = np.full((20, 30), 65535, np.uint16)  # white is 0: this is black...
+    stored[5:15, 10:20] = 0  # ...and this, the object, white
+    stored[0, 0] = 65535 - 1000
+    Image.fromarray(stored).save(tmp_path / "w16.tif", tiffinfo={262: 0})
+    mask = read_mask(tmp_path / "w16.tif")
+    assert mask.kind == "gray16" and mask.values[10, 15] == 65535 and mask.values[2, 2] == 0
+    assert mask.values[0, 0] == 1000
+    photo = read_image(tmp_path / "w16.tif")
+    assert photo[10, 15].tolist() == [255, 255, 255] and photo[2, 2].tolist() == [0, 0, 0]
+
+
+def test_a_float_white_is_zero_tiff_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from crm_cli.imageio import ImageReadError, read_mask
+
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "wf.tif", tiffinfo={262: 0})
+    with pytest.raises(ImageReadError, match=r"wf\.tif: its grey levels are stored with 0 as white"):
+        read_mask(tmp_path / "wf.tif")
+
+
+def test_a_signed_8bit_tiff_with_negatives_is_refused(tmp_path: Path) -> None:
+    """The formats audit: a signed 8-bit TIFF (SampleFormat 2) was read as unsigned bytes, -128..-1 as
+    128..255, with no word (a mask of -128 background and 127 object read inverted); signed 16-bit ones
+    were already refused. One with no negative value reads as it is."""
+    from PIL import Image
+
+    from crm_cli.imageio import ImageReadError, read_image, read_mask
+
+    signed = np.full((8, 8), -128, np.int8)
+    signed[2:6, 2:6] = 127
+    Image.fromarray(signed.view(np.uint8)).save(tmp_path / "s8.tif", tiffinfo={339: 2})
+    for reader in (read_mask, read_image):
+        with pytest.raises(ImageReadError, match=r"s8\.tif: this signed 8-bit TIFF holds values below 0 "
+                                                 r"\(from -128 to 127\)"):
+            reader(tmp_path / "s8.tif")
+    positive = np.zeros((8, 8), np.int8)
+    positive[2:6, 2:6] = 100
+    Image.fromarray(positive.view(np.uint8)).save(tmp_path / "p8.tif", tiffinfo={339: 2})
+    assert read_mask(tmp_path / "p8.tif").values[3, 3] == 100

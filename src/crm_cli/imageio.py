@@ -32,6 +32,7 @@ from .image_sources import ImageReadError, _bytes_path_hint, _source_bytes  # Im
 from .mask_decoding import _check_lossy_ids, _mask_data
 from .masks import MaskData
 from .photo_depth import _image_pixels, _rgb16, _stored_bits, _takes_photo_bits, check_photo_bits
+from .sample_values import check_signed_bytes
 from .wide_colour import _check_same_pixels, _decode_16bit_colour, _is_16bit_colour, _laid_out_as, _wide_separate_planes
 from .writing import warnings_ignored
 
@@ -84,6 +85,7 @@ def _decode_data(data: bytes, label: str) -> _Decoded:
                 pending = orientation if _tiff_orientation(opened) == orientation else 1
         notes = [frames_note] if frames_note else []
         notes += _warning_notes(pillow_warnings, label, opened.format or "", orientation)
+        check_signed_bytes(opened, label)
         profile = opened.info.get("icc_profile") or None
         lossy = lossy_compression(opened, io.BytesIO(data))
         if _wide_separate_planes(opened):

@@ -13,12 +13,56 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
+# TIFF's PhotometricInterpretation tag, and its value for grey stored with 0 as white (MONOCHROME1 scanners,
+# some X-ray detectors). Pillow inverts such 1- to 8-bit files as it decodes them, but not 16-bit or
+# floating-point ones.
+PHOTOMETRIC_TAG = 262
+WHITE_IS_ZERO = 0
+
+
+def white_is_zero(image: Image.Image) -> bool:
+    """Whether a decoded TIFF stores its grey levels with 0 as white (PhotometricInterpretation 0)."""
+    tags = getattr(image, "tag_v2", None)
+    return image.format == "TIFF" and tags is not None and tags.get(PHOTOMETRIC_TAG) == WHITE_IS_ZERO
+
+
+def _upright_levels(image: Image.Image, values: np.ndarray, label: str) -> np.ndarray:
+    """16-bit ``values`` with 0 as black: those of a white-is-zero TIFF turned over (65535 - v), which
+    Pillow leaves as stored; a wider white-is-zero file is refused, its white level being unknown."""
+    if not white_is_zero(image):
+        return values
+    if values.dtype != np.uint16:
+        raise ImageReadError(f"{label}: its grey levels are stored with 0 as white (TIFF PhotometricInterpretation "
+                             "0), which crm reads in 1- to 16-bit files only; save it with 0 as black")
+    return np.subtract(np.uint16(65535), values)
+
+
+# TIFF's SampleFormat tag, and its value for signed integers.
+SAMPLE_FORMAT_TAG = 339
+SIGNED_INTEGER = 2
+
+
+def check_signed_bytes(image: Image.Image, label: str) -> None:
+    """Refuse a signed 8-bit TIFF holding negative values, which Pillow decodes as unsigned bytes (-1 as
+    255): the values wrapped around would read as other values in silence. One holding none reads right."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or tags is None or image.mode not in ("L", "RGB"):
+        return
+    if SIGNED_INTEGER not in tuple(tags.get(SAMPLE_FORMAT_TAG) or ()):
+        return
+    values = np.asarray(image).view(np.int8)
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        raise ImageReadError(f"{label}: this signed 8-bit TIFF holds values below 0 (from {low} to {high}), which "
+                             "crm does not read; shift or rescale them to 0..255 first")
+
+
 def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
     """uint16 values of an I;16* or 32-bit "I" photo. Values outside 0..65535 (a signed TIFF's
     negatives, a 32-bit count) have no place on any scale crm reads photos on: clipping them would
     turn every negative pixel black in silence (the air and soft tissue of a CT slice), so such a
     photo is refused, naming the file, as a float photo outside [0, 1] is."""
-    values = np.asarray(image)
+    values = _upright_levels(image, np.asarray(image), label)
     if values.dtype == np.uint16:
         return values
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
@@ -31,7 +75,7 @@ def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
 def _integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
     """uint16 values of a 16- or 32-bit integer mask (Pillow modes I;16* and I). 32-bit values must
     fit 0..65535, so that the 8- and 16-bit scales of :func:`masks.uint16_full_scale` apply."""
-    values = np.asarray(decoded)
+    values = _upright_levels(decoded, np.asarray(decoded), label)
     if values.dtype == np.uint16:
         return values
     low, high = int(values.min()), int(values.max())
@@ -48,6 +92,8 @@ FLOAT_MASK_TOLERANCE = 1e-3
 def _unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.ndarray:
     """The float32 values of a floating-point ``what`` (a mask's probability map, e.g. a 32-bit
     TIFF, or an image's grey levels), checked to be finite and within [0, 1] (rounding overshoot clipped)."""
+    if white_is_zero(decoded):
+        _upright_levels(decoded, np.asarray(decoded), label)  # refused: no white level
     values = np.asarray(decoded, dtype=np.float32)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{label}: the floating-point {what} holds NaN or infinite values")
