@@ -465,7 +465,7 @@ def test_bytes_errors_use_given_or_bytes_name() -> None:
 
 def test_image_suffixes() -> None:
     assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                                   ".pgm", ".ppm", ".pbm", ".pnm"}  # every kind crm refine reads, for batch to pair
+                                   ".pgm", ".ppm", ".pbm", ".pnm", ".avif"}  # every kind crm refine reads, for batch
 
 
 # ---------------------------------------------------------------------------------------------

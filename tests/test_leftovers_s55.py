@@ -187,3 +187,61 @@ def test_a_signed_8bit_tiff_with_negatives_is_refused(tmp_path: Path) -> None:
     positive[2:6, 2:6] = 100
     Image.fromarray(positive.view(np.uint8)).save(tmp_path / "p8.tif", tiffinfo={339: 2})
     assert read_mask(tmp_path / "p8.tif").values[3, 3] == 100
+
+
+def test_a_lossy_avif_mask_of_small_values_is_refused(tmp_path: Path) -> None:
+    """The formats audit: a 0/1 mask saved as (lossy) AVIF came out of compression as 0, 1 and 2 and was
+    refined as two labels, exit 0; JPEG and lossy WebP ones were already refused."""
+    from PIL import Image, features
+
+    from crm_cli.imageio import ImageReadError, read_mask
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    values = np.zeros((64, 64), np.uint8)
+    values[16:48, 10:40] = 1
+    values[20:30, 45:60] = 1
+    Image.fromarray(values).save(tmp_path / "m.avif", quality=50)
+    held = np.unique(np.asarray(Image.open(tmp_path / "m.avif").convert("L")))
+    assert held.size > 2, held  # what the codec did to the 0/1 values
+    with pytest.raises(ImageReadError, match=r"m\.avif: an AVIF mask of small values"):
+        read_mask(tmp_path / "m.avif")
+
+
+def test_batch_pairs_an_avif_photo(tmp_path: Path) -> None:
+    """The formats audit: crm refine read an AVIF photo, but crm batch left it out and blamed its mask
+    ("1 mask without an image ignored")."""
+    from crm_cli.pairing import scan_pairs
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / "b.avif").write_bytes(b"")
+    (tmp_path / "masks" / "b.png").write_bytes(b"")
+    found = scan_pairs(tmp_path)
+    assert [(pair.image.name, pair.mask.name) for pair in found.pairs] == [("b.avif", "b.png")]
+
+
+def test_a_heic_file_is_named_as_one(tmp_path: Path) -> None:
+    """The formats audit: an iPhone HEIC photo was "not a recognised image file"."""
+    from crm_cli.imageio import ImageReadError, read_image
+
+    (tmp_path / "p.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(ImageReadError, match=r"p\.heic: an HEIC file, which this installation cannot decode"):
+        read_image(tmp_path / "p.heic")
+
+
+def test_a_psd_photo_is_read_whole(tmp_path: Path) -> None:
+    """The formats audit: a PSD failed with "cannot decode image (attempt to seek outside sequence)": the
+    frame count put the file back at frame 0, which PSD (numbering its layers from 1) has not."""
+    import struct
+
+    from crm_cli.imageio import read_image
+
+    height, width = 6, 8
+    planes = [np.full((height, width), value, np.uint8) for value in (200, 100, 50)]
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    data = header + struct.pack(">I", 0) + struct.pack(">I", 0) + struct.pack(">I", 0)
+    data += struct.pack(">H", 0) + b"".join(plane.tobytes() for plane in planes)  # raw composite, planar
+    (tmp_path / "p.psd").write_bytes(data)
+    photo = read_image(tmp_path / "p.psd")
+    assert photo.shape == (height, width, 3) and photo[2, 3].tolist() == [200, 100, 50]

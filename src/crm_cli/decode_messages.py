@@ -48,10 +48,28 @@ def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
         return None
 
 
+# ISO base media file brands (an 'ftyp' box at the start) of the HEIF family: HEIC (iPhone photos) and AVIF.
+_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _heif_brand(stream: BinaryIO | None) -> str | None:
+    """"HEIC", "HEIF" or "AVIF" for a file of that kind (its 'ftyp' box), which Pillow opens only with a
+    plugin (HEIC) or a recent release (AVIF); None for anything else."""
+    if stream is None:
+        return None
+    stream.seek(0)
+    head = stream.read(12)
+    return _HEIF_BRANDS.get(head[8:12]) if head[4:8] == b"ftyp" else None
+
+
 def _unrecognised_error(label: str, stream: BinaryIO | None) -> ImageReadError:
     """The error for a file Pillow cannot identify; for a TIFF it names the sample layout it holds."""
     layout = _tiff_layout(stream) if stream is not None else None
     if layout is None:
+        if (brand := _heif_brand(stream)) is not None:
+            return ImageReadError(f"{label}: an {brand} file, which this installation cannot decode; convert it "
+                                  "to PNG, TIFF or JPEG first")
         return ImageReadError(f"{label}: not a recognised image file")
     channels, bits, sample_format = layout
     kind = _TIFF_SAMPLE_FORMATS.get(sample_format, f"sample format {sample_format}")
@@ -80,8 +98,9 @@ def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Ite
 
 
 # Formats whose later frames are not other pictures of the same kind: an MPO (a camera JPEG) adds
-# previews and depth maps after its main image.
-_FRAMES_NOT_PAGES = ("MPO",)
+# previews and depth maps after its main image; a PSD's frames are its layers, and its flattened picture
+# is what is read.
+_FRAMES_NOT_PAGES = ("MPO", "PSD")
 
 
 def _several_frames_note(opened: Image.Image, label: str) -> str | None:
@@ -89,6 +108,7 @@ def _several_frames_note(opened: Image.Image, label: str) -> str | None:
     which may not be the one meant. None for a file of one frame (or an MPO's previews)."""
     if opened.format in _FRAMES_NOT_PAGES:
         return None
+    start = opened.tell()  # 0, but 1 for formats that number their frames from 1
     try:
         # Counting walks through the later frames: their own warnings (corrupt EXIF) are not the
         # first frame's, and the file must be back at its first frame, even when a later one is
@@ -98,8 +118,8 @@ def _several_frames_note(opened: Image.Image, label: str) -> str | None:
     except _DECODE_ERRORS:
         return None  # a damaged later frame: the first is still read, and its own errors reported
     finally:
-        if opened.tell() != 0:
-            opened.seek(0)
+        if opened.tell() != start:
+            opened.seek(start)
     if frames > 1:
         return f"{label}: holds {frames} frames (an animation or a multi-page file); only the first is read"
     return None

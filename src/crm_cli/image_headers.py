@@ -150,7 +150,7 @@ _LOSSY_TIFF_COMPRESSIONS = {6: "JPEG-compressed TIFF", 7: "JPEG-compressed TIFF"
 
 def lossy_compression(image: Image.Image, stream: BinaryIO) -> str | None:
     """The lossy compression an opened file is stored in, in words ("JPEG", "lossy WebP",
-    "JPEG-compressed TIFF"), or None for a lossless one. ``stream`` is the file's bytes (read for
+    "JPEG-compressed TIFF", "AVIF"), or None for a lossless one. ``stream`` is the file's bytes (read for
     WebP, whose lossy and lossless kinds Pillow does not tell apart), left where it was."""
     if image.format in ("JPEG", "MPO"):
         return "JPEG"
@@ -159,6 +159,8 @@ def lossy_compression(image: Image.Image, stream: BinaryIO) -> str | None:
         return _LOSSY_TIFF_COMPRESSIONS.get(compression) if isinstance(compression, int) else None
     if image.format == "WEBP":
         return "lossy WebP" if _webp_lossy(stream) else None
+    if image.format in ("AVIF", "HEIF"):  # lossless AVIF exists, but is rare and not told by Pillow
+        return image.format
     return None
 
 

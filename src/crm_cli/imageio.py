@@ -39,7 +39,7 @@ from .writing import warnings_ignored
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                                   ".pgm", ".ppm", ".pbm", ".pnm")
+                                   ".pgm", ".ppm", ".pbm", ".pnm", ".avif")
 
 
 @dataclass(frozen=True)

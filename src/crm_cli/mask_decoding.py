@@ -163,7 +163,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
 
 
 def _check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
-    """Refuse a mask in a lossy format (JPEG, lossy WebP, JPEG-compressed TIFF) that reads as a label
+    """Refuse a mask in a lossy format (JPEG, lossy WebP, JPEG-compressed TIFF, AVIF) that reads as a label
     map: lossy compression turns the edges of a 0/1 mask or of class ids into other small values (0/1
     becomes 0, 1 and 2), which would be refined as extra labels. A 0-255 mask only gets blurred edges,
     which a soft mask may have."""
@@ -171,6 +171,7 @@ def _check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
         return
     if mask.kind == "gray8" and mask.is_label_map():
         compression = "JPEG's lossy compression" if lossy == "JPEG" else "its lossy compression"
+        article = "an" if lossy.startswith(("A", "H")) else "a"  # an AVIF, an HEIF
         raise ImageReadError(
-            f"{label}: a {lossy} mask of small values (0 to {mask.maximum}: a 0/1 mask or class ids?), which "
+            f"{label}: {article} {lossy} mask of small values (0 to {mask.maximum}: a 0/1 mask or class ids?), which "
             f"{compression} has altered at the edges; save the mask as PNG (0/255 for one object)")

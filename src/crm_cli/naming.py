@@ -15,7 +15,7 @@ from typing import Any
 # lossless formats first, JPEG late (the rule batch and score share, see _preference). GIF comes last:
 # the same order serves photos, and a GIF beside a photo is more likely its 256-colour preview.
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".pbm", ".pnm", ".ppm", ".jpg", ".jpeg", ".jpe",
-                   ".jfif", ".gif")
+                   ".jfif", ".avif", ".gif")
 GT_SUFFIX = "_gt"
 SEG_SUFFIX = "_seg"  # a BIG-layout coarse mask (<name>_seg beside <name>_im and <name>_gt)
 # Names a mask may have after its photo's name, in any letter case (``frame_0001_mask.png``,
