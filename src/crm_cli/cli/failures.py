@@ -42,6 +42,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         if stop_behind(exc):
             raise
         # The reader of stdout went away (`| head`, `| true`): nothing more can be written there.
+        # (stderr's never gets here: output.DroppingStderr drops what comes after it.)
         _discard_stdout()
         message = "standard output was closed before the output was written"
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError,

@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import ContinuedText
-from .output import click_module, console, printable, usage_hint
+from .output import click_module, console, printable, stderr_may_close, usage_hint
 
 
 def _print_version(value: bool) -> None:
@@ -87,25 +87,26 @@ class CrmGroup(TyperGroup):
         from rich.markup import escape
 
         errors = click_module("exceptions")
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except errors.UsageError as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `crm`: the help, as click prints it
-                typer.echo(exc.format_message(), err=True)
+        with stderr_may_close():  # a reader of stderr that goes away stops no command
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except errors.UsageError as exc:
+                if type(exc).__name__ == "NoArgsIsHelpError":  # bare `crm`: the help, as click prints it
+                    typer.echo(exc.format_message(), err=True)
+                    sys.exit(exc.exit_code)
+                console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
+                              highlight=False)
+                console.print(usage_hint(exc.ctx.command_path if exc.ctx else None), style="dim", highlight=False)
                 sys.exit(exc.exit_code)
-            console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
-                          highlight=False)
-            console.print(usage_hint(exc.ctx.command_path if exc.ctx else None), style="dim", highlight=False)
-            sys.exit(exc.exit_code)
-        except errors.ClickException as exc:
-            console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
-                          highlight=False)
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            console.print("aborted", highlight=False)
-            sys.exit(1)
-        # Without standalone mode click returns the code of a typer.Exit (None after success).
-        sys.exit(code if isinstance(code, int) else 0)
+            except errors.ClickException as exc:
+                console.print(f"[bold red]error:[/] {escape(_shown_click_message(exc))}",
+                              highlight=False)
+                sys.exit(exc.exit_code)
+            except typer.Abort:
+                console.print("aborted", highlight=False)
+                sys.exit(1)
+            # Without standalone mode click returns the code of a typer.Exit (None after success).
+            sys.exit(code if isinstance(code, int) else 0)
 
 
 def new_app() -> typer.Typer:

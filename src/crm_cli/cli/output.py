@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
@@ -371,14 +371,83 @@ def _discard_stdout() -> None:
     """Point stdout at /dev/null after a write to it failed: the unwritten bytes may stay buffered,
     and Python's final flush could fail on them again and print a second error. A stdout that is no
     file (an embedding application's stream) is left alone."""
+    _point_at_null(sys.stdout)
+
+
+def _point_at_null(stream: TextIO | None) -> bool:
+    """Point the descriptor under ``stream`` at /dev/null; False when it has none (None for a
+    descriptor closed from the start, or an embedding application's stream)."""
     import os
 
-    if sys.stdout is None:  # closed from the start: nothing is buffered
-        return
+    if stream is None:
+        return False
     try:
-        fileno = sys.stdout.fileno()
+        fileno = stream.fileno()
     except (OSError, ValueError):  # io.UnsupportedOperation is both
-        return
+        return False
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fileno)
     os.close(devnull)
+    return True
+
+
+class DroppingStderr:
+    """``sys.stderr`` while a command runs (:func:`stderr_may_close`): the stream it wraps, until a
+    write to it fails because its reader went away (EPIPE: ``crm batch ... 2>&1 >out.json | grep -m1
+    error``). From then on stderr is /dev/null and every message, a Rich console's or a logged one,
+    is dropped: the run goes on, and stdout still gets its output and its ``--json`` record."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.dropping = False  # stderr's reader went away and no descriptor could be pointed elsewhere
+
+    def write(self, text: str) -> int:
+        """Write ``text``, or drop it once stderr's reader is gone."""
+        if not self.dropping:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream, or nothing once stderr's reader is gone."""
+        if not self.dropping:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each of ``lines``, as :meth:`write` does."""
+        for line in lines:
+            self.write(line)
+
+    def _reader_gone(self) -> None:
+        """Point stderr at /dev/null, where the bytes still buffered go too (Python's final flush would
+        fail on them, with exit code 120)."""
+        if not _point_at_null(self.stream):
+            self.dropping = True
+            return
+        try:
+            self.stream.flush()
+        except OSError:
+            self.dropping = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)  # isatty, fileno, encoding...: the stream's own
+
+
+@contextmanager
+def stderr_may_close() -> Iterator[None]:
+    """Inside, ``sys.stderr`` is a :class:`DroppingStderr`: a reader of stderr that goes away stops
+    no command (a stdout whose reader goes away still does: its output is lost)."""
+    stream = sys.stderr
+    if stream is None or isinstance(stream, DroppingStderr):  # closed from the start (`2>&-`), or already
+        yield
+        return
+    sys.stderr = DroppingStderr(stream)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stderr = stream

@@ -1,0 +1,57 @@
+"""Session 55: the failure audit's findings. Each test of a mend fails on the code before it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_scene_files, write_training_pairs
+
+
+def flat(text: str) -> str:
+    """``text`` with Rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def cpu(weights: Path) -> list[str]:
+    """The options that load the tiny test weights on the CPU."""
+    return ["-w", str(weights), "-d", "cpu", "--threads", "1"]
+
+
+# 1. A reader of stderr that goes away ---------------------------------------------------------------------------
+
+
+def _run_with_stderr_gone(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """``crm ARGS`` with stderr a pipe whose reader has closed (``2>&1 >out.json | grep -m1 error``
+    once grep has its line): every write to stderr fails with EPIPE."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", "crm_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=writer, stdin=subprocess.DEVNULL, timeout=300)
+    finally:
+        os.close(writer)
+
+
+def test_a_closed_stderr_stops_no_batch_and_loses_no_record(tiny_weights: Path, tmp_path: Path) -> None:
+    """crm batch stopped at its first line on stderr (rc 1, an empty stdout): the broken stderr was
+    taken for stdout's reader going away."""
+    write_training_pairs(tmp_path / "data", 3)
+    done = _run_with_stderr_gone(["batch", "data", "-o", "out", "--json", *cpu(tiny_weights)], tmp_path)
+    assert done.returncode == 0
+    record = json.loads(done.stdout)
+    assert record["status"] == "ok" and record["done"] == 3
+    assert [item["output"] for item in record["items"]] == [f"out/p0{k}.png" for k in range(3)]
+    assert sorted(os.listdir(tmp_path / "out")) == ["p00.png", "p01.png", "p02.png"]
+
+
+def test_a_closed_stderr_keeps_the_score_record(tmp_path: Path) -> None:
+    """crm score --json printed nothing and exited 1 when stderr's reader was gone."""
+    _, mask = write_scene_files(tmp_path)
+    done = _run_with_stderr_gone(["score", str(mask), str(mask), "--json"], tmp_path)
+    assert done.returncode == 0
+    record = json.loads(done.stdout)
+    assert record["status"] == "ok" and record["iou"] == 1.0
