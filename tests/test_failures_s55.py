@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import write_scene_files, write_training_pairs
+from typer.testing import CliRunner
+
+from crm_cli.cli import app
+
+runner = CliRunner()
 
 
 def flat(text: str) -> str:
@@ -55,3 +61,38 @@ def test_a_closed_stderr_keeps_the_score_record(tmp_path: Path) -> None:
     assert done.returncode == 0
     record = json.loads(done.stdout)
     assert record["status"] == "ok" and record["iou"] == 1.0
+
+
+# 2. A full disk under --overwrite -------------------------------------------------------------------------------
+
+
+def test_a_full_disk_under_overwrite_does_not_promise_to_go_on(tiny_weights: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error line said "run the same command again to go on (finished outputs are kept)", but a
+    rerun with --overwrite refines every pair again."""
+    import errno
+
+    import crm_cli.writing as writing
+
+    data, out = write_training_pairs(tmp_path / "data", 3), tmp_path / "out"
+    real_write = writing.write_atomic
+    writes: list[Path] = []
+
+    def disk_fills(target: Path, payload: bytes) -> None:
+        writes.append(Path(target))
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(target, payload)
+
+    monkeypatch.setattr(writing, "write_atomic", disk_fills)
+    args = ["batch", str(data), "-o", str(out), "--json", *cpu(tiny_weights)]
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 1, result.output
+    stopped = (f"the disk holding {out} is full (no space left on device): batch stopped, 1 pair not attempted; "
+               "free space, then run the same command again")
+    assert json.loads(result.stdout)["error"] == f"{stopped} (with --overwrite it refines every pair again)"
+    assert flat(result.stderr).endswith(f"error: {stopped} (with --overwrite it refines every pair again)")
+    writes.clear()
+    result = runner.invoke(app, args)  # without --overwrite the promise holds, as before
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["error"].endswith("again to go on (finished outputs are kept)")

@@ -891,7 +891,7 @@ def batch(
         if len(failures) > MAX_LISTED:
             console.print(f"  ... and {len(failures) - MAX_LISTED} more failed (each named above)", highlight=False)
     if no_room is not None:  # the record, with --json, and the error line last
-        raise fatal.fail(out_of_space_message(*no_room, counts.get("todo", 0)))
+        raise fatal.fail(out_of_space_message(*no_room, counts.get("todo", 0), overwrite))
     finish_run({**counts, "output_dir": folder_name, "items": items}, failed=bool(counts["failed"]),
                json_out=json_out)
 
@@ -936,16 +936,18 @@ def in_input_order(items: list[dict[str, Any]], order: dict[str, int]) -> list[d
     return sorted(items, key=lambda item: order.get(item["name"], len(order)))
 
 
-def out_of_space_message(folder: Path, code: int, not_attempted: int) -> str:
+def out_of_space_message(folder: Path, code: int, not_attempted: int, overwrite: bool = False) -> str:
     """The error line of a batch stopped because a write into ``folder`` found no room (errno ``code``:
-    ENOSPC, a full disk, or EDQUOT, a used-up quota), ``not_attempted`` pairs being left."""
+    ENOSPC, a full disk, or EDQUOT, a used-up quota), ``not_attempted`` pairs being left. Under
+    ``overwrite`` a rerun refines every pair again: it is not told to go on."""
     import errno
 
     reason = os.strerror(code).lower()
     where = (f"the disk quota for {folder} is used up" if code == getattr(errno, "EDQUOT", None)
              else f"the disk holding {folder} is full")
-    return (f"{where} ({reason}): batch stopped, {count_noun(not_attempted, 'pair')} not attempted; "
-            "free space, then run the same command again to go on (finished outputs are kept)")
+    then = ("free space, then run the same command again (with --overwrite it refines every pair again)"
+            if overwrite else "free space, then run the same command again to go on (finished outputs are kept)")
+    return f"{where} ({reason}): batch stopped, {count_noun(not_attempted, 'pair')} not attempted; {then}"
 
 
 def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:
