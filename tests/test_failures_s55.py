@@ -96,3 +96,28 @@ def test_a_full_disk_under_overwrite_does_not_promise_to_go_on(tiny_weights: Pat
     result = runner.invoke(app, args)  # without --overwrite the promise holds, as before
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["error"].endswith("again to go on (finished outputs are kept)")
+
+
+# 3. An output that is a pipe or a device ------------------------------------------------------------------------
+
+
+def test_batch_fails_a_pair_whose_output_is_a_pipe_or_a_device(tiny_weights: Path, tmp_path: Path) -> None:
+    """A pipe in the output folder was opened to check it ("incomplete (empty file)"), which blocked
+    for ever; a link to /dev/null was "written" on every run, and nothing kept."""
+    write_training_pairs(tmp_path / "data", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "p00.png")
+    (out / "p01.png").symlink_to(os.devnull)
+    done = subprocess.run([sys.executable, "-m", "crm_cli", "batch", "data", "-o", "out", "--json", *cpu(tiny_weights)],
+                          cwd=tmp_path, capture_output=True, stdin=subprocess.DEVNULL, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    pipe = "out/p00.png is a pipe, not a regular file; remove it to refine p00"
+    device = (f"out/p01.png is a character device (a link to {os.devnull}), not a regular file; "
+              "remove it to refine p01")
+    record = json.loads(done.stdout)
+    assert [(item["name"], item["status"], item.get("error")) for item in record["items"]] == [
+        ("p00", "failed", pipe), ("p01", "failed", device), ("p02", "ok", None)]
+    assert f"failed: p00: {pipe}" in flat(done.stderr) and f"failed: p01: {device}" in flat(done.stderr)
+    assert "incomplete" not in done.stderr
+    assert (out / "p00.png").is_fifo() and os.readlink(out / "p01.png") == os.devnull  # left as they were

@@ -20,10 +20,12 @@ import typer
 from ..config import DEEP_CUTOUT_BITS, PHOTO_OUTPUT_KINDS
 from ..errors import count_noun, failure_text
 from .checks import (
+    DESCRIPTOR,
     passthrough_note,
     passthrough_pair,
     precheck_pair,
     schedule_fields,
+    special_file,
     unwritable_reason,
 )
 from .failures import shortage_message, user_errors
@@ -136,6 +138,19 @@ def finished_output(output: Path, with_record: bool = False) -> OutputCheck | No
         if isinstance(exc, PermissionError) and not _can_stat(output):
             return None  # a folder on the way cannot be searched: nor written (unwritable_reason says so)
         return OutputCheck(f"cannot be read: {exc.strerror or exc}")
+
+
+def not_a_file(output: Path) -> str | None:
+    """What ``output`` is when it exists as no regular file, which batch can neither keep nor write:
+    "a pipe" (opening it to check it would wait for a writer), "a character device" (/dev/null
+    through a link: every run would "write" it and keep nothing), a socket, a folder; with the
+    link's target when it is a symbolic link. None for a file, or nothing there. Nothing is opened."""
+    kind = special_file(output)
+    if kind is None or kind == DESCRIPTOR:  # a regular file, reached through a descriptor's name
+        return None
+    if output.is_symlink():
+        kind += f" (a link to {os.readlink(output)})"
+    return f"{kind}, not a regular file"
 
 
 def _can_stat(path: Path) -> bool:
@@ -702,6 +717,7 @@ def batch(
     other_settings: list[Path] = []  # finished outputs made with other settings (NotDoneReason.OTHER_SETTINGS)
     inputs = InputFiles(found)
     linked = 0  # outputs that are inputs
+    special = 0  # outputs that are no regular file (not_a_file)
     for pair in pairs:
         output = output_dir / pair.relative_output
         if (source := inputs.behind(output)) is not None:
@@ -713,6 +729,13 @@ def batch(
                          "are left out); give -o a folder that holds no inputs")
             else:
                 error = f"{output} is the input {source} (a link to it); remove {output} to refine {pair.name}"
+            report_failure(f"{pair.name}: ", error)
+            items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(output),
+                          "status": "failed", "error": error, "seconds": 0.0, "warnings": []})
+            continue
+        if (kind := not_a_file(output)) is not None:
+            special += 1
+            error = f"{output} is {kind}; remove it to refine {pair.name}"
             report_failure(f"{pair.name}: ", error)
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask), "output": str(output),
                           "status": "failed", "error": error, "seconds": 0.0, "warnings": []})
@@ -771,6 +794,7 @@ def batch(
         found_line += [f"{count_noun(unread, 'folder')} unreadable"] if unread else []
         found_line += [f"{len(clashes)} sharing an output file"] if clashes else []
         found_line += [f"{linked} whose output is an input"] if linked else []
+        found_line += [f"{special} whose output is no regular file"] if special else []
         found_line += [f"{done_before} already done"] if done_before else []
         found_line += [f"{len(failed_early)} failing the checks"] if failed_early else []
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
