@@ -121,3 +121,28 @@ def test_batch_fails_a_pair_whose_output_is_a_pipe_or_a_device(tiny_weights: Pat
     assert f"failed: p00: {pipe}" in flat(done.stderr) and f"failed: p01: {device}" in flat(done.stderr)
     assert "incomplete" not in done.stderr
     assert (out / "p00.png").is_fifo() and os.readlink(out / "p01.png") == os.devnull  # left as they were
+
+
+# 4. An output folder that is a link to nothing ------------------------------------------------------------------
+
+
+def test_an_output_folder_linking_to_nothing_fails_the_write_check(tiny_weights: Path, tmp_path: Path) -> None:
+    """The check before the model loads passed it; then every write failed, "file exists"."""
+    data = write_training_pairs(tmp_path / "data", 1)
+    image, mask = data / "images" / "p00.jpg", data / "masks" / "p00.png"
+    link = tmp_path / "dl"
+    link.symlink_to(tmp_path / "dlt")
+    nowhere = f"{link} links to {tmp_path / 'dlt'}, which does not exist"
+
+    result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(link / "x.png"), "--json",
+                                 *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["error"] == f"cannot write {link / 'x.png'}: {nowhere}"
+    assert flat(result.stderr) == f"error: cannot write {link / 'x.png'}: {nowhere}"  # before the model loads
+
+    result = runner.invoke(app, ["batch", str(data), "-o", str(link), "--json", *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    record = json.loads(result.stdout)
+    assert (record["status"], record["error"]) == ("failed", f"cannot write into {link}: {nowhere}")
+    assert flat(result.stderr).endswith(f"error: cannot write into {link}: {nowhere}")
+    assert "device:" not in result.stderr and not (tmp_path / "dlt").exists()

@@ -178,7 +178,8 @@ def special_file(path: Path) -> str | None:
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
 
-    Checks the nearest existing folder on its way: it must be a folder and writable.
+    Checks the nearest existing folder on its way: it must be a folder and writable; and the folders
+    to be made on the way: none may be a symbolic link to nothing.
     """
     import os
 
@@ -196,6 +197,9 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
         parent = target if folder else target.parent
         parent = parent if str(parent) else Path(".")
         while not parent.exists() and parent != parent.parent:
+            if parent.is_symlink():  # a link to nothing: making the folder would fail, "file exists"
+                return (f"cannot write {'into ' if folder else ''}{target}: {parent} links to "
+                        f"{os.readlink(parent)}, which does not exist")
             parent = parent.parent
         if not parent.is_dir():
             return f"cannot write {target}: {parent} is a file, not a folder"
