@@ -146,3 +146,35 @@ def test_an_output_folder_linking_to_nothing_fails_the_write_check(tiny_weights:
     assert (record["status"], record["error"]) == ("failed", f"cannot write into {link}: {nowhere}")
     assert flat(result.stderr).endswith(f"error: cannot write into {link}: {nowhere}")
     assert "device:" not in result.stderr and not (tmp_path / "dlt").exists()
+
+
+# 5. A read-only file system -------------------------------------------------------------------------------------
+
+
+def test_a_read_only_file_system_is_named_so(tiny_weights: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was "permission denied", which sends the user to chmod; root writes anywhere but on a
+    read-only mount, so both are stood in for."""
+    data = write_training_pairs(tmp_path / "data", 1)
+    image, mask = data / "images" / "p00.jpg", data / "masks" / "p00.png"
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != mount and real_access(path, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly() if Path(path) == mount else real_statvfs(path))
+    result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(mount / "x.png"), "--json",
+                                 *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    message = f"cannot write {mount / 'x.png'}: {mount} is on a read-only file system"
+    assert json.loads(result.stdout)["error"] == message and flat(result.stderr) == f"error: {message}"
+    result = runner.invoke(app, ["batch", str(data), "-o", str(mount / "out"), *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    read_only = f"{mount} is on a read-only file system"
+    assert flat(result.stderr).endswith(f"error: cannot write into {mount / 'out'}: {read_only}")
+    monkeypatch.setattr(os, "statvfs", real_statvfs)  # a folder of its own not writable: permission, as before
+    result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(mount / "x.png"), *cpu(tiny_weights)])
+    assert flat(result.stderr) == f"error: cannot write {mount / 'x.png'}: permission denied on {mount}"

@@ -206,8 +206,22 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     except OSError as exc:
         return f"cannot write {'into ' if folder else ''}{target}: {os_reason(exc)} on the way to it"
     if not os.access(parent, os.W_OK | os.X_OK):
+        if _read_only_mount(parent):  # no chmod would help
+            return f"cannot write {'into ' if folder else ''}{target}: {parent} is on a read-only file system"
         return f"cannot write {target}: permission denied on {parent}"
     return None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only (False where that cannot be told)."""
+    import os
+
+    if not hasattr(os, "statvfs") or not hasattr(os, "ST_RDONLY"):  # Windows
+        return False
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_writable(target: Path, folder: bool = False) -> None:
