@@ -178,3 +178,17 @@ def test_a_read_only_file_system_is_named_so(tiny_weights: Path, tmp_path: Path,
     monkeypatch.setattr(os, "statvfs", real_statvfs)  # a folder of its own not writable: permission, as before
     result = runner.invoke(app, ["refine", str(image), str(mask), "-o", str(mount / "x.png"), *cpu(tiny_weights)])
     assert flat(result.stderr) == f"error: cannot write {mount / 'x.png'}: permission denied on {mount}"
+
+
+# 6. The help or the version on a full disk ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["--help"], ["refine", "--help"], ["--version"]])
+def test_help_and_version_on_a_full_disk_end_in_one_line(args: list[str]) -> None:
+    """They ended in a traceback (OSError ENOSPC from click's echo), exit 1."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "crm_cli", *args], stdout=full, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["error: cannot write to standard output: No space left on device"]

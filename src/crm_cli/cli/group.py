@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import ContinuedText
-from .output import click_module, console, printable, stderr_may_close, usage_hint
+from .output import _discard_stdout, click_module, console, fail, printable, stderr_may_close, usage_hint
 
 
 def _print_version(value: bool) -> None:
@@ -105,8 +105,25 @@ class CrmGroup(TyperGroup):
             except typer.Abort:
                 console.print("aborted", highlight=False)
                 sys.exit(1)
+            except OSError as exc:
+                if not _written_by_echo(exc):
+                    raise
+                # The help or the version (`crm --help > /dev/full`; click ends a closed pipe, EPIPE, itself).
+                _discard_stdout()
+                sys.exit(fail(f"cannot write to standard output: {exc.strerror or exc}").exit_code)
             # Without standalone mode click returns the code of a typer.Exit (None after success).
             sys.exit(code if isinstance(code, int) else 0)
+
+
+def _written_by_echo(exc: OSError) -> bool:
+    """Whether ``exc`` is click's ``echo`` failing to write (its last Python frame): the help or the
+    version, which click and ``--version`` print on stdout while the options are parsed."""
+    trace = exc.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace.tb_frame.f_code.co_name == "echo"
 
 
 def new_app() -> typer.Typer:
