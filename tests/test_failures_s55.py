@@ -192,3 +192,33 @@ def test_help_and_version_on_a_full_disk_end_in_one_line(args: list[str]) -> Non
                               stdin=subprocess.DEVNULL, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.splitlines() == ["error: cannot write to standard output: No space left on device"]
+
+
+# 7. Batch's failures name the paths as the user gave them -------------------------------------------------------
+
+
+def test_batch_failures_name_the_output_as_given(tiny_weights: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair's failed write named the output by its absolute path ("cannot write /abs/.../out/p01.png"),
+    while its item's "output" and -o were relative."""
+    import errno
+
+    import crm_cli.writing as writing
+
+    write_training_pairs(tmp_path / "data", 2)
+    monkeypatch.chdir(tmp_path)
+    real_write = writing.write_atomic
+
+    def refused(target: Path, payload: bytes) -> None:
+        if Path(target).name == "p01.png":
+            raise writing.write_failure(Path(target), PermissionError(errno.EACCES, "Permission denied"))
+        real_write(target, payload)
+
+    monkeypatch.setattr(writing, "write_atomic", refused)
+    result = runner.invoke(app, ["batch", "data", "-o", "out", "--json", *cpu(tiny_weights)])
+    assert result.exit_code == 1, result.output
+    failed = [item for item in json.loads(result.stdout)["items"] if item["status"] == "failed"]
+    assert [(item["output"], item["error"]) for item in failed] == [
+        ("out/p01.png", "cannot write out/p01.png: permission denied")]
+    assert "failed: p01: cannot write out/p01.png: permission denied" in flat(result.stderr)
+    assert str(tmp_path) not in result.stderr

@@ -71,10 +71,19 @@ if TYPE_CHECKING:
     from ..writing import OutputCheck
 
 def pair_job(pair: FilePair, output_dir: Path) -> dict[str, str]:
-    """The JSON-able description of one pair for refine_pair_job (absolute paths, display names)."""
-    return {"image": str(pair.image.absolute()), "mask": str(pair.mask.absolute()),
-            "output": str((output_dir / pair.relative_output).absolute()),
-            "name": pair.name, "image_name": str(pair.image), "mask_name": str(pair.mask)}
+    """The JSON-able description of one pair for refine_pair_job: absolute paths (a Ray actor's
+    working folder may be another), and the names by which the user gave them, which its messages use."""
+    output = output_dir / pair.relative_output
+    return {"image": str(pair.image.absolute()), "mask": str(pair.mask.absolute()), "output": str(output.absolute()),
+            "name": pair.name, "image_name": str(pair.image), "mask_name": str(pair.mask), "output_name": str(output)}
+
+
+def named_as_given(error: str, job: dict[str, Any]) -> str:
+    """``error`` with each of ``job``'s absolute paths that it names (a write's "cannot write
+    /abs/out/p.png: ...") named as the user gave it (pair_job), keeping its type (ContinuedText)."""
+    for key in ("output", "image", "mask"):
+        error = type(error)(error.replace(job[key], job.get(f"{key}_name", job[key])))
+    return error
 
 
 class InputFiles:
@@ -583,7 +592,7 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped
                 raise
-            error = shortage_message(exc) or failure_text(failure)
+            error = named_as_given(shortage_message(exc) or failure_text(failure), job)
             outcome = {"status": "failed", "error": error}
             if isinstance(failure, MemoryError) and hasattr(refiner, "release_memory"):
                 # What the failed refinement left in the runners' keeping (ONNX Runtime's arena, the
