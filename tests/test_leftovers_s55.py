@@ -245,3 +245,29 @@ def test_a_psd_photo_is_read_whole(tmp_path: Path) -> None:
     (tmp_path / "p.psd").write_bytes(data)
     photo = read_image(tmp_path / "p.psd")
     assert photo.shape == (height, width, 3) and photo[2, 3].tolist() == [200, 100, 50]
+
+
+def test_a_soft_mask_in_an_identity_grey_palette_reads_as_a_soft_mask(tmp_path: Path) -> None:
+    """The formats audit: a soft matte saved as a palette PNG whose grey entries equal their indices
+    (Pillow's convert("P") of a grey image, MATLAB's imwrite(X, gray(256))) was read by index as a label
+    map of 214 ids: 145 s of refinement, every non-zero pixel foreground, ids written back. The same
+    pixels as a grey PNG were a soft mask. Class ids in such a palette stay a palette label map."""
+    import cv2
+    from PIL import Image
+
+    from crm_cli.imageio import read_mask
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    matte = np.clip((40 - np.hypot(yy - 48, xx - 64)) * 16 + 128, 0, 255).astype(np.uint8)  # a soft disc
+    Image.fromarray(matte).convert("P").save(tmp_path / "soft.png")
+    opened = Image.open(tmp_path / "soft.png")
+    assert opened.mode == "P" and opened.getpalette()[3 * 77:3 * 78] == [77, 77, 77]  # identity grey
+    soft = read_mask(tmp_path / "soft.png")
+    assert soft.kind == "gray8" and not soft.is_label_map()
+    assert np.array_equal(soft.values, matte)
+    ids = np.zeros((96, 128), np.uint8)
+    ids[10:40, 10:60], ids[50:90, 70:120] = 3, 7
+    Image.fromarray(ids).convert("P").save(tmp_path / "ids.png")
+    labels = read_mask(tmp_path / "ids.png")
+    assert labels.kind == "palette" and labels.is_label_map() and labels.label_ids == [3, 7]
+    assert cv2.countNonZero((soft.values > 127).astype(np.uint8)) == int((matte > 127).sum())

@@ -52,7 +52,8 @@ def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | b
       whatever its colour: read by index when black is index 0 (a VOC class on background; VOC's
       car is grey), otherwise renumbered 0 = black, 1 = the object.
     - Every used entry grey (R = G = B): the colours are an 8-bit grey mask (a quantised black and
-      white or soft mask), unless each colour equals its index, which reads the same as indices.
+      white or soft mask), unless each colour equals its index and that grey mask is a label map: ids
+      in a grey palette stay a palette label map (its palette kept).
     - Otherwise the indices are label ids (VOC style).
     Entries missing from a short palette have no colour, so their indices are ids. The palette's
     ``transparency`` (Pillow's ``info["transparency"]``) is kept wherever the palette is, renumbered
@@ -72,9 +73,13 @@ def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | b
     if two_tone and black[0] and used[0] == 0:
         return by_index  # index != 0 is already the object
     if (used_colours == used_colours[:, :1]).all():
-        if (used_colours[:, 0] == used).all():
+        grey = MaskData(colours[:, 0][indices], "gray8")
+        # An identity grey palette (Pillow's convert("P") of a grey image, MATLAB's gray(256)) holds
+        # whatever the grey image held: ids stay a palette label map, a soft mask stays soft. One used
+        # entry (an empty frame) is left to the palette's colours (MaskData.is_label_map).
+        if (used_colours[:, 0] == used).all() and (used.size == 1 or grey.is_label_map()):
             return by_index
-        return MaskData(colours[:, 0][indices], "gray8")
+        return grey
     if two_tone:
         # Black has a non-zero index, so index != 0 would make it the object: renumber as
         # 0 = black, 1 = the object, keeping its colour for a label-map output.
