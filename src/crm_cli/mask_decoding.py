@@ -7,7 +7,7 @@ from PIL import Image
 
 from .image_sources import ImageReadError
 from .masks import LABEL_ID_LIMIT, MaskData, count_colours
-from .sample_values import _integer_mask, _to_uint8, _unit_floats
+from .sample_values import integer_mask, uint16_to_uint8, unit_floats
 
 
 def _is_constant(array: np.ndarray) -> bool:
@@ -30,7 +30,7 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
     # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
     brightest = np.maximum(np.maximum(red, green), blue)
-    return MaskData(_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
+    return MaskData(uint16_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
 
 
 def _palette_alpha(transparency: int | bytes | None) -> np.ndarray:
@@ -122,7 +122,7 @@ def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     return mask.distinct_values >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
-def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
+def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
     """Mask values of a decoded file, before orientation, by the colour rules, except where a
     transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`)."""
     mask = _colour_mask_data(decoded, label)
@@ -144,7 +144,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     if mode == "L":
         return MaskData(np.asarray(decoded), "gray8")
     if mode.startswith("I;16") or mode == "I":
-        return MaskData(_integer_mask(decoded, label), "gray16")
+        return MaskData(integer_mask(decoded, label), "gray16")
     if mode in ("P", "PA"):
         indices = np.asarray(decoded)
         if indices.ndim == 3:
@@ -159,7 +159,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
             return MaskData(np.ascontiguousarray(alpha), "alpha")
         return MaskData(np.ascontiguousarray(gray), "gray8")
     if mode == "F":
-        return MaskData(_unit_floats(decoded, label), "float")
+        return MaskData(unit_floats(decoded, label), "float")
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(decoded.convert("RGBA"))
         return _colour_mask(rgba[..., :3], rgba[..., 3])
@@ -167,7 +167,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     return _colour_mask(np.asarray(rgb), None)
 
 
-def _check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
+def check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
     """Refuse a mask in a lossy format (JPEG, lossy WebP, JPEG-compressed TIFF, AVIF) that reads as a label
     map: lossy compression turns the edges of a 0/1 mask or of class ids into other small values (0/1
     becomes 0, 1 and 2), which would be refined as extra labels. A 0-255 mask only gets blurred edges,
