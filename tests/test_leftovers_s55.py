@@ -271,3 +271,72 @@ def test_a_soft_mask_in_an_identity_grey_palette_reads_as_a_soft_mask(tmp_path: 
     labels = read_mask(tmp_path / "ids.png")
     assert labels.kind == "palette" and labels.is_label_map() and labels.label_ids == [3, 7]
     assert cv2.countNonZero((soft.values > 127).astype(np.uint8)) == int((matte > 127).sum())
+
+
+VOC_CAT, VOC_DOG, VOC_PLANT = (64, 0, 0), (64, 0, 128), (0, 64, 0)
+
+
+def _voc_as_rgb() -> tuple[np.ndarray, np.ndarray]:
+    """A VOC label map saved as RGB colours (cat, dog and potted plant on black), and its class of each pixel."""
+    classes = np.zeros((96, 128), np.uint8)
+    classes[10:40, 10:50], classes[50:90, 60:120], classes[5:30, 80:110] = 1, 2, 3
+    colours = np.array([(0, 0, 0), VOC_CAT, VOC_DOG, VOC_PLANT], np.uint8)
+    return colours[classes], classes
+
+
+def test_a_colour_coded_label_map_is_read_as_its_classes(tmp_path: Path) -> None:
+    """The formats audit: a VOC (or Cityscapes) label map saved as RGB colours was read by its brightest
+    channel, so the cat (64, 0, 0) read 0.25, background, and `crm score` gave IoU 0.0 against a perfect
+    prediction. Its colours are now the palette label map they stand for: black 0, each colour a class."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_mask
+
+    rgb, classes = _voc_as_rgb()
+    Image.fromarray(rgb).save(tmp_path / "voc.png")
+    mask = read_mask(tmp_path / "voc.png")
+    assert mask.kind == "palette" and mask.is_label_map()
+    assert mask.label_ids == [1, 2, 3]
+    # Ids in the order of the colours' RGB values: plant 0x004000, cat 0x400000, dog 0x400080.
+    assert np.array_equal(mask.values, np.array([0, 2, 3, 1], np.uint8)[classes])
+    assert mask.palette[3:12] == [*VOC_PLANT, *VOC_CAT, *VOC_DOG]
+    assert int(mask.scoring_values().sum()) == int((classes > 0).sum())
+
+
+def test_colour_masks_of_one_hue_and_photos_keep_their_reading(tmp_path: Path) -> None:
+    """Shades of one colour (a red object's soft edges) are a colour mask, read by the brightest channel."""
+    from conftest import synthetic_scene
+
+    from crm_cli.mask_decoding import _colour_mask
+
+    soft_red = np.zeros((96, 128, 3), np.uint8)
+    soft_red[..., 0] = np.linspace(0, 255, 128).astype(np.uint8)[None, :]
+    assert _colour_mask(soft_red, None).kind == "rgb"
+    two_tone = np.zeros((96, 128, 3), np.uint8)
+    two_tone[20:60, 20:90] = (255, 128, 0)
+    assert _colour_mask(two_tone, None).kind == "rgb"
+    photo, _ = synthetic_scene(96, 128)
+    assert _colour_mask(photo, None).kind == "rgb"
+
+
+def test_score_and_refine_read_a_colour_coded_label_map(tiny_weights: Path, tmp_path: Path) -> None:
+    import cv2
+    from PIL import Image
+
+    rgb, classes = _voc_as_rgb()
+    Image.fromarray(rgb).save(tmp_path / "gt.png")
+    cv2.imwrite(str(tmp_path / "pred.png"), np.where(classes > 0, 255, 0).astype(np.uint8))
+    scored = runner.invoke(app, ["score", str(tmp_path / "pred.png"), str(tmp_path / "gt.png"), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["iou"] == 1.0  # was 0.0: the GT's classes read as background
+    photo = np.full((96, 128, 3), 40, np.uint8)
+    photo[classes > 0] = 220
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    result = runner.invoke(app, ["refine", str(tmp_path / "photo.png"), str(tmp_path / "gt.png"), "-o",
+                                 str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "labels"
+    written = Image.open(tmp_path / "out.png")
+    assert written.mode == "P"
+    shown = np.asarray(written.convert("RGB"))
+    assert {tuple(colour) for colour in shown.reshape(-1, 3).tolist()} <= {(0, 0, 0), VOC_CAT, VOC_DOG, VOC_PLANT}

@@ -27,10 +27,70 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if (red == green).all() and (red == blue).all():
         return MaskData(np.ascontiguousarray(red), "gray16" if wide else "gray8")
+    if not wide and (classes := _colour_classes(rgb)) is not None:
+        return classes
     # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
     # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
     brightest = np.maximum(np.maximum(red, green), blue)
     return MaskData(uint16_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
+
+
+# A colour-coded label map (Cityscapes' *_color.png, a VOC map saved as RGB) holds at most a palette's worth
+# of exact colours (black included), of several hues, in flat regions; a colour mask's colours are shades of
+# one (a red object's soft edges), and a photo's are thousands.
+COLOUR_MAP_MAX_COLOURS = 256
+COLOUR_MAP_FLAT_SHARE = 0.5
+# Two colours of one hue differ by at most this in their channels over the brightest one (rounding of shades).
+SAME_HUE_TOLERANCE = 0.05
+
+
+def _colour_classes(rgb: np.ndarray) -> MaskData | None:
+    """A uint8 RGB mask read as the palette label map it stands for, or None when it is no colour-coded
+    label map: at most COLOUR_MAP_MAX_COLOURS exact colours, not all black and shades of one hue, with
+    COLOUR_MAP_FLAT_SHARE of the coloured pixels of the same colour as their four neighbours. Black is index
+    0 (the background), the other colours 1, 2, ... in the order of their RGB values, each kept as its
+    palette entry; :func:`_palette_mask` then reads it as it reads a palette file. Read by the brightest
+    channel instead, a dark class's colour (VOC's (64, 0, 0)) falls under half the scale and is lost."""
+    # First on an even sample, so that photos and one-hue masks cost no full-resolution work.
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / (1 << 16)))))
+    colours = np.unique(_packed(rgb[::step, ::step]))
+    if colours.size > COLOUR_MAP_MAX_COLOURS or not _several_hues(colours):
+        return None
+    packed = _packed(rgb)
+    found = np.minimum(np.searchsorted(colours, packed), colours.size - 1)
+    missed = colours[found] != packed
+    if missed.any():  # colours between the sample's rows and columns
+        colours = np.union1d(colours, packed[missed])
+        if colours.size > COLOUR_MAP_MAX_COLOURS:
+            return None
+        found = np.searchsorted(colours, packed)
+    coloured = packed != 0
+    inner = packed[1:-1, 1:-1]
+    flat = (inner == packed[:-2, 1:-1]) & (inner == packed[2:, 1:-1]) & (inner == packed[1:-1, :-2]) & \
+        (inner == packed[1:-1, 2:])
+    if np.count_nonzero(flat & coloured[1:-1, 1:-1]) < COLOUR_MAP_FLAT_SHARE * np.count_nonzero(coloured):
+        return None
+    offset = 0 if colours[0] == 0 else 1  # sorted: black, when present, comes first; else index 0 is unused
+    if colours.size + offset > COLOUR_MAP_MAX_COLOURS:
+        return None
+    entries = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
+    return _palette_mask((found + offset).astype(np.uint8), [0, 0, 0] * offset + entries.ravel().tolist())
+
+
+def _several_hues(colours: np.ndarray) -> bool:
+    """Whether packed colours (:func:`_packed`) other than black are of more than one hue: not shades of one
+    colour, as a colour mask's soft edges are."""
+    channels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float32)
+    channels = channels[channels.max(axis=1) > 0]
+    if channels.shape[0] < 2:
+        return False
+    hues = channels / channels.max(axis=1, keepdims=True)
+    return bool(np.abs(hues - hues[0]).max() > SAME_HUE_TOLERANCE)
+
+
+def _packed(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) as one uint32 per pixel, 0xRRGGBB."""
+    return (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
 
 
 def _palette_alpha(transparency: int | bytes | None) -> np.ndarray:
