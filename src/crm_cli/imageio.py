@@ -56,6 +56,9 @@ class _Decoded:
     icc_profile: bytes | None = None  # the file's embedded colour profile, if any
     notes: tuple[str, ...] = ()  # for the log: several frames, a damaged EXIF block
     lossy: str | None = None  # the lossy compression the file is stored in (:func:`image_headers.lossy_compression`)
+    # A 16-bit colour PNG's transparent key colour (tRNS) as the alpha OpenCV made of it (uint16), kept apart
+    # from ``pixels``: it is the mask only where the colours cannot be (mask_decoding.decoded_mask_data).
+    key_alpha: np.ndarray | None = None
 
 
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
@@ -98,7 +101,10 @@ def _decode_data(data: bytes, label: str) -> _Decoded:
         if orientation != 1:
             pixels = laid_out_as(pixels, opened, orientation)
         check_same_pixels(pixels, opened, label)
-        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes), lossy)
+        key_alpha = None
+        if pixels.shape[2] == 4 and "A" not in opened.mode:  # Pillow sees no alpha channel: a tRNS key colour
+            pixels, key_alpha = np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
+        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes), lossy, key_alpha)
 
 
 def log_notes(notes: Sequence[str]) -> None:
@@ -263,7 +269,7 @@ def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tupl
     """:func:`read_mask`, with the notes of reading the file (several frames, a damaged EXIF block)
     returned instead of logged, for a caller that shows them itself. Raises as :func:`read_mask` does."""
     decoded = _decode(source, name)
-    mask = decoded_mask_data(decoded.pixels, decoded.label)
+    mask = decoded_mask_data(decoded.pixels, decoded.label, decoded.key_alpha)
     check_lossy_ids(mask, decoded.lossy, decoded.label)
     upright = replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
     return upright, list(decoded.notes)

@@ -182,11 +182,15 @@ def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     return mask.distinct_values >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
-def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
+def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str, key_alpha: np.ndarray | None = None) -> MaskData:
     """Mask values of a decoded file, before orientation, by the colour rules, except where a
-    transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`)."""
+    transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`). ``key_alpha``:
+    the transparency of 16-bit colour pixels (uint16), which Pillow does not decode."""
     mask = _colour_mask_data(decoded, label)
-    alpha = _transparency_alpha(decoded) if isinstance(decoded, Image.Image) else None
+    if isinstance(decoded, Image.Image):
+        alpha = _transparency_alpha(decoded)
+    else:
+        alpha = None if key_alpha is None else uint16_to_uint8(key_alpha)
     if alpha is not None and _transparency_draws_the_mask(mask, alpha):
         return MaskData(alpha, "alpha")
     return mask
