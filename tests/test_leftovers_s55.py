@@ -369,3 +369,34 @@ def test_a_16bit_colour_soft_mask_with_a_key_colour_keeps_its_levels(tmp_path: P
     assert cv2.imread(str(tmp_path / "soft.png"), cv2.IMREAD_UNCHANGED).shape[2] == 4  # OpenCV's alpha
     mask = read_mask(tmp_path / "soft.png")
     assert mask.kind == "gray16" and np.array_equal(mask.values, levels)
+
+
+def _grey_alpha_tiff(pixels: np.ndarray, associated: bool) -> bytes:
+    """An uncompressed little-endian TIFF of (H, W, 2) uint8 grey + alpha, its alpha premultiplied
+    (ExtraSamples 1) or not (2); Pillow writes only the latter."""
+    import struct
+
+    height, width = pixels.shape[:2]
+    data = pixels.tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 2, 8 | 8 << 16), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 8), (277, 3, 1, 2), (278, 3, 1, height), (279, 4, 1, len(data)),
+            (338, 3, 1, 1 if associated else 2)]
+    directory = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + bytes(4)
+    return b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + directory
+
+
+def test_a_premultiplied_grey_photo_is_read(tmp_path: Path) -> None:
+    """The formats audit: a grey + premultiplied alpha TIFF photo (Pillow's "La") failed with "conversion
+    from La to L not supported", naming no file, after the model had loaded."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_image
+
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))
+    alpha = np.full_like(grey, 255)
+    alpha[:, :4] = 128
+    (tmp_path / "la.tif").write_bytes(_grey_alpha_tiff(np.dstack([grey, alpha]), associated=True))
+    assert Image.open(tmp_path / "la.tif").mode == "La"
+    photo = read_image(tmp_path / "la.tif")
+    assert photo.shape == (8, 16, 3)
+    assert np.abs(photo[:, 4:, 0].astype(int) - grey[:, 4:]).max() <= 1  # opaque: the grey as it is

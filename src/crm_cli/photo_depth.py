@@ -219,6 +219,8 @@ def image_pixels(decoded: Image.Image | np.ndarray, label: str,
     # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
     # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
     with warnings_ignored(UserWarning):
+        if mode == "La":  # premultiplied grey, which Pillow converts to RGB only by way of LA
+            decoded = decoded.convert("LA")
         return np.asarray(decoded.convert("RGB")), None
 
 
