@@ -88,7 +88,7 @@ def test_time_size_just_over_the_limit_shows_the_decimals_that_tell() -> None:
 @pytest.mark.parametrize("other_site", ["probe", "photo conversion"])
 def test_filters_in_another_thread_lose_no_damaged_exif_note_and_restore_the_warning_state(
         tmp_path: Path, other_site: str) -> None:
-    # One thread decodes a photo with a damaged EXIF block (its note is recorded by _pillow_warnings)
+    # One thread decodes a photo with a damaged EXIF block (its note is recorded by caught_pillow_warnings)
     # while another probes a file (_probe ignores every warning) or reads a grey photo (its conversion
     # to RGB ignores UserWarnings). Unguarded, catch_warnings' swaps interleaved: the other thread's
     # filter swallowed the note, and whichever exited last left its saved filters and warning output in

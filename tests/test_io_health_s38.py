@@ -69,7 +69,7 @@ def _damaged_photo_and_tiff(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_tiff_check_in_another_thread_loses_no_damaged_exif_note_and_restores_the_warning_state(
         tmp_path: Path) -> None:
     # One thread decodes a photo with a damaged EXIF block (its note is recorded by imageio's
-    # _pillow_warnings) while another checks a TIFF output (_incomplete_tiff ignores every warning).
+    # caught_pillow_warnings) while another checks a TIFF output (_incomplete_tiff ignores every warning).
     # Unguarded, the check's filter swallowed the note, and interleaved exits left the wrong saved
     # filters and warning output in place for the whole process.
     damaged, tiff = _damaged_photo_and_tiff(tmp_path)

@@ -245,3 +245,158 @@ def test_a_psd_photo_is_read_whole(tmp_path: Path) -> None:
     (tmp_path / "p.psd").write_bytes(data)
     photo = read_image(tmp_path / "p.psd")
     assert photo.shape == (height, width, 3) and photo[2, 3].tolist() == [200, 100, 50]
+
+
+def test_a_soft_mask_in_an_identity_grey_palette_reads_as_a_soft_mask(tmp_path: Path) -> None:
+    """The formats audit: a soft matte saved as a palette PNG whose grey entries equal their indices
+    (Pillow's convert("P") of a grey image, MATLAB's imwrite(X, gray(256))) was read by index as a label
+    map of 214 ids: 145 s of refinement, every non-zero pixel foreground, ids written back. The same
+    pixels as a grey PNG were a soft mask. Class ids in such a palette stay a palette label map."""
+    import cv2
+    from PIL import Image
+
+    from crm_cli.imageio import read_mask
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    matte = np.clip((40 - np.hypot(yy - 48, xx - 64)) * 16 + 128, 0, 255).astype(np.uint8)  # a soft disc
+    Image.fromarray(matte).convert("P").save(tmp_path / "soft.png")
+    opened = Image.open(tmp_path / "soft.png")
+    assert opened.mode == "P" and opened.getpalette()[3 * 77:3 * 78] == [77, 77, 77]  # identity grey
+    soft = read_mask(tmp_path / "soft.png")
+    assert soft.kind == "gray8" and not soft.is_label_map()
+    assert np.array_equal(soft.values, matte)
+    ids = np.zeros((96, 128), np.uint8)
+    ids[10:40, 10:60], ids[50:90, 70:120] = 3, 7
+    Image.fromarray(ids).convert("P").save(tmp_path / "ids.png")
+    labels = read_mask(tmp_path / "ids.png")
+    assert labels.kind == "palette" and labels.is_label_map() and labels.label_ids == [3, 7]
+    assert cv2.countNonZero((soft.values > 127).astype(np.uint8)) == int((matte > 127).sum())
+
+
+VOC_CAT, VOC_DOG, VOC_PLANT = (64, 0, 0), (64, 0, 128), (0, 64, 0)
+
+
+def _voc_as_rgb() -> tuple[np.ndarray, np.ndarray]:
+    """A VOC label map saved as RGB colours (cat, dog and potted plant on black), and its class of each pixel."""
+    classes = np.zeros((96, 128), np.uint8)
+    classes[10:40, 10:50], classes[50:90, 60:120], classes[5:30, 80:110] = 1, 2, 3
+    colours = np.array([(0, 0, 0), VOC_CAT, VOC_DOG, VOC_PLANT], np.uint8)
+    return colours[classes], classes
+
+
+def test_a_colour_coded_label_map_is_read_as_its_classes(tmp_path: Path) -> None:
+    """The formats audit: a VOC (or Cityscapes) label map saved as RGB colours was read by its brightest
+    channel, so the cat (64, 0, 0) read 0.25, background, and `crm score` gave IoU 0.0 against a perfect
+    prediction. Its colours are now the palette label map they stand for: black 0, each colour a class."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_mask
+
+    rgb, classes = _voc_as_rgb()
+    Image.fromarray(rgb).save(tmp_path / "voc.png")
+    mask = read_mask(tmp_path / "voc.png")
+    assert mask.kind == "palette" and mask.is_label_map()
+    assert mask.label_ids == [1, 2, 3]
+    # Ids in the order of the colours' RGB values: plant 0x004000, cat 0x400000, dog 0x400080.
+    assert np.array_equal(mask.values, np.array([0, 2, 3, 1], np.uint8)[classes])
+    assert mask.palette[3:12] == [*VOC_PLANT, *VOC_CAT, *VOC_DOG]
+    assert int(mask.scoring_values().sum()) == int((classes > 0).sum())
+
+
+def test_colour_masks_of_one_hue_and_photos_keep_their_reading(tmp_path: Path) -> None:
+    """Shades of one colour (a red object's soft edges) are a colour mask, read by the brightest channel."""
+    from conftest import synthetic_scene
+
+    from crm_cli.mask_decoding import _colour_mask
+
+    soft_red = np.zeros((96, 128, 3), np.uint8)
+    soft_red[..., 0] = np.linspace(0, 255, 128).astype(np.uint8)[None, :]
+    assert _colour_mask(soft_red, None).kind == "rgb"
+    two_tone = np.zeros((96, 128, 3), np.uint8)
+    two_tone[20:60, 20:90] = (255, 128, 0)
+    assert _colour_mask(two_tone, None).kind == "rgb"
+    photo, _ = synthetic_scene(96, 128)
+    assert _colour_mask(photo, None).kind == "rgb"
+
+
+def test_score_and_refine_read_a_colour_coded_label_map(tiny_weights: Path, tmp_path: Path) -> None:
+    import cv2
+    from PIL import Image
+
+    rgb, classes = _voc_as_rgb()
+    Image.fromarray(rgb).save(tmp_path / "gt.png")
+    cv2.imwrite(str(tmp_path / "pred.png"), np.where(classes > 0, 255, 0).astype(np.uint8))
+    scored = runner.invoke(app, ["score", str(tmp_path / "pred.png"), str(tmp_path / "gt.png"), "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["iou"] == 1.0  # was 0.0: the GT's classes read as background
+    photo = np.full((96, 128, 3), 40, np.uint8)
+    photo[classes > 0] = 220
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    result = runner.invoke(app, ["refine", str(tmp_path / "photo.png"), str(tmp_path / "gt.png"), "-o",
+                                 str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "labels"
+    written = Image.open(tmp_path / "out.png")
+    assert written.mode == "P"
+    shown = np.asarray(written.convert("RGB"))
+    assert {tuple(colour) for colour in shown.reshape(-1, 3).tolist()} <= {(0, 0, 0), VOC_CAT, VOC_DOG, VOC_PLANT}
+
+
+def _with_trns(png: bytes, payload: bytes) -> bytes:
+    """``png`` with a tRNS chunk of ``payload`` put before its first IDAT chunk."""
+    import struct
+    import zlib
+
+    at = png.index(b"IDAT") - 4
+    chunk = struct.pack(">I", len(payload)) + b"tRNS" + payload
+    return png[:at] + chunk + struct.pack(">I", zlib.crc32(chunk[4:]) & 0xFFFFFFFF) + png[at:]
+
+
+def test_a_16bit_colour_soft_mask_with_a_key_colour_keeps_its_levels(tmp_path: Path) -> None:
+    """The formats audit: a grey soft matte saved as a 16-bit RGB PNG with black as its tRNS key colour was
+    read by OpenCV's alpha (0 on black, opaque elsewhere): binarised, every faint pixel foreground (13,669 px
+    against 11,289 over half). Pillow's 8-bit files with the same chunk kept their levels, by the rule that a
+    transparency beside soft levels is not the mask."""
+    import cv2
+
+    from crm_cli.imageio import read_mask
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    matte = np.clip((30 - np.hypot(yy - 48, xx - 64)) / 12 + 0.5, 0, 1)
+    levels = np.round(matte * 65535).astype(np.uint16)
+    png = cv2.imencode(".png", np.dstack([levels] * 3))[1].tobytes()
+    (tmp_path / "soft.png").write_bytes(_with_trns(png, bytes(6)))  # black is transparent
+    assert cv2.imread(str(tmp_path / "soft.png"), cv2.IMREAD_UNCHANGED).shape[2] == 4  # OpenCV's alpha
+    mask = read_mask(tmp_path / "soft.png")
+    assert mask.kind == "gray16" and np.array_equal(mask.values, levels)
+
+
+def _grey_alpha_tiff(pixels: np.ndarray, associated: bool) -> bytes:
+    """An uncompressed little-endian TIFF of (H, W, 2) uint8 grey + alpha, its alpha premultiplied
+    (ExtraSamples 1) or not (2); Pillow writes only the latter."""
+    import struct
+
+    height, width = pixels.shape[:2]
+    data = pixels.tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 2, 8 | 8 << 16), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 8), (277, 3, 1, 2), (278, 3, 1, height), (279, 4, 1, len(data)),
+            (338, 3, 1, 1 if associated else 2)]
+    directory = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + bytes(4)
+    return b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + directory
+
+
+def test_a_premultiplied_grey_photo_is_read(tmp_path: Path) -> None:
+    """The formats audit: a grey + premultiplied alpha TIFF photo (Pillow's "La") failed with "conversion
+    from La to L not supported", naming no file, after the model had loaded."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_image
+
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))
+    alpha = np.full_like(grey, 255)
+    alpha[:, :4] = 128
+    (tmp_path / "la.tif").write_bytes(_grey_alpha_tiff(np.dstack([grey, alpha]), associated=True))
+    assert Image.open(tmp_path / "la.tif").mode == "La"
+    photo = read_image(tmp_path / "la.tif")
+    assert photo.shape == (8, 16, 3)
+    assert np.abs(photo[:, 4:, 0].astype(int) - grey[:, 4:]).max() <= 1  # opaque: the grey as it is

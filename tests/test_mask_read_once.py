@@ -108,8 +108,8 @@ def count_decodes_and_counts(monkeypatch: pytest.MonkeyPatch, size: int) -> tupl
 
     histograms = Histograms(monkeypatch, size)
     decodes: list = []
-    mask_data = imageio._mask_data  # called once per decoded mask file
-    monkeypatch.setattr(imageio, "_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
+    mask_data = imageio.decoded_mask_data  # called once per decoded mask file
+    monkeypatch.setattr(imageio, "decoded_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
     return decodes, histograms
 
 

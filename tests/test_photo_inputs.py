@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from crm_cli.cli import app
 from crm_cli.imageio import ImageReadError, probe_image, read_image, read_mask
 from crm_cli.pipeline import read_pair
-from crm_cli.wide_colour import _laid_out_as
+from crm_cli.wide_colour import laid_out_as
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_16bit_pixels_are_laid_out_as_pillow_loaded_them(orientation: int) -> No
     # Either library may have turned the file upright (OpenCV 5 does for TIFFs, Pillow 13 too).
     for pixels, loaded, expected in [(stored16, loaded_upright, upright16), (upright16, loaded_stored, stored16),
                                      (stored16, loaded_stored, stored16), (upright16, loaded_upright, upright16)]:
-        np.testing.assert_array_equal(_laid_out_as(pixels, loaded, orientation), expected)
+        np.testing.assert_array_equal(laid_out_as(pixels, loaded, orientation), expected)
 
 
 def test_16bit_colour_tiff_is_upright_whatever_opencv_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,10 +100,10 @@ def test_16bit_colour_tiff_is_upright_whatever_opencv_does(tmp_path: Path, monke
     retagged = tmp_path / "tagged16.tif"
     retagged.write_bytes(tag_orientation(path.read_bytes(), 6))
     # An OpenCV that leaves the TIFF as stored, and one that turns it upright.
-    monkeypatch.setattr(imageio, "_decode_16bit_colour",
+    monkeypatch.setattr(imageio, "decode_16bit_colour",
                         lambda data, label: np.ascontiguousarray(stored).astype(np.uint16) * 257)
     np.testing.assert_array_equal(read_image(retagged), upright)
-    monkeypatch.setattr(imageio, "_decode_16bit_colour", lambda data, label: upright.astype(np.uint16) * 257)
+    monkeypatch.setattr(imageio, "decode_16bit_colour", lambda data, label: upright.astype(np.uint16) * 257)
     np.testing.assert_array_equal(read_image(retagged), upright)
 
 

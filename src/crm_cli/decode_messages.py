@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from .image_limits import _bomb_error
+from .image_limits import bomb_error
 from .image_sources import ImageReadError
 from .writing import WARNING_STATE_LOCK, warnings_ignored
 
@@ -82,7 +82,7 @@ def _unrecognised_error(label: str, stream: BinaryIO | None) -> ImageReadError:
 
 
 @contextmanager
-def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Iterator[None]:
+def decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Iterator[None]:
     """Pillow's many failure types as one ImageReadError naming the file (``what`` failed to decode;
     ``stream``, the file's bytes, lets an unidentified TIFF be described)."""
     try:
@@ -92,7 +92,7 @@ def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Ite
     except Image.UnidentifiedImageError:
         raise _unrecognised_error(label, stream) from None
     except Image.DecompressionBombError as exc:
-        raise _bomb_error(label, exc) from None
+        raise bomb_error(label, exc) from None
     except _DECODE_ERRORS as exc:
         raise ImageReadError(f"{label}: cannot decode {what} ({exc})") from None
 
@@ -103,7 +103,7 @@ def _decode_errors(label: str, what: str, stream: BinaryIO | None = None) -> Ite
 _FRAMES_NOT_PAGES = ("MPO", "PSD")
 
 
-def _several_frames_note(opened: Image.Image, label: str) -> str | None:
+def several_frames_note(opened: Image.Image, label: str) -> str | None:
     """The note for an animated GIF, PNG or WebP or a multi-page TIFF: only its first frame is read,
     which may not be the one meant. None for a file of one frame (or an MPO's previews)."""
     if opened.format in _FRAMES_NOT_PAGES:
@@ -135,10 +135,10 @@ class _PillowWarning:
 
 
 @contextmanager
-def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
+def caught_pillow_warnings() -> Iterator[list[_PillowWarning]]:
     """Inside, Pillow's UserWarnings (a corrupt EXIF block, a malformed MPO) are not printed in
     Python's format, which names no file, but kept: the yielded list receives each distinct one, for
-    :func:`_warning_notes`. Other warnings (another thread's too) are passed on as they came.
+    :func:`warning_notes`. Other warnings (another thread's too) are passed on as they came.
 
     ``warnings.catch_warnings`` swaps process-wide state, so decodes in several threads (the API
     invites one Refiner per thread) take turns here, and with :func:`writing.warnings_ignored`'s filters
@@ -166,9 +166,9 @@ def _pillow_warnings() -> Iterator[list[_PillowWarning]]:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def _damaged_tags_note(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> str | None:
+def damaged_tags_note(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> str | None:
     """The note naming the file for damaged tags (an EXIF block; a TIFF's own tags) among the warnings
-    of :func:`_pillow_warnings`, saying whether an orientation was still applied; None without any."""
+    of :func:`caught_pillow_warnings`, saying whether an orientation was still applied; None without any."""
     tags = "TIFF tags" if file_format == "TIFF" else "EXIF data"
     details = "; ".join(warning.message.rstrip(".") for warning in found if warning.about_tags)
     if not details:
@@ -178,9 +178,9 @@ def _damaged_tags_note(found: list[_PillowWarning], label: str, file_format: str
     return f"{label}: damaged {tags} ({details}); its orientation tag ({orientation}) was still applied"
 
 
-def _warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:
-    """Notes naming the file for the warnings of :func:`_pillow_warnings`: one for damaged tags
-    (:func:`_damaged_tags_note`), and one for each other warning."""
-    damaged = _damaged_tags_note(found, label, file_format, orientation)
+def warning_notes(found: list[_PillowWarning], label: str, file_format: str, orientation: int) -> list[str]:
+    """Notes naming the file for the warnings of :func:`caught_pillow_warnings`: one for damaged tags
+    (:func:`damaged_tags_note`), and one for each other warning."""
+    damaged = damaged_tags_note(found, label, file_format, orientation)
     return [*([damaged] if damaged else []),
             *(f"{label}: {warning.message}" for warning in found if not warning.about_tags)]

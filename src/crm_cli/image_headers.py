@@ -11,9 +11,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .decode_messages import _damaged_tags_note, _decode_errors, _pillow_warnings
+from .decode_messages import caught_pillow_warnings, damaged_tags_note, decode_errors
 from .image_limits import check_image_size
-from .image_sources import ImageReadError, _bytes_path_hint, _check_source, _file_error, _pipe_bytes, _source_bytes
+from .image_sources import ImageReadError, bytes_path_hint, check_source, file_error, pipe_bytes, source_bytes
 from .masks import swaps_axes
 from .writing import png_chunk_headers, reader_at, warnings_ignored
 
@@ -41,7 +41,7 @@ class ImageHeader:
         return self.height, self.width
 
 
-def _orientation(image: Image.Image, header_only: bool = False) -> int:
+def exif_orientation(image: Image.Image, header_only: bool = False) -> int:
     """The EXIF orientation (1..8) of an opened image; 1 when absent or unreadable.
 
     With ``header_only`` no pixel is decoded: the base class's getexif reads only what the header
@@ -78,10 +78,10 @@ def _png_late_exif(stream: BinaryIO) -> tuple[bytes | None, bool]:
 
 
 def _header_orientation(image: Image.Image, stream: BinaryIO) -> int:
-    """:func:`_orientation` of an image opened (not loaded) from ``stream``, decoding no pixel of a
+    """:func:`exif_orientation` of an image opened (not loaded) from ``stream``, decoding no pixel of a
     PNG unless a text chunk follows its image data (rare; Pillow then decodes it to read them)."""
     if image.format != "PNG" or "exif" in image.info:
-        return _orientation(image, header_only=True)
+        return exif_orientation(image, header_only=True)
     try:
         payload, text_after_image = _png_late_exif(stream)
     except (OSError, ValueError, struct.error):
@@ -89,8 +89,8 @@ def _header_orientation(image: Image.Image, stream: BinaryIO) -> int:
     if payload is not None:
         image.info["exif"] = b"Exif\x00\x00" + payload  # as Pillow's decoder records an eXIf chunk
     elif text_after_image:
-        return _orientation(image)
-    return _orientation(image, header_only=True)
+        return exif_orientation(image)
+    return exif_orientation(image, header_only=True)
 
 
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -114,13 +114,13 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def _tiff_orientation(image: Image.Image) -> int | None:
+def tiff_orientation_tag(image: Image.Image) -> int | None:
     """The Orientation tag (1..8) of an opened TIFF; None for other formats or without a valid tag."""
     tags = getattr(image, "tag_v2", None)
     try:
         value = tags.get(_EXIF_ORIENTATION) if tags is not None else None
     except Exception:
-        return None  # as in _orientation: a broken tag must not make readable pixels unreadable
+        return None  # as in exif_orientation: a broken tag must not make readable pixels unreadable
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
@@ -191,7 +191,7 @@ def _webp_lossy(stream: BinaryIO) -> bool:
 def refusal_needs_decoding(header: ImageHeader, as_mask: bool) -> bool:
     """Whether a file :func:`probe_image` accepted can still be refused by its values once decoded:
     32-bit, signed or floating-point files (values out of range), and as a mask one stored with lossy
-    compression (class ids altered by it, :func:`mask_decoding._check_lossy_ids`). 8-bit and unsigned
+    compression (class ids altered by it, :func:`mask_decoding.check_lossy_ids`). 8-bit and unsigned
     16-bit files cannot."""
     mode = header.mode
     if mode in ("I", "F") or mode.startswith(("I;16S", "I;32", "F;")):
@@ -206,13 +206,13 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
     check every input before loading the model. Raises ImageReadError for a missing, unreadable,
     unrecognised or too large file, and TypeError for a ``source`` that is neither a path nor bytes.
     """
-    _check_source(source)
+    check_source(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        with _bytes_path_hint(source, name):
-            data, label = _source_bytes(source, name)
+        with bytes_path_hint(source, name):
+            data, label = source_bytes(source, name)
             return _probe(io.BytesIO(data), label)
     label = name or str(source)
-    if (piped := _pipe_bytes(source, label)) is not None:
+    if (piped := pipe_bytes(source, label)) is not None:
         # A pipe's contents, not bytes the caller gave: no hint about paths given as bytes.
         if not piped:
             raise ImageReadError(f"{label}: empty file")
@@ -226,13 +226,13 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
     except ImageReadError:
         raise
     except OSError as exc:
-        raise _file_error(label, exc) from None
+        raise file_error(label, exc) from None
 
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
     # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe; kept
     # in the header for a check that fails before any decode.
-    with _decode_errors(label, "image header", stream), _pillow_warnings() as pillow_warnings:
+    with decode_errors(label, "image header", stream), caught_pillow_warnings() as pillow_warnings:
         opened = Image.open(stream)
         check_image_size(opened.width, opened.height, label)
         width, height = _stored_size(opened)
@@ -241,7 +241,7 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
             width, height = height, width
         lossy = lossy_compression(opened, stream)
     return ImageHeader(width, height, opened.mode, opened.format or "", orientation, lossy,
-                       _damaged_tags_note(pillow_warnings, label, opened.format or "", orientation))
+                       damaged_tags_note(pillow_warnings, label, opened.format or "", orientation))
 
 
 def file_long_side(source: str | Path) -> int | None:

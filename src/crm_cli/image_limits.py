@@ -69,7 +69,7 @@ def _bomb_size(exc: Exception) -> tuple[int, int] | None:
     return None
 
 
-def _bomb_error(label: str, exc: Exception) -> ImageReadError:
+def bomb_error(label: str, exc: Exception) -> ImageReadError:
     """Pillow's decompression-bomb refusal as crm's size-limit message."""
     if (size := _bomb_size(exc)) is not None:
         width, height = size
@@ -84,13 +84,13 @@ def _bomb_error(label: str, exc: Exception) -> ImageReadError:
                           "downscale or crop it first")
 
 
-def _open(data: bytes, label: str) -> Image.Image:
+def open_image_bytes(data: bytes, label: str) -> Image.Image:
     """Open (header only) with crm's size limit in place of Pillow's decompression-bomb warning."""
     # crm checks the size itself (check_image_size), with a message that names the file.
     with warnings_ignored(Image.DecompressionBombWarning):
         try:
             opened = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
-            raise _bomb_error(label, exc) from None
+            raise bomb_error(label, exc) from None
     check_image_size(opened.width, opened.height, label)
     return opened

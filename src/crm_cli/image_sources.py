@@ -21,7 +21,7 @@ class ImageReadError(OSError):
     """An input image or mask is missing or cannot be decoded; the message names the file."""
 
 
-def _file_error(label: str, exc: OSError) -> ImageReadError:
+def file_error(label: str, exc: OSError) -> ImageReadError:
     """A one-line message for a file that cannot be opened or read."""
     if isinstance(exc, FileNotFoundError):
         return ImageReadError(f"{label}: no such file")
@@ -32,7 +32,7 @@ def _file_error(label: str, exc: OSError) -> ImageReadError:
     return ImageReadError(f"{label}: cannot read file ({exc.strerror or exc})")
 
 
-def _check_source(source: object) -> None:
+def check_source(source: object) -> None:
     """TypeError for a ``source`` that is neither a path nor encoded bytes (an array or a PIL image
     given to a reader: os.stat's own wording would not say what was wrong)."""
     if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
@@ -40,20 +40,20 @@ def _check_source(source: object) -> None:
                         f"not {type(source).__module__}.{type(source).__qualname__}")
 
 
-def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
+def source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str]:
     """The encoded bytes of ``source`` and the name to use in messages."""
-    _check_source(source)
+    check_source(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or BYTES_NAME
         data = bytes(source)
     else:
         label = name or str(source)
-        data = _pipe_bytes(source, label)
+        data = pipe_bytes(source, label)
         if data is None:
             try:
                 data = Path(source).read_bytes()
             except OSError as exc:
-                raise _file_error(label, exc) from None
+                raise file_error(label, exc) from None
     if not data:
         raise ImageReadError(f"{label}: empty file")
     return data, label
@@ -70,7 +70,7 @@ def _spells_existing_path(source: bytes | bytearray | memoryview) -> bool:
 
 
 @contextmanager
-def _bytes_path_hint(source: str | Path | bytes, name: str | None) -> Iterator[None]:
+def bytes_path_hint(source: str | Path | bytes, name: str | None) -> Iterator[None]:
     """An ImageReadError raised inside, when ``source`` is bytes an API caller gave (not standard
     input, which the CLI names STDIN_NAME) that spell an existing file's path, says that bytes are
     read as encoded image data and how to read the file instead."""
@@ -93,7 +93,7 @@ _PIPE_BYTES: dict[tuple[str, int, int], bytes] = {}
 _PIPES_KEPT = 4
 
 
-def _pipe_bytes(path: str | Path, label: str) -> bytes | None:
+def pipe_bytes(path: str | Path, label: str) -> bytes | None:
     """All bytes of ``path`` when it is a pipe or FIFO (read once, then kept for every later read
     of the same path); None for a regular file or anything else."""
     try:
@@ -108,7 +108,7 @@ def _pipe_bytes(path: str | Path, label: str) -> bytes | None:
             with open(path, "rb") as handle:
                 data = handle.read()
         except OSError as exc:
-            raise _file_error(label, exc) from None
+            raise file_error(label, exc) from None
         while len(_PIPE_BYTES) >= _PIPES_KEPT:
             del _PIPE_BYTES[next(iter(_PIPE_BYTES))]  # the oldest (dicts keep insertion order)
         _PIPE_BYTES[key] = data

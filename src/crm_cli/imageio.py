@@ -24,16 +24,16 @@ import numpy as np
 from PIL import Image
 
 from .config import PHOTO_OUTPUT_KINDS
-from .decode_messages import _decode_errors, _pillow_warnings, _several_frames_note, _warning_notes
-from .image_headers import _orientation, _tiff_orientation, apply_orientation, lossy_compression
+from .decode_messages import caught_pillow_warnings, decode_errors, several_frames_note, warning_notes
+from .image_headers import apply_orientation, exif_orientation, lossy_compression, tiff_orientation_tag
 from .image_headers import probe_image as probe_image  # public API: crm_cli.imageio.probe_image
-from .image_limits import _open
-from .image_sources import ImageReadError, _bytes_path_hint, _source_bytes  # ImageReadError: public API here too
-from .mask_decoding import _check_lossy_ids, _mask_data
+from .image_limits import open_image_bytes
+from .image_sources import ImageReadError, bytes_path_hint, source_bytes  # ImageReadError: public API here too
+from .mask_decoding import check_lossy_ids, decoded_mask_data
 from .masks import MaskData
-from .photo_depth import _image_pixels, _rgb16, _stored_bits, _takes_photo_bits, check_photo_bits
+from .photo_depth import check_photo_bits, decoded_rgb16, decoded_stored_bits, decoded_takes_photo_bits, image_pixels
 from .sample_values import check_signed_bytes
-from .wide_colour import _check_same_pixels, _decode_16bit_colour, _is_16bit_colour, _laid_out_as, _wide_separate_planes
+from .wide_colour import check_same_pixels, decode_16bit_colour, is_16bit_colour, laid_out_as, wide_separate_planes
 from .writing import warnings_ignored
 
 logger = logging.getLogger(__name__)
@@ -56,49 +56,55 @@ class _Decoded:
     icc_profile: bytes | None = None  # the file's embedded colour profile, if any
     notes: tuple[str, ...] = ()  # for the log: several frames, a damaged EXIF block
     lossy: str | None = None  # the lossy compression the file is stored in (:func:`image_headers.lossy_compression`)
+    # A 16-bit colour PNG's transparent key colour (tRNS) as the alpha OpenCV made of it (uint16), kept apart
+    # from ``pixels``: it is the mask only where the colours cannot be (mask_decoding.decoded_mask_data).
+    key_alpha: np.ndarray | None = None
 
 
 def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
     """Open and fully decode ``source``, keeping notes for the log: several frames, and Pillow's
     warnings (a damaged EXIF block) as lines naming the file."""
-    with _bytes_path_hint(source, name):
-        data, label = _source_bytes(source, name)
+    with bytes_path_hint(source, name):
+        data, label = source_bytes(source, name)
         return _decode_data(data, label)
 
 
 def _decode_data(data: bytes, label: str) -> _Decoded:
     """:func:`_decode` of the encoded bytes ``data``, named ``label`` in messages."""
-    with _decode_errors(label, "image", io.BytesIO(data)):
-        with _pillow_warnings() as pillow_warnings:
+    with decode_errors(label, "image", io.BytesIO(data)):
+        with caught_pillow_warnings() as pillow_warnings:
             # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
-            opened = _open(data, label)
-            wide_colour = _is_16bit_colour(opened)
-            tiff_orientation = _tiff_orientation(opened)
-            frames_note = _several_frames_note(opened, label)
+            opened = open_image_bytes(data, label)
+            wide_colour = is_16bit_colour(opened)
+            tiff_orientation = tiff_orientation_tag(opened)
+            frames_note = several_frames_note(opened, label)
             opened.load()
             if tiff_orientation is None:
-                orientation = pending = _orientation(opened)
+                orientation = pending = exif_orientation(opened)
             else:
                 # Newer Pillow turns a TIFF upright while loading it and drops the tag; older Pillow
                 # leaves both to crm.
                 orientation = tiff_orientation
-                pending = orientation if _tiff_orientation(opened) == orientation else 1
+                pending = orientation if tiff_orientation_tag(opened) == orientation else 1
         notes = [frames_note] if frames_note else []
-        notes += _warning_notes(pillow_warnings, label, opened.format or "", orientation)
+        notes += warning_notes(pillow_warnings, label, opened.format or "", orientation)
         check_signed_bytes(opened, label)
         profile = opened.info.get("icc_profile") or None
         lossy = lossy_compression(opened, io.BytesIO(data))
-        if _wide_separate_planes(opened):
+        if wide_separate_planes(opened):
             raise ImageReadError(f"{label}: a 16-bit colour TIFF with separate colour planes (PlanarConfiguration "
                                  "2) is not read correctly here; save it with the planes interleaved (tifffile: "
                                  "planarconfig='contig')")
         if not wide_colour:
             return _Decoded(opened, orientation, pending, label, profile, tuple(notes), lossy)
-        pixels = _decode_16bit_colour(data, label)
+        pixels = decode_16bit_colour(data, label)
         if orientation != 1:
-            pixels = _laid_out_as(pixels, opened, orientation)
-        _check_same_pixels(pixels, opened, label)
-        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes), lossy)
+            pixels = laid_out_as(pixels, opened, orientation)
+        check_same_pixels(pixels, opened, label)
+        key_alpha = None
+        if pixels.shape[2] == 4 and "A" not in opened.mode:  # Pillow sees no alpha channel: a tRNS key colour
+            pixels, key_alpha = np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
+        return _Decoded(pixels, orientation, pending, label, profile, tuple(notes), lossy, key_alpha)
 
 
 def log_notes(notes: Sequence[str]) -> None:
@@ -203,16 +209,16 @@ def read_photo(source: str | Path | bytes, name: str | None = None, *, photo_bit
     """
     photo_bits = check_photo_bits(photo_bits)
     decoded = _decode(source, name)
-    pixels, note = _image_pixels(decoded.pixels, decoded.label, photo_bits)
+    pixels, note = image_pixels(decoded.pixels, decoded.label, photo_bits)
     profile = decoded.icc_profile
     rgb_profile = profile if profile is not None and profile[16:20] == _ICC_RGB else None
     notes = [*decoded.notes, *([note] if note else [])]
-    stored_bits = _stored_bits(decoded.pixels)
+    stored_bits = decoded_stored_bits(decoded.pixels)
     pixels16 = None
     if keep_16bit and stored_bits == 16:
-        pixels16 = apply_orientation(_rgb16(decoded.pixels, decoded.label), decoded.pending)
+        pixels16 = apply_orientation(decoded_rgb16(decoded.pixels, decoded.label), decoded.pending)
     return Photo(apply_orientation(pixels, decoded.pending), decoded.orientation, notes, rgb_profile,
-                 stored_bits, _takes_photo_bits(decoded.pixels), pixels16)
+                 stored_bits, decoded_takes_photo_bits(decoded.pixels), pixels16)
 
 
 def file_takes_photo_bits(source: str | Path) -> bool:
@@ -223,7 +229,7 @@ def file_takes_photo_bits(source: str | Path) -> bool:
     try:
         with open(source, "rb") as handle, warnings_ignored():
             opened = Image.open(handle)
-            return _takes_photo_bits(opened) or _is_16bit_colour(opened)  # OpenCV decodes the latter
+            return decoded_takes_photo_bits(opened) or is_16bit_colour(opened)  # OpenCV decodes the latter
     except Exception:  # noqa: BLE001 - unreadable for whatever reason: see above
         return True
 
@@ -238,7 +244,7 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     alpha when it varies, as do palette, grey and RGB files whose transparent index or colour (GIF,
     PNG tRNS) draws the mask (:func:`mask_decoding._transparency_draws_the_mask`), and colour masks use their
     brightest channel (one channel when R == G == B).
-    A JPEG mask that would read as class ids (:func:`mask_decoding._check_lossy_ids`) is refused. Several frames
+    A JPEG mask that would read as class ids (:func:`mask_decoding.check_lossy_ids`) is refused. Several frames
     and a damaged EXIF block are logged as warnings on the ``crm_cli.imageio`` logger
     (:func:`read_mask_noted` returns them instead); what the values mean (an 8-bit mask saved in a
     16-bit file, a photo given as a mask) is ``masks.py``'s to say, when the mask is fitted to a photo.
@@ -263,7 +269,7 @@ def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tupl
     """:func:`read_mask`, with the notes of reading the file (several frames, a damaged EXIF block)
     returned instead of logged, for a caller that shows them itself. Raises as :func:`read_mask` does."""
     decoded = _decode(source, name)
-    mask = _mask_data(decoded.pixels, decoded.label)
-    _check_lossy_ids(mask, decoded.lossy, decoded.label)
+    mask = decoded_mask_data(decoded.pixels, decoded.label, decoded.key_alpha)
+    check_lossy_ids(mask, decoded.lossy, decoded.label)
     upright = replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
     return upright, list(decoded.notes)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from .image_sources import ImageReadError
 from .masks import LABEL_ID_LIMIT, MaskData, count_colours
-from .sample_values import _integer_mask, _to_uint8, _unit_floats
+from .sample_values import integer_mask, uint16_to_uint8, unit_floats
 
 
 def _is_constant(array: np.ndarray) -> bool:
@@ -27,10 +27,70 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if (red == green).all() and (red == blue).all():
         return MaskData(np.ascontiguousarray(red), "gray16" if wide else "gray8")
+    if not wide and (classes := _colour_classes(rgb)) is not None:
+        return classes
     # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
     # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
     brightest = np.maximum(np.maximum(red, green), blue)
-    return MaskData(_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
+    return MaskData(uint16_to_uint8(brightest) if wide else brightest, "rgb", colours=count_colours(rgb))
+
+
+# A colour-coded label map (Cityscapes' *_color.png, a VOC map saved as RGB) holds at most a palette's worth
+# of exact colours (black included), of several hues, in flat regions; a colour mask's colours are shades of
+# one (a red object's soft edges), and a photo's are thousands.
+COLOUR_MAP_MAX_COLOURS = 256
+COLOUR_MAP_FLAT_SHARE = 0.5
+# Two colours of one hue differ by at most this in their channels over the brightest one (rounding of shades).
+SAME_HUE_TOLERANCE = 0.05
+
+
+def _colour_classes(rgb: np.ndarray) -> MaskData | None:
+    """A uint8 RGB mask read as the palette label map it stands for, or None when it is no colour-coded
+    label map: at most COLOUR_MAP_MAX_COLOURS exact colours, not all black and shades of one hue, with
+    COLOUR_MAP_FLAT_SHARE of the coloured pixels of the same colour as their four neighbours. Black is index
+    0 (the background), the other colours 1, 2, ... in the order of their RGB values, each kept as its
+    palette entry; :func:`_palette_mask` then reads it as it reads a palette file. Read by the brightest
+    channel instead, a dark class's colour (VOC's (64, 0, 0)) falls under half the scale and is lost."""
+    # First on an even sample, so that photos and one-hue masks cost no full-resolution work.
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / (1 << 16)))))
+    colours = np.unique(_packed(rgb[::step, ::step]))
+    if colours.size > COLOUR_MAP_MAX_COLOURS or not _several_hues(colours):
+        return None
+    packed = _packed(rgb)
+    found = np.minimum(np.searchsorted(colours, packed), colours.size - 1)
+    missed = colours[found] != packed
+    if missed.any():  # colours between the sample's rows and columns
+        colours = np.union1d(colours, packed[missed])
+        if colours.size > COLOUR_MAP_MAX_COLOURS:
+            return None
+        found = np.searchsorted(colours, packed)
+    coloured = packed != 0
+    inner = packed[1:-1, 1:-1]
+    flat = (inner == packed[:-2, 1:-1]) & (inner == packed[2:, 1:-1]) & (inner == packed[1:-1, :-2]) & \
+        (inner == packed[1:-1, 2:])
+    if np.count_nonzero(flat & coloured[1:-1, 1:-1]) < COLOUR_MAP_FLAT_SHARE * np.count_nonzero(coloured):
+        return None
+    offset = 0 if colours[0] == 0 else 1  # sorted: black, when present, comes first; else index 0 is unused
+    if colours.size + offset > COLOUR_MAP_MAX_COLOURS:
+        return None
+    entries = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
+    return _palette_mask((found + offset).astype(np.uint8), [0, 0, 0] * offset + entries.ravel().tolist())
+
+
+def _several_hues(colours: np.ndarray) -> bool:
+    """Whether packed colours (:func:`_packed`) other than black are of more than one hue: not shades of one
+    colour, as a colour mask's soft edges are."""
+    channels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float32)
+    channels = channels[channels.max(axis=1) > 0]
+    if channels.shape[0] < 2:
+        return False
+    hues = channels / channels.max(axis=1, keepdims=True)
+    return bool(np.abs(hues - hues[0]).max() > SAME_HUE_TOLERANCE)
+
+
+def _packed(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) as one uint32 per pixel, 0xRRGGBB."""
+    return (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
 
 
 def _palette_alpha(transparency: int | bytes | None) -> np.ndarray:
@@ -52,7 +112,8 @@ def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | b
       whatever its colour: read by index when black is index 0 (a VOC class on background; VOC's
       car is grey), otherwise renumbered 0 = black, 1 = the object.
     - Every used entry grey (R = G = B): the colours are an 8-bit grey mask (a quantised black and
-      white or soft mask), unless each colour equals its index, which reads the same as indices.
+      white or soft mask), unless each colour equals its index and that grey mask is a label map: ids
+      in a grey palette stay a palette label map (its palette kept).
     - Otherwise the indices are label ids (VOC style).
     Entries missing from a short palette have no colour, so their indices are ids. The palette's
     ``transparency`` (Pillow's ``info["transparency"]``) is kept wherever the palette is, renumbered
@@ -72,9 +133,13 @@ def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | b
     if two_tone and black[0] and used[0] == 0:
         return by_index  # index != 0 is already the object
     if (used_colours == used_colours[:, :1]).all():
-        if (used_colours[:, 0] == used).all():
+        grey = MaskData(colours[:, 0][indices], "gray8")
+        # An identity grey palette (Pillow's convert("P") of a grey image, MATLAB's gray(256)) holds
+        # whatever the grey image held: ids stay a palette label map, a soft mask stays soft. One used
+        # entry (an empty frame) is left to the palette's colours (MaskData.is_label_map).
+        if (used_colours[:, 0] == used).all() and (used.size == 1 or grey.is_label_map()):
             return by_index
-        return MaskData(colours[:, 0][indices], "gray8")
+        return grey
     if two_tone:
         # Black has a non-zero index, so index != 0 would make it the object: renumber as
         # 0 = black, 1 = the object, keeping its colour for a label-map output.
@@ -117,11 +182,15 @@ def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     return mask.distinct_values >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
-def _mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
+def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str, key_alpha: np.ndarray | None = None) -> MaskData:
     """Mask values of a decoded file, before orientation, by the colour rules, except where a
-    transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`)."""
+    transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`). ``key_alpha``:
+    the transparency of 16-bit colour pixels (uint16), which Pillow does not decode."""
     mask = _colour_mask_data(decoded, label)
-    alpha = _transparency_alpha(decoded) if isinstance(decoded, Image.Image) else None
+    if isinstance(decoded, Image.Image):
+        alpha = _transparency_alpha(decoded)
+    else:
+        alpha = None if key_alpha is None else uint16_to_uint8(key_alpha)
     if alpha is not None and _transparency_draws_the_mask(mask, alpha):
         return MaskData(alpha, "alpha")
     return mask
@@ -139,7 +208,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     if mode == "L":
         return MaskData(np.asarray(decoded), "gray8")
     if mode.startswith("I;16") or mode == "I":
-        return MaskData(_integer_mask(decoded, label), "gray16")
+        return MaskData(integer_mask(decoded, label), "gray16")
     if mode in ("P", "PA"):
         indices = np.asarray(decoded)
         if indices.ndim == 3:
@@ -154,7 +223,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
             return MaskData(np.ascontiguousarray(alpha), "alpha")
         return MaskData(np.ascontiguousarray(gray), "gray8")
     if mode == "F":
-        return MaskData(_unit_floats(decoded, label), "float")
+        return MaskData(unit_floats(decoded, label), "float")
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(decoded.convert("RGBA"))
         return _colour_mask(rgba[..., :3], rgba[..., 3])
@@ -162,7 +231,7 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
     return _colour_mask(np.asarray(rgb), None)
 
 
-def _check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
+def check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:
     """Refuse a mask in a lossy format (JPEG, lossy WebP, JPEG-compressed TIFF, AVIF) that reads as a label
     map: lossy compression turns the edges of a 0/1 mask or of class ids into other small values (0/1
     becomes 0, 1 and 2), which would be refined as extra labels. A 0-255 mask only gets blurred edges,

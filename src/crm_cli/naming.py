@@ -1,5 +1,5 @@
 """The name rules of :mod:`pairing` and :mod:`score_pairs`: mask extensions and their order of preference
-(:func:`_pick`, the file used among the formats of one name), the ``_gt``, ``_seg`` and mask name suffixes,
+(:func:`preferred_file`, the file used among the formats of one name), the ``_gt``, ``_seg`` and mask name suffixes,
 the keys names are compared by (NFC, letter case, zero-padding) and :func:`natural_key`, the order pairs come in."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Mask file extensions, in order of preference among files whose names differ only in extension:
-# lossless formats first, JPEG late (the rule batch and score share, see _preference). GIF comes last:
+# lossless formats first, JPEG late (the rule batch and score share, see format_preference). GIF comes last:
 # the same order serves photos, and a GIF beside a photo is more likely its 256-colour preview.
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".pbm", ".pnm", ".ppm", ".jpg", ".jpeg", ".jpe",
                    ".jfif", ".avif", ".gif")
@@ -24,30 +24,30 @@ SEG_SUFFIX = "_seg"  # a BIG-layout coarse mask (<name>_seg beside <name>_im and
 MASK_NAME_SUFFIXES = ("_mask", ".mask", "-mask", "_matte", ".matte", "-matte")
 
 
-def _format_rank(suffix: str) -> int:
+def format_rank(suffix: str) -> int:
     """The place of the extension ``suffix`` (lower case) in MASK_EXTENSIONS; after them all if it is none of them."""
     return MASK_EXTENSIONS.index(suffix) if suffix in MASK_EXTENSIONS else len(MASK_EXTENSIONS)
 
 
-def _preference(path: Path) -> tuple[int, str]:
+def format_preference(path: Path) -> tuple[int, str]:
     """Sort key of files that share a name: the format's place in MASK_EXTENSIONS, then the file name."""
-    return _format_rank(path.suffix.lower()), path.name
+    return format_rank(path.suffix.lower()), path.name
 
 
-def _duplicate_note(used: Path, ignored: Path) -> str:
+def duplicate_note(used: Path, ignored: Path) -> str:
     """The warning for a file left out because another format of the same name is used."""
     order = ", ".join(suffix[1:] for suffix in MASK_EXTENSIONS)
     return f"{ignored} ignored: {used} has the same name and is used (format order: {order})"
 
 
-def _pick(files: list[Path], notes: list[str]) -> Path:
-    """The file used among files of one name (see :func:`_preference`); a note for each one left out."""
-    used, *ignored = sorted(files, key=_preference)
-    notes.extend(_duplicate_note(used, path) for path in ignored)
+def preferred_file(files: list[Path], notes: list[str]) -> Path:
+    """The file used among files of one name (see :func:`format_preference`); a note for each one left out."""
+    used, *ignored = sorted(files, key=format_preference)
+    notes.extend(duplicate_note(used, path) for path in ignored)
     return used
 
 
-def _mask_suffix(stem: str) -> str | None:
+def mask_suffix(stem: str) -> str | None:
     """The suffix of MASK_NAME_SUFFIXES (any case) that ends ``stem`` after a name, if one does."""
     lowered = stem.lower()
     for suffix in MASK_NAME_SUFFIXES:
@@ -56,7 +56,7 @@ def _mask_suffix(stem: str) -> str | None:
     return None
 
 
-def _name_key(key: Path, fold: bool = False) -> str:
+def name_key(key: Path, fold: bool = False) -> str:
     """A name as it is compared: Unicode NFC (macOS writes names decomposed, other systems composed,
     and the two look the same), and case-folded when ``fold``."""
     text = unicodedata.normalize("NFC", key.as_posix())
@@ -67,7 +67,7 @@ def _name_key(key: Path, fold: bool = False) -> str:
 _DIGITS = frozenset("0123456789")
 
 
-def _last_number(name: str) -> tuple[int, int] | None:
+def last_number_span(name: str) -> tuple[int, int] | None:
     """Where the last run of digits of ``name`` lies (start, end), read as a number of its own (a
     frame number); None where there is none, where it is a decimal fraction (``crop_0.05``,
     ``v1.02``) or where a letter follows it (``0001a``)."""
@@ -89,7 +89,7 @@ def _unpadded(name: str) -> str:
     ``frame_7``, ``take_000`` -> ``take_0``), the number it reads as written as text, so runs of
     any length compare without converting them. A run that is a decimal fraction (``crop_0.05``,
     ``v1.02``) or that a letter follows (``0001a``) is left as it is, and so is every other run."""
-    span = _last_number(name)
+    span = last_number_span(name)
     if span is None or name[span[0]] != "0":  # no number, or no zero to drop
         return name
     start, end = span
@@ -124,15 +124,15 @@ def natural_key(path: Path | str) -> NaturalKey:
     return tuple(map(_natural_part, parts)), parts
 
 
-def _number_key(key: Path) -> str:
+def number_key(key: Path) -> str:
     """A name as :func:`pairing._match`'s zero-padding rounds compare it: NFC, case-folded, and the last
     number of its last part read without its zeros (see :func:`_unpadded`), so frames numbered with
     other zero-padding (``frame_7``, ``frame_0007``, ``frame_000007_mask``: ffmpeg's ``%d``,
     ``%04d``, ``%06d``) have one key; its folders and other numbers are compared as they are."""
-    return _padding_key(_name_key(key, fold=True))
+    return padding_key(name_key(key, fold=True))
 
 
-def _padding_key(folded: str) -> str:
-    """:func:`_number_key` of a name already in NFC and case-folded (``folded``)."""
+def padding_key(folded: str) -> str:
+    """:func:`number_key` of a name already in NFC and case-folded (``folded``)."""
     folder, slash, name = folded.rpartition("/")
     return folder + slash + _unpadded(name)

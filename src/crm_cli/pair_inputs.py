@@ -1,5 +1,5 @@
-"""The files to pair, for :mod:`pairing` and :mod:`score_pairs`: input folders walked (:func:`_walk`), notes on
-what the walk skipped or kept apart, and a layout's files keyed by name (:class:`_Inputs`)."""
+"""The files to pair, for :mod:`pairing` and :mod:`score_pairs`: input folders walked (:func:`walk_folder`), notes on
+what the walk skipped or kept apart, and a layout's files keyed by name (:class:`LayoutInputs`)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from .errors import count_noun
 from .naming import natural_key
 
 
-def _under(real: str, folder: str | None) -> bool:
+def lies_under(real: str, folder: str | None) -> bool:
     """True when the resolved path ``real`` is the resolved folder ``folder`` or lies below it."""
     return folder is not None and (real == folder or real.startswith(folder.rstrip(os.sep) + os.sep))
 
 
 @dataclass
-class _Walk:
-    """What :func:`_walk` found below a folder."""
+class FolderWalk:
+    """What :func:`walk_folder` found below a folder."""
 
     files: list[Path] = field(default_factory=list)  # visible files of the formats asked for, in natural_key order
     inside: list[Path] = field(default_factory=list)  # the same, lying in the excluded folder
@@ -37,13 +37,13 @@ class _Walk:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _unreadable_reason(walked: _Walk, folder: Path) -> str | None:
+def unreadable_reason(walked: FolderWalk, folder: Path) -> str | None:
     """Why the walk could not list ``folder`` itself (its own folder), or None when it could."""
     return next((reason for path, reason in walked.unreadable if path == folder), None)
 
 
-def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
-          skip: Sequence[str] = (), apart: str | None = None, real: str | None = None) -> _Walk:
+def walk_folder(folder: Path, suffixes: Sequence[str], exclude: str | None = None, follow: bool = True,
+                skip: Sequence[str] = (), apart: str | None = None, real: str | None = None) -> FolderWalk:
     """The visible files below ``folder`` whose extension (any case) is one of ``suffixes``.
 
     Hidden files and folders (a name starting with a dot: ``.DS_Store``, AppleDouble ``._x.png``)
@@ -59,9 +59,9 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
     One ``os.scandir`` per folder and a path resolved per link and per folder only: 20,000 frames
     are listed in well under a second.
     """
-    found = _Walk()
+    found = FolderWalk()
     start = real if real is not None else os.path.realpath(folder)
-    if _under(start, apart):
+    if lies_under(start, apart):
         apart = None  # the walk's own folder lies there: leaving that out would leave out everything
     visited = {start}  # real paths of the folders searched, or queued to be
     queue: deque[tuple[Path, str, bool]] = deque()  # folders to search: path, real path, in the excluded folder
@@ -94,14 +94,14 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
                     links.append((path, excluded))
                 else:
                     below = os.path.join(real, name)
-                    if _under(below, apart):
+                    if lies_under(below, apart):
                         found.apart.append((path, below))
                     elif below in visited:  # reached through a link before: searched already
                         if not excluded:  # what lies in the excluded folder is no input
                             found.skipped.append((path, below))
                     else:
                         visited.add(below)
-                        queue.append((path, below, excluded or _under(below, exclude)))
+                        queue.append((path, below, excluded or lies_under(below, exclude)))
                 continue
             suffix = os.path.splitext(name)[1].lower()
             try:
@@ -116,26 +116,26 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
                 found.others[suffix] = found.others.get(suffix, 0) + 1
                 continue
             target = os.path.realpath(path) if link else ""
-            if link and _under(target, apart):
+            if link and lies_under(target, apart):
                 found.apart.append((path, target))
                 continue
-            inside = excluded or (link and _under(target, exclude))
+            inside = excluded or (link and lies_under(target, exclude))
             (found.inside if inside else found.files).append(path)
 
-    queue.append((folder, start, _under(start, exclude)))
+    queue.append((folder, start, lies_under(start, exclude)))
     while queue or links:
         if not queue:  # every folder reachable so far without a link is searched: the links met, in order
             met, links[:] = links[:], []
             for path, excluded in met:
                 below = os.path.realpath(path)
-                if _under(below, apart):
+                if lies_under(below, apart):
                     found.apart.append((path, below))
-                elif below in visited or _under(start, below):  # an alias, or a loop back around the walk
+                elif below in visited or lies_under(start, below):  # an alias, or a loop back around the walk
                     if not excluded:
                         found.skipped.append((path, below))
                 else:
                     visited.add(below)
-                    queue.append((path, below, excluded or _under(below, exclude)))
+                    queue.append((path, below, excluded or lies_under(below, exclude)))
             continue
         visit(*queue.popleft())
     found.files.sort(key=natural_key)
@@ -145,7 +145,7 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: str | None = None, fol
     return found
 
 
-def _skipped_note(*walks: _Walk) -> list[str]:
+def skipped_note(*walks: FolderWalk) -> list[str]:
     """The note on the linked folders the walks did not follow (none: no note)."""
     skipped = [item for walk in walks for item in walk.skipped]
     if not skipped:
@@ -155,7 +155,7 @@ def _skipped_note(*walks: _Walk) -> list[str]:
             "searched already or to one holding the folder searched (each folder is searched once)"]
 
 
-def _apart_note(walk: _Walk, other: Path, given: str, masks: bool = True) -> list[str]:
+def apart_note(walk: FolderWalk, other: Path, given: str, masks: bool = True) -> list[str]:
     """The note on the paths of one folder that lead into the ``other`` one (resolved: ``given``;
     none: no note): into the masks folder for the walk of the photos' one (``masks``), else into
     the photos' folder.
@@ -172,7 +172,7 @@ def _apart_note(walk: _Walk, other: Path, given: str, masks: bool = True) -> lis
             f"what lies in {other} is {taken}, not {instead}"]
 
 
-def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Path]]:
+def keyed_by_name(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Path]]:
     """``{relative/name: files}`` of ``files`` below ``folder`` named ``<name><tag>.<ext>`` (all of
     them when ``tag`` is empty)."""
     found: dict[Path, list[Path]] = {}
@@ -186,9 +186,9 @@ def _keyed(files: list[Path], folder: Path, tag: str = "") -> dict[Path, list[Pa
 
 
 @dataclass
-class _Inputs:
+class LayoutInputs:
     """One layout's files before they are paired: photos, masks and ground truths keyed by relative
-    name (see :func:`_keyed`), and what the messages of :func:`pairing._pair_inputs` say of the layout."""
+    name (see :func:`keyed_by_name`), and what the messages of :func:`pairing._pair_inputs` say of the layout."""
 
     layout: str
     images: dict[Path, list[Path]]

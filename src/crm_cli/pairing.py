@@ -19,23 +19,32 @@ from .imageio import IMAGE_SUFFIXES
 from .naming import (
     GT_SUFFIX,
     MASK_NAME_SUFFIXES,
-    _mask_suffix,
-    _name_key,
-    _number_key,
-    _padding_key,
-    _pick,
+    mask_suffix,
+    name_key,
     natural_key,
+    number_key,
+    padding_key,
+    preferred_file,
 )
-from .pair_inputs import _apart_note, _Inputs, _keyed, _skipped_note, _under, _unreadable_reason, _Walk, _walk
+from .pair_inputs import (
+    FolderWalk,
+    LayoutInputs,
+    apart_note,
+    keyed_by_name,
+    lies_under,
+    skipped_note,
+    unreadable_reason,
+    walk_folder,
+)
 from .pairing_hints import (
     MAX_LISTED,
-    _formats_hint,
-    _layout_hint,
-    _offset_note,
-    _renamed_masks_note,
-    _two_formats_hint,
-    _unreadable_hint,
+    formats_hint,
+    layout_hint,
     listed,
+    offset_note,
+    renamed_masks_note,
+    two_formats_hint,
+    unreadable_hint,
 )
 from .writing import NameFolding, name_folding
 
@@ -108,7 +117,7 @@ class Pairing(Generic[T]):
         return [failure for failure in self.failures if not failure.folder]
 
 
-def _unreadable_failures(unreadable: list[tuple[Path, str]]) -> list[PairFailure]:
+def unreadable_failures(unreadable: list[tuple[Path, str]]) -> list[PairFailure]:
     """A failure for each folder that could not be listed: whatever pairs it holds were not found, so a
     run that goes on without them has not done all it was asked to (exit 1), and says which folder."""
     return [PairFailure(str(folder), folder, f"cannot read the folder {folder} ({reason}): its files were not paired",
@@ -145,7 +154,7 @@ def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     as :func:`_match` compares them at the most: in NFC, letter case and zero-padding ignored
     (``frame_0001_mask.png`` beside ``frame_1.png`` is its mask, ``B_MASK.png`` has the suffix
     ``_mask``)."""
-    folded = [_number_key(Path(path.stem)) for path in files]
+    folded = [number_key(Path(path.stem)) for path in files]
     beside: dict[Path, set[str]] = {}
     for path, stem in zip(files, folded, strict=True):
         beside.setdefault(path.parent, set()).add(stem)
@@ -156,7 +165,7 @@ def _side_by_side(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     paired: set[tuple[Path, str]] = set()  # (folder, suffix) of each mask whose photo lies beside it
     for index, (path, stem) in enumerate(zip(files, folded, strict=True)):
         names = beside[path.parent]
-        suffix = _mask_suffix(stem)
+        suffix = mask_suffix(stem)
         if suffix is None or any(stem + own in names for own in MASK_NAME_SUFFIXES):
             is_mask.append(False)
             continue
@@ -179,7 +188,7 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
     The mask of ``<name>`` is ``<name><suffix>`` for a suffix of ``suffixes`` (``""``: the same
     name), in up to six rounds, each only among the masks no earlier round took: the same name,
     then a suffixed one, then the same two with letter case ignored, then with zero-padding ignored
-    too in the last number of the name (``frame_1`` and ``frame_0001``, see :func:`naming._number_key`).
+    too in the last number of the name (``frame_1`` and ``frame_0001``, see :func:`naming.number_key`).
     Names are compared in Unicode NFC. Within a round two fitting masks make the image ambiguous,
     and a mask that fits several images goes to none of them (``Cat`` and ``cat`` for ``CAT``):
     failures, never a guess. In the zero-padding rounds the images paired already count among
@@ -201,7 +210,7 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
 
     def as_is(key: Path) -> str:
         if key not in nfc:
-            nfc[key] = _name_key(key)
+            nfc[key] = name_key(key)
         return nfc[key]
 
     def case_folded(key: Path) -> str:
@@ -210,7 +219,7 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
         return folded[key]
 
     def padding_ignored(key: Path) -> str:
-        return _padding_key(case_folded(key))
+        return padding_key(case_folded(key))
 
     # The forms names are compared in, one after the other: as they are, then with letter case
     # ignored, then with zero-padding ignored as well.
@@ -255,45 +264,45 @@ def _match(images: Sequence[Path], masks: Sequence[Path], suffixes: Sequence[str
 def _outside(real: str, excluded: str | None) -> str | None:
     """``excluded`` (a resolved folder), or None when the resolved input folder ``real`` lies in it:
     an output folder around an input folder holds it whole, and nothing of it is an output."""
-    return None if _under(real, excluded) else excluded
+    return None if lies_under(real, excluded) else excluded
 
 
 def _folder_inputs(images_dir: Path, masks_dir: Path, excluded: str | None, layout: str, root: Path,
-                   real: tuple[str, str] | None = None) -> _Inputs:
+                   real: tuple[str, str] | None = None) -> LayoutInputs:
     """The photos below ``images_dir`` and the masks below ``masks_dir``, ``root`` being the folder
     the messages name; ``real`` is the two folders resolved, where the caller has resolved them
     already (each is resolved once). Each folder is walked without what lies in the other (see
-    :func:`pair_inputs._walk`'s ``apart``): a path of one that leads into the other (a link, or the other folder
+    :func:`pair_inputs.walk_folder`'s ``apart``): a path of one that leads into the other (a link, or the other folder
     inside it) is skipped with a note, so no mask is taken for a photo and no photo for a mask.
     Raises NoPairsError when there is no photo."""
     real_images, real_masks = real if real is not None else (os.path.realpath(images_dir),
                                                              os.path.realpath(masks_dir))
-    found_images = _walk(images_dir, IMAGE_SUFFIXES, _outside(real_images, excluded), apart=real_masks,
-                         real=real_images)
-    found_masks = _walk(masks_dir, IMAGE_SUFFIXES, _outside(real_masks, excluded), apart=real_images,
-                        real=real_masks)
-    images = _keyed(found_images.files, images_dir)
+    found_images = walk_folder(images_dir, IMAGE_SUFFIXES, _outside(real_images, excluded), apart=real_masks,
+                               real=real_images)
+    found_masks = walk_folder(masks_dir, IMAGE_SUFFIXES, _outside(real_masks, excluded), apart=real_images,
+                              real=real_masks)
+    images = keyed_by_name(found_images.files, images_dir)
     if not images:
         holder = "it" if root == images_dir else str(images_dir)
-        if (reason := _unreadable_reason(found_images, images_dir)) is not None:
+        if (reason := unreadable_reason(found_images, images_dir)) is not None:
             raise NoPairsError(f"{root}: no pairs found; cannot read {holder} ({reason})")
         raise NoPairsError(f"{root}: no pairs found; {holder} holds no image files"
-                           + _unreadable_hint(found_images.unreadable) + _formats_hint(found_images)
-                           + "".join(f"; {note}" for note in _apart_note(found_images, masks_dir, real_masks)))
-    notes = (_skipped_note(found_images, found_masks) + _apart_note(found_images, masks_dir, real_masks)
-             + _apart_note(found_masks, images_dir, real_images, masks=False))
-    return _Inputs(layout, images, _keyed(found_masks.files, masks_dir), ("", *MASK_NAME_SUFFIXES),
-                   images_inside=_keyed(found_images.inside, images_dir),
-                   masks_inside=_keyed(found_masks.inside, masks_dir),
-                   broken=found_images.broken + found_masks.broken,
-                   unreadable=found_images.unreadable + found_masks.unreadable, notes=notes, masks_dir=masks_dir)
+                           + unreadable_hint(found_images.unreadable) + formats_hint(found_images)
+                           + "".join(f"; {note}" for note in apart_note(found_images, masks_dir, real_masks)))
+    notes = (skipped_note(found_images, found_masks) + apart_note(found_images, masks_dir, real_masks)
+             + apart_note(found_masks, images_dir, real_images, masks=False))
+    return LayoutInputs(layout, images, keyed_by_name(found_masks.files, masks_dir), ("", *MASK_NAME_SUFFIXES),
+                        images_inside=keyed_by_name(found_images.inside, images_dir),
+                        masks_inside=keyed_by_name(found_masks.inside, masks_dir),
+                        broken=found_images.broken + found_masks.broken,
+                        unreadable=found_images.unreadable + found_masks.unreadable, notes=notes, masks_dir=masks_dir)
 
 
-def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") -> _Inputs:
+def _side_by_side_inputs(walked: FolderWalk, root: Path, command: str = "crm batch") -> LayoutInputs:
     """:func:`scan_pairs`' side-by-side layout of the files ``walked`` found below ``root``, with
     notes for the files left out. Raises NoPairsError when no folder holds both a photo and a mask,
     its hints worded for ``command``."""
-    notes = _skipped_note(walked)
+    notes = skipped_note(walked)
     # A photo's own mask beside it makes it a photo whatever its name (ski-mask.jpg + ski-mask_mask.png).
     photos, named = _side_by_side([*walked.files, *walked.inside])
     # Ground truths and coarse masks of the BIG layout's names (a_gt.png, a_seg.png beside a.jpg) are
@@ -301,11 +310,11 @@ def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") 
     left_out = {path for path in photos if any(path.stem.endswith(tag) and len(path.stem) > len(tag)
                                                for tag in SIDE_BY_SIDE_LEFT_OUT)}
     in_output = set(walked.inside)
-    images = _keyed([path for path in photos if path not in left_out and path not in in_output], root)
+    images = keyed_by_name([path for path in photos if path not in left_out and path not in in_output], root)
     every_photo = images  # before the folders without a mask are left out: the two-formats hint reads them
-    masks = _keyed([path for path in named if path not in in_output], root)
-    images_inside = _keyed([path for path in photos if path not in left_out and path in in_output], root)
-    masks_inside = _keyed([path for path in named if path in in_output], root)
+    masks = keyed_by_name([path for path in named if path not in in_output], root)
+    images_inside = keyed_by_name([path for path in photos if path not in left_out and path in in_output], root)
+    masks_inside = keyed_by_name([path for path in named if path in in_output], root)
     if shown := sorted((path for path in left_out if path not in in_output), key=natural_key):
         notes.append(f"{count_noun(len(shown), 'file')} named *{GT_SUFFIX}/*_seg left out: {listed(shown, 5)} "
                      "(taken for ground truths or coarse masks, not photos)")
@@ -317,23 +326,24 @@ def _side_by_side_inputs(walked: _Walk, root: Path, command: str = "crm batch") 
         notes.append(f"{count_noun(len(maskless), 'photo')} in folders without any <name>_mask.* mask not "
                      f"paired, e.g. {maskless[0]}")
     if not images or not masks:
-        if (reason := _unreadable_reason(walked, root)) is not None:
+        if (reason := unreadable_reason(walked, root)) is not None:
             raise NoPairsError(f"{root}: no pairs found; cannot read it ({reason})")
         raise NoPairsError(f"{root}: no pairs found; expected images/ and masks/ folders, <name>_im.* with "
                            "<name>_seg.* (BIG layout), or photos with their masks beside them named "
-                           "<name>_mask.*" + _unreadable_hint(walked.unreadable)
-                           + (_two_formats_hint(every_photo, root) or _layout_hint(root, command)
-                              or _formats_hint(walked)))
-    return _Inputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
-                   broken=walked.broken, unreadable=walked.unreadable, notes=notes, guessed_in=root, command=command)
+                           "<name>_mask.*" + unreadable_hint(walked.unreadable)
+                           + (two_formats_hint(every_photo, root) or layout_hint(root, command)
+                              or formats_hint(walked)))
+    return LayoutInputs(LAYOUT_SIDE_BY_SIDE, images, masks, MASK_NAME_SUFFIXES, images_inside, masks_inside,
+                        broken=walked.broken, unreadable=walked.unreadable, notes=notes, guessed_in=root,
+                        command=command)
 
 
-def _unread_around(folder: Path, inputs: _Inputs) -> Path | None:
+def _unread_around(folder: Path, inputs: LayoutInputs) -> Path | None:
     """The folder among ``inputs.unreadable`` that is ``folder`` or holds it, or None."""
     return next((path for path, _ in inputs.unreadable if path == folder or path in folder.parents), None)
 
 
-def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
+def _pair_inputs(inputs: LayoutInputs, exclude: Path | None) -> Pairing[FilePair]:
     """Pair each photo of ``inputs`` with its mask: the pairs, a failure for each photo without its
     one mask, and notes on the files left out (see :func:`scan_pairs`); ``exclude`` is the output
     folder as given, for the messages."""
@@ -346,31 +356,32 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         root = inputs.guessed_in
         raise NoPairsError(f"{root}: no pairs found; no photo <name>.* has its mask <name>_mask.* beside it, and "
                            "there are no <name>_im.* with <name>_seg.* (BIG layout) nor images/ and masks/ folders"
-                           + _unreadable_hint(inputs.unreadable)
-                           + (_two_formats_hint(images, root) or _layout_hint(root, inputs.command)))
+                           + unreadable_hint(inputs.unreadable)
+                           + (two_formats_hint(images, root) or layout_hint(root, inputs.command)))
     gt_names = _match(list(images), list(inputs.gts), ("",)).matched if inputs.gts else {}
     tried = f"(or {', '.join(MASK_NAME_SUFFIXES[1:])})"
     pairs: list[FilePair] = []
-    failures = _unreadable_failures(inputs.unreadable)
+    failures = unreadable_failures(inputs.unreadable)
     duplicates: list[str] = []  # files left out for another format of their name: named up to MAX_LISTED
     padded: list[str] = []  # the pairs matched only with zero-padding ignored, as "image + mask"
     for key, image_files in images.items():
-        image = _pick(image_files, duplicates)
+        image = preferred_file(image_files, duplicates)
         if key in matched:
-            mask = _pick(masks[matched[key]], duplicates)
-            gt = _pick(inputs.gts[gt_names[key]], duplicates) if key in gt_names else None
+            mask = preferred_file(masks[matched[key]], duplicates)
+            gt = preferred_file(inputs.gts[gt_names[key]], duplicates) if key in gt_names else None
             output = key.with_name(key.name + ("_mask.png" if big else ".png"))
             pairs.append(FilePair(str(key), image, mask, output, gt))
             if key in matches.padded:
                 padded.append(f"{image} + {mask}")
             continue
         if key in ambiguous:
-            fits = [str(_pick(masks[mask], [])) for mask in ambiguous[key]]
+            fits = [str(preferred_file(masks[mask], [])) for mask in ambiguous[key]]
             error = f"{image}: {len(fits)} masks fit it, {listed(fits)}: rename or remove all but one"
         elif key in contested:
             mask_name, rivals = contested[key]
-            fitted = [str(_pick(images[rival], [])) for rival in rivals]
-            error = (f"{image}: the mask {_pick(masks[mask_name], [])} fits {len(fitted)} photos, {listed(fitted)}: "
+            fitted = [str(preferred_file(images[rival], [])) for rival in rivals]
+            shared = preferred_file(masks[mask_name], [])
+            error = (f"{image}: the mask {shared} fits {len(fitted)} photos, {listed(fitted)}: "
                      "name it as one of them exactly (letter case too), and the others' masks as theirs")
         elif big:
             error = f"{image}: no matching {key.name}_seg.* mask"
@@ -388,8 +399,8 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
         # Side by side, a name held in two formats whose file used fails for want of a mask may be a
         # photo and its mask (a.jpg + a.png): said when no pair is found at all, and here beside pairs.
         failed = {Path(failure.name) for failure in failures}
-        if hint := _two_formats_hint({key: files for key, files in images.items() if key in failed},
-                                     inputs.guessed_in):
+        if hint := two_formats_hint({key: files for key, files in images.items() if key in failed},
+                                    inputs.guessed_in):
             notes.append(hint.removeprefix("; "))
     if padded:
         notes.append(f"{count_noun(len(padded), 'pair')} matched only by ignoring zero-padding in the last number of "
@@ -407,9 +418,9 @@ def _pair_inputs(inputs: _Inputs, exclude: Path | None) -> Pairing[FilePair]:
     # Numbered sequences named or numbered otherwise on the two sides: what to rename.
     unpaired = [key for key in images if key not in matched and key not in ambiguous and key not in contested]
     orphan_keys = [key for key in masks if key not in used]
-    notes += _offset_note(inputs, matched, unpaired, orphan_keys)
+    notes += offset_note(inputs, matched, unpaired, orphan_keys)
     if inputs.masks_dir is not None:
-        notes += _renamed_masks_note(inputs, unpaired, orphan_keys, tried)
+        notes += renamed_masks_note(inputs, unpaired, orphan_keys, tried)
     if inputs.broken:
         notes.append(f"{count_noun(len(inputs.broken), 'link')} to a missing file skipped, e.g. {inputs.broken[0]}")
     if left_out := len(inside.matched) + len(inside.ambiguous) + len(inside.contested):
@@ -449,7 +460,7 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
     Names are compared in Unicode NFC; where no mask has the same letter case, with case ignored;
     and where none fits so either, with the last number of the name read without its zeros
     (``frame_7`` + ``frame_0007``: frame numbers padded otherwise; folders and other numbers as
-    they are, see :func:`naming._number_key`), with a note counting such pairs. Two masks that fit one
+    they are, see :func:`naming.number_key`), with a note counting such pairs. Two masks that fit one
     photo equally, or one mask that fits several photos equally (photos ``a_1`` and ``a_01`` for
     ``a_001.png``, even where ``a_01`` has its own mask), make each such photo a failure.
     Sub-folders are searched (linked ones too, each real folder once, never a folder around the one
@@ -463,9 +474,9 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
     counts the input pairs found there. Pairs and failures come in natural order (``frame_2``
     before ``frame_10``, see :func:`naming.natural_key`). Where photos without a mask and masks without a
     photo are numbered sequences, a note says when the masks' numbers look shifted from the photos'
-    (masks from 0, photos from 1: :func:`pairing_hints._offset_note`) or, in folder layouts, when the masks are
+    (masks from 0, photos from 1: :func:`pairing_hints.offset_note`) or, in folder layouts, when the masks are
     named otherwise before the number with a mask word (``plate_matte.0001`` for ``plate.0001``:
-    :func:`pairing_hints._renamed_masks_note`); neither is ever paired. Raises NoPairsError when there is no image
+    :func:`pairing_hints.renamed_masks_note`); neither is ever paired. Raises NoPairsError when there is no image
     at all (images without masks are failures instead; a folder whose names each come in two
     formats, ``a.jpg`` + ``a.png``, is told how to pair them). Outputs that would be one file on some
     disks are not checked here: see :func:`split_output_clashes`.
@@ -474,22 +485,22 @@ def scan_pairs(root: Path, exclude: Path | None = None, command: str = "crm batc
     excluded = _outside(real, os.path.realpath(exclude) if exclude is not None else None)
     if (root / "images").is_dir() and (root / "masks").is_dir():
         inputs = _folder_inputs(root / "images", root / "masks", excluded, LAYOUT_FOLDERS, root)
-        stray = [path for path in _walk(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks"),
-                                        real=real).files
+        stray = [path for path in walk_folder(root, IMAGE_SUFFIXES, excluded, follow=False, skip=("images", "masks"),
+                                              real=real).files
                  if path.stem.endswith("_im") and len(path.stem) > 3]
         if stray:
             inputs.notes.append(f"{count_noun(len(stray), '*_im file')} not paired, e.g. {stray[0]}: with images/ "
                                 "and masks/ folders, only those are paired")
         return _pair_inputs(inputs, exclude)
-    walked = _walk(root, IMAGE_SUFFIXES, excluded, real=real)
-    images = _keyed(walked.files, root, "_im")
+    walked = walk_folder(root, IMAGE_SUFFIXES, excluded, real=real)
+    images = keyed_by_name(walked.files, root, "_im")
     if not images:
         return _pair_inputs(_side_by_side_inputs(walked, root, command), exclude)
-    return _pair_inputs(_Inputs(LAYOUT_BIG, images, _keyed(walked.files, root, "_seg"), ("",),
-                                images_inside=_keyed(walked.inside, root, "_im"),
-                                masks_inside=_keyed(walked.inside, root, "_seg"),
-                                gts=_keyed(walked.files, root, GT_SUFFIX), broken=walked.broken,
-                                unreadable=walked.unreadable, notes=_skipped_note(walked)), exclude)
+    return _pair_inputs(LayoutInputs(LAYOUT_BIG, images, keyed_by_name(walked.files, root, "_seg"), ("",),
+                                     images_inside=keyed_by_name(walked.inside, root, "_im"),
+                                     masks_inside=keyed_by_name(walked.inside, root, "_seg"),
+                                     gts=keyed_by_name(walked.files, root, GT_SUFFIX), broken=walked.broken,
+                                     unreadable=walked.unreadable, notes=skipped_note(walked)), exclude)
 
 
 def scan_folder_pairs(images_dir: Path, masks_dir: Path, exclude: Path | None = None) -> Pairing[FilePair]:

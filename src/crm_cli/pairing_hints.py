@@ -1,6 +1,6 @@
 """What :mod:`pairing` explains itself with: the hints of its NoPairsError (a folder's layout, sibling folders,
 names in two formats, unreadable folders, formats crm does not read), its notes on mask sequences numbered or
-named otherwise than their photos (:func:`_offset_note`, :func:`_renamed_masks_note`), and :func:`listed` with
+named otherwise than their photos (:func:`offset_note`, :func:`renamed_masks_note`), and :func:`listed` with
 MAX_LISTED, how many items a message names."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from .errors import count_noun
 from .image_headers import probe_image
 from .image_sources import ImageReadError
 from .imageio import IMAGE_SUFFIXES
-from .naming import _format_rank, _last_number, _mask_suffix, _name_key, _number_key
-from .pair_inputs import _Inputs, _under, _Walk
+from .naming import format_rank, last_number_span, mask_suffix, name_key, number_key
+from .pair_inputs import FolderWalk, LayoutInputs, lies_under
 
 MAX_LISTED = 20  # items named in a message (missing ground truths, label or category ids)
 
@@ -32,7 +32,7 @@ def listed(items: Sequence[Any], limit: int = MAX_LISTED) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _unreadable_hint(unreadable: list[tuple[Path, str]]) -> str:
+def unreadable_hint(unreadable: list[tuple[Path, str]]) -> str:
     """For a NoPairsError: the folders that could not be listed (they may hold the pairs), or ""."""
     if not unreadable:
         return ""
@@ -40,7 +40,7 @@ def _unreadable_hint(unreadable: list[tuple[Path, str]]) -> str:
     return f"; cannot read {count_noun(len(unreadable), 'folder')} in it, e.g. {folder} ({reason})"
 
 
-def _formats_hint(walked: _Walk) -> str:
+def formats_hint(walked: FolderWalk) -> str:
     """`` (it holds 300 .exr files; crm reads .jpg, ...)`` for a folder without one image crm reads."""
     if not walked.others:
         return ""
@@ -59,7 +59,7 @@ _MASK_MODES = frozenset({"1", "L", "LA", "P", "I", "I;16", "I;16B", "I;16L", "F"
 
 def _hint_names(folder: Path) -> tuple[dict[str, Path], bool]:
     """The image files below ``folder`` by name as ``--masks`` would pair them (relative path without
-    extension or mask suffix, letter case and zero-padding ignored: see :func:`naming._number_key`), one file
+    extension or mask suffix, letter case and zero-padding ignored: see :func:`naming.number_key`), one file
     each (the first by path), and whether every entry below was read. Links to folders are not
     followed and hidden entries are skipped. At most _HINT_ENTRIES entries are read, folder by folder
     (breadth first) and each folder in the order the disk lists it: a bigger folder gives a sample."""
@@ -85,9 +85,9 @@ def _hint_names(folder: Path) -> tuple[dict[str, Path], bool]:
                         continue
                     path = directory / name
                     stem = path.stem
-                    suffix = _mask_suffix(stem)
-                    key = _number_key(path.relative_to(folder).with_name(stem[: len(stem) - len(suffix)]
-                                                                         if suffix else stem))
+                    suffix = mask_suffix(stem)
+                    key = number_key(path.relative_to(folder).with_name(stem[: len(stem) - len(suffix)]
+                                                                        if suffix else stem))
                     if key not in names or path < names[key]:
                         names[key] = path
         except OSError:  # unreadable, or gone meanwhile: no names there
@@ -126,7 +126,7 @@ def _sibling_hint(root: Path, command: str = "crm batch") -> str:
         if len(chosen) == _HINT_FOLDERS:
             break
         real = os.path.realpath(root / name) if link else os.path.join(real_root, name)
-        if not _under(real_root, real):  # a link to root or to a folder around it: no folder of photos
+        if not lies_under(real_root, real):  # a link to root or to a folder around it: no folder of photos
             chosen.setdefault(real, name)
     folders = sorted(chosen.values())
     read = {folder: _hint_names(root / folder) for folder in folders}
@@ -164,7 +164,7 @@ def _sibling_hint(root: Path, command: str = "crm batch") -> str:
     return f"{told}, name the two, the masks' folder after --masks: {pair_them} (or call them images/ and masks/)"
 
 
-def _layout_hint(root: Path, command: str = "crm batch") -> str:
+def layout_hint(root: Path, command: str = "crm batch") -> str:
     """Why ``root`` has no images/ + masks/ layout when it holds one of the two folders, or, holding
     neither, two of its folders that hold images of the same names (:func:`_sibling_hint`); worded
     for ``command`` (see :func:`pairing.scan_pairs`)."""
@@ -192,17 +192,17 @@ def _layout_hint(root: Path, command: str = "crm batch") -> str:
     return f"{told}: {rename}, or name the two: crm batch {photos} --masks {mattes}"
 
 
-def _two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
+def two_formats_hint(images: dict[Path, list[Path]], root: Path) -> str:
     """For a folder below ``root`` taken for the side-by-side layout in which no pair was found: the
     names held in two formats (``frame_0001.jpg`` + ``frame_0001.png``), one photo by the format rule
-    (see :func:`naming._preference`) but maybe a photo and its mask, as a hint naming how to pair them in
+    (see :func:`naming.format_preference`) but maybe a photo and its mask, as a hint naming how to pair them in
     words that say what each command that reads the folder takes (crm batch, train, eval); "" when no name
     is held in exactly two formats. The masks' format is the one whose file of the first such name
-    reads as a mask while the other does not, else the one :func:`naming._preference` puts first (lossless:
+    reads as a mask while the other does not, else the one :func:`naming.format_preference` puts first (lossless:
     PNG before JPEG)."""
     combinations: dict[tuple[str, str], list[list[Path]]] = {}
     for files in images.values():
-        formats = sorted({path.suffix.lower() for path in files}, key=_format_rank)
+        formats = sorted({path.suffix.lower() for path in files}, key=format_rank)
         if len(formats) == 2:
             combinations.setdefault((formats[0], formats[1]), []).append(files)
     if not combinations:
@@ -233,14 +233,14 @@ _Sequence = tuple[str, str, str]
 
 def _numbered(key: Path, suffixes: Sequence[str] = ()) -> tuple[_Sequence, int] | None:
     """``key`` (a relative name) as a numbered frame: its sequence and its number (the last number
-    of the name, see :func:`naming._last_number`), the name read without the suffix of ``suffixes`` ending
+    of the name, see :func:`naming.last_number_span`), the name read without the suffix of ``suffixes`` ending
     it (a mask's ``frame_0007_mask`` is frame 7 of the sequence ``frame_``); None without a number."""
-    folder, _, name = _name_key(key, fold=True).rpartition("/")
+    folder, _, name = name_key(key, fold=True).rpartition("/")
     for suffix in suffixes:
         if suffix and name.endswith(suffix.casefold()) and len(name) > len(suffix):
             name = name[: len(name) - len(suffix)]
             break
-    span = _last_number(name)
+    span = last_number_span(name)
     if span is None:
         return None
     start, end = span
@@ -257,8 +257,8 @@ def _sequences(keys: Sequence[Path], suffixes: Sequence[str] = ()) -> dict[_Sequ
     return found
 
 
-def _offset_note(inputs: _Inputs, matched: dict[Path, Path], unpaired: list[Path],
-                 orphans: list[Path]) -> list[str]:
+def offset_note(inputs: LayoutInputs, matched: dict[Path, Path], unpaired: list[Path],
+                orphans: list[Path]) -> list[str]:
     """The note on a mask sequence numbered from another number than its photos' (masks
     ``frame_0000`` ... ``frame_0004`` beside photos ``frame_0001`` ... ``frame_0005``, each mask
     likely the next photo's), which pairing by name pairs one off, or not at all: a sequence of the
@@ -336,7 +336,7 @@ def _numbers_in_common(mask_numbers: dict[int, Path], photo_numbers: dict[int, P
     return mask_numbers.keys() & photo_numbers.keys()  # a dict view's & runs over the smaller of the two
 
 
-def _renamed_masks_note(inputs: _Inputs, unpaired: list[Path], orphans: list[Path], tried: str) -> list[str]:
+def renamed_masks_note(inputs: LayoutInputs, unpaired: list[Path], orphans: list[Path], tried: str) -> list[str]:
     """The note on masks without a photo named as photos without a mask but for a mask word in the
     text before the frame number (``plate_matte.0001`` for ``plate.0001``, ``frame_mask_00001`` for
     ``frame_00001``), or with a mask word for that whole text (``mask_00001`` for ``frame_00001``):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from .sample_values import _photo_integers, _to_uint8, _unit_floats
+from .sample_values import photo_integers, uint16_to_uint8, unit_floats
 from .writing import warnings_ignored
 
 # Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (the slip that
@@ -92,7 +92,7 @@ def _photo_to_uint8(values: np.ndarray, label: str, photo_bits: int | None = Non
     top = int(values.max()) if values.size else 0
     white = next(((1 << bits) - 1 for bits in _PHOTO_BIT_DEPTHS if top < 1 << bits), 65535)
     if white == 65535 or top == 0:  # an all-black photo is black on any scale: no note
-        scaled, note = _to_uint8(values), None
+        scaled, note = uint16_to_uint8(values), None
     else:
         scaled = ((values.astype(np.uint32) * 255 + white // 2) // white).astype(np.uint8)
         note = (f"{label}: a 16-bit image whose largest value is {top}, read as {white.bit_length()}-bit "
@@ -199,8 +199,8 @@ def _float_photo_to_uint8(values: np.ndarray, label: str) -> tuple[np.ndarray, s
     return stretched, _stretch_note(label, f"{low:.4g} to {high:.4g}", 1.0, gray)
 
 
-def _image_pixels(decoded: Image.Image | np.ndarray, label: str,
-                  photo_bits: int | None = None) -> tuple[np.ndarray, str | None]:
+def image_pixels(decoded: Image.Image | np.ndarray, label: str,
+                 photo_bits: int | None = None) -> tuple[np.ndarray, str | None]:
     """RGB uint8 (H, W, 3) pixels of a decoded image, before orientation, and a note on how they
     were scaled (or None). ``photo_bits``: the scale of 16-bit (and 32-bit integer) values, None for
     each file's own (:func:`_photo_to_uint8`); 8-bit and floating-point files ignore it."""
@@ -208,10 +208,10 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str,
         return _photo_to_uint8(decoded[..., :3], label, photo_bits)
     mode = decoded.mode
     if mode.startswith("I;16") or mode == "I":
-        gray, note = _photo_to_uint8(_photo_integers(decoded, label), label, photo_bits)
+        gray, note = _photo_to_uint8(photo_integers(decoded, label), label, photo_bits)
         return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "F":
-        gray, note = _float_photo_to_uint8(_unit_floats(decoded, label, "image"), label)
+        gray, note = _float_photo_to_uint8(unit_floats(decoded, label, "image"), label)
         return np.repeat(gray[..., None], 3, axis=2), note
     if mode == "RGB":
         return np.asarray(decoded), None
@@ -219,26 +219,28 @@ def _image_pixels(decoded: Image.Image | np.ndarray, label: str,
     # Pillow warns, naming no file, when a palette photo's transparency (PNG tRNS) is dropped
     # converting it to RGB; a photo's alpha is always dropped, so there is nothing to say.
     with warnings_ignored(UserWarning):
+        if mode == "La":  # premultiplied grey, which Pillow converts to RGB only by way of LA
+            decoded = decoded.convert("LA")
         return np.asarray(decoded.convert("RGB")), None
 
 
-def _rgb16(decoded: Image.Image | np.ndarray, label: str) -> np.ndarray:
+def decoded_rgb16(decoded: Image.Image | np.ndarray, label: str) -> np.ndarray:
     """RGB uint16 (H, W, 3) of a decoded 16-bit file, before orientation: OpenCV's colour pixels (alpha
     dropped) or a 16-bit grey image repeated in three channels, its values as stored."""
     if isinstance(decoded, np.ndarray):
         return np.ascontiguousarray(decoded[..., :3], dtype=np.uint16)
-    return np.repeat(_photo_integers(decoded, label)[..., None], 3, axis=2)
+    return np.repeat(photo_integers(decoded, label)[..., None], 3, axis=2)
 
 
-def _takes_photo_bits(decoded: Image.Image | np.ndarray) -> bool:
-    """Whether ``photo_bits`` shapes a decoded photo's pixels, as :func:`_image_pixels` reads them: OpenCV's
+def decoded_takes_photo_bits(decoded: Image.Image | np.ndarray) -> bool:
+    """Whether ``photo_bits`` shapes a decoded photo's pixels, as :func:`image_pixels` reads them: OpenCV's
     16-bit colour pixels and Pillow's 16- and 32-bit integer modes; 8-bit and floating-point files ignore it."""
     if isinstance(decoded, np.ndarray):
         return True
     return decoded.mode.startswith("I;16") or decoded.mode == "I"
 
 
-def _stored_bits(decoded: Image.Image | np.ndarray) -> int:
+def decoded_stored_bits(decoded: Image.Image | np.ndarray) -> int:
     """Bits per channel of a decoded photo's file: 16 for OpenCV's 16-bit colour pixels and 16-bit
     grey, 32 for floating-point and 32-bit integer files, 8 for the rest (1-bit and palette too)."""
     if isinstance(decoded, np.ndarray):

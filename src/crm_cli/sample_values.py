@@ -8,7 +8,7 @@ from PIL import Image
 from .image_sources import ImageReadError
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def uint16_to_uint8(values: np.ndarray) -> np.ndarray:
     """Scale uint16 values to uint8 with rounding (65535 -> 255, 32768 -> 128), not clipping."""
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
@@ -57,7 +57,7 @@ def check_signed_bytes(image: Image.Image, label: str) -> None:
                              "crm does not read; shift or rescale them to 0..255 first")
 
 
-def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
+def photo_integers(image: Image.Image, label: str) -> np.ndarray:
     """uint16 values of an I;16* or 32-bit "I" photo. Values outside 0..65535 (a signed TIFF's
     negatives, a 32-bit count) have no place on any scale crm reads photos on: clipping them would
     turn every negative pixel black in silence (the air and soft tissue of a CT slice), so such a
@@ -72,7 +72,7 @@ def _photo_integers(image: Image.Image, label: str) -> np.ndarray:
     return values.astype(np.uint16)
 
 
-def _integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
+def integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
     """uint16 values of a 16- or 32-bit integer mask (Pillow modes I;16* and I). 32-bit values must
     fit 0..65535, so that the 8- and 16-bit scales of :func:`masks.uint16_full_scale` apply."""
     values = _upright_levels(decoded, np.asarray(decoded), label)
@@ -89,7 +89,7 @@ def _integer_mask(decoded: Image.Image, label: str) -> np.ndarray:
 FLOAT_MASK_TOLERANCE = 1e-3
 
 
-def _unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.ndarray:
+def unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.ndarray:
     """The float32 values of a floating-point ``what`` (a mask's probability map, e.g. a 32-bit
     TIFF, or an image's grey levels), checked to be finite and within [0, 1] (rounding overshoot clipped)."""
     if white_is_zero(decoded):

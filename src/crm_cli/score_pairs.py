@@ -8,9 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import count_noun
-from .naming import GT_SUFFIX, MASK_EXTENSIONS, SEG_SUFFIX, _duplicate_note, _name_key, _pick, _preference, natural_key
-from .pair_inputs import _skipped_note, _under, _Walk, _walk
-from .pairing import NoPairsError, PairFailure, Pairing, _unreadable_failures
+from .naming import (
+    GT_SUFFIX,
+    MASK_EXTENSIONS,
+    SEG_SUFFIX,
+    duplicate_note,
+    format_preference,
+    name_key,
+    natural_key,
+    preferred_file,
+)
+from .pair_inputs import FolderWalk, lies_under, skipped_note, walk_folder
+from .pairing import NoPairsError, PairFailure, Pairing, unreadable_failures
 
 # Prediction names tried for a ground truth <name>_gt, in this order (BIG layout, DESIGN §5).
 PRED_SUFFIXES = ("_mask", "", "_seg")
@@ -25,18 +34,18 @@ class ScorePair:
     gt: Path
 
 
-def _mask_files(folder: Path, walks: list[_Walk], other: Path | None = None) -> list[Path]:
+def _mask_files(folder: Path, walks: list[FolderWalk], other: Path | None = None) -> list[Path]:
     """Mask files below ``folder`` (sub-folders included, linked ones too, each real folder once),
     sorted. Hidden files and folders are left out, and so is what lies in the real folder of
     ``other`` (the other argument of ``crm score``: a folder inside this one, or linked from it),
-    unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`pair_inputs._skipped_note`)."""
+    unless ``folder`` lies there itself. The walk is added to ``walks`` (for :func:`pair_inputs.skipped_note`)."""
     real = os.path.realpath(folder)
     skip = None
     if other is not None:
         skip = os.path.realpath(other)
-        if _under(real, skip):
+        if lies_under(real, skip):
             skip = None
-    walked = _walk(folder, MASK_EXTENSIONS, skip, real=real)
+    walked = walk_folder(folder, MASK_EXTENSIONS, skip, real=real)
     walks.append(walked)
     return walked.files
 
@@ -50,23 +59,23 @@ def _base_name(gt: Path, folder: Path | None = None) -> str:
 
 def _index(files: list[Path], folder: Path) -> tuple[dict[str, Path], dict[Path, list[Path]]]:
     """Predictions by relative path without and with the extension (in Unicode NFC, see
-    :func:`naming._name_key`), and for each file chosen for a name, the other formats of that name it was
-    chosen over (see :func:`naming._preference`)."""
+    :func:`naming.name_key`), and for each file chosen for a name, the other formats of that name it was
+    chosen over (see :func:`naming.format_preference`)."""
     by_key: dict[str, Path] = {}
     shadowed: dict[Path, list[Path]] = {}
-    for path in sorted(files, key=_preference):
+    for path in sorted(files, key=format_preference):
         relative = path.relative_to(folder)
-        used = by_key.setdefault(_name_key(relative.with_suffix("")), path)
+        used = by_key.setdefault(name_key(relative.with_suffix("")), path)
         if used != path and used.with_suffix("") == path.with_suffix(""):
             shadowed.setdefault(used, []).append(path)
-        by_key.setdefault(_name_key(relative), path)
+        by_key.setdefault(name_key(relative), path)
     return by_key, shadowed
 
 
 def _find_prediction(name: str, gt: Path, index: dict[str, Path], suffixes: tuple[str, ...]) -> Path | None:
     """The first ``<name><suffix>`` present in the prediction index, never the GT file itself."""
     for suffix in suffixes:
-        candidate = index.get(_name_key(Path(name + suffix)))
+        candidate = index.get(name_key(Path(name + suffix)))
         if candidate is not None and candidate.resolve() != gt.resolve():
             return candidate
     return None
@@ -76,7 +85,7 @@ def _other_predictions(name: str, gt: Path, index: dict[str, Path], suffixes: tu
                        found: Path) -> list[Path]:
     """The predictions ``<name><suffix>`` present besides ``found``, the one :func:`_find_prediction` took.
     A ``<name>_seg`` is none: in the BIG layout it is the coarse mask beside the refined ``<name>_mask``."""
-    others = (index.get(_name_key(Path(name + suffix))) for suffix in suffixes if suffix != SEG_SUFFIX)
+    others = (index.get(name_key(Path(name + suffix))) for suffix in suffixes if suffix != SEG_SUFFIX)
     return [path for path in others if path is not None and path != found and path.resolve() != gt.resolve()]
 
 
@@ -116,7 +125,7 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     if not pred.exists():
         raise FileNotFoundError(f"prediction not found: {pred}")
     notes: list[str] = []
-    walks: list[_Walk] = []
+    walks: list[FolderWalk] = []
     if gt.is_file():
         if pred.is_file():
             return Pairing([ScorePair(_base_name(gt), pred, gt)])
@@ -124,10 +133,10 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
         found = _find_prediction(_base_name(gt), gt, index, suffixes)
         if found is None:
             raise FileNotFoundError(_no_prediction(gt.name, _base_name(gt), pred, suffixes))
-        notes.extend(_duplicate_note(found, path) for path in shadowed.get(found, []))
+        notes.extend(duplicate_note(found, path) for path in shadowed.get(found, []))
         if others := _other_predictions(_base_name(gt), gt, index, suffixes, found):
             notes.append(_several_predictions_note(pred, 1, [found, *others], suffixes))
-        return Pairing([ScorePair(_base_name(gt), found, gt)], notes=_skipped_note(*walks) + notes)
+        return Pairing([ScorePair(_base_name(gt), found, gt)], notes=skipped_note(*walks) + notes)
     if pred.is_file():
         raise ValueError("GT is a folder, so PRED must be a folder too")
 
@@ -147,40 +156,40 @@ def scan_predictions(pred: Path, gt: Path, pred_suffix: str | None = None) -> Pa
     pred_files = _mask_files(pred, walks, other=gt)
     index, shadowed = _index(pred_files, pred)
     pairs: list[ScorePair] = []
-    failures = _unreadable_failures([folder for walk in walks for folder in walk.unreadable])
+    failures = unreadable_failures([folder for walk in walks for folder in walk.unreadable])
     several: list[list[Path]] = []  # per ground truth with more than one prediction: the scored one first
     for name, files in by_name.items():
-        gt_file = _pick(files, notes)
+        gt_file = preferred_file(files, notes)
         found = _find_prediction(name, gt_file, index, suffixes)
         if found is None:
             failures.append(PairFailure(name, gt_file, _no_prediction(gt_file, name, pred, suffixes)))
             continue
-        notes.extend(_duplicate_note(found, path) for path in shadowed.pop(found, []))
+        notes.extend(duplicate_note(found, path) for path in shadowed.pop(found, []))
         if others := _other_predictions(name, gt_file, index, suffixes, found):
             several.append([found, *others])
         pairs.append(ScorePair(name, found, gt_file))
     if several:
         notes.append(_several_predictions_note(pred, len(several), several[0], suffixes))
-    if unscored := _without_ground_truth(pred_files, pred, {_name_key(Path(name)) for name in by_name}, suffixes,
+    if unscored := _without_ground_truth(pred_files, pred, {name_key(Path(name)) for name in by_name}, suffixes,
                                          big=bool(big_layout)):
         notes.append(f"{pred}: {count_noun(len(unscored), 'prediction')} without a ground truth in {gt} not scored, "
                      f"e.g. {unscored[0]}")
-    return Pairing(pairs, failures, _skipped_note(*walks) + notes)
+    return Pairing(pairs, failures, skipped_note(*walks) + notes)
 
 
 def _without_ground_truth(files: list[Path], folder: Path, names: set[str], suffixes: Sequence[str],
                           big: bool) -> list[Path]:
     """The predictions below ``folder`` that no ground truth pairs with, one file for each name
     (in :func:`naming.natural_key` order): files named ``<name><suffix>`` (a suffix of ``suffixes``) for no
-    ground-truth name of ``names`` (relative, as :func:`naming._name_key` spells them). A name's files
+    ground-truth name of ``names`` (relative, as :func:`naming.name_key` spells them). A name's files
     (``b_mask``, ``b_seg``) count once, as the file a ground truth ``b`` would pair with. Beside
     BIG-layout ground truths (``big``), the photos ``*_im`` and the ground truths ``*_gt`` are no
     predictions."""
     found: dict[str, tuple[int, Path]] = {}  # by the name without its longest suffix: (suffix's rank, file)
-    for path in sorted(files, key=_preference):
+    for path in sorted(files, key=format_preference):
         if big and any(path.stem.endswith(tag) and len(path.stem) > len(tag) for tag in ("_im", GT_SUFFIX)):
             continue
-        key = _name_key(path.relative_to(folder).with_suffix(""))
+        key = name_key(path.relative_to(folder).with_suffix(""))
         fits = [(len(suffix), rank, key[: len(key) - len(suffix)]) for rank, suffix in enumerate(suffixes)
                 if key.endswith(suffix) and len(key) > len(suffix)]
         if not fits or any(base in names for _, _, base in fits):

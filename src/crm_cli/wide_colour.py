@@ -15,7 +15,7 @@ from .image_sources import ImageReadError
 from .masks import swaps_axes
 
 
-def _is_16bit_colour(image: Image.Image) -> bool:
+def is_16bit_colour(image: Image.Image) -> bool:
     """True when Pillow would reduce a 16-bit-per-channel colour file to 8 bits by truncation."""
     if image.mode not in ("RGB", "RGBA") or not image.tile:
         return False
@@ -46,7 +46,7 @@ def _opencv_quiet() -> Iterator[None]:
             cv_logging.setLogLevel(level)
 
 
-def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
+def decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     """Full-precision uint16 RGB or RGBA pixels of a 16-bit colour PNG/TIFF, via OpenCV."""
     with _opencv_quiet():
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -56,7 +56,7 @@ def _decode_16bit_colour(data: bytes, label: str) -> np.ndarray:
     return cv2.cvtColor(pixels, code)
 
 
-def _wide_separate_planes(image: Image.Image) -> bool:
+def wide_separate_planes(image: Image.Image) -> bool:
     """Whether ``image`` is a TIFF of more than 8 bits a sample that stores each colour in a plane of
     its own (PlanarConfiguration 2, as tifffile writes a (3, H, W) uint16 array): OpenCV scrambles
     such files, and Pillow reads the uncompressed ones wrongly too (8-bit ones read right)."""
@@ -67,7 +67,7 @@ def _wide_separate_planes(image: Image.Image) -> bool:
     return max(bits if isinstance(bits, tuple) else (bits,)) > 8
 
 
-def _check_same_pixels(pixels: np.ndarray, loaded: Image.Image, label: str) -> None:
+def check_same_pixels(pixels: np.ndarray, loaded: Image.Image, label: str) -> None:
     """ImageReadError unless OpenCV's 16-bit ``pixels`` (laid out as ``loaded``) agree with Pillow's
     8-bit reading of the same file (its top 8 bits): a layout OpenCV decodes wrongly would otherwise
     be refined as noise, without a word."""
@@ -79,7 +79,7 @@ def _check_same_pixels(pixels: np.ndarray, loaded: Image.Image, label: str) -> N
                              "can be trusted; save it as a 16-bit PNG, or an interleaved (contiguous) TIFF")
 
 
-def _laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> np.ndarray:
+def laid_out_as(pixels: np.ndarray, loaded: Image.Image, orientation: int) -> np.ndarray:
     """OpenCV's 16-bit ``pixels`` of a file with EXIF ``orientation``, laid out as Pillow loaded it.
 
     Which formats each library turns upright itself differs between their versions (OpenCV 5 turns

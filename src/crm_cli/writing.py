@@ -19,7 +19,7 @@ import unicodedata
 import uuid
 import warnings
 import zlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -500,6 +500,25 @@ def leftover_temp_files(folder: Path, names: Collection[str], min_age_s: float) 
         except OSError:
             continue
     return sorted(found)
+
+
+def remove_leftover_temp_files(outputs: Iterable[Path], min_age_s: float) -> list[Path]:
+    """Delete the :func:`leftover_temp_files` of ``outputs`` (where write_atomic makes them: beside a
+    link's target, for an output that is a link) untouched for ``min_age_s`` seconds or more: writes
+    killed half-way. Returns the files removed."""
+    names_by_folder: dict[Path, set[str]] = {}
+    for output in outputs:
+        target = Path(os.path.realpath(output)) if output.is_symlink() else output
+        names_by_folder.setdefault(target.parent, set()).add(target.name)
+    removed: list[Path] = []
+    for folder, names in names_by_folder.items():
+        for temp in leftover_temp_files(folder, names, min_age_s):
+            try:
+                temp.unlink()
+            except OSError:
+                continue  # gone meanwhile, or not ours to delete: harmless either way
+            removed.append(temp)
+    return removed
 
 
 def write_error_reason(target: Path, error: OSError) -> str:

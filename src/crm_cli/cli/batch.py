@@ -61,7 +61,7 @@ from .output import (
     warn,
 )
 from .resumable import RayOpt, checked_ray_spec, weights_identity
-from .stops import stop_behind
+from .stops import clear_leftover_temp_files, stop_behind
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -488,28 +488,6 @@ def counts_as_done(output: Path, overwrite: bool = False, since_ns: int | None =
     return True, None
 
 
-def remove_leftover_temp_files(output_dir: Path, pairs: list[FilePair]) -> list[Path]:
-    """Delete crm's own temp files (``.NAME.<hex>.tmp``, NAME shortened for a long one: see
-    writing.temp_path) beside these pairs' outputs that are older than the stale-lock age: writes
-    killed half-way. Returns the files removed."""
-    from ..locks import STALE_LOCK_AGE_S
-    from ..writing import leftover_temp_files
-
-    names_by_folder: dict[Path, set[str]] = {}
-    for pair in pairs:
-        output = output_dir / pair.relative_output
-        names_by_folder.setdefault(output.parent, set()).add(output.name)
-    removed: list[Path] = []
-    for folder, names in names_by_folder.items():
-        for temp in leftover_temp_files(folder, names, STALE_LOCK_AGE_S):
-            try:
-                temp.unlink()
-            except OSError:
-                continue  # gone meanwhile, or not ours to delete: harmless either way
-            removed.append(temp)
-    return removed
-
-
 # The key under which refine_pair_job's outcome of a pair whose write found no room (a full disk,
 # a used-up quota) holds the errno; the command stops the run there, and the key is no part of --json.
 OUT_OF_SPACE_KEY = "out_of_space"
@@ -772,9 +750,7 @@ def batch(
              f"none): "
              f"{'would be refined' if dry_run else 'refined'} again (e.g. {other_settings[0]})")
     if not dry_run and is_folder(output_dir):
-        removed = remove_leftover_temp_files(output_dir, pairs)
-        if removed and not quiet:
-            say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
+        clear_leftover_temp_files((output_dir / pair.relative_output for pair in pairs), quiet)
     # Checked before the model loads: the output folder, and each pair's headers, sizes and memory.
     if todo and (reason := unwritable_reason(output_dir, folder=True)) is not None:
         raise fatal.fail(reason)

@@ -28,6 +28,7 @@ from .options import (
 )
 from .output import FailureRecord, console, finish_run, report_failure, say, usage_errors_recorded, warn
 from .resumable import RayOpt, checked_ray_spec, weights_identity
+from .stops import clear_leftover_temp_files
 
 MAX_LISTED_FAILURES = 20  # failures listed on stderr (all of them are in --json)
 
@@ -151,6 +152,7 @@ def coco(
         load_coco_hashed,
         plan_jobs,
         refine_image_job,
+        sidecar_path,
     )
     from ..coco import write_json_atomic as write_output
     from ..raybatch import RayRunError, ray_run
@@ -175,6 +177,7 @@ def coco(
     # Checked before anything is read or loaded: a path under a file gives one clear line.
     if (reason := unwritable_reason(output)) is not None:
         raise fatal.fail(reason)
+    clear_leftover_temp_files([output, sidecar_path(output)], quiet)  # what killed runs' writes of them left
     with user_errors(fatal.emit):
         data, input_sha256 = load_coco_hashed(annotations)
         if wanted:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,18 @@ from .options import (
     require_existing,
     threshold_option,
 )
-from .output import FailureRecord, console, finish_run, percent, report_failure, say, usage_errors_recorded, warn
+from .output import (
+    FailureRecord,
+    console,
+    fail,
+    finish_run,
+    percent,
+    report_failure,
+    say,
+    usage_errors_recorded,
+    warn,
+)
+from .stops import clear_leftover_temp_files
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,14 +67,16 @@ def evaluate(
 ) -> None:
     """Refine every <name>_im with <name>_seg, score both against <name>_gt, print coarse -> refined.
 
-    A bad pair is reported and left out of the scores, and the rest go on; the exit code is 1 if any failed."""
+    A bad pair is reported and left out of the scores, and the rest go on; the exit code is 1 if any failed.
+    With -o, a refined mask that cannot be written is reported too, its pair still scored (exit code 1);
+    a full disk stops the writing, not the scoring."""
     from rich.progress import Progress
 
     from ..errors import count_noun
     from ..evaluation import backend_versions, folder_samples
     from ..evaluation import evaluate as score_samples
     from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, ground_truth_pairs, scan_pairs, split_output_clashes
-    from ..writing import write_png
+    from ..writing import out_of_space, write_png
 
     failures: list[dict[str, str]] = []
 
@@ -129,7 +144,15 @@ def evaluate(
                                       "its coarse mask is scored (and written) as the refined one"))
     if not checked:
         raise fatal.fail("no pair left to score")
+    if output_dir is not None:
+        clear_leftover_temp_files((output_dir / pair.relative_output for pair in pairs), quiet)
     by_name = {pair.name: pair for pair in checked}
+    # With -o, the masks that could not be written (name, output, error), and once a write found no
+    # room (a full disk, a used-up quota: no_room holds its pair's name, folder and error), the masks
+    # not tried.
+    write_failures: list[dict[str, str]] = []
+    not_written: list[dict[str, str]] = []
+    no_room: list[tuple[str, Path, OSError]] = []
     with user_errors(fatal.emit):
         refiner = options.load(quiet)
     wall_start = time.perf_counter()
@@ -145,9 +168,21 @@ def evaluate(
         written: set[str] = set()
 
         def finished(sample: Sample, refined: np.ndarray) -> None:
+            # A mask that cannot be written leaves its pair scored: the scores need no file.
             if output_dir is not None:
-                write_png(output_dir / by_name[sample.name].relative_output, refined)
-                written.add(sample.name)
+                target = output_dir / by_name[sample.name].relative_output
+                if no_room:  # each write after it would find none either: crm batch stops there too
+                    not_written.append({"name": sample.name, "output": str(target)})
+                else:
+                    try:
+                        write_png(target, refined)
+                    except OSError as exc:  # ImageWriteError: it names the mask and the reason
+                        write_failures.append({"name": sample.name, "output": str(target), "error": str(exc)})
+                        report_failure(f"{sample.name}: ", str(exc), progress.console)
+                        if out_of_space(exc):
+                            no_room.append((sample.name, target.parent, exc))
+                    else:
+                        written.add(sample.name)
             progress.advance(task)
 
         def refine_failed(name: str, error: Exception) -> None:
@@ -162,14 +197,14 @@ def evaluate(
                                    per_stage=per_stage, threshold=threshold, on_sample=finished,
                                    on_error=refine_failed, min_side=MIN_REFINE_SIDE)
     if output_dir is not None:
-        # Masks of pairs this run did not write (failed, past --limit) are an earlier run's: crm score of
-        # the folder would score them beside this run's.
+        # Masks of pairs this run did not write (failed, not written, past --limit) are an earlier run's:
+        # crm score of the folder would score them beside this run's.
         stale = [output_dir / pair.relative_output for pair in with_ground_truth
                  if pair.name not in written and (output_dir / pair.relative_output).exists()]
         if stale:
             warn(f"{output_dir}: {count_noun(len(stale), 'refined mask')} of an earlier run, for pairs this run "
-                 f"did not write (failed, or past --limit), e.g. {stale[0]}; crm score {output_dir} {folder} would "
-                 "score them too")
+                 f"did not write (failed, not written, or past --limit), e.g. {stale[0]}; crm score {output_dir} "
+                 f"{folder} would score them too")
     scored = scores.count
     if not scored:
         raise fatal.fail("no pair could be scored")
@@ -204,6 +239,8 @@ def evaluate(
         "failed": len(failures),
         "failures": failures,
     }
+    if output_dir is not None:  # which masks were written, and which were not (their pairs are scored)
+        summary.update({"written": len(written), "write_failures": write_failures, "not_written": not_written})
     if per_stage:
         # One row per stage ratio that ran, over the images that ran it (all of them for fixed ratios).
         summary["stages"] = [{"ratio": ratio, "n": len(stage.images), "iou": stage.iou, "mba": stage.mba}
@@ -225,9 +262,20 @@ def evaluate(
                           highlight=False)
     say(f"time: {refine_seconds:.1f} s refining ({summary['seconds_per_image']:.2f} s/image), "
         f"{wall:.1f} s total, on {refiner.device_name}")
-    for failure in [] if quiet else failures:
+    if output_dir is not None and (write_failures or not_written):
+        say(f"refined masks: {len(written)} written to {output_dir}, {len(write_failures)} could not be written"
+            + (f", {len(not_written)} not tried after that" if not_written else "") + " (their pairs are scored)")
+    for failure in [] if quiet else [*failures, *write_failures]:
         report_failure(f"{failure['name']}: " if failure["name"] else "", failure["error"], prefix="  failed")
-    finish_run({**summary, "images": per_image}, failed=bool(failures), json_out=json_out)
+    if no_room:  # the error line last, as crm batch's; finish_run then exits 1 after the record
+        name, where, error = no_room[0]
+        reason = os.strerror(error.errno).lower()
+        full = (f"the disk quota for {where} is used up" if error.errno == getattr(errno, "EDQUOT", None)
+                else f"the disk holding {where} is full")
+        fail(f"{full} ({reason}): crm eval stopped writing refined masks at {name} ("
+             f"{count_noun(len(not_written), 'more pair')} scored, not written); free space, then run the same "
+             "command again to write them")
+    finish_run({**summary, "images": per_image}, failed=bool(failures or write_failures), json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:

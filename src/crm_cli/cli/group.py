@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import ContinuedText
-from .output import _discard_stdout, click_module, console, fail, printable, stderr_may_close, usage_hint
+from .output import click_module, console, discard_stdout, fail, printable, stderr_may_close, usage_hint
 
 
 def _print_version(value: bool) -> None:
@@ -109,7 +109,7 @@ class CrmGroup(TyperGroup):
                 if not _written_by_echo(exc):
                     raise
                 # The help or the version (`crm --help > /dev/full`; click ends a closed pipe, EPIPE, itself).
-                _discard_stdout()
+                discard_stdout()
                 sys.exit(fail(f"cannot write to standard output: {exc.strerror or exc}").exit_code)
             # Without standalone mode click returns the code of a typer.Exit (None after success).
             sys.exit(code if isinstance(code, int) else 0)

@@ -223,7 +223,7 @@ class FailureRecord:
             except OSError:
                 # stdout cannot take the record (a full disk, a closed pipe): the error line that
                 # follows still gives the cause, with the command's own exit code.
-                _discard_stdout()
+                discard_stdout()
 
     def fail(self, message: str, code: int = 1) -> typer.Exit:
         """Print the record and the error line; return the Exit to raise."""
@@ -326,7 +326,7 @@ def emit_json(payload: Any) -> None:
     except BrokenPipeError:
         raise  # a reader that went away: user_errors and click each say so in their way
     except OSError as exc:  # `> /dev/full`, a full disk, a file system that failed
-        _discard_stdout()
+        discard_stdout()
         raise fail(f"cannot write the JSON to standard output: {exc.strerror or exc}") from None
 
 
@@ -367,7 +367,7 @@ def _write_json(payload: Any) -> None:
     binary.flush()
 
 
-def _discard_stdout() -> None:
+def discard_stdout() -> None:
     """Point stdout at /dev/null after a write to it failed: the unwritten bytes may stay buffered,
     and Python's final flush could fail on them again and print a second error. A stdout that is no
     file (an embedding application's stream) is left alone."""

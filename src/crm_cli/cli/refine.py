@@ -39,6 +39,7 @@ from .options import (
     refiner_options,
 )
 from .output import FailureRecord, collect_warnings, emit_json, fail, say, usage_errors_recorded, warn
+from .stops import clear_leftover_temp_files
 
 # What the log line calls each output kind.
 KIND_NAMES = {"soft": "soft mask", "soft16": "16-bit soft mask", "binary": "binary mask", "cutout": "cut-out",
@@ -164,6 +165,7 @@ def refine(
                 write_bytes_stdout(encode_image(result.output, result.palette, "PNG", result.icc_profile,
                                                 transparency=result.transparency))
             else:
+                clear_leftover_temp_files([output], quiet)
                 write_image(output, result.output, result.palette, result.icc_profile, result.transparency)
     if not quiet:
         from ..outputs import effective_rendering

@@ -1,11 +1,13 @@
-"""How a command stops on Ctrl-C, SIGTERM or SIGHUP: ``stops_cleanly`` and its stop line."""
+"""How a command stops on Ctrl-C, SIGTERM or SIGHUP: ``stops_cleanly`` and its stop line; and what
+a killed one leaves, cleared by the next write of the same output (``clear_leftover_temp_files``)."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -86,6 +88,18 @@ def warn_if_possible(text: str) -> None:
         warn(text)
     except OSError:
         pass
+
+
+def clear_leftover_temp_files(outputs: Iterable[Path], quiet: bool) -> None:
+    """Remove the temp files that writes of ``outputs`` left when they were killed half-way (SIGKILL,
+    a crash: no cleanup could run), once untouched for the stale-lock age (``locks.STALE_LOCK_AGE_S``),
+    so that they belong to no live writer; one line on stderr says so, unless ``quiet``."""
+    from ..locks import STALE_LOCK_AGE_S
+    from ..writing import remove_leftover_temp_files
+
+    removed = remove_leftover_temp_files(outputs, STALE_LOCK_AGE_S)
+    if removed and not quiet:
+        say(f"removed {len(removed)} leftover temp file(s) of interrupted writes, e.g. {removed[0]}")
 
 
 def stop_behind(error: BaseException) -> bool:
