@@ -400,3 +400,33 @@ def test_a_premultiplied_grey_photo_is_read(tmp_path: Path) -> None:
     photo = read_image(tmp_path / "la.tif")
     assert photo.shape == (8, 16, 3)
     assert np.abs(photo[:, 4:, 0].astype(int) - grey[:, 4:]).max() <= 1  # opaque: the grey as it is
+
+
+def test_a_png_with_a_damaged_metadata_chunk_is_read_with_a_note(tmp_path: Path) -> None:
+    """The formats audit: a PNG whose tEXt chunk fails its checksum was "not a recognised image file" to
+    Pillow (libpng, OpenCV and browsers only warn). The chunk is dropped, with a note; a damaged image
+    chunk is still an error."""
+    import struct
+    import zlib
+
+    import cv2
+
+    from crm_cli.imageio import ImageReadError, probe_image, read_mask_noted
+
+    values = np.zeros((20, 30), np.uint8)
+    values[5:15, 8:20] = 255
+    png = cv2.imencode(".png", values)[1].tobytes()
+    payload = b"Comment\x00made by a tool"
+    chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
+    crc = zlib.crc32(chunk[4:]) & 0xFFFFFFFF
+    at = png.index(b"IDAT") - 4
+    (tmp_path / "text.png").write_bytes(png[:at] + chunk + struct.pack(">I", crc ^ 1) + png[at:])
+    assert probe_image(tmp_path / "text.png").width == 30
+    mask, notes = read_mask_noted(tmp_path / "text.png")
+    assert np.array_equal(mask.values, values)
+    assert notes == [f"{tmp_path / 'text.png'}: its PNG metadata (tEXt) failed its checksum and was ignored"]
+    damaged = bytearray(png)
+    damaged[png.index(b"IDAT") + 6] ^= 0xFF  # a byte of the compressed pixels: IDAT's checksum fails
+    (tmp_path / "idat.png").write_bytes(bytes(damaged))
+    with pytest.raises(ImageReadError, match=r"idat\.png"):
+        read_mask_noted(tmp_path / "idat.png")

@@ -48,6 +48,37 @@ def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
         return None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def without_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
+    """A PNG's bytes without its ancillary chunks (metadata: tEXt, iTXt, eXIf, ...) whose checksum fails,
+    and their names; ``data`` itself and [] for any other file, or when none is damaged. Pillow refuses
+    the whole file for one ("cannot identify image file"), where libpng only warns. Critical chunks
+    (IHDR, PLTE, IDAT, IEND) are kept whatever their checksum: their damage is the image's."""
+    import zlib
+
+    if not data.startswith(_PNG_SIGNATURE):
+        return data, []
+    kept, damaged, at = [data[:8]], [], 8
+    while at + 12 <= len(data):
+        length = struct.unpack(">I", data[at:at + 4])[0]
+        end = at + 12 + length
+        kind = data[at + 4:at + 8]
+        if end > len(data):
+            break
+        ancillary = bool(kind[0] & 0x20)  # a lower-case first letter
+        if ancillary and zlib.crc32(data[at + 4:end - 4]) & 0xFFFFFFFF != struct.unpack(">I", data[end - 4:end])[0]:
+            damaged.append(kind.decode("latin-1"))
+        else:
+            kept.append(data[at:end])
+        at = end
+    if not damaged:
+        return data, []
+    kept.append(data[at:])
+    return b"".join(kept), damaged
+
+
 # ISO base media file brands (an 'ftyp' box at the start) of the HEIF family: HEIC (iPhone photos) and AVIF.
 _HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
                 b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .decode_messages import caught_pillow_warnings, damaged_tags_note, decode_errors
+from .decode_messages import caught_pillow_warnings, damaged_tags_note, decode_errors, without_damaged_png_chunks
 from .image_limits import check_image_size
 from .image_sources import ImageReadError, bytes_path_hint, check_source, file_error, pipe_bytes, source_bytes
 from .masks import swaps_axes
@@ -230,6 +230,20 @@ def probe_image(source: str | Path | bytes, name: str | None = None) -> ImageHea
 
 
 def _probe(stream: BinaryIO, label: str) -> ImageHeader:
+    """The header of the file in ``stream``; a PNG that Pillow refuses for a damaged metadata chunk is
+    probed without it, as the readers decode it (:func:`decode_messages.without_damaged_png_chunks`)."""
+    try:
+        return _probe_once(stream, label)
+    except ImageReadError:
+        stream.seek(0)
+        repaired, damaged = without_damaged_png_chunks(stream.read())
+        if not damaged:
+            raise
+    return _probe_once(io.BytesIO(repaired), label)
+
+
+def _probe_once(stream: BinaryIO, label: str) -> ImageHeader:
+    """:func:`_probe`, as the bytes are."""
     # Pillow's warnings (a damaged EXIF block) are said once, by the decode that follows a probe; kept
     # in the header for a check that fails before any decode.
     with decode_errors(label, "image header", stream), caught_pillow_warnings() as pillow_warnings:

@@ -24,7 +24,13 @@ import numpy as np
 from PIL import Image
 
 from .config import PHOTO_OUTPUT_KINDS
-from .decode_messages import caught_pillow_warnings, decode_errors, several_frames_note, warning_notes
+from .decode_messages import (
+    caught_pillow_warnings,
+    decode_errors,
+    several_frames_note,
+    warning_notes,
+    without_damaged_png_chunks,
+)
 from .image_headers import apply_orientation, exif_orientation, lossy_compression, tiff_orientation_tag
 from .image_headers import probe_image as probe_image  # public API: crm_cli.imageio.probe_image
 from .image_limits import open_image_bytes
@@ -70,7 +76,22 @@ def _decode(source: str | Path | bytes, name: str | None) -> _Decoded:
 
 
 def _decode_data(data: bytes, label: str) -> _Decoded:
-    """:func:`_decode` of the encoded bytes ``data``, named ``label`` in messages."""
+    """:func:`_decode` of the encoded bytes ``data``, named ``label`` in messages. A PNG that Pillow
+    refuses for a damaged metadata chunk is read without it, with a note."""
+    try:
+        return _decode_data_once(data, label)
+    except ImageReadError:
+        repaired, damaged = without_damaged_png_chunks(data)
+        if not damaged:
+            raise
+    decoded = _decode_data_once(repaired, label)
+    chunks = ", ".join(dict.fromkeys(damaged))
+    note = f"{label}: its PNG metadata ({chunks}) failed its checksum and was ignored"
+    return replace(decoded, notes=(*decoded.notes, note))
+
+
+def _decode_data_once(data: bytes, label: str) -> _Decoded:
+    """:func:`_decode_data`, as the bytes are."""
     with decode_errors(label, "image", io.BytesIO(data)):
         with caught_pillow_warnings() as pillow_warnings:
             # The BytesIO stays alive with the image, so no copy is needed to detach it from a file.
