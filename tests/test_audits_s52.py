@@ -615,8 +615,8 @@ def test_eval_warns_of_masks_an_earlier_run_left_in_its_output_folder(tmp_path: 
     assert runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu"]).exit_code == 0
     result = runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu", "--limit", "1"])
     assert result.exit_code == 0, result.output
-    assert (f"warning: {out}: 1 refined mask of an earlier run, for pairs this run did not write (failed, or past "
-            f"--limit), e.g. {out / 'b_mask.png'}; crm score {out} {folder} would score them too"
+    assert (f"warning: {out}: 1 refined mask of an earlier run, for pairs this run did not write (failed to refine or "
+            f"to write, or past --limit), e.g. {out / 'b_mask.png'}; crm score {out} {folder} would score them too"
             in " ".join(result.stderr.split()))
     again = runner.invoke(app, ["eval", str(folder), "-o", str(out), "-d", "cpu"])
     assert again.exit_code == 0 and "earlier run" not in again.stderr

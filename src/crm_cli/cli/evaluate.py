@@ -203,8 +203,8 @@ def evaluate(
                  if pair.name not in written and (output_dir / pair.relative_output).exists()]
         if stale:
             warn(f"{output_dir}: {count_noun(len(stale), 'refined mask')} of an earlier run, for pairs this run "
-                 f"did not write (failed, not written, or past --limit), e.g. {stale[0]}; crm score {output_dir} "
-                 f"{folder} would score them too")
+                 f"did not write (failed to refine or to write, or past --limit), e.g. {stale[0]}; "
+                 f"crm score {output_dir} {folder} would score them too")
     scored = scores.count
     if not scored:
         raise fatal.fail("no pair could be scored")
