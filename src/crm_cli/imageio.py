@@ -290,7 +290,7 @@ def read_mask_noted(source: str | Path | bytes, name: str | None = None) -> tupl
     """:func:`read_mask`, with the notes of reading the file (several frames, a damaged EXIF block)
     returned instead of logged, for a caller that shows them itself. Raises as :func:`read_mask` does."""
     decoded = _decode(source, name)
-    mask = decoded_mask_data(decoded.pixels, decoded.label, decoded.key_alpha)
+    mask = decoded_mask_data(decoded.pixels, decoded.label, decoded.key_alpha, lossy=decoded.lossy is not None)
     check_lossy_ids(mask, decoded.lossy, decoded.label)
     upright = replace(mask, values=apply_orientation(mask.values, decoded.pending), orientation=decoded.orientation)
     return upright, list(decoded.notes)

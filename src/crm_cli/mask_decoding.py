@@ -15,8 +15,9 @@ def _is_constant(array: np.ndarray) -> bool:
     return bool((array == array[0, 0]).all())
 
 
-def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
-    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / brightest-channel rules;
+def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None, exact: bool = True) -> MaskData:
+    """The mask of an RGB(A) array (uint8 or uint16) by the alpha / equal-channel / colour-coded map
+    (:func:`_colour_classes`; ``exact``: not for a lossy file's colours) / brightest-channel rules;
     a colour mask keeps a sample of its colours, by which a photo read as the mask is told (``masks.photo_note``,
     which counts them: a read that never asks does not pay for it)."""
     wide = rgb.dtype == np.uint16
@@ -27,7 +28,7 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if (red == green).all() and (red == blue).all():
         return MaskData(np.ascontiguousarray(red), "gray16" if wide else "gray8")
-    if not wide and (classes := _colour_classes(rgb)) is not None:
+    if not wide and exact and (classes := _colour_classes(rgb)) is not None:
         return classes
     # A colour mask (a red or blue object on black) is as strong as its brightest channel; by
     # luminance pure red would read 0.30 and pure blue 0.11, below the 0.5 of foreground.
@@ -36,56 +37,55 @@ def _colour_mask(rgb: np.ndarray, alpha: np.ndarray | None) -> MaskData:
 
 
 # A colour-coded label map (Cityscapes' *_color.png, a VOC map saved as RGB) holds at most a palette's worth
-# of exact colours (black included), of several hues, in flat regions; a colour mask's colours are shades of
-# one (a red object's soft edges), and a photo's are thousands.
+# of exact colours (black included), of more than one hue, each filling regions of its own. A colour mask's
+# colours are shades of one (a red object's soft edges on black), an anti-aliased or resized map's edges hold
+# blends found on no region, and a photo's colours are thousands.
 COLOUR_MAP_MAX_COLOURS = 256
-COLOUR_MAP_FLAT_SHARE = 0.5
-# Two colours of one hue differ by at most this in their channels over the brightest one (rounding of shades).
-SAME_HUE_TOLERANCE = 0.05
+# At most this share of the coloured pixels may have a colour no region holds (the edges' blends).
+COLOUR_MAP_BLEND_SHARE = 0.01
+# A shade of a colour c is t * c, each channel rounded: off it by at most this many levels.
+SHADE_TOLERANCE = 2.0
+# The decision is made on an even sample of at most this many pixels.
+COLOUR_SAMPLE = 1 << 16
 
 
 def _colour_classes(rgb: np.ndarray) -> MaskData | None:
-    """A uint8 RGB mask read as the palette label map it stands for, or None when it is no colour-coded
-    label map: at most COLOUR_MAP_MAX_COLOURS exact colours, not all black and shades of one hue, with
-    COLOUR_MAP_FLAT_SHARE of the coloured pixels of the same colour as their four neighbours. Black is index
-    0 (the background), the other colours 1, 2, ... in the order of their RGB values, each kept as its
-    palette entry; :func:`_palette_mask` then reads it as it reads a palette file. Read by the brightest
-    channel instead, a dark class's colour (VOC's (64, 0, 0)) falls under half the scale and is lost."""
-    # First on an even sample, so that photos and one-hue masks cost no full-resolution work.
-    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / (1 << 16)))))
-    colours = np.unique(_packed(rgb[::step, ::step]))
+    """A uint8 RGB colour-coded label map read as one object, every colour but black foreground (0/255), or
+    None when it is none: on an even sample of COLOUR_SAMPLE pixels, at most COLOUR_MAP_MAX_COLOURS colours,
+    not all black and shades of one colour (:func:`_several_hues`), and at most COLOUR_MAP_BLEND_SHARE of the
+    coloured pixels of a colour that is nowhere the colour of its four neighbours (a blend along edges). Read
+    by the brightest channel instead, a dark class's colour (VOC's (64, 0, 0)) falls under half the scale and
+    is lost. Its classes are not told apart: their ids would be the ranks of the colours each file holds,
+    which differ from file to file (a palette PNG keeps them)."""
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / COLOUR_SAMPLE))))
+    sample = _packed(rgb[::step, ::step])
+    colours, numbered = np.unique(sample, return_inverse=True)
     if colours.size > COLOUR_MAP_MAX_COLOURS or not _several_hues(colours):
         return None
-    packed = _packed(rgb)
-    found = np.minimum(np.searchsorted(colours, packed), colours.size - 1)
-    missed = colours[found] != packed
-    if missed.any():  # colours between the sample's rows and columns
-        colours = np.union1d(colours, packed[missed])
-        if colours.size > COLOUR_MAP_MAX_COLOURS:
-            return None
-        found = np.searchsorted(colours, packed)
-    coloured = packed != 0
-    inner = packed[1:-1, 1:-1]
-    flat = (inner == packed[:-2, 1:-1]) & (inner == packed[2:, 1:-1]) & (inner == packed[1:-1, :-2]) & \
-        (inner == packed[1:-1, 2:])
-    if np.count_nonzero(flat & coloured[1:-1, 1:-1]) < COLOUR_MAP_FLAT_SHARE * np.count_nonzero(coloured):
+    numbered = numbered.reshape(sample.shape)
+    inner = numbered[1:-1, 1:-1]
+    flat = (inner == numbered[:-2, 1:-1]) & (inner == numbered[2:, 1:-1]) & (inner == numbered[1:-1, :-2]) & \
+        (inner == numbered[1:-1, 2:])
+    in_regions = np.bincount(inner[flat], minlength=colours.size) > 0
+    counts = np.bincount(numbered.ravel(), minlength=colours.size)
+    coloured = colours != 0
+    if counts[coloured & ~in_regions].sum() > COLOUR_MAP_BLEND_SHARE * counts[coloured].sum():
         return None
-    offset = 0 if colours[0] == 0 else 1  # sorted: black, when present, comes first; else index 0 is unused
-    if colours.size + offset > COLOUR_MAP_MAX_COLOURS:
-        return None
-    entries = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
-    return _palette_mask((found + offset).astype(np.uint8), [0, 0, 0] * offset + entries.ravel().tolist())
+    values = np.where(rgb.any(axis=2), np.uint8(255), np.uint8(0))
+    return MaskData(values, "rgb", colours=count_colours(rgb))
 
 
 def _several_hues(colours: np.ndarray) -> bool:
-    """Whether packed colours (:func:`_packed`) other than black are of more than one hue: not shades of one
-    colour, as a colour mask's soft edges are."""
+    """Whether packed colours (:func:`_packed`) other than black are not all shades of the brightest one:
+    each shade is t times it, channel by channel, give or take SHADE_TOLERANCE levels of rounding (the soft
+    edges of an orange object on black, (5, 3, 0) beside (255, 140, 0))."""
     channels = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float32)
     channels = channels[channels.max(axis=1) > 0]
     if channels.shape[0] < 2:
         return False
-    hues = channels / channels.max(axis=1, keepdims=True)
-    return bool(np.abs(hues - hues[0]).max() > SAME_HUE_TOLERANCE)
+    brightest = channels[np.argmax(channels.max(axis=1))]
+    scale = channels.max(axis=1, keepdims=True) / brightest.max()
+    return bool(np.abs(channels - scale * brightest).max() > SHADE_TOLERANCE)
 
 
 def _packed(rgb: np.ndarray) -> np.ndarray:
@@ -135,9 +135,9 @@ def _palette_mask(indices: np.ndarray, palette: list[int], transparency: int | b
     if (used_colours == used_colours[:, :1]).all():
         grey = MaskData(colours[:, 0][indices], "gray8")
         # An identity grey palette (Pillow's convert("P") of a grey image, MATLAB's gray(256)) holds
-        # whatever the grey image held: ids stay a palette label map, a soft mask stays soft. One used
-        # entry (an empty frame) is left to the palette's colours (MaskData.is_label_map).
-        if (used_colours[:, 0] == used).all() and (used.size == 1 or grey.is_label_map()):
+        # whatever the grey image held: ids (from 64 up too) stay a palette label map, a soft mask stays
+        # soft. One used entry (an empty frame) is left to the palette's colours (MaskData.is_label_map).
+        if (used_colours[:, 0] == used).all() and (used.size == 1 or grey.holds_ids()):
             return by_index
         return grey
     if two_tone:
@@ -182,11 +182,13 @@ def _transparency_draws_the_mask(mask: MaskData, alpha: np.ndarray) -> bool:
     return mask.distinct_values >= LABEL_ID_LIMIT and not _hides_only_background(mask, alpha)
 
 
-def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str, key_alpha: np.ndarray | None = None) -> MaskData:
+def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str, key_alpha: np.ndarray | None = None,
+                      lossy: bool = False) -> MaskData:
     """Mask values of a decoded file, before orientation, by the colour rules, except where a
     transparency (tRNS, GIF) draws the mask instead (:func:`_transparency_draws_the_mask`). ``key_alpha``:
-    the transparency of 16-bit colour pixels (uint16), which Pillow does not decode."""
-    mask = _colour_mask_data(decoded, label)
+    the transparency of 16-bit colour pixels (uint16), which Pillow does not decode; ``lossy``: the file's
+    colours are not exact (JPEG), so they are no colour-coded label map."""
+    mask = _colour_mask_data(decoded, label, exact=not lossy)
     if isinstance(decoded, Image.Image):
         alpha = _transparency_alpha(decoded)
     else:
@@ -196,11 +198,11 @@ def decoded_mask_data(decoded: Image.Image | np.ndarray, label: str, key_alpha: 
     return mask
 
 
-def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData:
+def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str, exact: bool = True) -> MaskData:
     """Mask values of a decoded file by its colours (and alpha channel), before orientation."""
     if isinstance(decoded, np.ndarray):
         alpha = decoded[..., 3] if decoded.shape[2] == 4 else None
-        return _colour_mask(decoded[..., :3], alpha)
+        return _colour_mask(decoded[..., :3], alpha, exact)
     mode = decoded.mode
     # Never convert("L") here: it clips 16-bit values and maps palette indices to luminance.
     if mode == "1":
@@ -226,9 +228,9 @@ def _colour_mask_data(decoded: Image.Image | np.ndarray, label: str) -> MaskData
         return MaskData(unit_floats(decoded, label), "float")
     if mode in ("RGBA", "RGBa"):
         rgba = np.asarray(decoded.convert("RGBA"))
-        return _colour_mask(rgba[..., :3], rgba[..., 3])
+        return _colour_mask(rgba[..., :3], rgba[..., 3], exact)
     rgb = decoded if mode == "RGB" else decoded.convert("RGB")
-    return _colour_mask(np.asarray(rgb), None)
+    return _colour_mask(np.asarray(rgb), None, exact)
 
 
 def check_lossy_ids(mask: MaskData, lossy: str | None, label: str) -> None:

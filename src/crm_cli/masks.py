@@ -643,6 +643,16 @@ class MaskData:
             return False
         return self._flat_share() >= LABEL_MAP_FLAT_SHARE and not self._levels_in_a_band()
 
+    def holds_ids(self) -> bool:
+        """Whether a grey mask's values read as class ids by any rule here: a label map
+        (:meth:`is_label_map`), ids from LABEL_ID_LIMIT up (:meth:`looks_like_ids`), or more than
+        LABEL_MAP_MAX_IDS values mostly inside flat regions (a dense ADE20K or COCO-stuff map), where a soft
+        mask's levels lie on ramps along its edges."""
+        if self.is_label_map() or self.looks_like_ids():
+            return True
+        return (self.kind in ("gray8", "gray16") and self._many_values()
+                and self._flat_share() >= LABEL_MAP_FLAT_SHARE)
+
     def _many_values(self) -> bool:
         """True when the mask holds more than LABEL_MAP_MAX_IDS values, counted on the even grid of
         :attr:`_sample_step` where the values are wide (no sort of every pixel of a 16-bit mask)."""
