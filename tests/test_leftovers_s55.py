@@ -79,66 +79,6 @@ def test_batch_refines_again_an_output_it_cannot_read(tiny_weights: Path, tmp_pa
     assert (out / "p00.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _nested_classes(levels: int) -> np.ndarray:
-    """A class nested inside another, none of its edge on background (a part of 100, a defect of 200 in
-    it), with a third (150) between them when ``levels`` is 2."""
-    import cv2
-
-    ids = np.zeros((240, 320), np.uint8)
-    cv2.circle(ids, (160, 120), 100, 100, -1)
-    if levels == 2:
-        cv2.ellipse(ids, (165, 115), (70, 45), 20, 0, 360, 150, -1)
-    cv2.ellipse(ids, (165, 115), (40, 25), 20, 0, 360, 200, -1)
-    return ids
-
-
-@pytest.mark.parametrize("levels", [1, 2])
-def test_classes_nested_in_one_another_are_warned_of(levels: int) -> None:
-    """Session 54's leftover: a class inside another, with no edge on background, read as a soft mask's
-    band (background, then levels between, then the top value), and the outer class, under half the scale,
-    was lost without a word."""
-    from crm_cli.masks import MaskData, ids_note
-    from crm_cli.pipeline import choose_mode
-
-    ids = _nested_classes(levels)
-    mask = MaskData(ids, "gray8")
-    assert mask._background_meets_top() == 0.0  # the inner class never meets the background
-    assert not mask.is_label_map() and choose_mode(mask, "auto") == "binary"  # read as before...
-    assert mask.looks_like_ids()  # ...but said
-    assert "--mode labels" in ids_note(mask, "ids.png")
-    # Drawn at full resolution: nearly every row and column within the span holds a change of value.
-    assert not mask._edges_on_a_grid()
-
-
-def test_an_enlarged_soft_mask_of_one_level_between_is_not_warned_of() -> None:
-    """The other side of the rule: a soft mask of 0, one level and its top, enlarged 16x by nearest
-    neighbour, is the band the rule exists for; its changes of value lie on the enlargement's grid."""
-    import cv2
-
-    from crm_cli.masks import MaskData
-
-    yy, xx = np.mgrid[0:15, 0:20]
-    distance = np.hypot(yy - 7, xx - 10)
-    small = np.where(distance < 4.5, 200, np.where(distance < 6.5, 100, 0)).astype(np.uint8)
-    enlarged = cv2.resize(small, (320, 240), interpolation=cv2.INTER_NEAREST)
-    mask = MaskData(enlarged, "gray8")
-    assert mask.distinct_values == 3 and mask._edges_on_a_grid()
-    assert not mask.looks_like_ids()
-
-
-def test_edges_on_a_grid_counted_by_hand() -> None:
-    """Changes of value in 2 of the 3 rows within their span (rows 1 and 3 differ from the next) are on no
-    grid at a share of 0.5; in 2 of a span of 6 they are."""
-    from crm_cli.masks import MaskData
-
-    values = np.zeros((8, 8), np.uint8)
-    values[2:4, 2:4] = 200  # changes after rows 1 and 3, after columns 1 and 3: 2 of a span of 3 (1..3)
-    assert not MaskData(values, "gray8")._edges_on_a_grid()
-    values[:] = 0
-    values[2:7, 2:7] = 200  # after rows 1 and 6: 2 of a span of 6 (1..6), and the columns alike
-    assert MaskData(values, "gray8")._edges_on_a_grid()
-
-
 def test_a_16bit_white_is_zero_tiff_is_read_with_0_as_white(tmp_path: Path) -> None:
     """The formats audit: a 16-bit TIFF stored white-is-zero (PhotometricInterpretation 0: MONOCHROME1
     scanners, X-ray detectors) was read as stored, inverted, as Pillow turns over only 1- to 8-bit ones:
@@ -284,10 +224,11 @@ def _voc_as_rgb() -> tuple[np.ndarray, np.ndarray]:
     return colours[classes], classes
 
 
-def test_a_colour_coded_label_map_is_read_as_its_classes(tmp_path: Path) -> None:
+def test_a_colour_coded_label_map_is_read_as_one_object(tmp_path: Path) -> None:
     """The formats audit: a VOC (or Cityscapes) label map saved as RGB colours was read by its brightest
     channel, so the cat (64, 0, 0) read 0.25, background, and `crm score` gave IoU 0.0 against a perfect
-    prediction. Its colours are now the palette label map they stand for: black 0, each colour a class."""
+    prediction. Every colour but black is now the object (0/255); its classes are not told apart (their ids
+    would be per-file ranks: the review)."""
     from PIL import Image
 
     from crm_cli.imageio import read_mask
@@ -295,28 +236,53 @@ def test_a_colour_coded_label_map_is_read_as_its_classes(tmp_path: Path) -> None
     rgb, classes = _voc_as_rgb()
     Image.fromarray(rgb).save(tmp_path / "voc.png")
     mask = read_mask(tmp_path / "voc.png")
-    assert mask.kind == "palette" and mask.is_label_map()
-    assert mask.label_ids == [1, 2, 3]
-    # Ids in the order of the colours' RGB values: plant 0x004000, cat 0x400000, dog 0x400080.
-    assert np.array_equal(mask.values, np.array([0, 2, 3, 1], np.uint8)[classes])
-    assert mask.palette[3:12] == [*VOC_PLANT, *VOC_CAT, *VOC_DOG]
-    assert int(mask.scoring_values().sum()) == int((classes > 0).sum())
+    assert mask.kind == "rgb" and not mask.is_label_map()
+    assert np.array_equal(mask.values, np.where(classes > 0, 255, 0).astype(np.uint8))
+    (tmp_path / "voc.jpg").write_bytes(_jpeg(rgb))  # lossy: its colours are not exact, so no such map
+    assert read_mask(tmp_path / "voc.jpg").values.max() < 200
 
 
-def test_colour_masks_of_one_hue_and_photos_keep_their_reading(tmp_path: Path) -> None:
-    """Shades of one colour (a red object's soft edges) are a colour mask, read by the brightest channel."""
+def _jpeg(rgb: np.ndarray) -> bytes:
+    """``rgb`` as a JPEG of quality 95."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _soft_disc(colour: tuple[int, int, int], background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """A disc of ``colour`` on ``background`` with 6-px soft edges (anti-aliased), 160x160."""
+    yy, xx = np.mgrid[0:160, 0:160]
+    alpha = np.clip((60 - np.hypot(yy - 80, xx - 80)) / 6 + 0.5, 0, 1)[..., None]
+    return np.round(alpha * np.array(colour) + (1 - alpha) * np.array(background)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("colour", [(255, 0, 0), (255, 140, 0), (0, 160, 140), (46, 243, 55)])
+def test_colour_masks_of_one_colour_keep_the_brightest_channel(colour: tuple[int, int, int]) -> None:
+    """The review: an orange or teal disc with soft edges (its dark edge shades, (5, 3, 0) beside
+    (255, 140, 0), differ in hue by rounding) was read as a label map of 248 ids (298 s). Shades of the
+    brightest colour are one object's, read by the brightest channel as before."""
+    from crm_cli.mask_decoding import _colour_mask
+
+    rgb = _soft_disc(colour)
+    mask = _colour_mask(rgb, None)
+    assert mask.kind == "rgb" and np.array_equal(mask.values, rgb.max(axis=2))
+
+
+def test_anti_aliased_and_photo_colours_are_no_colour_coded_map() -> None:
+    """An object anti-aliased onto a coloured background holds blends found in no region; a photo holds
+    thousands of colours: both keep the brightest channel."""
     from conftest import synthetic_scene
 
     from crm_cli.mask_decoding import _colour_mask
 
-    soft_red = np.zeros((96, 128, 3), np.uint8)
-    soft_red[..., 0] = np.linspace(0, 255, 128).astype(np.uint8)[None, :]
-    assert _colour_mask(soft_red, None).kind == "rgb"
-    two_tone = np.zeros((96, 128, 3), np.uint8)
-    two_tone[20:60, 20:90] = (255, 128, 0)
-    assert _colour_mask(two_tone, None).kind == "rgb"
+    on_blue = _soft_disc((255, 140, 0), (0, 0, 200))
+    assert np.array_equal(_colour_mask(on_blue, None).values, on_blue.max(axis=2))
     photo, _ = synthetic_scene(96, 128)
-    assert _colour_mask(photo, None).kind == "rgb"
+    assert np.array_equal(_colour_mask(photo, None).values, photo.max(axis=2))
 
 
 def test_score_and_refine_read_a_colour_coded_label_map(tiny_weights: Path, tmp_path: Path) -> None:
@@ -335,11 +301,9 @@ def test_score_and_refine_read_a_colour_coded_label_map(tiny_weights: Path, tmp_
     result = runner.invoke(app, ["refine", str(tmp_path / "photo.png"), str(tmp_path / "gt.png"), "-o",
                                  str(tmp_path / "out.png"), "-w", str(tiny_weights), "-d", "cpu", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["mode"] == "labels"
-    written = Image.open(tmp_path / "out.png")
-    assert written.mode == "P"
-    shown = np.asarray(written.convert("RGB"))
-    assert {tuple(colour) for colour in shown.reshape(-1, 3).tolist()} <= {(0, 0, 0), VOC_CAT, VOC_DOG, VOC_PLANT}
+    assert json.loads(result.stdout)["mode"] == "binary"
+    written = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
+    assert written.ndim == 2 and (written[classes == 1] > 127).mean() > 0.9  # the cat is kept
 
 
 def _with_trns(png: bytes, payload: bytes) -> bytes:

@@ -73,17 +73,9 @@ LABEL_MAP_BAND_SHARE = 0.9
 LABEL_MAP_SPREAD = 5.0
 # And its background meets the band, not the largest value (MaskData._background_meets_top): at most this share
 # of the background's edge touches the top value (NN-enlarged DUTS-TR masks that reach the test 0.008 and 0.068;
-# two classes of 64 and up side by side 0.47-0.65, one over another 0.12-0.19).
+# two classes of 64 and up side by side 0.47-0.65, one over another 0.12-0.19). Classes nested in one another,
+# with no edge of the inner on background, still read as a band.
 LABEL_MAP_DIRECT_SHARE = 0.1
-# Classes nested in one another (no edge of the inner on background) do form such a band, but one drawn at the
-# photo's resolution: a band of at most LABEL_MAP_DRAWN_LEVELS values between 0 and the largest is a soft mask's
-# only where its edges lie on the grid of an enlargement (MaskData._edges_on_a_grid): at most LABEL_MAP_GRID_SHARE
-# of the rows and of the columns within their span hold a change of value. Measured (session 55): soft masks
-# reduced 4-64x, quantised to 3-32 levels and enlarged by nearest neighbour 0.01-0.27; one, two and three
-# classes nested, drawn, 0.79-0.95; feathered soft masks posterised to 4 levels (2 between) 0.67-1.0, now
-# warned of, as those of more levels already were (their thin rings fail the spread test).
-LABEL_MAP_DRAWN_LEVELS = 2
-LABEL_MAP_GRID_SHARE = 0.5
 # A grey mask under LABEL_ID_LIMIT with at least FAINT_SOFT_LEVELS values, almost none of them (under
 # FAINT_SOFT_FLAT_SHARE) inside flat regions, is a faint soft mask (a matte scaled to 0..40), not ids.
 FAINT_SOFT_LEVELS = 16
@@ -710,8 +702,6 @@ class MaskData:
         kernel = np.ones((3, 3), np.uint8)
         if self._background_meets_top() >= LABEL_MAP_DIRECT_SHARE:
             return False
-        if self._few_values() and self.distinct_values - 2 <= LABEL_MAP_DRAWN_LEVELS and not self._edges_on_a_grid():
-            return False
         count, regions = cv2.connectedComponents(middle, connectivity=8)
         touching_both = np.intersect1d(regions[cv2.dilate(background, kernel) & middle > 0],
                                        regions[cv2.dilate(largest, kernel) & middle > 0])
@@ -724,17 +714,6 @@ class MaskData:
         depth = cv2.distanceTransform(flat.astype(np.uint8), cv2.DIST_L2, 3)[inside]
         spread = float(np.median(from_background + from_largest)) / (2.0 * float(np.median(depth)) + 2.0)
         return spread < LABEL_MAP_SPREAD
-
-    def _edges_on_a_grid(self) -> bool:
-        """True when the changes of value lie on a coarse grid, as an enlargement by nearest neighbour leaves
-        them: at most LABEL_MAP_GRID_SHARE of the rows, and of the columns, within the span of those holding a
-        change hold one. Read at full resolution, where an even sample would break the grid."""
-        values = self.values
-        for along in (values, values.T):
-            changed = np.flatnonzero((along[1:] != along[:-1]).any(axis=1))
-            if changed.size and changed.size > LABEL_MAP_GRID_SHARE * (changed[-1] - changed[0] + 1):
-                return False
-        return True
 
     def _background_meets_top(self) -> float:
         """The share of the background's edge pixels that touch the largest value rather than a value
