@@ -339,3 +339,14 @@ def test_batch_failures_name_the_output_as_given(tiny_weights: Path, tmp_path: P
         ("out/p01.png", "cannot write out/p01.png: permission denied")]
     assert "failed: p01: cannot write out/p01.png: permission denied" in flat(result.stderr)
     assert str(tmp_path) not in result.stderr
+
+
+def test_an_output_folder_in_a_loop_of_links_is_named_so(tmp_path: Path) -> None:
+    """The review: la -> lb -> la was called "la links to lb, which does not exist", yet lb exists."""
+    from crm_cli.cli.checks import unwritable_reason
+
+    (tmp_path / "la").symlink_to("lb")
+    (tmp_path / "lb").symlink_to("la")
+    assert unwritable_reason(tmp_path / "la" / "x.png") == (
+        f"cannot write {tmp_path / 'la' / 'x.png'}: {tmp_path / 'la'} links to lb, a loop of links that never "
+        "reaches a folder")

@@ -394,3 +394,22 @@ def test_a_png_with_a_damaged_metadata_chunk_is_read_with_a_note(tmp_path: Path)
     (tmp_path / "idat.png").write_bytes(bytes(damaged))
     with pytest.raises(ImageReadError, match=r"idat\.png"):
         read_mask_noted(tmp_path / "idat.png")
+
+
+@pytest.mark.parametrize("max_sample", [None, 4095])
+def test_a_12bit_white_is_zero_frame_stays_12bit(tmp_path: Path, max_sample: int | None) -> None:
+    """The review: a white-is-zero 16-bit TIFF holding a 12-bit detector's values was turned over on the
+    16-bit scale (65535 - v), so every pixel lay above 61439: all white under --photo-bits 12, and a note
+    that sent the user there. It is turned over on its own scale: MaxSampleValue, else the bits its values
+    need."""
+    from PIL import Image
+
+    from crm_cli.imageio import read_photo
+
+    stored = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (8, 1))  # 0 = white, 4095 = black
+    info = {262: 0} if max_sample is None else {262: 0, 281: max_sample}
+    Image.fromarray(stored).save(tmp_path / "frame.tif", tiffinfo=info)
+    for bits in (None, 12):
+        photo = read_photo(tmp_path / "frame.tif", photo_bits=bits)
+        assert photo.pixels[0, [0, 63], 0].tolist() == [255, 0]
+        assert 120 <= photo.pixels[0, 32, 0] <= 135

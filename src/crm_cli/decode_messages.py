@@ -14,7 +14,7 @@ from PIL import Image
 
 from .image_limits import bomb_error
 from .image_sources import ImageReadError
-from .writing import WARNING_STATE_LOCK, warnings_ignored
+from .writing import PNG_SIGNATURE, WARNING_STATE_LOCK, warnings_ignored
 
 # Pillow raises a zoo of exception types on bad input (SyntaxError from some plugins, struct.error
 # from truncated headers, ...), not only OSError.
@@ -48,9 +48,6 @@ def _tiff_layout(stream: BinaryIO) -> tuple[int, int, int] | None:
         return None
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 def without_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
     """A PNG's bytes without its ancillary chunks (metadata: tEXt, iTXt, eXIf, ...) whose checksum fails,
     and their names; ``data`` itself and [] for any other file, or when none is damaged. Pillow refuses
@@ -58,7 +55,7 @@ def without_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
     (IHDR, PLTE, IDAT, IEND) are kept whatever their checksum: their damage is the image's."""
     import zlib
 
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data.startswith(PNG_SIGNATURE):
         return data, []
     kept, damaged, at = [data[:8]], [], 8
     while at + 12 <= len(data):

@@ -15,7 +15,7 @@ from .decode_messages import caught_pillow_warnings, damaged_tags_note, decode_e
 from .image_limits import check_image_size
 from .image_sources import ImageReadError, bytes_path_hint, check_source, file_error, pipe_bytes, source_bytes
 from .masks import swaps_axes
-from .writing import png_chunk_headers, reader_at, warnings_ignored
+from .writing import PNG_SIGNATURE, png_chunk_headers, reader_at, warnings_ignored
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -235,6 +235,9 @@ def _probe(stream: BinaryIO, label: str) -> ImageHeader:
     try:
         return _probe_once(stream, label)
     except ImageReadError:
+        stream.seek(0)
+        if stream.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:  # read no more of any other refused file
+            raise
         stream.seek(0)
         repaired, damaged = without_damaged_png_chunks(stream.read())
         if not damaged:

@@ -263,8 +263,10 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     indices and palette (and the palette's transparency, ``MaskData.transparency``) unless their
     colours are grey or a binary colour mask (:func:`mask_decoding._palette_mask`), RGBA and LA cut-outs use their
     alpha when it varies, as do palette, grey and RGB files whose transparent index or colour (GIF,
-    PNG tRNS) draws the mask (:func:`mask_decoding._transparency_draws_the_mask`), and colour masks use their
-    brightest channel (one channel when R == G == B).
+    PNG tRNS) draws the mask (:func:`mask_decoding._transparency_draws_the_mask`), a colour-coded label map
+    (exact colours of several hues in regions of their own) is one object, every colour but black, and other
+    colour masks use their brightest channel (one channel when R == G == B). A 16-bit grey TIFF stored with
+    0 as white is turned over.
     A JPEG mask that would read as class ids (:func:`mask_decoding.check_lossy_ids`) is refused. Several frames
     and a damaged EXIF block are logged as warnings on the ``crm_cli.imageio`` logger
     (:func:`read_mask_noted` returns them instead); what the values mean (an 8-bit mask saved in a
@@ -273,8 +275,9 @@ def read_mask(source: str | Path | bytes, name: str | None = None) -> MaskData:
     Raises:
         ImageReadError: (an OSError; ``crm_cli.ImageReadError``) the file is missing, a folder or
             unreadable; the file or bytes are empty, not a recognised image, truncated or corrupt;
-            its values are out of range (integers outside 0..65535, floats outside [0, 1] or NaN); a
-            JPEG mask of class ids; larger than crm's size limit. The message names the file.
+            its values are out of range (integers outside 0..65535, floats outside [0, 1] or NaN, a
+            signed 8-bit TIFF's negatives); a floating-point or 32-bit TIFF stored with 0 as white; a JPEG,
+            lossy WebP or AVIF mask of class ids; larger than crm's size limit. The message names the file.
         TypeError: a ``source`` that is neither a path (str, Path) nor bytes.
         MemoryError: too little memory to decode it.
 

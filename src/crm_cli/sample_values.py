@@ -26,15 +26,30 @@ def white_is_zero(image: Image.Image) -> bool:
     return image.format == "TIFF" and tags is not None and tags.get(PHOTOMETRIC_TAG) == WHITE_IS_ZERO
 
 
+# TIFF's MaxSampleValue tag: the black level of a white-is-zero file that holds fewer than 16 bits.
+MAX_SAMPLE_VALUE_TAG = 281
+# The scales a 16-bit file's values may stand on (as photo_depth reads a photo holding fewer bits).
+STORED_BITS = (8, 10, 12, 14, 16)
+
+
 def _upright_levels(image: Image.Image, values: np.ndarray, label: str) -> np.ndarray:
-    """16-bit ``values`` with 0 as black: those of a white-is-zero TIFF turned over (65535 - v), which
-    Pillow leaves as stored; a wider white-is-zero file is refused, its white level being unknown."""
+    """16-bit ``values`` with 0 as black: those of a white-is-zero TIFF turned over on their own scale
+    (top - v: the file's MaxSampleValue, else the least of 8, 10, 12, 14 and 16 bits that holds its values,
+    so that a 12-bit detector's frame stays 12-bit), which Pillow leaves as stored; a wider white-is-zero
+    file is refused, its white level being unknown."""
     if not white_is_zero(image):
         return values
     if values.dtype != np.uint16:
         raise ImageReadError(f"{label}: its grey levels are stored with 0 as white (TIFF PhotometricInterpretation "
                              "0), which crm reads in 1- to 16-bit files only; save it with 0 as black")
-    return np.subtract(np.uint16(65535), values)
+    given = image.tag_v2.get(MAX_SAMPLE_VALUE_TAG)
+    given = given[0] if isinstance(given, tuple) and given else given
+    high = int(values.max()) if values.size else 0
+    if isinstance(given, int) and high <= given <= 65535:
+        top = given
+    else:
+        top = next(2 ** bits - 1 for bits in STORED_BITS if high <= 2 ** bits - 1)
+    return np.subtract(np.uint16(top), values)
 
 
 # TIFF's SampleFormat tag, and its value for signed integers.

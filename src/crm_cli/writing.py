@@ -51,7 +51,7 @@ _NAME_DIGEST_CHARS = 16
 # The errors of a write that found no room: a full disk, or the user's quota used up.
 OUT_OF_SPACE_ERRNOS: frozenset[int] = frozenset(
     code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk (length, type, CRC) every PNG ends with
 
 
@@ -265,7 +265,7 @@ def _png_rgba16(rgba: np.ndarray, icc_profile: bytes | None, text: Mapping[str, 
             extra.append(_png_chunk(b"tEXt", _text_key(keyword) + value.encode("latin-1")))
         except UnicodeEncodeError:
             raise ValueError(f"PNG text {keyword!r} must be Latin-1 text") from None
-    after_header = len(_PNG_SIGNATURE) + 12 + int.from_bytes(data[8:12], "big")  # IHDR comes first
+    after_header = len(PNG_SIGNATURE) + 12 + int.from_bytes(data[8:12], "big")  # IHDR comes first
     return data[:after_header] + b"".join(extra) + data[after_header:]
 
 
@@ -326,7 +326,7 @@ def png_chunk_headers(read_at: ReadAt) -> Iterator[tuple[int, int, bytes]]:
     by ``read_at`` 8 header bytes at a time (their data is skipped, so no pixel is read), until the
     file ends before a whole header. The signature is not checked, nor are the lengths and types:
     the caller stops where it has what it wants, and judges what it finds."""
-    offset = len(_PNG_SIGNATURE)
+    offset = len(PNG_SIGNATURE)
     while len(header := read_at(offset, 8)) == 8:
         length, kind = int.from_bytes(header[:4], "big"), header[4:]
         yield offset, length, kind
@@ -371,7 +371,7 @@ def read_png_text(path: str | Path, keyword: str) -> str | None:
     # seek and read where there is no pread).
     with open(path, "rb", buffering=0) as handle:
         read_at = reader_at(handle)
-        if read_at(0, len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+        if read_at(0, len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             raise ValueError(f"{path}: not a PNG file")
         try:
             return _png_text_before_image(read_at, keyword, wanted)
@@ -682,7 +682,7 @@ def check_output(path: str | Path, text_keyword: str | None = None) -> OutputChe
         head = read_at(0, 16)
         tail = read_at(max(0, size - len(_PNG_END)), len(_PNG_END))
         if suffix == ".png":
-            if not head.startswith(_PNG_SIGNATURE):
+            if not head.startswith(PNG_SIGNATURE):
                 return OutputCheck("not a PNG file")
             if tail != _PNG_END:
                 return OutputCheck("truncated: no IEND chunk at the end")

@@ -175,6 +175,17 @@ def special_file(path: Path) -> str | None:
     return None
 
 
+def _link_loop(link: Path) -> bool:
+    """Whether following the symbolic link ``link`` goes round in a loop (ELOOP) rather than to nothing."""
+    import errno
+
+    try:
+        link.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def unwritable_reason(target: Path, folder: bool = False) -> str | None:
     """Why ``target`` (a file, or with ``folder`` a folder to write into) cannot be written, or None.
 
@@ -198,8 +209,10 @@ def unwritable_reason(target: Path, folder: bool = False) -> str | None:
         parent = parent if str(parent) else Path(".")
         while not parent.exists() and parent != parent.parent:
             if parent.is_symlink():  # a link to nothing: making the folder would fail, "file exists"
-                return (f"cannot write {'into ' if folder else ''}{target}: {parent} links to "
-                        f"{os.readlink(parent)}, which does not exist")
+                where = f"cannot write {'into ' if folder else ''}{target}: {parent} links to {os.readlink(parent)}"
+                if _link_loop(parent):
+                    return f"{where}, a loop of links that never reaches a folder"
+                return f"{where}, which does not exist"
             parent = parent.parent
         if not parent.is_dir():
             return f"cannot write {target}: {parent} is a file, not a folder"
