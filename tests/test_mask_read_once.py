@@ -109,7 +109,8 @@ def count_decodes_and_counts(monkeypatch: pytest.MonkeyPatch, size: int) -> tupl
     histograms = Histograms(monkeypatch, size)
     decodes: list = []
     mask_data = imageio.decoded_mask_data  # called once per decoded mask file
-    monkeypatch.setattr(imageio, "decoded_mask_data", lambda *args: decodes.append(args) or mask_data(*args))
+    monkeypatch.setattr(imageio, "decoded_mask_data",
+                        lambda *args, **kwargs: decodes.append(args) or mask_data(*args, **kwargs))
     return decodes, histograms
 
 
