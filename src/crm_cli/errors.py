@@ -43,6 +43,17 @@ def os_reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
+def no_room_words(folder: object, code: int | None) -> str:
+    """What a write into ``folder`` that found no room (errno ``code``) ran into, with the system's reason:
+    "the disk quota for F is used up (disk quota exceeded)" for EDQUOT, else "the disk holding F is full
+    (no space left on device)"."""
+    import errno
+
+    where = (f"the disk quota for {folder} is used up" if code is not None and code == getattr(errno, "EDQUOT", None)
+             else f"the disk holding {folder} is full")
+    return f"{where} ({os.strerror(code or errno.ENOSPC).lower()})"
+
+
 def one_line(text: str) -> str:
     """``text`` with its line breaks shown as ``\\n`` and ``\\r``: a name put in a ContinuedText,
     whose own line breaks alone start lines."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..config import DEEP_CUTOUT_BITS, PHOTO_OUTPUT_KINDS
-from ..errors import count_noun, failure_text
+from ..errors import count_noun, failure_text, no_room_words
 from .checks import (
     DESCRIPTOR,
     passthrough_note,
@@ -949,14 +949,9 @@ def out_of_space_message(folder: Path, code: int, not_attempted: int, overwrite:
     """The error line of a batch stopped because a write into ``folder`` found no room (errno ``code``:
     ENOSPC, a full disk, or EDQUOT, a used-up quota), ``not_attempted`` pairs being left. Under
     ``overwrite`` a rerun refines every pair again: it is not told to go on."""
-    import errno
-
-    reason = os.strerror(code).lower()
-    where = (f"the disk quota for {folder} is used up" if code == getattr(errno, "EDQUOT", None)
-             else f"the disk holding {folder} is full")
     then = ("free space, then run the same command again (with --overwrite it refines every pair again)"
             if overwrite else "free space, then run the same command again to go on (finished outputs are kept)")
-    return f"{where} ({reason}): batch stopped, {count_noun(not_attempted, 'pair')} not attempted; {then}"
+    return f"{no_room_words(folder, code)}: batch stopped, {count_noun(not_attempted, 'pair')} not attempted; {then}"
 
 
 def summary_counts(items: list[dict[str, Any]]) -> dict[str, int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..config import MIN_REFINE_SIDE
-from ..errors import failure_text
+from ..errors import count_noun, failure_text, no_room_words
 from .checks import passthrough_note, precheck_pair, unwritable_reason
 from .failures import out_of_memory_message, user_errors
 from .options import (
@@ -72,7 +70,6 @@ def evaluate(
     a full disk stops the writing, not the scoring."""
     from rich.progress import Progress
 
-    from ..errors import count_noun
     from ..evaluation import backend_versions, folder_samples
     from ..evaluation import evaluate as score_samples
     from ..pairing import LAYOUT_BIG, LAYOUT_FOLDERS, ground_truth_pairs, scan_pairs, split_output_clashes
@@ -269,10 +266,7 @@ def evaluate(
         report_failure(f"{failure['name']}: " if failure["name"] else "", failure["error"], prefix="  failed")
     if no_room:  # the error line last, as crm batch's; finish_run then exits 1 after the record
         name, where, error = no_room[0]
-        reason = os.strerror(error.errno).lower()
-        full = (f"the disk quota for {where} is used up" if error.errno == getattr(errno, "EDQUOT", None)
-                else f"the disk holding {where} is full")
-        fail(f"{full} ({reason}): crm eval stopped writing refined masks at {name} ("
+        fail(f"{no_room_words(where, error.errno)}: crm eval stopped writing refined masks at {name} ("
              f"{count_noun(len(not_written), 'more pair')} scored, not written); free space, then run the same "
              "command again to write them")
     finish_run({**summary, "images": per_image}, failed=bool(failures or write_failures), json_out=json_out)
