@@ -14,7 +14,7 @@ from PIL import Image
 
 from .image_limits import bomb_error
 from .image_sources import ImageReadError
-from .writing import PNG_SIGNATURE, WARNING_STATE_LOCK, warnings_ignored
+from .writing import PNG_SIGNATURE, WARNING_STATE_LOCK, png_chunk_headers, warnings_ignored
 
 # Pillow raises a zoo of exception types on bad input (SyntaxError from some plugins, struct.error
 # from truncated headers, ...), not only OSError.
@@ -57,22 +57,20 @@ def without_damaged_png_chunks(data: bytes) -> tuple[bytes, list[str]]:
 
     if not data.startswith(PNG_SIGNATURE):
         return data, []
-    kept, damaged, at = [data[:8]], [], 8
-    while at + 12 <= len(data):
-        length = struct.unpack(">I", data[at:at + 4])[0]
-        end = at + 12 + length
-        kind = data[at + 4:at + 8]
-        if end > len(data):
+    kept, damaged, end = [data[:len(PNG_SIGNATURE)]], [], len(PNG_SIGNATURE)
+    for at, length, kind in png_chunk_headers(lambda offset, size: data[offset:offset + size]):
+        end = at + 12 + length  # the chunk's header, data and CRC
+        if end > len(data):  # cut short: left as it is, for the decoder to judge
+            end = at
             break
         ancillary = bool(kind[0] & 0x20)  # a lower-case first letter
-        if ancillary and zlib.crc32(data[at + 4:end - 4]) & 0xFFFFFFFF != struct.unpack(">I", data[end - 4:end])[0]:
+        if ancillary and zlib.crc32(data[at + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
             damaged.append(kind.decode("latin-1"))
         else:
             kept.append(data[at:end])
-        at = end
     if not damaged:
         return data, []
-    kept.append(data[at:])
+    kept.append(data[end:])
     return b"".join(kept), damaged
 
 

@@ -8,18 +8,18 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from .sample_values import photo_integers, uint16_to_uint8, unit_floats
+from .sample_values import STORED_BITS, photo_integers, uint16_to_uint8, unit_floats
 from .writing import warnings_ignored
 
 # Bits a 16-bit photo may really hold: 8-bit values saved in a 16-bit file (the slip that
 # masks.uint16_full_scale handles for masks) or a 10-, 12- or 14-bit sensor's; on the 16-bit scale
 # they would be almost black, and the model would see no edges. The scale follows the largest value,
 # so a dark 16-bit photo whose values all stay under 16384 reads brighter than it was drawn.
-_PHOTO_BIT_DEPTHS = (8, 10, 12, 14)
+_PHOTO_BIT_DEPTHS = STORED_BITS[:-1]
 # The scales a caller can fix for every 16-bit photo it reads (``photo_bits``; the CLI's --photo-bits):
 # the frames of one sequence then share a scale, whatever each frame's largest value (a highlight
 # over 4095 in one frame of a 12-bit shot would read it as 14-bit, 4x darker than the others).
-PHOTO_BITS_CHOICES: tuple[int, ...] = (8, 10, 12, 14, 16)
+PHOTO_BITS_CHOICES: tuple[int, ...] = STORED_BITS
 # How the notes name what fixes the scale: the API's keyword; the CLI shows them with its option's name
 # (:func:`cli_note`).
 _API_OPTION = "photo_bits={bits}"

@@ -28,8 +28,9 @@ def white_is_zero(image: Image.Image) -> bool:
 
 # TIFF's MaxSampleValue tag: the black level of a white-is-zero file that holds fewer than 16 bits.
 MAX_SAMPLE_VALUE_TAG = 281
-# The scales a 16-bit file's values may stand on (as photo_depth reads a photo holding fewer bits).
-STORED_BITS = (8, 10, 12, 14, 16)
+# The scales a 16-bit file's values may stand on: 8-bit values saved in a 16-bit file, a 10-, 12- or 14-bit
+# sensor's, or all 16 bits (photo_depth reads photos on them; PHOTO_BITS_CHOICES).
+STORED_BITS: tuple[int, ...] = (8, 10, 12, 14, 16)
 
 
 def _upright_levels(image: Image.Image, values: np.ndarray, label: str) -> np.ndarray:
@@ -40,8 +41,7 @@ def _upright_levels(image: Image.Image, values: np.ndarray, label: str) -> np.nd
     if not white_is_zero(image):
         return values
     if values.dtype != np.uint16:
-        raise ImageReadError(f"{label}: its grey levels are stored with 0 as white (TIFF PhotometricInterpretation "
-                             "0), which crm reads in 1- to 16-bit files only; save it with 0 as black")
+        raise _white_is_zero_refusal(label)
     given = image.tag_v2.get(MAX_SAMPLE_VALUE_TAG)
     given = given[0] if isinstance(given, tuple) and given else given
     high = int(values.max()) if values.size else 0
@@ -50,6 +50,12 @@ def _upright_levels(image: Image.Image, values: np.ndarray, label: str) -> np.nd
     else:
         top = next(2 ** bits - 1 for bits in STORED_BITS if high <= 2 ** bits - 1)
     return np.subtract(np.uint16(top), values)
+
+
+def _white_is_zero_refusal(label: str) -> ImageReadError:
+    """The error of a white-is-zero file wider than 16 bits (32-bit integers, floats): its white level is unknown."""
+    return ImageReadError(f"{label}: its grey levels are stored with 0 as white (TIFF PhotometricInterpretation 0), "
+                          "which crm reads in 1- to 16-bit files only; save it with 0 as black")
 
 
 # TIFF's SampleFormat tag, and its value for signed integers.
@@ -108,7 +114,7 @@ def unit_floats(decoded: Image.Image, label: str, what: str = "mask") -> np.ndar
     """The float32 values of a floating-point ``what`` (a mask's probability map, e.g. a 32-bit
     TIFF, or an image's grey levels), checked to be finite and within [0, 1] (rounding overshoot clipped)."""
     if white_is_zero(decoded):
-        _upright_levels(decoded, np.asarray(decoded), label)  # refused: no white level
+        raise _white_is_zero_refusal(label)
     values = np.asarray(decoded, dtype=np.float32)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{label}: the floating-point {what} holds NaN or infinite values")
