@@ -51,6 +51,7 @@ from .guard import (
     change_confidence,
     change_weight,
     free_near,
+    keep_given_lines,
     keep_precise_boundary,
     region_changes,
 )
@@ -652,6 +653,7 @@ class Refiner:
             result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
             result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result
+        given = mask
         reference = foreground  # the mask the final pass starts from and the guard holds to
         base: float | np.ndarray = plan.trust
         if regions:
@@ -691,6 +693,9 @@ class Refiner:
             probability = mask.copy()
         elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
             probability = mask + np.float32(weight) * (probability - mask)
+        if settings.guard:
+            probability, restored = keep_given_lines(probability, given)
+            result.guard_restored += restored
         result.probability = probability
         if keep_stages:
             result.stages.append(probability)

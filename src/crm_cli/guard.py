@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .morphology import disc
+from .morphology import disc, one_pixel_lines
 from .schedule import edge_map
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
@@ -21,6 +21,10 @@ GUARD_STRENGTH = float(np.log(99.0))
 _EPS = 1e-6
 # keep_precise_boundary undoes the changes within this distance (px) of the coarse boundary.
 SHIFT_BAND_PX = 2.0
+# keep_given_lines keeps one-pixel lines of the given mask at least this long (pixels). A network's
+# mask upsampled from its working size has no such lines; the IS-Net 1024 cars' stray one-pixel wisps,
+# mostly wrong, are 5-47 pixels long (session 56).
+LINE_MIN_PIXELS = 64
 
 
 def certainty_pull(certainty: float) -> float:
@@ -221,3 +225,32 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
     out[band] = np.asarray(coarse_values, dtype=np.float32)[band]
     restored = int(np.count_nonzero((out[band] > 0.5) != (prob[band] > 0.5)))
     return out, shift, True, restored
+
+
+def keep_given_lines(probability: np.ndarray, given: np.ndarray,
+                     min_pixels: int = LINE_MIN_PIXELS) -> tuple[np.ndarray, int]:
+    """Keep the lines one pixel wide that the given mask draws, on either side of it.
+
+    The model cannot draw a line one pixel wide and erases it, with confidence, even where the photo
+    shows it (a wire, a crack, a 1-px outline). A mask holding such a line (``one_pixel_lines`` of
+    at least ``min_pixels``) was drawn at full size, so on those pixels the refined ``probability``
+    keeps at least the given value's side: the larger of the two on a foreground line, the smaller
+    on a background one.
+
+    Returns:
+        (probability as float32, pixels whose side of 0.5 was restored).
+    """
+    prob = np.asarray(probability, dtype=np.float32)
+    values = np.asarray(given, dtype=np.float32)
+    if prob.shape != values.shape:
+        raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
+    foreground = values > 0.5
+    on_line = one_pixel_lines(foreground, min_pixels)
+    off_line = one_pixel_lines(~foreground, min_pixels)
+    if not (on_line.any() or off_line.any()):
+        return prob, 0
+    out = prob.copy()
+    out[on_line] = np.maximum(prob[on_line], values[on_line])
+    out[off_line] = np.minimum(prob[off_line], values[off_line])
+    lines = on_line | off_line
+    return out, int(np.count_nonzero((out[lines] > 0.5) != (prob[lines] > 0.5)))

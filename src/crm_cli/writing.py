@@ -482,23 +482,29 @@ def leftover_temp_files(folder: Path, names: Collection[str], min_age_s: float) 
     """write_atomic temp files in ``folder`` for targets called one of ``names``, untouched for
     ``min_age_s`` seconds or more: left by writes that were killed. Nothing else ever matches."""
     try:
-        with os.scandir(folder) as scan:
-            entries = list(scan)
+        # Plain names, not scandir's entries: a `crm refine` per file into a folder of 100,000
+        # outputs looked through it in 0.2-0.3 s a run that way, and in about 0.07 s this way.
+        entries = os.listdir(folder)
     except OSError:
+        return []
+    hidden_temps = [name for name in entries if name.startswith(".") and name.endswith(".tmp")]
+    if not hidden_temps:
         return []
     limit = name_max(folder)
     targets = {_temp_target(folder, name, limit) for name in names}  # as temp_path names them
     now = time.time()
     found: list[Path] = []
-    for entry in entries:
-        match = _TEMP_NAME.fullmatch(entry.name)
+    for name in hidden_temps:
+        match = _TEMP_NAME.fullmatch(name)
         if match is None or match.group("target") not in targets:
             continue
+        path = folder / name
         try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime >= min_age_s:
-                found.append(Path(entry.path))
+            status = path.lstat()
         except OSError:
             continue
+        if stat.S_ISREG(status.st_mode) and now - status.st_mtime >= min_age_s:
+            found.append(path)
     return sorted(found)
 
 
