@@ -86,6 +86,10 @@ def test_keep_given_lines_leaves_short_lines_and_other_masks_alone() -> None:
     out, restored = keep_given_lines(probability, given)
     np.testing.assert_array_equal(out, probability)
     assert restored == 0
+    given[1, 5:45] = given[8, 30:70] = 1.0  # two more lines of 40: 143 lone pixels, no line of 64
+    out, restored = keep_given_lines(probability, given)
+    np.testing.assert_array_equal(out, probability)
+    assert restored == 0
     with pytest.raises(ValueError, match="differ in size"):
         keep_given_lines(probability, given[:, :40])
 

@@ -36,26 +36,45 @@ def near_boundary(foreground: np.ndarray, radius: int) -> np.ndarray:
 
 
 
-def one_pixel_lines(side: np.ndarray, min_pixels: int) -> np.ndarray:
-    """Lines about one pixel wide in ``side`` (a bool (H, W) mask), without the odd stray pixel.
 
-    A pixel is one pixel wide where no 2x2 square of ``side`` holds it. Lines cross and touch in
-    small clusters such a square fits in, so the lines are the 8-connected pieces of ``side`` that
-    no 3x3 square covers (under three pixels wide) holding at least ``min_pixels`` pixels one pixel
-    wide; every pixel of such a piece is returned.
+_SQUARE_2X2 = np.ones((2, 2), np.uint8)
+_SQUARE_3X3 = np.ones((3, 3), np.uint8)
 
-    The 2x2 opening is built from an erosion and a dilation anchored at opposite corners; OpenCV's
-    own opening anchors an even kernel at its centre for both, which shifts the result by a pixel.
+
+def lone_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels one pixel wide: (those of the foreground, those of the background) that lie on no 2x2
+    square of their own side, each as a uint8 (H, W) map (nonzero where lone).
+
+    ``foreground`` is a bool or 0/1 uint8 (H, W) mask. The background's squares come from the
+    foreground's closing, so the two sides cost four passes of a 2x2 filter in all. Erosion and
+    dilation are anchored at opposite corners; OpenCV's own opening anchors an even kernel at its
+    centre for both, which shifts the result by a pixel.
     """
-    inside = side.astype(np.uint8)
-    square = np.ones((2, 2), np.uint8)
-    covered = cv2.dilate(cv2.erode(inside, square, anchor=(1, 1)), square, anchor=(0, 0))
-    lone = (inside > 0) & (covered == 0)
-    if not lone.any():
-        return lone
-    narrow = ((inside > 0) & (cv2.morphologyEx(inside, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) == 0))
-    count, labels = cv2.connectedComponents(narrow.astype(np.uint8), connectivity=8)
-    lone_pixels = np.bincount(labels[lone], minlength=count)
-    long_enough = lone_pixels >= min_pixels
-    long_enough[0] = False  # label 0: wider than two pixels
+    inside = np.ascontiguousarray(foreground).view(np.uint8)
+    opened = cv2.dilate(cv2.erode(inside, _SQUARE_2X2, anchor=(1, 1)), _SQUARE_2X2, anchor=(0, 0))
+    closed = cv2.erode(cv2.dilate(inside, _SQUARE_2X2, anchor=(1, 1)), _SQUARE_2X2, anchor=(0, 0))
+    return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
+
+
+def lines_of(side: np.ndarray, lone: np.ndarray, min_pixels: int) -> np.ndarray:
+    """The lines of ``side`` (bool or 0/1 uint8 (H, W)) through its ``lone`` pixels (a map of
+    :func:`lone_pixels`): the 8-connected pieces of ``side`` that no 3x3 square covers (under three
+    pixels wide; lines cross and touch in small clusters a 2x2 square fits in) holding at least
+    ``min_pixels`` lone pixels. Every pixel of such a piece is returned (bool (H, W))."""
+    inside = np.ascontiguousarray(side).view(np.uint8)
+    narrow = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_3X3), cv2.CMP_GT)
+    count, labels = cv2.connectedComponents(narrow, connectivity=8)
+    lone_count = np.bincount(labels[lone > 0], minlength=count)
+    long_enough = lone_count >= min_pixels
+    long_enough[0] = False  # label 0: three pixels wide or more
     return long_enough[labels]
+
+
+def one_pixel_lines(side: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Lines about one pixel wide in ``side`` (a bool (H, W) mask), without the odd stray pixel:
+    :func:`lines_of` its lone pixels (:func:`lone_pixels`), holding at least ``min_pixels`` of them."""
+    inside = np.ascontiguousarray(side, dtype=bool)
+    lone = lone_pixels(inside)[0]
+    if cv2.countNonZero(lone) < max(min_pixels, 1):
+        return np.zeros(inside.shape, bool)
+    return lines_of(inside, lone, min_pixels)
