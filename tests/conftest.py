@@ -128,6 +128,14 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def featureless_photo(height: int, width: int, value: int = 128) -> np.ndarray:
+    """A photo with no edges near any mask: one grey ``value`` with a 4x4 black mark in its top-left
+    corner, so that it is not one flat colour (for which the engine keeps the mask as given)."""
+    photo = np.full((height, width, 3), value, np.uint8)
+    photo[:4, :4] = 0
+    return photo
+
+
 def synthetic_scene(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A textured RGB image (uint8) with a bright ellipse object and its binary GT (uint8 0/255)."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, make_tiny_model, rectangles_scene, synthetic_scene, write_scene_files
+from conftest import coarse_of, featureless_photo, make_tiny_model, rectangles_scene, synthetic_scene, write_scene_files
 from typer.testing import CliRunner
 
 import crm_cli.schedule as schedule_module
@@ -788,7 +788,7 @@ def test_engine_keeps_the_coarse_mask_when_the_model_is_unsure_of_its_changes(
 
     coarse = np.zeros((480, 640), np.float32)
     coarse[120:360, 160:480] = 1.0
-    image = np.full((480, 640, 3), 128, np.uint8)  # no edges vouch for the boundary: trust 0
+    image = featureless_photo(480, 640)  # no edges vouch for the boundary: trust 0
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     # The stubbed stages change one 8x8 block beside the boundary (within the free distance, so the
     # guard leaves it as it is): grown outside for values above 0.5, shaved inside below it.
@@ -816,7 +816,7 @@ def test_the_weights_own_change_confidence_threshold_decides(monkeypatch: pytest
 
     coarse = np.zeros((480, 640), np.float32)
     coarse[120:360, 160:480] = 1.0
-    image = np.full((480, 640, 3), 128, np.uint8)
+    image = featureless_photo(480, 640)
     changed = coarse.copy()
     changed[112:120, 200:208] = 0.7  # a change of confidence 0.4
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import featureless_photo
 from typer.testing import CliRunner
 
 from crm_cli.edge_snap import (
@@ -221,7 +222,7 @@ def test_a_kept_coarse_mask_is_not_snapped(monkeypatch: pytest.MonkeyPatch) -> N
 
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     size = 1024
-    image = np.full((size, size, 3), 128, np.uint8)  # no edges vouch for the boundary: trust 0
+    image = featureless_photo(size, size)  # no edges vouch for the boundary: trust 0
     coarse = np.zeros((size, size), np.float32)
     coarse[:, size // 2:] = 1.0
     unsure = coarse.copy()
@@ -243,7 +244,7 @@ def test_in_a_blend_the_snap_is_taken_in_the_refinement_s_share(monkeypatch: pyt
 
     refiner = engine.Refiner.from_model(make_tiny_model(), device="cpu")
     size = 1024
-    image = np.full((size, size, 3), 128, np.uint8)
+    image = featureless_photo(size, size)
     coarse = np.zeros((size, size), np.float32)
     coarse[:, size // 2:] = 1.0
     near_threshold = coarse.copy()

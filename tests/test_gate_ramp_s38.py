@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_tiny_model
+from conftest import featureless_photo, make_tiny_model
 
 from crm_cli.guard import change_weight
 from crm_cli.schedule import CHANGE_CONFIDENCE_RAMP, MIN_CHANGE_CONFIDENCE, FinalStage
@@ -34,7 +34,7 @@ def test_the_default_ramp_sits_around_the_default_threshold() -> None:
 def _scene() -> tuple[np.ndarray, np.ndarray]:
     coarse = np.zeros((480, 640), np.float32)
     coarse[120:360, 160:480] = 1.0
-    image = np.full((480, 640, 3), 128, np.uint8)  # no edges vouch for the boundary: trust 0
+    image = featureless_photo(480, 640)  # no edges vouch for the boundary: trust 0
     return image, coarse
 
 

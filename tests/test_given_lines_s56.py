@@ -1,6 +1,7 @@
-"""Session 56. Lines one pixel wide in the given mask are kept: ``morphology.one_pixel_lines`` by hand,
-``guard.keep_given_lines`` by hand, and the shipped weights on session 55's audit case, which erased
-them (IoU 100 -> 6-10 at 640x480). And the faster search for leftover temp files."""
+"""Session 56. Lines one and two pixels wide in the given mask are kept: ``morphology.one_pixel_lines``
+by hand, ``guard.keep_given_lines`` by hand, and the shipped weights on session 55's audit case, which
+erased them (IoU 100 -> 6-10 at 640x480, and 19-100 for lines two pixels wide). A photo of one flat
+colour keeps its mask. And the faster search for leftover temp files."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from crm_cli.guard import LINE_MIN_PIXELS, keep_given_lines
+from crm_cli.guard import LINE_MIN_AREA, LINE_MIN_PIXELS, keep_given_lines
 from crm_cli.metrics import score_pair
 from crm_cli.morphology import one_pixel_lines
+from crm_cli.schedule import FLAT_PHOTO_LEVELS, photo_is_flat
 from crm_cli.writing import leftover_temp_files, temp_path
 
 
@@ -94,6 +96,19 @@ def test_keep_given_lines_leaves_short_lines_and_other_masks_alone() -> None:
         keep_given_lines(probability, given[:, :40])
 
 
+def test_keep_given_lines_keeps_lines_two_pixels_wide_by_their_area() -> None:
+    given = np.zeros((20, 200), np.float32)
+    long_pixels = LINE_MIN_AREA // 2  # two rows of this many: LINE_MIN_AREA pixels
+    given[3:5, 10:10 + long_pixels] = 1.0
+    given[12:14, 10:10 + long_pixels - 1] = 1.0  # two pixels short
+    probability = np.zeros_like(given)
+    out, restored = keep_given_lines(probability, given)
+    expected = np.zeros_like(given)
+    expected[3:5, 10:10 + long_pixels] = 1.0
+    np.testing.assert_array_equal(out, expected)
+    assert restored == LINE_MIN_AREA
+
+
 def lines_on_texture(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Session 55's audit case: a textured photo with dark lines one pixel wide, and their exact mask."""
     rng = np.random.default_rng(seed)
@@ -109,13 +124,18 @@ def lines_on_texture(height: int, width: int, seed: int) -> tuple[np.ndarray, np
     return photo, mask
 
 
-def test_the_shipped_weights_keep_a_perfect_mask_of_lines() -> None:
+@pytest.mark.parametrize("line_width", [1, 2])
+def test_the_shipped_weights_keep_a_perfect_mask_of_lines(line_width: int) -> None:
     from crm_cli import Refiner
 
     photo, mask = lines_on_texture(480, 640, seed=0)  # its lines are 280-775 pixels long
+    if line_width == 2:
+        mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
+        photo[mask > 0] = 20
     refiner = Refiner(device="cpu")
     kept = score_pair((refiner.refine(photo, mask) * 255).round().astype(np.uint8), mask)
-    assert kept.iou >= 0.99
+    # Where lines two pixels wide cross, the knot is wider and the model's: 109 of 4,563 pixels.
+    assert kept.iou >= (0.99 if line_width == 1 else 0.96)
     # The rule belongs to the guard: without it the same weights erase most of the lines, so the
     # case above is the rule's and not the weights'.
     erased = score_pair((refiner.refine(photo, mask, guard=False) * 255).round().astype(np.uint8), mask)
@@ -143,3 +163,35 @@ def test_leftover_temp_files_are_old_plain_files_of_the_named_outputs(tmp_path: 
     assert leftover_temp_files(tmp_path, {output.name}, 1800.0) == [old]
     assert leftover_temp_files(tmp_path, {"b_refined.png"}, 1800.0) == []
     assert leftover_temp_files(tmp_path / "missing", {output.name}, 1800.0) == []
+
+
+def test_photo_is_flat_by_hand() -> None:
+    black = np.zeros((64, 80, 3), np.uint8)
+    assert photo_is_flat(black)
+    red = np.zeros_like(black)
+    red[..., 0] = 255  # flat in each channel, though the channels differ
+    assert photo_is_flat(red)
+    noisy = black + np.random.default_rng(0).integers(0, FLAT_PHOTO_LEVELS + 1, black.shape, dtype=np.uint8)
+    assert photo_is_flat(noisy)  # JPEG-like noise of up to FLAT_PHOTO_LEVELS levels
+    speck = black.copy()
+    speck[5, 7, 2] = FLAT_PHOTO_LEVELS + 1  # off the sparse sample's grid: the whole photo is looked at
+    assert not photo_is_flat(speck)
+    ramp = np.repeat(np.linspace(0, 40, 80).astype(np.uint8)[None, :, None], 64, axis=0).repeat(3, axis=2)
+    assert not photo_is_flat(ramp)
+
+
+def test_a_flat_photo_keeps_its_mask_as_given(tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A disc on a black photo came back reshaped (IoU 88-95); with nothing to refine against, the
+    guard keeps the given soft mask, and says so."""
+    from crm_cli import Refiner
+
+    photo = np.full((96, 128, 3), 128, np.uint8)
+    rows, cols = np.mgrid[:96, :128]
+    mask = np.clip((30.0 - np.hypot(rows - 48, cols - 64)) / 4 + 0.5, 0, 1).astype(np.float32)
+    refiner = Refiner(tiny_weights, device="cpu")
+    with caplog.at_level("WARNING", logger="crm_cli.engine"):
+        kept = refiner.refine(photo, mask)
+    np.testing.assert_array_equal(kept, mask)
+    assert "the photo is one flat colour" in caplog.text
+    refined = refiner.refine(photo, mask, guard=False)  # without the guard the model answers
+    assert not np.array_equal(refined, mask)

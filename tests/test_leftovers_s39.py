@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from batch_records import record_of, stamps_of
-from conftest import flat, make_tiny_model, synthetic_scene, write_scene_files
+from conftest import featureless_photo, flat, make_tiny_model, synthetic_scene, write_scene_files
 from PIL import Image
 from test_photo_bits_s38 import H, W, write_frame, write_mask
 from typer.testing import CliRunner
@@ -299,7 +299,7 @@ def test_the_engine_keeps_the_share_it_took(monkeypatch: pytest.MonkeyPatch) -> 
 
     coarse = np.zeros((480, 640), np.float32)
     coarse[120:360, 160:480] = 1.0
-    image = np.full((480, 640, 3), 128, np.uint8)
+    image = featureless_photo(480, 640)
     refiner = Refiner.from_model(make_tiny_model(), device="cpu")
     for value, weight, kept in ((0.745, 0.3, True), (0.7375, 0.0, True), (0.755, 0.7, False), (0.9, 1.0, False)):
         changed = coarse.copy()

@@ -68,6 +68,7 @@ from .schedule import (
     fitting_stages,
     guard_distance,
     mask_trust,
+    photo_is_flat,
     region_radius,
     schedule_text,
     stage_fits,
@@ -650,6 +651,15 @@ class Refiner:
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             result.probability = foreground.astype(np.float32)
+            result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
+            result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
+            return result
+        if settings.guard and photo_is_flat(image):
+            # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
+            # black photo came back reshaped, 88-95 IoU, its change confidence 0.66).
+            logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
+                           "is kept as given")
+            result.probability = mask.copy()
             result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
             result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
             return result

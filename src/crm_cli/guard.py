@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .morphology import disc, lines_of, lone_pixels
+from .morphology import disc, thin_lines
 from .schedule import edge_map
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
@@ -21,10 +21,12 @@ GUARD_STRENGTH = float(np.log(99.0))
 _EPS = 1e-6
 # keep_precise_boundary undoes the changes within this distance (px) of the coarse boundary.
 SHIFT_BAND_PX = 2.0
-# keep_given_lines keeps one-pixel lines of the given mask at least this long (pixels). A network's
-# mask upsampled from its working size has no such lines; the IS-Net 1024 cars' stray one-pixel wisps,
-# mostly wrong, are 5-47 pixels long (session 56).
+# keep_given_lines keeps the given mask's lines one pixel wide with at least this many pixels, and
+# those two pixels wide with at least LINE_MIN_AREA pixels. A network's mask upsampled from its
+# working size has no such lines; the IS-Net 1024 cars' stray wisps, mostly wrong, hold at most 47
+# pixels one pixel wide, and their pieces under three pixels wide at most 117 pixels (session 56).
 LINE_MIN_PIXELS = 64
+LINE_MIN_AREA = 192
 
 
 def certainty_pull(certainty: float) -> float:
@@ -227,15 +229,16 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
     return out, shift, True, restored
 
 
-def keep_given_lines(probability: np.ndarray, given: np.ndarray,
-                     min_pixels: int = LINE_MIN_PIXELS) -> tuple[np.ndarray, int]:
-    """Keep the lines one pixel wide that the given mask draws, on either side of it.
+def keep_given_lines(probability: np.ndarray, given: np.ndarray, min_lone: int = LINE_MIN_PIXELS,
+                     min_area: int = LINE_MIN_AREA) -> tuple[np.ndarray, int]:
+    """Keep the lines one and two pixels wide that the given mask draws, on either side of it.
 
-    The model cannot draw a line one pixel wide and erases it, with confidence, even where the photo
-    shows it (a wire, a crack, a 1-px outline). A mask holding such a line (``morphology.one_pixel_lines`` of
-    at least ``min_pixels``) was drawn at full size, so on those pixels the refined ``probability``
-    keeps at least the given value's side: the larger of the two on a foreground line, the smaller
-    on a background one.
+    The model cannot draw a line one pixel wide, and at 2K not always one two pixels wide: it erases
+    them, with confidence, even where the photo shows them (a wire, a crack, an outline). A mask
+    holding such a line (``morphology.thin_lines``: a piece under three pixels wide with at least
+    ``min_lone`` pixels one pixel wide, or at least ``min_area`` pixels) was drawn at full size, so on
+    its pixels the refined ``probability`` keeps at least the given value's side: the larger of the
+    two on a foreground line, the smaller on a background one.
 
     Returns:
         (probability as float32, pixels whose side of 0.5 was restored).
@@ -244,16 +247,7 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray,
     values = np.asarray(given, dtype=np.float32)
     if prob.shape != values.shape:
         raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
-    foreground = values > 0.5
-    lone_in, lone_out = lone_pixels(foreground)
-    # A line holds at least min_pixels lone pixels, so fewer in all (a smooth mask's odd corner pixel,
-    # a network's short wisps) need no search for lines: four 2x2 filter passes and done.
-    has_in = cv2.countNonZero(lone_in) >= min_pixels
-    has_out = cv2.countNonZero(lone_out) >= min_pixels
-    if not (has_in or has_out):
-        return prob, 0
-    on_line = lines_of(foreground, lone_in, min_pixels) if has_in else np.zeros(prob.shape, bool)
-    off_line = lines_of(~foreground, lone_out, min_pixels) if has_out else np.zeros(prob.shape, bool)
+    on_line, off_line = thin_lines(values > 0.5, min_lone, min_area)
     if not (on_line.any() or off_line.any()):
         return prob, 0
     out = prob.copy()

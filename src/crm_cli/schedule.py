@@ -322,6 +322,22 @@ class Schedule:
         return schedule_text(self.ratios, self.regions)
 
 
+# A photo whose every channel spans at most this many levels (8-bit) shows nothing to refine against.
+FLAT_PHOTO_LEVELS = 3
+# photo_is_flat looks at every this-many-th pixel of each row and column first.
+FLAT_PHOTO_SAMPLE_STEP = 16
+
+
+def photo_is_flat(image: np.ndarray) -> bool:
+    """Whether an (H, W, 3) uint8 photo is one flat colour (each channel within ``FLAT_PHOTO_LEVELS``):
+    a black frame of a fade, a blank page. A sparse sample rules out almost every photo first."""
+    for pixels in (image[::FLAT_PHOTO_SAMPLE_STEP, ::FLAT_PHOTO_SAMPLE_STEP], image):
+        spread = pixels.reshape(-1, pixels.shape[-1])
+        if int((spread.max(axis=0).astype(np.int16) - spread.min(axis=0)).max()) > FLAT_PHOTO_LEVELS:
+            return False
+    return True
+
+
 def stage_size(height: int, width: int, ratio: float) -> tuple[int, int]:
     """Stage-input size for a ratio (at least 1 pixel per side)."""
     return max(1, round(height * ratio)), max(1, round(width * ratio))
