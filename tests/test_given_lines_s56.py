@@ -195,3 +195,33 @@ def test_a_flat_photo_keeps_its_mask_as_given(tiny_weights: Path, caplog: pytest
     assert "the photo is one flat colour" in caplog.text
     refined = refiner.refine(photo, mask, guard=False)  # without the guard the model answers
     assert not np.array_equal(refined, mask)
+
+
+def test_do_no_harm_cases_are_exact_and_scored_against_their_masks(tmp_path: Path) -> None:
+    from conftest import load_benchmark
+
+    harm = load_benchmark("do_no_harm")
+    cases = list(harm.generated_cases([(64, 48)]))
+    again = list(harm.generated_cases([(64, 48)]))
+    assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "text", "disc flat",
+                                             "disc noise", "scene"]
+    for case, repeat in zip(cases, again, strict=True):  # the same cases every run
+        np.testing.assert_array_equal(case.photo, repeat.photo)
+        np.testing.assert_array_equal(case.mask, repeat.mask)
+        assert case.photo.shape == (48, 64, 3) and case.mask.shape == (48, 64)
+    for case in cases[:4]:  # each line is drawn on the photo exactly where its mask is
+        assert (case.photo[case.mask > 0] == 20).all()
+    thin, wide = harm.lines_case(48, 64, 1, seed=5), harm.lines_case(48, 64, 2, seed=5)
+    np.testing.assert_array_equal(wide.mask, cv2.dilate(thin.mask, np.ones((2, 2), np.uint8)))
+    kept = harm.score_case(lambda photo, mask: mask / 255.0, cases[0])
+    assert kept == {"case": "lines 1", "size": "64x48", "iou": 100.0, "mba": 100.0, "harmed": False}
+    erased = harm.score_case(lambda photo, mask: np.zeros(mask.shape), cases[0])
+    assert erased["iou"] == 0.0 and erased["harmed"]
+    photo = np.full((8, 10, 3), 90, np.uint8)
+    truth = np.zeros((8, 10), np.uint8)
+    truth[2:6, 3:7] = 200  # read as 255: over 128
+    cv2.imwrite(str(tmp_path / "a_im.jpg"), photo)
+    cv2.imwrite(str(tmp_path / "a_gt.png"), truth)
+    (big,) = harm.big_cases(tmp_path, 0)
+    assert big.name == "ground truth a" and big.photo.shape == (8, 10, 3)
+    np.testing.assert_array_equal(big.mask, np.where(truth > 128, 255, 0))
