@@ -5,6 +5,7 @@ colour keeps its mask. And the faster search for leftover temp files."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -225,3 +226,27 @@ def test_do_no_harm_cases_are_exact_and_scored_against_their_masks(tmp_path: Pat
     (big,) = harm.big_cases(tmp_path, 0)
     assert big.name == "ground truth a" and big.photo.shape == (8, 10, 3)
     np.testing.assert_array_equal(big.mask, np.where(truth > 128, 255, 0))
+
+
+def test_a_flat_photo_s_label_map_is_kept_with_one_warning(tiny_weights: Path, tmp_path: Path) -> None:
+    """Each label of a label map is refined on its own, and each refinement of a flat photo warns: the
+    image's warning is shown and recorded once, not once per label."""
+    from typer.testing import CliRunner
+
+    from crm_cli.cli import app
+
+    photo, labels = tmp_path / "flat.png", tmp_path / "labels.png"
+    cv2.imwrite(str(photo), np.zeros((120, 160, 3), np.uint8))  # above the 96-px minimum: refined
+    ids = np.zeros((120, 160), np.uint8)
+    ids[10:50, 10:60], ids[60:110, 40:120], ids[5:40, 90:150] = 1, 2, 3
+    cv2.imwrite(str(labels), ids)
+    output = tmp_path / "out.png"
+    result = CliRunner().invoke(app, ["refine", str(photo), str(labels), "-o", str(output), "--json",
+                                      "-w", str(tiny_weights), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(cv2.imread(str(output), cv2.IMREAD_UNCHANGED), ids)
+    warning = "the photo is one flat colour, with nothing to refine the mask against: the mask is kept as given"
+    assert result.stderr.count("the photo is one flat colour") == 1
+    record = json.loads(result.stdout)
+    assert record["mode"] == "labels" and record["label_ids"] == [1, 2, 3]
+    assert record["warnings"] == [warning]

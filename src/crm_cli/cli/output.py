@@ -87,14 +87,17 @@ def warn(note: str, out: Console | None = None) -> None:
     """Print a yellow ``warning:`` line on stderr; ``note`` is printed literally (in the CLI's
     words: ``photo_depth.cli_note``), its control characters escaped (:func:`printable`), and kept as it
     is by each :func:`collect_warnings` block around the call (and not printed inside one that holds
-    them)."""
+    them). Inside such a block a note it already holds is not shown again."""
     from rich.markup import escape
 
     from ..photo_depth import cli_note
 
     # A reader's note names photo_bits=; the command's option is --photo-bits, and crm train has none.
     note = cli_note(note, _running_command_has("photo_bits"))
-    for shown in _warning_lists.get():
+    collected = _warning_lists.get()
+    if collected and note in collected[-1]:
+        return  # said already for this image (a label map's labels are refined one by one)
+    for shown in collected:
         shown.append(note)
     if not _warnings_held.get():
         (out or console).print(f"[yellow]warning:[/] {escape(printable(note))}", highlight=False)
