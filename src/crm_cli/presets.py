@@ -54,7 +54,9 @@ class Preset:
         roi: stages after the first decode (and encode) only around the uncertain boundary.
         full_decode: decode every stage at full size, as the reference code does.
         adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
-        guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py).
+        guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py);
+            with it, unsure changes are not taken, the mask's lines one and two pixels wide are kept,
+            and a photo of one flat colour keeps its mask.
         snap: pull the final boundary onto the photo's edges (edge_snap.py; photos of 1000 px and up).
         description: one line for --help and the README.
     """
