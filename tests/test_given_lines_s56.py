@@ -16,7 +16,7 @@ import pytest
 
 from crm_cli.guard import LINE_MIN_AREA, LINE_MIN_PIXELS, keep_given_lines
 from crm_cli.metrics import score_pair
-from crm_cli.morphology import one_pixel_lines
+from crm_cli.morphology import one_pixel_lines, thin_lines
 from crm_cli.schedule import FLAT_PHOTO_LEVELS, photo_is_flat
 from crm_cli.writing import leftover_temp_files, temp_path
 
@@ -64,19 +64,19 @@ def test_a_line_two_pixels_wide_and_solid_shapes_hold_no_line() -> None:
 
 
 def test_keep_given_lines_by_hand() -> None:
-    given = np.zeros((14, 80), np.float32)
+    given = np.zeros((18, 80), np.float32)
     given[2, 5:75] = 1.0  # a foreground line of 70 pixels
-    given[6:11, :] = 1.0
-    given[8, 5:75] = 0.0  # a background line of 70 pixels through a bar
+    given[6:15, :] = 1.0
+    given[10, 5:75] = 0.0  # a background line of 70 pixels through a bar
     probability = np.full_like(given, 0.25)
-    probability[6:11, :] = 0.75
-    probability[8, 5:75] = 0.9  # the refinement filled the gap
+    probability[6:15, :] = 0.75
+    probability[10, 5:75] = 0.9  # the refinement filled the gap
     probability[2, 10] = 0.95  # already foreground: kept as refined
     out, restored = keep_given_lines(probability, given)
     expected = probability.copy()
     expected[2, 5:75] = 1.0
     expected[2, 10] = 1.0  # the larger of 0.95 and the given 1.0
-    expected[8, 5:75] = 0.0
+    expected[10, 5:75] = 0.0
     np.testing.assert_array_equal(out, expected)
     assert restored == 69 + 70  # pixel (2, 10) was already on the given side
     assert probability[2, 20] == np.float32(0.25)  # the caller's array is untouched
@@ -250,3 +250,47 @@ def test_a_flat_photo_s_label_map_is_kept_with_one_warning(tiny_weights: Path, t
     record = json.loads(result.stdout)
     assert record["mode"] == "labels" and record["label_ids"] == [1, 2, 3]
     assert record["warnings"] == [warning]
+
+
+def test_a_line_along_each_image_edge_is_a_line_alike() -> None:
+    """The review's finding: the 2x2 filters' default borders made a line on the left or top edge
+    no line and one on the right or bottom edge a line. A square of a side lies inside the image now,
+    on all four edges alike, for either side (DUTS's masks leave a row of background at the edge)."""
+    for edge in ("top", "bottom", "left", "right"):
+        side = np.zeros((100, 120), bool)
+        strip = {"top": (0, slice(10, 110)), "bottom": (99, slice(10, 110)),
+                 "left": (slice(0, 100), 0), "right": (slice(0, 100), 119)}[edge]
+        side[strip] = True
+        np.testing.assert_array_equal(thin_lines(side, 64, 192)[0], side, err_msg=edge)
+        np.testing.assert_array_equal(thin_lines(~side, 64, 192)[1], side, err_msg=edge)  # all but the strip
+    meeting = np.zeros((100, 120), bool)
+    meeting[30, :80] = True  # from the left edge into the image
+    meeting[:70, 100] = True  # from the top edge down
+    np.testing.assert_array_equal(thin_lines(meeting, 64, 192)[0], meeting)
+
+
+def test_a_dithered_edge_holds_no_line_but_a_wire_beside_an_object_is_one() -> None:
+    rows, cols = np.mgrid[:160, :160]
+    ramp = np.clip((np.hypot(rows - 80, cols - 80) - 40) / 30, 0, 1)
+    bayer = (np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]]) + 0.5) / 16
+    dithered = (1 - ramp) > np.tile(bayer, (40, 40))  # a soft disc's edge exported as one bit
+    inside, outside = thin_lines(dithered, 64, 192)
+    assert not inside.any() and not outside.any()
+    wire = np.zeros((60, 200), bool)
+    wire[20:60, :] = True  # an object
+    wire[18, 10:190] = True  # a wire one pixel above its edge: half its contacts are the narrow gap
+    expected_wire, expected_gap = np.zeros_like(wire), np.zeros_like(wire)
+    expected_wire[18, 10:190] = True
+    expected_gap[19, 10:190] = True  # and the gap under it is a background line
+    lines_in, lines_out = thin_lines(wire, 64, 192)
+    np.testing.assert_array_equal(lines_in, expected_wire)
+    np.testing.assert_array_equal(lines_out, expected_gap)
+
+
+def test_lines_two_pixels_wide_that_cross_are_kept_whole() -> None:
+    side = np.zeros((120, 120), bool)
+    side[59:61, 5:115] = True
+    side[5:115, 59:61] = True
+    rows = np.arange(10, 90)
+    side[rows, rows + 20] = side[rows, rows + 21] = side[rows + 1, rows + 20] = True  # a diagonal crossing both
+    np.testing.assert_array_equal(thin_lines(side, 64, 192)[0], side)

@@ -656,7 +656,7 @@ class Refiner:
             return result
         if settings.guard and photo_is_flat(image):
             # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
-            # black photo came back reshaped, 88-95 IoU, its change confidence 0.66).
+            # black photo came back reshaped, 91-95 IoU, its change confidence 0.66).
             logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
                            "is kept as given")
             result.probability = mask.copy()

@@ -238,7 +238,8 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, min_lone: int =
     holding such a line (``morphology.thin_lines``: a piece under three pixels wide with at least
     ``min_lone`` pixels one pixel wide, or at least ``min_area`` pixels) was drawn at full size, so on
     its pixels the refined ``probability`` keeps at least the given value's side: the larger of the
-    two on a foreground line, the smaller on a background one.
+    two on a foreground line, the smaller on a background one. Both are probabilities in [0, 1] of the
+    same (H, W) shape (the engine's float form of a mask, not its 0-255 file values).
 
     Returns:
         (probability as float32, pixels whose side of 0.5 was restored).

@@ -35,11 +35,18 @@ def near_boundary(foreground: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(edge, disc(radius)) > 0
 
 
-
-
-
 _SQUARE_2X2 = np.ones((2, 2), np.uint8)
 _SQUARE_3X3 = np.ones((3, 3), np.uint8)
+_SQUARE_5X5 = np.ones((5, 5), np.uint8)
+# A square of one side lies inside the image: beyond it, each side's filters see the other side (an
+# opening's and the 5x5 opening's 0, a closing's 1), on all four edges alike. So a line along the
+# image's edge is a line, as it is inside the image (DUTS's own masks leave a row of background there).
+_OPENING_EDGE = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+_CLOSING_EDGE = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 1}
+# thin_lines refuses a piece when at least this share of its contacts with the other side are with
+# pixels of the other side that are narrow too: a dithered edge, not a line across a region. A wire
+# one pixel beside an object's edge has half its contacts so.
+DITHER_CONTACT_SHARE = 0.75
 
 
 def lone_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +59,10 @@ def lone_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centre for both, which shifts the result by a pixel.
     """
     inside = np.ascontiguousarray(foreground).view(np.uint8)
-    opened = cv2.dilate(cv2.erode(inside, _SQUARE_2X2, anchor=(1, 1)), _SQUARE_2X2, anchor=(0, 0))
-    closed = cv2.erode(cv2.dilate(inside, _SQUARE_2X2, anchor=(1, 1)), _SQUARE_2X2, anchor=(0, 0))
+    opened = cv2.dilate(cv2.erode(inside, _SQUARE_2X2, anchor=(1, 1), **_OPENING_EDGE), _SQUARE_2X2, anchor=(0, 0),
+                        **_OPENING_EDGE)
+    closed = cv2.erode(cv2.dilate(inside, _SQUARE_2X2, anchor=(1, 1), **_CLOSING_EDGE), _SQUARE_2X2, anchor=(0, 0),
+                       **_CLOSING_EDGE)
     return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
 
 
@@ -62,25 +71,41 @@ def narrow_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     no 3x3 square of their own side, as uint8 (H, W) maps (nonzero where narrow). Every pixel of
     :func:`lone_pixels` is one of them."""
     inside = np.ascontiguousarray(foreground).view(np.uint8)
-    opened = cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_3X3)
-    closed = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, _SQUARE_3X3)
+    opened = cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_3X3, **_OPENING_EDGE)
+    closed = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, _SQUARE_3X3, **_CLOSING_EDGE)
     return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
 
 
-def lines_of(narrow: np.ndarray, lone: np.ndarray, min_lone: int, min_area: int) -> np.ndarray:
-    """The lines among one side's ``narrow`` pixels (a map of :func:`narrow_pixels`): its 8-connected
-    pieces holding at least ``min_lone`` pixels of ``lone`` (that side's map of :func:`lone_pixels`: a
-    line one pixel wide; lines cross and touch in small clusters a 2x2 square fits in) or at least
-    ``min_area`` pixels in all (a line two pixels wide). Every pixel of such a piece is returned
-    (bool (H, W))."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(narrow, connectivity=8)
-    lone_at = cv2.findNonZero(lone)  # (x, y) of each: sparse, cheaper than a mask of the whole image
-    lone_xy = np.empty((0, 2), np.int32) if lone_at is None else lone_at.reshape(-1, 2)
-    lone_labels = labels[lone_xy[:, 1], lone_xy[:, 0]]
-    long_enough = (np.bincount(lone_labels, minlength=count) >= min_lone) | (stats[:, cv2.CC_STAT_AREA] >= min_area)
-    long_enough[0] = False  # label 0: three pixels wide or more
+def lines_of(side: np.ndarray, narrow: np.ndarray, lone: np.ndarray, other_narrow: np.ndarray, min_lone: int,
+             min_area: int) -> np.ndarray:
+    """The lines of one side of a mask (``side``, bool or 0/1 uint8 (H, W)), from its ``narrow`` and
+    ``lone`` maps and the other side's narrow map (:func:`narrow_pixels`, :func:`lone_pixels`).
+
+    Lines cross and touch in knots a 2x2 or 3x3 square fits in, so a line is a piece of the narrow
+    pixels joined through the pixels within two pixels of them that are under five pixels wide. It holds at least
+    ``min_lone`` lone pixels (a line one pixel wide) or ``min_area`` narrow ones (two pixels wide),
+    and under ``DITHER_CONTACT_SHARE`` of its contacts with the other side touch narrow pixels of that
+    side (a dithered edge interleaves narrow pixels of both sides; a line crosses a region). Every
+    pixel of such a piece is returned (bool (H, W)).
+    """
+    inside = np.ascontiguousarray(side).view(np.uint8)
+    slim = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_5X5, **_OPENING_EDGE), cv2.CMP_GT)
+    joined = cv2.bitwise_and(slim, cv2.dilate(narrow, _SQUARE_5X5))
+    count, labels = cv2.connectedComponents(joined, connectivity=8)
+    rows, cols = np.nonzero(labels)
+    at = labels[rows, cols]
+    lone_count = np.bincount(at, weights=lone[rows, cols] > 0, minlength=count)
+    narrow_count = np.bincount(at, weights=narrow[rows, cols] > 0, minlength=count)
+    long_enough = (lone_count >= min_lone) | (narrow_count >= min_area)
+    long_enough[0] = False  # label 0: not near a narrow pixel, or five pixels wide or more
     if not long_enough.any():
-        return np.zeros(narrow.shape, bool)
+        return np.zeros(inside.shape, bool)
+    # Each pixel's neighbours on the other side, and those of them that are narrow.
+    other = cv2.boxFilter(1 - inside, cv2.CV_16U, (3, 3), normalize=False)
+    other_thin = cv2.boxFilter((other_narrow > 0).view(np.uint8), cv2.CV_16U, (3, 3), normalize=False)
+    contacts = np.bincount(at, weights=other[rows, cols], minlength=count)
+    thin_contacts = np.bincount(at, weights=other_thin[rows, cols], minlength=count)
+    long_enough &= thin_contacts < DITHER_CONTACT_SHARE * np.maximum(contacts, 1)
     return long_enough[labels]
 
 
@@ -89,15 +114,17 @@ def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int) -> tuple[np
     foreground's, the background's) as bool (H, W) maps, by :func:`lines_of`'s rule. A side with
     fewer narrow pixels than either threshold holds none, which most masks show after four passes
     of a 3x3 filter (a smooth mask's odd corner pixel, a network's short wisps)."""
-    narrow_in, narrow_out = narrow_pixels(foreground)
+    inside = np.ascontiguousarray(foreground, dtype=bool)
+    narrow_in, narrow_out = narrow_pixels(inside)
     fewest = min(min_lone, min_area)
-    sides = [(narrow, cv2.countNonZero(narrow) >= fewest) for narrow in (narrow_in, narrow_out)]
-    if not (sides[0][1] or sides[1][1]):
-        empty = np.zeros(foreground.shape, bool)
+    searched = [cv2.countNonZero(narrow) >= fewest for narrow in (narrow_in, narrow_out)]
+    empty = np.zeros(inside.shape, bool)
+    if not any(searched):
         return empty, empty
-    lone_maps = lone_pixels(foreground)
-    return tuple(lines_of(narrow, lone, min_lone, min_area) if any_line else np.zeros(foreground.shape, bool)
-                 for (narrow, any_line), lone in zip(sides, lone_maps, strict=True))  # type: ignore[return-value]
+    lone_in, lone_out = lone_pixels(inside)
+    lines_in = lines_of(inside, narrow_in, lone_in, narrow_out, min_lone, min_area) if searched[0] else empty
+    lines_out = lines_of(~inside, narrow_out, lone_out, narrow_in, min_lone, min_area) if searched[1] else empty
+    return lines_in, lines_out
 
 
 def one_pixel_lines(side: np.ndarray, min_pixels: int) -> np.ndarray:
