@@ -135,8 +135,7 @@ def test_the_shipped_weights_keep_a_perfect_mask_of_lines(line_width: int) -> No
         photo[mask > 0] = 20
     refiner = Refiner(device="cpu")
     kept = score_pair((refiner.refine(photo, mask) * 255).round().astype(np.uint8), mask)
-    # Where lines two pixels wide cross, the knot is wider and the model's: 109 of 4,563 pixels.
-    assert kept.iou >= (0.99 if line_width == 1 else 0.96)
+    assert kept.iou >= 0.99  # lines two pixels wide: 0.998, their knots joined (0.976 without)
     # The rule belongs to the guard: without it the same weights erase most of the lines, so the
     # case above is the rule's and not the weights'.
     erased = score_pair((refiner.refine(photo, mask, guard=False) * 255).round().astype(np.uint8), mask)
