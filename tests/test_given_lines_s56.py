@@ -1,5 +1,5 @@
-"""Session 56. Lines one and two pixels wide in the given mask are kept: ``morphology.one_pixel_lines``
-by hand, ``guard.keep_given_lines`` by hand, and the shipped weights on session 55's audit case, which
+"""Session 56. Lines one and two pixels wide in the given mask are kept: ``morphology.thin_lines`` by
+hand, ``guard.keep_given_lines`` by hand, and the shipped weights on session 55's audit case, which
 erased them (IoU 100 -> 6-10 at 640x480, and 19-100 for lines two pixels wide). A photo of one flat
 colour keeps its mask. And the faster search for leftover temp files."""
 
@@ -16,9 +16,14 @@ import pytest
 
 from crm_cli.guard import LINE_MIN_AREA, LINE_MIN_PIXELS, keep_given_lines
 from crm_cli.metrics import score_pair
-from crm_cli.morphology import one_pixel_lines, thin_lines
+from crm_cli.morphology import thin_lines
 from crm_cli.schedule import FLAT_PHOTO_LEVELS, photo_is_flat
 from crm_cli.writing import leftover_temp_files, temp_path
+
+
+def one_pixel_lines(side: np.ndarray, min_pixels: int) -> np.ndarray:
+    """The foreground's lines one pixel wide by ``thin_lines``' one-pixel rule alone (no area rule)."""
+    return thin_lines(side, min_pixels, np.iinfo(np.int32).max)[0]
 
 
 def test_a_horizontal_line_and_nothing_of_a_bar_or_a_stray_pixel() -> None:

@@ -157,6 +157,15 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     return Schedule(ratios, free_px, trust, final_only=not fitting)
 
 
+def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool) -> RefineResult:
+    """``result`` answered with ``probability`` and no stage run: each of its planned stages (its
+    ``ratios``) timed at zero and, with ``keep_stages``, a copy of that answer."""
+    result.probability = probability
+    result.stages = [probability.copy() for _ in result.ratios] if keep_stages else []
+    result.timings = [StageTiming(r, 0.0, 0.0) for r in result.ratios]
+    return result
+
+
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Float32 (H, W) map resized to ``size`` = (height, width): area average when shrinking,
     bilinear when enlarging."""
@@ -650,20 +659,14 @@ class Refiner:
                               mirrored=plan.mirror)
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
-            result.probability = foreground.astype(np.float32)
-            result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
-            result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
-            return result
+            return unrefined(result, foreground.astype(np.float32), keep_stages)
         if settings.guard and photo_is_flat(image):
             # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
             # black photo came back reshaped, 91-95 IoU, its change confidence 0.66).
             logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
                            "is kept as given")
-            result.probability = mask.copy()
-            result.stages = [result.probability.copy() for _ in plan.ratios] if keep_stages else []
-            result.timings = [StageTiming(r, 0.0, 0.0) for r in plan.ratios]
-            return result
-        given = mask
+            return unrefined(result, mask.copy(), keep_stages)
+        given, given_foreground = mask, foreground
         reference = foreground  # the mask the final pass starts from and the guard holds to
         base: float | np.ndarray = plan.trust
         if regions:
@@ -704,7 +707,7 @@ class Refiner:
         elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
             probability = mask + np.float32(weight) * (probability - mask)
         if settings.guard:
-            probability, restored = keep_given_lines(probability, given)
+            probability, restored = keep_given_lines(probability, given, given_foreground)
             result.guard_restored += restored
         result.probability = probability
         if keep_stages:

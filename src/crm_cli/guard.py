@@ -229,8 +229,8 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
     return out, shift, True, restored
 
 
-def keep_given_lines(probability: np.ndarray, given: np.ndarray, min_lone: int = LINE_MIN_PIXELS,
-                     min_area: int = LINE_MIN_AREA) -> tuple[np.ndarray, int]:
+def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foreground: np.ndarray | None = None,
+                     min_lone: int = LINE_MIN_PIXELS, min_area: int = LINE_MIN_AREA) -> tuple[np.ndarray, int]:
     """Keep the lines one and two pixels wide that the given mask draws, on either side of it.
 
     The model cannot draw a line one pixel wide, and at 2K not always one two pixels wide: it erases
@@ -239,7 +239,8 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, min_lone: int =
     ``min_lone`` pixels one pixel wide, or at least ``min_area`` pixels) was drawn at full size, so on
     its pixels the refined ``probability`` keeps at least the given value's side: the larger of the
     two on a foreground line, the smaller on a background one. Both are probabilities in [0, 1] of the
-    same (H, W) shape (the engine's float form of a mask, not its 0-255 file values).
+    same (H, W) shape (the engine's float form of a mask, not its 0-255 file values);
+    ``given_foreground`` is ``given > 0.5`` where the caller holds it already.
 
     Returns:
         (probability as float32, pixels whose side of 0.5 was restored).
@@ -248,7 +249,8 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, min_lone: int =
     values = np.asarray(given, dtype=np.float32)
     if prob.shape != values.shape:
         raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
-    on_line, off_line = thin_lines(values > 0.5, min_lone, min_area)
+    foreground = values > 0.5 if given_foreground is None else given_foreground
+    on_line, off_line = thin_lines(foreground, min_lone, min_area)
     if not (on_line.any() or off_line.any()):
         return prob, 0
     out = prob.copy()

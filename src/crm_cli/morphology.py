@@ -6,6 +6,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+_SQUARE_2X2 = np.ones((2, 2), np.uint8)
+_SQUARE_3X3 = np.ones((3, 3), np.uint8)
+_SQUARE_5X5 = np.ones((5, 5), np.uint8)
+
 
 def disc(radius: int) -> np.ndarray:
     """OpenCV's elliptical structuring element of ``radius``: a (2r+1)x(2r+1) uint8 disc."""
@@ -30,14 +34,10 @@ def near_boundary(foreground: np.ndarray, radius: int) -> np.ndarray:
     ``radius + 1``, since its boundary pixels are the first pixel of each side.
     """
     inside = foreground.astype(np.uint8)
-    square = np.ones((3, 3), np.uint8)
-    edge = (cv2.dilate(inside, square) != cv2.erode(inside, square)).astype(np.uint8)
+    edge = (cv2.dilate(inside, _SQUARE_3X3) != cv2.erode(inside, _SQUARE_3X3)).astype(np.uint8)
     return cv2.dilate(edge, disc(radius)) > 0
 
 
-_SQUARE_2X2 = np.ones((2, 2), np.uint8)
-_SQUARE_3X3 = np.ones((3, 3), np.uint8)
-_SQUARE_5X5 = np.ones((5, 5), np.uint8)
 # A square of one side lies inside the image: beyond it, each side's filters see the other side (an
 # opening's and the 5x5 opening's 0, a closing's 1), on all four edges alike. So a line along the
 # image's edge is a line, as it is inside the image (DUTS's own masks leave a row of background there).
@@ -126,8 +126,3 @@ def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int) -> tuple[np
     lines_out = lines_of(~inside, narrow_out, lone_out, narrow_in, min_lone, min_area) if searched[1] else empty
     return lines_in, lines_out
 
-
-def one_pixel_lines(side: np.ndarray, min_pixels: int) -> np.ndarray:
-    """Lines about one pixel wide in ``side`` (a bool (H, W) mask), without the odd stray pixel: the
-    foreground's :func:`thin_lines` holding at least ``min_pixels`` lone pixels (no area rule)."""
-    return thin_lines(np.ascontiguousarray(side, dtype=bool), min_pixels, np.iinfo(np.int32).max)[0]
