@@ -82,6 +82,9 @@ def text_case(height: int, width: int, seed: int) -> Case:
         origin = (int(100 * scale), int((300 + 400 * row) * height / 1536))
         cv2.putText(mask, words, origin, cv2.FONT_HERSHEY_SIMPLEX, 6 * scale, 255, max(1, int(12 * scale)),
                     cv2.LINE_8)
+    # OpenCV 5 anti-aliases Hershey text whatever the line type: the letters' edge pixels hold
+    # partial values. Keep the covered half, so the photo's white letters and the mask are one shape.
+    mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
     photo[mask > 0] = 255
     return Case("text", photo, mask)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -293,6 +294,29 @@ def test_zoom_in_training_samples_is_seeded_and_off_by_default(tiny_data: Path) 
     assert any(one[2].tobytes() != three[2].tobytes() for one, three in zip(first, plain, strict=True))
 
 
+def test_transpose_turns_whole_samples_on_their_diagonal(tiny_data: Path) -> None:
+    cache = PairCache(list_pairs(tiny_data / "duts"))
+    # Every kind of sample: photo crops with the paper's masks, composites, and the mix's other masks.
+    for mix in (DataMix(), DataMix(synthetic=1.0), DataMix(coarse=CoarseMix(paper=0, lowres=1, sam=1, clean=0))):
+        for k in range(3):
+            plain = make_training_sample(cache, k, np.random.default_rng(k), mix)
+            turned = make_training_sample(cache, k, np.random.default_rng(k), replace(mix, transpose=1.0))
+            # The turn is drawn last, so the sample is the plain one's, turned: photo, coarse mask and GT alike.
+            for before, after in zip(plain, turned, strict=True):
+                np.testing.assert_array_equal(after, np.swapaxes(before, 0, 1))
+                assert after.flags.c_contiguous
+            assert turned[0].shape == (224, 224, 3) and turned[1].shape == turned[2].shape == (224, 224)
+    half = DataMix(transpose=0.5)
+    draws = [np.random.default_rng(k) for k in range(12)]
+    samples = [make_training_sample(cache, k % 6, rng, half) for k, rng in enumerate(draws)]
+    again = [make_training_sample(cache, k % 6, np.random.default_rng(k), half) for k in range(12)]
+    plain = [make_training_sample(cache, k % 6, np.random.default_rng(k), DataMix()) for k in range(12)]
+    turned = [not np.array_equal(one[2], three[2]) for one, three in zip(samples, plain, strict=True)]
+    assert 0 < sum(turned) < 12  # a share, not all or none
+    for one, two in zip(samples, again, strict=True):
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(one, two, strict=True))
+
+
 def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_path: Path) -> None:
     pairs = list_pairs(tiny_data / "duts")
     network = tmp_path / "isnet"
@@ -365,7 +389,7 @@ def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Pa
         expected.add(score_pair(seg, gt))
     assert float(rows[1]["thin_coarse_iou"]) == pytest.approx(expected.iou, abs=1e-5)
     # Resuming with another data mix is refused: the replayed batches would differ.
-    for change in ({"coarse_mix": "paper=1"}, {"zoom": 2.0}):
+    for change in ({"coarse_mix": "paper=1"}, {"zoom": 2.0}, {"transpose": 0.5}):
         changed = TrainOptions(**{**options.__dict__, **change})
         with pytest.raises(ValueError, match="data mix"):
             Trainer(changed).resume()

@@ -53,7 +53,7 @@ def test_usage_errors_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> N
 
 def test_nan_float_options_exit_2_naming_the_option(pairs: Path, tmp_path: Path) -> None:
     # click's range checks compare, and every comparison with NaN is false, so NaN slipped through them.
-    for option in ("--lr", "--synthetic", "--zoom", "--max-minutes", "--boundary-weight"):
+    for option in ("--lr", "--synthetic", "--zoom", "--transpose", "--max-minutes", "--boundary-weight"):
         code, stdout, stderr = train("--data", str(pairs), "--out", str(tmp_path / "run"), "--steps", "1",
                                      option, "nan")
         assert code == 2 and stdout == "", (option, stderr)

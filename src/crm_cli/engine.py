@@ -51,6 +51,7 @@ from .guard import (
     change_confidence,
     change_weight,
     free_near,
+    holes_on_edges,
     keep_given_lines,
     keep_precise_boundary,
     region_changes,
@@ -722,7 +723,8 @@ class Refiner:
 
         The coarse-to-fine ``regions`` stages propose a mask; of its changes only whole regions
         (``guard.region_changes``) are taken into the coarse mask, whose boundary elsewhere is kept
-        for the final pass to refine.
+        for the final pass to refine, and no hole whose outline lies on the photo's edges is filled
+        (``guard.holes_on_edges``).
         """
         # The whole first stage is decoded, the regions it should catch may lie far from the boundary,
         # but on its own grid: the next stage upsamples it and redraws the uncertain band. Decoding it
@@ -745,6 +747,7 @@ class Refiner:
             return mask, foreground, None
         proposed = resize_map(proposal, (height, width)) > 0.5
         taken = (resize_map(small_taken, (height, width)) > 0.5) & (proposed != foreground)
+        taken &= ~holes_on_edges(image, taken & proposed)
         proposed_pixels = int(np.count_nonzero(taken))
         if proposed_pixels > REGION_MAX_SHARE * np.count_nonzero(foreground):
             result.region_refused = proposed_pixels

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .morphology import disc, thin_lines
-from .schedule import edge_map
+from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
 GUARD_CERTAINTY = 0.99
@@ -149,6 +149,30 @@ def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int,
     if max_attached < 1.0:
         kept = [k for k in kept if attached_fraction(labels, k, stats[k], side, changed) < max_attached]
     return np.isin(labels, kept)
+
+
+def holes_on_edges(image: np.ndarray, filled: np.ndarray,
+                   min_alignment: float = HOLE_EDGE_ALIGNMENT) -> np.ndarray:
+    """The regions of ``filled`` (bool (H, W): holes of the mask a region pass would fill) whose
+    outline lies on ``image``'s edges: bool (H, W), each connected region whole or not at all.
+
+    A region counts when the edge alignment along its outline (``schedule.BoundaryGeometry``, the
+    region as the mask, read on a crop that holds its bands) is at least ``min_alignment``: the photo
+    changes there as the mask does, so the hole is the photo's (a letter's counter), not a gap the
+    mask left in the object.
+    """
+    found = np.zeros(filled.shape, bool)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), connectivity=8)
+    height, width = filled.shape
+    margin = 10  # the alignment's outer band ends 8 px from the outline
+    for label in range(1, count):
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        rows = slice(max(0, y - margin), min(height, y + h + margin))
+        cols = slice(max(0, x - margin), min(width, x + w + margin))
+        region = labels[rows, cols] == label
+        if BoundaryGeometry(image[rows, cols], region).alignment() >= min_alignment:
+            found[rows, cols] |= region
+    return found
 
 
 def attached_fraction(labels: np.ndarray, label: int, box: np.ndarray, coarse: np.ndarray,

@@ -20,8 +20,9 @@ Two measurements of the coarse mask decide:
   object, background letters, a hole), which only a coarse stage sees. Unless it holds too much
   detail for one, a coarse-to-fine pass runs first, under a trust region of distance only (the
   coarse stages' judgement is what is asked for), and only its thick changes that are not bands
-  along the boundary (``guard.region_changes``) go into the mask the final stage starts from. The
-  pass ends at its last stage of at most ``REGION_MAX_PIXELS``.
+  along the boundary (``guard.region_changes``) go into the mask the final stage starts from, less
+  the holes whose outline lies on the photo's edges (``guard.holes_on_edges``). The pass ends at
+  its last stage of at most ``REGION_MAX_PIXELS``.
 
 * **Small images** (no coarse stage fits): only the final stage runs; trust follows its own
   alignment ramp, and the detail is still probed at the ladder's finest coarse ratio. A mask whose
@@ -222,6 +223,12 @@ REGION_MAX_ATTACHED = 0.4
 # Shipped default, largest share taken per set: IS-Net 1024 cars 0.038; a broken weight blend (session
 # 17) took 0.21-0.35 on 18 of 24 of those cars, which the gate then kept with the damage in.
 REGION_MAX_SHARE = 0.2
+# A hole of the mask whose outline lies on the photo's edges (edge alignment along it at least this)
+# is a real hole, a letter's counter or a gap seen through, and the region pass does not fill it.
+# Session 57, every hole the pass filled on IS-Net 1024 and 256, the thin set and its IS-Net masks:
+# the rightly filled ones read 0.95-3.93, the wrongly filled ones of over 100 px 6.04-76; the
+# counters of white text on a textured photo 6.5-76.
+HOLE_EDGE_ALIGNMENT = 5.0
 # A region pass starts at this ratio or coarser: a finer first stage sees little more than the final
 # one, and its "regions" (2 cells of 2 px) are the size of a railing's bars.
 REGION_MAX_RATIO = 0.25

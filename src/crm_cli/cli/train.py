@@ -87,6 +87,11 @@ def train(
                                         help="Enlarge half the photos by up to this factor before cropping, so "
                                         "crops show edges as a 2K+ photo does (1 = off, the paper's "
                                         "recipe).")] = 1.0,
+    transpose: Annotated[float, typer.Option("--transpose", metavar="SHARE", min=0.0, max=1.0,
+                                             callback=finite_option,
+                                             help="Turn this share of the samples on their diagonal (rows "
+                                             "become columns; with the left-right flips, every right-angle "
+                                             "turn). 0 = off, the paper's recipe.")] = 0.0,
     workers: Annotated[int, typer.Option("--workers", metavar="N", min=0,
                                          help="Processes that make batches ahead of the "
                                          "step (0 = none); the batches are the same either way.")] = 0,
@@ -133,7 +138,7 @@ def train(
                 init=init, val_every=val_every, ckpt_every=ckpt_every, query_window=query_window,
                 synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
                 val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device,
-                workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom,
+                workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom, transpose=transpose,
                 boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )

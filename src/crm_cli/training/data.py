@@ -349,6 +349,7 @@ class DataMix:
     synthetic: float = 0.0
     coarse: CoarseMix | None = None
     zoom: float = 1.0  # photo crops: the largest enlargement (make_sample); 1 = none
+    transpose: float = 0.0  # the share of samples turned on their diagonal (make_training_sample); 0 = none
 
 
 def make_training_sample(library: PairCache, index: int, rng: np.random.Generator,
@@ -356,7 +357,19 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
     """One sample of the mix: a crop of pair ``index``, or a composite drawn from the library.
 
     With a ``network`` weight (and network masks in the library), that share of the samples is
-    a crop of a photo that has a network mask, drawn from those instead of ``index``."""
+    a crop of a photo that has a network mask, drawn from those instead of ``index``. With a
+    ``transpose`` share, that share of the samples is then turned on its diagonal (rows become
+    columns), which with the left-right flips gives every right-angle turn; at 0 no random draw is
+    spent on it, so earlier runs' samples are unchanged."""
+    sample = mix_sample(library, index, rng, mix)
+    if mix.transpose > 0 and rng.random() < mix.transpose:
+        return tuple(np.ascontiguousarray(np.swapaxes(part, 0, 1)) for part in sample)  # type: ignore[return-value]
+    return sample
+
+
+def mix_sample(library: PairCache, index: int, rng: np.random.Generator,
+               mix: DataMix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`make_training_sample` before its turn: the crop or composite the mix draws."""
     from .synthesis import composite
 
     coarse = mix.coarse

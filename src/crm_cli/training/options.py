@@ -36,6 +36,7 @@ class TrainOptions:
     command: str = ""
     synthetic: float = 0.0  # fraction of samples that are synthetic composites (training/synthesis.py)
     zoom: float = 1.0  # photo crops: largest enlargement of the zoom augmentation (training/data.py); 1 = none
+    transpose: float = 0.0  # share of samples turned on their diagonal (training/data.py); 0 = none
     coarse_mix: str = ""  # "paper=..,lowres=..,sam=..,clean=..,network=.." (training/coarse.py); "" = paper only
     network_masks: list[str] = field(default_factory=list)  # folders of real network masks (network mode)
     val_sets: list[str] = field(default_factory=list)  # extra named validation folders, "NAME=PATH"
@@ -50,11 +51,12 @@ class TrainOptions:
 
     def data_mix(self) -> DataMix:
         """The sample mix these options describe."""
-        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None, self.zoom)
+        return DataMix(self.synthetic, CoarseMix.parse(self.coarse_mix) if self.coarse_mix else None, self.zoom,
+                       self.transpose)
 
 
 # The options that decide what a step's batch holds: a resumed run must keep them to replay the batches.
-DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom")
+DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom", "transpose")
 # The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
 # state holds only the trained parameters).
 OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
