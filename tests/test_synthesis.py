@@ -393,6 +393,14 @@ def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Pa
         changed = TrainOptions(**{**options.__dict__, **change})
         with pytest.raises(ValueError, match="data mix"):
             Trainer(changed).resume()
+    # A checkpoint written before --transpose existed holds no such option: it ran without a turn, and
+    # resumes as such (and not with one).
+    payload = torch.load(out / "last.pt", weights_only=False)
+    del payload["options"]["transpose"]
+    torch.save(payload, out / "last.pt")
+    Trainer(options).resume()
+    with pytest.raises(ValueError, match="data mix"):
+        Trainer(TrainOptions(**{**options.__dict__, "transpose": 0.5})).resume()
 
     png = tmp_path / "curve.png"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_curve.py"), str(out), "-o", str(png),

@@ -123,6 +123,7 @@ class RefineResult:
     regions: tuple[float, ...] = ()  # a precise mask's region pass (schedule.py), if one ran
     region_pixels: int = 0  # pixels the region pass changed
     region_refused: int = 0  # pixels a region pass proposed and did not take: over REGION_MAX_SHARE
+    holes_kept: int = 0  # pixels of holes a region pass would have filled, left open: on the photo's edges
     boundary_shift: float | None = None  # mean boundary move, measured when the schedule sets a min_shift
     boundary_kept: bool = False  # the move was below it and the coarse boundary was kept
     change_confidence: float | None = None  # mean |2p - 1| where the mask changed side (guard on)
@@ -747,9 +748,13 @@ class Refiner:
             return mask, foreground, None
         proposed = resize_map(proposal, (height, width)) > 0.5
         taken = (resize_map(small_taken, (height, width)) > 0.5) & (proposed != foreground)
-        taken &= ~holes_on_edges(image, taken & proposed)
+        most_pixels = REGION_MAX_SHARE * np.count_nonzero(foreground)
+        if np.count_nonzero(taken & ~proposed) <= most_pixels:  # else refused below whatever the holes
+            kept_open = holes_on_edges(image, taken & proposed)
+            result.holes_kept = int(np.count_nonzero(kept_open))
+            taken &= ~kept_open
         proposed_pixels = int(np.count_nonzero(taken))
-        if proposed_pixels > REGION_MAX_SHARE * np.count_nonzero(foreground):
+        if proposed_pixels > most_pixels:
             result.region_refused = proposed_pixels
             return mask, foreground, None
         result.region_pixels = proposed_pixels

@@ -158,8 +158,9 @@ def holes_on_edges(image: np.ndarray, filled: np.ndarray,
 
     A region counts when the edge alignment along its outline (``schedule.BoundaryGeometry``, the
     region as the mask, read on a crop that holds its bands) is at least ``min_alignment``: the photo
-    changes there as the mask does, so the hole is the photo's (a letter's counter), not a gap the
-    mask left in the object.
+    changes there as the mask does. That is a heuristic, measured on the dev sets (schedule.py): such
+    a hole is most often the photo's own (a letter's counter, background seen through a gap), but an
+    object's part of another colour that the mask left out (a dark window) reads the same.
     """
     found = np.zeros(filled.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), connectivity=8)

@@ -224,10 +224,10 @@ REGION_MAX_ATTACHED = 0.4
 # 17) took 0.21-0.35 on 18 of 24 of those cars, which the gate then kept with the damage in.
 REGION_MAX_SHARE = 0.2
 # A hole of the mask whose outline lies on the photo's edges (edge alignment along it at least this)
-# is a real hole, a letter's counter or a gap seen through, and the region pass does not fill it.
-# Session 57, every hole the pass filled on IS-Net 1024 and 256, the thin set and its IS-Net masks:
-# the rightly filled ones read 0.95-3.93, the wrongly filled ones of over 100 px 6.04-76; the
-# counters of white text on a textured photo 6.5-76.
+# is most often a real hole, a letter's counter or a gap seen through, and the region pass does not
+# fill it. Session 57, every hole the pass filled on IS-Net 1024 and 256, the thin set and its IS-Net
+# masks: the rightly filled ones read 0.95-3.93, the wrongly filled ones of over 100 px 6.04-76; the
+# counters of white text on a textured photo 6.5-76 (chosen on the same sets it was measured on).
 HOLE_EDGE_ALIGNMENT = 5.0
 # A region pass starts at this ratio or coarser: a finer first stage sees little more than the final
 # one, and its "regions" (2 cells of 2 px) are the size of a railing's bars.

@@ -90,8 +90,8 @@ def train(
     transpose: Annotated[float, typer.Option("--transpose", metavar="SHARE", min=0.0, max=1.0,
                                              callback=finite_option,
                                              help="Turn this share of the samples on their diagonal (rows "
-                                             "become columns; with the left-right flips, every right-angle "
-                                             "turn). 0 = off, the paper's recipe.")] = 0.0,
+                                             "become columns; after a left-right flip, a quarter turn). 0 = "
+                                             "off, the paper's recipe.")] = 0.0,
     workers: Annotated[int, typer.Option("--workers", metavar="N", min=0,
                                          help="Processes that make batches ahead of the "
                                          "step (0 = none); the batches are the same either way.")] = 0,

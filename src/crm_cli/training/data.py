@@ -359,12 +359,12 @@ def make_training_sample(library: PairCache, index: int, rng: np.random.Generato
     With a ``network`` weight (and network masks in the library), that share of the samples is
     a crop of a photo that has a network mask, drawn from those instead of ``index``. With a
     ``transpose`` share, that share of the samples is then turned on its diagonal (rows become
-    columns), which with the left-right flips gives every right-angle turn; at 0 no random draw is
-    spent on it, so earlier runs' samples are unchanged."""
-    sample = mix_sample(library, index, rng, mix)
+    columns; after a left-right flip, a quarter turn), so that lines run across and down the crops
+    alike; at 0 no random draw is spent on it, so earlier runs' samples are unchanged."""
+    image, coarse, gt = mix_sample(library, index, rng, mix)
     if mix.transpose > 0 and rng.random() < mix.transpose:
-        return tuple(np.ascontiguousarray(np.swapaxes(part, 0, 1)) for part in sample)  # type: ignore[return-value]
-    return sample
+        image, coarse, gt = (np.ascontiguousarray(np.swapaxes(part, 0, 1)) for part in (image, coarse, gt))
+    return image, coarse, gt
 
 
 def mix_sample(library: PairCache, index: int, rng: np.random.Generator,
