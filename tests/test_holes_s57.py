@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from crm_cli.guard import holes_on_edges
 from crm_cli.metrics import score_pair
@@ -13,11 +14,8 @@ from crm_cli.schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry
 
 
 def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Smooth colour blotches with fine noise, darkened: edges everywhere, none of them a mask's."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
-    photo = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) // 2
-    return np.clip(photo.astype(np.int16) + rng.integers(-12, 13, photo.shape), 0, 255).astype(np.uint8)
+    """``do_no_harm``'s textured photo, darkened: edges everywhere, none of them a mask's."""
+    return load_benchmark("do_no_harm").textured_photo(height, width, seed) // 2
 
 
 def ring_and_disc(height: int = 200, width: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,8 +93,6 @@ def test_the_shipped_weights_keep_the_counters_of_a_perfect_text_mask(monkeypatc
 
 
 def test_the_do_no_harm_text_case_draws_its_letters_where_its_mask_is() -> None:
-    from conftest import load_benchmark
-
     harm = load_benchmark("do_no_harm")
     case = harm.text_case(768, 1024, seed=7)
     assert set(np.unique(case.mask)) == {0, 255}
