@@ -3,8 +3,8 @@
 # 16 cores; three runs at ~21 steps/s each, the GPU 96-98% busy). In the repo root:
 #   OUT=folder PACK=runs/pack IMAGENET=runs/mnv2_imagenet.pt MINUTES=8.2 \
 #     PLAN=benchmarks/device_plans/session40.txt bash benchmarks/device_parallel_runs.sh
-# PLAN holds one run per line: a name, then its crm train arguments (shell words; $IMAGENET, $VAL1024 and
-# $VAL256 are expanded; a line that does not parse, or a name used twice, stops the script before any
+# PLAN holds one run per line: a name, then its crm train arguments (shell words; $IMAGENET, $VAL1024,
+# $VAL256 and $THIN are expanded; a line that does not parse, or a name used twice, stops the script before any
 # run starts). `bash benchmarks/device_parallel_runs.sh --list` prints the plan's runs as read
 # (NUL-separated: name, argument count, arguments) and exits. SHARE is device_train.py's --share: side by side, a step is slower than in the
 # lone probe (session 40: 47 ms against 29-37), so less than 0.8 lets the schedule end inside MINUTES.
@@ -12,6 +12,9 @@
 # WHEELS (default .dev/whl: typer, click, rich as pinned here) are installed first when present, since
 # such a machine runs the checkout without installing it. OUT gets <run>.tar (logs, exports), <run>.last.pt
 # (for --resume), env.txt and gpu_util.txt, refreshed every 20 s so that a call cut short returns them.
+# THIN_N > 0 first draws that many thin composites at the thin set's scale from the pack's photos
+# (make_thin_train.py, seed THIN_SEED, one process per core) into THIN (default $RUNS/thin), for a plan
+# that trains on "$THIN/data" with --network-masks "$THIN/coarse"; a plan that names $THIN needs it.
 set -u
 export PYTHONUNBUFFERED=1
 MINUTES=${MINUTES:-8.4}
@@ -25,6 +28,9 @@ SHARE=${SHARE:-0.8}
 VAL1024=${VAL1024:-}
 VAL256=${VAL256:-}
 WHEELS=${WHEELS:-.dev/whl}
+THIN_N=${THIN_N:-0}
+THIN_SEED=${THIN_SEED:-58}
+THIN=${THIN:-$RUNS/thin}
 
 # The plan's runs: NAMES[i] and RUN_ARGS[i], its crm train arguments quoted again (printf %q), to eval.
 read_plan() {
@@ -60,6 +66,9 @@ if [ "${1:-}" = "--list" ]; then
   done
   exit 0
 fi
+if grep -v '^[[:space:]]*#' "$PLAN" | grep -q '\$THIN\b\|\${THIN}' && [ "$THIN_N" -le 0 ]; then
+  echo "the plan $PLAN trains on thin composites (\$THIN): give THIN_N, the number to draw" >&2; exit 1
+fi
 mkdir -p "$RUNS" "$OUT"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
@@ -76,6 +85,12 @@ fi
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 (nvidia-smi dmon -s u -d 5 > "$OUT/gpu_util.txt" 2>&1 &) 2>/dev/null
+if [ "$THIN_N" -gt 0 ]; then
+  start=$(date +%s)
+  python3 benchmarks/make_thin_train.py "$PACK/train" "$THIN" --n "$THIN_N" --seed "$THIN_SEED" --workers "$(nproc)" \
+    2> "$OUT/thin.log" > "$OUT/thin.json" || { echo "make_thin_train.py failed:"; tail -n 5 "$OUT/thin.log"; exit 1; }
+  echo "$THIN_N thin composites in $(( $(date +%s) - start )) s: $(cat "$OUT/thin.json")"
+fi
 
 COMMON=(--data "$PACK/train" --val "$PACK/val" --device "$DEVICE" --workers "$WORKERS" --threads 2
         --batch 12 --query-window 112 --keep-exports --val-images 16 --ckpt-every 250)

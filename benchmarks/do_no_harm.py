@@ -5,6 +5,9 @@ photo with a mask drawn exactly where its object is; the table gives the refined
 against that mask (100 / 100: kept). Generated cases, no data needed (session 55's audit):
 
 - ``lines W``: six dark lines W px wide (1 to 4) on a textured photo; session 56 keeps those of 1 and 2 px;
+- ``lines W turned``: the 3- and 4-px cases turned on their diagonal (photo and mask transposed). A
+  model trained on left-right flips alone can keep a line in one orientation and erase it in the other;
+  the pair shows it (session 57: 5,019 pixels of the 4-px lines lost at 2K as drawn, 1,233 turned);
 - ``text``: white text on a textured photo (the letters' counters are holes of the mask);
 - ``disc flat`` / ``disc noise``: a disc on a photo of one flat colour, and on pure noise;
 - ``scene``: ``crm_cli.synthetic``'s scene with its exact mask (thin spikes and a hole).
@@ -34,6 +37,7 @@ from crm_cli.synthetic import synthetic_scene
 
 DEFAULT_SIZES = "640x480,1024x768,2048x1536"
 LINE_WIDTHS = (1, 2, 3, 4)
+TURNED_LINE_WIDTHS = (3, 4)
 # A case counts as harmed below either score (percent).
 HARM_IOU = 99.0
 HARM_MBA = 95.0
@@ -73,6 +77,12 @@ def lines_case(height: int, width: int, line_width: int, seed: int) -> Case:
     return Case(f"lines {line_width}", photo, mask)
 
 
+def turned(case: Case) -> Case:
+    """``case`` turned on its diagonal: photo and mask transposed (a width x height photo), named so."""
+    return Case(f"{case.name} turned", np.ascontiguousarray(case.photo.transpose(1, 0, 2)),
+                np.ascontiguousarray(case.mask.T))
+
+
 def text_case(height: int, width: int, seed: int) -> Case:
     """White text on a darkened textured photo; letters about a twentieth of the width tall."""
     photo = textured_photo(height, width, seed) // 2
@@ -105,6 +115,8 @@ def generated_cases(photo_sizes: list[tuple[int, int]]) -> Iterator[Case]:
     for width, height in photo_sizes:
         for line_width in LINE_WIDTHS:
             yield lines_case(height, width, line_width, seed=line_width)
+        for line_width in TURNED_LINE_WIDTHS:
+            yield turned(lines_case(height, width, line_width, seed=line_width))
         yield text_case(height, width, seed=7)
         yield disc_case(height, width, "flat")
         yield disc_case(height, width, "noise")

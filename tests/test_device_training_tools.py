@@ -76,7 +76,8 @@ def test_device_train_spaces_validations_over_the_planned_steps(steps: int, vali
 
 
 PLANS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "device_plans").glob("*.txt"))
-PLAN_VARIABLES = {"IMAGENET": "runs/mnv2_imagenet.pt", "VAL1024": "runs/val 1024", "VAL256": "runs/val256"}
+PLAN_VARIABLES = {"IMAGENET": "runs/mnv2_imagenet.pt", "VAL1024": "runs/val 1024", "VAL256": "runs/val256",
+                  "THIN": "runs/thin"}
 RUNNER = Path(__file__).resolve().parents[1] / "benchmarks" / "device_parallel_runs.sh"
 
 
@@ -123,6 +124,20 @@ def test_a_plan_that_does_not_parse_starts_no_run(tmp_path: Path, text: str, com
     assert listed.returncode == 1 and complaint in listed.stderr.decode() and not listed.stdout
 
 
+def test_a_plan_on_thin_composites_without_thin_n_starts_nothing(tmp_path: Path) -> None:
+    """Without THIN_N no composites are drawn, and every run would fail on a missing folder after the
+    machine had started: the script stops first, naming what to give."""
+    import subprocess
+
+    plan = tmp_path / "plan.txt"
+    plan.write_text('# $THIN in a comment does not count\nA --lr 1e-4\nB --data "$THIN/data"\n')
+    out = tmp_path / "out"
+    env = {"PLAN": str(plan), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", str(RUNNER)], capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 1 and "give THIN_N" in done.stderr
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("plan", PLANS, ids=[plan.stem for plan in PLANS])
 def test_every_planned_run_parses_as_crm_train_options(plan: Path, tmp_path: Path) -> None:
     """A typo in a plan would cost a borrowed GPU's minutes: each line must be options crm train takes,
@@ -134,7 +149,11 @@ def test_every_planned_run_parses_as_crm_train_options(plan: Path, tmp_path: Pat
     train = typer.main.get_command(registered_app()).commands["train"]
     runs = plan_runs(plan)
     assert runs and len({name for name, _ in runs}) == len(runs)
+    thin = tmp_path / "thin"  # the composites the script draws first for a plan that names $THIN
+    for sub in ("data", "coarse"):
+        (thin / sub).mkdir(parents=True)
     for name, arguments in runs:
+        arguments = [word.replace(PLAN_VARIABLES["THIN"], str(thin)) for word in arguments]
         assert not {"--steps", "--out", "--max-minutes", "--resume", "--val-every"} & set(arguments), name
         context = train.make_context("train", [*arguments, "--data", str(tmp_path), "--out", str(tmp_path / name)])
         assert context.params["init"], name  # every plan says where its run starts

@@ -208,14 +208,18 @@ def test_do_no_harm_cases_are_exact_and_scored_against_their_masks(tmp_path: Pat
     harm = load_benchmark("do_no_harm")
     cases = list(harm.generated_cases([(64, 48)]))
     again = list(harm.generated_cases([(64, 48)]))
-    assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "text", "disc flat",
-                                             "disc noise", "scene"]
+    assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "lines 3 turned",
+                                             "lines 4 turned", "text", "disc flat", "disc noise", "scene"]
     for case, repeat in zip(cases, again, strict=True):  # the same cases every run
         np.testing.assert_array_equal(case.photo, repeat.photo)
         np.testing.assert_array_equal(case.mask, repeat.mask)
-        assert case.photo.shape == (48, 64, 3) and case.mask.shape == (48, 64)
-    for case in cases[:4]:  # each line is drawn on the photo exactly where its mask is
+        expected = (64, 48) if case.name.endswith("turned") else (48, 64)
+        assert case.photo.shape == (*expected, 3) and case.mask.shape == expected
+    for case in cases[:6]:  # each line is drawn on the photo exactly where its mask is
         assert (case.photo[case.mask > 0] == 20).all()
+    for plain, turned in ((cases[2], cases[4]), (cases[3], cases[5])):  # the same lines, on their diagonal
+        np.testing.assert_array_equal(turned.mask, plain.mask.T)
+        np.testing.assert_array_equal(turned.photo, plain.photo.transpose(1, 0, 2))
     thin, wide = harm.lines_case(48, 64, 1, seed=5), harm.lines_case(48, 64, 2, seed=5)
     np.testing.assert_array_equal(wide.mask, cv2.dilate(thin.mask, np.ones((2, 2), np.uint8)))
     kept = harm.score_case(lambda photo, mask: mask / 255.0, cases[0])

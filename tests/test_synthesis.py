@@ -455,10 +455,16 @@ def test_make_thin_train_links_the_photos_and_adds_composites_after_them(tmp_pat
         assert set(np.unique(coarse)) <= {0, 255} and 0 < (gt > 128).mean() < 1
     cache = PairCache(pairs, network_dirs=(out / "coarse",))
     assert cache.network_indices == [21, 22]
+    # Drawn two at a time (session 58, for a GPU machine's cores), the same command writes the same bytes.
     again = tmp_path / "again"
-    subprocess.run([*command[:3], str(again), *command[4:]], check=True, capture_output=True, timeout=300)
-    for sub in ("data/images/zz_thin_0001.jpg", "data/masks/zz_thin_0001.png", "coarse/zz_thin_0001.png"):
-        assert (again / sub).read_bytes() == (out / sub).read_bytes()
+    subprocess.run([*command[:3], str(again), *command[4:], "--workers", "2"], check=True, capture_output=True,
+                   timeout=300)
+    for name in ("zz_thin_0000", "zz_thin_0001"):
+        for sub in (f"data/images/{name}.jpg", f"data/masks/{name}.png", f"coarse/{name}.png"):
+            assert (again / sub).read_bytes() == (out / sub).read_bytes()
+    no_workers = subprocess.run([*command[:3], str(tmp_path / "none"), *command[4:], "--workers", "0"],
+                                capture_output=True, text=True, timeout=300)
+    assert no_workers.returncode != 0 and "--workers must be at least 1" in no_workers.stderr
     # A folder that already holds composites is not the photos' own: refused in one line.
     refused = subprocess.run([*command[:2], str(out / "data"), str(tmp_path / "x")], capture_output=True, text=True,
                              timeout=300)
