@@ -14,7 +14,9 @@ earlier session's. Sets (``NAME``: what it is):
 - ``heldout_paper``, ``heldout_lowres``, ``heldout_blocky``: ``make_heldout_val.py --coarse KIND``.
 - with ``--isnet ONNX`` (the data tool ``make_network_masks.py`` describes; never shipped):
   ``thin_isnet`` (the thin set's photos and ground truths with IS-Net masks at its 1024-px input,
-  session 46's set) and ``heldout_isnet`` (``make_network_masks.py --split held-out``).
+  session 46's set), ``heldout_isnet`` (``make_network_masks.py --split held-out``) and ``isnet512``
+  (carvana-dev's photos reduced to 512 px on the long side before IS-Net sees them, between
+  carvana-dev-real's 1024 and 256: session 58's set of real masks that no threshold was chosen on).
 
 A set whose folder exists is left as it is, so an interrupted run continues. The last line printed
 is the ``NAME=FOLDER`` list that ``gate_threshold.py`` and ``pipeline_ceiling.py`` take.
@@ -96,8 +98,10 @@ def build_enlarged(source: Path, out: Path, factor: int = ENLARGE, every: int = 
             cv2.imwrite(str(out / f"{name}_{kind}.png"), enlarge_mask(mask, factor))
 
 
-def build_network_masks_of(source: Path, onnx: Path, out: Path, threads: int) -> None:
-    """``source``'s photos and ground truths (linked) with IS-Net masks of the photos at 1024 px."""
+def build_network_masks_of(source: Path, onnx: Path, out: Path, threads: int,
+                           seen_long_side: int | None = None) -> None:
+    """``source``'s photos and ground truths (linked) with IS-Net masks of the photos at 1024 px, each
+    photo first reduced to ``seen_long_side`` on its long side when that is given."""
     from make_network_masks import NetworkMasker
 
     masker = NetworkMasker(onnx, threads)
@@ -107,7 +111,7 @@ def build_network_masks_of(source: Path, onnx: Path, out: Path, threads: int) ->
         link(photo_path, out / photo_path.name)
         link(source / f"{name}_gt.png", out / f"{name}_gt.png")
         rgb = read(photo_path, cv2.IMREAD_COLOR)[:, :, ::-1]
-        cv2.imwrite(str(out / f"{name}_seg.png"), masker.mask(np.ascontiguousarray(rgb)))
+        cv2.imwrite(str(out / f"{name}_seg.png"), masker.mask(np.ascontiguousarray(rgb), seen_long_side))
 
 
 def run_script(script: str, *args: str | Path) -> None:
@@ -139,6 +143,8 @@ def set_builders(data: Path, out: Path, isnet: Path | None, threads: int) -> dic
             out / NEEDS["thin_isnet"], isnet, folder, threads)
         builders["heldout_isnet"] = lambda folder: run_script(
             "make_network_masks.py", isnet, data / "duts-tr", folder, "--split", "held-out", "--threads", threads)
+        builders["isnet512"] = lambda folder: build_network_masks_of(
+            data / "carvana-dev", isnet, folder, threads, seen_long_side=512)
     return builders
 
 
@@ -147,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="the shared data folder (carvana-dev, carvana-dev-real, duts-tr)")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--isnet", type=Path, help="the IS-Net ONNX, for thin_isnet and heldout_isnet")
+    parser.add_argument("--isnet", type=Path, help="the IS-Net ONNX, for thin_isnet, heldout_isnet and isnet512")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="build only these sets (and what they need)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

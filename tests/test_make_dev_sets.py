@@ -102,3 +102,32 @@ def test_a_missing_real_mask_names_its_file(tmp_path: Path) -> None:
     assert not (tmp_path / "sets" / "isnet256").exists() and (tmp_path / "sets" / "isnet256.partial").is_dir()
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "isnet256.partial is left from an interrupted run" in again.stderr
+
+
+def test_isnet512_shows_the_network_each_photo_at_512_px(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session 58's set of real masks: carvana-dev's photos and ground truths linked, beside the network's
+    mask of each photo seen at 512 px on its long side (a stand-in network records what it is given)."""
+    module = load_benchmark("make_dev_sets")
+    network = load_benchmark("make_network_masks")
+    seen: list[tuple[tuple[int, ...], int | None]] = []
+
+    class StandIn:
+        def __init__(self, onnx: Path, threads: int) -> None:
+            assert onnx == tmp_path / "isnet.onnx" and threads == 2
+
+        def mask(self, rgb: np.ndarray, seen_long_side: int | None = None) -> np.ndarray:
+            seen.append((rgb.shape, seen_long_side))
+            return np.full(rgb.shape[:2], 255, np.uint8)
+
+    monkeypatch.setattr(network, "NetworkMasker", StandIn)
+    monkeypatch.setitem(sys.modules, "make_network_masks", network)
+    data = write_shared_data(tmp_path / "data", cars=2)
+    builders = module.set_builders(data, tmp_path / "sets", tmp_path / "isnet.onnx", 2)
+    assert "isnet512" not in module.set_builders(data, tmp_path / "sets", None, 2)
+    out = tmp_path / "isnet512"
+    builders["isnet512"](out)
+    assert seen == [((24, 36, 3), 512), ((24, 36, 3), 512)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"car_{k:02d}_{kind}" for k in range(2) for kind in ("im.jpg", "gt.png", "seg.png"))
+    assert (out / "car_01_gt.png").resolve() == (data / "carvana-dev" / "car_01_gt.png").resolve()
+    assert (cv2.imread(str(out / "car_01_seg.png"), cv2.IMREAD_GRAYSCALE) == 255).all()
