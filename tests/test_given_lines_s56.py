@@ -69,19 +69,21 @@ def test_a_line_two_pixels_wide_and_solid_shapes_hold_no_line() -> None:
 
 
 def test_keep_given_lines_by_hand() -> None:
-    given = np.zeros((18, 80), np.float32)
+    # Every band of background between the lines and the bar is four pixels wide: no line of its own
+    # (session 58's level, lines three pixels wide, would take a band of three).
+    given = np.zeros((20, 80), np.float32)
     given[2, 5:75] = 1.0  # a foreground line of 70 pixels
-    given[6:15, :] = 1.0
-    given[10, 5:75] = 0.0  # a background line of 70 pixels through a bar
+    given[7:16, :] = 1.0
+    given[11, 5:75] = 0.0  # a background line of 70 pixels through a bar
     probability = np.full_like(given, 0.25)
-    probability[6:15, :] = 0.75
-    probability[10, 5:75] = 0.9  # the refinement filled the gap
+    probability[7:16, :] = 0.75
+    probability[11, 5:75] = 0.9  # the refinement filled the gap
     probability[2, 10] = 0.95  # already foreground: kept as refined
     out, restored = keep_given_lines(probability, given)
     expected = probability.copy()
     expected[2, 5:75] = 1.0
     expected[2, 10] = 1.0  # the larger of 0.95 and the given 1.0
-    expected[10, 5:75] = 0.0
+    expected[11, 5:75] = 0.0
     np.testing.assert_array_equal(out, expected)
     assert restored == 69 + 70  # pixel (2, 10) was already on the given side
     assert probability[2, 20] == np.float32(0.25)  # the caller's array is untouched

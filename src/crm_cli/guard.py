@@ -27,6 +27,10 @@ SHIFT_BAND_PX = 2.0
 # pixels one pixel wide, and their pieces under three pixels wide at most 117 pixels (session 56).
 LINE_MIN_PIXELS = 64
 LINE_MIN_AREA = 192
+# And those three pixels wide with at least this many pixels under four pixels wide (session 58: the
+# model erased a third of such lines at 2K in one orientation). Over the dev sets' coarse masks such
+# pieces are rare, and keeping them moves those sets' pixels by a few hundred either way.
+LINE_MIN_WIDE_AREA = 288
 
 
 def certainty_pull(certainty: float) -> float:
@@ -255,13 +259,15 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
 
 
 def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foreground: np.ndarray | None = None,
-                     min_lone: int = LINE_MIN_PIXELS, min_area: int = LINE_MIN_AREA) -> tuple[np.ndarray, int]:
-    """Keep the lines one and two pixels wide that the given mask draws, on either side of it.
+                     min_lone: int = LINE_MIN_PIXELS, min_area: int = LINE_MIN_AREA,
+                     min_wide_area: int | None = LINE_MIN_WIDE_AREA) -> tuple[np.ndarray, int]:
+    """Keep the lines one to three pixels wide that the given mask draws, on either side of it.
 
-    The model cannot draw a line one pixel wide, and at 2K not always one two pixels wide: it erases
-    them, with confidence, even where the photo shows them (a wire, a crack, an outline). A mask
+    The model cannot draw a line one pixel wide, and at 2K not always one two or three pixels wide: it
+    erases them, with confidence, even where the photo shows them (a wire, a crack, an outline). A mask
     holding such a line (``morphology.thin_lines``: a piece under three pixels wide with at least
-    ``min_lone`` pixels one pixel wide, or at least ``min_area`` pixels) was drawn at full size, so on
+    ``min_lone`` pixels one pixel wide, or at least ``min_area`` pixels, or one under four pixels wide
+    with at least ``min_wide_area``; None: no such level) was drawn at full size, so on
     its pixels the refined ``probability`` keeps at least the given value's side: the larger of the
     two on a foreground line, the smaller on a background one. Both are probabilities in [0, 1] of the
     same (H, W) shape (the engine's float form of a mask, not its 0-255 file values);
@@ -275,7 +281,7 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
     if prob.shape != values.shape:
         raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
     foreground = values > 0.5 if given_foreground is None else given_foreground
-    on_line, off_line = thin_lines(foreground, min_lone, min_area)
+    on_line, off_line = thin_lines(foreground, min_lone, min_area, min_wide_area)
     if not (on_line.any() or off_line.any()):
         return prob, 0
     out = prob.copy()

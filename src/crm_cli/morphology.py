@@ -8,7 +8,9 @@ import numpy as np
 
 _SQUARE_2X2 = np.ones((2, 2), np.uint8)
 _SQUARE_3X3 = np.ones((3, 3), np.uint8)
+_SQUARE_4X4 = np.ones((4, 4), np.uint8)
 _SQUARE_5X5 = np.ones((5, 5), np.uint8)
+_SQUARE_7X7 = np.ones((7, 7), np.uint8)
 
 
 def disc(radius: int) -> np.ndarray:
@@ -49,21 +51,33 @@ _CLOSING_EDGE = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 1}
 DITHER_CONTACT_SHARE = 0.75
 
 
+def _off_even_squares(foreground: np.ndarray, square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, background) pixels on no even ``square`` (2x2, 4x4) of their own side, as uint8
+    maps. Erosion and dilation are anchored at opposite corners; OpenCV's own opening anchors an even
+    kernel at its centre for both, which shifts the result by a pixel."""
+    inside = np.ascontiguousarray(foreground).view(np.uint8)
+    corner = (square.shape[1] - 1, square.shape[0] - 1)
+    opened = cv2.dilate(cv2.erode(inside, square, anchor=corner, **_OPENING_EDGE), square, anchor=(0, 0),
+                        **_OPENING_EDGE)
+    closed = cv2.erode(cv2.dilate(inside, square, anchor=corner, **_CLOSING_EDGE), square, anchor=(0, 0),
+                       **_CLOSING_EDGE)
+    return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
+
+
 def lone_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels one pixel wide: (those of the foreground, those of the background) that lie on no 2x2
     square of their own side, each as a uint8 (H, W) map (nonzero where lone).
 
     ``foreground`` is a bool or 0/1 uint8 (H, W) mask. The background's squares come from the
-    foreground's closing, so the two sides cost four passes of a 2x2 filter in all. Erosion and
-    dilation are anchored at opposite corners; OpenCV's own opening anchors an even kernel at its
-    centre for both, which shifts the result by a pixel.
+    foreground's closing, so the two sides cost four passes of a 2x2 filter in all.
     """
-    inside = np.ascontiguousarray(foreground).view(np.uint8)
-    opened = cv2.dilate(cv2.erode(inside, _SQUARE_2X2, anchor=(1, 1), **_OPENING_EDGE), _SQUARE_2X2, anchor=(0, 0),
-                        **_OPENING_EDGE)
-    closed = cv2.erode(cv2.dilate(inside, _SQUARE_2X2, anchor=(1, 1), **_CLOSING_EDGE), _SQUARE_2X2, anchor=(0, 0),
-                       **_CLOSING_EDGE)
-    return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
+    return _off_even_squares(foreground, _SQUARE_2X2)
+
+
+def under_four_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels under four pixels wide: (those of the foreground, those of the background) on no 4x4
+    square of their own side, as uint8 (H, W) maps. Every pixel of :func:`narrow_pixels` is one."""
+    return _off_even_squares(foreground, _SQUARE_4X4)
 
 
 def narrow_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,28 +90,31 @@ def narrow_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
 
 
-def lines_of(side: np.ndarray, narrow: np.ndarray, lone: np.ndarray, other_narrow: np.ndarray, min_lone: int,
-             min_area: int) -> np.ndarray:
-    """The lines of one side of a mask (``side``, bool or 0/1 uint8 (H, W)), from its ``narrow`` and
-    ``lone`` maps and the other side's narrow map (:func:`narrow_pixels`, :func:`lone_pixels`).
+def lines_of(side: np.ndarray, narrow: np.ndarray, other_narrow: np.ndarray, min_area: int,
+             lone: np.ndarray | None = None, min_lone: int = 0, join: np.ndarray = _SQUARE_5X5) -> np.ndarray:
+    """The lines of one side of a mask (``side``, bool or 0/1 uint8 (H, W)), from its ``narrow`` map
+    (the pixels under a width, :func:`narrow_pixels` or :func:`under_four_pixels`) and the other
+    side's map of the same width.
 
-    Lines cross and touch in knots a 2x2 or 3x3 square fits in, so a line is a piece of the narrow
-    pixels joined through the pixels within two pixels of them that are under five pixels wide. It holds at least
-    ``min_lone`` lone pixels (a line one pixel wide) or ``min_area`` narrow ones (two pixels wide),
-    and under ``DITHER_CONTACT_SHARE`` of its contacts with the other side touch narrow pixels of that
-    side (a dithered edge interleaves narrow pixels of both sides; a line crosses a region). Every
-    pixel of such a piece is returned (bool (H, W)).
+    Lines cross and touch in knots wider than themselves, so a line is a piece of the narrow pixels
+    joined through the pixels near them that are under ``join``'s side wide (within two pixels and under
+    five for the default 5x5 square). It holds at least ``min_area`` narrow pixels, or at least
+    ``min_lone`` of ``lone`` (:func:`lone_pixels`: a line one pixel wide), and under
+    ``DITHER_CONTACT_SHARE`` of its contacts with the other side touch narrow pixels of that side (a
+    dithered edge interleaves narrow pixels of both sides; a line crosses a region). Every pixel of
+    such a piece is returned (bool (H, W)).
     """
     inside = np.ascontiguousarray(side).view(np.uint8)
-    slim = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_5X5, **_OPENING_EDGE), cv2.CMP_GT)
-    joined = cv2.bitwise_and(slim, cv2.dilate(narrow, _SQUARE_5X5))
+    slim = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, join, **_OPENING_EDGE), cv2.CMP_GT)
+    joined = cv2.bitwise_and(slim, cv2.dilate(narrow, join))
     count, labels = cv2.connectedComponents(joined, connectivity=8)
     rows, cols = np.nonzero(labels)
     at = labels[rows, cols]
-    lone_count = np.bincount(at, weights=lone[rows, cols] > 0, minlength=count)
     narrow_count = np.bincount(at, weights=narrow[rows, cols] > 0, minlength=count)
-    long_enough = (lone_count >= min_lone) | (narrow_count >= min_area)
-    long_enough[0] = False  # label 0: not near a narrow pixel, or five pixels wide or more
+    long_enough = narrow_count >= min_area
+    if lone is not None:
+        long_enough |= np.bincount(at, weights=lone[rows, cols] > 0, minlength=count) >= min_lone
+    long_enough[0] = False  # label 0: not near a narrow pixel, or too wide
     if not long_enough.any():
         return np.zeros(inside.shape, bool)
     # Each pixel's neighbours on the other side, and those of them that are narrow.
@@ -109,20 +126,28 @@ def lines_of(side: np.ndarray, narrow: np.ndarray, lone: np.ndarray, other_narro
     return long_enough[labels]
 
 
-def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int) -> tuple[np.ndarray, np.ndarray]:
-    """The lines under three pixels wide of each side of ``foreground`` (bool (H, W)): (the
-    foreground's, the background's) as bool (H, W) maps, by :func:`lines_of`'s rule. A side with
-    fewer narrow pixels than either threshold holds none, which most masks show after four passes
-    of a 3x3 filter (a smooth mask's odd corner pixel, a network's short wisps)."""
+def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int,
+               min_wide_area: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The lines of each side of ``foreground`` (bool (H, W)): (the foreground's, the background's) as
+    bool (H, W) maps, by :func:`lines_of`'s rule: pieces under three pixels wide with ``min_lone``
+    pixels one pixel wide or ``min_area`` pixels in all and, with ``min_wide_area``, pieces under four
+    pixels wide with that many pixels (joined through knots under seven pixels wide). A side with fewer
+    narrow pixels than a level's threshold holds no line of that level, which most masks show after a
+    few passes of a small filter (a smooth mask's odd corner pixel, a network's short wisps)."""
     inside = np.ascontiguousarray(foreground, dtype=bool)
+    lines = [np.zeros(inside.shape, bool), np.zeros(inside.shape, bool)]
     narrow_in, narrow_out = narrow_pixels(inside)
     fewest = min(min_lone, min_area)
     searched = [cv2.countNonZero(narrow) >= fewest for narrow in (narrow_in, narrow_out)]
-    empty = np.zeros(inside.shape, bool)
-    if not any(searched):
-        return empty, empty
-    lone_in, lone_out = lone_pixels(inside)
-    lines_in = lines_of(inside, narrow_in, lone_in, narrow_out, min_lone, min_area) if searched[0] else empty
-    lines_out = lines_of(~inside, narrow_out, lone_out, narrow_in, min_lone, min_area) if searched[1] else empty
-    return lines_in, lines_out
-
+    if any(searched):
+        lone_in, lone_out = lone_pixels(inside)
+        if searched[0]:
+            lines[0] = lines_of(inside, narrow_in, narrow_out, min_area, lone_in, min_lone)
+        if searched[1]:
+            lines[1] = lines_of(~inside, narrow_out, narrow_in, min_area, lone_out, min_lone)
+    if min_wide_area is not None:
+        wide_in, wide_out = under_four_pixels(inside)
+        for index, (side, wide, other) in enumerate(((inside, wide_in, wide_out), (~inside, wide_out, wide_in))):
+            if cv2.countNonZero(wide) >= min_wide_area:
+                lines[index] |= lines_of(side, wide, other, min_wide_area, join=_SQUARE_7X7)
+    return lines[0], lines[1]
