@@ -13,8 +13,10 @@
 # such a machine runs the checkout without installing it. OUT gets <run>.tar (logs, exports), <run>.last.pt
 # (for --resume), env.txt and gpu_util.txt, refreshed every 20 s so that a call cut short returns them.
 # THIN_N > 0 first draws that many thin composites at the thin set's scale from the pack's photos
-# (make_thin_train.py, seed THIN_SEED, one process per core) into THIN (default $RUNS/thin), for a plan
-# that trains on "$THIN/data" with --network-masks "$THIN/coarse"; a plan that names $THIN needs it.
+# (make_thin_train.py, seed THIN_SEED, one process per core) into THIN (default $RUNS/thin, emptied
+# first), for a plan that trains on "$THIN/data" with --network-masks "$THIN/coarse"; the drawing's time
+# comes out of MINUTES. A plan whose arguments name $THIN needs THIN_N, or composites drawn there already.
+# `--check` reads the plan and these settings as a run would, and exits (0: a run would start).
 set -u
 export PYTHONUNBUFFERED=1
 MINUTES=${MINUTES:-8.4}
@@ -66,9 +68,19 @@ if [ "${1:-}" = "--list" ]; then
   done
   exit 0
 fi
-if grep -v '^[[:space:]]*#' "$PLAN" | grep -q '\$THIN\b\|\${THIN}' && [ "$THIN_N" -le 0 ]; then
-  echo "the plan $PLAN trains on thin composites (\$THIN): give THIN_N, the number to draw" >&2; exit 1
+[[ $THIN_N =~ ^[0-9]+$ ]] || { echo "THIN_N must be a whole number, not '$THIN_N'" >&2; exit 1; }
+if [ "$THIN_N" -eq 0 ] && [ ! -d "$THIN/data" ]; then
+  for i in "${!NAMES[@]}"; do
+    eval "args=(${RUN_ARGS[i]})"
+    for word in ${args[@]+"${args[@]}"}; do
+      if [[ $word == *"$THIN"* ]]; then
+        echo "run ${NAMES[i]} of $PLAN trains on thin composites in $THIN: give THIN_N, the number to draw" >&2
+        exit 1
+      fi
+    done
+  done
 fi
+[ "${1:-}" != "--check" ] || exit 0
 mkdir -p "$RUNS" "$OUT"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
@@ -84,13 +96,16 @@ fi
   python3 -m crm_cli info 2>&1 | head -30
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-(nvidia-smi dmon -s u -d 5 > "$OUT/gpu_util.txt" 2>&1 &) 2>/dev/null
 if [ "$THIN_N" -gt 0 ]; then
   start=$(date +%s)
+  rm -rf "$THIN"  # a warm machine's earlier, larger draw would leave composites beyond THIN_N
   python3 benchmarks/make_thin_train.py "$PACK/train" "$THIN" --n "$THIN_N" --seed "$THIN_SEED" --workers "$(nproc)" \
     2> "$OUT/thin.log" > "$OUT/thin.json" || { echo "make_thin_train.py failed:"; tail -n 5 "$OUT/thin.log"; exit 1; }
-  echo "$THIN_N thin composites in $(( $(date +%s) - start )) s: $(cat "$OUT/thin.json")"
+  drawn=$(( $(date +%s) - start ))
+  MINUTES=$(python3 -c "print(max(1.0, $MINUTES - $drawn / 60))")
+  echo "$THIN_N thin composites in $drawn s (the runs get $MINUTES minutes): $(cat "$OUT/thin.json")"
 fi
+(nvidia-smi dmon -s u -d 5 > "$OUT/gpu_util.txt" 2>&1 &) 2>/dev/null
 
 COMMON=(--data "$PACK/train" --val "$PACK/val" --device "$DEVICE" --workers "$WORKERS" --threads 2
         --batch 12 --query-window 112 --keep-exports --val-images 16 --ckpt-every 250)

@@ -4,10 +4,11 @@ A refiner that changes little is forgiven, one that damages a good mask is not. 
 photo with a mask drawn exactly where its object is; the table gives the refined mask's IoU and mBA
 against that mask (100 / 100: kept). Generated cases, no data needed (session 55's audit):
 
-- ``lines W``: six dark lines W px wide (1 to 4) on a textured photo; session 56 keeps those of 1 and 2 px;
+- ``lines W``: six dark lines W px wide (1 to 4) on a textured photo; sessions 56 and 58 keep those of 1 to 3 px;
 - ``lines W turned``: the 3- and 4-px cases turned on their diagonal (photo and mask transposed). A
   model trained on left-right flips alone can keep a line in one orientation and erase it in the other;
-  the pair shows it (session 57: 5,019 pixels of the 4-px lines lost at 2K as drawn, 1,233 turned);
+  the pair shows it (session 57: 5,019 pixels of the 4-px lines lost at 2K as drawn, 1,233 turned; the
+  3-px lines turned lost 7,104 until session 58 kept them);
 - ``text``: white text on a textured photo (the letters' counters are holes of the mask);
 - ``disc flat`` / ``disc noise``: a disc on a photo of one flat colour, and on pure noise;
 - ``scene``: ``crm_cli.synthetic``'s scene with its exact mask (thin spikes and a hole).

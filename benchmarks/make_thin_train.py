@@ -27,6 +27,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 from make_thin_val import make_triple, write_triple
 from script_errors import one_line_errors
 
@@ -67,12 +68,16 @@ class CompositeWriter:
 _WORKER: CompositeWriter | None = None
 
 
-def _start_worker(*arguments: object) -> None:
+def _start_worker(training: list[FilePair], seed: int, min_side: int, max_side: int, data: Path,
+                  coarse_dir: Path) -> None:
+    """A pool process's start: one OpenCV thread (the pool has a process per core) and its own writer."""
     global _WORKER
-    _WORKER = CompositeWriter(*arguments)  # type: ignore[arg-type]
+    cv2.setNumThreads(1)
+    _WORKER = CompositeWriter(training, seed, min_side, max_side, data, coarse_dir)
 
 
 def _draw_in_worker(index: int) -> str:
+    """Draw and write composite ``index`` with this process's writer."""
     assert _WORKER is not None
     return _WORKER(index)
 

@@ -124,18 +124,33 @@ def test_a_plan_that_does_not_parse_starts_no_run(tmp_path: Path, text: str, com
     assert listed.returncode == 1 and complaint in listed.stderr.decode() and not listed.stdout
 
 
-def test_a_plan_on_thin_composites_without_thin_n_starts_nothing(tmp_path: Path) -> None:
-    """Without THIN_N no composites are drawn, and every run would fail on a missing folder after the
-    machine had started: the script stops first, naming what to give."""
+def check_plan(tmp_path: Path, text: str, **settings: str):  # noqa: ANN201 - subprocess.CompletedProcess
+    """``device_parallel_runs.sh --check`` on a plan of ``text``: it reads the plan and the settings as a
+    run would, and exits."""
     import subprocess
 
     plan = tmp_path / "plan.txt"
-    plan.write_text('# $THIN in a comment does not count\nA --lr 1e-4\nB --data "$THIN/data"\n')
-    out = tmp_path / "out"
-    env = {"PLAN": str(plan), "OUT": str(out), "RUNS": str(tmp_path / "runs"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["bash", str(RUNNER)], capture_output=True, text=True, check=False, env=env)
-    assert done.returncode == 1 and "give THIN_N" in done.stderr
-    assert not out.exists() and not (tmp_path / "runs").exists()
+    plan.write_text(text)
+    env = {"PLAN": str(plan), "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"), "PATH": "/usr/bin:/bin",
+           **settings}
+    return subprocess.run(["bash", str(RUNNER), "--check"], capture_output=True, text=True, check=False, env=env)
+
+
+def test_a_plan_on_thin_composites_without_thin_n_starts_nothing(tmp_path: Path) -> None:
+    """Without THIN_N no composites are drawn, and every run would fail on a missing folder after the
+    machine had started: the script stops first, naming what to give. $THIN in a comment, or composites
+    already drawn in THIN, are no reason to stop; a THIN_N that is not a whole number is."""
+    naming = 'A --lr 1e-4\nB --data "$THIN/data"\n'
+    refused = check_plan(tmp_path, naming)
+    assert refused.returncode == 1 and "run B of" in refused.stderr and "give THIN_N" in refused.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+    assert check_plan(tmp_path, naming, THIN_N="400").returncode == 0
+    in_a_comment = check_plan(tmp_path, '# trains on "$THIN/data" one day\nA --lr 1e-4\n')
+    assert in_a_comment.returncode == 0, in_a_comment.stderr
+    (tmp_path / "drawn" / "data").mkdir(parents=True)
+    assert check_plan(tmp_path, naming, THIN=str(tmp_path / "drawn")).returncode == 0
+    wrong = check_plan(tmp_path, naming, THIN_N="abc")
+    assert wrong.returncode == 1 and "THIN_N must be a whole number, not 'abc'" in wrong.stderr
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=[plan.stem for plan in PLANS])

@@ -49,6 +49,9 @@ def test_a_line_three_pixels_wide_is_a_line_from_its_area_on() -> None:
     np.testing.assert_array_equal(lines, expected)
     # Without the third level (None) neither band is a line: under three pixels wide they are not.
     assert not thin_lines(side, LINE_MIN_PIXELS, LINE_MIN_AREA)[0].any()
+    wide_in, wide_out = under_four_pixels(side)
+    with pytest.raises(ValueError, match="together"):  # a lone map without its threshold would keep every piece
+        lines_of(side, wide_in, wide_out, LINE_MIN_WIDE_AREA, lone=wide_in)
 
 
 def test_lines_three_pixels_wide_that_cross_are_kept_whole() -> None:
@@ -66,13 +69,15 @@ def test_lines_three_pixels_wide_that_cross_are_kept_whole() -> None:
 
 
 def test_solid_shapes_and_wide_bands_hold_no_line_three_pixels_wide() -> None:
-    side = np.zeros((80, 120), bool)
-    rows, cols = np.mgrid[:80, :120]
+    side = np.zeros((160, 120), bool)
+    rows, cols = np.mgrid[:160, :120]
     side |= (rows - 40) ** 2 + (cols - 30) ** 2 <= 400  # a disc
-    side[10:70, 70:74] = True  # a band four pixels wide and 60 long
+    side[10:150, 70:74] = True  # a band four pixels wide: 560 pixels, twice LINE_MIN_WIDE_AREA
     side[5:15, 90:115] = True  # a rectangle
     on_line, off_line = thin_lines(side, LINE_MIN_PIXELS, LINE_MIN_AREA, LINE_MIN_WIDE_AREA)
     assert not on_line.any() and not off_line.any()
+    side[10:150, 73] = False  # three pixels wide: a line
+    assert thin_lines(side, LINE_MIN_PIXELS, LINE_MIN_AREA, LINE_MIN_WIDE_AREA)[0].sum() == 3 * 140
 
 
 def test_a_gap_three_pixels_wide_between_two_slats_is_kept_open() -> None:

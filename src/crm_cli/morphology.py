@@ -76,7 +76,8 @@ def lone_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def under_four_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels under four pixels wide: (those of the foreground, those of the background) on no 4x4
-    square of their own side, as uint8 (H, W) maps. Every pixel of :func:`narrow_pixels` is one."""
+    square of their own side, as uint8 (H, W) maps. ``foreground`` is a bool or 0/1 uint8 (H, W) mask.
+    Every pixel of :func:`narrow_pixels` is one of them."""
     return _off_even_squares(foreground, _SQUARE_4X4)
 
 
@@ -91,7 +92,8 @@ def narrow_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lines_of(side: np.ndarray, narrow: np.ndarray, other_narrow: np.ndarray, min_area: int,
-             lone: np.ndarray | None = None, min_lone: int = 0, join: np.ndarray = _SQUARE_5X5) -> np.ndarray:
+             lone: np.ndarray | None = None, min_lone: int | None = None,
+             join: np.ndarray = _SQUARE_5X5) -> np.ndarray:
     """The lines of one side of a mask (``side``, bool or 0/1 uint8 (H, W)), from its ``narrow`` map
     (the pixels under a width, :func:`narrow_pixels` or :func:`under_four_pixels`) and the other
     side's map of the same width.
@@ -102,8 +104,10 @@ def lines_of(side: np.ndarray, narrow: np.ndarray, other_narrow: np.ndarray, min
     ``min_lone`` of ``lone`` (:func:`lone_pixels`: a line one pixel wide), and under
     ``DITHER_CONTACT_SHARE`` of its contacts with the other side touch narrow pixels of that side (a
     dithered edge interleaves narrow pixels of both sides; a line crosses a region). Every pixel of
-    such a piece is returned (bool (H, W)).
+    such a piece is returned (bool (H, W)). ``lone`` and ``min_lone`` come together or not at all.
     """
+    if (lone is None) != (min_lone is None):
+        raise ValueError("lines_of takes lone and min_lone together")
     inside = np.ascontiguousarray(side).view(np.uint8)
     slim = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, join, **_OPENING_EDGE), cv2.CMP_GT)
     joined = cv2.bitwise_and(slim, cv2.dilate(narrow, join))
@@ -112,7 +116,7 @@ def lines_of(side: np.ndarray, narrow: np.ndarray, other_narrow: np.ndarray, min
     at = labels[rows, cols]
     narrow_count = np.bincount(at, weights=narrow[rows, cols] > 0, minlength=count)
     long_enough = narrow_count >= min_area
-    if lone is not None:
+    if lone is not None and min_lone is not None:
         long_enough |= np.bincount(at, weights=lone[rows, cols] > 0, minlength=count) >= min_lone
     long_enough[0] = False  # label 0: not near a narrow pixel, or too wide
     if not long_enough.any():

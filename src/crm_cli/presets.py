@@ -55,7 +55,7 @@ class Preset:
         full_decode: decode every stage at full size, as the reference code does.
         adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
         guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py);
-            with it, unsure changes are not taken, the mask's lines one and two pixels wide are kept,
+            with it, unsure changes are not taken, the mask's lines one to three pixels wide are kept,
             and a photo of one flat colour keeps its mask.
         snap: pull the final boundary onto the photo's edges (edge_snap.py; photos of 1000 px and up).
         description: one line for --help and the README.
