@@ -11,6 +11,8 @@ against that mask (100 / 100: kept). Generated cases, no data needed (session 55
   3-px lines turned lost 7,104 until session 58 kept them);
 - ``text``: white text on a textured photo (the letters' counters are holes of the mask);
 - ``disc flat`` / ``disc noise``: a disc on a photo of one flat colour, and on pure noise;
+- ``disc under noise``: a disc 20 grey levels above its background under normal noise of std 30
+  (session 59: a sensor at high gain, ultrasound);
 - ``scene``: ``crm_cli.synthetic``'s scene with its exact mask (thin spikes and a hole).
 
 With ``--big DIR``, each ``*_gt.png`` of a BIG-layout folder is given as its own coarse mask too
@@ -42,6 +44,9 @@ TURNED_LINE_WIDTHS = (3, 4)
 # A case counts as harmed below either score (percent).
 HARM_IOU = 99.0
 HARM_MBA = 95.0
+# ``disc under noise``: the disc's step above its background and the noise's std (grey levels).
+DISC_STEP = 20.0
+DISC_NOISE = 30.0
 
 
 @dataclass
@@ -100,15 +105,33 @@ def text_case(height: int, width: int, seed: int) -> Case:
     return Case("text", photo, mask)
 
 
+def disc_mask(height: int, width: int) -> np.ndarray:
+    """A centred disc of a third of the short side in radius, 0/255."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, (width // 2, height // 2), min(height, width) // 3, 255, -1)
+    return mask
+
+
+def disc_under_noise(height: int, width: int, step: float = DISC_STEP, noise: float = DISC_NOISE,
+                     seed: int = 0) -> Case:
+    """A grey photo of a disc ``step`` levels above mid grey under normal noise of std ``noise`` (the
+    same in each channel), and the disc's exact mask."""
+    mask = disc_mask(height, width)
+    grey = 128.0 + step * (mask > 0) + np.random.default_rng(seed).normal(0.0, noise, (height, width))
+    photo = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return Case("disc under noise", photo, mask)
+
+
 def disc_case(height: int, width: int, kind: str) -> Case:
-    """A disc's exact mask on a photo with no content: ``flat`` (mid grey) or ``noise``."""
+    """A disc's exact mask on a photo with no content, ``flat`` (mid grey) or ``noise``; or, ``under
+    noise``, :func:`disc_under_noise`'s."""
+    if kind == "under noise":
+        return disc_under_noise(height, width)
     if kind == "flat":
         photo = np.full((height, width, 3), 128, np.uint8)
     else:
         photo = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    mask = np.zeros((height, width), np.uint8)
-    cv2.circle(mask, (width // 2, height // 2), min(height, width) // 3, 255, -1)
-    return Case(f"disc {kind}", photo, mask)
+    return Case(f"disc {kind}", photo, disc_mask(height, width))
 
 
 def generated_cases(photo_sizes: list[tuple[int, int]]) -> Iterator[Case]:
@@ -121,6 +144,7 @@ def generated_cases(photo_sizes: list[tuple[int, int]]) -> Iterator[Case]:
         yield text_case(height, width, seed=7)
         yield disc_case(height, width, "flat")
         yield disc_case(height, width, "noise")
+        yield disc_case(height, width, "under noise")
         photo, mask = synthetic_scene(height, width)
         yield Case("scene", photo, mask)
 

@@ -253,8 +253,9 @@ def test_in_a_blend_the_snap_is_taken_in_the_refinement_s_share(monkeypatch: pyt
     marked = near_threshold.copy()
     marked[600:610, size // 2 - 4:size // 2] = 1.0  # what the stand-in snap makes of the refinement
 
-    def fake_snap(image, probability, radius):  # noqa: ANN001, ANN202
+    def fake_snap(image, probability, radius, noise):  # noqa: ANN001, ANN202
         np.testing.assert_array_equal(probability, near_threshold)  # the refinement, not the blend
+        assert noise == 0.0  # a photo without noise
         return marked.copy()
 
     monkeypatch.setattr(engine, "snap_to_edges", fake_snap)

@@ -211,7 +211,8 @@ def test_do_no_harm_cases_are_exact_and_scored_against_their_masks(tmp_path: Pat
     cases = list(harm.generated_cases([(64, 48)]))
     again = list(harm.generated_cases([(64, 48)]))
     assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "lines 3 turned",
-                                             "lines 4 turned", "text", "disc flat", "disc noise", "scene"]
+                                             "lines 4 turned", "text", "disc flat", "disc noise", "disc under noise",
+                                             "scene"]
     for case, repeat in zip(cases, again, strict=True):  # the same cases every run
         np.testing.assert_array_equal(case.photo, repeat.photo)
         np.testing.assert_array_equal(case.mask, repeat.mask)

@@ -176,7 +176,7 @@ def holes_on_edges(image: np.ndarray, filled: np.ndarray,
         rows = slice(max(0, y - margin), min(height, y + h + margin))
         cols = slice(max(0, x - margin), min(width, x + w + margin))
         region = labels[rows, cols] == label
-        if BoundaryGeometry(image[rows, cols], region).alignment() >= min_alignment:
+        if BoundaryGeometry(image[rows, cols], region, above_noise=False).alignment() >= min_alignment:
             found[rows, cols] |= region
     return found
 

@@ -1,0 +1,197 @@
+"""Noise in the photo: how much of it there is, and whether the photo holds anything else.
+
+Noise that is independent from one pixel to the next (a sensor at high gain, ultrasound, X-ray)
+adds its own gradient everywhere. ``schedule.BoundaryGeometry`` subtracts that floor from its bands
+(a mask on a noisy edge otherwise reads as a mask off the edges), and the engine keeps the mask of a
+photo that holds nothing but noise as given (a flat photo's rule). Pure NumPy/OpenCV, no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+# The 3x3 second difference: zero on any plane, so it keeps the noise and little of smooth content.
+# White noise of std s gives a residual of std 6 s (the root of the kernel's squares, 36).
+_RESIDUAL_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_RESIDUAL_GAIN = 6.0
+# white_noise_level is at most this times residual_level (the root of 4/3).
+WHITE_NOISE_PER_RESIDUAL = (4.0 / 3.0) ** 0.5
+# The median of |x| for a normal x of unit std: the median keeps edges and texture, which hold a
+# minority of a photo's pixels, out of the estimate.
+_MEDIAN_ABS_NORMAL = 0.6745
+# The residual's median is taken on every this-many-th row and column (a 2048x1536 grey image: 0.78 MP).
+_SAMPLE_STEP = 2
+# A photo larger than the edge alignment measures (which reduces it) has its noise read at full size on
+# this many crops per side, each this many px square (16 crops, 1 MP, whatever the photo's size).
+NOISE_CROPS_PER_SIDE = 4
+NOISE_CROP_SIDE = 256
+# photo_is_noise: the photo reduced by this factor in each direction (area averaging of 8x8 pixels,
+# which takes independent noise down 8-fold and keeps anything larger than a few cells) ...
+NOISE_ONLY_REDUCTION = 8
+# ... must stay within this many of the reduced noise's standard deviations (the full-size spread
+# over the reduction) of its mean, + NOISE_ONLY_LEVELS, in every channel. Pure noise, normal or uniform
+# (averaged, both are near normal), reached 4.2-4.8 of them at 2048x1536 (49,152 cells), 4.2-4.7 at
+# 3840x2160 and 4.5-5.0 at 6000x4000 (375,000); do_no_harm's disc 20 levels above noise of std 30
+# reached 7.1-7.4 (640x480 to 2048x1536), a 50x50 px square 60 levels above noise of std 10 in a
+# 2048x1536 photo 48. Anything finer than the 8x8 cells is averaged away with the noise (stripes one
+# pixel wide, sand), and a disc 10 levels above noise of std 30 reaches only 5.4: such photos read as
+# noise, and their masks are kept as given.
+NOISE_ONLY_DEVIATIONS = 6.0
+NOISE_ONLY_LEVELS = 1.0
+
+
+def _residual_samples(grey: np.ndarray) -> np.ndarray:
+    """The second difference's magnitudes of a float32 grey image, on every ``_SAMPLE_STEP``-th row and
+    column inside its border (none for an image under 4 px on a side)."""
+    if min(grey.shape) < 4:
+        return np.empty(0, np.float32)
+    residual = cv2.filter2D(grey, cv2.CV_32F, _RESIDUAL_KERNEL, borderType=cv2.BORDER_REFLECT)
+    return np.abs(residual[1:-1:_SAMPLE_STEP, 1:-1:_SAMPLE_STEP]).ravel()
+
+
+def _level(samples: np.ndarray) -> float:
+    """The std that white noise alone would give, read off the samples' median; 0 for no samples."""
+    if samples.size == 0:
+        return 0.0
+    middle = samples.size // 2
+    return float(np.partition(samples, middle)[middle]) / (_RESIDUAL_GAIN * _MEDIAN_ABS_NORMAL)
+
+
+def _halved(grey: np.ndarray) -> np.ndarray:
+    """``grey`` (float32) reduced 2x by averaging 2x2 pixels (an odd last row or column is left out)."""
+    height, width = grey.shape
+    even = grey[: height // 2 * 2, : width // 2 * 2]
+    return cv2.resize(even, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+
+
+def _white_from_levels(full: float, half: float) -> float:
+    return float(np.sqrt(max(0.0, full * full - half * half) * 4.0 / 3.0))
+
+
+def residual_level(grey: np.ndarray) -> float:
+    """The second difference's level at full size alone (texture and fine edges raise it too), at
+    half the cost of :func:`white_noise_level`, which is at most ``WHITE_NOISE_PER_RESIDUAL`` times it."""
+    return _level(_residual_samples(np.asarray(grey, dtype=np.float32)))
+
+
+def white_noise_level(grey: np.ndarray, full_level: float | None = None) -> float:
+    """The std (grey levels) of the noise in ``grey`` (H, W) that is independent from pixel to pixel.
+
+    Such noise halves when 2x2 pixels are averaged; texture and edges barely change. So the residual
+    level at full size (s1) and at half size (s2) give the noise as the root of 4/3 (s1² - s2²): pure
+    noise of std s reads s; fine texture is partly read as noise (DUTS photos of grass: 12.6 of a
+    residual level of 24.7; of wood: 0.2 of 14.6). ``full_level``: s1, when :func:`residual_level` has
+    already read it. Noise smoothed over a pixel or two (a camera's demosaicing, JPEG) halves less and
+    reads low.
+    """
+    values = np.asarray(grey, dtype=np.float32)
+    full = residual_level(values) if full_level is None else full_level
+    if full == 0.0 or min(values.shape) < 8:
+        return 0.0
+    return _white_from_levels(full, _level(_residual_samples(_halved(values))))
+
+
+def noise_crops(image: np.ndarray) -> list[np.ndarray]:
+    """Up to ``NOISE_CROPS_PER_SIDE``² grey float32 crops of ``NOISE_CROP_SIDE`` px (or the photo's side,
+    if shorter) of an (H, W, 3) uint8 photo, spread evenly over it: its noise at full size, at a cost
+    that does not grow with the photo."""
+    height, width = image.shape[:2]
+    crop_height, crop_width = min(NOISE_CROP_SIDE, height), min(NOISE_CROP_SIDE, width)
+    tops = np.unique(np.linspace(0, height - crop_height, NOISE_CROPS_PER_SIDE).round().astype(int))
+    lefts = np.unique(np.linspace(0, width - crop_width, NOISE_CROPS_PER_SIDE).round().astype(int))
+    crops = []
+    for top in tops:
+        for left in lefts:
+            crop = np.ascontiguousarray(image[top: top + crop_height, left: left + crop_width])
+            crops.append(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    return crops
+
+
+class PhotoNoise:
+    """The pixel-to-pixel noise of one photo at full size, read lazily from grey float32 pieces of it
+    (the whole grey photo, or :func:`noise_crops`): :attr:`residual` first, :attr:`white` only when
+    asked (it reads every piece again at half size)."""
+
+    def __init__(self, pieces: list[np.ndarray]) -> None:
+        self.pieces = pieces
+        self._residual: float | None = None
+        self._white: float | None = None
+
+    @property
+    def residual(self) -> float:
+        """:func:`residual_level` over all the pieces; an upper bound of :attr:`white` over
+        ``WHITE_NOISE_PER_RESIDUAL``."""
+        if self._residual is None:
+            self._residual = _level(np.concatenate([_residual_samples(piece) for piece in self.pieces]))
+        return self._residual
+
+    @property
+    def white(self) -> float:
+        """:func:`white_noise_level` over all the pieces (pieces under 8 px on a side count at full
+        size only)."""
+        if self._white is None:
+            full = self.residual
+            pieces = [piece for piece in self.pieces if min(piece.shape) >= 8]
+            if full == 0.0 or not pieces:
+                self._white = 0.0
+            else:
+                half = _level(np.concatenate([_residual_samples(_halved(piece)) for piece in pieces]))
+                self._white = _white_from_levels(full, half)
+        return self._white
+
+
+@functools.cache
+def noise_gradient(blur_sigma: float = 0.0, reduction: float = 1.0) -> float:
+    """The mean Sobel gradient magnitude (x and y combined) that white noise of unit std at full size
+    gives, after a reduction by ``reduction`` (area averaging, as the edge alignment's) and a Gaussian
+    blur of ``blur_sigma`` px (0: none).
+
+    Unreduced, it is exact: the kernel's own gain (its impulse response's root sum of squares) times
+    the mean of a Rayleigh variable, the root of pi/2 (unblurred: the root of 12 times that, 4.34). A
+    reduction by a factor that is not whole averages pixels unevenly and leaves the noise correlated, so
+    that gain is measured on a seeded noise field reduced the same way (the reduction is taken to two
+    decimals)."""
+    if reduction <= 1.0:
+        impulse = np.zeros((41, 41), np.float32)
+        impulse[20, 20] = 1.0
+        if blur_sigma > 0:
+            impulse = cv2.GaussianBlur(impulse, (0, 0), blur_sigma)
+        response = cv2.Sobel(impulse, cv2.CV_32F, 1, 0)
+        return float(np.sqrt(np.square(response, dtype=np.float64).sum()) * np.sqrt(np.pi / 2))
+    return _measured_noise_gradient(blur_sigma, round(reduction, 2))
+
+
+@functools.cache
+def _measured_noise_gradient(blur_sigma: float, reduction: float) -> float:
+    side = 512
+    field = np.random.default_rng(0).normal(0.0, 1.0, (round(side * reduction),) * 2).astype(np.float32)
+    reduced = cv2.resize(field, (side, side), interpolation=cv2.INTER_AREA)
+    if blur_sigma > 0:
+        reduced = cv2.GaussianBlur(reduced, (0, 0), blur_sigma)
+    magnitude = cv2.magnitude(cv2.Sobel(reduced, cv2.CV_32F, 1, 0), cv2.Sobel(reduced, cv2.CV_32F, 0, 1))
+    return float(magnitude[8:-8, 8:-8].mean())
+
+
+def photo_is_noise(image: np.ndarray) -> bool:
+    """Whether an (H, W, C) uint8 photo holds nothing coarser than its pixel-to-pixel noise (each
+    channel, reduced ``NOISE_ONLY_REDUCTION``-fold, stays within ``NOISE_ONLY_DEVIATIONS`` of the reduced
+    noise's deviations of its mean, + ``NOISE_ONLY_LEVELS``): a mask drawn on it has nothing to be
+    refined against. Detail finer than the reduction's cells is averaged away with the noise. False for
+    a photo under 8 reduced cells on a side."""
+    factor = NOISE_ONLY_REDUCTION
+    height, width = image.shape[:2]
+    if min(height, width) < 8 * factor:
+        return False
+    whole = image[: height // factor * factor, : width // factor * factor]
+    small = cv2.resize(whole, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    _, full_spread = cv2.meanStdDev(whole)
+    channels = cv2.split(small.reshape(small.shape[0], small.shape[1], -1))
+    for channel, spread in zip(channels, full_spread.ravel(), strict=True):
+        lowest, highest, _, _ = cv2.minMaxLoc(channel)
+        centre = float(channel.mean())
+        if max(highest - centre, centre - lowest) > NOISE_ONLY_DEVIATIONS * spread / factor + NOISE_ONLY_LEVELS:
+            return False
+    return True
