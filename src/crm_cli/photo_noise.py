@@ -34,11 +34,11 @@ NOISE_ONLY_REDUCTION = 8
 # ... must stay within this many of the reduced noise's standard deviations (the full-size spread
 # over the reduction) of its mean, + NOISE_ONLY_LEVELS, in every channel. Pure noise, normal or uniform
 # (averaged, both are near normal), reached 4.2-4.8 of them at 2048x1536 (49,152 cells), 4.2-4.7 at
-# 3840x2160 and 4.5-5.0 at 6000x4000 (375,000); do_no_harm's disc 20 levels above noise of std 30
+# 3840x2160 and 4.5-5.2 at 6000x4000 (375,000); do_no_harm's disc 20 levels above noise of std 30
 # reached 7.1-7.4 (640x480 to 2048x1536), a 50x50 px square 60 levels above noise of std 10 in a
 # 2048x1536 photo 48. Anything finer than the 8x8 cells is averaged away with the noise (stripes one
-# pixel wide, sand), and a disc 10 levels above noise of std 30 reaches only 5.4: such photos read as
-# noise, and their masks are kept as given.
+# pixel wide, sand), and a disc 10 levels above noise of std 30 reaches only 5.4-5.6: such photos read
+# as noise, and their masks are kept as given.
 NOISE_ONLY_DEVIATIONS = 6.0
 NOISE_ONLY_LEVELS = 1.0
 
@@ -144,35 +144,39 @@ class PhotoNoise:
 
 
 @functools.cache
-def noise_gradient(blur_sigma: float = 0.0, reduction: float = 1.0) -> float:
-    """The mean Sobel gradient magnitude (x and y combined) that white noise of unit std at full size
-    gives, after a reduction by ``reduction`` (area averaging, as the edge alignment's) and a Gaussian
-    blur of ``blur_sigma`` px (0: none).
-
-    Unreduced, it is exact: the kernel's own gain (its impulse response's root sum of squares) times
-    the mean of a Rayleigh variable, the root of pi/2 (unblurred: the root of 12 times that, 4.34). A
-    reduction by a factor that is not whole averages pixels unevenly and leaves the noise correlated, so
-    that gain is measured on a seeded noise field reduced the same way (the reduction is taken to two
-    decimals)."""
-    if reduction <= 1.0:
-        impulse = np.zeros((41, 41), np.float32)
-        impulse[20, 20] = 1.0
-        if blur_sigma > 0:
-            impulse = cv2.GaussianBlur(impulse, (0, 0), blur_sigma)
-        response = cv2.Sobel(impulse, cv2.CV_32F, 1, 0)
-        return float(np.sqrt(np.square(response, dtype=np.float64).sum()) * np.sqrt(np.pi / 2))
-    return _measured_noise_gradient(blur_sigma, round(reduction, 2))
+def noise_gradient(blur_sigma: float = 0.0) -> float:
+    """The mean Sobel gradient magnitude (x and y combined) that white noise of unit std gives after a
+    Gaussian blur of ``blur_sigma`` px (0: none): the kernel's own gain (its impulse response's root sum
+    of squares) times the mean of a Rayleigh variable, the root of pi/2 (unblurred: the root of 12
+    times that, 4.34)."""
+    impulse = np.zeros((41, 41), np.float32)
+    impulse[20, 20] = 1.0
+    if blur_sigma > 0:
+        impulse = cv2.GaussianBlur(impulse, (0, 0), blur_sigma)
+    response = cv2.Sobel(impulse, cv2.CV_32F, 1, 0)
+    return float(np.sqrt(np.square(response, dtype=np.float64).sum()) * np.sqrt(np.pi / 2))
 
 
-@functools.cache
-def _measured_noise_gradient(blur_sigma: float, reduction: float) -> float:
-    side = 512
-    field = np.random.default_rng(0).normal(0.0, 1.0, (round(side * reduction),) * 2).astype(np.float32)
-    reduced = cv2.resize(field, (side, side), interpolation=cv2.INTER_AREA)
+@functools.lru_cache(maxsize=8)
+def reduced_noise_gradient(blur_sigma: float, full_size: tuple[int, int], reduced_size: tuple[int, int]) -> float:
+    """:func:`noise_gradient` for white noise of unit std at ``full_size`` (height, width) reduced to
+    ``reduced_size`` by area averaging, as the edge alignment reduces a photo, before the blur.
+
+    A reduction by a factor that is not whole averages pixels unevenly and leaves the noise
+    correlated, in a pattern that repeats over as many pixels as the factor's fraction needs (2049 to
+    2048: the whole row), so the gain is measured on a seeded noise field of exactly that size reduced
+    the same way (about 0.1 s at 6000x4000; the last few sizes are kept). It is at most
+    ``noise_gradient(blur_sigma)`` over the reduction (measured from 1.0005 to 2.93)."""
+    if tuple(full_size) == tuple(reduced_size):
+        return noise_gradient(blur_sigma)
+    field = np.random.default_rng(0).standard_normal(full_size, dtype=np.float32)
+    reduced = cv2.resize(field, (reduced_size[1], reduced_size[0]), interpolation=cv2.INTER_AREA)
+    del field
     if blur_sigma > 0:
         reduced = cv2.GaussianBlur(reduced, (0, 0), blur_sigma)
     magnitude = cv2.magnitude(cv2.Sobel(reduced, cv2.CV_32F, 1, 0), cv2.Sobel(reduced, cv2.CV_32F, 0, 1))
-    return float(magnitude[8:-8, 8:-8].mean())
+    inner = magnitude[8:-8, 8:-8] if min(magnitude.shape) > 32 else magnitude
+    return float(inner.mean())
 
 
 def photo_is_noise(image: np.ndarray) -> bool:

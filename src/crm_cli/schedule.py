@@ -51,7 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .photo_noise import WHITE_NOISE_PER_RESIDUAL, PhotoNoise, noise_crops, noise_gradient
+from .photo_noise import WHITE_NOISE_PER_RESIDUAL, PhotoNoise, noise_crops, noise_gradient, reduced_noise_gradient
 
 # A first stage at ratio r may destroy at most this much detail: pixels changed by an opening plus
 # a closing of side 2/r + 1, per boundary pixel. At r = 0.25 on 1918x1280 masks: carvana-dev
@@ -109,8 +109,9 @@ ALIGNMENT_BLUR = 1.0
 # 1024x768. Where the noise's own gradient (photo_noise: its std at full size, times the gain of
 # white noise through the reduction, blur and Sobel) is at least this share of the outer band's mean,
 # it is subtracted from both bands, and what is left of the outer band is taken as at least
-# NOISE_MIN_EXCESS of that gradient (the floor reads 2-4% high on pure noise, from clipping and
-# rounding, so the remainder cannot be read finer): a boundary whose gradient exceeds the noise's by
+# NOISE_MIN_EXCESS of that gradient (the floor reads within about 3% of pure noise's, either way: the
+# second difference of integer grey levels moves its median in steps of a quarter level, and clipping
+# adds to it, so the remainder cannot be read finer): a boundary whose gradient exceeds the noise's by
 # half of it there reads 10, full trust. The disc reads 5.62 and comes back at 99.68 / 90.21 (1024x768:
 # 100 / 100; with edge_snap's noise rule). Every 12th car of carvana-dev under added normal noise (8 cars),
 # its ground truth given as the coarse mask: std 10 98.72 / 84.97 -> 99.16 / 86.92, std 20 98.23 /
@@ -118,7 +119,10 @@ ALIGNMENT_BLUR = 1.0
 # and 96.07 either way; each car within 0.2 mBA). A share of 0.5 left std 10 unchanged. On the dev
 # sets' coarse masks the share reaches at most 0.25 (the sharpness of a DUTS photo of grass, whose
 # fine texture the noise estimate partly reads as noise), so none of them moves; a photo of finer
-# texture can reach it, and is then refined less.
+# texture can reach it, and is then refined less. The floor has no least noise level of its own: the
+# generated scene (noise of +-12 levels on its blotches, read as 3.4-4) with its exact mask reaches it
+# (alignment 9.3 -> 13.4 and trust 0.91 -> 1 at 1024x768, 13.9 -> 24.2 at 2048x1536; its refined
+# mask the same to the bit at both sizes).
 # Only where a coarse stage fits: on a small photo (the final stage alone, under the lenient small
 # ramp) the floor took a 320x240 photo's blocky masks on a noisy flat background for precise ones, and
 # they stayed coarse (test_coco's shapes: two of three instances). The cost where it applies is of the
@@ -474,8 +478,9 @@ class BoundaryGeometry:
 
     def __init__(self, image: np.ndarray, mask: np.ndarray, *, above_noise: bool = True) -> None:
         self.grey, binary = _alignment_inputs(image, mask)
+        self.full_size: tuple[int, int] = np.asarray(mask).shape[:2]
         # Full-size pixels per pixel of the grey image (1: not reduced).
-        self.reduction = max(np.asarray(mask).shape) / max(self.grey.shape)
+        self.reduction = max(self.full_size) / max(self.grey.shape)
         self.above_noise = above_noise
         self._image = image
         # Made when a band's mean or the snap first asks (the residual level: about 10 ms at 2K).
@@ -517,10 +522,12 @@ class BoundaryGeometry:
         if not self.above_noise:
             return 0.0
         noise = self.photo_noise()
-        gain = noise_gradient(blur_sigma, self.reduction)
-        # The residual level bounds the white noise's from above: most photos stop here.
-        if gain * WHITE_NOISE_PER_RESIDUAL * noise.residual < NOISE_FLOOR_SHARE * outer_mean:
+        # The residual level bounds the white noise's from above, and the unreduced gain over the
+        # reduction the reduced gain: most photos stop here, before anything is measured.
+        bound = noise_gradient(blur_sigma) / self.reduction * WHITE_NOISE_PER_RESIDUAL * noise.residual
+        if bound < NOISE_FLOOR_SHARE * outer_mean:
             return 0.0
+        gain = reduced_noise_gradient(blur_sigma, self.full_size, self.grey.shape)
         floor = gain * noise.white
         return floor if floor >= NOISE_FLOOR_SHARE * outer_mean else 0.0
 
