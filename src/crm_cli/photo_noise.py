@@ -74,24 +74,19 @@ def _white_from_levels(full: float, half: float) -> float:
 def residual_level(grey: np.ndarray) -> float:
     """The second difference's level at full size alone (texture and fine edges raise it too), at
     half the cost of :func:`white_noise_level`, which is at most ``WHITE_NOISE_PER_RESIDUAL`` times it."""
-    return _level(_residual_samples(np.asarray(grey, dtype=np.float32)))
+    return PhotoNoise([np.asarray(grey, dtype=np.float32)]).residual
 
 
-def white_noise_level(grey: np.ndarray, full_level: float | None = None) -> float:
+def white_noise_level(grey: np.ndarray) -> float:
     """The std (grey levels) of the noise in ``grey`` (H, W) that is independent from pixel to pixel.
 
     Such noise halves when 2x2 pixels are averaged; texture and edges barely change. So the residual
     level at full size (s1) and at half size (s2) give the noise as the root of 4/3 (s1² - s2²): pure
     noise of std s reads s; fine texture is partly read as noise (DUTS photos of grass: 12.6 of a
-    residual level of 24.7; of wood: 0.2 of 14.6). ``full_level``: s1, when :func:`residual_level` has
-    already read it. Noise smoothed over a pixel or two (a camera's demosaicing, JPEG) halves less and
-    reads low.
+    residual level of 24.7; of wood: 0.2 of 14.6). Noise smoothed over a pixel or two (a camera's
+    demosaicing, JPEG) halves less and reads low. 0 for an image under 8 px on a side.
     """
-    values = np.asarray(grey, dtype=np.float32)
-    full = residual_level(values) if full_level is None else full_level
-    if full == 0.0 or min(values.shape) < 8:
-        return 0.0
-    return _white_from_levels(full, _level(_residual_samples(_halved(values))))
+    return PhotoNoise([np.asarray(grey, dtype=np.float32)]).white
 
 
 def noise_crops(image: np.ndarray) -> list[np.ndarray]:
