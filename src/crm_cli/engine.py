@@ -717,7 +717,7 @@ class Refiner:
         elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
             probability = mask + np.float32(weight) * (probability - mask)
         if settings.guard:
-            probability, restored = keep_given_lines(probability, given, given_foreground)
+            probability, restored = keep_given_lines(probability, given, given_foreground, image=image)
             result.guard_restored += restored
         result.probability = probability
         if keep_stages:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .morphology import disc, thin_lines
-from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map
+from .morphology import disc, thin_lines, wide_lines
+from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map, outline_sharpness
 
 # Logit pull far from the boundary: log(99), so a far flip needs the model at 99% (or 1%).
 GUARD_CERTAINTY = 0.99
@@ -32,6 +32,15 @@ LINE_MIN_AREA = 192
 # hold such a piece (one IS-Net 1024 car, two thin-set masks, 21 IS-Net masks of thin photos), and
 # keeping them moved those sets' means by at most 0.014 mBA.
 LINE_MIN_WIDE_AREA = 288
+# And lines four to six pixels wide (pieces under seven pixels wide with at least this many such
+# pixels: a line five pixels wide 96 px long) whose outline is sharp on the photo
+# (``schedule.outline_sharpness`` at least LINE_MIN_SHARPNESS): a mask drawn on the photo's own pixels.
+# At 2K and 4K the model erased stretches of such lines drawn on a textured photo (do_no_harm.py: IoU
+# 80-97 at 2048x1536, 74-97 at 3840x2160). Session 60 read every such piece of the dev sets' coarse
+# masks: at most 6.96 (an IS-Net mask of a thin-set composite, whose pasted edges are hard); the
+# do_no_harm lines that the model erased read 6.6-12.8, most above 7.5.
+LINE_MIN_SHARP_AREA = 480
+LINE_MIN_SHARPNESS = 7.5
 
 
 def certainty_pull(certainty: float) -> float:
@@ -259,10 +268,33 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
     return out, shift, True, restored
 
 
+def sharp_lines(image: np.ndarray, foreground: np.ndarray, min_area: int = LINE_MIN_SHARP_AREA,
+                min_sharpness: float = LINE_MIN_SHARPNESS) -> tuple[np.ndarray, np.ndarray]:
+    """The lines four to six pixels wide of each side of ``foreground`` (bool (H, W)) whose outline is
+    sharp on ``image`` ((H, W, 3) uint8): (the foreground's, the background's) as bool (H, W) maps.
+
+    A line is a piece of ``morphology.wide_lines`` (at least ``min_area`` pixels under seven pixels
+    wide); it counts when ``schedule.outline_sharpness`` reads at least ``min_sharpness`` on it: the
+    photo changes exactly where the mask does, as on a mask drawn on the photo's own pixels, and not a
+    pixel or two beside it, as on a network's mask."""
+    found = []
+    for lines in wide_lines(foreground, min_area):
+        if not lines.any():
+            found.append(lines)
+            continue
+        count, labels = cv2.connectedComponents(lines.view(np.uint8), connectivity=8)
+        sharp = outline_sharpness(image, labels, count) >= min_sharpness
+        found.append(sharp[labels])
+    return found[0], found[1]
+
+
 def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foreground: np.ndarray | None = None,
                      min_lone: int = LINE_MIN_PIXELS, min_area: int = LINE_MIN_AREA,
-                     min_wide_area: int | None = LINE_MIN_WIDE_AREA) -> tuple[np.ndarray, int]:
-    """Keep the lines one to three pixels wide that the given mask draws, on either side of it.
+                     min_wide_area: int | None = LINE_MIN_WIDE_AREA,
+                     image: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Keep the lines one to three pixels wide that the given mask draws, on either side of it, and
+    with the photo (``image``, (H, W, 3) uint8) those four to six pixels wide whose outline is sharp on
+    it (:func:`sharp_lines`).
 
     The model cannot draw a line one pixel wide, and at 2K not always one two or three pixels wide: it
     erases them, with confidence, even where the photo shows them (a wire, a crack, an outline). A mask
@@ -272,7 +304,8 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
     its pixels the refined ``probability`` keeps at least the given value's side: the larger of the
     two on a foreground line, the smaller on a background one. Both are probabilities in [0, 1] of the
     same (H, W) shape (the engine's float form of a mask, not its 0-255 file values);
-    ``given_foreground`` is ``given > 0.5`` where the caller holds it already.
+    ``given_foreground`` is ``given > 0.5`` where the caller holds it already. Wider lines are drawn
+    by networks too, so only an outline that the photo's edges follow exactly vouches for them.
 
     Returns:
         (probability as float32, pixels whose side of 0.5 was restored).
@@ -283,6 +316,10 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
         raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
     foreground = values > 0.5 if given_foreground is None else given_foreground
     on_line, off_line = thin_lines(foreground, min_lone, min_area, min_wide_area)
+    if image is not None:
+        sharp_on, sharp_off = sharp_lines(image, foreground)
+        on_line |= sharp_on
+        off_line |= sharp_off
     if not (on_line.any() or off_line.any()):
         return prob, 0
     out = prob.copy()

@@ -11,6 +11,7 @@ _SQUARE_3X3 = np.ones((3, 3), np.uint8)
 _SQUARE_4X4 = np.ones((4, 4), np.uint8)
 _SQUARE_5X5 = np.ones((5, 5), np.uint8)
 _SQUARE_7X7 = np.ones((7, 7), np.uint8)
+_SQUARE_11X11 = np.ones((11, 11), np.uint8)
 
 
 def disc(radius: int) -> np.ndarray:
@@ -85,9 +86,22 @@ def narrow_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels under three pixels wide: (those of the foreground, those of the background) that lie on
     no 3x3 square of their own side, as uint8 (H, W) maps (nonzero where narrow). Every pixel of
     :func:`lone_pixels` is one of them."""
+    return _off_odd_squares(foreground, _SQUARE_3X3)
+
+
+def under_seven_pixels(foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels under seven pixels wide: (those of the foreground, those of the background) on no 7x7
+    square of their own side, as uint8 (H, W) maps. Every pixel of :func:`under_four_pixels` is one
+    of them."""
+    return _off_odd_squares(foreground, _SQUARE_7X7)
+
+
+def _off_odd_squares(foreground: np.ndarray, square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, background) pixels on no odd ``square`` of their own side, as uint8 maps (an odd
+    square's centre anchor serves the erosion and the dilation alike)."""
     inside = np.ascontiguousarray(foreground).view(np.uint8)
-    opened = cv2.morphologyEx(inside, cv2.MORPH_OPEN, _SQUARE_3X3, **_OPENING_EDGE)
-    closed = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, _SQUARE_3X3, **_CLOSING_EDGE)
+    opened = cv2.morphologyEx(inside, cv2.MORPH_OPEN, square, **_OPENING_EDGE)
+    closed = cv2.morphologyEx(inside, cv2.MORPH_CLOSE, square, **_CLOSING_EDGE)
     return cv2.compare(inside, opened, cv2.CMP_GT), cv2.compare(closed, inside, cv2.CMP_GT)
 
 
@@ -112,7 +126,10 @@ def lines_of(side: np.ndarray, narrow: np.ndarray, other_narrow: np.ndarray, min
     slim = cv2.compare(inside, cv2.morphologyEx(inside, cv2.MORPH_OPEN, join, **_OPENING_EDGE), cv2.CMP_GT)
     joined = cv2.bitwise_and(slim, cv2.dilate(narrow, join))
     count, labels = cv2.connectedComponents(joined, connectivity=8)
-    rows, cols = np.nonzero(labels)
+    if count < 2:
+        return np.zeros(inside.shape, bool)
+    points = cv2.findNonZero(joined)  # the labelled pixels as (x, y), several times np.nonzero's speed
+    cols, rows = points.reshape(-1, 2).T
     at = labels[rows, cols]
     narrow_count = np.bincount(at, weights=narrow[rows, cols] > 0, minlength=count)
     long_enough = narrow_count >= min_area
@@ -154,4 +171,17 @@ def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int,
         for index, (side, wide, other) in enumerate(((inside, wide_in, wide_out), (~inside, wide_out, wide_in))):
             if cv2.countNonZero(wide) >= min_wide_area:
                 lines[index] |= lines_of(side, wide, other, min_wide_area, join=_SQUARE_7X7)
+    return lines[0], lines[1]
+
+
+def wide_lines(foreground: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lines under seven pixels wide of each side of ``foreground`` (bool (H, W)): (the
+    foreground's, the background's) as bool (H, W) maps, by :func:`lines_of`'s rule with at least
+    ``min_area`` pixels under seven pixels wide, joined through knots under eleven pixels wide."""
+    inside = np.ascontiguousarray(foreground, dtype=bool)
+    lines = [np.zeros(inside.shape, bool), np.zeros(inside.shape, bool)]
+    wide_in, wide_out = under_seven_pixels(inside)
+    for index, (side, wide, other) in enumerate(((inside, wide_in, wide_out), (~inside, wide_out, wide_in))):
+        if cv2.countNonZero(wide) >= min_area:
+            lines[index] = lines_of(side, wide, other, min_area, join=_SQUARE_11X11)
     return lines[0], lines[1]
