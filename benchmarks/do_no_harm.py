@@ -39,8 +39,8 @@ from crm_cli.metrics import score_pair
 from crm_cli.synthetic import synthetic_scene
 
 DEFAULT_SIZES = "640x480,1024x768,2048x1536"
-LINE_WIDTHS = (1, 2, 3, 4)
-TURNED_LINE_WIDTHS = (3, 4)
+LINE_WIDTHS = (1, 2, 3, 4, 5, 6)
+TURNED_LINE_WIDTHS = (3, 4, 5, 6)
 # A case counts as harmed below either score (percent).
 HARM_IOU = 99.0
 HARM_MBA = 95.0

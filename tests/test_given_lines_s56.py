@@ -210,17 +210,17 @@ def test_do_no_harm_cases_are_exact_and_scored_against_their_masks(tmp_path: Pat
     harm = load_benchmark("do_no_harm")
     cases = list(harm.generated_cases([(64, 48)]))
     again = list(harm.generated_cases([(64, 48)]))
-    assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "lines 3 turned",
-                                             "lines 4 turned", "text", "disc flat", "disc noise", "disc under noise",
-                                             "scene"]
+    assert [case.name for case in cases] == ["lines 1", "lines 2", "lines 3", "lines 4", "lines 5", "lines 6",
+                                             "lines 3 turned", "lines 4 turned", "lines 5 turned", "lines 6 turned",
+                                             "text", "disc flat", "disc noise", "disc under noise", "scene"]
     for case, repeat in zip(cases, again, strict=True):  # the same cases every run
         np.testing.assert_array_equal(case.photo, repeat.photo)
         np.testing.assert_array_equal(case.mask, repeat.mask)
         expected = (64, 48) if case.name.endswith("turned") else (48, 64)
         assert case.photo.shape == (*expected, 3) and case.mask.shape == expected
-    for case in cases[:6]:  # each line is drawn on the photo exactly where its mask is
+    for case in cases[:10]:  # each line is drawn on the photo exactly where its mask is
         assert (case.photo[case.mask > 0] == 20).all()
-    for plain, turned in ((cases[2], cases[4]), (cases[3], cases[5])):  # the same lines, on their diagonal
+    for plain, turned in zip(cases[2:6], cases[6:10], strict=True):  # the same lines, on their diagonal
         np.testing.assert_array_equal(turned.mask, plain.mask.T)
         np.testing.assert_array_equal(turned.photo, plain.photo.transpose(1, 0, 2))
     thin, wide = harm.lines_case(48, 64, 1, seed=5), harm.lines_case(48, 64, 2, seed=5)
