@@ -33,14 +33,15 @@ LINE_MIN_AREA = 192
 # keeping them moved those sets' means by at most 0.014 mBA.
 LINE_MIN_WIDE_AREA = 288
 # And lines four to six pixels wide (pieces under seven pixels wide with at least this many such
-# pixels: a line five pixels wide 96 px long) whose outline is sharp on the photo
-# (``schedule.outline_sharpness`` at least LINE_MIN_SHARPNESS): a mask drawn on the photo's own pixels.
-# At 2K and 4K the model erased stretches of such lines drawn on a textured photo (do_no_harm.py: IoU
-# 80-97 at 2048x1536, 74-97 at 3840x2160). Session 60 read every such piece of the dev sets' coarse
-# masks: at most 6.96 (an IS-Net mask of a thin-set composite, whose pasted edges are hard); the
-# do_no_harm lines that the model erased read 6.6-12.8, most above 7.5.
+# pixels: a line five pixels wide 96 px long) whose outline is sharp on the photo all along it
+# (``schedule.outline_sharpness``: nine in ten outline pixels score at least LINE_MIN_SHARPNESS), as
+# on a mask drawn on the photo's own pixels. At 2K and 4K the model erased stretches of such lines
+# drawn on a textured photo (do_no_harm.py: IoU 80-97 at 2048x1536, 74-97 at 3840x2160); they read
+# 3.76-8.50. Every such piece of the dev sets' coarse masks reads at most 2.86 (an IS-Net mask of a
+# thin-set composite, whose pasted edges are hard), and a strip with only one side on an edge at most
+# 0.91 (session 60, benchmarks in HISTORY).
 LINE_MIN_SHARP_AREA = 480
-LINE_MIN_SHARPNESS = 7.5
+LINE_MIN_SHARPNESS = 3.3
 
 
 def certainty_pull(certainty: float) -> float:
@@ -275,8 +276,8 @@ def sharp_lines(image: np.ndarray, foreground: np.ndarray, min_area: int = LINE_
 
     A line is a piece of ``morphology.wide_lines`` (at least ``min_area`` pixels under seven pixels
     wide); it counts when ``schedule.outline_sharpness`` reads at least ``min_sharpness`` on it: the
-    photo changes exactly where the mask does, as on a mask drawn on the photo's own pixels, and not a
-    pixel or two beside it, as on a network's mask."""
+    photo changes exactly where the mask does nearly all along its outline, and not a pixel or two
+    beside it, as on a network's mask, nor on one side only."""
     found = []
     for lines in wide_lines(foreground, min_area):
         if not lines.any():
@@ -317,6 +318,8 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
     foreground = values > 0.5 if given_foreground is None else given_foreground
     on_line, off_line = thin_lines(foreground, min_lone, min_area, min_wide_area)
     if image is not None:
+        if image.shape[:2] != prob.shape:
+            raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
         sharp_on, sharp_off = sharp_lines(image, foreground)
         on_line |= sharp_on
         off_line |= sharp_off
