@@ -14,7 +14,7 @@ from conftest import load_benchmark
 from crm_cli.guard import LINE_MIN_SHARP_AREA, keep_given_lines, sharp_lines
 from crm_cli.metrics import score_pair
 from crm_cli.morphology import under_seven_pixels, wide_lines
-from crm_cli.schedule import outline_sharpness
+from crm_cli.schedule import OUTLINE_MIN_GRADIENT, outline_sharpness
 
 
 def test_under_seven_pixels_by_hand() -> None:
@@ -42,6 +42,18 @@ def test_wide_lines_from_their_area_on() -> None:
     assert not off_line.any()
 
 
+def test_two_wide_lines_that_cross_are_one_line_with_their_knot() -> None:
+    """Lines five pixels wide crossing: their knot, wider than seven pixels, is joined through (under
+    eleven pixels wide), so the whole cross is one line (joined through 7x7 squares, 223 of its pixels
+    would be left out)."""
+    mask = np.zeros((160, 400), np.uint8)
+    cv2.line(mask, (20, 40), (380, 120), 1, 1)
+    cv2.line(mask, (20, 120), (380, 40), 1, 1)
+    side = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+    on_line, _ = wide_lines(side, LINE_MIN_SHARP_AREA)
+    np.testing.assert_array_equal(on_line, side)
+
+
 def test_solid_shapes_hold_no_wide_line() -> None:
     side = np.zeros((200, 200), bool)
     cv2.circle(side.view(np.uint8), (100, 100), 60, 1, -1)
@@ -52,7 +64,8 @@ def test_solid_shapes_hold_no_wide_line() -> None:
 
 def naive_outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int, share: float) -> np.ndarray:
     """``outline_sharpness`` pixel by pixel: its own 3x3 Sobel (borders reflected, as OpenCV's default),
-    OpenCV's distances, and loops over every outline pixel's 7x7 window."""
+    OpenCV's distances, each outline pixel's piece found by brute force, and loops over every outline
+    pixel's 7x7 window. The pieces must lie more than two pixels apart (no outline pixel between two)."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
     padded = np.pad(grey, 1, mode="reflect")
     height, width = grey.shape
@@ -63,13 +76,15 @@ def naive_outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int, s
     inside = (labels > 0).astype(np.uint8)
     distance = np.where(inside > 0, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
                         cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
+    piece_rows, piece_cols = np.nonzero(labels)
     scores: dict[int, list[float]] = {}
     for y, x in zip(*np.nonzero(distance <= 1.0), strict=True):
         box = (slice(max(0, y - 3), y + 4), slice(max(0, x - 3), x + 4))
-        owner = labels[y, x] if labels[y, x] > 0 else labels[box].max()
+        nearest = np.argmin((piece_rows - y) ** 2 + (piece_cols - x) ** 2)
+        owner = labels[piece_rows[nearest], piece_cols[nearest]]
         off = (distance[box] > 1.0) & (distance[box] <= 3.0)
         mean_off = magnitude[box][off].mean() if off.any() else 0.0
-        scores.setdefault(int(owner), []).append(magnitude[y, x] / (mean_off + 1e-6))
+        scores.setdefault(int(owner), []).append(magnitude[y, x] / max(mean_off, OUTLINE_MIN_GRADIENT))
     expected = np.zeros(count)
     for label, values in scores.items():
         values.sort()
@@ -83,10 +98,11 @@ def test_outline_sharpness_against_a_naive_reference() -> None:
     labels = np.zeros((70, 90), np.int32)
     labels[5:10, 3:80] = 1  # along the top, near the image's edge
     labels[30:66, 20:25] = 2
-    labels[40:45, 28:60] = 3  # three pixels from piece 2: the pixels between count for the higher label
+    labels[40:45, 28:60] = 3  # three pixels from piece 2: their bands overlap
     labels[60:70, 70:90] = 4  # in the corner
     photo[labels == 1] = 20
     photo[labels == 3] = 240
+    photo[20:26, 40:50] = 128  # a flat patch: gradients under OUTLINE_MIN_GRADIENT
     for share in (0.1, 0.5):
         expected = naive_outline_sharpness(photo, labels, 5, share)
         np.testing.assert_allclose(outline_sharpness(photo, labels, 5, share), expected, rtol=1e-4)
@@ -99,15 +115,38 @@ def test_outline_sharpness_by_hand() -> None:
     """A dark bar (20) across a flat photo (200), rows 15-19, the piece exactly the bar. The 3x3 Sobel
     reads 4 x 180 = 720 on rows 14, 15, 19 and 20 and 0 on every other row. The outline's pixels (rows
     15 and 19 inside, 14 and 20 outside) all score 720 over the mean of rows 16-18, 12, 13, 21 and 22
-    within their windows (all 0): 720 / (0 + 1e-6). The same piece two rows lower has rows 16, 17, 21
-    and 22 on its outline, all 0: 0."""
+    within their windows, 0, taken as OUTLINE_MIN_GRADIENT (16): 45. The same piece two rows lower has
+    rows 16, 17, 21 and 22 on its outline, all 0: 0. A step of one grey level reads 4 / 16."""
     photo = np.full((40, 80, 3), 200, np.uint8)
     labels = np.zeros((40, 80), np.int32)
     labels[15:20, :] = 1
     photo[labels == 1] = 20
-    assert outline_sharpness(photo, labels, 2)[1] == pytest.approx(720 / 1e-6)
+    assert outline_sharpness(photo, labels, 2)[1] == pytest.approx(720 / 16)
     assert outline_sharpness(photo, np.roll(labels, 2, axis=0), 2)[1] == 0.0
     assert outline_sharpness(photo, np.zeros_like(labels), 1).tolist() == [0.0]
+    banding = np.full((40, 80, 3), 200, np.uint8)
+    banding[labels == 1] = 201  # a rendered gradient's banding: a step of one level either side
+    assert outline_sharpness(banding, labels, 2)[1] == pytest.approx(4 / 16)
+
+
+def test_outline_sharpness_does_not_depend_on_the_labels_order_or_the_orientation() -> None:
+    """An exact dark line two pixels below a strip of texture (a wrong piece): the pixels between belong
+    to the nearer piece, so the line reads alike upside down and whichever piece has the higher label."""
+    photo = load_benchmark("do_no_harm").textured_photo(120, 400, 0)
+    line = np.zeros((120, 400), bool)
+    line[60:65, 20:380] = True
+    strip = np.zeros((120, 400), bool)
+    strip[53:58, 20:380] = True
+    photo[line] = 20
+    readings = []
+    for line_label, strip_label in ((1, 2), (2, 1)):
+        labels = np.where(line, line_label, np.where(strip, strip_label, 0)).astype(np.int32)
+        readings.append(outline_sharpness(photo, labels, 3)[line_label])
+        readings.append(outline_sharpness(photo[::-1].copy(), labels[::-1].copy(), 3)[line_label])
+    assert readings == pytest.approx([readings[0]] * 4)
+    assert readings[0] > 3.3  # the line is kept, the strip is not
+    labels = np.where(line, 1, np.where(strip, 2, 0)).astype(np.int32)
+    assert outline_sharpness(photo, labels, 3)[2] < 1.5
 
 
 def dark_bars_on_texture(seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,9 +37,9 @@ LINE_MIN_WIDE_AREA = 288
 # (``schedule.outline_sharpness``: nine in ten outline pixels score at least LINE_MIN_SHARPNESS), as
 # on a mask drawn on the photo's own pixels. At 2K and 4K the model erased stretches of such lines
 # drawn on a textured photo (do_no_harm.py: IoU 80-97 at 2048x1536, 74-97 at 3840x2160); they read
-# 3.76-8.50. Every such piece of the dev sets' coarse masks reads at most 2.86 (an IS-Net mask of a
-# thin-set composite, whose pasted edges are hard), and a strip with only one side on an edge at most
-# 0.91 (session 60, benchmarks in HISTORY).
+# 3.76-8.48. Every such piece of the dev sets' coarse masks reads at most 2.86 (an IS-Net mask of a
+# thin-set composite, whose pasted edges are hard), and a strip with only one side on an edge, away
+# from the image's border, at most 0.91 (session 60; probes in HISTORY).
 LINE_MIN_SHARP_AREA = 480
 LINE_MIN_SHARPNESS = 3.3
 

@@ -105,6 +105,9 @@ ALIGNMENT_BLUR = 1.0
 # outline_sharpness reads the score that this share of a piece's outline pixels fall below: the outline
 # must be sharp nearly all along it (guard.sharp_lines).
 OUTLINE_SHARP_SHARE = 0.1
+# ... and takes the gradient off the outline as at least this: the 3x3 Sobel magnitude of a step of
+# four grey levels (a rendered gradient's banding steps by one).
+OUTLINE_MIN_GRADIENT = 16.0
 # Noise independent from pixel to pixel adds its own gradient to both of the alignment's bands, so a
 # mask on a noisy edge read as one off the edges and was refined freely: do_no_harm's "disc under
 # noise" (a disc's exact mask, the disc 20 grey levels above its background under noise of std 30)
@@ -591,15 +594,17 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     (count,), 0 for label 0 and for a piece with no outline. ``labels`` is int (H, W), 0 for none and
     pieces 1 to ``count - 1``; ``image`` the (H, W, 3) uint8 photo, read at full size.
 
-    Each pixel touching the outline (distance 1 on either side, as :func:`boundary_sharpness` reads)
-    scores the photo's Sobel gradient there over the mean gradient of the pixels one to three pixels
-    off the outline within three pixels of it (a 7x7 window); a piece reads the score that ``share``
-    of its outline pixels fall below (the lower one at that rank). A whole outline on the photo's edges
-    reads high; a strip with one side on an edge and the other on flat or textured photo reads about 1,
-    half its outline being no edge (its mean, as :func:`boundary_sharpness` reads it, can be high).
+    Each pixel touching the outline (distance 1 on either side, as :func:`boundary_sharpness` reads;
+    a pixel outside the pieces belongs to the nearest) scores the photo's Sobel gradient there over the
+    mean gradient of the pixels one to three pixels off the outline within three pixels of it (a 7x7
+    window), that mean taken as at least ``OUTLINE_MIN_GRADIENT`` (so a step of a grey level or two on
+    a flat photo does not read as an edge). A piece reads the score that ``share`` of its outline pixels
+    fall below (the lower one at that rank). A whole outline on the photo's edges reads high; a strip
+    with one side on an edge and the other on flat or textured photo reads about 1, half its outline
+    being no edge (its mean, as :func:`boundary_sharpness` reads it, can be high). The image's own
+    edge is no outline: a strip along it is read on its inner side alone.
 
-    Only the box that holds the pieces and their bands is read. A pixel outside the pieces counts for
-    the highest label within three pixels."""
+    Only the box that holds the pieces and their bands is read."""
     sharpness = np.zeros(count, np.float64)
     pieces = (labels > 0).astype(np.uint8)
     if count < 2 or not pieces.any():
@@ -612,6 +617,9 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     own = labels[rows, cols]
     grey = cv2.cvtColor(np.ascontiguousarray(image[rows, cols]), cv2.COLOR_RGB2GRAY)
     magnitude = _sobel_magnitude(grey)
+    # Outside the pieces: the distance to the nearest piece, and which piece that is (by the connected
+    # parts of the pieces' pixels, each within one piece).
+    _, nearest_part = cv2.distanceTransformWithLabels(1 - inside, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     distance = np.where(inside > 0, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
                         cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
     # 255 where 1 < distance <= 3 (OpenCV's 3x3 L2 steps are 0.955 and 1.3693: none lies just above 1).
@@ -623,12 +631,11 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
                                 borderType=cv2.BORDER_CONSTANT)
     points = cv2.findNonZero(cv2.inRange(distance, 0.0, 1.0))  # (x, y) of the pixels touching the outline
     near_cols, near_rows = points.reshape(-1, 2).T
-    own_values = own[near_rows, near_cols]
-    # Label values below 2**24 are exact in float32, which OpenCV's dilation takes (int32 it does not).
-    nearby = cv2.dilate(own.astype(np.float32), np.ones((7, 7), np.uint8))[near_rows, near_cols]
-    owner = np.where(own_values > 0, own_values, nearby).astype(np.intp)
+    part_label = np.zeros(int(nearest_part.max()) + 1, np.intp)
+    part_label[nearest_part[inside > 0]] = own[inside > 0]
+    owner = part_label[nearest_part[near_rows, near_cols]]
     mean_off = outer_sum[near_rows, near_cols] / np.maximum(outer_count[near_rows, near_cols], 1.0)
-    score = magnitude[near_rows, near_cols] / (mean_off + 1e-6)
+    score = magnitude[near_rows, near_cols] / np.maximum(mean_off, OUTLINE_MIN_GRADIENT)
     order = np.lexsort((score, owner))
     owner, score = owner[order], score[order]
     first = np.searchsorted(owner, np.arange(count), side="left")
