@@ -595,7 +595,7 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     pieces 1 to ``count - 1``; ``image`` the (H, W, 3) uint8 photo, read at full size.
 
     Each pixel touching the outline (distance 1 on either side, as :func:`boundary_sharpness` reads;
-    a pixel outside the pieces belongs to the nearest) scores the photo's Sobel gradient there over the
+    one outside the pieces belongs to the piece beside it) scores the photo's Sobel gradient there over the
     mean gradient of the pixels one to three pixels off the outline within three pixels of it (a 7x7
     window), that mean taken as at least ``OUTLINE_MIN_GRADIENT`` (so a step of a grey level or two on
     a flat photo does not read as an edge). A piece reads the score that ``share`` of its outline pixels
@@ -617,9 +617,6 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     own = labels[rows, cols]
     grey = cv2.cvtColor(np.ascontiguousarray(image[rows, cols]), cv2.COLOR_RGB2GRAY)
     magnitude = _sobel_magnitude(grey)
-    # Outside the pieces: the distance to the nearest piece, and which piece that is (by the connected
-    # parts of the pieces' pixels, each within one piece).
-    _, nearest_part = cv2.distanceTransformWithLabels(1 - inside, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     distance = np.where(inside > 0, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
                         cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
     # 255 where 1 < distance <= 3 (OpenCV's 3x3 L2 steps are 0.955 and 1.3693: none lies just above 1).
@@ -631,9 +628,13 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
                                 borderType=cv2.BORDER_CONSTANT)
     points = cv2.findNonZero(cv2.inRange(distance, 0.0, 1.0))  # (x, y) of the pixels touching the outline
     near_cols, near_rows = points.reshape(-1, 2).T
-    part_label = np.zeros(int(nearest_part.max()) + 1, np.intp)
-    part_label[nearest_part[inside > 0]] = own[inside > 0]
-    owner = part_label[nearest_part[near_rows, near_cols]]
+    # An outline pixel outside the pieces lies beside one (a 3x3 L2 distance of at most 1 is a step
+    # along a row or a column): its nearest piece is the one of its four neighbours (the higher label
+    # where two pieces one pixel apart both are). Label values below 2**24 are exact in float32, which
+    # OpenCV's dilation takes (int32 it does not).
+    beside = cv2.dilate(own.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    own_values = own[near_rows, near_cols]
+    owner = np.where(own_values > 0, own_values, beside[near_rows, near_cols]).astype(np.intp)
     mean_off = outer_sum[near_rows, near_cols] / np.maximum(outer_count[near_rows, near_cols], 1.0)
     score = magnitude[near_rows, near_cols] / np.maximum(mean_off, OUTLINE_MIN_GRADIENT)
     order = np.lexsort((score, owner))
