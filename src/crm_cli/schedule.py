@@ -615,27 +615,29 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     cols = slice(max(0, x - 4), min(width, x + w + 4))
     inside = pieces[rows, cols]
     own = labels[rows, cols]
-    grey = cv2.cvtColor(np.ascontiguousarray(image[rows, cols]), cv2.COLOR_RGB2GRAY)
-    magnitude = _sobel_magnitude(grey)
-    distance = np.where(inside > 0, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
-                        cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
+    magnitude = _sobel_magnitude(cv2.cvtColor(np.ascontiguousarray(image[rows, cols]), cv2.COLOR_RGB2GRAY))
+    distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+    in_piece = inside > 0
+    distance[in_piece] = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[in_piece]
     # 255 where 1 < distance <= 3 (OpenCV's 3x3 L2 steps are 0.955 and 1.3693: none lies just above 1).
     outer = cv2.inRange(distance, 1.0 + 1e-4, 3.0)
     window = (7, 7)
-    outer_sum = cv2.boxFilter(np.where(outer > 0, magnitude, 0.0).astype(np.float32), -1, window, normalize=False,
+    outer_sum = cv2.boxFilter(np.where(outer > 0, magnitude, np.float32(0.0)), -1, window, normalize=False,
                               borderType=cv2.BORDER_CONSTANT)
-    outer_count = cv2.boxFilter((outer > 0).astype(np.float32), -1, window, normalize=False,
-                                borderType=cv2.BORDER_CONSTANT)
+    outer_count = cv2.boxFilter(outer, cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
     points = cv2.findNonZero(cv2.inRange(distance, 0.0, 1.0))  # (x, y) of the pixels touching the outline
     near_cols, near_rows = points.reshape(-1, 2).T
     # An outline pixel outside the pieces lies beside one (a 3x3 L2 distance of at most 1 is a step
-    # along a row or a column): its nearest piece is the one of its four neighbours (the higher label
-    # where two pieces one pixel apart both are). Label values below 2**24 are exact in float32, which
-    # OpenCV's dilation takes (int32 it does not).
-    beside = cv2.dilate(own.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
-    own_values = own[near_rows, near_cols]
-    owner = np.where(own_values > 0, own_values, beside[near_rows, near_cols]).astype(np.intp)
-    mean_off = outer_sum[near_rows, near_cols] / np.maximum(outer_count[near_rows, near_cols], 1.0)
+    # along a row or a column): its piece is the one among its four neighbours (the higher label where
+    # two pieces one pixel apart both are).
+    owner = own[near_rows, near_cols].astype(np.intp)
+    last_row, last_col = own.shape[0] - 1, own.shape[1] - 1
+    for neighbour_rows, neighbour_cols in ((np.maximum(near_rows - 1, 0), near_cols),
+                                           (np.minimum(near_rows + 1, last_row), near_cols),
+                                           (near_rows, np.maximum(near_cols - 1, 0)),
+                                           (near_rows, np.minimum(near_cols + 1, last_col))):
+        owner = np.where(in_piece[near_rows, near_cols], owner, np.maximum(owner, own[neighbour_rows, neighbour_cols]))
+    mean_off = outer_sum[near_rows, near_cols] / np.maximum(outer_count[near_rows, near_cols] / 255.0, 1.0)
     score = magnitude[near_rows, near_cols] / np.maximum(mean_off, OUTLINE_MIN_GRADIENT)
     order = np.lexsort((score, owner))
     owner, score = owner[order], score[order]
