@@ -14,7 +14,7 @@ from conftest import load_benchmark
 from crm_cli.guard import LINE_MIN_SHARP_AREA, keep_given_lines, sharp_lines
 from crm_cli.metrics import score_pair
 from crm_cli.morphology import under_seven_pixels, wide_lines
-from crm_cli.schedule import OUTLINE_MIN_GRADIENT, outline_sharpness
+from crm_cli.schedule import OUTLINE_MIN_GRADIENT, _piece_beside, outline_sharpness
 
 
 def test_under_seven_pixels_by_hand() -> None:
@@ -109,6 +109,37 @@ def test_outline_sharpness_against_a_naive_reference() -> None:
     # A count above the labels present: the missing ones read 0.
     expected = np.append(naive_outline_sharpness(photo, labels, 5, 0.1), [0.0, 0.0])
     np.testing.assert_allclose(outline_sharpness(photo, labels, 7), expected, rtol=1e-4)
+
+
+def test_an_outline_pixel_outside_the_pieces_belongs_to_the_nearest_piece() -> None:
+    """``_piece_beside`` against brute force on random label maps (pieces touching, one pixel apart, on
+    the image's borders): each outline pixel outside the pieces belongs to the piece nearest to it by
+    Euclidean distance, the highest label where several are as near."""
+    rng = np.random.default_rng(60)
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(3, 24, 2))
+        labels = np.where(rng.random((height, width)) < 0.25, rng.integers(1, 6, (height, width)), 0).astype(np.int32)
+        if not labels.any() or labels.all():
+            continue
+        inside = (labels > 0).astype(np.uint8)
+        distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+        rows, cols = np.nonzero((labels == 0) & (distance <= 1.0))
+        owners = _piece_beside(labels, rows, cols)
+        piece_rows, piece_cols = np.nonzero(labels)
+        for row, col, owner in zip(rows, cols, owners, strict=True):
+            squared = (piece_rows - row) ** 2 + (piece_cols - col) ** 2
+            nearest = squared == squared.min()
+            assert owner == labels[piece_rows[nearest], piece_cols[nearest]].max()
+        inside_rows, inside_cols = np.nonzero(labels)
+        np.testing.assert_array_equal(_piece_beside(labels, inside_rows, inside_cols), labels[inside_rows, inside_cols])
+
+
+def test_pieces_that_cover_the_whole_photo_have_no_outline() -> None:
+    photo = np.full((5, 300, 3), 90, np.uint8)
+    assert outline_sharpness(photo, np.ones((5, 300), np.int32), 2).tolist() == [0.0, 0.0]
+    given = np.zeros((5, 300), np.float32)  # background everywhere: a piece under seven pixels wide
+    kept, restored = keep_given_lines(np.ones_like(given), given, image=photo)
+    assert restored == 0 and np.all(kept == 1.0)
 
 
 def test_outline_sharpness_by_hand() -> None:

@@ -597,8 +597,9 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     Each pixel touching the outline (distance 1 on either side, as :func:`boundary_sharpness` reads;
     one outside the pieces belongs to the piece beside it) scores the photo's Sobel gradient there over the
     mean gradient of the pixels one to three pixels off the outline within three pixels of it (a 7x7
-    window), that mean taken as at least ``OUTLINE_MIN_GRADIENT`` (so a step of a grey level or two on
-    a flat photo does not read as an edge). A piece reads the score that ``share`` of its outline pixels
+    window), that mean taken as at least ``OUTLINE_MIN_GRADIENT`` (so a step of a few grey levels on a
+    flat photo, such as a rendered gradient's banding, is no edge; on a flat photo a sharp line then needs
+    a contrast of about 13 levels to read 3.3). A piece reads the score that ``share`` of its outline pixels
     fall below (the lower one at that rank). A whole outline on the photo's edges reads high; a strip
     with one side on an edge and the other on flat or textured photo reads about 1, half its outline
     being no edge (its mean, as :func:`boundary_sharpness` reads it, can be high). The image's own
@@ -626,17 +627,10 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
                               borderType=cv2.BORDER_CONSTANT)
     outer_count = cv2.boxFilter(outer, cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
     points = cv2.findNonZero(cv2.inRange(distance, 0.0, 1.0))  # (x, y) of the pixels touching the outline
+    if points is None:  # the pieces cover the whole box: no outline
+        return sharpness
     near_cols, near_rows = points.reshape(-1, 2).T
-    # An outline pixel outside the pieces lies beside one (a 3x3 L2 distance of at most 1 is a step
-    # along a row or a column): its piece is the one among its four neighbours (the higher label where
-    # two pieces one pixel apart both are).
-    owner = own[near_rows, near_cols].astype(np.intp)
-    last_row, last_col = own.shape[0] - 1, own.shape[1] - 1
-    for neighbour_rows, neighbour_cols in ((np.maximum(near_rows - 1, 0), near_cols),
-                                           (np.minimum(near_rows + 1, last_row), near_cols),
-                                           (near_rows, np.maximum(near_cols - 1, 0)),
-                                           (near_rows, np.minimum(near_cols + 1, last_col))):
-        owner = np.where(in_piece[near_rows, near_cols], owner, np.maximum(owner, own[neighbour_rows, neighbour_cols]))
+    owner = _piece_beside(own, near_rows, near_cols)
     mean_off = outer_sum[near_rows, near_cols] / np.maximum(outer_count[near_rows, near_cols] / 255.0, 1.0)
     score = magnitude[near_rows, near_cols] / np.maximum(mean_off, OUTLINE_MIN_GRADIENT)
     order = np.lexsort((score, owner))
@@ -647,6 +641,20 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     scored[0] = False
     sharpness[scored] = score[first[scored] + np.floor(share * (size[scored] - 1)).astype(np.intp)]
     return sharpness
+
+
+def _piece_beside(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The piece of each outline pixel (``rows``, ``cols``) of ``labels`` (int (H, W), 0 outside the
+    pieces): its own label inside a piece; outside, the highest label among its four neighbours (an
+    outline pixel outside lies at a 3x3 L2 distance of at most 1 from a piece, which is one step along
+    a row or a column; the highest where two pieces one pixel apart both are). intp (N,)."""
+    own = labels[rows, cols].astype(np.intp)
+    beside = np.zeros_like(own)
+    last_row, last_col = labels.shape[0] - 1, labels.shape[1] - 1
+    for neighbour_rows, neighbour_cols in ((np.maximum(rows - 1, 0), cols), (np.minimum(rows + 1, last_row), cols),
+                                           (rows, np.maximum(cols - 1, 0)), (rows, np.minimum(cols + 1, last_col))):
+        beside = np.maximum(beside, labels[neighbour_rows, neighbour_cols])
+    return np.where(own > 0, own, beside)
 
 
 def trust_from_alignment(alignment: float, small: bool = False) -> float:
