@@ -167,10 +167,21 @@ def thin_lines(foreground: np.ndarray, min_lone: int, min_area: int,
         if searched[1]:
             lines[1] = lines_of(~inside, narrow_out, narrow_in, min_area, lone_out, min_lone)
     if min_wide_area is not None:
-        wide_in, wide_out = under_four_pixels(inside)
-        for index, (side, wide, other) in enumerate(((inside, wide_in, wide_out), (~inside, wide_out, wide_in))):
-            if cv2.countNonZero(wide) >= min_wide_area:
-                lines[index] |= lines_of(side, wide, other, min_wide_area, join=_SQUARE_7X7)
+        wide = _lines_under_width(inside, under_four_pixels(inside), min_wide_area, _SQUARE_7X7)
+        lines[0] |= wide[0]
+        lines[1] |= wide[1]
+    return lines[0], lines[1]
+
+
+def _lines_under_width(inside: np.ndarray, narrow: tuple[np.ndarray, np.ndarray], min_area: int,
+                       join: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lines_of` on each side of ``inside`` (bool (H, W)) from ``narrow`` (the foreground's and
+    the background's pixels under a width), skipping a side with fewer than ``min_area`` of them."""
+    lines = [np.zeros(inside.shape, bool), np.zeros(inside.shape, bool)]
+    narrow_in, narrow_out = narrow
+    for index, (side, own, other) in enumerate(((inside, narrow_in, narrow_out), (~inside, narrow_out, narrow_in))):
+        if cv2.countNonZero(own) >= min_area:
+            lines[index] = lines_of(side, own, other, min_area, join=join)
     return lines[0], lines[1]
 
 
@@ -179,9 +190,4 @@ def wide_lines(foreground: np.ndarray, min_area: int) -> tuple[np.ndarray, np.nd
     foreground's, the background's) as bool (H, W) maps, by :func:`lines_of`'s rule with at least
     ``min_area`` pixels under seven pixels wide, joined through knots under eleven pixels wide."""
     inside = np.ascontiguousarray(foreground, dtype=bool)
-    lines = [np.zeros(inside.shape, bool), np.zeros(inside.shape, bool)]
-    wide_in, wide_out = under_seven_pixels(inside)
-    for index, (side, wide, other) in enumerate(((inside, wide_in, wide_out), (~inside, wide_out, wide_in))):
-        if cv2.countNonZero(wide) >= min_area:
-            lines[index] = lines_of(side, wide, other, min_area, join=_SQUARE_11X11)
-    return lines[0], lines[1]
+    return _lines_under_width(inside, under_seven_pixels(inside), min_area, _SQUARE_11X11)

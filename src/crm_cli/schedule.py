@@ -495,8 +495,7 @@ class BoundaryGeometry:
         self.distance: np.ndarray | None = None
         if binary.any() and not binary.all():
             inside = binary.astype(np.uint8)
-            self.distance = np.where(binary, cv2.distanceTransform(inside, cv2.DIST_L2, 3),
-                                     cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3))
+            self.distance = distance_to_other_side(inside)
 
     def alignment(self) -> float:
         """:func:`edge_alignment`."""
@@ -617,9 +616,7 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     inside = pieces[rows, cols]
     own = labels[rows, cols]
     magnitude = _sobel_magnitude(cv2.cvtColor(np.ascontiguousarray(image[rows, cols]), cv2.COLOR_RGB2GRAY))
-    distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
-    in_piece = inside > 0
-    distance[in_piece] = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[in_piece]
+    distance = distance_to_other_side(inside)
     # 255 where 1 < distance <= 3 (OpenCV's 3x3 L2 steps are 0.955 and 1.3693: none lies just above 1).
     outer = cv2.inRange(distance, 1.0 + 1e-4, 3.0)
     window = (7, 7)
@@ -641,6 +638,16 @@ def outline_sharpness(image: np.ndarray, labels: np.ndarray, count: int,
     scored[0] = False
     sharpness[scored] = score[first[scored] + np.floor(share * (size[scored] - 1)).astype(np.intp)]
     return sharpness
+
+
+def distance_to_other_side(inside: np.ndarray) -> np.ndarray:
+    """Each pixel's distance (OpenCV's 3x3 L2, float32 (H, W)) to the nearest pixel of the other side of
+    ``inside`` (uint8 (H, W), nonzero inside): the bands of :func:`boundary_sharpness`,
+    :func:`edge_alignment` and :func:`outline_sharpness`."""
+    distance = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+    in_mask = inside > 0
+    distance[in_mask] = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[in_mask]
+    return distance
 
 
 def _piece_beside(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
