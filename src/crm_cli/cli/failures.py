@@ -12,7 +12,7 @@ from ..errors import MEMORY_ADVICE as MEMORY_ADVICE  # re-exported: the commands
 from ..errors import first_line, message_of
 from ..errors import out_of_memory_message as out_of_memory_message  # re-exported, as MEMORY_ADVICE
 from ..errors import shortage_message as shortage_message  # re-exported for batch
-from .output import discard_stdout, fail
+from .output import CLOSED_STDOUT, discard_stdout, fail
 from .stops import stop_behind
 
 # How Python's tempfile says that no temporary folder can be written.
@@ -44,7 +44,7 @@ def user_errors(on_error: Callable[[str], None] | None = None) -> Iterator[None]
         # The reader of stdout went away (`| head`, `| true`): nothing more can be written there.
         # (stderr's never gets here: output.DroppingStderr drops what comes after it.)
         discard_stdout()
-        message = "standard output was closed before the output was written"
+        message = CLOSED_STDOUT
     except (ImageReadError, FileNotFoundError, ValueError, DeviceError, OSError, WeightsError,
             TorchImportError) as exc:
         if stop_behind(exc):  # a terminal that hung up fails a write while the stop unwinds

@@ -321,13 +321,24 @@ def finish_run(record: Mapping[str, Any], *, failed: bool, json_out: bool) -> No
         raise typer.Exit(1)
 
 
+# The error line of a stdout whose reader went away before crm had written all of its output.
+CLOSED_STDOUT = "standard output was closed before the output was written"
+
+
 def emit_json(payload: Any) -> None:
     """Write one JSON document on stdout: strict JSON, so a non-finite number is written as null
-    (Python would write NaN, which jq and most parsers refuse)."""
+    (Python would write NaN, which jq and most parsers refuse). A stdout that cannot take it is one
+    ``error:`` line and exit 1."""
     try:
         _write_json(payload)
-    except BrokenPipeError:
-        raise  # a reader that went away: user_errors and click each say so in their way
+    except BrokenPipeError as exc:
+        from .stops import stop_behind  # stops imports this module
+
+        if stop_behind(exc):  # a stop unwinding: stops_cleanly reports it
+            raise
+        # The reader went away (`| head`, `| true`), as user_errors says of one during the work.
+        discard_stdout()
+        raise fail(CLOSED_STDOUT) from None
     except OSError as exc:  # `> /dev/full`, a full disk, a file system that failed
         discard_stdout()
         raise fail(f"cannot write the JSON to standard output: {exc.strerror or exc}") from None
