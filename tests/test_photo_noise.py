@@ -13,6 +13,7 @@ from crm_cli.edge_snap import SNAP_MIN_VARIANCE, SNAP_NOISE_DEVIATIONS, least_wi
 from crm_cli.photo_noise import (
     NOISE_ONLY_REDUCTION,
     WHITE_NOISE_PER_RESIDUAL,
+    cell_deviation,
     noise_gradient,
     photo_is_noise,
     reduced_noise_gradient,
@@ -102,6 +103,56 @@ def test_photo_is_noise_by_hand() -> None:
     assert not photo_is_noise(np.clip(blotches + rng.normal(0, 20, blotches.shape), 0, 255).astype(np.uint8))
     # Too small to reduce 8-fold to 8 cells a side: never noise.
     assert not photo_is_noise(rng.integers(0, 256, (8 * NOISE_ONLY_REDUCTION - 1, 200, 3), dtype=np.uint8))
+
+
+def test_cell_deviation_by_hand() -> None:
+    # Four gaps of 2 (two rows, two columns); the lower 90% keeps 3 of them, mean 2. For unit normal
+    # cells that mean is root 2 x 2 (phi(0) - phi(1.6449)) / 0.9 = 0.92963.
+    assert cell_deviation(np.array([[0, 2], [2, 0]], np.uint8)) == pytest.approx(2 / 0.929630, rel=1e-5)
+    rng = np.random.default_rng(5)
+    assert cell_deviation(rng.normal(0, 3.0, (600, 800))) == pytest.approx(3.0, rel=0.01)
+    # A step of 100 between two noisy halves: its one row of gaps is in the top tenth, left out.
+    halves = rng.normal(0, 2.0, (600, 800))
+    halves[300:] += 100
+    assert cell_deviation(halves) == pytest.approx(2.0, rel=0.03)
+
+
+def jpeg_of(photo: np.ndarray, quality: int) -> np.ndarray:
+    """``photo`` through a JPEG of ``quality`` with Pillow's default 4:2:0 chroma, read as crm reads it."""
+    import io
+
+    from PIL import Image
+
+    from crm_cli.imageio import read_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", quality=quality)
+    return read_image(buffer.getvalue())
+
+
+def test_noise_saved_as_jpeg_is_still_noise() -> None:
+    """Session 61: JPEG's 4:2:0 chroma and lost fine frequencies keep each 8x8 block's mean, so the
+    cells deviate about 1.3 times what the full-size spread predicts; seeds 0 and 2 read as content
+    (by 6.23 and 6.07 deviations against 6) and a disc's exact mask on them came back frayed."""
+    for seed in range(3):
+        photo = np.random.default_rng(seed).integers(0, 256, (1536, 2048, 3), dtype=np.uint8)
+        assert photo_is_noise(photo)
+        assert photo_is_noise(jpeg_of(photo, 95)), seed
+        assert photo_is_noise(jpeg_of(photo, 75)), seed
+    # What the noise hides stays visible through the JPEG: a disc 20 levels up under noise of std 30.
+    assert not photo_is_noise(jpeg_of(disc_on_noise(1536, 2048, 20.0, 30.0)[0], 75))
+
+
+def test_cells_that_vary_more_than_jpeg_noise_are_no_noise() -> None:
+    """The cells' own deviation counts up to NOISE_ONLY_MAX_CELL_GAIN times the spread's: noise
+    smoothed over a pixel or more (texture at the cells' scale: theirs reads about 3 times) stays content."""
+    rng = np.random.default_rng(3)
+    smooth = cv2.GaussianBlur(rng.normal(0, 1, (768, 1024, 3)).astype(np.float32), (0, 0), 1.0)
+    photo = np.clip(128 + smooth * 40 / smooth.std(), 0, 255).astype(np.uint8)
+    cells = cv2.resize(photo, (1024 // 8, 768 // 8), interpolation=cv2.INTER_AREA)
+    _, spread = cv2.meanStdDev(photo)
+    assert cell_deviation(cells[..., 0]) / (spread.ravel()[0] / 8) > 2.5
+    assert not photo_is_noise(photo)
 
 
 def test_a_mask_on_a_noisy_edge_reads_as_on_the_edge() -> None:

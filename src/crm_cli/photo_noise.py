@@ -9,6 +9,7 @@ photo that holds nothing but noise as given (a flat photo's rule). Pure NumPy/Op
 from __future__ import annotations
 
 import functools
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -41,6 +42,21 @@ NOISE_ONLY_REDUCTION = 8
 # as noise, and their masks are kept as given.
 NOISE_ONLY_DEVIATIONS = 6.0
 NOISE_ONLY_LEVELS = 1.0
+# The reduced noise's deviation is also read from the cells themselves (their differences with their
+# neighbours), and taken where it is larger, up to this many times the full-size spread over the
+# reduction. Noise smoothed within a cell (JPEG's chroma subsampling and its loss of the finest
+# frequencies keep each 8x8 block's mean) averages down less than independent noise: its cells deviate
+# 1.27-1.32 times as much (pure colour noise as JPEG at quality 75-95, 4:2:0), and read 5.5-6.6 of the
+# spread's deviations against 4.2-4.8 as PNG. A photo whose cells vary more than noise (texture,
+# content) gains at most this factor: the dev sets' photos read at least 9.3 (11.8 without it).
+NOISE_ONLY_MAX_CELL_GAIN = 1.5
+# The neighbour differences' mean below their 90th percentile, over the cells' deviation, for
+# independent normal cells (a difference has a deviation of root 2 and its top tenth, the cells across
+# an object's edge among them, is left out): root 2 x 2 (phi(0) - phi(q)) / 0.9, q the 95th percentile.
+_NEIGHBOUR_KEPT = 0.9
+_KEPT_QUANTILE = NormalDist().inv_cdf(0.5 + _NEIGHBOUR_KEPT / 2)
+_KEPT_MEAN_PER_DEVIATION = (2.0 ** 0.5 * 2.0 * (NormalDist().pdf(0.0) - NormalDist().pdf(_KEPT_QUANTILE))
+                            / _NEIGHBOUR_KEPT)
 
 
 def _residual_samples(grey: np.ndarray) -> np.ndarray:
@@ -178,8 +194,10 @@ def photo_is_noise(image: np.ndarray) -> bool:
     """Whether an (H, W, C) uint8 photo holds nothing coarser than its pixel-to-pixel noise (each
     channel, reduced ``NOISE_ONLY_REDUCTION``-fold, stays within ``NOISE_ONLY_DEVIATIONS`` of the reduced
     noise's deviations of its mean, + ``NOISE_ONLY_LEVELS``): a mask drawn on it has nothing to be
-    refined against. Detail finer than the reduction's cells is averaged away with the noise. False for
-    a photo under 8 reduced cells on a side."""
+    refined against. The reduced noise's deviation is the full-size spread over the reduction, or the
+    cells' own (:func:`cell_deviation`) where larger, up to ``NOISE_ONLY_MAX_CELL_GAIN`` times it.
+    Detail finer than the reduction's cells is averaged away with the noise. False for a photo under 8
+    reduced cells on a side."""
     factor = NOISE_ONLY_REDUCTION
     height, width = image.shape[:2]
     if min(height, width) < 8 * factor:
@@ -191,6 +209,19 @@ def photo_is_noise(image: np.ndarray) -> bool:
     for channel, spread in zip(channels, full_spread.ravel(), strict=True):
         lowest, highest, _, _ = cv2.minMaxLoc(channel)
         centre = float(channel.mean())
-        if max(highest - centre, centre - lowest) > NOISE_ONLY_DEVIATIONS * spread / factor + NOISE_ONLY_LEVELS:
+        independent = spread / factor
+        deviation = min(max(cell_deviation(channel), independent), NOISE_ONLY_MAX_CELL_GAIN * independent)
+        if max(highest - centre, centre - lowest) > NOISE_ONLY_DEVIATIONS * deviation + NOISE_ONLY_LEVELS:
             return False
     return True
+
+
+def cell_deviation(cells: np.ndarray) -> float:
+    """The standard deviation of independent normal values that would give ``cells`` (a 2-D array,
+    at least 2x2) the differences they have with their right and lower neighbours: the mean of those
+    differences' magnitudes below their 90th percentile, so that the few across an object's edge do
+    not count, over what that mean is for unit normal values."""
+    values = cells.astype(np.float32)
+    gaps = np.concatenate([np.abs(np.diff(values, axis=0)).ravel(), np.abs(np.diff(values, axis=1)).ravel()])
+    kept = max(1, int(_NEIGHBOUR_KEPT * gaps.size))
+    return float(np.partition(gaps, kept - 1)[:kept].mean()) / _KEPT_MEAN_PER_DEVIATION
