@@ -412,6 +412,9 @@ def test_a_dry_run_checks_the_weights_and_the_device(tmp_path: Path, monkeypatch
     missing = runner.invoke(app, [*args, "-w", str(tmp_path / "nope.safetensors")])
     assert missing.exit_code == 1 and "weights not found" in missing.stderr
     assert json.loads(missing.stdout)["status"] == "failed"
+    # Session 61: the pairs are still listed, as README says of a dry run (the record held no item).
+    assert [item["status"] for item in json.loads(missing.stdout)["items"]] == ["todo"]
+    assert "a: " in missing.stderr and " -> " in missing.stderr
     if not torch.cuda.is_available():
         monkeypatch.setenv("CRM_DEVICE", "cuda")
         no_gpu = runner.invoke(app, args)

@@ -664,13 +664,13 @@ class Refiner:
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             return unrefined(result, foreground.astype(np.float32), keep_stages)
-        if settings.guard and photo_is_flat(image):
+        if settings.keep_given and photo_is_flat(image):
             # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
             # black photo came back reshaped, 91-95 IoU, its change confidence 0.66).
             logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
                            "is kept as given")
             return unrefined(result, mask.copy(), keep_stages)
-        if settings.guard and photo_is_noise(image):
+        if settings.keep_given and photo_is_noise(image):
             # A disc's exact mask on pure noise came back frayed (2048x1536: 92.56 / 54.39).
             logger.warning("the photo holds nothing but noise, with nothing to refine the mask against: the mask "
                            "is kept as given")
@@ -716,7 +716,7 @@ class Refiner:
             probability = mask.copy()
         elif weight < 1.0:  # near the threshold: a blend, so that a sequence's frames do not flip
             probability = mask + np.float32(weight) * (probability - mask)
-        if settings.guard:
+        if settings.keep_given:
             probability, restored = keep_given_lines(probability, given, given_foreground, image=image)
             result.guard_restored += restored
         result.probability = probability

@@ -55,8 +55,12 @@ class Preset:
         full_decode: decode every stage at full size, as the reference code does.
         adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
         guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py);
-            with it, unsure changes are not taken, the mask's lines one to three pixels wide are kept,
-            and a photo of one flat colour keeps its mask.
+            with it, unsure changes are not taken, and the region pass runs (keeping holes whose outline
+            lies on the photo's edges).
+        keep_given: what no refinement may damage is kept as given, under every preset: the mask's lines
+            one to three pixels wide, those four to six wide whose outline the photo's edges follow,
+            and the whole mask of a photo of one flat colour or of nothing but noise. Setting ``guard``
+            through :meth:`overridden` sets it too: ``guard=False`` is the model's own answer, untouched.
         snap: pull the final boundary onto the photo's edges (edge_snap.py; photos of 1000 px and up).
         description: one line for --help and the README.
     """
@@ -66,6 +70,7 @@ class Preset:
     full_decode: bool
     adaptive: bool = False
     guard: bool = False
+    keep_given: bool = True
     snap: bool = True
     description: str = ""
 
@@ -81,21 +86,29 @@ class Preset:
     def record(self) -> dict[str, Any]:
         """The ratios and switches as JSON values, for the records that let batch and coco runs resume.
         ``snap`` is named only when on: the records written before the edge snap (session 42) have no
-        such key, and a run without the snap makes the same pixels they describe."""
+        such key, and a run without the snap makes the same pixels they describe. ``keep_given`` is
+        named only where it differs from ``guard`` (a fixed preset since session 61): before it, the
+        guard alone carried it."""
         fields = {key: value for key, value in asdict(self).items() if key != "description"}
         if not fields["snap"]:
             del fields["snap"]
+        if fields["keep_given"] == fields["guard"]:
+            del fields["keep_given"]
         return json.loads(json.dumps(fields, default=str))
 
     def overridden(self, ratios: Sequence[float] | str | None = None, **switches: bool | None) -> Preset:
         """The preset with explicit ``ratios`` (see with_ratios) and single switches (``roi``,
-        ``full_decode``, ``adaptive``, ``guard``, ``snap``) replaced; ``None`` keeps the preset's value.
-        A switch that is neither a bool nor NumPy's bool is a TypeError: ``guard="False"`` would be true."""
+        ``full_decode``, ``adaptive``, ``guard``, ``keep_given``, ``snap``) replaced; ``None`` keeps the
+        preset's value. ``guard`` sets ``keep_given`` alike, unless that is given too. A switch that is
+        neither a bool nor NumPy's bool is a TypeError: ``guard="False"`` would be true."""
         for name, on in switches.items():
             # NumPy's bool (``numpy.bool``, ``numpy.bool_`` before NumPy 2) is taken; NumPy is not imported here.
             if on is not None and not (isinstance(on, bool) or type(on).__name__ in ("bool", "bool_")):
                 raise TypeError(f"{name} must be True, False or None, got {type(on).__name__} {on!r}")
-        return replace(self.with_ratios(ratios), **{name: bool(on) for name, on in switches.items() if on is not None})
+        chosen = {name: bool(on) for name, on in switches.items() if on is not None}
+        if "guard" in chosen:
+            chosen.setdefault("keep_given", chosen["guard"])
+        return replace(self.with_ratios(ratios), **chosen)
 
 
 PRESETS: dict[str, Preset] = {

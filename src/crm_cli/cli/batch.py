@@ -785,15 +785,16 @@ def batch(
         say(f"batch: {', '.join(found_line)}; {'would refine' if dry_run else 'refining'} {len(todo)} -> "
             f"{folder_name}")
     if dry_run:
-        if any(not small[pair] for pair in todo):  # as the run loads the model: a pair to refine
-            with user_errors(fatal.emit):  # the run would fail at once: the weights, or a GPU asked for
-                options.check_loadable(gpu=ray_address is None)  # a Ray run's GPUs are the cluster's
+        # Every pair is listed first, also when the run as a whole would fail (its record holds them).
         for pair in todo:
             items.append({"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
                           "output": str(output_dir / pair.relative_output), "status": "todo",
                           "warnings": pair_warnings.get(pair, [])})
             if not quiet:
                 say(f"  {pair.name}: {pair.image} + {pair.mask} -> {output_dir / pair.relative_output}")
+        if any(not small[pair] for pair in todo):  # as the run loads the model: a pair to refine
+            with user_errors(fatal.emit):  # the run would fail at once: the weights, or a GPU asked for
+                options.check_loadable(gpu=ray_address is None)  # a Ray run's GPUs are the cluster's
         counts = {**summary_counts(items), "todo": len(todo)}
         finish_run({**counts, "dry_run": True, "output_dir": folder_name, "items": in_input_order(items, order)},
                    failed=bool(counts["failed"]), json_out=json_out)

@@ -216,6 +216,7 @@ def evaluate(
         # Under auto each image has its own stages (see "schedules"): no one list would be true.
         "ratios": None if settings.adaptive else list(settings.ratios), "preset": options.preset_name,
         "guard": settings.guard,
+        "keep_given": settings.keep_given,
         "snap": settings.snap,
         "threshold": threshold,
         "schedules": dict(schedules.most_common()),

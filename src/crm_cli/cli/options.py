@@ -123,7 +123,9 @@ PresetOpt = Annotated[
 GuardOpt = Annotated[
     bool | None,
     typer.Option("--guard/--no-guard", rich_help_panel="Quality", show_default=False,
-                 help="Trust region: far changes need strong evidence [default: on for auto]."),
+                 help="Trust region: far changes need strong evidence [default: on for auto]. "
+                      "--no-guard: the model's own answer, with no rule keeping the mask's lines or "
+                      "the mask of a flat or noise photo (kept under every preset)."),
 ]
 SnapOpt = Annotated[
     bool | None,

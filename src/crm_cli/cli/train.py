@@ -110,7 +110,8 @@ def train(
                                                  "encoder's weights and BN statistics stay as --init left "
                                                  "them.")] = False,
     keep_exports: Annotated[bool, typer.Option("--keep-exports", help="Also keep each validation's weights as "
-                                               "model_step<N>.safetensors, to choose one later on whole dev "
+                                               "model_step<N>.safetensors (N in six digits; with its .json sidecar), "
+                                               "to choose one later on whole dev "
                                                "sets (benchmarks/choose_checkpoint.py).")] = False,
 ) -> None:
     """Train a CRM model; writes OUT/last.pt, OUT/log.csv, OUT/val.jsonl and OUT/model.safetensors."""
