@@ -60,3 +60,13 @@ def test_a_reader_that_stays_gets_the_record(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1 and '"status": "ok"' in result.stdout
     assert error_lines(result.stderr) == []
+
+
+def test_info_with_bad_weights_still_names_them_when_stdout_is_closed(tmp_path: Path) -> None:
+    """info writes its record before it fails on the weights: the closed stdout's line must not hide why."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"abc")
+    code, stderr = run_with_stdout_closed(["info", "--json", "-w", str(bad)])
+    assert code == 1, stderr
+    errors = error_lines(stderr)
+    assert errors[0] == CLOSED and len(errors) == 2 and "bad.safetensors" in errors[1], errors

@@ -14,6 +14,7 @@ from crm_cli.photo_noise import (
     NOISE_ONLY_REDUCTION,
     WHITE_NOISE_PER_RESIDUAL,
     cell_deviation,
+    cell_means,
     noise_gradient,
     photo_is_noise,
     reduced_noise_gradient,
@@ -153,6 +154,39 @@ def test_cells_that_vary_more_than_jpeg_noise_are_no_noise() -> None:
     _, spread = cv2.meanStdDev(photo)
     assert cell_deviation(cells[..., 0]) / (spread.ravel()[0] / 8) > 2.5
     assert not photo_is_noise(photo)
+
+
+def test_cell_means_are_exact_where_8_bits_would_round() -> None:
+    # Cells of 0 and 1 in a checkerboard: a mean of 0.5, which an 8-bit reduction rounds to 0 or 1.
+    board = (np.indices((16, 24)).sum(axis=0) % 2).astype(np.uint8)
+    np.testing.assert_array_equal(cell_means(board, 8), np.full((2, 3, 1), 0.5, np.float32))
+    photo = np.random.default_rng(6).integers(0, 256, (1040, 64, 3), dtype=np.uint8)  # strips of 512 rows and a rest
+    expected = photo.reshape(130, 8, 8, 8, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(cell_means(photo, 8), expected, atol=1 / 512)
+
+
+def test_faint_noise_as_jpeg_is_noise() -> None:
+    """Faint noise as JPEG (4:2:0): its cells deviate by about a third of a level, which 8-bit cells round
+    away. Std 4 at quality 75: two of these three seeds read as content before session 61."""
+    for seed in range(3):
+        noise = np.random.default_rng(100 + seed).standard_normal((480, 640, 3))
+        photo = np.clip(128 + 4 * noise, 0, 255).astype(np.uint8)
+        assert photo_is_noise(jpeg_of(photo, 75)), seed
+    # Std 2 at quality 95, 1024x768: all three read as content from cells rounded to whole levels.
+    for seed in range(3):
+        noise = np.random.default_rng(100 + seed).standard_normal((768, 1024, 3))
+        photo = np.clip(128 + 2 * noise, 0, 255).astype(np.uint8)
+        assert photo_is_noise(jpeg_of(photo, 95)), seed
+
+
+def test_small_photos_read_noise_by_the_spread_alone() -> None:
+    """Under 16 cells on the short side (128 px) the cells' own deviation is not taken: too few to tell
+    content by (a real photo of a ladybird at 64 px read as noise with it). Texture at 96x128 stays content."""
+    for seed in (1, 4):
+        rng = np.random.default_rng(seed)
+        smooth = cv2.GaussianBlur(rng.normal(0, 1, (96, 128, 3)).astype(np.float32), (0, 0), 1.0)
+        photo = np.clip(128 + smooth * 40 / smooth.std(), 0, 255).astype(np.uint8)
+        assert not photo_is_noise(photo), seed
 
 
 def test_a_mask_on_a_noisy_edge_reads_as_on_the_edge() -> None:

@@ -55,8 +55,8 @@ class Preset:
         full_decode: decode every stage at full size, as the reference code does.
         adaptive: choose the first stage per image from the detail the coarse mask holds (schedule.py).
         guard: the trust region: changes far from the coarse boundary need strong evidence (guard.py);
-            with it, unsure changes are not taken, and the region pass runs (keeping holes whose outline
-            lies on the photo's edges).
+            with it, unsure changes are not taken, and under ``auto``'s own schedule the region pass runs
+            (keeping holes whose outline lies on the photo's edges).
         keep_given: what no refinement may damage is kept as given, under every preset: the mask's lines
             one to three pixels wide, those four to six wide whose outline the photo's edges follow,
             and the whole mask of a photo of one flat colour or of nothing but noise. Setting ``guard``

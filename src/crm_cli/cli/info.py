@@ -307,14 +307,18 @@ def info(weights: WeightsOpt = None, device: DeviceOpt = "auto", backend: Backen
     torch does not import, or the device or backend asked for cannot run."""
     show_library_warnings()  # "warning:" lines, as the other commands show them (a thread count capped)
     data = gather_info(weights, device, backend.value, threads)
-    if as_json:
-        emit_json(data)
-    else:
-        _print_table(data)
     problems = [f"torch does not import ({data['torch_error']})"] if data["torch_error"] else []
     problems += [data["settings_error"]] if data["settings_error"] else []
     problems += [data["weights"]["error"]] if data["weights"]["error"] else []
     problems = list(dict.fromkeys(problems))  # --backend onnx with missing weights says the same twice
+    if as_json:
+        try:
+            emit_json(data)
+        except typer.Exit:  # stdout could not take the record (its line is printed): the causes follow
+            if not problems:
+                raise
+    else:
+        _print_table(data)
     for problem in problems[:-1]:
         fail(problem)  # printed; the last one's Exit is raised
     if problems:
