@@ -235,7 +235,9 @@ def fit_masks_for_scoring(pred: MaskData, gt: MaskData, pred_name: str,
 
 
 class PresetRefiner:
-    """Refines with one preset and keeps every engine result (the per-label schedules of a label map)."""
+    """Refines with one preset and keeps every engine result (the per-label schedules of a label map),
+    each without its probability map: a label map of 50 ids at 3840x2160 held 33 MB a map (2.3 GB),
+    and one of 255 would have held 8.5 GB."""
 
     def __init__(self, refiner, preset: Preset) -> None:  # noqa: ANN001 - engine.Refiner, imported lazily
         self.refiner = refiner
@@ -245,7 +247,7 @@ class PresetRefiner:
     def refine(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Refine one binary mask and remember the result."""
         detail = self.refiner.refine_detailed(image, mask, preset=self.preset)
-        self.details.append(detail)
+        self.details.append(replace(detail, probability=np.empty(0, np.float32), stages=[]))
         return detail.probability
 
 
