@@ -219,21 +219,24 @@ def photo_is_noise(image: np.ndarray) -> bool:
     rounded = cv2.resize(whole, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
     for channel, spread in zip(cv2.split(rounded.reshape(rounded.shape[0], rounded.shape[1], -1)), spreads,
                                strict=True):
-        lowest, highest, _, _ = cv2.minMaxLoc(channel)
-        centre = float(channel.mean())
         widest = NOISE_ONLY_DEVIATIONS * cell_gain * spread / factor + NOISE_ONLY_LEVELS
-        if max(highest - centre, centre - lowest) - _ROUNDED_CELL_SLACK > widest:
+        if _farthest_from_mean(channel) - _ROUNDED_CELL_SLACK > widest:
             return False
     for channel, spread in zip(cv2.split(cell_means(whole, factor)), spreads, strict=True):
-        lowest, highest, _, _ = cv2.minMaxLoc(channel)
-        centre = float(channel.mean())
         independent = spread / factor
         deviation = independent
         if cell_gain > 1.0:
             deviation = min(max(cell_deviation(channel), independent), cell_gain * independent)
-        if max(highest - centre, centre - lowest) > NOISE_ONLY_DEVIATIONS * deviation + NOISE_ONLY_LEVELS:
+        if _farthest_from_mean(channel) > NOISE_ONLY_DEVIATIONS * deviation + NOISE_ONLY_LEVELS:
             return False
     return True
+
+
+def _farthest_from_mean(channel: np.ndarray) -> float:
+    """How far the cell farthest from a 2-D ``channel``'s mean lies from it, either way."""
+    lowest, highest, _, _ = cv2.minMaxLoc(channel)
+    centre = float(channel.mean())
+    return max(highest - centre, centre - lowest)
 
 
 def cell_means(image: np.ndarray, factor: int) -> np.ndarray:
@@ -250,7 +253,8 @@ def cell_means(image: np.ndarray, factor: int) -> np.ndarray:
         strip = pixels[top: top + rows].astype(np.uint16) << 8
         reduced = cv2.resize(strip, (width // factor, strip.shape[0] // factor), interpolation=cv2.INTER_AREA)
         cells[top // factor: (top + strip.shape[0]) // factor] = reduced.reshape(-1, width // factor, pixels.shape[2])
-    return cells / np.float32(256.0)
+    cells /= np.float32(256.0)
+    return cells
 
 
 def cell_deviation(cells: np.ndarray) -> float:
@@ -258,7 +262,7 @@ def cell_deviation(cells: np.ndarray) -> float:
     at least 2x2) the differences they have with their right and lower neighbours: the mean of those
     differences' magnitudes below their 90th percentile, so that the few across an object's edge do
     not count, over what that mean is for unit normal values."""
-    values = cells.astype(np.float32)
+    values = np.asarray(cells, dtype=np.float32)  # cell_means' own are float32 already: no copy
     gaps = np.concatenate([np.abs(np.diff(values, axis=0)).ravel(), np.abs(np.diff(values, axis=1)).ravel()])
     kept = max(1, int(_NEIGHBOUR_KEPT * gaps.size))
     return float(np.partition(gaps, kept - 1)[:kept].mean()) / _KEPT_MEAN_PER_DEVIATION
