@@ -106,6 +106,9 @@ GUARD_BAND = 3
 # went from 0.53 to 0.36 s and no pixel changed side; on coarse-to-fine schedules two cost
 # carvana-dev 0.04 IoU, so they keep three.
 FINAL_ONLY_GUARD_BAND = 2
+# Why a refinement may return the given mask before any stage runs (RefineResult.kept_given): it has no
+# boundary (empty or full), or the photo is one flat colour, or nothing but noise (keep_given rules).
+KEPT_GIVEN_REASONS = ("no_boundary", "flat_photo", "noise_photo")
 
 
 @dataclass
@@ -137,6 +140,9 @@ class RefineResult:
     # The weights' partner refined the whole image (Refiner's partner_below_side and settings rule);
     # False when these weights did, even where the partner ran their region pass.
     by_partner: bool = False
+    # Why the given mask came back as it was before any stage ran (KEPT_GIVEN_REASONS), or None when the
+    # stages ran. ``ratios`` and ``timings`` then hold the planned stages, each timed at zero.
+    kept_given: str | None = None
 
     @property
     def schedule(self) -> str:
@@ -161,9 +167,13 @@ def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, m
     return Schedule(ratios, free_px, trust, final_only=not fitting, noise=noise)
 
 
-def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool) -> RefineResult:
-    """``result`` answered with ``probability`` and no stage run: each of its planned stages (its
-    ``ratios``) timed at zero and, with ``keep_stages``, a copy of that answer."""
+def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool, reason: str) -> RefineResult:
+    """``result`` answered with ``probability`` and no stage run, for ``reason`` (one of
+    KEPT_GIVEN_REASONS): each of its planned stages (its ``ratios``) timed at zero and, with
+    ``keep_stages``, a copy of that answer (so that per-stage scores count every image)."""
+    if reason not in KEPT_GIVEN_REASONS:
+        raise ValueError(f"unknown reason {reason!r}; choose {', '.join(KEPT_GIVEN_REASONS)}")
+    result.kept_given = reason
     result.probability = probability
     result.stages = [probability.copy() for _ in result.ratios] if keep_stages else []
     result.timings = [StageTiming(r, 0.0, 0.0) for r in result.ratios]
@@ -663,18 +673,18 @@ class Refiner:
                               mirrored=plan.mirror)
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
-            return unrefined(result, foreground.astype(np.float32), keep_stages)
+            return unrefined(result, foreground.astype(np.float32), keep_stages, "no_boundary")
         if settings.keep_given and photo_is_flat(image):
             # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
             # black photo came back reshaped, 91-95 IoU, its change confidence 0.66).
             logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
                            "is kept as given")
-            return unrefined(result, mask.copy(), keep_stages)
+            return unrefined(result, mask.copy(), keep_stages, "flat_photo")
         if settings.keep_given and photo_is_noise(image):
             # A disc's exact mask on pure noise came back frayed (2048x1536: 92.56 / 54.39).
             logger.warning("the photo holds nothing but noise, with nothing to refine the mask against: the mask "
                            "is kept as given")
-            return unrefined(result, mask.copy(), keep_stages)
+            return unrefined(result, mask.copy(), keep_stages, "noise_photo")
         given, given_foreground = mask, foreground
         reference = foreground  # the mask the final pass starts from and the guard holds to
         base: float | np.ndarray = plan.trust

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 Source = str | Path | bytes
 
+# Log text of each engine.KEPT_GIVEN_REASONS (the engine is imported lazily: it loads NumPy-heavy modules).
+KEPT_GIVEN_TEXT = {"no_boundary": "no boundary", "flat_photo": "a flat photo",
+                   "noise_photo": "a photo of noise"}
+
 
 @dataclass(frozen=True)
 class StageRun:
@@ -50,12 +54,20 @@ class StageRun:
     change_weight: float = 1.0  # the share of the refinement taken (engine.RefineResult.change_weight)
     snap_px: int = 0  # the edge snap's radius (engine.RefineResult.snap_px), 0 when it did not run
     by_partner: bool = False  # the weights' partner refined it (engine.RefineResult.by_partner)
+    kept_given: str | None = None  # why no stage ran and the mask came back as given (engine.RefineResult)
 
     @classmethod
     def of(cls, result: RefineResult) -> StageRun:
         """The run recorded in an ``engine.RefineResult``."""
         return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse,
-                   result.change_weight, result.snap_px, result.by_partner)
+                   result.change_weight, result.snap_px, result.by_partner, result.kept_given)
+
+    @property
+    def summary(self) -> str:
+        """What ran, for a log line: its stages, or why none did (``kept as given: flat photo``)."""
+        if self.kept_given is None:
+            return f"stages {self.text}"
+        return f"kept as given: {KEPT_GIVEN_TEXT[self.kept_given]}"
 
 
 @dataclass
@@ -409,3 +421,9 @@ def cutout_depth_note(photo: Photo, output_kind: str, image_name: str) -> str | 
 def schedule_label(runs: Sequence[StageRun]) -> str:
     """The schedules run as one text; label maps join theirs with ``" | "``."""
     return " | ".join(run.text for run in runs)
+
+
+def runs_summary(runs: Sequence[StageRun]) -> str:
+    """What ran, for a log line: ``stages 0.5,1``, ``kept as given: flat photo``; a label map's
+    runs joined with ``" | "`` (``stages 0.5,1 | stages 1``)."""
+    return " | ".join(run.summary for run in runs)

@@ -386,7 +386,9 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
 
 
 def schedule_fields(result: Any) -> dict[str, Any]:
-    """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps)."""
+    """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps);
+    ``kept_given`` says why none ran and the mask came back as given (``engine.KEPT_GIVEN_REASONS``),
+    null when they ran."""
     from ..pipeline import schedule_label
 
     if not result.runs:
@@ -399,9 +401,11 @@ def schedule_fields(result: Any) -> dict[str, Any]:
         fields["label_change_confidence"] = [run.change_confidence for run in result.runs]
         fields["label_snap_px"] = [run.snap_px for run in result.runs]
         fields["label_by_partner"] = [run.by_partner for run in result.runs]
+        fields["label_kept_given"] = [run.kept_given for run in result.runs]
     else:
         fields["ratios"] = list(result.runs[0].ratios)
         fields["change_confidence"] = result.runs[0].change_confidence
         fields["snap_px"] = result.runs[0].snap_px
         fields["by_partner"] = result.runs[0].by_partner
+        fields["kept_given"] = result.runs[0].kept_given
     return fields

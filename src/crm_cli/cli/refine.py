@@ -76,7 +76,7 @@ def refine(
     from ..config import DEEP_CUTOUT_BITS
     from ..image_sources import read_bytes_stdin
     from ..imageio import log_notes
-    from ..pipeline import mask_keeping_notes, refine_files, schedule_label
+    from ..pipeline import mask_keeping_notes, refine_files, runs_summary
     from ..writing import encode_image, keeps_transparency, output_format, write_bytes_stdout, write_image
 
     to_stdout = str(output) == "-"
@@ -177,7 +177,7 @@ def refine(
         elif not result.runs:  # a label map holding none of the ids to refine
             done = "unchanged: no label to refine"
         else:
-            done = f"{result.seconds:.2f} s, stages {schedule_label(result.runs)}"
+            done = f"{result.seconds:.2f} s, {runs_summary(result.runs)}"
         say(f"wrote {'<stdout>' if to_stdout else output} ({what}, {done})")
     if json_out:
         emit_json({
