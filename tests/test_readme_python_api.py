@@ -51,6 +51,10 @@ def test_the_readme_api_block_gives_the_cli_output_of_the_example() -> None:
     assert 0.0 <= result.trust <= 1.0 and isinstance(result.kept_coarse, bool)
     assert result.change_confidence is None or 0.0 <= result.change_confidence <= 1.0
     np.testing.assert_array_equal(result.probability, probability)  # the same call, the same mask
+    both = names["both"]  # refine_many: refine's own answers, in order
+    assert isinstance(both, list) and len(both) == 2
+    np.testing.assert_array_equal(both[0], probability)
+    np.testing.assert_array_equal(both[1], names["refiner"].refine(image, names["coarse"] > 0.5))
     rendered = render_output("soft", probability).astype(np.int16)
     committed = read_mask(EXAMPLES / "scene_refined.png").values.astype(np.int16)
     differ = np.abs(rendered - committed)

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,7 @@ from .guard import (
     region_changes,
 )
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
+from .photo_memo import memoized, same_photo
 from .photo_noise import photo_is_noise
 from .presets import Preset, get_preset
 from .runtime import numpy_pages_unadvised, release_free_heap, usable_threads
@@ -674,13 +675,13 @@ class Refiner:
         if not has_boundary(foreground):
             # Empty mask -> empty output, full mask -> full output: there is no boundary to refine.
             return unrefined(result, foreground.astype(np.float32), keep_stages, "no_boundary")
-        if settings.keep_given and photo_is_flat(image):
+        if settings.keep_given and memoized(image, "photo_is_flat", lambda: photo_is_flat(image)):
             # Nothing in the photo to refine against: the model's answer would be a guess (a disc on a
             # black photo came back reshaped, 91-95 IoU, its change confidence 0.66).
             logger.warning("the photo is one flat colour, with nothing to refine the mask against: the mask "
                            "is kept as given")
             return unrefined(result, mask.copy(), keep_stages, "flat_photo")
-        if settings.keep_given and photo_is_noise(image):
+        if settings.keep_given and memoized(image, "photo_is_noise", lambda: photo_is_noise(image)):
             # A disc's exact mask on pure noise came back frayed (2048x1536: 92.56 / 54.39).
             logger.warning("the photo holds nothing but noise, with nothing to refine the mask against: the mask "
                            "is kept as given")
@@ -867,3 +868,14 @@ class Refiner:
             if note is not None:
                 logger.warning("%s", note)
         return probability
+
+    def refine_many(self, image: np.ndarray | Image.Image, masks: Iterable[np.ndarray | Image.Image],
+                    **settings: Any) -> list[np.ndarray]:
+        """:meth:`refine` of each of ``masks`` on one ``image`` (several objects of a photo, a label
+        map's ids), with the same keyword ``settings``; the results are exactly :meth:`refine`'s, in
+        order. What the refinement reads of the photo alone (whether it is flat or noise, its grey
+        image and gradients, its resized copy for each stage on the onnx backend) is worked out once
+        (``photo_memo.same_photo``). Raises what :meth:`refine` raises, at the first mask that fails."""
+        image = check_rgb_image(image)  # the one array every refinement is given, as the memo needs
+        with same_photo(image):
+            return [self.refine(image, mask, **settings) for mask in masks]

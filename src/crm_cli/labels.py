@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .masks import check_mask_fits
+from .photo_memo import same_photo
 
 BACKGROUND = 0
 FOREGROUND_MIN = 0.5  # a pixel keeps a label only when its best probability reaches this
@@ -72,7 +73,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         The recombined label map, same shape and dtype as ``label_values``.
     """
     values = _check_label_map(label_values)
-    image = np.asarray(image)
+    image = np.ascontiguousarray(image)  # the engine's own form of it, so that its photo-only work is kept
     check_mask_fits(values.shape, image.shape)
     present = label_ids(values) if present is None else list(present)
     targets = present if labels is None else select_labels(present, labels)[0]
@@ -82,15 +83,16 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
 
     best_prob = np.zeros(values.shape, np.float32)
     best_label = np.zeros(values.shape, values.dtype)
-    for label in targets:
-        coarse = (values == label).astype(np.uint8) * 255
-        prob = np.asarray(refiner.refine(image, coarse), dtype=np.float32)
-        if prob.shape != values.shape:
-            raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
-        # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.
-        better = prob > best_prob
-        best_prob[better] = prob[better]
-        best_label[better] = label
+    with same_photo(image):  # what each id's refinement reads of the photo alone is worked out once
+        for label in targets:
+            coarse = (values == label).astype(np.uint8) * 255
+            prob = np.asarray(refiner.refine(image, coarse), dtype=np.float32)
+            if prob.shape != values.shape:
+                raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
+            # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.
+            better = prob > best_prob
+            best_prob[better] = prob[better]
+            best_label[better] = label
     best_label[best_prob < FOREGROUND_MIN] = BACKGROUND
 
     editable = values == BACKGROUND

@@ -27,6 +27,7 @@ import numpy as np
 from .checkpoint import WeightsError
 from .config import ArchConfig
 from .errors import count_noun, first_line
+from .photo_memo import memoized
 from .resampling import pad_stage_input, resize_probability
 from .roi import band_to_stage_array, roi_band_array
 from .runtime import available_cpus, quota_limited_threads, usable_threads
@@ -297,11 +298,23 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return (0.5 * (np.tanh(0.5 * logits) + 1.0)).astype(np.float32, copy=False)
 
 
+def padded_stage_rgb(image: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
+    """The (H, W, 3) uint8 photo resized to a stage's (height, width) (area average when shrinking,
+    bilinear when enlarging) and padded as a stage input (``resampling.pad_stage_input``)."""
+    height, width = image.shape[:2]
+    if stage_hw != (height, width):
+        interpolation = cv2.INTER_AREA if stage_hw[0] < height else cv2.INTER_LINEAR
+        image = cv2.resize(image, stage_hw[::-1], interpolation=interpolation)
+    return pad_stage_input(np.ascontiguousarray(image))
+
+
 class ArrayStageInput:
     """A padded stage input held as uint8 RGB plus the float mask (NumPy twin of ``stages.StageInput``)."""
 
-    def __init__(self, rgb: np.ndarray, mask: np.ndarray, input_norm: tuple[Sequence[float], Sequence[float]]) -> None:
-        self.rgb = pad_stage_input(np.ascontiguousarray(rgb))
+    def __init__(self, rgb: np.ndarray, mask: np.ndarray, input_norm: tuple[Sequence[float], Sequence[float]],
+                 padded: bool = False) -> None:
+        """``rgb`` at the stage's size, or already padded (``padded``: :func:`padded_stage_rgb`)."""
+        self.rgb = rgb if padded else pad_stage_input(np.ascontiguousarray(rgb))
         self.mask = pad_stage_input(mask)
         self.mean = np.asarray(input_norm[0], np.float32)
         self.std = np.asarray(input_norm[1], np.float32)
@@ -530,12 +543,8 @@ class OnnxStageRunner(TiledRunner):
             return np.zeros(target_hw, np.float32), StageTiming(ratio, 0.0, 0.0)
         if float(stage_mask.min()) == 1.0:
             return np.ones(target_hw, np.float32), StageTiming(ratio, 0.0, 0.0)
-        if (hs, ws) != (height, width):
-            interpolation = cv2.INTER_AREA if hs < height else cv2.INTER_LINEAR
-            stage_rgb = cv2.resize(image, (ws, hs), interpolation=interpolation)
-        else:
-            stage_rgb = image
-        x = ArrayStageInput(stage_rgb, stage_mask, self.input_norm)
+        x = ArrayStageInput(memoized(image, ("padded_stage_rgb", hs, ws), lambda: padded_stage_rgb(image, (hs, ws))),
+                            stage_mask, self.input_norm, padded=True)
         decoder = self.decoder
         if roi:
             prob = np.array(resize_probability(mask, target_hw), dtype=np.float32, copy=True, order="C")

@@ -51,6 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .photo_memo import memoized
 from .photo_noise import WHITE_NOISE_PER_RESIDUAL, PhotoNoise, noise_crops, noise_gradient, reduced_noise_gradient
 
 # A first stage at ratio r may destroy at most this much detail: pixels changed by an opening plus
@@ -449,10 +450,14 @@ def _alignment_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, 
     binary = np.asarray(mask, dtype=bool)  # no copy of a boolean mask
     height, width = binary.shape
     scale = _alignment_scale(height, width)
-    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    size = (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1.0 else None
+
+    def reduced_grey() -> np.ndarray:
+        grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        return grey if size is None else cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+    grey = memoized(image, ("alignment_grey", size), reduced_grey)
+    if size is not None:
         binary = cv2.resize(binary.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
     return grey, binary
 
@@ -461,11 +466,14 @@ def _photo_noise(image: np.ndarray, grey: np.ndarray | None = None) -> PhotoNois
     """The noise reader of a photo at full size: its whole grey image (``grey``, when the edge alignment
     did not reduce it), else crops of the full-size photo (a reduction by a factor that is not whole
     smooths the noise, which would then read far too low)."""
-    height, width = image.shape[:2]
-    if _alignment_scale(height, width) >= 1.0:
-        whole = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) if grey is None else grey
-        return PhotoNoise([whole.astype(np.float32)])
-    return PhotoNoise(noise_crops(image))
+    def reader() -> PhotoNoise:
+        height, width = image.shape[:2]
+        if _alignment_scale(height, width) >= 1.0:
+            whole = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) if grey is None else grey
+            return PhotoNoise([whole.astype(np.float32)])
+        return PhotoNoise(noise_crops(image))
+
+    return memoized(image, "photo_noise", reader)
 
 
 def _sobel_magnitude(grey: np.ndarray) -> np.ndarray:
@@ -501,7 +509,8 @@ class BoundaryGeometry:
         """:func:`edge_alignment`."""
         if self.distance is None:
             return 0.0
-        blurred = _sobel_magnitude(cv2.GaussianBlur(self.grey.astype(np.float32), (0, 0), ALIGNMENT_BLUR))
+        blurred = memoized(self._image, "alignment_magnitude", lambda: _sobel_magnitude(
+            cv2.GaussianBlur(self.grey.astype(np.float32), (0, 0), ALIGNMENT_BLUR)))
         distance = self.distance
         return self._band_ratio(blurred, (distance >= 0.5) & (distance <= 2.5), (distance >= 4) & (distance <= 8),
                                 ALIGNMENT_BLUR)
@@ -511,8 +520,8 @@ class BoundaryGeometry:
         if self.distance is None:
             return 0.0
         distance = self.distance
-        return self._band_ratio(_sobel_magnitude(self.grey), distance <= 1.0, (distance > 1.0) & (distance <= 3.0),
-                                0.0)
+        magnitude = memoized(self._image, "sharpness_magnitude", lambda: _sobel_magnitude(self.grey))
+        return self._band_ratio(magnitude, distance <= 1.0, (distance > 1.0) & (distance <= 3.0), 0.0)
 
     def photo_noise(self) -> PhotoNoise:
         """The photo's noise reader (:func:`_photo_noise`), made once."""
