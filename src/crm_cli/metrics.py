@@ -65,8 +65,13 @@ class ImageScore:
 
 
 def score_pair(pred: np.ndarray, gt: np.ndarray, name: str = "") -> ImageScore:
-    """Score one prediction (any mask dtype) against one GT of the same size."""
-    if pred.shape[:2] != gt.shape[:2]:
+    """Score one prediction (any mask dtype) against one GT of the same size, both (H, W) arrays
+    (ValueError otherwise: an (H, W, 1) mask would broadcast against an (H, W) one)."""
+    for role, mask in (("prediction", pred), ("ground truth", gt)):
+        if np.ndim(mask) != 2:
+            raise ValueError(f"{name or 'prediction'}: the {role} must be an (H, W) mask, not of shape "
+                             f"{tuple(np.shape(mask))}")
+    if pred.shape != gt.shape:
         raise ValueError(f"{name or 'prediction'}: size {pred.shape[1]}x{pred.shape[0]} does not match "
                          f"ground truth {gt.shape[1]}x{gt.shape[0]}")
     pred_b, gt_b = binarize(pred), binarize(gt)

@@ -24,8 +24,8 @@ def decode_rle_string(counts: str | bytes) -> np.ndarray:
     """Run lengths of a compressed COCO RLE string (the ``counts`` of a compressed RLE).
 
     Each run is a variable-length number of 5-bit groups offset by 48 ('0'); bit 0x20 says another
-    group follows and bit 0x10 of the last group is the sign. From the third run on, the stored
-    value is the difference to the run two places back.
+    group follows and bit 0x10 of the last group is the sign. From the fourth run on (index 3), the
+    stored value is the difference to the run two places back.
     """
     try:
         text = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
