@@ -355,13 +355,18 @@ def strict_probability(mask: np.ndarray) -> np.ndarray:
 
 def binarize(mask: np.ndarray) -> np.ndarray:
     """Boolean foreground (the evaluation's rule): > 128 on 8-bit values; 16-bit scaled to 8-bit
-    first (unless it already holds 8-bit values, :func:`uint16_full_scale`); floats in [0, 1]."""
+    first (unless it already holds 8-bit values, :func:`uint16_full_scale`); floats in [0, 1]; an
+    integer mask holding only 0 and 1 is a 0/1 mask (:func:`is_zero_one`), as everywhere else."""
     mask = native_order(np.asarray(mask))
     if mask.dtype == np.bool_:
         return mask
-    if mask.dtype == np.uint16:
-        # Integer comparison: exact at the threshold and no float64 copy of a 4K mask.
-        return mask > (UINT16_THRESHOLD if uint16_full_scale(mask) == 65535 else 128)
+    if mask.dtype.kind in "ui":
+        maximum = largest_value(mask)
+        if is_zero_one(mask, maximum):
+            return mask > 0
+        if mask.dtype == np.uint16:
+            # Integer comparison: exact at the threshold and no float64 copy of a 4K mask.
+            return mask > (UINT16_THRESHOLD if uint16_full_scale(mask, maximum) == 65535 else 128)
     if np.issubdtype(mask.dtype, np.floating):
         return (mask * 255.0) > 128
     return mask > 128
