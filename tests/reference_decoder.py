@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+TIE_SHIFT = 1e-9  # in normalised coordinates: far below a cell (2 / h), far above float64 rounding
+
 
 def centres(n: int) -> torch.Tensor:
     """Pixel-centre coordinates in (-1, 1) for an axis of length n."""
@@ -40,8 +42,10 @@ def naive_decode(layers: torch.nn.ModuleList, latent: torch.Tensor, target_hw: t
     areas = []
     for vy in (-1, 1):
         for vx in (-1, 1):
-            sy = (uy + vy / h).clamp(-1 + 1e-6, 1 - 1e-6)
-            sx = (ux + vx / w).clamp(-1 + 1e-6, 1 - 1e-6)
+            # A tiny shift (as LIIF's): a pixel exactly on a cell's centre has its +-half-cell points exactly
+            # on cell edges, where rounding could send both to one neighbour and skip the cell itself.
+            sy = (uy + vy / h + TIE_SHIFT).clamp(-1 + 1e-6, 1 - 1e-6)
+            sx = (ux + vx / w + TIE_SHIFT).clamp(-1 + 1e-6, 1 - 1e-6)
             # Nearest cell: the cell whose extent contains the shifted point.
             jy = torch.floor((sy + 1) / 2 * h).long().clamp(0, h - 1)
             jx = torch.floor((sx + 1) / 2 * w).long().clamp(0, w - 1)

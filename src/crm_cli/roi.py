@@ -59,15 +59,39 @@ def _nearest_indices(n_out: int, n_in: int) -> np.ndarray:
     return np.minimum(np.floor(np.arange(n_out) * (n_in / n_out)).astype(np.int64), n_in - 1)
 
 
+def pools_band(band_hw: tuple[int, int], stage_hw: tuple[int, int]) -> bool:
+    """Whether a band is max-pooled onto its stage (the stage is no larger along some axis), else
+    sampled by nearest indices (larger along both). Nearest sampling along a shrinking axis would
+    skip band pixels, and with them the latent cells they read (session 62's review: a band 20x90
+    onto a stage 21x40 lost 177 of 300 lone pixels that way)."""
+    return stage_hw[0] <= band_hw[0] or stage_hw[1] <= band_hw[1]
+
+
+def _adaptive_any(band: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
+    """torch's ``adaptive_max_pool2d`` of a bool map, exactly: stage cell i of an axis of n_out
+    pools band indices [floor(i n_in / n_out), ceil((i + 1) n_in / n_out)), through running counts."""
+    pooled = band
+    for axis, n_out in enumerate(stage_hw):
+        n_in = pooled.shape[axis]
+        cells = np.arange(n_out)
+        starts, ends = cells * n_in // n_out, -(-(cells + 1) * n_in // n_out)
+        counts = np.cumsum(pooled, axis=axis, dtype=np.int32)
+        counts = np.concatenate([np.zeros_like(counts.take([0], axis=axis)), counts], axis=axis)
+        pooled = counts.take(ends, axis=axis) > counts.take(starts, axis=axis)
+    return pooled
+
+
 def band_to_stage_array(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
                         pad: int) -> np.ndarray:
     """Where a target-grid band lands on the padded stage input (``pad`` px on top/left), grown by
     4 px (2 latent cells) so that every support cell of a band pixel is encoded."""
-    if band.shape[0] >= stage_hw[0]:
+    if stage_hw[0] <= band.shape[0] and stage_hw[1] <= band.shape[1]:
         # Area averaging is positive exactly where an adaptive max-pool bin holds a band pixel
         # (checked in the tests), and OpenCV does it several times faster.
         area = cv2.resize(band.astype(np.float32), stage_hw[::-1], interpolation=cv2.INTER_AREA)
         small = area > 0
+    elif pools_band(band.shape, stage_hw):  # one axis shrinks, the other grows (a rounding's odd pixel)
+        small = _adaptive_any(band, stage_hw)
     else:
         small = band[np.ix_(_nearest_indices(stage_hw[0], band.shape[0]), _nearest_indices(stage_hw[1], band.shape[1]))]
     return _place_in_padding(small, padded_hw, pad)
@@ -107,7 +131,7 @@ def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw
 
     if band.device.type == "cpu":
         return torch.from_numpy(band_to_stage_array(band.numpy(), stage_hw, padded_hw, pad))
-    if band.shape[0] >= stage_hw[0]:
+    if pools_band(band.shape, stage_hw):
         small = F.adaptive_max_pool2d(band[None, None].float(), stage_hw)[0, 0] > 0
     else:
         small = F.interpolate(band[None, None].float(), size=stage_hw, mode="nearest")[0, 0] > 0
