@@ -108,3 +108,42 @@ def test_cli_records_say_kept_given(tiny_weights: Path, tmp_path: Path) -> None:
     assert "flat: kept as given: a flat photo" in batch.stderr
     np.testing.assert_array_equal(cv2.imread(str(out / "flat.png"), cv2.IMREAD_GRAYSCALE),
                                   cv2.imread(str(disc), cv2.IMREAD_GRAYSCALE))
+
+
+def test_record_summary_of_a_label_map_names_each_id() -> None:
+    """The review's find: batch's log line read only ``kept_given``, so a label map of a flat photo
+    said ``stages 1.5 | 1.5``; each id now says what it did, as ``crm refine`` does."""
+    from crm_cli.pipeline import record_summary
+
+    assert record_summary({"schedule": "1.5 | 1.5", "label_kept_given": ["flat_photo", "flat_photo"]}) == (
+        "kept as given: a flat photo | kept as given: a flat photo")
+    assert record_summary({"schedule": "0.5,1 | 1+regions 0.25,0.5", "label_kept_given": [None, None]}) == (
+        "stages 0.5,1 | stages 1+regions 0.25,0.5")
+    assert record_summary({"schedule": "0.5,1.5", "kept_given": "noise_photo"}) == "kept as given: a photo of noise"
+    assert record_summary({"schedule": "0.5,1", "kept_given": None}) == "stages 0.5,1"
+
+
+def test_batch_log_of_a_label_map_on_a_flat_photo(tiny_weights: Path, tmp_path: Path) -> None:
+    photo = np.full((120, 160, 3), 90, np.uint8)
+    ids = np.zeros((120, 160), np.uint8)
+    ids[10:50, 10:60], ids[60:110, 40:120] = 1, 2
+    cv2.imwrite(str(tmp_path / "a.png"), photo)
+    cv2.imwrite(str(tmp_path / "a_mask.png"), ids)
+    result = CliRunner().invoke(app, ["batch", str(tmp_path), "-o", str(tmp_path / "out"), "--mode", "labels",
+                                      "-w", str(tiny_weights), "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "a: kept as given: a flat photo | kept as given: a flat photo" in result.stderr
+
+
+def test_time_and_eval_records_name_kept_given(tiny_weights: Path) -> None:
+    """``crm time``'s record (``evaluation.time_refine``) and ``crm eval``'s images carry the reason too."""
+    from crm_cli import Refiner
+    from crm_cli.evaluation import Sample, evaluate, time_refine
+
+    refiner = Refiner(tiny_weights, device="cpu")
+    flat = np.full((120, 160, 3), 90, np.uint8)
+    mask = (disc_mask(120, 160, 30) * 255).astype(np.uint8)
+    assert time_refine(refiner, flat, mask, repeat=1)["kept_given"] == "flat_photo"
+    sample = Sample(name="flat", image=flat, coarse=mask, gt=mask > 128)
+    (image,) = evaluate(refiner, [sample]).images
+    assert image["kept_given"] == "flat_photo" and image["refined_iou"] == 1.0

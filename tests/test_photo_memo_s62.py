@@ -145,3 +145,63 @@ def test_refine_many_is_refine_of_each_mask(tiny_weights: Path) -> None:
     assert refiner.refine_many(photo, []) == []
     with pytest.raises(SizeMismatchError, match="mask size 20x10"):
         refiner.refine_many(photo, [gt, np.zeros((10, 20), np.uint8)])
+
+
+def test_refine_many_keeps_the_photo_s_work_for_a_read_only_photo_on_torch(tiny_weights: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's find: the torch path copies a read-only photo (``np.asarray`` of a PIL image) on every
+    refinement, so the memo never saw the same array twice; refine_many and refine_labels copy it once."""
+    from PIL import Image
+
+    import crm_cli.engine as engine
+    import crm_cli.photo_memo as photo_memo
+    import crm_cli.schedule as schedule
+    from crm_cli import Refiner
+
+    photo, gt = synthetic_scene(160, 200, seed=5)
+    refiner = Refiner(tiny_weights, device="cpu", backend="torch")
+    computed: list[object] = []
+    real = photo_memo.memoized
+
+    def counting(image: np.ndarray, key: object, compute):  # noqa: ANN001, ANN202
+        return real(image, key, lambda: computed.append(key) or compute())
+
+    monkeypatch.setattr(engine, "memoized", counting)
+    monkeypatch.setattr(schedule, "memoized", counting)
+    read_only = np.asarray(Image.fromarray(photo))
+    assert not read_only.flags.writeable
+    masks = [gt, np.roll(gt, 7, axis=0), np.roll(gt, 7, axis=1)]
+    refiner.refine_many(read_only, masks)
+    assert computed and len(computed) == len(set(computed))  # each photo-only result worked out once
+    computed.clear()
+    ids = np.zeros(gt.shape, np.uint8)
+    ids[gt > 0], ids[5:40, 5:60] = 1, 2
+    refine_labels(refiner, read_only, ids)
+    assert computed and len(computed) == len(set(computed))
+    assert not read_only.flags.writeable  # the caller's array is left as it was
+
+
+def test_eval_scores_a_soft_output_whose_largest_level_is_one_as_levels(tiny_weights: Path) -> None:
+    """``binarize`` reads an integer mask holding only 0 and 1 as a 0/1 mask (a file's convention), but a
+    rendered soft output is 8-bit levels whatever its largest: ``crm eval`` cuts it at > 128 itself."""
+    from crm_cli.evaluation import Sample, evaluate, soft_foreground
+
+    np.testing.assert_array_equal(soft_foreground(np.array([[0, 1, 128, 129]], np.uint8)), [[0, 0, 0, 1]])
+
+    class Faint:
+        """A refiner whose answer is 0.003 (level 1 of 255) in a corner, nothing elsewhere."""
+
+        device_type = "cpu"
+
+        def refine_detailed(self, image, mask, ratios=None, keep_stages=False, preset=None):  # noqa: ANN001, ANN201
+            from crm_cli.engine import RefineResult
+
+            probability = np.zeros(mask.shape, np.float32)
+            probability[:30, :30] = 0.003
+            return RefineResult(probability=probability, ratios=(1.0,))
+
+    gt = np.zeros((100, 100), bool)
+    gt[60:80, 60:80] = True
+    sample = Sample(name="faint", image=np.zeros((100, 100, 3), np.uint8), coarse=gt.astype(np.uint8) * 255, gt=gt)
+    (image,) = evaluate(Faint(), [sample]).images
+    assert image["refined_iou"] == 0.0  # nothing over level 128 (the 900 corner pixels would make it 0.083)

@@ -877,5 +877,7 @@ class Refiner:
         image and gradients, its resized copy for each stage on the onnx backend) is worked out once
         (``photo_memo.same_photo``). Raises what :meth:`refine` raises, at the first mask that fails."""
         image = check_rgb_image(image)  # the one array every refinement is given, as the memo needs
+        if not image.flags.writeable:  # the torch path would copy it per mask (np.asarray of a PIL image)
+            image = image.copy()
         with same_photo(image):
             return [self.refine(image, mask, **settings) for mask in masks]

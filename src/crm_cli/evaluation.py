@@ -165,11 +165,15 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
             refined = render_output("soft", sample.coarse if detail is None else detail.probability,
                                     threshold=threshold)
             coarse = sample.coarse if sample.coarse_scoring is None else sample.coarse_scoring
-            before, after = score_pair(coarse, sample.gt, sample.name), score_pair(refined, sample.gt, sample.name)
+            # The rendered soft mask is 8-bit levels even when its largest is 1, which binarize would
+            # take for a 0/1 mask: it is cut at > 128 here.
+            before, after = score_pair(coarse, sample.gt, sample.name), score_pair(soft_foreground(refined), sample.gt,
+                                                                                   sample.name)
             stage_scores = []  # (ratio, score); none without per_stage
             for k, (ratio, stage) in enumerate(zip(detail.ratios, detail.stages, strict=False) if detail else ()):
                 if k not in detail.skipped_stages:  # a stage skipped for size holds the mask it was given
-                    stage_scores.append((ratio, score_pair(render_output("soft", stage, threshold=threshold),
+                    stage_scores.append((ratio, score_pair(soft_foreground(render_output("soft", stage,
+                                                                                         threshold=threshold)),
                                                            sample.gt, sample.name)))
             if on_sample is not None:
                 on_sample(sample, refined)
@@ -198,6 +202,12 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
         for ratio, stage_score in stage_scores:
             result.stages_by_ratio.setdefault(float(ratio), DatasetScore()).add(stage_score)
     return result
+
+
+def soft_foreground(levels: np.ndarray) -> np.ndarray:
+    """The foreground of a rendered 8-bit soft mask (``outputs.render_output``): levels over 128, as
+    ``masks.binarize`` cuts 8-bit values, but never read as a 0/1 mask when its largest level is 1."""
+    return np.asarray(levels) > 128
 
 
 def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Preset | str | None = None,
@@ -240,7 +250,7 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     return {
         "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
         "regions": list(result.regions), "schedule": result.schedule, "snap_px": result.snap_px,
-        "by_partner": result.by_partner,
+        "by_partner": result.by_partner, "kept_given": result.kept_given,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": None if (peak := peak_rss_mb()) is None else round(peak, 1),

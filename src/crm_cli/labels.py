@@ -73,7 +73,11 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         The recombined label map, same shape and dtype as ``label_values``.
     """
     values = _check_label_map(label_values)
-    image = np.ascontiguousarray(image)  # the engine's own form of it, so that its photo-only work is kept
+    # The engine's own form of the photo (contiguous, writeable: the torch path copies a read-only one),
+    # so that every id's refinement gets this very array and its photo-only work is kept.
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:
+        image = image.copy()
     check_mask_fits(values.shape, image.shape)
     present = label_ids(values) if present is None else list(present)
     targets = present if labels is None else select_labels(present, labels)[0]

@@ -6,11 +6,11 @@ This layer knows about files and output kinds; the engine knows only arrays.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class StageRun:
 
     @property
     def summary(self) -> str:
-        """What ran, for a log line: its stages, or why none did (``kept as given: flat photo``)."""
+        """What ran, for a log line: its stages, or why none did (``kept as given: a flat photo``)."""
         if self.kept_given is None:
             return f"stages {self.text}"
         return f"kept as given: {KEPT_GIVEN_TEXT[self.kept_given]}"
@@ -424,6 +424,15 @@ def schedule_label(runs: Sequence[StageRun]) -> str:
 
 
 def runs_summary(runs: Sequence[StageRun]) -> str:
-    """What ran, for a log line: ``stages 0.5,1``, ``kept as given: flat photo``; a label map's
+    """What ran, for a log line: ``stages 0.5,1``, ``kept as given: a flat photo``; a label map's
     runs joined with ``" | "`` (``stages 0.5,1 | stages 1``)."""
     return " | ".join(run.summary for run in runs)
+
+
+def record_summary(record: Mapping[str, Any]) -> str:
+    """:func:`runs_summary` of a pair's ``--json`` record (``cli.checks.schedule_fields``: its
+    ``schedule``, and ``kept_given`` or a label map's ``label_kept_given``), for batch's log line."""
+    texts = str(record["schedule"]).split(" | ")
+    reasons = record.get("label_kept_given") or [record.get("kept_given")] * len(texts)
+    return " | ".join(f"stages {text}" if reason is None else f"kept as given: {KEPT_GIVEN_TEXT[reason]}"
+                      for text, reason in zip(texts, reasons, strict=True))

@@ -833,12 +833,10 @@ def batch(
                 warn_pair(pair, text, progress.console, show=ray_address is not None)
             if outcome["status"] == "failed":
                 report_failure(f"{pair.name}: ", outcome["error"], progress.console)
-            elif outcome.get("kept_given") and not quiet:
-                from ..pipeline import KEPT_GIVEN_TEXT
-
-                say(f"{pair.name}: kept as given: {KEPT_GIVEN_TEXT[outcome['kept_given']]}", progress.console)
             elif outcome.get("schedule") and not quiet:
-                say(f"{pair.name}: stages {outcome['schedule']}", progress.console)
+                from ..pipeline import record_summary
+
+                say(f"{pair.name}: {record_summary(outcome)}", progress.console)
             if outcome["status"] == "in_progress":  # named as the user gave the folder
                 outcome["lock"] = str(lock_path(output_dir / pair.relative_output))
             finished_jobs[index] = {"name": pair.name, "image": str(pair.image), "mask": str(pair.mask),
