@@ -35,6 +35,7 @@ import numpy as np
 from script_errors import one_line_errors
 from sizes import sizes
 
+from crm_cli.evaluation import soft_foreground
 from crm_cli.metrics import score_pair
 from crm_cli.synthetic import synthetic_scene
 
@@ -165,7 +166,7 @@ def score_case(refine: Callable[[np.ndarray, np.ndarray], np.ndarray], case: Cas
     """The row of one case: its name, size, and the refined mask's IoU and mBA (percent) against the
     given mask, and whether it counts as harmed."""
     refined = np.clip(np.round(refine(case.photo, case.mask) * 255), 0, 255).astype(np.uint8)
-    score = score_pair(refined > 128, case.mask)  # 8-bit levels, even where the largest is 1
+    score = score_pair(soft_foreground(refined), case.mask)
     iou, mba = 100 * score.iou, 100 * (score.mba if score.mba is not None else 1.0)
     height, width = case.mask.shape
     return {"case": case.name, "size": f"{width}x{height}", "iou": round(iou, 2), "mba": round(mba, 2),

@@ -57,7 +57,7 @@ from .guard import (
     region_changes,
 )
 from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary, strict_probability, weak_mask_note
-from .photo_memo import memoized, same_photo
+from .photo_memo import held_photo, memoized, same_photo
 from .photo_noise import photo_is_noise
 from .presets import Preset, get_preset
 from .runtime import numpy_pages_unadvised, release_free_heap, usable_threads
@@ -876,8 +876,6 @@ class Refiner:
         order. What the refinement reads of the photo alone (whether it is flat or noise, its grey
         image and gradients, its resized copy for each stage on the onnx backend) is worked out once
         (``photo_memo.same_photo``). Raises what :meth:`refine` raises, at the first mask that fails."""
-        image = check_rgb_image(image)  # the one array every refinement is given, as the memo needs
-        if not image.flags.writeable:  # the torch path would copy it per mask (np.asarray of a PIL image)
-            image = image.copy()
+        image = held_photo(check_rgb_image(image))
         with same_photo(image):
             return [self.refine(image, mask, **settings) for mask in masks]

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .masks import check_mask_fits
-from .photo_memo import same_photo
+from .photo_memo import held_photo, same_photo
 
 BACKGROUND = 0
 FOREGROUND_MIN = 0.5  # a pixel keeps a label only when its best probability reaches this
@@ -73,11 +73,7 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
         The recombined label map, same shape and dtype as ``label_values``.
     """
     values = _check_label_map(label_values)
-    # The engine's own form of the photo (contiguous, writeable: the torch path copies a read-only one),
-    # so that every id's refinement gets this very array and its photo-only work is kept.
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:
-        image = image.copy()
+    image = held_photo(image)  # every id's refinement gets this very array: its photo-only work is kept
     check_mask_fits(values.shape, image.shape)
     present = label_ids(values) if present is None else list(present)
     targets = present if labels is None else select_labels(present, labels)[0]

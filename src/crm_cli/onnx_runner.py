@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .checkpoint import WeightsError
 from .config import ArchConfig
 from .errors import count_noun, first_line
 from .photo_memo import memoized
-from .resampling import pad_stage_input, resize_probability
+from .resampling import pad_stage_input, resize_probability, stage_photo
 from .roi import band_to_stage_array, roi_band_array
 from .runtime import available_cpus, quota_limited_threads, usable_threads
 from .schedule import stage_size
@@ -299,22 +298,18 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def padded_stage_rgb(image: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
-    """The (H, W, 3) uint8 photo resized to a stage's (height, width) (area average when shrinking,
-    bilinear when enlarging) and padded as a stage input (``resampling.pad_stage_input``)."""
-    height, width = image.shape[:2]
-    if stage_hw != (height, width):
-        interpolation = cv2.INTER_AREA if stage_hw[0] < height else cv2.INTER_LINEAR
-        image = cv2.resize(image, stage_hw[::-1], interpolation=interpolation)
-    return pad_stage_input(np.ascontiguousarray(image))
+    """The (H, W, 3) uint8 photo at a stage's (height, width) (``resampling.stage_photo``), padded as
+    a stage input (``resampling.pad_stage_input``)."""
+    return pad_stage_input(np.ascontiguousarray(stage_photo(image, stage_hw)))
 
 
 class ArrayStageInput:
     """A padded stage input held as uint8 RGB plus the float mask (NumPy twin of ``stages.StageInput``)."""
 
-    def __init__(self, rgb: np.ndarray, mask: np.ndarray, input_norm: tuple[Sequence[float], Sequence[float]],
-                 padded: bool = False) -> None:
-        """``rgb`` at the stage's size, or already padded (``padded``: :func:`padded_stage_rgb`)."""
-        self.rgb = rgb if padded else pad_stage_input(np.ascontiguousarray(rgb))
+    def __init__(self, rgb: np.ndarray, mask: np.ndarray, input_norm: tuple[Sequence[float], Sequence[float]]) -> None:
+        """``rgb``: the photo already padded (:func:`padded_stage_rgb`, which a label map's ids share);
+        ``mask`` at the stage's size, padded here."""
+        self.rgb = rgb
         self.mask = pad_stage_input(mask)
         self.mean = np.asarray(input_norm[0], np.float32)
         self.std = np.asarray(input_norm[1], np.float32)
@@ -495,7 +490,8 @@ class OnnxStageRunner(TiledRunner):
         """
         self._latent_store = None
         try:
-            smallest = ArrayStageInput(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.float32), self.input_norm)
+            smallest = ArrayStageInput(padded_stage_rgb(np.zeros((1, 1, 3), np.uint8), (1, 1)),
+                                       np.zeros((1, 1), np.float32), self.input_norm)
             height, width = smallest.shape
             self.session.run(None, {"x": smallest.crop(0, height, 0, width)}, arena_shrink_options())
         except Exception:  # noqa: BLE001 - housekeeping: nothing of the caller's depends on it
@@ -544,7 +540,7 @@ class OnnxStageRunner(TiledRunner):
         if float(stage_mask.min()) == 1.0:
             return np.ones(target_hw, np.float32), StageTiming(ratio, 0.0, 0.0)
         x = ArrayStageInput(memoized(image, ("padded_stage_rgb", hs, ws), lambda: padded_stage_rgb(image, (hs, ws))),
-                            stage_mask, self.input_norm, padded=True)
+                            stage_mask, self.input_norm)
         decoder = self.decoder
         if roi:
             prob = np.array(resize_probability(mask, target_hw), dtype=np.float32, copy=True, order="C")

@@ -46,6 +46,14 @@ def same_photo(photo: np.ndarray) -> Iterator[PhotoMemo]:
         _ACTIVE.reset(token)
 
 
+def held_photo(image: np.ndarray) -> np.ndarray:
+    """``image`` as the one array several refinements can share, so that the memo applies: contiguous
+    (the engine's own form) and writeable (the torch path copies a read-only photo, such as
+    ``np.asarray`` of a PIL image, on every refinement); itself when it is both already."""
+    image = np.ascontiguousarray(image)
+    return image if image.flags.writeable else image.copy()
+
+
 def memoized(photo: np.ndarray, key: Hashable, compute: Callable[[], T]) -> T:
     """``compute()``, kept under ``key`` when ``photo`` is the open :func:`same_photo` context's photo.
 

@@ -64,10 +64,13 @@ class StageRun:
 
     @property
     def summary(self) -> str:
-        """What ran, for a log line: its stages, or why none did (``kept as given: a flat photo``)."""
-        if self.kept_given is None:
-            return f"stages {self.text}"
-        return f"kept as given: {KEPT_GIVEN_TEXT[self.kept_given]}"
+        """What ran, for a log line (:func:`run_text`)."""
+        return run_text(self.text, self.kept_given)
+
+
+def run_text(schedule: str, kept_given: str | None) -> str:
+    """A refinement's log text: ``stages 0.5,1``, or why none ran (``kept as given: a flat photo``)."""
+    return f"stages {schedule}" if kept_given is None else f"kept as given: {KEPT_GIVEN_TEXT[kept_given]}"
 
 
 @dataclass
@@ -434,5 +437,4 @@ def record_summary(record: Mapping[str, Any]) -> str:
     ``schedule``, and ``kept_given`` or a label map's ``label_kept_given``), for batch's log line."""
     texts = str(record["schedule"]).split(" | ")
     reasons = record.get("label_kept_given") or [record.get("kept_given")] * len(texts)
-    return " | ".join(f"stages {text}" if reason is None else f"kept as given: {KEPT_GIVEN_TEXT[reason]}"
-                      for text, reason in zip(texts, reasons, strict=True))
+    return " | ".join(run_text(text, reason) for text, reason in zip(texts, reasons, strict=True))

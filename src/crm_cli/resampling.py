@@ -194,6 +194,16 @@ def resize_probability(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def stage_photo(image: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) uint8 photo at a stage's (height, width): area average when shrinking, bilinear
+    when enlarging (the photo itself when the sizes agree). Both stage runners' photo input."""
+    height = image.shape[0]
+    if tuple(stage_hw) == image.shape[:2]:
+        return image
+    interpolation = cv2.INTER_AREA if stage_hw[0] < height else cv2.INTER_LINEAR
+    return cv2.resize(image, (stage_hw[1], stage_hw[0]), interpolation=interpolation)
+
+
 def pad_stage_input(values: np.ndarray, pad: int = 32, multiple: int = 16) -> np.ndarray:
     """Pad (H, W) or (H, W, C) to multiples of ``multiple``: ``pad`` on top/left, at least ``pad`` on bottom/right.
 

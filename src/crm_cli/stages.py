@@ -12,12 +12,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRECISION_NAMES
+from .resampling import stage_photo
 from .roi import band_to_stage_input, roi_band
 from .schedule import stage_size
 from .stage_geometry import (
@@ -187,12 +187,7 @@ class StageRunner(TiledRunner):
             return torch.zeros(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
         if float(stage_mask.min()) == 1.0:
             return torch.ones(1, 1, *target_hw, device=self.device), StageTiming(ratio, 0.0, 0.0)
-        if (hs, ws) != (height, width):
-            interpolation = cv2.INTER_AREA if hs < height else cv2.INTER_LINEAR
-            stage_rgb = cv2.resize(image, (ws, hs), interpolation=interpolation)
-        else:
-            stage_rgb = image
-        x = StageInput(stage_rgb, stage_mask, self.device, self.model.config.input_norm)
+        x = StageInput(stage_photo(image, (hs, ws)), stage_mask, self.device, self.model.config.input_norm)
         decoder = self.model.decoder
         if roi:
             prob = resize_probability(mask, target_hw).clone()
