@@ -15,6 +15,10 @@ DEFAULT_RATIOS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 # scenes (the shipped example and synthetic ones) refinement lost IoU against the ground truth on
 # average at 64 px (-0.3) and 48 px (-2.0) and gained from 96 px up (+0.7; +2.1 at 128 px).
 MIN_REFINE_SIDE = 96
+# Why a pair's mask was written as given without the model (the records' "kept_given", beside
+# engine.KEPT_GIVEN_REASONS): its photo is under MIN_REFINE_SIDE, or it is a label map holding none of the
+# ids asked for.
+PASSED_THROUGH_REASONS = ("small_photo", "no_label")
 # What `refine` can write, and how a mask is read (auto detects label maps). Kept here, free of
 # heavy imports, so the CLI builds its choices without loading numpy or OpenCV.
 OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")

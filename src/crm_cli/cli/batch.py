@@ -565,7 +565,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             write_png(job["output"], result.output, result.palette, result.icc_profile, made_with,
                       result.transparency)
             outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
-                                       "passthrough": bool(job.get("passthrough")), **schedule_fields(result)}
+                                       "passthrough": bool(job.get("passthrough")),
+                                       **schedule_fields(result, bool(job.get("passthrough")))}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped

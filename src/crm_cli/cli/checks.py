@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import MIN_REFINE_SIDE
+from ..config import MIN_REFINE_SIDE, PASSED_THROUGH_REASONS
 from .output import fail, require_stdout
 
 if TYPE_CHECKING:
@@ -385,14 +385,15 @@ def passthrough_pair(image: Any, mask: Any, *, mode: str, output_kind: str, thre
                       takes_photo_bits=photo.takes_photo_bits)
 
 
-def schedule_fields(result: Any) -> dict[str, Any]:
+def schedule_fields(result: Any, passthrough: bool = False) -> dict[str, Any]:
     """JSON fields naming the stages a ``pipeline.PairResult`` ran (per label for label maps);
-    ``kept_given`` says why none ran and the mask came back as given (``engine.KEPT_GIVEN_REASONS``),
-    null when they ran."""
+    ``kept_given`` says why none ran and the mask came back as given (``engine.KEPT_GIVEN_REASONS``,
+    or ``config.PASSED_THROUGH_REASONS`` for a result that never reached the model: ``passthrough`` for
+    a photo too small, else a label map with no id to refine), null when they ran."""
     from ..pipeline import schedule_label
 
     if not result.runs:
-        return {"schedule": None}
+        return {"schedule": None, "kept_given": PASSED_THROUGH_REASONS[0 if passthrough else 1]}
     fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored,
                               "kept_coarse": result.kept_coarse}
     if result.mode == "labels":

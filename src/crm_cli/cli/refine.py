@@ -184,7 +184,7 @@ def refine(
             "image": str(image), "mask": str(mask), "output": str(output), "status": "ok", "mode": result.mode,
             "seconds": round(result.seconds, 4), "device": device_name, "passthrough": passthrough,
             "width": int(result.output.shape[1]), "height": int(result.output.shape[0]),
-            "preset": options.preset_name, **schedule_fields(result), "warnings": shown,
+            "preset": options.preset_name, **schedule_fields(result, passthrough), "warnings": shown,
         })
 
 
