@@ -15,13 +15,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import make_tiny_model, synthetic_scene
 from reference_decoder import naive_decode
 
 from crm_cli.model import ImplicitDecoder
 from crm_cli.onnx_runner import NumpyDecoder, OnnxStageRunner, sigmoid
-from crm_cli.roi import band_to_stage_array, roi_band_array
+from crm_cli.roi import _band_to_stage_tensor, band_to_stage_array, roi_band_array
 from crm_cli.stage_geometry import STAGE_PAD, TiledRunner, encode_windows, tile_windows
 
 LATENT = 24
@@ -167,15 +166,9 @@ def test_roi_band_thresholds_by_hand() -> None:
 
 
 def gpu_band_to_stage(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int], pad: int) -> np.ndarray:
-    """roi.band_to_stage_input's non-CPU formula (adaptive max-pool or nearest, max-pool dilation), run on the CPU."""
-    x = torch.from_numpy(band)[None, None].float()
-    if stage_hw[0] <= band.shape[0] or stage_hw[1] <= band.shape[1]:
-        small = F.adaptive_max_pool2d(x, stage_hw)[0, 0] > 0
-    else:
-        small = F.interpolate(x, size=stage_hw, mode="nearest")[0, 0] > 0
-    padded = torch.zeros(padded_hw, dtype=torch.bool)
-    padded[pad:pad + stage_hw[0], pad:pad + stage_hw[1]] = small
-    return (F.max_pool2d(padded.float()[None, None], 9, stride=1, padding=4)[0, 0] > 0).numpy()
+    """roi.band_to_stage_input's non-CPU way (adaptive max-pool or the shared nearest indices, max-pool
+    dilation), run on the CPU."""
+    return _band_to_stage_tensor(torch.from_numpy(band), stage_hw, padded_hw, pad).numpy()
 
 
 BAND_CASES = [((90, 120), (45, 60)), ((97, 61), (23, 20)), ((40, 50), (40, 50)), ((24, 30), (45, 61)),
@@ -187,7 +180,7 @@ BAND_CASES = [((90, 120), (45, 60)), ((97, 61), (23, 20)), ((40, 50), (40, 50)),
 @pytest.mark.parametrize(("band_hw", "stage_hw"), BAND_CASES)
 def test_band_to_stage_array_equals_the_gpu_formula(band_hw, stage_hw) -> None:  # noqa: ANN001
     """The CPU band map (INTER_AREA > 0, nearest indices, +4 px) equals the GPU one (adaptive max-pool,
-    torch nearest, 9x9 max-pool): both backends encode the same tiles."""
+    the same nearest indices, 9x9 max-pool): both backends encode the same tiles."""
     rng = np.random.default_rng(band_hw[0])
     band = rng.random(band_hw) > 0.93
     padded_hw = (2 * padded_cells(stage_hw[0]), 2 * padded_cells(stage_hw[1]))

@@ -104,12 +104,20 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     slower at 4K and was a third of the whole refinement's time.
     """
     import torch
-    import torch.nn.functional as F
 
     if radius <= 0:
         return mask.clone()
     if mask.device.type == "cpu":
         return torch.from_numpy(dilate_array(mask.numpy(), radius))
+    return _pooled_dilation(mask, radius)
+
+
+def _pooled_dilation(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """:func:`dilate` by torch's max-pool, on any device (the GPU's way; tests run it on the CPU)."""
+    import torch.nn.functional as F
+
+    if radius <= 0:
+        return mask.clone()
     pooled = F.max_pool2d(mask.float()[None, None], 2 * radius + 1, stride=1, padding=radius)
     return pooled[0, 0] > 0
 
@@ -120,21 +128,34 @@ def roi_band(prob: torch.Tensor, radius: int) -> torch.Tensor:
 
     if prob.device.type == "cpu":
         return torch.from_numpy(roi_band_array(prob.numpy(), radius))
-    return _band(prob, radius, dilate)
+    return _band(prob, radius, _pooled_dilation)
 
 
 def band_to_stage_input(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
                         pad: int) -> torch.Tensor:
     """:func:`band_to_stage_array` for a bool tensor, on any device."""
     import torch
-    import torch.nn.functional as F
 
     if band.device.type == "cpu":
         return torch.from_numpy(band_to_stage_array(band.numpy(), stage_hw, padded_hw, pad))
-    if pools_band(band.shape, stage_hw):
+    return _band_to_stage_tensor(band, stage_hw, padded_hw, pad)
+
+
+def _band_to_stage_tensor(band: torch.Tensor, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
+                          pad: int) -> torch.Tensor:
+    """:func:`band_to_stage_array` in torch, on any device (the GPU's way; tests run it on the CPU).
+    The nearest indices are the NumPy path's own: torch's "nearest" works out its scale in float32 and
+    picks another source index for some sizes (752 size pairs under 60 -> 400), which would encode
+    other tiles on a GPU than on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    if pools_band(tuple(band.shape), stage_hw):
         small = F.adaptive_max_pool2d(band[None, None].float(), stage_hw)[0, 0] > 0
     else:
-        small = F.interpolate(band[None, None].float(), size=stage_hw, mode="nearest")[0, 0] > 0
+        rows, cols = (torch.from_numpy(_nearest_indices(n_out, n_in)).to(band.device)
+                      for n_out, n_in in zip(stage_hw, band.shape, strict=True))
+        small = band[rows][:, cols]
     padded = torch.zeros(padded_hw, dtype=torch.bool, device=band.device)
     padded[pad:pad + stage_hw[0], pad:pad + stage_hw[1]] = small
-    return dilate(padded, 4)
+    return _pooled_dilation(padded, 4)
