@@ -59,7 +59,8 @@ class Painter:
         self._set(window, inside, value)
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, value: bool = True) -> None:
-        """Fill the axis-aligned box [x0, x1) x [y0, y1)."""
+        """Fill the axis-aligned box [x0, x1] x [y0, y1]: the sub-pixels whose centres lie inside it or on
+        its edges (corners on the sub-pixel grid put no centre on an edge, so its alpha sum is its area)."""
         self.convex(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), value)
 
     def bar(self, p0: Sequence[float], p1: Sequence[float], width: float, value: bool = True) -> None:
