@@ -44,6 +44,7 @@ coarse mask (the engine applies it). Pure NumPy/OpenCV, no torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -321,8 +322,9 @@ class FinalStage:
             raise ValueError(f"unknown 'final_stage' key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         values = {**cls().__dict__, **hints}
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"'final_stage' {name} must be a number >= 0, not {value!r}")
+            # Python's json reads NaN and Infinity: a sidecar can hold them, and no limit here takes them.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"'final_stage' {name} must be a number >= 0 (finite), not {value!r}")
         if values["scale"] < 1:
             raise ValueError(f"'final_stage' scale must be at least 1, not {values['scale']!r}")
         if values["min_change_confidence"] > 1:
