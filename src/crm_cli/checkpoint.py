@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ArchConfig, Provenance
-from .errors import first_line
+from .errors import first_line, os_reason
 
 if TYPE_CHECKING:
     from .schedule import FinalStage
@@ -164,6 +164,8 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         data = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{side}: the sidecar is not valid JSON ({exc})") from None
+    except OSError as exc:  # a folder of that name, or a file this user may not read
+        raise WeightsError(f"{side}: the sidecar cannot be read ({os_reason(exc)})") from None
     if not isinstance(data, dict):
         raise WeightsError(f"{side}: the sidecar must hold a JSON object, not {type(data).__name__}")
     return data
