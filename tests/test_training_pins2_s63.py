@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import TINY_ARCH, write_training_pairs
+from test_training_pins_s63 import _options as first_review_options
 
 from crm_cli.training.options import TrainOptions
 
@@ -22,12 +23,8 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _options(data_dir: Path, out: Path, **changes: object) -> TrainOptions:
-    options = TrainOptions(data=str(data_dir), out=str(out), steps=4, batch=1, seed=7, val_every=1000,
-                           ckpt_every=1000, val_images=1, arch=dict(TINY_ARCH, dropout=0.2), query_window=32,
-                           init="random")
-    for name, value in changes.items():
-        setattr(options, name, value)
-    return options
+    """The first review's tiny run (test_training_pins_s63), validated on one pair."""
+    return first_review_options(data_dir, out, **{"val_images": 1, **changes})
 
 
 # ---------------------------------------------------------------------------------------------- cli
