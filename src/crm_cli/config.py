@@ -18,7 +18,8 @@ MIN_REFINE_SIDE = 96
 # Why a pair's mask was written as given without the model (the records' "kept_given", beside
 # engine.KEPT_GIVEN_REASONS): its photo is under MIN_REFINE_SIDE, or it is a label map holding none of the
 # ids asked for.
-PASSED_THROUGH_REASONS = ("small_photo", "no_label")
+SMALL_PHOTO, NO_LABEL = "small_photo", "no_label"
+PASSED_THROUGH_REASONS = (SMALL_PHOTO, NO_LABEL)
 # What `refine` can write, and how a mask is read (auto detects label maps). Kept here, free of
 # heavy imports, so the CLI builds its choices without loading numpy or OpenCV.
 OUTPUT_KINDS: tuple[str, ...] = ("soft", "soft16", "binary", "cutout", "overlay")

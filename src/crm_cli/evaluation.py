@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import PASSED_THROUGH_REASONS
+from .config import SMALL_PHOTO
 from .metrics import DatasetScore, score_pair
 from .pairing import FilePair
 from .presets import Preset
@@ -197,7 +197,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "change_confidence": None if detail is None else detail.change_confidence,
                               "snap_px": 0 if detail is None else detail.snap_px,
                               "by_partner": detail is not None and detail.by_partner,
-                              "kept_given": PASSED_THROUGH_REASONS[0] if detail is None else detail.kept_given,
+                              "kept_given": SMALL_PHOTO if detail is None else detail.kept_given,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
         for ratio, stage_score in stage_scores:

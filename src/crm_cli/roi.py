@@ -105,8 +105,6 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """
     import torch
 
-    if radius <= 0:
-        return mask.clone()
     if mask.device.type == "cpu":
         return torch.from_numpy(dilate_array(mask.numpy(), radius))
     return _pooled_dilation(mask, radius)

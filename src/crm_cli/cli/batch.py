@@ -540,7 +540,8 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
             # or upsamples by nearest neighbour), and decoded once. Its reading notes ride on it, to be
             # listed after the photo's, as crm refine lists them (pipeline.read_photo_pair).
             decoded = None if record is None else mask_keeping_notes(job["mask"], job["mask_name"])
-            if job.get("passthrough"):
+            passthrough = bool(job.get("passthrough"))
+            if passthrough:
                 result = passthrough_pair(job["image"], job["mask"], mode=mode, output_kind=output_kind,
                                           threshold=threshold, image_name=job["image_name"],
                                           mask_name=job["mask_name"], decoded_mask=decoded, photo_bits=photo_bits,
@@ -557,16 +558,14 @@ def refine_pair_job(refiner: Any, job: dict[str, Any], *, settings: Any, mode: s
                 warn(note if named else f"{job['name']}: {note}")
             made_with = None
             if decoded is not None:  # decoded for the record only
-                passthrough = bool(job.get("passthrough"))
                 auto = result.mode if mode == "auto" else choose_mode(decoded, "auto", job["mask_name"])
                 held = decoded.label_ids if result.mode == "labels" and not passthrough else None
                 made_with = {SETTINGS_KEYWORD: record.stamp(result.mode, auto, passthrough, held,
                                                             result.takes_photo_bits)}
             write_png(job["output"], result.output, result.palette, result.icc_profile, made_with,
                       result.transparency)
-            outcome: dict[str, Any] = {"status": "ok", "mode": result.mode,
-                                       "passthrough": bool(job.get("passthrough")),
-                                       **schedule_fields(result, bool(job.get("passthrough")))}
+            outcome: dict[str, Any] = {"status": "ok", "mode": result.mode, "passthrough": passthrough,
+                                       **schedule_fields(result, passthrough)}
         except Exception as exc:  # noqa: BLE001 - a pair's own failure (pair_failure) is taken, the rest raised
             failure = pair_failure(exc)  # a MemoryError too: one image too large for the memory left
             if failure is None or stop_behind(exc):  # stop_behind: the command is being stopped

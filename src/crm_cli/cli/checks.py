@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import MIN_REFINE_SIDE, PASSED_THROUGH_REASONS
+from ..config import MIN_REFINE_SIDE, NO_LABEL, SMALL_PHOTO
 from .output import fail, require_stdout
 
 if TYPE_CHECKING:
@@ -393,7 +393,7 @@ def schedule_fields(result: Any, passthrough: bool = False) -> dict[str, Any]:
     from ..pipeline import schedule_label
 
     if not result.runs:
-        return {"schedule": None, "kept_given": PASSED_THROUGH_REASONS[0 if passthrough else 1]}
+        return {"schedule": None, "kept_given": SMALL_PHOTO if passthrough else NO_LABEL}
     fields: dict[str, Any] = {"schedule": schedule_label(result.runs), "guard_restored": result.guard_restored,
                               "kept_coarse": result.kept_coarse}
     if result.mode == "labels":
