@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .boxes import MIN_BOXED_ELEMENTS, Box, either_box, grown_box, nonzero_box, worth_boxing
 from .morphology import disc, thin_lines, wide_lines
 from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map, outline_sharpness
 
@@ -42,6 +43,10 @@ LINE_MIN_WIDE_AREA = 288
 # from the image's border, at most 0.91 (session 60; probes in HISTORY).
 LINE_MIN_SHARP_AREA = 480
 LINE_MIN_SHARPNESS = 3.3
+# The given mask's lines are looked for in its foreground's box grown by this much: more than the
+# widest filter that finds them (the 11x11 join of wide lines, then outline_sharpness's 4 px box and
+# its 7x7 window), so that a box's edge reads like the background beyond it.
+LINE_SEARCH_MARGIN = 24
 
 
 def certainty_pull(certainty: float) -> float:
@@ -115,6 +120,24 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     side = np.asarray(coarse).astype(bool)
     if prob.shape != side.shape:
         raise ValueError(f"probability {prob.shape} and coarse mask {side.shape} differ in size")
+    if prob.size >= MIN_BOXED_ELEMENTS:
+        # A pixel that is 0 in both maps leans its full 0.5 towards its side: never a candidate, and the
+        # distances of those that are need the boundary within twice free_px of them (candidate_distance).
+        box = either_box(prob, side)
+        if box is None:
+            return prob.copy(), 0
+        box = grown_box(box, int(np.ceil(2.0 * free_px)) + 2, prob.shape)
+        if worth_boxing(box, prob.shape):
+            out = np.zeros_like(prob)
+            out[box], restored = _guarded(prob[box], side[box], free_px, strength,
+                                          base[box] if np.ndim(base) else base)
+            return out, restored
+    return _guarded(prob, side, free_px, strength, base)
+
+
+def _guarded(prob: np.ndarray, side: np.ndarray, free_px: float, strength: float,
+             base: float | np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`apply_guard` on checked float32 ``prob`` and bool ``side`` maps of one shape."""
     sign = np.where(side, np.float32(1.0), np.float32(-1.0))
     # Only pixels that lean against their coarse side by more than the pull can flip or move; the
     # rest (the vast majority, far from the boundary) are left bit-identical.
@@ -316,17 +339,36 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
     if prob.shape != values.shape:
         raise ValueError(f"probability {prob.shape} and given mask {values.shape} differ in size")
     foreground = values > 0.5 if given_foreground is None else given_foreground
-    on_line, off_line = thin_lines(foreground, min_lone, min_area, min_wide_area)
-    if image is not None:
-        if image.shape[:2] != prob.shape:
-            raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
-        sharp_on, sharp_off = sharp_lines(image, foreground)
-        on_line |= sharp_on
-        off_line |= sharp_off
+    if image is not None and image.shape[:2] != prob.shape:
+        raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
+    window: Box = (slice(None), slice(None))
+    if prob.size >= MIN_BOXED_ELEMENTS:
+        # Every line lies within LINE_SEARCH_MARGIN of the given foreground (a background line is a gap
+        # in it), and beyond that margin the filters read as much background as on the whole photo.
+        box = nonzero_box(foreground)
+        if box is not None and worth_boxing(box := grown_box(box, LINE_SEARCH_MARGIN, prob.shape), prob.shape):
+            window = box
+    on_line, off_line = given_lines(foreground[window], min_lone, min_area, min_wide_area,
+                                    None if image is None else image[window])
     if not (on_line.any() or off_line.any()):
         return prob, 0
     out = prob.copy()
-    out[on_line] = np.maximum(prob[on_line], values[on_line])
-    out[off_line] = np.minimum(prob[off_line], values[off_line])
+    kept, refined, drawn = out[window], prob[window], values[window]
+    kept[on_line] = np.maximum(refined[on_line], drawn[on_line])
+    kept[off_line] = np.minimum(refined[off_line], drawn[off_line])
     lines = on_line | off_line
-    return out, int(np.count_nonzero((out[lines] > 0.5) != (prob[lines] > 0.5)))
+    return out, int(np.count_nonzero((kept[lines] > 0.5) != (refined[lines] > 0.5)))
+
+
+def given_lines(foreground: np.ndarray, min_lone: int = LINE_MIN_PIXELS, min_area: int = LINE_MIN_AREA,
+                min_wide_area: int | None = LINE_MIN_WIDE_AREA,
+                image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The lines :func:`keep_given_lines` keeps in a given mask's ``foreground`` (bool (H, W)): (the
+    foreground's, the background's) as bool (H, W) maps, those four to six pixels wide only with
+    ``image``."""
+    on_line, off_line = thin_lines(foreground, min_lone, min_area, min_wide_area)
+    if image is not None:
+        sharp_on, sharp_off = sharp_lines(image, foreground)
+        on_line |= sharp_on
+        off_line |= sharp_off
+    return on_line, off_line

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .boxes import nonzero_box
 from .masks import check_mask_fits
 from .photo_memo import held_photo, same_photo
 
@@ -89,10 +90,13 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
             prob = np.asarray(refiner.refine(image, coarse), dtype=np.float32)
             if prob.shape != values.shape:
                 raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
+            held = nonzero_box(prob)  # an id's probability is often zero but for its object's surroundings
+            if held is None:
+                continue
             # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.
-            better = prob > best_prob
-            best_prob[better] = prob[better]
-            best_label[better] = label
+            better = prob[held] > best_prob[held]
+            best_prob[held][better] = prob[held][better]
+            best_label[held][better] = label
     best_label[best_prob < FOREGROUND_MIN] = BACKGROUND
 
     editable = values == BACKGROUND

@@ -37,6 +37,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .boxes import MIN_BOXED_ELEMENTS, nonzero_box, worth_boxing
+
 __all__ = ["pad_stage_input", "resize_probability"]
 
 _F32 = np.float32
@@ -151,12 +153,66 @@ def _resample_columns(values: np.ndarray, index: np.ndarray, weight: np.ndarray)
     return out
 
 
+Taps = tuple[np.ndarray, np.ndarray]
+
+
+def _axis_reach(taps: Taps | None, held: slice) -> tuple[slice, slice, Taps | None] | None:
+    """Along one axis whose source is zero outside ``held``: (the outputs that read a held value, the
+    source those outputs read, their taps re-indexed into that source), or None when no output does.
+
+    Every output outside the first slice reads zeros only, and ``0 * w + 0 * w ...`` is exactly 0;
+    every output inside it is computed from the same taps in the same order as on the whole axis.
+    """
+    if taps is None:  # an axis that keeps its size: output i is source i
+        return held, held, None
+    index, weight = taps
+    reads = np.flatnonzero(((index >= held.start) & (index < held.stop)).any(axis=1))
+    if reads.size == 0:
+        return None
+    first, last = int(reads[0]), int(reads[-1]) + 1
+    index = index[first:last]
+    low, high = int(index.min()), int(index.max()) + 1
+    return slice(first, last), slice(low, high), (index - low, weight[first:last])
+
+
+def _separable(source: np.ndarray, rows: Taps | None, columns: Taps | None, columns_first: bool) -> np.ndarray:
+    """``source`` resampled along the axes whose taps are given, columns or rows first."""
+    if rows is None:
+        return source.copy() if columns is None else _resample_columns(source, *columns)
+    if columns is None:
+        return _resample_rows(source, *rows)
+    if columns_first:
+        return _resample_rows(_resample_columns(source, *columns), *rows)
+    return _resample_columns(_resample_rows(source, *rows), *columns)
+
+
+def _resample_held(source: np.ndarray, size: tuple[int, int], rows: Taps | None, columns: Taps | None,
+                   columns_first: bool) -> np.ndarray | None:
+    """:func:`_separable`'s result clipped to [0, 1], computed on the box where ``source`` is nonzero
+    (zeros elsewhere); None when the box reaches too many outputs to be worth it."""
+    box = nonzero_box(source)
+    if box is None:
+        return np.zeros(size, dtype=_F32)
+    reach_rows, reach_columns = _axis_reach(rows, box[0]), _axis_reach(columns, box[1])
+    if reach_rows is None or reach_columns is None:
+        return np.zeros(size, dtype=_F32)
+    out_rows, source_rows, box_rows = reach_rows
+    out_columns, source_columns, box_columns = reach_columns
+    if not worth_boxing((out_rows, out_columns), size):
+        return None
+    out = np.zeros(size, dtype=_F32)
+    held = _separable(source[source_rows, source_columns], box_rows, box_columns, columns_first)
+    np.clip(held, 0.0, 1.0, out=out[out_rows, out_columns])
+    return out
+
+
 def resize_probability(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a float32 (H, W) map to ``size`` = (height, width) like torch's bilinear, antialiased when shrinking.
 
     Matches ``F.interpolate(mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)`` where
     ``shrink`` is true when either axis gets smaller (then both axes use the antialiased kernel). Returns
-    ``values`` itself when the size is unchanged, else a new float32 array clipped to [0, 1].
+    ``values`` itself when the size is unchanged, else a new float32 array clipped to [0, 1]. A large map
+    that is zero outside a small box is resampled on the box alone (the same values).
     """
     if values.ndim != 2:
         raise ValueError(f"expected an (H, W) map, got shape {values.shape}")
@@ -175,21 +231,21 @@ def resize_probability(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # An axis that keeps its size is an exact copy in torch: skip it.
     rows = taps(in_height, height) if height != in_height else None
     columns = taps(in_width, width) if width != in_width else None
-
-    if rows is None:
-        out = _resample_columns(source, *columns)
-    elif columns is None:
-        out = _resample_rows(source, *rows)
-    else:
+    columns_first = True
+    if rows is not None and columns is not None:
         # Torch does columns first; the order only moves float32 rounding (~1e-7), so take the cheaper one.
-        # Column gathers cost about twice as much per element as contiguous row gathers.
+        # Column gathers cost about twice as much per element as contiguous row gathers. The choice is
+        # made on the whole map, so that a box's values are the whole map's.
         row_taps, column_taps = rows[0].shape[1], columns[0].shape[1]
-        columns_first = 2 * column_taps * in_height * width + row_taps * height * width
-        rows_first = row_taps * height * in_width + 2 * column_taps * height * width
-        if columns_first <= rows_first:
-            out = _resample_rows(_resample_columns(source, *columns), *rows)
-        else:
-            out = _resample_columns(_resample_rows(source, *rows), *columns)
+        columns_first = (2 * column_taps * in_height * width + row_taps * height * width
+                         <= row_taps * height * in_width + 2 * column_taps * height * width)
+
+    # A small object on a large photo (one id of a label map at 4K) costs its box, not the photo.
+    if max(source.size, height * width) >= MIN_BOXED_ELEMENTS:
+        held = _resample_held(source, (height, width), rows, columns, columns_first)
+        if held is not None:
+            return held
+    out = _separable(source, rows, columns, columns_first)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 

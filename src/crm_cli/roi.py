@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from .boxes import MIN_BOXED_ELEMENTS, Box, grown_box, nonzero_box, worth_boxing
+
 if TYPE_CHECKING:
     import torch
 
@@ -34,6 +36,17 @@ def dilate_array(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def roi_band_array(prob: np.ndarray, radius: int) -> np.ndarray:
     """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
+    if prob.size >= MIN_BOXED_ELEMENTS:
+        box = nonzero_box(prob)
+        if box is None:  # nothing uncertain and no boundary
+            return np.zeros(prob.shape, dtype=bool)
+        # Seeds lie within 1 px of a nonzero pixel, the band within radius of a seed; 2 px more keep the
+        # box's own edge out of both (there the complement's dilation would read the box's border).
+        box = grown_box(box, radius + 2, prob.shape)
+        if worth_boxing(box, prob.shape):
+            band = np.zeros(prob.shape, dtype=bool)
+            band[box] = _band(prob[box], radius, dilate_array)
+            return band
     return _band(prob, radius, dilate_array)
 
 
@@ -81,10 +94,47 @@ def _adaptive_any(band: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
     return pooled
 
 
+def _whole_multiples(band_hw: tuple[int, int], stage_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """Each axis's band pixels per stage cell, when the band is a whole multiple of the stage along both."""
+    if any(n_out < 1 or n_in % n_out for n_in, n_out in zip(band_hw, stage_hw, strict=True)):
+        return None
+    return band_hw[0] // stage_hw[0], band_hw[1] // stage_hw[1]
+
+
+def _boxed_band_to_stage(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
+                         pad: int) -> np.ndarray | None:
+    """:func:`band_to_stage_array` worked on the box of the band's pixels, when the band is a whole
+    multiple of its stage (a stage cell is then exactly a block of band pixels, and area averaging
+    is positive exactly where the block holds one); None when it does not apply or saves nothing."""
+    steps = _whole_multiples(band.shape, stage_hw)
+    if steps is None or band.size < MIN_BOXED_ELEMENTS:
+        return None
+    box = nonzero_box(band)
+    if box is None:
+        return np.zeros(padded_hw, dtype=bool)
+    # The stage cells whose block holds a band pixel, then those cells grown as _place_in_padding grows them.
+    cells: Box = tuple(slice(held.start // step, -(-held.stop // step))  # type: ignore[assignment]
+                       for held, step in zip(box, steps, strict=True))
+    grown = grown_box((slice(cells[0].start + pad, cells[0].stop + pad),
+                       slice(cells[1].start + pad, cells[1].stop + pad)), 4, padded_hw)
+    if not worth_boxing(grown, padded_hw):
+        return None
+    (rows, columns), (row_step, column_step) = cells, steps
+    blocks = band[rows.start * row_step:rows.stop * row_step, columns.start * column_step:columns.stop * column_step]
+    small = blocks.reshape(rows.stop - rows.start, row_step, columns.stop - columns.start, column_step).any(axis=(1, 3))
+    padded = np.zeros(padded_hw, dtype=bool)
+    padded[rows.start + pad:rows.stop + pad, columns.start + pad:columns.stop + pad] = small
+    padded[grown] = dilate_array(padded[grown], 4)
+    return padded
+
+
 def band_to_stage_array(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int],
                         pad: int) -> np.ndarray:
     """Where a target-grid band lands on the padded stage input (``pad`` px on top/left), grown by
     4 px (2 latent cells) so that every support cell of a band pixel is encoded."""
+    boxed = _boxed_band_to_stage(band, stage_hw, padded_hw, pad)
+    if boxed is not None:
+        return boxed
     if stage_hw[0] <= band.shape[0] and stage_hw[1] <= band.shape[1]:
         # Area averaging is positive exactly where an adaptive max-pool bin holds a band pixel
         # (checked in the tests), and OpenCV does it several times faster.

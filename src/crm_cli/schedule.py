@@ -52,6 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .boxes import grown_box, nonzero_box
 from .photo_memo import memoized
 from .photo_noise import WHITE_NOISE_PER_RESIDUAL, PhotoNoise, noise_crops, noise_gradient, reduced_noise_gradient
 
@@ -732,7 +733,14 @@ def detail_loss(mask: np.ndarray, radius: int) -> float:
     in the closing; smooth boundaries change neither. 0 for a mask without boundary.
     """
     m = np.ascontiguousarray(mask, dtype=np.uint8)
-    edge = edge_map(m)
+    held = nonzero_box(m)
+    if held is None:
+        return 0.0
+    # The edge lies in the foreground's box; grown by a pixel, the box's own edge reads as the
+    # background around it (or is the image's edge, as on the whole mask).
+    held = grown_box(held, 1, m.shape)
+    edge = np.zeros(m.shape, dtype=bool)
+    edge[held] = edge_map(m[held])
     perimeter = int(np.count_nonzero(edge))
     box = _boundary_box(edge, 2 * radius + 1)
     if radius <= 0 or box is None:
