@@ -543,7 +543,9 @@ class OnnxStageRunner(TiledRunner):
                             stage_mask, self.input_norm)
         decoder = self.decoder
         if roi:
-            prob = np.array(resize_probability(mask, target_hw), dtype=np.float32, copy=True, order="C")
+            prob = resize_probability(mask, target_hw)
+            if prob is mask or not prob.flags.c_contiguous:  # decoded pixels are written into it: never the caller's
+                prob = np.array(prob, dtype=np.float32, copy=True, order="C")
             radius = math.ceil(2 * target_hw[0] / hs)
             if band_px is not None:
                 radius = max(radius, math.ceil(band_px * target_hw[0] / height))
