@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from crm_cli import guard, labels, resampling, roi, schedule
+from crm_cli import boxes, guard, labels, resampling, roi, schedule
 from crm_cli.boxes import either_box, grown_box, nonzero_box, worth_boxing
 from crm_cli.stage_geometry import STAGE_PAD
 
@@ -90,9 +90,9 @@ def test_resize_on_the_box_equals_the_whole_map(monkeypatch: pytest.MonkeyPatch,
         shape = (int(rng.integers(40, 300)), int(rng.integers(40, 300)))
         values = small_object(rng, shape, soft=bool(rng.integers(0, 2)))
         size = (max(1, round(shape[0] * factors[0])), max(1, round(shape[1] * factors[1])))
-        monkeypatch.setattr(resampling, "MIN_BOXED_ELEMENTS", 1)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
         boxed = resampling.resize_probability(values, size)
-        monkeypatch.setattr(resampling, "MIN_BOXED_ELEMENTS", NEVER)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
         whole = resampling.resize_probability(values, size)
         assert boxed.dtype == np.float32 and boxed.shape == size
         np.testing.assert_array_equal(boxed, whole)
@@ -100,7 +100,7 @@ def test_resize_on_the_box_equals_the_whole_map(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_resize_of_a_zero_map_and_of_a_lone_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resampling, "MIN_BOXED_ELEMENTS", 1)
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
     zeros = resampling.resize_probability(np.zeros((50, 60), np.float32), (25, 30))
     assert zeros.shape == (25, 30) and not zeros.any()
     lone = np.zeros((8, 8), np.float32)
@@ -123,9 +123,9 @@ def test_band_on_the_box_equals_the_whole_map(monkeypatch: pytest.MonkeyPatch) -
         if rng.random() < 0.3:
             prob[prob > 0] = rng.choice([1.0, 0.97, 0.015])  # hard, nearly sure, or below ROI_LOW
         radius = int(rng.integers(0, 9))
-        monkeypatch.setattr(roi, "MIN_BOXED_ELEMENTS", 1)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
         boxed = roi.roi_band_array(prob, radius)
-        monkeypatch.setattr(roi, "MIN_BOXED_ELEMENTS", NEVER)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
         whole = roi.roi_band_array(prob, radius)
         np.testing.assert_array_equal(boxed, whole)
         boxed_runs += worth_boxing(grown_box(nonzero_box(prob), radius + 2, shape), shape)
@@ -155,9 +155,9 @@ def test_band_onto_its_stage_on_the_box(monkeypatch: pytest.MonkeyPatch, steps: 
         stage_hw = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
         band = small_object(rng, (stage_hw[0] * steps[0], stage_hw[1] * steps[1])) > 0.7
         padded_hw = (stage_hw[0] + 2 * STAGE_PAD + 16, stage_hw[1] + 2 * STAGE_PAD + 16)
-        monkeypatch.setattr(roi, "MIN_BOXED_ELEMENTS", 1)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
         boxed = roi.band_to_stage_array(band, stage_hw, padded_hw, STAGE_PAD)
-        monkeypatch.setattr(roi, "MIN_BOXED_ELEMENTS", NEVER)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
         whole = roi.band_to_stage_array(band, stage_hw, padded_hw, STAGE_PAD)
         np.testing.assert_array_equal(boxed, whole)
         np.testing.assert_array_equal(boxed, naive_band_to_stage(band, stage_hw, padded_hw))
@@ -184,11 +184,11 @@ def test_guard_on_the_box_equals_the_whole_map(monkeypatch: pytest.MonkeyPatch) 
         free_px = float(rng.choice([0.0, 0.5, 2.0, 3.7, 9.0]))
         base = rng.random(shape).astype(np.float32) if rng.random() < 0.3 else float(rng.choice([0.0, 0.4]))
         strength = float(rng.choice([guard.GUARD_STRENGTH, 2.0]))
-        monkeypatch.setattr(guard, "MIN_BOXED_ELEMENTS", 1)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
         before = spy.used
         boxed, boxed_restored = guard.apply_guard(prob, side, free_px, strength, base)
         boxed_runs += spy.used - before == 1 and prob.size > 0
-        monkeypatch.setattr(guard, "MIN_BOXED_ELEMENTS", NEVER)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
         whole, whole_restored = guard.apply_guard(prob, side, free_px, strength, base)
         # OpenCV's precise distance transform itself differs by an ulp now and then between processes
         # (50.01 / 50.010002 on the same input), on the whole map as on a box: hence the tolerance.
@@ -223,9 +223,9 @@ def test_given_lines_on_the_box_equal_the_whole_map(monkeypatch: pytest.MonkeyPa
         given = foreground.astype(np.float32)
         prob = cv2.GaussianBlur(given, (0, 0), float(rng.choice([0.8, 2.5])))
         image = (foreground[..., None] * rng.integers(30, 200) + rng.integers(0, 20, shape + (3,))).astype(np.uint8)
-        monkeypatch.setattr(guard, "MIN_BOXED_ELEMENTS", 1)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
         boxed, boxed_restored = guard.keep_given_lines(prob, given, foreground, image=image)
-        monkeypatch.setattr(guard, "MIN_BOXED_ELEMENTS", NEVER)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
         whole, whole_restored = guard.keep_given_lines(prob, given, foreground, image=image)
         np.testing.assert_array_equal(boxed, whole)
         assert boxed_restored == whole_restored
@@ -241,7 +241,7 @@ def test_a_line_near_the_box_edge_is_kept_on_the_box(monkeypatch: pytest.MonkeyP
     given = foreground.astype(np.float32)
     prob = given.copy()
     prob[100] = 0.1  # the model erased it
-    monkeypatch.setattr(guard, "MIN_BOXED_ELEMENTS", 1)
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
     out, restored = guard.keep_given_lines(prob, given, foreground)
     assert restored == 250
     assert (out[100, 150:400] == 1.0).all()
@@ -266,7 +266,9 @@ def naive_detail_loss(mask: np.ndarray, radius: int) -> float:
     return (np.count_nonzero(opened != m) + np.count_nonzero(closed != m)) / perimeter
 
 
-def test_detail_loss_by_hand_and_against_the_whole_mask() -> None:
+@pytest.mark.parametrize("boxed", [True, False])
+def test_detail_loss_by_hand_and_against_the_whole_mask(monkeypatch: pytest.MonkeyPatch, boxed: bool) -> None:
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1 if boxed else NEVER)
     mask = np.zeros((40, 60), bool)
     mask[10:20, 10:30] = True  # perimeter 2 * 20 + 2 * 8 = 56 pixels
     mask[25, 10:30] = True  # a one-pixel line of 20: its own edge, gone in the opening by 3x3
@@ -287,7 +289,9 @@ class ZeroOutside:
         return np.clip(cv2.blur(values, (5, 5)) * 1.2, 0.0, 1.0)
 
 
-def test_label_recombination_on_each_ids_box() -> None:
+@pytest.mark.parametrize("boxed", [True, False])
+def test_label_recombination_on_each_ids_box(monkeypatch: pytest.MonkeyPatch, boxed: bool) -> None:
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1 if boxed else NEVER)
     rng = np.random.default_rng(51)
     label_map = np.zeros((120, 160), np.uint8)
     for label in (3, 5, 9):

@@ -13,6 +13,12 @@ MIN_BOXED_ELEMENTS = 1 << 16
 MAX_BOXED_SHARE = 0.5
 
 
+def worth_a_box(*shapes: tuple[int, ...]) -> bool:
+    """Whether the largest of these (H, W, ...) maps is large enough to look for its box (read at each
+    call: setting ``MIN_BOXED_ELEMENTS`` out of reach makes every caller work on whole maps)."""
+    return max(shape[0] * shape[1] for shape in shapes) >= MIN_BOXED_ELEMENTS
+
+
 def nonzero_box(values: np.ndarray) -> Box | None:
     """The smallest (rows, columns) box outside which a (H, W) map is exactly zero (False for a bool
     map); None when all of it is."""

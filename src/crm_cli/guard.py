@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .boxes import MIN_BOXED_ELEMENTS, Box, either_box, grown_box, nonzero_box, worth_boxing
+from .boxes import Box, either_box, grown_box, nonzero_box, worth_a_box, worth_boxing
 from .morphology import disc, thin_lines, wide_lines
 from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map, outline_sharpness
 
@@ -120,7 +120,7 @@ def apply_guard(probability: np.ndarray, coarse: np.ndarray, free_px: float,
     side = np.asarray(coarse).astype(bool)
     if prob.shape != side.shape:
         raise ValueError(f"probability {prob.shape} and coarse mask {side.shape} differ in size")
-    if prob.size >= MIN_BOXED_ELEMENTS:
+    if worth_a_box(prob.shape):
         # A pixel that is 0 in both maps leans its full 0.5 towards its side: never a candidate, and the
         # distances of those that are need the boundary within twice free_px of them (candidate_distance).
         box = either_box(prob, side)
@@ -342,7 +342,7 @@ def keep_given_lines(probability: np.ndarray, given: np.ndarray, given_foregroun
     if image is not None and image.shape[:2] != prob.shape:
         raise ValueError(f"image {image.shape[:2]} and probability {prob.shape} differ in size")
     window: Box = (slice(None), slice(None))
-    if prob.size >= MIN_BOXED_ELEMENTS:
+    if worth_a_box(prob.shape):
         # Every line lies within LINE_SEARCH_MARGIN of the given foreground (a background line is a gap
         # in it), and beyond that margin the filters read as much background as on the whole photo.
         box = nonzero_box(foreground)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .boxes import nonzero_box
+from .boxes import nonzero_box, worth_a_box
 from .masks import check_mask_fits
 from .photo_memo import held_photo, same_photo
 
@@ -90,7 +90,8 @@ def refine_labels(refiner: SupportsRefine, image: np.ndarray, label_values: np.n
             prob = np.asarray(refiner.refine(image, coarse), dtype=np.float32)
             if prob.shape != values.shape:
                 raise ValueError(f"refiner returned shape {prob.shape} for a {values.shape} mask")
-            held = nonzero_box(prob)  # an id's probability is often zero but for its object's surroundings
+            # An id's probability is often zero but for its object's surroundings.
+            held = nonzero_box(prob) if worth_a_box(prob.shape) else (slice(None), slice(None))
             if held is None:
                 continue
             # Strict '>' over ascending ids: exact ties go to the lower id, deterministically.

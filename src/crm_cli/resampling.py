@@ -37,7 +37,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .boxes import MIN_BOXED_ELEMENTS, nonzero_box, worth_boxing
+from .boxes import nonzero_box, worth_a_box, worth_boxing
 
 __all__ = ["pad_stage_input", "resize_probability"]
 
@@ -241,7 +241,7 @@ def resize_probability(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                          <= row_taps * height * in_width + 2 * column_taps * height * width)
 
     # A small object on a large photo (one id of a label map at 4K) costs its box, not the photo.
-    if max(source.size, height * width) >= MIN_BOXED_ELEMENTS:
+    if worth_a_box(source.shape, (height, width)):
         held = _resample_held(source, (height, width), rows, columns, columns_first)
         if held is not None:
             return held

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .boxes import MIN_BOXED_ELEMENTS, Box, grown_box, nonzero_box, worth_boxing
+from .boxes import Box, grown_box, nonzero_box, worth_a_box, worth_boxing
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +36,7 @@ def dilate_array(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def roi_band_array(prob: np.ndarray, radius: int) -> np.ndarray:
     """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
-    if prob.size >= MIN_BOXED_ELEMENTS:
+    if worth_a_box(prob.shape):
         box = nonzero_box(prob)
         if box is None:  # nothing uncertain and no boundary
             return np.zeros(prob.shape, dtype=bool)
@@ -107,7 +107,7 @@ def _boxed_band_to_stage(band: np.ndarray, stage_hw: tuple[int, int], padded_hw:
     multiple of its stage (a stage cell is then exactly a block of band pixels, and area averaging
     is positive exactly where the block holds one); None when it does not apply or saves nothing."""
     steps = _whole_multiples(band.shape, stage_hw)
-    if steps is None or band.size < MIN_BOXED_ELEMENTS:
+    if steps is None or not worth_a_box(band.shape):
         return None
     box = nonzero_box(band)
     if box is None:

@@ -52,7 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .boxes import grown_box, nonzero_box
+from .boxes import grown_box, nonzero_box, worth_a_box
 from .photo_memo import memoized
 from .photo_noise import WHITE_NOISE_PER_RESIDUAL, PhotoNoise, noise_crops, noise_gradient, reduced_noise_gradient
 
@@ -733,14 +733,17 @@ def detail_loss(mask: np.ndarray, radius: int) -> float:
     in the closing; smooth boundaries change neither. 0 for a mask without boundary.
     """
     m = np.ascontiguousarray(mask, dtype=np.uint8)
-    held = nonzero_box(m)
-    if held is None:
-        return 0.0
-    # The edge lies in the foreground's box; grown by a pixel, the box's own edge reads as the
-    # background around it (or is the image's edge, as on the whole mask).
-    held = grown_box(held, 1, m.shape)
-    edge = np.zeros(m.shape, dtype=bool)
-    edge[held] = edge_map(m[held])
+    if worth_a_box(m.shape):
+        held = nonzero_box(m)
+        if held is None:
+            return 0.0
+        # The edge lies in the foreground's box; grown by a pixel, the box's own edge reads as the
+        # background around it (or is the image's edge, as on the whole mask).
+        held = grown_box(held, 1, m.shape)
+        edge = np.zeros(m.shape, dtype=bool)
+        edge[held] = edge_map(m[held])
+    else:
+        edge = edge_map(m)
     perimeter = int(np.count_nonzero(edge))
     box = _boundary_box(edge, 2 * radius + 1)
     if radius <= 0 or box is None:
