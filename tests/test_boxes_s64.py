@@ -311,3 +311,53 @@ def test_label_recombination_on_each_ids_box(monkeypatch: pytest.MonkeyPatch, bo
     best_label[best_prob < labels.FOREGROUND_MIN] = 0
     np.testing.assert_array_equal(out, best_label)
     assert set(np.unique(out)) == {0, 3, 5, 9}
+
+
+def test_free_near_on_the_box_equals_the_whole_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(61)
+    boxed_runs = 0
+    for _ in range(60):
+        shape = (int(rng.integers(40, 300)), int(rng.integers(40, 300)))
+        region = small_object(rng, shape) > 0.6
+        free_px = float(rng.choice([0.0, 1.0, 2.5, 7.3, 16.0]))
+        base = float(rng.choice([0.0, 0.35, 1.0]))
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
+        boxed = guard.free_near(region, free_px, base)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
+        whole = guard.free_near(region, free_px, base)
+        assert boxed.dtype == whole.dtype == np.float32
+        np.testing.assert_array_equal(boxed, whole)
+        box = nonzero_box(region)
+        boxed_runs += box is not None and worth_boxing(grown_box(box, int(np.ceil(free_px / 0.95)) + 2, shape), shape)
+    assert boxed_runs >= 25
+
+
+def test_free_near_by_hand() -> None:
+    region = np.zeros((9, 9), bool)
+    region[4, 4] = True
+    near = guard.free_near(region, 1.0, 0.5)
+    # OpenCV's 3x3 L2 steps: 0.955 to the four neighbours (within 1), 1.3693 to the diagonals (not).
+    expected = np.full((9, 9), 0.5, np.float32)
+    expected[4, 4] = expected[3, 4] = expected[5, 4] = expected[4, 3] = expected[4, 5] = 0.0
+    np.testing.assert_array_equal(near, expected)
+
+
+def test_region_changes_on_the_box_equal_the_whole_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(71)
+    found = 0
+    for _ in range(60):
+        shape = (int(rng.integers(60, 300)), int(rng.integers(60, 300)))
+        coarse = drawn_mask(rng, shape)
+        proposal = coarse.copy()
+        for _ in range(int(rng.integers(1, 4))):  # blobs added or cut out, some large enough for the disc
+            y, x = int(rng.integers(0, shape[0])), int(rng.integers(0, shape[1]))
+            cv2.circle(proposal.view(np.uint8), (x, y), int(rng.integers(1, 14)), int(rng.integers(0, 2)), -1)
+        radius = int(rng.integers(0, 6))
+        attached = float(rng.choice([1.0, 0.6]))
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
+        boxed = guard.region_changes(proposal, coarse, radius, attached)
+        monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", NEVER)
+        whole = guard.region_changes(proposal, coarse, radius, attached)
+        np.testing.assert_array_equal(boxed, whole)
+        found += bool(whole.any())
+    assert found >= 15
