@@ -17,7 +17,8 @@ from rich.console import Console
 from ..errors import ContinuedText
 
 # Logs, progress and tables go to stderr; stdout carries data only.
-console = Console(stderr=True, soft_wrap=True)
+# No emoji codes: a name holding ":smile:" or ":x:" is printed as given, not as a picture.
+console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 # Characters a name may hold that would forge or hide text on a terminal: control characters (Cc),
