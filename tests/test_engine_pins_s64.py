@@ -264,3 +264,13 @@ def test_resize_map_averages_areas_when_shrinking_and_interpolates_when_enlargin
     np.testing.assert_allclose(grown, [[0.0, 0.25, 0.75, 1.0]], atol=1e-6)
     same = resize_map(np.eye(2, dtype=bool), (2, 2))
     assert same.dtype == np.float32 and same.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_the_onnx_backend_takes_the_default_device(exported: Path) -> None:
+    """Pins the onnx backend refusing device "auto" (the API's default) as if it were a GPU."""
+    from crm_cli.engine import choose_backend
+
+    encoder = exported.with_name("tiny.encoder.onnx")
+    assert choose_backend(exported, "auto", "fp32", "onnx") == encoder
+    assert choose_backend(exported, "cpu:0", "fp32", "onnx") == encoder
+    assert Refiner(exported, backend="onnx").backend == "onnx"
