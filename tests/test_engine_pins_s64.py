@@ -274,3 +274,35 @@ def test_the_onnx_backend_takes_the_default_device(exported: Path) -> None:
     assert choose_backend(exported, "auto", "fp32", "onnx") == encoder
     assert choose_backend(exported, "cpu:0", "fp32", "onnx") == encoder
     assert Refiner(exported, backend="onnx").backend == "onnx"
+
+
+@pytest.mark.parametrize(("possible", "devices", "on_cpu"), [
+    (False, None, True),  # no driver: the CPU, torch not asked
+    (True, ["cpu"], True),  # a driver and a CPU-only torch
+    (True, ["cuda:0", "cpu"], False),  # a GPU torch can use
+    (True, ImportError("no torch"), True),  # a driver and no torch to run a GPU with
+    (True, OSError("libcudart"), True),
+])
+def test_auto_is_the_cpu_unless_torch_sees_a_gpu(monkeypatch: pytest.MonkeyPatch, possible: bool,
+                                                 devices: object, on_cpu: bool) -> None:
+    """Pins _on_cpu's answers: any() for all() over torch's devices, and an import failure taken for a GPU."""
+    import crm_cli.devices as devices_module
+    from crm_cli.engine import _on_cpu
+
+    def available() -> list[str]:
+        if isinstance(devices, Exception):
+            raise devices
+        assert devices is not None, "torch was asked although no GPU is possible"
+        return devices  # type: ignore[return-value]
+
+    monkeypatch.setattr(devices_module, "accelerator_possible", lambda: possible)
+    monkeypatch.setattr(devices_module, "available_devices", available)
+    assert _on_cpu("auto") is on_cpu
+    assert _on_cpu("cpu") is True and _on_cpu("cuda") is False
+
+
+def test_partner_model_true_is_refused_before_the_weights_load(tmp_path: Path) -> None:
+    """Pins the partner_model=True check dropped (the main weights' WeightsError, or a wrapped TypeError,
+    came instead)."""
+    with pytest.raises(TypeError, match=r"^partner_model must be a model, a checkpoint path, None or False, not True$"):
+        Refiner(tmp_path / "missing.safetensors", device="cpu", partner_model=True)
