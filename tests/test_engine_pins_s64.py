@@ -3,6 +3,7 @@ mutant it kills (a change that the rest of the suite let through)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -302,7 +303,310 @@ def test_auto_is_the_cpu_unless_torch_sees_a_gpu(monkeypatch: pytest.MonkeyPatch
 
 
 def test_partner_model_true_is_refused_before_the_weights_load(tmp_path: Path) -> None:
-    """Pins the partner_model=True check dropped (the main weights' WeightsError, or a wrapped TypeError,
-    came instead)."""
+    """Pins the partner_model=True check dropped (the weights' WeightsError, or a wrapped TypeError, came first)."""
     with pytest.raises(TypeError, match=r"^partner_model must be a model, a checkpoint path, None or False, not True$"):
         Refiner(tmp_path / "missing.safetensors", device="cpu", partner_model=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_refiner() -> Refiner:
+    """A tiny random model on torch, on the CPU."""
+    from conftest import make_tiny_model
+
+    return Refiner.from_model(make_tiny_model(seed=3), device="cpu")
+
+
+class _StageLog:
+    """Records every stage a runner runs: (kind, ratio, target, roi, band_px)."""
+
+    def __init__(self, runner: object, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, float, tuple[int, int], bool, float | None]] = []
+        for kind in ("_stage", "_mirrored_stage"):
+            original = getattr(runner, kind)
+
+            def run(image: np.ndarray, mask: object, ratio: float, target_hw: tuple[int, int], roi: bool = False,
+                    band_px: float | None = None, kind: str = kind, original: object = original) -> object:
+                self.calls.append((kind, ratio, tuple(target_hw), roi, band_px))
+                return original(image, mask, ratio, target_hw, roi=roi, band_px=band_px)  # type: ignore[operator]
+
+            monkeypatch.setattr(runner, kind, run)
+
+
+def test_an_empty_image_is_refused_whichever_side_is_zero(tiny_refiner: Refiner) -> None:
+    """Pins the empty-image check needing both sides to be 0."""
+    for height, width in ((0, 5), (5, 0)):
+        with pytest.raises(ValueError, match=rf"^image is empty \({width}x{height}\)$"):
+            tiny_refiner.refine(np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.uint8))
+
+
+def test_a_mask_at_one_half_has_no_foreground(tiny_refiner: Refiner) -> None:
+    """Pins ``mask >= 0.5`` as the foreground (a mask of 0.5 and 0 is empty, as refine's docstring says)."""
+    image, _ = synthetic_scene(48, 64)
+    mask = np.zeros((48, 64), np.float32)
+    mask[10:30, 20:40] = 0.5
+    result = tiny_refiner.refine_detailed(image, mask)
+    assert result.kept_given == "no_boundary"
+    assert result.probability.dtype == np.float32 and not result.probability.any()
+
+
+def test_full_decode_decodes_every_stage_at_full_size(tiny_refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins full_decode ignored by _run_stages (intermediate stages decoded at the next stage's size)."""
+    refiner = Refiner.from_model(tiny_refiner.runner.model, device="cpu", min_stage_side=0)
+    log = _StageLog(refiner.runner, monkeypatch)
+    image, gt = synthetic_scene(64, 96)
+    coarse = coarse_of(gt, 4)
+    refiner.refine(image, coarse, (0.25, 0.5, 1.0), roi=False, full_decode=True, guard=False)
+    assert [call[2] for call in log.calls] == [(64, 96)] * 3
+    log.calls.clear()
+    refiner.refine(image, coarse, (0.25, 0.5, 1.0), roi=False, full_decode=False, guard=False)
+    assert [call[2] for call in log.calls] == [(32, 48), (64, 96), (64, 96)]
+
+
+def test_the_first_stage_is_decoded_whole_unless_a_band_is_set(tiny_refiner: Refiner,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins settings.roi used for the first stage too, and a first band drawn with roi off."""
+    refiner = Refiner.from_model(tiny_refiner.runner.model, device="cpu", min_stage_side=0)
+    log = _StageLog(refiner.runner, monkeypatch)
+    image, gt = synthetic_scene(64, 96)
+    coarse = coarse_of(gt, 4)
+    refiner.refine(image, coarse, (0.25, 0.5, 1.0), roi=True, guard=False)
+    assert [(call[3], call[4]) for call in log.calls] == [(False, None), (True, None), (True, None)]
+    log.calls.clear()
+    refiner.refine(image, coarse, (0.5, 1.0), roi=False, guard=True)  # the guard, but no ROI: no band
+    assert [(call[3], call[4]) for call in log.calls] == [(False, None), (False, None)]
+    log.calls.clear()
+    result = refiner.refine_detailed(image, coarse, (0.5, 1.0), roi=True, guard=True)
+    assert result.guard_px is not None
+    assert [(call[3], call[4]) for call in log.calls] == [(True, 3 * result.guard_px), (True, None)]
+
+
+def test_only_the_last_stage_is_mirrored(tiny_refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins every stage of a mirrored schedule run mirrored."""
+    import crm_cli.engine as engine
+    from crm_cli.schedule import Schedule
+
+    refiner = Refiner.from_model(tiny_refiner.runner.model, device="cpu", min_stage_side=0)
+    log = _StageLog(refiner.runner, monkeypatch)
+    monkeypatch.setattr(engine, "plan_schedule",
+                        lambda *args: Schedule((0.25, 0.5, 1.0), 32.0, 0.0, mirror=True))
+    image, gt = synthetic_scene(64, 96)
+    result = refiner.refine_detailed(image, coarse_of(gt, 4), snap=False)
+    assert result.mirrored
+    assert [call[:2] for call in log.calls[:3]] == [("_stage", 0.25), ("_stage", 0.5), ("_mirrored_stage", 1.0)]
+    assert [call[1] for call in log.calls if call[0] == "_mirrored_stage"] == [1.0]  # (it runs _stage twice)
+
+
+def test_a_change_confidence_right_at_the_threshold_is_half_taken_not_kept_coarse(
+        tiny_refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins kept_coarse = confidence <= threshold."""
+    import crm_cli.engine as engine
+
+    threshold = tiny_refiner.final_stage.min_change_confidence
+    monkeypatch.setattr(engine, "change_confidence", lambda probability, reference: threshold)
+    image, gt = synthetic_scene(64, 96)
+    result = tiny_refiner.refine_detailed(image, coarse_of(gt, 4), snap=False)
+    assert result.change_confidence == threshold
+    assert result.change_weight == 0.5 and not result.kept_coarse
+
+
+def test_no_boundary_shift_is_measured_without_a_min_shift(tiny_refiner: Refiner) -> None:
+    """Pins keep_precise_boundary run with a min_shift of 0 (fixed schedules set none)."""
+    image, gt = synthetic_scene(64, 96)
+    result = tiny_refiner.refine_detailed(image, coarse_of(gt, 4), (0.5, 1.0))
+    assert result.boundary_shift is None and not result.boundary_kept
+
+
+def test_a_host_memory_shortage_inside_a_refinement_is_a_memory_error(tiny_refiner: Refiner,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins refine_detailed passing torch's CPU allocator RuntimeError through as it is."""
+    text = "[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you tried 9 GB"
+
+    def short(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(text)
+
+    monkeypatch.setattr(tiny_refiner, "_refine_detailed", short)
+    image, gt = synthetic_scene(16, 16)
+    with pytest.raises(MemoryError, match="^DefaultCPUAllocator: can't allocate memory: you tried 9 GB$") as caught:
+        tiny_refiner.refine(image, gt)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_a_torch_refiner_loaded_here_runs_channels_last_on_the_cpu(tiny_weights: Path) -> None:
+    """Pins channels_last on by default for CUDA only (the CPU's oneDNN kernels gain from it too)."""
+    from conftest import make_tiny_model
+
+    assert Refiner(tiny_weights, device="cpu", backend="torch").runner.channels_last is True
+    assert Refiner(tiny_weights, device="cpu", backend="torch", channels_last=False).runner.channels_last is False
+    assert Refiner.from_model(make_tiny_model(), device="cpu").runner.channels_last is False
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(("problem", "warned"), [("not installed", False),
+                                                 ("it does not import (OSError: libgomp.so.1)", True)])
+def test_auto_without_a_working_onnxruntime_takes_torch_and_says_why_only_if_installed(
+        exported: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, problem: str,
+        warned: bool) -> None:
+    """Pins the fallback warning given for "not installed" too, and the encoder named missing when it is there."""
+    import crm_cli.engine as engine
+
+    monkeypatch.setattr(engine, "onnxruntime_problem", lambda: problem)
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        assert engine.choose_backend(exported, "cpu", "fp32", "auto") is None
+        assert Refiner(exported, device="cpu").backend == "torch"
+    expected = f"onnxruntime is installed, but {problem}: refining with torch (slower on a CPU)"
+    assert _warnings(caplog) == ([expected] * 2 if warned else [])
+
+
+def test_a_missing_encoder_is_not_warned_of_where_it_would_not_run(exported: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Pins the missing-encoder warning given for a reduced precision, which the onnx backend never runs."""
+    weights = tmp_path / exported.name
+    shutil.copyfile(exported, weights)
+    shutil.copyfile(sidecar_path(exported), sidecar_path(weights))  # names tiny.encoder.onnx, not copied
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        assert Refiner(weights, device="cpu", precision="bf16").backend == "torch"
+    assert len(_warnings(caplog)) == 1 and _warnings(caplog)[0].startswith("precision bf16 is much slower")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        assert Refiner(weights, device="cpu").backend == "torch"
+    assert len(_warnings(caplog)) == 1 and "the exported encoder tiny.encoder.onnx that its sidecar names is missing" \
+        in _warnings(caplog)[0]
+
+
+def test_a_reduced_precision_is_warned_of_once_with_a_partner(tiny_weights: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Pins the partner's build warning again of the precision that the Refiner's own warning named."""
+    with caplog.at_level(logging.WARNING, logger="crm_cli"):
+        refiner = Refiner(tiny_weights, device="cpu", backend="torch", precision="bf16", partner_model=tiny_weights)
+    assert refiner.partner is not None
+    assert [text.split(" is much")[0] for text in _warnings(caplog)] == ["precision bf16"]
+
+
+def test_release_memory_empties_the_partners_encoder_arena_too(exported: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins Refiner.release_memory leaving the partner's ONNX Runtime arena as it was."""
+    refiner = Refiner(exported, device="cpu", backend="onnx", partner_model=exported)
+    assert refiner.partner is not None and refiner.partner.runner is not refiner.runner
+    released: list[str] = []
+    for name, runner in (("main", refiner.runner), ("partner", refiner.partner.runner)):
+        monkeypatch.setattr(runner, "release_memory", lambda name=name: released.append(name) or True)
+    refiner.release_memory()
+    assert released == ["main", "partner"]
+
+
+def test_read_only_inputs_are_copied_when_only_the_partner_runs_on_torch(exported: Path, tiny_weights: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins the copy made for a torch main model only (a torch partner runs the region pass on the same arrays)."""
+    import crm_cli.engine as engine
+
+    refiner = Refiner(exported, device="cpu", partner_model=tiny_weights)  # no encoder beside the partner: torch
+    assert refiner.backend == "onnx" and refiner.partner is not None and refiner.partner.backend == "torch"
+    planned: list[np.ndarray] = []
+    plan_schedule = engine.plan_schedule
+
+    def recording(settings: object, image: np.ndarray, *rest: object) -> object:
+        planned.append(image)
+        return plan_schedule(settings, image, *rest)
+
+    monkeypatch.setattr(engine, "plan_schedule", recording)
+    image, gt = synthetic_scene(48, 64)
+    image.flags.writeable = False
+    result = refiner.refine_detailed(image, coarse_of(gt, 4))
+    assert not result.by_partner and len(planned) == 1  # auto's own refinement, by the main model
+    assert not np.shares_memory(planned[0], image) and planned[0].flags.writeable
+
+
+def _region_pass(refiner: Refiner, monkeypatch: pytest.MonkeyPatch, removed: slice, added: slice | None,
+                 holes: slice | None) -> tuple[object, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """_correct_regions on a 20 x 20 mask whose top 10 rows are foreground (200 px: at most 40 may
+    change, REGION_MAX_SHARE), with the region pass proposing to remove the ``removed`` rows and add
+    the ``added`` ones, every change taken as a region, and the ``holes`` rows lying on the photo's edges."""
+    import crm_cli.engine as engine
+    from crm_cli.engine import RefineResult
+    from crm_cli.presets import get_preset
+
+    mask = np.zeros((20, 20), np.float32)
+    mask[:10] = 1.0
+    proposal = mask.copy()
+    proposal[removed] = 0.0
+    changed = np.zeros((20, 20), bool)
+    changed[removed] = True
+    if added is not None:
+        proposal[added] = 1.0
+        changed[added] = True
+    on_edges = np.zeros((20, 20), bool)
+    if holes is not None:
+        on_edges[holes] = True
+    monkeypatch.setattr(refiner, "_run_stages", lambda *args, **kwargs: proposal.copy())
+    monkeypatch.setattr(engine, "apply_guard", lambda probability, *args, **kwargs: (probability, 0))
+    monkeypatch.setattr(engine, "region_changes", lambda proposed, foreground, radius, attached: changed.copy())
+    monkeypatch.setattr(engine, "holes_on_edges", lambda image, filled: on_edges & filled)
+    result = RefineResult(probability=np.empty(0, np.float32))
+    image = np.zeros((20, 20, 3), np.uint8)
+    return result, refiner._correct_regions(image, mask, mask > 0.5, (1.0,), get_preset("auto"), result)
+
+
+def test_a_region_pass_changing_exactly_the_largest_share_is_taken(tiny_refiner: Refiner,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins ``proposed_pixels >= most_pixels`` refusing a pass of exactly REGION_MAX_SHARE."""
+    result, (corrected, binary, taken) = _region_pass(tiny_refiner, monkeypatch, slice(0, 2), None, None)
+    assert (result.region_pixels, result.region_refused, result.holes_kept) == (40, 0, 0)  # 40 = 0.2 x 200
+    assert taken is not None and np.count_nonzero(taken) == 40 and taken[:2].all()
+    assert not corrected[:2].any() and corrected[2:10].all() and np.array_equal(binary, corrected > 0.5)
+
+
+def test_holes_on_the_edges_are_left_open_when_the_removals_are_exactly_the_largest_share(
+        tiny_refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins ``count(taken & ~proposed) < most_pixels``: the holes kept open no longer counted out."""
+    result, (corrected, _, taken) = _region_pass(tiny_refiner, monkeypatch, slice(0, 2), slice(15, 17),
+                                                 slice(15, 17))
+    assert (result.region_pixels, result.region_refused, result.holes_kept) == (40, 0, 40)
+    assert taken is not None and not taken[15:17].any() and not corrected[15:17].any()
+    refused, (kept, _, none) = _region_pass(tiny_refiner, monkeypatch, slice(0, 3), None, None)  # 60 px > 40
+    assert (refused.region_pixels, refused.region_refused) == (0, 60) and none is None and kept[:10].all()
+
+
+def test_an_empty_mask_costs_no_look_at_the_photo(tiny_refiner: Refiner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins plan_schedule measuring trust and noise for a mask with no boundary (an empty video frame)."""
+    import crm_cli.engine as engine
+
+    measured: list[object] = []
+    monkeypatch.setattr(engine, "trust_and_noise", lambda *args: measured.append(args) or (0.0, None))
+    image, gt = synthetic_scene(48, 64)
+    for mask in (np.zeros((48, 64), np.uint8), np.full((48, 64), 255, np.uint8)):
+        result = tiny_refiner.refine_detailed(image, mask, (0.5, 1.0), guard=True)
+        assert result.kept_given == "no_boundary" and result.trust == 0.0
+    assert measured == []
+    tiny_refiner.refine_detailed(image, coarse_of(gt, 4), (0.5, 1.0), guard=True)
+    assert len(measured) == 1
+
+
+def test_the_partners_region_pass_runs_in_the_partners_inference_context(exported: Path, tiny_weights: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins Refiner._inference entering the main runner's context only (a torch partner beside an onnx
+    main model then ran its region pass with autograd on)."""
+    import torch
+
+    import crm_cli.engine as engine
+    from crm_cli.schedule import Schedule
+
+    refiner = Refiner(exported, device="cpu", partner_model=tiny_weights, min_stage_side=0)
+    assert refiner.backend == "onnx" and refiner.partner is not None and refiner.partner.backend == "torch"
+    partner_runner = refiner.partner.runner
+    modes: list[bool] = []
+    stage = partner_runner._stage
+
+    def recording(*args: object, **kwargs: object) -> object:
+        modes.append(torch.is_inference_mode_enabled())
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(partner_runner, "_stage", recording)
+    monkeypatch.setattr(engine, "plan_schedule",
+                        lambda *args: Schedule((1.0,), 16.0, 0.0, regions=(0.25, 0.5), final_only=True))
+    image, gt = synthetic_scene(96, 128)
+    result = refiner.refine_detailed(image, coarse_of(gt, 4), snap=False)
+    assert result.regions == (0.25, 0.5) and not result.by_partner
+    assert modes == [True, True]
