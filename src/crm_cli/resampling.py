@@ -177,8 +177,8 @@ def _axis_reach(taps: Taps | None, held: slice) -> tuple[slice, slice, Taps | No
 
 def _separable(source: np.ndarray, rows: Taps | None, columns: Taps | None, columns_first: bool) -> np.ndarray:
     """``source`` resampled along the axes whose taps are given, columns or rows first."""
-    if rows is None:
-        return source.copy() if columns is None else _resample_columns(source, *columns)
+    if rows is None:  # a resize changes at least one axis
+        return _resample_columns(source, *columns)
     if columns is None:
         return _resample_rows(source, *rows)
     if columns_first:
