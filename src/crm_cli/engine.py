@@ -182,12 +182,21 @@ def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool, 
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Float32 (H, W) map resized to ``size`` = (height, width): area average when shrinking,
-    bilinear when enlarging."""
+    """Float32 (H, W) map resized to ``size`` = (height, width), each axis on its own: area average
+    along an axis that shrinks, bilinear along one that grows."""
+    values = values.astype(np.float32)
     if values.shape == size:
-        return values.astype(np.float32)
-    interpolation = cv2.INTER_AREA if size[0] < values.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(values.astype(np.float32), (size[1], size[0]), interpolation=interpolation)
+        return values
+    (height, width), (to_height, to_width) = values.shape, size
+    if to_height <= height and to_width <= width:
+        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_AREA)
+    if to_height >= height and to_width >= width:
+        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
+    # One axis shrinks and the other grows: OpenCV's area mode would interpolate both, so the
+    # shrinking axis is averaged first, then the other is interpolated.
+    shrunk_hw = (to_height, width) if to_height < height else (height, to_width)
+    shrunk = cv2.resize(values, (shrunk_hw[1], shrunk_hw[0]), interpolation=cv2.INTER_AREA)
+    return cv2.resize(shrunk, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
 
 
 def backend_name(backend: str | None) -> str:
