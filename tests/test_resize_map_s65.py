@@ -78,3 +78,32 @@ def test_the_same_size_is_a_float32_copy() -> None:
     assert same.dtype == np.float32 and same.tolist() == np.eye(3).tolist()
     values = np.ones((2, 2), np.float32)
     assert resize_map(values, (2, 2)) is not values
+
+
+def test_a_stage_photo_growing_in_height_and_shrinking_in_width_averages_the_width() -> None:
+    """resampling.stage_photo chose its filter by the height too (session 62's note): columns were sampled."""
+    from crm_cli.resampling import stage_photo
+
+    columns = np.array([0, 90, 30, 120, 60, 210], np.uint8)
+    photo = np.repeat(np.tile(columns, (4, 1))[:, :, None], 3, axis=2)  # 4 x 6 x 3, constant down each column
+    staged = stage_photo(photo, (6, 2))
+    assert staged.shape == (6, 2, 3) and staged.dtype == np.uint8
+    # (0 + 90 + 30) / 3 = 40 and (120 + 60 + 210) / 3 = 130 on every row and channel.
+    assert (staged[..., 0] == [40, 130]).all() and (staged == staged[..., :1]).all()
+
+
+def test_area_or_linear_matches_the_naive_reference_per_channel() -> None:
+    from crm_cli.resampling import area_or_linear
+
+    values = np.random.default_rng(11).random((4, 9, 3)).astype(np.float32)
+    resized = area_or_linear(values, (7, 3))
+    for channel in range(3):
+        expected = naive_bilinear_axis(naive_block_mean(values[..., channel], 1, 3), 0, 7)
+        np.testing.assert_allclose(resized[..., channel], expected, atol=1e-5)
+
+
+def test_a_stage_photo_at_its_own_size_is_the_photo_itself() -> None:
+    from crm_cli.resampling import stage_photo
+
+    photo = np.zeros((5, 7, 3), np.uint8)
+    assert stage_photo(photo, (5, 7)) is photo

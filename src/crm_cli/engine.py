@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from .checkpoint import (
@@ -60,6 +59,7 @@ from .masks import check_mask_fits, check_rgb_image, checked_mask, has_boundary,
 from .photo_memo import held_photo, memoized, same_photo
 from .photo_noise import photo_is_noise
 from .presets import Preset, get_preset
+from .resampling import area_or_linear
 from .runtime import numpy_pages_unadvised, release_free_heap, usable_threads
 from .schedule import (
     CHANGE_CONFIDENCE_RAMP,
@@ -183,20 +183,11 @@ def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool, 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Float32 (H, W) map resized to ``size`` = (height, width), each axis on its own: area average
-    along an axis that shrinks, bilinear along one that grows."""
+    along an axis that shrinks, bilinear along one that grows (``resampling.area_or_linear``)."""
     values = values.astype(np.float32)
     if values.shape == size:
         return values
-    (height, width), (to_height, to_width) = values.shape, size
-    if to_height <= height and to_width <= width:
-        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_AREA)
-    if to_height >= height and to_width >= width:
-        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
-    # One axis shrinks and the other grows: OpenCV's area mode would interpolate both, so the
-    # shrinking axis is averaged first, then the other is interpolated.
-    shrunk_hw = (to_height, width) if to_height < height else (height, to_width)
-    shrunk = cv2.resize(values, (shrunk_hw[1], shrunk_hw[0]), interpolation=cv2.INTER_AREA)
-    return cv2.resize(shrunk, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
+    return area_or_linear(values, size)
 
 
 def backend_name(backend: str | None) -> str:

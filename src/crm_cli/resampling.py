@@ -250,14 +250,27 @@ def resize_probability(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def area_or_linear(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (H, W, C) ``values`` resized by OpenCV to ``size`` = (height, width), each axis on its
+    own: area average along an axis that shrinks, bilinear along one that grows."""
+    (height, width), (to_height, to_width) = values.shape[:2], size
+    if to_height <= height and to_width <= width:
+        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_AREA)
+    if to_height >= height and to_width >= width:
+        return cv2.resize(values, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
+    # One axis shrinks and the other grows: OpenCV's area mode would interpolate both, so the
+    # shrinking axis is averaged first, then the other is interpolated.
+    shrunk_hw = (to_height, width) if to_height < height else (height, to_width)
+    shrunk = cv2.resize(values, (shrunk_hw[1], shrunk_hw[0]), interpolation=cv2.INTER_AREA)
+    return cv2.resize(shrunk, (to_width, to_height), interpolation=cv2.INTER_LINEAR)
+
+
 def stage_photo(image: np.ndarray, stage_hw: tuple[int, int]) -> np.ndarray:
-    """An (H, W, 3) uint8 photo at a stage's (height, width): area average when shrinking, bilinear
-    when enlarging (the photo itself when the sizes agree). Both stage runners' photo input."""
-    height = image.shape[0]
+    """An (H, W, 3) uint8 photo at a stage's (height, width) (:func:`area_or_linear`; the photo itself
+    when the sizes agree). Both stage runners' photo input."""
     if tuple(stage_hw) == image.shape[:2]:
         return image
-    interpolation = cv2.INTER_AREA if stage_hw[0] < height else cv2.INTER_LINEAR
-    return cv2.resize(image, (stage_hw[1], stage_hw[0]), interpolation=interpolation)
+    return area_or_linear(image, (stage_hw[0], stage_hw[1]))
 
 
 def pad_stage_input(values: np.ndarray, pad: int = 32, multiple: int = 16) -> np.ndarray:

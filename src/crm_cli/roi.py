@@ -59,12 +59,19 @@ def _band(prob: Any, radius: int, dilate_by: Callable[[Any, int], Any]) -> Any:
     return dilate_by(uncertain | edge, radius)
 
 
-def _place_in_padding(small: np.ndarray, padded_hw: tuple[int, int], pad: int) -> np.ndarray:
-    """``small`` placed ``pad`` px from the top/left of a padded map, grown by 4 px (2 latent cells)
-    so that every support cell of a band pixel is encoded."""
+def _place_in_padding(small: np.ndarray, padded_hw: tuple[int, int], pad: int, origin: tuple[int, int] = (0, 0),
+                      window: Box | None = None) -> np.ndarray:
+    """``small`` placed ``pad`` px from the top/left of a padded map (and ``origin`` further, when it is
+    a box of the stage), grown by 4 px (2 latent cells) so that every support cell of a band pixel is
+    encoded. With a ``window`` (a box of the padded map that holds ``small`` grown by 4 px), only the
+    window is dilated."""
     padded = np.zeros(padded_hw, dtype=bool)
-    padded[pad:pad + small.shape[0], pad:pad + small.shape[1]] = small
-    return dilate_array(padded, 4)
+    top, left = origin[0] + pad, origin[1] + pad
+    padded[top:top + small.shape[0], left:left + small.shape[1]] = small
+    if window is None:
+        return dilate_array(padded, 4)
+    padded[window] = dilate_array(padded[window], 4)
+    return padded
 
 
 def _nearest_indices(n_out: int, n_in: int) -> np.ndarray:
@@ -122,10 +129,7 @@ def _boxed_band_to_stage(band: np.ndarray, stage_hw: tuple[int, int], padded_hw:
     (rows, columns), (row_step, column_step) = cells, steps
     blocks = band[rows.start * row_step:rows.stop * row_step, columns.start * column_step:columns.stop * column_step]
     small = blocks.reshape(rows.stop - rows.start, row_step, columns.stop - columns.start, column_step).any(axis=(1, 3))
-    padded = np.zeros(padded_hw, dtype=bool)
-    padded[rows.start + pad:rows.stop + pad, columns.start + pad:columns.stop + pad] = small
-    padded[grown] = dilate_array(padded[grown], 4)
-    return padded
+    return _place_in_padding(small, padded_hw, pad, (rows.start, columns.start), grown)
 
 
 def band_to_stage_array(band: np.ndarray, stage_hw: tuple[int, int], padded_hw: tuple[int, int],

@@ -715,15 +715,18 @@ def edge_map(mask: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _boundary_box(edge: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    """The bounding box of an edge map grown by ``margin``; None if it is empty."""
+def _boundary_box(edge: np.ndarray, margin: int, origin: tuple[int, int] = (0, 0),
+                  shape: tuple[int, ...] | None = None) -> tuple[slice, slice] | None:
+    """The bounding box of an edge map grown by ``margin``; None if it is empty. The edge map may be a
+    crop whose top left lies at ``origin`` of a map of ``shape``, in whose coordinates the box is given."""
     rows = np.flatnonzero(edge.any(axis=1))
     if rows.size == 0:
         return None
     cols = np.flatnonzero(edge.any(axis=0))
-    height, width = edge.shape
-    return (slice(max(0, int(rows[0]) - margin), min(height, int(rows[-1]) + margin + 1)),
-            slice(max(0, int(cols[0]) - margin), min(width, int(cols[-1]) + margin + 1)))
+    height, width = edge.shape if shape is None else shape[:2]
+    top, left = origin
+    return (slice(max(0, top + int(rows[0]) - margin), min(height, top + int(rows[-1]) + margin + 1)),
+            slice(max(0, left + int(cols[0]) - margin), min(width, left + int(cols[-1]) + margin + 1)))
 
 
 def detail_loss(mask: np.ndarray, radius: int) -> float:
@@ -740,12 +743,13 @@ def detail_loss(mask: np.ndarray, radius: int) -> float:
         # The edge lies in the foreground's box; grown by a pixel, the box's own edge reads as the
         # background around it (or is the image's edge, as on the whole mask).
         held = grown_box(held, 1, m.shape)
-        edge = np.zeros(m.shape, dtype=bool)
-        edge[held] = edge_map(m[held])
+        edge = edge_map(m[held])
+        origin = (held[0].start, held[1].start)
     else:
         edge = edge_map(m)
+        origin = (0, 0)
     perimeter = int(np.count_nonzero(edge))
-    box = _boundary_box(edge, 2 * radius + 1)
+    box = _boundary_box(edge, 2 * radius + 1, origin, m.shape)
     if radius <= 0 or box is None:
         return 0.0
     crop = m[box]
