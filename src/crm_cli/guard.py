@@ -70,6 +70,25 @@ def boundary_distance(coarse: np.ndarray) -> np.ndarray:
     return np.where(inside > 0, d_in, d_out)
 
 
+def exact_distances(values: np.ndarray) -> np.ndarray:
+    """Float32 Euclidean pixel distances made exact: the square root of the nearest whole squared distance.
+
+    OpenCV's precise transform now and then returns a value one ulp off between processes (50.010002
+    for the square root of 2501 in about one run in ten), which would make the guard's values differ
+    in their last bit from run to run; a distance in pixels is always the root of a whole number.
+    """
+    squared = np.rint(np.square(values, dtype=np.float64))
+    return np.sqrt(squared).astype(np.float32)
+
+
+def within_distance(distance: np.ndarray, limit: float) -> np.ndarray:
+    """``distance <= limit`` for :func:`boundary_distance` values, decided as their whole squares would:
+    the threshold sits halfway (in squares) between the last distance within the limit and the next."""
+    if limit < 0:
+        return np.zeros(np.shape(distance), dtype=bool)
+    return distance < np.float32(np.sqrt(np.floor(limit * limit) + 0.5))
+
+
 def candidate_distance(side: np.ndarray, candidates: np.ndarray, saturation: float) -> np.ndarray:
     """:func:`boundary_distance` at the flat indices ``candidates``, exact up to ``saturation``.
 
@@ -83,7 +102,7 @@ def candidate_distance(side: np.ndarray, candidates: np.ndarray, saturation: flo
     top, bottom = max(0, int(rows.min()) - margin), min(height, int(rows.max()) + margin + 1)
     left, right = max(0, int(cols.min()) - margin), min(width, int(cols.max()) + margin + 1)
     crop = boundary_distance(side[top:bottom, left:right])
-    return crop[rows - top, cols - left]
+    return exact_distances(crop[rows - top, cols - left])
 
 
 def guard_weight(distance: np.ndarray, free_px: float, base: float | np.ndarray = 0.0) -> np.ndarray:
@@ -314,7 +333,7 @@ def keep_precise_boundary(probability: np.ndarray, coarse: np.ndarray, coarse_va
     shift = boundary_shift(prob > 0.5, side)
     if shift >= min_shift:
         return prob, shift, False, 0
-    band = boundary_distance(side) <= band_px
+    band = within_distance(boundary_distance(side), band_px)
     out = prob.copy()
     out[band] = np.asarray(coarse_values, dtype=np.float32)[band]
     restored = int(np.count_nonzero((out[band] > 0.5) != (prob[band] > 0.5)))
