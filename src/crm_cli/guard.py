@@ -20,6 +20,8 @@ from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map, outline_s
 GUARD_CERTAINTY = 0.99
 GUARD_STRENGTH = float(np.log(99.0))
 _EPS = 1e-6
+# holes_on_edges reads each region's alignment on its box grown by this (the outer band ends 8 px out).
+HOLE_WINDOW_MARGIN = 10
 # keep_precise_boundary undoes the changes within this distance (px) of the coarse boundary.
 SHIFT_BAND_PX = 2.0
 # keep_given_lines keeps the given mask's lines one pixel wide with at least this many pixels, and
@@ -248,10 +250,26 @@ def holes_on_edges(image: np.ndarray, filled: np.ndarray,
     a hole is most often the photo's own (a letter's counter, background seen through a gap), but an
     object's part of another colour that the mask left out (a dark window) reads the same.
     """
+    if worth_a_box(filled.shape):
+        box = nonzero_box(filled)
+        if box is None:
+            return np.zeros(filled.shape, bool)
+        # Every region's window lies within its box grown by the window's margin, clipped as on the
+        # whole map; so do the regions and their labels.
+        box = grown_box(box, HOLE_WINDOW_MARGIN, filled.shape)
+        if worth_boxing(box, filled.shape):
+            found = np.zeros(filled.shape, bool)
+            found[box] = _holes_on_edges(image[box], filled[box], min_alignment)
+            return found
+    return _holes_on_edges(image, filled, min_alignment)
+
+
+def _holes_on_edges(image: np.ndarray, filled: np.ndarray, min_alignment: float) -> np.ndarray:
+    """:func:`holes_on_edges` on the whole of ``filled``."""
     found = np.zeros(filled.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), connectivity=8)
     height, width = filled.shape
-    margin = 10  # the alignment's outer band ends 8 px from the outline
+    margin = HOLE_WINDOW_MARGIN
     for label in range(1, count):
         x, y, w, h = (int(v) for v in stats[label, :4])
         rows = slice(max(0, y - margin), min(height, y + h + margin))
