@@ -48,6 +48,13 @@ def test_exact_distances_by_hand() -> None:
     assert exact_distances(np.array([2.0 ** 64], np.float32))[0] == np.float32(2.0 ** 64)
 
 
+def test_exact_distances_for_every_whole_square_up_to_1024_px() -> None:
+    squares = np.arange(1 << 20, dtype=np.float64)
+    roots = np.sqrt(squares).astype(np.float32)  # correctly rounded: what an exact transform returns
+    for values in (roots, np.nextafter(roots, np.float32(0)), np.nextafter(roots, np.float32(1e9))):
+        assert exact_distances(values.astype(np.float32)).tobytes() == roots.tobytes()
+
+
 def test_within_distance_by_hand() -> None:
     two_up = np.nextafter(np.float32(2.0), np.float32(3.0))
     distances = np.array([1.0, np.sqrt(2.0), 2.0, two_up, np.sqrt(5.0), np.sqrt(8.0)], np.float32)
