@@ -97,3 +97,26 @@ def test_holes_of_an_empty_map_and_a_hole_by_hand(monkeypatch: pytest.MonkeyPatc
 def test_the_window_margin_covers_the_alignment_bands() -> None:
     """The alignment's outer band ends 8 px from the outline; the window (and the box) reach 10 px."""
     assert HOLE_WINDOW_MARGIN == 10
+
+
+def test_on_box_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boxes.on_box: None for a small map or a large box, zeros for no box, the work placed on the grown box."""
+    from crm_cli.boxes import on_box
+
+    calls: list[tuple[slice, slice]] = []
+
+    def work(box: tuple[slice, slice]) -> np.ndarray:
+        calls.append(box)
+        return np.full((box[0].stop - box[0].start, box[1].stop - box[1].start), 7, np.uint8)
+
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1000)
+    assert on_box((20, 30), np.uint8, lambda: (slice(5, 6), slice(5, 6)), 1, work) is None  # 600 values
+    monkeypatch.setattr(boxes, "MIN_BOXED_ELEMENTS", 1)
+    empty = on_box((20, 30), np.uint8, lambda: None, 1, work)
+    assert empty is not None and empty.dtype == np.uint8 and not empty.any()
+    assert on_box((20, 30), np.uint8, lambda: (slice(0, 15), slice(0, 20)), 1, work) is None  # 16 x 21 > half
+    out = on_box((20, 30), np.uint8, lambda: (slice(5, 7), slice(0, 3)), 2, work)
+    assert calls == [(slice(3, 9), slice(0, 5))]  # grown by 2, clipped at the left edge
+    expected = np.zeros((20, 30), np.uint8)
+    expected[3:9, 0:5] = 7
+    np.testing.assert_array_equal(out, expected)

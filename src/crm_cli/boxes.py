@@ -3,6 +3,8 @@ label map at 4K) can then be done on its box alone, to the same values as on the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 Box = tuple[slice, slice]
@@ -55,3 +57,24 @@ def either_box(first: np.ndarray, second: np.ndarray) -> Box | None:
         return None
     return (slice(min(box[0].start for box in boxes), max(box[0].stop for box in boxes)),
             slice(min(box[1].start for box in boxes), max(box[1].stop for box in boxes)))
+
+
+def on_box(shape: tuple[int, int], dtype: type | np.dtype, find_box: Callable[[], Box | None], margin: int,
+           work: Callable[[Box], np.ndarray]) -> np.ndarray | None:
+    """A map of ``shape`` that is zero but on a box, where it holds ``work(box)``; None when the caller
+    should work on the whole map instead (too small a map to look for a box, or too large a box).
+
+    ``find_box`` gives the box outside which the inputs are zero (None: zero everywhere, so the result
+    is all zeros); it is grown by ``margin``, the work's reach, before ``work`` is called on it.
+    """
+    if not worth_a_box(shape):
+        return None
+    box = find_box()
+    if box is None:
+        return np.zeros(shape, dtype)
+    box = grown_box(box, margin, shape)
+    if not worth_boxing(box, shape):
+        return None
+    out = np.zeros(shape, dtype)
+    out[box] = work(box)
+    return out

@@ -184,10 +184,9 @@ def unrefined(result: RefineResult, probability: np.ndarray, keep_stages: bool, 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Float32 (H, W) map resized to ``size`` = (height, width), each axis on its own: area average
     along an axis that shrinks, bilinear along one that grows (``resampling.area_or_linear``)."""
-    values = values.astype(np.float32)
     if values.shape == size:
-        return values
-    return area_or_linear(values, size)
+        return values.astype(np.float32)
+    return area_or_linear(values.astype(np.float32, copy=False), size)
 
 
 def backend_name(backend: str | None) -> str:

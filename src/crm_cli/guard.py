@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .boxes import Box, either_box, grown_box, nonzero_box, worth_a_box, worth_boxing
+from .boxes import Box, either_box, grown_box, nonzero_box, on_box, worth_a_box, worth_boxing
 from .morphology import disc, thin_lines, wide_lines
 from .schedule import HOLE_EDGE_ALIGNMENT, BoundaryGeometry, edge_map, outline_sharpness
 
@@ -212,16 +212,12 @@ def region_changes(proposal: np.ndarray, coarse: np.ndarray, min_radius: int,
     """
     side = np.asarray(coarse).astype(bool)
     proposed = np.asarray(proposal).astype(bool)
-    if min_radius > 0 and worth_a_box(side.shape):
+    if min_radius > 0:
         # Only pixels on the proposal or the coarse mask can change; the box's margin keeps its own edge
         # out of the erosion and of the regions' outlines (attached_fraction reads one pixel around them).
-        box = either_box(proposed, side)
-        if box is None:
-            return np.zeros(side.shape, bool)
-        box = grown_box(box, min_radius + 2, side.shape)
-        if worth_boxing(box, side.shape):
-            kept = np.zeros(side.shape, bool)
-            kept[box] = _changed_regions(proposed[box], side[box], min_radius, max_attached)
+        kept = on_box(side.shape, bool, lambda: either_box(proposed, side), min_radius + 2,
+                      lambda box: _changed_regions(proposed[box], side[box], min_radius, max_attached))
+        if kept is not None:
             return kept
     return _changed_regions(proposed, side, min_radius, max_attached)
 
@@ -253,18 +249,11 @@ def holes_on_edges(image: np.ndarray, filled: np.ndarray,
     a hole is most often the photo's own (a letter's counter, background seen through a gap), but an
     object's part of another colour that the mask left out (a dark window) reads the same.
     """
-    if worth_a_box(filled.shape):
-        box = nonzero_box(filled)
-        if box is None:
-            return np.zeros(filled.shape, bool)
-        # Every region's window lies within its box grown by the window's margin, clipped as on the
-        # whole map; so do the regions and their labels.
-        box = grown_box(box, HOLE_WINDOW_MARGIN, filled.shape)
-        if worth_boxing(box, filled.shape):
-            found = np.zeros(filled.shape, bool)
-            found[box] = _holes_on_edges(image[box], filled[box], min_alignment)
-            return found
-    return _holes_on_edges(image, filled, min_alignment)
+    # Every region's window lies within the holes' box grown by the window's margin, clipped as on the
+    # whole map; so do the regions and their labels.
+    found = on_box(filled.shape, bool, lambda: nonzero_box(filled), HOLE_WINDOW_MARGIN,
+                   lambda box: _holes_on_edges(image[box], filled[box], min_alignment))
+    return _holes_on_edges(image, filled, min_alignment) if found is None else found
 
 
 def _holes_on_edges(image: np.ndarray, filled: np.ndarray, min_alignment: float) -> np.ndarray:

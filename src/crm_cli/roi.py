@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .boxes import Box, grown_box, nonzero_box, worth_a_box, worth_boxing
+from .boxes import Box, grown_box, nonzero_box, on_box, worth_a_box, worth_boxing
 
 if TYPE_CHECKING:
     import torch
@@ -36,18 +36,12 @@ def dilate_array(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def roi_band_array(prob: np.ndarray, radius: int) -> np.ndarray:
     """Bool (H, W) map of the pixels to decode in ROI mode (see the module's band rule)."""
-    if worth_a_box(prob.shape):
-        box = nonzero_box(prob)
-        if box is None:  # nothing uncertain and no boundary
-            return np.zeros(prob.shape, dtype=bool)
-        # Seeds lie within 1 px of a nonzero pixel, the band within radius of a seed; 2 px more keep the
-        # box's own edge out of both (there the complement's dilation would read the box's border).
-        box = grown_box(box, radius + 2, prob.shape)
-        if worth_boxing(box, prob.shape):
-            band = np.zeros(prob.shape, dtype=bool)
-            band[box] = _band(prob[box], radius, dilate_array)
-            return band
-    return _band(prob, radius, dilate_array)
+    # Nothing is uncertain and no boundary lies outside the nonzero box. Seeds lie within 1 px of a nonzero
+    # pixel, the band within radius of a seed; 2 px more keep the box's own edge out of both (there the
+    # complement's dilation would read the box's border).
+    band = on_box(prob.shape, bool, lambda: nonzero_box(prob), radius + 2,
+                  lambda box: _band(prob[box], radius, dilate_array))
+    return _band(prob, radius, dilate_array) if band is None else band
 
 
 def _band(prob: Any, radius: int, dilate_by: Callable[[Any, int], Any]) -> Any:
