@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     counts: dict[str, dict[str, ErrorSides]] = {}
     names: list[str] | None = None
     for kind, folder in kinds.items():
-        pairs = scan_predictions(folder, args.folder).pairs
+        pairing = scan_predictions(folder, args.folder)
+        pairs = pairing.pairs
+        for problem in pairing.problems:  # a ground truth without its refined mask: left out, and said
+            print(f"warning: {problem}", file=sys.stderr)
         if not pairs:
             raise SystemExit(f"{folder}: no refined masks of {args.folder}'s ground truths")
         counts[kind] = {pair.name: read_sides(pair.pred, pair.gt, args.far) for pair in pairs}

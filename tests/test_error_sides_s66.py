@@ -109,3 +109,17 @@ def test_a_folder_without_ground_truths_is_one_line(tmp_path: Path) -> None:
     predictions.mkdir()
     with pytest.raises(SystemExit, match="no pairs found"):
         error_sides.main([str(folder), "--pred", f"a={predictions}"])
+
+
+def test_a_ground_truth_without_its_refined_mask_is_said_and_left_out(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    folder, predictions = tmp_path / "set", tmp_path / "a"
+    folder.mkdir()
+    predictions.mkdir()
+    for name in ("one", "two"):
+        write_mask(folder / f"{name}_gt.png", square_truth())
+    write_mask(predictions / "one_mask.png", square_truth())
+    error_sides.main([str(folder), "--pred", f"a={predictions}"])
+    captured = capsys.readouterr()
+    assert "| a | 1 | 0 | 0 | 0 | 0 |" in captured.out.splitlines()
+    assert captured.err.startswith("warning: ") and "two" in captured.err
