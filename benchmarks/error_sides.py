@@ -29,7 +29,7 @@ from crm_cli.guard import boundary_distance
 from crm_cli.imageio import read_mask
 from crm_cli.masks import binarize
 from crm_cli.pipeline import fit_masks_for_scoring
-from crm_cli.score_pairs import scan_predictions
+from crm_cli.score_pairs import ScorePair, scan_predictions
 
 FAR_PX = 5.0
 
@@ -52,24 +52,44 @@ def error_sides(pred: np.ndarray, gt: np.ndarray, far: float = FAR_PX) -> ErrorS
     pred_b, gt_b = binarize(pred), binarize(gt)
     if pred_b.shape != gt_b.shape or pred_b.ndim != 2:
         raise ValueError(f"masks of one (H, W) size are needed, got {pred_b.shape} and {gt_b.shape}")
-    distance = boundary_distance(gt_b)
-    is_far = distance > far
-    added, removed = pred_b & ~gt_b, gt_b & ~pred_b
+    return count_sides(pred_b, gt_b, far_from_boundary(gt_b, far))
+
+
+def far_from_boundary(gt: np.ndarray, far: float) -> np.ndarray:
+    """Bool (H, W): the pixels of a binary ground truth more than ``far`` px from its other side."""
+    return boundary_distance(gt) > far
+
+
+def count_sides(pred: np.ndarray, gt: np.ndarray, is_far: np.ndarray) -> ErrorSides:
+    """:func:`error_sides` of binary masks, with the ground truth's far pixels already found."""
+    added, removed = pred & ~gt, gt & ~pred
     return ErrorSides(added_near=int(np.count_nonzero(added & ~is_far)),
                       added_far=int(np.count_nonzero(added & is_far)),
                       removed_near=int(np.count_nonzero(removed & ~is_far)),
                       removed_far=int(np.count_nonzero(removed & is_far)))
 
 
-def read_sides(pred_path: Path, gt_path: Path, far: float) -> ErrorSides:
-    """:func:`error_sides` of two mask files, fitted to one size as ``crm score`` fits them."""
-    pred, gt, _ = fit_masks_for_scoring(read_mask(pred_path), read_mask(gt_path), str(pred_path), str(gt_path))
-    return error_sides(pred.scoring_values(), gt.scoring_values(), far)
+def image_sides(gt_path: Path, pred_paths: dict[str, Path], far: float) -> dict[str, ErrorSides]:
+    """Each kind's :func:`error_sides` on one image: the ground truth is read, and its distances found, once
+    for all kinds; each prediction is fitted to it as ``crm score`` fits them. The fit's reading notes are
+    not shown: on ``crm eval -o`` outputs they would only say, mask by mask, that a soft mask is soft."""
+    gt_mask = read_mask(gt_path)
+    far_maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+    sides = {}
+    for kind, pred_path in pred_paths.items():
+        pred, gt, _ = fit_masks_for_scoring(read_mask(pred_path), gt_mask, str(pred_path), str(gt_path))
+        pred_b = binarize(pred.scoring_values())
+        if pred_b.shape not in far_maps:  # a prediction larger than the ground truth has it upsampled
+            gt_b = binarize(gt.scoring_values())
+            far_maps[pred_b.shape] = gt_b, far_from_boundary(gt_b, far)
+        sides[kind] = count_sides(pred_b, *far_maps[pred_b.shape])
+    return sides
 
 
 def mean_sides(rows: list[ErrorSides]) -> dict[str, float]:
     """Each kind of error's mean pixels per image."""
-    return {key: float(np.mean([asdict(row)[key] for row in rows])) for key in asdict(rows[0])}
+    values = [asdict(row) for row in rows]
+    return {key: float(np.mean([row[key] for row in values])) for key in values[0]}
 
 
 @one_line_errors
@@ -90,21 +110,23 @@ def main(argv: list[str] | None = None) -> None:
     if len(kinds) < len(args.pred):
         raise SystemExit("--pred: each NAME once")
 
-    counts: dict[str, dict[str, ErrorSides]] = {}
-    names: list[str] | None = None
+    found: dict[str, dict[str, ScorePair]] = {}
     for kind, folder in kinds.items():
         pairing = scan_predictions(folder, args.folder)
-        pairs = pairing.pairs
         for problem in pairing.problems:  # a ground truth without its refined mask: left out, and said
             print(f"warning: {problem}", file=sys.stderr)
-        if not pairs:
+        if not pairing.pairs:
             raise SystemExit(f"{folder}: no refined masks of {args.folder}'s ground truths")
-        counts[kind] = {pair.name: read_sides(pair.pred, pair.gt, args.far) for pair in pairs}
-        these = sorted(counts[kind])
-        if names is not None and these != names:
-            raise SystemExit(f"{folder}: refined masks of other images than the first --pred's "
-                             f"({len(these)} against {len(names)})")
-        names = these
+        found[kind] = {pair.name: pair for pair in pairing.pairs}
+    first, *others = list(found)
+    names = list(found[first])  # in the pairing's order
+    for kind in others:
+        if found[kind].keys() != found[first].keys():
+            raise SystemExit(f"{kinds[kind]}: refined masks of other images than the first --pred's "
+                             f"({len(found[kind])} against {len(names)})")
+    per_image = {name: image_sides(found[first][name].gt, {kind: found[kind][name].pred for kind in found},
+                                   args.far) for name in names}
+    counts = {kind: {name: per_image[name][kind] for name in names} for kind in found}
 
     print(f"mean wrong pixels per image, far = more than {args.far:g} px from the ground truth's boundary")
     print("| masks | images | added near | added far | removed near | removed far |")
@@ -113,10 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         mean = mean_sides(list(rows.values()))
         print(f"| {kind} | {len(rows)} | {mean['added_near']:.0f} | {mean['added_far']:.0f} | "
               f"{mean['removed_near']:.0f} | {mean['removed_far']:.0f} |")
-    first, *others = list(counts)
     for kind in others:
         change = {name: (counts[kind][name].added_far - counts[first][name].added_far,
-                         counts[kind][name].removed_far - counts[first][name].removed_far) for name in names or []}
+                         counts[kind][name].removed_far - counts[first][name].removed_far) for name in names}
         for label, side in (("added far", 0), ("removed far", 1)):
             worst = sorted(change, key=lambda name: change[name][side], reverse=True)[: args.top]
             listed = ", ".join(f"{name} {change[name][side]:+d}" for name in worst if change[name][side] > 0)
