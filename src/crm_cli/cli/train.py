@@ -109,6 +109,10 @@ def train(
     freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train only fusion and decoder: the "
                                                  "encoder's weights and BN statistics stay as --init left "
                                                  "them.")] = False,
+    cascade: Annotated[float, typer.Option("--cascade", metavar="SHARE", min=0.0, max=1.0, callback=finite_option,
+                                           help="For this share of the samples, the coarse mask is first refined by "
+                                           "the model itself at half size, as the stage before the final one hands "
+                                           "it on when refining (0 = off, the paper's recipe).")] = 0.0,
     keep_exports: Annotated[bool, typer.Option("--keep-exports", help="Also keep each validation's weights as "
                                                "model_step<N>.safetensors (N in six digits; with its .json sidecar), "
                                                "to choose one later on whole dev "
@@ -140,7 +144,8 @@ def train(
                 synthetic=synthetic, coarse_mix=coarse_mix, network_masks=[str(d) for d in network_masks or []],
                 val_sets=list(val_set or []), val_images=val_images, val_ratios=val_ratios, device=device,
                 workers=workers, max_minutes=max_minutes, stop_at=stop_at, zoom=zoom, transpose=transpose,
-                boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, keep_exports=keep_exports,
+                boundary_weight=boundary_weight, freeze_encoder=freeze_encoder, cascade=cascade,
+                keep_exports=keep_exports,
                 command="crm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             )
             # No pair left to train on is a usage error of --data, whether a new run's split finds it

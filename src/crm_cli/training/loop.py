@@ -480,6 +480,9 @@ class Trainer:
             self.take_notes(made.notes)
             batch = made.batch
         rgb, coarse, gt = (t.to(self.device, non_blocking=True) for t in batch)
+        if options.cascade > 0:
+            chosen = cascade_choice(rgb.shape[0], options.cascade, options.seed, self.step)
+            coarse = cascaded_masks(self.model, rgb, coarse, chosen, self.config.input_norm)
         self.net.train()
         if options.freeze_encoder:
             self.model.encoder.eval()  # BN keeps the statistics the encoder was trained with
@@ -695,6 +698,44 @@ class Trainer:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def cascade_choice(batch: int, share: float, seed: int, step: int) -> torch.Tensor:
+    """Bool (batch,): the samples of a step whose coarse mask :func:`cascaded_masks` replaces, each with
+    probability ``share``; a function of (seed, step) alone, drawn from a generator of its own so that
+    the step's other random draws (dropout) stay those of a run without the cascade."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 0x5EED)
+    return torch.rand(batch, generator=generator) < share
+
+
+def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tensor, chosen: torch.Tensor,
+                   input_norm: tuple[tuple[float, float, float], tuple[float, float, float]]) -> torch.Tensor:
+    """``coarse`` (B, 1, H, W) with the ``chosen`` samples' masks replaced by the model's own refinement
+    of them at half size, enlarged back: what the stage before the final one hands the final stage at
+    inference (soft, thin parts lost at the smaller scale), where training otherwise shows it only
+    binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched); the
+    photo and mask are reduced by area averaging and the probability enlarged bilinearly, as the
+    engine's stages do."""
+    import torch.nn.functional as F
+
+    index = chosen.nonzero().flatten().to(coarse.device)
+    if index.numel() == 0:
+        return coarse
+    height, width = coarse.shape[-2:]
+    half = (max(1, height // 2), max(1, width // 2))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            small_rgb = F.interpolate(rgb[index], size=half, mode="area")
+            small_mask = F.interpolate(coarse[index], size=half, mode="area")
+            prob = torch.sigmoid(model(network_input(small_rgb, small_mask, *input_norm)))
+            enlarged = F.interpolate(prob.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
+    finally:
+        model.train(was_training)
+    cascaded = coarse.clone()
+    cascaded[index] = enlarged.to(coarse.dtype)
+    return cascaded
 
 
 def step_export_name(step: int) -> str:

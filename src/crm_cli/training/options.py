@@ -47,6 +47,7 @@ class TrainOptions:
     stop_at: int = 0  # stop the same way at this step, the schedule still that of ``steps``; 0 = at ``steps``
     boundary_weight: float = 0.0  # extra loss weight on the ground truth's boundary band (training/loss.py)
     freeze_encoder: bool = False  # train fusion and decoder only; the encoder's weights and BN statistics stay
+    cascade: float = 0.0  # share of samples whose coarse mask is the model's own half-size refinement (loop.py)
     keep_exports: bool = False  # also keep each validation's export as model_step<N>.safetensors
 
     def data_mix(self) -> DataMix:
@@ -59,7 +60,7 @@ class TrainOptions:
 DATA_MIX_FIELDS = ("synthetic", "coarse_mix", "network_masks", "zoom", "transpose")
 # The options that decide what a step optimises: a resumed run must keep them too (the optimiser's
 # state holds only the trained parameters).
-OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder")
+OBJECTIVE_FIELDS = ("boundary_weight", "freeze_encoder", "cascade")
 # The options that decide each step's batch size, learning rate, seeds and query window: a resumed run
 # with others would silently mix two schedules.
 SCHEDULE_FIELDS = ("steps", "batch", "lr", "seed", "query_window")
