@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..checkpoint import save_weights
 from ..config import PRESET_ARCHS, ArchConfig, Provenance
@@ -716,8 +717,6 @@ def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tens
     binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched); the
     photo and mask are reduced by area averaging and the probability enlarged bilinearly, as the
     engine's stages do."""
-    import torch.nn.functional as F
-
     index = chosen.nonzero().flatten().to(coarse.device)
     if index.numel() == 0:
         return coarse
