@@ -232,7 +232,7 @@ class StageRunner(TiledRunner):
 
 
 def resize_probability(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a (1, 1, h, w) map, antialiased when shrinking."""
+    """Bilinear resize of an (N, 1, h, w) map, antialiased when shrinking."""
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
     shrink = size[0] < mask.shape[-2] or size[1] < mask.shape[-1]

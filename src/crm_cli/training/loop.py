@@ -42,6 +42,7 @@ from ..model import build_crm
 from ..model.pretrained import NotImageNetWeightsError, initialise_encoder
 from ..pairing import FilePair
 from ..runtime import format_bytes
+from ..stages import resize_probability
 from ..transforms import network_input
 from .data import (
     MOST_UNREADABLE,
@@ -714,9 +715,10 @@ def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tens
     """``coarse`` (B, 1, H, W) with the ``chosen`` samples' masks replaced by the model's own refinement
     of them at half size, enlarged back: what the stage before the final one hands the final stage at
     inference (soft, thin parts lost at the smaller scale), where training otherwise shows it only
-    binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched); the
-    photo and mask are reduced by area averaging and the probability enlarged bilinearly, as the
-    engine's stages do."""
+    binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched). The
+    photo and mask are reduced by area averaging (the engine reduces a mask with an antialiased
+    bilinear kernel instead; session 67's runs used this) and the probability is enlarged as the
+    engine enlarges a stage's output (:func:`~crm_cli.stages.resize_probability`)."""
     index = chosen.nonzero().flatten().to(coarse.device)
     if index.numel() == 0:
         return coarse
@@ -729,7 +731,7 @@ def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tens
             small_rgb = F.interpolate(rgb[index], size=half, mode="area")
             small_mask = F.interpolate(coarse[index], size=half, mode="area")
             prob = torch.sigmoid(model(network_input(small_rgb, small_mask, *input_norm)))
-            enlarged = F.interpolate(prob.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
+            enlarged = resize_probability(prob.unsqueeze(1), (height, width))
     finally:
         model.train(was_training)
     cascaded = coarse.clone()
