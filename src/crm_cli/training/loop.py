@@ -715,10 +715,10 @@ def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tens
     """``coarse`` (B, 1, H, W) with the ``chosen`` samples' masks replaced by the model's own refinement
     of them at half size, enlarged back: what the stage before the final one hands the final stage at
     inference (soft, thin parts lost at the smaller scale), where training otherwise shows it only
-    binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched). The
-    photo and mask are reduced by area averaging (the engine reduces a mask with an antialiased
-    bilinear kernel instead; session 67's runs used this) and the probability is enlarged as the
-    engine enlarges a stage's output (:func:`~crm_cli.stages.resize_probability`)."""
+    binary coarse masks. The pass runs in eval mode without gradients (BN statistics untouched). As in
+    the engine's stages, the photo is reduced by area averaging, and the mask is reduced and the
+    probability enlarged by :func:`~crm_cli.stages.resize_probability` (bilinear, antialiased when
+    shrinking; session 67's runs had reduced the mask by area averaging)."""
     index = chosen.nonzero().flatten().to(coarse.device)
     if index.numel() == 0:
         return coarse
@@ -729,7 +729,7 @@ def cascaded_masks(model: torch.nn.Module, rgb: torch.Tensor, coarse: torch.Tens
     try:
         with torch.no_grad():
             small_rgb = F.interpolate(rgb[index], size=half, mode="area")
-            small_mask = F.interpolate(coarse[index], size=half, mode="area")
+            small_mask = resize_probability(coarse[index], half)
             prob = torch.sigmoid(model(network_input(small_rgb, small_mask, *input_norm)))
             enlarged = resize_probability(prob.unsqueeze(1), (height, width))
     finally:
