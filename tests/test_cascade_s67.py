@@ -47,7 +47,7 @@ def _block_mean(x: np.ndarray) -> np.ndarray:
 
 def _antialiased_half(x: np.ndarray) -> np.ndarray:
     """Naive halving of (H, W) with even sides by a triangle filter twice as wide as a pixel (bilinear,
-    antialiased), taps outside the map dropped and the rest renormalised, loop by loop."""
+    antialiased), taps outside the map dropped and the rest renormalised, one output pixel at a time."""
     h, w = x.shape
 
     def weights(n_in: int, i: int) -> np.ndarray:
