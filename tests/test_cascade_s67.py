@@ -55,12 +55,12 @@ def _antialiased_half(x: np.ndarray) -> np.ndarray:
         taps = np.array([max(0.0, 1 - abs(j + 0.5 - centre) / 2) for j in range(n_in)])
         return taps / taps.sum()
 
+    col_weights = [weights(w, j) for j in range(w // 2)]
     out = np.zeros((h // 2, w // 2), np.float64)
     for i in range(h // 2):
         row_weights = weights(h, i)
         for j in range(w // 2):
-            col_weights = weights(w, j)
-            out[i, j] = row_weights @ x @ col_weights
+            out[i, j] = row_weights @ x @ col_weights[j]
     return out
 
 
