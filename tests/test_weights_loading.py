@@ -110,7 +110,7 @@ def test_crm_info_reads_a_pt_checkpoint_once(pt_weights: Path, monkeypatch: pyte
         "sidecar": None, "config": model.config.to_dict(), "provenance": {"init": "tests"},
         "final_stage": {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
                         "min_change_confidence": 0.5, "final_only_certainty": 0.99},
-        "onnx": None, "partner": None, "error": None}
+        "onnx": None, "partner": None, "lone_stage": None, "error": None}
 
     reads.clear()
     loads.clear()

@@ -28,6 +28,9 @@ DEFAULT_WEIGHTS_NAME = "crm_mobilenet_v2_gpu40_composites_avg25.safetensors"
 # The sidecar entry naming the partner weights (partner_weights): other weights that run auto's region
 # pass, and every refinement the weights were not paired for (photos under a size, fixed presets).
 PARTNER_KEY = "partner"
+# The sidecar entry naming the lone-stage weights (lone_stage_weights): other weights that run the final
+# stage of auto's refinements whose plan is that stage alone (no coarse stage, no region pass).
+LONE_STAGE_KEY = "lone_stage"
 
 
 class WeightsError(RuntimeError):
@@ -246,21 +249,43 @@ def partner_weights(weights: Path | str | WeightsSidecar) -> PartnerEntry | None
     the entry is malformed or the file is missing: the weights were chosen to run with their
     partner, so running without it would be another model.
     """
-    side = WeightsSidecar.of(weights)
-    entry = (side.data or {}).get(PARTNER_KEY)
+    return _named_weights(WeightsSidecar.of(weights), PARTNER_KEY, "partner")
+
+
+def lone_stage_weights(weights: Path | str | WeightsSidecar) -> PartnerEntry | None:
+    """The lone-stage weights that the sidecar of ``weights`` names; None when it names none.
+
+    The entry is ``"lone_stage": {"file": NAME, "sha256": HEX}``, NAME a file beside ``weights``.
+    Where ``weights`` refine a photo themselves with ``auto``'s own schedule and guard, and the plan is
+    the final stage alone (no coarse stage fits or was chosen, no region pass), the lone-stage weights
+    run that stage, with their own sidecar's ``final_stage`` certainty and gate
+    (``engine.Refiner._lone_stage_runs``). A malformed entry or a missing file is a WeightsError, as
+    for the partner (:func:`partner_weights`).
+    """
+    return _named_weights(WeightsSidecar.of(weights), LONE_STAGE_KEY, "lone-stage")
+
+
+def _named_weights(side: WeightsSidecar, key: str, role: str) -> PartnerEntry | None:
+    """The entry ``key`` of the sidecar of ``side.weights`` (other weights, of the ``role`` named in
+    messages), read as :func:`partner_weights` describes; only the partner's may hold ``below_side``."""
+    entry = (side.data or {}).get(key)
     if entry is None:
         return None
     where = sidecar_path(side.weights)
     name = entry.get("file") if isinstance(entry, dict) else None
     digest = entry.get("sha256") if isinstance(entry, dict) else None
     below = entry.get("below_side", 0) if isinstance(entry, dict) else None
+    sided = key == PARTNER_KEY
+    # Only the lone-stage entry refuses other keys: a "below_side" there would look like it works.
+    unknown = not sided and isinstance(entry, dict) and bool(set(entry) - {"file", "sha256"})
     if (not isinstance(name, str) or not name or Path(name).name != name or not isinstance(digest, str)
-            or not digest or not isinstance(below, int) or isinstance(below, bool) or below < 0):
-        raise WeightsError(f'{where}: "{PARTNER_KEY}" must be {{"file": a file name beside the weights, '
-                           f'"sha256": its hex digest, "below_side": a whole number of pixels >= 0 (optional)}}')
+            or not digest or not isinstance(below, int) or isinstance(below, bool) or below < 0 or unknown):
+        shape = ', "below_side": a whole number of pixels >= 0 (optional)' if sided else ""
+        raise WeightsError(f'{where}: "{key}" must be {{"file": a file name beside the weights, '
+                           f'"sha256": its hex digest{shape}}}')
     path = side.weights.with_name(name)
     if not path.is_file():
-        raise WeightsError(f"{where}: the partner weights it names are missing: {path} (copy them beside "
+        raise WeightsError(f"{where}: the {role} weights it names are missing: {path} (copy them beside "
                            f"{side.weights.name}, with their .json and .encoder.onnx)")
     return PartnerEntry(path, digest, below)
 
@@ -511,17 +536,18 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False, *
     Keys: ``path``, ``exists``, ``sha256``, ``sha256_ok`` (against the sidecar; None without one),
     ``sidecar``, ``config``, ``provenance``, ``final_stage`` (how ``auto`` runs the final stage with
     these weights, ``schedule.FinalStage`` as a dict), ``onnx`` (:func:`inspect_encoder`),
-    ``partner`` (:func:`inspect_partner`; None without ``follow_partner``) and ``error``, a one-line
-    reason when the file is not a usable crm checkpoint: a hash that does not match, an exported
-    encoder the onnx backend would take but whose hash does not match, partner weights that are
-    missing, not the ones recorded or not usable themselves, and with ``build`` tensors that do not
+    ``partner`` (:func:`inspect_partner`; None without ``follow_partner``), ``lone_stage``
+    (:func:`inspect_lone_stage`; likewise) and ``error``, a one-line reason when the file is not a
+    usable crm checkpoint: a hash that does not match, an exported encoder the onnx backend would take
+    but whose hash does not match, partner or lone-stage weights that are missing, not the ones
+    recorded or not usable themselves, and with ``build`` tensors that do not
     load strictly into their recorded architecture.
     """
     side = WeightsSidecar.of(path)
     path = side.weights
     report: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None,
                               "sidecar": None, "config": None, "provenance": None, "final_stage": None,
-                              "onnx": None, "partner": None, "error": None}
+                              "onnx": None, "partner": None, "lone_stage": None, "error": None}
     if not report["exists"]:
         if path.exists():
             report["error"] = f"{path}: is a directory, not a checkpoint file"
@@ -541,12 +567,15 @@ def inspect_checkpoint(path: Path | str | WeightsSidecar, build: bool = False, *
         report["onnx"] = inspect_encoder(side)
         # A partner's own partner entry is not followed: the Refiner never loads it (nor loops on it).
         report["partner"] = partner = inspect_partner(side, build=build) if follow_partner else None
+        report["lone_stage"] = lone = inspect_lone_stage(side, build=build) if follow_partner else None
         if report["sha256_ok"] is False:
             report["error"] = _hash_mismatch(path, digest, recorded, path)  # what verify_sha256 raises
         elif report["onnx"] is not None and report["onnx"]["error"]:
             report["error"] = report["onnx"]["error"]
         elif partner is not None and partner["error"]:
             report["error"] = partner["error"]
+        elif lone is not None and lone["error"]:
+            report["error"] = lone["error"]
         elif build:
             _build_model(spec)  # the hash was compared above
     except WeightsError as exc:
@@ -591,16 +620,34 @@ def inspect_partner(weights: Path | str | WeightsSidecar, build: bool = False) -
     the entry's, or the partner's own (:func:`inspect_checkpoint` of it, with ``build``: its sidecar's
     hash, its exported encoder's, its tensors).
     """
-    side = WeightsSidecar.of(weights)
-    if (side.data or {}).get(PARTNER_KEY) is None:
+    return _inspect_named(WeightsSidecar.of(weights), PARTNER_KEY, build)
+
+
+def inspect_lone_stage(weights: Path | str | WeightsSidecar, build: bool = False) -> dict[str, Any] | None:
+    """The lone-stage weights that the sidecar of ``weights`` names (:func:`lone_stage_weights`), or
+    None when it names none; the keys of :func:`inspect_partner`, with ``final_stage`` (theirs, as a
+    dict) in place of ``below_side``."""
+    return _inspect_named(WeightsSidecar.of(weights), LONE_STAGE_KEY, build)
+
+
+def _inspect_named(side: WeightsSidecar, key: str, build: bool) -> dict[str, Any] | None:
+    """:func:`inspect_partner` or :func:`inspect_lone_stage`, by the sidecar entry ``key``."""
+    if (side.data or {}).get(key) is None:
         return None
-    report: dict[str, Any] = {"path": None, "below_side": None, "sha256_ok": None, "error": None}
+    sided = key == PARTNER_KEY
+    report: dict[str, Any] = {"path": None, ("below_side" if sided else "final_stage"): None, "sha256_ok": None,
+                              "error": None}
     try:
-        entry = partner_weights(side)
+        entry = partner_weights(side) if sided else lone_stage_weights(side)
         assert entry is not None  # the entry is there
-        report["path"], report["below_side"] = str(entry.path), entry.below_side
-        # The partner's own report hashes its file once; that digest is the one the entry names.
+        report["path"] = str(entry.path)
+        if sided:
+            report["below_side"] = entry.below_side
+        # Their own report hashes the file once; that digest is the one the entry names. Their own
+        # partner and lone-stage entries are not followed: the Refiner never loads them (nor loops).
         own = inspect_checkpoint(entry.path, build=build, follow_partner=False)
+        if not sided:
+            report["final_stage"] = own["final_stage"]
         digest = own["sha256"]
         if digest is None:  # the file could not be read
             report["error"] = own["error"]

@@ -35,6 +35,7 @@ from .checkpoint import (
     WeightsSidecar,
     check_partner_digest,
     default_weights_path,
+    lone_stage_weights,
     onnx_encoder_path,
     partner_weights,
     recorded_onnx_encoder,
@@ -107,6 +108,15 @@ GUARD_BAND = 3
 # went from 0.53 to 0.36 s and no pixel changed side; on coarse-to-fine schedules two cost
 # carvana-dev 0.04 IoU, so they keep three.
 FINAL_ONLY_GUARD_BAND = 2
+# Lone-stage weights run a lone final stage only where the mask's boundary sharpness (the plan's,
+# schedule.boundary_sharpness; None where it was not measured) is below this: a boundary this sharp
+# lies on crisp edges, a mask to keep. Session 69, lone-stage weights crm_mobilenet_v2_thin_composites:
+# the perfect masks of do_no_harm.py that plan a lone final stage read 3.68-18.7 (1-px lines at 2K
+# fell to 98.76 IoU on that route, 6-px lines turned to 98.73), the thin set's coarse masks 1.1-3.3
+# (its mBA 85.42 routed whatever the sharpness, 85.46 below 3.0: the two above 3.0 lost 0.1 and
+# 1.7), the thin photos' IS-Net masks 1.5-5 (71.23 with all 39 routed, 70.71 with the 24 below 3.0,
+# 70.09 with none).
+LONE_STAGE_MAX_SHARPNESS = 3.0
 # Why a refinement may return the given mask before any stage runs (RefineResult.kept_given): it has no
 # boundary (empty or full), or the photo is one flat colour, or nothing but noise (keep_given rules).
 KEPT_GIVEN_REASONS = ("no_boundary", "flat_photo", "noise_photo")
@@ -141,6 +151,9 @@ class RefineResult:
     # The weights' partner refined the whole image (Refiner's partner_below_side and settings rule);
     # False when these weights did, even where the partner ran their region pass.
     by_partner: bool = False
+    # The weights' lone-stage weights ran the final stage (a plan of that stage alone: Refiner's
+    # lone_stage_model); the plan, trust region and snap are these weights' own.
+    by_lone_stage: bool = False
     # Why the given mask came back as it was before any stage ran (KEPT_GIVEN_REASONS), or None when the
     # stages ran. ``ratios`` and ``timings`` then hold the planned stages, each timed at zero.
     kept_given: str | None = None
@@ -149,6 +162,12 @@ class RefineResult:
     def schedule(self) -> str:
         """The stages run, as text: ``"0.25,0.5,1"`` or ``"1+regions 0.25,0.5"``."""
         return schedule_text(self.ratios, self.regions)
+
+
+def _auto_own(settings: Preset) -> bool:
+    """Whether ``settings`` are ``auto``'s own schedule with its guard (the one that partner and
+    lone-stage weights were paired for)."""
+    return settings.adaptive and settings.guard and settings.ratios == get_preset("auto").ratios
 
 
 def plan_schedule(settings: Preset, image: np.ndarray, foreground: np.ndarray, min_side: int,
@@ -324,7 +343,8 @@ class Refiner:
                  min_stage_side: int = MIN_STAGE_SIDE, fold_bn: bool = True, final_stage: FinalStage | None = None,
                  backend: str = "auto", threads: int | None = None,
                  partner_model: torch.nn.Module | str | Path | bool | None = None,
-                 partner_below_side: int | None = None, **tiles: int) -> None:
+                 partner_below_side: int | None = None,
+                 lone_stage_model: torch.nn.Module | str | Path | bool | None = None, **tiles: int) -> None:
         """Args:
             model: a CRMNet, run as given on torch (never folded, its memory format kept unless
                 ``channels_last``), or a checkpoint path (None: the shipped weights) loaded as
@@ -358,6 +378,12 @@ class Refiner:
             partner_below_side: photos whose longer side is shorter than this (px) are refined wholly
                 by the partner; None (default): the sidecar's ``below_side`` with the partner it
                 names, else 0 (none).
+            lone_stage_model: the lone-stage weights, a model that runs the final stage of the
+                refinements these weights make themselves with ``auto``'s own schedule and guard
+                when that stage runs alone (no coarse stage, no region pass), with its own
+                ``final_stage`` certainty and gate: a CRMNet or a checkpoint path, loaded with the
+                same options. None (default): the one the weights' sidecar names
+                (``checkpoint.lone_stage_weights``, its sha256 checked), else none; False: none.
             tiles: tile sizes and the decode budget (see ``StageRunner``; ``stage_geometry.TILE_MINIMUMS``
                 gives each one's smallest value).
 
@@ -395,6 +421,8 @@ class Refiner:
         check_tile_options(tiles)
         if partner_model is True:
             raise TypeError("partner_model must be a model, a checkpoint path, None or False, not True")
+        if lone_stage_model is True:
+            raise TypeError("lone_stage_model must be a model, a checkpoint path, None or False, not True")
         if partner_below_side is not None:
             partner_below_side = whole_number("partner_below_side", partner_below_side, 0)
         in_memory = model is not None and not isinstance(model, (str, os.PathLike))
@@ -442,7 +470,8 @@ class Refiner:
             try:
                 self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
                                        min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
-                                       backend=backend, threads=threads, partner_model=False, **tiles)
+                                       backend=backend, threads=threads, partner_model=False,
+                                       lone_stage_model=False, **tiles)
             except TypeError as exc:
                 raise TypeError(f"partner_model: {exc}") from None
             finally:
@@ -454,13 +483,39 @@ class Refiner:
         if partner_below_side is None:
             partner_below_side = recorded.below_side if recorded is not None else 0
         self.partner_below_side: int = partner_below_side if self.partner is not None else 0
+        # The lone-stage weights, built as the partner is; their own final_stage (certainty, gate) is
+        # kept unless ``final_stage`` was given, which then holds for every model here.
+        self.lone_stage: Refiner | None = None
+        lone_recorded = None if lone_stage_model is not None or sidecar is None else lone_stage_weights(sidecar)
+        if lone_recorded is not None:
+            lone_stage_model = lone_recorded.path
+        if lone_stage_model is not None and lone_stage_model is not False:
+            _building_partner.active = True
+            try:
+                self.lone_stage = Refiner(lone_stage_model, device, precision=precision, channels_last=channels_last,
+                                          min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
+                                          backend=backend, threads=threads, partner_model=False,
+                                          lone_stage_model=False, **tiles)
+            except TypeError as exc:
+                raise TypeError(f"lone_stage_model: {exc}") from None
+            finally:
+                _building_partner.active = False
+            if lone_recorded is not None:
+                assert sidecar is not None
+                check_partner_digest(lone_recorded.path, self.lone_stage.weights_info.sha256, lone_recorded.sha256,
+                                     sidecar.weights)
         # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
         # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
         # other's latents, a silently wrong mask. The partner, whose runner this Refiner runs under
-        # its own lock, takes the same lock when called by itself.
+        # its own lock, takes the same lock when called by itself (and so do the lone-stage weights).
         self._lock = threading.RLock()
-        if self.partner is not None:
-            self.partner._lock = self._lock
+        self._share_lock()
+
+    def _share_lock(self) -> None:
+        """Hand this Refiner's lock to its partner and lone-stage weights."""
+        for helper in (self.partner, self.lone_stage):
+            if helper is not None:
+                helper._lock = self._lock
 
     def __getstate__(self) -> dict[str, Any]:
         """The Refiner's state without its lock (a lock is neither picklable nor copyable)."""
@@ -470,11 +525,11 @@ class Refiner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied Refiner (new runners), with a lock of its own that its
-        partner shares."""
+        partner and lone-stage weights share."""
+        self.__dict__.setdefault("lone_stage", None)
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        if self.partner is not None:
-            self.partner._lock = self._lock
+        self._share_lock()
 
     def __copy__(self) -> Refiner:
         """A shallow copy shares the runners, so it shares their lock too: two threads refining with
@@ -543,6 +598,11 @@ class Refiner:
         return None if self.partner is None else self.partner.weights_info
 
     @property
+    def lone_stage_weights_info(self) -> CheckpointInfo | None:
+        """The info of the lone-stage weights (``lone_stage_model``), None without them."""
+        return None if self.lone_stage is None else self.lone_stage.weights_info
+
+    @property
     def device_type(self) -> str:
         """"cpu", "cuda" or "mps"."""
         device = getattr(self.runner, "device", None)
@@ -607,8 +667,9 @@ class Refiner:
         """The runners' inference contexts, the partner's included (all entered, or none)."""
         with ExitStack() as stack:
             stack.enter_context(self.runner.inference())
-            if self.partner is not None:
-                stack.enter_context(self.partner.runner.inference())
+            for helper in (self.partner, self.lone_stage):
+                if helper is not None:
+                    stack.enter_context(helper.runner.inference())
             return stack.pop_all()
 
     def release_memory(self) -> bool:
@@ -621,7 +682,7 @@ class Refiner:
         in (12-20% slower at those sizes), and between calls memory levels off by itself. Waits for
         a refinement running in another thread."""
         with self._lock:
-            for refiner in (self, self.partner):
+            for refiner in (self, self.partner, self.lone_stage):
                 if refiner is not None and refiner.backend == "onnx":
                     refiner.runner.release_memory()
             return release_free_heap()
@@ -631,8 +692,14 @@ class Refiner:
         only ``auto``'s own schedule with its guard, which plans the region pass that the partner runs,
         and only photos of ``partner_below_side`` and more. Everything else is what the partner did
         before it became one (weights paired for that schedule only)."""
-        return (settings.adaptive and settings.guard and settings.ratios == get_preset("auto").ratios
-                and max(image.shape[:2]) >= self.partner_below_side)
+        return _auto_own(settings) and max(image.shape[:2]) >= self.partner_below_side
+
+    def _lone_stage_runs(self, settings: Preset, plan: Schedule) -> bool:
+        """Whether the lone-stage weights run the final stage of this refinement: they exist, the
+        settings are ``auto``'s own schedule with its guard, ``plan`` is the final stage alone, and
+        the mask's boundary is not sharper than LONE_STAGE_MAX_SHARPNESS (or was not measured)."""
+        return (self.lone_stage is not None and _auto_own(settings) and plan.final_only and not plan.regions
+                and (plan.sharpness is None or plan.sharpness < LONE_STAGE_MAX_SHARPNESS))
 
     def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
                          roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
@@ -660,7 +727,7 @@ class Refiner:
         # torch.from_numpy (the torch runner's inputs) warns of undefined behaviour on a read-only
         # array (np.asarray of a PIL image is one); nothing writes into them, but a copy of such an
         # input keeps that warning away. The onnx backend takes them as they are (no copy).
-        if self.backend == "torch" or (self.partner is not None and self.partner.backend == "torch"):
+        if any(refiner is not None and refiner.backend == "torch" for refiner in (self, self.partner, self.lone_stage)):
             if not image.flags.writeable:
                 image = image.copy()
             if not mask.flags.writeable:
@@ -698,10 +765,14 @@ class Refiner:
         # first stage is decoded only inside that band (the rest keeps the coarse mask).
         bands = FINAL_ONLY_GUARD_BAND if plan.final_only else GUARD_BAND
         first_band = bands * plan.guard_px if settings.guard and settings.roi else None
+        # A lone final stage may be another model's, which brings its own certainty and gate.
+        stage_owner = self.lone_stage if self.lone_stage is not None and self._lone_stage_runs(settings, plan) else self
+        result.by_lone_stage = stage_owner is not self
+        final = stage_owner.final_stage
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
-                                       keep_stages=keep_stages, mirror_last=plan.mirror)
+                                       keep_stages=keep_stages, mirror_last=plan.mirror, runner=stage_owner.runner)
         if settings.guard:
-            certainty = self.final_stage.final_only_certainty if plan.final_only and not regions else GUARD_CERTAINTY
+            certainty = final.final_only_certainty if plan.final_only and not regions else GUARD_CERTAINTY
             probability, result.guard_restored = apply_guard(probability, reference, plan.guard_px,
                                                              certainty_pull(certainty), base=base)
         if plan.min_shift > 0:
@@ -712,7 +783,7 @@ class Refiner:
         if settings.guard:
             result.change_confidence = confidence = change_confidence(probability, reference)
             if confidence is not None:
-                threshold = self.final_stage.min_change_confidence
+                threshold = final.min_change_confidence
                 result.kept_coarse = confidence < threshold
                 result.change_weight = weight = change_weight(confidence, threshold, CHANGE_CONFIDENCE_RAMP)
         # The snap belongs to the refinement: a kept coarse mask stays exactly as given, and in a

@@ -197,6 +197,7 @@ def evaluate(refiner: Any, samples: Iterable[Sample], preset: Preset | str | Non
                               "change_confidence": None if detail is None else detail.change_confidence,
                               "snap_px": 0 if detail is None else detail.snap_px,
                               "by_partner": detail is not None and detail.by_partner,
+                              "by_lone_stage": detail is not None and detail.by_lone_stage,
                               "kept_given": SMALL_PHOTO if detail is None else detail.kept_given,
                               "coarse_iou": before.iou, "refined_iou": after.iou,
                               "coarse_mba": before.mba, "refined_mba": after.mba})
@@ -251,7 +252,7 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
     return {
         "width": width, "height": height, "device": refiner.device_name, "ratios": list(result.ratios),
         "regions": list(result.regions), "schedule": result.schedule, "snap_px": result.snap_px,
-        "by_partner": result.by_partner, "kept_given": result.kept_given,
+        "by_partner": result.by_partner, "by_lone_stage": result.by_lone_stage, "kept_given": result.kept_given,
         "repeat": repeat, "total_s": median, "min_s": float(totals.min()),
         "megapixels_per_s": width * height / 1e6 / median, "stages": stages,
         "peak_rss_mb": None if (peak := peak_rss_mb()) is None else round(peak, 1),
@@ -263,7 +264,8 @@ def time_refine(refiner: Any, image: np.ndarray, coarse: np.ndarray, preset: Pre
 def backend_versions(refiner: Any) -> dict[str, Any]:
     """The backend a Refiner runs on, its library's version and its CPU threads (None: the default);
     for weights with a partner also ``partner_backend``, the partner's, with its library's version
-    when that is another library and ``partner_threads`` when its thread count differs."""
+    when that is another library and ``partner_threads`` when its thread count differs; for weights
+    with lone-stage weights also ``lone_stage_backend``."""
     versions = _runner_versions(refiner)
     if refiner.partner is not None:
         partner = _runner_versions(refiner.partner)
@@ -272,6 +274,9 @@ def backend_versions(refiner: Any) -> dict[str, Any]:
         if partner_threads != versions["threads"]:
             versions["partner_threads"] = partner_threads
         versions.update({key: value for key, value in partner.items() if key not in versions})
+    lone_stage = getattr(refiner, "lone_stage", None)  # a stand-in refiner may not have the attribute
+    if lone_stage is not None:
+        versions["lone_stage_backend"] = lone_stage.backend
     return versions
 
 

@@ -55,12 +55,14 @@ class StageRun:
     snap_px: int = 0  # the edge snap's radius (engine.RefineResult.snap_px), 0 when it did not run
     by_partner: bool = False  # the weights' partner refined it (engine.RefineResult.by_partner)
     kept_given: str | None = None  # why no stage ran and the mask came back as given (engine.RefineResult)
+    by_lone_stage: bool = False  # the lone-stage weights ran its final stage (RefineResult.by_lone_stage)
 
     @classmethod
     def of(cls, result: RefineResult) -> StageRun:
         """The run recorded in an ``engine.RefineResult``."""
         return cls(result.ratios, result.schedule, result.change_confidence, result.kept_coarse,
-                   result.change_weight, result.snap_px, result.by_partner, result.kept_given)
+                   result.change_weight, result.snap_px, result.by_partner, result.kept_given,
+                   result.by_lone_stage)
 
     @property
     def summary(self) -> str:

@@ -24,13 +24,14 @@ class RefinerSpec:
     def check(self) -> None:
         """Raise ``checkpoint.WeightsError`` now for weights that could not be loaded (the file
         is read, not the tensors), so a Ray driver fails before starting any actor."""
-        from .checkpoint import default_weights_path, partner_weights, read_spec
+        from .checkpoint import default_weights_path, lone_stage_weights, partner_weights, read_spec
 
         weights = self.weights or default_weights_path()
         read_spec(weights)
-        partner = partner_weights(weights)  # a missing partner, or a bad entry, fails every actor too
-        if partner is not None:
-            read_spec(partner.path)
+        # Missing partner or lone-stage weights, or a bad entry, fail every actor too.
+        for named in (partner_weights(weights), lone_stage_weights(weights)):
+            if named is not None:
+                read_spec(named.path)
 
     def build(self) -> Any:
         """Make the process-wide settings and load the model on this process's device (an

@@ -402,11 +402,13 @@ def schedule_fields(result: Any, passthrough: bool = False) -> dict[str, Any]:
         fields["label_change_confidence"] = [run.change_confidence for run in result.runs]
         fields["label_snap_px"] = [run.snap_px for run in result.runs]
         fields["label_by_partner"] = [run.by_partner for run in result.runs]
+        fields["label_by_lone_stage"] = [run.by_lone_stage for run in result.runs]
         fields["label_kept_given"] = [run.kept_given for run in result.runs]
     else:
         fields["ratios"] = list(result.runs[0].ratios)
         fields["change_confidence"] = result.runs[0].change_confidence
         fields["snap_px"] = result.runs[0].snap_px
         fields["by_partner"] = result.runs[0].by_partner
+        fields["by_lone_stage"] = result.runs[0].by_lone_stage
         fields["kept_given"] = result.runs[0].kept_given
     return fields

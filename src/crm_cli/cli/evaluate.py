@@ -223,6 +223,8 @@ def evaluate(
         "kept_coarse": sum(image["kept_coarse"] for image in per_image),
         # Images the weights' partner refined whole (photos under its side, other presets): 0 without one.
         "by_partner": sum(image["by_partner"] for image in per_image),
+        # Images whose lone final stage the weights' lone-stage weights ran: 0 without them.
+        "by_lone_stage": sum(image["by_lone_stage"] for image in per_image),
         **backend_versions(refiner),
         "device": refiner.device_name,
         "coarse": {"iou": coarse_scores.iou, "mba": coarse_scores.mba},
@@ -251,6 +253,8 @@ def evaluate(
         f"{'-' if summary['delta']['mba'] is None else format(100 * summary['delta']['mba'], '+.2f')})"
     )
     partner_note = f"; refined by the partner weights x{summary['by_partner']}" if refiner.partner is not None else ""
+    if refiner.lone_stage is not None:
+        partner_note += f"; final stage by the lone-stage weights x{summary['by_lone_stage']}"
     console.print("stages: " + ", ".join(f"{name} x{count}" for name, count in schedules.most_common())
                   + f"; coarse mask kept (model unsure) x{summary['kept_coarse']}{partner_note}", highlight=False)
     if per_stage:

@@ -170,7 +170,7 @@ def _unread_report(path: Path, error: str) -> dict[str, Any]:
     """A weights report (``checkpoint.inspect_checkpoint``'s keys) of a file that could not be read."""
     return {"path": str(path), "exists": path.is_file(), "sha256": None, "sha256_ok": None, "sidecar": None,
             "config": None, "provenance": None, "final_stage": None, "onnx": None, "partner": None,
-            "error": error}
+            "lone_stage": None, "error": error}
 
 
 def _check_encoder_loads(report: dict[str, Any]) -> None:
@@ -266,6 +266,9 @@ def _print_table(data: dict[str, Any]) -> None:
         table.add_row("final stage", escape(compact(weights["final_stage"])))
         table.add_row("onnx encoder", _encoder_text(weights["onnx"]))
         table.add_row("partner", _partner_text(weights.get("partner")))
+        if weights.get("lone_stage") is not None:
+            lone = weights["lone_stage"]
+            table.add_row("lone stage", _lone_stage_text(lone, compact(lone["final_stage"])))
     console.print(table)
 
 
@@ -280,6 +283,17 @@ def _partner_text(partner: dict[str, Any] | None) -> str:
     below = f", photos under {partner['below_side']} px" if partner["below_side"] else ""
     return (f"[green]sha256 matches sidecar[/]; runs auto's region pass{below}, fixed presets and ratios, "
             f"and --no-guard\n{escape(partner['path'])}")
+
+
+def _lone_stage_text(lone: dict[str, Any], final_stage: str) -> str:
+    """The table's line for the lone-stage weights (``checkpoint.inspect_lone_stage``), their
+    ``final_stage`` written out, as Rich markup."""
+    from rich.markup import escape
+
+    if lone["error"]:
+        return f"[red]{escape(lone['error'])}[/]"
+    return (f"[green]sha256 matches sidecar[/]; runs auto's final stage where it runs alone "
+            f"(final stage {escape(final_stage)})\n{escape(lone['path'])}")
 
 
 def _encoder_text(encoder: dict[str, Any] | None) -> str:

@@ -50,14 +50,22 @@ def weights_identity(weights: Path | str | None) -> str:
 
     One rule: the most exact name to be had without reading the weights file. When its sidecar
     records a sha256 (the digest the Refiner verifies the file against before refining, failing
-    otherwise), that digest with the sidecar's ``final_stage`` entry and, when it has one, its
-    ``partner`` entry, as sorted JSON (``{"final_stage": ..., "sha256": "..."}``); else the file
-    itself, as ``"REAL_PATH SIZE MTIME_NS"``;
+    otherwise), that digest with the sidecar's ``final_stage`` entry and, when it has them, its
+    ``partner`` and ``lone_stage`` entries (with those weights' own ``final_stage``), as sorted JSON
+    (``{"final_stage": ..., "sha256": "..."}``); else the file itself, as ``"REAL_PATH SIZE MTIME_NS"``;
     else (no file to stat) ``"ABSOLUTE_PATH (not readable)"``, which no refined output records: loading
     such weights fails. These texts are what earlier runs recorded, so each must stay as it is: any
     change would have every output made before refined again as made with other settings.
     """
-    from ..checkpoint import PARTNER_KEY, WeightsError, WeightsSidecar, default_weights_path, partner_weights
+    from ..checkpoint import (
+        LONE_STAGE_KEY,
+        PARTNER_KEY,
+        WeightsError,
+        WeightsSidecar,
+        default_weights_path,
+        lone_stage_weights,
+        partner_weights,
+    )
 
     path = Path(weights) if weights else default_weights_path()
     try:
@@ -80,6 +88,15 @@ def weights_identity(weights: Path | str | None) -> str:
                 stage = None  # the load reports it
             if stage is not None:  # how the partner runs the photos it refines
                 named["partner_final_stage"] = stage
+        if data.get(LONE_STAGE_KEY) is not None:  # likewise, only where there are some
+            named[LONE_STAGE_KEY] = data[LONE_STAGE_KEY]
+            try:
+                entry = lone_stage_weights(side)
+                stage = (WeightsSidecar(entry.path).data or {}).get("final_stage") if entry else None
+            except (WeightsError, OSError, ValueError):
+                stage = None
+            if stage is not None:  # their certainty and gate are part of what they do
+                named["lone_stage_final_stage"] = stage
         return json.dumps(named, sort_keys=True)
     try:
         info = path.stat()

@@ -135,6 +135,10 @@ def timing(
             named = f" ({Path(partner_path).name})" if partner_path else ""
             console.print(f"refined by the weights' partner{named}: the photo is under its side, or the "
                           "settings are not auto's own", highlight=False)
+        if report["by_lone_stage"]:
+            lone_path = refiner.lone_stage_weights_info.path
+            named = f" ({Path(lone_path).name})" if lone_path else ""
+            console.print(f"final stage run by the weights' lone-stage weights{named}: it ran alone", highlight=False)
     if json_out:
         emit_json(report)
 
