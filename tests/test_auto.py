@@ -754,7 +754,7 @@ def test_engine_keeps_a_precise_boundary_the_final_stage_barely_moved(monkeypatc
     moved[5:15, 5:15] = True
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None, mirror_last=False):
+                    final_hw=None, mirror_last=False, runner=None):
         return moved.astype(np.float32)
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)
@@ -797,7 +797,7 @@ def test_engine_keeps_the_coarse_mask_when_the_model_is_unsure_of_its_changes(
     changed[block] = value
 
     def fake_stages(image, mask, ratios, settings, first_band, result, *, keep_stages=False,  # noqa: ANN001, ANN202
-                    final_hw=None, mirror_last=False):
+                    final_hw=None, mirror_last=False, runner=None):
         return changed.copy()
 
     monkeypatch.setattr(refiner, "_run_stages", fake_stages)
