@@ -17,15 +17,26 @@ from conftest import coarse_of, flat, make_tiny_model, synthetic_scene
 
 pytest.importorskip("torch")
 
-# A small scene's coarse mask, dilated: the tiny random models change some of its pixels' side (so the
-# change-confidence gate has something to decide on), and at 48x64 no coarse stage fits under the
-# default min_stage_side (224): auto's plan is the final stage alone.
+# A small scene's coarse mask, dilated, with a short 1-px wire: the tiny random models change some of its
+# pixels' side (so the change-confidence gate has something to decide on), at 48x64 no coarse stage
+# fits under the default min_stage_side (224): auto's plan is the final stage alone, and the wire is
+# detail that a coarse stage would lose (0.23 at 48x64, 0.13 at 96x128: LONE_STAGE_MIN_DETAIL is 0.1),
+# as the lone-stage weights require; a longer one would read as a detailed mask, whose boundary the
+# guard holds against the tiny models (DETAILED_MASK_TRUST).
 HEIGHT, WIDTH = 48, 64
 
 
-def _scene(seed: int = 0, size: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.ndarray, np.ndarray]:
+def _with_wire(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with a 6-px wire, 1 px wide, near its bottom-left corner."""
+    wired = mask.copy()
+    cv2.line(wired, (1, wired.shape[0] - 3), (6, wired.shape[0] - 3), 255, 1)
+    return wired
+
+
+def _scene(seed: int = 0, size: tuple[int, int] = (HEIGHT, WIDTH), wire: bool = True) -> tuple[np.ndarray, np.ndarray]:
     image, gt = synthetic_scene(*size, seed=seed)
-    return image, cv2.dilate(gt, np.ones((7, 7), np.uint8))
+    dilated = cv2.dilate(gt, np.ones((7, 7), np.uint8))
+    return image, _with_wire(dilated) if wire else dilated
 
 
 def _no_gate():  # noqa: ANN202
@@ -275,7 +286,7 @@ def test_a_lone_final_stage_is_the_lone_stage_models(monkeypatch: pytest.MonkeyP
 def test_a_plan_with_a_coarse_stage_is_the_main_models(monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_cli.engine import Refiner
 
-    image, coarse = _scene()
+    image, coarse = _scene(wire=False)
     options = {"backend": "torch", "final_stage": _no_gate(), "min_stage_side": 16}  # a 0.5 stage (24x32) fits
     routed = Refiner(make_tiny_model(0), "cpu", lone_stage_model=make_tiny_model(3), **options)
     lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
@@ -290,6 +301,27 @@ def test_a_plan_with_a_coarse_stage_is_the_main_models(monkeypatch: pytest.Monke
     assert not np.array_equal(other.probability, alone.probability)
 
 
+def test_a_lone_final_stage_of_a_smooth_mask_is_the_main_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mask with no detail that a coarse stage would lose (under LONE_STAGE_MIN_DETAIL) keeps its lone
+    final stage the main model's: the same photo and mask as the routed case, without the wire."""
+    from crm_cli.engine import LONE_STAGE_MIN_DETAIL, Refiner, finest_detail, plan_schedule
+    from crm_cli.presets import get_preset
+
+    routed = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate(),
+                     lone_stage_model=make_tiny_model(3))
+    alone = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate())
+    lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
+    for wire in (False, True):
+        image, coarse = _scene(wire=wire)
+        plan = plan_schedule(get_preset("auto"), image, coarse > 127, routed.min_stage_side, _no_gate())
+        assert plan.final_only and not plan.regions and plan.sharpness is None
+        assert bool(finest_detail(plan) >= LONE_STAGE_MIN_DETAIL) is wire, finest_detail(plan)
+        result = routed.refine_detailed(image, coarse)
+        assert result.by_lone_stage is wire and bool(lone_ratios) is wire
+        reference = alone.refine_detailed(image, coarse)
+        assert np.array_equal(result.probability, reference.probability) is not wire
+
+
 def test_a_lone_final_stage_on_a_sharp_boundary_is_the_main_models() -> None:
     """A mask whose boundary reads sharper than LONE_STAGE_MAX_SHARPNESS lies on crisp edges: its lone final
     stage stays the main model's. Where a coarse stage fits (min_stage_side 32 at 96x128) the sharpness is
@@ -302,7 +334,7 @@ def test_a_lone_final_stage_on_a_sharp_boundary_is_the_main_models() -> None:
     routed = Refiner(make_tiny_model(0), "cpu", lone_stage_model=make_tiny_model(3), **options)
     main_alone = Refiner(make_tiny_model(0), "cpu", **options)
     lone_alone = Refiner(make_tiny_model(3), "cpu", **options)
-    for mask, sharp in ((gt, True), (coarse_of(gt), False)):
+    for mask, sharp in ((gt, True), (_with_wire(coarse_of(gt)), False)):
         plan = plan_schedule(get_preset("auto"), image, mask > 127, 32, _no_gate())
         assert plan.final_only and not plan.regions and plan.sharpness is not None
         assert (plan.sharpness >= LONE_STAGE_MAX_SHARPNESS) is sharp, plan.sharpness
@@ -559,3 +591,13 @@ def test_crm_info_shows_the_lone_stage_weights(lone_pair: tuple[Path, Path], tin
     assert broken.exit_code == 1
     data = json.loads(broken.stdout)
     assert data["status"] == "failed" and data["weights"]["lone_stage"]["sha256_ok"] is False
+
+
+def test_finest_detail_is_the_detail_at_the_finest_coarse_stage_measured() -> None:
+    from crm_cli.engine import finest_detail
+    from crm_cli.schedule import Schedule
+
+    assert finest_detail(Schedule((1.0,), 8.0, detail={0.25: 0.4, 0.5: 0.125, 1.0: 3.0})) == 0.125
+    assert finest_detail(Schedule((1.0,), 8.0, detail={0.25: 0.4})) == 0.4
+    assert finest_detail(Schedule((1.0,), 8.0, detail={1.0: 3.0})) is None
+    assert finest_detail(Schedule((1.0,), 8.0)) is None
