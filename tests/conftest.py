@@ -128,6 +128,19 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def spy_on_stages(refiner, monkeypatch: pytest.MonkeyPatch) -> list[float]:  # noqa: ANN001
+    """The ratios of the stages ``refiner``'s runner runs, in order (a mirrored stage runs twice)."""
+    ratios: list[float] = []
+    original = refiner.runner._stage
+
+    def spy(image, mask, ratio, *args, **kw):  # noqa: ANN001, ANN202
+        ratios.append(ratio)
+        return original(image, mask, ratio, *args, **kw)
+
+    monkeypatch.setattr(refiner.runner, "_stage", spy)
+    return ratios
+
+
 def featureless_photo(height: int, width: int, value: int = 128) -> np.ndarray:
     """A photo with no edges near any mask: one grey ``value`` with a 4x4 black mark in its top-left
     corner, so that it is not one flat colour (for which the engine keeps the mask as given)."""

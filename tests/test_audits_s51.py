@@ -398,8 +398,10 @@ def test_an_exported_encoder_gone_from_beside_its_weights_is_warned_of(tmp_path:
     from crm_cli.checkpoint import default_weights_path
 
     shipped = default_weights_path()
-    for file in shipped.parent.glob(f"{shipped.stem}.*"):
-        shutil.copyfile(file, tmp_path / file.name)
+    lone = shipped.with_name("crm_mobilenet_v2_lone_stage.safetensors")  # the lone-stage weights it names
+    for stem in (shipped.stem, lone.stem):
+        for file in shipped.parent.glob(f"{stem}.*"):
+            shutil.copyfile(file, tmp_path / file.name)
     weights = tmp_path / shipped.name
     encoder = tmp_path / f"{shipped.stem}.encoder.onnx"
     with caplog.at_level(logging.WARNING, logger="crm_cli"):

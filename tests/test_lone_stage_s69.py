@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, flat, make_tiny_model, synthetic_scene
+from conftest import coarse_of, flat, make_tiny_model, spy_on_stages, synthetic_scene
 
 pytest.importorskip("torch")
 
@@ -45,19 +45,6 @@ def _no_gate():  # noqa: ANN202
     from crm_cli.schedule import FinalStage
 
     return FinalStage(min_change_confidence=0.0)
-
-
-def _spy_on_stages(refiner, monkeypatch: pytest.MonkeyPatch) -> list[float]:  # noqa: ANN001
-    """The ratios of the stages ``refiner``'s runner runs, in order (a mirrored stage runs twice)."""
-    ratios: list[float] = []
-    original = refiner.runner._stage
-
-    def spy(image, mask, ratio, *args, **kw):  # noqa: ANN001, ANN202
-        ratios.append(ratio)
-        return original(image, mask, ratio, *args, **kw)
-
-    monkeypatch.setattr(refiner.runner, "_stage", spy)
-    return ratios
 
 
 def _sidecar(path: Path) -> dict:
@@ -262,8 +249,8 @@ def test_a_lone_final_stage_is_the_lone_stage_models(monkeypatch: pytest.MonkeyP
     routed = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate(),
                      lone_stage_model=make_tiny_model(3))
     assert routed.lone_stage is not None and routed.lone_stage.final_stage == _no_gate()
-    main_ratios = _spy_on_stages(routed, monkeypatch)
-    lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
+    main_ratios = spy_on_stages(routed, monkeypatch)
+    lone_ratios = spy_on_stages(routed.lone_stage, monkeypatch)
     result = routed.refine_detailed(image, coarse)
     assert result.by_lone_stage and not result.by_partner
     # The plan is the final stage alone (no coarse stage fits a 48x64 photo; no region pass).
@@ -289,7 +276,7 @@ def test_a_plan_with_a_coarse_stage_is_the_main_models(monkeypatch: pytest.Monke
     image, coarse = _scene(wire=False)
     options = {"backend": "torch", "final_stage": _no_gate(), "min_stage_side": 16}  # a 0.5 stage (24x32) fits
     routed = Refiner(make_tiny_model(0), "cpu", lone_stage_model=make_tiny_model(3), **options)
-    lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
+    lone_ratios = spy_on_stages(routed.lone_stage, monkeypatch)
     result = routed.refine_detailed(image, coarse)
     assert len(result.ratios) >= 2 and len(result.timings) >= 2  # a coarse stage was planned and ran
     assert not result.by_lone_stage and lone_ratios == []
@@ -310,7 +297,7 @@ def test_a_lone_final_stage_of_a_smooth_mask_is_the_main_models(monkeypatch: pyt
     routed = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate(),
                      lone_stage_model=make_tiny_model(3))
     alone = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate())
-    lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
+    lone_ratios = spy_on_stages(routed.lone_stage, monkeypatch)
     for wire in (False, True):
         image, coarse = _scene(wire=wire)
         plan = plan_schedule(get_preset("auto"), image, coarse > 127, routed.min_stage_side, _no_gate())
@@ -354,7 +341,7 @@ def test_every_refinement_but_autos_own_is_the_main_models(settings: dict, monke
     image, coarse = _scene()
     routed = Refiner(make_tiny_model(0), "cpu", backend="torch", final_stage=_no_gate(),
                      lone_stage_model=make_tiny_model(3))
-    lone_ratios = _spy_on_stages(routed.lone_stage, monkeypatch)
+    lone_ratios = spy_on_stages(routed.lone_stage, monkeypatch)
     result = routed.refine_detailed(image, coarse, **settings)
     assert not result.by_lone_stage and lone_ratios == []
     assert len(result.ratios) == 1 or settings.get("preset") == "fast"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import coarse_of, make_tiny_model, synthetic_scene
+from conftest import coarse_of, make_tiny_model, spy_on_stages, synthetic_scene
 
 pytest.importorskip("torch")
 
@@ -27,19 +27,6 @@ def _scene_with_a_hole() -> tuple[np.ndarray, np.ndarray]:
     coarse = inside.copy()
     coarse[y - 20:y + 20, x - 50:x - 10] = False
     return image, (coarse * 255).astype(np.uint8)
-
-
-def _spy_on_stages(refiner, monkeypatch: pytest.MonkeyPatch) -> list[float]:  # noqa: ANN001
-    """The ratios of the stages ``refiner``'s runner runs, in order (a mirrored stage runs twice)."""
-    ratios: list[float] = []
-    original = refiner.runner._stage
-
-    def spy(image, mask, ratio, *args, **kw):  # noqa: ANN001, ANN202
-        ratios.append(ratio)
-        return original(image, mask, ratio, *args, **kw)
-
-    monkeypatch.setattr(refiner.runner, "_stage", spy)
-    return ratios
 
 
 def _region_proposal(refiner, image: np.ndarray, coarse: np.ndarray,  # noqa: ANN001
@@ -68,8 +55,8 @@ def test_the_region_pass_runs_on_the_partner_model_and_the_rest_on_the_main_one(
     image, coarse = _scene_with_a_hole()
     refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(1))
     assert refiner.partner is not None and refiner.partner_weights_info is not None
-    main_ratios = _spy_on_stages(refiner, monkeypatch)
-    region_ratios = _spy_on_stages(refiner.partner, monkeypatch)
+    main_ratios = spy_on_stages(refiner, monkeypatch)
+    region_ratios = spy_on_stages(refiner.partner, monkeypatch)
     result = refiner.refine_detailed(image, coarse)
     assert result.regions == (0.25, 0.5)
     assert region_ratios == [0.25, 0.5]
@@ -79,7 +66,7 @@ def test_the_region_pass_runs_on_the_partner_model_and_the_rest_on_the_main_one(
     # Without a partner every stage is the main model's.
     alone = Refiner.from_model(make_tiny_model(0), device="cpu")
     assert alone.partner is None and alone.partner_weights_info is None
-    alone_ratios = _spy_on_stages(alone, monkeypatch)
+    alone_ratios = spy_on_stages(alone, monkeypatch)
     alone.refine_detailed(image, coarse)
     assert alone_ratios == [0.25, 0.5, final, final]
 
@@ -116,7 +103,7 @@ def test_every_refinement_but_autos_own_is_the_partners(settings: dict, monkeypa
     image, gt = synthetic_scene(320, 400)
     coarse = coarse_of(gt)
     refiner = Refiner.from_model(make_tiny_model(0), device="cpu", partner_model=make_tiny_model(3))
-    main_ratios = _spy_on_stages(refiner, monkeypatch)
+    main_ratios = spy_on_stages(refiner, monkeypatch)
     partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu").refine_detailed(image, coarse, **settings)
     result = refiner.refine_detailed(image, coarse, **settings)
     assert main_ratios == [] and np.array_equal(result.probability, partner_alone.probability)
@@ -307,8 +294,8 @@ def test_photos_under_the_partners_side_are_refined_wholly_by_the_partner(monkey
     assert refiner.partner_below_side == 200
     partner_alone = Refiner.from_model(make_tiny_model(3), device="cpu")
     main_alone = Refiner.from_model(make_tiny_model(0), device="cpu")
-    main_ratios = _spy_on_stages(refiner, monkeypatch)
-    partner_ratios = _spy_on_stages(refiner.partner, monkeypatch)
+    main_ratios = spy_on_stages(refiner, monkeypatch)
+    partner_ratios = spy_on_stages(refiner.partner, monkeypatch)
     for height, width, by_partner in ((150, 199, True), (199, 120, True), (120, 200, False), (256, 160, False)):
         image, gt = synthetic_scene(height, width, seed=height)
         coarse = coarse_of(gt)

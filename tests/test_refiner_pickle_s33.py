@@ -45,16 +45,18 @@ def shipped_weights() -> Path:
 
 def copied_weights(folder: Path) -> tuple[Path, Path]:
     """The shipped weights, their sidecar and their exported encoder copied into ``folder``, with the
-    partner weights their sidecar names (and those weights' own sidecar and encoder): (weights, encoder)."""
+    partner and lone-stage weights their sidecar names (and those weights' own sidecar and encoder):
+    (weights, encoder)."""
     weights = shipped_weights()
     sidecar = sidecar_path(weights)
     entries = json.loads(sidecar.read_text())
     encoder = weights.with_name(entries["onnx"]["file"])
     files = [weights, sidecar, encoder]
-    if entries.get("partner"):
-        region = weights.with_name(entries["partner"]["file"])
-        files += [region, sidecar_path(region), region.with_name(json.loads(sidecar_path(region).read_text())
-                                                                ["onnx"]["file"])]
+    for key in ("partner", "lone_stage"):
+        if entries.get(key):
+            helper = weights.with_name(entries[key]["file"])
+            files += [helper, sidecar_path(helper), helper.with_name(json.loads(sidecar_path(helper).read_text())
+                                                                    ["onnx"]["file"])]
     for path in files:
         shutil.copyfile(path, folder / path.name)
     return folder / weights.name, folder / encoder.name

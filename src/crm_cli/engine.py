@@ -31,6 +31,7 @@ import numpy as np
 from .checkpoint import (
     SAFETENSORS_KIND,
     CheckpointInfo,
+    PartnerEntry,
     WeightsError,
     WeightsSidecar,
     check_partner_digest,
@@ -111,11 +112,12 @@ FINAL_ONLY_GUARD_BAND = 2
 # Lone-stage weights run a lone final stage only where the mask's boundary sharpness (the plan's,
 # schedule.boundary_sharpness; None where it was not measured) is below this: a boundary this sharp
 # lies on crisp edges, a mask to keep. Session 69, lone-stage weights crm_mobilenet_v2_thin_composites:
-# the perfect masks of do_no_harm.py that plan a lone final stage read 3.68-18.7 (1-px lines at 2K
-# fell to 98.76 IoU on that route, 6-px lines turned to 98.73), the thin set's coarse masks 1.1-3.3
+# the lines, scenes and text of do_no_harm.py that plan a lone final stage read 3.68-18.7 (1-px lines
+# at 2K fell to 98.76 IoU on that route, 6-px lines turned to 98.73; its disc under noise, 2.8 at
+# 1024 px, comes back whole either way), the thin set's coarse masks 1.1-3.3
 # (its mBA 85.42 routed whatever the sharpness, 85.46 below 3.0: the two above 3.0 lost 0.1 and
-# 1.7), the thin photos' IS-Net masks 1.5-5 (71.23 with all 39 routed, 70.71 with the 24 below 3.0,
-# 70.09 with none).
+# 1.7); 15 of the thin photos' IS-Net masks' 39 lone stages read 3.0-5.2 (mBA 71.23 with all 39
+# routed, 70.71 with the 24 below 3.0, 70.09 with none).
 LONE_STAGE_MAX_SHARPNESS = 3.0
 # ... and only where the mask loses at least this much detail (schedule.detail_loss) at the finest coarse
 # stage: the lone-stage weights learnt thin structures, and grow the objects of smooth masks (IS-Net
@@ -327,6 +329,28 @@ def warn_of_missing_encoder(sidecar: WeightsSidecar, device: str) -> None:
                    "crm_cli.onnx_export %s)", path, recorded.name, path)
 
 
+def _helper_refiner(model: Any, recorded: PartnerEntry | None, option: str, sidecar: WeightsSidecar | None,
+                    options: dict[str, Any]) -> Refiner | None:
+    """A Refiner's partner or lone-stage weights: ``model`` as given (None or False: none), or the file
+    of the sidecar entry ``recorded``, checked against its sha256; built with ``options`` and without
+    helpers of its own. ``option`` names the argument in a TypeError."""
+    if recorded is not None:
+        model = recorded.path
+    if model is None or model is False:
+        return None
+    _building_partner.active = True
+    try:
+        helper = Refiner(model, partner_model=False, lone_stage_model=False, **options)
+    except TypeError as exc:
+        raise TypeError(f"{option}: {exc}") from None
+    finally:
+        _building_partner.active = False
+    if recorded is not None:
+        assert sidecar is not None
+        check_partner_digest(recorded.path, helper.weights_info.sha256, recorded.sha256, sidecar.weights)
+    return helper
+
+
 class Refiner:
     """Refine any number of (image, mask) pairs with one CRM model (and its partner, when the weights
     name one: ``partner_model``) on one device.
@@ -471,51 +495,20 @@ class Refiner:
         self.weights_info: CheckpointInfo = info
         self.min_stage_side = min_stage_side
         self.final_stage: FinalStage = final_stage or self.weights_info.final_stage
-        # The partner, when there is one: a Refiner whose runner and refinement run under this
-        # Refiner's lock and inference context (never its own lock).
-        self.partner: Refiner | None = None
+        # The partner and the lone-stage weights, when there are some: Refiners whose runners and
+        # refinements run under this Refiner's lock and inference context (never their own lock), built
+        # with its options. The lone-stage weights keep their own final_stage (certainty, gate) unless
+        # ``final_stage`` was given, which then holds for every model here.
+        options = dict(device=device, precision=precision, channels_last=channels_last, min_stage_side=min_stage_side,
+                       fold_bn=fold_bn, final_stage=final_stage, backend=backend, threads=threads, **tiles)
         recorded = None if partner_model is not None or sidecar is None else partner_weights(sidecar)
-        if recorded is not None:
-            partner_model = recorded.path
-        if partner_model is not None and partner_model is not False:
-            _building_partner.active = True
-            try:
-                self.partner = Refiner(partner_model, device, precision=precision, channels_last=channels_last,
-                                       min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
-                                       backend=backend, threads=threads, partner_model=False,
-                                       lone_stage_model=False, **tiles)
-            except TypeError as exc:
-                raise TypeError(f"partner_model: {exc}") from None
-            finally:
-                _building_partner.active = False
-            if recorded is not None:
-                assert sidecar is not None
-                check_partner_digest(recorded.path, self.partner.weights_info.sha256, recorded.sha256,
-                                     sidecar.weights)
+        self.partner: Refiner | None = _helper_refiner(partner_model, recorded, "partner_model", sidecar, options)
         if partner_below_side is None:
             partner_below_side = recorded.below_side if recorded is not None else 0
         self.partner_below_side: int = partner_below_side if self.partner is not None else 0
-        # The lone-stage weights, built as the partner is; their own final_stage (certainty, gate) is
-        # kept unless ``final_stage`` was given, which then holds for every model here.
-        self.lone_stage: Refiner | None = None
         lone_recorded = None if lone_stage_model is not None or sidecar is None else lone_stage_weights(sidecar)
-        if lone_recorded is not None:
-            lone_stage_model = lone_recorded.path
-        if lone_stage_model is not None and lone_stage_model is not False:
-            _building_partner.active = True
-            try:
-                self.lone_stage = Refiner(lone_stage_model, device, precision=precision, channels_last=channels_last,
-                                          min_stage_side=min_stage_side, fold_bn=fold_bn, final_stage=final_stage,
-                                          backend=backend, threads=threads, partner_model=False,
-                                          lone_stage_model=False, **tiles)
-            except TypeError as exc:
-                raise TypeError(f"lone_stage_model: {exc}") from None
-            finally:
-                _building_partner.active = False
-            if lone_recorded is not None:
-                assert sidecar is not None
-                check_partner_digest(lone_recorded.path, self.lone_stage.weights_info.sha256, lone_recorded.sha256,
-                                     sidecar.weights)
+        self.lone_stage: Refiner | None = _helper_refiner(lone_stage_model, lone_recorded, "lone_stage_model", sidecar,
+                                                          options)
         # One refinement at a time: the runner keeps buffers between calls (the onnx backend's
         # latent store, its decoder pool's BLAS limit), and two threads sharing them got each
         # other's latents, a silently wrong mask. The partner, whose runner this Refiner runs under
