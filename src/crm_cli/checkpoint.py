@@ -259,7 +259,7 @@ def lone_stage_weights(weights: Path | str | WeightsSidecar) -> PartnerEntry | N
     Where ``weights`` refine a photo themselves with ``auto``'s own schedule and guard, and the plan is
     the final stage alone (no coarse stage fits or was chosen, no region pass), the lone-stage weights
     run that stage, with their own sidecar's ``final_stage`` certainty and gate
-    (``engine.Refiner._lone_stage_runs``). A malformed entry or a missing file is a WeightsError, as
+    (``engine.Refiner._lone_stage_for``). A malformed entry or a missing file is a WeightsError, as
     for the partner (:func:`partner_weights`).
     """
     return _named_weights(WeightsSidecar.of(weights), LONE_STAGE_KEY, "lone-stage")

@@ -699,16 +699,17 @@ class Refiner:
         before it became one (weights paired for that schedule only)."""
         return _auto_own(settings) and max(image.shape[:2]) >= self.partner_below_side
 
-    def _lone_stage_runs(self, settings: Preset, plan: Schedule) -> bool:
-        """Whether the lone-stage weights run the final stage of this refinement: they exist, the
+    def _lone_stage_for(self, settings: Preset, plan: Schedule) -> Refiner | None:
+        """The lone-stage weights when they run the final stage of this refinement (else None): they exist, the
         settings are ``auto``'s own schedule with its guard, ``plan`` is the final stage alone, the
         mask's boundary is not as sharp as LONE_STAGE_MAX_SHARPNESS, and its detail at the finest
         coarse stage reaches LONE_STAGE_MIN_DETAIL (either one counts as met where not measured)."""
         if self.lone_stage is None or not (_auto_own(settings) and plan.final_only and not plan.regions):
-            return False
+            return None
         detail = finest_detail(plan)
-        return ((plan.sharpness is None or plan.sharpness < LONE_STAGE_MAX_SHARPNESS)
-                and (detail is None or detail >= LONE_STAGE_MIN_DETAIL))
+        takes = ((plan.sharpness is None or plan.sharpness < LONE_STAGE_MAX_SHARPNESS)
+                 and (detail is None or detail >= LONE_STAGE_MIN_DETAIL))
+        return self.lone_stage if takes else None
 
     def _refine_detailed(self, image: np.ndarray, mask: np.ndarray, ratios: Sequence[float] | str | None,
                          roi: bool | None, full_decode: bool | None, *, adaptive: bool | None, guard: bool | None,
@@ -775,7 +776,7 @@ class Refiner:
         bands = FINAL_ONLY_GUARD_BAND if plan.final_only else GUARD_BAND
         first_band = bands * plan.guard_px if settings.guard and settings.roi else None
         # A lone final stage may be another model's, which brings its own certainty and gate.
-        stage_owner = self.lone_stage if self.lone_stage is not None and self._lone_stage_runs(settings, plan) else self
+        stage_owner = self._lone_stage_for(settings, plan) or self
         result.by_lone_stage = stage_owner is not self
         final = stage_owner.final_stage
         probability = self._run_stages(image, mask, plan.ratios, settings, first_band, result,
