@@ -37,7 +37,7 @@ def test_the_defaults_partner_is_the_previous_default_for_photos_under_1000_px()
     assert "12695" in report["provenance"]["notes"] and "make_thin_train.py" in report["provenance"]["data"]
 
 
-def test_the_defaults_lone_stage_weights_are_run_hs_step_5000_with_their_own_final_stage() -> None:
+def test_the_defaults_lone_stage_weights_are_run_hs_step_7500_with_their_own_final_stage() -> None:
     from crm_cli.checkpoint import lone_stage_weights, read_spec
 
     lone = WEIGHTS / "crm_mobilenet_v2_lone_stage.safetensors"
@@ -45,11 +45,11 @@ def test_the_defaults_lone_stage_weights_are_run_hs_step_5000_with_their_own_fin
     assert entry is not None and entry.path == lone and entry.sha256 == sha256_file(lone)
     report = inspect_checkpoint(WEIGHTS / DEFAULT_WEIGHTS_NAME)["lone_stage"]
     assert report["path"] == str(lone) and report["sha256_ok"] is True and report["error"] is None
-    # Their certainty and gate (session 69), over the defaults' enlargement and mirroring.
+    # Their certainty and gate (session 70), over the defaults' enlargement and mirroring.
     assert report["final_stage"] == {"scale": 1.5, "enlarge_max_pixels": 2_500_000, "mirror_max_pixels": 1_000_000,
-                                     "min_change_confidence": 0.4, "final_only_certainty": 0.6}
+                                     "min_change_confidence": 0.4, "final_only_certainty": 0.7}
     _, provenance = read_spec(lone)
-    assert provenance["steps"] == 5000 and "run H" in provenance["notes"]
+    assert provenance["steps"] == 7500 and "run H" in provenance["notes"]
     # The lone-stage weights name no partner or lone stage of their own: the Refiner would not follow them.
     assert inspect_checkpoint(lone)["partner"] is None and inspect_checkpoint(lone)["lone_stage"] is None
 
