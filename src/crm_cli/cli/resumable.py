@@ -75,28 +75,21 @@ def weights_identity(weights: Path | str | None) -> str:
         data = {}  # the load reports it
     digest = data.get("sha256")
     if isinstance(digest, str) and digest:
-        # The sidecar was read as JSON, so its entries dump as they are. The partner weights (named
-        # by their sha256, checked at load) are named only when there are some, so that the records
-        # of weights without them stay as they were.
+        # The sidecar was read as JSON, so its entries dump as they are. The partner and lone-stage
+        # weights (named by their sha256, checked at load) are named only when there are some, so that
+        # the records of weights without them stay as they were.
         named = {"sha256": digest, "final_stage": data.get("final_stage")}
-        if data.get(PARTNER_KEY) is not None:
-            named[PARTNER_KEY] = data[PARTNER_KEY]
+        for key, read_entry in ((PARTNER_KEY, partner_weights), (LONE_STAGE_KEY, lone_stage_weights)):
+            if data.get(key) is None:
+                continue
+            named[key] = data[key]
             try:  # the entry as the load reads it (a malformed one or a missing file fails the load)
-                entry = partner_weights(side)
+                entry = read_entry(side)
                 stage = (WeightsSidecar(entry.path).data or {}).get("final_stage") if entry else None
             except (WeightsError, OSError, ValueError):
                 stage = None  # the load reports it
-            if stage is not None:  # how the partner runs the photos it refines
-                named["partner_final_stage"] = stage
-        if data.get(LONE_STAGE_KEY) is not None:  # likewise, only where there are some
-            named[LONE_STAGE_KEY] = data[LONE_STAGE_KEY]
-            try:
-                entry = lone_stage_weights(side)
-                stage = (WeightsSidecar(entry.path).data or {}).get("final_stage") if entry else None
-            except (WeightsError, OSError, ValueError):
-                stage = None
-            if stage is not None:  # their certainty and gate are part of what they do
-                named["lone_stage_final_stage"] = stage
+            if stage is not None:  # how those weights run the stages they run: certainty, gate, scale
+                named[f"{key}_final_stage"] = stage
         return json.dumps(named, sort_keys=True)
     try:
         info = path.stat()
