@@ -351,6 +351,30 @@ def test_network_mode_crops_the_real_mask_with_the_photo(tiny_data: Path, tmp_pa
     assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True))
 
 
+def test_network_masks_are_kept_as_bool_and_handed_out_as_float32_copies(tiny_data: Path, tmp_path: Path) -> None:
+    pairs = list_pairs(tiny_data / "duts")
+    network = tmp_path / "isnet"
+    network.mkdir()
+    gt = cv2.imread(str(tiny_data / "duts" / "masks" / "s1.png"), cv2.IMREAD_GRAYSCALE)
+    drawn = np.zeros(gt.shape, np.uint8)
+    drawn[2:9, 3:7] = 255
+    drawn[10, 0] = 127  # under half: background
+    drawn[11, 1] = 128  # half and over: foreground, as inference reads a mask at 0.5
+    cv2.imwrite(str(network / f"{pairs[1].name}.png"), drawn)
+    cache = PairCache(pairs, (network,))
+    (mask,) = cache.network_masks(1)
+    expected = np.zeros(gt.shape, np.float32)
+    expected[2:9, 3:7] = 1.0
+    expected[11, 1] = 1.0
+    assert mask.dtype == np.float32
+    np.testing.assert_array_equal(mask, expected)
+    # The cache holds a quarter of the bytes (bool), and what it hands out is a copy a sample may write into.
+    (kept,) = cache._network[1]
+    assert kept.dtype == np.bool_ and kept.nbytes * 4 == mask.nbytes
+    mask[:] = 0.5
+    np.testing.assert_array_equal(cache.network_masks(1)[0], expected)
+
+
 def test_tiny_run_writes_csv_log_with_named_validation_and_a_curve(tiny_data: Path, tmp_path: Path) -> None:
     import torch
 
