@@ -91,9 +91,9 @@ __all__ = ["BACKENDS", "MIN_STAGE_SIDE", "RefineResult", "Refiner", "choose_back
 # What a caller should know about how a Refiner was loaded (unverified weights, a slow precision)
 # is logged here as a warning: without any logging set up, Python prints it on stderr.
 logger = logging.getLogger(__name__)
-# Set while a Refiner builds its partner, which shares its device and precision: a warning about
-# those is the Refiner's own, shown once.
-_building_partner = threading.local()
+# Set while a Refiner builds its partner or lone-stage weights, which share its device and precision: a
+# warning about those is the Refiner's own, shown once.
+_building_helper = threading.local()
 
 BACKENDS = BACKEND_CHOICES
 
@@ -338,13 +338,13 @@ def _helper_refiner(model: Any, recorded: PartnerEntry | None, option: str, side
         model = recorded.path
     if model is None or model is False:
         return None
-    _building_partner.active = True
+    _building_helper.active = True
     try:
         helper = Refiner(model, partner_model=False, lone_stage_model=False, **options)
     except TypeError as exc:
         raise TypeError(f"{option}: {exc}") from None
     finally:
-        _building_partner.active = False
+        _building_helper.active = False
     if recorded is not None:
         assert sidecar is not None
         check_partner_digest(recorded.path, helper.weights_info.sha256, recorded.sha256, sidecar.weights)
@@ -570,7 +570,7 @@ class Refiner:
             # NHWC suits tensor cores, and oneDNN's CPU depthwise kernels: 25% faster at 4K.
             channels_last = loaded and resolved.type in ("cuda", "cpu")
         runner = StageRunner(model, resolved, precision=precision, channels_last=channels_last, **tiles)
-        if resolved.type == "cpu" and precision != "fp32" and not getattr(_building_partner, "active", False):
+        if resolved.type == "cpu" and precision != "fp32" and not getattr(_building_helper, "active", False):
             # Measured on a 2-core CPU: one `crm refine` took 15.1 s in fp16 against 1.35 s in fp32.
             logger.warning("precision %s is much slower than fp32 on the CPU (fp16 took 11x as long in one "
                            "measurement): reduced precision is meant for GPUs", precision)
